@@ -1,0 +1,44 @@
+# toolgate's front door. `make run` starts toolgate; `make test` builds and runs every test.
+# Each target installs missing Debian packages first (scripts/install-deps.sh, as root).
+
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure build run test bench asan tsan clean format
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@bash scripts/run.sh $(BUILD_DIR)
+
+test: build
+	@ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS)
+
+bench: build
+	@bash scripts/bench.sh $(BUILD_DIR)
+
+# The unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer.
+asan:
+	@$(MAKE) --no-print-directory test BUILD_DIR=build-asan BUILD_TYPE=Debug \
+	  CMAKE_FLAGS="-DTOOLGATE_SANITIZE=address,undefined -DTOOLGATE_BUILD_BENCHMARKS=OFF"
+
+tsan:
+	@$(MAKE) --no-print-directory test BUILD_DIR=build-tsan BUILD_TYPE=RelWithDebInfo \
+	  CMAKE_FLAGS="-DTOOLGATE_SANITIZE=thread -DTOOLGATE_BUILD_BENCHMARKS=OFF"
+
+format:
+	@clang-format -i $$(git ls-files '*.h' '*.cc')
+
+clean:
+	@rm -rf build build-asan build-tsan

@@ -1,0 +1,85 @@
+#pragma once
+
+// The circuit breaker's state machine as pure functions (no I/O, time as a parameter). The
+// CircuitBreakerService executes these rules over the store with conditional writes.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "toolgate/domain/outcome.h"
+
+namespace toolgate::breaker {
+
+enum class State { kClosed, kOpen, kHalfOpen, kForcedOpen };
+
+std::string_view ToString(State s);  // "CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN"
+std::optional<State> ParseState(std::string_view s);
+
+// One connector's breaker settings (`[connectors.X.breaker]`).
+struct Config {
+  int failure_threshold = 5;                     // failures in the window that open the breaker (>= 1)
+  int window_s = 30;                             // failure counting window (1..86400)
+  std::optional<double> failure_rate_threshold;  // also require failures/calls >= this (0, 1]
+  int min_calls = 10;                            // ... over at least this many calls
+  std::optional<int> slow_call_ms;               // a call slower than this is a failure
+  int cooldown_s = 20;                           // time OPEN before a probe may run (1..3600)
+  int state_ttl_days = 14;                       // TTL of the breaker item, refreshed on every write
+  int probe_timeout_s = 30;                      // a probe claim older than this may be taken over
+  int min_distinct_tenants = 1;                  // failures must come from at least this many tenants
+};
+
+// kInvalidArgument naming the first bad field.
+absl::Status Validate(const Config& config);
+
+// The breaker item, decoded. An absent item is a CLOSED breaker at generation 0.
+struct Snapshot {
+  bool exists = false;
+  State state = State::kClosed;
+  int64_t generation = 0;  // incremented by every transition and probe claim (S3)
+  int64_t open_until_epoch_sec = 0;
+  bool half_open_probe_in_flight = false;
+  std::string probe_owner;
+  int64_t half_open_probe_expires_at = 0;  // epoch seconds
+  int64_t window_start_epoch_sec = 0;
+  int64_t window_failures = 0;
+  int64_t window_calls = 0;
+  int distinct_failure_tenants = 0;
+};
+
+// What a caller asking for permission must do next.
+struct PermissionPlan {
+  enum class Step {
+    kAllow,         // CLOSED: run the call
+    kDefer,         // answer DEFERRED with `reason` and `retry_after_ms`
+    kClaimProbe,    // OPEN past its cooldown: try the S1 conditional claim
+    kTakeOverProbe, // HALF_OPEN whose probe expired or was given back: try to claim it (S3)
+  };
+  Step step = Step::kAllow;
+  DeferReason reason = DeferReason::kBreakerOpen;
+  int64_t retry_after_ms = 0;
+};
+
+PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t now_epoch_ms);
+
+// How long a caller that lost the probe race should wait before retrying.
+inline constexpr int64_t kProbeInFlightRetryMs = 1000;
+
+// `open_until_epoch_sec` for a breaker opening at `now_epoch_ms`: now + cooldown, rounded up (S1).
+int64_t OpenUntil(int64_t now_epoch_ms, const Config& config);
+
+// The item TTL for a write at `now_epoch_sec` (S4).
+int64_t StateTtl(int64_t now_epoch_sec, const Config& config);
+
+// True when the counting window that started at `s.window_start_epoch_sec` is over at `now`.
+bool WindowExpired(const Snapshot& s, const Config& config, int64_t now_epoch_sec);
+
+// S5: whether the window's counts open the breaker.
+bool ShouldOpen(int64_t failures, int64_t calls, int distinct_tenants, const Config& config);
+
+// S5: whether a call that returned normally after `latency_ms` counts as a failure (slow call).
+bool IsSlowCall(const Config& config, int64_t latency_ms);
+
+}  // namespace toolgate::breaker

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/domain/breaker_rules.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// A breaker state change that this instance's write won (each is reported exactly once fleet-wide).
+struct BreakerTransition {
+  enum class Cause {
+    kFailureThreshold,  // CLOSED -> OPEN: the window's failures crossed the thresholds (S5)
+    kProbeClaimed,      // OPEN -> HALF_OPEN: this instance won the single probe (S1)
+    kProbeTakenOver,    // HALF_OPEN -> HALF_OPEN: an expired or given-back probe claimed anew (S3)
+    kProbeReturned,     // HALF_OPEN -> HALF_OPEN: the probe winner gave the claim back unused (section 5)
+    kProbeSucceeded,    // HALF_OPEN -> CLOSED (S2)
+    kProbeFailed,       // HALF_OPEN -> OPEN (S2)
+    kForcedOpen,        // any -> FORCED_OPEN by an operator
+    kManualClose,       // any -> CLOSED by an operator
+  };
+  std::string connector_id;
+  breaker::State from;
+  breaker::State to;
+  Cause cause;
+  int64_t generation;  // the generation after the transition
+  int64_t at_epoch_ms;
+};
+
+std::string_view ToString(BreakerTransition::Cause cause);
+
+// Receives the transitions this instance wins, after they are durable (for the audit ledger and
+// metrics). Called on the thread that made the write; must be thread-safe and must not block long.
+class BreakerTransitionListener {
+ public:
+  virtual ~BreakerTransitionListener() = default;
+  virtual void OnTransition(const BreakerTransition& transition) = 0;
+};
+
+// Circuit breakers per connector, shared by every thread, process and host through the store
+// (design S1–S5). The breaker of connector C is the item (CONNECTOR#C, BREAKER); every transition is
+// one conditional write guarded by the breaker's `generation`, so under any burst exactly one writer
+// wins each transition. A success in CLOSED costs no write unless a failure-rate window is counting.
+//
+// Thread-safe. The store, clock and listener must outlive the service.
+// Status codes: store errors from ItemStore (see IsStoreError); kDataLoss when the breaker item holds
+// something it did not write; kAborted when a read-modify-write lost its race too many times in a row.
+class CircuitBreakerService {
+ public:
+  // What the breaker said about one call, and what its outcome must be recorded against.
+  struct Permit {
+    bool allowed = false;
+    bool probe = false;           // this call is the single half-open probe
+    int64_t generation = 0;       // the breaker generation the call runs under (S3)
+    std::string probe_owner;      // the probe claim's id when `probe`
+    DeferReason reason = DeferReason::kBreakerOpen;  // when !allowed
+    int64_t retry_after_ms = 0;                      // when !allowed
+    // The counting window seen at permission time, so a success needs no read (S5).
+    int64_t window_start_epoch_sec = 0;
+    bool window_counting = false;
+  };
+
+  // `instance_id` names this process in probe claims (the probe owner).
+  CircuitBreakerService(store::ItemStore& store, const Clock& clock, std::string instance_id,
+                        BreakerTransitionListener* listener = nullptr);
+
+  // One read, plus one conditional write when a probe can be claimed.
+  absl::StatusOr<Permit> RequestPermission(std::string_view connector_id, const breaker::Config& config);
+
+  // Record the outcome of a call that ran under `permit` (REQUIRES: permit.allowed). A result from
+  // an older generation is ignored (S3). `tenant_id` feeds `min_distinct_tenants`.
+  absl::Status RecordSuccess(std::string_view connector_id, const breaker::Config& config, const Permit& permit);
+  absl::Status RecordFailure(std::string_view connector_id, const breaker::Config& config, const Permit& permit,
+                             std::string_view tenant_id);
+
+  // Gives an unused probe claim back (the winner could not get a concurrency slot), so the next
+  // caller can claim the probe at once. REQUIRES: permit.probe.
+  absl::Status ReturnProbe(std::string_view connector_id, const Permit& permit);
+
+  // Operator actions. They win over any state; FORCED_OPEN stays until ManualClose. Return the new
+  // state. The health check before a close is the caller's (the admin API's) job.
+  absl::StatusOr<breaker::Snapshot> ForceOpen(std::string_view connector_id, const breaker::Config& config);
+  absl::StatusOr<breaker::Snapshot> ManualClose(std::string_view connector_id, const breaker::Config& config);
+
+  // The breaker as stored (absent: CLOSED at generation 0).
+  absl::StatusOr<breaker::Snapshot> Read(std::string_view connector_id);
+
+  static store::ItemKey Key(std::string_view connector_id);
+
+ private:
+  absl::StatusOr<Permit> ClaimProbe(std::string_view connector_id, const breaker::Config& config,
+                                    const breaker::Snapshot& seen, int64_t now_ms);
+  // Replaces the item with `next` when the breaker is still as `seen`; reports the transition.
+  absl::StatusOr<bool> Transition(std::string_view connector_id, const breaker::Snapshot& seen,
+                                  const store::Item& next, BreakerTransition::Cause cause, breaker::State to,
+                                  int64_t now_ms);
+  absl::StatusOr<breaker::Snapshot> Override(std::string_view connector_id, const breaker::Config& config,
+                                             breaker::State to, BreakerTransition::Cause cause);
+  void Report(std::string_view connector_id, breaker::State from, breaker::State to,
+              BreakerTransition::Cause cause, int64_t generation, int64_t now_ms);
+
+  store::ItemStore& store_;
+  const Clock& clock_;
+  const std::string instance_id_;
+  BreakerTransitionListener* const listener_;
+};
+
+}  // namespace toolgate

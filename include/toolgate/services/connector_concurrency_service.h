@@ -1,0 +1,83 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// One connector's in-flight limit settings.
+struct ConcurrencyConfig {
+  int max_in_flight = 16;    // slots summed over every thread, process and host (S6); 1..100000
+  int lease_ttl_s = 35;      // a slot whose holder vanished comes back after this (S7)
+  int max_clock_skew_s = 5;  // how far ahead another host's clock may run (S7)
+};
+
+// kInvalidArgument naming the first bad field.
+absl::Status Validate(const ConcurrencyConfig& config);
+
+// A held slot. Give it back with ConnectorConcurrencyService::Release.
+struct SlotLease {
+  std::string connector_id;
+  std::string lease_id;
+  int64_t expires_at_ms = 0;
+};
+
+// The semaphore as stored.
+struct ConcurrencySnapshot {
+  int64_t in_flight = 0;
+  int64_t max_in_flight = 0;
+  int64_t holders = 0;          // leases recorded (equals in_flight: both change in one write)
+  int64_t expired_holders = 0;  // leases past expiry + skew, reclaimable
+  bool limit_set_by_operator = false;
+};
+
+// Connector-scoped in-flight semaphore shared through the store (design S6, S7). The semaphore of
+// connector C is one item (CONNECTOR#C, CONCURRENCY) holding `in_flight_count`, `max_in_flight` and a
+// map `holders` of lease id -> expiry (epoch ms). Acquire is one conditional write
+// (`ADD in_flight_count 1, SET holders.<id>` if `in_flight_count < max_in_flight`); release is the
+// reverse if `holders.<id>` exists, so a slot is given back at most once and the count never goes
+// below zero. A lease whose holder died is reclaimed by whoever next finds the connector full, once
+// `expiry + max_clock_skew_s` has passed on the reclaimer's clock — so a host whose clock runs up to
+// the skew ahead never takes a live holder's slot.
+//
+// The limit lives in the item so an operator's change is in force fleet-wide at once; a limit set by
+// an operator survives restarts, one from the config follows the config.
+//
+// Thread-safe. Status codes: store errors from ItemStore; kDataLoss when the item is malformed.
+class ConnectorConcurrencyService {
+ public:
+  ConnectorConcurrencyService(store::ItemStore& store, const Clock& clock);
+
+  // Creates the connector's semaphore, or brings a config-set limit in line with `config`.
+  absl::Status EnsureConnector(std::string_view connector_id, const ConcurrencyConfig& config);
+
+  // One conditional write when a slot is free; nullopt when the connector is at its limit (DEFER,
+  // no queueing). Reclaims expired leases before saying no.
+  absl::StatusOr<std::optional<SlotLease>> TryAcquire(std::string_view connector_id,
+                                                      const ConcurrencyConfig& config);
+
+  // Gives the slot back. True when this call released it; false when it was already released or
+  // reclaimed (then nothing changes).
+  absl::StatusOr<bool> Release(const SlotLease& lease);
+
+  // Reclaims every lease of the connector past expiry + skew; returns how many.
+  absl::StatusOr<int> ReclaimExpired(std::string_view connector_id, const ConcurrencyConfig& config);
+
+  // An operator's new limit (PUT /admin/connectors/{id}/limits). kInvalidArgument when out of range.
+  absl::StatusOr<ConcurrencySnapshot> SetLimit(std::string_view connector_id, int max_in_flight);
+
+  absl::StatusOr<ConcurrencySnapshot> Read(std::string_view connector_id, const ConcurrencyConfig& config);
+
+  static store::ItemKey Key(std::string_view connector_id);
+
+ private:
+  store::ItemStore& store_;
+  const Clock& clock_;
+};
+
+}  // namespace toolgate

@@ -1,0 +1,74 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/store/condition.h"
+#include "toolgate/store/item.h"
+
+namespace toolgate::store {
+
+// The result of a conditional write. A condition that did not hold is a normal outcome, not an error.
+struct WriteResult {
+  bool applied = false;  // false: the condition did not hold and nothing was written
+  Item item;             // when applied: the item as written (Put, Update); empty for Erase
+  static WriteResult ConditionFailed() { return {}; }
+};
+
+struct QueryRequest {
+  std::string pk;
+  std::string sk_prefix;             // only items whose sk starts with this
+  int limit = 100;                   // at most this many items (1..1000)
+  std::optional<std::string> after;  // resume after this sk (exclusive), in the query's direction
+  bool descending = false;           // false: ascending sk order
+};
+
+struct QueryPage {
+  std::vector<std::pair<std::string, Item>> items;  // (sk, item) in the requested order
+  std::optional<std::string> last_sk;               // set when more items may follow: pass as `after`
+};
+
+// The store port (design section 3): single-item atomic operations on items addressed by (pk, sk),
+// modelled on DynamoDB so every adapter implements the same semantics.
+//
+// Thread-safe: every method may be called from any thread. Status codes returned by every method:
+//   kInvalidArgument   the request itself is malformed (e.g. ADD to a string, SET into a missing map);
+//   kUnavailable       the backend cannot be reached or is busy / throttled / read-only — retryable;
+//   kDataLoss          the backend holds data it cannot decode (corrupt file or item);
+//   kInternal          any other backend failure.
+// Everything but kInvalidArgument is a store error in the sense of the `on_store_error` policy (S10).
+//
+// TTL: Get and Query never return an item whose `ttl` has passed. Conditions and updates see an
+// expired item until it is swept (as DynamoDB does); a writer that means "absent or expired" says so
+// with Condition::ItemAbsentOrExpired.
+class ItemStore {
+ public:
+  virtual ~ItemStore() = default;
+
+  virtual absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) = 0;
+
+  // Replaces the whole item when `condition` holds on the current one.
+  virtual absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item,
+                                          const Condition& condition) = 0;
+
+  // Applies `ops` in order when `condition` holds, creating the item if absent (an upsert, as
+  // DynamoDB's UpdateItem). Returns the new item.
+  virtual absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                             const Condition& condition) = 0;
+
+  // Deletes the item when `condition` holds. Deleting an absent item with Always() is applied.
+  virtual absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) = 0;
+
+  virtual absl::StatusOr<QueryPage> Query(const QueryRequest& request) = 0;
+
+  // "memory", "sqlite", "dynamodb": the `backend` label of store metrics.
+  virtual std::string_view backend_name() const = 0;
+};
+
+// True for the codes that mean "the store is in trouble" (S10), as opposed to a caller's mistake.
+bool IsStoreError(const absl::Status& status);
+
+}  // namespace toolgate::store

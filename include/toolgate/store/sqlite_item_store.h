@@ -1,0 +1,86 @@
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/item_store.h"
+
+struct sqlite3;
+
+namespace toolgate::store {
+
+// The embedded default backend: one SQLite file in WAL mode, shared safely by any number of threads
+// and processes on one host. Each item is a row (pk, sk, attrs as JSON text, ttl), so an operator can
+// read the store with the sqlite3 shell. A conditional write is one `BEGIN IMMEDIATE` transaction
+// that reads the row, evaluates the condition and writes, so it is atomic across processes.
+//
+// Thread-safe. Connections are pooled: each concurrent caller gets its own. Expired items are hidden
+// from reads at once and deleted by a background sweeper (when `sweep_interval_ms` > 0).
+//
+// Status codes beyond ItemStore's: Open returns kDataLoss for a file that is not a SQLite database,
+// kUnavailable for one that cannot be opened; writes to a read-only store return kFailedPrecondition.
+class SqliteItemStore final : public ItemStore {
+ public:
+  struct Options {
+    std::string path;             // the database file; its directory must exist
+    bool read_only = false;       // open for reading only (e.g. `ledger verify` on a stopped server)
+    bool synchronous_full = true; // fsync at every commit (power-loss durable); false: WAL NORMAL
+    int busy_timeout_ms = 5000;   // how long a writer waits for another's lock before kUnavailable
+    int sweep_interval_ms = 60'000;  // background TTL sweep period; 0 disables the sweeper thread
+  };
+
+  // `clock` must outlive the store.
+  static absl::StatusOr<std::unique_ptr<SqliteItemStore>> Open(const Options& options, const Clock& clock);
+  ~SqliteItemStore() override;
+
+  SqliteItemStore(const SqliteItemStore&) = delete;
+  SqliteItemStore& operator=(const SqliteItemStore&) = delete;
+
+  absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
+  absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                     const Condition& condition) override;
+  absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
+  absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
+  std::string_view backend_name() const override { return "sqlite"; }
+
+  // Deletes expired items now; returns how many.
+  absl::StatusOr<int> SweepExpired();
+
+  // Runs SQLite's integrity check; kDataLoss naming the first problem when it fails.
+  absl::Status CheckIntegrity();
+
+  class Connection;  // one sqlite3 handle with its prepared statements (internal)
+
+ private:
+  SqliteItemStore(Options options, const Clock& clock);
+
+  absl::StatusOr<std::unique_ptr<Connection>> Acquire();
+  void Return(std::unique_ptr<Connection> conn);
+
+  // Runs one conditional write transaction: reads the current row, lets `decide` produce the new
+  // item (nullopt: delete), writes it when the condition held.
+  template <typename Decide>
+  absl::StatusOr<WriteResult> WriteTransaction(const ItemKey& key, const Condition& condition, Decide decide);
+
+  void SweepLoop();
+
+  const Options options_;
+  const Clock& clock_;
+
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<Connection>> pool_;  // GUARDED_BY(pool_mu_)
+
+  std::mutex sweep_mu_;
+  std::condition_variable sweep_cv_;
+  bool stopping_ = false;  // GUARDED_BY(sweep_mu_)
+  std::thread sweeper_;
+};
+
+}  // namespace toolgate::store

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages toolgate needs to build, test and benchmark.
+# Idempotent: does nothing when every package is already present.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libboost-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
+  libcli11-dev libabsl-dev libsqlite3-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  sqlite3 curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "toolgate: missing packages: ${missing[*]}" >&2
+  echo "toolgate: run 'sudo $0' (or install them with apt-get) and try again" >&2
+  exit 1
+fi
+echo "toolgate: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

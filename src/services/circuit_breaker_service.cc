@@ -1,0 +1,338 @@
+#include "toolgate/services/circuit_breaker_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/domain/ids.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using breaker::State;
+using store::AttributeMap;
+using store::AttributePath;
+using store::Condition;
+using store::Item;
+using store::UpdateOp;
+
+namespace {
+
+// Attribute names of the breaker item (the seed's names where it has them).
+constexpr char kState[] = "state";
+constexpr char kGeneration[] = "generation";
+constexpr char kOpenUntil[] = "open_until_epoch_sec";
+constexpr char kProbeInFlight[] = "half_open_probe_in_flight";
+constexpr char kProbeOwner[] = "probe_owner";
+constexpr char kProbeExpiresAt[] = "half_open_probe_expires_at";
+constexpr char kWindowStart[] = "window_start_epoch_sec";
+constexpr char kWindowFailures[] = "window_failures";
+constexpr char kWindowCalls[] = "window_calls";
+constexpr char kFailureTenants[] = "failure_tenants";
+constexpr char kUpdatedAt[] = "updated_at_ms";
+
+// A read-modify-write that keeps losing its race is retried this many times before kAborted.
+constexpr int kMaxAttempts = 32;
+
+AttributePath Attr(const char* name) { return AttributePath::Top(name); }
+
+absl::StatusOr<breaker::Snapshot> Decode(const std::optional<Item>& item, std::string_view connector_id) {
+  breaker::Snapshot s;
+  if (!item) return s;
+  s.exists = true;
+  const auto state = store::GetString(*item, kState);
+  const auto parsed = state ? breaker::ParseState(*state) : std::nullopt;
+  if (!parsed) {
+    return absl::DataLossError(absl::StrCat("breaker item of connector '", std::string(connector_id),
+                                            "' has no valid state (", state.value_or("absent"), ")"));
+  }
+  s.state = *parsed;
+  s.generation = store::GetInt(*item, kGeneration).value_or(0);
+  s.open_until_epoch_sec = store::GetInt(*item, kOpenUntil).value_or(0);
+  s.half_open_probe_in_flight = store::GetBool(*item, kProbeInFlight).value_or(false);
+  s.probe_owner = store::GetString(*item, kProbeOwner).value_or("");
+  s.half_open_probe_expires_at = store::GetInt(*item, kProbeExpiresAt).value_or(0);
+  s.window_start_epoch_sec = store::GetInt(*item, kWindowStart).value_or(0);
+  s.window_failures = store::GetInt(*item, kWindowFailures).value_or(0);
+  s.window_calls = store::GetInt(*item, kWindowCalls).value_or(0);
+  const AttributeMap* tenants = store::GetMap(*item, kFailureTenants);
+  s.distinct_failure_tenants = tenants ? static_cast<int>(tenants->size()) : 0;
+  return s;
+}
+
+// A fresh item in `state` with an empty counting window. FORCED_OPEN carries no TTL: it stays until
+// an operator closes it (S4: TTL never ends an OPEN the operator asked for).
+Item FreshItem(State state, int64_t generation, int64_t now_ms, const breaker::Config& config) {
+  const int64_t now_sec = now_ms / 1000;
+  Item item{
+      {kState, std::string(breaker::ToString(state))},
+      {kGeneration, generation},
+      {kWindowStart, int64_t{0}},
+      {kWindowFailures, int64_t{0}},
+      {kWindowCalls, int64_t{0}},
+      {kFailureTenants, AttributeMap{}},
+      {kUpdatedAt, now_ms},
+  };
+  if (state == State::kOpen) item[kOpenUntil] = breaker::OpenUntil(now_ms, config);
+  if (state != State::kForcedOpen) item[std::string(store::kTtlAttribute)] = breaker::StateTtl(now_sec, config);
+  return item;
+}
+
+// Holds when the breaker is still the one `seen` was read from.
+Condition Unchanged(const breaker::Snapshot& seen, int64_t now_sec) {
+  if (!seen.exists) return Condition::ItemAbsentOrExpired(now_sec);
+  return Condition::Eq(Attr(kGeneration), seen.generation);
+}
+
+// Holds while the CLOSED breaker at `generation` still counts in the window that began at `start`.
+Condition SameWindow(int64_t generation, int64_t start) {
+  return Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kClosed))),
+                         Condition::Eq(Attr(kGeneration), generation), Condition::Eq(Attr(kWindowStart), start)});
+}
+
+UpdateOp SetTtl(int64_t now_sec, const breaker::Config& config) {
+  return UpdateOp::Set(Attr(store::kTtlAttribute.data()), breaker::StateTtl(now_sec, config));
+}
+
+}  // namespace
+
+std::string_view ToString(BreakerTransition::Cause cause) {
+  using Cause = BreakerTransition::Cause;
+  switch (cause) {
+    case Cause::kFailureThreshold: return "failure_threshold";
+    case Cause::kProbeClaimed: return "probe_claimed";
+    case Cause::kProbeTakenOver: return "probe_taken_over";
+    case Cause::kProbeReturned: return "probe_returned";
+    case Cause::kProbeSucceeded: return "probe_succeeded";
+    case Cause::kProbeFailed: return "probe_failed";
+    case Cause::kForcedOpen: return "forced_open";
+    case Cause::kManualClose: return "manual_close";
+  }
+  return "unknown";
+}
+
+CircuitBreakerService::CircuitBreakerService(store::ItemStore& store, const Clock& clock, std::string instance_id,
+                                             BreakerTransitionListener* listener)
+    : store_(store), clock_(clock), instance_id_(std::move(instance_id)), listener_(listener) {}
+
+store::ItemKey CircuitBreakerService::Key(std::string_view connector_id) {
+  return {absl::StrCat("CONNECTOR#", std::string(connector_id)), "BREAKER"};
+}
+
+absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Read(std::string_view connector_id) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
+  return Decode(item, connector_id);
+}
+
+absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermission(
+    std::string_view connector_id, const breaker::Config& config) {
+  ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
+  const int64_t now_ms = clock_.now_epoch_ms();
+  const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
+  switch (plan.step) {
+    case breaker::PermissionPlan::Step::kAllow: {
+      Permit p;
+      p.allowed = true;
+      p.generation = s.generation;
+      p.window_start_epoch_sec = s.window_start_epoch_sec;
+      p.window_counting = s.exists && s.window_failures > 0 && !breaker::WindowExpired(s, config, now_ms / 1000);
+      return p;
+    }
+    case breaker::PermissionPlan::Step::kDefer: {
+      Permit p;
+      p.reason = plan.reason;
+      p.retry_after_ms = plan.retry_after_ms;
+      return p;
+    }
+    case breaker::PermissionPlan::Step::kClaimProbe:
+    case breaker::PermissionPlan::Step::kTakeOverProbe: return ClaimProbe(connector_id, config, s, now_ms);
+  }
+  return absl::InternalError("unreachable permission step");
+}
+
+absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(std::string_view connector_id,
+                                                                                const breaker::Config& config,
+                                                                                const breaker::Snapshot& seen,
+                                                                                int64_t now_ms) {
+  const int64_t now_sec = now_ms / 1000;
+  const bool take_over = seen.state == State::kHalfOpen;
+  Condition condition =
+      take_over
+          ? Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+                            Condition::Eq(Attr(kGeneration), seen.generation),
+                            Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
+                                           Condition::Le(Attr(kProbeExpiresAt), now_sec)})})
+          // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
+          : Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
+                            Condition::Or({Condition::NotExists(Attr(kProbeInFlight)),
+                                           Condition::Eq(Attr(kProbeInFlight), false)}),
+                            Condition::Le(Attr(kOpenUntil), now_sec),
+                            Condition::Eq(Attr(kGeneration), seen.generation)});
+  Permit p;
+  p.probe_owner = absl::StrCat(instance_id_, "/", NewUuidV7(clock_));
+  const std::vector<UpdateOp> ops = {
+      UpdateOp::Set(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+      UpdateOp::Set(Attr(kProbeInFlight), true),
+      UpdateOp::Set(Attr(kProbeOwner), p.probe_owner),
+      UpdateOp::Set(Attr(kProbeExpiresAt), now_sec + config.probe_timeout_s),
+      UpdateOp::Set(Attr(kGeneration), seen.generation + 1),
+      UpdateOp::Set(Attr(kUpdatedAt), now_ms),
+      SetTtl(now_sec, config),
+  };
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(connector_id), ops, condition));
+  if (!r.applied) {
+    Permit lost;
+    lost.reason = DeferReason::kProbeInFlight;
+    lost.retry_after_ms = breaker::kProbeInFlightRetryMs;
+    return lost;
+  }
+  p.allowed = true;
+  p.probe = true;
+  p.generation = seen.generation + 1;
+  Report(connector_id, seen.state, State::kHalfOpen,
+         take_over ? BreakerTransition::Cause::kProbeTakenOver : BreakerTransition::Cause::kProbeClaimed,
+         p.generation, now_ms);
+  return p;
+}
+
+absl::Status CircuitBreakerService::RecordSuccess(std::string_view connector_id, const breaker::Config& config,
+                                                  const Permit& permit) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  if (permit.probe) {
+    // S2: a full put of CLOSED clears the probe; S3: only if our generation is still current.
+    breaker::Snapshot seen;
+    seen.exists = true;
+    seen.state = State::kHalfOpen;
+    seen.generation = permit.generation;
+    return Transition(connector_id, seen, FreshItem(State::kClosed, permit.generation + 1, now_ms, config),
+                      BreakerTransition::Cause::kProbeSucceeded, State::kClosed, now_ms)
+        .status();
+  }
+  // S5: a success in CLOSED writes only while a failure-rate window is counting calls.
+  if (!config.failure_rate_threshold || !permit.window_counting) return absl::OkStatus();
+  const int64_t now_sec = now_ms / 1000;
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(connector_id), {UpdateOp::Add(Attr(kWindowCalls), 1), SetTtl(now_sec, config)},
+                                 SameWindow(permit.generation, permit.window_start_epoch_sec)));
+  (void)r;  // not applied: the window or the state moved on, and this success no longer counts
+  return absl::OkStatus();
+}
+
+absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id, const breaker::Config& config,
+                                                  const Permit& permit, std::string_view tenant_id) {
+  if (permit.probe) {
+    const int64_t now_ms = clock_.now_epoch_ms();
+    breaker::Snapshot seen;
+    seen.exists = true;
+    seen.state = State::kHalfOpen;
+    seen.generation = permit.generation;
+    return Transition(connector_id, seen, FreshItem(State::kOpen, permit.generation + 1, now_ms, config),
+                      BreakerTransition::Cause::kProbeFailed, State::kOpen, now_ms)
+        .status();
+  }
+  const std::string tenant(tenant_id.empty() ? "-" : tenant_id);
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
+    // A result from a call that started under another generation no longer counts (S3).
+    if (s.state != State::kClosed || s.generation != permit.generation) return absl::OkStatus();
+    const int64_t now_ms = clock_.now_epoch_ms();
+    const int64_t now_sec = now_ms / 1000;
+    store::WriteResult r;
+    if (!s.exists) {
+      Item item = FreshItem(State::kClosed, s.generation, now_ms, config);
+      item[kWindowStart] = now_sec;
+      item[kWindowFailures] = int64_t{1};
+      item[kWindowCalls] = int64_t{1};
+      item[kFailureTenants] = AttributeMap{{tenant, int64_t{1}}};
+      ASSIGN_OR_RETURN(r, store_.Put(Key(connector_id), item, Condition::ItemAbsentOrExpired(now_sec)));
+    } else if (breaker::WindowExpired(s, config, now_sec)) {
+      ASSIGN_OR_RETURN(r, store_.Update(Key(connector_id),
+                                        {UpdateOp::Set(Attr(kWindowStart), now_sec),
+                                         UpdateOp::Set(Attr(kWindowFailures), int64_t{1}),
+                                         UpdateOp::Set(Attr(kWindowCalls), int64_t{1}),
+                                         UpdateOp::Set(Attr(kFailureTenants), AttributeMap{{tenant, int64_t{1}}}),
+                                         UpdateOp::Set(Attr(kUpdatedAt), now_ms), SetTtl(now_sec, config)},
+                                        SameWindow(s.generation, s.window_start_epoch_sec)));
+    } else {
+      std::vector<UpdateOp> ops = {UpdateOp::Add(Attr(kWindowFailures), 1), UpdateOp::Add(Attr(kWindowCalls), 1),
+                                   UpdateOp::Set(Attr(kUpdatedAt), now_ms), SetTtl(now_sec, config)};
+      // The tenant set only needs to reach min_distinct_tenants, which keeps the item small.
+      if (s.distinct_failure_tenants < config.min_distinct_tenants) {
+        ops.push_back(UpdateOp::Set(AttributePath::In(kFailureTenants, tenant), int64_t{1}));
+      }
+      ASSIGN_OR_RETURN(r, store_.Update(Key(connector_id), ops, SameWindow(s.generation, s.window_start_epoch_sec)));
+    }
+    if (!r.applied) continue;  // the window or the state moved under us: look again
+    ASSIGN_OR_RETURN(breaker::Snapshot counted, Decode(r.item, connector_id));
+    if (!breaker::ShouldOpen(counted.window_failures, counted.window_calls, counted.distinct_failure_tenants,
+                             config)) {
+      return absl::OkStatus();
+    }
+    // Every failure that crosses the threshold tries; the generation guard lets exactly one win (S5).
+    return Transition(connector_id, counted, FreshItem(State::kOpen, counted.generation + 1, now_ms, config),
+                      BreakerTransition::Cause::kFailureThreshold, State::kOpen, now_ms)
+        .status();
+  }
+  return absl::AbortedError(
+      absl::StrCat("breaker of connector '", std::string(connector_id), "': failure not recorded after ", kMaxAttempts, " races"));
+}
+
+absl::Status CircuitBreakerService::ReturnProbe(std::string_view connector_id, const Permit& permit) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  const std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kProbeInFlight), false),
+                                     UpdateOp::Remove(Attr(kProbeOwner)),
+                                     UpdateOp::Set(Attr(kGeneration), permit.generation + 1),
+                                     UpdateOp::Set(Attr(kUpdatedAt), now_ms)};
+  const Condition condition =
+      Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+                      Condition::Eq(Attr(kGeneration), permit.generation),
+                      Condition::Eq(Attr(kProbeOwner), permit.probe_owner)});
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(connector_id), ops, condition));
+  if (r.applied) {
+    Report(connector_id, State::kHalfOpen, State::kHalfOpen, BreakerTransition::Cause::kProbeReturned,
+           permit.generation + 1, now_ms);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<breaker::Snapshot> CircuitBreakerService::ForceOpen(std::string_view connector_id,
+                                                                   const breaker::Config& config) {
+  return Override(connector_id, config, State::kForcedOpen, BreakerTransition::Cause::kForcedOpen);
+}
+
+absl::StatusOr<breaker::Snapshot> CircuitBreakerService::ManualClose(std::string_view connector_id,
+                                                                     const breaker::Config& config) {
+  return Override(connector_id, config, State::kClosed, BreakerTransition::Cause::kManualClose);
+}
+
+absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Override(std::string_view connector_id,
+                                                                  const breaker::Config& config, State to,
+                                                                  BreakerTransition::Cause cause) {
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
+    const int64_t now_ms = clock_.now_epoch_ms();
+    Item next = FreshItem(to, s.generation + 1, now_ms, config);
+    ASSIGN_OR_RETURN(bool won, Transition(connector_id, s, next, cause, to, now_ms));
+    if (won) return Decode(next, connector_id);
+  }
+  return absl::AbortedError(
+      absl::StrCat("breaker of connector '", std::string(connector_id), "': override lost ", kMaxAttempts, " races"));
+}
+
+absl::StatusOr<bool> CircuitBreakerService::Transition(std::string_view connector_id, const breaker::Snapshot& seen,
+                                                       const Item& next, BreakerTransition::Cause cause, State to,
+                                                       int64_t now_ms) {
+  Condition condition = Unchanged(seen, now_ms / 1000);
+  if (seen.exists) {
+    condition = Condition::And(
+        {condition, Condition::Eq(Attr(kState), std::string(breaker::ToString(seen.state)))});
+  }
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(Key(connector_id), next, condition));
+  if (r.applied) Report(connector_id, seen.state, to, cause, store::GetInt(next, kGeneration).value_or(0), now_ms);
+  return r.applied;
+}
+
+void CircuitBreakerService::Report(std::string_view connector_id, State from, State to,
+                                   BreakerTransition::Cause cause, int64_t generation, int64_t now_ms) {
+  if (listener_ == nullptr) return;
+  listener_->OnTransition(BreakerTransition{std::string(connector_id), from, to, cause, generation, now_ms});
+}
+
+}  // namespace toolgate

@@ -1,0 +1,177 @@
+#include "toolgate/services/connector_concurrency_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/domain/ids.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::AttributeMap;
+using store::AttributePath;
+using store::Condition;
+using store::Item;
+using store::UpdateOp;
+
+namespace {
+
+constexpr char kInFlight[] = "in_flight_count";
+constexpr char kMax[] = "max_in_flight";
+constexpr char kHolders[] = "holders";
+constexpr char kLimitSource[] = "limit_source";  // "config" or "operator"
+constexpr char kFromConfig[] = "config";
+constexpr char kFromOperator[] = "operator";
+constexpr int kMaxLimit = 100000;
+
+AttributePath Attr(const char* name) { return AttributePath::Top(name); }
+
+// True when a lease that expires at `expires_at_ms` may be reclaimed at `now_ms` (S7).
+bool Reclaimable(int64_t expires_at_ms, int64_t now_ms, const ConcurrencyConfig& config) {
+  return expires_at_ms + int64_t{config.max_clock_skew_s} * 1000 <= now_ms;
+}
+
+absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view connector_id, int64_t now_ms,
+                                           const ConcurrencyConfig& config) {
+  const auto in_flight = store::GetInt(item, kInFlight);
+  const auto max = store::GetInt(item, kMax);
+  const AttributeMap* holders = store::GetMap(item, kHolders);
+  if (!in_flight || !max || holders == nullptr) {
+    return absl::DataLossError(absl::StrCat("concurrency item of connector '", std::string(connector_id), "' is malformed"));
+  }
+  ConcurrencySnapshot s;
+  s.in_flight = *in_flight;
+  s.max_in_flight = *max;
+  s.holders = static_cast<int64_t>(holders->size());
+  s.limit_set_by_operator = store::GetString(item, kLimitSource) == kFromOperator;
+  for (const auto& [id, expiry] : *holders) {
+    if (expiry.is_number() && Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) {
+      ++s.expired_holders;
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::Status Validate(const ConcurrencyConfig& c) {
+  if (c.max_in_flight < 1 || c.max_in_flight > kMaxLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_in_flight must be in 1..", kMaxLimit));
+  }
+  if (c.lease_ttl_s < 1) return absl::InvalidArgumentError("lease_ttl_s must be at least 1");
+  if (c.max_clock_skew_s < 0 || c.max_clock_skew_s > 300) {
+    return absl::InvalidArgumentError("max_clock_skew_s must be in 0..300");
+  }
+  return absl::OkStatus();
+}
+
+ConnectorConcurrencyService::ConnectorConcurrencyService(store::ItemStore& store, const Clock& clock)
+    : store_(store), clock_(clock) {}
+
+store::ItemKey ConnectorConcurrencyService::Key(std::string_view connector_id) {
+  return {absl::StrCat("CONNECTOR#", std::string(connector_id)), "CONCURRENCY"};
+}
+
+absl::Status ConnectorConcurrencyService::EnsureConnector(std::string_view connector_id,
+                                                          const ConcurrencyConfig& config) {
+  // No TTL on this item: it holds live leases.
+  const Item fresh{{kInFlight, int64_t{0}},
+                   {kMax, int64_t{config.max_in_flight}},
+                   {kHolders, AttributeMap{}},
+                   {kLimitSource, kFromConfig}};
+  ASSIGN_OR_RETURN(store::WriteResult created, store_.Put(Key(connector_id), fresh, Condition::ItemAbsent()));
+  if (created.applied) return absl::OkStatus();
+  // Exists: follow the config unless an operator set the limit.
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(connector_id), {UpdateOp::Set(Attr(kMax), int64_t{config.max_in_flight})},
+                                 Condition::And({Condition::Eq(Attr(kLimitSource), kFromConfig),
+                                                 Condition::Exists(Attr(kHolders)),
+                                                 Condition::Ne(Attr(kMax), int64_t{config.max_in_flight})})));
+  (void)r;  // not applied: already in line, or an operator's limit stands
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire(std::string_view connector_id,
+                                                                                 const ConcurrencyConfig& config) {
+  // Attempt 0 is the fast path; a second attempt follows only if the first found the item missing
+  // or reclaimed an expired lease.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int64_t now_ms = clock_.now_epoch_ms();
+    SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000};
+    ASSIGN_OR_RETURN(
+        store::WriteResult r,
+        store_.Update(Key(connector_id),
+                      {UpdateOp::Add(Attr(kInFlight), 1),
+                       UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
+                      Condition::And({Condition::Exists(Attr(kHolders)),
+                                      Condition::Compare(Condition::Attr(Attr(kInFlight)), Condition::Op::kLt,
+                                                         Condition::Attr(Attr(kMax)))})));
+    if (r.applied) return std::optional<SlotLease>(std::move(lease));
+    if (attempt > 0) break;
+    ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
+    if (!item || store::GetMap(*item, kHolders) == nullptr) {
+      RETURN_IF_ERROR(EnsureConnector(connector_id, config));
+      continue;
+    }
+    ASSIGN_OR_RETURN(int reclaimed, ReclaimExpired(connector_id, config));
+    if (reclaimed == 0) break;
+  }
+  return std::optional<SlotLease>();
+}
+
+absl::StatusOr<bool> ConnectorConcurrencyService::Release(const SlotLease& lease) {
+  const AttributePath holder = AttributePath::In(kHolders, lease.lease_id);
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(lease.connector_id), {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
+                                 Condition::Exists(holder)));
+  return r.applied;
+}
+
+absl::StatusOr<int> ConnectorConcurrencyService::ReclaimExpired(std::string_view connector_id,
+                                                                const ConcurrencyConfig& config) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
+  if (!item) return 0;
+  const AttributeMap* holders = store::GetMap(*item, kHolders);
+  if (holders == nullptr) return 0;
+  const int64_t now_ms = clock_.now_epoch_ms();
+  int reclaimed = 0;
+  for (const auto& [id, expiry] : *holders) {
+    if (!expiry.is_number() || !Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) continue;
+    const AttributePath holder = AttributePath::In(kHolders, id);
+    // Conditional on the expiry we saw: a lease renewed meanwhile is left alone, and of several
+    // reclaimers exactly one gives the slot back.
+    ASSIGN_OR_RETURN(store::WriteResult r,
+                     store_.Update(Key(connector_id), {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
+                                   Condition::Eq(holder, expiry)));
+    if (r.applied) ++reclaimed;
+  }
+  return reclaimed;
+}
+
+absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::SetLimit(std::string_view connector_id,
+                                                                          int max_in_flight) {
+  if (max_in_flight < 1 || max_in_flight > kMaxLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("max_in_flight must be in 1..", kMaxLimit));
+  }
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(connector_id),
+                                 {UpdateOp::Set(Attr(kMax), int64_t{max_in_flight}),
+                                  UpdateOp::Set(Attr(kLimitSource), kFromOperator)},
+                                 Condition::Exists(Attr(kHolders))));
+  if (!r.applied) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("connector '", std::string(connector_id), "' has no semaphore yet (it is created at start)"));
+  }
+  return Decode(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{});
+}
+
+absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::Read(std::string_view connector_id,
+                                                                      const ConcurrencyConfig& config) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
+  if (!item) {
+    ConcurrencySnapshot s;
+    s.max_in_flight = config.max_in_flight;
+    return s;
+  }
+  return Decode(*item, connector_id, clock_.now_epoch_ms(), config);
+}
+
+}  // namespace toolgate

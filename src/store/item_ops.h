@@ -1,0 +1,28 @@
+#pragma once
+
+// Condition evaluation and update application over an in-memory item, shared by the adapters that
+// evaluate conditions themselves (memory, SQLite). Pure functions; thread-compatible.
+
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/store/condition.h"
+#include "toolgate/store/item.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate::store::internal {
+
+// Evaluates `condition` on `current` (nullopt: the item does not exist).
+bool Evaluate(const Condition& condition, const std::optional<Item>& current);
+
+// Returns `current` (or an empty item) with `ops` applied in order.
+// kInvalidArgument: ADD to a non-number, SET/REMOVE into an attribute that is not a map, a path into
+// a map that does not exist (as DynamoDB), or an op on a reserved name.
+absl::StatusOr<Item> ApplyUpdate(const std::optional<Item>& current, const std::vector<UpdateOp>& ops);
+
+// kInvalidArgument when a key or query is malformed (empty pk, limit out of range).
+absl::Status ValidateKey(const ItemKey& key);
+absl::Status ValidateQuery(const QueryRequest& request);
+
+}  // namespace toolgate::store::internal

@@ -1,0 +1,105 @@
+#include "toolgate/store/memory_item_store.h"
+
+#include "store/item_ops.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate::store {
+
+using internal::ApplyUpdate;
+using internal::Evaluate;
+
+std::optional<Item> MemoryItemStore::Current(const Key& key) const {
+  auto it = items_.find(key);
+  if (it == items_.end()) return std::nullopt;
+  return it->second;
+}
+
+absl::StatusOr<std::optional<Item>> MemoryItemStore::Get(const ItemKey& key) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  std::lock_guard lock(mu_);
+  std::optional<Item> item = Current({key.pk, key.sk});
+  if (item && IsExpired(*item, clock_.now_epoch_sec())) return std::nullopt;
+  return item;
+}
+
+absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item& item,
+                                                 const Condition& condition) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  std::lock_guard lock(mu_);
+  if (!Evaluate(condition, Current({key.pk, key.sk}))) return WriteResult::ConditionFailed();
+  items_.insert_or_assign(Key{key.pk, key.sk}, item);
+  return WriteResult{true, item};
+}
+
+absl::StatusOr<WriteResult> MemoryItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                                    const Condition& condition) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  std::lock_guard lock(mu_);
+  std::optional<Item> current = Current({key.pk, key.sk});
+  if (!Evaluate(condition, current)) return WriteResult::ConditionFailed();
+  ASSIGN_OR_RETURN(Item updated, ApplyUpdate(current, ops));
+  items_.insert_or_assign(Key{key.pk, key.sk}, updated);
+  return WriteResult{true, std::move(updated)};
+}
+
+absl::StatusOr<WriteResult> MemoryItemStore::Erase(const ItemKey& key, const Condition& condition) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  std::lock_guard lock(mu_);
+  if (!Evaluate(condition, Current({key.pk, key.sk}))) return WriteResult::ConditionFailed();
+  items_.erase(Key{key.pk, key.sk});
+  return WriteResult{true, {}};
+}
+
+absl::StatusOr<QueryPage> MemoryItemStore::Query(const QueryRequest& request) {
+  RETURN_IF_ERROR(internal::ValidateQuery(request));
+  std::lock_guard lock(mu_);
+  const int64_t now = clock_.now_epoch_sec();
+  QueryPage page;
+  auto take = [&](const auto& entry) {
+    const std::string& sk = entry.first.second;
+    if (entry.first.first != request.pk || sk.compare(0, request.sk_prefix.size(), request.sk_prefix) != 0) {
+      return true;
+    }
+    if (IsExpired(entry.second, now)) return true;
+    if (static_cast<int>(page.items.size()) == request.limit) {
+      page.last_sk = page.items.back().first;
+      return false;
+    }
+    page.items.emplace_back(sk, entry.second);
+    return true;
+  };
+  if (!request.descending) {
+    auto it = request.after ? items_.upper_bound({request.pk, *request.after})
+                            : items_.lower_bound({request.pk, request.sk_prefix});
+    for (; it != items_.end() && it->first.first == request.pk; ++it) {
+      if (!take(*it)) break;
+    }
+  } else {
+    // Start just before `after`, or after the last key with the prefix.
+    auto it = request.after ? items_.lower_bound({request.pk, *request.after})
+                            : items_.lower_bound({request.pk, request.sk_prefix + "\xff"});
+    while (it != items_.begin()) {
+      --it;
+      if (it->first.first != request.pk) break;
+      if (!take(*it)) break;
+    }
+  }
+  return page;
+}
+
+int MemoryItemStore::SweepExpired() {
+  std::lock_guard lock(mu_);
+  const int64_t now = clock_.now_epoch_sec();
+  int swept = 0;
+  for (auto it = items_.begin(); it != items_.end();) {
+    if (IsExpired(it->second, now)) {
+      it = items_.erase(it);
+      ++swept;
+    } else {
+      ++it;
+    }
+  }
+  return swept;
+}
+
+}  // namespace toolgate::store

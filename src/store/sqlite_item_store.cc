@@ -1,0 +1,381 @@
+#include "toolgate/store/sqlite_item_store.h"
+
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+#include "store/item_ops.h"
+#include "toolgate/status_macros.h"
+#include "toolgate/store/item_json.h"
+
+namespace toolgate::store {
+namespace {
+
+constexpr const char* kSchema =
+    "CREATE TABLE IF NOT EXISTS items ("
+    "  pk TEXT NOT NULL,"
+    "  sk TEXT NOT NULL,"
+    "  attrs TEXT NOT NULL,"
+    "  ttl INTEGER,"
+    "  PRIMARY KEY (pk, sk)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS items_ttl ON items(ttl) WHERE ttl IS NOT NULL;";
+
+// Maps a SQLite result code to the store's Status vocabulary (see ItemStore).
+absl::Status SqliteError(int rc, std::string_view what, sqlite3* db) {
+  const std::string detail = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  const std::string msg = absl::StrCat("sqlite ", std::string(what), ": ", detail);
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return absl::UnavailableError(absl::StrCat(msg, " (store busy)"));
+    case SQLITE_READONLY: return absl::FailedPreconditionError(absl::StrCat(msg, " (store is read-only)"));
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB: return absl::DataLossError(msg);
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_PERM:
+    case SQLITE_PROTOCOL: return absl::UnavailableError(msg);
+    default: return absl::InternalError(msg);
+  }
+}
+
+// The least string greater than every string that starts with `prefix`, or nullopt when none.
+std::optional<std::string> PrefixEnd(std::string prefix) {
+  while (!prefix.empty() && static_cast<unsigned char>(prefix.back()) == 0xff) prefix.pop_back();
+  if (prefix.empty()) return std::nullopt;
+  prefix.back() = static_cast<char>(static_cast<unsigned char>(prefix.back()) + 1);
+  return prefix;
+}
+
+// Resets a statement when it leaves scope, so no read snapshot outlives its use (a kept snapshot
+// makes the next BEGIN IMMEDIATE on the connection fail with SQLITE_BUSY_SNAPSHOT).
+class StatementScope {
+ public:
+  explicit StatementScope(sqlite3_stmt* s) : s_(s) {}
+  ~StatementScope() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StatementScope(const StatementScope&) = delete;
+  StatementScope& operator=(const StatementScope&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+void BindText(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+
+}  // namespace
+
+class SqliteItemStore::Connection {
+ public:
+  ~Connection() {
+    for (sqlite3_stmt* s : {get_, put_, del_, query_asc_, query_desc_, begin_, commit_, rollback_}) {
+      sqlite3_finalize(s);
+    }
+    sqlite3_close_v2(db_);
+  }
+
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(const Options& o) {
+    auto conn = std::unique_ptr<Connection>(new Connection());
+    const int flags = (o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+                      SQLITE_OPEN_NOMUTEX;
+    int rc = sqlite3_open_v2(o.path.c_str(), &conn->db_, flags, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("open '", o.path, "'"), conn->db_);
+    sqlite3_extended_result_codes(conn->db_, 1);
+    sqlite3_busy_timeout(conn->db_, o.busy_timeout_ms);
+    if (!o.read_only) {
+      RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL", "set WAL mode"));
+      RETURN_IF_ERROR(conn->Exec(o.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                                 "set synchronous"));
+      RETURN_IF_ERROR(conn->Exec(kSchema, "create schema"));
+    }
+    RETURN_IF_ERROR(conn->Prepare("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2", &conn->get_));
+    if (!o.read_only) {
+      RETURN_IF_ERROR(conn->Prepare("INSERT OR REPLACE INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4)",
+                                    &conn->put_));
+      RETURN_IF_ERROR(conn->Prepare("DELETE FROM items WHERE pk = ?1 AND sk = ?2", &conn->del_));
+      RETURN_IF_ERROR(conn->Prepare("BEGIN IMMEDIATE", &conn->begin_));
+      RETURN_IF_ERROR(conn->Prepare("COMMIT", &conn->commit_));
+      RETURN_IF_ERROR(conn->Prepare("ROLLBACK", &conn->rollback_));
+    }
+    // ?3: lower bound (inclusive), ?4: upper bound (exclusive, may be NULL), ?5: after, ?6: now, ?7: limit.
+    RETURN_IF_ERROR(conn->Prepare(
+        "SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
+        " AND (?5 IS NULL OR sk > ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk ASC LIMIT ?7",
+        &conn->query_asc_));
+    RETURN_IF_ERROR(conn->Prepare(
+        "SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
+        " AND (?5 IS NULL OR sk < ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk DESC LIMIT ?7",
+        &conn->query_desc_));
+    return conn;
+  }
+
+  absl::Status Exec(const char* sql, std::string_view what) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(rc, what, db_);
+    return absl::OkStatus();
+  }
+
+  absl::Status Prepare(const char* sql, sqlite3_stmt** out) {
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, out, nullptr);
+    if (rc != SQLITE_OK) return SqliteError(rc, "prepare", db_);
+    return absl::OkStatus();
+  }
+
+  // Steps a statement that returns no rows.
+  absl::Status Run(sqlite3_stmt* s, std::string_view what) {
+    StatementScope scope(s);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) return SqliteError(rc, what, db_);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::optional<Item>> Read(const ItemKey& key) {
+    StatementScope scope(get_);
+    BindText(get_, 1, key.pk);
+    BindText(get_, 2, key.sk);
+    int rc = sqlite3_step(get_);
+    if (rc == SQLITE_DONE) return std::optional<Item>();
+    if (rc != SQLITE_ROW) return SqliteError(rc, "read", db_);
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(get_, 0));
+    const int len = sqlite3_column_bytes(get_, 0);
+    absl::StatusOr<Item> item = ItemFromJsonText(std::string_view(text ? text : "", len));
+    if (!item.ok()) {
+      return absl::DataLossError(absl::StrCat("item (", key.pk, ", ", key.sk, "): ", item.status().message()));
+    }
+    return std::optional<Item>(std::move(*item));
+  }
+
+  absl::Status Write(const ItemKey& key, const Item& item) {
+    if (put_ == nullptr) return absl::FailedPreconditionError("sqlite store opened read-only");
+    StatementScope scope(put_);
+    BindText(put_, 1, key.pk);
+    BindText(put_, 2, key.sk);
+    BindText(put_, 3, ItemToJsonText(item));
+    if (auto ttl = GetInt(item, kTtlAttribute)) {
+      sqlite3_bind_int64(put_, 4, *ttl);
+    } else {
+      sqlite3_bind_null(put_, 4);
+    }
+    int rc = sqlite3_step(put_);
+    if (rc != SQLITE_DONE) return SqliteError(rc, "write", db_);
+    return absl::OkStatus();
+  }
+
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* get_ = nullptr;
+  sqlite3_stmt* put_ = nullptr;
+  sqlite3_stmt* del_ = nullptr;
+  sqlite3_stmt* query_asc_ = nullptr;
+  sqlite3_stmt* query_desc_ = nullptr;
+  sqlite3_stmt* begin_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* rollback_ = nullptr;
+
+ private:
+  Connection() = default;
+};
+
+SqliteItemStore::SqliteItemStore(Options options, const Clock& clock)
+    : options_(std::move(options)), clock_(clock) {}
+
+absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Options& options,
+                                                                       const Clock& clock) {
+  if (options.path.empty()) return absl::InvalidArgumentError("sqlite store needs a path");
+  auto store = std::unique_ptr<SqliteItemStore>(new SqliteItemStore(options, clock));
+  // Open one connection now so a bad file is reported at start, not at the first request.
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, Connection::Open(options));
+  {
+    StatementScope scope(first->get_);
+    // Touch the table: a file that is not a database fails here if the pragmas did not catch it.
+    BindText(first->get_, 1, "");
+    BindText(first->get_, 2, "");
+    int rc = sqlite3_step(first->get_);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteError(rc, "read", first->db_);
+  }
+  store->Return(std::move(first));
+  if (options.sweep_interval_ms > 0 && !options.read_only) {
+    store->sweeper_ = std::thread([s = store.get()] { s->SweepLoop(); });
+  }
+  return store;
+}
+
+SqliteItemStore::~SqliteItemStore() {
+  {
+    std::lock_guard lock(sweep_mu_);
+    stopping_ = true;
+  }
+  sweep_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+absl::StatusOr<std::unique_ptr<SqliteItemStore::Connection>> SqliteItemStore::Acquire() {
+  {
+    std::lock_guard lock(pool_mu_);
+    if (!pool_.empty()) {
+      std::unique_ptr<Connection> c = std::move(pool_.back());
+      pool_.pop_back();
+      return c;
+    }
+  }
+  return Connection::Open(options_);
+}
+
+void SqliteItemStore::Return(std::unique_ptr<Connection> conn) {
+  std::lock_guard lock(pool_mu_);
+  pool_.push_back(std::move(conn));
+}
+
+absl::StatusOr<std::optional<Item>> SqliteItemStore::Get(const ItemKey& key) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
+  absl::StatusOr<std::optional<Item>> item = conn->Read(key);
+  Return(std::move(conn));
+  if (item.ok() && item->has_value() && IsExpired(**item, clock_.now_epoch_sec())) return std::optional<Item>();
+  return item;
+}
+
+template <typename Decide>
+absl::StatusOr<WriteResult> SqliteItemStore::WriteTransaction(const ItemKey& key, const Condition& condition,
+                                                              Decide decide) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  if (options_.read_only) return absl::FailedPreconditionError("sqlite store opened read-only");
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
+  auto body = [&]() -> absl::StatusOr<WriteResult> {
+    RETURN_IF_ERROR(conn->Run(conn->begin_, "begin"));
+    auto attempt = [&]() -> absl::StatusOr<WriteResult> {
+      ASSIGN_OR_RETURN(std::optional<Item> current, conn->Read(key));
+      if (!internal::Evaluate(condition, current)) return WriteResult::ConditionFailed();
+      ASSIGN_OR_RETURN(std::optional<Item> next, decide(current));
+      if (next) {
+        RETURN_IF_ERROR(conn->Write(key, *next));
+      } else {
+        StatementScope scope(conn->del_);
+        BindText(conn->del_, 1, key.pk);
+        BindText(conn->del_, 2, key.sk);
+        int rc = sqlite3_step(conn->del_);
+        if (rc != SQLITE_DONE) return SqliteError(rc, "delete", conn->db_);
+      }
+      RETURN_IF_ERROR(conn->Run(conn->commit_, "commit"));
+      return WriteResult{true, next ? std::move(*next) : Item{}};
+    };
+    absl::StatusOr<WriteResult> result = attempt();
+    if (!result.ok() || !result->applied) {
+      // Nothing was written (or the commit failed): end the transaction either way.
+      (void)conn->Run(conn->rollback_, "rollback");
+    }
+    return result;
+  };
+  absl::StatusOr<WriteResult> result = body();
+  Return(std::move(conn));
+  return result;
+}
+
+absl::StatusOr<WriteResult> SqliteItemStore::Put(const ItemKey& key, const Item& item, const Condition& condition) {
+  return WriteTransaction(key, condition,
+                          [&](const std::optional<Item>&) -> absl::StatusOr<std::optional<Item>> { return item; });
+}
+
+absl::StatusOr<WriteResult> SqliteItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                                    const Condition& condition) {
+  return WriteTransaction(key, condition, [&](const std::optional<Item>& current) -> absl::StatusOr<std::optional<Item>> {
+    ASSIGN_OR_RETURN(Item next, internal::ApplyUpdate(current, ops));
+    return std::optional<Item>(std::move(next));
+  });
+}
+
+absl::StatusOr<WriteResult> SqliteItemStore::Erase(const ItemKey& key, const Condition& condition) {
+  return WriteTransaction(key, condition, [](const std::optional<Item>&) -> absl::StatusOr<std::optional<Item>> {
+    return std::optional<Item>();
+  });
+}
+
+absl::StatusOr<QueryPage> SqliteItemStore::Query(const QueryRequest& request) {
+  RETURN_IF_ERROR(internal::ValidateQuery(request));
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
+  sqlite3_stmt* s = request.descending ? conn->query_desc_ : conn->query_asc_;
+  auto run = [&]() -> absl::StatusOr<QueryPage> {
+    StatementScope scope(s);
+    BindText(s, 1, request.pk);
+    BindText(s, 3, request.sk_prefix);
+    if (auto end = PrefixEnd(request.sk_prefix)) BindText(s, 4, *end);
+    if (request.after) BindText(s, 5, *request.after);
+    sqlite3_bind_int64(s, 6, clock_.now_epoch_sec());
+    sqlite3_bind_int(s, 7, request.limit + 1);  // one extra row tells whether more follow
+    QueryPage page;
+    for (;;) {
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return SqliteError(rc, "query", conn->db_);
+      std::string sk(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), sqlite3_column_bytes(s, 0));
+      if (static_cast<int>(page.items.size()) == request.limit) {
+        page.last_sk = page.items.back().first;
+        break;
+      }
+      std::string_view text(reinterpret_cast<const char*>(sqlite3_column_text(s, 1)), sqlite3_column_bytes(s, 1));
+      absl::StatusOr<Item> item = ItemFromJsonText(text);
+      if (!item.ok()) {
+        return absl::DataLossError(absl::StrCat("item (", request.pk, ", ", sk, "): ", item.status().message()));
+      }
+      page.items.emplace_back(std::move(sk), std::move(*item));
+    }
+    return page;
+  };
+  absl::StatusOr<QueryPage> page = run();
+  Return(std::move(conn));
+  return page;
+}
+
+absl::StatusOr<int> SqliteItemStore::SweepExpired() {
+  if (options_.read_only) return 0;
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
+  // Bounded batches keep each write transaction (and the lock it holds) short.
+  const std::string sql = absl::StrCat(
+      "DELETE FROM items WHERE (pk, sk) IN (SELECT pk, sk FROM items WHERE ttl IS NOT NULL AND ttl <= ",
+      clock_.now_epoch_sec(), " LIMIT 500)");
+  int total = 0;
+  absl::Status status;
+  for (;;) {
+    status = conn->Exec(sql.c_str(), "sweep");
+    if (!status.ok()) break;
+    const int n = sqlite3_changes(conn->db_);
+    total += n;
+    if (n < 500) break;
+  }
+  Return(std::move(conn));
+  if (!status.ok()) return status;
+  return total;
+}
+
+absl::Status SqliteItemStore::CheckIntegrity() {
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
+  std::string first_problem;
+  int rc = sqlite3_exec(
+      conn->db_, "PRAGMA integrity_check",
+      [](void* out, int, char** values, char**) {
+        auto* s = static_cast<std::string*>(out);
+        if (s->empty() && values[0] != nullptr) *s = values[0];
+        return 0;
+      },
+      &first_problem, nullptr);
+  absl::Status status = rc == SQLITE_OK ? absl::OkStatus() : SqliteError(rc, "integrity check", conn->db_);
+  Return(std::move(conn));
+  RETURN_IF_ERROR(status);
+  if (first_problem != "ok") return absl::DataLossError(absl::StrCat("sqlite integrity check: ", first_problem));
+  return absl::OkStatus();
+}
+
+void SqliteItemStore::SweepLoop() {
+  std::unique_lock lock(sweep_mu_);
+  while (!stopping_) {
+    sweep_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms), [this] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    (void)SweepExpired();  // a failed sweep is retried next period; reads already hide expired items
+    lock.lock();
+  }
+}
+
+}  // namespace toolgate::store

@@ -1,0 +1,286 @@
+// CircuitBreakerService over the memory store with a manual clock: every transition and S1–S5.
+
+#include "breaker_test_support.h"
+#include "gtest/gtest.h"
+#include "toolgate/clock.h"
+#include "toolgate/services/circuit_breaker_service.h"
+#include "toolgate/store/memory_item_store.h"
+
+namespace toolgate {
+namespace {
+
+using breaker::State;
+using Cause = BreakerTransition::Cause;
+using Permit = CircuitBreakerService::Permit;
+using toolgate::testing::CountingItemStore;
+using toolgate::testing::RecordingListener;
+
+constexpr char kConn[] = "crm";
+
+class CircuitBreakerTest : public ::testing::Test {
+ protected:
+  CircuitBreakerTest() : base_(clock_), store_(base_), breakers_(store_, clock_, "test-instance", &listener_) {
+    config_.failure_threshold = 3;
+    config_.window_s = 30;
+    config_.cooldown_s = 20;
+    config_.probe_timeout_s = 30;
+  }
+
+  Permit Ask() {
+    auto p = breakers_.RequestPermission(kConn, config_);
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *p : Permit{};
+  }
+  void Fail(const Permit& p, const std::string& tenant = "t1") {
+    ASSERT_TRUE(breakers_.RecordFailure(kConn, config_, p, tenant).ok());
+  }
+  void Succeed(const Permit& p) { ASSERT_TRUE(breakers_.RecordSuccess(kConn, config_, p).ok()); }
+  breaker::Snapshot Stored() {
+    auto s = breakers_.Read(kConn);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : breaker::Snapshot{};
+  }
+  std::optional<int64_t> StoredTtl() {
+    auto item = base_.Get(CircuitBreakerService::Key(kConn));
+    if (!item.ok() || !item->has_value()) return std::nullopt;
+    return store::GetInt(**item, "ttl");
+  }
+  void Trip() {
+    for (int i = 0; i < config_.failure_threshold; ++i) Fail(Ask());
+    ASSERT_EQ(Stored().state, State::kOpen);
+  }
+
+  ManualClock clock_;
+  store::MemoryItemStore base_;
+  CountingItemStore store_;
+  RecordingListener listener_;
+  breaker::Config config_;
+  CircuitBreakerService breakers_;
+};
+
+TEST_F(CircuitBreakerTest, AnAbsentBreakerIsClosedAndSuccessesCostNoWrite) {
+  for (int i = 0; i < 100; ++i) {
+    Permit p = Ask();
+    ASSERT_TRUE(p.allowed);
+    EXPECT_FALSE(p.probe);
+    Succeed(p);
+  }
+  EXPECT_EQ(store_.writes.load(), 0);
+  EXPECT_FALSE(Stored().exists);
+}
+
+TEST_F(CircuitBreakerTest, SuccessesCostNoWriteEvenWhileFailuresAreCounted) {
+  Fail(Ask());
+  const int writes = store_.writes.load();
+  for (int i = 0; i < 50; ++i) Succeed(Ask());
+  EXPECT_EQ(store_.writes.load(), writes);
+  EXPECT_EQ(Stored().window_failures, 1);
+}
+
+TEST_F(CircuitBreakerTest, OpensAtTheThresholdWithinTheWindowExactlyOnce) {
+  clock_.set_epoch_ms(1'800'000'000'400);
+  Fail(Ask());
+  Fail(Ask());
+  EXPECT_EQ(Stored().state, State::kClosed);
+  EXPECT_EQ(Stored().window_failures, 2);
+  Fail(Ask());
+  const breaker::Snapshot s = Stored();
+  EXPECT_EQ(s.state, State::kOpen);
+  EXPECT_EQ(s.open_until_epoch_sec, 1'800'000'001 + 20);  // now rounded up + cooldown
+  EXPECT_FALSE(s.half_open_probe_in_flight);
+  EXPECT_EQ(listener_.count(Cause::kFailureThreshold), 1);
+  const auto t = listener_.transitions().back();
+  EXPECT_EQ(t.from, State::kClosed);
+  EXPECT_EQ(t.to, State::kOpen);
+}
+
+TEST_F(CircuitBreakerTest, FailuresSpreadBeyondTheWindowDoNotOpen) {
+  for (int i = 0; i < 10; ++i) {
+    Fail(Ask());
+    Fail(Ask());
+    clock_.advance(std::chrono::seconds(31));  // a new window each time
+  }
+  EXPECT_EQ(Stored().state, State::kClosed);
+  EXPECT_EQ(listener_.count(Cause::kFailureThreshold), 0);
+}
+
+TEST_F(CircuitBreakerTest, OpenDefersUntilCooldownThenExactlyOneProbe) {
+  Trip();
+  Permit p = Ask();
+  EXPECT_FALSE(p.allowed);
+  EXPECT_EQ(p.reason, DeferReason::kBreakerOpen);
+  EXPECT_GT(p.retry_after_ms, 19'000);
+  EXPECT_LE(p.retry_after_ms, 21'000);
+
+  clock_.advance(std::chrono::seconds(19));
+  EXPECT_FALSE(Ask().allowed);
+  clock_.advance(std::chrono::seconds(2));
+  Permit probe = Ask();
+  ASSERT_TRUE(probe.allowed);
+  EXPECT_TRUE(probe.probe);
+  EXPECT_EQ(Stored().state, State::kHalfOpen);
+  EXPECT_TRUE(Stored().half_open_probe_in_flight);
+  Permit other = Ask();
+  EXPECT_FALSE(other.allowed);
+  EXPECT_EQ(other.reason, DeferReason::kProbeInFlight);
+  EXPECT_EQ(listener_.count(Cause::kProbeClaimed), 1);
+}
+
+TEST_F(CircuitBreakerTest, ProbeSuccessClosesWithCountersReset) {
+  Trip();
+  clock_.advance(std::chrono::seconds(21));
+  Permit probe = Ask();
+  ASSERT_TRUE(probe.probe);
+  Succeed(probe);
+  const breaker::Snapshot s = Stored();
+  EXPECT_EQ(s.state, State::kClosed);
+  EXPECT_FALSE(s.half_open_probe_in_flight);
+  EXPECT_EQ(s.window_failures, 0);
+  EXPECT_EQ(listener_.count(Cause::kProbeSucceeded), 1);
+  // Closed again: it takes a full threshold of new failures to reopen.
+  Fail(Ask());
+  Fail(Ask());
+  EXPECT_EQ(Stored().state, State::kClosed);
+}
+
+TEST_F(CircuitBreakerTest, ProbeFailureReopensForAnotherCooldown) {
+  Trip();
+  clock_.advance(std::chrono::seconds(21));
+  Permit probe = Ask();
+  ASSERT_TRUE(probe.probe);
+  Fail(probe);
+  const breaker::Snapshot s = Stored();
+  EXPECT_EQ(s.state, State::kOpen);
+  EXPECT_FALSE(s.half_open_probe_in_flight);
+  EXPECT_EQ(s.open_until_epoch_sec, clock_.now_epoch_sec() + 20);
+  EXPECT_EQ(listener_.count(Cause::kProbeFailed), 1);
+  EXPECT_FALSE(Ask().allowed);
+}
+
+TEST_F(CircuitBreakerTest, AStuckProbeIsTakenOverAfterItsTimeoutAndItsLateResultIgnored) {
+  Trip();
+  clock_.advance(std::chrono::seconds(21));
+  Permit stuck = Ask();
+  ASSERT_TRUE(stuck.probe);
+  clock_.advance(std::chrono::seconds(29));
+  EXPECT_EQ(Ask().reason, DeferReason::kProbeInFlight);
+  clock_.advance(std::chrono::seconds(1));  // probe_timeout_s has passed
+  Permit second = Ask();
+  ASSERT_TRUE(second.probe);
+  EXPECT_GT(second.generation, stuck.generation);
+  EXPECT_EQ(listener_.count(Cause::kProbeTakenOver), 1);
+
+  // The new probe fails and reopens; then the stuck probe's success arrives late.
+  Fail(second);
+  ASSERT_EQ(Stored().state, State::kOpen);
+  Succeed(stuck);
+  EXPECT_EQ(Stored().state, State::kOpen) << "a late success from an old probe closed a reopened breaker";
+  EXPECT_EQ(listener_.count(Cause::kProbeSucceeded), 0);
+}
+
+TEST_F(CircuitBreakerTest, ALateFailureFromBeforeTheOpeningIsNotCounted) {
+  Permit early = Ask();  // a slow call that started while CLOSED
+  Trip();
+  clock_.advance(std::chrono::seconds(21));
+  Succeed(Ask());  // probe closes the breaker
+  ASSERT_EQ(Stored().state, State::kClosed);
+  Fail(early);
+  EXPECT_EQ(Stored().window_failures, 0);
+}
+
+TEST_F(CircuitBreakerTest, EveryWriteRefreshesTheTtlAndTheTtlOutlivesTheCooldown) {
+  Fail(Ask());
+  EXPECT_EQ(StoredTtl(), clock_.now_epoch_sec() + 14 * 86400);
+  clock_.advance(std::chrono::seconds(5));
+  Fail(Ask());
+  EXPECT_EQ(StoredTtl(), clock_.now_epoch_sec() + 14 * 86400);
+  clock_.advance(std::chrono::seconds(5));
+  Fail(Ask());  // opens
+  ASSERT_EQ(Stored().state, State::kOpen);
+  EXPECT_EQ(StoredTtl(), clock_.now_epoch_sec() + 14 * 86400);
+  EXPECT_GT(*StoredTtl(), Stored().open_until_epoch_sec);  // S4: TTL never ends an active OPEN
+  clock_.advance(std::chrono::seconds(21));
+  Permit probe = Ask();
+  EXPECT_EQ(StoredTtl(), clock_.now_epoch_sec() + 14 * 86400);
+  Succeed(probe);
+  EXPECT_EQ(StoredTtl(), clock_.now_epoch_sec() + 14 * 86400);
+}
+
+TEST_F(CircuitBreakerTest, ForcedOpenHoldsPastAnyCooldownUntilClosedByHand) {
+  auto forced = breakers_.ForceOpen(kConn, config_);
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(forced->state, State::kForcedOpen);
+  EXPECT_EQ(StoredTtl(), std::nullopt);  // never expires into CLOSED
+  clock_.advance(std::chrono::hours(24 * 30));
+  Permit p = Ask();
+  EXPECT_FALSE(p.allowed);
+  EXPECT_EQ(p.reason, DeferReason::kBreakerOpen);
+  auto closed = breakers_.ManualClose(kConn, config_);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_EQ(closed->state, State::kClosed);
+  EXPECT_TRUE(Ask().allowed);
+  EXPECT_EQ(listener_.count(Cause::kForcedOpen), 1);
+  EXPECT_EQ(listener_.count(Cause::kManualClose), 1);
+}
+
+TEST_F(CircuitBreakerTest, AReturnedProbeCanBeClaimedAtOnce) {
+  Trip();
+  clock_.advance(std::chrono::seconds(21));
+  Permit first = Ask();
+  ASSERT_TRUE(first.probe);
+  ASSERT_TRUE(breakers_.ReturnProbe(kConn, first).ok());
+  EXPECT_FALSE(Stored().half_open_probe_in_flight);
+  Permit next = Ask();
+  ASSERT_TRUE(next.probe);
+  EXPECT_EQ(listener_.count(Cause::kProbeReturned), 1);
+  // The returned permit's results no longer count.
+  Succeed(first);
+  EXPECT_EQ(Stored().state, State::kHalfOpen);
+  Succeed(next);
+  EXPECT_EQ(Stored().state, State::kClosed);
+}
+
+TEST_F(CircuitBreakerTest, FailureRateThresholdNeedsTheRatioOverMinCalls) {
+  config_.failure_threshold = 3;
+  config_.failure_rate_threshold = 0.5;
+  config_.min_calls = 6;
+  Fail(Ask());  // the window starts counting calls
+  for (int i = 0; i < 5; ++i) Succeed(Ask());
+  Fail(Ask());
+  Fail(Ask());  // 3 failures of 8 calls: 37.5 %
+  EXPECT_EQ(Stored().state, State::kClosed);
+  EXPECT_EQ(Stored().window_calls, 8);
+  Fail(Ask());  // 4 of 9
+  EXPECT_EQ(Stored().state, State::kClosed);
+  Fail(Ask());  // 5 of 10: 50 %
+  EXPECT_EQ(Stored().state, State::kOpen);
+}
+
+TEST_F(CircuitBreakerTest, OneTenantAloneCannotOpenWhenDistinctTenantsAreRequired) {
+  config_.min_distinct_tenants = 2;
+  for (int i = 0; i < 10; ++i) Fail(Ask(), "broken-credentials-tenant");
+  EXPECT_EQ(Stored().state, State::kClosed);
+  Fail(Ask(), "another-tenant");
+  EXPECT_EQ(Stored().state, State::kOpen);
+  EXPECT_EQ(listener_.count(Cause::kFailureThreshold), 1);
+}
+
+TEST_F(CircuitBreakerTest, AnItemItDidNotWriteIsDataLoss) {
+  ASSERT_TRUE(base_.Put(CircuitBreakerService::Key(kConn), {{"state", "BOGUS"}}, store::Condition::Always()).ok());
+  auto p = breakers_.RequestPermission(kConn, config_);
+  EXPECT_EQ(p.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(p.status().message().find("crm"), absl::string_view::npos);
+}
+
+TEST_F(CircuitBreakerTest, AnExpiredBreakerItemStartsAfreshAsClosed) {
+  Fail(Ask());
+  clock_.advance(std::chrono::hours(24 * 15));  // past the 14-day TTL, not yet swept
+  EXPECT_FALSE(Stored().exists);
+  Fail(Ask());
+  Fail(Ask());
+  Fail(Ask());
+  EXPECT_EQ(Stored().state, State::kOpen);
+}
+
+}  // namespace
+}  // namespace toolgate

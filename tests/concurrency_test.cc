@@ -1,0 +1,163 @@
+// ConnectorConcurrencyService: S6 limits and S7 release and lease rules, with manual clocks.
+
+#include "gtest/gtest.h"
+#include "toolgate/clock.h"
+#include "toolgate/services/connector_concurrency_service.h"
+#include "toolgate/store/memory_item_store.h"
+
+namespace toolgate {
+namespace {
+
+constexpr char kConn[] = "crm";
+
+class ConcurrencyTest : public ::testing::Test {
+ protected:
+  ConcurrencyTest() : store_(clock_), slots_(store_, clock_) {
+    config_.max_in_flight = 3;
+    config_.lease_ttl_s = 35;
+    config_.max_clock_skew_s = 5;
+  }
+
+  std::optional<SlotLease> Acquire(ConnectorConcurrencyService& s, const std::string& conn = kConn) {
+    auto r = s.TryAcquire(conn, config_);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::nullopt;
+  }
+  ConcurrencySnapshot Snapshot(const std::string& conn = kConn) {
+    auto r = slots_.Read(conn, config_);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : ConcurrencySnapshot{};
+  }
+
+  ManualClock clock_;
+  store::MemoryItemStore store_;
+  ConnectorConcurrencyService slots_;
+  ConcurrencyConfig config_;
+};
+
+TEST_F(ConcurrencyTest, AcquiresUpToTheLimitThenDefers) {
+  std::vector<SlotLease> held;
+  for (int i = 0; i < 3; ++i) {
+    auto lease = Acquire(slots_);
+    ASSERT_TRUE(lease.has_value()) << "slot " << i;
+    held.push_back(*lease);
+  }
+  EXPECT_FALSE(Acquire(slots_).has_value());
+  EXPECT_EQ(Snapshot().in_flight, 3);
+  EXPECT_EQ(Snapshot().holders, 3);
+  auto released = slots_.Release(held[0]);
+  ASSERT_TRUE(released.ok());
+  EXPECT_TRUE(*released);
+  EXPECT_TRUE(Acquire(slots_).has_value());
+}
+
+TEST_F(ConcurrencyTest, ReleaseHappensExactlyOnceAndTheCountNeverGoesNegative) {
+  auto lease = Acquire(slots_);
+  ASSERT_TRUE(lease);
+  EXPECT_TRUE(*slots_.Release(*lease));
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(*slots_.Release(*lease));
+  EXPECT_EQ(Snapshot().in_flight, 0);
+  EXPECT_EQ(Snapshot().holders, 0);
+  SlotLease forged{kConn, "never-acquired", 0};
+  EXPECT_FALSE(*slots_.Release(forged));
+  EXPECT_EQ(Snapshot().in_flight, 0);
+}
+
+TEST_F(ConcurrencyTest, EachConnectorHasItsOwnCount) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Acquire(slots_, "full"));
+  EXPECT_FALSE(Acquire(slots_, "full"));
+  EXPECT_TRUE(Acquire(slots_, "other"));
+  EXPECT_EQ(Snapshot("other").in_flight, 1);
+}
+
+TEST_F(ConcurrencyTest, AVanishedHoldersSlotReturnsAfterLeaseTtlPlusSkew) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Acquire(slots_));  // holders that will never release
+  clock_.advance(std::chrono::seconds(35 + 5) - std::chrono::milliseconds(1));
+  EXPECT_FALSE(Acquire(slots_)) << "a lease was reclaimed before lease_ttl_s + max_clock_skew_s";
+  EXPECT_EQ(Snapshot().expired_holders, 0);
+  clock_.advance(std::chrono::milliseconds(1));
+  EXPECT_EQ(Snapshot().expired_holders, 3);
+  auto lease = Acquire(slots_);  // reclaims the three, then takes one
+  ASSERT_TRUE(lease);
+  EXPECT_EQ(Snapshot().in_flight, 1);
+  EXPECT_EQ(Snapshot().holders, 1);
+}
+
+TEST_F(ConcurrencyTest, AHostWhoseClockRunsAheadBySkewDoesNotTakeALiveSlot) {
+  // Host A (clock_) holds every slot. Host B shares the store; its clock runs max_clock_skew_s ahead.
+  std::vector<SlotLease> held;
+  for (int i = 0; i < 3; ++i) held.push_back(*Acquire(slots_));
+  ManualClock ahead(clock_.now_epoch_ms() + 5'000);
+  ConnectorConcurrencyService host_b(store_, ahead);
+
+  // Just before the leases expire on A's clock, the holders are alive; B must not reclaim.
+  clock_.advance(std::chrono::seconds(35) - std::chrono::milliseconds(1));
+  ahead.advance(std::chrono::seconds(35) - std::chrono::milliseconds(1));
+  EXPECT_FALSE(Acquire(host_b));
+  auto reclaimed = host_b.ReclaimExpired(kConn, config_);
+  ASSERT_TRUE(reclaimed.ok());
+  EXPECT_EQ(*reclaimed, 0);
+  // The live holders release normally, each exactly once.
+  for (const auto& l : held) EXPECT_TRUE(*slots_.Release(l));
+  EXPECT_EQ(Snapshot().in_flight, 0);
+}
+
+TEST_F(ConcurrencyTest, AReclaimedLeaseReleasedLateChangesNothing) {
+  std::vector<SlotLease> held;
+  for (int i = 0; i < 3; ++i) held.push_back(*Acquire(slots_));
+  clock_.advance(std::chrono::seconds(41));
+  auto reclaimed = slots_.ReclaimExpired(kConn, config_);
+  ASSERT_TRUE(reclaimed.ok());
+  EXPECT_EQ(*reclaimed, 3);
+  EXPECT_EQ(*slots_.ReclaimExpired(kConn, config_), 0);  // nothing is reclaimed twice
+  auto fresh = Acquire(slots_);
+  ASSERT_TRUE(fresh);
+  EXPECT_FALSE(*slots_.Release(held[0]));  // the old holder's late release
+  EXPECT_EQ(Snapshot().in_flight, 1);
+}
+
+TEST_F(ConcurrencyTest, AnOperatorsLimitIsSharedAndSurvivesAConfigSync) {
+  ASSERT_TRUE(slots_.EnsureConnector(kConn, config_).ok());
+  auto set = slots_.SetLimit(kConn, 1);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->max_in_flight, 1);
+  EXPECT_TRUE(set->limit_set_by_operator);
+  ConnectorConcurrencyService other_instance(store_, clock_);
+  ASSERT_TRUE(other_instance.TryAcquire(kConn, config_)->has_value());
+  EXPECT_FALSE(other_instance.TryAcquire(kConn, config_)->has_value());
+  // A restart with the config's limit of 3 keeps the operator's 1.
+  ASSERT_TRUE(slots_.EnsureConnector(kConn, config_).ok());
+  EXPECT_EQ(Snapshot().max_in_flight, 1);
+  EXPECT_EQ(slots_.SetLimit(kConn, 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ConcurrencyTest, AConfigSetLimitFollowsTheConfig) {
+  ASSERT_TRUE(slots_.EnsureConnector(kConn, config_).ok());
+  EXPECT_EQ(Snapshot().max_in_flight, 3);
+  config_.max_in_flight = 7;
+  ASSERT_TRUE(slots_.EnsureConnector(kConn, config_).ok());
+  EXPECT_EQ(Snapshot().max_in_flight, 7);
+  EXPECT_FALSE(Snapshot().limit_set_by_operator);
+}
+
+TEST_F(ConcurrencyTest, AMalformedItemIsDataLoss) {
+  ASSERT_TRUE(store_.Put(ConnectorConcurrencyService::Key(kConn), {{"in_flight_count", "three"}},
+                         store::Condition::Always()).ok());
+  EXPECT_EQ(slots_.Read(kConn, config_).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(ConcurrencyConfigTest, ValidateRefusesNonsense) {
+  ConcurrencyConfig c;
+  EXPECT_TRUE(Validate(c).ok());
+  c.max_in_flight = 0;
+  EXPECT_FALSE(Validate(c).ok());
+  c = {};
+  c.lease_ttl_s = 0;
+  EXPECT_FALSE(Validate(c).ok());
+  c = {};
+  c.max_clock_skew_s = -1;
+  EXPECT_FALSE(Validate(c).ok());
+}
+
+}  // namespace
+}  // namespace toolgate
