@@ -45,10 +45,11 @@ class CountingItemStore final : public store::ForwardingItemStore {
     writes.fetch_add(1);
     return ForwardingItemStore::Put(key, item, c);
   }
+  using ForwardingItemStore::Update;
   absl::StatusOr<store::WriteResult> Update(const store::ItemKey& key, const std::vector<store::UpdateOp>& ops,
-                                            const store::Condition& c) override {
+                                            const store::Condition& c, store::ReturnValues returns) override {
     writes.fetch_add(1);
-    return ForwardingItemStore::Update(key, ops, c);
+    return ForwardingItemStore::Update(key, ops, c, returns);
   }
   absl::StatusOr<store::WriteResult> Erase(const store::ItemKey& key, const store::Condition& c) override {
     writes.fetch_add(1);

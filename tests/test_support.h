@@ -71,6 +71,8 @@ inline std::vector<Backend> AllBackends() {
   };
 }
 
+inline void PrintTo(const Backend& b, std::ostream* os) { *os << b.name; }
+
 inline std::string BackendName(const ::testing::TestParamInfo<Backend>& info) { return info.param.name; }
 
 // Runs `body(i)` on `n` threads released together, and joins them.

@@ -29,6 +29,15 @@ bool Reclaimable(int64_t expires_at_ms, int64_t now_ms, const ConcurrencyConfig&
   return expires_at_ms + int64_t{config.max_clock_skew_s} * 1000 <= now_ms;
 }
 
+// S6: one conditional increment, `in_flight_count < max_in_flight` (the limit stored in the item).
+// Built once: conditions are immutable values.
+const Condition& AcquireCondition() {
+  static const Condition kCondition = Condition::And(
+      {Condition::Exists(Attr(kHolders)),
+       Condition::Compare(Condition::Attr(Attr(kInFlight)), Condition::Op::kLt, Condition::Attr(Attr(kMax)))});
+  return kCondition;
+}
+
 absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view connector_id, int64_t now_ms,
                                            const ConcurrencyConfig& config) {
   const auto in_flight = store::GetInt(item, kInFlight);
@@ -101,9 +110,7 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire
         store_.Update(Key(connector_id),
                       {UpdateOp::Add(Attr(kInFlight), 1),
                        UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
-                      Condition::And({Condition::Exists(Attr(kHolders)),
-                                      Condition::Compare(Condition::Attr(Attr(kInFlight)), Condition::Op::kLt,
-                                                         Condition::Attr(Attr(kMax)))})));
+                      AcquireCondition(), store::ReturnValues::kNone));
     if (r.applied) return std::optional<SlotLease>(std::move(lease));
     if (attempt > 0) break;
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
@@ -121,7 +128,7 @@ absl::StatusOr<bool> ConnectorConcurrencyService::Release(const SlotLease& lease
   const AttributePath holder = AttributePath::In(kHolders, lease.lease_id);
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Update(Key(lease.connector_id), {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
-                                 Condition::Exists(holder)));
+                                 Condition::Exists(holder), store::ReturnValues::kNone));
   return r.applied;
 }
 

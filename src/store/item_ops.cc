@@ -63,13 +63,13 @@ absl::StatusOr<AttributeMap*> Container(Item& item, const AttributePath& path) {
 
 }  // namespace
 
-bool Evaluate(const Condition& condition, const std::optional<Item>& current) {
+bool Evaluate(const Condition& condition, const Item* current) {
   static const Item kEmpty;
   const Item& item = current ? *current : kEmpty;
   switch (condition.kind()) {
     case Condition::Kind::kAlways: return true;
-    case Condition::Kind::kItemExists: return current.has_value();
-    case Condition::Kind::kItemAbsent: return !current.has_value();
+    case Condition::Kind::kItemExists: return current != nullptr;
+    case Condition::Kind::kItemAbsent: return current == nullptr;
     case Condition::Kind::kExists: return Find(item, *condition.path()) != nullptr;
     case Condition::Kind::kNotExists: return Find(item, *condition.path()) == nullptr;
     case Condition::Kind::kCompare: return EvaluateCompare(condition, item);
@@ -88,7 +88,7 @@ bool Evaluate(const Condition& condition, const std::optional<Item>& current) {
   return false;
 }
 
-absl::StatusOr<Item> ApplyUpdate(const std::optional<Item>& current, const std::vector<UpdateOp>& ops) {
+absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp>& ops) {
   Item item = current ? *current : Item{};
   for (const UpdateOp& op : ops) {
     if (absl::Status s = CheckName(op.path); !s.ok()) return s;

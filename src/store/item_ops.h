@@ -13,13 +13,13 @@
 
 namespace toolgate::store::internal {
 
-// Evaluates `condition` on `current` (nullopt: the item does not exist).
-bool Evaluate(const Condition& condition, const std::optional<Item>& current);
+// Evaluates `condition` on `current` (nullptr: the item does not exist).
+bool Evaluate(const Condition& condition, const Item* current);
 
-// Returns `current` (or an empty item) with `ops` applied in order.
+// Returns `current` (nullptr: an empty item) with `ops` applied in order.
 // kInvalidArgument: ADD to a non-number, SET/REMOVE into an attribute that is not a map, a path into
 // a map that does not exist (as DynamoDB), or an op on a reserved name.
-absl::StatusOr<Item> ApplyUpdate(const std::optional<Item>& current, const std::vector<UpdateOp>& ops);
+absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp>& ops);
 
 // kInvalidArgument when a key or query is malformed (empty pk, limit out of range).
 absl::Status ValidateKey(const ItemKey& key);

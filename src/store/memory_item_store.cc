@@ -8,18 +8,17 @@ namespace toolgate::store {
 using internal::ApplyUpdate;
 using internal::Evaluate;
 
-std::optional<Item> MemoryItemStore::Current(const Key& key) const {
+const Item* MemoryItemStore::Current(const Key& key) const {
   auto it = items_.find(key);
-  if (it == items_.end()) return std::nullopt;
-  return it->second;
+  return it == items_.end() ? nullptr : &it->second;
 }
 
 absl::StatusOr<std::optional<Item>> MemoryItemStore::Get(const ItemKey& key) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
   std::lock_guard lock(mu_);
-  std::optional<Item> item = Current({key.pk, key.sk});
-  if (item && IsExpired(*item, clock_.now_epoch_sec())) return std::nullopt;
-  return item;
+  const Item* item = Current({key.pk, key.sk});
+  if (item == nullptr || IsExpired(*item, clock_.now_epoch_sec())) return std::nullopt;
+  return std::optional<Item>(*item);
 }
 
 absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item& item,
@@ -32,14 +31,16 @@ absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item&
 }
 
 absl::StatusOr<WriteResult> MemoryItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                                    const Condition& condition) {
+                                                    const Condition& condition, ReturnValues returns) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
   std::lock_guard lock(mu_);
-  std::optional<Item> current = Current({key.pk, key.sk});
+  Key k{key.pk, key.sk};
+  const Item* current = Current(k);
   if (!Evaluate(condition, current)) return WriteResult::ConditionFailed();
   ASSIGN_OR_RETURN(Item updated, ApplyUpdate(current, ops));
-  items_.insert_or_assign(Key{key.pk, key.sk}, updated);
-  return WriteResult{true, std::move(updated)};
+  WriteResult result{true, returns == ReturnValues::kAllNew ? updated : Item{}};
+  items_.insert_or_assign(std::move(k), std::move(updated));
+  return result;
 }
 
 absl::StatusOr<WriteResult> MemoryItemStore::Erase(const ItemKey& key, const Condition& condition) {

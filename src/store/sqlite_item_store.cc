@@ -247,7 +247,7 @@ absl::StatusOr<WriteResult> SqliteItemStore::WriteTransaction(const ItemKey& key
     RETURN_IF_ERROR(conn->Run(conn->begin_, "begin"));
     auto attempt = [&]() -> absl::StatusOr<WriteResult> {
       ASSIGN_OR_RETURN(std::optional<Item> current, conn->Read(key));
-      if (!internal::Evaluate(condition, current)) return WriteResult::ConditionFailed();
+      if (!internal::Evaluate(condition, current ? &*current : nullptr)) return WriteResult::ConditionFailed();
       ASSIGN_OR_RETURN(std::optional<Item> next, decide(current));
       if (next) {
         RETURN_IF_ERROR(conn->Write(key, *next));
@@ -279,11 +279,14 @@ absl::StatusOr<WriteResult> SqliteItemStore::Put(const ItemKey& key, const Item&
 }
 
 absl::StatusOr<WriteResult> SqliteItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                                    const Condition& condition) {
-  return WriteTransaction(key, condition, [&](const std::optional<Item>& current) -> absl::StatusOr<std::optional<Item>> {
-    ASSIGN_OR_RETURN(Item next, internal::ApplyUpdate(current, ops));
-    return std::optional<Item>(std::move(next));
-  });
+                                                    const Condition& condition, ReturnValues returns) {
+  absl::StatusOr<WriteResult> r =
+      WriteTransaction(key, condition, [&](const std::optional<Item>& current) -> absl::StatusOr<std::optional<Item>> {
+        ASSIGN_OR_RETURN(Item next, internal::ApplyUpdate(current ? &*current : nullptr, ops));
+        return std::optional<Item>(std::move(next));
+      });
+  if (r.ok() && returns == ReturnValues::kNone) r->item.clear();
+  return r;
 }
 
 absl::StatusOr<WriteResult> SqliteItemStore::Erase(const ItemKey& key, const Condition& condition) {

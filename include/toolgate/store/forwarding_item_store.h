@@ -15,9 +15,10 @@ class ForwardingItemStore : public ItemStore {
   absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override {
     return target_.Put(key, item, condition);
   }
+  using ItemStore::Update;
   absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition) override {
-    return target_.Update(key, ops, condition);
+                                     const Condition& condition, ReturnValues returns) override {
+    return target_.Update(key, ops, condition, returns);
   }
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override {
     return target_.Erase(key, condition);

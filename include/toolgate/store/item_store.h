@@ -18,6 +18,9 @@ struct WriteResult {
   static WriteResult ConditionFailed() { return {}; }
 };
 
+// What a write returns (DynamoDB's ReturnValues): the item as written, or nothing (cheaper).
+enum class ReturnValues { kAllNew, kNone };
+
 struct QueryRequest {
   std::string pk;
   std::string sk_prefix;             // only items whose sk starts with this
@@ -55,9 +58,13 @@ class ItemStore {
                                           const Condition& condition) = 0;
 
   // Applies `ops` in order when `condition` holds, creating the item if absent (an upsert, as
-  // DynamoDB's UpdateItem). Returns the new item.
+  // DynamoDB's UpdateItem). With kAllNew the result holds the new item; with kNone it is empty.
   virtual absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                             const Condition& condition) = 0;
+                                             const Condition& condition, ReturnValues returns) = 0;
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                     const Condition& condition) {
+    return Update(key, ops, condition, ReturnValues::kAllNew);
+  }
 
   // Deletes the item when `condition` holds. Deleting an absent item with Always() is applied.
   virtual absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) = 0;

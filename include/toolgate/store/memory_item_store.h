@@ -18,8 +18,9 @@ class MemoryItemStore final : public ItemStore {
 
   absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
   absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
+  using ItemStore::Update;
   absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition) override;
+                                     const Condition& condition, ReturnValues returns) override;
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   std::string_view backend_name() const override { return "memory"; }
@@ -29,7 +30,7 @@ class MemoryItemStore final : public ItemStore {
 
  private:
   using Key = std::pair<std::string, std::string>;
-  std::optional<Item> Current(const Key& key) const;  // REQUIRES: mu_ held
+  const Item* Current(const Key& key) const;  // nullptr when absent. REQUIRES: mu_ held
 
   const Clock& clock_;
   mutable std::mutex mu_;

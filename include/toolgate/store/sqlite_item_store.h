@@ -44,8 +44,9 @@ class SqliteItemStore final : public ItemStore {
 
   absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
   absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
+  using ItemStore::Update;
   absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition) override;
+                                     const Condition& condition, ReturnValues returns) override;
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   std::string_view backend_name() const override { return "sqlite"; }
