@@ -145,4 +145,11 @@ absl::Status ValidateQuery(const QueryRequest& request) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateScan(const ScanRequest& request) {
+  if (request.limit < 1 || request.limit > 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("scan limit ", request.limit, " is outside 1..1000"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace toolgate::store::internal

@@ -24,5 +24,6 @@ absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp
 // kInvalidArgument when a key or query is malformed (empty pk, limit out of range).
 absl::Status ValidateKey(const ItemKey& key);
 absl::Status ValidateQuery(const QueryRequest& request);
+absl::Status ValidateScan(const ScanRequest& request);
 
 }  // namespace toolgate::store::internal

@@ -88,6 +88,28 @@ absl::StatusOr<QueryPage> MemoryItemStore::Query(const QueryRequest& request) {
   return page;
 }
 
+absl::StatusOr<ScanPage> MemoryItemStore::Scan(const ScanRequest& request) {
+  RETURN_IF_ERROR(internal::ValidateScan(request));
+  std::lock_guard lock(mu_);
+  const int64_t now = clock_.now_epoch_sec();
+  ScanPage page;
+  auto it = request.after ? items_.upper_bound({request.after->pk, request.after->sk})
+                          : items_.lower_bound({request.pk_prefix, ""});
+  int examined = 0;
+  for (; it != items_.end(); ++it) {
+    const auto& [pk, sk] = it->first;
+    if (pk.compare(0, request.pk_prefix.size(), request.pk_prefix) != 0) break;  // past the prefix range
+    if (examined == request.limit) {
+      page.last_key = ItemKey{std::prev(it)->first.first, std::prev(it)->first.second};
+      break;
+    }
+    ++examined;
+    if (sk.compare(0, request.sk_prefix.size(), request.sk_prefix) != 0 || IsExpired(it->second, now)) continue;
+    page.items.push_back({ItemKey{pk, sk}, it->second});
+  }
+  return page;
+}
+
 int MemoryItemStore::SweepExpired() {
   std::lock_guard lock(mu_);
   const int64_t now = clock_.now_epoch_sec();

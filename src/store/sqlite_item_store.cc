@@ -71,7 +71,7 @@ void BindText(sqlite3_stmt* s, int i, std::string_view v) {
 class SqliteItemStore::Connection {
  public:
   ~Connection() {
-    for (sqlite3_stmt* s : {get_, put_, del_, query_asc_, query_desc_, begin_, commit_, rollback_}) {
+    for (sqlite3_stmt* s : {get_, put_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close_v2(db_);
@@ -109,6 +109,11 @@ class SqliteItemStore::Connection {
         "SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
         " AND (?5 IS NULL OR sk < ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk DESC LIMIT ?7",
         &conn->query_desc_));
+    // ?1 pk prefix lower bound, ?2 its upper bound (may be NULL), ?3/?4 after (pk, sk) (may be NULL), ?5 limit.
+    RETURN_IF_ERROR(conn->Prepare(
+        "SELECT pk, sk, attrs, ttl FROM items WHERE pk >= ?1 AND (?2 IS NULL OR pk < ?2)"
+        " AND (?3 IS NULL OR (pk, sk) > (?3, ?4)) ORDER BY pk, sk LIMIT ?5",
+        &conn->scan_));
     return conn;
   }
 
@@ -170,6 +175,7 @@ class SqliteItemStore::Connection {
   sqlite3_stmt* del_ = nullptr;
   sqlite3_stmt* query_asc_ = nullptr;
   sqlite3_stmt* query_desc_ = nullptr;
+  sqlite3_stmt* scan_ = nullptr;
   sqlite3_stmt* begin_ = nullptr;
   sqlite3_stmt* commit_ = nullptr;
   sqlite3_stmt* rollback_ = nullptr;
@@ -327,6 +333,51 @@ absl::StatusOr<QueryPage> SqliteItemStore::Query(const QueryRequest& request) {
     return page;
   };
   absl::StatusOr<QueryPage> page = run();
+  Return(std::move(conn));
+  return page;
+}
+
+absl::StatusOr<ScanPage> SqliteItemStore::Scan(const ScanRequest& request) {
+  RETURN_IF_ERROR(internal::ValidateScan(request));
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
+  sqlite3_stmt* s = conn->scan_;
+  const int64_t now = clock_.now_epoch_sec();
+  auto run = [&]() -> absl::StatusOr<ScanPage> {
+    StatementScope scope(s);
+    BindText(s, 1, request.pk_prefix);
+    if (auto end = PrefixEnd(request.pk_prefix)) BindText(s, 2, *end);
+    if (request.after) {
+      BindText(s, 3, request.after->pk);
+      BindText(s, 4, request.after->sk);
+    }
+    sqlite3_bind_int(s, 5, request.limit + 1);
+    ScanPage page;
+    int examined = 0;
+    ItemKey last;
+    for (;;) {
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) return SqliteError(rc, "scan", conn->db_);
+      ItemKey key{std::string(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), sqlite3_column_bytes(s, 0)),
+                  std::string(reinterpret_cast<const char*>(sqlite3_column_text(s, 1)), sqlite3_column_bytes(s, 1))};
+      if (examined == request.limit) {
+        page.last_key = last;
+        break;
+      }
+      ++examined;
+      last = key;
+      const bool expired = sqlite3_column_type(s, 3) != SQLITE_NULL && sqlite3_column_int64(s, 3) <= now;
+      if (expired || key.sk.compare(0, request.sk_prefix.size(), request.sk_prefix) != 0) continue;
+      std::string_view text(reinterpret_cast<const char*>(sqlite3_column_text(s, 2)), sqlite3_column_bytes(s, 2));
+      absl::StatusOr<Item> item = ItemFromJsonText(text);
+      if (!item.ok()) {
+        return absl::DataLossError(absl::StrCat("item (", key.pk, ", ", key.sk, "): ", item.status().message()));
+      }
+      page.items.push_back({std::move(key), std::move(*item)});
+    }
+    return page;
+  };
+  absl::StatusOr<ScanPage> page = run();
   Return(std::move(conn));
   return page;
 }

@@ -24,6 +24,7 @@ class ForwardingItemStore : public ItemStore {
     return target_.Erase(key, condition);
   }
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override { return target_.Query(request); }
+  absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override { return target_.Scan(request); }
   std::string_view backend_name() const override { return target_.backend_name(); }
 
  protected:

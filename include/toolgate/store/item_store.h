@@ -34,6 +34,19 @@ struct QueryPage {
   std::optional<std::string> last_sk;               // set when more items may follow: pass as `after`
 };
 
+// A full-table walk in (pk, sk) order, for maintenance (`ledger verify`), never on a request path.
+struct ScanRequest {
+  std::string pk_prefix;  // only items whose pk starts with this
+  std::string sk_prefix;  // ... and whose sk starts with this
+  int limit = 500;        // at most this many items examined per page (1..1000)
+  std::optional<ItemKey> after;
+};
+
+struct ScanPage {
+  std::vector<std::pair<ItemKey, Item>> items;
+  std::optional<ItemKey> last_key;  // set when more may follow: pass as `after`
+};
+
 // The store port (design section 3): single-item atomic operations on items addressed by (pk, sk),
 // modelled on DynamoDB so every adapter implements the same semantics.
 //
@@ -70,6 +83,8 @@ class ItemStore {
   virtual absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) = 0;
 
   virtual absl::StatusOr<QueryPage> Query(const QueryRequest& request) = 0;
+
+  virtual absl::StatusOr<ScanPage> Scan(const ScanRequest& request) = 0;
 
   // "memory", "sqlite", "dynamodb": the `backend` label of store metrics.
   virtual std::string_view backend_name() const = 0;

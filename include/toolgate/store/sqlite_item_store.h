@@ -49,6 +49,7 @@ class SqliteItemStore final : public ItemStore {
                                      const Condition& condition, ReturnValues returns) override;
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
+  absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;
   std::string_view backend_name() const override { return "sqlite"; }
 
   // Deletes expired items now; returns how many.

@@ -1,0 +1,101 @@
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/domain/breaker_rules.h"
+#include "toolgate/services/connector_concurrency_service.h"
+
+namespace toolgate {
+
+// A "host:port" listen or connect address.
+struct HostPort {
+  std::string host;
+  int port = 0;  // 0: any free port (tests)
+  std::string ToString() const { return host + ":" + std::to_string(port); }
+};
+
+struct ServerConfig {
+  HostPort listen{"127.0.0.1", 8080};
+  int64_t max_body_bytes = 1 << 20;
+  int max_header_bytes = 16 * 1024;
+  int request_timeout_ms = 30'000;  // reading a request; the downstream call has its own timeout
+  int io_threads = 1;               // threads running the network event loop
+  int store_threads = 16;           // bounded pool for blocking store work
+};
+
+struct AdminConfig {
+  HostPort listen{"127.0.0.1", 9901};
+  std::string admin_token_env;  // name of the env var holding the bearer token; empty: no token
+};
+
+struct StoreConfig {
+  std::string backend = "sqlite";  // sqlite | memory | dynamodb
+  std::string path = "./toolgate-data/toolgate.db";
+  bool sqlite_synchronous_full = true;
+  std::string table = "toolgate";
+  std::string region = "us-east-1";
+  std::string endpoint;
+};
+
+struct AuthConfig {
+  std::string hs256_secret_env = "TOOLGATE_JWT_SECRET";
+  std::string jwks_file;
+  std::string issuer;
+  std::string audience;
+  int leeway_s = 30;
+};
+
+struct SloConfig {
+  double error_target = 0.995;
+  double latency_target = 0.99;
+  int latency_threshold_ms = 1000;
+};
+
+enum class OnStoreError { kDefer, kAllow };
+
+struct ConnectorConfig {
+  std::string id;
+  std::string base_url;  // http://host:port[/prefix]
+  HostPort address;      // parsed from base_url
+  std::string path_prefix;
+  int timeout_ms = 5000;
+  std::string health_path = "/health";
+  OnStoreError on_store_error = OnStoreError::kDefer;
+  int64_t max_response_bytes = 4 << 20;
+  ConcurrencyConfig concurrency;
+  breaker::Config breaker;
+  SloConfig slo;
+};
+
+struct ToolConfig {
+  std::string action_type;   // empty: not classified by config
+  std::string connector_id;  // empty: the part of the name before the first '.'
+};
+
+struct Config {
+  ServerConfig server;
+  AdminConfig admin;
+  StoreConfig store;
+  AuthConfig auth;
+  int max_replays_per_execution = 5;
+  int idempotency_retention_h = 24;
+  int kill_switch_refresh_ms = 1000;  // S8 asks for 2 s fleet-wide
+  std::map<std::string, ConnectorConfig> connectors;
+  std::map<std::string, ToolConfig> tools;
+  std::string source;  // the file it came from, or "built-in default"
+};
+
+// Parses and validates a TOML config. Errors are kInvalidArgument and name the file and the key.
+absl::StatusOr<Config> ParseConfig(const std::string& toml_text, const std::string& source_name);
+absl::StatusOr<Config> LoadConfig(const std::string& path);
+// The configuration `toolgate serve` uses without --config.
+Config DefaultConfig();
+
+// Tool names are [a-z0-9_.-]{1,128}; connector ids and action types follow the same alphabet.
+bool IsValidToolName(std::string_view name);
+
+}  // namespace toolgate

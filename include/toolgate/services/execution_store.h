@@ -1,0 +1,74 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// One execution (design §1), stored tenant-scoped as (TENANT#<tenant>, EXEC#<execution_id>), so a
+// lookup by another tenant finds nothing (S11).
+struct ExecutionRecord {
+  std::string execution_id;
+  std::string tenant_id;
+  std::string account_id;
+  std::string tool_name;
+  std::string connector_id;
+  std::string action_type;
+  std::string actor;  // the token's sub
+  std::string outcome = "IN_PROGRESS";  // then SUCCEEDED | FAILED | DEFERRED | BLOCKED
+  std::string reason;
+  std::string intent_key;
+  std::string idempotency_key;
+  std::string input_hash;
+  std::string replay_of;
+  std::string result_json;  // the downstream JSON of a success
+  int64_t created_at_ms = 0;
+  int64_t finished_at_ms = 0;
+  int64_t latency_ms = -1;
+  int downstream_status = 0;
+  bool unguarded = false;  // ran without breaker and concurrency guarantees (on_store_error = allow)
+  int64_t last_seq = 0;    // the ledger's last event when the record was last written
+  std::string last_hash;
+};
+
+// Execution records. Thread-safe. Status codes: store errors; kNotFound for an id the tenant does
+// not have; kDataLoss for a record it did not write.
+class ExecutionStore {
+ public:
+  ExecutionStore(store::ItemStore& store, const Clock& clock);
+
+  static store::ItemKey Key(std::string_view tenant_id, std::string_view execution_id);
+
+  // Writes a new record (never overwrites one).
+  absl::Status Create(const ExecutionRecord& record);
+  // Writes the outcome fields of a record created earlier.
+  absl::Status Finish(const ExecutionRecord& record);
+  absl::StatusOr<ExecutionRecord> Get(std::string_view tenant_id, std::string_view execution_id);
+
+  struct ListFilter {
+    std::string tool;
+    std::string outcome;
+    int limit = 50;                    // 1..200
+    std::optional<std::string> after;  // cursor: the last execution id of the previous page
+  };
+  struct ListPage {
+    std::vector<ExecutionRecord> executions;  // newest first
+    std::optional<std::string> next;
+  };
+  absl::StatusOr<ListPage> List(std::string_view tenant_id, const ListFilter& filter);
+
+  // Every record of every tenant (for `ledger verify`), through `visit`; stops at the first error.
+  absl::Status ForEach(const std::function<absl::Status(const ExecutionRecord&)>& visit);
+
+ private:
+  store::ItemStore& store_;
+  const Clock& clock_;
+};
+
+}  // namespace toolgate

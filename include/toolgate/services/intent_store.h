@@ -1,0 +1,60 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// Tool-layer idempotency (design §1, §5, S12): one record per tenant and intent key,
+// (TENANT#<tenant>, INTENT#<key>), holding the intent's state, the hash of its input, the execution
+// that holds or produced it, and the result of a success.
+//
+// Thread-safe. Status codes: store errors.
+class IntentStore {
+ public:
+  enum class State { kInProgress, kSucceeded, kFailed, kUnknown };
+
+  struct Claim {
+    enum class Kind {
+      kClaimed,    // this execution now holds the intent
+      kSucceeded,  // the intent already succeeded: `execution_id` and `result_json` say how
+      kInProgress, // another execution holds it
+      kMismatch,   // same key, different input
+    };
+    Kind kind = Kind::kClaimed;
+    std::string execution_id;
+    std::string result_json;
+    // When claimed: the state the intent had before (kUnknown means an earlier attempt's outcome is
+    // not known, and the downstream must deduplicate by the Idempotency-Key).
+    std::optional<State> previous;
+  };
+
+  IntentStore(store::ItemStore& store, const Clock& clock, int retention_h);
+
+  // One conditional write: claims an intent that is absent, expired, FAILED or UNKNOWN, or
+  // IN_PROGRESS past `hold_ms` (its holder died). Reads only when the claim is refused.
+  absl::StatusOr<Claim> TryClaim(std::string_view tenant_id, std::string_view intent_key, std::string_view input_hash,
+                                 std::string_view execution_id, int64_t hold_ms);
+
+  // Records how the holder's attempt ended. A holder that lost the intent changes nothing.
+  absl::Status Finish(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
+                      State state, std::string_view result_json);
+  // Gives a claim back unused (the call was deferred before it reached the downstream), restoring
+  // the previous state.
+  absl::Status Release(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
+                       const std::optional<State>& previous);
+
+  static store::ItemKey Key(std::string_view tenant_id, std::string_view intent_key);
+  static std::string_view ToString(State s);
+
+ private:
+  store::ItemStore& store_;
+  const Clock& clock_;
+  const int retention_h_;
+};
+
+}  // namespace toolgate

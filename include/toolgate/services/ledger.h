@@ -1,0 +1,72 @@
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// One ledger event (design §8). `data` is canonical JSON text (an object).
+struct LedgerEvent {
+  int64_t seq = 0;
+  std::string type;
+  std::string at;  // RFC 3339, ms
+  std::string actor;
+  std::string data = "{}";
+  std::string hash;       // hex SHA-256 over prev_hash and this event's canonical JSON
+  std::string prev_hash;  // "" for the first event of a chain
+};
+
+// The append-only, tamper-evident ledger: chains of events, each chain one store partition —
+// `EXEC#<execution_id>` for an execution, `AUDIT#<yyyy-mm-dd>` for the system audit of one UTC day.
+// An event is item (<chain>, EVENT#<seq, 12 digits>), written with a "must not exist" condition, so
+// nothing is ever overwritten and two writers racing for the same seq cannot both win: the loser
+// re-reads the tail and appends after it. Each event's hash covers the previous hash, so an edited
+// or removed event breaks every hash after it (`VerifyChain`).
+//
+// Thread-safe. Status codes: store errors from ItemStore; kAborted after too many lost races;
+// kDataLoss from VerifyChain naming the first bad event.
+class Ledger {
+ public:
+  // What an appender knows of a chain's end; lets the hot path append without reading first.
+  struct Tail {
+    int64_t seq = 0;
+    std::string hash;
+  };
+
+  Ledger(store::ItemStore& store, const Clock& clock);
+
+  static std::string ExecutionChain(std::string_view execution_id);
+  static std::string AuditChain(int64_t epoch_ms);
+
+  // Appends an event; `tail` is updated to it. `data_json` must be a JSON object text.
+  absl::StatusOr<LedgerEvent> Append(const std::string& chain, Tail& tail, std::string_view type, std::string_view actor,
+                                     std::string_view data_json);
+  // Appends a system audit event to today's audit chain.
+  absl::StatusOr<LedgerEvent> Audit(std::string_view type, std::string_view actor, std::string_view data_json);
+
+  absl::StatusOr<std::vector<LedgerEvent>> Read(const std::string& chain);
+  // The latest audit events, newest first, at most `limit`, none older than `since_ms` (if set);
+  // looks back at most `max_days` days.
+  absl::StatusOr<std::vector<LedgerEvent>> ReadAudit(int limit, std::optional<int64_t> since_ms, int max_days = 31);
+
+  static std::string Hash(std::string_view prev_hash, const LedgerEvent& e);
+  // kDataLoss naming the first event whose seq, link or hash is wrong.
+  static absl::Status VerifyChain(const std::vector<LedgerEvent>& events);
+
+ private:
+  absl::StatusOr<Tail> ReadTail(const std::string& chain);
+
+  store::ItemStore& store_;
+  const Clock& clock_;
+};
+
+// Lowercase hex SHA-256.
+std::string Sha256Hex(std::string_view data);
+
+}  // namespace toolgate

@@ -1,0 +1,325 @@
+#include "toolgate/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "toml++/toml.h"
+
+namespace toolgate {
+namespace {
+
+constexpr char kDefaultConfig[] = R"(
+[connectors.crm]
+base_url = "http://127.0.0.1:9101"
+)";
+
+// Reads typed keys of one TOML table, remembers which keys it was asked for, and collects errors
+// that name the full key ("connectors.crm.timeout_ms").
+class TableReader {
+ public:
+  TableReader(const toml::table* table, std::string prefix, std::vector<std::string>& errors)
+      : table_(table), prefix_(std::move(prefix)), errors_(errors) {}
+
+  std::string Key(std::string_view key) const { return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key); }
+
+  void String(std::string_view key, std::string& out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return;
+    if (auto v = n->value<std::string>()) out = *v;
+    else Error(key, "must be a string");
+  }
+  void Int(std::string_view key, int64_t min, int64_t max, int64_t& out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return;
+    auto v = n->value<int64_t>();
+    if (!v || !n->is_integer()) return Error(key, "must be an integer");
+    if (*v < min || *v > max) return Error(key, absl::StrCat("must be in ", min, "..", max, " (is ", *v, ")"));
+    out = *v;
+  }
+  void Int(std::string_view key, int64_t min, int64_t max, int& out) {
+    int64_t wide = out;
+    Int(key, min, max, wide);
+    out = static_cast<int>(wide);
+  }
+  void Double(std::string_view key, double min, double max, double& out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return;
+    auto v = n->value<double>();  // integers convert too
+    if (!v) return Error(key, "must be a number");
+    if (!(*v >= min && *v <= max)) return Error(key, absl::StrCat("must be in ", min, "..", max));
+    out = *v;
+  }
+  void Bool(std::string_view key, bool& out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return;
+    if (auto v = n->value<bool>()) out = *v;
+    else Error(key, "must be true or false");
+  }
+  const toml::table* Table(std::string_view key) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return nullptr;
+    if (!n->is_table()) {
+      Error(key, "must be a table");
+      return nullptr;
+    }
+    return n->as_table();
+  }
+  // Whether the key is present; marks it known.
+  bool Has(std::string_view key) {
+    known_.insert(std::string(key));
+    return table_ != nullptr && table_->contains(key);
+  }
+
+  // Every key nobody asked for is a mistake (a typo would otherwise be silently ignored).
+  void RefuseUnknown() {
+    if (table_ == nullptr) return;
+    for (const auto& [k, v] : *table_) {
+      if (!known_.count(std::string(k.str()))) Error(k.str(), "is not a known key");
+    }
+  }
+  void Error(std::string_view key, std::string_view what) {
+    errors_.push_back(absl::StrCat(Key(key), " ", std::string(what)));
+  }
+
+ private:
+  const toml::node* Find(std::string_view key) {
+    known_.insert(std::string(key));
+    if (table_ == nullptr) return nullptr;
+    return table_->get(key);
+  }
+
+  const toml::table* table_;
+  std::string prefix_;
+  std::vector<std::string>& errors_;
+  std::set<std::string> known_;
+};
+
+bool ParseHostPort(const std::string& s, HostPort& out) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0) return false;
+  out.host = s.substr(0, colon);
+  if (out.host.front() == '[' && out.host.back() == ']') out.host = out.host.substr(1, out.host.size() - 2);
+  const std::string port = s.substr(colon + 1);
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos) return false;
+  out.port = std::stoi(port);
+  return out.port <= 65535;
+}
+
+void ReadListen(TableReader& r, HostPort& out) {
+  std::string listen = out.ToString();
+  r.String("listen", listen);
+  if (!ParseHostPort(listen, out)) r.Error("listen", "must be host:port");
+}
+
+// http://host:port[/prefix] (HTTPS to downstreams is not supported yet; a clear error says so).
+bool ParseBaseUrl(const std::string& url, ConnectorConfig& c, std::string& why) {
+  constexpr std::string_view kHttp = "http://";
+  if (url.rfind("https://", 0) == 0) {
+    why = "uses https, which toolgate does not support for downstreams yet (use http on a trusted network)";
+    return false;
+  }
+  if (url.rfind(kHttp, 0) != 0) {
+    why = "must start with http://";
+    return false;
+  }
+  std::string rest = url.substr(kHttp.size());
+  const auto slash = rest.find('/');
+  std::string hostport = rest.substr(0, slash);
+  c.path_prefix = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!c.path_prefix.empty() && c.path_prefix.back() == '/') c.path_prefix.pop_back();
+  if (hostport.find(':') == std::string::npos) hostport += ":80";
+  if (!ParseHostPort(hostport, c.address) || c.address.port == 0) {
+    why = "must be http://host:port[/path]";
+    return false;
+  }
+  return true;
+}
+
+void ReadBreaker(TableReader& r, breaker::Config& b) {
+  r.Int("failure_threshold", 1, 1'000'000, b.failure_threshold);
+  r.Int("window_s", 1, 86400, b.window_s);
+  if (r.Has("failure_rate_threshold")) {
+    double rate = 0.5;
+    r.Double("failure_rate_threshold", 0.000001, 1.0, rate);
+    b.failure_rate_threshold = rate;
+  }
+  r.Int("min_calls", 1, 1'000'000, b.min_calls);
+  if (r.Has("slow_call_ms")) {
+    int slow = 0;
+    r.Int("slow_call_ms", 1, 3'600'000, slow);
+    b.slow_call_ms = slow;
+  }
+  r.Int("cooldown_s", 1, 3600, b.cooldown_s);
+  r.Int("state_ttl_days", 1, 3650, b.state_ttl_days);
+  r.Int("probe_timeout_s", 1, 86400, b.probe_timeout_s);
+  r.Int("min_distinct_tenants", 1, 100, b.min_distinct_tenants);
+  r.RefuseUnknown();
+}
+
+void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig& c, std::vector<std::string>& errors) {
+  TableReader r(t, "connectors." + id, errors);
+  c.id = id;
+  if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [a-z0-9_-]{1,128}");
+  if (!r.Has("base_url")) r.Error("base_url", "is required");
+  r.String("base_url", c.base_url);
+  if (std::string why; !c.base_url.empty() && !ParseBaseUrl(c.base_url, c, why)) r.Error("base_url", why);
+  r.Int("timeout_ms", 1, 600'000, c.timeout_ms);
+  r.Int("max_in_flight", 1, 100'000, c.concurrency.max_in_flight);
+  r.String("health_path", c.health_path);
+  if (c.health_path.empty() || c.health_path.front() != '/') r.Error("health_path", "must start with /");
+  std::string on_store_error = "defer";
+  r.String("on_store_error", on_store_error);
+  if (on_store_error == "defer") c.on_store_error = OnStoreError::kDefer;
+  else if (on_store_error == "allow") c.on_store_error = OnStoreError::kAllow;
+  else r.Error("on_store_error", "must be \"defer\" or \"allow\"");
+  c.concurrency.lease_ttl_s = c.timeout_ms / 1000 + 30;
+  r.Int("lease_ttl_s", 1, 86400, c.concurrency.lease_ttl_s);
+  r.Int("max_clock_skew_s", 0, 300, c.concurrency.max_clock_skew_s);
+  r.Int("max_response_bytes", 1024, 64 << 20, c.max_response_bytes);
+  // S7: a live call must never lose its lease or its probe claim.
+  if (int64_t{c.concurrency.lease_ttl_s} * 1000 <= c.timeout_ms) {
+    r.Error("lease_ttl_s", absl::StrCat("must be longer than timeout_ms (", c.timeout_ms, " ms)"));
+  }
+  TableReader br(r.Table("breaker"), r.Key("breaker"), errors);
+  ReadBreaker(br, c.breaker);
+  if (int64_t{c.breaker.probe_timeout_s} * 1000 <= c.timeout_ms) {
+    br.Error("probe_timeout_s", absl::StrCat("must be longer than timeout_ms (", c.timeout_ms, " ms)"));
+  }
+  TableReader sr(r.Table("slo"), r.Key("slo"), errors);
+  sr.Double("error_target", 0.5, 0.99999, c.slo.error_target);
+  sr.Double("latency_target", 0.5, 0.99999, c.slo.latency_target);
+  sr.Int("latency_threshold_ms", 1, 600'000, c.slo.latency_threshold_ms);
+  sr.RefuseUnknown();
+  r.RefuseUnknown();
+}
+
+}  // namespace
+
+bool IsValidToolName(std::string_view name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char ch : name) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream where;
+    where << e.source().begin;
+    return absl::InvalidArgumentError(
+        absl::StrCat(source_name, ": TOML syntax error at ", where.str(), ": ", std::string(e.description())));
+  }
+  Config c;
+  c.source = source_name;
+  std::vector<std::string> errors;
+  TableReader top(&root, "", errors);
+
+  TableReader server(top.Table("server"), "server", errors);
+  ReadListen(server, c.server.listen);
+  server.Int("max_body_bytes", 1024, 64 << 20, c.server.max_body_bytes);
+  server.Int("max_header_bytes", 1024, 1 << 20, c.server.max_header_bytes);
+  server.Int("request_timeout_ms", 100, 600'000, c.server.request_timeout_ms);
+  server.Int("io_threads", 1, 64, c.server.io_threads);
+  server.Int("store_threads", 1, 1024, c.server.store_threads);
+  server.RefuseUnknown();
+
+  TableReader admin(top.Table("admin"), "admin", errors);
+  ReadListen(admin, c.admin.listen);
+  admin.String("admin_token_env", c.admin.admin_token_env);
+  admin.RefuseUnknown();
+
+  TableReader store(top.Table("store"), "store", errors);
+  store.String("backend", c.store.backend);
+  if (c.store.backend != "sqlite" && c.store.backend != "memory" && c.store.backend != "dynamodb") {
+    store.Error("backend", "must be \"sqlite\", \"memory\" or \"dynamodb\"");
+  }
+  store.String("path", c.store.path);
+  std::string sync = c.store.sqlite_synchronous_full ? "full" : "normal";
+  store.String("sqlite_synchronous", sync);
+  if (sync != "full" && sync != "normal") store.Error("sqlite_synchronous", "must be \"full\" or \"normal\"");
+  c.store.sqlite_synchronous_full = sync == "full";
+  store.String("table", c.store.table);
+  store.String("region", c.store.region);
+  store.String("endpoint", c.store.endpoint);
+  store.RefuseUnknown();
+
+  TableReader auth(top.Table("auth"), "auth", errors);
+  auth.String("hs256_secret_env", c.auth.hs256_secret_env);
+  auth.String("jwks_file", c.auth.jwks_file);
+  auth.String("issuer", c.auth.issuer);
+  auth.String("audience", c.auth.audience);
+  auth.Int("leeway_s", 0, 300, c.auth.leeway_s);
+  auth.RefuseUnknown();
+
+  TableReader replay(top.Table("replay"), "replay", errors);
+  replay.Int("max_replays_per_execution", 0, 1000, c.max_replays_per_execution);
+  replay.RefuseUnknown();
+  TableReader idem(top.Table("idempotency"), "idempotency", errors);
+  idem.Int("retention_h", 1, 24 * 365, c.idempotency_retention_h);
+  idem.RefuseUnknown();
+  TableReader kill(top.Table("kill_switches"), "kill_switches", errors);
+  kill.Int("refresh_ms", 50, 2000, c.kill_switch_refresh_ms);
+  kill.RefuseUnknown();
+
+  if (const toml::table* connectors = top.Table("connectors")) {
+    for (const auto& [name, node] : *connectors) {
+      const std::string id(name.str());
+      if (!node.is_table()) {
+        errors.push_back("connectors." + id + " must be a table");
+        continue;
+      }
+      ReadConnector(id, node.as_table(), c.connectors[id], errors);
+    }
+  }
+  if (c.connectors.empty()) errors.push_back("connectors: at least one [connectors.<id>] table is required");
+
+  if (const toml::table* tools = top.Table("tools")) {
+    for (const auto& [name, node] : *tools) {
+      const std::string tool(name.str());
+      TableReader t(node.as_table(), "tools.\"" + tool + "\"", errors);
+      if (!node.is_table()) {
+        errors.push_back("tools.\"" + tool + "\" must be a table");
+        continue;
+      }
+      if (!IsValidToolName(tool)) t.Error("", "is not a valid tool name ([a-z0-9_.-]{1,128})");
+      ToolConfig& tc = c.tools[tool];
+      t.String("action_type", tc.action_type);
+      t.String("connector", tc.connector_id);
+      if (!tc.connector_id.empty() && !c.connectors.count(tc.connector_id)) {
+        t.Error("connector", "names a connector that is not configured");
+      }
+      t.RefuseUnknown();
+    }
+  }
+  top.RefuseUnknown();
+
+  if (!errors.empty()) {
+    std::string msg = source_name + ": invalid configuration:";
+    for (const auto& e : errors) msg += "\n  " + e;
+    return absl::InvalidArgumentError(msg);
+  }
+  return c;
+}
+
+absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  if (buf.str().size() > (1 << 20)) return absl::InvalidArgumentError(absl::StrCat(path, ": larger than 1 MiB"));
+  return ParseConfig(buf.str(), path);
+}
+
+Config DefaultConfig() {
+  auto c = ParseConfig(kDefaultConfig, "built-in default");
+  return *c;  // the built-in text is valid; the config test checks it
+}
+
+}  // namespace toolgate

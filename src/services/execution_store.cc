@@ -1,0 +1,141 @@
+#include "toolgate/services/execution_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::Condition;
+using store::Item;
+using store::UpdateOp;
+
+namespace {
+
+store::AttributePath Attr(const char* name) { return store::AttributePath::Top(name); }
+
+Item OutcomeFields(const ExecutionRecord& r) {
+  return Item{{"outcome", r.outcome},
+              {"reason", r.reason},
+              {"result_json", r.result_json},
+              {"finished_at_ms", r.finished_at_ms},
+              {"latency_ms", r.latency_ms},
+              {"downstream_status", int64_t{r.downstream_status}},
+              {"unguarded", r.unguarded},
+              {"last_seq", r.last_seq},
+              {"last_hash", r.last_hash}};
+}
+
+absl::StatusOr<ExecutionRecord> FromItem(const Item& item) {
+  ExecutionRecord r;
+  auto s = [&](const char* n) { return store::GetString(item, n).value_or(""); };
+  r.execution_id = s("execution_id");
+  if (r.execution_id.empty()) return absl::DataLossError("execution record without execution_id");
+  r.tenant_id = s("tenant_id");
+  r.account_id = s("account_id");
+  r.tool_name = s("tool_name");
+  r.connector_id = s("connector_id");
+  r.action_type = s("action_type");
+  r.actor = s("actor");
+  r.outcome = s("outcome");
+  r.reason = s("reason");
+  r.intent_key = s("intent_key");
+  r.idempotency_key = s("idempotency_key");
+  r.input_hash = s("input_hash");
+  r.replay_of = s("replay_of");
+  r.result_json = s("result_json");
+  r.created_at_ms = store::GetInt(item, "created_at_ms").value_or(0);
+  r.finished_at_ms = store::GetInt(item, "finished_at_ms").value_or(0);
+  r.latency_ms = store::GetInt(item, "latency_ms").value_or(-1);
+  r.downstream_status = static_cast<int>(store::GetInt(item, "downstream_status").value_or(0));
+  r.unguarded = store::GetBool(item, "unguarded").value_or(false);
+  r.last_seq = store::GetInt(item, "last_seq").value_or(0);
+  r.last_hash = s("last_hash");
+  return r;
+}
+
+}  // namespace
+
+ExecutionStore::ExecutionStore(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+store::ItemKey ExecutionStore::Key(std::string_view tenant_id, std::string_view execution_id) {
+  return {absl::StrCat("TENANT#", std::string(tenant_id)), absl::StrCat("EXEC#", std::string(execution_id))};
+}
+
+absl::Status ExecutionStore::Create(const ExecutionRecord& r) {
+  Item item = OutcomeFields(r);
+  item.insert({{"execution_id", r.execution_id},
+                {"tenant_id", r.tenant_id},
+                {"account_id", r.account_id},
+                {"tool_name", r.tool_name},
+                {"connector_id", r.connector_id},
+                {"action_type", r.action_type},
+                {"actor", r.actor},
+                {"intent_key", r.intent_key},
+                {"idempotency_key", r.idempotency_key},
+                {"input_hash", r.input_hash},
+                {"replay_of", r.replay_of},
+                {"created_at_ms", r.created_at_ms}});
+  ASSIGN_OR_RETURN(store::WriteResult w, store_.Put(Key(r.tenant_id, r.execution_id), item, Condition::ItemAbsent()));
+  if (!w.applied) return absl::AlreadyExistsError(absl::StrCat("execution ", r.execution_id, " exists"));
+  return absl::OkStatus();
+}
+
+absl::Status ExecutionStore::Finish(const ExecutionRecord& r) {
+  std::vector<UpdateOp> ops;
+  for (auto& [name, value] : OutcomeFields(r)) ops.push_back(UpdateOp::Set(store::AttributePath::Top(name), value));
+  ASSIGN_OR_RETURN(store::WriteResult w, store_.Update(Key(r.tenant_id, r.execution_id), ops,
+                                                       Condition::Exists(Attr("execution_id")),
+                                                       store::ReturnValues::kNone));
+  if (!w.applied) return absl::NotFoundError(absl::StrCat("execution ", r.execution_id, " has no record"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ExecutionRecord> ExecutionStore::Get(std::string_view tenant_id, std::string_view execution_id) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(tenant_id, execution_id)));
+  if (!item) return absl::NotFoundError("execution not found");
+  return FromItem(*item);
+}
+
+absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::List(std::string_view tenant_id, const ListFilter& f) {
+  const int limit = std::min(std::max(f.limit, 1), 200);
+  ListPage page;
+  store::QueryRequest q{absl::StrCat("TENANT#", std::string(tenant_id)), "EXEC#", limit, std::nullopt,
+                        /*descending=*/true};  // UUIDv7 ids sort by time: newest first
+  if (f.after) q.after = absl::StrCat("EXEC#", *f.after);
+  // Filters apply after reading, so a page may need several reads; bound them per request and hand
+  // back a cursor at the last record examined.
+  std::string last_examined;
+  for (int round = 0; round < 20; ++round) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    for (auto& [sk, item] : p.items) {
+      ASSIGN_OR_RETURN(ExecutionRecord r, FromItem(item));
+      last_examined = r.execution_id;
+      if ((!f.tool.empty() && r.tool_name != f.tool) || (!f.outcome.empty() && r.outcome != f.outcome)) continue;
+      page.executions.push_back(std::move(r));
+      if (static_cast<int>(page.executions.size()) == limit) {
+        page.next = last_examined;
+        return page;
+      }
+    }
+    if (!p.last_sk) return page;  // the end of the tenant's executions
+    q.after = p.last_sk;
+  }
+  page.next = last_examined;
+  return page;
+}
+
+absl::Status ExecutionStore::ForEach(const std::function<absl::Status(const ExecutionRecord&)>& visit) {
+  store::ScanRequest req{"TENANT#", "EXEC#", 500, std::nullopt};
+  for (;;) {
+    ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
+    for (auto& [key, item] : page.items) {
+      absl::StatusOr<ExecutionRecord> r = FromItem(item);
+      if (!r.ok()) return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", r.status().message()));
+      RETURN_IF_ERROR(visit(*r));
+    }
+    if (!page.last_key) return absl::OkStatus();
+    req.after = page.last_key;
+  }
+}
+
+}  // namespace toolgate

@@ -1,0 +1,121 @@
+#include "toolgate/services/intent_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::AttributePath;
+using store::Condition;
+using store::Item;
+using store::UpdateOp;
+
+namespace {
+
+AttributePath Attr(const char* n) { return AttributePath::Top(n); }
+
+std::optional<IntentStore::State> Parse(std::string_view s) {
+  if (s == "IN_PROGRESS") return IntentStore::State::kInProgress;
+  if (s == "SUCCEEDED") return IntentStore::State::kSucceeded;
+  if (s == "FAILED") return IntentStore::State::kFailed;
+  if (s == "UNKNOWN") return IntentStore::State::kUnknown;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view IntentStore::ToString(State s) {
+  switch (s) {
+    case State::kInProgress: return "IN_PROGRESS";
+    case State::kSucceeded: return "SUCCEEDED";
+    case State::kFailed: return "FAILED";
+    case State::kUnknown: return "UNKNOWN";
+  }
+  return "UNKNOWN";
+}
+
+IntentStore::IntentStore(store::ItemStore& store, const Clock& clock, int retention_h)
+    : store_(store), clock_(clock), retention_h_(retention_h) {}
+
+store::ItemKey IntentStore::Key(std::string_view tenant_id, std::string_view intent_key) {
+  return {absl::StrCat("TENANT#", std::string(tenant_id)), absl::StrCat("INTENT#", std::string(intent_key))};
+}
+
+absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant_id, std::string_view intent_key,
+                                                         std::string_view input_hash, std::string_view execution_id,
+                                                         int64_t hold_ms) {
+  const store::ItemKey key = Key(tenant_id, intent_key);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    const int64_t now_ms = clock_.now_epoch_ms();
+    // The first attempt assumes a new intent (one write); a refused claim reads what is there.
+    std::optional<Item> current;
+    if (attempt > 0) {
+      ASSIGN_OR_RETURN(current, store_.Get(key));
+    }
+    std::optional<State> previous;
+    Condition condition = Condition::ItemAbsentOrExpired(now_ms / 1000);
+    if (current) {
+      const auto state = Parse(store::GetString(*current, "state").value_or(""));
+      if (!state) return absl::DataLossError(absl::StrCat("intent ", std::string(intent_key), " has no valid state"));
+      if (store::GetString(*current, "input_hash").value_or("") != input_hash) {
+        return Claim{Claim::Kind::kMismatch, store::GetString(*current, "execution_id").value_or(""), "", std::nullopt};
+      }
+      if (*state == State::kSucceeded) {
+        return Claim{Claim::Kind::kSucceeded, store::GetString(*current, "execution_id").value_or(""),
+                     store::GetString(*current, "result_json").value_or("null"), std::nullopt};
+      }
+      const int64_t held_until = store::GetInt(*current, "held_until_ms").value_or(0);
+      if (*state == State::kInProgress && held_until > now_ms) {
+        return Claim{Claim::Kind::kInProgress, store::GetString(*current, "execution_id").value_or(""), "",
+                     std::nullopt};
+      }
+      previous = *state;
+      // Take it over only as it was read: exactly one of several claimants wins.
+      condition = Condition::And({Condition::Eq(Attr("execution_id"), *store::GetString(*current, "execution_id")),
+                                  Condition::Eq(Attr("state"), std::string(ToString(*state)))});
+    }
+    const Item item{{"state", std::string(ToString(State::kInProgress))},
+                    {"input_hash", std::string(input_hash)},
+                    {"execution_id", std::string(execution_id)},
+                    {"held_until_ms", now_ms + hold_ms},
+                    {"previous_state", previous ? std::string(ToString(*previous)) : std::string()},
+                    {"ttl", now_ms / 1000 + int64_t{retention_h_} * 3600}};
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(key, item, condition));
+    if (r.applied) return Claim{Claim::Kind::kClaimed, std::string(execution_id), "", previous};
+  }
+  return absl::AbortedError(absl::StrCat("intent ", std::string(intent_key), ": claim lost too many races"));
+}
+
+absl::Status IntentStore::Finish(std::string_view tenant_id, std::string_view intent_key,
+                                 std::string_view execution_id, State state, std::string_view result_json) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(tenant_id, intent_key),
+                                 {UpdateOp::Set(Attr("state"), std::string(ToString(state))),
+                                  UpdateOp::Set(Attr("result_json"), std::string(result_json)),
+                                  UpdateOp::Set(Attr("ttl"), now_ms / 1000 + int64_t{retention_h_} * 3600)},
+                                 Condition::Eq(Attr("execution_id"), std::string(execution_id)),
+                                 store::ReturnValues::kNone));
+  (void)r;  // not applied: the intent was taken over after our hold expired; nothing to record
+  return absl::OkStatus();
+}
+
+absl::Status IntentStore::Release(std::string_view tenant_id, std::string_view intent_key,
+                                  std::string_view execution_id, const std::optional<State>& previous) {
+  const Condition mine = Condition::And({Condition::Eq(Attr("execution_id"), std::string(execution_id)),
+                                         Condition::Eq(Attr("state"), std::string(ToString(State::kInProgress)))});
+  if (!previous) {
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Erase(Key(tenant_id, intent_key), mine));
+    (void)r;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(tenant_id, intent_key),
+                                 {UpdateOp::Set(Attr("state"), std::string(ToString(*previous))),
+                                  UpdateOp::Set(Attr("held_until_ms"), int64_t{0})},
+                                 mine, store::ReturnValues::kNone));
+  (void)r;
+  return absl::OkStatus();
+}
+
+}  // namespace toolgate

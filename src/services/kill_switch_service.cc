@@ -1,0 +1,143 @@
+#include "toolgate/services/kill_switch_service.h"
+
+#include <ctime>
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::Condition;
+using store::Item;
+
+namespace {
+
+constexpr char kPk[] = "KILLSWITCH";
+
+int64_t MonotonicMs(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
+}
+
+bool ValidKeyChars(std::string_view key) {
+  for (char c : key) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':' ||
+                    c == '@' || c == '/' || c == '*';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+KillSwitch FromItem(const Item& item) {
+  KillSwitch k;
+  k.scope = store::GetString(item, "scope").value_or("");
+  k.key = store::GetString(item, "key").value_or("");
+  k.reason = store::GetString(item, "reason").value_or("");
+  k.requested_by = store::GetString(item, "requested_by").value_or("");
+  k.actor = store::GetString(item, "actor").value_or("");
+  k.at = store::GetString(item, "at").value_or("");
+  return k;
+}
+
+}  // namespace
+
+std::string Rfc3339(int64_t epoch_ms) {
+  const std::time_t secs = static_cast<std::time_t>(epoch_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(epoch_ms % 1000));
+  return buf;
+}
+
+KillSwitchService::KillSwitchService(store::ItemStore& store, const Clock& clock, int refresh_ms)
+    : store_(store), clock_(clock), refresh_ms_(refresh_ms) {}
+
+bool KillSwitchService::ValidScope(std::string_view scope) {
+  return scope == "global" || scope == "connector" || scope == "tenant" || scope == "action_type" ||
+         scope == "tenant_action";
+}
+
+absl::Status KillSwitchService::ValidateSwitch(std::string_view scope, std::string_view key) {
+  if (!ValidScope(scope)) {
+    return absl::InvalidArgumentError("scope must be one of global, connector, tenant, action_type, tenant_action");
+  }
+  if (key.empty() || key.size() > 256 || !ValidKeyChars(key)) {
+    return absl::InvalidArgumentError("key must be 1..256 characters of [A-Za-z0-9_.:@/*-]");
+  }
+  if (scope == "global" && key != "*") return absl::InvalidArgumentError("the global switch's key is \"*\"");
+  if (scope == "tenant_action") {
+    const auto slash = key.find('/');
+    if (slash == std::string_view::npos || slash == 0 || slash + 1 == key.size() ||
+        key.find('/', slash + 1) != std::string_view::npos) {
+      return absl::InvalidArgumentError("a tenant_action key is \"<tenant>/<action_type>\"");
+    }
+  } else if (key.find('/') != std::string_view::npos) {
+    return absl::InvalidArgumentError("only tenant_action keys contain '/'");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
+  RETURN_IF_ERROR(ValidateSwitch(ks.scope, ks.key));
+  ks.at = Rfc3339(clock_.now_epoch_ms());
+  const Item item{{"scope", ks.scope},   {"key", ks.key}, {"reason", ks.reason}, {"requested_by", ks.requested_by},
+                  {"actor", ks.actor}, {"at", ks.at}};
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Put({kPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always()));
+  (void)r;
+  std::lock_guard lock(mu_);
+  snapshot_at_ms_ = -1;  // this instance sees its own change at once
+  return ks;
+}
+
+absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::string_view key) {
+  RETURN_IF_ERROR(ValidateSwitch(scope, key));
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Erase({kPk, absl::StrCat(std::string(scope), "#", std::string(key))},
+                                                      Condition::ItemExists()));
+  std::lock_guard lock(mu_);
+  snapshot_at_ms_ = -1;
+  return r.applied;
+}
+
+absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {
+  std::vector<KillSwitch> out;
+  store::QueryRequest q{kPk, "", 1000, std::nullopt, false};
+  for (int page = 0; page < 100; ++page) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    for (auto& [sk, item] : p.items) out.push_back(FromItem(item));
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_view tenant_id,
+                                                                   std::string_view connector_id,
+                                                                   std::string_view action_type) {
+  std::vector<KillSwitch> snapshot;
+  {
+    std::lock_guard lock(mu_);
+    const int64_t now = MonotonicMs(clock_);
+    if (snapshot_at_ms_ < 0 || now - snapshot_at_ms_ >= refresh_ms_) {
+      ASSIGN_OR_RETURN(snapshot_, List());
+      snapshot_at_ms_ = now;
+    }
+    snapshot = snapshot_;
+  }
+  const std::string tenant_action = absl::StrCat(std::string(tenant_id), "/", std::string(action_type));
+  for (const char* scope : {"global", "tenant", "connector", "action_type", "tenant_action"}) {
+    for (const KillSwitch& k : snapshot) {
+      if (k.scope != scope) continue;
+      const std::string_view s = scope;
+      if (s == "global" || (s == "tenant" && k.key == tenant_id) || (s == "connector" && k.key == connector_id) ||
+          (s == "action_type" && !action_type.empty() && k.key == action_type) ||
+          (s == "tenant_action" && !action_type.empty() && k.key == tenant_action)) {
+        return std::optional<KillSwitch>(k);
+      }
+    }
+  }
+  return std::optional<KillSwitch>();
+}
+
+}  // namespace toolgate

@@ -1,0 +1,160 @@
+#include "toolgate/services/ledger.h"
+
+#include <openssl/evp.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "toolgate/services/kill_switch_service.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::Condition;
+using store::Item;
+
+namespace {
+
+constexpr int kMaxAttempts = 32;
+
+std::string EventSk(int64_t seq) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "EVENT#%012lld", static_cast<long long>(seq));
+  return buf;
+}
+
+LedgerEvent FromItem(const Item& item) {
+  LedgerEvent e;
+  e.seq = store::GetInt(item, "seq").value_or(0);
+  e.type = store::GetString(item, "type").value_or("");
+  e.at = store::GetString(item, "at").value_or("");
+  e.actor = store::GetString(item, "actor").value_or("");
+  e.data = store::GetString(item, "data").value_or("{}");
+  e.hash = store::GetString(item, "hash").value_or("");
+  e.prev_hash = store::GetString(item, "prev_hash").value_or("");
+  return e;
+}
+
+}  // namespace
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned int i = 0; i < len; ++i) {
+    out.push_back(kHex[md[i] >> 4]);
+    out.push_back(kHex[md[i] & 0xf]);
+  }
+  return out;
+}
+
+Ledger::Ledger(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+std::string Ledger::ExecutionChain(std::string_view execution_id) { return absl::StrCat("EXEC#", std::string(execution_id)); }
+
+std::string Ledger::AuditChain(int64_t epoch_ms) { return absl::StrCat("AUDIT#", Rfc3339(epoch_ms).substr(0, 10)); }
+
+std::string Ledger::Hash(std::string_view prev_hash, const LedgerEvent& e) {
+  nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
+  if (data.is_discarded()) data = e.data;  // hash what is there; the chain check will still detect edits
+  const nlohmann::json canonical = {{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}, {"data", data}};
+  return Sha256Hex(absl::StrCat(std::string(prev_hash), canonical.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+}
+
+absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
+  ASSIGN_OR_RETURN(store::QueryPage page, store_.Query({chain, "EVENT#", 1, std::nullopt, true}));
+  Tail tail;
+  if (!page.items.empty()) {
+    const LedgerEvent last = FromItem(page.items.front().second);
+    tail.seq = last.seq;
+    tail.hash = last.hash;
+  }
+  return tail;
+}
+
+absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail, std::string_view type,
+                                           std::string_view actor, std::string_view data_json) {
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    LedgerEvent e;
+    e.seq = tail.seq + 1;
+    e.type = std::string(type);
+    e.at = Rfc3339(clock_.now_epoch_ms());
+    e.actor = std::string(actor);
+    e.data = std::string(data_json);
+    e.prev_hash = tail.hash;
+    e.hash = Hash(e.prev_hash, e);
+    const Item item{{"seq", e.seq},   {"type", e.type}, {"at", e.at},
+                    {"actor", e.actor}, {"data", e.data}, {"hash", e.hash},
+                    {"prev_hash", e.prev_hash}};
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Put({chain, EventSk(e.seq)}, item, Condition::ItemAbsent()));
+    if (r.applied) {
+      tail = {e.seq, e.hash};
+      return e;
+    }
+    ASSIGN_OR_RETURN(tail, ReadTail(chain));  // another writer appended first
+  }
+  return absl::AbortedError(absl::StrCat("ledger ", chain, ": append lost ", kMaxAttempts, " races"));
+}
+
+absl::StatusOr<LedgerEvent> Ledger::Audit(std::string_view type, std::string_view actor, std::string_view data_json) {
+  const std::string chain = AuditChain(clock_.now_epoch_ms());
+  ASSIGN_OR_RETURN(Tail tail, ReadTail(chain));
+  return Append(chain, tail, type, actor, data_json);
+}
+
+absl::StatusOr<std::vector<LedgerEvent>> Ledger::Read(const std::string& chain) {
+  std::vector<LedgerEvent> out;
+  store::QueryRequest q{chain, "EVENT#", 1000, std::nullopt, false};
+  for (int page = 0; page < 1000; ++page) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    for (auto& [sk, item] : p.items) out.push_back(FromItem(item));
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optional<int64_t> since_ms, int max_days) {
+  std::vector<LedgerEvent> out;
+  const int64_t now = clock_.now_epoch_ms();
+  const std::string since = since_ms ? Rfc3339(*since_ms) : "";
+  for (int day = 0; day < max_days && static_cast<int>(out.size()) < limit; ++day) {
+    const int64_t day_ms = now - int64_t{day} * 86'400'000;
+    if (since_ms && day_ms < *since_ms - 86'400'000) break;
+    store::QueryRequest q{AuditChain(day_ms), "EVENT#", std::min(limit, 1000), std::nullopt, true};
+    for (int page = 0; page < 100 && static_cast<int>(out.size()) < limit; ++page) {
+      ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+      for (auto& [sk, item] : p.items) {
+        LedgerEvent e = FromItem(item);
+        if (!since.empty() && e.at < since) continue;
+        if (static_cast<int>(out.size()) < limit) out.push_back(std::move(e));
+      }
+      if (!p.last_sk) break;
+      q.after = p.last_sk;
+    }
+  }
+  return out;
+}
+
+absl::Status Ledger::VerifyChain(const std::vector<LedgerEvent>& events) {
+  std::string prev;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const LedgerEvent& e = events[i];
+    const int64_t want_seq = static_cast<int64_t>(i) + 1;
+    if (e.seq != want_seq) {
+      return absl::DataLossError(absl::StrCat("event ", want_seq, " is missing (found seq ", e.seq, ")"));
+    }
+    if (e.prev_hash != prev) return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") does not link to event ", e.seq - 1));
+    if (Hash(prev, e) != e.hash) {
+      return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") was altered: its hash does not match"));
+    }
+    prev = e.hash;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace toolgate
