@@ -1,62 +1,287 @@
-// toolgate: the gateway server and operator CLI.
+// toolgate: the gateway server and the operator CLI (design §11).
+// Exit codes: 0 ok, 1 refused or check failed (the message says why), 2 usage.
+
+#include <utility>
 
 #include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <set>
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "api/gateway.h"
+#include "api/http.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+#include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/clock.h"
+#include "toolgate/config.h"
+#include "toolgate/services/execution_store.h"
+#include "toolgate/services/ledger.h"
+#include "toolgate/store/memory_item_store.h"
 #include "toolgate/store/sqlite_item_store.h"
 
 namespace {
+
+using json = nlohmann::json;
+using namespace toolgate;  // NOLINT: the program's own namespace
 
 constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;
 constexpr int kExitUsage = 2;
 
-int NotYet(const std::string& what) {
-  std::fprintf(stderr,
-               "toolgate: '%s' is not implemented yet.\n"
-               "What works today: the toolgate_core library (store port on memory and SQLite, shared\n"
-               "circuit breakers, connector concurrency limits) and 'toolgate store check'.\n",
-               what.c_str());
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "toolgate: %s\n", msg.c_str());
   return kExitRefused;
 }
 
-// Opens the SQLite store read-only and runs SQLite's integrity check.
-int StoreCheck(const std::string& path) {
-  toolgate::SystemClock clock;
-  toolgate::store::SqliteItemStore::Options options;
-  options.path = path;
-  options.read_only = true;
-  options.sweep_interval_ms = 0;
-  auto store = toolgate::store::SqliteItemStore::Open(options, clock);
-  if (!store.ok()) {
-    std::fprintf(stderr, "toolgate: store %s: %s\n", path.c_str(), store.status().ToString().c_str());
-    return kExitRefused;
+absl::StatusOr<Config> ReadConfig(const std::string& path) {
+  if (path.empty()) return DefaultConfig();
+  return LoadConfig(path);
+}
+
+// Calls the admin listener named in the config; prints the JSON answer or the error.
+struct AdminClient {
+  const Config& config;
+
+  absl::StatusOr<json> Call(const std::string& method, const std::string& target, const json& body = nullptr) {
+    api::ClientRequest r;
+    r.address = config.admin.listen;
+    if (r.address.host == "0.0.0.0") r.address.host = "127.0.0.1";
+    r.method = method;
+    r.target = target;
+    r.timeout = std::chrono::seconds(15);
+    if (!body.is_null()) {
+      r.body = body.dump();
+      r.headers.emplace_back("Content-Type", "application/json");
+    }
+    if (!config.admin.admin_token_env.empty()) {
+      if (const char* t = std::getenv(config.admin.admin_token_env.c_str())) r.headers.emplace_back("Authorization", std::string("Bearer ") + t);
+    }
+    api::ClientResult res = api::HttpCall(r);
+    if (!res.ok) {
+      return absl::UnavailableError("cannot reach the admin listener at " + r.address.ToString() + " (" + res.error +
+                                    "); is toolgate serve running with this config?");
+    }
+    json j = json::parse(res.body, nullptr, false);
+    if (res.status < 200 || res.status >= 300) {
+      std::string msg = "admin listener answered " + std::to_string(res.status);
+      if (!j.is_discarded() && j.is_object()) msg += ": " + j.value("error", std::string()) + ": " + j.value("message", std::string());
+      return absl::FailedPreconditionError(msg);
+    }
+    if (j.is_discarded()) return absl::InternalError("admin listener answered with non-JSON");
+    return j;
   }
-  if (absl::Status s = (*store)->CheckIntegrity(); !s.ok()) {
-    std::fprintf(stderr, "toolgate: store %s: %s\n", path.c_str(), s.ToString().c_str());
-    return kExitRefused;
+};
+
+int PrintOr(absl::StatusOr<json> r) {
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  std::printf("%s\n", r->dump(2).c_str());
+  return kExitOk;
+}
+
+absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config& config, const Clock& clock) {
+  if (config.store.backend != "sqlite") {
+    return absl::FailedPreconditionError("reading the ledger directly needs the sqlite backend (store.backend = \"" +
+                                         config.store.backend + "\")");
   }
-  std::printf("store %s: ok\n", path.c_str());
+  store::SqliteItemStore::Options o;
+  o.path = config.store.path;
+  o.read_only = true;
+  o.sweep_interval_ms = 0;
+  auto s = store::SqliteItemStore::Open(o, clock);
+  if (!s.ok()) return s.status();
+  return std::unique_ptr<store::ItemStore>(std::move(*s));
+}
+
+// Verifies every execution's chain (and that it still reaches the last event its record names)
+// and every day's audit chain. Prints a summary; the first problem fails the check.
+int LedgerVerify(const Config& config) {
+  SystemClock clock;
+  auto st = OpenStoreReadOnly(config, clock);
+  if (!st.ok()) return Fail(std::string(st.status().message()));
+  store::ItemStore& store = **st;
+  Ledger ledger(store, clock);
+  ExecutionStore executions(store, clock);
+  int64_t checked = 0, events = 0;
+  std::string problem;
+  absl::Status walk = executions.ForEach([&](const ExecutionRecord& r) -> absl::Status {
+    auto chain = ledger.Read(Ledger::ExecutionChain(r.execution_id));
+    if (!chain.ok()) return chain.status();
+    ++checked;
+    events += static_cast<int64_t>(chain->size());
+    if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
+      problem = "execution " + r.execution_id + ": " + std::string(s.message());
+      return absl::AbortedError("stop");
+    }
+    if (r.last_seq > 0) {
+      if (static_cast<int64_t>(chain->size()) < r.last_seq) {
+        problem = "execution " + r.execution_id + ": event " + std::to_string(r.last_seq) +
+                  " recorded as its last is missing";
+        return absl::AbortedError("stop");
+      }
+      if ((*chain)[static_cast<size_t>(r.last_seq - 1)].hash != r.last_hash) {
+        problem = "execution " + r.execution_id + ": event " + std::to_string(r.last_seq) +
+                  " does not match the hash its record holds";
+        return absl::AbortedError("stop");
+      }
+    }
+    return absl::OkStatus();
+  });
+  if (!walk.ok() && problem.empty()) return Fail("ledger verify: " + std::string(walk.message()));
+  if (problem.empty()) {
+    // The audit chains, one per UTC day.
+    std::set<std::string> days;
+    store::ScanRequest req{"AUDIT#", "EVENT#", 1000, std::nullopt};
+    for (;;) {
+      auto page = store.Scan(req);
+      if (!page.ok()) return Fail("ledger verify: " + std::string(page.status().message()));
+      for (auto& [key, item] : page->items) days.insert(key.pk);
+      if (!page->last_key) break;
+      req.after = page->last_key;
+    }
+    for (const auto& day : days) {
+      auto chain = ledger.Read(day);
+      if (!chain.ok()) return Fail("ledger verify: " + std::string(chain.status().message()));
+      events += static_cast<int64_t>(chain->size());
+      if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
+        problem = day + ": " + std::string(s.message());
+        break;
+      }
+    }
+  }
+  if (!problem.empty()) return Fail("ledger verify FAILED: " + problem);
+  std::printf("ledger verify: ok (%lld executions, %lld events)\n", static_cast<long long>(checked),
+              static_cast<long long>(events));
+  return kExitOk;
+}
+
+int LedgerShow(const Config& config, const std::string& id) {
+  SystemClock clock;
+  auto st = OpenStoreReadOnly(config, clock);
+  if (!st.ok()) return Fail(std::string(st.status().message()));
+  Ledger ledger(**st, clock);
+  auto chain = ledger.Read(Ledger::ExecutionChain(id));
+  if (!chain.ok()) return Fail(std::string(chain.status().message()));
+  if (chain->empty()) return Fail("no ledger events for execution " + id);
+  for (const auto& e : *chain) {
+    std::printf("%4lld  %-24s %-20s %-28s %s\n", static_cast<long long>(e.seq), e.at.c_str(), e.type.c_str(),
+                e.actor.c_str(), e.data.c_str());
+  }
+  absl::Status ok = Ledger::VerifyChain(*chain);
+  std::printf("chain: %s\n", ok.ok() ? "ok" : std::string(ok.message()).c_str());
+  return ok.ok() ? kExitOk : kExitRefused;
+}
+
+int Status(const Config& config) {
+  AdminClient admin{config};
+  auto r = admin.Call("GET", "/admin/connectors");
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  std::printf("%-20s %-12s %10s %14s %12s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "IN FLIGHT", "ERRORS 5m");
+  for (const auto& c : (*r)["connectors"]) {
+    const json& b = c["breaker"];
+    const std::string errors = c["error_ratio_5m"].is_number()
+                                   ? std::to_string(static_cast<int>(c["error_ratio_5m"].get<double>() * 100)) + "%"
+                                   : "-";
+    std::printf("%-20s %-12s %9llds %7lld / %-5lld %12s\n", c["id"].get<std::string>().c_str(),
+                b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
+                static_cast<long long>(c["in_flight"].get<int64_t>()),
+                static_cast<long long>(c["max_in_flight"].get<int64_t>()), errors.c_str());
+  }
+  return kExitOk;
+}
+
+int Serve(const Config& config) {
+  SystemClock clock;
+  auto gateway = api::Gateway::Create(config, clock);
+  if (!gateway.ok()) return Fail(std::string(gateway.status().message()));
+  if (absl::Status s = (*gateway)->Start(); !s.ok()) return Fail(std::string(s.message()));
+  spdlog::info("toolgate serving ({}; store {} {})", config.source, config.store.backend, config.store.path);
+  std::printf("toolgate: public API  http://%s:%d/v1\n", config.server.listen.host.c_str(), (*gateway)->public_port());
+  std::printf("toolgate: admin       http://%s:%d/ (metrics at /metrics)\n", config.admin.listen.host.c_str(),
+              (*gateway)->admin_port());
+  std::fflush(stdout);
+  (*gateway)->Run();
   return kExitOk;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  spdlog::set_default_logger(spdlog::stderr_color_mt("toolgate"));
   CLI::App app{"toolgate: a reliability gateway for the tool calls of autonomous agents"};
   app.require_subcommand(1);
-  std::string config;
-  app.add_option("--config", config, "configuration file (TOML)");
+  app.fallthrough();
+  std::string config_path;
+  app.add_option("--config", config_path, "configuration file (TOML); default: the built-in configuration");
 
   auto* serve = app.add_subcommand("serve", "run the gateway");
   auto* version = app.add_subcommand("version", "print the version");
-  auto* store = app.add_subcommand("store", "store maintenance");
-  store->require_subcommand(1);
-  auto* check = store->add_subcommand("check", "run an integrity check on a SQLite store (read-only)");
-  std::string path = "./toolgate-data/toolgate.db";
-  check->add_option("--path", path, "the SQLite store file");
+  auto* status = app.add_subcommand("status", "connectors, breakers and in-flight calls (admin listener)");
+
+  auto* breaker = app.add_subcommand("breaker", "open or close a connector's breaker");
+  breaker->require_subcommand(1);
+  std::string connector, reason, requested_by;
+  bool force = false;
+  auto* breaker_close = breaker->add_subcommand("close", "close after a health check (--force skips it)");
+  auto* breaker_open = breaker->add_subcommand("open", "force the breaker open until closed by hand");
+  for (auto* c : {breaker_close, breaker_open}) {
+    c->add_option("connector", connector, "connector id")->required();
+    c->add_option("--reason", reason, "why (audited)")->required();
+    c->add_option("--requested-by", requested_by, "who asked (audited)")->required();
+  }
+  breaker_close->add_flag("--force", force, "close without the health check");
+
+  auto* kill = app.add_subcommand("kill-switch", "stop execution for a scope");
+  kill->require_subcommand(1);
+  std::string scope, key;
+  auto* kill_set = kill->add_subcommand("set", "set a kill switch");
+  auto* kill_clear = kill->add_subcommand("clear", "clear a kill switch");
+  auto* kill_list = kill->add_subcommand("list", "list kill switches");
+  for (auto* c : {kill_set, kill_clear}) {
+    c->add_option("scope", scope, "global | connector | tenant | action_type | tenant_action")->required();
+    c->add_option("key", key, "'*' for global; tenant/action_type for tenant_action")->required();
+    c->add_option("--reason", reason, "why (audited)")->required();
+    c->add_option("--requested-by", requested_by, "who asked (audited)")->required();
+  }
+
+  auto* limits = app.add_subcommand("limits", "connector concurrency limits");
+  limits->require_subcommand(1);
+  auto* limits_set = limits->add_subcommand("set", "set a connector's max_in_flight");
+  int max_in_flight = 0;
+  limits_set->add_option("connector", connector)->required();
+  limits_set->add_option("max_in_flight", max_in_flight)->required()->check(CLI::Range(1, 100000));
+  limits_set->add_option("--reason", reason, "why (audited)")->required();
+  limits_set->add_option("--requested-by", requested_by, "who asked (audited)")->required();
+
+  auto* ledger = app.add_subcommand("ledger", "the execution ledger (reads the store directly)");
+  ledger->require_subcommand(1);
+  std::string execution_id;
+  auto* ledger_show = ledger->add_subcommand("show", "an execution's events");
+  ledger_show->add_option("execution_id", execution_id)->required();
+  auto* ledger_verify = ledger->add_subcommand("verify", "check every hash chain; exit 1 naming the first bad event");
+
+  auto* store_cmd = app.add_subcommand("store", "store maintenance");
+  store_cmd->require_subcommand(1);
+  auto* check = store_cmd->add_subcommand("check", "run SQLite's integrity check on the store (read-only)");
+
+  auto* replay = app.add_subcommand("replay", "replay an execution (not implemented yet)");
+  replay->allow_extras();
+  auto* slo = app.add_subcommand("slo", "SLO status and rules (not implemented yet)");
+  slo->allow_extras();
+
+  auto* dev_token = app.add_subcommand("dev-token", "print an HS256 token signed with the configured secret (development)");
+  std::string tenant, account, subject = "dev-user";
+  std::vector<std::string> roles;
+  int ttl_s = 3600;
+  dev_token->add_option("--tenant", tenant, "custom:tenant_id")->required();
+  dev_token->add_option("--account", account, "custom:account_id");
+  dev_token->add_option("--sub", subject, "sub");
+  dev_token->add_option("--role", roles, "role (repeatable): operator, admin");
+  dev_token->add_option("--ttl", ttl_s, "seconds until exp")->check(CLI::Range(1, 7 * 86400));
 
   try {
     app.parse(argc, argv);
@@ -68,7 +293,62 @@ int main(int argc, char** argv) {
     std::printf("toolgate 0.1.0\n");
     return kExitOk;
   }
-  if (*check) return StoreCheck(path);
-  if (*serve) return NotYet("serve");
+  auto config = ReadConfig(config_path);
+  if (!config.ok()) return Fail(std::string(config.status().message()));
+
+  if (*serve) return Serve(*config);
+  if (*status) return Status(*config);
+  AdminClient admin{*config};
+  const json audit = {{"reason", reason}, {"requested_by", requested_by}};
+  if (*breaker_close) {
+    json body = audit;
+    body["force"] = force;
+    return PrintOr(admin.Call("POST", "/admin/connectors/" + api::PercentEncode(connector) + "/breaker/close", body));
+  }
+  if (*breaker_open) return PrintOr(admin.Call("POST", "/admin/connectors/" + api::PercentEncode(connector) + "/breaker/open", audit));
+  if (*kill_set) {
+    json body = audit;
+    body["scope"] = scope;
+    body["key"] = key;
+    return PrintOr(admin.Call("PUT", "/admin/kill-switches", body));
+  }
+  if (*kill_clear) {
+    std::string path = "/admin/kill-switches/" + api::PercentEncode(scope) + "/";
+    for (char c : key) path += c == '/' ? std::string("/") : api::PercentEncode(std::string(1, c));
+    return PrintOr(admin.Call("DELETE", path, audit));
+  }
+  if (*kill_list) return PrintOr(admin.Call("GET", "/admin/kill-switches"));
+  if (*limits_set) {
+    json body = audit;
+    body["max_in_flight"] = max_in_flight;
+    return PrintOr(admin.Call("PUT", "/admin/connectors/" + api::PercentEncode(connector) + "/limits", body));
+  }
+  if (*ledger_verify) return LedgerVerify(*config);
+  if (*ledger_show) return LedgerShow(*config, execution_id);
+  if (*check) {
+    SystemClock clock;
+    store::SqliteItemStore::Options o;
+    o.path = config->store.path;
+    o.read_only = true;
+    o.sweep_interval_ms = 0;
+    auto s = store::SqliteItemStore::Open(o, clock);
+    if (!s.ok()) return Fail(std::string(s.status().message()));
+    if (absl::Status ok = (*s)->CheckIntegrity(); !ok.ok()) return Fail(std::string(ok.message()));
+    std::printf("store %s: ok\n", config->store.path.c_str());
+    return kExitOk;
+  }
+  if (*dev_token) {
+    const char* secret = std::getenv(config->auth.hs256_secret_env.c_str());
+    if (secret == nullptr || *secret == '\0') return Fail("$" + config->auth.hs256_secret_env + " is not set");
+    SystemClock clock;
+    json claims = {{"sub", subject}, {"custom:tenant_id", tenant}, {"exp", clock.now_epoch_sec() + ttl_s},
+                   {"iat", clock.now_epoch_sec()}};
+    if (!account.empty()) claims["custom:account_id"] = account;
+    if (!roles.empty()) claims["custom:roles"] = roles;
+    std::printf("%s\n", auth::SignHs256(claims.dump(), secret).c_str());
+    return kExitOk;
+  }
+  if (*replay) return Fail("replay is not implemented yet");
+  if (*slo) return Fail("slo is not implemented yet");
   return kExitUsage;
 }

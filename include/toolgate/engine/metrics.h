@@ -1,0 +1,60 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "toolgate/domain/breaker_rules.h"
+#include "toolgate/services/circuit_breaker_service.h"
+
+namespace toolgate {
+
+// toolgate's Prometheus metrics (design §8). Thread-safe. Tool names are caller-chosen, so each
+// connector reports at most kMaxToolsPerConnector distinct `tool` labels; the rest are "other".
+class Metrics final : public BreakerTransitionListener {
+ public:
+  static constexpr size_t kMaxToolsPerConnector = 200;
+
+  Metrics();
+
+  void ToolCall(const std::string& connector, const std::string& tool, const std::string& outcome,
+                double latency_seconds, bool reached_downstream);
+  void ToolError(const std::string& connector, const std::string& tool, const std::string& reason);
+  void Deferred(const std::string& connector, const std::string& reason);
+  void Blocked(const std::string& scope);
+  void Replay(const std::string& result);
+  void StoreOperation(const std::string& backend, const std::string& op, double seconds);
+  void BreakerState(const std::string& connector, breaker::State state);
+  void InFlight(const std::string& connector, double in_flight, double limit);
+  void OnTransition(const BreakerTransition& t) override;
+
+  // The text exposition format.
+  std::string Serialize() const;
+
+ private:
+  std::string ToolLabel(const std::string& connector, const std::string& tool);
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Family<prometheus::Counter>& errors_;
+  prometheus::Family<prometheus::Counter>& calls_;
+  prometheus::Family<prometheus::Gauge>& breaker_state_;
+  prometheus::Family<prometheus::Counter>& transitions_;
+  prometheus::Family<prometheus::Gauge>& in_flight_;
+  prometheus::Family<prometheus::Gauge>& in_flight_limit_;
+  prometheus::Family<prometheus::Counter>& deferred_;
+  prometheus::Family<prometheus::Counter>& blocked_;
+  prometheus::Family<prometheus::Counter>& replays_;
+  prometheus::Family<prometheus::Histogram>& store_ops_;
+  std::mutex tools_mu_;
+  std::map<std::string, std::set<std::string>> tools_;  // GUARDED_BY(tools_mu_)
+};
+
+}  // namespace toolgate

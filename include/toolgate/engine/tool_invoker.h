@@ -1,0 +1,124 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "toolgate/auth/jwt_verifier.h"
+#include "toolgate/clock.h"
+#include "toolgate/config.h"
+#include "toolgate/engine/metrics.h"
+#include "toolgate/services/circuit_breaker_service.h"
+#include "toolgate/services/connector_concurrency_service.h"
+#include "toolgate/services/execution_store.h"
+#include "toolgate/services/intent_store.h"
+#include "toolgate/services/kill_switch_service.h"
+#include "toolgate/services/ledger.h"
+
+namespace toolgate {
+
+// A validated invocation (design §5): who, which tool, what input.
+struct InvokeRequest {
+  auth::Principal principal;
+  std::string tool_name;
+  std::string input_json;       // canonical JSON of the request's `input`
+  std::string idempotency_key;  // empty: the execution's own id is the intent key
+  std::string action_type;      // the request's; counts only for tools the config does not classify
+};
+
+// What the gateway answers: an HTTP status and a JSON body (design §5 table).
+struct InvokeResponse {
+  int http_status = 200;
+  std::string body_json;
+  std::optional<int64_t> retry_after_s;  // Retry-After on 503
+};
+
+// The downstream call of an admitted invocation: POST {base_url}/{tool_name}.
+struct DownstreamRequest {
+  const ConnectorConfig* connector = nullptr;
+  std::string path;
+  std::string body;
+  std::string idempotency_key;
+  std::string execution_id;
+  std::string tenant_id;
+};
+
+// How the downstream call ended.
+struct DownstreamResult {
+  enum class Kind {
+    kResponse,        // an HTTP response arrived
+    kTimeout,         // the connector's timeout passed (outcome unknown once the request was sent)
+    kConnectFailed,   // never connected: nothing was sent
+    kConnectionLost,  // the connection broke after the request was sent: outcome unknown
+    kResponseInvalid, // unreadable or larger than max_response_bytes
+  };
+  Kind kind = Kind::kResponse;
+  int status = 0;
+  std::string body;
+  std::optional<int64_t> retry_after_s;
+  int64_t latency_ms = 0;
+};
+
+// An admitted call between Admit and Complete (owned by the caller; opaque to it).
+class InvocationTicket {
+ public:
+  const ConnectorConfig* connector = nullptr;
+  InvokeRequest request;
+  ExecutionRecord record;
+  Ledger::Tail tail;
+  std::string chain;
+  CircuitBreakerService::Permit permit;
+  bool guarded = true;  // false: on_store_error = allow let it run without breaker and slot
+  std::optional<SlotLease> lease;
+  bool intent_claimed = false;
+  std::optional<IntentStore::State> intent_previous;
+  DownstreamRequest downstream;
+};
+
+// The invocation path (design §5) over the services. Blocking (store work): run it on a pool, not an
+// event loop. Admit runs kill switches → intent check → breaker → concurrency slot and makes the
+// execution's first events durable; the caller then calls the downstream (asynchronously) and hands
+// the result to Complete, which records it in the breaker, intent, ledger and metrics and releases
+// the slot. Every Ticket must reach Complete or Abandon exactly once.
+//
+// Thread-safe; holds no per-call state between calls except in Tickets.
+class ToolInvoker {
+ public:
+  struct Services {
+    store::ItemStore& store;
+    const Clock& clock;
+    const Config& config;
+    CircuitBreakerService& breakers;
+    ConnectorConcurrencyService& slots;
+    KillSwitchService& kill_switches;
+    Ledger& ledger;
+    ExecutionStore& executions;
+    IntentStore& intents;
+    Metrics& metrics;
+  };
+
+  using Ticket = InvocationTicket;
+
+  explicit ToolInvoker(Services services);
+  ~ToolInvoker();
+
+  // Either the final answer (BLOCKED, DEFERRED, an error, an intent hit) or a ticket to call the
+  // downstream with.
+  std::variant<InvokeResponse, std::unique_ptr<Ticket>> Admit(const InvokeRequest& request);
+  static const DownstreamRequest& Downstream(const Ticket& ticket);
+  InvokeResponse Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result);
+  // For a ticket whose call never started (shutdown): gives everything back, records nothing sent.
+  void Abandon(std::unique_ptr<Ticket> ticket);
+
+  // The connector serving `tool_name`, or nullptr.
+  const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
+
+ private:
+  Services s_;
+};
+
+// A JSON error body {"error": code, "message": message}.
+std::string ErrorJson(std::string_view code, std::string_view message);
+
+}  // namespace toolgate

@@ -1,0 +1,37 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/config.h"
+
+namespace toolgate::api {
+
+// The `toolgate serve` process: the store, the services, the invoker, the public and admin
+// listeners (design §6). Create, Start, then Run until a signal or Stop.
+class Gateway {
+ public:
+  // kInvalidArgument for a config it cannot serve (e.g. a non-loopback admin listener without a token).
+  static absl::StatusOr<std::unique_ptr<Gateway>> Create(Config config, const Clock& clock);
+  ~Gateway();
+
+  // Opens the store and binds both listeners.
+  absl::Status Start();
+  int public_port() const;
+  int admin_port() const;
+
+  // Serves until SIGINT/SIGTERM or Stop(); then stops accepting, lets in-flight invocations finish
+  // (their slots are released and their outcomes recorded), and returns.
+  void Run();
+  void Stop();
+
+  struct Impl;
+
+ private:
+  explicit Gateway(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace toolgate::api

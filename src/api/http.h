@@ -1,0 +1,98 @@
+#pragma once
+
+// The HTTP vocabulary of the api layer, free of Beast types so that only two translation units
+// compile Beast (it is slow to build).
+
+#include <utility>  // before Asio: g++ 12 with Boost 1.74 needs std::exchange declared first
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "toolgate/config.h"
+
+namespace toolgate::api {
+
+namespace asio = boost::asio;
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // as sent: path and query
+  std::string path;    // percent-decoded path
+  std::multimap<std::string, std::string> query;  // percent-decoded
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
+  std::string body;
+  std::string Header(std::string_view name) const;  // "" when absent
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;
+
+struct ServerLimits {
+  int64_t max_body_bytes = 1 << 20;
+  int max_header_bytes = 16 * 1024;
+  std::chrono::milliseconds request_timeout{30'000};
+};
+
+// Accepts connections on one address and serves each with a coroutine: keep-alive, limits
+// (413 for a large body, 431 for large headers, 400 for a malformed request — all JSON), a read
+// timeout. Handlers run on the io_context's threads and must not block.
+class HttpServer {
+ public:
+  HttpServer(asio::io_context& io, ServerLimits limits, Handler handler);
+  ~HttpServer();
+  // Binds and starts accepting; the bound port (useful with port 0).
+  int Start(const HostPort& address);
+  // Stops accepting new connections; open connections finish their current request.
+  void StopAccepting();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// An HTTP/1.1 client call: one connection, one request, with a deadline over connect, send and
+// receive. `connected` and `sent` tell how far it got when it failed.
+struct ClientResult {
+  bool ok = false;
+  bool timed_out = false;
+  bool connected = false;
+  bool sent = false;
+  bool too_large = false;
+  std::string error;
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
+  std::string body;
+};
+
+struct ClientRequest {
+  HostPort address;
+  std::string method = "GET";
+  std::string target = "/";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  std::chrono::milliseconds timeout{5000};
+  int64_t max_response_bytes = 4 << 20;
+};
+
+asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request);
+// Runs AsyncHttpCall on a private io_context (CLI, tests).
+ClientResult HttpCall(ClientRequest request);
+
+std::string PercentDecode(std::string_view s);
+std::string PercentEncode(std::string_view s);
+
+}  // namespace toolgate::api

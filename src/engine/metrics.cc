@@ -1,0 +1,93 @@
+#include "toolgate/engine/metrics.h"
+
+#include "prometheus/text_serializer.h"
+
+namespace toolgate {
+
+namespace {
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                                  1,     2.5,  5,     10,   30,  60};
+const prometheus::Histogram::BucketBoundaries kStoreBuckets = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                                                0.005,   0.01,   0.025,   0.05,   0.1,   1};
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      latency_(prometheus::BuildHistogram()
+                   .Name("toolgate_tool_latency_seconds")
+                   .Help("Latency of tool calls that reached the downstream")
+                   .Register(*registry_)),
+      errors_(prometheus::BuildCounter().Name("toolgate_tool_errors_total").Help("Failed tool calls by reason").Register(*registry_)),
+      calls_(prometheus::BuildCounter().Name("toolgate_tool_calls_total").Help("Tool calls by outcome").Register(*registry_)),
+      breaker_state_(prometheus::BuildGauge().Name("toolgate_breaker_state").Help("1 for the breaker's current state").Register(*registry_)),
+      transitions_(prometheus::BuildCounter()
+                       .Name("toolgate_breaker_transitions_total")
+                       .Help("Breaker transitions won by this instance")
+                       .Register(*registry_)),
+      in_flight_(prometheus::BuildGauge().Name("toolgate_in_flight").Help("Calls in flight to the connector, fleet-wide").Register(*registry_)),
+      in_flight_limit_(prometheus::BuildGauge().Name("toolgate_in_flight_limit").Help("The connector's in-flight limit").Register(*registry_)),
+      deferred_(prometheus::BuildCounter().Name("toolgate_deferred_total").Help("DEFERRED answers by reason").Register(*registry_)),
+      blocked_(prometheus::BuildCounter().Name("toolgate_blocked_total").Help("BLOCKED answers by kill switch scope").Register(*registry_)),
+      replays_(prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
+      store_ops_(prometheus::BuildHistogram()
+                     .Name("toolgate_store_operation_seconds")
+                     .Help("Store operation latency")
+                     .Register(*registry_)) {}
+
+std::string Metrics::ToolLabel(const std::string& connector, const std::string& tool) {
+  std::lock_guard lock(tools_mu_);
+  auto& seen = tools_[connector];
+  if (seen.count(tool)) return tool;
+  if (seen.size() >= kMaxToolsPerConnector) return "other";
+  seen.insert(tool);
+  return tool;
+}
+
+void Metrics::ToolCall(const std::string& connector, const std::string& tool, const std::string& outcome,
+                       double latency_seconds, bool reached_downstream) {
+  const std::string t = ToolLabel(connector, tool);
+  calls_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}).Increment();
+  if (reached_downstream) {
+    latency_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}, kLatencyBuckets).Observe(latency_seconds);
+  }
+}
+
+void Metrics::ToolError(const std::string& connector, const std::string& tool, const std::string& reason) {
+  errors_.Add({{"connector", connector}, {"tool", ToolLabel(connector, tool)}, {"reason", reason}}).Increment();
+}
+
+void Metrics::Deferred(const std::string& connector, const std::string& reason) {
+  deferred_.Add({{"connector", connector}, {"reason", reason}}).Increment();
+}
+
+void Metrics::Blocked(const std::string& scope) { blocked_.Add({{"scope", scope}}).Increment(); }
+
+void Metrics::Replay(const std::string& result) { replays_.Add({{"result", result}}).Increment(); }
+
+void Metrics::StoreOperation(const std::string& backend, const std::string& op, double seconds) {
+  store_ops_.Add({{"backend", backend}, {"op", op}}, kStoreBuckets).Observe(seconds);
+}
+
+void Metrics::BreakerState(const std::string& connector, breaker::State state) {
+  for (auto s : {breaker::State::kClosed, breaker::State::kOpen, breaker::State::kHalfOpen, breaker::State::kForcedOpen}) {
+    breaker_state_.Add({{"connector", connector}, {"state", std::string(breaker::ToString(s))}}).Set(s == state ? 1 : 0);
+  }
+}
+
+void Metrics::InFlight(const std::string& connector, double in_flight, double limit) {
+  in_flight_.Add({{"connector", connector}}).Set(in_flight);
+  in_flight_limit_.Add({{"connector", connector}}).Set(limit);
+}
+
+void Metrics::OnTransition(const BreakerTransition& t) {
+  transitions_
+      .Add({{"connector", t.connector_id},
+            {"from", std::string(breaker::ToString(t.from))},
+            {"to", std::string(breaker::ToString(t.to))}})
+      .Increment();
+  BreakerState(t.connector_id, t.to);
+}
+
+std::string Metrics::Serialize() const { return prometheus::TextSerializer().Serialize(registry_->Collect()); }
+
+}  // namespace toolgate

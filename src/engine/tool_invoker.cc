@@ -1,0 +1,387 @@
+#include "toolgate/engine/tool_invoker.h"
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "toolgate/domain/ids.h"
+
+namespace toolgate {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+int64_t RetryAfterSeconds(int64_t ms) { return std::max<int64_t>(1, (ms + 999) / 1000); }
+
+}  // namespace
+
+std::string ErrorJson(std::string_view code, std::string_view message) {
+  return Dump(json{{"error", std::string(code)}, {"message", std::string(message)}});
+}
+
+
+
+ToolInvoker::ToolInvoker(Services services) : s_(services) {}
+ToolInvoker::~ToolInvoker() = default;
+
+const DownstreamRequest& ToolInvoker::Downstream(const Ticket& ticket) { return ticket.downstream; }
+
+const ConnectorConfig* ToolInvoker::ResolveConnector(const std::string& tool_name) const {
+  std::string id;
+  if (auto t = s_.config.tools.find(tool_name); t != s_.config.tools.end() && !t->second.connector_id.empty()) {
+    id = t->second.connector_id;
+  } else {
+    id = tool_name.substr(0, tool_name.find('.'));
+  }
+  auto it = s_.config.connectors.find(id);
+  return it == s_.config.connectors.end() ? nullptr : &it->second;
+}
+
+namespace {
+
+// Everything Admit needs to write an execution that ends before the downstream.
+struct Early {
+  ExecutionRecord record;
+  std::string chain;
+  Ledger::Tail tail;
+};
+
+json ResponseBody(const ExecutionRecord& r) {
+  json body = {{"execution_id", r.execution_id}, {"outcome", r.outcome}, {"connector_id", r.connector_id}};
+  if (!r.reason.empty()) body["reason"] = r.reason;
+  if (!r.replay_of.empty()) body["replay_of"] = r.replay_of;
+  return body;
+}
+
+}  // namespace
+
+std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
+  const ConnectorConfig* connector = ResolveConnector(req.tool_name);
+  if (connector == nullptr) {
+    return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
+  }
+  const std::string& cid = connector->id;
+  // A tool the config classifies has that action type whatever the caller says (no relabelling
+  // around a kill switch).
+  std::string action_type = req.action_type;
+  if (auto t = s_.config.tools.find(req.tool_name); t != s_.config.tools.end() && !t->second.action_type.empty()) {
+    action_type = t->second.action_type;
+  }
+  const bool allow_on_store_error = connector->on_store_error == OnStoreError::kAllow;
+  const int64_t now_ms = s_.clock.now_epoch_ms();
+
+  auto ticket = std::make_unique<Ticket>();
+  Ticket& t = *ticket;
+  t.connector = connector;
+  t.request = req;
+  ExecutionRecord& rec = t.record;
+  rec.execution_id = NewUuidV7(s_.clock);
+  rec.tenant_id = req.principal.tenant_id;
+  rec.account_id = req.principal.account_id;
+  rec.tool_name = req.tool_name;
+  rec.connector_id = cid;
+  rec.action_type = action_type;
+  rec.actor = req.principal.subject;
+  rec.idempotency_key = req.idempotency_key;
+  rec.intent_key = req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key;
+  rec.input_hash = Sha256Hex(absl::StrCat(req.tool_name, "\n", req.input_json));
+  rec.created_at_ms = now_ms;
+  t.chain = Ledger::ExecutionChain(rec.execution_id);
+  const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
+
+  auto store_unavailable = [&](const absl::Status& why) {
+    spdlog::warn("connector {}: store error, deferring: {}", cid, why.ToString());
+    s_.metrics.Deferred(cid, "store_unavailable");
+    json body = {{"execution_id", rec.execution_id}, {"outcome", "DEFERRED"}, {"connector_id", cid},
+                 {"reason", "store_unavailable"}, {"retry_after_ms", 1000}};
+    return InvokeResponse{503, Dump(body), 1};
+  };
+  // Writes the record and events of an execution that ends here, before any downstream call.
+  auto finish_early = [&](const std::string& outcome, const std::string& event, json data) -> absl::Status {
+    rec.outcome = outcome;
+    rec.finished_at_ms = s_.clock.now_epoch_ms();
+    if (absl::Status st = s_.executions.Create(rec); !st.ok()) return st;
+    json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
+                     {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
+    if (auto e = s_.ledger.Append(t.chain, t.tail, "EXECUTION_RECEIVED", actor, Dump(received)); !e.ok()) return e.status();
+    if (auto e = s_.ledger.Append(t.chain, t.tail, event, actor, Dump(data)); !e.ok()) return e.status();
+    rec.last_seq = t.tail.seq;
+    rec.last_hash = t.tail.hash;
+    return s_.executions.Finish(rec);
+  };
+  auto release_intent = [&] {
+    if (!t.intent_claimed) return;
+    if (auto st = s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous); !st.ok()) {
+      spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
+    }
+  };
+  auto deferred = [&](DeferReason why, int64_t retry_ms) -> InvokeResponse {
+    release_intent();
+    rec.reason = std::string(ToString(why));
+    s_.metrics.Deferred(cid, rec.reason);
+    s_.metrics.ToolCall(cid, rec.tool_name, "DEFERRED", 0, false);
+    if (absl::Status st = finish_early("DEFERRED", "EXECUTION_DEFERRED", {{"reason", rec.reason}, {"retry_after_ms", retry_ms}});
+        !st.ok()) {
+      return store_unavailable(st);
+    }
+    json body = ResponseBody(rec);
+    body["retry_after_ms"] = retry_ms;
+    return InvokeResponse{503, Dump(body), RetryAfterSeconds(retry_ms)};
+  };
+
+  // 1. Kill switches (S8), before anything is taken.
+  absl::StatusOr<std::optional<KillSwitch>> kill = s_.kill_switches.Match(rec.tenant_id, cid, action_type);
+  if (!kill.ok()) {
+    if (!allow_on_store_error) return store_unavailable(kill.status());
+    t.guarded = false;
+  } else if (kill->has_value()) {
+    const KillSwitch& k = **kill;
+    rec.reason = "kill_switch";
+    s_.metrics.Blocked(k.scope);
+    s_.metrics.ToolCall(cid, rec.tool_name, "BLOCKED", 0, false);
+    if (absl::Status st = finish_early("BLOCKED", "EXECUTION_BLOCKED",
+                                       {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
+        !st.ok()) {
+      return store_unavailable(st);
+    }
+    json body = ResponseBody(rec);
+    body["scope"] = k.scope;
+    return InvokeResponse{403, Dump(body), {}};
+  }
+
+  // 2. Intent check (tool-layer idempotency), for a client-supplied key.
+  if (!req.idempotency_key.empty()) {
+    const int64_t hold_ms = int64_t{connector->timeout_ms} + 30'000;
+    absl::StatusOr<IntentStore::Claim> claim =
+        s_.intents.TryClaim(rec.tenant_id, rec.intent_key, rec.input_hash, rec.execution_id, hold_ms);
+    if (!claim.ok()) return store_unavailable(claim.status());
+    switch (claim->kind) {
+      case IntentStore::Claim::Kind::kMismatch:
+        return InvokeResponse{422,
+                              ErrorJson("idempotency_key_reused",
+                                        "this idempotency_key was used with a different tool or input"),
+                              {}};
+      case IntentStore::Claim::Kind::kSucceeded: {
+        // The same intent already succeeded: answer with that execution, call nothing.
+        Ledger::Tail tail;
+        const std::string original_chain = Ledger::ExecutionChain(claim->execution_id);
+        auto original = s_.executions.Get(rec.tenant_id, claim->execution_id);
+        auto events = s_.ledger.Read(original_chain);
+        if (events.ok() && !events->empty()) tail = {events->back().seq, events->back().hash};
+        if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor,
+                                      Dump(json{{"intent_key", rec.intent_key}}));
+            !e.ok()) {
+          return store_unavailable(e.status());
+        }
+        s_.metrics.ToolCall(cid, rec.tool_name, "SUCCEEDED", 0, false);
+        json body = {{"execution_id", claim->execution_id}, {"outcome", "SUCCEEDED"}, {"connector_id", cid},
+                     {"result", json::parse(claim->result_json, nullptr, false)}, {"intent_hit", true}};
+        if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
+        return InvokeResponse{200, Dump(body), {}};
+      }
+      case IntentStore::Claim::Kind::kInProgress:
+        return deferred(DeferReason::kIntentInProgress, 1000);
+      case IntentStore::Claim::Kind::kClaimed:
+        t.intent_claimed = true;
+        t.intent_previous = claim->previous;
+        break;
+    }
+  }
+
+  // 3. Breaker permission (S1–S3).
+  if (t.guarded) {
+    absl::StatusOr<CircuitBreakerService::Permit> permit = s_.breakers.RequestPermission(cid, connector->breaker);
+    if (!permit.ok()) {
+      if (!allow_on_store_error) {
+        release_intent();
+        return store_unavailable(permit.status());
+      }
+      t.guarded = false;
+    } else if (!permit->allowed) {
+      return deferred(permit->reason, permit->retry_after_ms);
+    } else {
+      t.permit = *permit;
+    }
+  }
+
+  // 4. Concurrency slot (S6). A probe winner without a slot gives the probe back (§5).
+  if (t.guarded) {
+    absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid, connector->concurrency);
+    if (!lease.ok() || !lease->has_value()) {
+      if (t.permit.probe) (void)s_.breakers.ReturnProbe(cid, t.permit);
+      if (!lease.ok()) {
+        if (!allow_on_store_error) {
+          release_intent();
+          return store_unavailable(lease.status());
+        }
+        t.guarded = false;
+        t.permit = {};
+      } else {
+        return deferred(DeferReason::kConcurrencyLimit, 1000);
+      }
+    } else {
+      t.lease = **lease;
+    }
+  }
+  rec.unguarded = !t.guarded;
+
+  // 5. The record and TOOL_INVOKED are durable before the downstream is called (S9).
+  json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
+                   {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
+  json invoked = {{"probe", t.permit.probe}, {"breaker_generation", t.permit.generation}};
+  if (!t.guarded) invoked["unguarded"] = true;
+  if (t.intent_previous == IntentStore::State::kUnknown) invoked["previous_outcome"] = "unknown";
+  absl::Status written = s_.executions.Create(rec);
+  if (written.ok()) written = s_.ledger.Append(t.chain, t.tail, "EXECUTION_RECEIVED", actor, Dump(received)).status();
+  if (written.ok()) written = s_.ledger.Append(t.chain, t.tail, "TOOL_INVOKED", actor, Dump(invoked)).status();
+  if (!written.ok()) {
+    InvokeResponse r = store_unavailable(written);
+    Abandon(std::move(ticket));
+    return r;
+  }
+
+  t.downstream.connector = connector;
+  t.downstream.path = absl::StrCat(connector->path_prefix, "/", req.tool_name);
+  t.downstream.body = req.input_json;
+  t.downstream.idempotency_key = rec.intent_key;
+  t.downstream.execution_id = rec.execution_id;
+  t.downstream.tenant_id = rec.tenant_id;
+  return ticket;
+}
+
+InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result) {
+  Ticket& t = *ticket;
+  ExecutionRecord& rec = t.record;
+  const ConnectorConfig& c = *t.connector;
+  const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
+
+  // Classify (design §5, S5, S12).
+  enum class BreakerEffect { kSuccess, kFailure };
+  BreakerEffect effect = BreakerEffect::kFailure;
+  IntentStore::State intent = IntentStore::State::kFailed;
+  int http_status = 502;
+  std::optional<int64_t> retry_after_s;
+  json result_json;
+  rec.latency_ms = result.latency_ms;
+  switch (result.kind) {
+    case DownstreamResult::Kind::kResponse:
+      rec.downstream_status = result.status;
+      if (result.status >= 200 && result.status < 300) {
+        result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
+        if (result_json.is_discarded()) {
+          rec.outcome = "FAILED";
+          rec.reason = "downstream_error";  // a success we cannot read is not a success
+          intent = IntentStore::State::kUnknown;
+        } else {
+          rec.outcome = "SUCCEEDED";
+          http_status = 200;
+          intent = IntentStore::State::kSucceeded;
+          effect = breaker::IsSlowCall(c.breaker, result.latency_ms) ? BreakerEffect::kFailure : BreakerEffect::kSuccess;
+        }
+      } else if (result.status == 429) {
+        rec.outcome = "DEFERRED";
+        rec.reason = "downstream_throttled";
+        http_status = 503;
+        retry_after_s = std::max<int64_t>(1, result.retry_after_s.value_or(1));
+        effect = BreakerEffect::kSuccess;  // the caller's load, not the downstream's health
+      } else if (result.status >= 400 && result.status < 500) {
+        rec.outcome = "FAILED";
+        rec.reason = "downstream_rejected";
+        effect = BreakerEffect::kSuccess;  // S5: 4xx never counts
+      } else {
+        rec.outcome = "FAILED";
+        rec.reason = "downstream_error";
+      }
+      break;
+    case DownstreamResult::Kind::kTimeout:
+      rec.outcome = "FAILED";
+      rec.reason = "timeout";
+      http_status = 504;
+      intent = IntentStore::State::kUnknown;
+      break;
+    case DownstreamResult::Kind::kConnectFailed:
+      rec.outcome = "FAILED";
+      rec.reason = "connection_failed";
+      break;
+    case DownstreamResult::Kind::kConnectionLost:
+      rec.outcome = "FAILED";
+      rec.reason = "connection_lost";
+      intent = IntentStore::State::kUnknown;
+      break;
+    case DownstreamResult::Kind::kResponseInvalid:
+      rec.outcome = "FAILED";
+      rec.reason = "downstream_error";
+      intent = IntentStore::State::kUnknown;
+      break;
+  }
+
+  // Breaker (errors are logged: the outcome is still recorded and answered).
+  if (t.guarded) {
+    absl::Status st = effect == BreakerEffect::kSuccess
+                          ? s_.breakers.RecordSuccess(c.id, c.breaker, t.permit)
+                          : s_.breakers.RecordFailure(c.id, c.breaker, t.permit, rec.tenant_id);
+    if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
+  }
+  if (t.intent_claimed) {
+    if (rec.outcome == "DEFERRED") {
+      (void)s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous);
+    } else if (absl::Status st = s_.intents.Finish(rec.tenant_id, rec.intent_key, rec.execution_id, intent,
+                                                  intent == IntentStore::State::kSucceeded ? Dump(result_json) : "");
+               !st.ok()) {
+      spdlog::warn("intent {} not recorded: {}", rec.intent_key, st.ToString());
+    }
+  }
+
+  // The ledger and the record, before answering (S9). TOOL_FAILED also for a 429: it reached the
+  // downstream, which answered no.
+  rec.finished_at_ms = s_.clock.now_epoch_ms();
+  if (rec.outcome == "SUCCEEDED") rec.result_json = Dump(result_json);
+  json data = {{"latency_ms", result.latency_ms}};
+  if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
+  if (!rec.reason.empty()) data["reason"] = rec.reason;
+  if (intent == IntentStore::State::kUnknown) data["outcome_unknown"] = true;
+  absl::Status written =
+      s_.ledger.Append(t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data))
+          .status();
+  rec.last_seq = t.tail.seq;
+  rec.last_hash = t.tail.hash;
+  if (written.ok()) written = s_.executions.Finish(rec);
+
+  if (t.lease) {
+    if (auto released = s_.slots.Release(*t.lease); !released.ok()) {
+      spdlog::warn("connector {}: slot not released (its lease will expire): {}", c.id, released.status().ToString());
+    }
+  }
+
+  s_.metrics.ToolCall(c.id, rec.tool_name, rec.outcome, static_cast<double>(result.latency_ms) / 1000.0, true);
+  if (rec.outcome == "FAILED") s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
+  if (rec.outcome == "DEFERRED") s_.metrics.Deferred(c.id, rec.reason);
+
+  if (!written.ok()) {
+    spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, rec.outcome, written.ToString());
+    json body = ResponseBody(rec);
+    body["outcome"] = "FAILED";
+    body["reason"] = "store_unavailable";
+    body["message"] = "the call reached the downstream but its outcome could not be recorded";
+    return InvokeResponse{503, Dump(body), 1};
+  }
+  json body = ResponseBody(rec);
+  body["latency_ms"] = result.latency_ms;
+  if (rec.outcome == "SUCCEEDED") body["result"] = result_json;
+  if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
+  if (retry_after_s) body["retry_after_ms"] = *retry_after_s * 1000;
+  return InvokeResponse{http_status, Dump(body), retry_after_s};
+}
+
+void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {
+  Ticket& t = *ticket;
+  if (t.lease) (void)s_.slots.Release(*t.lease);
+  if (t.permit.probe) (void)s_.breakers.ReturnProbe(t.connector->id, t.permit);
+  if (t.intent_claimed) {
+    (void)s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous);
+  }
+}
+
+}  // namespace toolgate
