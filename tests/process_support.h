@@ -3,6 +3,7 @@
 // Child processes for the multi-process tests: spawned with pipes on stdin and stdout, read with a
 // deadline, killed on destruction.
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -20,13 +21,17 @@ namespace toolgate::testing {
 
 class ChildProcess {
  public:
-  explicit ChildProcess(const std::vector<std::string>& argv) {
+  // `stderr_file`: where the child's stderr goes (appended); empty: the test's own stderr.
+  explicit ChildProcess(const std::vector<std::string>& argv, const std::string& stderr_file = "") {
     int in[2], out[2];
     if (pipe(in) != 0 || pipe(out) != 0) return;
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    if (!stderr_file.empty()) {
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    }
     posix_spawn_file_actions_addclose(&actions, in[1]);
     posix_spawn_file_actions_addclose(&actions, out[0]);
     std::vector<char*> args;

@@ -276,7 +276,8 @@ struct Gateway::Impl {
         req.path.compare(req.path.size() - kInvoke.size(), kInvoke.size(), kInvoke) == 0) {
       if (req.method != "POST") co_return Error(405, "method_not_allowed", "use POST");
       const std::string tool = req.path.substr(kTools.size(), req.path.size() - kTools.size() - kInvoke.size());
-      co_return co_await Invoke(std::move(req), *principal, tool);
+      auto invoke_op = Invoke(std::move(req), *principal, tool);
+      co_return co_await std::move(invoke_op);
     }
     constexpr std::string_view kExec = "/v1/executions";
     if (req.path == kExec && req.method == "GET") co_return co_await ListExecutions(req, *principal);
@@ -351,7 +352,8 @@ struct Gateway::Impl {
     call.max_response_bytes = ds.connector->max_response_bytes;
     const std::string connector_id = ds.connector->id;
     const auto start = clock.now_monotonic();
-    ClientResult r = co_await AsyncHttpCall(std::move(call));
+    auto call_op = AsyncHttpCall(std::move(call));
+    ClientResult r = co_await std::move(call_op);
     DownstreamResult result;
     result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic() - start).count();
     if (r.ok) {
@@ -641,7 +643,8 @@ struct Gateway::Impl {
       check.address = c.address;
       check.target = c.path_prefix + c.health_path;
       check.timeout = std::chrono::milliseconds(std::min(c.timeout_ms, 5000));
-      ClientResult r = co_await AsyncHttpCall(std::move(check));
+      auto check_op = AsyncHttpCall(std::move(check));
+      ClientResult r = co_await std::move(check_op);
       health = {{"checked", true}, {"status", r.status}, {"error", r.error}};
       if (!r.ok || r.status < 200 || r.status >= 300) {
         co_return Json(409, {{"error", "connector_unhealthy"},

@@ -111,7 +111,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  asio::awaitable<void> Respond(beast::tcp_stream& stream, unsigned version, bool keep_alive, HttpResponse r) {
+  asio::awaitable<void> Respond(beast::tcp_stream& stream, unsigned version, bool keep_alive, HttpResponse& r) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "toolgate");
     res.set(http::field::content_type, r.content_type);
@@ -137,18 +137,18 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
           ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
         break;
       }
-      if (ec == http::error::body_limit) {
-        co_await Respond(stream, 11, false,
-                         {413, ErrorBody("body_too_large", "the request body exceeds max_body_bytes"), "application/json", {}});
-        break;
-      }
-      if (ec == http::error::header_limit) {
-        co_await Respond(stream, 11, false,
-                         {431, ErrorBody("headers_too_large", "the request headers are too large"), "application/json", {}});
-        break;
-      }
+      // Responses are named locals, never temporaries inside co_await: g++ 12 destroys such
+      // temporaries twice.
       if (ec) {
-        co_await Respond(stream, 11, false, {400, ErrorBody("bad_request", "malformed HTTP request"), "application/json", {}});
+        HttpResponse refusal;
+        if (ec == http::error::body_limit) {
+          refusal = {413, ErrorBody("body_too_large", "the request body exceeds max_body_bytes"), "application/json", {}};
+        } else if (ec == http::error::header_limit) {
+          refusal = {431, ErrorBody("headers_too_large", "the request headers are too large"), "application/json", {}};
+        } else {
+          refusal = {400, ErrorBody("bad_request", "malformed HTTP request"), "application/json", {}};
+        }
+        co_await Respond(stream, 11, false, refusal);
         break;
       }
       http::request<http::string_body> req = parser.release();
@@ -156,14 +156,15 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
       HttpResponse response;
+      HttpRequest translated = Translate(req);
       try {
-        response = co_await handler(Translate(req));
+        response = co_await handler(std::move(translated));
       } catch (const std::exception& e) {
         spdlog::error("handler failed on {} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
         response = {500, ErrorBody("internal", "internal error"), "application/json", {}};
       }
       stream.expires_after(limits.request_timeout);
-      co_await Respond(stream, version, keep_alive, std::move(response));
+      co_await Respond(stream, version, keep_alive, response);
       if (!keep_alive) break;
     }
     beast::error_code ignored;

@@ -1,0 +1,158 @@
+#pragma once
+
+// Runs the real `toolgate serve` binary for integration tests: a config in a temp dir, ports chosen
+// by the kernel (port 0) and read from its first lines of output, HS256 tokens, HTTP helpers.
+
+#include <signal.h>
+
+#include <memory>
+#include <string>
+
+#include "api/http.h"
+#include "nlohmann/json.hpp"
+#include "process_support.h"
+#include "test_support.h"
+#include "toolgate/auth/jwt_verifier.h"
+
+namespace toolgate::testing {
+
+inline constexpr char kJwtSecret[] = "integration-test-secret-0123456789";
+
+// The config every test starts from: loopback listeners on free ports, SQLite at `db`.
+inline std::string BaseConfig(const std::string& db) {
+  return "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"" + db +
+         "\"\nsqlite_synchronous = \"normal\"\n[kill_switches]\nrefresh_ms = 200\n";
+}
+
+inline std::string Token(const std::string& tenant, const std::vector<std::string>& roles = {},
+                         int64_t exp_offset_s = 3600, const std::string& sub = "user-1") {
+  nlohmann::json claims = {{"sub", sub}, {"custom:tenant_id", tenant}, {"exp", time(nullptr) + exp_offset_s}};
+  if (!roles.empty()) claims["custom:roles"] = roles;
+  return auth::SignHs256(claims.dump(), kJwtSecret);
+}
+
+class GatewayProcess {
+ public:
+  GatewayProcess(const std::string& config_text, const TempDir& dir, const std::string& name = "gw")
+      : config_path_(dir.file(name + ".toml")), log_path_(dir.file(name + ".log")) {
+    FILE* f = fopen(config_path_.c_str(), "w");
+    fputs(config_text.c_str(), f);
+    fclose(f);
+  }
+  ~GatewayProcess() {
+    if (proc_) Kill();
+  }
+
+  const std::string& config_path() const { return config_path_; }
+
+  // Starts the binary and waits for its two listeners. False (with the log) when it does not start.
+  bool Start() {
+    setenv("TOOLGATE_JWT_SECRET", kJwtSecret, 1);
+    proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{TOOLGATE_BINARY, "serve", "--config", config_path_},
+                                           log_path_);
+    for (int i = 0; i < 2; ++i) {
+      auto line = proc_->ReadLine(std::chrono::seconds(20));
+      if (!line) {
+        ADD_FAILURE() << "toolgate did not start; its log:\n" << Log();
+        return false;
+      }
+      const auto colon = line->rfind(':');
+      const int port = std::atoi(line->c_str() + colon + 1);
+      if (line->find("public API") != std::string::npos) public_port_ = port;
+      if (line->find("admin") != std::string::npos) admin_port_ = port;
+    }
+    return public_port_ > 0 && admin_port_ > 0;
+  }
+
+  // SIGTERM and wait: a graceful stop.
+  int Terminate() {
+    proc_->Kill(SIGTERM);
+    const int status = proc_->Wait();
+    proc_.reset();
+    return status;
+  }
+  void Kill() {
+    proc_->Kill(SIGKILL);
+    proc_->Wait();
+    proc_.reset();
+  }
+  pid_t pid() const { return proc_->pid(); }
+
+  std::string Log() const {
+    FILE* f = fopen(log_path_.c_str(), "r");
+    if (!f) return "";
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    fclose(f);
+    return out;
+  }
+
+  api::ClientResult Call(int port, const std::string& method, const std::string& target, const std::string& body = "",
+                         const std::string& token = "", std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", port};
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    r.timeout = timeout;
+    if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
+    if (!token.empty()) r.headers.emplace_back("Authorization", "Bearer " + token);
+    return api::HttpCall(std::move(r));
+  }
+  api::ClientResult Public(const std::string& method, const std::string& target, const std::string& body = "",
+                           const std::string& token = "") {
+    return Call(public_port_, method, target, body, token);
+  }
+  api::ClientResult Admin(const std::string& method, const std::string& target, const std::string& body = "") {
+    return Call(admin_port_, method, target, body);
+  }
+  api::ClientResult Invoke(const std::string& tool, const nlohmann::json& body, const std::string& token) {
+    return Public("POST", "/v1/tools/" + tool + "/invoke", body.dump(), token);
+  }
+
+  int public_port() const { return public_port_; }
+  int admin_port() const { return admin_port_; }
+
+ private:
+  std::string config_path_;
+  std::string log_path_;
+  std::unique_ptr<ChildProcess> proc_;
+  int public_port_ = 0;
+  int admin_port_ = 0;
+};
+
+inline nlohmann::json Body(const api::ClientResult& r) {
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  return j.is_discarded() ? nlohmann::json() : j;
+}
+
+inline std::string HeaderOf(const api::ClientResult& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+// Runs the toolgate CLI with `args`; its exit code and stdout+stderr.
+inline std::pair<int, std::string> RunCli(const std::vector<std::string>& args, const TempDir& dir) {
+  std::vector<std::string> argv = {TOOLGATE_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  const std::string err = dir.file("cli.err");
+  unlink(err.c_str());
+  ChildProcess p(argv, err);
+  std::string out;
+  while (auto line = p.ReadLine(std::chrono::seconds(30))) out += *line + "\n";
+  const int status = p.Wait();
+  FILE* f = fopen(err.c_str(), "r");
+  if (f) {
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    fclose(f);
+  }
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace toolgate::testing
