@@ -1,0 +1,214 @@
+// Races and faults through HTTP on the real binary: one probe under a burst (1 and 3 processes on one
+// store), the connector limit under a burst, a gateway killed mid-call, graceful shutdown and a client
+// that disconnects mid-call. The fake downstream is the independent observer.
+
+#include <arpa/inet.h>
+
+#include <barrier>
+
+#include "fake_downstream.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeDownstream;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+using Reply = FakeDownstream::Reply;
+
+class GatewayBurstTest : public ::testing::Test {
+ protected:
+  std::string Config(const std::string& crm_settings) {
+    return testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n" +
+           crm_settings + "[connectors.other]\nbase_url = \"" + other_.base_url() + "\"\ntimeout_ms = 5000\n";
+  }
+  GatewayProcess& Start(const std::string& config) {
+    gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
+    EXPECT_TRUE(gateways_.back()->Start());
+    return *gateways_.back();
+  }
+  // Runs `n` invocations of `tool` at once (released by a barrier), spread over `gws`.
+  std::vector<api::ClientResult> Burst(int n, const std::string& tool, const std::vector<GatewayProcess*>& gws) {
+    std::vector<api::ClientResult> results(static_cast<size_t>(n));
+    std::barrier start(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        GatewayProcess& gw = *gws[static_cast<size_t>(i) % gws.size()];
+        start.arrive_and_wait();
+        results[static_cast<size_t>(i)] = gw.Invoke(tool, {{"input", {{"i", i}}}}, token_);
+      });
+    }
+    for (auto& t : threads) t.join();
+    return results;
+  }
+  int64_t InFlight(GatewayProcess& gw, const std::string& connector) {
+    const json c = Body(gw.Admin("GET", "/admin/connectors"));
+    for (const auto& x : c["connectors"]) {
+      if (x["id"] == connector) return x["in_flight"].get<int64_t>();
+    }
+    return -1;
+  }
+
+  // Trips crm's breaker with failures and waits out its 1 s cooldown (the real binary has a real
+  // clock; the wait is bounded and short).
+  void TripAndWaitCooldown(GatewayProcess& gw) {
+    crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(gw.Invoke("crm.x", {{"input", json::object()}}, token_).status, 502);
+    ASSERT_EQ(Body(gw.Invoke("crm.x", {{"input", json::object()}}, token_))["reason"], "breaker_open");
+    // open_until is now + cooldown rounded up to a whole second: at most 2 s away.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  }
+
+  void ExpectOneProbe(const std::vector<GatewayProcess*>& gws) {
+    TripAndWaitCooldown(*gws[0]);
+    // The probe is slow, so every other request of the burst arrives while it is in flight.
+    crm_.set_behavior([](const auto&) { return Reply{200, R"({"probe":"ok"})", {}, 3000}; });
+    crm_.reset_counts();
+    const auto results = Burst(120, "crm.x", gws);
+    EXPECT_EQ(crm_.total(), 1) << "the downstream saw more than the single probe";
+    int ok = 0, probe_in_flight = 0;
+    for (const auto& r : results) {
+      if (r.status == 200) ++ok;
+      if (r.status == 503 && Body(r)["reason"] == "probe_in_flight") ++probe_in_flight;
+    }
+    EXPECT_EQ(ok, 1);
+    EXPECT_EQ(probe_in_flight, 119);
+    // The probe succeeded: the breaker is closed for everyone.
+    crm_.set_behavior([](const auto&) { return Reply{}; });
+    for (GatewayProcess* gw : gws) EXPECT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 200);
+  }
+
+  TempDir dir_;
+  FakeDownstream crm_, other_;
+  std::vector<std::unique_ptr<GatewayProcess>> gateways_;
+  const std::string token_ = Token("tenant-a");
+  static constexpr char kProbeSettings[] =
+      "timeout_ms = 5000\nmax_in_flight = 200\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";
+};
+
+TEST_F(GatewayBurstTest, OneGatewayLetsExactlyOneProbeThroughABurstOf120) {
+  ExpectOneProbe({&Start(Config(kProbeSettings))});
+}
+
+TEST_F(GatewayBurstTest, ThreeGatewaysOnOneStoreLetExactlyOneProbeThrough) {
+  const std::string config = Config(kProbeSettings);
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  GatewayProcess& c = Start(config);
+  ExpectOneProbe({&a, &b, &c});
+}
+
+TEST_F(GatewayBurstTest, TheConnectorLimitHoldsUnderABurstAcrossTwoGatewaysAndOtherConnectorsRunOn) {
+  const std::string config = Config("timeout_ms = 5000\nmax_in_flight = 4\n");
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  crm_.set_behavior([](const auto&) { return Reply{200, "{}", {}, 300}; });
+  other_.set_behavior([](const auto&) { return Reply{200, "{}", {}, 100}; });
+  std::vector<api::ClientResult> other_results;
+  std::thread other_traffic([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // while crm is saturated
+    other_results = Burst(8, "other.ping", {&a, &b});
+  });
+  const auto results = Burst(64, "crm.x", {&a, &b});
+  other_traffic.join();
+  EXPECT_LE(crm_.peak_concurrent(), 4) << "the downstream saw more calls at once than max_in_flight";
+  EXPECT_GE(crm_.peak_concurrent(), 2) << "the burst never overlapped: the test proves nothing";
+  int ok = 0, limited = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503 && Body(r)["reason"] == "concurrency_limit") ++limited;
+  }
+  EXPECT_GE(ok, 4);
+  EXPECT_GT(limited, 0);
+  EXPECT_EQ(ok + limited, 64);
+  EXPECT_EQ(ok, crm_.total());
+  for (const auto& r : other_results) EXPECT_EQ(r.status, 200) << "a saturated connector held another back";
+  EXPECT_EQ(InFlight(a, "crm"), 0);
+}
+
+TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) {
+  const std::string config = Config("timeout_ms = 1000\nmax_in_flight = 2\nlease_ttl_s = 2\nmax_clock_skew_s = 0\n");
+  crm_.set_behavior([](const auto& req) { return req.path == "/crm.hang" ? Reply{200, "{}", {}, 4000} : Reply{}; });
+  std::vector<std::thread> callers;
+  {
+    GatewayProcess& doomed = Start(config);
+    for (int i = 0; i < 2; ++i) {
+      callers.emplace_back([&doomed, this] { doomed.Invoke("crm.hang", {{"input", json::object()}}, token_); });
+    }
+    for (int i = 0; i < 200 && crm_.concurrent() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(crm_.concurrent(), 2);
+    doomed.Kill();
+  }
+  for (auto& t : callers) t.join();
+  GatewayProcess& survivor = Start(config);
+  EXPECT_EQ(InFlight(survivor, "crm"), 2) << "the dead gateway's slots should still be held until their lease ends";
+  EXPECT_EQ(Body(survivor.Invoke("crm.fast", {{"input", json::object()}}, token_))["reason"], "concurrency_limit");
+  // Within lease_ttl_s (+ skew 0) the slots come back by themselves.
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  while (std::chrono::steady_clock::now() < deadline) {
+    status = survivor.Invoke("crm.fast", {{"input", json::object()}}, token_).status;
+    if (status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(status, 200);
+  EXPECT_EQ(InFlight(survivor, "crm"), 0);
+}
+
+TEST_F(GatewayBurstTest, GracefulShutdownFinishesTheCallInFlightAndReleasesItsSlot) {
+  const std::string config = Config("timeout_ms = 5000\n");
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"done":true})", {}, 800}; });
+  GatewayProcess& gw = Start(config);
+  api::ClientResult answer;
+  std::thread caller([&] { answer = gw.Invoke("crm.x", {{"input", json::object()}}, token_); });
+  for (int i = 0; i < 200 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(crm_.concurrent(), 1);
+  const int status = gw.Terminate();
+  caller.join();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(answer.status, 200) << answer.error << answer.body;
+  EXPECT_EQ(Body(answer)["result"]["done"], true);
+  GatewayProcess& again = Start(config);
+  EXPECT_EQ(InFlight(again, "crm"), 0);
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", again.config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+}
+
+TEST_F(GatewayBurstTest, AClientThatDisconnectsMidCallStillGetsItsCallRecordedAndItsSlotReleased) {
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"late":true})", {}, 500}; });
+  GatewayProcess& gw = Start(Config("timeout_ms = 5000\n"));
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(gw.public_port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string body = R"({"input":{}})";
+  const std::string req = "POST /v1/tools/crm.x/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token_ +
+                          "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  for (int i = 0; i < 200 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(crm_.concurrent(), 1);
+  close(fd);  // the client goes away while the downstream works
+  json executions;
+  for (int i = 0; i < 100; ++i) {
+    executions = Body(gw.Public("GET", "/v1/executions", "", token_));
+    if (!executions["executions"].empty() && executions["executions"][0]["outcome"] != "IN_PROGRESS") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_EQ(executions["executions"].size(), 1u);
+  EXPECT_EQ(executions["executions"][0]["outcome"], "SUCCEEDED");
+  const std::string id = executions["executions"][0]["execution_id"];
+  const json exec = Body(gw.Public("GET", "/v1/executions/" + id, "", token_));
+  EXPECT_EQ(exec["events"].back()["type"], "TOOL_SUCCEEDED");
+  EXPECT_EQ(InFlight(gw, "crm"), 0);
+}
+
+}  // namespace
+}  // namespace toolgate
