@@ -4,6 +4,8 @@
 
 #include <sqlite3.h>
 
+#include <barrier>
+
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
@@ -403,6 +405,65 @@ TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {
   auto [gone_code, gone_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(gone_code, 1) << gone_out;
   EXPECT_NE(gone_out.find("event 3 recorded as its last is missing"), std::string::npos) << gone_out;
+}
+
+TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInput) {
+  crm_.set_behavior([](const auto& req) { return Reply{200, R"({"n":)" + std::to_string(req.body.size()) + "}", {}, 300}; });
+  GatewayProcess& gw = Start(Config());
+  const json call = {{"input", {{"amount", 10}}}, {"idempotency_key", "order-77"}};
+  // 20 concurrent duplicates: the downstream sees the intent once.
+  std::vector<api::ClientResult> results(20);
+  std::vector<std::thread> threads;
+  std::barrier start(20);
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      results[static_cast<size_t>(i)] = gw.Invoke("crm.charge", call, alice_);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(crm_.count("/crm.charge"), 1);
+  int ok = 0, in_progress = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503 && Body(r)["reason"] == "intent_in_progress") ++in_progress;
+  }
+  EXPECT_EQ(ok + in_progress, 20);
+  EXPECT_GE(ok, 1);
+  EXPECT_EQ(crm_.requests()[0].headers.at("idempotency-key"), "order-77");
+
+  // Once it succeeded, a retry gets the recorded result without a call.
+  auto again = gw.Invoke("crm.charge", call, alice_);
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(Body(again)["intent_hit"], true);
+  EXPECT_EQ(crm_.count("/crm.charge"), 1);
+  // The same key with other input is a client bug.
+  auto reused = gw.Invoke("crm.charge", {{"input", {{"amount", 99}}}, {"idempotency_key", "order-77"}}, alice_);
+  EXPECT_EQ(reused.status, 422);
+  EXPECT_EQ(Body(reused)["error"], "idempotency_key_reused");
+  // Intent keys are per tenant: bob's "order-77" is his own.
+  EXPECT_EQ(Body(gw.Invoke("crm.charge", call, bob_))["intent_hit"], nullptr);
+  EXPECT_EQ(crm_.count("/crm.charge"), 2);
+}
+
+TEST_F(GatewayTest, AnUnknownOutcomeIsResentWithTheSameKeyAndSaysSo) {
+  std::atomic<int> calls{0};
+  crm_.set_behavior([&](const auto&) {
+    Reply r{200, R"({"charged":true})"};
+    if (calls.fetch_add(1) == 0) r.delay_ms = 1500;  // the first attempt times out
+    return r;
+  });
+  GatewayProcess& gw = Start(Config());
+  const json call = {{"input", {{"amount", 5}}}, {"idempotency_key", "pay-1"}};
+  auto first = gw.Invoke("crm.pay", call, alice_);
+  ASSERT_EQ(first.status, 504) << first.body;
+  auto second = gw.Invoke("crm.pay", call, alice_);
+  ASSERT_EQ(second.status, 200) << second.body;
+  EXPECT_EQ(crm_.count("/crm.pay"), 2);
+  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), "pay-1");
+  const json exec = Body(gw.Public("GET", "/v1/executions/" + Body(second)["execution_id"].get<std::string>(), "", alice_));
+  EXPECT_EQ(exec["events"][1]["type"], "TOOL_INVOKED");
+  EXPECT_EQ(exec["events"][1]["data"]["previous_outcome"], "unknown");
 }
 
 TEST_F(GatewayTest, ConfigErrorsNameTheKeyAndExit1) {

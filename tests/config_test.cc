@@ -1,0 +1,84 @@
+// The TOML config: the example documents every key and parses; defaults; errors name the key.
+
+#include "gtest/gtest.h"
+#include "toolgate/config.h"
+
+namespace toolgate {
+namespace {
+
+TEST(ConfigTest, TheExampleFileParsesWithEverySection) {
+  auto c = LoadConfig(TOOLGATE_SOURCE_DIR "/examples/toolgate.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->connectors.size(), 2u);
+  const ConnectorConfig& crm = c->connectors.at("crm");
+  EXPECT_EQ(crm.address.host, "127.0.0.1");
+  EXPECT_EQ(crm.address.port, 9101);
+  EXPECT_EQ(crm.concurrency.lease_ttl_s, 35);  // timeout_ms/1000 + 30
+  EXPECT_EQ(crm.breaker.cooldown_s, 20);
+  EXPECT_EQ(c->tools.at("crm.send_email").action_type, "email.send");
+  EXPECT_EQ(c->tools.at("crm.send_email").connector_id, "email");
+  EXPECT_TRUE(c->store.sqlite_synchronous_full);
+}
+
+TEST(ConfigTest, TheBuiltInDefaultIsValid) {
+  Config c = DefaultConfig();
+  EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");
+  EXPECT_EQ(c.admin.listen.ToString(), "127.0.0.1:9901");
+  EXPECT_EQ(c.store.path, "./toolgate-data/toolgate.db");
+  EXPECT_EQ(c.connectors.count("crm"), 1u);
+}
+
+TEST(ConfigTest, ErrorsNameEveryBadKey) {
+  auto c = ParseConfig(R"(
+[server]
+listen = "nope"
+[store]
+backend = "postgres"
+[connectors.crm]
+base_url = "ftp://x"
+timeout_ms = "slow"
+on_store_error = "panic"
+[connectors.crm.breaker]
+cooldown_s = 0
+[connectors.Bad]
+base_url = "http://127.0.0.1:1"
+[tools."crm.x"]
+connector = "missing"
+[surprise]
+)",
+                       "test.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  for (const char* expected :
+       {"server.listen must be host:port", "store.backend must be", "connectors.crm.base_url must start with http://",
+        "connectors.crm.timeout_ms must be an integer", "connectors.crm.on_store_error must be",
+        "connectors.crm.breaker.cooldown_s must be in 1..3600", "connectors.Bad", "tools.\"crm.x\".connector names a connector",
+        "surprise is not a known key"}) {
+    EXPECT_NE(msg.find(expected), std::string::npos) << "missing: " << expected << "\nin: " << msg;
+  }
+}
+
+TEST(ConfigTest, LeaseAndProbeTimeoutMustOutliveTheCall) {
+  auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 10000\nlease_ttl_s = 10\n"
+                       "[connectors.crm.breaker]\nprobe_timeout_s = 5\n",
+                       "t.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  EXPECT_NE(msg.find("lease_ttl_s must be longer than timeout_ms"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("probe_timeout_s must be longer than timeout_ms"), std::string::npos) << msg;
+  EXPECT_FALSE(ParseConfig("", "empty.toml").ok());  // a connector is required
+  EXPECT_FALSE(ParseConfig("[connectors.crm\n", "broken.toml").ok());
+  EXPECT_FALSE(ParseConfig("[connectors.crm]\nbase_url = \"https://secure\"\n", "tls.toml").ok());
+}
+
+TEST(ConfigTest, ToolNames) {
+  EXPECT_TRUE(IsValidToolName("crm.update_opportunity"));
+  EXPECT_TRUE(IsValidToolName("a-b_c.9"));
+  EXPECT_FALSE(IsValidToolName(""));
+  EXPECT_FALSE(IsValidToolName("CRM.x"));
+  EXPECT_FALSE(IsValidToolName("crm/x"));
+  EXPECT_FALSE(IsValidToolName(std::string(129, 'a')));
+}
+
+}  // namespace
+}  // namespace toolgate

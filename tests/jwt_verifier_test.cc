@@ -1,0 +1,250 @@
+// JwtVerifier with real keys: HS256, RS256 and ES256 from a JWKS file, kid rotation, and the attacks
+// §7 names (alg none, algorithm confusion, tampering, expiry).
+
+#include <openssl/core_names.h>
+#include <openssl/ecdsa.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <fstream>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "test_support.h"
+#include "toolgate/auth/jwt_verifier.h"
+
+namespace toolgate::auth {
+namespace {
+
+using json = nlohmann::json;
+using toolgate::testing::TempDir;
+
+std::string BnBytes(EVP_PKEY* key, const char* name) {
+  BIGNUM* bn = nullptr;
+  EVP_PKEY_get_bn_param(key, name, &bn);
+  std::string out(static_cast<size_t>(BN_num_bytes(bn)), '\0');
+  BN_bn2bin(bn, reinterpret_cast<unsigned char*>(out.data()));
+  BN_free(bn);
+  return out;
+}
+
+// A key pair that signs tokens the way an identity provider would.
+struct TestKey {
+  EVP_PKEY* pkey = nullptr;
+  std::string kid;
+  bool ec = false;
+  ~TestKey() { EVP_PKEY_free(pkey); }
+
+  static std::unique_ptr<TestKey> Rsa(std::string kid) {
+    auto k = std::make_unique<TestKey>();
+    k->pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", size_t{2048});
+    k->kid = std::move(kid);
+    return k;
+  }
+  static std::unique_ptr<TestKey> Ec(std::string kid) {
+    auto k = std::make_unique<TestKey>();
+    k->pkey = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+    k->kid = std::move(kid);
+    k->ec = true;
+    return k;
+  }
+  json Jwk() const {
+    if (!ec) {
+      return {{"kty", "RSA"}, {"kid", kid}, {"n", Base64UrlEncode(BnBytes(pkey, OSSL_PKEY_PARAM_RSA_N))},
+              {"e", Base64UrlEncode(BnBytes(pkey, OSSL_PKEY_PARAM_RSA_E))}};
+    }
+    unsigned char pub[65];
+    size_t len = 0;
+    EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &len);
+    return {{"kty", "EC"}, {"crv", "P-256"}, {"kid", kid},
+            {"x", Base64UrlEncode(std::string(reinterpret_cast<char*>(pub) + 1, 32))},
+            {"y", Base64UrlEncode(std::string(reinterpret_cast<char*>(pub) + 33, 32))}};
+  }
+  // The public key's DER (what an attacker would feed an HMAC as the "secret").
+  std::string PublicDer() const {
+    unsigned char* der = nullptr;
+    const int len = i2d_PUBKEY(pkey, &der);
+    std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
+    OPENSSL_free(der);
+    return out;
+  }
+  std::string Sign(const json& claims, const std::string& alg_override = "") const {
+    const json header = {{"alg", alg_override.empty() ? (ec ? "ES256" : "RS256") : alg_override}, {"kid", kid}};
+    const std::string input = Base64UrlEncode(header.dump()) + "." + Base64UrlEncode(claims.dump());
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, pkey);
+    size_t sig_len = 0;
+    EVP_DigestSign(ctx, nullptr, &sig_len, reinterpret_cast<const unsigned char*>(input.data()), input.size());
+    std::string sig(sig_len, '\0');
+    EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &sig_len,
+                   reinterpret_cast<const unsigned char*>(input.data()), input.size());
+    sig.resize(sig_len);
+    EVP_MD_CTX_free(ctx);
+    if (ec) {  // DER -> JOSE r || s
+      const unsigned char* p = reinterpret_cast<const unsigned char*>(sig.data());
+      ECDSA_SIG* es = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(sig.size()));
+      std::string jose(64, '\0');
+      BN_bn2binpad(ECDSA_SIG_get0_r(es), reinterpret_cast<unsigned char*>(jose.data()), 32);
+      BN_bn2binpad(ECDSA_SIG_get0_s(es), reinterpret_cast<unsigned char*>(jose.data()) + 32, 32);
+      ECDSA_SIG_free(es);
+      sig = jose;
+    }
+    return input + "." + Base64UrlEncode(sig);
+  }
+};
+
+class JwtVerifierTest : public ::testing::Test {
+ protected:
+  void WriteJwks(const std::vector<const TestKey*>& keys) {
+    json doc = {{"keys", json::array()}};
+    for (const TestKey* k : keys) doc["keys"].push_back(k->Jwk());
+    std::ofstream(jwks_) << doc.dump();
+  }
+  std::unique_ptr<JwtVerifier> Verifier(JwtVerifier::Options o) {
+    auto v = JwtVerifier::Create(std::move(o), clock_);
+    EXPECT_TRUE(v.ok()) << v.status();
+    return v.ok() ? std::move(*v) : nullptr;
+  }
+  json Claims(int64_t exp_offset = 600) const {
+    return {{"sub", "agent-7"}, {"custom:tenant_id", "acme"}, {"custom:account_id", "acct-1"},
+            {"exp", clock_.now_epoch_sec() + exp_offset}, {"cognito:groups", {"operator"}}};
+  }
+
+  ManualClock clock_{1'800'000'000'000};
+  TempDir dir_;
+  const std::string jwks_ = dir_.file("jwks.json");
+};
+
+TEST_F(JwtVerifierTest, Rs256AndEs256FromJwksWithKidSelection) {
+  auto rsa = TestKey::Rsa("rsa-1");
+  auto ec = TestKey::Ec("ec-1");
+  WriteJwks({rsa.get(), ec.get()});
+  auto v = Verifier({.jwks_file = jwks_});
+  for (const TestKey* k : {rsa.get(), ec.get()}) {
+    auto p = v->Verify(k->Sign(Claims()));
+    ASSERT_TRUE(p.ok()) << k->kid << ": " << p.status();
+    EXPECT_EQ(p->tenant_id, "acme");
+    EXPECT_EQ(p->account_id, "acct-1");
+    EXPECT_EQ(p->subject, "agent-7");
+    EXPECT_TRUE(p->HasRole("operator"));
+    EXPECT_FALSE(p->HasRole("admin"));
+  }
+  auto stranger = TestKey::Rsa("rsa-1");  // same kid, different key
+  EXPECT_EQ(v->Verify(stranger->Sign(Claims())).status().message(), "bad signature");
+  auto unknown = TestKey::Rsa("rsa-9");
+  EXPECT_EQ(v->Verify(unknown->Sign(Claims())).status().message(), "unknown signing key");
+}
+
+TEST_F(JwtVerifierTest, AKeyRotationInTheJwksFileIsPickedUp) {
+  auto old_key = TestKey::Rsa("2026-10");
+  WriteJwks({old_key.get()});
+  auto v = Verifier({.jwks_file = jwks_});
+  auto new_key = TestKey::Ec("2026-11");
+  EXPECT_FALSE(v->Verify(new_key->Sign(Claims())).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a new mtime
+  WriteJwks({new_key.get()});
+  clock_.advance(std::chrono::seconds(2));  // past the re-check interval
+  EXPECT_TRUE(v->Verify(new_key->Sign(Claims())).ok());
+  EXPECT_FALSE(v->Verify(old_key->Sign(Claims())).ok()) << "a key removed from the JWKS still verifies";
+}
+
+TEST_F(JwtVerifierTest, AlgorithmConfusionAndNoneAreRefused) {
+  auto rsa = TestKey::Rsa("rsa-1");
+  WriteJwks({rsa.get()});
+  // The classic attack: HS256 "signed" with the RSA public key as the HMAC secret.
+  auto v = Verifier({.hs256_secret = rsa->PublicDer(), .jwks_file = jwks_});
+  const std::string forged = SignHs256(Claims().dump(), rsa->PublicDer());
+  // (SignHs256 writes its own header; this one names the RSA kid as an attacker would.)
+  EXPECT_TRUE(v->Verify(forged).ok()) << "sanity: the configured HS256 secret verifies HS256";
+  auto strict = Verifier({.jwks_file = jwks_});  // production: no HS256 secret configured
+  EXPECT_EQ(strict->Verify(forged).status().message(), "algorithm not allowed");
+  // An RS256 header over an EC key, and ES256 over an RSA key, are refused.
+  auto ec = TestKey::Ec("ec-1");
+  WriteJwks({rsa.get(), ec.get()});
+  auto both = Verifier({.jwks_file = jwks_});
+  EXPECT_EQ(both->Verify(ec->Sign(Claims(), "RS256")).status().message(), "algorithm does not match the key");
+  EXPECT_EQ(both->Verify(rsa->Sign(Claims(), "ES256")).status().message(), "algorithm does not match the key");
+  const std::string none = Base64UrlEncode(R"({"alg":"none","kid":"rsa-1"})") + "." + Base64UrlEncode(Claims().dump()) + ".";
+  EXPECT_EQ(both->Verify(none).status().message(), "algorithm not allowed");
+  const std::string lower = Base64UrlEncode(R"({"alg":"rs256","kid":"rsa-1"})") + "." + Base64UrlEncode(Claims().dump()) + ".eHh4";
+  EXPECT_EQ(both->Verify(lower).status().message(), "algorithm not allowed");
+}
+
+TEST_F(JwtVerifierTest, ClaimsAreCheckedWithLeeway) {
+  auto v = Verifier({.hs256_secret = "s3cret", .issuer = "https://idp", .audience = "toolgate", .leeway_s = 30});
+  auto sign = [](json c) { return SignHs256(c.dump(), "s3cret"); };
+  json good = Claims();
+  good["iss"] = "https://idp";
+  good["aud"] = json::array({"other", "toolgate"});
+  EXPECT_TRUE(v->Verify(sign(good)).ok());
+  json c = good;
+  c["exp"] = clock_.now_epoch_sec() - 29;  // inside the leeway
+  EXPECT_TRUE(v->Verify(sign(c)).ok());
+  c["exp"] = clock_.now_epoch_sec() - 31;
+  EXPECT_EQ(v->Verify(sign(c)).status().message(), "token expired");
+  c = good;
+  c.erase("exp");
+  EXPECT_EQ(v->Verify(sign(c)).status().message(), "token has no exp");
+  c = good;
+  c["nbf"] = clock_.now_epoch_sec() + 60;
+  EXPECT_EQ(v->Verify(sign(c)).status().message(), "token not yet valid");
+  c = good;
+  c["iss"] = "https://evil";
+  EXPECT_EQ(v->Verify(sign(c)).status().message(), "wrong issuer");
+  c = good;
+  c["aud"] = "someone-else";
+  EXPECT_EQ(v->Verify(sign(c)).status().message(), "wrong audience");
+  c = good;
+  c.erase("custom:tenant_id");
+  EXPECT_EQ(v->Verify(sign(c)).status().message(), "token has no valid custom:tenant_id");
+  c = good;
+  c["custom:tenant_id"] = "acme#EXEC";  // would forge a store key
+  EXPECT_FALSE(v->Verify(sign(c)).ok());
+  c = good;
+  c.erase("cognito:groups");
+  c["custom:roles"] = "operator, admin";
+  auto p = v->Verify(sign(c));
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->HasRole("admin"));
+  EXPECT_TRUE(p->HasRole("operator"));
+}
+
+TEST_F(JwtVerifierTest, TamperingAndGarbageAreRefused) {
+  auto v = Verifier({.hs256_secret = "s3cret"});
+  std::string token = SignHs256(Claims().dump(), "s3cret");
+  ASSERT_TRUE(v->Verify(token).ok());
+  std::string tampered = token;
+  const auto dot = tampered.find('.');
+  json claims = Claims();
+  claims["custom:tenant_id"] = "victim";
+  tampered = tampered.substr(0, dot + 1) + Base64UrlEncode(claims.dump()) + tampered.substr(tampered.rfind('.'));
+  EXPECT_EQ(v->Verify(tampered).status().message(), "bad signature");
+  for (const std::string& junk : {std::string(""), std::string("a.b"), std::string("a.b.c.d"), std::string("!!.??.##"),
+                                  std::string(9000, 'a'), std::string("e30.e30.")}) {
+    auto r = v->Verify(junk);
+    EXPECT_FALSE(r.ok()) << junk.substr(0, 20);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated);
+  }
+}
+
+TEST_F(JwtVerifierTest, AnUnusableJwksFileIsRefusedAtStart) {
+  std::ofstream(jwks_) << R"({"keys":[{"kty":"oct","kid":"x","k":"c2VjcmV0"}]})";
+  EXPECT_EQ(JwtVerifier::Create({.jwks_file = jwks_}, clock_).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(JwtVerifier::Create({.jwks_file = dir_.file("missing.json")}, clock_).ok());
+}
+
+TEST(Base64UrlTest, RoundTripsEveryLength) {
+  std::string data;
+  for (int i = 0; i < 70; ++i) {
+    std::string out;
+    ASSERT_TRUE(Base64UrlDecode(Base64UrlEncode(data), out));
+    EXPECT_EQ(out, data);
+    data.push_back(static_cast<char>(i * 37));
+  }
+  std::string out;
+  EXPECT_FALSE(Base64UrlDecode("a", out));
+  EXPECT_FALSE(Base64UrlDecode("ab+/", out));  // standard alphabet is not base64url
+}
+
+}  // namespace
+}  // namespace toolgate::auth
