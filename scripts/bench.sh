@@ -2,4 +2,5 @@
 # Runs the store and service micro-benchmarks (Google Benchmark) from the build directory $1.
 set -euo pipefail
 build_dir=${1:-build}
-exec "$build_dir/bench/toolgate_store_bench" --benchmark_counters_tabular=true "${@:2}"
+"$build_dir/bench/toolgate_store_bench" "${@:2}"
+bash bench/e2e.sh "$build_dir"

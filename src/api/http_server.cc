@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <array>
 
 #include "api/http.h"
 #include "nlohmann/json.hpp"
@@ -123,6 +124,20 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
   }
 
+  // After refusing a request whose body is still arriving: stop sending, then read and discard what
+  // the client still sends (bounded in time and bytes) so that closing does not reset the connection
+  // and destroy the refusal before the client has read it (nginx's lingering close).
+  asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+    beast::error_code ec;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream.expires_after(std::chrono::seconds(2));
+    std::array<char, 64 * 1024> sink;
+    size_t drained = 0;
+    while (!ec && drained < (64u << 20)) {
+      drained += co_await stream.async_read_some(asio::buffer(sink), asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
   asio::awaitable<void> Serve(beast::tcp_stream stream) {
     auto self = shared_from_this();
     beast::flat_buffer buffer;
@@ -149,6 +164,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
           refusal = {400, ErrorBody("bad_request", "malformed HTTP request"), "application/json", {}};
         }
         co_await Respond(stream, 11, false, refusal);
+        co_await LingeringClose(stream);
         break;
       }
       http::request<http::string_body> req = parser.release();
