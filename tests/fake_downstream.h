@@ -40,6 +40,14 @@ class FakeDownstream {
   };
   using Behavior = std::function<Reply(const Request&)>;
 
+  enum class Connections {
+    kClose,           // "Connection: close" after every response (the default)
+    kKeepAlive,       // keep connections open for further requests
+    kAnnounceButDrop, // say keep-alive, then close: the client's next use of it finds it stale
+  };
+  void set_connections(Connections c) { connections_ = c; }
+  int connections_accepted() const { return accepted_.load(); }
+
   FakeDownstream() {
     listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
@@ -102,6 +110,7 @@ class FakeDownstream {
       if (poll(&p, 1, 100) <= 0) continue;
       const int fd = accept(listen_fd_, nullptr, nullptr);
       if (fd < 0) continue;
+      accepted_.fetch_add(1);
       {
         std::lock_guard lock(mu_);
         ++open_connections_;
@@ -167,8 +176,14 @@ class FakeDownstream {
   }
 
   void Serve(int fd) {
+    while (ServeOne(fd) && connections_.load() == Connections::kKeepAlive) {
+    }
+  }
+
+  // Serves one request; true when the connection may carry another.
+  bool ServeOne(int fd) {
     Request req;
-    if (!ReadRequest(fd, req)) return;
+    if (!ReadRequest(fd, req)) return false;
     Behavior behavior;
     {
       std::lock_guard lock(mu_);
@@ -182,16 +197,19 @@ class FakeDownstream {
     Reply reply = behavior ? behavior(req) : Reply{};
     if (reply.delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(reply.delay_ms));
     current_.fetch_sub(1);
-    if (reply.close_without_reply) return;
+    if (reply.close_without_reply) return false;
+    const bool announce_keep_alive = connections_.load() != Connections::kClose;
     std::string out = "HTTP/1.1 " + std::to_string(reply.status) + " X\r\nContent-Type: application/json\r\n";
     for (const auto& [k, v] : reply.headers) out += k + ": " + v + "\r\n";
-    out += "Content-Length: " + std::to_string(reply.body.size()) + "\r\nConnection: close\r\n\r\n" + reply.body;
+    out += "Content-Length: " + std::to_string(reply.body.size()) +
+           (announce_keep_alive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n") + reply.body;
     size_t off = 0;
     while (off < out.size()) {
       const ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return;
+      if (n <= 0) return false;
       off += static_cast<size_t>(n);
     }
+    return true;
   }
 
   int listen_fd_ = -1;
@@ -204,6 +222,8 @@ class FakeDownstream {
   Behavior behavior_;
   std::vector<Request> requests_;
   std::atomic<int> current_{0};
+  std::atomic<int> accepted_{0};
+  std::atomic<Connections> connections_{Connections::kClose};
   std::atomic<int> peak_{0};
 };
 

@@ -180,6 +180,40 @@ TEST_F(GatewayBurstTest, GracefulShutdownFinishesTheCallInFlightAndReleasesItsSl
   EXPECT_EQ(code, 0) << out;
 }
 
+TEST_F(GatewayBurstTest, KeepAliveDownstreamConnectionsAreReusedAndAStaleOneIsRetriedOnceOnANewOne) {
+  crm_.set_connections(FakeDownstream::Connections::kKeepAlive);
+  GatewayProcess& gw = Start(Config("timeout_ms = 5000\n"));
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(gw.Invoke("crm.x", {{"input", {{"i", i}}}}, token_).status, 200);
+  EXPECT_EQ(crm_.total(), 10);
+  EXPECT_LE(crm_.connections_accepted(), 2) << "sequential calls should share a kept-alive connection";
+  // The downstream now drops every connection after answering, though it said keep-alive: each next
+  // call finds its pooled connection dead and is sent once more on a new one — exactly once.
+  crm_.set_connections(FakeDownstream::Connections::kAnnounceButDrop);
+  crm_.reset_counts();
+  for (int i = 0; i < 10; ++i) {
+    auto r = gw.Invoke("crm.y", {{"input", {{"i", i}}}}, token_);
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  EXPECT_EQ(crm_.total(), 10) << "a call reached the downstream twice";
+
+  // SIGTERM with many calls in flight over pooled connections: every call is answered and the
+  // process exits cleanly (pooled sockets must close before their event loop goes away).
+  crm_.set_connections(FakeDownstream::Connections::kKeepAlive);
+  crm_.set_behavior([](const auto&) { return Reply{200, "{}", {}, 300}; });
+  std::vector<api::ClientResult> answers(16);
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    callers.emplace_back([&, i] { answers[i] = gw.Invoke("crm.z", {{"input", json::object()}}, token_); });
+  }
+  for (int i = 0; i < 300 && crm_.concurrent() < 8; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const int status = gw.Terminate();
+  for (auto& t : callers) t.join();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "exit status " << status << "\n" << gw.Log();
+  for (const auto& a : answers) {
+    if (a.ok) EXPECT_EQ(a.status, 200) << a.body;  // a call that got in was finished, not dropped
+  }
+}
+
 TEST_F(GatewayBurstTest, AClientThatDisconnectsMidCallStillGetsItsCallRecordedAndItsSlotReleased) {
   crm_.set_behavior([](const auto&) { return Reply{200, R"({"late":true})", {}, 500}; });
   GatewayProcess& gw = Start(Config("timeout_ms = 5000\n"));

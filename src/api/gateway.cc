@@ -352,7 +352,7 @@ struct Gateway::Impl {
     call.max_response_bytes = ds.connector->max_response_bytes;
     const std::string connector_id = ds.connector->id;
     const auto start = clock.now_monotonic();
-    auto call_op = AsyncHttpCall(std::move(call));
+    auto call_op = AsyncHttpCall(std::move(call), &downstream_pool);
     ClientResult r = co_await std::move(call_op);
     DownstreamResult result;
     result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic() - start).count();
@@ -705,6 +705,7 @@ struct Gateway::Impl {
   RecentCalls recent;
 
   asio::io_context io;
+  ConnectionPool downstream_pool;  // after io: its idle sockets must close before io is destroyed
   asio::thread_pool pool;
   std::unique_ptr<HttpServer> public_server, admin_server;
   int public_port = 0, admin_port = 0;

@@ -88,7 +88,24 @@ struct ClientRequest {
   int64_t max_response_bytes = 4 << 20;
 };
 
-asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request);
+// Idle keep-alive connections to downstreams, per address. A connection idle longer than
+// `max_idle` is closed, not reused. Thread-safe.
+class ConnectionPool {
+ public:
+  explicit ConnectionPool(size_t max_idle_per_address = 64, std::chrono::seconds max_idle = std::chrono::seconds(10));
+  ~ConnectionPool();
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// With a pool, the call reuses an idle connection when there is one and returns the connection
+// afterwards if both sides keep it alive. A request that fails on a reused connection before any
+// response byte arrives (the downstream had closed it) is sent again once on a new connection:
+// every downstream call carries an Idempotency-Key, so the downstream can tell a repeat.
+asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool = nullptr);
 // Runs AsyncHttpCall on a private io_context (CLI, tests).
 ClientResult HttpCall(ClientRequest request);
 

@@ -8,6 +8,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <future>
+#include <map>
+#include <mutex>
+#include <optional>
 
 #include "api/http.h"
 
@@ -17,77 +20,144 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::ip::tcp;
 
-asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request) {
-  ClientResult out;
+struct ConnectionPool::Impl {
+  struct Idle {
+    tcp::socket socket;
+    std::chrono::steady_clock::time_point since;
+  };
+  size_t max_per_address;
+  std::chrono::seconds max_idle;
+  std::mutex mu;
+  std::map<std::string, std::vector<Idle>> idle;  // GUARDED_BY(mu)
+
+  std::optional<tcp::socket> Take(const std::string& key) {
+    std::lock_guard lock(mu);
+    auto& v = idle[key];
+    while (!v.empty()) {
+      Idle c = std::move(v.back());
+      v.pop_back();
+      if (std::chrono::steady_clock::now() - c.since < max_idle && c.socket.is_open()) return std::move(c.socket);
+      beast::error_code ignored;
+      c.socket.close(ignored);
+    }
+    return std::nullopt;
+  }
+  void Give(const std::string& key, tcp::socket socket) {
+    std::lock_guard lock(mu);
+    auto& v = idle[key];
+    if (v.size() >= max_per_address) return;  // dropping it closes it
+    v.push_back({std::move(socket), std::chrono::steady_clock::now()});
+  }
+};
+
+ConnectionPool::ConnectionPool(size_t max_idle_per_address, std::chrono::seconds max_idle)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->max_per_address = max_idle_per_address;
+  impl_->max_idle = max_idle;
+}
+ConnectionPool::~ConnectionPool() = default;
+
+namespace {
+
+asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address, ClientResult& out) {
   auto executor = co_await asio::this_coro::executor;
-  beast::tcp_stream stream(executor);
-  stream.expires_after(request.timeout);
   beast::error_code ec;
   tcp::endpoint endpoint;
-  {
-    boost::system::error_code addr_ec;
-    const auto addr = asio::ip::make_address(request.address.host, addr_ec);
-    if (!addr_ec) {
-      endpoint = tcp::endpoint(addr, static_cast<unsigned short>(request.address.port));
-    } else {
-      tcp::resolver resolver(executor);
-      auto results = co_await resolver.async_resolve(request.address.host, std::to_string(request.address.port),
-                                                     asio::redirect_error(asio::use_awaitable, ec));
-      if (ec || results.empty()) {
-        out.error = "cannot resolve " + request.address.host + ": " + ec.message();
-        co_return out;
-      }
-      endpoint = *results.begin();
+  boost::system::error_code addr_ec;
+  const auto addr = asio::ip::make_address(address.host, addr_ec);
+  if (!addr_ec) {
+    endpoint = tcp::endpoint(addr, static_cast<unsigned short>(address.port));
+  } else {
+    tcp::resolver resolver(executor);
+    auto results = co_await resolver.async_resolve(address.host, std::to_string(address.port),
+                                                   asio::redirect_error(asio::use_awaitable, ec));
+    if (ec || results.empty()) {
+      out.error = "cannot resolve " + address.host + ": " + ec.message();
+      co_return false;
     }
+    endpoint = *results.begin();
   }
   co_await stream.async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
     out.timed_out = ec == beast::error::timeout;
     out.error = "connect: " + ec.message();
-    co_return out;
+    co_return false;
   }
-  out.connected = true;
+  co_return true;
+}
+
+}  // namespace
+
+asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool) {
+  auto executor = co_await asio::this_coro::executor;
+  const auto deadline = std::chrono::steady_clock::now() + request.timeout;
+  const std::string key = request.address.ToString();
 
   http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};
   req.set(http::field::host, request.address.ToString());
   req.set(http::field::user_agent, "toolgate");
   for (const auto& [k, v] : request.headers) req.set(k, v);
-  req.keep_alive(false);
+  req.keep_alive(pool != nullptr);
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT") {
     req.body() = request.body;
     req.prepare_payload();
   }
-  co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    out.timed_out = ec == beast::error::timeout;
-    out.error = "send: " + ec.message();
-    co_return out;
-  }
-  out.sent = true;
 
-  beast::flat_buffer buffer;
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
-  parser.header_limit(64 * 1024);
-  co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) {
-    out.timed_out = ec == beast::error::timeout;
-    out.too_large = ec == http::error::body_limit;
-    out.error = "receive: " + ec.message();
+  for (int attempt = 0;; ++attempt) {
+    ClientResult out;
+    std::optional<tcp::socket> idle;
+    if (pool != nullptr && attempt == 0) idle = pool->impl().Take(key);
+    const bool reused = idle.has_value();
+    beast::tcp_stream stream = reused ? beast::tcp_stream(std::move(*idle)) : beast::tcp_stream(executor);
+    stream.expires_at(deadline);
+    if (!reused && !co_await Connect(stream, request.address, out)) co_return out;
+    out.connected = true;
+
+    beast::error_code ec;
+    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (reused && ec != beast::error::timeout) continue;  // a stale idle connection: try a new one
+      out.timed_out = ec == beast::error::timeout;
+      out.sent = true;  // part of it may have gone out
+      out.error = "send: " + ec.message();
+      co_return out;
+    }
+    out.sent = true;
+
+    beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
+    parser.header_limit(64 * 1024);
+    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
+      if (reused && nothing_came_back && (ec == http::error::end_of_stream || ec == asio::error::eof ||
+                                          ec == asio::error::connection_reset)) {
+        continue;  // the downstream had closed the idle connection; it never saw this request
+      }
+      out.timed_out = ec == beast::error::timeout;
+      out.too_large = ec == http::error::body_limit;
+      out.error = "receive: " + ec.message();
+      co_return out;
+    }
+    auto res = parser.release();
+    out.ok = true;
+    out.status = static_cast<int>(res.result_int());
+    for (const auto& f : res) {
+      std::string name(f.name_string());
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.headers.emplace_back(std::move(name), std::string(f.value()));
+    }
+    out.body = std::move(res.body());
+    if (pool != nullptr && res.keep_alive()) {
+      stream.expires_never();
+      pool->impl().Give(key, stream.release_socket());
+    } else {
+      beast::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    }
     co_return out;
   }
-  auto res = parser.release();
-  out.ok = true;
-  out.status = static_cast<int>(res.result_int());
-  for (const auto& f : res) {
-    std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out.headers.emplace_back(std::move(name), std::string(f.value()));
-  }
-  out.body = std::move(res.body());
-  beast::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-  co_return out;
 }
 
 ClientResult HttpCall(ClientRequest request) {

@@ -15,6 +15,15 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 int64_t RetryAfterSeconds(int64_t ms) { return std::max<int64_t>(1, (ms + 999) / 1000); }
 
+// OK when the first `required` writes of a batch were applied (the rest may be refused harmlessly).
+absl::Status RequireApplied(const std::vector<absl::StatusOr<store::WriteResult>>& results, size_t required) {
+  for (size_t i = 0; i < results.size() && i < required; ++i) {
+    if (!results[i].ok()) return results[i].status();
+    if (!results[i]->applied) return absl::AbortedError("a ledger or execution write was refused");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string ErrorJson(std::string_view code, std::string_view message) {
@@ -98,18 +107,27 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
                  {"reason", "store_unavailable"}, {"retry_after_ms", 1000}};
     return InvokeResponse{503, Dump(body), 1};
   };
-  // Writes the record and events of an execution that ends here, before any downstream call.
+  const json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
+                         {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
+  // The record and its first two events in one batch (one transaction on SQLite). The record
+  // names its last event, so `ledger verify` notices if it goes missing.
+  auto write_opening = [&](const std::string& second_event, const json& data) -> absl::Status {
+    auto [w_received, e_received] = s_.ledger.PrepareAppend(t.chain, t.tail, "EXECUTION_RECEIVED", actor, Dump(received));
+    auto [w_second, e_second] = s_.ledger.PrepareAppend(t.chain, {e_received.seq, e_received.hash}, second_event,
+                                                        actor, Dump(data));
+    rec.last_seq = e_second.seq;
+    rec.last_hash = e_second.hash;
+    const auto results =
+        s_.store.WriteBatch({ExecutionStore::CreateRequest(rec), std::move(w_received), std::move(w_second)});
+    if (absl::Status st = RequireApplied(results, 3); !st.ok()) return st;
+    t.tail = {e_second.seq, e_second.hash};
+    return absl::OkStatus();
+  };
+  // An execution that ends here, before any downstream call.
   auto finish_early = [&](const std::string& outcome, const std::string& event, json data) -> absl::Status {
     rec.outcome = outcome;
     rec.finished_at_ms = s_.clock.now_epoch_ms();
-    if (absl::Status st = s_.executions.Create(rec); !st.ok()) return st;
-    json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
-                     {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
-    if (auto e = s_.ledger.Append(t.chain, t.tail, "EXECUTION_RECEIVED", actor, Dump(received)); !e.ok()) return e.status();
-    if (auto e = s_.ledger.Append(t.chain, t.tail, event, actor, Dump(data)); !e.ok()) return e.status();
-    rec.last_seq = t.tail.seq;
-    rec.last_hash = t.tail.hash;
-    return s_.executions.Finish(rec);
+    return write_opening(event, data);
   };
   auto release_intent = [&] {
     if (!t.intent_claimed) return;
@@ -228,14 +246,10 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   rec.unguarded = !t.guarded;
 
   // 5. The record and TOOL_INVOKED are durable before the downstream is called (S9).
-  json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
-                   {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
   json invoked = {{"probe", t.permit.probe}, {"breaker_generation", t.permit.generation}};
   if (!t.guarded) invoked["unguarded"] = true;
   if (t.intent_previous == IntentStore::State::kUnknown) invoked["previous_outcome"] = "unknown";
-  absl::Status written = s_.executions.Create(rec);
-  if (written.ok()) written = s_.ledger.Append(t.chain, t.tail, "EXECUTION_RECEIVED", actor, Dump(received)).status();
-  if (written.ok()) written = s_.ledger.Append(t.chain, t.tail, "TOOL_INVOKED", actor, Dump(invoked)).status();
+  absl::Status written = write_opening("TOOL_INVOKED", invoked);
   if (!written.ok()) {
     InvokeResponse r = store_unavailable(written);
     Abandon(std::move(ticket));
@@ -324,32 +338,36 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
                           : s_.breakers.RecordFailure(c.id, c.breaker, t.permit, rec.tenant_id);
     if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
   }
-  if (t.intent_claimed) {
-    if (rec.outcome == "DEFERRED") {
-      (void)s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous);
-    } else if (absl::Status st = s_.intents.Finish(rec.tenant_id, rec.intent_key, rec.execution_id, intent,
-                                                  intent == IntentStore::State::kSucceeded ? Dump(result_json) : "");
-               !st.ok()) {
-      spdlog::warn("intent {} not recorded: {}", rec.intent_key, st.ToString());
-    }
+  if (t.intent_claimed && rec.outcome == "DEFERRED") {
+    (void)s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous);
   }
 
-  // The ledger and the record, before answering (S9). TOOL_FAILED also for a 429: it reached the
-  // downstream, which answered no.
+  // The ledger, the record, the intent and the slot's release in one batch (one transaction on
+  // SQLite), before answering (S9). TOOL_FAILED also for a 429: it reached the downstream, which
+  // answered no.
   rec.finished_at_ms = s_.clock.now_epoch_ms();
   if (rec.outcome == "SUCCEEDED") rec.result_json = Dump(result_json);
   json data = {{"latency_ms", result.latency_ms}};
   if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
   if (!rec.reason.empty()) data["reason"] = rec.reason;
   if (intent == IntentStore::State::kUnknown) data["outcome_unknown"] = true;
-  absl::Status written =
-      s_.ledger.Append(t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data))
-          .status();
-  rec.last_seq = t.tail.seq;
-  rec.last_hash = t.tail.hash;
-  if (written.ok()) written = s_.executions.Finish(rec);
-
-  if (t.lease) {
+  auto [w_event, event] = s_.ledger.PrepareAppend(t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED",
+                                                  actor, Dump(data));
+  rec.last_seq = event.seq;
+  rec.last_hash = event.hash;
+  std::vector<store::WriteRequest> writes;
+  writes.push_back(std::move(w_event));
+  writes.push_back(ExecutionStore::FinishRequest(rec));
+  if (t.intent_claimed && rec.outcome != "DEFERRED") {
+    writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, intent,
+                                              intent == IntentStore::State::kSucceeded ? Dump(result_json) : ""));
+  }
+  if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
+  const auto results = s_.store.WriteBatch(writes);
+  absl::Status written = RequireApplied(results, 2);
+  if (written.ok()) t.tail = {event.seq, event.hash};
+  if (t.lease && !results.back().ok()) {
+    // The batch failed as a whole: try the release alone before leaving it to the lease.
     if (auto released = s_.slots.Release(*t.lease); !released.ok()) {
       spdlog::warn("connector {}: slot not released (its lease will expire): {}", c.id, released.status().ToString());
     }

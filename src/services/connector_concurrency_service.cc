@@ -124,11 +124,16 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire
   return std::optional<SlotLease>();
 }
 
-absl::StatusOr<bool> ConnectorConcurrencyService::Release(const SlotLease& lease) {
+store::WriteRequest ConnectorConcurrencyService::ReleaseRequest(const SlotLease& lease) {
   const AttributePath holder = AttributePath::In(kHolders, lease.lease_id);
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(lease.connector_id), {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
-                                 Condition::Exists(holder), store::ReturnValues::kNone));
+  return store::WriteRequest::Update(Key(lease.connector_id),
+                                     {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
+                                     Condition::Exists(holder), store::ReturnValues::kNone);
+}
+
+absl::StatusOr<bool> ConnectorConcurrencyService::Release(const SlotLease& lease) {
+  const store::WriteRequest w = ReleaseRequest(lease);
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
   return r.applied;
 }
 

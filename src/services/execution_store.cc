@@ -61,7 +61,7 @@ store::ItemKey ExecutionStore::Key(std::string_view tenant_id, std::string_view 
   return {absl::StrCat("TENANT#", std::string(tenant_id)), absl::StrCat("EXEC#", std::string(execution_id))};
 }
 
-absl::Status ExecutionStore::Create(const ExecutionRecord& r) {
+store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
   Item item = OutcomeFields(r);
   item.insert({{"execution_id", r.execution_id},
                 {"tenant_id", r.tenant_id},
@@ -75,18 +75,27 @@ absl::Status ExecutionStore::Create(const ExecutionRecord& r) {
                 {"input_hash", r.input_hash},
                 {"replay_of", r.replay_of},
                 {"created_at_ms", r.created_at_ms}});
-  ASSIGN_OR_RETURN(store::WriteResult w, store_.Put(Key(r.tenant_id, r.execution_id), item, Condition::ItemAbsent()));
-  if (!w.applied) return absl::AlreadyExistsError(absl::StrCat("execution ", r.execution_id, " exists"));
+  return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent());
+}
+
+store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r) {
+  std::vector<UpdateOp> ops;
+  for (auto& [name, value] : OutcomeFields(r)) ops.push_back(UpdateOp::Set(store::AttributePath::Top(name), value));
+  return store::WriteRequest::Update(Key(r.tenant_id, r.execution_id), std::move(ops),
+                                     Condition::Exists(Attr("execution_id")), store::ReturnValues::kNone);
+}
+
+absl::Status ExecutionStore::Create(const ExecutionRecord& r) {
+  const store::WriteRequest w = CreateRequest(r);
+  ASSIGN_OR_RETURN(store::WriteResult res, store_.Put(w.key, w.item, w.condition));
+  if (!res.applied) return absl::AlreadyExistsError(absl::StrCat("execution ", r.execution_id, " exists"));
   return absl::OkStatus();
 }
 
 absl::Status ExecutionStore::Finish(const ExecutionRecord& r) {
-  std::vector<UpdateOp> ops;
-  for (auto& [name, value] : OutcomeFields(r)) ops.push_back(UpdateOp::Set(store::AttributePath::Top(name), value));
-  ASSIGN_OR_RETURN(store::WriteResult w, store_.Update(Key(r.tenant_id, r.execution_id), ops,
-                                                       Condition::Exists(Attr("execution_id")),
-                                                       store::ReturnValues::kNone));
-  if (!w.applied) return absl::NotFoundError(absl::StrCat("execution ", r.execution_id, " has no record"));
+  const store::WriteRequest w = FinishRequest(r);
+  ASSIGN_OR_RETURN(store::WriteResult res, store_.Update(w.key, w.ops, w.condition, w.returns));
+  if (!res.applied) return absl::NotFoundError(absl::StrCat("execution ", r.execution_id, " has no record"));
   return absl::OkStatus();
 }
 

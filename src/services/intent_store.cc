@@ -86,17 +86,24 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
   return absl::AbortedError(absl::StrCat("intent ", std::string(intent_key), ": claim lost too many races"));
 }
 
+store::WriteRequest IntentStore::FinishRequest(std::string_view tenant_id, std::string_view intent_key,
+                                               std::string_view execution_id, State state,
+                                               std::string_view result_json) const {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  // Conditional on still holding it: an intent taken over after our hold expired is not ours.
+  return store::WriteRequest::Update(Key(tenant_id, intent_key),
+                                     {UpdateOp::Set(Attr("state"), std::string(ToString(state))),
+                                      UpdateOp::Set(Attr("result_json"), std::string(result_json)),
+                                      UpdateOp::Set(Attr("ttl"), now_ms / 1000 + int64_t{retention_h_} * 3600)},
+                                     Condition::Eq(Attr("execution_id"), std::string(execution_id)),
+                                     store::ReturnValues::kNone);
+}
+
 absl::Status IntentStore::Finish(std::string_view tenant_id, std::string_view intent_key,
                                  std::string_view execution_id, State state, std::string_view result_json) {
-  const int64_t now_ms = clock_.now_epoch_ms();
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(tenant_id, intent_key),
-                                 {UpdateOp::Set(Attr("state"), std::string(ToString(state))),
-                                  UpdateOp::Set(Attr("result_json"), std::string(result_json)),
-                                  UpdateOp::Set(Attr("ttl"), now_ms / 1000 + int64_t{retention_h_} * 3600)},
-                                 Condition::Eq(Attr("execution_id"), std::string(execution_id)),
-                                 store::ReturnValues::kNone));
-  (void)r;  // not applied: the intent was taken over after our hold expired; nothing to record
+  const store::WriteRequest w = FinishRequest(tenant_id, intent_key, execution_id, state, result_json);
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
+  (void)r;  // not applied: taken over; nothing to record
   return absl::OkStatus();
 }
 

@@ -76,21 +76,29 @@ absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
   return tail;
 }
 
+std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppend(const std::string& chain, const Tail& tail,
+                                                                  std::string_view type, std::string_view actor,
+                                                                  std::string_view data_json) const {
+  LedgerEvent e;
+  e.seq = tail.seq + 1;
+  e.type = std::string(type);
+  e.at = Rfc3339(clock_.now_epoch_ms());
+  e.actor = std::string(actor);
+  e.data = std::string(data_json);
+  e.prev_hash = tail.hash;
+  e.hash = Hash(e.prev_hash, e);
+  Item item{{"seq", e.seq},     {"type", e.type}, {"at", e.at},
+            {"actor", e.actor}, {"data", e.data}, {"hash", e.hash},
+            {"prev_hash", e.prev_hash}};
+  // Append-only: an event is never overwritten.
+  return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent()), std::move(e)};
+}
+
 absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail, std::string_view type,
                                            std::string_view actor, std::string_view data_json) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
-    LedgerEvent e;
-    e.seq = tail.seq + 1;
-    e.type = std::string(type);
-    e.at = Rfc3339(clock_.now_epoch_ms());
-    e.actor = std::string(actor);
-    e.data = std::string(data_json);
-    e.prev_hash = tail.hash;
-    e.hash = Hash(e.prev_hash, e);
-    const Item item{{"seq", e.seq},   {"type", e.type}, {"at", e.at},
-                    {"actor", e.actor}, {"data", e.data}, {"hash", e.hash},
-                    {"prev_hash", e.prev_hash}};
-    ASSIGN_OR_RETURN(store::WriteResult r, store_.Put({chain, EventSk(e.seq)}, item, Condition::ItemAbsent()));
+    auto [write, e] = PrepareAppend(chain, tail, type, actor, data_json);
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(write.key, write.item, write.condition));
     if (r.applied) {
       tail = {e.seq, e.hash};
       return e;

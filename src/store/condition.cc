@@ -99,6 +99,19 @@ std::string Condition::ToString() const {
   return "?";
 }
 
+std::vector<absl::StatusOr<WriteResult>> ItemStore::WriteBatch(const std::vector<WriteRequest>& requests) {
+  std::vector<absl::StatusOr<WriteResult>> results;
+  results.reserve(requests.size());
+  for (const WriteRequest& r : requests) {
+    switch (r.kind) {
+      case WriteRequest::Kind::kPut: results.push_back(Put(r.key, r.item, r.condition)); break;
+      case WriteRequest::Kind::kUpdate: results.push_back(Update(r.key, r.ops, r.condition, r.returns)); break;
+      case WriteRequest::Kind::kErase: results.push_back(Erase(r.key, r.condition)); break;
+    }
+  }
+  return results;
+}
+
 bool IsStoreError(const absl::Status& status) {
   return !status.ok() && status.code() != absl::StatusCode::kInvalidArgument;
 }

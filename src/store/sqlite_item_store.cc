@@ -85,6 +85,8 @@ class SqliteItemStore::Connection {
     if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("open '", o.path, "'"), conn->db_);
     sqlite3_extended_result_codes(conn->db_, 1);
     sqlite3_busy_timeout(conn->db_, o.busy_timeout_ms);
+    // Read pages through a memory map instead of a pread per page miss.
+    RETURN_IF_ERROR(conn->Exec("PRAGMA mmap_size=268435456", "set mmap_size"));
     if (!o.read_only) {
       RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL", "set WAL mode"));
       RETURN_IF_ERROR(conn->Exec(o.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
@@ -151,6 +153,15 @@ class SqliteItemStore::Connection {
       return absl::DataLossError(absl::StrCat("item (", key.pk, ", ", key.sk, "): ", item.status().message()));
     }
     return std::optional<Item>(std::move(*item));
+  }
+
+  absl::Status Delete(const ItemKey& key) {
+    StatementScope scope(del_);
+    BindText(del_, 1, key.pk);
+    BindText(del_, 2, key.sk);
+    int rc = sqlite3_step(del_);
+    if (rc != SQLITE_DONE) return SqliteError(rc, "delete", db_);
+    return absl::OkStatus();
   }
 
   absl::Status Write(const ItemKey& key, const Item& item) {
@@ -243,62 +254,139 @@ absl::StatusOr<std::optional<Item>> SqliteItemStore::Get(const ItemKey& key) {
   return item;
 }
 
-template <typename Decide>
-absl::StatusOr<WriteResult> SqliteItemStore::WriteTransaction(const ItemKey& key, const Condition& condition,
-                                                              Decide decide) {
-  RETURN_IF_ERROR(internal::ValidateKey(key));
-  if (options_.read_only) return absl::FailedPreconditionError("sqlite store opened read-only");
-  ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
-  auto body = [&]() -> absl::StatusOr<WriteResult> {
-    RETURN_IF_ERROR(conn->Run(conn->begin_, "begin"));
-    auto attempt = [&]() -> absl::StatusOr<WriteResult> {
-      ASSIGN_OR_RETURN(std::optional<Item> current, conn->Read(key));
-      if (!internal::Evaluate(condition, current ? &*current : nullptr)) return WriteResult::ConditionFailed();
-      ASSIGN_OR_RETURN(std::optional<Item> next, decide(current));
-      if (next) {
-        RETURN_IF_ERROR(conn->Write(key, *next));
-      } else {
-        StatementScope scope(conn->del_);
-        BindText(conn->del_, 1, key.pk);
-        BindText(conn->del_, 2, key.sk);
-        int rc = sqlite3_step(conn->del_);
-        if (rc != SQLITE_DONE) return SqliteError(rc, "delete", conn->db_);
-      }
-      RETURN_IF_ERROR(conn->Run(conn->commit_, "commit"));
-      return WriteResult{true, next ? std::move(*next) : Item{}};
-    };
-    absl::StatusOr<WriteResult> result = attempt();
-    if (!result.ok() || !result->applied) {
-      // Nothing was written (or the commit failed): end the transaction either way.
-      (void)conn->Run(conn->rollback_, "rollback");
-    }
-    return result;
+struct SqliteItemStore::Writer {
+  const std::vector<WriteRequest>* requests;
+  std::vector<absl::StatusOr<WriteResult>> results;
+  bool done = false;
+  std::condition_variable cv;
+};
+
+namespace {
+
+constexpr size_t kMaxGroupWrites = 256;
+
+// Executes one request inside an open transaction. Returns its own result (a failed condition, a
+// malformed update, an undecodable row: nothing written); sets `fatal` when SQLite itself failed,
+// which aborts the whole group.
+absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req, absl::Status& fatal);
+
+}  // namespace
+
+std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::Submit(const std::vector<WriteRequest>& requests) {
+  if (options_.read_only) {
+    return std::vector<absl::StatusOr<WriteResult>>(requests.size(),
+                                                    absl::FailedPreconditionError("sqlite store opened read-only"));
+  }
+  Writer self;
+  self.requests = &requests;
+  std::unique_lock lock(queue_mu_);
+  writers_.push_back(&self);
+  while (!self.done && &self != writers_.front()) self.cv.wait(lock);
+  if (self.done) return std::move(self.results);
+  // This writer leads: take a group from the front of the queue.
+  std::vector<Writer*> group;
+  size_t n = 0;
+  for (Writer* w : writers_) {
+    if (!group.empty() && n + w->requests->size() > kMaxGroupWrites) break;
+    group.push_back(w);
+    n += w->requests->size();
+  }
+  lock.unlock();
+  CommitGroup(group);
+  lock.lock();
+  for (Writer* w : group) {
+    writers_.pop_front();
+    w->done = true;
+    if (w != &self) w->cv.notify_one();
+  }
+  if (!writers_.empty()) writers_.front()->cv.notify_one();
+  return std::move(self.results);
+}
+
+// REQUIRES: called by the group leader only (so one group at a time uses writer_).
+void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
+  auto fail_all = [&](const absl::Status& s) {
+    for (Writer* w : group) w->results.assign(w->requests->size(), s);
   };
-  absl::StatusOr<WriteResult> result = body();
-  Return(std::move(conn));
-  return result;
+  if (!writer_) {
+    absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Open(options_);
+    if (!conn.ok()) return fail_all(conn.status());
+    writer_ = std::move(*conn);
+  }
+  Connection& c = *writer_;
+  absl::Status fatal = c.Run(c.begin_, "begin");
+  if (fatal.ok()) {
+    for (Writer* w : group) {
+      w->results.clear();
+      for (const WriteRequest& r : *w->requests) {
+        w->results.push_back(ExecuteOne(c, r, fatal));
+        if (!fatal.ok()) break;
+      }
+      if (!fatal.ok()) break;
+    }
+  }
+  if (fatal.ok()) fatal = c.Run(c.commit_, "commit");
+  if (!fatal.ok()) {
+    (void)c.Run(c.rollback_, "rollback");  // nothing of the group was written
+    fail_all(fatal);
+  }
+}
+
+namespace {
+
+absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req, absl::Status& fatal) {
+  if (absl::Status s = internal::ValidateKey(req.key); !s.ok()) return s;
+  absl::StatusOr<std::optional<Item>> current = conn.Read(req.key);
+  if (!current.ok()) {
+    if (current.status().code() != absl::StatusCode::kDataLoss) fatal = current.status();
+    return current.status();
+  }
+  const Item* cur = current->has_value() ? &**current : nullptr;
+  if (!internal::Evaluate(req.condition, cur)) return WriteResult::ConditionFailed();
+  switch (req.kind) {
+    case WriteRequest::Kind::kPut:
+      if (absl::Status s = conn.Write(req.key, req.item); !s.ok()) {
+        fatal = s;
+        return s;
+      }
+      return WriteResult{true, req.item};
+    case WriteRequest::Kind::kUpdate: {
+      absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
+      if (!next.ok()) return next.status();
+      if (absl::Status s = conn.Write(req.key, *next); !s.ok()) {
+        fatal = s;
+        return s;
+      }
+      if (req.returns == ReturnValues::kNone) next->clear();
+      return WriteResult{true, std::move(*next)};
+    }
+    case WriteRequest::Kind::kErase:
+      if (absl::Status s = conn.Delete(req.key); !s.ok()) {
+        fatal = s;
+        return s;
+      }
+      return WriteResult{true, {}};
+  }
+  return absl::InternalError("unknown write kind");
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::WriteBatch(const std::vector<WriteRequest>& requests) {
+  return Submit(requests);
 }
 
 absl::StatusOr<WriteResult> SqliteItemStore::Put(const ItemKey& key, const Item& item, const Condition& condition) {
-  return WriteTransaction(key, condition,
-                          [&](const std::optional<Item>&) -> absl::StatusOr<std::optional<Item>> { return item; });
+  return std::move(Submit({WriteRequest::Put(key, item, condition)})[0]);
 }
 
 absl::StatusOr<WriteResult> SqliteItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
                                                     const Condition& condition, ReturnValues returns) {
-  absl::StatusOr<WriteResult> r =
-      WriteTransaction(key, condition, [&](const std::optional<Item>& current) -> absl::StatusOr<std::optional<Item>> {
-        ASSIGN_OR_RETURN(Item next, internal::ApplyUpdate(current ? &*current : nullptr, ops));
-        return std::optional<Item>(std::move(next));
-      });
-  if (r.ok() && returns == ReturnValues::kNone) r->item.clear();
-  return r;
+  return std::move(Submit({WriteRequest::Update(key, ops, condition, returns)})[0]);
 }
 
 absl::StatusOr<WriteResult> SqliteItemStore::Erase(const ItemKey& key, const Condition& condition) {
-  return WriteTransaction(key, condition, [](const std::optional<Item>&) -> absl::StatusOr<std::optional<Item>> {
-    return std::optional<Item>();
-  });
+  return std::move(Submit({WriteRequest::Erase(key, condition)})[0]);
 }
 
 absl::StatusOr<QueryPage> SqliteItemStore::Query(const QueryRequest& request) {

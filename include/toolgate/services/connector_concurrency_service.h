@@ -64,6 +64,8 @@ class ConnectorConcurrencyService {
   // Gives the slot back. True when this call released it; false when it was already released or
   // reclaimed (then nothing changes).
   absl::StatusOr<bool> Release(const SlotLease& lease);
+  // The release as a write for a WriteBatch (applied: released; refused: already released).
+  static store::WriteRequest ReleaseRequest(const SlotLease& lease);
 
   // Reclaims every lease of the connector past expiry + skew; returns how many.
   absl::StatusOr<int> ReclaimExpired(std::string_view connector_id, const ConcurrencyConfig& config);

@@ -49,6 +49,9 @@ class ExecutionStore {
   absl::Status Create(const ExecutionRecord& record);
   // Writes the outcome fields of a record created earlier.
   absl::Status Finish(const ExecutionRecord& record);
+  // The same writes, for a WriteBatch: applied, or refused as Create/Finish would refuse.
+  static store::WriteRequest CreateRequest(const ExecutionRecord& record);
+  static store::WriteRequest FinishRequest(const ExecutionRecord& record);
   absl::StatusOr<ExecutionRecord> Get(std::string_view tenant_id, std::string_view execution_id);
 
   struct ListFilter {

@@ -43,6 +43,9 @@ class IntentStore {
   // Records how the holder's attempt ended. A holder that lost the intent changes nothing.
   absl::Status Finish(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
                       State state, std::string_view result_json);
+  // The same write, for a WriteBatch.
+  store::WriteRequest FinishRequest(std::string_view tenant_id, std::string_view intent_key,
+                                    std::string_view execution_id, State state, std::string_view result_json) const;
   // Gives a claim back unused (the call was deferred before it reached the downstream), restoring
   // the previous state.
   absl::Status Release(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,

@@ -47,6 +47,13 @@ class Ledger {
   // Appends an event; `tail` is updated to it. `data_json` must be a JSON object text.
   absl::StatusOr<LedgerEvent> Append(const std::string& chain, Tail& tail, std::string_view type, std::string_view actor,
                                      std::string_view data_json);
+  // The write that appends an event after `tail`, for a WriteBatch with other writes. The caller
+  // checks the result: applied means the event is in; on success it sets `tail` to {event.seq,
+  // event.hash}. A refused write means another writer took that seq (use Append to retry).
+  std::pair<store::WriteRequest, LedgerEvent> PrepareAppend(const std::string& chain, const Tail& tail,
+                                                            std::string_view type, std::string_view actor,
+                                                            std::string_view data_json) const;
+
   // Appends a system audit event to today's audit chain.
   absl::StatusOr<LedgerEvent> Audit(std::string_view type, std::string_view actor, std::string_view data_json);
 

@@ -25,6 +25,9 @@ class ForwardingItemStore : public ItemStore {
   }
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override { return target_.Query(request); }
   absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override { return target_.Scan(request); }
+  std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests) override {
+    return target_.WriteBatch(requests);
+  }
   std::string_view backend_name() const override { return target_.backend_name(); }
 
  protected:

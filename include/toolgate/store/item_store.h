@@ -34,6 +34,28 @@ struct QueryPage {
   std::optional<std::string> last_sk;               // set when more items may follow: pass as `after`
 };
 
+// One write of a batch (ItemStore::WriteBatch): a Put, an Update or an Erase with its own condition.
+struct WriteRequest {
+  enum class Kind { kPut, kUpdate, kErase };
+  Kind kind = Kind::kPut;
+  ItemKey key;
+  Item item;                   // kPut
+  std::vector<UpdateOp> ops;   // kUpdate
+  Condition condition;
+  ReturnValues returns = ReturnValues::kAllNew;
+
+  static WriteRequest Put(ItemKey key, Item item, Condition condition) {
+    return {Kind::kPut, std::move(key), std::move(item), {}, std::move(condition), ReturnValues::kAllNew};
+  }
+  static WriteRequest Update(ItemKey key, std::vector<UpdateOp> ops, Condition condition,
+                             ReturnValues returns = ReturnValues::kAllNew) {
+    return {Kind::kUpdate, std::move(key), {}, std::move(ops), std::move(condition), returns};
+  }
+  static WriteRequest Erase(ItemKey key, Condition condition) {
+    return {Kind::kErase, std::move(key), {}, {}, std::move(condition), ReturnValues::kNone};
+  }
+};
+
 // A full-table walk in (pk, sk) order, for maintenance (`ledger verify`), never on a request path.
 struct ScanRequest {
   std::string pk_prefix;  // only items whose pk starts with this
@@ -85,6 +107,11 @@ class ItemStore {
   virtual absl::StatusOr<QueryPage> Query(const QueryRequest& request) = 0;
 
   virtual absl::StatusOr<ScanPage> Scan(const ScanRequest& request) = 0;
+
+  // Several writes, each decided by its own condition, in order (a later write sees the earlier
+  // ones). Not atomic as a whole: one result per request. A backend may commit them together (SQLite
+  // does: one transaction, one fsync); the default runs them one by one.
+  virtual std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests);
 
   // "memory", "sqlite", "dynamodb": the `backend` label of store metrics.
   virtual std::string_view backend_name() const = 0;

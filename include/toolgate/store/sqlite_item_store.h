@@ -1,6 +1,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -50,6 +51,7 @@ class SqliteItemStore final : public ItemStore {
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;
+  std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests) override;
   std::string_view backend_name() const override { return "sqlite"; }
 
   // Deletes expired items now; returns how many.
@@ -66,10 +68,13 @@ class SqliteItemStore final : public ItemStore {
   absl::StatusOr<std::unique_ptr<Connection>> Acquire();
   void Return(std::unique_ptr<Connection> conn);
 
-  // Runs one conditional write transaction: reads the current row, lets `decide` produce the new
-  // item (nullopt: delete), writes it when the condition held.
-  template <typename Decide>
-  absl::StatusOr<WriteResult> WriteTransaction(const ItemKey& key, const Condition& condition, Decide decide);
+  // Group commit (as LevelDB's write path): writers queue; the writer at the front commits the
+  // requests of everyone queued behind it in one transaction, each request decided by its own
+  // condition in queue order, and wakes them. Threads of one process never contend for SQLite's lock
+  // (whose busy handler sleeps), and one commit (one fsync) serves many writes.
+  struct Writer;
+  std::vector<absl::StatusOr<WriteResult>> Submit(const std::vector<WriteRequest>& requests);
+  void CommitGroup(const std::vector<Writer*>& group);
 
   void SweepLoop();
 
@@ -78,6 +83,10 @@ class SqliteItemStore final : public ItemStore {
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<Connection>> pool_;  // GUARDED_BY(pool_mu_)
+
+  std::unique_ptr<Connection> writer_;  // used by the group leader only; its page cache stays warm
+  std::mutex queue_mu_;
+  std::deque<Writer*> writers_;  // GUARDED_BY(queue_mu_)
 
   std::mutex sweep_mu_;
   std::condition_variable sweep_cv_;
