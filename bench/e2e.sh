@@ -3,10 +3,12 @@
 #   1. the downstream directly (baseline),
 #   2. nginx as a plain reverse proxy with max_conns on the upstream (the hop a user would otherwise add),
 #   3. toolgate POST /v1/tools/bench.echo/invoke with HS256 tokens, on SQLite (synchronous normal and full).
-# Usage: bench/e2e.sh [BUILD_DIR] [DURATION_S]. Installs wrk and nginx-light when missing (as root).
+# Usage: bench/e2e.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS=64]. Installs wrk and nginx-light when missing (as root).
 set -euo pipefail
 build_dir=$(realpath "${1:-build}")
 duration=${2:-10}
+connections=${3:-64}
+threads=$(( connections < 2 ? 1 : 2 ))
 cd "$(dirname "$0")/.."
 for p in wrk nginx-light; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="${missing:-} $p"
@@ -32,7 +34,7 @@ LUA
 
 run_wrk() {  # name url
   echo "== $1"
-  wrk -t2 -c64 -d"${duration}s" --latency -s "$work/post.lua" "$2" | grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors"
+  wrk -t$threads -c$connections -d"${duration}s" --latency -s "$work/post.lua" "$2" | grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors"
 }
 
 sleep 0.3

@@ -282,5 +282,31 @@ TEST_F(CircuitBreakerTest, AnExpiredBreakerItemStartsAfreshAsClosed) {
   EXPECT_EQ(Stored().state, State::kOpen);
 }
 
+TEST_F(CircuitBreakerTest, ACachedClosedBreakerSeesAnotherInstancesOpeningWithinTheCacheTime) {
+  CircuitBreakerService cached(store_, clock_, "cached-instance", nullptr, /*cache_ms=*/500);
+  ASSERT_TRUE(cached.RequestPermission(kConn, config_)->allowed);
+  const int reads = store_.reads.load();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(cached.RequestPermission(kConn, config_)->allowed);
+  EXPECT_EQ(store_.reads.load(), reads) << "a cached CLOSED breaker was read again";
+  ASSERT_TRUE(breakers_.ForceOpen(kConn, config_).ok());  // another instance
+  clock_.advance(std::chrono::milliseconds(499));
+  EXPECT_TRUE(cached.RequestPermission(kConn, config_)->allowed);  // still within the cache time
+  clock_.advance(std::chrono::milliseconds(1));
+  EXPECT_FALSE(cached.RequestPermission(kConn, config_)->allowed);
+}
+
+TEST_F(CircuitBreakerTest, ACachedBreakerReadsAfreshWhenTheCooldownEndsSoOnlyOneProbeRuns) {
+  CircuitBreakerService a(store_, clock_, "a", &listener_, 5000);
+  CircuitBreakerService b(store_, clock_, "b", &listener_, 5000);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a.RecordFailure(kConn, config_, *a.RequestPermission(kConn, config_), "t").ok());
+  EXPECT_FALSE(a.RequestPermission(kConn, config_)->allowed);  // a saw its own opening at once
+  EXPECT_FALSE(b.RequestPermission(kConn, config_)->allowed);
+  clock_.advance(std::chrono::seconds(21));  // past the cooldown, inside the cache time
+  auto pa = a.RequestPermission(kConn, config_);
+  auto pb = b.RequestPermission(kConn, config_);
+  ASSERT_TRUE(pa.ok() && pb.ok());
+  EXPECT_EQ(int{pa->probe} + int{pb->probe}, 1);
+}
+
 }  // namespace
 }  // namespace toolgate

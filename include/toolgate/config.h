@@ -25,6 +25,7 @@ struct ServerConfig {
   int request_timeout_ms = 30'000;  // reading a request; the downstream call has its own timeout
   int io_threads = 2;               // threads running the network event loop
   int store_threads = 16;           // bounded pool for blocking store work
+  int breaker_cache_ms = 250;       // how long a CLOSED (or cooling-down) breaker is answered from memory
 };
 
 struct AdminConfig {

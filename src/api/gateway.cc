@@ -233,7 +233,7 @@ struct Gateway::Impl {
     metered = std::make_unique<MeteredItemStore>(*base_store, clock, metrics);
     store::ItemStore& st = *metered;
     instance_id = NewUuidV7(clock);
-    breakers = std::make_unique<CircuitBreakerService>(st, clock, instance_id, &auditor);
+    breakers = std::make_unique<CircuitBreakerService>(st, clock, instance_id, &auditor, config.server.breaker_cache_ms);
     slots = std::make_unique<ConnectorConcurrencyService>(st, clock);
     kill_switches = std::make_unique<KillSwitchService>(st, clock, config.kill_switch_refresh_ms);
     ledger = std::make_unique<Ledger>(st, clock);

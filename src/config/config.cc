@@ -228,6 +228,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   server.Int("request_timeout_ms", 100, 600'000, c.server.request_timeout_ms);
   server.Int("io_threads", 1, 64, c.server.io_threads);
   server.Int("store_threads", 1, 1024, c.server.store_threads);
+  server.Int("breaker_cache_ms", 0, 5000, c.server.breaker_cache_ms);
   server.RefuseUnknown();
 
   TableReader admin(top.Table("admin"), "admin", errors);

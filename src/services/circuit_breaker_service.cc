@@ -109,8 +109,32 @@ std::string_view ToString(BreakerTransition::Cause cause) {
 }
 
 CircuitBreakerService::CircuitBreakerService(store::ItemStore& store, const Clock& clock, std::string instance_id,
-                                             BreakerTransitionListener* listener)
-    : store_(store), clock_(clock), instance_id_(std::move(instance_id)), listener_(listener) {}
+                                             BreakerTransitionListener* listener, int cache_ms)
+    : store_(store), clock_(clock), instance_id_(std::move(instance_id)), listener_(listener), cache_ms_(cache_ms) {}
+
+std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view connector_id, int64_t now_ms) {
+  if (cache_ms_ <= 0) return std::nullopt;
+  std::lock_guard lock(cache_mu_);
+  auto it = cache_.find(connector_id);
+  if (it == cache_.end() || now_ms - it->second.second >= cache_ms_) return std::nullopt;
+  const breaker::Snapshot& s = it->second.first;
+  // Only states whose answer needs no decision: CLOSED, and OPEN before its cooldown ends.
+  if (s.state == State::kClosed) return s;
+  if (s.state == State::kOpen && s.open_until_epoch_sec > now_ms / 1000) return s;
+  return std::nullopt;
+}
+
+void CircuitBreakerService::Remember(std::string_view connector_id, const breaker::Snapshot& s, int64_t now_ms) {
+  if (cache_ms_ <= 0) return;
+  std::lock_guard lock(cache_mu_);
+  cache_.insert_or_assign(std::string(connector_id), std::make_pair(s, now_ms));
+}
+
+void CircuitBreakerService::Forget(std::string_view connector_id) {
+  if (cache_ms_ <= 0) return;
+  std::lock_guard lock(cache_mu_);
+  if (auto it = cache_.find(connector_id); it != cache_.end()) cache_.erase(it);
+}
 
 store::ItemKey CircuitBreakerService::Key(std::string_view connector_id) {
   return {absl::StrCat("CONNECTOR#", std::string(connector_id)), "BREAKER"};
@@ -123,8 +147,14 @@ absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Read(std::string_view c
 
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermission(
     std::string_view connector_id, const breaker::Config& config) {
-  ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
   const int64_t now_ms = clock_.now_epoch_ms();
+  breaker::Snapshot s;
+  if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) {
+    s = *cached;
+  } else {
+    ASSIGN_OR_RETURN(s, Read(connector_id));
+    Remember(connector_id, s, now_ms);
+  }
   const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
   switch (plan.step) {
     case breaker::PermissionPlan::Step::kAllow: {
@@ -331,6 +361,7 @@ absl::StatusOr<bool> CircuitBreakerService::Transition(std::string_view connecto
 
 void CircuitBreakerService::Report(std::string_view connector_id, State from, State to,
                                    BreakerTransition::Cause cause, int64_t generation, int64_t now_ms) {
+  Forget(connector_id);  // this instance sees its own transitions at once
   if (listener_ == nullptr) return;
   listener_->OnTransition(BreakerTransition{std::string(connector_id), from, to, cause, generation, now_ms});
 }

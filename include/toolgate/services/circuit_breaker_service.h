@@ -1,5 +1,8 @@
 #pragma once
 
+#include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -63,9 +66,14 @@ class CircuitBreakerService {
     bool window_counting = false;
   };
 
-  // `instance_id` names this process in probe claims (the probe owner).
+  // `instance_id` names this process in probe claims (the probe owner). With `cache_ms` > 0 a
+  // CLOSED breaker, or an OPEN one still in its cooldown, is answered from this instance's last read
+  // for up to `cache_ms` (no store read per call); a breaker whose cooldown has passed, or that is
+  // HALF_OPEN, is always read fresh, and every transition is still one conditional write, so the
+  // single-probe rule (S1) does not depend on the cache. Other instances' transitions are seen
+  // within `cache_ms`; this instance's own at once.
   CircuitBreakerService(store::ItemStore& store, const Clock& clock, std::string instance_id,
-                        BreakerTransitionListener* listener = nullptr);
+                        BreakerTransitionListener* listener = nullptr, int cache_ms = 0);
 
   // One read, plus one conditional write when a probe can be claimed.
   absl::StatusOr<Permit> RequestPermission(std::string_view connector_id, const breaker::Config& config);
@@ -102,10 +110,18 @@ class CircuitBreakerService {
   void Report(std::string_view connector_id, breaker::State from, breaker::State to,
               BreakerTransition::Cause cause, int64_t generation, int64_t now_ms);
 
+  // The cached snapshot of a connector's breaker, or nullopt when it must be read.
+  std::optional<breaker::Snapshot> Cached(std::string_view connector_id, int64_t now_ms);
+  void Remember(std::string_view connector_id, const breaker::Snapshot& s, int64_t now_ms);
+  void Forget(std::string_view connector_id);
+
   store::ItemStore& store_;
   const Clock& clock_;
   const std::string instance_id_;
   BreakerTransitionListener* const listener_;
+  const int cache_ms_;
+  std::mutex cache_mu_;
+  std::map<std::string, std::pair<breaker::Snapshot, int64_t>, std::less<>> cache_;  // GUARDED_BY(cache_mu_)
 };
 
 }  // namespace toolgate
