@@ -268,8 +268,13 @@ int main(int argc, char** argv) {
   store_cmd->require_subcommand(1);
   auto* check = store_cmd->add_subcommand("check", "run SQLite's integrity check on the store (read-only)");
 
-  auto* replay = app.add_subcommand("replay", "replay an execution (not implemented yet)");
-  replay->allow_extras();
+  auto* replay = app.add_subcommand("replay", "replay an execution (public API, with an operator's token)");
+  std::string replay_token;
+  replay->add_option("execution_id", execution_id)->required();
+  replay->add_option("--reason", reason, "replay_reason (audited)")->required();
+  replay->add_option("--requested-by", requested_by, "who asked (audited)")->required();
+  replay->add_option("--token", replay_token, "a JWT of the execution's tenant with the operator or admin role")->required();
+  replay->add_flag("--force", force, "re-execute even if the intent already succeeded (admin role)");
   auto* slo = app.add_subcommand("slo", "SLO status and rules (not implemented yet)");
   slo->allow_extras();
 
@@ -348,7 +353,20 @@ int main(int argc, char** argv) {
     std::printf("%s\n", auth::SignHs256(claims.dump(), secret).c_str());
     return kExitOk;
   }
-  if (*replay) return Fail("replay is not implemented yet");
+  if (*replay) {
+    api::ClientRequest r;
+    r.address = config->server.listen;
+    if (r.address.host == "0.0.0.0") r.address.host = "127.0.0.1";
+    r.method = "POST";
+    r.target = "/v1/executions/" + api::PercentEncode(execution_id) + "/replay";
+    r.body = json{{"replay_reason", reason}, {"requested_by", requested_by}, {"force", force}}.dump();
+    r.headers = {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + replay_token}};
+    r.timeout = std::chrono::seconds(660);
+    api::ClientResult res = api::HttpCall(r);
+    if (!res.ok) return Fail("cannot reach the public listener at " + r.address.ToString() + " (" + res.error + ")");
+    std::printf("%s\n", res.body.c_str());
+    return res.status == 200 ? kExitOk : kExitRefused;
+  }
   if (*slo) return Fail("slo is not implemented yet");
   return kExitUsage;
 }

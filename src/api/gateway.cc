@@ -284,7 +284,10 @@ struct Gateway::Impl {
     if (req.path.rfind(std::string(kExec) + "/", 0) == 0) {
       std::string rest = req.path.substr(kExec.size() + 1);
       if (rest.size() > 7 && rest.compare(rest.size() - 7, 7, "/replay") == 0) {
-        co_return Error(501, "not_implemented", "replay is not implemented yet");
+        if (req.method != "POST") co_return Error(405, "method_not_allowed", "use POST");
+        const std::string original = rest.substr(0, rest.size() - 7);
+        auto replay_op = Replay(std::move(req), *principal, original);
+        co_return co_await std::move(replay_op);
       }
       if (req.method != "GET") co_return Error(405, "method_not_allowed", "use GET");
       co_return co_await GetExecution(rest, *principal);
@@ -327,6 +330,107 @@ struct Gateway::Impl {
       }
       ir.action_type = a.get<std::string>();
     }
+    auto execute_op = Execute(std::move(ir));
+    co_return co_await std::move(execute_op);
+  }
+
+  // POST /v1/executions/{id}/replay (design S12): operator or admin; `force` is admin only.
+  asio::awaitable<HttpResponse> Replay(HttpRequest req, const auth::Principal& principal, const std::string& id) {
+    if (!principal.HasRole("operator") && !principal.HasRole("admin")) {
+      co_return Error(403, "forbidden", "replay needs the operator or admin role");
+    }
+    if (!JsonDepthWithin(req.body, kMaxJsonDepth)) co_return Error(400, "invalid_json", "the body nests too deep");
+    const json body = json::parse(req.body.empty() ? "{}" : req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) co_return Error(400, "invalid_json", "the body must be a JSON object");
+    if (HasTenantFields(req, &body)) {
+      co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
+    }
+    for (auto [field, max] : {std::pair{"replay_reason", 1000}, std::pair{"requested_by", 200}}) {
+      if (!body.contains(field) || !body[field].is_string() || body[field].get<std::string>().empty() ||
+          body[field].get<std::string>().size() > static_cast<size_t>(max)) {
+        co_return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
+      }
+    }
+    if (body.contains("force") && !body["force"].is_boolean()) co_return Error(400, "invalid_request", "force must be a boolean");
+    const bool force = body.value("force", false);
+    if (force && !principal.HasRole("admin")) co_return Error(403, "forbidden", "force needs the admin role");
+    if (!LooksLikeUuid(id)) co_return Error(404, "not_found", "execution not found");
+
+    // Blocking: find the original, reserve a replay, and say so on the original's ledger.
+    std::optional<HttpResponse> refusal;
+    InvokeRequest ir;
+    auto prepare = [&]() {
+      absl::StatusOr<ExecutionRecord> original = executions->Get(principal.tenant_id, id);
+      if (original.ok() && !original->replay_of.empty()) {
+        original = executions->Get(principal.tenant_id, original->replay_of);  // a replay's replay: of its original
+      }
+      if (!original.ok()) {
+        refusal = original.status().code() == absl::StatusCode::kNotFound
+                      ? Error(404, "not_found", "execution not found")
+                      : Error(503, "store_unavailable", "the store cannot be read right now");
+        return;
+      }
+      if (original->input_json.empty()) {
+        refusal = Error(409, "not_replayable", "this execution's input was not kept, so it cannot be replayed");
+        return;
+      }
+      absl::StatusOr<bool> reserved =
+          executions->ReserveReplay(principal.tenant_id, original->execution_id, config.max_replays_per_execution);
+      if (!reserved.ok()) {
+        refusal = Error(503, "store_unavailable", "the store cannot be written right now");
+        return;
+      }
+      if (!*reserved) {
+        metrics.Replay("refused");
+        refusal = Error(409, "replay_limit_reached",
+                        absl::StrCat("this execution already has ", config.max_replays_per_execution, " replays"));
+        return;
+      }
+      ir.execution_id = NewUuidV7(clock);
+      Ledger::Tail tail{original->last_seq, original->last_hash};
+      const json requested = {{"execution_id", ir.execution_id},
+                              {"replay_reason", body["replay_reason"]},
+                              {"requested_by", body["requested_by"]},
+                              {"sub", principal.subject},
+                              {"force", force}};
+      const std::string actor = principal.subject.empty() ? "tenant:" + principal.tenant_id : principal.subject;
+      if (auto e = ledger->Append(Ledger::ExecutionChain(original->execution_id), tail, "REPLAY_REQUESTED", actor,
+                                  Dump(requested));
+          !e.ok()) {
+        refusal = Error(503, "store_unavailable", "the store cannot be written right now");
+        return;
+      }
+      ir.principal = principal;
+      ir.tool_name = original->tool_name;
+      ir.input_json = original->input_json;
+      ir.action_type = original->action_type;
+      ReplayContext replay;
+      replay.original_id = original->execution_id;
+      replay.original_intent_key = original->intent_key;
+      replay.original_outcome = original->outcome;
+      replay.original_result_json = original->result_json;
+      replay.succeeded_in = original->execution_id;
+      if (original->outcome != "SUCCEEDED" && !original->replay_succeeded_in.empty()) {
+        replay.original_outcome = "SUCCEEDED";  // an earlier replay succeeded
+        replay.original_result_json = original->replay_result_json;
+        replay.succeeded_in = original->replay_succeeded_in;
+      }
+      replay.reason = body["replay_reason"];
+      replay.requested_by = body["requested_by"];
+      replay.force = force;
+      ir.replay = std::move(replay);
+    };
+    co_await RunBlocking(pool, [&] {
+      prepare();
+      return 0;
+    });
+    if (refusal) co_return *refusal;
+    auto execute_op = Execute(std::move(ir));
+    co_return co_await std::move(execute_op);
+  }
+
+  // Admission, the downstream call and the outcome of a validated invocation or replay.
+  asio::awaitable<HttpResponse> Execute(InvokeRequest ir) {
     if (draining) co_return Error(503, "shutting_down", "toolgate is shutting down; retry on another instance");
 
     ++in_flight;
@@ -412,7 +516,11 @@ struct Gateway::Impl {
       if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
       json j = ExecutionJson(*rec);
       j["events"] = json::array();
-      for (const auto& e : *events) j["events"].push_back(EventJson(e));
+      j["replays"] = json::array();
+      for (const auto& e : *events) {
+        j["events"].push_back(EventJson(e));
+        if (e.type == "REPLAY_REQUESTED") j["replays"].push_back(j["events"].back()["data"]["execution_id"]);
+      }
       if (rec->outcome == "SUCCEEDED") j["result"] = json::parse(rec->result_json, nullptr, false);
       return Json(200, j);
     });

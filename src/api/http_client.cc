@@ -59,7 +59,14 @@ ConnectionPool::~ConnectionPool() = default;
 
 namespace {
 
-asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address, ClientResult& out) {
+// At the deadline the stream may report the cancelled operation as another error than
+// error::timeout; any failure at or after the deadline is a timeout.
+bool TimedOut(const beast::error_code& ec, std::chrono::steady_clock::time_point deadline) {
+  return ec == beast::error::timeout || std::chrono::steady_clock::now() >= deadline;
+}
+
+asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address, ClientResult& out,
+                              std::chrono::steady_clock::time_point deadline) {
   auto executor = co_await asio::this_coro::executor;
   beast::error_code ec;
   tcp::endpoint endpoint;
@@ -79,7 +86,7 @@ asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address
   }
   co_await stream.async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    out.timed_out = ec == beast::error::timeout;
+    out.timed_out = TimedOut(ec, deadline);
     out.error = "connect: " + ec.message();
     co_return false;
   }
@@ -110,14 +117,14 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
     const bool reused = idle.has_value();
     beast::tcp_stream stream = reused ? beast::tcp_stream(std::move(*idle)) : beast::tcp_stream(executor);
     stream.expires_at(deadline);
-    if (!reused && !co_await Connect(stream, request.address, out)) co_return out;
+    if (!reused && !co_await Connect(stream, request.address, out, deadline)) co_return out;
     out.connected = true;
 
     beast::error_code ec;
     co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      if (reused && ec != beast::error::timeout) continue;  // a stale idle connection: try a new one
-      out.timed_out = ec == beast::error::timeout;
+      if (reused && !TimedOut(ec, deadline)) continue;  // a stale idle connection: try a new one
+      out.timed_out = TimedOut(ec, deadline);
       out.sent = true;  // part of it may have gone out
       out.error = "send: " + ec.message();
       co_return out;
@@ -131,11 +138,11 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
     co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
-      if (reused && nothing_came_back && (ec == http::error::end_of_stream || ec == asio::error::eof ||
+      if (reused && nothing_came_back && !TimedOut(ec, deadline) && (ec == http::error::end_of_stream || ec == asio::error::eof ||
                                           ec == asio::error::connection_reset)) {
         continue;  // the downstream had closed the idle connection; it never saw this request
       }
-      out.timed_out = ec == beast::error::timeout;
+      out.timed_out = TimedOut(ec, deadline);
       out.too_large = ec == http::error::body_limit;
       out.error = "receive: " + ec.message();
       co_return out;

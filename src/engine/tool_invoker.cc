@@ -86,7 +86,7 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   t.connector = connector;
   t.request = req;
   ExecutionRecord& rec = t.record;
-  rec.execution_id = NewUuidV7(s_.clock);
+  rec.execution_id = req.execution_id.empty() ? NewUuidV7(s_.clock) : req.execution_id;
   rec.tenant_id = req.principal.tenant_id;
   rec.account_id = req.principal.account_id;
   rec.tool_name = req.tool_name;
@@ -94,8 +94,11 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   rec.action_type = action_type;
   rec.actor = req.principal.subject;
   rec.idempotency_key = req.idempotency_key;
-  rec.intent_key = req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key;
+  rec.intent_key = req.replay ? req.replay->original_intent_key
+                              : (req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key);
   rec.input_hash = Sha256Hex(absl::StrCat(req.tool_name, "\n", req.input_json));
+  rec.input_json = req.input_json;
+  if (req.replay) rec.replay_of = req.replay->original_id;
   rec.created_at_ms = now_ms;
   t.chain = Ledger::ExecutionChain(rec.execution_id);
   const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
@@ -109,25 +112,40 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   };
   const json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
                          {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
-  // The record and its first two events in one batch (one transaction on SQLite). The record
-  // names its last event, so `ledger verify` notices if it goes missing.
-  auto write_opening = [&](const std::string& second_event, const json& data) -> absl::Status {
-    auto [w_received, e_received] = s_.ledger.PrepareAppend(t.chain, t.tail, "EXECUTION_RECEIVED", actor, Dump(received));
-    auto [w_second, e_second] = s_.ledger.PrepareAppend(t.chain, {e_received.seq, e_received.hash}, second_event,
-                                                        actor, Dump(data));
-    rec.last_seq = e_second.seq;
-    rec.last_hash = e_second.hash;
-    const auto results =
-        s_.store.WriteBatch({ExecutionStore::CreateRequest(rec), std::move(w_received), std::move(w_second)});
-    if (absl::Status st = RequireApplied(results, 3); !st.ok()) return st;
-    t.tail = {e_second.seq, e_second.hash};
+  // The record and its opening events in one batch (one transaction on SQLite): for a replay
+  // REPLAY_STARTED first, then EXECUTION_RECEIVED, then `events`, then for a replay that ends here
+  // REPLAY_COMPLETED. The record names its last event, so `ledger verify` notices if it goes missing.
+  auto write_opening = [&](std::vector<std::pair<std::string, json>> events, bool ends_here) -> absl::Status {
+    std::vector<std::pair<std::string, json>> all;
+    if (req.replay) {
+      all.push_back({"REPLAY_STARTED",
+                     {{"replay_of", req.replay->original_id}, {"replay_reason", req.replay->reason},
+                      {"requested_by", req.replay->requested_by}, {"force", req.replay->force}}});
+    }
+    all.push_back({"EXECUTION_RECEIVED", received});
+    for (auto& e : events) all.push_back(std::move(e));
+    if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec.outcome}}});
+    std::vector<store::WriteRequest> writes;
+    writes.push_back({});  // the record, once its last event is known
+    Ledger::Tail tail = t.tail;
+    for (const auto& [type, data] : all) {
+      auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor, Dump(data));
+      writes.push_back(std::move(w));
+      tail = {e.seq, e.hash};
+    }
+    rec.last_seq = tail.seq;
+    rec.last_hash = tail.hash;
+    writes[0] = ExecutionStore::CreateRequest(rec);
+    const size_t n = writes.size();
+    if (absl::Status st = RequireApplied(s_.store.WriteBatch(writes), n); !st.ok()) return st;
+    t.tail = tail;
     return absl::OkStatus();
   };
   // An execution that ends here, before any downstream call.
   auto finish_early = [&](const std::string& outcome, const std::string& event, json data) -> absl::Status {
     rec.outcome = outcome;
     rec.finished_at_ms = s_.clock.now_epoch_ms();
-    return write_opening(event, data);
+    return write_opening({{event, std::move(data)}}, /*ends_here=*/true);
   };
   auto release_intent = [&] {
     if (!t.intent_claimed) return;
@@ -147,6 +165,27 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     json body = ResponseBody(rec);
     body["retry_after_ms"] = retry_ms;
     return InvokeResponse{503, Dump(body), RetryAfterSeconds(retry_ms)};
+  };
+
+  // A replay whose intent already succeeded: a new execution that records the earlier result and
+  // calls nothing (REPLAY_DEDUPED).
+  auto deduped = [&](const std::string& succeeded_in, const std::string& result_json) -> InvokeResponse {
+    const json result = json::parse(result_json.empty() ? "null" : result_json, nullptr, false);
+    rec.outcome = "SUCCEEDED";
+    rec.result_json = result_json;
+    rec.finished_at_ms = s_.clock.now_epoch_ms();
+    s_.metrics.Replay("deduped");
+    s_.metrics.ToolCall(cid, rec.tool_name, "SUCCEEDED", 0, false);
+    if (absl::Status st = write_opening({{"REPLAY_DEDUPED", {{"succeeded_in", succeeded_in}, {"result", result}}}},
+                                        /*ends_here=*/true);
+        !st.ok()) {
+      return store_unavailable(st);
+    }
+    json body = ResponseBody(rec);
+    body["result"] = result;
+    body["deduplicated"] = true;
+    body["succeeded_in"] = succeeded_in;
+    return InvokeResponse{200, Dump(body), {}};
   };
 
   // 1. Kill switches (S8), before anything is taken.
@@ -169,8 +208,12 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     return InvokeResponse{403, Dump(body), {}};
   }
 
-  // 2. Intent check (tool-layer idempotency), for a client-supplied key.
-  if (!req.idempotency_key.empty()) {
+  // 2. Intent check (tool-layer idempotency), for a client-supplied key and for every replay that is
+  // not forced. A replay of an intent that already succeeded is answered from the record (S12).
+  if (req.replay && !req.replay->force && req.replay->original_outcome == "SUCCEEDED") {
+    return deduped(req.replay->succeeded_in, req.replay->original_result_json);
+  }
+  if (!req.idempotency_key.empty() || (req.replay && !req.replay->force)) {
     const int64_t hold_ms = int64_t{connector->timeout_ms} + 30'000;
     absl::StatusOr<IntentStore::Claim> claim =
         s_.intents.TryClaim(rec.tenant_id, rec.intent_key, rec.input_hash, rec.execution_id, hold_ms);
@@ -182,6 +225,7 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
                                         "this idempotency_key was used with a different tool or input"),
                               {}};
       case IntentStore::Claim::Kind::kSucceeded: {
+        if (req.replay) return deduped(claim->execution_id, claim->result_json);
         // The same intent already succeeded: answer with that execution, call nothing.
         Ledger::Tail tail;
         const std::string original_chain = Ledger::ExecutionChain(claim->execution_id);
@@ -249,7 +293,16 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   json invoked = {{"probe", t.permit.probe}, {"breaker_generation", t.permit.generation}};
   if (!t.guarded) invoked["unguarded"] = true;
   if (t.intent_previous == IntentStore::State::kUnknown) invoked["previous_outcome"] = "unknown";
-  absl::Status written = write_opening("TOOL_INVOKED", invoked);
+  std::vector<std::pair<std::string, json>> opening;
+  if (req.replay && req.replay->force) {
+    opening.push_back({"REPLAY_FORCED", {{"requested_by", req.replay->requested_by}, {"actor", actor}}});
+  }
+  if (req.replay && req.replay->original_outcome != "SUCCEEDED" && !req.replay->force) {
+    // The ledger says what the replay knew of the earlier attempt.
+    invoked["original_outcome"] = req.replay->original_outcome;
+  }
+  opening.push_back({"TOOL_INVOKED", invoked});
+  absl::Status written = write_opening(std::move(opening), /*ends_here=*/false);
   if (!written.ok()) {
     InvokeResponse r = store_unavailable(written);
     Abandon(std::move(ticket));
@@ -353,18 +406,30 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   if (intent == IntentStore::State::kUnknown) data["outcome_unknown"] = true;
   auto [w_event, event] = s_.ledger.PrepareAppend(t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED",
                                                   actor, Dump(data));
-  rec.last_seq = event.seq;
-  rec.last_hash = event.hash;
   std::vector<store::WriteRequest> writes;
   writes.push_back(std::move(w_event));
+  size_t required = 2;
+  if (t.request.replay) {
+    auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash}, "REPLAY_COMPLETED", actor,
+                                                  Dump(json{{"outcome", rec.outcome}}));
+    writes.push_back(std::move(w_done));
+    event = done;
+    ++required;
+  }
+  rec.last_seq = event.seq;
+  rec.last_hash = event.hash;
   writes.push_back(ExecutionStore::FinishRequest(rec));
   if (t.intent_claimed && rec.outcome != "DEFERRED") {
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, intent,
                                               intent == IntentStore::State::kSucceeded ? Dump(result_json) : ""));
   }
+  if (t.request.replay && rec.outcome == "SUCCEEDED") {
+    writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
+                                                            rec.execution_id, rec.result_json));
+  }
   if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
   const auto results = s_.store.WriteBatch(writes);
-  absl::Status written = RequireApplied(results, 2);
+  absl::Status written = RequireApplied(results, required);
   if (written.ok()) t.tail = {event.seq, event.hash};
   if (t.lease && !results.back().ok()) {
     // The batch failed as a whole: try the release alone before leaving it to the lease.
@@ -385,6 +450,7 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
     body["message"] = "the call reached the downstream but its outcome could not be recorded";
     return InvokeResponse{503, Dump(body), 1};
   }
+  if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
   json body = ResponseBody(rec);
   body["latency_ms"] = result.latency_ms;
   if (rec.outcome == "SUCCEEDED") body["result"] = result_json;

@@ -43,6 +43,9 @@ absl::StatusOr<ExecutionRecord> FromItem(const Item& item) {
   r.input_hash = s("input_hash");
   r.replay_of = s("replay_of");
   r.result_json = s("result_json");
+  r.input_json = s("input_json");
+  r.replay_succeeded_in = s("replay_succeeded_in");
+  r.replay_result_json = s("replay_result_json");
   r.created_at_ms = store::GetInt(item, "created_at_ms").value_or(0);
   r.finished_at_ms = store::GetInt(item, "finished_at_ms").value_or(0);
   r.latency_ms = store::GetInt(item, "latency_ms").value_or(-1);
@@ -74,6 +77,7 @@ store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
                 {"idempotency_key", r.idempotency_key},
                 {"input_hash", r.input_hash},
                 {"replay_of", r.replay_of},
+                {"input_json", r.input_json},
                 {"created_at_ms", r.created_at_ms}});
   return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent());
 }
@@ -82,6 +86,14 @@ store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r) {
   std::vector<UpdateOp> ops;
   for (auto& [name, value] : OutcomeFields(r)) ops.push_back(UpdateOp::Set(store::AttributePath::Top(name), value));
   return store::WriteRequest::Update(Key(r.tenant_id, r.execution_id), std::move(ops),
+                                     Condition::Exists(Attr("execution_id")), store::ReturnValues::kNone);
+}
+
+store::WriteRequest ExecutionStore::ReplaySucceededRequest(std::string_view tenant_id, std::string_view original_id,
+                                                           std::string_view replay_id, std::string_view result_json) {
+  return store::WriteRequest::Update(Key(tenant_id, original_id),
+                                     {UpdateOp::Set(Attr("replay_succeeded_in"), std::string(replay_id)),
+                                      UpdateOp::Set(Attr("replay_result_json"), std::string(result_json))},
                                      Condition::Exists(Attr("execution_id")), store::ReturnValues::kNone);
 }
 
@@ -97,6 +109,17 @@ absl::Status ExecutionStore::Finish(const ExecutionRecord& r) {
   ASSIGN_OR_RETURN(store::WriteResult res, store_.Update(w.key, w.ops, w.condition, w.returns));
   if (!res.applied) return absl::NotFoundError(absl::StrCat("execution ", r.execution_id, " has no record"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> ExecutionStore::ReserveReplay(std::string_view tenant_id, std::string_view execution_id,
+                                                   int max_replays) {
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(tenant_id, execution_id), {UpdateOp::Add(Attr("replay_count"), 1)},
+                                 Condition::And({Condition::Exists(Attr("execution_id")),
+                                                 Condition::Or({Condition::NotExists(Attr("replay_count")),
+                                                                Condition::Lt(Attr("replay_count"), max_replays)})}),
+                                 store::ReturnValues::kNone));
+  return r.applied;
 }
 
 absl::StatusOr<ExecutionRecord> ExecutionStore::Get(std::string_view tenant_id, std::string_view execution_id) {

@@ -19,12 +19,26 @@
 namespace toolgate {
 
 // A validated invocation (design §5): who, which tool, what input.
+// What makes an invocation a replay (design S12).
+struct ReplayContext {
+  std::string original_id;
+  std::string original_intent_key;
+  std::string original_outcome;      // "SUCCEEDED" also when an earlier replay of it succeeded
+  std::string original_result_json;  // the result of that success
+  std::string succeeded_in;          // the execution that succeeded (the original or a replay)
+  std::string reason;
+  std::string requested_by;
+  bool force = false;  // re-execute even if the intent already succeeded (admins only)
+};
+
 struct InvokeRequest {
   auth::Principal principal;
   std::string tool_name;
   std::string input_json;       // canonical JSON of the request's `input`
   std::string idempotency_key;  // empty: the execution's own id is the intent key
   std::string action_type;      // the request's; counts only for tools the config does not classify
+  std::string execution_id;     // empty: a new UUIDv7
+  std::optional<ReplayContext> replay;
 };
 
 // What the gateway answers: an HTTP status and a JSON body (design §5 table).

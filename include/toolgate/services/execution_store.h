@@ -28,6 +28,11 @@ struct ExecutionRecord {
   std::string input_hash;
   std::string replay_of;
   std::string result_json;  // the downstream JSON of a success
+  std::string input_json;   // the canonical input, kept so the execution can be replayed
+  // On an original: the replay that succeeded for it, and its result, so later replays are
+  // deduplicated for as long as the original is kept (the intent record expires sooner).
+  std::string replay_succeeded_in;
+  std::string replay_result_json;
   int64_t created_at_ms = 0;
   int64_t finished_at_ms = 0;
   int64_t latency_ms = -1;
@@ -52,6 +57,9 @@ class ExecutionStore {
   // The same writes, for a WriteBatch: applied, or refused as Create/Finish would refuse.
   static store::WriteRequest CreateRequest(const ExecutionRecord& record);
   static store::WriteRequest FinishRequest(const ExecutionRecord& record);
+  // Marks `original_id` as having succeeded through the replay `replay_id`.
+  static store::WriteRequest ReplaySucceededRequest(std::string_view tenant_id, std::string_view original_id,
+                                                    std::string_view replay_id, std::string_view result_json);
   absl::StatusOr<ExecutionRecord> Get(std::string_view tenant_id, std::string_view execution_id);
 
   struct ListFilter {
@@ -65,6 +73,10 @@ class ExecutionStore {
     std::optional<std::string> next;
   };
   absl::StatusOr<ListPage> List(std::string_view tenant_id, const ListFilter& filter);
+
+  // Reserves one replay of the original `execution_id` (one conditional ADD): false when it already
+  // has `max_replays` replays.
+  absl::StatusOr<bool> ReserveReplay(std::string_view tenant_id, std::string_view execution_id, int max_replays);
 
   // Every record of every tenant (for `ledger verify`), through `visit`; stops at the first error.
   absl::Status ForEach(const std::function<absl::Status(const ExecutionRecord&)>& visit);

@@ -1,0 +1,229 @@
+// The replay API (design S11, S12) on the real binary: a new execution through the whole path, tool-
+// layer deduplication, forced re-execution by admins only, the replay limit, tenancy, and a ledger
+// that tells the story on both executions.
+
+#include <sqlite3.h>
+
+#include <barrier>
+
+#include "fake_downstream.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeDownstream;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+using Reply = FakeDownstream::Reply;
+
+class ReplayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    gw_ = std::make_unique<GatewayProcess>(
+        testing::BaseConfig(dir_.file("store.db")) + "[replay]\nmax_replays_per_execution = 3\n[connectors.crm]\nbase_url = \"" +
+            crm_.base_url() + "\"\ntimeout_ms = 1000\n[connectors.crm.breaker]\nfailure_threshold = 100\n",
+        dir_);
+    ASSERT_TRUE(gw_->Start());
+  }
+  api::ClientResult Replay(const std::string& id, const std::string& token, bool force = false,
+                           json body = {{"replay_reason", "downstream recovered"}, {"requested_by", "oncall@acme"}}) {
+    if (force) body["force"] = true;
+    return gw_->Public("POST", "/v1/executions/" + id + "/replay", body.dump(), token);
+  }
+  std::vector<std::string> Types(const std::string& id, const std::string& token) {
+    std::vector<std::string> types;
+    const json exec = Body(gw_->Public("GET", "/v1/executions/" + id, "", token));
+    for (const auto& e : exec["events"]) types.push_back(e["type"]);
+    return types;
+  }
+
+  TempDir dir_;
+  FakeDownstream crm_;
+  std::unique_ptr<GatewayProcess> gw_;
+  const std::string user_ = Token("acme");
+  const std::string operator_ = Token("acme", {"operator"}, 3600, "op-1");
+  const std::string admin_ = Token("acme", {"admin"}, 3600, "admin-1");
+};
+
+TEST_F(ReplayTest, AFailedCallReplayedAfterRecoverySucceedsOnceAndIsThenDeduplicated) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&](const auto& req) {
+    return healthy ? Reply{200, R"({"updated":)" + req.body + "}"} : Reply{503, "{}"};
+  });
+  auto original = gw_->Invoke("crm.update", {{"input", {{"id", 7}}}}, user_);
+  ASSERT_EQ(original.status, 502);
+  const std::string original_id = Body(original)["execution_id"];
+  healthy = true;
+
+  auto replay = Replay(original_id, operator_);
+  ASSERT_EQ(replay.status, 200) << replay.body;
+  const json r1 = Body(replay);
+  EXPECT_EQ(r1["outcome"], "SUCCEEDED");
+  EXPECT_EQ(r1["replay_of"], original_id);
+  EXPECT_NE(r1["execution_id"], original_id);
+  EXPECT_EQ(r1["result"]["updated"]["id"], 7);  // the original's input, sent again
+  ASSERT_EQ(crm_.total(), 2);
+  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), original_id);  // the original's intent key
+
+  // The intent has succeeded now: a second replay is answered from the record, with no call.
+  auto again = Replay(original_id, operator_);
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(Body(again)["deduplicated"], true);
+  EXPECT_EQ(Body(again)["succeeded_in"], r1["execution_id"]);
+  EXPECT_EQ(Body(again)["result"]["updated"]["id"], 7);
+  EXPECT_EQ(crm_.total(), 2);
+
+  // The story on both ledgers.
+  EXPECT_THAT(Types(original_id, user_), ::testing::ElementsAre("EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_FAILED",
+                                                                 "REPLAY_REQUESTED", "REPLAY_REQUESTED"));
+  EXPECT_THAT(Types(r1["execution_id"], user_),
+              ::testing::ElementsAre("REPLAY_STARTED", "EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED",
+                                     "REPLAY_COMPLETED"));
+  EXPECT_THAT(Types(Body(again)["execution_id"], user_),
+              ::testing::ElementsAre("REPLAY_STARTED", "EXECUTION_RECEIVED", "REPLAY_DEDUPED", "REPLAY_COMPLETED"));
+  const json lineage = Body(gw_->Public("GET", "/v1/executions/" + original_id, "", user_));
+  EXPECT_THAT(lineage["replays"], ::testing::ElementsAre(r1["execution_id"], Body(again)["execution_id"]));
+  const json requested = lineage["events"][3];
+  EXPECT_EQ(requested["data"]["replay_reason"], "downstream recovered");
+  EXPECT_EQ(requested["data"]["requested_by"], "oncall@acme");
+  EXPECT_EQ(requested["data"]["sub"], "op-1");
+  EXPECT_EQ(requested["actor"], "op-1");
+
+  gw_->Terminate();
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+}
+
+TEST_F(ReplayTest, ASucceededOriginalIsDeduplicatedAndOnlyAnAdminMayForceIt) {
+  auto original = gw_->Invoke("crm.send", {{"input", {{"to", "x"}}}}, user_);
+  ASSERT_EQ(original.status, 200);
+  const std::string id = Body(original)["execution_id"];
+  auto deduped = Replay(id, operator_);
+  ASSERT_EQ(deduped.status, 200) << deduped.body;
+  EXPECT_EQ(Body(deduped)["deduplicated"], true);
+  EXPECT_EQ(crm_.total(), 1);
+
+  auto refused = Replay(id, operator_, /*force=*/true);
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_EQ(Body(refused)["error"], "forbidden");
+  EXPECT_EQ(crm_.total(), 1);
+
+  auto forced = Replay(id, admin_, /*force=*/true);
+  ASSERT_EQ(forced.status, 200) << forced.body;
+  EXPECT_EQ(Body(forced)["deduplicated"], nullptr);
+  EXPECT_EQ(crm_.total(), 2);
+  EXPECT_THAT(Types(Body(forced)["execution_id"], user_),
+              ::testing::ElementsAre("REPLAY_STARTED", "EXECUTION_RECEIVED", "REPLAY_FORCED", "TOOL_INVOKED",
+                                     "TOOL_SUCCEEDED", "REPLAY_COMPLETED"));
+  const std::string metrics = gw_->Admin("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("toolgate_replays_total{result=\"deduped\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("toolgate_replays_total{result=\"forced\"} 1"), std::string::npos);
+}
+
+TEST_F(ReplayTest, EveryRefusal) {
+  crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
+  const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];
+  EXPECT_EQ(Replay(id, user_).status, 403);                            // no role
+  EXPECT_EQ(Replay(id, Token("other-tenant", {"admin"})).status, 404); // another tenant's execution
+  EXPECT_EQ(Replay("01a21f69-e57f-7954-b145-1de1fc45f4a5", operator_).status, 404);
+  EXPECT_EQ(Replay(id, operator_, false, {{"requested_by", "x"}}).status, 400);
+  EXPECT_EQ(Replay(id, operator_, false, {{"replay_reason", ""}, {"requested_by", "x"}}).status, 400);
+  EXPECT_EQ(Replay(id, operator_, false, {{"replay_reason", std::string(1001, 'r')}, {"requested_by", "x"}}).status, 400);
+  auto tenant_field = Replay(id, operator_, false, {{"replay_reason", "r"}, {"requested_by", "x"}, {"tenant_id", "acme"}});
+  EXPECT_EQ(Body(tenant_field)["error"], "tenant_from_token_only");
+  EXPECT_EQ(gw_->Public("POST", "/v1/executions/" + id + "/replay", "", "").status, 401);
+  EXPECT_EQ(crm_.total(), 1);
+  // max_replays_per_execution = 3: the fourth is refused, and it counts the original, not its replays.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Replay(id, operator_).status, 502);
+  auto limited = Replay(id, operator_);
+  EXPECT_EQ(limited.status, 409);
+  EXPECT_EQ(Body(limited)["error"], "replay_limit_reached");
+  EXPECT_EQ(crm_.total(), 4);
+}
+
+TEST_F(ReplayTest, ConcurrentReplaysOfOneOriginalReachTheDownstreamOnce) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&](const auto&) { return healthy ? Reply{200, "{}", {}, 300} : Reply{503, "{}"}; });
+  const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];
+  healthy = true;
+  std::vector<api::ClientResult> results(3);
+  std::barrier start(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      results[static_cast<size_t>(i)] = Replay(id, operator_);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(crm_.total(), 2) << "the original and exactly one replay";
+  int ok = 0, in_progress = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503 && Body(r)["reason"] == "intent_in_progress") ++in_progress;
+  }
+  EXPECT_EQ(ok + in_progress, 3);
+  EXPECT_GE(ok, 1);
+}
+
+TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheIntentRecord) {
+  crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
+  const std::string id =
+      Body(gw_->Invoke("crm.x", {{"input", json::object()}, {"idempotency_key", "k-1"}}, user_))["execution_id"];
+  ASSERT_EQ(gw_->Admin("PUT", "/admin/kill-switches",
+                       json{{"scope", "tenant"}, {"key", "acme"}, {"reason", "incident"}, {"requested_by", "w"}}.dump())
+                .status,
+            200);
+  auto blocked = Replay(id, operator_);
+  EXPECT_EQ(blocked.status, 403);
+  EXPECT_EQ(Body(blocked)["outcome"], "BLOCKED");
+  EXPECT_EQ(Body(blocked)["replay_of"], id);
+  EXPECT_EQ(crm_.total(), 1);
+  ASSERT_EQ(gw_->Admin("DELETE", "/admin/kill-switches/tenant/acme", json{{"reason", "ok"}, {"requested_by", "w"}}.dump())
+                .status,
+            200);
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"v":1})"}; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past kill_switches.refresh_ms
+  auto ok = Replay(id, operator_);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(crm_.requests().back().headers.at("idempotency-key"), "k-1");
+  // Even once the intent record is gone (it expires after retention_h), the original remembers.
+  gw_->Terminate();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DELETE FROM items WHERE sk = 'INTENT#k-1'", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  ASSERT_TRUE(gw_->Start());
+  auto deduped = Replay(id, operator_);
+  ASSERT_EQ(deduped.status, 200) << deduped.body;
+  EXPECT_EQ(Body(deduped)["deduplicated"], true);
+  EXPECT_EQ(Body(deduped)["succeeded_in"], Body(ok)["execution_id"]);
+  EXPECT_EQ(crm_.total(), 2);
+}
+
+TEST_F(ReplayTest, TheCliReplays) {
+  crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
+  const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];
+  crm_.set_behavior([](const auto&) { return Reply{}; });
+  // The CLI talks to the public listener named in the config: point a copy at this gateway's port.
+  const std::string cfg = dir_.file("cli.toml");
+  FILE* f = fopen(cfg.c_str(), "w");
+  fprintf(f, "[server]\nlisten = \"127.0.0.1:%d\"\n[connectors.crm]\nbase_url = \"%s\"\n", gw_->public_port(),
+          crm_.base_url().c_str());
+  fclose(f);
+  auto [code, out] = testing::RunCli(
+      {"replay", id, "--config", cfg, "--reason", "retry", "--requested-by", "cli", "--token", operator_}, dir_);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"replay_of\":\"" + id + "\""), std::string::npos) << out;
+  auto [refused, refused_out] =
+      testing::RunCli({"replay", id, "--config", cfg, "--reason", "r", "--requested-by", "cli", "--token", user_}, dir_);
+  EXPECT_EQ(refused, 1) << refused_out;
+}
+
+}  // namespace
+}  // namespace toolgate
