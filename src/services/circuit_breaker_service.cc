@@ -224,17 +224,8 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
 
 absl::Status CircuitBreakerService::RecordSuccess(std::string_view connector_id, const breaker::Config& config,
                                                   const Permit& permit) {
+  if (permit.probe) return ProbeResult(connector_id, config, permit, State::kClosed);
   const int64_t now_ms = clock_.now_epoch_ms();
-  if (permit.probe) {
-    // S2: a full put of CLOSED clears the probe; S3: only if our generation is still current.
-    breaker::Snapshot seen;
-    seen.exists = true;
-    seen.state = State::kHalfOpen;
-    seen.generation = permit.generation;
-    return Transition(connector_id, seen, FreshItem(State::kClosed, permit.generation + 1, now_ms, config),
-                      BreakerTransition::Cause::kProbeSucceeded, State::kClosed, now_ms)
-        .status();
-  }
   // S5: a success in CLOSED writes only while a failure-rate window is counting calls.
   if (!config.failure_rate_threshold || !permit.window_counting) return absl::OkStatus();
   const int64_t now_sec = now_ms / 1000;
@@ -247,16 +238,7 @@ absl::Status CircuitBreakerService::RecordSuccess(std::string_view connector_id,
 
 absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id, const breaker::Config& config,
                                                   const Permit& permit, std::string_view tenant_id) {
-  if (permit.probe) {
-    const int64_t now_ms = clock_.now_epoch_ms();
-    breaker::Snapshot seen;
-    seen.exists = true;
-    seen.state = State::kHalfOpen;
-    seen.generation = permit.generation;
-    return Transition(connector_id, seen, FreshItem(State::kOpen, permit.generation + 1, now_ms, config),
-                      BreakerTransition::Cause::kProbeFailed, State::kOpen, now_ms)
-        .status();
-  }
+  if (permit.probe) return ProbeResult(connector_id, config, permit, State::kOpen);
   const std::string tenant(tenant_id.empty() ? "-" : tenant_id);
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
@@ -302,6 +284,19 @@ absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id,
   }
   return absl::AbortedError(
       absl::StrCat("breaker of connector '", std::string(connector_id), "': failure not recorded after ", kMaxAttempts, " races"));
+}
+
+absl::Status CircuitBreakerService::ProbeResult(std::string_view connector_id, const breaker::Config& config,
+                                               const Permit& permit, State to) {
+  // S2: a full put of CLOSED (success) or OPEN for another cooldown (failure) clears the probe;
+  // S3: only while the probe's generation is still current.
+  const int64_t now_ms = clock_.now_epoch_ms();
+  breaker::Snapshot seen;
+  seen.exists = true;
+  seen.state = State::kHalfOpen;
+  seen.generation = permit.generation;
+  const auto cause = to == State::kClosed ? BreakerTransition::Cause::kProbeSucceeded : BreakerTransition::Cause::kProbeFailed;
+  return Transition(connector_id, seen, FreshItem(to, permit.generation + 1, now_ms, config), cause, to, now_ms).status();
 }
 
 absl::Status CircuitBreakerService::ReturnProbe(std::string_view connector_id, const Permit& permit) {

@@ -101,6 +101,9 @@ class CircuitBreakerService {
  private:
   absl::StatusOr<Permit> ClaimProbe(std::string_view connector_id, const breaker::Config& config,
                                     const breaker::Snapshot& seen, int64_t now_ms);
+  // The probe's outcome: HALF_OPEN -> `to` (CLOSED or OPEN), under the probe's generation.
+  absl::Status ProbeResult(std::string_view connector_id, const breaker::Config& config, const Permit& permit,
+                           breaker::State to);
   // Replaces the item with `next` when the breaker is still as `seen`; reports the transition.
   absl::StatusOr<bool> Transition(std::string_view connector_id, const breaker::Snapshot& seen,
                                   const store::Item& next, BreakerTransition::Cause cause, breaker::State to,
