@@ -22,7 +22,9 @@
 #include "toolgate/services/execution_store.h"
 #include "toolgate/services/ledger.h"
 #include "toolgate/store/memory_item_store.h"
+#include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/store/sqlite_item_store.h"
+#include "toolgate/store_factory.h"
 
 namespace {
 
@@ -84,17 +86,12 @@ int PrintOr(absl::StatusOr<json> r) {
 }
 
 absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config& config, const Clock& clock) {
-  if (config.store.backend != "sqlite") {
-    return absl::FailedPreconditionError("reading the ledger directly needs the sqlite backend (store.backend = \"" +
-                                         config.store.backend + "\")");
+  if (config.store.backend == "memory") {
+    return absl::FailedPreconditionError("the memory store lives inside the server; there is nothing to read here");
   }
-  store::SqliteItemStore::Options o;
-  o.path = config.store.path;
+  StoreOpenOptions o;
   o.read_only = true;
-  o.sweep_interval_ms = 0;
-  auto s = store::SqliteItemStore::Open(o, clock);
-  if (!s.ok()) return s.status();
-  return std::unique_ptr<store::ItemStore>(std::move(*s));
+  return OpenConfiguredStore(config.store, clock, o);
 }
 
 // Verifies every execution's chain (and that it still reaches the last event its record names)
@@ -266,7 +263,10 @@ int main(int argc, char** argv) {
 
   auto* store_cmd = app.add_subcommand("store", "store maintenance");
   store_cmd->require_subcommand(1);
-  auto* check = store_cmd->add_subcommand("check", "run SQLite's integrity check on the store (read-only)");
+  auto* check = store_cmd->add_subcommand(
+      "check", "SQLite: run the integrity check (read-only); DynamoDB: check the table answers");
+  auto* store_init = store_cmd->add_subcommand(
+      "init", "DynamoDB: create the table (pk, sk; on-demand) and enable TTL on `ttl`; SQLite: create the file");
 
   auto* replay = app.add_subcommand("replay", "replay an execution (public API, with an operator's token)");
   std::string replay_token;
@@ -332,6 +332,14 @@ int main(int argc, char** argv) {
   if (*ledger_show) return LedgerShow(*config, execution_id);
   if (*check) {
     SystemClock clock;
+    if (config->store.backend == "dynamodb") {
+      auto st = OpenStoreReadOnly(*config, clock);
+      if (!st.ok()) return Fail(std::string(st.status().message()));
+      auto probe = (*st)->Get({"TOOLGATE#CHECK", "CHECK"});
+      if (!probe.ok()) return Fail(std::string(probe.status().message()));
+      std::printf("store dynamodb table %s: answers\n", config->store.table.c_str());
+      return kExitOk;
+    }
     store::SqliteItemStore::Options o;
     o.path = config->store.path;
     o.read_only = true;
@@ -340,6 +348,19 @@ int main(int argc, char** argv) {
     if (!s.ok()) return Fail(std::string(s.status().message()));
     if (absl::Status ok = (*s)->CheckIntegrity(); !ok.ok()) return Fail(std::string(ok.message()));
     std::printf("store %s: ok\n", config->store.path.c_str());
+    return kExitOk;
+  }
+  if (*store_init) {
+    SystemClock clock;
+    auto st = OpenConfiguredStore(config->store, clock);
+    if (!st.ok()) return Fail(std::string(st.status().message()));
+    if (auto* dynamo = dynamic_cast<store::DynamoDbItemStore*>(st->get()); dynamo != nullptr) {
+      auto report = dynamo->InitTable();
+      if (!report.ok()) return Fail(std::string(report.status().message()));
+      std::printf("%s", report->c_str());
+    } else {
+      std::printf("store %s (%s): ready\n", config->store.backend.c_str(), config->store.path.c_str());
+    }
     return kExitOk;
   }
   if (*dev_token) {

@@ -11,11 +11,27 @@ packages=(
   sqlite3 curl
 )
 
+# Node.js runs the servers the tests start (dynalite, a DynamoDB-API server); any recent node will do.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+
+# npm packages the tests use, pinned by tests/node/package-lock.json.
+install_npm_packages() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/node"
+  if [ ! -f "$dir/node_modules/dynalite/cli.js" ]; then
+    echo "toolgate: installing test servers (npm ci in tests/node)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+if [ ${#missing[@]} -eq 0 ]; then
+  install_npm_packages
+  exit 0
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "toolgate: missing packages: ${missing[*]}" >&2
@@ -26,3 +42,4 @@ echo "toolgate: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_npm_packages

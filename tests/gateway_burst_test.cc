@@ -23,8 +23,10 @@ using Reply = FakeDownstream::Reply;
 
 class GatewayBurstTest : public ::testing::Test {
  protected:
+  // The config's first part: listeners, store. This fixture runs on SQLite; the one below on DynamoDB.
+  virtual std::string Base() { return testing::BaseConfig(dir_.file("store.db")); }
   std::string Config(const std::string& crm_settings) {
-    return testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n" +
+    return Base() + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n" +
            crm_settings + "[connectors.other]\nbase_url = \"" + other_.base_url() + "\"\ntimeout_ms = 5000\n";
   }
   GatewayProcess& Start(const std::string& config) {
@@ -91,6 +93,75 @@ class GatewayBurstTest : public ::testing::Test {
   static constexpr char kProbeSettings[] =
       "timeout_ms = 5000\nmax_in_flight = 200\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";
 };
+
+// The same gateway on a DynamoDB-API table (dynalite): three processes behave as one gateway.
+class GatewayOnDynamoDbTest : public GatewayBurstTest {
+ protected:
+  std::string Base() override {
+    if (table_.empty()) {
+      table_ = testing::TableFor(dir_);
+      SystemClock clock;
+      auto store = testing::OpenDynamo(table_, clock);  // creates the table, as `toolgate store init`
+      EXPECT_NE(store, nullptr);
+    }
+    return testing::BaseConfigDynamo(testing::Dynalite::Shared().endpoint(), table_);
+  }
+  std::string table_;
+};
+
+TEST_F(GatewayOnDynamoDbTest, ThreeGatewaysLetExactlyOneProbeThrough) {
+  const std::string config = Config(kProbeSettings);
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  GatewayProcess& c = Start(config);
+  ExpectOneProbe({&a, &b, &c});
+}
+
+TEST_F(GatewayOnDynamoDbTest, TheConnectorLimitHoldsAcrossThreeGateways) {
+  const std::string config = Config("timeout_ms = 5000\nmax_in_flight = 3\n");
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  GatewayProcess& c = Start(config);
+  crm_.set_behavior([](const auto&) { return Reply{200, "{}", {}, 300}; });
+  const auto results = Burst(48, "crm.x", {&a, &b, &c});
+  EXPECT_LE(crm_.peak_concurrent(), 3) << "the downstream saw more calls at once than max_in_flight";
+  EXPECT_GE(crm_.peak_concurrent(), 2) << "the burst never overlapped: the test proves nothing";
+  int ok = 0, deferred = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503 && Body(r)["reason"] == "concurrency_limit") ++deferred;
+  }
+  EXPECT_EQ(ok, crm_.total());
+  EXPECT_EQ(ok + deferred, 48);
+  EXPECT_GT(deferred, 0);
+  for (GatewayProcess* gw : {&a, &b, &c}) EXPECT_EQ(InFlight(*gw, "crm"), 0);
+}
+
+TEST_F(GatewayOnDynamoDbTest, AKillSwitchSetOnOneGatewayIsInForceOnAllWithinTwoSeconds) {
+  const std::string config = Config("timeout_ms = 5000\n");
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  GatewayProcess& c = Start(config);
+  for (GatewayProcess* gw : {&a, &b, &c}) ASSERT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 200);
+  auto set = a.Admin("PUT", "/admin/kill-switches",
+                     json{{"scope", "connector"}, {"key", "crm"}, {"reason", "incident"}, {"requested_by", "oncall"}}.dump());
+  ASSERT_EQ(set.status, 200) << set.body;
+  const auto start = std::chrono::steady_clock::now();
+  for (GatewayProcess* gw : {&b, &c}) {
+    api::ClientResult r;
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(2)) {
+      r = gw->Invoke("crm.x", {{"input", json::object()}}, token_);
+      if (r.status == 403) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_EQ(r.status, 403) << r.body;
+    EXPECT_EQ(Body(r)["reason"], "kill_switch");
+  }
+  const int calls = crm_.total();
+  for (GatewayProcess* gw : {&a, &b, &c}) EXPECT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 403);
+  EXPECT_EQ(crm_.total(), calls);
+  EXPECT_EQ(b.Invoke("other.ping", {{"input", json::object()}}, token_).status, 200);  // other connectors run
+}
 
 TEST_F(GatewayBurstTest, OneGatewayLetsExactlyOneProbeThroughABurstOf120) {
   ExpectOneProbe({&Start(Config(kProbeSettings))});

@@ -24,6 +24,15 @@ inline std::string BaseConfig(const std::string& db) {
          "\"\nsqlite_synchronous = \"normal\"\n[kill_switches]\nrefresh_ms = 200\n";
 }
 
+// The same on a DynamoDB-API table (the caller creates it); credentials come from the environment.
+inline std::string BaseConfigDynamo(const std::string& endpoint, const std::string& table) {
+  setenv("AWS_ACCESS_KEY_ID", "AKIDTOOLGATETEST", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "toolgate-test-secret", 1);
+  return "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nbackend = \"dynamodb\"\n"
+         "table = \"" + table + "\"\nendpoint = \"" + endpoint + "\"\nrequest_timeout_ms = 10000\n"
+         "[kill_switches]\nrefresh_ms = 200\n";
+}
+
 inline std::string Token(const std::string& tenant, const std::vector<std::string>& roles = {},
                          int64_t exp_offset_s = 3600, const std::string& sub = "user-1") {
   nlohmann::json claims = {{"sub", sub}, {"custom:tenant_id", tenant}, {"exp", time(nullptr) + exp_offset_s}};

@@ -1,5 +1,5 @@
-// S1, S6 and S7 across independent processes sharing one SQLite file, and a holder killed with
-// SIGKILL. The workers are separate executables (toolgate_store_worker); the parent releases them
+// S1, S6 and S7 across independent processes sharing one store — a SQLite file, or a table on a
+// DynamoDB-API server (dynalite) — and a holder killed with SIGKILL. The workers are separate executables (toolgate_store_worker); the parent releases them
 // together and checks the outcome through the store and a shared-memory observer.
 
 #include <fcntl.h>
@@ -39,6 +39,17 @@ void TripBreaker(store::ItemStore& store, const Clock& clock) {
 }
 
 // Starts `n` workers with `args`, waits until each says "ready", then releases them together.
+class MultiProcessTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  // The store the workers share, opened by the parent too.
+  std::unique_ptr<store::ItemStore> OpenShared(const Clock& clock) {
+    db_ = toolgate::testing::LocatorFor(GetParam(), dir_);
+    return toolgate::testing::OpenLocator(db_, clock);
+  }
+  TempDir dir_;
+  std::string db_;
+};
+
 std::vector<std::unique_ptr<ChildProcess>> StartTogether(int n, const std::vector<std::string>& args) {
   std::vector<std::unique_ptr<ChildProcess>> workers;
   for (int i = 0; i < n; ++i) {
@@ -52,11 +63,10 @@ std::vector<std::unique_ptr<ChildProcess>> StartTogether(int n, const std::vecto
   return workers;
 }
 
-TEST(MultiProcessTest, EightProcessesRaceTheCooldownAndExactlyOneRunsTheProbe) {
-  TempDir dir;
-  const std::string db = dir.file("store.db");
+TEST_P(MultiProcessTest, EightProcessesRaceTheCooldownAndExactlyOneRunsTheProbe) {
   ManualClock clock(kT0);
-  auto store = toolgate::testing::OpenSqlite(db, clock);
+  auto store = OpenShared(clock);
+  const std::string db = db_;
   ASSERT_NE(store, nullptr);
   TripBreaker(*store, clock);
 
@@ -79,10 +89,8 @@ TEST(MultiProcessTest, EightProcessesRaceTheCooldownAndExactlyOneRunsTheProbe) {
   EXPECT_TRUE(s->half_open_probe_in_flight);
 }
 
-TEST(MultiProcessTest, EightProcessesNeverExceedTheLimitAndLeaveNoSlotHeld) {
-  TempDir dir;
-  const std::string db = dir.file("store.db");
-  const std::string observer_file = dir.file("observer");
+TEST_P(MultiProcessTest, EightProcessesNeverExceedTheLimitAndLeaveNoSlotHeld) {
+  const std::string observer_file = dir_.file("observer");
   {
     const int fd = open(observer_file.c_str(), O_CREAT | O_RDWR, 0600);
     ASSERT_GE(fd, 0);
@@ -90,7 +98,8 @@ TEST(MultiProcessTest, EightProcessesNeverExceedTheLimitAndLeaveNoSlotHeld) {
     close(fd);
   }
   SystemClock clock;
-  auto store = toolgate::testing::OpenSqlite(db, clock);
+  auto store = OpenShared(clock);
+  const std::string db = db_;
   ASSERT_NE(store, nullptr);
 
   auto workers = StartTogether(kWorkers, {"--db", db, "--mode", "semaphore", "--limit", "4", "--threads", "4",
@@ -119,11 +128,10 @@ TEST(MultiProcessTest, EightProcessesNeverExceedTheLimitAndLeaveNoSlotHeld) {
   EXPECT_EQ(after->holders, 0);
 }
 
-TEST(MultiProcessTest, ASigkilledHoldersSlotsAndProbeComeBackWithoutAnOperator) {
-  TempDir dir;
-  const std::string db = dir.file("store.db");
+TEST_P(MultiProcessTest, ASigkilledHoldersSlotsAndProbeComeBackWithoutAnOperator) {
   ManualClock clock(kT0 - 21'000);
-  auto store = toolgate::testing::OpenSqlite(db, clock);
+  auto store = OpenShared(clock);
+  const std::string db = db_;
   ASSERT_NE(store, nullptr);
   TripBreaker(*store, clock);
   clock.set_epoch_ms(kT0);
@@ -177,6 +185,9 @@ TEST(MultiProcessTest, ASigkilledHoldersSlotsAndProbeComeBackWithoutAnOperator) 
   EXPECT_EQ(after->in_flight, 0);
   EXPECT_EQ(after->holders, 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, MultiProcessTest, ::testing::Values("sqlite", "dynamodb"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace toolgate

@@ -1,6 +1,7 @@
 // One conformance suite for every ItemStore backend (design section 3): the same semantics on memory,
 // SQLite and (later) DynamoDB.
 
+#include <algorithm>
 #include <atomic>
 
 #include "gmock/gmock.h"
@@ -61,7 +62,8 @@ TEST_P(StoreConformanceTest, PutThenGetRoundTripsEveryValueType) {
   const Item got = MustGet(kKey);
   EXPECT_EQ(got, item);
   EXPECT_TRUE(got.at("i").is_int());
-  EXPECT_TRUE(got.at("whole_double").is_double());
+  EXPECT_EQ(got.at("whole_double").as_number(), 3.0);
+  if (GetParam().keeps_number_type) EXPECT_TRUE(got.at("whole_double").is_double());
   EXPECT_EQ(GetString(got, "s"), "text with \"quotes\" and ünïcode");
 }
 
@@ -301,7 +303,9 @@ TEST_P(StoreConformanceTest, ConcurrentPutIfAbsentHasExactlyOneWinner) {
   EXPECT_EQ(winners.load(), 1);
 }
 
-TEST_P(StoreConformanceTest, ScanWalksEveryPartitionInKeyOrderWithPaging) {
+// Scan pages come in key order on memory and SQLite but in DynamoDB's hash order: the contract is
+// that paging visits every matching item once, so the test compares the set.
+TEST_P(StoreConformanceTest, ScanWalksEveryPartitionWithPaging) {
   for (const char* pk : {"TENANT#b", "TENANT#a", "OTHER#x", "TENANT#c"}) {
     for (const char* sk : {"EXEC#2", "EXEC#1", "INTENT#1"}) ASSERT_TRUE(PutIf({pk, sk}, {{"v", 1}}, Condition::Always()));
   }
@@ -315,6 +319,7 @@ TEST_P(StoreConformanceTest, ScanWalksEveryPartitionInKeyOrderWithPaging) {
     if (!r->last_key) break;
     req.after = r->last_key;
   }
+  std::sort(seen.begin(), seen.end());
   EXPECT_THAT(seen, ElementsAre("TENANT#a/EXEC#1", "TENANT#a/EXEC#2", "TENANT#b/EXEC#1", "TENANT#b/EXEC#2",
                                 "TENANT#c/EXEC#1", "TENANT#c/EXEC#2"));
 }

@@ -1,4 +1,4 @@
-// A worker process for the multi-process tests: several of these share one SQLite store, as several
+// A worker process for the multi-process tests: several of these share one store (SQLite or DynamoDB), as several
 // toolgate processes on one host do. It reports on stdout, one line per event, and waits for "go" on
 // stdin so that the parent can release all workers together.
 //
@@ -19,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +27,7 @@
 #include "toolgate/clock.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
+#include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/store/sqlite_item_store.h"
 
 namespace {
@@ -76,13 +78,29 @@ int main(int argc, char** argv) {
   } else {
     clock = std::make_unique<SystemClock>();
   }
-  store::SqliteItemStore::Options o;
-  o.path = arg("--db");
-  o.synchronous_full = false;
-  o.sweep_interval_ms = 0;
-  auto opened = store::SqliteItemStore::Open(o, *clock);
-  if (!opened.ok()) return Fail(opened.status().ToString());
-  store::ItemStore& store = **opened;
+  // --db is a SQLite file or "dynamodb://host:port/table" (a table on a DynamoDB-API server).
+  std::unique_ptr<store::ItemStore> opened_store;
+  const std::string db = arg("--db");
+  if (db.rfind("dynamodb://", 0) == 0) {
+    const std::string rest = db.substr(11);
+    store::DynamoDbItemStore::Options o;
+    o.endpoint = "http://" + rest.substr(0, rest.find('/'));
+    o.table = rest.substr(rest.find('/') + 1);
+    o.credentials = {"AKIDTOOLGATETEST", "toolgate-test-secret", ""};
+    o.request_timeout_ms = 10000;
+    auto opened = store::DynamoDbItemStore::Open(o, *clock);
+    if (!opened.ok()) return Fail(opened.status().ToString());
+    opened_store = std::move(*opened);
+  } else {
+    store::SqliteItemStore::Options o;
+    o.path = db;
+    o.synchronous_full = false;
+    o.sweep_interval_ms = 0;
+    auto opened = store::SqliteItemStore::Open(o, *clock);
+    if (!opened.ok()) return Fail(opened.status().ToString());
+    opened_store = std::move(*opened);
+  }
+  store::ItemStore& store = *opened_store;
 
   const std::string mode = arg("--mode");
   ConcurrencyConfig slots_config;

@@ -39,8 +39,14 @@ struct StoreConfig {
   bool sqlite_synchronous_full = true;
   std::string table = "toolgate";
   std::string region = "us-east-1";
-  std::string endpoint;
+  std::string endpoint;             // empty: https://dynamodb.<region>.amazonaws.com
+  std::string ca_file;              // extra CA bundle for an https endpoint
+  int request_timeout_ms = 2000;    // one DynamoDB HTTP exchange
+  int retry_budget_ms = 1500;       // all retries of one store operation
 };
+
+// With the DynamoDB backend the request body is capped so an execution record fits in one item.
+inline constexpr int kDynamoDbMaxBodyBytes = 256 * 1024;
 
 struct AuthConfig {
   std::string hs256_secret_env = "TOOLGATE_JWT_SECRET";

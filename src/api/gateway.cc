@@ -31,6 +31,7 @@
 #include "toolgate/store/forwarding_item_store.h"
 #include "toolgate/store/memory_item_store.h"
 #include "toolgate/store/sqlite_item_store.h"
+#include "toolgate/store_factory.h"
 
 namespace toolgate::api {
 
@@ -215,21 +216,13 @@ struct Gateway::Impl {
         pool(static_cast<size_t>(config.server.store_threads)) {}
 
   absl::Status OpenStore() {
-    if (config.store.backend == "memory") {
-      base_store = std::make_unique<store::MemoryItemStore>(clock);
-    } else if (config.store.backend == "sqlite") {
-      std::error_code ec;
-      const auto dir = std::filesystem::path(config.store.path).parent_path();
-      if (!dir.empty()) std::filesystem::create_directories(dir, ec);
-      store::SqliteItemStore::Options o;
-      o.path = config.store.path;
-      o.synchronous_full = config.store.sqlite_synchronous_full;
-      auto s = store::SqliteItemStore::Open(o, clock);
-      if (!s.ok()) return s.status();
-      base_store = std::move(*s);
-    } else {
-      return absl::UnimplementedError("store backend \"dynamodb\" is not implemented yet; use sqlite or memory");
-    }
+    StoreOpenOptions open_options;
+    open_options.on_retry = [this](std::string_view op, std::string_view reason) {
+      metrics.StoreRetry(config.store.backend, std::string(op), std::string(reason));
+    };
+    auto opened = OpenConfiguredStore(config.store, clock, open_options);
+    if (!opened.ok()) return opened.status();
+    base_store = std::move(*opened);
     metered = std::make_unique<MeteredItemStore>(*base_store, clock, metrics);
     store::ItemStore& st = *metered;
     instance_id = NewUuidV7(clock);

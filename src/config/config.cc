@@ -251,6 +251,27 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   store.String("table", c.store.table);
   store.String("region", c.store.region);
   store.String("endpoint", c.store.endpoint);
+  store.String("ca_file", c.store.ca_file);
+  store.Int("request_timeout_ms", 10, 60'000, c.store.request_timeout_ms);
+  store.Int("retry_budget_ms", 0, 60'000, c.store.retry_budget_ms);
+  if (c.store.backend == "dynamodb") {
+    if (c.store.table.empty()) store.Error("table", "must name the DynamoDB table");
+    if (c.store.region.empty()) store.Error("region", "must name the AWS region");
+    if (!c.store.endpoint.empty() && c.store.endpoint.rfind("http://", 0) != 0 &&
+        c.store.endpoint.rfind("https://", 0) != 0) {
+      store.Error("endpoint", "must start with http:// or https://");
+    }
+    // An execution record keeps the request's input, and DynamoDB holds at most 400 KB per item:
+    // the body limit defaults lower, and a larger one is refused.
+    const toml::table* server_table = top.Table("server");
+    if (server_table == nullptr || !server_table->contains("max_body_bytes")) {
+      c.server.max_body_bytes = kDynamoDbMaxBodyBytes;
+    } else if (c.server.max_body_bytes > kDynamoDbMaxBodyBytes) {
+      errors.push_back("server.max_body_bytes: must be at most " + std::to_string(kDynamoDbMaxBodyBytes) +
+                       " with store.backend = \"dynamodb\" (an item holds at most 400 KB, and the execution "
+                       "record keeps the input)");
+    }
+  }
   store.RefuseUnknown();
 
   TableReader auth(top.Table("auth"), "auth", errors);

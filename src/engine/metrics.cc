@@ -32,7 +32,15 @@ Metrics::Metrics()
       store_ops_(prometheus::BuildHistogram()
                      .Name("toolgate_store_operation_seconds")
                      .Help("Store operation latency")
-                     .Register(*registry_)) {}
+                     .Register(*registry_)),
+      store_retries_(prometheus::BuildCounter()
+                         .Name("toolgate_store_retries_total")
+                         .Help("Store requests retried, by reason (throttled, server_error, connection)")
+                         .Register(*registry_)),
+      store_throttles_(prometheus::BuildCounter()
+                           .Name("toolgate_store_throttles_total")
+                           .Help("Store requests the backend throttled")
+                           .Register(*registry_)) {}
 
 std::string Metrics::ToolLabel(const std::string& connector, const std::string& tool) {
   std::lock_guard lock(tools_mu_);
@@ -66,6 +74,11 @@ void Metrics::Replay(const std::string& result) { replays_.Add({{"result", resul
 
 void Metrics::StoreOperation(const std::string& backend, const std::string& op, double seconds) {
   store_ops_.Add({{"backend", backend}, {"op", op}}, kStoreBuckets).Observe(seconds);
+}
+
+void Metrics::StoreRetry(const std::string& backend, const std::string& op, const std::string& reason) {
+  store_retries_.Add({{"backend", backend}, {"op", op}, {"reason", reason}}).Increment();
+  if (reason == "throttled") store_throttles_.Add({{"backend", backend}, {"op", op}}).Increment();
 }
 
 void Metrics::BreakerState(const std::string& connector, breaker::State state) {

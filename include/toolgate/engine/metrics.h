@@ -31,6 +31,8 @@ class Metrics final : public BreakerTransitionListener {
   void Blocked(const std::string& scope);
   void Replay(const std::string& result);
   void StoreOperation(const std::string& backend, const std::string& op, double seconds);
+  // A store request retried by the backend (reason: "throttled", "server_error", "connection").
+  void StoreRetry(const std::string& backend, const std::string& op, const std::string& reason);
   void BreakerState(const std::string& connector, breaker::State state);
   void InFlight(const std::string& connector, double in_flight, double limit);
   void OnTransition(const BreakerTransition& t) override;
@@ -53,6 +55,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;
   prometheus::Family<prometheus::Histogram>& store_ops_;
+  prometheus::Family<prometheus::Counter>& store_retries_;
+  prometheus::Family<prometheus::Counter>& store_throttles_;
   std::mutex tools_mu_;
   std::map<std::string, std::set<std::string>> tools_;  // GUARDED_BY(tools_mu_)
 };

@@ -56,7 +56,8 @@ struct WriteRequest {
   }
 };
 
-// A full-table walk in (pk, sk) order, for maintenance (`ledger verify`), never on a request path.
+// A full-table walk for maintenance (`ledger verify`), never on a request path. Paging visits every
+// matching item once; the order is (pk, sk) on memory and SQLite but DynamoDB's own across pages.
 struct ScanRequest {
   std::string pk_prefix;  // only items whose pk starts with this
   std::string sk_prefix;  // ... and whose sk starts with this

@@ -1,0 +1,81 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/aws_sigv4.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate::store {
+
+// The distributed backend: one DynamoDB table (pk, sk: strings) shared by every toolgate instance,
+// over DynamoDB's JSON API (AWS, or any engine speaking it, e.g. ScyllaDB Alternator, dynalite).
+// Each ItemStore operation is one GetItem / PutItem / UpdateItem / DeleteItem / Query / Scan
+// request, signed with Signature V4; conditions and updates are rendered with name and value
+// placeholders. Reads are strongly consistent. Connections are kept alive and reused.
+//
+// Retries (capped exponential backoff with full jitter, inside `retry_budget_ms`): throttling
+// (ProvisionedThroughputExceeded, Throttling, RequestLimitExceeded), 503, and connections that could
+// not be made are retried for every request — DynamoDB did not apply those. A write whose outcome is
+// unknown (500, a timeout or a dropped connection after the request was sent) is NOT retried: a
+// retried conditional ADD could apply twice; the caller gets kUnavailable and its S10 policy.
+// Reads are retried on every transient failure.
+//
+// Status codes beyond ItemStore's: kFailedPrecondition when the table does not exist (run
+// `toolgate store init`); kPermissionDenied when DynamoDB refuses the credentials. Every error names
+// the operation and the AWS error type. Items larger than DynamoDB's 400 KB are refused with
+// kInvalidArgument before anything is sent.
+//
+// Scan pages come in DynamoDB's order (by partition hash), not in key order.
+class DynamoDbItemStore final : public ItemStore {
+ public:
+  struct Options {
+    std::string table = "toolgate";
+    std::string region = "us-east-1";
+    std::string endpoint;              // "http://127.0.0.1:8000"; empty: https://dynamodb.<region>.amazonaws.com
+    std::string ca_file;               // extra CA bundle for an https endpoint (empty: system CAs)
+    aws::Credentials credentials;      // usually from aws::LoadCredentials()
+    int request_timeout_ms = 2000;     // one HTTP exchange
+    int retry_budget_ms = 1500;        // all retries of one operation
+    int max_attempts = 6;
+    int max_idle_connections = 64;
+    // Called for each retry (op: "GetItem"…, reason: "throttled", "server_error", "connection").
+    std::function<void(std::string_view op, std::string_view reason)> on_retry;
+  };
+
+  // Checks the options (not the table). `clock` decides TTL expiry and must outlive the store.
+  static absl::StatusOr<std::unique_ptr<DynamoDbItemStore>> Open(Options options, const Clock& clock);
+  ~DynamoDbItemStore() override;
+
+  DynamoDbItemStore(const DynamoDbItemStore&) = delete;
+  DynamoDbItemStore& operator=(const DynamoDbItemStore&) = delete;
+
+  absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
+  absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
+  using ItemStore::Update;
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                     const Condition& condition, ReturnValues returns) override;
+  absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
+  absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
+  absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;
+  std::string_view backend_name() const override { return "dynamodb"; }
+
+  // `toolgate store init`: creates the table (pk/sk strings, on-demand billing) unless it exists,
+  // waits until it is ACTIVE, and enables TTL on `ttl`. Returns what it did, line by line; an engine
+  // without UpdateTimeToLive is reported, not an error (readers already hide expired items).
+  absl::StatusOr<std::string> InitTable(int wait_timeout_ms = 60'000);
+
+  // Drops the table (tests).
+  absl::Status DeleteTable();
+
+ private:
+  struct Impl;
+  explicit DynamoDbItemStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace toolgate::store

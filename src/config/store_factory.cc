@@ -1,0 +1,48 @@
+#include "toolgate/store_factory.h"
+
+#include <filesystem>
+
+#include "toolgate/store/dynamodb_item_store.h"
+#include "toolgate/store/memory_item_store.h"
+#include "toolgate/store/sqlite_item_store.h"
+
+namespace toolgate {
+
+absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const StoreConfig& config, const Clock& clock,
+                                                                      const StoreOpenOptions& options) {
+  if (config.backend == "memory") return std::unique_ptr<store::ItemStore>(new store::MemoryItemStore(clock));
+  if (config.backend == "sqlite") {
+    if (!options.read_only) {
+      std::error_code ec;
+      const auto dir = std::filesystem::path(config.path).parent_path();
+      if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    }
+    store::SqliteItemStore::Options o;
+    o.path = config.path;
+    o.read_only = options.read_only;
+    o.synchronous_full = config.sqlite_synchronous_full;
+    if (options.read_only) o.sweep_interval_ms = 0;
+    auto s = store::SqliteItemStore::Open(o, clock);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<store::ItemStore>(std::move(*s));
+  }
+  if (config.backend == "dynamodb") {
+    auto credentials = store::aws::LoadCredentials();
+    if (!credentials.ok()) return credentials.status();
+    store::DynamoDbItemStore::Options o;
+    o.table = config.table;
+    o.region = config.region;
+    o.endpoint = config.endpoint;
+    o.ca_file = config.ca_file;
+    o.credentials = std::move(*credentials);
+    o.request_timeout_ms = config.request_timeout_ms;
+    o.retry_budget_ms = config.retry_budget_ms;
+    o.on_retry = options.on_retry;
+    auto s = store::DynamoDbItemStore::Open(std::move(o), clock);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<store::ItemStore>(std::move(*s));
+  }
+  return absl::InvalidArgumentError("store.backend must be \"sqlite\", \"memory\" or \"dynamodb\"");
+}
+
+}  // namespace toolgate

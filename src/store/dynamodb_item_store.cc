@@ -1,0 +1,587 @@
+#include "toolgate/store/dynamodb_item_store.h"
+
+#include <utility>  // before asio: g++ 12 needs std::exchange declared
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <variant>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "item_ops.h"
+#include "toolgate/status_macros.h"
+#include "toolgate/store/dynamodb_expressions.h"
+
+namespace toolgate::store {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using nlohmann::json;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr size_t kMaxItemBytes = 400 * 1024;        // DynamoDB's item size limit
+constexpr size_t kMaxResponseBytes = 16 * 1024 * 1024;  // a 1 MB Query page plus JSON overhead
+
+struct Endpoint {
+  bool tls = false;
+  std::string host;
+  std::string port;
+  std::string host_header;  // host[:port] as signed
+};
+
+absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
+  Endpoint e;
+  std::string_view rest;
+  if (absl::StartsWith(absl::string_view(url.data(), url.size()), "http://")) {
+    rest = url.substr(7);
+  } else if (absl::StartsWith(absl::string_view(url.data(), url.size()), "https://")) {
+    e.tls = true;
+    rest = url.substr(8);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' must start with http:// or https://"));
+  }
+  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  if (rest.empty() || rest.find('/') != std::string_view::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' must be scheme://host[:port]"));
+  }
+  e.host_header = std::string(rest);
+  const size_t colon = rest.rfind(':');
+  if (colon != std::string_view::npos && rest.find(']') == std::string_view::npos) {
+    e.host = std::string(rest.substr(0, colon));
+    e.port = std::string(rest.substr(colon + 1));
+  } else {
+    e.host = std::string(rest);
+    e.port = e.tls ? "443" : "80";
+  }
+  if (e.host.empty() || e.port.empty() || !std::all_of(e.port.begin(), e.port.end(), ::isdigit)) {
+    return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' has a bad host or port"));
+  }
+  return e;
+}
+
+// One kept-alive connection. It owns its io_context, so whichever thread holds the connection runs
+// its asynchronous operations (with timeouts) to completion without sharing an event loop.
+struct Connection {
+  asio::io_context ioc{1};
+  std::variant<std::monostate, beast::tcp_stream, beast::ssl_stream<beast::tcp_stream>> stream;
+  beast::flat_buffer buffer;
+  bool reused = false;
+};
+
+// The result of one HTTP exchange.
+struct Exchange {
+  enum class Failure { kNone, kConnect, kBeforeResponse, kAfterSend };
+  Failure failure = Failure::kNone;
+  std::string error;  // transport error text
+  unsigned status = 0;
+  std::string body;
+  bool keep_alive = false;
+};
+
+// DynamoDB's error type without its namespace: "com.amazonaws.dynamodb.v20120810#X" -> "X".
+std::string ErrorType(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  std::string type;
+  if (j.is_object() && j.contains("__type") && j["__type"].is_string()) type = j["__type"].get<std::string>();
+  const size_t hash = type.rfind('#');
+  if (hash != std::string::npos) type = type.substr(hash + 1);
+  return type.empty() ? "UnknownError" : type;
+}
+
+std::string ErrorMessage(const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  for (const char* field : {"message", "Message"}) {
+    if (j.is_object() && j.contains(field) && j[field].is_string()) return j[field].get<std::string>().substr(0, 300);
+  }
+  return "";
+}
+
+bool IsThrottle(std::string_view type) {
+  return type == "ProvisionedThroughputExceededException" || type == "ThrottlingException" ||
+         type == "RequestLimitExceeded" || type == "LimitExceededException";
+}
+
+}  // namespace
+
+struct DynamoDbItemStore::Impl {
+  Options options;
+  const Clock& clock;
+  Endpoint endpoint;
+  std::unique_ptr<ssl::context> tls;
+  std::mutex mu;
+  std::vector<std::unique_ptr<Connection>> idle;  // guarded by mu
+
+  Impl(Options o, const Clock& c, Endpoint e) : options(std::move(o)), clock(c), endpoint(std::move(e)) {}
+
+  std::unique_ptr<Connection> Take() {
+    std::lock_guard lock(mu);
+    if (idle.empty()) return nullptr;
+    auto c = std::move(idle.back());
+    idle.pop_back();
+    return c;
+  }
+  void GiveBack(std::unique_ptr<Connection> c) {
+    std::lock_guard lock(mu);
+    if (static_cast<int>(idle.size()) < options.max_idle_connections) idle.push_back(std::move(c));
+  }
+
+  // Opens a connection (and the TLS session); empty error on success.
+  std::string Connect(Connection& c, std::chrono::milliseconds timeout) {
+    beast::error_code ec;
+    tcp::resolver resolver(c.ioc);
+    auto results = resolver.resolve(endpoint.host, endpoint.port, ec);
+    if (ec) return absl::StrCat("resolve ", endpoint.host, ": ", ec.message());
+    if (!endpoint.tls) {
+      auto& s = c.stream.emplace<beast::tcp_stream>(c.ioc);
+      s.expires_after(timeout);
+      s.async_connect(results, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+      c.ioc.restart();
+      c.ioc.run();
+      if (ec) return absl::StrCat("connect ", endpoint.host_header, ": ", ec.message());
+      s.socket().set_option(tcp::no_delay(true));
+      return "";
+    }
+    auto& s = c.stream.emplace<beast::ssl_stream<beast::tcp_stream>>(c.ioc, *tls);
+    if (!SSL_set_tlsext_host_name(s.native_handle(), endpoint.host.c_str())) return "TLS: cannot set SNI host name";
+    s.set_verify_callback(ssl::host_name_verification(endpoint.host));
+    beast::get_lowest_layer(s).expires_after(timeout);
+    beast::get_lowest_layer(s).async_connect(results, [&](beast::error_code e, const tcp::endpoint&) {
+      ec = e;
+      if (!e) s.async_handshake(ssl::stream_base::client, [&](beast::error_code h) { ec = h; });
+    });
+    c.ioc.restart();
+    c.ioc.run();
+    if (ec) return absl::StrCat("connect ", endpoint.host_header, " (TLS): ", ec.message());
+    beast::get_lowest_layer(s).socket().set_option(tcp::no_delay(true));
+    return "";
+  }
+
+  template <class Stream>
+  Exchange Send(Connection& c, Stream& s, http::request<http::string_body>& req, std::chrono::milliseconds timeout) {
+    Exchange out;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(kMaxResponseBytes);
+    beast::error_code write_ec, read_ec;
+    bool wrote = false;
+    beast::get_lowest_layer(s).expires_after(timeout);
+    http::async_write(s, req, [&](beast::error_code e, size_t) {
+      write_ec = e;
+      if (e) return;
+      wrote = true;
+      http::async_read(s, c.buffer, parser, [&](beast::error_code r, size_t) { read_ec = r; });
+    });
+    c.ioc.restart();
+    c.ioc.run();
+    if (write_ec || read_ec) {
+      const beast::error_code& ec = write_ec ? write_ec : read_ec;
+      out.error = ec.message();
+      // Nothing of a response arrived: on a reused connection, the server most likely closed it idle.
+      const bool nothing_back = !wrote || (read_ec && !parser.got_some());
+      out.failure = nothing_back && ec != beast::error::timeout ? Exchange::Failure::kBeforeResponse
+                                                                : Exchange::Failure::kAfterSend;
+      if (!wrote) out.failure = Exchange::Failure::kBeforeResponse;
+      return out;
+    }
+    out.status = parser.get().result_int();
+    out.keep_alive = parser.get().keep_alive();
+    out.body = std::move(parser.get().body());
+    return out;
+  }
+
+  // One HTTP exchange on a pooled or new connection.
+  Exchange Post(std::string_view target, const std::string& body) {
+    const auto timeout = std::chrono::milliseconds(options.request_timeout_ms);
+    http::request<http::string_body> req{http::verb::post, "/", 11};
+    const std::string amz_date = aws::AmzDate(std::chrono::duration_cast<std::chrono::seconds>(
+                                                  std::chrono::system_clock::now().time_since_epoch())
+                                                  .count());
+    const std::string full_target = absl::StrCat("DynamoDB_20120810.", std::string(target));
+    aws::SignableRequest sr{"POST", "/", "", {{"host", endpoint.host_header},
+                                               {"content-type", "application/x-amz-json-1.0"},
+                                               {"x-amz-date", amz_date},
+                                               {"x-amz-target", full_target}},
+                            body};
+    if (!options.credentials.session_token.empty()) {
+      sr.headers.emplace_back("x-amz-security-token", options.credentials.session_token);
+    }
+    absl::StatusOr<aws::Signature> sig = aws::SignV4(sr, options.credentials, {options.region, "dynamodb"});
+    Exchange failed;
+    if (!sig.ok()) {
+      failed.failure = Exchange::Failure::kConnect;
+      failed.error = std::string(sig.status().message());
+      return failed;
+    }
+    for (const auto& [name, value] : sr.headers) req.set(name, value);
+    req.set(http::field::authorization, sig->authorization);
+    req.keep_alive(true);
+    req.body() = body;
+    req.prepare_payload();
+
+    // A pooled connection the server closed while idle fails before any response: once, try a new one.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      std::unique_ptr<Connection> c = Take();
+      const bool reused = c != nullptr;
+      if (!c) {
+        c = std::make_unique<Connection>();
+        if (std::string e = Connect(*c, timeout); !e.empty()) {
+          failed.failure = Exchange::Failure::kConnect;
+          failed.error = std::move(e);
+          return failed;
+        }
+      }
+      Exchange ex = std::visit(
+          [&](auto& s) -> Exchange {
+            if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::monostate>) {
+              return Exchange{Exchange::Failure::kConnect, "no stream", 0, "", false};
+            } else {
+              return Send(*c, s, req, timeout);
+            }
+          },
+          c->stream);
+      if (ex.failure == Exchange::Failure::kNone) {
+        if (ex.keep_alive) GiveBack(std::move(c));
+        return ex;
+      }
+      if (!(reused && ex.failure == Exchange::Failure::kBeforeResponse)) return ex;
+    }
+    failed.failure = Exchange::Failure::kAfterSend;
+    failed.error = "connection closed twice";
+    return failed;
+  }
+
+  // One DynamoDB API call with the retry policy of the class comment. Returns the response body of a
+  // 200, or a status naming the operation and the AWS error type. `condition_failed` (when given) is
+  // set instead of an error for ConditionalCheckFailedException.
+  absl::StatusOr<json> Call(std::string_view op, const json& request, bool is_write, bool* condition_failed = nullptr) {
+    const std::string body = request.dump();
+    const auto start = std::chrono::steady_clock::now();
+    const auto budget = std::chrono::milliseconds(options.retry_budget_ms);
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    std::chrono::milliseconds backoff(25);
+    std::string last;
+    for (int attempt = 1;; ++attempt) {
+      Exchange ex = Post(op, body);
+      std::string reason;  // why a retry is allowed; empty: answer now
+      absl::StatusCode code = absl::StatusCode::kUnavailable;
+      if (ex.failure == Exchange::Failure::kConnect || ex.failure == Exchange::Failure::kBeforeResponse) {
+        last = absl::StrCat("DynamoDB ", std::string(op), ": connection failed: ", ex.error);
+        reason = "connection";
+      } else if (ex.failure == Exchange::Failure::kAfterSend) {
+        last = absl::StrCat("DynamoDB ", std::string(op), ": ", ex.error, is_write ? " (the write's outcome is unknown)" : "");
+        if (!is_write) reason = "connection";
+      } else if (ex.status == 200) {
+        json j = json::parse(ex.body, nullptr, false);
+        if (j.is_discarded() || !j.is_object()) {
+          return absl::DataLossError(absl::StrCat("DynamoDB ", std::string(op), ": response is not a JSON object"));
+        }
+        return j;
+      } else {
+        const std::string type = ErrorType(ex.body);
+        const std::string message = ErrorMessage(ex.body);
+        last = absl::StrCat("DynamoDB ", std::string(op), ": ", type, " (HTTP ", ex.status, ")", message.empty() ? "" : ": ", message);
+        if (type == "ConditionalCheckFailedException" && condition_failed != nullptr) {
+          *condition_failed = true;
+          return json::object();
+        }
+        if (IsThrottle(type)) {
+          reason = "throttled";
+        } else if (ex.status == 503 || (ex.status >= 500 && !is_write)) {
+          reason = "server_error";
+        } else if (ex.status >= 500) {
+          absl::StrAppend(&last, is_write ? " (the write's outcome is unknown)" : "");
+        } else if (type == "ValidationException" || type == "SerializationException") {
+          code = absl::StatusCode::kInvalidArgument;
+        } else if (type == "ResourceNotFoundException") {
+          code = absl::StatusCode::kFailedPrecondition;
+          absl::StrAppend(&last, " — does table '", options.table, "' exist? run `toolgate store init`");
+        } else if (type == "UnrecognizedClientException" || type == "InvalidSignatureException" ||
+                   type == "AccessDeniedException" || type == "MissingAuthenticationTokenException" ||
+                   type == "ExpiredTokenException") {
+          code = absl::StatusCode::kPermissionDenied;
+        } else {
+          code = absl::StatusCode::kInternal;
+        }
+      }
+      if (reason.empty()) return absl::Status(code, last);
+      const auto elapsed = std::chrono::steady_clock::now() - start;
+      std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
+      const auto sleep = std::chrono::milliseconds(jitter(rng));
+      if (attempt >= options.max_attempts || elapsed + sleep >= budget) {
+        return absl::UnavailableError(absl::StrCat(last, " (gave up after ", attempt, " attempts in ",
+                                                   std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(),
+                                                   " ms)"));
+      }
+      if (options.on_retry) options.on_retry(op, reason);
+      std::this_thread::sleep_for(sleep);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    }
+  }
+
+  json Key(const ItemKey& key) const {
+    return json{{kPartitionKeyName(), {{"S", key.pk}}}, {kSortKeyName(), {{"S", key.sk}}}};
+  }
+  static std::string kPartitionKeyName() { return std::string(dynamodb::kPartitionKey); }
+  static std::string kSortKeyName() { return std::string(dynamodb::kSortKey); }
+
+  // Adds ConditionExpression (when there is a condition) and the placeholders to `request`.
+  static absl::Status AddCondition(json& request, const Condition& condition, dynamodb::ExpressionBuilder& b) {
+    ASSIGN_OR_RETURN(std::string expr, dynamodb::RenderCondition(condition, b));
+    if (!expr.empty()) request["ConditionExpression"] = expr;
+    return absl::OkStatus();
+  }
+
+  int64_t now_sec() const { return clock.now_epoch_sec(); }
+};
+
+DynamoDbItemStore::DynamoDbItemStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DynamoDbItemStore::~DynamoDbItemStore() = default;
+
+absl::StatusOr<std::unique_ptr<DynamoDbItemStore>> DynamoDbItemStore::Open(Options options, const Clock& clock) {
+  if (options.table.empty() || options.table.size() > 255) {
+    return absl::InvalidArgumentError("store.table must be 1..255 characters");
+  }
+  if (options.region.empty()) return absl::InvalidArgumentError("store.region must not be empty");
+  if (options.credentials.access_key_id.empty() || options.credentials.secret_access_key.empty()) {
+    return absl::InvalidArgumentError("DynamoDB store needs AWS credentials");
+  }
+  if (options.request_timeout_ms < 1 || options.retry_budget_ms < 0 || options.max_attempts < 1) {
+    return absl::InvalidArgumentError("DynamoDB store timeouts and attempts must be positive");
+  }
+  std::string url = options.endpoint.empty() ? absl::StrCat("https://dynamodb.", options.region, ".amazonaws.com")
+                                             : options.endpoint;
+  ASSIGN_OR_RETURN(Endpoint endpoint, ParseEndpoint(url));
+  auto impl = std::make_unique<Impl>(std::move(options), clock, std::move(endpoint));
+  if (impl->endpoint.tls) {
+    impl->tls = std::make_unique<ssl::context>(ssl::context::tls_client);
+    beast::error_code ec;
+    impl->tls->set_default_verify_paths(ec);
+    if (!impl->options.ca_file.empty()) {
+      impl->tls->load_verify_file(impl->options.ca_file, ec);
+      if (ec) return absl::InvalidArgumentError(absl::StrCat("store.ca_file: ", ec.message()));
+    }
+    impl->tls->set_verify_mode(ssl::verify_peer);
+  }
+  return std::unique_ptr<DynamoDbItemStore>(new DynamoDbItemStore(std::move(impl)));
+}
+
+absl::StatusOr<std::optional<Item>> DynamoDbItemStore::Get(const ItemKey& key) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  json req{{"TableName", impl_->options.table}, {"Key", impl_->Key(key)}, {"ConsistentRead", true}};
+  ASSIGN_OR_RETURN(json res, impl_->Call("GetItem", req, false));
+  if (!res.contains("Item")) return std::optional<Item>();
+  absl::StatusOr<Item> item = dynamodb::ItemFromWire(res["Item"]);
+  if (!item.ok()) return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", item.status().message()));
+  if (IsExpired(*item, impl_->now_sec())) return std::optional<Item>();
+  return std::optional<Item>(std::move(*item));
+}
+
+absl::StatusOr<WriteResult> DynamoDbItemStore::Put(const ItemKey& key, const Item& item, const Condition& condition) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  ASSIGN_OR_RETURN(json wire, dynamodb::ItemToWire(item));
+  wire[Impl::kPartitionKeyName()] = {{"S", key.pk}};
+  wire[Impl::kSortKeyName()] = {{"S", key.sk}};
+  const size_t size = wire.dump().size();
+  if (size > kMaxItemBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("item ", key.pk, "/", key.sk, " is ", size,
+                                                   " bytes; DynamoDB holds at most 400 KB"));
+  }
+  json req{{"TableName", impl_->options.table}, {"Item", std::move(wire)}};
+  dynamodb::ExpressionBuilder b;
+  RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
+  b.AddTo(req);
+  bool failed = false;
+  ASSIGN_OR_RETURN(json res, impl_->Call("PutItem", req, true, &failed));
+  if (failed) return WriteResult::ConditionFailed();
+  return WriteResult{true, item};
+}
+
+absl::StatusOr<WriteResult> DynamoDbItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                                      const Condition& condition, ReturnValues returns) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  json req{{"TableName", impl_->options.table},
+           {"Key", impl_->Key(key)},
+           {"ReturnValues", returns == ReturnValues::kAllNew ? "ALL_NEW" : "NONE"}};
+  dynamodb::ExpressionBuilder b;
+  ASSIGN_OR_RETURN(std::string update, dynamodb::RenderUpdate(ops, b));
+  if (!update.empty()) req["UpdateExpression"] = update;
+  RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
+  b.AddTo(req);
+  if (const size_t size = req.dump().size(); size > kMaxItemBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("update of ", key.pk, "/", key.sk, " is ", size,
+                                                   " bytes; DynamoDB holds at most 400 KB per item"));
+  }
+  bool failed = false;
+  ASSIGN_OR_RETURN(json res, impl_->Call("UpdateItem", req, true, &failed));
+  if (failed) return WriteResult::ConditionFailed();
+  WriteResult out{true, {}};
+  if (returns == ReturnValues::kAllNew) {
+    if (!res.contains("Attributes")) return out;  // an update without ops on an absent item
+    absl::StatusOr<Item> item = dynamodb::ItemFromWire(res["Attributes"]);
+    if (!item.ok()) return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", item.status().message()));
+    out.item = std::move(*item);
+  }
+  return out;
+}
+
+absl::StatusOr<WriteResult> DynamoDbItemStore::Erase(const ItemKey& key, const Condition& condition) {
+  RETURN_IF_ERROR(internal::ValidateKey(key));
+  json req{{"TableName", impl_->options.table}, {"Key", impl_->Key(key)}};
+  dynamodb::ExpressionBuilder b;
+  RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
+  b.AddTo(req);
+  bool failed = false;
+  ASSIGN_OR_RETURN(json res, impl_->Call("DeleteItem", req, true, &failed));
+  if (failed) return WriteResult::ConditionFailed();
+  return WriteResult{true, {}};
+}
+
+absl::StatusOr<QueryPage> DynamoDbItemStore::Query(const QueryRequest& request) {
+  RETURN_IF_ERROR(internal::ValidateQuery(request));
+  dynamodb::ExpressionBuilder b;
+  std::string key_condition = absl::StrCat(b.Name(dynamodb::kPartitionKey), " = ", *b.Value(request.pk));
+  if (!request.sk_prefix.empty()) {
+    absl::StrAppend(&key_condition, " AND begins_with(", b.Name(dynamodb::kSortKey), ", ",
+                    *b.Value(request.sk_prefix), ")");
+  }
+  json req{{"TableName", impl_->options.table},
+           {"KeyConditionExpression", key_condition},
+           {"ConsistentRead", true},
+           {"ScanIndexForward", !request.descending},
+           {"Limit", request.limit}};
+  if (request.after) req["ExclusiveStartKey"] = impl_->Key({request.pk, *request.after});
+  b.AddTo(req);
+  ASSIGN_OR_RETURN(json res, impl_->Call("Query", req, false));
+  QueryPage page;
+  const int64_t now = impl_->now_sec();
+  if (res.contains("Items") && res["Items"].is_array()) {
+    for (const json& wire : res["Items"]) {
+      if (!wire.contains("sk") || !wire["sk"].contains("S") || !wire["sk"]["S"].is_string()) {
+        return absl::DataLossError(absl::StrCat("DynamoDB Query of ", request.pk, ": an item has no string sk"));
+      }
+      std::string sk = wire["sk"]["S"].get<std::string>();
+      absl::StatusOr<Item> item = dynamodb::ItemFromWire(wire);
+      if (!item.ok()) return absl::DataLossError(absl::StrCat(request.pk, "/", sk, ": ", item.status().message()));
+      if (IsExpired(*item, now)) continue;
+      page.items.emplace_back(std::move(sk), std::move(*item));
+    }
+  }
+  if (res.contains("LastEvaluatedKey")) {
+    const json& last = res["LastEvaluatedKey"];
+    if (last.contains("sk") && last["sk"].contains("S") && last["sk"]["S"].is_string()) {
+      page.last_sk = last["sk"]["S"].get<std::string>();
+    }
+  }
+  return page;
+}
+
+absl::StatusOr<ScanPage> DynamoDbItemStore::Scan(const ScanRequest& request) {
+  RETURN_IF_ERROR(internal::ValidateScan(request));
+  dynamodb::ExpressionBuilder b;
+  std::vector<std::string> filters;
+  if (!request.pk_prefix.empty()) {
+    filters.push_back(absl::StrCat("begins_with(", b.Name(dynamodb::kPartitionKey), ", ", *b.Value(request.pk_prefix), ")"));
+  }
+  if (!request.sk_prefix.empty()) {
+    filters.push_back(absl::StrCat("begins_with(", b.Name(dynamodb::kSortKey), ", ", *b.Value(request.sk_prefix), ")"));
+  }
+  json req{{"TableName", impl_->options.table}, {"ConsistentRead", true}, {"Limit", request.limit}};
+  if (!filters.empty()) req["FilterExpression"] = filters.size() == 1 ? filters[0] : filters[0] + " AND " + filters[1];
+  if (request.after) req["ExclusiveStartKey"] = impl_->Key(*request.after);
+  b.AddTo(req);
+  ASSIGN_OR_RETURN(json res, impl_->Call("Scan", req, false));
+  ScanPage page;
+  const int64_t now = impl_->now_sec();
+  const auto key_of = [](const json& wire) -> std::optional<ItemKey> {
+    for (const char* k : {"pk", "sk"}) {
+      if (!wire.contains(k) || !wire[k].is_object() || !wire[k].contains("S") || !wire[k]["S"].is_string()) {
+        return std::nullopt;
+      }
+    }
+    return ItemKey{wire["pk"]["S"].get<std::string>(), wire["sk"]["S"].get<std::string>()};
+  };
+  if (res.contains("Items") && res["Items"].is_array()) {
+    for (const json& wire : res["Items"]) {
+      std::optional<ItemKey> key = key_of(wire);
+      if (!key) return absl::DataLossError("DynamoDB Scan: an item has no string pk/sk");
+      absl::StatusOr<Item> item = dynamodb::ItemFromWire(wire);
+      if (!item.ok()) return absl::DataLossError(absl::StrCat(key->pk, "/", key->sk, ": ", item.status().message()));
+      if (IsExpired(*item, now)) continue;
+      page.items.emplace_back(std::move(*key), std::move(*item));
+    }
+  }
+  std::sort(page.items.begin(), page.items.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.first.pk, a.first.sk) < std::tie(b.first.pk, b.first.sk);
+  });
+  if (res.contains("LastEvaluatedKey")) {
+    page.last_key = key_of(res["LastEvaluatedKey"]);
+    if (!page.last_key) return absl::DataLossError("DynamoDB Scan: LastEvaluatedKey has no string pk/sk");
+  }
+  return page;
+}
+
+absl::StatusOr<std::string> DynamoDbItemStore::InitTable(int wait_timeout_ms) {
+  std::string report;
+  const std::string& table = impl_->options.table;
+  json create{{"TableName", table},
+              {"AttributeDefinitions", json::array({{{"AttributeName", "pk"}, {"AttributeType", "S"}},
+                                                    {{"AttributeName", "sk"}, {"AttributeType", "S"}}})},
+              {"KeySchema", json::array({{{"AttributeName", "pk"}, {"KeyType", "HASH"}},
+                                         {{"AttributeName", "sk"}, {"KeyType", "RANGE"}}})},
+              {"BillingMode", "PAY_PER_REQUEST"}};
+  absl::StatusOr<json> created = impl_->Call("CreateTable", create, false);
+  if (created.ok()) {
+    absl::StrAppend(&report, "created table '", table, "' (pk, sk; on-demand billing)\n");
+  } else if (absl::StrContains(created.status().message(), "ResourceInUseException")) {
+    absl::StrAppend(&report, "table '", table, "' exists\n");
+  } else {
+    return created.status();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_timeout_ms);
+  for (;;) {
+    ASSIGN_OR_RETURN(json d, impl_->Call("DescribeTable", json{{"TableName", table}}, false));
+    const std::string status = d.value("/Table/TableStatus"_json_pointer, std::string());
+    if (status == "ACTIVE") break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("table '", table, "' is still ", status, " after ",
+                                                      wait_timeout_ms, " ms"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  absl::StrAppend(&report, "table '", table, "' is ACTIVE\n");
+  json ttl{{"TableName", table}, {"TimeToLiveSpecification", {{"Enabled", true}, {"AttributeName", "ttl"}}}};
+  absl::StatusOr<json> t = impl_->Call("UpdateTimeToLive", ttl, false);
+  if (t.ok()) {
+    absl::StrAppend(&report, "TTL enabled on attribute 'ttl'\n");
+  } else if (absl::StrContains(t.status().message(), "already enabled")) {
+    absl::StrAppend(&report, "TTL already enabled on attribute 'ttl'\n");
+  } else if (t.status().code() == absl::StatusCode::kInvalidArgument ||
+             t.status().code() == absl::StatusCode::kInternal ||
+             absl::StrContains(t.status().message(), "UnknownOperation")) {
+    absl::StrAppend(&report, "TTL not enabled: this engine does not support UpdateTimeToLive (", t.status().message(),
+                    "); carrying on: toolgate hides expired items when reading, but they are not deleted\n");
+  } else {
+    return t.status();
+  }
+  return report;
+}
+
+absl::Status DynamoDbItemStore::DeleteTable() {
+  return impl_->Call("DeleteTable", json{{"TableName", impl_->options.table}}, false).status();
+}
+
+}  // namespace toolgate::store

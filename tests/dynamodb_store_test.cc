@@ -1,0 +1,304 @@
+// The DynamoDB adapter's own parts: Signature V4 against AWS's published test suite, credentials,
+// expression rendering (placeholders only), the retry policy against a fake endpoint that throttles
+// or fails, and table initialisation on dynalite. The shared semantics are in store_conformance_test.
+
+#include <atomic>
+#include <fstream>
+
+#include "fake_downstream.h"
+#include "gmock/gmock.h"
+#include "test_support.h"
+#include "toolgate/store/aws_sigv4.h"
+#include "toolgate/store/dynamodb_expressions.h"
+#include "toolgate/store/dynamodb_item_store.h"
+
+namespace toolgate::store {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using toolgate::testing::FakeDownstream;
+using Reply = FakeDownstream::Reply;
+
+// AWS's Signature V4 test suite: credentials, scope and time shared by every case.
+const aws::Credentials kSuiteCredentials{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", ""};
+const aws::SigningScope kSuiteScope{"us-east-1", "service"};
+
+aws::SignableRequest SuiteRequest(std::string method, std::string query = "") {
+  return {std::move(method), "/", std::move(query),
+          {{"Host", "example.amazonaws.com"}, {"X-Amz-Date", "20150830T123600Z"}}, ""};
+}
+
+TEST(SigV4Test, GetVanillaMatchesTheAwsTestSuite) {
+  auto s = aws::SignV4(SuiteRequest("GET"), kSuiteCredentials, kSuiteScope);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->canonical_request,
+            "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n"
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(s->signature, "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
+  EXPECT_EQ(s->authorization,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+            "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
+}
+
+TEST(SigV4Test, PostVanillaAndQueryOrderMatchTheAwsTestSuite) {
+  auto post = aws::SignV4(SuiteRequest("POST"), kSuiteCredentials, kSuiteScope);
+  ASSERT_TRUE(post.ok());
+  EXPECT_EQ(post->signature, "5da7c1a2acd57cee7505fc6676e4e544621c30862966e37dddb68e92efbe5d6b");
+  // get-vanilla-query-order-key-case: parameters are sorted before signing.
+  auto query = aws::SignV4(SuiteRequest("GET", "Param2=value2&Param1=value1"), kSuiteCredentials, kSuiteScope);
+  ASSERT_TRUE(query.ok());
+  EXPECT_EQ(query->signature, "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500");
+}
+
+TEST(SigV4Test, AnyChangeToTheSignedRequestChangesTheSignature) {
+  const auto base = *aws::SignV4(SuiteRequest("POST"), kSuiteCredentials, kSuiteScope);
+  aws::SignableRequest body = SuiteRequest("POST");
+  body.payload = "{}";
+  EXPECT_NE(aws::SignV4(body, kSuiteCredentials, kSuiteScope)->signature, base.signature);
+  aws::Credentials other = kSuiteCredentials;
+  other.secret_access_key.back() = 'X';
+  EXPECT_NE(aws::SignV4(SuiteRequest("POST"), other, kSuiteScope)->signature, base.signature);
+  EXPECT_NE(aws::SignV4(SuiteRequest("POST"), kSuiteCredentials, {"eu-west-1", "service"})->signature, base.signature);
+  aws::SignableRequest no_date = SuiteRequest("POST");
+  no_date.headers.pop_back();
+  EXPECT_EQ(aws::SignV4(no_date, kSuiteCredentials, kSuiteScope).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(aws::AmzDate(1440938160), "20150830T123600Z");
+}
+
+TEST(CredentialsTest, SharedFileProfilesAndEnvironmentTakePrecedence) {
+  const std::string file =
+      "# comment\n[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key=secret-default\n\n"
+      "[ops]\naws_access_key_id=AKIDOPS\naws_secret_access_key = secret-ops\naws_session_token = tok\n";
+  auto d = aws::ParseSharedCredentials(file, "default");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->access_key_id, "AKIDDEFAULT");
+  EXPECT_EQ(d->secret_access_key, "secret-default");
+  EXPECT_EQ(d->session_token, "");
+  auto ops = aws::ParseSharedCredentials(file, "ops");
+  ASSERT_TRUE(ops.ok());
+  EXPECT_EQ(ops->session_token, "tok");
+  EXPECT_EQ(aws::ParseSharedCredentials(file, "missing").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(aws::ParseSharedCredentials("[default]\naws_access_key_id = x\n", "default").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(aws::ParseSharedCredentials("[default\n", "default").status().code(), absl::StatusCode::kInvalidArgument);
+
+  toolgate::testing::TempDir dir;
+  std::ofstream(dir.file("credentials")) << file;
+  unsetenv("AWS_ACCESS_KEY_ID");
+  unsetenv("AWS_SECRET_ACCESS_KEY");
+  setenv("AWS_SHARED_CREDENTIALS_FILE", dir.file("credentials").c_str(), 1);
+  setenv("AWS_PROFILE", "ops", 1);
+  auto from_file = aws::LoadCredentials();
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(from_file->access_key_id, "AKIDOPS");
+  setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "secret-env", 1);
+  setenv("AWS_SESSION_TOKEN", "session-env", 1);
+  auto from_env = aws::LoadCredentials();
+  ASSERT_TRUE(from_env.ok());
+  EXPECT_EQ(from_env->access_key_id, "AKIDENV");
+  EXPECT_EQ(from_env->session_token, "session-env");
+  for (const char* v : {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"}) unsetenv(v);
+  setenv("AWS_SHARED_CREDENTIALS_FILE", dir.file("absent").c_str(), 1);
+  EXPECT_EQ(aws::LoadCredentials().status().code(), absl::StatusCode::kNotFound);
+  unsetenv("AWS_SHARED_CREDENTIALS_FILE");
+}
+
+TEST(DynamoDbExpressionsTest, ValuesAndNamesOnlyEverAppearAsPlaceholders) {
+  const std::string hostile = "x) OR attribute_exists(#n0";
+  dynamodb::ExpressionBuilder b;
+  auto c = dynamodb::RenderCondition(
+      Condition::And({Condition::Eq(AttributePath::Top(hostile), hostile),
+                      Condition::Exists(AttributePath::In("holders", "lease-1")),
+                      Condition::Compare(Condition::Attr(AttributePath::Top("in_flight_count")), Condition::Op::kLt,
+                                         Condition::Attr(AttributePath::Top("max_in_flight")))}),
+      b);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(*c, "(#n0 = :v0) AND (attribute_exists(#n1.#n2)) AND (#n3 < #n4)");
+  EXPECT_THAT(*c, Not(HasSubstr("lease-1")));
+  EXPECT_EQ(b.names()["#n0"], hostile);
+  EXPECT_EQ(b.values()[":v0"], nlohmann::json({{"S", hostile}}));
+
+  dynamodb::ExpressionBuilder u;
+  auto update = dynamodb::RenderUpdate({UpdateOp::Add(AttributePath::Top("in_flight_count"), 1),
+                                        UpdateOp::Set(AttributePath::In("holders", "lease-1"), int64_t{123}),
+                                        UpdateOp::Remove(AttributePath::Top("old"))},
+                                       u);
+  ASSERT_TRUE(update.ok()) << update.status();
+  EXPECT_EQ(*update, "SET #n0 = if_not_exists(#n0, :v0) + :v1, #n1.#n2 = :v2 REMOVE #n3");
+  // DynamoDB refuses overlapping paths and writes to the key: refused before sending.
+  dynamodb::ExpressionBuilder x;
+  EXPECT_EQ(dynamodb::RenderUpdate({UpdateOp::Set(AttributePath::Top("m"), AttributeMap{}),
+                                    UpdateOp::Set(AttributePath::In("m", "k"), 1)}, x).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dynamodb::RenderUpdate({UpdateOp::Set(AttributePath::Top("pk"), "x")}, x).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DynamoDbExpressionsTest, AlwaysNeverAndEmptyCombinationsRender) {
+  dynamodb::ExpressionBuilder b;
+  EXPECT_EQ(*dynamodb::RenderCondition(Condition::Always(), b), "");
+  EXPECT_EQ(*dynamodb::RenderCondition(Condition::And({Condition::Always(), Condition::ItemExists()}), b),
+            "(attribute_exists(#n_pk))");
+  EXPECT_THAT(*dynamodb::RenderCondition(Condition::Not(Condition::Always()), b), HasSubstr(" AND "));
+  EXPECT_THAT(*dynamodb::RenderCondition(Condition::Or({Condition::ItemAbsent(), Condition::Always()}), b),
+              HasSubstr(" OR "));
+}
+
+TEST(DynamoDbExpressionsTest, WireValuesRoundTripAndForeignTypesAreDataLoss) {
+  const Item item{{"s", "text"}, {"i", int64_t{-42}}, {"d", 2.5}, {"b", false}, {"m", AttributeMap{{"k", 1}}}};
+  auto wire = dynamodb::ItemToWire(item);
+  ASSERT_TRUE(wire.ok());
+  EXPECT_EQ((*wire)["i"], nlohmann::json({{"N", "-42"}}));
+  auto back = dynamodb::ItemFromWire(*wire);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, item);
+  EXPECT_EQ(dynamodb::ValueFromWire({{"SS", {"a"}}}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(dynamodb::ValueFromWire({{"N", "12abc"}}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(dynamodb::ValueFromWire(nlohmann::json::array()).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(dynamodb::ItemToWire({{"pk", "x"}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(dynamodb::ValueToWire(std::nan("")).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A DynamoDB endpoint that answers from a script, to drive the retry policy.
+class DynamoDbRetryTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<DynamoDbItemStore> Open(int budget_ms = 2000) {
+    DynamoDbItemStore::Options o;
+    o.endpoint = fake_.base_url();
+    o.credentials = toolgate::testing::TestCredentials();
+    o.retry_budget_ms = budget_ms;
+    o.request_timeout_ms = 1000;
+    o.on_retry = [this](std::string_view op, std::string_view reason) {
+      std::lock_guard lock(mu_);
+      retries_.push_back(std::string(op) + ":" + std::string(reason));
+    };
+    auto s = DynamoDbItemStore::Open(o, clock_);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return std::move(*s);
+  }
+  static Reply Error(int status, const std::string& type) {
+    return Reply{status, R"({"__type":"com.amazonaws.dynamodb.v20120810#)" + type + R"(","message":"scripted"})"};
+  }
+  ManualClock clock_;
+  FakeDownstream fake_;
+  std::mutex mu_;
+  std::vector<std::string> retries_;
+};
+
+TEST_F(DynamoDbRetryTest, ThrottlingIsRetriedUntilItPassesAndEveryRequestIsSigned) {
+  std::atomic<int> calls{0};
+  fake_.set_behavior([&](const FakeDownstream::Request&) {
+    return calls.fetch_add(1) < 2 ? Error(400, "ProvisionedThroughputExceededException")
+                                  : Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})"};
+  });
+  auto store = Open();
+  auto got = store->Get({"A", "B"});
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(got->has_value());
+  EXPECT_EQ(GetInt(**got, "v"), 7);
+  EXPECT_EQ(calls.load(), 3);
+  EXPECT_THAT(retries_, ::testing::ElementsAre("GetItem:throttled", "GetItem:throttled"));
+  for (const auto& r : fake_.requests()) {
+    EXPECT_EQ(r.headers.at("x-amz-target"), "DynamoDB_20120810.GetItem");
+    EXPECT_THAT(r.headers.at("authorization"), HasSubstr("AWS4-HMAC-SHA256 Credential=AKIDTOOLGATETEST/"));
+    EXPECT_THAT(r.headers.at("authorization"), HasSubstr("/us-east-1/dynamodb/aws4_request"));
+  }
+}
+
+TEST_F(DynamoDbRetryTest, PersistentThrottlingEndsAsUnavailableWithinTheBudgetNamingOpAndType) {
+  fake_.set_behavior([](const auto&) { return Error(400, "ThrottlingException"); });
+  auto store = Open(/*budget_ms=*/300);
+  const auto start = std::chrono::steady_clock::now();
+  auto r = store->Update({"A", "B"}, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(IsStoreError(r.status()));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("UpdateItem"));
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("ThrottlingException"));
+  EXPECT_GE(fake_.total(), 2);
+}
+
+TEST_F(DynamoDbRetryTest, AWriteWhoseOutcomeIsUnknownIsNotRetriedButAReadIs) {
+  fake_.set_behavior([](const auto&) { return Error(500, "InternalServerError"); });
+  auto store = Open();
+  auto w = store->Update({"A", "B"}, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always());
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(w.status().message()), HasSubstr("outcome is unknown"));
+  EXPECT_EQ(fake_.total(), 1) << "a conditional ADD retried after a 500 could apply twice";
+  fake_.reset_counts();
+  auto r = store->Get({"A", "B"});
+  EXPECT_FALSE(r.ok());
+  EXPECT_GT(fake_.total(), 1);
+}
+
+TEST_F(DynamoDbRetryTest, ConditionFailuresAreResultsAndOtherErrorsAreClassified) {
+  std::atomic<int> step{0};
+  fake_.set_behavior([&](const auto&) {
+    switch (step.load()) {
+      case 0: return Error(400, "ConditionalCheckFailedException");
+      case 1: return Error(400, "ResourceNotFoundException");
+      case 2: return Error(400, "ValidationException");
+      default: return Error(400, "UnrecognizedClientException");
+    }
+  });
+  auto store = Open();
+  auto cond = store->Put({"A", "B"}, {{"v", 1}}, Condition::ItemAbsent());
+  ASSERT_TRUE(cond.ok()) << cond.status();
+  EXPECT_FALSE(cond->applied);
+  step = 1;
+  auto missing = store->Get({"A", "B"});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("store init"));
+  step = 2;
+  EXPECT_EQ(store->Get({"A", "B"}).status().code(), absl::StatusCode::kInvalidArgument);
+  step = 3;
+  EXPECT_EQ(store->Get({"A", "B"}).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(retries_.empty());
+}
+
+TEST_F(DynamoDbRetryTest, AnItemOverFourHundredKilobytesIsRefusedBeforeSending) {
+  auto store = Open();
+  auto r = store->Put({"A", "B"}, {{"blob", std::string(410 * 1024, 'x')}}, Condition::Always());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fake_.total(), 0);
+}
+
+TEST(DynamoDbServerTest, AnUnreachableEndpointIsUnavailableAfterRetries) {
+  ManualClock clock;
+  DynamoDbItemStore::Options o;
+  o.endpoint = "http://127.0.0.1:" + std::to_string(toolgate::testing::FreeLoopbackPort());
+  o.credentials = toolgate::testing::TestCredentials();
+  o.retry_budget_ms = 200;
+  int retries = 0;
+  o.on_retry = [&](std::string_view, std::string_view reason) { retries += reason == "connection"; };
+  auto store = DynamoDbItemStore::Open(o, clock);
+  ASSERT_TRUE(store.ok());
+  auto r = (*store)->Get({"A", "B"});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.status().message()), HasSubstr("connection failed"));
+  EXPECT_GT(retries, 0);
+}
+
+TEST(DynamoDbServerTest, InitTableIsIdempotentAndSaysWhenTtlIsUnsupported) {
+  ManualClock clock;
+  toolgate::testing::TempDir dir;
+  auto store = toolgate::testing::OpenDynamo(toolgate::testing::TableFor(dir), clock);  // first init
+  ASSERT_NE(store, nullptr);
+  auto again = store->InitTable();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_THAT(*again, HasSubstr("exists"));
+  EXPECT_THAT(*again, HasSubstr("ACTIVE"));
+  EXPECT_THAT(*again, HasSubstr("TTL"));
+  // Expired items are hidden from reads even though this engine never deletes them.
+  ASSERT_TRUE(store->Put({"A", "B"}, {{"ttl", clock.now_epoch_sec() - 1}}, Condition::Always()).ok());
+  EXPECT_FALSE(store->Get({"A", "B"})->has_value());
+  ASSERT_TRUE(store->DeleteTable().ok());
+  EXPECT_EQ(store->Get({"A", "B"}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace toolgate::store
