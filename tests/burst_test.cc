@@ -30,6 +30,8 @@ class BurstTest : public ::testing::TestWithParam<Backend> {
     config_.cooldown_s = 20;
   }
 
+  void LimitHoldsUnderBurst(int shards);
+
   void Trip() {
     for (int i = 0; i < config_.failure_threshold; ++i) {
       auto p = breakers_->RequestPermission("crm", config_);
@@ -88,10 +90,12 @@ TEST_P(BurstTest, ABurstOfFailuresOpensTheBreakerExactlyOnce) {
   EXPECT_EQ(listener_.count(Cause::kFailureThreshold), 1);
 }
 
-TEST_P(BurstTest, TheInFlightLimitHoldsUnder64ThreadsAndEverySlotComesBack) {
+// 64 threads acquire, hold and release for 2 s; an observer outside the store counts holders.
+void BurstTest::LimitHoldsUnderBurst(int shards) {
   ConnectorConcurrencyService slots(*store_, clock_);
   ConcurrencyConfig config;
   config.max_in_flight = 4;
+  config.shards = shards;
   ASSERT_TRUE(slots.EnsureConnector("crm", config).ok());
 
   // The independent observer: how many callers are inside their slot right now, and the peak.
@@ -136,6 +140,10 @@ TEST_P(BurstTest, TheInFlightLimitHoldsUnder64ThreadsAndEverySlotComesBack) {
   EXPECT_EQ(after->in_flight, 0);
   EXPECT_EQ(after->holders, 0);
 }
+
+TEST_P(BurstTest, TheInFlightLimitHoldsUnder64ThreadsAndEverySlotComesBack) { LimitHoldsUnderBurst(1); }
+
+TEST_P(BurstTest, TheInFlightLimitHoldsWhenSplitOverFourShards) { LimitHoldsUnderBurst(4); }
 
 INSTANTIATE_TEST_SUITE_P(Backends, BurstTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),
                          toolgate::testing::BackendName);

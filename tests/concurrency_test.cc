@@ -1,5 +1,7 @@
 // ConnectorConcurrencyService: S6 limits and S7 release and lease rules, with manual clocks.
 
+#include <set>
+
 #include "gtest/gtest.h"
 #include "toolgate/clock.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -157,6 +159,100 @@ TEST(ConcurrencyConfigTest, ValidateRefusesNonsense) {
   c = {};
   c.max_clock_skew_s = -1;
   EXPECT_FALSE(Validate(c).ok());
+}
+
+}  // namespace
+}  // namespace toolgate
+
+namespace toolgate {
+namespace {
+
+// concurrency_shards > 1: the limit split over several items, S6 and S7 intact for the sum.
+class ShardedConcurrencyTest : public ConcurrencyTest {
+ protected:
+  ShardedConcurrencyTest() {
+    config_.max_in_flight = 10;
+    config_.shards = 4;
+  }
+};
+
+TEST_F(ShardedConcurrencyTest, SharesAddUpToTheLimitAndTheFirstShardsTakeTheRemainder) {
+  EXPECT_EQ(ConnectorConcurrencyService::ShareOf(10, 4, 0), 3);
+  EXPECT_EQ(ConnectorConcurrencyService::ShareOf(10, 4, 1), 3);
+  EXPECT_EQ(ConnectorConcurrencyService::ShareOf(10, 4, 2), 2);
+  EXPECT_EQ(ConnectorConcurrencyService::ShareOf(10, 4, 3), 2);
+  for (int max : {4, 5, 17, 100, 99999}) {
+    for (int k : {1, 3, 4, 64}) {
+      if (k > max) continue;
+      int sum = 0;
+      for (int i = 0; i < k; ++i) sum += ConnectorConcurrencyService::ShareOf(max, k, i);
+      EXPECT_EQ(sum, max) << max << " over " << k;
+    }
+  }
+  ASSERT_TRUE(slots_.EnsureConnector(kConn, config_).ok());
+  const ConcurrencySnapshot s = Snapshot();
+  EXPECT_EQ(s.max_in_flight, 10);
+  EXPECT_EQ(s.shards, 4);
+  for (int k = 0; k < 4; ++k) {
+    auto item = store_.Get(ConnectorConcurrencyService::Key(kConn, k));
+    ASSERT_TRUE(item.ok() && item->has_value()) << "shard " << k;
+    EXPECT_EQ(store::GetInt(**item, "max_in_flight"), ConnectorConcurrencyService::ShareOf(10, 4, k));
+  }
+}
+
+TEST_F(ShardedConcurrencyTest, ExactlyTheLimitIsHandedOutAcrossShardsThenEveryCallerDefers) {
+  std::vector<SlotLease> held;
+  std::set<int> shards_used;
+  for (int i = 0; i < 10; ++i) {
+    auto lease = Acquire(slots_);
+    ASSERT_TRUE(lease.has_value()) << "slot " << i;
+    shards_used.insert(lease->shard);
+    held.push_back(*lease);
+  }
+  EXPECT_EQ(shards_used.size(), 4u) << "a full connector holds slots in every shard";
+  EXPECT_FALSE(Acquire(slots_).has_value());
+  EXPECT_EQ(Snapshot().in_flight, 10);
+  ASSERT_TRUE(*slots_.Release(held.back()));
+  EXPECT_FALSE(*slots_.Release(held.back())) << "a double release is impossible in a shard too";
+  held.pop_back();
+  auto again = Acquire(slots_);  // the freed slot is found whichever shard it is in
+  ASSERT_TRUE(again.has_value());
+  held.push_back(*again);
+  for (const auto& l : held) EXPECT_TRUE(*slots_.Release(l));
+  EXPECT_EQ(Snapshot().in_flight, 0);
+  EXPECT_EQ(Snapshot().holders, 0);
+}
+
+TEST_F(ShardedConcurrencyTest, AVanishedHoldersSlotsComeBackInEveryShard) {
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Acquire(slots_).has_value());  // then the holder dies
+  clock_.advance(std::chrono::seconds(35 + 5) - std::chrono::milliseconds(1));
+  EXPECT_FALSE(Acquire(slots_).has_value());
+  clock_.advance(std::chrono::milliseconds(1));
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(Acquire(slots_).has_value()) << "slot " << i;
+  EXPECT_FALSE(Acquire(slots_).has_value());
+}
+
+TEST_F(ShardedConcurrencyTest, AnOperatorsLimitIsSpreadOverTheShards) {
+  ASSERT_TRUE(slots_.EnsureConnector(kConn, config_).ok());
+  auto set = slots_.SetLimit(kConn, 6, 4);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->max_in_flight, 6);
+  EXPECT_TRUE(set->limit_set_by_operator);
+  int got = 0;
+  while (Acquire(slots_).has_value() && got < 20) ++got;
+  EXPECT_EQ(got, 6);
+  EXPECT_EQ(slots_.SetLimit(kConn, 3, 4).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ShardedConcurrencyTest, ConfigRefusesMoreShardsThanSlots) {
+  ConcurrencyConfig c = config_;
+  c.shards = 11;
+  EXPECT_FALSE(Validate(c).ok());
+  c.shards = 65;
+  c.max_in_flight = 1000;
+  EXPECT_FALSE(Validate(c).ok());
+  c.shards = 64;
+  EXPECT_TRUE(Validate(c).ok());
 }
 
 }  // namespace

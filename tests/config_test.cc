@@ -82,3 +82,34 @@ TEST(ConfigTest, ToolNames) {
 
 }  // namespace
 }  // namespace toolgate
+
+namespace toolgate {
+namespace {
+
+TEST(ConfigTest, DynamoDbBackendCapsTheBodyAndChecksItsKeys) {
+  const std::string connector = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
+  auto c = ParseConfig("[store]\nbackend = \"dynamodb\"\ntable = \"tg\"\nendpoint = \"http://127.0.0.1:8000\"\n" + connector,
+                       "d.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->store.table, "tg");
+  EXPECT_EQ(c->server.max_body_bytes, kDynamoDbMaxBodyBytes) << "the body limit defaults to what an item can hold";
+  auto big = ParseConfig("[server]\nmax_body_bytes = 1048576\n[store]\nbackend = \"dynamodb\"\n" + connector, "b.toml");
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(std::string(big.status().message()).find("server.max_body_bytes"), std::string::npos);
+  auto bad = ParseConfig("[store]\nbackend = \"dynamodb\"\nendpoint = \"ftp://x\"\ntable = \"\"\n" + connector, "e.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  EXPECT_NE(msg.find("store.endpoint"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("store.table"), std::string::npos) << msg;
+  auto shards = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\n"
+                            "concurrency_shards = 8\n", "s.toml");
+  ASSERT_FALSE(shards.ok());
+  EXPECT_NE(std::string(shards.status().message()).find("concurrency_shards"), std::string::npos);
+  auto ok_shards = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\n"
+                               "concurrency_shards = 8\n", "s.toml");
+  ASSERT_TRUE(ok_shards.ok()) << ok_shards.status();
+  EXPECT_EQ(ok_shards->connectors.at("crm").concurrency.shards, 8);
+}
+
+}  // namespace
+}  // namespace toolgate

@@ -778,7 +778,11 @@ struct Gateway::Impl {
       return Error(400, "invalid_request", "max_in_flight must be an integer in 1..100000");
     }
     auto before = slots->Read(c.id, c.concurrency);
-    auto set = slots->SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()));
+    if (body["max_in_flight"].get<int64_t>() < c.concurrency.shards) {
+      return Error(400, "invalid_request", "max_in_flight must be at least the connector's concurrency_shards (" +
+                                               std::to_string(c.concurrency.shards) + ")");
+    }
+    auto set = slots->SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()), c.concurrency.shards);
     if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
     return Audited("LIMIT_CHANGED", body,
                    {{"connector_id", c.id},

@@ -177,6 +177,10 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   c.concurrency.lease_ttl_s = c.timeout_ms / 1000 + 30;
   r.Int("lease_ttl_s", 1, 86400, c.concurrency.lease_ttl_s);
   r.Int("max_clock_skew_s", 0, 300, c.concurrency.max_clock_skew_s);
+  r.Int("concurrency_shards", 1, 64, c.concurrency.shards);
+  if (c.concurrency.shards > c.concurrency.max_in_flight) {
+    r.Error("concurrency_shards", "must not exceed max_in_flight (each shard holds at least one slot)");
+  }
   r.Int("max_response_bytes", 1024, 64 << 20, c.max_response_bytes);
   // S7: a live call must never lose its lease or its probe claim.
   if (int64_t{c.concurrency.lease_ttl_s} * 1000 <= c.timeout_ms) {

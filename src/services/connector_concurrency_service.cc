@@ -1,5 +1,7 @@
 #include "toolgate/services/connector_concurrency_service.h"
 
+#include <random>
+
 #include "absl/strings/str_cat.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/status_macros.h"
@@ -21,6 +23,7 @@ constexpr char kLimitSource[] = "limit_source";  // "config" or "operator"
 constexpr char kFromConfig[] = "config";
 constexpr char kFromOperator[] = "operator";
 constexpr int kMaxLimit = 100000;
+constexpr int kMaxShards = 64;
 
 AttributePath Attr(const char* name) { return AttributePath::Top(name); }
 
@@ -59,6 +62,15 @@ absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view co
   return s;
 }
 
+// Sums a shard's snapshot into the connector's.
+void Add(ConcurrencySnapshot& total, const ConcurrencySnapshot& part) {
+  total.in_flight += part.in_flight;
+  total.max_in_flight += part.max_in_flight;
+  total.holders += part.holders;
+  total.expired_holders += part.expired_holders;
+  total.limit_set_by_operator = total.limit_set_by_operator || part.limit_set_by_operator;
+}
+
 }  // namespace
 
 absl::Status Validate(const ConcurrencyConfig& c) {
@@ -69,56 +81,86 @@ absl::Status Validate(const ConcurrencyConfig& c) {
   if (c.max_clock_skew_s < 0 || c.max_clock_skew_s > 300) {
     return absl::InvalidArgumentError("max_clock_skew_s must be in 0..300");
   }
+  if (c.shards < 1 || c.shards > kMaxShards) {
+    return absl::InvalidArgumentError(absl::StrCat("concurrency_shards must be in 1..", kMaxShards));
+  }
+  if (c.shards > c.max_in_flight) {
+    return absl::InvalidArgumentError("concurrency_shards must not exceed max_in_flight (each shard holds a slot)");
+  }
   return absl::OkStatus();
 }
 
 ConnectorConcurrencyService::ConnectorConcurrencyService(store::ItemStore& store, const Clock& clock)
     : store_(store), clock_(clock) {}
 
-store::ItemKey ConnectorConcurrencyService::Key(std::string_view connector_id) {
-  return {absl::StrCat("CONNECTOR#", std::string(connector_id)), "CONCURRENCY"};
+store::ItemKey ConnectorConcurrencyService::Key(std::string_view connector_id, int shard) {
+  return {absl::StrCat("CONNECTOR#", std::string(connector_id)),
+          shard == 0 ? std::string("CONCURRENCY") : absl::StrCat("CONCURRENCY#", shard)};
+}
+
+int ConnectorConcurrencyService::ShareOf(int max_in_flight, int shards, int shard) {
+  return max_in_flight / shards + (shard < max_in_flight % shards ? 1 : 0);
 }
 
 absl::Status ConnectorConcurrencyService::EnsureConnector(std::string_view connector_id,
                                                           const ConcurrencyConfig& config) {
+  for (int k = 0; k < config.shards; ++k) RETURN_IF_ERROR(EnsureShard(connector_id, k, config));
+  return absl::OkStatus();
+}
+
+absl::Status ConnectorConcurrencyService::EnsureShard(std::string_view connector_id, int shard,
+                                                      const ConcurrencyConfig& config) {
+  const int64_t share = ShareOf(config.max_in_flight, config.shards, shard);
   // No TTL on this item: it holds live leases.
-  const Item fresh{{kInFlight, int64_t{0}},
-                   {kMax, int64_t{config.max_in_flight}},
-                   {kHolders, AttributeMap{}},
-                   {kLimitSource, kFromConfig}};
-  ASSIGN_OR_RETURN(store::WriteResult created, store_.Put(Key(connector_id), fresh, Condition::ItemAbsent()));
+  const Item fresh{{kInFlight, int64_t{0}}, {kMax, share}, {kHolders, AttributeMap{}}, {kLimitSource, kFromConfig}};
+  ASSIGN_OR_RETURN(store::WriteResult created, store_.Put(Key(connector_id, shard), fresh, Condition::ItemAbsent()));
   if (created.applied) return absl::OkStatus();
   // Exists: follow the config unless an operator set the limit.
   ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(connector_id), {UpdateOp::Set(Attr(kMax), int64_t{config.max_in_flight})},
+                   store_.Update(Key(connector_id, shard), {UpdateOp::Set(Attr(kMax), share)},
                                  Condition::And({Condition::Eq(Attr(kLimitSource), kFromConfig),
                                                  Condition::Exists(Attr(kHolders)),
-                                                 Condition::Ne(Attr(kMax), int64_t{config.max_in_flight})})));
+                                                 Condition::Ne(Attr(kMax), share)})));
   (void)r;  // not applied: already in line, or an operator's limit stands
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire(std::string_view connector_id,
                                                                                  const ConcurrencyConfig& config) {
+  if (config.shards <= 1) return TryShard(connector_id, 0, config);
+  // From a random shard onwards, so callers spread over the items; the first with room wins.
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  const int first = static_cast<int>(rng() % static_cast<unsigned>(config.shards));
+  for (int i = 0; i < config.shards; ++i) {
+    const int shard = (first + i) % config.shards;
+    ASSIGN_OR_RETURN(std::optional<SlotLease> lease, TryShard(connector_id, shard, config));
+    if (lease) return lease;
+  }
+  return std::optional<SlotLease>();
+}
+
+absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(std::string_view connector_id,
+                                                                               int shard,
+                                                                               const ConcurrencyConfig& config) {
   // Attempt 0 is the fast path; a second attempt follows only if the first found the item missing
   // or reclaimed an expired lease.
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int64_t now_ms = clock_.now_epoch_ms();
-    SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000};
+    SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000, shard};
     ASSIGN_OR_RETURN(
         store::WriteResult r,
-        store_.Update(Key(connector_id),
+        store_.Update(Key(connector_id, shard),
                       {UpdateOp::Add(Attr(kInFlight), 1),
                        UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
                       AcquireCondition(), store::ReturnValues::kNone));
     if (r.applied) return std::optional<SlotLease>(std::move(lease));
     if (attempt > 0) break;
-    ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
+    ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id, shard)));
     if (!item || store::GetMap(*item, kHolders) == nullptr) {
-      RETURN_IF_ERROR(EnsureConnector(connector_id, config));
+      RETURN_IF_ERROR(EnsureShard(connector_id, shard, config));
       continue;
     }
-    ASSIGN_OR_RETURN(int reclaimed, ReclaimExpired(connector_id, config));
+    ASSIGN_OR_RETURN(int reclaimed, ReclaimShard(connector_id, shard, config));
     if (reclaimed == 0) break;
   }
   return std::optional<SlotLease>();
@@ -126,7 +168,7 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire
 
 store::WriteRequest ConnectorConcurrencyService::ReleaseRequest(const SlotLease& lease) {
   const AttributePath holder = AttributePath::In(kHolders, lease.lease_id);
-  return store::WriteRequest::Update(Key(lease.connector_id),
+  return store::WriteRequest::Update(Key(lease.connector_id, lease.shard),
                                      {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
                                      Condition::Exists(holder), store::ReturnValues::kNone);
 }
@@ -139,7 +181,18 @@ absl::StatusOr<bool> ConnectorConcurrencyService::Release(const SlotLease& lease
 
 absl::StatusOr<int> ConnectorConcurrencyService::ReclaimExpired(std::string_view connector_id,
                                                                 const ConcurrencyConfig& config) {
-  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
+  int reclaimed = 0;
+  for (int k = 0; k < config.shards; ++k) {
+    ASSIGN_OR_RETURN(int n, ReclaimShard(connector_id, k, config));
+    reclaimed += n;
+  }
+  return reclaimed;
+}
+
+absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view connector_id, int shard,
+                                                              const ConcurrencyConfig& config) {
+  const store::ItemKey key = Key(connector_id, shard);
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(key));
   if (!item) return 0;
   const AttributeMap* holders = store::GetMap(*item, kHolders);
   if (holders == nullptr) return 0;
@@ -151,7 +204,7 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimExpired(std::string_view
     // Conditional on the expiry we saw: a lease renewed meanwhile is left alone, and of several
     // reclaimers exactly one gives the slot back.
     ASSIGN_OR_RETURN(store::WriteResult r,
-                     store_.Update(Key(connector_id), {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
+                     store_.Update(key, {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
                                    Condition::Eq(holder, expiry)));
     if (r.applied) ++reclaimed;
   }
@@ -159,31 +212,46 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimExpired(std::string_view
 }
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::SetLimit(std::string_view connector_id,
-                                                                          int max_in_flight) {
+                                                                          int max_in_flight, int shards) {
   if (max_in_flight < 1 || max_in_flight > kMaxLimit) {
     return absl::InvalidArgumentError(absl::StrCat("max_in_flight must be in 1..", kMaxLimit));
   }
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(connector_id),
-                                 {UpdateOp::Set(Attr(kMax), int64_t{max_in_flight}),
-                                  UpdateOp::Set(Attr(kLimitSource), kFromOperator)},
-                                 Condition::Exists(Attr(kHolders))));
-  if (!r.applied) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("connector '", std::string(connector_id), "' has no semaphore yet (it is created at start)"));
+  if (shards < 1 || shards > kMaxShards || max_in_flight < shards) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_in_flight must be at least the connector's concurrency_shards (", shards, ")"));
   }
-  return Decode(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{});
+  ConcurrencySnapshot total;
+  total.shards = shards;
+  for (int k = 0; k < shards; ++k) {
+    ASSIGN_OR_RETURN(store::WriteResult r,
+                     store_.Update(Key(connector_id, k),
+                                   {UpdateOp::Set(Attr(kMax), int64_t{ShareOf(max_in_flight, shards, k)}),
+                                    UpdateOp::Set(Attr(kLimitSource), kFromOperator)},
+                                   Condition::Exists(Attr(kHolders))));
+    if (!r.applied) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("connector '", std::string(connector_id), "' has no semaphore yet (it is created at start)"));
+    }
+    ASSIGN_OR_RETURN(ConcurrencySnapshot part, Decode(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{}));
+    Add(total, part);
+  }
+  return total;
 }
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::Read(std::string_view connector_id,
                                                                       const ConcurrencyConfig& config) {
-  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
-  if (!item) {
-    ConcurrencySnapshot s;
-    s.max_in_flight = config.max_in_flight;
-    return s;
+  ConcurrencySnapshot total;
+  total.shards = config.shards;
+  for (int k = 0; k < config.shards; ++k) {
+    ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id, k)));
+    if (!item) {
+      total.max_in_flight += ShareOf(config.max_in_flight, config.shards, k);
+      continue;
+    }
+    ASSIGN_OR_RETURN(ConcurrencySnapshot part, Decode(*item, connector_id, clock_.now_epoch_ms(), config));
+    Add(total, part);
   }
-  return Decode(*item, connector_id, clock_.now_epoch_ms(), config);
+  return total;
 }
 
 }  // namespace toolgate

@@ -15,6 +15,7 @@ struct ConcurrencyConfig {
   int max_in_flight = 16;    // slots summed over every thread, process and host (S6); 1..100000
   int lease_ttl_s = 35;      // a slot whose holder vanished comes back after this (S7)
   int max_clock_skew_s = 5;  // how far ahead another host's clock may run (S7)
+  int shards = 1;            // items the semaphore is split over (`concurrency_shards`); 1..64, <= max_in_flight
 };
 
 // kInvalidArgument naming the first bad field.
@@ -25,6 +26,7 @@ struct SlotLease {
   std::string connector_id;
   std::string lease_id;
   int64_t expires_at_ms = 0;
+  int shard = 0;  // the shard item that holds it
 };
 
 // The semaphore as stored.
@@ -32,6 +34,7 @@ struct ConcurrencySnapshot {
   int64_t in_flight = 0;
   int64_t max_in_flight = 0;
   int64_t holders = 0;          // leases recorded (equals in_flight: both change in one write)
+  int shards = 1;               // items summed
   int64_t expired_holders = 0;  // leases past expiry + skew, reclaimable
   bool limit_set_by_operator = false;
 };
@@ -47,6 +50,16 @@ struct ConcurrencySnapshot {
 //
 // The limit lives in the item so an operator's change is in force fleet-wide at once; a limit set by
 // an operator survives restarts, one from the config follows the config.
+//
+// Sharding (`concurrency_shards` = K > 1, design section 3): one item takes at most ~1,000 writes/s
+// on DynamoDB, so a busy connector's semaphore is split into K items — shard 0 is
+// (CONNECTOR#C, CONCURRENCY), shard k is (CONNECTOR#C, CONCURRENCY#k) — each holding its share of the
+// limit (max/K, the first max%K shards one more). Acquire tries the shards from a random one onwards
+// and takes the first with room; a lease names its shard and is released there. Every shard keeps
+// its own `in_flight_count < max_in_flight`, and the shares add up to the limit, so S6 holds for the
+// sum. The price: a caller may be told DEFER only after trying every shard (K writes when the
+// connector is full), and a limit change is K writes that are not atomic together — while it is
+// applied, the sum lies between the old and the new limit.
 //
 // Thread-safe. Status codes: store errors from ItemStore; kDataLoss when the item is malformed.
 class ConnectorConcurrencyService {
@@ -70,14 +83,23 @@ class ConnectorConcurrencyService {
   // Reclaims every lease of the connector past expiry + skew; returns how many.
   absl::StatusOr<int> ReclaimExpired(std::string_view connector_id, const ConcurrencyConfig& config);
 
-  // An operator's new limit (PUT /admin/connectors/{id}/limits). kInvalidArgument when out of range.
-  absl::StatusOr<ConcurrencySnapshot> SetLimit(std::string_view connector_id, int max_in_flight);
+  // An operator's new limit (PUT /admin/connectors/{id}/limits), spread over `shards` items.
+  // kInvalidArgument when out of range or smaller than the number of shards.
+  absl::StatusOr<ConcurrencySnapshot> SetLimit(std::string_view connector_id, int max_in_flight, int shards = 1);
 
   absl::StatusOr<ConcurrencySnapshot> Read(std::string_view connector_id, const ConcurrencyConfig& config);
 
-  static store::ItemKey Key(std::string_view connector_id);
+  static store::ItemKey Key(std::string_view connector_id, int shard = 0);
+
+  // Shard `shard`'s part of `max_in_flight` when split over `shards` items.
+  static int ShareOf(int max_in_flight, int shards, int shard);
 
  private:
+  absl::Status EnsureShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
+  absl::StatusOr<std::optional<SlotLease>> TryShard(std::string_view connector_id, int shard,
+                                                    const ConcurrencyConfig& config);
+  absl::StatusOr<int> ReclaimShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
+
   store::ItemStore& store_;
   const Clock& clock_;
 };
