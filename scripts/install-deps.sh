@@ -8,7 +8,7 @@ packages=(
   libboost-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev libabsl-dev libsqlite3-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
-  sqlite3 curl
+  sqlite3 curl openssl ca-certificates
 )
 
 # Node.js runs the servers the tests start (dynalite, a DynamoDB-API server); any recent node will do.

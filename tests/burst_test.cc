@@ -100,7 +100,10 @@ void BurstTest::LimitHoldsUnderBurst(int shards) {
 
   // The independent observer: how many callers are inside their slot right now, and the peak.
   std::atomic<int> inside{0}, peak{0}, acquired{0}, deferred{0}, errors{0}, double_release{0};
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  // DynamoDB-API round trips are ~1 ms and queue behind 64 threads (slower still under sanitizers):
+  // that backend runs longer and is asked for less progress.
+  const bool remote = GetParam().name == "dynamodb";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(remote ? 5 : 2);
   // Hold a slot longer than a store round trip takes under this burst, or holders never overlap in the
   // observer (DynamoDB-API: 64 queued requests of ~1 ms each on one dynalite).
   const auto hold = std::chrono::microseconds(GetParam().name == "dynamodb" ? 50000 : 200);
@@ -133,7 +136,7 @@ void BurstTest::LimitHoldsUnderBurst(int shards) {
   EXPECT_LE(peak.load(), 4);
   EXPECT_GE(peak.load(), 2) << "the burst never overlapped: the test proves nothing (acquired " << acquired.load()
                             << ", deferred " << deferred.load() << ")";
-  EXPECT_GT(acquired.load(), 20);  // progress, even under sanitizers
+  EXPECT_GT(acquired.load(), remote ? 8 : 20);  // progress, even under sanitizers
   EXPECT_GT(deferred.load(), 0);
   auto after = slots.Read("crm", config);
   ASSERT_TRUE(after.ok());

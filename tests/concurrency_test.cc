@@ -5,6 +5,7 @@
 #include "gtest/gtest.h"
 #include "toolgate/clock.h"
 #include "toolgate/services/connector_concurrency_service.h"
+#include "toolgate/store/forwarding_item_store.h"
 #include "toolgate/store/memory_item_store.h"
 
 namespace toolgate {
@@ -253,6 +254,42 @@ TEST_F(ShardedConcurrencyTest, ConfigRefusesMoreShardsThanSlots) {
   EXPECT_FALSE(Validate(c).ok());
   c.shards = 64;
   EXPECT_TRUE(Validate(c).ok());
+}
+
+}  // namespace
+}  // namespace toolgate
+
+namespace toolgate {
+namespace {
+
+// A store that applies every update twice, as a backend does when a request whose answer was lost
+// is sent again. Returns the first answer.
+class TwiceApplyingStore final : public store::ForwardingItemStore {
+ public:
+  using ForwardingItemStore::ForwardingItemStore;
+  using ItemStore::Update;
+  absl::StatusOr<store::WriteResult> Update(const store::ItemKey& key, const std::vector<store::UpdateOp>& ops,
+                                            const store::Condition& condition, store::ReturnValues returns) override {
+    auto first = ForwardingItemStore::Update(key, ops, condition, returns);
+    (void)ForwardingItemStore::Update(key, ops, condition, returns);
+    return first;
+  }
+};
+
+TEST_F(ConcurrencyTest, AnAcquireOrReleaseAppliedTwiceCountsOnce) {
+  TwiceApplyingStore twice(store_);
+  ConnectorConcurrencyService slots(twice, clock_);
+  std::vector<SlotLease> held;
+  for (int i = 0; i < 3; ++i) {
+    auto lease = Acquire(slots);
+    ASSERT_TRUE(lease.has_value()) << "slot " << i;
+    held.push_back(*lease);
+    EXPECT_EQ(Snapshot().in_flight, i + 1) << "a resent acquire must not take a second slot";
+  }
+  EXPECT_FALSE(Acquire(slots).has_value());
+  for (const auto& l : held) EXPECT_TRUE(*slots.Release(l));
+  EXPECT_EQ(Snapshot().in_flight, 0);
+  EXPECT_EQ(Snapshot().holders, 0);
 }
 
 }  // namespace

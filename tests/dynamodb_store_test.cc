@@ -300,5 +300,46 @@ TEST(DynamoDbServerTest, InitTableIsIdempotentAndSaysWhenTtlIsUnsupported) {
   EXPECT_EQ(store->Get({"A", "B"}).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// HTTPS: dynalite behind a TLS front whose certificate (for IP 127.0.0.1) is made here. The server is
+// verified against `ca_file`; without it, the system CAs refuse it and nothing is sent in clear.
+TEST(DynamoDbServerTest, AnHttpsEndpointIsVerifiedAndThenWorks) {
+  toolgate::testing::TempDir dir;
+  const std::string cert = dir.file("cert.pem"), key = dir.file("key.pem");
+  const std::string make_cert =
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 "
+      "-addext subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+  ASSERT_EQ(std::system(make_cert.c_str()), 0) << "openssl could not make a test certificate";
+  auto& dynalite = toolgate::testing::Dynalite::Shared();
+  ASSERT_TRUE(dynalite.ok()) << dynalite.error();
+  const int port = toolgate::testing::FreeLoopbackPort();
+  toolgate::testing::ChildProcess proxy({"/usr/bin/env", "node", TOOLGATE_TLS_PROXY, cert, key, std::to_string(port),
+                                         dynalite.endpoint().substr(dynalite.endpoint().rfind(':') + 1)});
+  ASSERT_EQ(proxy.ReadLine(std::chrono::seconds(20)), "listening");
+
+  ManualClock clock;
+  DynamoDbItemStore::Options o;
+  o.endpoint = "https://127.0.0.1:" + std::to_string(port);
+  o.table = toolgate::testing::TableFor(dir);
+  o.credentials = toolgate::testing::TestCredentials();
+  o.retry_budget_ms = 200;
+  auto untrusted = DynamoDbItemStore::Open(o, clock);
+  ASSERT_TRUE(untrusted.ok());
+  auto refused = (*untrusted)->Get({"A", "B"});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("TLS"));
+
+  o.ca_file = cert;
+  auto trusted = DynamoDbItemStore::Open(o, clock);
+  ASSERT_TRUE(trusted.ok()) << trusted.status();
+  ASSERT_TRUE((*trusted)->InitTable().ok());
+  ASSERT_TRUE((*trusted)->Put({"A", "B"}, {{"v", "over tls"}}, Condition::ItemAbsent())->applied);
+  for (int i = 0; i < 3; ++i) {  // a kept-alive TLS connection serves several requests
+    auto got = (*trusted)->Get({"A", "B"});
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(got->has_value());
+    EXPECT_EQ(GetString(**got, "v"), "over tls");
+  }
+}
+
 }  // namespace
 }  // namespace toolgate::store

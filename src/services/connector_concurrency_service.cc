@@ -32,13 +32,15 @@ bool Reclaimable(int64_t expires_at_ms, int64_t now_ms, const ConcurrencyConfig&
   return expires_at_ms + int64_t{config.max_clock_skew_s} * 1000 <= now_ms;
 }
 
-// S6: one conditional increment, `in_flight_count < max_in_flight` (the limit stored in the item).
-// Built once: conditions are immutable values.
-const Condition& AcquireCondition() {
-  static const Condition kCondition = Condition::And(
+// S6: one conditional increment, `in_flight_count < max_in_flight` (the limit stored in the item),
+// and only if this lease is not recorded yet: should a store apply the same acquire twice (a request
+// resent after a lost answer), the second finds its lease and changes nothing, so the count can never
+// exceed the holders it recorded.
+Condition AcquireCondition(const std::string& lease_id) {
+  static const Condition kRoom = Condition::And(
       {Condition::Exists(Attr(kHolders)),
        Condition::Compare(Condition::Attr(Attr(kInFlight)), Condition::Op::kLt, Condition::Attr(Attr(kMax)))});
-  return kCondition;
+  return Condition::And({kRoom, Condition::NotExists(AttributePath::In(kHolders, lease_id))});
 }
 
 absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view connector_id, int64_t now_ms,
@@ -152,7 +154,7 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
         store_.Update(Key(connector_id, shard),
                       {UpdateOp::Add(Attr(kInFlight), 1),
                        UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
-                      AcquireCondition(), store::ReturnValues::kNone));
+                      AcquireCondition(lease.lease_id), store::ReturnValues::kNone));
     if (r.applied) return std::optional<SlotLease>(std::move(lease));
     if (attempt > 0) break;
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id, shard)));
