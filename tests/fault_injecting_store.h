@@ -1,0 +1,72 @@
+#pragma once
+
+// A store wrapper that injects faults (hardening tests): errors on chosen keys or on everything (a
+// store that dies and comes back), and a count of what it refused. Reads and writes are refused before
+// they reach the store, so a refused write never happened.
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <string_view>
+
+#include "toolgate/store/forwarding_item_store.h"
+
+namespace toolgate::testing {
+
+class FaultInjectingStore final : public store::ForwardingItemStore {
+ public:
+  using KeyPredicate = std::function<bool(const store::ItemKey&)>;
+  using ForwardingItemStore::ForwardingItemStore;
+
+  // Every operation on a key `pred` accepts fails with `error` (scans and queries: when their pk does).
+  void FailWhere(KeyPredicate pred, absl::Status error = absl::UnavailableError("injected: store unreachable")) {
+    std::lock_guard lock(mu_);
+    pred_ = std::move(pred);
+    error_ = std::move(error);
+  }
+  // Every operation fails (the store is down), or none does.
+  void SetDown(bool down) { FailWhere(down ? KeyPredicate([](const store::ItemKey&) { return true; }) : KeyPredicate()); }
+  int injected() const { return injected_.load(); }
+
+  absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
+    if (auto e = Fault(key)) return *e;
+    return ForwardingItemStore::Get(key);
+  }
+  absl::StatusOr<store::WriteResult> Put(const store::ItemKey& key, const store::Item& item,
+                                         const store::Condition& condition) override {
+    if (auto e = Fault(key)) return *e;
+    return ForwardingItemStore::Put(key, item, condition);
+  }
+  using ItemStore::Update;
+  absl::StatusOr<store::WriteResult> Update(const store::ItemKey& key, const std::vector<store::UpdateOp>& ops,
+                                            const store::Condition& condition, store::ReturnValues returns) override {
+    if (auto e = Fault(key)) return *e;
+    return ForwardingItemStore::Update(key, ops, condition, returns);
+  }
+  absl::StatusOr<store::WriteResult> Erase(const store::ItemKey& key, const store::Condition& condition) override {
+    if (auto e = Fault(key)) return *e;
+    return ForwardingItemStore::Erase(key, condition);
+  }
+  absl::StatusOr<store::QueryPage> Query(const store::QueryRequest& request) override {
+    if (auto e = Fault({request.pk, ""})) return *e;
+    return ForwardingItemStore::Query(request);
+  }
+  // Batches go through the single-item operations above, one by one, so each meets its fault.
+  std::vector<absl::StatusOr<store::WriteResult>> WriteBatch(const std::vector<store::WriteRequest>& requests) override {
+    return ItemStore::WriteBatch(requests);
+  }
+
+ private:
+  std::optional<absl::Status> Fault(const store::ItemKey& key) {
+    std::lock_guard lock(mu_);
+    if (!pred_ || !pred_(key)) return std::nullopt;
+    injected_.fetch_add(1);
+    return error_;
+  }
+  std::mutex mu_;
+  KeyPredicate pred_;
+  absl::Status error_;
+  std::atomic<int> injected_{0};
+};
+
+}  // namespace toolgate::testing
