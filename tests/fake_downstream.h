@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -37,6 +38,7 @@ class FakeDownstream {
     std::vector<std::pair<std::string, std::string>> headers;
     int delay_ms = 0;
     bool close_without_reply = false;  // read the request, then drop the connection
+    int reset_after_body_bytes = -1;   // >= 0: announce the whole body, send this much of it, then reset
   };
   using Behavior = std::function<Reply(const Request&)>;
 
@@ -203,6 +205,13 @@ class FakeDownstream {
     for (const auto& [k, v] : reply.headers) out += k + ": " + v + "\r\n";
     out += "Content-Length: " + std::to_string(reply.body.size()) +
            (announce_keep_alive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n") + reply.body;
+    if (reply.reset_after_body_bytes >= 0) {
+      out.resize(out.size() - reply.body.size() + std::min(reply.body.size(), static_cast<size_t>(reply.reset_after_body_bytes)));
+      (void)send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+      linger hard{1, 0};  // close with RST, not FIN: the connection is reset mid-body
+      setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+      return false;
+    }
     size_t off = 0;
     while (off < out.size()) {
       const ssize_t n = send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);

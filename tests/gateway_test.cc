@@ -149,6 +149,40 @@ TEST_F(GatewayTest, ThrottlingTimeoutsAndDeadDownstreamsAnswerAsTheTableSays) {
   EXPECT_EQ(Body(gw.Invoke("crm.ok", {{"input", json::object()}}, alice_))["reason"], "breaker_open");
 }
 
+TEST_F(GatewayTest, HugeAndCutOffResponsesAreFailuresAndNothingHugeIsStored) {
+  const std::string huge = "{\"blob\":\"" + std::string(2 << 20, 'x') + "\"}";
+  crm_.set_behavior([&](const auto& req) {
+    if (req.path == "/crm.huge") return Reply{200, huge};
+    if (req.path == "/crm.cut") {
+      Reply r{200, R"({"ok":true,"padding":"0123456789012345678901234567890123456789"})"};
+      r.reset_after_body_bytes = 10;  // the connection is reset mid-body
+      return r;
+    }
+    return Reply{};
+  });
+  GatewayProcess& gw = Start(Config("max_response_bytes = 65536\n"));
+  auto big = gw.Invoke("crm.huge", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(big.status, 502) << big.body.substr(0, 300);
+  EXPECT_EQ(Body(big)["reason"], "downstream_error");
+  EXPECT_LT(big.body.size(), 4096u) << "the downstream's huge body is not passed on";
+  auto record = gw.Public("GET", "/v1/executions/" + Body(big)["execution_id"].get<std::string>(), "", alice_);
+  ASSERT_EQ(record.status, 200);
+  EXPECT_LT(record.body.size(), 65536u) << "nothing beyond max_response_bytes is stored";
+
+  auto cut = gw.Invoke("crm.cut", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(cut.status, 502) << cut.body;
+  const std::string reason = Body(cut)["reason"];
+  EXPECT_TRUE(reason == "connection_lost" || reason == "downstream_error") << reason;
+
+  // Two failures, below the threshold of 3: the connector still serves, and no slot was kept.
+  auto ok = gw.Invoke("crm.ok", {{"input", json::object()}}, alice_);
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
+  for (const auto& c : connectors["connectors"]) {
+    if (c["id"] == "crm") EXPECT_EQ(c["in_flight"], 0);
+  }
+}
+
 TEST_F(GatewayTest, AuthFailuresAre401AndTenantComesOnlyFromTheToken) {
   GatewayProcess& gw = Start(Config());
   const json call = {{"input", json::object()}};

@@ -135,7 +135,18 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
     http::response_parser<http::string_body> parser;
     parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
     parser.header_limit(64 * 1024);
-    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    // The header first, then the body: Boost 1.74's one-shot async_read was seen to let a body larger
+    // than body_limit through when header and body arrive together (reproduced outside toolgate);
+    // reading the header alone reports the limit reliably, and the length is checked here as well.
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && parser.content_length() &&
+        *parser.content_length() > static_cast<std::uint64_t>(request.max_response_bytes)) {
+      ec = http::error::body_limit;
+    }
+    if (!ec) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec && parser.get().body().size() > static_cast<std::size_t>(request.max_response_bytes)) {
+      ec = http::error::body_limit;
+    }
     if (ec) {
       const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
       if (reused && nothing_came_back && !TimedOut(ec, deadline) && (ec == http::error::end_of_stream || ec == asio::error::eof ||
