@@ -7,6 +7,7 @@
 #include <atomic>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <string_view>
 
 #include "toolgate/store/forwarding_item_store.h"
@@ -22,7 +23,8 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   void FailWhere(KeyPredicate pred, absl::Status error = absl::UnavailableError("injected: store unreachable")) {
     std::lock_guard lock(mu_);
     pred_ = std::move(pred);
-    error_ = std::move(error);
+    code_ = error.code();
+    message_ = std::string(error.message());
   }
   // Every operation fails (the store is down), or none does.
   void SetDown(bool down) { FailWhere(down ? KeyPredicate([](const store::ItemKey&) { return true; }) : KeyPredicate()); }
@@ -61,11 +63,14 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     std::lock_guard lock(mu_);
     if (!pred_ || !pred_(key)) return std::nullopt;
     injected_.fetch_add(1);
-    return error_;
+    // A fresh Status per call: a shared one would be a refcounted rep freed on whichever thread drops
+    // it last, through atomics ThreadSanitizer cannot see inside the uninstrumented Abseil library.
+    return absl::Status(code_, message_);
   }
   std::mutex mu_;
   KeyPredicate pred_;
-  absl::Status error_;
+  absl::StatusCode code_ = absl::StatusCode::kOk;
+  std::string message_;
   std::atomic<int> injected_{0};
 };
 

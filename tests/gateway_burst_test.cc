@@ -164,17 +164,6 @@ TEST_F(GatewayOnDynamoDbTest, AKillSwitchSetOnOneGatewayIsInForceOnAllWithinTwoS
   EXPECT_EQ(b.Invoke("other.ping", {{"input", json::object()}}, token_).status, 200);  // other connectors run
 }
 
-// The whole stdout of a `toolgate` command, and its exit status.
-std::pair<std::string, int> RunCli(const std::vector<std::string>& args) {
-  std::vector<std::string> argv = {TOOLGATE_BINARY};
-  argv.insert(argv.end(), args.begin(), args.end());
-  testing::ChildProcess p(argv);
-  std::string out;
-  while (auto line = p.ReadLine(std::chrono::seconds(30))) out += *line + "\n";
-  const int status = p.Wait();
-  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
-}
-
 TEST_F(GatewayOnDynamoDbTest, StoreInitCreatesTheTableOnceAndTheCliReadsTheLedgerFromIt) {
   table_ = testing::TableFor(dir_) + "_cli";  // not created by the fixture
   const std::string path = dir_.file("cli.toml");
@@ -183,16 +172,16 @@ TEST_F(GatewayOnDynamoDbTest, StoreInitCreatesTheTableOnceAndTheCliReadsTheLedge
     f << testing::BaseConfigDynamo(testing::Dynalite::Shared().endpoint(), table_) << "[connectors.crm]\nbase_url = \""
       << crm_.base_url() << "\"\n";
   }
-  auto [before, before_status] = RunCli({"store", "check", "--config", path});
+  auto [before_status, before] = testing::RunCli({"store", "check", "--config", path}, dir_);
   EXPECT_EQ(before_status, 1) << "the table does not exist yet: " << before;
-  auto [created, created_status] = RunCli({"store", "init", "--config", path});
+  auto [created_status, created] = testing::RunCli({"store", "init", "--config", path}, dir_);
   EXPECT_EQ(created_status, 0);
   EXPECT_THAT(created, ::testing::HasSubstr("created table '" + table_ + "'"));
   EXPECT_THAT(created, ::testing::HasSubstr("TTL"));  // dynalite: reported as unsupported, init carries on
-  auto [again, again_status] = RunCli({"store", "init", "--config", path});
+  auto [again_status, again] = testing::RunCli({"store", "init", "--config", path}, dir_);
   EXPECT_EQ(again_status, 0);
   EXPECT_THAT(again, ::testing::HasSubstr("exists"));
-  EXPECT_EQ(RunCli({"store", "check", "--config", path}).second, 0);
+  EXPECT_EQ(testing::RunCli({"store", "check", "--config", path}, dir_).first, 0);
 
   GatewayProcess gw(testing::BaseConfigDynamo(testing::Dynalite::Shared().endpoint(), table_) +
                         "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n",
@@ -201,7 +190,7 @@ TEST_F(GatewayOnDynamoDbTest, StoreInitCreatesTheTableOnceAndTheCliReadsTheLedge
   const auto r = gw.Invoke("crm.x", {{"input", {{"k", "v"}}}}, token_);
   ASSERT_EQ(r.status, 200) << r.body;
   gw.Terminate();
-  auto [verify, verify_status] = RunCli({"ledger", "verify", "--config", path});
+  auto [verify_status, verify] = testing::RunCli({"ledger", "verify", "--config", path}, dir_);
   EXPECT_EQ(verify_status, 0) << verify;
   EXPECT_THAT(verify, ::testing::HasSubstr("ledger verify: ok (1 executions"));
 }

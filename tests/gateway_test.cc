@@ -499,6 +499,39 @@ TEST_F(GatewayTest, AnUnknownOutcomeIsResentWithTheSameKeyAndSaysSo) {
   EXPECT_EQ(exec["events"][1]["data"]["previous_outcome"], "unknown");
 }
 
+TEST_F(GatewayTest, AnExposedAdminListenerNeedsATokenAndTheTokenIsChecked) {
+  // Refused before anything is bound: a non-loopback admin address without admin_token_env.
+  const std::string exposed = dir_.file("exposed.toml");
+  {
+    FILE* f = fopen(exposed.c_str(), "w");
+    fputs(("[admin]\nlisten = \"0.0.0.0:0\"\n[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n").c_str(), f);
+    fclose(f);
+  }
+  auto [code, out] = testing::RunCli({"serve", "--config", exposed}, dir_);
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("admin.listen is not a loopback address"), std::string::npos) << out;
+
+  // With a token configured (here on loopback), every admin route wants it, compared in full.
+  setenv("TOOLGATE_TEST_ADMIN_TOKEN", "admin-token-0123456789", 1);
+  std::string config = Config();
+  const std::string admin_table = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+  ASSERT_NE(config.find(admin_table), std::string::npos);
+  config.replace(config.find(admin_table), admin_table.size(),
+                 admin_table + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
+  GatewayProcess& gw = Start(config);
+  const int port = gw.admin_port();
+  EXPECT_EQ(gw.Call(port, "GET", "/admin/connectors").status, 401);
+  EXPECT_EQ(gw.Call(port, "GET", "/admin/connectors", "", "admin-token-012345678").status, 401);
+  EXPECT_EQ(gw.Call(port, "GET", "/admin/connectors", "", "admin-token-0123456789x").status, 401);
+  EXPECT_EQ(gw.Call(port, "GET", "/admin/connectors", "", "admin-token-0123456789").status, 200);
+  EXPECT_EQ(gw.Call(port, "PUT", "/admin/kill-switches",
+                    json{{"scope", "connector"}, {"key", "crm"}, {"reason", "x"}, {"requested_by", "y"}}.dump())
+                .status,
+            401);
+  EXPECT_EQ(gw.Invoke("crm.x", {{"input", json::object()}}, alice_).status, 200) << "nothing was changed";
+  unsetenv("TOOLGATE_TEST_ADMIN_TOKEN");
+}
+
 TEST_F(GatewayTest, ConfigErrorsNameTheKeyAndExit1) {
   const std::string path = dir_.file("bad.toml");
   FILE* f = fopen(path.c_str(), "w");

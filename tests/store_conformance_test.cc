@@ -63,7 +63,9 @@ TEST_P(StoreConformanceTest, PutThenGetRoundTripsEveryValueType) {
   EXPECT_EQ(got, item);
   EXPECT_TRUE(got.at("i").is_int());
   EXPECT_EQ(got.at("whole_double").as_number(), 3.0);
-  if (GetParam().keeps_number_type) EXPECT_TRUE(got.at("whole_double").is_double());
+  if (GetParam().keeps_number_type) {
+    EXPECT_TRUE(got.at("whole_double").is_double());
+  }
   EXPECT_EQ(GetString(got, "s"), "text with \"quotes\" and ünïcode");
 }
 
