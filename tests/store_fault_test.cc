@@ -11,6 +11,7 @@
 
 #include "fault_injecting_store.h"
 #include "gtest/gtest.h"
+#include "spdlog/spdlog.h"
 #include "nlohmann/json.hpp"
 #include "test_support.h"
 #include "toolgate/config.h"
@@ -150,6 +151,9 @@ TEST_F(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
 
 TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedgerGap) {
   Build("defer");
+  // The logger is created on first use inside the uninstrumented spdlog library: create it here,
+  // before the threads, so ThreadSanitizer does not see its lazy construction race.
+  spdlog::default_logger();
   std::atomic<bool> stop{false};
   std::mutex mu;
   std::vector<std::pair<std::string, std::string>> answered;  // (execution id, outcome) with a record
