@@ -60,6 +60,15 @@ struct SloConfig {
   double error_target = 0.995;
   double latency_target = 0.99;
   int latency_threshold_ms = 1000;
+  int min_events = 20;  // a tier stays quiet while its long window holds fewer calls
+};
+
+// Fleet-wide SLO evaluation (design §8) and where alarms are announced.
+struct SloEvaluationConfig {
+  int interval_ms = 10'000;  // counts flushed to the store and alarms evaluated this often (<= 10 s)
+  std::string webhook_url;   // [alerts] webhook_url: http://host:port/path receiving a JSON POST per change
+  HostPort webhook_address;  // parsed from webhook_url
+  std::string webhook_path;
 };
 
 enum class OnStoreError { kDefer, kAllow };
@@ -91,6 +100,7 @@ struct Config {
   int max_replays_per_execution = 5;
   int idempotency_retention_h = 24;
   int kill_switch_refresh_ms = 1000;  // S8 asks for 2 s fleet-wide
+  SloEvaluationConfig slo;
   std::map<std::string, ConnectorConfig> connectors;
   std::map<std::string, ToolConfig> tools;
   std::string source;  // the file it came from, or "built-in default"

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "toml++/toml.h"
+#include "toolgate/domain/slo.h"
 
 namespace toolgate {
 namespace {
@@ -113,11 +114,12 @@ void ReadListen(TableReader& r, HostPort& out) {
   if (!ParseHostPort(listen, out)) r.Error("listen", "must be host:port");
 }
 
-// http://host:port[/prefix] (HTTPS to downstreams is not supported yet; a clear error says so).
-bool ParseBaseUrl(const std::string& url, ConnectorConfig& c, std::string& why) {
+// http://host:port[/path] (HTTPS to downstreams is not supported yet; a clear error says so). The
+// path keeps no trailing '/'.
+bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, std::string& why) {
   constexpr std::string_view kHttp = "http://";
   if (url.rfind("https://", 0) == 0) {
-    why = "uses https, which toolgate does not support for downstreams yet (use http on a trusted network)";
+    why = "uses https, which toolgate does not support for outgoing calls yet (use http on a trusted network)";
     return false;
   }
   if (url.rfind(kHttp, 0) != 0) {
@@ -127,12 +129,18 @@ bool ParseBaseUrl(const std::string& url, ConnectorConfig& c, std::string& why) 
   std::string rest = url.substr(kHttp.size());
   const auto slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
-  c.path_prefix = slash == std::string::npos ? "" : rest.substr(slash);
-  while (!c.path_prefix.empty() && c.path_prefix.back() == '/') c.path_prefix.pop_back();
+  path = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!path.empty() && path.back() == '/') path.pop_back();
   if (hostport.find(':') == std::string::npos) hostport += ":80";
-  if (!ParseHostPort(hostport, c.address) || c.address.port == 0) {
+  if (!ParseHostPort(hostport, address) || address.port == 0) {
     why = "must be http://host:port[/path]";
     return false;
+  }
+  for (char ch : path) {
+    if (ch <= 0x20 || ch >= 0x7f) {
+      why = "must not contain spaces or control characters";
+      return false;
+    }
   }
   return true;
 }
@@ -164,7 +172,9 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [a-z0-9_-]{1,128}");
   if (!r.Has("base_url")) r.Error("base_url", "is required");
   r.String("base_url", c.base_url);
-  if (std::string why; !c.base_url.empty() && !ParseBaseUrl(c.base_url, c, why)) r.Error("base_url", why);
+  if (std::string why; !c.base_url.empty() && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, why)) {
+    r.Error("base_url", why);
+  }
   r.Int("timeout_ms", 1, 600'000, c.timeout_ms);
   r.Int("max_in_flight", 1, 100'000, c.concurrency.max_in_flight);
   r.String("health_path", c.health_path);
@@ -195,6 +205,10 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   sr.Double("error_target", 0.5, 0.99999, c.slo.error_target);
   sr.Double("latency_target", 0.5, 0.99999, c.slo.latency_target);
   sr.Int("latency_threshold_ms", 1, 600'000, c.slo.latency_threshold_ms);
+  sr.Int("min_events", 1, 1'000'000, c.slo.min_events);
+  for (auto [key, target] : {std::pair{"error_target", c.slo.error_target}, std::pair{"latency_target", c.slo.latency_target}}) {
+    if (absl::Status s = slo::ValidateTarget(target); !s.ok()) sr.Error(key, std::string(s.message()));
+  }
   sr.RefuseUnknown();
   r.RefuseUnknown();
 }
@@ -292,6 +306,17 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   TableReader idem(top.Table("idempotency"), "idempotency", errors);
   idem.Int("retention_h", 1, 24 * 365, c.idempotency_retention_h);
   idem.RefuseUnknown();
+  TableReader slo_table(top.Table("slo"), "slo", errors);
+  slo_table.Int("evaluate_interval_ms", 100, 10'000, c.slo.interval_ms);
+  slo_table.RefuseUnknown();
+  TableReader alerts(top.Table("alerts"), "alerts", errors);
+  alerts.String("webhook_url", c.slo.webhook_url);
+  if (!c.slo.webhook_url.empty()) {
+    std::string path, why;
+    if (!ParseHttpUrl(c.slo.webhook_url, c.slo.webhook_address, path, why)) alerts.Error("webhook_url", why);
+    c.slo.webhook_path = path.empty() ? "/" : path;
+  }
+  alerts.RefuseUnknown();
   TableReader kill(top.Table("kill_switches"), "kill_switches", errors);
   kill.Int("refresh_ms", 50, 2000, c.kill_switch_refresh_ms);
   kill.RefuseUnknown();

@@ -40,7 +40,27 @@ Metrics::Metrics()
       store_throttles_(prometheus::BuildCounter()
                            .Name("toolgate_store_throttles_total")
                            .Help("Store requests the backend throttled")
-                           .Register(*registry_)) {}
+                           .Register(*registry_)),
+      slo_events_(prometheus::BuildCounter()
+                      .Name("toolgate_slo_events_total")
+                      .Help("Calls counted by an SLI (calls that reached the connector), this instance")
+                      .Register(*registry_)),
+      slo_bad_events_(prometheus::BuildCounter()
+                          .Name("toolgate_slo_bad_events_total")
+                          .Help("Calls that were bad for an SLI (error, or over the latency threshold), this instance")
+                          .Register(*registry_)),
+      slo_burn_rate_(prometheus::BuildGauge()
+                         .Name("toolgate_slo_burn_rate")
+                         .Help("Error budget burn rate per window, fleet-wide (1 = spending the budget exactly)")
+                         .Register(*registry_)),
+      slo_alarm_(prometheus::BuildGauge()
+                     .Name("toolgate_slo_alarm")
+                     .Help("1 while a tier of this severity fires, fleet-wide")
+                     .Register(*registry_)),
+      slo_budget_(prometheus::BuildGauge()
+                      .Name("toolgate_slo_error_budget_remaining")
+                      .Help("Fraction of the 30-day error budget left, fleet-wide (negative: overspent)")
+                      .Register(*registry_)) {}
 
 std::string Metrics::ToolLabel(const std::string& connector, const std::string& tool) {
   std::lock_guard lock(tools_mu_);
@@ -74,6 +94,24 @@ void Metrics::Replay(const std::string& result) { replays_.Add({{"result", resul
 
 void Metrics::StoreOperation(const std::string& backend, const std::string& op, double seconds) {
   store_ops_.Add({{"backend", backend}, {"op", op}}, kStoreBuckets).Observe(seconds);
+}
+
+void Metrics::SloEvent(const std::string& connector, const std::string& slo, bool bad) {
+  slo_events_.Add({{"connector", connector}, {"slo", slo}}).Increment();
+  auto& bad_counter = slo_bad_events_.Add({{"connector", connector}, {"slo", slo}});  // exported at 0 too
+  if (bad) bad_counter.Increment();
+}
+
+void Metrics::SloBurnRate(const std::string& connector, const std::string& slo, const std::string& window, double rate) {
+  slo_burn_rate_.Add({{"connector", connector}, {"slo", slo}, {"window", window}}).Set(rate);
+}
+
+void Metrics::SloAlarm(const std::string& connector, const std::string& slo, const std::string& severity, bool firing) {
+  slo_alarm_.Add({{"connector", connector}, {"slo", slo}, {"severity", severity}}).Set(firing ? 1 : 0);
+}
+
+void Metrics::SloBudgetRemaining(const std::string& connector, const std::string& slo, double fraction) {
+  slo_budget_.Add({{"connector", connector}, {"slo", slo}}).Set(fraction);
 }
 
 void Metrics::StoreRetry(const std::string& backend, const std::string& op, const std::string& reason) {

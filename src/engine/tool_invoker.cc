@@ -384,6 +384,15 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
       break;
   }
 
+  // The SLIs (design §8): a 4xx (429 included) is good for tool_error; every call is timed against
+  // the connector's latency threshold, and a timeout is slow whatever its measured latency.
+  const bool error_bad = rec.outcome == "FAILED" && rec.reason != "downstream_rejected";
+  const bool latency_bad =
+      result.kind == DownstreamResult::Kind::kTimeout || result.latency_ms > c.slo.latency_threshold_ms;
+  s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolError)), error_bad);
+  s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolLatency)), latency_bad);
+  if (s_.slo != nullptr) s_.slo->Record(c.id, error_bad, result.latency_ms, latency_bad);
+
   // Breaker (errors are logged: the outcome is still recorded and answered).
   if (t.guarded) {
     absl::Status st = effect == BreakerEffect::kSuccess

@@ -36,6 +36,11 @@ class Metrics final : public BreakerTransitionListener {
   void BreakerState(const std::string& connector, breaker::State state);
   void InFlight(const std::string& connector, double in_flight, double limit);
   void OnTransition(const BreakerTransition& t) override;
+  // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
+  void SloEvent(const std::string& connector, const std::string& slo, bool bad);
+  void SloBurnRate(const std::string& connector, const std::string& slo, const std::string& window, double rate);
+  void SloAlarm(const std::string& connector, const std::string& slo, const std::string& severity, bool firing);
+  void SloBudgetRemaining(const std::string& connector, const std::string& slo, double fraction);
 
   // The text exposition format.
   std::string Serialize() const;
@@ -57,6 +62,11 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Histogram>& store_ops_;
   prometheus::Family<prometheus::Counter>& store_retries_;
   prometheus::Family<prometheus::Counter>& store_throttles_;
+  prometheus::Family<prometheus::Counter>& slo_events_;
+  prometheus::Family<prometheus::Counter>& slo_bad_events_;
+  prometheus::Family<prometheus::Gauge>& slo_burn_rate_;
+  prometheus::Family<prometheus::Gauge>& slo_alarm_;
+  prometheus::Family<prometheus::Gauge>& slo_budget_;
   std::mutex tools_mu_;
   std::map<std::string, std::set<std::string>> tools_;  // GUARDED_BY(tools_mu_)
 };

@@ -15,6 +15,7 @@
 #include "toolgate/services/intent_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/slo_counters.h"
 
 namespace toolgate {
 
@@ -110,6 +111,7 @@ class ToolInvoker {
     ExecutionStore& executions;
     IntentStore& intents;
     Metrics& metrics;
+    SloCounters* slo = nullptr;  // counts calls for the SLOs when set
   };
 
   using Ticket = InvocationTicket;

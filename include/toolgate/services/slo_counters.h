@@ -1,0 +1,96 @@
+#pragma once
+
+#include <array>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/domain/slo.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// Latency histogram bounds (ms) kept per minute next to the SLO counts, so fleet-wide latency
+// percentiles can be drawn without keeping every call; the last bucket is everything slower.
+inline constexpr std::array<int64_t, 12> kLatencyBucketsMs = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+inline constexpr size_t kLatencyBucketCount = kLatencyBucketsMs.size() + 1;
+
+// One minute (or hour) of a connector's calls as read back from the store.
+struct SloBucket {
+  slo::BucketCounts counts;
+  std::array<int64_t, kLatencyBucketCount> latency{};  // calls per latency bucket
+};
+
+// A connector's stored counts: minute buckets (index: epoch minute) for the last
+// slo::kMinuteResolutionUpToMinutes minutes, hour buckets (index: epoch hour) for the budget period.
+struct SloSeries {
+  std::map<int64_t, SloBucket> minutes;
+  std::map<int64_t, SloBucket> hours;
+  slo::Buckets MinuteCounts() const;
+  slo::Buckets HourCounts() const;
+};
+
+// The fleet-wide alarm state of one tier of one SLO of one connector.
+struct SloAlarmState {
+  bool firing = false;
+  int64_t since_ms = 0;  // when it last changed; 0: never fired
+};
+
+// The store side of the SLOs (design §8): every instance counts the calls it makes in memory and
+// adds them into per-minute and per-hour counter items (ADD, so instances add up), which all
+// instances read back; and the alarm state of each tier, changed by conditional writes so that
+// exactly one instance announces a change.
+//
+// Items: (SLO#<connector>, MIN#<epoch minute, 10 digits>) with ttl 8 h, (SLO#<connector>, HOUR#<epoch
+// hour, 8 digits>) with ttl 31 days — attributes total, error_bad, latency_bad, l0..l12 — and
+// (SLO#<connector>, ALARM#<slo>#<tier>) with firing and since_ms.
+//
+// Thread-safe. Status codes: store errors from ItemStore.
+class SloCounters {
+ public:
+  SloCounters(store::ItemStore& store, const Clock& clock);
+
+  // Counts one call that reached (or tried to reach) the connector. Memory only; never fails.
+  void Record(const std::string& connector, bool error_bad, int64_t latency_ms, bool latency_bad);
+
+  // Adds the counts recorded since the last flush into the store (2 conditional-free writes per
+  // connector and minute with calls; one transaction on SQLite). Counts whose write failed stay
+  // pending for the next flush; pending minutes older than the minute window are dropped.
+  absl::Status Flush();
+
+  absl::StatusOr<SloSeries> Read(const std::string& connector);
+
+  // Moves the alarm to `firing`. True when this call made the change (exactly one caller across the
+  // fleet wins each change); false when it was already so.
+  absl::StatusOr<bool> SetAlarm(const std::string& connector, slo::Sli sli, std::string_view tier, bool firing);
+  // Every stored alarm state of the connector, keyed "<slo>#<tier>".
+  absl::StatusOr<std::map<std::string, SloAlarmState>> ReadAlarms(const std::string& connector);
+
+  // Calls recorded and not yet flushed (tests, metrics).
+  int64_t pending_calls() const;
+
+  static int LatencyBucket(int64_t latency_ms);
+
+ private:
+  struct Pending {
+    slo::BucketCounts counts;
+    std::array<int64_t, kLatencyBucketCount> latency{};
+    void Merge(const Pending& o);
+  };
+  using PendingMap = std::map<std::pair<std::string, int64_t>, Pending>;  // (connector, minute or hour)
+  absl::StatusOr<std::map<int64_t, SloBucket>> ReadRange(const std::string& connector, std::string_view prefix,
+                                                         int64_t first, int64_t last);
+
+  store::ItemStore& store_;
+  const Clock& clock_;
+  std::mutex flush_mu_;
+  mutable std::mutex mu_;
+  PendingMap pending_minutes_;  // GUARDED_BY(mu_)
+  PendingMap pending_hours_;    // GUARDED_BY(mu_)
+};
+
+}  // namespace toolgate

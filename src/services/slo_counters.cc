@@ -1,0 +1,223 @@
+#include "toolgate/services/slo_counters.h"
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::Condition;
+using store::Item;
+using store::UpdateOp;
+using store::WriteRequest;
+
+namespace {
+
+constexpr int64_t kMinuteTtlS = 8 * 3600;
+constexpr int64_t kHourTtlS = 31 * 24 * 3600;
+constexpr char kMinutePrefix[] = "MIN#";
+constexpr char kHourPrefix[] = "HOUR#";
+
+std::string Pk(const std::string& connector) { return "SLO#" + connector; }
+
+std::string BucketSk(std::string_view prefix, int64_t index, int width) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%0*lld", width, static_cast<long long>(index));
+  return std::string(prefix) + buf;
+}
+std::string MinuteSk(int64_t minute) { return BucketSk(kMinutePrefix, minute, 10); }
+std::string HourSk(int64_t hour) { return BucketSk(kHourPrefix, hour, 8); }
+
+std::string LatencyAttr(size_t i) { return absl::StrCat("l", i); }
+
+std::vector<UpdateOp> AddOps(const slo::BucketCounts& c, const std::array<int64_t, kLatencyBucketCount>& latency,
+                             int64_t ttl) {
+  std::vector<UpdateOp> ops = {UpdateOp::Add(store::AttributePath::Top("total"), c.total),
+                               UpdateOp::Add(store::AttributePath::Top("error_bad"), c.error_bad),
+                               UpdateOp::Add(store::AttributePath::Top("latency_bad"), c.latency_bad)};
+  for (size_t i = 0; i < latency.size(); ++i) {
+    if (latency[i] != 0) ops.push_back(UpdateOp::Add(store::AttributePath::Top(LatencyAttr(i)), latency[i]));
+  }
+  ops.push_back(UpdateOp::Set(store::AttributePath::Top(std::string(store::kTtlAttribute)), ttl));
+  return ops;
+}
+
+// Counts are never negative and never absurd; anything else is a damaged item, not a number to trust.
+absl::StatusOr<SloBucket> DecodeBucket(const Item& item, const std::string& connector, const std::string& sk) {
+  SloBucket b;
+  auto field = [&](std::string_view name, int64_t& out) -> absl::Status {
+    const auto* v = store::Find(item, store::AttributePath::Top(std::string(name)));
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_number() || v->as_number() < 0 || v->as_number() > 1e15) {
+      return absl::DataLossError(absl::StrCat("SLO counter SLO#", connector, "/", sk, ": ", std::string(name), " is not a count"));
+    }
+    out = static_cast<int64_t>(v->as_number());
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(field("total", b.counts.total));
+  RETURN_IF_ERROR(field("error_bad", b.counts.error_bad));
+  RETURN_IF_ERROR(field("latency_bad", b.counts.latency_bad));
+  for (size_t i = 0; i < kLatencyBucketCount; ++i) RETURN_IF_ERROR(field(LatencyAttr(i), b.latency[i]));
+  return b;
+}
+
+std::string AlarmSk(slo::Sli sli, std::string_view tier) { return "ALARM#" + std::string(slo::ToString(sli)) + "#" + std::string(tier); }
+
+}  // namespace
+
+slo::Buckets SloSeries::MinuteCounts() const {
+  slo::Buckets out;
+  for (const auto& [k, b] : minutes) out[k] = b.counts;
+  return out;
+}
+slo::Buckets SloSeries::HourCounts() const {
+  slo::Buckets out;
+  for (const auto& [k, b] : hours) out[k] = b.counts;
+  return out;
+}
+
+SloCounters::SloCounters(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+int SloCounters::LatencyBucket(int64_t latency_ms) {
+  for (size_t i = 0; i < kLatencyBucketsMs.size(); ++i) {
+    if (latency_ms <= kLatencyBucketsMs[i]) return static_cast<int>(i);
+  }
+  return static_cast<int>(kLatencyBucketsMs.size());
+}
+
+void SloCounters::Record(const std::string& connector, bool error_bad, int64_t latency_ms, bool latency_bad) {
+  const int64_t minute = clock_.now_epoch_ms() / 60'000;
+  const size_t bucket = static_cast<size_t>(LatencyBucket(latency_ms));
+  std::lock_guard lock(mu_);
+  for (Pending* p : {&pending_minutes_[{connector, minute}], &pending_hours_[{connector, minute / 60}]}) {
+    p->counts.total += 1;
+    p->counts.error_bad += error_bad ? 1 : 0;
+    p->counts.latency_bad += latency_bad ? 1 : 0;
+    p->latency[bucket] += 1;
+  }
+}
+
+int64_t SloCounters::pending_calls() const {
+  std::lock_guard lock(mu_);
+  int64_t n = 0;
+  for (const auto& [k, p] : pending_minutes_) n += p.counts.total;
+  return n;
+}
+
+void SloCounters::Pending::Merge(const Pending& o) {
+  counts += o.counts;
+  for (size_t i = 0; i < kLatencyBucketCount; ++i) latency[i] += o.latency[i];
+}
+
+absl::Status SloCounters::Flush() {
+  std::lock_guard flush_lock(flush_mu_);  // one flush at a time: a failed write's counts go back once
+  PendingMap minutes, hours;
+  {
+    std::lock_guard lock(mu_);
+    minutes.swap(pending_minutes_);
+    hours.swap(pending_hours_);
+  }
+  if (minutes.empty() && hours.empty()) return absl::OkStatus();
+  std::vector<WriteRequest> writes;
+  std::vector<std::pair<PendingMap*, PendingMap::const_iterator>> sources;
+  for (auto it = minutes.cbegin(); it != minutes.cend(); ++it) {
+    writes.push_back(WriteRequest::Update({Pk(it->first.first), MinuteSk(it->first.second)},
+                                          AddOps(it->second.counts, it->second.latency, (it->first.second + 1) * 60 + kMinuteTtlS),
+                                          Condition::Always(), store::ReturnValues::kNone));
+    sources.emplace_back(&pending_minutes_, it);
+  }
+  for (auto it = hours.cbegin(); it != hours.cend(); ++it) {
+    writes.push_back(WriteRequest::Update({Pk(it->first.first), HourSk(it->first.second)},
+                                          AddOps(it->second.counts, it->second.latency, (it->first.second + 1) * 3600 + kHourTtlS),
+                                          Condition::Always(), store::ReturnValues::kNone));
+    sources.emplace_back(&pending_hours_, it);
+  }
+  const auto results = store_.WriteBatch(writes);
+  // A write that failed keeps its counts for the next flush (a store error here almost always means
+  // "not applied"; an unknown outcome may count a bucket twice, which only errs towards alarming).
+  // Buckets too old to matter any more are dropped.
+  const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
+  absl::Status first_error;
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (results[i].ok()) continue;
+    if (first_error.ok()) first_error = results[i].status();
+    const auto& [into, it] = sources[i];
+    const bool is_minute = into == &pending_minutes_;
+    const int64_t age_min = is_minute ? now_minute - it->first.second : now_minute - it->first.second * 60;
+    if (age_min > (is_minute ? slo::kMinuteResolutionUpToMinutes : slo::kBudgetMinutes)) continue;
+    (*into)[it->first].Merge(it->second);
+  }
+  return first_error;
+}
+
+absl::StatusOr<std::map<int64_t, SloBucket>> SloCounters::ReadRange(const std::string& connector,
+                                                                    std::string_view prefix, int64_t first,
+                                                                    int64_t last) {
+  std::map<int64_t, SloBucket> out;
+  store::QueryRequest q;
+  q.pk = Pk(connector);
+  q.sk_prefix = std::string(prefix);  // NOLINT
+  q.descending = true;
+  q.limit = 1000;
+  // Newest first; stop at the first bucket older than the range. Bounded: the range has at most
+  // last - first + 1 buckets, and later ones (clock skew between instances) are skipped.
+  for (int page = 0; page < 16; ++page) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    for (const auto& [sk, item] : p.items) {
+      const std::string digits = sk.substr(prefix.size());
+      if (digits.empty() || digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos) {
+        return absl::DataLossError(absl::StrCat("SLO counter SLO#", connector, "/", sk, ": not a bucket key"));
+      }
+      const int64_t index = std::stoll(digits);
+      if (index < first) return out;
+      if (index > last) continue;
+      ASSIGN_OR_RETURN(out[index], DecodeBucket(item, connector, sk));
+    }
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return out;
+}
+
+absl::StatusOr<SloSeries> SloCounters::Read(const std::string& connector) {
+  const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
+  SloSeries s;
+  ASSIGN_OR_RETURN(s.minutes, ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1, now_minute));
+  const int64_t now_hour = now_minute / 60;
+  ASSIGN_OR_RETURN(s.hours, ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1, now_hour));
+  return s;
+}
+
+absl::StatusOr<bool> SloCounters::SetAlarm(const std::string& connector, slo::Sli sli, std::string_view tier,
+                                           bool firing) {
+  // Only a change is written: to fire, the alarm must not be firing; to resolve, it must be.
+  Condition cond = firing ? Condition::Or({Condition::NotExists(store::AttributePath::Top("firing")),
+                                           Condition::Eq(store::AttributePath::Top("firing"), false)})
+                          : Condition::Eq(store::AttributePath::Top("firing"), true);
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update({Pk(connector), AlarmSk(sli, tier)},
+                                 {UpdateOp::Set(store::AttributePath::Top("firing"), firing),
+                                  UpdateOp::Set(store::AttributePath::Top("since_ms"), clock_.now_epoch_ms())},
+                                 cond, store::ReturnValues::kNone));
+  return r.applied;
+}
+
+absl::StatusOr<std::map<std::string, SloAlarmState>> SloCounters::ReadAlarms(const std::string& connector) {
+  store::QueryRequest q;
+  q.pk = Pk(connector);
+  q.sk_prefix = "ALARM#";
+  q.limit = 100;
+  ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+  std::map<std::string, SloAlarmState> out;
+  for (const auto& [sk, item] : p.items) {
+    SloAlarmState a;
+    a.firing = store::GetBool(item, "firing").value_or(false);
+    a.since_ms = store::GetInt(item, "since_ms").value_or(0);
+    out[sk.substr(6)] = a;
+  }
+  return out;
+}
+
+}  // namespace toolgate
