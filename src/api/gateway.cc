@@ -15,12 +15,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/http.h"
+#include "api/dashboard.h"
 #include "api/json_limits.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/engine/slo_evaluator.h"
 #include "toolgate/engine/tool_invoker.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -28,6 +30,7 @@
 #include "toolgate/services/intent_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/slo_counters.h"
 #include "toolgate/store/forwarding_item_store.h"
 #include "toolgate/store/memory_item_store.h"
 #include "toolgate/store/sqlite_item_store.h"
@@ -206,6 +209,98 @@ std::optional<HttpResponse> CheckAudit(const json& body) {
   return std::nullopt;
 }
 
+// Alarm changes POSTed as JSON to [alerts] webhook_url, on the event loop, never blocking a call:
+// up to 5 attempts with backoff (1, 2, 4, 8 s); at most 100 deliveries outstanding, beyond that an
+// announcement is dropped (and logged) rather than queued without bound.
+class WebhookNotifier final : public AlarmNotifier {
+ public:
+  WebhookNotifier(asio::io_context& io, HostPort address, std::string path)
+      : io_(io), address_(std::move(address)), path_(std::move(path)) {}
+  void Notify(std::string payload) override {
+    if (outstanding_.fetch_add(1) >= 100) {
+      --outstanding_;
+      spdlog::error("alert webhook: 100 deliveries outstanding, dropping: {}", payload);
+      return;
+    }
+    asio::co_spawn(io_, Deliver(std::move(payload)), asio::detached);
+  }
+
+ private:
+  asio::awaitable<void> Deliver(std::string payload) {
+    asio::steady_timer timer(io_);
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      if (attempt > 0) {
+        timer.expires_after(std::chrono::seconds(1 << (attempt - 1)));
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+      ClientRequest req;
+      req.address = address_;
+      req.method = "POST";
+      req.target = path_;
+      req.headers = {{"Content-Type", "application/json"}};
+      req.body = payload;
+      req.timeout = std::chrono::seconds(5);
+      req.max_response_bytes = 64 * 1024;
+      auto call = AsyncHttpCall(std::move(req), nullptr);
+      ClientResult r = co_await std::move(call);
+      if (r.ok && r.status >= 200 && r.status < 300) {
+        --outstanding_;
+        co_return;
+      }
+      spdlog::warn("alert webhook: attempt {} failed ({})", attempt + 1,
+                   r.ok ? "HTTP " + std::to_string(r.status) : r.timed_out ? "timeout" : "no connection");
+    }
+    spdlog::error("alert webhook: gave up after 5 attempts: {}", payload);
+    --outstanding_;
+  }
+
+  asio::io_context& io_;
+  HostPort address_;
+  std::string path_;
+  std::atomic<int> outstanding_{0};
+};
+
+json Optional(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+json SloViewJson(const SloView& v) {
+  json burn = json::object();
+  json events = json::object();
+  for (const auto& [w, rate] : v.burn_rates) burn[w] = rate;
+  for (const auto& [w, c] : v.windows) events[w] = {{"total", c.total}, {"bad", c.bad}};
+  json alarms = json::array();
+  for (const auto& a : v.alarms) {
+    alarms.push_back({{"tier", std::string(a.tier->name)},
+                      {"severity", std::string(slo::ToString(a.tier->severity))},
+                      {"factor", a.tier->factor},
+                      {"long_window", std::string(a.tier->long_window)},
+                      {"short_window", std::string(a.tier->short_window)},
+                      {"firing", a.firing},
+                      {"since", a.since_ms > 0 ? json(Rfc3339(a.since_ms)) : json(nullptr)},
+                      {"long_burn_rate", a.verdict.long_burn},
+                      {"short_burn_rate", a.verdict.short_burn},
+                      {"long_window_events", a.verdict.long_events}});
+  }
+  json out = {{"connector", v.connector},
+              {"slo", std::string(slo::ToString(v.sli))},
+              {"target", v.target},
+              {"error_budget_remaining", v.budget_remaining},
+              {"budget_exhausted_in_s", v.seconds_to_exhaustion ? json(*v.seconds_to_exhaustion) : json(nullptr)},
+              {"period_events", {{"total", v.period.total}, {"bad", v.period.bad}}},
+              {"burn_rates", burn},
+              {"window_events", events},
+              {"alarms", alarms}};
+  if (v.sli == slo::Sli::kToolLatency) out["latency_threshold_ms"] = v.latency_threshold_ms;
+  return out;
+}
+
+json SloSnapshotJson(const SloSnapshot& s) {
+  json list = json::array();
+  for (const auto& v : s.slos) list.push_back(SloViewJson(v));
+  return {{"evaluated_at", s.evaluated_at_ms > 0 ? json(Rfc3339(s.evaluated_at_ms)) : json(nullptr)},
+          {"error", s.error.empty() ? json(nullptr) : json(s.error)},
+          {"slos", list}};
+}
+
 }  // namespace
 
 struct Gateway::Impl {
@@ -233,8 +328,14 @@ struct Gateway::Impl {
     auditor.set_ledger(ledger.get());
     executions = std::make_unique<ExecutionStore>(st, clock);
     intents = std::make_unique<IntentStore>(st, clock, config.idempotency_retention_h);
+    slo_counters = std::make_unique<SloCounters>(st, clock);
+    if (!config.slo.webhook_url.empty()) {
+      notifier = std::make_unique<WebhookNotifier>(io, config.slo.webhook_address, config.slo.webhook_path);
+    }
+    slo_evaluator = std::make_unique<SloEvaluator>(config, *slo_counters, *ledger, metrics, clock, notifier.get());
     invoker = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock, config, *breakers, *slots, *kill_switches,
-                                                                  *ledger, *executions, *intents, metrics});
+                                                                  *ledger, *executions, *intents, metrics,
+                                                                  slo_counters.get()});
     for (const auto& [id, c] : config.connectors) {
       if (absl::Status s = slots->EnsureConnector(id, c.concurrency); !s.ok()) {
         return absl::UnavailableError(absl::StrCat("store: cannot set up connector ", id, ": ", s.message()));
@@ -550,21 +651,21 @@ struct Gateway::Impl {
   // ---- admin listener --------------------------------------------------------------------------
 
   asio::awaitable<HttpResponse> HandleAdmin(HttpRequest req) {
+    // The dashboard page holds no data (it reads the routes below, which need the token), so a
+    // browser can load it and then ask for the token.
+    if (req.path == "/" && req.method == "GET") {
+      co_return HttpResponse{200, std::string(kDashboardHtml), "text/html; charset=utf-8",
+                             {{"Cache-Control", "no-store"},
+                              {"Content-Security-Policy",
+                               "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "connect-src 'self'; img-src data:"}}};
+    }
     if (!admin_token.empty()) {
       auto token = BearerToken(req);
       if (!token || token->size() != admin_token.size() ||
           CRYPTO_memcmp_shim(token->data(), admin_token.data(), admin_token.size()) != 0) {
         co_return Error(401, "unauthenticated", "the admin listener needs its bearer token");
       }
-    }
-    if (req.path == "/" && req.method == "GET") {
-      co_return HttpResponse{200,
-                             "<!doctype html><title>toolgate</title><h1>toolgate</h1><p>The operator dashboard is not "
-                             "implemented yet. See <a href=\"/admin/connectors\">/admin/connectors</a>, <a "
-                             "href=\"/admin/kill-switches\">/admin/kill-switches</a>, <a href=\"/admin/audit\">/admin/audit</a> "
-                             "and <a href=\"/metrics\">/metrics</a>.</p>",
-                             "text/html; charset=utf-8",
-                             {}};
     }
     if (req.path == "/metrics" && req.method == "GET") {
       co_await RunBlocking(pool, [this] {
@@ -581,7 +682,8 @@ struct Gateway::Impl {
     if (req.path == "/admin/connectors" && req.method == "GET") {
       co_return co_await RunBlocking(pool, [this] { return Connectors(); });
     }
-    if (req.path == "/admin/slo") co_return Error(501, "not_implemented", "SLO evaluation is not implemented yet");
+    if (req.path == "/admin/slo" && req.method == "GET") co_return Json(200, SloSnapshotJson(slo_evaluator->Snapshot()));
+    if (req.path == "/admin/series" && req.method == "GET") co_return Json(200, SeriesJson());
     if (req.path == "/admin/audit" && req.method == "GET") co_return co_await RunBlocking(pool, [&] { return Audit(req); });
     if (req.path == "/admin/kill-switches") {
       if (req.method == "GET") co_return co_await RunBlocking(pool, [this] { return ListKillSwitches(); });
@@ -619,6 +721,7 @@ struct Gateway::Impl {
   }
 
   HttpResponse Connectors() {
+    const SloSnapshot snapshot = slo_evaluator->Snapshot();
     json list = json::array();
     const int64_t now_ms = clock.now_epoch_ms();
     for (const auto& [id, c] : config.connectors) {
@@ -642,9 +745,65 @@ struct Gateway::Impl {
                       {"error_ratio_5m", recent_calls["error_ratio"]},
                       {"latency_ms_5m", recent_calls["latency"]},
                       {"calls_5m_this_instance", recent_calls["calls"]},
-                      {"slo", {{"status", "not_evaluated"}}}});
+                      {"slo", ConnectorSloJson(snapshot, id)}});
     }
     return Json(200, {{"connectors", list}});
+  }
+
+  // Per connector: each SLO's budget, 1 h burn rate and firing tiers (the full picture is /admin/slo).
+  static json ConnectorSloJson(const SloSnapshot& snapshot, const std::string& id) {
+    json out = json::object();
+    for (const auto& v : snapshot.slos) {
+      if (v.connector != id) continue;
+      json firing = json::array();
+      for (const auto& a : v.alarms) {
+        if (a.firing) firing.push_back({{"tier", std::string(a.tier->name)}, {"severity", std::string(slo::ToString(a.tier->severity))}});
+      }
+      out[std::string(slo::ToString(v.sli))] = {{"target", v.target},
+                                                {"error_budget_remaining", v.budget_remaining},
+                                                {"burn_rate_1h", v.burn_rates.at("1h")},
+                                                {"firing", firing}};
+    }
+    if (snapshot.evaluated_at_ms == 0) out["status"] = "not_evaluated_yet";
+    return out;
+  }
+
+  // The last hour, minute by minute, fleet-wide, per connector (the dashboard's sparklines).
+  json SeriesJson() {
+    const SloSnapshot snapshot = slo_evaluator->Snapshot();
+    json connectors = json::object();
+    for (const auto& [id, minutes] : snapshot.last_hour) {
+      json points = json::array();
+      for (const auto& m : minutes) {
+        points.push_back({{"minute", Rfc3339(m.epoch_minute * 60'000)},
+                          {"calls", m.counts.total},
+                          {"errors", m.counts.error_bad},
+                          {"slow", m.counts.latency_bad},
+                          {"error_ratio", m.counts.total > 0 ? json(static_cast<double>(m.counts.error_bad) /
+                                                                    static_cast<double>(m.counts.total))
+                                                             : json(nullptr)},
+                          {"p50_ms", Optional(m.p50_ms)},
+                          {"p95_ms", Optional(m.p95_ms)},
+                          {"p99_ms", Optional(m.p99_ms)}});
+      }
+      connectors[id] = points;
+    }
+    return {{"evaluated_at", snapshot.evaluated_at_ms > 0 ? json(Rfc3339(snapshot.evaluated_at_ms)) : json(nullptr)},
+            {"connectors", connectors}};
+  }
+
+  // Every evaluate_interval_ms: flush this instance's SLO counts and evaluate (design §8 asks for
+  // at least every 10 s). Store work on the pool; ends when draining starts (Stop flushes once more).
+  asio::awaitable<void> EvaluateSlosForever() {
+    asio::steady_timer timer(io);
+    while (!draining) {
+      co_await RunBlocking(pool, [this] {
+        if (absl::Status s = slo_evaluator->Tick(); !s.ok()) spdlog::warn("SLO evaluation failed: {}", s.ToString());
+        return 0;
+      });
+      timer.expires_after(std::chrono::milliseconds(config.slo.interval_ms));
+      co_await timer.async_wait(asio::use_awaitable);
+    }
   }
 
   HttpResponse Audit(const HttpRequest& req) {
@@ -804,6 +963,9 @@ struct Gateway::Impl {
   std::unique_ptr<Ledger> ledger;
   std::unique_ptr<ExecutionStore> executions;
   std::unique_ptr<IntentStore> intents;
+  std::unique_ptr<SloCounters> slo_counters;
+  std::unique_ptr<AlarmNotifier> notifier;
+  std::unique_ptr<SloEvaluator> slo_evaluator;
   std::unique_ptr<ToolInvoker> invoker;
   std::unique_ptr<auth::JwtVerifier> verifier;
   std::string admin_token;
@@ -874,6 +1036,7 @@ absl::Status Gateway::Start() {
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
   }
+  asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
   return absl::OkStatus();
 }
 
@@ -898,6 +1061,11 @@ void Gateway::Stop() {
             timer.expires_after(std::chrono::milliseconds(20));
             co_await timer.async_wait(asio::use_awaitable);
           }
+          // The last calls' SLO counts, so a restart or a rolling deploy loses none.
+          co_await RunBlocking(i.pool, [&i] {
+            if (absl::Status s = i.slo_counters->Flush(); !s.ok()) spdlog::warn("SLO counts lost at shutdown: {}", s.ToString());
+            return 0;
+          });
           i.io.stop();
         },
         asio::detached);

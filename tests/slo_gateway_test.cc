@@ -1,0 +1,179 @@
+// SLOs end to end (design §8): the real binary counts the calls that reach a connector, evaluates the
+// burn-rate tiers from the store's fleet-wide counters, and when a tier fires shows it in
+// /admin/slo, /admin/connectors and /metrics, writes SLO_ALARM_FIRING to the audit ledger and POSTs
+// it to the alert webhook. Counts survive a restart. The dashboard page is served without data.
+
+#include <thread>
+
+#include "fake_downstream.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeDownstream;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+using Reply = FakeDownstream::Reply;
+
+class SloGatewayTest : public ::testing::Test {
+ protected:
+  std::string Config() {
+    return testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n[alerts]\nwebhook_url = \"" +
+           webhook_.base_url() + "/hooks/toolgate\"\n[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+           "\"\ntimeout_ms = 1000\n[connectors.crm.breaker]\nfailure_threshold = 1000\n"
+           "[connectors.crm.slo]\nerror_target = 0.99\nlatency_threshold_ms = 200\n";
+  }
+  // Polls `path` on the admin listener until `done` holds (at most ~10 s).
+  json AdminUntil(GatewayProcess& gw, const std::string& path, const std::function<bool(const json&)>& done) {
+    json last;
+    for (int i = 0; i < 100; ++i) {
+      last = Body(gw.Admin("GET", path));
+      if (done(last)) return last;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << path << " never reached the expected state: " << last.dump();
+    return last;
+  }
+  static const json* Find(const json& slo, const std::string& name) {
+    for (const auto& s : slo["slos"]) {
+      if (s["connector"] == "crm" && s["slo"] == name) return &s;
+    }
+    return nullptr;
+  }
+  static bool PageFiring(const json& slo) {
+    const json* s = Find(slo, "tool_error");
+    if (s == nullptr) return false;
+    for (const auto& a : (*s)["alarms"]) {
+      if (a["tier"] == "1h/5m" && a["firing"] == true) return true;
+    }
+    return false;
+  }
+
+  TempDir dir_;
+  FakeDownstream crm_, webhook_;
+  const std::string alice_ = Token("tenant-a");
+};
+
+TEST_F(SloGatewayTest, ErrorsPageThroughEveryChannelAndCountsSurviveARestart) {
+  crm_.set_behavior([](const FakeDownstream::Request& r) {
+    if (r.path == "/crm.fail") return Reply{503, R"({"error":"down"})"};
+    if (r.path == "/crm.reject") return Reply{400, R"({"error":"bad"})"};
+    return Reply{};
+  });
+  auto gw = std::make_unique<GatewayProcess>(Config(), dir_);
+  ASSERT_TRUE(gw->Start());
+
+  // Not firing before any traffic; the shape the design names.
+  json slo = AdminUntil(*gw, "/admin/slo", [](const json& j) { return j["evaluated_at"].is_string(); });
+  const json* err = Find(slo, "tool_error");
+  ASSERT_NE(err, nullptr) << slo.dump();
+  EXPECT_DOUBLE_EQ((*err)["target"].get<double>(), 0.99);
+  for (const char* w : {"5m", "30m", "1h", "2h", "6h", "1d", "3d"}) EXPECT_TRUE((*err)["burn_rates"].contains(w)) << w;
+  ASSERT_EQ((*err)["alarms"].size(), 4u);
+  EXPECT_EQ((*err)["alarms"][0]["severity"], "page");
+  EXPECT_EQ((*err)["alarms"][3]["severity"], "ticket");
+  EXPECT_FALSE(PageFiring(slo));
+  EXPECT_EQ((*Find(slo, "tool_latency_ms"))["latency_threshold_ms"], 200);
+
+  // 10 client errors (good for the SLO) and 15 server errors: 25 calls, 60 % bad, burn 60.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(Body(gw->Invoke("crm.reject", {{"input", json::object()}}, alice_))["reason"], "downstream_rejected");
+  }
+  for (int i = 0; i < 15; ++i) {
+    ASSERT_EQ(Body(gw->Invoke("crm.fail", {{"input", json::object()}}, alice_))["reason"], "downstream_error");
+  }
+
+  // Firing, and every call counted (the alarm may fire before the last calls are flushed).
+  slo = AdminUntil(*gw, "/admin/slo", [](const json& j) {
+    const json* e = Find(j, "tool_error");
+    return PageFiring(j) && e != nullptr && (*e)["window_events"]["1h"]["total"] == 25;
+  });
+  err = Find(slo, "tool_error");
+  ASSERT_NE(err, nullptr);
+  EXPECT_NEAR((*err)["burn_rates"]["5m"].get<double>(), 0.6 / 0.01, 1e-6);
+  EXPECT_EQ((*err)["window_events"]["1h"]["total"], 25);
+  EXPECT_EQ((*err)["window_events"]["1h"]["bad"], 15);
+  EXPECT_LT((*err)["error_budget_remaining"].get<double>(), 0.0);
+
+  const json connectors = Body(gw->Admin("GET", "/admin/connectors"));
+  EXPECT_EQ(connectors["connectors"][0]["slo"]["tool_error"]["firing"][0]["severity"], "page") << connectors.dump();
+
+  const std::string metrics = gw->Admin("GET", "/metrics").body;
+  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_slo_alarm{connector="crm",severity="page",slo="tool_error"} 1)"));
+  const std::string burn_line = R"(toolgate_slo_burn_rate{connector="crm",slo="tool_error",window="5m"} )";
+  const auto at = metrics.find(burn_line);
+  ASSERT_NE(at, std::string::npos) << metrics;
+  EXPECT_NEAR(std::stod(metrics.substr(at + burn_line.size(), 20)), 60.0, 1e-6);
+  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_slo_events_total{connector="crm",slo="tool_error"} 25)"));
+  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_slo_bad_events_total{connector="crm",slo="tool_error"} 15)"));
+
+  const json audit = Body(gw->Admin("GET", "/admin/audit?limit=50"));
+  int firing_events = 0;
+  for (const auto& e : audit["events"]) {
+    if (e["type"] == "SLO_ALARM_FIRING" && e["data"]["tier"] == "1h/5m") {
+      ++firing_events;
+      EXPECT_EQ(e["actor"], "system");
+      EXPECT_EQ(e["data"]["connector_id"], "crm");
+    }
+  }
+  EXPECT_EQ(firing_events, 1) << audit.dump();
+
+  // The webhook got the same news (delivery is asynchronous: wait for it, bounded).
+  for (int i = 0; i < 100 && webhook_.count("/hooks/toolgate") == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  bool page_posted = false;
+  for (const auto& r : webhook_.requests()) {
+    const json j = json::parse(r.body, nullptr, false);
+    EXPECT_EQ(r.method, "POST");
+    if (j.is_object() && j["event"] == "SLO_ALARM_FIRING" && j["tier"] == "1h/5m" && j["connector_id"] == "crm") page_posted = true;
+  }
+  EXPECT_TRUE(page_posted);
+
+  const json series = Body(gw->Admin("GET", "/admin/series"));
+  ASSERT_EQ(series["connectors"]["crm"].size(), 60u) << series.dump();
+  int64_t calls = 0;
+  for (const auto& p : series["connectors"]["crm"]) calls += p["calls"].get<int64_t>();
+  EXPECT_EQ(calls, 25);
+
+  // A graceful restart: the counts are in the store, the alarm is still firing, and nobody
+  // announces it again.
+  ASSERT_EQ(gw->Terminate(), 0);
+  gw = std::make_unique<GatewayProcess>(Config(), dir_, "gw2");
+  ASSERT_TRUE(gw->Start());
+  slo = AdminUntil(*gw, "/admin/slo", [](const json& j) { return j["evaluated_at"].is_string(); });
+  EXPECT_EQ((*Find(slo, "tool_error"))["window_events"]["1h"]["total"], 25);
+  EXPECT_TRUE(PageFiring(slo));
+  int firing_after = 0;
+  const json audit_after = Body(gw->Admin("GET", "/admin/audit?limit=100"));
+  SCOPED_TRACE(audit_after.dump());
+  for (const auto& e : audit_after["events"]) {
+    firing_after += e["type"] == "SLO_ALARM_FIRING" && e["data"]["tier"] == "1h/5m" ? 1 : 0;
+  }
+  EXPECT_EQ(firing_after, 1);
+
+  // The dashboard: one self-contained page (no external resources), served without data.
+  const auto page = gw->Admin("GET", "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_THAT(page.body, ::testing::HasSubstr("/admin/slo"));
+  for (const char* external : {"src=", "<link", "@import", "url(", "https://"}) {
+    EXPECT_THAT(page.body, ::testing::Not(::testing::HasSubstr(external)));
+  }
+}
+
+TEST_F(SloGatewayTest, AnImpossibleTargetIsRefusedAtStart) {
+  const std::string config = testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" +
+                             crm_.base_url() + "\"\n[connectors.crm.slo]\nlatency_target = 0.9\n";
+  GatewayProcess gw(config, dir_);
+  setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);
+  const auto [code, output] = testing::RunCli({"serve", "--config", gw.config_path()}, dir_);
+  EXPECT_EQ(code, 1);
+  EXPECT_THAT(output, ::testing::HasSubstr("connectors.crm.slo.latency_target"));
+  EXPECT_THAT(output, ::testing::HasSubstr("1h/5m"));
+}
+
+}  // namespace
+}  // namespace toolgate
