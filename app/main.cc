@@ -19,6 +19,7 @@
 #include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/engine/slo_rules.h"
 #include "toolgate/services/execution_store.h"
 #include "toolgate/services/ledger.h"
 #include "toolgate/store/memory_item_store.h"
@@ -34,6 +35,25 @@ using namespace toolgate;  // NOLINT: the program's own namespace
 constexpr int kExitOk = 0;
 constexpr int kExitRefused = 1;
 constexpr int kExitUsage = 2;
+
+// `toolgate slo status`: one line per connector and SLO.
+int PrintSloStatus(const json& doc) {
+  std::printf("evaluated at %s%s\n", doc.value("evaluated_at", json("never")).is_string() ? doc["evaluated_at"].get<std::string>().c_str() : "never",
+              doc["error"].is_string() ? (" (last evaluation failed: " + doc["error"].get<std::string>() + ")").c_str() : "");
+  std::printf("%-20s %-16s %8s %9s %8s %8s %8s %8s  %s\n", "CONNECTOR", "SLO", "TARGET", "BUDGET", "BURN 5m", "1h", "6h", "3d", "FIRING");
+  for (const auto& s : doc["slos"]) {
+    std::string firing;
+    for (const auto& a : s["alarms"]) {
+      if (a.value("firing", false)) firing += (firing.empty() ? "" : ", ") + a["severity"].get<std::string>() + " " + a["tier"].get<std::string>();
+    }
+    const auto& b = s["burn_rates"];
+    std::printf("%-20s %-16s %7.3f%% %8.1f%% %8.2f %8.2f %8.2f %8.2f  %s\n", s["connector"].get<std::string>().c_str(),
+                s["slo"].get<std::string>().c_str(), 100 * s["target"].get<double>(), 100 * s["error_budget_remaining"].get<double>(),
+                b["5m"].get<double>(), b["1h"].get<double>(), b["6h"].get<double>(), b["3d"].get<double>(),
+                firing.empty() ? "-" : firing.c_str());
+  }
+  return kExitOk;
+}
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "toolgate: %s\n", msg.c_str());
@@ -198,7 +218,7 @@ int Serve(const Config& config) {
   if (absl::Status s = (*gateway)->Start(); !s.ok()) return Fail(std::string(s.message()));
   spdlog::info("toolgate serving ({}; store {} {})", config.source, config.store.backend, config.store.path);
   std::printf("toolgate: public API  http://%s:%d/v1\n", config.server.listen.host.c_str(), (*gateway)->public_port());
-  std::printf("toolgate: admin       http://%s:%d/ (metrics at /metrics)\n", config.admin.listen.host.c_str(),
+  std::printf("toolgate: admin       http://%s:%d/ (dashboard; metrics at /metrics)\n", config.admin.listen.host.c_str(),
               (*gateway)->admin_port());
   std::fflush(stdout);
   (*gateway)->Run();
@@ -275,8 +295,12 @@ int main(int argc, char** argv) {
   replay->add_option("--requested-by", requested_by, "who asked (audited)")->required();
   replay->add_option("--token", replay_token, "a JWT of the execution's tenant with the operator or admin role")->required();
   replay->add_flag("--force", force, "re-execute even if the intent already succeeded (admin role)");
-  auto* slo = app.add_subcommand("slo", "SLO status and rules (not implemented yet)");
-  slo->allow_extras();
+  auto* slo = app.add_subcommand("slo", "SLO burn rates, error budgets and alarms");
+  slo->require_subcommand(1);
+  auto* slo_status = slo->add_subcommand("status", "every connector's SLOs as the fleet evaluates them (admin listener)");
+  bool as_json = false;
+  slo_status->add_flag("--json", as_json, "print the /admin/slo document");
+  auto* slo_rules = slo->add_subcommand("rules", "Prometheus recording and alerting rules equivalent to the built-in alarms");
 
   auto* dev_token = app.add_subcommand("dev-token", "print an HS256 token signed with the configured secret (development)");
   std::string tenant, account, subject = "dev-user";
@@ -388,6 +412,14 @@ int main(int argc, char** argv) {
     std::printf("%s\n", res.body.c_str());
     return res.status == 200 ? kExitOk : kExitRefused;
   }
-  if (*slo) return Fail("slo is not implemented yet");
+  if (*slo_rules) {
+    std::printf("%s", PrometheusSloRules(*config).c_str());
+    return kExitOk;
+  }
+  if (*slo_status) {
+    auto doc = admin.Call("GET", "/admin/slo");
+    if (!doc.ok() || as_json) return PrintOr(std::move(doc));
+    return PrintSloStatus(*doc);
+  }
   return kExitUsage;
 }

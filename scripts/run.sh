@@ -25,6 +25,9 @@ Try it (token for tenant demo-tenant, valid 1 h):
        -H "Authorization: Bearer \$TOKEN" -d '{"input":{"id":42,"stage":"won"}}'
   curl -s localhost:9901/admin/connectors
   $build_dir/toolgate status --config examples/toolgate.toml
+  $build_dir/toolgate slo status --config examples/toolgate.toml
+
+The operator dashboard: http://127.0.0.1:9901/
 
 MSG
 "$build_dir/toolgate" serve --config examples/toolgate.toml

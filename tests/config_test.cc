@@ -20,6 +20,46 @@ TEST(ConfigTest, TheExampleFileParsesWithEverySection) {
   EXPECT_TRUE(c->store.sqlite_synchronous_full);
 }
 
+TEST(ConfigTest, SloAndAlertSettingsAreReadAndCheckedKeyByKey) {
+  auto ok = ParseConfig(R"(
+[slo]
+evaluate_interval_ms = 500
+[alerts]
+webhook_url = "http://127.0.0.1:9200/hooks/toolgate/"
+[connectors.crm]
+base_url = "http://127.0.0.1:1"
+[connectors.crm.slo]
+error_target = 0.999
+min_events = 50
+)",
+                        "slo.toml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->slo.interval_ms, 500);
+  EXPECT_EQ(ok->slo.webhook_address.ToString(), "127.0.0.1:9200");
+  EXPECT_EQ(ok->slo.webhook_path, "/hooks/toolgate");
+  EXPECT_EQ(ok->connectors.at("crm").slo.min_events, 50);
+  EXPECT_EQ(ok->connectors.at("crm").slo.latency_target, 0.99);
+
+  auto bad = ParseConfig(R"(
+[slo]
+evaluate_interval_ms = 60000
+[alerts]
+webhook_url = "https://alerts.example.com/x"
+[connectors.crm]
+base_url = "http://127.0.0.1:1"
+[connectors.crm.slo]
+error_target = 0.92
+min_events = 0
+)",
+                         "bad.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const char* key : {"slo.evaluate_interval_ms", "alerts.webhook_url", "connectors.crm.slo.error_target",
+                          "connectors.crm.slo.min_events"}) {
+    EXPECT_NE(msg.find(key), std::string::npos) << key << " not named in: " << msg;
+  }
+}
+
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {
   Config c = DefaultConfig();
   EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");

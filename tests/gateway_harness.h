@@ -43,10 +43,25 @@ inline std::string Token(const std::string& tenant, const std::vector<std::strin
 class GatewayProcess {
  public:
   GatewayProcess(const std::string& config_text, const TempDir& dir, const std::string& name = "gw")
-      : config_path_(dir.file(name + ".toml")), log_path_(dir.file(name + ".log")) {
+      : config_text_(config_text), config_path_(dir.file(name + ".toml")), cli_config_path_(dir.file(name + "-cli.toml")),
+        log_path_(dir.file(name + ".log")) {
     FILE* f = fopen(config_path_.c_str(), "w");
     fputs(config_text.c_str(), f);
     fclose(f);
+  }
+
+  // The config with the admin listener's real port in place of 0: what the operator CLI needs.
+  // REQUIRES: Start() succeeded.
+  std::string CliConfigPath() const {
+    std::string text = config_text_;
+    const std::string any_port = "[admin]\nlisten = \"127.0.0.1:0\"";
+    if (auto at = text.find(any_port); at != std::string::npos) {
+      text.replace(at, any_port.size(), "[admin]\nlisten = \"127.0.0.1:" + std::to_string(admin_port_) + "\"");
+    }
+    FILE* f = fopen(cli_config_path_.c_str(), "w");
+    fputs(text.c_str(), f);
+    fclose(f);
+    return cli_config_path_;
   }
   ~GatewayProcess() {
     if (proc_) Kill();
@@ -125,7 +140,9 @@ class GatewayProcess {
   int admin_port() const { return admin_port_; }
 
  private:
+  std::string config_text_;
   std::string config_path_;
+  std::string cli_config_path_;
   std::string log_path_;
   std::unique_ptr<ChildProcess> proc_;
   int public_port_ = 0;
@@ -145,14 +162,14 @@ inline std::string HeaderOf(const api::ClientResult& r, const std::string& name)
 }
 
 // Runs the toolgate CLI with `args`; its exit code and stdout+stderr.
-inline std::pair<int, std::string> RunCli(const std::vector<std::string>& args, const TempDir& dir) {
-  std::vector<std::string> argv = {TOOLGATE_BINARY};
-  argv.insert(argv.end(), args.begin(), args.end());
-  const std::string err = dir.file("cli.err");
+// Runs a program (absolute path) to completion: its exit code and its output (stdout, then stderr).
+inline std::pair<int, std::string> RunProgram(const std::vector<std::string>& argv, const TempDir& dir) {
+  const std::string err = dir.file("program.err");
   unlink(err.c_str());
   ChildProcess p(argv, err);
+  if (!p.started()) return {-1, "cannot start " + argv.front()};
   std::string out;
-  while (auto line = p.ReadLine(std::chrono::seconds(30))) out += *line + "\n";
+  while (auto line = p.ReadLine(std::chrono::seconds(60))) out += *line + "\n";
   const int status = p.Wait();
   FILE* f = fopen(err.c_str(), "r");
   if (f) {
@@ -162,6 +179,12 @@ inline std::pair<int, std::string> RunCli(const std::vector<std::string>& args, 
     fclose(f);
   }
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+inline std::pair<int, std::string> RunCli(const std::vector<std::string>& args, const TempDir& dir) {
+  std::vector<std::string> argv = {TOOLGATE_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProgram(argv, dir);
 }
 
 }  // namespace toolgate::testing

@@ -528,6 +528,14 @@ TEST_F(GatewayTest, AnExposedAdminListenerNeedsATokenAndTheTokenIsChecked) {
                     json{{"scope", "connector"}, {"key", "crm"}, {"reason", "x"}, {"requested_by", "y"}}.dump())
                 .status,
             401);
+  EXPECT_EQ(gw.Call(port, "GET", "/admin/slo").status, 401);
+  EXPECT_EQ(gw.Call(port, "GET", "/admin/series").status, 401);
+  EXPECT_EQ(gw.Call(port, "GET", "/metrics").status, 401);
+  // The dashboard page itself carries no data (it asks for the token and reads the routes above).
+  const auto page = gw.Call(port, "GET", "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_EQ(page.body.find(crm_.base_url()), std::string::npos);
+  EXPECT_EQ(page.body.find("crm"), std::string::npos);
   EXPECT_EQ(gw.Invoke("crm.x", {{"input", json::object()}}, alice_).status, 200) << "nothing was changed";
   unsetenv("TOOLGATE_TEST_ADMIN_TOKEN");
 }

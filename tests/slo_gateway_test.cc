@@ -8,6 +8,7 @@
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
+#include "toolgate/engine/slo_rules.h"
 
 namespace toolgate {
 namespace {
@@ -133,6 +134,12 @@ TEST_F(SloGatewayTest, ErrorsPageThroughEveryChannelAndCountsSurviveARestart) {
   }
   EXPECT_TRUE(page_posted);
 
+  // The CLI reads the same document.
+  const auto [cli_code, cli_out] = testing::RunCli({"slo", "status", "--config", gw->CliConfigPath()}, dir_);
+  EXPECT_EQ(cli_code, 0) << cli_out;
+  EXPECT_THAT(cli_out, ::testing::ContainsRegex("crm +tool_error .* page 1h/5m"));
+  EXPECT_THAT(cli_out, ::testing::ContainsRegex("crm +tool_latency_ms .* -"));
+
   const json series = Body(gw->Admin("GET", "/admin/series"));
   ASSERT_EQ(series["connectors"]["crm"].size(), 60u) << series.dump();
   int64_t calls = 0;
@@ -173,6 +180,103 @@ TEST_F(SloGatewayTest, AnImpossibleTargetIsRefusedAtStart) {
   EXPECT_EQ(code, 1);
   EXPECT_THAT(output, ::testing::HasSubstr("connectors.crm.slo.latency_target"));
   EXPECT_THAT(output, ::testing::HasSubstr("1h/5m"));
+}
+
+}  // namespace
+}  // namespace toolgate
+
+namespace toolgate {
+namespace {
+
+// `toolgate slo rules` prints rules promtool accepts, and promtool's own rule tests show they alert
+// as the built-in tiers do: nothing on healthy traffic; at 60 % errors for ten minutes (target
+// 99.5 %), the 6h/30m page after five minutes and both pages after ten.
+TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
+  testing::TempDir dir;
+  const std::string promtool = "/usr/bin/promtool";
+  ASSERT_EQ(access(promtool.c_str(), X_OK), 0) << "promtool is missing: scripts/install-deps.sh installs Debian's prometheus";
+  const std::string config = dir.file("t.toml");
+  FILE* f = fopen(config.c_str(), "w");
+  fputs("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.billing]\nbase_url = \"http://127.0.0.1:2\"\n", f);
+  fclose(f);
+  auto [code, rules] = testing::RunCli({"slo", "rules", "--config", config}, dir);
+  ASSERT_EQ(code, 0) << rules;
+  f = fopen(dir.file("rules.yml").c_str(), "w");
+  fputs(rules.c_str(), f);
+  fclose(f);
+  auto [check_code, check_out] = testing::RunProgram({promtool, "check", "rules", dir.file("rules.yml")}, dir);
+  EXPECT_EQ(check_code, 0) << check_out;
+  EXPECT_THAT(check_out, ::testing::HasSubstr("SUCCESS: 27 rules found"));  // 7 + 4 recording; 2 SLOs × 4 tiers × 2 connectors
+
+  const std::string runbook = "Check connector health and circuit breaker state; check downstream status; scale or back off.";
+  auto alert = [&](const std::string& tier, double factor) {
+    return "          - exp_labels: {connector: crm, slo: tool_error, severity: page, tier: \"" + tier +
+           "\"}\n            exp_annotations:\n              summary: \"" +
+           SloAlertSummary("crm", "tool_error", tier, factor) + "\"\n              runbook: \"" + runbook + "\"\n";
+  };
+  // Two instances, 50 calls a minute each; from minute 60 on, 30 of each instance's 50 fail.
+  const std::string test =
+      "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
+      "      - series: 'toolgate_slo_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0+50x130'\n"
+      "      - series: 'toolgate_slo_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0+50x130'\n"
+      "      - series: 'toolgate_slo_bad_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0x60 30+30x70'\n"
+      "      - series: 'toolgate_slo_bad_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0x60 30+30x70'\n"
+      "    alert_rule_test:\n"
+      "      - eval_time: 59m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts: []\n"
+      "      - eval_time: 65m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("6h/30m", 6) +
+      "      - eval_time: 70m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("1h/5m", 14.4) + alert("6h/30m", 6);
+  f = fopen(dir.file("rules_test.yml").c_str(), "w");
+  fputs(test.c_str(), f);
+  fclose(f);
+  auto [test_code, test_out] = testing::RunProgram({promtool, "test", "rules", dir.file("rules_test.yml")}, dir);
+  EXPECT_EQ(test_code, 0) << test_out << "\n" << test;
+}
+
+}  // namespace
+}  // namespace toolgate
+
+namespace toolgate {
+namespace {
+
+// The dashboard in a real browser (Debian's Chromium driven by playwright-core): with one
+// connector's breaker OPEN and its page alarm firing, and a kill switch set, the page shows all
+// three, draws its sparklines, makes no request beyond the admin listener, and leaves a screenshot
+// in docs/.
+TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch) {
+  ASSERT_EQ(access("/usr/bin/chromium", X_OK), 0) << "chromium is missing: scripts/install-deps.sh installs it";
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{503, R"({"error":"down"})"}; });
+  FakeDownstream billing;
+  billing.set_behavior([](const FakeDownstream::Request& r) {
+    return Reply{200, R"({"ok":true})", {}, r.body.find("slow") != std::string::npos ? 300 : 5};
+  });
+  const std::string config = testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n" +
+                             "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+                             "\"\ntimeout_ms = 1000\nmax_in_flight = 16\n[connectors.crm.breaker]\nfailure_threshold = 25\n"
+                             "window_s = 600\ncooldown_s = 600\n[connectors.billing]\nbase_url = \"" +
+                             billing.base_url() + "\"\ntimeout_ms = 2000\nmax_in_flight = 8\n[connectors.billing.slo]\nlatency_threshold_ms = 250\n";
+  GatewayProcess gw(config, dir_);
+  ASSERT_TRUE(gw.Start());
+  for (int i = 0; i < 30; ++i) gw.Invoke("crm.update_opportunity", {{"input", {{"id", i}}}}, alice_);
+  for (int i = 0; i < 40; ++i) {
+    gw.Invoke("billing.charge", {{"input", {{"mode", i % 10 == 0 ? "slow" : "fast"}}}}, alice_);
+  }
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches",
+                     R"({"scope":"action_type","key":"email.send","reason":"runaway agent sending duplicates","requested_by":"oncall"})")
+                .status,
+            200);
+  AdminUntil(gw, "/admin/slo", PageFiring);
+  const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
+  ASSERT_EQ(connectors["connectors"][1]["breaker"]["state"], "OPEN") << connectors.dump();  // sorted: billing, crm
+
+  const std::string screenshot = std::string(TOOLGATE_DOCS_DIR) + "/dashboard.png";
+  const json expected = {{"breakers", {{"crm", "OPEN"}, {"billing", "CLOSED"}}},
+                         {"alarms", {"PAGE 1h/5m"}},
+                         {"kill_switches", {"runaway agent sending duplicates"}}};
+  auto [code, out] = testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
+                                          "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/", expected.dump(), screenshot},
+                                         dir_);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(access(screenshot.c_str(), R_OK), 0);
 }
 
 }  // namespace

@@ -100,6 +100,13 @@ function sparkline(series, colors, opts) {
 }
 const pct = v => (v === null || v === undefined) ? "–" : (v * 100).toFixed(v < 0.01 ? 2 : 1) + " %";
 const num = v => (v === null || v === undefined) ? "–" : (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(1));
+const duration = s => s < 3600 ? Math.round(s / 60) + " min" : s < 172800 ? (s / 3600).toFixed(1) + " h" : (s / 86400).toFixed(1) + " d";
+// Budget left over 30 days, and when it runs out at the 1 h burn rate.
+function budget(s) {
+  if (s.error_budget_remaining < 0) return "budget overspent " + (1 - s.error_budget_remaining).toFixed(1) + "×";
+  const left = "budget " + pct(s.error_budget_remaining);
+  return s.budget_exhausted_in_s === null ? left : left + " (gone in " + duration(s.budget_exhausted_in_s) + ")";
+}
 const last = a => { for (let i = a.length - 1; i >= 0; --i) if (a[i] !== null && a[i] !== undefined) return a[i]; return null; };
 
 async function get(path) {
@@ -131,7 +138,7 @@ function renderConnectors(connectors, slos, series) {
       const firing = s.alarms.filter(a => a.firing);
       const line = el("div", { class: "slo", "data-testid": `slo-${c.id}-${s.slo}` },
         el("b", {}, s.slo), " ", el("span", { class: "small" }, "target " + pct(s.target) + (s.latency_threshold_ms ? ` < ${s.latency_threshold_ms} ms` : "")), el("br"),
-        el("span", { class: "num" }, "budget " + pct(s.error_budget_remaining) + " · burn " +
+        el("span", { class: "num" }, budget(s) + " · burn " +
           ["5m", "1h", "6h", "3d"].map(w => num(s.burn_rates[w])).join(" · ")), " ");
       if (firing.length === 0) line.append(el("span", { class: "badge quiet" }, "ok"));
       for (const a of firing) {
