@@ -83,13 +83,16 @@ function sparkline(series, colors, opts) {
   const n = Math.max(...series.map(s => s.length));
   svg.append(svgEl("line", { x1: 0, y1: h - pad, x2: w, y2: h - pad, stroke: "#eaeef2" }));
   series.forEach((s, i) => {
-    let d = "", pen = false;
+    let d = "";
     s.forEach((v, x) => {
-      if (v === null || v === undefined) { pen = false; return; }
-      const px = (n <= 1 ? w : (x * (w - 1)) / (n - 1)).toFixed(1);
+      if (v === null || v === undefined) return;
+      const px = (n <= 1 ? w - pad : pad + (x * (w - 2 * pad)) / (n - 1)).toFixed(1);
       const py = (h - pad - (v / max) * (h - 2 * pad)).toFixed(1);
-      d += (pen ? "L" : "M") + px + " " + py + " ";
-      pen = true;
+      const joined = x > 0 && s[x - 1] !== null && s[x - 1] !== undefined;
+      const alone = !joined && (x + 1 >= s.length || s[x + 1] === null || s[x + 1] === undefined);
+      d += (joined ? "L" : "M") + px + " " + py + " ";
+      // A minute with calls between two without: a dot, or it would not show.
+      if (alone) svg.append(svgEl("circle", { cx: px, cy: py, r: 2, fill: colors[i] }));
     });
     if (d) svg.append(svgEl("path", { d, fill: "none", stroke: colors[i], "stroke-width": 1.5 }));
   });
