@@ -60,6 +60,13 @@ min_events = 0
   }
 }
 
+// Found by fuzz_config: an empty base_url was accepted, leaving a connector with no address.
+TEST(ConfigTest, AnEmptyBaseUrlIsRefused) {
+  auto c = ParseConfig("[connectors.crm]\nbase_url = \"\"\n", "empty.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("connectors.crm.base_url"), std::string::npos) << c.status();
+}
+
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {
   Config c = DefaultConfig();
   EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");

@@ -176,7 +176,8 @@ TEST_F(SloEvaluationTest, TheWorkbookExamplePagesAboutSixMinutesAfterOnsetAndRes
   EXPECT_NE(a.metrics.Serialize().find(R"(toolgate_slo_alarm{connector="crm",severity="page",slo="tool_error"} 0)"),
             std::string::npos);
   // The budget spent: 150 bad of 0.1 % of the calls in the period.
-  const SloView& v = View(a.evaluator.Snapshot(), slo::Sli::kToolError);
+  const SloSnapshot after = a.evaluator.Snapshot();
+  const SloView& v = View(after, slo::Sli::kToolError);
   EXPECT_NEAR(v.budget_remaining, 1.0 - 150.0 / (0.001 * static_cast<double>(v.period.total)), 1e-9);
   EXPECT_GT(v.budget_remaining, 0.0);  // 150 of about 450 allowed bad calls in 3 days of traffic
   EXPECT_LT(v.budget_remaining, 0.7);

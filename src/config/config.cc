@@ -172,7 +172,7 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [a-z0-9_-]{1,128}");
   if (!r.Has("base_url")) r.Error("base_url", "is required");
   r.String("base_url", c.base_url);
-  if (std::string why; !c.base_url.empty() && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, why)) {
+  if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, why)) {
     r.Error("base_url", why);
   }
   r.Int("timeout_ms", 1, 600'000, c.timeout_ms);
