@@ -6,7 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test bench asan tsan clean format
+.PHONY: all deps configure build run test bench asan tsan fuzz clean format
 
 all: build
 
@@ -37,8 +37,12 @@ tsan:
 	@$(MAKE) --no-print-directory test BUILD_DIR=build-tsan BUILD_TYPE=RelWithDebInfo \
 	  CMAKE_FLAGS="-DTOOLGATE_SANITIZE=thread -DTOOLGATE_BUILD_BENCHMARKS=OFF"
 
+# The libFuzzer targets (clang, ASan + UBSan), each for FUZZ_SECONDS (default 30) from its seed corpus.
+fuzz: deps
+	@bash scripts/fuzz.sh
+
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')
 
 clean:
-	@rm -rf build build-asan build-tsan
+	@rm -rf build build-asan build-tsan build-fuzz

@@ -1,5 +1,6 @@
 // ConnectorConcurrencyService: S6 limits and S7 release and lease rules, with manual clocks.
 
+#include <functional>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -290,6 +291,39 @@ TEST_F(ConcurrencyTest, AnAcquireOrReleaseAppliedTwiceCountsOnce) {
   for (const auto& l : held) EXPECT_TRUE(*slots.Release(l));
   EXPECT_EQ(Snapshot().in_flight, 0);
   EXPECT_EQ(Snapshot().holders, 0);
+}
+
+// Runs `hook` once, right after the first Get returns: the moment between a caller's read of a
+// full semaphore and its own reclaim, where another caller may step in (a sync point).
+class HookAfterFirstGetStore final : public store::ForwardingItemStore {
+ public:
+  HookAfterFirstGetStore(store::ItemStore& base, std::function<void()> hook)
+      : ForwardingItemStore(base), hook_(std::move(hook)) {}
+  absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
+    auto r = ForwardingItemStore::Get(key);
+    if (hook_) std::exchange(hook_, nullptr)();
+    return r;
+  }
+
+ private:
+  std::function<void()> hook_;
+};
+
+// Found by the crash test: two callers race for slots whose holders died. Both find the semaphore
+// full; the other caller reclaims every expired lease first, so this caller's reclaim finds none.
+// It must still take the slot that is now free, not answer DEFER.
+TEST_F(ConcurrencyTest, ACallerWhoseExpiredSlotsAnotherReclaimedStillTakesOne) {
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Acquire(slots_));  // holders that will never release
+  clock_.advance(std::chrono::seconds(35 + 5));
+  HookAfterFirstGetStore racing(store_, [&] {
+    auto n = slots_.ReclaimExpired(kConn, config_);  // the other caller, on the plain store
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(*n, 3);
+  });
+  ConnectorConcurrencyService slots(racing, clock_);
+  auto lease = Acquire(slots);
+  EXPECT_TRUE(lease.has_value()) << "deferred although every slot was free";
+  EXPECT_EQ(Snapshot().in_flight, 1);
 }
 
 }  // namespace

@@ -141,6 +141,23 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire
   return std::optional<SlotLease>();
 }
 
+namespace {
+
+// The item has a free slot, or a lease that may be reclaimed.
+bool MayHaveRoom(const Item& item, int64_t now_ms, const ConcurrencyConfig& config) {
+  const auto in_flight = store::GetInt(item, kInFlight);
+  const auto max = store::GetInt(item, kMax);
+  if (in_flight && max && *in_flight < *max) return true;
+  if (const AttributeMap* holders = store::GetMap(item, kHolders)) {
+    for (const auto& [id, expiry] : *holders) {
+      if (expiry.is_number() && Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(std::string_view connector_id,
                                                                                int shard,
                                                                                const ConcurrencyConfig& config) {
@@ -163,7 +180,10 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
       continue;
     }
     ASSIGN_OR_RETURN(int reclaimed, ReclaimShard(connector_id, shard, config));
-    if (reclaimed == 0) break;
+    // Try once more if there is room now: we reclaimed leases, or the item we read had room or
+    // expired leases (another caller may have reclaimed those between our read and our reclaim —
+    // without this, of two callers racing for two expired slots one was deferred with a slot free).
+    if (reclaimed == 0 && !MayHaveRoom(*item, now_ms, config)) break;
   }
   return std::optional<SlotLease>();
 }
