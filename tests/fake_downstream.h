@@ -48,6 +48,8 @@ class FakeDownstream {
     kAnnounceButDrop, // say keep-alive, then close: the client's next use of it finds it stale
   };
   void set_connections(Connections c) { connections_ = c; }
+  // Off: requests are served and counted (peak, concurrent) but not kept (long soak runs).
+  void set_record(bool record) { record_ = record; }
   int connections_accepted() const { return accepted_.load(); }
 
   FakeDownstream() {
@@ -189,7 +191,7 @@ class FakeDownstream {
     Behavior behavior;
     {
       std::lock_guard lock(mu_);
-      requests_.push_back(req);
+      if (record_.load()) requests_.push_back(req);
       behavior = behavior_;
     }
     const int now = current_.fetch_add(1) + 1;
@@ -234,6 +236,7 @@ class FakeDownstream {
   std::atomic<int> accepted_{0};
   std::atomic<Connections> connections_{Connections::kClose};
   std::atomic<int> peak_{0};
+  std::atomic<bool> record_{true};
 };
 
 }  // namespace toolgate::testing

@@ -1,0 +1,369 @@
+// toolgate_soak: a bounded soak run (bench/soak.sh). Starts several `toolgate serve` processes on
+// one SQLite store, drives mixed traffic at them from client threads against two fake downstreams
+// that inject failures (random 5xx, slow answers, and whole outage windows that open the breaker),
+// and checks invariants from outside while it runs:
+//   - no downstream ever sees more calls at once than its connector's limit;
+//   - exactly one probe per half-open episode: while crm's breaker is open (from the audit ledger's
+//     CIRCUIT_OPENED to its CIRCUIT_CLOSED), the downstream sees one call per CIRCUIT_HALF_OPENED;
+//   - memory (RSS) and file descriptors of every gateway stay flat after warm-up;
+//   - `toolgate ledger verify` passes at the end.
+// Prints a summary; exits 1 if any invariant was violated.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <dirent.h>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "api/http.h"
+#include "fake_downstream.h"
+#include "nlohmann/json.hpp"
+#include "process_support.h"
+#include "toolgate/auth/jwt_verifier.h"
+
+namespace {
+
+using json = nlohmann::json;
+using toolgate::testing::ChildProcess;
+using toolgate::testing::FakeDownstream;
+using Reply = FakeDownstream::Reply;
+using Clock = std::chrono::steady_clock;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// "2026-11-28T05:45:02.998Z" -> epoch ms.
+int64_t ParseRfc3339(const std::string& s) {
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
+                  &tm.tm_sec, &ms) != 7) {
+    return 0;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
+}
+
+int64_t ProcKb(pid_t pid, const char* field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field, 0) == 0) return std::atoll(line.c_str() + std::strlen(field));
+  }
+  return -1;
+}
+
+int FdCount(pid_t pid) {
+  DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+  if (d == nullptr) return -1;
+  int n = 0;
+  while (readdir(d) != nullptr) ++n;
+  closedir(d);
+  return n - 2;
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st{};
+  return stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
+}
+
+struct Gateway {
+  std::unique_ptr<ChildProcess> proc;
+  int public_port = 0, admin_port = 0;
+  std::thread drain;  // reads its stdout so a full pipe never blocks it
+};
+
+toolgate::api::ClientResult Call(int port, const std::string& method, const std::string& target, const std::string& body,
+                                 const std::string& token) {
+  toolgate::api::ClientRequest r;
+  r.address = {"127.0.0.1", port};
+  r.method = method;
+  r.target = target;
+  r.body = body;
+  r.timeout = std::chrono::seconds(10);
+  if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
+  if (!token.empty()) r.headers.emplace_back("Authorization", "Bearer " + token);
+  return toolgate::api::HttpCall(std::move(r));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string binary, dir = "/tmp";
+  int seconds = 120, gateways = 3, clients = 32;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--toolgate") binary = v;
+    else if (k == "--seconds") seconds = std::stoi(v);
+    else if (k == "--gateways") gateways = std::stoi(v);
+    else if (k == "--clients") clients = std::stoi(v);
+    else if (k == "--dir") dir = v;
+  }
+  if (binary.empty()) {
+    std::fprintf(stderr, "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--dir D]\n");
+    return 2;
+  }
+  constexpr int kCrmLimit = 8, kEmailLimit = 4, kCooldownS = 2, kOutageEveryS = 30, kOutageS = 5;
+
+  // Downstreams with injected faults.
+  FakeDownstream crm, email;
+  crm.set_record(false);
+  email.set_record(false);
+  crm.set_connections(FakeDownstream::Connections::kKeepAlive);
+  email.set_connections(FakeDownstream::Connections::kKeepAlive);
+  std::atomic<bool> outage{false};
+  std::atomic<int64_t> injected_5xx{0}, injected_slow{0};
+  std::mutex arrivals_mu;
+  std::vector<int64_t> crm_arrivals;  // epoch ms of every call crm received
+  crm.set_behavior([&](const FakeDownstream::Request&) {
+    {
+      std::lock_guard lock(arrivals_mu);
+      crm_arrivals.push_back(NowMs());
+    }
+    thread_local std::minstd_rand rng{std::random_device{}()};
+    if (outage.load()) return Reply{503, R"({"error":"outage"})"};
+    const unsigned roll = rng() % 100;
+    if (roll < 3) {
+      ++injected_5xx;
+      return Reply{503, R"({"error":"flaky"})"};
+    }
+    if (roll < 4) {
+      ++injected_slow;
+      return Reply{200, R"({"ok":true})", {}, 300};
+    }
+    return Reply{200, R"({"ok":true})", {}, 2};
+  });
+  email.set_behavior([&](const FakeDownstream::Request&) {
+    thread_local std::minstd_rand rng{std::random_device{}()};
+    if (rng() % 100 < 2) {
+      ++injected_5xx;
+      return Reply{500, R"({"error":"flaky"})"};
+    }
+    return Reply{200, R"({"sent":true})", {}, 5};
+  });
+
+  const std::string db = dir + "/soak.db";
+  const std::string config_path = dir + "/soak.toml";
+  {
+    std::ofstream f(config_path);
+    f << "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"" << db
+      << "\"\nsqlite_synchronous = \"normal\"\n[slo]\nevaluate_interval_ms = 2000\n"
+      << "[connectors.crm]\nbase_url = \"" << crm.base_url() << "\"\ntimeout_ms = 2000\nmax_in_flight = " << kCrmLimit
+      << "\n[connectors.crm.breaker]\nfailure_threshold = 5\nfailure_rate_threshold = 0.5\nmin_calls = 20\nwindow_s = 5\n"
+      << "cooldown_s = " << kCooldownS << "\nprobe_timeout_s = 10\n"
+      << "[connectors.email]\nbase_url = \"" << email.base_url() << "\"\ntimeout_ms = 2000\nmax_in_flight = " << kEmailLimit
+      << "\n[connectors.email.breaker]\nfailure_threshold = 50\n"
+      << "[tools.\"email.send\"]\naction_type = \"email.send\"\nconnector = \"email\"\n";
+  }
+  setenv("TOOLGATE_JWT_SECRET", "soak-secret-0123456789abcdef", 1);
+  const std::string token = toolgate::auth::SignHs256(
+      json{{"sub", "soak"}, {"custom:tenant_id", "tenant-soak"}, {"exp", std::time(nullptr) + 86400}}.dump(),
+      "soak-secret-0123456789abcdef");
+
+  std::vector<Gateway> gws(static_cast<size_t>(gateways));
+  for (int g = 0; g < gateways; ++g) {
+    Gateway& gw = gws[static_cast<size_t>(g)];
+    gw.proc = std::make_unique<ChildProcess>(std::vector<std::string>{binary, "serve", "--config", config_path},
+                                             dir + "/gw" + std::to_string(g) + ".err");
+    for (int i = 0; i < 2; ++i) {
+      auto line = gw.proc->ReadLine(std::chrono::seconds(20));
+      if (!line) {
+        std::fprintf(stderr, "gateway %d did not start (see %s/gw%d.err)\n", g, dir.c_str(), g);
+        return 1;
+      }
+      const int port = std::atoi(line->c_str() + line->rfind(':') + 1);
+      if (line->find("public API") != std::string::npos) gw.public_port = port;
+      if (line->find("admin") != std::string::npos) gw.admin_port = port;
+    }
+    gw.drain = std::thread([p = gw.proc.get()] {
+      while (p->ReadLine(std::chrono::seconds(3600))) {
+      }
+    });
+  }
+  const int64_t start_ms = NowMs();
+  std::printf("soak: %d gateways, %d clients, %d s, store %s\n", gateways, clients, seconds, db.c_str());
+  std::fflush(stdout);
+
+  // Clients.
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> requests{0}, succeeded{0}, failed{0}, deferred{0}, other{0}, transport_errors{0};
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      std::minstd_rand rng(static_cast<unsigned>(c) * 7919u + 1u);
+      for (int64_t i = 0; !stop.load(); ++i) {
+        const Gateway& gw = gws[static_cast<size_t>(c + i) % gws.size()];
+        const bool mail = rng() % 10 < 3;
+        const auto r = Call(gw.public_port, "POST", mail ? "/v1/tools/email.send/invoke" : "/v1/tools/crm.update/invoke",
+                            json{{"input", {{"c", c}, {"i", i}}}}.dump(), token);
+        ++requests;
+        if (!r.ok) {
+          ++transport_errors;
+          continue;
+        }
+        const json body = json::parse(r.body, nullptr, false);
+        const std::string outcome = body.is_object() ? body.value("outcome", "") : "";
+        if (outcome == "SUCCEEDED") ++succeeded;
+        else if (outcome == "FAILED") ++failed;
+        else if (outcome == "DEFERRED") ++deferred;
+        else ++other;
+      }
+    });
+  }
+
+  // Outage windows and the monitor (once a second).
+  int violations = 0, outages = 0;
+  std::vector<int64_t> rss_warm(gws.size()), rss_peak(gws.size()), rss_end(gws.size());
+  std::vector<int> fds_warm(gws.size()), fds_end(gws.size());
+  const auto deadline = Clock::now() + std::chrono::seconds(seconds);
+  const auto warm_at = Clock::now() + std::chrono::seconds(std::min(15, seconds / 4));
+  bool warm_taken = false;
+  for (int tick = 1; Clock::now() < deadline; ++tick) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const bool in_outage = tick % kOutageEveryS >= kOutageEveryS - kOutageS;
+    if (in_outage && !outage.load()) ++outages;
+    outage = in_outage;
+    if (crm.peak_concurrent() > kCrmLimit || email.peak_concurrent() > kEmailLimit) {
+      std::printf("VIOLATION: peak concurrency crm %d/%d email %d/%d\n", crm.peak_concurrent(), kCrmLimit,
+                  email.peak_concurrent(), kEmailLimit);
+      ++violations;
+      break;
+    }
+    for (size_t g = 0; g < gws.size(); ++g) {
+      const pid_t pid = gws[g].proc->pid();
+      const int64_t rss = ProcKb(pid, "VmRSS:");
+      rss_peak[g] = std::max(rss_peak[g], rss);
+      rss_end[g] = rss;
+      fds_end[g] = FdCount(pid);
+      if (!warm_taken && Clock::now() >= warm_at) {
+        rss_warm[g] = rss;
+        fds_warm[g] = fds_end[g];
+      }
+    }
+    if (!warm_taken && Clock::now() >= warm_at) warm_taken = true;
+  }
+  outage = false;
+  stop = true;
+  for (auto& t : threads) t.join();
+  const int64_t end_ms = NowMs();
+  std::this_thread::sleep_for(std::chrono::seconds(kCooldownS + 1));  // let the breaker close again
+
+  // One probe per half-open episode, from the audit ledger and the downstream's arrivals.
+  const auto audit = Call(gws[0].admin_port, "GET", "/admin/audit?limit=1000&since=" + std::to_string(start_ms), "", "");
+  json events = json::parse(audit.body, nullptr, false);
+  std::vector<json> crm_events;
+  if (events.is_object()) {
+    for (const auto& e : events["events"]) {
+      if (e["data"].is_object() && e["data"].value("connector_id", "") == "crm") crm_events.push_back(e);
+    }
+  }
+  std::sort(crm_events.begin(), crm_events.end(),
+            [](const json& a, const json& b) { return a["seq"].get<int64_t>() < b["seq"].get<int64_t>(); });
+  std::vector<int64_t> arrivals;
+  {
+    std::lock_guard lock(arrivals_mu);
+    arrivals = crm_arrivals;
+  }
+  std::sort(arrivals.begin(), arrivals.end());
+  int episodes = 0, probes = 0;
+  int64_t open_at = -1;
+  int half_opens = 0;
+  for (const auto& e : crm_events) {
+    const std::string type = e["type"];
+    const int64_t at = ParseRfc3339(e["at"]);
+    if (type == "CIRCUIT_OPENED" && open_at < 0) {
+      open_at = at;
+      half_opens = 0;
+    } else if (type == "CIRCUIT_HALF_OPENED" && open_at >= 0) {
+      ++half_opens;
+    } else if (type == "CIRCUIT_CLOSED" && open_at >= 0) {
+      // A call admitted just before the breaker opened — or from another instance's CLOSED cache,
+      // up to server.breaker_cache_ms (250) later — may reach the downstream a moment after; under
+      // this load that moment is well below a second. Probes come no sooner than the cooldown (2 s),
+      // so every call from open + 1 s until it closes must be a probe.
+      const auto from = std::upper_bound(arrivals.begin(), arrivals.end(), open_at + 1000);
+      const auto to = std::upper_bound(arrivals.begin(), arrivals.end(), at);
+      const int calls = static_cast<int>(to - from);
+      ++episodes;
+      probes += half_opens;
+      if (calls != half_opens) {
+        std::printf("VIOLATION: breaker episode %d: %d calls reached crm while open, %d half-open probes\n", episodes,
+                    calls, half_opens);
+        for (const auto& x : crm_events) {
+          const int64_t t = ParseRfc3339(x["at"]);
+          if (t >= open_at - 1000 && t <= at) {
+            std::printf("  %+6lld ms %s %s\n", static_cast<long long>(t - open_at), x["type"].get<std::string>().c_str(),
+                        x["data"].dump().c_str());
+          }
+        }
+        for (auto it = std::lower_bound(arrivals.begin(), arrivals.end(), open_at - 200); it < to; ++it) {
+          std::printf("  %+6lld ms call reached crm\n", static_cast<long long>(*it - open_at));
+        }
+        ++violations;
+      }
+      open_at = -1;
+    }
+  }
+
+  // Flat memory and descriptors after warm-up (generous bounds: allocator noise, pooled connections).
+  for (size_t g = 0; g < gws.size(); ++g) {
+    if (rss_end[g] > rss_warm[g] * 3 / 2 + 32 * 1024) {
+      std::printf("VIOLATION: gateway %zu RSS grew from %lld to %lld kB\n", g, static_cast<long long>(rss_warm[g]),
+                  static_cast<long long>(rss_end[g]));
+      ++violations;
+    }
+    if (fds_end[g] > fds_warm[g] + 64) {
+      std::printf("VIOLATION: gateway %zu descriptors grew from %d to %d\n", g, fds_warm[g], fds_end[g]);
+      ++violations;
+    }
+  }
+
+  for (auto& gw : gws) gw.proc->Kill(SIGTERM);
+  for (auto& gw : gws) {
+    gw.proc->Wait();
+    gw.drain.join();
+  }
+  const int64_t store_bytes = FileSize(db) + FileSize(db + "-wal");
+  ChildProcess verify({binary, "ledger", "verify", "--config", config_path}, dir + "/verify.err");
+  std::string verify_out;
+  while (auto line = verify.ReadLine(std::chrono::seconds(300))) verify_out += *line + " ";
+  const int verify_status = verify.Wait();
+  if (verify_status != 0) {
+    std::printf("VIOLATION: ledger verify failed: %s\n", verify_out.c_str());
+    ++violations;
+  }
+
+  const double secs = static_cast<double>(end_ms - start_ms) / 1000.0;
+  std::printf("\n== soak summary\n");
+  std::printf("duration            %.0f s, %d gateways, %d clients\n", secs, gateways, clients);
+  std::printf("requests            %lld (%.0f/s): %lld succeeded, %lld failed, %lld deferred, %lld other, %lld transport errors\n",
+              static_cast<long long>(requests.load()), static_cast<double>(requests.load()) / secs,
+              static_cast<long long>(succeeded.load()), static_cast<long long>(failed.load()),
+              static_cast<long long>(deferred.load()), static_cast<long long>(other.load()),
+              static_cast<long long>(transport_errors.load()));
+  std::printf("faults injected     %lld random 5xx, %lld slow answers, %d outage windows of %d s\n",
+              static_cast<long long>(injected_5xx.load()), static_cast<long long>(injected_slow.load()), outages, kOutageS);
+  std::printf("breaker             %d open episodes, %d half-open probes\n", episodes, probes);
+  std::printf("peak concurrency    crm %d / %d, email %d / %d\n", crm.peak_concurrent(), kCrmLimit, email.peak_concurrent(),
+              kEmailLimit);
+  for (size_t g = 0; g < gws.size(); ++g) {
+    std::printf("gateway %zu           RSS %lld kB after warm-up, %lld kB at the end, peak %lld kB; fds %d -> %d\n", g,
+                static_cast<long long>(rss_warm[g]), static_cast<long long>(rss_end[g]), static_cast<long long>(rss_peak[g]),
+                fds_warm[g], fds_end[g]);
+  }
+  std::printf("store               %.1f MB (%.0f bytes per request)\n", static_cast<double>(store_bytes) / 1e6,
+              requests.load() > 0 ? static_cast<double>(store_bytes) / static_cast<double>(requests.load()) : 0.0);
+  std::printf("ledger verify       %s\n", verify_status == 0 ? "passed" : "FAILED");
+  std::printf("invariant violations %d\n", violations);
+  return violations == 0 ? 0 : 1;
+}
