@@ -67,6 +67,15 @@ TEST(ConfigTest, AnEmptyBaseUrlIsRefused) {
   EXPECT_NE(std::string(c.status().message()).find("connectors.crm.base_url"), std::string::npos) << c.status();
 }
 
+// Found by fuzz_config: a huge float where an integer belongs was cast to an integer (undefined
+// behaviour inside the TOML library) before its type was checked.
+TEST(ConfigTest, AHugeFloatWhereAnIntegerBelongsIsRefused) {
+  auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 4.19e306\n", "float.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string(c.status().message()).find("connectors.crm.timeout_ms must be an integer"), std::string::npos)
+      << c.status();
+}
+
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {
   Config c = DefaultConfig();
   EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");

@@ -34,8 +34,10 @@ class TableReader {
   void Int(std::string_view key, int64_t min, int64_t max, int64_t& out) {
     const toml::node* n = Find(key);
     if (n == nullptr) return;
-    auto v = n->value<int64_t>();
-    if (!v || !n->is_integer()) return Error(key, "must be an integer");
+    // Type first: value<int64_t>() on a huge float casts it to an integer (undefined behaviour, found
+    // by fuzz_config).
+    if (!n->is_integer()) return Error(key, "must be an integer");
+    const std::optional<int64_t> v = n->as_integer()->get();
     if (*v < min || *v > max) return Error(key, absl::StrCat("must be in ", min, "..", max, " (is ", *v, ")"));
     out = *v;
   }
