@@ -6,7 +6,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -21,9 +23,11 @@
 #include "toolgate/config.h"
 #include "toolgate/engine/slo_rules.h"
 #include "toolgate/services/execution_store.h"
+#include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
 #include "toolgate/store/memory_item_store.h"
 #include "toolgate/store/dynamodb_item_store.h"
+#include "toolgate/store/item_json.h"
 #include "toolgate/store/sqlite_item_store.h"
 #include "toolgate/store_factory.h"
 
@@ -123,28 +127,32 @@ int LedgerVerify(const Config& config) {
   store::ItemStore& store = **st;
   Ledger ledger(store, clock);
   ExecutionStore executions(store, clock);
-  int64_t checked = 0, events = 0;
+  int64_t checked = 0, events = 0, expired = 0;
   std::string problem;
   absl::Status walk = executions.ForEach([&](const ExecutionRecord& r) -> absl::Status {
     auto chain = ledger.Read(Ledger::ExecutionChain(r.execution_id));
     if (!chain.ok()) return chain.status();
+    std::string why;
+    if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
+      why = std::string(s.message());
+    } else if (!chain->empty() && chain->front().expires_at_s != r.expires_at_s) {
+      why = "its events expire at " + std::to_string(chain->front().expires_at_s) + ", its record at " +
+            std::to_string(r.expires_at_s);
+    } else if (r.last_seq > 0 && static_cast<int64_t>(chain->size()) < r.last_seq) {
+      why = "event " + std::to_string(r.last_seq) + " recorded as its last is missing";
+    } else if (r.last_seq > 0 && (*chain)[static_cast<size_t>(r.last_seq - 1)].hash != r.last_hash) {
+      why = "event " + std::to_string(r.last_seq) + " does not match the hash its record holds";
+    }
+    // A chain whose retention passed while it was being read is gone as a whole, not damaged.
+    if (!why.empty() && r.expires_at_s > 0 && r.expires_at_s <= clock.now_epoch_sec()) {
+      ++expired;
+      return absl::OkStatus();
+    }
     ++checked;
     events += static_cast<int64_t>(chain->size());
-    if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
-      problem = "execution " + r.execution_id + ": " + std::string(s.message());
+    if (!why.empty()) {
+      problem = "execution " + r.execution_id + ": " + why;
       return absl::AbortedError("stop");
-    }
-    if (r.last_seq > 0) {
-      if (static_cast<int64_t>(chain->size()) < r.last_seq) {
-        problem = "execution " + r.execution_id + ": event " + std::to_string(r.last_seq) +
-                  " recorded as its last is missing";
-        return absl::AbortedError("stop");
-      }
-      if ((*chain)[static_cast<size_t>(r.last_seq - 1)].hash != r.last_hash) {
-        problem = "execution " + r.execution_id + ": event " + std::to_string(r.last_seq) +
-                  " does not match the hash its record holds";
-        return absl::AbortedError("stop");
-      }
     }
     return absl::OkStatus();
   });
@@ -163,17 +171,111 @@ int LedgerVerify(const Config& config) {
     for (const auto& day : days) {
       auto chain = ledger.Read(day);
       if (!chain.ok()) return Fail("ledger verify: " + std::string(chain.status().message()));
-      events += static_cast<int64_t>(chain->size());
       if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
+        if (!chain->empty() && chain->front().expires_at_s > 0 && chain->front().expires_at_s <= clock.now_epoch_sec()) {
+          ++expired;
+          continue;
+        }
         problem = day + ": " + std::string(s.message());
         break;
       }
+      events += static_cast<int64_t>(chain->size());
     }
   }
   if (!problem.empty()) return Fail("ledger verify FAILED: " + problem);
-  std::printf("ledger verify: ok (%lld executions, %lld events)\n", static_cast<long long>(checked),
+  std::printf("ledger verify: ok (%lld executions, %lld events", static_cast<long long>(checked),
               static_cast<long long>(events));
+  if (expired > 0) std::printf("; %lld chains reached their retention while being read", static_cast<long long>(expired));
+  std::printf(")\n");
   return kExitOk;
+}
+
+json ExportedEvent(const LedgerEvent& e) {
+  json data = json::parse(e.data, nullptr, false);
+  if (data.is_discarded()) data = e.data;
+  return {{"seq", e.seq},   {"type", e.type}, {"at", e.at},           {"actor", e.actor},
+          {"data", data},   {"hash", e.hash}, {"prev_hash", e.prev_hash}};
+}
+
+// A UTC day "YYYY-MM-DD" as epoch ms at its start; nullopt when malformed.
+std::optional<int64_t> ParseDay(const std::string& day) {
+  int y = 0, m = 0, d = 0;
+  char tail = 0;
+  if (day.size() != 10 || std::sscanf(day.c_str(), "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 || m > 12 ||
+      d < 1 || d > 31) {
+    return std::nullopt;
+  }
+  // Days from the civil date (H. Hinnant's algorithm).
+  y -= m <= 2;
+  const int era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * static_cast<unsigned>(m + (m > 2 ? -3 : 9)) + 2) / 5 + static_cast<unsigned>(d) - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  const int64_t days = int64_t{era} * 146097 + static_cast<int64_t>(doe) - 719468;
+  if (Rfc3339(days * 86'400'000).substr(0, 10) != day) return std::nullopt;  // e.g. 2026-02-30
+  return days * 86'400'000;
+}
+
+// `ledger export`: every execution created in [since, until) with its whole chain, then every audit
+// day in that range, one JSON object per line, hashes included so the archive can be verified
+// without toolgate. Reads the store directly. Exit 1 (after exporting everything) if a chain fails
+// verification.
+int LedgerExport(const Config& config, const std::string& since, const std::string& until) {
+  std::optional<int64_t> from = 0, to = std::numeric_limits<int64_t>::max();
+  if (!since.empty() && !(from = ParseDay(since))) return Fail("--since must be a date YYYY-MM-DD (UTC)");
+  if (!until.empty() && !(to = ParseDay(until))) return Fail("--until must be a date YYYY-MM-DD (UTC)");
+  SystemClock clock;
+  auto st = OpenStoreReadOnly(config, clock);
+  if (!st.ok()) return Fail(std::string(st.status().message()));
+  store::ItemStore& store = **st;
+  Ledger ledger(store, clock);
+  int64_t executions = 0, days = 0, bad = 0;
+  auto emit = [&](json line, const std::vector<LedgerEvent>& chain, const std::string& name) {
+    line["events"] = json::array();
+    for (const auto& e : chain) line["events"].push_back(ExportedEvent(e));
+    if (absl::Status s = Ledger::VerifyChain(chain); !s.ok()) {
+      ++bad;
+      std::fprintf(stderr, "toolgate: %s: %s\n", name.c_str(), std::string(s.message()).c_str());
+      line["verify_error"] = std::string(s.message());
+    }
+    std::printf("%s\n", line.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+  };
+  store::ScanRequest req{"TENANT#", "EXEC#", 500, std::nullopt};
+  for (;;) {
+    auto page = store.Scan(req);
+    if (!page.ok()) return Fail("ledger export: " + std::string(page.status().message()));
+    for (auto& [key, item] : page->items) {
+      const int64_t created = store::GetInt(item, "created_at_ms").value_or(0);
+      if (created < *from || created >= *to) continue;
+      const std::string id = store::GetString(item, "execution_id").value_or("");
+      auto chain = ledger.Read(Ledger::ExecutionChain(id));
+      if (!chain.ok()) return Fail("ledger export: " + std::string(chain.status().message()));
+      emit({{"kind", "execution"}, {"record", store::ItemToJson(item)}}, *chain, "execution " + id);
+      ++executions;
+    }
+    if (!page->last_key) break;
+    req.after = page->last_key;
+  }
+  std::set<std::string> chains;
+  store::ScanRequest audit{"AUDIT#", "EVENT#", 1000, std::nullopt};
+  for (;;) {
+    auto page = store.Scan(audit);
+    if (!page.ok()) return Fail("ledger export: " + std::string(page.status().message()));
+    for (auto& [key, item] : page->items) chains.insert(key.pk);
+    if (!page->last_key) break;
+    audit.after = page->last_key;
+  }
+  for (const auto& chain_name : chains) {
+    const std::optional<int64_t> day = ParseDay(chain_name.substr(6));
+    if (!day || *day < *from || *day >= *to) continue;
+    auto chain = ledger.Read(chain_name);
+    if (!chain.ok()) return Fail("ledger export: " + std::string(chain.status().message()));
+    emit({{"kind", "audit"}, {"day", chain_name.substr(6)}}, *chain, chain_name);
+    ++days;
+  }
+  std::fprintf(stderr, "ledger export: %lld executions, %lld audit days%s\n", static_cast<long long>(executions),
+               static_cast<long long>(days), bad > 0 ? (", " + std::to_string(bad) + " chains FAILED verification").c_str() : "");
+  return bad > 0 ? kExitRefused : kExitOk;
 }
 
 int LedgerShow(const Config& config, const std::string& id) {
@@ -280,6 +382,11 @@ int main(int argc, char** argv) {
   auto* ledger_show = ledger->add_subcommand("show", "an execution's events");
   ledger_show->add_option("execution_id", execution_id)->required();
   auto* ledger_verify = ledger->add_subcommand("verify", "check every hash chain; exit 1 naming the first bad event");
+  std::string since, until;
+  auto* ledger_export = ledger->add_subcommand(
+      "export", "every execution and audit day as JSON lines with their hashes (archive before retention ends)");
+  ledger_export->add_option("--since", since, "first UTC day to export, YYYY-MM-DD (default: the oldest kept)");
+  ledger_export->add_option("--until", until, "UTC day to stop before, YYYY-MM-DD (default: no end)");
 
   auto* store_cmd = app.add_subcommand("store", "store maintenance");
   store_cmd->require_subcommand(1);
@@ -354,6 +461,7 @@ int main(int argc, char** argv) {
   }
   if (*ledger_verify) return LedgerVerify(*config);
   if (*ledger_show) return LedgerShow(*config, execution_id);
+  if (*ledger_export) return LedgerExport(*config, since, until);
   if (*check) {
     SystemClock clock;
     if (config->store.backend == "dynamodb") {

@@ -76,6 +76,36 @@ TEST(ConfigTest, AHugeFloatWhereAnIntegerBelongsIsRefused) {
       << c.status();
 }
 
+TEST(ConfigTest, LedgerRetentionDefaultsAndLimits) {
+  const std::string crm = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
+  auto defaults = ParseConfig(crm, "d.toml");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->ledger.retention_s, 30 * 86'400);
+  EXPECT_EQ(defaults->ledger.deferred_retention_s, 86'400);
+  EXPECT_EQ(defaults->store.sweep_interval_s, 60);
+
+  auto short_one = ParseConfig("[ledger]\nretention_s = 3600\n" + crm, "s.toml");
+  ASSERT_TRUE(short_one.ok()) << short_one.status();
+  EXPECT_EQ(short_one->ledger.deferred_retention_s, 3600) << "the deferred default never outlives the retention";
+
+  auto forever = ParseConfig("[ledger]\nretention_s = 0\ndeferred_retention_s = 0\n" + crm, "f.toml");
+  ASSERT_TRUE(forever.ok()) << forever.status();
+  EXPECT_EQ(forever->ledger.retention_s, 0);
+
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[ledger]\nretention_s = 30\n", "ledger.retention_s must be 0 (keep forever) or at least 60"},
+           {"[ledger]\nretention_s = -1\n", "ledger.retention_s must be in 0.."},
+           {"[ledger]\nretention_s = 600\ndeferred_retention_s = 700\n", "ledger.deferred_retention_s must not be longer than retention_s (600)"},
+           {"[ledger]\nretention_s = 600\ndeferred_retention_s = 0\n", "ledger.deferred_retention_s must not be longer"},
+           {"[ledger]\nretention_days = 3\n", "ledger.retention_days is not a known key"},
+           {"[store]\nsweep_interval_s = 0\n", "store.sweep_interval_s must be in 1..3600"},
+       }) {
+    auto c = ParseConfig(text + crm, "bad.toml");
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_NE(std::string(c.status().message()).find(want), std::string::npos) << c.status();
+  }
+}
+
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {
   Config c = DefaultConfig();
   EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");

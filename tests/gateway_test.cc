@@ -5,6 +5,10 @@
 #include <sqlite3.h>
 
 #include <barrier>
+#include <set>
+#include <sstream>
+
+#include "toolgate/services/ledger.h"
 
 #include "fake_downstream.h"
 #include "gateway_harness.h"
@@ -438,6 +442,88 @@ TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {
   auto [gone_code, gone_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(gone_code, 1) << gone_out;
   EXPECT_NE(gone_out.find("event 3 recorded as its last is missing"), std::string::npos) << gone_out;
+}
+
+// [ledger] retention: every execution says when it expires (a deferred one sooner), `ledger export`
+// writes chains an archive can verify without toolgate, and `ledger verify` treats a chain that
+// expired as a whole as gone but an event set to expire on its own as tampering.
+TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedByVerify) {
+  crm_.set_behavior([](const auto& req) {
+    return req.path == "/crm.fail" ? Reply{500, R"({"error":"down"})"} : Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw = Start(Config("", "[ledger]\nretention_s = 86400\ndeferred_retention_s = 3600\n"));
+  auto expires_after_creation = [&](const std::string& id) {
+    const json e = Body(gw.Public("GET", "/v1/executions/" + id, "", alice_));
+    struct tm created{}, expires{};
+    EXPECT_TRUE(strptime(e["created_at"].get<std::string>().c_str(), "%Y-%m-%dT%H:%M:%S", &created)) << e;
+    EXPECT_TRUE(strptime(e.value("expires_at", "").c_str(), "%Y-%m-%dT%H:%M:%S", &expires)) << e;
+    return static_cast<int64_t>(timegm(&expires) - timegm(&created));
+  };
+  const std::string ok_id = Body(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, alice_))["execution_id"];
+  const std::string second_id = Body(gw.Invoke("crm.x", {{"input", {{"n", 2}}}}, alice_))["execution_id"];
+  std::string deferred_id;
+  for (int i = 0; i < 6 && deferred_id.empty(); ++i) {
+    const json r = Body(gw.Invoke("crm.fail", {{"input", json::object()}}, alice_));
+    if (r["outcome"] == "DEFERRED") deferred_id = r["execution_id"];
+  }
+  ASSERT_FALSE(deferred_id.empty()) << "three failures open the breaker";
+  EXPECT_EQ(expires_after_creation(ok_id), 86400);
+  EXPECT_EQ(expires_after_creation(deferred_id), 3600) << "deferred before the connector: the shorter retention";
+  gw.Terminate();
+
+  // Export, then check every chain the way an archive would: recompute each hash from the line alone.
+  auto [code, out] = testing::RunCli({"ledger", "export", "--config", gw.config_path()}, dir_);
+  ASSERT_EQ(code, 0) << out;
+  int executions = 0, audit_days = 0;
+  std::set<std::string> ids;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] != '{') continue;
+    const json j = json::parse(line);
+    std::string prev;
+    for (const auto& e : j["events"]) {
+      const json canonical = {{"seq", e["seq"]}, {"type", e["type"]}, {"at", e["at"]}, {"actor", e["actor"]}, {"data", e["data"]}};
+      EXPECT_EQ(e["prev_hash"], prev);
+      EXPECT_EQ(e["hash"], Sha256Hex(prev + canonical.dump())) << line;
+      prev = e["hash"];
+    }
+    if (j["kind"] == "execution") {
+      ++executions;
+      ids.insert(j["record"]["execution_id"].get<std::string>());
+      EXPECT_EQ(j["record"]["last_hash"], prev) << "the record names the chain's last event";
+      EXPECT_TRUE(j["record"]["ttl"].is_number_integer());
+    } else {
+      EXPECT_EQ(j["kind"], "audit");
+      ++audit_days;
+    }
+  }
+  EXPECT_GE(executions, 6);
+  EXPECT_TRUE(ids.count(ok_id) && ids.count(deferred_id));
+  EXPECT_GE(audit_days, 1) << "CIRCUIT_OPENED went to today's audit chain";
+  EXPECT_THAT(out, ::testing::HasSubstr("ledger export: " + std::to_string(executions) + " executions, " + std::to_string(audit_days) + " audit days"));
+  auto [later_code, later] = testing::RunCli({"ledger", "export", "--since", "2999-01-01", "--config", gw.config_path()}, dir_);
+  EXPECT_EQ(later_code, 0) << later;
+  EXPECT_THAT(later, ::testing::HasSubstr("ledger export: 0 executions, 0 audit days"));
+  auto [bad_code, bad] = testing::RunCli({"ledger", "export", "--since", "2026-02-30", "--config", gw.config_path()}, dir_);
+  EXPECT_EQ(bad_code, 1);
+  EXPECT_THAT(bad, ::testing::HasSubstr("--since must be a date YYYY-MM-DD"));
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  auto exec_sql = [&](const std::string& sql) { ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql; };
+  // One execution reaches its retention as a whole (record and chain): gone, not damaged.
+  exec_sql("UPDATE items SET ttl = 1, attrs = json_set(attrs, '$.ttl', 1) WHERE pk = 'EXEC#" + ok_id +
+           "' OR sk = 'EXEC#" + ok_id + "'");
+  auto [gone_code, gone] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
+  EXPECT_EQ(gone_code, 0) << gone;
+  EXPECT_THAT(gone, ::testing::HasSubstr("ok (" + std::to_string(executions - 1) + " executions"));
+  // One event of another is set to expire on its own: that would leave a hole, and verify says so now.
+  exec_sql("UPDATE items SET ttl = ttl + 5, attrs = json_set(attrs, '$.ttl', json_extract(attrs, '$.ttl') + 5) "
+           "WHERE pk = 'EXEC#" + second_id + "' AND sk = 'EVENT#000000000002'");
+  sqlite3_close(db);
+  auto [tamper_code, tamper] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
+  EXPECT_EQ(tamper_code, 1) << tamper;
+  EXPECT_THAT(tamper, ::testing::HasSubstr("execution " + second_id + ": event 2 (TOOL_INVOKED) expires at"));
 }
 
 TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInput) {

@@ -43,6 +43,13 @@ struct StoreConfig {
   std::string ca_file;              // extra CA bundle for an https endpoint
   int request_timeout_ms = 2000;    // one DynamoDB HTTP exchange
   int retry_budget_ms = 1500;       // all retries of one store operation
+  int sweep_interval_s = 60;        // SQLite and memory: how often expired items are deleted
+};
+
+// [ledger]: how long executions, their ledger chains and the daily audit chains are kept.
+struct LedgerConfig {
+  int64_t retention_s = 30 * 86'400;       // 0 keeps everything forever
+  int64_t deferred_retention_s = 86'400;   // executions deferred before reaching a connector
 };
 
 // With the DynamoDB backend the request body is capped so an execution record fits in one item.
@@ -101,6 +108,7 @@ struct Config {
   int idempotency_retention_h = 24;
   int kill_switch_refresh_ms = 1000;  // S8 asks for 2 s fleet-wide
   SloEvaluationConfig slo;
+  LedgerConfig ledger;
   std::map<std::string, ConnectorConfig> connectors;
   std::map<std::string, ToolConfig> tools;
   std::string source;  // the file it came from, or "built-in default"

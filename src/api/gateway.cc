@@ -324,7 +324,7 @@ struct Gateway::Impl {
     breakers = std::make_unique<CircuitBreakerService>(st, clock, instance_id, &auditor, config.server.breaker_cache_ms);
     slots = std::make_unique<ConnectorConcurrencyService>(st, clock);
     kill_switches = std::make_unique<KillSwitchService>(st, clock, config.kill_switch_refresh_ms);
-    ledger = std::make_unique<Ledger>(st, clock);
+    ledger = std::make_unique<Ledger>(st, clock, LedgerRetention{config.ledger.retention_s, config.ledger.deferred_retention_s});
     auditor.set_ledger(ledger.get());
     executions = std::make_unique<ExecutionStore>(st, clock);
     intents = std::make_unique<IntentStore>(st, clock, config.idempotency_retention_h);
@@ -481,7 +481,7 @@ struct Gateway::Impl {
         return;
       }
       ir.execution_id = NewUuidV7(clock);
-      Ledger::Tail tail{original->last_seq, original->last_hash};
+      Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
       const json requested = {{"execution_id", ir.execution_id},
                               {"replay_reason", body["replay_reason"]},
                               {"requested_by", body["requested_by"]},
@@ -595,6 +595,7 @@ struct Gateway::Impl {
     if (r.downstream_status) j["downstream_status"] = r.downstream_status;
     if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
     if (r.unguarded) j["unguarded"] = true;
+    if (r.expires_at_s > 0) j["expires_at"] = Rfc3339(r.expires_at_s * 1000);
     return j;
   }
 
@@ -803,6 +804,18 @@ struct Gateway::Impl {
       });
       timer.expires_after(std::chrono::milliseconds(config.slo.interval_ms));
       co_await timer.async_wait(asio::use_awaitable);
+    }
+  }
+
+  // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
+  // expired items — chains past their retention, old SLO minutes — are deleted here.
+  asio::awaitable<void> SweepMemoryStoreForever(store::MemoryItemStore* memory) {
+    asio::steady_timer timer(io);
+    while (!draining) {
+      timer.expires_after(std::chrono::seconds(config.store.sweep_interval_s));
+      co_await timer.async_wait(asio::use_awaitable);
+      if (draining) break;
+      co_await RunBlocking(pool, [memory] { return memory->SweepExpired(); });
     }
   }
 
@@ -1037,6 +1050,9 @@ absl::Status Gateway::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
   }
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
+  if (auto* memory = dynamic_cast<store::MemoryItemStore*>(i.base_store.get())) {
+    asio::co_spawn(i.io, i.SweepMemoryStoreForever(memory), asio::detached);
+  }
   return absl::OkStatus();
 }
 

@@ -274,6 +274,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   store.String("ca_file", c.store.ca_file);
   store.Int("request_timeout_ms", 10, 60'000, c.store.request_timeout_ms);
   store.Int("retry_budget_ms", 0, 60'000, c.store.retry_budget_ms);
+  store.Int("sweep_interval_s", 1, 3600, c.store.sweep_interval_s);
   if (c.store.backend == "dynamodb") {
     if (c.store.table.empty()) store.Error("table", "must name the DynamoDB table");
     if (c.store.region.empty()) store.Error("region", "must name the AWS region");
@@ -308,6 +309,22 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   TableReader idem(top.Table("idempotency"), "idempotency", errors);
   idem.Int("retention_h", 1, 24 * 365, c.idempotency_retention_h);
   idem.RefuseUnknown();
+  TableReader ledger(top.Table("ledger"), "ledger", errors);
+  constexpr int64_t kTenYears = int64_t{3650} * 86'400;
+  ledger.Int("retention_s", 0, kTenYears, c.ledger.retention_s);
+  if (c.ledger.retention_s != 0 && c.ledger.retention_s < 60) ledger.Error("retention_s", "must be 0 (keep forever) or at least 60");
+  if (ledger.Has("deferred_retention_s")) {
+    ledger.Int("deferred_retention_s", 0, kTenYears, c.ledger.deferred_retention_s);
+    if (c.ledger.deferred_retention_s != 0 && c.ledger.deferred_retention_s < 60) {
+      ledger.Error("deferred_retention_s", "must be 0 (keep forever) or at least 60");
+    } else if (c.ledger.retention_s > 0 &&
+               (c.ledger.deferred_retention_s == 0 || c.ledger.deferred_retention_s > c.ledger.retention_s)) {
+      ledger.Error("deferred_retention_s", "must not be longer than retention_s (" + std::to_string(c.ledger.retention_s) + ")");
+    }
+  } else if (c.ledger.retention_s > 0) {
+    c.ledger.deferred_retention_s = std::min(c.ledger.deferred_retention_s, c.ledger.retention_s);
+  }
+  ledger.RefuseUnknown();
   TableReader slo_table(top.Table("slo"), "slo", errors);
   slo_table.Int("evaluate_interval_ms", 100, 10'000, c.slo.interval_ms);
   slo_table.RefuseUnknown();

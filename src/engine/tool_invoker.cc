@@ -127,11 +127,15 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec.outcome}}});
     std::vector<store::WriteRequest> writes;
     writes.push_back({});  // the record, once its last event is known
+    // The record and every event of its chain expire together; an execution deferred before it
+    // reached the connector is kept for the (shorter) deferred retention.
+    rec.expires_at_s = s_.ledger.retention().ExecutionExpiry(rec.created_at_ms, ends_here && rec.outcome == "DEFERRED");
+    t.tail.expires_at_s = rec.expires_at_s;
     Ledger::Tail tail = t.tail;
     for (const auto& [type, data] : all) {
       auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor, Dump(data));
       writes.push_back(std::move(w));
-      tail = {e.seq, e.hash};
+      tail = {e.seq, e.hash, e.expires_at_s};
     }
     rec.last_seq = tail.seq;
     rec.last_hash = tail.hash;
@@ -227,15 +231,21 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
       case IntentStore::Claim::Kind::kSucceeded: {
         if (req.replay) return deduped(claim->execution_id, claim->result_json);
         // The same intent already succeeded: answer with that execution, call nothing.
-        Ledger::Tail tail;
-        const std::string original_chain = Ledger::ExecutionChain(claim->execution_id);
+        // The hit goes on the original's ledger while the original is kept; once its retention has
+        // passed, the intent record alone answers.
         auto original = s_.executions.Get(rec.tenant_id, claim->execution_id);
-        auto events = s_.ledger.Read(original_chain);
-        if (events.ok() && !events->empty()) tail = {events->back().seq, events->back().hash};
-        if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor,
-                                      Dump(json{{"intent_key", rec.intent_key}}));
-            !e.ok()) {
-          return store_unavailable(e.status());
+        if (!original.ok() && !absl::IsNotFound(original.status())) return store_unavailable(original.status());
+        if (original.ok()) {
+          const std::string original_chain = Ledger::ExecutionChain(claim->execution_id);
+          Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
+          auto events = s_.ledger.Read(original_chain);
+          if (!events.ok()) return store_unavailable(events.status());
+          if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
+          if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor,
+                                        Dump(json{{"intent_key", rec.intent_key}}));
+              !e.ok()) {
+            return store_unavailable(e.status());
+          }
         }
         s_.metrics.ToolCall(cid, rec.tool_name, "SUCCEEDED", 0, false);
         json body = {{"execution_id", claim->execution_id}, {"outcome", "SUCCEEDED"}, {"connector_id", cid},
@@ -419,7 +429,7 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   writes.push_back(std::move(w_event));
   size_t required = 2;
   if (t.request.replay) {
-    auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash}, "REPLAY_COMPLETED", actor,
+    auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash, event.expires_at_s}, "REPLAY_COMPLETED", actor,
                                                   Dump(json{{"outcome", rec.outcome}}));
     writes.push_back(std::move(w_done));
     event = done;
@@ -439,7 +449,7 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
   const auto results = s_.store.WriteBatch(writes);
   absl::Status written = RequireApplied(results, required);
-  if (written.ok()) t.tail = {event.seq, event.hash};
+  if (written.ok()) t.tail = {event.seq, event.hash, event.expires_at_s};
   if (t.lease && !results.back().ok()) {
     // The batch failed as a whole: try the release alone before leaving it to the lease.
     if (auto released = s_.slots.Release(*t.lease); !released.ok()) {

@@ -53,6 +53,7 @@ absl::StatusOr<ExecutionRecord> FromItem(const Item& item) {
   r.unguarded = store::GetBool(item, "unguarded").value_or(false);
   r.last_seq = store::GetInt(item, "last_seq").value_or(0);
   r.last_hash = s("last_hash");
+  r.expires_at_s = store::GetInt(item, store::kTtlAttribute).value_or(0);
   return r;
 }
 
@@ -79,6 +80,7 @@ store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
                 {"replay_of", r.replay_of},
                 {"input_json", r.input_json},
                 {"created_at_ms", r.created_at_ms}});
+  if (r.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), r.expires_at_s);
   return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent());
 }
 

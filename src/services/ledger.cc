@@ -33,6 +33,7 @@ LedgerEvent FromItem(const Item& item) {
   e.data = store::GetString(item, "data").value_or("{}");
   e.hash = store::GetString(item, "hash").value_or("");
   e.prev_hash = store::GetString(item, "prev_hash").value_or("");
+  e.expires_at_s = store::GetInt(item, store::kTtlAttribute).value_or(0);
   return e;
 }
 
@@ -52,7 +53,19 @@ std::string Sha256Hex(std::string_view data) {
   return out;
 }
 
-Ledger::Ledger(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+int64_t LedgerRetention::ExecutionExpiry(int64_t created_at_ms, bool deferred_early) const {
+  const int64_t keep = deferred_early ? deferred_retention_s : retention_s;
+  return keep > 0 ? created_at_ms / 1000 + keep : 0;
+}
+
+int64_t LedgerRetention::AuditExpiry(int64_t epoch_ms) const {
+  if (retention_s <= 0) return 0;
+  const int64_t day_end_s = (epoch_ms / 86'400'000 + 1) * 86'400;
+  return day_end_s + retention_s;
+}
+
+Ledger::Ledger(store::ItemStore& store, const Clock& clock, LedgerRetention retention)
+    : store_(store), clock_(clock), retention_(retention) {}
 
 std::string Ledger::ExecutionChain(std::string_view execution_id) { return absl::StrCat("EXEC#", std::string(execution_id)); }
 
@@ -72,6 +85,7 @@ absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
     const LedgerEvent last = FromItem(page.items.front().second);
     tail.seq = last.seq;
     tail.hash = last.hash;
+    tail.expires_at_s = last.expires_at_s;
   }
   return tail;
 }
@@ -90,6 +104,10 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppend(const std::str
   Item item{{"seq", e.seq},     {"type", e.type}, {"at", e.at},
             {"actor", e.actor}, {"data", e.data}, {"hash", e.hash},
             {"prev_hash", e.prev_hash}};
+  if (tail.expires_at_s > 0) {
+    e.expires_at_s = tail.expires_at_s;
+    item.emplace(std::string(store::kTtlAttribute), tail.expires_at_s);
+  }
   // Append-only: an event is never overwritten.
   return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent()), std::move(e)};
 }
@@ -100,17 +118,22 @@ absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail,
     auto [write, e] = PrepareAppend(chain, tail, type, actor, data_json);
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(write.key, write.item, write.condition));
     if (r.applied) {
-      tail = {e.seq, e.hash};
+      tail = {e.seq, e.hash, e.expires_at_s};
       return e;
     }
+    const int64_t expires_at_s = tail.expires_at_s;
     ASSIGN_OR_RETURN(tail, ReadTail(chain));  // another writer appended first
+    if (tail.seq == 0) tail.expires_at_s = expires_at_s;
   }
   return absl::AbortedError(absl::StrCat("ledger ", chain, ": append lost ", kMaxAttempts, " races"));
 }
 
 absl::StatusOr<LedgerEvent> Ledger::Audit(std::string_view type, std::string_view actor, std::string_view data_json) {
-  const std::string chain = AuditChain(clock_.now_epoch_ms());
+  const int64_t now_ms = clock_.now_epoch_ms();
+  const std::string chain = AuditChain(now_ms);
   ASSIGN_OR_RETURN(Tail tail, ReadTail(chain));
+  // A day's chain keeps the ttl its first event got, even if the retention changes during the day.
+  if (tail.seq == 0) tail.expires_at_s = retention_.AuditExpiry(now_ms);
   return Append(chain, tail, type, actor, data_json);
 }
 
@@ -159,6 +182,11 @@ absl::Status Ledger::VerifyChain(const std::vector<LedgerEvent>& events) {
     if (e.prev_hash != prev) return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") does not link to event ", e.seq - 1));
     if (Hash(prev, e) != e.hash) {
       return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") was altered: its hash does not match"));
+    }
+    // A chain expires as a whole; an event set to expire on its own would leave a gap behind.
+    if (e.expires_at_s != events.front().expires_at_s) {
+      return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") expires at ", e.expires_at_s,
+                                              ", not with its chain (", events.front().expires_at_s, ")"));
     }
     prev = e.hash;
   }

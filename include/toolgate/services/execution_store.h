@@ -40,6 +40,7 @@ struct ExecutionRecord {
   bool unguarded = false;  // ran without breaker and concurrency guarantees (on_store_error = allow)
   int64_t last_seq = 0;    // the ledger's last event when the record was last written
   std::string last_hash;
+  int64_t expires_at_s = 0;  // the record's `ttl`, shared with its ledger chain; 0: kept forever
 };
 
 // Execution records. Thread-safe. Status codes: store errors; kNotFound for an id the tenant does

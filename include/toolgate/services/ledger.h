@@ -20,6 +20,20 @@ struct LedgerEvent {
   std::string data = "{}";
   std::string hash;       // hex SHA-256 over prev_hash and this event's canonical JSON
   std::string prev_hash;  // "" for the first event of a chain
+  int64_t expires_at_s = 0;  // the chain's `ttl` (epoch seconds); 0: kept forever. Not hashed.
+};
+
+// How long chains are kept ([ledger] in the config). A chain expires as a whole: every event of an
+// execution carries the same `ttl` as its record, every event of one day's audit chain the same `ttl`,
+// so at any moment a chain is either all there or all gone and `ledger verify` stays meaningful.
+struct LedgerRetention {
+  int64_t retention_s = 0;           // executions and audit days; 0 keeps them forever
+  int64_t deferred_retention_s = 0;  // executions answered DEFERRED before reaching a connector; 0: forever
+
+  // The `ttl` of an execution created at `created_at_ms`; 0 when it is kept forever.
+  int64_t ExecutionExpiry(int64_t created_at_ms, bool deferred_early) const;
+  // The `ttl` of the audit chain of the UTC day holding `epoch_ms`: the day's end plus the retention.
+  int64_t AuditExpiry(int64_t epoch_ms) const;
 };
 
 // The append-only, tamper-evident ledger: chains of events, each chain one store partition —
@@ -37,9 +51,12 @@ class Ledger {
   struct Tail {
     int64_t seq = 0;
     std::string hash;
+    int64_t expires_at_s = 0;  // the chain's ttl, given to every event appended after this tail
   };
 
-  Ledger(store::ItemStore& store, const Clock& clock);
+  Ledger(store::ItemStore& store, const Clock& clock, LedgerRetention retention = {});
+
+  const LedgerRetention& retention() const { return retention_; }
 
   static std::string ExecutionChain(std::string_view execution_id);
   static std::string AuditChain(int64_t epoch_ms);
@@ -54,7 +71,7 @@ class Ledger {
                                                             std::string_view type, std::string_view actor,
                                                             std::string_view data_json) const;
 
-  // Appends a system audit event to today's audit chain.
+  // Appends a system audit event to today's audit chain (kept for the retention after the day ends).
   absl::StatusOr<LedgerEvent> Audit(std::string_view type, std::string_view actor, std::string_view data_json);
 
   absl::StatusOr<std::vector<LedgerEvent>> Read(const std::string& chain);
@@ -71,6 +88,7 @@ class Ledger {
 
   store::ItemStore& store_;
   const Clock& clock_;
+  const LedgerRetention retention_;
 };
 
 // Lowercase hex SHA-256.
