@@ -3,9 +3,19 @@
 // that inject failures (random 5xx, slow answers, and whole outage windows that open the breaker),
 // and checks invariants from outside while it runs:
 //   - no downstream ever sees more calls at once than its connector's limit;
-//   - exactly one probe per half-open episode: while crm's breaker is open (from the audit ledger's
-//     CIRCUIT_OPENED to its CIRCUIT_CLOSED), the downstream sees one call per CIRCUIT_HALF_OPENED;
+//   - exactly one probe per half-open episode: every call crm receives names its execution
+//     (X-Toolgate-Execution-Id); for each breaker episode in the audit ledger (CIRCUIT_OPENED with
+//     generation g_open … CIRCUIT_CLOSED with g_close), every call that arrived in it is looked up
+//     in its execution's ledger (TOOL_INVOKED: probe, breaker_generation): one admitted under a
+//     generation in [g_open, g_close) must be a probe, one probe per half-open generation; one
+//     admitted before the opening may arrive only within 1 s of it (another instance's 250 ms
+//     CLOSED cache); one admitted after the closing is fine. Checked every 5 s while executions are
+//     kept (their retention is short here);
 //   - memory (RSS) and file descriptors of every gateway stay flat after warm-up;
+//   - the store file is bounded by the ledger retention: with [ledger] retention_s = R (--retention,
+//     default 60 s) and a sweep every 10 s, it stops growing once the first executions expire — its
+//     size in the second half of the run stays within 25 % (+8 MB) of its size in the first half
+//     after R + 25 s;
 //   - `toolgate ledger verify` passes at the end.
 // Prints a summary; exits 1 if any invariant was violated.
 #include <sys/stat.h>
@@ -16,6 +26,7 @@
 #include <ctime>
 #include <dirent.h>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -100,20 +111,21 @@ toolgate::api::ClientResult Call(int port, const std::string& method, const std:
 
 int main(int argc, char** argv) {
   std::string binary, dir = "/tmp";
-  int seconds = 120, gateways = 3, clients = 32;
+  int seconds = 120, gateways = 3, clients = 32, retention_s = 60;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--toolgate") binary = v;
     else if (k == "--seconds") seconds = std::stoi(v);
+    else if (k == "--retention") retention_s = std::stoi(v);
     else if (k == "--gateways") gateways = std::stoi(v);
     else if (k == "--clients") clients = std::stoi(v);
     else if (k == "--dir") dir = v;
   }
   if (binary.empty()) {
-    std::fprintf(stderr, "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--dir D]\n");
+    std::fprintf(stderr, "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--retention 60] [--dir D]\n");
     return 2;
   }
-  constexpr int kCrmLimit = 8, kEmailLimit = 4, kCooldownS = 2, kOutageEveryS = 30, kOutageS = 5;
+  constexpr int kCrmLimit = 8, kEmailLimit = 4, kCooldownS = 2, kOutageEveryS = 30, kOutageS = 5, kSweepS = 10;
 
   // Downstreams with injected faults.
   FakeDownstream crm, email;
@@ -124,11 +136,12 @@ int main(int argc, char** argv) {
   std::atomic<bool> outage{false};
   std::atomic<int64_t> injected_5xx{0}, injected_slow{0};
   std::mutex arrivals_mu;
-  std::vector<int64_t> crm_arrivals;  // epoch ms of every call crm received
-  crm.set_behavior([&](const FakeDownstream::Request&) {
+  std::vector<std::pair<int64_t, std::string>> crm_arrivals;  // (epoch ms, execution id) of every call crm received
+  crm.set_behavior([&](const FakeDownstream::Request& req) {
     {
+      const auto id = req.headers.find("x-toolgate-execution-id");
       std::lock_guard lock(arrivals_mu);
-      crm_arrivals.push_back(NowMs());
+      crm_arrivals.push_back({NowMs(), id == req.headers.end() ? "" : id->second});
     }
     thread_local std::minstd_rand rng{std::random_device{}()};
     if (outage.load()) return Reply{503, R"({"error":"outage"})"};
@@ -157,7 +170,8 @@ int main(int argc, char** argv) {
   {
     std::ofstream f(config_path);
     f << "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"" << db
-      << "\"\nsqlite_synchronous = \"normal\"\n[slo]\nevaluate_interval_ms = 2000\n"
+      << "\"\nsqlite_synchronous = \"normal\"\nsweep_interval_s = " << kSweepS << "\n[slo]\nevaluate_interval_ms = 2000\n"
+      << "[ledger]\nretention_s = " << retention_s << "\ndeferred_retention_s = " << retention_s << "\n"
       << "[connectors.crm]\nbase_url = \"" << crm.base_url() << "\"\ntimeout_ms = 2000\nmax_in_flight = " << kCrmLimit
       << "\n[connectors.crm.breaker]\nfailure_threshold = 5\nfailure_rate_threshold = 0.5\nmin_calls = 20\nwindow_s = 5\n"
       << "cooldown_s = " << kCooldownS << "\nprobe_timeout_s = 10\n"
@@ -223,8 +237,110 @@ int main(int argc, char** argv) {
 
   // Outage windows and the monitor (once a second).
   int violations = 0, outages = 0;
+
+  // One probe per half-open episode (see the top of this file). Checks the episodes that closed
+  // since the last call.
+  int episodes = 0, probes = 0, late_from_before = 0, after_close = 0, after_close_early = 0, intruders = 0;
+  int64_t checked_until = 0;  // `at` of the last CIRCUIT_CLOSED checked
+  auto check_episodes = [&] {
+    const auto audit = Call(gws[0].admin_port, "GET", "/admin/audit?limit=1000&since=" + std::to_string(start_ms), "", "");
+    const json events = json::parse(audit.body, nullptr, false);
+    if (!audit.ok || !events.is_object()) {
+      std::printf("VIOLATION: the audit ledger cannot be read (%s)\n", audit.error.c_str());
+      ++violations;
+      return;
+    }
+    std::vector<json> crm_events;
+    for (const auto& e : events["events"]) {
+      if (e["data"].is_object() && e["data"].value("connector_id", "") == "crm" && e["type"].get<std::string>().rfind("CIRCUIT_", 0) == 0) {
+        crm_events.push_back(e);
+      }
+    }
+    std::sort(crm_events.begin(), crm_events.end(), [](const json& a, const json& b) {
+      return a["data"].value("generation", int64_t{0}) < b["data"].value("generation", int64_t{0});
+    });
+    std::vector<std::pair<int64_t, std::string>> arrivals;
+    {
+      std::lock_guard lock(arrivals_mu);
+      arrivals = crm_arrivals;
+    }
+    std::sort(arrivals.begin(), arrivals.end());
+    int64_t open_at = -1, open_gen = 0;
+    for (const auto& e : crm_events) {
+      const std::string type = e["type"];
+      const int64_t at = ParseRfc3339(e["at"]);
+      const int64_t gen = e["data"].value("generation", int64_t{0});
+      if (type == "CIRCUIT_OPENED" && open_at < 0) {
+        open_at = at;
+        open_gen = gen;
+        continue;
+      }
+      if (type != "CIRCUIT_CLOSED" || open_at < 0) continue;
+      const int64_t close_at = at, close_gen = gen;
+      if (close_at > NowMs() - 1500) break;  // its late arrivals may still come: next time
+      const int64_t episode_open_at = open_at;
+      open_at = -1;
+      if (close_at <= checked_until) continue;  // checked before
+      checked_until = close_at;
+      ++episodes;
+      // Every call that arrived from the opening until a second after the closing (a call admitted
+      // while HALF_OPEN would have arrived by then), classified by how its gateway admitted it.
+      std::map<int64_t, int> probes_per_gen;
+      std::vector<std::string> problems;
+      const auto from = std::lower_bound(arrivals.begin(), arrivals.end(), std::make_pair(episode_open_at, std::string()));
+      const auto to = std::lower_bound(arrivals.begin(), arrivals.end(), std::make_pair(close_at + 1000, std::string()));
+      for (auto it = from; it != to; ++it) {
+        const auto& [arrived, id] = *it;
+        const auto r = Call(gws[0].public_port, "GET", "/v1/executions/" + id, "", token);
+        const json exec = json::parse(r.body, nullptr, false);
+        json invoked;
+        if (r.ok && r.status == 200 && exec.is_object()) {
+          for (const auto& ev : exec["events"]) {
+            if (ev["type"] == "TOOL_INVOKED") invoked = ev["data"];
+          }
+        }
+        if (!invoked.is_object()) {
+          problems.push_back("call " + id + " has no TOOL_INVOKED in its ledger (status " + std::to_string(r.status) + ")");
+          continue;
+        }
+        const int64_t g = invoked.value("breaker_generation", int64_t{-1});
+        const bool probe = invoked.value("probe", false);
+        const long long rel = static_cast<long long>(arrived - episode_open_at);
+        if (g >= close_gen) {  // admitted after the breaker closed
+          ++after_close;
+          // The CIRCUIT_CLOSED event is stamped after the breaker item's write: a call admitted in
+          // between arrives before the event's time.
+          if (arrived < close_at) ++after_close_early;
+          continue;
+        }
+        if (g < open_gen) {
+          ++late_from_before;
+          if (arrived > episode_open_at + 1000) {
+            problems.push_back("call " + id + " admitted before the opening arrived " + std::to_string(rel) + " ms after it");
+          }
+          continue;
+        }
+        if (!probe) {
+          ++intruders;
+          problems.push_back("call " + id + " admitted under generation " + std::to_string(g) + " (open) without a probe, at +" +
+                             std::to_string(rel) + " ms");
+        } else if (++probes_per_gen[g] > 1) {
+          ++intruders;
+          problems.push_back("a second probe for generation " + std::to_string(g) + " at +" + std::to_string(rel) + " ms");
+        }
+      }
+      probes += static_cast<int>(probes_per_gen.size());
+      if (!problems.empty()) {
+        std::printf("VIOLATION: breaker episode %d (generations %lld..%lld):\n", episodes, static_cast<long long>(open_gen),
+                    static_cast<long long>(close_gen));
+        for (const auto& p : problems) std::printf("  %s\n", p.c_str());
+        ++violations;
+      }
+    }
+  };
   std::vector<int64_t> rss_warm(gws.size()), rss_peak(gws.size()), rss_end(gws.size());
   std::vector<int> fds_warm(gws.size()), fds_end(gws.size());
+  std::vector<std::pair<int, int64_t>> store_sizes;  // (second, bytes of the database and its WAL)
   const auto deadline = Clock::now() + std::chrono::seconds(seconds);
   const auto warm_at = Clock::now() + std::chrono::seconds(std::min(15, seconds / 4));
   bool warm_taken = false;
@@ -251,6 +367,8 @@ int main(int argc, char** argv) {
       }
     }
     if (!warm_taken && Clock::now() >= warm_at) warm_taken = true;
+    if (tick % 5 == 0) check_episodes();
+    store_sizes.push_back({tick, FileSize(db) + FileSize(db + "-wal")});
   }
   outage = false;
   stop = true;
@@ -258,62 +376,8 @@ int main(int argc, char** argv) {
   const int64_t end_ms = NowMs();
   std::this_thread::sleep_for(std::chrono::seconds(kCooldownS + 1));  // let the breaker close again
 
-  // One probe per half-open episode, from the audit ledger and the downstream's arrivals.
-  const auto audit = Call(gws[0].admin_port, "GET", "/admin/audit?limit=1000&since=" + std::to_string(start_ms), "", "");
-  json events = json::parse(audit.body, nullptr, false);
-  std::vector<json> crm_events;
-  if (events.is_object()) {
-    for (const auto& e : events["events"]) {
-      if (e["data"].is_object() && e["data"].value("connector_id", "") == "crm") crm_events.push_back(e);
-    }
-  }
-  std::sort(crm_events.begin(), crm_events.end(),
-            [](const json& a, const json& b) { return a["seq"].get<int64_t>() < b["seq"].get<int64_t>(); });
-  std::vector<int64_t> arrivals;
-  {
-    std::lock_guard lock(arrivals_mu);
-    arrivals = crm_arrivals;
-  }
-  std::sort(arrivals.begin(), arrivals.end());
-  int episodes = 0, probes = 0;
-  int64_t open_at = -1;
-  int half_opens = 0;
-  for (const auto& e : crm_events) {
-    const std::string type = e["type"];
-    const int64_t at = ParseRfc3339(e["at"]);
-    if (type == "CIRCUIT_OPENED" && open_at < 0) {
-      open_at = at;
-      half_opens = 0;
-    } else if (type == "CIRCUIT_HALF_OPENED" && open_at >= 0) {
-      ++half_opens;
-    } else if (type == "CIRCUIT_CLOSED" && open_at >= 0) {
-      // A call admitted just before the breaker opened — or from another instance's CLOSED cache,
-      // up to server.breaker_cache_ms (250) later — may reach the downstream a moment after; under
-      // this load that moment is well below a second. Probes come no sooner than the cooldown (2 s),
-      // so every call from open + 1 s until it closes must be a probe.
-      const auto from = std::upper_bound(arrivals.begin(), arrivals.end(), open_at + 1000);
-      const auto to = std::upper_bound(arrivals.begin(), arrivals.end(), at);
-      const int calls = static_cast<int>(to - from);
-      ++episodes;
-      probes += half_opens;
-      if (calls != half_opens) {
-        std::printf("VIOLATION: breaker episode %d: %d calls reached crm while open, %d half-open probes\n", episodes,
-                    calls, half_opens);
-        for (const auto& x : crm_events) {
-          const int64_t t = ParseRfc3339(x["at"]);
-          if (t >= open_at - 1000 && t <= at) {
-            std::printf("  %+6lld ms %s %s\n", static_cast<long long>(t - open_at), x["type"].get<std::string>().c_str(),
-                        x["data"].dump().c_str());
-          }
-        }
-        for (auto it = std::lower_bound(arrivals.begin(), arrivals.end(), open_at - 200); it < to; ++it) {
-          std::printf("  %+6lld ms call reached crm\n", static_cast<long long>(*it - open_at));
-        }
-        ++violations;
-      }
-      open_at = -1;
-    }
-  }
+  // The last episodes' probes, now that the breaker had time to close.
+  check_episodes();
 
   // Flat memory and descriptors after warm-up (generous bounds: allocator noise, pooled connections).
   for (size_t g = 0; g < gws.size(); ++g) {
@@ -326,6 +390,24 @@ int main(int argc, char** argv) {
       std::printf("VIOLATION: gateway %zu descriptors grew from %d to %d\n", g, fds_warm[g], fds_end[g]);
       ++violations;
     }
+  }
+
+  // The store bounded by retention: once executions start to expire (R), are swept (10 s) and their
+  // pages reused, the file stops growing. Compare the largest size in the second half of the run
+  // with the largest in the stretch before it.
+  const int settled_s = retention_s + kSweepS + 15;
+  const int half_s = (settled_s + seconds) / 2;
+  int64_t store_first = 0, store_second = 0;
+  for (const auto& [t, bytes] : store_sizes) {
+    if (t >= settled_s && t < half_s) store_first = std::max(store_first, bytes);
+    if (t >= half_s) store_second = std::max(store_second, bytes);
+  }
+  const bool store_checked = seconds >= 2 * settled_s + 20 && store_first > 0;
+  if (store_checked && store_second > store_first * 5 / 4 + 8'000'000) {
+    std::printf("VIOLATION: store kept growing past its retention: %.1f MB at %d..%d s, %.1f MB at %d..%d s\n",
+                static_cast<double>(store_first) / 1e6, settled_s, half_s, static_cast<double>(store_second) / 1e6,
+                half_s, seconds);
+    ++violations;
   }
 
   for (auto& gw : gws) gw.proc->Kill(SIGTERM);
@@ -353,7 +435,9 @@ int main(int argc, char** argv) {
               static_cast<long long>(transport_errors.load()));
   std::printf("faults injected     %lld random 5xx, %lld slow answers, %d outage windows of %d s\n",
               static_cast<long long>(injected_5xx.load()), static_cast<long long>(injected_slow.load()), outages, kOutageS);
-  std::printf("breaker             %d open episodes, %d half-open probes\n", episodes, probes);
+  std::printf("breaker             %d open episodes, %d half-open probes; calls seen in them: %d probes, %d admitted "
+              "before the opening, %d after the closing (%d of them before the CIRCUIT_CLOSED event's time), %d other\n",
+              episodes, probes, probes, late_from_before, after_close, after_close_early, intruders);
   std::printf("peak concurrency    crm %d / %d, email %d / %d\n", crm.peak_concurrent(), kCrmLimit, email.peak_concurrent(),
               kEmailLimit);
   for (size_t g = 0; g < gws.size(); ++g) {
@@ -361,8 +445,17 @@ int main(int argc, char** argv) {
                 static_cast<long long>(rss_warm[g]), static_cast<long long>(rss_end[g]), static_cast<long long>(rss_peak[g]),
                 fds_warm[g], fds_end[g]);
   }
-  std::printf("store               %.1f MB (%.0f bytes per request)\n", static_cast<double>(store_bytes) / 1e6,
-              requests.load() > 0 ? static_cast<double>(store_bytes) / static_cast<double>(requests.load()) : 0.0);
+  std::printf("store               %.1f MB at the end (%.0f bytes per request served); retention %d s, sweep every %d s\n",
+              static_cast<double>(store_bytes) / 1e6,
+              requests.load() > 0 ? static_cast<double>(store_bytes) / static_cast<double>(requests.load()) : 0.0,
+              retention_s, kSweepS);
+  if (store_checked) {
+    std::printf("store bound         largest %.1f MB at %d..%d s, %.1f MB at %d..%d s (bound %.1f MB)\n",
+                static_cast<double>(store_first) / 1e6, settled_s, half_s, static_cast<double>(store_second) / 1e6, half_s,
+                seconds, static_cast<double>(store_first * 5 / 4 + 8'000'000) / 1e6);
+  } else {
+    std::printf("store bound         not checked: run at least %d s with a %d s retention\n", 2 * settled_s + 20, retention_s);
+  }
   std::printf("ledger verify       %s\n", verify_status == 0 ? "passed" : "FAILED");
   std::printf("invariant violations %d\n", violations);
   return violations == 0 ? 0 : 1;
