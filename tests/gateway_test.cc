@@ -183,7 +183,9 @@ TEST_F(GatewayTest, HugeAndCutOffResponsesAreFailuresAndNothingHugeIsStored) {
   EXPECT_EQ(ok.status, 200) << ok.body;
   const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
   for (const auto& c : connectors["connectors"]) {
-    if (c["id"] == "crm") EXPECT_EQ(c["in_flight"], 0);
+    if (c["id"] == "crm") {
+      EXPECT_EQ(c["in_flight"], 0);
+    }
   }
 }
 
