@@ -9,7 +9,6 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
 
 #include "CLI/CLI.hpp"
@@ -159,16 +158,9 @@ int LedgerVerify(const Config& config) {
   if (!walk.ok() && problem.empty()) return Fail("ledger verify: " + std::string(walk.message()));
   if (problem.empty()) {
     // The audit chains, one per UTC day.
-    std::set<std::string> days;
-    store::ScanRequest req{"AUDIT#", "EVENT#", 1000, std::nullopt};
-    for (;;) {
-      auto page = store.Scan(req);
-      if (!page.ok()) return Fail("ledger verify: " + std::string(page.status().message()));
-      for (auto& [key, item] : page->items) days.insert(key.pk);
-      if (!page->last_key) break;
-      req.after = page->last_key;
-    }
-    for (const auto& day : days) {
+    auto days = ledger.AuditChains();
+    if (!days.ok()) return Fail("ledger verify: " + std::string(days.status().message()));
+    for (const auto& day : *days) {
       auto chain = ledger.Read(day);
       if (!chain.ok()) return Fail("ledger verify: " + std::string(chain.status().message()));
       if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
@@ -256,16 +248,9 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
     if (!page->last_key) break;
     req.after = page->last_key;
   }
-  std::set<std::string> chains;
-  store::ScanRequest audit{"AUDIT#", "EVENT#", 1000, std::nullopt};
-  for (;;) {
-    auto page = store.Scan(audit);
-    if (!page.ok()) return Fail("ledger export: " + std::string(page.status().message()));
-    for (auto& [key, item] : page->items) chains.insert(key.pk);
-    if (!page->last_key) break;
-    audit.after = page->last_key;
-  }
-  for (const auto& chain_name : chains) {
+  auto chains = ledger.AuditChains();
+  if (!chains.ok()) return Fail("ledger export: " + std::string(chains.status().message()));
+  for (const auto& chain_name : *chains) {
     const std::optional<int64_t> day = ParseDay(chain_name.substr(6));
     if (!day || *day < *from || *day >= *to) continue;
     auto chain = ledger.Read(chain_name);

@@ -3,19 +3,9 @@
 // real services and a memory store on a manual clock (the downstream's answer is handed in, as the
 // gateway does after its HTTP call).
 
-#include <set>
-
 #include "gtest/gtest.h"
+#include "invoker_support.h"
 #include "nlohmann/json.hpp"
-#include "toolgate/config.h"
-#include "toolgate/engine/metrics.h"
-#include "toolgate/engine/tool_invoker.h"
-#include "toolgate/services/circuit_breaker_service.h"
-#include "toolgate/services/connector_concurrency_service.h"
-#include "toolgate/services/execution_store.h"
-#include "toolgate/services/intent_store.h"
-#include "toolgate/services/kill_switch_service.h"
-#include "toolgate/services/ledger.h"
 #include "toolgate/store/memory_item_store.h"
 
 namespace toolgate {
@@ -87,18 +77,13 @@ class RetentionInvokerTest : public ::testing::Test {
         "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 1\n",
         "retention.toml");
     ASSERT_TRUE(c.ok()) << c.status();
-    config_ = std::move(*c);
-    breakers_ = std::make_unique<CircuitBreakerService>(memory_, clock_, "retention-test");
-    slots_ = std::make_unique<ConnectorConcurrencyService>(memory_, clock_);
-    kill_switches_ = std::make_unique<KillSwitchService>(memory_, clock_, 200);
-    ledger_ = std::make_unique<Ledger>(memory_, clock_,
-                                       LedgerRetention{config_.ledger.retention_s, config_.ledger.deferred_retention_s});
-    executions_ = std::make_unique<ExecutionStore>(memory_, clock_);
-    intents_ = std::make_unique<IntentStore>(memory_, clock_, 24);
-    invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{memory_, clock_, config_, *breakers_, *slots_,
-                                                                   *kill_switches_, *ledger_, *executions_, *intents_,
-                                                                   metrics_});
-    ASSERT_TRUE(slots_->EnsureConnector("crm", config_.connectors.at("crm").concurrency).ok());
+    stack_ = std::make_unique<toolgate::testing::InvokerStack>(memory_, clock_, std::move(*c));
+    config_ = &stack_->config;
+    slots_ = &stack_->slots;
+    ledger_ = &stack_->ledger;
+    executions_ = &stack_->executions;
+    invoker_ = &stack_->invoker;
+    ASSERT_TRUE(slots_->EnsureConnector("crm", config_->connectors.at("crm").concurrency).ok());
   }
 
   InvokeRequest Request(const std::string& idempotency_key = "") const {
@@ -139,15 +124,12 @@ class RetentionInvokerTest : public ::testing::Test {
 
   ManualClock clock_{1'800'000'000'000};
   store::MemoryItemStore memory_{clock_};
-  Config config_;
-  Metrics metrics_;
-  std::unique_ptr<CircuitBreakerService> breakers_;
-  std::unique_ptr<ConnectorConcurrencyService> slots_;
-  std::unique_ptr<KillSwitchService> kill_switches_;
-  std::unique_ptr<Ledger> ledger_;
-  std::unique_ptr<ExecutionStore> executions_;
-  std::unique_ptr<IntentStore> intents_;
-  std::unique_ptr<ToolInvoker> invoker_;
+  std::unique_ptr<toolgate::testing::InvokerStack> stack_;
+  const Config* config_ = nullptr;
+  ConnectorConcurrencyService* slots_ = nullptr;
+  Ledger* ledger_ = nullptr;
+  ExecutionStore* executions_ = nullptr;
+  ToolInvoker* invoker_ = nullptr;
 };
 
 TEST_F(RetentionInvokerTest, AnExecutionAndItsWholeChainExpireTogetherAtItsRetention) {

@@ -11,18 +11,10 @@
 
 #include "fault_injecting_store.h"
 #include "gtest/gtest.h"
+#include "invoker_support.h"
 #include "spdlog/spdlog.h"
 #include "nlohmann/json.hpp"
 #include "test_support.h"
-#include "toolgate/config.h"
-#include "toolgate/engine/metrics.h"
-#include "toolgate/engine/tool_invoker.h"
-#include "toolgate/services/circuit_breaker_service.h"
-#include "toolgate/services/connector_concurrency_service.h"
-#include "toolgate/services/execution_store.h"
-#include "toolgate/services/intent_store.h"
-#include "toolgate/services/kill_switch_service.h"
-#include "toolgate/services/ledger.h"
 
 namespace toolgate {
 namespace {
@@ -39,17 +31,14 @@ class StoreFaultTest : public ::testing::Test {
                              on_store_error + "\"\n[connectors.crm.breaker]\nfailure_threshold = 1000\ncooldown_s = 5\n",
                          "fault.toml");
     ASSERT_TRUE(c.ok()) << c.status();
-    config_ = std::move(*c);
-    breakers_ = std::make_unique<CircuitBreakerService>(faulty_, clock_, "fault-test");
-    slots_ = std::make_unique<ConnectorConcurrencyService>(faulty_, clock_);
-    kill_switches_ = std::make_unique<KillSwitchService>(faulty_, clock_, 200);
-    ledger_ = std::make_unique<Ledger>(faulty_, clock_);
-    executions_ = std::make_unique<ExecutionStore>(faulty_, clock_);
-    intents_ = std::make_unique<IntentStore>(faulty_, clock_, 24);
-    invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{faulty_, clock_, config_, *breakers_, *slots_,
-                                                                   *kill_switches_, *ledger_, *executions_, *intents_,
-                                                                   metrics_});
-    ASSERT_TRUE(slots_->EnsureConnector("crm", config_.connectors.at("crm").concurrency).ok());
+    stack_ = std::make_unique<toolgate::testing::InvokerStack>(faulty_, clock_, std::move(*c));
+    config_ = &stack_->config;
+    slots_ = &stack_->slots;
+    breakers_ = &stack_->breakers;
+    ledger_ = &stack_->ledger;
+    executions_ = &stack_->executions;
+    invoker_ = &stack_->invoker;
+    ASSERT_TRUE(slots_->EnsureConnector("crm", config_->connectors.at("crm").concurrency).ok());
   }
 
   InvokeRequest Request() const {
@@ -74,7 +63,7 @@ class StoreFaultTest : public ::testing::Test {
     return {invoker_->Complete(std::move(ticket), Answer(status)), true};
   }
   int64_t InFlight() {
-    auto s = slots_->Read("crm", config_.connectors.at("crm").concurrency);
+    auto s = slots_->Read("crm", config_->connectors.at("crm").concurrency);
     EXPECT_TRUE(s.ok()) << s.status();
     return s.ok() ? s->in_flight : -1;
   }
@@ -82,15 +71,13 @@ class StoreFaultTest : public ::testing::Test {
   ManualClock clock_{1'800'000'000'000};
   store::MemoryItemStore memory_{clock_};
   FaultInjectingStore faulty_{memory_};
-  Config config_;
-  Metrics metrics_;
-  std::unique_ptr<CircuitBreakerService> breakers_;
-  std::unique_ptr<ConnectorConcurrencyService> slots_;
-  std::unique_ptr<KillSwitchService> kill_switches_;
-  std::unique_ptr<Ledger> ledger_;
-  std::unique_ptr<ExecutionStore> executions_;
-  std::unique_ptr<IntentStore> intents_;
-  std::unique_ptr<ToolInvoker> invoker_;
+  std::unique_ptr<toolgate::testing::InvokerStack> stack_;
+  const Config* config_ = nullptr;
+  ConnectorConcurrencyService* slots_ = nullptr;
+  CircuitBreakerService* breakers_ = nullptr;
+  Ledger* ledger_ = nullptr;
+  ExecutionStore* executions_ = nullptr;
+  ToolInvoker* invoker_ = nullptr;
 };
 
 TEST_F(StoreFaultTest, DeferAnswersStoreUnavailableAndCallsNothingThenRecovers) {
@@ -210,7 +197,7 @@ TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
 
   // Slots whose release the outage swallowed come back by lease (S7): after lease + skew the whole
   // limit can be taken again, and not more.
-  const ConcurrencyConfig& cc = config_.connectors.at("crm").concurrency;
+  const ConcurrencyConfig& cc = config_->connectors.at("crm").concurrency;
   clock_.advance(std::chrono::seconds(cc.lease_ttl_s + cc.max_clock_skew_s));
   std::vector<SlotLease> held;
   for (int i = 0; i < cc.max_in_flight; ++i) {

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <cstdio>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -147,6 +148,18 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::Read(const std::string& chain) 
     q.after = p.last_sk;
   }
   return out;
+}
+
+absl::StatusOr<std::vector<std::string>> Ledger::AuditChains() {
+  std::set<std::string> chains;
+  store::ScanRequest req{"AUDIT#", "EVENT#", 1000, std::nullopt};
+  for (;;) {
+    ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
+    for (auto& [key, item] : page.items) chains.insert(key.pk);
+    if (!page.last_key) break;
+    req.after = page.last_key;
+  }
+  return std::vector<std::string>(chains.begin(), chains.end());
 }
 
 absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optional<int64_t> since_ms, int max_days) {

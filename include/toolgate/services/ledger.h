@@ -75,6 +75,8 @@ class Ledger {
   absl::StatusOr<LedgerEvent> Audit(std::string_view type, std::string_view actor, std::string_view data_json);
 
   absl::StatusOr<std::vector<LedgerEvent>> Read(const std::string& chain);
+  // The names of every audit chain kept (`AUDIT#<yyyy-mm-dd>`), oldest first; scans the store.
+  absl::StatusOr<std::vector<std::string>> AuditChains();
   // The latest audit events, newest first, at most `limit`, none older than `since_ms` (if set);
   // looks back at most `max_days` days.
   absl::StatusOr<std::vector<LedgerEvent>> ReadAudit(int limit, std::optional<int64_t> since_ms, int max_days = 31);
