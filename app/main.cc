@@ -24,6 +24,7 @@
 #include "toolgate/services/execution_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/ledger_verifier.h"
 #include "toolgate/store/memory_item_store.h"
 #include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/store/item_json.h"
@@ -117,67 +118,26 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config
   return OpenConfiguredStore(config.store, clock, o);
 }
 
-// Verifies every execution's chain (and that it still reaches the last event its record names)
-// and every day's audit chain. Prints a summary; the first problem fails the check.
+// Verifies every execution's chain against its record and every day's audit chain against its head
+// (LedgerVerifier). Prints a summary; the first problem fails the check.
 int LedgerVerify(const Config& config) {
   SystemClock clock;
   auto st = OpenStoreReadOnly(config, clock);
   if (!st.ok()) return Fail(std::string(st.status().message()));
-  store::ItemStore& store = **st;
-  Ledger ledger(store, clock);
-  ExecutionStore executions(store, clock);
-  int64_t checked = 0, events = 0, expired = 0;
-  std::string problem;
-  absl::Status walk = executions.ForEach([&](const ExecutionRecord& r) -> absl::Status {
-    auto chain = ledger.Read(Ledger::ExecutionChain(r.execution_id));
-    if (!chain.ok()) return chain.status();
-    std::string why;
-    if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
-      why = std::string(s.message());
-    } else if (!chain->empty() && chain->front().expires_at_s != r.expires_at_s) {
-      why = "its events expire at " + std::to_string(chain->front().expires_at_s) + ", its record at " +
-            std::to_string(r.expires_at_s);
-    } else if (r.last_seq > 0 && static_cast<int64_t>(chain->size()) < r.last_seq) {
-      why = "event " + std::to_string(r.last_seq) + " recorded as its last is missing";
-    } else if (r.last_seq > 0 && (*chain)[static_cast<size_t>(r.last_seq - 1)].hash != r.last_hash) {
-      why = "event " + std::to_string(r.last_seq) + " does not match the hash its record holds";
-    }
-    // A chain whose retention passed while it was being read is gone as a whole, not damaged.
-    if (!why.empty() && r.expires_at_s > 0 && r.expires_at_s <= clock.now_epoch_sec()) {
-      ++expired;
-      return absl::OkStatus();
-    }
-    ++checked;
-    events += static_cast<int64_t>(chain->size());
-    if (!why.empty()) {
-      problem = "execution " + r.execution_id + ": " + why;
-      return absl::AbortedError("stop");
-    }
-    return absl::OkStatus();
-  });
-  if (!walk.ok() && problem.empty()) return Fail("ledger verify: " + std::string(walk.message()));
-  if (problem.empty()) {
-    // The audit chains, one per UTC day.
-    auto days = ledger.AuditChains();
-    if (!days.ok()) return Fail("ledger verify: " + std::string(days.status().message()));
-    for (const auto& day : *days) {
-      auto chain = ledger.Read(day);
-      if (!chain.ok()) return Fail("ledger verify: " + std::string(chain.status().message()));
-      if (absl::Status s = Ledger::VerifyChain(*chain); !s.ok()) {
-        if (!chain->empty() && chain->front().expires_at_s > 0 && chain->front().expires_at_s <= clock.now_epoch_sec()) {
-          ++expired;
-          continue;
-        }
-        problem = day + ": " + std::string(s.message());
-        break;
-      }
-      events += static_cast<int64_t>(chain->size());
-    }
+  LedgerVerifier verifier(**st, clock);
+  absl::StatusOr<LedgerVerifier::Report> report = verifier.VerifyAll();
+  if (!report.ok()) return Fail("ledger verify: " + std::string(report.status().message()));
+  if (!report->ok()) return Fail("ledger verify FAILED: " + report->problem);
+  for (const std::string& note : report->notes) std::printf("note: %s\n", note.c_str());
+  std::printf("ledger verify: ok (%lld executions, %lld audit days, %lld events", static_cast<long long>(report->executions),
+              static_cast<long long>(report->audit_days), static_cast<long long>(report->events));
+  if (report->expired > 0) {
+    std::printf("; %lld chains reached their retention while being read", static_cast<long long>(report->expired));
   }
-  if (!problem.empty()) return Fail("ledger verify FAILED: " + problem);
-  std::printf("ledger verify: ok (%lld executions, %lld events", static_cast<long long>(checked),
-              static_cast<long long>(events));
-  if (expired > 0) std::printf("; %lld chains reached their retention while being read", static_cast<long long>(expired));
+  if (report->pending_tails > 0) {
+    std::printf("; %lld chains end in one event not anchored yet (a crash between two writes)",
+                static_cast<long long>(report->pending_tails));
+  }
   std::printf(")\n");
   return kExitOk;
 }
@@ -222,10 +182,10 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
   store::ItemStore& store = **st;
   Ledger ledger(store, clock);
   int64_t executions = 0, days = 0, bad = 0;
-  auto emit = [&](json line, const std::vector<LedgerEvent>& chain, const std::string& name) {
+  auto emit = [&](json line, const std::vector<LedgerEvent>& chain, const std::string& name, const absl::Status& s) {
     line["events"] = json::array();
     for (const auto& e : chain) line["events"].push_back(ExportedEvent(e));
-    if (absl::Status s = Ledger::VerifyChain(chain); !s.ok()) {
+    if (!s.ok()) {
       ++bad;
       std::fprintf(stderr, "toolgate: %s: %s\n", name.c_str(), std::string(s.message()).c_str());
       line["verify_error"] = std::string(s.message());
@@ -242,7 +202,11 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
       const std::string id = store::GetString(item, "execution_id").value_or("");
       auto chain = ledger.Read(Ledger::ExecutionChain(id));
       if (!chain.ok()) return Fail("ledger export: " + std::string(chain.status().message()));
-      emit({{"kind", "execution"}, {"record", store::ItemToJson(item)}}, *chain, "execution " + id);
+      absl::Status checked = absl::DataLossError("its record cannot be read");
+      if (absl::StatusOr<ExecutionRecord> record = ExecutionStore::FromItem(item); record.ok()) {
+        checked = LedgerVerifier::CheckExecution(*record, key.pk.substr(7), *chain, nullptr);
+      }
+      emit({{"kind", "execution"}, {"record", store::ItemToJson(item)}}, *chain, "execution " + id, checked);
       ++executions;
     }
     if (!page->last_key) break;
@@ -255,7 +219,11 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
     if (!day || *day < *from || *day >= *to) continue;
     auto chain = ledger.Read(chain_name);
     if (!chain.ok()) return Fail("ledger export: " + std::string(chain.status().message()));
-    emit({{"kind", "audit"}, {"day", chain_name.substr(6)}}, *chain, chain_name);
+    auto head = ledger.ReadAnchor(Ledger::AuditAnchor(chain_name));
+    if (!head.ok()) return Fail("ledger export: " + std::string(head.status().message()));
+    json line = {{"kind", "audit"}, {"day", chain_name.substr(6)}};
+    if (head->seq > 0) line["head"] = {{"last_seq", head->seq}, {"last_hash", head->hash}};
+    emit(std::move(line), *chain, chain_name, LedgerVerifier::CheckAuditDay(*chain, *head, nullptr));
     ++days;
   }
   std::fprintf(stderr, "ledger export: %lld executions, %lld audit days%s\n", static_cast<long long>(executions),
@@ -275,23 +243,50 @@ int LedgerShow(const Config& config, const std::string& id) {
     std::printf("%4lld  %-24s %-20s %-28s %s\n", static_cast<long long>(e.seq), e.at.c_str(), e.type.c_str(),
                 e.actor.c_str(), e.data.c_str());
   }
+  // The links and hashes; `ledger verify` also checks the chain against its record.
   absl::Status ok = Ledger::VerifyChain(*chain);
   std::printf("chain: %s\n", ok.ok() ? "ok" : std::string(ok.message()).c_str());
   return ok.ok() ? kExitOk : kExitRefused;
+}
+
+int LimitsList(AdminClient& admin, bool as_json) {
+  auto r = admin.Call("GET", "/admin/connectors");
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  json out = json::array();
+  for (const auto& c : (*r)["connectors"]) {
+    out.push_back({{"connector", c["id"]},
+                   {"max_in_flight", c["max_in_flight"]},
+                   {"config_max_in_flight", c.value("config_max_in_flight", json(nullptr))},
+                   {"set_by", c.value("limit_set_by_operator", false) ? "operator" : "config"},
+                   {"in_flight", c["in_flight"]}});
+  }
+  if (as_json) {
+    std::printf("%s\n", json{{"limits", out}}.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("%-20s %8s %8s %-9s %9s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT");
+  for (const auto& l : out) {
+    std::printf("%-20s %8s %8s %-9s %9s\n", l["connector"].get<std::string>().c_str(), l["max_in_flight"].dump().c_str(),
+                l["config_max_in_flight"].dump().c_str(), l["set_by"].get<std::string>().c_str(),
+                l["in_flight"].dump().c_str());
+  }
+  return kExitOk;
 }
 
 int Status(const Config& config) {
   AdminClient admin{config};
   auto r = admin.Call("GET", "/admin/connectors");
   if (!r.ok()) return Fail(std::string(r.status().message()));
-  std::printf("%-20s %-12s %10s %14s %12s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "IN FLIGHT", "ERRORS 5m");
+  std::printf("%-20s %-12s %10s %10s %14s %12s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED", "IN FLIGHT",
+              "ERRORS 5m");
   for (const auto& c : (*r)["connectors"]) {
     const json& b = c["breaker"];
     const std::string errors = c["error_ratio_5m"].is_number()
                                    ? std::to_string(static_cast<int>(c["error_ratio_5m"].get<double>() * 100)) + "%"
                                    : "-";
-    std::printf("%-20s %-12s %9llds %7lld / %-5lld %12s\n", c["id"].get<std::string>().c_str(),
+    std::printf("%-20s %-12s %9llds %9llds %7lld / %-5lld %12s\n", c["id"].get<std::string>().c_str(),
                 b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
+                static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})),
                 static_cast<long long>(c["in_flight"].get<int64_t>()),
                 static_cast<long long>(c["max_in_flight"].get<int64_t>()), errors.c_str());
   }
@@ -360,6 +355,13 @@ int main(int argc, char** argv) {
   limits_set->add_option("max_in_flight", max_in_flight)->required()->check(CLI::Range(1, 100000));
   limits_set->add_option("--reason", reason, "why (audited)")->required();
   limits_set->add_option("--requested-by", requested_by, "who asked (audited)")->required();
+  auto* limits_reset = limits->add_subcommand("reset", "hand a connector's limit back to the config");
+  limits_reset->add_option("connector", connector)->required();
+  limits_reset->add_option("--reason", reason, "why (audited)")->required();
+  limits_reset->add_option("--requested-by", requested_by, "who asked (audited)")->required();
+  auto* limits_list = limits->add_subcommand("list", "every connector's limit, its config value and who set it");
+  bool as_json = false;
+  limits_list->add_flag("--json", as_json, "print the admin listener's JSON");
 
   auto* ledger = app.add_subcommand("ledger", "the execution ledger (reads the store directly)");
   ledger->require_subcommand(1);
@@ -390,7 +392,6 @@ int main(int argc, char** argv) {
   auto* slo = app.add_subcommand("slo", "SLO burn rates, error budgets and alarms");
   slo->require_subcommand(1);
   auto* slo_status = slo->add_subcommand("status", "every connector's SLOs as the fleet evaluates them (admin listener)");
-  bool as_json = false;
   slo_status->add_flag("--json", as_json, "print the /admin/slo document");
   auto* slo_rules = slo->add_subcommand("rules", "Prometheus recording and alerting rules equivalent to the built-in alarms");
 
@@ -444,6 +445,10 @@ int main(int argc, char** argv) {
     body["max_in_flight"] = max_in_flight;
     return PrintOr(admin.Call("PUT", "/admin/connectors/" + api::PercentEncode(connector) + "/limits", body));
   }
+  if (*limits_reset) {
+    return PrintOr(admin.Call("DELETE", "/admin/connectors/" + api::PercentEncode(connector) + "/limits", audit));
+  }
+  if (*limits_list) return LimitsList(admin, as_json);
   if (*ledger_verify) return LedgerVerify(*config);
   if (*ledger_show) return LedgerShow(*config, execution_id);
   if (*ledger_export) return LedgerExport(*config, since, until);

@@ -8,7 +8,7 @@ packages=(
   libboost-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev libabsl-dev libsqlite3-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
-  sqlite3 curl openssl ca-certificates
+  sqlite3 curl openssl ca-certificates python3
   prometheus chromium
   clang libclang-rt-14-dev
 )

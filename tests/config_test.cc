@@ -126,7 +126,7 @@ timeout_ms = "slow"
 on_store_error = "panic"
 [connectors.crm.breaker]
 cooldown_s = 0
-[connectors.Bad]
+[connectors."Bad Name"]
 base_url = "http://127.0.0.1:1"
 [tools."crm.x"]
 connector = "missing"
@@ -138,7 +138,7 @@ connector = "missing"
   for (const char* expected :
        {"server.listen must be host:port", "store.backend must be", "connectors.crm.base_url must start with http://",
         "connectors.crm.timeout_ms must be an integer", "connectors.crm.on_store_error must be",
-        "connectors.crm.breaker.cooldown_s must be in 1..3600", "connectors.Bad", "tools.\"crm.x\".connector names a connector",
+        "connectors.crm.breaker.cooldown_s must be in 1..3600", "connectors.Bad Name", "tools.\"crm.x\".connector names a connector",
         "surprise is not a known key"}) {
     EXPECT_NE(msg.find(expected), std::string::npos) << "missing: " << expected << "\nin: " << msg;
   }
@@ -161,9 +161,13 @@ TEST(ConfigTest, ToolNames) {
   EXPECT_TRUE(IsValidToolName("crm.update_opportunity"));
   EXPECT_TRUE(IsValidToolName("a-b_c.9"));
   EXPECT_FALSE(IsValidToolName(""));
-  EXPECT_FALSE(IsValidToolName("CRM.x"));
+  // DESIGN §17.2: case-sensitive, uppercase allowed (MCP tool names), up to 200 characters.
+  EXPECT_TRUE(IsValidToolName("CRM.x"));
+  EXPECT_TRUE(IsValidToolName(std::string(200, 'a')));
+  EXPECT_FALSE(IsValidToolName(std::string(201, 'a')));
   EXPECT_FALSE(IsValidToolName("crm/x"));
-  EXPECT_FALSE(IsValidToolName(std::string(129, 'a')));
+  EXPECT_FALSE(IsValidToolName("crm x"));
+  EXPECT_FALSE(IsValidToolName("crm\nx"));
 }
 
 }  // namespace

@@ -113,8 +113,8 @@ TEST_F(GatewayTest, ServerErrorsFailThenOpenTheBreakerWhileClientErrorsNeverDo) 
 }
 
 TEST_F(GatewayTest, ThrottlingTimeoutsAndDeadDownstreamsAnswerAsTheTableSays) {
+  other_.set_behavior([](const auto&) { return Reply{429, "{}", {{"Retry-After", "7"}}}; });
   crm_.set_behavior([](const auto& req) {
-    if (req.path == "/crm.throttled") return Reply{429, "{}", {{"Retry-After", "7"}}};
     if (req.path == "/crm.slow") return Reply{200, "{}", {}, 3000};
     if (req.path == "/crm.garbage") return Reply{200, "<html>not json"};
     if (req.path == "/crm.drop") {
@@ -125,12 +125,27 @@ TEST_F(GatewayTest, ThrottlingTimeoutsAndDeadDownstreamsAnswerAsTheTableSays) {
     return Reply{};
   });
   GatewayProcess& gw = Start(Config() + "[connectors.dead]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 500\n");
-  auto throttled = gw.Invoke("crm.throttled", {{"input", json::object()}}, alice_);
+  auto throttled = gw.Invoke("other.throttled", {{"input", json::object()}}, alice_);
   ASSERT_EQ(throttled.status, 503) << throttled.body;
   EXPECT_EQ(Body(throttled)["reason"], "downstream_throttled");
   EXPECT_EQ(HeaderOf(throttled, "retry-after"), "7");
-  // 429 is not a breaker failure: many throttles (more than failure_threshold) leave it closed.
-  for (int i = 0; i < 5; ++i) gw.Invoke("crm.throttled", {{"input", json::object()}}, alice_);
+  // The Retry-After holds for the whole connector: the next calls are deferred without reaching it,
+  // and 429 is not a breaker failure (more than failure_threshold of them leave it closed).
+  for (int i = 0; i < 5; ++i) {
+    auto again = gw.Invoke("other.anything", {{"input", json::object()}}, alice_);
+    ASSERT_EQ(again.status, 503) << again.body;
+    EXPECT_EQ(Body(again)["reason"], "downstream_throttled");
+    // The Retry-After from receipt, rounded up to the whole second the breaker item stores.
+    EXPECT_LE(Body(again)["retry_after_ms"].get<int64_t>(), 8000);
+  }
+  EXPECT_EQ(other_.total(), 1) << "a call reached a downstream inside its Retry-After";
+  const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
+  for (const auto& c : connectors["connectors"]) {
+    if (c["id"] != "other") continue;
+    EXPECT_EQ(c["breaker"]["state"], "CLOSED");
+    EXPECT_GE(c["throttled_remaining_s"].get<int64_t>(), 5);
+  }
+  // Another connector is not throttled.
   EXPECT_EQ(Body(gw.Invoke("crm.ok", {{"input", json::object()}}, alice_))["outcome"], "SUCCEEDED");
 
   auto slow = gw.Invoke("crm.slow", {{"input", json::object()}}, alice_);
@@ -258,7 +273,9 @@ TEST_F(GatewayTest, BadInputGetsAClearErrorAndTheServerStaysUp) {
   EXPECT_EQ(code("crm.x", R"({"input":"a string"})"), std::make_pair(400, std::string("invalid_request")));
   EXPECT_EQ(code("crm.x", R"({"input":{},"idempotency_key":5})"), std::make_pair(400, std::string("invalid_request")));
   EXPECT_EQ(code("crm.x", R"({"input":{},"action_type":"NOT VALID"})"), std::make_pair(400, std::string("invalid_request")));
-  EXPECT_EQ(code("CRM.Upper", R"({"input":{}})"), std::make_pair(400, std::string("invalid_tool_name")));
+  EXPECT_EQ(code("crm!x", R"({"input":{}})"), std::make_pair(400, std::string("invalid_tool_name")));
+  // Uppercase is in the name alphabet (DESIGN §17.2): an unknown connector, not a bad name.
+  EXPECT_EQ(code("CRM.Upper", R"({"input":{}})"), std::make_pair(404, std::string("unknown_tool")));
   EXPECT_EQ(code("nosuch.tool", R"({"input":{}})"), std::make_pair(404, std::string("unknown_tool")));
   std::string deep = R"({"input":)";
   for (int i = 0; i < 5000; ++i) deep += "[";
@@ -427,7 +444,7 @@ TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {
   gw.Terminate();
   auto [ok_code, ok_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(ok_code, 0) << ok_out;
-  EXPECT_NE(ok_out.find("ok (3 executions, 9 events)"), std::string::npos) << ok_out;
+  EXPECT_NE(ok_out.find("ok (3 executions, 0 audit days, 9 events)"), std::string::npos) << ok_out;
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
@@ -443,7 +460,7 @@ TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {
   sqlite3_close(db);
   auto [gone_code, gone_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(gone_code, 1) << gone_out;
-  EXPECT_NE(gone_out.find("event 3 recorded as its last is missing"), std::string::npos) << gone_out;
+  EXPECT_NE(gone_out.find("event 3, the last its record names, is missing"), std::string::npos) << gone_out;
 }
 
 // [ledger] retention: every execution says when it expires (a deferred one sooner), `ledger export`

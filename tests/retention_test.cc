@@ -57,7 +57,7 @@ TEST(LedgerRetentionTest, VerifyNamesAnEventSetToExpireApartFromItsChain) {
   Ledger::Tail tail{0, "", 1'800'000'000 + kRetention};
   const std::string chain = Ledger::ExecutionChain("e1");
   for (const char* type : {"EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED"}) {
-    ASSERT_TRUE(ledger.Append(chain, tail, type, "u", "{}").ok());
+    ASSERT_TRUE(ledger.Append(chain, tail, type, "u", "{}", Ledger::ExecutionAnchor("t1", "e1")).ok());
   }
   auto events = ledger.Read(chain);
   ASSERT_TRUE(events.ok());

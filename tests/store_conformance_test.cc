@@ -307,6 +307,31 @@ TEST_P(StoreConformanceTest, ConcurrentPutIfAbsentHasExactlyOneWinner) {
 
 // Scan pages come in key order on memory and SQLite but in DynamoDB's hash order: the contract is
 // that paging visits every matching item once, so the test compares the set.
+TEST_P(StoreConformanceTest, BatchWriteThatRequiresThePreviousIsSkippedWhenItWasNot) {
+  // An anchor chained to its event: written only when the event was.
+  ASSERT_TRUE(PutIf({"C", "EVENT#1"}, Item{{"v", 1}}, Condition::ItemAbsent()));
+  const std::vector<WriteRequest> lost = {
+      WriteRequest::Put({"C", "EVENT#1"}, Item{{"v", 2}}, Condition::ItemAbsent()),
+      WriteRequest::Put({"C", "HEAD"}, Item{{"last", 1}}, Condition::Always()).AfterPrevious()};
+  auto results = store_->WriteBatch(lost);
+  ASSERT_EQ(results.size(), 2u);
+  ASSERT_TRUE(results[0].ok() && results[1].ok());
+  EXPECT_FALSE(results[0]->applied);
+  EXPECT_FALSE(results[1]->applied);
+  auto head = store_->Get({"C", "HEAD"});
+  ASSERT_TRUE(head.ok());
+  EXPECT_FALSE(head->has_value()) << "the chained write ran although the write before it was refused";
+
+  const std::vector<WriteRequest> won = {
+      WriteRequest::Put({"C", "EVENT#2"}, Item{{"v", 2}}, Condition::ItemAbsent()),
+      WriteRequest::Put({"C", "HEAD"}, Item{{"last", 2}}, Condition::Always()).AfterPrevious()};
+  results = store_->WriteBatch(won);
+  ASSERT_TRUE(results[0].ok() && results[1].ok());
+  EXPECT_TRUE(results[0]->applied);
+  EXPECT_TRUE(results[1]->applied);
+  EXPECT_EQ(GetInt(MustGet({"C", "HEAD"}), "last"), 2);
+}
+
 TEST_P(StoreConformanceTest, ScanWalksEveryPartitionWithPaging) {
   for (const char* pk : {"TENANT#b", "TENANT#a", "OTHER#x", "TENANT#c"}) {
     for (const char* sk : {"EXEC#2", "EXEC#1", "INTENT#1"}) ASSERT_TRUE(PutIf({pk, sk}, {{"v", 1}}, Condition::Always()));

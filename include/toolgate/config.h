@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "toolgate/domain/breaker_rules.h"
+#include "toolgate/domain/ids.h"  // IsValidToolName: config keys use the name alphabet
 #include "toolgate/services/connector_concurrency_service.h"
 
 namespace toolgate {
@@ -119,8 +120,5 @@ absl::StatusOr<Config> ParseConfig(const std::string& toml_text, const std::stri
 absl::StatusOr<Config> LoadConfig(const std::string& path);
 // The configuration `toolgate serve` uses without --config.
 Config DefaultConfig();
-
-// Tool names are [a-z0-9_.-]{1,128}; connector ids and action types follow the same alphabet.
-bool IsValidToolName(std::string_view name);
 
 }  // namespace toolgate

@@ -114,7 +114,8 @@ class TransitionAuditor final : public BreakerTransitionListener {
     std::string type;
     switch (t.cause) {
       case Cause::kFailureThreshold:
-      case Cause::kProbeFailed: type = "CIRCUIT_OPENED"; break;
+      case Cause::kProbeFailed:
+      case Cause::kProbeThrottled: type = "CIRCUIT_OPENED"; break;
       case Cause::kProbeClaimed:
       case Cause::kProbeTakenOver: type = "CIRCUIT_HALF_OPENED"; break;
       case Cause::kProbeSucceeded: type = "CIRCUIT_CLOSED"; break;
@@ -390,7 +391,7 @@ struct Gateway::Impl {
   }
 
   asio::awaitable<HttpResponse> Invoke(HttpRequest req, const auth::Principal& principal, const std::string& tool) {
-    if (!IsValidToolName(tool)) co_return Error(400, "invalid_tool_name", "tool names are [a-z0-9_.-]{1,128}");
+    if (!IsValidToolName(tool)) co_return Error(400, "invalid_tool_name", "tool names are [A-Za-z0-9_.-]{1,200}");
     if (!JsonDepthWithin(req.body, kMaxJsonDepth)) {
       co_return Error(400, "invalid_json", absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
     }
@@ -420,7 +421,7 @@ struct Gateway::Impl {
     if (body.contains("action_type")) {
       const json& a = body["action_type"];
       if (!a.is_string() || !IsValidToolName(a.get<std::string>())) {
-        co_return Error(400, "invalid_request", "action_type must match [a-z0-9_.-]{1,128}");
+        co_return Error(400, "invalid_request", "action_type must match [A-Za-z0-9_.-]{1,200}");
       }
       ir.action_type = a.get<std::string>();
     }
@@ -468,6 +469,11 @@ struct Gateway::Impl {
         refusal = Error(409, "not_replayable", "this execution's input was not kept, so it cannot be replayed");
         return;
       }
+      if (original->outcome == "IN_PROGRESS") {
+        refusal = Error(409, "execution_in_progress",
+                        "this execution has not finished yet; replay it once it has an outcome");
+        return;
+      }
       absl::StatusOr<bool> reserved =
           executions->ReserveReplay(principal.tenant_id, original->execution_id, config.max_replays_per_execution);
       if (!reserved.ok()) {
@@ -489,8 +495,9 @@ struct Gateway::Impl {
                               {"force", force}};
       const std::string actor = principal.subject.empty() ? "tenant:" + principal.tenant_id : principal.subject;
       if (auto e = ledger->Append(Ledger::ExecutionChain(original->execution_id), tail, "REPLAY_REQUESTED", actor,
-                                  Dump(requested));
+                                  Dump(requested), Ledger::ExecutionAnchor(principal.tenant_id, original->execution_id));
           !e.ok()) {
+        GiveBackReplay(principal.tenant_id, original->execution_id);
         refusal = Error(503, "store_unavailable", "the store cannot be written right now");
         return;
       }
@@ -519,12 +526,30 @@ struct Gateway::Impl {
       return 0;
     });
     if (refusal) co_return *refusal;
-    auto execute_op = Execute(std::move(ir));
-    co_return co_await std::move(execute_op);
+    const std::string original_id = ir.replay->original_id;
+    bool reached_tool = false;
+    auto execute_op = Execute(std::move(ir), &reached_tool);
+    HttpResponse answer = co_await std::move(execute_op);
+    // A replay counts toward the limit only once it reached the tool (S12): one DEFERRED or BLOCKED
+    // before it gives its reservation back.
+    if (!reached_tool) {
+      co_await RunBlocking(pool, [&] {
+        GiveBackReplay(principal.tenant_id, original_id);
+        return 0;
+      });
+    }
+    co_return answer;
+  }
+
+  void GiveBackReplay(const std::string& tenant_id, const std::string& original_id) {
+    if (absl::Status s = executions->ReleaseReplay(tenant_id, original_id); !s.ok()) {
+      spdlog::warn("replay of {}: reservation not given back: {}", original_id, s.ToString());
+    }
   }
 
   // Admission, the downstream call and the outcome of a validated invocation or replay.
-  asio::awaitable<HttpResponse> Execute(InvokeRequest ir) {
+  // `reached_tool` (optional) tells whether its ledger has TOOL_INVOKED or REPLAY_DEDUPED.
+  asio::awaitable<HttpResponse> Execute(InvokeRequest ir, bool* reached_tool = nullptr) {
     if (draining) co_return Error(503, "shutting_down", "toolgate is shutting down; retry on another instance");
 
     ++in_flight;
@@ -534,7 +559,11 @@ struct Gateway::Impl {
     } done{in_flight};
     auto admit = [this, &ir] { return invoker->Admit(ir); };
     auto admitted = co_await RunBlocking(pool, admit);
-    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) co_return ToHttp(std::move(*answer));
+    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) {
+      if (reached_tool != nullptr) *reached_tool = answer->reached_tool;
+      co_return ToHttp(std::move(*answer));
+    }
+    if (reached_tool != nullptr) *reached_tool = true;  // TOOL_INVOKED is durable from here on
     std::unique_ptr<ToolInvoker::Ticket> ticket = std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted));
     const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
     ClientRequest call;
@@ -710,6 +739,9 @@ struct Gateway::Impl {
       if (action == "breaker/close" && req.method == "POST") co_return co_await CloseBreaker(c, body);
       if (action == "breaker/open" && req.method == "POST") co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
       if (action == "limits" && req.method == "PUT") co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
+      if (action == "limits" && req.method == "DELETE") {
+        co_return co_await RunBlocking(pool, [&] { return ResetLimits(c, body); });
+      }
       co_return Error(404, "not_found", "no such route");
     }
     co_return Error(404, "not_found", "no such route");
@@ -740,8 +772,11 @@ struct Gateway::Impl {
                         {"half_open_probe_in_flight", b->half_open_probe_in_flight},
                         {"generation", b->generation},
                         {"window_failures", b->window_failures}}},
+                      {"throttled_until_epoch_sec", b->throttled_until_epoch_sec},
+                      {"throttled_remaining_s", std::max<int64_t>(0, b->throttled_until_epoch_sec - now_ms / 1000)},
                       {"in_flight", s->in_flight},
                       {"max_in_flight", s->max_in_flight},
+                      {"config_max_in_flight", c.concurrency.max_in_flight},
                       {"limit_set_by_operator", s->limit_set_by_operator},
                       {"error_ratio_5m", recent_calls["error_ratio"]},
                       {"latency_ms_5m", recent_calls["latency"]},
@@ -875,6 +910,10 @@ struct Gateway::Impl {
     if (absl::Status s = KillSwitchService::ValidateSwitch(k.scope, k.key); !s.ok()) {
       return Error(400, "invalid_request", std::string(s.message()));
     }
+    // A switch that can never match is refused, as `breaker close` refuses an unknown connector.
+    if (k.scope == "connector" && !config.connectors.count(k.key)) {
+      return Error(404, "unknown_connector", absl::StrCat("no connector '", k.key, "' is configured"));
+    }
     auto set = kill_switches->Set(k);
     if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
     const json state = {{"scope", set->scope}, {"key", set->key}, {"reason", set->reason},
@@ -961,6 +1000,23 @@ struct Gateway::Impl {
                     {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
                     {"to", set->max_in_flight}},
                    Json(200, {{"id", c.id}, {"in_flight", set->in_flight}, {"max_in_flight", set->max_in_flight}}));
+  }
+
+  // DELETE /admin/connectors/{id}/limits: the config's limit again, audited as a LIMIT_CHANGED.
+  HttpResponse ResetLimits(const ConnectorConfig& c, const json& body) {
+    if (auto bad = CheckAudit(body)) return *bad;
+    auto before = slots->Read(c.id, c.concurrency);
+    auto reset = slots->ResetLimit(c.id, c.concurrency);
+    if (!reset.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    return Audited("LIMIT_CHANGED", body,
+                   {{"connector_id", c.id},
+                    {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
+                    {"to", reset->max_in_flight},
+                    {"reset_to_config", true}},
+                   Json(200, {{"id", c.id},
+                              {"in_flight", reset->in_flight},
+                              {"max_in_flight", reset->max_in_flight},
+                              {"limit_set_by_operator", false}}));
   }
 
   Config config;

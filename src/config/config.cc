@@ -171,7 +171,7 @@ void ReadBreaker(TableReader& r, breaker::Config& b) {
 void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig& c, std::vector<std::string>& errors) {
   TableReader r(t, "connectors." + id, errors);
   c.id = id;
-  if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [a-z0-9_-]{1,128}");
+  if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [A-Za-z0-9_-]{1,200}");
   if (!r.Has("base_url")) r.Error("base_url", "is required");
   r.String("base_url", c.base_url);
   if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, why)) {
@@ -217,14 +217,6 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
 
 }  // namespace
 
-bool IsValidToolName(std::string_view name) {
-  if (name.empty() || name.size() > 128) return false;
-  for (char ch : name) {
-    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '.' || ch == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
 
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source_name) {
   toml::table root;
@@ -360,9 +352,12 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
         errors.push_back("tools.\"" + tool + "\" must be a table");
         continue;
       }
-      if (!IsValidToolName(tool)) t.Error("", "is not a valid tool name ([a-z0-9_.-]{1,128})");
+      if (!IsValidToolName(tool)) t.Error("", "is not a valid tool name ([A-Za-z0-9_.-]{1,200})");
       ToolConfig& tc = c.tools[tool];
       t.String("action_type", tc.action_type);
+      if (!tc.action_type.empty() && !IsValidToolName(tc.action_type)) {
+        t.Error("action_type", "must match [A-Za-z0-9_.-]{1,200} (a kill switch could never name it otherwise)");
+      }
       t.String("connector", tc.connector_id);
       if (!tc.connector_id.empty() && !c.connectors.count(tc.connector_id)) {
         t.Error("connector", "names a connector that is not configured");

@@ -61,6 +61,10 @@ absl::Status Validate(const Config& c) {
 PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t now_ms) {
   using Step = PermissionPlan::Step;
   const int64_t now_sec = now_ms / 1000;
+  const bool in_cooldown = s.state == State::kOpen && s.open_until_epoch_sec > now_sec;
+  if (s.throttled_until_epoch_sec > now_sec && s.state != State::kForcedOpen && !in_cooldown) {
+    return {Step::kDefer, DeferReason::kDownstreamThrottled, s.throttled_until_epoch_sec * 1000 - now_ms};
+  }
   switch (s.state) {
     case State::kClosed: return {Step::kAllow};
     case State::kForcedOpen:
@@ -76,6 +80,11 @@ PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t n
       return {Step::kDefer, DeferReason::kProbeInFlight, kProbeInFlightRetryMs};
   }
   return {Step::kAllow};
+}
+
+int64_t ThrottledUntil(int64_t now_ms, int64_t retry_after_s) {
+  const int64_t now_sec_ceil = now_ms >= 0 ? (now_ms + 999) / 1000 : now_ms / 1000;
+  return now_sec_ceil + std::clamp<int64_t>(retry_after_s, 1, kMaxThrottleS);
 }
 
 int64_t OpenUntil(int64_t now_ms, const Config& config) {

@@ -53,4 +53,24 @@ bool LooksLikeUuid(const std::string& s) {
   return true;
 }
 
+bool IsValidToolName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength) return false;
+  for (char ch : name) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                    ch == '.' || ch == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsValidTenantId(std::string_view id) {
+  if (id.empty() || id.size() > 128) return false;
+  for (char ch : id) {
+    const bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+                    ch == '.' || ch == '-' || ch == ':' || ch == '@';
+    if (!ok) return false;
+  }
+  return true;
+}
+
 }  // namespace toolgate

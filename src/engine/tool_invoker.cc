@@ -72,9 +72,9 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
   }
   const std::string& cid = connector->id;
-  // A tool the config classifies has that action type whatever the caller says (no relabelling
-  // around a kill switch).
-  std::string action_type = req.action_type;
+  // The effective action type (DESIGN §1): the config's for a tool it classifies, whatever the
+  // caller says (no relabelling around a kill switch); else the caller's; else the tool name.
+  std::string action_type = req.action_type.empty() ? req.tool_name : req.action_type;
   if (auto t = s_.config.tools.find(req.tool_name); t != s_.config.tools.end() && !t->second.action_type.empty()) {
     action_type = t->second.action_type;
   }
@@ -180,7 +180,10 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     rec.finished_at_ms = s_.clock.now_epoch_ms();
     s_.metrics.Replay("deduped");
     s_.metrics.ToolCall(cid, rec.tool_name, "SUCCEEDED", 0, false);
-    if (absl::Status st = write_opening({{"REPLAY_DEDUPED", {{"succeeded_in", succeeded_in}, {"result", result}}}},
+    if (absl::Status st = write_opening({{"REPLAY_DEDUPED",
+                                          {{"succeeded_in", succeeded_in},
+                                           {"result", result},
+                                           {"result_sha256", Sha256Hex(rec.result_json)}}}},
                                         /*ends_here=*/true);
         !st.ok()) {
       return store_unavailable(st);
@@ -189,11 +192,13 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     body["result"] = result;
     body["deduplicated"] = true;
     body["succeeded_in"] = succeeded_in;
-    return InvokeResponse{200, Dump(body), {}};
+    InvokeResponse answer{200, Dump(body), {}};
+    answer.reached_tool = true;
+    return answer;
   };
 
   // 1. Kill switches (S8), before anything is taken.
-  absl::StatusOr<std::optional<KillSwitch>> kill = s_.kill_switches.Match(rec.tenant_id, cid, action_type);
+  absl::StatusOr<std::optional<KillSwitch>> kill = s_.kill_switches.Match(rec.tenant_id, cid, action_type, rec.tool_name);
   if (!kill.ok()) {
     if (!allow_on_store_error) return store_unavailable(kill.status());
     t.guarded = false;
@@ -242,7 +247,8 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
           if (!events.ok()) return store_unavailable(events.status());
           if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
           if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor,
-                                        Dump(json{{"intent_key", rec.intent_key}}));
+                                        Dump(json{{"intent_key", rec.intent_key}}),
+                                        Ledger::ExecutionAnchor(rec.tenant_id, claim->execution_id));
               !e.ok()) {
             return store_unavailable(e.status());
           }
@@ -282,7 +288,11 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   if (t.guarded) {
     absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid, connector->concurrency);
     if (!lease.ok() || !lease->has_value()) {
-      if (t.permit.probe) (void)s_.breakers.ReturnProbe(cid, t.permit);
+      if (t.permit.probe) {
+        if (absl::Status st = s_.breakers.ReturnProbe(cid, t.permit); !st.ok()) {
+          spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid, st.ToString());
+        }
+      }
       if (!lease.ok()) {
         if (!allow_on_store_error) {
           release_intent();
@@ -328,109 +338,118 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   return ticket;
 }
 
+namespace {
+
+IntentStore::State IntentState(IntentEffect effect) {
+  switch (effect) {
+    case IntentEffect::kSucceeded: return IntentStore::State::kSucceeded;
+    case IntentEffect::kUnknown: return IntentStore::State::kUnknown;
+    case IntentEffect::kFailed:
+    case IntentEffect::kRelease: break;
+  }
+  return IntentStore::State::kFailed;
+}
+
+}  // namespace
+
 InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result) {
   Ticket& t = *ticket;
   ExecutionRecord& rec = t.record;
   const ConnectorConfig& c = *t.connector;
-  const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
 
-  // Classify (design §5, S5, S12).
-  enum class BreakerEffect { kSuccess, kFailure };
-  BreakerEffect effect = BreakerEffect::kFailure;
-  IntentStore::State intent = IntentStore::State::kFailed;
-  int http_status = 502;
-  std::optional<int64_t> retry_after_s;
+  // Classify (design §5, S5, S12, §17.3): one pure function decides every consequence.
   json result_json;
+  const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
+  if (is_2xx) result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
+  const Classification k = ClassifyDownstream(result, is_2xx && !result_json.is_discarded(), c.breaker,
+                                              c.slo.latency_threshold_ms);
+  rec.outcome = k.outcome;
+  rec.reason = k.reason;
   rec.latency_ms = result.latency_ms;
-  switch (result.kind) {
-    case DownstreamResult::Kind::kResponse:
-      rec.downstream_status = result.status;
-      if (result.status >= 200 && result.status < 300) {
-        result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
-        if (result_json.is_discarded()) {
-          rec.outcome = "FAILED";
-          rec.reason = "downstream_error";  // a success we cannot read is not a success
-          intent = IntentStore::State::kUnknown;
-        } else {
-          rec.outcome = "SUCCEEDED";
-          http_status = 200;
-          intent = IntentStore::State::kSucceeded;
-          effect = breaker::IsSlowCall(c.breaker, result.latency_ms) ? BreakerEffect::kFailure : BreakerEffect::kSuccess;
-        }
-      } else if (result.status == 429) {
-        rec.outcome = "DEFERRED";
-        rec.reason = "downstream_throttled";
-        http_status = 503;
-        retry_after_s = std::max<int64_t>(1, result.retry_after_s.value_or(1));
-        effect = BreakerEffect::kSuccess;  // the caller's load, not the downstream's health
-      } else if (result.status >= 400 && result.status < 500) {
-        rec.outcome = "FAILED";
-        rec.reason = "downstream_rejected";
-        effect = BreakerEffect::kSuccess;  // S5: 4xx never counts
-      } else {
-        rec.outcome = "FAILED";
-        rec.reason = "downstream_error";
+  if (result.kind == DownstreamResult::Kind::kResponse) rec.downstream_status = result.status;
+  if (rec.outcome == "SUCCEEDED") rec.result_json = Dump(result_json);
+
+  if (k.counts_for_slo) {
+    s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolError)), k.error_bad);
+    s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolLatency)), k.latency_bad);
+    if (s_.slo != nullptr) s_.slo->Record(c.id, k.error_bad, result.latency_ms, k.latency_bad);
+  }
+  if (t.guarded) RecordInBreaker(t, k);
+  if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
+    if (auto st = s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous); !st.ok()) {
+      spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
+    }
+  }
+
+  absl::Status written = RecordOutcome(t, k, result);
+
+  s_.metrics.ToolCall(c.id, rec.tool_name, rec.outcome, static_cast<double>(result.latency_ms) / 1000.0, true);
+  if (rec.outcome == "FAILED") s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
+  if (rec.outcome == "DEFERRED") s_.metrics.Deferred(c.id, rec.reason);
+
+  if (!written.ok()) {
+    spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, rec.outcome, written.ToString());
+    json body = ResponseBody(rec);
+    body["outcome"] = "FAILED";
+    body["reason"] = "store_unavailable";
+    body["message"] = "the call reached the downstream but its outcome could not be recorded";
+    InvokeResponse failed{503, Dump(body), 1};
+    failed.reached_tool = true;
+    return failed;
+  }
+  if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
+  json body = ResponseBody(rec);
+  body["latency_ms"] = result.latency_ms;
+  if (rec.outcome == "SUCCEEDED") body["result"] = result_json;
+  if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
+  if (k.retry_after_s) body["retry_after_ms"] = *k.retry_after_s * 1000;
+  InvokeResponse answer{k.http_status, Dump(body), k.retry_after_s};
+  answer.reached_tool = true;
+  return answer;
+}
+
+// The breaker learns what the call said about the downstream (errors are logged: the outcome is
+// still recorded and answered).
+void ToolInvoker::RecordInBreaker(const Ticket& t, const Classification& k) {
+  const ConnectorConfig& c = *t.connector;
+  absl::Status st;
+  switch (k.breaker) {
+    case BreakerEffect::kSuccess: st = s_.breakers.RecordSuccess(c.id, c.breaker, t.permit); break;
+    case BreakerEffect::kFailure: st = s_.breakers.RecordFailure(c.id, c.breaker, t.permit, t.record.tenant_id); break;
+    case BreakerEffect::kThrottled:
+      // A 429 without Retry-After still gives a probe back to OPEN (for a second): never a success.
+      if (k.throttles_connector || t.permit.probe) {
+        st = s_.breakers.RecordThrottled(c.id, c.breaker, t.permit, k.retry_after_s.value_or(1));
       }
       break;
-    case DownstreamResult::Kind::kTimeout:
-      rec.outcome = "FAILED";
-      rec.reason = "timeout";
-      http_status = 504;
-      intent = IntentStore::State::kUnknown;
-      break;
-    case DownstreamResult::Kind::kConnectFailed:
-      rec.outcome = "FAILED";
-      rec.reason = "connection_failed";
-      break;
-    case DownstreamResult::Kind::kConnectionLost:
-      rec.outcome = "FAILED";
-      rec.reason = "connection_lost";
-      intent = IntentStore::State::kUnknown;
-      break;
-    case DownstreamResult::Kind::kResponseInvalid:
-      rec.outcome = "FAILED";
-      rec.reason = "downstream_error";
-      intent = IntentStore::State::kUnknown;
+    case BreakerEffect::kNone:
+      if (t.permit.probe) st = s_.breakers.ReturnProbe(c.id, t.permit);
       break;
   }
+  if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
+}
 
-  // The SLIs (design §8): a 4xx (429 included) is good for tool_error; every call is timed against
-  // the connector's latency threshold, and a timeout is slow whatever its measured latency.
-  const bool error_bad = rec.outcome == "FAILED" && rec.reason != "downstream_rejected";
-  const bool latency_bad =
-      result.kind == DownstreamResult::Kind::kTimeout || result.latency_ms > c.slo.latency_threshold_ms;
-  s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolError)), error_bad);
-  s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolLatency)), latency_bad);
-  if (s_.slo != nullptr) s_.slo->Record(c.id, error_bad, result.latency_ms, latency_bad);
-
-  // Breaker (errors are logged: the outcome is still recorded and answered).
-  if (t.guarded) {
-    absl::Status st = effect == BreakerEffect::kSuccess
-                          ? s_.breakers.RecordSuccess(c.id, c.breaker, t.permit)
-                          : s_.breakers.RecordFailure(c.id, c.breaker, t.permit, rec.tenant_id);
-    if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
-  }
-  if (t.intent_claimed && rec.outcome == "DEFERRED") {
-    (void)s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous);
-  }
-
-  // The ledger, the record, the intent and the slot's release in one batch (one transaction on
-  // SQLite), before answering (S9). TOOL_FAILED also for a 429: it reached the downstream, which
-  // answered no.
+// The ledger, the record, the intent and the slot's release in one batch (one transaction on
+// SQLite), before answering (S9). TOOL_FAILED also for a DEFERRED that reached the downstream (429)
+// or failed locally before sending (gateway_overloaded): the call was admitted and ended there.
+absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, const DownstreamResult& result) {
+  ExecutionRecord& rec = t.record;
+  const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
   rec.finished_at_ms = s_.clock.now_epoch_ms();
-  if (rec.outcome == "SUCCEEDED") rec.result_json = Dump(result_json);
-  json data = {{"latency_ms", result.latency_ms}};
+  // The event carries what the record says, so `ledger verify` notices an edited record (S9, §19.6).
+  json data = {{"latency_ms", result.latency_ms}, {"outcome", rec.outcome}};
   if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
   if (!rec.reason.empty()) data["reason"] = rec.reason;
-  if (intent == IntentStore::State::kUnknown) data["outcome_unknown"] = true;
-  auto [w_event, event] = s_.ledger.PrepareAppend(t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED",
-                                                  actor, Dump(data));
+  if (k.intent == IntentEffect::kUnknown) data["outcome_unknown"] = true;
+  if (rec.outcome == "SUCCEEDED") data["result_sha256"] = Sha256Hex(rec.result_json);
+  auto [w_event, event] = s_.ledger.PrepareAppend(
+      t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data));
   std::vector<store::WriteRequest> writes;
   writes.push_back(std::move(w_event));
   size_t required = 2;
   if (t.request.replay) {
-    auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash, event.expires_at_s}, "REPLAY_COMPLETED", actor,
-                                                  Dump(json{{"outcome", rec.outcome}}));
+    auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash, event.expires_at_s},
+                                                  "REPLAY_COMPLETED", actor, Dump(json{{"outcome", rec.outcome}}));
     writes.push_back(std::move(w_done));
     event = done;
     ++required;
@@ -438,9 +457,9 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   rec.last_seq = event.seq;
   rec.last_hash = event.hash;
   writes.push_back(ExecutionStore::FinishRequest(rec));
-  if (t.intent_claimed && rec.outcome != "DEFERRED") {
-    writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, intent,
-                                              intent == IntentStore::State::kSucceeded ? Dump(result_json) : ""));
+  if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
+    writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
+                                              k.intent == IntentEffect::kSucceeded ? rec.result_json : ""));
   }
   if (t.request.replay && rec.outcome == "SUCCEEDED") {
     writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
@@ -453,37 +472,24 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   if (t.lease && !results.back().ok()) {
     // The batch failed as a whole: try the release alone before leaving it to the lease.
     if (auto released = s_.slots.Release(*t.lease); !released.ok()) {
-      spdlog::warn("connector {}: slot not released (its lease will expire): {}", c.id, released.status().ToString());
+      spdlog::warn("connector {}: slot not released (its lease will expire): {}", t.connector->id,
+                   released.status().ToString());
     }
   }
-
-  s_.metrics.ToolCall(c.id, rec.tool_name, rec.outcome, static_cast<double>(result.latency_ms) / 1000.0, true);
-  if (rec.outcome == "FAILED") s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
-  if (rec.outcome == "DEFERRED") s_.metrics.Deferred(c.id, rec.reason);
-
-  if (!written.ok()) {
-    spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, rec.outcome, written.ToString());
-    json body = ResponseBody(rec);
-    body["outcome"] = "FAILED";
-    body["reason"] = "store_unavailable";
-    body["message"] = "the call reached the downstream but its outcome could not be recorded";
-    return InvokeResponse{503, Dump(body), 1};
-  }
-  if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
-  json body = ResponseBody(rec);
-  body["latency_ms"] = result.latency_ms;
-  if (rec.outcome == "SUCCEEDED") body["result"] = result_json;
-  if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
-  if (retry_after_s) body["retry_after_ms"] = *retry_after_s * 1000;
-  return InvokeResponse{http_status, Dump(body), retry_after_s};
+  return written;
 }
 
 void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {
   Ticket& t = *ticket;
-  if (t.lease) (void)s_.slots.Release(*t.lease);
-  if (t.permit.probe) (void)s_.breakers.ReturnProbe(t.connector->id, t.permit);
+  // What is not given back here comes back by itself (lease expiry, probe timeout, intent hold);
+  // say so in the log.
+  auto log = [&](const char* what, const absl::Status& st) {
+    if (!st.ok()) spdlog::warn("execution {}: {} not given back: {}", t.record.execution_id, what, st.ToString());
+  };
+  if (t.lease) log("slot", s_.slots.Release(*t.lease).status());
+  if (t.permit.probe) log("probe claim", s_.breakers.ReturnProbe(t.connector->id, t.permit));
   if (t.intent_claimed) {
-    (void)s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous);
+    log("intent", s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous));
   }
 }
 

@@ -27,6 +27,7 @@ constexpr char kWindowFailures[] = "window_failures";
 constexpr char kWindowCalls[] = "window_calls";
 constexpr char kFailureTenants[] = "failure_tenants";
 constexpr char kUpdatedAt[] = "updated_at_ms";
+constexpr char kThrottledUntil[] = "throttled_until_epoch_sec";
 
 // A read-modify-write that keeps losing its race is retried this many times before kAborted.
 constexpr int kMaxAttempts = 32;
@@ -54,6 +55,7 @@ absl::StatusOr<breaker::Snapshot> Decode(const std::optional<Item>& item, std::s
   s.window_calls = store::GetInt(*item, kWindowCalls).value_or(0);
   const AttributeMap* tenants = store::GetMap(*item, kFailureTenants);
   s.distinct_failure_tenants = tenants ? static_cast<int>(tenants->size()) : 0;
+  s.throttled_until_epoch_sec = store::GetInt(*item, kThrottledUntil).value_or(0);
   return s;
 }
 
@@ -102,6 +104,7 @@ std::string_view ToString(BreakerTransition::Cause cause) {
     case Cause::kProbeReturned: return "probe_returned";
     case Cause::kProbeSucceeded: return "probe_succeeded";
     case Cause::kProbeFailed: return "probe_failed";
+    case Cause::kProbeThrottled: return "probe_throttled";
     case Cause::kForcedOpen: return "forced_open";
     case Cause::kManualClose: return "manual_close";
   }
@@ -299,6 +302,43 @@ absl::Status CircuitBreakerService::ProbeResult(std::string_view connector_id, c
   return Transition(connector_id, seen, FreshItem(to, permit.generation + 1, now_ms, config), cause, to, now_ms).status();
 }
 
+absl::Status CircuitBreakerService::RecordThrottled(std::string_view connector_id, const breaker::Config& config,
+                                                    const Permit& permit, int64_t retry_after_s) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  const int64_t until = breaker::ThrottledUntil(now_ms, retry_after_s);
+  if (permit.probe) {
+    breaker::Snapshot seen;
+    seen.exists = true;
+    seen.state = State::kHalfOpen;
+    seen.generation = permit.generation;
+    Item next = FreshItem(State::kOpen, permit.generation + 1, now_ms, config);
+    next[kOpenUntil] = std::max(store::GetInt(next, kOpenUntil).value_or(0), until);
+    next[kThrottledUntil] = until;
+    return Transition(connector_id, seen, next, BreakerTransition::Cause::kProbeThrottled, State::kOpen, now_ms)
+        .status();
+  }
+  ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
+  const int64_t now_sec = now_ms / 1000;
+  if (s.throttled_until_epoch_sec > now_sec) return absl::OkStatus();  // this window is already on record
+  store::WriteResult r;
+  if (!s.exists) {
+    Item item = FreshItem(State::kClosed, 0, now_ms, config);
+    item[kThrottledUntil] = until;
+    ASSIGN_OR_RETURN(r, store_.Put(Key(connector_id), item, Condition::ItemAbsentOrExpired(now_sec)));
+  } else {
+    // Only the first throttled call of a window writes; the others find it throttled already.
+    ASSIGN_OR_RETURN(r, store_.Update(Key(connector_id),
+                                      {UpdateOp::Set(Attr(kThrottledUntil), until), UpdateOp::Set(Attr(kUpdatedAt), now_ms)},
+                                      Condition::And({Condition::Exists(Attr(kState)),
+                                                      Condition::Or({Condition::NotExists(Attr(kThrottledUntil)),
+                                                                     Condition::Le(Attr(kThrottledUntil), now_sec)})}),
+                                      store::ReturnValues::kNone));
+  }
+  Forget(connector_id);  // this instance sees the throttle at once, whoever wrote it
+  (void)r;               // not applied: another caller recorded this window first
+  return absl::OkStatus();
+}
+
 absl::Status CircuitBreakerService::ReturnProbe(std::string_view connector_id, const Permit& permit) {
   const int64_t now_ms = clock_.now_epoch_ms();
   const std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kProbeInFlight), false),
@@ -342,8 +382,16 @@ absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Override(std::string_vi
 }
 
 absl::StatusOr<bool> CircuitBreakerService::Transition(std::string_view connector_id, const breaker::Snapshot& seen,
-                                                       const Item& next, BreakerTransition::Cause cause, State to,
+                                                       const Item& given, BreakerTransition::Cause cause, State to,
                                                        int64_t now_ms) {
+  // A downstream's Retry-After outlives a breaker opening (the downstream asked for quiet whatever
+  // the breaker does); a probe that succeeded, or an operator's close, ends it.
+  Item next = given;
+  const bool ends_throttle =
+      cause == BreakerTransition::Cause::kProbeSucceeded || cause == BreakerTransition::Cause::kManualClose;
+  if (!ends_throttle && seen.throttled_until_epoch_sec > now_ms / 1000 && !next.count(kThrottledUntil)) {
+    next[kThrottledUntil] = seen.throttled_until_epoch_sec;
+  }
   Condition condition = Unchanged(seen, now_ms / 1000);
   if (seen.exists) {
     condition = Condition::And(

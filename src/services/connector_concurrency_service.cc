@@ -235,6 +235,17 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::SetLimit(std::string_view connector_id,
                                                                           int max_in_flight, int shards) {
+  return WriteLimit(connector_id, max_in_flight, shards, kFromOperator);
+}
+
+absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::ResetLimit(std::string_view connector_id,
+                                                                            const ConcurrencyConfig& config) {
+  return WriteLimit(connector_id, config.max_in_flight, config.shards, kFromConfig);
+}
+
+absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::WriteLimit(std::string_view connector_id,
+                                                                            int max_in_flight, int shards,
+                                                                            std::string_view source) {
   if (max_in_flight < 1 || max_in_flight > kMaxLimit) {
     return absl::InvalidArgumentError(absl::StrCat("max_in_flight must be in 1..", kMaxLimit));
   }
@@ -248,7 +259,7 @@ absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::SetLimit(std::s
     ASSIGN_OR_RETURN(store::WriteResult r,
                      store_.Update(Key(connector_id, k),
                                    {UpdateOp::Set(Attr(kMax), int64_t{ShareOf(max_in_flight, shards, k)}),
-                                    UpdateOp::Set(Attr(kLimitSource), kFromOperator)},
+                                    UpdateOp::Set(Attr(kLimitSource), std::string(source))},
                                    Condition::Exists(Attr(kHolders))));
     if (!r.applied) {
       return absl::FailedPreconditionError(

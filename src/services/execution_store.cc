@@ -25,7 +25,9 @@ Item OutcomeFields(const ExecutionRecord& r) {
               {"last_hash", r.last_hash}};
 }
 
-absl::StatusOr<ExecutionRecord> FromItem(const Item& item) {
+}  // namespace
+
+absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   ExecutionRecord r;
   auto s = [&](const char* n) { return store::GetString(item, n).value_or(""); };
   r.execution_id = s("execution_id");
@@ -56,8 +58,6 @@ absl::StatusOr<ExecutionRecord> FromItem(const Item& item) {
   r.expires_at_s = store::GetInt(item, store::kTtlAttribute).value_or(0);
   return r;
 }
-
-}  // namespace
 
 ExecutionStore::ExecutionStore(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
 
@@ -124,6 +124,16 @@ absl::StatusOr<bool> ExecutionStore::ReserveReplay(std::string_view tenant_id, s
   return r.applied;
 }
 
+absl::Status ExecutionStore::ReleaseReplay(std::string_view tenant_id, std::string_view execution_id) {
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(tenant_id, execution_id), {UpdateOp::Add(Attr("replay_count"), -1)},
+                                 Condition::And({Condition::Exists(Attr("execution_id")),
+                                                 Condition::Gt(Attr("replay_count"), 0)}),
+                                 store::ReturnValues::kNone));
+  (void)r;  // not applied: the original is gone with its retention, or holds no reservation
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ExecutionRecord> ExecutionStore::Get(std::string_view tenant_id, std::string_view execution_id) {
   ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(tenant_id, execution_id)));
   if (!item) return absl::NotFoundError("execution not found");
@@ -158,14 +168,15 @@ absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::List(std::string_view t
   return page;
 }
 
-absl::Status ExecutionStore::ForEach(const std::function<absl::Status(const ExecutionRecord&)>& visit) {
+absl::Status ExecutionStore::ForEach(
+    const std::function<absl::Status(const ExecutionRecord&, const store::ItemKey&)>& visit) {
   store::ScanRequest req{"TENANT#", "EXEC#", 500, std::nullopt};
   for (;;) {
     ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
     for (auto& [key, item] : page.items) {
       absl::StatusOr<ExecutionRecord> r = FromItem(item);
       if (!r.ok()) return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", r.status().message()));
-      RETURN_IF_ERROR(visit(*r));
+      RETURN_IF_ERROR(visit(*r, key));
     }
     if (!page.last_key) return absl::OkStatus();
     req.after = page.last_key;

@@ -3,6 +3,7 @@
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
+#include "toolgate/domain/ids.h"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -62,18 +63,27 @@ absl::Status KillSwitchService::ValidateSwitch(std::string_view scope, std::stri
   if (!ValidScope(scope)) {
     return absl::InvalidArgumentError("scope must be one of global, connector, tenant, action_type, tenant_action");
   }
-  if (key.empty() || key.size() > 256 || !ValidKeyChars(key)) {
-    return absl::InvalidArgumentError("key must be 1..256 characters of [A-Za-z0-9_.:@/*-]");
-  }
-  if (scope == "global" && key != "*") return absl::InvalidArgumentError("the global switch's key is \"*\"");
-  if (scope == "tenant_action") {
+  // A key no call can carry would be a switch that never fires: refuse it (DESIGN §17.2).
+  auto name_error = [](std::string_view what) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(what), " must match [A-Za-z0-9_.-]{1,", kMaxNameLength, "} (names are case-sensitive)"));
+  };
+  auto tenant_error = [] {
+    return absl::InvalidArgumentError("a tenant must match [A-Za-z0-9_.:@-]{1,128}, as tokens carry it");
+  };
+  if (scope == "global") {
+    if (key != "*") return absl::InvalidArgumentError("the global switch's key is \"*\"");
+  } else if (scope == "connector") {
+    if (!IsValidToolName(key) || key.find('.') != std::string_view::npos) return name_error("a connector id");
+  } else if (scope == "tenant") {
+    if (!IsValidTenantId(key)) return tenant_error();
+  } else if (scope == "action_type") {
+    if (!IsValidToolName(key)) return name_error("an action type (or tool name)");
+  } else {  // tenant_action
     const auto slash = key.find('/');
-    if (slash == std::string_view::npos || slash == 0 || slash + 1 == key.size() ||
-        key.find('/', slash + 1) != std::string_view::npos) {
-      return absl::InvalidArgumentError("a tenant_action key is \"<tenant>/<action_type>\"");
-    }
-  } else if (key.find('/') != std::string_view::npos) {
-    return absl::InvalidArgumentError("only tenant_action keys contain '/'");
+    if (slash == std::string_view::npos) return absl::InvalidArgumentError("a tenant_action key is \"<tenant>/<action_type>\"");
+    if (!IsValidTenantId(key.substr(0, slash))) return tenant_error();
+    if (!IsValidToolName(key.substr(slash + 1))) return name_error("the action type of a tenant_action key");
   }
   return absl::OkStatus();
 }
@@ -92,7 +102,11 @@ absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
 }
 
 absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::string_view key) {
-  RETURN_IF_ERROR(ValidateSwitch(scope, key));
+  // Looser than Set: a switch stored by an older version under a key Set now refuses can be cleared.
+  if (!ValidScope(scope)) return absl::InvalidArgumentError("no such scope");
+  if (key.empty() || key.size() > 256 || !ValidKeyChars(key)) {
+    return absl::InvalidArgumentError("key must be 1..256 characters of [A-Za-z0-9_.:@/*-]");
+  }
   ASSIGN_OR_RETURN(store::WriteResult r, store_.Erase({kPk, absl::StrCat(std::string(scope), "#", std::string(key))},
                                                       Condition::ItemExists()));
   std::lock_guard lock(mu_);
@@ -114,7 +128,8 @@ absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {
 
 absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_view tenant_id,
                                                                    std::string_view connector_id,
-                                                                   std::string_view action_type) {
+                                                                   std::string_view action_type,
+                                                                   std::string_view tool_name) {
   std::vector<KillSwitch> snapshot;
   {
     std::lock_guard lock(mu_);
@@ -125,14 +140,21 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
     }
     snapshot = snapshot_;
   }
-  const std::string tenant_action = absl::StrCat(std::string(tenant_id), "/", std::string(action_type));
+  // An action-type switch names what an operator switches off: the call's effective action type or
+  // its tool name, whichever the operator knows it by (DESIGN §1).
+  auto names_action = [&](std::string_view key) {
+    return (!action_type.empty() && key == action_type) || (!tool_name.empty() && key == tool_name);
+  };
+  const std::string tenant_prefix = absl::StrCat(std::string(tenant_id), "/");
   for (const char* scope : {"global", "tenant", "connector", "action_type", "tenant_action"}) {
     for (const KillSwitch& k : snapshot) {
       if (k.scope != scope) continue;
       const std::string_view s = scope;
-      if (s == "global" || (s == "tenant" && k.key == tenant_id) || (s == "connector" && k.key == connector_id) ||
-          (s == "action_type" && !action_type.empty() && k.key == action_type) ||
-          (s == "tenant_action" && !action_type.empty() && k.key == tenant_action)) {
+      const std::string_view key = k.key;
+      if (s == "global" || (s == "tenant" && key == tenant_id) || (s == "connector" && key == connector_id) ||
+          (s == "action_type" && names_action(key)) ||
+          (s == "tenant_action" && key.substr(0, tenant_prefix.size()) == tenant_prefix &&
+           names_action(key.substr(tenant_prefix.size())))) {
         return std::optional<KillSwitch>(k);
       }
     }

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/status_macros.h"
 
@@ -113,12 +114,58 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppend(const std::str
   return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent()), std::move(e)};
 }
 
+ChainAnchor Ledger::ExecutionAnchor(std::string_view tenant_id, std::string_view execution_id) {
+  return {{absl::StrCat("TENANT#", std::string(tenant_id)), absl::StrCat("EXEC#", std::string(execution_id))},
+          /*must_exist=*/true};
+}
+
+ChainAnchor Ledger::AuditAnchor(const std::string& audit_chain) { return {{audit_chain, "HEAD"}, false}; }
+
+store::WriteRequest Ledger::AnchorRequest(const ChainAnchor& anchor, const LedgerEvent& event) {
+  const store::AttributePath last_seq = store::AttributePath::Top("last_seq");
+  std::vector<store::UpdateOp> ops = {store::UpdateOp::Set(last_seq, event.seq),
+                                      store::UpdateOp::Set(store::AttributePath::Top("last_hash"), event.hash)};
+  // Never backwards: a slower writer of an earlier seq must not hide a later event.
+  Condition forward = Condition::Or({Condition::NotExists(last_seq), Condition::Lt(last_seq, event.seq)});
+  if (anchor.must_exist) {
+    forward = Condition::And({Condition::Exists(store::AttributePath::Top("execution_id")), std::move(forward)});
+  } else if (event.expires_at_s > 0) {
+    ops.push_back(store::UpdateOp::Set(store::AttributePath::Top(std::string(store::kTtlAttribute)), event.expires_at_s));
+  }
+  return store::WriteRequest::Update(anchor.key, std::move(ops), std::move(forward), store::ReturnValues::kNone)
+      .AfterPrevious();
+}
+
+absl::StatusOr<Ledger::Tail> Ledger::ReadAnchor(const ChainAnchor& anchor) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(anchor.key));
+  Tail t;
+  if (item) {
+    t.seq = store::GetInt(*item, "last_seq").value_or(0);
+    t.hash = store::GetString(*item, "last_hash").value_or("");
+    t.expires_at_s = store::GetInt(*item, store::kTtlAttribute).value_or(0);
+  }
+  return t;
+}
+
 absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail, std::string_view type,
-                                           std::string_view actor, std::string_view data_json) {
+                                           std::string_view actor, std::string_view data_json,
+                                           const ChainAnchor& anchor) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     auto [write, e] = PrepareAppend(chain, tail, type, actor, data_json);
-    ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(write.key, write.item, write.condition));
+    std::vector<store::WriteRequest> writes;
+    writes.push_back(std::move(write));
+    writes.push_back(AnchorRequest(anchor, e));
+    std::vector<absl::StatusOr<store::WriteResult>> results = store_.WriteBatch(writes);
+    if (!results[0].ok()) return results[0].status();
+    const store::WriteResult& r = *results[0];
     if (r.applied) {
+      // The event is in. An anchor that did not move was already past it, or (an execution record)
+      // is gone with its retention; a store error leaves one event the anchor does not cover yet,
+      // which `ledger verify` reports without failing (DESIGN §17.1).
+      if (!results[1].ok()) {
+        spdlog::warn("ledger {}: event {} written, its anchor not advanced: {}", chain, e.seq,
+                     results[1].status().ToString());
+      }
       tail = {e.seq, e.hash, e.expires_at_s};
       return e;
     }
@@ -135,7 +182,7 @@ absl::StatusOr<LedgerEvent> Ledger::Audit(std::string_view type, std::string_vie
   ASSIGN_OR_RETURN(Tail tail, ReadTail(chain));
   // A day's chain keeps the ttl its first event got, even if the retention changes during the day.
   if (tail.seq == 0) tail.expires_at_s = retention_.AuditExpiry(now_ms);
-  return Append(chain, tail, type, actor, data_json);
+  return Append(chain, tail, type, actor, data_json, AuditAnchor(chain));
 }
 
 absl::StatusOr<std::vector<LedgerEvent>> Ledger::Read(const std::string& chain) {
@@ -152,7 +199,8 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::Read(const std::string& chain) 
 
 absl::StatusOr<std::vector<std::string>> Ledger::AuditChains() {
   std::set<std::string> chains;
-  store::ScanRequest req{"AUDIT#", "EVENT#", 1000, std::nullopt};
+  // Events and head items: a day whose every event was removed still has its head.
+  store::ScanRequest req{"AUDIT#", "", 1000, std::nullopt};
   for (;;) {
     ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
     for (auto& [key, item] : page.items) chains.insert(key.pk);

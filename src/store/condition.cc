@@ -103,6 +103,10 @@ std::vector<absl::StatusOr<WriteResult>> ItemStore::WriteBatch(const std::vector
   std::vector<absl::StatusOr<WriteResult>> results;
   results.reserve(requests.size());
   for (const WriteRequest& r : requests) {
+    if (r.requires_previous && (results.empty() || !results.back().ok() || !results.back()->applied)) {
+      results.push_back(WriteResult::ConditionFailed());
+      continue;
+    }
     switch (r.kind) {
       case WriteRequest::Kind::kPut: results.push_back(Put(r.key, r.item, r.condition)); break;
       case WriteRequest::Kind::kUpdate: results.push_back(Update(r.key, r.ops, r.condition, r.returns)); break;

@@ -319,7 +319,9 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
     for (Writer* w : group) {
       w->results.clear();
       for (const WriteRequest& r : *w->requests) {
-        w->results.push_back(ExecuteOne(c, r, fatal));
+        const bool skip = r.requires_previous &&
+                          (w->results.empty() || !w->results.back().ok() || !w->results.back()->applied);
+        w->results.push_back(skip ? WriteResult::ConditionFailed() : ExecuteOne(c, r, fatal));
         if (!fatal.ok()) break;
       }
       if (!fatal.ok()) break;

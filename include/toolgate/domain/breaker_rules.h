@@ -47,13 +47,24 @@ struct Snapshot {
   int64_t window_failures = 0;
   int64_t window_calls = 0;
   int distinct_failure_tenants = 0;
+  // A downstream's Retry-After (429, or 503 with Retry-After), for the whole connector fleet-wide:
+  // no call before this time (epoch seconds; 0: not throttled).
+  int64_t throttled_until_epoch_sec = 0;
 };
+
+// The longest a downstream's Retry-After may stop a connector: a larger value is cut to this, so a
+// misbehaving downstream cannot switch a connector off for days.
+inline constexpr int64_t kMaxThrottleS = 3600;
+
+// `throttled_until_epoch_sec` for a Retry-After of `retry_after_s` received at `now_epoch_ms`.
+int64_t ThrottledUntil(int64_t now_epoch_ms, int64_t retry_after_s);
 
 // What a caller asking for permission must do next.
 struct PermissionPlan {
   enum class Step {
     kAllow,         // CLOSED: run the call
-    kDefer,         // answer DEFERRED with `reason` and `retry_after_ms`
+    kDefer,         // answer DEFERRED with `reason` and `retry_after_ms` (downstream_throttled while the
+                    // connector is throttled, whatever the state: no call and no probe before it ends)
     kClaimProbe,    // OPEN past its cooldown: try the S1 conditional claim
     kTakeOverProbe, // HALF_OPEN whose probe expired or was given back: try to claim it (S3)
   };

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "toolgate/clock.h"
 
@@ -12,5 +13,13 @@ std::string NewUuidV7(const Clock& clock);
 
 // True when `s` has the textual form of a UUID (8-4-4-4-12 lowercase or uppercase hex digits).
 bool LooksLikeUuid(const std::string& s);
+
+// The name alphabet (DESIGN §17.2): tool names, action types, connector ids and kill-switch keys are
+// [A-Za-z0-9_.-]{1,200}, case-sensitive (MCP tool names use uppercase).
+inline constexpr size_t kMaxNameLength = 200;
+bool IsValidToolName(std::string_view name);
+
+// Tenant and account ids as a token may carry them: [A-Za-z0-9_.:@-]{1,128}.
+bool IsValidTenantId(std::string_view id);
 
 }  // namespace toolgate

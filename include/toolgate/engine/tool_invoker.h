@@ -8,6 +8,7 @@
 #include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -47,6 +48,9 @@ struct InvokeResponse {
   int http_status = 200;
   std::string body_json;
   std::optional<int64_t> retry_after_s;  // Retry-After on 503
+  // The execution's ledger has TOOL_INVOKED or REPLAY_DEDUPED: for a replay, it counts toward
+  // max_replays_per_execution (S12); one DEFERRED or BLOCKED before the downstream does not.
+  bool reached_tool = false;
 };
 
 // The downstream call of an admitted invocation: POST {base_url}/{tool_name}.
@@ -57,22 +61,6 @@ struct DownstreamRequest {
   std::string idempotency_key;
   std::string execution_id;
   std::string tenant_id;
-};
-
-// How the downstream call ended.
-struct DownstreamResult {
-  enum class Kind {
-    kResponse,        // an HTTP response arrived
-    kTimeout,         // the connector's timeout passed (outcome unknown once the request was sent)
-    kConnectFailed,   // never connected: nothing was sent
-    kConnectionLost,  // the connection broke after the request was sent: outcome unknown
-    kResponseInvalid, // unreadable or larger than max_response_bytes
-  };
-  Kind kind = Kind::kResponse;
-  int status = 0;
-  std::string body;
-  std::optional<int64_t> retry_after_s;
-  int64_t latency_ms = 0;
 };
 
 // An admitted call between Admit and Complete (owned by the caller; opaque to it).
@@ -131,6 +119,9 @@ class ToolInvoker {
   const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
 
  private:
+  void RecordInBreaker(const Ticket& ticket, const Classification& classification);
+  absl::Status RecordOutcome(Ticket& ticket, const Classification& classification, const DownstreamResult& result);
+
   Services s_;
 };
 

@@ -22,6 +22,8 @@ struct BreakerTransition {
     kProbeReturned,     // HALF_OPEN -> HALF_OPEN: the probe winner gave the claim back unused (section 5)
     kProbeSucceeded,    // HALF_OPEN -> CLOSED (S2)
     kProbeFailed,       // HALF_OPEN -> OPEN (S2)
+    kProbeThrottled,    // HALF_OPEN -> OPEN: the probe was answered 429 (or 503 + Retry-After); open
+                        // until the Retry-After has passed (never a success)
     kForcedOpen,        // any -> FORCED_OPEN by an operator
     kManualClose,       // any -> CLOSED by an operator
   };
@@ -83,6 +85,14 @@ class CircuitBreakerService {
   absl::Status RecordSuccess(std::string_view connector_id, const breaker::Config& config, const Permit& permit);
   absl::Status RecordFailure(std::string_view connector_id, const breaker::Config& config, const Permit& permit,
                              std::string_view tenant_id);
+
+  // A downstream said "not now" (429, or 503 with Retry-After) to a call that ran under `permit`:
+  // the whole connector waits `retry_after_s` (capped at breaker::kMaxThrottleS), fleet-wide —
+  // `throttled_until_epoch_sec` on the breaker item, one conditional write that only the first
+  // throttled call of a window wins. A throttled probe is never a success: the breaker goes back to
+  // OPEN until the Retry-After has passed (under the probe's generation, S3). Not a failure (S5).
+  absl::Status RecordThrottled(std::string_view connector_id, const breaker::Config& config, const Permit& permit,
+                               int64_t retry_after_s);
 
   // Gives an unused probe claim back (the winner could not get a concurrency slot), so the next
   // caller can claim the probe at once. REQUIRES: permit.probe.

@@ -86,6 +86,9 @@ class ConnectorConcurrencyService {
   // An operator's new limit (PUT /admin/connectors/{id}/limits), spread over `shards` items.
   // kInvalidArgument when out of range or smaller than the number of shards.
   absl::StatusOr<ConcurrencySnapshot> SetLimit(std::string_view connector_id, int max_in_flight, int shards = 1);
+  // Hands the limit back to the config (DELETE /admin/connectors/{id}/limits): `config`'s limit,
+  // and from then on a changed config applies at the next start again.
+  absl::StatusOr<ConcurrencySnapshot> ResetLimit(std::string_view connector_id, const ConcurrencyConfig& config);
 
   absl::StatusOr<ConcurrencySnapshot> Read(std::string_view connector_id, const ConcurrencyConfig& config);
 
@@ -95,6 +98,9 @@ class ConnectorConcurrencyService {
   static int ShareOf(int max_in_flight, int shards, int shard);
 
  private:
+  // Writes `max_in_flight` over `shards` items, owned by `source` ("config" or "operator").
+  absl::StatusOr<ConcurrencySnapshot> WriteLimit(std::string_view connector_id, int max_in_flight, int shards,
+                                                 std::string_view source);
   absl::Status EnsureShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
   absl::StatusOr<std::optional<SlotLease>> TryShard(std::string_view connector_id, int shard,
                                                     const ConcurrencyConfig& config);

@@ -50,6 +50,8 @@ class ExecutionStore {
   ExecutionStore(store::ItemStore& store, const Clock& clock);
 
   static store::ItemKey Key(std::string_view tenant_id, std::string_view execution_id);
+  // A stored record, decoded; kDataLoss when it is not one.
+  static absl::StatusOr<ExecutionRecord> FromItem(const store::Item& item);
 
   // Writes a new record (never overwrites one).
   absl::Status Create(const ExecutionRecord& record);
@@ -78,9 +80,13 @@ class ExecutionStore {
   // Reserves one replay of the original `execution_id` (one conditional ADD): false when it already
   // has `max_replays` replays.
   absl::StatusOr<bool> ReserveReplay(std::string_view tenant_id, std::string_view execution_id, int max_replays);
+  // Gives a reserved replay back: the replay ended before it reached the tool (DEFERRED, BLOCKED,
+  // refused), so it does not count toward the limit (S12). Never below zero.
+  absl::Status ReleaseReplay(std::string_view tenant_id, std::string_view execution_id);
 
-  // Every record of every tenant (for `ledger verify`), through `visit`; stops at the first error.
-  absl::Status ForEach(const std::function<absl::Status(const ExecutionRecord&)>& visit);
+  // Every record of every tenant (for `ledger verify`), with the key it is stored under, through
+  // `visit`; stops at the first error.
+  absl::Status ForEach(const std::function<absl::Status(const ExecutionRecord&, const store::ItemKey&)>& visit);
 
  private:
   store::ItemStore& store_;

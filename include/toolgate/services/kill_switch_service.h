@@ -32,7 +32,8 @@ class KillSwitchService {
   KillSwitchService(store::ItemStore& store, const Clock& clock, int refresh_ms);
 
   static bool ValidScope(std::string_view scope);
-  // kInvalidArgument naming what is wrong with the scope/key pair.
+  // kInvalidArgument naming what is wrong with the scope/key pair: a key outside the alphabet a call
+  // can carry (DESIGN §17.2) could never match. Whether a connector exists is the caller's check.
   static absl::Status ValidateSwitch(std::string_view scope, std::string_view key);
 
   absl::StatusOr<KillSwitch> Set(KillSwitch ks);
@@ -41,9 +42,10 @@ class KillSwitchService {
   absl::StatusOr<std::vector<KillSwitch>> List();
 
   // The first switch (global, tenant, connector, action type, tenant + action type) that matches
-  // the call, from the snapshot (refreshed when stale).
+  // the call, from the snapshot (refreshed when stale). An `action_type` or `tenant_action` switch
+  // matches the call's effective action type or its tool name.
   absl::StatusOr<std::optional<KillSwitch>> Match(std::string_view tenant_id, std::string_view connector_id,
-                                                  std::string_view action_type);
+                                                  std::string_view action_type, std::string_view tool_name);
 
  private:
   store::ItemStore& store_;

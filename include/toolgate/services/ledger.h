@@ -36,12 +36,30 @@ struct LedgerRetention {
   int64_t AuditExpiry(int64_t epoch_ms) const;
 };
 
+// What anchors a chain's end (DESIGN §17.1): an item holding the chain's last `last_seq` and
+// `last_hash`, advanced by every append in the same batch as the event (one transaction on SQLite;
+// right after the event, and only if the event was written, elsewhere). A removed suffix of the
+// chain is then caught: the anchor names an event that is no longer there.
+struct ChainAnchor {
+  store::ItemKey key;
+  // The execution record anchors its chain and must already exist (never created by an append); an
+  // audit day's head item is created by the day's first event.
+  bool must_exist = false;
+};
+
 // The append-only, tamper-evident ledger: chains of events, each chain one store partition —
 // `EXEC#<execution_id>` for an execution, `AUDIT#<yyyy-mm-dd>` for the system audit of one UTC day.
 // An event is item (<chain>, EVENT#<seq, 12 digits>), written with a "must not exist" condition, so
 // nothing is ever overwritten and two writers racing for the same seq cannot both win: the loser
 // re-reads the tail and appends after it. Each event's hash covers the previous hash, so an edited
-// or removed event breaks every hash after it (`VerifyChain`).
+// or removed event breaks every hash after it (`VerifyChain`), and the chain's anchor (the execution
+// record; the audit day's head item) names its last event, so a removed tail is caught too.
+//
+// The hash (docs/operations.md states it for verifiers outside toolgate): lowercase hex SHA-256 of
+// `prev_hash` (hex, "" for the first event) followed by the canonical JSON of the object
+// {"actor","at","data","seq","type"}: UTF-8, no whitespace, object keys sorted by byte order at every
+// level, strings escaped only for '"', '\\' and U+0000..U+001F, integers in decimal, other numbers
+// as the shortest text that reads back as the same double.
 //
 // Thread-safe. Status codes: store errors from ItemStore; kAborted after too many lost races;
 // kDataLoss from VerifyChain naming the first bad event.
@@ -61,9 +79,18 @@ class Ledger {
   static std::string ExecutionChain(std::string_view execution_id);
   static std::string AuditChain(int64_t epoch_ms);
 
-  // Appends an event; `tail` is updated to it. `data_json` must be a JSON object text.
+  // Appends an event and advances `anchor` to it; `tail` is updated to it. `data_json` must be a
+  // JSON object text. Writers racing on one chain each get their own seq (the loser re-reads).
   absl::StatusOr<LedgerEvent> Append(const std::string& chain, Tail& tail, std::string_view type, std::string_view actor,
-                                     std::string_view data_json);
+                                     std::string_view data_json, const ChainAnchor& anchor);
+  // The write that advances `anchor` to `event` (never backwards), for the batch holding the event;
+  // marked to run only if the write before it (the event) was applied.
+  static store::WriteRequest AnchorRequest(const ChainAnchor& anchor, const LedgerEvent& event);
+
+  static ChainAnchor ExecutionAnchor(std::string_view tenant_id, std::string_view execution_id);
+  static ChainAnchor AuditAnchor(const std::string& audit_chain);
+  // An audit day's head item, decoded: its anchor (seq 0 when absent).
+  absl::StatusOr<Tail> ReadAnchor(const ChainAnchor& anchor);
   // The write that appends an event after `tail`, for a WriteBatch with other writes. The caller
   // checks the result: applied means the event is in; on success it sets `tail` to {event.seq,
   // event.hash}. A refused write means another writer took that seq (use Append to retry).

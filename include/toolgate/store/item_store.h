@@ -43,6 +43,10 @@ struct WriteRequest {
   std::vector<UpdateOp> ops;   // kUpdate
   Condition condition;
   ReturnValues returns = ReturnValues::kAllNew;
+  // Tried only when the request just before it in the batch was applied; otherwise reported as not
+  // applied without being tried. Chains a write to the one it depends on (a ledger anchor to its
+  // event) on every backend, transactional or not.
+  bool requires_previous = false;
 
   static WriteRequest Put(ItemKey key, Item item, Condition condition) {
     return {Kind::kPut, std::move(key), std::move(item), {}, std::move(condition), ReturnValues::kAllNew};
@@ -53,6 +57,10 @@ struct WriteRequest {
   }
   static WriteRequest Erase(ItemKey key, Condition condition) {
     return {Kind::kErase, std::move(key), {}, {}, std::move(condition), ReturnValues::kNone};
+  }
+  WriteRequest&& AfterPrevious() && {
+    requires_previous = true;
+    return std::move(*this);
   }
 };
 
@@ -111,7 +119,9 @@ class ItemStore {
 
   // Several writes, each decided by its own condition, in order (a later write sees the earlier
   // ones). Not atomic as a whole: one result per request. A backend may commit them together (SQLite
-  // does: one transaction, one fsync); the default runs them one by one.
+  // does: one transaction, one fsync, and no other batch interleaves); the default runs them one by
+  // one. A request with `requires_previous` is skipped (not applied) when the one before it was not
+  // applied or failed.
   virtual std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests);
 
   // "memory", "sqlite", "dynamodb": the `backend` label of store metrics.

@@ -1,0 +1,78 @@
+#include "toolgate/domain/downstream_outcome.h"
+
+#include <algorithm>
+
+namespace toolgate {
+
+namespace {
+
+Classification Failed(std::string reason, IntentEffect intent, BreakerEffect effect = BreakerEffect::kFailure) {
+  Classification c;
+  c.outcome = "FAILED";
+  c.reason = std::move(reason);
+  c.intent = intent;
+  c.breaker = effect;
+  return c;
+}
+
+Classification Deferred(std::string reason, int64_t retry_after_s, BreakerEffect effect) {
+  Classification c;
+  c.outcome = "DEFERRED";
+  c.reason = std::move(reason);
+  c.http_status = 503;
+  c.intent = IntentEffect::kRelease;
+  c.breaker = effect;
+  c.retry_after_s = std::clamp<int64_t>(retry_after_s, 1, breaker::kMaxThrottleS);
+  return c;
+}
+
+Classification FromResponse(const DownstreamResult& r, bool body_is_json, const breaker::Config& config) {
+  if (r.status >= 200 && r.status < 300) {
+    if (!body_is_json) return Failed("downstream_error", IntentEffect::kUnknown);
+    Classification c;
+    c.outcome = "SUCCEEDED";
+    c.http_status = 200;
+    c.intent = IntentEffect::kSucceeded;
+    c.breaker = breaker::IsSlowCall(config, r.latency_ms) ? BreakerEffect::kFailure : BreakerEffect::kSuccess;
+    return c;
+  }
+  // 429 (any method), or 503 with a Retry-After: the request was not processed; the connector waits.
+  if (r.status == 429 || (r.status == 503 && r.retry_after_s)) {
+    Classification c = Deferred("downstream_throttled", r.retry_after_s.value_or(1), BreakerEffect::kThrottled);
+    c.throttles_connector = r.retry_after_s.has_value();
+    return c;
+  }
+  // S5: a 4xx is the caller's or the tenant's fault and never counts against the connector.
+  if (r.status >= 400 && r.status < 500) return Failed("downstream_rejected", IntentEffect::kFailed, BreakerEffect::kSuccess);
+  return Failed("downstream_error", IntentEffect::kFailed);
+}
+
+}  // namespace
+
+Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, const breaker::Config& config,
+                                  int64_t latency_threshold_ms) {
+  using Kind = DownstreamResult::Kind;
+  Classification c;
+  switch (r.kind) {
+    case Kind::kResponse: c = FromResponse(r, body_is_json, config); break;
+    case Kind::kTimeout:
+      c = Failed("timeout", IntentEffect::kUnknown);
+      c.http_status = 504;
+      break;
+    case Kind::kConnectFailed: c = Failed("connection_failed", IntentEffect::kFailed); break;
+    case Kind::kConnectionLost: c = Failed("connection_lost", IntentEffect::kUnknown); break;
+    case Kind::kResponseInvalid: c = Failed("downstream_error", IntentEffect::kUnknown); break;
+    case Kind::kLocalResource:
+      // Nothing was sent and nothing was learnt about the downstream (DESIGN §17.3).
+      c = Deferred("gateway_overloaded", 1, BreakerEffect::kNone);
+      c.counts_for_slo = false;
+      return c;
+  }
+  // The SLIs (design §8): a 4xx (429 included) is good for tool_error; every call is timed against
+  // the connector's latency threshold, and a timeout is slow whatever its measured latency.
+  c.error_bad = c.outcome == "FAILED" && c.reason != "downstream_rejected";
+  c.latency_bad = r.kind == Kind::kTimeout || r.latency_ms > latency_threshold_ms;
+  return c;
+}
+
+}  // namespace toolgate

@@ -1,0 +1,187 @@
+#include "toolgate/services/ledger_verifier.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using json = nlohmann::json;
+
+namespace {
+
+absl::Status Bad(const std::string& what) { return absl::DataLossError(what); }
+
+// The chain against its anchor: it must reach the anchored event with that event's hash; at most one
+// trailing event may lie beyond it (written, anchor not yet: DESIGN §17.1).
+absl::Status CheckAnchor(const std::vector<LedgerEvent>& events, int64_t last_seq, const std::string& last_hash,
+                         const char* anchor_name, bool* pending) {
+  const auto n = static_cast<int64_t>(events.size());
+  if (last_seq < 1) return Bad(absl::StrCat("its ", anchor_name, " names no last event"));
+  if (n + 1 == last_seq) {
+    return Bad(absl::StrCat("event ", last_seq, ", the last its ", anchor_name, " names, is missing"));
+  }
+  if (n < last_seq) {
+    return Bad(absl::StrCat("events ", n + 1, "..", last_seq, " are missing: its ", anchor_name, " names event ",
+                            last_seq, " as the last"));
+  }
+  if (events[static_cast<size_t>(last_seq - 1)].hash != last_hash) {
+    return Bad(absl::StrCat("event ", last_seq, " does not match the hash its ", anchor_name, " holds"));
+  }
+  if (n > last_seq + 1) {
+    return Bad(absl::StrCat("events ", last_seq + 1, "..", n, " are not covered by its ", anchor_name,
+                            " (at most one may be, after a crash between two writes)"));
+  }
+  if (pending != nullptr) *pending = n == last_seq + 1;
+  return absl::OkStatus();
+}
+
+json Data(const LedgerEvent& e) {
+  json d = json::parse(e.data, nullptr, false);
+  return d.is_object() ? d : json::object();
+}
+
+// The outcomes the event that ends an execution allows its record to hold (empty: not a final event).
+std::vector<std::string> OutcomesOf(const LedgerEvent& e) {
+  if (e.type == "TOOL_SUCCEEDED" || e.type == "REPLAY_DEDUPED") return {"SUCCEEDED"};
+  if (e.type == "EXECUTION_BLOCKED") return {"BLOCKED"};
+  if (e.type == "EXECUTION_DEFERRED") return {"DEFERRED"};
+  if (e.type == "TOOL_FAILED") {
+    const json d = Data(e);
+    if (d.contains("outcome") && d["outcome"].is_string()) return {d["outcome"].get<std::string>()};
+    return {"FAILED", "DEFERRED"};  // written before TOOL_FAILED named its outcome
+  }
+  return {};
+}
+
+// The record against what its chain says (what only the events' hashes protect).
+absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under_tenant,
+                         const std::vector<LedgerEvent>& anchored) {
+  if (r.tenant_id != stored_under_tenant) {
+    return Bad(absl::StrCat("its record names tenant '", r.tenant_id, "' but is stored under tenant '",
+                            std::string(stored_under_tenant), "'"));
+  }
+  const LedgerEvent* received = nullptr;
+  const LedgerEvent* final_event = nullptr;
+  for (const LedgerEvent& e : anchored) {
+    if (e.type == "EXECUTION_RECEIVED" && received == nullptr) received = &e;
+    if (!OutcomesOf(e).empty()) final_event = &e;
+  }
+  if (received == nullptr) return Bad("its chain has no EXECUTION_RECEIVED event");
+  const json d = Data(*received);
+  for (auto [field, value] : {std::pair{"tenant_id", &r.tenant_id}, std::pair{"tool_name", &r.tool_name},
+                              std::pair{"connector_id", &r.connector_id}, std::pair{"action_type", &r.action_type}}) {
+    if (d.contains(field) && d[field] != *value) {
+      return Bad(absl::StrCat("its record's ", field, " '", *value, "' differs from EXECUTION_RECEIVED's ",
+                              d[field].dump()));
+    }
+  }
+  if (final_event == nullptr) {
+    if (r.outcome != "IN_PROGRESS") {
+      return Bad(absl::StrCat("its record says ", r.outcome, " but its chain has no event that ends the execution"));
+    }
+    return absl::OkStatus();
+  }
+  const std::vector<std::string> allowed = OutcomesOf(*final_event);
+  if (std::find(allowed.begin(), allowed.end(), r.outcome) == allowed.end()) {
+    return Bad(absl::StrCat("its record says ", r.outcome, " but event ", final_event->seq, " (", final_event->type,
+                            ") says ", allowed.front()));
+  }
+  const json fd = Data(*final_event);
+  if (fd.contains("result_sha256") && fd["result_sha256"] != Sha256Hex(r.result_json)) {
+    return Bad(absl::StrCat("its record's result does not match the result_sha256 of event ", final_event->seq, " (",
+                            final_event->type, ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+LedgerVerifier::LedgerVerifier(store::ItemStore& store, const Clock& clock)
+    : store_(store), clock_(clock), ledger_(store, clock), executions_(store, clock) {}
+
+absl::Status LedgerVerifier::CheckExecution(const ExecutionRecord& r, std::string_view stored_under_tenant,
+                                            const std::vector<LedgerEvent>& events, bool* pending) {
+  if (pending != nullptr) *pending = false;
+  if (events.empty()) return Bad(absl::StrCat("its chain is missing (its record names event ", r.last_seq, ")"));
+  RETURN_IF_ERROR(Ledger::VerifyChain(events));
+  if (events.front().expires_at_s != r.expires_at_s) {
+    return Bad(absl::StrCat("its events expire at ", events.front().expires_at_s, ", its record at ", r.expires_at_s));
+  }
+  bool tail_pending = false;
+  RETURN_IF_ERROR(CheckAnchor(events, r.last_seq, r.last_hash, "record", &tail_pending));
+  if (pending != nullptr) *pending = tail_pending;
+  const std::vector<LedgerEvent> anchored(events.begin(), events.begin() + r.last_seq);
+  return CheckRecord(r, stored_under_tenant, anchored);
+}
+
+absl::Status LedgerVerifier::CheckAuditDay(const std::vector<LedgerEvent>& events, const Ledger::Tail& head,
+                                           bool* pending) {
+  if (pending != nullptr) *pending = false;
+  if (events.empty()) {
+    if (head.seq > 0) return Bad(absl::StrCat("every event is missing: its head names event ", head.seq));
+    return absl::OkStatus();
+  }
+  RETURN_IF_ERROR(Ledger::VerifyChain(events));
+  if (head.seq == 0) return Bad("its head item (the anchor of its last event) is missing");
+  if (head.expires_at_s != events.front().expires_at_s) {
+    return Bad(absl::StrCat("its head expires at ", head.expires_at_s, ", its events at ", events.front().expires_at_s));
+  }
+  return CheckAnchor(events, head.seq, head.hash, "head item", pending);
+}
+
+absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
+  Report report;
+  const int64_t now_s = clock_.now_epoch_sec();
+  // A chain whose retention passed while it was being read is gone as a whole, not damaged.
+  auto expired = [&](int64_t expires_at_s) { return expires_at_s > 0 && expires_at_s <= now_s; };
+  absl::Status walk = executions_.ForEach([&](const ExecutionRecord& r, const store::ItemKey& key) -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<LedgerEvent> chain, ledger_.Read(Ledger::ExecutionChain(r.execution_id)));
+    const std::string tenant = key.pk.substr(std::string_view("TENANT#").size());
+    bool pending = false;
+    if (absl::Status s = CheckExecution(r, tenant, chain, &pending); !s.ok()) {
+      if (expired(r.expires_at_s)) {
+        ++report.expired;
+        return absl::OkStatus();
+      }
+      report.problem = absl::StrCat("execution ", r.execution_id, ": ", s.message());
+      return absl::CancelledError("stop at the first problem");
+    }
+    ++report.executions;
+    report.events += static_cast<int64_t>(chain.size());
+    if (pending) {
+      ++report.pending_tails;
+      report.notes.push_back(absl::StrCat("execution ", r.execution_id, ": event ", chain.back().seq, " (",
+                                          chain.back().type, ") is not anchored yet"));
+    }
+    return absl::OkStatus();
+  });
+  if (!walk.ok() && !absl::IsCancelled(walk)) return walk;
+  if (!report.ok()) return report;
+
+  ASSIGN_OR_RETURN(std::vector<std::string> days, ledger_.AuditChains());
+  for (const std::string& day : days) {
+    ASSIGN_OR_RETURN(std::vector<LedgerEvent> chain, ledger_.Read(day));
+    ASSIGN_OR_RETURN(Ledger::Tail head, ledger_.ReadAnchor(Ledger::AuditAnchor(day)));
+    bool pending = false;
+    if (absl::Status s = CheckAuditDay(chain, head, &pending); !s.ok()) {
+      if (!chain.empty() && expired(chain.front().expires_at_s)) {
+        ++report.expired;
+        continue;
+      }
+      report.problem = absl::StrCat(day, ": ", s.message());
+      return report;
+    }
+    ++report.audit_days;
+    report.events += static_cast<int64_t>(chain.size());
+    if (pending) {
+      ++report.pending_tails;
+      report.notes.push_back(absl::StrCat(day, ": event ", chain.back().seq, " is not anchored yet"));
+    }
+  }
+  return report;
+}
+
+}  // namespace toolgate

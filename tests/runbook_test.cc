@@ -1,0 +1,385 @@
+// Regression tests for what an on-call walkthrough of the runbook found (the real binary, SQLite,
+// fake downstreams): removed ledger tails that `verify` missed, an export that could not be verified
+// by its documented recipe, an action-type kill switch a caller could dodge, kill switches that could
+// never match, replays that used up their limit without running, a Retry-After honoured for one call
+// and a throttled probe that closed the breaker, and an operator limit that could not be handed back.
+// Also the ledger's cover of the record itself (an edited outcome, result or tenant is caught).
+
+#include <sqlite3.h>
+
+#include <fstream>
+#include <thread>
+
+#include "fake_downstream.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+#ifndef TOOLGATE_SOURCE_DIR
+#error "TOOLGATE_SOURCE_DIR must name the source tree (for scripts/verify-ledger-export.py)"
+#endif
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeDownstream;
+using testing::GatewayProcess;
+using testing::HeaderOf;
+using testing::TempDir;
+using testing::Token;
+using ::testing::HasSubstr;
+using Reply = FakeDownstream::Reply;
+
+class RunbookTest : public ::testing::Test {
+ protected:
+  std::string Config(const std::string& db, const std::string& extra = "") {
+    return testing::BaseConfig(db) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n" +
+           extra;
+  }
+  GatewayProcess& Start(const std::string& extra = "") {
+    gateways_.push_back(std::make_unique<GatewayProcess>(Config(dir_.file("store.db"), extra), dir_,
+                                                         "gw" + std::to_string(gateways_.size())));
+    EXPECT_TRUE(gateways_.back()->Start());
+    return *gateways_.back();
+  }
+  api::ClientResult Replay(GatewayProcess& gw, const std::string& id) {
+    const json body = {{"replay_reason", "downstream recovered"}, {"requested_by", "oncall@acme"}};
+    return gw.Public("POST", "/v1/executions/" + id + "/replay", body.dump(), operator_);
+  }
+  static json Audit(const std::string& reason = "incident 42") {
+    return {{"reason", reason}, {"requested_by", "oncall@acme"}};
+  }
+  // A copy of the (stopped) store with `sql` applied, and a config that names it.
+  std::string TamperedCopy(const std::string& name, const std::string& sql) {
+    const std::string copy = dir_.file(name + ".db");
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, ("VACUUM INTO '" + copy + "'").c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+    EXPECT_EQ(sqlite3_open(copy.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    EXPECT_GT(sqlite3_changes(db), 0) << "the tampering changed nothing: " << sql;
+    sqlite3_free(err);
+    sqlite3_close(db);
+    const std::string config = dir_.file(name + ".toml");
+    std::ofstream(config) << Config(copy);
+    return config;
+  }
+  std::pair<int, std::string> Verify(const std::string& config) {
+    return testing::RunCli({"ledger", "verify", "--config", config}, dir_);
+  }
+  std::pair<int, std::string> Shell(const std::string& command) {
+    return testing::RunProgram({"/bin/sh", "-c", command}, dir_);
+  }
+
+  TempDir dir_;
+  FakeDownstream crm_;
+  std::vector<std::unique_ptr<GatewayProcess>> gateways_;
+  const std::string alice_ = Token("tenant-a");
+  const std::string bob_ = Token("tenant-b");
+  const std::string operator_ = Token("tenant-a", {"operator"}, 3600, "op-1");
+};
+
+std::string DeleteEvents(const std::string& chain, int64_t from_seq) {
+  char sk[32];
+  std::snprintf(sk, sizeof sk, "EVENT#%012lld", static_cast<long long>(from_seq));
+  return "DELETE FROM items WHERE pk = '" + chain + "' AND sk >= '" + sk + "' AND sk LIKE 'EVENT#%'";
+}
+
+// Issue item 1 (and 19.6): every way of cutting a chain's tail, on a plain execution, a replayed one
+// (REPLAY_* events after its TOOL_* event) and a day's audit chain, fails `ledger verify`; so does a
+// record whose outcome, result or tenant was edited.
+TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})"}; });
+  GatewayProcess& gw = Start();
+  const std::string plain = Body(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, alice_))["execution_id"];
+  const std::string replayed = Body(gw.Invoke("crm.y", {{"input", {{"n", 2}}}}, alice_))["execution_id"];
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(Replay(gw, replayed).status, 200);
+  for (const char* key : {"tenant-x", "tenant-y"}) {
+    json set = Audit();
+    set["scope"] = "tenant";
+    set["key"] = key;
+    ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", set.dump()).status, 200);
+  }
+  const json replayed_exec = Body(gw.Public("GET", "/v1/executions/" + replayed, "", alice_));
+  ASSERT_EQ(replayed_exec["events"].size(), 5u) << replayed_exec;  // RECEIVED, INVOKED, SUCCEEDED, 2 × REPLAY_REQUESTED
+  EXPECT_EQ(replayed_exec["events"][4]["type"], "REPLAY_REQUESTED");
+  gw.Terminate();
+
+  auto [ok_code, ok_out] = Verify(gw.config_path());
+  ASSERT_EQ(ok_code, 0) << ok_out;
+  EXPECT_THAT(ok_out, HasSubstr("1 audit days")) << ok_out;
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT pk FROM items WHERE pk LIKE 'AUDIT#%' LIMIT 1", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  const std::string day(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+
+  struct Case {
+    std::string name, sql, expected;
+  };
+  const std::string exec_plain = "EXEC#" + plain, exec_replayed = "EXEC#" + replayed;
+  const std::string record = "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + replayed + "'";
+  const std::vector<Case> cases = {
+      {"plain_last_one", DeleteEvents(exec_plain, 3), "execution " + plain + ": event 3, the last its record names"},
+      {"plain_last_two", DeleteEvents(exec_plain, 2), "execution " + plain + ": events 2..3 are missing"},
+      {"replayed_last_one", DeleteEvents(exec_replayed, 5), "execution " + replayed + ": event 5, the last"},
+      {"replayed_last_two", DeleteEvents(exec_replayed, 4), "execution " + replayed + ": events 4..5 are missing"},
+      {"replayed_all_but_one", DeleteEvents(exec_replayed, 2), "execution " + replayed + ": events 2..5 are missing"},
+      {"audit_last_one", DeleteEvents(day, 2), day + ": event 2, the last its head item names, is missing"},
+      {"audit_every_event", DeleteEvents(day, 1), day + ": every event is missing"},
+      {"audit_head", "DELETE FROM items WHERE pk = '" + day + "' AND sk = 'HEAD'", day + ": its head item"},
+      {"record_outcome", "UPDATE items SET attrs = json_set(attrs, '$.outcome', 'FAILED') WHERE " + record,
+       "its record says FAILED but event"},
+      {"record_result", "UPDATE items SET attrs = json_set(attrs, '$.result_json', '{\"ok\":false}') WHERE " + record,
+       "its record's result does not match the result_sha256"},
+      {"record_moved", "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " +
+                           record,
+       "its record's tenant_id 'tenant-b' differs from EXECUTION_RECEIVED's \"tenant-a\""},
+  };
+  for (const Case& c : cases) {
+    auto [code, out] = Verify(TamperedCopy(c.name, c.sql));
+    EXPECT_EQ(code, 1) << c.name << ": " << out;
+    EXPECT_THAT(out, HasSubstr(c.expected)) << c.name;
+  }
+}
+
+// Issue item 2: the archive verifies with the documented recipe alone (a short Python script, no
+// toolgate), and the same script catches an edited event and a removed tail.
+TEST_F(RunbookTest, TheExportVerifiesWithoutToolgateAndTheScriptCatchesEdits) {
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true,"name":"Zoë \"Z\" Ñ","ratio":0.25,"big":1e300})"}; });
+  GatewayProcess& gw = Start();
+  std::string id;
+  for (int i = 0; i < 3; ++i) id = Body(gw.Invoke("crm.x", {{"input", {{"i", i}, {"text", "tab\there ✓"}}}}, alice_))["execution_id"];
+  ASSERT_EQ(Replay(gw, id).status, 200);
+  json set = Audit("line one\nline two \"quoted\"");
+  set["scope"] = "tenant";
+  set["key"] = "tenant-x";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", set.dump()).status, 200);
+  gw.Terminate();
+
+  const std::string archive = dir_.file("ledger.jsonl");
+  auto [export_code, export_out] =
+      Shell(std::string(TOOLGATE_BINARY) + " ledger export --config " + gw.config_path() + " > " + archive);
+  ASSERT_EQ(export_code, 0) << export_out;
+  const std::string script = std::string(TOOLGATE_SOURCE_DIR) + "/scripts/verify-ledger-export.py";
+  auto [code, out] = Shell("python3 " + script + " " + archive);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("ok: 4 executions, 1 audit days")) << out;
+
+  // Tamper with the archive: one event's data edited, then the last event of a chain removed.
+  std::vector<json> lines;
+  {
+    std::ifstream in(archive);
+    for (std::string text; std::getline(in, text);) lines.push_back(json::parse(text));
+  }
+  auto write = [&](const std::string& path, const std::vector<json>& ls) {
+    std::ofstream out_file(path);
+    for (const auto& l : ls) out_file << l.dump() << "\n";
+  };
+  std::vector<json> edited = lines;
+  for (auto& l : edited) {
+    if (l["kind"] == "execution" && l["record"]["execution_id"] == id) l["events"][2]["data"]["latency_ms"] = 1;
+  }
+  write(dir_.file("edited.jsonl"), edited);
+  auto [edited_code, edited_out] = Shell("python3 " + script + " " + dir_.file("edited.jsonl"));
+  EXPECT_EQ(edited_code, 1) << edited_out;
+  EXPECT_THAT(edited_out, HasSubstr("execution " + id + ": event 3 (TOOL_SUCCEEDED) was altered"));
+
+  std::vector<json> cut = lines;
+  for (auto& l : cut) {
+    if (l["kind"] == "execution" && l["record"]["execution_id"] == id) l["events"].erase(l["events"].size() - 1);
+  }
+  write(dir_.file("cut.jsonl"), cut);
+  auto [cut_code, cut_out] = Shell("python3 " + script + " " + dir_.file("cut.jsonl"));
+  EXPECT_EQ(cut_code, 1) << cut_out;
+  EXPECT_THAT(cut_out, HasSubstr("execution " + id + ": event 4, the last its anchor names, is missing"));
+}
+
+// Issue item 3: switching off an action type switches off an unclassified tool of that name, whatever
+// action_type the caller sends (or none); the effective action type is recorded.
+TEST_F(RunbookTest, AnActionTypeSwitchCannotBeDodgedByAnUnclassifiedTool) {
+  GatewayProcess& gw = Start("[tools.\"crm.classified\"]\naction_type = \"crm.write\"\n");
+  json set = Audit();
+  set["scope"] = "action_type";
+  set["key"] = "crm.send";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", set.dump()).status, 200);
+  auto plain = gw.Invoke("crm.send", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(plain.status, 403) << plain.body;
+  EXPECT_EQ(Body(plain)["scope"], "action_type");
+  auto relabelled = gw.Invoke("crm.send", {{"input", json::object()}, {"action_type", "harmless.read"}}, alice_);
+  ASSERT_EQ(relabelled.status, 403) << relabelled.body;
+  EXPECT_EQ(crm_.total(), 0) << "a switched-off tool reached its downstream";
+
+  // The effective action type is what the ledger records: the tool name when nothing else says.
+  auto other = gw.Invoke("crm.read", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(other.status, 200) << other.body;
+  const json exec = Body(gw.Public("GET", "/v1/executions/" + Body(other)["execution_id"].get<std::string>(), "", alice_));
+  EXPECT_EQ(exec["events"][0]["data"]["action_type"], "crm.read");
+  // A classified tool keeps its class; a tenant_action switch by tool name blocks one tenant only.
+  set["scope"] = "tenant_action";
+  set["key"] = "tenant-a/crm.classified";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", set.dump()).status, 200);
+  EXPECT_EQ(gw.Invoke("crm.classified", {{"input", json::object()}}, alice_).status, 403);
+  EXPECT_EQ(gw.Invoke("crm.classified", {{"input", json::object()}}, bob_).status, 200);
+}
+
+// Issue item 4: a switch no call can match is refused with the reason, and nothing is stored.
+TEST_F(RunbookTest, KillSwitchesThatCouldNeverMatchAreRefused) {
+  GatewayProcess& gw = Start();
+  auto put = [&](const std::string& scope, const std::string& key) {
+    json set = Audit();
+    set["scope"] = scope;
+    set["key"] = key;
+    auto r = gw.Admin("PUT", "/admin/kill-switches", set.dump());
+    return std::make_pair(r.status, Body(r).value("error", std::string()));
+  };
+  EXPECT_EQ(put("connector", "nosuchconn"), std::make_pair(404, std::string("unknown_connector")));
+  EXPECT_EQ(put("action_type", "email send"), std::make_pair(400, std::string("invalid_request")));
+  EXPECT_EQ(put("action_type", "email/send"), std::make_pair(400, std::string("invalid_request")));
+  EXPECT_EQ(put("tenant", "bad tenant!"), std::make_pair(400, std::string("invalid_request")));
+  EXPECT_EQ(put("tenant_action", "tenant-a/email*"), std::make_pair(400, std::string("invalid_request")));
+  EXPECT_TRUE(Body(gw.Admin("GET", "/admin/kill-switches"))["kill_switches"].empty());
+  // Case-sensitive names (DESIGN §17.2): an uppercase action type is a valid key now.
+  EXPECT_EQ(put("action_type", "Email.Send").first, 200);
+  EXPECT_EQ(put("connector", "crm").first, 200);
+  auto [code, out] = testing::RunCli({"kill-switch", "set", "connector", "nosuchconn", "--reason", "r",
+                                      "--requested-by", "me", "--config", gw.CliConfigPath()},
+                                     dir_);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("unknown_connector"));
+}
+
+// Issue item 5: replays answered DEFERRED or BLOCKED before reaching the tool do not count toward
+// max_replays_per_execution; those that ran do.
+TEST_F(RunbookTest, ReplaysThatNeverRanDoNotUseUpTheLimit) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&](const auto&) { return healthy ? Reply{200, "{}"} : Reply{503, "{}"}; });
+  GatewayProcess& gw = Start("[replay]\nmax_replays_per_execution = 2\n");
+  const std::string id = Body(gw.Invoke("crm.x", {{"input", json::object()}}, alice_))["execution_id"];
+  json set = Audit();
+  set["scope"] = "connector";
+  set["key"] = "crm";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", set.dump()).status, 200);
+  for (int i = 0; i < 5; ++i) {
+    auto blocked = Replay(gw, id);
+    ASSERT_EQ(blocked.status, 403) << i << ": " << blocked.body;
+  }
+  ASSERT_EQ(gw.Admin("DELETE", "/admin/kill-switches/connector/crm", Audit().dump()).status, 200);
+  const int calls_before = crm_.total();
+  auto failed = Replay(gw, id);  // reaches the (still failing) downstream: counts
+  ASSERT_EQ(failed.status, 502) << failed.body;
+  healthy = true;
+  auto ran = Replay(gw, id);  // counts: the second of two
+  ASSERT_EQ(ran.status, 200) << ran.body;
+  EXPECT_EQ(crm_.total(), calls_before + 2);
+  auto over = Replay(gw, id);
+  EXPECT_EQ(over.status, 409) << over.body;
+  EXPECT_EQ(Body(over)["error"], "replay_limit_reached");
+}
+
+// Issue item 6: a Retry-After holds for the whole connector (also from a 503), and a throttled probe
+// never closes the breaker: it stays OPEN at least for the Retry-After.
+TEST_F(RunbookTest, AThrottledProbeKeepsTheBreakerOpenAndA503RetryAfterThrottles) {
+  std::atomic<int> mode{0};  // 0: 500, 1: 429 Retry-After 3, 2: 503 Retry-After 2
+  crm_.set_behavior([&](const auto&) {
+    switch (mode.load()) {
+      case 1: return Reply{429, "{}", {{"Retry-After", "3"}}};
+      case 2: return Reply{503, "{}", {{"Retry-After", "2"}}};
+      default: return Reply{500, "{}"};
+    }
+  });
+  GatewayProcess& gw = Start();
+  for (int i = 0; i < 4; ++i) gw.Invoke("crm.x", {{"input", json::object()}}, alice_);
+  auto breaker = [&] {
+    const json all = Body(gw.Admin("GET", "/admin/connectors"));
+    for (const auto& c : all["connectors"]) {
+      if (c["id"] == "crm") return c;
+    }
+    return json();
+  };
+  ASSERT_EQ(breaker()["breaker"]["state"], "OPEN") << gw.Admin("GET", "/admin/connectors").body;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));  // cooldown_s = 1, rounded up
+  mode = 1;
+  const int before = crm_.total();
+  auto probe = gw.Invoke("crm.x", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(probe.status, 503) << probe.body;
+  EXPECT_EQ(Body(probe)["reason"], "downstream_throttled");
+  EXPECT_EQ(crm_.total(), before + 1) << "the probe did not reach the downstream";
+  const json c = breaker();
+  EXPECT_EQ(c["breaker"]["state"], "OPEN") << "a throttled probe closed the breaker";
+  EXPECT_GE(c["breaker"]["cooldown_remaining_s"].get<int64_t>(), 2) << c;
+  for (int i = 0; i < 10; ++i) {
+    auto r = gw.Invoke("crm.x", {{"input", json::object()}}, alice_);
+    EXPECT_EQ(r.status, 503) << r.body;
+  }
+  EXPECT_EQ(crm_.total(), before + 1) << "calls reached the downstream inside its Retry-After";
+  auto audit = Body(gw.Admin("GET", "/admin/audit?limit=5"));
+  EXPECT_EQ(audit["events"][0]["data"]["cause"], "probe_throttled") << audit;
+
+  // A 503 with Retry-After on a healthy-looking (closed) connector throttles it the same way and is
+  // not a breaker failure.
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close",
+                     json{{"reason", "r"}, {"requested_by", "me"}, {"force", true}}.dump())
+                .status,
+            200);
+  mode = 2;
+  const int closed_before = crm_.total();
+  auto unavailable = gw.Invoke("crm.x", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(unavailable.status, 503) << unavailable.body;
+  EXPECT_EQ(Body(unavailable)["reason"], "downstream_throttled");
+  EXPECT_EQ(HeaderOf(unavailable, "retry-after"), "2");
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Body(gw.Invoke("crm.x", {{"input", json::object()}}, alice_))["reason"], "downstream_throttled");
+  EXPECT_EQ(crm_.total(), closed_before + 1);
+  EXPECT_EQ(breaker()["breaker"]["state"], "CLOSED");
+  EXPECT_GE(breaker()["throttled_remaining_s"].get<int64_t>(), 1);
+}
+
+// Issue item 7: an operator's limit can be listed and handed back to the config, audited.
+TEST_F(RunbookTest, AnOperatorLimitIsListedAndHandedBackToTheConfig) {
+  GatewayProcess& gw = Start();
+  json put = Audit("traffic spike");
+  put["max_in_flight"] = 16;
+  ASSERT_EQ(gw.Admin("PUT", "/admin/connectors/crm/limits", put.dump()).status, 200);
+  auto [list_code, list_out] = testing::RunCli({"limits", "list", "--json", "--config", gw.CliConfigPath()}, dir_);
+  ASSERT_EQ(list_code, 0) << list_out;
+  const json listed = json::parse(list_out.substr(0, list_out.rfind('}') + 1));
+  EXPECT_EQ(listed["limits"][0]["max_in_flight"], 16);
+  EXPECT_EQ(listed["limits"][0]["config_max_in_flight"], 8);
+  EXPECT_EQ(listed["limits"][0]["set_by"], "operator");
+
+  auto [reset_code, reset_out] = testing::RunCli(
+      {"limits", "reset", "crm", "--reason", "spike over", "--requested-by", "oncall@acme", "--config", gw.CliConfigPath()},
+      dir_);
+  ASSERT_EQ(reset_code, 0) << reset_out;
+  const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
+  for (const auto& c : connectors["connectors"]) {
+    EXPECT_EQ(c["max_in_flight"], 8);
+    EXPECT_EQ(c["limit_set_by_operator"], false);
+  }
+  const json audit = Body(gw.Admin("GET", "/admin/audit?limit=1"));
+  EXPECT_EQ(audit["events"][0]["type"], "LIMIT_CHANGED");
+  EXPECT_EQ(audit["events"][0]["data"]["reset_to_config"], true);
+  EXPECT_EQ(audit["events"][0]["data"]["from"], 16);
+  EXPECT_EQ(audit["events"][0]["data"]["to"], 8);
+  EXPECT_EQ(audit["events"][0]["data"]["reason"], "spike over");
+  EXPECT_EQ(gw.Admin("DELETE", "/admin/connectors/crm/limits", "{}").status, 400) << "a reset without reason";
+  // Handed back means the config owns it again: a restart with another value applies that value.
+  gw.Terminate();
+  gateways_.push_back(std::make_unique<GatewayProcess>(
+      testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+          "\"\nmax_in_flight = 5\n",
+      dir_, "again"));
+  ASSERT_TRUE(gateways_.back()->Start());
+  EXPECT_EQ(Body(gateways_.back()->Admin("GET", "/admin/connectors"))["connectors"][0]["max_in_flight"], 5);
+}
+
+}  // namespace
+}  // namespace toolgate
