@@ -5,6 +5,7 @@
 #include "gtest/gtest.h"
 #include "toolgate/clock.h"
 #include "toolgate/domain/breaker_rules.h"
+#include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/domain/ids.h"
 
 namespace toolgate {
@@ -125,6 +126,87 @@ TEST(BreakerRulesTest, StateNamesRoundTrip) {
     EXPECT_EQ(breaker::ParseState(breaker::ToString(s)), s);
   }
   EXPECT_FALSE(breaker::ParseState("closed").has_value());
+}
+
+// Every consequence of a downstream result, decided by one pure function (design §5, S5, S12, §8,
+// §17.3): a table of cases.
+TEST(DownstreamOutcomeTest, TheClassificationTable) {
+  using Kind = DownstreamResult::Kind;
+  struct Case {
+    const char* name;
+    DownstreamResult result;
+    bool body_is_json;
+    const char* outcome;
+    const char* reason;
+    int http_status;
+    BreakerEffect breaker;
+    IntentEffect intent;
+    std::optional<int64_t> retry_after_s;
+    bool throttles;
+    bool counts_for_slo;
+    bool error_bad;
+  };
+  const DownstreamResult ok{Kind::kResponse, 200, "{}", std::nullopt, 20};
+  auto with = [](DownstreamResult r, int status, std::optional<int64_t> retry_after) {
+    r.status = status;
+    r.retry_after_s = retry_after;
+    return r;
+  };
+  const std::vector<Case> cases = {
+      {"2xx json", ok, true, "SUCCEEDED", "", 200, BreakerEffect::kSuccess, IntentEffect::kSucceeded, {}, false, true, false},
+      {"2xx unreadable", ok, false, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kUnknown, {}, false, true, true},
+      {"400", with(ok, 400, {}), true, "FAILED", "downstream_rejected", 502, BreakerEffect::kSuccess, IntentEffect::kFailed, {}, false, true, false},
+      {"429 no Retry-After", with(ok, 429, {}), true, "DEFERRED", "downstream_throttled", 503, BreakerEffect::kThrottled, IntentEffect::kRelease, 1, false, true, false},
+      {"429 Retry-After 7", with(ok, 429, 7), true, "DEFERRED", "downstream_throttled", 503, BreakerEffect::kThrottled, IntentEffect::kRelease, 7, true, true, false},
+      {"429 Retry-After huge", with(ok, 429, 999999), true, "DEFERRED", "downstream_throttled", 503, BreakerEffect::kThrottled, IntentEffect::kRelease, breaker::kMaxThrottleS, true, true, false},
+      {"503 Retry-After 2", with(ok, 503, 2), true, "DEFERRED", "downstream_throttled", 503, BreakerEffect::kThrottled, IntentEffect::kRelease, 2, true, true, false},
+      {"503 bare", with(ok, 503, {}), true, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      {"500", with(ok, 500, {}), true, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      {"timeout", {Kind::kTimeout, 0, "", {}, 1000}, false, "FAILED", "timeout", 504, BreakerEffect::kFailure, IntentEffect::kUnknown, {}, false, true, true},
+      {"connect failed", {Kind::kConnectFailed, 0, "", {}, 1}, false, "FAILED", "connection_failed", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      {"connection lost", {Kind::kConnectionLost, 0, "", {}, 5}, false, "FAILED", "connection_lost", 502, BreakerEffect::kFailure, IntentEffect::kUnknown, {}, false, true, true},
+      {"too large", {Kind::kResponseInvalid, 0, "", {}, 5}, false, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kUnknown, {}, false, true, true},
+      {"local EMFILE", {Kind::kLocalResource, 0, "", {}, 0}, false, "DEFERRED", "gateway_overloaded", 503, BreakerEffect::kNone, IntentEffect::kRelease, 1, false, false, false},
+  };
+  breaker::Config config;
+  for (const Case& c : cases) {
+    const Classification k = ClassifyDownstream(c.result, c.body_is_json, config, 1000);
+    EXPECT_EQ(k.outcome, c.outcome) << c.name;
+    EXPECT_EQ(k.reason, c.reason) << c.name;
+    EXPECT_EQ(k.http_status, c.http_status) << c.name;
+    EXPECT_EQ(k.breaker, c.breaker) << c.name;
+    EXPECT_EQ(k.intent, c.intent) << c.name;
+    EXPECT_EQ(k.retry_after_s, c.retry_after_s) << c.name;
+    EXPECT_EQ(k.throttles_connector, c.throttles) << c.name;
+    EXPECT_EQ(k.counts_for_slo, c.counts_for_slo) << c.name;
+    EXPECT_EQ(k.error_bad, c.error_bad) << c.name;
+  }
+  // A slow success is a breaker failure when slow_call_ms says so, and slow for the latency SLI.
+  config.slow_call_ms = 10;
+  const Classification slow = ClassifyDownstream(ok, true, config, 15);
+  EXPECT_EQ(slow.breaker, BreakerEffect::kFailure);
+  EXPECT_TRUE(slow.latency_bad);
+  EXPECT_FALSE(slow.error_bad);
+}
+
+// A Retry-After holds the connector whatever the state, except where the breaker already defers
+// longer (its cooldown) or an operator forced it open.
+TEST(BreakerRulesTest, AThrottledConnectorDefersEveryCallAndEveryProbe) {
+  const int64_t now_ms = 1'700'000'000'500;
+  breaker::Config config;
+  Snapshot s;
+  s.throttled_until_epoch_sec = now_ms / 1000 + 3;
+  const PermissionPlan closed = breaker::PlanPermission(s, config, now_ms);
+  EXPECT_EQ(closed.step, PermissionPlan::Step::kDefer);
+  EXPECT_EQ(closed.reason, DeferReason::kDownstreamThrottled);
+  EXPECT_EQ(closed.retry_after_ms, 2500);
+  s.state = State::kOpen;
+  s.open_until_epoch_sec = now_ms / 1000;  // cooldown over: the probe would run, but not while throttled
+  EXPECT_EQ(breaker::PlanPermission(s, config, now_ms).reason, DeferReason::kDownstreamThrottled);
+  s.throttled_until_epoch_sec = now_ms / 1000;  // over
+  EXPECT_EQ(breaker::PlanPermission(s, config, now_ms).step, PermissionPlan::Step::kClaimProbe);
+  EXPECT_EQ(breaker::ThrottledUntil(now_ms, 7), now_ms / 1000 + 1 + 7);
+  EXPECT_EQ(breaker::ThrottledUntil(now_ms, 0), now_ms / 1000 + 1 + 1);
 }
 
 }  // namespace

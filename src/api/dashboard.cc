@@ -130,6 +130,9 @@ function renderConnectors(connectors, slos, series) {
       breaker.append(el("div", { class: "small" }, b.cooldown_remaining_s > 0 ? `cooldown ${b.cooldown_remaining_s} s left` : "probe allowed"));
     }
     if (b.half_open_probe_in_flight) breaker.append(el("div", { class: "small" }, "probe in flight"));
+    if (c.throttled_remaining_s > 0) {
+      breaker.append(el("div", { class: "small", "data-testid": "throttled-" + c.id }, `throttled by the downstream: ${c.throttled_remaining_s} s left`));
+    }
     const full = c.in_flight >= c.max_in_flight;
     const bar = el("div", { class: "bar" + (full ? " full" : "") }, el("div", { style: `width:${Math.min(100, (100 * c.in_flight) / Math.max(1, c.max_in_flight))}%` }));
     const points = (series.connectors || {})[c.id] || [];

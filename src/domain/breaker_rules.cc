@@ -14,6 +14,7 @@ std::string_view ToString(DeferReason reason) {
     case DeferReason::kIntentInProgress: return "intent_in_progress";
     case DeferReason::kDownstreamThrottled: return "downstream_throttled";
     case DeferReason::kStoreUnavailable: return "store_unavailable";
+    case DeferReason::kGatewayOverloaded: return "gateway_overloaded";
   }
   return "unknown";
 }

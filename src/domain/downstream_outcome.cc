@@ -38,7 +38,8 @@ Classification FromResponse(const DownstreamResult& r, bool body_is_json, const 
   }
   // 429 (any method), or 503 with a Retry-After: the request was not processed; the connector waits.
   if (r.status == 429 || (r.status == 503 && r.retry_after_s)) {
-    Classification c = Deferred("downstream_throttled", r.retry_after_s.value_or(1), BreakerEffect::kThrottled);
+    Classification c = Deferred(std::string(ToString(DeferReason::kDownstreamThrottled)), r.retry_after_s.value_or(1),
+                                BreakerEffect::kThrottled);
     c.throttles_connector = r.retry_after_s.has_value();
     return c;
   }
@@ -64,7 +65,7 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
     case Kind::kResponseInvalid: c = Failed("downstream_error", IntentEffect::kUnknown); break;
     case Kind::kLocalResource:
       // Nothing was sent and nothing was learnt about the downstream (DESIGN §17.3).
-      c = Deferred("gateway_overloaded", 1, BreakerEffect::kNone);
+      c = Deferred(std::string(ToString(DeferReason::kGatewayOverloaded)), 1, BreakerEffect::kNone);
       c.counts_for_slo = false;
       return c;
   }

@@ -12,6 +12,7 @@ enum class DeferReason {
   kIntentInProgress,
   kDownstreamThrottled,
   kStoreUnavailable,
+  kGatewayOverloaded,  // this host ran out of descriptors, buffers or memory (never the connector's fault)
 };
 
 std::string_view ToString(DeferReason reason);
