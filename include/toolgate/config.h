@@ -8,7 +8,7 @@
 #include "absl/status/statusor.h"
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/domain/ids.h"  // IsValidToolName: config keys use the name alphabet
-#include "toolgate/services/connector_concurrency_service.h"
+#include "toolgate/domain/concurrency_rules.h"
 
 namespace toolgate {
 

@@ -180,13 +180,6 @@ std::string SignHs256(const std::string& claims_json, const std::string& secret)
   return signing_input + "." + Base64UrlEncode(HmacSha256(signing_input, secret));
 }
 
-bool Principal::HasRole(std::string_view role) const {
-  for (const auto& r : roles) {
-    if (r == role) return true;
-  }
-  return false;
-}
-
 JwtVerifier::JwtVerifier(Options options, const Clock& clock) : options_(std::move(options)), clock_(clock) {}
 JwtVerifier::~JwtVerifier() = default;
 

@@ -22,8 +22,8 @@ constexpr char kHolders[] = "holders";
 constexpr char kLimitSource[] = "limit_source";  // "config" or "operator"
 constexpr char kFromConfig[] = "config";
 constexpr char kFromOperator[] = "operator";
-constexpr int kMaxLimit = 100000;
-constexpr int kMaxShards = 64;
+constexpr int kMaxLimit = kMaxInFlightLimit;
+constexpr int kMaxShards = kMaxConcurrencyShards;
 
 AttributePath Attr(const char* name) { return AttributePath::Top(name); }
 
@@ -74,23 +74,6 @@ void Add(ConcurrencySnapshot& total, const ConcurrencySnapshot& part) {
 }
 
 }  // namespace
-
-absl::Status Validate(const ConcurrencyConfig& c) {
-  if (c.max_in_flight < 1 || c.max_in_flight > kMaxLimit) {
-    return absl::InvalidArgumentError(absl::StrCat("max_in_flight must be in 1..", kMaxLimit));
-  }
-  if (c.lease_ttl_s < 1) return absl::InvalidArgumentError("lease_ttl_s must be at least 1");
-  if (c.max_clock_skew_s < 0 || c.max_clock_skew_s > 300) {
-    return absl::InvalidArgumentError("max_clock_skew_s must be in 0..300");
-  }
-  if (c.shards < 1 || c.shards > kMaxShards) {
-    return absl::InvalidArgumentError(absl::StrCat("concurrency_shards must be in 1..", kMaxShards));
-  }
-  if (c.shards > c.max_in_flight) {
-    return absl::InvalidArgumentError("concurrency_shards must not exceed max_in_flight (each shard holds a slot)");
-  }
-  return absl::OkStatus();
-}
 
 ConnectorConcurrencyService::ConnectorConcurrencyService(store::ItemStore& store, const Clock& clock)
     : store_(store), clock_(clock) {}

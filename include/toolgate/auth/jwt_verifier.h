@@ -6,19 +6,13 @@
 #include <string_view>
 #include <vector>
 
+#include "toolgate/domain/principal.h"
 #include "absl/status/statusor.h"
 #include "toolgate/clock.h"
 
 namespace toolgate::auth {
 
-// Who is calling, from a verified token. The only source of tenant and account (S11).
-struct Principal {
-  std::string subject;     // `sub`
-  std::string tenant_id;   // `custom:tenant_id`
-  std::string account_id;  // `custom:account_id`, may be empty
-  std::vector<std::string> roles;
-  bool HasRole(std::string_view role) const;
-};
+using Principal = ::toolgate::Principal;  // the domain's, filled from a verified token
 
 // Verifies JWTs (design §7): RS256 and ES256 against public keys from a JWKS file (`kid` picks the
 // key; the file is re-read when it changes), HS256 against a shared secret (development). The token's

@@ -5,9 +5,9 @@
 #include <string>
 #include <variant>
 
-#include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/domain/principal.h"
 #include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/services/circuit_breaker_service.h"
@@ -34,7 +34,7 @@ struct ReplayContext {
 };
 
 struct InvokeRequest {
-  auth::Principal principal;
+  Principal principal;
   std::string tool_name;
   std::string input_json;       // canonical JSON of the request's `input`
   std::string idempotency_key;  // empty: the execution's own id is the intent key

@@ -4,22 +4,12 @@
 #include <string>
 #include <string_view>
 
+#include "toolgate/domain/concurrency_rules.h"
 #include "absl/status/statusor.h"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
 namespace toolgate {
-
-// One connector's in-flight limit settings.
-struct ConcurrencyConfig {
-  int max_in_flight = 16;    // slots summed over every thread, process and host (S6); 1..100000
-  int lease_ttl_s = 35;      // a slot whose holder vanished comes back after this (S7)
-  int max_clock_skew_s = 5;  // how far ahead another host's clock may run (S7)
-  int shards = 1;            // items the semaphore is split over (`concurrency_shards`); 1..64, <= max_in_flight
-};
-
-// kInvalidArgument naming the first bad field.
-absl::Status Validate(const ConcurrencyConfig& config);
 
 // A held slot. Give it back with ConnectorConcurrencyService::Release.
 struct SlotLease {

@@ -1,0 +1,310 @@
+#include "api/admin_routes.h"
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/use_awaitable.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "api/api_support.h"
+#include "api/views.h"
+#include "spdlog/spdlog.h"
+#include "toolgate/domain/ids.h"
+#include "api/dashboard.h"
+
+namespace toolgate::api {
+
+struct AdminRoutes::Impl {
+  explicit Impl(GatewayContext& g)
+      : config(g.config), clock(g.clock), engine(g.engine), pool(g.pool), downstream_pool(g.downstream_pool),
+        verifier(g.verifier), admin_token(g.admin_token), recent(g.recent), in_flight(g.in_flight),
+        draining(g.draining) {}
+
+  asio::awaitable<HttpResponse> Handle(HttpRequest req) {
+    // The dashboard page holds no data (it reads the routes below, which need the token), so a
+    // browser can load it and then ask for the token.
+    if (req.path == "/" && req.method == "GET") {
+      co_return HttpResponse{200, std::string(kDashboardHtml), "text/html; charset=utf-8",
+                             {{"Cache-Control", "no-store"},
+                              {"Content-Security-Policy",
+                               "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                               "connect-src 'self'; img-src data:"}}};
+    }
+    if (!admin_token.empty()) {
+      auto token = BearerToken(req);
+      if (!token || token->size() != admin_token.size() ||
+          CRYPTO_memcmp_shim(token->data(), admin_token.data(), admin_token.size()) != 0) {
+        co_return Error(401, "unauthenticated", "the admin listener needs its bearer token");
+      }
+    }
+    if (req.path == "/metrics" && req.method == "GET") {
+      co_await RunBlocking(pool, [this] {
+        for (const auto& [id, c] : config.connectors) {
+          if (auto b = engine.breakers().Read(id); b.ok()) engine.metrics().BreakerState(id, b->state);
+          if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
+            engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
+          }
+        }
+        return 0;
+      });
+      co_return HttpResponse{200, engine.metrics().Serialize(), "text/plain; version=0.0.4", {}};
+    }
+    if (req.path == "/admin/connectors" && req.method == "GET") {
+      co_return co_await RunBlocking(pool, [this] { return Connectors(); });
+    }
+    if (req.path == "/admin/slo" && req.method == "GET") co_return Json(200, SloSnapshotJson(engine.slo_evaluator().Snapshot()));
+    if (req.path == "/admin/series" && req.method == "GET") co_return Json(200, SeriesJson(engine.slo_evaluator().Snapshot()));
+    if (req.path == "/admin/audit" && req.method == "GET") co_return co_await RunBlocking(pool, [&] { return Audit(req); });
+    if (req.path == "/admin/kill-switches") {
+      if (req.method == "GET") co_return co_await RunBlocking(pool, [this] { return ListKillSwitches(); });
+      if (req.method == "PUT") co_return co_await RunBlocking(pool, [&] { return SetKillSwitch(req); });
+      co_return Error(405, "method_not_allowed", "use GET or PUT");
+    }
+    constexpr std::string_view kKill = "/admin/kill-switches/";
+    if (req.path.rfind(kKill, 0) == 0) {
+      if (req.method != "DELETE") co_return Error(405, "method_not_allowed", "use DELETE");
+      co_return co_await RunBlocking(pool, [&] { return ClearKillSwitch(req, req.path.substr(kKill.size())); });
+    }
+    constexpr std::string_view kConn = "/admin/connectors/";
+    if (req.path.rfind(kConn, 0) == 0) {
+      const std::string rest = req.path.substr(kConn.size());
+      const auto slash = rest.find('/');
+      const std::string id = rest.substr(0, slash);
+      const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+      auto it = config.connectors.find(id);
+      if (it == config.connectors.end()) co_return Error(404, "unknown_connector", "no such connector");
+      const ConnectorConfig& c = it->second;
+      ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/true);
+      if (parsed.error) co_return *parsed.error;
+      const json& body = parsed.value;
+      if (action == "breaker/close" && req.method == "POST") co_return co_await CloseBreaker(c, body);
+      if (action == "breaker/open" && req.method == "POST") co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
+      if (action == "limits" && req.method == "PUT") co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
+      if (action == "limits" && req.method == "DELETE") {
+        co_return co_await RunBlocking(pool, [&] { return ResetLimits(c, body); });
+      }
+      co_return Error(404, "not_found", "no such route");
+    }
+    co_return Error(404, "not_found", "no such route");
+  }
+
+  static int CRYPTO_memcmp_shim(const char* a, const char* b, size_t n) {
+    unsigned char diff = 0;
+    for (size_t i = 0; i < n; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+    return diff;
+  }
+
+  HttpResponse Connectors() {
+    const SloSnapshot snapshot = engine.slo_evaluator().Snapshot();
+    json list = json::array();
+    const int64_t now_ms = clock.now_epoch_ms();
+    for (const auto& [id, c] : config.connectors) {
+      auto b = engine.breakers().Read(id);
+      auto s = engine.slots().Read(id, c.concurrency);
+      if (!b.ok() || !s.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+      engine.metrics().BreakerState(id, b->state);
+      json recent_calls = recent.Summary(id, now_ms);
+      list.push_back({{"id", id},
+                      {"base_url", c.base_url},
+                      {"breaker",
+                       {{"state", std::string(breaker::ToString(b->state))},
+                        {"open_until_epoch_sec", b->open_until_epoch_sec},
+                        {"cooldown_remaining_s", std::max<int64_t>(0, b->open_until_epoch_sec - now_ms / 1000)},
+                        {"half_open_probe_in_flight", b->half_open_probe_in_flight},
+                        {"generation", b->generation},
+                        {"window_failures", b->window_failures}}},
+                      {"throttled_until_epoch_sec", b->throttled_until_epoch_sec},
+                      {"throttled_remaining_s", std::max<int64_t>(0, b->throttled_until_epoch_sec - now_ms / 1000)},
+                      {"in_flight", s->in_flight},
+                      {"max_in_flight", s->max_in_flight},
+                      {"config_max_in_flight", c.concurrency.max_in_flight},
+                      {"limit_set_by_operator", s->limit_set_by_operator},
+                      {"error_ratio_5m", recent_calls["error_ratio"]},
+                      {"latency_ms_5m", recent_calls["latency"]},
+                      {"calls_5m_this_instance", recent_calls["calls"]},
+                      {"slo", ConnectorSloJson(snapshot, id)}});
+    }
+    return Json(200, {{"connectors", list}});
+  }
+
+
+  HttpResponse Audit(const HttpRequest& req) {
+    int limit = 100;
+    std::optional<int64_t> since;
+    if (auto it = req.query.find("limit"); it != req.query.end()) {
+      if (it->second.empty() || it->second.size() > 4 || it->second.find_first_not_of("0123456789") != std::string::npos ||
+          std::stoi(it->second) < 1 || std::stoi(it->second) > 1000) {
+        return Error(400, "invalid_request", "limit must be 1..1000");
+      }
+      limit = std::stoi(it->second);
+    }
+    if (auto it = req.query.find("since"); it != req.query.end()) {
+      if (it->second.empty() || it->second.size() > 15 || it->second.find_first_not_of("0123456789") != std::string::npos) {
+        return Error(400, "invalid_request", "since is epoch milliseconds");
+      }
+      since = std::stoll(it->second);
+    }
+    auto events = engine.ledger().ReadAudit(limit, since);
+    if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+    json list = json::array();
+    for (const auto& e : *events) list.push_back(EventJson(e));
+    return Json(200, {{"events", list}});
+  }
+
+  static std::string Actor(const json& body) { return "operator:" + body["requested_by"].get<std::string>(); }
+
+  HttpResponse Audited(std::string_view type, const json& body, json data, HttpResponse answer) {
+    data["reason"] = body["reason"];
+    data["requested_by"] = body["requested_by"];
+    if (auto e = engine.ledger().Audit(type, Actor(body), Dump(data)); !e.ok()) {
+      spdlog::error("audit {} not written: {}", std::string(type), e.status().ToString());
+      return Error(503, "store_unavailable", "the change was made but its audit event could not be written");
+    }
+    return answer;
+  }
+
+  HttpResponse ListKillSwitches() {
+    auto list = engine.kill_switches().List();
+    if (!list.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+    json out = json::array();
+    for (const auto& k : *list) {
+      out.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
+    }
+    return Json(200, {{"kill_switches", out}});
+  }
+
+  HttpResponse SetKillSwitch(const HttpRequest& req) {
+    ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/false);
+    if (parsed.error) return *parsed.error;
+    const json& body = parsed.value;
+    if (auto bad = CheckAudit(body)) return *bad;
+    if (!body.contains("scope") || !body["scope"].is_string() || !body.contains("key") || !body["key"].is_string()) {
+      return Error(400, "invalid_request", "scope and key are required strings");
+    }
+    KillSwitch k{body["scope"], body["key"], body["reason"], body["requested_by"], Actor(body), ""};
+    if (absl::Status s = KillSwitchService::ValidateSwitch(k.scope, k.key); !s.ok()) {
+      return Error(400, "invalid_request", std::string(s.message()));
+    }
+    // A switch that can never match is refused, as `breaker close` refuses an unknown connector.
+    if (k.scope == "connector" && !config.connectors.count(k.key)) {
+      return Error(404, "unknown_connector", absl::StrCat("no connector '", k.key, "' is configured"));
+    }
+    auto set = engine.kill_switches().Set(k);
+    if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    const json state = {{"scope", set->scope}, {"key", set->key}, {"reason", set->reason},
+                        {"requested_by", set->requested_by}, {"at", set->at}};
+    return Audited("KILL_SWITCH_SET", body, {{"scope", k.scope}, {"key", k.key}}, Json(200, state));
+  }
+
+  HttpResponse ClearKillSwitch(const HttpRequest& req, const std::string& scope_and_key) {
+    const auto slash = scope_and_key.find('/');
+    if (slash == std::string::npos) return Error(404, "not_found", "use /admin/kill-switches/{scope}/{key}");
+    const std::string scope = scope_and_key.substr(0, slash), key = scope_and_key.substr(slash + 1);
+    ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/true);
+    if (parsed.error) return *parsed.error;
+    const json& body = parsed.value;
+    if (auto bad = CheckAudit(body)) return *bad;
+    if (absl::Status s = KillSwitchService::ValidateSwitch(scope, key); !s.ok()) {
+      return Error(400, "invalid_request", std::string(s.message()));
+    }
+    auto cleared = engine.kill_switches().Clear(scope, key);
+    if (!cleared.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!*cleared) return Error(404, "not_found", "no such kill switch");
+    return Audited("KILL_SWITCH_CLEARED", body, {{"scope", scope}, {"key", key}},
+                   Json(200, {{"scope", scope}, {"key", key}, {"cleared", true}}));
+  }
+
+
+  asio::awaitable<HttpResponse> CloseBreaker(const ConnectorConfig& c, const json& body) {
+    if (auto bad = CheckAudit(body)) co_return *bad;
+    const bool force = body.contains("force") && body["force"].is_boolean() && body["force"].get<bool>();
+    json health = {{"checked", false}};
+    if (!force) {
+      // Never close blind: the connector's health endpoint must answer 2xx first.
+      ClientRequest check;
+      check.address = c.address;
+      check.target = c.path_prefix + c.health_path;
+      check.timeout = std::chrono::milliseconds(std::min(c.timeout_ms, 5000));
+      auto check_op = AsyncHttpCall(std::move(check));
+      ClientResult r = co_await std::move(check_op);
+      health = {{"checked", true}, {"status", r.status}, {"error", r.error}};
+      if (!r.ok || r.status < 200 || r.status >= 300) {
+        co_return Json(409, {{"error", "connector_unhealthy"},
+                             {"message", "the connector's health check failed; fix it or pass force: true"},
+                             {"health", health}});
+      }
+    }
+    co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
+      auto closed = engine.breakers().ManualClose(c.id, c.breaker);
+      if (!closed.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+      engine.metrics().BreakerState(c.id, closed->state);
+      return Audited("CIRCUIT_MANUALLY_CLOSED", body, {{"connector_id", c.id}, {"force", force}, {"health", health}},
+                     Json(200, {{"id", c.id}, {"breaker", BreakerJson(*closed)}}));
+    });
+  }
+
+  HttpResponse OpenBreaker(const ConnectorConfig& c, const json& body) {
+    if (auto bad = CheckAudit(body)) return *bad;
+    auto opened = engine.breakers().ForceOpen(c.id, c.breaker);
+    if (!opened.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    engine.metrics().BreakerState(c.id, opened->state);
+    return Audited("CIRCUIT_FORCED_OPEN", body, {{"connector_id", c.id}},
+                   Json(200, {{"id", c.id}, {"breaker", BreakerJson(*opened)}}));
+  }
+
+  HttpResponse SetLimits(const ConnectorConfig& c, const json& body) {
+    if (auto bad = CheckAudit(body)) return *bad;
+    if (!body.contains("max_in_flight") || !body["max_in_flight"].is_number_integer() ||
+        body["max_in_flight"].get<int64_t>() < 1 || body["max_in_flight"].get<int64_t>() > 100000) {
+      return Error(400, "invalid_request", "max_in_flight must be an integer in 1..100000");
+    }
+    auto before = engine.slots().Read(c.id, c.concurrency);
+    if (body["max_in_flight"].get<int64_t>() < c.concurrency.shards) {
+      return Error(400, "invalid_request", "max_in_flight must be at least the connector's concurrency_shards (" +
+                                               std::to_string(c.concurrency.shards) + ")");
+    }
+    auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()), c.concurrency.shards);
+    if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    return Audited("LIMIT_CHANGED", body,
+                   {{"connector_id", c.id},
+                    {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
+                    {"to", set->max_in_flight}},
+                   Json(200, {{"id", c.id}, {"in_flight", set->in_flight}, {"max_in_flight", set->max_in_flight}}));
+  }
+
+  // DELETE /admin/connectors/{id}/limits: the config's limit again, audited as a LIMIT_CHANGED.
+  HttpResponse ResetLimits(const ConnectorConfig& c, const json& body) {
+    if (auto bad = CheckAudit(body)) return *bad;
+    auto before = engine.slots().Read(c.id, c.concurrency);
+    auto reset = engine.slots().ResetLimit(c.id, c.concurrency);
+    if (!reset.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    return Audited("LIMIT_CHANGED", body,
+                   {{"connector_id", c.id},
+                    {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
+                    {"to", reset->max_in_flight},
+                    {"reset_to_config", true}},
+                   Json(200, {{"id", c.id},
+                              {"in_flight", reset->in_flight},
+                              {"max_in_flight", reset->max_in_flight},
+                              {"limit_set_by_operator", false}}));
+  }
+
+  const Config& config;
+  const Clock& clock;
+  Engine& engine;
+  asio::thread_pool& pool;
+  ConnectionPool& downstream_pool;
+  auth::JwtVerifier& verifier;
+  const std::string& admin_token;
+  RecentCalls& recent;
+  std::atomic<int>& in_flight;
+  std::atomic<bool>& draining;
+};
+
+AdminRoutes::AdminRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}
+AdminRoutes::~AdminRoutes() = default;
+asio::awaitable<HttpResponse> AdminRoutes::Handle(HttpRequest request) {
+  auto op = impl_->Handle(std::move(request));
+  co_return co_await std::move(op);
+}
+
+}  // namespace toolgate::api

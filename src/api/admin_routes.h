@@ -1,0 +1,23 @@
+#pragma once
+
+#include <memory>
+
+#include "api/gateway_context.h"
+#include "api/http.h"
+
+namespace toolgate::api {
+
+// The admin listener's routes (design §6): the dashboard, /metrics, connectors, breakers, limits, kill
+// switches, SLOs and the audit. Every change is audited with its reason and requester.
+class AdminRoutes {
+ public:
+  explicit AdminRoutes(GatewayContext& context);
+  ~AdminRoutes();
+  asio::awaitable<HttpResponse> Handle(HttpRequest request);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace toolgate::api

@@ -1,0 +1,64 @@
+#include "api/api_support.h"
+
+#include "absl/strings/str_cat.h"
+#include "api/json_limits.h"
+
+namespace toolgate::api {
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+HttpResponse Json(int status, const json& body) { return {status, Dump(body), "application/json", {}}; }
+
+HttpResponse Error(int status, std::string_view code, std::string_view message) {
+  return {status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}};
+}
+
+ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
+  ParsedBody out;
+  if (body.empty() && empty_is_object) {
+    out.value = json::object();
+    return out;
+  }
+  if (!JsonDepthWithin(body, kMaxJsonDepth)) {
+    out.error = Error(400, "invalid_json", absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
+    return out;
+  }
+  out.value = json::parse(body, nullptr, false);
+  if (out.value.is_discarded()) {
+    out.error = Error(400, "invalid_json", "the body is not valid JSON");
+  } else if (!out.value.is_object()) {
+    out.error = Error(400, "invalid_request", "the body must be a JSON object");
+  }
+  return out;
+}
+
+bool IsLoopback(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+std::optional<std::string> BearerToken(const HttpRequest& req) {
+  const std::string h = req.Header("authorization");
+  constexpr std::string_view kPrefix = "Bearer ";
+  if (h.size() <= kPrefix.size() || h.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
+  return h.substr(kPrefix.size());
+}
+
+bool HasTenantFields(const HttpRequest& req, const json* body) {
+  for (const char* f : {"tenant_id", "account_id"}) {
+    if (req.query.count(f)) return true;
+    if (body && body->is_object() && body->contains(f)) return true;
+  }
+  return false;
+}
+
+std::optional<HttpResponse> CheckAudit(const json& body) {
+  for (auto [field, max] : {std::pair{"reason", 1000}, std::pair{"requested_by", 200}}) {
+    if (!body.contains(field) || !body[field].is_string() || body[field].get<std::string>().empty() ||
+        body[field].get<std::string>().size() > static_cast<size_t>(max)) {
+      return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace toolgate::api

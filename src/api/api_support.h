@@ -1,0 +1,60 @@
+#pragma once
+
+// What every route of the api layer shares: JSON answers and errors, the one body parser (depth and
+// shape checked), running blocking store work off the event loop, and the request checks that apply
+// to every route (bearer token, tenant fields, audit fields).
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "api/http.h"
+#include "nlohmann/json.hpp"
+
+namespace toolgate::api {
+
+using json = nlohmann::json;
+
+// Compact JSON; invalid UTF-8 is replaced, never thrown.
+std::string Dump(const json& j);
+HttpResponse Json(int status, const json& body);
+// A JSON error body {"error": code, "message": message}.
+HttpResponse Error(int status, std::string_view code, std::string_view message);
+
+// A request body as a JSON object: the one parser every route uses. Nesting is checked before
+// parsing (JsonDepthWithin); an empty body is `{}` when `empty_is_object`. Otherwise the error to
+// answer: 400 invalid_json (not JSON, too deep) or invalid_request (not an object).
+struct ParsedBody {
+  json value;
+  std::optional<HttpResponse> error;
+};
+ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object);
+
+// The body of RunBlocking. `f` is a coroutine parameter so that it lives in the coroutine frame (a
+// lambda coroutine's captures would die with the lambda object before the pool runs it).
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> CallOnPool(F f) {
+  co_return f();
+}
+
+// Runs blocking work (store calls) on the pool and resumes the caller with its result.
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> RunBlocking(asio::thread_pool& pool, F f) {
+  co_return co_await asio::co_spawn(pool, CallOnPool(std::move(f)), asio::use_awaitable);
+}
+
+bool IsLoopback(const std::string& host);
+// The token of `Authorization: Bearer <token>`, or nullopt.
+std::optional<std::string> BearerToken(const HttpRequest& req);
+// True when the query (or the body, if given) carries tenant_id or account_id (S11: refused).
+bool HasTenantFields(const HttpRequest& req, const json* body);
+// Required admin change fields: reason (1..1000) and requested_by (1..200); the error to answer.
+std::optional<HttpResponse> CheckAudit(const json& body);
+
+}  // namespace toolgate::api

@@ -1,0 +1,270 @@
+#include "api/public_routes.h"
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/use_awaitable.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "api/api_support.h"
+#include "api/views.h"
+#include "spdlog/spdlog.h"
+#include "toolgate/domain/ids.h"
+
+namespace toolgate::api {
+
+struct PublicRoutes::Impl {
+  explicit Impl(GatewayContext& g)
+      : config(g.config), clock(g.clock), engine(g.engine), pool(g.pool), downstream_pool(g.downstream_pool),
+        verifier(g.verifier), admin_token(g.admin_token), recent(g.recent), in_flight(g.in_flight),
+        draining(g.draining) {}
+
+  asio::awaitable<HttpResponse> Handle(HttpRequest req) {
+    if (req.path == "/healthz" && req.method == "GET") co_return Json(200, {{"status", "ok"}});
+    if (req.path == "/readyz" && req.method == "GET") {
+      const bool ready = co_await RunBlocking(pool, [this] { return engine.store().Get({"HEALTH", "READYZ"}).ok(); });
+      if (draining) co_return Json(503, {{"status", "draining"}});
+      co_return ready ? Json(200, {{"status", "ready"}}) : Json(503, {{"status", "store_unavailable"}});
+    }
+    if (req.path.rfind("/v1/", 0) != 0) co_return Error(404, "not_found", "no such route");
+
+    auto token = BearerToken(req);
+    if (!token) co_return Error(401, "unauthenticated", "an Authorization: Bearer token is required");
+    absl::StatusOr<auth::Principal> principal = verifier.Verify(*token);
+    if (!principal.ok()) co_return Error(401, "unauthenticated", std::string(principal.status().message()));
+    if (HasTenantFields(req, nullptr)) {
+      co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
+    }
+
+    // /v1/tools/{tool}/invoke
+    constexpr std::string_view kTools = "/v1/tools/";
+    constexpr std::string_view kInvoke = "/invoke";
+    if (req.path.rfind(kTools, 0) == 0 && req.path.size() > kTools.size() + kInvoke.size() &&
+        req.path.compare(req.path.size() - kInvoke.size(), kInvoke.size(), kInvoke) == 0) {
+      if (req.method != "POST") co_return Error(405, "method_not_allowed", "use POST");
+      const std::string tool = req.path.substr(kTools.size(), req.path.size() - kTools.size() - kInvoke.size());
+      auto invoke_op = Invoke(std::move(req), *principal, tool);
+      co_return co_await std::move(invoke_op);
+    }
+    constexpr std::string_view kExec = "/v1/executions";
+    if (req.path == kExec && req.method == "GET") co_return co_await ListExecutions(req, *principal);
+    if (req.path.rfind(std::string(kExec) + "/", 0) == 0) {
+      std::string rest = req.path.substr(kExec.size() + 1);
+      if (rest.size() > 7 && rest.compare(rest.size() - 7, 7, "/replay") == 0) {
+        if (req.method != "POST") co_return Error(405, "method_not_allowed", "use POST");
+        const std::string original = rest.substr(0, rest.size() - 7);
+        auto replay_op = Replay(std::move(req), *principal, original);
+        co_return co_await std::move(replay_op);
+      }
+      if (req.method != "GET") co_return Error(405, "method_not_allowed", "use GET");
+      co_return co_await GetExecution(rest, *principal);
+    }
+    co_return Error(404, "not_found", "no such route");
+  }
+
+  asio::awaitable<HttpResponse> Invoke(HttpRequest req, const auth::Principal& principal, const std::string& tool) {
+    if (!IsValidToolName(tool)) co_return Error(400, "invalid_tool_name", "tool names are [A-Za-z0-9_.-]{1,200}");
+    ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/false);
+    if (parsed.error) co_return *parsed.error;
+    const json& body = parsed.value;
+    if (HasTenantFields(req, &body)) {
+      co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
+    }
+    if (!body.contains("input") || !body["input"].is_object()) {
+      co_return Error(400, "invalid_request", "\"input\" is required and must be a JSON object");
+    }
+    InvokeRequest ir;
+    ir.principal = principal;
+    ir.tool_name = tool;
+    ir.input_json = Dump(body["input"]);
+    if (body.contains("idempotency_key")) {
+      const json& k = body["idempotency_key"];
+      if (!k.is_string() || k.get<std::string>().empty() || k.get<std::string>().size() > 255) {
+        co_return Error(400, "invalid_request", "idempotency_key must be a string of 1..255 characters");
+      }
+      ir.idempotency_key = k.get<std::string>();
+      for (char c : ir.idempotency_key) {
+        if (c < 0x21 || c > 0x7e) co_return Error(400, "invalid_request", "idempotency_key must be printable ASCII");
+      }
+    }
+    if (body.contains("action_type")) {
+      const json& a = body["action_type"];
+      if (!a.is_string() || !IsValidToolName(a.get<std::string>())) {
+        co_return Error(400, "invalid_request", "action_type must match [A-Za-z0-9_.-]{1,200}");
+      }
+      ir.action_type = a.get<std::string>();
+    }
+    auto execute_op = Execute(std::move(ir));
+    co_return co_await std::move(execute_op);
+  }
+
+  // POST /v1/executions/{id}/replay (design S12): operator or admin; `force` is admin only.
+  asio::awaitable<HttpResponse> Replay(HttpRequest req, const auth::Principal& principal, const std::string& id) {
+    ParsedBody body = ParseJsonObject(req.body, /*empty_is_object=*/true);
+    if (body.error) co_return *body.error;
+    if (HasTenantFields(req, &body.value)) {
+      co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
+    }
+    const json& b = body.value;
+    for (auto [field, max] : {std::pair{"replay_reason", 1000}, std::pair{"requested_by", 200}}) {
+      if (!b.contains(field) || !b[field].is_string() || b[field].get<std::string>().empty() ||
+          b[field].get<std::string>().size() > static_cast<size_t>(max)) {
+        co_return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
+      }
+    }
+    if (b.contains("force") && !b["force"].is_boolean()) co_return Error(400, "invalid_request", "force must be a boolean");
+    ReplayOrder order{principal, id, b["replay_reason"], b["requested_by"], b.value("force", false)};
+    auto prepared = co_await RunBlocking(pool, [&] { return engine.replayer().Prepare(order); });
+    if (auto* refusal = std::get_if<InvokeResponse>(&prepared)) co_return ToHttp(std::move(*refusal));
+    InvokeRequest ir = std::move(std::get<InvokeRequest>(prepared));
+    bool reached_tool = false;
+    auto execute_op = Execute(ir, &reached_tool);
+    HttpResponse answer = co_await std::move(execute_op);
+    if (!reached_tool) {
+      co_await RunBlocking(pool, [&] {
+        engine.replayer().Finish(ir, reached_tool);
+        return 0;
+      });
+    }
+    co_return answer;
+  }
+
+
+  // Admission, the downstream call and the outcome of a validated invocation or replay.
+  // `reached_tool` (optional) tells whether its ledger has TOOL_INVOKED or REPLAY_DEDUPED.
+  asio::awaitable<HttpResponse> Execute(InvokeRequest ir, bool* reached_tool = nullptr) {
+    if (draining) co_return Error(503, "shutting_down", "toolgate is shutting down; retry on another instance");
+
+    ++in_flight;
+    struct Done {
+      std::atomic<int>& n;
+      ~Done() { --n; }
+    } done{in_flight};
+    auto admit = [this, &ir] { return engine.invoker().Admit(ir); };
+    auto admitted = co_await RunBlocking(pool, admit);
+    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) {
+      if (reached_tool != nullptr) *reached_tool = answer->reached_tool;
+      co_return ToHttp(std::move(*answer));
+    }
+    if (reached_tool != nullptr) *reached_tool = true;  // TOOL_INVOKED is durable from here on
+    std::unique_ptr<ToolInvoker::Ticket> ticket = std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted));
+    const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
+    ClientRequest call;
+    call.address = ds.connector->address;
+    call.method = "POST";
+    call.target = ds.path;
+    call.headers = {{"Content-Type", "application/json"},
+                    {"Idempotency-Key", ds.idempotency_key},
+                    {"X-Toolgate-Execution-Id", ds.execution_id},
+                    {"X-Toolgate-Tenant-Id", ds.tenant_id}};
+    call.body = ds.body;
+    call.timeout = std::chrono::milliseconds(ds.connector->timeout_ms);
+    call.max_response_bytes = ds.connector->max_response_bytes;
+    const std::string connector_id = ds.connector->id;
+    const auto start = clock.now_monotonic();
+    auto call_op = AsyncHttpCall(std::move(call), &downstream_pool);
+    ClientResult r = co_await std::move(call_op);
+    DownstreamResult result;
+    result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic() - start).count();
+    if (r.ok) {
+      result.kind = DownstreamResult::Kind::kResponse;
+      result.status = r.status;
+      result.body = std::move(r.body);
+      for (const auto& [k, v] : r.headers) {
+        if (k == "retry-after" && !v.empty() && v.size() < 8 && v.find_first_not_of("0123456789") == std::string::npos) {
+          result.retry_after_s = std::stoll(v);
+        }
+      }
+    } else if (r.timed_out) {
+      result.kind = DownstreamResult::Kind::kTimeout;
+    } else if (r.too_large) {
+      result.kind = DownstreamResult::Kind::kResponseInvalid;
+    } else if (!r.connected) {
+      result.kind = DownstreamResult::Kind::kConnectFailed;
+    } else {
+      result.kind = DownstreamResult::Kind::kConnectionLost;
+    }
+    const bool error = !r.ok || r.status >= 500;
+    recent.Add(connector_id, clock.now_epoch_ms(), result.latency_ms, error);
+    // Named, with only reference captures: g++ 12 mishandles non-trivial temporaries inside co_await.
+    auto complete = [this, &ticket, &result] { return engine.invoker().Complete(std::move(ticket), result); };
+    InvokeResponse answer = co_await RunBlocking(pool, complete);
+    co_return ToHttp(std::move(answer));
+  }
+
+  static HttpResponse ToHttp(InvokeResponse r) {
+    HttpResponse h{r.http_status, std::move(r.body_json), "application/json", {}};
+    if (r.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*r.retry_after_s));
+    return h;
+  }
+
+
+  asio::awaitable<HttpResponse> GetExecution(const std::string& id, const auth::Principal& principal) {
+    if (!LooksLikeUuid(id)) co_return Error(404, "not_found", "execution not found");
+    co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
+      auto rec = engine.executions().Get(principal.tenant_id, id);
+      if (!rec.ok()) {
+        if (rec.status().code() == absl::StatusCode::kNotFound) return Error(404, "not_found", "execution not found");
+        return Error(503, "store_unavailable", "the store cannot be read right now");
+      }
+      auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
+      if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+      json j = ExecutionJson(*rec);
+      j["events"] = json::array();
+      j["replays"] = json::array();
+      for (const auto& e : *events) {
+        j["events"].push_back(EventJson(e));
+        if (e.type == "REPLAY_REQUESTED") j["replays"].push_back(j["events"].back()["data"]["execution_id"]);
+      }
+      if (rec->outcome == "SUCCEEDED") j["result"] = json::parse(rec->result_json, nullptr, false);
+      return Json(200, j);
+    });
+  }
+
+  asio::awaitable<HttpResponse> ListExecutions(const HttpRequest& req, const auth::Principal& principal) {
+    ExecutionStore::ListFilter f;
+    auto q = [&](const char* k) -> std::string {
+      auto it = req.query.find(k);
+      return it == req.query.end() ? "" : it->second;
+    };
+    f.tool = q("tool");
+    f.outcome = q("outcome");
+    if (const std::string limit = q("limit"); !limit.empty()) {
+      if (limit.size() > 3 || limit.find_first_not_of("0123456789") != std::string::npos || std::stoi(limit) < 1 ||
+          std::stoi(limit) > 200) {
+        co_return Error(400, "invalid_request", "limit must be 1..200");
+      }
+      f.limit = std::stoi(limit);
+    }
+    if (const std::string after = q("after"); !after.empty()) {
+      if (!LooksLikeUuid(after)) co_return Error(400, "invalid_request", "after must be a cursor from a previous page");
+      f.after = after;
+    }
+    co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
+      auto page = engine.executions().List(principal.tenant_id, f);
+      if (!page.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+      json list = json::array();
+      for (const auto& r : page->executions) list.push_back(ExecutionJson(r));
+      return Json(200, {{"executions", list}, {"next", page->next ? json(*page->next) : json(nullptr)}});
+    });
+  }
+
+  const Config& config;
+  const Clock& clock;
+  Engine& engine;
+  asio::thread_pool& pool;
+  ConnectionPool& downstream_pool;
+  auth::JwtVerifier& verifier;
+  const std::string& admin_token;
+  RecentCalls& recent;
+  std::atomic<int>& in_flight;
+  std::atomic<bool>& draining;
+};
+
+PublicRoutes::PublicRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}
+PublicRoutes::~PublicRoutes() = default;
+asio::awaitable<HttpResponse> PublicRoutes::Handle(HttpRequest request) {
+  auto op = impl_->Handle(std::move(request));
+  co_return co_await std::move(op);
+}
+
+}  // namespace toolgate::api

@@ -1,0 +1,59 @@
+#include "toolgate/engine/engine.h"
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/domain/ids.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+Engine::Engine(const Config& config, const Clock& clock, Options options)
+    : config_(config), clock_(clock), options_(std::move(options)) {
+  instance_id_ = options_.instance_id.empty() ? NewUuidV7(clock_) : options_.instance_id;
+}
+
+Engine::~Engine() = default;
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const Config& config, const Clock& clock, Options options) {
+  std::unique_ptr<Engine> engine(new Engine(config, clock, std::move(options)));
+  ASSIGN_OR_RETURN(engine->owned_store_, OpenConfiguredStore(config.store, clock, engine->options_.store));
+  engine->Build(*engine->owned_store_);
+  return engine;
+}
+
+std::unique_ptr<Engine> Engine::Over(store::ItemStore& store, const Config& config, const Clock& clock,
+                                     Options options) {
+  std::unique_ptr<Engine> engine(new Engine(config, clock, std::move(options)));
+  engine->Build(store);
+  return engine;
+}
+
+void Engine::Build(store::ItemStore& base) {
+  const Config& c = config_;
+  base_ = &base;
+  metered_ = std::make_unique<MeteredItemStore>(base, clock_, metrics_);
+  store::ItemStore& st = *metered_;
+  breakers_ = std::make_unique<CircuitBreakerService>(st, clock_, instance_id_, &auditor_, c.server.breaker_cache_ms);
+  slots_ = std::make_unique<ConnectorConcurrencyService>(st, clock_);
+  kill_switches_ = std::make_unique<KillSwitchService>(st, clock_, c.kill_switch_refresh_ms);
+  ledger_ = std::make_unique<Ledger>(st, clock_, LedgerRetention{c.ledger.retention_s, c.ledger.deferred_retention_s});
+  auditor_.set_ledger(ledger_.get());
+  executions_ = std::make_unique<ExecutionStore>(st, clock_);
+  intents_ = std::make_unique<IntentStore>(st, clock_, c.idempotency_retention_h);
+  slo_counters_ = std::make_unique<SloCounters>(st, clock_);
+  slo_evaluator_ = std::make_unique<SloEvaluator>(c, *slo_counters_, *ledger_, metrics_, clock_, options_.alarm_notifier);
+  invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
+                                                                 *ledger_, *executions_, *intents_, metrics_,
+                                                                 slo_counters_.get()});
+  replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution);
+}
+
+absl::Status Engine::PrepareConnectors() {
+  for (const auto& [id, c] : config_.connectors) {
+    if (absl::Status s = slots_->EnsureConnector(id, c.concurrency); !s.ok()) {
+      return absl::UnavailableError(absl::StrCat("store: cannot set up connector ", id, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace toolgate

@@ -1,0 +1,100 @@
+#include "toolgate/engine/replayer.h"
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "toolgate/domain/ids.h"
+
+namespace toolgate {
+
+using json = nlohmann::json;
+
+namespace {
+
+InvokeResponse Refusal(int status, std::string_view code, std::string_view message) {
+  return InvokeResponse{status, ErrorJson(code, message), {}};
+}
+
+// The replay's context: what it knows of the original and of any replay of it that succeeded.
+ReplayContext ContextOf(const ExecutionRecord& original, const ReplayOrder& order) {
+  ReplayContext replay;
+  replay.original_id = original.execution_id;
+  replay.original_intent_key = original.intent_key;
+  replay.original_outcome = original.outcome;
+  replay.original_result_json = original.result_json;
+  replay.succeeded_in = original.execution_id;
+  if (original.outcome != "SUCCEEDED" && !original.replay_succeeded_in.empty()) {
+    replay.original_outcome = "SUCCEEDED";  // an earlier replay succeeded
+    replay.original_result_json = original.replay_result_json;
+    replay.succeeded_in = original.replay_succeeded_in;
+  }
+  replay.reason = order.reason;
+  replay.requested_by = order.requested_by;
+  replay.force = order.force;
+  return replay;
+}
+
+}  // namespace
+
+Replayer::Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays)
+    : executions_(executions), ledger_(ledger), metrics_(metrics), clock_(clock), max_replays_(max_replays) {}
+
+std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder& order) {
+  const Principal& who = order.principal;
+  if (!who.HasRole("operator") && !who.HasRole("admin")) {
+    return Refusal(403, "forbidden", "replay needs the operator or admin role");
+  }
+  if (order.force && !who.HasRole("admin")) return Refusal(403, "forbidden", "force needs the admin role");
+  if (!LooksLikeUuid(order.original_id)) return Refusal(404, "not_found", "execution not found");
+
+  absl::StatusOr<ExecutionRecord> original = executions_.Get(who.tenant_id, order.original_id);
+  if (original.ok() && !original->replay_of.empty()) {
+    original = executions_.Get(who.tenant_id, original->replay_of);  // a replay's replay: of its original
+  }
+  if (!original.ok()) {
+    return absl::IsNotFound(original.status()) ? Refusal(404, "not_found", "execution not found")
+                                               : Refusal(503, "store_unavailable", "the store cannot be read right now");
+  }
+  if (original->input_json.empty()) {
+    return Refusal(409, "not_replayable", "this execution's input was not kept, so it cannot be replayed");
+  }
+  if (original->outcome == "IN_PROGRESS") {
+    return Refusal(409, "execution_in_progress", "this execution has not finished yet; replay it once it has an outcome");
+  }
+  absl::StatusOr<bool> reserved = executions_.ReserveReplay(who.tenant_id, original->execution_id, max_replays_);
+  if (!reserved.ok()) return Refusal(503, "store_unavailable", "the store cannot be written right now");
+  if (!*reserved) {
+    metrics_.Replay("refused");
+    return Refusal(409, "replay_limit_reached", absl::StrCat("this execution already has ", max_replays_, " replays"));
+  }
+
+  InvokeRequest ir;
+  ir.execution_id = NewUuidV7(clock_);
+  ir.principal = who;
+  ir.tool_name = original->tool_name;
+  ir.input_json = original->input_json;
+  ir.action_type = original->action_type;
+  ir.replay = ContextOf(*original, order);
+  // Said on the original's chain (and its anchor) before the replay runs.
+  Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
+  const json requested = {{"execution_id", ir.execution_id}, {"replay_reason", order.reason},
+                          {"requested_by", order.requested_by}, {"sub", who.subject}, {"force", order.force}};
+  const std::string actor = who.subject.empty() ? "tenant:" + who.tenant_id : who.subject;
+  if (auto e = ledger_.Append(Ledger::ExecutionChain(original->execution_id), tail, "REPLAY_REQUESTED", actor,
+                              requested.dump(-1, ' ', false, json::error_handler_t::replace),
+                              Ledger::ExecutionAnchor(who.tenant_id, original->execution_id));
+      !e.ok()) {
+    Finish(ir, /*reached_tool=*/false);
+    return Refusal(503, "store_unavailable", "the store cannot be written right now");
+  }
+  return ir;
+}
+
+void Replayer::Finish(const InvokeRequest& replay, bool reached_tool) {
+  if (reached_tool || !replay.replay) return;
+  if (absl::Status s = executions_.ReleaseReplay(replay.principal.tenant_id, replay.replay->original_id); !s.ok()) {
+    spdlog::warn("replay of {}: reservation not given back: {}", replay.replay->original_id, s.ToString());
+  }
+}
+
+}  // namespace toolgate
