@@ -1,44 +1,49 @@
 #pragma once
 
-// The invocation path as the gateway wires it — ToolInvoker over the real services — on a store and
-// clock a test chooses, for tests that hand in the downstream's answer themselves.
+// The invocation path exactly as the gateway wires it (Engine::Over: the real services over a
+// metered store), on a store and clock a test chooses, for tests that hand in the downstream's
+// answer themselves.
 
+#include <memory>
 #include <string>
 #include <utility>
 
 #include "toolgate/config.h"
-#include "toolgate/engine/metrics.h"
-#include "toolgate/engine/tool_invoker.h"
-#include "toolgate/services/circuit_breaker_service.h"
-#include "toolgate/services/connector_concurrency_service.h"
-#include "toolgate/services/execution_store.h"
-#include "toolgate/services/intent_store.h"
-#include "toolgate/services/kill_switch_service.h"
-#include "toolgate/services/ledger.h"
+#include "toolgate/engine/engine.h"
 
 namespace toolgate::testing {
 
 struct InvokerStack {
   InvokerStack(store::ItemStore& store, const Clock& clock, Config c)
-      : config(std::move(c)),
-        breakers(store, clock, "test-instance"),
-        slots(store, clock),
-        kill_switches(store, clock, 200),
-        ledger(store, clock, LedgerRetention{config.ledger.retention_s, config.ledger.deferred_retention_s}),
-        executions(store, clock),
-        intents(store, clock, config.idempotency_retention_h),
-        invoker(ToolInvoker::Services{store, clock, config, breakers, slots, kill_switches, ledger, executions, intents,
-                                      metrics}) {}
+      : engine(Engine::Over(store, Unhurried(std::move(c)), clock, EngineOptions{"test-instance", nullptr, {}})),
+        config(engine->config()),
+        metrics(engine->metrics()),
+        breakers(engine->breakers()),
+        slots(engine->slots()),
+        kill_switches(engine->kill_switches()),
+        ledger(engine->ledger()),
+        executions(engine->executions()),
+        intents(engine->intents()),
+        invoker(engine->invoker()) {}
 
-  Config config;
-  Metrics metrics;
-  CircuitBreakerService breakers;
-  ConnectorConcurrencyService slots;
-  KillSwitchService kill_switches;
-  Ledger ledger;
-  ExecutionStore executions;
-  IntentStore intents;
-  ToolInvoker invoker;
+  // Tests read the store right after writing it: no breaker answered from memory, kill switches
+  // re-read every 200 ms of the test's clock.
+  static Config Unhurried(Config c) {
+    c.server.breaker_cache_ms = 0;
+    c.kill_switch_refresh_ms = 200;
+    return c;
+  }
+
+  std::unique_ptr<Engine> engine;
+  const Config& config;
+  Metrics& metrics;
+  CircuitBreakerService& breakers;
+  ConnectorConcurrencyService& slots;
+  KillSwitchService& kill_switches;
+  Ledger& ledger;
+  ExecutionStore& executions;
+  IntentStore& intents;
+  ToolInvoker& invoker;
 };
 
 }  // namespace toolgate::testing

@@ -1,0 +1,59 @@
+#pragma once
+
+// The operator CLI's shared pieces (design §11): exit codes, the config, the admin listener client,
+// the store opened for reading, and one Register function per command group.
+// Exit codes: 0 ok, 1 refused or check failed (the message says why), 2 usage.
+
+#include <utility>
+
+#include <memory>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "toolgate/clock.h"
+#include "toolgate/config.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate::cli {
+
+using json = nlohmann::json;
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitRefused = 1;
+inline constexpr int kExitUsage = 2;
+
+// Prints "toolgate: <msg>" to stderr; returns kExitRefused.
+int Fail(const std::string& msg);
+
+// What every command shares: the --config path, the config read once, and the command's exit code.
+struct Cli {
+  std::string config_path;
+  int exit_code = kExitUsage;
+  // The config --config names (default: the built-in one); nullptr after printing why it failed.
+  const Config* config();
+
+ private:
+  std::optional<absl::StatusOr<Config>> loaded_;
+};
+
+// Calls the admin listener named in the config; the JSON answer, or an error saying why.
+struct AdminClient {
+  const Config& config;
+  absl::StatusOr<json> Call(const std::string& method, const std::string& target, const json& body = nullptr);
+};
+
+// Prints the JSON (indented) or the error; the exit code.
+int PrintOr(absl::StatusOr<json> r);
+
+// The configured store, opened for reading (SQLite read-only; DynamoDB as configured).
+absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config& config, const Clock& clock);
+
+// Command groups. Each adds its subcommands to `app`; the chosen one sets cli.exit_code when it runs.
+void RegisterServeCommands(CLI::App& app, Cli& cli);     // serve, version, dev-token
+void RegisterOperatorCommands(CLI::App& app, Cli& cli);  // status, breaker, kill-switch, limits, replay, slo
+void RegisterLedgerCommands(CLI::App& app, Cli& cli);    // ledger show | verify | export
+void RegisterStoreCommands(CLI::App& app, Cli& cli);     // store check | init
+
+}  // namespace toolgate::cli

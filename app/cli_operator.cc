@@ -1,0 +1,248 @@
+// The operator commands that go through the admin listener (status, breaker, kill-switch, limits,
+// slo) and `replay`, which goes through the public API with an operator's token.
+
+#include <cstdio>
+
+#include "api/http.h"
+#include "app/cli.h"
+#include "toolgate/engine/slo_rules.h"
+
+namespace toolgate::cli {
+
+namespace {
+
+// `toolgate slo status`: one line per connector and SLO.
+int PrintSloStatus(const json& doc) {
+  std::printf("evaluated at %s%s\n", doc.value("evaluated_at", json("never")).is_string() ? doc["evaluated_at"].get<std::string>().c_str() : "never",
+              doc["error"].is_string() ? (" (last evaluation failed: " + doc["error"].get<std::string>() + ")").c_str() : "");
+  std::printf("%-20s %-16s %8s %9s %8s %8s %8s %8s  %s\n", "CONNECTOR", "SLO", "TARGET", "BUDGET", "BURN 5m", "1h", "6h", "3d", "FIRING");
+  for (const auto& s : doc["slos"]) {
+    std::string firing;
+    for (const auto& a : s["alarms"]) {
+      if (a.value("firing", false)) firing += (firing.empty() ? "" : ", ") + a["severity"].get<std::string>() + " " + a["tier"].get<std::string>();
+    }
+    const auto& b = s["burn_rates"];
+    std::printf("%-20s %-16s %7.3f%% %8.1f%% %8.2f %8.2f %8.2f %8.2f  %s\n", s["connector"].get<std::string>().c_str(),
+                s["slo"].get<std::string>().c_str(), 100 * s["target"].get<double>(), 100 * s["error_budget_remaining"].get<double>(),
+                b["5m"].get<double>(), b["1h"].get<double>(), b["6h"].get<double>(), b["3d"].get<double>(),
+                firing.empty() ? "-" : firing.c_str());
+  }
+  return kExitOk;
+}
+
+int LimitsList(AdminClient& admin, bool as_json) {
+  auto r = admin.Call("GET", "/admin/connectors");
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  json out = json::array();
+  for (const auto& c : (*r)["connectors"]) {
+    out.push_back({{"connector", c["id"]},
+                   {"max_in_flight", c["max_in_flight"]},
+                   {"config_max_in_flight", c.value("config_max_in_flight", json(nullptr))},
+                   {"set_by", c.value("limit_set_by_operator", false) ? "operator" : "config"},
+                   {"in_flight", c["in_flight"]}});
+  }
+  if (as_json) {
+    std::printf("%s\n", json{{"limits", out}}.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("%-20s %8s %8s %-9s %9s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT");
+  for (const auto& l : out) {
+    std::printf("%-20s %8s %8s %-9s %9s\n", l["connector"].get<std::string>().c_str(), l["max_in_flight"].dump().c_str(),
+                l["config_max_in_flight"].dump().c_str(), l["set_by"].get<std::string>().c_str(),
+                l["in_flight"].dump().c_str());
+  }
+  return kExitOk;
+}
+
+int Status(const Config& config) {
+  AdminClient admin{config};
+  auto r = admin.Call("GET", "/admin/connectors");
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  std::printf("%-20s %-12s %10s %10s %14s %12s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED", "IN FLIGHT",
+              "ERRORS 5m");
+  for (const auto& c : (*r)["connectors"]) {
+    const json& b = c["breaker"];
+    const std::string errors = c["error_ratio_5m"].is_number()
+                                   ? std::to_string(static_cast<int>(c["error_ratio_5m"].get<double>() * 100)) + "%"
+                                   : "-";
+    std::printf("%-20s %-12s %9llds %9llds %7lld / %-5lld %12s\n", c["id"].get<std::string>().c_str(),
+                b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
+                static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})),
+                static_cast<long long>(c["in_flight"].get<int64_t>()),
+                static_cast<long long>(c["max_in_flight"].get<int64_t>()), errors.c_str());
+  }
+  return kExitOk;
+}
+
+std::string ConnectorPath(const std::string& connector, const std::string& action) {
+  return "/admin/connectors/" + api::PercentEncode(connector) + "/" + action;
+}
+
+// What the operator commands parse. Shared by their callbacks; lives as long as the CLI::App.
+struct OperatorOptions {
+  std::string connector, reason, requested_by, scope, key, execution_id, token;
+  bool force = false;
+  bool as_json = false;
+  int max_in_flight = 0;
+  json Audit() const { return {{"reason", reason}, {"requested_by", requested_by}}; }
+};
+
+// --reason and --requested-by, required on every change (audited).
+void AuditOptions(CLI::App* c, OperatorOptions& o) {
+  c->add_option("--reason", o.reason, "why (audited)")->required();
+  c->add_option("--requested-by", o.requested_by, "who asked (audited)")->required();
+}
+
+// Runs `f(admin)` with the admin client of the config; its exit code.
+template <typename F>
+void WithAdmin(Cli& cli, F f) {
+  if (const Config* c = cli.config()) {
+    AdminClient admin{*c};
+    cli.exit_code = f(admin);
+  }
+}
+
+void RegisterBreaker(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
+  auto* breaker = app.add_subcommand("breaker", "open or close a connector's breaker");
+  breaker->require_subcommand(1);
+  auto* close = breaker->add_subcommand("close", "close after a health check (--force skips it)");
+  auto* open = breaker->add_subcommand("open", "force the breaker open until closed by hand");
+  for (auto* c : {close, open}) {
+    c->add_option("connector", o->connector, "connector id")->required();
+    AuditOptions(c, *o);
+  }
+  close->add_flag("--force", o->force, "close without the health check");
+  close->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      json body = o->Audit();
+      body["force"] = o->force;
+      return PrintOr(admin.Call("POST", ConnectorPath(o->connector, "breaker/close"), body));
+    });
+  });
+  open->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      return PrintOr(admin.Call("POST", ConnectorPath(o->connector, "breaker/open"), o->Audit()));
+    });
+  });
+}
+
+void RegisterKillSwitch(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
+  auto* kill = app.add_subcommand("kill-switch", "stop execution for a scope");
+  kill->require_subcommand(1);
+  auto* set = kill->add_subcommand("set", "set a kill switch");
+  auto* clear = kill->add_subcommand("clear", "clear a kill switch");
+  auto* list = kill->add_subcommand("list", "list kill switches");
+  for (auto* c : {set, clear}) {
+    c->add_option("scope", o->scope, "global | connector | tenant | action_type | tenant_action")->required();
+    c->add_option("key", o->key, "'*' for global; tenant/action_type for tenant_action")->required();
+    AuditOptions(c, *o);
+  }
+  set->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      json body = o->Audit();
+      body["scope"] = o->scope;
+      body["key"] = o->key;
+      return PrintOr(admin.Call("PUT", "/admin/kill-switches", body));
+    });
+  });
+  clear->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      std::string path = "/admin/kill-switches/" + api::PercentEncode(o->scope) + "/";
+      for (char c : o->key) path += c == '/' ? std::string("/") : api::PercentEncode(std::string(1, c));
+      return PrintOr(admin.Call("DELETE", path, o->Audit()));
+    });
+  });
+  list->callback([&cli] { WithAdmin(cli, [](AdminClient& admin) { return PrintOr(admin.Call("GET", "/admin/kill-switches")); }); });
+}
+
+void RegisterLimits(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
+  auto* limits = app.add_subcommand("limits", "connector concurrency limits");
+  limits->require_subcommand(1);
+  auto* set = limits->add_subcommand("set", "set a connector's max_in_flight");
+  set->add_option("connector", o->connector)->required();
+  set->add_option("max_in_flight", o->max_in_flight)->required()->check(CLI::Range(1, 100000));
+  AuditOptions(set, *o);
+  set->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      json body = o->Audit();
+      body["max_in_flight"] = o->max_in_flight;
+      return PrintOr(admin.Call("PUT", ConnectorPath(o->connector, "limits"), body));
+    });
+  });
+  auto* reset = limits->add_subcommand("reset", "hand a connector's limit back to the config");
+  reset->add_option("connector", o->connector)->required();
+  AuditOptions(reset, *o);
+  reset->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      return PrintOr(admin.Call("DELETE", ConnectorPath(o->connector, "limits"), o->Audit()));
+    });
+  });
+  auto* list = limits->add_subcommand("list", "every connector's limit, its config value and who set it");
+  list->add_flag("--json", o->as_json, "print the admin listener's JSON");
+  list->callback([&cli, o] { WithAdmin(cli, [&](AdminClient& admin) { return LimitsList(admin, o->as_json); }); });
+}
+
+void RegisterSlo(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
+  auto* slo = app.add_subcommand("slo", "SLO burn rates, error budgets and alarms");
+  slo->require_subcommand(1);
+  auto* status = slo->add_subcommand("status", "every connector's SLOs as the fleet evaluates them (admin listener)");
+  status->add_flag("--json", o->as_json, "print the /admin/slo document");
+  status->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      auto doc = admin.Call("GET", "/admin/slo");
+      if (!doc.ok() || o->as_json) return PrintOr(std::move(doc));
+      return PrintSloStatus(*doc);
+    });
+  });
+  auto* rules = slo->add_subcommand("rules", "Prometheus recording and alerting rules equivalent to the built-in alarms");
+  rules->callback([&cli] {
+    if (const Config* c = cli.config()) {
+      std::printf("%s", PrometheusSloRules(*c).c_str());
+      cli.exit_code = kExitOk;
+    }
+  });
+}
+
+// `replay` goes through the public API: the tenant is the token's (S11).
+int Replay(const Config& config, const OperatorOptions& o) {
+  api::ClientRequest r;
+  r.address = config.server.listen;
+  if (r.address.host == "0.0.0.0") r.address.host = "127.0.0.1";
+  r.method = "POST";
+  r.target = "/v1/executions/" + api::PercentEncode(o.execution_id) + "/replay";
+  r.body = json{{"replay_reason", o.reason}, {"requested_by", o.requested_by}, {"force", o.force}}.dump();
+  r.headers = {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + o.token}};
+  r.timeout = std::chrono::seconds(660);
+  api::ClientResult res = api::HttpCall(r);
+  if (!res.ok) return Fail("cannot reach the public listener at " + r.address.ToString() + " (" + res.error + ")");
+  std::printf("%s\n", res.body.c_str());
+  return res.status == 200 ? kExitOk : kExitRefused;
+}
+
+void RegisterReplay(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
+  auto* replay = app.add_subcommand("replay", "replay an execution (public API, with an operator's token)");
+  replay->add_option("execution_id", o->execution_id)->required();
+  replay->add_option("--reason", o->reason, "replay_reason (audited)")->required();
+  replay->add_option("--requested-by", o->requested_by, "who asked (audited)")->required();
+  replay->add_option("--token", o->token, "a JWT of the execution's tenant with the operator or admin role")->required();
+  replay->add_flag("--force", o->force, "re-execute even if the intent already succeeded (admin role)");
+  replay->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = Replay(*c, *o);
+  });
+}
+
+}  // namespace
+
+void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
+  auto o = std::make_shared<OperatorOptions>();
+  app.add_subcommand("status", "connectors, breakers and in-flight calls (admin listener)")->callback([&cli] {
+    if (const Config* c = cli.config()) cli.exit_code = Status(*c);
+  });
+  RegisterBreaker(app, cli, o);
+  RegisterKillSwitch(app, cli, o);
+  RegisterLimits(app, cli, o);
+  RegisterReplay(app, cli, o);
+  RegisterSlo(app, cli, o);
+}
+
+}  // namespace toolgate::cli

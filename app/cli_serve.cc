@@ -1,0 +1,69 @@
+// `toolgate serve`, `version`, and `dev-token` (an HS256 token for development).
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "api/gateway.h"
+#include "app/cli.h"
+#include "spdlog/spdlog.h"
+#include "toolgate/auth/jwt_verifier.h"
+
+namespace toolgate::cli {
+
+namespace {
+
+int Serve(const Config& config) {
+  SystemClock clock;
+  auto gateway = api::Gateway::Create(config, clock);
+  if (!gateway.ok()) return Fail(std::string(gateway.status().message()));
+  if (absl::Status s = (*gateway)->Start(); !s.ok()) return Fail(std::string(s.message()));
+  spdlog::info("toolgate serving ({}; store {} {})", config.source, config.store.backend, config.store.path);
+  std::printf("toolgate: public API  http://%s:%d/v1\n", config.server.listen.host.c_str(), (*gateway)->public_port());
+  std::printf("toolgate: admin       http://%s:%d/ (dashboard; metrics at /metrics)\n", config.admin.listen.host.c_str(),
+              (*gateway)->admin_port());
+  std::fflush(stdout);
+  (*gateway)->Run();
+  return kExitOk;
+}
+
+struct DevTokenOptions {
+  std::string tenant, account, subject = "dev-user";
+  std::vector<std::string> roles;
+  int ttl_s = 3600;
+};
+
+int DevToken(const Config& config, const DevTokenOptions& o) {
+  const char* secret = std::getenv(config.auth.hs256_secret_env.c_str());
+  if (secret == nullptr || *secret == '\0') return Fail("$" + config.auth.hs256_secret_env + " is not set");
+  SystemClock clock;
+  json claims = {{"sub", o.subject}, {"custom:tenant_id", o.tenant}, {"exp", clock.now_epoch_sec() + o.ttl_s},
+                 {"iat", clock.now_epoch_sec()}};
+  if (!o.account.empty()) claims["custom:account_id"] = o.account;
+  if (!o.roles.empty()) claims["custom:roles"] = o.roles;
+  std::printf("%s\n", auth::SignHs256(claims.dump(), secret).c_str());
+  return kExitOk;
+}
+
+}  // namespace
+
+void RegisterServeCommands(CLI::App& app, Cli& cli) {
+  app.add_subcommand("serve", "run the gateway")->callback([&cli] {
+    if (const Config* c = cli.config()) cli.exit_code = Serve(*c);
+  });
+  app.add_subcommand("version", "print the version")->callback([&cli] {
+    std::printf("toolgate 0.1.0\n");
+    cli.exit_code = kExitOk;
+  });
+  auto o = std::make_shared<DevTokenOptions>();
+  auto* dev_token = app.add_subcommand("dev-token", "print an HS256 token signed with the configured secret (development)");
+  dev_token->add_option("--tenant", o->tenant, "custom:tenant_id")->required();
+  dev_token->add_option("--account", o->account, "custom:account_id");
+  dev_token->add_option("--sub", o->subject, "sub");
+  dev_token->add_option("--role", o->roles, "role (repeatable): operator, admin");
+  dev_token->add_option("--ttl", o->ttl_s, "seconds until exp")->check(CLI::Range(1, 7 * 86400));
+  dev_token->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = DevToken(*c, *o);
+  });
+}
+
+}  // namespace toolgate::cli
