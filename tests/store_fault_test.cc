@@ -127,6 +127,22 @@ TEST_F(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
   EXPECT_FALSE(rec2->unguarded) << "guarded again once the store is back";
 }
 
+// S10 applies to store trouble only: a malformed request (kInvalidArgument — a bug, not an outage)
+// never makes a call run without its breaker and slot, even with on_store_error = allow.
+TEST_F(StoreFaultTest, ABugIsNotStoreTroubleAllowDoesNotRunTheCallUnguarded) {
+  Build("allow");
+  faulty_.FailWhere(IsConnectorItem, absl::InvalidArgumentError("injected: malformed update"));
+  auto [r, called] = Invoke(200);
+  EXPECT_FALSE(called) << "a call ran unguarded because of a bug";
+  EXPECT_EQ(r.http_status, 503) << r.body_json;
+  EXPECT_EQ(json::parse(r.body_json)["reason"], "store_unavailable");
+  // The same fault as an outage (kUnavailable) is what `allow` is for.
+  faulty_.FailWhere(IsConnectorItem);
+  auto [allowed, ran] = Invoke(200);
+  EXPECT_TRUE(ran);
+  EXPECT_EQ(allowed.http_status, 200) << allowed.body_json;
+}
+
 TEST_F(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
   Build("allow");
   faulty_.SetDown(true);

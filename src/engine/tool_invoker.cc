@@ -50,13 +50,6 @@ const ConnectorConfig* ToolInvoker::ResolveConnector(const std::string& tool_nam
 
 namespace {
 
-// Everything Admit needs to write an execution that ends before the downstream.
-struct Early {
-  ExecutionRecord record;
-  std::string chain;
-  Ledger::Tail tail;
-};
-
 json ResponseBody(const ExecutionRecord& r) {
   json body = {{"execution_id", r.execution_id}, {"outcome", r.outcome}, {"connector_id", r.connector_id}};
   if (!r.reason.empty()) body["reason"] = r.reason;
@@ -66,276 +59,315 @@ json ResponseBody(const ExecutionRecord& r) {
 
 }  // namespace
 
-std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
-  const ConnectorConfig* connector = ResolveConnector(req.tool_name);
-  if (connector == nullptr) {
-    return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
+// One call's way through admission (design §5): the ticket being filled, and the helpers every stage
+// uses to end the execution early. A stage returns the answer when the call stops there.
+class ToolInvoker::Admission {
+ public:
+  using Stop = std::optional<InvokeResponse>;
+
+  Admission(ToolInvoker::Services& s, const InvokeRequest& req, const ConnectorConfig& connector)
+      : s_(s), req_(req), ticket_(std::make_unique<Ticket>()) {
+    Ticket& t = *ticket_;
+    t.connector = &connector;
+    t.request = req;
+    ExecutionRecord& rec = t.record;
+    rec.execution_id = req.execution_id.empty() ? NewUuidV7(s_.clock) : req.execution_id;
+    rec.tenant_id = req.principal.tenant_id;
+    rec.account_id = req.principal.account_id;
+    rec.tool_name = req.tool_name;
+    rec.connector_id = connector.id;
+    rec.action_type = EffectiveActionType();
+    rec.actor = req.principal.subject;
+    rec.idempotency_key = req.idempotency_key;
+    rec.intent_key = req.replay ? req.replay->original_intent_key
+                                : (req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key);
+    rec.input_hash = Sha256Hex(absl::StrCat(req.tool_name, "\n", req.input_json));
+    rec.input_json = req.input_json;
+    if (req.replay) rec.replay_of = req.replay->original_id;
+    rec.created_at_ms = s_.clock.now_epoch_ms();
+    t.chain = Ledger::ExecutionChain(rec.execution_id);
+    actor_ = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
   }
-  const std::string& cid = connector->id;
+
+  // 1. Kill switches (S8), before anything is taken.
+  Stop CheckKillSwitches() {
+    absl::StatusOr<std::optional<KillSwitch>> kill =
+        s_.kill_switches.Match(rec().tenant_id, cid(), rec().action_type, rec().tool_name);
+    if (!kill.ok()) return StoreTrouble(kill.status());
+    if (!kill->has_value()) return std::nullopt;
+    const KillSwitch& k = **kill;
+    rec().reason = "kill_switch";
+    s_.metrics.Blocked(k.scope);
+    s_.metrics.ToolCall(cid(), rec().tool_name, "BLOCKED", 0, false);
+    if (absl::Status st = FinishEarly("BLOCKED", "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
+        !st.ok()) {
+      return StoreUnavailable(st);
+    }
+    json body = ResponseBody(rec());
+    body["scope"] = k.scope;
+    return InvokeResponse{403, Dump(body), {}};
+  }
+
+  // 2. Intent (tool-layer idempotency, S12), for a client-supplied key and every replay that is not
+  // forced. A replay of an intent that already succeeded is answered from the record.
+  Stop CheckIntent() {
+    const InvokeRequest& req = req_;
+    if (req.replay && !req.replay->force && req.replay->original_outcome == "SUCCEEDED") {
+      return Deduplicated(req.replay->succeeded_in, req.replay->original_result_json);
+    }
+    if (req.idempotency_key.empty() && !(req.replay && !req.replay->force)) return std::nullopt;
+    const int64_t hold_ms = int64_t{connector().timeout_ms} + 30'000;
+    absl::StatusOr<IntentStore::Claim> claim =
+        s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms);
+    if (!claim.ok()) return StoreUnavailable(claim.status());
+    switch (claim->kind) {
+      case IntentStore::Claim::Kind::kMismatch:
+        return InvokeResponse{
+            422, ErrorJson("idempotency_key_reused", "this idempotency_key was used with a different tool or input"), {}};
+      case IntentStore::Claim::Kind::kSucceeded:
+        return req.replay ? Deduplicated(claim->execution_id, claim->result_json) : IntentHit(*claim);
+      case IntentStore::Claim::Kind::kInProgress: return Deferred(DeferReason::kIntentInProgress, 1000);
+      case IntentStore::Claim::Kind::kClaimed:
+        ticket_->intent_claimed = true;
+        ticket_->intent_previous = claim->previous;
+        break;
+    }
+    return std::nullopt;
+  }
+
+  // 3. Breaker permission (S1–S3).
+  Stop AskBreaker() {
+    Ticket& t = *ticket_;
+    if (!t.guarded) return std::nullopt;
+    absl::StatusOr<CircuitBreakerService::Permit> permit = s_.breakers.RequestPermission(cid(), connector().breaker);
+    if (!permit.ok()) return StoreTrouble(permit.status());
+    if (!permit->allowed) return Deferred(permit->reason, permit->retry_after_ms);
+    t.permit = *permit;
+    return std::nullopt;
+  }
+
+  // 4. Concurrency slot (S6). A probe winner without a slot gives the probe back (§5).
+  Stop TakeSlot() {
+    Ticket& t = *ticket_;
+    if (!t.guarded) return std::nullopt;
+    absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid(), connector().concurrency);
+    if (lease.ok() && lease->has_value()) {
+      t.lease = **lease;
+      return std::nullopt;
+    }
+    if (t.permit.probe) {
+      if (absl::Status st = s_.breakers.ReturnProbe(cid(), t.permit); !st.ok()) {
+        spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid(), st.ToString());
+      }
+    }
+    if (lease.ok()) return Deferred(DeferReason::kConcurrencyLimit, 1000);
+    t.permit = {};
+    return StoreTrouble(lease.status());
+  }
+
+  // 5. The record and TOOL_INVOKED are durable before the downstream is called (S9).
+  Stop WriteInvoked() {
+    Ticket& t = *ticket_;
+    const InvokeRequest& req = req_;
+    rec().unguarded = !t.guarded;
+    json invoked = {{"probe", t.permit.probe}, {"breaker_generation", t.permit.generation}};
+    if (!t.guarded) invoked["unguarded"] = true;
+    if (t.intent_previous == IntentStore::State::kUnknown) invoked["previous_outcome"] = "unknown";
+    std::vector<std::pair<std::string, json>> opening;
+    if (req.replay && req.replay->force) {
+      opening.push_back({"REPLAY_FORCED", {{"requested_by", req.replay->requested_by}, {"actor", actor_}}});
+    }
+    if (req.replay && req.replay->original_outcome != "SUCCEEDED" && !req.replay->force) {
+      invoked["original_outcome"] = req.replay->original_outcome;  // what the replay knew of the earlier attempt
+    }
+    opening.push_back({"TOOL_INVOKED", invoked});
+    if (absl::Status written = WriteOpening(std::move(opening), /*ends_here=*/false); !written.ok()) {
+      return StoreUnavailable(written);  // the caller abandons the ticket
+    }
+    t.downstream.connector = &connector();
+    t.downstream.path = absl::StrCat(connector().path_prefix, "/", req.tool_name);
+    t.downstream.body = req.input_json;
+    t.downstream.idempotency_key = rec().intent_key;
+    t.downstream.execution_id = rec().execution_id;
+    t.downstream.tenant_id = rec().tenant_id;
+    return std::nullopt;
+  }
+
+  std::unique_ptr<Ticket> TakeTicket() { return std::move(ticket_); }
+  Ticket& ticket() { return *ticket_; }
+
+ private:
+  ExecutionRecord& rec() { return ticket_->record; }
+  const ConnectorConfig& connector() const { return *ticket_->connector; }
+  const std::string& cid() const { return ticket_->connector->id; }
+
   // The effective action type (DESIGN §1): the config's for a tool it classifies, whatever the
   // caller says (no relabelling around a kill switch); else the caller's; else the tool name.
-  std::string action_type = req.action_type.empty() ? req.tool_name : req.action_type;
-  if (auto t = s_.config.tools.find(req.tool_name); t != s_.config.tools.end() && !t->second.action_type.empty()) {
-    action_type = t->second.action_type;
+  std::string EffectiveActionType() const {
+    if (auto t = s_.config.tools.find(req_.tool_name); t != s_.config.tools.end() && !t->second.action_type.empty()) {
+      return t->second.action_type;
+    }
+    return req_.action_type.empty() ? req_.tool_name : req_.action_type;
   }
-  const bool allow_on_store_error = connector->on_store_error == OnStoreError::kAllow;
-  const int64_t now_ms = s_.clock.now_epoch_ms();
 
-  auto ticket = std::make_unique<Ticket>();
-  Ticket& t = *ticket;
-  t.connector = connector;
-  t.request = req;
-  ExecutionRecord& rec = t.record;
-  rec.execution_id = req.execution_id.empty() ? NewUuidV7(s_.clock) : req.execution_id;
-  rec.tenant_id = req.principal.tenant_id;
-  rec.account_id = req.principal.account_id;
-  rec.tool_name = req.tool_name;
-  rec.connector_id = cid;
-  rec.action_type = action_type;
-  rec.actor = req.principal.subject;
-  rec.idempotency_key = req.idempotency_key;
-  rec.intent_key = req.replay ? req.replay->original_intent_key
-                              : (req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key);
-  rec.input_hash = Sha256Hex(absl::StrCat(req.tool_name, "\n", req.input_json));
-  rec.input_json = req.input_json;
-  if (req.replay) rec.replay_of = req.replay->original_id;
-  rec.created_at_ms = now_ms;
-  t.chain = Ledger::ExecutionChain(rec.execution_id);
-  const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
+  // S10: store trouble makes the call DEFERRED store_unavailable, or — with on_store_error = allow —
+  // run without breaker and slot (recorded as unguarded). A caller's mistake (kInvalidArgument: a bug)
+  // never runs a call unguarded.
+  Stop StoreTrouble(const absl::Status& why) {
+    if (connector().on_store_error == OnStoreError::kAllow && store::IsStoreError(why)) {
+      ticket_->guarded = false;
+      return std::nullopt;
+    }
+    ReleaseIntent();
+    return StoreUnavailable(why);
+  }
 
-  auto store_unavailable = [&](const absl::Status& why) {
-    spdlog::warn("connector {}: store error, deferring: {}", cid, why.ToString());
-    s_.metrics.Deferred(cid, "store_unavailable");
-    json body = {{"execution_id", rec.execution_id}, {"outcome", "DEFERRED"}, {"connector_id", cid},
+  InvokeResponse StoreUnavailable(const absl::Status& why) {
+    spdlog::warn("connector {}: store error, deferring: {}", cid(), why.ToString());
+    s_.metrics.Deferred(cid(), "store_unavailable");
+    json body = {{"execution_id", rec().execution_id}, {"outcome", "DEFERRED"}, {"connector_id", cid()},
                  {"reason", "store_unavailable"}, {"retry_after_ms", 1000}};
     return InvokeResponse{503, Dump(body), 1};
-  };
-  const json received = {{"tool_name", rec.tool_name}, {"connector_id", cid}, {"action_type", action_type},
-                         {"tenant_id", rec.tenant_id}, {"intent_key", rec.intent_key}};
+  }
+
   // The record and its opening events in one batch (one transaction on SQLite): for a replay
   // REPLAY_STARTED first, then EXECUTION_RECEIVED, then `events`, then for a replay that ends here
-  // REPLAY_COMPLETED. The record names its last event, so `ledger verify` notices if it goes missing.
-  auto write_opening = [&](std::vector<std::pair<std::string, json>> events, bool ends_here) -> absl::Status {
+  // REPLAY_COMPLETED. The record anchors its chain (last_seq/last_hash).
+  absl::Status WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here) {
+    Ticket& t = *ticket_;
+    const InvokeRequest& req = req_;
     std::vector<std::pair<std::string, json>> all;
     if (req.replay) {
       all.push_back({"REPLAY_STARTED",
                      {{"replay_of", req.replay->original_id}, {"replay_reason", req.replay->reason},
                       {"requested_by", req.replay->requested_by}, {"force", req.replay->force}}});
     }
-    all.push_back({"EXECUTION_RECEIVED", received});
+    all.push_back({"EXECUTION_RECEIVED",
+                   {{"tool_name", rec().tool_name}, {"connector_id", cid()}, {"action_type", rec().action_type},
+                    {"tenant_id", rec().tenant_id}, {"intent_key", rec().intent_key}}});
     for (auto& e : events) all.push_back(std::move(e));
-    if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec.outcome}}});
-    std::vector<store::WriteRequest> writes;
-    writes.push_back({});  // the record, once its last event is known
+    if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec().outcome}}});
     // The record and every event of its chain expire together; an execution deferred before it
     // reached the connector is kept for the (shorter) deferred retention.
-    rec.expires_at_s = s_.ledger.retention().ExecutionExpiry(rec.created_at_ms, ends_here && rec.outcome == "DEFERRED");
-    t.tail.expires_at_s = rec.expires_at_s;
+    rec().expires_at_s =
+        s_.ledger.retention().ExecutionExpiry(rec().created_at_ms, ends_here && rec().outcome == "DEFERRED");
+    t.tail.expires_at_s = rec().expires_at_s;
+    std::vector<store::WriteRequest> writes(1);  // the record, once its last event is known
     Ledger::Tail tail = t.tail;
     for (const auto& [type, data] : all) {
-      auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor, Dump(data));
+      auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor_, Dump(data));
       writes.push_back(std::move(w));
       tail = {e.seq, e.hash, e.expires_at_s};
     }
-    rec.last_seq = tail.seq;
-    rec.last_hash = tail.hash;
-    writes[0] = ExecutionStore::CreateRequest(rec);
-    const size_t n = writes.size();
-    if (absl::Status st = RequireApplied(s_.store.WriteBatch(writes), n); !st.ok()) return st;
+    rec().last_seq = tail.seq;
+    rec().last_hash = tail.hash;
+    writes[0] = ExecutionStore::CreateRequest(rec());
+    if (absl::Status st = RequireApplied(s_.store.WriteBatch(writes), writes.size()); !st.ok()) return st;
     t.tail = tail;
     return absl::OkStatus();
-  };
+  }
+
   // An execution that ends here, before any downstream call.
-  auto finish_early = [&](const std::string& outcome, const std::string& event, json data) -> absl::Status {
-    rec.outcome = outcome;
-    rec.finished_at_ms = s_.clock.now_epoch_ms();
-    return write_opening({{event, std::move(data)}}, /*ends_here=*/true);
-  };
-  auto release_intent = [&] {
+  absl::Status FinishEarly(const std::string& outcome, const std::string& event, json data) {
+    rec().outcome = outcome;
+    rec().finished_at_ms = s_.clock.now_epoch_ms();
+    return WriteOpening({{event, std::move(data)}}, /*ends_here=*/true);
+  }
+
+  void ReleaseIntent() {
+    Ticket& t = *ticket_;
     if (!t.intent_claimed) return;
-    if (auto st = s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous); !st.ok()) {
-      spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
+    if (auto st = s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous); !st.ok()) {
+      spdlog::warn("intent {} not released: {}", rec().intent_key, st.ToString());
     }
-  };
-  auto deferred = [&](DeferReason why, int64_t retry_ms) -> InvokeResponse {
-    release_intent();
-    rec.reason = std::string(ToString(why));
-    s_.metrics.Deferred(cid, rec.reason);
-    s_.metrics.ToolCall(cid, rec.tool_name, "DEFERRED", 0, false);
-    if (absl::Status st = finish_early("DEFERRED", "EXECUTION_DEFERRED", {{"reason", rec.reason}, {"retry_after_ms", retry_ms}});
+  }
+
+  InvokeResponse Deferred(DeferReason why, int64_t retry_ms) {
+    ReleaseIntent();
+    rec().reason = std::string(ToString(why));
+    s_.metrics.Deferred(cid(), rec().reason);
+    s_.metrics.ToolCall(cid(), rec().tool_name, "DEFERRED", 0, false);
+    if (absl::Status st = FinishEarly("DEFERRED", "EXECUTION_DEFERRED", {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
         !st.ok()) {
-      return store_unavailable(st);
+      return StoreUnavailable(st);
     }
-    json body = ResponseBody(rec);
+    json body = ResponseBody(rec());
     body["retry_after_ms"] = retry_ms;
     return InvokeResponse{503, Dump(body), RetryAfterSeconds(retry_ms)};
-  };
+  }
 
   // A replay whose intent already succeeded: a new execution that records the earlier result and
   // calls nothing (REPLAY_DEDUPED).
-  auto deduped = [&](const std::string& succeeded_in, const std::string& result_json) -> InvokeResponse {
+  InvokeResponse Deduplicated(const std::string& succeeded_in, const std::string& result_json) {
     const json result = json::parse(result_json.empty() ? "null" : result_json, nullptr, false);
-    rec.outcome = "SUCCEEDED";
-    rec.result_json = result_json;
-    rec.finished_at_ms = s_.clock.now_epoch_ms();
+    rec().outcome = "SUCCEEDED";
+    rec().result_json = result_json;
+    rec().finished_at_ms = s_.clock.now_epoch_ms();
     s_.metrics.Replay("deduped");
-    s_.metrics.ToolCall(cid, rec.tool_name, "SUCCEEDED", 0, false);
-    if (absl::Status st = write_opening({{"REPLAY_DEDUPED",
-                                          {{"succeeded_in", succeeded_in},
-                                           {"result", result},
-                                           {"result_sha256", Sha256Hex(rec.result_json)}}}},
-                                        /*ends_here=*/true);
+    s_.metrics.ToolCall(cid(), rec().tool_name, "SUCCEEDED", 0, false);
+    if (absl::Status st = WriteOpening({{"REPLAY_DEDUPED",
+                                         {{"succeeded_in", succeeded_in},
+                                          {"result", result},
+                                          {"result_sha256", Sha256Hex(rec().result_json)}}}},
+                                       /*ends_here=*/true);
         !st.ok()) {
-      return store_unavailable(st);
+      return StoreUnavailable(st);
     }
-    json body = ResponseBody(rec);
+    json body = ResponseBody(rec());
     body["result"] = result;
     body["deduplicated"] = true;
     body["succeeded_in"] = succeeded_in;
     InvokeResponse answer{200, Dump(body), {}};
     answer.reached_tool = true;
     return answer;
-  };
-
-  // 1. Kill switches (S8), before anything is taken.
-  absl::StatusOr<std::optional<KillSwitch>> kill = s_.kill_switches.Match(rec.tenant_id, cid, action_type, rec.tool_name);
-  if (!kill.ok()) {
-    if (!allow_on_store_error) return store_unavailable(kill.status());
-    t.guarded = false;
-  } else if (kill->has_value()) {
-    const KillSwitch& k = **kill;
-    rec.reason = "kill_switch";
-    s_.metrics.Blocked(k.scope);
-    s_.metrics.ToolCall(cid, rec.tool_name, "BLOCKED", 0, false);
-    if (absl::Status st = finish_early("BLOCKED", "EXECUTION_BLOCKED",
-                                       {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
-        !st.ok()) {
-      return store_unavailable(st);
-    }
-    json body = ResponseBody(rec);
-    body["scope"] = k.scope;
-    return InvokeResponse{403, Dump(body), {}};
   }
 
-  // 2. Intent check (tool-layer idempotency), for a client-supplied key and for every replay that is
-  // not forced. A replay of an intent that already succeeded is answered from the record (S12).
-  if (req.replay && !req.replay->force && req.replay->original_outcome == "SUCCEEDED") {
-    return deduped(req.replay->succeeded_in, req.replay->original_result_json);
-  }
-  if (!req.idempotency_key.empty() || (req.replay && !req.replay->force)) {
-    const int64_t hold_ms = int64_t{connector->timeout_ms} + 30'000;
-    absl::StatusOr<IntentStore::Claim> claim =
-        s_.intents.TryClaim(rec.tenant_id, rec.intent_key, rec.input_hash, rec.execution_id, hold_ms);
-    if (!claim.ok()) return store_unavailable(claim.status());
-    switch (claim->kind) {
-      case IntentStore::Claim::Kind::kMismatch:
-        return InvokeResponse{422,
-                              ErrorJson("idempotency_key_reused",
-                                        "this idempotency_key was used with a different tool or input"),
-                              {}};
-      case IntentStore::Claim::Kind::kSucceeded: {
-        if (req.replay) return deduped(claim->execution_id, claim->result_json);
-        // The same intent already succeeded: answer with that execution, call nothing.
-        // The hit goes on the original's ledger while the original is kept; once its retention has
-        // passed, the intent record alone answers.
-        auto original = s_.executions.Get(rec.tenant_id, claim->execution_id);
-        if (!original.ok() && !absl::IsNotFound(original.status())) return store_unavailable(original.status());
-        if (original.ok()) {
-          const std::string original_chain = Ledger::ExecutionChain(claim->execution_id);
-          Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
-          auto events = s_.ledger.Read(original_chain);
-          if (!events.ok()) return store_unavailable(events.status());
-          if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
-          if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor,
-                                        Dump(json{{"intent_key", rec.intent_key}}),
-                                        Ledger::ExecutionAnchor(rec.tenant_id, claim->execution_id));
-              !e.ok()) {
-            return store_unavailable(e.status());
-          }
-        }
-        s_.metrics.ToolCall(cid, rec.tool_name, "SUCCEEDED", 0, false);
-        json body = {{"execution_id", claim->execution_id}, {"outcome", "SUCCEEDED"}, {"connector_id", cid},
-                     {"result", json::parse(claim->result_json, nullptr, false)}, {"intent_hit", true}};
-        if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
-        return InvokeResponse{200, Dump(body), {}};
+  // The same intent already succeeded: answer with that execution, call nothing. The hit goes on the
+  // original's ledger (and anchor) while the original is kept; after its retention the intent record
+  // alone answers.
+  InvokeResponse IntentHit(const IntentStore::Claim& claim) {
+    auto original = s_.executions.Get(rec().tenant_id, claim.execution_id);
+    if (!original.ok() && !absl::IsNotFound(original.status())) return StoreUnavailable(original.status());
+    if (original.ok()) {
+      const std::string original_chain = Ledger::ExecutionChain(claim.execution_id);
+      Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
+      auto events = s_.ledger.Read(original_chain);
+      if (!events.ok()) return StoreUnavailable(events.status());
+      if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
+      if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor_, Dump(json{{"intent_key", rec().intent_key}}),
+                                    Ledger::ExecutionAnchor(rec().tenant_id, claim.execution_id));
+          !e.ok()) {
+        return StoreUnavailable(e.status());
       }
-      case IntentStore::Claim::Kind::kInProgress:
-        return deferred(DeferReason::kIntentInProgress, 1000);
-      case IntentStore::Claim::Kind::kClaimed:
-        t.intent_claimed = true;
-        t.intent_previous = claim->previous;
-        break;
     }
+    s_.metrics.ToolCall(cid(), rec().tool_name, "SUCCEEDED", 0, false);
+    json body = {{"execution_id", claim.execution_id}, {"outcome", "SUCCEEDED"}, {"connector_id", cid()},
+                 {"result", json::parse(claim.result_json, nullptr, false)}, {"intent_hit", true}};
+    if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
+    return InvokeResponse{200, Dump(body), {}};
   }
 
-  // 3. Breaker permission (S1–S3).
-  if (t.guarded) {
-    absl::StatusOr<CircuitBreakerService::Permit> permit = s_.breakers.RequestPermission(cid, connector->breaker);
-    if (!permit.ok()) {
-      if (!allow_on_store_error) {
-        release_intent();
-        return store_unavailable(permit.status());
-      }
-      t.guarded = false;
-    } else if (!permit->allowed) {
-      return deferred(permit->reason, permit->retry_after_ms);
-    } else {
-      t.permit = *permit;
-    }
-  }
+  ToolInvoker::Services& s_;
+  const InvokeRequest& req_;
+  std::unique_ptr<Ticket> ticket_;
+  std::string actor_;
+};
 
-  // 4. Concurrency slot (S6). A probe winner without a slot gives the probe back (§5).
-  if (t.guarded) {
-    absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid, connector->concurrency);
-    if (!lease.ok() || !lease->has_value()) {
-      if (t.permit.probe) {
-        if (absl::Status st = s_.breakers.ReturnProbe(cid, t.permit); !st.ok()) {
-          spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid, st.ToString());
-        }
-      }
-      if (!lease.ok()) {
-        if (!allow_on_store_error) {
-          release_intent();
-          return store_unavailable(lease.status());
-        }
-        t.guarded = false;
-        t.permit = {};
-      } else {
-        return deferred(DeferReason::kConcurrencyLimit, 1000);
-      }
-    } else {
-      t.lease = **lease;
-    }
+std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
+  const ConnectorConfig* connector = ResolveConnector(req.tool_name);
+  if (connector == nullptr) {
+    return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
   }
-  rec.unguarded = !t.guarded;
-
-  // 5. The record and TOOL_INVOKED are durable before the downstream is called (S9).
-  json invoked = {{"probe", t.permit.probe}, {"breaker_generation", t.permit.generation}};
-  if (!t.guarded) invoked["unguarded"] = true;
-  if (t.intent_previous == IntentStore::State::kUnknown) invoked["previous_outcome"] = "unknown";
-  std::vector<std::pair<std::string, json>> opening;
-  if (req.replay && req.replay->force) {
-    opening.push_back({"REPLAY_FORCED", {{"requested_by", req.replay->requested_by}, {"actor", actor}}});
+  Admission a(s_, req, *connector);
+  for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker,
+                     &Admission::TakeSlot}) {
+    if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
   }
-  if (req.replay && req.replay->original_outcome != "SUCCEEDED" && !req.replay->force) {
-    // The ledger says what the replay knew of the earlier attempt.
-    invoked["original_outcome"] = req.replay->original_outcome;
+  if (std::optional<InvokeResponse> stop = a.WriteInvoked()) {
+    Abandon(a.TakeTicket());
+    return std::move(*stop);
   }
-  opening.push_back({"TOOL_INVOKED", invoked});
-  absl::Status written = write_opening(std::move(opening), /*ends_here=*/false);
-  if (!written.ok()) {
-    InvokeResponse r = store_unavailable(written);
-    Abandon(std::move(ticket));
-    return r;
-  }
-
-  t.downstream.connector = connector;
-  t.downstream.path = absl::StrCat(connector->path_prefix, "/", req.tool_name);
-  t.downstream.body = req.input_json;
-  t.downstream.idempotency_key = rec.intent_key;
-  t.downstream.execution_id = rec.execution_id;
-  t.downstream.tenant_id = rec.tenant_id;
-  return ticket;
+  return a.TakeTicket();
 }
 
 namespace {

@@ -119,6 +119,7 @@ class ToolInvoker {
   const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
 
  private:
+  class Admission;  // the stages of Admit, one method each
   void RecordInBreaker(const Ticket& ticket, const Classification& classification);
   absl::Status RecordOutcome(Ticket& ticket, const Classification& classification, const DownstreamResult& result);
 
