@@ -7,6 +7,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/system/error_code.hpp>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -72,6 +73,10 @@ struct ClientResult {
   bool connected = false;
   bool sent = false;
   bool too_large = false;
+  // The failure is this host's, not the downstream's: opening or connecting the socket failed for
+  // want of descriptors, buffers or memory (IsLocalResourceError). Nothing was sent; `connected`
+  // is false.
+  bool local_resource_error = false;
   std::string error;
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
@@ -108,6 +113,10 @@ class ConnectionPool {
 asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool = nullptr);
 // Runs AsyncHttpCall on a private io_context (CLI, tests).
 ClientResult HttpCall(ClientRequest request);
+
+// EMFILE, ENFILE, ENOBUFS or ENOMEM (asio's no_descriptors, no_buffer_space, no_memory): errors
+// that say this host ran short, whatever the peer would have answered.
+bool IsLocalResourceError(const boost::system::error_code& ec);
 
 std::string PercentDecode(std::string_view s);
 std::string PercentEncode(std::string_view s);
