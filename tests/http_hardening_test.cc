@@ -1,4 +1,6 @@
-// The HTTP layer under hostile conditions: the client's report of a local resource error.
+// The HTTP layer under hostile clients, through the real `toolgate serve` binary on loopback: request
+// framing byte by byte on raw sockets (RFC 9112: Transfer-Encoding, Content-Length, Host, Expect,
+// encoded slashes, duplicate credentials), and the client's report of a local resource error.
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
@@ -40,11 +42,139 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;  // the sanitizers' own memory and CPU make the process figures meaningless
-#else
-constexpr bool kSanitized = false;
-#endif
+// ---- raw HTTP on a socket ---------------------------------------------------------------------
+
+struct RawResponse {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
+  std::string body;
+  std::string Header(const std::string& name) const {
+    for (const auto& [k, v] : headers) {
+      if (k == name) return v;
+    }
+    return "";
+  }
+  json Json() const {
+    json j = json::parse(body, nullptr, false);
+    return j.is_discarded() ? json() : j;
+  }
+};
+
+// Splits what a server sent into responses (toolgate frames each with Content-Length; a 1xx has no
+// body). `rest` receives an incomplete tail.
+std::vector<RawResponse> ParseResponses(std::string_view bytes, std::string* rest = nullptr) {
+  std::vector<RawResponse> out;
+  for (;;) {
+    const auto head_end = bytes.find("\r\n\r\n");
+    if (bytes.rfind("HTTP/1.", 0) != 0 || head_end == std::string_view::npos) break;
+    RawResponse r;
+    r.status = std::atoi(std::string(bytes.substr(9, 3)).c_str());
+    size_t content_length = 0;
+    size_t pos = bytes.find("\r\n") + 2;
+    while (pos < head_end) {
+      const size_t e = bytes.find("\r\n", pos);
+      const std::string line(bytes.substr(pos, e - pos));
+      const auto colon = line.find(':');
+      std::string name = line.substr(0, colon);
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      std::string value = colon == std::string::npos ? "" : line.substr(colon + 1);
+      while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+      if (name == "content-length") content_length = std::stoul(value);
+      r.headers.emplace_back(std::move(name), std::move(value));
+      pos = e + 2;
+    }
+    if (r.status >= 200 && bytes.size() < head_end + 4 + content_length) break;
+    if (r.status >= 200) r.body = std::string(bytes.substr(head_end + 4, content_length));
+    bytes.remove_prefix(head_end + 4 + (r.status >= 200 ? content_length : 0));
+    out.push_back(std::move(r));
+  }
+  if (rest != nullptr) *rest = std::string(bytes);
+  return out;
+}
+
+// A TCP client that writes exact bytes and reads with deadlines. `rcvbuf` > 0 shrinks the receive
+// buffer before connecting (a slow reader whose window stays small).
+class RawClient {
+ public:
+  explicit RawClient(int port, int rcvbuf = 0) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd_ < 0) return;
+    if (rcvbuf > 0) setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) Close();
+  }
+  ~RawClient() { Close(); }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  bool connected() const { return fd_ >= 0; }
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  bool Send(std::string_view bytes) {
+    size_t off = 0;
+    while (fd_ >= 0 && off < bytes.size()) {
+      const ssize_t n = send(fd_, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return fd_ >= 0;
+  }
+
+  // Reads what arrives until `done(received)` holds, the peer closes, or `timeout` passes; whether
+  // the peer closed.
+  bool ReadWhile(const std::function<bool(const std::string&)>& done, milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (fd_ >= 0 && !done(received_)) {
+      const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return false;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+      char buf[16384];
+      const ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) {
+        closed_ = true;
+        return true;
+      }
+      received_.append(buf, static_cast<size_t>(n));
+    }
+    return closed_;
+  }
+  // Everything until the server closes the connection (or `timeout`): whether it closed.
+  bool ReadUntilClose(milliseconds timeout = seconds(5)) {
+    return ReadWhile([](const std::string&) { return false; }, timeout);
+  }
+  // The next `n` final responses (1xx excluded) not returned before, or fewer if the connection
+  // ends or time runs out.
+  std::vector<RawResponse> ReadResponses(size_t n, milliseconds timeout = seconds(5)) {
+    auto finals = [n, this](const std::string& got) {
+      size_t count = 0;
+      for (const auto& r : ParseResponses(std::string_view(got).substr(consumed_))) count += r.status >= 200 ? 1 : 0;
+      return count >= n;
+    };
+    ReadWhile(finals, timeout);
+    std::string rest;
+    std::vector<RawResponse> out;
+    for (auto& r : ParseResponses(std::string_view(received_).substr(consumed_), &rest)) {
+      if (r.status >= 200) out.push_back(std::move(r));
+    }
+    consumed_ = received_.size() - rest.size();
+    return out;
+  }
+  const std::string& received() const { return received_; }
+  bool closed() const { return closed_; }
+
+ private:
+  int fd_ = -1;
+  std::string received_;
+  size_t consumed_ = 0;  // bytes of received_ that ReadResponses has returned
+  bool closed_ = false;
+};
 
 // Lowers this process's soft descriptor limit for as long as it lives (children started meanwhile
 // inherit it); the hard limit is left alone, so it can be restored.
@@ -61,6 +191,219 @@ class ScopedSoftDescriptorLimit {
  private:
   rlimit saved_{};
 };
+
+// ---- the fixture --------------------------------------------------------------------------------
+
+class HttpHardeningTest : public ::testing::Test {
+ protected:
+  std::string Config(const std::string& server_extra = "", const std::string& admin_extra = "",
+                     const std::string& store = "") {
+    const std::string store_table =
+        store.empty() ? "[store]\npath = \"" + dir_.file("store.db") + "\"\nsqlite_synchronous = \"normal\"\n" : store;
+    return "[server]\nlisten = \"127.0.0.1:0\"\n" + server_extra + "[admin]\nlisten = \"127.0.0.1:0\"\n" + admin_extra +
+           store_table + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+           "\"\ntimeout_ms = 2000\nmax_in_flight = 64\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 60\n";
+  }
+  GatewayProcess& Start(const std::string& config) {
+    gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
+    EXPECT_TRUE(gateways_.back()->Start());
+    return *gateways_.back();
+  }
+  // A request with a valid token; `extra` are header lines ending in \r\n.
+  std::string Request(const std::string& method, const std::string& target, const std::string& extra = "",
+                      const std::string& body = "", const std::string& version = "HTTP/1.1") const {
+    std::string r = method + " " + target + " " + version + "\r\nAuthorization: Bearer " + alice_ + "\r\n" + extra;
+    if (!body.empty() && extra.find("Content-Length") == std::string::npos &&
+        extra.find("Transfer-Encoding") == std::string::npos) {
+      r += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    }
+    return r + "\r\n" + body;
+  }
+  // Sends `bytes` on a new connection and reads until the server closes it.
+  std::vector<RawResponse> Exchange(int port, const std::string& bytes, bool* closed = nullptr) {
+    RawClient c(port);
+    EXPECT_TRUE(c.connected());
+    c.Send(bytes);
+    const bool did_close = c.ReadUntilClose(seconds(5));
+    if (closed != nullptr) *closed = did_close;
+    return ParseResponses(c.received());
+  }
+
+  TempDir dir_;
+  FakeDownstream crm_;
+  std::vector<std::unique_ptr<GatewayProcess>> gateways_;
+  const std::string alice_ = Token("tenant-a");
+};
+
+// ---- request framing ------------------------------------------------------------------------------
+
+// A body that is a second request: if the server took the body's length from anything but a final
+// chunked coding (or Content-Length alone), the hidden invoke would run.
+std::string HiddenInvoke(const std::string& token) {
+  const std::string inner = R"({"input":{}})";
+  return "0\r\n\r\nPOST /v1/tools/crm.smuggled/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
+         "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(inner.size()) + "\r\n\r\n" + inner;
+}
+
+TEST_F(HttpHardeningTest, ATransferEncodingNotEndingInChunkedIs400AndTheConnectionCloses) {
+  GatewayProcess& gw = Start(Config());
+  for (const std::string te : {"gzip", "identity", "xchunked", "chunked, identity", "chunked;x=1", "chunkedx", ""}) {
+    SCOPED_TRACE("Transfer-Encoding: " + te);
+    bool closed = false;
+    const auto answers = Exchange(gw.public_port(),
+                                  Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: " + te + "\r\n") +
+                                      HiddenInvoke(alice_),
+                                  &closed);
+    ASSERT_EQ(answers.size(), 1u) << "one request, one answer: nothing hidden in the body may run";
+    EXPECT_EQ(answers[0].status, 400);
+    EXPECT_EQ(answers[0].Json()["error"], "invalid_framing") << answers[0].body;
+    EXPECT_EQ(answers[0].Header("connection"), "close");
+    EXPECT_TRUE(closed);
+  }
+  // Codings toolgate cannot undo before a final chunked: 501, and the connection closes too.
+  bool closed = false;
+  const auto gzip_chunked = Exchange(
+      gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n") + HiddenInvoke(alice_),
+      &closed);
+  ASSERT_EQ(gzip_chunked.size(), 1u);
+  EXPECT_EQ(gzip_chunked[0].status, 501);
+  EXPECT_EQ(gzip_chunked[0].Json()["error"], "unsupported_transfer_coding");
+  EXPECT_TRUE(closed);
+  // Two Transfer-Encoding lines are one list: "gzip" then "chunked" is the same as above.
+  const auto split = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke",
+                                                        "Host: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") +
+                                                    HiddenInvoke(alice_));
+  ASSERT_EQ(split.size(), 1u);
+  EXPECT_EQ(split[0].status, 501);
+  EXPECT_EQ(crm_.count("/crm.smuggled"), 0);
+  EXPECT_EQ(crm_.total(), 0);
+}
+
+TEST_F(HttpHardeningTest, TransferEncodingWithContentLengthOrInHttp10Is400) {
+  GatewayProcess& gw = Start(Config());
+  const std::string cl = "Content-Length: " + std::to_string(HiddenInvoke(alice_).size()) + "\r\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"chunked after Content-Length", "Host: x\r\n" + cl + "Transfer-Encoding: chunked\r\n"},
+      {"chunked before Content-Length", "Host: x\r\nTransfer-Encoding: chunked\r\n" + cl},
+      {"gzip before Content-Length", "Host: x\r\nTransfer-Encoding: gzip\r\n" + cl},
+      {"gzip after Content-Length", "Host: x\r\n" + cl + "Transfer-Encoding: gzip\r\n"},
+  };
+  for (const auto& [name, headers] : cases) {
+    SCOPED_TRACE(name);
+    bool closed = false;
+    const auto answers = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", headers) + HiddenInvoke(alice_), &closed);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].status, 400);
+    EXPECT_EQ(answers[0].Json()["error"], "invalid_framing") << answers[0].body;
+    EXPECT_TRUE(closed);
+  }
+  // HTTP/1.0 has no transfer codings: its framing is faulty whatever the coding says.
+  const auto http10 = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Transfer-Encoding: chunked\r\n", "",
+                                                         "HTTP/1.0") + HiddenInvoke(alice_));
+  ASSERT_EQ(http10.size(), 1u);
+  EXPECT_EQ(http10[0].status, 400);
+  EXPECT_EQ(http10[0].Json()["error"], "invalid_framing");
+  EXPECT_EQ(crm_.total(), 0);
+  // A well-framed chunked request still works.
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})"}; });
+  const std::string body = R"({"input":{}})";
+  std::ostringstream chunk;
+  chunk << std::hex << body.size() << "\r\n" << body << "\r\n0\r\n\r\n";
+  const auto chunked = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.ok/invoke",
+                                                          "Host: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n") + chunk.str());
+  ASSERT_EQ(chunked.size(), 1u);
+  EXPECT_EQ(chunked[0].status, 200) << chunked[0].body;
+}
+
+TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLengthsAre400) {
+  GatewayProcess& gw = Start(Config());
+  struct Case {
+    std::string name, request, error;
+  };
+  const std::string body = R"({"input":{}})";
+  const std::vector<Case> cases = {
+      {"no Host", "GET /healthz HTTP/1.1\r\n\r\n", "missing_host"},
+      {"two Hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "duplicate_header"},
+      {"two Authorizations",
+       "GET /v1/executions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ + "\r\nAuthorization: Bearer " +
+           Token("tenant-b") + "\r\n\r\n",
+       "duplicate_header"},
+      {"two equal Content-Lengths",
+       Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12\r\nContent-Length: 12\r\n", body),
+       "duplicate_header"},
+      {"a Content-Length list", Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12, 12\r\n", body),
+       "invalid_framing"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    bool closed = false;
+    const auto answers = Exchange(gw.public_port(), c.request, &closed);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].status, 400);
+    EXPECT_EQ(answers[0].Json()["error"], c.error) << answers[0].body;
+    EXPECT_TRUE(closed);
+  }
+  // The admin listener applies the same rules.
+  const auto admin = Exchange(gw.admin_port(), "GET /admin/connectors HTTP/1.1\r\n\r\n");
+  ASSERT_EQ(admin.size(), 1u);
+  EXPECT_EQ(admin[0].status, 400);
+  // HTTP/1.0 has no Host requirement.
+  const auto http10 = Exchange(gw.public_port(), "GET /healthz HTTP/1.0\r\n\r\n");
+  ASSERT_EQ(http10.size(), 1u);
+  EXPECT_EQ(http10[0].status, 200);
+  EXPECT_EQ(crm_.total(), 0);
+}
+
+TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
+  GatewayProcess& gw = Start(Config());
+  for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke", "/v1/tools/crm.x%2F..%2Fy/invoke",
+                                   "/v1/tools/crm.x%00/invoke", "/healthz%00"}) {
+    SCOPED_TRACE(target);
+    const auto answers = Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].status, 400);
+    EXPECT_EQ(answers[0].Json()["error"], "invalid_path") << answers[0].body;
+  }
+  EXPECT_EQ(crm_.total(), 0);
+  // In the query an encoded slash is data: it reaches the route (which refuses the cursor itself).
+  const auto query = Exchange(gw.public_port(), Request("GET", "/v1/executions?after=a%2Fb", "Host: x\r\nConnection: close\r\n"));
+  ASSERT_EQ(query.size(), 1u);
+  EXPECT_EQ(query[0].status, 400);
+  EXPECT_EQ(query[0].Json()["error"], "invalid_request");
+}
+
+TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsRefusedFirst) {
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})"}; });
+  GatewayProcess& gw = Start(
+      Config("max_body_bytes = 4096\n"));
+  const std::string body = R"({"input":{"pad":")" + std::string(2000, 'x') + "\"}}";
+  RawClient c(gw.public_port());
+  ASSERT_TRUE(c.Send(Request("POST", "/v1/tools/crm.ok/invoke",
+                             "Host: x\r\nExpect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n")));
+  // The interim answer comes before any body byte is sent (curl waits 1 s for it otherwise).
+  c.ReadWhile([](const std::string& got) { return got.find("\r\n\r\n") != std::string::npos; }, seconds(5));
+  ASSERT_EQ(c.received(), "HTTP/1.1 100 Continue\r\n\r\n");
+  ASSERT_TRUE(c.Send(body));
+  const auto final_answer = c.ReadResponses(1);
+  ASSERT_EQ(final_answer.size(), 1u);
+  EXPECT_EQ(final_answer[0].status, 200) << final_answer[0].body;
+
+  // Too large: the 413 comes at once, without a 100.
+  RawClient big(gw.public_port());
+  ASSERT_TRUE(big.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n")));
+  const auto refused = big.ReadResponses(1);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].status, 413);
+  EXPECT_EQ(big.received().find("100 Continue"), std::string::npos);
+  // Refused for its framing: no 100 either.
+  RawClient hostless(gw.public_port());
+  ASSERT_TRUE(hostless.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Expect: 100-continue\r\nContent-Length: 10\r\n")));
+  const auto no_host = hostless.ReadResponses(1);
+  ASSERT_EQ(no_host.size(), 1u);
+  EXPECT_EQ(no_host[0].status, 400);
+  EXPECT_EQ(hostless.received().find("100 Continue"), std::string::npos);
+  EXPECT_EQ(crm_.total(), 1);
+}
 
 // ---- the client's local resource errors ------------------------------------------------------------
 

@@ -44,17 +44,29 @@ using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;
 struct ServerLimits {
   int64_t max_body_bytes = 1 << 20;
   int max_header_bytes = 16 * 1024;
-  std::chrono::milliseconds request_timeout{30'000};
+  std::chrono::milliseconds request_timeout{30'000};  // reading a request; writing its response
 };
 
 // Accepts connections on one address and serves each with a coroutine: keep-alive, limits
 // (413 for a large body, 431 for large headers, 400 for a malformed request — all JSON), a read
 // timeout. Handlers run on the io_context's threads and must not block.
+//
+// What it refuses before a handler runs (RFC 9112), each as JSON with `Connection: close`:
+//   400 invalid_framing      a Transfer-Encoding whose last coding is not chunked, Transfer-Encoding
+//                            together with Content-Length, Transfer-Encoding in HTTP/1.0, a
+//                            Content-Length that is not one number
+//   501 unsupported_transfer_coding  codings other than chunked before the final chunked
+//   400 missing_host         an HTTP/1.1 request without Host
+//   400 duplicate_header     more than one Host, Authorization or Content-Length
+//   400 invalid_path         %2F, %2f or %00 in the path (an encoded slash must not route)
+// `Expect: 100-continue` is answered `100 Continue` once the header has passed these checks and
+// the body limit (413 otherwise, without the 100).
 class HttpServer {
  public:
   HttpServer(asio::io_context& io, ServerLimits limits, Handler handler);
   ~HttpServer();
-  // Binds and starts accepting; the bound port (useful with port 0).
+  // Binds and starts accepting; the bound port (useful with port 0). Throws boost::system_error
+  // when it cannot bind.
   int Start(const HostPort& address);
   // Stops accepting new connections; open connections finish their current request.
   void StopAccepting();
