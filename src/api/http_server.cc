@@ -1,14 +1,20 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <optional>
 
 #include "api/http.h"
@@ -60,10 +66,27 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
+bool ResponseBudget::TryReserve(int64_t bytes) {
+  int64_t used = in_use_.load(std::memory_order_relaxed);
+  do {
+    if (used + bytes > capacity_) return false;
+  } while (!in_use_.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
+  return true;
+}
+
+void ResponseBudget::Release(int64_t bytes) { in_use_.fetch_sub(bytes, std::memory_order_relaxed); }
+
 namespace {
 
 using Parser = http::request_parser<http::string_body>;
+using Clock = std::chrono::steady_clock;
 
+// How long an over-cap client is given to read its 503; and how many such refusals may be under
+// way at once per listener (each holds a descriptor): beyond that a client is closed unanswered.
+constexpr std::chrono::seconds kRefusalTime{1};
+constexpr int kMaxRefusalsInFlight = 64;
+constexpr std::chrono::milliseconds kFirstAcceptBackoff{10};
+constexpr std::chrono::milliseconds kLastAcceptBackoff{1000};
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::string ErrorBody(std::string_view code, std::string_view message) {
@@ -72,6 +95,12 @@ std::string ErrorBody(std::string_view code, std::string_view message) {
 
 HttpResponse Refusal(int status, std::string_view code, std::string_view message) {
   return {status, ErrorBody(code, message), "application/json", {}};
+}
+
+HttpResponse Overloaded(int status, std::string_view code, std::string_view message) {
+  HttpResponse r = Refusal(status, code, message);
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
 }
 
 HttpRequest Translate(const http::request<http::string_body>& r) {
@@ -225,22 +254,117 @@ ReadOutcome FromReadError(const beast::error_code& ec) {
   return {ReadOutcome::Kind::kRefused, RefusalForParseError(ec)};
 }
 
+// At most one line a second for a condition that may repeat thousands of times a second (accept
+// errors, a full listener), saying how many were held back. One coroutine uses each: not
+// thread-safe.
+class LogThrottle {
+ public:
+  // True when a line may be written now; `held_back` is then how many were suppressed before it.
+  bool Allow(int64_t& held_back) {
+    const auto now = Clock::now();
+    if (now - last_ < std::chrono::seconds(1)) {
+      ++held_back_;
+      return false;
+    }
+    last_ = now;
+    held_back = std::exchange(held_back_, 0);
+    return true;
+  }
+
+ private:
+  Clock::time_point last_{};
+  int64_t held_back_ = 0;
+};
+
+// One place in a count of open connections, given back when the connection's coroutine ends (also
+// when the io_context is destroyed before it ran).
+class CountedSlot {
+ public:
+  explicit CountedSlot(std::atomic<int>& count) : count_(&count) { count_->fetch_add(1); }
+  CountedSlot(CountedSlot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  CountedSlot& operator=(CountedSlot&&) = delete;
+  ~CountedSlot() {
+    if (count_ != nullptr) count_->fetch_sub(1);
+  }
+
+ private:
+  std::atomic<int>* count_;
+};
+
+// Budget bytes held by one response until it has been written or its connection closed.
+class BudgetHold {
+ public:
+  BudgetHold() = default;
+  BudgetHold(ResponseBudget* budget, int64_t bytes) : budget_(budget), bytes_(bytes) {}
+  BudgetHold(BudgetHold&& o) noexcept : budget_(std::exchange(o.budget_, nullptr)), bytes_(o.bytes_) {}
+  BudgetHold& operator=(BudgetHold&&) = delete;
+  ~BudgetHold() {
+    if (budget_ != nullptr) budget_->Release(bytes_);
+  }
+  bool held() const { return budget_ != nullptr; }
+
+ private:
+  ResponseBudget* budget_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
 }  // namespace
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Impl(asio::io_context& io, ServerLimits l, Handler h) : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)) {}
 
+  // ---- accepting ---------------------------------------------------------------------------------
+
   asio::awaitable<void> Accept() {
     auto self = shared_from_this();
+    asio::steady_timer backoff_timer(io);
+    std::chrono::milliseconds backoff{0};
     for (;;) {
       beast::error_code ec;
       tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-        continue;  // e.g. too many open files: keep serving the connections we have
+        // Out of descriptors (or buffers, or memory) the failed connection stays in the backlog and
+        // the next accept fails at once: retrying without a pause would spin a core and starve the
+        // connections being served. Wait, longer each time, until one succeeds.
+        backoff = std::clamp(backoff * 2, kFirstAcceptBackoff, kLastAcceptBackoff);
+        if (int64_t held_back = 0; accept_errors_log.Allow(held_back)) {
+          spdlog::warn("{}: accept failed: {} ({} more since the last report); retrying in {} ms", name, ec.message(),
+                       held_back, backoff.count());
+        }
+        backoff_timer.expires_after(backoff);
+        co_await backoff_timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
       }
-      asio::co_spawn(io, Serve(beast::tcp_stream(std::move(socket))), asio::detached);
+      backoff = std::chrono::milliseconds{0};
+      Dispatch(std::move(socket));
     }
+  }
+
+  // Serves the new connection, or answers it 503 when the listener is at its cap. The client is
+  // answered rather than left in the backlog so that it gets a reason and a time to come back
+  // instead of a hang; past kMaxRefusalsInFlight refusals it is closed at once.
+  void Dispatch(tcp::socket socket) {
+    if (open_connections.load() < limits.max_connections) {
+      CountedSlot slot(open_connections);
+      asio::co_spawn(io, Serve(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
+      return;
+    }
+    if (int64_t held_back = 0; full_log.Allow(held_back)) {
+      spdlog::warn("{}: at max_connections ({}): new connections are answered 503 ({} more since the last report)", name,
+                   limits.max_connections, held_back);
+    }
+    if (refusals_in_flight.load() >= kMaxRefusalsInFlight) return;  // closing the socket is the answer
+    CountedSlot slot(refusals_in_flight);
+    asio::co_spawn(io, RefuseOverCap(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
+  }
+
+  asio::awaitable<void> RefuseOverCap([[maybe_unused]] CountedSlot slot, beast::tcp_stream stream) {
+    auto self = shared_from_this();
+    HttpResponse refusal = Overloaded(503, "too_many_connections", "too many open connections; retry shortly");
+    stream.expires_after(kRefusalTime);
+    const beast::error_code ec = co_await Respond(stream, 11, false, refusal);
+    if (!ec) co_await LingeringClose(stream, kRefusalTime);
   }
 
   // ---- one connection ------------------------------------------------------------------------------
@@ -305,9 +429,53 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     co_return response;
   }
 
+  // Takes a large response's size from the process's budget until it is written; a response the
+  // budget cannot hold is replaced by 503 gateway_overloaded (the client may come back in a second).
+  BudgetHold HoldForWriting(HttpResponse& response) {
+    const auto size = static_cast<int64_t>(response.body.size());
+    ResponseBudget* budget = limits.response_budget.get();
+    if (budget == nullptr || size <= kBudgetedResponseBytes) return {};
+    if (budget->TryReserve(size)) return BudgetHold(budget, size);
+    if (int64_t held_back = 0; overload_log.Allow(held_back)) {
+      spdlog::warn("{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte response answered "
+                   "503 ({} more since the last report)",
+                   name, budget->in_use(), budget->capacity(), size, held_back);
+    }
+    response = Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
+    return {};
+  }
+
+  // Waits until the client has acknowledged every byte written (the socket's send queue is empty)
+  // or `deadline` passes: false then. A completed write proves little: the kernel's send buffer
+  // (autotuned up to tcp_wmem's maximum, 4 MiB by default) takes a whole 1 MB response from a client
+  // that never reads, and holds it for as long as the connection lives. Polled: 5 ms, doubling to
+  // 100 ms.
+  asio::awaitable<bool> AwaitDelivery(beast::tcp_stream& stream, Clock::time_point deadline) {
+    asio::steady_timer timer(io);
+    std::chrono::milliseconds pause{5};
+    for (;;) {
+      int unacknowledged = 0;
+      if (ioctl(stream.socket().native_handle(), SIOCOUTQ, &unacknowledged) != 0 || unacknowledged == 0) co_return true;
+      const auto now = Clock::now();
+      if (now >= deadline) co_return false;
+      timer.expires_after(std::min<Clock::duration>(pause, deadline - now));
+      beast::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      pause = std::min(pause * 2, std::chrono::milliseconds(100));
+    }
+  }
+
+  // Closes with a reset, so that the kernel drops what the client never read instead of keeping it
+  // for an orphaned connection.
+  static void Reset(beast::tcp_stream& stream) {
+    beast::error_code ignored;
+    stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+    stream.socket().close(ignored);
+  }
+
   // Requests one after another on a keep-alive connection. Responses are named locals, never
   // temporaries inside co_await: g++ 12 destroys such temporaries twice.
-  asio::awaitable<void> Serve(beast::tcp_stream stream) {
+  asio::awaitable<void> Serve([[maybe_unused]] CountedSlot slot, beast::tcp_stream stream) {
     auto self = shared_from_this();
     beast::flat_buffer buffer;
     for (;;) {
@@ -318,6 +486,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       ReadOutcome read = co_await ReadRequest(stream, buffer, parser);
       if (read.kind == ReadOutcome::Kind::kGone) break;
       if (read.kind == ReadOutcome::Kind::kRefused) {
+        stream.expires_after(limits.write_timeout);
         const beast::error_code ec = co_await Respond(stream, 11, false, read.refusal);
         if (!ec) co_await LingeringClose(stream, std::chrono::seconds(2));
         break;
@@ -327,9 +496,21 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
       HttpResponse response = co_await Handle(req);
-      stream.expires_after(limits.request_timeout);
+      // A client that does not read keeps its response in memory (toolgate's or the kernel's): a
+      // large one holds the budget until delivered, and the write timeout ends either kind.
+      BudgetHold hold = HoldForWriting(response);
+      const auto write_deadline = Clock::now() + limits.write_timeout;
+      stream.expires_after(limits.write_timeout);
       const beast::error_code ec = co_await Respond(stream, version, keep_alive, response);
-      if (ec || !keep_alive) break;
+      if (ec) break;
+      if (hold.held()) {
+        const bool delivered = co_await AwaitDelivery(stream, write_deadline);
+        if (!delivered) {
+          Reset(stream);
+          break;
+        }
+      }
+      if (!keep_alive) break;
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
@@ -339,6 +520,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   tcp::acceptor acceptor;
   ServerLimits limits;
   Handler handler;
+  std::string name = "listener";  // "listener 127.0.0.1:8080" once bound, for logs
+  std::atomic<int> open_connections{0};
+  std::atomic<int> refusals_in_flight{0};
+  LogThrottle accept_errors_log, full_log, overload_log;
 };
 
 HttpServer::HttpServer(asio::io_context& io, ServerLimits limits, Handler handler)
@@ -353,6 +538,7 @@ int HttpServer::Start(const HostPort& address) {
   impl_->acceptor.bind(ep);
   impl_->acceptor.listen(asio::socket_base::max_listen_connections);
   const int port = impl_->acceptor.local_endpoint().port();
+  impl_->name = "listener " + address.host + ":" + std::to_string(port);
   asio::co_spawn(impl_->io, impl_->Accept(), asio::detached);
   return port;
 }
