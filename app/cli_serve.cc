@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "api/descriptor_limit.h"
 #include "api/gateway.h"
 #include "app/cli.h"
 #include "spdlog/spdlog.h"
@@ -12,8 +13,22 @@ namespace toolgate::cli {
 
 namespace {
 
+// Before the gateway settles its connection caps, which it derives from this limit.
+void RaiseDescriptorLimit() {
+  absl::StatusOr<api::DescriptorLimit> limit = api::RaiseDescriptorLimit();
+  if (!limit.ok()) {
+    spdlog::warn("descriptor limit (RLIMIT_NOFILE) left as it was: {}", limit.status().ToString());
+  } else if (limit->soft != limit->soft_before) {
+    spdlog::info("descriptor limit (RLIMIT_NOFILE): raised the soft limit from {} to {} (hard limit {})", limit->soft_before,
+                 limit->soft, limit->hard);
+  } else {
+    spdlog::info("descriptor limit (RLIMIT_NOFILE): soft {}, hard {}", limit->soft, limit->hard);
+  }
+}
+
 int Serve(const Config& config) {
   SystemClock clock;
+  RaiseDescriptorLimit();
   auto gateway = api::Gateway::Create(config, clock);
   if (!gateway.ok()) return Fail(std::string(gateway.status().message()));
   if (absl::Status s = (*gateway)->Start(); !s.ok()) return Fail(std::string(s.message()));

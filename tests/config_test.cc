@@ -144,6 +144,89 @@ connector = "missing"
   }
 }
 
+TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
+  const std::string crm = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
+  auto defaults = ParseConfig(crm, "t.toml");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->server.max_connections, 0);  // derived at start
+  EXPECT_EQ(defaults->server.write_timeout_ms, 10'000);
+  EXPECT_EQ(defaults->server.max_response_buffer_bytes, int64_t{64} << 20);
+  EXPECT_EQ(defaults->admin.max_connections, 64);
+  EXPECT_TRUE(defaults->admin.allowed_hosts.empty());
+
+  auto set = ParseConfig("[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\n"
+                         "[admin]\nmax_connections = 8\nallowed_hosts = [\"Admin.Example.internal\", \"10.0.0.7\", \"[::1]\", \"fd00::2\"]\n" +
+                             crm,
+                         "t.toml");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->server.max_connections, 500);
+  EXPECT_EQ(set->server.write_timeout_ms, 2000);
+  EXPECT_EQ(set->server.max_response_buffer_bytes, 8 << 20);
+  EXPECT_EQ(set->admin.max_connections, 8);
+  EXPECT_EQ(set->admin.allowed_hosts, (std::vector<std::string>{"admin.example.internal", "10.0.0.7", "::1", "fd00::2"}));
+
+  for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[server]\nmax_connections = 0\n", "server.max_connections must be in 1..1000000"},
+           {"[server]\nwrite_timeout_ms = 10\n", "server.write_timeout_ms must be in 100..600000"},
+           {"[server]\nmax_response_buffer_bytes = 1000\n", "server.max_response_buffer_bytes must be in 1048576.."},
+           {"[server]\nmax_response_buffer_bytes = 2097152\n",
+            "server.max_response_buffer_bytes (2097152) must be at least connectors.crm.max_response_bytes (4194304)"},
+           {"[admin]\nmax_connections = 0\n", "admin.max_connections must be in 1..4096"},
+           {"[admin]\nallowed_hosts = \"example.com\"\n", "admin.allowed_hosts must be an array of strings"},
+           {"[admin]\nallowed_hosts = [\"ok\", 7]\n", "admin.allowed_hosts must be an array of strings"},
+           {"[admin]\nallowed_hosts = [\"ok\", \"evil.com/x\"]\n", "admin.allowed_hosts [1] (\"evil.com/x\") must be a host name"},
+           {"[admin]\nallowed_hosts = [\"\"]\n", "admin.allowed_hosts [0]"},
+           {"[admin]\nallowed_hosts = [\"" + std::string(254, 'a') + "\"]\n", "admin.allowed_hosts [0]"},
+           {"[admin]\nallowed_hosts = [\"a b\"]\n", "admin.allowed_hosts [0]"},
+       }) {
+    auto c = ParseConfig(text + crm, "bad.toml");
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_NE(std::string(c.status().message()).find(want), std::string::npos) << c.status();
+  }
+}
+
+TEST(ConfigTest, ThePublicConnectionCapIsDerivedFromTheDescriptorLimitOrCheckedAgainstIt) {
+  auto parse = [](const std::string& extra) {
+    auto c = ParseConfig(extra + "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n", "t.toml");
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  };
+  struct Derived {
+    uint64_t nofile;
+    int cap;
+  };
+  // (limit - 256 reserved - 64 admin) / 2, clamped to 16..16384.
+  for (const auto& [nofile, cap] : {Derived{1024, 352}, Derived{4096, 1888}, Derived{65536, 16384},
+                                     Derived{~uint64_t{0}, 16384}, Derived{256, 16}}) {
+    Config c = parse("");
+    auto plan = ResolveConnectionCaps(nofile, c);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_TRUE(plan->derived);
+    EXPECT_EQ(c.server.max_connections, cap) << nofile;
+    EXPECT_EQ(plan->descriptors_needed, 2 * cap + 64 + 256);
+  }
+  // A limit too low even for 16: started anyway (the caller warns), the need says so.
+  Config tiny = parse("");
+  EXPECT_GT(ResolveConnectionCaps(256, tiny)->descriptors_needed, 256);
+
+  Config fits = parse("[server]\nmax_connections = 352\n");
+  auto plan = ResolveConnectionCaps(1024, fits);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_FALSE(plan->derived);
+  EXPECT_EQ(fits.server.max_connections, 352);
+
+  Config too_many = parse("[server]\nmax_connections = 353\n");
+  auto refused = ResolveConnectionCaps(1024, too_many);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("server.max_connections = 353 needs about 1026 file descriptors"), std::string::npos)
+      << refused.status();
+  EXPECT_NE(refused.status().message().find("(RLIMIT_NOFILE) is 1024"), std::string::npos);
+  // The admin cap counts too.
+  Config big_admin = parse("[server]\nmax_connections = 300\n[admin]\nmax_connections = 200\n");
+  EXPECT_FALSE(ResolveConnectionCaps(1024, big_admin).ok());
+}
+
 TEST(ConfigTest, LeaseAndProbeTimeoutMustOutliveTheCall) {
   auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 10000\nlease_ttl_s = 10\n"
                        "[connectors.crm.breaker]\nprobe_timeout_s = 5\n",

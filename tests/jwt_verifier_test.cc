@@ -209,6 +209,73 @@ TEST_F(JwtVerifierTest, ClaimsAreCheckedWithLeeway) {
   EXPECT_TRUE(p->HasRole("operator"));
 }
 
+TEST_F(JwtVerifierTest, TimeClaimsOutsideInt64AreRefusedNotCast) {
+  auto v = Verifier({.hs256_secret = "s3cret"});
+  // Claims text written by hand: a JSON library would not write 1e400 or 2^64-1 as we need them.
+  auto token = [&](const std::string& claim, const std::string& number) {
+    json c = Claims();
+    std::string text = c.dump();
+    if (claim == "exp") {
+      text.replace(text.find("\"exp\":") + 6, std::to_string(c["exp"].get<int64_t>()).size(), number);
+    } else {
+      text.insert(text.size() - 1, ",\"" + claim + "\":" + number);
+    }
+    return SignHs256(text, "s3cret");
+  };
+  for (const std::string claim : {"exp", "nbf", "iat"}) {
+    for (const std::string number : {"1e300", "-1e300", "9223372036854775808.0", "-9.3e18", "18446744073709551615", "9.3e18",
+                                     "\"1800000600\"", "true", "null", "[1]"}) {
+      SCOPED_TRACE(claim + " = " + number);
+      auto r = v->Verify(token(claim, number));
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated);
+      EXPECT_EQ(r.status().message(), "malformed " + claim);
+    }
+    // Past double's range the JSON parser itself refuses the claims.
+    EXPECT_EQ(v->Verify(token(claim, "1e400")).status().message(), "malformed claims");
+    EXPECT_EQ(v->Verify(token(claim, "-1e400")).status().message(), "malformed claims");
+  }
+  // The largest exp int64 holds is a valid (if silly) expiry: no overflow adding the leeway.
+  EXPECT_TRUE(v->Verify(token("exp", "9223372036854775807")).ok());
+  EXPECT_TRUE(v->Verify(token("exp", "9.2e18")).ok());
+  EXPECT_EQ(v->Verify(token("exp", "-9223372036854775808")).status().message(), "token expired");
+  // A fractional date counts in whole seconds; iat is only checked for shape.
+  EXPECT_TRUE(v->Verify(token("nbf", std::to_string(clock_.now_epoch_sec()) + ".5")).ok());
+  EXPECT_TRUE(v->Verify(token("iat", std::to_string(clock_.now_epoch_sec() + 86400))).ok());
+}
+
+TEST_F(JwtVerifierTest, RoleStringsAreTrimmedOfSpacesAndControlCharactersFailTheToken) {
+  auto v = Verifier({.hs256_secret = "s3cret"});
+  auto roles_of = [&](const json& roles, const char* field = "custom:roles") {
+    json c = Claims();
+    c.erase("cognito:groups");
+    c[field] = roles;
+    return v->Verify(SignHs256(c.dump(), "s3cret"));
+  };
+  // A comma-separated string: entries trimmed of ASCII spaces, empty ones skipped.
+  auto spaced = roles_of(" admin");
+  ASSERT_TRUE(spaced.ok()) << spaced.status();
+  EXPECT_EQ(spaced->roles, std::vector<std::string>{"admin"});
+  auto list = roles_of("operator,  admin , ,");
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->roles, (std::vector<std::string>{"operator", "admin"}));
+  // A JSON list is taken as written: " admin" there is not the role admin.
+  auto verbatim = roles_of(json::array({" admin"}), "cognito:groups");
+  ASSERT_TRUE(verbatim.ok());
+  EXPECT_FALSE(verbatim->HasRole("admin"));
+  // Control characters are refused, never stripped, in either form.
+  for (const json& bad : {json("x,\nadmin"), json("x,\tadmin"), json("\tadmin"), json("admin\r"), json("ad\u007fmin"),
+                          json(std::string("admin\0", 6)), json::array({"x", "\nadmin"}), json::array({"admin\t"})}) {
+    for (const char* field : {"custom:roles", "cognito:groups"}) {
+      SCOPED_TRACE(std::string(field) + " = " + bad.dump());
+      auto r = roles_of(bad, field);
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated);
+      EXPECT_EQ(r.status().message(), "role names must not contain control characters");
+    }
+  }
+}
+
 TEST_F(JwtVerifierTest, TamperingAndGarbageAreRefused) {
   auto v = Verifier({.hs256_secret = "s3cret"});
   std::string token = SignHs256(Claims().dump(), "s3cret");

@@ -27,11 +27,24 @@ struct ServerConfig {
   int io_threads = 1;               // threads running the network event loop (1: see config.cc)
   int store_threads = 16;           // bounded pool for blocking store work
   int breaker_cache_ms = 250;       // how long a CLOSED (or cooling-down) breaker is answered from memory
+  // Open connections on the public listener. 0 (the key left out): derived at start from the
+  // descriptor limit (ResolveConnectionCaps).
+  int max_connections = 0;
+  int write_timeout_ms = 10'000;  // writing one response; a client that does not read is then closed
+  // Bytes of large responses (> 64 KiB each) waiting to be written, for the whole process; a
+  // response that does not fit is answered 503 gateway_overloaded.
+  int64_t max_response_buffer_bytes = int64_t{64} << 20;
 };
 
 struct AdminConfig {
   HostPort listen{"127.0.0.1", 9901};
   std::string admin_token_env;  // name of the env var holding the bearer token; empty: no token
+  // Open connections on the admin listener: separate from the public cap, so that a flood on the
+  // public port never locks operators out.
+  int max_connections = 64;
+  // Host names the admin listener answers besides its own address and localhost (design §6):
+  // names lowercased, IPv6 literals without brackets.
+  std::vector<std::string> allowed_hosts;
 };
 
 struct StoreConfig {
@@ -114,6 +127,26 @@ struct Config {
   std::map<std::string, ToolConfig> tools;
   std::string source;  // the file it came from, or "built-in default"
 };
+
+// Descriptors kept aside from connections: the store's files, logs, listeners, name lookups and
+// over-cap refusals under way.
+inline constexpr int64_t kReservedDescriptors = 256;
+inline constexpr int kMinDerivedConnections = 16;
+inline constexpr int kMaxDerivedConnections = 16384;
+
+// How server.max_connections was settled at start.
+struct ConnectionCapPlan {
+  bool derived = false;            // the key was left out
+  int64_t descriptors_needed = 0;  // 2 per public connection + admin.max_connections + kReservedDescriptors
+};
+
+// Settles server.max_connections against the process's descriptor limit `nofile` (the soft
+// RLIMIT_NOFILE). Each public connection may hold a downstream connection as well, so it counts
+// twice. Left out (0), the cap is derived: (nofile - kReservedDescriptors - admin.max_connections) / 2,
+// clamped to 16..16384 (with a limit too low even for 16, `descriptors_needed` exceeds `nofile`:
+// the caller warns). Set explicitly, a cap that needs more descriptors than `nofile` is refused:
+// kInvalidArgument naming the key and the numbers.
+absl::StatusOr<ConnectionCapPlan> ResolveConnectionCaps(uint64_t nofile, Config& config);
 
 // Parses and validates a TOML config. Errors are kInvalidArgument and name the file and the key.
 absl::StatusOr<Config> ParseConfig(const std::string& toml_text, const std::string& source_name);

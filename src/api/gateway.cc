@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/admin_routes.h"
 #include "api/api_support.h"
+#include "api/descriptor_limit.h"
 #include "api/gateway_context.h"
 #include "api/http.h"
 #include "api/public_routes.h"
@@ -131,6 +132,7 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Cl
   }
   auto verifier = auth::JwtVerifier::Create(vo, clock);
   if (!verifier.ok()) return verifier.status();
+  if (absl::Status s = ApplyConnectionCaps(config); !s.ok()) return s;
   auto impl = std::make_unique<Impl>(std::move(config), clock);
   impl->verifier = std::move(*verifier);
   impl->admin_token = std::move(admin_token);
@@ -144,9 +146,13 @@ absl::Status Gateway::Start() {
   limits.max_body_bytes = i.config.server.max_body_bytes;
   limits.max_header_bytes = i.config.server.max_header_bytes;
   limits.request_timeout = std::chrono::milliseconds(i.config.server.request_timeout_ms);
+  limits.write_timeout = std::chrono::milliseconds(i.config.server.write_timeout_ms);
+  limits.max_connections = i.config.server.max_connections;
+  limits.response_budget = std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
   i.public_server = std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) { return i.public_routes->Handle(std::move(r)); });
   ServerLimits admin_limits = limits;
   admin_limits.max_body_bytes = 64 * 1024;
+  admin_limits.max_connections = i.config.admin.max_connections;
   i.admin_server = std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.admin_routes->Handle(std::move(r)); });
   try {
     i.public_port = i.public_server->Start(i.config.server.listen);

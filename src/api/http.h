@@ -7,6 +7,8 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/system/error_code.hpp>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -40,20 +42,69 @@ struct HttpResponse {
 
 using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;
 
+// Bytes of large responses that clients have not taken yet, bounded for the whole process: a
+// client that does not read keeps its response in memory (toolgate's, or its socket's send queue
+// in the kernel) until the write timeout, so many slow readers of large responses would otherwise
+// hold their sum. Thread-safe (one atomic counter).
+class ResponseBudget {
+ public:
+  explicit ResponseBudget(int64_t capacity_bytes) : capacity_(capacity_bytes) {}
+  // Takes `bytes` from the budget: true, or false (taking nothing) when fewer than `bytes` are left.
+  bool TryReserve(int64_t bytes);
+  // Gives back bytes a successful TryReserve took.
+  void Release(int64_t bytes);
+  int64_t capacity() const { return capacity_; }
+  int64_t in_use() const { return in_use_.load(std::memory_order_relaxed); }
+
+ private:
+  const int64_t capacity_;
+  std::atomic<int64_t> in_use_{0};
+};
+
+// Responses up to this size are written without asking the budget: they are what most routes
+// answer, and the connection cap bounds their sum.
+inline constexpr int64_t kBudgetedResponseBytes = 64 * 1024;
+
 struct ServerLimits {
   int64_t max_body_bytes = 1 << 20;
   int max_header_bytes = 16 * 1024;
-  std::chrono::milliseconds request_timeout{30'000};
+  std::chrono::milliseconds request_timeout{30'000};  // reading one request, header and body
+  std::chrono::milliseconds write_timeout{10'000};    // writing one response; then the connection closes
+  // Open connections at most; a client over it is answered 503 too_many_connections and closed.
+  int max_connections = 1024;
+  // Shared by every listener of the process; null: responses are not budgeted.
+  std::shared_ptr<ResponseBudget> response_budget;
 };
 
 // Accepts connections on one address and serves each with a coroutine: keep-alive, limits
 // (413 for a large body, 431 for large headers, 400 for a malformed request — all JSON), a read
-// timeout. Handlers run on the io_context's threads and must not block.
+// timeout and a write timeout. Handlers run on the io_context's threads and must not block.
+//
+// What it refuses before a handler runs (RFC 9112), each as JSON with `Connection: close`:
+//   400 invalid_framing      a Transfer-Encoding whose last coding is not chunked, Transfer-Encoding
+//                            together with Content-Length, Transfer-Encoding in HTTP/1.0, a
+//                            Content-Length that is not one number
+//   501 unsupported_transfer_coding  codings other than chunked before the final chunked
+//   400 missing_host         an HTTP/1.1 request without Host
+//   400 duplicate_header     more than one Host, Authorization or Content-Length
+//   400 invalid_path         %2F, %2f or %00 in the path (an encoded slash must not route)
+// `Expect: 100-continue` is answered `100 Continue` once the header has passed these checks and
+// the body limit (413 otherwise, without the 100).
+//
+// Connections: at most `max_connections` open; beyond it a client gets 503 too_many_connections
+// (`Retry-After: 1`) at once and is closed. Accept errors (EMFILE, ENFILE, ENOBUFS, ...) are retried
+// after a back-off (10 ms doubling to 1 s, reset by a success), logged at most once a second.
+// Slow readers: a response must be written within `write_timeout`, or the connection is closed. A
+// response larger than kBudgetedResponseBytes takes its size from `response_budget` and keeps it
+// until the client has acknowledged every byte (a completed write only means the kernel took it);
+// not delivered within `write_timeout`, the connection is reset, dropping what the kernel still
+// holds. When the budget has no room, the client gets 503 gateway_overloaded (`Retry-After: 1`).
 class HttpServer {
  public:
   HttpServer(asio::io_context& io, ServerLimits limits, Handler handler);
   ~HttpServer();
-  // Binds and starts accepting; the bound port (useful with port 0).
+  // Binds and starts accepting; the bound port (useful with port 0). Throws boost::system_error
+  // when it cannot bind.
   int Start(const HostPort& address);
   // Stops accepting new connections; open connections finish their current request.
   void StopAccepting();
@@ -72,6 +123,10 @@ struct ClientResult {
   bool connected = false;
   bool sent = false;
   bool too_large = false;
+  // The failure is this host's, not the downstream's: opening or connecting the socket failed for
+  // want of descriptors, buffers or memory (IsLocalResourceError). Nothing was sent; `connected`
+  // is false.
+  bool local_resource_error = false;
   std::string error;
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
@@ -108,6 +163,10 @@ class ConnectionPool {
 asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool = nullptr);
 // Runs AsyncHttpCall on a private io_context (CLI, tests).
 ClientResult HttpCall(ClientRequest request);
+
+// EMFILE, ENFILE, ENOBUFS or ENOMEM (asio's no_descriptors, no_buffer_space, no_memory): errors
+// that say this host ran short, whatever the peer would have answered.
+bool IsLocalResourceError(const boost::system::error_code& ec);
 
 std::string PercentDecode(std::string_view s);
 std::string PercentEncode(std::string_view s);

@@ -57,6 +57,12 @@ ConnectionPool::ConnectionPool(size_t max_idle_per_address, std::chrono::seconds
 }
 ConnectionPool::~ConnectionPool() = default;
 
+bool IsLocalResourceError(const boost::system::error_code& ec) {
+  namespace errc = boost::system::errc;
+  return ec == errc::too_many_files_open || ec == errc::too_many_files_open_in_system ||
+         ec == errc::no_buffer_space || ec == errc::not_enough_memory;
+}
+
 namespace {
 
 // At the deadline the stream may report the cancelled operation as another error than
@@ -86,7 +92,10 @@ asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address
   }
   co_await stream.async_connect(endpoint, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    out.timed_out = TimedOut(ec, deadline);
+    // Opening the socket or connecting it can fail for want of descriptors or buffers here: that
+    // says nothing about the downstream, and the caller must not count it against it.
+    out.local_resource_error = IsLocalResourceError(ec);
+    out.timed_out = !out.local_resource_error && TimedOut(ec, deadline);
     out.error = "connect: " + ec.message();
     co_return false;
   }

@@ -1,13 +1,21 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <algorithm>
 #include <array>
+#include <atomic>
+#include <optional>
 
 #include "api/http.h"
 #include "nlohmann/json.hpp"
@@ -58,10 +66,41 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
+bool ResponseBudget::TryReserve(int64_t bytes) {
+  int64_t used = in_use_.load(std::memory_order_relaxed);
+  do {
+    if (used + bytes > capacity_) return false;
+  } while (!in_use_.compare_exchange_weak(used, used + bytes, std::memory_order_relaxed));
+  return true;
+}
+
+void ResponseBudget::Release(int64_t bytes) { in_use_.fetch_sub(bytes, std::memory_order_relaxed); }
+
 namespace {
+
+using Parser = http::request_parser<http::string_body>;
+using Clock = std::chrono::steady_clock;
+
+// How long an over-cap client is given to read its 503; and how many such refusals may be under
+// way at once per listener (each holds a descriptor): beyond that a client is closed unanswered.
+constexpr std::chrono::seconds kRefusalTime{1};
+constexpr int kMaxRefusalsInFlight = 64;
+constexpr std::chrono::milliseconds kFirstAcceptBackoff{10};
+constexpr std::chrono::milliseconds kLastAcceptBackoff{1000};
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::string ErrorBody(std::string_view code, std::string_view message) {
   return nlohmann::json{{"error", std::string(code)}, {"message", std::string(message)}}.dump();
+}
+
+HttpResponse Refusal(int status, std::string_view code, std::string_view message) {
+  return {status, ErrorBody(code, message), "application/json", {}};
+}
+
+HttpResponse Overloaded(int status, std::string_view code, std::string_view message) {
+  HttpResponse r = Refusal(status, code, message);
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
 }
 
 HttpRequest Translate(const http::request<http::string_body>& r) {
@@ -94,25 +133,244 @@ HttpRequest Translate(const http::request<http::string_body>& r) {
   return out;
 }
 
+// ---- RFC 9112 checks on a request's header, before its body is read -------------------------
+
+std::string_view TrimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// The transfer codings of every Transfer-Encoding line, in order (several lines are one list).
+std::vector<std::string> TransferCodings(const http::request_header<>& h) {
+  std::vector<std::string> codings;
+  for (const auto& f : h) {
+    if (f.name() != http::field::transfer_encoding) continue;
+    std::string_view rest(f.value().data(), f.value().size());
+    while (true) {
+      const auto comma = rest.find(',');
+      const std::string_view item = TrimOws(rest.substr(0, comma));
+      if (!item.empty()) {
+        std::string lower(item);
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        codings.push_back(std::move(lower));
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  return codings;
+}
+
+// The body's length must be known the same way by every hop, or a request can hide in another's
+// body (request smuggling): a final `chunked` alone, or one Content-Length, never both.
+std::optional<HttpResponse> CheckFraming(const http::request_header<>& h, int transfer_encodings, int content_lengths) {
+  if (transfer_encodings > 0) {
+    if (h.version() < 11) return Refusal(400, "invalid_framing", "HTTP/1.0 has no Transfer-Encoding");
+    if (content_lengths > 0) return Refusal(400, "invalid_framing", "Transfer-Encoding and Content-Length together");
+    const std::vector<std::string> codings = TransferCodings(h);
+    if (codings.empty() || codings.back() != "chunked") {
+      return Refusal(400, "invalid_framing", "the last transfer coding must be chunked");
+    }
+    for (size_t i = 0; i + 1 < codings.size(); ++i) {
+      if (codings[i] == "chunked") return Refusal(400, "invalid_framing", "chunked may be applied only once");
+    }
+    if (codings.size() > 1) return Refusal(501, "unsupported_transfer_coding", "only the chunked transfer coding is supported");
+  }
+  if (content_lengths == 1) {
+    const auto v = h[http::field::content_length];
+    if (v.empty() || v.find_first_not_of("0123456789") != beast::string_view::npos) {
+      return Refusal(400, "invalid_framing", "Content-Length must be one decimal number");
+    }
+  }
+  return std::nullopt;
+}
+
+// %2F would become a '/' that routing never saw (/v1/tools/crm.x%2Finvoke); %00 ends strings.
+bool HasEncodedSlashOrNul(std::string_view target) {
+  const std::string_view path = target.substr(0, target.find('?'));
+  for (size_t i = 0; i + 2 < path.size(); ++i) {
+    if (path[i] != '%') continue;
+    const char a = path[i + 1], b = static_cast<char>(std::tolower(static_cast<unsigned char>(path[i + 2])));
+    if ((a == '2' && b == 'f') || (a == '0' && b == '0')) return true;
+  }
+  return false;
+}
+
+std::optional<HttpResponse> CheckHeader(const http::request_header<>& h) {
+  int hosts = 0, authorizations = 0, content_lengths = 0, transfer_encodings = 0;
+  for (const auto& f : h) {
+    switch (f.name()) {
+      case http::field::host: ++hosts; break;
+      case http::field::authorization: ++authorizations; break;
+      case http::field::content_length: ++content_lengths; break;
+      case http::field::transfer_encoding: ++transfer_encodings; break;
+      default: break;
+    }
+  }
+  if (auto refusal = CheckFraming(h, transfer_encodings, content_lengths)) return refusal;
+  // Two of a header that must be single is ambiguous (which one does each hop use?): refuse.
+  if (hosts > 1) return Refusal(400, "duplicate_header", "more than one Host header");
+  if (authorizations > 1) return Refusal(400, "duplicate_header", "more than one Authorization header");
+  if (content_lengths > 1) return Refusal(400, "duplicate_header", "more than one Content-Length header");
+  if (hosts == 0 && h.version() >= 11) return Refusal(400, "missing_host", "an HTTP/1.1 request needs a Host header");
+  if (HasEncodedSlashOrNul({h.target().data(), h.target().size()})) {
+    return Refusal(400, "invalid_path", "the path must not contain an encoded slash (%2F) or NUL (%00)");
+  }
+  return std::nullopt;
+}
+
+bool ExpectsContinue(const http::request_header<>& h) {
+  if (h.version() < 11) return false;  // RFC 9110 §10.1.1: ignored in HTTP/1.0
+  const auto v = h[http::field::expect];
+  const std::string_view expect = TrimOws({v.data(), v.size()});
+  return beast::iequals(beast::string_view(expect.data(), expect.size()), "100-continue");
+}
+
+bool ClientWentAway(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
+         ec == asio::error::connection_reset || ec == asio::error::operation_aborted;
+}
+
+HttpResponse RefusalForParseError(const beast::error_code& ec) {
+  if (ec == http::error::body_limit) return Refusal(413, "body_too_large", "the request body exceeds max_body_bytes");
+  if (ec == http::error::header_limit) return Refusal(431, "headers_too_large", "the request headers are too large");
+  if (ec == http::error::bad_transfer_encoding || ec == http::error::bad_content_length) {
+    return Refusal(400, "invalid_framing", "conflicting or malformed Transfer-Encoding / Content-Length");
+  }
+  return Refusal(400, "bad_request", "malformed HTTP request");
+}
+
+// What reading one request came to: a request to handle, a client gone (or silent past the read
+// timeout), or a refusal to send before closing.
+struct ReadOutcome {
+  enum class Kind { kRequest, kGone, kRefused };
+  Kind kind = Kind::kRequest;
+  HttpResponse refusal;
+};
+
+ReadOutcome FromReadError(const beast::error_code& ec) {
+  if (ClientWentAway(ec)) return {ReadOutcome::Kind::kGone, {}};
+  return {ReadOutcome::Kind::kRefused, RefusalForParseError(ec)};
+}
+
+// At most one line a second for a condition that may repeat thousands of times a second (accept
+// errors, a full listener), saying how many were held back. One coroutine uses each: not
+// thread-safe.
+class LogThrottle {
+ public:
+  // True when a line may be written now; `held_back` is then how many were suppressed before it.
+  bool Allow(int64_t& held_back) {
+    const auto now = Clock::now();
+    if (now - last_ < std::chrono::seconds(1)) {
+      ++held_back_;
+      return false;
+    }
+    last_ = now;
+    held_back = std::exchange(held_back_, 0);
+    return true;
+  }
+
+ private:
+  Clock::time_point last_{};
+  int64_t held_back_ = 0;
+};
+
+// One place in a count of open connections, given back when the connection's coroutine ends (also
+// when the io_context is destroyed before it ran).
+class CountedSlot {
+ public:
+  explicit CountedSlot(std::atomic<int>& count) : count_(&count) { count_->fetch_add(1); }
+  CountedSlot(CountedSlot&& o) noexcept : count_(std::exchange(o.count_, nullptr)) {}
+  CountedSlot& operator=(CountedSlot&&) = delete;
+  ~CountedSlot() {
+    if (count_ != nullptr) count_->fetch_sub(1);
+  }
+
+ private:
+  std::atomic<int>* count_;
+};
+
+// Budget bytes held by one response until it has been written or its connection closed.
+class BudgetHold {
+ public:
+  BudgetHold() = default;
+  BudgetHold(ResponseBudget* budget, int64_t bytes) : budget_(budget), bytes_(bytes) {}
+  BudgetHold(BudgetHold&& o) noexcept : budget_(std::exchange(o.budget_, nullptr)), bytes_(o.bytes_) {}
+  BudgetHold& operator=(BudgetHold&&) = delete;
+  ~BudgetHold() {
+    if (budget_ != nullptr) budget_->Release(bytes_);
+  }
+  bool held() const { return budget_ != nullptr; }
+
+ private:
+  ResponseBudget* budget_ = nullptr;
+  int64_t bytes_ = 0;
+};
+
 }  // namespace
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
-  Impl(asio::io_context& io, ServerLimits l, Handler h) : io(io), acceptor(io), limits(l), handler(std::move(h)) {}
+  Impl(asio::io_context& io, ServerLimits l, Handler h) : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)) {}
+
+  // ---- accepting ---------------------------------------------------------------------------------
 
   asio::awaitable<void> Accept() {
     auto self = shared_from_this();
+    asio::steady_timer backoff_timer(io);
+    std::chrono::milliseconds backoff{0};
     for (;;) {
       beast::error_code ec;
       tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
-        continue;  // e.g. too many open files: keep serving the connections we have
+        // Out of descriptors (or buffers, or memory) the failed connection stays in the backlog and
+        // the next accept fails at once: retrying without a pause would spin a core and starve the
+        // connections being served. Wait, longer each time, until one succeeds.
+        backoff = std::clamp(backoff * 2, kFirstAcceptBackoff, kLastAcceptBackoff);
+        if (int64_t held_back = 0; accept_errors_log.Allow(held_back)) {
+          spdlog::warn("{}: accept failed: {} ({} more since the last report); retrying in {} ms", name, ec.message(),
+                       held_back, backoff.count());
+        }
+        backoff_timer.expires_after(backoff);
+        co_await backoff_timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        continue;
       }
-      asio::co_spawn(io, Serve(beast::tcp_stream(std::move(socket))), asio::detached);
+      backoff = std::chrono::milliseconds{0};
+      Dispatch(std::move(socket));
     }
   }
 
-  asio::awaitable<void> Respond(beast::tcp_stream& stream, unsigned version, bool keep_alive, HttpResponse& r) {
+  // Serves the new connection, or answers it 503 when the listener is at its cap. The client is
+  // answered rather than left in the backlog so that it gets a reason and a time to come back
+  // instead of a hang; past kMaxRefusalsInFlight refusals it is closed at once.
+  void Dispatch(tcp::socket socket) {
+    if (open_connections.load() < limits.max_connections) {
+      CountedSlot slot(open_connections);
+      asio::co_spawn(io, Serve(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
+      return;
+    }
+    if (int64_t held_back = 0; full_log.Allow(held_back)) {
+      spdlog::warn("{}: at max_connections ({}): new connections are answered 503 ({} more since the last report)", name,
+                   limits.max_connections, held_back);
+    }
+    if (refusals_in_flight.load() >= kMaxRefusalsInFlight) return;  // closing the socket is the answer
+    CountedSlot slot(refusals_in_flight);
+    asio::co_spawn(io, RefuseOverCap(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
+  }
+
+  asio::awaitable<void> RefuseOverCap([[maybe_unused]] CountedSlot slot, beast::tcp_stream stream) {
+    auto self = shared_from_this();
+    HttpResponse refusal = Overloaded(503, "too_many_connections", "too many open connections; retry shortly");
+    stream.expires_after(kRefusalTime);
+    const beast::error_code ec = co_await Respond(stream, 11, false, refusal);
+    if (!ec) co_await LingeringClose(stream, kRefusalTime);
+  }
+
+  // ---- one connection ------------------------------------------------------------------------------
+
+  // REQUIRES: `r.body` is not used afterwards (it is moved into the message).
+  asio::awaitable<beast::error_code> Respond(beast::tcp_stream& stream, unsigned version, bool keep_alive, HttpResponse& r) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "toolgate");
     res.set(http::field::content_type, r.content_type);
@@ -122,15 +380,16 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     res.prepare_payload();
     beast::error_code ec;
     co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
   }
 
   // After refusing a request whose body is still arriving: stop sending, then read and discard what
   // the client still sends (bounded in time and bytes) so that closing does not reset the connection
   // and destroy the refusal before the client has read it (nginx's lingering close).
-  asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+  asio::awaitable<void> LingeringClose(beast::tcp_stream& stream, std::chrono::seconds linger) {
     beast::error_code ec;
     stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream.expires_after(std::chrono::seconds(2));
+    stream.expires_after(linger);
     std::array<char, 64 * 1024> sink;
     size_t drained = 0;
     while (!ec && drained < (64u << 20)) {
@@ -138,49 +397,119 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  asio::awaitable<void> Serve(beast::tcp_stream stream) {
+  // The header first, checked (CheckHeader) before a body byte is read — and before `100 Continue`
+  // invites the client to send it; then the body. Reading the header alone also makes Beast report
+  // the body limit reliably (its one-shot read was seen to let an oversized body through).
+  asio::awaitable<ReadOutcome> ReadRequest(beast::tcp_stream& stream, beast::flat_buffer& buffer, Parser& parser) {
+    beast::error_code ec;
+    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return FromReadError(ec);
+    if (std::optional<HttpResponse> refusal = CheckHeader(parser.get())) {
+      co_return ReadOutcome{ReadOutcome::Kind::kRefused, std::move(*refusal)};
+    }
+    if (!parser.is_done() && ExpectsContinue(parser.get())) {
+      co_await asio::async_write(stream, asio::buffer(kContinue.data(), kContinue.size()),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return ReadOutcome{ReadOutcome::Kind::kGone, {}};
+    }
+    if (!parser.is_done()) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return FromReadError(ec);
+    co_return ReadOutcome{};
+  }
+
+  asio::awaitable<HttpResponse> Handle(const http::request<http::string_body>& req) {
+    HttpResponse response;
+    HttpRequest translated = Translate(req);
+    try {
+      response = co_await handler(std::move(translated));
+    } catch (const std::exception& e) {
+      spdlog::error("handler failed on {} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
+      response = Refusal(500, "internal", "internal error");
+    }
+    co_return response;
+  }
+
+  // Takes a large response's size from the process's budget until it is written; a response the
+  // budget cannot hold is replaced by 503 gateway_overloaded (the client may come back in a second).
+  BudgetHold HoldForWriting(HttpResponse& response) {
+    const auto size = static_cast<int64_t>(response.body.size());
+    ResponseBudget* budget = limits.response_budget.get();
+    if (budget == nullptr || size <= kBudgetedResponseBytes) return {};
+    if (budget->TryReserve(size)) return BudgetHold(budget, size);
+    if (int64_t held_back = 0; overload_log.Allow(held_back)) {
+      spdlog::warn("{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte response answered "
+                   "503 ({} more since the last report)",
+                   name, budget->in_use(), budget->capacity(), size, held_back);
+    }
+    response = Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
+    return {};
+  }
+
+  // Waits until the client has acknowledged every byte written (the socket's send queue is empty)
+  // or `deadline` passes: false then. A completed write proves little: the kernel's send buffer
+  // (autotuned up to tcp_wmem's maximum, 4 MiB by default) takes a whole 1 MB response from a client
+  // that never reads, and holds it for as long as the connection lives. Polled: 5 ms, doubling to
+  // 100 ms.
+  asio::awaitable<bool> AwaitDelivery(beast::tcp_stream& stream, Clock::time_point deadline) {
+    asio::steady_timer timer(io);
+    std::chrono::milliseconds pause{5};
+    for (;;) {
+      int unacknowledged = 0;
+      if (ioctl(stream.socket().native_handle(), SIOCOUTQ, &unacknowledged) != 0 || unacknowledged == 0) co_return true;
+      const auto now = Clock::now();
+      if (now >= deadline) co_return false;
+      timer.expires_after(std::min<Clock::duration>(pause, deadline - now));
+      beast::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      pause = std::min(pause * 2, std::chrono::milliseconds(100));
+    }
+  }
+
+  // Closes with a reset, so that the kernel drops what the client never read instead of keeping it
+  // for an orphaned connection.
+  static void Reset(beast::tcp_stream& stream) {
+    beast::error_code ignored;
+    stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+    stream.socket().close(ignored);
+  }
+
+  // Requests one after another on a keep-alive connection. Responses are named locals, never
+  // temporaries inside co_await: g++ 12 destroys such temporaries twice.
+  asio::awaitable<void> Serve([[maybe_unused]] CountedSlot slot, beast::tcp_stream stream) {
     auto self = shared_from_this();
     beast::flat_buffer buffer;
     for (;;) {
-      http::request_parser<http::string_body> parser;
+      Parser parser;
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       parser.body_limit(static_cast<std::uint64_t>(limits.max_body_bytes));
       stream.expires_after(limits.request_timeout);
-      beast::error_code ec;
-      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
-          ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-        break;
-      }
-      // Responses are named locals, never temporaries inside co_await: g++ 12 destroys such
-      // temporaries twice.
-      if (ec) {
-        HttpResponse refusal;
-        if (ec == http::error::body_limit) {
-          refusal = {413, ErrorBody("body_too_large", "the request body exceeds max_body_bytes"), "application/json", {}};
-        } else if (ec == http::error::header_limit) {
-          refusal = {431, ErrorBody("headers_too_large", "the request headers are too large"), "application/json", {}};
-        } else {
-          refusal = {400, ErrorBody("bad_request", "malformed HTTP request"), "application/json", {}};
-        }
-        co_await Respond(stream, 11, false, refusal);
-        co_await LingeringClose(stream);
+      ReadOutcome read = co_await ReadRequest(stream, buffer, parser);
+      if (read.kind == ReadOutcome::Kind::kGone) break;
+      if (read.kind == ReadOutcome::Kind::kRefused) {
+        stream.expires_after(limits.write_timeout);
+        const beast::error_code ec = co_await Respond(stream, 11, false, read.refusal);
+        if (!ec) co_await LingeringClose(stream, std::chrono::seconds(2));
         break;
       }
       http::request<http::string_body> req = parser.release();
       const bool keep_alive = req.keep_alive();
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
-      HttpResponse response;
-      HttpRequest translated = Translate(req);
-      try {
-        response = co_await handler(std::move(translated));
-      } catch (const std::exception& e) {
-        spdlog::error("handler failed on {} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
-        response = {500, ErrorBody("internal", "internal error"), "application/json", {}};
+      HttpResponse response = co_await Handle(req);
+      // A client that does not read keeps its response in memory (toolgate's or the kernel's): a
+      // large one holds the budget until delivered, and the write timeout ends either kind.
+      BudgetHold hold = HoldForWriting(response);
+      const auto write_deadline = Clock::now() + limits.write_timeout;
+      stream.expires_after(limits.write_timeout);
+      const beast::error_code ec = co_await Respond(stream, version, keep_alive, response);
+      if (ec) break;
+      if (hold.held()) {
+        const bool delivered = co_await AwaitDelivery(stream, write_deadline);
+        if (!delivered) {
+          Reset(stream);
+          break;
+        }
       }
-      stream.expires_after(limits.request_timeout);
-      co_await Respond(stream, version, keep_alive, response);
       if (!keep_alive) break;
     }
     beast::error_code ignored;
@@ -191,10 +520,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   tcp::acceptor acceptor;
   ServerLimits limits;
   Handler handler;
+  std::string name = "listener";  // "listener 127.0.0.1:8080" once bound, for logs
+  std::atomic<int> open_connections{0};
+  std::atomic<int> refusals_in_flight{0};
+  LogThrottle accept_errors_log, full_log, overload_log;
 };
 
 HttpServer::HttpServer(asio::io_context& io, ServerLimits limits, Handler handler)
-    : impl_(std::make_shared<Impl>(io, limits, std::move(handler))) {}
+    : impl_(std::make_shared<Impl>(io, std::move(limits), std::move(handler))) {}
 
 HttpServer::~HttpServer() { StopAccepting(); }
 
@@ -205,6 +538,7 @@ int HttpServer::Start(const HostPort& address) {
   impl_->acceptor.bind(ep);
   impl_->acceptor.listen(asio::socket_base::max_listen_connections);
   const int port = impl_->acceptor.local_endpoint().port();
+  impl_->name = "listener " + address.host + ":" + std::to_string(port);
   asio::co_spawn(impl_->io, impl_->Accept(), asio::detached);
   return port;
 }

@@ -8,12 +8,14 @@
 #include <openssl/param_build.h>
 #include <sys/stat.h>
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 
@@ -128,10 +130,73 @@ bool ValidTenantId(const std::string& s) {
   return true;
 }
 
-std::optional<int64_t> NumericClaim(const json& claims, const char* name) {
+// A NumericDate claim (RFC 7519 §2) in whole seconds: nullopt when absent; kUnauthenticated when it
+// is not a number, or a number int64 cannot hold: casting 1e300 to int64 is undefined behaviour,
+// and an unsigned 2^64-1 would wrap to -1. (A literal past double's range, 1e400, never gets here:
+// the JSON parser refuses it.)
+absl::StatusOr<std::optional<int64_t>> NumericDate(const json& claims, const char* name) {
   auto it = claims.find(name);
-  if (it == claims.end() || !it->is_number()) return std::nullopt;
-  return it->is_number_float() ? static_cast<int64_t>(it->get<double>()) : it->get<int64_t>();
+  if (it == claims.end()) return std::nullopt;
+  const auto malformed = [name] { return Unauthenticated(absl::StrCat("malformed ", name)); };
+  if (it->is_number_integer() && !it->is_number_unsigned()) return it->get<int64_t>();
+  if (it->is_number_unsigned()) {
+    const uint64_t v = it->get<uint64_t>();
+    if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return malformed();
+    return static_cast<int64_t>(v);
+  }
+  if (!it->is_number_float()) return malformed();
+  const double v = it->get<double>();
+  // -2^63 is exactly representable; 2^63 is the first double past int64's maximum.
+  constexpr double kMin = -9223372036854775808.0, kPastMax = 9223372036854775808.0;
+  if (!std::isfinite(v) || v < kMin || v >= kPastMax) return malformed();
+  return static_cast<int64_t>(v);
+}
+
+// exp (required), nbf and iat (checked for shape when present), with `leeway_s` either way.
+absl::Status CheckTimes(const json& claims, int64_t now, int leeway_s) {
+  const absl::StatusOr<std::optional<int64_t>> exp = NumericDate(claims, "exp");
+  if (!exp.ok()) return exp.status();
+  if (!exp->has_value()) return Unauthenticated("token has no exp");
+  if (**exp < now - leeway_s) return Unauthenticated("token expired");  // not exp + leeway: it may overflow
+  const absl::StatusOr<std::optional<int64_t>> nbf = NumericDate(claims, "nbf");
+  if (!nbf.ok()) return nbf.status();
+  if (nbf->has_value() && now + leeway_s < **nbf) return Unauthenticated("token not yet valid");
+  if (absl::StatusOr<std::optional<int64_t>> iat = NumericDate(claims, "iat"); !iat.ok()) return iat.status();
+  return absl::OkStatus();
+}
+
+bool HasControlCharacter(std::string_view s) {
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return true;
+  }
+  return false;
+}
+
+// Roles from `cognito:groups` and `custom:roles`: a list of strings, or one comma-separated string
+// whose entries are trimmed of ASCII spaces (people write "operator, admin"). List entries are
+// taken as they are. A control character in any role name fails the token (kUnauthenticated):
+// stripping it would let "x,\nadmin" or "\tadmin" become the role admin.
+absl::Status ReadRoles(const json& claims, std::vector<std::string>& roles) {
+  const auto refused = [] { return Unauthenticated("role names must not contain control characters"); };
+  for (const char* field : {"cognito:groups", "custom:roles"}) {
+    const json value = claims.value(field, json());
+    if (value.is_array()) {
+      for (const json& r : value) {
+        if (!r.is_string()) continue;
+        if (HasControlCharacter(r.get<std::string>())) return refused();
+        roles.push_back(r.get<std::string>());
+      }
+    } else if (value.is_string()) {
+      const std::string& list = value.get_ref<const std::string&>();
+      if (HasControlCharacter(list)) return refused();
+      for (absl::string_view r : absl::StrSplit(list, ',')) {
+        while (!r.empty() && r.front() == ' ') r.remove_prefix(1);
+        while (!r.empty() && r.back() == ' ') r.remove_suffix(1);
+        if (!r.empty()) roles.emplace_back(r);
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -295,15 +360,7 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
 
   const json claims = json::parse(claims_raw, nullptr, false);
   if (claims.is_discarded() || !claims.is_object()) return Unauthenticated("malformed claims");
-  const int64_t now = clock_.now_epoch_sec();
-  const auto exp = NumericClaim(claims, "exp");
-  if (!exp) return Unauthenticated("token has no exp");
-  if (now > *exp + options_.leeway_s) return Unauthenticated("token expired");
-  if (claims.contains("nbf")) {
-    const auto nbf = NumericClaim(claims, "nbf");
-    if (!nbf) return Unauthenticated("malformed nbf");
-    if (now + options_.leeway_s < *nbf) return Unauthenticated("token not yet valid");
-  }
+  if (absl::Status s = CheckTimes(claims, clock_.now_epoch_sec(), options_.leeway_s); !s.ok()) return s;
   if (!options_.issuer.empty()) {
     const json iss = claims.value("iss", json());
     if (!iss.is_string() || iss.get<std::string>() != options_.issuer) return Unauthenticated("wrong issuer");
@@ -327,18 +384,7 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
     p.account_id = account.get<std::string>();
   }
   if (const json sub = claims.value("sub", json()); sub.is_string()) p.subject = sub.get<std::string>().substr(0, 256);
-  for (const char* field : {"cognito:groups", "custom:roles"}) {
-    const json roles = claims.value(field, json());
-    if (roles.is_array()) {
-      for (const json& r : roles) {
-        if (r.is_string()) p.roles.push_back(r.get<std::string>());
-      }
-    } else if (roles.is_string()) {
-      for (absl::string_view r : absl::StrSplit(roles.get<std::string>(), ',', absl::SkipWhitespace())) {
-        p.roles.emplace_back(absl::StripAsciiWhitespace(r));
-      }
-    }
-  }
+  if (absl::Status s = ReadRoles(claims, p.roles); !s.ok()) return s;
   return p;
 }
 

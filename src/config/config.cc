@@ -1,6 +1,10 @@
 #include "toolgate/config.h"
 
+#include <arpa/inet.h>
+
+#include <algorithm>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -53,6 +57,19 @@ class TableReader {
     if (!v) return Error(key, "must be a number");
     if (!(*v >= min && *v <= max)) return Error(key, absl::StrCat("must be in ", min, "..", max));
     out = *v;
+  }
+  void StringArray(std::string_view key, std::vector<std::string>& out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return;
+    std::vector<std::string> values;
+    const toml::array* a = n->as_array();
+    for (size_t i = 0; a != nullptr && i < a->size(); ++i) {
+      auto v = (*a)[i].value<std::string>();
+      if (!v) break;
+      values.push_back(*v);
+    }
+    if (a == nullptr || values.size() != a->size()) return Error(key, "must be an array of strings");
+    out = std::move(values);
   }
   void Bool(std::string_view key, bool& out) {
     const toml::node* n = Find(key);
@@ -145,6 +162,39 @@ bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, 
     }
   }
   return true;
+}
+
+// A host name ([A-Za-z0-9.-]{1,253}, lowercased) or an IP literal (an IPv6 one with or without
+// brackets, kept without): the form the admin listener compares a request's Host with.
+std::optional<std::string> NormalizeAllowedHost(std::string host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, host.c_str(), &v6) == 1) return host;
+  if (host.empty() || host.size() > 253) return std::nullopt;
+  for (char& ch : host) {
+    const bool ok = std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-';
+    if (!ok) return std::nullopt;
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  return host;
+}
+
+void ReadAdmin(TableReader& admin, AdminConfig& c) {
+  ReadListen(admin, c.listen);
+  admin.String("admin_token_env", c.admin_token_env);
+  admin.Int("max_connections", 1, 4096, c.max_connections);
+  std::vector<std::string> hosts;
+  admin.StringArray("allowed_hosts", hosts);
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    std::optional<std::string> host = NormalizeAllowedHost(hosts[i]);
+    if (!host) {
+      admin.Error("allowed_hosts", absl::StrCat("[", i, "] (\"", hosts[i].substr(0, 64),
+                                                "\") must be a host name ([A-Za-z0-9.-]{1,253}) or an IP literal"));
+      continue;
+    }
+    c.allowed_hosts.push_back(std::move(*host));
+  }
+  admin.RefuseUnknown();
 }
 
 void ReadBreaker(TableReader& r, breaker::Config& b) {
@@ -243,12 +293,13 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   server.Int("io_threads", 1, 1, c.server.io_threads);
   server.Int("store_threads", 1, 1024, c.server.store_threads);
   server.Int("breaker_cache_ms", 0, 5000, c.server.breaker_cache_ms);
+  server.Int("max_connections", 1, 1'000'000, c.server.max_connections);
+  server.Int("write_timeout_ms", 100, 600'000, c.server.write_timeout_ms);
+  server.Int("max_response_buffer_bytes", int64_t{1} << 20, int64_t{64} << 30, c.server.max_response_buffer_bytes);
   server.RefuseUnknown();
 
   TableReader admin(top.Table("admin"), "admin", errors);
-  ReadListen(admin, c.admin.listen);
-  admin.String("admin_token_env", c.admin.admin_token_env);
-  admin.RefuseUnknown();
+  ReadAdmin(admin, c.admin);
 
   TableReader store(top.Table("store"), "store", errors);
   store.String("backend", c.store.backend);
@@ -343,6 +394,14 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
     }
   }
   if (c.connectors.empty()) errors.push_back("connectors: at least one [connectors.<id>] table is required");
+  for (const auto& [id, connector] : c.connectors) {
+    // A response as large as the budget could never be written: every such call would be a 503.
+    if (connector.max_response_bytes > c.server.max_response_buffer_bytes) {
+      server.Error("max_response_buffer_bytes",
+                   absl::StrCat("(", c.server.max_response_buffer_bytes, ") must be at least connectors.", id,
+                                ".max_response_bytes (", connector.max_response_bytes, ")"));
+    }
+  }
 
   if (const toml::table* tools = top.Table("tools")) {
     for (const auto& [name, node] : *tools) {
@@ -373,6 +432,29 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
     return absl::InvalidArgumentError(msg);
   }
   return c;
+}
+
+absl::StatusOr<ConnectionCapPlan> ResolveConnectionCaps(uint64_t nofile, Config& config) {
+  // int64 arithmetic throughout: RLIMIT_NOFILE may be RLIM_INFINITY.
+  const int64_t limit = static_cast<int64_t>(std::min<uint64_t>(nofile, uint64_t{1} << 40));
+  const int64_t admin = config.admin.max_connections;
+  auto need = [&](int64_t public_cap) { return 2 * public_cap + admin + kReservedDescriptors; };
+  ConnectionCapPlan plan;
+  if (config.server.max_connections == 0) {
+    plan.derived = true;
+    const int64_t fits = (limit - kReservedDescriptors - admin) / 2;
+    config.server.max_connections = static_cast<int>(
+        std::clamp<int64_t>(fits, kMinDerivedConnections, kMaxDerivedConnections));
+  } else if (need(config.server.max_connections) > limit) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.source, ": server.max_connections = ", config.server.max_connections, " needs about ",
+        need(config.server.max_connections), " file descriptors (2 per connection, as each may hold a downstream "
+        "connection, plus admin.max_connections = ", admin, " and ", kReservedDescriptors,
+        " in reserve), but the descriptor limit (RLIMIT_NOFILE) is ", limit,
+        ": raise the limit (ulimit -n, systemd LimitNOFILE=) or lower server.max_connections"));
+  }
+  plan.descriptors_needed = need(config.server.max_connections);
+  return plan;
 }
 
 absl::StatusOr<Config> LoadConfig(const std::string& path) {

@@ -18,7 +18,10 @@ using Principal = ::toolgate::Principal;  // the domain's, filled from a verifie
 // key; the file is re-read when it changes), HS256 against a shared secret (development). The token's
 // `alg` selects the key family and each key is used only with its own algorithm, so a token cannot
 // choose how it is checked (no `none`, no HS256 signed with an RSA public key). `exp` is required;
-// `nbf`, `iss` and `aud` are checked when configured, with `leeway_s`.
+// `nbf`, `iss` and `aud` are checked when configured, with `leeway_s`. `exp`, `nbf` and `iat` must
+// be numbers of seconds that fit int64 (1e300 is refused, not cast). Roles come from
+// `cognito:groups` or `custom:roles`, as a list or as one comma-separated string whose entries are
+// trimmed of spaces ("operator, admin"); a role name holding a control character fails the token.
 //
 // Thread-safe. Verify returns kUnauthenticated with a short reason that is safe to show the caller
 // (it never contains the token or a key).
