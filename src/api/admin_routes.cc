@@ -4,6 +4,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "api/api_support.h"
 #include "api/views.h"
@@ -20,6 +21,7 @@ struct AdminRoutes::Impl {
         draining(g.draining) {}
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
+    if (std::optional<HttpResponse> refused = RefuseCrossSite(req)) co_return *refused;
     // The dashboard page holds no data (it reads the routes below, which need the token), so a
     // browser can load it and then ask for the token.
     if (req.path == "/" && req.method == "GET") {
@@ -85,6 +87,52 @@ struct AdminRoutes::Impl {
       co_return Error(404, "not_found", "no such route");
     }
     co_return Error(404, "not_found", "no such route");
+  }
+
+  // No CSRF and no DNS rebinding (design §6): a browser page elsewhere must not drive the admin
+  // listener through an operator's browser. The Host must name this listener (its address,
+  // localhost, or [admin] allowed_hosts); an Origin, when sent, must be this listener's own; a write
+  // must be `Content-Type: application/json`, which a cross-site "simple" request cannot send
+  // without a preflight this listener never answers.
+  std::optional<HttpResponse> RefuseCrossSite(const HttpRequest& req) const {
+    const std::string host = req.Header("host");
+    if (!AllowedHost(HostName(host))) {
+      return Error(403, "forbidden_host", "the Host header does not name this admin listener");
+    }
+    if (const std::string origin = req.Header("origin"); !origin.empty() && origin != "http://" + host) {
+      return Error(403, "forbidden_origin", "cross-origin requests to the admin listener are refused");
+    }
+    const bool write = req.method != "GET" && req.method != "HEAD" && req.method != "OPTIONS";
+    if (write) {
+      const std::string type = req.Header("content-type");
+      const std::string media = type.substr(0, type.find(';'));
+      if (absl::AsciiStrToLower(absl::StripAsciiWhitespace(media)) != "application/json") {
+        return Error(415, "unsupported_media_type", "admin changes must be sent as Content-Type: application/json");
+      }
+    }
+    return std::nullopt;
+  }
+
+  // "127.0.0.1:9901" → "127.0.0.1"; "[::1]:9901" → "::1"; lowercased.
+  static std::string HostName(const std::string& host) {
+    std::string name = host;
+    if (!name.empty() && name.front() == '[') {
+      name = name.substr(1, name.find(']') == std::string::npos ? std::string::npos : name.find(']') - 1);
+    } else if (const auto colon = name.rfind(':'); colon != std::string::npos) {
+      name = name.substr(0, colon);
+    }
+    return absl::AsciiStrToLower(name);
+  }
+
+  bool AllowedHost(const std::string& name) const {
+    if (name.empty()) return false;
+    if (name == "localhost" || name == absl::AsciiStrToLower(config.admin.listen.host)) return true;
+    // A wildcard listener answers on every address of the host; a loopback address is still this host.
+    if ((config.admin.listen.host == "0.0.0.0" || config.admin.listen.host == "::") && IsLoopback(name)) return true;
+    for (const std::string& allowed : config.admin.allowed_hosts) {
+      if (name == absl::AsciiStrToLower(allowed)) return true;
+    }
+    return false;
   }
 
   static int CRYPTO_memcmp_shim(const char* a, const char* b, size_t n) {
