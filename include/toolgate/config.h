@@ -9,15 +9,9 @@
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/domain/ids.h"  // IsValidToolName: config keys use the name alphabet
 #include "toolgate/domain/concurrency_rules.h"
+#include "toolgate/domain/host_port.h"
 
 namespace toolgate {
-
-// A "host:port" listen or connect address.
-struct HostPort {
-  std::string host;
-  int port = 0;  // 0: any free port (tests)
-  std::string ToString() const { return host + ":" + std::to_string(port); }
-};
 
 struct ServerConfig {
   HostPort listen{"127.0.0.1", 8080};

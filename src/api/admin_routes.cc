@@ -18,7 +18,7 @@ struct AdminRoutes::Impl {
   explicit Impl(GatewayContext& g)
       : config(g.config), clock(g.clock), engine(g.engine), pool(g.pool), downstream_pool(g.downstream_pool),
         verifier(g.verifier), admin_token(g.admin_token), recent(g.recent), in_flight(g.in_flight),
-        draining(g.draining) {}
+        draining(g.draining), connectors(g.connectors) {}
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (std::optional<HttpResponse> refused = RefuseCrossSite(req)) co_return *refused;
@@ -267,17 +267,14 @@ struct AdminRoutes::Impl {
     const bool force = body.contains("force") && body["force"].is_boolean() && body["force"].get<bool>();
     json health = {{"checked", false}};
     if (!force) {
-      // Never close blind: the connector's health endpoint must answer 2xx first.
-      ClientRequest check;
-      check.address = c.address;
-      check.target = c.path_prefix + c.health_path;
-      check.timeout = std::chrono::milliseconds(std::min(c.timeout_ms, 5000));
-      auto check_op = AsyncHttpCall(std::move(check));
-      ClientResult r = co_await std::move(check_op);
-      health = {{"checked", true}, {"status", r.status}, {"error", r.error}};
-      if (!r.ok || r.status < 200 || r.status >= 300) {
+      // Never close blind: the connector's health check must pass first.
+      auto check_op = connectors.at(c.id)->CheckHealth();
+      HealthReport r = co_await std::move(check_op);
+      health = {{"checked", true}, {"target", r.target}, {"status", r.status}, {"error", r.error}};
+      if (!r.healthy) {
         co_return Json(409, {{"error", "connector_unhealthy"},
-                             {"message", "the connector's health check failed; fix it or pass force: true"},
+                             {"message", "the connector's health check (" + r.target +
+                                             ") failed; fix it, or close with --force (\"force\": true) to skip the check"},
                              {"health", health}});
       }
     }
@@ -346,6 +343,7 @@ struct AdminRoutes::Impl {
   RecentCalls& recent;
   std::atomic<int>& in_flight;
   std::atomic<bool>& draining;
+  const toolgate::Connectors& connectors;  // (qualified: Connectors() is the route above)
 };
 
 AdminRoutes::AdminRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}

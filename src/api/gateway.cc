@@ -22,6 +22,7 @@
 #include "api/webhook_notifier.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/auth/jwt_verifier.h"
+#include "toolgate/connectors/http_connector.h"
 #include "toolgate/engine/engine.h"
 #include "toolgate/store/memory_item_store.h"
 
@@ -45,8 +46,9 @@ struct Gateway::Impl {
     if (!opened.ok()) return opened.status();
     engine = std::move(*opened);
     if (absl::Status s = engine->PrepareConnectors(); !s.ok()) return s;
+    connectors = MakeConnectors(config, downstream_pool, clock);
     context = std::make_unique<GatewayContext>(GatewayContext{config, clock, *engine, pool, downstream_pool, *verifier,
-                                                              admin_token, recent, in_flight, draining});
+                                                              admin_token, recent, in_flight, draining, connectors});
     public_routes = std::make_unique<PublicRoutes>(*context);
     admin_routes = std::make_unique<AdminRoutes>(*context);
     return absl::OkStatus();
@@ -89,6 +91,7 @@ struct Gateway::Impl {
 
   asio::io_context io;
   ConnectionPool downstream_pool;  // after io: its idle sockets must close before io is destroyed
+  Connectors connectors;
   asio::thread_pool pool;
   std::unique_ptr<GatewayContext> context;
   std::unique_ptr<PublicRoutes> public_routes;

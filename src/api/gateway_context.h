@@ -13,6 +13,7 @@
 #include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/engine/connector.h"
 #include "toolgate/engine/engine.h"
 
 namespace toolgate::api {
@@ -29,6 +30,7 @@ struct GatewayContext {
   RecentCalls& recent;
   std::atomic<int>& in_flight;       // invocations between admission and answer (drained on stop)
   std::atomic<bool>& draining;
+  const Connectors& connectors;      // one per configured connector
 };
 
 }  // namespace toolgate::api

@@ -16,7 +16,7 @@ struct PublicRoutes::Impl {
   explicit Impl(GatewayContext& g)
       : config(g.config), clock(g.clock), engine(g.engine), pool(g.pool), downstream_pool(g.downstream_pool),
         verifier(g.verifier), admin_token(g.admin_token), recent(g.recent), in_flight(g.in_flight),
-        draining(g.draining) {}
+        draining(g.draining), connectors(g.connectors) {}
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (req.path == "/healthz" && req.method == "GET") co_return Json(200, {{"status", "ok"}});
@@ -148,43 +148,13 @@ struct PublicRoutes::Impl {
     if (reached_tool != nullptr) *reached_tool = true;  // TOOL_INVOKED is durable from here on
     std::unique_ptr<ToolInvoker::Ticket> ticket = std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted));
     const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
-    ClientRequest call;
-    call.address = ds.connector->address;
-    call.method = "POST";
-    call.target = ds.path;
-    call.headers = {{"Content-Type", "application/json"},
-                    {"Idempotency-Key", ds.idempotency_key},
-                    {"X-Toolgate-Execution-Id", ds.execution_id},
-                    {"X-Toolgate-Tenant-Id", ds.tenant_id}};
-    call.body = ds.body;
-    call.timeout = std::chrono::milliseconds(ds.connector->timeout_ms);
-    call.max_response_bytes = ds.connector->max_response_bytes;
     const std::string connector_id = ds.connector->id;
-    const auto start = clock.now_monotonic();
-    auto call_op = AsyncHttpCall(std::move(call), &downstream_pool);
-    ClientResult r = co_await std::move(call_op);
-    DownstreamResult result;
-    result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic() - start).count();
-    if (r.ok) {
-      result.kind = DownstreamResult::Kind::kResponse;
-      result.status = r.status;
-      result.body = std::move(r.body);
-      for (const auto& [k, v] : r.headers) {
-        if (k == "retry-after" && !v.empty() && v.size() < 8 && v.find_first_not_of("0123456789") == std::string::npos) {
-          result.retry_after_s = std::stoll(v);
-        }
-      }
-    } else if (r.timed_out) {
-      result.kind = DownstreamResult::Kind::kTimeout;
-    } else if (r.too_large) {
-      result.kind = DownstreamResult::Kind::kResponseInvalid;
-    } else if (!r.connected) {
-      result.kind = DownstreamResult::Kind::kConnectFailed;
-    } else {
-      result.kind = DownstreamResult::Kind::kConnectionLost;
+    auto call_op = connectors.at(connector_id)->Call(ds);
+    DownstreamResult result = co_await std::move(call_op);
+    if (result.kind != DownstreamResult::Kind::kLocalResource) {  // this host's trouble says nothing of the connector
+      const bool error = result.kind != DownstreamResult::Kind::kResponse || result.status >= 500;
+      recent.Add(connector_id, clock.now_epoch_ms(), result.latency_ms, error);
     }
-    const bool error = !r.ok || r.status >= 500;
-    recent.Add(connector_id, clock.now_epoch_ms(), result.latency_ms, error);
     // Named, with only reference captures: g++ 12 mishandles non-trivial temporaries inside co_await.
     auto complete = [this, &ticket, &result] { return engine.invoker().Complete(std::move(ticket), result); };
     InvokeResponse answer = co_await RunBlocking(pool, complete);
@@ -258,6 +228,7 @@ struct PublicRoutes::Impl {
   RecentCalls& recent;
   std::atomic<int>& in_flight;
   std::atomic<bool>& draining;
+  const Connectors& connectors;
 };
 
 PublicRoutes::PublicRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}

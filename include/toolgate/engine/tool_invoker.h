@@ -9,6 +9,7 @@
 #include "toolgate/config.h"
 #include "toolgate/domain/principal.h"
 #include "toolgate/domain/downstream_outcome.h"
+#include "toolgate/engine/connector.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -51,16 +52,6 @@ struct InvokeResponse {
   // The execution's ledger has TOOL_INVOKED or REPLAY_DEDUPED: for a replay, it counts toward
   // max_replays_per_execution (S12); one DEFERRED or BLOCKED before the downstream does not.
   bool reached_tool = false;
-};
-
-// The downstream call of an admitted invocation: POST {base_url}/{tool_name}.
-struct DownstreamRequest {
-  const ConnectorConfig* connector = nullptr;
-  std::string path;
-  std::string body;
-  std::string idempotency_key;
-  std::string execution_id;
-  std::string tenant_id;
 };
 
 // An admitted call between Admit and Complete (owned by the caller; opaque to it).

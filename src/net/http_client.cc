@@ -12,9 +12,9 @@
 #include <mutex>
 #include <optional>
 
-#include "api/http.h"
+#include "toolgate/net/http_client.h"
 
-namespace toolgate::api {
+namespace toolgate::net {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -194,4 +194,4 @@ ClientResult HttpCall(ClientRequest request) {
   return f.get();
 }
 
-}  // namespace toolgate::api
+}  // namespace toolgate::net

@@ -1,0 +1,32 @@
+#pragma once
+
+#include "toolgate/clock.h"
+#include "toolgate/config.h"
+#include "toolgate/engine/connector.h"
+#include "toolgate/net/http_client.h"
+
+namespace toolgate {
+
+// `kind = "http"` (design §5, §13): `POST {base_url}/{tool_name}` with the input as the JSON body and
+// `Idempotency-Key`, `X-Toolgate-Execution-Id`, `X-Toolgate-Tenant-Id`, over the shared pool of
+// kept-alive connections, bounded by the connector's `timeout_ms` and `max_response_bytes`.
+// A connection that could not be opened for want of local descriptors, buffers or memory is
+// kLocalResource (this host's trouble, not the downstream's). Thread-safe.
+class HttpConnector final : public Connector {
+ public:
+  // `config`, `pool` and `clock` must outlive it.
+  HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock);
+  boost::asio::awaitable<DownstreamResult> Call(const DownstreamRequest& request) override;
+  // GET {base_url}{health_path}, 2xx is healthy (at most 5 s).
+  boost::asio::awaitable<HealthReport> CheckHealth() override;
+
+ private:
+  const ConnectorConfig& config_;
+  net::ConnectionPool& pool_;
+  const Clock& clock_;
+};
+
+// Every configured connector's implementation, by id.
+Connectors MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock);
+
+}  // namespace toolgate

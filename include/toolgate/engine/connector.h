@@ -1,0 +1,50 @@
+#pragma once
+
+// The engine's port to downstreams (design §2 layer 5, §13): how a tool call reaches the system that
+// serves it. Each connector kind is one class in src/connectors/ behind this interface; the engine
+// and the API never know which kind they talk to.
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/awaitable.hpp>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "toolgate/domain/downstream_outcome.h"
+
+namespace toolgate {
+
+struct ConnectorConfig;
+
+// The downstream call of an admitted invocation.
+struct DownstreamRequest {
+  const ConnectorConfig* connector = nullptr;
+  std::string path;             // the tool's path below the connector's base URL
+  std::string body;             // the input, JSON
+  std::string idempotency_key;  // the intent key, the same on every attempt and replay
+  std::string execution_id;
+  std::string tenant_id;
+};
+
+// The health check an operator's breaker close runs first ("never close blind").
+struct HealthReport {
+  bool healthy = false;
+  std::string target;  // what was checked (e.g. the health URL), for the operator
+  int status = 0;      // the answer's status, 0 when none came
+  std::string error;   // why there was no answer
+};
+
+// Thread-safe: calls may run concurrently on the event loop. Never throws; every failure is a
+// DownstreamResult kind. The connector's timeout bounds each call.
+class Connector {
+ public:
+  virtual ~Connector() = default;
+  virtual boost::asio::awaitable<DownstreamResult> Call(const DownstreamRequest& request) = 0;
+  virtual boost::asio::awaitable<HealthReport> CheckHealth() = 0;
+};
+
+// One Connector per configured connector id.
+using Connectors = std::map<std::string, std::unique_ptr<Connector>, std::less<>>;
+
+}  // namespace toolgate
