@@ -6,7 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test bench asan tsan fuzz clean format
+.PHONY: all deps configure build run test bench asan tsan fuzz check-layers clean format
 
 all: build
 
@@ -40,6 +40,11 @@ tsan:
 # The libFuzzer targets (clang, ASan + UBSan), each for FUZZ_SECONDS (default 30) from its seed corpus.
 fuzz: deps
 	@bash scripts/fuzz.sh
+
+# Fails when a file includes a header of a higher layer (or the domain an I/O header): the table
+# of layers is at the top of scripts/check-layers.sh.
+check-layers:
+	@bash scripts/check-layers.sh
 
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')
