@@ -6,7 +6,7 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test bench asan tsan fuzz clean format
+.PHONY: all deps configure build run test bench asan tsan fuzz check-layers thread-safety clean format
 
 all: build
 
@@ -41,8 +41,18 @@ tsan:
 fuzz: deps
 	@bash scripts/fuzz.sh
 
+# Fails when a file includes a header of a higher layer (or the domain an I/O header): the table
+# of layers is at the top of scripts/check-layers.sh.
+check-layers:
+	@bash scripts/check-layers.sh
+
+# clang's thread-safety analysis of every file as errors (ABSL_GUARDED_BY and friends; g++ ignores
+# them). Compile only, in build-tsa: nothing is linked or run.
+thread-safety: deps
+	@bash scripts/thread-safety.sh
+
 format:
 	@clang-format -i $$(git ls-files '*.h' '*.cc')
 
 clean:
-	@rm -rf build build-asan build-tsan build-fuzz
+	@rm -rf build build-asan build-tsan build-fuzz build-tsa

@@ -2,6 +2,7 @@
 
 #include "breaker_test_support.h"
 #include "gtest/gtest.h"
+#include "sync_point_store.h"
 #include "toolgate/clock.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/store/memory_item_store.h"
@@ -14,6 +15,7 @@ using Cause = BreakerTransition::Cause;
 using Permit = CircuitBreakerService::Permit;
 using toolgate::testing::CountingItemStore;
 using toolgate::testing::RecordingListener;
+using toolgate::testing::SyncPointStore;
 
 constexpr char kConn[] = "crm";
 
@@ -306,6 +308,40 @@ TEST_F(CircuitBreakerTest, ACachedBreakerReadsAfreshWhenTheCooldownEndsSoOnlyOne
   auto pb = b.RequestPermission(kConn, config_);
   ASSERT_TRUE(pa.ok() && pb.ok());
   EXPECT_EQ(int{pa->probe} + int{pb->probe}, 1);
+}
+
+// S1 under the interleaving that matters: a caller reads OPEN past its cooldown and, before its
+// claim is written, another caller claims the probe. The late claim must lose, not run a second probe.
+TEST_F(CircuitBreakerTest, ACallerWhoseProbeClaimIsOvertakenBetweenReadAndWriteDefers) {
+  Trip();
+  clock_.advance(std::chrono::seconds(21));
+  SyncPointStore racing(store_);
+  CircuitBreakerService late(racing, clock_, "late-instance", &listener_);
+  Permit winner;
+  racing.BeforeWrite(1, SyncPointStore::KeyIs(CircuitBreakerService::Key(kConn)), [&] { winner = Ask(); });
+  auto lost = late.RequestPermission(kConn, config_);
+  ASSERT_TRUE(lost.ok()) << lost.status();
+  ASSERT_EQ(racing.fired(), 1) << "the other caller never stepped in: the test proves nothing";
+  EXPECT_TRUE(winner.probe);
+  EXPECT_FALSE(lost->allowed);
+  EXPECT_EQ(lost->reason, DeferReason::kProbeInFlight);
+  EXPECT_EQ(listener_.count(Cause::kProbeClaimed), 1);
+  EXPECT_EQ(Stored().generation, winner.generation);
+}
+
+// The first failure of a window creates the breaker item; when another failure creates it first,
+// between this caller's read of "absent" and its write, this failure is counted on a second try.
+TEST_F(CircuitBreakerTest, AFailureWhoseWriteIsOvertakenBetweenReadAndWriteStillCounts) {
+  const Permit p = Ask();
+  SyncPointStore racing(store_);
+  CircuitBreakerService late(racing, clock_, "late-instance", &listener_);
+  racing.BeforeWrite(1, SyncPointStore::KeyIs(CircuitBreakerService::Key(kConn)), [&] { Fail(Ask(), "t2"); });
+  ASSERT_TRUE(late.RecordFailure(kConn, config_, p, "t1").ok());
+  ASSERT_EQ(racing.fired(), 1) << "the other caller never stepped in: the test proves nothing";
+  const breaker::Snapshot s = Stored();
+  EXPECT_EQ(s.state, State::kClosed);
+  EXPECT_EQ(s.window_failures, 2) << "a failure was lost to the race";
+  EXPECT_EQ(s.window_calls, 2);
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 // ConnectorConcurrencyService: S6 limits and S7 release and lease rules, with manual clocks.
 
-#include <functional>
 #include <set>
 
 #include "gtest/gtest.h"
+#include "sync_point_store.h"
 #include "toolgate/clock.h"
 #include "toolgate/services/connector_concurrency_service.h"
 #include "toolgate/store/forwarding_item_store.h"
@@ -263,6 +263,8 @@ TEST_F(ShardedConcurrencyTest, ConfigRefusesMoreShardsThanSlots) {
 namespace toolgate {
 namespace {
 
+using toolgate::testing::SyncPointStore;
+
 // A store that applies every update twice, as a backend does when a request whose answer was lost
 // is sent again. Returns the first answer.
 class TwiceApplyingStore final : public store::ForwardingItemStore {
@@ -293,29 +295,16 @@ TEST_F(ConcurrencyTest, AnAcquireOrReleaseAppliedTwiceCountsOnce) {
   EXPECT_EQ(Snapshot().holders, 0);
 }
 
-// Runs `hook` once, right after the first Get returns: the moment between a caller's read of a
-// full semaphore and its own reclaim, where another caller may step in (a sync point).
-class HookAfterFirstGetStore final : public store::ForwardingItemStore {
- public:
-  HookAfterFirstGetStore(store::ItemStore& base, std::function<void()> hook)
-      : ForwardingItemStore(base), hook_(std::move(hook)) {}
-  absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
-    auto r = ForwardingItemStore::Get(key);
-    if (hook_) std::exchange(hook_, nullptr)();
-    return r;
-  }
-
- private:
-  std::function<void()> hook_;
-};
-
 // Found by the crash test: two callers race for slots whose holders died. Both find the semaphore
 // full; the other caller reclaims every expired lease first, so this caller's reclaim finds none.
 // It must still take the slot that is now free, not answer DEFER.
 TEST_F(ConcurrencyTest, ACallerWhoseExpiredSlotsAnotherReclaimedStillTakesOne) {
   for (int i = 0; i < 3; ++i) ASSERT_TRUE(Acquire(slots_));  // holders that will never release
   clock_.advance(std::chrono::seconds(35 + 5));
-  HookAfterFirstGetStore racing(store_, [&] {
+  // The sync point: right after the first Get returns, between this caller's read of a full
+  // semaphore and its own reclaim, where the other caller steps in.
+  SyncPointStore racing(store_);
+  racing.AfterRead(1, SyncPointStore::AnyKey(), [&] {
     auto n = slots_.ReclaimExpired(kConn, config_);  // the other caller, on the plain store
     ASSERT_TRUE(n.ok());
     EXPECT_EQ(*n, 3);

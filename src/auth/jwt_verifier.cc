@@ -251,13 +251,12 @@ JwtVerifier::~JwtVerifier() = default;
 absl::StatusOr<std::unique_ptr<JwtVerifier>> JwtVerifier::Create(Options options, const Clock& clock) {
   auto v = std::unique_ptr<JwtVerifier>(new JwtVerifier(std::move(options), clock));
   if (!v->options_.jwks_file.empty()) {
-    std::lock_guard lock(v->mu_);
+    absl::MutexLock lock(&v->mu_);
     if (absl::Status s = v->ReloadKeysIfChanged(); !s.ok()) return s;
   }
   return v;
 }
 
-// REQUIRES: mu_ held.
 absl::Status JwtVerifier::ReloadKeysIfChanged() {
   struct stat st {};
   if (stat(options_.jwks_file.c_str(), &st) != 0) {
@@ -332,7 +331,7 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
     if (options_.jwks_file.empty()) return Unauthenticated("algorithm not allowed");
     std::shared_ptr<const KeySet> keys;
     {
-      std::lock_guard lock(mu_);
+      absl::MutexLock lock(&mu_);
       const int64_t now = clock_.now_epoch_ms();
       if (now - last_check_ms_ >= kJwksCheckIntervalMs) {
         last_check_ms_ = now;

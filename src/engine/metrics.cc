@@ -63,7 +63,7 @@ Metrics::Metrics()
                       .Register(*registry_)) {}
 
 std::string Metrics::ToolLabel(const std::string& connector, const std::string& tool) {
-  std::lock_guard lock(tools_mu_);
+  absl::MutexLock lock(&tools_mu_);
   auto& seen = tools_[connector];
   if (seen.count(tool)) return tool;
   if (seen.size() >= kMaxToolsPerConnector) return "other";

@@ -149,13 +149,13 @@ absl::Status SloEvaluator::Tick() {
     absl::StatusOr<std::map<std::string, SloAlarmState>> stored =
         series.ok() ? counters_.ReadAlarms(id) : absl::StatusOr<std::map<std::string, SloAlarmState>>(series.status());
     if (!stored.ok()) {
-      std::lock_guard lock(mu_);
+      absl::MutexLock lock(&mu_);
       snapshot_.error = absl::StrCat("connector ", id, ": ", stored.status().message());
       return stored.status();
     }
     for (SloView& v : Evaluate(connector, *series, now_ms)) {
       if (absl::Status s = Reconcile(v, *stored); !s.ok()) {
-        std::lock_guard lock(mu_);
+        absl::MutexLock lock(&mu_);
         snapshot_.error = absl::StrCat("connector ", id, ": ", s.message());
         return s;
       }
@@ -177,13 +177,13 @@ absl::Status SloEvaluator::Tick() {
     }
   }
   if (!flushed.ok()) next.error = absl::StrCat("counts not flushed: ", flushed.message());
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   snapshot_ = std::move(next);
   return result;
 }
 
 SloSnapshot SloEvaluator::Snapshot() const {
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   return snapshot_;
 }
 

@@ -9,9 +9,10 @@
 #include <boost/beast/http.hpp>
 #include <future>
 #include <map>
-#include <mutex>
 #include <optional>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/net/http_client.h"
 
 namespace toolgate::net {
@@ -27,11 +28,11 @@ struct ConnectionPool::Impl {
   };
   size_t max_per_address;
   std::chrono::seconds max_idle;
-  std::mutex mu;
-  std::map<std::string, std::vector<Idle>> idle;  // GUARDED_BY(mu)
+  absl::Mutex mu;
+  std::map<std::string, std::vector<Idle>> idle ABSL_GUARDED_BY(mu);
 
   std::optional<tcp::socket> Take(const std::string& key) {
-    std::lock_guard lock(mu);
+    absl::MutexLock lock(&mu);
     auto& v = idle[key];
     while (!v.empty()) {
       Idle c = std::move(v.back());
@@ -43,7 +44,7 @@ struct ConnectionPool::Impl {
     return std::nullopt;
   }
   void Give(const std::string& key, tcp::socket socket) {
-    std::lock_guard lock(mu);
+    absl::MutexLock lock(&mu);
     auto& v = idle[key];
     if (v.size() >= max_per_address) return;  // dropping it closes it
     v.push_back({std::move(socket), std::chrono::steady_clock::now()});

@@ -117,7 +117,7 @@ CircuitBreakerService::CircuitBreakerService(store::ItemStore& store, const Cloc
 
 std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view connector_id, int64_t now_ms) {
   if (cache_ms_ <= 0) return std::nullopt;
-  std::lock_guard lock(cache_mu_);
+  absl::MutexLock lock(&cache_mu_);
   auto it = cache_.find(connector_id);
   if (it == cache_.end() || now_ms - it->second.second >= cache_ms_) return std::nullopt;
   const breaker::Snapshot& s = it->second.first;
@@ -129,13 +129,13 @@ std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view 
 
 void CircuitBreakerService::Remember(std::string_view connector_id, const breaker::Snapshot& s, int64_t now_ms) {
   if (cache_ms_ <= 0) return;
-  std::lock_guard lock(cache_mu_);
+  absl::MutexLock lock(&cache_mu_);
   cache_.insert_or_assign(std::string(connector_id), std::make_pair(s, now_ms));
 }
 
 void CircuitBreakerService::Forget(std::string_view connector_id) {
   if (cache_ms_ <= 0) return;
-  std::lock_guard lock(cache_mu_);
+  absl::MutexLock lock(&cache_mu_);
   if (auto it = cache_.find(connector_id); it != cache_.end()) cache_.erase(it);
 }
 

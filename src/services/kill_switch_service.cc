@@ -96,7 +96,7 @@ absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Put({kPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always()));
   (void)r;
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   snapshot_at_ms_ = -1;  // this instance sees its own change at once
   return ks;
 }
@@ -109,7 +109,7 @@ absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::strin
   }
   ASSIGN_OR_RETURN(store::WriteResult r, store_.Erase({kPk, absl::StrCat(std::string(scope), "#", std::string(key))},
                                                       Condition::ItemExists()));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   snapshot_at_ms_ = -1;
   return r.applied;
 }
@@ -132,7 +132,7 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
                                                                    std::string_view tool_name) {
   std::vector<KillSwitch> snapshot;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     const int64_t now = MonotonicMs(clock_);
     if (snapshot_at_ms_ < 0 || now - snapshot_at_ms_ >= refresh_ms_) {
       ASSIGN_OR_RETURN(snapshot_, List());

@@ -89,7 +89,7 @@ int SloCounters::LatencyBucket(int64_t latency_ms) {
 void SloCounters::Record(const std::string& connector, bool error_bad, int64_t latency_ms, bool latency_bad) {
   const int64_t minute = clock_.now_epoch_ms() / 60'000;
   const size_t bucket = static_cast<size_t>(LatencyBucket(latency_ms));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (Pending* p : {&pending_minutes_[{connector, minute}], &pending_hours_[{connector, minute / 60}]}) {
     p->counts.total += 1;
     p->counts.error_bad += error_bad ? 1 : 0;
@@ -99,7 +99,7 @@ void SloCounters::Record(const std::string& connector, bool error_bad, int64_t l
 }
 
 int64_t SloCounters::pending_calls() const {
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   int64_t n = 0;
   for (const auto& [k, p] : pending_minutes_) n += p.counts.total;
   return n;
@@ -111,10 +111,10 @@ void SloCounters::Pending::Merge(const Pending& o) {
 }
 
 absl::Status SloCounters::Flush() {
-  std::lock_guard flush_lock(flush_mu_);  // one flush at a time: a failed write's counts go back once
+  absl::MutexLock flush_lock(&flush_mu_);  // one flush at a time: a failed write's counts go back once
   PendingMap minutes, hours;
   {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     minutes.swap(pending_minutes_);
     hours.swap(pending_hours_);
   }
@@ -139,7 +139,7 @@ absl::Status SloCounters::Flush() {
   // Buckets too old to matter any more are dropped.
   const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
   absl::Status first_error;
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].ok()) continue;
     if (first_error.ok()) first_error = results[i].status();

@@ -12,13 +12,14 @@
 
 #include <algorithm>
 #include <chrono>
-#include <mutex>
 #include <random>
 #include <thread>
 #include <variant>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "item_ops.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/dynamodb_expressions.h"
@@ -123,20 +124,20 @@ struct DynamoDbItemStore::Impl {
   const Clock& clock;
   Endpoint endpoint;
   std::unique_ptr<ssl::context> tls;
-  std::mutex mu;
-  std::vector<std::unique_ptr<Connection>> idle;  // guarded by mu
+  absl::Mutex mu;
+  std::vector<std::unique_ptr<Connection>> idle ABSL_GUARDED_BY(mu);
 
   Impl(Options o, const Clock& c, Endpoint e) : options(std::move(o)), clock(c), endpoint(std::move(e)) {}
 
   std::unique_ptr<Connection> Take() {
-    std::lock_guard lock(mu);
+    absl::MutexLock lock(&mu);
     if (idle.empty()) return nullptr;
     auto c = std::move(idle.back());
     idle.pop_back();
     return c;
   }
   void GiveBack(std::unique_ptr<Connection> c) {
-    std::lock_guard lock(mu);
+    absl::MutexLock lock(&mu);
     if (static_cast<int>(idle.size()) < options.max_idle_connections) idle.push_back(std::move(c));
   }
 

@@ -15,7 +15,7 @@ const Item* MemoryItemStore::Current(const Key& key) const {
 
 absl::StatusOr<std::optional<Item>> MemoryItemStore::Get(const ItemKey& key) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   const Item* item = Current({key.pk, key.sk});
   if (item == nullptr || IsExpired(*item, clock_.now_epoch_sec())) return std::nullopt;
   return std::optional<Item>(*item);
@@ -24,7 +24,7 @@ absl::StatusOr<std::optional<Item>> MemoryItemStore::Get(const ItemKey& key) {
 absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item& item,
                                                  const Condition& condition) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (!Evaluate(condition, Current({key.pk, key.sk}))) return WriteResult::ConditionFailed();
   items_.insert_or_assign(Key{key.pk, key.sk}, item);
   return WriteResult{true, item};
@@ -33,7 +33,7 @@ absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item&
 absl::StatusOr<WriteResult> MemoryItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
                                                     const Condition& condition, ReturnValues returns) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   Key k{key.pk, key.sk};
   const Item* current = Current(k);
   if (!Evaluate(condition, current)) return WriteResult::ConditionFailed();
@@ -45,7 +45,7 @@ absl::StatusOr<WriteResult> MemoryItemStore::Update(const ItemKey& key, const st
 
 absl::StatusOr<WriteResult> MemoryItemStore::Erase(const ItemKey& key, const Condition& condition) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   if (!Evaluate(condition, Current({key.pk, key.sk}))) return WriteResult::ConditionFailed();
   items_.erase(Key{key.pk, key.sk});
   return WriteResult{true, {}};
@@ -53,7 +53,7 @@ absl::StatusOr<WriteResult> MemoryItemStore::Erase(const ItemKey& key, const Con
 
 absl::StatusOr<QueryPage> MemoryItemStore::Query(const QueryRequest& request) {
   RETURN_IF_ERROR(internal::ValidateQuery(request));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   const int64_t now = clock_.now_epoch_sec();
   QueryPage page;
   auto take = [&](const auto& entry) {
@@ -90,7 +90,7 @@ absl::StatusOr<QueryPage> MemoryItemStore::Query(const QueryRequest& request) {
 
 absl::StatusOr<ScanPage> MemoryItemStore::Scan(const ScanRequest& request) {
   RETURN_IF_ERROR(internal::ValidateScan(request));
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   const int64_t now = clock_.now_epoch_sec();
   ScanPage page;
   auto it = request.after ? items_.upper_bound({request.after->pk, request.after->sk})
@@ -111,7 +111,7 @@ absl::StatusOr<ScanPage> MemoryItemStore::Scan(const ScanRequest& request) {
 }
 
 int MemoryItemStore::SweepExpired() {
-  std::lock_guard lock(mu_);
+  absl::MutexLock lock(&mu_);
   const int64_t now = clock_.now_epoch_sec();
   int swept = 0;
   for (auto it = items_.begin(); it != items_.end();) {

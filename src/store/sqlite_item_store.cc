@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "store/item_ops.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/item_json.h"
@@ -221,16 +222,15 @@ absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Opt
 
 SqliteItemStore::~SqliteItemStore() {
   {
-    std::lock_guard lock(sweep_mu_);
-    stopping_ = true;
+    absl::MutexLock lock(&sweep_mu_);
+    stopping_ = true;  // wakes the sweeper: it awaits this condition
   }
-  sweep_cv_.notify_all();
   if (sweeper_.joinable()) sweeper_.join();
 }
 
 absl::StatusOr<std::unique_ptr<SqliteItemStore::Connection>> SqliteItemStore::Acquire() {
   {
-    std::lock_guard lock(pool_mu_);
+    absl::MutexLock lock(&pool_mu_);
     if (!pool_.empty()) {
       std::unique_ptr<Connection> c = std::move(pool_.back());
       pool_.pop_back();
@@ -241,7 +241,7 @@ absl::StatusOr<std::unique_ptr<SqliteItemStore::Connection>> SqliteItemStore::Ac
 }
 
 void SqliteItemStore::Return(std::unique_ptr<Connection> conn) {
-  std::lock_guard lock(pool_mu_);
+  absl::MutexLock lock(&pool_mu_);
   pool_.push_back(std::move(conn));
 }
 
@@ -254,11 +254,13 @@ absl::StatusOr<std::optional<Item>> SqliteItemStore::Get(const ItemKey& key) {
   return item;
 }
 
+// One queued Submit. `done` and the queue are guarded by queue_mu_; `results` is written by the
+// group leader before it sets `done`, and read by its owner only after.
 struct SqliteItemStore::Writer {
   const std::vector<WriteRequest>* requests;
   std::vector<absl::StatusOr<WriteResult>> results;
   bool done = false;
-  std::condition_variable cv;
+  absl::CondVar cv;  // signalled when this writer is done or leads the queue
 };
 
 namespace {
@@ -279,27 +281,28 @@ std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::Submit(const std::vect
   }
   Writer self;
   self.requests = &requests;
-  std::unique_lock lock(queue_mu_);
-  writers_.push_back(&self);
-  while (!self.done && &self != writers_.front()) self.cv.wait(lock);
-  if (self.done) return std::move(self.results);
-  // This writer leads: take a group from the front of the queue.
   std::vector<Writer*> group;
-  size_t n = 0;
-  for (Writer* w : writers_) {
-    if (!group.empty() && n + w->requests->size() > kMaxGroupWrites) break;
-    group.push_back(w);
-    n += w->requests->size();
+  {
+    absl::MutexLock lock(&queue_mu_);
+    writers_.push_back(&self);
+    while (!self.done && &self != writers_.front()) self.cv.Wait(&queue_mu_);
+    if (self.done) return std::move(self.results);
+    // This writer leads: take a group from the front of the queue.
+    size_t n = 0;
+    for (Writer* w : writers_) {
+      if (!group.empty() && n + w->requests->size() > kMaxGroupWrites) break;
+      group.push_back(w);
+      n += w->requests->size();
+    }
   }
-  lock.unlock();
   CommitGroup(group);
-  lock.lock();
+  absl::MutexLock lock(&queue_mu_);
   for (Writer* w : group) {
     writers_.pop_front();
     w->done = true;
-    if (w != &self) w->cv.notify_one();
+    if (w != &self) w->cv.Signal();
   }
-  if (!writers_.empty()) writers_.front()->cv.notify_one();
+  if (!writers_.empty()) writers_.front()->cv.Signal();
   return std::move(self.results);
 }
 
@@ -512,13 +515,13 @@ absl::Status SqliteItemStore::CheckIntegrity() {
 }
 
 void SqliteItemStore::SweepLoop() {
-  std::unique_lock lock(sweep_mu_);
-  while (!stopping_) {
-    sweep_cv_.wait_for(lock, std::chrono::milliseconds(options_.sweep_interval_ms), [this] { return stopping_; });
-    if (stopping_) break;
-    lock.unlock();
+  const absl::Duration period = absl::Milliseconds(options_.sweep_interval_ms);
+  while (true) {
+    {
+      absl::MutexLock lock(&sweep_mu_);
+      if (sweep_mu_.AwaitWithTimeout(absl::Condition(&stopping_), period)) return;  // stopping
+    }
     (void)SweepExpired();  // a failed sweep is retried next period; reads already hide expired items
-    lock.lock();
   }
 }
 

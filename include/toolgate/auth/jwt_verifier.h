@@ -1,14 +1,15 @@
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "toolgate/domain/principal.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
+#include "toolgate/domain/principal.h"
 
 namespace toolgate::auth {
 
@@ -45,14 +46,14 @@ class JwtVerifier {
 
  private:
   JwtVerifier(Options options, const Clock& clock);
-  absl::Status ReloadKeysIfChanged();
+  absl::Status ReloadKeysIfChanged() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const Clock& clock_;
-  std::mutex mu_;
-  std::shared_ptr<const KeySet> keys_;  // GUARDED_BY(mu_); readers copy the pointer
-  int64_t keys_mtime_ns_ = -1;          // GUARDED_BY(mu_)
-  int64_t last_check_ms_ = 0;           // GUARDED_BY(mu_)
+  absl::Mutex mu_;
+  std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);  // readers copy the pointer
+  int64_t keys_mtime_ns_ ABSL_GUARDED_BY(mu_) = -1;
+  int64_t last_check_ms_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Signs an HS256 token with `claims` (a JSON object text). For development and tests

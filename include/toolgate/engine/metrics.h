@@ -2,10 +2,11 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
@@ -67,8 +68,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Gauge>& slo_burn_rate_;
   prometheus::Family<prometheus::Gauge>& slo_alarm_;
   prometheus::Family<prometheus::Gauge>& slo_budget_;
-  std::mutex tools_mu_;
-  std::map<std::string, std::set<std::string>> tools_;  // GUARDED_BY(tools_mu_)
+  absl::Mutex tools_mu_;
+  std::map<std::string, std::set<std::string>> tools_ ABSL_GUARDED_BY(tools_mu_);
 };
 
 }  // namespace toolgate

@@ -2,12 +2,13 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/domain/slo.h"
@@ -90,8 +91,8 @@ class SloEvaluator {
   Metrics& metrics_;
   const Clock& clock_;
   AlarmNotifier* notifier_;
-  mutable std::mutex mu_;
-  SloSnapshot snapshot_;  // GUARDED_BY(mu_)
+  mutable absl::Mutex mu_;
+  SloSnapshot snapshot_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace toolgate

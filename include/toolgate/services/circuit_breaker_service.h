@@ -1,12 +1,13 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/store/item_store.h"
@@ -133,8 +134,8 @@ class CircuitBreakerService {
   const std::string instance_id_;
   BreakerTransitionListener* const listener_;
   const int cache_ms_;
-  std::mutex cache_mu_;
-  std::map<std::string, std::pair<breaker::Snapshot, int64_t>, std::less<>> cache_;  // GUARDED_BY(cache_mu_)
+  absl::Mutex cache_mu_;
+  std::map<std::string, std::pair<breaker::Snapshot, int64_t>, std::less<>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 }  // namespace toolgate

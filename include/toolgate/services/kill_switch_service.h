@@ -1,12 +1,13 @@
 #pragma once
 
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
@@ -51,9 +52,9 @@ class KillSwitchService {
   store::ItemStore& store_;
   const Clock& clock_;
   const int refresh_ms_;
-  std::mutex mu_;
-  std::vector<KillSwitch> snapshot_;  // GUARDED_BY(mu_)
-  int64_t snapshot_at_ms_ = -1;       // GUARDED_BY(mu_); monotonic ms
+  absl::Mutex mu_;
+  std::vector<KillSwitch> snapshot_ ABSL_GUARDED_BY(mu_);
+  int64_t snapshot_at_ms_ ABSL_GUARDED_BY(mu_) = -1;  // monotonic ms
 };
 
 // RFC 3339 UTC with milliseconds, e.g. 2026-11-27T23:15:39.123Z.

@@ -2,12 +2,13 @@
 
 #include <array>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/domain/slo.h"
 #include "toolgate/store/item_store.h"
@@ -87,10 +88,10 @@ class SloCounters {
 
   store::ItemStore& store_;
   const Clock& clock_;
-  std::mutex flush_mu_;
-  mutable std::mutex mu_;
-  PendingMap pending_minutes_;  // GUARDED_BY(mu_)
-  PendingMap pending_hours_;    // GUARDED_BY(mu_)
+  absl::Mutex flush_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  mutable absl::Mutex mu_;
+  PendingMap pending_minutes_ ABSL_GUARDED_BY(mu_);
+  PendingMap pending_hours_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace toolgate

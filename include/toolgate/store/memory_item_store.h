@@ -1,9 +1,10 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
@@ -31,11 +32,11 @@ class MemoryItemStore final : public ItemStore {
 
  private:
   using Key = std::pair<std::string, std::string>;
-  const Item* Current(const Key& key) const;  // nullptr when absent. REQUIRES: mu_ held
+  const Item* Current(const Key& key) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);  // nullptr when absent
 
   const Clock& clock_;
-  mutable std::mutex mu_;
-  std::map<Key, Item> items_;  // GUARDED_BY(mu_)
+  mutable absl::Mutex mu_;
+  std::map<Key, Item> items_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace toolgate::store

@@ -1,14 +1,14 @@
 #pragma once
 
-#include <condition_variable>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
@@ -81,16 +81,15 @@ class SqliteItemStore final : public ItemStore {
   const Options options_;
   const Clock& clock_;
 
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Connection>> pool_;  // GUARDED_BY(pool_mu_)
+  absl::Mutex pool_mu_;
+  std::vector<std::unique_ptr<Connection>> pool_ ABSL_GUARDED_BY(pool_mu_);
 
   std::unique_ptr<Connection> writer_;  // used by the group leader only; its page cache stays warm
-  std::mutex queue_mu_;
-  std::deque<Writer*> writers_;  // GUARDED_BY(queue_mu_)
+  absl::Mutex queue_mu_;
+  std::deque<Writer*> writers_ ABSL_GUARDED_BY(queue_mu_);
 
-  std::mutex sweep_mu_;
-  std::condition_variable sweep_cv_;
-  bool stopping_ = false;  // GUARDED_BY(sweep_mu_)
+  absl::Mutex sweep_mu_;
+  bool stopping_ ABSL_GUARDED_BY(sweep_mu_) = false;  // the sweeper waits on it (Mutex::Await)
   std::thread sweeper_;
 };
 
