@@ -470,11 +470,13 @@ TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsR
 // ---- connection caps and descriptor exhaustion -------------------------------------------------
 
 TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminListenerStillServes) {
+  // Started with a soft descriptor limit of 256 (when the hard limit is higher).
+  const bool can_lower = DescriptorLimitOf(getpid()).rlim_max > 512;
   std::unique_ptr<ScopedSoftDescriptorLimit> low;
-  if (DescriptorLimitOf(getpid()).rlim_max > 4096) low = std::make_unique<ScopedSoftDescriptorLimit>(256);
+  if (can_lower) low = std::make_unique<ScopedSoftDescriptorLimit>(256);
   GatewayProcess& gw = Start(Config("max_connections = 20\n"));
   low.reset();
-  if (DescriptorLimitOf(getpid()).rlim_max > 4096) {
+  if (can_lower) {
     // Started with a soft limit of 256, toolgate raised it to the hard limit and said so.
     EXPECT_EQ(DescriptorLimitOf(gw.pid()).rlim_cur, DescriptorLimitOf(gw.pid()).rlim_max);
     EXPECT_THAT(gw.Log(), ::testing::HasSubstr("raised the soft limit from 256"));
@@ -512,8 +514,9 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
   // Holding the cap costs no CPU: measured over two seconds of it.
   std::this_thread::sleep_until(window_start + seconds(2));
   const double cpu_used = CpuSeconds(gw.pid()) - cpu_before;
+  std::printf("CPU seconds used by toolgate in 2 s at the connection cap: %.3f\n", cpu_used);
   if (!kSanitized) {
-    EXPECT_LT(cpu_used, 0.5) << "CPU seconds used in 2 s at the cap";
+    EXPECT_LT(cpu_used, 0.5);
   }
   EXPECT_LE(OpenDescriptors(gw.pid()), base_fds + 4) << "refused connections are closed, not kept";
   idle.clear();
@@ -561,6 +564,7 @@ TEST_F(HttpHardeningTest, DescriptorExhaustionIsBackedOffInsteadOfSpinningAndSer
 
 TEST_F(HttpHardeningTest, AnExplicitCapTheDescriptorLimitCannotHoldIsRefusedAtStart) {
   GatewayProcess gw(Config("max_connections = 5000\n"), dir_);
+  setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);  // as GatewayProcess::Start does
   const std::string err = dir_.file("refused.err");
   testing::ChildProcess p({"/bin/sh", "-c", "ulimit -n 1024 && exec \"$0\" serve --config \"$1\"", TOOLGATE_BINARY,
                            gw.config_path()},
@@ -673,8 +677,10 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
               kReaders, full_size, static_cast<long long>(baseline_kb), static_cast<long long>(peak_kb),
               static_cast<long long>(peak_unacknowledged));
   // What slow readers hold, in toolgate's memory or in its sockets' send queues, is bounded by the
-  // budget (plus the small answers it does not count: a 503 each).
-  EXPECT_LT(peak_unacknowledged, kBudget + kReaders * 1024);
+  // budget, plus the small answers it does not count (a 503 each), plus two large answers:
+  // /proc/net/tcp is read line by line, not at one instant, so an answer reset while it is read and
+  // the one that takes its place may both be counted.
+  EXPECT_LT(peak_unacknowledged, kBudget + 2 * static_cast<int64_t>(full_size) + kReaders * 1024);
   if (!kSanitized) {
     EXPECT_LT(peak_kb, baseline_kb + kBudget / 1024 + 64 * 1024);
   }

@@ -255,8 +255,8 @@ ReadOutcome FromReadError(const beast::error_code& ec) {
 }
 
 // At most one line a second for a condition that may repeat thousands of times a second (accept
-// errors, a full listener), saying how many were held back. One coroutine uses each: not
-// thread-safe.
+// errors, a full listener, a full budget), saying how many were held back. Not thread-safe: used on
+// the listener's event-loop thread only (server.io_threads is 1).
 class LogThrottle {
  public:
   // True when a line may be written now; `held_back` is then how many were suppressed before it.
@@ -429,8 +429,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     co_return response;
   }
 
-  // Takes a large response's size from the process's budget until it is written; a response the
-  // budget cannot hold is replaced by 503 gateway_overloaded (the client may come back in a second).
+  // Takes a large response's size from the process's budget for as long as the returned hold lives
+  // (Serve keeps it until the client has acknowledged the response); a response the budget cannot
+  // hold is replaced by 503 gateway_overloaded (the client may come back in a second).
   BudgetHold HoldForWriting(HttpResponse& response) {
     const auto size = static_cast<int64_t>(response.body.size());
     ResponseBudget* budget = limits.response_budget.get();
@@ -465,12 +466,12 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  // Closes with a reset, so that the kernel drops what the client never read instead of keeping it
-  // for an orphaned connection.
-  static void Reset(beast::tcp_stream& stream) {
+  // While on, closing the socket resets the connection, so that the kernel drops what the client
+  // never read instead of keeping it for an orphaned connection — also when the stream's own write
+  // timeout closes it.
+  static void CloseWithReset(beast::tcp_stream& stream, bool on) {
     beast::error_code ignored;
-    stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-    stream.socket().close(ignored);
+    stream.socket().set_option(asio::socket_base::linger(on, 0), ignored);
   }
 
   // Requests one after another on a keep-alive connection. Responses are named locals, never
@@ -501,14 +502,13 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       BudgetHold hold = HoldForWriting(response);
       const auto write_deadline = Clock::now() + limits.write_timeout;
       stream.expires_after(limits.write_timeout);
+      if (hold.held()) CloseWithReset(stream, true);
       const beast::error_code ec = co_await Respond(stream, version, keep_alive, response);
       if (ec) break;
       if (hold.held()) {
         const bool delivered = co_await AwaitDelivery(stream, write_deadline);
-        if (!delivered) {
-          Reset(stream);
-          break;
-        }
+        if (!delivered) break;  // closed with a reset below
+        CloseWithReset(stream, false);
       }
       if (!keep_alive) break;
     }
