@@ -101,7 +101,8 @@ bool BreaksAFramingRule(std::string_view input) {
   std::vector<std::string> codings;
   for (size_t i = 1; i < lines.size(); ++i) {
     const std::string& line = lines[i];
-    if (line.empty() || line[0] == ' ' || line[0] == '\t' || line.find_first_of("\r\n") != std::string::npos) return false;
+    if (line.empty() || line[0] == ' ' || line[0] == '\t' || line.find_first_of("\r\n") != std::string::npos)
+      return false;
     const size_t colon = line.find(':');
     if (colon == std::string::npos) continue;  // malformed: the server refuses it anyway
     const std::string name = Lower(line.substr(0, colon)), value = line.substr(colon + 1);
@@ -112,7 +113,8 @@ bool BreaksAFramingRule(std::string_view input) {
     ++encodings;
     for (size_t pos = 0;;) {
       const size_t comma = value.find(',', pos);
-      if (std::string c = Lower(Trim(value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos))); !c.empty()) {
+      if (std::string c = Lower(Trim(value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
+          !c.empty()) {
         codings.push_back(c);
       }
       if (comma == std::string::npos) break;
@@ -201,6 +203,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::fprintf(stderr, "500: %.2000s\n", answer.c_str());
     std::abort();
   }
-  if (BreaksAFramingRule(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1))) CheckRefusedAlone(answer);
+  if (BreaksAFramingRule(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1)))
+    CheckRefusedAlone(answer);
   return 0;
 }

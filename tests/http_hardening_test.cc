@@ -264,7 +264,8 @@ class HttpHardeningTest : public ::testing::Test {
         store.empty() ? "[store]\npath = \"" + dir_.file("store.db") + "\"\nsqlite_synchronous = \"normal\"\n" : store;
     return "[server]\nlisten = \"127.0.0.1:0\"\n" + server_extra + "[admin]\nlisten = \"127.0.0.1:0\"\n" + admin_extra +
            store_table + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-           "\"\ntimeout_ms = 2000\nmax_in_flight = 64\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 60\n";
+           "\"\ntimeout_ms = 2000\nmax_in_flight = 64\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = "
+           "60\n";
   }
   GatewayProcess& Start(const std::string& config) {
     gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
@@ -312,10 +313,11 @@ TEST_F(HttpHardeningTest, ATransferEncodingNotEndingInChunkedIs400AndTheConnecti
   for (const std::string te : {"gzip", "identity", "xchunked", "chunked, identity", "chunked;x=1", "chunkedx", ""}) {
     SCOPED_TRACE("Transfer-Encoding: " + te);
     bool closed = false;
-    const auto answers = Exchange(gw.public_port(),
-                                  Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: " + te + "\r\n") +
-                                      HiddenInvoke(alice_),
-                                  &closed);
+    const auto answers =
+        Exchange(gw.public_port(),
+                 Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: " + te + "\r\n") +
+                     HiddenInvoke(alice_),
+                 &closed);
     ASSERT_EQ(answers.size(), 1u) << "one request, one answer: nothing hidden in the body may run";
     EXPECT_EQ(answers[0].status, 400);
     EXPECT_EQ(answers[0].Json()["error"], "invalid_framing") << answers[0].body;
@@ -324,17 +326,20 @@ TEST_F(HttpHardeningTest, ATransferEncodingNotEndingInChunkedIs400AndTheConnecti
   }
   // Codings toolgate cannot undo before a final chunked: 501, and the connection closes too.
   bool closed = false;
-  const auto gzip_chunked = Exchange(
-      gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n") + HiddenInvoke(alice_),
-      &closed);
+  const auto gzip_chunked =
+      Exchange(gw.public_port(),
+               Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n") +
+                   HiddenInvoke(alice_),
+               &closed);
   ASSERT_EQ(gzip_chunked.size(), 1u);
   EXPECT_EQ(gzip_chunked[0].status, 501);
   EXPECT_EQ(gzip_chunked[0].Json()["error"], "unsupported_transfer_coding");
   EXPECT_TRUE(closed);
   // Two Transfer-Encoding lines are one list: "gzip" then "chunked" is the same as above.
-  const auto split = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke",
-                                                        "Host: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") +
-                                                    HiddenInvoke(alice_));
+  const auto split =
+      Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke",
+                                         "Host: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") +
+                                     HiddenInvoke(alice_));
   ASSERT_EQ(split.size(), 1u);
   EXPECT_EQ(split[0].status, 501);
   EXPECT_EQ(crm_.count("/crm.smuggled"), 0);
@@ -353,15 +358,17 @@ TEST_F(HttpHardeningTest, TransferEncodingWithContentLengthOrInHttp10Is400) {
   for (const auto& [name, headers] : cases) {
     SCOPED_TRACE(name);
     bool closed = false;
-    const auto answers = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", headers) + HiddenInvoke(alice_), &closed);
+    const auto answers =
+        Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", headers) + HiddenInvoke(alice_), &closed);
     ASSERT_EQ(answers.size(), 1u);
     EXPECT_EQ(answers[0].status, 400);
     EXPECT_EQ(answers[0].Json()["error"], "invalid_framing") << answers[0].body;
     EXPECT_TRUE(closed);
   }
   // HTTP/1.0 has no transfer codings: its framing is faulty whatever the coding says.
-  const auto http10 = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Transfer-Encoding: chunked\r\n", "",
-                                                         "HTTP/1.0") + HiddenInvoke(alice_));
+  const auto http10 = Exchange(
+      gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Transfer-Encoding: chunked\r\n", "", "HTTP/1.0") +
+                            HiddenInvoke(alice_));
   ASSERT_EQ(http10.size(), 1u);
   EXPECT_EQ(http10[0].status, 400);
   EXPECT_EQ(http10[0].Json()["error"], "invalid_framing");
@@ -371,8 +378,10 @@ TEST_F(HttpHardeningTest, TransferEncodingWithContentLengthOrInHttp10Is400) {
   const std::string body = R"({"input":{}})";
   std::ostringstream chunk;
   chunk << std::hex << body.size() << "\r\n" << body << "\r\n0\r\n\r\n";
-  const auto chunked = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.ok/invoke",
-                                                          "Host: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n") + chunk.str());
+  const auto chunked = Exchange(
+      gw.public_port(),
+      Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n") +
+          chunk.str());
   ASSERT_EQ(chunked.size(), 1u);
   EXPECT_EQ(chunked[0].status, 200) << chunked[0].body;
 }
@@ -393,8 +402,8 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
       {"two equal Content-Lengths",
        Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12\r\nContent-Length: 12\r\n", body),
        "duplicate_header"},
-      {"a Content-Length list", Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12, 12\r\n", body),
-       "invalid_framing"},
+      {"a Content-Length list",
+       Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12, 12\r\n", body), "invalid_framing"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -418,17 +427,19 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
 
 TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
   GatewayProcess& gw = Start(Config());
-  for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke", "/v1/tools/crm.x%2F..%2Fy/invoke",
-                                   "/v1/tools/crm.x%00/invoke", "/healthz%00"}) {
+  for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke",
+                                   "/v1/tools/crm.x%2F..%2Fy/invoke", "/v1/tools/crm.x%00/invoke", "/healthz%00"}) {
     SCOPED_TRACE(target);
-    const auto answers = Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));
+    const auto answers =
+        Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));
     ASSERT_EQ(answers.size(), 1u);
     EXPECT_EQ(answers[0].status, 400);
     EXPECT_EQ(answers[0].Json()["error"], "invalid_path") << answers[0].body;
   }
   EXPECT_EQ(crm_.total(), 0);
   // In the query an encoded slash is data: it reaches the route (which refuses the cursor itself).
-  const auto query = Exchange(gw.public_port(), Request("GET", "/v1/executions?after=a%2Fb", "Host: x\r\nConnection: close\r\n"));
+  const auto query =
+      Exchange(gw.public_port(), Request("GET", "/v1/executions?after=a%2Fb", "Host: x\r\nConnection: close\r\n"));
   ASSERT_EQ(query.size(), 1u);
   EXPECT_EQ(query[0].status, 400);
   EXPECT_EQ(query[0].Json()["error"], "invalid_request");
@@ -440,8 +451,9 @@ TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsR
       Config("max_body_bytes = 4096\n"));
   const std::string body = R"({"input":{"pad":")" + std::string(2000, 'x') + "\"}}";
   RawClient c(gw.public_port());
-  ASSERT_TRUE(c.Send(Request("POST", "/v1/tools/crm.ok/invoke",
-                             "Host: x\r\nExpect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n")));
+  ASSERT_TRUE(
+      c.Send(Request("POST", "/v1/tools/crm.ok/invoke",
+                     "Host: x\r\nExpect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n")));
   // The interim answer comes before any body byte is sent (curl waits 1 s for it otherwise).
   c.ReadWhile([](const std::string& got) { return got.find("\r\n\r\n") != std::string::npos; }, seconds(5));
   ASSERT_EQ(c.received(), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -452,14 +464,16 @@ TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsR
 
   // Too large: the 413 comes at once, without a 100.
   RawClient big(gw.public_port());
-  ASSERT_TRUE(big.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n")));
+  ASSERT_TRUE(big.Send(
+      Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n")));
   const auto refused = big.ReadResponses(1);
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_EQ(refused[0].status, 413);
   EXPECT_EQ(big.received().find("100 Continue"), std::string::npos);
   // Refused for its framing: no 100 either.
   RawClient hostless(gw.public_port());
-  ASSERT_TRUE(hostless.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Expect: 100-continue\r\nContent-Length: 10\r\n")));
+  ASSERT_TRUE(
+      hostless.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Expect: 100-continue\r\nContent-Length: 10\r\n")));
   const auto no_host = hostless.ReadResponses(1);
   ASSERT_EQ(no_host.size(), 1u);
   EXPECT_EQ(no_host[0].status, 400);
@@ -488,7 +502,8 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
     ASSERT_TRUE(idle.back()->connected());
   }
   // The twenty idle connections take every place; wait (bounded) until toolgate has accepted them.
-  for (int i = 0; i < 250 && OpenDescriptors(gw.pid()) < fds_before + 20; ++i) std::this_thread::sleep_for(milliseconds(20));
+  for (int i = 0; i < 250 && OpenDescriptors(gw.pid()) < fds_before + 20; ++i)
+    std::this_thread::sleep_for(milliseconds(20));
   const int base_fds = OpenDescriptors(gw.pid());
   ASSERT_GE(base_fds, fds_before + 20);
   std::vector<std::unique_ptr<RawClient>> over;
@@ -649,7 +664,8 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
   auto invoked = gw.Invoke("crm.export", {{"input", json::object()}}, alice_);
   ASSERT_EQ(invoked.status, 200) << invoked.body;
   const std::string id = Body(invoked)["execution_id"];
-  const std::string get = "GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ + "\r\n\r\n";
+  const std::string get =
+      "GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ + "\r\n\r\n";
   auto first = gw.Public("GET", "/v1/executions/" + id, "", alice_);
   ASSERT_EQ(first.status, 200);
   const size_t full_size = first.body.size();
@@ -709,7 +725,9 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
       ++cut_off;
     } else {
       ++other;
-      if (other < 3) std::printf("unexpected: %zu bytes, closed %d: %.80s\n", r->received().size(), r->closed(), r->received().c_str());
+      if (other < 3)
+        std::printf("unexpected: %zu bytes, closed %d: %.80s\n", r->received().size(), r->closed(),
+                    r->received().c_str());
     }
   }
   std::printf("slow readers: %d answered 503 gateway_overloaded, %d cut off by the write timeout, %d read in time\n",
