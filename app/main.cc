@@ -305,8 +305,8 @@ void RaiseDescriptorLimit() {
   if (!limit.ok()) {
     spdlog::warn("descriptor limit (RLIMIT_NOFILE) left as it was: {}", limit.status().ToString());
   } else if (limit->soft != limit->soft_before) {
-    spdlog::info("descriptor limit (RLIMIT_NOFILE): raised the soft limit from {} to {} (hard limit {})",
-                 limit->soft_before, limit->soft, limit->hard);
+    spdlog::info("descriptor limit (RLIMIT_NOFILE): raised the soft limit from {} to {} (hard limit {})", limit->soft_before,
+                 limit->soft, limit->hard);
   } else {
     spdlog::info("descriptor limit (RLIMIT_NOFILE): soft {}, hard {}", limit->soft, limit->hard);
   }
