@@ -3,6 +3,12 @@
 // read back. The first input byte picks the listener (even: public, odd: admin). What must hold:
 // whatever arrives, an answer that comes is HTTP (1.0 or 1.1, as asked) with a status below 500 or one of toolgate's
 // own 5xx (502, 503, 504, 501), never a crash, a hang past the timeouts, or a 500.
+// And the framing rules (RFC 9112): when the first request's header, read here by a deliberately
+// plain parser, has a Transfer-Encoding not ending in chunked, Transfer-Encoding with Content-Length
+// or in HTTP/1.0, no Host in HTTP/1.1, two Host / Authorization / Content-Length headers, or %2F /
+// %00 in its path, the answer is exactly one refusal (400, or 413/431/501 when a limit or coding
+// is hit first) with Connection: close and no 100 Continue before it: nothing after it — a request
+// hidden in the body — is ever answered.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -13,7 +19,9 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "api/gateway.h"
 #include "spdlog/spdlog.h"
@@ -59,6 +67,85 @@ std::string Exchange(int port, const uint8_t* data, size_t size) {
   return answer;
 }
 
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.erase(0, 1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.pop_back();
+  return s;
+}
+
+// Whether the first request of `input` breaks a framing rule the server must refuse it for. Only
+// header blocks this plain reading is sure about count (CRLF lines, no folded lines, a well-formed
+// request line); anything else is left to the general checks.
+bool BreaksAFramingRule(std::string_view input) {
+  const size_t end = input.find("\r\n\r\n");
+  if (end == std::string_view::npos) return false;
+  const std::string head(input.substr(0, end));
+  std::vector<std::string> lines;
+  for (size_t pos = 0;;) {
+    const size_t e = head.find("\r\n", pos);
+    lines.push_back(head.substr(pos, e == std::string::npos ? std::string::npos : e - pos));
+    if (e == std::string::npos) break;
+    pos = e + 2;
+  }
+  const std::string& request_line = lines[0];
+  const size_t sp1 = request_line.find(' '), sp2 = request_line.rfind(' ');
+  if (sp1 == std::string::npos || sp2 <= sp1 + 1 || request_line.find(' ', sp1 + 1) != sp2) return false;
+  const std::string version = request_line.substr(sp2 + 1);
+  if (version != "HTTP/1.1" && version != "HTTP/1.0") return false;
+  int hosts = 0, authorizations = 0, lengths = 0, encodings = 0;
+  std::vector<std::string> codings;
+  for (size_t i = 1; i < lines.size(); ++i) {
+    const std::string& line = lines[i];
+    if (line.empty() || line[0] == ' ' || line[0] == '\t' || line.find_first_of("\r\n") != std::string::npos)
+      return false;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;  // malformed: the server refuses it anyway
+    const std::string name = Lower(line.substr(0, colon)), value = line.substr(colon + 1);
+    hosts += name == "host";
+    authorizations += name == "authorization";
+    lengths += name == "content-length";
+    if (name != "transfer-encoding") continue;
+    ++encodings;
+    for (size_t pos = 0;;) {
+      const size_t comma = value.find(',', pos);
+      if (std::string c = Lower(Trim(value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos)));
+          !c.empty()) {
+        codings.push_back(c);
+      }
+      if (comma == std::string::npos) break;
+      pos = comma + 1;
+    }
+  }
+  const std::string target = request_line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string path = Lower(target.substr(0, target.find('?')));
+  return (encodings > 0 && (codings.empty() || codings.back() != "chunked" || lengths > 0 || version == "HTTP/1.0")) ||
+         (hosts == 0 && version == "HTTP/1.1") || hosts > 1 || authorizations > 1 || lengths > 1 ||
+         path.find("%2f") != std::string::npos || path.find("%00") != std::string::npos;
+}
+
+int CountOf(const std::string& s, std::string_view needle) {
+  int n = 0;
+  for (size_t at = s.find(needle); at != std::string::npos; at = s.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+// The framing rules' answer: one refusal, closing the connection, no 100 Continue before it.
+void CheckRefusedAlone(const std::string& answer) {
+  const int status = std::atoi(answer.c_str() + 9);
+  const int responses = CountOf(answer, "\r\nServer: toolgate\r\n");
+  const bool refusal = status == 400 || status == 413 || status == 431 || status == 501;
+  if (!refusal || responses != 1 || answer.find("\r\nConnection: close\r\n") == std::string::npos) {
+    std::fprintf(stderr, "a request breaking a framing rule was not refused alone (%d responses): %.2000s\n", responses,
+                 answer.c_str());
+    std::abort();
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -101,16 +188,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int port = data[0] % 2 == 0 ? g_server->gateway->public_port() : g_server->gateway->admin_port();
   const std::string answer = Exchange(port, data + 1, size - 1);
   if (answer.empty()) return 0;  // e.g. nothing that looked like a request: the server just closed
+  // `Expect: 100-continue` is answered first with an interim 100; the final answer follows.
+  constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+  const std::string final_answer = answer.rfind(kContinue, 0) == 0 ? answer.substr(kContinue.size()) : answer;
+  if (final_answer.empty()) return 0;  // the client stopped sending: the server gave up waiting for the body
   // The answer speaks the request's version (HTTP/1.0 or 1.1).
-  if (answer.rfind("HTTP/1.1 ", 0) != 0 && answer.rfind("HTTP/1.0 ", 0) != 0) {
+  if (final_answer.rfind("HTTP/1.1 ", 0) != 0 && final_answer.rfind("HTTP/1.0 ", 0) != 0) {
     std::fprintf(stderr, "not an HTTP answer: %.200s\n", answer.c_str());
     std::abort();
   }
-  const int status = std::atoi(answer.c_str() + 9);
+  const int status = std::atoi(final_answer.c_str() + 9);
   if (status < 200 || status > 599) std::abort();
   if (status == 500) {
     std::fprintf(stderr, "500: %.2000s\n", answer.c_str());
     std::abort();
   }
+  if (BreaksAFramingRule(std::string_view(reinterpret_cast<const char*>(data) + 1, size - 1)))
+    CheckRefusedAlone(answer);
   return 0;
 }

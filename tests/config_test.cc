@@ -154,16 +154,19 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   EXPECT_EQ(defaults->admin.max_connections, 64);
   EXPECT_TRUE(defaults->admin.allowed_hosts.empty());
 
-  auto set = ParseConfig("[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\n"
-                         "[admin]\nmax_connections = 8\nallowed_hosts = [\"Admin.Example.internal\", \"10.0.0.7\", \"[::1]\", \"fd00::2\"]\n" +
-                             crm,
-                         "t.toml");
+  auto set = ParseConfig(
+      "[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\n"
+      "[admin]\nmax_connections = 8\nallowed_hosts = [\"Admin.Example.internal\", \"10.0.0.7\", \"[::1]\", "
+      "\"fd00::2\"]\n" +
+          crm,
+      "t.toml");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->server.max_connections, 500);
   EXPECT_EQ(set->server.write_timeout_ms, 2000);
   EXPECT_EQ(set->server.max_response_buffer_bytes, 8 << 20);
   EXPECT_EQ(set->admin.max_connections, 8);
-  EXPECT_EQ(set->admin.allowed_hosts, (std::vector<std::string>{"admin.example.internal", "10.0.0.7", "::1", "fd00::2"}));
+  EXPECT_EQ(set->admin.allowed_hosts,
+            (std::vector<std::string>{"admin.example.internal", "10.0.0.7", "::1", "fd00::2"}));
 
   for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
            {"[server]\nmax_connections = 0\n", "server.max_connections must be in 1..1000000"},
@@ -174,7 +177,8 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
            {"[admin]\nmax_connections = 0\n", "admin.max_connections must be in 1..4096"},
            {"[admin]\nallowed_hosts = \"example.com\"\n", "admin.allowed_hosts must be an array of strings"},
            {"[admin]\nallowed_hosts = [\"ok\", 7]\n", "admin.allowed_hosts must be an array of strings"},
-           {"[admin]\nallowed_hosts = [\"ok\", \"evil.com/x\"]\n", "admin.allowed_hosts [1] (\"evil.com/x\") must be a host name"},
+           {"[admin]\nallowed_hosts = [\"ok\", \"evil.com/x\"]\n",
+            "admin.allowed_hosts [1] (\"evil.com/x\") must be a host name"},
            {"[admin]\nallowed_hosts = [\"\"]\n", "admin.allowed_hosts [0]"},
            {"[admin]\nallowed_hosts = [\"" + std::string(254, 'a') + "\"]\n", "admin.allowed_hosts [0]"},
            {"[admin]\nallowed_hosts = [\"a b\"]\n", "admin.allowed_hosts [0]"},
@@ -219,7 +223,8 @@ TEST(ConfigTest, ThePublicConnectionCapIsDerivedFromTheDescriptorLimitOrCheckedA
   auto refused = ResolveConnectionCaps(1024, too_many);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(refused.status().message().find("server.max_connections = 353 needs about 1026 file descriptors"), std::string::npos)
+  EXPECT_NE(refused.status().message().find("server.max_connections = 353 needs about 1026 file descriptors"),
+            std::string::npos)
       << refused.status();
   EXPECT_NE(refused.status().message().find("(RLIMIT_NOFILE) is 1024"), std::string::npos);
   // The admin cap counts too.

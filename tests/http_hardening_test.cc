@@ -49,6 +49,10 @@ constexpr bool kSanitized = true;  // the sanitizers' own memory and CPU make th
 #else
 constexpr bool kSanitized = false;
 #endif
+// UBSan checks a vptr by probing the vtable's memory through a pipe it opens: in a process out of
+// descriptors that fails, and it reports a false "invalid vptr" (and aborts the server).
+constexpr char kNoDescriptorsUnderSanitizers[] =
+    "under the sanitizers a process without descriptors fails their own checks (UBSan opens a pipe to probe memory)";
 
 // ---- raw HTTP on a socket ---------------------------------------------------------------------
 
@@ -259,12 +263,13 @@ int CountLines(const std::string& log, const std::string& needle) {
 class HttpHardeningTest : public ::testing::Test {
  protected:
   std::string Config(const std::string& server_extra = "", const std::string& admin_extra = "",
-                     const std::string& store = "") {
+                     const std::string& store = "", const std::string& crm_extra = "") {
     const std::string store_table =
         store.empty() ? "[store]\npath = \"" + dir_.file("store.db") + "\"\nsqlite_synchronous = \"normal\"\n" : store;
     return "[server]\nlisten = \"127.0.0.1:0\"\n" + server_extra + "[admin]\nlisten = \"127.0.0.1:0\"\n" + admin_extra +
            store_table + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-           "\"\ntimeout_ms = 2000\nmax_in_flight = 64\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 60\n";
+           "\"\ntimeout_ms = 2000\nmax_in_flight = 64\n" + crm_extra +
+           "[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 60\n";
   }
   GatewayProcess& Start(const std::string& config) {
     gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
@@ -312,10 +317,11 @@ TEST_F(HttpHardeningTest, ATransferEncodingNotEndingInChunkedIs400AndTheConnecti
   for (const std::string te : {"gzip", "identity", "xchunked", "chunked, identity", "chunked;x=1", "chunkedx", ""}) {
     SCOPED_TRACE("Transfer-Encoding: " + te);
     bool closed = false;
-    const auto answers = Exchange(gw.public_port(),
-                                  Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: " + te + "\r\n") +
-                                      HiddenInvoke(alice_),
-                                  &closed);
+    const auto answers =
+        Exchange(gw.public_port(),
+                 Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: " + te + "\r\n") +
+                     HiddenInvoke(alice_),
+                 &closed);
     ASSERT_EQ(answers.size(), 1u) << "one request, one answer: nothing hidden in the body may run";
     EXPECT_EQ(answers[0].status, 400);
     EXPECT_EQ(answers[0].Json()["error"], "invalid_framing") << answers[0].body;
@@ -324,17 +330,20 @@ TEST_F(HttpHardeningTest, ATransferEncodingNotEndingInChunkedIs400AndTheConnecti
   }
   // Codings toolgate cannot undo before a final chunked: 501, and the connection closes too.
   bool closed = false;
-  const auto gzip_chunked = Exchange(
-      gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n") + HiddenInvoke(alice_),
-      &closed);
+  const auto gzip_chunked =
+      Exchange(gw.public_port(),
+               Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n") +
+                   HiddenInvoke(alice_),
+               &closed);
   ASSERT_EQ(gzip_chunked.size(), 1u);
   EXPECT_EQ(gzip_chunked[0].status, 501);
   EXPECT_EQ(gzip_chunked[0].Json()["error"], "unsupported_transfer_coding");
   EXPECT_TRUE(closed);
   // Two Transfer-Encoding lines are one list: "gzip" then "chunked" is the same as above.
-  const auto split = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke",
-                                                        "Host: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") +
-                                                    HiddenInvoke(alice_));
+  const auto split =
+      Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke",
+                                         "Host: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n") +
+                                     HiddenInvoke(alice_));
   ASSERT_EQ(split.size(), 1u);
   EXPECT_EQ(split[0].status, 501);
   EXPECT_EQ(crm_.count("/crm.smuggled"), 0);
@@ -353,15 +362,17 @@ TEST_F(HttpHardeningTest, TransferEncodingWithContentLengthOrInHttp10Is400) {
   for (const auto& [name, headers] : cases) {
     SCOPED_TRACE(name);
     bool closed = false;
-    const auto answers = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", headers) + HiddenInvoke(alice_), &closed);
+    const auto answers =
+        Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", headers) + HiddenInvoke(alice_), &closed);
     ASSERT_EQ(answers.size(), 1u);
     EXPECT_EQ(answers[0].status, 400);
     EXPECT_EQ(answers[0].Json()["error"], "invalid_framing") << answers[0].body;
     EXPECT_TRUE(closed);
   }
   // HTTP/1.0 has no transfer codings: its framing is faulty whatever the coding says.
-  const auto http10 = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Transfer-Encoding: chunked\r\n", "",
-                                                         "HTTP/1.0") + HiddenInvoke(alice_));
+  const auto http10 = Exchange(
+      gw.public_port(), Request("POST", "/v1/tools/crm.x/invoke", "Transfer-Encoding: chunked\r\n", "", "HTTP/1.0") +
+                            HiddenInvoke(alice_));
   ASSERT_EQ(http10.size(), 1u);
   EXPECT_EQ(http10[0].status, 400);
   EXPECT_EQ(http10[0].Json()["error"], "invalid_framing");
@@ -371,8 +382,10 @@ TEST_F(HttpHardeningTest, TransferEncodingWithContentLengthOrInHttp10Is400) {
   const std::string body = R"({"input":{}})";
   std::ostringstream chunk;
   chunk << std::hex << body.size() << "\r\n" << body << "\r\n0\r\n\r\n";
-  const auto chunked = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.ok/invoke",
-                                                          "Host: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n") + chunk.str());
+  const auto chunked = Exchange(
+      gw.public_port(),
+      Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n") +
+          chunk.str());
   ASSERT_EQ(chunked.size(), 1u);
   EXPECT_EQ(chunked[0].status, 200) << chunked[0].body;
 }
@@ -393,8 +406,8 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
       {"two equal Content-Lengths",
        Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12\r\nContent-Length: 12\r\n", body),
        "duplicate_header"},
-      {"a Content-Length list", Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12, 12\r\n", body),
-       "invalid_framing"},
+      {"a Content-Length list",
+       Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12, 12\r\n", body), "invalid_framing"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -418,17 +431,19 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
 
 TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
   GatewayProcess& gw = Start(Config());
-  for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke", "/v1/tools/crm.x%2F..%2Fy/invoke",
-                                   "/v1/tools/crm.x%00/invoke", "/healthz%00"}) {
+  for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke",
+                                   "/v1/tools/crm.x%2F..%2Fy/invoke", "/v1/tools/crm.x%00/invoke", "/healthz%00"}) {
     SCOPED_TRACE(target);
-    const auto answers = Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));
+    const auto answers =
+        Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));
     ASSERT_EQ(answers.size(), 1u);
     EXPECT_EQ(answers[0].status, 400);
     EXPECT_EQ(answers[0].Json()["error"], "invalid_path") << answers[0].body;
   }
   EXPECT_EQ(crm_.total(), 0);
   // In the query an encoded slash is data: it reaches the route (which refuses the cursor itself).
-  const auto query = Exchange(gw.public_port(), Request("GET", "/v1/executions?after=a%2Fb", "Host: x\r\nConnection: close\r\n"));
+  const auto query =
+      Exchange(gw.public_port(), Request("GET", "/v1/executions?after=a%2Fb", "Host: x\r\nConnection: close\r\n"));
   ASSERT_EQ(query.size(), 1u);
   EXPECT_EQ(query[0].status, 400);
   EXPECT_EQ(query[0].Json()["error"], "invalid_request");
@@ -440,8 +455,9 @@ TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsR
       Config("max_body_bytes = 4096\n"));
   const std::string body = R"({"input":{"pad":")" + std::string(2000, 'x') + "\"}}";
   RawClient c(gw.public_port());
-  ASSERT_TRUE(c.Send(Request("POST", "/v1/tools/crm.ok/invoke",
-                             "Host: x\r\nExpect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n")));
+  ASSERT_TRUE(
+      c.Send(Request("POST", "/v1/tools/crm.ok/invoke",
+                     "Host: x\r\nExpect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n")));
   // The interim answer comes before any body byte is sent (curl waits 1 s for it otherwise).
   c.ReadWhile([](const std::string& got) { return got.find("\r\n\r\n") != std::string::npos; }, seconds(5));
   ASSERT_EQ(c.received(), "HTTP/1.1 100 Continue\r\n\r\n");
@@ -452,14 +468,16 @@ TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsR
 
   // Too large: the 413 comes at once, without a 100.
   RawClient big(gw.public_port());
-  ASSERT_TRUE(big.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n")));
+  ASSERT_TRUE(big.Send(
+      Request("POST", "/v1/tools/crm.ok/invoke", "Host: x\r\nExpect: 100-continue\r\nContent-Length: 100000\r\n")));
   const auto refused = big.ReadResponses(1);
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_EQ(refused[0].status, 413);
   EXPECT_EQ(big.received().find("100 Continue"), std::string::npos);
   // Refused for its framing: no 100 either.
   RawClient hostless(gw.public_port());
-  ASSERT_TRUE(hostless.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Expect: 100-continue\r\nContent-Length: 10\r\n")));
+  ASSERT_TRUE(
+      hostless.Send(Request("POST", "/v1/tools/crm.ok/invoke", "Expect: 100-continue\r\nContent-Length: 10\r\n")));
   const auto no_host = hostless.ReadResponses(1);
   ASSERT_EQ(no_host.size(), 1u);
   EXPECT_EQ(no_host[0].status, 400);
@@ -470,11 +488,13 @@ TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsR
 // ---- connection caps and descriptor exhaustion -------------------------------------------------
 
 TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminListenerStillServes) {
+  // Started with a soft descriptor limit of 256 (when the hard limit is higher).
+  const bool can_lower = DescriptorLimitOf(getpid()).rlim_max > 512;
   std::unique_ptr<ScopedSoftDescriptorLimit> low;
-  if (DescriptorLimitOf(getpid()).rlim_max > 4096) low = std::make_unique<ScopedSoftDescriptorLimit>(256);
+  if (can_lower) low = std::make_unique<ScopedSoftDescriptorLimit>(256);
   GatewayProcess& gw = Start(Config("max_connections = 20\n"));
   low.reset();
-  if (DescriptorLimitOf(getpid()).rlim_max > 4096) {
+  if (can_lower) {
     // Started with a soft limit of 256, toolgate raised it to the hard limit and said so.
     EXPECT_EQ(DescriptorLimitOf(gw.pid()).rlim_cur, DescriptorLimitOf(gw.pid()).rlim_max);
     EXPECT_THAT(gw.Log(), ::testing::HasSubstr("raised the soft limit from 256"));
@@ -486,7 +506,8 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
     ASSERT_TRUE(idle.back()->connected());
   }
   // The twenty idle connections take every place; wait (bounded) until toolgate has accepted them.
-  for (int i = 0; i < 250 && OpenDescriptors(gw.pid()) < fds_before + 20; ++i) std::this_thread::sleep_for(milliseconds(20));
+  for (int i = 0; i < 250 && OpenDescriptors(gw.pid()) < fds_before + 20; ++i)
+    std::this_thread::sleep_for(milliseconds(20));
   const int base_fds = OpenDescriptors(gw.pid());
   ASSERT_GE(base_fds, fds_before + 20);
   std::vector<std::unique_ptr<RawClient>> over;
@@ -512,8 +533,9 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
   // Holding the cap costs no CPU: measured over two seconds of it.
   std::this_thread::sleep_until(window_start + seconds(2));
   const double cpu_used = CpuSeconds(gw.pid()) - cpu_before;
+  std::printf("CPU seconds used by toolgate in 2 s at the connection cap: %.3f\n", cpu_used);
   if (!kSanitized) {
-    EXPECT_LT(cpu_used, 0.5) << "CPU seconds used in 2 s at the cap";
+    EXPECT_LT(cpu_used, 0.5);
   }
   EXPECT_LE(OpenDescriptors(gw.pid()), base_fds + 4) << "refused connections are closed, not kept";
   idle.clear();
@@ -528,6 +550,7 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
 }
 
 TEST_F(HttpHardeningTest, DescriptorExhaustionIsBackedOffInsteadOfSpinningAndServingResumes) {
+  if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   GatewayProcess& gw = Start(Config());
   const rlim_t original = DescriptorLimitOf(gw.pid()).rlim_cur;
   // Leave toolgate four spare descriptors, then open more idle connections than that.
@@ -541,9 +564,7 @@ TEST_F(HttpHardeningTest, DescriptorExhaustionIsBackedOffInsteadOfSpinningAndSer
   std::this_thread::sleep_for(seconds(2));
   const double cpu_used = CpuSeconds(gw.pid()) - cpu_before;
   std::printf("CPU seconds used by toolgate in 2 s of descriptor exhaustion: %.3f\n", cpu_used);
-  if (!kSanitized) {
-    EXPECT_LT(cpu_used, 0.5);
-  }
+  EXPECT_LT(cpu_used, 0.5);
   const std::string log = gw.Log();
   EXPECT_GE(CountLines(log, "accept failed"), 1) << log;
   EXPECT_LE(CountLines(log, "accept failed"), 4) << "logged at most once a second:\n" << log;
@@ -561,6 +582,7 @@ TEST_F(HttpHardeningTest, DescriptorExhaustionIsBackedOffInsteadOfSpinningAndSer
 
 TEST_F(HttpHardeningTest, AnExplicitCapTheDescriptorLimitCannotHoldIsRefusedAtStart) {
   GatewayProcess gw(Config("max_connections = 5000\n"), dir_);
+  setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);  // as GatewayProcess::Start does
   const std::string err = dir_.file("refused.err");
   testing::ChildProcess p({"/bin/sh", "-c", "ulimit -n 1024 && exec \"$0\" serve --config \"$1\"", TOOLGATE_BINARY,
                            gw.config_path()},
@@ -585,6 +607,7 @@ TEST_F(HttpHardeningTest, AnExplicitCapTheDescriptorLimitCannotHoldIsRefusedAtSt
 // gateway_overloaded and never count toward the breaker. Disabled until the engine maps
 // ClientResult::local_resource_error (another change); run with --gtest_also_run_disabled_tests.
 TEST_F(HttpHardeningTest, DISABLED_ALocalDescriptorShortageNeverOpensTheBreaker) {
+  if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   GatewayProcess& gw = Start(Config("", "", "[store]\nbackend = \"memory\"\n"));
   RawClient keep(gw.public_port());
   ASSERT_TRUE(keep.Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
@@ -631,6 +654,9 @@ int64_t UnacknowledgedBytes(int port) {
 }
 
 TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudget) {
+  // Under the sanitizers toolgate needs minutes for the 300 answers, so none is slow next to the
+  // write timeout, and its memory is the sanitizers'.
+  if (kSanitized) GTEST_SKIP() << "timing and memory figures mean nothing under the sanitizers";
   // A result of about 1 MB: a thousand strings of a thousand bytes.
   json rows = json::array();
   for (int i = 0; i < 1000; ++i) rows.push_back(std::string(1000, static_cast<char>('a' + i % 26)));
@@ -645,7 +671,8 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
   auto invoked = gw.Invoke("crm.export", {{"input", json::object()}}, alice_);
   ASSERT_EQ(invoked.status, 200) << invoked.body;
   const std::string id = Body(invoked)["execution_id"];
-  const std::string get = "GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ + "\r\n\r\n";
+  const std::string get =
+      "GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ + "\r\n\r\n";
   auto first = gw.Public("GET", "/v1/executions/" + id, "", alice_);
   ASSERT_EQ(first.status, 200);
   const size_t full_size = first.body.size();
@@ -673,11 +700,11 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
               kReaders, full_size, static_cast<long long>(baseline_kb), static_cast<long long>(peak_kb),
               static_cast<long long>(peak_unacknowledged));
   // What slow readers hold, in toolgate's memory or in its sockets' send queues, is bounded by the
-  // budget (plus the small answers it does not count: a 503 each).
-  EXPECT_LT(peak_unacknowledged, kBudget + kReaders * 1024);
-  if (!kSanitized) {
-    EXPECT_LT(peak_kb, baseline_kb + kBudget / 1024 + 64 * 1024);
-  }
+  // budget, plus the small answers it does not count (a 503 each), plus two large answers:
+  // /proc/net/tcp is read line by line, not at one instant, so an answer reset while it is read and
+  // the one that takes its place may both be counted.
+  EXPECT_LT(peak_unacknowledged, kBudget + 2 * static_cast<int64_t>(full_size) + kReaders * 1024);
+  EXPECT_LT(peak_kb, baseline_kb + kBudget / 1024 + 64 * 1024);
   // While they hold the budget, toolgate still answers.
   EXPECT_EQ(gw.Public("GET", "/healthz").status, 200);
 
@@ -703,7 +730,9 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
       ++cut_off;
     } else {
       ++other;
-      if (other < 3) std::printf("unexpected: %zu bytes, closed %d: %.80s\n", r->received().size(), r->closed(), r->received().c_str());
+      if (other < 3)
+        std::printf("unexpected: %zu bytes, closed %d: %.80s\n", r->received().size(), r->closed(),
+                    r->received().c_str());
     }
   }
   std::printf("slow readers: %d answered 503 gateway_overloaded, %d cut off by the write timeout, %d read in time\n",
@@ -716,6 +745,45 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
   auto again = gw.Public("GET", "/v1/executions/" + id, "", alice_);
   EXPECT_EQ(again.status, 200) << again.body.substr(0, 200);
   EXPECT_EQ(again.body.size(), full_size);
+}
+
+// One large answer held for a client that does not read keeps its bytes from the budget until the
+// write timeout resets it — although the kernel took the whole answer at once — and meanwhile the
+// next large answer is 503 gateway_overloaded. Small and deterministic, so it also runs under the
+// sanitizers.
+TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheNextIsOverloaded) {
+  json rows = json::array();
+  for (int i = 0; i < 600; ++i) rows.push_back(std::string(1000, 'r'));
+  const std::string big = json{{"rows", rows}}.dump();  // about 600 KB: one fits the 1 MiB budget, two do not
+  crm_.set_behavior([big](const auto&) { return Reply{200, big}; });
+  GatewayProcess& gw =
+      Start(Config("write_timeout_ms = 2000\nmax_response_buffer_bytes = 1048576\n", "", "", "max_response_bytes = 1048576\n"));
+  auto invoked = gw.Invoke("crm.export", {{"input", json::object()}}, alice_);
+  ASSERT_EQ(invoked.status, 200) << invoked.body;
+  const std::string id = Body(invoked)["execution_id"];
+
+  RawClient slow(gw.public_port(), 4096);
+  ASSERT_TRUE(slow.Send("GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ +
+                        "\r\n\r\n"));
+  // The kernel takes the answer (it waits in toolgate's send queue, unacknowledged).
+  for (int i = 0; i < 500 && UnacknowledgedBytes(gw.public_port()) < 500'000; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_GE(UnacknowledgedBytes(gw.public_port()), 500'000);
+  auto overloaded = gw.Public("GET", "/v1/executions/" + id, "", alice_);
+  EXPECT_EQ(overloaded.status, 503) << overloaded.body.substr(0, 200);
+  EXPECT_EQ(Body(overloaded)["error"], "gateway_overloaded");
+  EXPECT_EQ(HeaderOf(overloaded, "retry-after"), "1");
+  // The write timeout resets the slow client's connection: the kernel drops what it held.
+  for (int i = 0; i < 1000 && UnacknowledgedBytes(gw.public_port()) > 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_EQ(UnacknowledgedBytes(gw.public_port()), 0);
+  slow.ReadUntilClose(seconds(5));
+  EXPECT_TRUE(slow.closed());
+  EXPECT_EQ(slow.received().rfind("HTTP/1.1 200", 0), 0u);
+  EXPECT_LT(slow.received().size(), big.size()) << "the slow client got the whole answer";
+  // The budget came back.
+  auto again = gw.Public("GET", "/v1/executions/" + id, "", alice_);
+  EXPECT_EQ(again.status, 200) << again.body.substr(0, 200);
 }
 
 // ---- the client's local resource errors ------------------------------------------------------------

@@ -20,7 +20,8 @@ absl::StatusOr<DescriptorLimit> RaiseDescriptorLimit() {
   // Linux refuses RLIM_INFINITY (above fs.nr_open); fall back to Linux's default nr_open.
   if (setrlimit(RLIMIT_NOFILE, &raised) != 0 && r.rlim_max == RLIM_INFINITY) {
     raised.rlim_cur = rlim_t{1} << 20;
-    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) return absl::InternalError(absl::StrCat("setrlimit: ", std::strerror(errno)));
+    if (setrlimit(RLIMIT_NOFILE, &raised) != 0)
+      return absl::InternalError(absl::StrCat("setrlimit: ", std::strerror(errno)));
   }
   out.soft = CurrentDescriptorLimit();
   return out;
@@ -37,12 +38,14 @@ absl::Status ApplyConnectionCaps(Config& config) {
   absl::StatusOr<ConnectionCapPlan> plan = ResolveConnectionCaps(nofile, config);
   if (!plan.ok()) return plan.status();
   spdlog::info("connection caps: {} public ({}), {} admin; they need up to {} of the {} descriptors allowed",
-               config.server.max_connections, plan->derived ? "derived from the descriptor limit" : "server.max_connections",
+               config.server.max_connections,
+               plan->derived ? "derived from the descriptor limit" : "server.max_connections",
                config.admin.max_connections, plan->descriptors_needed, nofile);
   if (static_cast<uint64_t>(plan->descriptors_needed) > nofile) {
-    spdlog::warn("the descriptor limit ({}) is too low for even {} public connections: under load, connections will "
-                 "fail with 'too many open files'; raise it (ulimit -n, systemd LimitNOFILE=)",
-                 nofile, config.server.max_connections);
+    spdlog::warn(
+        "the descriptor limit ({}) is too low for even {} public connections: under load, connections will "
+        "fail with 'too many open files'; raise it (ulimit -n, systemd LimitNOFILE=)",
+        nofile, config.server.max_connections);
   }
   return absl::OkStatus();
 }

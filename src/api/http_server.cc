@@ -175,7 +175,8 @@ std::optional<HttpResponse> CheckFraming(const http::request_header<>& h, int tr
     for (size_t i = 0; i + 1 < codings.size(); ++i) {
       if (codings[i] == "chunked") return Refusal(400, "invalid_framing", "chunked may be applied only once");
     }
-    if (codings.size() > 1) return Refusal(501, "unsupported_transfer_coding", "only the chunked transfer coding is supported");
+    if (codings.size() > 1)
+      return Refusal(501, "unsupported_transfer_coding", "only the chunked transfer coding is supported");
   }
   if (content_lengths == 1) {
     const auto v = h[http::field::content_length];
@@ -255,8 +256,8 @@ ReadOutcome FromReadError(const beast::error_code& ec) {
 }
 
 // At most one line a second for a condition that may repeat thousands of times a second (accept
-// errors, a full listener), saying how many were held back. One coroutine uses each: not
-// thread-safe.
+// errors, a full listener, a full budget), saying how many were held back. Not thread-safe: used on
+// the listener's event-loop thread only (server.io_threads is 1).
 class LogThrottle {
  public:
   // True when a line may be written now; `held_back` is then how many were suppressed before it.
@@ -311,7 +312,8 @@ class BudgetHold {
 }  // namespace
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
-  Impl(asio::io_context& io, ServerLimits l, Handler h) : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)) {}
+  Impl(asio::io_context& io, ServerLimits l, Handler h)
+      : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)) {}
 
   // ---- accepting ---------------------------------------------------------------------------------
 
@@ -351,8 +353,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       return;
     }
     if (int64_t held_back = 0; full_log.Allow(held_back)) {
-      spdlog::warn("{}: at max_connections ({}): new connections are answered 503 ({} more since the last report)", name,
-                   limits.max_connections, held_back);
+      spdlog::warn("{}: at max_connections ({}): new connections are answered 503 ({} more since the last report)",
+                   name, limits.max_connections, held_back);
     }
     if (refusals_in_flight.load() >= kMaxRefusalsInFlight) return;  // closing the socket is the answer
     CountedSlot slot(refusals_in_flight);
@@ -370,7 +372,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   // ---- one connection ------------------------------------------------------------------------------
 
   // REQUIRES: `r.body` is not used afterwards (it is moved into the message).
-  asio::awaitable<beast::error_code> Respond(beast::tcp_stream& stream, unsigned version, bool keep_alive, HttpResponse& r) {
+  asio::awaitable<beast::error_code> Respond(beast::tcp_stream& stream, unsigned version, bool keep_alive,
+                                             HttpResponse& r) {
     http::response<http::string_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "toolgate");
     res.set(http::field::content_type, r.content_type);
@@ -412,7 +415,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
                                  asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return ReadOutcome{ReadOutcome::Kind::kGone, {}};
     }
-    if (!parser.is_done()) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (!parser.is_done())
+      co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
     if (ec) co_return FromReadError(ec);
     co_return ReadOutcome{};
   }
@@ -423,25 +427,29 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     try {
       response = co_await handler(std::move(translated));
     } catch (const std::exception& e) {
-      spdlog::error("handler failed on {} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
+      spdlog::error("handler failed on {} {}: {}", std::string(req.method_string()), std::string(req.target()),
+                    e.what());
       response = Refusal(500, "internal", "internal error");
     }
     co_return response;
   }
 
-  // Takes a large response's size from the process's budget until it is written; a response the
-  // budget cannot hold is replaced by 503 gateway_overloaded (the client may come back in a second).
+  // Takes a large response's size from the process's budget for as long as the returned hold lives
+  // (Serve keeps it until the client has acknowledged the response); a response the budget cannot
+  // hold is replaced by 503 gateway_overloaded (the client may come back in a second).
   BudgetHold HoldForWriting(HttpResponse& response) {
     const auto size = static_cast<int64_t>(response.body.size());
     ResponseBudget* budget = limits.response_budget.get();
     if (budget == nullptr || size <= kBudgetedResponseBytes) return {};
     if (budget->TryReserve(size)) return BudgetHold(budget, size);
     if (int64_t held_back = 0; overload_log.Allow(held_back)) {
-      spdlog::warn("{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte response answered "
-                   "503 ({} more since the last report)",
-                   name, budget->in_use(), budget->capacity(), size, held_back);
+      spdlog::warn(
+          "{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte response answered "
+          "503 ({} more since the last report)",
+          name, budget->in_use(), budget->capacity(), size, held_back);
     }
-    response = Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
+    response =
+        Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
     return {};
   }
 
@@ -465,12 +473,12 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  // Closes with a reset, so that the kernel drops what the client never read instead of keeping it
-  // for an orphaned connection.
-  static void Reset(beast::tcp_stream& stream) {
+  // While on, closing the socket resets the connection, so that the kernel drops what the client
+  // never read instead of keeping it for an orphaned connection — also when the stream's own write
+  // timeout closes it.
+  static void CloseWithReset(beast::tcp_stream& stream, bool on) {
     beast::error_code ignored;
-    stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
-    stream.socket().close(ignored);
+    stream.socket().set_option(asio::socket_base::linger(on, 0), ignored);
   }
 
   // Requests one after another on a keep-alive connection. Responses are named locals, never
@@ -501,14 +509,13 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       BudgetHold hold = HoldForWriting(response);
       const auto write_deadline = Clock::now() + limits.write_timeout;
       stream.expires_after(limits.write_timeout);
+      if (hold.held()) CloseWithReset(stream, true);
       const beast::error_code ec = co_await Respond(stream, version, keep_alive, response);
       if (ec) break;
       if (hold.held()) {
         const bool delivered = co_await AwaitDelivery(stream, write_deadline);
-        if (!delivered) {
-          Reset(stream);
-          break;
-        }
+        if (!delivered) break;  // closed with a reset below
+        CloseWithReset(stream, false);
       }
       if (!keep_alive) break;
     }
