@@ -604,9 +604,9 @@ TEST_F(HttpHardeningTest, AnExplicitCapTheDescriptorLimitCannotHoldIsRefusedAtSt
 }
 
 // The engine's half: a downstream connect that fails for want of descriptors must be DEFERRED
-// gateway_overloaded and never count toward the breaker. Disabled until the engine maps
-// ClientResult::local_resource_error (another change); run with --gtest_also_run_disabled_tests.
-TEST_F(HttpHardeningTest, DISABLED_ALocalDescriptorShortageNeverOpensTheBreaker) {
+// gateway_overloaded and never count toward the breaker (HttpConnector maps the client's
+// local_resource_error to kLocalResource).
+TEST_F(HttpHardeningTest, ALocalDescriptorShortageNeverOpensTheBreaker) {
   if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   GatewayProcess& gw = Start(Config("", "", "[store]\nbackend = \"memory\"\n"));
   RawClient keep(gw.public_port());

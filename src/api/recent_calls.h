@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 
 namespace toolgate::api {
@@ -14,13 +15,13 @@ namespace toolgate::api {
 class RecentCalls {
  public:
   void Add(const std::string& connector, int64_t now_ms, int64_t latency_ms, bool error) {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     auto& q = calls_[connector];
     q.push_back({now_ms, latency_ms, error});
     while (q.size() > 20000 || (!q.empty() && q.front().at_ms < now_ms - 300'000)) q.pop_front();
   }
   nlohmann::json Summary(const std::string& connector, int64_t now_ms) {
-    std::lock_guard lock(mu_);
+    absl::MutexLock lock(&mu_);
     std::vector<int64_t> latencies;
     int64_t errors = 0;
     for (const auto& c : calls_[connector]) {
@@ -45,8 +46,8 @@ class RecentCalls {
     int64_t latency_ms;
     bool error;
   };
-  std::mutex mu_;
-  std::map<std::string, std::deque<Call>> calls_;
+  absl::Mutex mu_;
+  std::map<std::string, std::deque<Call>> calls_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace toolgate::api
