@@ -18,7 +18,11 @@
 //     after R + 25 s;
 //   - `toolgate ledger verify` passes at the end.
 // Prints a summary; exits 1 if any invariant was violated.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -111,7 +115,7 @@ toolgate::api::ClientResult Call(int port, const std::string& method, const std:
 
 int main(int argc, char** argv) {
   std::string binary, dir = "/tmp";
-  int seconds = 120, gateways = 3, clients = 32, retention_s = 60;
+  int seconds = 120, gateways = 3, clients = 32, retention_s = 60, slow_readers = 24;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--toolgate") binary = v;
@@ -120,9 +124,11 @@ int main(int argc, char** argv) {
     else if (k == "--gateways") gateways = std::stoi(v);
     else if (k == "--clients") clients = std::stoi(v);
     else if (k == "--dir") dir = v;
+    else if (k == "--slow-readers") slow_readers = std::stoi(v);
   }
   if (binary.empty()) {
-    std::fprintf(stderr, "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--retention 60] [--dir D]\n");
+    std::fprintf(stderr, "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--retention 60] "
+                         "[--slow-readers 24] [--dir D]\n");
     return 2;
   }
   constexpr int kCrmLimit = 8, kEmailLimit = 4, kCooldownS = 2, kOutageEveryS = 30, kOutageS = 5, kSweepS = 10;
@@ -156,7 +162,10 @@ int main(int argc, char** argv) {
     }
     return Reply{200, R"({"ok":true})", {}, 2};
   });
-  email.set_behavior([&](const FakeDownstream::Request&) {
+  // `email.archive` answers ~1 MB: the execution the slow readers ask for and never read.
+  const std::string archive_reply = "{\"blob\":\"" + std::string(1 << 20, 'a') + "\"}";
+  email.set_behavior([&](const FakeDownstream::Request& req) {
+    if (req.path == "/email.archive") return Reply{200, archive_reply};
     thread_local std::minstd_rand rng{std::random_device{}()};
     if (rng() % 100 < 2) {
       ++injected_5xx;
@@ -231,6 +240,64 @@ int main(int argc, char** argv) {
         else if (outcome == "FAILED") ++failed;
         else if (outcome == "DEFERRED") ++deferred;
         else ++other;
+      }
+    });
+  }
+
+  // Slow readers: connections that ask for a ~1 MB execution and never read the answer, then hang
+  // up after a few seconds (a new one takes their place). The gateways must bound what they hold
+  // for them (write timeout, response budget): the RSS check below runs with them in the mix.
+  std::atomic<int64_t> slow_connections{0}, slow_refused{0};
+  std::mutex big_mu;
+  std::string big_id;  // the latest large execution (retention expires the older ones)
+  auto make_big = [&] {
+    for (int attempt = 0; attempt < 20 && !stop.load(); ++attempt) {
+      const auto r = Call(gws[0].public_port, "POST", "/v1/tools/email.archive/invoke", json{{"input", json::object()}}.dump(), token);
+      const json body = json::parse(r.body, nullptr, false);
+      if (r.ok && body.is_object() && body.value("outcome", "") == "SUCCEEDED") {
+        std::lock_guard lock(big_mu);
+        big_id = body["execution_id"];
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  };
+  if (slow_readers > 0) {
+    make_big();
+    threads.emplace_back([&] {  // a fresh large execution every 10 s, within any retention
+      while (!stop.load()) {
+        for (int i = 0; i < 100 && !stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        make_big();
+      }
+    });
+  }
+  for (int s = 0; s < slow_readers; ++s) {
+    threads.emplace_back([&, s] {
+      for (int64_t i = 0; !stop.load(); ++i) {
+        std::string id;
+        {
+          std::lock_guard lock(big_mu);
+          id = big_id;
+        }
+        const int port = gws[static_cast<size_t>(s + i) % gws.size()].public_port;
+        const int fd = socket(AF_INET, SOCK_STREAM, 0);
+        const int small = 4096;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(static_cast<uint16_t>(port));
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+          const std::string req = "GET /v1/executions/" + id + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                                  token + "\r\n\r\n";
+          if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) ++slow_connections;
+          char head[16] = {0};
+          if (recv(fd, head, sizeof head - 1, MSG_PEEK | MSG_DONTWAIT) > 0 && std::string(head).find(" 503") != std::string::npos) {
+            ++slow_refused;  // the gateway's budget said no: also fine
+          }
+        }
+        for (int t = 0; t < 30 && !stop.load(); ++t) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        close(fd);
       }
     });
   }
@@ -433,6 +500,8 @@ int main(int argc, char** argv) {
               static_cast<long long>(succeeded.load()), static_cast<long long>(failed.load()),
               static_cast<long long>(deferred.load()), static_cast<long long>(other.load()),
               static_cast<long long>(transport_errors.load()));
+  std::printf("slow readers        %d: %lld connections that asked for a 1 MB execution and never read (%lld refused 503)\n",
+              slow_readers, static_cast<long long>(slow_connections.load()), static_cast<long long>(slow_refused.load()));
   std::printf("faults injected     %lld random 5xx, %lld slow answers, %d outage windows of %d s\n",
               static_cast<long long>(injected_5xx.load()), static_cast<long long>(injected_slow.load()), outages, kOutageS);
   std::printf("breaker             %d open episodes, %d half-open probes; calls seen in them: %d probes, %d admitted "

@@ -789,6 +789,7 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
 // ---- the client's local resource errors ------------------------------------------------------------
 
 TEST(HttpClientTest, AConnectThatFailsForWantOfDescriptorsIsALocalResourceErrorAndSendsNothing) {
+  if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   namespace asio = boost::asio;
   asio::io_context io;
   {
