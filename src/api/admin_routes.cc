@@ -14,11 +14,9 @@
 
 namespace toolgate::api {
 
-struct AdminRoutes::Impl {
-  explicit Impl(GatewayContext& g)
-      : config(g.config), clock(g.clock), engine(g.engine), pool(g.pool), downstream_pool(g.downstream_pool),
-        verifier(g.verifier), admin_token(g.admin_token), recent(g.recent), in_flight(g.in_flight),
-        draining(g.draining), connectors(g.connectors) {}
+// The routes reach what they share with the gateway by its names (config, engine, pool, ...).
+struct AdminRoutes::Impl : GatewayContext {
+  explicit Impl(GatewayContext& g) : GatewayContext(g) {}
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (std::optional<HttpResponse> refused = RefuseCrossSite(req)) co_return *refused;
@@ -333,17 +331,6 @@ struct AdminRoutes::Impl {
                               {"limit_set_by_operator", false}}));
   }
 
-  const Config& config;
-  const Clock& clock;
-  Engine& engine;
-  asio::thread_pool& pool;
-  ConnectionPool& downstream_pool;
-  auth::JwtVerifier& verifier;
-  const std::string& admin_token;
-  RecentCalls& recent;
-  std::atomic<int>& in_flight;
-  std::atomic<bool>& draining;
-  const toolgate::Connectors& connectors;  // (qualified: Connectors() is the route above)
 };
 
 AdminRoutes::AdminRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}

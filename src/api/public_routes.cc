@@ -12,11 +12,9 @@
 
 namespace toolgate::api {
 
-struct PublicRoutes::Impl {
-  explicit Impl(GatewayContext& g)
-      : config(g.config), clock(g.clock), engine(g.engine), pool(g.pool), downstream_pool(g.downstream_pool),
-        verifier(g.verifier), admin_token(g.admin_token), recent(g.recent), in_flight(g.in_flight),
-        draining(g.draining), connectors(g.connectors) {}
+// The routes reach what they share with the gateway by its names (config, engine, pool, ...).
+struct PublicRoutes::Impl : GatewayContext {
+  explicit Impl(GatewayContext& g) : GatewayContext(g) {}
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (req.path == "/healthz" && req.method == "GET") co_return Json(200, {{"status", "ok"}});
@@ -218,17 +216,6 @@ struct PublicRoutes::Impl {
     });
   }
 
-  const Config& config;
-  const Clock& clock;
-  Engine& engine;
-  asio::thread_pool& pool;
-  ConnectionPool& downstream_pool;
-  auth::JwtVerifier& verifier;
-  const std::string& admin_token;
-  RecentCalls& recent;
-  std::atomic<int>& in_flight;
-  std::atomic<bool>& draining;
-  const Connectors& connectors;
 };
 
 PublicRoutes::PublicRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}
