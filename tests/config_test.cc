@@ -1,5 +1,9 @@
 // The TOML config: the example documents every key and parses; defaults; errors name the key.
 
+#include <cstdlib>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "toolgate/config.h"
 
@@ -242,7 +246,124 @@ TEST(ConfigTest, LeaseAndProbeTimeoutMustOutliveTheCall) {
   EXPECT_NE(msg.find("probe_timeout_s must be longer than timeout_ms"), std::string::npos) << msg;
   EXPECT_FALSE(ParseConfig("", "empty.toml").ok());  // a connector is required
   EXPECT_FALSE(ParseConfig("[connectors.crm\n", "broken.toml").ok());
-  EXPECT_FALSE(ParseConfig("[connectors.crm]\nbase_url = \"https://secure\"\n", "tls.toml").ok());
+  EXPECT_FALSE(ParseConfig("[connectors.crm]\nbase_url = \"ftp://secure\"\n", "ftp.toml").ok());
+}
+
+TEST(ConfigTest, HttpsConnectorsWithTlsAuthAndRetry) {
+  const std::string dir = ::testing::TempDir();
+  const std::string ca = dir + "/config_test_ca.pem", secret = dir + "/config_test_secret";
+  std::ofstream(ca) << "not parsed at load";
+  std::ofstream(secret) << "s3cr3t\n";
+  setenv("TOOLGATE_CONFIG_TEST_TOKEN", "value-from-env", 1);
+  auto c = ParseConfig(absl::StrCat(R"(
+[connectors.crm]
+base_url = "https://crm.example.com/api/"
+[connectors.crm.tls]
+ca_file = ")", ca, R"("
+[connectors.crm.auth]
+type = "oauth2_client_credentials"
+token_url = "https://login.example.com/oauth2/token"
+client_id = "toolgate"
+client_secret_file = ")", secret, R"("
+scope = "deals.write"
+[connectors.crm.retry]
+max_attempts = 3
+backoff_ms = 50
+[connectors.billing]
+base_url = "http://127.0.0.1:9300"
+[connectors.billing.auth]
+type = "header"
+name = "X-Api-Key"
+value_env = "TOOLGATE_CONFIG_TEST_TOKEN"
+[tools."crm.get_deal"]
+method = "GET"
+path = "/v2/deals/{deal_id}"
+description = "Read one deal"
+input_schema = '{"type":"object","required":["deal_id"],"properties":{"deal_id":{"type":"string"}}}'
+[tools."crm.create_deal"]
+)"), "tls.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ConnectorConfig& crm = c->connectors.at("crm");
+  EXPECT_TRUE(crm.tls);
+  EXPECT_EQ(crm.address.host, "crm.example.com");
+  EXPECT_EQ(crm.address.port, 443);
+  EXPECT_EQ(crm.path_prefix, "/api");
+  EXPECT_EQ(crm.tls_options.ca_file, ca);
+  EXPECT_EQ(crm.auth.type, ConnectorAuthConfig::Type::kOAuth2ClientCredentials);
+  EXPECT_TRUE(crm.auth.token_tls);
+  EXPECT_EQ(crm.auth.token_address.ToString(), "login.example.com:443");
+  EXPECT_EQ(crm.auth.token_target, "/oauth2/token");
+  EXPECT_EQ(crm.auth.secret_file, secret);
+  EXPECT_EQ(crm.retry.max_attempts, 3);
+  EXPECT_EQ(crm.retry.backoff_ms, 50);
+  EXPECT_EQ(crm.retry.max_backoff_ms, 2000);
+  EXPECT_EQ(c->connectors.at("billing").auth.header_name, "X-Api-Key");
+  EXPECT_FALSE(c->connectors.at("billing").tls);
+  EXPECT_EQ(c->connectors.at("billing").retry.max_attempts, 1);
+  const ToolConfig& get = c->tools.at("crm.get_deal");
+  EXPECT_EQ(get.method, "GET");
+  EXPECT_TRUE(get.idempotent);  // GET, PUT and DELETE are idempotent unless set false
+  EXPECT_EQ(get.description, "Read one deal");
+  EXPECT_FALSE(c->tools.at("crm.create_deal").idempotent);
+  EXPECT_EQ(c->tools.at("crm.create_deal").method, "POST");
+  // The Config holds where secrets come from, never the secrets.
+  EXPECT_EQ(crm.auth.secret_env, "");
+}
+
+TEST(ConfigTest, BadTlsAuthAndRetryKeysAreNamed) {
+  unsetenv("TOOLGATE_CONFIG_TEST_UNSET");
+  auto c = ParseConfig(R"(
+[connectors.crm]
+base_url = "https://crm.example.com"
+[connectors.crm.tls]
+ca_file = "/nonexistent/ca.pem"
+client_cert_file = "/nonexistent/client.pem"
+[connectors.crm.auth]
+type = "oauth2_client_credentials"
+token_url = "http://login.example.com/token"
+client_secret_env = "TOOLGATE_CONFIG_TEST_UNSET"
+[connectors.crm.retry]
+max_attempts = 0
+[connectors.plain]
+base_url = "http://127.0.0.1:9"
+[connectors.plain.tls]
+ca_file = "/nonexistent/ca.pem"
+[connectors.plain.auth]
+type = "basic"
+[tools."crm.x"]
+method = "FETCH"
+path = "v2/x"
+input_schema = "not json"
+)", "bad.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  for (const char* want : {
+           "connectors.crm.tls.ca_file names a file that cannot be read",
+           "connectors.crm.tls.client_cert_file names a file that cannot be read",
+           "connectors.crm.tls.client_cert_file and client_key_file go together",
+           "connectors.crm.auth.token_url must be https://",
+           "connectors.crm.auth.client_id is required",
+           "connectors.crm.auth.client_secret_env names the environment variable TOOLGATE_CONFIG_TEST_UNSET, which is not set",
+           "connectors.crm.retry.max_attempts must be in 1..10",
+           "connectors.plain.tls. applies to https:// connectors only",
+           "connectors.plain.auth.type must be",
+           "tools.\"crm.x\".method must be GET, POST, PUT, PATCH or DELETE",
+           "tools.\"crm.x\".path must start with /",
+           "tools.\"crm.x\".input_schema must be a JSON object",
+       }) {
+    EXPECT_NE(msg.find(want), std::string::npos) << "missing: " << want << "\nin: " << msg;
+  }
+  // A loopback token endpoint may be plain http (a test or a sidecar).
+  setenv("TOOLGATE_CONFIG_TEST_TOKEN", "x", 1);
+  EXPECT_TRUE(ParseConfig(R"(
+[connectors.crm]
+base_url = "http://127.0.0.1:9"
+[connectors.crm.auth]
+type = "oauth2_client_credentials"
+token_url = "http://127.0.0.1:9/token"
+client_id = "toolgate"
+client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
+)", "ok.toml").ok());
 }
 
 TEST(ConfigTest, ToolNames) {

@@ -88,11 +88,48 @@ struct SloEvaluationConfig {
 
 enum class OnStoreError { kDefer, kAllow };
 
+// [connectors.X.tls] (design §13): how an https:// connector's server is verified and, for mutual
+// TLS, who toolgate is. Verification cannot be turned off.
+struct ConnectorTlsConfig {
+  std::string ca_file;           // empty: the system trust store
+  std::string client_cert_file;  // with client_key_file: mutual TLS
+  std::string client_key_file;
+};
+
+// [connectors.X.auth] (design §13). Only where a secret comes from is configured; the secret itself
+// is read at call time (files are re-read when they change) and never stored in the Config.
+struct ConnectorAuthConfig {
+  enum class Type { kNone, kBearer, kHeader, kOAuth2ClientCredentials };
+  Type type = Type::kNone;
+  std::string header_name;  // kHeader
+  std::string secret_env;   // token_env | value_env | client_secret_env
+  std::string secret_file;  // token_file | value_file | client_secret_file
+  // kOAuth2ClientCredentials
+  std::string token_url;
+  bool token_tls = false;
+  HostPort token_address;
+  std::string token_target;  // path (and query) of token_url
+  std::string client_id;
+  std::string scope;
+  std::string audience;
+};
+
+// [connectors.X.retry] (design §13): attempts of one call, all inside its timeout_ms.
+struct RetryConfig {
+  int max_attempts = 1;  // 1: no retry
+  int backoff_ms = 100;  // first backoff's upper bound (full jitter), doubling
+  int max_backoff_ms = 2000;
+};
+
 struct ConnectorConfig {
   std::string id;
-  std::string base_url;  // http://host:port[/prefix]
+  std::string base_url;  // http[s]://host[:port][/prefix]
   HostPort address;      // parsed from base_url
+  bool tls = false;      // base_url is https://
   std::string path_prefix;
+  ConnectorTlsConfig tls_options;
+  ConnectorAuthConfig auth;
+  RetryConfig retry;
   int timeout_ms = 5000;
   std::string health_path = "/health";
   OnStoreError on_store_error = OnStoreError::kDefer;
@@ -102,9 +139,15 @@ struct ConnectorConfig {
   SloConfig slo;
 };
 
+// [tools."<name>"] (design §5, §13).
 struct ToolConfig {
   std::string action_type;   // empty: not classified by config
   std::string connector_id;  // empty: the part of the name before the first '.'
+  std::string method = "POST";  // GET | POST | PUT | PATCH | DELETE
+  std::string path;             // below the connector's base_url, with {field} placeholders; empty: /<tool>
+  bool idempotent = false;      // safe to retry (default: GET, PUT, DELETE unless set false)
+  std::string description;      // shown to agents (MCP tools/list)
+  std::string input_schema;     // JSON Schema text (the §13 subset); empty: any JSON object
 };
 
 struct Config {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "toml++/toml.h"
 #include "toolgate/domain/slo.h"
 
@@ -133,35 +134,98 @@ void ReadListen(TableReader& r, HostPort& out) {
   if (!ParseHostPort(listen, out)) r.Error("listen", "must be host:port");
 }
 
-// http://host:port[/path] (HTTPS to downstreams is not supported yet; a clear error says so). The
-// path keeps no trailing '/'.
-bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, std::string& why) {
+// http[s]://host[:port][/path]; the port defaults to 80 or 443. The path keeps no trailing '/'.
+bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, bool& tls, std::string& why) {
   constexpr std::string_view kHttp = "http://";
-  if (url.rfind("https://", 0) == 0) {
-    why = "uses https, which toolgate does not support for outgoing calls yet (use http on a trusted network)";
+  constexpr std::string_view kHttps = "https://";
+  tls = url.rfind(kHttps, 0) == 0;
+  if (!tls && url.rfind(kHttp, 0) != 0) {
+    why = "must start with http:// or https://";
     return false;
   }
-  if (url.rfind(kHttp, 0) != 0) {
-    why = "must start with http://";
-    return false;
-  }
-  std::string rest = url.substr(kHttp.size());
+  std::string rest = url.substr(tls ? kHttps.size() : kHttp.size());
   const auto slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
   path = slash == std::string::npos ? "" : rest.substr(slash);
   while (!path.empty() && path.back() == '/') path.pop_back();
-  if (hostport.find(':') == std::string::npos) hostport += ":80";
-  if (!ParseHostPort(hostport, address) || address.port == 0) {
-    why = "must be http://host:port[/path]";
+  const bool bracketed_v6_without_port = !hostport.empty() && hostport.back() == ']';
+  if (hostport.find(':') == std::string::npos || bracketed_v6_without_port) hostport += tls ? ":443" : ":80";
+  if (!ParseHostPort(hostport, address) || address.port == 0 || address.host.empty()) {
+    why = "must be http[s]://host[:port][/path]";
     return false;
   }
-  for (char ch : path) {
-    if (ch <= 0x20 || ch >= 0x7f) {
-      why = "must not contain spaces or control characters";
+  for (char ch : path + address.host) {
+    if (ch <= 0x20 || ch >= 0x7f || ch == '?' || ch == '#') {
+      why = "must not contain spaces, control characters, a query or a fragment";
       return false;
     }
   }
   return true;
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
+// A file the process must be able to read at start (certificates, keys, secrets).
+void RequireReadableFile(TableReader& r, std::string_view key, const std::string& path) {
+  if (path.empty()) return;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) r.Error(key, absl::StrCat("names a file that cannot be read ('", path, "')"));
+}
+
+// `<prefix>_env` or `<prefix>_file`, exactly one: where a secret comes from. The value is never read
+// into the Config; an unset env var or an unreadable file is refused at load.
+void ReadSecretSource(TableReader& r, const std::string& prefix, ConnectorAuthConfig& a) {
+  const std::string env_key = prefix + "_env", file_key = prefix + "_file";
+  r.String(env_key, a.secret_env);
+  r.String(file_key, a.secret_file);
+  if (a.secret_env.empty() == a.secret_file.empty()) {
+    r.Error(env_key, absl::StrCat("or ", file_key, " is required (exactly one of them)"));
+    return;
+  }
+  if (!a.secret_env.empty()) {
+    const char* v = std::getenv(a.secret_env.c_str());
+    if (v == nullptr || *v == '\0') r.Error(env_key, absl::StrCat("names the environment variable ", a.secret_env, ", which is not set"));
+  }
+  RequireReadableFile(r, file_key, a.secret_file);
+}
+
+void ReadAuth(TableReader& r, ConnectorAuthConfig& a) {
+  using Type = ConnectorAuthConfig::Type;
+  std::string type;
+  if (!r.Has("type")) r.Error("type", "is required (bearer, header or oauth2_client_credentials)");
+  r.String("type", type);
+  if (type == "bearer") {
+    a.type = Type::kBearer;
+    ReadSecretSource(r, "token", a);
+  } else if (type == "header") {
+    a.type = Type::kHeader;
+    r.String("name", a.header_name);
+    const bool token_char_only = !a.header_name.empty() && a.header_name.size() <= 64 &&
+        a.header_name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == std::string::npos;
+    if (!token_char_only) r.Error("name", "must be a header name ([A-Za-z0-9_-]{1,64})");
+    ReadSecretSource(r, "value", a);
+  } else if (type == "oauth2_client_credentials") {
+    a.type = Type::kOAuth2ClientCredentials;
+    if (!r.Has("token_url")) r.Error("token_url", "is required");
+    r.String("token_url", a.token_url);
+    std::string why;
+    if (r.Has("token_url") && !ParseHttpUrl(a.token_url, a.token_address, a.token_target, a.token_tls, why)) {
+      r.Error("token_url", why);
+    } else if (r.Has("token_url") && !a.token_tls && !IsLoopbackHost(a.token_address.host)) {
+      r.Error("token_url", "must be https:// (a client secret is never sent in clear text off this host)");
+    }
+    if (a.token_target.empty()) a.token_target = "/";
+    if (!r.Has("client_id")) r.Error("client_id", "is required");
+    r.String("client_id", a.client_id);
+    ReadSecretSource(r, "client_secret", a);
+    r.String("scope", a.scope);
+    r.String("audience", a.audience);
+  } else if (r.Has("type")) {
+    r.Error("type", "must be \"bearer\", \"header\" or \"oauth2_client_credentials\"");
+  }
+  r.RefuseUnknown();
 }
 
 // A host name ([A-Za-z0-9.-]{1,253}, lowercased) or an IP literal (an IPv6 one with or without
@@ -218,15 +282,57 @@ void ReadBreaker(TableReader& r, breaker::Config& b) {
   r.RefuseUnknown();
 }
 
+// A tool's request shape, idempotency, description and input schema (design §13).
+void ReadToolShape(TableReader& t, ToolConfig& tc) {
+  t.String("method", tc.method);
+  static const std::set<std::string> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+  if (!kMethods.count(tc.method)) t.Error("method", "must be GET, POST, PUT, PATCH or DELETE");
+  tc.idempotent = tc.method == "GET" || tc.method == "PUT" || tc.method == "DELETE";
+  t.Bool("idempotent", tc.idempotent);
+  t.String("path", tc.path);
+  t.String("description", tc.description);
+  if (tc.description.size() > 4096) t.Error("description", "must be at most 4096 bytes");
+  t.String("input_schema", tc.input_schema);
+  if (!tc.path.empty() && tc.path.front() != '/') t.Error("path", "must start with /");
+  if (!tc.input_schema.empty()) {
+    const nlohmann::json schema = nlohmann::json::parse(tc.input_schema, nullptr, /*allow_exceptions=*/false);
+    if (!schema.is_object()) t.Error("input_schema", "must be a JSON object (a JSON Schema)");
+  }
+}
+
 void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig& c, std::vector<std::string>& errors) {
   TableReader r(t, "connectors." + id, errors);
   c.id = id;
   if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [A-Za-z0-9_-]{1,200}");
   if (!r.Has("base_url")) r.Error("base_url", "is required");
   r.String("base_url", c.base_url);
-  if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, why)) {
+  if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, c.tls, why)) {
     r.Error("base_url", why);
   }
+  if (const toml::table* tls = r.Table("tls")) {
+    TableReader tr(tls, r.Key("tls"), errors);
+    if (!c.tls) tr.Error("", "applies to https:// connectors only");
+    tr.String("ca_file", c.tls_options.ca_file);
+    tr.String("client_cert_file", c.tls_options.client_cert_file);
+    tr.String("client_key_file", c.tls_options.client_key_file);
+    RequireReadableFile(tr, "ca_file", c.tls_options.ca_file);
+    RequireReadableFile(tr, "client_cert_file", c.tls_options.client_cert_file);
+    RequireReadableFile(tr, "client_key_file", c.tls_options.client_key_file);
+    if (c.tls_options.client_cert_file.empty() != c.tls_options.client_key_file.empty()) {
+      tr.Error("client_cert_file", "and client_key_file go together (mutual TLS needs both)");
+    }
+    tr.RefuseUnknown();
+  }
+  if (const toml::table* auth = r.Table("auth")) {
+    TableReader ar(auth, r.Key("auth"), errors);
+    ReadAuth(ar, c.auth);
+  }
+  TableReader rr(r.Table("retry"), r.Key("retry"), errors);
+  rr.Int("max_attempts", 1, 10, c.retry.max_attempts);
+  rr.Int("backoff_ms", 1, 60'000, c.retry.backoff_ms);
+  rr.Int("max_backoff_ms", 1, 600'000, c.retry.max_backoff_ms);
+  if (c.retry.max_backoff_ms < c.retry.backoff_ms) rr.Error("max_backoff_ms", "must be at least backoff_ms");
+  rr.RefuseUnknown();
   r.Int("timeout_ms", 1, 600'000, c.timeout_ms);
   r.Int("max_in_flight", 1, 100'000, c.concurrency.max_in_flight);
   r.String("health_path", c.health_path);
@@ -375,7 +481,9 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   alerts.String("webhook_url", c.slo.webhook_url);
   if (!c.slo.webhook_url.empty()) {
     std::string path, why;
-    if (!ParseHttpUrl(c.slo.webhook_url, c.slo.webhook_address, path, why)) alerts.Error("webhook_url", why);
+    bool tls = false;
+    if (!ParseHttpUrl(c.slo.webhook_url, c.slo.webhook_address, path, tls, why)) alerts.Error("webhook_url", why);
+    else if (tls) alerts.Error("webhook_url", "must be http:// (alert webhooks over https are not supported yet)");
     c.slo.webhook_path = path.empty() ? "/" : path;
   }
   alerts.RefuseUnknown();
@@ -421,6 +529,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
       if (!tc.connector_id.empty() && !c.connectors.count(tc.connector_id)) {
         t.Error("connector", "names a connector that is not configured");
       }
+      ReadToolShape(t, tc);
       t.RefuseUnknown();
     }
   }
