@@ -167,6 +167,10 @@ TEST(DownstreamOutcomeTest, TheClassificationTable) {
       {"connection lost", {Kind::kConnectionLost, 0, "", {}, 5}, false, "FAILED", "connection_lost", 502, BreakerEffect::kFailure, IntentEffect::kUnknown, {}, false, true, true},
       {"too large", {Kind::kResponseInvalid, 0, "", {}, 5}, false, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kUnknown, {}, false, true, true},
       {"local EMFILE", {Kind::kLocalResource, 0, "", {}, 0}, false, "DEFERRED", "gateway_overloaded", 503, BreakerEffect::kNone, IntentEffect::kRelease, 1, false, false, false},
+      // Design §13: a handshake or certificate failure and a token endpoint that fails are the
+      // connector's trouble (breaker failures), and nothing reached the downstream's application.
+      {"tls error", {Kind::kTlsError, 0, "", {}, 3}, false, "FAILED", "tls_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      {"credentials", {Kind::kCredentialsUnavailable, 0, "", {}, 3}, false, "FAILED", "credentials_unavailable", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
   };
   breaker::Config config;
   for (const Case& c : cases) {
@@ -207,6 +211,62 @@ TEST(BreakerRulesTest, AThrottledConnectorDefersEveryCallAndEveryProbe) {
   EXPECT_EQ(breaker::PlanPermission(s, config, now_ms).step, PermissionPlan::Step::kClaimProbe);
   EXPECT_EQ(breaker::ThrottledUntil(now_ms, 7), now_ms / 1000 + 1 + 7);
   EXPECT_EQ(breaker::ThrottledUntil(now_ms, 0), now_ms / 1000 + 1 + 1);
+}
+
+}  // namespace
+}  // namespace toolgate
+
+namespace toolgate {
+namespace {
+
+// Design §13: which attempts may be followed by another.
+TEST(DecideRetryTest, OnlySafeAttemptsAreRetried) {
+  using Kind = DownstreamResult::Kind;
+  auto response = [](int status, std::optional<int64_t> retry_after = {}) {
+    DownstreamResult r;
+    r.status = status;
+    r.retry_after_s = retry_after;
+    return r;
+  };
+  auto of = [](Kind kind) {
+    DownstreamResult r;
+    r.kind = kind;
+    return r;
+  };
+  struct Case {
+    std::string name;
+    DownstreamResult attempt;
+    bool idempotent;
+    bool retry;
+    std::optional<int64_t> wait_ms;
+  };
+  const std::vector<Case> cases = {
+      {"connect failed, POST", of(Kind::kConnectFailed), false, true, {}},
+      {"timeout, POST (never)", of(Kind::kTimeout), false, false, {}},
+      {"timeout, idempotent", of(Kind::kTimeout), true, true, {}},
+      {"lost, POST", of(Kind::kConnectionLost), false, false, {}},
+      {"lost, idempotent", of(Kind::kConnectionLost), true, true, {}},
+      {"502 POST", response(502), false, false, {}},
+      {"502 idempotent", response(502), true, true, {}},
+      {"503 idempotent", response(503), true, true, {}},
+      {"504 idempotent", response(504), true, true, {}},
+      {"500 idempotent", response(500), true, false, {}},
+      {"400 idempotent", response(400), true, false, {}},
+      {"200", response(200), true, false, {}},
+      {"429 POST", response(429), false, true, {}},
+      {"429 POST Retry-After 2", response(429, 2), false, true, 2000},
+      {"503 POST Retry-After 2", response(503, 2), false, false, {}},
+      {"503 idempotent Retry-After 2", response(503, 2), true, true, 2000},
+      {"tls", of(Kind::kTlsError), true, false, {}},
+      {"credentials", of(Kind::kCredentialsUnavailable), true, false, {}},
+      {"local", of(Kind::kLocalResource), true, false, {}},
+      {"invalid", of(Kind::kResponseInvalid), true, false, {}},
+  };
+  for (const Case& c : cases) {
+    const RetryVerdict v = DecideRetry(c.attempt, c.idempotent);
+    EXPECT_EQ(v.retry, c.retry) << c.name;
+    EXPECT_EQ(v.wait_ms, c.wait_ms) << c.name;
+  }
 }
 
 }  // namespace

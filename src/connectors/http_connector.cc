@@ -2,6 +2,12 @@
 
 #include <algorithm>
 
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "spdlog/spdlog.h"
+
 namespace toolgate {
 
 namespace {
@@ -39,17 +45,18 @@ DownstreamResult FromClient(net::ClientResult r) {
 HttpConnector::HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock)
     : config_(config), pool_(pool), clock_(clock) {}
 
-boost::asio::awaitable<DownstreamResult> HttpConnector::Call(const DownstreamRequest& request) {
+boost::asio::awaitable<DownstreamResult> HttpConnector::Attempt(const DownstreamRequest& request,
+                                                               std::chrono::milliseconds timeout) {
   net::ClientRequest call;
   call.address = config_.address;
-  call.method = "POST";
-  call.target = request.path;
-  call.headers = {{"Content-Type", "application/json"},
-                  {"Idempotency-Key", request.idempotency_key},
+  call.method = request.method;
+  call.target = request.target;
+  call.headers = {{"Idempotency-Key", request.idempotency_key},
                   {"X-Toolgate-Execution-Id", request.execution_id},
                   {"X-Toolgate-Tenant-Id", request.tenant_id}};
+  if (!request.body.empty()) call.headers.emplace_back("Content-Type", "application/json");
   call.body = request.body;
-  call.timeout = std::chrono::milliseconds(config_.timeout_ms);
+  call.timeout = timeout;
   call.max_response_bytes = config_.max_response_bytes;
   const auto start = clock_.now_monotonic();
   // Named: g++ 12 mishandles non-trivial temporaries inside co_await.
@@ -58,6 +65,43 @@ boost::asio::awaitable<DownstreamResult> HttpConnector::Call(const DownstreamReq
   DownstreamResult result = FromClient(std::move(r));
   result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic() - start).count();
   co_return result;
+}
+
+std::chrono::milliseconds HttpConnector::Backoff(int failed_attempts) {
+  // Full jitter (uniform in [0, cap]), the cap doubling from backoff_ms up to max_backoff_ms.
+  const int64_t cap = std::min<int64_t>(config_.retry.max_backoff_ms,
+                                        int64_t{config_.retry.backoff_ms} << std::min(failed_attempts - 1, 20));
+  absl::MutexLock lock(&jitter_mu_);
+  return std::chrono::milliseconds(absl::Uniform<int64_t>(absl::IntervalClosed, jitter_, 0, cap));
+}
+
+boost::asio::awaitable<DownstreamResult> HttpConnector::Call(const DownstreamRequest& request) {
+  using std::chrono::milliseconds;
+  const auto start = clock_.now_monotonic();
+  const auto deadline = start + milliseconds(config_.timeout_ms);
+  auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - clock_.now_monotonic()); };
+  std::vector<DownstreamResult::FailedAttempt> failed;
+  for (int attempt = 1;; ++attempt) {
+    auto attempt_op = Attempt(request, std::max(left(), milliseconds(1)));
+    DownstreamResult result = co_await std::move(attempt_op);
+    const RetryVerdict verdict = DecideRetry(result, request.idempotent);
+    const milliseconds wait = verdict.wait_ms ? milliseconds(*verdict.wait_ms) : Backoff(attempt);
+    // The next attempt needs its wait and some time of its own inside the call's timeout.
+    const bool again = verdict.retry && attempt < config_.retry.max_attempts && wait + milliseconds(1) < left();
+    if (!again) {
+      result.failed_attempts = std::move(failed);
+      result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();
+      co_return result;
+    }
+    failed.push_back({attempt,
+                      ClassifyDownstream(result, /*body_is_json=*/true, config_.breaker, config_.slo.latency_threshold_ms).reason,
+                      result.kind == DownstreamResult::Kind::kResponse ? result.status : 0, result.latency_ms});
+    spdlog::info("connector {}: {} {} attempt {} failed ({}), retrying in {} ms", config_.id, request.method,
+                 request.tool_name, attempt, failed.back().reason, wait.count());
+    boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, wait);
+    auto wait_op = timer.async_wait(boost::asio::use_awaitable);
+    co_await std::move(wait_op);
+  }
 }
 
 boost::asio::awaitable<HealthReport> HttpConnector::CheckHealth() {

@@ -63,6 +63,9 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
     case Kind::kConnectFailed: c = Failed("connection_failed", IntentEffect::kFailed); break;
     case Kind::kConnectionLost: c = Failed("connection_lost", IntentEffect::kUnknown); break;
     case Kind::kResponseInvalid: c = Failed("downstream_error", IntentEffect::kUnknown); break;
+    // Nothing reached the downstream's application, but it cannot be reached: a breaker failure.
+    case Kind::kTlsError: c = Failed("tls_error", IntentEffect::kFailed); break;
+    case Kind::kCredentialsUnavailable: c = Failed("credentials_unavailable", IntentEffect::kFailed); break;
     case Kind::kLocalResource:
       // Nothing was sent and nothing was learnt about the downstream (DESIGN §17.3).
       c = Deferred(std::string(ToString(DeferReason::kGatewayOverloaded)), 1, BreakerEffect::kNone);
@@ -74,6 +77,29 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
   c.error_bad = c.outcome == "FAILED" && c.reason != "downstream_rejected";
   c.latency_bad = r.kind == Kind::kTimeout || r.latency_ms > latency_threshold_ms;
   return c;
+}
+
+RetryVerdict DecideRetry(const DownstreamResult& r, bool idempotent) {
+  using Kind = DownstreamResult::Kind;
+  RetryVerdict v;
+  switch (r.kind) {
+    case Kind::kConnectFailed: v.retry = true; break;
+    case Kind::kTimeout:
+    case Kind::kConnectionLost: v.retry = idempotent; break;
+    case Kind::kResponse:
+      if (r.status == 429 || (r.status == 503 && r.retry_after_s && idempotent)) {
+        v.retry = true;
+        if (r.retry_after_s) v.wait_ms = std::clamp<int64_t>(*r.retry_after_s, 0, breaker::kMaxThrottleS) * 1000;
+      } else if (r.status == 502 || r.status == 503 || r.status == 504) {
+        v.retry = idempotent && !r.retry_after_s;
+      }
+      break;
+    case Kind::kResponseInvalid:
+    case Kind::kLocalResource:
+    case Kind::kTlsError:
+    case Kind::kCredentialsUnavailable: break;
+  }
+  return v;
 }
 
 }  // namespace toolgate

@@ -185,8 +185,12 @@ class ToolInvoker::Admission {
       return StoreUnavailable(written);  // the caller abandons the ticket
     }
     t.downstream.connector = &connector();
-    t.downstream.path = absl::StrCat(connector().path_prefix, "/", req.tool_name);
+    t.downstream.tool_name = req.tool_name;
+    t.downstream.target = absl::StrCat(connector().path_prefix, "/", req.tool_name);
     t.downstream.body = req.input_json;
+    if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
+      t.downstream.idempotent = tool->second.idempotent;
+    }
     t.downstream.idempotency_key = rec().intent_key;
     t.downstream.execution_id = rec().execution_id;
     t.downstream.tenant_id = rec().tenant_id;
@@ -474,11 +478,20 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
   if (!rec.reason.empty()) data["reason"] = rec.reason;
   if (k.intent == IntentEffect::kUnknown) data["outcome_unknown"] = true;
   if (rec.outcome == "SUCCEEDED") data["result_sha256"] = Sha256Hex(rec.result_json);
-  auto [w_event, event] = s_.ledger.PrepareAppend(
-      t.chain, t.tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data));
   std::vector<store::WriteRequest> writes;
+  Ledger::Tail tail = t.tail;
+  // Each attempt that was followed by another, in order, before the call's one final event (§17.3).
+  for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
+    json attempt = {{"attempt", a.attempt}, {"reason", a.reason}, {"latency_ms", a.latency_ms}};
+    if (a.status != 0) attempt["downstream_status"] = a.status;
+    auto [w_attempt, appended] = s_.ledger.PrepareAppend(t.chain, tail, "TOOL_ATTEMPT_FAILED", actor, Dump(attempt));
+    writes.push_back(std::move(w_attempt));
+    tail = {appended.seq, appended.hash, appended.expires_at_s};
+  }
+  auto [w_event, event] = s_.ledger.PrepareAppend(
+      t.chain, tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data));
   writes.push_back(std::move(w_event));
-  size_t required = 2;
+  size_t required = writes.size() + 1;
   if (t.request.replay) {
     auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash, event.expires_at_s},
                                                   "REPLAY_COMPLETED", actor, Dump(json{{"outcome", rec.outcome}}));

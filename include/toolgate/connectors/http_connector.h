@@ -1,5 +1,7 @@
 #pragma once
 
+#include "absl/random/random.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/engine/connector.h"
@@ -16,14 +18,23 @@ class HttpConnector final : public Connector {
  public:
   // `config`, `pool` and `clock` must outlive it.
   HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock);
+  // Retries what design §13 calls safe (DecideRetry), with the same Idempotency-Key, inside the
+  // connector's timeout_ms; the result lists the attempts that were followed by another.
   boost::asio::awaitable<DownstreamResult> Call(const DownstreamRequest& request) override;
   // GET {base_url}{health_path}, 2xx is healthy (at most 5 s).
   boost::asio::awaitable<HealthReport> CheckHealth() override;
 
  private:
+  // One request, bounded by `timeout`.
+  boost::asio::awaitable<DownstreamResult> Attempt(const DownstreamRequest& request, std::chrono::milliseconds timeout);
+  // The wait before attempt `failed_attempts` + 1.
+  std::chrono::milliseconds Backoff(int failed_attempts);
+
   const ConnectorConfig& config_;
   net::ConnectionPool& pool_;
   const Clock& clock_;
+  absl::Mutex jitter_mu_;
+  absl::BitGen jitter_ ABSL_GUARDED_BY(jitter_mu_);
 };
 
 // Every configured connector's implementation, by id.

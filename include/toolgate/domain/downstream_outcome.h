@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "toolgate/domain/breaker_rules.h"
 
@@ -22,12 +23,24 @@ struct DownstreamResult {
     kResponseInvalid, // unreadable or larger than max_response_bytes
     kLocalResource,   // this host ran out of descriptors, buffers or memory before sending: not the
                       // downstream's fault (DEFERRED gateway_overloaded, never a breaker failure)
+    kTlsError,        // the TLS handshake or the server's certificate failed: nothing was sent
+    kCredentialsUnavailable,  // the connector's credentials could not be had (token endpoint down,
+                              // secret unreadable): nothing was sent; the connector cannot be reached
+  };
+  // An attempt that was followed by another (design §13 retries): recorded as TOOL_ATTEMPT_FAILED.
+  struct FailedAttempt {
+    int attempt = 0;     // 1-based
+    std::string reason;  // as an outcome reason: timeout, connection_failed, downstream_error, ...
+    int status = 0;      // the HTTP status, 0 when none came
+    int64_t latency_ms = 0;
   };
   Kind kind = Kind::kResponse;
   int status = 0;
   std::string body;
   std::optional<int64_t> retry_after_s;
-  int64_t latency_ms = 0;
+  int64_t latency_ms = 0;   // the whole call, every attempt and backoff included
+  std::string error;        // what went wrong without a response, for the operator (never a secret)
+  std::vector<FailedAttempt> failed_attempts;  // the attempts before the last, in order
 };
 
 // What the call does to the connector's breaker.
@@ -62,5 +75,19 @@ struct Classification {
 // `body_is_json` says whether a 2xx body parses (a success that cannot be read is not a success).
 Classification ClassifyDownstream(const DownstreamResult& result, bool body_is_json, const breaker::Config& config,
                                   int64_t latency_threshold_ms);
+
+// Whether an attempt may be followed by another (design §13 retries), and the least wait before it.
+struct RetryVerdict {
+  bool retry = false;
+  // The downstream's Retry-After: the next attempt waits this long (no jitter). The caller retries
+  // only when it fits in the call's time left; otherwise the answer stands (DEFERRED throttled).
+  std::optional<int64_t> wait_ms;
+};
+
+// Safe retries only: (a) the connection failed before anything was sent (any tool); (b) an
+// idempotent tool got 502/503/504, a timeout or a lost connection; (c) 429 (any tool: the request was
+// not processed) or, for an idempotent tool, 503 with a Retry-After. A TLS or credentials failure is
+// not retried (it would fail again), nor is anything a non-idempotent call may have done.
+RetryVerdict DecideRetry(const DownstreamResult& attempt, bool idempotent);
 
 }  // namespace toolgate

@@ -20,8 +20,11 @@ struct ConnectorConfig;
 // The downstream call of an admitted invocation.
 struct DownstreamRequest {
   const ConnectorConfig* connector = nullptr;
-  std::string path;             // the tool's path below the connector's base URL
-  std::string body;             // the input, JSON
+  std::string tool_name;
+  std::string method = "POST";
+  std::string target;           // path (with the base URL's prefix) and query string
+  std::string body;             // JSON; empty for GET and DELETE
+  bool idempotent = false;      // safe to retry after a timeout, a lost connection or a 502/503/504
   std::string idempotency_key;  // the intent key, the same on every attempt and replay
   std::string execution_id;
   std::string tenant_id;
@@ -36,7 +39,8 @@ struct HealthReport {
 };
 
 // Thread-safe: calls may run concurrently on the event loop. Never throws; every failure is a
-// DownstreamResult kind. The connector's timeout bounds each call.
+// DownstreamResult kind. The connector's timeout_ms bounds each call, every attempt, backoff and
+// credential fetch included (design §13, §17.10).
 class Connector {
  public:
   virtual ~Connector() = default;
