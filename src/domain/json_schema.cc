@@ -343,9 +343,12 @@ bool CheckObject(const Node& n, const json& v, Failure& f) {
     }
   }
   if (n.properties.empty() && !n.additional) return true;
+  // The value's keys and `properties` are both sorted byte-wise (nlohmann's objects are std::maps):
+  // one merge walk pairs them.
+  auto p = n.properties.begin();
   for (const auto& [name, member] : v.items()) {
-    const Node* sub = n.FindProperty(name);
-    if (sub == nullptr) sub = n.additional.get();
+    while (p != n.properties.end() && p->name < name) ++p;
+    const Node* sub = p != n.properties.end() && p->name == name ? p->schema.get() : n.additional.get();
     if (sub == nullptr) continue;
     if (sub->reject_all && sub == n.additional.get()) {
       f.tokens.push_back(name);
