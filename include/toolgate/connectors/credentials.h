@@ -30,8 +30,9 @@ namespace toolgate {
 // and then again at most once per `check_interval` of the Clock's monotonic time, so a rotated secret
 // is seen within that interval; in between, the value read last is returned. Reading the whole
 // (small) file rather than comparing mtimes means a rewrite within the file system's timestamp
-// granularity is not missed. Leading and trailing whitespace (the usual trailing newline) is
-// trimmed.
+// granularity is not missed. The read happens on the calling thread (an event-loop thread too): one
+// open and read of a file of at most 64 KiB per interval. Leading and trailing whitespace (the usual
+// trailing newline) is trimmed.
 //
 // Read() returns kFailedPrecondition — an operator must fix the environment — when the variable is
 // unset or empty, the file cannot be opened or read, is empty, or is larger than 64 KiB, or the secret
