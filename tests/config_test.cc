@@ -289,7 +289,7 @@ input_schema = '{"type":"object","required":["deal_id"],"properties":{"deal_id":
   EXPECT_EQ(crm.address.port, 443);
   EXPECT_EQ(crm.path_prefix, "/api");
   EXPECT_EQ(crm.tls_options.ca_file, ca);
-  EXPECT_EQ(crm.auth.type, ConnectorAuthConfig::Type::kOAuth2ClientCredentials);
+  EXPECT_EQ(crm.auth.type, CredentialOptions::Type::kOAuth2ClientCredentials);
   EXPECT_TRUE(crm.auth.token_tls);
   EXPECT_EQ(crm.auth.token_address.ToString(), "login.example.com:443");
   EXPECT_EQ(crm.auth.token_target, "/oauth2/token");

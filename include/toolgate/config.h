@@ -9,6 +9,9 @@
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/domain/ids.h"  // IsValidToolName: config keys use the name alphabet
 #include "toolgate/domain/concurrency_rules.h"
+#include "toolgate/domain/credential_options.h"
+#include "toolgate/domain/json_schema.h"
+#include "toolgate/domain/request_shape.h"
 #include "toolgate/domain/host_port.h"
 
 namespace toolgate {
@@ -96,24 +99,6 @@ struct ConnectorTlsConfig {
   std::string client_key_file;
 };
 
-// [connectors.X.auth] (design §13). Only where a secret comes from is configured; the secret itself
-// is read at call time (files are re-read when they change) and never stored in the Config.
-struct ConnectorAuthConfig {
-  enum class Type { kNone, kBearer, kHeader, kOAuth2ClientCredentials };
-  Type type = Type::kNone;
-  std::string header_name;  // kHeader
-  std::string secret_env;   // token_env | value_env | client_secret_env
-  std::string secret_file;  // token_file | value_file | client_secret_file
-  // kOAuth2ClientCredentials
-  std::string token_url;
-  bool token_tls = false;
-  HostPort token_address;
-  std::string token_target;  // path (and query) of token_url
-  std::string client_id;
-  std::string scope;
-  std::string audience;
-};
-
 // [connectors.X.retry] (design §13): attempts of one call, all inside its timeout_ms.
 struct RetryConfig {
   int max_attempts = 1;  // 1: no retry
@@ -128,7 +113,7 @@ struct ConnectorConfig {
   bool tls = false;      // base_url is https://
   std::string path_prefix;
   ConnectorTlsConfig tls_options;
-  ConnectorAuthConfig auth;
+  CredentialOptions auth;  // [connectors.X.auth]: where secrets come from, never the secrets
   RetryConfig retry;
   int timeout_ms = 5000;
   std::string health_path = "/health";
@@ -148,6 +133,8 @@ struct ToolConfig {
   bool idempotent = false;      // safe to retry (default: GET, PUT, DELETE unless set false)
   std::string description;      // shown to agents (MCP tools/list)
   std::string input_schema;     // JSON Schema text (the §13 subset); empty: any JSON object
+  std::optional<JsonSchema> schema;  // input_schema, compiled at load
+  RequestShape shape;                // method and path, checked at load
 };
 
 struct Config {

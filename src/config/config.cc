@@ -176,7 +176,7 @@ void RequireReadableFile(TableReader& r, std::string_view key, const std::string
 
 // `<prefix>_env` or `<prefix>_file`, exactly one: where a secret comes from. The value is never read
 // into the Config; an unset env var or an unreadable file is refused at load.
-void ReadSecretSource(TableReader& r, const std::string& prefix, ConnectorAuthConfig& a) {
+void ReadSecretSource(TableReader& r, const std::string& prefix, CredentialOptions& a) {
   const std::string env_key = prefix + "_env", file_key = prefix + "_file";
   r.String(env_key, a.secret_env);
   r.String(file_key, a.secret_file);
@@ -191,8 +191,8 @@ void ReadSecretSource(TableReader& r, const std::string& prefix, ConnectorAuthCo
   RequireReadableFile(r, file_key, a.secret_file);
 }
 
-void ReadAuth(TableReader& r, ConnectorAuthConfig& a) {
-  using Type = ConnectorAuthConfig::Type;
+void ReadAuth(TableReader& r, CredentialOptions& a) {
+  using Type = CredentialOptions::Type;
   std::string type;
   if (!r.Has("type")) r.Error("type", "is required (bearer, header or oauth2_client_credentials)");
   r.String("type", type);
@@ -293,10 +293,25 @@ void ReadToolShape(TableReader& t, ToolConfig& tc) {
   t.String("description", tc.description);
   if (tc.description.size() > 4096) t.Error("description", "must be at most 4096 bytes");
   t.String("input_schema", tc.input_schema);
-  if (!tc.path.empty() && tc.path.front() != '/') t.Error("path", "must start with /");
+  if (!tc.path.empty() && tc.path.front() != '/') {
+    t.Error("path", "must start with /");
+  } else if (kMethods.count(tc.method)) {
+    absl::StatusOr<RequestShape> shape = ParseRequestShape(tc.method, tc.path);
+    if (shape.ok()) tc.shape = *std::move(shape);
+    else t.Error("path", std::string(shape.status().message()));
+  }
   if (!tc.input_schema.empty()) {
     const nlohmann::json schema = nlohmann::json::parse(tc.input_schema, nullptr, /*allow_exceptions=*/false);
-    if (!schema.is_object()) t.Error("input_schema", "must be a JSON object (a JSON Schema)");
+    if (!schema.is_object()) return t.Error("input_schema", "must be a JSON object (a JSON Schema)");
+    absl::StatusOr<JsonSchema> compiled = JsonSchema::Compile(schema);
+    if (!compiled.ok()) return t.Error("input_schema", std::string(compiled.status().message()));
+    tc.schema = *std::move(compiled);
+    // A path placeholder the schema does not know could never be filled by a valid input.
+    for (const std::string& field : tc.shape.placeholders()) {
+      if (!tc.schema->HasProperty(field)) {
+        t.Error("path", absl::StrCat("uses {", field, "}, which is not a property of input_schema"));
+      }
+    }
   }
 }
 

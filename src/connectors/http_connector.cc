@@ -43,10 +43,43 @@ DownstreamResult FromClient(net::ClientResult r) {
 }  // namespace
 
 HttpConnector::HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock)
-    : config_(config), pool_(pool), clock_(clock) {}
+    : config_(config), pool_(pool), clock_(clock), credentials_(config.id, config.auth, clock, &pool) {}
 
 boost::asio::awaitable<DownstreamResult> HttpConnector::Attempt(const DownstreamRequest& request,
                                                                std::chrono::milliseconds timeout) {
+  const auto start = clock_.now_monotonic();
+  auto left = [&] {
+    return std::max(std::chrono::milliseconds(1),
+                    timeout - std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic() - start));
+  };
+  auto send_op = Send(request, left());
+  Sent sent = co_await std::move(send_op);
+  // A 401 to a fetched token: the token may have been revoked early. Drop it and send once more
+  // with a fresh one (design §13: not an attempt; any method, as the request was refused).
+  if (sent.result.kind == DownstreamResult::Kind::kResponse && sent.result.status == 401 &&
+      credentials_.RefreshesOn401()) {
+    credentials_.InvalidateToken(sent.authorization);
+    auto resend_op = Send(request, left());
+    sent = co_await std::move(resend_op);
+  }
+  DownstreamResult result = std::move(sent.result);
+  result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic() - start).count();
+  co_return result;
+}
+
+boost::asio::awaitable<HttpConnector::Sent> HttpConnector::Send(const DownstreamRequest& request,
+                                                            std::chrono::milliseconds timeout) {
+  const auto start = clock_.now_monotonic();
+  auto headers_op = credentials_.Headers(timeout);
+  absl::StatusOr<ConnectorCredentials::HeaderList> credentials = co_await std::move(headers_op);
+  if (!credentials.ok()) {
+    spdlog::warn("connector {}: credentials unavailable: {}", config_.id, std::string(credentials.status().message()));
+    Sent failed;
+    failed.result.kind = DownstreamResult::Kind::kCredentialsUnavailable;
+    failed.result.error = std::string(credentials.status().message());
+    co_return failed;
+  }
+  timeout -= std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic() - start);
   net::ClientRequest call;
   call.address = config_.address;
   call.method = request.method;
@@ -55,16 +88,18 @@ boost::asio::awaitable<DownstreamResult> HttpConnector::Attempt(const Downstream
                   {"X-Toolgate-Execution-Id", request.execution_id},
                   {"X-Toolgate-Tenant-Id", request.tenant_id}};
   if (!request.body.empty()) call.headers.emplace_back("Content-Type", "application/json");
+  std::string authorization;
+  for (auto& [name, value] : *credentials) {
+    if (name == "Authorization") authorization = value;
+    call.headers.emplace_back(std::move(name), std::move(value));
+  }
   call.body = request.body;
-  call.timeout = timeout;
+  call.timeout = std::max(timeout, std::chrono::milliseconds(1));
   call.max_response_bytes = config_.max_response_bytes;
-  const auto start = clock_.now_monotonic();
   // Named: g++ 12 mishandles non-trivial temporaries inside co_await.
   auto call_op = net::AsyncHttpCall(std::move(call), &pool_);
   net::ClientResult r = co_await std::move(call_op);
-  DownstreamResult result = FromClient(std::move(r));
-  result.latency_ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic() - start).count();
-  co_return result;
+  co_return Sent{FromClient(std::move(r)), std::move(authorization)};
 }
 
 std::chrono::milliseconds HttpConnector::Backoff(int failed_attempts) {

@@ -186,8 +186,6 @@ class ToolInvoker::Admission {
     }
     t.downstream.connector = &connector();
     t.downstream.tool_name = req.tool_name;
-    t.downstream.target = absl::StrCat(connector().path_prefix, "/", req.tool_name);
-    t.downstream.body = req.input_json;
     if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
       t.downstream.idempotent = tool->second.idempotent;
     }
@@ -362,7 +360,14 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   if (connector == nullptr) {
     return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
   }
+  // Before any admission step: a bad input creates no execution (design §13).
+  absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
+  if (!shaped.ok()) return InvokeResponse{400, ErrorJson("invalid_input", std::string(shaped.status().message())), {}};
   Admission a(s_, req, *connector);
+  DownstreamRequest& downstream = a.ticket().downstream;
+  downstream.method = std::move(shaped->method);
+  downstream.target = absl::StrCat(connector->path_prefix, shaped->target);
+  downstream.body = std::move(shaped->body);
   for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker,
                      &Admission::TakeSlot}) {
     if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
@@ -372,6 +377,22 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     return std::move(*stop);
   }
   return a.TakeTicket();
+}
+
+absl::StatusOr<ShapedRequest> ToolInvoker::CheckInput(const InvokeRequest& req) const {
+  const json input = json::parse(req.input_json, nullptr, /*allow_exceptions=*/false);
+  if (input.is_discarded()) return absl::InvalidArgumentError("the input is not JSON");
+  static const RequestShape kDefaultShape;  // POST /{tool_name}
+  const RequestShape* shape = &kDefaultShape;
+  if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
+    if (tool->second.schema) {
+      if (std::optional<SchemaViolation> violation = tool->second.schema->Validate(input)) {
+        return absl::InvalidArgumentError(violation->message);
+      }
+    }
+    shape = &tool->second.shape;
+  }
+  return ShapeRequest(*shape, req.tool_name, input);
 }
 
 namespace {

@@ -4,6 +4,7 @@
 #include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/connectors/credentials.h"
 #include "toolgate/engine/connector.h"
 #include "toolgate/net/http_client.h"
 
@@ -25,14 +26,23 @@ class HttpConnector final : public Connector {
   boost::asio::awaitable<HealthReport> CheckHealth() override;
 
  private:
-  // One request, bounded by `timeout`.
+  // One attempt, bounded by `timeout`: a request, and after a 401 to a fetched token one re-send
+  // with a fresh token.
   boost::asio::awaitable<DownstreamResult> Attempt(const DownstreamRequest& request, std::chrono::milliseconds timeout);
+  // One request with the connector's credentials, and the Authorization it carried (to drop that
+  // token after a 401; never logged or returned further).
+  struct Sent {
+    DownstreamResult result;
+    std::string authorization;
+  };
+  boost::asio::awaitable<Sent> Send(const DownstreamRequest& request, std::chrono::milliseconds timeout);
   // The wait before attempt `failed_attempts` + 1.
   std::chrono::milliseconds Backoff(int failed_attempts);
 
   const ConnectorConfig& config_;
   net::ConnectionPool& pool_;
   const Clock& clock_;
+  ConnectorCredentials credentials_;
   absl::Mutex jitter_mu_;
   absl::BitGen jitter_ ABSL_GUARDED_BY(jitter_mu_);
 };

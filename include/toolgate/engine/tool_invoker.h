@@ -9,6 +9,7 @@
 #include "toolgate/config.h"
 #include "toolgate/domain/principal.h"
 #include "toolgate/domain/downstream_outcome.h"
+#include "toolgate/domain/request_shape.h"
 #include "toolgate/engine/connector.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/services/circuit_breaker_service.h"
@@ -105,6 +106,11 @@ class ToolInvoker {
   InvokeResponse Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result);
   // For a ticket whose call never started (shutdown): gives everything back, records nothing sent.
   void Abandon(std::unique_ptr<Ticket> ticket);
+
+  // The tool's input checked against its input_schema and shaped into method, target (below the
+  // base URL) and body (design §13). InvalidArgument (400 invalid_input) names the first failing
+  // location, never a value.
+  absl::StatusOr<ShapedRequest> CheckInput(const InvokeRequest& request) const;
 
   // The connector serving `tool_name`, or nullptr.
   const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
