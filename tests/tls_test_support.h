@@ -46,7 +46,8 @@ inline std::string MakeTestPki(const std::string& dir) {
            "subjectKeyIdentifier = hash\n"
            "[server]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n"
            "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-           "[wrong_host]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\nsubjectAltName = DNS:wrong.example\n"
+           "[wrong_host]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n"
+           "subjectAltName = DNS:wrong.example\n"
            "[client]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n"
            "[ca]\ndefault_ca = test_ca\n"
            "[test_ca]\ndatabase = " << dir << "/index.txt\nnew_certs_dir = " << dir << "\nserial = " << dir

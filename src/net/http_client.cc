@@ -241,7 +241,8 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
   if (ec) {
     const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
     if (reused && nothing_came_back && !TimedOut(ec, deadline) && ClosedByPeer(ec)) {
-      co_return Step::kRetryOnNewConnection;  // the downstream had closed the idle connection; it never saw this request
+      // The downstream had closed the idle connection; it never saw this request.
+      co_return Step::kRetryOnNewConnection;
     }
     if (fresh_tls && nothing_came_back && IsHandshakeAlert(ec)) {
       out.tls_error = true;

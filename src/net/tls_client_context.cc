@@ -33,7 +33,8 @@ absl::Status CheckReadable(const char* option, const std::string& path) {
 
 // OpenSSL's reason strings name what went wrong (no certificate found, key values mismatch), never
 // the bytes it read.
-absl::Status Rejected(const char* option, const std::string& path, const char* what, const boost::system::error_code& ec) {
+absl::Status Rejected(const char* option, const std::string& path, const char* what,
+                      const boost::system::error_code& ec) {
   return absl::InvalidArgumentError(absl::StrCat(Named(option, path), ": ", what, " (", ec.message(), ")"));
 }
 
