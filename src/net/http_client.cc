@@ -1,53 +1,74 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cstdint>
 #include <future>
 #include <map>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "net/tls_client_context_impl.h"
 #include "toolgate/net/http_client.h"
 
 namespace toolgate::net {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using asio::ip::tcp;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 struct ConnectionPool::Impl {
+  // An idle connection: a plain socket, or a TLS stream holding its established session.
   struct Idle {
-    tcp::socket socket;
+    std::optional<tcp::socket> plain;
+    std::unique_ptr<TlsStream> tls;
+    // The context the TLS connection was made with. Held so that its address, part of the key,
+    // cannot be taken by another context while this connection waits here.
+    std::shared_ptr<const TlsClientContext> context;
     std::chrono::steady_clock::time_point since;
+
+    bool is_open() const { return plain ? plain->is_open() : tls && beast::get_lowest_layer(*tls).socket().is_open(); }
   };
   size_t max_per_address;
   std::chrono::seconds max_idle;
   absl::Mutex mu;
   std::map<std::string, std::vector<Idle>> idle ABSL_GUARDED_BY(mu);
+  std::atomic<uint64_t> connections_opened{0};
+  std::atomic<uint64_t> tls_handshakes{0};
+  std::atomic<uint64_t> reused{0};
 
-  std::optional<tcp::socket> Take(const std::string& key) {
+  // Dropping an Idle closes its socket; a TLS one without close_notify (nothing waits on the peer).
+  std::optional<Idle> Take(const std::string& key) {
     absl::MutexLock lock(&mu);
     auto& v = idle[key];
     while (!v.empty()) {
       Idle c = std::move(v.back());
       v.pop_back();
-      if (std::chrono::steady_clock::now() - c.since < max_idle && c.socket.is_open()) return std::move(c.socket);
-      beast::error_code ignored;
-      c.socket.close(ignored);
+      if (std::chrono::steady_clock::now() - c.since < max_idle && c.is_open()) return c;
     }
     return std::nullopt;
   }
-  void Give(const std::string& key, tcp::socket socket) {
+  void Give(const std::string& key, Idle c) {
+    c.since = std::chrono::steady_clock::now();
     absl::MutexLock lock(&mu);
     auto& v = idle[key];
     if (v.size() >= max_per_address) return;  // dropping it closes it
-    v.push_back({std::move(socket), std::chrono::steady_clock::now()});
+    v.push_back(std::move(c));
   }
 };
 
@@ -57,6 +78,14 @@ ConnectionPool::ConnectionPool(size_t max_idle_per_address, std::chrono::seconds
   impl_->max_idle = max_idle;
 }
 ConnectionPool::~ConnectionPool() = default;
+
+ConnectionPool::Stats ConnectionPool::stats() const {
+  Stats s;
+  s.connections_opened = impl_->connections_opened.load(std::memory_order_relaxed);
+  s.tls_handshakes = impl_->tls_handshakes.load(std::memory_order_relaxed);
+  s.reused = impl_->reused.load(std::memory_order_relaxed);
+  return s;
+}
 
 bool IsLocalResourceError(const boost::system::error_code& ec) {
   namespace errc = boost::system::errc;
@@ -103,12 +132,158 @@ asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address
   co_return true;
 }
 
+// The server's certificate must be for `server_name` (OpenSSL checks it with the chain, so a
+// mismatch reads "hostname mismatch" in the verify result), and SNI names it unless it is an IP
+// address (RFC 6066 allows no literal addresses in SNI).
+bool SetServerName(TlsStream& stream, std::string name) {
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
+  SSL* ssl = stream.native_handle();
+  boost::system::error_code addr_ec;
+  asio::ip::make_address(name, addr_ec);
+  if (!addr_ec) return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str()) == 1;
+  if (name.empty() || SSL_set_tlsext_host_name(ssl, name.c_str()) != 1) return false;
+  SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+  return SSL_set1_host(ssl, name.c_str()) == 1;
+}
+
+asio::awaitable<bool> Handshake(TlsStream& stream, const std::string& server_name, ClientResult& out,
+                                std::chrono::steady_clock::time_point deadline) {
+  if (!SetServerName(stream, server_name)) {
+    out.tls_error = true;
+    out.error = "TLS: cannot use '" + server_name + "' as the server name";
+    co_return false;
+  }
+  beast::error_code ec;
+  co_await stream.async_handshake(ssl::stream_base::client, asio::redirect_error(asio::use_awaitable, ec));
+  if (!ec) co_return true;
+  if (TimedOut(ec, deadline)) {
+    out.timed_out = true;
+    out.error = "TLS handshake: " + ec.message();
+    co_return false;
+  }
+  out.tls_error = true;
+  // asio's error names only the last step ("certificate verify failed"); the verify result says why.
+  const long verify = SSL_get_verify_result(stream.native_handle());
+  if (verify != X509_V_OK) {
+    out.error = std::string("TLS handshake: certificate verify failed: ") + X509_verify_cert_error_string(verify);
+  } else if (ec == ssl::error::stream_truncated || ec == asio::error::eof || ec == asio::error::connection_reset) {
+    out.error = "TLS handshake: the downstream closed the connection (" + ec.message() + ")";
+  } else {
+    out.error = "TLS handshake: " + ec.message();
+  }
+  co_return false;
+}
+
+// An alert the peer sends only while it processes the handshake: under TLS 1.3 the server checks the
+// client certificate after the client has finished, so its refusal arrives where the response
+// should. The server's TLS layer refused; the request never reached its HTTP layer.
+bool IsHandshakeAlert(const beast::error_code& ec) {
+  if (ec.category() != asio::error::get_ssl_category()) return false;
+  const auto code = static_cast<unsigned long>(ec.value());
+  if (ERR_GET_LIB(code) != ERR_LIB_SSL) return false;
+  switch (ERR_GET_REASON(code)) {
+    case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A connection the downstream closed while it sat idle: nothing of a response came back.
+bool ClosedByPeer(const beast::error_code& ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == ssl::error::stream_truncated;
+}
+
+enum class Step { kDone, kRetryOnNewConnection };
+
+// Sends the request and reads the response on an open connection (plain or TLS). `fresh_tls`: the
+// connection's handshake happened in this attempt.
+template <class Stream>
+asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>& req, const ClientRequest& request,
+                               bool reused, bool fresh_tls, std::chrono::steady_clock::time_point deadline,
+                               ClientResult& out, bool& keep_alive) {
+  beast::error_code ec;
+  co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    if (reused && !TimedOut(ec, deadline)) co_return Step::kRetryOnNewConnection;  // a stale idle connection
+    out.timed_out = TimedOut(ec, deadline);
+    out.sent = true;  // part of it may have gone out
+    out.error = "send: " + ec.message();
+    co_return Step::kDone;
+  }
+  out.sent = true;
+
+  beast::flat_buffer buffer;
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
+  parser.header_limit(64 * 1024);
+  // The header first, then the body: Boost 1.74's one-shot async_read was seen to let a body larger
+  // than body_limit through when header and body arrive together (reproduced outside toolgate);
+  // reading the header alone reports the limit reliably, and the length is checked here as well.
+  co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (!ec && parser.content_length() &&
+      *parser.content_length() > static_cast<std::uint64_t>(request.max_response_bytes)) {
+    ec = http::error::body_limit;
+  }
+  if (!ec) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  if (!ec && parser.get().body().size() > static_cast<std::size_t>(request.max_response_bytes)) {
+    ec = http::error::body_limit;
+  }
+  if (ec) {
+    const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
+    if (reused && nothing_came_back && !TimedOut(ec, deadline) && ClosedByPeer(ec)) {
+      // The downstream had closed the idle connection; it never saw this request.
+      co_return Step::kRetryOnNewConnection;
+    }
+    if (fresh_tls && nothing_came_back && IsHandshakeAlert(ec)) {
+      out.tls_error = true;
+      out.sent = false;
+      out.error = "TLS: the downstream refused the handshake: " + ec.message();
+      co_return Step::kDone;
+    }
+    out.timed_out = TimedOut(ec, deadline);
+    out.too_large = ec == http::error::body_limit;
+    out.error = "receive: " + ec.message();
+    co_return Step::kDone;
+  }
+  auto res = parser.release();
+  out.ok = true;
+  out.status = static_cast<int>(res.result_int());
+  for (const auto& f : res) {
+    std::string name(f.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.headers.emplace_back(std::move(name), std::string(f.value()));
+  }
+  out.body = std::move(res.body());
+  keep_alive = res.keep_alive();
+  co_return Step::kDone;
+}
+
+// Plain and TLS connections to one address never share a key, nor do two TLS contexts or two
+// server names: a pooled connection serves only requests that would have made the same one.
+std::string PoolKey(const ClientRequest& request, const std::string& server_name) {
+  if (!request.tls) return "http " + request.address.ToString();
+  return "https " + request.address.ToString() + " " + server_name + " " +
+         std::to_string(reinterpret_cast<std::uintptr_t>(request.tls.get()));
+}
+
 }  // namespace
 
 asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool) {
   auto executor = co_await asio::this_coro::executor;
   const auto deadline = std::chrono::steady_clock::now() + request.timeout;
-  const std::string key = request.address.ToString();
+  const std::string server_name = request.server_name.empty() ? request.address.host : request.server_name;
+  const std::string key = PoolKey(request, server_name);
+  ConnectionPool::Impl* const p = pool != nullptr ? &pool->impl() : nullptr;
 
   http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};
   req.set(http::field::host, request.address.ToString());
@@ -122,68 +297,64 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
 
   for (int attempt = 0;; ++attempt) {
     ClientResult out;
-    std::optional<tcp::socket> idle;
-    if (pool != nullptr && attempt == 0) idle = pool->impl().Take(key);
+    std::optional<ConnectionPool::Impl::Idle> idle;
+    if (p != nullptr && attempt == 0) idle = p->Take(key);
     const bool reused = idle.has_value();
-    beast::tcp_stream stream = reused ? beast::tcp_stream(std::move(*idle)) : beast::tcp_stream(executor);
-    stream.expires_at(deadline);
-    if (!reused && !co_await Connect(stream, request.address, out, deadline)) co_return out;
-    out.connected = true;
+    if (reused) p->reused.fetch_add(1, std::memory_order_relaxed);
+    bool keep_alive = false;
+    Step step = Step::kDone;
 
-    beast::error_code ec;
-    co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
-      if (reused && !TimedOut(ec, deadline)) continue;  // a stale idle connection: try a new one
-      out.timed_out = TimedOut(ec, deadline);
-      out.sent = true;  // part of it may have gone out
-      out.error = "send: " + ec.message();
-      co_return out;
-    }
-    out.sent = true;
-
-    beast::flat_buffer buffer;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
-    parser.header_limit(64 * 1024);
-    // The header first, then the body: Boost 1.74's one-shot async_read was seen to let a body larger
-    // than body_limit through when header and body arrive together (reproduced outside toolgate);
-    // reading the header alone reports the limit reliably, and the length is checked here as well.
-    co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec && parser.content_length() &&
-        *parser.content_length() > static_cast<std::uint64_t>(request.max_response_bytes)) {
-      ec = http::error::body_limit;
-    }
-    if (!ec) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-    if (!ec && parser.get().body().size() > static_cast<std::size_t>(request.max_response_bytes)) {
-      ec = http::error::body_limit;
-    }
-    if (ec) {
-      const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
-      if (reused && nothing_came_back && !TimedOut(ec, deadline) && (ec == http::error::end_of_stream || ec == asio::error::eof ||
-                                          ec == asio::error::connection_reset)) {
-        continue;  // the downstream had closed the idle connection; it never saw this request
+    if (!request.tls) {
+      beast::tcp_stream stream = reused ? beast::tcp_stream(std::move(*idle->plain)) : beast::tcp_stream(executor);
+      stream.expires_at(deadline);
+      if (!reused) {
+        auto connect_op = Connect(stream, request.address, out, deadline);
+        if (!co_await std::move(connect_op)) co_return out;
+        if (p != nullptr) p->connections_opened.fetch_add(1, std::memory_order_relaxed);
       }
-      out.timed_out = TimedOut(ec, deadline);
-      out.too_large = ec == http::error::body_limit;
-      out.error = "receive: " + ec.message();
-      co_return out;
-    }
-    auto res = parser.release();
-    out.ok = true;
-    out.status = static_cast<int>(res.result_int());
-    for (const auto& f : res) {
-      std::string name(f.name_string());
-      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      out.headers.emplace_back(std::move(name), std::string(f.value()));
-    }
-    out.body = std::move(res.body());
-    if (pool != nullptr && res.keep_alive()) {
-      stream.expires_never();
-      pool->impl().Give(key, stream.release_socket());
+      out.connected = true;
+      auto exchange_op = Exchange(stream, req, request, reused, false, deadline, out, keep_alive);
+      step = co_await std::move(exchange_op);
+      if (step == Step::kDone && out.ok && p != nullptr && keep_alive) {
+        stream.expires_never();
+        ConnectionPool::Impl::Idle c;
+        c.plain.emplace(stream.release_socket());
+        p->Give(key, std::move(c));
+      } else if (step == Step::kDone) {
+        beast::error_code ignored;
+        stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      }
     } else {
-      beast::error_code ignored;
-      stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      std::unique_ptr<TlsStream> stream =
+          reused ? std::move(idle->tls) : std::make_unique<TlsStream>(executor, request.tls->native());
+      beast::get_lowest_layer(*stream).expires_at(deadline);
+      if (!reused) {
+        auto connect_op = Connect(beast::get_lowest_layer(*stream), request.address, out, deadline);
+        if (!co_await std::move(connect_op)) co_return out;
+        out.connected = true;
+        if (p != nullptr) {
+          p->connections_opened.fetch_add(1, std::memory_order_relaxed);
+          p->tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+        }
+        auto handshake_op = Handshake(*stream, server_name, out, deadline);
+        if (!co_await std::move(handshake_op)) co_return out;
+      }
+      out.connected = true;
+      auto exchange_op = Exchange(*stream, req, request, reused, !reused, deadline, out, keep_alive);
+      step = co_await std::move(exchange_op);
+      if (step == Step::kDone && out.ok && p != nullptr && keep_alive) {
+        beast::get_lowest_layer(*stream).expires_never();
+        ConnectionPool::Impl::Idle c;
+        c.tls = std::move(stream);
+        c.context = request.tls;
+        p->Give(key, std::move(c));
+      } else if (step == Step::kDone) {
+        // No close_notify: nothing more is wanted from this peer, and waiting for its answer could block.
+        beast::error_code ignored;
+        beast::get_lowest_layer(*stream).socket().shutdown(tcp::socket::shutdown_both, ignored);
+      }
     }
+    if (step == Step::kRetryOnNewConnection) continue;
     co_return out;
   }
 }

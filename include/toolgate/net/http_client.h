@@ -1,31 +1,47 @@
 #pragma once
 
 // The HTTP/1.1 client of toolgate (Beast over Asio, coroutines): downstream calls through a pool of
-// kept-alive connections, webhooks, health checks, the CLI. Free of Beast types in its interface.
+// kept-alive connections, plain or TLS (HTTPS), webhooks, health checks, the CLI. Free of Beast
+// types in its interface.
 
 #include <utility>  // before Asio: g++ 12 with Boost 1.74 needs std::exchange declared first
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "toolgate/domain/host_port.h"
+#include "toolgate/net/tls_client_context.h"
 
 namespace toolgate::net {
 
 namespace asio = boost::asio;
 
-// An HTTP/1.1 client call: one connection, one request, with a deadline over connect, send and
-// receive. `connected` and `sent` tell how far it got when it failed.
+// An HTTP/1.1 client call: one connection, one request, with a deadline over connect, TLS
+// handshake, send and receive. `connected` and `sent` tell how far it got when it failed.
 struct ClientResult {
   bool ok = false;
   bool timed_out = false;
+  // The TCP connection was established (for TLS: whether or not the handshake then succeeded).
   bool connected = false;
+  // Request bytes may have reached the downstream's HTTP layer: it may have acted on the request.
   bool sent = false;
   bool too_large = false;
+  // TLS only: the TLS layer refused the connection before any request reached the downstream —
+  // the server's certificate failed verification (untrusted issuer, expired, not for
+  // `server_name`), the peer sent a TLS alert or closed the connection during the handshake (for
+  // example it requires a client certificate), or it does not speak TLS at all. Always with
+  // `connected` true, `sent` false, `ok` false and `timed_out` false (a handshake cut off by the
+  // deadline is `timed_out`, not this). `error` says what, from OpenSSL: "TLS handshake:
+  // certificate verify failed: unable to get local issuer certificate". Under TLS 1.3 a server
+  // rejects a client certificate only after the client finished its side of the handshake; that
+  // rejection arrives as the server's alert in place of the response and is reported here too:
+  // the server's TLS layer refused before reading the request.
+  bool tls_error = false;
   // The failure is this host's, not the downstream's: opening or connecting the socket failed for
   // want of descriptors, buffers or memory (IsLocalResourceError). Nothing was sent; `connected`
   // is false.
@@ -44,14 +60,38 @@ struct ClientRequest {
   std::string body;
   std::chrono::milliseconds timeout{5000};
   int64_t max_response_bytes = 4 << 20;
+  // HTTPS when set: the connection is TLS made with this context (the connector's, see
+  // MakeTlsClientContext); null: plain HTTP. The request shares ownership until the call ends.
+  std::shared_ptr<const TlsClientContext> tls;
+  // TLS only: the name the server's certificate must be valid for, and the SNI sent (SNI is left
+  // out for an IP address, as RFC 6066 wants; the certificate must then hold it as a SAN IP
+  // entry). Empty: `address.host`. Set it when connecting to an address other than the name in
+  // the URL.
+  std::string server_name;
 };
 
-// Idle keep-alive connections to downstreams, per address. A connection idle longer than
-// `max_idle` is closed, not reused. Thread-safe.
+// Idle keep-alive connections to downstreams, per destination: the address, and for TLS the
+// context and server name too, so a plain request never gets a TLS connection, and a connection
+// verified under one connector's CAs (or made with its client certificate) never serves another
+// context. An idle TLS connection keeps its session: reusing it costs no handshake. A connection
+// idle longer than `max_idle` is closed, not reused; closing an idle TLS connection closes the
+// socket without waiting for the peer's close_notify. Thread-safe. Idle connections belong to the
+// io_context that opened them: destroy the pool before that io_context.
 class ConnectionPool {
  public:
   explicit ConnectionPool(size_t max_idle_per_address = 64, std::chrono::seconds max_idle = std::chrono::seconds(10));
   ~ConnectionPool();
+
+  // Counts over the calls made with this pool, since it was made (monotonic, read atomically one
+  // by one: a snapshot taken during calls need not be consistent across fields).
+  struct Stats {
+    uint64_t connections_opened = 0;  // TCP connections established (plain and TLS)
+    uint64_t tls_handshakes = 0;      // TLS handshakes started, failed ones included (each costs the same)
+    uint64_t reused = 0;              // attempts served by an idle pooled connection
+  };
+  Stats stats() const;
+  uint64_t handshakes() const { return stats().tls_handshakes; }
+
   struct Impl;
   Impl& impl() { return *impl_; }
 
@@ -61,8 +101,9 @@ class ConnectionPool {
 
 // With a pool, the call reuses an idle connection when there is one and returns the connection
 // afterwards if both sides keep it alive. A request that fails on a reused connection before any
-// response byte arrives (the downstream had closed it) is sent again once on a new connection:
-// every downstream call carries an Idempotency-Key, so the downstream can tell a repeat.
+// response byte arrives (the downstream had closed it) is sent again once on a new connection
+// (for TLS: with a new handshake): every downstream call carries an Idempotency-Key, so the
+// downstream can tell a repeat. `request.timeout` bounds the whole call, retry included.
 asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool = nullptr);
 // Runs AsyncHttpCall on a private io_context (CLI, tests).
 ClientResult HttpCall(ClientRequest request);
