@@ -372,14 +372,14 @@ TEST_F(OAuth2Test, AnUnreadableClientSecretFailsWithoutAskingTheEndpoint) {
   EXPECT_EQ(endpoint_.requests(), 0);
 }
 
-TEST_F(OAuth2Test, AnHttpsTokenUrlSaysTlsIsNotThereYet) {
+TEST_F(OAuth2Test, AnHttpsTokenUrlWithoutATlsContextIsRefusedBeforeAnythingIsSent) {
   CredentialOptions o = Options();
   o.token_tls = true;
   o.token_url = "https://127.0.0.1:" + std::to_string(endpoint_.port()) + "/token";
   ConnectorCredentials credentials("crm", o, clock_);
   const auto h = HeadersOnce(credentials);
   ASSERT_FALSE(h.ok());
-  EXPECT_EQ(h.status().code(), absl::StatusCode::kUnimplemented) << h.status();
+  EXPECT_EQ(h.status().code(), absl::StatusCode::kFailedPrecondition) << h.status();
   EXPECT_EQ(endpoint_.requests(), 0);
 }
 

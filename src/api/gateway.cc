@@ -46,7 +46,9 @@ struct Gateway::Impl {
     if (!opened.ok()) return opened.status();
     engine = std::move(*opened);
     if (absl::Status s = engine->PrepareConnectors(); !s.ok()) return s;
-    connectors = MakeConnectors(config, downstream_pool, clock);
+    absl::StatusOr<Connectors> made = MakeConnectors(config, downstream_pool, clock);
+    if (!made.ok()) return made.status();
+    connectors = *std::move(made);
     context = std::make_unique<GatewayContext>(GatewayContext{config, clock, *engine, pool, downstream_pool, *verifier,
                                                               admin_token, recent, in_flight, draining, connectors});
     public_routes = std::make_unique<PublicRoutes>(*context);

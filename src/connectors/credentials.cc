@@ -213,11 +213,13 @@ struct FetchedToken {
 }  // namespace
 
 struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
-  Impl(std::string id, CredentialOptions opts, const Clock& c, net::ConnectionPool* p)
+  Impl(std::string id, CredentialOptions opts, const Clock& c, net::ConnectionPool* p,
+       std::shared_ptr<const net::TlsClientContext> tls)
       : connector_id(std::move(id)),
         options(std::move(opts)),
         clock(c),
         pool(p),
+        token_tls(std::move(tls)),
         secret(options.secret_env, options.secret_file, options.file_check_interval, c) {}
 
   using TokenResult = absl::StatusOr<std::string>;
@@ -226,6 +228,7 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
   const CredentialOptions options;
   const Clock& clock;
   net::ConnectionPool* const pool;
+  const std::shared_ptr<const net::TlsClientContext> token_tls;
   const SecretSource secret;
 
   absl::Mutex mu;
@@ -376,12 +379,14 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
     co_return out;
   }
 
-  // The one place a token request goes out. TLS for an https:// token URL belongs here, once the
-  // HTTP client has it.
+  // The one place a token request goes out.
   asio::awaitable<absl::StatusOr<net::ClientResult>> SendTokenRequest(net::ClientRequest request) {
     if (options.token_tls) {
-      co_return absl::UnimplementedError(
-          absl::StrCat("token endpoint ", options.token_url, " is https://, and the HTTP client has no TLS yet"));
+      if (token_tls == nullptr) {
+        co_return absl::FailedPreconditionError(
+            absl::StrCat("token endpoint ", options.token_url, " is https:// but no TLS context was given"));
+      }
+      request.tls = token_tls;
     }
     auto call = net::AsyncHttpCall(std::move(request), pool);
     net::ClientResult result = co_await std::move(call);
@@ -432,8 +437,9 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
 };
 
 ConnectorCredentials::ConnectorCredentials(std::string connector_id, CredentialOptions options, const Clock& clock,
-                                           net::ConnectionPool* pool)
-    : impl_(std::make_shared<Impl>(std::move(connector_id), std::move(options), clock, pool)) {}
+                                           net::ConnectionPool* pool,
+                                           std::shared_ptr<const net::TlsClientContext> token_tls)
+    : impl_(std::make_shared<Impl>(std::move(connector_id), std::move(options), clock, pool, std::move(token_tls))) {}
 
 ConnectorCredentials::~ConnectorCredentials() = default;
 

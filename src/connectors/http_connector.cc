@@ -6,6 +6,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace toolgate {
@@ -28,6 +29,8 @@ DownstreamResult FromClient(net::ClientResult r) {
     }
   } else if (r.local_resource_error) {
     result.kind = Kind::kLocalResource;
+  } else if (r.tls_error) {
+    result.kind = Kind::kTlsError;
   } else if (r.timed_out) {
     result.kind = Kind::kTimeout;
   } else if (r.too_large) {
@@ -37,13 +40,36 @@ DownstreamResult FromClient(net::ClientResult r) {
   } else {
     result.kind = Kind::kConnectionLost;
   }
+  if (!r.ok) result.error = std::move(r.error);
   return result;
 }
 
 }  // namespace
 
-HttpConnector::HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock)
-    : config_(config), pool_(pool), clock_(clock), credentials_(config.id, config.auth, clock, &pool) {}
+absl::StatusOr<std::unique_ptr<HttpConnector>> HttpConnector::Create(const ConnectorConfig& config,
+                                                                     net::ConnectionPool& pool, const Clock& clock) {
+  std::shared_ptr<const net::TlsClientContext> tls;
+  // One context serves the connector and its token endpoint: the system trust store, or the
+  // connector's ca_file when its operator runs a private CA.
+  if (config.tls || config.auth.token_tls) {
+    net::TlsOptions options{config.tls_options.ca_file, config.tls_options.client_cert_file,
+                            config.tls_options.client_key_file};
+    absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> made = net::MakeTlsClientContext(options);
+    if (!made.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("connectors.", config.id, ".tls: ", made.status().message()));
+    }
+    tls = *std::move(made);
+  }
+  return std::make_unique<HttpConnector>(config, pool, clock, std::move(tls));
+}
+
+HttpConnector::HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock,
+                             std::shared_ptr<const net::TlsClientContext> tls)
+    : config_(config),
+      pool_(pool),
+      clock_(clock),
+      tls_(std::move(tls)),
+      credentials_(config.id, config.auth, clock, &pool, config.auth.token_tls ? tls_ : nullptr) {}
 
 boost::asio::awaitable<DownstreamResult> HttpConnector::Attempt(const DownstreamRequest& request,
                                                                std::chrono::milliseconds timeout) {
@@ -82,6 +108,7 @@ boost::asio::awaitable<HttpConnector::Sent> HttpConnector::Send(const Downstream
   timeout -= std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic() - start);
   net::ClientRequest call;
   call.address = config_.address;
+  if (config_.tls) call.tls = tls_;
   call.method = request.method;
   call.target = request.target;
   call.headers = {{"Idempotency-Key", request.idempotency_key},
@@ -142,10 +169,11 @@ boost::asio::awaitable<DownstreamResult> HttpConnector::Call(const DownstreamReq
 boost::asio::awaitable<HealthReport> HttpConnector::CheckHealth() {
   net::ClientRequest check;
   check.address = config_.address;
+  if (config_.tls) check.tls = tls_;
   check.target = config_.path_prefix + config_.health_path;
   check.timeout = std::chrono::milliseconds(std::min(config_.timeout_ms, 5000));
   HealthReport report;
-  report.target = "http://" + config_.address.ToString() + check.target;
+  report.target = (config_.tls ? "https://" : "http://") + config_.address.ToString() + check.target;
   auto check_op = net::AsyncHttpCall(std::move(check));
   net::ClientResult r = co_await std::move(check_op);
   report.status = r.status;
@@ -154,9 +182,13 @@ boost::asio::awaitable<HealthReport> HttpConnector::CheckHealth() {
   co_return report;
 }
 
-Connectors MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock) {
+absl::StatusOr<Connectors> MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock) {
   Connectors out;
-  for (const auto& [id, c] : config.connectors) out.emplace(id, std::make_unique<HttpConnector>(c, pool, clock));
+  for (const auto& [id, c] : config.connectors) {
+    absl::StatusOr<std::unique_ptr<HttpConnector>> connector = HttpConnector::Create(c, pool, clock);
+    if (!connector.ok()) return connector.status();
+    out.emplace(id, *std::move(connector));
+  }
   return out;
 }
 

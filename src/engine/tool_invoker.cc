@@ -497,6 +497,7 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
   json data = {{"latency_ms", result.latency_ms}, {"outcome", rec.outcome}};
   if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
   if (!rec.reason.empty()) data["reason"] = rec.reason;
+  if (!result.error.empty()) data["detail"] = result.error.substr(0, 300);  // for the operator; never a secret
   if (k.intent == IntentEffect::kUnknown) data["outcome_unknown"] = true;
   if (rec.outcome == "SUCCEEDED") data["result_sha256"] = Sha256Hex(rec.result_json);
   std::vector<store::WriteRequest> writes;

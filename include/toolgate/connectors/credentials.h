@@ -20,6 +20,7 @@
 #include "toolgate/clock.h"
 #include "toolgate/domain/credential_options.h"
 #include "toolgate/net/http_client.h"
+#include "toolgate/net/tls_client_context.h"
 
 namespace toolgate {
 
@@ -92,8 +93,10 @@ class ConnectorCredentials {
   // `clock` and `pool` (when not null, token requests reuse its kept-alive connections) must outlive
   // every fetch, i.e. run while the io_context runs the calls. The object itself may be destroyed
   // while a fetch is still in flight (the fetch keeps what it needs alive).
+  // `token_tls` verifies an https:// token endpoint (required for one; see MakeConnectors).
   ConnectorCredentials(std::string connector_id, CredentialOptions options, const Clock& clock,
-                       net::ConnectionPool* pool = nullptr);
+                       net::ConnectionPool* pool = nullptr,
+                       std::shared_ptr<const net::TlsClientContext> token_tls = nullptr);
   ~ConnectorCredentials();
   ConnectorCredentials(const ConnectorCredentials&) = delete;
   ConnectorCredentials& operator=(const ConnectorCredentials&) = delete;

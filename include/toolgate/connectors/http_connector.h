@@ -17,8 +17,14 @@ namespace toolgate {
 // kLocalResource (this host's trouble, not the downstream's). Thread-safe.
 class HttpConnector final : public Connector {
  public:
-  // `config`, `pool` and `clock` must outlive it.
-  HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock);
+  // `config`, `pool` and `clock` must outlive it. InvalidArgument when the connector's TLS files
+  // cannot be used (naming the file).
+  static absl::StatusOr<std::unique_ptr<HttpConnector>> Create(const ConnectorConfig& config, net::ConnectionPool& pool,
+                                                               const Clock& clock);
+  // `tls`: for an https:// base_url (and token URL): verifies the server, presents the client
+  // certificate. Null for plain http.
+  HttpConnector(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock,
+                std::shared_ptr<const net::TlsClientContext> tls);
   // Retries what design §13 calls safe (DecideRetry), with the same Idempotency-Key, inside the
   // connector's timeout_ms; the result lists the attempts that were followed by another.
   boost::asio::awaitable<DownstreamResult> Call(const DownstreamRequest& request) override;
@@ -42,12 +48,14 @@ class HttpConnector final : public Connector {
   const ConnectorConfig& config_;
   net::ConnectionPool& pool_;
   const Clock& clock_;
+  const std::shared_ptr<const net::TlsClientContext> tls_;
   ConnectorCredentials credentials_;
   absl::Mutex jitter_mu_;
   absl::BitGen jitter_ ABSL_GUARDED_BY(jitter_mu_);
 };
 
-// Every configured connector's implementation, by id.
-Connectors MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock);
+// Every configured connector's implementation, by id; the first connector that cannot be built
+// (e.g. an unreadable CA file) fails it all.
+absl::StatusOr<Connectors> MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock);
 
 }  // namespace toolgate
