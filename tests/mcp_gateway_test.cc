@@ -29,11 +29,13 @@ class McpGatewayTest : public ::testing::Test {
  protected:
   std::string Config(const std::string& extra = "") {
     return testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 60\n"
+           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = "
+           "60\n"
            "[tools.\"crm.get_deal\"]\ndescription = \"Read one deal\"\n"
            "input_schema = '{\"type\":\"object\",\"properties\":{\"deal_id\":{\"type\":\"integer\"}}}'\n"
            "[tools.\"crm.send_email\"]\naction_type = \"email.send\"\n"
-           "[tools.\"ghost.tool\"]\ndescription = \"no connector serves it\"\n" + extra;
+           "[tools.\"ghost.tool\"]\ndescription = \"no connector serves it\"\n" +
+           extra;
   }
   GatewayProcess& Start(const std::string& config) {
     gw_ = std::make_unique<GatewayProcess>(config, dir_);
@@ -81,7 +83,8 @@ class McpGatewayTest : public ::testing::Test {
     Headers h;
     if (headers) {
       h = {{"MCP-Protocol-Version", kModern}, {"Mcp-Method", method}};
-      if (params.contains("name") && params["name"].is_string()) h.emplace_back("Mcp-Name", params["name"].get<std::string>());
+      if (params.contains("name") && params["name"].is_string())
+        h.emplace_back("Mcp-Name", params["name"].get<std::string>());
     }
     for (auto& e : extra) {
       bool replaced = false;
@@ -134,7 +137,8 @@ TEST_F(McpGatewayTest, InitializeNegotiatesIssuesASignedSessionAndLaterRequestsA
   ASSERT_FALSE(session.empty());
 
   // A revision toolgate does not speak: it answers its latest.
-  auto old = Body(Post(R"({"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"1999-01-01"}})", alice_));
+  auto old =
+      Body(Post(R"({"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"1999-01-01"}})", alice_));
   EXPECT_EQ(old["result"]["protocolVersion"], "2025-11-25");
 
   auto initialized = Post(R"({"jsonrpc":"2.0","method":"notifications/initialized"})", alice_,
@@ -167,15 +171,17 @@ TEST_F(McpGatewayTest, InitializeNegotiatesIssuesASignedSessionAndLaterRequestsA
 TEST_F(McpGatewayTest, ToolsListShowsConfiguredToolsAndHidesWhatAKillSwitchBlocksForTheTenant) {
   Start(Config());
   json list = Rpc("tools/list", json::object())["result"];
-  EXPECT_THAT(ToolNames(list), ::testing::ElementsAre("crm.get_deal", "crm.send_email"));  // sorted; ghost has no connector
+  EXPECT_THAT(ToolNames(list),
+              ::testing::ElementsAre("crm.get_deal", "crm.send_email"));  // sorted; ghost has no connector
   EXPECT_EQ(list["tools"][0]["description"], "Read one deal");
   EXPECT_EQ(list["tools"][0]["inputSchema"]["properties"]["deal_id"]["type"], "integer");
   EXPECT_EQ(list["tools"][1]["inputSchema"], json({{"type", "object"}}));
   EXPECT_FALSE(list["tools"][1].contains("description"));
   EXPECT_FALSE(list.contains("resultType")) << "2025 revisions have no resultType";
 
-  KillAndWait({{"scope", "tenant_action"}, {"key", "tenant-a/email.send"}, {"reason", "spam"}, {"requested_by", "oncall"}},
-              "crm.send_email", alice_);
+  KillAndWait(
+      {{"scope", "tenant_action"}, {"key", "tenant-a/email.send"}, {"reason", "spam"}, {"requested_by", "oncall"}},
+      "crm.send_email", alice_);
   EXPECT_THAT(ToolNames(Rpc("tools/list", json::object(), alice_)["result"]), ::testing::ElementsAre("crm.get_deal"));
   EXPECT_THAT(ToolNames(Rpc("tools/list", json::object(), bob_)["result"]),
               ::testing::ElementsAre("crm.get_deal", "crm.send_email"))
@@ -223,7 +229,8 @@ TEST_F(McpGatewayTest, ToolsCallRunsTheInvocationPathAndMapsSuccess) {
   EXPECT_EQ(Rpc("tools/call", {{"name", "crm/../x"}})["error"]["code"], -32602);
   EXPECT_EQ(Rpc("tools/call", {{"name", "crm.get_deal"}, {"arguments", {1, 2}}})["error"]["code"], -32602);
   EXPECT_EQ(Rpc("tools/call", {{"arguments", json::object()}})["error"]["code"], -32602);
-  EXPECT_EQ(Rpc("tools/call", {{"name", "crm.get_deal"}, {"_meta", {{"io.toolgate/idempotency_key", "has space"}}}})["error"]["code"],
+  EXPECT_EQ(Rpc("tools/call",
+                {{"name", "crm.get_deal"}, {"_meta", {{"io.toolgate/idempotency_key", "has space"}}}})["error"]["code"],
             -32602);
   EXPECT_EQ(crm_.total(), before);
 }
@@ -231,7 +238,8 @@ TEST_F(McpGatewayTest, ToolsCallRunsTheInvocationPathAndMapsSuccess) {
 TEST_F(McpGatewayTest, AnIdempotencyKeyInMetaAnswersTheSecondCallWithoutASecondDownstreamCall) {
   crm_.set_behavior([](const auto&) { return Reply{200, R"({"sent":true})"}; });
   Start(Config());
-  const json params = {{"name", "crm.send_email"}, {"arguments", {{"to", "a@example.com"}}},
+  const json params = {{"name", "crm.send_email"},
+                       {"arguments", {{"to", "a@example.com"}}},
                        {"_meta", {{"io.toolgate/idempotency_key", "email-42"}}}};
   json first = Rpc("tools/call", params)["result"];
   json second = Rpc("tools/call", params)["result"];
@@ -315,8 +323,8 @@ TEST_F(McpGatewayTest, Revision20260728NeedsNoInitializeAndChecksTheMirroredHead
   EXPECT_EQ(crm_.total(), 2) << "a mismatched tools/call never ran";
 
   json future = {{"_meta", {{"io.modelcontextprotocol/protocolVersion", "2031-01-01"}}}};
-  auto unsupported = Post(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "tools/list"}, {"params", future}}.dump(), alice_,
-                          {{"MCP-Protocol-Version", "2031-01-01"}, {"Mcp-Method", "tools/list"}});
+  auto unsupported = Post(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "tools/list"}, {"params", future}}.dump(),
+                          alice_, {{"MCP-Protocol-Version", "2031-01-01"}, {"Mcp-Method", "tools/list"}});
   EXPECT_EQ(unsupported.status, 400);
   EXPECT_EQ(Body(unsupported)["error"]["code"], -32022);
   EXPECT_THAT(Body(unsupported)["error"]["data"]["supported"], ::testing::Contains(kModern));
@@ -394,7 +402,8 @@ TEST_F(McpGatewayTest, HostileAndMalformedMessagesGetJsonRpcErrorsAndNeverCrash)
   EXPECT_EQ(deep.status, 400);
   EXPECT_EQ(code(deep), -32700);
   std::string batch = "[";
-  for (int i = 0; i < 10000; ++i) batch += std::string(i ? "," : "") + R"({"jsonrpc":"2.0","id":)" + std::to_string(i) + R"(,"method":"ping"})";
+  for (int i = 0; i < 10000; ++i)
+    batch += std::string(i ? "," : "") + R"({"jsonrpc":"2.0","id":)" + std::to_string(i) + R"(,"method":"ping"})";
   batch += "]";
   EXPECT_EQ(code(Post(batch, alice_)), -32600);
   auto huge_id = Post(R"({"jsonrpc":"2.0","id":")" + std::string(200000, 'x') + R"(","method":"ping"})", alice_);
@@ -412,13 +421,15 @@ TEST_F(McpGatewayTest, HostileAndMalformedMessagesGetJsonRpcErrorsAndNeverCrash)
 
 TEST_F(McpGatewayTest, TheOfficialTypeScriptSdkListsAndCallsThroughToolgate) {
   const std::string script = std::string(TOOLGATE_NODE_DIR) + "/mcp_sdk_client.mjs";
-  if (access((std::string(TOOLGATE_NODE_DIR) + "/node_modules/@modelcontextprotocol/sdk/package.json").c_str(), R_OK) != 0) {
+  if (access((std::string(TOOLGATE_NODE_DIR) + "/node_modules/@modelcontextprotocol/sdk/package.json").c_str(), R_OK) !=
+      0) {
     GTEST_SKIP() << "@modelcontextprotocol/sdk is not installed (scripts/install-deps.sh)";
   }
   crm_.set_behavior([](const FakeDownstream::Request& req) { return Reply{200, R"({"deal":)" + req.body + "}"}; });
   Start(Config());
   const std::string url = "http://127.0.0.1:" + std::to_string(gw_->public_port()) + "/mcp";
-  auto [exit_code, out] = testing::RunProgram({"/usr/bin/node", script, url, alice_, "crm.get_deal", R"({"deal_id":42})"}, dir_);
+  auto [exit_code, out] =
+      testing::RunProgram({"/usr/bin/node", script, url, alice_, "crm.get_deal", R"({"deal_id":42})"}, dir_);
   ASSERT_EQ(exit_code, 0) << out;
   const json j = json::parse(out.substr(0, out.find('\n')), nullptr, false);
   ASSERT_TRUE(j.is_object()) << out;

@@ -11,7 +11,8 @@ namespace toolgate::api {
 
 asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& g, InvokeRequest ir) {
   if (g.draining) {
-    co_return InvokeResponse{503, ErrorJson("shutting_down", "toolgate is shutting down; retry on another instance"), {}};
+    co_return InvokeResponse{
+        503, ErrorJson("shutting_down", "toolgate is shutting down; retry on another instance"), {}};
   }
   ++g.in_flight;
   struct Done {

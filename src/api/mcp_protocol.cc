@@ -19,7 +19,8 @@ void SkipSpace(std::string_view t, size_t& i) {
 // Past the string starting at t[i] == '"'.
 void SkipString(std::string_view t, size_t& i) {
   for (++i; i < t.size(); ++i) {
-    if (t[i] == '\\') ++i;
+    if (t[i] == '\\')
+      ++i;
     else if (t[i] == '"') {
       ++i;
       return;
@@ -50,7 +51,8 @@ void SkipValue(std::string_view t, size_t& i) {
     }
     return;
   }
-  while (i < t.size() && t[i] != ',' && t[i] != '}' && t[i] != ']' && !std::isspace(static_cast<unsigned char>(t[i]))) ++i;
+  while (i < t.size() && t[i] != ',' && t[i] != '}' && t[i] != ']' && !std::isspace(static_cast<unsigned char>(t[i])))
+    ++i;
 }
 
 bool IsId(const json& id) { return id.is_string() || id.is_number(); }

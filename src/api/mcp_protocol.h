@@ -19,8 +19,8 @@ inline constexpr int kInvalidRequest = -32600;
 inline constexpr int kMethodNotFound = -32601;
 inline constexpr int kInvalidParams = -32602;
 inline constexpr int kInternalError = -32603;
-inline constexpr int kHeaderMismatch = -32020;             // 2026-07-28
-inline constexpr int kUnsupportedProtocolVersion = -32022; // 2026-07-28
+inline constexpr int kHeaderMismatch = -32020;              // 2026-07-28
+inline constexpr int kUnsupportedProtocolVersion = -32022;  // 2026-07-28
 
 // Nesting deeper than this is refused before parsing (a hostile body must not make the parser recurse
 // without bound).

@@ -41,8 +41,9 @@ std::string FailedText(const std::string& tool, const std::string& reason, const
                         "io.toolgate/idempotency_key lets the service deduplicate it.");
   }
   if (reason == "downstream_rejected" || reason == "tool_rejected") {
-    return absl::StrCat(tool, " rejected the request", status,
-                        ": it did not succeed. Check the arguments before calling again; retrying unchanged will fail the same way.");
+    return absl::StrCat(
+        tool, " rejected the request", status,
+        ": it did not succeed. Check the arguments before calling again; retrying unchanged will fail the same way.");
   }
   if (reason == "connection_failed" || reason == "tls_error" || reason == "credentials_unavailable") {
     return absl::StrCat("toolgate could not reach ", tool, " (", reason,
@@ -86,9 +87,10 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response)
   }
   if (outcome == "BLOCKED") {
     const std::string scope = Str(body, "scope");
-    a.result = ErrorResult(absl::StrCat(tool, " did not run: an operator's kill switch (scope ", scope,
-                                        ") blocks it. Do not retry; it stays blocked until an operator clears the switch."),
-                           {{"execution_id", id}, {"outcome", outcome}, {"reason", reason}}, id);
+    a.result =
+        ErrorResult(absl::StrCat(tool, " did not run: an operator's kill switch (scope ", scope,
+                                 ") blocks it. Do not retry; it stays blocked until an operator clears the switch."),
+                    {{"execution_id", id}, {"outcome", outcome}, {"reason", reason}}, id);
     return a;
   }
   const std::string error = Str(body, "error");
@@ -118,9 +120,10 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response)
   std::string advice = error == "idempotency_key_reused"
                            ? "This idempotency key was already used with other arguments; use a new key for a new call."
                            : "Fix the arguments and call again.";
-  a.result = ErrorResult(absl::StrCat("toolgate refused the call before running ", tool, " (",
-                                      error.empty() ? "error" : error, "): ", message, ". The tool did not run. ", advice),
-                         {{"error", error}, {"message", message}}, id);
+  a.result =
+      ErrorResult(absl::StrCat("toolgate refused the call before running ", tool, " (", error.empty() ? "error" : error,
+                               "): ", message, ". The tool did not run. ", advice),
+                  {{"error", error}, {"message", message}}, id);
   return a;
 }
 

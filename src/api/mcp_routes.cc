@@ -32,9 +32,9 @@ const std::vector<std::string> kInitializeVersions = {"2025-06-18", "2025-11-25"
 constexpr char kMetaVersion[] = "io.modelcontextprotocol/protocolVersion";
 constexpr char kMetaIdempotencyKey[] = "io.toolgate/idempotency_key";
 constexpr int64_t kSessionTtlMs = int64_t{24} * 3600 * 1000;
-constexpr int64_t kToolsListTtlMs = 10'000;      // kill switches change what a tenant sees
-constexpr int64_t kDiscoverTtlMs = 3'600'000;    // versions and capabilities change with a deploy
-constexpr int kUnauthenticated = -32001;         // implementation-defined range
+constexpr int64_t kToolsListTtlMs = 10'000;    // kill switches change what a tenant sees
+constexpr int64_t kDiscoverTtlMs = 3'600'000;  // versions and capabilities change with a deploy
+constexpr int kUnauthenticated = -32001;       // implementation-defined range
 
 bool IsInitializeVersion(std::string_view v) {
   return std::find(kInitializeVersions.begin(), kInitializeVersions.end(), v) != kInitializeVersions.end();
@@ -91,7 +91,8 @@ struct McpTool {
 }  // namespace
 
 struct McpRoutes::Impl : GatewayContext {
-  Impl(GatewayContext& g, std::string session_key) : GatewayContext(g), sessions(std::move(session_key), kSessionTtlMs) {}
+  Impl(GatewayContext& g, std::string session_key)
+      : GatewayContext(g), sessions(std::move(session_key), kSessionTtlMs) {}
 
   McpSessionIds sessions;
   std::string public_url;
@@ -107,11 +108,13 @@ struct McpRoutes::Impl : GatewayContext {
 
   void SetListenPort(int port) {
     const HostPort& listen = config.server.listen;
-    public_url = config.mcp.public_url.empty() ? absl::StrCat("http://", UrlHost(listen.host), ":", port) : config.mcp.public_url;
+    public_url = config.mcp.public_url.empty() ? absl::StrCat("http://", UrlHost(listen.host), ":", port)
+                                               : config.mcp.public_url;
     allowed_origins.insert(config.mcp.allowed_origins.begin(), config.mcp.allowed_origins.end());
     allowed_origins.insert(NormalizeOrigin(public_url));
     if (config.mcp.public_url.empty() && IsLoopback(listen.host)) {
-      for (const char* host : {"localhost", "127.0.0.1", "[::1]"}) allowed_origins.insert(absl::StrCat("http://", host, ":", port));
+      for (const char* host : {"localhost", "127.0.0.1", "[::1]"})
+        allowed_origins.insert(absl::StrCat("http://", host, ":", port));
     }
   }
 
@@ -125,7 +128,8 @@ struct McpRoutes::Impl : GatewayContext {
                            {"bearer_methods_supported", {"header"}}});
     }
     // DNS-rebinding guard (§17.7): only a present Origin is checked, before anything else.
-    if (const std::string origin = req.Header("origin"); !origin.empty() && !allowed_origins.count(NormalizeOrigin(origin))) {
+    if (const std::string origin = req.Header("origin");
+        !origin.empty() && !allowed_origins.count(NormalizeOrigin(origin))) {
       co_return Plain(403, mcp::ErrorResponse("null", mcp::kInvalidRequest, "this Origin is not allowed"));
     }
     if (req.method == "GET") {
@@ -137,10 +141,12 @@ struct McpRoutes::Impl : GatewayContext {
       co_return WithAllow(Plain(405, mcp::ErrorResponse("null", mcp::kInvalidRequest, "use POST")), "POST, DELETE");
     }
     auto token = BearerToken(req);
-    absl::StatusOr<auth::Principal> principal = absl::UnauthenticatedError("an Authorization: Bearer token is required");
+    absl::StatusOr<auth::Principal> principal =
+        absl::UnauthenticatedError("an Authorization: Bearer token is required");
     if (token) principal = verifier.Verify(*token);
     if (!principal.ok()) {
-      HttpResponse r = Plain(401, mcp::ErrorResponse("null", kUnauthenticated, std::string(principal.status().message())));
+      HttpResponse r =
+          Plain(401, mcp::ErrorResponse("null", kUnauthenticated, std::string(principal.status().message())));
       r.headers.emplace_back("WWW-Authenticate", "Bearer resource_metadata=\"" + ResourceMetadataUrl() + "\"");
       co_return r;
     }
@@ -165,10 +171,12 @@ struct McpRoutes::Impl : GatewayContext {
 
   asio::awaitable<HttpResponse> Post(const HttpRequest& req, const auth::Principal& principal) {
     auto parsed = mcp::ParseJsonRpc(req.body);
-    if (auto* e = std::get_if<mcp::JsonRpcError>(&parsed)) co_return Reply(req, 400, mcp::ErrorResponse(e->id_json, e->code, e->message));
+    if (auto* e = std::get_if<mcp::JsonRpcError>(&parsed))
+      co_return Reply(req, 400, mcp::ErrorResponse(e->id_json, e->code, e->message));
     const mcp::JsonRpcMessage& msg = std::get<mcp::JsonRpcMessage>(parsed);
     const std::string header_version = req.Header("mcp-protocol-version");
-    const bool known_header = header_version.empty() || header_version == kModernVersion || IsInitializeVersion(header_version);
+    const bool known_header =
+        header_version.empty() || header_version == kModernVersion || IsInitializeVersion(header_version);
     if (msg.kind != mcp::JsonRpcMessage::Kind::kRequest) {
       if (!known_header) co_return UnsupportedVersion(req, "null", header_version);
       co_return HttpResponse{202, "", "application/json", {}};  // notifications and client responses
@@ -184,7 +192,8 @@ struct McpRoutes::Impl : GatewayContext {
     if (!meta_version.empty() || header_version == kModernVersion) {
       // 2026-07-28: every request names its revision in _meta, mirrored in headers that must match.
       if (meta_version.empty()) {
-        co_return HeaderMismatch(c, absl::StrCat("MCP-Protocol-Version is ", header_version, " but params._meta has no ", kMetaVersion));
+        co_return HeaderMismatch(
+            c, absl::StrCat("MCP-Protocol-Version is ", header_version, " but params._meta has no ", kMetaVersion));
       }
       if (meta_version != kModernVersion) co_return UnsupportedVersion(req, msg.id_json, meta_version);
       if (header_version != meta_version) {
@@ -192,7 +201,8 @@ struct McpRoutes::Impl : GatewayContext {
                                                  kMetaVersion, " '", meta_version, "'"));
       }
       if (const std::string m = req.Header("mcp-method"); m != msg.method) {
-        co_return HeaderMismatch(c, absl::StrCat("Mcp-Method header '", m, "' does not match method '", msg.method, "'"));
+        co_return HeaderMismatch(c,
+                                 absl::StrCat("Mcp-Method header '", m, "' does not match method '", msg.method, "'"));
       }
       if (msg.method == "tools/call" || msg.method == "resources/read" || msg.method == "prompts/get") {
         const char* field = msg.method == "resources/read" ? "uri" : "name";
@@ -210,7 +220,8 @@ struct McpRoutes::Impl : GatewayContext {
       // client initializes again).
       if (const std::string sid = req.Header("mcp-session-id"); !sid.empty()) {
         if (!sessions.Verify(sid, principal.tenant_id, clock.now_epoch_ms())) {
-          co_return Reply(req, 404, mcp::ErrorResponse(msg.id_json, mcp::kInvalidRequest, "session not found: initialize again"));
+          co_return Reply(req, 404,
+                          mcp::ErrorResponse(msg.id_json, mcp::kInvalidRequest, "session not found: initialize again"));
         }
       }
     }
@@ -226,20 +237,21 @@ struct McpRoutes::Impl : GatewayContext {
       auto call = ToolsCall(c);
       co_return co_await std::move(call);
     }
-    co_return Reply(req, c.modern ? 404 : 200,
-                    mcp::ErrorResponse(msg.id_json, mcp::kMethodNotFound, "method not found: " + msg.method.substr(0, 200)));
+    co_return Reply(
+        req, c.modern ? 404 : 200,
+        mcp::ErrorResponse(msg.id_json, mcp::kMethodNotFound, "method not found: " + msg.method.substr(0, 200)));
   }
 
   HttpResponse Initialize(const Call& c) {
     std::string version = kInitializeVersions.back();
     if (c.msg.params.is_object()) {
-      if (auto v = c.msg.params.find("protocolVersion"); v != c.msg.params.end() && v->is_string() && IsInitializeVersion(v->get<std::string>())) {
+      if (auto v = c.msg.params.find("protocolVersion");
+          v != c.msg.params.end() && v->is_string() && IsInitializeVersion(v->get<std::string>())) {
         version = v->get<std::string>();
       }
     }
-    HttpResponse r = Result(c, {{"protocolVersion", version},
-                                {"capabilities", Capabilities()},
-                                {"serverInfo", ServerInfo()}});
+    HttpResponse r =
+        Result(c, {{"protocolVersion", version}, {"capabilities", Capabilities()}, {"serverInfo", ServerInfo()}});
     r.headers.emplace_back("Mcp-Session-Id", sessions.Issue(c.principal.tenant_id, version, clock.now_epoch_ms()));
     return r;
   }
@@ -267,7 +279,8 @@ struct McpRoutes::Impl : GatewayContext {
       if (connector == nullptr) continue;
       json schema = tc.input_schema.empty() ? json() : json::parse(tc.input_schema, nullptr, false);
       if (!schema.is_object()) schema = {{"type", "object"}};
-      tools.push_back({name, tc.description, std::move(schema), connector->id, tc.action_type.empty() ? name : tc.action_type});
+      tools.push_back(
+          {name, tc.description, std::move(schema), connector->id, tc.action_type.empty() ? name : tc.action_type});
     }
     std::sort(tools.begin(), tools.end(), [](const McpTool& a, const McpTool& b) { return a.name < b.name; });
     return tools;
@@ -283,7 +296,8 @@ struct McpRoutes::Impl : GatewayContext {
       for (size_t i = 0; i < tools.size(); ++i) {
         auto match = engine.kill_switches().Match(tenant, tools[i].connector_id, tools[i].action_type, tools[i].name);
         if (!match.ok()) {
-          spdlog::warn("mcp tools/list: kill switches unreadable, listing {}: {}", tools[i].name, match.status().ToString());
+          spdlog::warn("mcp tools/list: kill switches unreadable, listing {}: {}", tools[i].name,
+                       match.status().ToString());
         } else if (match->has_value()) {
           show[i] = false;
         }
@@ -326,7 +340,8 @@ struct McpRoutes::Impl : GatewayContext {
     if (auto meta = params.find("_meta"); meta != params.end() && meta->is_object()) {
       if (auto key = meta->find(kMetaIdempotencyKey); key != meta->end()) {
         if (!key->is_string() || !IsValidIdempotencyKey(key->get<std::string>())) {
-          co_return InvalidParams(c, absl::StrCat("_meta[\"", kMetaIdempotencyKey, "\"] must be 1..255 printable ASCII characters"));
+          co_return InvalidParams(
+              c, absl::StrCat("_meta[\"", kMetaIdempotencyKey, "\"] must be 1..255 printable ASCII characters"));
         }
         ir.idempotency_key = key->get<std::string>();
       }
@@ -354,19 +369,23 @@ struct McpRoutes::Impl : GatewayContext {
     std::vector<std::string> supported = kInitializeVersions;
     supported.emplace_back(kModernVersion);
     const json data = {{"supported", supported}, {"requested", requested.substr(0, 64)}};
-    return Reply(req, 400, mcp::ErrorResponse(id_json, mcp::kUnsupportedProtocolVersion,
-                                              "unsupported protocol version: " + requested.substr(0, 64), &data));
+    return Reply(req, 400,
+                 mcp::ErrorResponse(id_json, mcp::kUnsupportedProtocolVersion,
+                                    "unsupported protocol version: " + requested.substr(0, 64), &data));
   }
 
   // A JSON-RPC answer as JSON, or as one SSE event when the client accepts only an event stream.
   static HttpResponse Reply(const HttpRequest& req, int status, std::string body) {
     const std::string accept = Lower(req.Header("accept"));
     if (accept.find("text/event-stream") != std::string::npos && accept.find("application/json") == std::string::npos) {
-      return HttpResponse{status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}};
+      return HttpResponse{
+          status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}};
     }
     return HttpResponse{status, std::move(body), "application/json", {}};
   }
-  static HttpResponse Plain(int status, std::string body) { return HttpResponse{status, std::move(body), "application/json", {}}; }
+  static HttpResponse Plain(int status, std::string body) {
+    return HttpResponse{status, std::move(body), "application/json", {}};
+  }
   static HttpResponse WithAllow(HttpResponse r, const char* allow) {
     r.headers.emplace_back("Allow", allow);
     return r;

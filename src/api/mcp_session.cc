@@ -74,8 +74,9 @@ std::string McpSessionIds::Issue(std::string_view tenant_id, std::string_view pr
   unsigned char nonce[12];
   if (RAND_bytes(nonce, sizeof nonce) != 1) std::fill(std::begin(nonce), std::end(nonce), 0);
   // v1.<version>.<issued ms>.<nonce>.<tenant digest>, then .<mac> over all of it.
-  const std::string payload = absl::StrCat("v1.", std::string(VisibleAscii(protocol_version) ? protocol_version : "unknown"),
-                                           ".", now_ms, ".", Hex(nonce, sizeof nonce), ".", TenantDigest(tenant_id));
+  const std::string payload =
+      absl::StrCat("v1.", std::string(VisibleAscii(protocol_version) ? protocol_version : "unknown"), ".", now_ms, ".",
+                   Hex(nonce, sizeof nonce), ".", TenantDigest(tenant_id));
   return absl::StrCat(payload, ".", Sign(payload));
 }
 
