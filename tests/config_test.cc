@@ -412,3 +412,50 @@ TEST(ConfigTest, DynamoDbBackendCapsTheBodyAndChecksItsKeys) {
 
 }  // namespace
 }  // namespace toolgate
+
+#include "gmock/gmock.h"  // matchers for the [mcp] block below
+
+namespace toolgate {
+namespace {
+
+TEST(ConfigTest, McpSectionDefaultsAndIsCheckedKeyByKey) {
+  const std::string connector = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
+  auto plain = ParseConfig(connector, "p.toml");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->mcp.public_url, "") << "empty: derived from server.listen and the bound port";
+  EXPECT_TRUE(plain->mcp.allowed_origins.empty());
+
+  auto set = ParseConfig("[mcp]\npublic_url = \"https://tools.example.com/gw/\"\n"
+                         "allowed_origins = [\"https://App.Example.com:443\", \"http://localhost:3000\"]\n"
+                         "authorization_servers = [\"https://auth.example.com\"]\n" + connector,
+                         "s.toml");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->mcp.public_url, "https://tools.example.com/gw");
+  EXPECT_THAT(set->mcp.allowed_origins, ::testing::ElementsAre("https://app.example.com", "http://localhost:3000"));
+  EXPECT_THAT(set->mcp.authorization_servers, ::testing::ElementsAre("https://auth.example.com"));
+
+  // A wildcard listener cannot name its own URL.
+  auto wildcard = ParseConfig("[server]\nlisten = \"0.0.0.0:8080\"\n" + connector, "w.toml");
+  ASSERT_FALSE(wildcard.ok());
+  EXPECT_THAT(std::string(wildcard.status().message()), ::testing::HasSubstr("mcp.public_url"));
+  EXPECT_TRUE(ParseConfig("[server]\nlisten = \"0.0.0.0:8080\"\n[mcp]\npublic_url = \"https://gw.example.com\"\n" + connector,
+                          "w2.toml").ok());
+
+  auto bad = ParseConfig("[mcp]\npublic_url = \"ftp://x\"\nallowed_origins = [\"https://a.example.com/path\"]\n"
+                         "authorization_servers = [\"not a url\"]\nsession_secret_env = \"TOOLGATE_TEST_UNSET_MCP_KEY\"\n"
+                         "sesion_ttl = 5\n" + connector,
+                         "b.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const char* key : {"mcp.public_url", "mcp.allowed_origins [0]", "mcp.authorization_servers [0]",
+                          "mcp.session_secret_env", "mcp.sesion_ttl is not a known key"}) {
+    EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
+  }
+  setenv("TOOLGATE_TEST_MCP_KEY", "0123456789abcdef0123", 1);
+  auto keyed = ParseConfig("[mcp]\nsession_secret_env = \"TOOLGATE_TEST_MCP_KEY\"\n" + connector, "k.toml");
+  ASSERT_TRUE(keyed.ok()) << keyed.status();
+  EXPECT_EQ(keyed->mcp.session_secret_env, "TOOLGATE_TEST_MCP_KEY");
+}
+
+}  // namespace
+}  // namespace toolgate

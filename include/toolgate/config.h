@@ -137,6 +137,21 @@ struct ToolConfig {
   RequestShape shape;                // method and path, checked at load
 };
 
+// [mcp] (design §14, §17.7): the MCP front door on the public listener.
+struct McpConfig {
+  // Where clients reach the public listener, scheme://host[:port][/prefix] without a trailing '/'.
+  // Empty: http://<server.listen> with the port actually bound (required when listen is a wildcard
+  // address). Names the RFC 9728 resource and is the default allowed Origin.
+  std::string public_url;
+  // Origins (scheme://host[:port], lowercased, default port left out) a browser-borne request may
+  // come from besides public_url's own.
+  std::vector<std::string> allowed_origins;
+  std::vector<std::string> authorization_servers;  // http(s) URLs for the RFC 9728 document
+  // Env var holding the key that signs Mcp-Session-Id values. Empty: derived from the HS256 secret,
+  // else a random key per process (then a session id is accepted only by the instance that issued it).
+  std::string session_secret_env;
+};
+
 struct Config {
   ServerConfig server;
   AdminConfig admin;
@@ -147,6 +162,7 @@ struct Config {
   int kill_switch_refresh_ms = 1000;  // S8 asks for 2 s fleet-wide
   SloEvaluationConfig slo;
   LedgerConfig ledger;
+  McpConfig mcp;
   std::map<std::string, ConnectorConfig> connectors;
   std::map<std::string, ToolConfig> tools;
   std::string source;  // the file it came from, or "built-in default"

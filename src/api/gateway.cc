@@ -17,6 +17,8 @@
 #include "api/descriptor_limit.h"
 #include "api/gateway_context.h"
 #include "api/http.h"
+#include "api/mcp_routes.h"
+#include "api/mcp_session.h"
 #include "api/public_routes.h"
 #include "api/recent_calls.h"
 #include "api/webhook_notifier.h"
@@ -52,6 +54,11 @@ struct Gateway::Impl {
     context = std::make_unique<GatewayContext>(GatewayContext{config, clock, *engine, pool, downstream_pool, *verifier,
                                                               admin_token, recent, in_flight, draining, connectors});
     public_routes = std::make_unique<PublicRoutes>(*context);
+    if (mcp_session_secret.empty()) {
+      spdlog::warn("mcp: no session key configured ([mcp] session_secret_env or an HS256 secret): Mcp-Session-Id "
+                   "values are signed with a random key, so only this instance accepts the ones it issues");
+    }
+    mcp_routes = std::make_unique<McpRoutes>(*context, McpSessionIds::DeriveKey(mcp_session_secret));
     admin_routes = std::make_unique<AdminRoutes>(*context);
     return absl::OkStatus();
   }
@@ -97,6 +104,8 @@ struct Gateway::Impl {
   asio::thread_pool pool;
   std::unique_ptr<GatewayContext> context;
   std::unique_ptr<PublicRoutes> public_routes;
+  std::unique_ptr<McpRoutes> mcp_routes;
+  std::string mcp_session_secret;  // signs Mcp-Session-Id values (empty: a random key)
   std::unique_ptr<AdminRoutes> admin_routes;
   std::unique_ptr<HttpServer> public_server, admin_server;
   int public_port = 0, admin_port = 0;
@@ -141,6 +150,12 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Cl
   auto impl = std::make_unique<Impl>(std::move(config), clock);
   impl->verifier = std::move(*verifier);
   impl->admin_token = std::move(admin_token);
+  // Mcp-Session-Id values are signed with a key every instance of a fleet derives from the same
+  // config: [mcp] session_secret_env, else the HS256 secret (mcp_session.h).
+  if (!impl->config.mcp.session_secret_env.empty()) {
+    if (const char* s = std::getenv(impl->config.mcp.session_secret_env.c_str()); s != nullptr) impl->mcp_session_secret = s;
+  }
+  if (impl->mcp_session_secret.empty()) impl->mcp_session_secret = vo.hs256_secret;
   return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
 }
 
@@ -154,13 +169,16 @@ absl::Status Gateway::Start() {
   limits.write_timeout = std::chrono::milliseconds(i.config.server.write_timeout_ms);
   limits.max_connections = i.config.server.max_connections;
   limits.response_budget = std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
-  i.public_server = std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) { return i.public_routes->Handle(std::move(r)); });
+  i.public_server = std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) {
+    return McpRoutes::Serves(r.path) ? i.mcp_routes->Handle(std::move(r)) : i.public_routes->Handle(std::move(r));
+  });
   ServerLimits admin_limits = limits;
   admin_limits.max_body_bytes = 64 * 1024;
   admin_limits.max_connections = i.config.admin.max_connections;
   i.admin_server = std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.admin_routes->Handle(std::move(r)); });
   try {
     i.public_port = i.public_server->Start(i.config.server.listen);
+    i.mcp_routes->SetListenPort(i.public_port);
     i.admin_port = i.admin_server->Start(i.config.admin.listen);
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/api_support.h"
+#include "api/invocation.h"
 #include "api/views.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
@@ -127,35 +128,12 @@ struct PublicRoutes::Impl : GatewayContext {
   }
 
 
-  // Admission, the downstream call and the outcome of a validated invocation or replay.
+  // The shared invocation path (api/invocation.h) for a validated invocation or replay.
   // `reached_tool` (optional) tells whether its ledger has TOOL_INVOKED or REPLAY_DEDUPED.
   asio::awaitable<HttpResponse> Execute(InvokeRequest ir, bool* reached_tool = nullptr) {
-    if (draining) co_return Error(503, "shutting_down", "toolgate is shutting down; retry on another instance");
-
-    ++in_flight;
-    struct Done {
-      std::atomic<int>& n;
-      ~Done() { --n; }
-    } done{in_flight};
-    auto admit = [this, &ir] { return engine.invoker().Admit(ir); };
-    auto admitted = co_await RunBlocking(pool, admit);
-    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) {
-      if (reached_tool != nullptr) *reached_tool = answer->reached_tool;
-      co_return ToHttp(std::move(*answer));
-    }
-    if (reached_tool != nullptr) *reached_tool = true;  // TOOL_INVOKED is durable from here on
-    std::unique_ptr<ToolInvoker::Ticket> ticket = std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted));
-    const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
-    const std::string connector_id = ds.connector->id;
-    auto call_op = connectors.at(connector_id)->Call(ds);
-    DownstreamResult result = co_await std::move(call_op);
-    if (result.kind != DownstreamResult::Kind::kLocalResource) {  // this host's trouble says nothing of the connector
-      const bool error = result.kind != DownstreamResult::Kind::kResponse || result.status >= 500;
-      recent.Add(connector_id, clock.now_epoch_ms(), result.latency_ms, error);
-    }
-    // Named, with only reference captures: g++ 12 mishandles non-trivial temporaries inside co_await.
-    auto complete = [this, &ticket, &result] { return engine.invoker().Complete(std::move(ticket), result); };
-    InvokeResponse answer = co_await RunBlocking(pool, complete);
+    auto run = RunInvocation(*this, std::move(ir));
+    InvokeResponse answer = co_await std::move(run);
+    if (reached_tool != nullptr) *reached_tool = answer.reached_tool;
     co_return ToHttp(std::move(answer));
   }
 

@@ -261,6 +261,65 @@ void ReadAdmin(TableReader& admin, AdminConfig& c) {
   admin.RefuseUnknown();
 }
 
+// scheme://host[:port] of an http(s) URL, lowercased, the scheme's default port left out: the
+// form a browser sends in Origin. Empty when `url` is not http(s)://host[:port][/path].
+std::string OriginOf(const std::string& url) {
+  HostPort address;
+  std::string path, why;
+  bool tls = false;
+  if (!ParseHttpUrl(url, address, path, tls, why)) return "";
+  std::string host = address.host;
+  for (char& ch : host) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  const bool default_port = address.port == (tls ? 443 : 80);
+  return absl::StrCat(tls ? "https://" : "http://", host, default_port ? "" : absl::StrCat(":", address.port));
+}
+
+bool IsWildcardHost(const std::string& host) { return host.empty() || host == "0.0.0.0" || host == "::"; }
+
+// [mcp] (design §14, §17.7).
+void ReadMcp(TableReader& r, const ServerConfig& server, McpConfig& m) {
+  r.String("public_url", m.public_url);
+  while (!m.public_url.empty() && m.public_url.back() == '/') m.public_url.pop_back();
+  if (!m.public_url.empty()) {
+    HostPort address;
+    std::string path, why;
+    bool tls = false;
+    if (!ParseHttpUrl(m.public_url, address, path, tls, why)) r.Error("public_url", why);
+  } else if (IsWildcardHost(server.listen.host)) {
+    r.Error("public_url", absl::StrCat("is required when server.listen is a wildcard address (", server.listen.ToString(),
+                                       "): the URL clients use to reach this listener"));
+  }
+  std::vector<std::string> origins;
+  r.StringArray("allowed_origins", origins);
+  for (size_t i = 0; i < origins.size(); ++i) {
+    std::string origin = OriginOf(origins[i]);
+    const bool bare = !origin.empty() && origins[i].find('/', origins[i].find("//") + 2) == std::string::npos;
+    if (!bare) {
+      r.Error("allowed_origins", absl::StrCat("[", i, "] (\"", origins[i].substr(0, 64),
+                                              "\") must be an origin: http[s]://host[:port] without a path"));
+      continue;
+    }
+    m.allowed_origins.push_back(std::move(origin));
+  }
+  r.StringArray("authorization_servers", m.authorization_servers);
+  for (size_t i = 0; i < m.authorization_servers.size(); ++i) {
+    if (OriginOf(m.authorization_servers[i]).empty()) {
+      r.Error("authorization_servers", absl::StrCat("[", i, "] (\"", m.authorization_servers[i].substr(0, 64),
+                                                    "\") must be an http[s]:// URL"));
+    }
+  }
+  r.String("session_secret_env", m.session_secret_env);
+  if (!m.session_secret_env.empty()) {
+    const char* v = std::getenv(m.session_secret_env.c_str());
+    if (v == nullptr || std::string(v).size() < 16) {
+      r.Error("session_secret_env", absl::StrCat("names the environment variable ", m.session_secret_env,
+                                                 ", which must hold at least 16 characters"));
+    }
+  }
+  r.RefuseUnknown();
+}
+
 void ReadBreaker(TableReader& r, breaker::Config& b) {
   r.Int("failure_threshold", 1, 1'000'000, b.failure_threshold);
   r.Int("window_s", 1, 86400, b.window_s);
@@ -505,6 +564,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   TableReader kill(top.Table("kill_switches"), "kill_switches", errors);
   kill.Int("refresh_ms", 50, 2000, c.kill_switch_refresh_ms);
   kill.RefuseUnknown();
+  TableReader mcp(top.Table("mcp"), "mcp", errors);
+  ReadMcp(mcp, c.server, c.mcp);
 
   if (const toml::table* connectors = top.Table("connectors")) {
     for (const auto& [name, node] : *connectors) {

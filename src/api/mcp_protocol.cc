@@ -1,0 +1,155 @@
+#include "api/mcp_protocol.h"
+
+#include <cctype>
+
+#include "api/json_limits.h"
+
+namespace toolgate::api::mcp {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void SkipSpace(std::string_view t, size_t& i) {
+  while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) ++i;
+}
+
+// Past the string starting at t[i] == '"'.
+void SkipString(std::string_view t, size_t& i) {
+  for (++i; i < t.size(); ++i) {
+    if (t[i] == '\\')
+      ++i;
+    else if (t[i] == '"') {
+      ++i;
+      return;
+    }
+  }
+}
+
+// Past one JSON value starting at t[i] (valid JSON assumed; bounded by t's size either way).
+void SkipValue(std::string_view t, size_t& i) {
+  if (i >= t.size()) return;
+  if (t[i] == '"') return SkipString(t, i);
+  if (t[i] == '{' || t[i] == '[') {
+    int depth = 0;
+    while (i < t.size()) {
+      const char c = t[i];
+      if (c == '"') {
+        SkipString(t, i);
+        continue;
+      }
+      if (c == '{' || c == '[') ++depth;
+      if (c == '}' || c == ']') {
+        if (--depth == 0) {
+          ++i;
+          return;
+        }
+      }
+      ++i;
+    }
+    return;
+  }
+  while (i < t.size() && t[i] != ',' && t[i] != '}' && t[i] != ']' && !std::isspace(static_cast<unsigned char>(t[i])))
+    ++i;
+}
+
+bool IsId(const json& id) { return id.is_string() || id.is_number(); }
+
+// The id's JSON text: a number as the client wrote it, a string re-encoded (the same value).
+std::string IdJson(std::string_view body, const json& id) {
+  if (id.is_number()) {
+    if (auto raw = RawTopLevelMember(body, "id")) return *raw;
+  }
+  return Dump(id);
+}
+
+JsonRpcError Invalid(std::string message, std::string id_json = "null") {
+  return JsonRpcError{kInvalidRequest, std::move(message), std::move(id_json)};
+}
+
+}  // namespace
+
+std::optional<std::string> RawTopLevelMember(std::string_view t, std::string_view key) {
+  size_t i = 0;
+  SkipSpace(t, i);
+  if (i >= t.size() || t[i] != '{') return std::nullopt;
+  ++i;
+  std::optional<std::string> found;
+  while (i < t.size()) {
+    SkipSpace(t, i);
+    if (i >= t.size() || t[i] == '}') break;
+    if (t[i] == ',') {
+      ++i;
+      continue;
+    }
+    if (t[i] != '"') return found;  // not valid JSON after all
+    const size_t key_start = i;
+    SkipString(t, i);
+    const json name = json::parse(t.substr(key_start, i - key_start), nullptr, false);  // decodes escapes
+    SkipSpace(t, i);
+    if (i >= t.size() || t[i] != ':') return found;
+    ++i;
+    SkipSpace(t, i);
+    const size_t value_start = i;
+    SkipValue(t, i);
+    if (name.is_string() && name.get<std::string>() == key) found = std::string(t.substr(value_start, i - value_start));
+  }
+  return found;
+}
+
+std::variant<JsonRpcMessage, JsonRpcError> ParseJsonRpc(std::string_view body) {
+  if (!JsonDepthWithin(body, kMaxMessageDepth)) {
+    return JsonRpcError{kParseError, "the message nests deeper than " + std::to_string(kMaxMessageDepth) + " levels"};
+  }
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return JsonRpcError{kParseError, "the body is not valid JSON"};
+  if (j.is_array()) return Invalid("JSON-RPC batches are not supported (removed from MCP in 2025-06-18)");
+  if (!j.is_object()) return Invalid("a JSON-RPC message must be an object");
+
+  std::string id_json = "null";
+  const auto id = j.find("id");
+  const bool has_id = id != j.end();
+  if (has_id && IsId(*id)) id_json = IdJson(body, *id);
+
+  const auto version = j.find("jsonrpc");
+  if (version == j.end() || !version->is_string() || version->get<std::string>() != "2.0") {
+    return Invalid("\"jsonrpc\" must be \"2.0\"", id_json);
+  }
+  if (has_id && !IsId(*id)) return Invalid("\"id\" must be a string or a number");
+
+  const auto method = j.find("method");
+  if (method == j.end()) {
+    if (has_id && (j.contains("result") || j.contains("error"))) {
+      JsonRpcMessage m;
+      m.kind = JsonRpcMessage::Kind::kResponse;
+      m.id_json = id_json;
+      return m;
+    }
+    return Invalid("a JSON-RPC request needs \"method\"", id_json);
+  }
+  if (!method->is_string()) return Invalid("\"method\" must be a string", id_json);
+
+  JsonRpcMessage m;
+  m.kind = has_id ? JsonRpcMessage::Kind::kRequest : JsonRpcMessage::Kind::kNotification;
+  m.id_json = id_json;
+  m.method = method->get<std::string>();
+  if (const auto params = j.find("params"); params != j.end()) {
+    if (!params->is_object() && !params->is_array()) return Invalid("\"params\" must be an object", id_json);
+    m.params = *params;
+  }
+  return m;
+}
+
+std::string ResultResponse(const std::string& id_json, const json& result) {
+  return "{\"jsonrpc\":\"2.0\",\"id\":" + id_json + ",\"result\":" + Dump(result) + "}";
+}
+
+std::string ErrorResponse(const std::string& id_json, int code, std::string_view message, const json* data) {
+  json error = {{"code", code}, {"message", std::string(message)}};
+  if (data != nullptr) error["data"] = *data;
+  return "{\"jsonrpc\":\"2.0\",\"id\":" + id_json + ",\"error\":" + Dump(error) + "}";
+}
+
+}  // namespace toolgate::api::mcp

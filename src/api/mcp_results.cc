@@ -1,0 +1,130 @@
+#include "api/mcp_results.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "api/mcp_protocol.h"
+
+namespace toolgate::api::mcp {
+
+namespace {
+
+using json = nlohmann::json;
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string Str(const json& body, const char* key) {
+  auto it = body.find(key);
+  return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// Why a DEFERRED call did not run, in words a model can use.
+std::string DeferredWhy(const std::string& reason) {
+  if (reason == "breaker_open") return "the service is failing and toolgate's circuit breaker for it is open";
+  if (reason == "probe_in_flight") return "the service is being probed after an outage";
+  if (reason == "concurrency_limit") return "the service already has as many calls in flight as it allows";
+  if (reason == "intent_in_progress") return "a call with the same idempotency key is running right now";
+  if (reason == "downstream_throttled") return "the service asked for fewer calls (rate limited)";
+  if (reason == "store_unavailable") return "toolgate cannot reach its store";
+  if (reason == "gateway_overloaded") return "toolgate is overloaded";
+  if (reason == "shutting_down") return "this toolgate instance is shutting down";
+  return "it was deferred (" + reason + ")";
+}
+
+std::string FailedText(const std::string& tool, const std::string& reason, const json& body) {
+  const std::string status = body.contains("downstream_status") && body["downstream_status"].is_number_integer()
+                                 ? absl::StrCat(" with HTTP ", body["downstream_status"].get<int64_t>())
+                                 : "";
+  if (reason == "timeout" || reason == "connection_lost") {
+    return absl::StrCat("The call to ", tool, reason == "timeout" ? " timed out" : " lost its connection",
+                        " after the request was sent: it may or may not have taken effect. Calling again with the same "
+                        "io.toolgate/idempotency_key lets the service deduplicate it.");
+  }
+  if (reason == "downstream_rejected" || reason == "tool_rejected") {
+    return absl::StrCat(
+        tool, " rejected the request", status,
+        ": it did not succeed. Check the arguments before calling again; retrying unchanged will fail the same way.");
+  }
+  if (reason == "connection_failed" || reason == "tls_error" || reason == "credentials_unavailable") {
+    return absl::StrCat("toolgate could not reach ", tool, " (", reason,
+                        "): the tool did not run. Try again later; repeated failures open the circuit breaker.");
+  }
+  return absl::StrCat(tool, " failed (", reason, ")", status,
+                      ": it ran and answered with an error, so it may have had effects. Try again later.");
+}
+
+json ErrorResult(std::string text, json structured, const std::string& execution_id) {
+  json r = {{"content", json::array({{{"type", "text"}, {"text", std::move(text)}}})},
+            {"structuredContent", std::move(structured)},
+            {"isError", true}};
+  if (!execution_id.empty()) r["_meta"] = {{"io.toolgate/execution_id", execution_id}};
+  return r;
+}
+
+}  // namespace
+
+CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response) {
+  CallAnswer a;
+  json body = json::parse(response.body_json, nullptr, false);
+  if (!body.is_object()) body = json::object();
+  const std::string id = Str(body, "execution_id");
+  const std::string outcome = Str(body, "outcome");
+  const std::string reason = Str(body, "reason");
+
+  if (outcome == "SUCCEEDED") {
+    json value = body.contains("result") ? body["result"] : json(nullptr);
+    json structured = value.is_object() ? value : json{{"result", value}};
+    a.result = {{"content", json::array({{{"type", "text"}, {"text", Dump(value)}}})},
+                {"structuredContent", std::move(structured)},
+                {"isError", false},
+                {"_meta", {{"io.toolgate/execution_id", id}}}};
+    return a;
+  }
+  if (outcome == "FAILED") {
+    a.result = ErrorResult(FailedText(tool, reason, body),
+                           {{"execution_id", id}, {"outcome", outcome}, {"reason", reason}}, id);
+    return a;
+  }
+  if (outcome == "BLOCKED") {
+    const std::string scope = Str(body, "scope");
+    a.result =
+        ErrorResult(absl::StrCat(tool, " did not run: an operator's kill switch (scope ", scope,
+                                 ") blocks it. Do not retry; it stays blocked until an operator clears the switch."),
+                    {{"execution_id", id}, {"outcome", outcome}, {"reason", reason}}, id);
+    return a;
+  }
+  const std::string error = Str(body, "error");
+  if (outcome == "DEFERRED" || response.http_status == 503) {
+    int64_t retry_ms = 1000;
+    if (body.contains("retry_after_ms") && body["retry_after_ms"].is_number()) {
+      retry_ms = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(body["retry_after_ms"].get<double>())));
+    } else if (response.retry_after_s) {
+      retry_ms = *response.retry_after_s * 1000;
+    }
+    const std::string why = outcome == "DEFERRED" ? reason : error;
+    json structured = {{"outcome", "DEFERRED"}, {"reason", why}, {"retry_after_ms", retry_ms}};
+    if (!id.empty()) structured["execution_id"] = id;
+    a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(why), ". Try again in ",
+                                        (retry_ms + 999) / 1000, " s (retry_after_ms ", retry_ms, ")."),
+                           std::move(structured), id);
+    return a;
+  }
+  if (response.http_status == 404 && error == "unknown_tool") {
+    a.is_rpc_error = true;
+    a.error_code = kInvalidParams;
+    a.error_message = "unknown tool: " + tool;
+    return a;
+  }
+  // toolgate refused the call before running it: invalid_input, idempotency_key_reused, ...
+  const std::string message = Str(body, "message");
+  std::string advice = error == "idempotency_key_reused"
+                           ? "This idempotency key was already used with other arguments; use a new key for a new call."
+                           : "Fix the arguments and call again.";
+  a.result =
+      ErrorResult(absl::StrCat("toolgate refused the call before running ", tool, " (", error.empty() ? "error" : error,
+                               "): ", message, ". The tool did not run. ", advice),
+                  {{"error", error}, {"message", message}}, id);
+  return a;
+}
+
+}  // namespace toolgate::api::mcp

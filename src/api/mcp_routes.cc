@@ -1,0 +1,410 @@
+#include "api/mcp_routes.h"
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "api/api_support.h"
+#include "api/invocation.h"
+#include "api/mcp_protocol.h"
+#include "api/mcp_results.h"
+#include "api/mcp_session.h"
+#include "spdlog/spdlog.h"
+#include "toolgate/domain/ids.h"
+
+#ifndef TOOLGATE_VERSION
+#define TOOLGATE_VERSION "0.0.0"
+#endif
+
+namespace toolgate::api {
+
+namespace {
+
+constexpr std::string_view kModernVersion = "2026-07-28";  // per-request _meta, no initialize, no sessions
+// Revisions with initialize and sessions, oldest first: the last is the answer to a client asking
+// for one toolgate does not speak.
+const std::vector<std::string> kInitializeVersions = {"2025-06-18", "2025-11-25"};
+constexpr char kMetaVersion[] = "io.modelcontextprotocol/protocolVersion";
+constexpr char kMetaIdempotencyKey[] = "io.toolgate/idempotency_key";
+constexpr int64_t kSessionTtlMs = int64_t{24} * 3600 * 1000;
+constexpr int64_t kToolsListTtlMs = 10'000;    // kill switches change what a tenant sees
+constexpr int64_t kDiscoverTtlMs = 3'600'000;  // versions and capabilities change with a deploy
+constexpr int kUnauthenticated = -32001;       // implementation-defined range
+
+bool IsInitializeVersion(std::string_view v) {
+  return std::find(kInitializeVersions.begin(), kInitializeVersions.end(), v) != kInitializeVersions.end();
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// scheme://host[:port] of a URL or an Origin header, lowercased, the default port left out.
+std::string NormalizeOrigin(std::string url) {
+  url = Lower(std::move(url));
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return url;
+  const size_t path = url.find('/', scheme_end + 3);
+  if (path != std::string::npos) url.resize(path);
+  const std::string scheme = url.substr(0, scheme_end);
+  for (const auto& [s, port] : {std::pair{"http", ":80"}, std::pair{"https", ":443"}}) {
+    const std::string p = port;
+    if (scheme == s && url.size() > p.size() && url.compare(url.size() - p.size(), p.size(), p) == 0 &&
+        url[url.size() - p.size() - 1] != ':') {
+      url.resize(url.size() - p.size());
+    }
+  }
+  return url;
+}
+
+std::string UrlHost(const std::string& host) { return host.find(':') != std::string::npos ? "[" + host + "]" : host; }
+
+// An Mcp-Name value: plain, or the =?base64?…?= sentinel form (2026-07-28 Value Encoding).
+std::optional<std::string> DecodeHeaderValue(const std::string& v) {
+  constexpr std::string_view kPrefix = "=?base64?", kSuffix = "?=";
+  if (v.size() >= kPrefix.size() + kSuffix.size() && v.compare(0, kPrefix.size(), kPrefix) == 0 &&
+      v.compare(v.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0) {
+    std::string out;
+    if (!absl::Base64Unescape(v.substr(kPrefix.size(), v.size() - kPrefix.size() - kSuffix.size()), &out)) {
+      return std::nullopt;
+    }
+    return out;
+  }
+  return v;
+}
+
+// One tool as MCP clients see it, before kill switches.
+struct McpTool {
+  std::string name;
+  std::string description;
+  json input_schema;
+  std::string connector_id;
+  std::string action_type;  // effective (DESIGN §1): the config's, else the tool name
+};
+
+}  // namespace
+
+struct McpRoutes::Impl : GatewayContext {
+  Impl(GatewayContext& g, std::string session_key)
+      : GatewayContext(g), sessions(std::move(session_key), kSessionTtlMs) {}
+
+  McpSessionIds sessions;
+  std::string public_url;
+  std::set<std::string> allowed_origins;
+
+  // What one JSON-RPC request is answered under.
+  struct Call {
+    const HttpRequest& req;
+    const auth::Principal& principal;
+    const mcp::JsonRpcMessage& msg;
+    bool modern = false;  // 2026-07-28
+  };
+
+  void SetListenPort(int port) {
+    const HostPort& listen = config.server.listen;
+    public_url = config.mcp.public_url.empty() ? absl::StrCat("http://", UrlHost(listen.host), ":", port)
+                                               : config.mcp.public_url;
+    allowed_origins.insert(config.mcp.allowed_origins.begin(), config.mcp.allowed_origins.end());
+    allowed_origins.insert(NormalizeOrigin(public_url));
+    if (config.mcp.public_url.empty() && IsLoopback(listen.host)) {
+      for (const char* host : {"localhost", "127.0.0.1", "[::1]"})
+        allowed_origins.insert(absl::StrCat("http://", host, ":", port));
+    }
+  }
+
+  std::string ResourceMetadataUrl() const { return public_url + "/.well-known/oauth-protected-resource/mcp"; }
+
+  asio::awaitable<HttpResponse> Handle(HttpRequest req) {
+    if (req.path != "/mcp") {
+      if (req.method != "GET") co_return WithAllow(Error(405, "method_not_allowed", "use GET"), "GET");
+      co_return Json(200, {{"resource", public_url + "/mcp"},
+                           {"authorization_servers", config.mcp.authorization_servers},
+                           {"bearer_methods_supported", {"header"}}});
+    }
+    // DNS-rebinding guard (§17.7): only a present Origin is checked, before anything else.
+    if (const std::string origin = req.Header("origin");
+        !origin.empty() && !allowed_origins.count(NormalizeOrigin(origin))) {
+      co_return Plain(403, mcp::ErrorResponse("null", mcp::kInvalidRequest, "this Origin is not allowed"));
+    }
+    if (req.method == "GET") {
+      co_return WithAllow(Plain(405, mcp::ErrorResponse("null", mcp::kInvalidRequest,
+                                                        "toolgate offers no server-initiated stream: POST requests")),
+                          "POST, DELETE");
+    }
+    if (req.method != "POST" && req.method != "DELETE") {
+      co_return WithAllow(Plain(405, mcp::ErrorResponse("null", mcp::kInvalidRequest, "use POST")), "POST, DELETE");
+    }
+    auto token = BearerToken(req);
+    absl::StatusOr<auth::Principal> principal =
+        absl::UnauthenticatedError("an Authorization: Bearer token is required");
+    if (token) principal = verifier.Verify(*token);
+    if (!principal.ok()) {
+      HttpResponse r =
+          Plain(401, mcp::ErrorResponse("null", kUnauthenticated, std::string(principal.status().message())));
+      r.headers.emplace_back("WWW-Authenticate", "Bearer resource_metadata=\"" + ResourceMetadataUrl() + "\"");
+      co_return r;
+    }
+    if (HasTenantFields(req, nullptr)) {
+      co_return Plain(400, mcp::ErrorResponse("null", mcp::kInvalidRequest,
+                                              "tenant_id and account_id come from the token, never the request"));
+    }
+    if (req.method == "DELETE") co_return EndSession(req, *principal);
+    auto post = Post(req, *principal);
+    co_return co_await std::move(post);
+  }
+
+  // DELETE /mcp: sessions keep no state, so ending one only acknowledges it (mcp_session.h).
+  HttpResponse EndSession(const HttpRequest& req, const auth::Principal& principal) {
+    const std::string id = req.Header("mcp-session-id");
+    if (id.empty()) return Plain(400, mcp::ErrorResponse("null", mcp::kInvalidRequest, "Mcp-Session-Id is required"));
+    if (!sessions.Verify(id, principal.tenant_id, clock.now_epoch_ms())) {
+      return Plain(404, mcp::ErrorResponse("null", mcp::kInvalidRequest, "no such session"));
+    }
+    return HttpResponse{204, "", "application/json", {}};
+  }
+
+  asio::awaitable<HttpResponse> Post(const HttpRequest& req, const auth::Principal& principal) {
+    auto parsed = mcp::ParseJsonRpc(req.body);
+    if (auto* e = std::get_if<mcp::JsonRpcError>(&parsed))
+      co_return Reply(req, 400, mcp::ErrorResponse(e->id_json, e->code, e->message));
+    const mcp::JsonRpcMessage& msg = std::get<mcp::JsonRpcMessage>(parsed);
+    const std::string header_version = req.Header("mcp-protocol-version");
+    const bool known_header =
+        header_version.empty() || header_version == kModernVersion || IsInitializeVersion(header_version);
+    if (msg.kind != mcp::JsonRpcMessage::Kind::kRequest) {
+      if (!known_header) co_return UnsupportedVersion(req, "null", header_version);
+      co_return HttpResponse{202, "", "application/json", {}};  // notifications and client responses
+    }
+
+    std::string meta_version;
+    if (msg.params.is_object()) {
+      if (auto meta = msg.params.find("_meta"); meta != msg.params.end() && meta->is_object()) {
+        if (auto v = meta->find(kMetaVersion); v != meta->end() && v->is_string()) meta_version = v->get<std::string>();
+      }
+    }
+    Call c{req, principal, msg};
+    if (!meta_version.empty() || header_version == kModernVersion) {
+      // 2026-07-28: every request names its revision in _meta, mirrored in headers that must match.
+      if (meta_version.empty()) {
+        co_return HeaderMismatch(
+            c, absl::StrCat("MCP-Protocol-Version is ", header_version, " but params._meta has no ", kMetaVersion));
+      }
+      if (meta_version != kModernVersion) co_return UnsupportedVersion(req, msg.id_json, meta_version);
+      if (header_version != meta_version) {
+        co_return HeaderMismatch(c, absl::StrCat("MCP-Protocol-Version header '", header_version, "' does not match ",
+                                                 kMetaVersion, " '", meta_version, "'"));
+      }
+      if (const std::string m = req.Header("mcp-method"); m != msg.method) {
+        co_return HeaderMismatch(c,
+                                 absl::StrCat("Mcp-Method header '", m, "' does not match method '", msg.method, "'"));
+      }
+      if (msg.method == "tools/call" || msg.method == "resources/read" || msg.method == "prompts/get") {
+        const char* field = msg.method == "resources/read" ? "uri" : "name";
+        const auto value = msg.params.find(field);
+        const std::string body_name = value != msg.params.end() && value->is_string() ? value->get<std::string>() : "";
+        const std::optional<std::string> header_name = DecodeHeaderValue(req.Header("mcp-name"));
+        if (!header_name || header_name->empty() || *header_name != body_name) {
+          co_return HeaderMismatch(c, absl::StrCat("Mcp-Name header does not match params.", field));
+        }
+      }
+      c.modern = true;
+    } else if (msg.method != "initialize") {
+      if (!known_header) co_return UnsupportedVersion(req, msg.id_json, header_version);
+      // The session is optional; one the client sends must be one toolgate issued (else 404: the
+      // client initializes again).
+      if (const std::string sid = req.Header("mcp-session-id"); !sid.empty()) {
+        if (!sessions.Verify(sid, principal.tenant_id, clock.now_epoch_ms())) {
+          co_return Reply(req, 404,
+                          mcp::ErrorResponse(msg.id_json, mcp::kInvalidRequest, "session not found: initialize again"));
+        }
+      }
+    }
+
+    if (msg.method == "initialize" && !c.modern) co_return Initialize(c);
+    if (msg.method == "ping") co_return Result(c, json::object());
+    if (msg.method == "server/discover") co_return Discover(c);
+    if (msg.method == "tools/list") {
+      auto list = ToolsList(c);
+      co_return co_await std::move(list);
+    }
+    if (msg.method == "tools/call") {
+      auto call = ToolsCall(c);
+      co_return co_await std::move(call);
+    }
+    co_return Reply(
+        req, c.modern ? 404 : 200,
+        mcp::ErrorResponse(msg.id_json, mcp::kMethodNotFound, "method not found: " + msg.method.substr(0, 200)));
+  }
+
+  HttpResponse Initialize(const Call& c) {
+    std::string version = kInitializeVersions.back();
+    if (c.msg.params.is_object()) {
+      if (auto v = c.msg.params.find("protocolVersion");
+          v != c.msg.params.end() && v->is_string() && IsInitializeVersion(v->get<std::string>())) {
+        version = v->get<std::string>();
+      }
+    }
+    HttpResponse r =
+        Result(c, {{"protocolVersion", version}, {"capabilities", Capabilities()}, {"serverInfo", ServerInfo()}});
+    r.headers.emplace_back("Mcp-Session-Id", sessions.Issue(c.principal.tenant_id, version, clock.now_epoch_ms()));
+    return r;
+  }
+
+  HttpResponse Discover(const Call& c) {
+    std::vector<std::string> versions = kInitializeVersions;
+    versions.emplace_back(kModernVersion);
+    return Result(c, {{"supportedVersions", versions},
+                      {"capabilities", Capabilities()},
+                      {"serverInfo", ServerInfo()},
+                      {"ttlMs", kDiscoverTtlMs},
+                      {"cacheScope", "public"},
+                      {"_meta", {{"io.modelcontextprotocol/serverInfo", ServerInfo()}}}});
+  }
+
+  static json Capabilities() { return {{"tools", {{"listChanged", false}}}}; }
+  static json ServerInfo() { return {{"name", "toolgate"}, {"version", TOOLGATE_VERSION}}; }
+
+  // Every tool an MCP client may be shown, before kill switches: the [tools."x"] entries of
+  // configured connectors, sorted by name. MCP connectors' tools (design §14) join the list here.
+  std::vector<McpTool> GatherTools() const {
+    std::vector<McpTool> tools;
+    for (const auto& [name, tc] : config.tools) {
+      const ConnectorConfig* connector = engine.invoker().ResolveConnector(name);
+      if (connector == nullptr) continue;
+      json schema = tc.input_schema.empty() ? json() : json::parse(tc.input_schema, nullptr, false);
+      if (!schema.is_object()) schema = {{"type", "object"}};
+      tools.push_back(
+          {name, tc.description, std::move(schema), connector->id, tc.action_type.empty() ? name : tc.action_type});
+    }
+    std::sort(tools.begin(), tools.end(), [](const McpTool& a, const McpTool& b) { return a.name < b.name; });
+    return tools;
+  }
+
+  asio::awaitable<HttpResponse> ToolsList(const Call& c) {
+    std::vector<McpTool> tools = GatherTools();
+    const std::string& tenant = c.principal.tenant_id;
+    // Tools a kill switch blocks for this tenant are left out, by the check the invoker makes (S8).
+    // When the store cannot say, a tool stays listed: a call to it is still checked.
+    auto visible = co_await RunBlocking(pool, [&] {
+      std::vector<bool> show(tools.size(), true);
+      for (size_t i = 0; i < tools.size(); ++i) {
+        auto match = engine.kill_switches().Match(tenant, tools[i].connector_id, tools[i].action_type, tools[i].name);
+        if (!match.ok()) {
+          spdlog::warn("mcp tools/list: kill switches unreadable, listing {}: {}", tools[i].name,
+                       match.status().ToString());
+        } else if (match->has_value()) {
+          show[i] = false;
+        }
+      }
+      return show;
+    });
+    json list = json::array();
+    for (size_t i = 0; i < tools.size(); ++i) {
+      if (!visible[i]) continue;
+      json t = {{"name", tools[i].name}, {"inputSchema", tools[i].input_schema}};
+      if (!tools[i].description.empty()) t["description"] = tools[i].description;
+      list.push_back(std::move(t));
+    }
+    json result = {{"tools", std::move(list)}};
+    if (c.modern) {
+      result["ttlMs"] = kToolsListTtlMs;
+      result["cacheScope"] = "private";  // kill switches make the list the tenant's own
+    }
+    co_return Result(c, result);
+  }
+
+  asio::awaitable<HttpResponse> ToolsCall(const Call& c) {
+    const json& params = c.msg.params;
+    if (!params.is_object()) co_return InvalidParams(c, "params must be an object");
+    const auto name = params.find("name");
+    if (name == params.end() || !name->is_string()) co_return InvalidParams(c, "params.name must be a string");
+    const std::string tool = name->get<std::string>();
+    if (!IsValidToolName(tool) || engine.invoker().ResolveConnector(tool) == nullptr) {
+      co_return InvalidParams(c, "unknown tool: " + tool.substr(0, 200));
+    }
+    json arguments = json::object();
+    if (auto a = params.find("arguments"); a != params.end()) {
+      if (!a->is_object()) co_return InvalidParams(c, "params.arguments must be an object");
+      arguments = *a;
+    }
+    InvokeRequest ir;
+    ir.principal = c.principal;
+    ir.tool_name = tool;
+    ir.input_json = Dump(arguments);
+    if (auto meta = params.find("_meta"); meta != params.end() && meta->is_object()) {
+      if (auto key = meta->find(kMetaIdempotencyKey); key != meta->end()) {
+        if (!key->is_string() || !IsValidIdempotencyKey(key->get<std::string>())) {
+          co_return InvalidParams(
+              c, absl::StrCat("_meta[\"", kMetaIdempotencyKey, "\"] must be 1..255 printable ASCII characters"));
+        }
+        ir.idempotency_key = key->get<std::string>();
+      }
+    }
+    auto run = RunInvocation(*this, std::move(ir));
+    InvokeResponse answer = co_await std::move(run);
+    mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer);
+    if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
+    co_return Result(c, std::move(a.result));
+  }
+
+  // ---- answers -------------------------------------------------------------------------------------
+
+  HttpResponse Result(const Call& c, json result) {
+    if (c.modern) result["resultType"] = "complete";
+    return Reply(c.req, 200, mcp::ResultResponse(c.msg.id_json, result));
+  }
+  HttpResponse InvalidParams(const Call& c, std::string_view message) {
+    return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, mcp::kInvalidParams, message));
+  }
+  HttpResponse HeaderMismatch(const Call& c, std::string_view message) {
+    return Reply(c.req, 400, mcp::ErrorResponse(c.msg.id_json, mcp::kHeaderMismatch, message));
+  }
+  HttpResponse UnsupportedVersion(const HttpRequest& req, const std::string& id_json, const std::string& requested) {
+    std::vector<std::string> supported = kInitializeVersions;
+    supported.emplace_back(kModernVersion);
+    const json data = {{"supported", supported}, {"requested", requested.substr(0, 64)}};
+    return Reply(req, 400,
+                 mcp::ErrorResponse(id_json, mcp::kUnsupportedProtocolVersion,
+                                    "unsupported protocol version: " + requested.substr(0, 64), &data));
+  }
+
+  // A JSON-RPC answer as JSON, or as one SSE event when the client accepts only an event stream.
+  static HttpResponse Reply(const HttpRequest& req, int status, std::string body) {
+    const std::string accept = Lower(req.Header("accept"));
+    if (accept.find("text/event-stream") != std::string::npos && accept.find("application/json") == std::string::npos) {
+      return HttpResponse{
+          status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}};
+    }
+    return HttpResponse{status, std::move(body), "application/json", {}};
+  }
+  static HttpResponse Plain(int status, std::string body) {
+    return HttpResponse{status, std::move(body), "application/json", {}};
+  }
+  static HttpResponse WithAllow(HttpResponse r, const char* allow) {
+    r.headers.emplace_back("Allow", allow);
+    return r;
+  }
+};
+
+McpRoutes::McpRoutes(GatewayContext& context, std::string session_key)
+    : impl_(std::make_unique<Impl>(context, std::move(session_key))) {}
+McpRoutes::~McpRoutes() = default;
+void McpRoutes::SetListenPort(int port) { impl_->SetListenPort(port); }
+
+bool McpRoutes::Serves(const std::string& path) {
+  return path == "/mcp" || path == "/.well-known/oauth-protected-resource" ||
+         path == "/.well-known/oauth-protected-resource/mcp";
+}
+
+asio::awaitable<HttpResponse> McpRoutes::Handle(HttpRequest request) {
+  auto op = impl_->Handle(std::move(request));
+  co_return co_await std::move(op);
+}
+
+}  // namespace toolgate::api

@@ -1,0 +1,100 @@
+// The pure pieces of the MCP front door: the JSON-RPC reader (ids echoed exactly), stateless session
+// ids (any instance with the same key accepts them; bound to a tenant; expiring; tamper-evident) and
+// the one table from the engine's answer to a tools/call result (design §14, §17.7).
+
+#include "api/mcp_protocol.h"
+
+#include "api/mcp_results.h"
+#include "api/mcp_session.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace toolgate::api {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(McpProtocolTest, ReadsRequestsNotificationsAndResponsesAndEchoesIdsExactly) {
+  auto m = std::get<mcp::JsonRpcMessage>(mcp::ParseJsonRpc(R"({"jsonrpc":"2.0","id":1.0,"method":"ping"})"));
+  EXPECT_EQ(m.kind, mcp::JsonRpcMessage::Kind::kRequest);
+  EXPECT_EQ(m.id_json, "1.0");
+  EXPECT_EQ(m.params, json::object());
+  EXPECT_EQ(mcp::ResultResponse(m.id_json, json::object()), R"({"jsonrpc":"2.0","id":1.0,"result":{}})");
+  auto big = std::get<mcp::JsonRpcMessage>(
+      mcp::ParseJsonRpc(R"({"id" : 98765432109876543210987654321 ,"jsonrpc":"2.0","method":"x"})"));
+  EXPECT_EQ(big.id_json, "98765432109876543210987654321");
+  auto s = std::get<mcp::JsonRpcMessage>(mcp::ParseJsonRpc(R"({"jsonrpc":"2.0","id":"a\u00e9\"","method":"x"})"));
+  EXPECT_EQ(json::parse(s.id_json), "aé\"");
+  EXPECT_EQ(std::get<mcp::JsonRpcMessage>(mcp::ParseJsonRpc(R"({"jsonrpc":"2.0","method":"n"})")).kind,
+            mcp::JsonRpcMessage::Kind::kNotification);
+  EXPECT_EQ(std::get<mcp::JsonRpcMessage>(mcp::ParseJsonRpc(R"({"jsonrpc":"2.0","id":4,"error":{"code":1}})")).kind,
+            mcp::JsonRpcMessage::Kind::kResponse);
+  EXPECT_EQ(mcp::RawTopLevelMember(R"({"a":{"id":1},"\u0069d":[1,"]"],"id":"last"})", "id"), "\"last\"");
+  EXPECT_EQ(mcp::RawTopLevelMember(R"({"a":{"id":1}})", "id"), std::nullopt);
+
+  auto err = [](std::string_view body) { return std::get<mcp::JsonRpcError>(mcp::ParseJsonRpc(body)); };
+  EXPECT_EQ(err("nope").code, mcp::kParseError);
+  EXPECT_EQ(err(std::string(100, '[') + std::string(100, ']')).code, mcp::kParseError);
+  EXPECT_EQ(err("[]").code, mcp::kInvalidRequest);
+  EXPECT_EQ(err(R"({"jsonrpc":"2.0","id":null,"method":"x"})").code, mcp::kInvalidRequest);
+  EXPECT_EQ(err(R"({"jsonrpc":"2.0","id":2,"method":"x","params":3})").id_json, "2");
+  EXPECT_EQ(err(R"({"id":"k","method":"x"})").id_json, "\"k\"");
+}
+
+TEST(McpSessionTest, IdsAreStatelessTenantBoundExpiringAndTamperEvident) {
+  const McpSessionIds a(McpSessionIds::DeriveKey("shared-secret-0123456789"), 1000);
+  const McpSessionIds b(McpSessionIds::DeriveKey("shared-secret-0123456789"), 1000);
+  const McpSessionIds other(McpSessionIds::DeriveKey("another-secret-0123456789"), 1000);
+  const std::string id = a.Issue("tenant-a", "2025-06-18", 5000);
+  for (char c : id) EXPECT_TRUE(c > 0x20 && c < 0x7f) << "a header value";
+  auto s = b.Verify(id, "tenant-a", 5500);  // another instance, same config
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->protocol_version, "2025-06-18");
+  EXPECT_FALSE(other.Verify(id, "tenant-a", 5500));
+  EXPECT_FALSE(a.Verify(id, "tenant-b", 5500));
+  EXPECT_FALSE(a.Verify(id, "tenant-a", 6001)) << "expired";
+  std::string tampered = id;
+  tampered[4] = tampered[4] == '1' ? '2' : '1';
+  EXPECT_FALSE(a.Verify(tampered, "tenant-a", 5500));
+  EXPECT_FALSE(a.Verify("", "tenant-a", 5500));
+  EXPECT_NE(McpSessionIds::DeriveKey(""), McpSessionIds::DeriveKey("")) << "no secret: a random key";
+}
+
+InvokeResponse Engine(int status, const json& body, std::optional<int64_t> retry_after_s = std::nullopt) {
+  return InvokeResponse{status, body.dump(), retry_after_s};
+}
+
+TEST(McpResultsTest, EveryOutcomeMapsToOneResultShape) {
+  auto ok =
+      mcp::ToCallAnswer("crm.x", Engine(200, {{"execution_id", "e1"}, {"outcome", "SUCCEEDED"}, {"result", "plain"}}));
+  EXPECT_EQ(ok.result["structuredContent"], json({{"result", "plain"}}));
+  EXPECT_EQ(ok.result["content"][0]["text"], "\"plain\"");
+  EXPECT_EQ(ok.result["_meta"]["io.toolgate/execution_id"], "e1");
+
+  auto timeout =
+      mcp::ToCallAnswer("crm.x", Engine(504, {{"execution_id", "e2"}, {"outcome", "FAILED"}, {"reason", "timeout"}}));
+  EXPECT_EQ(timeout.result["isError"], true);
+  EXPECT_THAT(timeout.result["content"][0]["text"].get<std::string>(), ::testing::HasSubstr("may or may not"));
+  EXPECT_EQ(timeout.result["structuredContent"],
+            json({{"execution_id", "e2"}, {"outcome", "FAILED"}, {"reason", "timeout"}}));
+
+  auto deferred = mcp::ToCallAnswer(
+      "crm.x", Engine(503, {{"execution_id", "e3"}, {"outcome", "DEFERRED"}, {"reason", "concurrency_limit"}}, 2));
+  EXPECT_EQ(deferred.result["structuredContent"]["retry_after_ms"], 2000) << "always there for DEFERRED";
+  auto draining = mcp::ToCallAnswer("crm.x", Engine(503, {{"error", "shutting_down"}, {"message", "m"}}));
+  EXPECT_EQ(draining.result["structuredContent"]["reason"], "shutting_down");
+  EXPECT_EQ(draining.result["structuredContent"]["retry_after_ms"], 1000);
+  EXPECT_FALSE(draining.result.contains("_meta")) << "no execution";
+
+  auto invalid =
+      mcp::ToCallAnswer("crm.x", Engine(400, {{"error", "invalid_input"}, {"message", "/deal_id: required"}}));
+  EXPECT_EQ(invalid.result["isError"], true);
+  EXPECT_THAT(invalid.result["content"][0]["text"].get<std::string>(), ::testing::HasSubstr("/deal_id: required"));
+
+  auto unknown = mcp::ToCallAnswer("crm.x", Engine(404, {{"error", "unknown_tool"}, {"message", "m"}}));
+  EXPECT_TRUE(unknown.is_rpc_error);
+  EXPECT_EQ(unknown.error_code, mcp::kInvalidParams);
+}
+
+}  // namespace
+}  // namespace toolgate::api
