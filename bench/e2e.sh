@@ -2,7 +2,9 @@
 # End-to-end benchmark (not a test): wrk with 64 connections against
 #   1. the downstream directly (baseline),
 #   2. nginx as a plain reverse proxy with max_conns on the upstream (the hop a user would otherwise add),
-#   3. toolgate POST /v1/tools/bench.echo/invoke with HS256 tokens, on SQLite (synchronous normal and full).
+#   3. toolgate POST /v1/tools/bench.echo/invoke with HS256 tokens, on SQLite (synchronous normal and full),
+#   4. the same through an HTTPS downstream (nginx terminating TLS in front of it) with keep-alive, and the
+#      TLS handshakes per 1,000 calls that cost (from toolgate_downstream_connections_total).
 # Usage: bench/e2e.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS=64]. Installs wrk and nginx-light when missing (as root).
 set -euo pipefail
 build_dir=$(realpath "${1:-build}")
@@ -22,7 +24,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-down_port=19101; nginx_port=19102; api_port=19103; admin_port=19104
+down_port=19101; nginx_port=19102; api_port=19103; admin_port=19104; tls_port=19105
 "$build_dir/examples/demo_downstream" --port $down_port --name bench --fail-percent 0 --latency-ms 0 >/dev/null & pids+=($!)
 
 cat > "$work/post.lua" <<LUA
@@ -53,14 +55,32 @@ http {
     listen 127.0.0.1:$nginx_port;
     location / { proxy_pass http://down; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
+  server {
+    listen 127.0.0.1:$tls_port ssl;
+    ssl_certificate $work/server.pem;
+    ssl_certificate_key $work/server.key;
+    keepalive_requests 100000;
+    location / { proxy_pass http://down; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
 }
 NGINX
+# A throwaway CA and a server certificate for 127.0.0.1 (the HTTPS downstream).
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=bench CA" -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName = IP:127.0.0.1\n' > "$work/san.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+  -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g "daemon off;" & pids+=($!)
 sleep 0.5
 run_wrk "nginx reverse proxy (max_conns=64)" "http://127.0.0.1:$nginx_port/bench.echo"
 
 export TOOLGATE_JWT_SECRET=bench-secret
-for sync in normal full; do
+for sync in normal full tls; do
+  base_url="http://127.0.0.1:$down_port"; tls_table=""; sqlite_sync=$sync
+  if [ "$sync" = tls ]; then
+    base_url="https://127.0.0.1:$tls_port"; tls_table="[connectors.bench.tls]
+ca_file = \"$work/ca.pem\""; sqlite_sync=normal
+  fi
   cat > "$work/toolgate-$sync.toml" <<TOML
 [server]
 listen = "127.0.0.1:$api_port"
@@ -69,16 +89,23 @@ store_threads = 16
 listen = "127.0.0.1:$admin_port"
 [store]
 path = "$work/toolgate-$sync.db"
-sqlite_synchronous = "$sync"
+sqlite_synchronous = "$sqlite_sync"
 [connectors.bench]
-base_url = "http://127.0.0.1:$down_port"
+base_url = "$base_url"
 max_in_flight = 1000
+$tls_table
 TOML
   "$build_dir/toolgate" serve --config "$work/toolgate-$sync.toml" >/dev/null 2>"$work/toolgate-$sync.log" &
   tg=$!
   sleep 0.7
   TOKEN=$("$build_dir/toolgate" dev-token --config "$work/toolgate-$sync.toml" --tenant bench) \
-    run_wrk "toolgate (sqlite synchronous=$sync)" "http://127.0.0.1:$api_port/v1/tools/bench.echo/invoke"
+    run_wrk "toolgate (sqlite synchronous=$sqlite_sync$([ "$sync" = tls ] && echo ', https downstream'))" "http://127.0.0.1:$api_port/v1/tools/bench.echo/invoke"
   echo "   store: $(sqlite3 "$work/toolgate-$sync.db" "select count(*) from items where sk like 'EXEC#%'") executions recorded"
+  curl -s "http://127.0.0.1:$admin_port/metrics" | awk '
+    /^toolgate_downstream_connections_total\{event="opened"\}/ {o=$2}
+    /^toolgate_downstream_connections_total\{event="tls_handshake"\}/ {h=$2}
+    /^toolgate_downstream_connections_total\{event="reused"\}/ {r=$2}
+    END { n=o+r; if (n>0) printf "   downstream: %d connections opened, %d TLS handshakes, %d calls on kept-alive ones (%.2f handshakes per 1,000 calls)\n", o, h, r, 1000*h/n }'
+
   kill $tg; wait $tg 2>/dev/null || true
 done

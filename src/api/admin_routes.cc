@@ -46,6 +46,8 @@ struct AdminRoutes::Impl : GatewayContext {
         }
         return 0;
       });
+      const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
+      engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
       co_return HttpResponse{200, engine.metrics().Serialize(), "text/plain; version=0.0.4", {}};
     }
     if (req.path == "/admin/connectors" && req.method == "GET") {

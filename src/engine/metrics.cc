@@ -26,6 +26,10 @@ Metrics::Metrics()
                        .Register(*registry_)),
       in_flight_(prometheus::BuildGauge().Name("toolgate_in_flight").Help("Calls in flight to the connector, fleet-wide").Register(*registry_)),
       in_flight_limit_(prometheus::BuildGauge().Name("toolgate_in_flight_limit").Help("The connector's in-flight limit").Register(*registry_)),
+      downstream_connections_(prometheus::BuildCounter()
+                                  .Name("toolgate_downstream_connections_total")
+                                  .Help("Downstream connections: opened, TLS handshakes, calls served on a kept-alive one")
+                                  .Register(*registry_)),
       deferred_(prometheus::BuildCounter().Name("toolgate_deferred_total").Help("DEFERRED answers by reason").Register(*registry_)),
       blocked_(prometheus::BuildCounter().Name("toolgate_blocked_total").Help("BLOCKED answers by kill switch scope").Register(*registry_)),
       replays_(prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
@@ -128,6 +132,14 @@ void Metrics::BreakerState(const std::string& connector, breaker::State state) {
 void Metrics::InFlight(const std::string& connector, double in_flight, double limit) {
   in_flight_.Add({{"connector", connector}}).Set(in_flight);
   in_flight_limit_.Add({{"connector", connector}}).Set(limit);
+}
+
+void Metrics::DownstreamPool(uint64_t opened, uint64_t tls_handshakes, uint64_t reused) {
+  for (auto [event, value] : {std::pair{"opened", opened}, std::pair{"tls_handshake", tls_handshakes},
+                              std::pair{"reused", reused}}) {
+    prometheus::Counter& c = downstream_connections_.Add({{"event", event}});
+    if (const double delta = static_cast<double>(value) - c.Value(); delta > 0) c.Increment(delta);
+  }
 }
 
 void Metrics::OnTransition(const BreakerTransition& t) {

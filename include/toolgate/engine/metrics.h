@@ -36,6 +36,9 @@ class Metrics final : public BreakerTransitionListener {
   void StoreRetry(const std::string& backend, const std::string& op, const std::string& reason);
   void BreakerState(const std::string& connector, breaker::State state);
   void InFlight(const std::string& connector, double in_flight, double limit);
+  // The downstream connection pool's lifetime counts (set at scrape time): connections opened, TLS
+  // handshakes among them, and calls served on a kept-alive connection.
+  void DownstreamPool(uint64_t opened, uint64_t tls_handshakes, uint64_t reused);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -57,6 +60,7 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Counter>& transitions_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& in_flight_limit_;
+  prometheus::Family<prometheus::Counter>& downstream_connections_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;
