@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
 
 namespace toolgate::auth {
 namespace {
@@ -335,7 +336,11 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
       const int64_t now = clock_.now_epoch_ms();
       if (now - last_check_ms_ >= kJwksCheckIntervalMs) {
         last_check_ms_ = now;
-        (void)ReloadKeysIfChanged();  // a broken rewrite keeps the last good keys
+        // A broken rewrite keeps the last good keys; the operator hears of it.
+        if (absl::Status reloaded = ReloadKeysIfChanged(); !reloaded.ok()) {
+          spdlog::warn("JWKS file {} not reloaded (the last good keys stay in use): {}", options_.jwks_file,
+                       reloaded.ToString());
+        }
       }
       keys = keys_;
     }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "spdlog/spdlog.h"
 #include "store/item_ops.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/item_json.h"
@@ -521,7 +522,10 @@ void SqliteItemStore::SweepLoop() {
       absl::MutexLock lock(&sweep_mu_);
       if (sweep_mu_.AwaitWithTimeout(absl::Condition(&stopping_), period)) return;  // stopping
     }
-    (void)SweepExpired();  // a failed sweep is retried next period; reads already hide expired items
+    // A failed sweep is retried next period; reads already hide expired items.
+    if (absl::StatusOr<int> swept = SweepExpired(); !swept.ok()) {
+      spdlog::warn("sqlite: expired items not swept: {}", swept.status().ToString());
+    }
   }
 }
 
