@@ -22,6 +22,16 @@ TEST(ConfigTest, TheExampleFileParsesWithEverySection) {
   EXPECT_EQ(c->tools.at("crm.send_email").action_type, "email.send");
   EXPECT_EQ(c->tools.at("crm.send_email").connector_id, "email");
   EXPECT_TRUE(c->store.sqlite_synchronous_full);
+  // Design §13's keys, at their defaults or as the example shows them.
+  EXPECT_FALSE(crm.tls);
+  EXPECT_EQ(crm.retry.max_attempts, 1);
+  EXPECT_EQ(crm.retry.backoff_ms, 100);
+  EXPECT_EQ(crm.retry.max_backoff_ms, 2000);
+  const ToolConfig& get_deal = c->tools.at("crm.get_deal");
+  EXPECT_EQ(get_deal.method, "GET");
+  EXPECT_EQ(get_deal.path, "/v2/deals/{deal_id}");
+  EXPECT_TRUE(get_deal.idempotent);
+  EXPECT_TRUE(get_deal.schema.has_value());
 }
 
 TEST(ConfigTest, SloAndAlertSettingsAreReadAndCheckedKeyByKey) {

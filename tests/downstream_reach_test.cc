@@ -6,8 +6,6 @@
 // secrets. Every assertion reads an independent observer: the downstream's own record of what reached
 // it, the ledger, /metrics, /admin/connectors or the CLI.
 
-#include <utility>  // before Asio (g++ 12 + Boost 1.74)
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -20,6 +18,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include "absl/strings/escaping.h"
 #include "fake_downstream.h"
@@ -32,15 +31,15 @@ namespace {
 
 using json = nlohmann::json;
 using testing::Body;
+using ::testing::ElementsAre;
 using testing::FakeDownstream;
 using testing::GatewayProcess;
+using ::testing::HasSubstr;
 using testing::HeaderOf;
+using ::testing::Not;
 using testing::TempDir;
 using testing::TestHttpServer;
 using testing::Token;
-using ::testing::ElementsAre;
-using ::testing::HasSubstr;
-using ::testing::Not;
 using Reply = FakeDownstream::Reply;
 using Request = FakeDownstream::Request;
 
@@ -165,7 +164,8 @@ path = "/v2/deals/{deal_id}/archive"
   auto get = gw.Invoke("crm.get_deal", {{"input", {{"deal_id", "a/b c"}, {"stage", "won"}, {"limit", 5}}}}, alice);
   ASSERT_EQ(get.status, 200) << get.body;
   EXPECT_EQ(Body(get)["outcome"], "SUCCEEDED");
-  auto put = gw.Invoke("crm.update_deal", {{"input", {{"deal_id", "d-9"}, {"stage", "lost"}, {"amount", 1200}}}}, alice);
+  auto put =
+      gw.Invoke("crm.update_deal", {{"input", {{"deal_id", "d-9"}, {"stage", "lost"}, {"amount", 1200}}}}, alice);
   ASSERT_EQ(put.status, 200) << put.body;
   auto plain = gw.Invoke("crm.ping", {{"input", {{"n", 1}}}}, alice);  // no [tools] entry: POST /{tool_name}
   ASSERT_EQ(plain.status, 200) << plain.body;
@@ -221,22 +221,23 @@ TEST_F(DownstreamReachTest, HttpsVerifiesTheServerKeepsConnectionsAndCountsTlsEr
   TestHttpServer trusted({.cert_file = Pki("server.pem"), .key_file = Pki("server.key"), .json_body = ok_body});
   TestHttpServer untrusted({.cert_file = Pki("untrusted.pem"), .key_file = Pki("untrusted.key"), .json_body = ok_body});
   TestHttpServer expired({.cert_file = Pki("expired.pem"), .key_file = Pki("expired.key"), .json_body = ok_body});
-  TestHttpServer wrong_host({.cert_file = Pki("wrong_host.pem"), .key_file = Pki("wrong_host.key"), .json_body = ok_body});
+  TestHttpServer wrong_host(
+      {.cert_file = Pki("wrong_host.pem"), .key_file = Pki("wrong_host.key"), .json_body = ok_body});
   TestHttpServer mutual({.cert_file = Pki("server.pem"),
                          .key_file = Pki("server.key"),
                          .client_ca_file = Pki("ca.pem"),
                          .json_body = ok_body});
   auto https = [](int port) { return "\"https://127.0.0.1:" + std::to_string(port) + "\""; };
   const std::string ca = "ca_file = \"" + Pki("ca.pem") + "\"\n";
-  GatewayProcess& gw = Start(
-      "[connectors.secure]\nbase_url = " + https(trusted.port()) + "\n[connectors.secure.tls]\n" + ca +
-      "[connectors.untrusted]\nbase_url = " + https(untrusted.port()) + "\n[connectors.untrusted.tls]\n" + ca +
-      "[connectors.untrusted.breaker]\nfailure_threshold = 3\ncooldown_s = 600\n" +
-      "[connectors.mutual]\nbase_url = " + https(mutual.port()) + "\n[connectors.mutual.tls]\n" + ca +
-      "client_cert_file = \"" + Pki("client.pem") + "\"\nclient_key_file = \"" + Pki("client.key") + "\"\n" +
-      "[connectors.nocert]\nbase_url = " + https(mutual.port()) + "\n[connectors.nocert.tls]\n" + ca +
-      "[connectors.expired]\nbase_url = " + https(expired.port()) + "\n[connectors.expired.tls]\n" + ca +
-      "[connectors.wrong_host]\nbase_url = " + https(wrong_host.port()) + "\n[connectors.wrong_host.tls]\n" + ca);
+  GatewayProcess& gw =
+      Start("[connectors.secure]\nbase_url = " + https(trusted.port()) + "\n[connectors.secure.tls]\n" + ca +
+            "[connectors.untrusted]\nbase_url = " + https(untrusted.port()) + "\n[connectors.untrusted.tls]\n" + ca +
+            "[connectors.untrusted.breaker]\nfailure_threshold = 3\ncooldown_s = 600\n" +
+            "[connectors.mutual]\nbase_url = " + https(mutual.port()) + "\n[connectors.mutual.tls]\n" + ca +
+            "client_cert_file = \"" + Pki("client.pem") + "\"\nclient_key_file = \"" + Pki("client.key") + "\"\n" +
+            "[connectors.nocert]\nbase_url = " + https(mutual.port()) + "\n[connectors.nocert.tls]\n" + ca +
+            "[connectors.expired]\nbase_url = " + https(expired.port()) + "\n[connectors.expired.tls]\n" + ca +
+            "[connectors.wrong_host]\nbase_url = " + https(wrong_host.port()) + "\n[connectors.wrong_host.tls]\n" + ca);
 
   constexpr int kCalls = 12;
   for (int i = 0; i < kCalls; ++i) {
@@ -258,7 +259,9 @@ TEST_F(DownstreamReachTest, HttpsVerifiesTheServerKeepsConnectionsAndCountsTlsEr
       const json last = exec["events"].back();
       EXPECT_EQ(last["type"], "TOOL_FAILED");
       EXPECT_EQ(last["data"]["reason"], "tls_error");
-      EXPECT_THAT(last["data"].value("detail", ""), HasSubstr("certificate")) << last;
+      EXPECT_THAT(last["data"].value("detail", ""),
+                  HasSubstr("certificate verify failed: unable to get local issuer certificate"))
+          << last;
     }
   }
   EXPECT_EQ(untrusted.handshakes(), 0);
@@ -309,10 +312,14 @@ TEST_F(DownstreamReachTest, OAuth2FetchesOneTokenForConcurrentCallsAndOneMoreAft
   RefusingPort nowhere;
   std::atomic<int> issued{0};
   idp.set_behavior([&](const Request& r) {
-    if (r.method != "POST" || r.body.find("grant_type=client_credentials") == std::string::npos) return Reply{400, "{}"};
+    if (r.method != "POST" || r.body.find("grant_type=client_credentials") == std::string::npos)
+      return Reply{400, "{}"};
     const int n = ++issued;
-    return Reply{200, json{{"access_token", "at-reach-" + std::to_string(n)}, {"token_type", "Bearer"}, {"expires_in", 3600}}.dump(),
-                 {}, /*delay_ms=*/200};
+    return Reply{
+        200,
+        json{{"access_token", "at-reach-" + std::to_string(n)}, {"token_type", "Bearer"}, {"expires_in", 3600}}.dump(),
+        {},
+        /*delay_ms=*/200};
   });
   std::mutex mu;
   std::set<std::string> revoked;
@@ -325,12 +332,12 @@ TEST_F(DownstreamReachTest, OAuth2FetchesOneTokenForConcurrentCallsAndOneMoreAft
   });
   setenv("REACH_OAUTH_SECRET", "cs-reach-oauth-8e1f", 1);
   const std::string auth = "client_id = \"toolgate-reach\"\nclient_secret_env = \"REACH_OAUTH_SECRET\"\n";
-  GatewayProcess& gw = Start("[connectors.deals]\nbase_url = \"" + api.base_url() + "\"\ntimeout_ms = 5000\nmax_in_flight = 32\n" +
-                             "[connectors.deals.auth]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"" + idp.base_url() +
-                             "/oauth/token\"\nscope = \"deals:read\"\n" + auth +
-                             "[connectors.nowhere]\nbase_url = \"" + api.base_url() + "\"\n" +
-                             "[connectors.nowhere.auth]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"" +
-                             nowhere.url() + "/oauth/token\"\n" + auth);
+  GatewayProcess& gw =
+      Start("[connectors.deals]\nbase_url = \"" + api.base_url() + "\"\ntimeout_ms = 5000\nmax_in_flight = 32\n" +
+            "[connectors.deals.auth]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"" + idp.base_url() +
+            "/oauth/token\"\nscope = \"deals:read\"\n" + auth + "[connectors.nowhere]\nbase_url = \"" + api.base_url() +
+            "\"\n" + "[connectors.nowhere.auth]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"" + nowhere.url() +
+            "/oauth/token\"\n" + auth);
 
   constexpr int kCallers = 20;
   std::vector<int> statuses(kCallers, 0);
@@ -345,7 +352,8 @@ TEST_F(DownstreamReachTest, OAuth2FetchesOneTokenForConcurrentCallsAndOneMoreAft
   const Request token_request = idp.requests()[0];
   EXPECT_EQ(token_request.path, "/oauth/token");
   EXPECT_THAT(token_request.body, HasSubstr("scope=deals%3Aread"));
-  EXPECT_EQ(Header(token_request, "authorization"), "Basic " + absl::Base64Escape("toolgate-reach:cs-reach-oauth-8e1f"));
+  EXPECT_EQ(Header(token_request, "authorization"),
+            "Basic " + absl::Base64Escape("toolgate-reach:cs-reach-oauth-8e1f"));
   EXPECT_EQ(api.total(), kCallers);
   for (const Request& r : api.requests()) EXPECT_EQ(Header(r, "authorization"), "Bearer at-reach-1");
 
@@ -389,8 +397,9 @@ TEST_F(DownstreamReachTest, BearerAndHeaderCredentialsComeFromEnvAndFilesAndTheA
       "[connectors.b_file]\n" + base + "[connectors.b_file.auth]\ntype = \"bearer\"\ntoken_file = \"" +
       dir_.file("bearer.txt") + "\"\n" + "[connectors.h_env]\n" + base +
       "[connectors.h_env.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_env = \"REACH_HEADER\"\n" +
-      "[connectors.h_file]\n" + base + "[connectors.h_file.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_file = \"" +
-      dir_.file("header.txt") + "\"\n" + "[connectors.anon]\n" + base);
+      "[connectors.h_file]\n" + base +
+      "[connectors.h_file.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_file = \"" + dir_.file("header.txt") +
+      "\"\n" + "[connectors.anon]\n" + base);
   for (const char* c : {"b_env", "b_file", "h_env", "h_file", "anon"}) {
     auto r = gw.Invoke(std::string(c) + ".ping", {{"input", json::object()}}, alice_);
     ASSERT_EQ(r.status, 200) << c << ": " << r.body;
@@ -446,17 +455,17 @@ TEST_F(DownstreamReachTest, RetriesOnlyWhenSafeAndTheLedgerShowsEveryAttempt) {
   });
   const std::string retry = "max_attempts = 3\nbackoff_ms = 10\n";
   const std::string base = "base_url = \"" + down.base_url() + "\"\n";
-  GatewayProcess& gw = Start(
-      "[connectors.flaky]\n" + base + "timeout_ms = 3000\n[connectors.flaky.retry]\n" + retry +
-      "[tools.\"flaky.get_deal\"]\nmethod = \"GET\"\npath = \"/deals/{id}\"\n" +
-      "[connectors.flakypost]\n" + base + "timeout_ms = 3000\n[connectors.flakypost.retry]\n" + retry +
-      "[tools.\"flakypost.create\"]\npath = \"/flaky.create\"\n" +
-      "[connectors.slow]\n" + base + "timeout_ms = 300\n[connectors.slow.retry]\n" + retry +
-      "[tools.\"slow.create\"]\nmethod = \"POST\"\npath = \"/deals\"\n" +
-      "[connectors.orders]\n" + base + "timeout_ms = 3000\n[connectors.orders.retry]\n" + retry +
-      "[tools.\"orders.place\"]\nmethod = \"POST\"\npath = \"/orders\"\n" +
-      "[connectors.busy]\n" + base + "timeout_ms = 1000\n[connectors.busy.retry]\n" + retry +
-      "[connectors.refused]\nbase_url = \"" + refused.url() + "\"\ntimeout_ms = 3000\n[connectors.refused.retry]\n" + retry);
+  GatewayProcess& gw =
+      Start("[connectors.flaky]\n" + base + "timeout_ms = 3000\n[connectors.flaky.retry]\n" + retry +
+            "[tools.\"flaky.get_deal\"]\nmethod = \"GET\"\npath = \"/deals/{id}\"\n" + "[connectors.flakypost]\n" +
+            base + "timeout_ms = 3000\n[connectors.flakypost.retry]\n" + retry +
+            "[tools.\"flakypost.create\"]\npath = \"/flaky.create\"\n" + "[connectors.slow]\n" + base +
+            "timeout_ms = 300\n[connectors.slow.retry]\n" + retry +
+            "[tools.\"slow.create\"]\nmethod = \"POST\"\npath = \"/deals\"\n" + "[connectors.orders]\n" + base +
+            "timeout_ms = 3000\n[connectors.orders.retry]\n" + retry +
+            "[tools.\"orders.place\"]\nmethod = \"POST\"\npath = \"/orders\"\n" + "[connectors.busy]\n" + base +
+            "timeout_ms = 1000\n[connectors.busy.retry]\n" + retry + "[connectors.refused]\nbase_url = \"" +
+            refused.url() + "\"\ntimeout_ms = 3000\n[connectors.refused.retry]\n" + retry);
 
   auto count = [&](const std::string& path) { return down.count(path); };
 
@@ -532,7 +541,8 @@ TEST_F(DownstreamReachTest, RetriesOnlyWhenSafeAndTheLedgerShowsEveryAttempt) {
   EXPECT_THAT(types, ElementsAre("EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_ATTEMPT_FAILED", "TOOL_ATTEMPT_FAILED",
                                  "TOOL_FAILED"));
   EXPECT_EQ(no_conn_exec["events"][2]["data"]["reason"], "connection_failed");
-  EXPECT_EQ(ConnectorView(gw, "refused")["breaker"]["window_failures"], 1) << "the breaker counted attempts, not the call";
+  EXPECT_EQ(ConnectorView(gw, "refused")["breaker"]["window_failures"], 1)
+      << "the breaker counted attempts, not the call";
 
   // The CLI reads the same attempts from the store; the chains verify.
   gw.Terminate();
@@ -556,11 +566,15 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   idp.set_behavior([&](const Request& r) {
     // An endpoint that refuses the client and echoes everything it was sent, secret included.
     if (r.path == "/token-bad") {
-      return Reply{401, json{{"error", "invalid_client"}, {"error_description", "bad: " + Header(r, "authorization") + " " + r.body}}.dump()};
+      return Reply{401, json{{"error", "invalid_client"},
+                             {"error_description", "bad: " + Header(r, "authorization") + " " + r.body}}
+                            .dump()};
     }
     const int n = ++issued;
-    return Reply{200, json{{"access_token", "access-SECRET-" + std::to_string(n) + "-b7d3"}, {"token_type", "bearer"},
-                           {"expires_in", 3600}}.dump()};
+    return Reply{200, json{{"access_token", "access-SECRET-" + std::to_string(n) + "-b7d3"},
+                           {"token_type", "bearer"},
+                           {"expires_in", 3600}}
+                          .dump()};
   });
   std::atomic<bool> refused_first_token{false};
   api.set_behavior([&](const Request& r) {
@@ -583,14 +597,14 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
            secret_key + "\n";
   };
   GatewayProcess& gw = Start(
-      "[connectors.bearer]\n" + base + "[connectors.bearer.auth]\ntype = \"bearer\"\ntoken_env = \"REACH_CRED_BEARER\"\n" +
-      "[tools.\"bearer.echo\"]\npath = \"/echo\"\n" +
-      "[connectors.hfile]\n" + base + "[connectors.hfile.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_file = \"" +
-      dir_.file("header.secret") + "\"\n" + "[tools.\"hfile.echo\"]\npath = \"/echo\"\n" +
-      "[connectors.oauth]\n" + base + "[connectors.oauth.auth]\n" +
-      oauth(idp.base_url() + "/token", "client_secret_env = \"REACH_CRED_CLIENT\"") +
-      "[tools.\"oauth.echo\"]\npath = \"/echo\"\n" +
-      "[connectors.oauth_down]\n" + base + "[connectors.oauth_down.auth]\n" +
+      "[connectors.bearer]\n" + base +
+      "[connectors.bearer.auth]\ntype = \"bearer\"\ntoken_env = \"REACH_CRED_BEARER\"\n" +
+      "[tools.\"bearer.echo\"]\npath = \"/echo\"\n" + "[connectors.hfile]\n" + base +
+      "[connectors.hfile.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_file = \"" + dir_.file("header.secret") +
+      "\"\n" + "[tools.\"hfile.echo\"]\npath = \"/echo\"\n" + "[connectors.oauth]\n" + base +
+      "[connectors.oauth.auth]\n" + oauth(idp.base_url() + "/token", "client_secret_env = \"REACH_CRED_CLIENT\"") +
+      "[tools.\"oauth.echo\"]\npath = \"/echo\"\n" + "[connectors.oauth_down]\n" + base +
+      "[connectors.oauth_down.auth]\n" +
       oauth(nowhere.url() + "/token", "client_secret_file = \"" + dir_.file("down.secret") + "\"") +
       "[connectors.oauth_bad]\n" + base + "[connectors.oauth_bad.auth]\n" +
       oauth(idp.base_url() + "/token-bad", "client_secret_env = \"REACH_CRED_BAD_CLIENT\""));
@@ -611,7 +625,8 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   call("oauth.ping", 200);
   EXPECT_EQ(call("oauth_down.ping", 502)["reason"], "credentials_unavailable");
   EXPECT_EQ(call("oauth_bad.ping", 502)["reason"], "credentials_unavailable");
-  for (const char* echo : {"bearer.echo", "hfile.echo", "oauth.echo"}) EXPECT_EQ(call(echo, 502)["reason"], "downstream_error");
+  for (const char* echo : {"bearer.echo", "hfile.echo", "oauth.echo"})
+    EXPECT_EQ(call(echo, 502)["reason"], "downstream_error");
 
   // The secrets were really used (else the grep below proves nothing).
   EXPECT_EQ(idp.total(), 3);  // the first token, the one after the 401, the refused client
@@ -631,14 +646,15 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   // Everything an operator or an agent can read.
   std::map<std::string, std::string> outputs;
   outputs["agent answers"] = seen_by_agent;
-  for (const char* path : {"/", "/metrics", "/admin/connectors", "/admin/slo", "/admin/series", "/admin/audit",
-                           "/admin/kill-switches"}) {
+  for (const char* path :
+       {"/", "/metrics", "/admin/connectors", "/admin/slo", "/admin/series", "/admin/audit", "/admin/kill-switches"}) {
     auto r = gw.Admin("GET", path);
     EXPECT_EQ(r.status, 200) << path;
     outputs[std::string("GET ") + path] = r.body;
   }
   outputs["GET /v1/executions"] = gw.Public("GET", "/v1/executions", "", alice_).body;
-  for (const auto& id : ids) outputs["GET /v1/executions/" + id] = gw.Public("GET", "/v1/executions/" + id, "", alice_).body;
+  for (const auto& id : ids)
+    outputs["GET /v1/executions/" + id] = gw.Public("GET", "/v1/executions/" + id, "", alice_).body;
   const std::string cli_config = gw.CliConfigPath();
   for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
            {"status"}, {"slo", "status"}, {"limits", "list"}, {"kill-switch", "list"}}) {
@@ -656,7 +672,8 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
     EXPECT_THAT(out, HasSubstr("credentials_unavailable"));
     outputs["toolgate ledger export"] = out;
   }
-  for (const auto& id : ids) outputs["toolgate ledger show " + id] = Cli({"ledger", "show", id, "--config", gw.config_path()}).second;
+  for (const auto& id : ids)
+    outputs["toolgate ledger show " + id] = Cli({"ledger", "show", id, "--config", gw.config_path()}).second;
   {
     auto [code, out] = Cli({"ledger", "verify", "--config", gw.config_path()});
     EXPECT_EQ(code, 0) << out;
@@ -665,10 +682,16 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   outputs["gateway log"] = gw.Log();
   EXPECT_THAT(outputs["gateway log"], HasSubstr("oauth_bad"));  // the failures were logged ...
 
-  const std::vector<std::string> secrets = {
-      bearer, header, client_secret, down_secret, bad_secret, "access-SECRET-1-b7d3", "access-SECRET-2-b7d3",
-      absl::Base64Escape("reach-client:" + client_secret), absl::Base64Escape("reach-client:" + bad_secret),
-      "SECRET"};  // ... and no part of any secret was
+  const std::vector<std::string> secrets = {bearer,
+                                            header,
+                                            client_secret,
+                                            down_secret,
+                                            bad_secret,
+                                            "access-SECRET-1-b7d3",
+                                            "access-SECRET-2-b7d3",
+                                            absl::Base64Escape("reach-client:" + client_secret),
+                                            absl::Base64Escape("reach-client:" + bad_secret),
+                                            "SECRET"};  // ... and no part of any secret was
   for (const auto& [where, text] : outputs) {
     for (const auto& secret : secrets) {
       EXPECT_THAT(text, Not(HasSubstr(secret))) << where << " holds a secret:\n" << text.substr(0, 4000);
