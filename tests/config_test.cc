@@ -376,6 +376,26 @@ client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
 )", "ok.toml").ok());
 }
 
+// Credentials in a URL would be shown wherever the URL is: refused, without quoting them.
+TEST(ConfigTest, UrlsWithUserInformationAreRefusedWithoutQuotingThem) {
+  setenv("TOOLGATE_CONFIG_TEST_TOKEN", "x", 1);
+  auto c = ParseConfig(R"(
+[connectors.crm]
+base_url = "https://user:hunter2@crm.example.com:443/api"
+[connectors.crm.auth]
+type = "oauth2_client_credentials"
+token_url = "https://id:swordfish@login.example.com/token"
+client_id = "toolgate"
+client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
+)", "userinfo.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  EXPECT_NE(msg.find("connectors.crm.base_url must not hold credentials"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("connectors.crm.auth.token_url must not hold credentials"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("swordfish"), std::string::npos) << msg;
+}
+
 TEST(ConfigTest, ToolNames) {
   EXPECT_TRUE(IsValidToolName("crm.update_opportunity"));
   EXPECT_TRUE(IsValidToolName("a-b_c.9"));
