@@ -449,6 +449,11 @@ TEST_F(DownstreamReachTest, RetriesOnlyWhenSafeAndTheLedgerShowsEveryAttempt) {
     if (r.path == "/deals/d1") return n <= 2 ? Reply{503, R"({"error":"busy"})"} : Reply{200, R"({"deal":"d1"})"};
     if (r.path == "/deals") return Reply{200, R"({"created":true})", {}, /*delay_ms=*/700};
     if (r.path == "/flaky.create") return Reply{503, R"({"error":"busy"})"};
+    if (r.path == "/lost/d2" || r.path == "/lost-post") {
+      Reply lost{200, R"({"deal":"d2"})"};
+      lost.close_without_reply = r.path == "/lost-post" || n == 1;  // read the request, then hang up
+      return lost;
+    }
     if (r.path == "/orders") return n == 1 ? Reply{429, "{}", {{"Retry-After", "0"}}} : Reply{200, R"({"order":1})"};
     if (r.path == "/busy.post") return Reply{429, "{}", {{"Retry-After", "5"}}};
     return Reply{404, "{}"};
@@ -459,7 +464,9 @@ TEST_F(DownstreamReachTest, RetriesOnlyWhenSafeAndTheLedgerShowsEveryAttempt) {
       Start("[connectors.flaky]\n" + base + "timeout_ms = 3000\n[connectors.flaky.retry]\n" + retry +
             "[tools.\"flaky.get_deal\"]\nmethod = \"GET\"\npath = \"/deals/{id}\"\n" + "[connectors.flakypost]\n" +
             base + "timeout_ms = 3000\n[connectors.flakypost.retry]\n" + retry +
-            "[tools.\"flakypost.create\"]\npath = \"/flaky.create\"\n" + "[connectors.slow]\n" + base +
+            "[tools.\"flakypost.create\"]\npath = \"/flaky.create\"\n" +
+            "[tools.\"flaky.lost\"]\nmethod = \"GET\"\npath = \"/lost/{id}\"\n" +
+            "[tools.\"flakypost.lost\"]\npath = \"/lost-post\"\n" + "[connectors.slow]\n" + base +
             "timeout_ms = 300\n[connectors.slow.retry]\n" + retry +
             "[tools.\"slow.create\"]\nmethod = \"POST\"\npath = \"/deals\"\n" + "[connectors.orders]\n" + base +
             "timeout_ms = 3000\n[connectors.orders.retry]\n" + retry +
@@ -499,6 +506,18 @@ TEST_F(DownstreamReachTest, RetriesOnlyWhenSafeAndTheLedgerShowsEveryAttempt) {
   EXPECT_EQ(Metric(metrics, "toolgate_slo_events_total", {"connector=\"flaky\"", "slo=\"tool_error\""}), 1) << metrics;
   EXPECT_EQ(Metric(metrics, "toolgate_slo_bad_events_total", {"connector=\"flaky\"", "slo=\"tool_error\""}), 0);
   EXPECT_EQ(Metric(metrics, "toolgate_tool_calls_total", {"connector=\"flaky\"", "outcome=\"SUCCEEDED\""}), 1);
+
+  // A connection lost after the request was sent: retried for an idempotent GET, not for a POST.
+  auto lost_get = gw.Invoke("flaky.lost", {{"input", {{"id", "d2"}}}}, alice_);
+  EXPECT_EQ(lost_get.status, 200) << lost_get.body;
+  EXPECT_EQ(count("/lost/d2"), 2);
+  const json lost_exec = Execution(gw, Body(lost_get)["execution_id"]);
+  ASSERT_EQ(lost_exec["events"].size(), 4u) << lost_exec;
+  EXPECT_EQ(lost_exec["events"][2]["data"]["reason"], "connection_lost");
+  auto lost_post = gw.Invoke("flakypost.lost", {{"input", {{"name", "x"}}}}, alice_);
+  EXPECT_EQ(lost_post.status, 502) << lost_post.body;
+  EXPECT_EQ(Body(lost_post)["reason"], "connection_lost");
+  EXPECT_EQ(count("/lost-post"), 1) << "a POST whose connection was lost after sending was retried";
 
   // A non-idempotent POST that got a 503 (no Retry-After): never retried.
   auto post503 = gw.Invoke("flakypost.create", {{"input", {{"name", "x"}}}}, alice_);
