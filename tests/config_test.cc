@@ -22,6 +22,16 @@ TEST(ConfigTest, TheExampleFileParsesWithEverySection) {
   EXPECT_EQ(c->tools.at("crm.send_email").action_type, "email.send");
   EXPECT_EQ(c->tools.at("crm.send_email").connector_id, "email");
   EXPECT_TRUE(c->store.sqlite_synchronous_full);
+  // Design §13's keys, at their defaults or as the example shows them.
+  EXPECT_FALSE(crm.tls);
+  EXPECT_EQ(crm.retry.max_attempts, 1);
+  EXPECT_EQ(crm.retry.backoff_ms, 100);
+  EXPECT_EQ(crm.retry.max_backoff_ms, 2000);
+  const ToolConfig& get_deal = c->tools.at("crm.get_deal");
+  EXPECT_EQ(get_deal.method, "GET");
+  EXPECT_EQ(get_deal.path, "/v2/deals/{deal_id}");
+  EXPECT_TRUE(get_deal.idempotent);
+  EXPECT_TRUE(get_deal.schema.has_value());
 }
 
 TEST(ConfigTest, SloAndAlertSettingsAreReadAndCheckedKeyByKey) {
@@ -364,6 +374,26 @@ token_url = "http://127.0.0.1:9/token"
 client_id = "toolgate"
 client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
 )", "ok.toml").ok());
+}
+
+// Credentials in a URL would be shown wherever the URL is: refused, without quoting them.
+TEST(ConfigTest, UrlsWithUserInformationAreRefusedWithoutQuotingThem) {
+  setenv("TOOLGATE_CONFIG_TEST_TOKEN", "x", 1);
+  auto c = ParseConfig(R"(
+[connectors.crm]
+base_url = "https://user:hunter2@crm.example.com:443/api"
+[connectors.crm.auth]
+type = "oauth2_client_credentials"
+token_url = "https://id:swordfish@login.example.com/token"
+client_id = "toolgate"
+client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
+)", "userinfo.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  EXPECT_NE(msg.find("connectors.crm.base_url must not hold credentials"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("connectors.crm.auth.token_url must not hold credentials"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("swordfish"), std::string::npos) << msg;
 }
 
 TEST(ConfigTest, ToolNames) {

@@ -96,9 +96,9 @@ inline std::string MakeTestPki(const std::string& dir) {
   return "";
 }
 
-// An HTTP/1.1 server on 127.0.0.1 (port 0) answering every request 200 "hello <target>", keeping
-// connections alive as the client asks. Counts accepted connections, completed TLS handshakes and
-// requests read. Its io_context runs on a thread of its own; the destructor stops and joins it.
+// An HTTP/1.1 server on 127.0.0.1 (port 0) answering every request 200 "hello <target>" (or a fixed
+// JSON body), keeping connections alive as the client asks. Counts accepted connections, completed
+// TLS handshakes and requests read. Its io_context runs on a thread of its own; the destructor stops and joins it.
 class TestHttpServer {
  public:
   struct Options {
@@ -106,6 +106,7 @@ class TestHttpServer {
     std::string key_file;
     std::string client_ca_file;         // TLS: require a client certificate signed by this CA
     bool close_after_response = false;  // close each connection after one response, without saying so
+    std::string json_body;              // non-empty: answer with this as application/json instead of "hello <target>"
   };
 
   explicit TestHttpServer(Options options) : options_(std::move(options)) {
@@ -195,8 +196,13 @@ class TestHttpServer {
       if (ec) co_return;
       ++requests_;
       http::response<http::string_body> res{http::status::ok, 11};
-      res.set(http::field::content_type, "text/plain");
-      res.body() = "hello " + std::string(req.target());
+      if (options_.json_body.empty()) {
+        res.set(http::field::content_type, "text/plain");
+        res.body() = "hello " + std::string(req.target());
+      } else {
+        res.set(http::field::content_type, "application/json");
+        res.body() = options_.json_body;
+      }
       res.keep_alive(req.keep_alive());
       res.prepare_payload();
       co_await http::async_write(stream, res, boost::asio::redirect_error(boost::asio::use_awaitable, ec));

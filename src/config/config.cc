@@ -147,6 +147,12 @@ bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, 
   const auto slash = rest.find('/');
   std::string hostport = rest.substr(0, slash);
   path = slash == std::string::npos ? "" : rest.substr(slash);
+  // user:password@host would be shown wherever the URL is (logs, ledger details, the admin API), and
+  // would be read as a host name. The message does not quote the URL.
+  if (hostport.find('@') != std::string::npos) {
+    why = "must not hold credentials (user:password@host): put them in the connector's [auth] table";
+    return false;
+  }
   while (!path.empty() && path.back() == '/') path.pop_back();
   const bool bracketed_v6_without_port = !hostport.empty() && hostport.back() == ']';
   if (hostport.find(':') == std::string::npos || bracketed_v6_without_port) hostport += tls ? ":443" : ":80";
