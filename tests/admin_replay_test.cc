@@ -58,7 +58,10 @@ class AdminReplayTest : public ::testing::Test {
   }
   json AuditOf(const std::string& type) {
     json out = json::array();
-    for (const auto& e : Body(Admin("GET", "/admin/audit?limit=1000"))["events"]) {
+    auto r = Admin("GET", "/admin/audit?limit=1000");
+    EXPECT_EQ(r.status, 200) << r.body;
+    const json doc = Body(r);  // bound: a loop over a temporary's member would outlive it
+    for (const auto& e : doc["events"]) {
       if (e["type"] == type) out.push_back(e);
     }
     return out;
@@ -137,7 +140,8 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
   auto seen = gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant));
   ASSERT_EQ(seen.status, 200) << "the replay belongs to the original's tenant";
   EXPECT_EQ(gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant == "acme" ? "globex" : "acme")).status, 404);
-  for (const auto& e : Body(seen)["events"]) EXPECT_EQ(e["actor"], "admin:oncall@ops") << e.dump();
+  const json seen_body = Body(seen);
+  for (const auto& e : seen_body["events"]) EXPECT_EQ(e["actor"], "admin:oncall@ops") << e.dump();
   const json replayed = AuditOf("EXECUTION_REPLAYED");
   ASSERT_EQ(replayed.size(), 1u);
   EXPECT_EQ(replayed[0]["actor"], "admin:oncall@ops");

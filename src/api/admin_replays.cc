@@ -351,7 +351,7 @@ struct AdminReplays::Impl : GatewayContext {
   }
 
   // POST /admin/executions/{id}/replay
-  asio::awaitable<HttpResponse> ReplayRoute(const HttpRequest& req, const std::string& id) {
+  asio::awaitable<HttpResponse> ReplayRoute(const HttpRequest& req, std::string id) {  // id by value: a coroutine
     ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/false);
     if (parsed.error) co_return *parsed.error;
     const json& b = parsed.value;
