@@ -86,12 +86,13 @@ int ExecutionsList(const Config& config, const ReplayOptions& o) {
     std::printf("%s\n", json{{"executions", all}, {"next", next}}.dump(2).c_str());
     return kExitOk;
   }
-  std::printf("%-36s  %-16s %-24s %-10s %-20s %-24s %s\n", "EXECUTION", "TENANT", "TOOL", "OUTCOME", "REASON", "CREATED",
-              "REPLAY OF");
+  std::printf("%-36s  %-16s %-24s %-10s %-20s %-24s %s\n", "EXECUTION", "TENANT", "TOOL", "OUTCOME", "REASON",
+              "CREATED", "REPLAY OF");
   for (const auto& e : all) {
-    std::printf("%-36s  %-16s %-24s %-10s %-20s %-24s %s\n", Text(e, "execution_id").c_str(), Text(e, "tenant_id").c_str(),
-                Text(e, "tool_name").c_str(), Text(e, "outcome").c_str(), Text(e, "reason").c_str(),
-                Text(e, "created_at").c_str(), e.contains("replay_of") ? Text(e, "replay_of").c_str() : "-");
+    std::printf("%-36s  %-16s %-24s %-10s %-20s %-24s %s\n", Text(e, "execution_id").c_str(),
+                Text(e, "tenant_id").c_str(), Text(e, "tool_name").c_str(), Text(e, "outcome").c_str(),
+                Text(e, "reason").c_str(), Text(e, "created_at").c_str(),
+                e.contains("replay_of") ? Text(e, "replay_of").c_str() : "-");
   }
   if (next.is_string()) std::printf("more: --cursor %s (or --all)\n", next.get<std::string>().c_str());
   return kExitOk;
@@ -122,7 +123,8 @@ std::vector<std::string> ReadIds(std::istream& in) {
     const json& list = doc.is_object() ? doc.value("executions", json::array()) : doc;
     for (const auto& e : list) {
       if (e.is_string()) ids.push_back(e.get<std::string>());
-      if (e.is_object() && e.contains("execution_id") && e["execution_id"].is_string()) ids.push_back(e["execution_id"]);
+      if (e.is_object() && e.contains("execution_id") && e["execution_id"].is_string())
+        ids.push_back(e["execution_id"]);
     }
     return ids;
   }
@@ -137,11 +139,13 @@ std::vector<std::string> ReadIds(std::istream& in) {
 }
 
 // The replay's answer as one line: original, outcome (or refusal), new execution.
-void PrintResult(const std::string& id, const absl::StatusOr<json>& r, int status_code, const json& body, bool as_json) {
+void PrintResult(const std::string& id, const absl::StatusOr<json>& r, int status_code, const json& body,
+                 bool as_json) {
   if (as_json) {
     std::printf("%s\n", json{{"execution_id", id}, {"status", status_code}, {"answer", body}}.dump().c_str());
   } else if (body.contains("error")) {
-    std::printf("%s  REFUSED %d %s: %s\n", id.c_str(), status_code, Text(body, "error").c_str(), Text(body, "message").c_str());
+    std::printf("%s  REFUSED %d %s: %s\n", id.c_str(), status_code, Text(body, "error").c_str(),
+                Text(body, "message").c_str());
   } else {
     std::printf("%s  %-9s%s -> %s%s\n", id.c_str(), Text(body, "outcome").c_str(),
                 body.value("deduplicated", false) ? " (deduplicated)" : "", Text(body, "execution_id").c_str(),
@@ -169,10 +173,12 @@ AdminAnswer AdminRaw(const Config& config, const std::string& method, const std:
     r.headers.emplace_back("Content-Type", "application/json");
   }
   if (!config.admin.admin_token_env.empty()) {
-    if (const char* t = std::getenv(config.admin.admin_token_env.c_str())) r.headers.emplace_back("Authorization", std::string("Bearer ") + t);
+    if (const char* t = std::getenv(config.admin.admin_token_env.c_str()))
+      r.headers.emplace_back("Authorization", std::string("Bearer ") + t);
   }
   api::ClientResult res = api::HttpCall(r);
-  if (!res.ok) return {0, nullptr, "cannot reach the admin listener at " + r.address.ToString() + " (" + res.error + ")"};
+  if (!res.ok)
+    return {0, nullptr, "cannot reach the admin listener at " + r.address.ToString() + " (" + res.error + ")"};
   json j = json::parse(res.body, nullptr, false);
   return {res.status, j.is_discarded() ? json::object() : j, ""};
 }
@@ -277,7 +283,8 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
   }
   ProgressFile progress(progress_path);
   if (progress.exists() && !o.resume) {
-    return Fail("progress file " + progress_path + " exists: an earlier run of this list; add --resume to go on with it "
+    return Fail("progress file " + progress_path +
+                " exists: an earlier run of this list; add --resume to go on with it "
                 "(or remove the file to start over)");
   }
   if (o.resume) progress.Load();
@@ -301,7 +308,8 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
       if (!look.error.empty()) return Fail(look.error);
       bool seen = false;
       for (const auto& e : look.body.value("events", json::array())) {
-        if (e.value("type", "") == "REPLAY_REQUESTED" && e.contains("data") && e["data"].value("job_id", "") == progress.run_id_) {
+        if (e.value("type", "") == "REPLAY_REQUESTED" && e.contains("data") &&
+            e["data"].value("job_id", "") == progress.run_id_) {
           seen = true;
         }
       }
@@ -320,7 +328,8 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
     if (a.status == 503 && a.body.value("error", "") == "store_unavailable") {
       return Fail("the store is unavailable; run again with --resume to go on");
     }
-    const std::string result = a.body.contains("error") ? "refused:" + a.body.value("error", "") : a.body.value("outcome", "?");
+    const std::string result =
+        a.body.contains("error") ? "refused:" + a.body.value("error", "") : a.body.value("outcome", "?");
     progress.Write("done " + id + " " + result + " " + a.body.value("execution_id", "-"));
     if (a.body.contains("error")) ++refused;
     PrintResult(id, json(), a.status, a.body, o.as_json);
@@ -334,8 +343,8 @@ int ReplaysList(const Config& config, const ReplayOptions& o) {
   auto r = admin.Call("GET", "/admin/replays");
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (o.as_json) return PrintOr(r);
-  std::printf("%-36s  %-10s %8s %8s %8s %8s %8s  %s\n", "JOB", "STATE", "PLANNED", "DONE", "REPLAYED", "DEDUPED", "REFUSED",
-              "FAILED");
+  std::printf("%-36s  %-10s %8s %8s %8s %8s %8s  %s\n", "JOB", "STATE", "PLANNED", "DONE", "REPLAYED", "DEDUPED",
+              "REFUSED", "FAILED");
   for (const auto& j : (*r)["jobs"]) {
     const json& c = j["counts"];
     std::printf("%-36s  %-10s %8s %8s %8s %8s %8s  %s\n", Text(j, "job_id").c_str(), Text(j, "state").c_str(),
@@ -367,17 +376,21 @@ void RegisterReplayCommands(CLI::App& app, Cli& cli) {
     if (const Config* c = cli.config()) cli.exit_code = ExecutionsList(*c, *o);
   });
 
-  auto* replay = app.add_subcommand("replay", "replay executions as an operator (admin listener; each in its original's tenant)");
+  auto* replay =
+      app.add_subcommand("replay", "replay executions as an operator (admin listener; each in its original's tenant)");
   replay->add_option("execution_id", o->execution_id, "one execution to replay");
-  replay->add_option("--from-list", o->from_list, "a file of execution ids (one per line, or `executions list --json`), or - for stdin");
+  replay->add_option("--from-list", o->from_list,
+                     "a file of execution ids (one per line, or `executions list --json`), or - for stdin");
   replay->add_option("--reason", o->reason, "replay_reason (audited)")->required();
-  replay->add_option("--requested-by", o->requested_by, "who asked (audited; the ledger's actor is admin:<who>)")->required();
+  replay->add_option("--requested-by", o->requested_by, "who asked (audited; the ledger's actor is admin:<who>)")
+      ->required();
   replay->add_option("--rate", o->rate, "replays per second with --from-list (e.g. 5 or 5/s; at most 100)");
   replay->add_option("--progress", o->progress, "the progress file of --from-list (default: FILE.progress)");
   replay->add_flag("--resume", o->resume, "go on with an interrupted --from-list run; nothing is replayed twice");
   replay->add_flag("--dry-run", o->dry_run, "print what would be replayed; replay nothing");
   replay->add_flag("--force", o->force, "re-execute even if the intent already succeeded");
-  replay->add_option("--token", o->token, "a JWT of the execution's tenant (operator/admin role): use the public API instead");
+  replay->add_option("--token", o->token,
+                     "a JWT of the execution's tenant (operator/admin role): use the public API instead");
   replay->add_flag("--json", o->as_json, "one JSON answer per line");
   replay->callback([&cli, o] {
     const Config* c = cli.config();
@@ -400,7 +413,8 @@ void RegisterReplayCommands(CLI::App& app, Cli& cli) {
   auto* show = replays->add_subcommand("show", "one job");
   show->add_option("job_id", o->job_id)->required();
   show->callback([&cli, o] {
-    if (const Config* c = cli.config()) cli.exit_code = PrintOr(AdminClient{*c}.Call("GET", "/admin/replays/" + api::PercentEncode(o->job_id)));
+    if (const Config* c = cli.config())
+      cli.exit_code = PrintOr(AdminClient{*c}.Call("GET", "/admin/replays/" + api::PercentEncode(o->job_id)));
   });
   auto* cancel = replays->add_subcommand("cancel", "stop a job: no replay starts after this");
   cancel->add_option("job_id", o->job_id)->required();

@@ -43,7 +43,9 @@ class AdminReplayTest : public ::testing::Test {
     }
     gw_ = std::make_unique<GatewayProcess>(config, dir_);
     ASSERT_TRUE(gw_->Start());
-    downstream_.set_behavior([this](const auto&) { return healthy_ ? Reply{200, R"({"ok":true})"} : Reply{500, "{}"}; });
+    downstream_.set_behavior([this](const auto&) {
+      return healthy_ ? Reply{200, R"({"ok":true})"} : Reply{500, "{}"};
+    });
   }
 
   api::ClientResult Admin(const std::string& method, const std::string& target, const json& body = nullptr,
@@ -118,7 +120,7 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
     listed.insert(e["execution_id"]);
   }
   EXPECT_EQ(listed.size(), 6u);
-  EXPECT_EQ(ListAll("outcome=FAILED").size(), 7u);                  // billing's too
+  EXPECT_EQ(ListAll("outcome=FAILED").size(), 7u);  // billing's too
   EXPECT_EQ(ListAll("outcome=SUCCEEDED&connector=crm").size(), 1u);
   EXPECT_EQ(ListAll("tenant=globex&outcome=FAILED").size(), 2u);
   EXPECT_EQ(ListAll("outcome=FAILED&since=2999-01-01T00:00Z").size(), 0u);
@@ -139,7 +141,8 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
   const std::string tenant = tenant_of.at(first);
   auto seen = gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant));
   ASSERT_EQ(seen.status, 200) << "the replay belongs to the original's tenant";
-  EXPECT_EQ(gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant == "acme" ? "globex" : "acme")).status, 404);
+  EXPECT_EQ(gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant == "acme" ? "globex" : "acme")).status,
+            404);
   const json seen_body = Body(seen);
   for (const auto& e : seen_body["events"]) EXPECT_EQ(e["actor"], "admin:oncall@ops") << e.dump();
   const json replayed = AuditOf("EXECUTION_REPLAYED");
@@ -154,10 +157,12 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
                            {{"replay_reason", "r"}, {"requested_by", "oncall@ops"}, {"tenant_id", "globex"}});
   EXPECT_EQ(with_tenant.status, 400);
   EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"requested_by", "oncall@ops"}}).status, 400);
-  EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"replay_reason", "r"}, {"requested_by", "x"}}, "").status,
+  EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"replay_reason", "r"}, {"requested_by", "x"}}, "")
+                .status,
             401);
   EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"replay_reason", "r"}, {"requested_by", "x"}},
-                  "wrong-token-wrong-token").status,
+                  "wrong-token-wrong-token")
+                .status,
             401);
   const json refusals = AuditOf("ADMIN_REQUEST_REFUSED");
   ASSERT_EQ(refusals.size(), 2u) << refusals.dump();
@@ -166,8 +171,11 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
   EXPECT_EQ(downstream_.total(), 9);
 
   // A bulk dry run: what would be replayed, nothing replayed.
-  const json filter = {{"connector", "crm"}, {"outcome", "FAILED,DEFERRED"}, {"replay_reason", "incident 42"},
-                       {"requested_by", "oncall@ops"}, {"rate_per_s", 50}};
+  const json filter = {{"connector", "crm"},
+                       {"outcome", "FAILED,DEFERRED"},
+                       {"replay_reason", "incident 42"},
+                       {"requested_by", "oncall@ops"},
+                       {"rate_per_s", 50}};
   json dry = filter;
   dry["dry_run"] = true;
   auto planned = Admin("POST", "/admin/replays", dry);
@@ -208,7 +216,8 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
   EXPECT_EQ(Body(Admin("GET", "/admin/replays"))["jobs"].size(), 1u);
 
   // The limit (2 here): the first original has two replays now.
-  auto over = Admin("POST", "/admin/executions/" + first + "/replay", {{"replay_reason", "again"}, {"requested_by", "oncall@ops"}});
+  auto over = Admin("POST", "/admin/executions/" + first + "/replay",
+                    {{"replay_reason", "again"}, {"requested_by", "oncall@ops"}});
   EXPECT_EQ(over.status, 409);
   EXPECT_EQ(Body(over)["error"], "replay_limit_reached");
   // A job over the same originals again: the first is refused by the limit, the others deduplicated.
@@ -224,11 +233,13 @@ TEST_F(AdminReplayTest, CancelStopsAJob) {
   std::vector<std::string> ids;
   for (int i = 0; i < 6; ++i) ids.push_back(Fail(i % 2 ? "acme" : "globex", "crm.update"));
   healthy_ = true;
-  auto created = Admin("POST", "/admin/replays",
-                       {{"execution_ids", ids}, {"replay_reason", "r"}, {"requested_by", "oncall@ops"}, {"rate_per_s", 1}});
+  auto created =
+      Admin("POST", "/admin/replays",
+            {{"execution_ids", ids}, {"replay_reason", "r"}, {"requested_by", "oncall@ops"}, {"rate_per_s", 1}});
   ASSERT_EQ(created.status, 202) << created.body;
   const std::string job_id = Body(created)["job_id"];
-  auto cancelled = Admin("DELETE", "/admin/replays/" + job_id, {{"reason", "wrong filter"}, {"requested_by", "oncall@ops"}});
+  auto cancelled =
+      Admin("DELETE", "/admin/replays/" + job_id, {{"reason", "wrong filter"}, {"requested_by", "oncall@ops"}});
   ASSERT_EQ(cancelled.status, 200) << cancelled.body;
   EXPECT_EQ(Body(cancelled)["state"], "CANCELLED");
   // At 1/s, a job left running would have made two more replays within 2.5 s.
@@ -246,9 +257,10 @@ TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutRepla
   for (const char* tenant : {"acme", "globex", "initech", "acme", "globex"}) failed.insert(Fail(tenant, "crm.update"));
   healthy_ = true;
   const std::string config = gw_->CliConfigPath();
-  auto [code, listed] = testing::RunCli({"executions", "list", "--config", config, "--connector", "crm", "--outcome",
-                                         "FAILED,DEFERRED", "--since", "2020-01-01T00:00Z", "--limit", "1000", "--json"},
-                                        dir_);
+  auto [code, listed] =
+      testing::RunCli({"executions", "list", "--config", config, "--connector", "crm", "--outcome", "FAILED,DEFERRED",
+                       "--since", "2020-01-01T00:00Z", "--limit", "1000", "--json"},
+                      dir_);
   ASSERT_EQ(code, 0) << listed;
   const json doc = json::parse(listed, nullptr, false);
   ASSERT_TRUE(doc.is_object()) << listed;
@@ -260,8 +272,8 @@ TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutRepla
   EXPECT_NE(table.find("EXECUTION"), std::string::npos);
   EXPECT_NE(table.find("initech"), std::string::npos);
 
-  auto [dry_code, dry] = testing::RunCli({"replay", "--config", config, "--from-list", list, "--reason", "r",
-                                          "--requested-by", "cli", "--dry-run"}, dir_);
+  auto [dry_code, dry] = testing::RunCli(
+      {"replay", "--config", config, "--from-list", list, "--reason", "r", "--requested-by", "cli", "--dry-run"}, dir_);
   EXPECT_EQ(dry_code, 0) << dry;
   EXPECT_EQ(downstream_.total(), 5);
 
@@ -287,11 +299,12 @@ TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutRepla
     text.erase(done + 1, text.find('\n', done + 1) - done);
     std::ofstream(list + ".progress", std::ios::trunc) << text;
   }
-  auto [refuse_code, refused] = testing::RunCli({"replay", "--config", config, "--from-list", list, "--reason", "r",
-                                                 "--requested-by", "cli"}, dir_);
+  auto [refuse_code, refused] = testing::RunCli(
+      {"replay", "--config", config, "--from-list", list, "--reason", "r", "--requested-by", "cli"}, dir_);
   EXPECT_EQ(refuse_code, 1) << "an existing progress file needs --resume";
-  auto [resume_code, resumed] = testing::RunCli({"replay", "--config", config, "--from-list", list, "--reason", "incident 7",
-                                                 "--requested-by", "cli", "--rate", "50", "--resume"}, dir_);
+  auto [resume_code, resumed] = testing::RunCli({"replay", "--config", config, "--from-list", list, "--reason",
+                                                 "incident 7", "--requested-by", "cli", "--rate", "50", "--resume"},
+                                                dir_);
   EXPECT_EQ(resume_code, 0) << resumed;
   EXPECT_NE(resumed.find("replayed before the interruption"), std::string::npos) << resumed;
   EXPECT_EQ(downstream_.total(), 10) << resumed;  // each of the five exactly once
@@ -301,7 +314,8 @@ TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutRepla
   healthy_ = false;
   const std::string one = Fail("initech", "billing.charge");
   healthy_ = true;
-  auto [one_code, one_out] = testing::RunCli({"replay", one, "--config", config, "--reason", "r", "--requested-by", "cli"}, dir_);
+  auto [one_code, one_out] =
+      testing::RunCli({"replay", one, "--config", config, "--reason", "r", "--requested-by", "cli"}, dir_);
   EXPECT_EQ(one_code, 0) << one_out;
   EXPECT_NE(one_out.find("SUCCEEDED"), std::string::npos) << one_out;
 }

@@ -1,7 +1,5 @@
 #include "api/admin_replays.h"
 
-#include <utility>  // before Asio (g++ 12 + Boost 1.74)
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -10,6 +8,7 @@
 #include <chrono>
 #include <optional>
 #include <set>
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -29,14 +28,14 @@ namespace {
 
 constexpr std::string_view kExecutions = "/admin/executions";
 constexpr std::string_view kReplays = "/admin/replays";
-constexpr int64_t kJobLeaseMs = 30000;    // a job's claim lapses this long after its holder's last step
-constexpr int kJobPollSeconds = 5;        // how often an instance looks for jobs nobody holds
+constexpr int64_t kJobLeaseMs = 30000;  // a job's claim lapses this long after its holder's last step
+constexpr int kJobPollSeconds = 5;      // how often an instance looks for jobs nobody holds
 constexpr int kMaxRatePerSecond = 100;
 constexpr size_t kMaxDryRunListed = 10000;
 
 const std::set<std::string>& Outcomes() {
-  static const std::set<std::string> all = {"SUCCEEDED", "FAILED",  "DEFERRED", "BLOCKED",
-                                            "IN_PROGRESS", "QUEUED", "RUNNING", "EXPIRED"};
+  static const std::set<std::string> all = {"SUCCEEDED",   "FAILED", "DEFERRED", "BLOCKED",
+                                            "IN_PROGRESS", "QUEUED", "RUNNING",  "EXPIRED"};
   return all;
 }
 
@@ -106,7 +105,8 @@ FieldReader BodyFields(const json& body) {
 // The listing filter of both GET /admin/executions and POST /admin/replays; the error to answer.
 std::variant<HttpResponse, ExecutionStore::AdminListFilter> ParseFilter(const FieldReader& field, bool paged) {
   ExecutionStore::AdminListFilter f;
-  for (auto [name, target] : {std::pair{"connector", &f.connector}, std::pair{"tenant", &f.tenant}, std::pair{"tool", &f.tool}}) {
+  for (auto [name, target] :
+       {std::pair{"connector", &f.connector}, std::pair{"tenant", &f.tenant}, std::pair{"tool", &f.tool}}) {
     if (auto v = field(name)) {
       if (!IsValidToolName(*v) && !(std::string(name) == "tenant" && !v->empty() && v->size() <= 256)) {
         return Error(400, "invalid_request", absl::StrCat(name, " is not a valid ", name, " name"));
@@ -117,8 +117,9 @@ std::variant<HttpResponse, ExecutionStore::AdminListFilter> ParseFilter(const Fi
   if (auto v = field("outcome")) {
     for (absl::string_view o : absl::StrSplit(*v, ',', absl::SkipEmpty())) {
       if (!Outcomes().count(std::string(o))) {
-        return Error(400, "invalid_request", absl::StrCat("outcome: unknown outcome '", std::string(o),
-                                                          "' (SUCCEEDED, FAILED, DEFERRED, BLOCKED, ...; comma-separated)"));
+        return Error(400, "invalid_request",
+                     absl::StrCat("outcome: unknown outcome '", std::string(o),
+                                  "' (SUCCEEDED, FAILED, DEFERRED, BLOCKED, ...; comma-separated)"));
       }
       f.outcomes.emplace_back(o);
     }
@@ -249,7 +250,9 @@ struct AdminReplays::Impl : GatewayContext {
     if (body.is_object() && body.contains("requested_by") && body["requested_by"].is_string()) {
       requested_by = body["requested_by"].get<std::string>().substr(0, 200);
     }
-    json data = {{"method", req.method}, {"path", req.path.substr(0, 300)}, {"status", answer.status},
+    json data = {{"method", req.method},
+                 {"path", req.path.substr(0, 300)},
+                 {"status", answer.status},
                  {"error", reply.is_object() ? reply.value("error", "") : ""}};
     if (!requested_by.empty()) data["requested_by"] = requested_by;
     const std::string actor = requested_by.empty() ? "admin" : OperatorActor(requested_by);
@@ -268,7 +271,8 @@ struct AdminReplays::Impl : GatewayContext {
     if (auto* bad = std::get_if<HttpResponse>(&parsed)) return *bad;
     auto page = engine.executions().ListAll(std::get<ExecutionStore::AdminListFilter>(parsed));
     if (!page.ok()) {
-      if (absl::IsInvalidArgument(page.status())) return Error(400, "invalid_request", std::string(page.status().message()));
+      if (absl::IsInvalidArgument(page.status()))
+        return Error(400, "invalid_request", std::string(page.status().message()));
       return Error(503, "store_unavailable", "the store cannot be read right now");
     }
     json list = json::array();
@@ -299,7 +303,8 @@ struct AdminReplays::Impl : GatewayContext {
 
   asio::awaitable<ReplayDone> Replay(ReplayAsk ask) {
     auto prepare = [&]() -> std::variant<InvokeResponse, InvokeRequest> {
-      if (!LooksLikeUuid(ask.execution_id)) return InvokeResponse{404, ErrorJson("not_found", "execution not found"), {}};
+      if (!LooksLikeUuid(ask.execution_id))
+        return InvokeResponse{404, ErrorJson("not_found", "execution not found"), {}};
       absl::StatusOr<ExecutionRecord> original = ask.tenant_id.empty()
                                                      ? engine.executions().Locate(ask.execution_id)
                                                      : engine.executions().Get(ask.tenant_id, ask.execution_id);
@@ -356,8 +361,9 @@ struct AdminReplays::Impl : GatewayContext {
     if (parsed.error) co_return *parsed.error;
     const json& b = parsed.value;
     if (HasTenantFields(req, &b)) {
-      co_return Error(400, "tenant_from_execution_only",
-                      "an operator's replay runs in its original's tenant; tenant_id and account_id are not parameters");
+      co_return Error(
+          400, "tenant_from_execution_only",
+          "an operator's replay runs in its original's tenant; tenant_id and account_id are not parameters");
     }
     if (auto bad = CheckReplayBody(b)) co_return *bad;
     ReplayAsk ask{id, "", b["replay_reason"], b["requested_by"], b.value("force", false), ""};
@@ -388,11 +394,13 @@ struct AdminReplays::Impl : GatewayContext {
     if (b.contains("rate_per_s")) {
       if (!b["rate_per_s"].is_number_integer() || b["rate_per_s"].get<int64_t>() < 1 ||
           b["rate_per_s"].get<int64_t>() > kMaxRatePerSecond) {
-        co_return Error(400, "invalid_request", absl::StrCat("rate_per_s must be an integer in 1..", kMaxRatePerSecond));
+        co_return Error(400, "invalid_request",
+                        absl::StrCat("rate_per_s must be an integer in 1..", kMaxRatePerSecond));
       }
       rate = static_cast<int>(b["rate_per_s"].get<int64_t>());
     }
-    if (b.contains("dry_run") && !b["dry_run"].is_boolean()) co_return Error(400, "invalid_request", "dry_run must be a boolean");
+    if (b.contains("dry_run") && !b["dry_run"].is_boolean())
+      co_return Error(400, "invalid_request", "dry_run must be a boolean");
     const bool dry_run = b.value("dry_run", false);
     std::optional<std::vector<std::string>> ids;
     if (b.contains("execution_ids")) {
@@ -410,10 +418,12 @@ struct AdminReplays::Impl : GatewayContext {
     auto filter_or = ParseFilter(BodyFields(b), /*paged=*/false);
     if (auto* bad = std::get_if<HttpResponse>(&filter_or)) co_return *bad;
     ExecutionStore::AdminListFilter filter = std::get<ExecutionStore::AdminListFilter>(filter_or);
-    if (ids && !FilterIsEmpty(filter)) co_return Error(400, "invalid_request", "give execution_ids or a filter, not both");
+    if (ids && !FilterIsEmpty(filter))
+      co_return Error(400, "invalid_request", "give execution_ids or a filter, not both");
     if (!ids && FilterIsEmpty(filter)) {
-      co_return Error(400, "invalid_request",
-                      "say what to replay: execution_ids, or a filter (connector, tenant, tool, outcome, since, until)");
+      co_return Error(
+          400, "invalid_request",
+          "say what to replay: execution_ids, or a filter (connector, tenant, tool, outcome, since, until)");
     }
     ReplayJob job;
     job.job_id = NewUuidV7(clock);
@@ -485,13 +495,14 @@ struct AdminReplays::Impl : GatewayContext {
       if (absl::Status s = jobs.Create(job, entries); !s.ok()) {
         return Error(503, "store_unavailable", "the store cannot be written right now");
       }
-      json data = {{"job_id", job.job_id},  {"matched", entries.size()}, {"filter", filter_json},
-                   {"rate_per_s", rate},    {"force", job.force},       {"reason", job.reason},
-                   {"requested_by", job.requested_by}};
+      json data = {
+          {"job_id", job.job_id}, {"matched", entries.size()}, {"filter", filter_json},           {"rate_per_s", rate},
+          {"force", job.force},   {"reason", job.reason},      {"requested_by", job.requested_by}};
       if (auto e = engine.ledger().Audit("REPLAY_JOB_CREATED", OperatorActor(job.requested_by), Dump(data)); !e.ok()) {
         spdlog::error("audit REPLAY_JOB_CREATED not written: {}", e.status().ToString());
       }
-      return Json(202, {{"job_id", job.job_id}, {"matched", entries.size()}, {"state", entries.empty() ? "DONE" : "RUNNING"}});
+      return Json(
+          202, {{"job_id", job.job_id}, {"matched", entries.size()}, {"state", entries.empty() ? "DONE" : "RUNNING"}});
     };
     HttpResponse answer = co_await RunBlocking(pool, create);
     if (answer.status == 202 && !entries.empty()) Launch(job.job_id);
@@ -501,8 +512,9 @@ struct AdminReplays::Impl : GatewayContext {
   HttpResponse ListJobs(const HttpRequest& req) {
     int limit = 50;
     if (auto it = req.query.find("limit"); it != req.query.end()) {
-      if (it->second.empty() || it->second.size() > 4 || it->second.find_first_not_of("0123456789") != std::string::npos ||
-          std::stoi(it->second) < 1 || std::stoi(it->second) > 1000) {
+      if (it->second.empty() || it->second.size() > 4 ||
+          it->second.find_first_not_of("0123456789") != std::string::npos || std::stoi(it->second) < 1 ||
+          std::stoi(it->second) > 1000) {
         return Error(400, "invalid_request", "limit must be 1..1000");
       }
       limit = std::stoi(it->second);
@@ -533,15 +545,21 @@ struct AdminReplays::Impl : GatewayContext {
     if (!LooksLikeUuid(job_id)) return Error(404, "not_found", "no such replay job");
     auto cancelled = jobs.Cancel(job_id, OperatorActor(body["requested_by"]));
     if (!cancelled.ok()) {
-      return absl::IsNotFound(cancelled.status()) ? Error(404, "not_found", "no such replay job")
-                                                  : Error(503, "store_unavailable", "the store cannot be written right now");
+      return absl::IsNotFound(cancelled.status())
+                 ? Error(404, "not_found", "no such replay job")
+                 : Error(503, "store_unavailable", "the store cannot be written right now");
     }
     auto job = jobs.Get(job_id);
     if (!job.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
-    if (!*cancelled) return Json(409, {{"error", "job_finished"}, {"message", "the job has already ended"}, {"job", JobJson(*job)}});
-    json data = {{"job_id", job_id}, {"done", job->next_index}, {"planned", job->planned},
-                 {"reason", body["reason"]}, {"requested_by", body["requested_by"]}};
-    if (auto e = engine.ledger().Audit("REPLAY_JOB_CANCELLED", OperatorActor(body["requested_by"]), Dump(data)); !e.ok()) {
+    if (!*cancelled)
+      return Json(409, {{"error", "job_finished"}, {"message", "the job has already ended"}, {"job", JobJson(*job)}});
+    json data = {{"job_id", job_id},
+                 {"done", job->next_index},
+                 {"planned", job->planned},
+                 {"reason", body["reason"]},
+                 {"requested_by", body["requested_by"]}};
+    if (auto e = engine.ledger().Audit("REPLAY_JOB_CANCELLED", OperatorActor(body["requested_by"]), Dump(data));
+        !e.ok()) {
       return Error(503, "store_unavailable", "the job was cancelled but its audit event could not be written");
     }
     return Json(200, JobJson(*job));
@@ -676,7 +694,8 @@ struct AdminReplays::Impl : GatewayContext {
     }
     for (const std::string& id : mine) {
       if (absl::Status s = jobs.Release(id, engine.instance_id()); !s.ok()) {
-        spdlog::warn("replay job {}: claim not given back ({}); another instance takes it when it lapses", id, s.ToString());
+        spdlog::warn("replay job {}: claim not given back ({}); another instance takes it when it lapses", id,
+                     s.ToString());
       }
     }
   }

@@ -6,10 +6,9 @@
 // itself — never a parameter — and each replay is its own execution through the one invocation
 // path (Replayer + RunInvocation), audited in the system audit chain.
 
-#include <utility>  // before Asio (g++ 12 + Boost 1.74)
-
 #include <memory>
 #include <string>
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include "api/gateway_context.h"
 #include "api/http.h"

@@ -73,7 +73,8 @@ absl::Status ReplayJobStore::Create(const ReplayJob& job, const std::vector<Repl
       list.push_back({entries[k].first, entries[k].second});
     }
     Item item{{"entries", list.dump()}, {std::string(store::kTtlAttribute), ttl}};
-    ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(PartKey(job.job_id, static_cast<int64_t>(part)), item, Condition::Always()));
+    ASSIGN_OR_RETURN(store::WriteResult r,
+                     store_.Put(PartKey(job.job_id, static_cast<int64_t>(part)), item, Condition::Always()));
     (void)r;
   }
   Item header{{"job_id", job.job_id},
@@ -117,12 +118,14 @@ absl::StatusOr<std::vector<ReplayJob>> ReplayJobStore::List(int limit) {
   return jobs;
 }
 
-absl::StatusOr<std::vector<ReplayJobEntry>> ReplayJobStore::Entries(std::string_view job_id, int64_t from, int64_t count) {
+absl::StatusOr<std::vector<ReplayJobEntry>> ReplayJobStore::Entries(std::string_view job_id, int64_t from,
+                                                                    int64_t count) {
   std::vector<ReplayJobEntry> out;
   for (int64_t part = from / kPartSize; count > 0 && static_cast<int64_t>(out.size()) < count; ++part) {
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(PartKey(job_id, part)));
     if (!item) break;
-    const nlohmann::json list = nlohmann::json::parse(store::GetString(*item, "entries").value_or("[]"), nullptr, false);
+    const nlohmann::json list =
+        nlohmann::json::parse(store::GetString(*item, "entries").value_or("[]"), nullptr, false);
     if (!list.is_array()) return absl::DataLossError("replay job part is not a list");
     for (size_t k = 0; k < list.size(); ++k) {
       const int64_t index = part * kPartSize + static_cast<int64_t>(k);
@@ -139,12 +142,13 @@ absl::StatusOr<std::vector<ReplayJobEntry>> ReplayJobStore::Entries(std::string_
 
 absl::StatusOr<bool> ReplayJobStore::Cancel(std::string_view job_id, std::string_view cancelled_by) {
   const int64_t now = clock_.now_epoch_ms();
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(HeaderKey(job_id),
-                                 {UpdateOp::Set(Attr("state"), std::string("CANCELLED")),
-                                  UpdateOp::Set(Attr("cancelled_by"), std::string(cancelled_by)),
-                                  UpdateOp::Set(Attr("finished_at_ms"), now), UpdateOp::Set(Attr("updated_at_ms"), now)},
-                                 Condition::And({Condition::Exists(Attr("job_id")), Running()}), store::ReturnValues::kNone));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(HeaderKey(job_id),
+                    {UpdateOp::Set(Attr("state"), std::string("CANCELLED")),
+                     UpdateOp::Set(Attr("cancelled_by"), std::string(cancelled_by)),
+                     UpdateOp::Set(Attr("finished_at_ms"), now), UpdateOp::Set(Attr("updated_at_ms"), now)},
+                    Condition::And({Condition::Exists(Attr("job_id")), Running()}), store::ReturnValues::kNone));
   if (!r.applied) {
     ASSIGN_OR_RETURN(ReplayJob j, Get(job_id));  // kNotFound for an unknown job
     (void)j;
@@ -155,22 +159,22 @@ absl::StatusOr<bool> ReplayJobStore::Cancel(std::string_view job_id, std::string
 absl::StatusOr<std::optional<ReplayJob>> ReplayJobStore::Claim(std::string_view job_id, std::string_view owner,
                                                                int64_t lease_ms) {
   const int64_t now = clock_.now_epoch_ms();
-  ASSIGN_OR_RETURN(
-      store::WriteResult r,
-      store_.Update(HeaderKey(job_id),
-                    {UpdateOp::Set(Attr("owner"), std::string(owner)), UpdateOp::Set(Attr("lease_until_ms"), now + lease_ms)},
-                    Condition::And({Condition::Exists(Attr("job_id")), Running(),
-                                    Condition::Or({Condition::NotExists(Attr("owner")), OwnedBy(owner),
-                                                   Condition::Lt(Attr("lease_until_ms"), now)})})));
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(HeaderKey(job_id),
+                                 {UpdateOp::Set(Attr("owner"), std::string(owner)),
+                                  UpdateOp::Set(Attr("lease_until_ms"), now + lease_ms)},
+                                 Condition::And({Condition::Exists(Attr("job_id")), Running(),
+                                                 Condition::Or({Condition::NotExists(Attr("owner")), OwnedBy(owner),
+                                                                Condition::Lt(Attr("lease_until_ms"), now)})})));
   if (!r.applied) return std::nullopt;
   return FromItem(r.item);
 }
 
 absl::Status ReplayJobStore::Release(std::string_view job_id, std::string_view owner) {
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(HeaderKey(job_id), {UpdateOp::Remove(Attr("owner")), UpdateOp::Remove(Attr("lease_until_ms"))},
-                                 Condition::And({Condition::Exists(Attr("job_id")), OwnedBy(owner)}),
-                                 store::ReturnValues::kNone));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(HeaderKey(job_id), {UpdateOp::Remove(Attr("owner")), UpdateOp::Remove(Attr("lease_until_ms"))},
+                    Condition::And({Condition::Exists(Attr("job_id")), OwnedBy(owner)}), store::ReturnValues::kNone));
   (void)r;
   return absl::OkStatus();
 }
@@ -178,12 +182,13 @@ absl::Status ReplayJobStore::Release(std::string_view job_id, std::string_view o
 absl::StatusOr<bool> ReplayJobStore::Begin(std::string_view job_id, std::string_view owner, int64_t index,
                                            int64_t lease_ms) {
   const int64_t now = clock_.now_epoch_ms();
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(HeaderKey(job_id),
-                                 {UpdateOp::Set(Attr("in_flight_index"), index), UpdateOp::Set(Attr("lease_until_ms"), now + lease_ms),
-                                  UpdateOp::Set(Attr("updated_at_ms"), now)},
-                                 Condition::And({Running(), OwnedBy(owner), Condition::Eq(Attr("next_index"), index)}),
-                                 store::ReturnValues::kNone));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(HeaderKey(job_id),
+                    {UpdateOp::Set(Attr("in_flight_index"), index),
+                     UpdateOp::Set(Attr("lease_until_ms"), now + lease_ms), UpdateOp::Set(Attr("updated_at_ms"), now)},
+                    Condition::And({Running(), OwnedBy(owner), Condition::Eq(Attr("next_index"), index)}),
+                    store::ReturnValues::kNone));
   return r.applied;
 }
 
@@ -191,18 +196,17 @@ absl::StatusOr<bool> ReplayJobStore::Record(std::string_view job_id, std::string
                                             std::string_view execution_id, std::string_view result) {
   ASSIGN_OR_RETURN(ReplayJob job, Get(job_id));
   const int64_t now = clock_.now_epoch_ms();
-  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr("next_index"), index + 1),
-                               UpdateOp::Set(Attr("in_flight_index"), int64_t{-1}),
-                               UpdateOp::Set(Attr("last_execution_id"), std::string(execution_id)),
-                               UpdateOp::Set(Attr("updated_at_ms"), now),
-                               UpdateOp::Add(store::AttributePath::Top(std::string(result)), 1)};
+  std::vector<UpdateOp> ops = {
+      UpdateOp::Set(Attr("next_index"), index + 1), UpdateOp::Set(Attr("in_flight_index"), int64_t{-1}),
+      UpdateOp::Set(Attr("last_execution_id"), std::string(execution_id)), UpdateOp::Set(Attr("updated_at_ms"), now),
+      UpdateOp::Add(store::AttributePath::Top(std::string(result)), 1)};
   const Condition mine = Condition::And({OwnedBy(owner), Condition::Eq(Attr("next_index"), index)});
   if (index + 1 >= job.planned) {  // the last one ends the job, unless it was cancelled meanwhile
     std::vector<UpdateOp> done = ops;
     done.push_back(UpdateOp::Set(Attr("state"), std::string("DONE")));
     done.push_back(UpdateOp::Set(Attr("finished_at_ms"), now));
-    ASSIGN_OR_RETURN(store::WriteResult r,
-                     store_.Update(HeaderKey(job_id), done, Condition::And({mine, Running()}), store::ReturnValues::kNone));
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(HeaderKey(job_id), done, Condition::And({mine, Running()}),
+                                                         store::ReturnValues::kNone));
     if (r.applied) return true;
   }
   ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(HeaderKey(job_id), ops, mine, store::ReturnValues::kNone));

@@ -25,9 +25,9 @@ struct ReplayJob {
   int64_t created_at_ms = 0;
   int64_t updated_at_ms = 0;
   int64_t finished_at_ms = 0;
-  int64_t planned = 0;     // originals in the job
-  int64_t next_index = 0;  // the cursor: originals [0, next_index) are done
-  int64_t in_flight_index = -1;  // the original being replayed (-1: none): a crash leaves it set
+  int64_t planned = 0;            // originals in the job
+  int64_t next_index = 0;         // the cursor: originals [0, next_index) are done
+  int64_t in_flight_index = -1;   // the original being replayed (-1: none): a crash leaves it set
   std::string last_execution_id;  // the last original done
   // What became of the originals done: a new execution that SUCCEEDED; deduplicated (the intent had
   // succeeded: no call); refused (no replay made: the limit, not found, not replayable); failed (the
