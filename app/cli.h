@@ -52,7 +52,8 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config
 
 // Command groups. Each adds its subcommands to `app`; the chosen one sets cli.exit_code when it runs.
 void RegisterServeCommands(CLI::App& app, Cli& cli);     // serve, version, dev-token
-void RegisterOperatorCommands(CLI::App& app, Cli& cli);  // status, breaker, kill-switch, limits, replay, slo
+void RegisterOperatorCommands(CLI::App& app, Cli& cli);  // status, breaker, kill-switch, limits, slo
+void RegisterReplayCommands(CLI::App& app, Cli& cli);    // executions list, replay, replays list | show | cancel
 void RegisterLedgerCommands(CLI::App& app, Cli& cli);    // ledger show | verify | export
 void RegisterStoreCommands(CLI::App& app, Cli& cli);     // store check | init
 

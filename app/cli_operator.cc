@@ -1,5 +1,5 @@
 // The operator commands that go through the admin listener (status, breaker, kill-switch, limits,
-// slo) and `replay`, which goes through the public API with an operator's token.
+// slo). `replay` and `executions` live in cli_replay.cc.
 
 #include <cstdio>
 
@@ -203,34 +203,6 @@ void RegisterSlo(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
   });
 }
 
-// `replay` goes through the public API: the tenant is the token's (S11).
-int Replay(const Config& config, const OperatorOptions& o) {
-  api::ClientRequest r;
-  r.address = config.server.listen;
-  if (r.address.host == "0.0.0.0") r.address.host = "127.0.0.1";
-  r.method = "POST";
-  r.target = "/v1/executions/" + api::PercentEncode(o.execution_id) + "/replay";
-  r.body = json{{"replay_reason", o.reason}, {"requested_by", o.requested_by}, {"force", o.force}}.dump();
-  r.headers = {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + o.token}};
-  r.timeout = std::chrono::seconds(660);
-  api::ClientResult res = api::HttpCall(r);
-  if (!res.ok) return Fail("cannot reach the public listener at " + r.address.ToString() + " (" + res.error + ")");
-  std::printf("%s\n", res.body.c_str());
-  return res.status == 200 ? kExitOk : kExitRefused;
-}
-
-void RegisterReplay(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
-  auto* replay = app.add_subcommand("replay", "replay an execution (public API, with an operator's token)");
-  replay->add_option("execution_id", o->execution_id)->required();
-  replay->add_option("--reason", o->reason, "replay_reason (audited)")->required();
-  replay->add_option("--requested-by", o->requested_by, "who asked (audited)")->required();
-  replay->add_option("--token", o->token, "a JWT of the execution's tenant with the operator or admin role")->required();
-  replay->add_flag("--force", o->force, "re-execute even if the intent already succeeded (admin role)");
-  replay->callback([&cli, o] {
-    if (const Config* c = cli.config()) cli.exit_code = Replay(*c, *o);
-  });
-}
-
 }  // namespace
 
 void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
@@ -241,7 +213,6 @@ void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
   RegisterBreaker(app, cli, o);
   RegisterKillSwitch(app, cli, o);
   RegisterLimits(app, cli, o);
-  RegisterReplay(app, cli, o);
   RegisterSlo(app, cli, o);
 }
 

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.add_option("--config", cli.config_path, "configuration file (TOML); default: the built-in configuration");
   RegisterServeCommands(app, cli);
   RegisterOperatorCommands(app, cli);
+  RegisterReplayCommands(app, cli);
   RegisterLedgerCommands(app, cli);
   RegisterStoreCommands(app, cli);
   try {

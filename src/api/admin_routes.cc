@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "api/admin_replays.h"
 #include "api/api_support.h"
 #include "api/views.h"
 #include "spdlog/spdlog.h"
@@ -16,7 +17,9 @@ namespace toolgate::api {
 
 // The routes reach what they share with the gateway by its names (config, engine, pool, ...).
 struct AdminRoutes::Impl : GatewayContext {
-  explicit Impl(GatewayContext& g) : GatewayContext(g) {}
+  explicit Impl(GatewayContext& g) : GatewayContext(g), replays(g) {}
+
+  AdminReplays replays;  // /admin/executions, /admin/replays (operator replays, bulk jobs)
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (std::optional<HttpResponse> refused = RefuseCrossSite(req)) co_return *refused;
@@ -49,6 +52,10 @@ struct AdminRoutes::Impl : GatewayContext {
       const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
       engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
       co_return HttpResponse{200, engine.metrics().Serialize(), "text/plain; version=0.0.4", {}};
+    }
+    if (AdminReplays::Serves(req.path)) {
+      auto replays_op = replays.Handle(std::move(req));
+      co_return co_await std::move(replays_op);
     }
     if (req.path == "/admin/connectors" && req.method == "GET") {
       co_return co_await RunBlocking(pool, [this] { return Connectors(); });
@@ -337,6 +344,7 @@ struct AdminRoutes::Impl : GatewayContext {
 
 AdminRoutes::AdminRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}
 AdminRoutes::~AdminRoutes() = default;
+AdminReplays& AdminRoutes::replays() { return impl_->replays; }
 asio::awaitable<HttpResponse> AdminRoutes::Handle(HttpRequest request) {
   auto op = impl_->Handle(std::move(request));
   co_return co_await std::move(op);

@@ -1,6 +1,7 @@
 #include "api/api_support.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "api/json_limits.h"
 
 namespace toolgate::api {
@@ -57,6 +58,31 @@ std::optional<HttpResponse> CheckAudit(const json& body) {
         body[field].get<std::string>().size() > static_cast<size_t>(max)) {
       return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
     }
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpResponse> CheckReplayBody(const json& b) {
+  for (auto [field, max] : {std::pair{"replay_reason", 1000}, std::pair{"requested_by", 200}}) {
+    if (!b.contains(field) || !b[field].is_string() || b[field].get<std::string>().empty() ||
+        b[field].get<std::string>().size() > static_cast<size_t>(max)) {
+      return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
+    }
+  }
+  if (b.contains("force") && !b["force"].is_boolean()) return Error(400, "invalid_request", "force must be a boolean");
+  return std::nullopt;
+}
+
+std::optional<int64_t> ParseTimeMs(const std::string& text) {
+  if (text.empty() || text.size() > 64) return std::nullopt;
+  if (text.find_first_not_of("0123456789") == std::string::npos) {
+    if (text.size() > 15) return std::nullopt;
+    return std::stoll(text);
+  }
+  for (const char* format : {"%Y-%m-%d%ET%H:%M:%E*S%Ez", "%Y-%m-%d%ET%H:%M%Ez", "%Y-%m-%d"}) {
+    absl::Time t;
+    std::string err;
+    if (absl::ParseTime(format, text, absl::UTCTimeZone(), &t, &err)) return absl::ToUnixMillis(t);
   }
   return std::nullopt;
 }

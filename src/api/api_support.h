@@ -56,5 +56,11 @@ std::optional<std::string> BearerToken(const HttpRequest& req);
 bool HasTenantFields(const HttpRequest& req, const json* body);
 // Required admin change fields: reason (1..1000) and requested_by (1..200); the error to answer.
 std::optional<HttpResponse> CheckAudit(const json& body);
+// A replay's fields (design §6): replay_reason (1..1000), requested_by (1..200), force? (bool); the
+// error to answer. The public and the admin replay routes both check with this.
+std::optional<HttpResponse> CheckReplayBody(const json& body);
+// A point in time as operators write it (DESIGN §17.9): epoch milliseconds, or RFC 3339 with or
+// without seconds ("2026-11-30T10:00Z", "2026-11-30T10:00:00.5+01:00"), or a date (UTC midnight).
+std::optional<int64_t> ParseTimeMs(const std::string& text);
 
 }  // namespace toolgate::api

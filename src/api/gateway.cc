@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "api/admin_replays.h"
 #include "api/admin_routes.h"
 #include "api/api_support.h"
 #include "api/descriptor_limit.h"
@@ -184,6 +185,7 @@ absl::Status Gateway::Start() {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
   }
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
+  asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
   if (auto* memory = dynamic_cast<store::MemoryItemStore*>(&i.engine->base_store())) {
     asio::co_spawn(i.io, i.SweepMemoryStoreForever(memory), asio::detached);
   }
@@ -211,8 +213,10 @@ void Gateway::Stop() {
             timer.expires_after(std::chrono::milliseconds(20));
             co_await timer.async_wait(asio::use_awaitable);
           }
-          // The last calls' SLO counts, so a restart or a rolling deploy loses none.
+          // The last calls' SLO counts, so a restart or a rolling deploy loses none; bulk replay
+          // jobs given back, so a restart (or another instance) goes on with them at once.
           co_await RunBlocking(i.pool, [&i] {
+            i.admin_routes->replays().ReleaseClaims();
             if (absl::Status s = i.engine->slo_counters().Flush(); !s.ok()) spdlog::warn("SLO counts lost at shutdown: {}", s.ToString());
             return 0;
           });

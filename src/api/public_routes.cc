@@ -104,13 +104,7 @@ struct PublicRoutes::Impl : GatewayContext {
       co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
     }
     const json& b = body.value;
-    for (auto [field, max] : {std::pair{"replay_reason", 1000}, std::pair{"requested_by", 200}}) {
-      if (!b.contains(field) || !b[field].is_string() || b[field].get<std::string>().empty() ||
-          b[field].get<std::string>().size() > static_cast<size_t>(max)) {
-        co_return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
-      }
-    }
-    if (b.contains("force") && !b["force"].is_boolean()) co_return Error(400, "invalid_request", "force must be a boolean");
+    if (auto bad = CheckReplayBody(b)) co_return *bad;
     ReplayOrder order{principal, id, b["replay_reason"], b["requested_by"], b.value("force", false)};
     auto prepared = co_await RunBlocking(pool, [&] { return engine.replayer().Prepare(order); });
     if (auto* refusal = std::get_if<InvokeResponse>(&prepared)) co_return ToHttp(std::move(*refusal));

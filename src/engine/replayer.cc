@@ -77,8 +77,9 @@ std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder&
   ir.replay = ContextOf(*original, order);
   // Said on the original's chain (and its anchor) before the replay runs.
   Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
-  const json requested = {{"execution_id", ir.execution_id}, {"replay_reason", order.reason},
+  json requested = {{"execution_id", ir.execution_id}, {"replay_reason", order.reason},
                           {"requested_by", order.requested_by}, {"sub", who.subject}, {"force", order.force}};
+  if (!order.job_id.empty()) requested["job_id"] = order.job_id;
   const std::string actor = who.subject.empty() ? "tenant:" + who.tenant_id : who.subject;
   if (auto e = ledger_.Append(Ledger::ExecutionChain(original->execution_id), tail, "REPLAY_REQUESTED", actor,
                               requested.dump(-1, ' ', false, json::error_handler_t::replace),

@@ -1,6 +1,10 @@
 #include "toolgate/services/execution_store.h"
 
+#include <algorithm>
+
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -166,6 +170,113 @@ absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::List(std::string_view t
   }
   page.next = last_examined;
   return page;
+}
+
+namespace {
+
+// The admin listing's cursor: the key of the last item examined and how the listing reads ("q": one
+// tenant's partition, newest first; "s": a scan), as web-safe base64 of a small JSON object.
+std::string EncodeCursor(bool query, const store::ItemKey& key) {
+  const nlohmann::json c = {{"m", query ? "q" : "s"}, {"pk", key.pk}, {"sk", key.sk}};
+  return absl::WebSafeBase64Escape(c.dump());
+}
+
+std::optional<store::ItemKey> DecodeCursor(const std::string& cursor, bool query) {
+  std::string text;
+  if (cursor.size() > 2048 || !absl::WebSafeBase64Unescape(cursor, &text)) return std::nullopt;
+  const nlohmann::json c = nlohmann::json::parse(text, nullptr, false);
+  if (!c.is_object() || c.value("m", "") != (query ? "q" : "s") || !c.contains("pk") || !c["pk"].is_string() ||
+      !c.contains("sk") || !c["sk"].is_string()) {
+    return std::nullopt;
+  }
+  store::ItemKey key{c["pk"].get<std::string>(), c["sk"].get<std::string>()};
+  if (key.pk.rfind("TENANT#", 0) != 0) return std::nullopt;
+  return key;
+}
+
+bool Matches(const ExecutionStore::AdminListFilter& f, const ExecutionRecord& r) {
+  if (!f.connector.empty() && r.connector_id != f.connector) return false;
+  if (!f.tenant.empty() && r.tenant_id != f.tenant) return false;
+  if (!f.tool.empty() && r.tool_name != f.tool) return false;
+  if (!f.outcomes.empty() && std::find(f.outcomes.begin(), f.outcomes.end(), r.outcome) == f.outcomes.end()) return false;
+  if (f.since_ms && r.created_at_ms < *f.since_ms) return false;
+  if (f.until_ms && r.created_at_ms >= *f.until_ms) return false;
+  if (f.originals_only && !r.replay_of.empty()) return false;
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::ListAll(const AdminListFilter& f) {
+  const int limit = std::min(std::max(f.limit, 1), 1000);
+  const bool by_tenant = !f.tenant.empty();
+  std::optional<store::ItemKey> after;
+  if (!f.cursor.empty()) {
+    after = DecodeCursor(f.cursor, by_tenant);
+    if (!after || (by_tenant && after->pk != absl::StrCat("TENANT#", f.tenant))) {
+      return absl::InvalidArgumentError("cursor must be the `next` of a previous page of the same listing");
+    }
+  }
+  ListPage page;
+  std::optional<store::ItemKey> last_examined;
+  auto take = [&](const store::ItemKey& key, const store::Item& item) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(ExecutionRecord r, FromItem(item));
+    last_examined = key;
+    if (Matches(f, r)) page.executions.push_back(std::move(r));
+    return static_cast<int>(page.executions.size()) == limit;
+  };
+  if (by_tenant) {
+    store::QueryRequest q{absl::StrCat("TENANT#", f.tenant), "EXEC#", std::min(limit, 200), std::nullopt,
+                          /*descending=*/true};
+    if (after) q.after = after->sk;
+    for (int round = 0; round < 20; ++round) {
+      ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+      for (auto& [sk, item] : p.items) {
+        // UUIDv7 ids sort by creation time: past `since`, nothing older can match.
+        if (f.since_ms && store::GetInt(item, "created_at_ms").value_or(0) < *f.since_ms) return page;
+        ASSIGN_OR_RETURN(bool full, take({q.pk, sk}, item));
+        if (full) {
+          page.next = EncodeCursor(true, *last_examined);
+          return page;
+        }
+      }
+      if (!p.last_sk) return page;
+      q.after = p.last_sk;
+    }
+  } else {
+    store::ScanRequest req{"TENANT#", "EXEC#", 500, after};
+    for (int round = 0; round < 20; ++round) {
+      ASSIGN_OR_RETURN(store::ScanPage p, store_.Scan(req));
+      for (auto& [key, item] : p.items) {
+        ASSIGN_OR_RETURN(bool full, take(key, item));
+        if (full) {
+          page.next = EncodeCursor(false, *last_examined);
+          return page;
+        }
+      }
+      if (!p.last_key) return page;
+      req.after = p.last_key;
+      last_examined = p.last_key;
+    }
+  }
+  if (last_examined) page.next = EncodeCursor(by_tenant, *last_examined);
+  return page;
+}
+
+absl::StatusOr<ExecutionRecord> ExecutionStore::Locate(std::string_view execution_id) {
+  // The chain of an execution is (EXEC#<id>, EVENT#<seq>); a replay's opens with REPLAY_STARTED.
+  store::QueryRequest q{absl::StrCat("EXEC#", std::string(execution_id)), "EVENT#", 3, std::nullopt, false};
+  ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+  for (const auto& [sk, item] : p.items) {
+    if (store::GetString(item, "type").value_or("") != "EXECUTION_RECEIVED") continue;
+    const nlohmann::json data = nlohmann::json::parse(store::GetString(item, "data").value_or("{}"), nullptr, false);
+    if (!data.is_object() || !data.contains("tenant_id") || !data["tenant_id"].is_string()) break;
+    const std::string tenant = data["tenant_id"].get<std::string>();
+    ASSIGN_OR_RETURN(ExecutionRecord r, Get(tenant, execution_id));
+    if (r.tenant_id != tenant) return absl::DataLossError("execution record and its chain disagree on the tenant");
+    return r;
+  }
+  return absl::NotFoundError("execution not found");
 }
 
 absl::Status ExecutionStore::ForEach(

@@ -19,6 +19,7 @@ struct ReplayOrder {
   std::string reason;
   std::string requested_by;
   bool force = false;  // re-execute even if the intent already succeeded (admins only)
+  std::string job_id;  // the bulk replay job asking, if any: said in REPLAY_REQUESTED
 };
 
 // Replay (design S12) before and after its run through the invocation path. Prepare checks the

@@ -77,6 +77,32 @@ class ExecutionStore {
   };
   absl::StatusOr<ListPage> List(std::string_view tenant_id, const ListFilter& filter);
 
+  // Every tenant's executions, for operators (the admin listener). Empty fields match anything.
+  struct AdminListFilter {
+    std::string connector;
+    std::string tenant;
+    std::string tool;
+    std::vector<std::string> outcomes;  // any of these
+    std::optional<int64_t> since_ms;    // created at or after
+    std::optional<int64_t> until_ms;    // created before
+    bool originals_only = false;        // leave replays out (a bulk replay replays originals)
+    int limit = 50;                     // 1..1000
+    std::string cursor;                 // opaque: a previous page's `next`
+  };
+  // With `tenant`: one Query of that tenant's partition, newest first, stopping at `since`. Without:
+  // a Scan of every execution item (pages of 500 items examined), in the store's key order — tenant
+  // by tenant, oldest first within a tenant on SQLite and memory; not time order across tenants. On
+  // DynamoDB a Scan reads (and is billed for) every item of the table, whatever the filter: a full
+  // listing costs about (table size / 4 KB) read units — use `tenant` when it is known. Each call
+  // examines a bounded number of items; `next` resumes after the last one examined, so a page may
+  // hold fewer than `limit` executions while `next` is set. kInvalidArgument for a bad cursor.
+  absl::StatusOr<ListPage> ListAll(const AdminListFilter& filter);
+
+  // Finds an execution by id alone (the admin listener knows no tenant): its chain's opening event
+  // EXECUTION_RECEIVED names the tenant (one small Query of the chain's partition), then the
+  // tenant's record is read and must agree. kNotFound when there is no such execution.
+  absl::StatusOr<ExecutionRecord> Locate(std::string_view execution_id);
+
   // Reserves one replay of the original `execution_id` (one conditional ADD): false when it already
   // has `max_replays` replays.
   absl::StatusOr<bool> ReserveReplay(std::string_view tenant_id, std::string_view execution_id, int max_replays);

@@ -1,0 +1,324 @@
+// Replays by operators through the admin listener, on the real binary (DESIGN §6 wave 2, S12,
+// §17.9): failures from several tenants, the cross-tenant listing, one replay in its original's
+// tenant with the operator as actor and an audit event, bulk jobs (dry run, real run, dedupe, the
+// replay limit, cancel), `executions list` and `replay --from-list --rate --resume` of the CLI, and
+// what is refused (a tenant in the body, no admin token) and audited.
+
+#include <signal.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "fake_downstream.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeDownstream;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+using Reply = FakeDownstream::Reply;
+
+constexpr char kAdminToken[] = "admin-token-for-the-replay-tests";
+
+class AdminReplayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    setenv("TOOLGATE_TEST_ADMIN_TOKEN", kAdminToken, 1);
+    std::string config = testing::BaseConfig(dir_.file("store.db"));
+    const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    config.replace(config.find(admin), admin.size(), admin + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
+    config += "[replay]\nmax_replays_per_execution = 2\n";
+    for (const char* c : {"crm", "billing"}) {
+      config += std::string("[connectors.") + c + "]\nbase_url = \"" + downstream_.base_url() +
+                "\"\ntimeout_ms = 1000\n[connectors." + c + ".breaker]\nfailure_threshold = 1000\n";
+    }
+    gw_ = std::make_unique<GatewayProcess>(config, dir_);
+    ASSERT_TRUE(gw_->Start());
+    downstream_.set_behavior([this](const auto&) {
+      return healthy_ ? Reply{200, R"({"ok":true})"} : Reply{500, "{}"};
+    });
+  }
+
+  api::ClientResult Admin(const std::string& method, const std::string& target, const json& body = nullptr,
+                          const std::string& token = kAdminToken) {
+    return gw_->Call(gw_->admin_port(), method, target, body.is_null() ? "" : body.dump(), token);
+  }
+  // A failed call of `tenant` to `tool`: its execution id.
+  std::string Fail(const std::string& tenant, const std::string& tool) {
+    auto r = gw_->Invoke(tool, {{"input", {{"n", ++calls_}}}}, Token(tenant));
+    EXPECT_EQ(r.status, 502) << r.body;
+    return Body(r)["execution_id"];
+  }
+  json AuditOf(const std::string& type) {
+    json out = json::array();
+    auto r = Admin("GET", "/admin/audit?limit=1000");
+    EXPECT_EQ(r.status, 200) << r.body;
+    const json doc = Body(r);  // bound: a loop over a temporary's member would outlive it
+    for (const auto& e : doc["events"]) {
+      if (e["type"] == type) out.push_back(e);
+    }
+    return out;
+  }
+  // Every page of GET /admin/executions with `query`.
+  std::vector<json> ListAll(const std::string& query) {
+    std::vector<json> all;
+    std::string cursor;
+    for (int page = 0; page < 50; ++page) {
+      auto r = Admin("GET", "/admin/executions?" + query + (cursor.empty() ? "" : "&cursor=" + cursor));
+      EXPECT_EQ(r.status, 200) << r.body;
+      const json b = Body(r);
+      for (const auto& e : b["executions"]) all.push_back(e);
+      if (!b["next"].is_string()) break;
+      cursor = b["next"];
+    }
+    return all;
+  }
+  json WaitForJob(const std::string& job_id) {
+    json job;
+    for (int i = 0; i < 400; ++i) {
+      job = Body(Admin("GET", "/admin/replays/" + job_id));
+      if (job["state"] != "RUNNING") break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return job;
+  }
+  json Execution(const std::string& id) { return Body(Admin("GET", "/admin/executions/" + id)); }
+
+  TempDir dir_;
+  FakeDownstream downstream_;
+  std::atomic<bool> healthy_{false};
+  std::unique_ptr<GatewayProcess> gw_;
+  int calls_ = 0;
+};
+
+TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTenant) {
+  std::map<std::string, std::string> tenant_of;  // original → tenant
+  for (const char* tenant : {"acme", "globex", "initech"}) {
+    tenant_of[Fail(tenant, "crm.update")] = tenant;
+    tenant_of[Fail(tenant, "crm.update")] = tenant;
+  }
+  const std::string billing_failure = Fail("acme", "billing.charge");
+  healthy_ = true;
+  ASSERT_EQ(gw_->Invoke("crm.update", {{"input", json::object()}}, Token("globex")).status, 200);
+  ASSERT_EQ(downstream_.total(), 8);
+
+  // The listing: every tenant, filters, and pages of one through the opaque cursor.
+  std::set<std::string> listed;
+  for (const auto& e : ListAll("connector=crm&outcome=FAILED,DEFERRED&limit=1")) {
+    EXPECT_EQ(e["outcome"], "FAILED");
+    EXPECT_EQ(e["connector_id"], "crm");
+    EXPECT_EQ(tenant_of.at(e["execution_id"]), e["tenant_id"]);
+    listed.insert(e["execution_id"]);
+  }
+  EXPECT_EQ(listed.size(), 6u);
+  EXPECT_EQ(ListAll("outcome=FAILED").size(), 7u);  // billing's too
+  EXPECT_EQ(ListAll("outcome=SUCCEEDED&connector=crm").size(), 1u);
+  EXPECT_EQ(ListAll("tenant=globex&outcome=FAILED").size(), 2u);
+  EXPECT_EQ(ListAll("outcome=FAILED&since=2999-01-01T00:00Z").size(), 0u);
+  EXPECT_EQ(ListAll("outcome=FAILED&since=1000&until=" + std::to_string(time(nullptr) * 1000 + 60000)).size(), 7u);
+  EXPECT_EQ(Admin("GET", "/admin/executions?outcome=NOPE").status, 400);
+  EXPECT_EQ(Admin("GET", "/admin/executions?since=yesterday").status, 400);
+  EXPECT_EQ(Admin("GET", "/admin/executions", nullptr, "").status, 401);
+
+  // One replay by an operator: a new execution in the original's tenant, the operator as actor.
+  const std::string first = tenant_of.begin()->first;
+  auto replay = Admin("POST", "/admin/executions/" + first + "/replay",
+                      {{"replay_reason", "crm recovered"}, {"requested_by", "oncall@ops"}});
+  ASSERT_EQ(replay.status, 200) << replay.body;
+  const std::string replay_id = Body(replay)["execution_id"];
+  EXPECT_EQ(Body(replay)["outcome"], "SUCCEEDED");
+  EXPECT_EQ(Body(replay)["replay_of"], first);
+  EXPECT_EQ(downstream_.total(), 9);
+  const std::string tenant = tenant_of.at(first);
+  auto seen = gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant));
+  ASSERT_EQ(seen.status, 200) << "the replay belongs to the original's tenant";
+  EXPECT_EQ(gw_->Public("GET", "/v1/executions/" + replay_id, "", Token(tenant == "acme" ? "globex" : "acme")).status,
+            404);
+  const json seen_body = Body(seen);
+  for (const auto& e : seen_body["events"]) EXPECT_EQ(e["actor"], "admin:oncall@ops") << e.dump();
+  const json replayed = AuditOf("EXECUTION_REPLAYED");
+  ASSERT_EQ(replayed.size(), 1u);
+  EXPECT_EQ(replayed[0]["actor"], "admin:oncall@ops");
+  EXPECT_EQ(replayed[0]["data"]["replay_execution_id"], replay_id);
+  EXPECT_EQ(replayed[0]["data"]["tenant_id"], tenant);
+  EXPECT_EQ(replayed[0]["data"]["reason"], "crm recovered");
+
+  // Refused: a tenant in the body (400, audited); no admin token (401, not audited).
+  auto with_tenant = Admin("POST", "/admin/executions/" + first + "/replay",
+                           {{"replay_reason", "r"}, {"requested_by", "oncall@ops"}, {"tenant_id", "globex"}});
+  EXPECT_EQ(with_tenant.status, 400);
+  EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"requested_by", "oncall@ops"}}).status, 400);
+  EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"replay_reason", "r"}, {"requested_by", "x"}}, "")
+                .status,
+            401);
+  EXPECT_EQ(Admin("POST", "/admin/executions/" + first + "/replay", {{"replay_reason", "r"}, {"requested_by", "x"}},
+                  "wrong-token-wrong-token")
+                .status,
+            401);
+  const json refusals = AuditOf("ADMIN_REQUEST_REFUSED");
+  ASSERT_EQ(refusals.size(), 2u) << refusals.dump();
+  EXPECT_EQ(refusals[1]["data"]["error"], "tenant_from_execution_only");  // newest first: the first refusal last
+  EXPECT_EQ(refusals[1]["actor"], "admin:oncall@ops");
+  EXPECT_EQ(downstream_.total(), 9);
+
+  // A bulk dry run: what would be replayed, nothing replayed.
+  const json filter = {{"connector", "crm"},
+                       {"outcome", "FAILED,DEFERRED"},
+                       {"replay_reason", "incident 42"},
+                       {"requested_by", "oncall@ops"},
+                       {"rate_per_s", 50}};
+  json dry = filter;
+  dry["dry_run"] = true;
+  auto planned = Admin("POST", "/admin/replays", dry);
+  ASSERT_EQ(planned.status, 200) << planned.body;
+  EXPECT_EQ(Body(planned)["matched"], 6);
+  EXPECT_EQ(Body(planned)["executions"].size(), 6u);
+  EXPECT_EQ(downstream_.total(), 9);
+  json bad = filter;
+  bad["tenant_id"] = "acme";
+  EXPECT_EQ(Admin("POST", "/admin/replays", bad).status, 400);
+
+  // For real: each original once, in its own tenant; the one replayed already is deduplicated.
+  auto created = Admin("POST", "/admin/replays", filter);
+  ASSERT_EQ(created.status, 202) << created.body;
+  EXPECT_EQ(Body(created)["matched"], 6);
+  const json job = WaitForJob(Body(created)["job_id"]);
+  ASSERT_EQ(job["state"], "DONE") << job.dump();
+  EXPECT_EQ(job["counts"]["planned"], 6);
+  EXPECT_EQ(job["counts"]["replayed"], 5);
+  EXPECT_EQ(job["counts"]["deduped"], 1);
+  EXPECT_EQ(job["counts"]["refused"], 0);
+  EXPECT_EQ(job["counts"]["failed"], 0);
+  EXPECT_EQ(downstream_.total(), 14);  // 5 calls: the deduplicated one made none
+  for (const auto& [original, owner] : tenant_of) {
+    const json o = Execution(original);
+    ASSERT_EQ(o["tenant_id"], owner);
+    const size_t expected = original == first ? 2u : 1u;
+    ASSERT_EQ(o["replays"].size(), expected) << original;
+    for (const auto& r : o["replays"]) {
+      const json replay_exec = Execution(r);
+      EXPECT_EQ(replay_exec["tenant_id"], owner) << "a replay crossed tenants";
+      EXPECT_EQ(replay_exec["replay_of"], original);
+    }
+  }
+  EXPECT_EQ(Execution(billing_failure)["replays"].size(), 0u);
+  EXPECT_EQ(AuditOf("EXECUTION_REPLAYED").size(), 7u);  // the single one and the job's six
+  EXPECT_EQ(AuditOf("REPLAY_JOB_CREATED").size(), 1u);
+  EXPECT_EQ(Body(Admin("GET", "/admin/replays"))["jobs"].size(), 1u);
+
+  // The limit (2 here): the first original has two replays now.
+  auto over = Admin("POST", "/admin/executions/" + first + "/replay",
+                    {{"replay_reason", "again"}, {"requested_by", "oncall@ops"}});
+  EXPECT_EQ(over.status, 409);
+  EXPECT_EQ(Body(over)["error"], "replay_limit_reached");
+  // A job over the same originals again: the first is refused by the limit, the others deduplicated.
+  auto again = Admin("POST", "/admin/replays", filter);
+  ASSERT_EQ(again.status, 202) << again.body;
+  const json second = WaitForJob(Body(again)["job_id"]);
+  EXPECT_EQ(second["counts"]["refused"], 1);
+  EXPECT_EQ(second["counts"]["deduped"], 5);
+  EXPECT_EQ(downstream_.total(), 14);
+}
+
+TEST_F(AdminReplayTest, CancelStopsAJob) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(Fail(i % 2 ? "acme" : "globex", "crm.update"));
+  healthy_ = true;
+  auto created =
+      Admin("POST", "/admin/replays",
+            {{"execution_ids", ids}, {"replay_reason", "r"}, {"requested_by", "oncall@ops"}, {"rate_per_s", 1}});
+  ASSERT_EQ(created.status, 202) << created.body;
+  const std::string job_id = Body(created)["job_id"];
+  auto cancelled =
+      Admin("DELETE", "/admin/replays/" + job_id, {{"reason", "wrong filter"}, {"requested_by", "oncall@ops"}});
+  ASSERT_EQ(cancelled.status, 200) << cancelled.body;
+  EXPECT_EQ(Body(cancelled)["state"], "CANCELLED");
+  // At 1/s, a job left running would have made two more replays within 2.5 s.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  const json job = Body(Admin("GET", "/admin/replays/" + job_id));
+  EXPECT_EQ(job["state"], "CANCELLED");
+  EXPECT_LE(job["counts"]["done"].get<int>(), 1);
+  EXPECT_EQ(downstream_.total(), 6 + job["counts"]["done"].get<int>());
+  EXPECT_EQ(Admin("DELETE", "/admin/replays/" + job_id, {{"reason", "r"}, {"requested_by", "x"}}).status, 409);
+  EXPECT_EQ(AuditOf("REPLAY_JOB_CANCELLED").size(), 1u);
+}
+
+TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutReplayingTwice) {
+  std::set<std::string> failed;
+  for (const char* tenant : {"acme", "globex", "initech", "acme", "globex"}) failed.insert(Fail(tenant, "crm.update"));
+  healthy_ = true;
+  const std::string config = gw_->CliConfigPath();
+  auto [code, listed] =
+      testing::RunCli({"executions", "list", "--config", config, "--connector", "crm", "--outcome", "FAILED,DEFERRED",
+                       "--since", "2020-01-01T00:00Z", "--limit", "1000", "--json"},
+                      dir_);
+  ASSERT_EQ(code, 0) << listed;
+  const json doc = json::parse(listed, nullptr, false);
+  ASSERT_TRUE(doc.is_object()) << listed;
+  ASSERT_EQ(doc["executions"].size(), 5u);
+  const std::string list = dir_.file("failed.json");
+  std::ofstream(list) << listed;
+  auto [table_code, table] = testing::RunCli({"executions", "list", "--config", config, "--outcome", "FAILED"}, dir_);
+  EXPECT_EQ(table_code, 0);
+  EXPECT_NE(table.find("EXECUTION"), std::string::npos);
+  EXPECT_NE(table.find("initech"), std::string::npos);
+
+  auto [dry_code, dry] = testing::RunCli(
+      {"replay", "--config", config, "--from-list", list, "--reason", "r", "--requested-by", "cli", "--dry-run"}, dir_);
+  EXPECT_EQ(dry_code, 0) << dry;
+  EXPECT_EQ(downstream_.total(), 5);
+
+  // Interrupted after its second replay (2/s: the third is half a second away).
+  {
+    testing::ChildProcess cli({TOOLGATE_BINARY, "replay", "--config", config, "--from-list", list, "--reason",
+                               "incident 7", "--requested-by", "cli", "--rate", "2/s"},
+                              dir_.file("cli.err"));
+    ASSERT_TRUE(cli.ReadLine(std::chrono::seconds(20)));
+    ASSERT_TRUE(cli.ReadLine(std::chrono::seconds(20)));
+    cli.Kill(SIGKILL);
+    cli.Wait();
+  }
+  const int after_interruption = downstream_.total();
+  ASSERT_GE(after_interruption, 7);
+  ASSERT_LE(after_interruption, 8);
+  // And as if it had died mid-request: the first id begun, its "done" line lost.
+  {
+    std::ifstream in(list + ".progress");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto done = text.find("\ndone ");
+    ASSERT_NE(done, std::string::npos) << text;
+    text.erase(done + 1, text.find('\n', done + 1) - done);
+    std::ofstream(list + ".progress", std::ios::trunc) << text;
+  }
+  auto [refuse_code, refused] = testing::RunCli(
+      {"replay", "--config", config, "--from-list", list, "--reason", "r", "--requested-by", "cli"}, dir_);
+  EXPECT_EQ(refuse_code, 1) << "an existing progress file needs --resume";
+  auto [resume_code, resumed] = testing::RunCli({"replay", "--config", config, "--from-list", list, "--reason",
+                                                 "incident 7", "--requested-by", "cli", "--rate", "50", "--resume"},
+                                                dir_);
+  EXPECT_EQ(resume_code, 0) << resumed;
+  EXPECT_NE(resumed.find("replayed before the interruption"), std::string::npos) << resumed;
+  EXPECT_EQ(downstream_.total(), 10) << resumed;  // each of the five exactly once
+  for (const auto& id : failed) EXPECT_EQ(Execution(id)["replays"].size(), 1u) << id;
+
+  // One execution by id; the table line names the new execution.
+  healthy_ = false;
+  const std::string one = Fail("initech", "billing.charge");
+  healthy_ = true;
+  auto [one_code, one_out] =
+      testing::RunCli({"replay", one, "--config", config, "--reason", "r", "--requested-by", "cli"}, dir_);
+  EXPECT_EQ(one_code, 0) << one_out;
+  EXPECT_NE(one_out.find("SUCCEEDED"), std::string::npos) << one_out;
+}
+
+}  // namespace
+}  // namespace toolgate
