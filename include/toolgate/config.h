@@ -152,7 +152,14 @@ struct McpConfig {
   std::string session_secret_env;
 };
 
+// [log] (design §17.12).
+struct LogConfig {
+  bool json = false;    // format = "json": every log line one JSON object; "text" (default): plain lines
+  bool access = false;  // one line per HTTP request on either listener
+};
+
 struct Config {
+  LogConfig log;
   ServerConfig server;
   AdminConfig admin;
   StoreConfig store;

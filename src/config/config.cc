@@ -448,6 +448,16 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
 }  // namespace
 
 
+// [log] (design §17.12): the format of every log line and whether each request is logged.
+void ReadLog(TableReader& r, LogConfig& log) {
+  std::string format = log.json ? "json" : "text";
+  r.String("format", format);
+  if (format != "json" && format != "text") r.Error("format", "must be \"json\" or \"text\"");
+  log.json = format == "json";
+  r.Bool("access", log.access);
+  r.RefuseUnknown();
+}
+
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source_name) {
   toml::table root;
   try {
@@ -566,6 +576,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   kill.RefuseUnknown();
   TableReader mcp(top.Table("mcp"), "mcp", errors);
   ReadMcp(mcp, c.server, c.mcp);
+  TableReader log(top.Table("log"), "log", errors);
+  ReadLog(log, c.log);
 
   if (const toml::table* connectors = top.Table("connectors")) {
     for (const auto& [name, node] : *connectors) {
