@@ -87,6 +87,8 @@ struct SloEvaluationConfig {
   std::string webhook_url;   // [alerts] webhook_url: http://host:port/path receiving a JSON POST per change
   HostPort webhook_address;  // parsed from webhook_url
   std::string webhook_path;
+  // [alerts] runbook_url: the runbook_url annotation of the rules `toolgate slo rules` prints.
+  std::string runbook_url = "docs/operations.md#slo-alarms";
 };
 
 enum class OnStoreError { kDefer, kAllow };

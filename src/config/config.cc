@@ -563,6 +563,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   slo_table.RefuseUnknown();
   TableReader alerts(top.Table("alerts"), "alerts", errors);
   alerts.String("webhook_url", c.slo.webhook_url);
+  alerts.String("runbook_url", c.slo.runbook_url);
   if (!c.slo.webhook_url.empty()) {
     std::string path, why;
     bool tls = false;
