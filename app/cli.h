@@ -6,6 +6,7 @@
 
 #include <utility>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/engine/engine.h"
 #include "toolgate/store/item_store.h"
 
 namespace toolgate::cli {
@@ -31,18 +33,32 @@ int Fail(const std::string& msg);
 struct Cli {
   std::string config_path;
   int exit_code = kExitUsage;
-  // The config --config names (default: the built-in one); nullptr after printing why it failed.
+  // The config --config names, else the one $TOOLGATE_CONFIG names, else the built-in one; nullptr
+  // after printing why it failed.
   const Config* config();
 
  private:
   std::optional<absl::StatusOr<Config>> loaded_;
 };
 
-// Calls the admin listener named in the config; the JSON answer, or an error saying why.
+// Calls the admin listener named in the config; the JSON answer, or an error saying why:
+// kUnavailable when the listener does not answer at all, kFailedPrecondition for an HTTP error
+// (its JSON body, when any, in *error_body).
 struct AdminClient {
   const Config& config;
-  absl::StatusOr<json> Call(const std::string& method, const std::string& target, const json& body = nullptr);
+  absl::StatusOr<json> Call(const std::string& method, const std::string& target, const json& body = nullptr,
+                            json* error_body = nullptr);
+  std::string address() const;
 };
+
+// What a read command shows: the admin listener's answer to GET `admin_path`, or — when the
+// listener does not answer — `from_store` over the configured store opened read-only, saying so on
+// stderr ("admin listener not answering at X; read from the store at Y").
+absl::StatusOr<json> ReadLiveOrStore(const Config& config, const std::string& admin_path,
+                                     const std::function<absl::StatusOr<json>(Engine&, const Clock&)>& from_store);
+
+// Where the configured store is, for messages ("sqlite ./toolgate-data/toolgate.db").
+std::string StoreLocation(const StoreConfig& store);
 
 // Prints the JSON (indented) or the error; the exit code.
 int PrintOr(absl::StatusOr<json> r);

@@ -5,6 +5,7 @@
 
 #include "api/http.h"
 #include "app/cli.h"
+#include "toolgate/engine/operator_status.h"
 #include "toolgate/engine/slo_rules.h"
 
 namespace toolgate::cli {
@@ -30,8 +31,13 @@ int PrintSloStatus(const json& doc) {
   return kExitOk;
 }
 
-int LimitsList(AdminClient& admin, bool as_json) {
-  auto r = admin.Call("GET", "/admin/connectors");
+// The fleet-wide status document (engine/operator_status.h), live or from the store.
+absl::StatusOr<json> StatusDoc(const Config& config) {
+  return ReadLiveOrStore(config, "/admin/status", [](Engine& engine, const Clock& clock) { return OperatorStatusJson(engine, clock); });
+}
+
+int LimitsList(const Config& config, bool as_json) {
+  auto r = StatusDoc(config);
   if (!r.ok()) return Fail(std::string(r.status().message()));
   json out = json::array();
   for (const auto& c : (*r)["connectors"]) {
@@ -54,22 +60,75 @@ int LimitsList(AdminClient& admin, bool as_json) {
   return kExitOk;
 }
 
-int Status(const Config& config) {
-  AdminClient admin{config};
-  auto r = admin.Call("GET", "/admin/connectors");
+int KillSwitchList(const Config& config, bool as_json) {
+  auto r = ReadLiveOrStore(config, "/admin/kill-switches", [](Engine& engine, const Clock&) -> absl::StatusOr<json> {
+    auto list = engine.kill_switches().List();
+    if (!list.ok()) return list.status();
+    json out = json::array();
+    for (const auto& k : *list) {
+      out.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
+    }
+    return json{{"kill_switches", out}};
+  });
   if (!r.ok()) return Fail(std::string(r.status().message()));
-  std::printf("%-20s %-12s %10s %10s %14s %12s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED", "IN FLIGHT",
-              "ERRORS 5m");
+  if (as_json) return PrintOr(std::move(r));
+  if ((*r)["kill_switches"].empty()) {
+    std::printf("no kill switches are set\n");
+    return kExitOk;
+  }
+  std::printf("%-14s %-24s %-16s %-24s %s\n", "SCOPE", "KEY", "BY", "SINCE", "REASON");
+  for (const auto& k : (*r)["kill_switches"]) {
+    std::printf("%-14s %-24s %-16s %-24s %s\n", k.value("scope", "").c_str(), k.value("key", "").c_str(),
+                k.value("requested_by", "").c_str(), k.value("at", "").c_str(), k.value("reason", "").c_str());
+  }
+  return kExitOk;
+}
+
+// `toolgate status`: per connector what agents were answered over the last 5 minutes (every
+// instance, from the store's counters), the breaker with who forced it, throttling, limits; then
+// the kill switches in force.
+int Status(const Config& config, bool as_json) {
+  auto r = StatusDoc(config);
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  if (as_json) return PrintOr(std::move(r));
+  std::printf("last %d minutes, all instances\n", r->value("window_minutes", 5));
+  std::printf("%-16s %-12s %9s %9s %11s %7s %7s %7s %8s %7s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED",
+              "IN FLIGHT", "CALLS", "OK", "FAILED", "DEFERRED", "BLOCKED");
   for (const auto& c : (*r)["connectors"]) {
     const json& b = c["breaker"];
-    const std::string errors = c["error_ratio_5m"].is_number()
-                                   ? std::to_string(static_cast<int>(c["error_ratio_5m"].get<double>() * 100)) + "%"
-                                   : "-";
-    std::printf("%-20s %-12s %9llds %9llds %7lld / %-5lld %12s\n", c["id"].get<std::string>().c_str(),
+    const json& o = c["last_5m"];
+    const std::string limit = std::to_string(c["in_flight"].get<int64_t>()) + "/" +
+                              std::to_string(c["max_in_flight"].get<int64_t>()) +
+                              (c.value("limit_set_by_operator", false) ? "*" : "");
+    std::printf("%-16s %-12s %8llds %8llds %11s %7lld %7lld %7lld %8lld %7lld\n", c["id"].get<std::string>().c_str(),
                 b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
-                static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})),
-                static_cast<long long>(c["in_flight"].get<int64_t>()),
-                static_cast<long long>(c["max_in_flight"].get<int64_t>()), errors.c_str());
+                static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})), limit.c_str(),
+                static_cast<long long>(o["calls"].get<int64_t>()), static_cast<long long>(o["succeeded"].get<int64_t>()),
+                static_cast<long long>(o["failed"].get<int64_t>()), static_cast<long long>(o["deferred"].get<int64_t>()),
+                static_cast<long long>(o["blocked"].get<int64_t>()));
+    std::string reasons;
+    for (const auto& [reason, n] : o["deferred_by_reason"].items()) {
+      reasons += (reasons.empty() ? "" : ", ") + reason + " " + n.dump();
+    }
+    if (!reasons.empty()) std::printf("  deferred: %s\n", reasons.c_str());
+    if (b.contains("forced_by")) {
+      std::printf("  forced open by %s at %s: %s\n", b.value("forced_by", "").c_str(),
+                  b["forced_at"].is_string() ? b["forced_at"].get<std::string>().c_str() : "?",
+                  b.value("forced_reason", "").c_str());
+    }
+    if (c.value("throttled_remaining_s", int64_t{0}) > 0) {
+      std::printf("  throttled by the downstream until epoch %lld\n",
+                  static_cast<long long>(c["throttled_until_epoch_sec"].get<int64_t>()));
+    }
+    if (c.value("limit_set_by_operator", false)) {
+      std::printf("  * limit set by an operator (config: %s)\n", c["config_max_in_flight"].dump().c_str());
+    }
+  }
+  const json& kills = (*r)["kill_switches"];
+  std::printf("\nkill switches: %s\n", kills.empty() ? "none" : "");
+  for (const auto& k : kills) {
+    std::printf("  %s %s by %s at %s: %s\n", k.value("scope", "").c_str(), k.value("key", "").c_str(),
+                k.value("requested_by", "").c_str(), k.value("at", "").c_str(), k.value("reason", "").c_str());
   }
   return kExitOk;
 }
@@ -116,7 +175,17 @@ void RegisterBreaker(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o
     WithAdmin(cli, [&](AdminClient& admin) {
       json body = o->Audit();
       body["force"] = o->force;
-      return PrintOr(admin.Call("POST", ConnectorPath(o->connector, "breaker/close"), body));
+      json refusal;
+      auto r = admin.Call("POST", ConnectorPath(o->connector, "breaker/close"), body, &refusal);
+      if (!r.ok() && refusal.value("error", "") == "connector_unhealthy") {
+        // In the CLI's words: what was checked, what it answered, and the flag that skips it.
+        const json& h = refusal.value("health", json::object());
+        std::string result = h.value("error", "");
+        if (result.empty()) result = "HTTP " + std::to_string(h.value("status", 0));
+        return Fail("breaker of " + o->connector + " not closed: its health check GET " + h.value("target", "?") +
+                    " failed (" + result + "). Fix the connector, or add --force to close without the check.");
+      }
+      return PrintOr(std::move(r));
     });
   });
   open->callback([&cli, o] {
@@ -152,7 +221,10 @@ void RegisterKillSwitch(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions
       return PrintOr(admin.Call("DELETE", path, o->Audit()));
     });
   });
-  list->callback([&cli] { WithAdmin(cli, [](AdminClient& admin) { return PrintOr(admin.Call("GET", "/admin/kill-switches")); }); });
+  list->add_flag("--json", o->as_json, "print JSON");
+  list->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = KillSwitchList(*c, o->as_json);
+  });
 }
 
 void RegisterLimits(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
@@ -178,8 +250,10 @@ void RegisterLimits(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o)
     });
   });
   auto* list = limits->add_subcommand("list", "every connector's limit, its config value and who set it");
-  list->add_flag("--json", o->as_json, "print the admin listener's JSON");
-  list->callback([&cli, o] { WithAdmin(cli, [&](AdminClient& admin) { return LimitsList(admin, o->as_json); }); });
+  list->add_flag("--json", o->as_json, "print JSON");
+  list->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = LimitsList(*c, o->as_json);
+  });
 }
 
 void RegisterSlo(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
@@ -207,8 +281,11 @@ void RegisterSlo(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
 
 void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
   auto o = std::make_shared<OperatorOptions>();
-  app.add_subcommand("status", "connectors, breakers and in-flight calls (admin listener)")->callback([&cli] {
-    if (const Config* c = cli.config()) cli.exit_code = Status(*c);
+  auto* status = app.add_subcommand(
+      "status", "per connector: the last 5 minutes' outcomes (all instances), breaker, limits; kill switches");
+  status->add_flag("--json", o->as_json, "print the /admin/status document");
+  status->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = Status(*c, o->as_json);
   });
   RegisterBreaker(app, cli, o);
   RegisterKillSwitch(app, cli, o);

@@ -6,6 +6,7 @@
 #include "api/descriptor_limit.h"
 #include "api/gateway.h"
 #include "app/cli.h"
+#include "app/log_format.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/auth/jwt_verifier.h"
 
@@ -28,6 +29,8 @@ void RaiseDescriptorLimit() {
 
 int Serve(const Config& config) {
   SystemClock clock;
+  // [log] format: every line from here on is one JSON object, or text.
+  spdlog::default_logger()->set_formatter(MakeLogFormatter(config.log.json));
   RaiseDescriptorLimit();
   auto gateway = api::Gateway::Create(config, clock);
   if (!gateway.ok()) return Fail(std::string(gateway.status().message()));

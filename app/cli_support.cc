@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/str_cat.h"
 #include "api/http.h"
 #include "toolgate/store_factory.h"
 
@@ -14,7 +15,11 @@ int Fail(const std::string& msg) {
 }
 
 const Config* Cli::config() {
-  if (!loaded_) loaded_ = config_path.empty() ? absl::StatusOr<Config>(DefaultConfig()) : LoadConfig(config_path);
+  if (!loaded_) {
+    std::string path = config_path;
+    if (const char* env = std::getenv("TOOLGATE_CONFIG"); path.empty() && env != nullptr) path = env;
+    loaded_ = path.empty() ? absl::StatusOr<Config>(DefaultConfig()) : LoadConfig(path);
+  }
   if (!loaded_->ok()) {
     exit_code = Fail(std::string(loaded_->status().message()));
     return nullptr;
@@ -22,7 +27,14 @@ const Config* Cli::config() {
   return &**loaded_;
 }
 
-absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::string& target, const json& body) {
+std::string AdminClient::address() const {
+  HostPort a = config.admin.listen;
+  if (a.host == "0.0.0.0") a.host = "127.0.0.1";
+  return a.ToString();
+}
+
+absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::string& target, const json& body,
+                                       json* error_body) {
   api::ClientRequest r;
   r.address = config.admin.listen;
   if (r.address.host == "0.0.0.0") r.address.host = "127.0.0.1";
@@ -45,6 +57,7 @@ absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::str
   if (res.status < 200 || res.status >= 300) {
     std::string msg = "admin listener answered " + std::to_string(res.status);
     if (!j.is_discarded() && j.is_object()) msg += ": " + j.value("error", std::string()) + ": " + j.value("message", std::string());
+    if (error_body != nullptr && !j.is_discarded()) *error_body = j;
     return absl::FailedPreconditionError(msg);
   }
   if (j.is_discarded()) return absl::InternalError("admin listener answered with non-JSON");
@@ -66,7 +79,29 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config
   return OpenConfiguredStore(config.store, clock, o);
 }
 
-// Verifies every execution's chain against its record and every day's audit chain against its head
-// (LedgerVerifier). Prints a summary; the first problem fails the check.
+std::string StoreLocation(const StoreConfig& store) {
+  if (store.backend == "sqlite") return "sqlite " + store.path;
+  if (store.backend == "dynamodb") {
+    return "dynamodb table " + store.table + (store.endpoint.empty() ? " in " + store.region : " at " + store.endpoint);
+  }
+  return store.backend;
+}
+
+absl::StatusOr<json> ReadLiveOrStore(const Config& config, const std::string& admin_path,
+                                     const std::function<absl::StatusOr<json>(Engine&, const Clock&)>& from_store) {
+  AdminClient admin{config};
+  absl::StatusOr<json> live = admin.Call("GET", admin_path);
+  if (live.ok() || !absl::IsUnavailable(live.status())) return live;
+  SystemClock clock;
+  auto st = OpenStoreReadOnly(config, clock);
+  if (!st.ok()) {
+    return absl::UnavailableError(absl::StrCat("admin listener not answering at ", admin.address(),
+                                               ", and the store cannot be read either: ", st.status().message()));
+  }
+  std::fprintf(stderr, "toolgate: admin listener not answering at %s; read from the store at %s\n",
+               admin.address().c_str(), StoreLocation(config.store).c_str());
+  std::unique_ptr<Engine> engine = Engine::Over(**st, config, clock);
+  return from_store(*engine, clock);
+}
 
 }  // namespace toolgate::cli

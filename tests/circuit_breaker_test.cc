@@ -219,9 +219,27 @@ TEST_F(CircuitBreakerTest, ForcedOpenHoldsPastAnyCooldownUntilClosedByHand) {
   EXPECT_EQ(p.reason, DeferReason::kBreakerOpen);
   auto closed = breakers_.ManualClose(kConn, config_);
   ASSERT_TRUE(closed.ok()) << closed.status();
-  EXPECT_EQ(closed->state, State::kClosed);
+  EXPECT_TRUE(closed->changed);
+  EXPECT_EQ(closed->before.state, State::kForcedOpen);
+  EXPECT_EQ(closed->before.generation + 1, closed->after.generation);
+  EXPECT_EQ(closed->after.state, State::kClosed);
   EXPECT_TRUE(Ask().allowed);
   EXPECT_EQ(listener_.count(Cause::kForcedOpen), 1);
+  EXPECT_EQ(listener_.count(Cause::kManualClose), 1);
+}
+
+TEST_F(CircuitBreakerTest, ForceOpenKeepsWhoAndWhyAndAClosedBreakerClosesWithoutAWrite) {
+  auto forced = breakers_.ForceOpen(kConn, config_, {"alice", "crm is double-charging"});
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(Stored().forced_by, "alice");
+  EXPECT_EQ(Stored().forced_reason, "crm is double-charging");
+  ASSERT_TRUE(breakers_.ManualClose(kConn, config_).ok());
+  const int64_t generation = Stored().generation;
+  auto again = breakers_.ManualClose(kConn, config_);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->changed);
+  EXPECT_EQ(Stored().generation, generation);  // nothing written
+  EXPECT_TRUE(Stored().forced_by.empty());
   EXPECT_EQ(listener_.count(Cause::kManualClose), 1);
 }
 

@@ -227,23 +227,28 @@ TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
   EXPECT_EQ(check_code, 0) << check_out;
   EXPECT_THAT(check_out, ::testing::HasSubstr("SUCCESS: 27 rules found"));  // 7 + 4 recording; 2 SLOs × 4 tiers × 2 connectors
 
-  const std::string runbook = "Check connector health and circuit breaker state; check downstream status; scale or back off.";
-  auto alert = [&](const std::string& tier, double factor) {
-    return "          - exp_labels: {connector: crm, slo: tool_error, severity: page, tier: \"" + tier +
+  // The job label survives the aggregations; the description carries the long window's ratio ({{ $value }}).
+  auto alert = [&](const std::string& tier, double factor, const std::string& long_window, const std::string& value,
+                   const std::string& threshold) {
+    return "          - exp_labels: {job: toolgate, connector: crm, slo: tool_error, severity: page, tier: \"" + tier +
            "\"}\n            exp_annotations:\n              summary: \"" +
-           SloAlertSummary("crm", "tool_error", tier, factor) + "\"\n              runbook: \"" + runbook + "\"\n";
+           SloAlertSummary("crm", "tool_error", tier, factor) + "\"\n              description: \"Error ratio over " +
+           long_window + " is " + value + " (threshold " + threshold +
+           "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back off.\"\n"
+           "              runbook_url: \"docs/operations.md#slo-alarms\"\n";
   };
   // Two instances, 50 calls a minute each; from minute 60 on, 30 of each instance's 50 fail.
   const std::string test =
       "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
-      "      - series: 'toolgate_slo_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0+50x130'\n"
-      "      - series: 'toolgate_slo_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0+50x130'\n"
-      "      - series: 'toolgate_slo_bad_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0x60 30+30x70'\n"
-      "      - series: 'toolgate_slo_bad_events_total{connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0x60 30+30x70'\n"
+      "      - series: 'toolgate_slo_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0+50x130'\n"
+      "      - series: 'toolgate_slo_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0+50x130'\n"
+      "      - series: 'toolgate_slo_bad_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0x60 30+30x70'\n"
+      "      - series: 'toolgate_slo_bad_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0x60 30+30x70'\n"
       "    alert_rule_test:\n"
       "      - eval_time: 59m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts: []\n"
-      "      - eval_time: 65m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("6h/30m", 6) +
-      "      - eval_time: 70m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("1h/5m", 14.4) + alert("6h/30m", 6);
+      "      - eval_time: 65m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("6h/30m", 6, "6h", "4.615%", "0.03") +
+      "      - eval_time: 70m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("1h/5m", 14.4, "1h", "10%", "0.072") +
+      alert("6h/30m", 6, "6h", "8.571%", "0.03");
   f = fopen(dir.file("rules_test.yml").c_str(), "w");
   fputs(test.c_str(), f);
   fclose(f);

@@ -87,6 +87,8 @@ struct SloEvaluationConfig {
   std::string webhook_url;   // [alerts] webhook_url: http://host:port/path receiving a JSON POST per change
   HostPort webhook_address;  // parsed from webhook_url
   std::string webhook_path;
+  // [alerts] runbook_url: the runbook_url annotation of the rules `toolgate slo rules` prints.
+  std::string runbook_url = "docs/operations.md#slo-alarms";
 };
 
 enum class OnStoreError { kDefer, kAllow };
@@ -152,7 +154,14 @@ struct McpConfig {
   std::string session_secret_env;
 };
 
+// [log] (design §17.12).
+struct LogConfig {
+  bool json = false;    // format = "json": every log line one JSON object; "text" (default): plain lines
+  bool access = false;  // one line per HTTP request on either listener
+};
+
 struct Config {
+  LogConfig log;
   ServerConfig server;
   AdminConfig admin;
   StoreConfig store;

@@ -12,6 +12,10 @@
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
 #include "api/dashboard.h"
+#include "api/openapi.h"
+#include "api/process_metrics.h"
+#include "toolgate/engine/event_log.h"
+#include "toolgate/engine/operator_status.h"
 
 namespace toolgate::api {
 
@@ -30,7 +34,12 @@ struct AdminRoutes::Impl : GatewayContext {
                              {{"Cache-Control", "no-store"},
                               {"Content-Security-Policy",
                                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                               "connect-src 'self'; img-src data:"}}};
+                               "connect-src 'self'; img-src data:"}},
+                             ""};
+    }
+    // The API description holds no data either.
+    if (req.path == "/openapi.json" && req.method == "GET") {
+      co_return HttpResponse{200, OpenApiFor("admin", ""), "application/json", {{"Cache-Control", "no-cache"}}, ""};
     }
     if (!admin_token.empty()) {
       auto token = BearerToken(req);
@@ -41,17 +50,27 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     if (req.path == "/metrics" && req.method == "GET") {
       co_await RunBlocking(pool, [this] {
+        const int64_t now_s = clock.now_epoch_ms() / 1000;
         for (const auto& [id, c] : config.connectors) {
-          if (auto b = engine.breakers().Read(id); b.ok()) engine.metrics().BreakerState(id, b->state);
+          if (auto b = engine.breakers().Read(id); b.ok()) {
+            engine.metrics().BreakerState(id, b->state);
+            const bool cooling = b->state == breaker::State::kOpen && b->open_until_epoch_sec > now_s;
+            engine.metrics().BreakerCooldownRemaining(id, cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
+          }
           if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
             engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
           }
+        }
+        if (auto kills = engine.kill_switches().List(); kills.ok()) {
+          std::map<std::string, int> per_scope;
+          for (const auto& k : *kills) ++per_scope[k.scope];
+          engine.metrics().KillSwitchesActive(per_scope);
         }
         return 0;
       });
       const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
       engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
-      co_return HttpResponse{200, engine.metrics().Serialize(), "text/plain; version=0.0.4", {}};
+      co_return HttpResponse{200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, ""};
     }
     if (AdminReplays::Serves(req.path)) {
       auto replays_op = replays.Handle(std::move(req));
@@ -60,6 +79,7 @@ struct AdminRoutes::Impl : GatewayContext {
     if (req.path == "/admin/connectors" && req.method == "GET") {
       co_return co_await RunBlocking(pool, [this] { return Connectors(); });
     }
+    if (req.path == "/admin/status" && req.method == "GET") co_return co_await RunBlocking(pool, [this] { return Status(); });
     if (req.path == "/admin/slo" && req.method == "GET") co_return Json(200, SloSnapshotJson(engine.slo_evaluator().Snapshot()));
     if (req.path == "/admin/series" && req.method == "GET") co_return Json(200, SeriesJson(engine.slo_evaluator().Snapshot()));
     if (req.path == "/admin/audit" && req.method == "GET") co_return co_await RunBlocking(pool, [&] { return Audit(req); });
@@ -182,6 +202,15 @@ struct AdminRoutes::Impl : GatewayContext {
   }
 
 
+  // GET /admin/status: the fleet-wide view (engine/operator_status.h). This instance's counts are
+  // flushed first so that what it just answered is included.
+  HttpResponse Status() {
+    if (absl::Status f = engine.slo_counters().Flush(); !f.ok()) spdlog::warn("SLO counts not flushed: {}", f.ToString());
+    auto doc = OperatorStatusJson(engine, clock);
+    if (!doc.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+    return Json(200, *doc);
+  }
+
   HttpResponse Audit(const HttpRequest& req) {
     int limit = 100;
     std::optional<int64_t> since;
@@ -210,6 +239,11 @@ struct AdminRoutes::Impl : GatewayContext {
   HttpResponse Audited(std::string_view type, const json& body, json data, HttpResponse answer) {
     data["reason"] = body["reason"];
     data["requested_by"] = body["requested_by"];
+    json logged = data;
+    logged["actor"] = Actor(body);
+    logged["audit_type"] = std::string(type);
+    LogEvent(spdlog::level::warn, absl::AsciiStrToLower(std::string(type)), absl::StrCat("admin change ", std::string(type), " by ", Actor(body)),
+             logged);
     if (auto e = engine.ledger().Audit(type, Actor(body), Dump(data)); !e.ok()) {
       spdlog::error("audit {} not written: {}", std::string(type), e.status().ToString());
       return Error(503, "store_unavailable", "the change was made but its audit event could not be written");
@@ -279,24 +313,33 @@ struct AdminRoutes::Impl : GatewayContext {
       HealthReport r = co_await std::move(check_op);
       health = {{"checked", true}, {"target", r.target}, {"status", r.status}, {"error", r.error}};
       if (!r.healthy) {
+        const std::string result = r.error.empty() ? "answered " + std::to_string(r.status) : r.error;
         co_return Json(409, {{"error", "connector_unhealthy"},
-                             {"message", "the connector's health check (" + r.target +
-                                             ") failed; fix it, or close with --force (\"force\": true) to skip the check"},
+                             {"message", "the connector's health check GET " + r.target + " failed (" + result +
+                                             "); fix it, or close with \"force\": true (CLI: --force) to skip the check"},
                              {"health", health}});
       }
     }
     co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
       auto closed = engine.breakers().ManualClose(c.id, c.breaker);
       if (!closed.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
-      engine.metrics().BreakerState(c.id, closed->state);
-      return Audited("CIRCUIT_MANUALLY_CLOSED", body, {{"connector_id", c.id}, {"force", force}, {"health", health}},
-                     Json(200, {{"id", c.id}, {"breaker", BreakerJson(*closed)}}));
+      engine.metrics().BreakerState(c.id, closed->after.state);
+      json answer = {{"id", c.id}, {"breaker", BreakerJson(closed->after)}, {"changed", closed->changed}};
+      if (!closed->changed) return Json(200, answer);  // already CLOSED: nothing written, nothing audited
+      return Audited("CIRCUIT_MANUALLY_CLOSED", body,
+                     {{"connector_id", c.id},
+                      {"force", force},
+                      {"health", health},
+                      {"previous_state", std::string(breaker::ToString(closed->before.state))},
+                      {"previous_generation", closed->before.generation},
+                      {"generation", closed->after.generation}},
+                     Json(200, answer));
     });
   }
 
   HttpResponse OpenBreaker(const ConnectorConfig& c, const json& body) {
     if (auto bad = CheckAudit(body)) return *bad;
-    auto opened = engine.breakers().ForceOpen(c.id, c.breaker);
+    auto opened = engine.breakers().ForceOpen(c.id, c.breaker, {body["requested_by"], body["reason"]});
     if (!opened.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
     engine.metrics().BreakerState(c.id, opened->state);
     return Audited("CIRCUIT_FORCED_OPEN", body, {{"connector_id", c.id}},

@@ -8,10 +8,10 @@ namespace toolgate::api {
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-HttpResponse Json(int status, const json& body) { return {status, Dump(body), "application/json", {}}; }
+HttpResponse Json(int status, const json& body) { return {status, Dump(body), "application/json", {}, {}}; }
 
 HttpResponse Error(int status, std::string_view code, std::string_view message) {
-  return {status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}};
+  return {status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}, {}};
 }
 
 ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {

@@ -46,7 +46,7 @@ const std::string_view kDashboardHtml = R"HTML(<!doctype html>
 <main>
   <h2>Connectors</h2>
   <table id="connectors">
-    <thead><tr><th>connector</th><th>breaker</th><th>in flight</th><th>calls / min (1 h)</th><th>error ratio (1 h)</th>
+    <thead><tr><th>connector</th><th>breaker</th><th>in flight</th><th>last 5 min, all instances</th><th>calls / min (1 h)</th><th>error ratio (1 h)</th>
       <th>latency p50 / p95 / p99 ms (1 h)</th><th>SLOs: budget left, burn 5m · 1h · 6h · 3d, alarms</th></tr></thead>
     <tbody></tbody>
   </table>
@@ -120,7 +120,22 @@ async function get(path) {
   return r.json();
 }
 
-function renderConnectors(connectors, slos, series) {
+// What agents were answered over the last 5 minutes, fleet-wide (GET /admin/status).
+function outcomesCell(st) {
+  const td = el("td", { class: "num" });
+  if (!st) return td;
+  const o = st.last_5m;
+  td.dataset.testid = "last5m-" + st.id;
+  td.append(el("div", {}, `${o.calls} calls`),
+    el("div", { class: "small" }, `${o.succeeded} ok · ${o.failed} failed · ${o.blocked} blocked`));
+  const reasons = Object.entries(o.deferred_by_reason || {}).map(([r, n]) => `${r} ${n}`).join(", ");
+  td.append(el("div", { class: "small" }, `${o.deferred} deferred` + (reasons ? ` (${reasons})` : "")));
+  if (st.limit_set_by_operator) td.append(el("div", { class: "small" }, `limit ${st.max_in_flight} set by an operator (config ${st.config_max_in_flight})`));
+  return td;
+}
+
+function renderConnectors(connectors, slos, series, status) {
+  const byId = Object.fromEntries(((status && status.connectors) || []).map(s => [s.id, s]));
   const tbody = document.querySelector("#connectors tbody");
   tbody.replaceChildren();
   for (const c of connectors) {
@@ -128,6 +143,10 @@ function renderConnectors(connectors, slos, series) {
     const breaker = el("td", {}, el("span", { class: "badge " + b.state, "data-testid": "breaker-" + c.id }, b.state));
     if (b.state === "OPEN" || b.state === "HALF_OPEN") {
       breaker.append(el("div", { class: "small" }, b.cooldown_remaining_s > 0 ? `cooldown ${b.cooldown_remaining_s} s left` : "probe allowed"));
+    }
+    const st = byId[c.id];
+    if (st && st.breaker.forced_by !== undefined) {
+      breaker.append(el("div", { class: "small", "data-testid": "forced-" + c.id }, `forced open by ${st.breaker.forced_by}: ${st.breaker.forced_reason}`));
     }
     if (b.half_open_probe_in_flight) breaker.append(el("div", { class: "small" }, "probe in flight"));
     if (c.throttled_remaining_s > 0) {
@@ -157,6 +176,7 @@ function renderConnectors(connectors, slos, series) {
       el("td", {}, el("b", {}, c.id), el("div", { class: "small" }, c.base_url)),
       breaker,
       el("td", { class: "num" }, `${c.in_flight} / ${c.max_in_flight}`, bar),
+      outcomesCell(st),
       el("td", {}, sparkline([calls], ["#0969da"]), el("span", { class: "small num" }, "now " + num(last(calls)))),
       el("td", {}, sparkline([errors], ["#cf222e"], { fmt: pct }), el("span", { class: "small num" }, "now " + pct(last(errors)))),
       el("td", {}, sparkline([p50, p95, p99], ["#1a7f37", "#9a6700", "#cf222e"]),
@@ -185,9 +205,10 @@ function renderAudit(events) {
 async function refresh() {
   const errorBox = document.getElementById("error");
   try {
-    const [connectors, slo, series, kills, audit] = await Promise.all([
-      get("/admin/connectors"), get("/admin/slo"), get("/admin/series"), get("/admin/kill-switches"), get("/admin/audit?limit=20")]);
-    renderConnectors(connectors.connectors, slo.slos, series);
+    const [connectors, slo, series, kills, audit, status] = await Promise.all([
+      get("/admin/connectors"), get("/admin/slo"), get("/admin/series"), get("/admin/kill-switches"), get("/admin/audit?limit=20"),
+      get("/admin/status")]);
+    renderConnectors(connectors.connectors, slo.slos, series, status);
     renderKillSwitches(kills.kill_switches);
     renderAudit(audit.events);
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();

@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cmath>
 #include <cstdlib>
 #include <thread>
 
@@ -22,14 +23,25 @@
 #include "api/mcp_session.h"
 #include "api/public_routes.h"
 #include "api/recent_calls.h"
+#include "api/routes.h"
 #include "api/webhook_notifier.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/connectors/http_connector.h"
 #include "toolgate/engine/engine.h"
+#include "toolgate/engine/event_log.h"
 #include "toolgate/store/memory_item_store.h"
 
+#ifndef TOOLGATE_REVISION
+#define TOOLGATE_REVISION "unknown"
+#endif
+#ifndef TOOLGATE_VERSION
+#define TOOLGATE_VERSION "0.0.0"
+#endif
+
 namespace toolgate::api {
+
+using json = nlohmann::json;
 
 // The process: the engine over the store, the two listeners and their routes, the background loops.
 struct Gateway::Impl {
@@ -76,6 +88,69 @@ struct Gateway::Impl {
       timer.expires_after(std::chrono::milliseconds(config.slo.interval_ms));
       co_await timer.async_wait(asio::use_awaitable);
     }
+  }
+
+  // Every request of either listener: routed, then counted (toolgate_http_responses_total) and,
+  // with [log] access = true, logged — by route pattern, never with a header (no token).
+  asio::awaitable<HttpResponse> Serve(const char* listener, HttpRequest r) {
+    const auto started = clock.now_monotonic();
+    const std::string method = r.method, path = r.path;
+    HttpResponse answer;
+    if (std::string_view(listener) == "admin") {
+      auto op = admin_routes->Handle(std::move(r));
+      answer = co_await std::move(op);
+    } else if (McpRoutes::Serves(r.path)) {
+      auto op = mcp_routes->Handle(std::move(r));
+      answer = co_await std::move(op);
+    } else {
+      auto op = public_routes->Handle(std::move(r));
+      answer = co_await std::move(op);
+    }
+    const std::string route(MatchRoute(listener, method, path));
+    engine->metrics().HttpResponse(listener, route, answer.status);
+    if (config.log.access) {
+      const double latency_ms =
+          std::chrono::duration<double, std::milli>(clock.now_monotonic() - started).count();
+      std::string execution_id;
+      if (answer.content_type == "application/json" && answer.body.size() <= 64 * 1024 && !answer.body.empty() &&
+          answer.body.front() == '{') {
+        const json j = json::parse(answer.body, nullptr, /*allow_exceptions=*/false);
+        if (j.is_object() && j.contains("execution_id") && j["execution_id"].is_string()) execution_id = j["execution_id"];
+      }
+      json fields = {{"listener", listener}, {"method", method}, {"route", route}, {"path", path},
+                     {"status", answer.status}, {"latency_ms", std::round(latency_ms * 1000) / 1000}};
+      if (!execution_id.empty()) fields["execution_id"] = execution_id;
+      if (!answer.tenant_id.empty()) fields["tenant"] = answer.tenant_id;
+      LogEvent(spdlog::level::info, "http_request", method + " " + path + " " + std::to_string(answer.status), fields);
+    }
+    co_return answer;
+  }
+
+  // One line at start saying what this instance found in the store: breakers not CLOSED, kill
+  // switches in force, limits set by operators (an operator restarting at 3 a.m. sees them at once).
+  void LogRestoredState() {
+    json breakers = json::array(), limits = json::array(), kills = json::array();
+    for (const auto& [id, c] : config.connectors) {
+      if (auto b = engine->breakers().Read(id); b.ok() && b->state != breaker::State::kClosed) {
+        json e = {{"connector", id}, {"state", std::string(breaker::ToString(b->state))}, {"generation", b->generation}};
+        if (b->state == breaker::State::kForcedOpen) {
+          e["forced_by"] = b->forced_by;
+          e["forced_reason"] = b->forced_reason;
+        }
+        breakers.push_back(e);
+      }
+      if (auto s = engine->slots().Read(id, c.concurrency); s.ok() && s->limit_set_by_operator) {
+        limits.push_back({{"connector", id}, {"max_in_flight", s->max_in_flight}, {"config_max_in_flight", c.concurrency.max_in_flight}});
+      }
+    }
+    if (auto list = engine->kill_switches().List(); list.ok()) {
+      for (const auto& k : *list) kills.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}});
+    }
+    LogEvent(breakers.empty() && limits.empty() && kills.empty() ? spdlog::level::info : spdlog::level::warn,
+             "restored_state",
+             absl::StrCat("restored from the store: ", breakers.size(), " breaker(s) not CLOSED, ", kills.size(),
+                          " kill switch(es) in force, ", limits.size(), " limit(s) set by operators"),
+             {{"breakers_not_closed", breakers}, {"kill_switches", kills}, {"operator_limits", limits}});
   }
 
   // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
@@ -170,13 +245,13 @@ absl::Status Gateway::Start() {
   limits.write_timeout = std::chrono::milliseconds(i.config.server.write_timeout_ms);
   limits.max_connections = i.config.server.max_connections;
   limits.response_budget = std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
-  i.public_server = std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) {
-    return McpRoutes::Serves(r.path) ? i.mcp_routes->Handle(std::move(r)) : i.public_routes->Handle(std::move(r));
-  });
+  i.engine->metrics().BuildInfo(TOOLGATE_VERSION, TOOLGATE_REVISION);
+  i.LogRestoredState();
+  i.public_server = std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) { return i.Serve("public", std::move(r)); });
   ServerLimits admin_limits = limits;
   admin_limits.max_body_bytes = 64 * 1024;
   admin_limits.max_connections = i.config.admin.max_connections;
-  i.admin_server = std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.admin_routes->Handle(std::move(r)); });
+  i.admin_server = std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.Serve("admin", std::move(r)); });
   try {
     i.public_port = i.public_server->Start(i.config.server.listen);
     i.mcp_routes->SetListenPort(i.public_port);

@@ -39,6 +39,7 @@ struct HttpResponse {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
+  std::string tenant_id;  // for the access log only (never sent): the caller's tenant when known
 };
 
 using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;

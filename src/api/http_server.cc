@@ -94,7 +94,7 @@ std::string ErrorBody(std::string_view code, std::string_view message) {
 }
 
 HttpResponse Refusal(int status, std::string_view code, std::string_view message) {
-  return {status, ErrorBody(code, message), "application/json", {}};
+  return {status, ErrorBody(code, message), "application/json", {}, {}};
 }
 
 HttpResponse Overloaded(int status, std::string_view code, std::string_view message) {

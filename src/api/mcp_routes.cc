@@ -166,7 +166,7 @@ struct McpRoutes::Impl : GatewayContext {
     if (!sessions.Verify(id, principal.tenant_id, clock.now_epoch_ms())) {
       return Plain(404, mcp::ErrorResponse("null", mcp::kInvalidRequest, "no such session"));
     }
-    return HttpResponse{204, "", "application/json", {}};
+    return HttpResponse{204, "", "application/json", {}, {}};
   }
 
   asio::awaitable<HttpResponse> Post(const HttpRequest& req, const auth::Principal& principal) {
@@ -179,7 +179,7 @@ struct McpRoutes::Impl : GatewayContext {
         header_version.empty() || header_version == kModernVersion || IsInitializeVersion(header_version);
     if (msg.kind != mcp::JsonRpcMessage::Kind::kRequest) {
       if (!known_header) co_return UnsupportedVersion(req, "null", header_version);
-      co_return HttpResponse{202, "", "application/json", {}};  // notifications and client responses
+      co_return HttpResponse{202, "", "application/json", {}, {}};  // notifications and client responses
     }
 
     std::string meta_version;
@@ -379,12 +379,12 @@ struct McpRoutes::Impl : GatewayContext {
     const std::string accept = Lower(req.Header("accept"));
     if (accept.find("text/event-stream") != std::string::npos && accept.find("application/json") == std::string::npos) {
       return HttpResponse{
-          status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}};
+          status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}, ""};
     }
-    return HttpResponse{status, std::move(body), "application/json", {}};
+    return HttpResponse{status, std::move(body), "application/json", {}, {}};
   }
   static HttpResponse Plain(int status, std::string body) {
-    return HttpResponse{status, std::move(body), "application/json", {}};
+    return HttpResponse{status, std::move(body), "application/json", {}, {}};
   }
   static HttpResponse WithAllow(HttpResponse r, const char* allow) {
     r.headers.emplace_back("Allow", allow);

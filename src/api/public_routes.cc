@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "api/api_support.h"
 #include "api/invocation.h"
+#include "api/openapi.h"
 #include "api/views.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
@@ -24,12 +25,24 @@ struct PublicRoutes::Impl : GatewayContext {
       if (draining) co_return Json(503, {{"status", "draining"}});
       co_return ready ? Json(200, {{"status", "ready"}}) : Json(503, {{"status", "store_unavailable"}});
     }
+    if (req.path == "/openapi.json" && req.method == "GET") {
+      co_return HttpResponse{200, OpenApiFor("public", ""), "application/json", {{"Cache-Control", "no-cache"}}, ""};
+    }
     if (req.path.rfind("/v1/", 0) != 0) co_return Error(404, "not_found", "no such route");
 
     auto token = BearerToken(req);
     if (!token) co_return Error(401, "unauthenticated", "an Authorization: Bearer token is required");
     absl::StatusOr<auth::Principal> principal = verifier.Verify(*token);
     if (!principal.ok()) co_return Error(401, "unauthenticated", std::string(principal.status().message()));
+    auto route_op = Route(std::move(req), *principal);
+    HttpResponse answer = co_await std::move(route_op);
+    answer.tenant_id = principal->tenant_id;
+    co_return answer;
+  }
+
+  // The /v1 routes, for an authenticated caller.
+  asio::awaitable<HttpResponse> Route(HttpRequest req, const auth::Principal& principal_ref) {
+    const auth::Principal* principal = &principal_ref;
     if (HasTenantFields(req, nullptr)) {
       co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
     }
@@ -132,7 +145,7 @@ struct PublicRoutes::Impl : GatewayContext {
   }
 
   static HttpResponse ToHttp(InvokeResponse r) {
-    HttpResponse h{r.http_status, std::move(r.body_json), "application/json", {}};
+    HttpResponse h{r.http_status, std::move(r.body_json), "application/json", {}, {}};
     if (r.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*r.retry_after_s));
     return h;
   }

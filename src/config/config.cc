@@ -454,6 +454,16 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
 }  // namespace
 
 
+// [log] (design §17.12): the format of every log line and whether each request is logged.
+void ReadLog(TableReader& r, LogConfig& log) {
+  std::string format = log.json ? "json" : "text";
+  r.String("format", format);
+  if (format != "json" && format != "text") r.Error("format", "must be \"json\" or \"text\"");
+  log.json = format == "json";
+  r.Bool("access", log.access);
+  r.RefuseUnknown();
+}
+
 absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& source_name) {
   toml::table root;
   try {
@@ -559,6 +569,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   slo_table.RefuseUnknown();
   TableReader alerts(top.Table("alerts"), "alerts", errors);
   alerts.String("webhook_url", c.slo.webhook_url);
+  alerts.String("runbook_url", c.slo.runbook_url);
   if (!c.slo.webhook_url.empty()) {
     std::string path, why;
     bool tls = false;
@@ -572,6 +583,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   kill.RefuseUnknown();
   TableReader mcp(top.Table("mcp"), "mcp", errors);
   ReadMcp(mcp, c.server, c.mcp);
+  TableReader log(top.Table("log"), "log", errors);
+  ReadLog(log, c.log);
 
   if (const toml::table* connectors = top.Table("connectors")) {
     for (const auto& [name, node] : *connectors) {

@@ -64,6 +64,22 @@ Metrics::Metrics()
       slo_budget_(prometheus::BuildGauge()
                       .Name("toolgate_slo_error_budget_remaining")
                       .Help("Fraction of the 30-day error budget left, fleet-wide (negative: overspent)")
+                      .Register(*registry_)),
+      cooldown_(prometheus::BuildGauge()
+                    .Name("toolgate_breaker_cooldown_remaining_seconds")
+                    .Help("Seconds until an OPEN breaker lets a probe through (0 when not cooling down), fleet-wide")
+                    .Register(*registry_)),
+      kill_switches_(prometheus::BuildGauge()
+                         .Name("toolgate_kill_switches_active")
+                         .Help("Kill switches in force by scope, fleet-wide")
+                         .Register(*registry_)),
+      http_responses_(prometheus::BuildCounter()
+                          .Name("toolgate_http_responses_total")
+                          .Help("HTTP answers by listener, route pattern and status code, this instance")
+                          .Register(*registry_)),
+      build_info_(prometheus::BuildGauge()
+                      .Name("toolgate_build_info")
+                      .Help("1, labelled with the build's version and git revision")
                       .Register(*registry_)) {}
 
 std::string Metrics::ToolLabel(const std::string& connector, const std::string& tool) {
@@ -92,7 +108,28 @@ void Metrics::Deferred(const std::string& connector, const std::string& reason) 
   deferred_.Add({{"connector", connector}, {"reason", reason}}).Increment();
 }
 
-void Metrics::Blocked(const std::string& scope) { blocked_.Add({{"scope", scope}}).Increment(); }
+void Metrics::Blocked(const std::string& connector, const std::string& scope) {
+  blocked_.Add({{"connector", connector}, {"scope", scope}}).Increment();
+}
+
+void Metrics::BreakerCooldownRemaining(const std::string& connector, double seconds) {
+  cooldown_.Add({{"connector", connector}}).Set(seconds);
+}
+
+void Metrics::KillSwitchesActive(const std::map<std::string, int>& per_scope) {
+  for (const char* scope : {"global", "connector", "tenant", "action_type", "tenant_action"}) {
+    auto it = per_scope.find(scope);
+    kill_switches_.Add({{"scope", scope}}).Set(it == per_scope.end() ? 0 : it->second);
+  }
+}
+
+void Metrics::HttpResponse(const std::string& listener, const std::string& route, int code) {
+  http_responses_.Add({{"listener", listener}, {"route", route}, {"code", std::to_string(code)}}).Increment();
+}
+
+void Metrics::BuildInfo(const std::string& version, const std::string& revision) {
+  build_info_.Add({{"version", version}, {"revision", revision}}).Set(1);
+}
 
 void Metrics::Replay(const std::string& result) { replays_.Add({{"result", result}}).Increment(); }
 

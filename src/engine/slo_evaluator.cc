@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "toolgate/engine/event_log.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/status_macros.h"
 
@@ -108,13 +109,10 @@ void SloEvaluator::Announce(const SloView& view, const SloAlarmView& a) {
                {"error_budget_remaining", view.budget_remaining}};
   if (view.sli == slo::Sli::kToolLatency) data["latency_threshold_ms"] = view.latency_threshold_ms;
   const std::string text = data.dump();
-  if (a.firing) {
-    spdlog::warn("SLO alarm firing: connector {} {} tier {} ({}): burn {:.1f} / {:.1f} > {}", view.connector,
-                 slo::ToString(view.sli), a.tier->name, slo::ToString(a.tier->severity), a.verdict.long_burn,
-                 a.verdict.short_burn, a.tier->factor);
-  } else {
-    spdlog::info("SLO alarm resolved: connector {} {} tier {}", view.connector, slo::ToString(view.sli), a.tier->name);
-  }
+  LogEvent(a.firing ? spdlog::level::warn : spdlog::level::info, a.firing ? "slo_alarm_firing" : "slo_alarm_resolved",
+           std::string(a.firing ? "SLO alarm firing: " : "SLO alarm resolved: ") + view.connector + " " +
+               std::string(slo::ToString(view.sli)) + " tier " + std::string(a.tier->name),
+           data);
   if (auto e = ledger_.Audit(type, "system", text); !e.ok()) {
     spdlog::warn("audit of {} for {} not written: {}", type, view.connector, e.status().ToString());
   }

@@ -35,15 +35,15 @@ std::string PrometheusSloRules(const Config& config) {
   for (const slo::Window& w : slo::kWindows) {
     const std::string range = "[" + std::string(w.label) + "]";
     y << "      - record: " << RatioRecord(w.label) << "\n"
-      << "        expr: sum by (connector, slo) (rate(toolgate_slo_bad_events_total" << range
-      << ")) / sum by (connector, slo) (rate(toolgate_slo_events_total" << range << "))\n";
+      << "        expr: sum by (job, connector, slo) (rate(toolgate_slo_bad_events_total" << range
+      << ")) / sum by (job, connector, slo) (rate(toolgate_slo_events_total" << range << "))\n";
   }
   for (const slo::Window& w : slo::kWindows) {
     bool is_long = false;
     for (const slo::Tier& t : slo::kTiers) is_long |= t.long_window == w.label;
     if (!is_long) continue;
     y << "      - record: " << EventsRecord(w.label) << "\n"
-      << "        expr: sum by (connector, slo) (increase(toolgate_slo_events_total[" << w.label << "]))\n";
+      << "        expr: sum by (job, connector, slo) (increase(toolgate_slo_events_total[" << w.label << "]))\n";
   }
   y << "  - name: toolgate-slo-alerts\n"
     << "    rules:\n";
@@ -68,7 +68,9 @@ std::string PrometheusSloRules(const Config& config) {
           << "          tier: \"" << t.name << "\"\n"
           << "        annotations:\n"
           << "          summary: \"" << SloAlertSummary(id, name, std::string(t.name), t.factor) << "\"\n"
-          << "          runbook: \"Check connector health and circuit breaker state; check downstream status; scale or back off.\"\n";
+          << "          description: \"Error ratio over " << t.long_window << " is {{ $value | humanizePercentage }} (threshold "
+          << threshold << "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back off.\"\n"
+          << "          runbook_url: \"" << config.slo.runbook_url << "\"\n";
       }
     }
   }

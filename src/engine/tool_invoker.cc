@@ -97,12 +97,13 @@ class ToolInvoker::Admission {
     if (!kill->has_value()) return std::nullopt;
     const KillSwitch& k = **kill;
     rec().reason = "kill_switch";
-    s_.metrics.Blocked(k.scope);
+    s_.metrics.Blocked(cid(), k.scope);
     s_.metrics.ToolCall(cid(), rec().tool_name, "BLOCKED", 0, false);
     if (absl::Status st = FinishEarly("BLOCKED", "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
         !st.ok()) {
       return StoreUnavailable(st);
     }
+    CountOutcome("BLOCKED", "");
     json body = ResponseBody(rec());
     body["scope"] = k.scope;
     return InvokeResponse{403, Dump(body), {}};
@@ -196,6 +197,11 @@ class ToolInvoker::Admission {
   }
 
   std::unique_ptr<Ticket> TakeTicket() { return std::move(ticket_); }
+
+  // What the agent is answered, counted fleet-wide for `toolgate status` (SloCounters::RecordOutcome).
+  void CountOutcome(std::string_view outcome, std::string_view reason) {
+    if (s_.slo != nullptr) s_.slo->RecordOutcome(cid(), outcome, reason);
+  }
   Ticket& ticket() { return *ticket_; }
 
  private:
@@ -227,6 +233,7 @@ class ToolInvoker::Admission {
   InvokeResponse StoreUnavailable(const absl::Status& why) {
     spdlog::warn("connector {}: store error, deferring: {}", cid(), why.ToString());
     s_.metrics.Deferred(cid(), "store_unavailable");
+    CountOutcome("DEFERRED", "store_unavailable");
     json body = {{"execution_id", rec().execution_id}, {"outcome", "DEFERRED"}, {"connector_id", cid()},
                  {"reason", "store_unavailable"}, {"retry_after_ms", 1000}};
     return InvokeResponse{503, Dump(body), 1};
@@ -293,6 +300,7 @@ class ToolInvoker::Admission {
         !st.ok()) {
       return StoreUnavailable(st);
     }
+    CountOutcome("DEFERRED", rec().reason);
     json body = ResponseBody(rec());
     body["retry_after_ms"] = retry_ms;
     return InvokeResponse{503, Dump(body), RetryAfterSeconds(retry_ms)};
@@ -315,6 +323,7 @@ class ToolInvoker::Admission {
         !st.ok()) {
       return StoreUnavailable(st);
     }
+    CountOutcome("SUCCEEDED", "");
     json body = ResponseBody(rec());
     body["result"] = result;
     body["deduplicated"] = true;
@@ -343,6 +352,7 @@ class ToolInvoker::Admission {
       }
     }
     s_.metrics.ToolCall(cid(), rec().tool_name, "SUCCEEDED", 0, false);
+    CountOutcome("SUCCEEDED", "");
     json body = {{"execution_id", claim.execution_id}, {"outcome", "SUCCEEDED"}, {"connector_id", cid()},
                  {"result", json::parse(claim.result_json, nullptr, false)}, {"intent_hit", true}};
     if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
@@ -444,6 +454,10 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   if (rec.outcome == "FAILED") s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
   if (rec.outcome == "DEFERRED") s_.metrics.Deferred(c.id, rec.reason);
 
+  if (s_.slo != nullptr) {
+    // The agent is told FAILED store_unavailable when the outcome could not be recorded.
+    s_.slo->RecordOutcome(c.id, written.ok() ? rec.outcome : "FAILED", rec.reason);
+  }
   if (!written.ok()) {
     spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, rec.outcome, written.ToString());
     json body = ResponseBody(rec);

@@ -2,11 +2,17 @@
 
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "toolgate/engine/event_log.h"
 
 namespace toolgate {
 
 void TransitionAuditor::OnTransition(const BreakerTransition& t) {
   metrics_.OnTransition(t);
+  const std::string from(breaker::ToString(t.from)), to(breaker::ToString(t.to));
+  LogEvent(t.to == breaker::State::kClosed ? spdlog::level::info : spdlog::level::warn, "breaker_transition",
+           "breaker of " + t.connector_id + ": " + from + " -> " + to,
+           {{"connector", t.connector_id}, {"from", from}, {"to", to}, {"cause", std::string(ToString(t.cause))},
+            {"generation", t.generation}});
   if (ledger_ == nullptr) return;
   using Cause = BreakerTransition::Cause;
   std::string type;

@@ -28,6 +28,8 @@ constexpr char kWindowCalls[] = "window_calls";
 constexpr char kFailureTenants[] = "failure_tenants";
 constexpr char kUpdatedAt[] = "updated_at_ms";
 constexpr char kThrottledUntil[] = "throttled_until_epoch_sec";
+constexpr char kForcedBy[] = "forced_by";
+constexpr char kForcedReason[] = "forced_reason";
 
 // A read-modify-write that keeps losing its race is retried this many times before kAborted.
 constexpr int kMaxAttempts = 32;
@@ -56,6 +58,11 @@ absl::StatusOr<breaker::Snapshot> Decode(const std::optional<Item>& item, std::s
   const AttributeMap* tenants = store::GetMap(*item, kFailureTenants);
   s.distinct_failure_tenants = tenants ? static_cast<int>(tenants->size()) : 0;
   s.throttled_until_epoch_sec = store::GetInt(*item, kThrottledUntil).value_or(0);
+  if (s.state == State::kForcedOpen) {
+    s.forced_by = store::GetString(*item, kForcedBy).value_or("");
+    s.forced_reason = store::GetString(*item, kForcedReason).value_or("");
+    s.forced_at_ms = store::GetInt(*item, kUpdatedAt).value_or(0);
+  }
   return s;
 }
 
@@ -358,24 +365,37 @@ absl::Status CircuitBreakerService::ReturnProbe(std::string_view connector_id, c
 }
 
 absl::StatusOr<breaker::Snapshot> CircuitBreakerService::ForceOpen(std::string_view connector_id,
-                                                                   const breaker::Config& config) {
-  return Override(connector_id, config, State::kForcedOpen, BreakerTransition::Cause::kForcedOpen);
+                                                                   const breaker::Config& config,
+                                                                   const OperatorNote& note) {
+  ASSIGN_OR_RETURN(CloseResult r, Override(connector_id, config, State::kForcedOpen, BreakerTransition::Cause::kForcedOpen, note));
+  return r.after;
 }
 
-absl::StatusOr<breaker::Snapshot> CircuitBreakerService::ManualClose(std::string_view connector_id,
-                                                                     const breaker::Config& config) {
-  return Override(connector_id, config, State::kClosed, BreakerTransition::Cause::kManualClose);
+absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::ManualClose(std::string_view connector_id,
+                                                                                      const breaker::Config& config) {
+  return Override(connector_id, config, State::kClosed, BreakerTransition::Cause::kManualClose, {});
 }
 
-absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Override(std::string_view connector_id,
-                                                                  const breaker::Config& config, State to,
-                                                                  BreakerTransition::Cause cause) {
+absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Override(std::string_view connector_id,
+                                                                                   const breaker::Config& config, State to,
+                                                                                   BreakerTransition::Cause cause,
+                                                                                   const OperatorNote& note) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
     const int64_t now_ms = clock_.now_epoch_ms();
+    if (to == State::kClosed && s.state == State::kClosed && s.throttled_until_epoch_sec <= now_ms / 1000) {
+      return CloseResult{s, s, false};  // nothing to close: no write, no transition, no audit
+    }
     Item next = FreshItem(to, s.generation + 1, now_ms, config);
+    if (to == State::kForcedOpen) {
+      if (!note.requested_by.empty()) next[kForcedBy] = note.requested_by;
+      if (!note.reason.empty()) next[kForcedReason] = note.reason;
+    }
     ASSIGN_OR_RETURN(bool won, Transition(connector_id, s, next, cause, to, now_ms));
-    if (won) return Decode(next, connector_id);
+    if (won) {
+      ASSIGN_OR_RETURN(breaker::Snapshot after, Decode(next, connector_id));
+      return CloseResult{s, after, true};
+    }
   }
   return absl::AbortedError(
       absl::StrCat("breaker of connector '", std::string(connector_id), "': override lost ", kMaxAttempts, " races"));

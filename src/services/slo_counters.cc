@@ -31,13 +31,38 @@ std::string HourSk(int64_t hour) { return BucketSk(kHourPrefix, hour, 8); }
 
 std::string LatencyAttr(size_t i) { return absl::StrCat("l", i); }
 
+constexpr char kDeferredReasonPrefix[] = "od_";
+
+// The outcome counts' attributes (minute items), with their OutcomeCounts fields.
+constexpr std::array<std::pair<const char*, int64_t OutcomeCounts::*>, 5> kOutcomeAttrs = {{
+    {"o_calls", &OutcomeCounts::calls},
+    {"o_succeeded", &OutcomeCounts::succeeded},
+    {"o_failed", &OutcomeCounts::failed},
+    {"o_deferred", &OutcomeCounts::deferred},
+    {"o_blocked", &OutcomeCounts::blocked},
+}};
+
+// A reason fit to be part of an attribute name; anything else is "other".
+std::string ReasonKey(std::string_view reason) {
+  if (reason.empty() || reason.size() > 40 || reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string_view::npos) {
+    return "other";
+  }
+  return std::string(reason);
+}
+
 std::vector<UpdateOp> AddOps(const slo::BucketCounts& c, const std::array<int64_t, kLatencyBucketCount>& latency,
-                             int64_t ttl) {
+                             const OutcomeCounts& outcomes, int64_t ttl) {
   std::vector<UpdateOp> ops = {UpdateOp::Add(store::AttributePath::Top("total"), c.total),
                                UpdateOp::Add(store::AttributePath::Top("error_bad"), c.error_bad),
                                UpdateOp::Add(store::AttributePath::Top("latency_bad"), c.latency_bad)};
   for (size_t i = 0; i < latency.size(); ++i) {
     if (latency[i] != 0) ops.push_back(UpdateOp::Add(store::AttributePath::Top(LatencyAttr(i)), latency[i]));
+  }
+  for (const auto& [name, field] : kOutcomeAttrs) {
+    if (outcomes.*field != 0) ops.push_back(UpdateOp::Add(store::AttributePath::Top(name), outcomes.*field));
+  }
+  for (const auto& [reason, n] : outcomes.deferred_by_reason) {
+    if (n != 0) ops.push_back(UpdateOp::Add(store::AttributePath::Top(kDeferredReasonPrefix + reason), n));
   }
   ops.push_back(UpdateOp::Set(store::AttributePath::Top(std::string(store::kTtlAttribute)), ttl));
   return ops;
@@ -59,12 +84,25 @@ absl::StatusOr<SloBucket> DecodeBucket(const Item& item, const std::string& conn
   RETURN_IF_ERROR(field("error_bad", b.counts.error_bad));
   RETURN_IF_ERROR(field("latency_bad", b.counts.latency_bad));
   for (size_t i = 0; i < kLatencyBucketCount; ++i) RETURN_IF_ERROR(field(LatencyAttr(i), b.latency[i]));
+  for (const auto& [name, member] : kOutcomeAttrs) RETURN_IF_ERROR(field(name, b.outcomes.*member));
+  for (const auto& [name, value] : item) {
+    if (name.rfind(kDeferredReasonPrefix, 0) != 0) continue;
+    int64_t n = 0;
+    RETURN_IF_ERROR(field(name, n));
+    b.outcomes.deferred_by_reason[name.substr(sizeof kDeferredReasonPrefix - 1)] += n;
+  }
   return b;
 }
 
 std::string AlarmSk(slo::Sli sli, std::string_view tier) { return "ALARM#" + std::string(slo::ToString(sli)) + "#" + std::string(tier); }
 
 }  // namespace
+
+OutcomeCounts& OutcomeCounts::operator+=(const OutcomeCounts& o) {
+  for (const auto& [name, field] : kOutcomeAttrs) this->*field += o.*field;
+  for (const auto& [reason, n] : o.deferred_by_reason) deferred_by_reason[reason] += n;
+  return *this;
+}
 
 slo::Buckets SloSeries::MinuteCounts() const {
   slo::Buckets out;
@@ -98,6 +136,23 @@ void SloCounters::Record(const std::string& connector, bool error_bad, int64_t l
   }
 }
 
+void SloCounters::RecordOutcome(const std::string& connector, std::string_view outcome, std::string_view reason) {
+  const int64_t minute = clock_.now_epoch_ms() / 60'000;
+  absl::MutexLock lock(&mu_);
+  OutcomeCounts& o = pending_minutes_[{connector, minute}].outcomes;
+  o.calls += 1;
+  if (outcome == "SUCCEEDED") {
+    o.succeeded += 1;
+  } else if (outcome == "FAILED") {
+    o.failed += 1;
+  } else if (outcome == "DEFERRED") {
+    o.deferred += 1;
+    o.deferred_by_reason[ReasonKey(reason)] += 1;
+  } else if (outcome == "BLOCKED") {
+    o.blocked += 1;
+  }
+}
+
 int64_t SloCounters::pending_calls() const {
   absl::MutexLock lock(&mu_);
   int64_t n = 0;
@@ -108,6 +163,7 @@ int64_t SloCounters::pending_calls() const {
 void SloCounters::Pending::Merge(const Pending& o) {
   counts += o.counts;
   for (size_t i = 0; i < kLatencyBucketCount; ++i) latency[i] += o.latency[i];
+  outcomes += o.outcomes;
 }
 
 absl::Status SloCounters::Flush() {
@@ -123,13 +179,14 @@ absl::Status SloCounters::Flush() {
   std::vector<std::pair<PendingMap*, PendingMap::const_iterator>> sources;
   for (auto it = minutes.cbegin(); it != minutes.cend(); ++it) {
     writes.push_back(WriteRequest::Update({Pk(it->first.first), MinuteSk(it->first.second)},
-                                          AddOps(it->second.counts, it->second.latency, (it->first.second + 1) * 60 + kMinuteTtlS),
+                                          AddOps(it->second.counts, it->second.latency, it->second.outcomes,
+                                                 (it->first.second + 1) * 60 + kMinuteTtlS),
                                           Condition::Always(), store::ReturnValues::kNone));
     sources.emplace_back(&pending_minutes_, it);
   }
   for (auto it = hours.cbegin(); it != hours.cend(); ++it) {
     writes.push_back(WriteRequest::Update({Pk(it->first.first), HourSk(it->first.second)},
-                                          AddOps(it->second.counts, it->second.latency, (it->first.second + 1) * 3600 + kHourTtlS),
+                                          AddOps(it->second.counts, it->second.latency, {}, (it->first.second + 1) * 3600 + kHourTtlS),
                                           Condition::Always(), store::ReturnValues::kNone));
     sources.emplace_back(&pending_hours_, it);
   }
@@ -188,6 +245,14 @@ absl::StatusOr<SloSeries> SloCounters::Read(const std::string& connector) {
   const int64_t now_hour = now_minute / 60;
   ASSIGN_OR_RETURN(s.hours, ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1, now_hour));
   return s;
+}
+
+absl::StatusOr<OutcomeCounts> SloCounters::ReadOutcomes(const std::string& connector, int minutes) {
+  const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
+  ASSIGN_OR_RETURN(auto buckets, ReadRange(connector, kMinutePrefix, now_minute - minutes + 1, now_minute));
+  OutcomeCounts out;
+  for (const auto& [minute, b] : buckets) out += b.outcomes;
+  return out;
 }
 
 absl::StatusOr<bool> SloCounters::SetAlarm(const std::string& connector, slo::Sli sli, std::string_view tier,

@@ -50,6 +50,10 @@ struct Snapshot {
   // A downstream's Retry-After (429, or 503 with Retry-After), for the whole connector fleet-wide:
   // no call before this time (epoch seconds; 0: not throttled).
   int64_t throttled_until_epoch_sec = 0;
+  // FORCED_OPEN only: who forced it open and why (the operator's requested_by and reason).
+  std::string forced_by;
+  std::string forced_reason;
+  int64_t forced_at_ms = 0;
 };
 
 // The longest a downstream's Retry-After may stop a connector: a larger value is cut to this, so a

@@ -29,7 +29,7 @@ class Metrics final : public BreakerTransitionListener {
                 double latency_seconds, bool reached_downstream);
   void ToolError(const std::string& connector, const std::string& tool, const std::string& reason);
   void Deferred(const std::string& connector, const std::string& reason);
-  void Blocked(const std::string& scope);
+  void Blocked(const std::string& connector, const std::string& scope);
   void Replay(const std::string& result);
   void StoreOperation(const std::string& backend, const std::string& op, double seconds);
   // A store request retried by the backend (reason: "throttled", "server_error", "connection").
@@ -39,6 +39,15 @@ class Metrics final : public BreakerTransitionListener {
   // The downstream connection pool's lifetime counts (set at scrape time): connections opened, TLS
   // handshakes among them, and calls served on a kept-alive connection.
   void DownstreamPool(uint64_t opened, uint64_t tls_handshakes, uint64_t reused);
+  // Seconds until an OPEN breaker allows a probe (0 otherwise), fleet-wide as last read.
+  void BreakerCooldownRemaining(const std::string& connector, double seconds);
+  // Kill switches in force per scope (every scope is exported, 0 when none).
+  void KillSwitchesActive(const std::map<std::string, int>& per_scope);
+  // One answer of a listener ("public" | "admin"); `route` is a route pattern from the fixed table
+  // (api/routes.h) or "other", so the label set stays small.
+  void HttpResponse(const std::string& listener, const std::string& route, int code);
+  // toolgate_build_info{version, revision} 1.
+  void BuildInfo(const std::string& version, const std::string& revision);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -72,6 +81,10 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Gauge>& slo_burn_rate_;
   prometheus::Family<prometheus::Gauge>& slo_alarm_;
   prometheus::Family<prometheus::Gauge>& slo_budget_;
+  prometheus::Family<prometheus::Gauge>& cooldown_;
+  prometheus::Family<prometheus::Gauge>& kill_switches_;
+  prometheus::Family<prometheus::Counter>& http_responses_;
+  prometheus::Family<prometheus::Gauge>& build_info_;
   absl::Mutex tools_mu_;
   std::map<std::string, std::set<std::string>> tools_ ABSL_GUARDED_BY(tools_mu_);
 };

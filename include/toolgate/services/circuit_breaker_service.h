@@ -99,10 +99,24 @@ class CircuitBreakerService {
   // caller can claim the probe at once. REQUIRES: permit.probe.
   absl::Status ReturnProbe(std::string_view connector_id, const Permit& permit);
 
-  // Operator actions. They win over any state; FORCED_OPEN stays until ManualClose. Return the new
-  // state. The health check before a close is the caller's (the admin API's) job.
-  absl::StatusOr<breaker::Snapshot> ForceOpen(std::string_view connector_id, const breaker::Config& config);
-  absl::StatusOr<breaker::Snapshot> ManualClose(std::string_view connector_id, const breaker::Config& config);
+  // Who asked for an operator action and why; kept on a FORCED_OPEN breaker so that status shows it.
+  struct OperatorNote {
+    std::string requested_by;
+    std::string reason;
+  };
+  // What an operator's close found and left.
+  struct CloseResult {
+    breaker::Snapshot before;
+    breaker::Snapshot after;
+    bool changed = false;  // false: the breaker was already CLOSED and not throttled; nothing written
+  };
+
+  // Operator actions. They win over any state; FORCED_OPEN stays until ManualClose. ForceOpen returns
+  // the new state. ManualClose of a breaker already CLOSED (and not throttled) writes nothing and
+  // reports no transition. The health check before a close is the caller's (the admin API's) job.
+  absl::StatusOr<breaker::Snapshot> ForceOpen(std::string_view connector_id, const breaker::Config& config,
+                                              const OperatorNote& note = {});
+  absl::StatusOr<CloseResult> ManualClose(std::string_view connector_id, const breaker::Config& config);
 
   // The breaker as stored (absent: CLOSED at generation 0).
   absl::StatusOr<breaker::Snapshot> Read(std::string_view connector_id);
@@ -119,8 +133,8 @@ class CircuitBreakerService {
   absl::StatusOr<bool> Transition(std::string_view connector_id, const breaker::Snapshot& seen,
                                   const store::Item& next, BreakerTransition::Cause cause, breaker::State to,
                                   int64_t now_ms);
-  absl::StatusOr<breaker::Snapshot> Override(std::string_view connector_id, const breaker::Config& config,
-                                             breaker::State to, BreakerTransition::Cause cause);
+  absl::StatusOr<CloseResult> Override(std::string_view connector_id, const breaker::Config& config,
+                                       breaker::State to, BreakerTransition::Cause cause, const OperatorNote& note);
   void Report(std::string_view connector_id, breaker::State from, breaker::State to,
               BreakerTransition::Cause cause, int64_t generation, int64_t now_ms);
 

@@ -20,10 +20,25 @@ namespace toolgate {
 inline constexpr std::array<int64_t, 12> kLatencyBucketsMs = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
 inline constexpr size_t kLatencyBucketCount = kLatencyBucketsMs.size() + 1;
 
+// What agents were answered by one connector's invocations: every invocation that got an outcome
+// (SUCCEEDED, FAILED, DEFERRED, BLOCKED) counts once in `calls` and once in its outcome; DEFERRED
+// also under its reason. Unlike the SLI counts these include calls that never reached the connector.
+struct OutcomeCounts {
+  int64_t calls = 0;
+  int64_t succeeded = 0;
+  int64_t failed = 0;
+  int64_t deferred = 0;
+  int64_t blocked = 0;
+  std::map<std::string, int64_t> deferred_by_reason;
+  OutcomeCounts& operator+=(const OutcomeCounts& o);
+  bool empty() const { return calls == 0; }
+};
+
 // One minute (or hour) of a connector's calls as read back from the store.
 struct SloBucket {
   slo::BucketCounts counts;
   std::array<int64_t, kLatencyBucketCount> latency{};  // calls per latency bucket
+  OutcomeCounts outcomes;                              // minute buckets only
 };
 
 // A connector's stored counts: minute buckets (index: epoch minute) for the last
@@ -48,7 +63,11 @@ struct SloAlarmState {
 //
 // Items: (SLO#<connector>, MIN#<epoch minute, 10 digits>) with ttl 8 h, (SLO#<connector>, HOUR#<epoch
 // hour, 8 digits>) with ttl 31 days — attributes total, error_bad, latency_bad, l0..l12 — and
-// (SLO#<connector>, ALARM#<slo>#<tier>) with firing and since_ms.
+// (SLO#<connector>, ALARM#<slo>#<tier>) with firing and since_ms. Minute items also carry the
+// outcome counts (RecordOutcome): o_calls, o_succeeded, o_failed, o_deferred, o_blocked and
+// od_<reason> per deferral reason. They ride in the same ADD write as the SLI counts, so counting
+// them costs no write per call: at most one more minute item per connector and minute (a minute
+// whose calls were all deferred or blocked).
 //
 // Thread-safe. Status codes: store errors from ItemStore.
 class SloCounters {
@@ -58,12 +77,20 @@ class SloCounters {
   // Counts one call that reached (or tried to reach) the connector. Memory only; never fails.
   void Record(const std::string& connector, bool error_bad, int64_t latency_ms, bool latency_bad);
 
+  // Counts one invocation's outcome ("SUCCEEDED", "FAILED", "DEFERRED", "BLOCKED"; `reason` for
+  // DEFERRED: [a-z_]{1,40}, anything else counts as "other"). Memory only; never fails.
+  void RecordOutcome(const std::string& connector, std::string_view outcome, std::string_view reason);
+
   // Adds the counts recorded since the last flush into the store (2 conditional-free writes per
   // connector and minute with calls; one transaction on SQLite). Counts whose write failed stay
   // pending for the next flush; pending minutes older than the minute window are dropped.
   absl::Status Flush();
 
   absl::StatusOr<SloSeries> Read(const std::string& connector);
+
+  // The fleet's outcome counts of the connector over the last `minutes` minutes (the current minute
+  // included), as flushed into the store by every instance. REQUIRES: 1 <= minutes <= 480.
+  absl::StatusOr<OutcomeCounts> ReadOutcomes(const std::string& connector, int minutes);
 
   // Moves the alarm to `firing`. True when this call made the change (exactly one caller across the
   // fleet wins each change); false when it was already so.
@@ -80,6 +107,7 @@ class SloCounters {
   struct Pending {
     slo::BucketCounts counts;
     std::array<int64_t, kLatencyBucketCount> latency{};
+    OutcomeCounts outcomes;
     void Merge(const Pending& o);
   };
   using PendingMap = std::map<std::pair<std::string, int64_t>, Pending>;  // (connector, minute or hour)

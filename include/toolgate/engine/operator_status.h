@@ -1,0 +1,32 @@
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "toolgate/clock.h"
+#include "toolgate/engine/engine.h"
+
+namespace toolgate {
+
+// The window `toolgate status` and GET /admin/status count calls over.
+inline constexpr int kStatusWindowMinutes = 5;
+
+// What an operator needs at a glance (GET /admin/status, `toolgate status`, the dashboard), read
+// from the store alone so that it is fleet-wide, survives restarts, and works with the server down:
+//
+//   {"generated_at": RFC 3339, "window_minutes": 5,
+//    "connectors": [{"id", "breaker": {"state", "open_until_epoch_sec", "cooldown_remaining_s",
+//                     "generation", "half_open_probe_in_flight", "forced_by"?, "forced_reason"?,
+//                     "forced_at"?},
+//                    "throttled_until_epoch_sec", "throttled_remaining_s",
+//                    "in_flight", "max_in_flight", "config_max_in_flight", "limit_set_by_operator",
+//                    "last_5m": {"calls", "succeeded", "failed", "deferred", "blocked",
+//                                "deferred_by_reason": {reason: n}}}],
+//    "kill_switches": [{"scope", "key", "reason", "requested_by", "at"}]}
+//
+// The call counts are the SLO counter minute items (SloCounters::RecordOutcome): every instance
+// adds its counts there when it flushes (every [slo] interval_ms and at shutdown), so an instance's
+// last seconds may be missing until its next flush. Reads only; thread-safe as the services are.
+// Status codes: store errors (kUnavailable, ...), kDataLoss for damaged items.
+absl::StatusOr<nlohmann::json> OperatorStatusJson(Engine& engine, const Clock& clock);
+
+}  // namespace toolgate

@@ -1,0 +1,57 @@
+#include "toolgate/engine/operator_status.h"
+
+#include "toolgate/services/kill_switch_service.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using json = nlohmann::json;
+
+absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
+  const int64_t now_ms = clock.now_epoch_ms();
+  const int64_t now_s = now_ms / 1000;
+  json connectors = json::array();
+  for (const auto& [id, c] : engine.config().connectors) {
+    ASSIGN_OR_RETURN(breaker::Snapshot b, engine.breakers().Read(id));
+    ASSIGN_OR_RETURN(ConcurrencySnapshot s, engine.slots().Read(id, c.concurrency));
+    ASSIGN_OR_RETURN(OutcomeCounts o, engine.slo_counters().ReadOutcomes(id, kStatusWindowMinutes));
+    json breaker = {{"state", std::string(breaker::ToString(b.state))},
+                    {"open_until_epoch_sec", b.open_until_epoch_sec},
+                    {"cooldown_remaining_s", std::max<int64_t>(0, b.open_until_epoch_sec - now_s)},
+                    {"generation", b.generation},
+                    {"half_open_probe_in_flight", b.half_open_probe_in_flight}};
+    if (b.state == breaker::State::kForcedOpen) {
+      breaker["forced_by"] = b.forced_by;
+      breaker["forced_reason"] = b.forced_reason;
+      breaker["forced_at"] = b.forced_at_ms > 0 ? json(Rfc3339(b.forced_at_ms)) : json(nullptr);
+    }
+    json deferred = json::object();
+    for (const auto& [reason, n] : o.deferred_by_reason) deferred[reason] = n;
+    connectors.push_back({{"id", id},
+                          {"breaker", breaker},
+                          {"throttled_until_epoch_sec", b.throttled_until_epoch_sec},
+                          {"throttled_remaining_s", std::max<int64_t>(0, b.throttled_until_epoch_sec - now_s)},
+                          {"in_flight", s.in_flight},
+                          {"max_in_flight", s.max_in_flight},
+                          {"config_max_in_flight", c.concurrency.max_in_flight},
+                          {"limit_set_by_operator", s.limit_set_by_operator},
+                          {"last_5m",
+                           {{"calls", o.calls},
+                            {"succeeded", o.succeeded},
+                            {"failed", o.failed},
+                            {"deferred", o.deferred},
+                            {"blocked", o.blocked},
+                            {"deferred_by_reason", deferred}}}});
+  }
+  ASSIGN_OR_RETURN(std::vector<KillSwitch> switches, engine.kill_switches().List());
+  json kills = json::array();
+  for (const auto& k : switches) {
+    kills.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
+  }
+  return json{{"generated_at", Rfc3339(now_ms)},
+              {"window_minutes", kStatusWindowMinutes},
+              {"connectors", connectors},
+              {"kill_switches", kills}};
+}
+
+}  // namespace toolgate

@@ -1,0 +1,362 @@
+// The operator's side through the real binary (issue 18 items 2–6): `status` counts what agents were
+// answered fleet-wide from the store (three instances, one SQLite store), read commands work with
+// the server stopped, JSON log lines, the new metrics, and the OpenAPI document against the route
+// table.
+
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "api/routes.h"
+#include "fake_downstream.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+#ifndef TOOLGATE_SOURCE_DIR
+#error "TOOLGATE_SOURCE_DIR must name the source tree (for docs/openapi.json)"
+#endif
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeDownstream;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using Reply = FakeDownstream::Reply;
+
+std::string Upper(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return s;
+}
+
+json Audit(const std::string& reason = "incident 7") { return {{"reason", reason}, {"requested_by", "oncall@acme"}}; }
+
+// What agents were answered, tallied from the responses themselves (the independent observer).
+struct Tally {
+  int64_t calls = 0, succeeded = 0, failed = 0, deferred = 0, blocked = 0;
+  std::map<std::string, int64_t> deferred_by_reason;
+  void Add(const api::ClientResult& r) {
+    const json b = Body(r);
+    ASSERT_TRUE(b.contains("outcome")) << r.status << " " << r.body;
+    const std::string outcome = b["outcome"];
+    ++calls;
+    if (outcome == "SUCCEEDED") ++succeeded;
+    if (outcome == "FAILED") ++failed;
+    if (outcome == "BLOCKED") ++blocked;
+    if (outcome == "DEFERRED") {
+      ++deferred;
+      ++deferred_by_reason[b.value("reason", "")];
+    }
+  }
+  json ToJson() const {
+    json reasons = json::object();
+    for (const auto& [r, n] : deferred_by_reason) reasons[r] = n;
+    return {{"calls", calls}, {"succeeded", succeeded}, {"failed", failed}, {"deferred", deferred},
+            {"blocked", blocked}, {"deferred_by_reason", reasons}};
+  }
+};
+
+class OperatorViewTest : public ::testing::Test {
+ protected:
+  std::string Config(const std::string& extra = "") {
+    return testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n[connectors.crm]\nbase_url = \"" +
+           crm_.base_url() + "\"\ntimeout_ms = 2000\nmax_in_flight = 8\nhealth_path = \"/health\"\n"
+           "[connectors.crm.breaker]\nfailure_threshold = 1000\ncooldown_s = 60\n"
+           "[connectors.billing]\nbase_url = \"" + crm_.base_url() + "\"\n" + extra;
+  }
+  GatewayProcess& Start(const std::string& extra = "") {
+    gateways_.push_back(std::make_unique<GatewayProcess>(Config(extra), dir_, "gw" + std::to_string(gateways_.size())));
+    EXPECT_TRUE(gateways_.back()->Start());
+    return *gateways_.back();
+  }
+  std::pair<int, std::string> Cli(const std::vector<std::string>& args) { return testing::RunCli(args, dir_); }
+
+  TempDir dir_;
+  FakeDownstream crm_;
+  std::vector<std::unique_ptr<GatewayProcess>> gateways_;
+  const std::string alice_ = Token("tenant-a");
+  const std::string bob_ = Token("tenant-b");
+};
+
+// stdout's JSON document (the CLI prints notes on stderr, after stdout in RunProgram's output).
+json JsonOf(const std::string& out) {
+  const auto end = out.rfind("\n}");
+  return json::parse(out.substr(0, end == std::string::npos ? out.size() : end + 2), nullptr, false);
+}
+
+// Item 2: three instances on one store; successes, failures, BLOCKED by a kill switch and DEFERRED by
+// a forced-open breaker. `status --json` shows exactly what the agents were answered, with one
+// instance left (its admin listener) and with none (the store read directly).
+TEST_F(OperatorViewTest, StatusCountsWhatAgentsWereAnsweredAcrossThreeInstances) {
+  crm_.set_behavior([](const FakeDownstream::Request& r) {
+    if (r.path == "/health") return Reply{200, R"({"ok":true})"};
+    return r.body.find("\"fail\"") != std::string::npos ? Reply{500, R"({"error":"boom"})"} : Reply{200, R"({"ok":true})"};
+  });
+  for (int i = 0; i < 3; ++i) Start();
+  Tally tally;
+  for (int round = 0; round < 4; ++round) {
+    for (auto& gw : gateways_) {
+      tally.Add(gw->Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, alice_));
+      if (round % 2 == 0) tally.Add(gw->Invoke("crm.lookup", {{"input", {{"mode", "fail"}}}}, alice_));
+    }
+  }
+  json kill = Audit("tenant-b is looping");
+  kill["scope"] = "tenant";
+  kill["key"] = "tenant-b";
+  ASSERT_EQ(gateways_[0]->Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+  for (auto& gw : gateways_) {  // each instance sees the switch within refresh_ms
+    bool blocked = false;
+    for (int i = 0; i < 100 && !blocked; ++i) {
+      auto r = gw->Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, bob_);
+      tally.Add(r);
+      blocked = Body(r)["outcome"] == "BLOCKED";
+    }
+    ASSERT_TRUE(blocked);
+    tally.Add(gw->Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, bob_));
+  }
+  ASSERT_EQ(gateways_[1]->Admin("POST", "/admin/connectors/crm/breaker/open", Audit("crm double-charges").dump()).status, 200);
+  for (auto& gw : gateways_) {
+    for (int i = 0; i < 5; ++i) tally.Add(gw->Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, alice_));
+  }
+  ASSERT_GT(tally.succeeded, 0);
+  ASSERT_GT(tally.failed, 0);
+  ASSERT_GT(tally.blocked, 0);
+  ASSERT_GT(tally.deferred_by_reason["breaker_open"], 0) << tally.ToJson();
+
+  // Two instances stop (they flush their counts); the third answers through its admin listener.
+  gateways_[1]->Terminate();
+  gateways_[2]->Terminate();
+  const std::string cli_config = gateways_[0]->CliConfigPath();
+  auto [code, out] = Cli({"status", "--json", "--config", cli_config});
+  ASSERT_EQ(code, 0) << out;
+  json doc = JsonOf(out);
+  ASSERT_TRUE(doc.is_object()) << out;
+  std::map<std::string, json> by_id;
+  for (const auto& c : doc["connectors"]) by_id[c["id"]] = c;
+  EXPECT_EQ(by_id["crm"]["last_5m"], tally.ToJson()) << out;
+  EXPECT_EQ(by_id["billing"]["last_5m"]["calls"], 0);
+  EXPECT_EQ(by_id["crm"]["breaker"]["state"], "FORCED_OPEN");
+  EXPECT_EQ(by_id["crm"]["breaker"]["forced_by"], "oncall@acme");
+  EXPECT_EQ(by_id["crm"]["breaker"]["forced_reason"], "crm double-charges");
+  ASSERT_EQ(doc["kill_switches"].size(), 1u);
+  EXPECT_EQ(doc["kill_switches"][0]["requested_by"], "oncall@acme");
+  EXPECT_EQ(doc["kill_switches"][0]["reason"], "tenant-b is looping");
+  EXPECT_THAT(out, Not(HasSubstr("not answering")));
+
+  // The table says the same in words.
+  auto [table_code, table] = Cli({"status", "--config", cli_config});
+  ASSERT_EQ(table_code, 0) << table;
+  EXPECT_THAT(table, HasSubstr("CALLS"));
+  EXPECT_THAT(table, HasSubstr("breaker_open " + std::to_string(tally.deferred_by_reason["breaker_open"])));
+  EXPECT_THAT(table, HasSubstr("forced open by oncall@acme"));
+  EXPECT_THAT(table, HasSubstr("tenant tenant-b by oncall@acme"));
+
+  // Item 3: every instance stopped. The same numbers from the store; TOOLGATE_CONFIG names the config.
+  gateways_[0]->Terminate();
+  setenv("TOOLGATE_CONFIG", cli_config.c_str(), 1);
+  auto [down_code, down] = Cli({"status", "--json"});
+  unsetenv("TOOLGATE_CONFIG");
+  ASSERT_EQ(down_code, 0) << down;
+  EXPECT_THAT(down, HasSubstr("admin listener not answering at 127.0.0.1:"));
+  EXPECT_THAT(down, HasSubstr("read from the store at sqlite " + dir_.file("store.db")));
+  json stored = JsonOf(down);
+  ASSERT_TRUE(stored.is_object()) << down;
+  for (const auto& c : stored["connectors"]) by_id[c["id"]] = c;
+  EXPECT_EQ(by_id["crm"]["last_5m"], tally.ToJson()) << down;
+  EXPECT_EQ(by_id["crm"]["breaker"]["forced_by"], "oncall@acme");
+
+  auto [kill_code, kills] = Cli({"kill-switch", "list", "--json", "--config", cli_config});
+  ASSERT_EQ(kill_code, 0) << kills;
+  EXPECT_THAT(kills, HasSubstr("not answering"));
+  EXPECT_EQ(JsonOf(kills)["kill_switches"][0]["key"], "tenant-b") << kills;
+  auto [kill_table_code, kill_table] = Cli({"kill-switch", "list", "--config", cli_config});
+  EXPECT_EQ(kill_table_code, 0);
+  EXPECT_THAT(kill_table, HasSubstr("tenant-b is looping"));
+  auto [limits_code, limits] = Cli({"limits", "list", "--json", "--config", cli_config});
+  ASSERT_EQ(limits_code, 0) << limits;
+  EXPECT_THAT(limits, HasSubstr("not answering"));
+  EXPECT_EQ(JsonOf(limits)["limits"].size(), 2u) << limits;
+}
+
+// Item 3: a refused close says what was checked and what it answered, in the CLI's words.
+TEST_F(OperatorViewTest, ARefusedCloseNamesTheHealthCheckAndTheFlag) {
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{503, R"({"down":true})"}; });
+  GatewayProcess& gw = Start();
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit().dump()).status, 200);
+  auto [code, out] = Cli({"breaker", "close", "crm", "--reason", "r", "--requested-by", "me", "--config", gw.CliConfigPath()});
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("health check GET " + crm_.base_url() + "/health failed (HTTP 503)"));
+  EXPECT_THAT(out, HasSubstr("--force"));
+  EXPECT_THAT(out, Not(HasSubstr("force\": true")));
+}
+
+// Item 4: with [log] format = "json", every line of the run is a JSON object; a breaker transition,
+// a kill switch, a manual close (with the previous state and generation) and the access log are
+// lines of their own; a no-op close writes nothing; a restart says what it restored. No token.
+TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})"}; });
+  const std::string log_config = "[log]\nformat = \"json\"\naccess = true\n";
+  GatewayProcess& gw = Start(log_config);
+  auto invoked = gw.Invoke("crm.lookup", {{"input", {{"n", 1}}}}, alice_);
+  ASSERT_EQ(invoked.status, 200) << invoked.body;
+  const std::string execution_id = Body(invoked)["execution_id"];
+  json kill = Audit("stop tenant-x");
+  kill["scope"] = "tenant";
+  kill["key"] = "tenant-x";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit("maintenance").dump()).status, 200);
+  auto closed = gw.Admin("POST", "/admin/connectors/crm/breaker/close", Audit("done").dump());
+  ASSERT_EQ(closed.status, 200) << closed.body;
+  EXPECT_EQ(Body(closed)["changed"], true);
+  auto again = gw.Admin("POST", "/admin/connectors/crm/breaker/close", Audit("again").dump());
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(Body(again)["changed"], false);
+  const json audit = Body(gw.Admin("GET", "/admin/audit?limit=50"));
+  int manual_closes = 0;
+  for (const auto& e : audit["events"]) {
+    if (e["type"] != "CIRCUIT_MANUALLY_CLOSED") continue;
+    ++manual_closes;
+    EXPECT_EQ(e["data"]["previous_state"], "FORCED_OPEN");
+    EXPECT_EQ(e["data"]["previous_generation"].get<int64_t>() + 1, e["data"]["generation"].get<int64_t>());
+  }
+  EXPECT_EQ(manual_closes, 1) << audit;  // the second close was a no-op
+  gw.Terminate();
+  GatewayProcess& restarted = Start(log_config);
+  restarted.Terminate();
+
+  std::vector<json> lines;
+  for (const auto* g : {&gw, &restarted}) {
+    std::istringstream in(g->Log());
+    for (std::string line; std::getline(in, line);) {
+      json j = json::parse(line, nullptr, false);
+      ASSERT_TRUE(j.is_object()) << "not a JSON object: " << line;
+      EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+      EXPECT_THAT(line, Not(HasSubstr(alice_)));
+      lines.push_back(j);
+    }
+  }
+  auto find = [&](const std::string& event, auto pred) -> json {
+    for (const auto& j : lines) {
+      if (j.value("event", "") == event && pred(j)) return j;
+    }
+    return nullptr;
+  };
+  const json opened = find("breaker_transition", [](const json& j) { return j["to"] == "FORCED_OPEN"; });
+  ASSERT_FALSE(opened.is_null());
+  EXPECT_EQ(opened["connector"], "crm");
+  EXPECT_EQ(opened["from"], "CLOSED");
+  EXPECT_EQ(opened["cause"], "forced_open");
+  const json manual = find("circuit_manually_closed", [](const json&) { return true; });
+  ASSERT_FALSE(manual.is_null());
+  EXPECT_EQ(manual["previous_state"], "FORCED_OPEN");
+  EXPECT_EQ(manual["actor"], "operator:oncall@acme");
+  EXPECT_EQ(manual["reason"], "done");
+  const json switched = find("kill_switch_set", [](const json&) { return true; });
+  ASSERT_FALSE(switched.is_null());
+  EXPECT_EQ(switched["scope"], "tenant");
+  EXPECT_EQ(switched["key"], "tenant-x");
+  EXPECT_EQ(switched["reason"], "stop tenant-x");
+  const json access = find("http_request", [](const json& j) { return j["listener"] == "public"; });
+  ASSERT_FALSE(access.is_null());
+  EXPECT_EQ(access["route"], "/v1/tools/{tool_name}/invoke");
+  EXPECT_EQ(access["method"], "POST");
+  EXPECT_EQ(access["status"], 200);
+  EXPECT_EQ(access["tenant"], "tenant-a");
+  EXPECT_EQ(access["execution_id"], execution_id);
+  EXPECT_TRUE(access["latency_ms"].is_number());
+  const json restored = find("restored_state", [](const json& j) { return !j["kill_switches"].empty(); });
+  ASSERT_FALSE(restored.is_null());
+  EXPECT_EQ(restored["kill_switches"][0]["key"], "tenant-x");
+}
+
+// Item 5: the new metric families.
+TEST_F(OperatorViewTest, MetricsHaveBuildProcessHttpKillSwitchAndCooldownFamilies) {
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})"}; });
+  GatewayProcess& gw = Start();
+  ASSERT_EQ(gw.Invoke("crm.lookup", {{"input", json::object()}}, alice_).status, 200);
+  json kill = Audit();
+  kill["scope"] = "tenant";
+  kill["key"] = "tenant-b";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+  bool blocked = false;
+  for (int i = 0; i < 100 && !blocked; ++i) blocked = gw.Invoke("crm.lookup", {{"input", json::object()}}, bob_).status == 403;
+  ASSERT_TRUE(blocked);
+  const std::string metrics = gw.Admin("GET", "/metrics").body;
+  for (const char* family : {"toolgate_build_info{", "process_cpu_seconds_total ", "process_resident_memory_bytes ",
+                             "process_open_fds ", "process_start_time_seconds ",
+                             "toolgate_http_responses_total{code=\"200\",listener=\"public\",route=\"/v1/tools/{tool_name}/invoke\"}",
+                             "toolgate_kill_switches_active{scope=\"tenant\"} 1",
+                             "toolgate_kill_switches_active{scope=\"global\"} 0",
+                             "toolgate_breaker_cooldown_remaining_seconds{connector=\"crm\"} 0",
+                             "toolgate_blocked_total{connector=\"crm\",scope=\"tenant\"} 1"}) {
+    EXPECT_THAT(metrics, HasSubstr(family));
+  }
+  EXPECT_THAT(metrics, ::testing::ContainsRegex("toolgate_build_info\\{revision=\"[0-9a-f]+|unknown\",version=\"[0-9.]+\"\\} 1"));
+}
+
+// Item 6: the OpenAPI document lists exactly the routes of the routing table, and the server answers
+// every route of the table (an id that does not exist is a 404 of that route, never "no such route").
+TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
+  std::ifstream in(std::string(TOOLGATE_SOURCE_DIR) + "/docs/openapi.json");
+  const json doc = json::parse(in, nullptr, false);
+  ASSERT_TRUE(doc.is_object());
+  EXPECT_EQ(doc["openapi"], "3.1.0");
+  std::set<std::string> documented, routed;
+  for (const auto& [path, item] : doc["paths"].items()) {
+    for (const auto& [method, op] : item.items()) {
+      if (!op.is_object() || !op.contains("tags")) continue;
+      for (const auto& tag : op["tags"]) {
+        documented.insert(tag.get<std::string>() + " " + Upper(method) + " " + path);
+      }
+    }
+  }
+  for (const api::RouteSpec& r : api::Routes()) {
+    routed.insert(std::string(r.listener) + " " + std::string(r.method) + " " + std::string(r.pattern));
+  }
+  EXPECT_EQ(documented, routed);
+
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})"}; });
+  GatewayProcess& gw = Start();
+  const std::string token = Token("tenant-a", {"admin"});
+  for (const api::RouteSpec& r : api::Routes()) {
+    std::string target(r.pattern);
+    for (auto [param, value] : std::vector<std::pair<std::string, std::string>>{
+             {"{tool_name}", "crm.lookup"}, {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
+             {"{connector_id}", "nope"}, {"{scope}", "tenant"}, {"{key}", "t1"}, {"{job_id}", "j1"}}) {
+      if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
+    }
+    const int port = r.listener == "public" ? gw.public_port() : gw.admin_port();
+    const std::string body = r.method == "GET" || r.method == "DELETE" && r.listener == "public" ? "" : "{}";
+    auto res = gw.Call(port, std::string(r.method), target, body, r.listener == "public" ? token : "");
+    EXPECT_EQ(api::MatchRoute(r.listener, r.method, target), r.pattern);
+    EXPECT_THAT(res.body, Not(HasSubstr("no such route"))) << r.method << " " << target;
+    EXPECT_NE(res.status, 0) << r.method << " " << target;
+  }
+  EXPECT_EQ(api::MatchRoute("public", "GET", "/v1/nope"), "other");
+  EXPECT_EQ(api::MatchRoute("admin", "DELETE", "/admin/kill-switches/tenant_action/t1/email.send"),
+            "/admin/kill-switches/{scope}/{key}");
+
+  // Each listener serves its own operations.
+  for (auto [listener, port] : {std::pair{"public", gw.public_port()}, std::pair{"admin", gw.admin_port()}}) {
+    const json served = Body(gw.Call(port, "GET", "/openapi.json"));
+    ASSERT_TRUE(served.is_object()) << listener;
+    for (const auto& [path, item] : served["paths"].items()) {
+      for (const auto& [method, op] : item.items()) {
+        if (op.is_object() && op.contains("tags")) {
+          EXPECT_THAT(op["tags"].dump(), HasSubstr(std::string("\"") + listener + "\"")) << path;
+        }
+      }
+    }
+    EXPECT_EQ(served["paths"].contains("/mcp"), std::string(listener) == "public");
+    EXPECT_EQ(served["paths"].contains("/admin/status"), std::string(listener) == "admin");
+  }
+}
+
+}  // namespace
+}  // namespace toolgate
