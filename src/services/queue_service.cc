@@ -78,6 +78,8 @@ absl::StatusOr<QueueItem> QueueService::FromItem(const Item& item) {
   if (q.connector_id.empty() || q.tenant_id.empty() || q.execution_id.empty()) {
     return absl::DataLossError("queue item without connector, tenant or execution id");
   }
+  q.tool_name = s("tool_name");
+  q.action_type = s("action_type");
   q.enqueued_at_ms = store::GetInt(item, "enqueued_at_ms").value_or(0);
   q.ready_at_ms = store::GetInt(item, kReadyAt).value_or(0);
   q.deadline_ms = store::GetInt(item, "deadline_ms").value_or(0);
@@ -96,7 +98,7 @@ std::vector<WriteRequest> QueueService::EnqueueRequests(const QueueItem& q, int 
       store::ReturnValues::kNone));
   Item item{{"connector_id", q.connector_id}, {"tenant_id", q.tenant_id},       {"execution_id", q.execution_id},
             {"enqueued_at_ms", q.enqueued_at_ms}, {kReadyAt, q.ready_at_ms}, {"deadline_ms", q.deadline_ms},
-            {kAttempt, q.attempt}};
+            {kAttempt, q.attempt}, {"tool_name", q.tool_name}, {"action_type", q.action_type}};
   if (ttl_s > 0) item.emplace(std::string(store::kTtlAttribute), ttl_s);
   writes.push_back(WriteRequest::Put(ItemKey(q), std::move(item), Condition::ItemAbsent()).AfterPrevious());
   return writes;

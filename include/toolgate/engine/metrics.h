@@ -36,6 +36,8 @@ class Metrics final : public BreakerTransitionListener {
   void StoreRetry(const std::string& backend, const std::string& op, const std::string& reason);
   void BreakerState(const std::string& connector, breaker::State state);
   void InFlight(const std::string& connector, double in_flight, double limit);
+  // Queued calls of the connector, fleet-wide (§15), and the age of the oldest.
+  void Queue(const std::string& connector, double depth, double oldest_age_s);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -57,6 +59,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Counter>& transitions_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& in_flight_limit_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& queue_oldest_age_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;

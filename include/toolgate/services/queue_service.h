@@ -18,6 +18,8 @@ struct QueueItem {
   std::string connector_id;
   std::string tenant_id;
   std::string execution_id;
+  std::string tool_name;    // with action_type: what a dispatcher checks kill switches against
+  std::string action_type;  // before it takes a slot (§17.4), without reading the record
   int64_t enqueued_at_ms = 0;
   int64_t ready_at_ms = 0;     // not dispatched before this (a Retry-After, an open breaker)
   int64_t deadline_ms = 0;     // still queued then: EXPIRED, never run
