@@ -130,7 +130,7 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
   // Enqueue from several clients at once, spread over the gateways.
   constexpr int kSlow = 60, kFast = 240;
   std::mutex mu;
-  std::vector<std::string> slow_ids, fast_ids;
+  std::vector<std::string> slow_ids, fast_ids, alice_ids, bob_ids;
   std::vector<std::thread> clients;
   for (int c = 0; c < 6; ++c) {
     clients.emplace_back([&, c] {
@@ -140,18 +140,21 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
                                        {{"i", i}}, i % 2 ? alice_ : bob_);
         std::lock_guard l(mu);
         (is_slow ? slow_ids : fast_ids).push_back(id);
+        (i % 2 ? alice_ids : bob_ids).push_back(id);
       }
     });
   }
   for (auto& t : clients) t.join();
   ASSERT_EQ(slow_ids.size() + fast_ids.size(), 300u);
 
-  std::vector<std::string> all = slow_ids;
-  all.insert(all.end(), fast_ids.begin(), fast_ids.end());
+  std::printf("enqueued 300 calls in %lld ms\n", static_cast<long long>(ms_since()));
   const auto until = Clock::now() + std::chrono::seconds(25);
   while (Clock::now() < until && static_cast<int>(Seen(slow).by_execution.size() + Seen(fast).by_execution.size()) < 300) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  std::printf("the downstreams saw every call after %lld ms (fast done at %lld ms, slow at %lld ms)\n",
+              static_cast<long long>(ms_since()), static_cast<long long>(fast_last_ms.load()),
+              static_cast<long long>(slow_last_ms.load()));
   const Seen s(slow), f(fast);
   EXPECT_EQ(s.by_execution.size(), static_cast<size_t>(kSlow));
   EXPECT_EQ(f.by_execution.size(), static_cast<size_t>(kFast));
@@ -163,8 +166,8 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
   // 60 calls of 60 ms two at a time take ~1.8 s; the fast connector's 240 must not wait behind them.
   EXPECT_LT(fast_last_ms.load(), slow_last_ms.load()) << "the fast queue finished after the slow one";
 
-  const auto done = AwaitFinal(*gw[0], all, alice_, std::chrono::seconds(10));
-  const auto done_b = AwaitFinal(*gw[0], all, bob_, std::chrono::seconds(1));
+  const auto done = AwaitFinal(*gw[0], alice_ids, alice_, std::chrono::seconds(10));
+  const auto done_b = AwaitFinal(*gw[1], bob_ids, bob_, std::chrono::seconds(10));
   size_t succeeded = 0;
   for (const auto* d : {&done, &done_b}) {
     for (const auto& [id, e] : *d) {
@@ -179,6 +182,7 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
   EXPECT_EQ(succeeded, 300u);
   const std::string metrics = gw[1]->Admin("GET", "/metrics").body;
   EXPECT_THAT(metrics, ::testing::HasSubstr("toolgate_queue_depth{connector=\"fast\"}"));
+  gws_.clear();  // before the downstreams: they wait for kept-alive connections to close
 }
 
 // A gateway SIGKILLed while it holds claims: after the lease every call still completes exactly once
@@ -198,7 +202,10 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
   victim.Kill();
   const int seen_at_kill = crm.total();
   GatewayProcess& rescuer = Start(victim_config, "rescuer");
+  const auto t_kill = Clock::now();
   const auto done = AwaitFinal(rescuer, ids, alice_, std::chrono::seconds(20));
+  std::printf("every call final %lld ms after the kill\n",
+              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t_kill).count()));
   ASSERT_EQ(done.size(), ids.size()) << "calls left behind by the killed gateway";
   bool some_rerun = false;
   const Seen seen(crm);
@@ -216,6 +223,7 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
   }
   EXPECT_TRUE(some_rerun) << "no call was mid-run at the kill (" << seen_at_kill << " seen then)";
   EXPECT_LE(crm.peak_concurrent(), 4);
+  gws_.clear();  // before the downstream: it waits for kept-alive connections to close
 }
 
 // An OPEN breaker parks the queue: the failing downstream is not called while it is open; after
@@ -376,6 +384,65 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
   const auto second = gw.Invoke("crm.update", keyed, bob_);
   EXPECT_EQ(second.status, 202) << second.body;
   EXPECT_EQ(Body(second)["execution_id"], Body(first)["execution_id"]);
+  EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
+}
+
+// A downstream 429 puts the queued call back for its Retry-After (TOOL_ATTEMPT_FAILED throttled,
+// still QUEUED); it then runs once more and succeeds.
+TEST_F(QueueGatewayTest, ADownstream429PutsTheCallBackForItsRetryAfter) {
+  FakeDownstream crm;
+  std::mutex mu;
+  std::set<std::string> throttled_once;
+  crm.set_behavior([&](const FakeDownstream::Request& r) {
+    auto id = r.headers.find("x-toolgate-execution-id");
+    std::lock_guard l(mu);
+    if (id != r.headers.end() && throttled_once.insert(id->second).second) {
+      return Reply{429, R"({"error":"slow down"})", {{"Retry-After", "1"}}};
+    }
+    return Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 1));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
+  const auto done = AwaitFinal(gw, ids, alice_, std::chrono::seconds(15));
+  ASSERT_EQ(done.size(), ids.size());
+  const Seen seen(crm);
+  for (const auto& [id, e] : done) {
+    EXPECT_EQ(e["outcome"], "SUCCEEDED") << e.dump();
+    EXPECT_EQ(seen.by_execution.at(id), 2) << "throttled once, then run once more";
+    const auto types = EventTypes(e);
+    EXPECT_EQ(std::count(types.begin(), types.end(), "TOOL_SUCCEEDED"), 1) << e.dump();
+    EXPECT_EQ(std::count(types.begin(), types.end(), "TOOL_FAILED"), 0) << e.dump();
+    bool throttled = false;
+    for (const auto& ev : e["events"]) {
+      throttled = throttled || (ev["type"] == "TOOL_ATTEMPT_FAILED" && ev["data"]["reason"] == "throttled");
+    }
+    EXPECT_TRUE(throttled) << e.dump();
+    EXPECT_EQ(seen.keys.at(id).size(), 1u) << "the second run carries the same Idempotency-Key";
+  }
+}
+
+// DELETE /admin/connectors/{id}/queue ends every waiting call EXPIRED, audited QUEUE_PURGED.
+TEST_F(QueueGatewayTest, PurgeEndsEveryWaitingCallExpiredAndIsAudited) {
+  FakeDownstream crm;
+  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
+  EXPECT_EQ(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", -1), 5);
+  EXPECT_EQ(gw.Admin("DELETE", "/admin/connectors/crm/queue", "{}").status, 400) << "reason and requested_by are required";
+  const auto purged = gw.Admin("DELETE", "/admin/connectors/crm/queue", kAudit);
+  ASSERT_EQ(purged.status, 200) << purged.body;
+  EXPECT_EQ(Body(purged)["purged"], 5);
+  for (const std::string& id : ids) {
+    const json e = Execution(gw, id, alice_);
+    EXPECT_EQ(e["outcome"], "EXPIRED") << e.dump();
+    EXPECT_THAT(EventTypes(e), ::testing::Contains("EXECUTION_EXPIRED"));
+  }
+  EXPECT_EQ(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", -1), 0);
+  EXPECT_THAT(gw.Admin("GET", "/admin/audit").body, ::testing::HasSubstr("QUEUE_PURGED"));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
 }
 
