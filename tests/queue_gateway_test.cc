@@ -446,5 +446,33 @@ TEST_F(QueueGatewayTest, PurgeEndsEveryWaitingCallExpiredAndIsAudited) {
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
 }
 
+// MCP tools/call with _meta["io.toolgate/mode"] = "queued" answers at once with the execution id.
+TEST_F(QueueGatewayTest, McpToolsCallCanBeQueued) {
+  FakeDownstream crm;
+  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
+  auto rpc = [&](const json& params) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", gw.public_port()};
+    r.method = "POST";
+    r.target = "/mcp";
+    r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "tools/call"}, {"params", params}}.dump();
+    r.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json, text/event-stream"},
+                 {"Authorization", "Bearer " + alice_}, {"MCP-Protocol-Version", "2025-06-18"}};
+    const auto res = api::HttpCall(std::move(r));
+    EXPECT_EQ(res.status, 200) << res.body;
+    return Body(res);
+  };
+  const json queued = rpc({{"name", "crm.update"}, {"arguments", {{"x", 1}}}, {"_meta", {{"io.toolgate/mode", "queued"}}}});
+  const json sc = queued["result"]["structuredContent"];
+  ASSERT_EQ(sc.value("outcome", ""), "QUEUED") << queued.dump();
+  EXPECT_EQ(sc["status_url"], "/v1/executions/" + sc["execution_id"].get<std::string>());
+  EXPECT_FALSE(queued["result"]["isError"].get<bool>());
+  const auto done = AwaitFinal(gw, {sc["execution_id"].get<std::string>()}, alice_, std::chrono::seconds(10));
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done.begin()->second["outcome"], "SUCCEEDED");
+  const json bad = rpc({{"name", "crm.update"}, {"arguments", json::object()}, {"_meta", {{"io.toolgate/mode", "later"}}}});
+  EXPECT_EQ(bad["error"]["code"], -32602) << bad.dump();
+}
+
 }  // namespace
 }  // namespace toolgate
