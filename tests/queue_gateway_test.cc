@@ -36,8 +36,9 @@ std::string QueueConfig(const std::string& db, int poll_ms = 200) {
 }
 
 std::string Connector(const std::string& id, const FakeDownstream& d, int limit, const std::string& extra = "") {
-  return "[connectors." + id + "]\nbase_url = \"" + d.base_url() + "\"\ntimeout_ms = 1000\nmax_in_flight = " +
-         std::to_string(limit) + "\nlease_ttl_s = 2\nmax_clock_skew_s = 1\n" + extra;
+  return "[connectors." + id + "]\nbase_url = \"" + d.base_url() +
+         "\"\ntimeout_ms = 1000\nmax_in_flight = " + std::to_string(limit) +
+         "\nlease_ttl_s = 2\nmax_clock_skew_s = 1\n" + extra;
 }
 
 // Counts the downstream's requests by execution id (and remembers their Idempotency-Keys).
@@ -58,7 +59,8 @@ struct Seen {
 class QueueGatewayTest : public ::testing::Test {
  protected:
   GatewayProcess& Start(const std::string& config, const std::string& name = "") {
-    gws_.push_back(std::make_unique<GatewayProcess>(config, dir_, name.empty() ? "gw" + std::to_string(gws_.size()) : name));
+    gws_.push_back(
+        std::make_unique<GatewayProcess>(config, dir_, name.empty() ? "gw" + std::to_string(gws_.size()) : name));
     EXPECT_TRUE(gws_.back()->Start());
     return *gws_.back();
   }
@@ -124,7 +126,8 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
     fast_last_ms = ms_since();
     return Reply{200, R"({"ok":"fast"})", {}, 5};
   });
-  const std::string config = QueueConfig(dir_.file("store.db")) + Connector("slow", slow, 2) + Connector("fast", fast, 8);
+  const std::string config =
+      QueueConfig(dir_.file("store.db")) + Connector("slow", slow, 2) + Connector("fast", fast, 8);
   std::array<GatewayProcess*, 3> gw{&Start(config), &Start(config), &Start(config)};
 
   // Enqueue from several clients at once, spread over the gateways.
@@ -136,8 +139,8 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
     clients.emplace_back([&, c] {
       for (int i = c; i < kSlow + kFast; i += 6) {
         const bool is_slow = i < kSlow;
-        const std::string id = Enqueue(*gw[static_cast<size_t>(i) % 3], is_slow ? "slow.work" : "fast.work",
-                                       {{"i", i}}, i % 2 ? alice_ : bob_);
+        const std::string id = Enqueue(*gw[static_cast<size_t>(i) % 3], is_slow ? "slow.work" : "fast.work", {{"i", i}},
+                                       i % 2 ? alice_ : bob_);
         std::lock_guard l(mu);
         (is_slow ? slow_ids : fast_ids).push_back(id);
         (i % 2 ? alice_ids : bob_ids).push_back(id);
@@ -149,7 +152,8 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
 
   std::printf("enqueued 300 calls in %lld ms\n", static_cast<long long>(ms_since()));
   const auto until = Clock::now() + std::chrono::seconds(25);
-  while (Clock::now() < until && static_cast<int>(Seen(slow).by_execution.size() + Seen(fast).by_execution.size()) < 300) {
+  while (Clock::now() < until &&
+         static_cast<int>(Seen(slow).by_execution.size() + Seen(fast).by_execution.size()) < 300) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::printf("the downstreams saw every call after %lld ms (fast done at %lld ms, slow at %lld ms)\n",
@@ -204,8 +208,9 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
   GatewayProcess& rescuer = Start(victim_config, "rescuer");
   const auto t_kill = Clock::now();
   const auto done = AwaitFinal(rescuer, ids, alice_, std::chrono::seconds(20));
-  std::printf("every call final %lld ms after the kill\n",
-              static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t_kill).count()));
+  std::printf(
+      "every call final %lld ms after the kill\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t_kill).count()));
   ASSERT_EQ(done.size(), ids.size()) << "calls left behind by the killed gateway";
   bool some_rerun = false;
   const Seen seen(crm);
@@ -234,10 +239,11 @@ TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {
   crm.set_behavior([&](const FakeDownstream::Request&) {
     return healthy ? Reply{200, R"({"ok":true})"} : Reply{500, R"({"error":"down"})"};
   });
-  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 100) +
-                             Connector("crm", crm, 2,
-                                       "[connectors.crm.breaker]\nfailure_threshold = 3\nwindow_s = 30\ncooldown_s = 2\n"
-                                       "probe_timeout_s = 2\n"));
+  GatewayProcess& gw =
+      Start(QueueConfig(dir_.file("store.db"), 100) +
+            Connector("crm", crm, 2,
+                      "[connectors.crm.breaker]\nfailure_threshold = 3\nwindow_s = 30\ncooldown_s = 2\n"
+                      "probe_timeout_s = 2\n"));
   std::vector<std::string> ids;
   for (int i = 0; i < 50; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
   // The breaker opens after a few failures; then nothing reaches the downstream for the cooldown.
@@ -310,10 +316,12 @@ TEST_F(QueueGatewayTest, DeadlinesCancelsAndKillSwitchesEndQueuedCallsUnrun) {
   EXPECT_EQ(gw.Public("DELETE", "/v1/executions/" + cancelled, "", alice_).status, 409);
   EXPECT_THAT(EventTypes(Execution(gw, cancelled, alice_)), ::testing::Contains("EXECUTION_CANCELLED"));
 
-  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches",
-                     json{{"scope", "tenant"}, {"key", "tenant-b"}, {"reason", "incident"}, {"requested_by", "oncall"}}.dump())
-                .status,
-            200);
+  ASSERT_EQ(
+      gw.Admin(
+            "PUT", "/admin/kill-switches",
+            json{{"scope", "tenant"}, {"key", "tenant-b"}, {"reason", "incident"}, {"requested_by", "oncall"}}.dump())
+          .status,
+      200);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the deadline; the switch seen everywhere
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
   const auto a_done = AwaitFinal(gw, {expiring}, alice_, std::chrono::seconds(5));
@@ -369,7 +377,8 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
   r.method = "POST";
   r.target = "/v1/tools/crm.update/invoke";
   r.body = R"({"input":{"via":"prefer"}})";
-  r.headers = {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + alice_}, {"Prefer", "respond-async"}};
+  r.headers = {
+      {"Content-Type", "application/json"}, {"Authorization", "Bearer " + alice_}, {"Prefer", "respond-async"}};
   const auto preferred = api::HttpCall(std::move(r));
   EXPECT_EQ(preferred.status, 202) << preferred.body;
   // The tenant's bound (2): the third is refused; another tenant is not.
@@ -430,7 +439,8 @@ TEST_F(QueueGatewayTest, PurgeEndsEveryWaitingCallExpiredAndIsAudited) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
   EXPECT_EQ(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", -1), 5);
-  EXPECT_EQ(gw.Admin("DELETE", "/admin/connectors/crm/queue", "{}").status, 400) << "reason and requested_by are required";
+  EXPECT_EQ(gw.Admin("DELETE", "/admin/connectors/crm/queue", "{}").status, 400)
+      << "reason and requested_by are required";
   const auto purged = gw.Admin("DELETE", "/admin/connectors/crm/queue", kAudit);
   ASSERT_EQ(purged.status, 200) << purged.body;
   EXPECT_EQ(Body(purged)["purged"], 5);
@@ -456,13 +466,16 @@ TEST_F(QueueGatewayTest, McpToolsCallCanBeQueued) {
     r.method = "POST";
     r.target = "/mcp";
     r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "tools/call"}, {"params", params}}.dump();
-    r.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json, text/event-stream"},
-                 {"Authorization", "Bearer " + alice_}, {"MCP-Protocol-Version", "2025-06-18"}};
+    r.headers = {{"Content-Type", "application/json"},
+                 {"Accept", "application/json, text/event-stream"},
+                 {"Authorization", "Bearer " + alice_},
+                 {"MCP-Protocol-Version", "2025-06-18"}};
     const auto res = api::HttpCall(std::move(r));
     EXPECT_EQ(res.status, 200) << res.body;
     return Body(res);
   };
-  const json queued = rpc({{"name", "crm.update"}, {"arguments", {{"x", 1}}}, {"_meta", {{"io.toolgate/mode", "queued"}}}});
+  const json queued =
+      rpc({{"name", "crm.update"}, {"arguments", {{"x", 1}}}, {"_meta", {{"io.toolgate/mode", "queued"}}}});
   const json sc = queued["result"]["structuredContent"];
   ASSERT_EQ(sc.value("outcome", ""), "QUEUED") << queued.dump();
   EXPECT_EQ(sc["status_url"], "/v1/executions/" + sc["execution_id"].get<std::string>());
@@ -470,7 +483,8 @@ TEST_F(QueueGatewayTest, McpToolsCallCanBeQueued) {
   const auto done = AwaitFinal(gw, {sc["execution_id"].get<std::string>()}, alice_, std::chrono::seconds(10));
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done.begin()->second["outcome"], "SUCCEEDED");
-  const json bad = rpc({{"name", "crm.update"}, {"arguments", json::object()}, {"_meta", {{"io.toolgate/mode", "later"}}}});
+  const json bad =
+      rpc({{"name", "crm.update"}, {"arguments", json::object()}, {"_meta", {{"io.toolgate/mode", "later"}}}});
   EXPECT_EQ(bad["error"]["code"], -32602) << bad.dump();
 }
 

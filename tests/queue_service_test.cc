@@ -1,12 +1,13 @@
 // QueueService (design §15, §17.4) on every store backend: the queue layout, claims as leases,
 // take-over after a lease, the per-tenant bound, and exactly one winner among racing claimants.
 
+#include "toolgate/services/queue_service.h"
+
 #include <atomic>
 #include <set>
 
 #include "gtest/gtest.h"
 #include "test_support.h"
-#include "toolgate/services/queue_service.h"
 
 namespace toolgate {
 namespace {

@@ -1,15 +1,14 @@
 #include "api/queue_dispatcher.h"
 
-#include <utility>  // before Asio (g++ 12 + Boost 1.74)
-
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <algorithm>
 #include <mutex>
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
 #include <vector>
 
 #include "api/api_support.h"
@@ -121,7 +120,8 @@ struct QueueDispatcher::Impl {
     const QueueItem& item = **next;
     if (item.deadline_ms <= now_ms) {
       absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", "deadline");
-      if (!ended.ok()) spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
+      if (!ended.ok())
+        spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
       return {StepKind::kWorked, nullptr, 0, round};
     }
     // Parked (breaker OPEN, connector throttled): no claims — but deadlines still end calls above.

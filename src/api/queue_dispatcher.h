@@ -4,10 +4,9 @@
 // coroutines on this instance work that connector's queue — and only it, so one connector's backlog
 // never occupies another's workers.
 
-#include <utility>  // before Asio (g++ 12 + Boost 1.74)
-
 #include <boost/asio/io_context.hpp>
 #include <memory>
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include "api/gateway_context.h"
 

@@ -11,18 +11,26 @@ using json = nlohmann::json;
 
 QueuedCalls::QueuedCalls(store::ItemStore& store, const Clock& clock, const Config& config, QueueService& queue,
                          ExecutionStore& executions, Ledger& ledger, IntentStore& intents, Metrics& metrics)
-    : store_(store), clock_(clock), config_(config), queue_(queue), executions_(executions), ledger_(ledger),
-      intents_(intents), metrics_(metrics) {}
+    : store_(store),
+      clock_(clock),
+      config_(config),
+      queue_(queue),
+      executions_(executions),
+      ledger_(ledger),
+      intents_(intents),
+      metrics_(metrics) {}
 
 int QueuedCalls::SkewS(std::string_view connector_id) const {
   auto it = config_.connectors.find(std::string(connector_id));
-  return it == config_.connectors.end() ? ConcurrencyConfig{}.max_clock_skew_s : it->second.concurrency.max_clock_skew_s;
+  return it == config_.connectors.end() ? ConcurrencyConfig{}.max_clock_skew_s
+                                        : it->second.concurrency.max_clock_skew_s;
 }
 
 absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view event, std::string_view actor,
                                       std::string_view reason) {
   const int64_t now_ms = clock_.now_epoch_ms();
-  std::vector<store::WriteRequest> removal = QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
+  std::vector<store::WriteRequest> removal =
+      QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
   absl::StatusOr<ExecutionRecord> record = executions_.Get(item.tenant_id, item.execution_id);
   if (absl::IsNotFound(record.status()) ||
       (record.ok() && record->outcome != "QUEUED" && record->outcome != "RUNNING")) {
@@ -51,7 +59,8 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   if (!results[0]->applied) return false;  // claimed meanwhile: it runs
   for (size_t i = 1; i < 3; ++i) {
     if (!results[i].ok()) return results[i].status();
-    if (!results[i]->applied) return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": record not ended"));
+    if (!results[i]->applied)
+      return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": record not ended"));
   }
   if (!rec.idempotency_key.empty()) {
     if (absl::Status st = intents_.Release(rec.tenant_id, rec.intent_key, rec.execution_id, std::nullopt); !st.ok()) {

@@ -556,6 +556,9 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
   if (!shaped.ok()) return InvokeResponse{400, ErrorJson("invalid_input", std::string(shaped.status().message())), {}};
   Admission a(s_, req, *connector);
+  if (req.queue_on_defer) {  // it may wait in the queue: hold its intent as long as a queued call's
+    a.HoldIntentFor(req.queue_on_defer->deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
+  }
   DownstreamRequest& downstream = a.ticket().downstream;
   downstream.method = std::move(shaped->method);
   downstream.target = absl::StrCat(connector->path_prefix, shaped->target);

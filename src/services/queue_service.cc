@@ -33,14 +33,14 @@ std::string TenantsPk(std::string_view connector_id) { return absl::StrCat("QUEU
 
 // No live claim at `now_ms`: never claimed, or its lease (plus the skew) has run out.
 Condition NoLiveClaim(int64_t now_ms, int max_clock_skew_s) {
-  return Condition::Or({Condition::NotExists(Attr(kOwner)),
-                        Condition::Le(Attr(kExpires), now_ms - int64_t{max_clock_skew_s} * 1000)});
+  return Condition::Or(
+      {Condition::NotExists(Attr(kOwner)), Condition::Le(Attr(kExpires), now_ms - int64_t{max_clock_skew_s} * 1000)});
 }
 
 // This claim still holds the item.
 Condition StillMine(const QueueClaim& claim) {
-  return Condition::And({Condition::Eq(Attr(kOwner), claim.item.claim_owner),
-                         Condition::Eq(Attr(kAttempt), claim.item.attempt)});
+  return Condition::And(
+      {Condition::Eq(Attr(kOwner), claim.item.claim_owner), Condition::Eq(Attr(kAttempt), claim.item.attempt)});
 }
 
 WriteRequest CountDown(const QueueItem& item) {
@@ -58,8 +58,8 @@ bool QueueItem::Claimable(int64_t now_ms, int max_clock_skew_s) const {
 
 QueueService::QueueService(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
 
-store::ItemKey QueueService::ItemKey(std::string_view connector_id, std::string_view tenant_id,
-                                     int64_t enqueued_at_ms, std::string_view execution_id) {
+store::ItemKey QueueService::ItemKey(std::string_view connector_id, std::string_view tenant_id, int64_t enqueued_at_ms,
+                                     std::string_view execution_id) {
   char at[24];
   std::snprintf(at, sizeof at, "%013lld", static_cast<long long>(enqueued_at_ms));
   return {QueuePk(connector_id, tenant_id), absl::StrCat(kItemPrefix, at, "#", std::string(execution_id))};
@@ -96,9 +96,15 @@ std::vector<WriteRequest> QueueService::EnqueueRequests(const QueueItem& q, int 
       {UpdateOp::Add(Attr(kCount), 1), UpdateOp::Set(Attr("tenant_id"), q.tenant_id)},
       Condition::Or({Condition::NotExists(Attr(kCount)), Condition::Lt(Attr(kCount), int64_t{max_per_tenant})}),
       store::ReturnValues::kNone));
-  Item item{{"connector_id", q.connector_id}, {"tenant_id", q.tenant_id},       {"execution_id", q.execution_id},
-            {"enqueued_at_ms", q.enqueued_at_ms}, {kReadyAt, q.ready_at_ms}, {"deadline_ms", q.deadline_ms},
-            {kAttempt, q.attempt}, {"tool_name", q.tool_name}, {"action_type", q.action_type}};
+  Item item{{"connector_id", q.connector_id},
+            {"tenant_id", q.tenant_id},
+            {"execution_id", q.execution_id},
+            {"enqueued_at_ms", q.enqueued_at_ms},
+            {kReadyAt, q.ready_at_ms},
+            {"deadline_ms", q.deadline_ms},
+            {kAttempt, q.attempt},
+            {"tool_name", q.tool_name},
+            {"action_type", q.action_type}};
   if (ttl_s > 0) item.emplace(std::string(store::kTtlAttribute), ttl_s);
   writes.push_back(WriteRequest::Put(ItemKey(q), std::move(item), Condition::ItemAbsent()).AfterPrevious());
   return writes;
@@ -110,7 +116,8 @@ absl::StatusOr<bool> QueueService::Enqueue(const QueueItem& item, int max_per_te
     if (!r.ok()) return r.status();
   }
   if (!results[0]->applied) return false;
-  if (!results[1]->applied) return absl::AlreadyExistsError(absl::StrCat("execution ", item.execution_id, " is queued already"));
+  if (!results[1]->applied)
+    return absl::AlreadyExistsError(absl::StrCat("execution ", item.execution_id, " is queued already"));
   return true;
 }
 
@@ -126,8 +133,9 @@ absl::StatusOr<std::vector<std::string>> QueueService::Tenants(std::string_view 
         continue;
       }
       // Emptied: drop the entry unless a call was queued meanwhile (ADD re-creates it then).
-      ASSIGN_OR_RETURN(store::WriteResult r,
-                       store_.Erase({q.pk, sk}, Condition::And({Condition::ItemExists(), Condition::Le(Attr(kCount), 0)})));
+      ASSIGN_OR_RETURN(
+          store::WriteResult r,
+          store_.Erase({q.pk, sk}, Condition::And({Condition::ItemExists(), Condition::Le(Attr(kCount), 0)})));
       (void)r;
     }
     if (!p.last_sk) break;
@@ -178,10 +186,10 @@ std::vector<WriteRequest> QueueService::CompleteRequests(const QueueClaim& claim
 }
 
 WriteRequest QueueService::RequeueRequest(const QueueClaim& claim, int64_t ready_at_ms) {
-  return WriteRequest::Update(ItemKey(claim.item),
-                              {UpdateOp::Remove(Attr(kOwner)), UpdateOp::Remove(Attr(kExpires)),
-                               UpdateOp::Set(Attr(kReadyAt), ready_at_ms)},
-                              StillMine(claim), store::ReturnValues::kNone);
+  return WriteRequest::Update(
+      ItemKey(claim.item),
+      {UpdateOp::Remove(Attr(kOwner)), UpdateOp::Remove(Attr(kExpires)), UpdateOp::Set(Attr(kReadyAt), ready_at_ms)},
+      StillMine(claim), store::ReturnValues::kNone);
 }
 
 absl::StatusOr<bool> QueueService::Requeue(const QueueClaim& claim, int64_t ready_at_ms) {
@@ -193,15 +201,16 @@ absl::StatusOr<bool> QueueService::Requeue(const QueueClaim& claim, int64_t read
 std::vector<WriteRequest> QueueService::RemoveUnclaimedRequests(const QueueItem& item, int64_t now_ms,
                                                                 int max_clock_skew_s) {
   std::vector<WriteRequest> writes;
-  writes.push_back(WriteRequest::Erase(ItemKey(item),
-                                       Condition::And({Condition::ItemExists(), NoLiveClaim(now_ms, max_clock_skew_s)})));
+  writes.push_back(WriteRequest::Erase(
+      ItemKey(item), Condition::And({Condition::ItemExists(), NoLiveClaim(now_ms, max_clock_skew_s)})));
   writes.push_back(CountDown(item));
   return writes;
 }
 
 absl::StatusOr<std::optional<QueueItem>> QueueService::Get(std::string_view connector_id, std::string_view tenant_id,
                                                            int64_t enqueued_at_ms, std::string_view execution_id) {
-  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(ItemKey(connector_id, tenant_id, enqueued_at_ms, execution_id)));
+  ASSIGN_OR_RETURN(std::optional<Item> item,
+                   store_.Get(ItemKey(connector_id, tenant_id, enqueued_at_ms, execution_id)));
   if (!item) return std::optional<QueueItem>();
   ASSIGN_OR_RETURN(QueueItem q, FromItem(*item));
   return std::optional<QueueItem>(std::move(q));

@@ -21,16 +21,18 @@ struct QueueItem {
   std::string tool_name;    // with action_type: what a dispatcher checks kill switches against
   std::string action_type;  // before it takes a slot (§17.4), without reading the record
   int64_t enqueued_at_ms = 0;
-  int64_t ready_at_ms = 0;     // not dispatched before this (a Retry-After, an open breaker)
-  int64_t deadline_ms = 0;     // still queued then: EXPIRED, never run
-  int64_t attempt = 0;         // claims so far
-  std::string claim_owner;     // empty: not claimed
+  int64_t ready_at_ms = 0;  // not dispatched before this (a Retry-After, an open breaker)
+  int64_t deadline_ms = 0;  // still queued then: EXPIRED, never run
+  int64_t attempt = 0;      // claims so far
+  std::string claim_owner;  // empty: not claimed
   int64_t claim_expires_ms = 0;
 
   // True when a dispatcher may claim it at `now_ms`: unclaimed, or its claim's lease (plus the
   // allowed clock skew) has run out.
   bool Claimable(int64_t now_ms, int max_clock_skew_s) const;
-  bool Ready(int64_t now_ms, int max_clock_skew_s) const { return ready_at_ms <= now_ms && Claimable(now_ms, max_clock_skew_s); }
+  bool Ready(int64_t now_ms, int max_clock_skew_s) const {
+    return ready_at_ms <= now_ms && Claimable(now_ms, max_clock_skew_s);
+  }
 };
 
 // A claim this instance holds on a queue item: the item as the claim wrote it.
@@ -42,7 +44,7 @@ struct QueueClaim {
 };
 
 struct QueueStats {
-  int64_t depth = 0;             // queued calls (claimed or not), summed over tenants
+  int64_t depth = 0;               // queued calls (claimed or not), summed over tenants
   int64_t oldest_enqueued_ms = 0;  // 0: empty
   int tenants = 0;
 };
