@@ -100,6 +100,17 @@ TEST_P(QueueServiceTest, AnItemNotReadyYetIsSkippedUntilItsTime) {
   EXPECT_EQ(Next("t1")->execution_id, "exec-later");
 }
 
+TEST_P(QueueServiceTest, AnItemPastItsDeadlineIsDueWhateverItsReadyAt) {
+  QueueItem q = Item("t1", "exec-late", 60'000);
+  q.deadline_ms = q.enqueued_at_ms + 1000;
+  Enqueue(q);
+  EXPECT_FALSE(Next("t1"));
+  clock_.advance(std::chrono::milliseconds(1000));
+  auto due = Next("t1");
+  ASSERT_TRUE(due) << "a call past its deadline must be seen, to end it EXPIRED";
+  EXPECT_LE(due->deadline_ms, clock_.now_epoch_ms());
+}
+
 TEST_P(QueueServiceTest, AClaimHidesTheItemUntilItsLeaseAndSkewHavePassed) {
   Enqueue(Item("t1", "exec-a"));
   auto seen = Next("t1");

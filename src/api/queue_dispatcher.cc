@@ -21,7 +21,8 @@ namespace {
 
 constexpr int64_t kFirstBackoffMs = 10;
 constexpr int64_t kBreakerRecheckMs = 250;  // how often a lane re-reads its breaker while it has work
-constexpr int64_t kAtLimitWaitMs = 20;      // the connector is at max_in_flight: try again soon
+constexpr int64_t kAtLimitWaitMs = 20;
+constexpr int64_t kReadingBreakerMs = 50;   // another worker is reading the breaker: wait this long      // the connector is at max_in_flight: try again soon
 
 }  // namespace
 
@@ -72,6 +73,8 @@ struct QueueDispatcher::Impl {
       if (now_ms < lane.parked_until_ms) return lane.parked_until_ms - now_ms;
       if (now_ms - lane.breaker_checked_ms < kBreakerRecheckMs) return std::nullopt;
       lane.breaker_checked_ms = now_ms;
+      // The other workers wait for this read rather than claim on a stale "not parked".
+      lane.parked_until_ms = now_ms + kReadingBreakerMs;
     }
     absl::StatusOr<breaker::Snapshot> b = g.engine.breakers().Read(lane.connector.id);
     if (!b.ok()) return g.config.queue.poll_interval_ms;  // the store is in trouble: do not claim now
@@ -80,9 +83,9 @@ struct QueueDispatcher::Impl {
     if (b->state == breaker::State::kForcedOpen) until_ms = now_ms + kBreakerRecheckMs;
     if (b->state == breaker::State::kHalfOpen && b->half_open_probe_in_flight) until_ms = now_ms + kBreakerRecheckMs;
     until_ms = std::max(until_ms, b->throttled_until_epoch_sec * 1000);
-    if (until_ms <= now_ms) return std::nullopt;
     std::lock_guard<std::mutex> l(lane.mu);
     lane.parked_until_ms = until_ms;
+    if (until_ms <= now_ms) return std::nullopt;
     return until_ms - now_ms;
   }
 

@@ -30,8 +30,10 @@ struct QueueItem {
   // True when a dispatcher may claim it at `now_ms`: unclaimed, or its claim's lease (plus the
   // allowed clock skew) has run out.
   bool Claimable(int64_t now_ms, int max_clock_skew_s) const;
+  // Claimable and due: its ready_at has come, or its deadline has passed (then it is due to end
+  // EXPIRED, whatever its ready_at).
   bool Ready(int64_t now_ms, int max_clock_skew_s) const {
-    return ready_at_ms <= now_ms && Claimable(now_ms, max_clock_skew_s);
+    return Claimable(now_ms, max_clock_skew_s) && (ready_at_ms <= now_ms || (deadline_ms > 0 && deadline_ms <= now_ms));
   }
 };
 
