@@ -488,4 +488,29 @@ TEST(ConfigTest, McpSectionDefaultsAndIsCheckedKeyByKey) {
 }
 
 }  // namespace
+// [queue] and [connectors.X.queue] (design §15): defaults, and errors that name their keys.
+TEST(ConfigTest, QueueKeysHaveDefaultsAndBadValuesAreNamed) {
+  const std::string connector = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\ntimeout_ms = 5000\n";
+  auto ok = ParseConfig(connector, "q.toml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->queue.default_deadline_s, 3600);
+  EXPECT_EQ(ok->queue.max_per_tenant, 10000);
+  EXPECT_EQ(ok->connectors.at("crm").queue_workers, 4) << "default: the connector's max_in_flight";
+  auto set = ParseConfig("[queue]\ndefault_deadline_s = 60\nmax_per_tenant = 5\nclaim_lease_s = 40\npoll_interval_ms = 250\n" +
+                             connector + "[connectors.crm.queue]\nworkers = 2\n",
+                         "q2.toml");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->queue.claim_lease_s, 40);
+  EXPECT_EQ(set->connectors.at("crm").queue_workers, 2);
+  auto bad = ParseConfig("[queue]\ndefault_deadline_s = 0\nmax_per_tenant = -1\nclaim_lease_s = 3\npoll_interval_ms = 1\n"
+                         "callback = 1\n" + connector + "[connectors.crm.queue]\nworkers = 0\n",
+                         "q3.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const char* key : {"queue.default_deadline_s", "queue.max_per_tenant", "queue.claim_lease_s must be longer than",
+                          "queue.poll_interval_ms", "queue.callback is not a known key", "connectors.crm.queue.workers"}) {
+    EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
+  }
+}
+
 }  // namespace toolgate

@@ -124,6 +124,20 @@ struct ConnectorConfig {
   ConcurrencyConfig concurrency;
   breaker::Config breaker;
   SloConfig slo;
+  // [connectors.X.queue] workers: dispatchers of this connector's queue on each instance (design §15).
+  // Default: max_in_flight, at most kDefaultMaxQueueWorkers.
+  int queue_workers = 0;
+};
+
+inline constexpr int kDefaultMaxQueueWorkers = 64;
+
+// [queue] (design §15, §17.4–§17.5): queued calls.
+struct QueueConfig {
+  int64_t default_deadline_s = 3600;  // a call's `deadline_s` when it names none
+  int64_t max_deadline_s = 7 * 86'400;
+  int max_per_tenant = 10'000;        // queued calls of one tenant (fleet-wide); beyond: 429 queue_full
+  int claim_lease_s = 0;              // a claim's lease; 0: the connector's lease_ttl_s
+  int poll_interval_ms = 1000;        // the longest an idle dispatcher waits between looks at its queue
 };
 
 // [tools."<name>"] (design §5, §13).
@@ -172,6 +186,7 @@ struct Config {
   SloEvaluationConfig slo;
   LedgerConfig ledger;
   McpConfig mcp;
+  QueueConfig queue;
   std::map<std::string, ConnectorConfig> connectors;
   std::map<std::string, ToolConfig> tools;
   std::string source;  // the file it came from, or "built-in default"

@@ -107,6 +107,7 @@ struct AdminRoutes::Impl : GatewayContext {
       const json& body = parsed.value;
       if (action == "breaker/close" && req.method == "POST") co_return co_await CloseBreaker(c, body);
       if (action == "breaker/open" && req.method == "POST") co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
+      if (action == "queue" && req.method == "DELETE") co_return co_await RunBlocking(pool, [&] { return PurgeQueue(c, body); });
       if (action == "limits" && req.method == "PUT") co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
       if (action == "limits" && req.method == "DELETE") {
         co_return co_await RunBlocking(pool, [&] { return ResetLimits(c, body); });
@@ -175,7 +176,10 @@ struct AdminRoutes::Impl : GatewayContext {
     for (const auto& [id, c] : config.connectors) {
       auto b = engine.breakers().Read(id);
       auto s = engine.slots().Read(id, c.concurrency);
-      if (!b.ok() || !s.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+      auto q = engine.queue().Stats(id);
+      if (!b.ok() || !s.ok() || !q.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+      const int64_t queue_age_s = q->oldest_enqueued_ms == 0 ? 0 : std::max<int64_t>(0, (now_ms - q->oldest_enqueued_ms) / 1000);
+      engine.metrics().Queue(id, static_cast<double>(q->depth), static_cast<double>(queue_age_s));
       engine.metrics().BreakerState(id, b->state);
       json recent_calls = recent.Summary(id, now_ms);
       list.push_back({{"id", id},
@@ -193,6 +197,9 @@ struct AdminRoutes::Impl : GatewayContext {
                       {"max_in_flight", s->max_in_flight},
                       {"config_max_in_flight", c.concurrency.max_in_flight},
                       {"limit_set_by_operator", s->limit_set_by_operator},
+                      {"queue_depth", q->depth},
+                      {"queue_oldest_age_s", queue_age_s},
+                      {"queue_tenants", q->tenants},
                       {"error_ratio_5m", recent_calls["error_ratio"]},
                       {"latency_ms_5m", recent_calls["latency"]},
                       {"calls_5m_this_instance", recent_calls["calls"]},
@@ -344,6 +351,16 @@ struct AdminRoutes::Impl : GatewayContext {
     engine.metrics().BreakerState(c.id, opened->state);
     return Audited("CIRCUIT_FORCED_OPEN", body, {{"connector_id", c.id}},
                    Json(200, {{"id", c.id}, {"breaker", BreakerJson(*opened)}}));
+  }
+
+  // DELETE /admin/connectors/{id}/queue (§15): every queued call not yet running ends EXPIRED
+  // (EXECUTION_EXPIRED reason purged); audited QUEUE_PURGED.
+  HttpResponse PurgeQueue(const ConnectorConfig& c, const json& body) {
+    if (auto bad = CheckAudit(body)) return *bad;
+    auto purged = engine.queued_calls().Purge(c.id, Actor(body));
+    if (!purged.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    return Audited("QUEUE_PURGED", body, {{"connector_id", c.id}, {"purged", *purged}},
+                   Json(200, {{"id", c.id}, {"purged", *purged}}));
   }
 
   HttpResponse SetLimits(const ConnectorConfig& c, const json& body) {

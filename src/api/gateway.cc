@@ -22,6 +22,7 @@
 #include "api/mcp_routes.h"
 #include "api/mcp_session.h"
 #include "api/public_routes.h"
+#include "api/queue_dispatcher.h"
 #include "api/recent_calls.h"
 #include "api/routes.h"
 #include "api/webhook_notifier.h"
@@ -183,6 +184,7 @@ struct Gateway::Impl {
   std::unique_ptr<McpRoutes> mcp_routes;
   std::string mcp_session_secret;  // signs Mcp-Session-Id values (empty: a random key)
   std::unique_ptr<AdminRoutes> admin_routes;
+  std::unique_ptr<QueueDispatcher> dispatcher;
   std::unique_ptr<HttpServer> public_server, admin_server;
   int public_port = 0, admin_port = 0;
   std::atomic<int> in_flight{0};
@@ -261,6 +263,8 @@ absl::Status Gateway::Start() {
   }
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
+  i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);  // queued calls (§15)
+  i.dispatcher->Start();
   if (auto* memory = dynamic_cast<store::MemoryItemStore*>(&i.engine->base_store())) {
     asio::co_spawn(i.io, i.SweepMemoryStoreForever(memory), asio::detached);
   }

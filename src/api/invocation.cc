@@ -5,6 +5,7 @@
 #include <atomic>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "api/api_support.h"
 
 namespace toolgate::api {
@@ -22,7 +23,11 @@ asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& g, InvokeRequest i
   auto admit = [&g, &ir] { return g.engine.invoker().Admit(ir); };
   auto admitted = co_await RunBlocking(g.pool, admit);
   if (auto* answer = std::get_if<InvokeResponse>(&admitted)) co_return std::move(*answer);
-  std::unique_ptr<ToolInvoker::Ticket> ticket = std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted));
+  auto run = RunAdmitted(g, std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted)));
+  co_return co_await std::move(run);
+}
+
+asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& g, std::unique_ptr<ToolInvoker::Ticket> ticket) {
   const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
   const std::string connector_id = ds.connector->id;
   auto call_op = g.connectors.at(connector_id)->Call(ds);
@@ -36,6 +41,54 @@ asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& g, InvokeRequest i
   InvokeResponse answer = co_await RunBlocking(g.pool, complete);
   answer.reached_tool = true;  // TOOL_INVOKED was durable before the call
   co_return answer;
+}
+
+asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
+  if (g.draining) {
+    co_return InvokeResponse{
+        503, ErrorJson("shutting_down", "toolgate is shutting down; retry on another instance"), {}};
+  }
+  auto enqueue = [&g, &ir, &order] { return g.engine.invoker().Enqueue(ir, order); };
+  co_return co_await RunBlocking(g.pool, enqueue);
+}
+
+absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool prefer_async, const QueueConfig& config) {
+  QueueRequest q;
+  q.queued = prefer_async;
+  if (body.contains("mode")) {
+    const nlohmann::json& m = body["mode"];
+    if (!m.is_string() || (m != "sync" && m != "queued")) {
+      return absl::InvalidArgumentError("mode must be \"sync\" or \"queued\"");
+    }
+    q.queued = m == "queued";
+  }
+  q.order.deadline_s = config.default_deadline_s;
+  q.order.max_per_tenant = config.max_per_tenant;
+  if (body.contains("deadline_s")) {
+    const nlohmann::json& d = body["deadline_s"];
+    if (!d.is_number_integer() || d.get<int64_t>() < 1 || d.get<int64_t>() > config.max_deadline_s) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("deadline_s must be a whole number of seconds in 1..", config.max_deadline_s));
+    }
+    q.order.deadline_s = d.get<int64_t>();
+  }
+  if (body.contains("on_defer")) {
+    const nlohmann::json& o = body["on_defer"];
+    if (!o.is_string() || (o != "defer" && o != "queue")) {
+      return absl::InvalidArgumentError("on_defer must be \"defer\" or \"queue\"");
+    }
+    if (o == "queue") q.on_defer = q.order;
+  }
+  if (body.contains("callback_url")) {
+    return absl::UnimplementedError("callback_url is not implemented yet: poll status_url instead");
+  }
+  return q;
+}
+
+bool PrefersAsync(std::string_view prefer) {
+  std::string lower(prefer);
+  for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return lower.find("respond-async") != std::string::npos;
 }
 
 bool IsValidIdempotencyKey(std::string_view key) {

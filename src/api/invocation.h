@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "api/gateway_context.h"
+#include "nlohmann/json.hpp"
 #include "toolgate/engine/tool_invoker.h"
 
 namespace toolgate::api {
@@ -18,6 +19,27 @@ namespace toolgate::api {
 // REPLAY_DEDUPED). While the gateway drains, 503 shutting_down without running anything.
 // REQUIRES: `request` passed the caller's validation (tool name, input JSON, idempotency key).
 asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& context, InvokeRequest request);
+
+// The part after admission: the connector call on the event loop, then Complete on the pool. Shared
+// by RunInvocation and the queue's dispatchers (a claimed item's ticket). The caller counts itself
+// in `context.in_flight`.
+asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& context, std::unique_ptr<ToolInvoker::Ticket> ticket);
+
+// A queued call (§15): ToolInvoker::Enqueue on the pool. 503 shutting_down while draining.
+asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& context, InvokeRequest request, QueueOrder order);
+
+// What a request body (and `Prefer: respond-async`) asks of the queue (§15).
+struct QueueRequest {
+  bool queued = false;                  // "mode": "queued", or Prefer: respond-async
+  QueueOrder order;                     // deadline and bound, for a queued call
+  std::optional<QueueOrder> on_defer;   // "on_defer": "queue"
+};
+// Reads `mode` ("sync" | "queued"), `on_defer` ("defer" | "queue"), `deadline_s` (1..[queue]
+// max_deadline_s; default [queue] default_deadline_s) and refuses `callback_url` (not implemented).
+// kInvalidArgument (400 invalid_request) or kUnimplemented (400 not_implemented) naming the field.
+absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool prefer_async, const QueueConfig& config);
+// True when a Prefer header value holds the respond-async preference (RFC 7240).
+bool PrefersAsync(std::string_view prefer);
 
 // A client's idempotency key (§5): 1..255 printable ASCII characters.
 bool IsValidIdempotencyKey(std::string_view key);

@@ -31,6 +31,7 @@ constexpr std::string_view kModernVersion = "2026-07-28";  // per-request _meta,
 const std::vector<std::string> kInitializeVersions = {"2025-06-18", "2025-11-25"};
 constexpr char kMetaVersion[] = "io.modelcontextprotocol/protocolVersion";
 constexpr char kMetaIdempotencyKey[] = "io.toolgate/idempotency_key";
+constexpr char kMetaMode[] = "io.toolgate/mode";  // "queued": answer at once with the execution id (§15)
 constexpr int64_t kSessionTtlMs = int64_t{24} * 3600 * 1000;
 constexpr int64_t kToolsListTtlMs = 10'000;    // kill switches change what a tenant sees
 constexpr int64_t kDiscoverTtlMs = 3'600'000;  // versions and capabilities change with a deploy
@@ -345,12 +346,46 @@ struct McpRoutes::Impl : GatewayContext {
         }
         ir.idempotency_key = key->get<std::string>();
       }
+      if (auto mode = meta->find(kMetaMode); mode != meta->end()) {
+        if (!mode->is_string() || (*mode != "sync" && *mode != "queued")) {
+          co_return InvalidParams(c, absl::StrCat("_meta[\"", kMetaMode, "\"] must be \"sync\" or \"queued\""));
+        }
+        if (*mode == "queued") {
+          auto queued = ToolsCallQueued(c, tool, std::move(ir));
+          co_return co_await std::move(queued);
+        }
+      }
     }
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResponse answer = co_await std::move(run);
     mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer);
     if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
     co_return Result(c, std::move(a.result));
+  }
+
+  // A queued tools/call (§17.7): 202 from the engine becomes a result holding the execution id and
+  // status_url; anything else (invalid input, BLOCKED, queue full) is answered as a call's would be.
+  asio::awaitable<HttpResponse> ToolsCallQueued(const Call& c, const std::string& tool, InvokeRequest ir) {
+    QueueOrder order{config.queue.default_deadline_s, config.queue.max_per_tenant};
+    auto enqueue = RunEnqueue(*this, std::move(ir), order);
+    InvokeResponse answer = co_await std::move(enqueue);
+    if (answer.http_status != 202) {
+      mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer);
+      if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
+      co_return Result(c, std::move(a.result));
+    }
+    const json body = json::parse(answer.body_json, nullptr, false);
+    const std::string id = body.is_object() ? body.value("execution_id", "") : "";
+    json structured = {{"execution_id", id}, {"outcome", body.value("outcome", "QUEUED")},
+                       {"status_url", body.value("status_url", "")}};
+    json result = {{"content", json::array({{{"type", "text"},
+                                              {"text", "The call is queued as execution " + id +
+                                                           "; it has not run yet. Its outcome will be at " +
+                                                           structured["status_url"].get<std::string>() + "."}}})},
+                   {"structuredContent", structured},
+                   {"isError", false},
+                   {"_meta", {{"io.toolgate/execution_id", id}}}};
+    co_return Result(c, std::move(result));
   }
 
   // ---- answers -------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ struct PublicRoutes::Impl : GatewayContext {
         auto replay_op = Replay(std::move(req), *principal, original);
         co_return co_await std::move(replay_op);
       }
+      if (req.method == "DELETE") co_return co_await CancelExecution(rest, *principal);
       if (req.method != "GET") co_return Error(405, "method_not_allowed", "use GET");
       co_return co_await GetExecution(rest, *principal);
     }
@@ -105,6 +106,17 @@ struct PublicRoutes::Impl : GatewayContext {
       }
       ir.action_type = a.get<std::string>();
     }
+    // Queued calls (§15): checked before anything runs, so a bad field queues nothing.
+    absl::StatusOr<QueueRequest> queue = ReadQueueRequest(body, PrefersAsync(req.Header("prefer")), config.queue);
+    if (!queue.ok()) {
+      co_return Error(400, absl::IsUnimplemented(queue.status()) ? "not_implemented" : "invalid_request",
+                      std::string(queue.status().message()));
+    }
+    if (queue->queued) {
+      auto enqueue_op = RunEnqueue(*this, std::move(ir), queue->order);
+      co_return ToHttp(co_await std::move(enqueue_op));
+    }
+    ir.queue_on_defer = queue->on_defer;
     auto execute_op = Execute(std::move(ir));
     co_return co_await std::move(execute_op);
   }
@@ -170,6 +182,19 @@ struct PublicRoutes::Impl : GatewayContext {
       }
       if (rec->outcome == "SUCCEEDED") j["result"] = json::parse(rec->result_json, nullptr, false);
       return Json(200, j);
+    });
+  }
+
+  // DELETE /v1/executions/{id} (§17.5): the tenant cancels its own call while it is QUEUED.
+  asio::awaitable<HttpResponse> CancelExecution(const std::string& id, const auth::Principal& principal) {
+    if (!LooksLikeUuid(id)) co_return Error(404, "not_found", "execution not found");
+    co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
+      const std::string actor = principal.subject.empty() ? "tenant:" + principal.tenant_id : principal.subject;
+      absl::StatusOr<ExecutionRecord> ended = engine.queued_calls().Cancel(principal.tenant_id, id, actor);
+      if (absl::IsNotFound(ended.status())) return Error(404, "not_found", "execution not found");
+      if (absl::IsFailedPrecondition(ended.status())) return Error(409, "not_queued", std::string(ended.status().message()));
+      if (!ended.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+      return Json(200, ExecutionJson(*ended));
     });
   }
 

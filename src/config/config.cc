@@ -448,6 +448,10 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
     if (absl::Status s = slo::ValidateTarget(target); !s.ok()) sr.Error(key, std::string(s.message()));
   }
   sr.RefuseUnknown();
+  TableReader qr(r.Table("queue"), r.Key("queue"), errors);
+  c.queue_workers = std::min(c.concurrency.max_in_flight, kDefaultMaxQueueWorkers);
+  qr.Int("workers", 1, 1024, c.queue_workers);
+  qr.RefuseUnknown();
   r.RefuseUnknown();
 }
 
@@ -585,6 +589,13 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   ReadMcp(mcp, c.server, c.mcp);
   TableReader log(top.Table("log"), "log", errors);
   ReadLog(log, c.log);
+  TableReader queue(top.Table("queue"), "queue", errors);
+  queue.Int("max_deadline_s", 1, int64_t{365} * 86'400, c.queue.max_deadline_s);
+  queue.Int("default_deadline_s", 1, c.queue.max_deadline_s, c.queue.default_deadline_s);
+  queue.Int("max_per_tenant", 1, 10'000'000, c.queue.max_per_tenant);
+  queue.Int("claim_lease_s", 0, 86'400, c.queue.claim_lease_s);
+  queue.Int("poll_interval_ms", 10, 60'000, c.queue.poll_interval_ms);
+  queue.RefuseUnknown();
 
   if (const toml::table* connectors = top.Table("connectors")) {
     for (const auto& [name, node] : *connectors) {
@@ -598,6 +609,11 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   }
   if (c.connectors.empty()) errors.push_back("connectors: at least one [connectors.<id>] table is required");
   for (const auto& [id, connector] : c.connectors) {
+    // A claim's lease must outlive the call it covers, as a slot's does (S7).
+    if (c.queue.claim_lease_s > 0 && int64_t{c.queue.claim_lease_s} * 1000 <= connector.timeout_ms) {
+      queue.Error("claim_lease_s", absl::StrCat("must be longer than connectors.", id, ".timeout_ms (",
+                                                connector.timeout_ms, " ms)"));
+    }
     // A response as large as the budget could never be written: every such call would be a 503.
     if (connector.max_response_bytes > c.server.max_response_buffer_bytes) {
       server.Error("max_response_buffer_bytes",

@@ -40,10 +40,12 @@ void Engine::Build(store::ItemStore& base) {
   executions_ = std::make_unique<ExecutionStore>(st, clock_);
   intents_ = std::make_unique<IntentStore>(st, clock_, c.idempotency_retention_h);
   slo_counters_ = std::make_unique<SloCounters>(st, clock_);
+  queue_ = std::make_unique<QueueService>(st, clock_);
   slo_evaluator_ = std::make_unique<SloEvaluator>(c, *slo_counters_, *ledger_, metrics_, clock_, options_.alarm_notifier);
   invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
                                                                  *ledger_, *executions_, *intents_, metrics_,
-                                                                 slo_counters_.get()});
+                                                                 slo_counters_.get(), queue_.get()});
+  queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
   replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution);
 }
 

@@ -30,6 +30,8 @@ Metrics::Metrics()
                                   .Name("toolgate_downstream_connections_total")
                                   .Help("Downstream connections: opened, TLS handshakes, calls served on a kept-alive one")
                                   .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge().Name("toolgate_queue_depth").Help("Queued calls of the connector, fleet-wide (aggregate with max())").Register(*registry_)),
+      queue_oldest_age_(prometheus::BuildGauge().Name("toolgate_queue_oldest_age_seconds").Help("Age of the connector's oldest queued call").Register(*registry_)),
       deferred_(prometheus::BuildCounter().Name("toolgate_deferred_total").Help("DEFERRED answers by reason").Register(*registry_)),
       blocked_(prometheus::BuildCounter().Name("toolgate_blocked_total").Help("BLOCKED answers by kill switch scope").Register(*registry_)),
       replays_(prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
@@ -164,6 +166,11 @@ void Metrics::BreakerState(const std::string& connector, breaker::State state) {
   for (auto s : {breaker::State::kClosed, breaker::State::kOpen, breaker::State::kHalfOpen, breaker::State::kForcedOpen}) {
     breaker_state_.Add({{"connector", connector}, {"state", std::string(breaker::ToString(s))}}).Set(s == state ? 1 : 0);
   }
+}
+
+void Metrics::Queue(const std::string& connector, double depth, double oldest_age_s) {
+  queue_depth_.Add({{"connector", connector}}).Set(depth);
+  queue_oldest_age_.Add({{"connector", connector}}).Set(oldest_age_s);
 }
 
 void Metrics::InFlight(const std::string& connector, double in_flight, double limit) {

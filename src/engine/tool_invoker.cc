@@ -50,11 +50,61 @@ const ConnectorConfig* ToolInvoker::ResolveConnector(const std::string& tool_nam
 
 namespace {
 
+bool Queueable(DeferReason why) {
+  return why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight ||
+         why == DeferReason::kConcurrencyLimit || why == DeferReason::kDownstreamThrottled;
+}
+
+// 202 for a queued call (§15).
+InvokeResponse QueuedAnswer(const std::string& execution_id, const std::string& connector_id,
+                            const std::string& outcome = "QUEUED") {
+  json body = {{"execution_id", execution_id}, {"outcome", outcome}, {"connector_id", connector_id},
+               {"status_url", "/v1/executions/" + execution_id}};
+  return InvokeResponse{202, Dump(body), {}};
+}
+
 json ResponseBody(const ExecutionRecord& r) {
   json body = {{"execution_id", r.execution_id}, {"outcome", r.outcome}, {"connector_id", r.connector_id}};
   if (!r.reason.empty()) body["reason"] = r.reason;
   if (!r.replay_of.empty()) body["replay_of"] = r.replay_of;
   return body;
+}
+
+// A claimed queued call goes back to its queue (§15, §17.3): the item unclaimed and ready after
+// `retry_ms`, then (only if that applied) TOOL_ATTEMPT_FAILED and the record QUEUED again; the slot
+// given back in the same batch. kAborted when the claim was lost meanwhile.
+absl::Status WriteRequeue(ToolInvoker::Services& s, InvocationTicket& t, const std::string& reason, int64_t retry_ms,
+                          json data) {
+  ExecutionRecord& rec = t.record;
+  const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
+  const int64_t ready_at_ms = s.clock.now_epoch_ms() + std::max<int64_t>(retry_ms, 0);
+  data["attempt"] = t.queued->item.attempt;
+  data["reason"] = reason;
+  data["requeued"] = true;
+  data["ready_at_ms"] = ready_at_ms;
+  std::vector<store::WriteRequest> writes;
+  writes.push_back(QueueService::RequeueRequest(*t.queued, ready_at_ms));
+  auto [w_event, event] = s.ledger.PrepareAppend(t.chain, t.tail, "TOOL_ATTEMPT_FAILED", actor, Dump(data));
+  writes.push_back(std::move(w_event).AfterPrevious());
+  rec.outcome = "QUEUED";
+  rec.reason.clear();
+  rec.last_seq = event.seq;
+  rec.last_hash = event.hash;
+  writes.push_back(ExecutionStore::FinishRequest(rec).AfterPrevious());
+  if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
+  const auto results = s.store.WriteBatch(writes);
+  if (t.lease) {
+    if (!results.back().ok()) {
+      if (auto released = s.slots.Release(*t.lease); !released.ok()) {
+        spdlog::warn("connector {}: slot not released (its lease will expire): {}", rec.connector_id,
+                     released.status().ToString());
+      }
+    }
+    t.lease.reset();
+  }
+  absl::Status st = RequireApplied(results, 3);
+  if (st.ok()) t.tail = {event.seq, event.hash, event.expires_at_s};
+  return st;
 }
 
 }  // namespace
@@ -89,6 +139,25 @@ class ToolInvoker::Admission {
     actor_ = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
   }
 
+  // A claimed queue item's run (§15): the execution exists; its chain continues from the record.
+  Admission(ToolInvoker::Services& s, const InvokeRequest& req, const ConnectorConfig& connector,
+            const ExecutionRecord& existing, const QueueClaim& claim, std::optional<SlotLease> lease,
+            std::string_view instance_id)
+      : Admission(s, req, connector) {
+    Ticket& t = *ticket_;
+    was_running_ = existing.outcome == "RUNNING";
+    t.record = existing;
+    t.tail = {existing.last_seq, existing.last_hash, existing.expires_at_s};
+    t.queued = claim;
+    t.lease = std::move(lease);
+    t.instance_id = std::string(instance_id);
+    t.intent_claimed = !existing.idempotency_key.empty();  // claimed at enqueue, held until the end
+  }
+
+  // How long an intent claimed at enqueue is held: the whole time the call may wait in the queue.
+  void HoldIntentFor(int64_t hold_ms) { intent_hold_ms_ = hold_ms; }
+  void AnswerExistingWhenInProgress() { enqueueing_ = true; }
+
   // 1. Kill switches (S8), before anything is taken.
   Stop CheckKillSwitches() {
     absl::StatusOr<std::optional<KillSwitch>> kill =
@@ -96,6 +165,7 @@ class ToolInvoker::Admission {
     if (!kill.ok()) return StoreTrouble(kill.status());
     if (!kill->has_value()) return std::nullopt;
     const KillSwitch& k = **kill;
+    if (ticket_->queued) ReleaseIntent();  // a switch in force at dispatch ends the call (§17.5)
     rec().reason = "kill_switch";
     s_.metrics.Blocked(cid(), k.scope);
     s_.metrics.ToolCall(cid(), rec().tool_name, "BLOCKED", 0, false);
@@ -113,11 +183,12 @@ class ToolInvoker::Admission {
   // forced. A replay of an intent that already succeeded is answered from the record.
   Stop CheckIntent() {
     const InvokeRequest& req = req_;
+    if (ticket_->queued) return std::nullopt;  // checked, and claimed, at enqueue (§17.5)
     if (req.replay && !req.replay->force && req.replay->original_outcome == "SUCCEEDED") {
       return Deduplicated(req.replay->succeeded_in, req.replay->original_result_json);
     }
     if (req.idempotency_key.empty() && !(req.replay && !req.replay->force)) return std::nullopt;
-    const int64_t hold_ms = int64_t{connector().timeout_ms} + 30'000;
+    const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000);
     absl::StatusOr<IntentStore::Claim> claim =
         s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms);
     if (!claim.ok()) return StoreUnavailable(claim.status());
@@ -127,7 +198,9 @@ class ToolInvoker::Admission {
             422, ErrorJson("idempotency_key_reused", "this idempotency_key was used with a different tool or input"), {}};
       case IntentStore::Claim::Kind::kSucceeded:
         return req.replay ? Deduplicated(claim->execution_id, claim->result_json) : IntentHit(*claim);
-      case IntentStore::Claim::Kind::kInProgress: return Deferred(DeferReason::kIntentInProgress, 1000);
+      case IntentStore::Claim::Kind::kInProgress:
+        if (enqueueing_) return Existing(claim->execution_id);
+        return Deferred(DeferReason::kIntentInProgress, 1000);
       case IntentStore::Claim::Kind::kClaimed:
         ticket_->intent_claimed = true;
         ticket_->intent_previous = claim->previous;
@@ -150,7 +223,7 @@ class ToolInvoker::Admission {
   // 4. Concurrency slot (S6). A probe winner without a slot gives the probe back (§5).
   Stop TakeSlot() {
     Ticket& t = *ticket_;
-    if (!t.guarded) return std::nullopt;
+    if (!t.guarded || t.lease) return std::nullopt;  // a dispatcher took the slot before its claim
     absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid(), connector().concurrency);
     if (lease.ok() && lease->has_value()) {
       t.lease = **lease;
@@ -181,6 +254,13 @@ class ToolInvoker::Admission {
     if (req.replay && req.replay->original_outcome != "SUCCEEDED" && !req.replay->force) {
       invoked["original_outcome"] = req.replay->original_outcome;  // what the replay knew of the earlier attempt
     }
+    if (t.queued) {
+      rec().outcome = "RUNNING";
+      if (t.queued->took_over && was_running_) {
+        opening.push_back({"TOOL_ATTEMPT_FAILED", {{"attempt", t.queued->item.attempt - 1}, {"reason", "claim_expired"}}});
+      }
+      opening.push_back({"EXECUTION_DISPATCHED", {{"instance", t.instance_id}, {"attempt", t.queued->item.attempt}}});
+    }
     opening.push_back({"TOOL_INVOKED", invoked});
     if (absl::Status written = WriteOpening(std::move(opening), /*ends_here=*/false); !written.ok()) {
       return StoreUnavailable(written);  // the caller abandons the ticket
@@ -194,6 +274,49 @@ class ToolInvoker::Admission {
     t.downstream.execution_id = rec().execution_id;
     t.downstream.tenant_id = rec().tenant_id;
     return std::nullopt;
+  }
+
+  // 5'. For Enqueue and `on_defer: queue`: the record (QUEUED), its opening events and the queue item
+  // in one batch, ready at `ready_at_ms` (§15).
+  InvokeResponse WriteQueued(const QueueOrder& order, int64_t ready_at_ms, std::string_view via) {
+    if (s_.queue == nullptr) return InvokeResponse{501, ErrorJson("not_implemented", "queued calls are not available"), {}};
+    rec().outcome = "QUEUED";
+    rec().reason.clear();
+    QueueItem item;
+    item.connector_id = cid();
+    item.tenant_id = rec().tenant_id;
+    item.execution_id = rec().execution_id;
+    item.tool_name = rec().tool_name;
+    item.action_type = rec().action_type;
+    item.enqueued_at_ms = rec().created_at_ms;
+    item.ready_at_ms = ready_at_ms;
+    item.deadline_ms = rec().created_at_ms + order.deadline_s * 1000;
+    // A forgotten item (every dispatcher gone for good) leaves a day after its deadline.
+    const int64_t ttl_s = item.deadline_ms / 1000 + 86'400;
+    absl::Status written = WriteOpening({{"EXECUTION_QUEUED",
+                                          {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms},
+                                           {"via", std::string(via)}}}},
+                                        /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
+    if (absl::IsResourceExhausted(written)) {
+      ReleaseIntent();
+      return InvokeResponse{429,
+                            ErrorJson("queue_full", absl::StrCat("this tenant has ", order.max_per_tenant,
+                                                                 " queued calls (the [queue] max_per_tenant bound)")),
+                            1};
+    }
+    if (!written.ok()) {
+      ReleaseIntent();
+      return StoreUnavailable(written);
+    }
+    return QueuedAnswer(rec().execution_id, cid());
+  }
+
+  // Ends a claimed call before the downstream (the tool is gone, the input no longer fits).
+  InvokeResponse EndClaimed(const std::string& reason) {
+    rec().reason = reason;
+    ReleaseIntent();
+    if (absl::Status st = FinishEarly("FAILED", "EXECUTION_FAILED", {{"reason", reason}}); !st.ok()) return StoreUnavailable(st);
+    return InvokeResponse{502, Dump(ResponseBody(rec())), {}};
   }
 
   std::unique_ptr<Ticket> TakeTicket() { return std::move(ticket_); }
@@ -226,7 +349,7 @@ class ToolInvoker::Admission {
       ticket_->guarded = false;
       return std::nullopt;
     }
-    ReleaseIntent();
+    if (!ticket_->queued) ReleaseIntent();  // a queued call keeps its intent while it waits
     return StoreUnavailable(why);
   }
 
@@ -242,9 +365,15 @@ class ToolInvoker::Admission {
   // The record and its opening events in one batch (one transaction on SQLite): for a replay
   // REPLAY_STARTED first, then EXECUTION_RECEIVED, then `events`, then for a replay that ends here
   // REPLAY_COMPLETED. The record anchors its chain (last_seq/last_hash).
-  absl::Status WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here) {
+  //
+  // A claimed queued call's record exists: its events follow its chain, the record is updated, and
+  // when the call ends here its queue item and slot go in the same batch. `prefix` (enqueue) comes
+  // first and everything after depends on it: a refused [0] is kResourceExhausted (queue full).
+  absl::Status WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here,
+                            std::vector<store::WriteRequest> prefix = {}) {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
+    if (t.queued) return WriteQueuedRun(std::move(events), ends_here);
     std::vector<std::pair<std::string, json>> all;
     if (req.replay) {
       all.push_back({"REPLAY_STARTED",
@@ -271,7 +400,37 @@ class ToolInvoker::Admission {
     rec().last_seq = tail.seq;
     rec().last_hash = tail.hash;
     writes[0] = ExecutionStore::CreateRequest(rec());
-    if (absl::Status st = RequireApplied(s_.store.WriteBatch(writes), writes.size()); !st.ok()) return st;
+    const size_t first = prefix.size();
+    if (first > 0) {
+      for (store::WriteRequest& w : writes) w.requires_previous = true;
+      writes.insert(writes.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
+    }
+    const auto results = s_.store.WriteBatch(writes);
+    if (first > 0 && results[0].ok() && !results[0]->applied) return absl::ResourceExhaustedError("queue full");
+    if (absl::Status st = RequireApplied(results, writes.size()); !st.ok()) return st;
+    t.tail = tail;
+    return absl::OkStatus();
+  }
+
+  absl::Status WriteQueuedRun(std::vector<std::pair<std::string, json>> events, bool ends_here) {
+    Ticket& t = *ticket_;
+    std::vector<store::WriteRequest> writes;
+    Ledger::Tail tail = t.tail;
+    for (const auto& [type, data] : events) {
+      auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor_, Dump(data));
+      writes.push_back(std::move(w));
+      tail = {e.seq, e.hash, e.expires_at_s};
+    }
+    rec().last_seq = tail.seq;
+    rec().last_hash = tail.hash;
+    writes.push_back(ExecutionStore::FinishRequest(rec()));
+    size_t required = writes.size();
+    if (ends_here) {
+      for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
+      if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
+    }
+    if (absl::Status st = RequireApplied(s_.store.WriteBatch(writes), required); !st.ok()) return st;
+    if (ends_here) t.lease.reset();
     t.tail = tail;
     return absl::OkStatus();
   }
@@ -292,6 +451,11 @@ class ToolInvoker::Admission {
   }
 
   InvokeResponse Deferred(DeferReason why, int64_t retry_ms) {
+    if (ticket_->queued) return Requeue(why, retry_ms);
+    if (req_.queue_on_defer && Queueable(why)) {
+      return WriteQueued(*req_.queue_on_defer, s_.clock.now_epoch_ms() + retry_ms,
+                         absl::StrCat("on_defer:", std::string(ToString(why))));
+    }
     ReleaseIntent();
     rec().reason = std::string(ToString(why));
     s_.metrics.Deferred(cid(), rec().reason);
@@ -304,6 +468,31 @@ class ToolInvoker::Admission {
     json body = ResponseBody(rec());
     body["retry_after_ms"] = retry_ms;
     return InvokeResponse{503, Dump(body), RetryAfterSeconds(retry_ms)};
+  }
+
+  // A claimed queued call that cannot run now goes back to its queue (§15, §17.3): TOOL_ATTEMPT_FAILED
+  // with the reason, the record QUEUED again, the item unclaimed and ready after `retry_ms`, the slot
+  // given back — in one batch. The intent stays claimed.
+  InvokeResponse Requeue(DeferReason why, int64_t retry_ms) {
+    Ticket& t = *ticket_;
+    if (t.permit.probe) {
+      if (absl::Status st = s_.breakers.ReturnProbe(cid(), t.permit); !st.ok()) {
+        spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid(), st.ToString());
+      }
+    }
+    if (absl::Status st = WriteRequeue(s_, t, std::string(ToString(why)), retry_ms, json::object()); !st.ok()) {
+      return StoreUnavailable(st);
+    }
+    return QueuedAnswer(rec().execution_id, cid());
+  }
+
+  // The intent is QUEUED or RUNNING in another execution: that one answers (§17.5).
+  InvokeResponse Existing(const std::string& execution_id) {
+    auto other = s_.executions.Get(rec().tenant_id, execution_id);
+    const std::string outcome = other.ok() && (other->outcome == "QUEUED" || other->outcome == "RUNNING")
+                                    ? other->outcome
+                                    : std::string("RUNNING");
+    return QueuedAnswer(execution_id, cid(), outcome);
   }
 
   // A replay whose intent already succeeded: a new execution that records the earlier result and
@@ -363,6 +552,9 @@ class ToolInvoker::Admission {
   const InvokeRequest& req_;
   std::unique_ptr<Ticket> ticket_;
   std::string actor_;
+  int64_t intent_hold_ms_ = 0;
+  bool enqueueing_ = false;
+  bool was_running_ = false;  // a queued run whose earlier claim lapsed mid-run
 };
 
 std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
@@ -374,6 +566,9 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
   if (!shaped.ok()) return InvokeResponse{400, ErrorJson("invalid_input", std::string(shaped.status().message())), {}};
   Admission a(s_, req, *connector);
+  if (req.queue_on_defer) {  // it may wait in the queue: hold its intent as long as a queued call's
+    a.HoldIntentFor(req.queue_on_defer->deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
+  }
   DownstreamRequest& downstream = a.ticket().downstream;
   downstream.method = std::move(shaped->method);
   downstream.target = absl::StrCat(connector->path_prefix, shaped->target);
@@ -383,6 +578,89 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
   }
   if (std::optional<InvokeResponse> stop = a.WriteInvoked()) {
+    Abandon(a.TakeTicket());
+    return std::move(*stop);
+  }
+  return a.TakeTicket();
+}
+
+InvokeResponse ToolInvoker::Enqueue(const InvokeRequest& req, const QueueOrder& order) {
+  const ConnectorConfig* connector = ResolveConnector(req.tool_name);
+  if (connector == nullptr) {
+    return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
+  }
+  absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
+  if (!shaped.ok()) return InvokeResponse{400, ErrorJson("invalid_input", std::string(shaped.status().message())), {}};
+  Admission a(s_, req, *connector);
+  a.HoldIntentFor(order.deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
+  a.AnswerExistingWhenInProgress();
+  for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent}) {
+    if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
+  }
+  return a.WriteQueued(order, s_.clock.now_epoch_ms(), "queued");
+}
+
+std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::AdmitClaimed(
+    const QueueClaim& claim, std::optional<SlotLease> lease, std::string_view instance_id) {
+  const QueueItem& item = claim.item;
+  // Gives back what this run holds when it stops without a batch that did (store trouble).
+  auto give_back = [&](std::optional<SlotLease>& held, bool requeue) {
+    if (held) {
+      if (auto r = s_.slots.Release(*held); !r.ok()) spdlog::warn("connector {}: slot not released: {}", item.connector_id, r.status().ToString());
+      held.reset();
+    }
+    if (requeue && s_.queue != nullptr) {
+      if (auto r = s_.queue->Requeue(claim, s_.clock.now_epoch_ms() + 1000); !r.ok()) {
+        spdlog::warn("queue item of {} not given back (its claim expires): {}", item.execution_id, r.status().ToString());
+      }
+    }
+  };
+  absl::StatusOr<ExecutionRecord> record = s_.executions.Get(item.tenant_id, item.execution_id);
+  const bool final_already = record.ok() && record->outcome != "QUEUED" && record->outcome != "RUNNING";
+  if (absl::IsNotFound(record.status()) || final_already) {
+    // Its record is gone (retention) or ended (a crash after the record's last write, before the
+    // item's): the item is stale.
+    give_back(lease, false);
+    const auto done = s_.store.WriteBatch(QueueService::CompleteRequests(claim));
+    (void)done;
+    return InvokeResponse{410, ErrorJson("gone", "the queued execution has ended"), {}};
+  }
+  if (!record.ok()) {
+    give_back(lease, true);
+    return InvokeResponse{503, ErrorJson("store_unavailable", std::string(record.status().message())), 1};
+  }
+  const ConnectorConfig* connector = ResolveConnector(record->tool_name);
+  if (connector == nullptr || connector->id != item.connector_id) {
+    spdlog::warn("queued execution {}: tool {} is no longer served by connector {}", item.execution_id,
+                 record->tool_name, item.connector_id);
+    give_back(lease, true);
+    return InvokeResponse{404, ErrorJson("unknown_tool", "the tool is no longer served by this connector"), {}};
+  }
+  InvokeRequest req;
+  req.principal.tenant_id = record->tenant_id;
+  req.principal.account_id = record->account_id;
+  req.principal.subject = record->actor;
+  req.tool_name = record->tool_name;
+  req.input_json = record->input_json;
+  req.idempotency_key = record->idempotency_key;
+  req.action_type = record->action_type;
+  req.execution_id = record->execution_id;
+  Admission a(s_, req, *connector, *record, claim, std::move(lease), instance_id);
+  absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
+  if (!shaped.ok()) return a.EndClaimed("invalid_input");
+  DownstreamRequest& downstream = a.ticket().downstream;
+  downstream.method = std::move(shaped->method);
+  downstream.target = absl::StrCat(connector->path_prefix, shaped->target);
+  downstream.body = std::move(shaped->body);
+  for (auto stage : {&Admission::CheckKillSwitches, &Admission::AskBreaker, &Admission::TakeSlot}) {
+    if (std::optional<InvokeResponse> stop = (a.*stage)()) {
+      // Every stop above ends or puts back the item in its own batch, except store trouble.
+      if (stop->http_status == 503) give_back(a.ticket().lease, true);
+      return std::move(*stop);
+    }
+  }
+  if (std::optional<InvokeResponse> stop = a.WriteInvoked()) {
+    give_back(a.ticket().lease, true);
     Abandon(a.TakeTicket());
     return std::move(*stop);
   }
@@ -442,6 +720,24 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
     if (s_.slo != nullptr) s_.slo->Record(c.id, k.error_bad, result.latency_ms, k.latency_bad);
   }
   if (t.guarded) RecordInBreaker(t, k);
+  if (t.queued && rec.outcome == "DEFERRED") {
+    // A queued call the downstream said "not now" to (429, 503 with Retry-After) goes back to its
+    // queue for the Retry-After (§15); the intent stays claimed.
+    s_.metrics.ToolCall(c.id, rec.tool_name, "DEFERRED", static_cast<double>(result.latency_ms) / 1000.0, true);
+    s_.metrics.Deferred(c.id, rec.reason);
+    json data = {{"latency_ms", result.latency_ms}};
+    if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
+    const std::string why = rec.reason == "downstream_throttled" ? "throttled" : rec.reason;
+    InvokeResponse answer;
+    if (absl::Status st = WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data)); !st.ok()) {
+      spdlog::error("queued execution {}: not put back: {}", rec.execution_id, st.ToString());
+      answer = InvokeResponse{503, ErrorJson("store_unavailable", "the call could not be put back in its queue"), 1};
+    } else {
+      answer = QueuedAnswer(rec.execution_id, c.id);
+    }
+    answer.reached_tool = true;
+    return answer;
+  }
   if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
     if (auto st = s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
@@ -546,6 +842,9 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
     writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
                                                             rec.execution_id, rec.result_json));
   }
+  if (t.queued) {
+    for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
+  }
   if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
   const auto results = s_.store.WriteBatch(writes);
   absl::Status written = RequireApplied(results, required);
@@ -568,6 +867,7 @@ void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {
     if (!st.ok()) spdlog::warn("execution {}: {} not given back: {}", t.record.execution_id, what, st.ToString());
   };
   if (t.lease) log("slot", s_.slots.Release(*t.lease).status());
+  if (t.queued && s_.queue != nullptr) log("queue claim", s_.queue->Requeue(*t.queued, s_.clock.now_epoch_ms()).status());
   if (t.permit.probe) log("probe claim", s_.breakers.ReturnProbe(t.connector->id, t.permit));
   if (t.intent_claimed) {
     log("intent", s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous));

@@ -8,6 +8,7 @@
 #include "toolgate/config.h"
 #include "toolgate/engine/metered_item_store.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/engine/queued_calls.h"
 #include "toolgate/engine/replayer.h"
 #include "toolgate/engine/slo_evaluator.h"
 #include "toolgate/engine/tool_invoker.h"
@@ -18,6 +19,7 @@
 #include "toolgate/services/intent_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/queue_service.h"
 #include "toolgate/services/slo_counters.h"
 #include "toolgate/store_factory.h"
 
@@ -67,6 +69,8 @@ class Engine {
   Ledger& ledger() { return *ledger_; }
   ExecutionStore& executions() { return *executions_; }
   IntentStore& intents() { return *intents_; }
+  QueueService& queue() { return *queue_; }
+  QueuedCalls& queued_calls() { return *queued_calls_; }
   SloCounters& slo_counters() { return *slo_counters_; }
   SloEvaluator& slo_evaluator() { return *slo_evaluator_; }
   ToolInvoker& invoker() { return *invoker_; }
@@ -91,6 +95,8 @@ class Engine {
   std::unique_ptr<Ledger> ledger_;
   std::unique_ptr<ExecutionStore> executions_;
   std::unique_ptr<IntentStore> intents_;
+  std::unique_ptr<QueueService> queue_;
+  std::unique_ptr<QueuedCalls> queued_calls_;
   std::unique_ptr<SloCounters> slo_counters_;
   std::unique_ptr<SloEvaluator> slo_evaluator_;
   std::unique_ptr<ToolInvoker> invoker_;

@@ -48,6 +48,8 @@ class Metrics final : public BreakerTransitionListener {
   void HttpResponse(const std::string& listener, const std::string& route, int code);
   // toolgate_build_info{version, revision} 1.
   void BuildInfo(const std::string& version, const std::string& revision);
+  // Queued calls of the connector, fleet-wide (§15), and the age of the oldest.
+  void Queue(const std::string& connector, double depth, double oldest_age_s);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -70,6 +72,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& in_flight_limit_;
   prometheus::Family<prometheus::Counter>& downstream_connections_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Gauge>& queue_oldest_age_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;

@@ -18,6 +18,7 @@
 #include "toolgate/services/intent_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/queue_service.h"
 #include "toolgate/services/slo_counters.h"
 
 namespace toolgate {
@@ -35,6 +36,12 @@ struct ReplayContext {
   bool force = false;  // re-execute even if the intent already succeeded (admins only)
 };
 
+// How a call is queued (design §15): its deadline and its tenant's bound.
+struct QueueOrder {
+  int64_t deadline_s = 3600;
+  int max_per_tenant = 10'000;
+};
+
 struct InvokeRequest {
   Principal principal;
   std::string tool_name;
@@ -43,6 +50,9 @@ struct InvokeRequest {
   std::string action_type;      // the request's; counts only for tools the config does not classify
   std::string execution_id;     // empty: a new UUIDv7
   std::optional<ReplayContext> replay;
+  // `"on_defer": "queue"` (§15): where the call would be DEFERRED breaker_open, probe_in_flight,
+  // concurrency_limit or downstream_throttled before reaching the downstream, it is queued instead.
+  std::optional<QueueOrder> queue_on_defer;
 };
 
 // What the gateway answers: an HTTP status and a JSON body (design §5 table).
@@ -69,6 +79,9 @@ class InvocationTicket {
   bool intent_claimed = false;
   std::optional<IntentStore::State> intent_previous;
   DownstreamRequest downstream;
+  // A queued call's run (§15): the claim on its queue item, ended (or put back) with its outcome.
+  std::optional<QueueClaim> queued;
+  std::string instance_id;  // who dispatched it (EXECUTION_DISPATCHED)
 };
 
 // The invocation path (design §5) over the services. Blocking (store work): run it on a pool, not an
@@ -92,6 +105,7 @@ class ToolInvoker {
     IntentStore& intents;
     Metrics& metrics;
     SloCounters* slo = nullptr;  // counts calls for the SLOs when set
+    QueueService* queue = nullptr;  // queued calls (§15); without it Enqueue answers 501
   };
 
   using Ticket = InvocationTicket;
@@ -106,6 +120,21 @@ class ToolInvoker {
   InvokeResponse Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result);
   // For a ticket whose call never started (shutdown): gives everything back, records nothing sent.
   void Abandon(std::unique_ptr<Ticket> ticket);
+
+  // Queued calls (design §15, §17.5). Enqueue runs the input check, kill switches (S8) and the intent
+  // check at once, then writes the record (outcome QUEUED), EXECUTION_RECEIVED, EXECUTION_QUEUED and
+  // the queue item in one batch: 202 {execution_id, outcome: QUEUED, connector_id, status_url}; 429
+  // queue_full past the tenant's bound; an intent already QUEUED/RUNNING answers 202 with that
+  // execution, one that SUCCEEDED 200 with its result.
+  InvokeResponse Enqueue(const InvokeRequest& request, const QueueOrder& order);
+  // A queue item this instance claimed: §5 from the kill switches and the breaker on, with the
+  // execution's own id, intent and Idempotency-Key. `lease`: the slot the dispatcher took for it
+  // (owned from here: released on every path). The answer is final (BLOCKED; or 202 QUEUED when the
+  // call went back to the queue — breaker, throttling — with TOOL_ATTEMPT_FAILED), or a ticket for
+  // the downstream call; Complete then ends the item, or puts it back after a downstream 429.
+  std::variant<InvokeResponse, std::unique_ptr<Ticket>> AdmitClaimed(const QueueClaim& claim,
+                                                                     std::optional<SlotLease> lease,
+                                                                     std::string_view instance_id);
 
   // The tool's input checked against its input_schema and shaped into method, target (below the
   // base URL) and body (design §13). InvalidArgument (400 invalid_input) names the first failing

@@ -1,0 +1,56 @@
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/config.h"
+#include "toolgate/engine/metrics.h"
+#include "toolgate/services/execution_store.h"
+#include "toolgate/services/intent_store.h"
+#include "toolgate/services/ledger.h"
+#include "toolgate/services/queue_service.h"
+
+namespace toolgate {
+
+// Ending queued calls that nobody runs (design §15, §17.5): a deadline that passed (EXPIRED,
+// EXECUTION_EXPIRED), a tenant's cancel (EXPIRED, EXECUTION_CANCELLED), an operator's purge
+// (EXPIRED, EXECUTION_EXPIRED reason purged). Each is decided by one conditional write — the item
+// is erased only while no live claim holds it — and only then are the event and the record written
+// (one transaction on SQLite), so a call being run is never also ended here.
+//
+// Thread-safe. Status codes: store errors; kNotFound / kFailedPrecondition from Cancel.
+class QueuedCalls {
+ public:
+  QueuedCalls(store::ItemStore& store, const Clock& clock, const Config& config, QueueService& queue,
+              ExecutionStore& executions, Ledger& ledger, IntentStore& intents, Metrics& metrics);
+
+  // Ends `item` EXPIRED with `event` and `reason`. False when it is claimed (running) or gone.
+  absl::StatusOr<bool> End(const QueueItem& item, std::string_view event, std::string_view actor,
+                           std::string_view reason);
+
+  // DELETE /v1/executions/{id} (§17.5): the tenant's own QUEUED call. kNotFound: no such execution
+  // for this tenant; kFailedPrecondition: it is not waiting (running or ended). The record as ended.
+  absl::StatusOr<ExecutionRecord> Cancel(std::string_view tenant_id, std::string_view execution_id,
+                                         std::string_view actor);
+
+  // DELETE /admin/connectors/{id}/queue: ends every unclaimed queued call of the connector; the
+  // number ended.
+  absl::StatusOr<int> Purge(std::string_view connector_id, std::string_view actor);
+
+  // The allowed clock skew for claims on `connector_id`'s queue (its slots' max_clock_skew_s).
+  int SkewS(std::string_view connector_id) const;
+
+ private:
+  store::ItemStore& store_;
+  const Clock& clock_;
+  const Config& config_;
+  QueueService& queue_;
+  ExecutionStore& executions_;
+  Ledger& ledger_;
+  IntentStore& intents_;
+  Metrics& metrics_;
+};
+
+}  // namespace toolgate

@@ -1,0 +1,268 @@
+#include "api/queue_dispatcher.h"
+
+#include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <mutex>
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+#include <vector>
+
+#include "api/api_support.h"
+#include "api/invocation.h"
+#include "spdlog/spdlog.h"
+
+namespace toolgate::api {
+
+namespace {
+
+constexpr int64_t kFirstBackoffMs = 10;
+constexpr int64_t kBreakerRecheckMs = 250;  // how often a lane re-reads its breaker while it has work
+constexpr int64_t kAtLimitWaitMs = 20;
+constexpr int64_t kReadingBreakerMs = 50;   // another worker is reading the breaker: wait this long      // the connector is at max_in_flight: try again soon
+
+}  // namespace
+
+struct QueueDispatcher::Impl {
+  // One connector's queue and its workers. Every worker of a lane runs on the lane's strand, so
+  // `sleepers` needs no lock; `mu` guards what the pool threads read and write (PickOne).
+  struct Lane {
+    explicit Lane(const ConnectorConfig& c, asio::io_context& io) : connector(c), strand(asio::make_strand(io)) {}
+    const ConnectorConfig& connector;
+    asio::strand<asio::io_context::executor_type> strand;
+    std::vector<asio::steady_timer*> sleepers;
+
+    std::mutex mu;
+    std::vector<std::string> tenants;  // this round's tenants, in turn
+    size_t cursor = 0;
+    int64_t breaker_checked_ms = 0;
+    int64_t parked_until_ms = 0;  // breaker OPEN or connector throttled: no claims before this
+  };
+
+  enum class StepKind {
+    kRun,      // a claimed call to run: `ticket`
+    kWorked,   // something changed (ended, put back, lost a race): look again at once
+    kNothing,  // this tenant had nothing ready
+    kIdle,     // no tenant has queued calls
+    kWait,     // parked or at the limit: wait `wait_ms`
+  };
+  struct Step {
+    StepKind kind = StepKind::kIdle;
+    std::unique_ptr<ToolInvoker::Ticket> ticket;
+    int64_t wait_ms = 0;
+    size_t tenants = 0;
+  };
+
+  Impl(GatewayContext& context, asio::io_context& io_context) : g(context), io(io_context) {
+    for (const auto& [id, c] : g.config.connectors) lanes.push_back(std::make_unique<Lane>(c, io));
+  }
+
+  int64_t LeaseMs(const ConnectorConfig& c) const {
+    const int lease_s = g.config.queue.claim_lease_s > 0 ? g.config.queue.claim_lease_s : c.concurrency.lease_ttl_s;
+    return int64_t{lease_s} * 1000;
+  }
+
+  // The breaker says whether the lane may claim (§15: an OPEN breaker parks the queue; the half-open
+  // probe may be a queued call). Re-read at most every kBreakerRecheckMs.
+  std::optional<int64_t> ParkedFor(Lane& lane, int64_t now_ms) {
+    {
+      std::lock_guard<std::mutex> l(lane.mu);
+      if (now_ms < lane.parked_until_ms) return lane.parked_until_ms - now_ms;
+      if (now_ms - lane.breaker_checked_ms < kBreakerRecheckMs) return std::nullopt;
+      lane.breaker_checked_ms = now_ms;
+      // The other workers wait for this read rather than claim on a stale "not parked".
+      lane.parked_until_ms = now_ms + kReadingBreakerMs;
+    }
+    absl::StatusOr<breaker::Snapshot> b = g.engine.breakers().Read(lane.connector.id);
+    if (!b.ok()) return g.config.queue.poll_interval_ms;  // the store is in trouble: do not claim now
+    int64_t until_ms = 0;
+    if (b->state == breaker::State::kOpen) until_ms = b->open_until_epoch_sec * 1000;
+    if (b->state == breaker::State::kForcedOpen) until_ms = now_ms + kBreakerRecheckMs;
+    if (b->state == breaker::State::kHalfOpen && b->half_open_probe_in_flight) until_ms = now_ms + kBreakerRecheckMs;
+    until_ms = std::max(until_ms, b->throttled_until_epoch_sec * 1000);
+    std::lock_guard<std::mutex> l(lane.mu);
+    lane.parked_until_ms = until_ms;
+    if (until_ms <= now_ms) return std::nullopt;
+    return until_ms - now_ms;
+  }
+
+  // One look at the lane's queue (blocking: on the pool).
+  Step PickOne(Lane& lane) {
+    const ConnectorConfig& c = lane.connector;
+    const int skew_s = c.concurrency.max_clock_skew_s;
+    if (g.draining) return {StepKind::kIdle};
+    std::string tenant;
+    size_t round = 0;
+    {
+      std::unique_lock<std::mutex> l(lane.mu);
+      if (lane.cursor >= lane.tenants.size()) {
+        l.unlock();
+        absl::StatusOr<std::vector<std::string>> tenants = g.engine.queue().Tenants(c.id);
+        if (!tenants.ok()) {
+          spdlog::warn("queue of {}: tenants not read: {}", c.id, tenants.status().ToString());
+          return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms};
+        }
+        l.lock();
+        lane.tenants = std::move(*tenants);
+        lane.cursor = 0;
+      }
+      if (lane.tenants.empty()) return {StepKind::kIdle};
+      round = lane.tenants.size();
+      tenant = lane.tenants[lane.cursor++];
+    }
+    const int64_t now_ms = g.clock.now_epoch_ms();
+    absl::StatusOr<std::optional<QueueItem>> next = g.engine.queue().NextReady(c.id, tenant, skew_s);
+    if (!next.ok()) {
+      spdlog::warn("queue of {}: not read: {}", c.id, next.status().ToString());
+      return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
+    }
+    if (!next->has_value()) return {StepKind::kNothing, nullptr, 0, round};
+    const QueueItem& item = **next;
+    if (item.deadline_ms <= now_ms) {
+      absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", "deadline");
+      if (!ended.ok())
+        spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
+      return {StepKind::kWorked, nullptr, 0, round};
+    }
+    // Parked (breaker OPEN, connector throttled): no claims — but deadlines still end calls above.
+    if (std::optional<int64_t> parked = ParkedFor(lane, now_ms)) return {StepKind::kWait, nullptr, *parked, round};
+    // §17.4: kill switches before the slot. A matching switch ends the call BLOCKED at dispatch
+    // (AdmitClaimed) without taking a slot.
+    absl::StatusOr<std::optional<KillSwitch>> kill =
+        g.engine.kill_switches().Match(item.tenant_id, c.id, item.action_type, item.tool_name);
+    if (!kill.ok()) return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
+    std::optional<SlotLease> lease;
+    if (!kill->has_value()) {
+      absl::StatusOr<std::optional<SlotLease>> acquired = g.engine.slots().TryAcquire(c.id, c.concurrency);
+      if (!acquired.ok()) return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
+      if (!acquired->has_value()) return {StepKind::kWait, nullptr, kAtLimitWaitMs, round};
+      lease = **acquired;
+    }
+    auto give_back_slot = [&] {
+      if (!lease) return;
+      if (auto r = g.engine.slots().Release(*lease); !r.ok()) {
+        spdlog::warn("connector {}: slot not released (its lease will expire): {}", c.id, r.status().ToString());
+      }
+    };
+    absl::StatusOr<std::optional<QueueClaim>> claim =
+        g.engine.queue().Claim(item, g.engine.instance_id(), LeaseMs(c), skew_s);
+    if (!claim.ok() || !claim->has_value()) {
+      give_back_slot();  // lost the race (§17.4): another dispatcher has it
+      return {StepKind::kWorked, nullptr, 0, round};
+    }
+    if (g.draining) {  // SIGTERM: claims go back at once (§17.5)
+      give_back_slot();
+      (void)g.engine.queue().Requeue(**claim, now_ms);
+      return {StepKind::kIdle};
+    }
+    ++g.in_flight;  // before the ticket exists: a drain waits for it
+    auto admitted = g.engine.invoker().AdmitClaimed(**claim, std::move(lease), g.engine.instance_id());
+    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) {
+      --g.in_flight;
+      (void)answer;
+      return {StepKind::kWorked, nullptr, 0, round};
+    }
+    return {StepKind::kRun, std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted)), 0, round};
+  }
+
+  void WakeAll(Lane& lane) {
+    for (asio::steady_timer* t : lane.sleepers) t->cancel();
+  }
+
+  asio::awaitable<void> Sleep(Lane& lane, asio::steady_timer& timer, int64_t ms) {
+    timer.expires_after(std::chrono::milliseconds(ms));
+    lane.sleepers.push_back(&timer);
+    boost::system::error_code ec;
+    co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    lane.sleepers.erase(std::find(lane.sleepers.begin(), lane.sleepers.end(), &timer));
+  }
+
+  asio::awaitable<void> Worker(Lane& lane) {
+    asio::steady_timer timer(lane.strand);
+    int64_t backoff_ms = kFirstBackoffMs;
+    size_t misses = 0;
+    const int64_t cap_ms = g.config.queue.poll_interval_ms;
+    while (!g.draining) {
+      auto pick = [this, &lane] { return PickOne(lane); };
+      Step step = co_await RunBlocking(g.pool, pick);
+      switch (step.kind) {
+        case StepKind::kRun: {
+          backoff_ms = kFirstBackoffMs;
+          misses = 0;
+          WakeAll(lane);
+          struct Done {
+            std::atomic<int>& n;
+            ~Done() { --n; }
+          } done{g.in_flight};
+          auto run = RunAdmitted(g, std::move(step.ticket));
+          InvokeResponse answer = co_await std::move(run);
+          (void)answer;  // recorded in the ledger; GET /v1/executions/{id} shows it
+          continue;
+        }
+        case StepKind::kWorked:
+          backoff_ms = kFirstBackoffMs;
+          misses = 0;
+          WakeAll(lane);
+          continue;
+        case StepKind::kNothing:
+          if (++misses < step.tenants) continue;  // the rest of the round may have work
+          [[fallthrough]];
+        case StepKind::kIdle: {
+          misses = 0;
+          auto sleep = Sleep(lane, timer, backoff_ms);
+          co_await std::move(sleep);
+          backoff_ms = std::min(backoff_ms * 2, cap_ms);
+          continue;
+        }
+        case StepKind::kWait: {
+          auto sleep = Sleep(lane, timer, std::clamp<int64_t>(step.wait_ms, 1, cap_ms));
+          co_await std::move(sleep);
+          continue;
+        }
+      }
+    }
+  }
+
+  // toolgate_queue_depth and _oldest_age_seconds, fleet-wide (read from the store).
+  asio::awaitable<void> PublishStats() {
+    asio::steady_timer timer(io);
+    while (!g.draining) {
+      co_await RunBlocking(g.pool, [this] {
+        for (const auto& lane : lanes) {
+          absl::StatusOr<QueueStats> s = g.engine.queue().Stats(lane->connector.id);
+          if (!s.ok()) continue;
+          const double age_s = s->oldest_enqueued_ms == 0
+                                   ? 0.0
+                                   : std::max<double>(0, (g.clock.now_epoch_ms() - s->oldest_enqueued_ms) / 1000.0);
+          g.engine.metrics().Queue(lane->connector.id, static_cast<double>(s->depth), age_s);
+        }
+        return 0;
+      });
+      timer.expires_after(std::chrono::milliseconds(std::max(1000, g.config.queue.poll_interval_ms)));
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  GatewayContext& g;
+  asio::io_context& io;
+  std::vector<std::unique_ptr<Lane>> lanes;
+};
+
+QueueDispatcher::QueueDispatcher(GatewayContext& context, asio::io_context& io)
+    : impl_(std::make_unique<Impl>(context, io)) {}
+QueueDispatcher::~QueueDispatcher() = default;
+
+void QueueDispatcher::Start() {
+  for (const auto& lane : impl_->lanes) {
+    for (int w = 0; w < lane->connector.queue_workers; ++w) {
+      asio::co_spawn(lane->strand, impl_->Worker(*lane), asio::detached);
+    }
+  }
+  asio::co_spawn(impl_->io, impl_->PublishStats(), asio::detached);
+}
+
+}  // namespace toolgate::api

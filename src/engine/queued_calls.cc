@@ -1,0 +1,107 @@
+#include "toolgate/engine/queued_calls.h"
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using json = nlohmann::json;
+
+QueuedCalls::QueuedCalls(store::ItemStore& store, const Clock& clock, const Config& config, QueueService& queue,
+                         ExecutionStore& executions, Ledger& ledger, IntentStore& intents, Metrics& metrics)
+    : store_(store),
+      clock_(clock),
+      config_(config),
+      queue_(queue),
+      executions_(executions),
+      ledger_(ledger),
+      intents_(intents),
+      metrics_(metrics) {}
+
+int QueuedCalls::SkewS(std::string_view connector_id) const {
+  auto it = config_.connectors.find(std::string(connector_id));
+  return it == config_.connectors.end() ? ConcurrencyConfig{}.max_clock_skew_s
+                                        : it->second.concurrency.max_clock_skew_s;
+}
+
+absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view event, std::string_view actor,
+                                      std::string_view reason) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  std::vector<store::WriteRequest> removal =
+      QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
+  absl::StatusOr<ExecutionRecord> record = executions_.Get(item.tenant_id, item.execution_id);
+  if (absl::IsNotFound(record.status()) ||
+      (record.ok() && record->outcome != "QUEUED" && record->outcome != "RUNNING")) {
+    // A stale item (its record gone with retention, or already ended): just remove it.
+    const auto results = store_.WriteBatch(removal);
+    return false;
+  }
+  if (!record.ok()) return record.status();
+  ExecutionRecord& rec = *record;
+  const std::string chain = Ledger::ExecutionChain(rec.execution_id);
+  auto [w_event, e] = ledger_.PrepareAppend(chain, {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
+                                            actor.empty() ? "system" : actor,
+                                            json{{"reason", std::string(reason)}, {"outcome", "EXPIRED"}}.dump());
+  rec.outcome = "EXPIRED";
+  rec.reason = std::string(reason);
+  rec.finished_at_ms = now_ms;
+  rec.last_seq = e.seq;
+  rec.last_hash = e.hash;
+  std::vector<store::WriteRequest> writes;
+  writes.push_back(std::move(removal[0]));
+  writes.push_back(std::move(w_event).AfterPrevious());
+  writes.push_back(ExecutionStore::FinishRequest(rec).AfterPrevious());
+  writes.push_back(std::move(removal[1]));  // the tenant's count, after the record
+  const auto results = store_.WriteBatch(writes);
+  if (!results[0].ok()) return results[0].status();
+  if (!results[0]->applied) return false;  // claimed meanwhile: it runs
+  for (size_t i = 1; i < 3; ++i) {
+    if (!results[i].ok()) return results[i].status();
+    if (!results[i]->applied)
+      return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": record not ended"));
+  }
+  if (!rec.idempotency_key.empty()) {
+    if (absl::Status st = intents_.Release(rec.tenant_id, rec.intent_key, rec.execution_id, std::nullopt); !st.ok()) {
+      spdlog::warn("intent {} not released (it expires): {}", rec.intent_key, st.ToString());
+    }
+  }
+  metrics_.ToolCall(rec.connector_id, rec.tool_name, "EXPIRED", 0, false);
+  return true;
+}
+
+absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, std::string_view execution_id,
+                                                    std::string_view actor) {
+  ASSIGN_OR_RETURN(ExecutionRecord rec, executions_.Get(tenant_id, execution_id));
+  if (rec.outcome != "QUEUED") {
+    return absl::FailedPreconditionError(absl::StrCat("the execution is ", rec.outcome, ", not QUEUED"));
+  }
+  ASSIGN_OR_RETURN(std::optional<QueueItem> item,
+                   queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));
+  if (!item) return absl::FailedPreconditionError("the execution is no longer queued");
+  ASSIGN_OR_RETURN(bool ended, End(*item, "EXECUTION_CANCELLED", actor, "cancelled"));
+  if (!ended) return absl::FailedPreconditionError("the execution is being dispatched");
+  return executions_.Get(tenant_id, execution_id);
+}
+
+absl::StatusOr<int> QueuedCalls::Purge(std::string_view connector_id, std::string_view actor) {
+  int ended = 0;
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, queue_.Tenants(connector_id));
+  for (const std::string& tenant : tenants) {
+    std::optional<std::string> last;  // progress guard: stop when a page ends nothing new
+    for (int page = 0; page < 100'000; ++page) {
+      ASSIGN_OR_RETURN(std::vector<QueueItem> items, queue_.Items(connector_id, tenant, 200));
+      int ended_here = 0;
+      for (const QueueItem& item : items) {
+        ASSIGN_OR_RETURN(bool done, End(item, "EXECUTION_EXPIRED", actor, "purged"));
+        if (done) ++ended_here;
+      }
+      ended += ended_here;
+      if (ended_here == 0) break;  // empty, or only claimed (running) items left
+    }
+  }
+  return ended;
+}
+
+}  // namespace toolgate

@@ -1,0 +1,212 @@
+// QueueService (design §15, §17.4) on every store backend: the queue layout, claims as leases,
+// take-over after a lease, the per-tenant bound, and exactly one winner among racing claimants.
+
+#include "toolgate/services/queue_service.h"
+
+#include <atomic>
+#include <set>
+
+#include "gtest/gtest.h"
+#include "test_support.h"
+
+namespace toolgate {
+namespace {
+
+using toolgate::testing::Backend;
+using toolgate::testing::RunTogether;
+using toolgate::testing::TempDir;
+
+constexpr char kConn[] = "crm";
+constexpr int kSkewS = 5;
+
+class QueueServiceTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    store_ = GetParam().open(clock_, dir_);
+    ASSERT_NE(store_, nullptr);
+    queue_ = std::make_unique<QueueService>(*store_, clock_);
+  }
+
+  QueueItem Item(const std::string& tenant, const std::string& id, int64_t ready_delay_ms = 0) {
+    QueueItem q;
+    q.connector_id = kConn;
+    q.tenant_id = tenant;
+    q.execution_id = id;
+    q.enqueued_at_ms = clock_.now_epoch_ms();
+    q.ready_at_ms = q.enqueued_at_ms + ready_delay_ms;
+    q.deadline_ms = q.enqueued_at_ms + 3'600'000;
+    return q;
+  }
+  void Enqueue(const QueueItem& q) {
+    auto r = queue_->Enqueue(q, 100);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(*r);
+  }
+  std::optional<QueueItem> Next(const std::string& tenant) {
+    auto r = queue_->NextReady(kConn, tenant, kSkewS);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::nullopt;
+  }
+  std::optional<QueueClaim> Claim(const QueueItem& seen, const std::string& owner, int64_t lease_ms = 10'000) {
+    auto r = queue_->Claim(seen, owner, lease_ms, kSkewS);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : std::nullopt;
+  }
+  bool ApplyAll(const std::vector<store::WriteRequest>& writes) {
+    bool all = true;
+    for (const auto& r : store_->WriteBatch(writes)) {
+      EXPECT_TRUE(r.ok()) << r.status();
+      all = all && r.ok() && r->applied;
+    }
+    return all;
+  }
+  QueueStats Stats() {
+    auto s = queue_->Stats(kConn);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? *s : QueueStats{};
+  }
+
+  ManualClock clock_;
+  TempDir dir_;
+  std::unique_ptr<store::ItemStore> store_;
+  std::unique_ptr<QueueService> queue_;
+};
+
+TEST_P(QueueServiceTest, OldestReadyItemOfATenantComesFirst) {
+  Enqueue(Item("t1", "exec-a"));
+  clock_.advance(std::chrono::milliseconds(5));
+  Enqueue(Item("t1", "exec-b"));
+  Enqueue(Item("t2", "exec-c"));
+  auto next = Next("t1");
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->execution_id, "exec-a");
+  EXPECT_EQ(Next("t2")->execution_id, "exec-c");
+  EXPECT_FALSE(Next("t3"));
+  auto tenants = queue_->Tenants(kConn);
+  ASSERT_TRUE(tenants.ok()) << tenants.status();
+  EXPECT_EQ(*tenants, (std::vector<std::string>{"t1", "t2"}));
+  const QueueStats s = Stats();
+  EXPECT_EQ(s.depth, 3);
+  EXPECT_EQ(s.tenants, 2);
+  EXPECT_EQ(s.oldest_enqueued_ms, next->enqueued_at_ms);
+}
+
+TEST_P(QueueServiceTest, AnItemNotReadyYetIsSkippedUntilItsTime) {
+  Enqueue(Item("t1", "exec-later", 2000));
+  clock_.advance(std::chrono::milliseconds(1));
+  Enqueue(Item("t1", "exec-now"));
+  EXPECT_EQ(Next("t1")->execution_id, "exec-now");
+  clock_.advance(std::chrono::milliseconds(2000));
+  EXPECT_EQ(Next("t1")->execution_id, "exec-later");
+}
+
+TEST_P(QueueServiceTest, AnItemPastItsDeadlineIsDueWhateverItsReadyAt) {
+  QueueItem q = Item("t1", "exec-late", 60'000);
+  q.deadline_ms = q.enqueued_at_ms + 1000;
+  Enqueue(q);
+  EXPECT_FALSE(Next("t1"));
+  clock_.advance(std::chrono::milliseconds(1000));
+  auto due = Next("t1");
+  ASSERT_TRUE(due) << "a call past its deadline must be seen, to end it EXPIRED";
+  EXPECT_LE(due->deadline_ms, clock_.now_epoch_ms());
+}
+
+TEST_P(QueueServiceTest, AClaimHidesTheItemUntilItsLeaseAndSkewHavePassed) {
+  Enqueue(Item("t1", "exec-a"));
+  auto seen = Next("t1");
+  ASSERT_TRUE(seen);
+  auto claim = Claim(*seen, "instance-1", 10'000);
+  ASSERT_TRUE(claim);
+  EXPECT_EQ(claim->item.attempt, 1);
+  EXPECT_FALSE(claim->took_over);
+  EXPECT_FALSE(Claim(*seen, "instance-2")) << "the same read cannot be claimed twice";
+  EXPECT_FALSE(Next("t1")) << "a live claim is not ready";
+  clock_.advance(std::chrono::milliseconds(10'000 + kSkewS * 1000 - 1));
+  EXPECT_FALSE(Next("t1")) << "skew not yet allowed for";
+  clock_.advance(std::chrono::milliseconds(1));
+  auto again = Next("t1");
+  ASSERT_TRUE(again) << "an expired claim may be taken over";
+  auto takeover = Claim(*again, "instance-2");
+  ASSERT_TRUE(takeover);
+  EXPECT_TRUE(takeover->took_over);
+  EXPECT_EQ(takeover->item.attempt, 2);
+  // The first claimant lost it: its completion changes nothing.
+  EXPECT_FALSE(ApplyAll(QueueService::CompleteRequests(*claim)));
+  EXPECT_EQ(Stats().depth, 1);
+  EXPECT_TRUE(ApplyAll(QueueService::CompleteRequests(*takeover)));
+  EXPECT_EQ(Stats().depth, 0);
+  EXPECT_FALSE(Next("t1"));
+  auto tenants = queue_->Tenants(kConn);
+  ASSERT_TRUE(tenants.ok());
+  EXPECT_TRUE(tenants->empty());
+}
+
+TEST_P(QueueServiceTest, RequeuePutsTheItemBackUnclaimedAtItsNewTime) {
+  Enqueue(Item("t1", "exec-a"));
+  auto claim = Claim(*Next("t1"), "instance-1");
+  ASSERT_TRUE(claim);
+  auto back = queue_->Requeue(*claim, clock_.now_epoch_ms() + 3000);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(*back);
+  EXPECT_FALSE(Next("t1"));
+  clock_.advance(std::chrono::milliseconds(3000));
+  auto ready = Next("t1");
+  ASSERT_TRUE(ready);
+  EXPECT_TRUE(ready->claim_owner.empty());
+  EXPECT_EQ(ready->attempt, 1);
+  auto twice = queue_->Requeue(*claim, 0);
+  ASSERT_TRUE(twice.ok());
+  EXPECT_FALSE(*twice) << "a claim is given back once";
+}
+
+TEST_P(QueueServiceTest, TheTenantBoundRefusesTheCallBeyondIt) {
+  QueueItem a = Item("t1", "exec-a"), b = Item("t1", "exec-b"), c = Item("t2", "exec-c");
+  ASSERT_TRUE(*queue_->Enqueue(a, 1));
+  auto full = queue_->Enqueue(b, 1);
+  ASSERT_TRUE(full.ok());
+  EXPECT_FALSE(*full);
+  EXPECT_TRUE(*queue_->Enqueue(c, 1)) << "another tenant's bound is its own";
+  auto gone = queue_->Get(kConn, "t1", b.enqueued_at_ms, "exec-b");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value()) << "a refused call leaves no item";
+  EXPECT_EQ(Stats().depth, 2);
+}
+
+TEST_P(QueueServiceTest, RemovingAnUnclaimedItemWorksOnceAndNeverUnderALiveClaim) {
+  QueueItem a = Item("t1", "exec-a"), b = Item("t1", "exec-b");
+  Enqueue(a);
+  Enqueue(b);
+  const int64_t now = clock_.now_epoch_ms();
+  EXPECT_TRUE(ApplyAll(QueueService::RemoveUnclaimedRequests(a, now, kSkewS)));
+  EXPECT_FALSE(ApplyAll(QueueService::RemoveUnclaimedRequests(a, now, kSkewS))) << "gone already";
+  ASSERT_TRUE(Claim(*Next("t1"), "instance-1"));
+  EXPECT_FALSE(ApplyAll(QueueService::RemoveUnclaimedRequests(b, now, kSkewS))) << "claimed: running";
+  EXPECT_EQ(Stats().depth, 1);
+}
+
+TEST_P(QueueServiceTest, OfManyRacingClaimantsExactlyOneWinsEachItem) {
+  for (int i = 0; i < 5; ++i) Enqueue(Item("t1", "exec-" + std::to_string(i)));
+  std::atomic<int> wins{0};
+  std::mutex mu;
+  std::set<std::string> won;
+  RunTogether(8, [&](int worker) {
+    for (int round = 0; round < 10; ++round) {
+      auto seen = queue_->NextReady(kConn, "t1", kSkewS);
+      if (!seen.ok() || !seen->has_value()) continue;
+      auto claim = queue_->Claim(**seen, "w" + std::to_string(worker), 60'000, kSkewS);
+      if (claim.ok() && claim->has_value()) {
+        ++wins;
+        std::lock_guard<std::mutex> l(mu);
+        EXPECT_TRUE(won.insert((*claim)->item.execution_id).second) << "claimed twice: " << (*claim)->item.execution_id;
+      }
+    }
+  });
+  EXPECT_EQ(wins.load(), 5);
+  EXPECT_EQ(won.size(), 5u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, QueueServiceTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),
+                         [](const auto& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace toolgate
