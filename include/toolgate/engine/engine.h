@@ -7,6 +7,7 @@
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/engine/metered_item_store.h"
+#include "toolgate/engine/mcp_tool_registry.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/engine/replayer.h"
 #include "toolgate/engine/slo_evaluator.h"
@@ -70,6 +71,8 @@ class Engine {
   SloCounters& slo_counters() { return *slo_counters_; }
   SloEvaluator& slo_evaluator() { return *slo_evaluator_; }
   ToolInvoker& invoker() { return *invoker_; }
+  // The tools MCP connectors expose (they publish their lists here).
+  McpToolRegistry& mcp_tools() { return *mcp_tools_; }
   Replayer& replayer() { return *replayer_; }
 
  private:
@@ -93,6 +96,7 @@ class Engine {
   std::unique_ptr<IntentStore> intents_;
   std::unique_ptr<SloCounters> slo_counters_;
   std::unique_ptr<SloEvaluator> slo_evaluator_;
+  std::unique_ptr<McpToolRegistry> mcp_tools_;
   std::unique_ptr<ToolInvoker> invoker_;
   std::unique_ptr<Replayer> replayer_;
 };
