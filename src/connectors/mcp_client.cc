@@ -49,7 +49,11 @@ std::optional<json> PickResponse(const json& message, const json& id) {
 
 // text/event-stream (WHATWG): events separated by a blank line, each event's `data:` lines joined by
 // "\n". Other fields (event, id, retry) and comments are skipped.
-std::optional<json> PickFromEventStream(const std::string& body, const json& id) {
+bool IsToolsChanged(const json& m) {
+  return m.is_object() && m.value("method", "") == "notifications/tools/list_changed";
+}
+
+std::optional<json> PickFromEventStream(const std::string& body, const json& id, bool& tools_changed) {
   std::string data;
   bool has_data = false;
   auto dispatch = [&]() -> std::optional<json> {
@@ -57,6 +61,7 @@ std::optional<json> PickFromEventStream(const std::string& body, const json& id)
     if (has_data) {
       json m = json::parse(data, nullptr, false);
       if (!m.is_discarded()) found = PickResponse(m, id);
+      tools_changed |= IsToolsChanged(m);
     }
     data.clear();
     has_data = false;
@@ -106,7 +111,9 @@ class HttpTransport final : public McpTransport {
     const std::string type = Lower(posted.content_type);
     const json& id = request["id"];
     if (type.find("text/event-stream") != std::string::npos) {
-      out.message = PickFromEventStream(posted.body, id);
+      bool tools_changed = false;
+      out.message = PickFromEventStream(posted.body, id, tools_changed);
+      if (tools_changed) ToolsChanged();
     } else {
       json m = json::parse(posted.body, nullptr, false);
       if (!m.is_discarded()) out.message = PickResponse(m, id);
@@ -262,7 +269,7 @@ json McpClient::NewRequest(const std::string& method, const json& params) {
   return request;
 }
 
-asio::awaitable<RpcOutcome> McpClient::Call(const std::string& method, json params, milliseconds timeout) {
+asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, milliseconds timeout) {
   const auto deadline = clock_.now_monotonic() + timeout;
   auto connect_op = transport_->Connect(timeout);
   RpcOutcome connected = co_await std::move(connect_op);

@@ -25,6 +25,7 @@ constexpr char kMetaExecutionId[] = "io.toolgate/execution_id";
 constexpr int kMaxListPages = 100;
 constexpr milliseconds kFirstListRetry{1000};
 constexpr milliseconds kMaxListRetry{30'000};
+constexpr milliseconds kSecondListFetch{2'000};
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -89,6 +90,7 @@ DownstreamResult ToDownstream(mcp::RpcOutcome out) {
 // The refresh loop's view of the connector: whether it is stopping, and its timer.
 struct McpConnector::Shared {
   bool stopped = false;
+  bool refresh_now = false;  // tools/list_changed arrived
   std::unique_ptr<asio::steady_timer> timer;
 };
 
@@ -229,28 +231,43 @@ asio::awaitable<HealthReport> McpConnector::CheckHealth() {
 
 void McpConnector::Start(asio::any_io_executor event_loop) {
   shared_->timer = std::make_unique<asio::steady_timer>(event_loop);
-  auto loop = [](McpConnector* self, std::shared_ptr<Shared> shared) -> asio::awaitable<void> {
-    milliseconds retry = kFirstListRetry;
-    while (!shared->stopped) {
-      auto refresh_op = self->RefreshTools();
-      absl::Status refreshed = co_await std::move(refresh_op);
-      if (shared->stopped) co_return;
-      milliseconds wait = std::chrono::seconds(self->config_.tools_ttl_s);
-      if (refreshed.ok()) {
-        retry = kFirstListRetry;
-      } else {
-        spdlog::warn("connector {}: MCP tool list not refreshed ({} tool(s) still listed): {}", self->config_.id,
-                     self->deps_.tools.ToolCount(self->config_.id), refreshed.ToString());
-        wait = std::min(wait, retry);
-        retry = std::min(kMaxListRetry, retry * 2);
+  // The server says its tools changed: refresh now (the loop's wait ends early).
+  client_.transport().OnToolsChanged([shared = shared_] {
+    shared->refresh_now = true;
+    if (shared->timer) shared->timer->cancel();
+  });
+  asio::co_spawn(event_loop, RefreshForever(this, shared_), asio::detached);
+}
+
+asio::awaitable<void> McpConnector::RefreshForever(McpConnector* self, std::shared_ptr<Shared> shared) {
+  milliseconds retry = kFirstListRetry;
+  std::optional<uint64_t> confirmed_session;
+  while (!shared->stopped) {
+    shared->refresh_now = false;
+    auto refresh_op = self->RefreshTools();
+    absl::Status refreshed = co_await std::move(refresh_op);
+    if (shared->stopped) co_return;
+    milliseconds wait = std::chrono::seconds(self->config_.tools_ttl_s);
+    if (refreshed.ok()) {
+      retry = kFirstListRetry;
+      // Servers may register their tools once they see notifications/initialized, and not every
+      // transport carries tools/list_changed to toolgate: a new session's list is fetched twice.
+      if (self->client_.session() != confirmed_session) {
+        confirmed_session = self->client_.session();
+        wait = std::min(wait, kSecondListFetch);
       }
-      shared->timer->expires_after(wait);
-      boost::system::error_code ec;
-      auto wait_op = shared->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      co_await std::move(wait_op);
+    } else {
+      spdlog::warn("connector {}: MCP tool list not refreshed ({} tool(s) still listed): {}", self->config_.id,
+                   self->deps_.tools.ToolCount(self->config_.id), refreshed.ToString());
+      wait = std::min(wait, retry);
+      retry = std::min(kMaxListRetry, retry * 2);
     }
-  };
-  asio::co_spawn(event_loop, loop(this, shared_), asio::detached);
+    shared->timer->expires_after(wait);
+    boost::system::error_code ec;
+    auto wait_op = shared->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await std::move(wait_op);
+    if (shared->refresh_now) spdlog::info("connector {}: the MCP server's tools changed", self->config_.id);
+  }
 }
 
 void McpConnector::Stop() {

@@ -51,6 +51,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     std::optional<RpcOutcome> outcome;
   };
 
+  std::function<void()> tools_changed;  // the transport's handler
   const std::string id;
   const std::vector<std::string> command;
   const std::map<std::string, std::string> env;
@@ -114,6 +115,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
       if (getppid() != parent) _exit(127);
       dup2(to_child[0], STDIN_FILENO);
       dup2(from_child[1], STDOUT_FILENO);
+      close_range(3, ~0U, 0);  // toolgate's sockets and files are not the server's
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -176,7 +178,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
       if (has_id) {
         Send(json{{"jsonrpc", "2.0"}, {"id", m["id"]}, {"error", {{"code", -32601}, {"message", "not supported by toolgate"}}}}.dump());
       }
-      return;  // notifications are skipped
+      if (m.value("method", "") == "notifications/tools/list_changed" && tools_changed) tools_changed();
+      return;  // other notifications are skipped
     }
     if (!has_id || !(m.contains("result") || m.contains("error"))) return;
     auto it = pending.find(m["id"].dump());
@@ -251,17 +254,29 @@ class StdioTransport final : public McpTransport {
  public:
   StdioTransport(const ConnectorConfig& config, const Clock& clock, asio::any_io_executor executor)
       : state_(std::make_shared<StdioState>(config, clock, std::move(executor))) {
+    state_->tools_changed = [this] { ToolsChanged(); };
     // A write to a child that just died must be an error (EPIPE), not the end of toolgate. Sockets
     // need nothing (Asio sends with MSG_NOSIGNAL); pipes raise SIGPIPE process-wide.
     signal(SIGPIPE, SIG_IGN);
   }
   ~StdioTransport() override { Stop(); }
 
-  asio::awaitable<RpcOutcome> Connect(milliseconds) override {
-    StdioState& s = *state_;
+  asio::awaitable<RpcOutcome> Connect(milliseconds timeout) override {
+    std::shared_ptr<StdioState> keep = state_;
+    StdioState& s = *keep;
     if (s.stopped) co_return StdioState::Failed("the connector is stopping");
     if (s.running()) co_return RpcOutcome{};
-    const auto now = s.clock.now_monotonic();
+    auto now = s.clock.now_monotonic();
+    // A restart due within the call's time: wait for it rather than fail the call.
+    if (now < s.restart_at && s.restart_at - now < timeout / 2) {
+      asio::steady_timer timer(s.executor, s.restart_at - now);
+      boost::system::error_code ec;
+      auto wait_op = timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await std::move(wait_op);
+      if (s.stopped) co_return StdioState::Failed("the connector is stopping");
+      if (s.running()) co_return RpcOutcome{};
+      now = s.clock.now_monotonic();
+    }
     if (now < s.restart_at) {
       co_return StdioState::Failed(absl::StrCat(
           "the MCP server is restarting (in ",

@@ -11,6 +11,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,6 +65,16 @@ class McpTransport {
   virtual void DropSession() = 0;
   // Ends the transport's background work (stdio: stops the child). Idempotent.
   virtual void Stop() {}
+  // Called (on the event loop) when the server sends notifications/tools/list_changed.
+  void OnToolsChanged(std::function<void()> handler) { tools_changed_ = std::move(handler); }
+
+ protected:
+  void ToolsChanged() {
+    if (tools_changed_) tools_changed_();
+  }
+
+ private:
+  std::function<void()> tools_changed_;
 };
 
 // Streamable HTTP: POST <url> with `Accept: application/json, text/event-stream`, the connector's
@@ -103,8 +114,12 @@ class McpClient {
   // result); when the answer says the session went stale, initializes once more and re-sends once.
   // A failed `initialize` is the call's outcome (a transport failure, an HTTP status, or a JSON-RPC
   // error as kResponse with `message`).
-  boost::asio::awaitable<RpcOutcome> Call(const std::string& method, nlohmann::json params,
+  // (By value: a coroutine outlives its caller's temporaries.)
+  boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params,
                                           std::chrono::milliseconds timeout);
+  // The transport generation the session was last initialized under (see McpTransport::generation).
+  std::optional<uint64_t> session() const { return initialized_generation_; }
+  McpTransport& transport() { return *transport_; }
   // What the server said about itself in its last `initialize` answer.
   std::optional<ServerInfo> server_info() const { return server_info_; }
   void Stop();

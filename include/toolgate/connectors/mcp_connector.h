@@ -63,6 +63,8 @@ class McpConnector final : public Connector {
   bool Publish(const nlohmann::json& tools);
 
   struct Shared;  // what the refresh loop shares with the connector
+  // Refreshes the tool list every tools_ttl_s (sooner, with backoff, after a failure) until stopped.
+  static boost::asio::awaitable<void> RefreshForever(McpConnector* self, std::shared_ptr<Shared> shared);
   const ConnectorConfig& config_;
   const Clock& clock_;
   McpConnectorDeps deps_;
