@@ -75,7 +75,8 @@ class EverythingHttpServer {
   EverythingHttpServer(const TempDir& dir) : port_(FreePort()), log_(dir.file("everything.log")) {}
   bool Start() {
     setenv("PORT", std::to_string(port_).c_str(), 1);
-    proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{"/usr/bin/node", kEverything, "streamableHttp"}, log_);
+    proc_ =
+        std::make_unique<ChildProcess>(std::vector<std::string>{"/usr/bin/node", kEverything, "streamableHttp"}, log_);
     unsetenv("PORT");
     const auto start = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() - start < std::chrono::seconds(20)) {
@@ -102,16 +103,17 @@ class McpConnectorTest : public ::testing::Test {
   }
 
   static std::string Connector(const std::string& id, const std::string& kind_keys) {
-    return "[connectors." + id + "]\n" + kind_keys +
-           "timeout_ms = 5000\nmax_in_flight = 4\n[connectors." + id +
+    return "[connectors." + id + "]\n" + kind_keys + "timeout_ms = 5000\nmax_in_flight = 4\n[connectors." + id +
            ".breaker]\nfailure_threshold = 3\ncooldown_s = 60\n";
   }
   std::string HttpConfig(const std::string& url) {
-    return testing::BaseConfig(dir_.file("store.db")) + Connector("everything", "kind = \"mcp\"\nurl = \"" + url + "\"\n");
+    return testing::BaseConfig(dir_.file("store.db")) +
+           Connector("everything", "kind = \"mcp\"\nurl = \"" + url + "\"\n");
   }
   std::string StdioConfig() {
     return testing::BaseConfig(dir_.file("store.db")) +
-           Connector("local", "kind = \"mcp_stdio\"\ncommand = [\"/usr/bin/node\", \"" + kEverything + "\", \"stdio\"]\n");
+           Connector("local",
+                     "kind = \"mcp_stdio\"\ncommand = [\"/usr/bin/node\", \"" + kEverything + "\", \"stdio\"]\n");
   }
   GatewayProcess& Start(const std::string& config) {
     gw_ = std::make_unique<GatewayProcess>(config, dir_);
@@ -196,7 +198,8 @@ TEST_F(McpConnectorTest, ToolsOfAStreamableHttpServerAreListedAndTheirResultsPas
   EXPECT_EQ(structured_tool["inputSchema"]["properties"]["location"]["type"], "string");
 
   const json echo = CallTool("everything.echo", {{"message", "hello through toolgate"}})["result"];
-  EXPECT_EQ(WithoutToolgateMeta(echo), json({{"content", {{{"type", "text"}, {"text", "Echo: hello through toolgate"}}}}}))
+  EXPECT_EQ(WithoutToolgateMeta(echo),
+            json({{"content", {{{"type", "text"}, {"text", "Echo: hello through toolgate"}}}}}))
       << echo;
   const std::string execution_id = echo["_meta"]["io.toolgate/execution_id"];
   EXPECT_FALSE(execution_id.empty());
@@ -208,7 +211,8 @@ TEST_F(McpConnectorTest, ToolsOfAStreamableHttpServerAreListedAndTheirResultsPas
 
   const json weather = CallTool("everything.get-structured-content", {{"location", "Chicago"}})["result"];
   ASSERT_TRUE(weather["structuredContent"].is_object()) << weather;
-  for (const char* key : {"temperature", "conditions", "humidity"}) EXPECT_TRUE(weather["structuredContent"].contains(key));
+  for (const char* key : {"temperature", "conditions", "humidity"})
+    EXPECT_TRUE(weather["structuredContent"].contains(key));
   EXPECT_EQ(weather["content"][0]["type"], "text");
   EXPECT_FALSE(weather.contains("isError"));
 
@@ -304,7 +308,8 @@ TEST_F(McpConnectorTest, AStdioServerKilledMidCallGivesConnectionLostReleasesThe
   });
   // Bounded wait until the call holds its slot, then kill the server under it.
   const auto start = std::chrono::steady_clock::now();
-  while (ConnectorView("local")["in_flight"] != 1 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+  while (ConnectorView("local")["in_flight"] != 1 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_EQ(ConnectorView("local")["in_flight"], 1);

@@ -1,10 +1,11 @@
 // The MCP tool registry (design §14, §17.2, §17.7): which connector serves an exposed name, the
 // first connector keeps a contested name, and the last list survives in the store.
 
+#include "toolgate/engine/mcp_tool_registry.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "toolgate/clock.h"
-#include "toolgate/engine/mcp_tool_registry.h"
 #include "toolgate/store/memory_item_store.h"
 
 namespace toolgate {

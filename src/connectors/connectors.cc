@@ -9,7 +9,8 @@ absl::StatusOr<Connectors> MakeConnectors(const Config& config, net::ConnectionP
   Connectors out;
   for (const auto& [id, c] : config.connectors) {
     if (c.is_mcp()) {
-      if (mcp == nullptr) return absl::InvalidArgumentError(absl::StrCat("connectors.", id, ": MCP connectors need the gateway"));
+      if (mcp == nullptr)
+        return absl::InvalidArgumentError(absl::StrCat("connectors.", id, ": MCP connectors need the gateway"));
       absl::StatusOr<std::unique_ptr<McpConnector>> connector = McpConnector::Create(c, pool, clock, *mcp);
       if (!connector.ok()) return connector.status();
       out.emplace(id, *std::move(connector));

@@ -107,7 +107,8 @@ class HttpTransport final : public McpTransport {
     auto post_op = Post(request, timeout);
     Posted posted = co_await std::move(post_op);
     RpcOutcome out = std::move(posted.outcome);
-    if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300) co_return out;
+    if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300)
+      co_return out;
     const std::string type = Lower(posted.content_type);
     const json& id = request["id"];
     if (type.find("text/event-stream") != std::string::npos) {
@@ -154,7 +155,8 @@ class HttpTransport final : public McpTransport {
   asio::awaitable<Posted> Post(const json& message, milliseconds timeout) {
     const auto start = clock_.now_monotonic();
     auto left = [&] {
-      return std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
+      return std::max(milliseconds(1),
+                      timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     };
     const std::string body = message.dump(-1, ' ', false, json::error_handler_t::replace);
     auto send_op = SendOnce(body, left());
@@ -203,7 +205,8 @@ class HttpTransport final : public McpTransport {
     auto headers_op = credentials_.Headers(timeout);
     absl::StatusOr<ConnectorCredentials::HeaderList> credentials = co_await std::move(headers_op);
     if (!credentials.ok()) {
-      spdlog::warn("connector {}: credentials unavailable: {}", config_.id, std::string(credentials.status().message()));
+      spdlog::warn("connector {}: credentials unavailable: {}", config_.id,
+                   std::string(credentials.status().message()));
       sent.credentials_error = std::string(credentials.status().message());
       co_return sent;
     }
@@ -221,8 +224,8 @@ class HttpTransport final : public McpTransport {
       call.headers.emplace_back(std::move(name), std::move(value));
     }
     call.body = body;
-    call.timeout = std::max(milliseconds(1),
-                            timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
+    call.timeout =
+        std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     call.max_response_bytes = config_.max_response_bytes;
     auto call_op = net::AsyncHttpCall(std::move(call), &pool_);
     sent.result = co_await std::move(call_op);
@@ -350,8 +353,8 @@ asio::awaitable<RpcOutcome> McpClient::Initialize(std::chrono::steady_clock::tim
   if (version != kClientProtocolVersion && version != kFallbackProtocolVersion && version != "2025-03-26") {
     RpcOutcome unsupported;
     unsupported.kind = Kind::kResponseInvalid;
-    unsupported.error = absl::StrCat("the MCP server speaks protocol revision '", version.substr(0, 32),
-                                     "', which toolgate does not");
+    unsupported.error =
+        absl::StrCat("the MCP server speaks protocol revision '", version.substr(0, 32), "', which toolgate does not");
     co_return unsupported;
   }
   transport_->Initialized(version);

@@ -66,7 +66,8 @@ DownstreamResult ToDownstream(mcp::RpcOutcome out) {
   json& m = *out.message;
   if (auto e = m.find("error"); e != m.end()) {
     r.kind = Kind::kRpcError;
-    r.rpc_code = e->is_object() && e->contains("code") && (*e)["code"].is_number_integer() ? (*e)["code"].get<int>() : -32603;
+    r.rpc_code =
+        e->is_object() && e->contains("code") && (*e)["code"].is_number_integer() ? (*e)["code"].get<int>() : -32603;
     json error = e->is_object() ? *e : json{{"code", r.rpc_code}, {"message", "malformed error"}};
     r.body = Dump(error);
     r.error = absl::StrCat("JSON-RPC error ", r.rpc_code, ": ", error.value("message", "").substr(0, 200));
@@ -121,7 +122,8 @@ absl::StatusOr<std::unique_ptr<McpConnector>> McpConnector::Create(const Connect
   } else if (saved->has_value()) {
     const json tools = json::parse(**saved, nullptr, false);
     if (connector->Publish(tools)) {
-      spdlog::info("connector {}: {} MCP tool(s) from the saved list", config.id, connector->deps_.tools.ToolCount(config.id));
+      spdlog::info("connector {}: {} MCP tool(s) from the saved list", config.id,
+                   connector->deps_.tools.ToolCount(config.id));
     }
   }
   return connector;
@@ -141,7 +143,8 @@ bool McpConnector::Publish(const json& tools) {
   if (!tools.is_array()) return false;
   std::vector<McpTool> list;
   for (const json& t : tools) {
-    const std::string name = t.is_object() && t.contains("name") && t["name"].is_string() ? t["name"].get<std::string>() : "";
+    const std::string name =
+        t.is_object() && t.contains("name") && t["name"].is_string() ? t["name"].get<std::string>() : "";
     const std::string exposed = config_.tool_prefix + name;
     if (!IsValidServerToolName(name) || !IsValidToolName(exposed)) {
       spdlog::warn("connector {}: MCP tool '{}' left out: not a valid tool name", config_.id, name.substr(0, 200));
@@ -192,9 +195,10 @@ asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& re
   if (name.rfind(config_.tool_prefix, 0) == 0) name = name.substr(config_.tool_prefix.size());
   json arguments = json::parse(request.body.empty() ? "{}" : request.body, nullptr, false);
   if (!arguments.is_object()) arguments = json::object();
-  const json params = {{"name", name},
-                       {"arguments", std::move(arguments)},
-                       {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
+  const json params = {
+      {"name", name},
+      {"arguments", std::move(arguments)},
+      {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
   std::vector<DownstreamResult::FailedAttempt> failed;
   for (int attempt = 1;; ++attempt) {
     auto call_op = client_.Call("tools/call", params, std::max(left(), milliseconds(1)));
@@ -204,8 +208,8 @@ asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& re
     // Only a connection never made is safe to try again: the server saw nothing (design §13).
     const milliseconds wait(std::min<int64_t>(config_.retry.max_backoff_ms,
                                               int64_t{config_.retry.backoff_ms} << std::min(attempt - 1, 20)));
-    const bool again = result.kind == Kind::kConnectFailed && attempt < config_.retry.max_attempts &&
-                       wait + milliseconds(1) < left();
+    const bool again =
+        result.kind == Kind::kConnectFailed && attempt < config_.retry.max_attempts && wait + milliseconds(1) < left();
     if (!again) {
       result.failed_attempts = std::move(failed);
       co_return result;
@@ -219,8 +223,9 @@ asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& re
 
 asio::awaitable<HealthReport> McpConnector::CheckHealth() {
   HealthReport report;
-  report.target = config_.kind == ConnectorKind::kMcp ? absl::StrCat(config_.url, " (JSON-RPC ping)")
-                                                      : absl::StrCat(config_.command.front(), " (JSON-RPC ping over stdio)");
+  report.target = config_.kind == ConnectorKind::kMcp
+                      ? absl::StrCat(config_.url, " (JSON-RPC ping)")
+                      : absl::StrCat(config_.command.front(), " (JSON-RPC ping over stdio)");
   auto ping_op = client_.Call("ping", json(nullptr), milliseconds(std::min(config_.timeout_ms, 5000)));
   mcp::RpcOutcome out = co_await std::move(ping_op);
   report.status = out.http_status;

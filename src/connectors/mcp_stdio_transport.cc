@@ -62,7 +62,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   pid_t pid = -1;
   std::unique_ptr<asio::posix::stream_descriptor> in;   // the child's stdin
   std::unique_ptr<asio::posix::stream_descriptor> out;  // the child's stdout
-  uint64_t generation = 0;                               // one per child started
+  uint64_t generation = 0;                              // one per child started
   std::chrono::steady_clock::time_point started_at{};
   std::chrono::steady_clock::time_point restart_at{};
   milliseconds backoff = kFirstBackoff;
@@ -176,7 +176,10 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     if (m.contains("method")) {
       // The server asks something of toolgate (sampling, roots, ...): not offered.
       if (has_id) {
-        Send(json{{"jsonrpc", "2.0"}, {"id", m["id"]}, {"error", {{"code", -32601}, {"message", "not supported by toolgate"}}}}.dump());
+        Send(json{{"jsonrpc", "2.0"},
+                  {"id", m["id"]},
+                  {"error", {{"code", -32601}, {"message", "not supported by toolgate"}}}}
+                 .dump());
       }
       if (m.value("method", "") == "notifications/tools/list_changed" && tools_changed) tools_changed();
       return;  // other notifications are skipped
@@ -203,7 +206,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   static asio::awaitable<void> WriteLoop(std::shared_ptr<StdioState> self, uint64_t generation) {
     while (self->generation == generation && self->in && !self->writes.empty()) {
       boost::system::error_code ec;
-      auto write_op = asio::async_write(*self->in, asio::buffer(self->writes.front()), asio::redirect_error(asio::use_awaitable, ec));
+      auto write_op = asio::async_write(*self->in, asio::buffer(self->writes.front()),
+                                        asio::redirect_error(asio::use_awaitable, ec));
       co_await std::move(write_op);
       if (self->generation != generation) co_return;
       if (ec) {
@@ -278,9 +282,9 @@ class StdioTransport final : public McpTransport {
       now = s.clock.now_monotonic();
     }
     if (now < s.restart_at) {
-      co_return StdioState::Failed(absl::StrCat(
-          "the MCP server is restarting (in ",
-          std::chrono::duration_cast<milliseconds>(s.restart_at - now).count(), " ms)"));
+      co_return StdioState::Failed(absl::StrCat("the MCP server is restarting (in ",
+                                                std::chrono::duration_cast<milliseconds>(s.restart_at - now).count(),
+                                                " ms)"));
     }
     RpcOutcome started = s.Spawn();
     if (started.kind != Kind::kResponse) {

@@ -73,8 +73,8 @@ size_t McpToolRegistry::ToolCount(std::string_view connector_id) const {
 absl::Status McpToolRegistry::Save(store::ItemStore& store, const std::string& connector_id,
                                    const std::string& tools_json) {
   if (tools_json.size() > kMaxSavedBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the tool list of connector ", connector_id, " has ", tools_json.size(), " bytes, more than a store item holds"));
+    return absl::InvalidArgumentError(absl::StrCat("the tool list of connector ", connector_id, " has ",
+                                                   tools_json.size(), " bytes, more than a store item holds"));
   }
   store::Item item{{"tools", tools_json}};
   absl::StatusOr<store::WriteResult> put = store.Put(KeyOf(connector_id), item, store::Condition::Always());

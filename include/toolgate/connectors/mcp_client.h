@@ -54,9 +54,11 @@ class McpTransport {
   virtual boost::asio::awaitable<RpcOutcome> Connect(std::chrono::milliseconds timeout) = 0;
   // Sends a request (it has an `id`) and waits at most `timeout` for the response with that id;
   // notifications and other responses the server sends meanwhile are skipped.
-  virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request, std::chrono::milliseconds timeout) = 0;
+  virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request,
+                                                     std::chrono::milliseconds timeout) = 0;
   // Sends a notification (no id); no answer is awaited beyond the HTTP status.
-  virtual boost::asio::awaitable<RpcOutcome> Notify(const nlohmann::json& notification, std::chrono::milliseconds timeout) = 0;
+  virtual boost::asio::awaitable<RpcOutcome> Notify(const nlohmann::json& notification,
+                                                    std::chrono::milliseconds timeout) = 0;
   // Changes whenever the server must be initialized again: a new child process, a dropped session.
   virtual uint64_t generation() const = 0;
   // `initialize` succeeded under `protocol_version` (HTTP: sent as MCP-Protocol-Version from now).
@@ -115,8 +117,7 @@ class McpClient {
   // A failed `initialize` is the call's outcome (a transport failure, an HTTP status, or a JSON-RPC
   // error as kResponse with `message`).
   // (By value: a coroutine outlives its caller's temporaries.)
-  boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params,
-                                          std::chrono::milliseconds timeout);
+  boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params, std::chrono::milliseconds timeout);
   // The transport generation the session was last initialized under (see McpTransport::generation).
   std::optional<uint64_t> session() const { return initialized_generation_; }
   McpTransport& transport() { return *transport_; }

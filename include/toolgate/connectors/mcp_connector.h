@@ -17,7 +17,7 @@ namespace toolgate {
 
 // What an MCP connector needs beyond an HTTP connector's.
 struct McpConnectorDeps {
-  McpToolRegistry& tools;  // where the server's tool list is published
+  McpToolRegistry& tools;   // where the server's tool list is published
   store::ItemStore& store;  // where the last list is kept for every instance (design §17.7)
   // Runs blocking store work off the event loop (the gateway's store pool).
   std::function<void(std::function<void()>)> run_blocking;

@@ -20,8 +20,8 @@ namespace toolgate {
 
 // One tool of an MCP server as toolgate exposes it.
 struct McpTool {
-  std::string name;          // exposed: <tool_prefix><server's name>
-  std::string server_name;   // the server's own name, sent in tools/call
+  std::string name;         // exposed: <tool_prefix><server's name>
+  std::string server_name;  // the server's own name, sent in tools/call
   std::string connector_id;
   std::string definition_json;  // the server's Tool object (description, inputSchema, ...) with `name` = exposed name
 };
