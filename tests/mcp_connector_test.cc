@@ -282,6 +282,22 @@ TEST_F(McpConnectorTest, ADeadServerOpensTheBreakerWhileItsLastToolListIsStillSe
   EXPECT_THAT(ToolNames(), ::testing::Contains("everything.echo"));
 }
 
+TEST_F(McpConnectorTest, AServerThatForgotTheSessionIsInitializedAgainOnce) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.echo");
+  ASSERT_EQ(CallTool("everything.echo", {{"message", "first"}})["result"]["content"][0]["text"], "Echo: first");
+  // A new server process on the same port knows nothing of toolgate's Mcp-Session-Id: it answers the
+  // next call 400 (the TypeScript SDK's answer to a stale session), and toolgate initializes again.
+  server.Kill();
+  ASSERT_TRUE(server.Start());
+  const json again = CallTool("everything.echo", {{"message", "second"}})["result"];
+  EXPECT_EQ(again["content"][0]["text"], "Echo: second") << again << gw_->Log();
+  EXPECT_THAT(gw_->Log(), ::testing::HasSubstr("session went stale"));
+  EXPECT_EQ(ConnectorView("everything")["breaker"]["window_failures"], 0) << "a re-initialized session is no failure";
+}
+
 TEST_F(McpConnectorTest, AStdioServerIsStartedListedAndCalled) {
   Start(StdioConfig());
   WaitForTool("local.echo");
