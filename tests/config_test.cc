@@ -487,6 +487,78 @@ TEST(ConfigTest, McpSectionDefaultsAndIsCheckedKeyByKey) {
   EXPECT_EQ(keyed->mcp.session_secret_env, "TOOLGATE_TEST_MCP_KEY");
 }
 
+TEST(ConfigTest, McpConnectorKindsAndTheirKeys) {
+  auto ok = ParseConfig(R"(
+[connectors.everything]
+kind = "mcp"
+url = "https://mcp.example.com/mcp"
+tools_ttl_s = 60
+timeout_ms = 2000
+[connectors.local]
+kind = "mcp_stdio"
+command = ["node", "server.js", "stdio"]
+tool_prefix = ""
+[connectors.local.env]
+LOG_LEVEL = "debug"
+[connectors.crm]
+base_url = "http://127.0.0.1:1"
+)",
+                        "mcp.toml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  const ConnectorConfig& http = ok->connectors.at("everything");
+  EXPECT_EQ(http.kind, ConnectorKind::kMcp);
+  EXPECT_TRUE(http.tls);
+  EXPECT_EQ(http.address.host, "mcp.example.com");
+  EXPECT_EQ(http.address.port, 443);
+  EXPECT_EQ(http.path_prefix, "/mcp");
+  EXPECT_EQ(http.tool_prefix, "everything.") << "default: <id>.";
+  EXPECT_EQ(http.tools_ttl_s, 60);
+  const ConnectorConfig& stdio = ok->connectors.at("local");
+  EXPECT_EQ(stdio.kind, ConnectorKind::kMcpStdio);
+  EXPECT_THAT(stdio.command, ::testing::ElementsAre("node", "server.js", "stdio"));
+  EXPECT_EQ(stdio.tool_prefix, "");
+  EXPECT_EQ(stdio.tools_ttl_s, 300);
+  EXPECT_EQ(stdio.env.at("LOG_LEVEL"), "debug");
+  EXPECT_EQ(ok->connectors.at("crm").kind, ConnectorKind::kHttp);
+
+  auto bad = ParseConfig(R"(
+[connectors.a]
+kind = "grpc"
+base_url = "http://127.0.0.1:1"
+[connectors.b]
+kind = "mcp"
+base_url = "http://127.0.0.1:1"
+tool_prefix = "bad prefix"
+tools_ttl_s = 0
+[connectors.c]
+kind = "mcp_stdio"
+command = []
+url = "http://127.0.0.1:1/mcp"
+[connectors.c.env]
+"1BAD" = "x"
+[connectors.d]
+base_url = "http://127.0.0.1:1"
+command = ["x"]
+[connectors.e]
+kind = "mcp"
+url = "ftp://x"
+health_path = "/h"
+[connectors.f]
+kind = "mcp_stdio"
+)",
+                         "bad.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const char* key : {"connectors.a.kind must be", "connectors.b.base_url applies to kind = \"http\"",
+                          "connectors.b.url is required", "connectors.b.tool_prefix must match",
+                          "connectors.b.tools_ttl_s must be in", "connectors.c.command must name a program",
+                          "connectors.c.url applies to kind = \"mcp\"", "connectors.c.env names \"1BAD\"",
+                          "connectors.d.command applies to kind", "connectors.e.url must start with",
+                          "connectors.e.health_path applies to kind", "connectors.f.command is required"}) {
+    EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
+  }
+}
+
 }  // namespace
 // [queue] and [connectors.X.queue] (design §15): defaults, and errors that name their keys.
 TEST(ConfigTest, QueueKeysHaveDefaultsAndBadValuesAreNamed) {

@@ -147,6 +147,11 @@ TEST(DownstreamOutcomeTest, TheClassificationTable) {
     bool error_bad;
   };
   const DownstreamResult ok{Kind::kResponse, 200, "{}", std::nullopt, 20};
+  auto rpc = [](int code) {
+    DownstreamResult r{Kind::kRpcError, 200, R"({"code":0,"message":"m"})", std::nullopt, 4};
+    r.rpc_code = code;
+    return r;
+  };
   auto with = [](DownstreamResult r, int status, std::optional<int64_t> retry_after) {
     r.status = status;
     r.retry_after_s = retry_after;
@@ -171,6 +176,16 @@ TEST(DownstreamOutcomeTest, TheClassificationTable) {
       // connector's trouble (breaker failures), and nothing reached the downstream's application.
       {"tls error", {Kind::kTlsError, 0, "", {}, 3}, false, "FAILED", "tls_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
       {"credentials", {Kind::kCredentialsUnavailable, 0, "", {}, 3}, false, "FAILED", "credentials_unavailable", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      // Design §14, MCP: a result marked isError and the JSON-RPC errors that name the caller's
+      // mistake are tool-level errors (never breaker failures, good for the SLO); -32603 and any
+      // other code, and an MCP server's 5xx or 4xx over HTTP, are classified like any downstream's.
+      {"mcp isError", {Kind::kToolError, 200, R"({"isError":true})", {}, 4}, false, "FAILED", "tool_error", 502, BreakerEffect::kSuccess, IntentEffect::kFailed, {}, false, true, false},
+      {"mcp -32600", rpc(-32600), false, "FAILED", "tool_rejected", 502, BreakerEffect::kSuccess, IntentEffect::kFailed, {}, false, true, false},
+      {"mcp -32601", rpc(-32601), false, "FAILED", "tool_rejected", 502, BreakerEffect::kSuccess, IntentEffect::kFailed, {}, false, true, false},
+      {"mcp -32602", rpc(-32602), false, "FAILED", "tool_rejected", 502, BreakerEffect::kSuccess, IntentEffect::kFailed, {}, false, true, false},
+      {"mcp -32603", rpc(-32603), false, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      {"mcp -32000", rpc(-32000), false, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
+      {"mcp 1 (server-defined)", rpc(1), false, "FAILED", "downstream_error", 502, BreakerEffect::kFailure, IntentEffect::kFailed, {}, false, true, true},
   };
   breaker::Config config;
   for (const Case& c : cases) {
@@ -191,6 +206,25 @@ TEST(DownstreamOutcomeTest, TheClassificationTable) {
   EXPECT_EQ(slow.breaker, BreakerEffect::kFailure);
   EXPECT_TRUE(slow.latency_bad);
   EXPECT_FALSE(slow.error_bad);
+}
+
+TEST(DownstreamOutcomeTest, WhatTheDashboardCountsAsADownstreamFailure) {
+  using Kind = DownstreamResult::Kind;
+  auto of = [](Kind kind, int status = 0, int code = 0) {
+    DownstreamResult r;
+    r.kind = kind;
+    r.status = status;
+    r.rpc_code = code;
+    return r;
+  };
+  EXPECT_FALSE(IsDownstreamFailure(of(Kind::kResponse, 200)));
+  EXPECT_FALSE(IsDownstreamFailure(of(Kind::kResponse, 404)));
+  EXPECT_TRUE(IsDownstreamFailure(of(Kind::kResponse, 503)));
+  EXPECT_TRUE(IsDownstreamFailure(of(Kind::kTimeout)));
+  EXPECT_FALSE(IsDownstreamFailure(of(Kind::kLocalResource)));
+  EXPECT_FALSE(IsDownstreamFailure(of(Kind::kToolError, 200)));
+  EXPECT_FALSE(IsDownstreamFailure(of(Kind::kRpcError, 200, -32602)));
+  EXPECT_TRUE(IsDownstreamFailure(of(Kind::kRpcError, 200, -32603)));
 }
 
 // A Retry-After holds the connector whatever the state, except where the breaker already defers
@@ -258,6 +292,8 @@ TEST(DecideRetryTest, OnlySafeAttemptsAreRetried) {
       {"503 POST Retry-After 2", response(503, 2), false, false, {}},
       {"503 idempotent Retry-After 2", response(503, 2), true, true, 2000},
       {"tls", of(Kind::kTlsError), true, false, {}},
+      {"mcp isError, idempotent", of(Kind::kToolError), true, false, {}},
+      {"mcp JSON-RPC error, idempotent", of(Kind::kRpcError), true, false, {}},
       {"credentials", of(Kind::kCredentialsUnavailable), true, false, {}},
       {"local", of(Kind::kLocalResource), true, false, {}},
       {"invalid", of(Kind::kResponseInvalid), true, false, {}},

@@ -98,3 +98,53 @@ TEST(McpResultsTest, EveryOutcomeMapsToOneResultShape) {
 
 }  // namespace
 }  // namespace toolgate::api
+
+namespace toolgate::api {
+namespace {
+
+// Design §14: an MCP connector's own answers pass through, with the execution id added.
+TEST(McpResultsTest, AnMcpServersAnswersPassThroughWithTheExecutionId) {
+  auto engine = [](int status, const nlohmann::json& body) { return InvokeResponse{status, body.dump(), {}}; };
+  const nlohmann::json server_result = {{"content", {{{"type", "text"}, {"text", "Echo: hi"}}}},
+                                        {"structuredContent", {{"n", 1}}},
+                                        {"_meta", {{"server/key", "v"}}}};
+  auto ok = mcp::ToCallAnswer(
+      "ev.echo", engine(200, {{"execution_id", "e1"}, {"outcome", "SUCCEEDED"}, {"result", server_result}}), true);
+  ASSERT_FALSE(ok.is_rpc_error);
+  nlohmann::json expected = server_result;
+  expected["_meta"]["io.toolgate/execution_id"] = "e1";
+  EXPECT_EQ(ok.result, expected) << "unchanged, not wrapped into structuredContent";
+  // The same body for an http connector's tool is wrapped (the downstream JSON as structuredContent).
+  auto wrapped = mcp::ToCallAnswer(
+      "crm.x", engine(200, {{"execution_id", "e1"}, {"outcome", "SUCCEEDED"}, {"result", server_result}}), false);
+  EXPECT_EQ(wrapped.result["structuredContent"], server_result);
+
+  const nlohmann::json is_error = {{"content", {{{"type", "text"}, {"text", "bad a"}}}}, {"isError", true}};
+  auto tool_error = mcp::ToCallAnswer(
+      "ev.sum",
+      engine(502, {{"execution_id", "e2"}, {"outcome", "FAILED"}, {"reason", "tool_error"}, {"tool_result", is_error}}),
+      true);
+  ASSERT_FALSE(tool_error.is_rpc_error);
+  EXPECT_EQ(tool_error.result["content"], is_error["content"]);
+  EXPECT_EQ(tool_error.result["isError"], true);
+  EXPECT_FALSE(tool_error.result.contains("structuredContent"));
+  EXPECT_EQ(tool_error.result["_meta"]["io.toolgate/execution_id"], "e2");
+
+  auto rpc = mcp::ToCallAnswer(
+      "ev.sum",
+      engine(502, {{"execution_id", "e3"}, {"outcome", "FAILED"}, {"reason", "tool_rejected"},
+                   {"rpc_error", {{"code", -32602}, {"message", "Invalid params"}, {"data", {{"field", "a"}}}}}}),
+      true);
+  ASSERT_TRUE(rpc.is_rpc_error);
+  EXPECT_EQ(rpc.error_code, -32602);
+  EXPECT_EQ(rpc.error_message, "Invalid params");
+  EXPECT_EQ(rpc.error_data, nlohmann::json({{"field", "a"}, {"execution_id", "e3"}}));
+
+  // toolgate's own outcomes for an MCP tool keep toolgate's shape.
+  auto lost = mcp::ToCallAnswer(
+      "ev.sum", engine(502, {{"execution_id", "e4"}, {"outcome", "FAILED"}, {"reason", "connection_lost"}}), true);
+  EXPECT_EQ(lost.result["structuredContent"]["reason"], "connection_lost");
+}
+
+}  // namespace
+}  // namespace toolgate::api

@@ -108,12 +108,27 @@ struct RetryConfig {
   int max_backoff_ms = 2000;
 };
 
+// How a connector reaches its downstream (design §13, §14).
+enum class ConnectorKind {
+  kHttp,      // base_url: one HTTP request per call
+  kMcp,       // url: an MCP server over Streamable HTTP
+  kMcpStdio,  // command: an MCP server run as a child process, JSON-RPC over its stdin/stdout
+};
+
 struct ConnectorConfig {
   std::string id;
-  std::string base_url;  // http[s]://host[:port][/prefix]
-  HostPort address;      // parsed from base_url
-  bool tls = false;      // base_url is https://
-  std::string path_prefix;
+  ConnectorKind kind = ConnectorKind::kHttp;
+  std::string base_url;  // http[s]://host[:port][/prefix]; kind = "http" only
+  std::string url;       // http[s]://host[:port]/path of the MCP endpoint; kind = "mcp" only
+  HostPort address;      // parsed from base_url (http) or url (mcp)
+  bool tls = false;      // base_url / url is https://
+  std::string path_prefix;  // base_url's path (http); the MCP endpoint's path, "/" when empty (mcp)
+  // MCP kinds: tools are exposed as <tool_prefix><server's name>; default "<id>.", may be "".
+  std::string tool_prefix;
+  int tools_ttl_s = 300;                     // MCP kinds: how long a fetched tools/list is used
+  std::vector<std::string> command;          // mcp_stdio: the program and its arguments
+  std::map<std::string, std::string> env;    // mcp_stdio: set in the child's environment
+  bool is_mcp() const { return kind != ConnectorKind::kHttp; }
   ConnectorTlsConfig tls_options;
   CredentialOptions auth;  // [connectors.X.auth]: where secrets come from, never the secrets
   RetryConfig retry;

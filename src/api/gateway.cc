@@ -28,7 +28,7 @@
 #include "api/webhook_notifier.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/auth/jwt_verifier.h"
-#include "toolgate/connectors/http_connector.h"
+#include "toolgate/connectors/connectors.h"
 #include "toolgate/engine/engine.h"
 #include "toolgate/engine/event_log.h"
 #include "toolgate/store/memory_item_store.h"
@@ -62,7 +62,9 @@ struct Gateway::Impl {
     if (!opened.ok()) return opened.status();
     engine = std::move(*opened);
     if (absl::Status s = engine->PrepareConnectors(); !s.ok()) return s;
-    absl::StatusOr<Connectors> made = MakeConnectors(config, downstream_pool, clock);
+    McpConnectorDeps mcp{engine->mcp_tools(), engine->store(),
+                         [this](std::function<void()> work) { asio::post(pool, std::move(work)); }, io.get_executor()};
+    absl::StatusOr<Connectors> made = MakeConnectors(config, downstream_pool, clock, &mcp);
     if (!made.ok()) return made.status();
     connectors = *std::move(made);
     context = std::make_unique<GatewayContext>(GatewayContext{config, clock, *engine, pool, downstream_pool, *verifier,
@@ -261,6 +263,7 @@ absl::Status Gateway::Start() {
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
   }
+  for (auto& [id, connector] : i.connectors) connector->Start(i.io.get_executor());
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
   i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);  // queued calls (§15)
@@ -299,6 +302,7 @@ void Gateway::Stop() {
             if (absl::Status s = i.engine->slo_counters().Flush(); !s.ok()) spdlog::warn("SLO counts lost at shutdown: {}", s.ToString());
             return 0;
           });
+          for (auto& [id, connector] : i.connectors) connector->Stop();  // MCP server processes end here
           i.io.stop();
         },
         asio::detached);

@@ -33,8 +33,7 @@ asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& g, std::unique_ptr<T
   auto call_op = g.connectors.at(connector_id)->Call(ds);
   DownstreamResult result = co_await std::move(call_op);
   if (result.kind != DownstreamResult::Kind::kLocalResource) {  // this host's trouble says nothing of the connector
-    const bool error = result.kind != DownstreamResult::Kind::kResponse || result.status >= 500;
-    g.recent.Add(connector_id, g.clock.now_epoch_ms(), result.latency_ms, error);
+    g.recent.Add(connector_id, g.clock.now_epoch_ms(), result.latency_ms, IsDownstreamFailure(result));
   }
   // Named, with only reference captures: g++ 12 mishandles non-trivial temporaries inside co_await.
   auto complete = [&g, &ticket, &result] { return g.engine.invoker().Complete(std::move(ticket), result); };

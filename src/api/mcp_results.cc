@@ -63,13 +63,38 @@ json ErrorResult(std::string text, json structured, const std::string& execution
 
 }  // namespace
 
-CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response) {
+CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response, bool from_mcp_server) {
   CallAnswer a;
   json body = json::parse(response.body_json, nullptr, false);
   if (!body.is_object()) body = json::object();
   const std::string id = Str(body, "execution_id");
   const std::string outcome = Str(body, "outcome");
   const std::string reason = Str(body, "reason");
+
+  // An MCP server's own answer, as it gave it, with the execution id added (design §14).
+  auto with_execution_id = [&id](json result) {
+    if (!result.contains("_meta") || !result["_meta"].is_object()) result["_meta"] = json::object();
+    result["_meta"]["io.toolgate/execution_id"] = id;
+    return result;
+  };
+  if (from_mcp_server && outcome == "SUCCEEDED" && body.contains("result") && body["result"].is_object()) {
+    a.result = with_execution_id(body["result"]);
+    return a;
+  }
+  if (from_mcp_server && outcome == "FAILED" && body.contains("tool_result") && body["tool_result"].is_object()) {
+    a.result = with_execution_id(body["tool_result"]);
+    return a;
+  }
+  if (from_mcp_server && outcome == "FAILED" && body.contains("rpc_error") && body["rpc_error"].is_object()) {
+    const json& e = body["rpc_error"];
+    a.is_rpc_error = true;
+    a.error_code = e.contains("code") && e["code"].is_number_integer() ? e["code"].get<int>() : kInternalError;
+    a.error_message = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "error";
+    a.error_data = e.contains("data") && e["data"].is_object() ? e["data"] : json::object();
+    if (e.contains("data") && !e["data"].is_object()) a.error_data["data"] = e["data"];
+    a.error_data["execution_id"] = id;
+    return a;
+  }
 
   if (outcome == "SUCCEEDED") {
     json value = body.contains("result") ? body["result"] : json(nullptr);

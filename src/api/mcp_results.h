@@ -15,6 +15,7 @@ struct CallAnswer {
   nlohmann::json result;      // CallToolResult: content, structuredContent, isError, _meta
   int error_code = 0;
   std::string error_message;
+  nlohmann::json error_data;  // null: none
 };
 
 // SUCCEEDED → the downstream JSON as structuredContent (an object as is, anything else as
@@ -22,6 +23,9 @@ struct CallAnswer {
 // (invalid_input, idempotency_key_reused, ...) → isError with one text block a model can act on and
 // structuredContent {execution_id, outcome, reason, retry_after_ms (always for DEFERRED)}; an unknown
 // tool → JSON-RPC -32602. Every result of an execution carries _meta["io.toolgate/execution_id"].
-CallAnswer ToCallAnswer(const std::string& tool_name, const InvokeResponse& response);
+// `from_mcp_server`: the tool is an MCP connector's, whose own answers pass through (design §14): a
+// SUCCEEDED result unchanged, a FAILED tool_error's isError result unchanged, a JSON-RPC error with
+// its code and message and `data.execution_id` — each with the execution id added.
+CallAnswer ToCallAnswer(const std::string& tool_name, const InvokeResponse& response, bool from_mcp_server = false);
 
 }  // namespace toolgate::api::mcp

@@ -87,6 +87,7 @@ struct McpTool {
   json input_schema;
   std::string connector_id;
   std::string action_type;  // effective (DESIGN §1): the config's, else the tool name
+  json definition;          // an MCP server's Tool object (exposed name): listed as it is; null for http tools
 };
 
 }  // namespace
@@ -273,15 +274,26 @@ struct McpRoutes::Impl : GatewayContext {
 
   // Every tool an MCP client may be shown, before kill switches: the [tools."x"] entries of
   // configured connectors, sorted by name. MCP connectors' tools (design §14) join the list here.
+  // The [tools] of http connectors, and every MCP connector's tools as its server lists them (the
+  // last known list while the server is down).
   std::vector<McpTool> GatherTools() const {
     std::vector<McpTool> tools;
     for (const auto& [name, tc] : config.tools) {
       const ConnectorConfig* connector = engine.invoker().ResolveConnector(name);
-      if (connector == nullptr) continue;
+      if (connector == nullptr || connector->is_mcp()) continue;  // an MCP tool comes from its server's list
       json schema = tc.input_schema.empty() ? json() : json::parse(tc.input_schema, nullptr, false);
       if (!schema.is_object()) schema = {{"type", "object"}};
       tools.push_back(
-          {name, tc.description, std::move(schema), connector->id, tc.action_type.empty() ? name : tc.action_type});
+          {name, tc.description, std::move(schema), connector->id, tc.action_type.empty() ? name : tc.action_type, {}});
+    }
+    for (const ::toolgate::McpTool& t : engine.mcp_tools().Tools()) {
+      json definition = json::parse(t.definition_json, nullptr, false);
+      if (!definition.is_object()) continue;
+      std::string action_type = t.name;
+      if (auto tc = config.tools.find(t.name); tc != config.tools.end() && !tc->second.action_type.empty()) {
+        action_type = tc->second.action_type;
+      }
+      tools.push_back({t.name, "", json(), t.connector_id, std::move(action_type), std::move(definition)});
     }
     std::sort(tools.begin(), tools.end(), [](const McpTool& a, const McpTool& b) { return a.name < b.name; });
     return tools;
@@ -308,6 +320,10 @@ struct McpRoutes::Impl : GatewayContext {
     json list = json::array();
     for (size_t i = 0; i < tools.size(); ++i) {
       if (!visible[i]) continue;
+      if (tools[i].definition.is_object()) {
+        list.push_back(std::move(tools[i].definition));
+        continue;
+      }
       json t = {{"name", tools[i].name}, {"inputSchema", tools[i].input_schema}};
       if (!tools[i].description.empty()) t["description"] = tools[i].description;
       list.push_back(std::move(t));
@@ -326,9 +342,9 @@ struct McpRoutes::Impl : GatewayContext {
     const auto name = params.find("name");
     if (name == params.end() || !name->is_string()) co_return InvalidParams(c, "params.name must be a string");
     const std::string tool = name->get<std::string>();
-    if (!IsValidToolName(tool) || engine.invoker().ResolveConnector(tool) == nullptr) {
-      co_return InvalidParams(c, "unknown tool: " + tool.substr(0, 200));
-    }
+    const ConnectorConfig* connector = IsValidToolName(tool) ? engine.invoker().ResolveConnector(tool) : nullptr;
+    if (connector == nullptr) co_return InvalidParams(c, "unknown tool: " + tool.substr(0, 200));
+    const bool from_mcp_server = connector->is_mcp();
     json arguments = json::object();
     if (auto a = params.find("arguments"); a != params.end()) {
       if (!a->is_object()) co_return InvalidParams(c, "params.arguments must be an object");
@@ -358,8 +374,11 @@ struct McpRoutes::Impl : GatewayContext {
     }
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResponse answer = co_await std::move(run);
-    mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer);
-    if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
+    mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer, from_mcp_server);
+    if (a.is_rpc_error) {
+      const json* data = a.error_data.is_null() ? nullptr : &a.error_data;
+      co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message, data));
+    }
     co_return Result(c, std::move(a.result));
   }
 

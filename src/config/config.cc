@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -380,16 +381,72 @@ void ReadToolShape(TableReader& t, ToolConfig& tc) {
   }
 }
 
+// `kind` and the keys that say where the downstream is: base_url (http), url, tool_prefix and
+// tools_ttl_s (mcp), command, env, tool_prefix and tools_ttl_s (mcp_stdio). A key of another kind is
+// refused, naming the kind it belongs to.
+void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
+  std::string kind = "http";
+  r.String("kind", kind);
+  if (kind == "mcp") c.kind = ConnectorKind::kMcp;
+  else if (kind == "mcp_stdio") c.kind = ConnectorKind::kMcpStdio;
+  else if (kind != "http") r.Error("kind", "must be \"http\", \"mcp\" or \"mcp_stdio\"");
+  auto refuse = [&](std::string_view key, std::string_view kinds) {
+    if (r.Has(key)) r.Error(key, absl::StrCat("applies to kind = ", std::string(kinds), " only (this connector is \"", kind, "\")"));
+  };
+  if (c.kind == ConnectorKind::kHttp) {
+    if (!r.Has("base_url")) r.Error("base_url", "is required");
+    r.String("base_url", c.base_url);
+    if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, c.tls, why)) {
+      r.Error("base_url", why);
+    }
+    for (const char* key : {"url", "tool_prefix", "tools_ttl_s", "command", "env"}) refuse(key, "\"mcp\" or \"mcp_stdio\"");
+    return;
+  }
+  refuse("base_url", "\"http\"");
+  refuse("health_path", "\"http\" (an MCP connector's health check is a JSON-RPC ping)");
+  c.tool_prefix = c.id + ".";
+  r.String("tool_prefix", c.tool_prefix);
+  const bool prefix_ok = c.tool_prefix.size() <= 64 &&
+      c.tool_prefix.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == std::string::npos;
+  if (!prefix_ok) r.Error("tool_prefix", "must match [A-Za-z0-9_.-]{0,64}");
+  r.Int("tools_ttl_s", 1, 86'400, c.tools_ttl_s);
+  if (c.kind == ConnectorKind::kMcp) {
+    if (!r.Has("url")) r.Error("url", "is required (the MCP server's Streamable HTTP endpoint)");
+    r.String("url", c.url);
+    if (std::string why; r.Has("url") && !ParseHttpUrl(c.url, c.address, c.path_prefix, c.tls, why)) r.Error("url", why);
+    if (c.path_prefix.empty()) c.path_prefix = "/";
+    refuse("command", "\"mcp_stdio\"");
+    refuse("env", "\"mcp_stdio\"");
+    return;
+  }
+  refuse("url", "\"mcp\"");
+  refuse("tls", "\"http\" or \"mcp\"");
+  refuse("auth", "\"http\" or \"mcp\"");
+  if (!r.Has("command")) r.Error("command", "is required (the MCP server's program and its arguments)");
+  r.StringArray("command", c.command);
+  if (r.Has("command") && (c.command.empty() || c.command.front().empty())) {
+    r.Error("command", "must name a program (a non-empty array whose first string is not empty)");
+  }
+  if (const toml::table* env = r.Table("env")) {
+    for (const auto& [name, value] : *env) {
+      const std::string key(name.str());
+      const bool name_ok = !key.empty() && !std::isdigit(static_cast<unsigned char>(key[0])) &&
+          key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+      auto v = value.value<std::string>();
+      if (!name_ok) r.Error("env", absl::StrCat("names \"", key.substr(0, 64), "\", which is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+      else if (!v || v->find('\0') != std::string::npos) r.Error("env", absl::StrCat(".", key, " must be a string"));
+      else c.env[key] = *v;
+    }
+  }
+}
+
 void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig& c, std::vector<std::string>& errors) {
   TableReader r(t, "connectors." + id, errors);
   c.id = id;
   if (!IsValidToolName(id) || id.find('.') != std::string::npos) r.Error("", "name must match [A-Za-z0-9_-]{1,200}");
-  if (!r.Has("base_url")) r.Error("base_url", "is required");
-  r.String("base_url", c.base_url);
-  if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, c.tls, why)) {
-    r.Error("base_url", why);
-  }
-  if (const toml::table* tls = r.Table("tls")) {
+  ReadConnectorKind(r, c);
+  const toml::table* tls = c.kind == ConnectorKind::kMcpStdio ? nullptr : r.Table("tls");
+  if (tls != nullptr) {
     TableReader tr(tls, r.Key("tls"), errors);
     if (!c.tls) tr.Error("", "applies to https:// connectors only");
     tr.String("ca_file", c.tls_options.ca_file);
@@ -403,7 +460,8 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
     }
     tr.RefuseUnknown();
   }
-  if (const toml::table* auth = r.Table("auth")) {
+  const toml::table* auth = c.kind == ConnectorKind::kMcpStdio ? nullptr : r.Table("auth");
+  if (auth != nullptr) {
     TableReader ar(auth, r.Key("auth"), errors);
     ReadAuth(ar, c.auth);
   }
@@ -415,8 +473,10 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   rr.RefuseUnknown();
   r.Int("timeout_ms", 1, 600'000, c.timeout_ms);
   r.Int("max_in_flight", 1, 100'000, c.concurrency.max_in_flight);
-  r.String("health_path", c.health_path);
-  if (c.health_path.empty() || c.health_path.front() != '/') r.Error("health_path", "must start with /");
+  if (!c.is_mcp()) {
+    r.String("health_path", c.health_path);
+    if (c.health_path.empty() || c.health_path.front() != '/') r.Error("health_path", "must start with /");
+  }
   std::string on_store_error = "defer";
   r.String("on_store_error", on_store_error);
   if (on_store_error == "defer") c.on_store_error = OnStoreError::kDefer;

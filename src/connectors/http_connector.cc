@@ -11,10 +11,7 @@
 
 namespace toolgate {
 
-namespace {
-
-// What the HTTP client's result says happened, as the engine's vocabulary.
-DownstreamResult FromClient(net::ClientResult r) {
+DownstreamResult FromClientResult(net::ClientResult r) {
   using Kind = DownstreamResult::Kind;
   DownstreamResult result;
   if (r.ok) {
@@ -43,8 +40,6 @@ DownstreamResult FromClient(net::ClientResult r) {
   if (!r.ok) result.error = std::move(r.error);
   return result;
 }
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpConnector>> HttpConnector::Create(const ConnectorConfig& config,
                                                                      net::ConnectionPool& pool, const Clock& clock) {
@@ -126,7 +121,7 @@ boost::asio::awaitable<HttpConnector::Sent> HttpConnector::Send(const Downstream
   // Named: g++ 12 mishandles non-trivial temporaries inside co_await.
   auto call_op = net::AsyncHttpCall(std::move(call), &pool_);
   net::ClientResult r = co_await std::move(call_op);
-  co_return Sent{FromClient(std::move(r)), std::move(authorization)};
+  co_return Sent{FromClientResult(std::move(r)), std::move(authorization)};
 }
 
 std::chrono::milliseconds HttpConnector::Backoff(int failed_attempts) {
@@ -180,16 +175,6 @@ boost::asio::awaitable<HealthReport> HttpConnector::CheckHealth() {
   report.error = r.error;
   report.healthy = r.ok && r.status >= 200 && r.status < 300;
   co_return report;
-}
-
-absl::StatusOr<Connectors> MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock) {
-  Connectors out;
-  for (const auto& [id, c] : config.connectors) {
-    absl::StatusOr<std::unique_ptr<HttpConnector>> connector = HttpConnector::Create(c, pool, clock);
-    if (!connector.ok()) return connector.status();
-    out.emplace(id, *std::move(connector));
-  }
-  return out;
 }
 
 }  // namespace toolgate

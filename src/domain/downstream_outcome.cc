@@ -66,6 +66,12 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
     // Nothing reached the downstream's application, but it cannot be reached: a breaker failure.
     case Kind::kTlsError: c = Failed("tls_error", IntentEffect::kFailed); break;
     case Kind::kCredentialsUnavailable: c = Failed("credentials_unavailable", IntentEffect::kFailed); break;
+    // MCP (design §14): the server ran and answered; a tool-level error says nothing against it.
+    case Kind::kToolError: c = Failed("tool_error", IntentEffect::kFailed, BreakerEffect::kSuccess); break;
+    case Kind::kRpcError:
+      c = IsCallerRpcError(r.rpc_code) ? Failed("tool_rejected", IntentEffect::kFailed, BreakerEffect::kSuccess)
+                                       : Failed("downstream_error", IntentEffect::kFailed);
+      break;
     case Kind::kLocalResource:
       // Nothing was sent and nothing was learnt about the downstream (DESIGN §17.3).
       c = Deferred(std::string(ToString(DeferReason::kGatewayOverloaded)), 1, BreakerEffect::kNone);
@@ -74,7 +80,8 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
   }
   // The SLIs (design §8): a 4xx (429 included) is good for tool_error; every call is timed against
   // the connector's latency threshold, and a timeout is slow whatever its measured latency.
-  c.error_bad = c.outcome == "FAILED" && c.reason != "downstream_rejected";
+  c.error_bad = c.outcome == "FAILED" && c.reason != "downstream_rejected" && c.reason != "tool_error" &&
+                c.reason != "tool_rejected";
   c.latency_bad = r.kind == Kind::kTimeout || r.latency_ms > latency_threshold_ms;
   return c;
 }
@@ -97,9 +104,24 @@ RetryVerdict DecideRetry(const DownstreamResult& r, bool idempotent) {
     case Kind::kResponseInvalid:
     case Kind::kLocalResource:
     case Kind::kTlsError:
-    case Kind::kCredentialsUnavailable: break;
+    case Kind::kCredentialsUnavailable:
+    case Kind::kToolError:
+    case Kind::kRpcError: break;
   }
   return v;
+}
+
+bool IsCallerRpcError(int code) { return code == -32600 || code == -32601 || code == -32602; }
+
+bool IsDownstreamFailure(const DownstreamResult& r) {
+  using Kind = DownstreamResult::Kind;
+  switch (r.kind) {
+    case Kind::kResponse: return r.status >= 500;
+    case Kind::kLocalResource:
+    case Kind::kToolError: return false;
+    case Kind::kRpcError: return !IsCallerRpcError(r.rpc_code);
+    default: return true;
+  }
 }
 
 }  // namespace toolgate

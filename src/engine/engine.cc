@@ -1,5 +1,7 @@
 #include "toolgate/engine/engine.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/status_macros.h"
@@ -42,9 +44,16 @@ void Engine::Build(store::ItemStore& base) {
   slo_counters_ = std::make_unique<SloCounters>(st, clock_);
   queue_ = std::make_unique<QueueService>(st, clock_);
   slo_evaluator_ = std::make_unique<SloEvaluator>(c, *slo_counters_, *ledger_, metrics_, clock_, options_.alarm_notifier);
+  // Names [tools] gives to http connectors are theirs: an MCP server cannot take them over.
+  std::set<std::string, std::less<>> reserved;
+  for (const auto& [name, tool] : c.tools) {
+    const std::string id = tool.connector_id.empty() ? name.substr(0, name.find('.')) : tool.connector_id;
+    if (auto it = c.connectors.find(id); it != c.connectors.end() && !it->second.is_mcp()) reserved.insert(name);
+  }
+  mcp_tools_ = std::make_unique<McpToolRegistry>(std::move(reserved));
   invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
                                                                  *ledger_, *executions_, *intents_, metrics_,
-                                                                 slo_counters_.get(), queue_.get()});
+                                                                 slo_counters_.get(), queue_.get(), mcp_tools_.get()});
   queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
   replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution);
 }

@@ -38,14 +38,20 @@ ToolInvoker::~ToolInvoker() = default;
 const DownstreamRequest& ToolInvoker::Downstream(const Ticket& ticket) { return ticket.downstream; }
 
 const ConnectorConfig* ToolInvoker::ResolveConnector(const std::string& tool_name) const {
-  std::string id;
+  auto find = [this](const std::string& id) -> const ConnectorConfig* {
+    auto it = s_.config.connectors.find(id);
+    return it == s_.config.connectors.end() ? nullptr : &it->second;
+  };
   if (auto t = s_.config.tools.find(tool_name); t != s_.config.tools.end() && !t->second.connector_id.empty()) {
-    id = t->second.connector_id;
-  } else {
-    id = tool_name.substr(0, tool_name.find('.'));
+    const ConnectorConfig* c = find(t->second.connector_id);
+    // An MCP connector serves what its server lists, whatever [tools] says about the name.
+    if (c == nullptr || !c->is_mcp()) return c;
   }
-  auto it = s_.config.connectors.find(id);
-  return it == s_.config.connectors.end() ? nullptr : &it->second;
+  if (s_.mcp_tools != nullptr) {
+    if (std::optional<std::string> id = s_.mcp_tools->ConnectorOf(tool_name)) return find(*id);
+  }
+  const ConnectorConfig* c = find(tool_name.substr(0, tool_name.find('.')));
+  return c != nullptr && !c->is_mcp() ? c : nullptr;
 }
 
 namespace {
@@ -571,7 +577,7 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   }
   DownstreamRequest& downstream = a.ticket().downstream;
   downstream.method = std::move(shaped->method);
-  downstream.target = absl::StrCat(connector->path_prefix, shaped->target);
+  downstream.target = connector->is_mcp() ? connector->path_prefix : absl::StrCat(connector->path_prefix, shaped->target);
   downstream.body = std::move(shaped->body);
   for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker,
                      &Admission::TakeSlot}) {
@@ -670,6 +676,10 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
 absl::StatusOr<ShapedRequest> ToolInvoker::CheckInput(const InvokeRequest& req) const {
   const json input = json::parse(req.input_json, nullptr, /*allow_exceptions=*/false);
   if (input.is_discarded()) return absl::InvalidArgumentError("the input is not JSON");
+  if (const ConnectorConfig* c = ResolveConnector(req.tool_name); c != nullptr && c->is_mcp()) {
+    if (!input.is_object()) return absl::InvalidArgumentError("the arguments of an MCP tool must be a JSON object");
+    return ShapedRequest{"POST", "", Dump(input)};
+  }
   static const RequestShape kDefaultShape;  // POST /{tool_name}
   const RequestShape* shape = &kDefaultShape;
   if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
@@ -770,6 +780,12 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   if (rec.outcome == "SUCCEEDED") body["result"] = result_json;
   if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
   if (k.retry_after_s) body["retry_after_ms"] = *k.retry_after_s * 1000;
+  // An MCP server's own answer to a failed call, for the caller to see as the server said it (§14):
+  // the isError result (`tool_result`) or the JSON-RPC error object (`rpc_error`).
+  if (result.kind == DownstreamResult::Kind::kToolError || result.kind == DownstreamResult::Kind::kRpcError) {
+    json server = json::parse(result.body, nullptr, false);
+    if (server.is_object()) body[result.kind == DownstreamResult::Kind::kToolError ? "tool_result" : "rpc_error"] = std::move(server);
+  }
   InvokeResponse answer{k.http_status, Dump(body), k.retry_after_s};
   answer.reached_tool = true;
   return answer;

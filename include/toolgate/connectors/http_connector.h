@@ -54,8 +54,8 @@ class HttpConnector final : public Connector {
   absl::BitGen jitter_ ABSL_GUARDED_BY(jitter_mu_);
 };
 
-// Every configured connector's implementation, by id; the first connector that cannot be built
-// (e.g. an unreadable CA file) fails it all.
-absl::StatusOr<Connectors> MakeConnectors(const Config& config, net::ConnectionPool& pool, const Clock& clock);
+// What the HTTP client's result says happened, in the engine's vocabulary (a Retry-After in
+// seconds read from the headers).
+DownstreamResult FromClientResult(net::ClientResult r);
 
 }  // namespace toolgate

@@ -26,6 +26,9 @@ struct DownstreamResult {
     kTlsError,        // the TLS handshake or the server's certificate failed: nothing was sent
     kCredentialsUnavailable,  // the connector's credentials could not be had (token endpoint down,
                               // secret unreadable): nothing was sent; the connector cannot be reached
+    kToolError,  // MCP: the server answered a result marked `isError: true` (`body`: that result).
+                 // A tool-level error, like a 4xx: not the connector's failure (design §14)
+    kRpcError,   // MCP: the server answered a JSON-RPC error (`rpc_code`; `body`: the error object)
   };
   // An attempt that was followed by another (design §13 retries): recorded as TOOL_ATTEMPT_FAILED.
   struct FailedAttempt {
@@ -35,12 +38,13 @@ struct DownstreamResult {
     int64_t latency_ms = 0;
   };
   Kind kind = Kind::kResponse;
-  int status = 0;
-  std::string body;
+  int status = 0;          // the HTTP status (MCP over HTTP too: 200 with a result or an error)
+  std::string body;        // kResponse: the answer (MCP: the JSON-RPC result); kToolError, kRpcError: see Kind
   std::optional<int64_t> retry_after_s;
   int64_t latency_ms = 0;   // the whole call, every attempt and backoff included
   std::string error;        // what went wrong without a response, for the operator (never a secret)
   std::vector<FailedAttempt> failed_attempts;  // the attempts before the last, in order
+  int rpc_code = 0;  // kRpcError: the JSON-RPC error code
 };
 
 // What the call does to the connector's breaker.
@@ -73,6 +77,9 @@ struct Classification {
 };
 
 // `body_is_json` says whether a 2xx body parses (a success that cannot be read is not a success).
+// MCP (design §14): kToolError is FAILED `tool_error` and a JSON-RPC error naming the caller's mistake
+// (-32600, -32601, -32602) is FAILED `tool_rejected` — neither a breaker failure, both good for the
+// SLO; any other JSON-RPC error code (-32603 included) is FAILED `downstream_error`, a breaker failure.
 Classification ClassifyDownstream(const DownstreamResult& result, bool body_is_json, const breaker::Config& config,
                                   int64_t latency_threshold_ms);
 
@@ -88,6 +95,16 @@ struct RetryVerdict {
 // idempotent tool got 502/503/504, a timeout or a lost connection; (c) 429 (any tool: the request was
 // not processed) or, for an idempotent tool, 503 with a Retry-After. A TLS or credentials failure is
 // not retried (it would fail again), nor is anything a non-idempotent call may have done.
+// An MCP server's own answer (kToolError, kRpcError) is never retried: it would answer the same.
 RetryVerdict DecideRetry(const DownstreamResult& attempt, bool idempotent);
+
+// Whether a JSON-RPC error code names the caller's mistake (-32600 invalid request, -32601 method
+// not found, -32602 invalid params) rather than the server's trouble.
+bool IsCallerRpcError(int code);
+
+// Whether the result says the downstream is failing (the dashboard's recent errors): a transport
+// failure, a 5xx, an unreadable answer or a server-side JSON-RPC error — not a 4xx, a tool-level
+// error or this host's own resource shortage.
+bool IsDownstreamFailure(const DownstreamResult& result);
 
 }  // namespace toolgate

@@ -6,6 +6,7 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <map>
 #include <memory>
@@ -46,6 +47,10 @@ class Connector {
   virtual ~Connector() = default;
   virtual boost::asio::awaitable<DownstreamResult> Call(const DownstreamRequest& request) = 0;
   virtual boost::asio::awaitable<HealthReport> CheckHealth() = 0;
+  // Background work of the connector (an MCP connector refreshes its tool list and keeps its
+  // server process), started on the gateway's event loop once it runs, and ended by Stop() there.
+  virtual void Start(boost::asio::any_io_executor /*event_loop*/) {}
+  virtual void Stop() {}
 };
 
 // One Connector per configured connector id.

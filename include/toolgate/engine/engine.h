@@ -7,6 +7,7 @@
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/engine/metered_item_store.h"
+#include "toolgate/engine/mcp_tool_registry.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/engine/queued_calls.h"
 #include "toolgate/engine/replayer.h"
@@ -74,6 +75,8 @@ class Engine {
   SloCounters& slo_counters() { return *slo_counters_; }
   SloEvaluator& slo_evaluator() { return *slo_evaluator_; }
   ToolInvoker& invoker() { return *invoker_; }
+  // The tools MCP connectors expose (they publish their lists here).
+  McpToolRegistry& mcp_tools() { return *mcp_tools_; }
   Replayer& replayer() { return *replayer_; }
 
  private:
@@ -99,6 +102,7 @@ class Engine {
   std::unique_ptr<QueuedCalls> queued_calls_;
   std::unique_ptr<SloCounters> slo_counters_;
   std::unique_ptr<SloEvaluator> slo_evaluator_;
+  std::unique_ptr<McpToolRegistry> mcp_tools_;
   std::unique_ptr<ToolInvoker> invoker_;
   std::unique_ptr<Replayer> replayer_;
 };

@@ -11,6 +11,7 @@
 #include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/domain/request_shape.h"
 #include "toolgate/engine/connector.h"
+#include "toolgate/engine/mcp_tool_registry.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -106,6 +107,7 @@ class ToolInvoker {
     Metrics& metrics;
     SloCounters* slo = nullptr;  // counts calls for the SLOs when set
     QueueService* queue = nullptr;  // queued calls (§15); without it Enqueue answers 501
+    const McpToolRegistry* mcp_tools = nullptr;  // the tools MCP connectors expose, when there are any
   };
 
   using Ticket = InvocationTicket;
@@ -137,11 +139,15 @@ class ToolInvoker {
                                                                      std::string_view instance_id);
 
   // The tool's input checked against its input_schema and shaped into method, target (below the
-  // base URL) and body (design §13). InvalidArgument (400 invalid_input) names the first failing
+  // base URL) and body (design §13). For an MCP connector's tool the input must be a JSON object and
+  // becomes the body (tools/call arguments) as it is: the server checks its own arguments (§14). InvalidArgument (400 invalid_input) names the first failing
   // location, never a value.
   absl::StatusOr<ShapedRequest> CheckInput(const InvokeRequest& request) const;
 
-  // The connector serving `tool_name`, or nullptr.
+  // The connector serving `tool_name`, or nullptr: a [tools] entry's `connector`; else the MCP
+  // connector whose tool list holds the name (design §14: not the part before the first dot);
+  // else the http connector named by the part before the first dot. An MCP connector serves only
+  // the names its list holds.
   const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
 
  private:

@@ -1,0 +1,75 @@
+#pragma once
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <functional>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "toolgate/clock.h"
+#include "toolgate/config.h"
+#include "toolgate/connectors/mcp_client.h"
+#include "toolgate/engine/connector.h"
+#include "toolgate/engine/mcp_tool_registry.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate {
+
+// What an MCP connector needs beyond an HTTP connector's.
+struct McpConnectorDeps {
+  McpToolRegistry& tools;   // where the server's tool list is published
+  store::ItemStore& store;  // where the last list is kept for every instance (design §17.7)
+  // Runs blocking store work off the event loop (the gateway's store pool).
+  std::function<void(std::function<void()>)> run_blocking;
+  // The event loop the connector's calls run on (a stdio child's pipes are bound to it).
+  boost::asio::any_io_executor event_loop;
+};
+
+// `kind = "mcp"` and `kind = "mcp_stdio"` (design §14): a tool call is the server's `tools/call`
+// with `{name: <server's name>, arguments: <input>, _meta: {"io.toolgate/idempotency_key",
+// "io.toolgate/execution_id"}}`. A result is kResponse 200 with the result as body; a result marked
+// `isError: true` kToolError; a JSON-RPC error kRpcError; an HTTP status without a JSON-RPC answer
+// kResponse with that status; transport failures as for an HTTP connector. Only a failure to connect
+// is retried (nothing was sent), within timeout_ms and [retry] max_attempts.
+//
+// The tool list (`tools/list`, every page) is fetched when the connector starts and again every
+// tools_ttl_s (every few seconds, with backoff, while the server cannot be reached), published to
+// the McpToolRegistry as `<tool_prefix><name>` and saved in the store; at creation the saved list is
+// loaded, so the last known list is served while the server is down. Calls run on one
+// single-threaded event loop (the gateway's).
+class McpConnector final : public Connector {
+ public:
+  // Loads the saved tool list (blocking: call at start). InvalidArgument when the TLS files cannot
+  // be used.
+  static absl::StatusOr<std::unique_ptr<McpConnector>> Create(const ConnectorConfig& config, net::ConnectionPool& pool,
+                                                              const Clock& clock, McpConnectorDeps deps);
+  McpConnector(const ConnectorConfig& config, const Clock& clock, McpConnectorDeps deps,
+               std::unique_ptr<mcp::McpTransport> transport);
+  ~McpConnector() override;
+
+  boost::asio::awaitable<DownstreamResult> Call(const DownstreamRequest& request) override;
+  // A JSON-RPC `ping` (initializing first when needed), at most 5 s: healthy when it is answered.
+  boost::asio::awaitable<HealthReport> CheckHealth() override;
+  void Start(boost::asio::any_io_executor event_loop) override;
+  void Stop() override;
+
+  // Fetches the whole tool list now and publishes it. kUnavailable (with the reason) when the
+  // server could not give it; the last list stays published.
+  boost::asio::awaitable<absl::Status> RefreshTools();
+  std::optional<mcp::McpClient::ServerInfo> server_info() const { return client_.server_info(); }
+
+ private:
+  // Publishes a list (Tool objects as the server gave them); false when it is not a list.
+  bool Publish(const nlohmann::json& tools);
+
+  struct Shared;  // what the refresh loop shares with the connector
+  // Refreshes the tool list every tools_ttl_s (sooner, with backoff, after a failure) until stopped.
+  static boost::asio::awaitable<void> RefreshForever(McpConnector* self, std::shared_ptr<Shared> shared);
+  const ConnectorConfig& config_;
+  const Clock& clock_;
+  McpConnectorDeps deps_;
+  mcp::McpClient client_;
+  std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace toolgate

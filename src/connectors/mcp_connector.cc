@@ -1,0 +1,285 @@
+#include "toolgate/connectors/mcp_connector.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+#include "toolgate/domain/ids.h"
+
+namespace toolgate {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using Kind = DownstreamResult::Kind;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr char kMetaIdempotencyKey[] = "io.toolgate/idempotency_key";
+constexpr char kMetaExecutionId[] = "io.toolgate/execution_id";
+constexpr int kMaxListPages = 100;
+constexpr milliseconds kFirstListRetry{1000};
+constexpr milliseconds kMaxListRetry{30'000};
+constexpr milliseconds kSecondListFetch{2'000};
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+bool Succeeded(const mcp::RpcOutcome& o) {
+  return o.kind == Kind::kResponse && o.message && o.message->is_object() && o.message->contains("result");
+}
+
+// Why an exchange gave no result, for logs and health reports.
+std::string Describe(const mcp::RpcOutcome& o) {
+  if (o.kind == Kind::kResponse && o.message && o.message->contains("error")) {
+    return absl::StrCat("JSON-RPC error ", Dump((*o.message)["error"]).substr(0, 200));
+  }
+  if (!o.error.empty()) return o.error;
+  return absl::StrCat("HTTP ", o.http_status);
+}
+
+// MCP tool names (design §14).
+bool IsValidServerToolName(const std::string& name) {
+  if (name.empty() || name.size() > 128) return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '-') return false;
+  }
+  return true;
+}
+
+// What a tools/call exchange means for the engine (design §14).
+DownstreamResult ToDownstream(mcp::RpcOutcome out) {
+  DownstreamResult r;
+  r.kind = out.kind;
+  r.status = out.http_status == 0 ? 200 : out.http_status;
+  r.retry_after_s = out.retry_after_s;
+  r.error = std::move(out.error);
+  if (out.kind != Kind::kResponse) return r;
+  if (!out.message) {
+    if (r.status >= 200 && r.status < 300) r.kind = Kind::kResponseInvalid;  // 2xx without an answer
+    return r;
+  }
+  json& m = *out.message;
+  if (auto e = m.find("error"); e != m.end()) {
+    r.kind = Kind::kRpcError;
+    r.rpc_code =
+        e->is_object() && e->contains("code") && (*e)["code"].is_number_integer() ? (*e)["code"].get<int>() : -32603;
+    json error = e->is_object() ? *e : json{{"code", r.rpc_code}, {"message", "malformed error"}};
+    r.body = Dump(error);
+    r.error = absl::StrCat("JSON-RPC error ", r.rpc_code, ": ", error.value("message", "").substr(0, 200));
+    return r;
+  }
+  json& result = m["result"];
+  if (!result.is_object()) {
+    r.kind = Kind::kResponseInvalid;
+    r.error = "the MCP server's tools/call result is not an object";
+    return r;
+  }
+  const bool is_error = result.contains("isError") && result["isError"].is_boolean() && result["isError"].get<bool>();
+  r.kind = is_error ? Kind::kToolError : Kind::kResponse;
+  r.status = 200;
+  r.body = Dump(result);
+  return r;
+}
+
+}  // namespace
+
+// The refresh loop's view of the connector: whether it is stopping, and its timer.
+struct McpConnector::Shared {
+  bool stopped = false;
+  bool refresh_now = false;  // tools/list_changed arrived
+  std::unique_ptr<asio::steady_timer> timer;
+};
+
+absl::StatusOr<std::unique_ptr<McpConnector>> McpConnector::Create(const ConnectorConfig& config,
+                                                                   net::ConnectionPool& pool, const Clock& clock,
+                                                                   McpConnectorDeps deps) {
+  std::unique_ptr<mcp::McpTransport> transport;
+  if (config.kind == ConnectorKind::kMcpStdio) {
+    transport = mcp::MakeStdioTransport(config, clock, deps.event_loop);
+  } else {
+    std::shared_ptr<const net::TlsClientContext> tls;
+    if (config.tls || config.auth.token_tls) {
+      net::TlsOptions options{config.tls_options.ca_file, config.tls_options.client_cert_file,
+                              config.tls_options.client_key_file};
+      absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> made = net::MakeTlsClientContext(options);
+      if (!made.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("connectors.", config.id, ".tls: ", made.status().message()));
+      }
+      tls = *std::move(made);
+    }
+    transport = mcp::MakeHttpTransport(config, pool, clock, std::move(tls));
+  }
+  auto connector = std::make_unique<McpConnector>(config, clock, std::move(deps), std::move(transport));
+  // The last list any instance saw, until the server gives a fresh one (design §17.7).
+  absl::StatusOr<std::optional<std::string>> saved = McpToolRegistry::Load(connector->deps_.store, config.id);
+  if (!saved.ok()) {
+    spdlog::warn("connector {}: saved MCP tool list unreadable: {}", config.id, saved.status().ToString());
+  } else if (saved->has_value()) {
+    const json tools = json::parse(**saved, nullptr, false);
+    if (connector->Publish(tools)) {
+      spdlog::info("connector {}: {} MCP tool(s) from the saved list", config.id,
+                   connector->deps_.tools.ToolCount(config.id));
+    }
+  }
+  return connector;
+}
+
+McpConnector::McpConnector(const ConnectorConfig& config, const Clock& clock, McpConnectorDeps deps,
+                           std::unique_ptr<mcp::McpTransport> transport)
+    : config_(config),
+      clock_(clock),
+      deps_(std::move(deps)),
+      client_(config.id, std::move(transport), clock),
+      shared_(std::make_shared<Shared>()) {}
+
+McpConnector::~McpConnector() { Stop(); }
+
+bool McpConnector::Publish(const json& tools) {
+  if (!tools.is_array()) return false;
+  std::vector<McpTool> list;
+  for (const json& t : tools) {
+    const std::string name =
+        t.is_object() && t.contains("name") && t["name"].is_string() ? t["name"].get<std::string>() : "";
+    const std::string exposed = config_.tool_prefix + name;
+    if (!IsValidServerToolName(name) || !IsValidToolName(exposed)) {
+      spdlog::warn("connector {}: MCP tool '{}' left out: not a valid tool name", config_.id, name.substr(0, 200));
+      continue;
+    }
+    json definition = t;
+    definition["name"] = exposed;
+    list.push_back(McpTool{exposed, name, config_.id, Dump(definition)});
+  }
+  deps_.tools.Publish(config_.id, std::move(list));
+  return true;
+}
+
+asio::awaitable<absl::Status> McpConnector::RefreshTools() {
+  const milliseconds timeout(config_.timeout_ms);
+  json tools = json::array();
+  std::optional<std::string> cursor;
+  for (int page = 0; page < kMaxListPages; ++page) {
+    json params = cursor ? json{{"cursor", *cursor}} : json(nullptr);
+    auto list_op = client_.Call("tools/list", std::move(params), timeout);
+    mcp::RpcOutcome out = co_await std::move(list_op);
+    if (!Succeeded(out)) co_return absl::UnavailableError(absl::StrCat("tools/list: ", Describe(out)));
+    const json& result = (*out.message)["result"];
+    if (!result.is_object() || !result.contains("tools") || !result["tools"].is_array()) {
+      co_return absl::UnavailableError("tools/list: the answer holds no tools array");
+    }
+    for (const json& t : result["tools"]) tools.push_back(t);
+    auto next = result.find("nextCursor");
+    if (next == result.end() || !next->is_string() || next->get<std::string>().empty()) break;
+    cursor = next->get<std::string>();
+  }
+  Publish(tools);
+  if (deps_.run_blocking) {
+    deps_.run_blocking([&store = deps_.store, id = config_.id, text = Dump(tools)] {
+      if (absl::Status s = McpToolRegistry::Save(store, id, text); !s.ok()) {
+        spdlog::warn("connector {}: MCP tool list not saved in the store: {}", id, s.ToString());
+      }
+    });
+  }
+  co_return absl::OkStatus();
+}
+
+asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& request) {
+  const auto start = clock_.now_monotonic();
+  const auto deadline = start + milliseconds(config_.timeout_ms);
+  auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - clock_.now_monotonic()); };
+  std::string name = request.tool_name;
+  if (name.rfind(config_.tool_prefix, 0) == 0) name = name.substr(config_.tool_prefix.size());
+  json arguments = json::parse(request.body.empty() ? "{}" : request.body, nullptr, false);
+  if (!arguments.is_object()) arguments = json::object();
+  const json params = {
+      {"name", name},
+      {"arguments", std::move(arguments)},
+      {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
+  std::vector<DownstreamResult::FailedAttempt> failed;
+  for (int attempt = 1;; ++attempt) {
+    auto call_op = client_.Call("tools/call", params, std::max(left(), milliseconds(1)));
+    mcp::RpcOutcome out = co_await std::move(call_op);
+    DownstreamResult result = ToDownstream(std::move(out));
+    result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();
+    // Only a connection never made is safe to try again: the server saw nothing (design §13).
+    const milliseconds wait(std::min<int64_t>(config_.retry.max_backoff_ms,
+                                              int64_t{config_.retry.backoff_ms} << std::min(attempt - 1, 20)));
+    const bool again =
+        result.kind == Kind::kConnectFailed && attempt < config_.retry.max_attempts && wait + milliseconds(1) < left();
+    if (!again) {
+      result.failed_attempts = std::move(failed);
+      co_return result;
+    }
+    failed.push_back({attempt, "connection_failed", 0, result.latency_ms});
+    asio::steady_timer timer(co_await asio::this_coro::executor, wait);
+    auto wait_op = timer.async_wait(asio::use_awaitable);
+    co_await std::move(wait_op);
+  }
+}
+
+asio::awaitable<HealthReport> McpConnector::CheckHealth() {
+  HealthReport report;
+  report.target = config_.kind == ConnectorKind::kMcp
+                      ? absl::StrCat(config_.url, " (JSON-RPC ping)")
+                      : absl::StrCat(config_.command.front(), " (JSON-RPC ping over stdio)");
+  auto ping_op = client_.Call("ping", json(nullptr), milliseconds(std::min(config_.timeout_ms, 5000)));
+  mcp::RpcOutcome out = co_await std::move(ping_op);
+  report.status = out.http_status;
+  report.healthy = Succeeded(out);
+  if (!report.healthy) report.error = Describe(out);
+  co_return report;
+}
+
+void McpConnector::Start(asio::any_io_executor event_loop) {
+  shared_->timer = std::make_unique<asio::steady_timer>(event_loop);
+  // The server says its tools changed: refresh now (the loop's wait ends early).
+  client_.transport().OnToolsChanged([shared = shared_] {
+    shared->refresh_now = true;
+    if (shared->timer) shared->timer->cancel();
+  });
+  asio::co_spawn(event_loop, RefreshForever(this, shared_), asio::detached);
+}
+
+asio::awaitable<void> McpConnector::RefreshForever(McpConnector* self, std::shared_ptr<Shared> shared) {
+  milliseconds retry = kFirstListRetry;
+  std::optional<uint64_t> confirmed_session;
+  while (!shared->stopped) {
+    shared->refresh_now = false;
+    auto refresh_op = self->RefreshTools();
+    absl::Status refreshed = co_await std::move(refresh_op);
+    if (shared->stopped) co_return;
+    milliseconds wait = std::chrono::seconds(self->config_.tools_ttl_s);
+    if (refreshed.ok()) {
+      retry = kFirstListRetry;
+      // Servers may register their tools once they see notifications/initialized, and not every
+      // transport carries tools/list_changed to toolgate: a new session's list is fetched twice.
+      if (self->client_.session() != confirmed_session) {
+        confirmed_session = self->client_.session();
+        wait = std::min(wait, kSecondListFetch);
+      }
+    } else {
+      spdlog::warn("connector {}: MCP tool list not refreshed ({} tool(s) still listed): {}", self->config_.id,
+                   self->deps_.tools.ToolCount(self->config_.id), refreshed.ToString());
+      wait = std::min(wait, retry);
+      retry = std::min(kMaxListRetry, retry * 2);
+    }
+    shared->timer->expires_after(wait);
+    boost::system::error_code ec;
+    auto wait_op = shared->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await std::move(wait_op);
+    if (shared->refresh_now) spdlog::info("connector {}: the MCP server's tools changed", self->config_.id);
+  }
+}
+
+void McpConnector::Stop() {
+  if (shared_->stopped) return;
+  shared_->stopped = true;
+  if (shared_->timer) shared_->timer->cancel();
+  client_.Stop();
+}
+
+}  // namespace toolgate

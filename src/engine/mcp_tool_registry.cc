@@ -1,0 +1,94 @@
+#include "toolgate/engine/mcp_tool_registry.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+
+namespace toolgate {
+
+namespace {
+
+// A DynamoDB item holds at most 400 KB; the key and attribute names need a little of it.
+constexpr size_t kMaxSavedBytes = 350 * 1024;
+
+store::ItemKey KeyOf(const std::string& connector_id) {
+  return {absl::StrCat("CONNECTOR#", connector_id), "MCP_TOOLS"};
+}
+
+}  // namespace
+
+McpToolRegistry::McpToolRegistry(std::set<std::string, std::less<>> reserved) : reserved_(std::move(reserved)) {}
+
+std::vector<std::string> McpToolRegistry::Publish(const std::string& connector_id, std::vector<McpTool> tools) {
+  std::vector<std::string> left_out;
+  absl::MutexLock lock(&mu_);
+  for (const std::string& name : names_of_[connector_id]) by_name_.erase(name);
+  std::vector<std::string>& names = names_of_[connector_id];
+  names.clear();
+  for (McpTool& tool : tools) {
+    const bool taken = reserved_.count(tool.name) > 0 || by_name_.count(tool.name) > 0;
+    if (taken) {
+      left_out.push_back(tool.name);
+      continue;
+    }
+    names.push_back(tool.name);
+    tool.connector_id = connector_id;
+    std::string name = tool.name;
+    by_name_.emplace(std::move(name), std::move(tool));
+  }
+  for (const std::string& name : left_out) {
+    spdlog::warn("connector {}: tool {} left out: another connector already exposes that name (set tool_prefix)",
+                 connector_id, name);
+  }
+  return left_out;
+}
+
+std::optional<std::string> McpToolRegistry::ConnectorOf(std::string_view name) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) return std::nullopt;
+  return it->second.connector_id;
+}
+
+std::vector<McpTool> McpToolRegistry::Tools() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<McpTool> out;
+  out.reserve(by_name_.size());
+  for (const auto& [name, tool] : by_name_) out.push_back(tool);
+  return out;
+}
+
+bool McpToolRegistry::HasList(std::string_view connector_id) const {
+  absl::MutexLock lock(&mu_);
+  return names_of_.find(connector_id) != names_of_.end();
+}
+
+size_t McpToolRegistry::ToolCount(std::string_view connector_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = names_of_.find(connector_id);
+  return it == names_of_.end() ? 0 : it->second.size();
+}
+
+absl::Status McpToolRegistry::Save(store::ItemStore& store, const std::string& connector_id,
+                                   const std::string& tools_json) {
+  if (tools_json.size() > kMaxSavedBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("the tool list of connector ", connector_id, " has ",
+                                                   tools_json.size(), " bytes, more than a store item holds"));
+  }
+  store::Item item{{"tools", tools_json}};
+  absl::StatusOr<store::WriteResult> put = store.Put(KeyOf(connector_id), item, store::Condition::Always());
+  return put.status();
+}
+
+absl::StatusOr<std::optional<std::string>> McpToolRegistry::Load(store::ItemStore& store,
+                                                                 const std::string& connector_id) {
+  absl::StatusOr<std::optional<store::Item>> got = store.Get(KeyOf(connector_id));
+  if (!got.ok()) return got.status();
+  if (!got->has_value()) return std::optional<std::string>();
+  auto it = (*got)->find("tools");
+  if (it == (*got)->end() || !it->second.is_string()) return std::optional<std::string>();
+  return std::optional<std::string>(it->second.as_string());
+}
+
+}  // namespace toolgate

@@ -1,0 +1,355 @@
+// MCP servers behind toolgate (design §14 "MCP connectors"), on the real `toolgate serve` binary
+// against the real reference server @modelcontextprotocol/server-everything: over Streamable HTTP
+// (`kind = "mcp"`) and as a child process (`kind = "mcp_stdio"`). Tool lists through /mcp, results
+// passed through unchanged, isError results that never open the breaker, a dead server that does,
+// and a stdio server killed mid-call.
+
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <thread>
+
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::ChildProcess;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+
+const std::string kEverything =
+    std::string(TOOLGATE_NODE_DIR) + "/node_modules/@modelcontextprotocol/server-everything/dist/index.js";
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool Listening(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+// The children of `pid` (its threads' children, from /proc).
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::vector<pid_t> out;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(tasks.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(tasks + "/" + e->d_name + "/children");
+    pid_t child;
+    while (in >> child) out.push_back(child);
+  }
+  closedir(d);
+  return out;
+}
+
+// server-everything over Streamable HTTP on a port of its own (PORT), endpoint /mcp.
+class EverythingHttpServer {
+ public:
+  EverythingHttpServer(const TempDir& dir) : port_(FreePort()), log_(dir.file("everything.log")) {}
+  bool Start() {
+    setenv("PORT", std::to_string(port_).c_str(), 1);
+    proc_ =
+        std::make_unique<ChildProcess>(std::vector<std::string>{"/usr/bin/node", kEverything, "streamableHttp"}, log_);
+    unsetenv("PORT");
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(20)) {
+      if (Listening(port_)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
+  void Kill() { proc_.reset(); }  // SIGKILL and wait
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/mcp"; }
+
+ private:
+  int port_;
+  std::string log_;
+  std::unique_ptr<ChildProcess> proc_;
+};
+
+class McpConnectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access(kEverything.c_str(), R_OK) != 0) {
+      GTEST_SKIP() << "@modelcontextprotocol/server-everything is not installed (scripts/install-deps.sh)";
+    }
+  }
+
+  static std::string Connector(const std::string& id, const std::string& kind_keys) {
+    return "[connectors." + id + "]\n" + kind_keys + "timeout_ms = 5000\nmax_in_flight = 4\n[connectors." + id +
+           ".breaker]\nfailure_threshold = 3\ncooldown_s = 60\n";
+  }
+  std::string HttpConfig(const std::string& url) {
+    return testing::BaseConfig(dir_.file("store.db")) +
+           Connector("everything", "kind = \"mcp\"\nurl = \"" + url + "\"\n");
+  }
+  std::string StdioConfig() {
+    return testing::BaseConfig(dir_.file("store.db")) +
+           Connector("local",
+                     "kind = \"mcp_stdio\"\ncommand = [\"/usr/bin/node\", \"" + kEverything + "\", \"stdio\"]\n");
+  }
+  GatewayProcess& Start(const std::string& config) {
+    gw_ = std::make_unique<GatewayProcess>(config, dir_);
+    EXPECT_TRUE(gw_->Start());
+    return *gw_;
+  }
+
+  // A 2025-06-18 JSON-RPC request through /mcp; the whole answer.
+  json Rpc(const std::string& method, const json& params) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", gw_->public_port()};
+    r.method = "POST";
+    r.target = "/mcp";
+    r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump();
+    r.timeout = std::chrono::seconds(30);
+    r.headers = {{"Content-Type", "application/json"},
+                 {"Accept", "application/json, text/event-stream"},
+                 {"MCP-Protocol-Version", "2025-06-18"},
+                 {"Authorization", "Bearer " + alice_}};
+    auto answer = api::HttpCall(std::move(r));
+    EXPECT_EQ(answer.status, 200) << answer.body;
+    return Body(answer);
+  }
+  json CallTool(const std::string& name, const json& arguments) {
+    return Rpc("tools/call", {{"name", name}, {"arguments", arguments}});
+  }
+  std::vector<std::string> ToolNames() {
+    std::vector<std::string> names;
+    const json list = Rpc("tools/list", json::object());  // named: a range-for does not keep a temporary's parts alive
+    for (const auto& t : list["result"]["tools"]) names.push_back(t["name"]);
+    return names;
+  }
+  // Polls tools/list (bounded) until `name` is listed: the connector fetches the list once it runs.
+  void WaitForTool(const std::string& name) {
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
+      auto names = ToolNames();
+      if (std::find(names.begin(), names.end(), name) != names.end()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << name << " never listed; toolgate's log:\n" << gw_->Log();
+  }
+  json ConnectorView(const std::string& id) {
+    json all = Body(gw_->Admin("GET", "/admin/connectors"));
+    for (const auto& c : all["connectors"]) {
+      if (c["id"] == id) return c;
+    }
+    ADD_FAILURE() << "no connector " << id << " in " << all;
+    return json::object();
+  }
+  // The result without toolgate's _meta key: what the server answered.
+  static json WithoutToolgateMeta(json result) {
+    if (result.contains("_meta")) {
+      result["_meta"].erase("io.toolgate/execution_id");
+      if (result["_meta"].empty()) result.erase("_meta");
+    }
+    return result;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<GatewayProcess> gw_;
+  const std::string alice_ = Token("tenant-a");
+};
+
+TEST_F(McpConnectorTest, ToolsOfAStreamableHttpServerAreListedAndTheirResultsPassThroughUnchanged) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.echo");
+  const json list = Rpc("tools/list", json::object())["result"];
+  std::vector<std::string> names;
+  json structured_tool;
+  for (const auto& t : list["tools"]) {
+    names.push_back(t["name"]);
+    if (t["name"] == "everything.get-structured-content") structured_tool = t;
+  }
+  EXPECT_THAT(names, ::testing::IsSupersetOf({"everything.echo", "everything.get-sum", "everything.get-tiny-image",
+                                              "everything.get-structured-content"}));
+  // The server's own definition, renamed: its title, schemas and annotations reach the agent.
+  EXPECT_EQ(structured_tool["title"], "Get Structured Content Tool");
+  EXPECT_EQ(structured_tool["outputSchema"]["required"], json({"temperature", "conditions", "humidity"}));
+  EXPECT_EQ(structured_tool["inputSchema"]["properties"]["location"]["type"], "string");
+
+  const json echo = CallTool("everything.echo", {{"message", "hello through toolgate"}})["result"];
+  EXPECT_EQ(WithoutToolgateMeta(echo),
+            json({{"content", {{{"type", "text"}, {"text", "Echo: hello through toolgate"}}}}}))
+      << echo;
+  const std::string execution_id = echo["_meta"]["io.toolgate/execution_id"];
+  EXPECT_FALSE(execution_id.empty());
+  auto record = gw_->Public("GET", "/v1/executions/" + execution_id, "", alice_);
+  ASSERT_EQ(record.status, 200) << record.body;
+  EXPECT_EQ(Body(record)["outcome"], "SUCCEEDED");
+  EXPECT_EQ(Body(record)["connector_id"], "everything");
+  EXPECT_EQ(Body(record)["tool_name"], "everything.echo") << "the exposed name is recorded";
+
+  const json weather = CallTool("everything.get-structured-content", {{"location", "Chicago"}})["result"];
+  ASSERT_TRUE(weather["structuredContent"].is_object()) << weather;
+  for (const char* key : {"temperature", "conditions", "humidity"})
+    EXPECT_TRUE(weather["structuredContent"].contains(key));
+  EXPECT_EQ(weather["content"][0]["type"], "text");
+  EXPECT_FALSE(weather.contains("isError"));
+
+  const json image = CallTool("everything.get-tiny-image", json::object())["result"];
+  bool has_image = false;
+  for (const auto& c : image["content"]) has_image |= c["type"] == "image" && c["mimeType"] == "image/png";
+  EXPECT_TRUE(has_image) << image;
+
+  // /v1 runs the same path: the MCP result is the execution's result.
+  auto v1 = gw_->Invoke("everything.get-sum", {{"input", {{"a", 1}, {"b", 2}}}}, alice_);
+  ASSERT_EQ(v1.status, 200) << v1.body;
+  EXPECT_EQ(Body(v1)["outcome"], "SUCCEEDED");
+  EXPECT_THAT(Body(v1)["result"]["content"][0]["text"].get<std::string>(), ::testing::HasSubstr("is 3"));
+
+  // A name the server does not list is unknown, although its prefix names the connector.
+  const json unknown = CallTool("everything.no-such-tool", json::object());
+  EXPECT_EQ(unknown["error"]["code"], -32602) << unknown;
+}
+
+TEST_F(McpConnectorTest, IsErrorResultsPassThroughAsToolErrorsAndNeverOpenTheBreaker) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.get-sum");
+  for (int i = 0; i < 6; ++i) {  // twice the failure threshold
+    const json bad = CallTool("everything.get-sum", {{"a", "not a number"}})["result"];
+    ASSERT_EQ(bad["isError"], true) << bad;
+    EXPECT_THAT(bad["content"][0]["text"].get<std::string>(), ::testing::HasSubstr("Input validation error"))
+        << "the server's own text, for the model";
+    EXPECT_FALSE(bad.contains("structuredContent")) << "passed through unchanged, not toolgate's error shape";
+    EXPECT_FALSE(bad["_meta"]["io.toolgate/execution_id"].get<std::string>().empty());
+  }
+  auto v1 = gw_->Invoke("everything.get-sum", {{"input", {{"a", "x"}}}}, alice_);
+  EXPECT_EQ(Body(v1)["outcome"], "FAILED") << v1.body;
+  EXPECT_EQ(Body(v1)["reason"], "tool_error");
+  EXPECT_EQ(Body(v1)["tool_result"]["isError"], true);
+  EXPECT_EQ(ConnectorView("everything")["breaker"]["state"], "CLOSED");
+  // And the server still answers.
+  EXPECT_EQ(CallTool("everything.echo", {{"message", "ok"}})["result"]["content"][0]["text"], "Echo: ok");
+}
+
+TEST_F(McpConnectorTest, ADeadServerOpensTheBreakerWhileItsLastToolListIsStillServed) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.echo");
+  ASSERT_EQ(CallTool("everything.echo", {{"message", "up"}})["result"]["content"][0]["text"], "Echo: up");
+  server.Kill();
+  for (int i = 0; i < 3; ++i) {  // failure_threshold
+    const json failed = CallTool("everything.echo", {{"message", "down"}})["result"];
+    EXPECT_EQ(failed["isError"], true) << failed;
+    EXPECT_EQ(failed["structuredContent"]["outcome"], "FAILED") << failed;
+    EXPECT_EQ(failed["structuredContent"]["reason"], "connection_failed") << failed;
+  }
+  EXPECT_EQ(ConnectorView("everything")["breaker"]["state"], "OPEN");
+  const json deferred = CallTool("everything.echo", {{"message", "down"}})["result"];
+  EXPECT_EQ(deferred["isError"], true);
+  EXPECT_EQ(deferred["structuredContent"]["outcome"], "DEFERRED");
+  EXPECT_EQ(deferred["structuredContent"]["reason"], "breaker_open");
+  EXPECT_GT(deferred["structuredContent"]["retry_after_ms"].get<int64_t>(), 0);
+  // The last known list is still what agents see.
+  EXPECT_THAT(ToolNames(), ::testing::Contains("everything.echo"));
+
+  // A restarted gateway (same store) knows the list before the server is back (design §17.7).
+  gw_->Terminate();
+  Start(HttpConfig(server.url()));
+  EXPECT_THAT(ToolNames(), ::testing::Contains("everything.echo"));
+}
+
+TEST_F(McpConnectorTest, AServerThatForgotTheSessionIsInitializedAgainOnce) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.echo");
+  ASSERT_EQ(CallTool("everything.echo", {{"message", "first"}})["result"]["content"][0]["text"], "Echo: first");
+  // A new server process on the same port knows nothing of toolgate's Mcp-Session-Id: it answers the
+  // next call 400 (the TypeScript SDK's answer to a stale session), and toolgate initializes again.
+  server.Kill();
+  ASSERT_TRUE(server.Start());
+  const json again = CallTool("everything.echo", {{"message", "second"}})["result"];
+  EXPECT_EQ(again["content"][0]["text"], "Echo: second") << again << gw_->Log();
+  EXPECT_THAT(gw_->Log(), ::testing::HasSubstr("session went stale"));
+  EXPECT_EQ(ConnectorView("everything")["breaker"]["window_failures"], 0) << "a re-initialized session is no failure";
+}
+
+TEST_F(McpConnectorTest, AStdioServerIsStartedListedAndCalled) {
+  Start(StdioConfig());
+  WaitForTool("local.echo");
+  const json echo = CallTool("local.echo", {{"message", "over stdio"}})["result"];
+  EXPECT_EQ(WithoutToolgateMeta(echo), json({{"content", {{{"type", "text"}, {"text", "Echo: over stdio"}}}}})) << echo;
+  const json sum = CallTool("local.get-sum", {{"a", 20}, {"b", 22}})["result"];
+  EXPECT_THAT(sum["content"][0]["text"].get<std::string>(), ::testing::HasSubstr("is 42"));
+  // Concurrent calls over the one pipe are matched by id.
+  std::vector<std::future<json>> calls;
+  for (int i = 0; i < 4; ++i) {
+    calls.push_back(std::async(std::launch::async, [this, i] {
+      return CallTool("local.echo", {{"message", "m" + std::to_string(i)}})["result"];
+    }));
+  }
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(calls[i].get()["content"][0]["text"], "Echo: m" + std::to_string(i));
+  EXPECT_EQ(ChildrenOf(gw_->pid()).size(), 1u) << "one server process per instance";
+}
+
+TEST_F(McpConnectorTest, AStdioServerKilledMidCallGivesConnectionLostReleasesTheSlotAndIsRestarted) {
+  Start(StdioConfig());
+  WaitForTool("local.trigger-long-running-operation");
+  auto slow = std::async(std::launch::async, [this] {
+    return CallTool("local.trigger-long-running-operation", {{"duration", 4}, {"steps", 4}})["result"];
+  });
+  // Bounded wait until the call holds its slot, then kill the server under it.
+  const auto start = std::chrono::steady_clock::now();
+  while (ConnectorView("local")["in_flight"] != 1 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(ConnectorView("local")["in_flight"], 1);
+  const std::vector<pid_t> children = ChildrenOf(gw_->pid());
+  ASSERT_EQ(children.size(), 1u);
+  ASSERT_EQ(kill(children[0], SIGKILL), 0);
+  const json lost = slow.get();
+  EXPECT_EQ(lost["isError"], true) << lost;
+  EXPECT_EQ(lost["structuredContent"]["outcome"], "FAILED");
+  EXPECT_EQ(lost["structuredContent"]["reason"], "connection_lost");
+  EXPECT_EQ(ConnectorView("local")["in_flight"], 0) << "the slot is released";
+  // The server is started again (after its backoff): a later call works.
+  json again;
+  const auto retry_start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - retry_start < std::chrono::seconds(20)) {
+    again = CallTool("local.echo", {{"message", "back"}})["result"];
+    if (!again.value("isError", false)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(again["content"][0]["text"], "Echo: back") << again;
+  const std::vector<pid_t> now = ChildrenOf(gw_->pid());
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], children[0]);
+}
+
+}  // namespace
+}  // namespace toolgate

@@ -1,0 +1,64 @@
+// The MCP tool registry (design §14, §17.2, §17.7): which connector serves an exposed name, the
+// first connector keeps a contested name, and the last list survives in the store.
+
+#include "toolgate/engine/mcp_tool_registry.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "toolgate/clock.h"
+#include "toolgate/store/memory_item_store.h"
+
+namespace toolgate {
+namespace {
+
+McpTool Tool(std::string name) { return McpTool{name, name, "", "{}"}; }
+
+TEST(McpToolRegistryTest, ResolvesPublishedNamesAndReplacesAConnectorsList) {
+  McpToolRegistry registry({"crm.get_deal"});
+  EXPECT_FALSE(registry.HasList("a"));
+  EXPECT_TRUE(registry.Publish("a", {Tool("a.echo"), Tool("a.sum")}).empty());
+  EXPECT_TRUE(registry.HasList("a"));
+  EXPECT_EQ(registry.ConnectorOf("a.echo"), "a");
+  EXPECT_EQ(registry.ToolCount("a"), 2u);
+  // A later refresh replaces the list: a tool the server no longer lists is gone.
+  registry.Publish("a", {Tool("a.echo")});
+  EXPECT_EQ(registry.ConnectorOf("a.sum"), std::nullopt);
+  EXPECT_EQ(registry.ToolCount("a"), 1u);
+  registry.Publish("a", {});
+  EXPECT_TRUE(registry.HasList("a")) << "an empty list is still a list";
+  EXPECT_EQ(registry.ToolCount("a"), 0u);
+}
+
+TEST(McpToolRegistryTest, TheLaterConnectorExposingANameIsLeftOut) {
+  McpToolRegistry registry({"crm.get_deal"});
+  registry.Publish("a", {Tool("echo")});
+  EXPECT_THAT(registry.Publish("b", {Tool("echo"), Tool("crm.get_deal"), Tool("other")}),
+              ::testing::ElementsAre("echo", "crm.get_deal"));
+  EXPECT_EQ(registry.ConnectorOf("echo"), "a");
+  EXPECT_EQ(registry.ConnectorOf("crm.get_deal"), std::nullopt) << "reserved for the http connector's [tools] entry";
+  EXPECT_EQ(registry.ConnectorOf("other"), "b");
+  // a's refresh keeps its name; once a drops it, b's next refresh gets it.
+  registry.Publish("a", {Tool("echo")});
+  EXPECT_EQ(registry.ConnectorOf("echo"), "a");
+  registry.Publish("a", {});
+  registry.Publish("b", {Tool("echo")});
+  EXPECT_EQ(registry.ConnectorOf("echo"), "b");
+  ASSERT_EQ(registry.Tools().size(), 1u);
+  EXPECT_EQ(registry.Tools()[0].connector_id, "b");
+}
+
+TEST(McpToolRegistryTest, TheLastListIsKeptInTheStore) {
+  ManualClock clock;
+  store::MemoryItemStore store(clock);
+  auto none = McpToolRegistry::Load(store, "a");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(McpToolRegistry::Save(store, "a", R"([{"name":"echo"}])").ok());
+  auto loaded = McpToolRegistry::Load(store, "a");
+  ASSERT_TRUE(loaded.ok() && loaded->has_value());
+  EXPECT_EQ(**loaded, R"([{"name":"echo"}])");
+  EXPECT_EQ(McpToolRegistry::Save(store, "a", std::string(400 * 1024, ' ')).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace toolgate
