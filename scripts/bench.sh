@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs the store and service micro-benchmarks (Google Benchmark) from the build directory $1.
+# Runs the micro-benchmarks (Google Benchmark) and the end-to-end scripts from the build directory $1.
+# Extra arguments go to the store benchmark.
 set -euo pipefail
 build_dir=${1:-build}
 "$build_dir/bench/toolgate_store_bench" "${@:2}"
+"$build_dir/bench/toolgate_schema_bench"       # input schema check and request shaping per call
+"$build_dir/bench/toolgate_tls_client_bench"   # kept-alive HTTPS vs plain, handshakes per 1,000 calls
 bash bench/dynamodb.sh "$build_dir"
-bash bench/e2e.sh "$build_dir"
+bash bench/e2e.sh "$build_dir"                 # includes an HTTPS downstream
