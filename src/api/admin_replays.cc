@@ -633,7 +633,9 @@ struct AdminReplays::Impl : GatewayContext {
         batch = std::move(*read);
         batch_from = index;
       }
-      const auto [tenant, id] = batch[static_cast<size_t>(index - batch_from)];
+      // Named copies, not a structured binding: clang 14 cannot capture a binding in the lambdas below.
+      const std::string tenant = batch[static_cast<size_t>(index - batch_from)].first;
+      const std::string id = batch[static_cast<size_t>(index - batch_from)].second;
       std::string result;
       if (job.in_flight_index == index) {
         // Begun before a restart: replayed already if its original's chain names this job.
