@@ -1,4 +1,5 @@
 #include "toolgate/domain/json_schema.h"
+#include "toolgate/domain/json_type_name.h"
 
 #include <algorithm>
 #include <cmath>
@@ -75,27 +76,6 @@ uint8_t TypeBitOf(const json& v) {
 }
 
 // The name a value's type is reported by ("got ..."): a float is a number even when integral.
-std::string_view TypeNameOf(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return "boolean";
-    case json::value_t::object:
-      return "object";
-    case json::value_t::array:
-      return "array";
-    case json::value_t::string:
-      return "string";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-      return "integer";
-    case json::value_t::number_float:
-      return "number";
-    default:
-      return "binary";
-  }
-}
 
 std::string ExpectedTypes(uint8_t bits) {
   std::string out;

@@ -1,4 +1,5 @@
 #include "toolgate/domain/request_shape.h"
+#include "toolgate/domain/json_type_name.h"
 
 #include <algorithm>
 #include <cmath>
@@ -49,27 +50,6 @@ absl::Status InputError(std::string_view field, std::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(FieldPointer(field), ": ", std::string(what)));
 }
 
-std::string_view TypeNameOf(const json& v) {
-  switch (v.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return "boolean";
-    case json::value_t::object:
-      return "object";
-    case json::value_t::array:
-      return "array";
-    case json::value_t::string:
-      return "string";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-      return "integer";
-    case json::value_t::number_float:
-      return "number";
-    default:
-      return "binary";
-  }
-}
 
 // A path field's text: a string as written, an integer (also 3.0) in decimal.
 absl::StatusOr<std::string> PathFieldText(const json& input, const std::string& name) {
