@@ -449,7 +449,9 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
 TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
   GatewayProcess& gw = Start(Config());
   for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke",
-                                   "/v1/tools/crm.x%2F..%2Fy/invoke", "/v1/tools/crm.x%00/invoke", "/healthz%00"}) {
+                                   "/v1/tools/crm.x%2F..%2Fy/invoke", "/v1/tools/crm.x%00/invoke", "/healthz%00",
+                                   "/v1/tools/../invoke", "/v1/tools/%2e%2e/invoke", "/v1/tools/%2E/invoke",
+                                   "/v1/./tools/crm.x/invoke", "/v1/tools/crm.x/invoke/.."}) {
     SCOPED_TRACE(target);
     const auto answers =
         Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));

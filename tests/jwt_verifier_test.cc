@@ -313,5 +313,29 @@ TEST(Base64UrlTest, RoundTripsEveryLength) {
   EXPECT_FALSE(Base64UrlDecode("ab+/", out));  // standard alphabet is not base64url
 }
 
+
+// `sub` becomes the ledger's actor and appears in log lines: a newline in it would forge a line, and
+// cutting a long one could split a UTF-8 character. Such a token is refused, not trimmed.
+TEST_F(JwtVerifierTest, ASubWithControlCharactersOrOver256BytesIsRefused) {
+  auto rsa = TestKey::Rsa("rsa-1");
+  WriteJwks({rsa.get()});
+  auto v = Verifier({.jwks_file = jwks_});
+  std::string long_utf8(85, 'a');
+  for (int i = 0; i < 100; ++i) long_utf8 += "\xc3\xa9";  // 285 bytes of valid UTF-8
+  for (const std::string& bad : {std::string("agent\n{\"forged\":1}"), std::string("a\tb"), std::string("x\x7f"),
+                                 std::string(257, 'a'), long_utf8}) {
+    json claims = Claims();
+    claims["sub"] = bad;
+    const auto p = v->Verify(rsa->Sign(claims));
+    ASSERT_FALSE(p.ok()) << claims["sub"].dump();
+    EXPECT_EQ(p.status().message(), "token has an invalid sub");
+  }
+  json claims = Claims();
+  claims["sub"] = std::string(85, 'a') + "\xc3\xa9\xc3\xa9\xc3\xa9";  // UTF-8 within 256 bytes: kept whole
+  const auto p = v->Verify(rsa->Sign(claims));
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->subject, claims["sub"].get<std::string>());
+}
+
 }  // namespace
 }  // namespace toolgate::auth

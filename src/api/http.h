@@ -126,7 +126,8 @@ using net::ConnectionPool;
 using net::HttpCall;
 using net::IsLocalResourceError;
 
-std::string PercentDecode(std::string_view s);
+// %XX escapes decoded; '+' becomes a space only when `plus_is_space` (a query's form encoding, not a path).
+std::string PercentDecode(std::string_view s, bool plus_is_space);
 std::string PercentEncode(std::string_view s);
 
 }  // namespace toolgate::api

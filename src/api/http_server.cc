@@ -34,7 +34,7 @@ std::string HttpRequest::Header(std::string_view name) const {
   return "";
 }
 
-std::string PercentDecode(std::string_view s) {
+std::string PercentDecode(std::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
@@ -42,7 +42,7 @@ std::string PercentDecode(std::string_view s) {
         std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
       out.push_back(static_cast<char>(std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16)));
       i += 2;
-    } else if (s[i] == '+') {
+    } else if (plus_is_space && s[i] == '+') {
       out.push_back(' ');
     } else {
       out.push_back(s[i]);
@@ -109,7 +109,7 @@ HttpRequest Translate(const http::request<http::string_body>& r) {
   out.target = std::string(r.target());
   const std::string_view target(r.target().data(), r.target().size());
   const auto q = target.find('?');
-  out.path = PercentDecode(target.substr(0, q));
+  out.path = PercentDecode(target.substr(0, q), /*plus_is_space=*/false);  // '+' is a space only in a query
   if (q != std::string_view::npos) {
     std::string_view rest = target.substr(q + 1);
     while (!rest.empty()) {
@@ -117,8 +117,8 @@ HttpRequest Translate(const http::request<http::string_body>& r) {
       const std::string_view pair = rest.substr(0, amp);
       const auto eq = pair.find('=');
       if (!pair.empty()) {
-        out.query.emplace(PercentDecode(pair.substr(0, eq)),
-                          eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1)));
+        out.query.emplace(PercentDecode(pair.substr(0, eq), /*plus_is_space=*/true),
+                          eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1), /*plus_is_space=*/true));
       }
       if (amp == std::string_view::npos) break;
       rest = rest.substr(amp + 1);
@@ -187,13 +187,22 @@ std::optional<HttpResponse> CheckFraming(const http::request_header<>& h, int tr
   return std::nullopt;
 }
 
-// %2F would become a '/' that routing never saw (/v1/tools/crm.x%2Finvoke); %00 ends strings.
-bool HasEncodedSlashOrNul(std::string_view target) {
+// %2F would become a '/' that routing never saw (/v1/tools/crm.x%2Finvoke); %00 ends strings; a
+// "." or ".." segment, plain or encoded (%2e%2e), names another resource to any hop that normalizes
+// the path (RFC 3986 §5.2.4) than to the router, which does not.
+bool HasEncodedSlashNulOrDotSegment(std::string_view target) {
   const std::string_view path = target.substr(0, target.find('?'));
   for (size_t i = 0; i + 2 < path.size(); ++i) {
     if (path[i] != '%') continue;
     const char a = path[i + 1], b = static_cast<char>(std::tolower(static_cast<unsigned char>(path[i + 2])));
     if ((a == '2' && b == 'f') || (a == '0' && b == '0')) return true;
+  }
+  const std::string decoded = PercentDecode(path, /*plus_is_space=*/false);
+  for (size_t start = 0; start <= decoded.size();) {
+    const size_t end = std::min(decoded.find('/', start), decoded.size());
+    const std::string_view segment = std::string_view(decoded).substr(start, end - start);
+    if (segment == "." || segment == "..") return true;
+    start = end + 1;
   }
   return false;
 }
@@ -215,8 +224,9 @@ std::optional<HttpResponse> CheckHeader(const http::request_header<>& h) {
   if (authorizations > 1) return Refusal(400, "duplicate_header", "more than one Authorization header");
   if (content_lengths > 1) return Refusal(400, "duplicate_header", "more than one Content-Length header");
   if (hosts == 0 && h.version() >= 11) return Refusal(400, "missing_host", "an HTTP/1.1 request needs a Host header");
-  if (HasEncodedSlashOrNul({h.target().data(), h.target().size()})) {
-    return Refusal(400, "invalid_path", "the path must not contain an encoded slash (%2F) or NUL (%00)");
+  if (HasEncodedSlashNulOrDotSegment({h.target().data(), h.target().size()})) {
+    return Refusal(400, "invalid_path",
+                   "the path must not contain an encoded slash (%2F), NUL (%00) or a . or .. segment");
   }
   return std::nullopt;
 }

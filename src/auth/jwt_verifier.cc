@@ -8,6 +8,7 @@
 #include <openssl/param_build.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -387,7 +388,15 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
     if (!ValidTenantId(account.get<std::string>())) return Unauthenticated("token has an invalid custom:account_id");
     p.account_id = account.get<std::string>();
   }
-  if (const json sub = claims.value("sub", json()); sub.is_string()) p.subject = sub.get<std::string>().substr(0, 256);
+  // `sub` becomes the ledger's actor and shows in logs: at most 256 bytes (cutting it could split a
+  // UTF-8 character) and no control characters (a newline would forge a log line).
+  if (const json sub = claims.value("sub", json()); sub.is_string()) {
+    const std::string& subject = sub.get_ref<const std::string&>();
+    const bool has_control =
+        std::any_of(subject.begin(), subject.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+    if (subject.size() > 256 || has_control) return Unauthenticated("token has an invalid sub");
+    p.subject = subject;
+  }
   if (absl::Status s = ReadRoles(claims, p.roles); !s.ok()) return s;
   return p;
 }
