@@ -3,9 +3,11 @@
 // contents its scenarios expect, over Streamable HTTP at /mcp with sessions. Used by
 // tests/mcp_conformance_test.cc (toolgate fronts it through an `mcp` connector) and bench/mcp.sh.
 //
-// Usage: PORT=0 node mcp_fixture_server.mjs
+// Usage: PORT=0 [JSON_RESPONSE=1] node mcp_fixture_server.mjs
 // Listens on 127.0.0.1:$PORT (0 or unset: a port the kernel picks) and prints one line
-// "listening on 127.0.0.1:<port>" once it accepts connections. Runs until killed.
+// "listening on 127.0.0.1:<port>" once it accepts connections. Runs until killed. A POST is answered with
+// an SSE stream (the SDK's default), or with application/json when JSON_RESPONSE=1 (the SDK's
+// enableJsonResponse; then nothing can be sent to the client during a call).
 import http from "node:http";
 import { randomUUID } from "node:crypto";
 import { Server } from "@modelcontextprotocol/sdk/server/index.js";
@@ -173,6 +175,7 @@ const httpServer = http.createServer(async (req, res) => {
       if (req.method !== "POST" || !isInitializeRequest(body)) return refuse(res, 400, "Bad Request: no session");
       transport = new StreamableHTTPServerTransport({
         sessionIdGenerator: () => randomUUID(),
+        enableJsonResponse: process.env.JSON_RESPONSE === "1",
         onsessioninitialized: (id) => transports.set(id, transport),
       });
       const t = transport;
