@@ -169,7 +169,7 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
   // (sampling, elicitation) ends at it.
   GatewayProcess gw(testing::BaseConfig(dir_.file("store.db")) +
                         "[connectors.conformance]\nkind = \"mcp\"\nurl = \"http://127.0.0.1:" +
-                        std::to_string(fixture_port) + "/mcp\"\ntool_prefix = \"\"\ntimeout_ms = 2000\n",
+                        std::to_string(fixture_port) + "/mcp\"\ntool_prefix = \"\"\ntimeout_ms = 3000\n",
                     dir_);
   ASSERT_TRUE(gw.Start());
   const std::string token = Token("conformance");
