@@ -8,8 +8,10 @@
 #     to back), with 1 client and with CLIENTS clients;
 #   - toolgate: a `kind = "mcp"` connector in front of the same server, SQLite store, HS256 token, once per
 #     sqlite_synchronous value in SYNC (default "normal full").
-# Prints each run's JSON line and a summary: calls/s and the latency toolgate adds per call (its p50/p99
-# minus the direct ones). Everything shares this machine's cores.
+# Prints each run's JSON line and a summary: calls/s, the latency toolgate adds per call (its p50/p99
+# minus the direct ones), and the CPU time per call of the server, of toolgate and of the client (from
+# /proc and the driver; on a shared machine CPU per call is steadier than wall-clock numbers).
+# Everything shares this machine's cores.
 # Usage: bench/mcp.sh [BUILD_DIR] [SECONDS=10] [CLIENTS=64]. Needs node and tests/node's npm packages
 # (scripts/install-deps.sh).
 set -euo pipefail
@@ -39,12 +41,20 @@ wait_line() {
 }
 
 PORT=0 JSON_RESPONSE=$([ "${RESPONSE:-json}" = sse ] && echo 0 || echo 1) node "$node_dir/mcp_fixture_server.mjs" >"$work/fixture.out" 2>"$work/fixture.log" & pids+=($!)
+server_pid=$!
 server_port=$(wait_line "$work/fixture.out" "listening on" | sed 's/.*://')
 direct_url="http://127.0.0.1:$server_port/mcp"
 
-drive() {  # label url [token]
-  local line
+cpu_ms() {  # pid: its user+system CPU time so far, in ms
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) * 1000 / hz }' "/proc/$1/stat"
+}
+
+drive() {  # label url [token]: the driver's JSON line plus server_cpu_ms and toolgate_cpu_ms
+  local line s0 t0 s1 t1
+  s0=$(cpu_ms "$server_pid"); t0=$(cpu_ms "$tg")
   line=$(TOOLGATE_TOKEN="${3:-}" node "$node_dir/mcp_bench_client.mjs" "$2" test_simple_text "$clients_now" "$seconds")
+  s1=$(cpu_ms "$server_pid"); t1=$(cpu_ms "$tg")
+  line="${line%\}},\"server_cpu_ms\":$(awk "BEGIN{print $s1 - $s0}"),\"toolgate_cpu_ms\":$(awk "BEGIN{print $t1 - $t0}")}"
   echo "   $1: $line" >&2
   echo "$line"
 }
@@ -53,14 +63,22 @@ summary() {  # label direct_json toolgate_json
   python3 - "$1" "$2" "$3" <<'PY'
 import json, sys
 label, d, t = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+per = lambda r, k: r[k] / max(1, r['all_calls'])
 print(f"   {label}: direct {d['calls_per_s']} calls/s (p50 {d['p50_ms']:.2f} ms, p99 {d['p99_ms']:.2f} ms); "
       f"toolgate {t['calls_per_s']} calls/s (p50 {t['p50_ms']:.2f} ms, p99 {t['p99_ms']:.2f} ms, "
       f"{t['errors']} errors, {t['with_execution_id']}/{t['calls']} with an execution id); "
       f"added p50 {t['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {t['p99_ms'] - d['p99_ms']:+.2f} ms")
+print(f"      CPU per call: server {per(d, 'server_cpu_ms'):.3f} ms direct, {per(t, 'server_cpu_ms'):.3f} ms behind toolgate; "
+      f"toolgate {per(t, 'toolgate_cpu_ms'):.3f} ms; client {d['client_cpu_ms_per_call']:.3f} ms direct, "
+      f"{t['client_cpu_ms_per_call']:.3f} ms to toolgate")
 PY
 }
 
+# Warm the server up first (V8 optimizes it as it runs), so the first measured run is not the slowest.
+node "$node_dir/mcp_bench_client.mjs" "$direct_url" test_simple_text "$clients" 5 >/dev/null
+
 export TOOLGATE_JWT_SECRET=bench-secret
+tg=$server_pid  # toolgate's pid once it runs
 for sync in $syncs; do
   cat > "$work/toolgate-$sync.toml" <<TOML
 [server]

@@ -4,7 +4,8 @@
 //
 // Usage: [TOOLGATE_TOKEN=<jwt>] node mcp_bench_client.mjs URL TOOL CLIENTS SECONDS
 // Prints one JSON line: clients, calls, errors (isError results and thrown calls), calls_per_s,
-// p50_ms/p90_ms/p99_ms/max_ms, and with_execution_id (results that carry toolgate's execution id).
+// p50_ms/p90_ms/p99_ms/max_ms, with_execution_id (results that carry toolgate's execution id),
+// all_calls (with the warm-up's) and client_cpu_ms_per_call (this process's CPU time per measured call).
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
@@ -28,6 +29,7 @@ const latencies = [];
 let errors = 0;
 let withExecutionId = 0;
 let measuring = false;
+let allCalls = 0;
 
 async function loop({ client }, until) {
   while (Date.now() < until()) {
@@ -40,6 +42,7 @@ async function loop({ client }, until) {
     } catch {
       failed = true;
     }
+    allCalls++;
     if (!measuring) continue;
     latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
     if (failed) errors++;
@@ -52,10 +55,12 @@ const warmEnd = Date.now() + WARMUP_MS;
 await Promise.all(sessions.map((s) => loop(s, () => warmEnd)));
 
 measuring = true;
+const cpuStart = process.cpuUsage();
 const start = process.hrtime.bigint();
 const end = Date.now() + seconds * 1000;
 await Promise.all(sessions.map((s) => loop(s, () => end)));
 const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = process.cpuUsage(cpuStart);
 
 latencies.sort((a, b) => a - b);
 const pct = (p) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] : 0;
@@ -71,6 +76,8 @@ console.log(JSON.stringify({
   p90_ms: round(pct(0.9)),
   p99_ms: round(pct(0.99)),
   max_ms: round(latencies[latencies.length - 1] ?? 0),
+  all_calls: allCalls,
+  client_cpu_ms_per_call: round((cpu.user + cpu.system) / 1000 / Math.max(1, latencies.length)),
 }));
 await Promise.all(sessions.map(async ({ client, transport }) => {
   try { await transport.terminateSession(); } catch {}
