@@ -20,13 +20,27 @@ namespace {
 
 // Verifies every execution's chain against its record and every day's audit chain against its head
 // (LedgerVerifier). Prints a summary; the first problem fails the check.
-int LedgerVerify(const Config& config) {
+// --json: {"ok", "problem"?, "executions", "audit_days", "events", "expired", "pending_tails", "notes"}
+// on stdout, whatever the result (the exit code says it too).
+int LedgerVerify(const Config& config, bool as_json) {
   SystemClock clock;
   auto st = OpenStoreReadOnly(config, clock);
   if (!st.ok()) return Fail(std::string(st.status().message()));
   LedgerVerifier verifier(**st, clock);
   absl::StatusOr<LedgerVerifier::Report> report = verifier.VerifyAll();
   if (!report.ok()) return Fail("ledger verify: " + std::string(report.status().message()));
+  if (as_json) {
+    json doc = {{"ok", report->ok()},
+                {"executions", report->executions},
+                {"audit_days", report->audit_days},
+                {"events", report->events},
+                {"expired", report->expired},
+                {"pending_tails", report->pending_tails},
+                {"notes", report->notes}};
+    if (!report->ok()) doc["problem"] = report->problem;
+    std::printf("%s\n", doc.dump(2).c_str());
+    return report->ok() ? kExitOk : kExitRefused;
+  }
   if (!report->ok()) return Fail("ledger verify FAILED: " + report->problem);
   for (const std::string& note : report->notes) std::printf("note: %s\n", note.c_str());
   std::printf("ledger verify: ok (%lld executions, %lld audit days, %lld events", static_cast<long long>(report->executions),
@@ -119,7 +133,8 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
   return bad > 0 ? kExitRefused : kExitOk;
 }
 
-int LedgerShow(const Config& config, const std::string& id) {
+// --json: {"execution_id", "events": [as `ledger export` writes them], "chain": {"ok", "problem"?}}.
+int LedgerShow(const Config& config, const std::string& id, bool as_json) {
   SystemClock clock;
   auto st = OpenStoreReadOnly(config, clock);
   if (!st.ok()) return Fail(std::string(st.status().message()));
@@ -127,12 +142,19 @@ int LedgerShow(const Config& config, const std::string& id) {
   auto chain = ledger.Read(Ledger::ExecutionChain(id));
   if (!chain.ok()) return Fail(std::string(chain.status().message()));
   if (chain->empty()) return Fail("no ledger events for execution " + id);
+  // The links and hashes; `ledger verify` also checks the chain against its record.
+  absl::Status ok = Ledger::VerifyChain(*chain);
+  if (as_json) {
+    json doc = {{"execution_id", id}, {"events", json::array()}, {"chain", {{"ok", ok.ok()}}}};
+    for (const auto& e : *chain) doc["events"].push_back(ExportedEvent(e));
+    if (!ok.ok()) doc["chain"]["problem"] = std::string(ok.message());
+    std::printf("%s\n", doc.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+    return ok.ok() ? kExitOk : kExitRefused;
+  }
   for (const auto& e : *chain) {
     std::printf("%4lld  %-24s %-20s %-28s %s\n", static_cast<long long>(e.seq), e.at.c_str(), e.type.c_str(),
                 e.actor.c_str(), e.data.c_str());
   }
-  // The links and hashes; `ledger verify` also checks the chain against its record.
-  absl::Status ok = Ledger::VerifyChain(*chain);
   std::printf("chain: %s\n", ok.ok() ? "ok" : std::string(ok.message()).c_str());
   return ok.ok() ? kExitOk : kExitRefused;
 }
@@ -142,18 +164,21 @@ int LedgerShow(const Config& config, const std::string& id) {
 void RegisterLedgerCommands(CLI::App& app, Cli& cli) {
   struct Options {
     std::string execution_id, since, until;
+    bool as_json = false;
   };
   auto o = std::make_shared<Options>();
   auto* ledger = app.add_subcommand("ledger", "the execution ledger (reads the store directly)");
   ledger->require_subcommand(1);
   auto* show = ledger->add_subcommand("show", "an execution's events");
   show->add_option("execution_id", o->execution_id)->required();
+  show->add_flag("--json", o->as_json, "print the events as JSON (with their hashes)");
   show->callback([&cli, o] {
-    if (const Config* c = cli.config()) cli.exit_code = LedgerShow(*c, o->execution_id);
+    if (const Config* c = cli.config()) cli.exit_code = LedgerShow(*c, o->execution_id, o->as_json);
   });
   auto* verify = ledger->add_subcommand("verify", "check every hash chain; exit 1 naming the first bad event");
-  verify->callback([&cli] {
-    if (const Config* c = cli.config()) cli.exit_code = LedgerVerify(*c);
+  verify->add_flag("--json", o->as_json, "print the report as JSON");
+  verify->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = LedgerVerify(*c, o->as_json);
   });
   auto* exporter = ledger->add_subcommand(
       "export", "every execution and audit day as JSON lines with their hashes (archive before retention ends)");

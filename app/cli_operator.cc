@@ -41,21 +41,31 @@ int LimitsList(const Config& config, bool as_json) {
   if (!r.ok()) return Fail(std::string(r.status().message()));
   json out = json::array();
   for (const auto& c : (*r)["connectors"]) {
-    out.push_back({{"connector", c["id"]},
-                   {"max_in_flight", c["max_in_flight"]},
-                   {"config_max_in_flight", c.value("config_max_in_flight", json(nullptr))},
-                   {"set_by", c.value("limit_set_by_operator", false) ? "operator" : "config"},
-                   {"in_flight", c["in_flight"]}});
+    const json note = c.value("limit", json(nullptr));
+    json l = {{"connector", c["id"]},
+              {"max_in_flight", c["max_in_flight"]},
+              {"config_max_in_flight", c.value("config_max_in_flight", json(nullptr))},
+              {"set_by", c.value("limit_set_by_operator", false) ? "operator" : "config"},
+              {"in_flight", c["in_flight"]}};
+    if (note.is_object()) {  // an operator's limit: who, why, when
+      l["requested_by"] = note.value("set_by", "");
+      l["reason"] = note.value("reason", "");
+      l["at"] = note.value("set_at", json(nullptr));
+    }
+    out.push_back(std::move(l));
   }
   if (as_json) {
     std::printf("%s\n", json{{"limits", out}}.dump(2).c_str());
     return kExitOk;
   }
-  std::printf("%-20s %8s %8s %-9s %9s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT");
+  std::printf("%-20s %8s %8s %-9s %9s  %-16s %-24s %s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT", "BY", "SINCE",
+              "REASON");
   for (const auto& l : out) {
-    std::printf("%-20s %8s %8s %-9s %9s\n", l["connector"].get<std::string>().c_str(), l["max_in_flight"].dump().c_str(),
-                l["config_max_in_flight"].dump().c_str(), l["set_by"].get<std::string>().c_str(),
-                l["in_flight"].dump().c_str());
+    const json at = l.value("at", json(nullptr));
+    std::printf("%-20s %8s %8s %-9s %9s  %-16s %-24s %s\n", l["connector"].get<std::string>().c_str(),
+                l["max_in_flight"].dump().c_str(), l["config_max_in_flight"].dump().c_str(),
+                l["set_by"].get<std::string>().c_str(), l["in_flight"].dump().c_str(), l.value("requested_by", "-").c_str(),
+                at.is_string() ? at.get<std::string>().c_str() : "-", l.value("reason", "-").c_str());
   }
   return kExitOk;
 }
@@ -121,7 +131,12 @@ int Status(const Config& config, bool as_json) {
                   static_cast<long long>(c["throttled_until_epoch_sec"].get<int64_t>()));
     }
     if (c.value("limit_set_by_operator", false)) {
-      std::printf("  * limit set by an operator (config: %s)\n", c["config_max_in_flight"].dump().c_str());
+      const json note = c.value("limit", json::object());
+      const json at = note.is_object() ? note.value("set_at", json(nullptr)) : json(nullptr);
+      std::printf("  * limit %s set by %s at %s: %s (config: %s)\n", c["max_in_flight"].dump().c_str(),
+                  note.is_object() ? note.value("set_by", "an operator").c_str() : "an operator",
+                  at.is_string() ? at.get<std::string>().c_str() : "?",
+                  note.is_object() ? note.value("reason", "").c_str() : "", c["config_max_in_flight"].dump().c_str());
     }
   }
   const json& kills = (*r)["kill_switches"];

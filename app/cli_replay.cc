@@ -1,5 +1,5 @@
-// Replays by operators (admin listener): `executions list`, `replay ID`, `replay --from-list FILE|-`
-// (client-side, paced, resumable), `replays list|show|cancel` (server-side bulk jobs), and the
+// Replays by operators (admin listener): `executions list` (the store when the listener is down), `replay ID`, `replay --from-list FILE|-`
+// (client-side, paced, resumable), `replays list|show|cancel` (server-side bulk jobs; list and show read the store when the listener is down), and the
 // tenant-token form `replay ID --token JWT` (public API).
 //
 // `replay --from-list` keeps a progress file (FILE.progress, or --progress; required with `-`):
@@ -20,8 +20,10 @@
 #include <sstream>
 #include <thread>
 
+#include "api/admin_replays.h"
 #include "api/http.h"
 #include "app/cli.h"
+#include "toolgate/services/replay_job_store.h"
 #include "toolgate/domain/ids.h"
 
 namespace toolgate::cli {
@@ -47,19 +49,31 @@ struct ReplayOptions {
   std::string job_id;
 };
 
-std::string Query(const ReplayOptions& o) {
-  std::string q;
-  auto add = [&](const char* k, const std::string& v) {
-    if (!v.empty()) q += std::string(q.empty() ? "?" : "&") + k + "=" + api::PercentEncode(v);
-  };
-  add("connector", o.connector);
-  add("tenant", o.tenant);
-  add("tool", o.tool);
-  add("outcome", o.outcome);
-  add("since", o.since);
-  add("until", o.until);
-  add("limit", std::to_string(o.limit));
+// The listing's query parameters (GET /admin/executions), and the same as a query string.
+std::multimap<std::string, std::string> QueryFields(const ReplayOptions& o, const std::string& cursor) {
+  std::multimap<std::string, std::string> q;
+  for (auto [k, v] : {std::pair{"connector", &o.connector}, std::pair{"tenant", &o.tenant}, std::pair{"tool", &o.tool},
+                      std::pair{"outcome", &o.outcome}, std::pair{"since", &o.since}, std::pair{"until", &o.until},
+                      std::pair{"cursor", &cursor}}) {
+    if (!v->empty()) q.emplace(k, *v);
+  }
+  q.emplace("limit", std::to_string(o.limit));
   return q;
+}
+
+std::string QueryString(const std::multimap<std::string, std::string>& fields) {
+  std::string q;
+  for (const auto& [k, v] : fields) q += (q.empty() ? "?" : "&") + k + "=" + api::PercentEncode(v);
+  return q;
+}
+
+// An admin read's answer as the CLI's result: the JSON of a 200, else an error naming it.
+absl::StatusOr<json> Answered(const api::HttpResponse& r) {
+  json j = json::parse(r.body, nullptr, false);
+  if (r.status == 200 && !j.is_discarded()) return j;
+  std::string msg = "answered " + std::to_string(r.status);
+  if (j.is_object()) msg += ": " + j.value("error", std::string()) + ": " + j.value("message", std::string());
+  return absl::FailedPreconditionError(msg);
 }
 
 std::string Text(const json& j, const char* key) {
@@ -67,14 +81,14 @@ std::string Text(const json& j, const char* key) {
 }
 
 int ExecutionsList(const Config& config, const ReplayOptions& o) {
-  AdminClient admin{config};
   json all = json::array();
   std::string cursor = o.cursor;
   json next = nullptr;
   for (int page = 0; page < 100000; ++page) {
-    std::string target = "/admin/executions" + Query(o);
-    if (!cursor.empty()) target += "&cursor=" + api::PercentEncode(cursor);
-    auto r = admin.Call("GET", target);
+    const auto fields = QueryFields(o, cursor);
+    // With the server stopped, the same page from the store (and a note on stderr saying so).
+    auto r = ReadLiveOrStore(config, "/admin/executions" + QueryString(fields),
+                             [&fields](Engine& engine, const Clock&) { return Answered(api::ListExecutionsFromStore(engine, fields)); });
     if (!r.ok()) return Fail(std::string(r.status().message()));
     for (auto& e : (*r)["executions"]) all.push_back(e);
     next = (*r)["next"];
@@ -338,9 +352,43 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
   return refused == 0 ? kExitOk : kExitRefused;
 }
 
+// A replay job's document, live or from the store.
+absl::StatusOr<json> ReplayJobDoc(const Config& config, const std::string& job_id) {
+  return ReadLiveOrStore(config, "/admin/replays/" + api::PercentEncode(job_id), [&job_id](Engine& engine, const Clock& clock) {
+    ReplayJobStore jobs(engine.store(), clock);
+    return Answered(api::GetReplayJobFromStore(jobs, job_id));
+  });
+}
+
+// `replays show`: the job and its counts as lines (--json: the /admin/replays/{job_id} document).
+int ReplaysShow(const Config& config, const ReplayOptions& o) {
+  auto r = ReplayJobDoc(config, o.job_id);
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  if (o.as_json) return PrintOr(std::move(r));
+  const json& j = *r;
+  const json counts = j.value("counts", json::object());
+  std::printf("job        %s\n", Text(j, "job_id").c_str());
+  std::printf("state      %s%s\n", Text(j, "state").c_str(),
+              j.contains("running_on") ? (" on " + Text(j, "running_on")).c_str() : "");
+  std::printf("requested  by %s at %s: %s\n", Text(j, "requested_by").c_str(), Text(j, "created_at").c_str(),
+              Text(j, "replay_reason").c_str());
+  std::printf("filter     %s\n", j.value("filter", json::object()).dump().c_str());
+  std::printf("rate       %s/s%s\n", j.value("rate_per_s", json(nullptr)).dump().c_str(), j.value("force", false) ? ", force" : "");
+  std::printf("progress   %s of %s done: %s replayed, %s deduped, %s refused, %s failed, %s interrupted\n",
+              counts.value("done", json(0)).dump().c_str(), counts.value("planned", json(0)).dump().c_str(),
+              counts.value("replayed", json(0)).dump().c_str(), counts.value("deduped", json(0)).dump().c_str(),
+              counts.value("refused", json(0)).dump().c_str(), counts.value("failed", json(0)).dump().c_str(),
+              counts.value("interrupted", json(0)).dump().c_str());
+  if (j.contains("finished_at")) std::printf("finished   %s\n", Text(j, "finished_at").c_str());
+  if (j.contains("cancelled_by")) std::printf("cancelled  by %s\n", Text(j, "cancelled_by").c_str());
+  return kExitOk;
+}
+
 int ReplaysList(const Config& config, const ReplayOptions& o) {
-  AdminClient admin{config};
-  auto r = admin.Call("GET", "/admin/replays");
+  auto r = ReadLiveOrStore(config, "/admin/replays", [](Engine& engine, const Clock& clock) {
+    ReplayJobStore jobs(engine.store(), clock);
+    return Answered(api::ListReplayJobsFromStore(jobs, {}));
+  });
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (o.as_json) return PrintOr(r);
   std::printf("%-36s  %-10s %8s %8s %8s %8s %8s  %s\n", "JOB", "STATE", "PLANNED", "DONE", "REPLAYED", "DEDUPED",
@@ -412,9 +460,9 @@ void RegisterReplayCommands(CLI::App& app, Cli& cli) {
   });
   auto* show = replays->add_subcommand("show", "one job");
   show->add_option("job_id", o->job_id)->required();
+  show->add_flag("--json", o->as_json, "JSON");
   show->callback([&cli, o] {
-    if (const Config* c = cli.config())
-      cli.exit_code = PrintOr(AdminClient{*c}.Call("GET", "/admin/replays/" + api::PercentEncode(o->job_id)));
+    if (const Config* c = cli.config()) cli.exit_code = ReplaysShow(*c, *o);
   });
   auto* cancel = replays->add_subcommand("cancel", "stop a job: no replay starts after this");
   cancel->add_option("job_id", o->job_id)->required();

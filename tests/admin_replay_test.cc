@@ -211,7 +211,18 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
     }
   }
   EXPECT_EQ(Execution(billing_failure)["replays"].size(), 0u);
-  EXPECT_EQ(AuditOf("EXECUTION_REPLAYED").size(), 7u);  // the single one and the job's six
+  // Every replay audited, each in its original's tenant, each replay execution audited once.
+  const json replayed_audit = AuditOf("EXECUTION_REPLAYED");
+  EXPECT_EQ(replayed_audit.size(), 7u);  // the single one and the job's six
+  std::set<std::string> audited_replays;
+  for (const auto& e : replayed_audit) {
+    const std::string original = e["data"]["execution_id"];
+    ASSERT_TRUE(tenant_of.count(original)) << e.dump();
+    EXPECT_EQ(e["data"]["tenant_id"], tenant_of.at(original)) << "a replay crossed tenants: " << e.dump();
+    EXPECT_EQ(Execution(e["data"]["replay_execution_id"].get<std::string>())["tenant_id"], tenant_of.at(original)) << e.dump();
+    audited_replays.insert(e["data"]["replay_execution_id"].get<std::string>());
+  }
+  EXPECT_EQ(audited_replays.size(), 7u);
   EXPECT_EQ(AuditOf("REPLAY_JOB_CREATED").size(), 1u);
   EXPECT_EQ(Body(Admin("GET", "/admin/replays"))["jobs"].size(), 1u);
 

@@ -405,10 +405,16 @@ TEST_F(GatewayTest, BreakerCloseChecksHealthFirstAndEveryAdminChangeIsAudited) {
   std::vector<std::string> types;
   json events = Body(gw.Admin("GET", "/admin/audit"))["events"];
   for (const auto& e : events) types.push_back(e["type"]);
-  EXPECT_THAT(types, ::testing::ElementsAre("LIMIT_CHANGED", "CIRCUIT_MANUALLY_CLOSED", "CIRCUIT_FORCED_OPEN"));
-  EXPECT_EQ(events[2]["data"]["reason"], "investigating");
-  EXPECT_EQ(events[2]["data"]["requested_by"], "alice@ops");
-  EXPECT_EQ(events[0]["data"]["to"], 2);
+  // The refused attempts are audited too (§17.9), newest first: the unknown connector, the limit
+  // without reason/requested_by, the unhealthy close.
+  EXPECT_THAT(types, ::testing::ElementsAre("ADMIN_REQUEST_REFUSED", "ADMIN_REQUEST_REFUSED", "LIMIT_CHANGED",
+                                            "CIRCUIT_MANUALLY_CLOSED", "ADMIN_REQUEST_REFUSED", "CIRCUIT_FORCED_OPEN"));
+  EXPECT_EQ(events[0]["data"]["status"], 404);
+  EXPECT_EQ(events[1]["data"]["status"], 400);
+  EXPECT_EQ(events[4]["data"]["error"], "connector_unhealthy");
+  EXPECT_EQ(events[5]["data"]["reason"], "investigating");
+  EXPECT_EQ(events[5]["data"]["requested_by"], "alice@ops");
+  EXPECT_EQ(events[2]["data"]["to"], 2);
 
   const std::string metrics = gw.Admin("GET", "/metrics").body;
   EXPECT_NE(metrics.find("toolgate_tool_calls_total{connector=\"crm\",outcome=\"SUCCEEDED\",tool=\"crm.x\"} 1"),

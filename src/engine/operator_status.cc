@@ -7,6 +7,13 @@ namespace toolgate {
 
 using json = nlohmann::json;
 
+json LimitNoteJson(const ConcurrencySnapshot& s) {
+  if (!s.limit_set_by_operator) return nullptr;
+  return {{"set_by", s.limit_set_by},
+          {"reason", s.limit_reason},
+          {"set_at", s.limit_set_at_ms > 0 ? json(Rfc3339(s.limit_set_at_ms)) : json(nullptr)}};
+}
+
 absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
   const int64_t now_ms = clock.now_epoch_ms();
   const int64_t now_s = now_ms / 1000;
@@ -35,6 +42,7 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
                           {"max_in_flight", s.max_in_flight},
                           {"config_max_in_flight", c.concurrency.max_in_flight},
                           {"limit_set_by_operator", s.limit_set_by_operator},
+                          {"limit", LimitNoteJson(s)},
                           {"last_5m",
                            {{"calls", o.calls},
                             {"succeeded", o.succeeded},

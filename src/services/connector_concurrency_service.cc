@@ -22,6 +22,9 @@ constexpr char kHolders[] = "holders";
 constexpr char kLimitSource[] = "limit_source";  // "config" or "operator"
 constexpr char kFromConfig[] = "config";
 constexpr char kFromOperator[] = "operator";
+constexpr char kLimitSetBy[] = "limit_set_by";  // an operator's limit: who, why, when (epoch ms)
+constexpr char kLimitReason[] = "limit_reason";
+constexpr char kLimitSetAt[] = "limit_set_at_ms";
 constexpr int kMaxLimit = kMaxInFlightLimit;
 constexpr int kMaxShards = kMaxConcurrencyShards;
 
@@ -56,6 +59,11 @@ absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view co
   s.max_in_flight = *max;
   s.holders = static_cast<int64_t>(holders->size());
   s.limit_set_by_operator = store::GetString(item, kLimitSource) == kFromOperator;
+  if (s.limit_set_by_operator) {
+    s.limit_set_by = store::GetString(item, kLimitSetBy).value_or("");
+    s.limit_reason = store::GetString(item, kLimitReason).value_or("");
+    s.limit_set_at_ms = store::GetInt(item, kLimitSetAt).value_or(0);
+  }
   for (const auto& [id, expiry] : *holders) {
     if (expiry.is_number() && Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) {
       ++s.expired_holders;
@@ -71,6 +79,11 @@ void Add(ConcurrencySnapshot& total, const ConcurrencySnapshot& part) {
   total.holders += part.holders;
   total.expired_holders += part.expired_holders;
   total.limit_set_by_operator = total.limit_set_by_operator || part.limit_set_by_operator;
+  if (total.limit_set_by.empty() && !part.limit_set_by.empty()) {  // every shard holds the same note
+    total.limit_set_by = part.limit_set_by;
+    total.limit_reason = part.limit_reason;
+    total.limit_set_at_ms = part.limit_set_at_ms;
+  }
 }
 
 }  // namespace
@@ -217,18 +230,20 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
 }
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::SetLimit(std::string_view connector_id,
-                                                                          int max_in_flight, int shards) {
-  return WriteLimit(connector_id, max_in_flight, shards, kFromOperator);
+                                                                          int max_in_flight, int shards,
+                                                                          const LimitNote& note) {
+  return WriteLimit(connector_id, max_in_flight, shards, kFromOperator, note);
 }
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::ResetLimit(std::string_view connector_id,
                                                                             const ConcurrencyConfig& config) {
-  return WriteLimit(connector_id, config.max_in_flight, config.shards, kFromConfig);
+  return WriteLimit(connector_id, config.max_in_flight, config.shards, kFromConfig, {});
 }
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::WriteLimit(std::string_view connector_id,
                                                                             int max_in_flight, int shards,
-                                                                            std::string_view source) {
+                                                                            std::string_view source,
+                                                                            const LimitNote& note) {
   if (max_in_flight < 1 || max_in_flight > kMaxLimit) {
     return absl::InvalidArgumentError(absl::StrCat("max_in_flight must be in 1..", kMaxLimit));
   }
@@ -238,12 +253,16 @@ absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::WriteLimit(std:
   }
   ConcurrencySnapshot total;
   total.shards = shards;
+  const bool from_operator = source == kFromOperator;
   for (int k = 0; k < shards; ++k) {
-    ASSIGN_OR_RETURN(store::WriteResult r,
-                     store_.Update(Key(connector_id, k),
-                                   {UpdateOp::Set(Attr(kMax), int64_t{ShareOf(max_in_flight, shards, k)}),
-                                    UpdateOp::Set(Attr(kLimitSource), std::string(source))},
-                                   Condition::Exists(Attr(kHolders))));
+    std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kMax), int64_t{ShareOf(max_in_flight, shards, k)}),
+                                 UpdateOp::Set(Attr(kLimitSource), std::string(source))};
+    // The note goes with the limit: set with an operator's, gone with the config's.
+    for (auto [name, value] : {std::pair{kLimitSetBy, &note.requested_by}, std::pair{kLimitReason, &note.reason}}) {
+      ops.push_back(from_operator && !value->empty() ? UpdateOp::Set(Attr(name), *value) : UpdateOp::Remove(Attr(name)));
+    }
+    ops.push_back(from_operator ? UpdateOp::Set(Attr(kLimitSetAt), clock_.now_epoch_ms()) : UpdateOp::Remove(Attr(kLimitSetAt)));
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(connector_id, k), ops, Condition::Exists(Attr(kHolders))));
     if (!r.applied) {
       return absl::FailedPreconditionError(
           absl::StrCat("connector '", std::string(connector_id), "' has no semaphore yet (it is created at start)"));

@@ -1,6 +1,7 @@
 // Loads the operator dashboard in headless Chromium and checks what an operator must see.
 // usage: node dashboard_check.js URL EXPECTATIONS_JSON SCREENSHOT_PATH
-//   EXPECTATIONS_JSON: {"breakers": {"crm": "OPEN"}, "alarms": ["PAGE 1h/5m"], "kill_switches": ["reason"]}
+//   EXPECTATIONS_JSON: {"breakers": {"crm": "OPEN"}, "alarms": ["PAGE 1h/5m"], "kill_switches": ["reason"],
+//                       "texts": {"limit-crm": "set by oncall"}}   (texts: data-testid → a substring)
 // Prints one JSON line with what it found; exit 0 when every expectation holds, 1 otherwise.
 'use strict';
 const { chromium } = require('playwright-core');
@@ -14,7 +15,7 @@ async function main() {
            '--disable-component-update', '--disable-sync', '--no-first-run'],
     timeout: 60000,
   });
-  const found = { breakers: {}, alarms: [], kill_switches: [], errors: [], external_requests: [] };
+  const found = { breakers: {}, alarms: [], kill_switches: [], texts: {}, errors: [], external_requests: [] };
   let ok = true;
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
@@ -30,6 +31,10 @@ async function main() {
     for (const a of expected.alarms || []) ok = ok && found.alarms.some(f => f.includes(a));
     found.kill_switches = (await page.locator('#kill-switches tbody tr').allTextContents()).map(s => s.trim());
     for (const k of expected.kill_switches || []) ok = ok && found.kill_switches.some(f => f.includes(k));
+    for (const [id, text] of Object.entries(expected.texts || {})) {
+      found.texts[id] = (await page.textContent(`[data-testid="${id}"]`, { timeout: 5000 })).trim();
+      ok = ok && found.texts[id].includes(text);
+    }
     found.sparklines = await page.locator('svg.spark path').count();
     ok = ok && found.sparklines > 0 && found.errors.length === 0 && found.external_requests.length === 0;
     await page.screenshot({ path: screenshot, fullPage: true });

@@ -4,6 +4,7 @@
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/engine/engine.h"
+#include "toolgate/services/connector_concurrency_service.h"
 
 namespace toolgate {
 
@@ -19,6 +20,7 @@ inline constexpr int kStatusWindowMinutes = 5;
 //                     "forced_at"?},
 //                    "throttled_until_epoch_sec", "throttled_remaining_s",
 //                    "in_flight", "max_in_flight", "config_max_in_flight", "limit_set_by_operator",
+//                    "limit": {"set_by", "reason", "set_at"} | null (an operator's limit: who, why, when),
 //                    "last_5m": {"calls", "succeeded", "failed", "deferred", "blocked",
 //                                "deferred_by_reason": {reason: n}}}],
 //    "kill_switches": [{"scope", "key", "reason", "requested_by", "at"}]}
@@ -28,5 +30,9 @@ inline constexpr int kStatusWindowMinutes = 5;
 // last seconds may be missing until its next flush. Reads only; thread-safe as the services are.
 // Status codes: store errors (kUnavailable, ...), kDataLoss for damaged items.
 absl::StatusOr<nlohmann::json> OperatorStatusJson(Engine& engine, const Clock& clock);
+
+// Who set an operator's limit, why and when: {"set_by", "reason", "set_at" (RFC 3339 or null)};
+// null when the limit is the config's.
+nlohmann::json LimitNoteJson(const ConcurrencySnapshot& s);
 
 }  // namespace toolgate

@@ -27,6 +27,17 @@ struct ConcurrencySnapshot {
   int shards = 1;               // items summed
   int64_t expired_holders = 0;  // leases past expiry + skew, reclaimable
   bool limit_set_by_operator = false;
+  // Who set an operator's limit, why and when (epoch ms); empty/0 for a limit from the config and
+  // for one set before these were kept.
+  std::string limit_set_by;
+  std::string limit_reason;
+  int64_t limit_set_at_ms = 0;
+};
+
+// Who asked for an operator's limit and why (PUT /admin/connectors/{id}/limits), kept with the limit.
+struct LimitNote {
+  std::string requested_by;
+  std::string reason;
 };
 
 // Connector-scoped in-flight semaphore shared through the store (design S6, S7). The semaphore of
@@ -73,11 +84,13 @@ class ConnectorConcurrencyService {
   // Reclaims every lease of the connector past expiry + skew; returns how many.
   absl::StatusOr<int> ReclaimExpired(std::string_view connector_id, const ConcurrencyConfig& config);
 
-  // An operator's new limit (PUT /admin/connectors/{id}/limits), spread over `shards` items.
+  // An operator's new limit (PUT /admin/connectors/{id}/limits), spread over `shards` items, with
+  // who set it and why (kept until the limit is handed back; status shows them).
   // kInvalidArgument when out of range or smaller than the number of shards.
-  absl::StatusOr<ConcurrencySnapshot> SetLimit(std::string_view connector_id, int max_in_flight, int shards = 1);
+  absl::StatusOr<ConcurrencySnapshot> SetLimit(std::string_view connector_id, int max_in_flight, int shards = 1,
+                                               const LimitNote& note = {});
   // Hands the limit back to the config (DELETE /admin/connectors/{id}/limits): `config`'s limit,
-  // and from then on a changed config applies at the next start again.
+  // and from then on a changed config applies at the next start again. Forgets the LimitNote.
   absl::StatusOr<ConcurrencySnapshot> ResetLimit(std::string_view connector_id, const ConcurrencyConfig& config);
 
   absl::StatusOr<ConcurrencySnapshot> Read(std::string_view connector_id, const ConcurrencyConfig& config);
@@ -90,7 +103,7 @@ class ConnectorConcurrencyService {
  private:
   // Writes `max_in_flight` over `shards` items, owned by `source` ("config" or "operator").
   absl::StatusOr<ConcurrencySnapshot> WriteLimit(std::string_view connector_id, int max_in_flight, int shards,
-                                                 std::string_view source);
+                                                 std::string_view source, const LimitNote& note);
   absl::Status EnsureShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
   absl::StatusOr<std::optional<SlotLease>> TryShard(std::string_view connector_id, int shard,
                                                     const ConcurrencyConfig& config);
