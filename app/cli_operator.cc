@@ -1,6 +1,7 @@
-// The operator commands that go through the admin listener (status, breaker, kill-switch, limits,
-// slo). `replay` and `executions` live in cli_replay.cc.
+// The operator commands that go through the admin listener (status, queue status, breaker,
+// kill-switch, limits, slo). `replay` and `executions` live in cli_replay.cc.
 
+#include <algorithm>
 #include <cstdio>
 
 #include "api/http.h"
@@ -144,6 +145,45 @@ int Status(const Config& config, bool as_json) {
   for (const auto& k : kills) {
     std::printf("  %s %s by %s at %s: %s\n", k.value("scope", "").c_str(), k.value("key", "").c_str(),
                 k.value("requested_by", "").c_str(), k.value("at", "").c_str(), k.value("reason", "").c_str());
+  }
+  return kExitOk;
+}
+
+// `toolgate queue status`: per connector the queued calls (fleet-wide), the oldest one's age and how
+// many tenants have calls waiting — GET /admin/connectors, or the store's queues when the gateway is
+// down.
+int QueueStatus(const Config& config, bool as_json) {
+  auto r = ReadLiveOrStore(config, "/admin/connectors", [](Engine& engine, const Clock& clock) -> absl::StatusOr<json> {
+    json list = json::array();
+    const int64_t now_ms = clock.now_epoch_ms();
+    for (const auto& [id, c] : engine.config().connectors) {
+      absl::StatusOr<QueueStats> q = engine.queue().Stats(id);
+      if (!q.ok()) return q.status();
+      list.push_back({{"id", id},
+                      {"queue_depth", q->depth},
+                      {"queue_oldest_age_s",
+                       q->oldest_enqueued_ms == 0 ? 0 : std::max<int64_t>(0, (now_ms - q->oldest_enqueued_ms) / 1000)},
+                      {"queue_tenants", q->tenants}});
+    }
+    return json{{"connectors", list}};
+  });
+  if (!r.ok()) return Fail(std::string(r.status().message()));
+  json out = json::array();
+  for (const auto& c : (*r)["connectors"]) {
+    out.push_back({{"connector", c["id"]},
+                   {"depth", c.value("queue_depth", int64_t{0})},
+                   {"oldest_age_s", c.value("queue_oldest_age_s", int64_t{0})},
+                   {"tenants", c.value("queue_tenants", int64_t{0})}});
+  }
+  if (as_json) {
+    std::printf("%s\n", json{{"queues", out}}.dump(2).c_str());
+    return kExitOk;
+  }
+  std::printf("%-20s %9s %12s %8s\n", "CONNECTOR", "DEPTH", "OLDEST AGE", "TENANTS");
+  for (const auto& q : out) {
+    std::printf("%-20s %9lld %11llds %8lld\n", q["connector"].get<std::string>().c_str(),
+                static_cast<long long>(q["depth"].get<int64_t>()), static_cast<long long>(q["oldest_age_s"].get<int64_t>()),
+                static_cast<long long>(q["tenants"].get<int64_t>()));
   }
   return kExitOk;
 }
@@ -301,6 +341,14 @@ void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
   status->add_flag("--json", o->as_json, "print the /admin/status document");
   status->callback([&cli, o] {
     if (const Config* c = cli.config()) cli.exit_code = Status(*c, o->as_json);
+  });
+  auto* queue = app.add_subcommand("queue", "queued calls (design §15)");
+  queue->require_subcommand(1);
+  auto* queue_status =
+      queue->add_subcommand("status", "per connector: queued calls (all instances), the oldest one's age, tenants waiting");
+  queue_status->add_flag("--json", o->as_json, "print JSON");
+  queue_status->callback([&cli, o] {
+    if (const Config* c = cli.config()) cli.exit_code = QueueStatus(*c, o->as_json);
   });
   RegisterBreaker(app, cli, o);
   RegisterKillSwitch(app, cli, o);

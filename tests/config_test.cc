@@ -585,4 +585,35 @@ TEST(ConfigTest, QueueKeysHaveDefaultsAndBadValuesAreNamed) {
   }
 }
 
+
+// [queue] callback keys (design §15): the allowlist's prefixes are http(s) URLs, a secret source is
+// required with them (and must exist), and the retry keys have bounds.
+TEST(ConfigTest, CallbackKeysNeedHttpPrefixesAndOneSecretSource) {
+  const std::string connector = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
+  auto none = ParseConfig(connector, "c0.toml");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->queue.callback_allowlist.empty()) << "callbacks are off by default";
+  EXPECT_EQ(none->queue.callback_retry_s, 86400);
+  setenv("TOOLGATE_CONFIG_TEST_CB_SECRET", "s3cret", 1);
+  auto ok = ParseConfig("[queue]\ncallback_allowlist = [\"https://hooks.example.com/a/\", \"http://10.0.0.7:8080\"]\n"
+                        "callback_secret_env = \"TOOLGATE_CONFIG_TEST_CB_SECRET\"\ncallback_retry_s = 600\n" + connector,
+                        "c1.toml");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->queue.callback_allowlist.size(), 2u);
+  EXPECT_EQ(ok->queue.callback_retry_s, 600);
+  auto bad = ParseConfig("[queue]\ncallback_allowlist = [\"ftp://hooks.example.com\"]\ncallback_retry_s = 0\n" + connector,
+                         "c2.toml");
+  ASSERT_FALSE(bad.ok());
+  const std::string msg(bad.status().message());
+  for (const char* key : {"queue.callback_allowlist must start with http:// or https://",
+                          "queue.callback_secret_env or callback_secret_file is required", "queue.callback_retry_s"}) {
+    EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
+  }
+  auto unset = ParseConfig("[queue]\ncallback_allowlist = [\"https://h.example.com\"]\n"
+                           "callback_secret_env = \"TOOLGATE_CONFIG_TEST_CB_UNSET\"\n" + connector,
+                           "c3.toml");
+  ASSERT_FALSE(unset.ok());
+  EXPECT_THAT(std::string(unset.status().message()), ::testing::HasSubstr("TOOLGATE_CONFIG_TEST_CB_UNSET, which is not set"));
+}
+
 }  // namespace toolgate

@@ -12,6 +12,9 @@
 #include <set>
 #include <thread>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
@@ -98,6 +101,17 @@ class QueueGatewayTest : public ::testing::Test {
     return done;
   }
 
+  void ThreeGatewaysRun(const std::string& base, int n_slow, int n_fast, int slow_ms, int min_fast_progress,
+                        std::chrono::seconds limit);
+
+  // Listeners and a fresh table on the shared dynalite (created as `toolgate store init` would).
+  std::string DynamoBase() {
+    const std::string table = testing::TableFor(dir_);
+    SystemClock clock;
+    EXPECT_NE(testing::OpenDynamo(table, clock), nullptr);
+    return testing::BaseConfigDynamo(testing::Dynalite::Shared().endpoint(), table);
+  }
+
   static std::vector<std::string> EventTypes(const json& execution) {
     std::vector<std::string> types;
     for (const auto& e : execution["events"]) types.push_back(e["type"]);
@@ -110,8 +124,11 @@ class QueueGatewayTest : public ::testing::Test {
   const std::string bob_ = Token("tenant-b");
 };
 
-// 300 queued calls for two connectors (limits 2 and 8) across three gateways on one SQLite file.
-TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachConnectorsLimit) {
+// `n_slow` + `n_fast` queued calls for two connectors (limits 2 and 8, the slow one's calls take
+// `slow_ms`) across three gateways on one store (`base`: listeners and store).
+// `min_fast_progress`: the fast connector's calls that must have run while the slow backlog lasted.
+void QueueGatewayTest::ThreeGatewaysRun(const std::string& base, int n_slow, int n_fast, int slow_ms,
+                                        int min_fast_progress, std::chrono::seconds limit) {
   FakeDownstream slow, fast;
   slow.set_connections(FakeDownstream::Connections::kKeepAlive);
   fast.set_connections(FakeDownstream::Connections::kKeepAlive);
@@ -122,7 +139,7 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
   slow.set_behavior([&](const FakeDownstream::Request&) {
     slow_last_ms = ms_since();
     fast_calls_at_slow_last = fast_calls.load();
-    return Reply{200, R"({"ok":"slow"})", {}, 60};
+    return Reply{200, R"({"ok":"slow"})", {}, slow_ms};
   });
   fast.set_behavior([&](const FakeDownstream::Request&) {
     fast_last_ms = ms_since();
@@ -130,17 +147,17 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
     return Reply{200, R"({"ok":"fast"})", {}, 5};
   });
   const std::string config =
-      QueueConfig(dir_.file("store.db")) + Connector("slow", slow, 2) + Connector("fast", fast, 8);
+      base + "[queue]\npoll_interval_ms = 200\n" + Connector("slow", slow, 2) + Connector("fast", fast, 8);
   std::array<GatewayProcess*, 3> gw{&Start(config), &Start(config), &Start(config)};
 
   // Enqueue from several clients at once, spread over the gateways.
-  constexpr int kSlow = 60, kFast = 240;
+  const int kSlow = n_slow, kFast = n_fast, kAll = n_slow + n_fast;
   std::mutex mu;
   std::vector<std::string> slow_ids, fast_ids, alice_ids, bob_ids;
   std::vector<std::thread> clients;
   for (int c = 0; c < 6; ++c) {
     clients.emplace_back([&, c] {
-      for (int i = c; i < kSlow + kFast; i += 6) {
+      for (int i = c; i < kAll; i += 6) {
         const bool is_slow = i < kSlow;
         const std::string id = Enqueue(*gw[static_cast<size_t>(i) % 3], is_slow ? "slow.work" : "fast.work", {{"i", i}},
                                        i % 2 ? alice_ : bob_);
@@ -151,12 +168,13 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
     });
   }
   for (auto& t : clients) t.join();
-  ASSERT_EQ(slow_ids.size() + fast_ids.size(), 300u);
+  ASSERT_EQ(static_cast<int>(slow_ids.size() + fast_ids.size()), kAll);
 
-  std::printf("enqueued 300 calls in %lld ms\n", static_cast<long long>(ms_since()));
-  const auto until = Clock::now() + std::chrono::seconds(25);
+  const int64_t enqueued_ms = ms_since();
+  std::printf("enqueued %d calls in %lld ms\n", kAll, static_cast<long long>(enqueued_ms));
+  const auto until = Clock::now() + limit;
   while (Clock::now() < until &&
-         static_cast<int>(Seen(slow).by_execution.size() + Seen(fast).by_execution.size()) < 300) {
+         static_cast<int>(Seen(slow).by_execution.size() + Seen(fast).by_execution.size()) < kAll) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   std::printf("the downstreams saw every call after %lld ms (fast done at %lld ms, slow at %lld ms)\n",
@@ -170,14 +188,14 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
   EXPECT_LE(slow.peak_concurrent(), 2) << "the slow connector's limit was exceeded";
   EXPECT_LE(fast.peak_concurrent(), 8) << "the fast connector's limit was exceeded";
   EXPECT_GE(fast.peak_concurrent(), 2) << "the fast connector never ran calls side by side";
-  // 60 calls of 60 ms two at a time take ~1.8 s; the fast connector's 240 must not wait behind them:
+  // e.g. 60 calls of 60 ms two at a time take ~1.8 s; the fast connector's calls must not wait behind them:
   // while the slow backlog lasted, the fast connector ran many rounds of its own limit. (Which queue
   // finishes first depends on the machine's speed — under the sanitizers the fast one's CPU-bound 240
   // calls can outlast the slow one's sleeps — so the test counts progress, not finishing order.)
-  EXPECT_GE(fast_calls_at_slow_last.load(), 4 * 8) << "the fast queue waited behind the slow one";
+  EXPECT_GE(fast_calls_at_slow_last.load(), min_fast_progress) << "the fast queue waited behind the slow one";
 
-  const auto done = AwaitFinal(*gw[0], alice_ids, alice_, std::chrono::seconds(10));
-  const auto done_b = AwaitFinal(*gw[1], bob_ids, bob_, std::chrono::seconds(10));
+  const auto done = AwaitFinal(*gw[0], alice_ids, alice_, limit);
+  const auto done_b = AwaitFinal(*gw[1], bob_ids, bob_, limit);
   size_t succeeded = 0;
   for (const auto* d : {&done, &done_b}) {
     for (const auto& [id, e] : *d) {
@@ -189,10 +207,23 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
       ++succeeded;
     }
   }
-  EXPECT_EQ(succeeded, 300u);
+  EXPECT_EQ(static_cast<int>(succeeded), kAll);
   const std::string metrics = gw[1]->Admin("GET", "/metrics").body;
   EXPECT_THAT(metrics, ::testing::HasSubstr("toolgate_queue_depth{connector=\"fast\"}"));
   gws_.clear();  // before the downstreams: they wait for kept-alive connections to close
+}
+
+// 300 queued calls for two connectors (limits 2 and 8) across three gateways on one SQLite file.
+TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachConnectorsLimit) {
+  ThreeGatewaysRun(testing::BaseConfig(dir_.file("store.db")), 60, 240, 60, 4 * 8, std::chrono::seconds(25));
+}
+
+// The same on a DynamoDB-API table (dynalite), smaller — dynalite (one Node.js process, ~12 queued
+// calls/s through three gateways on 2 cores) is the bottleneck: 100 calls, the slow connector's
+// calls longer so its backlog lasts a few seconds, during which the fast one must run two rounds of
+// its limit (waiting behind the slow backlog it would run none).
+TEST_F(QueueGatewayTest, ThreeGatewaysOnDynamoDbRunEveryQueuedCallExactlyOnceWithinEachConnectorsLimit) {
+  ThreeGatewaysRun(DynamoBase(), 20, 80, 300, 2 * 8, std::chrono::seconds(40));
 }
 
 // A gateway SIGKILLed while it holds claims: after the lease every call still completes exactly once
@@ -235,6 +266,44 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
   EXPECT_TRUE(some_rerun) << "no call was mid-run at the kill (" << seen_at_kill << " seen then)";
   EXPECT_LE(crm.peak_concurrent(), 4);
   gws_.clear();  // before the downstream: it waits for kept-alive connections to close
+}
+
+// Every instance restarted while calls are queued (one SIGKILLed mid-run, two stopped with SIGTERM,
+// which gives claims back at once): the new instances run every call, each ends SUCCEEDED with one
+// TOOL_SUCCEEDED, and only calls the killed one was running are run twice (same Idempotency-Key).
+TEST_F(QueueGatewayTest, RestartingEveryInstanceWithCallsQueuedLosesNothing) {
+  FakeDownstream crm;
+  crm.set_connections(FakeDownstream::Connections::kKeepAlive);
+  crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 100}; });
+  const std::string config = QueueConfig(dir_.file("store.db"), 100) + Connector("crm", crm, 4);
+  std::array<GatewayProcess*, 3> old{&Start(config, "a1"), &Start(config, "b1"), &Start(config, "c1")};
+  std::vector<std::string> ids;
+  for (int i = 0; i < 60; ++i) ids.push_back(Enqueue(*old[static_cast<size_t>(i) % 3], "crm.update", {{"i", i}}, alice_));
+  const auto until = Clock::now() + std::chrono::seconds(10);
+  while (crm.total() < 8 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE(crm.total(), 8) << "the gateways never ran calls";
+  old[0]->Kill();
+  EXPECT_EQ(old[1]->Terminate(), 0);
+  EXPECT_EQ(old[2]->Terminate(), 0);
+  const int seen_at_stop = static_cast<int>(Seen(crm).by_execution.size());
+  ASSERT_LT(seen_at_stop, 60) << "everything ran before the restart: nothing was queued";
+  std::array<GatewayProcess*, 3> fresh{&Start(config, "a2"), &Start(config, "b2"), &Start(config, "c2")};
+  const auto done = AwaitFinal(*fresh[1], ids, alice_, std::chrono::seconds(30));
+  std::printf("%d of 60 calls had reached the downstream at the restart\n", seen_at_stop);
+  ASSERT_EQ(done.size(), ids.size()) << "queued calls lost in the restart";
+  const Seen seen(crm);
+  int reruns = 0;
+  for (const auto& [id, e] : done) {
+    EXPECT_EQ(e["outcome"], "SUCCEEDED") << e.dump();
+    const auto types = EventTypes(e);
+    EXPECT_EQ(std::count(types.begin(), types.end(), "TOOL_SUCCEEDED"), 1) << e.dump();
+    ASSERT_EQ(seen.by_execution.count(id), 1u) << id;
+    EXPECT_EQ(seen.keys.at(id).size(), 1u) << "a re-run must carry the same Idempotency-Key";
+    if (seen.by_execution.at(id) > 1) ++reruns;
+  }
+  EXPECT_LE(reruns, 4) << "only the killed instance's calls in flight (its limit share) may run twice";
+  EXPECT_LE(crm.peak_concurrent(), 4);
+  gws_.clear();
 }
 
 // An OPEN breaker parks the queue: the failing downstream is not called while it is open; after
@@ -370,7 +439,8 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
       {{{"input", json::object()}, {"mode", "queued"}, {"deadline_s", 100000000}}, "invalid_request"},
       {{{"input", json::object()}, {"mode", "queued"}, {"deadline_s", "10"}}, "invalid_request"},
       {{{"input", json::object()}, {"on_defer", "wait"}}, "invalid_request"},
-      {{{"input", json::object()}, {"mode", "queued"}, {"callback_url", "https://example.com/cb"}}, "not_implemented"},
+      // This gateway has no callback_allowlist: every callback_url is refused.
+      {{{"input", json::object()}, {"mode", "queued"}, {"callback_url", "https://example.com/cb"}}, "invalid_request"},
   };
   for (const Case& c : bad) {
     const auto r = gw.Invoke("crm.update", c.body, alice_);
@@ -503,6 +573,218 @@ TEST_F(QueueGatewayTest, McpToolsCallCanBeQueued) {
   const json bad =
       rpc({{"name", "crm.update"}, {"arguments", json::object()}, {"_meta", {{"io.toolgate/mode", "later"}}}});
   EXPECT_EQ(bad["error"]["code"], -32602) << bad.dump();
+}
+
+
+// The receiver's side of a callback: recomputes X-Toolgate-Signature over the delivery id, the
+// timestamp and the raw body (independently of toolgate's code).
+bool SignatureHolds(const FakeDownstream::Request& r, const std::string& secret) {
+  auto h = [&](const char* name) {
+    auto it = r.headers.find(name);
+    return it == r.headers.end() ? std::string() : it->second;
+  };
+  const std::string text = h("x-toolgate-delivery-id") + "." + h("x-toolgate-timestamp") + "." + r.body;
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(text.data()),
+       text.size(), mac, &len);
+  std::string hex = "sha256=";
+  char buf[3];
+  for (unsigned int i = 0; i < len; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", mac[i]);
+    hex += buf;
+  }
+  return !h("x-toolgate-delivery-id").empty() && hex == h("x-toolgate-signature");
+}
+
+const char kCallbackSecret[] = "callback-secret-for-tests";
+
+std::string CallbackConfig(const FakeDownstream& receiver, const std::string& extra) {
+  setenv("TOOLGATE_TEST_CALLBACK_SECRET", kCallbackSecret, 1);  // the gateways inherit it
+  return "callback_allowlist = [\"" + receiver.base_url() + "/hooks\"]\n" +
+         "callback_secret_env = \"TOOLGATE_TEST_CALLBACK_SECRET\"\n" + extra;
+}
+
+// Callbacks (§15, §17.5): a bad callback_url queues nothing; the final execution view is POSTed
+// signed; while the receiver is down deliveries are retried; a gateway SIGKILLed with deliveries
+// pending leaves them in the store, and the next one delivers every one (at least once, same
+// delivery id), each recorded CALLBACK_DELIVERED.
+TEST_F(QueueGatewayTest, CallbacksAreSignedRetriedWhileTheReceiverIsDownAndSurviveARestart) {
+  FakeDownstream crm, receiver;
+  std::atomic<bool> up{false};
+  std::mutex mu;
+  std::map<std::string, int> accepted;  // delivery id -> 2xx answers
+  receiver.set_behavior([&](const FakeDownstream::Request& r) {
+    if (!up) return Reply{503, R"({"down":true})"};
+    std::lock_guard l(mu);
+    auto it = r.headers.find("x-toolgate-delivery-id");
+    ++accepted[it == r.headers.end() ? "" : it->second];
+    return Reply{200, "{}"};
+  });
+  const std::string config =
+      QueueConfig(dir_.file("store.db"), 50) +
+      CallbackConfig(receiver, "callback_backoff_ms = 100\ncallback_max_backoff_ms = 400\n") + Connector("crm", crm, 4);
+  GatewayProcess& first = Start(config, "first");
+
+  const std::string hook = receiver.base_url() + "/hooks/agent-1";
+  for (const json& bad : {json(receiver.base_url() + "/other"), json(receiver.base_url() + "/hooksevil"),
+                          json("ftp://127.0.0.1/hooks"), json("http://user:pw@127.0.0.1/hooks"), json(42),
+                          json(hook + "?token=x")}) {
+    const auto r = first.Invoke("crm.update", {{"input", json::object()}, {"mode", "queued"}, {"callback_url", bad}}, alice_);
+    EXPECT_EQ(r.status, 400) << bad.dump() << " -> " << r.body;
+    EXPECT_EQ(Body(r).value("error", ""), "invalid_request") << bad.dump();
+  }
+  const auto sync = first.Invoke("crm.update", {{"input", json::object()}, {"callback_url", hook}}, alice_);
+  EXPECT_EQ(sync.status, 400) << "a callback needs a queued call: " << sync.body;
+  EXPECT_TRUE(Body(first.Public("GET", "/v1/executions", "", alice_))["executions"].empty())
+      << "a refused callback_url created an execution";
+
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(Enqueue(first, "crm.update", {{"i", i}}, alice_, {{"callback_url", hook}}));
+  ASSERT_EQ(AwaitFinal(first, ids, alice_, std::chrono::seconds(15)).size(), ids.size());
+  // Down: every delivery is attempted, and attempted again.
+  auto until = Clock::now() + std::chrono::seconds(20);
+  while (receiver.total() < 2 * static_cast<int>(ids.size()) && Clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_GE(receiver.total(), 2 * static_cast<int>(ids.size())) << "deliveries were not retried";
+  first.Kill();  // deliveries still pending, some perhaps claimed
+  const int attempts_while_down = receiver.total();
+  up = true;
+  GatewayProcess& second = Start(config, "second");
+  until = Clock::now() + std::chrono::seconds(30);
+  auto delivered = [&] {
+    std::lock_guard l(mu);
+    return accepted.size();
+  };
+  while (delivered() < ids.size() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  std::printf("%d attempts while the receiver was down; %zu deliveries after the restart\n", attempts_while_down,
+              delivered());
+  ASSERT_EQ(delivered(), ids.size()) << "a pending delivery was lost with the killed gateway";
+
+  std::set<std::string> bodies_for;
+  for (const auto& r : receiver.requests()) {
+    EXPECT_TRUE(SignatureHolds(r, kCallbackSecret)) << "bad signature on " << r.body.substr(0, 200);
+    EXPECT_EQ(r.method, "POST");
+    EXPECT_EQ(r.path, "/hooks/agent-1");
+    const json view = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(view.is_object()) << r.body;
+    EXPECT_EQ(r.headers.at("x-toolgate-delivery-id"), "dlv_" + view.value("execution_id", ""));
+    EXPECT_EQ(view.value("outcome", ""), "SUCCEEDED") << r.body;
+    EXPECT_TRUE(view.contains("result") && view.contains("events")) << r.body;
+    const int64_t ts = std::stoll(r.headers.at("x-toolgate-timestamp"));
+    EXPECT_LE(std::llabs(ts - static_cast<int64_t>(std::time(nullptr))), 300);
+    bodies_for.insert(view.value("execution_id", ""));
+  }
+  EXPECT_EQ(bodies_for, std::set<std::string>(ids.begin(), ids.end()));
+  // A tampered body does not verify.
+  FakeDownstream::Request forged = receiver.requests().back();
+  forged.body += " ";
+  EXPECT_FALSE(SignatureHolds(forged, kCallbackSecret));
+  EXPECT_FALSE(SignatureHolds(receiver.requests().back(), "another secret"));
+
+  for (const std::string& id : ids) {
+    json e;
+    until = Clock::now() + std::chrono::seconds(10);
+    do {
+      e = Execution(second, id, alice_);
+      const auto types = EventTypes(e);
+      if (std::count(types.begin(), types.end(), "CALLBACK_DELIVERED") >= 1) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } while (Clock::now() < until);
+    EXPECT_THAT(EventTypes(e), ::testing::Contains("CALLBACK_DELIVERED")) << e.dump();
+  }
+  EXPECT_EQ(Seen(crm).by_execution.size(), ids.size());
+  gws_.clear();
+}
+
+// A call ended unrun (cancel) calls back too, with its EXPIRED view; a receiver that never answers
+// 2xx is given up after callback_retry_s with CALLBACK_FAILED.
+TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow) {
+  FakeDownstream crm, receiver;
+  receiver.set_behavior([](const FakeDownstream::Request& r) {
+    return r.path == "/hooks/dead" ? Reply{500, "{}"} : Reply{204, ""};
+  });
+  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) +
+                             CallbackConfig(receiver, "callback_retry_s = 1\ncallback_backoff_ms = 100\n") +
+                             Connector("crm", crm, 2));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  const std::string live = Enqueue(gw, "crm.update", {{"k", 1}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/live"}});
+  const std::string dead = Enqueue(gw, "crm.update", {{"k", 2}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/dead"}});
+  ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + live, "", alice_).status, 200);
+  ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + dead, "", alice_).status, 200);
+  auto await_event = [&](const std::string& id, const std::string& type) {
+    json e;
+    const auto until = Clock::now() + std::chrono::seconds(15);
+    do {
+      e = Execution(gw, id, alice_);
+      const auto types = EventTypes(e);
+      if (std::find(types.begin(), types.end(), type) != types.end()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } while (Clock::now() < until);
+    return e;
+  };
+  const json l = await_event(live, "CALLBACK_DELIVERED");
+  EXPECT_THAT(EventTypes(l), ::testing::Contains("CALLBACK_DELIVERED")) << l.dump();
+  const json d = await_event(dead, "CALLBACK_FAILED");
+  ASSERT_THAT(EventTypes(d), ::testing::Contains("CALLBACK_FAILED")) << d.dump();
+  for (const auto& ev : d["events"]) {
+    if (ev["type"] == "CALLBACK_FAILED") {
+      EXPECT_GE(ev["data"].value("attempts", 0), 2) << ev.dump();
+      EXPECT_EQ(ev["data"].value("error", ""), "HTTP 500") << ev.dump();
+    }
+  }
+  int live_bodies = 0;
+  for (const auto& r : receiver.requests()) {
+    EXPECT_TRUE(SignatureHolds(r, kCallbackSecret));
+    const json view = json::parse(r.body, nullptr, false);
+    EXPECT_EQ(view.value("outcome", ""), "EXPIRED") << r.body;
+    if (r.path == "/hooks/live") ++live_bodies;
+  }
+  EXPECT_EQ(live_bodies, 1) << "a delivered callback was sent again";
+  EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
+}
+
+
+// The JSON document in a CLI's output (stdout first; stderr's notes follow it).
+json JsonIn(const std::string& out) {
+  const auto end = out.rfind("\n}");
+  return json::parse(end == std::string::npos ? out : out.substr(0, end + 2), nullptr, false);
+}
+
+// `toolgate queue status`: depth, oldest age and tenants per connector, from the admin listener and,
+// with the gateway stopped, from the store.
+TEST_F(QueueGatewayTest, QueueStatusShowsDepthOldestAgeAndTenantsLiveAndFromTheStore) {
+  FakeDownstream crm, billing;
+  GatewayProcess& gw =
+      Start(QueueConfig(dir_.file("store.db")) + Connector("crm", crm, 2) + Connector("billing", billing, 2));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  for (int i = 0; i < 3; ++i) Enqueue(gw, "crm.update", {{"i", i}}, alice_);
+  for (int i = 0; i < 2; ++i) Enqueue(gw, "crm.update", {{"i", i}}, bob_);
+  const std::string cli_config = gw.CliConfigPath();
+  auto check = [&](const std::string& when) {
+    auto [code, out] = testing::RunCli({"queue", "status", "--json", "--config", cli_config}, dir_);
+    ASSERT_EQ(code, 0) << out;
+    const json doc = JsonIn(out);
+    ASSERT_TRUE(doc.is_object()) << when << ": " << out;
+    std::map<std::string, json> by;
+    for (const auto& q : doc["queues"]) by[q["connector"]] = q;
+    EXPECT_EQ(by["crm"]["depth"], 5) << when << ": " << out;
+    EXPECT_EQ(by["crm"]["tenants"], 2) << when << ": " << out;
+    EXPECT_GE(by["crm"]["oldest_age_s"].get<int64_t>(), 0) << when;
+    EXPECT_EQ(by["billing"]["depth"], 0) << when << ": " << out;
+    EXPECT_EQ(by["billing"]["tenants"], 0) << when << ": " << out;
+  };
+  check("live");
+  auto [table_code, table] = testing::RunCli({"queue", "status", "--config", cli_config}, dir_);
+  EXPECT_EQ(table_code, 0) << table;
+  EXPECT_THAT(table, ::testing::ContainsRegex("crm +5 +[0-9]+s +2"));
+  EXPECT_EQ(gw.Terminate(), 0);
+  check("from the store");
+  auto [store_code, store_out] = testing::RunCli({"queue", "status", "--config", cli_config}, dir_);
+  EXPECT_EQ(store_code, 0) << store_out;
+  EXPECT_THAT(store_out, ::testing::HasSubstr("not answering"));
+  EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 #include "toolgate/services/queue_service.h"
 
+#include "toolgate/services/callback_outbox.h"
+
 #include <atomic>
 #include <set>
 
@@ -203,6 +205,66 @@ TEST_P(QueueServiceTest, OfManyRacingClaimantsExactlyOneWinsEachItem) {
   });
   EXPECT_EQ(wins.load(), 5);
   EXPECT_EQ(won.size(), 5u);
+}
+
+// A queue item with a callback owes a delivery once it ends (completed, or removed unrun), in the
+// same batch; a lost claim owes none. Deliveries are claimed as leases: one winner per read, taken
+// over after the lease, rescheduled by their claimant only.
+TEST_P(QueueServiceTest, AnEndedItemWithACallbackOwesOneDeliveryClaimedAsALease) {
+  CallbackOutbox outbox(*store_, clock_);
+  QueueItem q = Item("t1", "e-cb");
+  q.callback_url = "http://127.0.0.1:1/hook";
+  Enqueue(q);
+  QueueItem other = Item("t1", "e-none");
+  Enqueue(other);
+  auto seen = Next("t1");
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen->callback_url, q.callback_url);
+  auto claim = Claim(*seen, "i1");
+  ASSERT_TRUE(claim);
+  EXPECT_TRUE(outbox.Due(10)->empty()) << "nothing is owed before the call ends";
+  QueueClaim stale = *claim;
+  stale.item.attempt += 1;  // someone else's claim
+  ApplyAll(QueueService::CompleteRequests(stale));
+  EXPECT_TRUE(outbox.Due(10)->empty()) << "a lost claim's end owes nothing";
+  EXPECT_TRUE(ApplyAll(QueueService::CompleteRequests(*claim)));
+  auto due = outbox.Due(10);
+  ASSERT_TRUE(due.ok()) << due.status();
+  ASSERT_EQ(due->size(), 1u);
+  EXPECT_EQ((*due)[0].execution_id, "e-cb");
+  EXPECT_EQ((*due)[0].delivery_id(), "dlv_e-cb");
+  EXPECT_EQ((*due)[0].url, q.callback_url);
+  // Removing the other (no callback) owes nothing more.
+  ApplyAll(QueueService::RemoveUnclaimedRequests(other, clock_.now_epoch_ms(), kSkewS));
+  EXPECT_EQ(*outbox.Pending(), 1);
+
+  auto first = outbox.Claim((*due)[0], "i1", 5'000);
+  ASSERT_TRUE(first.ok() && first->has_value());
+  EXPECT_EQ((*first)->attempts, 1);
+  EXPECT_GT((*first)->first_attempt_ms, 0);
+  auto second = outbox.Claim((*due)[0], "i2", 5'000);
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->has_value()) << "the same read cannot be claimed twice";
+  EXPECT_TRUE(outbox.Due(10)->empty()) << "claimed: not due";
+  clock_.advance(std::chrono::milliseconds(5'001));
+  auto expired = outbox.Due(10);
+  ASSERT_EQ(expired->size(), 1u) << "its lease ran out: claimable again";
+  auto takeover = outbox.Claim((*expired)[0], "i2", 5'000);
+  ASSERT_TRUE(takeover.ok() && takeover->has_value());
+  EXPECT_EQ((*takeover)->first_attempt_ms, (*first)->first_attempt_ms) << "the retry window counts from the first";
+  EXPECT_FALSE(*outbox.Retry(**first, clock_.now_epoch_ms(), "late")) << "a lost claim cannot reschedule";
+  EXPECT_TRUE(*outbox.Retry(**takeover, clock_.now_epoch_ms() + 1'000, "HTTP 503"));
+  EXPECT_TRUE(outbox.Due(10)->empty()) << "not due before its backoff";
+  clock_.advance(std::chrono::milliseconds(1'000));
+  auto again = outbox.Due(10);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].last_error, "HTTP 503");
+  auto last = outbox.Claim((*again)[0], "i1", 5'000);
+  ASSERT_TRUE(last.ok() && last->has_value());
+  const store::WriteRequest done = CallbackOutbox::DoneRequest(**last);
+  auto erased = store_->Erase(done.key, done.condition);
+  ASSERT_TRUE(erased.ok() && erased->applied);
+  EXPECT_EQ(*outbox.Pending(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, QueueServiceTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),

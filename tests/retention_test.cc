@@ -3,6 +3,7 @@
 // real services and a memory store on a manual clock (the downstream's answer is handed in, as the
 // gateway does after its HTTP call).
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "invoker_support.h"
 #include "nlohmann/json.hpp"
@@ -231,5 +232,78 @@ TEST_F(RetentionInvokerTest, UnderSteadyTrafficTheStoreHoldsOnlyTheRetentionsWor
   EXPECT_GE(exec_at_hour[2], 59 * kPerMinute) << "and nothing younger than the retention was deleted";
 }
 
+
+// §15 item 9: a queued call's record and its whole chain — EXECUTION_QUEUED, EXECUTION_DISPATCHED,
+// the call's own events and its callback's — expire together at the [ledger] retention counted from
+// the enqueue, like any execution; its queue item goes when it ends; the delivery it owed is gone
+// once delivered.
+TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRetention) {
+  Engine& engine = *stack_->engine;
+  QueueOrder order;
+  order.deadline_s = 600;
+  order.callback_url = "http://127.0.0.1:1/hook";
+  const json queued = json::parse(invoker_->Enqueue(Request(), order).body_json);
+  ASSERT_EQ(queued["outcome"], "QUEUED") << queued;
+  const std::string id = queued["execution_id"];
+  EXPECT_EQ(LiveItems("QUEUE#"), 1);
+  clock_.set_epoch_ms(1'800'000'000'000 + 300'000);  // five minutes in the queue
+
+  auto next = engine.queue().NextReady("crm", "tenant-a", 1);
+  ASSERT_TRUE(next.ok() && next->has_value());
+  auto claim = engine.queue().Claim(**next, "instance-1", 30'000, 1);
+  ASSERT_TRUE(claim.ok() && claim->has_value());
+  auto lease = slots_->TryAcquire("crm", config_->connectors.at("crm").concurrency);
+  ASSERT_TRUE(lease.ok() && lease->has_value());
+  auto admitted = invoker_->AdmitClaimed(**claim, **lease, "instance-1");
+  ASSERT_TRUE(std::holds_alternative<std::unique_ptr<InvocationTicket>>(admitted));
+  const json done = json::parse(
+      invoker_->Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), Ok()).body_json);
+  ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
+  EXPECT_EQ(LiveItems("QUEUE#"), 0) << "the queue item ends with the call";
+
+  // The callback it owed, delivered: CALLBACK_DELIVERED joins the chain with the chain's expiry.
+  auto due = engine.callbacks().Due(10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(due->size(), 1u);
+  auto cb = engine.callbacks().Claim((*due)[0], "instance-1", 30'000);
+  ASSERT_TRUE(cb.ok() && cb->has_value());
+  auto ended = engine.queued_calls().EndCallback(**cb, "CALLBACK_DELIVERED", {{"delivery_id", (*cb)->delivery_id()}});
+  ASSERT_TRUE(ended.ok() && *ended) << ended.status();
+  EXPECT_EQ(LiveItems("CALLBACKS"), 0);
+
+  auto rec = executions_->Get("tenant-a", id);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->expires_at_s, 1'800'000'000 + kRetention) << "counted from the enqueue";
+  auto events = ledger_->Read(Ledger::ExecutionChain(id));
+  ASSERT_TRUE(events.ok());
+  std::vector<std::string> types;
+  for (const auto& e : *events) {
+    types.push_back(e.type);
+    EXPECT_EQ(e.expires_at_s, rec->expires_at_s) << e.type;
+  }
+  EXPECT_THAT(types, ::testing::IsSupersetOf({"EXECUTION_QUEUED", "EXECUTION_DISPATCHED", "TOOL_SUCCEEDED",
+                                              "CALLBACK_DELIVERED"}));
+  EXPECT_TRUE(Ledger::VerifyChain(*events).ok());
+
+  clock_.set_epoch_ms(rec->expires_at_s * 1000);
+  EXPECT_EQ(executions_->Get("tenant-a", id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(memory_.SweepExpired(), static_cast<int>(events->size()) + 1) << "the record and its whole chain";
+}
+
+// A queued call nobody ever runs (every dispatcher gone) does not stay forever: its queue item and a
+// pending callback carry TTLs (a day past its deadline; eight days past its end).
+TEST_F(RetentionInvokerTest, AQueueItemNobodyRunsLeavesADayAfterItsDeadline) {
+  QueueOrder order;
+  order.deadline_s = 600;
+  const json queued = json::parse(invoker_->Enqueue(Request(), order).body_json);
+  ASSERT_EQ(queued["outcome"], "QUEUED") << queued;
+  EXPECT_EQ(LiveItems("QUEUE#"), 1);
+  clock_.set_epoch_ms(1'800'000'000'000 + (600 + 86'400) * int64_t{1000} - 1000);
+  memory_.SweepExpired();
+  EXPECT_EQ(LiveItems("QUEUE#"), 1) << "kept until a day past its deadline";
+  clock_.set_epoch_ms(1'800'000'000'000 + (600 + 86'400) * int64_t{1000});
+  memory_.SweepExpired();
+  EXPECT_EQ(LiveItems("QUEUE#"), 0);
+}
 }  // namespace
 }  // namespace toolgate

@@ -263,8 +263,8 @@ namespace toolgate {
 namespace {
 
 // The dashboard in a real browser (Debian's Chromium driven by playwright-core): with one
-// connector's breaker OPEN and its page alarm firing, and a kill switch set, the page shows all
-// three, draws its sparklines, makes no request beyond the admin listener, and leaves a screenshot
+// connector's breaker OPEN and its page alarm firing, a kill switch set and three calls queued behind the open breaker, the page
+// shows all four, draws its sparklines, makes no request beyond the admin listener, and leaves a screenshot
 // in docs/dashboard-latest.png.
 TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch) {
   ASSERT_EQ(access("/usr/bin/chromium", X_OK), 0) << "chromium is missing: scripts/install-deps.sh installs it";
@@ -288,6 +288,10 @@ TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch)
                      R"({"scope":"action_type","key":"email.send","reason":"runaway agent sending duplicates","requested_by":"oncall"})")
                 .status,
             200);
+  // Three queued calls wait behind crm's OPEN breaker: the queue column shows them.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(gw.Invoke("crm.update_opportunity", {{"input", {{"id", 100 + i}}}, {"mode", "queued"}}, alice_).status, 202);
+  }
   AdminUntil(gw, "/admin/slo", PageFiring);
   const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
   ASSERT_EQ(connectors["connectors"][1]["breaker"]["state"], "OPEN") << connectors.dump();  // sorted: billing, crm
@@ -297,7 +301,8 @@ TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch)
   const std::string screenshot = std::string(TOOLGATE_DOCS_DIR) + "/dashboard-latest.png";
   const json expected = {{"breakers", {{"crm", "OPEN"}, {"billing", "CLOSED"}}},
                          {"alarms", {"PAGE 1h/5m"}},
-                         {"kill_switches", {"runaway agent sending duplicates"}}};
+                         {"kill_switches", {"runaway agent sending duplicates"}},
+                         {"queues", {{"crm", "3 / "}, {"billing", "0"}}}};
   auto [code, out] = testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
                                           "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/", expected.dump(), screenshot},
                                          dir_);

@@ -153,7 +153,22 @@ struct QueueConfig {
   int max_per_tenant = 10'000;        // queued calls of one tenant (fleet-wide); beyond: 429 queue_full
   int claim_lease_s = 0;              // a claim's lease; 0: the connector's lease_ttl_s
   int poll_interval_ms = 1000;        // the longest an idle dispatcher waits between looks at its queue
+  // Callbacks (§15, §17.5): a queued call's `callback_url` must start with one of these prefixes
+  // (each http[s]://host[:port][/path]); empty: callbacks are refused.
+  std::vector<std::string> callback_allowlist;
+  // Where the HMAC-SHA256 signing secret comes from: an env var or a file, exactly one when the
+  // allowlist is set. The value is never read into the Config (the gateway reads it at start).
+  std::string callback_secret_env;
+  std::string callback_secret_file;
+  int64_t callback_retry_s = 86'400;  // a delivery is retried for this long after its first attempt
+  int callback_backoff_ms = 1000;     // the first retry's delay, doubling up to callback_max_backoff_ms
+  int callback_max_backoff_ms = 300'000;
+  int callback_timeout_ms = 5000;     // one delivery attempt, connect to response
 };
+
+// http[s]://host[:port][/path] (no credentials, query or fragment; the port defaults to 80/443):
+// the address, the path (no trailing '/') and whether it is https. False with `why` otherwise.
+bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, bool& tls, std::string& why);
 
 // [tools."<name>"] (design §5, §13).
 struct ToolConfig {

@@ -46,7 +46,7 @@ const std::string_view kDashboardHtml = R"HTML(<!doctype html>
 <main>
   <h2>Connectors</h2>
   <table id="connectors">
-    <thead><tr><th>connector</th><th>breaker</th><th>in flight</th><th>last 5 min, all instances</th><th>calls / min (1 h)</th><th>error ratio (1 h)</th>
+    <thead><tr><th>connector</th><th>breaker</th><th>in flight</th><th>queue: depth / oldest</th><th>last 5 min, all instances</th><th>calls / min (1 h)</th><th>error ratio (1 h)</th>
       <th>latency p50 / p95 / p99 ms (1 h)</th><th>SLOs: budget left, burn 5m · 1h · 6h · 3d, alarms</th></tr></thead>
     <tbody></tbody>
   </table>
@@ -180,6 +180,7 @@ function renderConnectors(connectors, slos, series, status) {
       el("td", {}, el("b", {}, c.id), el("div", { class: "small" }, c.base_url)),
       breaker,
       el("td", { class: "num" }, `${c.in_flight} / ${c.max_in_flight}`, bar),
+      queueCell(c),
       outcomesCell(st),
       el("td", {}, sparkline([calls], ["#0969da"]), el("span", { class: "small num" }, "now " + num(last(calls)))),
       el("td", {}, sparkline([errors], ["#cf222e"], { fmt: pct }), el("span", { class: "small num" }, "now " + pct(last(errors)))),
@@ -187,6 +188,20 @@ function renderConnectors(connectors, slos, series, status) {
         el("span", { class: "small num" }, [last(p50), last(p95), last(p99)].map(num).join(" / "))),
       sloCell));
   }
+}
+
+// Queued calls (fleet-wide, from the store): depth, the oldest one's age, how many tenants wait.
+function queueCell(c) {
+  const depth = c.queue_depth || 0;
+  const td = el("td", { class: "num", "data-testid": "queue-" + c.id }, depth === 0 ? "0" : `${depth} / ${age(c.queue_oldest_age_s || 0)}`);
+  if (depth > 0) td.append(el("div", { class: "small" }, `${c.queue_tenants} tenant${c.queue_tenants === 1 ? "" : "s"}`));
+  return td;
+}
+
+function age(s) {
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  return `${Math.round(s / 3600)} h`;
 }
 
 function renderKillSwitches(list) {

@@ -22,6 +22,7 @@
 #include "api/mcp_routes.h"
 #include "api/mcp_session.h"
 #include "api/public_routes.h"
+#include "api/callback_deliverer.h"
 #include "api/queue_dispatcher.h"
 #include "api/recent_calls.h"
 #include "api/routes.h"
@@ -187,6 +188,7 @@ struct Gateway::Impl {
   std::string mcp_session_secret;  // signs Mcp-Session-Id values (empty: a random key)
   std::unique_ptr<AdminRoutes> admin_routes;
   std::unique_ptr<QueueDispatcher> dispatcher;
+  std::unique_ptr<CallbackDeliverer> callbacks;
   std::unique_ptr<HttpServer> public_server, admin_server;
   int public_port = 0, admin_port = 0;
   std::atomic<int> in_flight{0};
@@ -268,6 +270,10 @@ absl::Status Gateway::Start() {
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
   i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);  // queued calls (§15)
   i.dispatcher->Start();
+  // Callbacks of queued calls (§15): also on an instance without an allowlist, so deliveries owed
+  // before a config change still end (CALLBACK_FAILED without a secret).
+  i.callbacks = std::make_unique<CallbackDeliverer>(*i.context, i.io, ReadCallbackSecret(i.config.queue));
+  i.callbacks->Start();
   if (auto* memory = dynamic_cast<store::MemoryItemStore*>(&i.engine->base_store())) {
     asio::co_spawn(i.io, i.SweepMemoryStoreForever(memory), asio::detached);
   }

@@ -79,9 +79,34 @@ absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool p
     if (o == "queue") q.on_defer = q.order;
   }
   if (body.contains("callback_url")) {
-    return absl::UnimplementedError("callback_url is not implemented yet: poll status_url instead");
+    const nlohmann::json& u = body["callback_url"];
+    if (!u.is_string()) return absl::InvalidArgumentError("callback_url must be a string");
+    if (absl::Status st = CheckCallbackUrl(u.get<std::string>(), config); !st.ok()) return st;
+    if (!q.queued && !q.on_defer) {
+      return absl::InvalidArgumentError("callback_url needs \"mode\": \"queued\" or \"on_defer\": \"queue\"");
+    }
+    q.order.callback_url = u.get<std::string>();
+    if (q.on_defer) q.on_defer->callback_url = q.order.callback_url;
   }
   return q;
+}
+
+absl::Status CheckCallbackUrl(const std::string& url, const QueueConfig& config) {
+  if (url.size() > 2048) return absl::InvalidArgumentError("callback_url is longer than 2048 characters");
+  HostPort address;
+  std::string path, why;
+  bool tls = false;
+  if (!ParseHttpUrl(url, address, path, tls, why)) return absl::InvalidArgumentError("callback_url " + why);
+  for (const std::string& prefix : config.callback_allowlist) {
+    if (url.rfind(prefix, 0) != 0) continue;
+    // The prefix must end at a boundary: "https://hooks.example.com" does not allow
+    // "https://hooks.example.com.evil.net/".
+    if (url.size() == prefix.size() || prefix.back() == '/' || url[prefix.size()] == '/') return absl::OkStatus();
+  }
+  if (config.callback_allowlist.empty()) {
+    return absl::InvalidArgumentError("callback_url is not allowed: this gateway has no [queue] callback_allowlist");
+  }
+  return absl::InvalidArgumentError("callback_url is not under a prefix of [queue] callback_allowlist");
 }
 
 bool PrefersAsync(std::string_view prefer) {

@@ -35,9 +35,13 @@ struct QueueRequest {
   std::optional<QueueOrder> on_defer;   // "on_defer": "queue"
 };
 // Reads `mode` ("sync" | "queued"), `on_defer` ("defer" | "queue"), `deadline_s` (1..[queue]
-// max_deadline_s; default [queue] default_deadline_s) and refuses `callback_url` (not implemented).
-// kInvalidArgument (400 invalid_request) or kUnimplemented (400 not_implemented) naming the field.
+// max_deadline_s; default [queue] default_deadline_s) and `callback_url` (CheckCallbackUrl; only
+// with a queued call or on_defer queue). kInvalidArgument (400 invalid_request) naming the field.
 absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool prefer_async, const QueueConfig& config);
+// A callback URL (§15): http[s]://host[:port][/path], no credentials, query or fragment, at most
+// 2048 characters, starting with a prefix of [queue] callback_allowlist that ends at a '/' boundary.
+// kInvalidArgument saying why.
+absl::Status CheckCallbackUrl(const std::string& url, const QueueConfig& config);
 // True when a Prefer header value holds the respond-async preference (RFC 7240).
 bool PrefersAsync(std::string_view prefer);
 

@@ -109,7 +109,7 @@ struct PublicRoutes::Impl : GatewayContext {
     // Queued calls (§15): checked before anything runs, so a bad field queues nothing.
     absl::StatusOr<QueueRequest> queue = ReadQueueRequest(body, PrefersAsync(req.Header("prefer")), config.queue);
     if (!queue.ok()) {
-      co_return Error(400, absl::IsUnimplemented(queue.status()) ? "not_implemented" : "invalid_request",
+      co_return Error(400, "invalid_request",
                       std::string(queue.status().message()));
     }
     if (queue->queued) {
@@ -173,15 +173,7 @@ struct PublicRoutes::Impl : GatewayContext {
       }
       auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
       if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
-      json j = ExecutionJson(*rec);
-      j["events"] = json::array();
-      j["replays"] = json::array();
-      for (const auto& e : *events) {
-        j["events"].push_back(EventJson(e));
-        if (e.type == "REPLAY_REQUESTED") j["replays"].push_back(j["events"].back()["data"]["execution_id"]);
-      }
-      if (rec->outcome == "SUCCEEDED") j["result"] = json::parse(rec->result_json, nullptr, false);
-      return Json(200, j);
+      return Json(200, ExecutionViewJson(*rec, *events));
     });
   }
 

@@ -40,6 +40,7 @@ struct QueueDispatcher::Impl {
     size_t cursor = 0;
     int64_t breaker_checked_ms = 0;
     int64_t parked_until_ms = 0;  // breaker OPEN or connector throttled: no claims before this
+    bool scouting = false;        // parked: one worker still walks the queue (deadlines); the rest wait
   };
 
   enum class StepKind {
@@ -94,6 +95,24 @@ struct QueueDispatcher::Impl {
     const ConnectorConfig& c = lane.connector;
     const int skew_s = c.concurrency.max_clock_skew_s;
     if (g.draining) return {StepKind::kIdle};
+    // Parked (breaker OPEN, connector throttled): only one worker of the lane reads the queue — to end
+    // calls whose deadline passed — and the others wait without touching the store (with every
+    // worker reading, a parked fleet's polling alone saturated a small store).
+    bool scout = false;
+    if (std::optional<int64_t> parked = ParkedFor(lane, g.clock.now_epoch_ms())) {
+      std::lock_guard<std::mutex> l(lane.mu);
+      if (lane.scouting) return {StepKind::kWait, nullptr, *parked, 0};
+      lane.scouting = scout = true;
+    }
+    struct ScoutDone {
+      Lane& lane;
+      bool scout;
+      ~ScoutDone() {
+        if (!scout) return;
+        std::lock_guard<std::mutex> l(lane.mu);
+        lane.scouting = false;
+      }
+    } scout_done{lane, scout};
     std::string tenant;
     size_t round = 0;
     {
@@ -127,8 +146,12 @@ struct QueueDispatcher::Impl {
         spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
       return {StepKind::kWorked, nullptr, 0, round};
     }
-    // Parked (breaker OPEN, connector throttled): no claims — but deadlines still end calls above.
-    if (std::optional<int64_t> parked = ParkedFor(lane, now_ms)) return {StepKind::kWait, nullptr, *parked, round};
+    // Parked (breaker OPEN, connector throttled): no claims — but deadlines still end calls above. The
+    // scout goes on to the next tenant (its round ends in the idle backoff).
+    if (std::optional<int64_t> parked = ParkedFor(lane, now_ms)) {
+      if (scout) return {StepKind::kNothing, nullptr, 0, round};
+      return {StepKind::kWait, nullptr, *parked, round};
+    }
     // §17.4: kill switches before the slot. A matching switch ends the call BLOCKED at dispatch
     // (AdmitClaimed) without taking a slot.
     absl::StatusOr<std::optional<KillSwitch>> kill =

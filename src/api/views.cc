@@ -116,4 +116,16 @@ json SeriesJson(const SloSnapshot& snapshot) {
           {"connectors", connectors}};
 }
 
+json ExecutionViewJson(const ExecutionRecord& r, const std::vector<LedgerEvent>& events) {
+  json j = ExecutionJson(r);
+  j["events"] = json::array();
+  j["replays"] = json::array();
+  for (const auto& e : events) {
+    j["events"].push_back(EventJson(e));
+    if (e.type == "REPLAY_REQUESTED") j["replays"].push_back(j["events"].back()["data"]["execution_id"]);
+  }
+  if (r.outcome == "SUCCEEDED") j["result"] = json::parse(r.result_json, nullptr, false);
+  return j;
+}
+
 }  // namespace toolgate::api

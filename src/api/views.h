@@ -4,6 +4,7 @@
 // dashboard's series. Pure functions of what the engine returns.
 
 #include <string>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 #include "toolgate/domain/breaker_rules.h"
@@ -16,6 +17,9 @@ namespace toolgate::api {
 nlohmann::json EventJson(const LedgerEvent& e);
 // An execution without its events (lists); GET /v1/executions/{id} adds them.
 nlohmann::json ExecutionJson(const ExecutionRecord& r);
+// GET /v1/executions/{id} (and a queued call's callback body): the execution with its events, the
+// ids of its replays and, when it succeeded, its result.
+nlohmann::json ExecutionViewJson(const ExecutionRecord& r, const std::vector<LedgerEvent>& events);
 nlohmann::json BreakerJson(const breaker::Snapshot& b);
 nlohmann::json SloViewJson(const SloView& v);
 nlohmann::json SloSnapshotJson(const SloSnapshot& s);

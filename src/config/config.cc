@@ -136,7 +136,7 @@ void ReadListen(TableReader& r, HostPort& out) {
 }
 
 // http[s]://host[:port][/path]; the port defaults to 80 or 443. The path keeps no trailing '/'.
-bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, bool& tls, std::string& why) {
+bool ParseHttpUrlImpl(const std::string& url, HostPort& address, std::string& path, bool& tls, std::string& why) {
   constexpr std::string_view kHttp = "http://";
   constexpr std::string_view kHttps = "https://";
   tls = url.rfind(kHttps, 0) == 0;
@@ -218,7 +218,7 @@ void ReadAuth(TableReader& r, CredentialOptions& a) {
     if (!r.Has("token_url")) r.Error("token_url", "is required");
     r.String("token_url", a.token_url);
     std::string why;
-    if (r.Has("token_url") && !ParseHttpUrl(a.token_url, a.token_address, a.token_target, a.token_tls, why)) {
+    if (r.Has("token_url") && !ParseHttpUrlImpl(a.token_url, a.token_address, a.token_target, a.token_tls, why)) {
       r.Error("token_url", why);
     } else if (r.Has("token_url") && !a.token_tls && !IsLoopbackHost(a.token_address.host)) {
       r.Error("token_url", "must be https:// (a client secret is never sent in clear text off this host)");
@@ -274,7 +274,7 @@ std::string OriginOf(const std::string& url) {
   HostPort address;
   std::string path, why;
   bool tls = false;
-  if (!ParseHttpUrl(url, address, path, tls, why)) return "";
+  if (!ParseHttpUrlImpl(url, address, path, tls, why)) return "";
   std::string host = address.host;
   for (char& ch : host) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
@@ -292,7 +292,7 @@ void ReadMcp(TableReader& r, const ServerConfig& server, McpConfig& m) {
     HostPort address;
     std::string path, why;
     bool tls = false;
-    if (!ParseHttpUrl(m.public_url, address, path, tls, why)) r.Error("public_url", why);
+    if (!ParseHttpUrlImpl(m.public_url, address, path, tls, why)) r.Error("public_url", why);
   } else if (IsWildcardHost(server.listen.host)) {
     r.Error("public_url", absl::StrCat("is required when server.listen is a wildcard address (", server.listen.ToString(),
                                        "): the URL clients use to reach this listener"));
@@ -396,7 +396,7 @@ void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
   if (c.kind == ConnectorKind::kHttp) {
     if (!r.Has("base_url")) r.Error("base_url", "is required");
     r.String("base_url", c.base_url);
-    if (std::string why; r.Has("base_url") && !ParseHttpUrl(c.base_url, c.address, c.path_prefix, c.tls, why)) {
+    if (std::string why; r.Has("base_url") && !ParseHttpUrlImpl(c.base_url, c.address, c.path_prefix, c.tls, why)) {
       r.Error("base_url", why);
     }
     for (const char* key : {"url", "tool_prefix", "tools_ttl_s", "command", "env"}) refuse(key, "\"mcp\" or \"mcp_stdio\"");
@@ -413,7 +413,7 @@ void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
   if (c.kind == ConnectorKind::kMcp) {
     if (!r.Has("url")) r.Error("url", "is required (the MCP server's Streamable HTTP endpoint)");
     r.String("url", c.url);
-    if (std::string why; r.Has("url") && !ParseHttpUrl(c.url, c.address, c.path_prefix, c.tls, why)) r.Error("url", why);
+    if (std::string why; r.Has("url") && !ParseHttpUrlImpl(c.url, c.address, c.path_prefix, c.tls, why)) r.Error("url", why);
     if (c.path_prefix.empty()) c.path_prefix = "/";
     refuse("command", "\"mcp_stdio\"");
     refuse("env", "\"mcp_stdio\"");
@@ -516,6 +516,10 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
 }
 
 }  // namespace
+
+bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, bool& tls, std::string& why) {
+  return ParseHttpUrlImpl(url, address, path, tls, why);
+}
 
 
 // [log] (design §17.12): the format of every log line and whether each request is logged.
@@ -637,7 +641,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   if (!c.slo.webhook_url.empty()) {
     std::string path, why;
     bool tls = false;
-    if (!ParseHttpUrl(c.slo.webhook_url, c.slo.webhook_address, path, tls, why)) alerts.Error("webhook_url", why);
+    if (!ParseHttpUrlImpl(c.slo.webhook_url, c.slo.webhook_address, path, tls, why)) alerts.Error("webhook_url", why);
     else if (tls) alerts.Error("webhook_url", "must be http:// (alert webhooks over https are not supported yet)");
     c.slo.webhook_path = path.empty() ? "/" : path;
   }
@@ -655,6 +659,30 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   queue.Int("max_per_tenant", 1, 10'000'000, c.queue.max_per_tenant);
   queue.Int("claim_lease_s", 0, 86'400, c.queue.claim_lease_s);
   queue.Int("poll_interval_ms", 10, 60'000, c.queue.poll_interval_ms);
+  queue.StringArray("callback_allowlist", c.queue.callback_allowlist);
+  for (const std::string& prefix : c.queue.callback_allowlist) {
+    HostPort address;
+    std::string path, why;
+    bool tls = false;
+    if (!ParseHttpUrlImpl(prefix, address, path, tls, why)) queue.Error("callback_allowlist", why);
+  }
+  queue.String("callback_secret_env", c.queue.callback_secret_env);
+  queue.String("callback_secret_file", c.queue.callback_secret_file);
+  if (!c.queue.callback_allowlist.empty() && c.queue.callback_secret_env.empty() == c.queue.callback_secret_file.empty()) {
+    queue.Error("callback_secret_env", "or callback_secret_file is required with callback_allowlist (exactly one)");
+  }
+  if (!c.queue.callback_secret_env.empty()) {
+    const char* v = std::getenv(c.queue.callback_secret_env.c_str());
+    if (v == nullptr || *v == '\0') {
+      queue.Error("callback_secret_env",
+                  absl::StrCat("names the environment variable ", c.queue.callback_secret_env, ", which is not set"));
+    }
+  }
+  RequireReadableFile(queue, "callback_secret_file", c.queue.callback_secret_file);
+  queue.Int("callback_retry_s", 1, int64_t{7} * 86'400, c.queue.callback_retry_s);
+  queue.Int("callback_backoff_ms", 10, 3'600'000, c.queue.callback_backoff_ms);
+  queue.Int("callback_max_backoff_ms", 10, 3'600'000, c.queue.callback_max_backoff_ms);
+  queue.Int("callback_timeout_ms", 100, 60'000, c.queue.callback_timeout_ms);
   queue.RefuseUnknown();
 
   if (const toml::table* connectors = top.Table("connectors")) {

@@ -54,6 +54,7 @@ void Engine::Build(store::ItemStore& base) {
   invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
                                                                  *ledger_, *executions_, *intents_, metrics_,
                                                                  slo_counters_.get(), queue_.get(), mcp_tools_.get()});
+  callbacks_ = std::make_unique<CallbackOutbox>(st, clock_);
   queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
   replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution);
 }

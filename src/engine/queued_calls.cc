@@ -53,7 +53,9 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   writes.push_back(std::move(removal[0]));
   writes.push_back(std::move(w_event).AfterPrevious());
   writes.push_back(ExecutionStore::FinishRequest(rec).AfterPrevious());
-  writes.push_back(std::move(removal[1]));  // the tenant's count, after the record
+  for (size_t i = 1; i < removal.size(); ++i) {
+    writes.push_back(std::move(removal[i]));  // the tenant's count (and a callback), after the record
+  }
   const auto results = store_.WriteBatch(writes);
   if (!results[0].ok()) return results[0].status();
   if (!results[0]->applied) return false;  // claimed meanwhile: it runs
@@ -69,6 +71,35 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   }
   metrics_.ToolCall(rec.connector_id, rec.tool_name, "EXPIRED", 0, false);
   return true;
+}
+
+absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, std::string_view event,
+                                              const json& data) {
+  absl::StatusOr<ExecutionRecord> record = executions_.Get(claimed.tenant_id, claimed.execution_id);
+  if (absl::IsNotFound(record.status())) {
+    ASSIGN_OR_RETURN(store::WriteResult gone, store_.Erase(CallbackOutbox::DoneRequest(claimed).key,
+                                                           CallbackOutbox::DoneRequest(claimed).condition));
+    return gone.applied;
+  }
+  if (!record.ok()) return record.status();
+  ExecutionRecord& rec = *record;
+  auto [w_event, e] = ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id),
+                                            {rec.last_seq, rec.last_hash, rec.expires_at_s}, event, "system", data.dump());
+  rec.last_seq = e.seq;
+  rec.last_hash = e.hash;
+  std::vector<store::WriteRequest> writes;
+  writes.push_back(std::move(w_event));
+  writes.push_back(ExecutionStore::FinishRequest(rec).AfterPrevious());
+  writes.push_back(CallbackOutbox::DoneRequest(claimed).AfterPrevious());
+  const auto results = store_.WriteBatch(writes);
+  for (size_t i = 0; i < 2; ++i) {
+    if (!results[i].ok()) return results[i].status();
+    if (!results[i]->applied) {
+      return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": its chain moved; the callback's event is retried"));
+    }
+  }
+  if (!results[2].ok()) return results[2].status();
+  return results[2]->applied;
 }
 
 absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, std::string_view execution_id,

@@ -297,11 +297,12 @@ class ToolInvoker::Admission {
     item.enqueued_at_ms = rec().created_at_ms;
     item.ready_at_ms = ready_at_ms;
     item.deadline_ms = rec().created_at_ms + order.deadline_s * 1000;
+    item.callback_url = order.callback_url;
     // A forgotten item (every dispatcher gone for good) leaves a day after its deadline.
     const int64_t ttl_s = item.deadline_ms / 1000 + 86'400;
-    absl::Status written = WriteOpening({{"EXECUTION_QUEUED",
-                                          {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms},
-                                           {"via", std::string(via)}}}},
+    json queued = {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms}, {"via", std::string(via)}};
+    if (!item.callback_url.empty()) queued["callback_url"] = item.callback_url;
+    absl::Status written = WriteOpening({{"EXECUTION_QUEUED", std::move(queued)}},
                                         /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
     if (absl::IsResourceExhausted(written)) {
       ReleaseIntent();

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "toolgate/services/callback_outbox.h"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -50,6 +51,14 @@ WriteRequest CountDown(const QueueItem& item) {
       .AfterPrevious();
 }
 
+// The delivery an item with a callback owes once it ends (only if its end was written).
+void AddCallback(const QueueItem& item, int64_t now_ms, std::vector<WriteRequest>& writes) {
+  if (item.callback_url.empty()) return;
+  writes.push_back(CallbackOutbox::AddRequest(item.execution_id, item.tenant_id, item.connector_id, item.callback_url,
+                                              now_ms / 1000 + QueueService::kCallbackKeepS)
+                       .AfterPrevious());
+}
+
 }  // namespace
 
 bool QueueItem::Claimable(int64_t now_ms, int max_clock_skew_s) const {
@@ -86,6 +95,7 @@ absl::StatusOr<QueueItem> QueueService::FromItem(const Item& item) {
   q.attempt = store::GetInt(item, kAttempt).value_or(0);
   q.claim_owner = s(kOwner);
   q.claim_expires_ms = store::GetInt(item, kExpires).value_or(0);
+  q.callback_url = s("callback_url");
   return q;
 }
 
@@ -105,6 +115,7 @@ std::vector<WriteRequest> QueueService::EnqueueRequests(const QueueItem& q, int 
             {kAttempt, q.attempt},
             {"tool_name", q.tool_name},
             {"action_type", q.action_type}};
+  if (!q.callback_url.empty()) item.emplace("callback_url", q.callback_url);
   if (ttl_s > 0) item.emplace(std::string(store::kTtlAttribute), ttl_s);
   writes.push_back(WriteRequest::Put(ItemKey(q), std::move(item), Condition::ItemAbsent()).AfterPrevious());
   return writes;
@@ -182,6 +193,7 @@ std::vector<WriteRequest> QueueService::CompleteRequests(const QueueClaim& claim
   std::vector<WriteRequest> writes;
   writes.push_back(WriteRequest::Erase(ItemKey(claim.item), StillMine(claim)));
   writes.push_back(CountDown(claim.item));
+  AddCallback(claim.item, claim.item.claim_expires_ms, writes);
   return writes;
 }
 
@@ -204,6 +216,7 @@ std::vector<WriteRequest> QueueService::RemoveUnclaimedRequests(const QueueItem&
   writes.push_back(WriteRequest::Erase(
       ItemKey(item), Condition::And({Condition::ItemExists(), NoLiveClaim(now_ms, max_clock_skew_s)})));
   writes.push_back(CountDown(item));
+  AddCallback(item, now_ms, writes);
   return writes;
 }
 

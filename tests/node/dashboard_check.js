@@ -27,6 +27,11 @@ async function main() {
       found.breakers[id] = (await page.textContent(`[data-testid="breaker-${id}"]`, { timeout: 5000 })).trim();
       ok = ok && found.breakers[id] === expected.breakers[id];
     }
+    found.queues = {};
+    for (const id of Object.keys(expected.queues || {})) {
+      found.queues[id] = (await page.textContent(`[data-testid="queue-${id}"]`, { timeout: 5000 })).trim();
+      ok = ok && found.queues[id].startsWith(expected.queues[id]);
+    }
     found.alarms = (await page.locator('[data-testid="alarm"]').allTextContents()).map(s => s.trim());
     for (const a of expected.alarms || []) ok = ok && found.alarms.some(f => f.includes(a));
     found.kill_switches = (await page.locator('#kill-switches tbody tr').allTextContents()).map(s => s.trim());

@@ -20,6 +20,7 @@
 #include "toolgate/services/intent_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/callback_outbox.h"
 #include "toolgate/services/queue_service.h"
 #include "toolgate/services/slo_counters.h"
 #include "toolgate/store_factory.h"
@@ -72,6 +73,7 @@ class Engine {
   IntentStore& intents() { return *intents_; }
   QueueService& queue() { return *queue_; }
   QueuedCalls& queued_calls() { return *queued_calls_; }
+  CallbackOutbox& callbacks() { return *callbacks_; }
   SloCounters& slo_counters() { return *slo_counters_; }
   SloEvaluator& slo_evaluator() { return *slo_evaluator_; }
   ToolInvoker& invoker() { return *invoker_; }
@@ -99,6 +101,7 @@ class Engine {
   std::unique_ptr<ExecutionStore> executions_;
   std::unique_ptr<IntentStore> intents_;
   std::unique_ptr<QueueService> queue_;
+  std::unique_ptr<CallbackOutbox> callbacks_;
   std::unique_ptr<QueuedCalls> queued_calls_;
   std::unique_ptr<SloCounters> slo_counters_;
   std::unique_ptr<SloEvaluator> slo_evaluator_;

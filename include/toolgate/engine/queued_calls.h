@@ -4,9 +4,11 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/services/callback_outbox.h"
 #include "toolgate/services/execution_store.h"
 #include "toolgate/services/intent_store.h"
 #include "toolgate/services/ledger.h"
@@ -38,6 +40,13 @@ class QueuedCalls {
   // DELETE /admin/connectors/{id}/queue: ends every unclaimed queued call of the connector; the
   // number ended.
   absl::StatusOr<int> Purge(std::string_view connector_id, std::string_view actor);
+
+  // Ends a claimed callback delivery (§15): appends `event` (CALLBACK_DELIVERED or CALLBACK_FAILED)
+  // with `data` to the execution's chain, moves the record's anchor and removes the delivery, in one
+  // batch (the event first: a chain conflict changes nothing and the delivery stays to be made
+  // again). False when the claim was lost meanwhile (the event is then recorded all the same: the
+  // receiver got the body). A delivery whose record is gone is just removed.
+  absl::StatusOr<bool> EndCallback(const CallbackDelivery& claimed, std::string_view event, const nlohmann::json& data);
 
   // The allowed clock skew for claims on `connector_id`'s queue (its slots' max_clock_skew_s).
   int SkewS(std::string_view connector_id) const;

@@ -41,6 +41,7 @@ struct ReplayContext {
 struct QueueOrder {
   int64_t deadline_s = 3600;
   int max_per_tenant = 10'000;
+  std::string callback_url;  // checked against [queue] callback_allowlist; empty: no callback
 };
 
 struct InvokeRequest {

@@ -26,6 +26,7 @@ struct QueueItem {
   int64_t attempt = 0;      // claims so far
   std::string claim_owner;  // empty: not claimed
   int64_t claim_expires_ms = 0;
+  std::string callback_url;  // empty: none; else its end owes a delivery (CallbackOutbox)
 
   // True when a dispatcher may claim it at `now_ms`: unclaimed, or its claim's lease (plus the
   // allowed clock skew) has run out.
@@ -106,7 +107,8 @@ class QueueService {
                                                   int max_clock_skew_s);
 
   // The writes that end a claimed item: [0] erase it if this claim still holds, [1] the tenant's
-  // count down (only after [0]).
+  // count down (only after [0]), and for an item with a callback_url [2] its delivery
+  // (CallbackOutbox::AddRequest, only after [1]).
   static std::vector<store::WriteRequest> CompleteRequests(const QueueClaim& claim);
   // Puts a claimed item back, unclaimed, ready at `ready_at_ms` (if this claim still holds).
   static store::WriteRequest RequeueRequest(const QueueClaim& claim, int64_t ready_at_ms);
@@ -114,7 +116,8 @@ class QueueService {
   absl::StatusOr<bool> Requeue(const QueueClaim& claim, int64_t ready_at_ms);
 
   // The writes that remove an item nobody runs (cancel, deadline, purge): [0] erase it if it has no
-  // live claim at `now_ms`, [1] the tenant's count down (only after [0]).
+  // live claim at `now_ms`, [1] the tenant's count down (only after [0]), [2] its callback's
+  // delivery when it has a callback_url (only after [1]).
   static std::vector<store::WriteRequest> RemoveUnclaimedRequests(const QueueItem& item, int64_t now_ms,
                                                                   int max_clock_skew_s);
 
@@ -129,6 +132,10 @@ class QueueService {
   absl::StatusOr<QueueStats> Stats(std::string_view connector_id);
 
   static absl::StatusOr<QueueItem> FromItem(const store::Item& item);
+
+  // How long past its end an undelivered callback is kept at most (its TTL): beyond the longest
+  // [queue] callback_retry_s.
+  static constexpr int64_t kCallbackKeepS = 8 * 86'400;
 
  private:
   store::ItemStore& store_;

@@ -1,0 +1,138 @@
+#include "toolgate/services/callback_outbox.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "toolgate/status_macros.h"
+
+namespace toolgate {
+
+using store::AttributePath;
+using store::Condition;
+using store::Item;
+using store::UpdateOp;
+using store::WriteRequest;
+
+namespace {
+
+constexpr char kPk[] = "CALLBACKS";
+constexpr char kSkPrefix[] = "CB#";
+constexpr char kOwner[] = "claim_owner";
+constexpr char kExpires[] = "claim_expires_ms";
+constexpr char kAttempts[] = "attempts";
+constexpr char kDue[] = "due_ms";
+constexpr char kFirst[] = "first_attempt_ms";
+
+AttributePath Attr(const char* name) { return AttributePath::Top(name); }
+
+bool Claimable(const CallbackDelivery& d, int64_t now_ms) {
+  return d.claim_owner.empty() || d.claim_expires_ms <= now_ms;
+}
+
+}  // namespace
+
+CallbackOutbox::CallbackOutbox(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+
+store::ItemKey CallbackOutbox::Key(std::string_view execution_id) {
+  return {kPk, absl::StrCat(kSkPrefix, std::string(execution_id))};
+}
+
+WriteRequest CallbackOutbox::AddRequest(std::string_view execution_id, std::string_view tenant_id,
+                                        std::string_view connector_id, std::string_view url, int64_t ttl_s) {
+  Item item{{"execution_id", std::string(execution_id)},
+            {"tenant_id", std::string(tenant_id)},
+            {"connector_id", std::string(connector_id)},
+            {"url", std::string(url)},
+            {kDue, int64_t{0}},
+            {kAttempts, int64_t{0}}};
+  if (ttl_s > 0) item.emplace(std::string(store::kTtlAttribute), ttl_s);
+  return WriteRequest::Put(Key(execution_id), std::move(item), Condition::Always());
+}
+
+absl::StatusOr<CallbackDelivery> CallbackOutbox::FromItem(const Item& item) {
+  CallbackDelivery d;
+  auto s = [&](const char* n) { return store::GetString(item, n).value_or(""); };
+  d.execution_id = s("execution_id");
+  d.tenant_id = s("tenant_id");
+  d.url = s("url");
+  if (d.execution_id.empty() || d.tenant_id.empty() || d.url.empty()) {
+    return absl::DataLossError("callback item without execution, tenant or url");
+  }
+  d.connector_id = s("connector_id");
+  d.due_ms = store::GetInt(item, kDue).value_or(0);
+  d.first_attempt_ms = store::GetInt(item, kFirst).value_or(0);
+  d.attempts = store::GetInt(item, kAttempts).value_or(0);
+  d.last_error = s("last_error");
+  d.claim_owner = s(kOwner);
+  d.claim_expires_ms = store::GetInt(item, kExpires).value_or(0);
+  return d;
+}
+
+absl::StatusOr<std::vector<CallbackDelivery>> CallbackOutbox::Due(int limit, int scan_limit) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  std::vector<CallbackDelivery> out;
+  store::QueryRequest q{kPk, kSkPrefix, std::clamp(scan_limit, 1, 200), std::nullopt, false};
+  int seen = 0;
+  while (seen < scan_limit && static_cast<int>(out.size()) < limit) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    for (const auto& [sk, item] : p.items) {
+      ++seen;
+      ASSIGN_OR_RETURN(CallbackDelivery d, FromItem(item));
+      if (d.due_ms <= now_ms && Claimable(d, now_ms)) out.push_back(std::move(d));
+      if (static_cast<int>(out.size()) >= limit) break;
+    }
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<CallbackDelivery>> CallbackOutbox::Claim(const CallbackDelivery& seen,
+                                                                      std::string_view owner, int64_t lease_ms) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kOwner), std::string(owner)),
+                               UpdateOp::Set(Attr(kExpires), now_ms + lease_ms),
+                               UpdateOp::Set(Attr(kAttempts), seen.attempts + 1)};
+  if (seen.first_attempt_ms == 0) ops.push_back(UpdateOp::Set(Attr(kFirst), now_ms));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(Key(seen.execution_id), std::move(ops),
+                    Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempts), seen.attempts),
+                                    Condition::Or({Condition::NotExists(Attr(kOwner)),
+                                                   Condition::Le(Attr(kExpires), now_ms)})})));
+  if (!r.applied) return std::optional<CallbackDelivery>();
+  ASSIGN_OR_RETURN(CallbackDelivery claimed, FromItem(r.item));
+  return std::optional<CallbackDelivery>(std::move(claimed));
+}
+
+WriteRequest CallbackOutbox::DoneRequest(const CallbackDelivery& claimed) {
+  return WriteRequest::Erase(Key(claimed.execution_id),
+                             Condition::And({Condition::Eq(Attr(kOwner), claimed.claim_owner),
+                                             Condition::Eq(Attr(kAttempts), claimed.attempts)}));
+}
+
+absl::StatusOr<bool> CallbackOutbox::Retry(const CallbackDelivery& claimed, int64_t due_ms, std::string_view error) {
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(claimed.execution_id),
+                                 {UpdateOp::Remove(Attr(kOwner)), UpdateOp::Remove(Attr(kExpires)),
+                                  UpdateOp::Set(Attr(kDue), due_ms),
+                                  UpdateOp::Set(Attr("last_error"), std::string(error.substr(0, 200)))},
+                                 Condition::And({Condition::Eq(Attr(kOwner), claimed.claim_owner),
+                                                 Condition::Eq(Attr(kAttempts), claimed.attempts)}),
+                                 store::ReturnValues::kNone));
+  return r.applied;
+}
+
+absl::StatusOr<int64_t> CallbackOutbox::Pending(int limit) {
+  int64_t n = 0;
+  store::QueryRequest q{kPk, kSkPrefix, 500, std::nullopt, false};
+  while (n < limit) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    n += static_cast<int64_t>(p.items.size());
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return n;
+}
+
+}  // namespace toolgate
