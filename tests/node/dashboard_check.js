@@ -1,6 +1,8 @@
 // Loads the operator dashboard in headless Chromium and checks what an operator must see.
 // usage: node dashboard_check.js URL EXPECTATIONS_JSON SCREENSHOT_PATH
-//   EXPECTATIONS_JSON: {"breakers": {"crm": "OPEN"}, "alarms": ["PAGE 1h/5m"], "kill_switches": ["reason"]}
+//   EXPECTATIONS_JSON: {"breakers": {"crm": "OPEN"}, "alarms": ["PAGE 1h/5m"], "kill_switches": ["reason"],
+//                       "mcp": {"everything": ["mcp-servers/everything", "13 tools"]}, "sparklines": true}
+//   (mcp: texts an MCP connector's server line must contain; sparklines: default true)
 // Prints one JSON line with what it found; exit 0 when every expectation holds, 1 otherwise.
 'use strict';
 const { chromium } = require('playwright-core');
@@ -14,7 +16,7 @@ async function main() {
            '--disable-component-update', '--disable-sync', '--no-first-run'],
     timeout: 60000,
   });
-  const found = { breakers: {}, alarms: [], kill_switches: [], errors: [], external_requests: [] };
+  const found = { breakers: {}, alarms: [], kill_switches: [], mcp: {}, errors: [], external_requests: [] };
   let ok = true;
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
@@ -30,8 +32,13 @@ async function main() {
     for (const a of expected.alarms || []) ok = ok && found.alarms.some(f => f.includes(a));
     found.kill_switches = (await page.locator('#kill-switches tbody tr').allTextContents()).map(s => s.trim());
     for (const k of expected.kill_switches || []) ok = ok && found.kill_switches.some(f => f.includes(k));
+    for (const [id, texts] of Object.entries(expected.mcp || {})) {
+      found.mcp[id] = (await page.textContent(`[data-testid="mcp-${id}"]`, { timeout: 5000 })).trim();
+      for (const t of texts) ok = ok && found.mcp[id].includes(t);
+    }
     found.sparklines = await page.locator('svg.spark path').count();
-    ok = ok && found.sparklines > 0 && found.errors.length === 0 && found.external_requests.length === 0;
+    ok = ok && (expected.sparklines === false || found.sparklines > 0) && found.errors.length === 0 &&
+         found.external_requests.length === 0;
     await page.screenshot({ path: screenshot, fullPage: true });
   } finally {
     await browser.close();

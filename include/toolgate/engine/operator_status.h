@@ -20,7 +20,8 @@ inline constexpr int kStatusWindowMinutes = 5;
 //                    "throttled_until_epoch_sec", "throttled_remaining_s",
 //                    "in_flight", "max_in_flight", "config_max_in_flight", "limit_set_by_operator",
 //                    "last_5m": {"calls", "succeeded", "failed", "deferred", "blocked",
-//                                "deferred_by_reason": {reason: n}}}],
+//                                "deferred_by_reason": {reason: n}},
+//                    "kind": "http" | "mcp" | "mcp_stdio", "mcp"?: McpServerJson}],
 //    "kill_switches": [{"scope", "key", "reason", "requested_by", "at"}]}
 //
 // The call counts are the SLO counter minute items (SloCounters::RecordOutcome): every instance
@@ -28,5 +29,17 @@ inline constexpr int kStatusWindowMinutes = 5;
 // last seconds may be missing until its next flush. Reads only; thread-safe as the services are.
 // Status codes: store errors (kUnavailable, ...), kDataLoss for damaged items.
 absl::StatusOr<nlohmann::json> OperatorStatusJson(Engine& engine, const Clock& clock);
+
+// "http", "mcp" or "mcp_stdio".
+std::string_view ConnectorKindName(const ConnectorConfig& connector);
+
+// An MCP connector's server as the fleet last saw it (the store's McpServerRecord, design §17.7),
+// for GET /admin/connectors, /admin/status and `toolgate status`:
+//   {"transport": "streamable_http" | "stdio", "url" (mcp) | "program" (mcp_stdio: the command's
+//    first word, never its arguments or env), "server_name", "server_version", "protocol_version"
+//    (null until a list was fetched), "tool_count", "tools_refreshed_at" (RFC 3339 or null)}
+// tool_count is the saved list's; with none saved, the tools this engine's registry holds.
+// REQUIRES: connector.is_mcp(). Blocking (one store read).
+absl::StatusOr<nlohmann::json> McpServerJson(Engine& engine, const ConnectorConfig& connector);
 
 }  // namespace toolgate
