@@ -369,6 +369,17 @@ TEST_F(McpConnectorTest, AStdioServerIsStartedListedAndCalled) {
   }
   for (int i = 0; i < 4; ++i) EXPECT_EQ(calls[i].get()["content"][0]["text"], "Echo: m" + std::to_string(i));
   EXPECT_EQ(ChildrenOf(gw_->pid()).size(), 1u) << "one server process per instance";
+  // The operator's view: the server as it named itself, its program (never its arguments or env).
+  WaitForSecondListFetch("local");
+  const json view = ConnectorView("local");
+  EXPECT_EQ(view["kind"], "mcp_stdio");
+  EXPECT_EQ(view["mcp"]["transport"], "stdio");
+  EXPECT_EQ(view["mcp"]["program"], "/usr/bin/node");
+  EXPECT_FALSE(view["mcp"].contains("url"));
+  EXPECT_EQ(view["mcp"]["server_name"], "mcp-servers/everything") << view;
+  EXPECT_TRUE(view["mcp"]["server_version"].is_string());
+  EXPECT_GE(view["mcp"]["tool_count"].get<int64_t>(), 10);
+  EXPECT_EQ(view["mcp"]["tool_count"].get<size_t>(), ToolNames().size()) << "what /mcp lists is what the view counts";
 }
 
 TEST_F(McpConnectorTest, AStdioServerKilledMidCallGivesConnectionLostReleasesTheSlotAndIsRestarted) {
