@@ -100,10 +100,12 @@ class FakeMcpServer {
                              {"isError", true}});
         case CallMode::kHttp500: return {500, R"({"error":"failing"})"};
         case CallMode::kInternalError:
-          return {200, json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32603}, {"message", "internal"}}}}.dump()};
+          return {200,
+                  json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32603}, {"message", "internal"}}}}.dump()};
       }
     }
-    return {200, json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no such method"}}}}.dump()};
+    return {200,
+            json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no such method"}}}}.dump()};
   }
 
   std::atomic<CallMode> call_mode_{CallMode::kText};

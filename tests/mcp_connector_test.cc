@@ -321,7 +321,7 @@ TEST_F(McpConnectorTest, AStreamableHttpServerKilledMidCallGivesConnectionLostRe
   WaitForTool("everything.trigger-long-running-operation");
   WaitForSecondListFetch("everything");
   auto slow = std::async(std::launch::async, [this] {
-    return CallTool("everything.trigger-long-running-operation", {{"duration", 5}, {"steps", 5}})["result"];
+    return CallTool("everything.trigger-long-running-operation", {{"duration", 10}, {"steps", 10}})["result"];
   });
   // Bounded wait until the call holds its slot, then kill the server under it.
   const auto start = std::chrono::steady_clock::now();
@@ -330,7 +330,9 @@ TEST_F(McpConnectorTest, AStreamableHttpServerKilledMidCallGivesConnectionLostRe
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_EQ(ConnectorView("everything")["in_flight"], 1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // margin: the request is with the server (5 s of work)
+  // The slot is taken just before the request is written; a margin (against 10 s of work) so that
+  // the kill finds it with the server, not before it was sent (that would be connection_failed).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   server.Kill();
   const json lost = slow.get();
   EXPECT_EQ(lost["isError"], true) << lost;

@@ -120,7 +120,9 @@ class McpReliabilityTest : public ::testing::Test {
   }
   // toolgate's structuredContent of a result it decided ("" for a server's own result).
   static std::string Field(const json& result, const char* key) {
-    if (!result.is_object() || !result.contains("structuredContent") || !result["structuredContent"].is_object()) return "";
+    if (!result.is_object() || !result.contains("structuredContent") || !result["structuredContent"].is_object()) {
+      return "";
+    }
     return result["structuredContent"].value(key, "");
   }
   static std::string Reason(const json& result) { return Field(result, "reason"); }
@@ -204,7 +206,7 @@ TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThro
   ASSERT_EQ(cooled["breaker"]["cooldown_remaining_s"], 0) << cooled;
   // The probe is slow, so every other call of the burst arrives while it is in flight.
   server.set_call_mode(CallMode::kText);
-  server.set_call_delay_ms(3000);
+  server.set_call_delay_ms(5000);
   server.reset_counts();
   const std::vector<json> results = Burst(40, "fx.work", {&gw});
   EXPECT_EQ(server.calls(), 1) << "the server saw more than the single probe";

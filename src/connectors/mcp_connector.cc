@@ -1,10 +1,10 @@
 #include "toolgate/connectors/mcp_connector.h"
 
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -185,7 +185,8 @@ asio::awaitable<std::optional<CircuitBreakerService::Permit>> McpConnector::Back
     co_return unchecked;
   }
   auto permit_op = OffLoop<std::optional<CircuitBreakerService::Permit>>(
-      deps_.run_blocking, [background = deps_.background, &config = config_] { return background->PermitBackground(config); });
+      deps_.run_blocking,
+      [background = deps_.background, &config = config_] { return background->PermitBackground(config); });
   co_return co_await std::move(permit_op);
 }
 
@@ -341,7 +342,8 @@ asio::awaitable<void> McpConnector::RefreshForever(McpConnector* self, std::shar
     } else {
       if (refreshed.code() == absl::StatusCode::kFailedPrecondition) {
         // The breaker is open: the server is left alone until a call's probe closes it.
-        spdlog::debug("connector {}: MCP tool list not refreshed: {}", self->config_.id, std::string(refreshed.message()));
+        spdlog::debug("connector {}: MCP tool list not refreshed: {}", self->config_.id,
+                      std::string(refreshed.message()));
       } else {
         spdlog::warn("connector {}: MCP tool list not refreshed ({} tool(s) still listed): {}", self->config_.id,
                      self->deps_.tools.ToolCount(self->config_.id), refreshed.ToString());

@@ -29,7 +29,8 @@ absl::StatusOr<json> McpServerJson(Engine& engine, const ConnectorConfig& connec
   out["server_version"] = saved ? text_or_null(saved->server_version) : json(nullptr);
   out["protocol_version"] = saved ? text_or_null(saved->protocol_version) : json(nullptr);
   out["tool_count"] = saved ? saved->tool_count : static_cast<int64_t>(engine.mcp_tools().ToolCount(connector.id));
-  out["tools_refreshed_at"] = saved && saved->refreshed_at_ms > 0 ? json(Rfc3339(saved->refreshed_at_ms)) : json(nullptr);
+  out["tools_refreshed_at"] =
+      saved && saved->refreshed_at_ms > 0 ? json(Rfc3339(saved->refreshed_at_ms)) : json(nullptr);
   return out;
 }
 

@@ -825,7 +825,8 @@ std::optional<CircuitBreakerService::Permit> ToolInvoker::PermitBackground(const
 void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreakerService::Permit& permit,
                                    const DownstreamResult& result) {
   const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
-  const bool body_is_json = is_2xx && !json::parse(result.body.empty() ? "null" : result.body, nullptr, false).is_discarded();
+  const bool body_is_json =
+      is_2xx && !json::parse(result.body.empty() ? "null" : result.body, nullptr, false).is_discarded();
   const Classification k = ClassifyDownstream(result, body_is_json, c.breaker, c.slo.latency_threshold_ms);
   absl::Status st;
   switch (k.breaker) {

@@ -29,7 +29,7 @@ struct McpTool {
 // What the store keeps of an MCP connector's server, for every instance and for operators (design
 // §17.7): its last tool list and what it said about itself when that list was fetched.
 struct McpServerRecord {
-  std::string tools_json;  // a JSON array of Tool objects as the server listed them (server names)
+  std::string tools_json;        // a JSON array of Tool objects as the server listed them (server names)
   std::string server_name;       // serverInfo.name of its `initialize` answer ("" if unknown)
   std::string server_version;    // serverInfo.version
   std::string protocol_version;  // the revision the session runs

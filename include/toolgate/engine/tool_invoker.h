@@ -92,7 +92,7 @@ class InvocationTicket {
 // the slot. Every Ticket must reach Complete or Abandon exactly once.
 //
 // Thread-safe; holds no per-call state between calls except in Tickets.
-class ToolInvoker final : public BackgroundTraffic {
+class ToolInvoker : public BackgroundTraffic {
  public:
   struct Services {
     store::ItemStore& store;
