@@ -122,6 +122,17 @@ int Status(const Config& config, bool as_json) {
       reasons += (reasons.empty() ? "" : ", ") + reason + " " + n.dump();
     }
     if (!reasons.empty()) std::printf("  deferred: %s\n", reasons.c_str());
+    if (c.contains("mcp") && c["mcp"].is_object()) {
+      // An MCP connector's server as the fleet last saw it (design §17.7).
+      const json& m = c["mcp"];
+      auto text = [&m](const char* key, const char* unknown) {
+        return m.contains(key) && m[key].is_string() ? m[key].get<std::string>() : std::string(unknown);
+      };
+      std::printf("  %s server: %s %s (protocol %s), %lld tool(s), list refreshed %s\n", c.value("kind", "mcp").c_str(),
+                  text("server_name", "(not reached yet)").c_str(), text("server_version", "").c_str(),
+                  text("protocol_version", "?").c_str(), static_cast<long long>(m.value("tool_count", int64_t{0})),
+                  text("tools_refreshed_at", "never").c_str());
+    }
     if (b.contains("forced_by")) {
       std::printf("  forced open by %s at %s: %s\n", b.value("forced_by", "").c_str(),
                   b["forced_at"].is_string() ? b["forced_at"].get<std::string>().c_str() : "?",

@@ -71,6 +71,41 @@ TEST_F(CircuitBreakerTest, AnAbsentBreakerIsClosedAndSuccessesCostNoWrite) {
   EXPECT_FALSE(Stored().exists);
 }
 
+// An MCP connector's own traffic (design §17.7): allowed while CLOSED, counted like a call's, and
+// never the probe — past the cooldown it is refused and writes nothing, so a call still wins the probe.
+TEST_F(CircuitBreakerTest, PermissionWithoutProbeCountsWhileClosedAndNeverClaimsTheProbe) {
+  for (int i = 0; i < config_.failure_threshold; ++i) {
+    auto p = breakers_.RequestPermissionWithoutProbe(kConn, config_);
+    ASSERT_TRUE(p.ok()) << p.status();
+    ASSERT_TRUE(p->allowed);
+    EXPECT_FALSE(p->probe);
+    Fail(*p, "");
+  }
+  ASSERT_EQ(Stored().state, State::kOpen) << "background failures open the breaker like calls' do";
+  const int64_t generation = Stored().generation;
+  auto open = breakers_.RequestPermissionWithoutProbe(kConn, config_);
+  ASSERT_TRUE(open.ok());
+  EXPECT_FALSE(open->allowed);
+  EXPECT_EQ(open->reason, DeferReason::kBreakerOpen);
+  clock_.advance(std::chrono::seconds(config_.cooldown_s + 1));
+  const int writes = store_.writes.load();
+  auto cooled = breakers_.RequestPermissionWithoutProbe(kConn, config_);
+  ASSERT_TRUE(cooled.ok());
+  EXPECT_FALSE(cooled->allowed) << "past the cooldown the probe is a call's, not background traffic's";
+  EXPECT_EQ(store_.writes.load(), writes) << "nothing written";
+  EXPECT_EQ(Stored().state, State::kOpen);
+  EXPECT_EQ(Stored().generation, generation);
+  Permit probe = Ask();
+  ASSERT_TRUE(probe.probe) << "a call still claims the probe";
+  auto half_open = breakers_.RequestPermissionWithoutProbe(kConn, config_);
+  ASSERT_TRUE(half_open.ok());
+  EXPECT_FALSE(half_open->allowed);
+  Succeed(probe);
+  auto closed = breakers_.RequestPermissionWithoutProbe(kConn, config_);
+  ASSERT_TRUE(closed.ok());
+  EXPECT_TRUE(closed->allowed);
+}
+
 TEST_F(CircuitBreakerTest, SuccessesCostNoWriteEvenWhileFailuresAreCounted) {
   Fail(Ask());
   const int writes = store_.writes.load();

@@ -164,6 +164,20 @@ class McpConnectorTest : public ::testing::Test {
     ADD_FAILURE() << "no connector " << id << " in " << all;
     return json::object();
   }
+  // A new session's list is fetched twice (the second ~2 s after the first); the next fetch is
+  // tools_ttl_s away. Waits (bounded) for the second, so a test that then stops the server knows
+  // no refresh of the connector's own runs into it (its failures would count, design §17.7).
+  void WaitForSecondListFetch(const std::string& id) {
+    std::string first;
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
+      const json at = ConnectorView(id)["mcp"]["tools_refreshed_at"];
+      if (at.is_string() && first.empty()) first = at;
+      if (at.is_string() && at != first) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL() << "the tool list of " << id << " was not fetched a second time";
+  }
   // The result without toolgate's _meta key: what the server answered.
   static json WithoutToolgateMeta(json result) {
     if (result.contains("_meta")) {
@@ -259,6 +273,7 @@ TEST_F(McpConnectorTest, ADeadServerOpensTheBreakerWhileItsLastToolListIsStillSe
   ASSERT_TRUE(server.Start());
   Start(HttpConfig(server.url()));
   WaitForTool("everything.echo");
+  WaitForSecondListFetch("everything");
   ASSERT_EQ(CallTool("everything.echo", {{"message", "up"}})["result"]["content"][0]["text"], "Echo: up");
   server.Kill();
   for (int i = 0; i < 3; ++i) {  // failure_threshold
@@ -287,6 +302,7 @@ TEST_F(McpConnectorTest, AServerThatForgotTheSessionIsInitializedAgainOnce) {
   ASSERT_TRUE(server.Start());
   Start(HttpConfig(server.url()));
   WaitForTool("everything.echo");
+  WaitForSecondListFetch("everything");
   ASSERT_EQ(CallTool("everything.echo", {{"message", "first"}})["result"]["content"][0]["text"], "Echo: first");
   // A new server process on the same port knows nothing of toolgate's Mcp-Session-Id: it answers the
   // next call 400 (the TypeScript SDK's answer to a stale session), and toolgate initializes again.
@@ -296,6 +312,47 @@ TEST_F(McpConnectorTest, AServerThatForgotTheSessionIsInitializedAgainOnce) {
   EXPECT_EQ(again["content"][0]["text"], "Echo: second") << again << gw_->Log();
   EXPECT_THAT(gw_->Log(), ::testing::HasSubstr("session went stale"));
   EXPECT_EQ(ConnectorView("everything")["breaker"]["window_failures"], 0) << "a re-initialized session is no failure";
+}
+
+TEST_F(McpConnectorTest, AStreamableHttpServerKilledMidCallGivesConnectionLostReleasesTheSlotAndKeepsTheLedger) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.trigger-long-running-operation");
+  WaitForSecondListFetch("everything");
+  auto slow = std::async(std::launch::async, [this] {
+    return CallTool("everything.trigger-long-running-operation", {{"duration", 10}, {"steps", 10}})["result"];
+  });
+  // Bounded wait until the call holds its slot, then kill the server under it.
+  const auto start = std::chrono::steady_clock::now();
+  while (ConnectorView("everything")["in_flight"] != 1 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(ConnectorView("everything")["in_flight"], 1);
+  // The slot is taken just before the request is written; a margin (against 10 s of work) so that
+  // the kill finds it with the server, not before it was sent (that would be connection_failed).
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  server.Kill();
+  const json lost = slow.get();
+  EXPECT_EQ(lost["isError"], true) << lost;
+  EXPECT_EQ(lost["structuredContent"]["outcome"], "FAILED") << lost;
+  EXPECT_EQ(lost["structuredContent"]["reason"], "connection_lost") << lost << gw_->Log();
+  EXPECT_EQ(ConnectorView("everything")["in_flight"], 0) << "the slot is released";
+
+  // The ledger is complete: the call was invoked and ended, and every chain verifies.
+  const std::string id = lost["structuredContent"]["execution_id"];
+  const json record = Body(gw_->Public("GET", "/v1/executions/" + id, "", alice_));
+  EXPECT_EQ(record["outcome"], "FAILED") << record;
+  EXPECT_EQ(record["reason"], "connection_lost");
+  std::vector<std::string> types;
+  for (const auto& e : record["events"]) types.push_back(e["type"]);
+  EXPECT_THAT(types, ::testing::Contains("TOOL_INVOKED")) << record;
+  ASSERT_FALSE(types.empty());
+  EXPECT_EQ(types.back(), "TOOL_FAILED") << record;
+  EXPECT_EQ(record["events"].back()["data"]["reason"], "connection_lost") << record;
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
 }
 
 TEST_F(McpConnectorTest, AStdioServerIsStartedListedAndCalled) {
@@ -314,6 +371,17 @@ TEST_F(McpConnectorTest, AStdioServerIsStartedListedAndCalled) {
   }
   for (int i = 0; i < 4; ++i) EXPECT_EQ(calls[i].get()["content"][0]["text"], "Echo: m" + std::to_string(i));
   EXPECT_EQ(ChildrenOf(gw_->pid()).size(), 1u) << "one server process per instance";
+  // The operator's view: the server as it named itself, its program (never its arguments or env).
+  WaitForSecondListFetch("local");
+  const json view = ConnectorView("local");
+  EXPECT_EQ(view["kind"], "mcp_stdio");
+  EXPECT_EQ(view["mcp"]["transport"], "stdio");
+  EXPECT_EQ(view["mcp"]["program"], "/usr/bin/node");
+  EXPECT_FALSE(view["mcp"].contains("url"));
+  EXPECT_EQ(view["mcp"]["server_name"], "mcp-servers/everything") << view;
+  EXPECT_TRUE(view["mcp"]["server_version"].is_string());
+  EXPECT_GE(view["mcp"]["tool_count"].get<int64_t>(), 10);
+  EXPECT_EQ(view["mcp"]["tool_count"].get<size_t>(), ToolNames().size()) << "what /mcp lists is what the view counts";
 }
 
 TEST_F(McpConnectorTest, AStdioServerKilledMidCallGivesConnectionLostReleasesTheSlotAndIsRestarted) {

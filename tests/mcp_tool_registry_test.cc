@@ -53,11 +53,26 @@ TEST(McpToolRegistryTest, TheLastListIsKeptInTheStore) {
   auto none = McpToolRegistry::Load(store, "a");
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(none->has_value());
-  ASSERT_TRUE(McpToolRegistry::Save(store, "a", R"([{"name":"echo"}])").ok());
+  McpServerRecord record;
+  record.tools_json = R"([{"name":"echo"}])";
+  record.server_name = "example-server";
+  record.server_version = "1.2.3";
+  record.protocol_version = "2025-11-25";
+  record.tool_count = 1;
+  record.refreshed_at_ms = 1'800'000'000'000;
+  ASSERT_TRUE(McpToolRegistry::Save(store, "a", record).ok());
   auto loaded = McpToolRegistry::Load(store, "a");
   ASSERT_TRUE(loaded.ok() && loaded->has_value());
-  EXPECT_EQ(**loaded, R"([{"name":"echo"}])");
-  EXPECT_EQ(McpToolRegistry::Save(store, "a", std::string(400 * 1024, ' ')).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*loaded)->tools_json, R"([{"name":"echo"}])");
+  EXPECT_EQ((*loaded)->server_name, "example-server");
+  EXPECT_EQ((*loaded)->server_version, "1.2.3");
+  EXPECT_EQ((*loaded)->protocol_version, "2025-11-25");
+  EXPECT_EQ((*loaded)->tool_count, 1);
+  EXPECT_EQ((*loaded)->refreshed_at_ms, 1'800'000'000'000);
+  McpServerRecord huge;
+  huge.tools_json = std::string(400 * 1024, ' ');
+  EXPECT_EQ(McpToolRegistry::Save(store, "a", huge).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*McpToolRegistry::Load(store, "a"))->server_name, "example-server") << "a refused save writes nothing";
 }
 
 }  // namespace

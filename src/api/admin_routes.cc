@@ -260,7 +260,13 @@ struct AdminRoutes::Impl : GatewayContext {
                       {"error_ratio_5m", recent_calls["error_ratio"]},
                       {"latency_ms_5m", recent_calls["latency"]},
                       {"calls_5m_this_instance", recent_calls["calls"]},
-                      {"slo", ConnectorSloJson(snapshot, id)}});
+                      {"slo", ConnectorSloJson(snapshot, id)},
+                      {"kind", std::string(ConnectorKindName(c))}});
+      if (c.is_mcp()) {
+        absl::StatusOr<json> mcp = McpServerJson(engine, c);
+        if (!mcp.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+        list.back()["mcp"] = *std::move(mcp);
+      }
     }
     return Json(200, {{"connectors", list}});
   }

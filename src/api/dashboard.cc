@@ -138,6 +138,21 @@ function outcomesCell(st) {
   return td;
 }
 
+// The connector's name and where it points; an MCP connector's server as the fleet last saw it.
+function connectorCell(c) {
+  const td = el("td", {}, el("b", {}, c.id));
+  if (!c.mcp) {
+    td.append(el("div", { class: "small" }, c.base_url));
+    return td;
+  }
+  const m = c.mcp;
+  td.append(el("div", { class: "small" }, m.url || m.program));
+  const server = m.server_name ? `${m.server_name} ${m.server_version || ""}`.trim() : "server not reached yet";
+  td.append(el("div", { class: "small", "data-testid": "mcp-" + c.id },
+    `${c.kind}: ${server} · ${m.tool_count} tools` + (m.tools_refreshed_at ? ` · listed ${m.tools_refreshed_at}` : "")));
+  return td;
+}
+
 function renderConnectors(connectors, slos, series, status) {
   const byId = Object.fromEntries(((status && status.connectors) || []).map(s => [s.id, s]));
   const tbody = document.querySelector("#connectors tbody");
@@ -177,7 +192,7 @@ function renderConnectors(connectors, slos, series, status) {
       sloCell.append(line);
     }
     tbody.append(el("tr", { "data-connector": c.id },
-      el("td", {}, el("b", {}, c.id), el("div", { class: "small" }, c.base_url)),
+      connectorCell(c),
       breaker,
       el("td", { class: "num" }, `${c.in_flight} / ${c.max_in_flight}`, bar),
       queueCell(c),

@@ -64,7 +64,8 @@ struct Gateway::Impl {
     engine = std::move(*opened);
     if (absl::Status s = engine->PrepareConnectors(); !s.ok()) return s;
     McpConnectorDeps mcp{engine->mcp_tools(), engine->store(),
-                         [this](std::function<void()> work) { asio::post(pool, std::move(work)); }, io.get_executor()};
+                         [this](std::function<void()> work) { asio::post(pool, std::move(work)); }, io.get_executor(),
+                         &engine->invoker()};
     absl::StatusOr<Connectors> made = MakeConnectors(config, downstream_pool, clock, &mcp);
     if (!made.ok()) return made.status();
     connectors = *std::move(made);

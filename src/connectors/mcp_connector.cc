@@ -1,7 +1,10 @@
 #include "toolgate/connectors/mcp_connector.h"
 
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -86,6 +89,23 @@ DownstreamResult ToDownstream(mcp::RpcOutcome out) {
   return r;
 }
 
+// Runs `work` with `run_blocking` (the store pool) and resumes the caller on its own executor with
+// the result; without a pool, runs it here.
+template <typename T>
+asio::awaitable<T> OffLoop(const std::function<void(std::function<void()>)>& run_blocking, std::function<T()> work) {
+  if (!run_blocking) co_return work();
+  auto initiate = [&run_blocking, work = std::move(work)](auto handler) mutable {
+    auto waiting = std::make_shared<decltype(handler)>(std::move(handler));
+    run_blocking([waiting, work = std::move(work)]() mutable {
+      T value = work();
+      auto executor = asio::get_associated_executor(*waiting);
+      asio::post(executor, [waiting, value = std::move(value)]() mutable { std::move(*waiting)(std::move(value)); });
+    });
+  };
+  auto op = asio::async_initiate<decltype(asio::use_awaitable), void(T)>(std::move(initiate), asio::use_awaitable);
+  co_return co_await std::move(op);
+}
+
 }  // namespace
 
 // The refresh loop's view of the connector: whether it is stopping, and its timer.
@@ -116,11 +136,11 @@ absl::StatusOr<std::unique_ptr<McpConnector>> McpConnector::Create(const Connect
   }
   auto connector = std::make_unique<McpConnector>(config, clock, std::move(deps), std::move(transport));
   // The last list any instance saw, until the server gives a fresh one (design §17.7).
-  absl::StatusOr<std::optional<std::string>> saved = McpToolRegistry::Load(connector->deps_.store, config.id);
+  absl::StatusOr<std::optional<McpServerRecord>> saved = McpToolRegistry::Load(connector->deps_.store, config.id);
   if (!saved.ok()) {
     spdlog::warn("connector {}: saved MCP tool list unreadable: {}", config.id, saved.status().ToString());
   } else if (saved->has_value()) {
-    const json tools = json::parse(**saved, nullptr, false);
+    const json tools = json::parse((*saved)->tools_json, nullptr, false);
     if (connector->Publish(tools)) {
       spdlog::info("connector {}: {} MCP tool(s) from the saved list", config.id,
                    connector->deps_.tools.ToolCount(config.id));
@@ -158,17 +178,55 @@ bool McpConnector::Publish(const json& tools) {
   return true;
 }
 
+asio::awaitable<std::optional<CircuitBreakerService::Permit>> McpConnector::BackgroundPermit() {
+  if (deps_.background == nullptr) {
+    CircuitBreakerService::Permit unchecked;
+    unchecked.allowed = true;
+    co_return unchecked;
+  }
+  auto permit_op = OffLoop<std::optional<CircuitBreakerService::Permit>>(
+      deps_.run_blocking,
+      [background = deps_.background, &config = config_] { return background->PermitBackground(config); });
+  co_return co_await std::move(permit_op);
+}
+
+void McpConnector::RecordBackground(const CircuitBreakerService::Permit& permit, DownstreamResult result) {
+  if (deps_.background == nullptr) return;
+  auto record = [background = deps_.background, &config = config_, permit, result = std::move(result)] {
+    background->RecordBackground(config, permit, result);
+  };
+  if (deps_.run_blocking) {
+    deps_.run_blocking(std::move(record));
+  } else {
+    record();
+  }
+}
+
 asio::awaitable<absl::Status> McpConnector::RefreshTools() {
+  // No slot, never the probe: only while the breaker is CLOSED (design §17.7).
+  auto permit_op = BackgroundPermit();
+  const std::optional<CircuitBreakerService::Permit> permit = co_await std::move(permit_op);
+  if (!permit) co_return absl::FailedPreconditionError("tools/list: the connector's breaker is not closed");
   const milliseconds timeout(config_.timeout_ms);
   json tools = json::array();
   std::optional<std::string> cursor;
+  DownstreamResult last;  // the last exchange, for the breaker
   for (int page = 0; page < kMaxListPages; ++page) {
     json params = cursor ? json{{"cursor", *cursor}} : json(nullptr);
+    const auto sent = clock_.now_monotonic();
     auto list_op = client_.Call("tools/list", std::move(params), timeout);
     mcp::RpcOutcome out = co_await std::move(list_op);
-    if (!Succeeded(out)) co_return absl::UnavailableError(absl::StrCat("tools/list: ", Describe(out)));
+    const bool succeeded = Succeeded(out);
+    const std::string why = succeeded ? "" : Describe(out);
+    last = ToDownstream(out);
+    last.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - sent).count();
+    if (!succeeded) {
+      RecordBackground(*permit, std::move(last));
+      co_return absl::UnavailableError(absl::StrCat("tools/list: ", why));
+    }
     const json& result = (*out.message)["result"];
     if (!result.is_object() || !result.contains("tools") || !result["tools"].is_array()) {
+      RecordBackground(*permit, std::move(last));  // the server answered: not its failure
       co_return absl::UnavailableError("tools/list: the answer holds no tools array");
     }
     for (const json& t : result["tools"]) tools.push_back(t);
@@ -176,10 +234,20 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
     if (next == result.end() || !next->is_string() || next->get<std::string>().empty()) break;
     cursor = next->get<std::string>();
   }
+  RecordBackground(*permit, std::move(last));
   Publish(tools);
+  McpServerRecord record;
+  record.tools_json = Dump(tools);
+  if (std::optional<mcp::McpClient::ServerInfo> info = client_.server_info()) {
+    record.server_name = info->name;
+    record.server_version = info->version;
+    record.protocol_version = info->protocol_version;
+  }
+  record.tool_count = static_cast<int64_t>(deps_.tools.ToolCount(config_.id));
+  record.refreshed_at_ms = clock_.now_epoch_ms();
   if (deps_.run_blocking) {
-    deps_.run_blocking([&store = deps_.store, id = config_.id, text = Dump(tools)] {
-      if (absl::Status s = McpToolRegistry::Save(store, id, text); !s.ok()) {
+    deps_.run_blocking([&store = deps_.store, id = config_.id, record = std::move(record)] {
+      if (absl::Status s = McpToolRegistry::Save(store, id, record); !s.ok()) {
         spdlog::warn("connector {}: MCP tool list not saved in the store: {}", id, s.ToString());
       }
     });
@@ -226,11 +294,21 @@ asio::awaitable<HealthReport> McpConnector::CheckHealth() {
   report.target = config_.kind == ConnectorKind::kMcp
                       ? absl::StrCat(config_.url, " (JSON-RPC ping)")
                       : absl::StrCat(config_.command.front(), " (JSON-RPC ping over stdio)");
+  // The operator asked: the ping goes whatever the breaker says; it counts toward the breaker only
+  // where background traffic would (CLOSED), like a tools/list (design §17.7).
+  auto permit_op = BackgroundPermit();
+  const std::optional<CircuitBreakerService::Permit> permit = co_await std::move(permit_op);
+  const auto sent = clock_.now_monotonic();
   auto ping_op = client_.Call("ping", json(nullptr), milliseconds(std::min(config_.timeout_ms, 5000)));
   mcp::RpcOutcome out = co_await std::move(ping_op);
   report.status = out.http_status;
   report.healthy = Succeeded(out);
   if (!report.healthy) report.error = Describe(out);
+  if (permit) {
+    DownstreamResult result = ToDownstream(std::move(out));
+    result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - sent).count();
+    RecordBackground(*permit, std::move(result));
+  }
   co_return report;
 }
 
@@ -262,8 +340,14 @@ asio::awaitable<void> McpConnector::RefreshForever(McpConnector* self, std::shar
         wait = std::min(wait, kSecondListFetch);
       }
     } else {
-      spdlog::warn("connector {}: MCP tool list not refreshed ({} tool(s) still listed): {}", self->config_.id,
-                   self->deps_.tools.ToolCount(self->config_.id), refreshed.ToString());
+      if (refreshed.code() == absl::StatusCode::kFailedPrecondition) {
+        // The breaker is open: the server is left alone until a call's probe closes it.
+        spdlog::debug("connector {}: MCP tool list not refreshed: {}", self->config_.id,
+                      std::string(refreshed.message()));
+      } else {
+        spdlog::warn("connector {}: MCP tool list not refreshed ({} tool(s) still listed): {}", self->config_.id,
+                     self->deps_.tools.ToolCount(self->config_.id), refreshed.ToString());
+      }
       wait = std::min(wait, retry);
       retry = std::min(kMaxListRetry, retry * 2);
     }

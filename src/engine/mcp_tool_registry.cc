@@ -71,24 +71,37 @@ size_t McpToolRegistry::ToolCount(std::string_view connector_id) const {
 }
 
 absl::Status McpToolRegistry::Save(store::ItemStore& store, const std::string& connector_id,
-                                   const std::string& tools_json) {
-  if (tools_json.size() > kMaxSavedBytes) {
+                                   const McpServerRecord& record) {
+  if (record.tools_json.size() > kMaxSavedBytes) {
     return absl::InvalidArgumentError(absl::StrCat("the tool list of connector ", connector_id, " has ",
-                                                   tools_json.size(), " bytes, more than a store item holds"));
+                                                   record.tools_json.size(), " bytes, more than a store item holds"));
   }
-  store::Item item{{"tools", tools_json}};
+  store::Item item{{"tools", record.tools_json},
+                   {"server_name", record.server_name.substr(0, 200)},
+                   {"server_version", record.server_version.substr(0, 100)},
+                   {"protocol_version", record.protocol_version.substr(0, 40)},
+                   {"tool_count", record.tool_count},
+                   {"refreshed_at_ms", record.refreshed_at_ms}};
   absl::StatusOr<store::WriteResult> put = store.Put(KeyOf(connector_id), item, store::Condition::Always());
   return put.status();
 }
 
-absl::StatusOr<std::optional<std::string>> McpToolRegistry::Load(store::ItemStore& store,
-                                                                 const std::string& connector_id) {
+absl::StatusOr<std::optional<McpServerRecord>> McpToolRegistry::Load(store::ItemStore& store,
+                                                                     const std::string& connector_id) {
   absl::StatusOr<std::optional<store::Item>> got = store.Get(KeyOf(connector_id));
   if (!got.ok()) return got.status();
-  if (!got->has_value()) return std::optional<std::string>();
-  auto it = (*got)->find("tools");
-  if (it == (*got)->end() || !it->second.is_string()) return std::optional<std::string>();
-  return std::optional<std::string>(it->second.as_string());
+  if (!got->has_value()) return std::optional<McpServerRecord>();
+  const store::Item& item = **got;
+  auto it = item.find("tools");
+  if (it == item.end() || !it->second.is_string()) return std::optional<McpServerRecord>();
+  McpServerRecord r;
+  r.tools_json = it->second.as_string();
+  r.server_name = store::GetString(item, "server_name").value_or("");
+  r.server_version = store::GetString(item, "server_version").value_or("");
+  r.protocol_version = store::GetString(item, "protocol_version").value_or("");
+  r.tool_count = store::GetInt(item, "tool_count").value_or(0);
+  r.refreshed_at_ms = store::GetInt(item, "refreshed_at_ms").value_or(0);
+  return std::optional<McpServerRecord>(std::move(r));
 }
 
 }  // namespace toolgate

@@ -14,6 +14,33 @@ json LimitNoteJson(const ConcurrencySnapshot& s) {
           {"set_at", s.limit_set_at_ms > 0 ? json(Rfc3339(s.limit_set_at_ms)) : json(nullptr)}};
 }
 
+std::string_view ConnectorKindName(const ConnectorConfig& connector) {
+  switch (connector.kind) {
+    case ConnectorKind::kHttp: return "http";
+    case ConnectorKind::kMcp: return "mcp";
+    case ConnectorKind::kMcpStdio: return "mcp_stdio";
+  }
+  return "http";
+}
+
+absl::StatusOr<json> McpServerJson(Engine& engine, const ConnectorConfig& connector) {
+  ASSIGN_OR_RETURN(std::optional<McpServerRecord> saved, McpToolRegistry::Load(engine.store(), connector.id));
+  json out = {{"transport", connector.kind == ConnectorKind::kMcp ? "streamable_http" : "stdio"}};
+  if (connector.kind == ConnectorKind::kMcp) {
+    out["url"] = connector.url;
+  } else {
+    out["program"] = connector.command.empty() ? "" : connector.command.front();
+  }
+  auto text_or_null = [](const std::string& v) { return v.empty() ? json(nullptr) : json(v); };
+  out["server_name"] = saved ? text_or_null(saved->server_name) : json(nullptr);
+  out["server_version"] = saved ? text_or_null(saved->server_version) : json(nullptr);
+  out["protocol_version"] = saved ? text_or_null(saved->protocol_version) : json(nullptr);
+  out["tool_count"] = saved ? saved->tool_count : static_cast<int64_t>(engine.mcp_tools().ToolCount(connector.id));
+  out["tools_refreshed_at"] =
+      saved && saved->refreshed_at_ms > 0 ? json(Rfc3339(saved->refreshed_at_ms)) : json(nullptr);
+  return out;
+}
+
 absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
   const int64_t now_ms = clock.now_epoch_ms();
   const int64_t now_s = now_ms / 1000;
@@ -49,7 +76,12 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
                             {"failed", o.failed},
                             {"deferred", o.deferred},
                             {"blocked", o.blocked},
-                            {"deferred_by_reason", deferred}}}});
+                            {"deferred_by_reason", deferred}}},
+                          {"kind", std::string(ConnectorKindName(c))}});
+    if (c.is_mcp()) {
+      ASSIGN_OR_RETURN(json mcp, McpServerJson(engine, c));
+      connectors.back()["mcp"] = std::move(mcp);
+    }
   }
   ASSIGN_OR_RETURN(std::vector<KillSwitch> switches, engine.kill_switches().List());
   json kills = json::array();

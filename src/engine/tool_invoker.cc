@@ -813,6 +813,38 @@ void ToolInvoker::RecordInBreaker(const Ticket& t, const Classification& k) {
   if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
 }
 
+std::optional<CircuitBreakerService::Permit> ToolInvoker::PermitBackground(const ConnectorConfig& c) {
+  absl::StatusOr<CircuitBreakerService::Permit> permit = s_.breakers.RequestPermissionWithoutProbe(c.id, c.breaker);
+  if (!permit.ok()) {
+    spdlog::warn("connector {}: breaker unreadable, background traffic waits: {}", c.id, permit.status().ToString());
+    return std::nullopt;
+  }
+  if (!permit->allowed) return std::nullopt;
+  return *std::move(permit);
+}
+
+void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreakerService::Permit& permit,
+                                   const DownstreamResult& result) {
+  const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
+  const bool body_is_json =
+      is_2xx && !json::parse(result.body.empty() ? "null" : result.body, nullptr, false).is_discarded();
+  const Classification k = ClassifyDownstream(result, body_is_json, c.breaker, c.slo.latency_threshold_ms);
+  absl::Status st;
+  switch (k.breaker) {
+    case BreakerEffect::kSuccess: st = s_.breakers.RecordSuccess(c.id, c.breaker, permit); break;
+    case BreakerEffect::kFailure: st = s_.breakers.RecordFailure(c.id, c.breaker, permit, ""); break;
+    case BreakerEffect::kThrottled:
+      if (k.throttles_connector) st = s_.breakers.RecordThrottled(c.id, c.breaker, permit, k.retry_after_s.value_or(1));
+      break;
+    case BreakerEffect::kNone: break;
+  }
+  if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
+  if (k.breaker == BreakerEffect::kFailure) {
+    spdlog::info("connector {}: background exchange failed ({}), counted toward the breaker: {}", c.id, k.reason,
+                 result.error.substr(0, 200));
+  }
+}
+
 // The ledger, the record, the intent and the slot's release in one batch (one transaction on
 // SQLite), before answering (S9). TOOL_FAILED also for a DEFERRED that reached the downstream (429)
 // or failed locally before sending (gateway_overloaded): the call was admitted and ended there.

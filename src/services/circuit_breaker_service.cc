@@ -187,6 +187,30 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPerm
   return absl::InternalError("unreachable permission step");
 }
 
+absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermissionWithoutProbe(
+    std::string_view connector_id, const breaker::Config& config) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  breaker::Snapshot s;
+  if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) {
+    s = *cached;
+  } else {
+    ASSIGN_OR_RETURN(s, Read(connector_id));
+    Remember(connector_id, s, now_ms);
+  }
+  const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
+  Permit p;
+  if (plan.step != breaker::PermissionPlan::Step::kAllow) {
+    p.reason = plan.step == breaker::PermissionPlan::Step::kDefer ? plan.reason : DeferReason::kBreakerOpen;
+    p.retry_after_ms = plan.retry_after_ms;
+    return p;
+  }
+  p.allowed = true;
+  p.generation = s.generation;
+  p.window_start_epoch_sec = s.window_start_epoch_sec;
+  p.window_counting = s.exists && s.window_failures > 0 && !breaker::WindowExpired(s, config, now_ms / 1000);
+  return p;
+}
+
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(std::string_view connector_id,
                                                                                 const breaker::Config& config,
                                                                                 const breaker::Snapshot& seen,

@@ -1,7 +1,10 @@
 // Loads the operator dashboard in headless Chromium and checks what an operator must see.
 // usage: node dashboard_check.js URL EXPECTATIONS_JSON SCREENSHOT_PATH
 //   EXPECTATIONS_JSON: {"breakers": {"crm": "OPEN"}, "alarms": ["PAGE 1h/5m"], "kill_switches": ["reason"],
-//                       "texts": {"limit-crm": "set by oncall"}}   (texts: data-testid → a substring)
+//                       "texts": {"limit-crm": "set by oncall"},
+//                       "mcp": {"everything": ["mcp-servers/everything", "13 tools"]}, "sparklines": true}
+//   (texts: data-testid → a substring; mcp: texts an MCP connector's server line must contain;
+//    sparklines: default true)
 // Prints one JSON line with what it found; exit 0 when every expectation holds, 1 otherwise.
 'use strict';
 const { chromium } = require('playwright-core');
@@ -15,7 +18,7 @@ async function main() {
            '--disable-component-update', '--disable-sync', '--no-first-run'],
     timeout: 60000,
   });
-  const found = { breakers: {}, alarms: [], kill_switches: [], texts: {}, errors: [], external_requests: [] };
+  const found = { breakers: {}, alarms: [], kill_switches: [], texts: {}, mcp: {}, errors: [], external_requests: [] };
   let ok = true;
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
@@ -40,8 +43,13 @@ async function main() {
       found.texts[id] = (await page.textContent(`[data-testid="${id}"]`, { timeout: 5000 })).trim();
       ok = ok && found.texts[id].includes(text);
     }
+    for (const [id, texts] of Object.entries(expected.mcp || {})) {
+      found.mcp[id] = (await page.textContent(`[data-testid="mcp-${id}"]`, { timeout: 5000 })).trim();
+      for (const t of texts) ok = ok && found.mcp[id].includes(t);
+    }
     found.sparklines = await page.locator('svg.spark path').count();
-    ok = ok && found.sparklines > 0 && found.errors.length === 0 && found.external_requests.length === 0;
+    ok = ok && (expected.sparklines === false || found.sparklines > 0) && found.errors.length === 0 &&
+         found.external_requests.length === 0;
     await page.screenshot({ path: screenshot, fullPage: true });
   } finally {
     await browser.close();

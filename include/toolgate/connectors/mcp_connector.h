@@ -23,6 +23,9 @@ struct McpConnectorDeps {
   std::function<void(std::function<void()>)> run_blocking;
   // The event loop the connector's calls run on (a stdio child's pipes are bound to it).
   boost::asio::any_io_executor event_loop;
+  // The breaker's say over the tool-list refreshes and the health check's ping (design §17.7),
+  // run with run_blocking. Null: they go unchecked and count for nothing (tests of the connector alone).
+  BackgroundTraffic* background = nullptr;
 };
 
 // `kind = "mcp"` and `kind = "mcp_stdio"` (design §14): a tool call is the server's `tools/call`
@@ -34,9 +37,13 @@ struct McpConnectorDeps {
 //
 // The tool list (`tools/list`, every page) is fetched when the connector starts and again every
 // tools_ttl_s (every few seconds, with backoff, while the server cannot be reached), published to
-// the McpToolRegistry as `<tool_prefix><name>` and saved in the store; at creation the saved list is
-// loaded, so the last known list is served while the server is down. Calls run on one
-// single-threaded event loop (the gateway's).
+// the McpToolRegistry as `<tool_prefix><name>` and saved in the store with what the server said
+// about itself (McpServerRecord); at creation the saved list is loaded, so the last known list is
+// served while the server is down. A refresh (with the session set-up it needs) takes no slot; it
+// runs only while the breaker is CLOSED and its outcome counts toward the breaker like a call's
+// (design §17.7, BackgroundTraffic): a dead server's refreshes open it, and while it is open the
+// server is left alone until a call's probe closes it. Calls run on one single-threaded event loop
+// (the gateway's).
 class McpConnector final : public Connector {
  public:
   // Loads the saved tool list (blocking: call at start). InvalidArgument when the TLS files cannot
@@ -54,13 +61,19 @@ class McpConnector final : public Connector {
   void Stop() override;
 
   // Fetches the whole tool list now and publishes it. kUnavailable (with the reason) when the
-  // server could not give it; the last list stays published.
+  // server could not give it, kFailedPrecondition when the breaker does not let it go now; the last
+  // list stays published either way.
   boost::asio::awaitable<absl::Status> RefreshTools();
   std::optional<mcp::McpClient::ServerInfo> server_info() const { return client_.server_info(); }
 
  private:
   // Publishes a list (Tool objects as the server gave them); false when it is not a list.
   bool Publish(const nlohmann::json& tools);
+  // The breaker's permit for background traffic (off the event loop), or nullopt: not now. Without
+  // deps_.background: an empty permit (unchecked).
+  boost::asio::awaitable<std::optional<CircuitBreakerService::Permit>> BackgroundPermit();
+  // Tells the breaker how a background exchange went (off the event loop; not awaited).
+  void RecordBackground(const CircuitBreakerService::Permit& permit, DownstreamResult result);
 
   struct Shared;  // what the refresh loop shares with the connector
   // Refreshes the tool list every tools_ttl_s (sooner, with backoff, after a failure) until stopped.

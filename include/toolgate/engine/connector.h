@@ -10,9 +10,11 @@
 #include <boost/asio/awaitable.hpp>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "toolgate/domain/downstream_outcome.h"
+#include "toolgate/services/circuit_breaker_service.h"
 
 namespace toolgate {
 
@@ -37,6 +39,23 @@ struct HealthReport {
   std::string target;  // what was checked (e.g. the health URL), for the operator
   int status = 0;      // the answer's status, 0 when none came
   std::string error;   // why there was no answer
+};
+
+// What a connector's own traffic — an MCP server's session set-up, `tools/list` and `ping`, sent
+// outside any call — does to its breaker (design §17.7): it takes no slot and is never the
+// half-open probe; it goes only while the breaker lets calls through without one (CLOSED, not
+// throttled), and its outcome counts like a call's (ClassifyDownstream: a transport failure, a 5xx,
+// a timeout or a server-side JSON-RPC error is a failure; an answer, a 4xx or a caller-side
+// JSON-RPC error is not). Blocking (store work): run off the event loop. Thread-safe.
+class BackgroundTraffic {
+ public:
+  virtual ~BackgroundTraffic() = default;
+  // The permit to send under, or nullopt: not now (the breaker is not CLOSED, the connector is
+  // throttled, or the store cannot say).
+  virtual std::optional<CircuitBreakerService::Permit> PermitBackground(const ConnectorConfig& connector) = 0;
+  // What the exchange sent under `permit` gave (its latency counts for slow calls).
+  virtual void RecordBackground(const ConnectorConfig& connector, const CircuitBreakerService::Permit& permit,
+                                const DownstreamResult& result) = 0;
 };
 
 // Thread-safe: calls may run concurrently on the event loop. Never throws; every failure is a

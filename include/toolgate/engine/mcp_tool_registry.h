@@ -26,6 +26,17 @@ struct McpTool {
   std::string definition_json;  // the server's Tool object (description, inputSchema, ...) with `name` = exposed name
 };
 
+// What the store keeps of an MCP connector's server, for every instance and for operators (design
+// §17.7): its last tool list and what it said about itself when that list was fetched.
+struct McpServerRecord {
+  std::string tools_json;        // a JSON array of Tool objects as the server listed them (server names)
+  std::string server_name;       // serverInfo.name of its `initialize` answer ("" if unknown)
+  std::string server_version;    // serverInfo.version
+  std::string protocol_version;  // the revision the session runs
+  int64_t tool_count = 0;        // the tools toolgate exposes from that list
+  int64_t refreshed_at_ms = 0;   // when the list was fetched (epoch ms)
+};
+
 // Thread-safe: Publish and the readers may run concurrently from any thread.
 class McpToolRegistry {
  public:
@@ -46,13 +57,14 @@ class McpToolRegistry {
   bool HasList(std::string_view connector_id) const;
   size_t ToolCount(std::string_view connector_id) const;
 
-  // The store copy of a connector's last list: item (CONNECTOR#<id>, MCP_TOOLS), attribute `tools`
-  // holding a JSON array of Tool objects as the server listed them (server names). Blocking.
-  // Save: kInvalidArgument when the list is larger than a store item may be (it is then kept in
-  // memory only); store errors as the store returns them.
-  static absl::Status Save(store::ItemStore& store, const std::string& connector_id, const std::string& tools_json);
-  // The saved JSON array, or nullopt when none was saved.
-  static absl::StatusOr<std::optional<std::string>> Load(store::ItemStore& store, const std::string& connector_id);
+  // The store copy of a connector's last list: item (CONNECTOR#<id>, MCP_TOOLS) with attributes
+  // `tools` (the JSON array), `server_name`, `server_version`, `protocol_version`, `tool_count` and
+  // `refreshed_at_ms`. Blocking. Save: kInvalidArgument when the list is larger than a store item
+  // may be (nothing is written; the list is then kept in memory only); store errors as the store
+  // returns them.
+  static absl::Status Save(store::ItemStore& store, const std::string& connector_id, const McpServerRecord& record);
+  // The saved record, or nullopt when none was saved (an item without `tools` counts as none).
+  static absl::StatusOr<std::optional<McpServerRecord>> Load(store::ItemStore& store, const std::string& connector_id);
 
  private:
   const std::set<std::string, std::less<>> reserved_;

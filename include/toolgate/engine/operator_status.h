@@ -22,7 +22,8 @@ inline constexpr int kStatusWindowMinutes = 5;
 //                    "in_flight", "max_in_flight", "config_max_in_flight", "limit_set_by_operator",
 //                    "limit": {"set_by", "reason", "set_at"} | null (an operator's limit: who, why, when),
 //                    "last_5m": {"calls", "succeeded", "failed", "deferred", "blocked",
-//                                "deferred_by_reason": {reason: n}}}],
+//                                "deferred_by_reason": {reason: n}},
+//                    "kind": "http" | "mcp" | "mcp_stdio", "mcp"?: McpServerJson}],
 //    "kill_switches": [{"scope", "key", "reason", "requested_by", "at"}]}
 //
 // The call counts are the SLO counter minute items (SloCounters::RecordOutcome): every instance
@@ -34,5 +35,17 @@ absl::StatusOr<nlohmann::json> OperatorStatusJson(Engine& engine, const Clock& c
 // Who set an operator's limit, why and when: {"set_by", "reason", "set_at" (RFC 3339 or null)};
 // null when the limit is the config's.
 nlohmann::json LimitNoteJson(const ConcurrencySnapshot& s);
+
+// "http", "mcp" or "mcp_stdio".
+std::string_view ConnectorKindName(const ConnectorConfig& connector);
+
+// An MCP connector's server as the fleet last saw it (the store's McpServerRecord, design §17.7),
+// for GET /admin/connectors, /admin/status and `toolgate status`:
+//   {"transport": "streamable_http" | "stdio", "url" (mcp) | "program" (mcp_stdio: the command's
+//    first word, never its arguments or env), "server_name", "server_version", "protocol_version"
+//    (null until a list was fetched), "tool_count", "tools_refreshed_at" (RFC 3339 or null)}
+// tool_count is the saved list's; with none saved, the tools this engine's registry holds.
+// REQUIRES: connector.is_mcp(). Blocking (one store read).
+absl::StatusOr<nlohmann::json> McpServerJson(Engine& engine, const ConnectorConfig& connector);
 
 }  // namespace toolgate

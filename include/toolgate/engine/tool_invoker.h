@@ -93,7 +93,7 @@ class InvocationTicket {
 // the slot. Every Ticket must reach Complete or Abandon exactly once.
 //
 // Thread-safe; holds no per-call state between calls except in Tickets.
-class ToolInvoker {
+class ToolInvoker : public BackgroundTraffic {
  public:
   struct Services {
     store::ItemStore& store;
@@ -114,7 +114,7 @@ class ToolInvoker {
   using Ticket = InvocationTicket;
 
   explicit ToolInvoker(Services services);
-  ~ToolInvoker();
+  ~ToolInvoker() override;
 
   // Either the final answer (BLOCKED, DEFERRED, an error, an intent hit) or a ticket to call the
   // downstream with.
@@ -150,6 +150,12 @@ class ToolInvoker {
   // else the http connector named by the part before the first dot. An MCP connector serves only
   // the names its list holds.
   const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
+
+  // BackgroundTraffic (design §17.7): the breaker's say over an MCP connector's own tools/list,
+  // ping and session set-up. No slot, no ledger, no SLO count; only the breaker hears of them.
+  std::optional<CircuitBreakerService::Permit> PermitBackground(const ConnectorConfig& connector) override;
+  void RecordBackground(const ConnectorConfig& connector, const CircuitBreakerService::Permit& permit,
+                        const DownstreamResult& result) override;
 
  private:
   class Admission;  // the stages of Admit, one method each

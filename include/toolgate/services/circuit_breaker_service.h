@@ -81,6 +81,12 @@ class CircuitBreakerService {
   // One read, plus one conditional write when a probe can be claimed.
   absl::StatusOr<Permit> RequestPermission(std::string_view connector_id, const breaker::Config& config);
 
+  // Permission for traffic that must never be the half-open probe — an MCP connector's own session
+  // set-up, tools/list and ping (design §17.7): allowed exactly when RequestPermission would allow a
+  // call without claiming the probe (CLOSED, not throttled). Never writes. The outcome of what ran
+  // under it is recorded like a call's (RecordSuccess, RecordFailure).
+  absl::StatusOr<Permit> RequestPermissionWithoutProbe(std::string_view connector_id, const breaker::Config& config);
+
   // Record the outcome of a call that ran under `permit` (REQUIRES: permit.allowed). A result from
   // an older generation is ignored (S3). `tenant_id` feeds `min_distinct_tenants`.
   absl::Status RecordSuccess(std::string_view connector_id, const breaker::Config& config, const Permit& permit);

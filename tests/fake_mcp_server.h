@@ -1,0 +1,118 @@
+#pragma once
+
+// A small MCP server for integration tests: Streamable HTTP with JSON answers and no sessions, on
+// FakeDownstream's plain POSIX sockets, so it shares no code with toolgate's MCP client. It answers
+// `initialize`, `ping`, `tools/list` (two tools: `work` and `other`) and `tools/call`, and counts what
+// reached it — per method, and the peak number of tools/call running at once — as the independent
+// observer of the breaker's single probe and the connector's in-flight limit.
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "fake_downstream.h"
+#include "nlohmann/json.hpp"
+
+namespace toolgate::testing {
+
+class FakeMcpServer {
+ public:
+  // How tools/call is answered.
+  enum class CallMode {
+    kText,          // a text result: "done <n>"
+    kIsError,       // a result marked isError (a tool-level error)
+    kHttp500,       // HTTP 500 without a JSON-RPC answer (the server is failing)
+    kInternalError, // JSON-RPC error -32603
+  };
+
+  FakeMcpServer() {
+    downstream_.set_behavior([this](const FakeDownstream::Request& r) { return Handle(r); });
+  }
+
+  std::string url() const { return downstream_.base_url() + "/mcp"; }
+
+  void set_call_mode(CallMode mode) { call_mode_ = mode; }
+  void set_call_delay_ms(int ms) { call_delay_ms_ = ms; }
+  // tools/list answered HTTP 500 (a failing server; initialize and ping still work).
+  void set_list_fails(bool fails) { list_fails_ = fails; }
+
+  int calls() const { return calls_.load(); }
+  int lists() const { return lists_.load(); }
+  int initializes() const { return initializes_.load(); }
+  int peak_calls() const { return peak_calls_.load(); }
+  void reset_counts() {
+    calls_ = 0;
+    lists_ = 0;
+    initializes_ = 0;
+    peak_calls_ = in_calls_.load();
+  }
+
+  static constexpr char kServerName[] = "fixture-mcp";
+  static constexpr char kServerVersion[] = "3.1.4";
+
+ private:
+  using json = nlohmann::json;
+
+  static FakeDownstream::Reply Answer(const json& id, json result) {
+    return {200, json{{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}}.dump()};
+  }
+
+  FakeDownstream::Reply Handle(const FakeDownstream::Request& r) {
+    const json msg = json::parse(r.body, nullptr, false);
+    if (!msg.is_object() || !msg.contains("method") || !msg["method"].is_string()) {
+      return {400, R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}})"};
+    }
+    const std::string method = msg["method"];
+    if (!msg.contains("id")) return {202, ""};  // a notification
+    const json id = msg["id"];
+    const json params = msg.value("params", json::object());
+    if (method == "initialize") {
+      ++initializes_;
+      const std::string version = params.is_object() ? params.value("protocolVersion", "2025-06-18") : "2025-06-18";
+      return Answer(id, {{"protocolVersion", version},
+                         {"capabilities", {{"tools", json::object()}}},
+                         {"serverInfo", {{"name", kServerName}, {"version", kServerVersion}}}});
+    }
+    if (method == "ping") return Answer(id, json::object());
+    if (method == "tools/list") {
+      ++lists_;
+      if (list_fails_) return {500, R"({"error":"failing"})"};
+      const json schema = {{"type", "object"}};
+      return Answer(id, {{"tools",
+                          {{{"name", "work"}, {"description", "does some work"}, {"inputSchema", schema}},
+                           {{"name", "other"}, {"description", "does other work"}, {"inputSchema", schema}}}}});
+    }
+    if (method == "tools/call") {
+      const int n = ++calls_;
+      const int now = ++in_calls_;
+      int seen = peak_calls_.load();
+      while (now > seen && !peak_calls_.compare_exchange_weak(seen, now)) {
+      }
+      if (call_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(call_delay_ms_.load()));
+      --in_calls_;
+      switch (call_mode_.load()) {
+        case CallMode::kText:
+          return Answer(id, {{"content", {{{"type", "text"}, {"text", "done " + std::to_string(n)}}}}});
+        case CallMode::kIsError:
+          return Answer(id, {{"content", {{{"type", "text"}, {"text", "bad arguments: try again with a number"}}}},
+                             {"isError", true}});
+        case CallMode::kHttp500: return {500, R"({"error":"failing"})"};
+        case CallMode::kInternalError:
+          return {200,
+                  json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32603}, {"message", "internal"}}}}.dump()};
+      }
+    }
+    return {200,
+            json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no such method"}}}}.dump()};
+  }
+
+  std::atomic<CallMode> call_mode_{CallMode::kText};
+  std::atomic<int> call_delay_ms_{0};
+  std::atomic<bool> list_fails_{false};
+  std::atomic<int> calls_{0}, lists_{0}, initializes_{0}, in_calls_{0}, peak_calls_{0};
+  FakeDownstream downstream_;  // last: its threads stop before the counters go
+};
+
+}  // namespace toolgate::testing

@@ -1,0 +1,297 @@
+// Reliability through MCP on the real `toolgate serve` binary (design §14, §17.7), against a small
+// fixture MCP server that counts what reaches it (fake_mcp_server.h): tool-list refreshes take no
+// slot but their failures open the breaker; isError results never do; a failing server's breaker
+// keeps later MCP calls away from it (DEFERRED breaker_open) and lets exactly one probe through a
+// burst after its cooldown; the connector's in-flight limit holds for MCP calls across three
+// gateways on one SQLite store; the operator sees each MCP connector's server in /admin/connectors,
+// /admin/status, `toolgate status` and the dashboard.
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <barrier>
+#include <chrono>
+#include <thread>
+
+#include "fake_mcp_server.h"
+#include "gateway_harness.h"
+#include "gmock/gmock.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::Body;
+using testing::FakeMcpServer;
+using testing::GatewayProcess;
+using testing::TempDir;
+using testing::Token;
+using CallMode = FakeMcpServer::CallMode;
+
+// A loopback port nothing listens on (bound, then closed).
+int DeadPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+class McpReliabilityTest : public ::testing::Test {
+ protected:
+  std::string Config(const std::string& url, int max_in_flight = 50) {
+    return testing::BaseConfig(dir_.file("store.db")) + "[connectors.fx]\nkind = \"mcp\"\nurl = \"" + url +
+           "\"\ntimeout_ms = 10000\nmax_in_flight = " + std::to_string(max_in_flight) +
+           "\n[connectors.fx.breaker]\nfailure_threshold = 3\ncooldown_s = 1\nprobe_timeout_s = 30\n";
+  }
+  GatewayProcess& Start(const std::string& config) {
+    gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
+    EXPECT_TRUE(gateways_.back()->Start());
+    return *gateways_.back();
+  }
+
+  // A 2025-06-18 JSON-RPC request through `gw`'s /mcp; the whole answer.
+  json Rpc(GatewayProcess& gw, const std::string& method, const json& params) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", gw.public_port()};
+    r.method = "POST";
+    r.target = "/mcp";
+    r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump();
+    r.timeout = std::chrono::seconds(30);
+    r.headers = {{"Content-Type", "application/json"},
+                 {"Accept", "application/json, text/event-stream"},
+                 {"MCP-Protocol-Version", "2025-06-18"},
+                 {"Authorization", "Bearer " + token_}};
+    auto answer = api::HttpCall(std::move(r));
+    EXPECT_EQ(answer.status, 200) << answer.body;
+    return Body(answer);
+  }
+  json CallTool(GatewayProcess& gw, const std::string& name, const json& arguments = json::object()) {
+    return Rpc(gw, "tools/call", {{"name", name}, {"arguments", arguments}})["result"];
+  }
+  void WaitForTool(GatewayProcess& gw, const std::string& name) {
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(30)) {
+      const json list = Rpc(gw, "tools/list", json::object());
+      for (const auto& t : list["result"]["tools"]) {
+        if (t["name"] == name) return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << name << " never listed; toolgate's log:\n" << gw.Log();
+  }
+  json ConnectorView(GatewayProcess& gw, const std::string& id = "fx") {
+    json all = Body(gw.Admin("GET", "/admin/connectors"));
+    for (const auto& c : all["connectors"]) {
+      if (c["id"] == id) return c;
+    }
+    ADD_FAILURE() << "no connector " << id << " in " << all;
+    return json::object();
+  }
+  // Polls the connector's view (bounded) until `holds` says yes; the last view.
+  template <typename Pred>
+  json ViewUntil(GatewayProcess& gw, Pred holds, std::chrono::seconds bound = std::chrono::seconds(30)) {
+    const auto start = std::chrono::steady_clock::now();
+    json view = ConnectorView(gw);
+    while (!holds(view) && std::chrono::steady_clock::now() - start < bound) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      view = ConnectorView(gw);
+    }
+    return view;
+  }
+  // Runs `n` MCP tools/call of `tool` at once (released by a barrier), spread over `gws`.
+  std::vector<json> Burst(int n, const std::string& tool, const std::vector<GatewayProcess*>& gws) {
+    std::vector<json> results(static_cast<size_t>(n));
+    std::barrier start(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        GatewayProcess& gw = *gws[static_cast<size_t>(i) % gws.size()];
+        start.arrive_and_wait();
+        results[static_cast<size_t>(i)] = CallTool(gw, tool, {{"i", i}});
+      });
+    }
+    for (auto& t : threads) t.join();
+    return results;
+  }
+  // toolgate's structuredContent of a result it decided ("" for a server's own result).
+  static std::string Field(const json& result, const char* key) {
+    if (!result.is_object() || !result.contains("structuredContent") || !result["structuredContent"].is_object()) {
+      return "";
+    }
+    return result["structuredContent"].value(key, "");
+  }
+  static std::string Reason(const json& result) { return Field(result, "reason"); }
+  static std::string Outcome(const json& result) { return Field(result, "outcome"); }
+
+  TempDir dir_;
+  std::vector<std::unique_ptr<GatewayProcess>> gateways_;
+  const std::string token_ = Token("tenant-a");
+};
+
+TEST_F(McpReliabilityTest, ADeadServersToolListRefreshesOpenTheBreakerWithoutAnyCall) {
+  GatewayProcess& gw = Start(Config("http://127.0.0.1:" + std::to_string(DeadPort()) + "/mcp"));
+  // No call is made: the connector's own refreshes (initialize + tools/list, retried with backoff)
+  // fail to connect, and three of them reach the failure threshold.
+  const json view = ViewUntil(gw, [](const json& v) { return v["breaker"]["state"] == "OPEN"; });
+  EXPECT_EQ(view["breaker"]["state"], "OPEN") << view << gw.Log();
+  EXPECT_EQ(view["in_flight"], 0) << "a refresh takes no slot";
+  EXPECT_EQ(view["mcp"]["tool_count"], 0);
+  EXPECT_TRUE(view["mcp"]["server_name"].is_null());
+  const json audit = Body(gw.Admin("GET", "/admin/audit?limit=50"));
+  EXPECT_THAT(audit.dump(), ::testing::HasSubstr("CIRCUIT_OPENED"));
+  EXPECT_THAT(gw.Log(), ::testing::HasSubstr("counted toward the breaker"));
+}
+
+TEST_F(McpReliabilityTest, ToolListFailuresOfAnAnsweringServerCountButTakeNoSlot) {
+  FakeMcpServer server;
+  server.set_list_fails(true);  // initialize and ping answer; tools/list is HTTP 500
+  GatewayProcess& gw = Start(Config(server.url()));
+  const json view = ViewUntil(gw, [](const json& v) { return v["breaker"]["state"] == "OPEN"; });
+  EXPECT_EQ(view["breaker"]["state"], "OPEN") << view << gw.Log();
+  EXPECT_GE(server.lists(), 3);
+  EXPECT_EQ(server.calls(), 0);
+  EXPECT_EQ(view["in_flight"], 0);
+}
+
+TEST_F(McpReliabilityTest, IsErrorResultsNeverOpenTheBreaker) {
+  FakeMcpServer server;
+  server.set_call_mode(CallMode::kIsError);
+  GatewayProcess& gw = Start(Config(server.url()));
+  WaitForTool(gw, "fx.work");
+  for (int i = 0; i < 6; ++i) {  // twice the failure threshold
+    const json bad = CallTool(gw, "fx.work", {{"n", "not a number"}});
+    ASSERT_EQ(bad["isError"], true) << bad;
+    EXPECT_EQ(bad["content"][0]["text"], "bad arguments: try again with a number") << "the server's own text";
+  }
+  EXPECT_EQ(server.calls(), 6) << "every call reached the server";
+  const json view = ConnectorView(gw);
+  EXPECT_EQ(view["breaker"]["state"], "CLOSED") << view;
+  EXPECT_EQ(view["breaker"]["window_failures"], 0) << view;
+  // And the server is still called.
+  server.set_call_mode(CallMode::kText);
+  EXPECT_EQ(CallTool(gw, "fx.work")["content"][0]["text"], "done 7");
+}
+
+TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThroughABurst) {
+  FakeMcpServer server;
+  GatewayProcess& gw = Start(Config(server.url()));
+  WaitForTool(gw, "fx.work");
+  server.set_call_mode(CallMode::kHttp500);
+  for (int i = 0; i < 3; ++i) {  // failure_threshold
+    const json failed = CallTool(gw, "fx.work");
+    EXPECT_EQ(failed["isError"], true) << failed;
+    EXPECT_EQ(Outcome(failed), "FAILED") << failed;
+    EXPECT_EQ(Reason(failed), "downstream_error") << failed;
+  }
+  EXPECT_EQ(ConnectorView(gw)["breaker"]["state"], "OPEN");
+  const int reached = server.calls();
+  EXPECT_EQ(reached, 3);
+  for (int i = 0; i < 5; ++i) {
+    const json deferred = CallTool(gw, "fx.work");
+    EXPECT_EQ(deferred["isError"], true) << deferred;
+    EXPECT_EQ(Outcome(deferred), "DEFERRED") << deferred;
+    EXPECT_EQ(Reason(deferred), "breaker_open") << deferred;
+    EXPECT_GT(deferred["structuredContent"]["retry_after_ms"].get<int64_t>(), 0);
+    EXPECT_FALSE(deferred["_meta"]["io.toolgate/execution_id"].get<std::string>().empty());
+  }
+  EXPECT_EQ(server.calls(), reached) << "a DEFERRED call never reached the server";
+
+  // The cooldown (1 s, rounded up to a whole second) has passed once the view says so.
+  const json cooled = ViewUntil(gw, [](const json& v) { return v["breaker"]["cooldown_remaining_s"] == 0; });
+  ASSERT_EQ(cooled["breaker"]["cooldown_remaining_s"], 0) << cooled;
+  // The probe is slow, so every other call of the burst arrives while it is in flight.
+  server.set_call_mode(CallMode::kText);
+  server.set_call_delay_ms(5000);
+  server.reset_counts();
+  const std::vector<json> results = Burst(40, "fx.work", {&gw});
+  EXPECT_EQ(server.calls(), 1) << "the server saw more than the single probe";
+  int ok = 0, probe_in_flight = 0;
+  for (const json& r : results) {
+    if (!r.value("isError", false)) ++ok;
+    if (Outcome(r) == "DEFERRED" && Reason(r) == "probe_in_flight") ++probe_in_flight;
+  }
+  EXPECT_EQ(ok, 1);
+  EXPECT_EQ(probe_in_flight, 39);
+  // The probe succeeded: the breaker is closed and calls reach the server again.
+  server.set_call_delay_ms(0);
+  EXPECT_EQ(ConnectorView(gw)["breaker"]["state"], "CLOSED");
+  EXPECT_FALSE(CallTool(gw, "fx.work").value("isError", false));
+  EXPECT_EQ(server.calls(), 2);
+  EXPECT_EQ(ConnectorView(gw)["in_flight"], 0);
+}
+
+TEST_F(McpReliabilityTest, TheInFlightLimitHoldsForMcpCallsAcrossThreeGateways) {
+  FakeMcpServer server;
+  server.set_call_delay_ms(300);
+  const std::string config = Config(server.url(), /*max_in_flight=*/3);
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  GatewayProcess& c = Start(config);
+  for (GatewayProcess* gw : {&a, &b, &c}) WaitForTool(*gw, "fx.work");
+  const std::vector<json> results = Burst(48, "fx.work", {&a, &b, &c});
+  EXPECT_LE(server.peak_calls(), 3) << "the server ran more tools/call at once than max_in_flight";
+  EXPECT_GE(server.peak_calls(), 2) << "the burst never overlapped: the test proves nothing";
+  int ok = 0, deferred = 0;
+  for (const json& r : results) {
+    if (!r.value("isError", false)) ++ok;
+    if (Outcome(r) == "DEFERRED" && Reason(r) == "concurrency_limit") ++deferred;
+  }
+  EXPECT_EQ(ok, server.calls());
+  EXPECT_EQ(ok + deferred, 48);
+  EXPECT_GT(deferred, 0);
+  for (GatewayProcess* gw : {&a, &b, &c}) EXPECT_EQ(ConnectorView(*gw)["in_flight"], 0);
+}
+
+TEST_F(McpReliabilityTest, TheOperatorSeesEachMcpServerInConnectorsStatusTheCliAndTheDashboard) {
+  FakeMcpServer server;
+  GatewayProcess& gw = Start(Config(server.url()));
+  WaitForTool(gw, "fx.work");
+  const json view = ViewUntil(gw, [](const json& v) { return v["mcp"]["tools_refreshed_at"].is_string(); });
+  EXPECT_EQ(view["kind"], "mcp");
+  const json& m = view["mcp"];
+  EXPECT_EQ(m["transport"], "streamable_http");
+  EXPECT_EQ(m["url"], server.url());
+  EXPECT_EQ(m["server_name"], FakeMcpServer::kServerName) << view;
+  EXPECT_EQ(m["server_version"], FakeMcpServer::kServerVersion);
+  EXPECT_EQ(m["protocol_version"], "2025-11-25");
+  EXPECT_EQ(m["tool_count"], 2);
+  ASSERT_TRUE(m["tools_refreshed_at"].is_string());
+
+  const json status = Body(gw.Admin("GET", "/admin/status"));
+  ASSERT_EQ(status["connectors"].size(), 1u) << status;
+  EXPECT_EQ(status["connectors"][0]["kind"], "mcp");
+  EXPECT_EQ(status["connectors"][0]["mcp"]["server_name"], FakeMcpServer::kServerName);
+  EXPECT_EQ(status["connectors"][0]["mcp"]["tool_count"], 2);
+
+  auto [code, out] = testing::RunCli({"status", "--config", gw.CliConfigPath()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("mcp server: fixture-mcp 3.1.4 (protocol 2025-11-25), 2 tool(s)")) << out;
+
+  // The dashboard (headless Chromium via playwright-core, when the test tooling has them).
+  const std::string check = std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js";
+  if (access("/usr/bin/chromium", X_OK) == 0 &&
+      access((std::string(TOOLGATE_NODE_DIR) + "/node_modules/playwright-core").c_str(), R_OK) == 0) {
+    const json expected = {{"breakers", {{"fx", "CLOSED"}}},
+                           {"mcp", {{"fx", {"mcp: fixture-mcp 3.1.4", "2 tools", "listed "}}}},
+                           {"sparklines", false}};
+    auto [dash_code, dash_out] =
+        testing::RunProgram({"/usr/bin/node", check, "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/",
+                             expected.dump(), dir_.file("dashboard.png")},
+                            dir_);
+    EXPECT_EQ(dash_code, 0) << dash_out;
+  }
+
+  // With the gateway and the server down, `toolgate status` reads the store: the last server seen.
+  gw.Terminate();
+  auto [down_code, down_out] = testing::RunCli({"status", "--config", gw.CliConfigPath()}, dir_);
+  EXPECT_EQ(down_code, 0) << down_out;
+  EXPECT_THAT(down_out, ::testing::HasSubstr("fixture-mcp 3.1.4")) << down_out;
+}
+
+}  // namespace
+}  // namespace toolgate
