@@ -107,6 +107,37 @@ TEST(SqliteStoreTest, AMissingDirectoryIsUnavailableAtOpen) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable) << store.status();
 }
 
+// The writer keeps items it updated decoded (design §16); a write by anyone else — another store on
+// the file (another process), an operator's sqlite3 shell, the sweeper — must still be what the next
+// conditional write sees.
+TEST(SqliteStoreTest, AConditionalWriteSeesWhatOthersWroteSinceItsLastUpdate) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  auto a = OpenSqlite(path, clock);
+  auto b = OpenSqlite(path, clock);
+  ASSERT_TRUE(a && b);
+  const AttributePath v = AttributePath::Top("v");
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->applied);  // v = 1, kept decoded by a
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}))->applied);  // 2
+  ASSERT_TRUE(b->Update(kKey, {UpdateOp::Add(v, 10)}, Condition::Eq(v, int64_t{2}))->applied);  // 12, by b
+  EXPECT_FALSE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{2}))->applied)
+      << "a decided on its own stale copy";
+  auto next = a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{12}));
+  ASSERT_TRUE(next.ok() && next->applied);
+  EXPECT_EQ(GetInt(next->item, "v"), 13);
+  RawSql(path, "UPDATE items SET attrs='{\"v\":100}' WHERE sk='BREAKER'");
+  EXPECT_EQ(GetInt(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->item, "v"), 101);
+  RawSql(path, "DELETE FROM items WHERE sk='BREAKER'");
+  EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied) << "a still saw the deleted item";
+  // Its own writes in between: a Put and an Erase of an item it keeps are followed too.
+  ASSERT_TRUE(a->Put(kKey, {{"v", 7}}, Condition::Always())->applied);
+  EXPECT_EQ(GetInt(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->item, "v"), 8);
+  ASSERT_TRUE(a->Erase(kKey, Condition::Always())->applied);
+  EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied);
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 1);
+}
+
 TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
   TempDir dir;
   ManualClock clock;
