@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "nlohmann/json.hpp"
 #include "test_support.h"
 #include "toolgate/store/item_json.h"
 
@@ -193,6 +194,33 @@ TEST(SqliteStoreTest, TheBackgroundSweeperRunsByItself) {
     count = RawSql(path, "SELECT count(*) FROM items");
   }
   EXPECT_EQ(count, "0");
+}
+
+// ItemToJsonText writes the text itself (no JSON tree per write); it must be exactly what nlohmann
+// writes for the same item, escapes, UTF-8 and invalid bytes included.
+TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
+  const Item item{{"plain", "abc"},
+                  {"quote\"d", "a\"b\\c/d"},
+                  {"control", std::string("tab\there\nnul\0x", 16)},
+                  {"utf8", "caf\xc3\xa9 \xe2\x82\xac"},
+                  {"broken", "bad\xff\xfebytes"},
+                  {"del", "x\x7fy"},
+                  {"empty", ""},
+                  {"n", int64_t{-9223372036854775807 - 1}},
+                  {"big", int64_t{1'800'000'000'123}},
+                  {"d", 0.1},
+                  {"whole", 2.0},
+                  {"t", true},
+                  {"f", false},
+                  {"holders", AttributeMap{{"0190-a", int64_t{5}}, {"0190-b", AttributeMap{}}, {"z", AttributeMap{{"k", "v"}}}}},
+                  {"none", AttributeMap{}}};
+  const std::string expected =
+      ItemToJson(item).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  EXPECT_EQ(ItemToJsonText(item), expected);
+  EXPECT_EQ(ItemToJsonText({}), "{}");
+  auto back = ItemFromJsonText(ItemToJsonText(item));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back).at("holders"), item.at("holders"));
 }
 
 TEST(ItemJsonTest, RejectsWhatIsNotAnItem) {
