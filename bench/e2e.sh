@@ -34,10 +34,15 @@ wrk.headers["Content-Type"] = "application/json"
 if os.getenv("TOKEN") then wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN") end
 LUA
 
-run_wrk() {  # name url
+run_wrk() {  # name url -> prints wrk's summary; the req/s and p50 (ms) in $work/last
   echo "== $1"
-  wrk -t$threads -c$connections -d"${duration}s" --latency -s "$work/post.lua" "$2" | grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors"
+  wrk -t$threads -c$connections -d"${duration}s" --latency -s "$work/post.lua" "$2" > "$work/wrk.txt"
+  grep -E "Requests/sec|Latency|50%|90%|99%|Non-2xx|Socket errors" "$work/wrk.txt"
+  awk '/Requests\/sec/ {r=$2} $1=="50%" {p=$2; if (p ~ /us$/) p=p/1000; else if (p ~ /ms$/) p=p+0; else if (p ~ /s$/) p=p*1000} END {print r, p}' \
+    "$work/wrk.txt" > "$work/last"
 }
+# CPU time (user + system, seconds) a process has used so far.
+cpu_s() { awk -v t="$(getconf CLK_TCK)" '{print ($14 + $15) / t}' "/proc/$1/stat"; }
 
 sleep 0.3
 run_wrk "downstream directly" "http://127.0.0.1:$down_port/bench.echo"
@@ -73,6 +78,7 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g "daemon off;" & pids+=($!)
 sleep 0.5
 run_wrk "nginx reverse proxy (max_conns=64)" "http://127.0.0.1:$nginx_port/bench.echo"
+read -r nginx_rps nginx_p50 < "$work/last"
 
 export TOOLGATE_JWT_SECRET=bench-secret
 for sync in normal full tls; do
@@ -98,8 +104,13 @@ TOML
   "$build_dir/toolgate" serve --config "$work/toolgate-$sync.toml" >/dev/null 2>"$work/toolgate-$sync.log" &
   tg=$!
   sleep 0.7
+  cpu0=$(cpu_s $tg)
   TOKEN=$("$build_dir/toolgate" dev-token --config "$work/toolgate-$sync.toml" --tenant bench) \
     run_wrk "toolgate (sqlite synchronous=$sqlite_sync$([ "$sync" = tls ] && echo ', https downstream'))" "http://127.0.0.1:$api_port/v1/tools/bench.echo/invoke"
+  cpu1=$(cpu_s $tg)
+  read -r tg_rps tg_p50 < "$work/last"
+  awk -v r="$tg_rps" -v p="$tg_p50" -v nr="$nginx_rps" -v np="$nginx_p50" -v c0="$cpu0" -v c1="$cpu1" -v d="$duration" \
+    'BEGIN { printf "   vs nginx proxy: %.3fx req/s, %.1fx p50; toolgate CPU per request: %.0f us\n", r / nr, p / np, (c1 - c0) * 1e6 / (r * d) }'
   echo "   store: $(sqlite3 "$work/toolgate-$sync.db" "select count(*) from items where sk like 'EXEC#%'") executions recorded"
   curl -s "http://127.0.0.1:$admin_port/metrics" | awk '
     /^toolgate_downstream_connections_total\{event="opened"\}/ {o=$2}

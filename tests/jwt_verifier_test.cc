@@ -148,6 +148,46 @@ TEST_F(JwtVerifierTest, AKeyRotationInTheJwksFileIsPickedUp) {
   EXPECT_FALSE(v->Verify(old_key->Sign(Claims())).ok()) << "a key removed from the JWKS still verifies";
 }
 
+// A verified token is remembered (design §16), but never past its exp, and never past a JWKS reload
+// that removed its key.
+TEST_F(JwtVerifierTest, ARememberedTokenStillExpiresAndDiesWithItsKey) {
+  auto v = Verifier({.hs256_secret = "s3cret"});
+  const std::string hs = SignHs256(Claims(/*exp_offset=*/60).dump(), "s3cret");
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(v->Verify(hs).ok()) << i;
+  clock_.advance(std::chrono::seconds(60 + 29));  // inside the leeway
+  EXPECT_TRUE(v->Verify(hs).ok());
+  clock_.advance(std::chrono::seconds(2));
+  EXPECT_EQ(v->Verify(hs).status().message(), "token expired");
+
+  auto old_key = TestKey::Rsa("2026-10");
+  auto new_key = TestKey::Ec("2026-11");
+  WriteJwks({old_key.get()});
+  auto jwks = Verifier({.jwks_file = jwks_});
+  const std::string rs = old_key->Sign(Claims());
+  ASSERT_TRUE(jwks->Verify(rs).ok());
+  ASSERT_TRUE(jwks->Verify(rs).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a new mtime
+  WriteJwks({new_key.get()});
+  clock_.advance(std::chrono::seconds(2));  // past the re-check interval
+  EXPECT_EQ(jwks->Verify(rs).status().message(), "unknown signing key") << "a remembered token outlived its key";
+}
+
+// The memory is bounded: many distinct tokens never grow it past kMaxCachedTokens, and each still
+// verifies as itself.
+TEST_F(JwtVerifierTest, RememberedTokensAreBounded) {
+  auto v = Verifier({.hs256_secret = "s3cret"});
+  for (size_t i = 0; i < JwtVerifier::kMaxCachedTokens + 10; ++i) {
+    json c = Claims();
+    c["sub"] = "agent-" + std::to_string(i);
+    auto p = v->Verify(SignHs256(c.dump(), "s3cret"));
+    ASSERT_TRUE(p.ok()) << i;
+    ASSERT_EQ(p->subject, "agent-" + std::to_string(i));
+  }
+  json c = Claims();
+  c["sub"] = "agent-0";
+  EXPECT_EQ(v->Verify(SignHs256(c.dump(), "s3cret"))->subject, "agent-0");
+}
+
 TEST_F(JwtVerifierTest, AlgorithmConfusionAndNoneAreRefused) {
   auto rsa = TestKey::Rsa("rsa-1");
   WriteJwks({rsa.get()});

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "nlohmann/json.hpp"
 #include "test_support.h"
 #include "toolgate/store/item_json.h"
 
@@ -107,6 +108,37 @@ TEST(SqliteStoreTest, AMissingDirectoryIsUnavailableAtOpen) {
   EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable) << store.status();
 }
 
+// The writer keeps items it updated decoded (design §16); a write by anyone else — another store on
+// the file (another process), an operator's sqlite3 shell, the sweeper — must still be what the next
+// conditional write sees.
+TEST(SqliteStoreTest, AConditionalWriteSeesWhatOthersWroteSinceItsLastUpdate) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  auto a = OpenSqlite(path, clock);
+  auto b = OpenSqlite(path, clock);
+  ASSERT_TRUE(a && b);
+  const AttributePath v = AttributePath::Top("v");
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->applied);  // v = 1, kept decoded by a
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}))->applied);  // 2
+  ASSERT_TRUE(b->Update(kKey, {UpdateOp::Add(v, 10)}, Condition::Eq(v, int64_t{2}))->applied);  // 12, by b
+  EXPECT_FALSE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{2}))->applied)
+      << "a decided on its own stale copy";
+  auto next = a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{12}));
+  ASSERT_TRUE(next.ok() && next->applied);
+  EXPECT_EQ(GetInt(next->item, "v"), 13);
+  RawSql(path, "UPDATE items SET attrs='{\"v\":100}' WHERE sk='BREAKER'");
+  EXPECT_EQ(GetInt(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->item, "v"), 101);
+  RawSql(path, "DELETE FROM items WHERE sk='BREAKER'");
+  EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied) << "a still saw the deleted item";
+  // Its own writes in between: a Put and an Erase of an item it keeps are followed too.
+  ASSERT_TRUE(a->Put(kKey, {{"v", 7}}, Condition::Always())->applied);
+  EXPECT_EQ(GetInt(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->item, "v"), 8);
+  ASSERT_TRUE(a->Erase(kKey, Condition::Always())->applied);
+  EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied);
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 1);
+}
+
 TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
   TempDir dir;
   ManualClock clock;
@@ -162,6 +194,33 @@ TEST(SqliteStoreTest, TheBackgroundSweeperRunsByItself) {
     count = RawSql(path, "SELECT count(*) FROM items");
   }
   EXPECT_EQ(count, "0");
+}
+
+// ItemToJsonText writes the text itself (no JSON tree per write); it must be exactly what nlohmann
+// writes for the same item, escapes, UTF-8 and invalid bytes included.
+TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
+  const Item item{{"plain", "abc"},
+                  {"quote\"d", "a\"b\\c/d"},
+                  {"control", std::string("tab\there\nnul\0x", 16)},
+                  {"utf8", "caf\xc3\xa9 \xe2\x82\xac"},
+                  {"broken", "bad\xff\xfebytes"},
+                  {"del", "x\x7fy"},
+                  {"empty", ""},
+                  {"n", int64_t{-9223372036854775807 - 1}},
+                  {"big", int64_t{1'800'000'000'123}},
+                  {"d", 0.1},
+                  {"whole", 2.0},
+                  {"t", true},
+                  {"f", false},
+                  {"holders", AttributeMap{{"0190-a", int64_t{5}}, {"0190-b", AttributeMap{}}, {"z", AttributeMap{{"k", "v"}}}}},
+                  {"none", AttributeMap{}}};
+  const std::string expected =
+      ItemToJson(item).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  EXPECT_EQ(ItemToJsonText(item), expected);
+  EXPECT_EQ(ItemToJsonText({}), "{}");
+  auto back = ItemFromJsonText(ItemToJsonText(item));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ((*back).at("holders"), item.at("holders"));
 }
 
 TEST(ItemJsonTest, RejectsWhatIsNotAnItem) {

@@ -303,12 +303,58 @@ absl::Status JwtVerifier::ReloadKeysIfChanged() {
   }
   keys_ = std::move(set);
   keys_mtime_ns_ = mtime;
+  ++keys_generation_;
   return absl::OkStatus();
+}
+
+std::pair<std::shared_ptr<const JwtVerifier::KeySet>, uint64_t> JwtVerifier::CurrentKeys() {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_.now_epoch_ms();
+  if (now - last_check_ms_ >= kJwksCheckIntervalMs) {
+    last_check_ms_ = now;
+    // A broken rewrite keeps the last good keys; the operator hears of it.
+    if (absl::Status reloaded = ReloadKeysIfChanged(); !reloaded.ok()) {
+      spdlog::warn("JWKS file {} not reloaded (the last good keys stay in use): {}", options_.jwks_file,
+                   reloaded.ToString());
+    }
+  }
+  return {keys_, keys_generation_};
 }
 
 absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
   if (token.empty()) return Unauthenticated("missing bearer token");
   if (token.size() > kMaxTokenBytes) return Unauthenticated("token too large");
+  const int64_t now = clock_.now_epoch_sec();
+  const std::string key(token);
+  std::optional<Verified> hit;
+  {
+    absl::MutexLock lock(&cache_mu_);
+    if (auto it = cache_.find(key); it != cache_.end()) hit = it->second;
+  }
+  if (hit && hit->asymmetric && CurrentKeys().second != hit->keys_generation) hit.reset();  // keys changed
+  if (hit) {
+    // The same checks as CheckTimes, on the remembered dates.
+    if (hit->exp < now - options_.leeway_s) return Unauthenticated("token expired");
+    if (hit->nbf && now + options_.leeway_s < *hit->nbf) return Unauthenticated("token not yet valid");
+    return std::move(hit->principal);
+  }
+  absl::StatusOr<Verified> verified = VerifyUncached(token, now);
+  if (!verified.ok()) return verified.status();
+  {
+    absl::MutexLock lock(&cache_mu_);
+    if (cache_.size() >= kMaxCachedTokens) {
+      for (auto it = cache_.begin(); it != cache_.end();) {
+        it = it->second.exp < now - options_.leeway_s ? cache_.erase(it) : std::next(it);
+      }
+      if (cache_.size() >= kMaxCachedTokens) cache_.clear();
+    }
+    cache_.insert_or_assign(key, *verified);
+  }
+  return std::move(verified->principal);
+}
+
+absl::StatusOr<JwtVerifier::Verified> JwtVerifier::VerifyUncached(std::string_view token, int64_t now) {
+  Verified out;
   const std::vector<absl::string_view> parts = absl::StrSplit(absl::string_view(token.data(), token.size()), '.');
   if (parts.size() != 3) return Unauthenticated("malformed token");
   std::string header_raw, claims_raw, signature;
@@ -331,20 +377,9 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
     verified = mac.size() == signature.size() && CRYPTO_memcmp(mac.data(), signature.data(), mac.size()) == 0;
   } else if (alg == "RS256" || alg == "ES256") {
     if (options_.jwks_file.empty()) return Unauthenticated("algorithm not allowed");
-    std::shared_ptr<const KeySet> keys;
-    {
-      absl::MutexLock lock(&mu_);
-      const int64_t now = clock_.now_epoch_ms();
-      if (now - last_check_ms_ >= kJwksCheckIntervalMs) {
-        last_check_ms_ = now;
-        // A broken rewrite keeps the last good keys; the operator hears of it.
-        if (absl::Status reloaded = ReloadKeysIfChanged(); !reloaded.ok()) {
-          spdlog::warn("JWKS file {} not reloaded (the last good keys stay in use): {}", options_.jwks_file,
-                       reloaded.ToString());
-        }
-      }
-      keys = keys_;
-    }
+    auto [keys, generation] = CurrentKeys();
+    out.asymmetric = true;
+    out.keys_generation = generation;
     if (!header.contains("kid") || !header["kid"].is_string()) return Unauthenticated("token has no kid");
     auto it = keys->by_kid.find(header["kid"].get<std::string>());
     if (it == keys->by_kid.end()) return Unauthenticated("unknown signing key");
@@ -365,7 +400,9 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
 
   const json claims = json::parse(claims_raw, nullptr, false);
   if (claims.is_discarded() || !claims.is_object()) return Unauthenticated("malformed claims");
-  if (absl::Status s = CheckTimes(claims, clock_.now_epoch_sec(), options_.leeway_s); !s.ok()) return s;
+  if (absl::Status s = CheckTimes(claims, now, options_.leeway_s); !s.ok()) return s;
+  out.exp = **NumericDate(claims, "exp");  // CheckTimes made sure of it
+  out.nbf = *NumericDate(claims, "nbf");
   if (!options_.issuer.empty()) {
     const json iss = claims.value("iss", json());
     if (!iss.is_string() || iss.get<std::string>() != options_.issuer) return Unauthenticated("wrong issuer");
@@ -378,7 +415,7 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
     }
     if (!match) return Unauthenticated("wrong audience");
   }
-  Principal p;
+  Principal& p = out.principal;
   const json tenant = claims.value("custom:tenant_id", json());
   if (!tenant.is_string() || !ValidTenantId(tenant.get<std::string>())) {
     return Unauthenticated("token has no valid custom:tenant_id");
@@ -398,7 +435,7 @@ absl::StatusOr<Principal> JwtVerifier::Verify(std::string_view token) {
     p.subject = subject;
   }
   if (absl::Status s = ReadRoles(claims, p.roles); !s.ok()) return s;
-  return p;
+  return out;
 }
 
 }  // namespace toolgate::auth

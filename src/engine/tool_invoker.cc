@@ -230,6 +230,7 @@ class ToolInvoker::Admission {
   Stop TakeSlot() {
     Ticket& t = *ticket_;
     if (!t.guarded || t.lease) return std::nullopt;  // a dispatcher took the slot before its claim
+    if (!t.queued && OpenWithSlot()) return std::nullopt;
     absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid(), connector().concurrency);
     if (lease.ok() && lease->has_value()) {
       t.lease = **lease;
@@ -245,8 +246,45 @@ class ToolInvoker::Admission {
     return StoreTrouble(lease.status());
   }
 
+  // 4+5 in one batch, the usual path (design §16): the slot's conditional acquire first, then the
+  // record and its opening events, each write applied only if the one before it was — one commit
+  // instead of two. True when the acquire was applied: the slot is held and the opening written (or
+  // its failure kept for WriteInvoked, whose caller then gives the slot back). False when it was not
+  // (the shard full, its item missing, store trouble): nothing was written, and TakeSlot goes the
+  // long way (every shard, reclaiming expired leases, S10), as before.
+  bool OpenWithSlot() {
+    Ticket& t = *ticket_;
+    auto [acquire, lease] = s_.slots.PrepareAcquire(cid(), connector().concurrency);
+    std::vector<store::WriteRequest> prefix;
+    prefix.push_back(std::move(acquire));
+    bool acquired = false;
+    absl::Status written = WriteOpening(OpeningEvents(), /*ends_here=*/false, std::move(prefix), &acquired);
+    if (!acquired) return false;
+    t.lease = std::move(lease);
+    opening_written_ = written;
+    return true;
+  }
+
   // 5. The record and TOOL_INVOKED are durable before the downstream is called (S9).
   Stop WriteInvoked() {
+    Ticket& t = *ticket_;
+    const InvokeRequest& req = req_;
+    absl::Status written =
+        opening_written_ ? *opening_written_ : WriteOpening(OpeningEvents(), /*ends_here=*/false);
+    if (!written.ok()) return StoreUnavailable(written);  // the caller abandons the ticket
+    t.downstream.connector = &connector();
+    t.downstream.tool_name = req.tool_name;
+    if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
+      t.downstream.idempotent = tool->second.idempotent;
+    }
+    t.downstream.idempotency_key = rec().intent_key;
+    t.downstream.execution_id = rec().execution_id;
+    t.downstream.tenant_id = rec().tenant_id;
+    return std::nullopt;
+  }
+
+  // The events that open a call that goes to the downstream, TOOL_INVOKED last.
+  std::vector<std::pair<std::string, json>> OpeningEvents() {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
     rec().unguarded = !t.guarded;
@@ -268,18 +306,7 @@ class ToolInvoker::Admission {
       opening.push_back({"EXECUTION_DISPATCHED", {{"instance", t.instance_id}, {"attempt", t.queued->item.attempt}}});
     }
     opening.push_back({"TOOL_INVOKED", invoked});
-    if (absl::Status written = WriteOpening(std::move(opening), /*ends_here=*/false); !written.ok()) {
-      return StoreUnavailable(written);  // the caller abandons the ticket
-    }
-    t.downstream.connector = &connector();
-    t.downstream.tool_name = req.tool_name;
-    if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
-      t.downstream.idempotent = tool->second.idempotent;
-    }
-    t.downstream.idempotency_key = rec().intent_key;
-    t.downstream.execution_id = rec().execution_id;
-    t.downstream.tenant_id = rec().tenant_id;
-    return std::nullopt;
+    return opening;
   }
 
   // 5'. For Enqueue and `on_defer: queue`: the record (QUEUED), its opening events and the queue item
@@ -375,9 +402,10 @@ class ToolInvoker::Admission {
   //
   // A claimed queued call's record exists: its events follow its chain, the record is updated, and
   // when the call ends here its queue item and slot go in the same batch. `prefix` (enqueue) comes
-  // first and everything after depends on it: a refused [0] is kResourceExhausted (queue full).
+  // first and everything after depends on it: a refused [0] is kResourceExhausted (queue full, no
+  // slot); `prefix_applied`, when given, tells whether [0] was applied.
   absl::Status WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here,
-                            std::vector<store::WriteRequest> prefix = {}) {
+                            std::vector<store::WriteRequest> prefix = {}, bool* prefix_applied = nullptr) {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
     if (t.queued) return WriteQueuedRun(std::move(events), ends_here);
@@ -413,7 +441,8 @@ class ToolInvoker::Admission {
       writes.insert(writes.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
     }
     const auto results = s_.store.WriteBatch(writes);
-    if (first > 0 && results[0].ok() && !results[0]->applied) return absl::ResourceExhaustedError("queue full");
+    if (prefix_applied != nullptr) *prefix_applied = first > 0 && results[0].ok() && results[0]->applied;
+    if (first > 0 && results[0].ok() && !results[0]->applied) return absl::ResourceExhaustedError("prefix refused");
     if (absl::Status st = RequireApplied(results, writes.size()); !st.ok()) return st;
     t.tail = tail;
     return absl::OkStatus();
@@ -562,6 +591,7 @@ class ToolInvoker::Admission {
   int64_t intent_hold_ms_ = 0;
   bool enqueueing_ = false;
   bool was_running_ = false;  // a queued run whose earlier claim lapsed mid-run
+  std::optional<absl::Status> opening_written_;  // set when OpenWithSlot wrote the opening with the slot
 };
 
 std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {

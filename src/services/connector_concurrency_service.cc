@@ -46,6 +46,14 @@ Condition AcquireCondition(const std::string& lease_id) {
   return Condition::And({kRoom, Condition::NotExists(AttributePath::In(kHolders, lease_id))});
 }
 
+// The acquire of `lease` on its shard: ADD in_flight_count 1, SET holders.<id> = expiry, if there is room.
+store::WriteRequest AcquireRequest(const SlotLease& lease) {
+  return store::WriteRequest::Update(
+      ConnectorConcurrencyService::Key(lease.connector_id, lease.shard),
+      {UpdateOp::Add(Attr(kInFlight), 1), UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
+      AcquireCondition(lease.lease_id), store::ReturnValues::kNone);
+}
+
 absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view connector_id, int64_t now_ms,
                                            const ConcurrencyConfig& config) {
   const auto in_flight = store::GetInt(item, kInFlight);
@@ -123,12 +131,22 @@ absl::Status ConnectorConcurrencyService::EnsureShard(std::string_view connector
   return absl::OkStatus();
 }
 
+namespace {
+
+// A random shard, so callers spread over the items.
+int RandomShard(int shards) {
+  if (shards <= 1) return 0;
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  return static_cast<int>(rng() % static_cast<unsigned>(shards));
+}
+
+}  // namespace
+
 absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire(std::string_view connector_id,
                                                                                  const ConcurrencyConfig& config) {
   if (config.shards <= 1) return TryShard(connector_id, 0, config);
-  // From a random shard onwards, so callers spread over the items; the first with room wins.
-  thread_local std::minstd_rand rng{std::random_device{}()};
-  const int first = static_cast<int>(rng() % static_cast<unsigned>(config.shards));
+  // From a random shard onwards; the first with room wins.
+  const int first = RandomShard(config.shards);
   for (int i = 0; i < config.shards; ++i) {
     const int shard = (first + i) % config.shards;
     ASSIGN_OR_RETURN(std::optional<SlotLease> lease, TryShard(connector_id, shard, config));
@@ -162,12 +180,8 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int64_t now_ms = clock_.now_epoch_ms();
     SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000, shard};
-    ASSIGN_OR_RETURN(
-        store::WriteResult r,
-        store_.Update(Key(connector_id, shard),
-                      {UpdateOp::Add(Attr(kInFlight), 1),
-                       UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
-                      AcquireCondition(lease.lease_id), store::ReturnValues::kNone));
+    const store::WriteRequest w = AcquireRequest(lease);
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
     if (r.applied) return std::optional<SlotLease>(std::move(lease));
     if (attempt > 0) break;
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id, shard)));
@@ -182,6 +196,15 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
     if (reclaimed == 0 && !MayHaveRoom(*item, now_ms, config)) break;
   }
   return std::optional<SlotLease>();
+}
+
+std::pair<store::WriteRequest, SlotLease> ConnectorConcurrencyService::PrepareAcquire(
+    std::string_view connector_id, const ConcurrencyConfig& config) const {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000,
+                  RandomShard(config.shards)};
+  store::WriteRequest w = AcquireRequest(lease);
+  return {std::move(w), std::move(lease)};
 }
 
 store::WriteRequest ConnectorConcurrencyService::ReleaseRequest(const SlotLease& lease) {

@@ -52,9 +52,60 @@ nlohmann::json ItemToJson(const Item& item) {
   return j;
 }
 
-std::string ItemToJsonText(const Item& item) {
+namespace {
+
+std::string Dump(const nlohmann::json& j) {
   // Invalid UTF-8 cannot come from parsed JSON input; replace rather than throw if it ever does.
-  return ItemToJson(item).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// A string as nlohmann writes it: printable ASCII as it is, anything else through nlohmann itself
+// (escapes, UTF-8, invalid bytes replaced).
+void AppendString(std::string& out, const std::string& s) {
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+      out += Dump(nlohmann::json(s));
+      return;
+    }
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
+void AppendMap(std::string& out, const AttributeMap& map) {
+  out += '{';
+  bool first = true;
+  for (const auto& [k, v] : map) {
+    if (!first) out += ',';
+    first = false;
+    AppendString(out, k);
+    out += ':';
+    if (v.is_string()) {
+      AppendString(out, v.as_string());
+    } else if (v.is_int()) {
+      absl::StrAppend(&out, v.as_int());
+    } else if (v.is_bool()) {
+      out += v.as_bool() ? "true" : "false";
+    } else if (v.is_map()) {
+      AppendMap(out, v.as_map());
+    } else {
+      out += Dump(nlohmann::json(v.as_number()));
+    }
+  }
+  out += '}';
+}
+
+}  // namespace
+
+// The same text as ItemToJson(item).dump(), written straight into one string: no JSON tree built
+// for every write of an item (design §16: no avoidable allocation per request).
+std::string ItemToJsonText(const Item& item) {
+  std::string out;
+  out.reserve(256);
+  AppendMap(out, item);
+  return out;
 }
 
 absl::StatusOr<Item> ItemFromJson(const nlohmann::json& json) {

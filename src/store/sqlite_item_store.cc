@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <unordered_map>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "spdlog/spdlog.h"
@@ -73,7 +75,7 @@ void BindText(sqlite3_stmt* s, int i, std::string_view v) {
 class SqliteItemStore::Connection {
  public:
   ~Connection() {
-    for (sqlite3_stmt* s : {get_, put_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_}) {
+    for (sqlite3_stmt* s : {get_, put_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_, data_version_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close_v2(db_);
@@ -103,6 +105,7 @@ class SqliteItemStore::Connection {
       RETURN_IF_ERROR(conn->Prepare("BEGIN IMMEDIATE", &conn->begin_));
       RETURN_IF_ERROR(conn->Prepare("COMMIT", &conn->commit_));
       RETURN_IF_ERROR(conn->Prepare("ROLLBACK", &conn->rollback_));
+      RETURN_IF_ERROR(conn->Prepare("PRAGMA data_version", &conn->data_version_));
     }
     // ?3: lower bound (inclusive), ?4: upper bound (exclusive, may be NULL), ?5: after, ?6: now, ?7: limit.
     RETURN_IF_ERROR(conn->Prepare(
@@ -182,6 +185,56 @@ class SqliteItemStore::Connection {
     return absl::OkStatus();
   }
 
+  // The writer's cache of decoded items (design §16): an item the writer updated is kept decoded, so
+  // the next conditional write of it (a connector's CONCURRENCY item: every acquire and release)
+  // skips reading and parsing its JSON. Valid only while no other connection has committed: call
+  // RevalidateCache inside each transaction before using it; Forget everything after a rollback.
+  // Bounded: emptied when it reaches kMaxCachedItems.
+  static constexpr size_t kMaxCachedItems = 512;
+
+  static std::string CacheKey(const ItemKey& key) { return absl::StrCat(key.pk.size(), ":", key.pk, key.sk); }
+
+  // Empties the cache when another connection (a thread's pool connection, another process) has
+  // committed since the last check. REQUIRES: inside a write transaction (so nobody commits meanwhile).
+  absl::Status RevalidateCache() {
+    StatementScope scope(data_version_);
+    int rc = sqlite3_step(data_version_);
+    if (rc != SQLITE_ROW) {
+      Forget();
+      return SqliteError(rc, "data_version", db_);
+    }
+    const int64_t version = sqlite3_column_int64(data_version_, 0);
+    if (version != cache_version_) {
+      Forget();
+      cache_version_ = version;
+    }
+    return absl::OkStatus();
+  }
+  const Item* Cached(const ItemKey& key) const {
+    auto it = cache_.find(CacheKey(key));
+    return it == cache_.end() ? nullptr : &it->second;
+  }
+  // After a Put or Erase of `key`: an entry that exists follows it (nullptr: erased).
+  void Refresh(const ItemKey& key, const Item* value) {
+    auto it = cache_.find(CacheKey(key));
+    if (it == cache_.end()) return;
+    if (value == nullptr) {
+      cache_.erase(it);
+    } else {
+      it->second = *value;
+    }
+  }
+  // After an Update of `key`: its new value (items that are updated tend to be updated again).
+  void Remember(const ItemKey& key, Item value) {
+    std::string k = CacheKey(key);
+    if (cache_.size() >= kMaxCachedItems && cache_.find(k) == cache_.end()) cache_.clear();
+    cache_.insert_or_assign(std::move(k), std::move(value));
+  }
+  void Forget() {
+    cache_.clear();
+    cache_version_ = -1;
+  }
+
   sqlite3* db_ = nullptr;
   sqlite3_stmt* get_ = nullptr;
   sqlite3_stmt* put_ = nullptr;
@@ -192,9 +245,13 @@ class SqliteItemStore::Connection {
   sqlite3_stmt* begin_ = nullptr;
   sqlite3_stmt* commit_ = nullptr;
   sqlite3_stmt* rollback_ = nullptr;
+  sqlite3_stmt* data_version_ = nullptr;
 
  private:
   Connection() = default;
+
+  std::unordered_map<std::string, Item> cache_;
+  int64_t cache_version_ = -1;
 };
 
 SqliteItemStore::SqliteItemStore(Options options, const Clock& clock)
@@ -319,6 +376,7 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
   }
   Connection& c = *writer_;
   absl::Status fatal = c.Run(c.begin_, "begin");
+  if (fatal.ok()) fatal = c.RevalidateCache();
   if (fatal.ok()) {
     for (Writer* w : group) {
       w->results.clear();
@@ -334,6 +392,7 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
   if (fatal.ok()) fatal = c.Run(c.commit_, "commit");
   if (!fatal.ok()) {
     (void)c.Run(c.rollback_, "rollback");  // nothing of the group was written
+    c.Forget();
     fail_all(fatal);
   }
 }
@@ -342,12 +401,16 @@ namespace {
 
 absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req, absl::Status& fatal) {
   if (absl::Status s = internal::ValidateKey(req.key); !s.ok()) return s;
-  absl::StatusOr<std::optional<Item>> current = conn.Read(req.key);
-  if (!current.ok()) {
-    if (current.status().code() != absl::StatusCode::kDataLoss) fatal = current.status();
-    return current.status();
+  const Item* cur = conn.Cached(req.key);
+  absl::StatusOr<std::optional<Item>> current = std::optional<Item>();
+  if (cur == nullptr) {
+    current = conn.Read(req.key);
+    if (!current.ok()) {
+      if (current.status().code() != absl::StatusCode::kDataLoss) fatal = current.status();
+      return current.status();
+    }
+    cur = current->has_value() ? &**current : nullptr;
   }
-  const Item* cur = current->has_value() ? &**current : nullptr;
   if (!internal::Evaluate(req.condition, cur)) return WriteResult::ConditionFailed();
   switch (req.kind) {
     case WriteRequest::Kind::kPut:
@@ -355,6 +418,7 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
         fatal = s;
         return s;
       }
+      conn.Refresh(req.key, &req.item);
       return WriteResult{true, req.item};
     case WriteRequest::Kind::kUpdate: {
       absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
@@ -363,7 +427,12 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
         fatal = s;
         return s;
       }
-      if (req.returns == ReturnValues::kNone) next->clear();
+      // `cur` may point into the cache: not used from here on.
+      if (req.returns == ReturnValues::kNone) {
+        conn.Remember(req.key, std::move(*next));
+        return WriteResult{true, {}};
+      }
+      conn.Remember(req.key, *next);
       return WriteResult{true, std::move(*next)};
     }
     case WriteRequest::Kind::kErase:
@@ -371,6 +440,7 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
         fatal = s;
         return s;
       }
+      conn.Refresh(req.key, nullptr);
       return WriteResult{true, {}};
   }
   return absl::InternalError("unknown write kind");

@@ -2,7 +2,10 @@
 
 #include <memory>
 #include <string>
+#include <optional>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -24,6 +27,11 @@ using Principal = ::toolgate::Principal;  // the domain's, filled from a verifie
 // `cognito:groups` or `custom:roles`, as a list or as one comma-separated string whose entries are
 // trimmed of spaces ("operator, admin"); a role name holding a control character fails the token.
 //
+// A token that verified is remembered (design §16: no signature check or claims parse per request
+// for the same token): until its `exp`, Verify answers it from memory — `exp` is still checked each
+// time, and an RS256/ES256 token verifies again once the JWKS file has been reloaded. At most
+// kMaxCachedTokens are kept (expired ones dropped first, then all).
+//
 // Thread-safe. Verify returns kUnauthenticated with a short reason that is safe to show the caller
 // (it never contains the token or a key).
 class JwtVerifier {
@@ -42,11 +50,26 @@ class JwtVerifier {
 
   absl::StatusOr<Principal> Verify(std::string_view token);
 
+  static constexpr size_t kMaxCachedTokens = 1024;
+
   struct KeySet;  // parsed JWKS (internal)
 
  private:
+  // A verified token: what it says and until when.
+  struct Verified {
+    Principal principal;
+    int64_t exp = 0;
+    std::optional<int64_t> nbf;
+    bool asymmetric = false;     // RS256/ES256: valid while keys_generation_ is unchanged
+    uint64_t keys_generation = 0;
+  };
+
   JwtVerifier(Options options, const Clock& clock);
+  absl::StatusOr<Verified> VerifyUncached(std::string_view token, int64_t now);
   absl::Status ReloadKeysIfChanged() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Re-reads the JWKS file when it changed (at most once per check interval); the keys in force and
+  // their generation.
+  std::pair<std::shared_ptr<const KeySet>, uint64_t> CurrentKeys();
 
   const Options options_;
   const Clock& clock_;
@@ -54,6 +77,10 @@ class JwtVerifier {
   std::shared_ptr<const KeySet> keys_ ABSL_GUARDED_BY(mu_);  // readers copy the pointer
   int64_t keys_mtime_ns_ ABSL_GUARDED_BY(mu_) = -1;
   int64_t last_check_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t keys_generation_ ABSL_GUARDED_BY(mu_) = 0;  // +1 at every reload
+
+  absl::Mutex cache_mu_;
+  std::unordered_map<std::string, Verified> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 // Signs an HS256 token with `claims` (a JSON object text). For development and tests

@@ -3,6 +3,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "toolgate/domain/concurrency_rules.h"
 #include "absl/status/statusor.h"
@@ -74,6 +75,13 @@ class ConnectorConcurrencyService {
   // no queueing). Reclaims expired leases before saying no.
   absl::StatusOr<std::optional<SlotLease>> TryAcquire(std::string_view connector_id,
                                                       const ConcurrencyConfig& config);
+
+  // The acquire of TryAcquire's first try as a write for a WriteBatch (design §16: one commit with the
+  // execution record and its opening events), on one shard (a random one when sharded), and the lease
+  // it takes when applied. Not applied: the shard was full or its item missing — TryAcquire then
+  // tries every shard and reclaims expired leases before saying no.
+  std::pair<store::WriteRequest, SlotLease> PrepareAcquire(std::string_view connector_id,
+                                                           const ConcurrencyConfig& config) const;
 
   // Gives the slot back. True when this call released it; false when it was already released or
   // reclaimed (then nothing changes).
