@@ -203,7 +203,7 @@ TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
                   {"quote\"d", "a\"b\\c/d"},
                   {"control", std::string("tab\there\nnul\0x", 16)},
                   {"utf8", "caf\xc3\xa9 \xe2\x82\xac"},
-                  {"broken", "bad\xff\xfebytes"},
+                  {"broken", "bad\xff\xfe" "bytes"},
                   {"del", "x\x7fy"},
                   {"empty", ""},
                   {"n", int64_t{-9223372036854775807 - 1}},
