@@ -526,7 +526,8 @@ TEST_F(OperatorViewTest, StatusShowsWhoSetALimitAndWhyNextToWhoForcedTheBreaker)
     EXPECT_THAT(table, HasSubstr("tenant tenant-b by oncall@acme at ")) << when;
     auto [limits_code, limits] = Cli({"limits", "list", "--json", "--config", config});
     ASSERT_EQ(limits_code, 0) << when << limits;
-    for (const auto& l : JsonOf(limits)["limits"]) {
+    const json limits_doc = JsonOf(limits);
+    for (const auto& l : limits_doc["limits"]) {
       if (l["connector"] != "crm") continue;
       EXPECT_EQ(l["set_by"], "operator") << when;
       EXPECT_EQ(l["requested_by"], "oncall@acme") << when;

@@ -201,7 +201,7 @@ TEST(SqliteStoreTest, TheBackgroundSweeperRunsByItself) {
 TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
   const Item item{{"plain", "abc"},
                   {"quote\"d", "a\"b\\c/d"},
-                  {"control", std::string("tab\there\nnul\0x", 16)},
+                  {"control", std::string("tab\there\nnul\0x", 14)},
                   {"utf8", "caf\xc3\xa9 \xe2\x82\xac"},
                   {"broken", "bad\xff\xfe" "bytes"},
                   {"del", "x\x7fy"},
