@@ -385,7 +385,11 @@ TEST_F(QueueGatewayTest, TenantsTakeTurnsWithinAConnector) {
   FakeDownstream crm;
   crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 2}; });
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 1));
-  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);  // hold the queue
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
+  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
+  // defect (docs/operations.md, Queued calls). Wait it out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // hold the queue
   std::vector<std::string> a_ids;
   const int a_calls = kSanitized ? 300 : 2000;
   for (int i = 0; i < a_calls; ++i) a_ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
@@ -414,6 +418,10 @@ TEST_F(QueueGatewayTest, DeadlinesCancelsAndKillSwitchesEndQueuedCallsUnrun) {
   FakeDownstream crm;
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
+  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
+  // defect (docs/operations.md, Queued calls). Wait it out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const std::string expiring = Enqueue(gw, "crm.update", {{"k", "deadline"}}, alice_, {{"deadline_s", 1}});
   const std::string cancelled = Enqueue(gw, "crm.update", {{"k", "cancel"}}, alice_);
   const std::string blocked = Enqueue(gw, "crm.update", {{"k", "blocked"}}, bob_);
@@ -436,9 +444,7 @@ TEST_F(QueueGatewayTest, DeadlinesCancelsAndKillSwitchesEndQueuedCallsUnrun) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // past the deadline; the switch seen everywhere
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
   const auto a_done = AwaitFinal(gw, {expiring}, alice_, std::chrono::seconds(5));
-  // Under ASan the blocked call has been seen to take ~18 s to end after the close (under 5 s in the
-  // plain build): the bound is generous; why it takes that long there is not understood yet.
-  const auto b_done = AwaitFinal(gw, {blocked}, bob_, std::chrono::seconds(40));
+  const auto b_done = AwaitFinal(gw, {blocked}, bob_, std::chrono::seconds(10));
   ASSERT_EQ(a_done.size(), 1u);
   ASSERT_EQ(b_done.size(), 1u);
   EXPECT_EQ(a_done.at(expiring)["outcome"], "EXPIRED");
@@ -455,6 +461,10 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db")) + "max_per_tenant = 2\n" + Connector("crm", crm, 2) +
                              "[tools.\"crm.strict\"]\ninput_schema = '{\"type\":\"object\",\"required\":[\"id\"]}'\n");
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
+  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
+  // defect (docs/operations.md, Queued calls). Wait it out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   struct Case {
     json body;
     std::string error;
@@ -550,6 +560,10 @@ TEST_F(QueueGatewayTest, PurgeEndsEveryWaitingCallExpiredAndIsAudited) {
   FakeDownstream crm;
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
+  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
+  // defect (docs/operations.md, Queued calls). Wait it out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
   EXPECT_EQ(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", -1), 5);
@@ -736,6 +750,10 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
                              CallbackConfig(receiver, "callback_retry_s = 1\ncallback_backoff_ms = 100\n") +
                              Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
+  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
+  // defect (docs/operations.md, Queued calls). Wait it out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const std::string live = Enqueue(gw, "crm.update", {{"k", 1}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/live"}});
   const std::string dead = Enqueue(gw, "crm.update", {{"k", 2}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/dead"}});
   ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + live, "", alice_).status, 200);
@@ -786,6 +804,10 @@ TEST_F(QueueGatewayTest, QueueStatusShowsDepthOldestAgeAndTenantsLiveAndFromTheS
   GatewayProcess& gw =
       Start(QueueConfig(dir_.file("store.db")) + Connector("crm", crm, 2) + Connector("billing", billing, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
+  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
+  // defect (docs/operations.md, Queued calls). Wait it out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
   for (int i = 0; i < 3; ++i) Enqueue(gw, "crm.update", {{"i", i}}, alice_);
   for (int i = 0; i < 2; ++i) Enqueue(gw, "crm.update", {{"i", i}}, bob_);
   const std::string cli_config = gw.CliConfigPath();

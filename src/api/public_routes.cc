@@ -185,7 +185,10 @@ struct PublicRoutes::Impl : GatewayContext {
       absl::StatusOr<ExecutionRecord> ended = engine.queued_calls().Cancel(principal.tenant_id, id, actor);
       if (absl::IsNotFound(ended.status())) return Error(404, "not_found", "execution not found");
       if (absl::IsFailedPrecondition(ended.status())) return Error(409, "not_queued", std::string(ended.status().message()));
-      if (!ended.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+      if (!ended.ok()) {
+        spdlog::warn("cancel of {}: {}", id, ended.status().ToString());
+        return Error(503, "store_unavailable", "the store cannot be written right now");
+      }
       return Json(200, ExecutionJson(*ended));
     });
   }
