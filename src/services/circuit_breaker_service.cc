@@ -155,16 +155,18 @@ absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Read(std::string_view c
   return Decode(item, connector_id);
 }
 
+absl::StatusOr<breaker::Snapshot> CircuitBreakerService::CachedOrRead(std::string_view connector_id,
+                                                                      int64_t now_ms) {
+  if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) return *cached;
+  ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
+  Remember(connector_id, s, now_ms);
+  return s;
+}
+
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermission(
     std::string_view connector_id, const breaker::Config& config) {
   const int64_t now_ms = clock_.now_epoch_ms();
-  breaker::Snapshot s;
-  if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) {
-    s = *cached;
-  } else {
-    ASSIGN_OR_RETURN(s, Read(connector_id));
-    Remember(connector_id, s, now_ms);
-  }
+  ASSIGN_OR_RETURN(const breaker::Snapshot s, CachedOrRead(connector_id, now_ms));
   const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
   switch (plan.step) {
     case breaker::PermissionPlan::Step::kAllow: {
@@ -190,13 +192,7 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPerm
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermissionWithoutProbe(
     std::string_view connector_id, const breaker::Config& config) {
   const int64_t now_ms = clock_.now_epoch_ms();
-  breaker::Snapshot s;
-  if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) {
-    s = *cached;
-  } else {
-    ASSIGN_OR_RETURN(s, Read(connector_id));
-    Remember(connector_id, s, now_ms);
-  }
+  ASSIGN_OR_RETURN(const breaker::Snapshot s, CachedOrRead(connector_id, now_ms));
   const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
   Permit p;
   if (plan.step != breaker::PermissionPlan::Step::kAllow) {

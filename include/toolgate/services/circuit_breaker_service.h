@@ -147,6 +147,8 @@ class CircuitBreakerService {
   // The cached snapshot of a connector's breaker, or nullopt when it must be read.
   std::optional<breaker::Snapshot> Cached(std::string_view connector_id, int64_t now_ms);
   void Remember(std::string_view connector_id, const breaker::Snapshot& s, int64_t now_ms);
+  // The cached snapshot while fresh, else one read from the store (then cached).
+  absl::StatusOr<breaker::Snapshot> CachedOrRead(std::string_view connector_id, int64_t now_ms);
   void Forget(std::string_view connector_id);
 
   store::ItemStore& store_;
