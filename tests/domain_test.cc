@@ -1,6 +1,9 @@
 // The pure rules: ids, clocks and the breaker state machine's decisions.
 
+#include <algorithm>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "toolgate/clock.h"
@@ -29,6 +32,39 @@ TEST(IdsTest, UuidV7HasVersionVariantAndSortsByTime) {
   EXPECT_EQ(many.size(), 10000u);
   EXPECT_FALSE(LooksLikeUuid("not-a-uuid"));
   EXPECT_FALSE(LooksLikeUuid("0190b6f0-1234-7abc-8def-01234567890g"));
+}
+
+// Listings are newest first by id: ids made in one millisecond must sort in the order they were made,
+// on one thread and across threads; a clock stepped back by more than a second restarts the stamps.
+TEST(IdsTest, UuidV7IsMonotonicWithinAMillisecondAndAcrossThreads) {
+  ManualClock clock(1'700'000'100'000);
+  std::string previous = NewUuidV7(clock);
+  for (int i = 0; i < 5000; ++i) {  // one millisecond: the counter, then a carry into the next
+    const std::string id = NewUuidV7(clock);
+    ASSERT_LT(previous, id) << "id " << i;
+    ASSERT_EQ(id[14], '7');
+    previous = id;
+  }
+  std::vector<std::vector<std::string>> per_thread(4);
+  std::vector<std::thread> threads;
+  for (auto& ids : per_thread) {
+    threads.emplace_back([&clock, &ids] {
+      for (int i = 0; i < 2000; ++i) ids.push_back(NewUuidV7(clock));
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> all;
+  for (const auto& ids : per_thread) {
+    EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+    EXPECT_LT(previous, ids.front());
+    all.insert(ids.begin(), ids.end());
+  }
+  EXPECT_EQ(all.size(), 8000u);
+  ManualClock earlier(1'600'000'000'000);
+  const std::string restarted = NewUuidV7(earlier);
+  EXPECT_LT(restarted, previous);
+  EXPECT_EQ(restarted.substr(0, 8), NewUuidV7(earlier).substr(0, 8)) << "stamped with the clock's time";
+  
 }
 
 TEST(ClockTest, ManualClockMovesOnlyWhenTold) {

@@ -387,8 +387,8 @@ TEST_F(QueueGatewayTest, TenantsTakeTurnsWithinAConnector) {
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 1));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
   // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
-  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
-  // defect (docs/operations.md, Queued calls). Wait it out.
+  // may be claimed and put back (one TOOL_ATTEMPT_FAILED more in its chain). Wait it out, so the test
+  // sees only what it sets up.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));  // hold the queue
   std::vector<std::string> a_ids;
   const int a_calls = kSanitized ? 300 : 2000;
@@ -418,10 +418,8 @@ TEST_F(QueueGatewayTest, DeadlinesCancelsAndKillSwitchesEndQueuedCallsUnrun) {
   FakeDownstream crm;
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
-  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
-  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
-  // defect (docs/operations.md, Queued calls). Wait it out.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // No wait for the dispatchers to see the open: a call they claim meanwhile is put back, and a
+  // cancel or purge racing that put-back still ends it.
   const std::string expiring = Enqueue(gw, "crm.update", {{"k", "deadline"}}, alice_, {{"deadline_s", 1}});
   const std::string cancelled = Enqueue(gw, "crm.update", {{"k", "cancel"}}, alice_);
   const std::string blocked = Enqueue(gw, "crm.update", {{"k", "blocked"}}, bob_);
@@ -462,8 +460,8 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
                              "[tools.\"crm.strict\"]\ninput_schema = '{\"type\":\"object\",\"required\":[\"id\"]}'\n");
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
   // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
-  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
-  // defect (docs/operations.md, Queued calls). Wait it out.
+  // may be claimed and put back (one TOOL_ATTEMPT_FAILED more in its chain). Wait it out, so the test
+  // sees only what it sets up.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   struct Case {
     json body;
@@ -560,10 +558,8 @@ TEST_F(QueueGatewayTest, PurgeEndsEveryWaitingCallExpiredAndIsAudited) {
   FakeDownstream crm;
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
-  // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
-  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
-  // defect (docs/operations.md, Queued calls). Wait it out.
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // No wait for the dispatchers to see the open: a call they claim meanwhile is put back, and a
+  // cancel or purge racing that put-back still ends it.
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
   EXPECT_EQ(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", -1), 5);
@@ -751,8 +747,8 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
                              Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
   // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
-  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
-  // defect (docs/operations.md, Queued calls). Wait it out.
+  // may be claimed and put back (one TOOL_ATTEMPT_FAILED more in its chain). Wait it out, so the test
+  // sees only what it sets up.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   const std::string live = Enqueue(gw, "crm.update", {{"k", 1}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/live"}});
   const std::string dead = Enqueue(gw, "crm.update", {{"k", 2}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/dead"}});
@@ -805,8 +801,8 @@ TEST_F(QueueGatewayTest, QueueStatusShowsDepthOldestAgeAndTenantsLiveAndFromTheS
       Start(QueueConfig(dir_.file("store.db")) + Connector("crm", crm, 2) + Connector("billing", billing, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
   // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
-  // could be claimed and put back (TOOL_ATTEMPT_FAILED), and a cancel racing that put-back is a known
-  // defect (docs/operations.md, Queued calls). Wait it out.
+  // may be claimed and put back (one TOOL_ATTEMPT_FAILED more in its chain). Wait it out, so the test
+  // sees only what it sets up.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   for (int i = 0; i < 3; ++i) Enqueue(gw, "crm.update", {{"i", i}}, alice_);
   for (int i = 0; i < 2; ++i) Enqueue(gw, "crm.update", {{"i", i}}, bob_);

@@ -1,6 +1,7 @@
 #include "toolgate/domain/ids.h"
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cctype>
 #include <random>
@@ -18,14 +19,34 @@ std::mt19937_64& Rng() {
   return rng;
 }
 
+// The last id's 48-bit milliseconds and 12-bit counter (rand_a), as (ms << 12) | counter: RFC 9562
+// §6.2 method 1, so ids made in one process in the same millisecond still sort in the order they
+// were made (listings are newest first by id). A new millisecond starts its counter at a random
+// value below 2048, leaving at least 2048 ids before the counter carries into the milliseconds.
+std::atomic<uint64_t> g_last_stamp{0};
+
+uint64_t NextStamp(uint64_t ms) {
+  const uint64_t fresh = (ms << 12) | (Rng()() & 0x7ff);
+  uint64_t last = g_last_stamp.load(std::memory_order_relaxed);
+  for (;;) {
+    // Monotonic while the clock moves forward (or stands still); a clock stepped back by more than a
+    // second (a test's manual clock, an NTP step) starts again from it rather than stamping ids ahead.
+    const bool stepped_back = (last >> 12) > ms + 1000;
+    const uint64_t next = (stepped_back || fresh > last) ? fresh : last + 1;
+    if (g_last_stamp.compare_exchange_weak(last, next, std::memory_order_relaxed)) return next;
+  }
+}
+
 }  // namespace
 
 std::string NewUuidV7(const Clock& clock) {
   std::array<uint8_t, 16> b{};
-  const auto ms = static_cast<uint64_t>(clock.now_epoch_ms());
+  const uint64_t stamp = NextStamp(static_cast<uint64_t>(clock.now_epoch_ms()) & 0xffff'ffff'ffffULL);
+  const uint64_t ms = stamp >> 12;
   for (int i = 0; i < 6; ++i) b[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));
-  const uint64_t r1 = Rng()(), r2 = Rng()();
-  for (int i = 0; i < 2; ++i) b[6 + i] = static_cast<uint8_t>(r1 >> (8 * i));
+  b[6] = static_cast<uint8_t>((stamp >> 8) & 0x0f);
+  b[7] = static_cast<uint8_t>(stamp & 0xff);
+  const uint64_t r2 = Rng()();
   for (int i = 0; i < 8; ++i) b[8 + i] = static_cast<uint8_t>(r2 >> (8 * i));
   b[6] = static_cast<uint8_t>((b[6] & 0x0f) | 0x70);  // version 7
   b[8] = static_cast<uint8_t>((b[8] & 0x3f) | 0x80);  // variant 10

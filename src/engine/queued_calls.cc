@@ -26,22 +26,19 @@ int QueuedCalls::SkewS(std::string_view connector_id) const {
                                         : it->second.concurrency.max_clock_skew_s;
 }
 
-absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view event, std::string_view actor,
-                                      std::string_view reason) {
-  const int64_t now_ms = clock_.now_epoch_ms();
-  std::vector<store::WriteRequest> removal =
-      QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
-  absl::StatusOr<ExecutionRecord> record = executions_.Get(item.tenant_id, item.execution_id);
-  if (absl::IsNotFound(record.status()) ||
-      (record.ok() && record->outcome != "QUEUED" && record->outcome != "RUNNING")) {
-    // A stale item (its record gone with retention, or already ended): just remove it.
-    const auto results = store_.WriteBatch(removal);
-    return false;
-  }
-  if (!record.ok()) return record.status();
-  ExecutionRecord& rec = *record;
-  const std::string chain = Ledger::ExecutionChain(rec.execution_id);
-  auto [w_event, e] = ledger_.PrepareAppend(chain, {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
+namespace {
+
+bool Waiting(const ExecutionRecord& rec) { return rec.outcome == "QUEUED" || rec.outcome == "RUNNING"; }
+
+}  // namespace
+
+// The record's end: `event` on the execution's chain and the record EXPIRED with `reason`, both
+// conditional on the chain head `rec` was read at.
+std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord& rec, std::string_view event,
+                                                                std::string_view actor, std::string_view reason,
+                                                                int64_t now_ms) {
+  auto [w_event, e] = ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id),
+                                            {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
                                             actor.empty() ? "system" : actor,
                                             json{{"reason", std::string(reason)}, {"outcome", "EXPIRED"}}.dump());
   rec.outcome = "EXPIRED";
@@ -50,19 +47,68 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   rec.last_seq = e.seq;
   rec.last_hash = e.hash;
   std::vector<store::WriteRequest> writes;
-  writes.push_back(std::move(removal[0]));
-  writes.push_back(std::move(w_event).AfterPrevious());
+  writes.push_back(std::move(w_event));
   writes.push_back(ExecutionStore::FinishRequest(rec).AfterPrevious());
+  return writes;
+}
+
+absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view event, std::string_view actor,
+                                      std::string_view reason) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  std::vector<store::WriteRequest> removal =
+      QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
+  absl::StatusOr<ExecutionRecord> record = executions_.Get(item.tenant_id, item.execution_id);
+  if (absl::IsNotFound(record.status()) || (record.ok() && !Waiting(*record))) {
+    // A stale item (its record gone with retention, or already ended): just remove it.
+    const auto results = store_.WriteBatch(removal);
+    return false;
+  }
+  if (!record.ok()) return record.status();
+  ExecutionRecord rec = *record;
+  // The item goes first, conditional on nobody holding a claim on it: once it is gone no dispatcher
+  // can claim it, so the record's end cannot lose to a run.
+  std::vector<store::WriteRequest> writes;
+  writes.push_back(std::move(removal[0]));
+  for (store::WriteRequest& w : EndRecordRequests(rec, event, actor, reason, now_ms)) {
+    writes.push_back(std::move(w).AfterPrevious());
+  }
   for (size_t i = 1; i < removal.size(); ++i) {
     writes.push_back(std::move(removal[i]));  // the tenant's count (and a callback), after the record
   }
   const auto results = store_.WriteBatch(writes);
   if (!results[0].ok()) return results[0].status();
   if (!results[0]->applied) return false;  // claimed meanwhile: it runs
+  bool record_ended = true;
   for (size_t i = 1; i < 3; ++i) {
     if (!results[i].ok()) return results[i].status();
-    if (!results[i]->applied)
-      return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": record not ended"));
+    record_ended = record_ended && results[i]->applied;
+  }
+  // The chain moved between the read and the removal: a dispatcher that had claimed the item put it
+  // back (TOOL_ATTEMPT_FAILED) just before it was removed. Nothing can claim it now, so the chain
+  // settles: read the record again and end it on its new head, with the tenant's count (and the
+  // callback) that were to follow the record's end.
+  for (int attempt = 0; !record_ended && attempt < 8; ++attempt) {
+    std::vector<store::WriteRequest> tail = QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
+    tail.erase(tail.begin());  // the item is gone already
+    ASSIGN_OR_RETURN(rec, executions_.Get(item.tenant_id, item.execution_id));
+    if (!Waiting(rec)) {
+      // Ended by someone else (a claim that outlived its lease): the removed item still leaves the count.
+      tail.front().requires_previous = false;
+      tail.resize(1);
+      const auto counted = store_.WriteBatch(tail);
+      return false;
+    }
+    std::vector<store::WriteRequest> retry = EndRecordRequests(rec, event, actor, reason, now_ms);
+    for (store::WriteRequest& w : tail) retry.push_back(std::move(w));
+    const auto retried = store_.WriteBatch(retry);
+    record_ended = true;
+    for (size_t i = 0; i < 2; ++i) {
+      if (!retried[i].ok()) return retried[i].status();
+      record_ended = record_ended && retried[i]->applied;
+    }
+  }
+  if (!record_ended) {
+    return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": record not ended (its chain keeps moving)"));
   }
   if (!rec.idempotency_key.empty()) {
     if (absl::Status st = intents_.Release(rec.tenant_id, rec.intent_key, rec.execution_id, std::nullopt); !st.ok()) {

@@ -56,6 +56,11 @@ const ConnectorConfig* ToolInvoker::ResolveConnector(const std::string& tool_nam
 
 namespace {
 
+// A claimed call put back because its breaker is open (or probing) is ready again after at most this:
+// the dispatchers park on the breaker themselves, so an operator's close (or the probe's success)
+// drains the queue at once instead of after the open breaker's whole retry-after.
+constexpr int64_t kBreakerPutBackMs = 1000;
+
 bool Queueable(DeferReason why) {
   return why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight ||
          why == DeferReason::kConcurrencyLimit || why == DeferReason::kDownstreamThrottled;
@@ -487,7 +492,10 @@ class ToolInvoker::Admission {
   }
 
   InvokeResponse Deferred(DeferReason why, int64_t retry_ms) {
-    if (ticket_->queued) return Requeue(why, retry_ms);
+    if (ticket_->queued) {
+      const bool breaker = why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight;
+      return Requeue(why, breaker ? std::min(retry_ms, kBreakerPutBackMs) : retry_ms);
+    }
     if (req_.queue_on_defer && Queueable(why)) {
       return WriteQueued(*req_.queue_on_defer, s_.clock.now_epoch_ms() + retry_ms,
                          absl::StrCat("on_defer:", std::string(ToString(why))));

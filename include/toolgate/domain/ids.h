@@ -8,7 +8,8 @@
 namespace toolgate {
 
 // A UUIDv7 string (RFC 9562): 48 bits of epoch milliseconds from `clock`, then random bits, so ids
-// sort by creation time. Thread-safe.
+// sort by creation time; ids made in one process sort in the order they were made (a 12-bit counter
+// in rand_a, RFC 9562 §6.2 method 1), unless its clock steps back by more than a second. Thread-safe.
 std::string NewUuidV7(const Clock& clock);
 
 // True when `s` has the textual form of a UUID (8-4-4-4-12 lowercase or uppercase hex digits).

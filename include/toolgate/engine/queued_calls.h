@@ -1,7 +1,9 @@
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "nlohmann/json.hpp"
@@ -28,7 +30,9 @@ class QueuedCalls {
   QueuedCalls(store::ItemStore& store, const Clock& clock, const Config& config, QueueService& queue,
               ExecutionStore& executions, Ledger& ledger, IntentStore& intents, Metrics& metrics);
 
-  // Ends `item` EXPIRED with `event` and `reason`. False when it is claimed (running) or gone.
+  // Ends `item` EXPIRED with `event` and `reason`: removes it unless claimed, then ends its record
+  // (read again while a put-back that raced the removal moves its chain). False when it is claimed
+  // (running), gone, or its record was ended by someone else.
   absl::StatusOr<bool> End(const QueueItem& item, std::string_view event, std::string_view actor,
                            std::string_view reason);
 
@@ -52,6 +56,11 @@ class QueuedCalls {
   int SkewS(std::string_view connector_id) const;
 
  private:
+  // `event` on the execution's chain and the record EXPIRED with `reason`, conditional on the chain
+  // head `rec` was read at; `rec` becomes the ended record.
+  std::vector<store::WriteRequest> EndRecordRequests(ExecutionRecord& rec, std::string_view event,
+                                                     std::string_view actor, std::string_view reason, int64_t now_ms);
+
   store::ItemStore& store_;
   const Clock& clock_;
   const Config& config_;

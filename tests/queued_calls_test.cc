@@ -1,0 +1,180 @@
+// QueuedCalls (design §15, §17.5) racing a dispatcher, on every store backend: a cancel (or a purge,
+// or a deadline) that read a queued execution just before a dispatcher claimed it and put it back
+// (the breaker had opened) still ends it — the record ends EXPIRED with its chain intact, the queue
+// item is gone, and nothing is left QUEUED without an item. The interleaving is forced with a sync
+// point between the cancel's read of the record and its first write.
+
+#include "toolgate/engine/queued_calls.h"
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "invoker_support.h"
+#include "nlohmann/json.hpp"
+#include "sync_point_store.h"
+#include "test_support.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using toolgate::testing::Backend;
+using toolgate::testing::SyncPointStore;
+using toolgate::testing::TempDir;
+
+constexpr char kConn[] = "crm";
+constexpr char kTenant[] = "tenant-a";
+
+class QueuedCallsRaceTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    store_ = GetParam().open(clock_, dir_);
+    ASSERT_NE(store_, nullptr);
+    racing_ = std::make_unique<SyncPointStore>(*store_);
+    auto c = ParseConfig(
+        "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 2\n"
+        "[connectors.crm.queue]\nworkers = 1\n",
+        "queued_calls_test.toml");
+    ASSERT_TRUE(c.ok()) << c.status();
+    stack_ = std::make_unique<toolgate::testing::InvokerStack>(*racing_, clock_, std::move(*c));
+    ASSERT_TRUE(stack_->slots.EnsureConnector(kConn, stack_->config.connectors.at(kConn).concurrency).ok());
+  }
+
+  // A queued call of kTenant; its execution id.
+  std::string Enqueue(const std::string& idempotency_key) {
+    InvokeRequest r;
+    r.principal = {"user-1", kTenant, "", {}};
+    r.tool_name = "crm.update";
+    r.input_json = R"({"k":"v"})";
+    r.idempotency_key = idempotency_key;
+    const InvokeResponse answer = stack_->invoker.Enqueue(r, QueueOrder{});
+    EXPECT_EQ(answer.http_status, 202) << answer.body_json;
+    return json::parse(answer.body_json).value("execution_id", "");
+  }
+
+  // What a dispatcher does when the breaker opened after it last looked: claim the oldest ready item
+  // and admit it, which finds the breaker open and puts the call back (TOOL_ATTEMPT_FAILED).
+  void ClaimAndPutBack() {
+    QueueService& queue = stack_->engine->queue();
+    auto next = queue.NextReady(kConn, kTenant, 5);
+    ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
+    auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
+    ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
+    auto admitted = stack_->invoker.AdmitClaimed(**claim, std::nullopt, "instance-1");
+    auto* answer = std::get_if<InvokeResponse>(&admitted);
+    ASSERT_NE(answer, nullptr) << "the breaker is open: the call must not be admitted";
+    EXPECT_EQ(answer->http_status, 202) << answer->body_json;
+    EXPECT_EQ(json::parse(answer->body_json).value("outcome", ""), "QUEUED") << answer->body_json;
+  }
+
+  void OpenBreaker() {
+    auto opened = stack_->breakers.ForceOpen(kConn, stack_->config.connectors.at(kConn).breaker);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+  }
+
+  std::vector<std::string> EventTypes(const std::string& execution_id) {
+    auto events = stack_->ledger.Read(Ledger::ExecutionChain(execution_id));
+    EXPECT_TRUE(events.ok()) << events.status();
+    std::vector<std::string> types;
+    if (!events.ok()) return types;
+    EXPECT_TRUE(Ledger::VerifyChain(*events).ok()) << "the chain verifies";
+    for (const auto& e : *events) types.push_back(e.type);
+    return types;
+  }
+
+  ManualClock clock_{1'800'000'000'000};
+  TempDir dir_;
+  std::unique_ptr<store::ItemStore> store_;
+  std::unique_ptr<SyncPointStore> racing_;
+  std::unique_ptr<toolgate::testing::InvokerStack> stack_;
+};
+
+TEST_P(QueuedCallsRaceTest, ACancelThatReadTheCallBeforeADispatcherPutItBackStillEndsIt) {
+  const std::string id = Enqueue("k-1");
+  ASSERT_FALSE(id.empty());
+  OpenBreaker();
+  auto item = stack_->engine->queue().Get(kConn, kTenant, stack_->executions.Get(kTenant, id)->created_at_ms, id);
+  ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+  // The cancel's first write is the removal of the item: just before it, the dispatcher claims the
+  // item and puts it back, so the chain the cancel read has moved on by one event.
+  racing_->BeforeWrite(1, SyncPointStore::KeyIs(QueueService::ItemKey(**item)), [&] { ClaimAndPutBack(); });
+
+  auto cancelled = stack_->engine->queued_calls().Cancel(kTenant, id, "tenant:tenant-a");
+  ASSERT_EQ(racing_->fired(), 1) << "the race did not happen";
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->outcome, "EXPIRED");
+  EXPECT_EQ(cancelled->reason, "cancelled");
+
+  auto record = stack_->executions.Get(kTenant, id);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->outcome, "EXPIRED") << "never left QUEUED without a queue item";
+  auto after = stack_->engine->queue().Get(kConn, kTenant, record->created_at_ms, id);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_FALSE(after->has_value()) << "the item is gone";
+  const std::vector<std::string> types = EventTypes(id);
+  ASSERT_GE(types.size(), 2u);
+  EXPECT_EQ(types[types.size() - 2], "TOOL_ATTEMPT_FAILED") << "the put-back is on record";
+  EXPECT_EQ(types.back(), "EXECUTION_CANCELLED");
+  auto stats = stack_->engine->queue().Stats(kConn);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->depth, 0) << "the tenant's count follows the removed item";
+
+  // The intent was given back: the same key queues a new call.
+  const std::string again = Enqueue("k-1");
+  EXPECT_FALSE(again.empty());
+  EXPECT_NE(again, id);
+}
+
+TEST_P(QueuedCallsRaceTest, APurgeRacingAPutBackEndsEveryCall) {
+  const std::string first = Enqueue("k-1");
+  const std::string second = Enqueue("k-2");
+  OpenBreaker();
+  auto item = stack_->engine->queue().Get(kConn, kTenant, stack_->executions.Get(kTenant, first)->created_at_ms, first);
+  ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+  racing_->BeforeWrite(1, SyncPointStore::KeyIs(QueueService::ItemKey(**item)), [&] { ClaimAndPutBack(); });
+
+  auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops");
+  ASSERT_EQ(racing_->fired(), 1) << "the race did not happen";
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(*purged, 2);
+  for (const std::string& id : {first, second}) {
+    auto record = stack_->executions.Get(kTenant, id);
+    ASSERT_TRUE(record.ok()) << record.status();
+    EXPECT_EQ(record->outcome, "EXPIRED") << id;
+    EXPECT_EQ(record->reason, "purged") << id;
+    EXPECT_EQ(EventTypes(id).back(), "EXECUTION_EXPIRED") << id;
+  }
+  auto stats = stack_->engine->queue().Stats(kConn);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->depth, 0);
+}
+
+// A call put back because its breaker is open is ready again within a second, whatever the open
+// breaker's retry-after: the dispatchers park on the breaker themselves, so a close drains the queue
+// at once rather than after the retry-after a caller would have been told.
+TEST_P(QueuedCallsRaceTest, ACallPutBackByAnOpenBreakerIsReadyAgainWithinASecond) {
+  const std::string id = Enqueue("k-1");
+  OpenBreaker();
+  const int64_t put_back_at_ms = clock_.now_epoch_ms();
+  ClaimAndPutBack();
+  auto record = stack_->executions.Get(kTenant, id);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->outcome, "QUEUED");
+  auto item = stack_->engine->queue().Get(kConn, kTenant, record->created_at_ms, id);
+  ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+  EXPECT_TRUE((*item)->claim_owner.empty()) << "unclaimed";
+  EXPECT_LE((*item)->ready_at_ms, put_back_at_ms + 1000);
+  auto events = stack_->ledger.Read(Ledger::ExecutionChain(id));
+  ASSERT_TRUE(events.ok());
+  const json failed = json::parse(events->back().data);
+  EXPECT_EQ(events->back().type, "TOOL_ATTEMPT_FAILED");
+  EXPECT_EQ(failed.value("reason", ""), "breaker_open");
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, QueuedCallsRaceTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),
+                         toolgate::testing::BackendName);
+
+}  // namespace
+}  // namespace toolgate
