@@ -784,6 +784,11 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
   }
   EXPECT_EQ(live_bodies, 1) << "a delivered callback was sent again";
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
+  // What the deliverer did, counted by result: one delivered, the dead one retried then given up.
+  const std::string metrics = gw.Admin("GET", "/metrics").body;
+  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_callback_attempts_total{connector="crm",result="delivered"} 1)"));
+  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_callback_attempts_total{connector="crm",result="failed"} 1)"));
+  EXPECT_THAT(metrics, ::testing::ContainsRegex(R"(toolgate_callback_attempts_total\{connector="crm",result="retried"\} [1-9])"));
 }
 
 

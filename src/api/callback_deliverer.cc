@@ -131,16 +131,19 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       }
     };
     if (delivered) {
+      g.engine.metrics().CallbackAttempt(d.connector_id, "delivered");
       end("CALLBACK_DELIVERED", {{"delivery_id", d.delivery_id()}, {"attempts", d.attempts}, {"status", status},
                                  {"url", d.url}});
       return;
     }
     if (d.first_attempt_ms + qc().callback_retry_s * 1000 <= now_ms) {
       spdlog::warn("callback of {}: giving up after {} attempts: {}", d.execution_id, d.attempts, error);
+      g.engine.metrics().CallbackAttempt(d.connector_id, "failed");
       end("CALLBACK_FAILED", {{"delivery_id", d.delivery_id()}, {"attempts", d.attempts}, {"error", error},
                               {"url", d.url}});
       return;
     }
+    g.engine.metrics().CallbackAttempt(d.connector_id, "retried");
     absl::StatusOr<bool> r = g.engine.callbacks().Retry(d, now_ms + BackoffMs(d.attempts), error);
     if (!r.ok()) spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id, r.status().ToString());
   }

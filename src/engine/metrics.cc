@@ -32,6 +32,7 @@ Metrics::Metrics()
                                   .Register(*registry_)),
       queue_depth_(prometheus::BuildGauge().Name("toolgate_queue_depth").Help("Queued calls of the connector, fleet-wide (aggregate with max())").Register(*registry_)),
       queue_oldest_age_(prometheus::BuildGauge().Name("toolgate_queue_oldest_age_seconds").Help("Age of the connector's oldest queued call").Register(*registry_)),
+      callback_attempts_(prometheus::BuildCounter().Name("toolgate_callback_attempts_total").Help("Callback deliveries this instance attempted, by result: delivered, retried (to be tried again), failed (given up after callback_retry_s)").Register(*registry_)),
       deferred_(prometheus::BuildCounter().Name("toolgate_deferred_total").Help("DEFERRED answers by reason").Register(*registry_)),
       blocked_(prometheus::BuildCounter().Name("toolgate_blocked_total").Help("BLOCKED answers by kill switch scope").Register(*registry_)),
       replays_(prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
@@ -171,6 +172,10 @@ void Metrics::BreakerState(const std::string& connector, breaker::State state) {
 void Metrics::Queue(const std::string& connector, double depth, double oldest_age_s) {
   queue_depth_.Add({{"connector", connector}}).Set(depth);
   queue_oldest_age_.Add({{"connector", connector}}).Set(oldest_age_s);
+}
+
+void Metrics::CallbackAttempt(const std::string& connector, const std::string& result) {
+  callback_attempts_.Add({{"connector", connector}, {"result", result}}).Increment();
 }
 
 void Metrics::InFlight(const std::string& connector, double in_flight, double limit) {

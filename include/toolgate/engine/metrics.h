@@ -50,6 +50,8 @@ class Metrics final : public BreakerTransitionListener {
   void BuildInfo(const std::string& version, const std::string& revision);
   // Queued calls of the connector, fleet-wide (§15), and the age of the oldest.
   void Queue(const std::string& connector, double depth, double oldest_age_s);
+  // A callback POST's result (§15): "delivered", "retried" or "failed" (given up).
+  void CallbackAttempt(const std::string& connector, const std::string& result);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -74,6 +76,7 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Counter>& downstream_connections_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& queue_oldest_age_;
+  prometheus::Family<prometheus::Counter>& callback_attempts_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;
