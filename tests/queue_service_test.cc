@@ -93,6 +93,21 @@ TEST_P(QueueServiceTest, OldestReadyItemOfATenantComesFirst) {
   EXPECT_EQ(s.oldest_enqueued_ms, next->enqueued_at_ms);
 }
 
+// A dispatcher's workers pass over the items their siblings are claiming: the next oldest instead.
+TEST_P(QueueServiceTest, ItemsBeingClaimedByASiblingArePassedOver) {
+  Enqueue(Item("t1", "exec-a"));
+  clock_.advance(std::chrono::milliseconds(5));
+  Enqueue(Item("t1", "exec-b"));
+  auto second = queue_->NextReady(kConn, "t1", kSkewS, 200, {"exec-a"});
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_TRUE(second->has_value());
+  EXPECT_EQ((*second)->execution_id, "exec-b");
+  auto none = queue_->NextReady(kConn, "t1", kSkewS, 200, {"exec-b", "exec-a"});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+  EXPECT_EQ(Next("t1")->execution_id, "exec-a") << "nothing skipped: the head";
+}
+
 TEST_P(QueueServiceTest, AnItemNotReadyYetIsSkippedUntilItsTime) {
   Enqueue(Item("t1", "exec-later", 2000));
   clock_.advance(std::chrono::milliseconds(1));

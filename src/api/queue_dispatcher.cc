@@ -41,6 +41,10 @@ struct QueueDispatcher::Impl {
     int64_t breaker_checked_ms = 0;
     int64_t parked_until_ms = 0;  // breaker OPEN or connector throttled: no claims before this
     bool scouting = false;        // parked: one worker still walks the queue (deadlines); the rest wait
+    // The items other workers of this lane are between reading and claiming: a worker passes over
+    // them, so the lane's workers claim different calls instead of all racing for a tenant's head
+    // (a lost race costs a slot taken and given back).
+    std::vector<std::string> claiming;
   };
 
   enum class StepKind {
@@ -133,7 +137,13 @@ struct QueueDispatcher::Impl {
       tenant = lane.tenants[lane.cursor++];
     }
     const int64_t now_ms = g.clock.now_epoch_ms();
-    absl::StatusOr<std::optional<QueueItem>> next = g.engine.queue().NextReady(c.id, tenant, skew_s);
+    std::vector<std::string> skip;
+    {
+      std::lock_guard<std::mutex> l(lane.mu);
+      skip = lane.claiming;
+    }
+    absl::StatusOr<std::optional<QueueItem>> next =
+        g.engine.queue().NextReady(c.id, tenant, skew_s, /*scan_limit=*/200, skip);
     if (!next.ok()) {
       spdlog::warn("queue of {}: not read: {}", c.id, next.status().ToString());
       return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
@@ -152,6 +162,21 @@ struct QueueDispatcher::Impl {
       if (scout) return {StepKind::kNothing, nullptr, 0, round};
       return {StepKind::kWait, nullptr, *parked, round};
     }
+    {
+      std::lock_guard<std::mutex> l(lane.mu);
+      if (std::find(lane.claiming.begin(), lane.claiming.end(), item.execution_id) != lane.claiming.end()) {
+        return {StepKind::kWorked, nullptr, 0, round};  // a sibling took it up meanwhile: look again
+      }
+      lane.claiming.push_back(item.execution_id);
+    }
+    struct Claiming {
+      Lane& lane;
+      const std::string& id;
+      ~Claiming() {
+        std::lock_guard<std::mutex> l(lane.mu);
+        lane.claiming.erase(std::find(lane.claiming.begin(), lane.claiming.end(), id));
+      }
+    } claiming{lane, item.execution_id};
     // §17.4: kill switches before the slot. A matching switch ends the call BLOCKED at dispatch
     // (AdmitClaimed) without taking a slot.
     absl::StatusOr<std::optional<KillSwitch>> kill =

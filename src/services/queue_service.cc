@@ -157,7 +157,7 @@ absl::StatusOr<std::vector<std::string>> QueueService::Tenants(std::string_view 
 
 absl::StatusOr<std::optional<QueueItem>> QueueService::NextReady(std::string_view connector_id,
                                                                  std::string_view tenant_id, int max_clock_skew_s,
-                                                                 int scan_limit) {
+                                                                 int scan_limit, const std::vector<std::string>& skip) {
   const int64_t now_ms = clock_.now_epoch_ms();
   store::QueryRequest q{QueuePk(connector_id, tenant_id), kItemPrefix, std::min(scan_limit, 50), std::nullopt, false};
   int seen = 0;
@@ -166,7 +166,9 @@ absl::StatusOr<std::optional<QueueItem>> QueueService::NextReady(std::string_vie
     for (const auto& [sk, item] : p.items) {
       ++seen;
       ASSIGN_OR_RETURN(QueueItem qi, FromItem(item));
-      if (qi.Ready(now_ms, max_clock_skew_s)) return std::optional<QueueItem>(std::move(qi));
+      if (!qi.Ready(now_ms, max_clock_skew_s)) continue;
+      if (std::find(skip.begin(), skip.end(), qi.execution_id) != skip.end()) continue;
+      return std::optional<QueueItem>(std::move(qi));
     }
     if (!p.last_sk) break;
     q.after = p.last_sk;

@@ -98,8 +98,11 @@ class QueueService {
 
   // The tenant's oldest item that is ready at `now` (unclaimed or with an expired claim), reading
   // from the head in pages; nullopt when none is ready. `scan_limit` bounds the items examined.
+  // Items whose execution id is in `skip` are passed over (the ones other workers of this instance
+  // are claiming at the moment, so they do not all race for the head).
   absl::StatusOr<std::optional<QueueItem>> NextReady(std::string_view connector_id, std::string_view tenant_id,
-                                                     int max_clock_skew_s, int scan_limit = 200);
+                                                     int max_clock_skew_s, int scan_limit = 200,
+                                                     const std::vector<std::string>& skip = {});
 
   // One conditional write: claims `seen` for `owner` for `lease_ms` if nobody claimed it since it was
   // read (same `attempt`) and it is claimable. nullopt: lost (someone else has it, or it is gone).
