@@ -334,8 +334,17 @@ TEST_F(QueueGatewayTest, RestartingEveryInstanceWithCallsQueuedLosesNothing) {
 TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {
   FakeDownstream crm;
   std::atomic<bool> healthy{false};
+  std::atomic<int> failures_answered{0};
+  std::mutex arrivals_mu;
+  std::vector<int64_t> arrivals_ms;  // when each request reached the downstream (wall clock)
   crm.set_behavior([&](const FakeDownstream::Request&) {
-    return healthy ? Reply{200, R"({"ok":true})"} : Reply{500, R"({"error":"down"})"};
+    {
+      std::lock_guard<std::mutex> l(arrivals_mu);
+      arrivals_ms.push_back(SystemClock().now_epoch_ms());
+    }
+    if (healthy) return Reply{200, R"({"ok":true})"};
+    ++failures_answered;
+    return Reply{500, R"({"error":"down"})"};
   });
   GatewayProcess& gw =
       Start(QueueConfig(dir_.file("store.db"), 100) +
@@ -366,16 +375,26 @@ TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {
   ASSERT_EQ(state["in_flight"], 0) << state.dump();
   ASSERT_EQ(state["breaker"]["state"], "OPEN") << state.dump();
   const int calls_at_open = crm.total();
+  const int64_t open_until_ms = state["breaker"]["open_until_epoch_sec"].get<int64_t>() * 1000;
   EXPECT_LE(calls_at_open, 6) << "the queue kept calling a failing downstream";
-  std::this_thread::sleep_until(seen_open + std::chrono::milliseconds(1200));  // inside the 2 s cooldown
-  EXPECT_EQ(crm.total(), calls_at_open) << "a parked queue called the downstream";
+  std::this_thread::sleep_until(seen_open + std::chrono::milliseconds(1200));  // into the 2 s cooldown
+  {
+    // Nothing reached the downstream while the breaker was open before its cooldown ended (the
+    // half-open probe, which may be a queued call, comes after it: on a slow machine the test can
+    // get here that late).
+    std::lock_guard<std::mutex> l(arrivals_mu);
+    for (size_t i = static_cast<size_t>(calls_at_open); i < arrivals_ms.size(); ++i) {
+      EXPECT_GE(arrivals_ms[i], open_until_ms) << "a parked queue called the downstream (call " << i + 1 << ")";
+    }
+  }
   EXPECT_GT(state.value("queue_depth", 0), calls - 10) << state.dump();
   healthy = true;
   const auto done = AwaitFinal(gw, ids, alice_, std::chrono::seconds(60));
   ASSERT_EQ(done.size(), ids.size());
   int succeeded = 0, failed = 0;
   for (const auto& [id, e] : done) (e["outcome"] == "SUCCEEDED" ? succeeded : failed)++;
-  EXPECT_EQ(failed, calls_at_open) << "only the calls that met the failing downstream failed";
+  EXPECT_EQ(failed, failures_answered.load()) << "only the calls that met the failing downstream failed";
+  EXPECT_LE(failed, calls_at_open + 2) << "beyond the calls before the open, at most a failed probe or two";
   EXPECT_EQ(succeeded + failed, calls);
   EXPECT_EQ(Seen(crm).by_execution.size(), static_cast<size_t>(calls));
 }
