@@ -245,6 +245,16 @@ asio::awaitable<void> StreamBody(Stream& stream, beast::flat_buffer& buffer,
     if (n > 0) {
       auto deliver_op = request.on_body_data(std::string_view(piece.data(), n));
       if (!co_await std::move(deliver_op)) {
+        // The caller has what it wanted. Bytes already read past that piece may finish the body (a
+        // server that ends the stream right after its last event): parse them, waiting for nothing.
+        for (int round = 0; round < 64 && !parser->is_done() && buffer.size() > 0; ++round) {
+          parser->get().body().data = piece.data();
+          parser->get().body().size = piece.size();
+          beast::error_code put_ec;
+          const size_t used = parser->put(buffer.data(), put_ec);
+          buffer.consume(used);
+          if (used == 0 || (put_ec && put_ec != http::error::need_buffer)) break;
+        }
         out.ok = true;
         // Read to its end after all (the last piece held the end): the connection may serve again.
         out.stopped_early = !parser->is_done();
