@@ -32,11 +32,11 @@ class FakeSseMcpServer {
 
   // How tools/call is answered (always 200 text/event-stream, chunked).
   enum class CallMode {
-    kResult,        // a priming event, a comment, the result; the stream ends
-    kAskFirst,      // a progress notification, a ping and a sampling/createMessage request, each
-                    // answer awaited (at most 10 s), then the result; the stream ends
-    kResultHeldOpen,  // the result, then the stream stays open until toolgate closes the connection
-    kEndlessRequests, // request after request (elicitation/create), each answer awaited (3 s), never a result
+    kResult,                // a priming event, a comment, the result; the stream ends
+    kAskFirst,              // a progress notification, a ping and a sampling/createMessage request, each
+                            // answer awaited (at most 10 s), then the result; the stream ends
+    kResultHeldOpen,        // the result, then the stream stays open until toolgate closes the connection
+    kEndlessRequests,       // request after request (elicitation/create), each answer awaited (3 s), never a result
     kEndlessNotifications,  // progress notifications until the connection breaks (at most 4 MiB), never a result
   };
 
@@ -242,7 +242,8 @@ class FakeSseMcpServer {
         continue;
       }
       if (method != "tools/call") {
-        SendJson(fd, 200, json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no"}}}}.dump());
+        SendJson(fd, 200,
+                 json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no"}}}}.dump());
         continue;
       }
       const int n = ++calls_;
@@ -252,8 +253,9 @@ class FakeSseMcpServer {
 
   // Answers a tools/call with an event stream; false when the connection cannot carry more.
   bool StreamCall(int fd, const json& id, int n) {
-    if (!SendAll(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n")) {
+    if (!SendAll(fd,
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n")) {
       return false;
     }
     const json result = {{"jsonrpc", "2.0"},
@@ -285,8 +287,9 @@ class FakeSseMcpServer {
             {"jsonrpc", "2.0"},
             {"id", "sampling-" + std::to_string(n)},
             {"method", "sampling/createMessage"},
-            {"params", {{"messages", json::array({{{"role", "user"}, {"content", {{"type", "text"}, {"text", "hi"}}}}})},
-                        {"maxTokens", 10}}}};
+            {"params",
+             {{"messages", json::array({{{"role", "user"}, {"content", {{"type", "text"}, {"text", "hi"}}}}})},
+              {"maxTokens", 10}}}};
         const std::string text = sampling.dump();
         const size_t cut = text.find(",\"method\"");
         ++requests_sent_;
@@ -316,9 +319,10 @@ class FakeSseMcpServer {
         }
         return false;
       case CallMode::kEndlessNotifications: {
-        const json progress = {{"jsonrpc", "2.0"},
-                               {"method", "notifications/progress"},
-                               {"params", {{"progressToken", "t"}, {"progress", 1}, {"message", std::string(900, 'x')}}}};
+        const json progress = {
+            {"jsonrpc", "2.0"},
+            {"method", "notifications/progress"},
+            {"params", {{"progressToken", "t"}, {"progress", 1}, {"message", std::string(900, 'x')}}}};
         const std::string event = Event(progress);
         while (!stopping_ && stream_bytes_.load() < (4 << 20)) {
           if (!SendChunk(fd, event)) return false;

@@ -105,9 +105,9 @@ class HttpTransport final : public McpTransport {
     }
     if (!out.message) {
       out.kind = Kind::kResponseInvalid;
-      out.error = absl::StrCat("HTTP ", out.http_status, " (", posted.content_type.substr(0, 64),
-                               ") held no JSON-RPC response with id ", id.dump(),
-                               posted.streamed ? " (the event stream ended first; toolgate does not resume streams)" : "");
+      out.error = absl::StrCat(
+          "HTTP ", out.http_status, " (", posted.content_type.substr(0, 64), ") held no JSON-RPC response with id ",
+          id.dump(), posted.streamed ? " (the event stream ended first; toolgate does not resume streams)" : "");
       co_return out;
     }
     if (request.value("method", "") == "initialize" && !posted.session_id.empty()) session_id_ = posted.session_id;
@@ -293,8 +293,8 @@ class HttpTransport final : public McpTransport {
         continue;
       }
       if (reading.requests_answered >= kMaxServerRequestsPerCall) {
-        spdlog::warn("connector {}: the MCP server sent more than {} requests during one {}: the call ends",
-                     config_.id, kMaxServerRequestsPerCall, reading.method.substr(0, 64));
+        spdlog::warn("connector {}: the MCP server sent more than {} requests during one {}: the call ends", config_.id,
+                     kMaxServerRequestsPerCall, reading.method.substr(0, 64));
         reading.too_many_requests = true;
         co_return false;
       }
@@ -320,8 +320,8 @@ class HttpTransport final : public McpTransport {
     }
     spdlog::debug("connector {}: MCP server request {} during {} answered {}", config_.id, method.substr(0, 64),
                   reading.method.substr(0, 64), method == "ping" ? "with an empty result" : "-32601");
-    const milliseconds left = std::max(
-        milliseconds(1), std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic()));
+    const milliseconds left =
+        std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic()));
     auto post_op = Post(answer, left, reading.session, nullptr);
     Posted posted = co_await std::move(post_op);
     const RpcOutcome& out = posted.outcome;

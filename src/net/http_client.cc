@@ -231,6 +231,8 @@ asio::awaitable<void> StreamBody(Stream& stream, beast::flat_buffer& buffer,
     parser.emplace(std::move(header_parser));
   } catch (const std::exception& e) {
     out.error = std::string("receive: ") + e.what();
+    out.status = 0;  // no response: only `ok` ones carry a status
+    out.headers.clear();
     co_return;
   }
   parser->body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
@@ -266,6 +268,8 @@ asio::awaitable<void> StreamBody(Stream& stream, beast::flat_buffer& buffer,
       out.timed_out = TimedOut(ec, deadline);
       out.too_large = ec == http::error::body_limit;
       out.error = "receive: " + ec.message();
+      out.status = 0;
+      out.headers.clear();
       co_return;
     }
   }

@@ -43,8 +43,8 @@ class EventStreamParser {
   void Line(std::string_view line);
   void Dispatch();
 
-  bool started_ = false;  // the BOM check was made
-  std::string head_;      // until then: the first bytes (a BOM's prefix)
+  bool started_ = false;   // the BOM check was made
+  std::string head_;       // until then: the first bytes (a BOM's prefix)
   bool after_cr_ = false;  // the previous piece ended with CR: an LF starting this one is not a line
   std::string line_;       // the unfinished line
   std::string data_;
