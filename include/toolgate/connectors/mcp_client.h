@@ -53,7 +53,8 @@ class McpTransport {
   // restart backoff has not passed: kConnectFailed). HTTP: nothing.
   virtual boost::asio::awaitable<RpcOutcome> Connect(std::chrono::milliseconds timeout) = 0;
   // Sends a request (it has an `id`) and waits at most `timeout` for the response with that id;
-  // notifications and other responses the server sends meanwhile are skipped.
+  // notifications and other responses the server sends meanwhile are skipped, and requests of the
+  // server's own are answered (never relayed; see MakeHttpTransport, MakeStdioTransport).
   virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request,
                                                      std::chrono::milliseconds timeout) = 0;
   // Sends a notification (no id); no answer is awaited beyond the HTTP status.
