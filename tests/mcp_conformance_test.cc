@@ -50,7 +50,8 @@ const std::set<std::string> kPassing = {
 };
 // The ones that do not, each for a reason docs/mcp.md gives.
 const std::set<std::string> kNotPassing = {
-    // Server-to-client messages during a call are not relayed to toolgate's own client.
+    // Server-to-client messages during a call are not relayed to toolgate's own client (its
+    // requests are answered -32601 by toolgate itself).
     "tools-call-with-logging",
     "tools-call-with-progress",
     "tools-call-sampling",
@@ -165,8 +166,7 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
   const int fixture_port = ListeningPort(fixture);
   ASSERT_GT(fixture_port, 0) << "the fixture did not start";
 
-  // toolgate in front of it. A short timeout: a call whose server waits for a relayed message
-  // (sampling, elicitation) ends at it.
+  // toolgate in front of it. A short timeout, so that a call left waiting would show.
   GatewayProcess gw(testing::BaseConfig(dir_.file("store.db")) +
                         "[connectors.conformance]\nkind = \"mcp\"\nurl = \"http://127.0.0.1:" +
                         std::to_string(fixture_port) + "/mcp\"\ntool_prefix = \"\"\ntimeout_ms = 3000\n",
@@ -244,12 +244,36 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
       EXPECT_EQ(Body(exec)["reason"], "tool_error") << exec.body;
     }
   }
-  // Relayed messages: the server's sampling request never reached the suite (not relayed), and the
-  // call ended at the connector's timeout.
+  // Relayed messages: the server's sampling request never reached the suite (not relayed).
   if (by_scenario.count("tools-call-sampling")) {
     const json* sampling = Check(by_scenario.at("tools-call-sampling"), "tools-call-sampling");
     ASSERT_NE(sampling, nullptr);
     EXPECT_EQ((*sampling)["details"]["samplingRequested"], false);
+  }
+  // toolgate answered the SDK server's sampling and elicitation requests -32601 on the call's SSE
+  // stream, so each call ended with the server's own error result (FAILED tool_error: not a breaker
+  // failure) instead of waiting for the connector's timeout.
+  for (const auto& [tool, arguments] : {std::pair<std::string, json>{"test_sampling", {{"prompt", "hi"}}},
+                                        {"test_elicitation", {{"message", "name?"}}}}) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", gw.public_port()};
+    r.method = "POST";
+    r.target = "/mcp";
+    r.body = json{{"jsonrpc", "2.0"}, {"id", 7}, {"method", "tools/call"},
+                  {"params", {{"name", tool}, {"arguments", arguments}}}}.dump();
+    r.headers = {{"Content-Type", "application/json"},
+                 {"Accept", "application/json, text/event-stream"},
+                 {"Authorization", "Bearer " + token}};
+    const json answer = Body(api::HttpCall(std::move(r)));
+    const json& result = answer["result"];
+    ASSERT_TRUE(result.is_object()) << answer;
+    EXPECT_EQ(result.value("isError", false), true) << answer;
+    EXPECT_NE(result.dump().find("-32601"), std::string::npos) << "the server's error names toolgate's answer: " << answer;
+    auto exec = gw.Public("GET", "/v1/executions/" + result["_meta"]["io.toolgate/execution_id"].get<std::string>(),
+                          "", token);
+    ASSERT_EQ(exec.status, 200) << exec.body;
+    EXPECT_EQ(Body(exec)["outcome"], "FAILED") << exec.body;
+    EXPECT_EQ(Body(exec)["reason"], "tool_error") << tool << " " << exec.body;
   }
 
   // dns-rebinding-protection straight at toolgate, without a token: a foreign Host/Origin is refused

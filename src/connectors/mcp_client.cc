@@ -9,6 +9,7 @@
 #include "spdlog/spdlog.h"
 #include "toolgate/connectors/credentials.h"
 #include "toolgate/connectors/http_connector.h"
+#include "toolgate/net/event_stream.h"
 
 #ifndef TOOLGATE_VERSION
 #define TOOLGATE_VERSION "0.1.0"
@@ -22,6 +23,10 @@ using Kind = DownstreamResult::Kind;
 using std::chrono::milliseconds;
 
 namespace {
+
+// Requests of its own a server may send on the stream of one of toolgate's (each answered) before
+// toolgate gives up on that request: a server that never stops asking must not hold a call forever.
+constexpr int kMaxServerRequestsPerCall = 16;
 
 bool Succeeded(const RpcOutcome& o) {
   return o.kind == Kind::kResponse && o.message && o.message->is_object() && o.message->contains("result");
@@ -47,48 +52,8 @@ std::optional<json> PickResponse(const json& message, const json& id) {
   return std::nullopt;
 }
 
-// text/event-stream (WHATWG): events separated by a blank line, each event's `data:` lines joined by
-// "\n". Other fields (event, id, retry) and comments are skipped.
 bool IsToolsChanged(const json& m) {
   return m.is_object() && m.value("method", "") == "notifications/tools/list_changed";
-}
-
-std::optional<json> PickFromEventStream(const std::string& body, const json& id, bool& tools_changed) {
-  std::string data;
-  bool has_data = false;
-  auto dispatch = [&]() -> std::optional<json> {
-    std::optional<json> found;
-    if (has_data) {
-      json m = json::parse(data, nullptr, false);
-      if (!m.is_discarded()) found = PickResponse(m, id);
-      tools_changed |= IsToolsChanged(m);
-    }
-    data.clear();
-    has_data = false;
-    return found;
-  };
-  size_t pos = 0;
-  while (pos <= body.size()) {
-    size_t end = body.find('\n', pos);
-    if (end == std::string::npos) end = body.size();
-    std::string line = body.substr(pos, end - pos);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    pos = end + 1;
-    if (line.empty()) {
-      if (auto m = dispatch()) return m;
-      if (end == body.size()) break;
-      continue;
-    }
-    if (line.rfind("data:", 0) == 0) {
-      std::string value = line.substr(5);
-      if (!value.empty() && value.front() == ' ') value.erase(0, 1);
-      if (has_data) data += '\n';
-      data += value;
-      has_data = true;
-    }
-    if (end == body.size()) break;
-  }
-  return dispatch();
 }
 
 class HttpTransport final : public McpTransport {
@@ -104,25 +69,45 @@ class HttpTransport final : public McpTransport {
   asio::awaitable<RpcOutcome> Connect(milliseconds) override { co_return RpcOutcome{}; }
 
   asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout) override {
-    auto post_op = Post(request, timeout);
+    const SessionHeaders headers = Current();
+    StreamReading reading;
+    reading.id = request["id"];
+    reading.method = request.value("method", "");
+    reading.session = headers;
+    reading.deadline = clock_.now_monotonic() + timeout;
+    auto post_op = Post(request, timeout, headers, &reading);
     Posted posted = co_await std::move(post_op);
     RpcOutcome out = std::move(posted.outcome);
+    if (reading.too_many_requests) {
+      out.kind = Kind::kResponseInvalid;
+      out.error = absl::StrCat("the MCP server sent more than ", kMaxServerRequestsPerCall,
+                               " requests of its own on the stream of one ", reading.method.substr(0, 64),
+                               " (each answered -32601) without answering it");
+      co_return out;
+    }
     if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300)
       co_return out;
-    const std::string type = Lower(posted.content_type);
     const json& id = request["id"];
-    if (type.find("text/event-stream") != std::string::npos) {
-      bool tools_changed = false;
-      out.message = PickFromEventStream(posted.body, id, tools_changed);
-      if (tools_changed) ToolsChanged();
+    if (posted.streamed) {
+      if (!reading.response) {
+        // The body ended: an event cut short of its blank line still counts (no more requests are
+        // answered now: the server closed the stream).
+        reading.events.Finish();
+        while (auto event = reading.events.Next()) {
+          json m = json::parse(event->data, nullptr, false);
+          if (!m.is_discarded() && (reading.response = PickResponse(m, id))) break;
+        }
+      }
+      out.message = std::move(reading.response);
     } else {
       json m = json::parse(posted.body, nullptr, false);
       if (!m.is_discarded()) out.message = PickResponse(m, id);
     }
     if (!out.message) {
       out.kind = Kind::kResponseInvalid;
-      out.error = absl::StrCat("HTTP ", out.http_status, " (", posted.content_type.substr(0, 64),
-                               ") held no JSON-RPC response with id ", id.dump());
+      out.error = absl::StrCat(
+          "HTTP ", out.http_status, " (", posted.content_type.substr(0, 64), ") held no JSON-RPC response with id ",
+          id.dump(), posted.streamed ? " (the event stream ended first; toolgate does not resume streams)" : "");
       co_return out;
     }
     if (request.value("method", "") == "initialize" && !posted.session_id.empty()) session_id_ = posted.session_id;
@@ -130,7 +115,7 @@ class HttpTransport final : public McpTransport {
   }
 
   asio::awaitable<RpcOutcome> Notify(const json& notification, milliseconds timeout) override {
-    auto post_op = Post(notification, timeout);
+    auto post_op = Post(notification, timeout, Current(), nullptr);
     Posted posted = co_await std::move(post_op);
     co_return std::move(posted.outcome);
   }
@@ -144,26 +129,49 @@ class HttpTransport final : public McpTransport {
   }
 
  private:
+  // The session a request goes out under.
+  struct SessionHeaders {
+    std::string session_id;        // Mcp-Session-Id; empty: none
+    std::string protocol_version;  // MCP-Protocol-Version; empty: none (before initialize)
+  };
+  SessionHeaders Current() const { return {session_id_, protocol_version_}; }
+
+  // The SSE stream answering one request, read event by event as it arrives.
+  struct StreamReading {
+    json id;             // the request's
+    std::string method;  // the request's, for messages
+    SessionHeaders session;
+    std::chrono::steady_clock::time_point deadline;  // the request's
+    net::EventStreamParser events;
+    std::optional<json> response;  // the response with `id`, once it came
+    int requests_answered = 0;
+    bool too_many_requests = false;
+  };
+
   struct Posted {
     RpcOutcome outcome;
     std::string body;
     std::string content_type;
     std::string session_id;
+    bool streamed = false;  // the body was an event stream, read into the StreamReading
   };
 
-  // One POST of `message`, with one re-send after a 401 to a fetched token (design §13).
-  asio::awaitable<Posted> Post(const json& message, milliseconds timeout) {
+  // One POST of `message` under `session`, with one re-send after a 401 to a fetched token (design
+  // §13). With `reading`, a 2xx `text/event-stream` answer is read into it as it arrives (see
+  // OnStreamData) rather than gathered into `body`.
+  asio::awaitable<Posted> Post(const json& message, milliseconds timeout, const SessionHeaders& session,
+                               StreamReading* reading) {
     const auto start = clock_.now_monotonic();
     auto left = [&] {
       return std::max(milliseconds(1),
                       timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     };
     const std::string body = message.dump(-1, ' ', false, json::error_handler_t::replace);
-    auto send_op = SendOnce(body, left());
+    auto send_op = SendOnce(body, left(), session, reading);
     Sent sent = co_await std::move(send_op);
     if (sent.result.ok && sent.result.status == 401 && credentials_.RefreshesOn401()) {
       credentials_.InvalidateToken(sent.authorization);
-      auto resend_op = SendOnce(body, left());
+      auto resend_op = SendOnce(body, left(), session, reading);
       sent = co_await std::move(resend_op);
     }
     Posted posted;
@@ -179,6 +187,7 @@ class HttpTransport final : public McpTransport {
     }
     const int status = r.status;
     const bool ok = r.ok;
+    posted.streamed = r.body_streamed;
     if (ok) posted.body = std::move(r.body);
     DownstreamResult d = FromClientResult(std::move(r));
     posted.outcome.kind = d.kind;
@@ -199,7 +208,8 @@ class HttpTransport final : public McpTransport {
     std::optional<std::string> credentials_error;
   };
 
-  asio::awaitable<Sent> SendOnce(const std::string& body, milliseconds timeout) {
+  asio::awaitable<Sent> SendOnce(const std::string& body, milliseconds timeout, const SessionHeaders& session,
+                                 StreamReading* reading) {
     const auto start = clock_.now_monotonic();
     Sent sent;
     auto headers_op = credentials_.Headers(timeout);
@@ -216,9 +226,9 @@ class HttpTransport final : public McpTransport {
     call.method = "POST";
     call.target = config_.path_prefix;
     call.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json, text/event-stream"}};
-    sent.with_session = !session_id_.empty();
-    if (sent.with_session) call.headers.emplace_back("Mcp-Session-Id", session_id_);
-    if (!protocol_version_.empty()) call.headers.emplace_back("MCP-Protocol-Version", protocol_version_);
+    sent.with_session = !session.session_id.empty();
+    if (sent.with_session) call.headers.emplace_back("Mcp-Session-Id", session.session_id);
+    if (!session.protocol_version.empty()) call.headers.emplace_back("MCP-Protocol-Version", session.protocol_version);
     for (auto& [name, value] : *credentials) {
       if (name == "Authorization") sent.authorization = value;
       call.headers.emplace_back(std::move(name), std::move(value));
@@ -227,9 +237,98 @@ class HttpTransport final : public McpTransport {
     call.timeout =
         std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     call.max_response_bytes = config_.max_response_bytes;
+    if (reading != nullptr) {
+      call.stream_body = [reading](int status, const std::vector<std::pair<std::string, std::string>>& headers) {
+        if (status < 200 || status >= 300) return false;
+        bool event_stream = false;
+        for (const auto& [name, value] : headers) {
+          if (name == "content-type") event_stream = Lower(value).find("text/event-stream") != std::string::npos;
+          // Answers to the server's requests go under the session the request went out with; an
+          // initialize gets its session with this answer.
+          if (name == "mcp-session-id" && reading->session.session_id.empty()) reading->session.session_id = value;
+        }
+        return event_stream;
+      };
+      call.on_body_data = [this, reading](std::string_view data) { return OnStreamData(reading, std::string(data)); };
+    }
     auto call_op = net::AsyncHttpCall(std::move(call), &pool_);
     sent.result = co_await std::move(call_op);
     co_return sent;
+  }
+
+  // More of the request's event stream arrived: handles every event it completed. False (stop
+  // reading) once the response came, or when the server sent too many requests of its own.
+  asio::awaitable<bool> OnStreamData(StreamReading* reading, std::string data) {
+    reading->events.Feed(data);
+    while (std::optional<net::EventStreamParser::Event> event = reading->events.Next()) {
+      auto handle_op = HandleEvent(*reading, std::move(event->data));
+      if (!co_await std::move(handle_op)) co_return false;
+    }
+    co_return true;
+  }
+
+  // One event of the stream: the response (stop), a request of the server's (answered), a
+  // notification (tools/list_changed acted on, the others dropped) or anything else (skipped).
+  asio::awaitable<bool> HandleEvent(StreamReading& reading, std::string data) {
+    json parsed = json::parse(data, nullptr, false);
+    if (parsed.is_discarded()) {
+      if (!data.empty()) spdlog::debug("connector {}: an SSE event that is not JSON was skipped", config_.id);
+      co_return true;
+    }
+    json messages = parsed.is_array() ? std::move(parsed) : json::array({std::move(parsed)});
+    for (json& m : messages) {
+      if (PickResponse(m, reading.id)) {
+        reading.response = std::move(m);
+        co_return false;
+      }
+      if (!m.is_object() || !m.contains("method") || !m["method"].is_string()) continue;  // another response
+      const std::string method = m["method"];
+      if (!m.contains("id")) {
+        if (IsToolsChanged(m)) {
+          ToolsChanged();
+        } else {
+          spdlog::debug("connector {}: MCP notification {} during {} dropped", config_.id, method.substr(0, 64),
+                        reading.method.substr(0, 64));
+        }
+        continue;
+      }
+      if (reading.requests_answered >= kMaxServerRequestsPerCall) {
+        spdlog::warn("connector {}: the MCP server sent more than {} requests during one {}: the call ends", config_.id,
+                     kMaxServerRequestsPerCall, reading.method.substr(0, 64));
+        reading.too_many_requests = true;
+        co_return false;
+      }
+      ++reading.requests_answered;
+      auto answer_op = AnswerServerRequest(reading, method, m["id"]);
+      co_await std::move(answer_op);
+    }
+    co_return true;
+  }
+
+  // Answers a request the server sent during one of toolgate's: `ping` with an empty result, any
+  // other method -32601 — toolgate is a gateway and declares no client capability (sampling,
+  // elicitation, roots) in its initialize. POSTed under the request's session; the server answers 202.
+  asio::awaitable<void> AnswerServerRequest(const StreamReading& reading, const std::string& method, json id) {
+    json answer = {{"jsonrpc", "2.0"}, {"id", std::move(id)}};
+    if (method == "ping") {
+      answer["result"] = json::object();
+    } else {
+      answer["error"] = {{"code", -32601},
+                         {"message", absl::StrCat("toolgate does not offer ", method.substr(0, 64),
+                                                  " to MCP servers: it is a gateway and declares no client "
+                                                  "capabilities")}};
+    }
+    spdlog::debug("connector {}: MCP server request {} during {} answered {}", config_.id, method.substr(0, 64),
+                  reading.method.substr(0, 64), method == "ping" ? "with an empty result" : "-32601");
+    const milliseconds left =
+        std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic()));
+    auto post_op = Post(answer, left, reading.session, nullptr);
+    Posted posted = co_await std::move(post_op);
+    const RpcOutcome& out = posted.outcome;
+    if (out.kind != Kind::kResponse || out.http_status < 200 || out.http_status >= 300) {
+      spdlog::warn("connector {}: the answer to the MCP server's {} was not accepted: {}", config_.id,
+                   method.substr(0, 64), out.error.empty() ? absl::StrCat("HTTP ", out.http_status) : out.error);
+    }
   }
 
   const ConnectorConfig& config_;

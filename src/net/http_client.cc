@@ -14,6 +14,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <array>
 #include <cstdint>
 #include <future>
 #include <map>
@@ -205,6 +206,77 @@ bool ClosedByPeer(const beast::error_code& ec) {
 
 enum class Step { kDone, kRetryOnNewConnection };
 
+template <class Fields>
+std::vector<std::pair<std::string, std::string>> LowercasedHeaders(const Fields& fields) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (const auto& f : fields) {
+    std::string name(f.name_string());
+    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    headers.emplace_back(std::move(name), std::string(f.value()));
+  }
+  return headers;
+}
+
+// The body of a response whose header `parser` has read, handed to request.on_body_data piece by
+// piece as it arrives (ClientRequest::stream_body). The deadline is the stream's, as for a whole
+// read; the body limit is the parser's.
+template <class Stream>
+asio::awaitable<void> StreamBody(Stream& stream, beast::flat_buffer& buffer,
+                                 http::response_parser<http::string_body>& header_parser, const ClientRequest& request,
+                                 std::chrono::steady_clock::time_point deadline, ClientResult& out, bool& keep_alive) {
+  out.body_streamed = true;
+  std::optional<http::response_parser<http::buffer_body>> parser;
+  try {
+    // No body byte was parsed yet (the header was read alone), which is what the move needs.
+    parser.emplace(std::move(header_parser));
+  } catch (const std::exception& e) {
+    out.error = std::string("receive: ") + e.what();
+    out.status = 0;  // no response: only `ok` ones carry a status
+    out.headers.clear();
+    co_return;
+  }
+  parser->body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
+  std::array<char, 16 * 1024> piece;
+  beast::error_code ec;
+  while (!parser->is_done()) {
+    parser->get().body().data = piece.data();
+    parser->get().body().size = piece.size();
+    co_await http::async_read_some(stream, buffer, *parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::need_buffer) ec = {};
+    const size_t n = piece.size() - parser->get().body().size;
+    if (n > 0) {
+      auto deliver_op = request.on_body_data(std::string_view(piece.data(), n));
+      if (!co_await std::move(deliver_op)) {
+        // The caller has what it wanted. Bytes already read past that piece may finish the body (a
+        // server that ends the stream right after its last event): parse them, waiting for nothing.
+        for (int round = 0; round < 64 && !parser->is_done() && buffer.size() > 0; ++round) {
+          parser->get().body().data = piece.data();
+          parser->get().body().size = piece.size();
+          beast::error_code put_ec;
+          const size_t used = parser->put(buffer.data(), put_ec);
+          buffer.consume(used);
+          if (used == 0 || (put_ec && put_ec != http::error::need_buffer)) break;
+        }
+        out.ok = true;
+        // Read to its end after all (the last piece held the end): the connection may serve again.
+        out.stopped_early = !parser->is_done();
+        keep_alive = parser->is_done() && parser->keep_alive();
+        co_return;
+      }
+    }
+    if (ec) {
+      out.timed_out = TimedOut(ec, deadline);
+      out.too_large = ec == http::error::body_limit;
+      out.error = "receive: " + ec.message();
+      out.status = 0;
+      out.headers.clear();
+      co_return;
+    }
+  }
+  out.ok = true;
+  keep_alive = parser->keep_alive();
+}
+
 // Sends the request and reads the response on an open connection (plain or TLS). `fresh_tls`: the
 // connection's handshake happened in this attempt.
 template <class Stream>
@@ -234,6 +306,15 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
       *parser.content_length() > static_cast<std::uint64_t>(request.max_response_bytes)) {
     ec = http::error::body_limit;
   }
+  if (!ec) {
+    out.status = static_cast<int>(parser.get().result_int());
+    out.headers = LowercasedHeaders(parser.get());
+  }
+  if (!ec && request.stream_body && request.on_body_data && request.stream_body(out.status, out.headers)) {
+    auto stream_op = StreamBody(stream, buffer, parser, request, deadline, out, keep_alive);
+    co_await std::move(stream_op);
+    co_return Step::kDone;
+  }
   if (!ec) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
   if (!ec && parser.get().body().size() > static_cast<std::size_t>(request.max_response_bytes)) {
     ec = http::error::body_limit;
@@ -253,16 +334,12 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
     out.timed_out = TimedOut(ec, deadline);
     out.too_large = ec == http::error::body_limit;
     out.error = "receive: " + ec.message();
+    out.status = 0;  // no response: only `ok` ones carry a status
+    out.headers.clear();
     co_return Step::kDone;
   }
   auto res = parser.release();
   out.ok = true;
-  out.status = static_cast<int>(res.result_int());
-  for (const auto& f : res) {
-    std::string name(f.name_string());
-    for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out.headers.emplace_back(std::move(name), std::string(f.value()));
-  }
   out.body = std::move(res.body());
   keep_alive = res.keep_alive();
   co_return Step::kDone;

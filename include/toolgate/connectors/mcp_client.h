@@ -53,7 +53,8 @@ class McpTransport {
   // restart backoff has not passed: kConnectFailed). HTTP: nothing.
   virtual boost::asio::awaitable<RpcOutcome> Connect(std::chrono::milliseconds timeout) = 0;
   // Sends a request (it has an `id`) and waits at most `timeout` for the response with that id;
-  // notifications and other responses the server sends meanwhile are skipped.
+  // notifications and other responses the server sends meanwhile are skipped, and requests of the
+  // server's own are answered (never relayed; see MakeHttpTransport, MakeStdioTransport).
   virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request,
                                                      std::chrono::milliseconds timeout) = 0;
   // Sends a notification (no id); no answer is awaited beyond the HTTP status.
@@ -82,8 +83,15 @@ class McpTransport {
 // Streamable HTTP: POST <url> with `Accept: application/json, text/event-stream`, the connector's
 // credentials (a 401 to a fetched OAuth2 token: one re-send with a fresh one), the Mcp-Session-Id the
 // server gave in answer to `initialize`, and MCP-Protocol-Version once initialized. A JSON answer
-// or an SSE stream (its `data:` lines, the event whose message has the request's id) is read to
-// its end, up to max_response_bytes. `tls` is the connector's context for an https:// url.
+// is read whole; an SSE stream (net::EventStreamParser) event by event as it arrives, until the
+// event holding the response with the request's id — the rest is not read and that connection is
+// closed, not pooled. On the way, the server's notifications are dropped (tools/list_changed calls
+// the OnToolsChanged handler) and its requests are answered by a POST under the request's session —
+// `ping` with an empty result, anything else (sampling/createMessage, elicitation/create,
+// roots/list, ...) with JSON-RPC error -32601, as toolgate declares no client capabilities. More
+// than 16 such requests during one request end it kResponseInvalid (the server misbehaves). Every
+// answer counts against max_response_bytes and the request's timeout. `tls` is the connector's
+// context for an https:// url.
 std::unique_ptr<McpTransport> MakeHttpTransport(const ConnectorConfig& config, net::ConnectionPool& pool,
                                                 const Clock& clock, std::shared_ptr<const net::TlsClientContext> tls);
 

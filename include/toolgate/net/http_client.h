@@ -10,8 +10,10 @@
 #include <boost/system/error_code.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "toolgate/domain/host_port.h"
@@ -50,6 +52,11 @@ struct ClientResult {
   int status = 0;
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
+  // The body went to ClientRequest::on_body_data, not into `body` (which stays empty).
+  bool body_streamed = false;
+  // on_body_data ended the read before the body's end: the rest was never read and the connection
+  // was closed. `ok` stays true: the response arrived, the caller chose to stop.
+  bool stopped_early = false;
 };
 
 struct ClientRequest {
@@ -68,6 +75,18 @@ struct ClientRequest {
   // entry). Empty: `address.host`. Set it when connecting to an address other than the name in
   // the URL.
   std::string server_name;
+  // Reading the body as it arrives (a server-sent event stream). When `stream_body` is set and
+  // answers true for the response's status and headers (names lowercased), the body is not gathered
+  // into ClientResult::body: each piece goes to `on_body_data` (required then) as it arrives, with
+  // any chunked coding removed, and the call ends when the body ends (`ok`) or when `on_body_data`
+  // answers false (`ok` and `stopped_early`). `max_response_bytes` and `timeout` hold over the whole
+  // body, the time spent inside `on_body_data` included; a failure part-way is reported as without
+  // streaming (`timed_out`, `too_large`, ...), after the pieces that came before it were handed on.
+  // A connection whose body was not read to its end is closed, never pooled. Both run on the call's
+  // executor, for one response only: a request re-sent on a new connection (see AsyncHttpCall) is
+  // re-sent before any of its response arrived.
+  std::function<bool(int status, const std::vector<std::pair<std::string, std::string>>& headers)> stream_body;
+  std::function<asio::awaitable<bool>(std::string_view data)> on_body_data;
 };
 
 // Idle keep-alive connections to downstreams, per destination: the address, and for TLS the

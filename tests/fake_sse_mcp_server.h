@@ -1,0 +1,352 @@
+#pragma once
+
+// An MCP server over Streamable HTTP that answers tools/call with an SSE stream it writes as the
+// call goes (chunked, kept alive): notifications and requests of its own before the result, a
+// result whose stream is never ended, an endless run of requests, a stream larger than any limit.
+// Plain POSIX sockets, a thread per connection, so it shares no code with toolgate's MCP client.
+// It records what toolgate sent back — the answers to its requests, with their headers — as the
+// independent observer of how toolgate handles a server's messages.
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nlohmann/json.hpp"
+
+namespace toolgate::testing {
+
+class FakeSseMcpServer {
+ public:
+  using json = nlohmann::json;
+
+  // How tools/call is answered (always 200 text/event-stream, chunked).
+  enum class CallMode {
+    kResult,                // a priming event, a comment, the result; the stream ends
+    kAskFirst,              // a progress notification, a ping and a sampling/createMessage request, each
+                            // answer awaited (at most 10 s), then the result; the stream ends
+    kResultHeldOpen,        // the result, then the stream stays open until toolgate closes the connection
+    kEndlessRequests,       // request after request (elicitation/create), each answer awaited (3 s), never a result
+    kEndlessNotifications,  // progress notifications until the connection breaks (at most 4 MiB), never a result
+  };
+
+  // A message toolgate POSTed that is not a request: an answer to one of the server's requests.
+  struct Answer {
+    json message;
+    std::map<std::string, std::string> headers;  // lowercased names
+  };
+
+  static constexpr char kSessionId[] = "session-7f3a";
+
+  FakeSseMcpServer() {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    listen(listen_fd_, 64);
+    socklen_t len = sizeof addr;
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+
+  ~FakeSseMcpServer() {
+    {
+      std::lock_guard lock(mu_);  // no waiter can miss it between its check and its wait
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    acceptor_.join();
+    close(listen_fd_);
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mu_);
+      threads.swap(threads_);
+    }
+    for (std::thread& t : threads) t.join();
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/mcp"; }
+  void set_call_mode(CallMode mode) { mode_ = mode; }
+
+  std::vector<Answer> answers() const {
+    std::lock_guard lock(mu_);
+    return answers_;
+  }
+  std::optional<json> initialize_params() const {
+    std::lock_guard lock(mu_);
+    return initialize_params_;
+  }
+  int calls() const { return calls_.load(); }
+  int connections_accepted() const { return accepted_.load(); }
+  // Requests the server sent on call streams (kAskFirst, kEndlessRequests).
+  int requests_sent() const { return requests_sent_.load(); }
+  // kResultHeldOpen: toolgate closed the connection of the stream the server held open.
+  bool held_stream_closed() const { return held_stream_closed_.load(); }
+  // kEndlessNotifications: the bytes of events written before the connection broke.
+  int64_t stream_bytes_written() const { return stream_bytes_.load(); }
+
+ private:
+  struct Request {
+    std::string method;
+    std::map<std::string, std::string> headers;
+    std::string body;
+  };
+
+  void AcceptLoop() {
+    while (!stopping_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      const int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      ++accepted_;
+      std::lock_guard lock(mu_);
+      threads_.emplace_back([this, fd] {
+        Serve(fd);
+        close(fd);
+      });
+    }
+  }
+
+  // Waits (bounded, stoppable) until `fd` is readable; false on timeout or stop.
+  bool WaitReadable(int fd, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!stopping_ && std::chrono::steady_clock::now() < until) {
+      pollfd p{fd, POLLIN, 0};
+      if (poll(&p, 1, 50) > 0) return true;
+    }
+    return false;
+  }
+
+  // One request from `fd` (keep-alive: `pending` carries bytes read past the previous one).
+  bool ReadRequest(int fd, std::string& pending, Request& req) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < until && !stopping_) {
+      const size_t header_end = pending.find("\r\n\r\n");
+      if (header_end != std::string::npos) {
+        req = Request{};
+        const std::string head = pending.substr(0, header_end);
+        size_t pos = head.find("\r\n");
+        req.method = head.substr(0, head.find(' '));
+        while (pos != std::string::npos && pos < head.size()) {
+          pos += 2;
+          size_t e = head.find("\r\n", pos);
+          if (e == std::string::npos) e = head.size();
+          const std::string line = head.substr(pos, e - pos);
+          if (const size_t colon = line.find(':'); colon != std::string::npos) {
+            std::string name = line.substr(0, colon);
+            for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            std::string value = line.substr(colon + 1);
+            while (!value.empty() && value.front() == ' ') value.erase(0, 1);
+            req.headers[name] = value;
+          }
+          pos = e;
+        }
+        const size_t length = req.headers.count("content-length") ? std::stoul(req.headers["content-length"]) : 0;
+        if (pending.size() >= header_end + 4 + length) {
+          req.body = pending.substr(header_end + 4, length);
+          pending.erase(0, header_end + 4 + length);
+          return true;
+        }
+      }
+      if (!WaitReadable(fd, std::chrono::milliseconds(100))) continue;
+      char buf[8192];
+      const ssize_t n = read(fd, buf, sizeof buf);
+      if (n <= 0) return false;
+      pending.append(buf, static_cast<size_t>(n));
+    }
+    return false;
+  }
+
+  static bool SendAll(int fd, const std::string& bytes) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      const ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  static bool SendJson(int fd, int status, const std::string& body, const std::string& extra_headers = "") {
+    return SendAll(fd, "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\n" +
+                           extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  }
+  // One chunk of a chunked body.
+  static bool SendChunk(int fd, const std::string& data) {
+    char size[32];
+    snprintf(size, sizeof size, "%zx\r\n", data.size());
+    return SendAll(fd, size + data + "\r\n");
+  }
+  static std::string Event(const json& message) { return "event: message\ndata: " + message.dump() + "\n\n"; }
+
+  // Waits (at most `limit`) until toolgate answered the server's request `id`.
+  bool AwaitAnswer(const json& id, std::chrono::milliseconds limit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [&] {
+      if (stopping_) return true;
+      for (const Answer& a : answers_) {
+        if (a.message.value("id", json()) == id) return true;
+      }
+      return false;
+    }) && !stopping_;
+  }
+
+  void Serve(int fd) {
+    std::string pending;
+    Request req;
+    while (!stopping_ && ReadRequest(fd, pending, req)) {
+      const json msg = json::parse(req.body, nullptr, false);
+      if (!msg.is_object()) {
+        SendJson(fd, 400, R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}})");
+        continue;
+      }
+      if (!msg.contains("method")) {  // an answer to one of the server's requests
+        {
+          std::lock_guard lock(mu_);
+          answers_.push_back({msg, req.headers});
+        }
+        cv_.notify_all();
+        SendAll(fd, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+        continue;
+      }
+      const std::string method = msg["method"];
+      if (!msg.contains("id")) {
+        SendAll(fd, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n");
+        continue;
+      }
+      const json id = msg["id"];
+      if (method == "initialize") {
+        {
+          std::lock_guard lock(mu_);
+          initialize_params_ = msg.value("params", json());
+        }
+        const json result = {{"protocolVersion", msg["params"].value("protocolVersion", "2025-06-18")},
+                             {"capabilities", {{"tools", json::object()}}},
+                             {"serverInfo", {{"name", "sse-fixture"}, {"version", "1.0.0"}}}};
+        SendJson(fd, 200, json{{"jsonrpc", "2.0"}, {"id", id}, {"result", result}}.dump(),
+                 std::string("Mcp-Session-Id: ") + kSessionId + "\r\n");
+        continue;
+      }
+      if (method != "tools/call") {
+        SendJson(fd, 200,
+                 json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no"}}}}.dump());
+        continue;
+      }
+      const int n = ++calls_;
+      if (!StreamCall(fd, id, n)) return;
+    }
+  }
+
+  // Answers a tools/call with an event stream; false when the connection cannot carry more.
+  bool StreamCall(int fd, const json& id, int n) {
+    if (!SendAll(fd,
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n")) {
+      return false;
+    }
+    const json result = {{"jsonrpc", "2.0"},
+                         {"id", id},
+                         {"result", {{"content", {{{"type", "text"}, {"text", "done " + std::to_string(n)}}}}}}};
+    switch (mode_.load()) {
+      case CallMode::kResult:
+        // A priming event (an id and empty data, as 2025-11-25 servers send), a comment, the result
+        // split across two chunks with CRLF line ends; the second chunk and the body's end go
+        // together, as a server that ends the stream with its last event sends them.
+        if (!SendChunk(fd, "id: prime-0\nretry: 1000\ndata:\n\n: keep-alive\n\n")) return false;
+        {
+          const std::string event = "id: ev-1\r\ndata: " + result.dump() + "\r\n\r\n";
+          const std::string second = event.substr(event.size() / 2);
+          char size[32];
+          snprintf(size, sizeof size, "%zx\r\n", second.size());
+          return SendChunk(fd, event.substr(0, event.size() / 2)) && SendAll(fd, size + second + "\r\n0\r\n\r\n");
+        }
+      case CallMode::kAskFirst: {
+        const json progress = {{"jsonrpc", "2.0"},
+                               {"method", "notifications/progress"},
+                               {"params", {{"progressToken", "t"}, {"progress", 1}, {"total", 2}}}};
+        if (!SendChunk(fd, Event(progress))) return false;
+        const json ping = {{"jsonrpc", "2.0"}, {"id", 900 + n}, {"method", "ping"}};
+        ++requests_sent_;
+        if (!SendChunk(fd, Event(ping)) || !AwaitAnswer(ping["id"], std::chrono::seconds(10))) return false;
+        // The sampling request as two data lines (joined with "\n": still one JSON text).
+        const json sampling = {
+            {"jsonrpc", "2.0"},
+            {"id", "sampling-" + std::to_string(n)},
+            {"method", "sampling/createMessage"},
+            {"params",
+             {{"messages", json::array({{{"role", "user"}, {"content", {{"type", "text"}, {"text", "hi"}}}}})},
+              {"maxTokens", 10}}}};
+        const std::string text = sampling.dump();
+        const size_t cut = text.find(",\"method\"");
+        ++requests_sent_;
+        if (!SendChunk(fd, "data: " + text.substr(0, cut + 1) + "\ndata: " + text.substr(cut + 1) + "\n\n") ||
+            !AwaitAnswer(sampling["id"], std::chrono::seconds(10))) {
+          return false;
+        }
+        return SendChunk(fd, Event(result)) && SendAll(fd, "0\r\n\r\n");
+      }
+      case CallMode::kResultHeldOpen: {
+        if (!SendChunk(fd, Event(result))) return false;
+        // Never ended: wait for toolgate to close the connection (EOF), at most 30 s.
+        if (WaitReadable(fd, std::chrono::seconds(30))) {
+          char buf[256];
+          if (read(fd, buf, sizeof buf) == 0) held_stream_closed_ = true;
+        }
+        return false;
+      }
+      case CallMode::kEndlessRequests:
+        for (int k = 1; k <= 100 && !stopping_; ++k) {
+          const json request = {{"jsonrpc", "2.0"},
+                                {"id", "ask-" + std::to_string(n) + "-" + std::to_string(k)},
+                                {"method", "elicitation/create"},
+                                {"params", {{"message", "name?"}, {"requestedSchema", {{"type", "object"}}}}}};
+          ++requests_sent_;
+          if (!SendChunk(fd, Event(request)) || !AwaitAnswer(request["id"], std::chrono::seconds(3))) return false;
+        }
+        return false;
+      case CallMode::kEndlessNotifications: {
+        const json progress = {
+            {"jsonrpc", "2.0"},
+            {"method", "notifications/progress"},
+            {"params", {{"progressToken", "t"}, {"progress", 1}, {"message", std::string(900, 'x')}}}};
+        const std::string event = Event(progress);
+        while (!stopping_ && stream_bytes_.load() < (4 << 20)) {
+          if (!SendChunk(fd, event)) return false;
+          stream_bytes_ += static_cast<int64_t>(event.size());
+        }
+        return false;
+      }
+    }
+    return false;
+  }
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<CallMode> mode_{CallMode::kResult};
+  std::atomic<int> calls_{0}, accepted_{0}, requests_sent_{0};
+  std::atomic<bool> held_stream_closed_{false};
+  std::atomic<int64_t> stream_bytes_{0};
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Answer> answers_;
+  std::optional<json> initialize_params_;
+  std::vector<std::thread> threads_;
+  std::thread acceptor_;  // last: started once everything it uses exists
+};
+
+}  // namespace toolgate::testing

@@ -1,0 +1,269 @@
+// An MCP server's SSE answer to a call, read as it arrives (design §14 "MCP connectors"): the
+// WHATWG event-stream parser on its own, then the `kind = "mcp"` connector against a server that
+// sends notifications and requests of its own on a call's stream (FakeSseMcpServer), observed at
+// the server: what toolgate answered, under which session, and when it let the connection go.
+
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fake_sse_mcp_server.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "toolgate/clock.h"
+#include "toolgate/connectors/mcp_connector.h"
+#include "toolgate/net/event_stream.h"
+#include "toolgate/store/memory_item_store.h"
+
+namespace toolgate {
+namespace {
+
+namespace asio = boost::asio;
+using json = nlohmann::json;
+using net::EventStreamParser;
+using testing::FakeSseMcpServer;
+using Kind = DownstreamResult::Kind;
+using std::chrono::milliseconds;
+
+std::vector<EventStreamParser::Event> Drain(EventStreamParser& p) {
+  std::vector<EventStreamParser::Event> out;
+  while (auto e = p.Next()) out.push_back(std::move(*e));
+  return out;
+}
+
+// ---- the parser ----
+
+TEST(EventStreamParserTest, JoinsDataLinesAndSkipsCommentsAndUnknownFields) {
+  EventStreamParser p;
+  p.Feed(": a comment\nevent: message\ndata: {\"a\":\ndata:1}\nfoo: bar\nid: 7\n\n");
+  const auto events = Drain(p);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].type, "message");
+  EXPECT_EQ(events[0].data, "{\"a\":\n1}");  // one space after the colon removed, no more
+  EXPECT_EQ(events[0].last_event_id, "7");
+  EXPECT_EQ(json::parse(events[0].data)["a"], 1);
+}
+
+TEST(EventStreamParserTest, AnEventEndsOnlyAtABlankLine) {
+  EventStreamParser p;
+  p.Feed("data: one\n");
+  EXPECT_FALSE(p.Next());
+  p.Feed("\ndata: two\n\n");
+  const auto events = Drain(p);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].data, "one");
+  EXPECT_EQ(events[1].data, "two");
+}
+
+TEST(EventStreamParserTest, EveryLineEndAndAnySplitGiveTheSameEvents) {
+  const std::string lf = "\xEF\xBB\xBFid: a\ndata: x\ndata:  y\n\nevent: e2\ndata:z\n\n";
+  for (const std::string& eol : {std::string("\n"), std::string("\r\n"), std::string("\r")}) {
+    std::string text;
+    for (char c : lf) text += c == '\n' ? eol : std::string(1, c);
+    // Fed whole, and byte by byte (a CRLF and the BOM split across pieces).
+    for (const size_t step : {text.size(), size_t{1}, size_t{2}}) {
+      EventStreamParser p;
+      for (size_t i = 0; i < text.size(); i += step) p.Feed(std::string_view(text).substr(i, step));
+      const auto events = Drain(p);
+      ASSERT_EQ(events.size(), 2u) << "eol " << json(eol).dump() << " step " << step;
+      EXPECT_EQ(events[0].data, "x\n y");
+      EXPECT_EQ(events[0].type, "");
+      EXPECT_EQ(events[0].last_event_id, "a");
+      EXPECT_EQ(events[1].data, "z");
+      EXPECT_EQ(events[1].type, "e2");
+      EXPECT_EQ(events[1].last_event_id, "a");  // the last id carries on
+    }
+  }
+}
+
+TEST(EventStreamParserTest, IdAndRetryWithoutDataDispatchNothingButCount) {
+  EventStreamParser p;
+  p.Feed("id: prime-1\nretry: 2500\n\nretry: soon\n\n");
+  EXPECT_FALSE(p.Next());
+  EXPECT_EQ(p.last_event_id(), "prime-1");
+  EXPECT_EQ(p.retry_ms(), 2500);  // "soon" is not digits: ignored
+  // An empty data field is still an event (a 2025-11-25 priming event), with empty data.
+  p.Feed("id: prime-2\ndata:\n\n");
+  const auto events = Drain(p);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].data, "");
+  EXPECT_EQ(events[0].last_event_id, "prime-2");
+}
+
+TEST(EventStreamParserTest, FinishDispatchesAnEventCutShortOfItsBlankLine) {
+  EventStreamParser p;
+  p.Feed("data: {\"id\":1}\ndata: x");
+  EXPECT_FALSE(p.Next());
+  p.Finish();
+  const auto events = Drain(p);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].data, "{\"id\":1}\nx");
+}
+
+// ---- the connector against a streaming server ----
+
+class McpSseTest : public ::testing::Test {
+ protected:
+  // A connector of `server` with the call's `timeout_ms` and response limit.
+  void MakeConnector(int timeout_ms, int64_t max_response_bytes = 4 << 20) {
+    config_.id = "sse";
+    config_.kind = ConnectorKind::kMcp;
+    config_.url = server_.url();
+    std::string why;
+    ASSERT_TRUE(ParseHttpUrl(config_.url, config_.address, config_.path_prefix, config_.tls, why)) << why;
+    config_.tool_prefix = "sse.";
+    config_.timeout_ms = timeout_ms;
+    config_.max_response_bytes = max_response_bytes;
+    McpConnectorDeps deps{registry_, store_, nullptr, io_.get_executor(), nullptr};
+    auto made = McpConnector::Create(config_, pool_, clock_, std::move(deps));
+    ASSERT_TRUE(made.ok()) << made.status();
+    connector_ = *std::move(made);
+  }
+
+  struct Timed {
+    DownstreamResult result;
+    milliseconds took;
+  };
+  Timed Call(const std::string& tool = "sse.work") {
+    DownstreamRequest request;
+    request.tool_name = tool;
+    request.body = R"({"n":1})";
+    request.idempotency_key = "key-" + std::to_string(++call_number_);
+    request.execution_id = "exec-" + std::to_string(call_number_);
+    const auto start = std::chrono::steady_clock::now();
+    auto done = asio::co_spawn(io_, connector_->Call(request), asio::use_future);
+    io_.restart();
+    io_.run();
+    Timed t{done.get(), std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start)};
+    return t;
+  }
+
+  void TearDown() override {
+    if (connector_) connector_->Stop();
+  }
+
+  FakeSseMcpServer server_;
+  SystemClock clock_;
+  asio::io_context io_;
+  net::ConnectionPool pool_;  // after io_: its idle connections go first
+  store::MemoryItemStore store_{clock_};
+  McpToolRegistry registry_;
+  ConnectorConfig config_;
+  std::unique_ptr<McpConnector> connector_;
+  int call_number_ = 0;
+};
+
+// Long enough that reaching it would fail every "well before" check below.
+constexpr int kLongTimeoutMs = 60'000;
+constexpr milliseconds kWellBefore{kLongTimeoutMs / 2};
+
+TEST_F(McpSseTest, AStreamedResultAfterAPrimingEventIsTheCallsResult) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kResult);
+  Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  // The stream ended cleanly: its connection may serve the next call.
+  const uint64_t reused = pool_.stats().reused;
+  t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 2");
+  EXPECT_GT(pool_.stats().reused, reused);
+}
+
+TEST_F(McpSseTest, TheServersRequestsAreAnsweredOnTheCallsSessionAndTheCallSucceeds) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kAskFirst);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  EXPECT_LT(t.took, kWellBefore);
+
+  // toolgate declared no client capability the server could ask it for.
+  const std::optional<json> init = server_.initialize_params();
+  ASSERT_TRUE(init.has_value());
+  const json capabilities = init->value("capabilities", json::object());
+  EXPECT_FALSE(capabilities.contains("sampling")) << capabilities;
+  EXPECT_FALSE(capabilities.contains("elicitation")) << capabilities;
+  EXPECT_FALSE(capabilities.contains("roots")) << capabilities;
+
+  // What the server received: the ping answered with an empty result, the sampling request with
+  // -32601, both under the session it gave at initialize and with the protocol version.
+  const auto answers = server_.answers();
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].message["id"], 901);
+  EXPECT_EQ(answers[0].message["result"], json::object());
+  EXPECT_EQ(answers[1].message["jsonrpc"], "2.0");
+  EXPECT_EQ(answers[1].message["id"], "sampling-1");  // the id as the server sent it, a string
+  EXPECT_EQ(answers[1].message["error"]["code"], -32601);
+  EXPECT_NE(answers[1].message["error"]["message"].get<std::string>().find("sampling/createMessage"),
+            std::string::npos);
+  EXPECT_FALSE(answers[1].message.contains("result"));
+  for (const auto& a : answers) {
+    ASSERT_TRUE(a.headers.count("mcp-session-id")) << a.message;
+    EXPECT_EQ(a.headers.at("mcp-session-id"), FakeSseMcpServer::kSessionId);
+    ASSERT_TRUE(a.headers.count("mcp-protocol-version")) << a.message;
+    EXPECT_EQ(a.headers.at("mcp-protocol-version"), mcp::kClientProtocolVersion);
+  }
+}
+
+TEST_F(McpSseTest, AResultOnAStreamTheServerNeverEndsEndsTheCallAndTheConnectionIsClosed) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kResultHeldOpen);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  EXPECT_LT(t.took, kWellBefore);
+  // The half-read stream was not kept for another request: toolgate closed it (bounded wait).
+  for (int i = 0; i < 200 && !server_.held_stream_closed(); ++i) std::this_thread::sleep_for(milliseconds(25));
+  EXPECT_TRUE(server_.held_stream_closed());
+
+  // The next calls work, on connections that are not the abandoned one.
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kResult);
+  for (int n = 2; n <= 3; ++n) {
+    const Timed next = Call();
+    ASSERT_EQ(next.result.kind, Kind::kResponse) << next.result.error;
+    EXPECT_EQ(json::parse(next.result.body)["content"][0]["text"], "done " + std::to_string(n));
+  }
+}
+
+TEST_F(McpSseTest, AServerThatNeverStopsAskingFailsTheCallAfterTheCap) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndlessRequests);
+  const Timed t = Call();
+  // A server misbehaving: FAILED downstream_error, which the breaker counts (not a timeout).
+  EXPECT_EQ(t.result.kind, Kind::kResponseInvalid);
+  EXPECT_NE(t.result.error.find("more than 16 requests"), std::string::npos) << t.result.error;
+  EXPECT_LT(t.took, kWellBefore);
+  // Exactly 16 were answered (-32601 each); the 17th ended the call unanswered.
+  const auto answers = server_.answers();
+  EXPECT_EQ(answers.size(), 16u);
+  for (const auto& a : answers) EXPECT_EQ(a.message["error"]["code"], -32601) << a.message;
+  EXPECT_EQ(server_.requests_sent(), 17);
+
+  // The connector still works afterwards.
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kResult);
+  const Timed next = Call();
+  EXPECT_EQ(next.result.kind, Kind::kResponse) << next.result.error;
+}
+
+TEST_F(McpSseTest, AStreamLargerThanTheResponseLimitIsCutThere) {
+  constexpr int64_t kLimit = 64 * 1024;
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs, kLimit));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndlessNotifications);
+  const Timed t = Call();
+  EXPECT_EQ(t.result.kind, Kind::kResponseInvalid) << t.result.error;
+  EXPECT_NE(t.result.error.find("body limit"), std::string::npos) << t.result.error;
+  EXPECT_LT(t.took, kWellBefore);
+  EXPECT_TRUE(server_.answers().empty());
+}
+
+}  // namespace
+}  // namespace toolgate
