@@ -100,7 +100,7 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       absl::StatusOr<ExecutionRecord> rec = g.engine.executions().Get(job.delivery.tenant_id, job.delivery.execution_id);
       if (absl::IsNotFound(rec.status())) {
         job.gone = true;
-      } else if (!rec.ok() || rec->outcome == "QUEUED" || rec->outcome == "RUNNING") {
+      } else if (!rec.ok() || IsWaiting(rec->outcome)) {
         job.not_final = true;
       } else {
         absl::StatusOr<std::vector<LedgerEvent>> events =
