@@ -316,8 +316,7 @@ struct AdminReplays::Impl : GatewayContext {
     };
     auto prepared = co_await RunBlocking(pool, prepare);
     if (auto* refusal = std::get_if<InvokeResponse>(&prepared)) {
-      co_return ReplayDone{HttpResponse{refusal->http_status, std::move(refusal->body_json), "application/json", {}},
-                           "refused", ask.execution_id};
+      co_return ReplayDone{ToHttp(std::move(*refusal)), "refused", ask.execution_id};
     }
     InvokeRequest ir = std::move(std::get<InvokeRequest>(prepared));
     auto run = RunInvocation(*this, ir);
@@ -341,8 +340,7 @@ struct AdminReplays::Impl : GatewayContext {
       return engine.ledger().Audit("EXECUTION_REPLAYED", OperatorActor(ask.requested_by), Dump(data)).status();
     };
     absl::Status audited = co_await RunBlocking(pool, finish);
-    HttpResponse http{answer.http_status, std::move(answer.body_json), "application/json", {}};
-    if (answer.retry_after_s) http.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after_s));
+    HttpResponse http = ToHttp(std::move(answer));
     if (!audited.ok()) {
       spdlog::error("audit EXECUTION_REPLAYED of {} not written: {}", ir.execution_id, audited.ToString());
       http = Error(503, "store_unavailable",
