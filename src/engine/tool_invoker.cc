@@ -668,7 +668,12 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     // item's): the item is stale.
     give_back(lease, false);
     const auto done = s_.store.WriteBatch(QueueService::CompleteRequests(claim));
-    (void)done;
+    for (const auto& r : done) {
+      if (!r.ok()) {
+        spdlog::warn("queue item of {} not removed (its claim expires): {}", item.execution_id, r.status().ToString());
+        break;
+      }
+    }
     return InvokeResponse{410, ErrorJson("gone", "the queued execution has ended"), {}};
   }
   if (!record.ok()) {
