@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/services/execution_store.h"
+#include "toolgate/services/ledger_verifier.h"
 #include "toolgate/store/memory_item_store.h"
 
 namespace toolgate {
@@ -178,6 +179,13 @@ TEST(OutcomeTest, StoredOutcomeIsItsStringAndAnUnknownOneIsDataLoss) {
   ASSERT_FALSE(read.ok());
   EXPECT_TRUE(absl::IsDataLoss(read.status())) << read.status();
   EXPECT_NE(read.status().message().find("HACKED"), std::string_view::npos) << read.status();
+
+  // `ledger verify` names the record as its problem rather than failing as if the store were down.
+  LedgerVerifier verifier(store, clock);
+  absl::StatusOr<LedgerVerifier::Report> report = verifier.VerifyAll();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_FALSE(report->ok());
+  EXPECT_NE(report->problem.find("HACKED"), std::string::npos) << report->problem;
 }
 
 }  // namespace
