@@ -226,7 +226,7 @@ TEST(DownstreamOutcomeTest, TheClassificationTable) {
   breaker::Config config;
   for (const Case& c : cases) {
     const Classification k = ClassifyDownstream(c.result, c.body_is_json, config, 1000);
-    EXPECT_EQ(k.outcome, c.outcome) << c.name;
+    EXPECT_EQ(ToString(k.outcome), c.outcome) << c.name;
     EXPECT_EQ(k.reason, c.reason) << c.name;
     EXPECT_EQ(k.http_status, c.http_status) << c.name;
     EXPECT_EQ(k.breaker, c.breaker) << c.name;

@@ -26,7 +26,7 @@ class LedgerVerifierTest : public ::testing::Test {
     EXPECT_TRUE(events.ok());
     return *events;
   }
-  ExecutionRecord Record(const std::vector<LedgerEvent>& events, int64_t anchored, const std::string& outcome) {
+  ExecutionRecord Record(const std::vector<LedgerEvent>& events, int64_t anchored, Outcome outcome) {
     ExecutionRecord r;
     r.execution_id = "e1";
     r.tenant_id = "t1";
@@ -47,15 +47,15 @@ TEST_F(LedgerVerifierTest, OneEventPastTheAnchorIsPendingTwoFail) {
   const auto events = Chain({"EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED"});
   bool pending = false;
   // The record still says IN_PROGRESS and names event 2: the crash left TOOL_SUCCEEDED unanchored.
-  EXPECT_TRUE(LedgerVerifier::CheckExecution(Record(events, 2, "IN_PROGRESS"), "t1", events, &pending).ok());
+  EXPECT_TRUE(LedgerVerifier::CheckExecution(Record(events, 2, Outcome::kInProgress), "t1", events, &pending).ok());
   EXPECT_TRUE(pending);
-  const absl::Status two = LedgerVerifier::CheckExecution(Record(events, 1, "IN_PROGRESS"), "t1", events, &pending);
+  const absl::Status two = LedgerVerifier::CheckExecution(Record(events, 1, Outcome::kInProgress), "t1", events, &pending);
   EXPECT_EQ(two.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(two.message().find("events 2..3 are not covered"), std::string::npos) << two;
-  EXPECT_TRUE(LedgerVerifier::CheckExecution(Record(events, 3, "SUCCEEDED"), "t1", events, &pending).ok());
+  EXPECT_TRUE(LedgerVerifier::CheckExecution(Record(events, 3, Outcome::kSucceeded), "t1", events, &pending).ok());
   EXPECT_FALSE(pending);
   // An anchored final event that the record contradicts fails.
-  EXPECT_FALSE(LedgerVerifier::CheckExecution(Record(events, 3, "IN_PROGRESS"), "t1", events, &pending).ok());
+  EXPECT_FALSE(LedgerVerifier::CheckExecution(Record(events, 3, Outcome::kInProgress), "t1", events, &pending).ok());
 }
 
 TEST_F(LedgerVerifierTest, AnAuditDayIsCheckedAgainstItsHead) {

@@ -104,12 +104,12 @@ TEST_P(QueuedCallsRaceTest, ACancelThatReadTheCallBeforeADispatcherPutItBackStil
   auto cancelled = stack_->engine->queued_calls().Cancel(kTenant, id, "tenant:tenant-a");
   ASSERT_EQ(racing_->fired(), 1) << "the race did not happen";
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
-  EXPECT_EQ(cancelled->outcome, "EXPIRED");
+  EXPECT_EQ(ToString(cancelled->outcome), "EXPIRED");
   EXPECT_EQ(cancelled->reason, "cancelled");
 
   auto record = stack_->executions.Get(kTenant, id);
   ASSERT_TRUE(record.ok()) << record.status();
-  EXPECT_EQ(record->outcome, "EXPIRED") << "never left QUEUED without a queue item";
+  EXPECT_EQ(ToString(record->outcome), "EXPIRED") << "never left QUEUED without a queue item";
   auto after = stack_->engine->queue().Get(kConn, kTenant, record->created_at_ms, id);
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_FALSE(after->has_value()) << "the item is gone";
@@ -142,7 +142,7 @@ TEST_P(QueuedCallsRaceTest, APurgeRacingAPutBackEndsEveryCall) {
   for (const std::string& id : {first, second}) {
     auto record = stack_->executions.Get(kTenant, id);
     ASSERT_TRUE(record.ok()) << record.status();
-    EXPECT_EQ(record->outcome, "EXPIRED") << id;
+    EXPECT_EQ(ToString(record->outcome), "EXPIRED") << id;
     EXPECT_EQ(record->reason, "purged") << id;
     EXPECT_EQ(EventTypes(id).back(), "EXECUTION_EXPIRED") << id;
   }
@@ -161,7 +161,7 @@ TEST_P(QueuedCallsRaceTest, ACallPutBackByAnOpenBreakerIsReadyAgainWithinASecond
   ClaimAndPutBack();
   auto record = stack_->executions.Get(kTenant, id);
   ASSERT_TRUE(record.ok()) << record.status();
-  EXPECT_EQ(record->outcome, "QUEUED");
+  EXPECT_EQ(ToString(record->outcome), "QUEUED");
   auto item = stack_->engine->queue().Get(kConn, kTenant, record->created_at_ms, id);
   ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
   EXPECT_TRUE((*item)->claim_owner.empty()) << "unclaimed";

@@ -202,7 +202,7 @@ TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
   for (const auto& [id, outcome] : answered) {
     auto rec = executions_->Get("tenant-a", id);
     ASSERT_TRUE(rec.ok()) << id << ": " << rec.status();
-    EXPECT_EQ(rec->outcome, outcome) << id;
+    EXPECT_EQ(ToString(rec->outcome), outcome) << id;
     auto events = ledger_->Read(Ledger::ExecutionChain(id));
     ASSERT_TRUE(events.ok()) << id;
     ASSERT_FALSE(events->empty()) << id;

@@ -19,6 +19,7 @@
 #include "api/views.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/domain/outcome.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/replay_job_store.h"
 
@@ -32,12 +33,6 @@ constexpr int64_t kJobLeaseMs = 30000;  // a job's claim lapses this long after 
 constexpr int kJobPollSeconds = 5;      // how often an instance looks for jobs nobody holds
 constexpr int kMaxRatePerSecond = 100;
 constexpr size_t kMaxDryRunListed = 10000;
-
-const std::set<std::string>& Outcomes() {
-  static const std::set<std::string> all = {"SUCCEEDED",   "FAILED", "DEFERRED", "BLOCKED",
-                                            "IN_PROGRESS", "QUEUED", "RUNNING",  "EXPIRED"};
-  return all;
-}
 
 // Who did it, in the ledger and the audit: the operator named by requested_by.
 std::string OperatorActor(const std::string& requested_by) { return "admin:" + requested_by; }
@@ -116,7 +111,7 @@ std::variant<HttpResponse, ExecutionStore::AdminListFilter> ParseFilter(const Fi
   }
   if (auto v = field("outcome")) {
     for (absl::string_view o : absl::StrSplit(*v, ',', absl::SkipEmpty())) {
-      if (!Outcomes().count(std::string(o))) {
+      if (!ParseOutcome(std::string_view(o.data(), o.size()))) {
         return Error(400, "invalid_request",
                      absl::StrCat("outcome: unknown outcome '", std::string(o),
                                   "' (SUCCEEDED, FAILED, DEFERRED, BLOCKED, ...; comma-separated)"));
@@ -180,7 +175,7 @@ struct ReplayDone {
 
 std::string KindOf(const json& body) {
   const std::string outcome = body.value("outcome", "");
-  if (outcome == "SUCCEEDED") return body.value("deduplicated", false) ? "deduped" : "replayed";
+  if (ParseOutcome(outcome) == Outcome::kSucceeded) return body.value("deduplicated", false) ? "deduped" : "replayed";
   return "failed";
 }
 
@@ -321,8 +316,7 @@ struct AdminReplays::Impl : GatewayContext {
     };
     auto prepared = co_await RunBlocking(pool, prepare);
     if (auto* refusal = std::get_if<InvokeResponse>(&prepared)) {
-      co_return ReplayDone{HttpResponse{refusal->http_status, std::move(refusal->body_json), "application/json", {}},
-                           "refused", ask.execution_id};
+      co_return ReplayDone{ToHttp(std::move(*refusal)), "refused", ask.execution_id};
     }
     InvokeRequest ir = std::move(std::get<InvokeRequest>(prepared));
     auto run = RunInvocation(*this, ir);
@@ -346,8 +340,7 @@ struct AdminReplays::Impl : GatewayContext {
       return engine.ledger().Audit("EXECUTION_REPLAYED", OperatorActor(ask.requested_by), Dump(data)).status();
     };
     absl::Status audited = co_await RunBlocking(pool, finish);
-    HttpResponse http{answer.http_status, std::move(answer.body_json), "application/json", {}};
-    if (answer.retry_after_s) http.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after_s));
+    HttpResponse http = ToHttp(std::move(answer));
     if (!audited.ok()) {
       spdlog::error("audit EXECUTION_REPLAYED of {} not written: {}", ir.execution_id, audited.ToString());
       http = Error(503, "store_unavailable",
@@ -447,9 +440,8 @@ struct AdminReplays::Impl : GatewayContext {
           if (r.ok()) {
             found.push_back(std::move(*r));
           } else if (absl::IsNotFound(r.status())) {
-            ExecutionRecord missing;  // kept, to be counted as refused (not found)
+            ExecutionRecord missing;  // kept, to be counted as refused (not found): no tenant
             missing.execution_id = id;
-            missing.outcome = "NOT_FOUND";
             found.push_back(std::move(missing));
           } else {
             return Error(503, "store_unavailable", "the store cannot be read right now");
@@ -480,7 +472,7 @@ struct AdminReplays::Impl : GatewayContext {
       json list = json::array();
       for (const auto& r : originals) {
         if (list.size() == kMaxDryRunListed) break;
-        list.push_back(r.outcome == "NOT_FOUND" ? json{{"execution_id", r.execution_id}, {"error", "not_found"}}
+        list.push_back(r.tenant_id.empty() ? json{{"execution_id", r.execution_id}, {"error", "not_found"}}
                                                 : AdminExecutionJson(r));
       }
       co_return Json(200, {{"dry_run", true},
@@ -491,7 +483,7 @@ struct AdminReplays::Impl : GatewayContext {
     }
     std::vector<ReplayJobEntry> entries;
     entries.reserve(originals.size());
-    for (const auto& r : originals) entries.emplace_back(r.outcome == "NOT_FOUND" ? "" : r.tenant_id, r.execution_id);
+    for (const auto& r : originals) entries.emplace_back(r.tenant_id, r.execution_id);  // no tenant: not found
     auto create = [&]() -> HttpResponse {
       if (absl::Status s = jobs.Create(job, entries); !s.ok()) {
         return Error(503, "store_unavailable", "the store cannot be written right now");

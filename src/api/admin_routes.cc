@@ -145,7 +145,7 @@ struct AdminRoutes::Impl : GatewayContext {
   // refused close names the health check and what it answered).
   void AuditRefusal(const std::string& method, const std::string& path, const std::string& body,
                     const HttpResponse& answer) {
-    const json request = json::parse(body, nullptr, false);
+    const json request = ParseBoundedJson(body);  // the caller's: nesting bounded
     const json reply = json::parse(answer.body, nullptr, false);
     auto text = [](const json& j, const char* field, size_t max) -> std::string {
       if (!j.is_object() || !j.contains(field) || !j[field].is_string()) return "";

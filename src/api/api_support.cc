@@ -24,13 +24,18 @@ ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
     out.error = Error(400, "invalid_json", absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
     return out;
   }
-  out.value = json::parse(body, nullptr, false);
+  out.value = ParseBoundedJson(body);
   if (out.value.is_discarded()) {
     out.error = Error(400, "invalid_json", "the body is not valid JSON");
   } else if (!out.value.is_object()) {
     out.error = Error(400, "invalid_request", "the body must be a JSON object");
   }
   return out;
+}
+
+json ParseBoundedJson(std::string_view text) {
+  if (!JsonDepthWithin(text, kMaxJsonDepth)) return json(json::value_t::discarded);
+  return json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
 bool IsLoopback(const std::string& host) {

@@ -35,6 +35,10 @@ struct ParsedBody {
   std::optional<HttpResponse> error;
 };
 ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object);
+// A caller's JSON text, any kind, parsed only when it nests at most kMaxJsonDepth deep; discarded
+// (is_discarded()) when it is deeper or not JSON. For text read from a request beyond a route's
+// validation (ParseJsonObject uses it).
+json ParseBoundedJson(std::string_view text);
 
 // The body of RunBlocking. `f` is a coroutine parameter so that it lives in the coroutine frame (a
 // lambda coroutine's captures would die with the lambda object before the pool runs it).

@@ -100,7 +100,7 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       absl::StatusOr<ExecutionRecord> rec = g.engine.executions().Get(job.delivery.tenant_id, job.delivery.execution_id);
       if (absl::IsNotFound(rec.status())) {
         job.gone = true;
-      } else if (!rec.ok() || rec->outcome == "QUEUED" || rec->outcome == "RUNNING") {
+      } else if (!rec.ok() || IsWaiting(rec->outcome)) {
         job.not_final = true;
       } else {
         absl::StatusOr<std::vector<LedgerEvent>> events =
@@ -127,7 +127,9 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       absl::StatusOr<bool> ended = g.engine.queued_calls().EndCallback(d, event, data);
       if (!ended.ok()) {
         spdlog::warn("callback of {}: {} not recorded: {}", d.execution_id, event, ended.status().ToString());
-        (void)g.engine.callbacks().Retry(d, now_ms + kNotFinalRetryMs, error);
+        if (auto r = g.engine.callbacks().Retry(d, now_ms + kNotFinalRetryMs, error); !r.ok()) {
+          spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id, r.status().ToString());
+        }
       }
     };
     if (delivered) {
@@ -156,7 +158,11 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
     } done{self->in_flight};
     if (job.gone) {
       auto drop = [this, &job] {
-        (void)g.engine.queued_calls().EndCallback(job.delivery, "CALLBACK_FAILED", {});
+        absl::StatusOr<bool> ended = g.engine.queued_calls().EndCallback(job.delivery, "CALLBACK_FAILED", {});
+        if (!ended.ok()) {
+          spdlog::warn("callback of {} (execution gone): not ended (its claim expires): {}", job.delivery.execution_id,
+                       ended.status().ToString());
+        }
         return 0;
       };
       co_await RunBlocking(g.pool, drop);
@@ -164,7 +170,12 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
     }
     if (job.not_final) {
       auto later = [this, &job] {
-        (void)g.engine.callbacks().Retry(job.delivery, g.clock.now_epoch_ms() + kNotFinalRetryMs, "execution not final yet");
+        absl::StatusOr<bool> r =
+            g.engine.callbacks().Retry(job.delivery, g.clock.now_epoch_ms() + kNotFinalRetryMs, "execution not final yet");
+        if (!r.ok()) {
+          spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", job.delivery.execution_id,
+                       r.status().ToString());
+        }
         return 0;
       };
       co_await RunBlocking(g.pool, later);

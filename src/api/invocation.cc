@@ -42,6 +42,12 @@ asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& g, std::unique_ptr<T
   co_return answer;
 }
 
+HttpResponse ToHttp(InvokeResponse answer) {
+  HttpResponse h{answer.http_status, std::move(answer.body_json), "application/json", {}, {}};
+  if (answer.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after_s));
+  return h;
+}
+
 asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
   if (g.draining) {
     co_return InvokeResponse{

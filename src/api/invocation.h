@@ -25,6 +25,11 @@ asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& context, InvokeReq
 // in `context.in_flight`.
 asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& context, std::unique_ptr<ToolInvoker::Ticket> ticket);
 
+// The one place an engine answer becomes an HTTP response (public invoke and replay routes, the admin
+// replay): the status the engine chose from the outcome table (InvocationHttpStatus, design §5),
+// the JSON body as it is, and `Retry-After` in whole seconds when the answer carries one.
+HttpResponse ToHttp(InvokeResponse answer);
+
 // A queued call (§15): ToolInvoker::Enqueue on the pool. 503 shutting_down while draining.
 asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& context, InvokeRequest request, QueueOrder order);
 

@@ -1,9 +1,11 @@
 #include "api/mcp_results.h"
 
 #include <cmath>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "api/mcp_protocol.h"
+#include "toolgate/domain/outcome.h"
 
 namespace toolgate::api::mcp {
 
@@ -68,7 +70,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
   json body = json::parse(response.body_json, nullptr, false);
   if (!body.is_object()) body = json::object();
   const std::string id = Str(body, "execution_id");
-  const std::string outcome = Str(body, "outcome");
+  const std::optional<Outcome> outcome = ParseOutcome(Str(body, "outcome"));  // nullopt: an error answer
   const std::string reason = Str(body, "reason");
 
   // An MCP server's own answer, as it gave it, with the execution id added (design §14).
@@ -77,15 +79,15 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
     result["_meta"]["io.toolgate/execution_id"] = id;
     return result;
   };
-  if (from_mcp_server && outcome == "SUCCEEDED" && body.contains("result") && body["result"].is_object()) {
+  if (from_mcp_server && outcome == Outcome::kSucceeded && body.contains("result") && body["result"].is_object()) {
     a.result = with_execution_id(body["result"]);
     return a;
   }
-  if (from_mcp_server && outcome == "FAILED" && body.contains("tool_result") && body["tool_result"].is_object()) {
+  if (from_mcp_server && outcome == Outcome::kFailed && body.contains("tool_result") && body["tool_result"].is_object()) {
     a.result = with_execution_id(body["tool_result"]);
     return a;
   }
-  if (from_mcp_server && outcome == "FAILED" && body.contains("rpc_error") && body["rpc_error"].is_object()) {
+  if (from_mcp_server && outcome == Outcome::kFailed && body.contains("rpc_error") && body["rpc_error"].is_object()) {
     const json& e = body["rpc_error"];
     a.is_rpc_error = true;
     a.error_code = e.contains("code") && e["code"].is_number_integer() ? e["code"].get<int>() : kInternalError;
@@ -96,7 +98,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
     return a;
   }
 
-  if (outcome == "SUCCEEDED") {
+  if (outcome == Outcome::kSucceeded) {
     json value = body.contains("result") ? body["result"] : json(nullptr);
     json structured = value.is_object() ? value : json{{"result", value}};
     a.result = {{"content", json::array({{{"type", "text"}, {"text", Dump(value)}}})},
@@ -105,29 +107,29 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
                 {"_meta", {{"io.toolgate/execution_id", id}}}};
     return a;
   }
-  if (outcome == "FAILED") {
+  if (outcome == Outcome::kFailed) {
     a.result = ErrorResult(FailedText(tool, reason, body),
-                           {{"execution_id", id}, {"outcome", outcome}, {"reason", reason}}, id);
+                           {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
-  if (outcome == "BLOCKED") {
+  if (outcome == Outcome::kBlocked) {
     const std::string scope = Str(body, "scope");
     a.result =
         ErrorResult(absl::StrCat(tool, " did not run: an operator's kill switch (scope ", scope,
                                  ") blocks it. Do not retry; it stays blocked until an operator clears the switch."),
-                    {{"execution_id", id}, {"outcome", outcome}, {"reason", reason}}, id);
+                    {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
   const std::string error = Str(body, "error");
-  if (outcome == "DEFERRED" || response.http_status == 503) {
+  if (outcome == Outcome::kDeferred || response.http_status == 503) {
     int64_t retry_ms = 1000;
     if (body.contains("retry_after_ms") && body["retry_after_ms"].is_number()) {
       retry_ms = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(body["retry_after_ms"].get<double>())));
     } else if (response.retry_after_s) {
       retry_ms = *response.retry_after_s * 1000;
     }
-    const std::string why = outcome == "DEFERRED" ? reason : error;
-    json structured = {{"outcome", "DEFERRED"}, {"reason", why}, {"retry_after_ms", retry_ms}};
+    const std::string why = outcome == Outcome::kDeferred ? reason : error;
+    json structured = {{"outcome", Outcome::kDeferred}, {"reason", why}, {"retry_after_ms", retry_ms}};
     if (!id.empty()) structured["execution_id"] = id;
     a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(why), ". Try again in ",
                                         (retry_ms + 999) / 1000, " s (retry_after_ms ", retry_ms, ")."),

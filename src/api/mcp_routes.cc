@@ -16,6 +16,7 @@
 #include "api/mcp_session.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/domain/outcome.h"
 
 #ifndef TOOLGATE_VERSION
 #define TOOLGATE_VERSION "0.0.0"
@@ -395,7 +396,7 @@ struct McpRoutes::Impl : GatewayContext {
     }
     const json body = json::parse(answer.body_json, nullptr, false);
     const std::string id = body.is_object() ? body.value("execution_id", "") : "";
-    json structured = {{"execution_id", id}, {"outcome", body.value("outcome", "QUEUED")},
+    json structured = {{"execution_id", id}, {"outcome", body.value("outcome", std::string(ToString(Outcome::kQueued)))},
                        {"status_url", body.value("status_url", "")}};
     json result = {{"content", json::array({{{"type", "text"},
                                               {"text", "The call is queued as execution " + id +

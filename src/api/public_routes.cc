@@ -156,12 +156,6 @@ struct PublicRoutes::Impl : GatewayContext {
     co_return ToHttp(std::move(answer));
   }
 
-  static HttpResponse ToHttp(InvokeResponse r) {
-    HttpResponse h{r.http_status, std::move(r.body_json), "application/json", {}, {}};
-    if (r.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*r.retry_after_s));
-    return h;
-  }
-
 
   asio::awaitable<HttpResponse> GetExecution(const std::string& id, const auth::Principal& principal) {
     if (!LooksLikeUuid(id)) co_return Error(404, "not_found", "execution not found");

@@ -203,7 +203,10 @@ struct QueueDispatcher::Impl {
     }
     if (g.draining) {  // SIGTERM: claims go back at once (§17.5)
       give_back_slot();
-      (void)g.engine.queue().Requeue(**claim, now_ms);
+      if (auto r = g.engine.queue().Requeue(**claim, now_ms); !r.ok()) {
+        spdlog::warn("queue item of {} not given back on drain (its claim expires): {}", (*claim)->item.execution_id,
+                     r.status().ToString());
+      }
       return {StepKind::kIdle};
     }
     ++g.in_flight;  // before the ticket exists: a drain waits for it

@@ -124,7 +124,7 @@ json ExecutionViewJson(const ExecutionRecord& r, const std::vector<LedgerEvent>&
     j["events"].push_back(EventJson(e));
     if (e.type == "REPLAY_REQUESTED") j["replays"].push_back(j["events"].back()["data"]["execution_id"]);
   }
-  if (r.outcome == "SUCCEEDED") j["result"] = json::parse(r.result_json, nullptr, false);
+  if (r.outcome == Outcome::kSucceeded) j["result"] = json::parse(r.result_json, nullptr, false);
   return j;
 }
 

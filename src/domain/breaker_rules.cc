@@ -6,19 +6,6 @@
 
 namespace toolgate {
 
-std::string_view ToString(DeferReason reason) {
-  switch (reason) {
-    case DeferReason::kBreakerOpen: return "breaker_open";
-    case DeferReason::kProbeInFlight: return "probe_in_flight";
-    case DeferReason::kConcurrencyLimit: return "concurrency_limit";
-    case DeferReason::kIntentInProgress: return "intent_in_progress";
-    case DeferReason::kDownstreamThrottled: return "downstream_throttled";
-    case DeferReason::kStoreUnavailable: return "store_unavailable";
-    case DeferReason::kGatewayOverloaded: return "gateway_overloaded";
-  }
-  return "unknown";
-}
-
 namespace breaker {
 
 std::string_view ToString(State s) {

@@ -6,20 +6,23 @@ namespace toolgate {
 
 namespace {
 
-Classification Failed(std::string reason, IntentEffect intent, BreakerEffect effect = BreakerEffect::kFailure) {
+Classification Failed(FailureReason reason, IntentEffect intent, BreakerEffect effect = BreakerEffect::kFailure) {
   Classification c;
-  c.outcome = "FAILED";
-  c.reason = std::move(reason);
+  c.outcome = Outcome::kFailed;
+  c.reason = std::string(ToString(reason));
+  c.http_status = InvocationHttpStatus(c.outcome, c.reason);
   c.intent = intent;
   c.breaker = effect;
+  // The tool_error SLI (design §8): a 4xx (429 included) and a tool-level error are good.
+  c.error_bad = CountsAgainstConnector(reason);
   return c;
 }
 
-Classification Deferred(std::string reason, int64_t retry_after_s, BreakerEffect effect) {
+Classification Deferred(DeferReason reason, int64_t retry_after_s, BreakerEffect effect) {
   Classification c;
-  c.outcome = "DEFERRED";
-  c.reason = std::move(reason);
-  c.http_status = 503;
+  c.outcome = Outcome::kDeferred;
+  c.reason = std::string(ToString(reason));
+  c.http_status = InvocationHttpStatus(c.outcome, c.reason);
   c.intent = IntentEffect::kRelease;
   c.breaker = effect;
   c.retry_after_s = std::clamp<int64_t>(retry_after_s, 1, breaker::kMaxThrottleS);
@@ -28,24 +31,24 @@ Classification Deferred(std::string reason, int64_t retry_after_s, BreakerEffect
 
 Classification FromResponse(const DownstreamResult& r, bool body_is_json, const breaker::Config& config) {
   if (r.status >= 200 && r.status < 300) {
-    if (!body_is_json) return Failed("downstream_error", IntentEffect::kUnknown);
+    if (!body_is_json) return Failed(FailureReason::kDownstreamError, IntentEffect::kUnknown);
     Classification c;
-    c.outcome = "SUCCEEDED";
-    c.http_status = 200;
+    c.outcome = Outcome::kSucceeded;
+    c.http_status = InvocationHttpStatus(c.outcome, "");
     c.intent = IntentEffect::kSucceeded;
     c.breaker = breaker::IsSlowCall(config, r.latency_ms) ? BreakerEffect::kFailure : BreakerEffect::kSuccess;
     return c;
   }
   // 429 (any method), or 503 with a Retry-After: the request was not processed; the connector waits.
   if (r.status == 429 || (r.status == 503 && r.retry_after_s)) {
-    Classification c = Deferred(std::string(ToString(DeferReason::kDownstreamThrottled)), r.retry_after_s.value_or(1),
+    Classification c = Deferred(DeferReason::kDownstreamThrottled, r.retry_after_s.value_or(1),
                                 BreakerEffect::kThrottled);
     c.throttles_connector = r.retry_after_s.has_value();
     return c;
   }
   // S5: a 4xx is the caller's or the tenant's fault and never counts against the connector.
-  if (r.status >= 400 && r.status < 500) return Failed("downstream_rejected", IntentEffect::kFailed, BreakerEffect::kSuccess);
-  return Failed("downstream_error", IntentEffect::kFailed);
+  if (r.status >= 400 && r.status < 500) return Failed(FailureReason::kDownstreamRejected, IntentEffect::kFailed, BreakerEffect::kSuccess);
+  return Failed(FailureReason::kDownstreamError, IntentEffect::kFailed);
 }
 
 }  // namespace
@@ -57,31 +60,29 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
   switch (r.kind) {
     case Kind::kResponse: c = FromResponse(r, body_is_json, config); break;
     case Kind::kTimeout:
-      c = Failed("timeout", IntentEffect::kUnknown);
-      c.http_status = 504;
+      c = Failed(FailureReason::kTimeout, IntentEffect::kUnknown);
       break;
-    case Kind::kConnectFailed: c = Failed("connection_failed", IntentEffect::kFailed); break;
-    case Kind::kConnectionLost: c = Failed("connection_lost", IntentEffect::kUnknown); break;
-    case Kind::kResponseInvalid: c = Failed("downstream_error", IntentEffect::kUnknown); break;
+    case Kind::kConnectFailed: c = Failed(FailureReason::kConnectionFailed, IntentEffect::kFailed); break;
+    case Kind::kConnectionLost: c = Failed(FailureReason::kConnectionLost, IntentEffect::kUnknown); break;
+    case Kind::kResponseInvalid: c = Failed(FailureReason::kDownstreamError, IntentEffect::kUnknown); break;
     // Nothing reached the downstream's application, but it cannot be reached: a breaker failure.
-    case Kind::kTlsError: c = Failed("tls_error", IntentEffect::kFailed); break;
-    case Kind::kCredentialsUnavailable: c = Failed("credentials_unavailable", IntentEffect::kFailed); break;
+    case Kind::kTlsError: c = Failed(FailureReason::kTlsError, IntentEffect::kFailed); break;
+    case Kind::kCredentialsUnavailable: c = Failed(FailureReason::kCredentialsUnavailable, IntentEffect::kFailed); break;
     // MCP (design §14): the server ran and answered; a tool-level error says nothing against it.
-    case Kind::kToolError: c = Failed("tool_error", IntentEffect::kFailed, BreakerEffect::kSuccess); break;
+    case Kind::kToolError: c = Failed(FailureReason::kToolError, IntentEffect::kFailed, BreakerEffect::kSuccess); break;
     case Kind::kRpcError:
-      c = IsCallerRpcError(r.rpc_code) ? Failed("tool_rejected", IntentEffect::kFailed, BreakerEffect::kSuccess)
-                                       : Failed("downstream_error", IntentEffect::kFailed);
+      c = IsCallerRpcError(r.rpc_code) ? Failed(FailureReason::kToolRejected, IntentEffect::kFailed, BreakerEffect::kSuccess)
+                                       : Failed(FailureReason::kDownstreamError, IntentEffect::kFailed);
       break;
     case Kind::kLocalResource:
       // Nothing was sent and nothing was learnt about the downstream (DESIGN §17.3).
-      c = Deferred(std::string(ToString(DeferReason::kGatewayOverloaded)), 1, BreakerEffect::kNone);
+      c = Deferred(DeferReason::kGatewayOverloaded, 1, BreakerEffect::kNone);
       c.counts_for_slo = false;
       return c;
   }
-  // The SLIs (design §8): a 4xx (429 included) is good for tool_error; every call is timed against
-  // the connector's latency threshold, and a timeout is slow whatever its measured latency.
-  c.error_bad = c.outcome == "FAILED" && c.reason != "downstream_rejected" && c.reason != "tool_error" &&
-                c.reason != "tool_rejected";
+  // The SLIs (design §8): tool_error was set by Failed (a SUCCEEDED or DEFERRED call is good); every
+  // call is timed against the connector's latency threshold, and a timeout is slow whatever its
+  // measured latency.
   c.latency_bad = r.kind == Kind::kTimeout || r.latency_ms > latency_threshold_ms;
   return c;
 }

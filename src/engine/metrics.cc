@@ -94,9 +94,10 @@ std::string Metrics::ToolLabel(const std::string& connector, const std::string& 
   return tool;
 }
 
-void Metrics::ToolCall(const std::string& connector, const std::string& tool, const std::string& outcome,
-                       double latency_seconds, bool reached_downstream) {
+void Metrics::ToolCall(const std::string& connector, const std::string& tool, Outcome o, double latency_seconds,
+                       bool reached_downstream) {
   const std::string t = ToolLabel(connector, tool);
+  const std::string outcome(ToString(o));
   calls_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}).Increment();
   if (reached_downstream) {
     latency_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}, kLatencyBuckets).Observe(latency_seconds);

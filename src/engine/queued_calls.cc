@@ -26,12 +26,6 @@ int QueuedCalls::SkewS(std::string_view connector_id) const {
                                         : it->second.concurrency.max_clock_skew_s;
 }
 
-namespace {
-
-bool Waiting(const ExecutionRecord& rec) { return rec.outcome == "QUEUED" || rec.outcome == "RUNNING"; }
-
-}  // namespace
-
 // The record's end: `event` on the execution's chain and the record EXPIRED with `reason`, both
 // conditional on the chain head `rec` was read at.
 std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord& rec, std::string_view event,
@@ -40,8 +34,8 @@ std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord&
   auto [w_event, e] = ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id),
                                             {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
                                             actor.empty() ? "system" : actor,
-                                            json{{"reason", std::string(reason)}, {"outcome", "EXPIRED"}}.dump());
-  rec.outcome = "EXPIRED";
+                                            json{{"reason", std::string(reason)}, {"outcome", Outcome::kExpired}}.dump());
+  rec.outcome = Outcome::kExpired;
   rec.reason = std::string(reason);
   rec.finished_at_ms = now_ms;
   rec.last_seq = e.seq;
@@ -58,7 +52,7 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   std::vector<store::WriteRequest> removal =
       QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
   absl::StatusOr<ExecutionRecord> record = executions_.Get(item.tenant_id, item.execution_id);
-  if (absl::IsNotFound(record.status()) || (record.ok() && !Waiting(*record))) {
+  if (absl::IsNotFound(record.status()) || (record.ok() && !IsWaiting(record->outcome))) {
     // A stale item (its record gone with retention, or already ended): just remove it.
     const auto results = store_.WriteBatch(removal);
     return false;
@@ -91,7 +85,7 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
     std::vector<store::WriteRequest> tail = QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
     tail.erase(tail.begin());  // the item is gone already
     ASSIGN_OR_RETURN(rec, executions_.Get(item.tenant_id, item.execution_id));
-    if (!Waiting(rec)) {
+    if (!IsWaiting(rec.outcome)) {
       // Ended by someone else (a claim that outlived its lease): the removed item still leaves the count.
       tail.front().requires_previous = false;
       tail.resize(1);
@@ -115,7 +109,7 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
       spdlog::warn("intent {} not released (it expires): {}", rec.intent_key, st.ToString());
     }
   }
-  metrics_.ToolCall(rec.connector_id, rec.tool_name, "EXPIRED", 0, false);
+  metrics_.ToolCall(rec.connector_id, rec.tool_name, Outcome::kExpired, 0, false);
   return true;
 }
 
@@ -151,8 +145,9 @@ absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, s
 absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, std::string_view execution_id,
                                                     std::string_view actor) {
   ASSIGN_OR_RETURN(ExecutionRecord rec, executions_.Get(tenant_id, execution_id));
-  if (rec.outcome != "QUEUED") {
-    return absl::FailedPreconditionError(absl::StrCat("the execution is ", rec.outcome, ", not QUEUED"));
+  if (rec.outcome != Outcome::kQueued) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the execution is ", std::string(ToString(rec.outcome)), ", not ", std::string(ToString(Outcome::kQueued))));
   }
   ASSIGN_OR_RETURN(std::optional<QueueItem> item,
                    queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));

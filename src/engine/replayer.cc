@@ -23,8 +23,8 @@ ReplayContext ContextOf(const ExecutionRecord& original, const ReplayOrder& orde
   replay.original_outcome = original.outcome;
   replay.original_result_json = original.result_json;
   replay.succeeded_in = original.execution_id;
-  if (original.outcome != "SUCCEEDED" && !original.replay_succeeded_in.empty()) {
-    replay.original_outcome = "SUCCEEDED";  // an earlier replay succeeded
+  if (original.outcome != Outcome::kSucceeded && !original.replay_succeeded_in.empty()) {
+    replay.original_outcome = Outcome::kSucceeded;  // an earlier replay succeeded
     replay.original_result_json = original.replay_result_json;
     replay.succeeded_in = original.replay_succeeded_in;
   }
@@ -58,7 +58,7 @@ std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder&
   if (original->input_json.empty()) {
     return Refusal(409, "not_replayable", "this execution's input was not kept, so it cannot be replayed");
   }
-  if (original->outcome == "IN_PROGRESS") {
+  if (original->outcome == Outcome::kInProgress) {
     return Refusal(409, "execution_in_progress", "this execution has not finished yet; replay it once it has an outcome");
   }
   absl::StatusOr<bool> reserved = executions_.ReserveReplay(who.tenant_id, original->execution_id, max_replays_);

@@ -68,10 +68,10 @@ bool Queueable(DeferReason why) {
 
 // 202 for a queued call (§15).
 InvokeResponse QueuedAnswer(const std::string& execution_id, const std::string& connector_id,
-                            const std::string& outcome = "QUEUED") {
+                            Outcome outcome = Outcome::kQueued) {
   json body = {{"execution_id", execution_id}, {"outcome", outcome}, {"connector_id", connector_id},
                {"status_url", "/v1/executions/" + execution_id}};
-  return InvokeResponse{202, Dump(body), {}};
+  return InvokeResponse{InvocationHttpStatus(outcome, ""), Dump(body), {}};
 }
 
 json ResponseBody(const ExecutionRecord& r) {
@@ -97,7 +97,7 @@ absl::Status WriteRequeue(ToolInvoker::Services& s, InvocationTicket& t, const s
   writes.push_back(QueueService::RequeueRequest(*t.queued, ready_at_ms));
   auto [w_event, event] = s.ledger.PrepareAppend(t.chain, t.tail, "TOOL_ATTEMPT_FAILED", actor, Dump(data));
   writes.push_back(std::move(w_event).AfterPrevious());
-  rec.outcome = "QUEUED";
+  rec.outcome = Outcome::kQueued;
   rec.reason.clear();
   rec.last_seq = event.seq;
   rec.last_hash = event.hash;
@@ -156,7 +156,7 @@ class ToolInvoker::Admission {
             std::string_view instance_id)
       : Admission(s, req, connector) {
     Ticket& t = *ticket_;
-    was_running_ = existing.outcome == "RUNNING";
+    was_running_ = existing.outcome == Outcome::kRunning;
     t.record = existing;
     t.tail = {existing.last_seq, existing.last_hash, existing.expires_at_s};
     t.queued = claim;
@@ -179,15 +179,15 @@ class ToolInvoker::Admission {
     if (ticket_->queued) ReleaseIntent();  // a switch in force at dispatch ends the call (§17.5)
     rec().reason = "kill_switch";
     s_.metrics.Blocked(cid(), k.scope);
-    s_.metrics.ToolCall(cid(), rec().tool_name, "BLOCKED", 0, false);
-    if (absl::Status st = FinishEarly("BLOCKED", "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
+    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kBlocked, 0, false);
+    if (absl::Status st = FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
         !st.ok()) {
       return StoreUnavailable(st);
     }
-    CountOutcome("BLOCKED", "");
+    CountOutcome(Outcome::kBlocked, "");
     json body = ResponseBody(rec());
     body["scope"] = k.scope;
-    return InvokeResponse{403, Dump(body), {}};
+    return InvokeResponse{InvocationHttpStatus(Outcome::kBlocked, rec().reason), Dump(body), {}};
   }
 
   // 2. Intent (tool-layer idempotency, S12), for a client-supplied key and every replay that is not
@@ -195,7 +195,7 @@ class ToolInvoker::Admission {
   Stop CheckIntent() {
     const InvokeRequest& req = req_;
     if (ticket_->queued) return std::nullopt;  // checked, and claimed, at enqueue (§17.5)
-    if (req.replay && !req.replay->force && req.replay->original_outcome == "SUCCEEDED") {
+    if (req.replay && !req.replay->force && req.replay->original_outcome == Outcome::kSucceeded) {
       return Deduplicated(req.replay->succeeded_in, req.replay->original_result_json);
     }
     if (req.idempotency_key.empty() && !(req.replay && !req.replay->force)) return std::nullopt;
@@ -300,11 +300,11 @@ class ToolInvoker::Admission {
     if (req.replay && req.replay->force) {
       opening.push_back({"REPLAY_FORCED", {{"requested_by", req.replay->requested_by}, {"actor", actor_}}});
     }
-    if (req.replay && req.replay->original_outcome != "SUCCEEDED" && !req.replay->force) {
+    if (req.replay && req.replay->original_outcome != Outcome::kSucceeded && !req.replay->force) {
       invoked["original_outcome"] = req.replay->original_outcome;  // what the replay knew of the earlier attempt
     }
     if (t.queued) {
-      rec().outcome = "RUNNING";
+      rec().outcome = Outcome::kRunning;
       if (t.queued->took_over && was_running_) {
         opening.push_back({"TOOL_ATTEMPT_FAILED", {{"attempt", t.queued->item.attempt - 1}, {"reason", "claim_expired"}}});
       }
@@ -318,7 +318,7 @@ class ToolInvoker::Admission {
   // in one batch, ready at `ready_at_ms` (§15).
   InvokeResponse WriteQueued(const QueueOrder& order, int64_t ready_at_ms, std::string_view via) {
     if (s_.queue == nullptr) return InvokeResponse{501, ErrorJson("not_implemented", "queued calls are not available"), {}};
-    rec().outcome = "QUEUED";
+    rec().outcome = Outcome::kQueued;
     rec().reason.clear();
     QueueItem item;
     item.connector_id = cid();
@@ -354,14 +354,16 @@ class ToolInvoker::Admission {
   InvokeResponse EndClaimed(const std::string& reason) {
     rec().reason = reason;
     ReleaseIntent();
-    if (absl::Status st = FinishEarly("FAILED", "EXECUTION_FAILED", {{"reason", reason}}); !st.ok()) return StoreUnavailable(st);
-    return InvokeResponse{502, Dump(ResponseBody(rec())), {}};
+    if (absl::Status st = FinishEarly(Outcome::kFailed, "EXECUTION_FAILED", {{"reason", reason}}); !st.ok()) {
+      return StoreUnavailable(st);
+    }
+    return InvokeResponse{InvocationHttpStatus(Outcome::kFailed, reason), Dump(ResponseBody(rec())), {}};
   }
 
   std::unique_ptr<Ticket> TakeTicket() { return std::move(ticket_); }
 
   // What the agent is answered, counted fleet-wide for `toolgate status` (SloCounters::RecordOutcome).
-  void CountOutcome(std::string_view outcome, std::string_view reason) {
+  void CountOutcome(Outcome outcome, std::string_view reason) {
     if (s_.slo != nullptr) s_.slo->RecordOutcome(cid(), outcome, reason);
   }
   Ticket& ticket() { return *ticket_; }
@@ -394,11 +396,12 @@ class ToolInvoker::Admission {
 
   InvokeResponse StoreUnavailable(const absl::Status& why) {
     spdlog::warn("connector {}: store error, deferring: {}", cid(), why.ToString());
-    s_.metrics.Deferred(cid(), "store_unavailable");
-    CountOutcome("DEFERRED", "store_unavailable");
-    json body = {{"execution_id", rec().execution_id}, {"outcome", "DEFERRED"}, {"connector_id", cid()},
-                 {"reason", "store_unavailable"}, {"retry_after_ms", 1000}};
-    return InvokeResponse{503, Dump(body), 1};
+    const std::string reason(ToString(DeferReason::kStoreUnavailable));
+    s_.metrics.Deferred(cid(), reason);
+    CountOutcome(Outcome::kDeferred, reason);
+    json body = {{"execution_id", rec().execution_id}, {"outcome", Outcome::kDeferred}, {"connector_id", cid()},
+                 {"reason", reason}, {"retry_after_ms", 1000}};
+    return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, reason), Dump(body), 1};
   }
 
   // The record and its opening events in one batch (one transaction on SQLite): for a replay
@@ -428,7 +431,7 @@ class ToolInvoker::Admission {
     // The record and every event of its chain expire together; an execution deferred before it
     // reached the connector is kept for the (shorter) deferred retention.
     rec().expires_at_s =
-        s_.ledger.retention().ExecutionExpiry(rec().created_at_ms, ends_here && rec().outcome == "DEFERRED");
+        s_.ledger.retention().ExecutionExpiry(rec().created_at_ms, ends_here && rec().outcome == Outcome::kDeferred);
     t.tail.expires_at_s = rec().expires_at_s;
     std::vector<store::WriteRequest> writes(1);  // the record, once its last event is known
     Ledger::Tail tail = t.tail;
@@ -477,7 +480,7 @@ class ToolInvoker::Admission {
   }
 
   // An execution that ends here, before any downstream call.
-  absl::Status FinishEarly(const std::string& outcome, const std::string& event, json data) {
+  absl::Status FinishEarly(Outcome outcome, const std::string& event, json data) {
     rec().outcome = outcome;
     rec().finished_at_ms = s_.clock.now_epoch_ms();
     return WriteOpening({{event, std::move(data)}}, /*ends_here=*/true);
@@ -503,15 +506,15 @@ class ToolInvoker::Admission {
     ReleaseIntent();
     rec().reason = std::string(ToString(why));
     s_.metrics.Deferred(cid(), rec().reason);
-    s_.metrics.ToolCall(cid(), rec().tool_name, "DEFERRED", 0, false);
-    if (absl::Status st = FinishEarly("DEFERRED", "EXECUTION_DEFERRED", {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
+    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kDeferred, 0, false);
+    if (absl::Status st = FinishEarly(Outcome::kDeferred, "EXECUTION_DEFERRED", {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
         !st.ok()) {
       return StoreUnavailable(st);
     }
-    CountOutcome("DEFERRED", rec().reason);
+    CountOutcome(Outcome::kDeferred, rec().reason);
     json body = ResponseBody(rec());
     body["retry_after_ms"] = retry_ms;
-    return InvokeResponse{503, Dump(body), RetryAfterSeconds(retry_ms)};
+    return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, rec().reason), Dump(body), RetryAfterSeconds(retry_ms)};
   }
 
   // A claimed queued call that cannot run now goes back to its queue (§15, §17.3): TOOL_ATTEMPT_FAILED
@@ -533,9 +536,7 @@ class ToolInvoker::Admission {
   // The intent is QUEUED or RUNNING in another execution: that one answers (§17.5).
   InvokeResponse Existing(const std::string& execution_id) {
     auto other = s_.executions.Get(rec().tenant_id, execution_id);
-    const std::string outcome = other.ok() && (other->outcome == "QUEUED" || other->outcome == "RUNNING")
-                                    ? other->outcome
-                                    : std::string("RUNNING");
+    const Outcome outcome = other.ok() && IsWaiting(other->outcome) ? other->outcome : Outcome::kRunning;
     return QueuedAnswer(execution_id, cid(), outcome);
   }
 
@@ -543,11 +544,11 @@ class ToolInvoker::Admission {
   // calls nothing (REPLAY_DEDUPED).
   InvokeResponse Deduplicated(const std::string& succeeded_in, const std::string& result_json) {
     const json result = json::parse(result_json.empty() ? "null" : result_json, nullptr, false);
-    rec().outcome = "SUCCEEDED";
+    rec().outcome = Outcome::kSucceeded;
     rec().result_json = result_json;
     rec().finished_at_ms = s_.clock.now_epoch_ms();
     s_.metrics.Replay("deduped");
-    s_.metrics.ToolCall(cid(), rec().tool_name, "SUCCEEDED", 0, false);
+    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
     if (absl::Status st = WriteOpening({{"REPLAY_DEDUPED",
                                          {{"succeeded_in", succeeded_in},
                                           {"result", result},
@@ -556,12 +557,12 @@ class ToolInvoker::Admission {
         !st.ok()) {
       return StoreUnavailable(st);
     }
-    CountOutcome("SUCCEEDED", "");
+    CountOutcome(Outcome::kSucceeded, "");
     json body = ResponseBody(rec());
     body["result"] = result;
     body["deduplicated"] = true;
     body["succeeded_in"] = succeeded_in;
-    InvokeResponse answer{200, Dump(body), {}};
+    InvokeResponse answer{InvocationHttpStatus(Outcome::kSucceeded, ""), Dump(body), {}};
     answer.reached_tool = true;
     return answer;
   }
@@ -584,12 +585,12 @@ class ToolInvoker::Admission {
         return StoreUnavailable(e.status());
       }
     }
-    s_.metrics.ToolCall(cid(), rec().tool_name, "SUCCEEDED", 0, false);
-    CountOutcome("SUCCEEDED", "");
-    json body = {{"execution_id", claim.execution_id}, {"outcome", "SUCCEEDED"}, {"connector_id", cid()},
+    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
+    CountOutcome(Outcome::kSucceeded, "");
+    json body = {{"execution_id", claim.execution_id}, {"outcome", Outcome::kSucceeded}, {"connector_id", cid()},
                  {"result", json::parse(claim.result_json, nullptr, false)}, {"intent_hit", true}};
     if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
-    return InvokeResponse{200, Dump(body), {}};
+    return InvokeResponse{InvocationHttpStatus(Outcome::kSucceeded, ""), Dump(body), {}};
   }
 
   ToolInvoker::Services& s_;
@@ -661,13 +662,18 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
     }
   };
   absl::StatusOr<ExecutionRecord> record = s_.executions.Get(item.tenant_id, item.execution_id);
-  const bool final_already = record.ok() && record->outcome != "QUEUED" && record->outcome != "RUNNING";
+  const bool final_already = record.ok() && !IsWaiting(record->outcome);
   if (absl::IsNotFound(record.status()) || final_already) {
     // Its record is gone (retention) or ended (a crash after the record's last write, before the
     // item's): the item is stale.
     give_back(lease, false);
     const auto done = s_.store.WriteBatch(QueueService::CompleteRequests(claim));
-    (void)done;
+    for (const auto& r : done) {
+      if (!r.ok()) {
+        spdlog::warn("queue item of {} not removed (its claim expires): {}", item.execution_id, r.status().ToString());
+        break;
+      }
+    }
     return InvokeResponse{410, ErrorJson("gone", "the queued execution has ended"), {}};
   }
   if (!record.ok()) {
@@ -761,7 +767,7 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   rec.reason = k.reason;
   rec.latency_ms = result.latency_ms;
   if (result.kind == DownstreamResult::Kind::kResponse) rec.downstream_status = result.status;
-  if (rec.outcome == "SUCCEEDED") rec.result_json = Dump(result_json);
+  if (rec.outcome == Outcome::kSucceeded) rec.result_json = Dump(result_json);
 
   if (k.counts_for_slo) {
     s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolError)), k.error_bad);
@@ -769,14 +775,14 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
     if (s_.slo != nullptr) s_.slo->Record(c.id, k.error_bad, result.latency_ms, k.latency_bad);
   }
   if (t.guarded) RecordInBreaker(t, k);
-  if (t.queued && rec.outcome == "DEFERRED") {
+  if (t.queued && rec.outcome == Outcome::kDeferred) {
     // A queued call the downstream said "not now" to (429, 503 with Retry-After) goes back to its
     // queue for the Retry-After (§15); the intent stays claimed.
-    s_.metrics.ToolCall(c.id, rec.tool_name, "DEFERRED", static_cast<double>(result.latency_ms) / 1000.0, true);
+    s_.metrics.ToolCall(c.id, rec.tool_name, Outcome::kDeferred, static_cast<double>(result.latency_ms) / 1000.0, true);
     s_.metrics.Deferred(c.id, rec.reason);
     json data = {{"latency_ms", result.latency_ms}};
     if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
-    const std::string why = rec.reason == "downstream_throttled" ? "throttled" : rec.reason;
+    const std::string why = rec.reason == ToString(DeferReason::kDownstreamThrottled) ? "throttled" : rec.reason;
     InvokeResponse answer;
     if (absl::Status st = WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data)); !st.ok()) {
       spdlog::error("queued execution {}: not put back: {}", rec.execution_id, st.ToString());
@@ -796,27 +802,29 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   absl::Status written = RecordOutcome(t, k, result);
 
   s_.metrics.ToolCall(c.id, rec.tool_name, rec.outcome, static_cast<double>(result.latency_ms) / 1000.0, true);
-  if (rec.outcome == "FAILED") s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
-  if (rec.outcome == "DEFERRED") s_.metrics.Deferred(c.id, rec.reason);
+  if (rec.outcome == Outcome::kFailed) s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
+  if (rec.outcome == Outcome::kDeferred) s_.metrics.Deferred(c.id, rec.reason);
 
   if (s_.slo != nullptr) {
     // The agent is told FAILED store_unavailable when the outcome could not be recorded.
-    s_.slo->RecordOutcome(c.id, written.ok() ? rec.outcome : "FAILED", rec.reason);
+    s_.slo->RecordOutcome(c.id, written.ok() ? rec.outcome : Outcome::kFailed, rec.reason);
   }
   if (!written.ok()) {
-    spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, rec.outcome, written.ToString());
+    spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, ToString(rec.outcome),
+                  written.ToString());
+    const std::string reason(ToString(FailureReason::kStoreUnavailable));
     json body = ResponseBody(rec);
-    body["outcome"] = "FAILED";
-    body["reason"] = "store_unavailable";
+    body["outcome"] = Outcome::kFailed;
+    body["reason"] = reason;
     body["message"] = "the call reached the downstream but its outcome could not be recorded";
-    InvokeResponse failed{503, Dump(body), 1};
+    InvokeResponse failed{InvocationHttpStatus(Outcome::kFailed, reason), Dump(body), 1};
     failed.reached_tool = true;
     return failed;
   }
   if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
   json body = ResponseBody(rec);
   body["latency_ms"] = result.latency_ms;
-  if (rec.outcome == "SUCCEEDED") body["result"] = result_json;
+  if (rec.outcome == Outcome::kSucceeded) body["result"] = result_json;
   if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
   if (k.retry_after_s) body["retry_after_ms"] = *k.retry_after_s * 1000;
   // An MCP server's own answer to a failed call, for the caller to see as the server said it (§14):
@@ -896,7 +904,7 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
   if (!rec.reason.empty()) data["reason"] = rec.reason;
   if (!result.error.empty()) data["detail"] = result.error.substr(0, 300);  // for the operator; never a secret
   if (k.intent == IntentEffect::kUnknown) data["outcome_unknown"] = true;
-  if (rec.outcome == "SUCCEEDED") data["result_sha256"] = Sha256Hex(rec.result_json);
+  if (rec.outcome == Outcome::kSucceeded) data["result_sha256"] = Sha256Hex(rec.result_json);
   std::vector<store::WriteRequest> writes;
   Ledger::Tail tail = t.tail;
   // Each attempt that was followed by another, in order, before the call's one final event (§17.3).
@@ -908,7 +916,7 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
     tail = {appended.seq, appended.hash, appended.expires_at_s};
   }
   auto [w_event, event] = s_.ledger.PrepareAppend(
-      t.chain, tail, rec.outcome == "SUCCEEDED" ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data));
+      t.chain, tail, rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data));
   writes.push_back(std::move(w_event));
   size_t required = writes.size() + 1;
   if (t.request.replay) {
@@ -925,7 +933,7 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
                                               k.intent == IntentEffect::kSucceeded ? rec.result_json : ""));
   }
-  if (t.request.replay && rec.outcome == "SUCCEEDED") {
+  if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
     writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
                                                             rec.execution_id, rec.result_json));
   }

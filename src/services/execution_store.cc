@@ -18,7 +18,7 @@ namespace {
 store::AttributePath Attr(const char* name) { return store::AttributePath::Top(name); }
 
 Item OutcomeFields(const ExecutionRecord& r) {
-  return Item{{"outcome", r.outcome},
+  return Item{{"outcome", std::string(ToString(r.outcome))},
               {"reason", r.reason},
               {"result_json", r.result_json},
               {"finished_at_ms", r.finished_at_ms},
@@ -42,7 +42,13 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   r.connector_id = s("connector_id");
   r.action_type = s("action_type");
   r.actor = s("actor");
-  r.outcome = s("outcome");
+  const std::string outcome = s("outcome");
+  std::optional<Outcome> parsed = ParseOutcome(outcome);
+  if (!parsed) {
+    return absl::DataLossError(absl::StrCat("execution record ", r.execution_id, " has an unknown outcome '",
+                                            outcome.substr(0, 64), "'"));
+  }
+  r.outcome = *parsed;
   r.reason = s("reason");
   r.intent_key = s("intent_key");
   r.idempotency_key = s("idempotency_key");
@@ -158,7 +164,7 @@ absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::List(std::string_view t
     for (auto& [sk, item] : p.items) {
       ASSIGN_OR_RETURN(ExecutionRecord r, FromItem(item));
       last_examined = r.execution_id;
-      if ((!f.tool.empty() && r.tool_name != f.tool) || (!f.outcome.empty() && r.outcome != f.outcome)) continue;
+      if ((!f.tool.empty() && r.tool_name != f.tool) || (!f.outcome.empty() && ToString(r.outcome) != f.outcome)) continue;
       page.executions.push_back(std::move(r));
       if (static_cast<int>(page.executions.size()) == limit) {
         page.next = last_examined;
@@ -198,7 +204,7 @@ bool Matches(const ExecutionStore::AdminListFilter& f, const ExecutionRecord& r)
   if (!f.connector.empty() && r.connector_id != f.connector) return false;
   if (!f.tenant.empty() && r.tenant_id != f.tenant) return false;
   if (!f.tool.empty() && r.tool_name != f.tool) return false;
-  if (!f.outcomes.empty() && std::find(f.outcomes.begin(), f.outcomes.end(), r.outcome) == f.outcomes.end()) return false;
+  if (!f.outcomes.empty() && std::find(f.outcomes.begin(), f.outcomes.end(), ToString(r.outcome)) == f.outcomes.end()) return false;
   if (f.since_ms && r.created_at_ms < *f.since_ms) return false;
   if (f.until_ms && r.created_at_ms >= *f.until_ms) return false;
   if (f.originals_only && !r.replay_of.empty()) return false;

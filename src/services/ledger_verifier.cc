@@ -45,13 +45,14 @@ json Data(const LedgerEvent& e) {
 
 // The outcomes the event that ends an execution allows its record to hold (empty: not a final event).
 std::vector<std::string> OutcomesOf(const LedgerEvent& e) {
-  if (e.type == "TOOL_SUCCEEDED" || e.type == "REPLAY_DEDUPED") return {"SUCCEEDED"};
-  if (e.type == "EXECUTION_BLOCKED") return {"BLOCKED"};
-  if (e.type == "EXECUTION_DEFERRED") return {"DEFERRED"};
+  auto name = [](Outcome o) { return std::string(ToString(o)); };
+  if (e.type == "TOOL_SUCCEEDED" || e.type == "REPLAY_DEDUPED") return {name(Outcome::kSucceeded)};
+  if (e.type == "EXECUTION_BLOCKED") return {name(Outcome::kBlocked)};
+  if (e.type == "EXECUTION_DEFERRED") return {name(Outcome::kDeferred)};
   if (e.type == "TOOL_FAILED") {
     const json d = Data(e);
     if (d.contains("outcome") && d["outcome"].is_string()) return {d["outcome"].get<std::string>()};
-    return {"FAILED", "DEFERRED"};  // written before TOOL_FAILED named its outcome
+    return {name(Outcome::kFailed), name(Outcome::kDeferred)};  // written before TOOL_FAILED named its outcome
   }
   return {};
 }
@@ -79,14 +80,14 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
     }
   }
   if (final_event == nullptr) {
-    if (r.outcome != "IN_PROGRESS") {
-      return Bad(absl::StrCat("its record says ", r.outcome, " but its chain has no event that ends the execution"));
+    if (r.outcome != Outcome::kInProgress) {
+      return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)), " but its chain has no event that ends the execution"));
     }
     return absl::OkStatus();
   }
   const std::vector<std::string> allowed = OutcomesOf(*final_event);
-  if (std::find(allowed.begin(), allowed.end(), r.outcome) == allowed.end()) {
-    return Bad(absl::StrCat("its record says ", r.outcome, " but event ", final_event->seq, " (", final_event->type,
+  if (std::find(allowed.begin(), allowed.end(), ToString(r.outcome)) == allowed.end()) {
+    return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)), " but event ", final_event->seq, " (", final_event->type,
                             ") says ", allowed.front()));
   }
   const json fd = Data(*final_event);
@@ -158,6 +159,10 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     }
     return absl::OkStatus();
   });
+  if (absl::IsDataLoss(walk)) {  // a record that cannot be read as one (an unknown outcome, no id)
+    report.problem = std::string(walk.message());
+    return report;
+  }
   if (!walk.ok() && !absl::IsCancelled(walk)) return walk;
   if (!report.ok()) return report;
 

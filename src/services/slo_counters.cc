@@ -136,20 +136,23 @@ void SloCounters::Record(const std::string& connector, bool error_bad, int64_t l
   }
 }
 
-void SloCounters::RecordOutcome(const std::string& connector, std::string_view outcome, std::string_view reason) {
+void SloCounters::RecordOutcome(const std::string& connector, Outcome outcome, std::string_view reason) {
   const int64_t minute = clock_.now_epoch_ms() / 60'000;
   absl::MutexLock lock(&mu_);
   OutcomeCounts& o = pending_minutes_[{connector, minute}].outcomes;
   o.calls += 1;
-  if (outcome == "SUCCEEDED") {
-    o.succeeded += 1;
-  } else if (outcome == "FAILED") {
-    o.failed += 1;
-  } else if (outcome == "DEFERRED") {
-    o.deferred += 1;
-    o.deferred_by_reason[ReasonKey(reason)] += 1;
-  } else if (outcome == "BLOCKED") {
-    o.blocked += 1;
+  switch (outcome) {
+    case Outcome::kSucceeded: o.succeeded += 1; break;
+    case Outcome::kFailed: o.failed += 1; break;
+    case Outcome::kDeferred:
+      o.deferred += 1;
+      o.deferred_by_reason[ReasonKey(reason)] += 1;
+      break;
+    case Outcome::kBlocked: o.blocked += 1; break;
+    case Outcome::kInProgress:
+    case Outcome::kQueued:
+    case Outcome::kRunning:
+    case Outcome::kExpired: break;  // counted in `calls` only
   }
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "toolgate/domain/breaker_rules.h"
+#include "toolgate/domain/outcome.h"
 
 namespace toolgate {
 
@@ -64,9 +65,9 @@ enum class IntentEffect {
 };
 
 struct Classification {
-  std::string outcome;  // SUCCEEDED | FAILED | DEFERRED
-  std::string reason;   // empty for SUCCEEDED
-  int http_status = 502;
+  Outcome outcome = Outcome::kFailed;  // kSucceeded | kFailed | kDeferred
+  std::string reason;  // empty for SUCCEEDED; ToString of a FailureReason or a DeferReason
+  int http_status = 502;  // InvocationHttpStatus(outcome, reason)
   BreakerEffect breaker = BreakerEffect::kFailure;
   IntentEffect intent = IntentEffect::kFailed;
   std::optional<int64_t> retry_after_s;  // for DEFERRED: whole seconds, >= 1, capped at kMaxThrottleS

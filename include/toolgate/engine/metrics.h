@@ -13,6 +13,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "toolgate/domain/breaker_rules.h"
+#include "toolgate/domain/outcome.h"
 #include "toolgate/services/circuit_breaker_service.h"
 
 namespace toolgate {
@@ -25,8 +26,8 @@ class Metrics final : public BreakerTransitionListener {
 
   Metrics();
 
-  void ToolCall(const std::string& connector, const std::string& tool, const std::string& outcome,
-                double latency_seconds, bool reached_downstream);
+  void ToolCall(const std::string& connector, const std::string& tool, Outcome outcome, double latency_seconds,
+                bool reached_downstream);
   void ToolError(const std::string& connector, const std::string& tool, const std::string& reason);
   void Deferred(const std::string& connector, const std::string& reason);
   void Blocked(const std::string& connector, const std::string& scope);

@@ -29,7 +29,7 @@ namespace toolgate {
 struct ReplayContext {
   std::string original_id;
   std::string original_intent_key;
-  std::string original_outcome;      // "SUCCEEDED" also when an earlier replay of it succeeded
+  Outcome original_outcome = Outcome::kInProgress;  // kSucceeded also when an earlier replay of it succeeded
   std::string original_result_json;  // the result of that success
   std::string succeeded_in;          // the execution that succeeded (the original or a replay)
   std::string reason;

@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "toolgate/clock.h"
+#include "toolgate/domain/outcome.h"
 #include "toolgate/store/item_store.h"
 
 namespace toolgate {
@@ -21,7 +22,7 @@ struct ExecutionRecord {
   std::string connector_id;
   std::string action_type;
   std::string actor;  // the token's sub
-  std::string outcome = "IN_PROGRESS";  // then SUCCEEDED | FAILED | DEFERRED | BLOCKED
+  Outcome outcome = Outcome::kInProgress;  // stored as ToString(outcome)
   std::string reason;
   std::string intent_key;
   std::string idempotency_key;
@@ -50,7 +51,8 @@ class ExecutionStore {
   ExecutionStore(store::ItemStore& store, const Clock& clock);
 
   static store::ItemKey Key(std::string_view tenant_id, std::string_view execution_id);
-  // A stored record, decoded; kDataLoss when it is not one.
+  // A stored record, decoded; kDataLoss when it is not one (no execution_id, or an outcome that is
+  // not one of ParseOutcome's).
   static absl::StatusOr<ExecutionRecord> FromItem(const store::Item& item);
 
   // Writes a new record (never overwrites one).
@@ -67,7 +69,7 @@ class ExecutionStore {
 
   struct ListFilter {
     std::string tool;
-    std::string outcome;
+    std::string outcome;               // as stored (ToString of an Outcome); empty: any
     int limit = 50;                    // 1..200
     std::optional<std::string> after;  // cursor: the last execution id of the previous page
   };

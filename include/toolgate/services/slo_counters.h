@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
+#include "toolgate/domain/outcome.h"
 #include "toolgate/domain/slo.h"
 #include "toolgate/store/item_store.h"
 
@@ -77,9 +78,9 @@ class SloCounters {
   // Counts one call that reached (or tried to reach) the connector. Memory only; never fails.
   void Record(const std::string& connector, bool error_bad, int64_t latency_ms, bool latency_bad);
 
-  // Counts one invocation's outcome ("SUCCEEDED", "FAILED", "DEFERRED", "BLOCKED"; `reason` for
+  // Counts one invocation's outcome (SUCCEEDED, FAILED, DEFERRED, BLOCKED; `reason` for
   // DEFERRED: [a-z_]{1,40}, anything else counts as "other"). Memory only; never fails.
-  void RecordOutcome(const std::string& connector, std::string_view outcome, std::string_view reason);
+  void RecordOutcome(const std::string& connector, Outcome outcome, std::string_view reason);
 
   // Adds the counts recorded since the last flush into the store (2 conditional-free writes per
   // connector and minute with calls; one transaction on SQLite). Counts whose write failed stay
