@@ -381,20 +381,19 @@ ClientResult BlockingHttpClient::Call(ClientRequest request) {
     // run() returns once the call and every handler it left (cancelled timers) have finished, so
     // the io_context holds no work between calls; restart() readies it for this one.
     io_->restart();
-    asio::co_spawn(*io_, AsyncHttpCall(std::move(request), &pool_),
-                   [&](std::exception_ptr e, ClientResult r) {
-                     if (!e) {
-                       result = std::move(r);
-                       return;
-                     }
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& ex) {
-                       failure = ex.what();
-                     } catch (...) {
-                       failure = "unknown exception";
-                     }
-                   });
+    asio::co_spawn(*io_, AsyncHttpCall(std::move(request), &pool_), [&](std::exception_ptr e, ClientResult r) {
+      if (!e) {
+        result = std::move(r);
+        return;
+      }
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        failure = ex.what();
+      } catch (...) {
+        failure = "unknown exception";
+      }
+    });
     io_->run();
   } catch (const std::exception& ex) {
     failure = ex.what();

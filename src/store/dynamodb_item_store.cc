@@ -49,22 +49,24 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
     return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' must be scheme://host[:port]"));
   }
   e.host_header = std::string(rest);
-  std::string_view host = rest, port;
-  if (rest.front() == '[') {  // [v6 address][:port]
+  std::string_view host = rest;
+  std::string_view port;      // empty: the scheme's
+  if (rest.front() == '[') {  // [IPv6 address][:port]
     const size_t close = rest.find(']');
-    if (close == std::string_view::npos || (close + 1 < rest.size() && rest[close + 1] != ':')) host = {};
-    else host = rest.substr(1, close - 1);
-    if (close != std::string_view::npos && close + 1 < rest.size()) port = rest.substr(close + 2);
+    const std::string_view after = close == std::string_view::npos ? "?" : rest.substr(close + 1);
+    host = after.empty() || after.front() == ':' ? rest.substr(1, close - 1) : std::string_view();
+    if (!after.empty()) port = after.substr(1);
   } else if (const size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
     host = rest.substr(0, colon);
     port = rest.substr(colon + 1);
   }
   e.address.host = std::string(host);
   e.address.port = e.tls ? 443 : 80;
-  const bool bad_port = rest.back() == ':' ||
-                        (!port.empty() && (!std::all_of(port.begin(), port.end(), ::isdigit) ||
-                                           !absl::SimpleAtoi(absl::string_view(port.data(), port.size()), &e.address.port) ||
-                                           e.address.port < 1 || e.address.port > 65535));
+  const bool bad_port =
+      rest.back() == ':' ||
+      (!port.empty() && (!std::all_of(port.begin(), port.end(), ::isdigit) ||
+                         !absl::SimpleAtoi(absl::string_view(port.data(), port.size()), &e.address.port) ||
+                         e.address.port < 1 || e.address.port > 65535));
   if (e.address.host.empty() || bad_port) {
     return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' has a bad host or port"));
   }
@@ -192,7 +194,6 @@ struct DynamoDbItemStore::Impl {
     GiveBack(std::move(client));
     return FromClientResult(std::move(result));
   }
-
 
   // One DynamoDB API call with the retry policy of the class comment. Returns the response body of a
   // 200, or a status naming the operation and the AWS error type. `condition_failed` (when given) is
