@@ -17,8 +17,9 @@ cd "$(dirname "$0")/.."
 
 # The layers, lowest first: rank, name, then the paths of the layer (a directory ends in "/"). A
 # file may include headers of its own rank or lower; config and auth share a rank, and so do the
-# store and net (the HTTP client), which both sit on the domain alone. A directory
-# that does not exist yet (connectors) simply holds nothing.
+# store and net (the HTTP client), which both sit on the domain: the DynamoDB store sends its
+# requests through the net client (one network client for the store and the downstreams), and the
+# net layer has no use for the store. A directory that does not exist yet simply holds nothing.
 LAYERS=(
   "0 domain     src/domain/ include/toolgate/domain/ include/toolgate/clock.h include/toolgate/status_macros.h"
   "1 store      src/store/ include/toolgate/store/"

@@ -235,6 +235,40 @@ TEST_F(DynamoDbRetryTest, AWriteWhoseOutcomeIsUnknownIsNotRetriedButAReadIs) {
   EXPECT_GT(fake_.total(), 1);
 }
 
+// The request was sent and the connection dropped before any answer: DynamoDB may have applied it.
+TEST_F(DynamoDbRetryTest, AWriteWhoseConnectionDropsAfterSendingIsNotRetriedButAReadIs) {
+  fake_.set_behavior([](const auto&) { return Reply{.close_without_reply = true}; });
+  auto store = Open();
+  auto w = store->Update({"A", "B"}, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always());
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(w.status().message()), HasSubstr("outcome is unknown"));
+  EXPECT_EQ(fake_.total(), 1) << "a conditional ADD sent again after a dropped connection could apply twice";
+  fake_.reset_counts();
+  auto r = store->Get({"A", "B"});
+  EXPECT_FALSE(r.ok());
+  EXPECT_GT(fake_.total(), 1);
+  std::lock_guard lock(mu_);
+  EXPECT_THAT(retries_, ::testing::Contains("GetItem:connection"));
+  EXPECT_THAT(retries_, Not(::testing::Contains("UpdateItem:connection")));
+}
+
+// A kept-alive connection DynamoDB closed while idle: the request never reached it there, and goes
+// out once on a new connection — a write too, and without a retry of the policy.
+TEST_F(DynamoDbRetryTest, AKeptAliveConnectionClosedWhileIdleIsReplacedForWritesToo) {
+  fake_.set_connections(FakeDownstream::Connections::kAnnounceButDrop);
+  fake_.set_behavior([](const auto&) { return Reply{200, "{}"}; });
+  auto store = Open();
+  for (int i = 0; i < 3; ++i) {
+    auto w = store->Update({"A", "B"}, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always());
+    ASSERT_TRUE(w.ok()) << "write " << i << ": " << w.status();
+  }
+  EXPECT_EQ(fake_.total(), 3);
+  EXPECT_EQ(fake_.connections_accepted(), 3);
+  std::lock_guard lock(mu_);
+  EXPECT_THAT(retries_, ::testing::IsEmpty());
+}
+
 TEST_F(DynamoDbRetryTest, ConditionFailuresAreResultsAndOtherErrorsAreClassified) {
   std::atomic<int> step{0};
   fake_.set_behavior([&](const auto&) {

@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_future.hpp>
 #include <fstream>
+#include <thread>
 
 #include "test_support.h"
 #include "tls_test_support.h"
@@ -300,6 +301,42 @@ TEST_F(TlsClientTest, AReusedTlsConnectionTheServerClosedIsRetriedOnceWithANewHa
   EXPECT_EQ(server.handshakes(), 3);
   EXPECT_EQ(pool.handshakes(), 3u);
   EXPECT_EQ(pool.stats().reused, 2u);
+}
+
+// BlockingHttpClient (the DynamoDB store's): its kept-alive connection serves the calls that follow,
+// whichever thread makes them, one at a time.
+TEST_F(TlsClientTest, ABlockingClientKeepsItsConnectionAcrossCallsFromOtherThreads) {
+  TestHttpServer server(Serving("server"));
+  auto tls = TrustingTestCa();
+  BlockingHttpClient client;
+  ClientResult first = client.Call(Get(server.port(), tls, "/1"));
+  ASSERT_TRUE(first.ok) << first.error;
+  EXPECT_EQ(first.body, "hello /1");
+  ClientResult second;
+  std::thread other([&] { second = client.Call(Get(server.port(), tls, "/2")); });
+  other.join();
+  ASSERT_TRUE(second.ok) << second.error;
+  EXPECT_EQ(second.body, "hello /2");
+  ClientResult third = client.Call(Get(server.port(), tls, "/3"));
+  ASSERT_TRUE(third.ok) << third.error;
+  EXPECT_EQ(server.requests(), 3);
+  EXPECT_EQ(server.handshakes(), 1);
+  EXPECT_EQ(client.stats().connections_opened, 1u);
+  EXPECT_EQ(client.stats().reused, 2u);
+}
+
+TEST_F(TlsClientTest, ABlockingClientReportsAnAddressWithNoServerAsNotConnected) {
+  // A port that was free a moment ago: nothing listens on it, the connection is refused.
+  const int port = toolgate::testing::FreeLoopbackPort();
+  BlockingHttpClient client;
+  ClientRequest r = Get(port, nullptr);
+  r.timeout = std::chrono::milliseconds(2000);
+  ClientResult out = client.Call(r);
+  EXPECT_FALSE(out.ok);
+  EXPECT_FALSE(out.connected);
+  EXPECT_FALSE(out.sent);
+  EXPECT_THAT(out.error, HasSubstr("connect"));
+  EXPECT_EQ(client.stats().connections_opened, 0u);
 }
 
 TEST_F(TlsClientTest, TheDeadlineCoversAHandshakeThatNeverAnswers) {

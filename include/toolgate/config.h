@@ -51,7 +51,7 @@ struct StoreConfig {
   std::string table = "toolgate";
   std::string region = "us-east-1";
   std::string endpoint;             // empty: https://dynamodb.<region>.amazonaws.com
-  std::string ca_file;              // extra CA bundle for an https endpoint
+  std::string ca_file;              // CAs for an https endpoint, instead of the system trust store
   int request_timeout_ms = 2000;    // one DynamoDB HTTP exchange
   int retry_budget_ms = 1500;       // all retries of one store operation
   int sweep_interval_s = 60;        // SQLite and memory: how often expired items are deleted

@@ -16,6 +16,7 @@
 #include <boost/beast/ssl.hpp>
 #include <array>
 #include <cstdint>
+#include <exception>
 #include <future>
 #include <map>
 #include <optional>
@@ -130,6 +131,9 @@ asio::awaitable<bool> Connect(beast::tcp_stream& stream, const HostPort& address
     out.error = "connect: " + ec.message();
     co_return false;
   }
+  // Without it, the last segment of a request longer than one segment waits for the peer's
+  // delayed acknowledgement (Nagle's algorithm): tens of milliseconds on a kept-alive connection.
+  stream.socket().set_option(tcp::no_delay(true), ec);
   co_return true;
 }
 
@@ -441,6 +445,42 @@ ClientResult HttpCall(ClientRequest request) {
   std::future<ClientResult> f = asio::co_spawn(io, AsyncHttpCall(std::move(request)), asio::use_future);
   io.run();
   return f.get();
+}
+
+BlockingHttpClient::BlockingHttpClient(size_t max_idle_per_address, std::chrono::seconds max_idle)
+    : io_(std::make_unique<asio::io_context>(1)), pool_(max_idle_per_address, max_idle) {}
+BlockingHttpClient::~BlockingHttpClient() = default;
+
+ClientResult BlockingHttpClient::Call(ClientRequest request) {
+  std::optional<ClientResult> result;
+  std::string failure;
+  try {
+    // run() returns once the call and every handler it left (cancelled timers) have finished, so
+    // the io_context holds no work between calls; restart() readies it for this one.
+    io_->restart();
+    asio::co_spawn(*io_, AsyncHttpCall(std::move(request), &pool_), [&](std::exception_ptr e, ClientResult r) {
+      if (!e) {
+        result = std::move(r);
+        return;
+      }
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        failure = ex.what();
+      } catch (...) {
+        failure = "unknown exception";
+      }
+    });
+    io_->run();
+  } catch (const std::exception& ex) {
+    failure = ex.what();
+  } catch (...) {
+    failure = "unknown exception";
+  }
+  if (result) return std::move(*result);
+  ClientResult out;
+  out.error = "HTTP client: " + (failure.empty() ? std::string("the call did not finish") : failure);
+  return out;
 }
 
 }  // namespace toolgate::net

@@ -1,48 +1,36 @@
 #include "toolgate/store/dynamodb_item_store.h"
 
-#include <utility>  // before asio: g++ 12 needs std::exchange declared
-
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <random>
 #include <thread>
-#include <variant>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "item_ops.h"
+#include "toolgate/net/http_client.h"
+#include "toolgate/net/tls_client_context.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/dynamodb_expressions.h"
 
 namespace toolgate::store {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace ssl = asio::ssl;
 using nlohmann::json;
-using tcp = asio::ip::tcp;
 
 namespace {
 
 constexpr size_t kMaxItemBytes = 400 * 1024;        // DynamoDB's item size limit
 constexpr size_t kMaxResponseBytes = 16 * 1024 * 1024;  // a 1 MB Query page plus JSON overhead
+// How long a kept-alive connection may sit idle before it is closed instead of reused.
+constexpr std::chrono::seconds kMaxIdle(30);
 
 struct Endpoint {
   bool tls = false;
-  std::string host;
-  std::string port;
-  std::string host_header;  // host[:port] as signed
+  HostPort address;         // what to connect to (an IPv6 address without its brackets)
+  std::string host_header;  // host[:port] as in the URL, as signed
 };
 
 absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
@@ -61,38 +49,58 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
     return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' must be scheme://host[:port]"));
   }
   e.host_header = std::string(rest);
-  const size_t colon = rest.rfind(':');
-  if (colon != std::string_view::npos && rest.find(']') == std::string_view::npos) {
-    e.host = std::string(rest.substr(0, colon));
-    e.port = std::string(rest.substr(colon + 1));
-  } else {
-    e.host = std::string(rest);
-    e.port = e.tls ? "443" : "80";
+  std::string_view host = rest;
+  std::string_view port;      // empty: the scheme's
+  if (rest.front() == '[') {  // [IPv6 address][:port]
+    const size_t close = rest.find(']');
+    const std::string_view after = close == std::string_view::npos ? "?" : rest.substr(close + 1);
+    host = after.empty() || after.front() == ':' ? rest.substr(1, close - 1) : std::string_view();
+    if (!after.empty()) port = after.substr(1);
+  } else if (const size_t colon = rest.rfind(':'); colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
   }
-  if (e.host.empty() || e.port.empty() || !std::all_of(e.port.begin(), e.port.end(), ::isdigit)) {
+  e.address.host = std::string(host);
+  e.address.port = e.tls ? 443 : 80;
+  const bool bad_port =
+      rest.back() == ':' ||
+      (!port.empty() && (!std::all_of(port.begin(), port.end(), ::isdigit) ||
+                         !absl::SimpleAtoi(absl::string_view(port.data(), port.size()), &e.address.port) ||
+                         e.address.port < 1 || e.address.port > 65535));
+  if (e.address.host.empty() || bad_port) {
     return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' has a bad host or port"));
   }
   return e;
 }
 
-// One kept-alive connection. It owns its io_context, so whichever thread holds the connection runs
-// its asynchronous operations (with timeouts) to completion without sharing an event loop.
-struct Connection {
-  asio::io_context ioc{1};
-  std::variant<std::monostate, beast::tcp_stream, beast::ssl_stream<beast::tcp_stream>> stream;
-  beast::flat_buffer buffer;
-  bool reused = false;
-};
-
-// The result of one HTTP exchange.
+// The result of one HTTP exchange, as the retry policy of the class comment sees it.
 struct Exchange {
-  enum class Failure { kNone, kConnect, kBeforeResponse, kAfterSend };
+  // kConnect: DynamoDB cannot have seen the request (no connection, or TLS refused before it was
+  // sent): safe to retry any request. kAfterSend: the request may have reached DynamoDB and no
+  // complete answer came back (dropped, timed out, too large): it may have been applied.
+  enum class Failure { kNone, kConnect, kAfterSend };
   Failure failure = Failure::kNone;
   std::string error;  // transport error text
-  unsigned status = 0;
+  int status = 0;
   std::string body;
-  bool keep_alive = false;
 };
+
+// The net client's account of a call, in those terms. A pooled connection DynamoDB had closed
+// while it was idle never surfaces here: the client sends the request again once on a new
+// connection when nothing of an answer came back (a closed idle connection reads end-of-stream
+// before the request could reach DynamoDB's HTTP layer).
+Exchange FromClientResult(net::ClientResult r) {
+  Exchange ex;
+  if (r.ok) {
+    ex.status = r.status;
+    ex.body = std::move(r.body);
+    return ex;
+  }
+  // Not connected, refused by TLS, or out of time before the handshake ended: `sent` is false.
+  ex.failure = r.sent ? Exchange::Failure::kAfterSend : Exchange::Failure::kConnect;
+  ex.error = std::move(r.error);
+  return ex;
+}
 
 // DynamoDB's error type without its namespace: "com.amazonaws.dynamodb.v20120810#X" -> "X".
 std::string ErrorType(const std::string& body) {
@@ -123,91 +131,34 @@ struct DynamoDbItemStore::Impl {
   Options options;
   const Clock& clock;
   Endpoint endpoint;
-  std::unique_ptr<ssl::context> tls;
+  std::shared_ptr<const net::TlsClientContext> tls;  // https endpoints only
+  // Clients not in use. A thread takes one for a request (or makes one when none is free) and gives
+  // it back, with the connection it kept alive, afterwards: a client runs one call at a time, and
+  // its idle connection belongs to its own io_context.
   absl::Mutex mu;
-  std::vector<std::unique_ptr<Connection>> idle ABSL_GUARDED_BY(mu);
+  std::vector<std::unique_ptr<net::BlockingHttpClient>> idle ABSL_GUARDED_BY(mu);
 
   Impl(Options o, const Clock& c, Endpoint e) : options(std::move(o)), clock(c), endpoint(std::move(e)) {}
 
-  std::unique_ptr<Connection> Take() {
-    absl::MutexLock lock(&mu);
-    if (idle.empty()) return nullptr;
-    auto c = std::move(idle.back());
-    idle.pop_back();
-    return c;
+  std::unique_ptr<net::BlockingHttpClient> Take() {
+    {
+      absl::MutexLock lock(&mu);
+      if (!idle.empty()) {
+        auto c = std::move(idle.back());
+        idle.pop_back();
+        return c;
+      }
+    }
+    return std::make_unique<net::BlockingHttpClient>(1, kMaxIdle);
   }
-  void GiveBack(std::unique_ptr<Connection> c) {
+  // Beyond max_idle_connections, the client (and its connection) is dropped.
+  void GiveBack(std::unique_ptr<net::BlockingHttpClient> c) {
     absl::MutexLock lock(&mu);
     if (static_cast<int>(idle.size()) < options.max_idle_connections) idle.push_back(std::move(c));
   }
 
-  // Opens a connection (and the TLS session); empty error on success.
-  std::string Connect(Connection& c, std::chrono::milliseconds timeout) {
-    beast::error_code ec;
-    tcp::resolver resolver(c.ioc);
-    auto results = resolver.resolve(endpoint.host, endpoint.port, ec);
-    if (ec) return absl::StrCat("resolve ", endpoint.host, ": ", ec.message());
-    if (!endpoint.tls) {
-      auto& s = c.stream.emplace<beast::tcp_stream>(c.ioc);
-      s.expires_after(timeout);
-      s.async_connect(results, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
-      c.ioc.restart();
-      c.ioc.run();
-      if (ec) return absl::StrCat("connect ", endpoint.host_header, ": ", ec.message());
-      s.socket().set_option(tcp::no_delay(true));
-      return "";
-    }
-    auto& s = c.stream.emplace<beast::ssl_stream<beast::tcp_stream>>(c.ioc, *tls);
-    if (!SSL_set_tlsext_host_name(s.native_handle(), endpoint.host.c_str())) return "TLS: cannot set SNI host name";
-    s.set_verify_callback(ssl::host_name_verification(endpoint.host));
-    beast::get_lowest_layer(s).expires_after(timeout);
-    beast::get_lowest_layer(s).async_connect(results, [&](beast::error_code e, const tcp::endpoint&) {
-      ec = e;
-      if (!e) s.async_handshake(ssl::stream_base::client, [&](beast::error_code h) { ec = h; });
-    });
-    c.ioc.restart();
-    c.ioc.run();
-    if (ec) return absl::StrCat("connect ", endpoint.host_header, " (TLS): ", ec.message());
-    beast::get_lowest_layer(s).socket().set_option(tcp::no_delay(true));
-    return "";
-  }
-
-  template <class Stream>
-  Exchange Send(Connection& c, Stream& s, http::request<http::string_body>& req, std::chrono::milliseconds timeout) {
-    Exchange out;
-    http::response_parser<http::string_body> parser;
-    parser.body_limit(kMaxResponseBytes);
-    beast::error_code write_ec, read_ec;
-    bool wrote = false;
-    beast::get_lowest_layer(s).expires_after(timeout);
-    http::async_write(s, req, [&](beast::error_code e, size_t) {
-      write_ec = e;
-      if (e) return;
-      wrote = true;
-      http::async_read(s, c.buffer, parser, [&](beast::error_code r, size_t) { read_ec = r; });
-    });
-    c.ioc.restart();
-    c.ioc.run();
-    if (write_ec || read_ec) {
-      const beast::error_code& ec = write_ec ? write_ec : read_ec;
-      out.error = ec.message();
-      // Nothing of a response arrived: on a reused connection, the server most likely closed it idle.
-      const bool nothing_back = !wrote || (read_ec && !parser.got_some());
-      out.failure = nothing_back && ec != beast::error::timeout ? Exchange::Failure::kBeforeResponse
-                                                                : Exchange::Failure::kAfterSend;
-      if (!wrote) out.failure = Exchange::Failure::kBeforeResponse;
-      return out;
-    }
-    out.status = parser.get().result_int();
-    out.keep_alive = parser.get().keep_alive();
-    out.body = std::move(parser.get().body());
-    return out;
-  }
-
-  // One HTTP exchange on a pooled or new connection.
+  // One signed HTTP exchange on a kept-alive connection (or a new one).
   Exchange Post(std::string_view target, const std::string& body) {
-    const auto timeout = std::chrono::milliseconds(options.request_timeout_ms);
-    http::request<http::string_body> req{http::verb::post, "/", 11};
     const std::string amz_date = aws::AmzDate(std::chrono::duration_cast<std::chrono::seconds>(
                                                   std::chrono::system_clock::now().time_since_epoch())
                                                   .count());
@@ -221,48 +172,27 @@ struct DynamoDbItemStore::Impl {
       sr.headers.emplace_back("x-amz-security-token", options.credentials.session_token);
     }
     absl::StatusOr<aws::Signature> sig = aws::SignV4(sr, options.credentials, {options.region, "dynamodb"});
-    Exchange failed;
     if (!sig.ok()) {
+      Exchange failed;
       failed.failure = Exchange::Failure::kConnect;
       failed.error = std::string(sig.status().message());
       return failed;
     }
-    for (const auto& [name, value] : sr.headers) req.set(name, value);
-    req.set(http::field::authorization, sig->authorization);
-    req.keep_alive(true);
-    req.body() = body;
-    req.prepare_payload();
+    net::ClientRequest req;
+    req.address = endpoint.address;
+    req.method = "POST";
+    req.target = "/";
+    req.headers = std::move(sr.headers);  // the signed Host among them
+    req.headers.emplace_back("authorization", sig->authorization);
+    req.body = body;
+    req.timeout = std::chrono::milliseconds(options.request_timeout_ms);
+    req.max_response_bytes = kMaxResponseBytes;
+    req.tls = tls;
 
-    // A pooled connection the server closed while idle fails before any response: once, try a new one.
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      std::unique_ptr<Connection> c = Take();
-      const bool reused = c != nullptr;
-      if (!c) {
-        c = std::make_unique<Connection>();
-        if (std::string e = Connect(*c, timeout); !e.empty()) {
-          failed.failure = Exchange::Failure::kConnect;
-          failed.error = std::move(e);
-          return failed;
-        }
-      }
-      Exchange ex = std::visit(
-          [&](auto& s) -> Exchange {
-            if constexpr (std::is_same_v<std::decay_t<decltype(s)>, std::monostate>) {
-              return Exchange{Exchange::Failure::kConnect, "no stream", 0, "", false};
-            } else {
-              return Send(*c, s, req, timeout);
-            }
-          },
-          c->stream);
-      if (ex.failure == Exchange::Failure::kNone) {
-        if (ex.keep_alive) GiveBack(std::move(c));
-        return ex;
-      }
-      if (!(reused && ex.failure == Exchange::Failure::kBeforeResponse)) return ex;
-    }
-    failed.failure = Exchange::Failure::kAfterSend;
-    failed.error = "connection closed twice";
-    return failed;
+    std::unique_ptr<net::BlockingHttpClient> client = Take();
+    net::ClientResult result = client->Call(std::move(req));
+    GiveBack(std::move(client));
+    return FromClientResult(std::move(result));
   }
 
   // One DynamoDB API call with the retry policy of the class comment. Returns the response body of a
@@ -279,7 +209,7 @@ struct DynamoDbItemStore::Impl {
       Exchange ex = Post(op, body);
       std::string reason;  // why a retry is allowed; empty: answer now
       absl::StatusCode code = absl::StatusCode::kUnavailable;
-      if (ex.failure == Exchange::Failure::kConnect || ex.failure == Exchange::Failure::kBeforeResponse) {
+      if (ex.failure == Exchange::Failure::kConnect) {
         last = absl::StrCat("DynamoDB ", std::string(op), ": connection failed: ", ex.error);
         reason = "connection";
       } else if (ex.failure == Exchange::Failure::kAfterSend) {
@@ -368,14 +298,13 @@ absl::StatusOr<std::unique_ptr<DynamoDbItemStore>> DynamoDbItemStore::Open(Optio
   ASSIGN_OR_RETURN(Endpoint endpoint, ParseEndpoint(url));
   auto impl = std::make_unique<Impl>(std::move(options), clock, std::move(endpoint));
   if (impl->endpoint.tls) {
-    impl->tls = std::make_unique<ssl::context>(ssl::context::tls_client);
-    beast::error_code ec;
-    impl->tls->set_default_verify_paths(ec);
-    if (!impl->options.ca_file.empty()) {
-      impl->tls->load_verify_file(impl->options.ca_file, ec);
-      if (ec) return absl::InvalidArgumentError(absl::StrCat("store.ca_file: ", ec.message()));
-    }
-    impl->tls->set_verify_mode(ssl::verify_peer);
+    // The connectors' TLS rules: TLS >= 1.2, the certificate verified against the system trust store
+    // or, when given, `ca_file` instead; the host name checked, SNI sent.
+    net::TlsOptions tls_options;
+    tls_options.ca_file = impl->options.ca_file;
+    absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> tls = net::MakeTlsClientContext(tls_options);
+    if (!tls.ok()) return absl::Status(tls.status().code(), absl::StrCat("store.ca_file: ", tls.status().message()));
+    impl->tls = *std::move(tls);
   }
   return std::unique_ptr<DynamoDbItemStore>(new DynamoDbItemStore(std::move(impl)));
 }

@@ -19,6 +19,10 @@
 #include "toolgate/domain/host_port.h"
 #include "toolgate/net/tls_client_context.h"
 
+namespace boost::asio {
+class io_context;
+}  // namespace boost::asio
+
 namespace toolgate::net {
 
 namespace asio = boost::asio;
@@ -126,6 +130,36 @@ class ConnectionPool {
 asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool = nullptr);
 // Runs AsyncHttpCall on a private io_context (CLI, tests).
 ClientResult HttpCall(ClientRequest request);
+
+// AsyncHttpCall for a caller that blocks its thread on each call (the DynamoDB store: ItemStore is
+// synchronous), with kept-alive connections: an io_context of its own and a ConnectionPool on it,
+// so the connection a call leaves idle serves the next call, from whichever thread makes it. A
+// pool's idle connections belong to the io_context that opened them; this class keeps the two
+// together (and destroys the pool first).
+//
+// One call at a time: not thread-safe. A caller with many threads keeps several of these — a free
+// list that a thread takes one from for a call and gives it back to afterwards, or one per thread.
+// Destroying it closes its idle connections.
+class BlockingHttpClient {
+ public:
+  // Since a client makes one call at a time, one idle connection per address is usually all it keeps.
+  explicit BlockingHttpClient(size_t max_idle_per_address = 1,
+                              std::chrono::seconds max_idle = std::chrono::seconds(10));
+  ~BlockingHttpClient();
+  BlockingHttpClient(const BlockingHttpClient&) = delete;
+  BlockingHttpClient& operator=(const BlockingHttpClient&) = delete;
+
+  // AsyncHttpCall(request, &pool) run to its end on this client's io_context, on the calling
+  // thread. Never throws: a failure to even start the call (out of memory) is a ClientResult with
+  // `error` set and `connected` false.
+  ClientResult Call(ClientRequest request);
+
+  ConnectionPool::Stats stats() const { return pool_.stats(); }
+
+ private:
+  std::unique_ptr<asio::io_context> io_;
+  ConnectionPool pool_;  // after io_: destroyed before it
+};
 
 // EMFILE, ENFILE, ENOBUFS or ENOMEM (asio's no_descriptors, no_buffer_space, no_memory): errors
 // that say this host ran short, whatever the peer would have answered.

@@ -16,14 +16,22 @@ namespace toolgate::store {
 // over DynamoDB's JSON API (AWS, or any engine speaking it, e.g. ScyllaDB Alternator, dynalite).
 // Each ItemStore operation is one GetItem / PutItem / UpdateItem / DeleteItem / Query / Scan
 // request, signed with Signature V4; conditions and updates are rendered with name and value
-// placeholders. Reads are strongly consistent. Connections are kept alive and reused.
+// placeholders. Reads are strongly consistent.
+//
+// The requests go through the net layer's HTTP client, as downstream calls do (one client, one set
+// of TLS rules): a free list of net::BlockingHttpClient, each holding its kept-alive connection, so
+// a thread takes one for a request and connections are reused across threads. HTTPS is verified
+// like a connector's (TLS >= 1.2, host name checked, `ca_file` or else the system CAs).
 //
 // Retries (capped exponential backoff with full jitter, inside `retry_budget_ms`): throttling
-// (ProvisionedThroughputExceeded, Throttling, RequestLimitExceeded), 503, and connections that could
-// not be made are retried for every request — DynamoDB did not apply those. A write whose outcome is
-// unknown (500, a timeout or a dropped connection after the request was sent) is NOT retried: a
-// retried conditional ADD could apply twice; the caller gets kUnavailable and its S10 policy.
-// Reads are retried on every transient failure.
+// (ProvisionedThroughputExceeded, Throttling, RequestLimitExceeded), 503, and requests that never
+// left (no connection, TLS refused or timed out before the request was sent) are retried for every
+// request — DynamoDB did not apply those. A write whose outcome is unknown (500, a timeout or a
+// dropped connection after the request was sent) is NOT retried: a retried conditional ADD could
+// apply twice; the caller gets kUnavailable and its S10 policy. Reads are retried on every transient
+// failure. One case is not a retry of this policy but the client's: a kept-alive connection found
+// closed by DynamoDB (end of stream or reset before any byte of an answer) is replaced and the
+// request sent once more on a new connection — DynamoDB closes idle connections, not requests.
 //
 // Status codes beyond ItemStore's: kFailedPrecondition when the table does not exist (run
 // `toolgate store init`); kPermissionDenied when DynamoDB refuses the credentials. Every error names
@@ -37,7 +45,7 @@ class DynamoDbItemStore final : public ItemStore {
     std::string table = "toolgate";
     std::string region = "us-east-1";
     std::string endpoint;              // "http://127.0.0.1:8000"; empty: https://dynamodb.<region>.amazonaws.com
-    std::string ca_file;               // extra CA bundle for an https endpoint (empty: system CAs)
+    std::string ca_file;               // CAs for an https endpoint, instead of the system CAs (empty: system CAs)
     aws::Credentials credentials;      // usually from aws::LoadCredentials()
     int request_timeout_ms = 2000;     // one HTTP exchange
     int retry_budget_ms = 1500;        // all retries of one operation
