@@ -30,21 +30,19 @@ int LedgerVerify(const Config& config, bool as_json) {
   absl::StatusOr<LedgerVerifier::Report> report = verifier.VerifyAll();
   if (!report.ok()) return Fail("ledger verify: " + std::string(report.status().message()));
   if (as_json) {
-    json doc = {{"ok", report->ok()},
-                {"executions", report->executions},
-                {"audit_days", report->audit_days},
-                {"events", report->events},
-                {"expired", report->expired},
-                {"pending_tails", report->pending_tails},
-                {"notes", report->notes}};
+    json doc = {
+        {"ok", report->ok()},       {"executions", report->executions}, {"audit_days", report->audit_days},
+        {"events", report->events}, {"expired", report->expired},       {"pending_tails", report->pending_tails},
+        {"notes", report->notes}};
     if (!report->ok()) doc["problem"] = report->problem;
     std::printf("%s\n", doc.dump(2).c_str());
     return report->ok() ? kExitOk : kExitRefused;
   }
   if (!report->ok()) return Fail("ledger verify FAILED: " + report->problem);
   for (const std::string& note : report->notes) std::printf("note: %s\n", note.c_str());
-  std::printf("ledger verify: ok (%lld executions, %lld audit days, %lld events", static_cast<long long>(report->executions),
-              static_cast<long long>(report->audit_days), static_cast<long long>(report->events));
+  std::printf("ledger verify: ok (%lld executions, %lld audit days, %lld events",
+              static_cast<long long>(report->executions), static_cast<long long>(report->audit_days),
+              static_cast<long long>(report->events));
   if (report->expired > 0) {
     std::printf("; %lld chains reached their retention while being read", static_cast<long long>(report->expired));
   }
@@ -59,14 +57,15 @@ int LedgerVerify(const Config& config, bool as_json) {
 json ExportedEvent(const LedgerEvent& e) {
   json data = json::parse(e.data, nullptr, false);
   if (data.is_discarded()) data = e.data;
-  return {{"seq", e.seq},   {"type", e.type}, {"at", e.at},           {"actor", e.actor},
-          {"data", data},   {"hash", e.hash}, {"prev_hash", e.prev_hash}};
+  return {{"seq", e.seq},   {"type", e.type},          {"at", e.at}, {"actor", e.actor}, {"data", data},
+          {"hash", e.hash}, {"prev_hash", e.prev_hash}};
 }
 
 // A UTC day "YYYY-MM-DD" as epoch ms at its start; nullopt when malformed (or not a date, e.g. 2026-02-30).
 std::optional<int64_t> ParseDay(const std::string& day) {
   absl::CivilDay civil;
-  if (day.size() != 10 || !absl::ParseCivilTime(day, &civil) || absl::FormatCivilTime(civil) != day) return std::nullopt;
+  if (day.size() != 10 || !absl::ParseCivilTime(day, &civil) || absl::FormatCivilTime(civil) != day)
+    return std::nullopt;
   return absl::ToUnixMillis(absl::FromCivil(civil, absl::UTCTimeZone()));
 }
 
@@ -129,7 +128,8 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
     ++days;
   }
   std::fprintf(stderr, "ledger export: %lld executions, %lld audit days%s\n", static_cast<long long>(executions),
-               static_cast<long long>(days), bad > 0 ? (", " + std::to_string(bad) + " chains FAILED verification").c_str() : "");
+               static_cast<long long>(days),
+               bad > 0 ? (", " + std::to_string(bad) + " chains FAILED verification").c_str() : "");
   return bad > 0 ? kExitRefused : kExitOk;
 }
 

@@ -15,26 +15,31 @@ namespace {
 
 // `toolgate slo status`: one line per connector and SLO.
 int PrintSloStatus(const json& doc) {
-  std::printf("evaluated at %s%s\n", doc.value("evaluated_at", json("never")).is_string() ? doc["evaluated_at"].get<std::string>().c_str() : "never",
-              doc["error"].is_string() ? (" (last evaluation failed: " + doc["error"].get<std::string>() + ")").c_str() : "");
-  std::printf("%-20s %-16s %8s %9s %8s %8s %8s %8s  %s\n", "CONNECTOR", "SLO", "TARGET", "BUDGET", "BURN 5m", "1h", "6h", "3d", "FIRING");
+  std::printf(
+      "evaluated at %s%s\n",
+      doc.value("evaluated_at", json("never")).is_string() ? doc["evaluated_at"].get<std::string>().c_str() : "never",
+      doc["error"].is_string() ? (" (last evaluation failed: " + doc["error"].get<std::string>() + ")").c_str() : "");
+  std::printf("%-20s %-16s %8s %9s %8s %8s %8s %8s  %s\n", "CONNECTOR", "SLO", "TARGET", "BUDGET", "BURN 5m", "1h",
+              "6h", "3d", "FIRING");
   for (const auto& s : doc["slos"]) {
     std::string firing;
     for (const auto& a : s["alarms"]) {
-      if (a.value("firing", false)) firing += (firing.empty() ? "" : ", ") + a["severity"].get<std::string>() + " " + a["tier"].get<std::string>();
+      if (a.value("firing", false))
+        firing += (firing.empty() ? "" : ", ") + a["severity"].get<std::string>() + " " + a["tier"].get<std::string>();
     }
     const auto& b = s["burn_rates"];
     std::printf("%-20s %-16s %7.3f%% %8.1f%% %8.2f %8.2f %8.2f %8.2f  %s\n", s["connector"].get<std::string>().c_str(),
-                s["slo"].get<std::string>().c_str(), 100 * s["target"].get<double>(), 100 * s["error_budget_remaining"].get<double>(),
-                b["5m"].get<double>(), b["1h"].get<double>(), b["6h"].get<double>(), b["3d"].get<double>(),
-                firing.empty() ? "-" : firing.c_str());
+                s["slo"].get<std::string>().c_str(), 100 * s["target"].get<double>(),
+                100 * s["error_budget_remaining"].get<double>(), b["5m"].get<double>(), b["1h"].get<double>(),
+                b["6h"].get<double>(), b["3d"].get<double>(), firing.empty() ? "-" : firing.c_str());
   }
   return kExitOk;
 }
 
 // The fleet-wide status document (engine/operator_status.h), live or from the store.
 absl::StatusOr<json> StatusDoc(const Config& config) {
-  return ReadLiveOrStore(config, "/admin/status", [](Engine& engine, const Clock& clock) { return OperatorStatusJson(engine, clock); });
+  return ReadLiveOrStore(config, "/admin/status",
+                         [](Engine& engine, const Clock& clock) { return OperatorStatusJson(engine, clock); });
 }
 
 int LimitsList(const Config& config, bool as_json) {
@@ -59,14 +64,15 @@ int LimitsList(const Config& config, bool as_json) {
     std::printf("%s\n", json{{"limits", out}}.dump(2).c_str());
     return kExitOk;
   }
-  std::printf("%-20s %8s %8s %-9s %9s  %-16s %-24s %s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT", "BY", "SINCE",
-              "REASON");
+  std::printf("%-20s %8s %8s %-9s %9s  %-16s %-24s %s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT", "BY",
+              "SINCE", "REASON");
   for (const auto& l : out) {
     const json at = l.value("at", json(nullptr));
     std::printf("%-20s %8s %8s %-9s %9s  %-16s %-24s %s\n", l["connector"].get<std::string>().c_str(),
                 l["max_in_flight"].dump().c_str(), l["config_max_in_flight"].dump().c_str(),
-                l["set_by"].get<std::string>().c_str(), l["in_flight"].dump().c_str(), l.value("requested_by", "-").c_str(),
-                at.is_string() ? at.get<std::string>().c_str() : "-", l.value("reason", "-").c_str());
+                l["set_by"].get<std::string>().c_str(), l["in_flight"].dump().c_str(),
+                l.value("requested_by", "-").c_str(), at.is_string() ? at.get<std::string>().c_str() : "-",
+                l.value("reason", "-").c_str());
   }
   return kExitOk;
 }
@@ -77,7 +83,8 @@ int KillSwitchList(const Config& config, bool as_json) {
     if (!list.ok()) return list.status();
     json out = json::array();
     for (const auto& k : *list) {
-      out.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
+      out.push_back(
+          {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
     }
     return json{{"kill_switches", out}};
   });
@@ -111,12 +118,13 @@ int Status(const Config& config, bool as_json) {
     const std::string limit = std::to_string(c["in_flight"].get<int64_t>()) + "/" +
                               std::to_string(c["max_in_flight"].get<int64_t>()) +
                               (c.value("limit_set_by_operator", false) ? "*" : "");
-    std::printf("%-16s %-12s %8llds %8llds %11s %7lld %7lld %7lld %8lld %7lld\n", c["id"].get<std::string>().c_str(),
-                b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
-                static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})), limit.c_str(),
-                static_cast<long long>(o["calls"].get<int64_t>()), static_cast<long long>(o["succeeded"].get<int64_t>()),
-                static_cast<long long>(o["failed"].get<int64_t>()), static_cast<long long>(o["deferred"].get<int64_t>()),
-                static_cast<long long>(o["blocked"].get<int64_t>()));
+    std::printf(
+        "%-16s %-12s %8llds %8llds %11s %7lld %7lld %7lld %8lld %7lld\n", c["id"].get<std::string>().c_str(),
+        b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
+        static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})), limit.c_str(),
+        static_cast<long long>(o["calls"].get<int64_t>()), static_cast<long long>(o["succeeded"].get<int64_t>()),
+        static_cast<long long>(o["failed"].get<int64_t>()), static_cast<long long>(o["deferred"].get<int64_t>()),
+        static_cast<long long>(o["blocked"].get<int64_t>()));
     std::string reasons;
     for (const auto& [reason, n] : o["deferred_by_reason"].items()) {
       reasons += (reasons.empty() ? "" : ", ") + reason + " " + n.dump();
@@ -193,7 +201,8 @@ int QueueStatus(const Config& config, bool as_json) {
   std::printf("%-20s %9s %12s %8s\n", "CONNECTOR", "DEPTH", "OLDEST AGE", "TENANTS");
   for (const auto& q : out) {
     std::printf("%-20s %9lld %11llds %8lld\n", q["connector"].get<std::string>().c_str(),
-                static_cast<long long>(q["depth"].get<int64_t>()), static_cast<long long>(q["oldest_age_s"].get<int64_t>()),
+                static_cast<long long>(q["depth"].get<int64_t>()),
+                static_cast<long long>(q["oldest_age_s"].get<int64_t>()),
                 static_cast<long long>(q["tenants"].get<int64_t>()));
   }
   return kExitOk;
@@ -334,7 +343,8 @@ void RegisterSlo(CLI::App& app, Cli& cli, std::shared_ptr<OperatorOptions> o) {
       return PrintSloStatus(*doc);
     });
   });
-  auto* rules = slo->add_subcommand("rules", "Prometheus recording and alerting rules equivalent to the built-in alarms");
+  auto* rules =
+      slo->add_subcommand("rules", "Prometheus recording and alerting rules equivalent to the built-in alarms");
   rules->callback([&cli] {
     if (const Config* c = cli.config()) {
       std::printf("%s", PrometheusSloRules(*c).c_str());
@@ -355,8 +365,8 @@ void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
   });
   auto* queue = app.add_subcommand("queue", "queued calls (design §15)");
   queue->require_subcommand(1);
-  auto* queue_status =
-      queue->add_subcommand("status", "per connector: queued calls (all instances), the oldest one's age, tenants waiting");
+  auto* queue_status = queue->add_subcommand(
+      "status", "per connector: queued calls (all instances), the oldest one's age, tenants waiting");
   queue_status->add_flag("--json", o->as_json, "print JSON");
   queue_status->callback([&cli, o] {
     if (const Config* c = cli.config()) cli.exit_code = QueueStatus(*c, o->as_json);

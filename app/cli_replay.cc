@@ -1,6 +1,6 @@
-// Replays by operators (admin listener): `executions list` (the store when the listener is down), `replay ID`, `replay --from-list FILE|-`
-// (client-side, paced, resumable), `replays list|show|cancel` (server-side bulk jobs; list and show read the store when the listener is down), and the
-// tenant-token form `replay ID --token JWT` (public API).
+// Replays by operators (admin listener): `executions list` (the store when the listener is down), `replay ID`, `replay
+// --from-list FILE|-` (client-side, paced, resumable), `replays list|show|cancel` (server-side bulk jobs; list and show
+// read the store when the listener is down), and the tenant-token form `replay ID --token JWT` (public API).
 //
 // `replay --from-list` keeps a progress file (FILE.progress, or --progress; required with `-`):
 // "run <id>" once, then "begin <execution_id>" before each replay and "done <execution_id> <result>
@@ -87,8 +87,9 @@ int ExecutionsList(const Config& config, const ReplayOptions& o) {
   for (int page = 0; page < 100000; ++page) {
     const auto fields = QueryFields(o, cursor);
     // With the server stopped, the same page from the store (and a note on stderr saying so).
-    auto r = ReadLiveOrStore(config, "/admin/executions" + QueryString(fields),
-                             [&fields](Engine& engine, const Clock&) { return Answered(api::ListExecutionsFromStore(engine, fields)); });
+    auto r = ReadLiveOrStore(
+        config, "/admin/executions" + QueryString(fields),
+        [&fields](Engine& engine, const Clock&) { return Answered(api::ListExecutionsFromStore(engine, fields)); });
     if (!r.ok()) return Fail(std::string(r.status().message()));
     for (auto& e : (*r)["executions"]) all.push_back(e);
     next = (*r)["next"];
@@ -354,10 +355,11 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
 
 // A replay job's document, live or from the store.
 absl::StatusOr<json> ReplayJobDoc(const Config& config, const std::string& job_id) {
-  return ReadLiveOrStore(config, "/admin/replays/" + api::PercentEncode(job_id), [&job_id](Engine& engine, const Clock& clock) {
-    ReplayJobStore jobs(engine.store(), clock);
-    return Answered(api::GetReplayJobFromStore(jobs, job_id));
-  });
+  return ReadLiveOrStore(config, "/admin/replays/" + api::PercentEncode(job_id),
+                         [&job_id](Engine& engine, const Clock& clock) {
+                           ReplayJobStore jobs(engine.store(), clock);
+                           return Answered(api::GetReplayJobFromStore(jobs, job_id));
+                         });
 }
 
 // `replays show`: the job and its counts as lines (--json: the /admin/replays/{job_id} document).
@@ -373,7 +375,8 @@ int ReplaysShow(const Config& config, const ReplayOptions& o) {
   std::printf("requested  by %s at %s: %s\n", Text(j, "requested_by").c_str(), Text(j, "created_at").c_str(),
               Text(j, "replay_reason").c_str());
   std::printf("filter     %s\n", j.value("filter", json::object()).dump().c_str());
-  std::printf("rate       %s/s%s\n", j.value("rate_per_s", json(nullptr)).dump().c_str(), j.value("force", false) ? ", force" : "");
+  std::printf("rate       %s/s%s\n", j.value("rate_per_s", json(nullptr)).dump().c_str(),
+              j.value("force", false) ? ", force" : "");
   std::printf("progress   %s of %s done: %s replayed, %s deduped, %s refused, %s failed, %s interrupted\n",
               counts.value("done", json(0)).dump().c_str(), counts.value("planned", json(0)).dump().c_str(),
               counts.value("replayed", json(0)).dump().c_str(), counts.value("deduped", json(0)).dump().c_str(),

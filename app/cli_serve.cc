@@ -20,8 +20,8 @@ void RaiseDescriptorLimit() {
   if (!limit.ok()) {
     spdlog::warn("descriptor limit (RLIMIT_NOFILE) left as it was: {}", limit.status().ToString());
   } else if (limit->soft != limit->soft_before) {
-    spdlog::info("descriptor limit (RLIMIT_NOFILE): raised the soft limit from {} to {} (hard limit {})", limit->soft_before,
-                 limit->soft, limit->hard);
+    spdlog::info("descriptor limit (RLIMIT_NOFILE): raised the soft limit from {} to {} (hard limit {})",
+                 limit->soft_before, limit->soft, limit->hard);
   } else {
     spdlog::info("descriptor limit (RLIMIT_NOFILE): soft {}, hard {}", limit->soft, limit->hard);
   }
@@ -37,8 +37,8 @@ int Serve(const Config& config) {
   if (absl::Status s = (*gateway)->Start(); !s.ok()) return Fail(std::string(s.message()));
   spdlog::info("toolgate serving ({}; store {} {})", config.source, config.store.backend, config.store.path);
   std::printf("toolgate: public API  http://%s:%d/v1\n", config.server.listen.host.c_str(), (*gateway)->public_port());
-  std::printf("toolgate: admin       http://%s:%d/ (dashboard; metrics at /metrics)\n", config.admin.listen.host.c_str(),
-              (*gateway)->admin_port());
+  std::printf("toolgate: admin       http://%s:%d/ (dashboard; metrics at /metrics)\n",
+              config.admin.listen.host.c_str(), (*gateway)->admin_port());
   std::fflush(stdout);
   (*gateway)->Run();
   return kExitOk;
@@ -54,7 +54,9 @@ int DevToken(const Config& config, const DevTokenOptions& o) {
   const char* secret = std::getenv(config.auth.hs256_secret_env.c_str());
   if (secret == nullptr || *secret == '\0') return Fail("$" + config.auth.hs256_secret_env + " is not set");
   SystemClock clock;
-  json claims = {{"sub", o.subject}, {"custom:tenant_id", o.tenant}, {"exp", clock.now_epoch_sec() + o.ttl_s},
+  json claims = {{"sub", o.subject},
+                 {"custom:tenant_id", o.tenant},
+                 {"exp", clock.now_epoch_sec() + o.ttl_s},
                  {"iat", clock.now_epoch_sec()}};
   if (!o.account.empty()) claims["custom:account_id"] = o.account;
   if (!o.roles.empty()) claims["custom:roles"] = o.roles;
@@ -73,7 +75,8 @@ void RegisterServeCommands(CLI::App& app, Cli& cli) {
     cli.exit_code = kExitOk;
   });
   auto o = std::make_shared<DevTokenOptions>();
-  auto* dev_token = app.add_subcommand("dev-token", "print an HS256 token signed with the configured secret (development)");
+  auto* dev_token =
+      app.add_subcommand("dev-token", "print an HS256 token signed with the configured secret (development)");
   dev_token->add_option("--tenant", o->tenant, "custom:tenant_id")->required();
   dev_token->add_option("--account", o->account, "custom:account_id");
   dev_token->add_option("--sub", o->subject, "sub");

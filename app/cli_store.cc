@@ -58,8 +58,8 @@ void RegisterStoreCommands(CLI::App& app, Cli& cli) {
         if (const Config* c = cli.config()) cli.exit_code = Check(*c);
       });
   store_cmd
-      ->add_subcommand("init",
-                       "DynamoDB: create the table (pk, sk; on-demand) and enable TTL on `ttl`; SQLite: create the file")
+      ->add_subcommand(
+          "init", "DynamoDB: create the table (pk, sk; on-demand) and enable TTL on `ttl`; SQLite: create the file")
       ->callback([&cli] {
         if (const Config* c = cli.config()) cli.exit_code = Init(*c);
       });

@@ -46,7 +46,8 @@ absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::str
     r.headers.emplace_back("Content-Type", "application/json");
   }
   if (!config.admin.admin_token_env.empty()) {
-    if (const char* t = std::getenv(config.admin.admin_token_env.c_str())) r.headers.emplace_back("Authorization", std::string("Bearer ") + t);
+    if (const char* t = std::getenv(config.admin.admin_token_env.c_str()))
+      r.headers.emplace_back("Authorization", std::string("Bearer ") + t);
   }
   api::ClientResult res = api::HttpCall(r);
   if (!res.ok) {
@@ -56,7 +57,8 @@ absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::str
   json j = json::parse(res.body, nullptr, false);
   if (res.status < 200 || res.status >= 300) {
     std::string msg = "admin listener answered " + std::to_string(res.status);
-    if (!j.is_discarded() && j.is_object()) msg += ": " + j.value("error", std::string()) + ": " + j.value("message", std::string());
+    if (!j.is_discarded() && j.is_object())
+      msg += ": " + j.value("error", std::string()) + ": " + j.value("message", std::string());
     if (error_body != nullptr && !j.is_discarded()) *error_body = j;
     return absl::FailedPreconditionError(msg);
   }

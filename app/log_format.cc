@@ -34,9 +34,12 @@ std::string OneLine(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
-    if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else out += c;
+    if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else
+      out += c;
   }
   return out;
 }
@@ -47,7 +50,8 @@ class LogFormatter final : public spdlog::formatter {
 
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
     const std::string_view payload(msg.payload.data(), msg.payload.size());
-    const std::string level(spdlog::level::to_string_view(msg.level).data(), spdlog::level::to_string_view(msg.level).size());
+    const std::string level(spdlog::level::to_string_view(msg.level).data(),
+                            spdlog::level::to_string_view(msg.level).size());
     json fields = EventFields(payload);
     std::string line;
     if (json_) {
@@ -67,7 +71,9 @@ class LogFormatter final : public spdlog::formatter {
         line += OneLine(fields.value("msg", ""));
         for (auto& [k, v] : fields.items()) {
           if (k == "msg") continue;
-          line += " " + k + "=" + (v.is_string() ? OneLine(v.get<std::string>()) : v.dump(-1, ' ', false, json::error_handler_t::replace));
+          line +=
+              " " + k + "=" +
+              (v.is_string() ? OneLine(v.get<std::string>()) : v.dump(-1, ' ', false, json::error_handler_t::replace));
         }
       }
     }

@@ -41,9 +41,7 @@ using toolgate::testing::ChildProcess;
 using toolgate::testing::FakeDownstream;
 using Steady = std::chrono::steady_clock;
 
-double MsSince(Steady::time_point t) {
-  return std::chrono::duration<double, std::milli>(Steady::now() - t).count();
-}
+double MsSince(Steady::time_point t) { return std::chrono::duration<double, std::milli>(Steady::now() - t).count(); }
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -177,18 +175,29 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--toolgate") binary = next();
-    else if (a == "--dir") dir = next();
-    else if (a == "--gateways") gateways = std::stoi(next());
-    else if (a == "--calls") calls = std::stoi(next());
-    else if (a == "--clients") clients = std::stoi(next());
-    else if (a == "--dynamodb") dynamodb = next();
-    else if (a == "--table") table = next();
-    else if (a == "--units") units = true;
+    if (a == "--toolgate")
+      binary = next();
+    else if (a == "--dir")
+      dir = next();
+    else if (a == "--gateways")
+      gateways = std::stoi(next());
+    else if (a == "--calls")
+      calls = std::stoi(next());
+    else if (a == "--clients")
+      clients = std::stoi(next());
+    else if (a == "--dynamodb")
+      dynamodb = next();
+    else if (a == "--table")
+      table = next();
+    else if (a == "--units")
+      units = true;
   }
   if (units) return Units();
   if (binary.empty() || dir.empty()) {
-    std::fprintf(stderr, "usage: %s --toolgate BINARY --dir DIR [--gateways N] [--calls N] [--dynamodb URL --table T] | --units\n", argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s --toolgate BINARY --dir DIR [--gateways N] [--calls N] [--dynamodb URL --table T] | --units\n",
+        argv[0]);
     return 2;
   }
   FakeDownstream crm;
@@ -203,9 +212,9 @@ int main(int argc, char** argv) {
   const std::string config_path = dir + "/queue_bench.toml";
   {
     std::ofstream f(config_path);
-    f << "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n" << store
-      << "[queue]\npoll_interval_ms = 100\nmax_per_tenant = 1000000\n[connectors.crm]\nbase_url = \"" << crm.base_url()
-      << "\"\ntimeout_ms = 5000\nmax_in_flight = 32\n";
+    f << "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n"
+      << store << "[queue]\npoll_interval_ms = 100\nmax_per_tenant = 1000000\n[connectors.crm]\nbase_url = \""
+      << crm.base_url() << "\"\ntimeout_ms = 5000\nmax_in_flight = 32\n";
   }
   if (!dynamodb.empty()) {
     ChildProcess init({binary, "store", "init", "--config", config_path}, dir + "/init.err");
@@ -295,9 +304,11 @@ int main(int argc, char** argv) {
   std::printf("  enqueue:  %8.0f calls/s (%d refused)\n", (calls - refused) * 1000.0 / enqueue_ms, refused.load());
   std::printf("  dispatch: %8.0f calls/s (until the downstream saw all %d)\n", (calls - refused) * 1000.0 / dispatch_ms,
               calls - refused.load());
-  std::printf("  latency at low load (%d calls): enqueue->downstream p50 %.1f ms p95 %.1f ms; enqueue->final p50 %.1f ms p95 %.1f ms\n",
-              latency_calls, Percentile(to_downstream, 0.5), Percentile(to_downstream, 0.95), Percentile(to_final, 0.5),
-              Percentile(to_final, 0.95));
+  std::printf(
+      "  latency at low load (%d calls): enqueue->downstream p50 %.1f ms p95 %.1f ms; enqueue->final p50 %.1f ms p95 "
+      "%.1f ms\n",
+      latency_calls, Percentile(to_downstream, 0.5), Percentile(to_downstream, 0.95), Percentile(to_final, 0.5),
+      Percentile(to_final, 0.95));
   for (auto& gw : gws) {
     gw.proc->Kill(SIGTERM);
     gw.proc->Wait();

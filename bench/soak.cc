@@ -53,7 +53,8 @@ using Reply = FakeDownstream::Reply;
 using Clock = std::chrono::steady_clock;
 
 int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // "2026-11-28T05:45:02.998Z" -> epoch ms.
@@ -88,7 +89,7 @@ int FdCount(pid_t pid) {
 }
 
 int64_t FileSize(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
 }
 
@@ -98,8 +99,8 @@ struct Gateway {
   std::thread drain;  // reads its stdout so a full pipe never blocks it
 };
 
-toolgate::api::ClientResult Call(int port, const std::string& method, const std::string& target, const std::string& body,
-                                 const std::string& token) {
+toolgate::api::ClientResult Call(int port, const std::string& method, const std::string& target,
+                                 const std::string& body, const std::string& token) {
   toolgate::api::ClientRequest r;
   r.address = {"127.0.0.1", port};
   r.method = method;
@@ -118,17 +119,25 @@ int main(int argc, char** argv) {
   int seconds = 120, gateways = 3, clients = 32, retention_s = 60, slow_readers = 24;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
-    if (k == "--toolgate") binary = v;
-    else if (k == "--seconds") seconds = std::stoi(v);
-    else if (k == "--retention") retention_s = std::stoi(v);
-    else if (k == "--gateways") gateways = std::stoi(v);
-    else if (k == "--clients") clients = std::stoi(v);
-    else if (k == "--dir") dir = v;
-    else if (k == "--slow-readers") slow_readers = std::stoi(v);
+    if (k == "--toolgate")
+      binary = v;
+    else if (k == "--seconds")
+      seconds = std::stoi(v);
+    else if (k == "--retention")
+      retention_s = std::stoi(v);
+    else if (k == "--gateways")
+      gateways = std::stoi(v);
+    else if (k == "--clients")
+      clients = std::stoi(v);
+    else if (k == "--dir")
+      dir = v;
+    else if (k == "--slow-readers")
+      slow_readers = std::stoi(v);
   }
   if (binary.empty()) {
-    std::fprintf(stderr, "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--retention 60] "
-                         "[--slow-readers 24] [--dir D]\n");
+    std::fprintf(stderr,
+                 "usage: toolgate_soak --toolgate BIN [--seconds 120] [--gateways 3] [--clients 32] [--retention 60] "
+                 "[--slow-readers 24] [--dir D]\n");
     return 2;
   }
   constexpr int kCrmLimit = 8, kEmailLimit = 4, kCooldownS = 2, kOutageEveryS = 30, kOutageS = 5, kSweepS = 10;
@@ -179,12 +188,15 @@ int main(int argc, char** argv) {
   {
     std::ofstream f(config_path);
     f << "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"" << db
-      << "\"\nsqlite_synchronous = \"normal\"\nsweep_interval_s = " << kSweepS << "\n[slo]\nevaluate_interval_ms = 2000\n"
+      << "\"\nsqlite_synchronous = \"normal\"\nsweep_interval_s = " << kSweepS
+      << "\n[slo]\nevaluate_interval_ms = 2000\n"
       << "[ledger]\nretention_s = " << retention_s << "\ndeferred_retention_s = " << retention_s << "\n"
       << "[connectors.crm]\nbase_url = \"" << crm.base_url() << "\"\ntimeout_ms = 2000\nmax_in_flight = " << kCrmLimit
-      << "\n[connectors.crm.breaker]\nfailure_threshold = 5\nfailure_rate_threshold = 0.5\nmin_calls = 20\nwindow_s = 5\n"
+      << "\n[connectors.crm.breaker]\nfailure_threshold = 5\nfailure_rate_threshold = 0.5\nmin_calls = 20\nwindow_s = "
+         "5\n"
       << "cooldown_s = " << kCooldownS << "\nprobe_timeout_s = 10\n"
-      << "[connectors.email]\nbase_url = \"" << email.base_url() << "\"\ntimeout_ms = 2000\nmax_in_flight = " << kEmailLimit
+      << "[connectors.email]\nbase_url = \"" << email.base_url()
+      << "\"\ntimeout_ms = 2000\nmax_in_flight = " << kEmailLimit
       << "\n[connectors.email.breaker]\nfailure_threshold = 50\n"
       << "[tools.\"email.send\"]\naction_type = \"email.send\"\nconnector = \"email\"\n";
   }
@@ -227,8 +239,9 @@ int main(int argc, char** argv) {
       for (int64_t i = 0; !stop.load(); ++i) {
         const Gateway& gw = gws[static_cast<size_t>(c + i) % gws.size()];
         const bool mail = rng() % 10 < 3;
-        const auto r = Call(gw.public_port, "POST", mail ? "/v1/tools/email.send/invoke" : "/v1/tools/crm.update/invoke",
-                            json{{"input", {{"c", c}, {"i", i}}}}.dump(), token);
+        const auto r =
+            Call(gw.public_port, "POST", mail ? "/v1/tools/email.send/invoke" : "/v1/tools/crm.update/invoke",
+                 json{{"input", {{"c", c}, {"i", i}}}}.dump(), token);
         ++requests;
         if (!r.ok) {
           ++transport_errors;
@@ -236,10 +249,14 @@ int main(int argc, char** argv) {
         }
         const json body = json::parse(r.body, nullptr, false);
         const std::string outcome = body.is_object() ? body.value("outcome", "") : "";
-        if (outcome == "SUCCEEDED") ++succeeded;
-        else if (outcome == "FAILED") ++failed;
-        else if (outcome == "DEFERRED") ++deferred;
-        else ++other;
+        if (outcome == "SUCCEEDED")
+          ++succeeded;
+        else if (outcome == "FAILED")
+          ++failed;
+        else if (outcome == "DEFERRED")
+          ++deferred;
+        else
+          ++other;
       }
     });
   }
@@ -252,7 +269,8 @@ int main(int argc, char** argv) {
   std::string big_id;  // the latest large execution (retention expires the older ones)
   auto make_big = [&] {
     for (int attempt = 0; attempt < 20 && !stop.load(); ++attempt) {
-      const auto r = Call(gws[0].public_port, "POST", "/v1/tools/email.archive/invoke", json{{"input", json::object()}}.dump(), token);
+      const auto r = Call(gws[0].public_port, "POST", "/v1/tools/email.archive/invoke",
+                          json{{"input", json::object()}}.dump(), token);
       const json body = json::parse(r.body, nullptr, false);
       if (r.ok && body.is_object() && body.value("outcome", "") == "SUCCEEDED") {
         std::lock_guard lock(big_mu);
@@ -288,11 +306,12 @@ int main(int argc, char** argv) {
         addr.sin_port = htons(static_cast<uint16_t>(port));
         addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-          const std::string req = "GET /v1/executions/" + id + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
-                                  token + "\r\n\r\n";
+          const std::string req = "GET /v1/executions/" + id +
+                                  " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token + "\r\n\r\n";
           if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) ++slow_connections;
           char head[16] = {0};
-          if (recv(fd, head, sizeof head - 1, MSG_PEEK | MSG_DONTWAIT) > 0 && std::string(head).find(" 503") != std::string::npos) {
+          if (recv(fd, head, sizeof head - 1, MSG_PEEK | MSG_DONTWAIT) > 0 &&
+              std::string(head).find(" 503") != std::string::npos) {
             ++slow_refused;  // the gateway's budget said no: also fine
           }
         }
@@ -310,7 +329,8 @@ int main(int argc, char** argv) {
   int episodes = 0, probes = 0, late_from_before = 0, after_close = 0, after_close_early = 0, intruders = 0;
   int64_t checked_until = 0;  // `at` of the last CIRCUIT_CLOSED checked
   auto check_episodes = [&] {
-    const auto audit = Call(gws[0].admin_port, "GET", "/admin/audit?limit=1000&since=" + std::to_string(start_ms), "", "");
+    const auto audit =
+        Call(gws[0].admin_port, "GET", "/admin/audit?limit=1000&since=" + std::to_string(start_ms), "", "");
     const json events = json::parse(audit.body, nullptr, false);
     if (!audit.ok || !events.is_object()) {
       std::printf("VIOLATION: the audit ledger cannot be read (%s)\n", audit.error.c_str());
@@ -319,7 +339,8 @@ int main(int argc, char** argv) {
     }
     std::vector<json> crm_events;
     for (const auto& e : events["events"]) {
-      if (e["data"].is_object() && e["data"].value("connector_id", "") == "crm" && e["type"].get<std::string>().rfind("CIRCUIT_", 0) == 0) {
+      if (e["data"].is_object() && e["data"].value("connector_id", "") == "crm" &&
+          e["type"].get<std::string>().rfind("CIRCUIT_", 0) == 0) {
         crm_events.push_back(e);
       }
     }
@@ -354,8 +375,10 @@ int main(int argc, char** argv) {
       // while HALF_OPEN would have arrived by then), classified by how its gateway admitted it.
       std::map<int64_t, int> probes_per_gen;
       std::vector<std::string> problems;
-      const auto from = std::lower_bound(arrivals.begin(), arrivals.end(), std::make_pair(episode_open_at, std::string()));
-      const auto to = std::lower_bound(arrivals.begin(), arrivals.end(), std::make_pair(close_at + 1000, std::string()));
+      const auto from =
+          std::lower_bound(arrivals.begin(), arrivals.end(), std::make_pair(episode_open_at, std::string()));
+      const auto to =
+          std::lower_bound(arrivals.begin(), arrivals.end(), std::make_pair(close_at + 1000, std::string()));
       for (auto it = from; it != to; ++it) {
         const auto& [arrived, id] = *it;
         const auto r = Call(gws[0].public_port, "GET", "/v1/executions/" + id, "", token);
@@ -367,7 +390,8 @@ int main(int argc, char** argv) {
           }
         }
         if (!invoked.is_object()) {
-          problems.push_back("call " + id + " has no TOOL_INVOKED in its ledger (status " + std::to_string(r.status) + ")");
+          problems.push_back("call " + id + " has no TOOL_INVOKED in its ledger (status " + std::to_string(r.status) +
+                             ")");
           continue;
         }
         const int64_t g = invoked.value("breaker_generation", int64_t{-1});
@@ -383,23 +407,25 @@ int main(int argc, char** argv) {
         if (g < open_gen) {
           ++late_from_before;
           if (arrived > episode_open_at + 1000) {
-            problems.push_back("call " + id + " admitted before the opening arrived " + std::to_string(rel) + " ms after it");
+            problems.push_back("call " + id + " admitted before the opening arrived " + std::to_string(rel) +
+                               " ms after it");
           }
           continue;
         }
         if (!probe) {
           ++intruders;
-          problems.push_back("call " + id + " admitted under generation " + std::to_string(g) + " (open) without a probe, at +" +
-                             std::to_string(rel) + " ms");
+          problems.push_back("call " + id + " admitted under generation " + std::to_string(g) +
+                             " (open) without a probe, at +" + std::to_string(rel) + " ms");
         } else if (++probes_per_gen[g] > 1) {
           ++intruders;
-          problems.push_back("a second probe for generation " + std::to_string(g) + " at +" + std::to_string(rel) + " ms");
+          problems.push_back("a second probe for generation " + std::to_string(g) + " at +" + std::to_string(rel) +
+                             " ms");
         }
       }
       probes += static_cast<int>(probes_per_gen.size());
       if (!problems.empty()) {
-        std::printf("VIOLATION: breaker episode %d (generations %lld..%lld):\n", episodes, static_cast<long long>(open_gen),
-                    static_cast<long long>(close_gen));
+        std::printf("VIOLATION: breaker episode %d (generations %lld..%lld):\n", episodes,
+                    static_cast<long long>(open_gen), static_cast<long long>(close_gen));
         for (const auto& p : problems) std::printf("  %s\n", p.c_str());
         ++violations;
       }
@@ -495,35 +521,42 @@ int main(int argc, char** argv) {
   const double secs = static_cast<double>(end_ms - start_ms) / 1000.0;
   std::printf("\n== soak summary\n");
   std::printf("duration            %.0f s, %d gateways, %d clients\n", secs, gateways, clients);
-  std::printf("requests            %lld (%.0f/s): %lld succeeded, %lld failed, %lld deferred, %lld other, %lld transport errors\n",
-              static_cast<long long>(requests.load()), static_cast<double>(requests.load()) / secs,
-              static_cast<long long>(succeeded.load()), static_cast<long long>(failed.load()),
-              static_cast<long long>(deferred.load()), static_cast<long long>(other.load()),
-              static_cast<long long>(transport_errors.load()));
-  std::printf("slow readers        %d: %lld connections that asked for a 1 MB execution and never read (%lld refused 503)\n",
-              slow_readers, static_cast<long long>(slow_connections.load()), static_cast<long long>(slow_refused.load()));
+  std::printf(
+      "requests            %lld (%.0f/s): %lld succeeded, %lld failed, %lld deferred, %lld other, %lld transport "
+      "errors\n",
+      static_cast<long long>(requests.load()), static_cast<double>(requests.load()) / secs,
+      static_cast<long long>(succeeded.load()), static_cast<long long>(failed.load()),
+      static_cast<long long>(deferred.load()), static_cast<long long>(other.load()),
+      static_cast<long long>(transport_errors.load()));
+  std::printf(
+      "slow readers        %d: %lld connections that asked for a 1 MB execution and never read (%lld refused 503)\n",
+      slow_readers, static_cast<long long>(slow_connections.load()), static_cast<long long>(slow_refused.load()));
   std::printf("faults injected     %lld random 5xx, %lld slow answers, %d outage windows of %d s\n",
-              static_cast<long long>(injected_5xx.load()), static_cast<long long>(injected_slow.load()), outages, kOutageS);
-  std::printf("breaker             %d open episodes, %d half-open probes; calls seen in them: %d probes, %d admitted "
-              "before the opening, %d after the closing (%d of them before the CIRCUIT_CLOSED event's time), %d other\n",
-              episodes, probes, probes, late_from_before, after_close, after_close_early, intruders);
-  std::printf("peak concurrency    crm %d / %d, email %d / %d\n", crm.peak_concurrent(), kCrmLimit, email.peak_concurrent(),
-              kEmailLimit);
+              static_cast<long long>(injected_5xx.load()), static_cast<long long>(injected_slow.load()), outages,
+              kOutageS);
+  std::printf(
+      "breaker             %d open episodes, %d half-open probes; calls seen in them: %d probes, %d admitted "
+      "before the opening, %d after the closing (%d of them before the CIRCUIT_CLOSED event's time), %d other\n",
+      episodes, probes, probes, late_from_before, after_close, after_close_early, intruders);
+  std::printf("peak concurrency    crm %d / %d, email %d / %d\n", crm.peak_concurrent(), kCrmLimit,
+              email.peak_concurrent(), kEmailLimit);
   for (size_t g = 0; g < gws.size(); ++g) {
     std::printf("gateway %zu           RSS %lld kB after warm-up, %lld kB at the end, peak %lld kB; fds %d -> %d\n", g,
-                static_cast<long long>(rss_warm[g]), static_cast<long long>(rss_end[g]), static_cast<long long>(rss_peak[g]),
-                fds_warm[g], fds_end[g]);
+                static_cast<long long>(rss_warm[g]), static_cast<long long>(rss_end[g]),
+                static_cast<long long>(rss_peak[g]), fds_warm[g], fds_end[g]);
   }
-  std::printf("store               %.1f MB at the end (%.0f bytes per request served); retention %d s, sweep every %d s\n",
-              static_cast<double>(store_bytes) / 1e6,
-              requests.load() > 0 ? static_cast<double>(store_bytes) / static_cast<double>(requests.load()) : 0.0,
-              retention_s, kSweepS);
+  std::printf(
+      "store               %.1f MB at the end (%.0f bytes per request served); retention %d s, sweep every %d s\n",
+      static_cast<double>(store_bytes) / 1e6,
+      requests.load() > 0 ? static_cast<double>(store_bytes) / static_cast<double>(requests.load()) : 0.0, retention_s,
+      kSweepS);
   if (store_checked) {
     std::printf("store bound         largest %.1f MB at %d..%d s, %.1f MB at %d..%d s (bound %.1f MB)\n",
-                static_cast<double>(store_first) / 1e6, settled_s, half_s, static_cast<double>(store_second) / 1e6, half_s,
-                seconds, static_cast<double>(store_first * 5 / 4 + 8'000'000) / 1e6);
+                static_cast<double>(store_first) / 1e6, settled_s, half_s, static_cast<double>(store_second) / 1e6,
+                half_s, seconds, static_cast<double>(store_first * 5 / 4 + 8'000'000) / 1e6);
   } else {
-    std::printf("store bound         not checked: run at least %d s with a %d s retention\n", 2 * settled_s + 20, retention_s);
+    std::printf("store bound         not checked: run at least %d s with a %d s retention\n", 2 * settled_s + 20,
+                retention_s);
   }
   std::printf("ledger verify       %s\n", verify_status == 0 ? "passed" : "FAILED");
   std::printf("invariant violations %d\n", violations);

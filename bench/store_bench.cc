@@ -60,9 +60,12 @@ Env& EnvFor(int64_t backend) {
 
 const char* Label(int64_t backend) {
   switch (backend) {
-    case kMemory: return "memory";
-    case kSqliteNormal: return "sqlite synchronous=NORMAL";
-    default: return "sqlite synchronous=FULL";
+    case kMemory:
+      return "memory";
+    case kSqliteNormal:
+      return "sqlite synchronous=NORMAL";
+    default:
+      return "sqlite synchronous=FULL";
   }
 }
 

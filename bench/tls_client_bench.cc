@@ -102,11 +102,6 @@ void BM_KeepAliveCall(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_KeepAliveCall)
-    ->ArgNames({"tls", "pooled"})
-    ->Args({0, 1})
-    ->Args({1, 1})
-    ->Args({1, 0})
-    ->UseRealTime();
+BENCHMARK(BM_KeepAliveCall)->ArgNames({"tls", "pooled"})->Args({0, 1})->Args({1, 1})->Args({1, 0})->UseRealTime();
 
 BENCHMARK_MAIN();

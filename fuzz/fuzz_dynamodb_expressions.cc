@@ -30,10 +30,14 @@ AttributePath Path(FuzzedDataProvider& in) {
 
 AttributeValue Value(FuzzedDataProvider& in, int depth) {
   switch (in.ConsumeIntegralInRange(0, depth > 2 ? 3 : 4)) {
-    case 0: return AttributeValue(Text(in));
-    case 1: return AttributeValue(in.ConsumeIntegral<int64_t>());
-    case 2: return AttributeValue(in.ConsumeFloatingPoint<double>());
-    case 3: return AttributeValue(in.ConsumeBool());
+    case 0:
+      return AttributeValue(Text(in));
+    case 1:
+      return AttributeValue(in.ConsumeIntegral<int64_t>());
+    case 2:
+      return AttributeValue(in.ConsumeFloatingPoint<double>());
+    case 3:
+      return AttributeValue(in.ConsumeBool());
     default: {
       AttributeMap m;
       const int n = in.ConsumeIntegralInRange(0, 3);
@@ -46,11 +50,16 @@ AttributeValue Value(FuzzedDataProvider& in, int depth) {
 Condition MakeCondition(FuzzedDataProvider& in, int depth) {
   const int kind = in.ConsumeIntegralInRange(0, depth > 3 ? 5 : 8);
   switch (kind) {
-    case 0: return Condition::Always();
-    case 1: return Condition::ItemExists();
-    case 2: return Condition::ItemAbsent();
-    case 3: return Condition::Exists(Path(in));
-    case 4: return Condition::NotExists(Path(in));
+    case 0:
+      return Condition::Always();
+    case 1:
+      return Condition::ItemExists();
+    case 2:
+      return Condition::ItemAbsent();
+    case 3:
+      return Condition::Exists(Path(in));
+    case 4:
+      return Condition::NotExists(Path(in));
     case 5: {
       const auto op = static_cast<Condition::Op>(in.ConsumeIntegralInRange(0, 5));
       Condition::Operand lhs = in.ConsumeBool() ? Condition::Attr(Path(in)) : Condition::Lit(Value(in, 0));
@@ -64,15 +73,16 @@ Condition MakeCondition(FuzzedDataProvider& in, int depth) {
       for (int i = 0; i < n; ++i) terms.push_back(MakeCondition(in, depth + 1));
       return kind == 6 ? Condition::And(std::move(terms)) : Condition::Or(std::move(terms));
     }
-    default: return Condition::Not(MakeCondition(in, depth + 1));
+    default:
+      return Condition::Not(MakeCondition(in, depth + 1));
   }
 }
 
 // Keywords, functions, placeholders and punctuation only.
 void CheckOnlyPlaceholders(const std::string& expr, const dynamodb::ExpressionBuilder& b) {
   static const std::regex kToken(R"(#n[0-9]+|#n_[a-z]+|:v[0-9]+|[A-Za-z_]+|[0-9]+|<>|<=|>=|[=<>(),.+ ])");
-  static const std::set<std::string> kWords = {"SET", "REMOVE", "AND", "OR", "NOT", "attribute_exists",
-                                               "attribute_not_exists", "if_not_exists"};
+  static const std::set<std::string> kWords = {
+      "SET", "REMOVE", "AND", "OR", "NOT", "attribute_exists", "attribute_not_exists", "if_not_exists"};
   size_t pos = 0;
   std::smatch m;
   while (pos < expr.size()) {
@@ -86,7 +96,7 @@ void CheckOnlyPlaceholders(const std::string& expr, const dynamodb::ExpressionBu
       std::fprintf(stderr, "pasted word \"%s\" in: %s\n", tok.c_str(), expr.c_str());
       std::abort();  // a pasted name
     }
-    if (std::isdigit(static_cast<unsigned char>(tok[0]))) std::abort();                       // a pasted number
+    if (std::isdigit(static_cast<unsigned char>(tok[0]))) std::abort();  // a pasted number
     if (tok[0] == '#' && !b.names().contains(tok)) std::abort();
     if (tok[0] == ':' && !b.values().contains(tok)) std::abort();
     pos += tok.size();
@@ -105,14 +115,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int n = in.ConsumeIntegralInRange(0, 6);
   for (int i = 0; i < n; ++i) {
     switch (in.ConsumeIntegralInRange(0, 2)) {
-      case 0: ops.push_back(UpdateOp::Set(Path(in), Value(in, 0))); break;
-      case 1: ops.push_back(UpdateOp::Add(Path(in), in.ConsumeIntegral<int64_t>())); break;
-      default: ops.push_back(UpdateOp::Remove(Path(in))); break;
+      case 0:
+        ops.push_back(UpdateOp::Set(Path(in), Value(in, 0)));
+        break;
+      case 1:
+        ops.push_back(UpdateOp::Add(Path(in), in.ConsumeIntegral<int64_t>()));
+        break;
+      default:
+        ops.push_back(UpdateOp::Remove(Path(in)));
+        break;
     }
   }
   auto update = dynamodb::RenderUpdate(ops, b);
-  if (update.ok()) CheckOnlyPlaceholders(*update, b);
-  else if (update.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
+  if (update.ok())
+    CheckOnlyPlaceholders(*update, b);
+  else if (update.status().code() != absl::StatusCode::kInvalidArgument)
+    std::abort();
   // Every name placeholder maps back to a name that was used.
   for (const auto& [placeholder, name] : b.names().items()) {
     if (placeholder.rfind("#n", 0) != 0 || !name.is_string()) std::abort();

@@ -60,7 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       unsigned int mac_len = 0;
       HMAC(EVP_sha256(), kSecret, sizeof kSecret - 1, reinterpret_cast<const unsigned char*>(signing_input.data()),
            signing_input.size(), mac, &mac_len);
-      const std::string expected = toolgate::auth::Base64UrlEncode(std::string_view(reinterpret_cast<char*>(mac), mac_len));
+      const std::string expected =
+          toolgate::auth::Base64UrlEncode(std::string_view(reinterpret_cast<char*>(mac), mac_len));
       if (rest.substr(last_dot + 1) != expected) std::abort();
     }
     return 0;

@@ -20,8 +20,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-using absl::CondVar;
 using absl::Condition;
+using absl::CondVar;
 using absl::Duration;
 using absl::Mutex;
 
@@ -67,9 +67,8 @@ void __wrap__ZN4absl7debian35MutexD1Ev(Mutex* mu) {
   RealDestroy(mu);
 }
 
-bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(Mutex* mu,
-                                                                                      const Condition& cond,
-                                                                                      Duration timeout) {
+bool __wrap__ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE(Mutex* mu, const Condition& cond,
+                                                                                     Duration timeout) {
   AnnounceUnlock(mu);
   const bool met = RealAwaitWithTimeout(mu, cond, timeout);
   AnnounceLock(mu);

@@ -64,9 +64,9 @@ std::string Request(const std::string& method, const std::string& path, const st
 class AdminCsrfTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    gw_ = std::make_unique<GatewayProcess>(testing::BaseConfig(dir_.file("store.db")) +
-                                               "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n",
-                                           dir_);
+    gw_ = std::make_unique<GatewayProcess>(
+        testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n",
+        dir_);
     ASSERT_TRUE(gw_->Start());
     port_ = gw_->admin_port();
     self_ = "127.0.0.1:" + std::to_string(port_);
@@ -85,29 +85,31 @@ class AdminCsrfTest : public ::testing::Test {
 };
 
 TEST_F(AdminCsrfTest, ACrossSiteSimplePostCannotCloseABreaker) {
-  ASSERT_EQ(gw_->Admin("POST", "/admin/connectors/crm/breaker/open", R"({"reason":"r","requested_by":"me"})").status, 200);
+  ASSERT_EQ(gw_->Admin("POST", "/admin/connectors/crm/breaker/open", R"({"reason":"r","requested_by":"me"})").status,
+            200);
   ASSERT_EQ(State(), "FORCED_OPEN");
   // What a page can send without a preflight: text/plain, with its own Origin.
-  auto [plain, plain_body] = Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_,
-                                               {"Content-Type: text/plain", "Origin: http://evil.example"}, close_body_));
+  auto [plain, plain_body] =
+      Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_,
+                         {"Content-Type: text/plain", "Origin: http://evil.example"}, close_body_));
   EXPECT_EQ(plain, 403) << plain_body;
   EXPECT_EQ(plain_body["error"], "forbidden_origin");
   // Without an Origin (some clients omit it), the content type alone refuses it.
-  auto [typed, typed_body] =
-      Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_, {"Content-Type: text/plain"}, close_body_));
+  auto [typed, typed_body] = Raw(
+      port_, Request("POST", "/admin/connectors/crm/breaker/close", self_, {"Content-Type: text/plain"}, close_body_));
   EXPECT_EQ(typed, 415) << typed_body;
   EXPECT_EQ(typed_body["error"], "unsupported_media_type");
   // A JSON request from a foreign origin (it would need a preflight, but refuse it anyway).
-  auto [foreign, foreign_body] = Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_,
-                                                   {"Content-Type: application/json", "Origin: http://evil.example"},
-                                                   close_body_));
+  auto [foreign, foreign_body] =
+      Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_,
+                         {"Content-Type: application/json", "Origin: http://evil.example"}, close_body_));
   EXPECT_EQ(foreign, 403) << foreign_body;
   EXPECT_EQ(State(), "FORCED_OPEN") << "a cross-site request closed the breaker";
 
   // The listener's own origin (the dashboard) with JSON is served.
-  auto [own, own_body] = Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_,
-                                           {"Content-Type: application/json; charset=utf-8", "Origin: http://" + self_},
-                                           close_body_));
+  auto [own, own_body] =
+      Raw(port_, Request("POST", "/admin/connectors/crm/breaker/close", self_,
+                         {"Content-Type: application/json; charset=utf-8", "Origin: http://" + self_}, close_body_));
   EXPECT_EQ(own, 200) << own_body;
   EXPECT_EQ(State(), "CLOSED");
 }

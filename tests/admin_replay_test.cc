@@ -219,7 +219,8 @@ TEST_F(AdminReplayTest, ListsEveryTenantsFailuresAndReplaysEachInItsOriginalsTen
     const std::string original = e["data"]["execution_id"];
     ASSERT_TRUE(tenant_of.count(original)) << e.dump();
     EXPECT_EQ(e["data"]["tenant_id"], tenant_of.at(original)) << "a replay crossed tenants: " << e.dump();
-    EXPECT_EQ(Execution(e["data"]["replay_execution_id"].get<std::string>())["tenant_id"], tenant_of.at(original)) << e.dump();
+    EXPECT_EQ(Execution(e["data"]["replay_execution_id"].get<std::string>())["tenant_id"], tenant_of.at(original))
+        << e.dump();
     audited_replays.insert(e["data"]["replay_execution_id"].get<std::string>());
   }
   EXPECT_EQ(audited_replays.size(), 7u);

@@ -127,8 +127,10 @@ void BurstTest::LimitHoldsUnderBurst(int shards) {
       std::this_thread::sleep_for(hold);  // hold the slot: a "downstream call"
       inside.fetch_sub(1);
       auto released = slots.Release(**lease);
-      if (!released.ok()) errors.fetch_add(1);
-      else if (!*released) double_release.fetch_add(1);
+      if (!released.ok())
+        errors.fetch_add(1);
+      else if (!*released)
+        double_release.fetch_add(1);
     }
   });
   EXPECT_EQ(errors.load(), 0);

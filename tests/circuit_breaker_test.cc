@@ -353,7 +353,8 @@ TEST_F(CircuitBreakerTest, ACachedClosedBreakerSeesAnotherInstancesOpeningWithin
 TEST_F(CircuitBreakerTest, ACachedBreakerReadsAfreshWhenTheCooldownEndsSoOnlyOneProbeRuns) {
   CircuitBreakerService a(store_, clock_, "a", &listener_, 5000);
   CircuitBreakerService b(store_, clock_, "b", &listener_, 5000);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a.RecordFailure(kConn, config_, *a.RequestPermission(kConn, config_), "t").ok());
+  for (int i = 0; i < 3; ++i)
+    ASSERT_TRUE(a.RecordFailure(kConn, config_, *a.RequestPermission(kConn, config_), "t").ok());
   EXPECT_FALSE(a.RequestPermission(kConn, config_)->allowed);  // a saw its own opening at once
   EXPECT_FALSE(b.RequestPermission(kConn, config_)->allowed);
   clock_.advance(std::chrono::seconds(21));  // past the cooldown, inside the cache time

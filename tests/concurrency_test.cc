@@ -145,8 +145,9 @@ TEST_F(ConcurrencyTest, AConfigSetLimitFollowsTheConfig) {
 }
 
 TEST_F(ConcurrencyTest, AMalformedItemIsDataLoss) {
-  ASSERT_TRUE(store_.Put(ConnectorConcurrencyService::Key(kConn), {{"in_flight_count", "three"}},
-                         store::Condition::Always()).ok());
+  ASSERT_TRUE(
+      store_.Put(ConnectorConcurrencyService::Key(kConn), {{"in_flight_count", "three"}}, store::Condition::Always())
+          .ok());
   EXPECT_EQ(slots_.Read(kConn, config_).status().code(), absl::StatusCode::kDataLoss);
 }
 

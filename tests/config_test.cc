@@ -109,8 +109,10 @@ TEST(ConfigTest, LedgerRetentionDefaultsAndLimits) {
   for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
            {"[ledger]\nretention_s = 30\n", "ledger.retention_s must be 0 (keep forever) or at least 60"},
            {"[ledger]\nretention_s = -1\n", "ledger.retention_s must be in 0.."},
-           {"[ledger]\nretention_s = 600\ndeferred_retention_s = 700\n", "ledger.deferred_retention_s must not be longer than retention_s (600)"},
-           {"[ledger]\nretention_s = 600\ndeferred_retention_s = 0\n", "ledger.deferred_retention_s must not be longer"},
+           {"[ledger]\nretention_s = 600\ndeferred_retention_s = 700\n",
+            "ledger.deferred_retention_s must not be longer than retention_s (600)"},
+           {"[ledger]\nretention_s = 600\ndeferred_retention_s = 0\n",
+            "ledger.deferred_retention_s must not be longer"},
            {"[ledger]\nretention_days = 3\n", "ledger.retention_days is not a known key"},
            {"[store]\nsweep_interval_s = 0\n", "store.sweep_interval_s must be in 1..3600"},
        }) {
@@ -152,8 +154,8 @@ connector = "missing"
   for (const char* expected :
        {"server.listen must be host:port", "store.backend must be", "connectors.crm.base_url must start with http://",
         "connectors.crm.timeout_ms must be an integer", "connectors.crm.on_store_error must be",
-        "connectors.crm.breaker.cooldown_s must be in 1..3600", "connectors.Bad Name", "tools.\"crm.x\".connector names a connector",
-        "surprise is not a known key"}) {
+        "connectors.crm.breaker.cooldown_s must be in 1..3600", "connectors.Bad Name",
+        "tools.\"crm.x\".connector names a connector", "surprise is not a known key"}) {
     EXPECT_NE(msg.find(expected), std::string::npos) << "missing: " << expected << "\nin: " << msg;
   }
 }
@@ -215,7 +217,7 @@ TEST(ConfigTest, ThePublicConnectionCapIsDerivedFromTheDescriptorLimitOrCheckedA
   };
   // (limit - 256 reserved - 64 admin) / 2, clamped to 16..16384.
   for (const auto& [nofile, cap] : {Derived{1024, 352}, Derived{4096, 1888}, Derived{65536, 16384},
-                                     Derived{~uint64_t{0}, 16384}, Derived{256, 16}}) {
+                                    Derived{~uint64_t{0}, 16384}, Derived{256, 16}}) {
     Config c = parse("");
     auto plan = ResolveConnectionCaps(nofile, c);
     ASSERT_TRUE(plan.ok()) << plan.status();
@@ -247,9 +249,10 @@ TEST(ConfigTest, ThePublicConnectionCapIsDerivedFromTheDescriptorLimitOrCheckedA
 }
 
 TEST(ConfigTest, LeaseAndProbeTimeoutMustOutliveTheCall) {
-  auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 10000\nlease_ttl_s = 10\n"
-                       "[connectors.crm.breaker]\nprobe_timeout_s = 5\n",
-                       "t.toml");
+  auto c = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 10000\nlease_ttl_s = 10\n"
+      "[connectors.crm.breaker]\nprobe_timeout_s = 5\n",
+      "t.toml");
   ASSERT_FALSE(c.ok());
   const std::string msg(c.status().message());
   EXPECT_NE(msg.find("lease_ttl_s must be longer than timeout_ms"), std::string::npos) << msg;
@@ -269,12 +272,14 @@ TEST(ConfigTest, HttpsConnectorsWithTlsAuthAndRetry) {
 [connectors.crm]
 base_url = "https://crm.example.com/api/"
 [connectors.crm.tls]
-ca_file = ")", ca, R"("
+ca_file = ")",
+                                    ca, R"("
 [connectors.crm.auth]
 type = "oauth2_client_credentials"
 token_url = "https://login.example.com/oauth2/token"
 client_id = "toolgate"
-client_secret_file = ")", secret, R"("
+client_secret_file = ")",
+                                    secret, R"("
 scope = "deals.write"
 [connectors.crm.retry]
 max_attempts = 3
@@ -291,7 +296,8 @@ path = "/v2/deals/{deal_id}"
 description = "Read one deal"
 input_schema = '{"type":"object","required":["deal_id"],"properties":{"deal_id":{"type":"string"}}}'
 [tools."crm.create_deal"]
-)"), "tls.toml");
+)"),
+                       "tls.toml");
   ASSERT_TRUE(c.ok()) << c.status();
   const ConnectorConfig& crm = c->connectors.at("crm");
   EXPECT_TRUE(crm.tls);
@@ -344,7 +350,8 @@ type = "basic"
 method = "FETCH"
 path = "v2/x"
 input_schema = "not json"
-)", "bad.toml");
+)",
+                       "bad.toml");
   ASSERT_FALSE(c.ok());
   const std::string msg(c.status().message());
   for (const char* want : {
@@ -353,7 +360,8 @@ input_schema = "not json"
            "connectors.crm.tls.client_cert_file and client_key_file go together",
            "connectors.crm.auth.token_url must be https://",
            "connectors.crm.auth.client_id is required",
-           "connectors.crm.auth.client_secret_env names the environment variable TOOLGATE_CONFIG_TEST_UNSET, which is not set",
+           "connectors.crm.auth.client_secret_env names the environment variable TOOLGATE_CONFIG_TEST_UNSET, which is "
+           "not set",
            "connectors.crm.retry.max_attempts must be in 1..10",
            "connectors.plain.tls. applies to https:// connectors only",
            "connectors.plain.auth.type must be",
@@ -373,7 +381,9 @@ type = "oauth2_client_credentials"
 token_url = "http://127.0.0.1:9/token"
 client_id = "toolgate"
 client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
-)", "ok.toml").ok());
+)",
+                          "ok.toml")
+                  .ok());
 }
 
 // Credentials in a URL would be shown wherever the URL is: refused, without quoting them.
@@ -387,7 +397,8 @@ type = "oauth2_client_credentials"
 token_url = "https://id:swordfish@login.example.com/token"
 client_id = "toolgate"
 client_secret_env = "TOOLGATE_CONFIG_TEST_TOKEN"
-)", "userinfo.toml");
+)",
+                       "userinfo.toml");
   ASSERT_FALSE(c.ok());
   const std::string msg(c.status().message());
   EXPECT_NE(msg.find("connectors.crm.base_url must not hold credentials"), std::string::npos) << msg;
@@ -417,25 +428,30 @@ namespace {
 
 TEST(ConfigTest, DynamoDbBackendCapsTheBodyAndChecksItsKeys) {
   const std::string connector = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
-  auto c = ParseConfig("[store]\nbackend = \"dynamodb\"\ntable = \"tg\"\nendpoint = \"http://127.0.0.1:8000\"\n" + connector,
-                       "d.toml");
+  auto c = ParseConfig(
+      "[store]\nbackend = \"dynamodb\"\ntable = \"tg\"\nendpoint = \"http://127.0.0.1:8000\"\n" + connector, "d.toml");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->store.table, "tg");
   EXPECT_EQ(c->server.max_body_bytes, kDynamoDbMaxBodyBytes) << "the body limit defaults to what an item can hold";
   auto big = ParseConfig("[server]\nmax_body_bytes = 1048576\n[store]\nbackend = \"dynamodb\"\n" + connector, "b.toml");
   ASSERT_FALSE(big.ok());
   EXPECT_NE(std::string(big.status().message()).find("server.max_body_bytes"), std::string::npos);
-  auto bad = ParseConfig("[store]\nbackend = \"dynamodb\"\nendpoint = \"ftp://x\"\ntable = \"\"\n" + connector, "e.toml");
+  auto bad =
+      ParseConfig("[store]\nbackend = \"dynamodb\"\nendpoint = \"ftp://x\"\ntable = \"\"\n" + connector, "e.toml");
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
   EXPECT_NE(msg.find("store.endpoint"), std::string::npos) << msg;
   EXPECT_NE(msg.find("store.table"), std::string::npos) << msg;
-  auto shards = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\n"
-                            "concurrency_shards = 8\n", "s.toml");
+  auto shards = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\n"
+      "concurrency_shards = 8\n",
+      "s.toml");
   ASSERT_FALSE(shards.ok());
   EXPECT_NE(std::string(shards.status().message()).find("concurrency_shards"), std::string::npos);
-  auto ok_shards = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\n"
-                               "concurrency_shards = 8\n", "s.toml");
+  auto ok_shards = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\n"
+      "concurrency_shards = 8\n",
+      "s.toml");
   ASSERT_TRUE(ok_shards.ok()) << ok_shards.status();
   EXPECT_EQ(ok_shards->connectors.at("crm").concurrency.shards, 8);
 }
@@ -455,10 +471,12 @@ TEST(ConfigTest, McpSectionDefaultsAndIsCheckedKeyByKey) {
   EXPECT_EQ(plain->mcp.public_url, "") << "empty: derived from server.listen and the bound port";
   EXPECT_TRUE(plain->mcp.allowed_origins.empty());
 
-  auto set = ParseConfig("[mcp]\npublic_url = \"https://tools.example.com/gw/\"\n"
-                         "allowed_origins = [\"https://App.Example.com:443\", \"http://localhost:3000\"]\n"
-                         "authorization_servers = [\"https://auth.example.com\"]\n" + connector,
-                         "s.toml");
+  auto set = ParseConfig(
+      "[mcp]\npublic_url = \"https://tools.example.com/gw/\"\n"
+      "allowed_origins = [\"https://App.Example.com:443\", \"http://localhost:3000\"]\n"
+      "authorization_servers = [\"https://auth.example.com\"]\n" +
+          connector,
+      "s.toml");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->mcp.public_url, "https://tools.example.com/gw");
   EXPECT_THAT(set->mcp.allowed_origins, ::testing::ElementsAre("https://app.example.com", "http://localhost:3000"));
@@ -468,13 +486,17 @@ TEST(ConfigTest, McpSectionDefaultsAndIsCheckedKeyByKey) {
   auto wildcard = ParseConfig("[server]\nlisten = \"0.0.0.0:8080\"\n" + connector, "w.toml");
   ASSERT_FALSE(wildcard.ok());
   EXPECT_THAT(std::string(wildcard.status().message()), ::testing::HasSubstr("mcp.public_url"));
-  EXPECT_TRUE(ParseConfig("[server]\nlisten = \"0.0.0.0:8080\"\n[mcp]\npublic_url = \"https://gw.example.com\"\n" + connector,
-                          "w2.toml").ok());
+  EXPECT_TRUE(
+      ParseConfig("[server]\nlisten = \"0.0.0.0:8080\"\n[mcp]\npublic_url = \"https://gw.example.com\"\n" + connector,
+                  "w2.toml")
+          .ok());
 
-  auto bad = ParseConfig("[mcp]\npublic_url = \"ftp://x\"\nallowed_origins = [\"https://a.example.com/path\"]\n"
-                         "authorization_servers = [\"not a url\"]\nsession_secret_env = \"TOOLGATE_TEST_UNSET_MCP_KEY\"\n"
-                         "sesion_ttl = 5\n" + connector,
-                         "b.toml");
+  auto bad = ParseConfig(
+      "[mcp]\npublic_url = \"ftp://x\"\nallowed_origins = [\"https://a.example.com/path\"]\n"
+      "authorization_servers = [\"not a url\"]\nsession_secret_env = \"TOOLGATE_TEST_UNSET_MCP_KEY\"\n"
+      "sesion_ttl = 5\n" +
+          connector,
+      "b.toml");
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
   for (const char* key : {"mcp.public_url", "mcp.allowed_origins [0]", "mcp.authorization_servers [0]",
@@ -549,12 +571,12 @@ kind = "mcp_stdio"
                          "bad.toml");
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
-  for (const char* key : {"connectors.a.kind must be", "connectors.b.base_url applies to kind = \"http\"",
-                          "connectors.b.url is required", "connectors.b.tool_prefix must match",
-                          "connectors.b.tools_ttl_s must be in", "connectors.c.command must name a program",
-                          "connectors.c.url applies to kind = \"mcp\"", "connectors.c.env names \"1BAD\"",
-                          "connectors.d.command applies to kind", "connectors.e.url must start with",
-                          "connectors.e.health_path applies to kind", "connectors.f.command is required"}) {
+  for (const char* key :
+       {"connectors.a.kind must be", "connectors.b.base_url applies to kind = \"http\"", "connectors.b.url is required",
+        "connectors.b.tool_prefix must match", "connectors.b.tools_ttl_s must be in",
+        "connectors.c.command must name a program", "connectors.c.url applies to kind = \"mcp\"",
+        "connectors.c.env names \"1BAD\"", "connectors.d.command applies to kind", "connectors.e.url must start with",
+        "connectors.e.health_path applies to kind", "connectors.f.command is required"}) {
     EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
   }
 }
@@ -562,29 +584,33 @@ kind = "mcp_stdio"
 }  // namespace
 // [queue] and [connectors.X.queue] (design §15): defaults, and errors that name their keys.
 TEST(ConfigTest, QueueKeysHaveDefaultsAndBadValuesAreNamed) {
-  const std::string connector = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\ntimeout_ms = 5000\n";
+  const std::string connector =
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\ntimeout_ms = 5000\n";
   auto ok = ParseConfig(connector, "q.toml");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->queue.default_deadline_s, 3600);
   EXPECT_EQ(ok->queue.max_per_tenant, 10000);
   EXPECT_EQ(ok->connectors.at("crm").queue_workers, 4) << "default: the connector's max_in_flight";
-  auto set = ParseConfig("[queue]\ndefault_deadline_s = 60\nmax_per_tenant = 5\nclaim_lease_s = 40\npoll_interval_ms = 250\n" +
-                             connector + "[connectors.crm.queue]\nworkers = 2\n",
-                         "q2.toml");
+  auto set =
+      ParseConfig("[queue]\ndefault_deadline_s = 60\nmax_per_tenant = 5\nclaim_lease_s = 40\npoll_interval_ms = 250\n" +
+                      connector + "[connectors.crm.queue]\nworkers = 2\n",
+                  "q2.toml");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->queue.claim_lease_s, 40);
   EXPECT_EQ(set->connectors.at("crm").queue_workers, 2);
-  auto bad = ParseConfig("[queue]\ndefault_deadline_s = 0\nmax_per_tenant = -1\nclaim_lease_s = 3\npoll_interval_ms = 1\n"
-                         "callback = 1\n" + connector + "[connectors.crm.queue]\nworkers = 0\n",
-                         "q3.toml");
+  auto bad = ParseConfig(
+      "[queue]\ndefault_deadline_s = 0\nmax_per_tenant = -1\nclaim_lease_s = 3\npoll_interval_ms = 1\n"
+      "callback = 1\n" +
+          connector + "[connectors.crm.queue]\nworkers = 0\n",
+      "q3.toml");
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
-  for (const char* key : {"queue.default_deadline_s", "queue.max_per_tenant", "queue.claim_lease_s must be longer than",
-                          "queue.poll_interval_ms", "queue.callback is not a known key", "connectors.crm.queue.workers"}) {
+  for (const char* key :
+       {"queue.default_deadline_s", "queue.max_per_tenant", "queue.claim_lease_s must be longer than",
+        "queue.poll_interval_ms", "queue.callback is not a known key", "connectors.crm.queue.workers"}) {
     EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
   }
 }
-
 
 // [queue] callback keys (design §15): the allowlist's prefixes are http(s) URLs, a secret source is
 // required with them (and must exist), and the retry keys have bounds.
@@ -595,25 +621,30 @@ TEST(ConfigTest, CallbackKeysNeedHttpPrefixesAndOneSecretSource) {
   EXPECT_TRUE(none->queue.callback_allowlist.empty()) << "callbacks are off by default";
   EXPECT_EQ(none->queue.callback_retry_s, 86400);
   setenv("TOOLGATE_CONFIG_TEST_CB_SECRET", "s3cret", 1);
-  auto ok = ParseConfig("[queue]\ncallback_allowlist = [\"https://hooks.example.com/a/\", \"http://10.0.0.7:8080\"]\n"
-                        "callback_secret_env = \"TOOLGATE_CONFIG_TEST_CB_SECRET\"\ncallback_retry_s = 600\n" + connector,
-                        "c1.toml");
+  auto ok = ParseConfig(
+      "[queue]\ncallback_allowlist = [\"https://hooks.example.com/a/\", \"http://10.0.0.7:8080\"]\n"
+      "callback_secret_env = \"TOOLGATE_CONFIG_TEST_CB_SECRET\"\ncallback_retry_s = 600\n" +
+          connector,
+      "c1.toml");
   ASSERT_TRUE(ok.ok()) << ok.status();
   EXPECT_EQ(ok->queue.callback_allowlist.size(), 2u);
   EXPECT_EQ(ok->queue.callback_retry_s, 600);
-  auto bad = ParseConfig("[queue]\ncallback_allowlist = [\"ftp://hooks.example.com\"]\ncallback_retry_s = 0\n" + connector,
-                         "c2.toml");
+  auto bad = ParseConfig(
+      "[queue]\ncallback_allowlist = [\"ftp://hooks.example.com\"]\ncallback_retry_s = 0\n" + connector, "c2.toml");
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
   for (const char* key : {"queue.callback_allowlist must start with http:// or https://",
                           "queue.callback_secret_env or callback_secret_file is required", "queue.callback_retry_s"}) {
     EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
   }
-  auto unset = ParseConfig("[queue]\ncallback_allowlist = [\"https://h.example.com\"]\n"
-                           "callback_secret_env = \"TOOLGATE_CONFIG_TEST_CB_UNSET\"\n" + connector,
-                           "c3.toml");
+  auto unset = ParseConfig(
+      "[queue]\ncallback_allowlist = [\"https://h.example.com\"]\n"
+      "callback_secret_env = \"TOOLGATE_CONFIG_TEST_CB_UNSET\"\n" +
+          connector,
+      "c3.toml");
   ASSERT_FALSE(unset.ok());
-  EXPECT_THAT(std::string(unset.status().message()), ::testing::HasSubstr("TOOLGATE_CONFIG_TEST_CB_UNSET, which is not set"));
+  EXPECT_THAT(std::string(unset.status().message()),
+              ::testing::HasSubstr("TOOLGATE_CONFIG_TEST_CB_UNSET, which is not set"));
 }
 
 }  // namespace toolgate

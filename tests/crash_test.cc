@@ -37,15 +37,17 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
     const bool fail = r.body.find("\"i\":7") != std::string::npos;
     return fail ? Reply{503, R"({"error":"down"})", {}, 20} : Reply{200, R"({"ok":true})", {}, 30};
   });
-  const std::string config = testing::BaseConfig(dir.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm.base_url() +
-                             "\"\ntimeout_ms = 1000\nmax_in_flight = " + std::to_string(kLimit) +
-                             "\nlease_ttl_s = 2\nmax_clock_skew_s = 1\n[connectors.crm.breaker]\nfailure_threshold = 8\n"
-                             "window_s = 2\ncooldown_s = 1\nprobe_timeout_s = 2\n";
+  const std::string config =
+      testing::BaseConfig(dir.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm.base_url() +
+      "\"\ntimeout_ms = 1000\nmax_in_flight = " + std::to_string(kLimit) +
+      "\nlease_ttl_s = 2\nmax_clock_skew_s = 1\n[connectors.crm.breaker]\nfailure_threshold = 8\n"
+      "window_s = 2\ncooldown_s = 1\nprobe_timeout_s = 2\n";
   std::array<std::unique_ptr<GatewayProcess>, 3> gws;
   std::array<std::atomic<int>, 3> ports{};
   int generation = 0;
   auto start = [&](size_t k) {
-    gws[k] = std::make_unique<GatewayProcess>(config, dir, "gw" + std::to_string(k) + "-" + std::to_string(generation++));
+    gws[k] =
+        std::make_unique<GatewayProcess>(config, dir, "gw" + std::to_string(k) + "-" + std::to_string(generation++));
     ASSERT_TRUE(gws[k]->Start());
     ports[k] = gws[k]->public_port();
   };
@@ -123,7 +125,8 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   std::vector<std::thread> burst;
   for (int i = 0; i < kLimit; ++i) {
     burst.emplace_back([&, i] {
-      results[static_cast<size_t>(i)] = gws[static_cast<size_t>(i) % 3]->Invoke("crm.update", {{"input", {{"slot", i}}}}, token);
+      results[static_cast<size_t>(i)] =
+          gws[static_cast<size_t>(i) % 3]->Invoke("crm.update", {{"input", {{"slot", i}}}}, token);
     });
   }
   for (auto& t : burst) t.join();

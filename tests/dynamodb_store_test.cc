@@ -25,8 +25,11 @@ const aws::Credentials kSuiteCredentials{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+b
 const aws::SigningScope kSuiteScope{"us-east-1", "service"};
 
 aws::SignableRequest SuiteRequest(std::string method, std::string query = "") {
-  return {std::move(method), "/", std::move(query),
-          {{"Host", "example.amazonaws.com"}, {"X-Amz-Date", "20150830T123600Z"}}, ""};
+  return {std::move(method),
+          "/",
+          std::move(query),
+          {{"Host", "example.amazonaws.com"}, {"X-Amz-Date", "20150830T123600Z"}},
+          ""};
 }
 
 TEST(SigV4Test, GetVanillaMatchesTheAwsTestSuite) {
@@ -36,9 +39,10 @@ TEST(SigV4Test, GetVanillaMatchesTheAwsTestSuite) {
             "GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\n"
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   EXPECT_EQ(s->signature, "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
-  EXPECT_EQ(s->authorization,
-            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
-            "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
+  EXPECT_EQ(
+      s->authorization,
+      "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, "
+      "SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31");
 }
 
 TEST(SigV4Test, PostVanillaAndQueryOrderMatchTheAwsTestSuite) {
@@ -129,9 +133,12 @@ TEST(DynamoDbExpressionsTest, ValuesAndNamesOnlyEverAppearAsPlaceholders) {
   EXPECT_EQ(*update, "SET #n0 = if_not_exists(#n0, :v0) + :v1, #n1.#n2 = :v2 REMOVE #n3");
   // DynamoDB refuses overlapping paths and writes to the key: refused before sending.
   dynamodb::ExpressionBuilder x;
-  EXPECT_EQ(dynamodb::RenderUpdate({UpdateOp::Set(AttributePath::Top("m"), AttributeMap{}),
-                                    UpdateOp::Set(AttributePath::In("m", "k"), 1)}, x).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      dynamodb::RenderUpdate(
+          {UpdateOp::Set(AttributePath::Top("m"), AttributeMap{}), UpdateOp::Set(AttributePath::In("m", "k"), 1)}, x)
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(dynamodb::RenderUpdate({UpdateOp::Set(AttributePath::Top("pk"), "x")}, x).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
@@ -273,10 +280,14 @@ TEST_F(DynamoDbRetryTest, ConditionFailuresAreResultsAndOtherErrorsAreClassified
   std::atomic<int> step{0};
   fake_.set_behavior([&](const auto&) {
     switch (step.load()) {
-      case 0: return Error(400, "ConditionalCheckFailedException");
-      case 1: return Error(400, "ResourceNotFoundException");
-      case 2: return Error(400, "ValidationException");
-      default: return Error(400, "UnrecognizedClientException");
+      case 0:
+        return Error(400, "ConditionalCheckFailedException");
+      case 1:
+        return Error(400, "ResourceNotFoundException");
+      case 2:
+        return Error(400, "ValidationException");
+      default:
+        return Error(400, "UnrecognizedClientException");
     }
   });
   auto store = Open();
@@ -341,7 +352,8 @@ TEST(DynamoDbServerTest, AnHttpsEndpointIsVerifiedAndThenWorks) {
   const std::string cert = dir.file("cert.pem"), key = dir.file("key.pem");
   const std::string make_cert =
       "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=127.0.0.1 "
-      "-addext subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+      "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
   ASSERT_EQ(std::system(make_cert.c_str()), 0) << "openssl could not make a test certificate";
   auto& dynalite = toolgate::testing::Dynalite::Shared();
   ASSERT_TRUE(dynalite.ok()) << dynalite.error();

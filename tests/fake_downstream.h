@@ -43,9 +43,9 @@ class FakeDownstream {
   using Behavior = std::function<Reply(const Request&)>;
 
   enum class Connections {
-    kClose,           // "Connection: close" after every response (the default)
-    kKeepAlive,       // keep connections open for further requests
-    kAnnounceButDrop, // say keep-alive, then close: the client's next use of it finds it stale
+    kClose,            // "Connection: close" after every response (the default)
+    kKeepAlive,        // keep connections open for further requests
+    kAnnounceButDrop,  // say keep-alive, then close: the client's next use of it finds it stale
   };
   void set_connections(Connections c) { connections_ = c; }
   // Off: requests are served and counted (peak, concurrent) but not kept (long soak runs).
@@ -208,7 +208,8 @@ class FakeDownstream {
     out += "Content-Length: " + std::to_string(reply.body.size()) +
            (announce_keep_alive ? "\r\nConnection: keep-alive\r\n\r\n" : "\r\nConnection: close\r\n\r\n") + reply.body;
     if (reply.reset_after_body_bytes >= 0) {
-      out.resize(out.size() - reply.body.size() + std::min(reply.body.size(), static_cast<size_t>(reply.reset_after_body_bytes)));
+      out.resize(out.size() - reply.body.size() +
+                 std::min(reply.body.size(), static_cast<size_t>(reply.reset_after_body_bytes)));
       (void)send(fd, out.data(), out.size(), MSG_NOSIGNAL);
       linger hard{1, 0};  // close with RST, not FIN: the connection is reset mid-body
       setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);

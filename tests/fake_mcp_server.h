@@ -21,10 +21,10 @@ class FakeMcpServer {
  public:
   // How tools/call is answered.
   enum class CallMode {
-    kText,          // a text result: "done <n>"
-    kIsError,       // a result marked isError (a tool-level error)
-    kHttp500,       // HTTP 500 without a JSON-RPC answer (the server is failing)
-    kInternalError, // JSON-RPC error -32603
+    kText,           // a text result: "done <n>"
+    kIsError,        // a result marked isError (a tool-level error)
+    kHttp500,        // HTTP 500 without a JSON-RPC answer (the server is failing)
+    kInternalError,  // JSON-RPC error -32603
   };
 
   FakeMcpServer() {
@@ -98,7 +98,8 @@ class FakeMcpServer {
         case CallMode::kIsError:
           return Answer(id, {{"content", {{{"type", "text"}, {"text", "bad arguments: try again with a number"}}}},
                              {"isError", true}});
-        case CallMode::kHttp500: return {500, R"({"error":"failing"})"};
+        case CallMode::kHttp500:
+          return {500, R"({"error":"failing"})"};
         case CallMode::kInternalError:
           return {200,
                   json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32603}, {"message", "internal"}}}}.dump()};

@@ -27,7 +27,9 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     message_ = std::string(error.message());
   }
   // Every operation fails (the store is down), or none does.
-  void SetDown(bool down) { FailWhere(down ? KeyPredicate([](const store::ItemKey&) { return true; }) : KeyPredicate()); }
+  void SetDown(bool down) {
+    FailWhere(down ? KeyPredicate([](const store::ItemKey&) { return true; }) : KeyPredicate());
+  }
   int injected() const { return injected_.load(); }
 
   absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
@@ -54,7 +56,8 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     return ForwardingItemStore::Query(request);
   }
   // Batches go through the single-item operations above, one by one, so each meets its fault.
-  std::vector<absl::StatusOr<store::WriteResult>> WriteBatch(const std::vector<store::WriteRequest>& requests) override {
+  std::vector<absl::StatusOr<store::WriteResult>> WriteBatch(
+      const std::vector<store::WriteRequest>& requests) override {
     return ItemStore::WriteBatch(requests);
   }
 

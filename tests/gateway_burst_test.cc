@@ -27,8 +27,8 @@ class GatewayBurstTest : public ::testing::Test {
   // The config's first part: listeners, store. This fixture runs on SQLite; the one below on DynamoDB.
   virtual std::string Base() { return testing::BaseConfig(dir_.file("store.db")); }
   std::string Config(const std::string& crm_settings) {
-    return Base() + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n" +
-           crm_settings + "[connectors.other]\nbase_url = \"" + other_.base_url() + "\"\ntimeout_ms = 5000\n";
+    return Base() + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n" + crm_settings +
+           "[connectors.other]\nbase_url = \"" + other_.base_url() + "\"\ntimeout_ms = 5000\n";
   }
   GatewayProcess& Start(const std::string& config) {
     gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
@@ -143,9 +143,11 @@ TEST_F(GatewayOnDynamoDbTest, AKillSwitchSetOnOneGatewayIsInForceOnAllWithinTwoS
   GatewayProcess& a = Start(config);
   GatewayProcess& b = Start(config);
   GatewayProcess& c = Start(config);
-  for (GatewayProcess* gw : {&a, &b, &c}) ASSERT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 200);
-  auto set = a.Admin("PUT", "/admin/kill-switches",
-                     json{{"scope", "connector"}, {"key", "crm"}, {"reason", "incident"}, {"requested_by", "oncall"}}.dump());
+  for (GatewayProcess* gw : {&a, &b, &c})
+    ASSERT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 200);
+  auto set =
+      a.Admin("PUT", "/admin/kill-switches",
+              json{{"scope", "connector"}, {"key", "crm"}, {"reason", "incident"}, {"requested_by", "oncall"}}.dump());
   ASSERT_EQ(set.status, 200) << set.body;
   const auto start = std::chrono::steady_clock::now();
   for (GatewayProcess* gw : {&b, &c}) {
@@ -159,7 +161,8 @@ TEST_F(GatewayOnDynamoDbTest, AKillSwitchSetOnOneGatewayIsInForceOnAllWithinTwoS
     EXPECT_EQ(Body(r)["reason"], "kill_switch");
   }
   const int calls = crm_.total();
-  for (GatewayProcess* gw : {&a, &b, &c}) EXPECT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 403);
+  for (GatewayProcess* gw : {&a, &b, &c})
+    EXPECT_EQ(gw->Invoke("crm.x", {{"input", json::object()}}, token_).status, 403);
   EXPECT_EQ(crm_.total(), calls);
   EXPECT_EQ(b.Invoke("other.ping", {{"input", json::object()}}, token_).status, 200);  // other connectors run
 }
@@ -268,7 +271,9 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
   std::vector<int> statuses(2);
   std::vector<std::thread> pair;
   for (int i = 0; i < 2; ++i) {
-    pair.emplace_back([&, i] { statuses[static_cast<size_t>(i)] = survivor.Invoke("crm.slow", {{"input", json::object()}}, token_).status; });
+    pair.emplace_back([&, i] {
+      statuses[static_cast<size_t>(i)] = survivor.Invoke("crm.slow", {{"input", json::object()}}, token_).status;
+    });
   }
   for (auto& t : pair) t.join();
   EXPECT_EQ(statuses[0], 200);
@@ -348,7 +353,8 @@ TEST_F(GatewayBurstTest, AClientThatDisconnectsMidCallStillGetsItsCallRecordedAn
   ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   const std::string body = R"({"input":{}})";
   const std::string req = "POST /v1/tools/crm.x/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token_ +
-                          "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+                          "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                          "\r\n\r\n" + body;
   ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
   for (int i = 0; i < 200 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(crm_.concurrent(), 1);

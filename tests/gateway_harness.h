@@ -29,7 +29,9 @@ inline std::string BaseConfigDynamo(const std::string& endpoint, const std::stri
   setenv("AWS_ACCESS_KEY_ID", "AKIDTOOLGATETEST", 1);
   setenv("AWS_SECRET_ACCESS_KEY", "toolgate-test-secret", 1);
   return "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nbackend = \"dynamodb\"\n"
-         "table = \"" + table + "\"\nendpoint = \"" + endpoint + "\"\nrequest_timeout_ms = 10000\n"
+         "table = \"" +
+         table + "\"\nendpoint = \"" + endpoint +
+         "\"\nrequest_timeout_ms = 10000\n"
          "[kill_switches]\nrefresh_ms = 200\n";
 }
 
@@ -43,7 +45,9 @@ inline std::string Token(const std::string& tenant, const std::vector<std::strin
 class GatewayProcess {
  public:
   GatewayProcess(const std::string& config_text, const TempDir& dir, const std::string& name = "gw")
-      : config_text_(config_text), config_path_(dir.file(name + ".toml")), cli_config_path_(dir.file(name + "-cli.toml")),
+      : config_text_(config_text),
+        config_path_(dir.file(name + ".toml")),
+        cli_config_path_(dir.file(name + "-cli.toml")),
         log_path_(dir.file(name + ".log")) {
     FILE* f = fopen(config_path_.c_str(), "w");
     fputs(config_text.c_str(), f);

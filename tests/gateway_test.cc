@@ -30,8 +30,9 @@ class GatewayTest : public ::testing::Test {
  protected:
   std::string Config(const std::string& crm_extra = "", const std::string& extra = "") {
     return testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n" + crm_extra + "[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n" +
-           "[connectors.other]\nbase_url = \"" + other_.base_url() + "\"\ntimeout_ms = 1000\n" + extra;
+           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n" + crm_extra +
+           "[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n" + "[connectors.other]\nbase_url = \"" +
+           other_.base_url() + "\"\ntimeout_ms = 1000\n" + extra;
   }
   GatewayProcess& Start(const std::string& config) {
     gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
@@ -209,8 +210,9 @@ TEST_F(GatewayTest, AuthFailuresAre401AndTenantComesOnlyFromTheToken) {
   const json call = {{"input", json::object()}};
   EXPECT_EQ(gw.Invoke("crm.x", call, "").status, 401);
   EXPECT_EQ(gw.Invoke("crm.x", call, Token("tenant-a", {}, -3600)).status, 401);  // expired
-  EXPECT_EQ(gw.Invoke("crm.x", call, auth::SignHs256(R"({"custom:tenant_id":"t","exp":4102444800})", "wrong-secret")).status,
-            401);
+  EXPECT_EQ(
+      gw.Invoke("crm.x", call, auth::SignHs256(R"({"custom:tenant_id":"t","exp":4102444800})", "wrong-secret")).status,
+      401);
   EXPECT_EQ(gw.Invoke("crm.x", call, auth::SignHs256(R"({"sub":"x","exp":4102444800})", testing::kJwtSecret)).status,
             401);  // no tenant
   const std::string none = auth::Base64UrlEncode(R"({"alg":"none"})") + "." +
@@ -246,13 +248,15 @@ TEST_F(GatewayTest, ListingIsNewestFirstFilteredAndPaginated) {
   crm_.set_behavior([](const auto& req) { return req.path == "/crm.bad" ? Reply{500, "{}"} : Reply{}; });
   GatewayProcess& gw = Start(Config());
   std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(Body(gw.Invoke("crm.good", {{"input", {{"i", i}}}}, alice_))["execution_id"]);
+  for (int i = 0; i < 5; ++i)
+    ids.push_back(Body(gw.Invoke("crm.good", {{"input", {{"i", i}}}}, alice_))["execution_id"]);
   gw.Invoke("crm.bad", {{"input", json::object()}}, alice_);
   auto page1 = Body(gw.Public("GET", "/v1/executions?tool=crm.good&limit=3", "", alice_));
   ASSERT_EQ(page1["executions"].size(), 3u);
   EXPECT_EQ(page1["executions"][0]["execution_id"], ids[4]);
   ASSERT_TRUE(page1["next"].is_string());
-  auto page2 = Body(gw.Public("GET", "/v1/executions?tool=crm.good&limit=3&after=" + page1["next"].get<std::string>(), "", alice_));
+  auto page2 = Body(
+      gw.Public("GET", "/v1/executions?tool=crm.good&limit=3&after=" + page1["next"].get<std::string>(), "", alice_));
   ASSERT_EQ(page2["executions"].size(), 2u);
   EXPECT_EQ(page2["executions"][1]["execution_id"], ids[0]);
   EXPECT_TRUE(page2["next"].is_null());
@@ -266,13 +270,15 @@ TEST_F(GatewayTest, BadInputGetsAClearErrorAndTheServerStaysUp) {
   GatewayProcess& gw = Start(Config());
   auto code = [&](const std::string& tool, const std::string& body) {
     auto r = gw.Public("POST", "/v1/tools/" + tool + "/invoke", body, alice_);
-    return std::make_pair(r.status, Body(r).is_object() ? Body(r).value("error", std::string()) : std::string("<not json>"));
+    return std::make_pair(r.status,
+                          Body(r).is_object() ? Body(r).value("error", std::string()) : std::string("<not json>"));
   };
   EXPECT_EQ(code("crm.x", "{not json"), std::make_pair(400, std::string("invalid_json")));
   EXPECT_EQ(code("crm.x", "[1,2]"), std::make_pair(400, std::string("invalid_request")));
   EXPECT_EQ(code("crm.x", R"({"input":"a string"})"), std::make_pair(400, std::string("invalid_request")));
   EXPECT_EQ(code("crm.x", R"({"input":{},"idempotency_key":5})"), std::make_pair(400, std::string("invalid_request")));
-  EXPECT_EQ(code("crm.x", R"({"input":{},"action_type":"NOT VALID"})"), std::make_pair(400, std::string("invalid_request")));
+  EXPECT_EQ(code("crm.x", R"({"input":{},"action_type":"NOT VALID"})"),
+            std::make_pair(400, std::string("invalid_request")));
   EXPECT_EQ(code("crm!x", R"({"input":{}})"), std::make_pair(400, std::string("invalid_tool_name")));
   // Uppercase is in the name alphabet (DESIGN §17.2): an unknown connector, not a bad name.
   EXPECT_EQ(code("CRM.Upper", R"({"input":{}})"), std::make_pair(404, std::string("unknown_tool")));
@@ -295,8 +301,10 @@ TEST_F(GatewayTest, AKillSwitchSetOnOneInstanceBlocksOnAnotherWithinTwoSeconds) 
   GatewayProcess& a = Start(config);
   GatewayProcess& b = Start(config);
   ASSERT_EQ(b.Invoke("crm.send_email", {{"input", json::object()}}, alice_).status, 200);
-  auto set = a.Admin("PUT", "/admin/kill-switches",
-                     json{{"scope", "action_type"}, {"key", "email.send"}, {"reason", "spam incident"}, {"requested_by", "oncall"}}.dump());
+  auto set = a.Admin(
+      "PUT", "/admin/kill-switches",
+      json{{"scope", "action_type"}, {"key", "email.send"}, {"reason", "spam incident"}, {"requested_by", "oncall"}}
+          .dump());
   ASSERT_EQ(set.status, 200) << set.body;
   // Bounded wait for instance b to see it (S8: within 2 s).
   const auto start = std::chrono::steady_clock::now();
@@ -350,7 +358,8 @@ TEST_F(GatewayTest, EveryKillSwitchScopeMatches) {
                                          {"action_type", "crm.write", "tenant-a", "crm.x", "crm.write"},
                                          {"tenant_action", "tenant-a/crm.write", "tenant-a", "crm.x", "crm.write"}}) {
     ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches",
-                       json{{"scope", c.scope}, {"key", c.key}, {"reason", "r"}, {"requested_by", "w"}}.dump()).status,
+                       json{{"scope", c.scope}, {"key", c.key}, {"reason", "r"}, {"requested_by", "w"}}.dump())
+                  .status,
               200);
     json call = {{"input", json::object()}};
     if (!c.action_type.empty()) call["action_type"] = c.action_type;
@@ -361,11 +370,13 @@ TEST_F(GatewayTest, EveryKillSwitchScopeMatches) {
       EXPECT_NE(gw.Invoke(c.tool, call, bob_).status, 403) << c.scope << " blocked another tenant";
     }
     ASSERT_EQ(gw.Admin("DELETE", "/admin/kill-switches/" + c.scope + "/" + c.key,
-                       json{{"reason", "r"}, {"requested_by", "w"}}.dump()).status,
+                       json{{"reason", "r"}, {"requested_by", "w"}}.dump())
+                  .status,
               200);
   }
   EXPECT_EQ(gw.Admin("PUT", "/admin/kill-switches",
-                     json{{"scope", "galaxy"}, {"key", "x"}, {"reason", "r"}, {"requested_by", "w"}}.dump()).status,
+                     json{{"scope", "galaxy"}, {"key", "x"}, {"reason", "r"}, {"requested_by", "w"}}.dump())
+                .status,
             400);
   EXPECT_EQ(gw.Admin("PUT", "/admin/kill-switches", json{{"scope", "global"}, {"key", "*"}}.dump()).status, 400);
 }
@@ -454,8 +465,10 @@ TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  const std::string edit = "UPDATE items SET attrs = json_set(attrs, '$.data', '{\"latency_ms\":1,\"forged\":true}') "
-                           "WHERE pk = 'EXEC#" + id + "' AND sk = 'EVENT#000000000003'";
+  const std::string edit =
+      "UPDATE items SET attrs = json_set(attrs, '$.data', '{\"latency_ms\":1,\"forged\":true}') "
+      "WHERE pk = 'EXEC#" +
+      id + "' AND sk = 'EVENT#000000000003'";
   ASSERT_EQ(sqlite3_exec(db, edit.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
   auto [bad_code, bad_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(bad_code, 1) << bad_out;
@@ -479,7 +492,8 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
   GatewayProcess& gw = Start(Config("", "[ledger]\nretention_s = 86400\ndeferred_retention_s = 3600\n"));
   auto expires_after_creation = [&](const std::string& id) {
     const json e = Body(gw.Public("GET", "/v1/executions/" + id, "", alice_));
-    struct tm created{}, expires{};
+    struct tm created {
+    }, expires{};
     EXPECT_TRUE(strptime(e["created_at"].get<std::string>().c_str(), "%Y-%m-%dT%H:%M:%S", &created)) << e;
     EXPECT_TRUE(strptime(e.value("expires_at", "").c_str(), "%Y-%m-%dT%H:%M:%S", &expires)) << e;
     return static_cast<int64_t>(timegm(&expires) - timegm(&created));
@@ -507,7 +521,8 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
     const json j = json::parse(line);
     std::string prev;
     for (const auto& e : j["events"]) {
-      const json canonical = {{"seq", e["seq"]}, {"type", e["type"]}, {"at", e["at"]}, {"actor", e["actor"]}, {"data", e["data"]}};
+      const json canonical = {
+          {"seq", e["seq"]}, {"type", e["type"]}, {"at", e["at"]}, {"actor", e["actor"]}, {"data", e["data"]}};
       EXPECT_EQ(e["prev_hash"], prev);
       EXPECT_EQ(e["hash"], Sha256Hex(prev + canonical.dump())) << line;
       prev = e["hash"];
@@ -525,17 +540,22 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
   EXPECT_GE(executions, 6);
   EXPECT_TRUE(ids.count(ok_id) && ids.count(deferred_id));
   EXPECT_GE(audit_days, 1) << "CIRCUIT_OPENED went to today's audit chain";
-  EXPECT_THAT(out, ::testing::HasSubstr("ledger export: " + std::to_string(executions) + " executions, " + std::to_string(audit_days) + " audit days"));
-  auto [later_code, later] = testing::RunCli({"ledger", "export", "--since", "2999-01-01", "--config", gw.config_path()}, dir_);
+  EXPECT_THAT(out, ::testing::HasSubstr("ledger export: " + std::to_string(executions) + " executions, " +
+                                        std::to_string(audit_days) + " audit days"));
+  auto [later_code, later] =
+      testing::RunCli({"ledger", "export", "--since", "2999-01-01", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(later_code, 0) << later;
   EXPECT_THAT(later, ::testing::HasSubstr("ledger export: 0 executions, 0 audit days"));
-  auto [bad_code, bad] = testing::RunCli({"ledger", "export", "--since", "2026-02-30", "--config", gw.config_path()}, dir_);
+  auto [bad_code, bad] =
+      testing::RunCli({"ledger", "export", "--since", "2026-02-30", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(bad_code, 1);
   EXPECT_THAT(bad, ::testing::HasSubstr("--since must be a date YYYY-MM-DD"));
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  auto exec_sql = [&](const std::string& sql) { ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql; };
+  auto exec_sql = [&](const std::string& sql) {
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sql;
+  };
   // One execution reaches its retention as a whole (record and chain): gone, not damaged.
   exec_sql("UPDATE items SET ttl = 1, attrs = json_set(attrs, '$.ttl', 1) WHERE pk = 'EXEC#" + ok_id +
            "' OR sk = 'EXEC#" + ok_id + "'");
@@ -543,8 +563,10 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
   EXPECT_EQ(gone_code, 0) << gone;
   EXPECT_THAT(gone, ::testing::HasSubstr("ok (" + std::to_string(executions - 1) + " executions"));
   // One event of another is set to expire on its own: that would leave a hole, and verify says so now.
-  exec_sql("UPDATE items SET ttl = ttl + 5, attrs = json_set(attrs, '$.ttl', json_extract(attrs, '$.ttl') + 5) "
-           "WHERE pk = 'EXEC#" + second_id + "' AND sk = 'EVENT#000000000002'");
+  exec_sql(
+      "UPDATE items SET ttl = ttl + 5, attrs = json_set(attrs, '$.ttl', json_extract(attrs, '$.ttl') + 5) "
+      "WHERE pk = 'EXEC#" +
+      second_id + "' AND sk = 'EVENT#000000000002'");
   sqlite3_close(db);
   auto [tamper_code, tamper] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(tamper_code, 1) << tamper;
@@ -552,7 +574,9 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
 }
 
 TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInput) {
-  crm_.set_behavior([](const auto& req) { return Reply{200, R"({"n":)" + std::to_string(req.body.size()) + "}", {}, 300}; });
+  crm_.set_behavior([](const auto& req) {
+    return Reply{200, R"({"n":)" + std::to_string(req.body.size()) + "}", {}, 300};
+  });
   GatewayProcess& gw = Start(Config());
   const json call = {{"input", {{"amount", 10}}}, {"idempotency_key", "order-77"}};
   // 20 concurrent duplicates: the downstream sees the intent once.
@@ -605,7 +629,8 @@ TEST_F(GatewayTest, AnUnknownOutcomeIsResentWithTheSameKeyAndSaysSo) {
   ASSERT_EQ(second.status, 200) << second.body;
   EXPECT_EQ(crm_.count("/crm.pay"), 2);
   EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), "pay-1");
-  const json exec = Body(gw.Public("GET", "/v1/executions/" + Body(second)["execution_id"].get<std::string>(), "", alice_));
+  const json exec =
+      Body(gw.Public("GET", "/v1/executions/" + Body(second)["execution_id"].get<std::string>(), "", alice_));
   EXPECT_EQ(exec["events"][1]["type"], "TOOL_INVOKED");
   EXPECT_EQ(exec["events"][1]["data"]["previous_outcome"], "unknown");
 }
@@ -654,7 +679,8 @@ TEST_F(GatewayTest, AnExposedAdminListenerNeedsATokenAndTheTokenIsChecked) {
 TEST_F(GatewayTest, ConfigErrorsNameTheKeyAndExit1) {
   const std::string path = dir_.file("bad.toml");
   FILE* f = fopen(path.c_str(), "w");
-  fputs("[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\ntimeout_ms = 40000\nlease_ttl_s = 30\nmax_in_flite = 3\n", f);
+  fputs("[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\ntimeout_ms = 40000\nlease_ttl_s = 30\nmax_in_flite = 3\n",
+        f);
   fclose(f);
   auto [code, out] = testing::RunCli({"serve", "--config", path}, dir_);
   EXPECT_EQ(code, 1);

@@ -448,10 +448,10 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
 
 TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
   GatewayProcess& gw = Start(Config());
-  for (const std::string target : {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke",
-                                   "/v1/tools/crm.x%2F..%2Fy/invoke", "/v1/tools/crm.x%00/invoke", "/healthz%00",
-                                   "/v1/tools/../invoke", "/v1/tools/%2e%2e/invoke", "/v1/tools/%2E/invoke",
-                                   "/v1/./tools/crm.x/invoke", "/v1/tools/crm.x/invoke/.."}) {
+  for (const std::string target :
+       {"/v1/tools/crm.x%2Finvoke", "/v1/tools/crm.x%2finvoke", "/v1/tools/crm.x%2F..%2Fy/invoke",
+        "/v1/tools/crm.x%00/invoke", "/healthz%00", "/v1/tools/../invoke", "/v1/tools/%2e%2e/invoke",
+        "/v1/tools/%2E/invoke", "/v1/./tools/crm.x/invoke", "/v1/tools/crm.x/invoke/.."}) {
     SCOPED_TRACE(target);
     const auto answers =
         Exchange(gw.public_port(), Request("POST", target, "Host: x\r\nConnection: close\r\n", R"({"input":{}})"));
@@ -470,8 +470,7 @@ TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
 
 TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsRefusedFirst) {
   crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})"}; });
-  GatewayProcess& gw = Start(
-      Config("max_body_bytes = 4096\n"));
+  GatewayProcess& gw = Start(Config("max_body_bytes = 4096\n"));
   const std::string body = R"({"input":{"pad":")" + std::string(2000, 'x') + "\"}}";
   RawClient c(gw.public_port());
   ASSERT_TRUE(
@@ -603,9 +602,8 @@ TEST_F(HttpHardeningTest, AnExplicitCapTheDescriptorLimitCannotHoldIsRefusedAtSt
   GatewayProcess gw(Config("max_connections = 5000\n"), dir_);
   setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);  // as GatewayProcess::Start does
   const std::string err = dir_.file("refused.err");
-  testing::ChildProcess p({"/bin/sh", "-c", "ulimit -n 1024 && exec \"$0\" serve --config \"$1\"", TOOLGATE_BINARY,
-                           gw.config_path()},
-                          err);
+  testing::ChildProcess p(
+      {"/bin/sh", "-c", "ulimit -n 1024 && exec \"$0\" serve --config \"$1\"", TOOLGATE_BINARY, gw.config_path()}, err);
   ASSERT_TRUE(p.started());
   const auto started = Clock::now();
   if (auto line = p.ReadLine(seconds(20))) {
@@ -688,8 +686,8 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
   // A 16 MB budget (the smallest the connector's 4 MB answers allow, ×4) fills with 16 answers, so it
   // is reached within the write timeout even on a loaded machine that builds answers slowly.
   constexpr int64_t kBudget = 16 << 20;
-  GatewayProcess& gw = Start(Config("write_timeout_ms = 3000\nstore_threads = 4\nmax_response_buffer_bytes = " +
-                                    std::to_string(kBudget) + "\n"));
+  GatewayProcess& gw = Start(Config(
+      "write_timeout_ms = 3000\nstore_threads = 4\nmax_response_buffer_bytes = " + std::to_string(kBudget) + "\n"));
   auto invoked = gw.Invoke("crm.export", {{"input", json::object()}}, alice_);
   ASSERT_EQ(invoked.status, 200) << invoked.body;
   const std::string id = Body(invoked)["execution_id"];
@@ -723,10 +721,11 @@ TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudge
     std::this_thread::sleep_for(milliseconds(20));
   }
   peak_kb = std::max(peak_kb, ProcStatusKb(gw.pid(), "VmHWM"));
-  std::printf("%d slow readers of a %zu-byte execution: toolgate RSS %lld kB before, peak %lld kB; peak bytes unread "
-              "in its send queues %lld\n",
-              kReaders, full_size, static_cast<long long>(baseline_kb), static_cast<long long>(peak_kb),
-              static_cast<long long>(peak_unacknowledged));
+  std::printf(
+      "%d slow readers of a %zu-byte execution: toolgate RSS %lld kB before, peak %lld kB; peak bytes unread "
+      "in its send queues %lld\n",
+      kReaders, full_size, static_cast<long long>(baseline_kb), static_cast<long long>(peak_kb),
+      static_cast<long long>(peak_unacknowledged));
   // What slow readers hold, in toolgate's memory or in its sockets' send queues, is bounded by the
   // budget, plus the small answers it does not count (a 503 each).
   EXPECT_GT(peak_unacknowledged, static_cast<int64_t>(full_size)) << "no answer was held: nothing was measured";
@@ -783,15 +782,15 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
   for (int i = 0; i < 600; ++i) rows.push_back(std::string(1000, 'r'));
   const std::string big = json{{"rows", rows}}.dump();  // about 600 KB: one fits the 1 MiB budget, two do not
   crm_.set_behavior([big](const auto&) { return Reply{200, big}; });
-  GatewayProcess& gw =
-      Start(Config("write_timeout_ms = 2000\nmax_response_buffer_bytes = 1048576\n", "", "", "max_response_bytes = 1048576\n"));
+  GatewayProcess& gw = Start(Config("write_timeout_ms = 2000\nmax_response_buffer_bytes = 1048576\n", "", "",
+                                    "max_response_bytes = 1048576\n"));
   auto invoked = gw.Invoke("crm.export", {{"input", json::object()}}, alice_);
   ASSERT_EQ(invoked.status, 200) << invoked.body;
   const std::string id = Body(invoked)["execution_id"];
 
   RawClient slow(gw.public_port(), 4096);
-  ASSERT_TRUE(slow.Send("GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ +
-                        "\r\n\r\n"));
+  ASSERT_TRUE(
+      slow.Send("GET /v1/executions/" + id + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ + "\r\n\r\n"));
   // The kernel takes the answer (it waits in toolgate's send queue, unacknowledged).
   for (int i = 0; i < 500 && UnacknowledgedBytes(gw.public_port()) < 500'000; ++i) {
     std::this_thread::sleep_for(milliseconds(10));
@@ -802,7 +801,8 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
   EXPECT_EQ(Body(overloaded)["error"], "gateway_overloaded");
   EXPECT_EQ(HeaderOf(overloaded, "retry-after"), "1");
   // The write timeout resets the slow client's connection: the kernel drops what it held.
-  for (int i = 0; i < 1000 && UnacknowledgedBytes(gw.public_port()) > 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  for (int i = 0; i < 1000 && UnacknowledgedBytes(gw.public_port()) > 0; ++i)
+    std::this_thread::sleep_for(milliseconds(10));
   EXPECT_EQ(UnacknowledgedBytes(gw.public_port()), 0);
   slow.ReadUntilClose(seconds(5));
   EXPECT_TRUE(slow.closed());

@@ -50,13 +50,17 @@ struct TestKey {
   }
   json Jwk() const {
     if (!ec) {
-      return {{"kty", "RSA"}, {"kid", kid}, {"n", Base64UrlEncode(BnBytes(pkey, OSSL_PKEY_PARAM_RSA_N))},
+      return {{"kty", "RSA"},
+              {"kid", kid},
+              {"n", Base64UrlEncode(BnBytes(pkey, OSSL_PKEY_PARAM_RSA_N))},
               {"e", Base64UrlEncode(BnBytes(pkey, OSSL_PKEY_PARAM_RSA_E))}};
     }
     unsigned char pub[65];
     size_t len = 0;
     EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, pub, sizeof pub, &len);
-    return {{"kty", "EC"}, {"crv", "P-256"}, {"kid", kid},
+    return {{"kty", "EC"},
+            {"crv", "P-256"},
+            {"kid", kid},
             {"x", Base64UrlEncode(std::string(reinterpret_cast<char*>(pub) + 1, 32))},
             {"y", Base64UrlEncode(std::string(reinterpret_cast<char*>(pub) + 33, 32))}};
   }
@@ -106,8 +110,11 @@ class JwtVerifierTest : public ::testing::Test {
     return v.ok() ? std::move(*v) : nullptr;
   }
   json Claims(int64_t exp_offset = 600) const {
-    return {{"sub", "agent-7"}, {"custom:tenant_id", "acme"}, {"custom:account_id", "acct-1"},
-            {"exp", clock_.now_epoch_sec() + exp_offset}, {"cognito:groups", {"operator"}}};
+    return {{"sub", "agent-7"},
+            {"custom:tenant_id", "acme"},
+            {"custom:account_id", "acct-1"},
+            {"exp", clock_.now_epoch_sec() + exp_offset},
+            {"cognito:groups", {"operator"}}};
   }
 
   ManualClock clock_{1'800'000'000'000};
@@ -204,9 +211,11 @@ TEST_F(JwtVerifierTest, AlgorithmConfusionAndNoneAreRefused) {
   auto both = Verifier({.jwks_file = jwks_});
   EXPECT_EQ(both->Verify(ec->Sign(Claims(), "RS256")).status().message(), "algorithm does not match the key");
   EXPECT_EQ(both->Verify(rsa->Sign(Claims(), "ES256")).status().message(), "algorithm does not match the key");
-  const std::string none = Base64UrlEncode(R"({"alg":"none","kid":"rsa-1"})") + "." + Base64UrlEncode(Claims().dump()) + ".";
+  const std::string none =
+      Base64UrlEncode(R"({"alg":"none","kid":"rsa-1"})") + "." + Base64UrlEncode(Claims().dump()) + ".";
   EXPECT_EQ(both->Verify(none).status().message(), "algorithm not allowed");
-  const std::string lower = Base64UrlEncode(R"({"alg":"rs256","kid":"rsa-1"})") + "." + Base64UrlEncode(Claims().dump()) + ".eHh4";
+  const std::string lower =
+      Base64UrlEncode(R"({"alg":"rs256","kid":"rsa-1"})") + "." + Base64UrlEncode(Claims().dump()) + ".eHh4";
   EXPECT_EQ(both->Verify(lower).status().message(), "algorithm not allowed");
 }
 
@@ -352,7 +361,6 @@ TEST(Base64UrlTest, RoundTripsEveryLength) {
   EXPECT_FALSE(Base64UrlDecode("a", out));
   EXPECT_FALSE(Base64UrlDecode("ab+/", out));  // standard alphabet is not base64url
 }
-
 
 // `sub` becomes the ledger's actor and appears in log lines: a newline in it would forge a line, and
 // cutting a long one could split a UTF-8 character. Such a token is refused, not trimmed.

@@ -49,7 +49,8 @@ TEST_F(LedgerVerifierTest, OneEventPastTheAnchorIsPendingTwoFail) {
   // The record still says IN_PROGRESS and names event 2: the crash left TOOL_SUCCEEDED unanchored.
   EXPECT_TRUE(LedgerVerifier::CheckExecution(Record(events, 2, Outcome::kInProgress), "t1", events, &pending).ok());
   EXPECT_TRUE(pending);
-  const absl::Status two = LedgerVerifier::CheckExecution(Record(events, 1, Outcome::kInProgress), "t1", events, &pending);
+  const absl::Status two =
+      LedgerVerifier::CheckExecution(Record(events, 1, Outcome::kInProgress), "t1", events, &pending);
   EXPECT_EQ(two.code(), absl::StatusCode::kDataLoss);
   EXPECT_NE(two.message().find("events 2..3 are not covered"), std::string::npos) << two;
   EXPECT_TRUE(LedgerVerifier::CheckExecution(Record(events, 3, Outcome::kSucceeded), "t1", events, &pending).ok());

@@ -63,10 +63,14 @@ TEST_F(ManualClockGatewayTest, AThrottledProbeKeepsTheBreakerOpenForItsRetryAfte
   std::atomic<int> mode{0};  // 0: 500, 1: 429 Retry-After 3, 2: 503 Retry-After 2, 3: 200
   crm_.set_behavior([&](const auto&) {
     switch (mode.load()) {
-      case 1: return Reply{429, "{}", {{"Retry-After", "3"}}};
-      case 2: return Reply{503, "{}", {{"Retry-After", "2"}}};
-      case 3: return Reply{200, R"({"ok":true})"};
-      default: return Reply{500, "{}"};
+      case 1:
+        return Reply{429, "{}", {{"Retry-After", "3"}}};
+      case 2:
+        return Reply{503, "{}", {{"Retry-After", "2"}}};
+      case 3:
+        return Reply{200, R"({"ok":true})"};
+      default:
+        return Reply{500, "{}"};
     }
   });
   InProcessGateway& gw = Start();

@@ -259,8 +259,11 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
     r.address = {"127.0.0.1", gw.public_port()};
     r.method = "POST";
     r.target = "/mcp";
-    r.body = json{{"jsonrpc", "2.0"}, {"id", 7}, {"method", "tools/call"},
-                  {"params", {{"name", tool}, {"arguments", arguments}}}}.dump();
+    r.body = json{{"jsonrpc", "2.0"},
+                  {"id", 7},
+                  {"method", "tools/call"},
+                  {"params", {{"name", tool}, {"arguments", arguments}}}}
+                 .dump();
     r.headers = {{"Content-Type", "application/json"},
                  {"Accept", "application/json, text/event-stream"},
                  {"Authorization", "Bearer " + token}};
@@ -268,9 +271,10 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
     const json& result = answer["result"];
     ASSERT_TRUE(result.is_object()) << answer;
     EXPECT_EQ(result.value("isError", false), true) << answer;
-    EXPECT_NE(result.dump().find("-32601"), std::string::npos) << "the server's error names toolgate's answer: " << answer;
-    auto exec = gw.Public("GET", "/v1/executions/" + result["_meta"]["io.toolgate/execution_id"].get<std::string>(),
-                          "", token);
+    EXPECT_NE(result.dump().find("-32601"), std::string::npos)
+        << "the server's error names toolgate's answer: " << answer;
+    auto exec =
+        gw.Public("GET", "/v1/executions/" + result["_meta"]["io.toolgate/execution_id"].get<std::string>(), "", token);
     ASSERT_EQ(exec.status, 200) << exec.body;
     EXPECT_EQ(Body(exec)["outcome"], "FAILED") << exec.body;
     EXPECT_EQ(Body(exec)["reason"], "tool_error") << tool << " " << exec.body;

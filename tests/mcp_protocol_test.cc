@@ -132,7 +132,9 @@ TEST(McpResultsTest, AnMcpServersAnswersPassThroughWithTheExecutionId) {
 
   auto rpc = mcp::ToCallAnswer(
       "ev.sum",
-      engine(502, {{"execution_id", "e3"}, {"outcome", "FAILED"}, {"reason", "tool_rejected"},
+      engine(502, {{"execution_id", "e3"},
+                   {"outcome", "FAILED"},
+                   {"reason", "tool_rejected"},
                    {"rpc_error", {{"code", -32602}, {"message", "Invalid params"}, {"data", {{"field", "a"}}}}}}),
       true);
   ASSERT_TRUE(rpc.is_rpc_error);

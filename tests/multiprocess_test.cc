@@ -1,6 +1,7 @@
 // S1, S6 and S7 across independent processes sharing one store — a SQLite file, or a table on a
-// DynamoDB-API server (dynalite) — and a holder killed with SIGKILL. The workers are separate executables (toolgate_store_worker); the parent releases them
-// together and checks the outcome through the store and a shared-memory observer.
+// DynamoDB-API server (dynalite) — and a holder killed with SIGKILL. The workers are separate executables
+// (toolgate_store_worker); the parent releases them together and checks the outcome through the store and a
+// shared-memory observer.
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -75,9 +76,12 @@ TEST_P(MultiProcessTest, EightProcessesRaceTheCooldownAndExactlyOneRunsTheProbe)
   for (auto& w : workers) {
     const auto line = w->ReadLine();
     ASSERT_TRUE(line.has_value());
-    if (*line == "probe") ++probes;
-    else if (*line == "deferred probe_in_flight") ++deferred;
-    else ADD_FAILURE() << "worker said: " << *line;
+    if (*line == "probe")
+      ++probes;
+    else if (*line == "deferred probe_in_flight")
+      ++deferred;
+    else
+      ADD_FAILURE() << "worker said: " << *line;
     EXPECT_EQ(w->Wait(), 0);
   }
   EXPECT_EQ(probes, 1);
@@ -136,8 +140,8 @@ TEST_P(MultiProcessTest, ASigkilledHoldersSlotsAndProbeComeBackWithoutAnOperator
   TripBreaker(*store, clock);
   clock.set_epoch_ms(kT0);
 
-  ChildProcess doomed({TOOLGATE_STORE_WORKER, "--db", db, "--mode", "hold", "--limit", "4", "--slots", "3",
-                       "--now-ms", std::to_string(kT0)});
+  ChildProcess doomed({TOOLGATE_STORE_WORKER, "--db", db, "--mode", "hold", "--limit", "4", "--slots", "3", "--now-ms",
+                       std::to_string(kT0)});
   ASSERT_EQ(doomed.ReadLine(), "held");
   doomed.Kill(SIGKILL);
   const int status = doomed.Wait();

@@ -29,10 +29,10 @@ using json = nlohmann::json;
 using testing::Body;
 using testing::FakeDownstream;
 using testing::GatewayProcess;
-using testing::TempDir;
-using testing::Token;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using testing::TempDir;
+using testing::Token;
 using Reply = FakeDownstream::Reply;
 
 std::string Upper(std::string s) {
@@ -62,18 +62,20 @@ struct Tally {
   json ToJson() const {
     json reasons = json::object();
     for (const auto& [r, n] : deferred_by_reason) reasons[r] = n;
-    return {{"calls", calls}, {"succeeded", succeeded}, {"failed", failed}, {"deferred", deferred},
-            {"blocked", blocked}, {"deferred_by_reason", reasons}};
+    return {{"calls", calls},       {"succeeded", succeeded}, {"failed", failed},
+            {"deferred", deferred}, {"blocked", blocked},     {"deferred_by_reason", reasons}};
   }
 };
 
 class OperatorViewTest : public ::testing::Test {
  protected:
   std::string Config(const std::string& extra = "") {
-    return testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n[connectors.crm]\nbase_url = \"" +
-           crm_.base_url() + "\"\ntimeout_ms = 2000\nmax_in_flight = 8\nhealth_path = \"/health\"\n"
+    return testing::BaseConfig(dir_.file("store.db")) +
+           "[slo]\nevaluate_interval_ms = 200\n[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+           "\"\ntimeout_ms = 2000\nmax_in_flight = 8\nhealth_path = \"/health\"\n"
            "[connectors.crm.breaker]\nfailure_threshold = 1000\ncooldown_s = 60\n"
-           "[connectors.billing]\nbase_url = \"" + crm_.base_url() + "\"\n" + extra;
+           "[connectors.billing]\nbase_url = \"" +
+           crm_.base_url() + "\"\n" + extra;
   }
   GatewayProcess& Start(const std::string& extra = "") {
     gateways_.push_back(std::make_unique<GatewayProcess>(Config(extra), dir_, "gw" + std::to_string(gateways_.size())));
@@ -101,7 +103,8 @@ json JsonOf(const std::string& out) {
 TEST_F(OperatorViewTest, StatusCountsWhatAgentsWereAnsweredAcrossThreeInstances) {
   crm_.set_behavior([](const FakeDownstream::Request& r) {
     if (r.path == "/health") return Reply{200, R"({"ok":true})"};
-    return r.body.find("\"fail\"") != std::string::npos ? Reply{500, R"({"error":"boom"})"} : Reply{200, R"({"ok":true})"};
+    return r.body.find("\"fail\"") != std::string::npos ? Reply{500, R"({"error":"boom"})"}
+                                                        : Reply{200, R"({"ok":true})"};
   });
   for (int i = 0; i < 3; ++i) Start();
   Tally tally;
@@ -128,7 +131,9 @@ TEST_F(OperatorViewTest, StatusCountsWhatAgentsWereAnsweredAcrossThreeInstances)
     ASSERT_TRUE(blocked);
     tally.Add(gw->Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, bob_));
   }
-  ASSERT_EQ(gateways_[1]->Admin("POST", "/admin/connectors/crm/breaker/open", Audit("crm double-charges").dump()).status, 200);
+  ASSERT_EQ(
+      gateways_[1]->Admin("POST", "/admin/connectors/crm/breaker/open", Audit("crm double-charges").dump()).status,
+      200);
   for (auto& gw : gateways_) {
     for (int i = 0; i < 5; ++i) tally.Add(gw->Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, alice_));
   }
@@ -197,7 +202,8 @@ TEST_F(OperatorViewTest, ARefusedCloseNamesTheHealthCheckAndTheFlag) {
   crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{503, R"({"down":true})"}; });
   GatewayProcess& gw = Start();
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit().dump()).status, 200);
-  auto [code, out] = Cli({"breaker", "close", "crm", "--reason", "r", "--requested-by", "me", "--config", gw.CliConfigPath()});
+  auto [code, out] =
+      Cli({"breaker", "close", "crm", "--reason", "r", "--requested-by", "me", "--config", gw.CliConfigPath()});
   EXPECT_EQ(code, 1) << out;
   EXPECT_THAT(out, HasSubstr("health check GET " + crm_.base_url() + "/health failed (HTTP 503)"));
   EXPECT_THAT(out, HasSubstr("--force"));
@@ -307,19 +313,21 @@ TEST_F(OperatorViewTest, MetricsHaveBuildProcessHttpKillSwitchAndCooldownFamilie
   kill["key"] = "tenant-b";
   ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
   bool blocked = false;
-  for (int i = 0; i < 100 && !blocked; ++i) blocked = gw.Invoke("crm.lookup", {{"input", json::object()}}, bob_).status == 403;
+  for (int i = 0; i < 100 && !blocked; ++i)
+    blocked = gw.Invoke("crm.lookup", {{"input", json::object()}}, bob_).status == 403;
   ASSERT_TRUE(blocked);
   const std::string metrics = gw.Admin("GET", "/metrics").body;
-  for (const char* family : {"toolgate_build_info{", "process_cpu_seconds_total ", "process_resident_memory_bytes ",
-                             "process_open_fds ", "process_start_time_seconds ",
-                             "toolgate_http_responses_total{code=\"200\",listener=\"public\",route=\"/v1/tools/{tool_name}/invoke\"}",
-                             "toolgate_kill_switches_active{scope=\"tenant\"} 1",
-                             "toolgate_kill_switches_active{scope=\"global\"} 0",
-                             "toolgate_breaker_cooldown_remaining_seconds{connector=\"crm\"} 0",
-                             "toolgate_blocked_total{connector=\"crm\",scope=\"tenant\"} 1"}) {
+  for (const char* family :
+       {"toolgate_build_info{", "process_cpu_seconds_total ", "process_resident_memory_bytes ", "process_open_fds ",
+        "process_start_time_seconds ",
+        "toolgate_http_responses_total{code=\"200\",listener=\"public\",route=\"/v1/tools/{tool_name}/invoke\"}",
+        "toolgate_kill_switches_active{scope=\"tenant\"} 1", "toolgate_kill_switches_active{scope=\"global\"} 0",
+        "toolgate_breaker_cooldown_remaining_seconds{connector=\"crm\"} 0",
+        "toolgate_blocked_total{connector=\"crm\",scope=\"tenant\"} 1"}) {
     EXPECT_THAT(metrics, HasSubstr(family));
   }
-  EXPECT_THAT(metrics, ::testing::ContainsRegex("toolgate_build_info\\{revision=\"[0-9a-f]+|unknown\",version=\"[0-9.]+\"\\} 1"));
+  EXPECT_THAT(metrics, ::testing::ContainsRegex(
+                           "toolgate_build_info\\{revision=\"[0-9a-f]+|unknown\",version=\"[0-9.]+\"\\} 1"));
 }
 
 // Item 6: the OpenAPI document lists exactly the routes of the routing table, and the server answers
@@ -348,9 +356,13 @@ TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
   const std::string token = Token("tenant-a", {"admin"});
   for (const api::RouteSpec& r : api::Routes()) {
     std::string target(r.pattern);
-    for (auto [param, value] : std::vector<std::pair<std::string, std::string>>{
-             {"{tool_name}", "crm.lookup"}, {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
-             {"{connector_id}", "nope"}, {"{scope}", "tenant"}, {"{key}", "t1"}, {"{job_id}", "j1"}}) {
+    for (auto [param, value] :
+         std::vector<std::pair<std::string, std::string>>{{"{tool_name}", "crm.lookup"},
+                                                          {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
+                                                          {"{connector_id}", "nope"},
+                                                          {"{scope}", "tenant"},
+                                                          {"{key}", "t1"},
+                                                          {"{job_id}", "j1"}}) {
       if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
     }
     const int port = r.listener == "public" ? gw.public_port() : gw.admin_port();
@@ -363,21 +375,28 @@ TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
   // And the other way round: a method the table does not list for a path is not served (405, or
   // 404 "no such route"), so no route is answered without being in the table and the document.
   std::set<std::pair<std::string, std::string>> listed;
-  for (const api::RouteSpec& r : api::Routes()) listed.emplace(std::string(r.listener) + " " + std::string(r.method), r.pattern);
+  for (const api::RouteSpec& r : api::Routes())
+    listed.emplace(std::string(r.listener) + " " + std::string(r.method), r.pattern);
   for (const api::RouteSpec& r : api::Routes()) {
     for (const char* method : {"GET", "POST", "PUT", "DELETE", "PATCH"}) {
       if (listed.count({std::string(r.listener) + " " + method, std::string(r.pattern)})) continue;
       std::string target(r.pattern);
-      for (auto [param, value] : std::vector<std::pair<std::string, std::string>>{
-               {"{tool_name}", "crm.lookup"}, {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
-               {"{connector_id}", "crm"}, {"{scope}", "tenant"}, {"{key}", "t1"}, {"{job_id}", "j1"}}) {
+      for (auto [param, value] :
+           std::vector<std::pair<std::string, std::string>>{{"{tool_name}", "crm.lookup"},
+                                                            {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
+                                                            {"{connector_id}", "crm"},
+                                                            {"{scope}", "tenant"},
+                                                            {"{key}", "t1"},
+                                                            {"{job_id}", "j1"}}) {
         if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
       }
       const int port = r.listener == "public" ? gw.public_port() : gw.admin_port();
-      auto res = gw.Call(port, method, target, std::string(method) == "GET" ? "" : "{}", r.listener == "public" ? token : "");
-      const bool unrouted = res.status == 405 || (res.status == 404 && res.body.find("no such route") != std::string::npos);
-      EXPECT_TRUE(unrouted) << r.listener << " " << method << " " << target << " is served but not in the route table: "
-                            << res.status << " " << res.body;
+      auto res =
+          gw.Call(port, method, target, std::string(method) == "GET" ? "" : "{}", r.listener == "public" ? token : "");
+      const bool unrouted =
+          res.status == 405 || (res.status == 404 && res.body.find("no such route") != std::string::npos);
+      EXPECT_TRUE(unrouted) << r.listener << " " << method << " " << target
+                            << " is served but not in the route table: " << res.status << " " << res.body;
     }
   }
   EXPECT_EQ(api::MatchRoute("public", "GET", "/v1/nope"), "other");
@@ -400,7 +419,6 @@ TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
   }
 }
 
-
 // §17.9: every admin write the route table lists, refused after authentication (a bad body, an
 // unknown connector, a refused close), leaves one ADMIN_REQUEST_REFUSED naming its route; the same
 // writes without the token (401) leave none.
@@ -417,9 +435,12 @@ TEST_F(OperatorViewTest, EveryAdminWriteRouteAuditsARefusalAfterAuthenticationBu
     return gw.Call(gw.admin_port(), method, target, body.is_null() ? "" : body.dump(), token);
   };
   auto fill = [](std::string target, const std::string& connector) {
-    for (auto [param, value] : std::vector<std::pair<std::string, std::string>>{
-             {"{connector_id}", connector}, {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
-             {"{scope}", "tenant"}, {"{key}", "t1"}, {"{job_id}", "01900000-0000-7000-8000-000000000001"}}) {
+    for (auto [param, value] :
+         std::vector<std::pair<std::string, std::string>>{{"{connector_id}", connector},
+                                                          {"{execution_id}", "01900000-0000-7000-8000-000000000000"},
+                                                          {"{scope}", "tenant"},
+                                                          {"{key}", "t1"},
+                                                          {"{job_id}", "01900000-0000-7000-8000-000000000001"}}) {
       if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
     }
     return target;
@@ -485,12 +506,13 @@ TEST_F(OperatorViewTest, StatusShowsWhoSetALimitAndWhyNextToWhoForcedTheBreaker)
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (!drawn && std::chrono::steady_clock::now() < give_up) {
     const json series = Body(gw.Admin("GET", "/admin/series"));
-    drawn = series.contains("connectors") && series["connectors"].contains("crm") && !series["connectors"]["crm"].empty();
+    drawn =
+        series.contains("connectors") && series["connectors"].contains("crm") && !series["connectors"]["crm"].empty();
     if (!drawn) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_TRUE(drawn);
-  auto [set_code, set_out] = Cli({"limits", "set", "crm", "3", "--reason", "crm asked us to slow down", "--requested-by",
-                                  "oncall@acme", "--config", config});
+  auto [set_code, set_out] = Cli({"limits", "set", "crm", "3", "--reason", "crm asked us to slow down",
+                                  "--requested-by", "oncall@acme", "--config", config});
   ASSERT_EQ(set_code, 0) << set_out;
   EXPECT_EQ(JsonOf(set_out)["limit"]["set_by"], "oncall@acme") << set_out;
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit("crm double-charges").dump()).status, 200);
@@ -540,13 +562,14 @@ TEST_F(OperatorViewTest, StatusShowsWhoSetALimitAndWhyNextToWhoForcedTheBreaker)
   check_status("live: ");
 
   // The dashboard shows the same (a browser reads the page as an operator would).
-  const json expected = {{"breakers", {{"crm", "FORCED_OPEN"}}},
-                         {"kill_switches", {"tenant-b is looping"}},
-                         {"texts", {{"limit-crm", "set by oncall@acme at "}, {"forced-crm", "forced open by oncall@acme at "}}}};
-  auto [page_code, page] = testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
-                                                "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/",
-                                                expected.dump(), dir_.file("dashboard.png")},
-                                               dir_);
+  const json expected = {
+      {"breakers", {{"crm", "FORCED_OPEN"}}},
+      {"kill_switches", {"tenant-b is looping"}},
+      {"texts", {{"limit-crm", "set by oncall@acme at "}, {"forced-crm", "forced open by oncall@acme at "}}}};
+  auto [page_code, page] = testing::RunProgram(
+      {"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
+       "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/", expected.dump(), dir_.file("dashboard.png")},
+      dir_);
   EXPECT_EQ(page_code, 0) << page;
   EXPECT_THAT(page, HasSubstr("crm asked us to slow down"));
 
@@ -568,7 +591,8 @@ TEST_F(OperatorViewTest, StatusShowsWhoSetALimitAndWhyNextToWhoForcedTheBreaker)
 // otherwise; those that can read the store do so with the server stopped, and say so.
 TEST_F(OperatorViewTest, EveryReadCommandAnswersJsonAndTablesAndReadsTheStoreWhenTheServerIsDown) {
   crm_.set_behavior([](const FakeDownstream::Request& r) {
-    return r.body.find("\"fail\"") != std::string::npos ? Reply{500, R"({"error":"boom"})"} : Reply{200, R"({"ok":true})"};
+    return r.body.find("\"fail\"") != std::string::npos ? Reply{500, R"({"error":"boom"})"}
+                                                        : Reply{200, R"({"ok":true})"};
   });
   GatewayProcess& gw = Start();
   const std::string config = gw.CliConfigPath();
@@ -577,8 +601,10 @@ TEST_F(OperatorViewTest, EveryReadCommandAnswersJsonAndTablesAndReadsTheStoreWhe
   const std::string failed_id = Body(failed)["execution_id"];
   auto ok = gw.Invoke("crm.lookup", {{"input", {{"mode", "ok"}}}}, bob_);
   ASSERT_EQ(ok.status, 200) << ok.body;
-  auto job = gw.Admin("POST", "/admin/replays",
-                      json{{"execution_ids", {failed_id}}, {"replay_reason", "r"}, {"requested_by", "oncall@acme"}, {"rate_per_s", 50}}.dump());
+  auto job = gw.Admin(
+      "POST", "/admin/replays",
+      json{{"execution_ids", {failed_id}}, {"replay_reason", "r"}, {"requested_by", "oncall@acme"}, {"rate_per_s", 50}}
+          .dump());
   ASSERT_EQ(job.status, 202) << job.body;
   const std::string job_id = Body(job)["job_id"];
   for (int i = 0; i < 200 && Body(gw.Admin("GET", "/admin/replays/" + job_id))["state"] == "RUNNING"; ++i) {
@@ -587,8 +613,8 @@ TEST_F(OperatorViewTest, EveryReadCommandAnswersJsonAndTablesAndReadsTheStoreWhe
 
   struct Read {
     std::vector<std::string> args;
-    std::string json_key;     // a key of its JSON document
-    std::string table_text;   // what its table shows
+    std::string json_key;    // a key of its JSON document
+    std::string table_text;  // what its table shows
     bool reads_store_when_down;
   };
   const std::vector<Read> reads = {

@@ -163,8 +163,8 @@ void QueueGatewayTest::ThreeGatewaysRun(const std::string& base, int n_slow, int
     ++fast_calls;
     return Reply{200, R"({"ok":"fast"})", {}, 5};
   });
-  const std::string config =
-      base + "[queue]\npoll_interval_ms = 200\n" + Connector("slow", slow, slow_limit) + Connector("fast", fast, fast_limit);
+  const std::string config = base + "[queue]\npoll_interval_ms = 200\n" + Connector("slow", slow, slow_limit) +
+                             Connector("fast", fast, fast_limit);
   std::array<GatewayProcess*, 3> gw{&Start(config), &Start(config), &Start(config)};
 
   // Enqueue from several clients at once, spread over the gateways.
@@ -236,8 +236,7 @@ TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachCon
   if (kSanitized) {
     ThreeGatewaysRun(testing::BaseConfig(dir_.file("store.db")), 60, 240, 60, 4 * 8, std::chrono::seconds(25), 2, 8);
   } else {
-    ThreeGatewaysRun(testing::BaseConfig(dir_.file("store.db")), 200, 800, 60, 4 * 16, std::chrono::seconds(90), 4,
-                     16);
+    ThreeGatewaysRun(testing::BaseConfig(dir_.file("store.db")), 200, 800, 60, 4 * 16, std::chrono::seconds(90), 4, 16);
   }
 }
 
@@ -301,7 +300,8 @@ TEST_F(QueueGatewayTest, RestartingEveryInstanceWithCallsQueuedLosesNothing) {
   const std::string config = QueueConfig(dir_.file("store.db"), 100) + Connector("crm", crm, 4);
   std::array<GatewayProcess*, 3> old{&Start(config, "a1"), &Start(config, "b1"), &Start(config, "c1")};
   std::vector<std::string> ids;
-  for (int i = 0; i < 60; ++i) ids.push_back(Enqueue(*old[static_cast<size_t>(i) % 3], "crm.update", {{"i", i}}, alice_));
+  for (int i = 0; i < 60; ++i)
+    ids.push_back(Enqueue(*old[static_cast<size_t>(i) % 3], "crm.update", {{"i", i}}, alice_));
   const auto until = Clock::now() + std::chrono::seconds(10);
   while (crm.total() < 8 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_GE(crm.total(), 8) << "the gateways never ran calls";
@@ -631,7 +631,6 @@ TEST_F(QueueGatewayTest, McpToolsCallCanBeQueued) {
   EXPECT_EQ(bad["error"]["code"], -32602) << bad.dump();
 }
 
-
 // The receiver's side of a callback: recomputes X-Toolgate-Signature over the delivery id, the
 // timestamp and the raw body (independently of toolgate's code).
 bool SignatureHolds(const FakeDownstream::Request& r, const std::string& secret) {
@@ -642,8 +641,8 @@ bool SignatureHolds(const FakeDownstream::Request& r, const std::string& secret)
   const std::string text = h("x-toolgate-delivery-id") + "." + h("x-toolgate-timestamp") + "." + r.body;
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(text.data()),
-       text.size(), mac, &len);
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(text.data()), text.size(), mac, &len);
   std::string hex = "sha256=";
   char buf[3];
   for (unsigned int i = 0; i < len; ++i) {
@@ -677,16 +676,17 @@ TEST_F(QueueGatewayTest, CallbacksAreSignedRetriedWhileTheReceiverIsDownAndSurvi
     ++accepted[it == r.headers.end() ? "" : it->second];
     return Reply{200, "{}"};
   });
-  const std::string config =
-      QueueConfig(dir_.file("store.db"), 50) +
-      CallbackConfig(receiver, "callback_backoff_ms = 100\ncallback_max_backoff_ms = 400\n") + Connector("crm", crm, 4);
+  const std::string config = QueueConfig(dir_.file("store.db"), 50) +
+                             CallbackConfig(receiver, "callback_backoff_ms = 100\ncallback_max_backoff_ms = 400\n") +
+                             Connector("crm", crm, 4);
   GatewayProcess& first = Start(config, "first");
 
   const std::string hook = receiver.base_url() + "/hooks/agent-1";
-  for (const json& bad : {json(receiver.base_url() + "/other"), json(receiver.base_url() + "/hooksevil"),
-                          json("ftp://127.0.0.1/hooks"), json("http://user:pw@127.0.0.1/hooks"), json(42),
-                          json(hook + "?token=x")}) {
-    const auto r = first.Invoke("crm.update", {{"input", json::object()}, {"mode", "queued"}, {"callback_url", bad}}, alice_);
+  for (const json& bad :
+       {json(receiver.base_url() + "/other"), json(receiver.base_url() + "/hooksevil"), json("ftp://127.0.0.1/hooks"),
+        json("http://user:pw@127.0.0.1/hooks"), json(42), json(hook + "?token=x")}) {
+    const auto r =
+        first.Invoke("crm.update", {{"input", json::object()}, {"mode", "queued"}, {"callback_url", bad}}, alice_);
     EXPECT_EQ(r.status, 400) << bad.dump() << " -> " << r.body;
     EXPECT_EQ(Body(r).value("error", ""), "invalid_request") << bad.dump();
   }
@@ -761,16 +761,18 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
   receiver.set_behavior([](const FakeDownstream::Request& r) {
     return r.path == "/hooks/dead" ? Reply{500, "{}"} : Reply{204, ""};
   });
-  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) +
-                             CallbackConfig(receiver, "callback_retry_s = 1\ncallback_backoff_ms = 100\n") +
-                             Connector("crm", crm, 2));
+  GatewayProcess& gw =
+      Start(QueueConfig(dir_.file("store.db"), 50) +
+            CallbackConfig(receiver, "callback_retry_s = 1\ncallback_backoff_ms = 100\n") + Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
   // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
   // may be claimed and put back (one TOOL_ATTEMPT_FAILED more in its chain). Wait it out, so the test
   // sees only what it sets up.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
-  const std::string live = Enqueue(gw, "crm.update", {{"k", 1}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/live"}});
-  const std::string dead = Enqueue(gw, "crm.update", {{"k", 2}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/dead"}});
+  const std::string live =
+      Enqueue(gw, "crm.update", {{"k", 1}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/live"}});
+  const std::string dead =
+      Enqueue(gw, "crm.update", {{"k", 2}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/dead"}});
   ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + live, "", alice_).status, 200);
   ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + dead, "", alice_).status, 200);
   auto await_event = [&](const std::string& id, const std::string& type) {
@@ -805,11 +807,12 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
   // What the deliverer did, counted by result: one delivered, the dead one retried then given up.
   const std::string metrics = gw.Admin("GET", "/metrics").body;
-  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_callback_attempts_total{connector="crm",result="delivered"} 1)"));
+  EXPECT_THAT(metrics,
+              ::testing::HasSubstr(R"(toolgate_callback_attempts_total{connector="crm",result="delivered"} 1)"));
   EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_callback_attempts_total{connector="crm",result="failed"} 1)"));
-  EXPECT_THAT(metrics, ::testing::ContainsRegex(R"(toolgate_callback_attempts_total\{connector="crm",result="retried"\} [1-9])"));
+  EXPECT_THAT(metrics, ::testing::ContainsRegex(
+                           R"(toolgate_callback_attempts_total\{connector="crm",result="retried"\} [1-9])"));
 }
-
 
 // The JSON document in a CLI's output (stdout first; stderr's notes follow it).
 json JsonIn(const std::string& out) {

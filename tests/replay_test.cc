@@ -25,8 +25,9 @@ class ReplayTest : public ::testing::Test {
  protected:
   void SetUp() override {
     gw_ = std::make_unique<GatewayProcess>(
-        testing::BaseConfig(dir_.file("store.db")) + "[replay]\nmax_replays_per_execution = 3\n[connectors.crm]\nbase_url = \"" +
-            crm_.base_url() + "\"\ntimeout_ms = 1000\n[connectors.crm.breaker]\nfailure_threshold = 100\n",
+        testing::BaseConfig(dir_.file("store.db")) +
+            "[replay]\nmax_replays_per_execution = 3\n[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+            "\"\ntimeout_ms = 1000\n[connectors.crm.breaker]\nfailure_threshold = 100\n",
         dir_);
     ASSERT_TRUE(gw_->Start());
   }
@@ -80,7 +81,7 @@ TEST_F(ReplayTest, AFailedCallReplayedAfterRecoverySucceedsOnceAndIsThenDeduplic
 
   // The story on both ledgers.
   EXPECT_THAT(Types(original_id, user_), ::testing::ElementsAre("EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_FAILED",
-                                                                 "REPLAY_REQUESTED", "REPLAY_REQUESTED"));
+                                                                "REPLAY_REQUESTED", "REPLAY_REQUESTED"));
   EXPECT_THAT(Types(r1["execution_id"], user_),
               ::testing::ElementsAre("REPLAY_STARTED", "EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED",
                                      "REPLAY_COMPLETED"));
@@ -128,13 +129,15 @@ TEST_F(ReplayTest, ASucceededOriginalIsDeduplicatedAndOnlyAnAdminMayForceIt) {
 TEST_F(ReplayTest, EveryRefusal) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
   const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];
-  EXPECT_EQ(Replay(id, user_).status, 403);                            // no role
-  EXPECT_EQ(Replay(id, Token("other-tenant", {"admin"})).status, 404); // another tenant's execution
+  EXPECT_EQ(Replay(id, user_).status, 403);                             // no role
+  EXPECT_EQ(Replay(id, Token("other-tenant", {"admin"})).status, 404);  // another tenant's execution
   EXPECT_EQ(Replay("01a21f69-e57f-7954-b145-1de1fc45f4a5", operator_).status, 404);
   EXPECT_EQ(Replay(id, operator_, false, {{"requested_by", "x"}}).status, 400);
   EXPECT_EQ(Replay(id, operator_, false, {{"replay_reason", ""}, {"requested_by", "x"}}).status, 400);
-  EXPECT_EQ(Replay(id, operator_, false, {{"replay_reason", std::string(1001, 'r')}, {"requested_by", "x"}}).status, 400);
-  auto tenant_field = Replay(id, operator_, false, {{"replay_reason", "r"}, {"requested_by", "x"}, {"tenant_id", "acme"}});
+  EXPECT_EQ(Replay(id, operator_, false, {{"replay_reason", std::string(1001, 'r')}, {"requested_by", "x"}}).status,
+            400);
+  auto tenant_field =
+      Replay(id, operator_, false, {{"replay_reason", "r"}, {"requested_by", "x"}, {"tenant_id", "acme"}});
   EXPECT_EQ(Body(tenant_field)["error"], "tenant_from_token_only");
   EXPECT_EQ(gw_->Public("POST", "/v1/executions/" + id + "/replay", "", "").status, 401);
   EXPECT_EQ(crm_.total(), 1);
@@ -184,9 +187,10 @@ TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheInte
   EXPECT_EQ(Body(blocked)["outcome"], "BLOCKED");
   EXPECT_EQ(Body(blocked)["replay_of"], id);
   EXPECT_EQ(crm_.total(), 1);
-  ASSERT_EQ(gw_->Admin("DELETE", "/admin/kill-switches/tenant/acme", json{{"reason", "ok"}, {"requested_by", "w"}}.dump())
-                .status,
-            200);
+  ASSERT_EQ(
+      gw_->Admin("DELETE", "/admin/kill-switches/tenant/acme", json{{"reason", "ok"}, {"requested_by", "w"}}.dump())
+          .status,
+      200);
   crm_.set_behavior([](const auto&) { return Reply{200, R"({"v":1})"}; });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past kill_switches.refresh_ms
   auto ok = Replay(id, operator_);
@@ -220,8 +224,8 @@ TEST_F(ReplayTest, TheCliReplays) {
       {"replay", id, "--config", cfg, "--reason", "retry", "--requested-by", "cli", "--token", operator_}, dir_);
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("\"replay_of\":\"" + id + "\""), std::string::npos) << out;
-  auto [refused, refused_out] =
-      testing::RunCli({"replay", id, "--config", cfg, "--reason", "r", "--requested-by", "cli", "--token", user_}, dir_);
+  auto [refused, refused_out] = testing::RunCli(
+      {"replay", id, "--config", cfg, "--reason", "r", "--requested-by", "cli", "--token", user_}, dir_);
   EXPECT_EQ(refused, 1) << refused_out;
 }
 

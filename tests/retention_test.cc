@@ -232,7 +232,6 @@ TEST_F(RetentionInvokerTest, UnderSteadyTrafficTheStoreHoldsOnlyTheRetentionsWor
   EXPECT_GE(exec_at_hour[2], 59 * kPerMinute) << "and nothing younger than the retention was deleted";
 }
 
-
 // §15 item 9: a queued call's record and its whole chain — EXECUTION_QUEUED, EXECUTION_DISPATCHED,
 // the call's own events and its callback's — expire together at the [ledger] retention counted from
 // the enqueue, like any execution; its queue item goes when it ends; the delivery it owed is gone
@@ -256,8 +255,8 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
   ASSERT_TRUE(lease.ok() && lease->has_value());
   auto admitted = invoker_->AdmitClaimed(**claim, **lease, "instance-1");
   ASSERT_TRUE(std::holds_alternative<std::unique_ptr<InvocationTicket>>(admitted));
-  const json done = json::parse(
-      invoker_->Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), Ok()).body_json);
+  const json done =
+      json::parse(invoker_->Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), Ok()).body_json);
   ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
   EXPECT_EQ(LiveItems("QUEUE#"), 0) << "the queue item ends with the call";
 
@@ -281,8 +280,8 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
     types.push_back(e.type);
     EXPECT_EQ(e.expires_at_s, rec->expires_at_s) << e.type;
   }
-  EXPECT_THAT(types, ::testing::IsSupersetOf({"EXECUTION_QUEUED", "EXECUTION_DISPATCHED", "TOOL_SUCCEEDED",
-                                              "CALLBACK_DELIVERED"}));
+  EXPECT_THAT(types, ::testing::IsSupersetOf(
+                         {"EXECUTION_QUEUED", "EXECUTION_DISPATCHED", "TOOL_SUCCEEDED", "CALLBACK_DELIVERED"}));
   EXPECT_TRUE(Ledger::VerifyChain(*events).ok());
 
   clock_.set_epoch_ms(rec->expires_at_s * 1000);

@@ -25,17 +25,18 @@ using json = nlohmann::json;
 using testing::Body;
 using testing::FakeDownstream;
 using testing::GatewayProcess;
+using ::testing::HasSubstr;
 using testing::HeaderOf;
 using testing::TempDir;
 using testing::Token;
-using ::testing::HasSubstr;
 using Reply = FakeDownstream::Reply;
 
 class RunbookTest : public ::testing::Test {
  protected:
   std::string Config(const std::string& db, const std::string& extra = "") {
     return testing::BaseConfig(db) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n" +
+           "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = "
+           "1\n" +
            extra;
   }
   GatewayProcess& Start(const std::string& extra = "") {
@@ -116,7 +117,8 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT pk FROM items WHERE pk LIKE 'AUDIT#%' LIMIT 1", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT pk FROM items WHERE pk LIKE 'AUDIT#%' LIMIT 1", -1, &st, nullptr),
+            SQLITE_OK);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
   const std::string day(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)));
   sqlite3_finalize(st);
@@ -140,8 +142,8 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
        "its record says FAILED but event"},
       {"record_result", "UPDATE items SET attrs = json_set(attrs, '$.result_json', '{\"ok\":false}') WHERE " + record,
        "its record's result does not match the result_sha256"},
-      {"record_moved", "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " +
-                           record,
+      {"record_moved",
+       "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " + record,
        "its record's tenant_id 'tenant-b' differs from EXECUTION_RECEIVED's \"tenant-a\""},
   };
   for (const Case& c : cases) {
@@ -154,10 +156,13 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
 // Issue item 2: the archive verifies with the documented recipe alone (a short Python script, no
 // toolgate), and the same script catches an edited event and a removed tail.
 TEST_F(RunbookTest, TheExportVerifiesWithoutToolgateAndTheScriptCatchesEdits) {
-  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true,"name":"Zoë \"Z\" Ñ","ratio":0.25,"big":1e300})"}; });
+  crm_.set_behavior([](const auto&) {
+    return Reply{200, R"({"ok":true,"name":"Zoë \"Z\" Ñ","ratio":0.25,"big":1e300})"};
+  });
   GatewayProcess& gw = Start();
   std::string id;
-  for (int i = 0; i < 3; ++i) id = Body(gw.Invoke("crm.x", {{"input", {{"i", i}, {"text", "tab\there ✓"}}}}, alice_))["execution_id"];
+  for (int i = 0; i < 3; ++i)
+    id = Body(gw.Invoke("crm.x", {{"input", {{"i", i}, {"text", "tab\there ✓"}}}}, alice_))["execution_id"];
   ASSERT_EQ(Replay(gw, id).status, 200);
   json set = Audit("line one\nline two \"quoted\"");
   set["scope"] = "tenant";
@@ -222,7 +227,8 @@ TEST_F(RunbookTest, AnActionTypeSwitchCannotBeDodgedByAnUnclassifiedTool) {
   // The effective action type is what the ledger records: the tool name when nothing else says.
   auto other = gw.Invoke("crm.read", {{"input", json::object()}}, alice_);
   ASSERT_EQ(other.status, 200) << other.body;
-  const json exec = Body(gw.Public("GET", "/v1/executions/" + Body(other)["execution_id"].get<std::string>(), "", alice_));
+  const json exec =
+      Body(gw.Public("GET", "/v1/executions/" + Body(other)["execution_id"].get<std::string>(), "", alice_));
   EXPECT_EQ(exec["events"][0]["data"]["action_type"], "crm.read");
   // A classified tool keeps its class; a tenant_action switch by tool name blocks one tenant only.
   set["scope"] = "tenant_action";
@@ -299,9 +305,9 @@ TEST_F(RunbookTest, AnOperatorLimitIsListedAndHandedBackToTheConfig) {
   EXPECT_EQ(listed["limits"][0]["config_max_in_flight"], 8);
   EXPECT_EQ(listed["limits"][0]["set_by"], "operator");
 
-  auto [reset_code, reset_out] = testing::RunCli(
-      {"limits", "reset", "crm", "--reason", "spike over", "--requested-by", "oncall@acme", "--config", gw.CliConfigPath()},
-      dir_);
+  auto [reset_code, reset_out] = testing::RunCli({"limits", "reset", "crm", "--reason", "spike over", "--requested-by",
+                                                  "oncall@acme", "--config", gw.CliConfigPath()},
+                                                 dir_);
   ASSERT_EQ(reset_code, 0) << reset_out;
   const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
   for (const auto& c : connectors["connectors"]) {
@@ -317,10 +323,10 @@ TEST_F(RunbookTest, AnOperatorLimitIsListedAndHandedBackToTheConfig) {
   EXPECT_EQ(gw.Admin("DELETE", "/admin/connectors/crm/limits", "{}").status, 400) << "a reset without reason";
   // Handed back means the config owns it again: a restart with another value applies that value.
   gw.Terminate();
-  gateways_.push_back(std::make_unique<GatewayProcess>(
-      testing::BaseConfig(dir_.file("store.db")) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-          "\"\nmax_in_flight = 5\n",
-      dir_, "again"));
+  gateways_.push_back(std::make_unique<GatewayProcess>(testing::BaseConfig(dir_.file("store.db")) +
+                                                           "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+                                                           "\"\nmax_in_flight = 5\n",
+                                                       dir_, "again"));
   ASSERT_TRUE(gateways_.back()->Start());
   EXPECT_EQ(Body(gateways_.back()->Admin("GET", "/admin/connectors"))["connectors"][0]["max_in_flight"], 5);
 }

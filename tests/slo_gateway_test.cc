@@ -25,8 +25,9 @@ using Reply = FakeDownstream::Reply;
 class SloGatewayTest : public ::testing::Test {
  protected:
   std::string Config() {
-    return testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n[alerts]\nwebhook_url = \"" +
-           webhook_.base_url() + "/hooks/toolgate\"\n[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+    return testing::BaseConfig(dir_.file("store.db")) +
+           "[slo]\nevaluate_interval_ms = 200\n[alerts]\nwebhook_url = \"" + webhook_.base_url() +
+           "/hooks/toolgate\"\n[connectors.crm]\nbase_url = \"" + crm_.base_url() +
            "\"\ntimeout_ms = 1000\n[connectors.crm.breaker]\nfailure_threshold = 1000\n"
            "[connectors.crm.slo]\nerror_target = 0.99\nlatency_threshold_ms = 200\n";
   }
@@ -110,7 +111,8 @@ TEST_F(SloGatewayTest, ErrorsPageThroughEveryChannelAndCountsSurviveARestart) {
   EXPECT_EQ(connectors["connectors"][0]["slo"]["tool_error"]["firing"][0]["severity"], "page") << connectors.dump();
 
   const std::string metrics = gw->Admin("GET", "/metrics").body;
-  EXPECT_THAT(metrics, ::testing::HasSubstr(R"(toolgate_slo_alarm{connector="crm",severity="page",slo="tool_error"} 1)"));
+  EXPECT_THAT(metrics,
+              ::testing::HasSubstr(R"(toolgate_slo_alarm{connector="crm",severity="page",slo="tool_error"} 1)"));
   const std::string burn_line = R"(toolgate_slo_burn_rate{connector="crm",slo="tool_error",window="5m"} )";
   const auto at = metrics.find(burn_line);
   ASSERT_NE(at, std::string::npos) << metrics;
@@ -133,7 +135,8 @@ TEST_F(SloGatewayTest, ErrorsPageThroughEveryChannelAndCountsSurviveARestart) {
   // (asynchronous, with backoff: wait, bounded).
   std::set<std::string> announced;
   for (const auto& e : audit["events"]) {
-    if (e["type"] == "SLO_ALARM_FIRING") announced.insert(e["data"]["slo"].get<std::string>() + " " + e["data"]["tier"].get<std::string>());
+    if (e["type"] == "SLO_ALARM_FIRING")
+      announced.insert(e["data"]["slo"].get<std::string>() + " " + e["data"]["tier"].get<std::string>());
   }
   ASSERT_FALSE(announced.empty());
   for (int i = 0; i < 200 && webhook_.count("/hooks/toolgate") < static_cast<int>(announced.size()) + 1; ++i) {
@@ -213,10 +216,13 @@ namespace {
 TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
   testing::TempDir dir;
   const std::string promtool = "/usr/bin/promtool";
-  ASSERT_EQ(access(promtool.c_str(), X_OK), 0) << "promtool is missing: scripts/install-deps.sh installs Debian's prometheus";
+  ASSERT_EQ(access(promtool.c_str(), X_OK), 0)
+      << "promtool is missing: scripts/install-deps.sh installs Debian's prometheus";
   const std::string config = dir.file("t.toml");
   FILE* f = fopen(config.c_str(), "w");
-  fputs("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.billing]\nbase_url = \"http://127.0.0.1:2\"\n", f);
+  fputs(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.billing]\nbase_url = \"http://127.0.0.1:2\"\n",
+      f);
   fclose(f);
   auto [code, rules] = testing::RunCli({"slo", "rules", "--config", config}, dir);
   ASSERT_EQ(code, 0) << rules;
@@ -225,7 +231,8 @@ TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
   fclose(f);
   auto [check_code, check_out] = testing::RunProgram({promtool, "check", "rules", dir.file("rules.yml")}, dir);
   EXPECT_EQ(check_code, 0) << check_out;
-  EXPECT_THAT(check_out, ::testing::HasSubstr("SUCCESS: 27 rules found"));  // 7 + 4 recording; 2 SLOs × 4 tiers × 2 connectors
+  EXPECT_THAT(check_out,
+              ::testing::HasSubstr("SUCCESS: 27 rules found"));  // 7 + 4 recording; 2 SLOs × 4 tiers × 2 connectors
 
   // The job label survives the aggregations; the description carries the long window's ratio ({{ $value }}).
   auto alert = [&](const std::string& tier, double factor, const std::string& long_window, const std::string& value,
@@ -234,21 +241,31 @@ TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
            "\"}\n            exp_annotations:\n              summary: \"" +
            SloAlertSummary("crm", "tool_error", tier, factor) + "\"\n              description: \"Error ratio over " +
            long_window + " is " + value + " (threshold " + threshold +
-           "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back off.\"\n"
+           "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back "
+           "off.\"\n"
            "              runbook_url: \"docs/operations.md#slo-alarms\"\n";
   };
   // Two instances, 50 calls a minute each; from minute 60 on, 30 of each instance's 50 fail.
   const std::string test =
       "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n"
-      "      - series: 'toolgate_slo_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0+50x130'\n"
-      "      - series: 'toolgate_slo_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0+50x130'\n"
-      "      - series: 'toolgate_slo_bad_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        values: '0x60 30+30x70'\n"
-      "      - series: 'toolgate_slo_bad_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        values: '0x60 30+30x70'\n"
+      "      - series: "
+      "'toolgate_slo_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        "
+      "values: '0+50x130'\n"
+      "      - series: "
+      "'toolgate_slo_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        "
+      "values: '0+50x130'\n"
+      "      - series: "
+      "'toolgate_slo_bad_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"a\"}'\n        "
+      "values: '0x60 30+30x70'\n"
+      "      - series: "
+      "'toolgate_slo_bad_events_total{job=\"toolgate\",connector=\"crm\",slo=\"tool_error\",instance=\"b\"}'\n        "
+      "values: '0x60 30+30x70'\n"
       "    alert_rule_test:\n"
       "      - eval_time: 59m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts: []\n"
-      "      - eval_time: 65m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("6h/30m", 6, "6h", "4.615%", "0.03") +
-      "      - eval_time: 70m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" + alert("1h/5m", 14.4, "1h", "10%", "0.072") +
-      alert("6h/30m", 6, "6h", "8.571%", "0.03");
+      "      - eval_time: 65m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" +
+      alert("6h/30m", 6, "6h", "4.615%", "0.03") +
+      "      - eval_time: 70m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" +
+      alert("1h/5m", 14.4, "1h", "10%", "0.072") + alert("6h/30m", 6, "6h", "8.571%", "0.03");
   f = fopen(dir.file("rules_test.yml").c_str(), "w");
   fputs(test.c_str(), f);
   fclose(f);
@@ -263,9 +280,9 @@ namespace toolgate {
 namespace {
 
 // The dashboard in a real browser (Debian's Chromium driven by playwright-core): with one
-// connector's breaker OPEN and its page alarm firing, a kill switch set and three calls queued behind the open breaker, the page
-// shows all four, draws its sparklines, makes no request beyond the admin listener, and leaves a screenshot
-// in docs/dashboard-latest.png.
+// connector's breaker OPEN and its page alarm firing, a kill switch set and three calls queued behind the open breaker,
+// the page shows all four, draws its sparklines, makes no request beyond the admin listener, and leaves a screenshot in
+// docs/dashboard-latest.png.
 TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch) {
   ASSERT_EQ(access("/usr/bin/chromium", X_OK), 0) << "chromium is missing: scripts/install-deps.sh installs it";
   crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{503, R"({"error":"down"})"}; });
@@ -273,24 +290,29 @@ TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch)
   billing.set_behavior([](const FakeDownstream::Request& r) {
     return Reply{200, R"({"ok":true})", {}, r.body.find("slow") != std::string::npos ? 300 : 5};
   });
-  const std::string config = testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n" +
-                             "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
-                             "\"\ntimeout_ms = 1000\nmax_in_flight = 16\n[connectors.crm.breaker]\nfailure_threshold = 25\n"
-                             "window_s = 600\ncooldown_s = 600\n[connectors.billing]\nbase_url = \"" +
-                             billing.base_url() + "\"\ntimeout_ms = 2000\nmax_in_flight = 8\n[connectors.billing.slo]\nlatency_threshold_ms = 250\n";
+  const std::string config =
+      testing::BaseConfig(dir_.file("store.db")) + "[slo]\nevaluate_interval_ms = 200\n" +
+      "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
+      "\"\ntimeout_ms = 1000\nmax_in_flight = 16\n[connectors.crm.breaker]\nfailure_threshold = 25\n"
+      "window_s = 600\ncooldown_s = 600\n[connectors.billing]\nbase_url = \"" +
+      billing.base_url() +
+      "\"\ntimeout_ms = 2000\nmax_in_flight = 8\n[connectors.billing.slo]\nlatency_threshold_ms = 250\n";
   GatewayProcess gw(config, dir_);
   ASSERT_TRUE(gw.Start());
   for (int i = 0; i < 30; ++i) gw.Invoke("crm.update_opportunity", {{"input", {{"id", i}}}}, alice_);
   for (int i = 0; i < 40; ++i) {
     gw.Invoke("billing.charge", {{"input", {{"mode", i % 10 == 0 ? "slow" : "fast"}}}}, alice_);
   }
-  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches",
-                     R"({"scope":"action_type","key":"email.send","reason":"runaway agent sending duplicates","requested_by":"oncall"})")
-                .status,
-            200);
+  ASSERT_EQ(
+      gw.Admin(
+            "PUT", "/admin/kill-switches",
+            R"({"scope":"action_type","key":"email.send","reason":"runaway agent sending duplicates","requested_by":"oncall"})")
+          .status,
+      200);
   // Three queued calls wait behind crm's OPEN breaker: the queue column shows them.
   for (int i = 0; i < 3; ++i) {
-    ASSERT_EQ(gw.Invoke("crm.update_opportunity", {{"input", {{"id", 100 + i}}}, {"mode", "queued"}}, alice_).status, 202);
+    ASSERT_EQ(gw.Invoke("crm.update_opportunity", {{"input", {{"id", 100 + i}}}, {"mode", "queued"}}, alice_).status,
+              202);
   }
   AdminUntil(gw, "/admin/slo", PageFiring);
   const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
@@ -303,9 +325,10 @@ TEST_F(SloGatewayTest, TheDashboardShowsAnOpenBreakerAFiringAlarmAndAKillSwitch)
                          {"alarms", {"PAGE 1h/5m"}},
                          {"kill_switches", {"runaway agent sending duplicates"}},
                          {"queues", {{"crm", "3 / "}, {"billing", "0"}}}};
-  auto [code, out] = testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
-                                          "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/", expected.dump(), screenshot},
-                                         dir_);
+  auto [code, out] =
+      testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
+                           "http://127.0.0.1:" + std::to_string(gw.admin_port()) + "/", expected.dump(), screenshot},
+                          dir_);
   EXPECT_EQ(code, 0) << out;
   EXPECT_EQ(access(screenshot.c_str(), R_OK), 0);
 }

@@ -30,13 +30,14 @@ TEST(SloMathTest, BurnRateIsErrorRatioOverAllowedRatio) {
 
 TEST(SloMathTest, TargetsThatMakeATierImpossibleAreRefused) {
   EXPECT_TRUE(slo::ValidateTarget(0.999).ok());
-  EXPECT_TRUE(slo::ValidateTarget(0.95).ok());  // 14.4 × 0.05 = 0.72 < 1
+  EXPECT_TRUE(slo::ValidateTarget(0.95).ok());      // 14.4 × 0.05 = 0.72 < 1
   const absl::Status s = slo::ValidateTarget(0.9);  // 14.4 × 0.1 ≥ 1: the 1h/5m page could never fire
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(std::string(s.message()).find("1h/5m"), std::string::npos) << s;
   EXPECT_FALSE(slo::ValidateTarget(1.0).ok());
 
-  auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.crm.slo]\nerror_target = 0.9\n", "t.toml");
+  auto c = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.crm.slo]\nerror_target = 0.9\n", "t.toml");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(std::string(c.status().message()).find("connectors.crm.slo.error_target"), std::string::npos) << c.status();
 }

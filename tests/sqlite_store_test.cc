@@ -42,8 +42,8 @@ TEST(SqliteStoreTest, ItemsSurviveReopenAndAreReadableJson) {
   {
     auto store = OpenSqlite(path, clock);
     ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->Put(kKey, {{"state", "OPEN"}, {"open_until_epoch_sec", int64_t{1800000020}}},
-                           Condition::Always()).ok());
+    ASSERT_TRUE(
+        store->Put(kKey, {{"state", "OPEN"}, {"open_until_epoch_sec", int64_t{1800000020}}}, Condition::Always()).ok());
   }
   auto reopened = OpenSqlite(path, clock);
   ASSERT_NE(reopened, nullptr);
@@ -120,7 +120,7 @@ TEST(SqliteStoreTest, AConditionalWriteSeesWhatOthersWroteSinceItsLastUpdate) {
   ASSERT_TRUE(a && b);
   const AttributePath v = AttributePath::Top("v");
   ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->applied);  // v = 1, kept decoded by a
-  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}))->applied);  // 2
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}))->applied);   // 2
   ASSERT_TRUE(b->Update(kKey, {UpdateOp::Add(v, 10)}, Condition::Eq(v, int64_t{2}))->applied);  // 12, by b
   EXPECT_FALSE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{2}))->applied)
       << "a decided on its own stale copy";
@@ -130,7 +130,8 @@ TEST(SqliteStoreTest, AConditionalWriteSeesWhatOthersWroteSinceItsLastUpdate) {
   RawSql(path, "UPDATE items SET attrs='{\"v\":100}' WHERE sk='BREAKER'");
   EXPECT_EQ(GetInt(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->item, "v"), 101);
   RawSql(path, "DELETE FROM items WHERE sk='BREAKER'");
-  EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied) << "a still saw the deleted item";
+  EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied)
+      << "a still saw the deleted item";
   // Its own writes in between: a Put and an Erase of an item it keeps are followed too.
   ASSERT_TRUE(a->Put(kKey, {{"v", 7}}, Condition::Always())->applied);
   EXPECT_EQ(GetInt(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->item, "v"), 8);
@@ -199,23 +200,25 @@ TEST(SqliteStoreTest, TheBackgroundSweeperRunsByItself) {
 // ItemToJsonText writes the text itself (no JSON tree per write); it must be exactly what nlohmann
 // writes for the same item, escapes, UTF-8 and invalid bytes included.
 TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
-  const Item item{{"plain", "abc"},
-                  {"quote\"d", "a\"b\\c/d"},
-                  {"control", std::string("tab\there\nnul\0x", 14)},
-                  {"utf8", "caf\xc3\xa9 \xe2\x82\xac"},
-                  {"broken", "bad\xff\xfe" "bytes"},
-                  {"del", "x\x7fy"},
-                  {"empty", ""},
-                  {"n", int64_t{-9223372036854775807 - 1}},
-                  {"big", int64_t{1'800'000'000'123}},
-                  {"d", 0.1},
-                  {"whole", 2.0},
-                  {"t", true},
-                  {"f", false},
-                  {"holders", AttributeMap{{"0190-a", int64_t{5}}, {"0190-b", AttributeMap{}}, {"z", AttributeMap{{"k", "v"}}}}},
-                  {"none", AttributeMap{}}};
-  const std::string expected =
-      ItemToJson(item).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  const Item item{
+      {"plain", "abc"},
+      {"quote\"d", "a\"b\\c/d"},
+      {"control", std::string("tab\there\nnul\0x", 14)},
+      {"utf8", "caf\xc3\xa9 \xe2\x82\xac"},
+      {"broken",
+       "bad\xff\xfe"
+       "bytes"},
+      {"del", "x\x7fy"},
+      {"empty", ""},
+      {"n", int64_t{-9223372036854775807 - 1}},
+      {"big", int64_t{1'800'000'000'123}},
+      {"d", 0.1},
+      {"whole", 2.0},
+      {"t", true},
+      {"f", false},
+      {"holders", AttributeMap{{"0190-a", int64_t{5}}, {"0190-b", AttributeMap{}}, {"z", AttributeMap{{"k", "v"}}}}},
+      {"none", AttributeMap{}}};
+  const std::string expected = ItemToJson(item).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   EXPECT_EQ(ItemToJsonText(item), expected);
   EXPECT_EQ(ItemToJsonText({}), "{}");
   auto back = ItemFromJsonText(ItemToJsonText(item));

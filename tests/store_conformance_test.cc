@@ -19,7 +19,10 @@ using toolgate::testing::TempDir;
 
 class StoreConformanceTest : public ::testing::TestWithParam<Backend> {
  protected:
-  void SetUp() override { store_ = GetParam().open(clock_, dir_); ASSERT_NE(store_, nullptr); }
+  void SetUp() override {
+    store_ = GetParam().open(clock_, dir_);
+    ASSERT_NE(store_, nullptr);
+  }
 
   Item MustGet(const ItemKey& k) {
     auto r = store_->Get(k);
@@ -172,7 +175,8 @@ TEST_P(StoreConformanceTest, UpdateSetAddRemoveAndReturnsTheNewItem) {
 
 TEST_P(StoreConformanceTest, FailedConditionChangesNothing) {
   ASSERT_TRUE(PutIf(kKey, {{"n", 1}}, Condition::Always()));
-  auto r = store_->Update(kKey, {UpdateOp::Add(AttributePath::Top("n"), 100)}, Condition::Eq(AttributePath::Top("n"), 2));
+  auto r =
+      store_->Update(kKey, {UpdateOp::Add(AttributePath::Top("n"), 100)}, Condition::Eq(AttributePath::Top("n"), 2));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(r->applied);
   EXPECT_EQ(GetInt(MustGet(kKey), "n"), 1);
@@ -226,7 +230,8 @@ TEST_P(StoreConformanceTest, EraseIsConditional) {
 }
 
 TEST_P(StoreConformanceTest, QueryReturnsOnePartitionInSortKeyOrderWithPaging) {
-  for (int i : {5, 1, 3, 2, 4}) ASSERT_TRUE(PutIf({"P", "EVENT#" + std::to_string(i)}, {{"i", i}}, Condition::Always()));
+  for (int i : {5, 1, 3, 2, 4})
+    ASSERT_TRUE(PutIf({"P", "EVENT#" + std::to_string(i)}, {{"i", i}}, Condition::Always()));
   ASSERT_TRUE(PutIf({"P", "OTHER#1"}, {{"i", 99}}, Condition::Always()));
   ASSERT_TRUE(PutIf({"Q", "EVENT#9"}, {{"i", 9}}, Condition::Always()));
 
@@ -298,8 +303,10 @@ TEST_P(StoreConformanceTest, ConcurrentPutIfAbsentHasExactlyOneWinner) {
   std::atomic<int> winners{0}, errors{0};
   RunTogether(kThreads, [&](int i) {
     auto r = store_->Put(kKey, {{"winner", i}}, Condition::ItemAbsent());
-    if (!r.ok()) errors.fetch_add(1);
-    else if (r->applied) winners.fetch_add(1);
+    if (!r.ok())
+      errors.fetch_add(1);
+    else if (r->applied)
+      winners.fetch_add(1);
   });
   EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(winners.load(), 1);
@@ -334,7 +341,8 @@ TEST_P(StoreConformanceTest, BatchWriteThatRequiresThePreviousIsSkippedWhenItWas
 
 TEST_P(StoreConformanceTest, ScanWalksEveryPartitionWithPaging) {
   for (const char* pk : {"TENANT#b", "TENANT#a", "OTHER#x", "TENANT#c"}) {
-    for (const char* sk : {"EXEC#2", "EXEC#1", "INTENT#1"}) ASSERT_TRUE(PutIf({pk, sk}, {{"v", 1}}, Condition::Always()));
+    for (const char* sk : {"EXEC#2", "EXEC#1", "INTENT#1"})
+      ASSERT_TRUE(PutIf({pk, sk}, {{"v", 1}}, Condition::Always()));
   }
   ASSERT_TRUE(PutIf({"TENANT#a", "EXEC#9"}, {{"ttl", clock_.now_epoch_sec()}}, Condition::Always()));  // expired
   ScanRequest req{"TENANT#", "EXEC#", 2, std::nullopt};

@@ -27,9 +27,10 @@ bool IsConnectorItem(const store::ItemKey& k) { return k.pk.rfind("CONNECTOR#", 
 class StoreFaultTest : public ::testing::Test {
  protected:
   void Build(const std::string& on_store_error) {
-    auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\non_store_error = \"" +
-                             on_store_error + "\"\n[connectors.crm.breaker]\nfailure_threshold = 1000\ncooldown_s = 5\n",
-                         "fault.toml");
+    auto c =
+        ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\non_store_error = \"" +
+                        on_store_error + "\"\n[connectors.crm.breaker]\nfailure_threshold = 1000\ncooldown_s = 5\n",
+                    "fault.toml");
     ASSERT_TRUE(c.ok()) << c.status();
     stack_ = std::make_unique<toolgate::testing::InvokerStack>(faulty_, clock_, std::move(*c));
     config_ = &stack_->config;

@@ -112,9 +112,12 @@ int main(int argc, char** argv) {
     if (!WaitForGo()) return Fail("no go");
     auto p = breakers.RequestPermission("crm", BreakerConfig());
     if (!p.ok()) return Fail(p.status().ToString());
-    if (p->probe) Say("probe");
-    else if (p->allowed) Say("allowed");
-    else Say("deferred " + std::string(ToString(p->reason)));
+    if (p->probe)
+      Say("probe");
+    else if (p->allowed)
+      Say("allowed");
+    else
+      Say("deferred " + std::string(ToString(p->reason)));
     return 0;
   }
 
@@ -155,8 +158,10 @@ int main(int argc, char** argv) {
           std::this_thread::sleep_for(std::chrono::microseconds(300));
           inside.fetch_sub(1);
           auto released = slots.Release(**lease);
-          if (!released.ok()) errors.fetch_add(1);
-          else if (!*released) double_release.fetch_add(1);
+          if (!released.ok())
+            errors.fetch_add(1);
+          else if (!*released)
+            double_release.fetch_add(1);
         }
       });
     }

@@ -79,7 +79,8 @@ class SyncPointStore final : public store::ForwardingItemStore {
     Reach(Point::kBeforeWrite, key);
     return ForwardingItemStore::Erase(key, condition);
   }
-  std::vector<absl::StatusOr<store::WriteResult>> WriteBatch(const std::vector<store::WriteRequest>& requests) override {
+  std::vector<absl::StatusOr<store::WriteResult>> WriteBatch(
+      const std::vector<store::WriteRequest>& requests) override {
     for (const store::WriteRequest& r : requests) Reach(Point::kBeforeWrite, r.key);
     return ForwardingItemStore::WriteBatch(requests);
   }

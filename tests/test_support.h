@@ -189,12 +189,12 @@ struct Backend {
 inline std::vector<Backend> AllBackends() {
   return {
       {"memory", true, [](const Clock& c, TempDir&) { return std::make_unique<store::MemoryItemStore>(c); }},
-      {"sqlite", true, [](const Clock& c, TempDir& dir) -> std::unique_ptr<store::ItemStore> {
+      {"sqlite", true,
+       [](const Clock& c, TempDir& dir) -> std::unique_ptr<store::ItemStore> {
          return OpenSqlite(dir.file("store.db"), c);
        }},
-      {"dynamodb", false, [](const Clock& c, TempDir& dir) -> std::unique_ptr<store::ItemStore> {
-         return OpenDynamo(TableFor(dir), c);
-       }},
+      {"dynamodb", false,
+       [](const Clock& c, TempDir& dir) -> std::unique_ptr<store::ItemStore> { return OpenDynamo(TableFor(dir), c); }},
   };
 }
 

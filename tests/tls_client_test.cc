@@ -191,12 +191,12 @@ TEST_P(TlsRefusalTest, IsATlsErrorAndNothingReachesTheServer) {
   EXPECT_EQ(pool.handshakes(), 1u);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Certificates, TlsRefusalTest,
-    ::testing::Values(Refusal{"untrusted", "certificate verify failed: unable to get local issuer certificate"},
-                      Refusal{"wrong_host", "certificate verify failed: IP address mismatch"},
-                      Refusal{"expired", "certificate verify failed: certificate has expired"}),
-    [](const auto& info) { return std::string(info.param.certificate); });
+INSTANTIATE_TEST_SUITE_P(Certificates, TlsRefusalTest,
+                         ::testing::Values(Refusal{"untrusted",
+                                                   "certificate verify failed: unable to get local issuer certificate"},
+                                           Refusal{"wrong_host", "certificate verify failed: IP address mismatch"},
+                                           Refusal{"expired", "certificate verify failed: certificate has expired"}),
+                         [](const auto& info) { return std::string(info.param.certificate); });
 
 TEST_F(TlsClientTest, TheSystemTrustStoreDoesNotTrustTheTestCa) {
   TestHttpServer server(Serving("server"));

@@ -50,7 +50,8 @@ inline std::string MakeTestPki(const std::string& dir) {
            "subjectAltName = DNS:wrong.example\n"
            "[client]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n"
            "[ca]\ndefault_ca = test_ca\n"
-           "[test_ca]\ndatabase = " << dir << "/index.txt\nnew_certs_dir = " << dir << "\nserial = " << dir
+           "[test_ca]\ndatabase = "
+        << dir << "/index.txt\nnew_certs_dir = " << dir << "\nserial = " << dir
         << "/serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n"
            "[any]\ncommonName = supplied\n";
     std::ofstream(dir + "/index.txt");

@@ -50,17 +50,17 @@ struct StoreConfig {
   bool sqlite_synchronous_full = true;
   std::string table = "toolgate";
   std::string region = "us-east-1";
-  std::string endpoint;             // empty: https://dynamodb.<region>.amazonaws.com
-  std::string ca_file;              // CAs for an https endpoint, instead of the system trust store
-  int request_timeout_ms = 2000;    // one DynamoDB HTTP exchange
-  int retry_budget_ms = 1500;       // all retries of one store operation
-  int sweep_interval_s = 60;        // SQLite and memory: how often expired items are deleted
+  std::string endpoint;           // empty: https://dynamodb.<region>.amazonaws.com
+  std::string ca_file;            // CAs for an https endpoint, instead of the system trust store
+  int request_timeout_ms = 2000;  // one DynamoDB HTTP exchange
+  int retry_budget_ms = 1500;     // all retries of one store operation
+  int sweep_interval_s = 60;      // SQLite and memory: how often expired items are deleted
 };
 
 // [ledger]: how long executions, their ledger chains and the daily audit chains are kept.
 struct LedgerConfig {
-  int64_t retention_s = 30 * 86'400;       // 0 keeps everything forever
-  int64_t deferred_retention_s = 86'400;   // executions deferred before reaching a connector
+  int64_t retention_s = 30 * 86'400;      // 0 keeps everything forever
+  int64_t deferred_retention_s = 86'400;  // executions deferred before reaching a connector
 };
 
 // With the DynamoDB backend the request body is capped so an execution record fits in one item.
@@ -118,16 +118,16 @@ enum class ConnectorKind {
 struct ConnectorConfig {
   std::string id;
   ConnectorKind kind = ConnectorKind::kHttp;
-  std::string base_url;  // http[s]://host[:port][/prefix]; kind = "http" only
-  std::string url;       // http[s]://host[:port]/path of the MCP endpoint; kind = "mcp" only
-  HostPort address;      // parsed from base_url (http) or url (mcp)
-  bool tls = false;      // base_url / url is https://
+  std::string base_url;     // http[s]://host[:port][/prefix]; kind = "http" only
+  std::string url;          // http[s]://host[:port]/path of the MCP endpoint; kind = "mcp" only
+  HostPort address;         // parsed from base_url (http) or url (mcp)
+  bool tls = false;         // base_url / url is https://
   std::string path_prefix;  // base_url's path (http); the MCP endpoint's path, "/" when empty (mcp)
   // MCP kinds: tools are exposed as <tool_prefix><server's name>; default "<id>.", may be "".
   std::string tool_prefix;
-  int tools_ttl_s = 300;                     // MCP kinds: how long a fetched tools/list is used
-  std::vector<std::string> command;          // mcp_stdio: the program and its arguments
-  std::map<std::string, std::string> env;    // mcp_stdio: set in the child's environment
+  int tools_ttl_s = 300;                   // MCP kinds: how long a fetched tools/list is used
+  std::vector<std::string> command;        // mcp_stdio: the program and its arguments
+  std::map<std::string, std::string> env;  // mcp_stdio: set in the child's environment
   bool is_mcp() const { return kind != ConnectorKind::kHttp; }
   ConnectorTlsConfig tls_options;
   CredentialOptions auth;  // [connectors.X.auth]: where secrets come from, never the secrets
@@ -150,9 +150,9 @@ inline constexpr int kDefaultMaxQueueWorkers = 64;
 struct QueueConfig {
   int64_t default_deadline_s = 3600;  // a call's `deadline_s` when it names none
   int64_t max_deadline_s = 7 * 86'400;
-  int max_per_tenant = 10'000;        // queued calls of one tenant (fleet-wide); beyond: 429 queue_full
-  int claim_lease_s = 0;              // a claim's lease; 0: the connector's lease_ttl_s
-  int poll_interval_ms = 1000;        // the longest an idle dispatcher waits between looks at its queue
+  int max_per_tenant = 10'000;  // queued calls of one tenant (fleet-wide); beyond: 429 queue_full
+  int claim_lease_s = 0;        // a claim's lease; 0: the connector's lease_ttl_s
+  int poll_interval_ms = 1000;  // the longest an idle dispatcher waits between looks at its queue
   // Callbacks (§15, §17.5): a queued call's `callback_url` must start with one of these prefixes
   // (each http[s]://host[:port][/path]); empty: callbacks are refused.
   std::vector<std::string> callback_allowlist;
@@ -163,7 +163,7 @@ struct QueueConfig {
   int64_t callback_retry_s = 86'400;  // a delivery is retried for this long after its first attempt
   int callback_backoff_ms = 1000;     // the first retry's delay, doubling up to callback_max_backoff_ms
   int callback_max_backoff_ms = 300'000;
-  int callback_timeout_ms = 5000;     // one delivery attempt, connect to response
+  int callback_timeout_ms = 5000;  // one delivery attempt, connect to response
 };
 
 // http[s]://host[:port][/path] (no credentials, query or fragment; the port defaults to 80/443):
@@ -172,13 +172,13 @@ bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, 
 
 // [tools."<name>"] (design §5, §13).
 struct ToolConfig {
-  std::string action_type;   // empty: not classified by config
-  std::string connector_id;  // empty: the part of the name before the first '.'
-  std::string method = "POST";  // GET | POST | PUT | PATCH | DELETE
-  std::string path;             // below the connector's base_url, with {field} placeholders; empty: /<tool>
-  bool idempotent = false;      // safe to retry (default: GET, PUT, DELETE unless set false)
-  std::string description;      // shown to agents (MCP tools/list)
-  std::string input_schema;     // JSON Schema text (the §13 subset); empty: any JSON object
+  std::string action_type;           // empty: not classified by config
+  std::string connector_id;          // empty: the part of the name before the first '.'
+  std::string method = "POST";       // GET | POST | PUT | PATCH | DELETE
+  std::string path;                  // below the connector's base_url, with {field} placeholders; empty: /<tool>
+  bool idempotent = false;           // safe to retry (default: GET, PUT, DELETE unless set false)
+  std::string description;           // shown to agents (MCP tools/list)
+  std::string input_schema;          // JSON Schema text (the §13 subset); empty: any JSON object
   std::optional<JsonSchema> schema;  // input_schema, compiled at load
   RequestShape shape;                // method and path, checked at load
 };

@@ -9,9 +9,9 @@
 #define TOOLGATE_INTERNAL_CONCAT(a, b) TOOLGATE_INTERNAL_CONCAT_(a, b)
 
 // RETURN_IF_ERROR(expr): returns the Status of `expr` from the enclosing function when not ok.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::absl::Status toolgate_status_ = (expr);          \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::absl::Status toolgate_status_ = (expr);            \
     if (!toolgate_status_.ok()) return toolgate_status_; \
   } while (false)
 
@@ -21,6 +21,6 @@
   TOOLGATE_INTERNAL_ASSIGN_OR_RETURN(TOOLGATE_INTERNAL_CONCAT(toolgate_statusor_, __LINE__), lhs, expr)
 
 #define TOOLGATE_INTERNAL_ASSIGN_OR_RETURN(tmp, lhs, expr) \
-  auto tmp = (expr);                                        \
-  if (!tmp.ok()) return std::move(tmp).status();            \
+  auto tmp = (expr);                                       \
+  if (!tmp.ok()) return std::move(tmp).status();           \
   lhs = std::move(tmp).value()

@@ -192,7 +192,8 @@ HttpResponse ListExecutionsFromStore(Engine& engine, const std::multimap<std::st
   if (auto* bad = std::get_if<HttpResponse>(&parsed)) return *bad;
   auto page = engine.executions().ListAll(std::get<ExecutionStore::AdminListFilter>(parsed));
   if (!page.ok()) {
-    if (absl::IsInvalidArgument(page.status())) return Error(400, "invalid_request", std::string(page.status().message()));
+    if (absl::IsInvalidArgument(page.status()))
+      return Error(400, "invalid_request", std::string(page.status().message()));
     return Error(503, "store_unavailable", "the store cannot be read right now");
   }
   json list = json::array();
@@ -203,8 +204,9 @@ HttpResponse ListExecutionsFromStore(Engine& engine, const std::multimap<std::st
 HttpResponse ListReplayJobsFromStore(ReplayJobStore& jobs, const std::multimap<std::string, std::string>& query) {
   int limit = 50;
   if (auto it = query.find("limit"); it != query.end()) {
-    if (it->second.empty() || it->second.size() > 4 || it->second.find_first_not_of("0123456789") != std::string::npos ||
-        std::stoi(it->second) < 1 || std::stoi(it->second) > 1000) {
+    if (it->second.empty() || it->second.size() > 4 ||
+        it->second.find_first_not_of("0123456789") != std::string::npos || std::stoi(it->second) < 1 ||
+        std::stoi(it->second) > 1000) {
       return Error(400, "invalid_request", "limit must be 1..1000");
     }
     limit = std::stoi(it->second);
@@ -473,7 +475,7 @@ struct AdminReplays::Impl : GatewayContext {
       for (const auto& r : originals) {
         if (list.size() == kMaxDryRunListed) break;
         list.push_back(r.tenant_id.empty() ? json{{"execution_id", r.execution_id}, {"error", "not_found"}}
-                                                : AdminExecutionJson(r));
+                                           : AdminExecutionJson(r));
       }
       co_return Json(200, {{"dry_run", true},
                            {"matched", originals.size()},

@@ -31,7 +31,9 @@ struct AdminRoutes::Impl : GatewayContext {
     // The dashboard page holds no data (it reads the routes below, which need the token), so a
     // browser can load it and then ask for the token.
     if (req.path == "/" && req.method == "GET") {
-      co_return HttpResponse{200, std::string(kDashboardHtml), "text/html; charset=utf-8",
+      co_return HttpResponse{200,
+                             std::string(kDashboardHtml),
+                             "text/html; charset=utf-8",
                              {{"Cache-Control", "no-store"},
                               {"Content-Security-Policy",
                                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -78,7 +80,8 @@ struct AdminRoutes::Impl : GatewayContext {
           if (auto b = engine.breakers().Read(id); b.ok()) {
             engine.metrics().BreakerState(id, b->state);
             const bool cooling = b->state == breaker::State::kOpen && b->open_until_epoch_sec > now_s;
-            engine.metrics().BreakerCooldownRemaining(id, cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
+            engine.metrics().BreakerCooldownRemaining(
+                id, cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
           }
           if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
             engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
@@ -93,7 +96,8 @@ struct AdminRoutes::Impl : GatewayContext {
       });
       const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
       engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
-      co_return HttpResponse{200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, ""};
+      co_return HttpResponse{
+          200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, ""};
     }
     if (AdminReplays::Serves(req.path)) {
       auto replays_op = replays.Handle(std::move(req));
@@ -102,10 +106,14 @@ struct AdminRoutes::Impl : GatewayContext {
     if (req.path == "/admin/connectors" && req.method == "GET") {
       co_return co_await RunBlocking(pool, [this] { return Connectors(); });
     }
-    if (req.path == "/admin/status" && req.method == "GET") co_return co_await RunBlocking(pool, [this] { return Status(); });
-    if (req.path == "/admin/slo" && req.method == "GET") co_return Json(200, SloSnapshotJson(engine.slo_evaluator().Snapshot()));
-    if (req.path == "/admin/series" && req.method == "GET") co_return Json(200, SeriesJson(engine.slo_evaluator().Snapshot()));
-    if (req.path == "/admin/audit" && req.method == "GET") co_return co_await RunBlocking(pool, [&] { return Audit(req); });
+    if (req.path == "/admin/status" && req.method == "GET")
+      co_return co_await RunBlocking(pool, [this] { return Status(); });
+    if (req.path == "/admin/slo" && req.method == "GET")
+      co_return Json(200, SloSnapshotJson(engine.slo_evaluator().Snapshot()));
+    if (req.path == "/admin/series" && req.method == "GET")
+      co_return Json(200, SeriesJson(engine.slo_evaluator().Snapshot()));
+    if (req.path == "/admin/audit" && req.method == "GET")
+      co_return co_await RunBlocking(pool, [&] { return Audit(req); });
     if (req.path == "/admin/kill-switches") {
       if (req.method == "GET") co_return co_await RunBlocking(pool, [this] { return ListKillSwitches(); });
       if (req.method == "PUT") co_return co_await RunBlocking(pool, [&] { return SetKillSwitch(req); });
@@ -129,9 +137,12 @@ struct AdminRoutes::Impl : GatewayContext {
       if (parsed.error) co_return *parsed.error;
       const json& body = parsed.value;
       if (action == "breaker/close" && req.method == "POST") co_return co_await CloseBreaker(c, body);
-      if (action == "breaker/open" && req.method == "POST") co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
-      if (action == "queue" && req.method == "DELETE") co_return co_await RunBlocking(pool, [&] { return PurgeQueue(c, body); });
-      if (action == "limits" && req.method == "PUT") co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
+      if (action == "breaker/open" && req.method == "POST")
+        co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
+      if (action == "queue" && req.method == "DELETE")
+        co_return co_await RunBlocking(pool, [&] { return PurgeQueue(c, body); });
+      if (action == "limits" && req.method == "PUT")
+        co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
       if (action == "limits" && req.method == "DELETE") {
         co_return co_await RunBlocking(pool, [&] { return ResetLimits(c, body); });
       }
@@ -234,7 +245,8 @@ struct AdminRoutes::Impl : GatewayContext {
       auto s = engine.slots().Read(id, c.concurrency);
       auto q = engine.queue().Stats(id);
       if (!b.ok() || !s.ok() || !q.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
-      const int64_t queue_age_s = q->oldest_enqueued_ms == 0 ? 0 : std::max<int64_t>(0, (now_ms - q->oldest_enqueued_ms) / 1000);
+      const int64_t queue_age_s =
+          q->oldest_enqueued_ms == 0 ? 0 : std::max<int64_t>(0, (now_ms - q->oldest_enqueued_ms) / 1000);
       engine.metrics().Queue(id, static_cast<double>(q->depth), static_cast<double>(queue_age_s));
       engine.metrics().BreakerState(id, b->state);
       json recent_calls = recent.Summary(id, now_ms);
@@ -271,11 +283,11 @@ struct AdminRoutes::Impl : GatewayContext {
     return Json(200, {{"connectors", list}});
   }
 
-
   // GET /admin/status: the fleet-wide view (engine/operator_status.h). This instance's counts are
   // flushed first so that what it just answered is included.
   HttpResponse Status() {
-    if (absl::Status f = engine.slo_counters().Flush(); !f.ok()) spdlog::warn("SLO counts not flushed: {}", f.ToString());
+    if (absl::Status f = engine.slo_counters().Flush(); !f.ok())
+      spdlog::warn("SLO counts not flushed: {}", f.ToString());
     auto doc = OperatorStatusJson(engine, clock);
     if (!doc.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
     return Json(200, *doc);
@@ -285,14 +297,16 @@ struct AdminRoutes::Impl : GatewayContext {
     int limit = 100;
     std::optional<int64_t> since;
     if (auto it = req.query.find("limit"); it != req.query.end()) {
-      if (it->second.empty() || it->second.size() > 4 || it->second.find_first_not_of("0123456789") != std::string::npos ||
-          std::stoi(it->second) < 1 || std::stoi(it->second) > 1000) {
+      if (it->second.empty() || it->second.size() > 4 ||
+          it->second.find_first_not_of("0123456789") != std::string::npos || std::stoi(it->second) < 1 ||
+          std::stoi(it->second) > 1000) {
         return Error(400, "invalid_request", "limit must be 1..1000");
       }
       limit = std::stoi(it->second);
     }
     if (auto it = req.query.find("since"); it != req.query.end()) {
-      if (it->second.empty() || it->second.size() > 15 || it->second.find_first_not_of("0123456789") != std::string::npos) {
+      if (it->second.empty() || it->second.size() > 15 ||
+          it->second.find_first_not_of("0123456789") != std::string::npos) {
         return Error(400, "invalid_request", "since is epoch milliseconds");
       }
       since = std::stoll(it->second);
@@ -312,8 +326,8 @@ struct AdminRoutes::Impl : GatewayContext {
     json logged = data;
     logged["actor"] = Actor(body);
     logged["audit_type"] = std::string(type);
-    LogEvent(spdlog::level::warn, absl::AsciiStrToLower(std::string(type)), absl::StrCat("admin change ", std::string(type), " by ", Actor(body)),
-             logged);
+    LogEvent(spdlog::level::warn, absl::AsciiStrToLower(std::string(type)),
+             absl::StrCat("admin change ", std::string(type), " by ", Actor(body)), logged);
     if (auto e = engine.ledger().Audit(type, Actor(body), Dump(data)); !e.ok()) {
       spdlog::error("audit {} not written: {}", std::string(type), e.status().ToString());
       return Error(503, "store_unavailable", "the change was made but its audit event could not be written");
@@ -326,7 +340,8 @@ struct AdminRoutes::Impl : GatewayContext {
     if (!list.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
     json out = json::array();
     for (const auto& k : *list) {
-      out.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
+      out.push_back(
+          {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
     }
     return Json(200, {{"kill_switches", out}});
   }
@@ -349,8 +364,11 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     auto set = engine.kill_switches().Set(k);
     if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
-    const json state = {{"scope", set->scope}, {"key", set->key}, {"reason", set->reason},
-                        {"requested_by", set->requested_by}, {"at", set->at}};
+    const json state = {{"scope", set->scope},
+                        {"key", set->key},
+                        {"reason", set->reason},
+                        {"requested_by", set->requested_by},
+                        {"at", set->at}};
     return Audited("KILL_SWITCH_SET", body, {{"scope", k.scope}, {"key", k.key}}, Json(200, state));
   }
 
@@ -372,7 +390,6 @@ struct AdminRoutes::Impl : GatewayContext {
                    Json(200, {{"scope", scope}, {"key", key}, {"cleared", true}}));
   }
 
-
   asio::awaitable<HttpResponse> CloseBreaker(const ConnectorConfig& c, const json& body) {
     if (auto bad = CheckAudit(body)) co_return *bad;
     const bool force = body.contains("force") && body["force"].is_boolean() && body["force"].get<bool>();
@@ -384,10 +401,11 @@ struct AdminRoutes::Impl : GatewayContext {
       health = {{"checked", true}, {"target", r.target}, {"status", r.status}, {"error", r.error}};
       if (!r.healthy) {
         const std::string result = r.error.empty() ? "answered " + std::to_string(r.status) : r.error;
-        co_return Json(409, {{"error", "connector_unhealthy"},
-                             {"message", "the connector's health check GET " + r.target + " failed (" + result +
-                                             "); fix it, or close with \"force\": true (CLI: --force) to skip the check"},
-                             {"health", health}});
+        co_return Json(409,
+                       {{"error", "connector_unhealthy"},
+                        {"message", "the connector's health check GET " + r.target + " failed (" + result +
+                                        "); fix it, or close with \"force\": true (CLI: --force) to skip the check"},
+                        {"health", health}});
       }
     }
     co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
@@ -434,11 +452,12 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     auto before = engine.slots().Read(c.id, c.concurrency);
     if (body["max_in_flight"].get<int64_t>() < c.concurrency.shards) {
-      return Error(400, "invalid_request", "max_in_flight must be at least the connector's concurrency_shards (" +
-                                               std::to_string(c.concurrency.shards) + ")");
+      return Error(400, "invalid_request",
+                   "max_in_flight must be at least the connector's concurrency_shards (" +
+                       std::to_string(c.concurrency.shards) + ")");
     }
-    auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()), c.concurrency.shards,
-                                       {body["requested_by"], body["reason"]});
+    auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()),
+                                       c.concurrency.shards, {body["requested_by"], body["reason"]});
     if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
     return Audited("LIMIT_CHANGED", body,
                    {{"connector_id", c.id},
@@ -467,7 +486,6 @@ struct AdminRoutes::Impl : GatewayContext {
                               {"max_in_flight", reset->max_in_flight},
                               {"limit_set_by_operator", false}}));
   }
-
 };
 
 AdminRoutes::AdminRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}

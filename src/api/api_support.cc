@@ -11,7 +11,8 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 HttpResponse Json(int status, const json& body) { return {status, Dump(body), "application/json", {}, {}}; }
 
 HttpResponse Error(int status, std::string_view code, std::string_view message) {
-  return {status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}, {}};
+  return {
+      status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}, {}};
 }
 
 ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
@@ -38,9 +39,7 @@ json ParseBoundedJson(std::string_view text) {
   return json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
-bool IsLoopback(const std::string& host) {
-  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
-}
+bool IsLoopback(const std::string& host) { return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0; }
 
 std::optional<std::string> BearerToken(const HttpRequest& req) {
   const std::string h = req.Header("authorization");

@@ -76,8 +76,10 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
   Impl(GatewayContext& context, asio::io_context& io_context, std::string s)
       : g(context), io(io_context), secret(std::move(s)) {
     absl::StatusOr<std::shared_ptr<const net::TlsClientContext>> t = net::MakeTlsClientContext({});
-    if (t.ok()) tls = *t;
-    else spdlog::warn("callbacks: no TLS context ({}); https callbacks will fail", t.status().ToString());
+    if (t.ok())
+      tls = *t;
+    else
+      spdlog::warn("callbacks: no TLS context ({}); https callbacks will fail", t.status().ToString());
   }
 
   const QueueConfig& qc() const { return g.config.queue; }
@@ -97,7 +99,8 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       if (!claimed.ok() || !claimed->has_value()) continue;
       Job job;
       job.delivery = std::move(**claimed);
-      absl::StatusOr<ExecutionRecord> rec = g.engine.executions().Get(job.delivery.tenant_id, job.delivery.execution_id);
+      absl::StatusOr<ExecutionRecord> rec =
+          g.engine.executions().Get(job.delivery.tenant_id, job.delivery.execution_id);
       if (absl::IsNotFound(rec.status())) {
         job.gone = true;
       } else if (!rec.ok() || IsWaiting(rec->outcome)) {
@@ -105,8 +108,10 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       } else {
         absl::StatusOr<std::vector<LedgerEvent>> events =
             g.engine.ledger().Read(Ledger::ExecutionChain(job.delivery.execution_id));
-        if (!events.ok()) job.not_final = true;
-        else job.body = ExecutionViewJson(*rec, *events).dump();
+        if (!events.ok())
+          job.not_final = true;
+        else
+          job.body = ExecutionViewJson(*rec, *events).dump();
       }
       jobs.push_back(std::move(job));
     }
@@ -128,26 +133,28 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       if (!ended.ok()) {
         spdlog::warn("callback of {}: {} not recorded: {}", d.execution_id, event, ended.status().ToString());
         if (auto r = g.engine.callbacks().Retry(d, now_ms + kNotFinalRetryMs, error); !r.ok()) {
-          spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id, r.status().ToString());
+          spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id,
+                       r.status().ToString());
         }
       }
     };
     if (delivered) {
       g.engine.metrics().CallbackAttempt(d.connector_id, "delivered");
-      end("CALLBACK_DELIVERED", {{"delivery_id", d.delivery_id()}, {"attempts", d.attempts}, {"status", status},
-                                 {"url", d.url}});
+      end("CALLBACK_DELIVERED",
+          {{"delivery_id", d.delivery_id()}, {"attempts", d.attempts}, {"status", status}, {"url", d.url}});
       return;
     }
     if (d.first_attempt_ms + qc().callback_retry_s * 1000 <= now_ms) {
       spdlog::warn("callback of {}: giving up after {} attempts: {}", d.execution_id, d.attempts, error);
       g.engine.metrics().CallbackAttempt(d.connector_id, "failed");
-      end("CALLBACK_FAILED", {{"delivery_id", d.delivery_id()}, {"attempts", d.attempts}, {"error", error},
-                              {"url", d.url}});
+      end("CALLBACK_FAILED",
+          {{"delivery_id", d.delivery_id()}, {"attempts", d.attempts}, {"error", error}, {"url", d.url}});
       return;
     }
     g.engine.metrics().CallbackAttempt(d.connector_id, "retried");
     absl::StatusOr<bool> r = g.engine.callbacks().Retry(d, now_ms + BackoffMs(d.attempts), error);
-    if (!r.ok()) spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id, r.status().ToString());
+    if (!r.ok())
+      spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id, r.status().ToString());
   }
 
   // `self` keeps the counters alive while the frame lives (it may outlive the gateway's use of it).
@@ -170,8 +177,8 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
     }
     if (job.not_final) {
       auto later = [this, &job] {
-        absl::StatusOr<bool> r =
-            g.engine.callbacks().Retry(job.delivery, g.clock.now_epoch_ms() + kNotFinalRetryMs, "execution not final yet");
+        absl::StatusOr<bool> r = g.engine.callbacks().Retry(job.delivery, g.clock.now_epoch_ms() + kNotFinalRetryMs,
+                                                            "execution not final yet");
         if (!r.ok()) {
           spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", job.delivery.execution_id,
                        r.status().ToString());

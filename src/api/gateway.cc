@@ -73,8 +73,9 @@ struct Gateway::Impl {
                                                               admin_token, recent, in_flight, draining, connectors});
     public_routes = std::make_unique<PublicRoutes>(*context);
     if (mcp_session_secret.empty()) {
-      spdlog::warn("mcp: no session key configured ([mcp] session_secret_env or an HS256 secret): Mcp-Session-Id "
-                   "values are signed with a random key, so only this instance accepts the ones it issues");
+      spdlog::warn(
+          "mcp: no session key configured ([mcp] session_secret_env or an HS256 secret): Mcp-Session-Id "
+          "values are signed with a random key, so only this instance accepts the ones it issues");
     }
     mcp_routes = std::make_unique<McpRoutes>(*context, McpSessionIds::DeriveKey(mcp_session_secret));
     admin_routes = std::make_unique<AdminRoutes>(*context);
@@ -87,7 +88,8 @@ struct Gateway::Impl {
     asio::steady_timer timer(io);
     while (!draining) {
       co_await RunBlocking(pool, [this] {
-        if (absl::Status s = engine->slo_evaluator().Tick(); !s.ok()) spdlog::warn("SLO evaluation failed: {}", s.ToString());
+        if (absl::Status s = engine->slo_evaluator().Tick(); !s.ok())
+          spdlog::warn("SLO evaluation failed: {}", s.ToString());
         return 0;
       });
       timer.expires_after(std::chrono::milliseconds(config.slo.interval_ms));
@@ -114,15 +116,16 @@ struct Gateway::Impl {
     const std::string route(MatchRoute(listener, method, path));
     engine->metrics().HttpResponse(listener, route, answer.status);
     if (config.log.access) {
-      const double latency_ms =
-          std::chrono::duration<double, std::milli>(clock.now_monotonic() - started).count();
+      const double latency_ms = std::chrono::duration<double, std::milli>(clock.now_monotonic() - started).count();
       std::string execution_id;
       if (answer.content_type == "application/json" && answer.body.size() <= 64 * 1024 && !answer.body.empty() &&
           answer.body.front() == '{') {
         const json j = json::parse(answer.body, nullptr, /*allow_exceptions=*/false);
-        if (j.is_object() && j.contains("execution_id") && j["execution_id"].is_string()) execution_id = j["execution_id"];
+        if (j.is_object() && j.contains("execution_id") && j["execution_id"].is_string())
+          execution_id = j["execution_id"];
       }
-      json fields = {{"listener", listener}, {"method", method}, {"route", route}, {"path", path},
+      json fields = {{"listener", listener},    {"method", method},
+                     {"route", route},          {"path", path},
                      {"status", answer.status}, {"latency_ms", std::round(latency_ms * 1000) / 1000}};
       if (!execution_id.empty()) fields["execution_id"] = execution_id;
       if (!answer.tenant_id.empty()) fields["tenant"] = answer.tenant_id;
@@ -137,7 +140,8 @@ struct Gateway::Impl {
     json breakers = json::array(), limits = json::array(), kills = json::array();
     for (const auto& [id, c] : config.connectors) {
       if (auto b = engine->breakers().Read(id); b.ok() && b->state != breaker::State::kClosed) {
-        json e = {{"connector", id}, {"state", std::string(breaker::ToString(b->state))}, {"generation", b->generation}};
+        json e = {
+            {"connector", id}, {"state", std::string(breaker::ToString(b->state))}, {"generation", b->generation}};
         if (b->state == breaker::State::kForcedOpen) {
           e["forced_by"] = b->forced_by;
           e["forced_reason"] = b->forced_reason;
@@ -145,11 +149,14 @@ struct Gateway::Impl {
         breakers.push_back(e);
       }
       if (auto s = engine->slots().Read(id, c.concurrency); s.ok() && s->limit_set_by_operator) {
-        limits.push_back({{"connector", id}, {"max_in_flight", s->max_in_flight}, {"config_max_in_flight", c.concurrency.max_in_flight}});
+        limits.push_back({{"connector", id},
+                          {"max_in_flight", s->max_in_flight},
+                          {"config_max_in_flight", c.concurrency.max_in_flight}});
       }
     }
     if (auto list = engine->kill_switches().List(); list.ok()) {
-      for (const auto& k : *list) kills.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}});
+      for (const auto& k : *list)
+        kills.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}});
     }
     LogEvent(breakers.empty() && limits.empty() && kills.empty() ? spdlog::level::info : spdlog::level::warn,
              "restored_state",
@@ -169,7 +176,6 @@ struct Gateway::Impl {
       co_await RunBlocking(pool, [memory] { return memory->SweepExpired(); });
     }
   }
-
 
   Config config;
   const Clock& clock;
@@ -236,7 +242,8 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Cl
   // Mcp-Session-Id values are signed with a key every instance of a fleet derives from the same
   // config: [mcp] session_secret_env, else the HS256 secret (mcp_session.h).
   if (!impl->config.mcp.session_secret_env.empty()) {
-    if (const char* s = std::getenv(impl->config.mcp.session_secret_env.c_str()); s != nullptr) impl->mcp_session_secret = s;
+    if (const char* s = std::getenv(impl->config.mcp.session_secret_env.c_str()); s != nullptr)
+      impl->mcp_session_secret = s;
   }
   if (impl->mcp_session_secret.empty()) impl->mcp_session_secret = vo.hs256_secret;
   return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
@@ -251,14 +258,17 @@ absl::Status Gateway::Start() {
   limits.request_timeout = std::chrono::milliseconds(i.config.server.request_timeout_ms);
   limits.write_timeout = std::chrono::milliseconds(i.config.server.write_timeout_ms);
   limits.max_connections = i.config.server.max_connections;
-  limits.response_budget = std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
+  limits.response_budget =
+      std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
   i.engine->metrics().BuildInfo(TOOLGATE_VERSION, TOOLGATE_REVISION);
   i.LogRestoredState();
-  i.public_server = std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) { return i.Serve("public", std::move(r)); });
+  i.public_server =
+      std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) { return i.Serve("public", std::move(r)); });
   ServerLimits admin_limits = limits;
   admin_limits.max_body_bytes = 64 * 1024;
   admin_limits.max_connections = i.config.admin.max_connections;
-  i.admin_server = std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.Serve("admin", std::move(r)); });
+  i.admin_server =
+      std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.Serve("admin", std::move(r)); });
   try {
     i.public_port = i.public_server->Start(i.config.server.listen);
     i.mcp_routes->SetListenPort(i.public_port);
@@ -269,7 +279,7 @@ absl::Status Gateway::Start() {
   for (auto& [id, connector] : i.connectors) connector->Start(i.io.get_executor());
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
-  i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);  // queued calls (§15)
+  i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);                // queued calls (§15)
   i.dispatcher->Start();
   // Callbacks of queued calls (§15): also on an instance without an allowlist, so deliveries owed
   // before a config change still end (CALLBACK_FAILED without a secret).
@@ -306,7 +316,8 @@ void Gateway::Stop() {
           // jobs given back, so a restart (or another instance) goes on with them at once.
           co_await RunBlocking(i.pool, [&i] {
             i.admin_routes->replays().ReleaseClaims();
-            if (absl::Status s = i.engine->slo_counters().Flush(); !s.ok()) spdlog::warn("SLO counts lost at shutdown: {}", s.ToString());
+            if (absl::Status s = i.engine->slo_counters().Flush(); !s.ok())
+              spdlog::warn("SLO counts lost at shutdown: {}", s.ToString());
             return 0;
           });
           for (auto& [id, connector] : i.connectors) connector->Stop();  // MCP server processes end here

@@ -23,14 +23,14 @@ struct GatewayContext {
   const Config& config;
   const Clock& clock;
   Engine& engine;
-  asio::thread_pool& pool;           // blocking store work, never on the event loop
-  ConnectionPool& downstream_pool;   // kept-alive connections to downstreams
+  asio::thread_pool& pool;          // blocking store work, never on the event loop
+  ConnectionPool& downstream_pool;  // kept-alive connections to downstreams
   auth::JwtVerifier& verifier;
-  const std::string& admin_token;    // empty: the admin listener needs no token (loopback only)
+  const std::string& admin_token;  // empty: the admin listener needs no token (loopback only)
   RecentCalls& recent;
-  std::atomic<int>& in_flight;       // invocations between admission and answer (drained on stop)
+  std::atomic<int>& in_flight;  // invocations between admission and answer (drained on stop)
   std::atomic<bool>& draining;
-  const Connectors& connectors;      // one per configured connector
+  const Connectors& connectors;  // one per configured connector
 };
 
 }  // namespace toolgate::api

@@ -25,10 +25,10 @@ namespace toolgate::api {
 namespace asio = boost::asio;
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // as sent: path and query
-  std::string path;    // percent-decoded path
-  std::multimap<std::string, std::string> query;  // percent-decoded
+  std::string method;                                        // "GET", "POST", ...
+  std::string target;                                        // as sent: path and query
+  std::string path;                                          // percent-decoded path
+  std::multimap<std::string, std::string> query;             // percent-decoded
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
   std::string Header(std::string_view name) const;  // "" when absent

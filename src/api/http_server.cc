@@ -117,8 +117,9 @@ HttpRequest Translate(const http::request<http::string_body>& r) {
       const std::string_view pair = rest.substr(0, amp);
       const auto eq = pair.find('=');
       if (!pair.empty()) {
-        out.query.emplace(PercentDecode(pair.substr(0, eq), /*plus_is_space=*/true),
-                          eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1), /*plus_is_space=*/true));
+        out.query.emplace(
+            PercentDecode(pair.substr(0, eq), /*plus_is_space=*/true),
+            eq == std::string_view::npos ? "" : PercentDecode(pair.substr(eq + 1), /*plus_is_space=*/true));
       }
       if (amp == std::string_view::npos) break;
       rest = rest.substr(amp + 1);
@@ -211,11 +212,20 @@ std::optional<HttpResponse> CheckHeader(const http::request_header<>& h) {
   int hosts = 0, authorizations = 0, content_lengths = 0, transfer_encodings = 0;
   for (const auto& f : h) {
     switch (f.name()) {
-      case http::field::host: ++hosts; break;
-      case http::field::authorization: ++authorizations; break;
-      case http::field::content_length: ++content_lengths; break;
-      case http::field::transfer_encoding: ++transfer_encodings; break;
-      default: break;
+      case http::field::host:
+        ++hosts;
+        break;
+      case http::field::authorization:
+        ++authorizations;
+        break;
+      case http::field::content_length:
+        ++content_lengths;
+        break;
+      case http::field::transfer_encoding:
+        ++transfer_encodings;
+        break;
+      default:
+        break;
     }
   }
   if (auto refusal = CheckFraming(h, transfer_encodings, content_lengths)) return refusal;

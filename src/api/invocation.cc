@@ -57,7 +57,8 @@ asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& g, InvokeRequest ir, 
   co_return co_await RunBlocking(g.pool, enqueue);
 }
 
-absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool prefer_async, const QueueConfig& config) {
+absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool prefer_async,
+                                              const QueueConfig& config) {
   QueueRequest q;
   q.queued = prefer_async;
   if (body.contains("mode")) {

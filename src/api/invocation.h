@@ -35,9 +35,9 @@ asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& context, InvokeReques
 
 // What a request body (and `Prefer: respond-async`) asks of the queue (§15).
 struct QueueRequest {
-  bool queued = false;                  // "mode": "queued", or Prefer: respond-async
-  QueueOrder order;                     // deadline and bound, for a queued call
-  std::optional<QueueOrder> on_defer;   // "on_defer": "queue"
+  bool queued = false;                 // "mode": "queued", or Prefer: respond-async
+  QueueOrder order;                    // deadline and bound, for a queued call
+  std::optional<QueueOrder> on_defer;  // "on_defer": "queue"
 };
 // Reads `mode` ("sync" | "queued"), `on_defer` ("defer" | "queue"), `deadline_s` (1..[queue]
 // max_deadline_s; default [queue] default_deadline_s) and `callback_url` (CheckCallbackUrl; only

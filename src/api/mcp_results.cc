@@ -83,7 +83,8 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
     a.result = with_execution_id(body["result"]);
     return a;
   }
-  if (from_mcp_server && outcome == Outcome::kFailed && body.contains("tool_result") && body["tool_result"].is_object()) {
+  if (from_mcp_server && outcome == Outcome::kFailed && body.contains("tool_result") &&
+      body["tool_result"].is_object()) {
     a.result = with_execution_id(body["tool_result"]);
     return a;
   }

@@ -396,12 +396,13 @@ struct McpRoutes::Impl : GatewayContext {
     }
     const json body = json::parse(answer.body_json, nullptr, false);
     const std::string id = body.is_object() ? body.value("execution_id", "") : "";
-    json structured = {{"execution_id", id}, {"outcome", body.value("outcome", std::string(ToString(Outcome::kQueued)))},
+    json structured = {{"execution_id", id},
+                       {"outcome", body.value("outcome", std::string(ToString(Outcome::kQueued)))},
                        {"status_url", body.value("status_url", "")}};
     json result = {{"content", json::array({{{"type", "text"},
-                                              {"text", "The call is queued as execution " + id +
-                                                           "; it has not run yet. Its outcome will be at " +
-                                                           structured["status_url"].get<std::string>() + "."}}})},
+                                             {"text", "The call is queued as execution " + id +
+                                                          "; it has not run yet. Its outcome will be at " +
+                                                          structured["status_url"].get<std::string>() + "."}}})},
                    {"structuredContent", structured},
                    {"isError", false},
                    {"_meta", {{"io.toolgate/execution_id", id}}}};

@@ -25,7 +25,8 @@ std::string OpenApiFor(std::string_view listener, const std::string& server_url)
     if (has_operation) paths[path] = kept;
   }
   doc["paths"] = paths;
-  if (!server_url.empty()) doc["servers"] = json::array({{{"url", server_url}, {"description", std::string(listener) + " listener"}}});
+  if (!server_url.empty())
+    doc["servers"] = json::array({{{"url", server_url}, {"description", std::string(listener) + " listener"}}});
   return doc.dump();
 }
 

@@ -73,10 +73,12 @@ std::string ProcessMetricsText() {
   } catch (const std::exception&) {
     // An unreadable /proc value leaves its family out.
   }
-  if (const int fds = OpenFds(); fds >= 0) Family(out, "process_open_fds", "gauge", "Number of open file descriptors.", fds);
+  if (const int fds = OpenFds(); fds >= 0)
+    Family(out, "process_open_fds", "gauge", "Number of open file descriptors.", fds);
   rlimit lim{};
   if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
-    Family(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.", static_cast<double>(lim.rlim_cur));
+    Family(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.",
+           static_cast<double>(lim.rlim_cur));
   }
   return out;
 }

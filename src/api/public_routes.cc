@@ -109,8 +109,7 @@ struct PublicRoutes::Impl : GatewayContext {
     // Queued calls (§15): checked before anything runs, so a bad field queues nothing.
     absl::StatusOr<QueueRequest> queue = ReadQueueRequest(body, PrefersAsync(req.Header("prefer")), config.queue);
     if (!queue.ok()) {
-      co_return Error(400, "invalid_request",
-                      std::string(queue.status().message()));
+      co_return Error(400, "invalid_request", std::string(queue.status().message()));
     }
     if (queue->queued) {
       auto enqueue_op = RunEnqueue(*this, std::move(ir), queue->order);
@@ -146,7 +145,6 @@ struct PublicRoutes::Impl : GatewayContext {
     co_return answer;
   }
 
-
   // The shared invocation path (api/invocation.h) for a validated invocation or replay.
   // `reached_tool` (optional) tells whether its ledger has TOOL_INVOKED or REPLAY_DEDUPED.
   asio::awaitable<HttpResponse> Execute(InvokeRequest ir, bool* reached_tool = nullptr) {
@@ -155,7 +153,6 @@ struct PublicRoutes::Impl : GatewayContext {
     if (reached_tool != nullptr) *reached_tool = answer.reached_tool;
     co_return ToHttp(std::move(answer));
   }
-
 
   asio::awaitable<HttpResponse> GetExecution(const std::string& id, const auth::Principal& principal) {
     if (!LooksLikeUuid(id)) co_return Error(404, "not_found", "execution not found");
@@ -178,7 +175,8 @@ struct PublicRoutes::Impl : GatewayContext {
       const std::string actor = principal.subject.empty() ? "tenant:" + principal.tenant_id : principal.subject;
       absl::StatusOr<ExecutionRecord> ended = engine.queued_calls().Cancel(principal.tenant_id, id, actor);
       if (absl::IsNotFound(ended.status())) return Error(404, "not_found", "execution not found");
-      if (absl::IsFailedPrecondition(ended.status())) return Error(409, "not_queued", std::string(ended.status().message()));
+      if (absl::IsFailedPrecondition(ended.status()))
+        return Error(409, "not_queued", std::string(ended.status().message()));
       if (!ended.ok()) {
         spdlog::warn("cancel of {}: {}", id, ended.status().ToString());
         return Error(503, "store_unavailable", "the store cannot be written right now");
@@ -214,7 +212,6 @@ struct PublicRoutes::Impl : GatewayContext {
       return Json(200, {{"executions", list}, {"next", page->next ? json(*page->next) : json(nullptr)}});
     });
   }
-
 };
 
 PublicRoutes::PublicRoutes(GatewayContext& context) : impl_(std::make_unique<Impl>(context)) {}

@@ -22,7 +22,8 @@ namespace {
 constexpr int64_t kFirstBackoffMs = 10;
 constexpr int64_t kBreakerRecheckMs = 250;  // how often a lane re-reads its breaker while it has work
 constexpr int64_t kAtLimitWaitMs = 20;
-constexpr int64_t kReadingBreakerMs = 50;   // another worker is reading the breaker: wait this long      // the connector is at max_in_flight: try again soon
+constexpr int64_t kReadingBreakerMs = 50;  // another worker is reading the breaker: wait this long      // the
+                                           // connector is at max_in_flight: try again soon
 
 }  // namespace
 

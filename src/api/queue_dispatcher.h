@@ -17,7 +17,8 @@ namespace toolgate::api {
 // store); a lost claim gives the slot back. The claimed item runs through ToolInvoker::AdmitClaimed
 // and the same connector call and Complete as a synchronous call (api/invocation.h). An OPEN breaker
 // or a connector-wide Retry-After parks the connector's workers until it passes (no claims; one
-// worker per lane still walks the queue, ending items past their deadline EXPIRED unrun). An idle worker polls with backoff (10 ms doubling up to
+// worker per lane still walks the queue, ending items past their deadline EXPIRED unrun). An idle worker polls with
+// backoff (10 ms doubling up to
 // `[queue] poll_interval_ms`) and writes nothing.
 //
 // Also publishes toolgate_queue_depth / toolgate_queue_oldest_age_seconds (fleet-wide) every

@@ -35,9 +35,11 @@ class RecentCalls {
       if (latencies.empty()) return nullptr;
       return latencies[std::min(latencies.size() - 1, static_cast<size_t>(p * static_cast<double>(latencies.size())))];
     };
-    return {{"calls", latencies.size()},
-            {"error_ratio", latencies.empty() ? json(nullptr) : json(static_cast<double>(errors) / static_cast<double>(latencies.size()))},
-            {"latency", {{"p50", pct(0.50)}, {"p95", pct(0.95)}, {"p99", pct(0.99)}}}};
+    return {
+        {"calls", latencies.size()},
+        {"error_ratio",
+         latencies.empty() ? json(nullptr) : json(static_cast<double>(errors) / static_cast<double>(latencies.size()))},
+        {"latency", {{"p50", pct(0.50)}, {"p95", pct(0.95)}, {"p99", pct(0.99)}}}};
   }
 
  private:

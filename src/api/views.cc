@@ -19,8 +19,11 @@ json EventJson(const LedgerEvent& e) {
 }
 
 json ExecutionJson(const ExecutionRecord& r) {
-  json j = {{"execution_id", r.execution_id}, {"tool_name", r.tool_name}, {"connector_id", r.connector_id},
-            {"outcome", r.outcome},           {"created_at", Rfc3339(r.created_at_ms)}};
+  json j = {{"execution_id", r.execution_id},
+            {"tool_name", r.tool_name},
+            {"connector_id", r.connector_id},
+            {"outcome", r.outcome},
+            {"created_at", Rfc3339(r.created_at_ms)}};
   if (!r.reason.empty()) j["reason"] = r.reason;
   if (!r.replay_of.empty()) j["replay_of"] = r.replay_of;
   if (r.latency_ms >= 0) j["latency_ms"] = r.latency_ms;
@@ -83,7 +86,9 @@ json ConnectorSloJson(const SloSnapshot& snapshot, const std::string& id) {
     if (v.connector != id) continue;
     json firing = json::array();
     for (const auto& a : v.alarms) {
-      if (a.firing) firing.push_back({{"tier", std::string(a.tier->name)}, {"severity", std::string(slo::ToString(a.tier->severity))}});
+      if (a.firing)
+        firing.push_back(
+            {{"tier", std::string(a.tier->name)}, {"severity", std::string(slo::ToString(a.tier->severity))}});
     }
     out[std::string(slo::ToString(v.sli))] = {{"target", v.target},
                                               {"error_budget_remaining", v.budget_remaining},

@@ -41,7 +41,9 @@ asio::awaitable<void> WebhookNotifier::Deliver(std::string payload) {
       co_return;
     }
     spdlog::warn("alert webhook: attempt {} failed ({})", attempt + 1,
-                 r.ok ? "HTTP " + std::to_string(r.status) : r.timed_out ? "timeout" : "no connection");
+                 r.ok          ? "HTTP " + std::to_string(r.status)
+                 : r.timed_out ? "timeout"
+                               : "no connection");
   }
   spdlog::error("alert webhook: gave up after 5 attempts: {}", payload);
   --outstanding_;

@@ -118,15 +118,16 @@ bool EcJoseToDer(const std::string& jose, std::string& der) {
 std::string HmacSha256(std::string_view data, const std::string& secret) {
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), mac, &len);
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &len);
   return std::string(reinterpret_cast<char*>(mac), len);
 }
 
 bool ValidTenantId(const std::string& s) {
   if (s.empty() || s.size() > 128) return false;
   for (char c : s) {
-    const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':' || c == '@';
+    const bool ok =
+        std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':' || c == '@';
     if (!ok) return false;
   }
   return true;
@@ -214,8 +215,10 @@ std::string Base64UrlEncode(std::string_view data) {
   out.resize(static_cast<size_t>(n));
   while (!out.empty() && out.back() == '=') out.pop_back();
   for (char& c : out) {
-    if (c == '+') c = '-';
-    else if (c == '/') c = '_';
+    if (c == '+')
+      c = '-';
+    else if (c == '/')
+      c = '_';
   }
   return out;
 }
@@ -224,9 +227,12 @@ bool Base64UrlDecode(std::string_view in, std::string& out) {
   if (in.size() % 4 == 1) return false;
   std::string b64(in);
   for (char& c : b64) {
-    if (c == '-') c = '+';
-    else if (c == '_') c = '/';
-    else if (c == '+' || c == '/' || c == '=') return false;  // not base64url
+    if (c == '-')
+      c = '+';
+    else if (c == '_')
+      c = '/';
+    else if (c == '+' || c == '/' || c == '=')
+      return false;  // not base64url
   }
   size_t pad = 0;
   while (b64.size() % 4 != 0) {
@@ -299,7 +305,8 @@ absl::Status JwtVerifier::ReloadKeysIfChanged() {
     if (key.pkey) set->by_kid[k["kid"].get<std::string>()] = std::move(key);
   }
   if (set->by_kid.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("JWKS file '", options_.jwks_file, "' holds no usable RSA or P-256 key"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("JWKS file '", options_.jwks_file, "' holds no usable RSA or P-256 key"));
   }
   keys_ = std::move(set);
   keys_mtime_ns_ = mtime;
@@ -429,8 +436,8 @@ absl::StatusOr<JwtVerifier::Verified> JwtVerifier::VerifyUncached(std::string_vi
   // UTF-8 character) and no control characters (a newline would forge a log line).
   if (const json sub = claims.value("sub", json()); sub.is_string()) {
     const std::string& subject = sub.get_ref<const std::string&>();
-    const bool has_control =
-        std::any_of(subject.begin(), subject.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+    const bool has_control = std::any_of(subject.begin(), subject.end(),
+                                         [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
     if (subject.size() > 256 || has_control) return Unauthenticated("token has an invalid sub");
     p.subject = subject;
   }

@@ -29,13 +29,17 @@ class TableReader {
   TableReader(const toml::table* table, std::string prefix, std::vector<std::string>& errors)
       : table_(table), prefix_(std::move(prefix)), errors_(errors) {}
 
-  std::string Key(std::string_view key) const { return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key); }
+  std::string Key(std::string_view key) const {
+    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+  }
 
   void String(std::string_view key, std::string& out) {
     const toml::node* n = Find(key);
     if (n == nullptr) return;
-    if (auto v = n->value<std::string>()) out = *v;
-    else Error(key, "must be a string");
+    if (auto v = n->value<std::string>())
+      out = *v;
+    else
+      Error(key, "must be a string");
   }
   void Int(std::string_view key, int64_t min, int64_t max, int64_t& out) {
     const toml::node* n = Find(key);
@@ -76,8 +80,10 @@ class TableReader {
   void Bool(std::string_view key, bool& out) {
     const toml::node* n = Find(key);
     if (n == nullptr) return;
-    if (auto v = n->value<bool>()) out = *v;
-    else Error(key, "must be true or false");
+    if (auto v = n->value<bool>())
+      out = *v;
+    else
+      Error(key, "must be true or false");
   }
   const toml::table* Table(std::string_view key) {
     const toml::node* n = Find(key);
@@ -193,7 +199,8 @@ void ReadSecretSource(TableReader& r, const std::string& prefix, CredentialOptio
   }
   if (!a.secret_env.empty()) {
     const char* v = std::getenv(a.secret_env.c_str());
-    if (v == nullptr || *v == '\0') r.Error(env_key, absl::StrCat("names the environment variable ", a.secret_env, ", which is not set"));
+    if (v == nullptr || *v == '\0')
+      r.Error(env_key, absl::StrCat("names the environment variable ", a.secret_env, ", which is not set"));
   }
   RequireReadableFile(r, file_key, a.secret_file);
 }
@@ -209,8 +216,10 @@ void ReadAuth(TableReader& r, CredentialOptions& a) {
   } else if (type == "header") {
     a.type = Type::kHeader;
     r.String("name", a.header_name);
-    const bool token_char_only = !a.header_name.empty() && a.header_name.size() <= 64 &&
-        a.header_name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") == std::string::npos;
+    const bool token_char_only =
+        !a.header_name.empty() && a.header_name.size() <= 64 &&
+        a.header_name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+            std::string::npos;
     if (!token_char_only) r.Error("name", "must be a header name ([A-Za-z0-9_-]{1,64})");
     ReadSecretSource(r, "value", a);
   } else if (type == "oauth2_client_credentials") {
@@ -294,8 +303,8 @@ void ReadMcp(TableReader& r, const ServerConfig& server, McpConfig& m) {
     bool tls = false;
     if (!ParseHttpUrlImpl(m.public_url, address, path, tls, why)) r.Error("public_url", why);
   } else if (IsWildcardHost(server.listen.host)) {
-    r.Error("public_url", absl::StrCat("is required when server.listen is a wildcard address (", server.listen.ToString(),
-                                       "): the URL clients use to reach this listener"));
+    r.Error("public_url", absl::StrCat("is required when server.listen is a wildcard address (",
+                                       server.listen.ToString(), "): the URL clients use to reach this listener"));
   }
   std::vector<std::string> origins;
   r.StringArray("allowed_origins", origins);
@@ -312,8 +321,8 @@ void ReadMcp(TableReader& r, const ServerConfig& server, McpConfig& m) {
   r.StringArray("authorization_servers", m.authorization_servers);
   for (size_t i = 0; i < m.authorization_servers.size(); ++i) {
     if (OriginOf(m.authorization_servers[i]).empty()) {
-      r.Error("authorization_servers", absl::StrCat("[", i, "] (\"", m.authorization_servers[i].substr(0, 64),
-                                                    "\") must be an http[s]:// URL"));
+      r.Error("authorization_servers",
+              absl::StrCat("[", i, "] (\"", m.authorization_servers[i].substr(0, 64), "\") must be an http[s]:// URL"));
     }
   }
   r.String("session_secret_env", m.session_secret_env);
@@ -363,8 +372,10 @@ void ReadToolShape(TableReader& t, ToolConfig& tc) {
     t.Error("path", "must start with /");
   } else if (kMethods.count(tc.method)) {
     absl::StatusOr<RequestShape> shape = ParseRequestShape(tc.method, tc.path);
-    if (shape.ok()) tc.shape = *std::move(shape);
-    else t.Error("path", std::string(shape.status().message()));
+    if (shape.ok())
+      tc.shape = *std::move(shape);
+    else
+      t.Error("path", std::string(shape.status().message()));
   }
   if (!tc.input_schema.empty()) {
     const nlohmann::json schema = nlohmann::json::parse(tc.input_schema, nullptr, /*allow_exceptions=*/false);
@@ -387,11 +398,15 @@ void ReadToolShape(TableReader& t, ToolConfig& tc) {
 void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
   std::string kind = "http";
   r.String("kind", kind);
-  if (kind == "mcp") c.kind = ConnectorKind::kMcp;
-  else if (kind == "mcp_stdio") c.kind = ConnectorKind::kMcpStdio;
-  else if (kind != "http") r.Error("kind", "must be \"http\", \"mcp\" or \"mcp_stdio\"");
+  if (kind == "mcp")
+    c.kind = ConnectorKind::kMcp;
+  else if (kind == "mcp_stdio")
+    c.kind = ConnectorKind::kMcpStdio;
+  else if (kind != "http")
+    r.Error("kind", "must be \"http\", \"mcp\" or \"mcp_stdio\"");
   auto refuse = [&](std::string_view key, std::string_view kinds) {
-    if (r.Has(key)) r.Error(key, absl::StrCat("applies to kind = ", std::string(kinds), " only (this connector is \"", kind, "\")"));
+    if (r.Has(key))
+      r.Error(key, absl::StrCat("applies to kind = ", std::string(kinds), " only (this connector is \"", kind, "\")"));
   };
   if (c.kind == ConnectorKind::kHttp) {
     if (!r.Has("base_url")) r.Error("base_url", "is required");
@@ -399,7 +414,8 @@ void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
     if (std::string why; r.Has("base_url") && !ParseHttpUrlImpl(c.base_url, c.address, c.path_prefix, c.tls, why)) {
       r.Error("base_url", why);
     }
-    for (const char* key : {"url", "tool_prefix", "tools_ttl_s", "command", "env"}) refuse(key, "\"mcp\" or \"mcp_stdio\"");
+    for (const char* key : {"url", "tool_prefix", "tools_ttl_s", "command", "env"})
+      refuse(key, "\"mcp\" or \"mcp_stdio\"");
     return;
   }
   refuse("base_url", "\"http\"");
@@ -407,13 +423,15 @@ void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
   c.tool_prefix = c.id + ".";
   r.String("tool_prefix", c.tool_prefix);
   const bool prefix_ok = c.tool_prefix.size() <= 64 &&
-      c.tool_prefix.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == std::string::npos;
+                         c.tool_prefix.find_first_not_of(
+                             "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") == std::string::npos;
   if (!prefix_ok) r.Error("tool_prefix", "must match [A-Za-z0-9_.-]{0,64}");
   r.Int("tools_ttl_s", 1, 86'400, c.tools_ttl_s);
   if (c.kind == ConnectorKind::kMcp) {
     if (!r.Has("url")) r.Error("url", "is required (the MCP server's Streamable HTTP endpoint)");
     r.String("url", c.url);
-    if (std::string why; r.Has("url") && !ParseHttpUrlImpl(c.url, c.address, c.path_prefix, c.tls, why)) r.Error("url", why);
+    if (std::string why; r.Has("url") && !ParseHttpUrlImpl(c.url, c.address, c.path_prefix, c.tls, why))
+      r.Error("url", why);
     if (c.path_prefix.empty()) c.path_prefix = "/";
     refuse("command", "\"mcp_stdio\"");
     refuse("env", "\"mcp_stdio\"");
@@ -430,12 +448,17 @@ void ReadConnectorKind(TableReader& r, ConnectorConfig& c) {
   if (const toml::table* env = r.Table("env")) {
     for (const auto& [name, value] : *env) {
       const std::string key(name.str());
-      const bool name_ok = !key.empty() && !std::isdigit(static_cast<unsigned char>(key[0])) &&
+      const bool name_ok =
+          !key.empty() && !std::isdigit(static_cast<unsigned char>(key[0])) &&
           key.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
       auto v = value.value<std::string>();
-      if (!name_ok) r.Error("env", absl::StrCat("names \"", key.substr(0, 64), "\", which is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
-      else if (!v || v->find('\0') != std::string::npos) r.Error("env", absl::StrCat(".", key, " must be a string"));
-      else c.env[key] = *v;
+      if (!name_ok)
+        r.Error("env", absl::StrCat("names \"", key.substr(0, 64),
+                                    "\", which is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+      else if (!v || v->find('\0') != std::string::npos)
+        r.Error("env", absl::StrCat(".", key, " must be a string"));
+      else
+        c.env[key] = *v;
     }
   }
 }
@@ -479,9 +502,12 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   }
   std::string on_store_error = "defer";
   r.String("on_store_error", on_store_error);
-  if (on_store_error == "defer") c.on_store_error = OnStoreError::kDefer;
-  else if (on_store_error == "allow") c.on_store_error = OnStoreError::kAllow;
-  else r.Error("on_store_error", "must be \"defer\" or \"allow\"");
+  if (on_store_error == "defer")
+    c.on_store_error = OnStoreError::kDefer;
+  else if (on_store_error == "allow")
+    c.on_store_error = OnStoreError::kAllow;
+  else
+    r.Error("on_store_error", "must be \"defer\" or \"allow\"");
   c.concurrency.lease_ttl_s = c.timeout_ms / 1000 + 30;
   r.Int("lease_ttl_s", 1, 86400, c.concurrency.lease_ttl_s);
   r.Int("max_clock_skew_s", 0, 300, c.concurrency.max_clock_skew_s);
@@ -504,7 +530,8 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   sr.Double("latency_target", 0.5, 0.99999, c.slo.latency_target);
   sr.Int("latency_threshold_ms", 1, 600'000, c.slo.latency_threshold_ms);
   sr.Int("min_events", 1, 1'000'000, c.slo.min_events);
-  for (auto [key, target] : {std::pair{"error_target", c.slo.error_target}, std::pair{"latency_target", c.slo.latency_target}}) {
+  for (auto [key, target] :
+       {std::pair{"error_target", c.slo.error_target}, std::pair{"latency_target", c.slo.latency_target}}) {
     if (absl::Status s = slo::ValidateTarget(target); !s.ok()) sr.Error(key, std::string(s.message()));
   }
   sr.RefuseUnknown();
@@ -520,7 +547,6 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
 bool ParseHttpUrl(const std::string& url, HostPort& address, std::string& path, bool& tls, std::string& why) {
   return ParseHttpUrlImpl(url, address, path, tls, why);
 }
-
 
 // [log] (design §17.12): the format of every log line and whether each request is logged.
 void ReadLog(TableReader& r, LogConfig& log) {
@@ -619,14 +645,16 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   TableReader ledger(top.Table("ledger"), "ledger", errors);
   constexpr int64_t kTenYears = int64_t{3650} * 86'400;
   ledger.Int("retention_s", 0, kTenYears, c.ledger.retention_s);
-  if (c.ledger.retention_s != 0 && c.ledger.retention_s < 60) ledger.Error("retention_s", "must be 0 (keep forever) or at least 60");
+  if (c.ledger.retention_s != 0 && c.ledger.retention_s < 60)
+    ledger.Error("retention_s", "must be 0 (keep forever) or at least 60");
   if (ledger.Has("deferred_retention_s")) {
     ledger.Int("deferred_retention_s", 0, kTenYears, c.ledger.deferred_retention_s);
     if (c.ledger.deferred_retention_s != 0 && c.ledger.deferred_retention_s < 60) {
       ledger.Error("deferred_retention_s", "must be 0 (keep forever) or at least 60");
     } else if (c.ledger.retention_s > 0 &&
                (c.ledger.deferred_retention_s == 0 || c.ledger.deferred_retention_s > c.ledger.retention_s)) {
-      ledger.Error("deferred_retention_s", "must not be longer than retention_s (" + std::to_string(c.ledger.retention_s) + ")");
+      ledger.Error("deferred_retention_s",
+                   "must not be longer than retention_s (" + std::to_string(c.ledger.retention_s) + ")");
     }
   } else if (c.ledger.retention_s > 0) {
     c.ledger.deferred_retention_s = std::min(c.ledger.deferred_retention_s, c.ledger.retention_s);
@@ -641,8 +669,10 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   if (!c.slo.webhook_url.empty()) {
     std::string path, why;
     bool tls = false;
-    if (!ParseHttpUrlImpl(c.slo.webhook_url, c.slo.webhook_address, path, tls, why)) alerts.Error("webhook_url", why);
-    else if (tls) alerts.Error("webhook_url", "must be http:// (alert webhooks over https are not supported yet)");
+    if (!ParseHttpUrlImpl(c.slo.webhook_url, c.slo.webhook_address, path, tls, why))
+      alerts.Error("webhook_url", why);
+    else if (tls)
+      alerts.Error("webhook_url", "must be http:// (alert webhooks over https are not supported yet)");
     c.slo.webhook_path = path.empty() ? "/" : path;
   }
   alerts.RefuseUnknown();
@@ -668,7 +698,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   }
   queue.String("callback_secret_env", c.queue.callback_secret_env);
   queue.String("callback_secret_file", c.queue.callback_secret_file);
-  if (!c.queue.callback_allowlist.empty() && c.queue.callback_secret_env.empty() == c.queue.callback_secret_file.empty()) {
+  if (!c.queue.callback_allowlist.empty() &&
+      c.queue.callback_secret_env.empty() == c.queue.callback_secret_file.empty()) {
     queue.Error("callback_secret_env", "or callback_secret_file is required with callback_allowlist (exactly one)");
   }
   if (!c.queue.callback_secret_env.empty()) {
@@ -699,8 +730,8 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   for (const auto& [id, connector] : c.connectors) {
     // A claim's lease must outlive the call it covers, as a slot's does (S7).
     if (c.queue.claim_lease_s > 0 && int64_t{c.queue.claim_lease_s} * 1000 <= connector.timeout_ms) {
-      queue.Error("claim_lease_s", absl::StrCat("must be longer than connectors.", id, ".timeout_ms (",
-                                                connector.timeout_ms, " ms)"));
+      queue.Error("claim_lease_s",
+                  absl::StrCat("must be longer than connectors.", id, ".timeout_ms (", connector.timeout_ms, " ms)"));
     }
     // A response as large as the budget could never be written: every such call would be a 503.
     if (connector.max_response_bytes > c.server.max_response_buffer_bytes) {
@@ -751,15 +782,16 @@ absl::StatusOr<ConnectionCapPlan> ResolveConnectionCaps(uint64_t nofile, Config&
   if (config.server.max_connections == 0) {
     plan.derived = true;
     const int64_t fits = (limit - kReservedDescriptors - admin) / 2;
-    config.server.max_connections = static_cast<int>(
-        std::clamp<int64_t>(fits, kMinDerivedConnections, kMaxDerivedConnections));
+    config.server.max_connections =
+        static_cast<int>(std::clamp<int64_t>(fits, kMinDerivedConnections, kMaxDerivedConnections));
   } else if (need(config.server.max_connections) > limit) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        config.source, ": server.max_connections = ", config.server.max_connections, " needs about ",
-        need(config.server.max_connections), " file descriptors (2 per connection, as each may hold a downstream "
-        "connection, plus admin.max_connections = ", admin, " and ", kReservedDescriptors,
-        " in reserve), but the descriptor limit (RLIMIT_NOFILE) is ", limit,
-        ": raise the limit (ulimit -n, systemd LimitNOFILE=) or lower server.max_connections"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(config.source, ": server.max_connections = ", config.server.max_connections, " needs about ",
+                     need(config.server.max_connections),
+                     " file descriptors (2 per connection, as each may hold a downstream "
+                     "connection, plus admin.max_connections = ",
+                     admin, " and ", kReservedDescriptors, " in reserve), but the descriptor limit (RLIMIT_NOFILE) is ",
+                     limit, ": raise the limit (ulimit -n, systemd LimitNOFILE=) or lower server.max_connections"));
   }
   plan.descriptors_needed = need(config.server.max_connections);
   return plan;

@@ -99,7 +99,8 @@ int64_t ExpiresInSeconds(const nlohmann::json& answer) {
   if (it != answer.end()) {
     if (it->is_number()) {
       const double d = it->get<double>();
-      if (std::isfinite(d)) seconds = d > static_cast<double>(kMaxExpiresInS) ? kMaxExpiresInS : static_cast<int64_t>(d);
+      if (std::isfinite(d))
+        seconds = d > static_cast<double>(kMaxExpiresInS) ? kMaxExpiresInS : static_cast<int64_t>(d);
     } else if (it->is_string()) {
       const std::string& s = it->get_ref<const std::string&>();
       if (!s.empty() && s.size() <= 12 && s.find_first_not_of("0123456789") == std::string::npos) {
@@ -121,7 +122,8 @@ milliseconds CacheLifetime(int64_t expires_in_s) {
 // so its handler and the cancel that follows a landing are never concurrent.
 template <typename Handler>
 struct FlightWait {
-  FlightWait(Handler h, asio::any_io_executor caller) : handler(std::move(h)), executor(caller), timer(asio::make_strand(caller)) {}
+  FlightWait(Handler h, asio::any_io_executor caller)
+      : handler(std::move(h)), executor(caller), timer(asio::make_strand(caller)) {}
 
   void Complete(absl::StatusOr<std::string> result) {
     std::optional<Handler> h;
@@ -166,7 +168,8 @@ absl::StatusOr<std::string> SecretSource::Read() const {
     if (value == nullptr) return absl::FailedPreconditionError(absl::StrCat(Describe(), " is not set"));
     return CheckedSecret(value, Describe());
   }
-  if (file_.empty()) return absl::FailedPreconditionError("no secret configured (neither an environment variable nor a file)");
+  if (file_.empty())
+    return absl::FailedPreconditionError("no secret configured (neither an environment variable nor a file)");
 
   absl::MutexLock lock(&mu_);
   const SteadyTime now = clock_.now_monotonic();
@@ -280,7 +283,8 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
       wait->timer.expires_after(timeout);
       wait->timer.async_wait([self, wait, timeout](const boost::system::error_code& ec) {
         if (ec == asio::error::operation_aborted) return;
-        wait->Complete(self->Unavailable(absl::StrCat("gave no token within the call's timeout (", timeout.count(), " ms)")));
+        wait->Complete(
+            self->Unavailable(absl::StrCat("gave no token within the call's timeout (", timeout.count(), " ms)")));
       });
       absl::MutexLock lock(&self->mu);
       if (flight->landed) {
@@ -293,7 +297,8 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
         asio::post(wait->timer.get_executor(), [wait] { wait->timer.cancel(); });
       });
     };
-    auto op = asio::async_initiate<decltype(asio::use_awaitable), void(TokenResult)>(std::move(initiate), asio::use_awaitable);
+    auto op = asio::async_initiate<decltype(asio::use_awaitable), void(TokenResult)>(std::move(initiate),
+                                                                                     asio::use_awaitable);
     co_return co_await std::move(op);
   }
 
@@ -345,7 +350,8 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
     absl::StatusOr<std::string> client_secret = secret.Read();
     if (!client_secret.ok()) {
       out.token = client_secret.status();
-      spdlog::warn("connector {}: cannot read the OAuth2 client secret: {}", connector_id, std::string(out.token.status().message()));
+      spdlog::warn("connector {}: cannot read the OAuth2 client secret: {}", connector_id,
+                   std::string(out.token.status().message()));
       co_return out;
     }
     net::ClientRequest request;
@@ -372,7 +378,8 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
       out.token = TokenFrom(*answer, expires_in_s);
       if (out.token.ok()) {
         out.refresh_at = sent_at + CacheLifetime(expires_in_s);
-        spdlog::info("connector {}: OAuth2 token from {} (expires in {} s)", connector_id, options.token_url, expires_in_s);
+        spdlog::info("connector {}: OAuth2 token from {} (expires in {} s)", connector_id, options.token_url,
+                     expires_in_s);
       }
     }
     if (!out.token.ok()) spdlog::warn("connector {}: {}", connector_id, std::string(out.token.status().message()));

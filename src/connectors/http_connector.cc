@@ -67,7 +67,7 @@ HttpConnector::HttpConnector(const ConnectorConfig& config, net::ConnectionPool&
       credentials_(config.id, config.auth, clock, &pool, config.auth.token_tls ? tls_ : nullptr) {}
 
 boost::asio::awaitable<DownstreamResult> HttpConnector::Attempt(const DownstreamRequest& request,
-                                                               std::chrono::milliseconds timeout) {
+                                                                std::chrono::milliseconds timeout) {
   const auto start = clock_.now_monotonic();
   auto left = [&] {
     return std::max(std::chrono::milliseconds(1),
@@ -89,7 +89,7 @@ boost::asio::awaitable<DownstreamResult> HttpConnector::Attempt(const Downstream
 }
 
 boost::asio::awaitable<HttpConnector::Sent> HttpConnector::Send(const DownstreamRequest& request,
-                                                            std::chrono::milliseconds timeout) {
+                                                                std::chrono::milliseconds timeout) {
   const auto start = clock_.now_monotonic();
   auto headers_op = credentials_.Headers(timeout);
   absl::StatusOr<ConnectorCredentials::HeaderList> credentials = co_await std::move(headers_op);
@@ -150,9 +150,10 @@ boost::asio::awaitable<DownstreamResult> HttpConnector::Call(const DownstreamReq
       result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();
       co_return result;
     }
-    failed.push_back({attempt,
-                      ClassifyDownstream(result, /*body_is_json=*/true, config_.breaker, config_.slo.latency_threshold_ms).reason,
-                      result.kind == DownstreamResult::Kind::kResponse ? result.status : 0, result.latency_ms});
+    failed.push_back(
+        {attempt,
+         ClassifyDownstream(result, /*body_is_json=*/true, config_.breaker, config_.slo.latency_threshold_ms).reason,
+         result.kind == DownstreamResult::Kind::kResponse ? result.status : 0, result.latency_ms});
     spdlog::info("connector {}: {} {} attempt {} failed ({}), retrying in {} ms", config_.id, request.method,
                  request.tool_name, attempt, failed.back().reason, wait.count());
     boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, wait);

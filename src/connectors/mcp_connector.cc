@@ -99,7 +99,7 @@ asio::awaitable<T> OffLoop(const std::function<void(std::function<void()>)>& run
     run_blocking([waiting, work = std::move(work)]() mutable {
       T value = work();
       auto executor = asio::get_associated_executor(*waiting);
-      asio::post(executor, [waiting, value = std::move(value)]() mutable { std::move(*waiting)(std::move(value)); });
+      asio::post(executor, [waiting, value = std::move(value)]() mutable { std::move (*waiting)(std::move(value)); });
     });
   };
   auto op = asio::async_initiate<decltype(asio::use_awaitable), void(T)>(std::move(initiate), asio::use_awaitable);

@@ -10,10 +10,14 @@ namespace breaker {
 
 std::string_view ToString(State s) {
   switch (s) {
-    case State::kClosed: return "CLOSED";
-    case State::kOpen: return "OPEN";
-    case State::kHalfOpen: return "HALF_OPEN";
-    case State::kForcedOpen: return "FORCED_OPEN";
+    case State::kClosed:
+      return "CLOSED";
+    case State::kOpen:
+      return "OPEN";
+    case State::kHalfOpen:
+      return "HALF_OPEN";
+    case State::kForcedOpen:
+      return "FORCED_OPEN";
   }
   return "UNKNOWN";
 }
@@ -54,7 +58,8 @@ PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t n
     return {Step::kDefer, DeferReason::kDownstreamThrottled, s.throttled_until_epoch_sec * 1000 - now_ms};
   }
   switch (s.state) {
-    case State::kClosed: return {Step::kAllow};
+    case State::kClosed:
+      return {Step::kAllow};
     case State::kForcedOpen:
       return {Step::kDefer, DeferReason::kBreakerOpen, int64_t{config.cooldown_s} * 1000};
     case State::kOpen:
@@ -80,9 +85,7 @@ int64_t OpenUntil(int64_t now_ms, const Config& config) {
   return now_sec_ceil + config.cooldown_s;
 }
 
-int64_t StateTtl(int64_t now_sec, const Config& config) {
-  return now_sec + int64_t{config.state_ttl_days} * 86400;
-}
+int64_t StateTtl(int64_t now_sec, const Config& config) { return now_sec + int64_t{config.state_ttl_days} * 86400; }
 
 bool WindowExpired(const Snapshot& s, const Config& config, int64_t now_sec) {
   return now_sec >= s.window_start_epoch_sec + config.window_s;

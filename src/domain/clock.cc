@@ -5,22 +5,16 @@ namespace toolgate {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-int64_t Clock::now_epoch_ms() const {
-  return duration_cast<milliseconds>(now_system().time_since_epoch()).count();
-}
+int64_t Clock::now_epoch_ms() const { return duration_cast<milliseconds>(now_system().time_since_epoch()).count(); }
 
 int64_t Clock::now_epoch_sec() const {
   const int64_t ms = now_epoch_ms();
   return ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
 }
 
-std::chrono::system_clock::time_point SystemClock::now_system() const {
-  return std::chrono::system_clock::now();
-}
+std::chrono::system_clock::time_point SystemClock::now_system() const { return std::chrono::system_clock::now(); }
 
-std::chrono::steady_clock::time_point SystemClock::now_monotonic() const {
-  return std::chrono::steady_clock::now();
-}
+std::chrono::steady_clock::time_point SystemClock::now_monotonic() const { return std::chrono::steady_clock::now(); }
 
 ManualClock::ManualClock(int64_t start_epoch_ms) : epoch_ms_(start_epoch_ms) {}
 

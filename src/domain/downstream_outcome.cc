@@ -41,13 +41,14 @@ Classification FromResponse(const DownstreamResult& r, bool body_is_json, const 
   }
   // 429 (any method), or 503 with a Retry-After: the request was not processed; the connector waits.
   if (r.status == 429 || (r.status == 503 && r.retry_after_s)) {
-    Classification c = Deferred(DeferReason::kDownstreamThrottled, r.retry_after_s.value_or(1),
-                                BreakerEffect::kThrottled);
+    Classification c =
+        Deferred(DeferReason::kDownstreamThrottled, r.retry_after_s.value_or(1), BreakerEffect::kThrottled);
     c.throttles_connector = r.retry_after_s.has_value();
     return c;
   }
   // S5: a 4xx is the caller's or the tenant's fault and never counts against the connector.
-  if (r.status >= 400 && r.status < 500) return Failed(FailureReason::kDownstreamRejected, IntentEffect::kFailed, BreakerEffect::kSuccess);
+  if (r.status >= 400 && r.status < 500)
+    return Failed(FailureReason::kDownstreamRejected, IntentEffect::kFailed, BreakerEffect::kSuccess);
   return Failed(FailureReason::kDownstreamError, IntentEffect::kFailed);
 }
 
@@ -58,21 +59,36 @@ Classification ClassifyDownstream(const DownstreamResult& r, bool body_is_json, 
   using Kind = DownstreamResult::Kind;
   Classification c;
   switch (r.kind) {
-    case Kind::kResponse: c = FromResponse(r, body_is_json, config); break;
+    case Kind::kResponse:
+      c = FromResponse(r, body_is_json, config);
+      break;
     case Kind::kTimeout:
       c = Failed(FailureReason::kTimeout, IntentEffect::kUnknown);
       break;
-    case Kind::kConnectFailed: c = Failed(FailureReason::kConnectionFailed, IntentEffect::kFailed); break;
-    case Kind::kConnectionLost: c = Failed(FailureReason::kConnectionLost, IntentEffect::kUnknown); break;
-    case Kind::kResponseInvalid: c = Failed(FailureReason::kDownstreamError, IntentEffect::kUnknown); break;
+    case Kind::kConnectFailed:
+      c = Failed(FailureReason::kConnectionFailed, IntentEffect::kFailed);
+      break;
+    case Kind::kConnectionLost:
+      c = Failed(FailureReason::kConnectionLost, IntentEffect::kUnknown);
+      break;
+    case Kind::kResponseInvalid:
+      c = Failed(FailureReason::kDownstreamError, IntentEffect::kUnknown);
+      break;
     // Nothing reached the downstream's application, but it cannot be reached: a breaker failure.
-    case Kind::kTlsError: c = Failed(FailureReason::kTlsError, IntentEffect::kFailed); break;
-    case Kind::kCredentialsUnavailable: c = Failed(FailureReason::kCredentialsUnavailable, IntentEffect::kFailed); break;
+    case Kind::kTlsError:
+      c = Failed(FailureReason::kTlsError, IntentEffect::kFailed);
+      break;
+    case Kind::kCredentialsUnavailable:
+      c = Failed(FailureReason::kCredentialsUnavailable, IntentEffect::kFailed);
+      break;
     // MCP (design §14): the server ran and answered; a tool-level error says nothing against it.
-    case Kind::kToolError: c = Failed(FailureReason::kToolError, IntentEffect::kFailed, BreakerEffect::kSuccess); break;
+    case Kind::kToolError:
+      c = Failed(FailureReason::kToolError, IntentEffect::kFailed, BreakerEffect::kSuccess);
+      break;
     case Kind::kRpcError:
-      c = IsCallerRpcError(r.rpc_code) ? Failed(FailureReason::kToolRejected, IntentEffect::kFailed, BreakerEffect::kSuccess)
-                                       : Failed(FailureReason::kDownstreamError, IntentEffect::kFailed);
+      c = IsCallerRpcError(r.rpc_code)
+              ? Failed(FailureReason::kToolRejected, IntentEffect::kFailed, BreakerEffect::kSuccess)
+              : Failed(FailureReason::kDownstreamError, IntentEffect::kFailed);
       break;
     case Kind::kLocalResource:
       // Nothing was sent and nothing was learnt about the downstream (DESIGN §17.3).
@@ -91,9 +107,13 @@ RetryVerdict DecideRetry(const DownstreamResult& r, bool idempotent) {
   using Kind = DownstreamResult::Kind;
   RetryVerdict v;
   switch (r.kind) {
-    case Kind::kConnectFailed: v.retry = true; break;
+    case Kind::kConnectFailed:
+      v.retry = true;
+      break;
     case Kind::kTimeout:
-    case Kind::kConnectionLost: v.retry = idempotent; break;
+    case Kind::kConnectionLost:
+      v.retry = idempotent;
+      break;
     case Kind::kResponse:
       if (r.status == 429 || (r.status == 503 && r.retry_after_s && idempotent)) {
         v.retry = true;
@@ -107,7 +127,8 @@ RetryVerdict DecideRetry(const DownstreamResult& r, bool idempotent) {
     case Kind::kTlsError:
     case Kind::kCredentialsUnavailable:
     case Kind::kToolError:
-    case Kind::kRpcError: break;
+    case Kind::kRpcError:
+      break;
   }
   return v;
 }
@@ -117,11 +138,15 @@ bool IsCallerRpcError(int code) { return code == -32600 || code == -32601 || cod
 bool IsDownstreamFailure(const DownstreamResult& r) {
   using Kind = DownstreamResult::Kind;
   switch (r.kind) {
-    case Kind::kResponse: return r.status >= 500;
+    case Kind::kResponse:
+      return r.status >= 500;
     case Kind::kLocalResource:
-    case Kind::kToolError: return false;
-    case Kind::kRpcError: return !IsCallerRpcError(r.rpc_code);
-    default: return true;
+    case Kind::kToolError:
+      return false;
+    case Kind::kRpcError:
+      return !IsCallerRpcError(r.rpc_code);
+    default:
+      return true;
   }
 }
 

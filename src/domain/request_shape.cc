@@ -50,7 +50,6 @@ absl::Status InputError(std::string_view field, std::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(FieldPointer(field), ": ", std::string(what)));
 }
 
-
 // A path field's text: a string as written, an integer (also 3.0) in decimal.
 absl::StatusOr<std::string> PathFieldText(const json& input, const std::string& name) {
   auto it = input.find(name);

@@ -26,8 +26,9 @@ absl::Status ValidateTarget(double target) {
   if (!(target > 0 && target < 1)) return absl::InvalidArgumentError("an SLO target must be between 0 and 1");
   for (const Tier& t : kTiers) {
     if (t.factor * (1.0 - target) >= 1.0) {
-      return absl::InvalidArgumentError(absl::StrCat("target ", target, " makes the ", std::string(t.name), " tier impossible: ",
-                                                     t.factor, " × (1 − target) ≥ 1 (it would need more than 100 % errors)"));
+      return absl::InvalidArgumentError(absl::StrCat("target ", target, " makes the ", std::string(t.name),
+                                                     " tier impossible: ", t.factor,
+                                                     " × (1 − target) ≥ 1 (it would need more than 100 % errors)"));
     }
   }
   return absl::OkStatus();
@@ -57,7 +58,8 @@ std::optional<int64_t> SecondsToExhaustion(double budget_remaining, double burn_
 
 Counts SumLast(const Buckets& buckets, int64_t last, int64_t n, Sli sli) {
   Counts sum;
-  for (auto it = buckets.upper_bound(last - n); it != buckets.end() && it->first <= last; ++it) sum += it->second.For(sli);
+  for (auto it = buckets.upper_bound(last - n); it != buckets.end() && it->first <= last; ++it)
+    sum += it->second.For(sli);
   return sum;
 }
 

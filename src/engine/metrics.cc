@@ -6,9 +6,9 @@ namespace toolgate {
 
 namespace {
 const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                                                  1,     2.5,  5,     10,   30,  60};
+                                                                 1,     2.5,  5,     10,   30,  60};
 const prometheus::Histogram::BucketBoundaries kStoreBuckets = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                                0.005,   0.01,   0.025,   0.05,   0.1,   1};
+                                                               0.005,   0.01,   0.025,   0.05,   0.1,   1};
 }  // namespace
 
 Metrics::Metrics()
@@ -17,25 +17,58 @@ Metrics::Metrics()
                    .Name("toolgate_tool_latency_seconds")
                    .Help("Latency of tool calls that reached the downstream")
                    .Register(*registry_)),
-      errors_(prometheus::BuildCounter().Name("toolgate_tool_errors_total").Help("Failed tool calls by reason").Register(*registry_)),
-      calls_(prometheus::BuildCounter().Name("toolgate_tool_calls_total").Help("Tool calls by outcome").Register(*registry_)),
-      breaker_state_(prometheus::BuildGauge().Name("toolgate_breaker_state").Help("1 for the breaker's current state").Register(*registry_)),
+      errors_(prometheus::BuildCounter()
+                  .Name("toolgate_tool_errors_total")
+                  .Help("Failed tool calls by reason")
+                  .Register(*registry_)),
+      calls_(prometheus::BuildCounter()
+                 .Name("toolgate_tool_calls_total")
+                 .Help("Tool calls by outcome")
+                 .Register(*registry_)),
+      breaker_state_(prometheus::BuildGauge()
+                         .Name("toolgate_breaker_state")
+                         .Help("1 for the breaker's current state")
+                         .Register(*registry_)),
       transitions_(prometheus::BuildCounter()
                        .Name("toolgate_breaker_transitions_total")
                        .Help("Breaker transitions won by this instance")
                        .Register(*registry_)),
-      in_flight_(prometheus::BuildGauge().Name("toolgate_in_flight").Help("Calls in flight to the connector, fleet-wide").Register(*registry_)),
-      in_flight_limit_(prometheus::BuildGauge().Name("toolgate_in_flight_limit").Help("The connector's in-flight limit").Register(*registry_)),
-      downstream_connections_(prometheus::BuildCounter()
-                                  .Name("toolgate_downstream_connections_total")
-                                  .Help("Downstream connections: opened, TLS handshakes, calls served on a kept-alive one")
-                                  .Register(*registry_)),
-      queue_depth_(prometheus::BuildGauge().Name("toolgate_queue_depth").Help("Queued calls of the connector, fleet-wide (aggregate with max())").Register(*registry_)),
-      queue_oldest_age_(prometheus::BuildGauge().Name("toolgate_queue_oldest_age_seconds").Help("Age of the connector's oldest queued call").Register(*registry_)),
-      callback_attempts_(prometheus::BuildCounter().Name("toolgate_callback_attempts_total").Help("Callback deliveries this instance attempted, by result: delivered, retried (to be tried again), failed (given up after callback_retry_s)").Register(*registry_)),
-      deferred_(prometheus::BuildCounter().Name("toolgate_deferred_total").Help("DEFERRED answers by reason").Register(*registry_)),
-      blocked_(prometheus::BuildCounter().Name("toolgate_blocked_total").Help("BLOCKED answers by kill switch scope").Register(*registry_)),
-      replays_(prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
+      in_flight_(prometheus::BuildGauge()
+                     .Name("toolgate_in_flight")
+                     .Help("Calls in flight to the connector, fleet-wide")
+                     .Register(*registry_)),
+      in_flight_limit_(prometheus::BuildGauge()
+                           .Name("toolgate_in_flight_limit")
+                           .Help("The connector's in-flight limit")
+                           .Register(*registry_)),
+      downstream_connections_(
+          prometheus::BuildCounter()
+              .Name("toolgate_downstream_connections_total")
+              .Help("Downstream connections: opened, TLS handshakes, calls served on a kept-alive one")
+              .Register(*registry_)),
+      queue_depth_(prometheus::BuildGauge()
+                       .Name("toolgate_queue_depth")
+                       .Help("Queued calls of the connector, fleet-wide (aggregate with max())")
+                       .Register(*registry_)),
+      queue_oldest_age_(prometheus::BuildGauge()
+                            .Name("toolgate_queue_oldest_age_seconds")
+                            .Help("Age of the connector's oldest queued call")
+                            .Register(*registry_)),
+      callback_attempts_(prometheus::BuildCounter()
+                             .Name("toolgate_callback_attempts_total")
+                             .Help("Callback deliveries this instance attempted, by result: delivered, retried (to be "
+                                   "tried again), failed (given up after callback_retry_s)")
+                             .Register(*registry_)),
+      deferred_(prometheus::BuildCounter()
+                    .Name("toolgate_deferred_total")
+                    .Help("DEFERRED answers by reason")
+                    .Register(*registry_)),
+      blocked_(prometheus::BuildCounter()
+                   .Name("toolgate_blocked_total")
+                   .Help("BLOCKED answers by kill switch scope")
+                   .Register(*registry_)),
+      replays_(
+          prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
       store_ops_(prometheus::BuildHistogram()
                      .Name("toolgate_store_operation_seconds")
                      .Help("Store operation latency")
@@ -100,7 +133,8 @@ void Metrics::ToolCall(const std::string& connector, const std::string& tool, Ou
   const std::string outcome(ToString(o));
   calls_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}).Increment();
   if (reached_downstream) {
-    latency_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}, kLatencyBuckets).Observe(latency_seconds);
+    latency_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}, kLatencyBuckets)
+        .Observe(latency_seconds);
   }
 }
 
@@ -147,7 +181,8 @@ void Metrics::SloEvent(const std::string& connector, const std::string& slo, boo
   if (bad) bad_counter.Increment();
 }
 
-void Metrics::SloBurnRate(const std::string& connector, const std::string& slo, const std::string& window, double rate) {
+void Metrics::SloBurnRate(const std::string& connector, const std::string& slo, const std::string& window,
+                          double rate) {
   slo_burn_rate_.Add({{"connector", connector}, {"slo", slo}, {"window", window}}).Set(rate);
 }
 
@@ -165,8 +200,10 @@ void Metrics::StoreRetry(const std::string& backend, const std::string& op, cons
 }
 
 void Metrics::BreakerState(const std::string& connector, breaker::State state) {
-  for (auto s : {breaker::State::kClosed, breaker::State::kOpen, breaker::State::kHalfOpen, breaker::State::kForcedOpen}) {
-    breaker_state_.Add({{"connector", connector}, {"state", std::string(breaker::ToString(s))}}).Set(s == state ? 1 : 0);
+  for (auto s :
+       {breaker::State::kClosed, breaker::State::kOpen, breaker::State::kHalfOpen, breaker::State::kForcedOpen}) {
+    breaker_state_.Add({{"connector", connector}, {"state", std::string(breaker::ToString(s))}})
+        .Set(s == state ? 1 : 0);
   }
 }
 
@@ -185,8 +222,8 @@ void Metrics::InFlight(const std::string& connector, double in_flight, double li
 }
 
 void Metrics::DownstreamPool(uint64_t opened, uint64_t tls_handshakes, uint64_t reused) {
-  for (auto [event, value] : {std::pair{"opened", opened}, std::pair{"tls_handshake", tls_handshakes},
-                              std::pair{"reused", reused}}) {
+  for (auto [event, value] :
+       {std::pair{"opened", opened}, std::pair{"tls_handshake", tls_handshakes}, std::pair{"reused", reused}}) {
     prometheus::Counter& c = downstream_connections_.Add({{"event", event}});
     if (const double delta = static_cast<double>(value) - c.Value(); delta > 0) c.Increment(delta);
   }

@@ -16,9 +16,12 @@ json LimitNoteJson(const ConcurrencySnapshot& s) {
 
 std::string_view ConnectorKindName(const ConnectorConfig& connector) {
   switch (connector.kind) {
-    case ConnectorKind::kHttp: return "http";
-    case ConnectorKind::kMcp: return "mcp";
-    case ConnectorKind::kMcpStdio: return "mcp_stdio";
+    case ConnectorKind::kHttp:
+      return "http";
+    case ConnectorKind::kMcp:
+      return "mcp";
+    case ConnectorKind::kMcpStdio:
+      return "mcp_stdio";
   }
   return "http";
 }
@@ -86,7 +89,8 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
   ASSIGN_OR_RETURN(std::vector<KillSwitch> switches, engine.kill_switches().List());
   json kills = json::array();
   for (const auto& k : switches) {
-    kills.push_back({{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
+    kills.push_back(
+        {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}, {"requested_by", k.requested_by}, {"at", k.at}});
   }
   return json{{"generated_at", Rfc3339(now_ms)},
               {"window_minutes", kStatusWindowMinutes},

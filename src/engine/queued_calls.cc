@@ -31,10 +31,9 @@ int QueuedCalls::SkewS(std::string_view connector_id) const {
 std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord& rec, std::string_view event,
                                                                 std::string_view actor, std::string_view reason,
                                                                 int64_t now_ms) {
-  auto [w_event, e] = ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id),
-                                            {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
-                                            actor.empty() ? "system" : actor,
-                                            json{{"reason", std::string(reason)}, {"outcome", Outcome::kExpired}}.dump());
+  auto [w_event, e] = ledger_.PrepareAppend(
+      Ledger::ExecutionChain(rec.execution_id), {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
+      actor.empty() ? "system" : actor, json{{"reason", std::string(reason)}, {"outcome", Outcome::kExpired}}.dump());
   rec.outcome = Outcome::kExpired;
   rec.reason = std::string(reason);
   rec.finished_at_ms = now_ms;
@@ -82,7 +81,8 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   // settles: read the record again and end it on its new head, with the tenant's count (and the
   // callback) that were to follow the record's end.
   for (int attempt = 0; !record_ended && attempt < 8; ++attempt) {
-    std::vector<store::WriteRequest> tail = QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
+    std::vector<store::WriteRequest> tail =
+        QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
     tail.erase(tail.begin());  // the item is gone already
     ASSIGN_OR_RETURN(rec, executions_.Get(item.tenant_id, item.execution_id));
     if (!IsWaiting(rec.outcome)) {
@@ -102,7 +102,8 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
     }
   }
   if (!record_ended) {
-    return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": record not ended (its chain keeps moving)"));
+    return absl::AbortedError(
+        absl::StrCat("execution ", rec.execution_id, ": record not ended (its chain keeps moving)"));
   }
   if (!rec.idempotency_key.empty()) {
     if (absl::Status st = intents_.Release(rec.tenant_id, rec.intent_key, rec.execution_id, std::nullopt); !st.ok()) {
@@ -123,8 +124,9 @@ absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, s
   }
   if (!record.ok()) return record.status();
   ExecutionRecord& rec = *record;
-  auto [w_event, e] = ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id),
-                                            {rec.last_seq, rec.last_hash, rec.expires_at_s}, event, "system", data.dump());
+  auto [w_event, e] =
+      ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id), {rec.last_seq, rec.last_hash, rec.expires_at_s},
+                            event, "system", data.dump());
   rec.last_seq = e.seq;
   rec.last_hash = e.hash;
   std::vector<store::WriteRequest> writes;
@@ -135,7 +137,8 @@ absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, s
   for (size_t i = 0; i < 2; ++i) {
     if (!results[i].ok()) return results[i].status();
     if (!results[i]->applied) {
-      return absl::AbortedError(absl::StrCat("execution ", rec.execution_id, ": its chain moved; the callback's event is retried"));
+      return absl::AbortedError(
+          absl::StrCat("execution ", rec.execution_id, ": its chain moved; the callback's event is retried"));
     }
   }
   if (!results[2].ok()) return results[2].status();
@@ -146,8 +149,8 @@ absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, 
                                                     std::string_view actor) {
   ASSIGN_OR_RETURN(ExecutionRecord rec, executions_.Get(tenant_id, execution_id));
   if (rec.outcome != Outcome::kQueued) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the execution is ", std::string(ToString(rec.outcome)), ", not ", std::string(ToString(Outcome::kQueued))));
+    return absl::FailedPreconditionError(absl::StrCat("the execution is ", std::string(ToString(rec.outcome)), ", not ",
+                                                      std::string(ToString(Outcome::kQueued))));
   }
   ASSIGN_OR_RETURN(std::optional<QueueItem> item,
                    queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));

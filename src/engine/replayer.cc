@@ -52,14 +52,16 @@ std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder&
     original = executions_.Get(who.tenant_id, original->replay_of);  // a replay's replay: of its original
   }
   if (!original.ok()) {
-    return absl::IsNotFound(original.status()) ? Refusal(404, "not_found", "execution not found")
-                                               : Refusal(503, "store_unavailable", "the store cannot be read right now");
+    return absl::IsNotFound(original.status())
+               ? Refusal(404, "not_found", "execution not found")
+               : Refusal(503, "store_unavailable", "the store cannot be read right now");
   }
   if (original->input_json.empty()) {
     return Refusal(409, "not_replayable", "this execution's input was not kept, so it cannot be replayed");
   }
   if (original->outcome == Outcome::kInProgress) {
-    return Refusal(409, "execution_in_progress", "this execution has not finished yet; replay it once it has an outcome");
+    return Refusal(409, "execution_in_progress",
+                   "this execution has not finished yet; replay it once it has an outcome");
   }
   absl::StatusOr<bool> reserved = executions_.ReserveReplay(who.tenant_id, original->execution_id, max_replays_);
   if (!reserved.ok()) return Refusal(503, "store_unavailable", "the store cannot be written right now");
@@ -77,8 +79,11 @@ std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder&
   ir.replay = ContextOf(*original, order);
   // Said on the original's chain (and its anchor) before the replay runs.
   Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
-  json requested = {{"execution_id", ir.execution_id}, {"replay_reason", order.reason},
-                          {"requested_by", order.requested_by}, {"sub", who.subject}, {"force", order.force}};
+  json requested = {{"execution_id", ir.execution_id},
+                    {"replay_reason", order.reason},
+                    {"requested_by", order.requested_by},
+                    {"sub", who.subject},
+                    {"force", order.force}};
   if (!order.job_id.empty()) requested["job_id"] = order.job_id;
   const std::string actor = who.subject.empty() ? "tenant:" + who.tenant_id : who.subject;
   if (auto e = ledger_.Append(Ledger::ExecutionChain(original->execution_id), tail, "REPLAY_REQUESTED", actor,

@@ -13,7 +13,9 @@ using json = nlohmann::json;
 
 namespace {
 
-std::string AlarmKey(slo::Sli sli, std::string_view tier) { return std::string(slo::ToString(sli)) + "#" + std::string(tier); }
+std::string AlarmKey(slo::Sli sli, std::string_view tier) {
+  return std::string(slo::ToString(sli)) + "#" + std::string(tier);
+}
 
 }  // namespace
 
@@ -69,8 +71,8 @@ std::vector<SloView> SloEvaluator::Evaluate(const ConnectorConfig& connector, co
     for (const slo::Tier& t : slo::kTiers) {
       SloAlarmView a;
       a.tier = &t;
-      a.verdict = slo::EvaluateTier(t, v.windows.at(std::string(t.long_window)), v.windows.at(std::string(t.short_window)),
-                                    v.target, connector.slo.min_events);
+      a.verdict = slo::EvaluateTier(t, v.windows.at(std::string(t.long_window)),
+                                    v.windows.at(std::string(t.short_window)), v.target, connector.slo.min_events);
       a.firing = a.verdict.firing;
       v.alarms.push_back(a);
     }

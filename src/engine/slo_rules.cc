@@ -21,7 +21,8 @@ std::string EventsRecord(std::string_view window) { return "toolgate:slo_events:
 
 }  // namespace
 
-std::string SloAlertSummary(const std::string& connector, const std::string& slo, const std::string& tier, double factor) {
+std::string SloAlertSummary(const std::string& connector, const std::string& slo, const std::string& tier,
+                            double factor) {
   return "connector " + connector + ": " + slo + " error budget burning faster than " + Num(factor) + "x over " + tier;
 }
 
@@ -55,8 +56,8 @@ std::string PrometheusSloRules(const Config& config) {
       for (const slo::Tier& t : slo::kTiers) {
         const std::string threshold = Num(t.factor * (1.0 - target));
         const std::string severity(slo::ToString(t.severity));
-        y << "      - alert: " << (t.severity == slo::Severity::kPage ? "ToolgateSloBurnRatePage" : "ToolgateSloBurnRateTicket")
-          << "\n"
+        y << "      - alert: "
+          << (t.severity == slo::Severity::kPage ? "ToolgateSloBurnRatePage" : "ToolgateSloBurnRateTicket") << "\n"
           << "        expr: >-\n"
           << "          " << RatioRecord(t.long_window) << sel << " > " << threshold << "\n"
           << "          and " << RatioRecord(t.short_window) << sel << " > " << threshold << "\n"
@@ -68,8 +69,10 @@ std::string PrometheusSloRules(const Config& config) {
           << "          tier: \"" << t.name << "\"\n"
           << "        annotations:\n"
           << "          summary: \"" << SloAlertSummary(id, name, std::string(t.name), t.factor) << "\"\n"
-          << "          description: \"Error ratio over " << t.long_window << " is {{ $value | humanizePercentage }} (threshold "
-          << threshold << "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back off.\"\n"
+          << "          description: \"Error ratio over " << t.long_window
+          << " is {{ $value | humanizePercentage }} (threshold " << threshold
+          << "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back "
+             "off.\"\n"
           << "          runbook_url: \"" << config.slo.runbook_url << "\"\n";
       }
     }

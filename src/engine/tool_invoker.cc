@@ -30,8 +30,6 @@ std::string ErrorJson(std::string_view code, std::string_view message) {
   return Dump(json{{"error", std::string(code)}, {"message", std::string(message)}});
 }
 
-
-
 ToolInvoker::ToolInvoker(Services services) : s_(services) {}
 ToolInvoker::~ToolInvoker() = default;
 
@@ -69,7 +67,9 @@ bool Queueable(DeferReason why) {
 // 202 for a queued call (§15).
 InvokeResponse QueuedAnswer(const std::string& execution_id, const std::string& connector_id,
                             Outcome outcome = Outcome::kQueued) {
-  json body = {{"execution_id", execution_id}, {"outcome", outcome}, {"connector_id", connector_id},
+  json body = {{"execution_id", execution_id},
+               {"outcome", outcome},
+               {"connector_id", connector_id},
                {"status_url", "/v1/executions/" + execution_id}};
   return InvokeResponse{InvocationHttpStatus(outcome, ""), Dump(body), {}};
 }
@@ -180,7 +180,8 @@ class ToolInvoker::Admission {
     rec().reason = "kill_switch";
     s_.metrics.Blocked(cid(), k.scope);
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kBlocked, 0, false);
-    if (absl::Status st = FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
+    if (absl::Status st = FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED",
+                                      {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
         !st.ok()) {
       return StoreUnavailable(st);
     }
@@ -206,7 +207,9 @@ class ToolInvoker::Admission {
     switch (claim->kind) {
       case IntentStore::Claim::Kind::kMismatch:
         return InvokeResponse{
-            422, ErrorJson("idempotency_key_reused", "this idempotency_key was used with a different tool or input"), {}};
+            422,
+            ErrorJson("idempotency_key_reused", "this idempotency_key was used with a different tool or input"),
+            {}};
       case IntentStore::Claim::Kind::kSucceeded:
         return req.replay ? Deduplicated(claim->execution_id, claim->result_json) : IntentHit(*claim);
       case IntentStore::Claim::Kind::kInProgress:
@@ -274,8 +277,7 @@ class ToolInvoker::Admission {
   Stop WriteInvoked() {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
-    absl::Status written =
-        opening_written_ ? *opening_written_ : WriteOpening(OpeningEvents(), /*ends_here=*/false);
+    absl::Status written = opening_written_ ? *opening_written_ : WriteOpening(OpeningEvents(), /*ends_here=*/false);
     if (!written.ok()) return StoreUnavailable(written);  // the caller abandons the ticket
     t.downstream.connector = &connector();
     t.downstream.tool_name = req.tool_name;
@@ -306,7 +308,8 @@ class ToolInvoker::Admission {
     if (t.queued) {
       rec().outcome = Outcome::kRunning;
       if (t.queued->took_over && was_running_) {
-        opening.push_back({"TOOL_ATTEMPT_FAILED", {{"attempt", t.queued->item.attempt - 1}, {"reason", "claim_expired"}}});
+        opening.push_back(
+            {"TOOL_ATTEMPT_FAILED", {{"attempt", t.queued->item.attempt - 1}, {"reason", "claim_expired"}}});
       }
       opening.push_back({"EXECUTION_DISPATCHED", {{"instance", t.instance_id}, {"attempt", t.queued->item.attempt}}});
     }
@@ -317,7 +320,8 @@ class ToolInvoker::Admission {
   // 5'. For Enqueue and `on_defer: queue`: the record (QUEUED), its opening events and the queue item
   // in one batch, ready at `ready_at_ms` (§15).
   InvokeResponse WriteQueued(const QueueOrder& order, int64_t ready_at_ms, std::string_view via) {
-    if (s_.queue == nullptr) return InvokeResponse{501, ErrorJson("not_implemented", "queued calls are not available"), {}};
+    if (s_.queue == nullptr)
+      return InvokeResponse{501, ErrorJson("not_implemented", "queued calls are not available"), {}};
     rec().outcome = Outcome::kQueued;
     rec().reason.clear();
     QueueItem item;
@@ -334,8 +338,9 @@ class ToolInvoker::Admission {
     const int64_t ttl_s = item.deadline_ms / 1000 + 86'400;
     json queued = {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms}, {"via", std::string(via)}};
     if (!item.callback_url.empty()) queued["callback_url"] = item.callback_url;
-    absl::Status written = WriteOpening({{"EXECUTION_QUEUED", std::move(queued)}},
-                                        /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
+    absl::Status written =
+        WriteOpening({{"EXECUTION_QUEUED", std::move(queued)}},
+                     /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
     if (absl::IsResourceExhausted(written)) {
       ReleaseIntent();
       return InvokeResponse{429,
@@ -399,8 +404,11 @@ class ToolInvoker::Admission {
     const std::string reason(ToString(DeferReason::kStoreUnavailable));
     s_.metrics.Deferred(cid(), reason);
     CountOutcome(Outcome::kDeferred, reason);
-    json body = {{"execution_id", rec().execution_id}, {"outcome", Outcome::kDeferred}, {"connector_id", cid()},
-                 {"reason", reason}, {"retry_after_ms", 1000}};
+    json body = {{"execution_id", rec().execution_id},
+                 {"outcome", Outcome::kDeferred},
+                 {"connector_id", cid()},
+                 {"reason", reason},
+                 {"retry_after_ms", 1000}};
     return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, reason), Dump(body), 1};
   }
 
@@ -420,12 +428,17 @@ class ToolInvoker::Admission {
     std::vector<std::pair<std::string, json>> all;
     if (req.replay) {
       all.push_back({"REPLAY_STARTED",
-                     {{"replay_of", req.replay->original_id}, {"replay_reason", req.replay->reason},
-                      {"requested_by", req.replay->requested_by}, {"force", req.replay->force}}});
+                     {{"replay_of", req.replay->original_id},
+                      {"replay_reason", req.replay->reason},
+                      {"requested_by", req.replay->requested_by},
+                      {"force", req.replay->force}}});
     }
     all.push_back({"EXECUTION_RECEIVED",
-                   {{"tool_name", rec().tool_name}, {"connector_id", cid()}, {"action_type", rec().action_type},
-                    {"tenant_id", rec().tenant_id}, {"intent_key", rec().intent_key}}});
+                   {{"tool_name", rec().tool_name},
+                    {"connector_id", cid()},
+                    {"action_type", rec().action_type},
+                    {"tenant_id", rec().tenant_id},
+                    {"intent_key", rec().intent_key}}});
     for (auto& e : events) all.push_back(std::move(e));
     if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec().outcome}}});
     // The record and every event of its chain expire together; an execution deferred before it
@@ -489,7 +502,8 @@ class ToolInvoker::Admission {
   void ReleaseIntent() {
     Ticket& t = *ticket_;
     if (!t.intent_claimed) return;
-    if (auto st = s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous); !st.ok()) {
+    if (auto st = s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous);
+        !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec().intent_key, st.ToString());
     }
   }
@@ -507,14 +521,16 @@ class ToolInvoker::Admission {
     rec().reason = std::string(ToString(why));
     s_.metrics.Deferred(cid(), rec().reason);
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kDeferred, 0, false);
-    if (absl::Status st = FinishEarly(Outcome::kDeferred, "EXECUTION_DEFERRED", {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
+    if (absl::Status st = FinishEarly(Outcome::kDeferred, "EXECUTION_DEFERRED",
+                                      {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
         !st.ok()) {
       return StoreUnavailable(st);
     }
     CountOutcome(Outcome::kDeferred, rec().reason);
     json body = ResponseBody(rec());
     body["retry_after_ms"] = retry_ms;
-    return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, rec().reason), Dump(body), RetryAfterSeconds(retry_ms)};
+    return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, rec().reason), Dump(body),
+                          RetryAfterSeconds(retry_ms)};
   }
 
   // A claimed queued call that cannot run now goes back to its queue (§15, §17.3): TOOL_ATTEMPT_FAILED
@@ -549,11 +565,10 @@ class ToolInvoker::Admission {
     rec().finished_at_ms = s_.clock.now_epoch_ms();
     s_.metrics.Replay("deduped");
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
-    if (absl::Status st = WriteOpening({{"REPLAY_DEDUPED",
-                                         {{"succeeded_in", succeeded_in},
-                                          {"result", result},
-                                          {"result_sha256", Sha256Hex(rec().result_json)}}}},
-                                       /*ends_here=*/true);
+    if (absl::Status st = WriteOpening(
+            {{"REPLAY_DEDUPED",
+              {{"succeeded_in", succeeded_in}, {"result", result}, {"result_sha256", Sha256Hex(rec().result_json)}}}},
+            /*ends_here=*/true);
         !st.ok()) {
       return StoreUnavailable(st);
     }
@@ -579,16 +594,20 @@ class ToolInvoker::Admission {
       auto events = s_.ledger.Read(original_chain);
       if (!events.ok()) return StoreUnavailable(events.status());
       if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
-      if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor_, Dump(json{{"intent_key", rec().intent_key}}),
-                                    Ledger::ExecutionAnchor(rec().tenant_id, claim.execution_id));
+      if (auto e =
+              s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor_, Dump(json{{"intent_key", rec().intent_key}}),
+                               Ledger::ExecutionAnchor(rec().tenant_id, claim.execution_id));
           !e.ok()) {
         return StoreUnavailable(e.status());
       }
     }
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
     CountOutcome(Outcome::kSucceeded, "");
-    json body = {{"execution_id", claim.execution_id}, {"outcome", Outcome::kSucceeded}, {"connector_id", cid()},
-                 {"result", json::parse(claim.result_json, nullptr, false)}, {"intent_hit", true}};
+    json body = {{"execution_id", claim.execution_id},
+                 {"outcome", Outcome::kSucceeded},
+                 {"connector_id", cid()},
+                 {"result", json::parse(claim.result_json, nullptr, false)},
+                 {"intent_hit", true}};
     if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
     return InvokeResponse{InvocationHttpStatus(Outcome::kSucceeded, ""), Dump(body), {}};
   }
@@ -599,7 +618,7 @@ class ToolInvoker::Admission {
   std::string actor_;
   int64_t intent_hold_ms_ = 0;
   bool enqueueing_ = false;
-  bool was_running_ = false;  // a queued run whose earlier claim lapsed mid-run
+  bool was_running_ = false;                     // a queued run whose earlier claim lapsed mid-run
   std::optional<absl::Status> opening_written_;  // set when OpenWithSlot wrote the opening with the slot
 };
 
@@ -617,10 +636,11 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   }
   DownstreamRequest& downstream = a.ticket().downstream;
   downstream.method = std::move(shaped->method);
-  downstream.target = connector->is_mcp() ? connector->path_prefix : absl::StrCat(connector->path_prefix, shaped->target);
+  downstream.target =
+      connector->is_mcp() ? connector->path_prefix : absl::StrCat(connector->path_prefix, shaped->target);
   downstream.body = std::move(shaped->body);
-  for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker,
-                     &Admission::TakeSlot}) {
+  for (auto stage :
+       {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker, &Admission::TakeSlot}) {
     if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
   }
   if (std::optional<InvokeResponse> stop = a.WriteInvoked()) {
@@ -652,12 +672,14 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   // Gives back what this run holds when it stops without a batch that did (store trouble).
   auto give_back = [&](std::optional<SlotLease>& held, bool requeue) {
     if (held) {
-      if (auto r = s_.slots.Release(*held); !r.ok()) spdlog::warn("connector {}: slot not released: {}", item.connector_id, r.status().ToString());
+      if (auto r = s_.slots.Release(*held); !r.ok())
+        spdlog::warn("connector {}: slot not released: {}", item.connector_id, r.status().ToString());
       held.reset();
     }
     if (requeue && s_.queue != nullptr) {
       if (auto r = s_.queue->Requeue(claim, s_.clock.now_epoch_ms() + 1000); !r.ok()) {
-        spdlog::warn("queue item of {} not given back (its claim expires): {}", item.execution_id, r.status().ToString());
+        spdlog::warn("queue item of {} not given back (its claim expires): {}", item.execution_id,
+                     r.status().ToString());
       }
     }
   };
@@ -742,10 +764,13 @@ namespace {
 
 IntentStore::State IntentState(IntentEffect effect) {
   switch (effect) {
-    case IntentEffect::kSucceeded: return IntentStore::State::kSucceeded;
-    case IntentEffect::kUnknown: return IntentStore::State::kUnknown;
+    case IntentEffect::kSucceeded:
+      return IntentStore::State::kSucceeded;
+    case IntentEffect::kUnknown:
+      return IntentStore::State::kUnknown;
     case IntentEffect::kFailed:
-    case IntentEffect::kRelease: break;
+    case IntentEffect::kRelease:
+      break;
   }
   return IntentStore::State::kFailed;
 }
@@ -761,8 +786,8 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   json result_json;
   const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
   if (is_2xx) result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
-  const Classification k = ClassifyDownstream(result, is_2xx && !result_json.is_discarded(), c.breaker,
-                                              c.slo.latency_threshold_ms);
+  const Classification k =
+      ClassifyDownstream(result, is_2xx && !result_json.is_discarded(), c.breaker, c.slo.latency_threshold_ms);
   rec.outcome = k.outcome;
   rec.reason = k.reason;
   rec.latency_ms = result.latency_ms;
@@ -831,7 +856,8 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   // the isError result (`tool_result`) or the JSON-RPC error object (`rpc_error`).
   if (result.kind == DownstreamResult::Kind::kToolError || result.kind == DownstreamResult::Kind::kRpcError) {
     json server = json::parse(result.body, nullptr, false);
-    if (server.is_object()) body[result.kind == DownstreamResult::Kind::kToolError ? "tool_result" : "rpc_error"] = std::move(server);
+    if (server.is_object())
+      body[result.kind == DownstreamResult::Kind::kToolError ? "tool_result" : "rpc_error"] = std::move(server);
   }
   InvokeResponse answer{k.http_status, Dump(body), k.retry_after_s};
   answer.reached_tool = true;
@@ -844,8 +870,12 @@ void ToolInvoker::RecordInBreaker(const Ticket& t, const Classification& k) {
   const ConnectorConfig& c = *t.connector;
   absl::Status st;
   switch (k.breaker) {
-    case BreakerEffect::kSuccess: st = s_.breakers.RecordSuccess(c.id, c.breaker, t.permit); break;
-    case BreakerEffect::kFailure: st = s_.breakers.RecordFailure(c.id, c.breaker, t.permit, t.record.tenant_id); break;
+    case BreakerEffect::kSuccess:
+      st = s_.breakers.RecordSuccess(c.id, c.breaker, t.permit);
+      break;
+    case BreakerEffect::kFailure:
+      st = s_.breakers.RecordFailure(c.id, c.breaker, t.permit, t.record.tenant_id);
+      break;
     case BreakerEffect::kThrottled:
       // A 429 without Retry-After still gives a probe back to OPEN (for a second): never a success.
       if (k.throttles_connector || t.permit.probe) {
@@ -877,12 +907,17 @@ void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreake
   const Classification k = ClassifyDownstream(result, body_is_json, c.breaker, c.slo.latency_threshold_ms);
   absl::Status st;
   switch (k.breaker) {
-    case BreakerEffect::kSuccess: st = s_.breakers.RecordSuccess(c.id, c.breaker, permit); break;
-    case BreakerEffect::kFailure: st = s_.breakers.RecordFailure(c.id, c.breaker, permit, ""); break;
+    case BreakerEffect::kSuccess:
+      st = s_.breakers.RecordSuccess(c.id, c.breaker, permit);
+      break;
+    case BreakerEffect::kFailure:
+      st = s_.breakers.RecordFailure(c.id, c.breaker, permit, "");
+      break;
     case BreakerEffect::kThrottled:
       if (k.throttles_connector) st = s_.breakers.RecordThrottled(c.id, c.breaker, permit, k.retry_after_s.value_or(1));
       break;
-    case BreakerEffect::kNone: break;
+    case BreakerEffect::kNone:
+      break;
   }
   if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
   if (k.breaker == BreakerEffect::kFailure) {
@@ -962,10 +997,12 @@ void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {
     if (!st.ok()) spdlog::warn("execution {}: {} not given back: {}", t.record.execution_id, what, st.ToString());
   };
   if (t.lease) log("slot", s_.slots.Release(*t.lease).status());
-  if (t.queued && s_.queue != nullptr) log("queue claim", s_.queue->Requeue(*t.queued, s_.clock.now_epoch_ms()).status());
+  if (t.queued && s_.queue != nullptr)
+    log("queue claim", s_.queue->Requeue(*t.queued, s_.clock.now_epoch_ms()).status());
   if (t.permit.probe) log("probe claim", s_.breakers.ReturnProbe(t.connector->id, t.permit));
   if (t.intent_claimed) {
-    log("intent", s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous));
+    log("intent",
+        s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous));
   }
 }
 

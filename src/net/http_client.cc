@@ -91,8 +91,8 @@ ConnectionPool::Stats ConnectionPool::stats() const {
 
 bool IsLocalResourceError(const boost::system::error_code& ec) {
   namespace errc = boost::system::errc;
-  return ec == errc::too_many_files_open || ec == errc::too_many_files_open_in_system ||
-         ec == errc::no_buffer_space || ec == errc::not_enough_memory;
+  return ec == errc::too_many_files_open || ec == errc::too_many_files_open_in_system || ec == errc::no_buffer_space ||
+         ec == errc::not_enough_memory;
 }
 
 namespace {

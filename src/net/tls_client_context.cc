@@ -74,10 +74,9 @@ absl::StatusOr<std::shared_ptr<const TlsClientContext>> MakeTlsClientContext(con
       // OpenSSL checks the key against the certificate as it loads it; a mismatch fails here.
       context.use_private_key_file(options.client_key_file, ssl::context::pem, ec);
       if (ec) {
-        return absl::InvalidArgumentError(absl::StrCat(Named("client_key_file", options.client_key_file),
-                                                       ": not an unencrypted PEM private key matching ",
-                                                       Named("client_cert_file", options.client_cert_file), " (",
-                                                       ec.message(), ")"));
+        return absl::InvalidArgumentError(absl::StrCat(
+            Named("client_key_file", options.client_key_file), ": not an unencrypted PEM private key matching ",
+            Named("client_cert_file", options.client_cert_file), " (", ec.message(), ")"));
       }
       if (SSL_CTX_check_private_key(native) != 1) {
         return absl::InvalidArgumentError(absl::StrCat(Named("client_key_file", options.client_key_file),

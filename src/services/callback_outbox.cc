@@ -94,12 +94,11 @@ absl::StatusOr<std::optional<CallbackDelivery>> CallbackOutbox::Claim(const Call
                                UpdateOp::Set(Attr(kExpires), now_ms + lease_ms),
                                UpdateOp::Set(Attr(kAttempts), seen.attempts + 1)};
   if (seen.first_attempt_ms == 0) ops.push_back(UpdateOp::Set(Attr(kFirst), now_ms));
-  ASSIGN_OR_RETURN(
-      store::WriteResult r,
-      store_.Update(Key(seen.execution_id), std::move(ops),
-                    Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempts), seen.attempts),
-                                    Condition::Or({Condition::NotExists(Attr(kOwner)),
-                                                   Condition::Le(Attr(kExpires), now_ms)})})));
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(Key(seen.execution_id), std::move(ops),
+                                 Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempts), seen.attempts),
+                                                 Condition::Or({Condition::NotExists(Attr(kOwner)),
+                                                                Condition::Le(Attr(kExpires), now_ms)})})));
   if (!r.applied) return std::optional<CallbackDelivery>();
   ASSIGN_OR_RETURN(CallbackDelivery claimed, FromItem(r.item));
   return std::optional<CallbackDelivery>(std::move(claimed));

@@ -105,15 +105,24 @@ UpdateOp SetTtl(int64_t now_sec, const breaker::Config& config) {
 std::string_view ToString(BreakerTransition::Cause cause) {
   using Cause = BreakerTransition::Cause;
   switch (cause) {
-    case Cause::kFailureThreshold: return "failure_threshold";
-    case Cause::kProbeClaimed: return "probe_claimed";
-    case Cause::kProbeTakenOver: return "probe_taken_over";
-    case Cause::kProbeReturned: return "probe_returned";
-    case Cause::kProbeSucceeded: return "probe_succeeded";
-    case Cause::kProbeFailed: return "probe_failed";
-    case Cause::kProbeThrottled: return "probe_throttled";
-    case Cause::kForcedOpen: return "forced_open";
-    case Cause::kManualClose: return "manual_close";
+    case Cause::kFailureThreshold:
+      return "failure_threshold";
+    case Cause::kProbeClaimed:
+      return "probe_claimed";
+    case Cause::kProbeTakenOver:
+      return "probe_taken_over";
+    case Cause::kProbeReturned:
+      return "probe_returned";
+    case Cause::kProbeSucceeded:
+      return "probe_succeeded";
+    case Cause::kProbeFailed:
+      return "probe_failed";
+    case Cause::kProbeThrottled:
+      return "probe_throttled";
+    case Cause::kForcedOpen:
+      return "forced_open";
+    case Cause::kManualClose:
+      return "manual_close";
   }
   return "unknown";
 }
@@ -155,16 +164,15 @@ absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Read(std::string_view c
   return Decode(item, connector_id);
 }
 
-absl::StatusOr<breaker::Snapshot> CircuitBreakerService::CachedOrRead(std::string_view connector_id,
-                                                                      int64_t now_ms) {
+absl::StatusOr<breaker::Snapshot> CircuitBreakerService::CachedOrRead(std::string_view connector_id, int64_t now_ms) {
   if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) return *cached;
   ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
   Remember(connector_id, s, now_ms);
   return s;
 }
 
-absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermission(
-    std::string_view connector_id, const breaker::Config& config) {
+absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermission(std::string_view connector_id,
+                                                                                       const breaker::Config& config) {
   const int64_t now_ms = clock_.now_epoch_ms();
   ASSIGN_OR_RETURN(const breaker::Snapshot s, CachedOrRead(connector_id, now_ms));
   const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
@@ -184,7 +192,8 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPerm
       return p;
     }
     case breaker::PermissionPlan::Step::kClaimProbe:
-    case breaker::PermissionPlan::Step::kTakeOverProbe: return ClaimProbe(connector_id, config, s, now_ms);
+    case breaker::PermissionPlan::Step::kTakeOverProbe:
+      return ClaimProbe(connector_id, config, s, now_ms);
   }
   return absl::InternalError("unreachable permission step");
 }
@@ -214,17 +223,16 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
   const int64_t now_sec = now_ms / 1000;
   const bool take_over = seen.state == State::kHalfOpen;
   Condition condition =
-      take_over
-          ? Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
-                            Condition::Eq(Attr(kGeneration), seen.generation),
-                            Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
-                                           Condition::Le(Attr(kProbeExpiresAt), now_sec)})})
-          // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
-          : Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
-                            Condition::Or({Condition::NotExists(Attr(kProbeInFlight)),
-                                           Condition::Eq(Attr(kProbeInFlight), false)}),
-                            Condition::Le(Attr(kOpenUntil), now_sec),
-                            Condition::Eq(Attr(kGeneration), seen.generation)});
+      take_over ? Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+                                  Condition::Eq(Attr(kGeneration), seen.generation),
+                                  Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
+                                                 Condition::Le(Attr(kProbeExpiresAt), now_sec)})})
+                // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
+                : Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
+                                  Condition::Or({Condition::NotExists(Attr(kProbeInFlight)),
+                                                 Condition::Eq(Attr(kProbeInFlight), false)}),
+                                  Condition::Le(Attr(kOpenUntil), now_sec),
+                                  Condition::Eq(Attr(kGeneration), seen.generation)});
   Permit p;
   p.probe_owner = absl::StrCat(instance_id_, "/", NewUuidV7(clock_));
   const std::vector<UpdateOp> ops = {
@@ -247,8 +255,8 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
   p.probe = true;
   p.generation = seen.generation + 1;
   Report(connector_id, seen.state, State::kHalfOpen,
-         take_over ? BreakerTransition::Cause::kProbeTakenOver : BreakerTransition::Cause::kProbeClaimed,
-         p.generation, now_ms);
+         take_over ? BreakerTransition::Cause::kProbeTakenOver : BreakerTransition::Cause::kProbeClaimed, p.generation,
+         now_ms);
   return p;
 }
 
@@ -303,8 +311,7 @@ absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id,
     }
     if (!r.applied) continue;  // the window or the state moved under us: look again
     ASSIGN_OR_RETURN(breaker::Snapshot counted, Decode(r.item, connector_id));
-    if (!breaker::ShouldOpen(counted.window_failures, counted.window_calls, counted.distinct_failure_tenants,
-                             config)) {
+    if (!breaker::ShouldOpen(counted.window_failures, counted.window_calls, counted.distinct_failure_tenants, config)) {
       return absl::OkStatus();
     }
     // Every failure that crosses the threshold tries; the generation guard lets exactly one win (S5).
@@ -312,12 +319,12 @@ absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id,
                       BreakerTransition::Cause::kFailureThreshold, State::kOpen, now_ms)
         .status();
   }
-  return absl::AbortedError(
-      absl::StrCat("breaker of connector '", std::string(connector_id), "': failure not recorded after ", kMaxAttempts, " races"));
+  return absl::AbortedError(absl::StrCat("breaker of connector '", std::string(connector_id),
+                                         "': failure not recorded after ", kMaxAttempts, " races"));
 }
 
 absl::Status CircuitBreakerService::ProbeResult(std::string_view connector_id, const breaker::Config& config,
-                                               const Permit& permit, State to) {
+                                                const Permit& permit, State to) {
   // S2: a full put of CLOSED (success) or OPEN for another cooldown (failure) clears the probe;
   // S3: only while the probe's generation is still current.
   const int64_t now_ms = clock_.now_epoch_ms();
@@ -325,8 +332,10 @@ absl::Status CircuitBreakerService::ProbeResult(std::string_view connector_id, c
   seen.exists = true;
   seen.state = State::kHalfOpen;
   seen.generation = permit.generation;
-  const auto cause = to == State::kClosed ? BreakerTransition::Cause::kProbeSucceeded : BreakerTransition::Cause::kProbeFailed;
-  return Transition(connector_id, seen, FreshItem(to, permit.generation + 1, now_ms, config), cause, to, now_ms).status();
+  const auto cause =
+      to == State::kClosed ? BreakerTransition::Cause::kProbeSucceeded : BreakerTransition::Cause::kProbeFailed;
+  return Transition(connector_id, seen, FreshItem(to, permit.generation + 1, now_ms, config), cause, to, now_ms)
+      .status();
 }
 
 absl::Status CircuitBreakerService::RecordThrottled(std::string_view connector_id, const breaker::Config& config,
@@ -354,12 +363,13 @@ absl::Status CircuitBreakerService::RecordThrottled(std::string_view connector_i
     ASSIGN_OR_RETURN(r, store_.Put(Key(connector_id), item, Condition::ItemAbsentOrExpired(now_sec)));
   } else {
     // Only the first throttled call of a window writes; the others find it throttled already.
-    ASSIGN_OR_RETURN(r, store_.Update(Key(connector_id),
-                                      {UpdateOp::Set(Attr(kThrottledUntil), until), UpdateOp::Set(Attr(kUpdatedAt), now_ms)},
-                                      Condition::And({Condition::Exists(Attr(kState)),
-                                                      Condition::Or({Condition::NotExists(Attr(kThrottledUntil)),
-                                                                     Condition::Le(Attr(kThrottledUntil), now_sec)})}),
-                                      store::ReturnValues::kNone));
+    ASSIGN_OR_RETURN(
+        r, store_.Update(Key(connector_id),
+                         {UpdateOp::Set(Attr(kThrottledUntil), until), UpdateOp::Set(Attr(kUpdatedAt), now_ms)},
+                         Condition::And({Condition::Exists(Attr(kState)),
+                                         Condition::Or({Condition::NotExists(Attr(kThrottledUntil)),
+                                                        Condition::Le(Attr(kThrottledUntil), now_sec)})}),
+                         store::ReturnValues::kNone));
   }
   Forget(connector_id);  // this instance sees the throttle at once, whoever wrote it
   (void)r;               // not applied: another caller recorded this window first
@@ -368,14 +378,12 @@ absl::Status CircuitBreakerService::RecordThrottled(std::string_view connector_i
 
 absl::Status CircuitBreakerService::ReturnProbe(std::string_view connector_id, const Permit& permit) {
   const int64_t now_ms = clock_.now_epoch_ms();
-  const std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kProbeInFlight), false),
-                                     UpdateOp::Remove(Attr(kProbeOwner)),
+  const std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kProbeInFlight), false), UpdateOp::Remove(Attr(kProbeOwner)),
                                      UpdateOp::Set(Attr(kGeneration), permit.generation + 1),
                                      UpdateOp::Set(Attr(kUpdatedAt), now_ms)};
-  const Condition condition =
-      Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
-                      Condition::Eq(Attr(kGeneration), permit.generation),
-                      Condition::Eq(Attr(kProbeOwner), permit.probe_owner)});
+  const Condition condition = Condition::And(
+      {Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+       Condition::Eq(Attr(kGeneration), permit.generation), Condition::Eq(Attr(kProbeOwner), permit.probe_owner)});
   ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(connector_id), ops, condition));
   if (r.applied) {
     Report(connector_id, State::kHalfOpen, State::kHalfOpen, BreakerTransition::Cause::kProbeReturned,
@@ -387,7 +395,8 @@ absl::Status CircuitBreakerService::ReturnProbe(std::string_view connector_id, c
 absl::StatusOr<breaker::Snapshot> CircuitBreakerService::ForceOpen(std::string_view connector_id,
                                                                    const breaker::Config& config,
                                                                    const OperatorNote& note) {
-  ASSIGN_OR_RETURN(CloseResult r, Override(connector_id, config, State::kForcedOpen, BreakerTransition::Cause::kForcedOpen, note));
+  ASSIGN_OR_RETURN(CloseResult r,
+                   Override(connector_id, config, State::kForcedOpen, BreakerTransition::Cause::kForcedOpen, note));
   return r.after;
 }
 
@@ -397,7 +406,8 @@ absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Manual
 }
 
 absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Override(std::string_view connector_id,
-                                                                                   const breaker::Config& config, State to,
+                                                                                   const breaker::Config& config,
+                                                                                   State to,
                                                                                    BreakerTransition::Cause cause,
                                                                                    const OperatorNote& note) {
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
@@ -434,16 +444,15 @@ absl::StatusOr<bool> CircuitBreakerService::Transition(std::string_view connecto
   }
   Condition condition = Unchanged(seen, now_ms / 1000);
   if (seen.exists) {
-    condition = Condition::And(
-        {condition, Condition::Eq(Attr(kState), std::string(breaker::ToString(seen.state)))});
+    condition = Condition::And({condition, Condition::Eq(Attr(kState), std::string(breaker::ToString(seen.state)))});
   }
   ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(Key(connector_id), next, condition));
   if (r.applied) Report(connector_id, seen.state, to, cause, store::GetInt(next, kGeneration).value_or(0), now_ms);
   return r.applied;
 }
 
-void CircuitBreakerService::Report(std::string_view connector_id, State from, State to,
-                                   BreakerTransition::Cause cause, int64_t generation, int64_t now_ms) {
+void CircuitBreakerService::Report(std::string_view connector_id, State from, State to, BreakerTransition::Cause cause,
+                                   int64_t generation, int64_t now_ms) {
   Forget(connector_id);  // this instance sees its own transitions at once
   if (listener_ == nullptr) return;
   listener_->OnTransition(BreakerTransition{std::string(connector_id), from, to, cause, generation, now_ms});

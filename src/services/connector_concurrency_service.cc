@@ -48,10 +48,10 @@ Condition AcquireCondition(const std::string& lease_id) {
 
 // The acquire of `lease` on its shard: ADD in_flight_count 1, SET holders.<id> = expiry, if there is room.
 store::WriteRequest AcquireRequest(const SlotLease& lease) {
-  return store::WriteRequest::Update(
-      ConnectorConcurrencyService::Key(lease.connector_id, lease.shard),
-      {UpdateOp::Add(Attr(kInFlight), 1), UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
-      AcquireCondition(lease.lease_id), store::ReturnValues::kNone);
+  return store::WriteRequest::Update(ConnectorConcurrencyService::Key(lease.connector_id, lease.shard),
+                                     {UpdateOp::Add(Attr(kInFlight), 1),
+                                      UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
+                                     AcquireCondition(lease.lease_id), store::ReturnValues::kNone);
 }
 
 absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view connector_id, int64_t now_ms,
@@ -60,7 +60,8 @@ absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view co
   const auto max = store::GetInt(item, kMax);
   const AttributeMap* holders = store::GetMap(item, kHolders);
   if (!in_flight || !max || holders == nullptr) {
-    return absl::DataLossError(absl::StrCat("concurrency item of connector '", std::string(connector_id), "' is malformed"));
+    return absl::DataLossError(
+        absl::StrCat("concurrency item of connector '", std::string(connector_id), "' is malformed"));
   }
   ConcurrencySnapshot s;
   s.in_flight = *in_flight;
@@ -122,11 +123,10 @@ absl::Status ConnectorConcurrencyService::EnsureShard(std::string_view connector
   ASSIGN_OR_RETURN(store::WriteResult created, store_.Put(Key(connector_id, shard), fresh, Condition::ItemAbsent()));
   if (created.applied) return absl::OkStatus();
   // Exists: follow the config unless an operator set the limit.
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(connector_id, shard), {UpdateOp::Set(Attr(kMax), share)},
-                                 Condition::And({Condition::Eq(Attr(kLimitSource), kFromConfig),
-                                                 Condition::Exists(Attr(kHolders)),
-                                                 Condition::Ne(Attr(kMax), share)})));
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(connector_id, shard), {UpdateOp::Set(Attr(kMax), share)},
+                                                       Condition::And({Condition::Eq(Attr(kLimitSource), kFromConfig),
+                                                                       Condition::Exists(Attr(kHolders)),
+                                                                       Condition::Ne(Attr(kMax), share)})));
   (void)r;  // not applied: already in line, or an operator's limit stands
   return absl::OkStatus();
 }
@@ -172,8 +172,7 @@ bool MayHaveRoom(const Item& item, int64_t now_ms, const ConcurrencyConfig& conf
 
 }  // namespace
 
-absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(std::string_view connector_id,
-                                                                               int shard,
+absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(std::string_view connector_id, int shard,
                                                                                const ConcurrencyConfig& config) {
   // Attempt 0 is the fast path; a second attempt follows only if the first found the item missing
   // or reclaimed an expired lease.
@@ -282,15 +281,18 @@ absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::WriteLimit(std:
                                  UpdateOp::Set(Attr(kLimitSource), std::string(source))};
     // The note goes with the limit: set with an operator's, gone with the config's.
     for (auto [name, value] : {std::pair{kLimitSetBy, &note.requested_by}, std::pair{kLimitReason, &note.reason}}) {
-      ops.push_back(from_operator && !value->empty() ? UpdateOp::Set(Attr(name), *value) : UpdateOp::Remove(Attr(name)));
+      ops.push_back(from_operator && !value->empty() ? UpdateOp::Set(Attr(name), *value)
+                                                     : UpdateOp::Remove(Attr(name)));
     }
-    ops.push_back(from_operator ? UpdateOp::Set(Attr(kLimitSetAt), clock_.now_epoch_ms()) : UpdateOp::Remove(Attr(kLimitSetAt)));
+    ops.push_back(from_operator ? UpdateOp::Set(Attr(kLimitSetAt), clock_.now_epoch_ms())
+                                : UpdateOp::Remove(Attr(kLimitSetAt)));
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(connector_id, k), ops, Condition::Exists(Attr(kHolders))));
     if (!r.applied) {
       return absl::FailedPreconditionError(
           absl::StrCat("connector '", std::string(connector_id), "' has no semaphore yet (it is created at start)"));
     }
-    ASSIGN_OR_RETURN(ConcurrencySnapshot part, Decode(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{}));
+    ASSIGN_OR_RETURN(ConcurrencySnapshot part,
+                     Decode(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{}));
     Add(total, part);
   }
   return total;

@@ -45,8 +45,8 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   const std::string outcome = s("outcome");
   std::optional<Outcome> parsed = ParseOutcome(outcome);
   if (!parsed) {
-    return absl::DataLossError(absl::StrCat("execution record ", r.execution_id, " has an unknown outcome '",
-                                            outcome.substr(0, 64), "'"));
+    return absl::DataLossError(
+        absl::StrCat("execution record ", r.execution_id, " has an unknown outcome '", outcome.substr(0, 64), "'"));
   }
   r.outcome = *parsed;
   r.reason = s("reason");
@@ -78,18 +78,18 @@ store::ItemKey ExecutionStore::Key(std::string_view tenant_id, std::string_view 
 store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
   Item item = OutcomeFields(r);
   item.insert({{"execution_id", r.execution_id},
-                {"tenant_id", r.tenant_id},
-                {"account_id", r.account_id},
-                {"tool_name", r.tool_name},
-                {"connector_id", r.connector_id},
-                {"action_type", r.action_type},
-                {"actor", r.actor},
-                {"intent_key", r.intent_key},
-                {"idempotency_key", r.idempotency_key},
-                {"input_hash", r.input_hash},
-                {"replay_of", r.replay_of},
-                {"input_json", r.input_json},
-                {"created_at_ms", r.created_at_ms}});
+               {"tenant_id", r.tenant_id},
+               {"account_id", r.account_id},
+               {"tool_name", r.tool_name},
+               {"connector_id", r.connector_id},
+               {"action_type", r.action_type},
+               {"actor", r.actor},
+               {"intent_key", r.intent_key},
+               {"idempotency_key", r.idempotency_key},
+               {"input_hash", r.input_hash},
+               {"replay_of", r.replay_of},
+               {"input_json", r.input_json},
+               {"created_at_ms", r.created_at_ms}});
   if (r.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), r.expires_at_s);
   return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent());
 }
@@ -135,11 +135,11 @@ absl::StatusOr<bool> ExecutionStore::ReserveReplay(std::string_view tenant_id, s
 }
 
 absl::Status ExecutionStore::ReleaseReplay(std::string_view tenant_id, std::string_view execution_id) {
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(tenant_id, execution_id), {UpdateOp::Add(Attr("replay_count"), -1)},
-                                 Condition::And({Condition::Exists(Attr("execution_id")),
-                                                 Condition::Gt(Attr("replay_count"), 0)}),
-                                 store::ReturnValues::kNone));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(Key(tenant_id, execution_id), {UpdateOp::Add(Attr("replay_count"), -1)},
+                    Condition::And({Condition::Exists(Attr("execution_id")), Condition::Gt(Attr("replay_count"), 0)}),
+                    store::ReturnValues::kNone));
   (void)r;  // not applied: the original is gone with its retention, or holds no reservation
   return absl::OkStatus();
 }
@@ -164,7 +164,8 @@ absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::List(std::string_view t
     for (auto& [sk, item] : p.items) {
       ASSIGN_OR_RETURN(ExecutionRecord r, FromItem(item));
       last_examined = r.execution_id;
-      if ((!f.tool.empty() && r.tool_name != f.tool) || (!f.outcome.empty() && ToString(r.outcome) != f.outcome)) continue;
+      if ((!f.tool.empty() && r.tool_name != f.tool) || (!f.outcome.empty() && ToString(r.outcome) != f.outcome))
+        continue;
       page.executions.push_back(std::move(r));
       if (static_cast<int>(page.executions.size()) == limit) {
         page.next = last_examined;
@@ -204,7 +205,8 @@ bool Matches(const ExecutionStore::AdminListFilter& f, const ExecutionRecord& r)
   if (!f.connector.empty() && r.connector_id != f.connector) return false;
   if (!f.tenant.empty() && r.tenant_id != f.tenant) return false;
   if (!f.tool.empty() && r.tool_name != f.tool) return false;
-  if (!f.outcomes.empty() && std::find(f.outcomes.begin(), f.outcomes.end(), ToString(r.outcome)) == f.outcomes.end()) return false;
+  if (!f.outcomes.empty() && std::find(f.outcomes.begin(), f.outcomes.end(), ToString(r.outcome)) == f.outcomes.end())
+    return false;
   if (f.since_ms && r.created_at_ms < *f.since_ms) return false;
   if (f.until_ms && r.created_at_ms >= *f.until_ms) return false;
   if (f.originals_only && !r.replay_of.empty()) return false;

@@ -26,10 +26,14 @@ std::optional<IntentStore::State> Parse(std::string_view s) {
 
 std::string_view IntentStore::ToString(State s) {
   switch (s) {
-    case State::kInProgress: return "IN_PROGRESS";
-    case State::kSucceeded: return "SUCCEEDED";
-    case State::kFailed: return "FAILED";
-    case State::kUnknown: return "UNKNOWN";
+    case State::kInProgress:
+      return "IN_PROGRESS";
+    case State::kSucceeded:
+      return "SUCCEEDED";
+    case State::kFailed:
+      return "FAILED";
+    case State::kUnknown:
+      return "UNKNOWN";
   }
   return "UNKNOWN";
 }
@@ -99,8 +103,8 @@ store::WriteRequest IntentStore::FinishRequest(std::string_view tenant_id, std::
                                      store::ReturnValues::kNone);
 }
 
-absl::Status IntentStore::Finish(std::string_view tenant_id, std::string_view intent_key,
-                                 std::string_view execution_id, State state, std::string_view result_json) {
+absl::Status IntentStore::Finish(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
+                                 State state, std::string_view result_json) {
   const store::WriteRequest w = FinishRequest(tenant_id, intent_key, execution_id, state, result_json);
   ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
   (void)r;  // not applied: taken over; nothing to record
@@ -116,11 +120,10 @@ absl::Status IntentStore::Release(std::string_view tenant_id, std::string_view i
     (void)r;
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(tenant_id, intent_key),
-                                 {UpdateOp::Set(Attr("state"), std::string(ToString(*previous))),
-                                  UpdateOp::Set(Attr("held_until_ms"), int64_t{0})},
-                                 mine, store::ReturnValues::kNone));
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(Key(tenant_id, intent_key),
+                                                       {UpdateOp::Set(Attr("state"), std::string(ToString(*previous))),
+                                                        UpdateOp::Set(Attr("held_until_ms"), int64_t{0})},
+                                                       mine, store::ReturnValues::kNone));
   (void)r;
   return absl::OkStatus();
 }

@@ -65,8 +65,8 @@ absl::Status KillSwitchService::ValidateSwitch(std::string_view scope, std::stri
   }
   // A key no call can carry would be a switch that never fires: refuse it (DESIGN §17.2).
   auto name_error = [](std::string_view what) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(std::string(what), " must match [A-Za-z0-9_.-]{1,", kMaxNameLength, "} (names are case-sensitive)"));
+    return absl::InvalidArgumentError(absl::StrCat(std::string(what), " must match [A-Za-z0-9_.-]{1,", kMaxNameLength,
+                                                   "} (names are case-sensitive)"));
   };
   auto tenant_error = [] {
     return absl::InvalidArgumentError("a tenant must match [A-Za-z0-9_.:@-]{1,128}, as tokens carry it");
@@ -81,7 +81,8 @@ absl::Status KillSwitchService::ValidateSwitch(std::string_view scope, std::stri
     if (!IsValidToolName(key)) return name_error("an action type (or tool name)");
   } else {  // tenant_action
     const auto slash = key.find('/');
-    if (slash == std::string_view::npos) return absl::InvalidArgumentError("a tenant_action key is \"<tenant>/<action_type>\"");
+    if (slash == std::string_view::npos)
+      return absl::InvalidArgumentError("a tenant_action key is \"<tenant>/<action_type>\"");
     if (!IsValidTenantId(key.substr(0, slash))) return tenant_error();
     if (!IsValidToolName(key.substr(slash + 1))) return name_error("the action type of a tenant_action key");
   }
@@ -91,7 +92,7 @@ absl::Status KillSwitchService::ValidateSwitch(std::string_view scope, std::stri
 absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
   RETURN_IF_ERROR(ValidateSwitch(ks.scope, ks.key));
   ks.at = Rfc3339(clock_.now_epoch_ms());
-  const Item item{{"scope", ks.scope},   {"key", ks.key}, {"reason", ks.reason}, {"requested_by", ks.requested_by},
+  const Item item{{"scope", ks.scope}, {"key", ks.key}, {"reason", ks.reason}, {"requested_by", ks.requested_by},
                   {"actor", ks.actor}, {"at", ks.at}};
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Put({kPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always()));

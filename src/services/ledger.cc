@@ -69,7 +69,9 @@ int64_t LedgerRetention::AuditExpiry(int64_t epoch_ms) const {
 Ledger::Ledger(store::ItemStore& store, const Clock& clock, LedgerRetention retention)
     : store_(store), clock_(clock), retention_(retention) {}
 
-std::string Ledger::ExecutionChain(std::string_view execution_id) { return absl::StrCat("EXEC#", std::string(execution_id)); }
+std::string Ledger::ExecutionChain(std::string_view execution_id) {
+  return absl::StrCat("EXEC#", std::string(execution_id));
+}
 
 std::string Ledger::AuditChain(int64_t epoch_ms) { return absl::StrCat("AUDIT#", Rfc3339(epoch_ms).substr(0, 10)); }
 
@@ -77,7 +79,8 @@ std::string Ledger::Hash(std::string_view prev_hash, const LedgerEvent& e) {
   nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
   if (data.is_discarded()) data = e.data;  // hash what is there; the chain check will still detect edits
   const nlohmann::json canonical = {{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}, {"data", data}};
-  return Sha256Hex(absl::StrCat(std::string(prev_hash), canonical.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+  return Sha256Hex(
+      absl::StrCat(std::string(prev_hash), canonical.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
 }
 
 absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
@@ -103,9 +106,8 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppend(const std::str
   e.data = std::string(data_json);
   e.prev_hash = tail.hash;
   e.hash = Hash(e.prev_hash, e);
-  Item item{{"seq", e.seq},     {"type", e.type}, {"at", e.at},
-            {"actor", e.actor}, {"data", e.data}, {"hash", e.hash},
-            {"prev_hash", e.prev_hash}};
+  Item item{{"seq", e.seq},   {"type", e.type},          {"at", e.at}, {"actor", e.actor}, {"data", e.data},
+            {"hash", e.hash}, {"prev_hash", e.prev_hash}};
   if (tail.expires_at_s > 0) {
     e.expires_at_s = tail.expires_at_s;
     item.emplace(std::string(store::kTtlAttribute), tail.expires_at_s);
@@ -130,7 +132,8 @@ store::WriteRequest Ledger::AnchorRequest(const ChainAnchor& anchor, const Ledge
   if (anchor.must_exist) {
     forward = Condition::And({Condition::Exists(store::AttributePath::Top("execution_id")), std::move(forward)});
   } else if (event.expires_at_s > 0) {
-    ops.push_back(store::UpdateOp::Set(store::AttributePath::Top(std::string(store::kTtlAttribute)), event.expires_at_s));
+    ops.push_back(
+        store::UpdateOp::Set(store::AttributePath::Top(std::string(store::kTtlAttribute)), event.expires_at_s));
   }
   return store::WriteRequest::Update(anchor.key, std::move(ops), std::move(forward), store::ReturnValues::kNone)
       .AfterPrevious();
@@ -240,7 +243,8 @@ absl::Status Ledger::VerifyChain(const std::vector<LedgerEvent>& events) {
     if (e.seq != want_seq) {
       return absl::DataLossError(absl::StrCat("event ", want_seq, " is missing (found seq ", e.seq, ")"));
     }
-    if (e.prev_hash != prev) return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") does not link to event ", e.seq - 1));
+    if (e.prev_hash != prev)
+      return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") does not link to event ", e.seq - 1));
     if (Hash(prev, e) != e.hash) {
       return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") was altered: its hash does not match"));
     }

@@ -75,20 +75,21 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
   for (auto [field, value] : {std::pair{"tenant_id", &r.tenant_id}, std::pair{"tool_name", &r.tool_name},
                               std::pair{"connector_id", &r.connector_id}, std::pair{"action_type", &r.action_type}}) {
     if (d.contains(field) && d[field] != *value) {
-      return Bad(absl::StrCat("its record's ", field, " '", *value, "' differs from EXECUTION_RECEIVED's ",
-                              d[field].dump()));
+      return Bad(
+          absl::StrCat("its record's ", field, " '", *value, "' differs from EXECUTION_RECEIVED's ", d[field].dump()));
     }
   }
   if (final_event == nullptr) {
     if (r.outcome != Outcome::kInProgress) {
-      return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)), " but its chain has no event that ends the execution"));
+      return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)),
+                              " but its chain has no event that ends the execution"));
     }
     return absl::OkStatus();
   }
   const std::vector<std::string> allowed = OutcomesOf(*final_event);
   if (std::find(allowed.begin(), allowed.end(), ToString(r.outcome)) == allowed.end()) {
-    return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)), " but event ", final_event->seq, " (", final_event->type,
-                            ") says ", allowed.front()));
+    return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)), " but event ", final_event->seq, " (",
+                            final_event->type, ") says ", allowed.front()));
   }
   const json fd = Data(*final_event);
   if (fd.contains("result_sha256") && fd["result_sha256"] != Sha256Hex(r.result_json)) {
@@ -128,7 +129,8 @@ absl::Status LedgerVerifier::CheckAuditDay(const std::vector<LedgerEvent>& event
   RETURN_IF_ERROR(Ledger::VerifyChain(events));
   if (head.seq == 0) return Bad("its head item (the anchor of its last event) is missing");
   if (head.expires_at_s != events.front().expires_at_s) {
-    return Bad(absl::StrCat("its head expires at ", head.expires_at_s, ", its events at ", events.front().expires_at_s));
+    return Bad(
+        absl::StrCat("its head expires at ", head.expires_at_s, ", its events at ", events.front().expires_at_s));
   }
   return CheckAnchor(events, head.seq, head.hash, "head item", pending);
 }

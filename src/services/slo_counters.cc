@@ -44,7 +44,8 @@ constexpr std::array<std::pair<const char*, int64_t OutcomeCounts::*>, 5> kOutco
 
 // A reason fit to be part of an attribute name; anything else is "other".
 std::string ReasonKey(std::string_view reason) {
-  if (reason.empty() || reason.size() > 40 || reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string_view::npos) {
+  if (reason.empty() || reason.size() > 40 ||
+      reason.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string_view::npos) {
     return "other";
   }
   return std::string(reason);
@@ -75,7 +76,8 @@ absl::StatusOr<SloBucket> DecodeBucket(const Item& item, const std::string& conn
     const auto* v = store::Find(item, store::AttributePath::Top(std::string(name)));
     if (v == nullptr) return absl::OkStatus();
     if (!v->is_number() || v->as_number() < 0 || v->as_number() > 1e15) {
-      return absl::DataLossError(absl::StrCat("SLO counter SLO#", connector, "/", sk, ": ", std::string(name), " is not a count"));
+      return absl::DataLossError(
+          absl::StrCat("SLO counter SLO#", connector, "/", sk, ": ", std::string(name), " is not a count"));
     }
     out = static_cast<int64_t>(v->as_number());
     return absl::OkStatus();
@@ -94,7 +96,9 @@ absl::StatusOr<SloBucket> DecodeBucket(const Item& item, const std::string& conn
   return b;
 }
 
-std::string AlarmSk(slo::Sli sli, std::string_view tier) { return "ALARM#" + std::string(slo::ToString(sli)) + "#" + std::string(tier); }
+std::string AlarmSk(slo::Sli sli, std::string_view tier) {
+  return "ALARM#" + std::string(slo::ToString(sli)) + "#" + std::string(tier);
+}
 
 }  // namespace
 
@@ -142,17 +146,24 @@ void SloCounters::RecordOutcome(const std::string& connector, Outcome outcome, s
   OutcomeCounts& o = pending_minutes_[{connector, minute}].outcomes;
   o.calls += 1;
   switch (outcome) {
-    case Outcome::kSucceeded: o.succeeded += 1; break;
-    case Outcome::kFailed: o.failed += 1; break;
+    case Outcome::kSucceeded:
+      o.succeeded += 1;
+      break;
+    case Outcome::kFailed:
+      o.failed += 1;
+      break;
     case Outcome::kDeferred:
       o.deferred += 1;
       o.deferred_by_reason[ReasonKey(reason)] += 1;
       break;
-    case Outcome::kBlocked: o.blocked += 1; break;
+    case Outcome::kBlocked:
+      o.blocked += 1;
+      break;
     case Outcome::kInProgress:
     case Outcome::kQueued:
     case Outcome::kRunning:
-    case Outcome::kExpired: break;  // counted in `calls` only
+    case Outcome::kExpired:
+      break;  // counted in `calls` only
   }
 }
 
@@ -181,16 +192,17 @@ absl::Status SloCounters::Flush() {
   std::vector<WriteRequest> writes;
   std::vector<std::pair<PendingMap*, PendingMap::const_iterator>> sources;
   for (auto it = minutes.cbegin(); it != minutes.cend(); ++it) {
-    writes.push_back(WriteRequest::Update({Pk(it->first.first), MinuteSk(it->first.second)},
-                                          AddOps(it->second.counts, it->second.latency, it->second.outcomes,
-                                                 (it->first.second + 1) * 60 + kMinuteTtlS),
-                                          Condition::Always(), store::ReturnValues::kNone));
+    writes.push_back(WriteRequest::Update(
+        {Pk(it->first.first), MinuteSk(it->first.second)},
+        AddOps(it->second.counts, it->second.latency, it->second.outcomes, (it->first.second + 1) * 60 + kMinuteTtlS),
+        Condition::Always(), store::ReturnValues::kNone));
     sources.emplace_back(&pending_minutes_, it);
   }
   for (auto it = hours.cbegin(); it != hours.cend(); ++it) {
-    writes.push_back(WriteRequest::Update({Pk(it->first.first), HourSk(it->first.second)},
-                                          AddOps(it->second.counts, it->second.latency, {}, (it->first.second + 1) * 3600 + kHourTtlS),
-                                          Condition::Always(), store::ReturnValues::kNone));
+    writes.push_back(WriteRequest::Update(
+        {Pk(it->first.first), HourSk(it->first.second)},
+        AddOps(it->second.counts, it->second.latency, {}, (it->first.second + 1) * 3600 + kHourTtlS),
+        Condition::Always(), store::ReturnValues::kNone));
     sources.emplace_back(&pending_hours_, it);
   }
   const auto results = store_.WriteBatch(writes);
@@ -244,7 +256,8 @@ absl::StatusOr<std::map<int64_t, SloBucket>> SloCounters::ReadRange(const std::s
 absl::StatusOr<SloSeries> SloCounters::Read(const std::string& connector) {
   const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
   SloSeries s;
-  ASSIGN_OR_RETURN(s.minutes, ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1, now_minute));
+  ASSIGN_OR_RETURN(s.minutes,
+                   ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1, now_minute));
   const int64_t now_hour = now_minute / 60;
   ASSIGN_OR_RETURN(s.hours, ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1, now_hour));
   return s;

@@ -127,9 +127,9 @@ absl::StatusOr<Signature> SignV4(const SignableRequest& request, const Credentia
     names.push_back(name);
   }
   s.signed_headers = absl::StrJoin(names, ";");
-  s.canonical_request = absl::StrCat(request.method, "\n", request.path.empty() ? "/" : request.path, "\n",
-                                     CanonicalQuery(request.query), "\n", canonical_headers, "\n",
-                                     s.signed_headers, "\n", Sha256Hex(request.payload));
+  s.canonical_request =
+      absl::StrCat(request.method, "\n", request.path.empty() ? "/" : request.path, "\n", CanonicalQuery(request.query),
+                   "\n", canonical_headers, "\n", s.signed_headers, "\n", Sha256Hex(request.payload));
   const std::string credential_scope = absl::StrCat(date, "/", scope.region, "/", scope.service, "/aws4_request");
   s.string_to_sign =
       absl::StrCat("AWS4-HMAC-SHA256\n", amz_date, "\n", credential_scope, "\n", Sha256Hex(s.canonical_request));

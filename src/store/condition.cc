@@ -67,12 +67,18 @@ std::string OperandToString(const Condition::Operand& o) {
 
 const char* OpToString(Condition::Op op) {
   switch (op) {
-    case Condition::Op::kEq: return "=";
-    case Condition::Op::kNe: return "<>";
-    case Condition::Op::kLt: return "<";
-    case Condition::Op::kLe: return "<=";
-    case Condition::Op::kGt: return ">";
-    case Condition::Op::kGe: return ">=";
+    case Condition::Op::kEq:
+      return "=";
+    case Condition::Op::kNe:
+      return "<>";
+    case Condition::Op::kLt:
+      return "<";
+    case Condition::Op::kLe:
+      return "<=";
+    case Condition::Op::kGt:
+      return ">";
+    case Condition::Op::kGe:
+      return ">=";
   }
   return "?";
 }
@@ -81,11 +87,16 @@ const char* OpToString(Condition::Op op) {
 
 std::string Condition::ToString() const {
   switch (kind_) {
-    case Kind::kAlways: return "always";
-    case Kind::kItemExists: return "item_exists";
-    case Kind::kItemAbsent: return "item_absent";
-    case Kind::kExists: return absl::StrCat("exists(", path_->ToString(), ")");
-    case Kind::kNotExists: return absl::StrCat("not_exists(", path_->ToString(), ")");
+    case Kind::kAlways:
+      return "always";
+    case Kind::kItemExists:
+      return "item_exists";
+    case Kind::kItemAbsent:
+      return "item_absent";
+    case Kind::kExists:
+      return absl::StrCat("exists(", path_->ToString(), ")");
+    case Kind::kNotExists:
+      return absl::StrCat("not_exists(", path_->ToString(), ")");
     case Kind::kCompare:
       return absl::StrCat(OperandToString(lhs_), " ", OpToString(op_), " ", OperandToString(rhs_));
     case Kind::kAnd:
@@ -94,7 +105,8 @@ std::string Condition::ToString() const {
       for (const Condition& t : *terms_) parts.push_back(t.ToString());
       return absl::StrCat("(", absl::StrJoin(parts, kind_ == Kind::kAnd ? " and " : " or "), ")");
     }
-    case Kind::kNot: return absl::StrCat("not ", (*terms_)[0].ToString());
+    case Kind::kNot:
+      return absl::StrCat("not ", (*terms_)[0].ToString());
   }
   return "?";
 }
@@ -108,9 +120,15 @@ std::vector<absl::StatusOr<WriteResult>> ItemStore::WriteBatch(const std::vector
       continue;
     }
     switch (r.kind) {
-      case WriteRequest::Kind::kPut: results.push_back(Put(r.key, r.item, r.condition)); break;
-      case WriteRequest::Kind::kUpdate: results.push_back(Update(r.key, r.ops, r.condition, r.returns)); break;
-      case WriteRequest::Kind::kErase: results.push_back(Erase(r.key, r.condition)); break;
+      case WriteRequest::Kind::kPut:
+        results.push_back(Put(r.key, r.item, r.condition));
+        break;
+      case WriteRequest::Kind::kUpdate:
+        results.push_back(Update(r.key, r.ops, r.condition, r.returns));
+        break;
+      case WriteRequest::Kind::kErase:
+        results.push_back(Erase(r.key, r.condition));
+        break;
     }
   }
   return results;

@@ -21,12 +21,18 @@ constexpr std::string_view kFalse = "(attribute_not_exists(#n_pk) AND attribute_
 
 std::string_view OpText(Condition::Op op) {
   switch (op) {
-    case Condition::Op::kEq: return "=";
-    case Condition::Op::kNe: return "<>";
-    case Condition::Op::kLt: return "<";
-    case Condition::Op::kLe: return "<=";
-    case Condition::Op::kGt: return ">";
-    case Condition::Op::kGe: return ">=";
+    case Condition::Op::kEq:
+      return "=";
+    case Condition::Op::kNe:
+      return "<>";
+    case Condition::Op::kLt:
+      return "<";
+    case Condition::Op::kLe:
+      return "<=";
+    case Condition::Op::kGt:
+      return ">";
+    case Condition::Op::kGe:
+      return ">=";
   }
   return "=";
 }
@@ -101,8 +107,8 @@ absl::StatusOr<AttributeValue> ValueFromWire(const json& wire) {
     }
     return AttributeValue(std::move(m));
   }
-  return absl::DataLossError(absl::StrCat("DynamoDB attribute of type '", type.substr(0, 10),
-                                          "' is not one toolgate writes"));
+  return absl::DataLossError(
+      absl::StrCat("DynamoDB attribute of type '", type.substr(0, 10), "' is not one toolgate writes"));
 }
 
 absl::StatusOr<Item> ItemFromWire(const json& wire) {
@@ -120,7 +126,8 @@ absl::StatusOr<Item> ItemFromWire(const json& wire) {
 std::string ExpressionBuilder::Name(std::string_view attribute) {
   auto it = name_ids_.find(attribute);
   if (it != name_ids_.end()) return it->second;
-  std::string id = IsKeyAttribute(attribute) ? absl::StrCat("#n_", std::string(attribute)) : absl::StrCat("#n", name_ids_.size());
+  std::string id =
+      IsKeyAttribute(attribute) ? absl::StrCat("#n_", std::string(attribute)) : absl::StrCat("#n", name_ids_.size());
   names_[id] = std::string(attribute);
   name_ids_.emplace(std::string(attribute), id);
   return id;
@@ -151,11 +158,16 @@ absl::StatusOr<std::string> RenderCondition(const Condition& c, ExpressionBuilde
     return std::string(fixed);
   };
   switch (c.kind()) {
-    case K::kAlways: return std::string();
-    case K::kItemExists: return absl::StrCat("attribute_exists(", b.Name(kPartitionKey), ")");
-    case K::kItemAbsent: return absl::StrCat("attribute_not_exists(", b.Name(kPartitionKey), ")");
-    case K::kExists: return absl::StrCat("attribute_exists(", b.Path(*c.path()), ")");
-    case K::kNotExists: return absl::StrCat("attribute_not_exists(", b.Path(*c.path()), ")");
+    case K::kAlways:
+      return std::string();
+    case K::kItemExists:
+      return absl::StrCat("attribute_exists(", b.Name(kPartitionKey), ")");
+    case K::kItemAbsent:
+      return absl::StrCat("attribute_not_exists(", b.Name(kPartitionKey), ")");
+    case K::kExists:
+      return absl::StrCat("attribute_exists(", b.Path(*c.path()), ")");
+    case K::kNotExists:
+      return absl::StrCat("attribute_not_exists(", b.Path(*c.path()), ")");
     case K::kCompare: {
       ASSIGN_OR_RETURN(std::string lhs, Operand(c.lhs(), b));
       ASSIGN_OR_RETURN(std::string rhs, Operand(c.rhs(), b));
@@ -167,7 +179,7 @@ absl::StatusOr<std::string> RenderCondition(const Condition& c, ExpressionBuilde
       std::vector<std::string> parts;
       for (const Condition& t : c.terms()) {
         ASSIGN_OR_RETURN(std::string part, RenderCondition(t, b));
-        if (part.empty()) {            // an Always term
+        if (part.empty()) {  // an Always term
           if (!is_and) return always_or(kTrue);
           continue;
         }
@@ -175,8 +187,7 @@ absl::StatusOr<std::string> RenderCondition(const Condition& c, ExpressionBuilde
       }
       if (parts.empty()) return is_and ? std::string() : always_or(kFalse);  // And() true, Or() false
       return absl::StrJoin(parts, is_and ? " AND " : " OR ");
-    }
-      break;
+    } break;
     case K::kNot: {
       ASSIGN_OR_RETURN(std::string inner, RenderCondition(c.terms().at(0), b));
       if (inner.empty()) return always_or(kFalse);

@@ -22,7 +22,7 @@ using nlohmann::json;
 
 namespace {
 
-constexpr size_t kMaxItemBytes = 400 * 1024;        // DynamoDB's item size limit
+constexpr size_t kMaxItemBytes = 400 * 1024;            // DynamoDB's item size limit
 constexpr size_t kMaxResponseBytes = 16 * 1024 * 1024;  // a 1 MB Query page plus JSON overhead
 // How long a kept-alive connection may sit idle before it is closed instead of reused.
 constexpr std::chrono::seconds kMaxIdle(30);
@@ -42,11 +42,13 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
     e.tls = true;
     rest = url.substr(8);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' must start with http:// or https://"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store.endpoint '", std::string(url), "' must start with http:// or https://"));
   }
   while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.empty() || rest.find('/') != std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("store.endpoint '", std::string(url), "' must be scheme://host[:port]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store.endpoint '", std::string(url), "' must be scheme://host[:port]"));
   }
   e.host_header = std::string(rest);
   std::string_view host = rest;
@@ -159,14 +161,16 @@ struct DynamoDbItemStore::Impl {
 
   // One signed HTTP exchange on a kept-alive connection (or a new one).
   Exchange Post(std::string_view target, const std::string& body) {
-    const std::string amz_date = aws::AmzDate(std::chrono::duration_cast<std::chrono::seconds>(
-                                                  std::chrono::system_clock::now().time_since_epoch())
-                                                  .count());
+    const std::string amz_date = aws::AmzDate(
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     const std::string full_target = absl::StrCat("DynamoDB_20120810.", std::string(target));
-    aws::SignableRequest sr{"POST", "/", "", {{"host", endpoint.host_header},
-                                               {"content-type", "application/x-amz-json-1.0"},
-                                               {"x-amz-date", amz_date},
-                                               {"x-amz-target", full_target}},
+    aws::SignableRequest sr{"POST",
+                            "/",
+                            "",
+                            {{"host", endpoint.host_header},
+                             {"content-type", "application/x-amz-json-1.0"},
+                             {"x-amz-date", amz_date},
+                             {"x-amz-target", full_target}},
                             body};
     if (!options.credentials.session_token.empty()) {
       sr.headers.emplace_back("x-amz-security-token", options.credentials.session_token);
@@ -213,7 +217,8 @@ struct DynamoDbItemStore::Impl {
         last = absl::StrCat("DynamoDB ", std::string(op), ": connection failed: ", ex.error);
         reason = "connection";
       } else if (ex.failure == Exchange::Failure::kAfterSend) {
-        last = absl::StrCat("DynamoDB ", std::string(op), ": ", ex.error, is_write ? " (the write's outcome is unknown)" : "");
+        last = absl::StrCat("DynamoDB ", std::string(op), ": ", ex.error,
+                            is_write ? " (the write's outcome is unknown)" : "");
         if (!is_write) reason = "connection";
       } else if (ex.status == 200) {
         json j = json::parse(ex.body, nullptr, false);
@@ -224,7 +229,8 @@ struct DynamoDbItemStore::Impl {
       } else {
         const std::string type = ErrorType(ex.body);
         const std::string message = ErrorMessage(ex.body);
-        last = absl::StrCat("DynamoDB ", std::string(op), ": ", type, " (HTTP ", ex.status, ")", message.empty() ? "" : ": ", message);
+        last = absl::StrCat("DynamoDB ", std::string(op), ": ", type, " (HTTP ", ex.status, ")",
+                            message.empty() ? "" : ": ", message);
         if (type == "ConditionalCheckFailedException" && condition_failed != nullptr) {
           *condition_failed = true;
           return json::object();
@@ -253,9 +259,9 @@ struct DynamoDbItemStore::Impl {
       std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
       const auto sleep = std::chrono::milliseconds(jitter(rng));
       if (attempt >= options.max_attempts || elapsed + sleep >= budget) {
-        return absl::UnavailableError(absl::StrCat(last, " (gave up after ", attempt, " attempts in ",
-                                                   std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(),
-                                                   " ms)"));
+        return absl::UnavailableError(
+            absl::StrCat(last, " (gave up after ", attempt, " attempts in ",
+                         std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(), " ms)"));
       }
       if (options.on_retry) options.on_retry(op, reason);
       std::this_thread::sleep_for(sleep);
@@ -293,8 +299,8 @@ absl::StatusOr<std::unique_ptr<DynamoDbItemStore>> DynamoDbItemStore::Open(Optio
   if (options.request_timeout_ms < 1 || options.retry_budget_ms < 0 || options.max_attempts < 1) {
     return absl::InvalidArgumentError("DynamoDB store timeouts and attempts must be positive");
   }
-  std::string url = options.endpoint.empty() ? absl::StrCat("https://dynamodb.", options.region, ".amazonaws.com")
-                                             : options.endpoint;
+  std::string url =
+      options.endpoint.empty() ? absl::StrCat("https://dynamodb.", options.region, ".amazonaws.com") : options.endpoint;
   ASSIGN_OR_RETURN(Endpoint endpoint, ParseEndpoint(url));
   auto impl = std::make_unique<Impl>(std::move(options), clock, std::move(endpoint));
   if (impl->endpoint.tls) {
@@ -327,8 +333,8 @@ absl::StatusOr<WriteResult> DynamoDbItemStore::Put(const ItemKey& key, const Ite
   wire[Impl::kSortKeyName()] = {{"S", key.sk}};
   const size_t size = wire.dump().size();
   if (size > kMaxItemBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("item ", key.pk, "/", key.sk, " is ", size,
-                                                   " bytes; DynamoDB holds at most 400 KB"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("item ", key.pk, "/", key.sk, " is ", size, " bytes; DynamoDB holds at most 400 KB"));
   }
   json req{{"TableName", impl_->options.table}, {"Item", std::move(wire)}};
   dynamodb::ExpressionBuilder b;
@@ -385,8 +391,8 @@ absl::StatusOr<QueryPage> DynamoDbItemStore::Query(const QueryRequest& request) 
   dynamodb::ExpressionBuilder b;
   std::string key_condition = absl::StrCat(b.Name(dynamodb::kPartitionKey), " = ", *b.Value(request.pk));
   if (!request.sk_prefix.empty()) {
-    absl::StrAppend(&key_condition, " AND begins_with(", b.Name(dynamodb::kSortKey), ", ",
-                    *b.Value(request.sk_prefix), ")");
+    absl::StrAppend(&key_condition, " AND begins_with(", b.Name(dynamodb::kSortKey), ", ", *b.Value(request.sk_prefix),
+                    ")");
   }
   json req{{"TableName", impl_->options.table},
            {"KeyConditionExpression", key_condition},
@@ -424,7 +430,8 @@ absl::StatusOr<ScanPage> DynamoDbItemStore::Scan(const ScanRequest& request) {
   dynamodb::ExpressionBuilder b;
   std::vector<std::string> filters;
   if (!request.pk_prefix.empty()) {
-    filters.push_back(absl::StrCat("begins_with(", b.Name(dynamodb::kPartitionKey), ", ", *b.Value(request.pk_prefix), ")"));
+    filters.push_back(
+        absl::StrCat("begins_with(", b.Name(dynamodb::kPartitionKey), ", ", *b.Value(request.pk_prefix), ")"));
   }
   if (!request.sk_prefix.empty()) {
     filters.push_back(absl::StrCat("begins_with(", b.Name(dynamodb::kSortKey), ", ", *b.Value(request.sk_prefix), ")"));
@@ -487,8 +494,8 @@ absl::StatusOr<std::string> DynamoDbItemStore::InitTable(int wait_timeout_ms) {
     const std::string status = d.value("/Table/TableStatus"_json_pointer, std::string());
     if (status == "ACTIVE") break;
     if (std::chrono::steady_clock::now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("table '", table, "' is still ", status, " after ",
-                                                      wait_timeout_ms, " ms"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("table '", table, "' is still ", status, " after ", wait_timeout_ms, " ms"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }

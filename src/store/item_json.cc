@@ -18,9 +18,12 @@ nlohmann::json ValueToJson(const AttributeValue& v) {
 
 absl::StatusOr<AttributeValue> ValueFromJson(const nlohmann::json& j, int depth, std::string_view name) {
   switch (j.type()) {
-    case nlohmann::json::value_t::string: return AttributeValue(j.get<std::string>());
-    case nlohmann::json::value_t::boolean: return AttributeValue(j.get<bool>());
-    case nlohmann::json::value_t::number_integer: return AttributeValue(j.get<int64_t>());
+    case nlohmann::json::value_t::string:
+      return AttributeValue(j.get<std::string>());
+    case nlohmann::json::value_t::boolean:
+      return AttributeValue(j.get<bool>());
+    case nlohmann::json::value_t::number_integer:
+      return AttributeValue(j.get<int64_t>());
     case nlohmann::json::value_t::number_unsigned: {
       const uint64_t u = j.get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) {
@@ -28,7 +31,8 @@ absl::StatusOr<AttributeValue> ValueFromJson(const nlohmann::json& j, int depth,
       }
       return AttributeValue(static_cast<int64_t>(u));
     }
-    case nlohmann::json::value_t::number_float: return AttributeValue(j.get<double>());
+    case nlohmann::json::value_t::number_float:
+      return AttributeValue(j.get<double>());
     case nlohmann::json::value_t::object: {
       if (depth >= kMaxDepth) return absl::DataLossError("item nests deeper than 32 levels");
       AttributeMap m;
@@ -40,7 +44,8 @@ absl::StatusOr<AttributeValue> ValueFromJson(const nlohmann::json& j, int depth,
       return AttributeValue(std::move(m));
     }
     default:
-      return absl::DataLossError(absl::StrCat("attribute '", std::string(name), "' has unsupported JSON type ", j.type_name()));
+      return absl::DataLossError(
+          absl::StrCat("attribute '", std::string(name), "' has unsupported JSON type ", j.type_name()));
   }
 }
 

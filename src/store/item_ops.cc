@@ -35,11 +35,16 @@ bool EvaluateCompare(const Condition& c, const Item& item) {
   const std::optional<int> order = Order(*lhs, *rhs);
   if (!order) return false;
   switch (c.op()) {
-    case Condition::Op::kLt: return *order < 0;
-    case Condition::Op::kLe: return *order <= 0;
-    case Condition::Op::kGt: return *order > 0;
-    case Condition::Op::kGe: return *order >= 0;
-    default: return false;
+    case Condition::Op::kLt:
+      return *order < 0;
+    case Condition::Op::kLe:
+      return *order <= 0;
+    case Condition::Op::kGt:
+      return *order > 0;
+    case Condition::Op::kGe:
+      return *order >= 0;
+    default:
+      return false;
   }
 }
 
@@ -67,12 +72,18 @@ bool Evaluate(const Condition& condition, const Item* current) {
   static const Item kEmpty;
   const Item& item = current ? *current : kEmpty;
   switch (condition.kind()) {
-    case Condition::Kind::kAlways: return true;
-    case Condition::Kind::kItemExists: return current != nullptr;
-    case Condition::Kind::kItemAbsent: return current == nullptr;
-    case Condition::Kind::kExists: return Find(item, *condition.path()) != nullptr;
-    case Condition::Kind::kNotExists: return Find(item, *condition.path()) == nullptr;
-    case Condition::Kind::kCompare: return EvaluateCompare(condition, item);
+    case Condition::Kind::kAlways:
+      return true;
+    case Condition::Kind::kItemExists:
+      return current != nullptr;
+    case Condition::Kind::kItemAbsent:
+      return current == nullptr;
+    case Condition::Kind::kExists:
+      return Find(item, *condition.path()) != nullptr;
+    case Condition::Kind::kNotExists:
+      return Find(item, *condition.path()) == nullptr;
+    case Condition::Kind::kCompare:
+      return EvaluateCompare(condition, item);
     case Condition::Kind::kAnd:
       for (const Condition& t : condition.terms()) {
         if (!Evaluate(t, current)) return false;
@@ -83,7 +94,8 @@ bool Evaluate(const Condition& condition, const Item* current) {
         if (Evaluate(t, current)) return true;
       }
       return false;
-    case Condition::Kind::kNot: return !Evaluate(condition.terms()[0], current);
+    case Condition::Kind::kNot:
+      return !Evaluate(condition.terms()[0], current);
   }
   return false;
 }

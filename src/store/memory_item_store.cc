@@ -21,8 +21,7 @@ absl::StatusOr<std::optional<Item>> MemoryItemStore::Get(const ItemKey& key) {
   return std::optional<Item>(*item);
 }
 
-absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item& item,
-                                                 const Condition& condition) {
+absl::StatusOr<WriteResult> MemoryItemStore::Put(const ItemKey& key, const Item& item, const Condition& condition) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
   absl::MutexLock lock(&mu_);
   if (!Evaluate(condition, Current({key.pk, key.sk}))) return WriteResult::ConditionFailed();

@@ -29,16 +29,21 @@ absl::Status SqliteError(int rc, std::string_view what, sqlite3* db) {
   const std::string msg = absl::StrCat("sqlite ", std::string(what), ": ", detail);
   switch (rc & 0xff) {
     case SQLITE_BUSY:
-    case SQLITE_LOCKED: return absl::UnavailableError(absl::StrCat(msg, " (store busy)"));
-    case SQLITE_READONLY: return absl::FailedPreconditionError(absl::StrCat(msg, " (store is read-only)"));
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(absl::StrCat(msg, " (store busy)"));
+    case SQLITE_READONLY:
+      return absl::FailedPreconditionError(absl::StrCat(msg, " (store is read-only)"));
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB: return absl::DataLossError(msg);
+    case SQLITE_NOTADB:
+      return absl::DataLossError(msg);
     case SQLITE_CANTOPEN:
     case SQLITE_IOERR:
     case SQLITE_FULL:
     case SQLITE_PERM:
-    case SQLITE_PROTOCOL: return absl::UnavailableError(msg);
-    default: return absl::InternalError(msg);
+    case SQLITE_PROTOCOL:
+      return absl::UnavailableError(msg);
+    default:
+      return absl::InternalError(msg);
   }
 }
 
@@ -75,7 +80,8 @@ void BindText(sqlite3_stmt* s, int i, std::string_view v) {
 class SqliteItemStore::Connection {
  public:
   ~Connection() {
-    for (sqlite3_stmt* s : {get_, put_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_, data_version_}) {
+    for (sqlite3_stmt* s :
+         {get_, put_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_, data_version_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close_v2(db_);
@@ -83,8 +89,8 @@ class SqliteItemStore::Connection {
 
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const Options& o) {
     auto conn = std::unique_ptr<Connection>(new Connection());
-    const int flags = (o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-                      SQLITE_OPEN_NOMUTEX;
+    const int flags =
+        (o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(o.path.c_str(), &conn->db_, flags, nullptr);
     if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("open '", o.path, "'"), conn->db_);
     sqlite3_extended_result_codes(conn->db_, 1);
@@ -93,14 +99,14 @@ class SqliteItemStore::Connection {
     RETURN_IF_ERROR(conn->Exec("PRAGMA mmap_size=268435456", "set mmap_size"));
     if (!o.read_only) {
       RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL", "set WAL mode"));
-      RETURN_IF_ERROR(conn->Exec(o.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-                                 "set synchronous"));
+      RETURN_IF_ERROR(
+          conn->Exec(o.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", "set synchronous"));
       RETURN_IF_ERROR(conn->Exec(kSchema, "create schema"));
     }
     RETURN_IF_ERROR(conn->Prepare("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2", &conn->get_));
     if (!o.read_only) {
-      RETURN_IF_ERROR(conn->Prepare("INSERT OR REPLACE INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4)",
-                                    &conn->put_));
+      RETURN_IF_ERROR(
+          conn->Prepare("INSERT OR REPLACE INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4)", &conn->put_));
       RETURN_IF_ERROR(conn->Prepare("DELETE FROM items WHERE pk = ?1 AND sk = ?2", &conn->del_));
       RETURN_IF_ERROR(conn->Prepare("BEGIN IMMEDIATE", &conn->begin_));
       RETURN_IF_ERROR(conn->Prepare("COMMIT", &conn->commit_));
@@ -108,19 +114,19 @@ class SqliteItemStore::Connection {
       RETURN_IF_ERROR(conn->Prepare("PRAGMA data_version", &conn->data_version_));
     }
     // ?3: lower bound (inclusive), ?4: upper bound (exclusive, may be NULL), ?5: after, ?6: now, ?7: limit.
-    RETURN_IF_ERROR(conn->Prepare(
-        "SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
-        " AND (?5 IS NULL OR sk > ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk ASC LIMIT ?7",
-        &conn->query_asc_));
-    RETURN_IF_ERROR(conn->Prepare(
-        "SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
-        " AND (?5 IS NULL OR sk < ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk DESC LIMIT ?7",
-        &conn->query_desc_));
+    RETURN_IF_ERROR(
+        conn->Prepare("SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
+                      " AND (?5 IS NULL OR sk > ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk ASC LIMIT ?7",
+                      &conn->query_asc_));
+    RETURN_IF_ERROR(
+        conn->Prepare("SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
+                      " AND (?5 IS NULL OR sk < ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk DESC LIMIT ?7",
+                      &conn->query_desc_));
     // ?1 pk prefix lower bound, ?2 its upper bound (may be NULL), ?3/?4 after (pk, sk) (may be NULL), ?5 limit.
-    RETURN_IF_ERROR(conn->Prepare(
-        "SELECT pk, sk, attrs, ttl FROM items WHERE pk >= ?1 AND (?2 IS NULL OR pk < ?2)"
-        " AND (?3 IS NULL OR (pk, sk) > (?3, ?4)) ORDER BY pk, sk LIMIT ?5",
-        &conn->scan_));
+    RETURN_IF_ERROR(
+        conn->Prepare("SELECT pk, sk, attrs, ttl FROM items WHERE pk >= ?1 AND (?2 IS NULL OR pk < ?2)"
+                      " AND (?3 IS NULL OR (pk, sk) > (?3, ?4)) ORDER BY pk, sk LIMIT ?5",
+                      &conn->scan_));
     return conn;
   }
 
@@ -254,11 +260,9 @@ class SqliteItemStore::Connection {
   int64_t cache_version_ = -1;
 };
 
-SqliteItemStore::SqliteItemStore(Options options, const Clock& clock)
-    : options_(std::move(options)), clock_(clock) {}
+SqliteItemStore::SqliteItemStore(Options options, const Clock& clock) : options_(std::move(options)), clock_(clock) {}
 
-absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Options& options,
-                                                                       const Clock& clock) {
+absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Options& options, const Clock& clock) {
   if (options.path.empty()) return absl::InvalidArgumentError("sqlite store needs a path");
   auto store = std::unique_ptr<SqliteItemStore>(new SqliteItemStore(options, clock));
   // Open one connection now so a bad file is reported at start, not at the first request.
@@ -381,8 +385,8 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
     for (Writer* w : group) {
       w->results.clear();
       for (const WriteRequest& r : *w->requests) {
-        const bool skip = r.requires_previous &&
-                          (w->results.empty() || !w->results.back().ok() || !w->results.back()->applied);
+        const bool skip =
+            r.requires_previous && (w->results.empty() || !w->results.back().ok() || !w->results.back()->applied);
         w->results.push_back(skip ? WriteResult::ConditionFailed() : ExecuteOne(c, r, fatal));
         if (!fatal.ok()) break;
       }
@@ -399,7 +403,8 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
 
 namespace {
 
-absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req, absl::Status& fatal) {
+absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req,
+                                       absl::Status& fatal) {
   if (absl::Status s = internal::ValidateKey(req.key); !s.ok()) return s;
   const Item* cur = conn.Cached(req.key);
   absl::StatusOr<std::optional<Item>> current = std::optional<Item>();
@@ -550,9 +555,9 @@ absl::StatusOr<int> SqliteItemStore::SweepExpired() {
   if (options_.read_only) return 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
   // Bounded batches keep each write transaction (and the lock it holds) short.
-  const std::string sql = absl::StrCat(
-      "DELETE FROM items WHERE (pk, sk) IN (SELECT pk, sk FROM items WHERE ttl IS NOT NULL AND ttl <= ",
-      clock_.now_epoch_sec(), " LIMIT 500)");
+  const std::string sql =
+      absl::StrCat("DELETE FROM items WHERE (pk, sk) IN (SELECT pk, sk FROM items WHERE ttl IS NOT NULL AND ttl <= ",
+                   clock_.now_epoch_sec(), " LIMIT 500)");
   int total = 0;
   absl::Status status;
   for (;;) {

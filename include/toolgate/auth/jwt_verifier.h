@@ -60,7 +60,7 @@ class JwtVerifier {
     Principal principal;
     int64_t exp = 0;
     std::optional<int64_t> nbf;
-    bool asymmetric = false;     // RS256/ES256: valid while keys_generation_ is unchanged
+    bool asymmetric = false;  // RS256/ES256: valid while keys_generation_ is unchanged
     uint64_t keys_generation = 0;
   };
 

@@ -66,11 +66,11 @@ int64_t ThrottledUntil(int64_t now_epoch_ms, int64_t retry_after_s);
 // What a caller asking for permission must do next.
 struct PermissionPlan {
   enum class Step {
-    kAllow,         // CLOSED: run the call
-    kDefer,         // answer DEFERRED with `reason` and `retry_after_ms` (downstream_throttled while the
-                    // connector is throttled, whatever the state: no call and no probe before it ends)
-    kClaimProbe,    // OPEN past its cooldown: try the S1 conditional claim
-    kTakeOverProbe, // HALF_OPEN whose probe expired or was given back: try to claim it (S3)
+    kAllow,          // CLOSED: run the call
+    kDefer,          // answer DEFERRED with `reason` and `retry_after_ms` (downstream_throttled while the
+                     // connector is throttled, whatever the state: no call and no probe before it ends)
+    kClaimProbe,     // OPEN past its cooldown: try the S1 conditional claim
+    kTakeOverProbe,  // HALF_OPEN whose probe expired or was given back: try to claim it (S3)
   };
   Step step = Step::kAllow;
   DeferReason reason = DeferReason::kBreakerOpen;

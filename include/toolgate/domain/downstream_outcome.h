@@ -17,19 +17,19 @@ namespace toolgate {
 // How the downstream call ended.
 struct DownstreamResult {
   enum class Kind {
-    kResponse,        // an HTTP response arrived
-    kTimeout,         // the connector's timeout passed (outcome unknown once the request was sent)
-    kConnectFailed,   // never connected: nothing was sent
-    kConnectionLost,  // the connection broke after the request was sent: outcome unknown
-    kResponseInvalid, // unreadable or larger than max_response_bytes
-    kLocalResource,   // this host ran out of descriptors, buffers or memory before sending: not the
-                      // downstream's fault (DEFERRED gateway_overloaded, never a breaker failure)
-    kTlsError,        // the TLS handshake or the server's certificate failed: nothing was sent
+    kResponse,                // an HTTP response arrived
+    kTimeout,                 // the connector's timeout passed (outcome unknown once the request was sent)
+    kConnectFailed,           // never connected: nothing was sent
+    kConnectionLost,          // the connection broke after the request was sent: outcome unknown
+    kResponseInvalid,         // unreadable or larger than max_response_bytes
+    kLocalResource,           // this host ran out of descriptors, buffers or memory before sending: not the
+                              // downstream's fault (DEFERRED gateway_overloaded, never a breaker failure)
+    kTlsError,                // the TLS handshake or the server's certificate failed: nothing was sent
     kCredentialsUnavailable,  // the connector's credentials could not be had (token endpoint down,
                               // secret unreadable): nothing was sent; the connector cannot be reached
-    kToolError,  // MCP: the server answered a result marked `isError: true` (`body`: that result).
-                 // A tool-level error, like a 4xx: not the connector's failure (design §14)
-    kRpcError,   // MCP: the server answered a JSON-RPC error (`rpc_code`; `body`: the error object)
+    kToolError,               // MCP: the server answered a result marked `isError: true` (`body`: that result).
+                              // A tool-level error, like a 4xx: not the connector's failure (design §14)
+    kRpcError,                // MCP: the server answered a JSON-RPC error (`rpc_code`; `body`: the error object)
   };
   // An attempt that was followed by another (design §13 retries): recorded as TOOL_ATTEMPT_FAILED.
   struct FailedAttempt {
@@ -39,13 +39,13 @@ struct DownstreamResult {
     int64_t latency_ms = 0;
   };
   Kind kind = Kind::kResponse;
-  int status = 0;          // the HTTP status (MCP over HTTP too: 200 with a result or an error)
-  std::string body;        // kResponse: the answer (MCP: the JSON-RPC result); kToolError, kRpcError: see Kind
+  int status = 0;    // the HTTP status (MCP over HTTP too: 200 with a result or an error)
+  std::string body;  // kResponse: the answer (MCP: the JSON-RPC result); kToolError, kRpcError: see Kind
   std::optional<int64_t> retry_after_s;
-  int64_t latency_ms = 0;   // the whole call, every attempt and backoff included
-  std::string error;        // what went wrong without a response, for the operator (never a secret)
+  int64_t latency_ms = 0;                      // the whole call, every attempt and backoff included
+  std::string error;                           // what went wrong without a response, for the operator (never a secret)
   std::vector<FailedAttempt> failed_attempts;  // the attempts before the last, in order
-  int rpc_code = 0;  // kRpcError: the JSON-RPC error code
+  int rpc_code = 0;                            // kRpcError: the JSON-RPC error code
 };
 
 // What the call does to the connector's breaker.
@@ -66,8 +66,8 @@ enum class IntentEffect {
 
 struct Classification {
   Outcome outcome = Outcome::kFailed;  // kSucceeded | kFailed | kDeferred
-  std::string reason;  // empty for SUCCEEDED; ToString of a FailureReason or a DeferReason
-  int http_status = 502;  // InvocationHttpStatus(outcome, reason)
+  std::string reason;                  // empty for SUCCEEDED; ToString of a FailureReason or a DeferReason
+  int http_status = 502;               // InvocationHttpStatus(outcome, reason)
   BreakerEffect breaker = BreakerEffect::kFailure;
   IntentEffect intent = IntentEffect::kFailed;
   std::optional<int64_t> retry_after_s;  // for DEFERRED: whole seconds, >= 1, capped at kMaxThrottleS

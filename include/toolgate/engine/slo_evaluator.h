@@ -37,13 +37,13 @@ struct SloView {
   std::string connector;
   slo::Sli sli = slo::Sli::kToolError;
   double target = 0;
-  int latency_threshold_ms = 0;                 // tool_latency_ms only
-  std::map<std::string, double> burn_rates;     // by window label
-  std::map<std::string, slo::Counts> windows;   // the counts behind them
-  slo::Counts period;                           // the 30-day budget period
+  int latency_threshold_ms = 0;                // tool_latency_ms only
+  std::map<std::string, double> burn_rates;    // by window label
+  std::map<std::string, slo::Counts> windows;  // the counts behind them
+  slo::Counts period;                          // the 30-day budget period
   double budget_remaining = 1;
-  std::optional<int64_t> seconds_to_exhaustion; // at the 1 h burn rate
-  std::vector<SloAlarmView> alarms;             // one per tier, in slo::kTiers order
+  std::optional<int64_t> seconds_to_exhaustion;  // at the 1 h burn rate
+  std::vector<SloAlarmView> alarms;              // one per tier, in slo::kTiers order
 };
 
 // One minute of a connector's calls, fleet-wide, for the dashboard's sparklines.

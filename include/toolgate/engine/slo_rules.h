@@ -15,6 +15,7 @@ namespace toolgate {
 std::string PrometheusSloRules(const Config& config);
 
 // The summary annotation of one alert (the same text the rules carry; tests compare with it).
-std::string SloAlertSummary(const std::string& connector, const std::string& slo, const std::string& tier, double factor);
+std::string SloAlertSummary(const std::string& connector, const std::string& slo, const std::string& tier,
+                            double factor);
 
 }  // namespace toolgate

@@ -30,8 +30,8 @@ struct ReplayContext {
   std::string original_id;
   std::string original_intent_key;
   Outcome original_outcome = Outcome::kInProgress;  // kSucceeded also when an earlier replay of it succeeded
-  std::string original_result_json;  // the result of that success
-  std::string succeeded_in;          // the execution that succeeded (the original or a replay)
+  std::string original_result_json;                 // the result of that success
+  std::string succeeded_in;                         // the execution that succeeded (the original or a replay)
   std::string reason;
   std::string requested_by;
   bool force = false;  // re-execute even if the intent already succeeded (admins only)
@@ -106,8 +106,8 @@ class ToolInvoker : public BackgroundTraffic {
     ExecutionStore& executions;
     IntentStore& intents;
     Metrics& metrics;
-    SloCounters* slo = nullptr;  // counts calls for the SLOs when set
-    QueueService* queue = nullptr;  // queued calls (§15); without it Enqueue answers 501
+    SloCounters* slo = nullptr;                  // counts calls for the SLOs when set
+    QueueService* queue = nullptr;               // queued calls (§15); without it Enqueue answers 501
     const McpToolRegistry* mcp_tools = nullptr;  // the tools MCP connectors expose, when there are any
   };
 
@@ -141,8 +141,8 @@ class ToolInvoker : public BackgroundTraffic {
 
   // The tool's input checked against its input_schema and shaped into method, target (below the
   // base URL) and body (design §13). For an MCP connector's tool the input must be a JSON object and
-  // becomes the body (tools/call arguments) as it is: the server checks its own arguments (§14). InvalidArgument (400 invalid_input) names the first failing
-  // location, never a value.
+  // becomes the body (tools/call arguments) as it is: the server checks its own arguments (§14). InvalidArgument (400
+  // invalid_input) names the first failing location, never a value.
   absl::StatusOr<ShapedRequest> CheckInput(const InvokeRequest& request) const;
 
   // The connector serving `tool_name`, or nullptr: a [tools] entry's `connector`; else the MCP

@@ -59,9 +59,9 @@ class CircuitBreakerService {
   // What the breaker said about one call, and what its outcome must be recorded against.
   struct Permit {
     bool allowed = false;
-    bool probe = false;           // this call is the single half-open probe
-    int64_t generation = 0;       // the breaker generation the call runs under (S3)
-    std::string probe_owner;      // the probe claim's id when `probe`
+    bool probe = false;                              // this call is the single half-open probe
+    int64_t generation = 0;                          // the breaker generation the call runs under (S3)
+    std::string probe_owner;                         // the probe claim's id when `probe`
     DeferReason reason = DeferReason::kBreakerOpen;  // when !allowed
     int64_t retry_after_ms = 0;                      // when !allowed
     // The counting window seen at permission time, so a success needs no read (S5).
@@ -136,13 +136,12 @@ class CircuitBreakerService {
   absl::Status ProbeResult(std::string_view connector_id, const breaker::Config& config, const Permit& permit,
                            breaker::State to);
   // Replaces the item with `next` when the breaker is still as `seen`; reports the transition.
-  absl::StatusOr<bool> Transition(std::string_view connector_id, const breaker::Snapshot& seen,
-                                  const store::Item& next, BreakerTransition::Cause cause, breaker::State to,
-                                  int64_t now_ms);
-  absl::StatusOr<CloseResult> Override(std::string_view connector_id, const breaker::Config& config,
-                                       breaker::State to, BreakerTransition::Cause cause, const OperatorNote& note);
-  void Report(std::string_view connector_id, breaker::State from, breaker::State to,
-              BreakerTransition::Cause cause, int64_t generation, int64_t now_ms);
+  absl::StatusOr<bool> Transition(std::string_view connector_id, const breaker::Snapshot& seen, const store::Item& next,
+                                  BreakerTransition::Cause cause, breaker::State to, int64_t now_ms);
+  absl::StatusOr<CloseResult> Override(std::string_view connector_id, const breaker::Config& config, breaker::State to,
+                                       BreakerTransition::Cause cause, const OperatorNote& note);
+  void Report(std::string_view connector_id, breaker::State from, breaker::State to, BreakerTransition::Cause cause,
+              int64_t generation, int64_t now_ms);
 
   // The cached snapshot of a connector's breaker, or nullopt when it must be read.
   std::optional<breaker::Snapshot> Cached(std::string_view connector_id, int64_t now_ms);

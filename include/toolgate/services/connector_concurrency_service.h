@@ -73,8 +73,7 @@ class ConnectorConcurrencyService {
 
   // One conditional write when a slot is free; nullopt when the connector is at its limit (DEFER,
   // no queueing). Reclaims expired leases before saying no.
-  absl::StatusOr<std::optional<SlotLease>> TryAcquire(std::string_view connector_id,
-                                                      const ConcurrencyConfig& config);
+  absl::StatusOr<std::optional<SlotLease>> TryAcquire(std::string_view connector_id, const ConcurrencyConfig& config);
 
   // The acquire of TryAcquire's first try as a write for a WriteBatch (design §16: one commit with the
   // execution record and its opening events), on one shard (a random one when sharded), and the lease

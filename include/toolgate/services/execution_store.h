@@ -21,7 +21,7 @@ struct ExecutionRecord {
   std::string tool_name;
   std::string connector_id;
   std::string action_type;
-  std::string actor;  // the token's sub
+  std::string actor;                       // the token's sub
   Outcome outcome = Outcome::kInProgress;  // stored as ToString(outcome)
   std::string reason;
   std::string intent_key;

@@ -20,10 +20,10 @@ class IntentStore {
 
   struct Claim {
     enum class Kind {
-      kClaimed,    // this execution now holds the intent
-      kSucceeded,  // the intent already succeeded: `execution_id` and `result_json` say how
-      kInProgress, // another execution holds it
-      kMismatch,   // same key, different input
+      kClaimed,     // this execution now holds the intent
+      kSucceeded,   // the intent already succeeded: `execution_id` and `result_json` say how
+      kInProgress,  // another execution holds it
+      kMismatch,    // same key, different input
     };
     Kind kind = Kind::kClaimed;
     std::string execution_id;

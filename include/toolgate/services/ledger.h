@@ -18,8 +18,8 @@ struct LedgerEvent {
   std::string at;  // RFC 3339, ms
   std::string actor;
   std::string data = "{}";
-  std::string hash;       // hex SHA-256 over prev_hash and this event's canonical JSON
-  std::string prev_hash;  // "" for the first event of a chain
+  std::string hash;          // hex SHA-256 over prev_hash and this event's canonical JSON
+  std::string prev_hash;     // "" for the first event of a chain
   int64_t expires_at_s = 0;  // the chain's `ttl` (epoch seconds); 0: kept forever. Not hashed.
 };
 
@@ -81,8 +81,8 @@ class Ledger {
 
   // Appends an event and advances `anchor` to it; `tail` is updated to it. `data_json` must be a
   // JSON object text. Writers racing on one chain each get their own seq (the loser re-reads).
-  absl::StatusOr<LedgerEvent> Append(const std::string& chain, Tail& tail, std::string_view type, std::string_view actor,
-                                     std::string_view data_json, const ChainAnchor& anchor);
+  absl::StatusOr<LedgerEvent> Append(const std::string& chain, Tail& tail, std::string_view type,
+                                     std::string_view actor, std::string_view data_json, const ChainAnchor& anchor);
   // The write that advances `anchor` to `event` (never backwards), for the batch holding the event;
   // marked to run only if the write before it (the event) was applied.
   static store::WriteRequest AnchorRequest(const ChainAnchor& anchor, const LedgerEvent& event);

@@ -29,13 +29,13 @@ namespace toolgate {
 class LedgerVerifier {
  public:
   struct Report {
-    int64_t executions = 0;       // execution chains checked
-    int64_t audit_days = 0;       // audit chains checked
-    int64_t events = 0;           // events checked in all of them
-    int64_t expired = 0;          // chains that reached their retention while being read (gone whole)
-    int64_t pending_tails = 0;    // chains with one trailing event their anchor does not cover yet
+    int64_t executions = 0;          // execution chains checked
+    int64_t audit_days = 0;          // audit chains checked
+    int64_t events = 0;              // events checked in all of them
+    int64_t expired = 0;             // chains that reached their retention while being read (gone whole)
+    int64_t pending_tails = 0;       // chains with one trailing event their anchor does not cover yet
     std::vector<std::string> notes;  // one line per pending tail
-    std::string problem;          // the first failure, naming the chain and event; empty: all passed
+    std::string problem;             // the first failure, naming the chain and event; empty: all passed
     bool ok() const { return problem.empty(); }
   };
 

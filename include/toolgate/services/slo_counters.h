@@ -18,7 +18,8 @@ namespace toolgate {
 
 // Latency histogram bounds (ms) kept per minute next to the SLO counts, so fleet-wide latency
 // percentiles can be drawn without keeping every call; the last bucket is everything slower.
-inline constexpr std::array<int64_t, 12> kLatencyBucketsMs = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+inline constexpr std::array<int64_t, 12> kLatencyBucketsMs = {5,   10,   25,   50,   100,   250,
+                                                              500, 1000, 2500, 5000, 10000, 30000};
 inline constexpr size_t kLatencyBucketCount = kLatencyBucketsMs.size() + 1;
 
 // What agents were answered by one connector's invocations: every invocation that got an outcome

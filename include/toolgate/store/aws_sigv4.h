@@ -28,9 +28,9 @@ absl::StatusOr<Credentials> ParseSharedCredentials(std::string_view text, std::s
 
 // One HTTP request to sign. Header names are matched case-insensitively; every header given is signed.
 struct SignableRequest {
-  std::string method;                                 // "POST"
-  std::string path;                                   // already URI-encoded, e.g. "/"
-  std::string query;                                  // raw query without '?', e.g. "b=2&a=1"
+  std::string method;                                        // "POST"
+  std::string path;                                          // already URI-encoded, e.g. "/"
+  std::string query;                                         // raw query without '?', e.g. "b=2&a=1"
   std::vector<std::pair<std::string, std::string>> headers;  // must include host and x-amz-date
   std::string payload;
 };

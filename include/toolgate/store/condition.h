@@ -48,12 +48,24 @@ class Condition {
 
   static Condition Compare(Operand lhs, Op op, Operand rhs);
   // Shorthands comparing an attribute with a literal.
-  static Condition Eq(AttributePath p, AttributeValue v) { return Compare(Attr(std::move(p)), Op::kEq, Lit(std::move(v))); }
-  static Condition Ne(AttributePath p, AttributeValue v) { return Compare(Attr(std::move(p)), Op::kNe, Lit(std::move(v))); }
-  static Condition Lt(AttributePath p, AttributeValue v) { return Compare(Attr(std::move(p)), Op::kLt, Lit(std::move(v))); }
-  static Condition Le(AttributePath p, AttributeValue v) { return Compare(Attr(std::move(p)), Op::kLe, Lit(std::move(v))); }
-  static Condition Gt(AttributePath p, AttributeValue v) { return Compare(Attr(std::move(p)), Op::kGt, Lit(std::move(v))); }
-  static Condition Ge(AttributePath p, AttributeValue v) { return Compare(Attr(std::move(p)), Op::kGe, Lit(std::move(v))); }
+  static Condition Eq(AttributePath p, AttributeValue v) {
+    return Compare(Attr(std::move(p)), Op::kEq, Lit(std::move(v)));
+  }
+  static Condition Ne(AttributePath p, AttributeValue v) {
+    return Compare(Attr(std::move(p)), Op::kNe, Lit(std::move(v)));
+  }
+  static Condition Lt(AttributePath p, AttributeValue v) {
+    return Compare(Attr(std::move(p)), Op::kLt, Lit(std::move(v)));
+  }
+  static Condition Le(AttributePath p, AttributeValue v) {
+    return Compare(Attr(std::move(p)), Op::kLe, Lit(std::move(v)));
+  }
+  static Condition Gt(AttributePath p, AttributeValue v) {
+    return Compare(Attr(std::move(p)), Op::kGt, Lit(std::move(v)));
+  }
+  static Condition Ge(AttributePath p, AttributeValue v) {
+    return Compare(Attr(std::move(p)), Op::kGe, Lit(std::move(v)));
+  }
   static Operand Attr(AttributePath p) { return Operand{std::move(p), std::nullopt}; }
   static Operand Lit(AttributeValue v) { return Operand{std::nullopt, std::move(v)}; }
 

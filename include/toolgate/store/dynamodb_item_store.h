@@ -44,11 +44,11 @@ class DynamoDbItemStore final : public ItemStore {
   struct Options {
     std::string table = "toolgate";
     std::string region = "us-east-1";
-    std::string endpoint;              // "http://127.0.0.1:8000"; empty: https://dynamodb.<region>.amazonaws.com
-    std::string ca_file;               // CAs for an https endpoint, instead of the system CAs (empty: system CAs)
-    aws::Credentials credentials;      // usually from aws::LoadCredentials()
-    int request_timeout_ms = 2000;     // one HTTP exchange
-    int retry_budget_ms = 1500;        // all retries of one operation
+    std::string endpoint;           // "http://127.0.0.1:8000"; empty: https://dynamodb.<region>.amazonaws.com
+    std::string ca_file;            // CAs for an https endpoint, instead of the system CAs (empty: system CAs)
+    aws::Credentials credentials;   // usually from aws::LoadCredentials()
+    int request_timeout_ms = 2000;  // one HTTP exchange
+    int retry_budget_ms = 1500;     // all retries of one operation
     int max_attempts = 6;
     int max_idle_connections = 64;
     // Called for each retry (op: "GetItem"…, reason: "throttled", "server_error", "connection").
@@ -65,8 +65,8 @@ class DynamoDbItemStore final : public ItemStore {
   absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
   absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
   using ItemStore::Update;
-  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition, ReturnValues returns) override;
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops, const Condition& condition,
+                                     ReturnValues returns) override;
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;

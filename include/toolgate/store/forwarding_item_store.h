@@ -16,8 +16,8 @@ class ForwardingItemStore : public ItemStore {
     return target_.Put(key, item, condition);
   }
   using ItemStore::Update;
-  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition, ReturnValues returns) override {
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops, const Condition& condition,
+                                     ReturnValues returns) override {
     return target_.Update(key, ops, condition, returns);
   }
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override {

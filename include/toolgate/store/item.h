@@ -21,14 +21,14 @@ class AttributeValue {
   using Variant = std::variant<std::string, int64_t, double, bool, AttributeMap>;
 
   AttributeValue() : value_(int64_t{0}) {}
-  AttributeValue(std::string s) : value_(std::move(s)) {}        // NOLINT(google-explicit-constructor)
-  AttributeValue(const char* s) : value_(std::string(s)) {}      // NOLINT(google-explicit-constructor)
-  AttributeValue(std::string_view s) : value_(std::string(s)) {} // NOLINT(google-explicit-constructor)
-  AttributeValue(int64_t n) : value_(n) {}                       // NOLINT(google-explicit-constructor)
-  AttributeValue(int n) : value_(int64_t{n}) {}                  // NOLINT(google-explicit-constructor)
-  AttributeValue(double d) : value_(d) {}                        // NOLINT(google-explicit-constructor)
-  AttributeValue(bool b) : value_(b) {}                          // NOLINT(google-explicit-constructor)
-  AttributeValue(AttributeMap m) : value_(std::move(m)) {}       // NOLINT(google-explicit-constructor)
+  AttributeValue(std::string s) : value_(std::move(s)) {}         // NOLINT(google-explicit-constructor)
+  AttributeValue(const char* s) : value_(std::string(s)) {}       // NOLINT(google-explicit-constructor)
+  AttributeValue(std::string_view s) : value_(std::string(s)) {}  // NOLINT(google-explicit-constructor)
+  AttributeValue(int64_t n) : value_(n) {}                        // NOLINT(google-explicit-constructor)
+  AttributeValue(int n) : value_(int64_t{n}) {}                   // NOLINT(google-explicit-constructor)
+  AttributeValue(double d) : value_(d) {}                         // NOLINT(google-explicit-constructor)
+  AttributeValue(bool b) : value_(b) {}                           // NOLINT(google-explicit-constructor)
+  AttributeValue(AttributeMap m) : value_(std::move(m)) {}        // NOLINT(google-explicit-constructor)
 
   bool is_string() const { return std::holds_alternative<std::string>(value_); }
   bool is_int() const { return std::holds_alternative<int64_t>(value_); }

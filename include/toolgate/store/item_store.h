@@ -39,8 +39,8 @@ struct WriteRequest {
   enum class Kind { kPut, kUpdate, kErase };
   Kind kind = Kind::kPut;
   ItemKey key;
-  Item item;                   // kPut
-  std::vector<UpdateOp> ops;   // kUpdate
+  Item item;                  // kPut
+  std::vector<UpdateOp> ops;  // kUpdate
   Condition condition;
   ReturnValues returns = ReturnValues::kAllNew;
   // Tried only when the request just before it in the batch was applied; otherwise reported as not
@@ -98,15 +98,13 @@ class ItemStore {
   virtual absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) = 0;
 
   // Replaces the whole item when `condition` holds on the current one.
-  virtual absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item,
-                                          const Condition& condition) = 0;
+  virtual absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) = 0;
 
   // Applies `ops` in order when `condition` holds, creating the item if absent (an upsert, as
   // DynamoDB's UpdateItem). With kAllNew the result holds the new item; with kNone it is empty.
   virtual absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
                                              const Condition& condition, ReturnValues returns) = 0;
-  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition) {
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops, const Condition& condition) {
     return Update(key, ops, condition, ReturnValues::kAllNew);
   }
 

@@ -20,8 +20,8 @@ class MemoryItemStore final : public ItemStore {
   absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
   absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
   using ItemStore::Update;
-  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition, ReturnValues returns) override;
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops, const Condition& condition,
+                                     ReturnValues returns) override;
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;

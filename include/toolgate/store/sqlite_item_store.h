@@ -29,10 +29,10 @@ namespace toolgate::store {
 class SqliteItemStore final : public ItemStore {
  public:
   struct Options {
-    std::string path;             // the database file; its directory must exist
-    bool read_only = false;       // open for reading only (e.g. `ledger verify` on a stopped server)
-    bool synchronous_full = true; // fsync at every commit (power-loss durable); false: WAL NORMAL
-    int busy_timeout_ms = 5000;   // how long a writer waits for another's lock before kUnavailable
+    std::string path;                // the database file; its directory must exist
+    bool read_only = false;          // open for reading only (e.g. `ledger verify` on a stopped server)
+    bool synchronous_full = true;    // fsync at every commit (power-loss durable); false: WAL NORMAL
+    int busy_timeout_ms = 5000;      // how long a writer waits for another's lock before kUnavailable
     int sweep_interval_ms = 60'000;  // background TTL sweep period; 0 disables the sweeper thread
   };
 
@@ -46,8 +46,8 @@ class SqliteItemStore final : public ItemStore {
   absl::StatusOr<std::optional<Item>> Get(const ItemKey& key) override;
   absl::StatusOr<WriteResult> Put(const ItemKey& key, const Item& item, const Condition& condition) override;
   using ItemStore::Update;
-  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                     const Condition& condition, ReturnValues returns) override;
+  absl::StatusOr<WriteResult> Update(const ItemKey& key, const std::vector<UpdateOp>& ops, const Condition& condition,
+                                     ReturnValues returns) override;
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;
