@@ -159,8 +159,9 @@ class HttpTransport final : public McpTransport {
   // One POST of `message` under `session`, with one re-send after a 401 to a fetched token (design
   // §13). With `reading`, a 2xx `text/event-stream` answer is read into it as it arrives (see
   // OnStreamData) rather than gathered into `body`.
-  asio::awaitable<Posted> Post(const json& message, milliseconds timeout, const SessionHeaders& session,
-                               StreamReading* reading) {
+  // Parameters by value: a coroutine starts when awaited, after a caller's temporaries (Current())
+  // are gone.
+  asio::awaitable<Posted> Post(json message, milliseconds timeout, SessionHeaders session, StreamReading* reading) {
     const auto start = clock_.now_monotonic();
     auto left = [&] {
       return std::max(milliseconds(1),
@@ -208,7 +209,7 @@ class HttpTransport final : public McpTransport {
     std::optional<std::string> credentials_error;
   };
 
-  asio::awaitable<Sent> SendOnce(const std::string& body, milliseconds timeout, const SessionHeaders& session,
+  asio::awaitable<Sent> SendOnce(std::string body, milliseconds timeout, SessionHeaders session,
                                  StreamReading* reading) {
     const auto start = clock_.now_monotonic();
     Sent sent;
