@@ -10,13 +10,19 @@
 // is hit first) with Connection: close and no 100 Continue before it: nothing after it — a request
 // hidden in the body — is ever answered.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -38,30 +44,109 @@ struct Server {
 
 Server* g_server = nullptr;
 
-std::string Exchange(int port, const uint8_t* data, size_t size) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+// libFuzzer's own alarm (SIGALRM, for -timeout) interrupts system calls, and a socket call with a
+// socket timeout fails with EINTR whatever SA_RESTART says (signal(7)): that once aborted a run as
+// "the server died". So the socket is non-blocking, every call is retried on EINTR, and the waits
+// are poll()s bounded by a deadline. A connection that cannot be made is retried (a loaded machine
+// can drop a loopback SYN); only a server that takes none for kConnectTime ends the run — that is a
+// finding (a listener that stopped accepting), reported with the reason of each failed attempt.
+using SteadyClock = std::chrono::steady_clock;
+constexpr std::chrono::seconds kExchangeTime{5};
+constexpr std::chrono::seconds kConnectTime{15};  // under the -timeout of 20 s that scripts/fuzz.sh gives
+constexpr std::chrono::milliseconds kConnectPause{50};
+
+// Whether `fd` became ready for `events` (or reports an error the next call returns) before `deadline`.
+bool WaitFor(int fd, short events, SteadyClock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
+    if (left <= 0) return false;
+    pollfd ready{fd, events, 0};
+    const int n = poll(&ready, 1, static_cast<int>(left));
+    if (n > 0) return true;
+    if (n < 0 && errno != EINTR) return false;
+  }
+}
+
+// One attempt to connect to the server before `deadline`: the socket, or -1 with errno's reason in `error`.
+int TryConnect(int port, SteadyClock::time_point deadline, int& error) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    error = errno;
+    return -1;
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) std::abort();  // the server died
+  error = 0;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    error = errno;
+    if (error == EINPROGRESS || error == EINTR) {
+      socklen_t length = sizeof error;
+      if (!WaitFor(fd, POLLOUT, deadline)) {
+        error = ETIMEDOUT;
+      } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+        error = errno;
+      }
+    }
+  }
+  if (error == 0) return fd;
+  close(fd);
+  return -1;
+}
+
+int Connect(int port) {
+  const SteadyClock::time_point started = SteadyClock::now(), give_up = started + kConnectTime;
+  std::string reasons;
+  for (int attempt = 1;; ++attempt) {
+    int error = 0;
+    const int fd = TryConnect(port, std::min(give_up, SteadyClock::now() + kExchangeTime), error);
+    if (fd >= 0) return fd;
+    if (attempt <= 10) reasons += std::string(reasons.empty() ? "" : "; ") + std::strerror(error);
+    if (SteadyClock::now() + kConnectPause >= give_up) break;
+    std::this_thread::sleep_for(kConnectPause);
+  }
+  int descriptors = 0;
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (readdir(dir) != nullptr) ++descriptors;
+    closedir(dir);
+  }
+  std::fprintf(stderr,
+               "the server took no connection on port %d for %lld s (%s; %d descriptors open in this process)\n", port,
+               static_cast<long long>(kConnectTime.count()), reasons.c_str(), descriptors - 2);
+  std::abort();
+}
+
+std::string Exchange(int port, const uint8_t* data, size_t size) {
+  const int fd = Connect(port);
+  const SteadyClock::time_point deadline = SteadyClock::now() + kExchangeTime;
   size_t off = 0;
   while (off < size) {
     const ssize_t n = send(fd, data + off, size - off, MSG_NOSIGNAL);
-    if (n <= 0) break;  // the server may answer (413, 431) and close before reading everything
-    off += static_cast<size_t>(n);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == EAGAIN && WaitFor(fd, POLLOUT, deadline)) {
+      continue;
+    } else {
+      break;  // the server may answer (413, 431) and close before reading everything
+    }
   }
   shutdown(fd, SHUT_WR);
   std::string answer;
   char buf[8192];
-  for (;;) {
+  while (answer.size() <= (8 << 20)) {
     const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    answer.append(buf, static_cast<size_t>(n));
-    if (answer.size() > (8 << 20)) break;
+    if (n > 0) {
+      answer.append(buf, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == EAGAIN && WaitFor(fd, POLLIN, deadline)) {
+      continue;
+    } else {
+      break;  // the server closed, or took longer than the exchange's time
+    }
   }
   close(fd);
   return answer;
@@ -180,6 +265,12 @@ action_type = "email.send"
   g_server->gateway = std::move(*gw);
   if (!g_server->gateway->Start().ok()) std::abort();
   g_server->thread = std::thread([] { g_server->gateway->Run(); });
+  // libFuzzer ends the process with exit(): stop the server first, so no server thread still runs
+  // while the process's static objects are destroyed (ASan would report that as a use after free).
+  std::atexit([] {
+    g_server->gateway->Stop();
+    g_server->thread.join();
+  });
   return 0;
 }
 
@@ -198,7 +289,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   }
   const int status = std::atoi(final_answer.c_str() + 9);
-  if (status < 200 || status > 599) std::abort();
+  if (status < 200 || status > 599) {
+    std::fprintf(stderr, "no final status: %.2000s\n", answer.c_str());
+    std::abort();
+  }
   if (status == 500) {
     std::fprintf(stderr, "500: %.2000s\n", answer.c_str());
     std::abort();

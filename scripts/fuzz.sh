@@ -25,7 +25,9 @@ for t in "${targets[@]}"; do
     grep -E "^stat::number_of_executed_units|^Done" "$build_dir/fuzz-$t.log" | tail -1
   else
     echo "!! $t failed: $(ls "$findings" | head -1) (log: $build_dir/fuzz-$t.log)"
-    grep -E "ERROR|SUMMARY|runtime error" "$build_dir/fuzz-$t.log" | head -5 || true
+    # The sanitizer's verdict, and what the target itself printed before it aborted.
+    grep -a -E "ERROR|SUMMARY|runtime error|Check failed|terminate called|^[a-z0-9 ]+[^=]*: " "$build_dir/fuzz-$t.log" |
+      grep -a -v -E "^(INFO|MS|NEW_FUNC|artifact_prefix|Base64|stat::|\s+#)" | cut -c1-400 | head -8 || true
     failed+=("$t")
   fi
 done
