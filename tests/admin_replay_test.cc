@@ -332,5 +332,93 @@ TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutRepla
   EXPECT_NE(one_out.find("SUCCEEDED"), std::string::npos) << one_out;
 }
 
+// S12 through the admin route: a replay of a SUCCEEDED original is deduplicated; `force` (the
+// operator acts as the tenant's admin) re-executes it, and the execution and the audit say so.
+TEST_F(AdminReplayTest, ForceOnTheAdminReplayReExecutesAndIsRecorded) {
+  healthy_ = true;
+  auto original = gw_->Invoke("crm.update", {{"input", {{"n", 1}}}}, Token("acme"));
+  ASSERT_EQ(original.status, 200) << original.body;
+  const std::string id = Body(original)["execution_id"];
+  const json ask = {{"replay_reason", "crm lost the update"}, {"requested_by", "oncall@ops"}};
+  auto deduped = Admin("POST", "/admin/executions/" + id + "/replay", ask);
+  ASSERT_EQ(deduped.status, 200) << deduped.body;
+  EXPECT_EQ(Body(deduped)["deduplicated"], true) << deduped.body;
+  EXPECT_EQ(downstream_.total(), 1);
+
+  json forced_ask = ask;
+  forced_ask["force"] = true;
+  auto forced = Admin("POST", "/admin/executions/" + id + "/replay", forced_ask);
+  ASSERT_EQ(forced.status, 200) << forced.body;
+  EXPECT_EQ(Body(forced)["deduplicated"], nullptr) << forced.body;
+  EXPECT_EQ(Body(forced)["outcome"], "SUCCEEDED");
+  EXPECT_EQ(Body(forced)["replay_of"], id);
+  EXPECT_EQ(downstream_.total(), 2) << "the forced replay called the tool again";
+  const std::string forced_id = Body(forced)["execution_id"];
+  const json execution = Execution(forced_id);
+  ASSERT_EQ(execution["tenant_id"], "acme") << execution.dump();
+  std::vector<std::string> types;
+  for (const auto& e : execution["events"]) types.push_back(e["type"]);
+  EXPECT_THAT(types, ::testing::Contains("REPLAY_FORCED")) << execution.dump();
+  const json replayed = AuditOf("EXECUTION_REPLAYED");
+  ASSERT_EQ(replayed.size(), 2u) << replayed.dump();
+  int forced_audits = 0;
+  for (const auto& e : replayed) {
+    if (e["data"]["force"] != true) continue;
+    ++forced_audits;
+    EXPECT_EQ(e["data"]["replay_execution_id"], forced_id);
+    EXPECT_EQ(e["actor"], "admin:oncall@ops");
+    EXPECT_EQ(e["data"]["reason"], "crm lost the update");
+  }
+  EXPECT_EQ(forced_audits, 1) << replayed.dump();
+  const std::string metrics = Admin("GET", "/metrics").body;
+  EXPECT_NE(metrics.find("toolgate_replays_total{result=\"forced\"} 1"), std::string::npos) << metrics;
+}
+
+// `replay --from-list -`: the ids come from stdin (one per line, a comment ignored); a progress file
+// is named with --progress, and a second run with --resume replays nothing again.
+TEST_F(AdminReplayTest, CliReplayReadsTheListFromStdin) {
+  std::set<std::string> failed;
+  for (const char* tenant : {"acme", "globex"}) failed.insert(Fail(tenant, "crm.update"));
+  healthy_ = true;
+  const std::string config = gw_->CliConfigPath();
+  const std::string progress = dir_.file("stdin.progress");
+  // `replay --from-list -` with the ids written to its stdin, which is then closed (RunCli's stdin
+  // never ends, so it is not used here): the exit code, stdout and stderr.
+  auto run = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {TOOLGATE_BINARY, "replay",     "--config",       config, "--from-list", "-",
+                                     "--reason",      "incident 9", "--requested-by", "cli"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    const std::string err = dir_.file("stdin-cli.err");
+    unlink(err.c_str());
+    testing::ChildProcess cli(argv, err);
+    EXPECT_TRUE(cli.WriteLine("# from the incident channel"));
+    for (const auto& id : failed) EXPECT_TRUE(cli.WriteLine(id));
+    cli.CloseStdin();
+    std::string out;
+    while (auto line = cli.ReadLine(std::chrono::seconds(30))) out += *line + "\n";
+    const int status = cli.Wait();
+    std::ifstream in(err);
+    out.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
+  };
+  // Without --progress there is nowhere to keep the progress of a list read from stdin.
+  auto [bare_code, bare] = run({});
+  EXPECT_EQ(bare_code, 1) << bare;
+  EXPECT_NE(bare.find("--progress"), std::string::npos) << bare;
+  EXPECT_EQ(downstream_.total(), 2) << bare;
+
+  auto [code, out] = run({"--rate", "50", "--progress", progress});
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(downstream_.total(), 4) << out;  // two failures, two replays
+  for (const auto& id : failed) {
+    EXPECT_NE(out.find(id), std::string::npos) << out;
+    EXPECT_EQ(Execution(id)["replays"].size(), 1u) << id;
+  }
+  auto [again_code, again] = run({"--rate", "50", "--progress", progress, "--resume"});
+  EXPECT_EQ(again_code, 0) << again;
+  EXPECT_EQ(downstream_.total(), 4) << again;
+  EXPECT_NE(again.find("2 execution(s) already done"), std::string::npos) << again;
+}
+
 }  // namespace
 }  // namespace toolgate

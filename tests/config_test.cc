@@ -32,6 +32,39 @@ TEST(ConfigTest, TheExampleFileParsesWithEverySection) {
   EXPECT_EQ(get_deal.path, "/v2/deals/{deal_id}");
   EXPECT_TRUE(get_deal.idempotent);
   EXPECT_TRUE(get_deal.schema.has_value());
+  // [alerts] and [log] as the example writes them: their defaults.
+  EXPECT_EQ(c->slo.runbook_url, Config{}.slo.runbook_url);
+  EXPECT_FALSE(c->log.json);
+  EXPECT_FALSE(c->log.access);
+}
+
+TEST(ConfigTest, APathPlaceholderThatIsNotAPropertyOfTheInputSchemaIsRefusedNamingTheKey) {
+  auto c = ParseConfig(R"(
+[connectors.crm]
+base_url = "http://127.0.0.1:9"
+[tools."crm.get_deal"]
+method = "GET"
+path = "/v2/deals/{deal_id}/notes/{note_id}"
+input_schema = '{"type":"object","required":["deal_id"],"properties":{"deal_id":{"type":"string"}}}'
+)",
+                       "placeholder.toml");
+  ASSERT_FALSE(c.ok());
+  const std::string msg(c.status().message());
+  EXPECT_NE(msg.find("tools.\"crm.get_deal\".path uses {note_id}, which is not a property of input_schema"),
+            std::string::npos)
+      << msg;
+  // The placeholder the schema does know is not named.
+  EXPECT_EQ(msg.find("{deal_id}"), std::string::npos) << msg;
+  // Without a schema any placeholder is accepted (the input's fields are not known at load).
+  EXPECT_TRUE(ParseConfig(R"(
+[connectors.crm]
+base_url = "http://127.0.0.1:9"
+[tools."crm.get_deal"]
+method = "GET"
+path = "/v2/deals/{deal_id}/notes/{note_id}"
+)",
+                          "placeholder.toml")
+                  .ok());
 }
 
 TEST(ConfigTest, SloAndAlertSettingsAreReadAndCheckedKeyByKey) {

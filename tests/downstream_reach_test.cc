@@ -602,6 +602,14 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
     if (r.path.rfind("/echo", 0) == 0) {
       return Reply{500, json{{"got", auth + " " + Header(r, "x-api-key")}}.dump(), {{"X-Echo", auth}}};
     }
+    // A downstream that refuses a static credential (revoked key): 401 to the bearer token, 403 to the
+    // header key, both echoing what they refused.
+    if (r.path == "/denied") {
+      const std::string got = auth + " " + Header(r, "x-api-key");
+      return Reply{auth.empty() ? 403 : 401,
+                   json{{"error", "refused: " + got}}.dump(),
+                   {{"WWW-Authenticate", "Bearer error=\"invalid_token\" " + got}}};
+    }
     if (auth == "Bearer access-SECRET-1-b7d3" && !refused_first_token.exchange(true)) return Reply{401, "{}"};
     return Reply{200, R"({"ok":true})"};
   });
@@ -618,15 +626,19 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   GatewayProcess& gw = Start(
       "[connectors.bearer]\n" + base +
       "[connectors.bearer.auth]\ntype = \"bearer\"\ntoken_env = \"REACH_CRED_BEARER\"\n" +
-      "[tools.\"bearer.echo\"]\npath = \"/echo\"\n" + "[connectors.hfile]\n" + base +
+      "[tools.\"bearer.echo\"]\npath = \"/echo\"\n" + "[tools.\"bearer.denied\"]\npath = \"/denied\"\n" +
+      "[connectors.hfile]\n" + base +
       "[connectors.hfile.auth]\ntype = \"header\"\nname = \"X-Api-Key\"\nvalue_file = \"" + dir_.file("header.secret") +
-      "\"\n" + "[tools.\"hfile.echo\"]\npath = \"/echo\"\n" + "[connectors.oauth]\n" + base +
-      "[connectors.oauth.auth]\n" + oauth(idp.base_url() + "/token", "client_secret_env = \"REACH_CRED_CLIENT\"") +
+      "\"\n" + "[tools.\"hfile.echo\"]\npath = \"/echo\"\n" + "[tools.\"hfile.denied\"]\npath = \"/denied\"\n" +
+      "[connectors.oauth]\n" + base + "[connectors.oauth.auth]\n" +
+      oauth(idp.base_url() + "/token", "client_secret_env = \"REACH_CRED_CLIENT\"") +
       "[tools.\"oauth.echo\"]\npath = \"/echo\"\n" + "[connectors.oauth_down]\n" + base +
       "[connectors.oauth_down.auth]\n" +
       oauth(nowhere.url() + "/token", "client_secret_file = \"" + dir_.file("down.secret") + "\"") +
       "[connectors.oauth_bad]\n" + base + "[connectors.oauth_bad.auth]\n" +
-      oauth(idp.base_url() + "/token-bad", "client_secret_env = \"REACH_CRED_BAD_CLIENT\""));
+      oauth(idp.base_url() + "/token-bad", "client_secret_env = \"REACH_CRED_BAD_CLIENT\"") +
+      // Every log line as JSON and one per request: the fields of structured lines are grepped too.
+      "[log]\nformat = \"json\"\naccess = true\n");
 
   std::string seen_by_agent;
   std::vector<std::string> ids;
@@ -646,6 +658,11 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   EXPECT_EQ(call("oauth_bad.ping", 502)["reason"], "credentials_unavailable");
   for (const char* echo : {"bearer.echo", "hfile.echo", "oauth.echo"})
     EXPECT_EQ(call(echo, 502)["reason"], "downstream_error");
+  // A bearer token and a header key the downstream refuses (401, 403): a failure, no secret in it.
+  for (const char* denied : {"bearer.denied", "hfile.denied"}) {
+    const json answer = call(denied, 502);
+    EXPECT_EQ(answer["reason"], "downstream_rejected") << answer;
+  }
 
   // The secrets were really used (else the grep below proves nothing).
   EXPECT_EQ(idp.total(), 3);  // the first token, the one after the 401, the refused client
@@ -658,6 +675,9 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
   }
   EXPECT_THAT(sent_to_api, HasSubstr("Bearer " + bearer));
   EXPECT_THAT(sent_to_api, HasSubstr(header));
+  int denied_requests = 0;
+  for (const Request& r : api.requests()) denied_requests += r.path == "/denied";
+  EXPECT_EQ(denied_requests, 2) << "a refused static credential is not re-sent";
   EXPECT_THAT(sent_to_api, HasSubstr("Bearer access-SECRET-1-b7d3"));
   EXPECT_THAT(sent_to_api, HasSubstr("Bearer access-SECRET-2-b7d3"));
   for (const Request& r : idp.requests()) EXPECT_THAT(Header(r, "authorization"), Not(HasSubstr(alice_)));
@@ -672,11 +692,56 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
     outputs[std::string("GET ") + path] = r.body;
   }
   outputs["GET /v1/executions"] = gw.Public("GET", "/v1/executions", "", alice_).body;
-  for (const auto& id : ids)
+  for (const auto& id : ids) {
     outputs["GET /v1/executions/" + id] = gw.Public("GET", "/v1/executions/" + id, "", alice_).body;
+    auto r = gw.Admin("GET", "/admin/executions/" + id);
+    EXPECT_EQ(r.status, 200) << id << ": " << r.body;
+    outputs["GET /admin/executions/" + id] = r.body;
+  }
+  // The admin side's listings, and replays by an operator (each a new call through the credentials).
+  const json replay_ask = {{"replay_reason", "secret grep"}, {"requested_by", "oncall@acme"}};
+  json dry = replay_ask;
+  dry["connector"] = "oauth_bad";
+  dry["dry_run"] = true;
+  auto dry_run = gw.Admin("POST", "/admin/replays", dry.dump());
+  EXPECT_EQ(dry_run.status, 200) << dry_run.body;
+  EXPECT_EQ(Body(dry_run)["matched"], 1) << dry_run.body;
+  outputs["POST /admin/replays (dry run)"] = dry_run.body;
+  json bulk = replay_ask;
+  bulk["connector"] = "oauth_bad";
+  auto created = gw.Admin("POST", "/admin/replays", bulk.dump());
+  ASSERT_EQ(created.status, 202) << created.body;
+  outputs["POST /admin/replays"] = created.body;
+  const std::string job_id = Body(created)["job_id"];
+  std::string job_state;
+  for (int i = 0; i < 200 && job_state != "DONE"; ++i) {  // bounded: 20 s
+    auto job = gw.Admin("GET", "/admin/replays/" + job_id);
+    outputs["GET /admin/replays/{job_id}"] = job.body;
+    job_state = Body(job).value("state", "");
+    if (job_state != "DONE") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(job_state, "DONE") << outputs["GET /admin/replays/{job_id}"];
+  for (const std::string& id : ids) {
+    if (Body(gw.Admin("GET", "/admin/executions/" + id)).value("tool_name", "") != "hfile.denied") continue;
+    auto one = gw.Admin("POST", "/admin/executions/" + id + "/replay", replay_ask.dump());
+    EXPECT_EQ(one.status, 502) << one.body;
+    EXPECT_EQ(Body(one).value("reason", ""), "downstream_rejected") << one.body;
+    outputs["POST /admin/executions/{id}/replay"] = one.body;
+  }
+  EXPECT_EQ(outputs.count("POST /admin/executions/{id}/replay"), 1u);
+  for (const char* path : {"/admin/status", "/admin/executions", "/admin/replays", "/admin/audit"}) {
+    auto r = gw.Admin("GET", path);
+    EXPECT_EQ(r.status, 200) << path << ": " << r.body;
+    outputs[std::string("GET ") + path] = r.body;
+  }
+  EXPECT_THAT(outputs["GET /admin/executions"], HasSubstr("hfile.denied"));
   const std::string cli_config = gw.CliConfigPath();
-  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
-           {"status"}, {"slo", "status"}, {"limits", "list"}, {"kill-switch", "list"}}) {
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{{"status"},
+                                                                                    {"status", "--json"},
+                                                                                    {"slo", "status"},
+                                                                                    {"limits", "list"},
+                                                                                    {"kill-switch", "list"},
+                                                                                    {"executions", "list", "--json"}}) {
     std::vector<std::string> argv = args;
     argv.insert(argv.end(), {"--config", cli_config});
     auto [code, out] = Cli(argv);
@@ -684,6 +749,7 @@ TEST_F(DownstreamReachTest, NoSecretAppearsInAnyOutputAfterEveryCredentialTypeWa
     outputs["toolgate " + args[0] + (args.size() > 1 ? " " + args[1] : "")] = out;
   }
   EXPECT_THAT(outputs["toolgate status"], HasSubstr("oauth_down"));
+  EXPECT_THAT(outputs["toolgate status --json"], HasSubstr("\"oauth_down\""));
   gw.Terminate();
   {
     auto [code, out] = Cli({"ledger", "export", "--config", gw.config_path()});

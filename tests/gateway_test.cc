@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 
 #include <barrier>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -264,6 +265,30 @@ TEST_F(GatewayTest, ListingIsNewestFirstFilteredAndPaginated) {
   ASSERT_EQ(failed["executions"].size(), 1u);
   EXPECT_EQ(failed["executions"][0]["tool_name"], "crm.bad");
   EXPECT_EQ(gw.Public("GET", "/v1/executions?limit=5000", "", alice_).status, 400);
+  // The admin listing's forms (§17.9): comma-separated outcomes; since/until in epoch ms or RFC 3339.
+  auto both = Body(gw.Public("GET", "/v1/executions?outcome=FAILED,SUCCEEDED", "", alice_));
+  EXPECT_EQ(both["executions"].size(), 6u) << both;
+  auto unknown = gw.Public("GET", "/v1/executions?outcome=FAILED,NOPE", "", alice_);
+  EXPECT_EQ(unknown.status, 400) << unknown.body;
+  EXPECT_EQ(Body(unknown)["error"], "invalid_request");
+  EXPECT_THAT(Body(unknown).value("message", ""), ::testing::HasSubstr("NOPE"));
+  const std::string later = std::to_string((time(nullptr) + 3600) * 1000);
+  EXPECT_TRUE(Body(gw.Public("GET", "/v1/executions?since=2999-01-01T00:00Z", "", alice_))["executions"].empty());
+  EXPECT_EQ(
+      Body(gw.Public("GET", "/v1/executions?since=2020-01-01T00:00Z&until=" + later, "", alice_))["executions"].size(),
+      6u);
+  EXPECT_TRUE(Body(gw.Public("GET", "/v1/executions?until=2020-01-01T00:00Z", "", alice_))["executions"].empty());
+  // since = the created_at (RFC 3339, ms) of the third call: exactly the calls created at or after it.
+  std::map<std::string, std::string> created;
+  for (const auto& id : ids) created[id] = Body(gw.Public("GET", "/v1/executions/" + id, "", alice_))["created_at"];
+  const std::string since = created[ids[2]];
+  const json recent = Body(gw.Public("GET", "/v1/executions?tool=crm.good&since=" + since, "", alice_));
+  std::set<std::string> listed;
+  for (const auto& e : recent["executions"]) listed.insert(e["execution_id"]);
+  for (const auto& id : ids) EXPECT_EQ(listed.count(id), created[id] >= since ? 1u : 0u) << id << " " << recent;
+  EXPECT_TRUE(listed.count(ids[4]));
+  EXPECT_EQ(gw.Public("GET", "/v1/executions?since=yesterday", "", alice_).status, 400);
+  EXPECT_EQ(gw.Public("GET", "/v1/executions?until=1e9", "", alice_).status, 400);
 }
 
 TEST_F(GatewayTest, BadInputGetsAClearErrorAndTheServerStaysUp) {

@@ -197,6 +197,37 @@ TEST_F(OperatorViewTest, StatusCountsWhatAgentsWereAnsweredAcrossThreeInstances)
   EXPECT_EQ(JsonOf(limits)["limits"].size(), 2u) << limits;
 }
 
+// Item 2: a downstream's 429 with Retry-After throttles its connector fleet-wide; `status --json`
+// shows until when (and the table says so), the other connector untouched.
+TEST_F(OperatorViewTest, StatusShowsThrottledUntilAfterA429WithRetryAfter) {
+  crm_.set_behavior([](const FakeDownstream::Request& r) {
+    if (r.path == "/health") return Reply{200, R"({"ok":true})"};
+    return Reply{429, R"({"error":"slow down"})", {{"Retry-After", "120"}}};
+  });
+  GatewayProcess& gw = Start();
+  const int64_t before_s = time(nullptr);
+  auto throttled = gw.Invoke("crm.lookup", {{"input", {{"n", 1}}}}, alice_);
+  const json answer = Body(throttled);
+  EXPECT_EQ(answer.value("outcome", ""), "DEFERRED") << throttled.body;
+  EXPECT_EQ(answer.value("reason", ""), "downstream_throttled") << throttled.body;
+  const int64_t after_s = time(nullptr);
+  auto [code, out] = Cli({"status", "--json", "--config", gw.CliConfigPath()});
+  ASSERT_EQ(code, 0) << out;
+  const json doc = JsonOf(out);
+  ASSERT_TRUE(doc.is_object()) << out;
+  std::map<std::string, json> by_id;
+  for (const auto& c : doc["connectors"]) by_id[c["id"]] = c;
+  ASSERT_TRUE(by_id["crm"].contains("throttled_until_epoch_sec")) << out;
+  const int64_t until = by_id["crm"]["throttled_until_epoch_sec"];
+  EXPECT_GE(until, before_s + 120) << out;
+  EXPECT_LE(until, after_s + 121) << out;
+  EXPECT_GT(by_id["crm"]["throttled_remaining_s"].get<int64_t>(), 0) << out;
+  EXPECT_EQ(by_id["billing"]["throttled_until_epoch_sec"], 0) << out;
+  auto [table_code, table] = Cli({"status", "--config", gw.CliConfigPath()});
+  ASSERT_EQ(table_code, 0) << table;
+  EXPECT_THAT(table, HasSubstr("throttled by the downstream until epoch " + std::to_string(until)));
+}
+
 // Item 3: a refused close says what was checked and what it answered, in the CLI's words.
 TEST_F(OperatorViewTest, ARefusedCloseNamesTheHealthCheckAndTheFlag) {
   crm_.set_behavior([](const FakeDownstream::Request&) { return Reply{503, R"({"down":true})"}; });
@@ -225,6 +256,10 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
   kill["key"] = "tenant-x";
   ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit("maintenance").dump()).status, 200);
+  json limit = Audit("crm asked for fewer connections");
+  limit["max_in_flight"] = 3;
+  auto limited = gw.Admin("PUT", "/admin/connectors/crm/limits", limit.dump());
+  ASSERT_EQ(limited.status, 200) << limited.body;
   auto closed = gw.Admin("POST", "/admin/connectors/crm/breaker/close", Audit("done").dump());
   ASSERT_EQ(closed.status, 200) << closed.body;
   EXPECT_EQ(Body(closed)["changed"], true);
@@ -290,6 +325,14 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
   EXPECT_EQ(switched["scope"], "tenant");
   EXPECT_EQ(switched["key"], "tenant-x");
   EXPECT_EQ(switched["reason"], "stop tenant-x");
+  const json limit_changed = find("limit_changed", [](const json&) { return true; });
+  ASSERT_FALSE(limit_changed.is_null());
+  EXPECT_EQ(limit_changed["connector_id"], "crm");
+  EXPECT_EQ(limit_changed["from"], 8);  // the config's max_in_flight
+  EXPECT_EQ(limit_changed["to"], 3);
+  EXPECT_EQ(limit_changed["actor"], "operator:oncall@acme");
+  EXPECT_EQ(limit_changed["reason"], "crm asked for fewer connections");
+  EXPECT_THAT(limit_changed.value("msg", ""), HasSubstr("LIMIT_CHANGED"));
   const json access = find("http_request", [](const json& j) { return j["listener"] == "public"; });
   ASSERT_FALSE(access.is_null());
   EXPECT_EQ(access["route"], "/v1/tools/{tool_name}/invoke");

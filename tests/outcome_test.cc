@@ -4,6 +4,8 @@
 
 #include "toolgate/domain/outcome.h"
 
+#include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,6 +97,37 @@ TEST(OutcomeTest, FailureReasonsKeepTheirStringsAndTheirSliVerdict) {
   }
   EXPECT_FALSE(ParseFailureReason("TIMEOUT").has_value());
   EXPECT_FALSE(ParseFailureReason("breaker_open").has_value()) << "a defer reason is not a failure reason";
+}
+
+// The API reference lists exactly the reasons an answer can carry: every DeferReason and
+// FailureReason (walked through the enums, so a new one fails here until docs/openapi.json has it),
+// and nothing else.
+TEST(OutcomeTest, TheOpenApiDocumentListsEveryOutcomeReason) {
+  std::ifstream in(TOOLGATE_SOURCE_DIR "/docs/openapi.json");
+  ASSERT_TRUE(in) << "docs/openapi.json";
+  const json doc = json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(doc.is_object());
+  const json& schemas = doc["components"]["schemas"];
+  std::set<std::string> documented;
+  for (const auto& r : schemas["OutcomeReason"]["enum"]) documented.insert(r.get<std::string>());
+  std::set<std::string> reasons;
+  for (int i = 0;; ++i) {  // declaration order, no explicit values: 0, 1, ... until the fallback
+    const std::string text(ToString(static_cast<DeferReason>(i)));
+    if (text == "unknown") break;
+    reasons.insert(text);
+  }
+  for (int i = 0;; ++i) {
+    const std::string text(ToString(static_cast<FailureReason>(i)));
+    if (text == "unknown") break;
+    reasons.insert(text);
+  }
+  EXPECT_GE(reasons.size(), 15u);
+  EXPECT_EQ(documented, reasons);
+  EXPECT_EQ(schemas["InvokeResponse"]["properties"]["reason"]["$ref"], "#/components/schemas/OutcomeReason");
+  std::set<std::string> outcomes;
+  for (const auto& o : schemas["Outcome"]["enum"]) outcomes.insert(o.get<std::string>());
+  for (Outcome o : kAllOutcomes) EXPECT_TRUE(outcomes.count(std::string(ToString(o)))) << ToString(o);
+  EXPECT_EQ(outcomes.size(), std::size(kAllOutcomes));
 }
 
 // Design §5's table (and §15's 202 for a call that has not ended).

@@ -64,6 +64,12 @@ class ChildProcess {
     return write(stdin_, s.data(), s.size()) == static_cast<ssize_t>(s.size());
   }
 
+  // Closes the child's stdin: it reads end of file after what was written.
+  void CloseStdin() {
+    if (stdin_ >= 0) close(stdin_);
+    stdin_ = -1;
+  }
+
   // The next line of the child's stdout, or nullopt at EOF or when `timeout` passes first.
   std::optional<std::string> ReadLine(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -5,12 +5,14 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "api/api_support.h"
 #include "api/invocation.h"
 #include "api/openapi.h"
 #include "api/views.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/domain/outcome.h"
 
 namespace toolgate::api {
 
@@ -192,7 +194,25 @@ struct PublicRoutes::Impl : GatewayContext {
       return it == req.query.end() ? "" : it->second;
     };
     f.tool = q("tool");
-    f.outcome = q("outcome");
+    // The admin listing's forms (§17.9): comma-separated outcomes, since/until as epoch ms or RFC 3339.
+    const std::string outcomes = q("outcome");
+    for (absl::string_view o : absl::StrSplit(outcomes, ',', absl::SkipEmpty())) {
+      if (!ParseOutcome(std::string_view(o.data(), o.size()))) {
+        co_return Error(400, "invalid_request",
+                        absl::StrCat("outcome: unknown outcome '", std::string(o),
+                                     "' (SUCCEEDED, FAILED, DEFERRED, BLOCKED, ...; comma-separated)"));
+      }
+      f.outcomes.emplace_back(o);
+    }
+    for (auto [name, target] : {std::pair{"since", &f.since_ms}, std::pair{"until", &f.until_ms}}) {
+      if (const std::string v = q(name); !v.empty()) {
+        *target = ParseTimeMs(v);
+        if (!*target) {
+          co_return Error(400, "invalid_request",
+                          absl::StrCat(name, " must be epoch milliseconds or RFC 3339 (e.g. 2026-11-30T10:00Z)"));
+        }
+      }
+    }
     if (const std::string limit = q("limit"); !limit.empty()) {
       if (limit.size() > 3 || limit.find_first_not_of("0123456789") != std::string::npos || std::stoi(limit) < 1 ||
           std::stoi(limit) > 200) {

@@ -164,7 +164,12 @@ absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::List(std::string_view t
     for (auto& [sk, item] : p.items) {
       ASSIGN_OR_RETURN(ExecutionRecord r, FromItem(item));
       last_examined = r.execution_id;
-      if ((!f.tool.empty() && r.tool_name != f.tool) || (!f.outcome.empty() && ToString(r.outcome) != f.outcome))
+      // Newest first: the first record older than `since` ends the listing.
+      if (f.since_ms && r.created_at_ms < *f.since_ms) return page;
+      if (!f.tool.empty() && r.tool_name != f.tool) continue;
+      if (f.until_ms && r.created_at_ms >= *f.until_ms) continue;
+      if (!f.outcomes.empty() &&
+          std::find(f.outcomes.begin(), f.outcomes.end(), ToString(r.outcome)) == f.outcomes.end())
         continue;
       page.executions.push_back(std::move(r));
       if (static_cast<int>(page.executions.size()) == limit) {

@@ -17,6 +17,20 @@
 // A schema is an object of those keywords or a boolean (`true` accepts anything, `false` nothing).
 // Any other keyword (a typo such as "requird" included) is refused by Compile, so a schema never
 // silently checks less than its author meant.
+//
+// Why not a library: Debian 12's JSON Schema library for C++ is libvalijson-dev (valijson 1.0,
+// header-only, maintained, with an nlohmann adapter). It was weighed and not taken because
+//   - it ignores keywords it does not know, so a typo ("requird") silently checks nothing; refusing
+//     them would need our own keyword walk over every schema anyway;
+//   - its errors name a location as a list of segments ("<root>", "[deal_id]", "[3]"), a missing
+//     property at its parent's location, and several errors per failure (an item's, then its
+//     array's); the 400 invalid_input contract (one RFC 6901 pointer, the first failing location)
+//     would need a translation layer over them;
+//   - it parses drafts 3, 4 and 7, not 2020-12, throws exceptions where the project returns
+//     absl::Status, and brings `pattern` on std::regex (recursive, so a long agent input could
+//     exhaust the stack) and remote $ref fetching, which tool inputs do not need.
+// The §13 subset here is ~430 lines with its own tests (json_schema_test), returns the pointer
+// directly and compiles once at load. If schemas ever need $ref, oneOf or pattern, revisit.
 
 #include <cstddef>
 #include <memory>

@@ -69,9 +69,11 @@ class ExecutionStore {
 
   struct ListFilter {
     std::string tool;
-    std::string outcome;               // as stored (ToString of an Outcome); empty: any
-    int limit = 50;                    // 1..200
-    std::optional<std::string> after;  // cursor: the last execution id of the previous page
+    std::vector<std::string> outcomes;  // any of these, as stored (ToString of an Outcome); empty: any
+    std::optional<int64_t> since_ms;    // created at or after
+    std::optional<int64_t> until_ms;    // created before
+    int limit = 50;                     // 1..200
+    std::optional<std::string> after;   // cursor: the last execution id of the previous page
   };
   struct ListPage {
     std::vector<ExecutionRecord> executions;  // newest first
