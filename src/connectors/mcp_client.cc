@@ -70,7 +70,7 @@ class HttpTransport final : public McpTransport {
 
   asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout) override {
     const SessionHeaders headers = Current();
-    StreamReading reading;
+    StreamReading reading(static_cast<size_t>(config_.max_response_bytes));
     reading.id = request["id"];
     reading.method = request.value("method", "");
     reading.session = headers;
@@ -83,6 +83,13 @@ class HttpTransport final : public McpTransport {
       out.error = absl::StrCat("the MCP server sent more than ", kMaxServerRequestsPerCall,
                                " requests of its own on the stream of one ", reading.method.substr(0, 64),
                                " (each answered -32601) without answering it");
+      co_return out;
+    }
+    if (reading.events.failed()) {
+      out.kind = Kind::kResponseInvalid;
+      out.error =
+          absl::StrCat("the MCP server's event stream for one ", reading.method.substr(0, 64), " needed more than ",
+                       config_.max_response_bytes, " bytes held at once (max_response_bytes)");
       co_return out;
     }
     if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300)
@@ -138,6 +145,7 @@ class HttpTransport final : public McpTransport {
 
   // The SSE stream answering one request, read event by event as it arrives.
   struct StreamReading {
+    explicit StreamReading(size_t max_bytes) : events(max_bytes) {}
     json id;             // the request's
     std::string method;  // the request's, for messages
     SessionHeaders session;
@@ -261,6 +269,7 @@ class HttpTransport final : public McpTransport {
   // reading) once the response came, or when the server sent too many requests of its own.
   asio::awaitable<bool> OnStreamData(StreamReading* reading, std::string data) {
     reading->events.Feed(data);
+    if (reading->events.failed()) co_return false;
     while (std::optional<net::EventStreamParser::Event> event = reading->events.Next()) {
       auto handle_op = HandleEvent(*reading, std::move(event->data));
       if (!co_await std::move(handle_op)) co_return false;
