@@ -3,7 +3,8 @@
 // byte per piece (its length), then the stream. Beyond "no crash":
 // - the events (type, data, last event id), the final last_event_id() and retry_ms() do not depend
 //   on the pieces, and are those of a line-by-line reference written here from the WHATWG rules the
-//   header promises (BOM dropped, CRLF/LF/CR, comments, data lines joined with "\n", id without NUL,
+//   header promises (BOM dropped, CRLF/LF/CR, comments, data lines joined with "\n", id without NUL
+//   and the dispatched id only at a blank line,
 //   retry digits only, no dispatch without data, Finish dispatches a cut-short event);
 // - held_bytes() never exceeds max_bytes; failed() is the same however the stream is split, comes
 //   only when the reference needed that much, and always when it needed more than the limit;
@@ -43,6 +44,7 @@ struct Run {
   std::vector<Event> events;
   bool failed = false;
   std::string last_event_id;
+  std::string dispatched_event_id;
   std::optional<int64_t> retry_ms;
 };
 
@@ -65,6 +67,7 @@ Run Parse(const std::vector<std::string_view>& pieces, size_t max_bytes, bool dr
   run.failed = p.failed();
   if (run.failed) Check(run.events.empty() || drain);
   run.last_event_id = p.last_event_id();
+  run.dispatched_event_id = p.dispatched_event_id();
   run.retry_ms = p.retry_ms();
   return run;
 }
@@ -80,9 +83,10 @@ struct Reference {
 Reference Interpret(std::string_view s) {
   Reference ref;
   if (s.substr(0, 3) == std::string_view("\xEF\xBB\xBF", 3)) s.remove_prefix(3);
-  std::string data, type, id;
+  std::string data, type, id, dispatched_id;
   bool has_data = false;
   auto dispatch = [&] {
+    dispatched_id = id;
     if (has_data) {
       const size_t size = type.size() + data.size() + id.size();
       ref.max_event = std::max(ref.max_event, size);
@@ -128,6 +132,7 @@ Reference Interpret(std::string_view s) {
   }
   dispatch();  // Finish
   ref.run.last_event_id = id;
+  ref.run.dispatched_event_id = dispatched_id;
   return ref;
 }
 
@@ -158,15 +163,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   if (!whole.failed) {
     Check(Same(whole.events, ref.run.events) && Same(split.events, ref.run.events));
     Check(whole.last_event_id == ref.run.last_event_id && split.last_event_id == ref.run.last_event_id);
+    Check(whole.dispatched_event_id == ref.run.dispatched_event_id &&
+          split.dispatched_event_id == ref.run.dispatched_event_id);
     Check(whole.retry_ms == ref.run.retry_ms && split.retry_ms == ref.run.retry_ms);
     // Every event was held at once before any was taken.
     Check(ref.all_events <= max_bytes && ref.max_line <= max_bytes);
     // Taking them as they come holds less.
     Check(!drained.failed && Same(drained.events, ref.run.events));
   } else {
-    // It failed only for a reason: a line, the pending event's type, id and data, and the events
+    // It failed only for a reason: a line, the pending event's type, id and data, the dispatched id
+    // and the events
     // waiting to be taken together exceeded the limit.
-    Check(3 * ref.max_line + ref.max_event + ref.all_events > max_bytes);
+    Check(4 * ref.max_line + ref.max_event + ref.all_events > max_bytes);
   }
   if (!drained.failed) Check(Same(drained.events, ref.run.events));
   for (const Event& e : ref.run.events) {

@@ -312,5 +312,55 @@ TEST_F(McpSseTest, AStreamLargerThanTheResponseLimitIsCutThere) {
   EXPECT_TRUE(server_.answers().empty());
 }
 
+// ---- resuming a stream that ended before its response (Last-Event-ID) ----
+
+TEST_F(McpSseTest, AStreamEndedBeforeTheResultIsResumedWithTheLastEventId) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  EXPECT_LT(t.took, kWellBefore);
+  const auto resumes = server_.resumes();
+  ASSERT_EQ(resumes.size(), 1u);
+  EXPECT_EQ(resumes[0].last_event_id, "c1-1");
+  EXPECT_EQ(resumes[0].session_id, FakeSseMcpServer::kSessionId);
+  EXPECT_EQ(server_.calls(), 1) << "resumed, not sent again";
+}
+
+TEST_F(McpSseTest, AConnectionBrokenMidEventResumesAfterTheLastCompleteEvent) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kBreaksBeforeResult);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  const auto resumes = server_.resumes();
+  ASSERT_EQ(resumes.size(), 1u);
+  // The id line of the event cut short had arrived; that event had not.
+  EXPECT_EQ(resumes[0].last_event_id, "c1-1");
+  EXPECT_EQ(server_.calls(), 1);
+}
+
+TEST_F(McpSseTest, AStreamWithoutEventIdsIsNotResumed) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsWithoutIds);
+  const Timed t = Call();
+  EXPECT_EQ(t.result.kind, Kind::kResponseInvalid);
+  EXPECT_NE(t.result.error.find("no event ids to resume from"), std::string::npos) << t.result.error;
+  EXPECT_TRUE(server_.resumes().empty());
+  EXPECT_LT(t.took, kWellBefore);
+}
+
+TEST_F(McpSseTest, NoResumeWhenTheServersRetryWaitDoesNotFitTheDeadline) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  server_.set_retry_ms(kLongTimeoutMs);  // more than is left once the stream ended
+  const Timed t = Call();
+  EXPECT_EQ(t.result.kind, Kind::kResponseInvalid);
+  EXPECT_NE(t.result.error.find("retry wait"), std::string::npos) << t.result.error;
+  EXPECT_TRUE(server_.resumes().empty());
+  EXPECT_LT(t.took, kWellBefore) << "the call ends at once rather than wait past its deadline";
+}
+
 }  // namespace
 }  // namespace toolgate

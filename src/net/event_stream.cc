@@ -90,6 +90,13 @@ void EventStreamParser::Line(std::string_view line) {
 }
 
 void EventStreamParser::Dispatch() {
+  if (dispatched_event_id_ != last_event_id_) {
+    if (last_event_id_.size() > dispatched_event_id_.size() &&
+        Exceeds(last_event_id_.size() - dispatched_event_id_.size())) {
+      return;
+    }
+    dispatched_event_id_ = last_event_id_;
+  }
   if (has_data_) {
     if (Exceeds(last_event_id_.size())) return;  // the event's own copy of the id
     ready_bytes_ += type_.size() + data_.size() + last_event_id_.size();
@@ -138,6 +145,7 @@ void EventStreamParser::Fail() {
   has_data_ = false;
   type_.clear();
   last_event_id_.clear();
+  dispatched_event_id_.clear();
   ready_.clear();
   ready_bytes_ = 0;
 }

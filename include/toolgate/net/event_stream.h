@@ -46,13 +46,18 @@ class EventStreamParser {
   void Finish();
 
   const std::string& last_event_id() const { return last_event_id_; }
+  // The last event id as of the last blank line (WHATWG's "last event ID string": what a
+  // reconnection sends as Last-Event-ID) — unlike last_event_id(), never the id of an event still
+  // being received.
+  const std::string& dispatched_event_id() const { return dispatched_event_id_; }
   std::optional<int64_t> retry_ms() const { return retry_ms_; }
   // The stream needed more than max_bytes (see above).
   bool failed() const { return failed_; }
   size_t max_bytes() const { return max_bytes_; }
   // What it holds now (the bytes max_bytes bounds): never more than max_bytes.
   size_t held_bytes() const {
-    return line_.size() + data_.size() + type_.size() + last_event_id_.size() + ready_bytes_;
+    return line_.size() + data_.size() + type_.size() + last_event_id_.size() + dispatched_event_id_.size() +
+           ready_bytes_;
   }
 
  private:
@@ -75,6 +80,7 @@ class EventStreamParser {
   bool has_data_ = false;
   std::string type_;
   std::string last_event_id_;
+  std::string dispatched_event_id_;
   std::optional<int64_t> retry_ms_;
   std::deque<Event> ready_;
 };
