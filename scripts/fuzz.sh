@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build-fuzz}
 seconds=${FUZZ_SECONDS:-30}
-targets=(fuzz_http_request fuzz_json_body fuzz_jwt fuzz_config fuzz_dynamodb_expressions fuzz_stored_item fuzz_mcp_jsonrpc)
+targets=(fuzz_http_request fuzz_json_body fuzz_jwt fuzz_config fuzz_dynamodb_expressions fuzz_stored_item fuzz_mcp_jsonrpc fuzz_event_stream)
 
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DTOOLGATE_BUILD_FUZZERS=ON -DTOOLGATE_BUILD_TESTS=OFF -DTOOLGATE_BUILD_BENCHMARKS=OFF >/dev/null

@@ -38,6 +38,18 @@ class FakeSseMcpServer {
     kResultHeldOpen,        // the result, then the stream stays open until toolgate closes the connection
     kEndlessRequests,       // request after request (elicitation/create), each answer awaited (3 s), never a result
     kEndlessNotifications,  // progress notifications until the connection breaks (at most 4 MiB), never a result
+    // Resumability: events `c<n>-0` (priming, `retry: 50` or set_retry_ms) and `c<n>-1` (a progress notification),
+    // then no result on this stream; a GET with `Last-Event-ID: c<n>-1` gets the result as event
+    // `c<n>-2` (any other Last-Event-ID: 405).
+    kEndsBeforeResult,    // ... and the stream ends cleanly
+    kBreaksBeforeResult,  // ... then half of event c<n>-2 (its id line included), and the connection is closed
+    kEndsWithoutIds,      // a progress notification without an id, then the stream ends: nothing to resume
+  };
+
+  // A GET toolgate made to resume a stream.
+  struct Resume {
+    std::string last_event_id;
+    std::string session_id;
   };
 
   // A message toolgate POSTed that is not a request: an answer to one of the server's requests.
@@ -82,6 +94,8 @@ class FakeSseMcpServer {
 
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/mcp"; }
   void set_call_mode(CallMode mode) { mode_ = mode; }
+  // The `retry` of the resumable modes' priming event.
+  void set_retry_ms(int ms) { retry_ms_ = ms; }
 
   std::vector<Answer> answers() const {
     std::lock_guard lock(mu_);
@@ -92,6 +106,10 @@ class FakeSseMcpServer {
     return initialize_params_;
   }
   int calls() const { return calls_.load(); }
+  std::vector<Resume> resumes() const {
+    std::lock_guard lock(mu_);
+    return resumes_;
+  }
   int connections_accepted() const { return accepted_.load(); }
   // Requests the server sent on call streams (kAskFirst, kEndlessRequests).
   int requests_sent() const { return requests_sent_.load(); }
@@ -209,6 +227,10 @@ class FakeSseMcpServer {
     std::string pending;
     Request req;
     while (!stopping_ && ReadRequest(fd, pending, req)) {
+      if (req.method == "GET") {
+        if (!ResumeStream(fd, req)) return;
+        continue;
+      }
       const json msg = json::parse(req.body, nullptr, false);
       if (!msg.is_object()) {
         SendJson(fd, 400, R"({"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"parse error"}})");
@@ -249,6 +271,25 @@ class FakeSseMcpServer {
       const int n = ++calls_;
       if (!StreamCall(fd, id, n)) return;
     }
+  }
+
+  // A GET on the endpoint: the rest of call n's stream after `Last-Event-ID: c<n>-1`, else 405.
+  bool ResumeStream(int fd, Request& req) {
+    const std::string last = req.headers.count("last-event-id") ? req.headers["last-event-id"] : "";
+    std::optional<json> result;
+    {
+      std::lock_guard lock(mu_);
+      resumes_.push_back({last, req.headers.count("mcp-session-id") ? req.headers["mcp-session-id"] : ""});
+      if (auto it = held_results_.find(last); it != held_results_.end()) result = it->second;
+    }
+    if (!result) {
+      return SendAll(fd, "HTTP/1.1 405 Method Not Allowed\r\nAllow: POST\r\nContent-Length: 0\r\n\r\n");
+    }
+    const std::string next = last.substr(0, last.size() - 1) + "2";
+    return SendAll(fd,
+                   "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n") &&
+           SendChunk(fd, "id: " + next + "\n" + Event(*result)) && SendAll(fd, "0\r\n\r\n");
   }
 
   // Answers a tools/call with an event stream; false when the connection cannot carry more.
@@ -318,6 +359,31 @@ class FakeSseMcpServer {
           if (!SendChunk(fd, Event(request)) || !AwaitAnswer(request["id"], std::chrono::seconds(3))) return false;
         }
         return false;
+      case CallMode::kEndsBeforeResult:
+      case CallMode::kBreaksBeforeResult: {
+        const std::string prefix = "c" + std::to_string(n) + "-";
+        {
+          std::lock_guard lock(mu_);
+          held_results_[prefix + "1"] = result;
+        }
+        const json progress = {{"jsonrpc", "2.0"},
+                               {"method", "notifications/progress"},
+                               {"params", {{"progressToken", "t"}, {"progress", 1}}}};
+        if (!SendChunk(fd, "id: " + prefix + "0\nretry: " + std::to_string(retry_ms_.load()) + "\ndata:\n\n") ||
+            !SendChunk(fd, "id: " + prefix + "1\n" + Event(progress))) {
+          return false;
+        }
+        if (mode_.load() == CallMode::kEndsBeforeResult) return SendAll(fd, "0\r\n\r\n");
+        const std::string cut = "id: " + prefix + "2\n" + Event(result);
+        SendChunk(fd, cut.substr(0, cut.size() / 2));
+        return false;  // the connection is closed mid-event
+      }
+      case CallMode::kEndsWithoutIds: {
+        const json progress = {{"jsonrpc", "2.0"},
+                               {"method", "notifications/progress"},
+                               {"params", {{"progressToken", "t"}, {"progress", 1}}}};
+        return SendChunk(fd, Event(progress)) && SendAll(fd, "0\r\n\r\n");
+      }
       case CallMode::kEndlessNotifications: {
         const json progress = {
             {"jsonrpc", "2.0"},
@@ -338,12 +404,15 @@ class FakeSseMcpServer {
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<CallMode> mode_{CallMode::kResult};
+  std::atomic<int> retry_ms_{50};
   std::atomic<int> calls_{0}, accepted_{0}, requests_sent_{0};
   std::atomic<bool> held_stream_closed_{false};
   std::atomic<int64_t> stream_bytes_{0};
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Answer> answers_;
+  std::vector<Resume> resumes_;
+  std::map<std::string, json> held_results_;  // by the Last-Event-ID that resumes to them
   std::optional<json> initialize_params_;
   std::vector<std::thread> threads_;
   std::thread acceptor_;  // last: started once everything it uses exists

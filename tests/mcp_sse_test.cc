@@ -107,6 +107,53 @@ TEST(EventStreamParserTest, FinishDispatchesAnEventCutShortOfItsBlankLine) {
   EXPECT_EQ(events[0].data, "{\"id\":1}\nx");
 }
 
+TEST(EventStreamParserTest, ALongIdRepeatedByTinyEventsHitsTheLimitInsteadOfGrowing) {
+  // 1 KB of id then 1,000 six-byte events: ~7 KB of stream, ~1 MB if each event's copy of the id
+  // went uncounted.
+  std::string stream = "id: " + std::string(1000, 'i') + "\n";
+  for (int i = 0; i < 1000; ++i) stream += "data\n\n";
+  EventStreamParser p(64 * 1024);
+  p.Feed(stream);
+  EXPECT_TRUE(p.failed());
+  EXPECT_EQ(p.held_bytes(), 0u);
+  EXPECT_FALSE(p.Next());
+  p.Feed("data: more\n\n");
+  p.Finish();
+  EXPECT_FALSE(p.Next()) << "nothing comes out of a failed parser";
+
+  // Taken as they come (ten at most at a time), the same stream stays within the limit.
+  EventStreamParser q(64 * 1024);
+  size_t taken = 0;
+  for (size_t at = 0; at < stream.size(); at += 60) {
+    q.Feed(std::string_view(stream).substr(at, 60));
+    EXPECT_LE(q.held_bytes(), q.max_bytes());
+    taken += Drain(q).size();
+  }
+  q.Finish();
+  taken += Drain(q).size();
+  EXPECT_FALSE(q.failed());
+  EXPECT_EQ(taken, 1000u);
+}
+
+TEST(EventStreamParserTest, ALineOrEventOverTheLimitFailsHoweverTheStreamIsSplit) {
+  const std::string long_line = "data: " + std::string(200, 'x') + "\n\n";
+  const std::string long_event = std::string("data: ") + std::string(60, 'x') + "\ndata: " + std::string(60, 'y') +
+                                 "\ndata: " + std::string(60, 'z') + "\n\n";
+  for (const std::string& stream : {long_line, long_event}) {
+    for (size_t piece : {size_t{1}, size_t{7}, stream.size()}) {
+      EventStreamParser p(128);
+      for (size_t at = 0; at < stream.size(); at += piece) p.Feed(std::string_view(stream).substr(at, piece));
+      p.Finish();
+      EXPECT_TRUE(p.failed()) << "pieces of " << piece;
+      EXPECT_FALSE(p.Next());
+    }
+  }
+  EventStreamParser fits(128);
+  fits.Feed("data: " + std::string(100, 'x') + "\n\n");
+  EXPECT_FALSE(fits.failed());
+  EXPECT_EQ(Drain(fits).size(), 1u);
+}
+
 // ---- the connector against a streaming server ----
 
 class McpSseTest : public ::testing::Test {
@@ -263,6 +310,56 @@ TEST_F(McpSseTest, AStreamLargerThanTheResponseLimitIsCutThere) {
   EXPECT_NE(t.result.error.find("body limit"), std::string::npos) << t.result.error;
   EXPECT_LT(t.took, kWellBefore);
   EXPECT_TRUE(server_.answers().empty());
+}
+
+// ---- resuming a stream that ended before its response (Last-Event-ID) ----
+
+TEST_F(McpSseTest, AStreamEndedBeforeTheResultIsResumedWithTheLastEventId) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  EXPECT_LT(t.took, kWellBefore);
+  const auto resumes = server_.resumes();
+  ASSERT_EQ(resumes.size(), 1u);
+  EXPECT_EQ(resumes[0].last_event_id, "c1-1");
+  EXPECT_EQ(resumes[0].session_id, FakeSseMcpServer::kSessionId);
+  EXPECT_EQ(server_.calls(), 1) << "resumed, not sent again";
+}
+
+TEST_F(McpSseTest, AConnectionBrokenMidEventResumesAfterTheLastCompleteEvent) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kBreaksBeforeResult);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  const auto resumes = server_.resumes();
+  ASSERT_EQ(resumes.size(), 1u);
+  // The id line of the event cut short had arrived; that event had not.
+  EXPECT_EQ(resumes[0].last_event_id, "c1-1");
+  EXPECT_EQ(server_.calls(), 1);
+}
+
+TEST_F(McpSseTest, AStreamWithoutEventIdsIsNotResumed) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsWithoutIds);
+  const Timed t = Call();
+  EXPECT_EQ(t.result.kind, Kind::kResponseInvalid);
+  EXPECT_NE(t.result.error.find("no event ids to resume from"), std::string::npos) << t.result.error;
+  EXPECT_TRUE(server_.resumes().empty());
+  EXPECT_LT(t.took, kWellBefore);
+}
+
+TEST_F(McpSseTest, NoResumeWhenTheServersRetryWaitDoesNotFitTheDeadline) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  server_.set_retry_ms(kLongTimeoutMs);  // more than is left once the stream ended
+  const Timed t = Call();
+  EXPECT_EQ(t.result.kind, Kind::kResponseInvalid);
+  EXPECT_NE(t.result.error.find("retry wait"), std::string::npos) << t.result.error;
+  EXPECT_TRUE(server_.resumes().empty());
+  EXPECT_LT(t.took, kWellBefore) << "the call ends at once rather than wait past its deadline";
 }
 
 }  // namespace

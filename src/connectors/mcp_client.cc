@@ -1,5 +1,6 @@
 #include "toolgate/connectors/mcp_client.h"
 
+#include <algorithm>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -27,6 +28,8 @@ namespace {
 // Requests of its own a server may send on the stream of one of toolgate's (each answered) before
 // toolgate gives up on that request: a server that never stops asking must not hold a call forever.
 constexpr int kMaxServerRequestsPerCall = 16;
+// GETs with Last-Event-ID after a request's stream ended or broke before its response (design §14).
+constexpr int kMaxStreamResumes = 3;
 
 bool Succeeded(const RpcOutcome& o) {
   return o.kind == Kind::kResponse && o.message && o.message->is_object() && o.message->contains("result");
@@ -70,7 +73,7 @@ class HttpTransport final : public McpTransport {
 
   asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout) override {
     const SessionHeaders headers = Current();
-    StreamReading reading;
+    StreamReading reading(static_cast<size_t>(config_.max_response_bytes));
     reading.id = request["id"];
     reading.method = request.value("method", "");
     reading.session = headers;
@@ -78,11 +81,23 @@ class HttpTransport final : public McpTransport {
     auto post_op = Post(request, timeout, headers, &reading);
     Posted posted = co_await std::move(post_op);
     RpcOutcome out = std::move(posted.outcome);
+    if (!reading.response && reading.stream_started) {
+      auto resume_op = Resume(reading, std::move(out));
+      out = co_await std::move(resume_op);
+      posted.streamed = true;
+    }
     if (reading.too_many_requests) {
       out.kind = Kind::kResponseInvalid;
       out.error = absl::StrCat("the MCP server sent more than ", kMaxServerRequestsPerCall,
                                " requests of its own on the stream of one ", reading.method.substr(0, 64),
                                " (each answered -32601) without answering it");
+      co_return out;
+    }
+    if (reading.events.failed()) {
+      out.kind = Kind::kResponseInvalid;
+      out.error =
+          absl::StrCat("the MCP server's event stream for one ", reading.method.substr(0, 64), " needed more than ",
+                       config_.max_response_bytes, " bytes held at once (max_response_bytes)");
       co_return out;
     }
     if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300)
@@ -107,7 +122,12 @@ class HttpTransport final : public McpTransport {
       out.kind = Kind::kResponseInvalid;
       out.error = absl::StrCat(
           "HTTP ", out.http_status, " (", posted.content_type.substr(0, 64), ") held no JSON-RPC response with id ",
-          id.dump(), posted.streamed ? " (the event stream ended first; toolgate does not resume streams)" : "");
+          id.dump(),
+          posted.streamed ? absl::StrCat(" (the event stream ended first",
+                                         reading.resumes > 0 ? absl::StrCat(", resumed ", reading.resumes, " time(s)")
+                                                             : std::string(),
+                                         reading.not_resumed.empty() ? std::string() : "; " + reading.not_resumed, ")")
+                          : std::string());
       co_return out;
     }
     if (request.value("method", "") == "initialize" && !posted.session_id.empty()) session_id_ = posted.session_id;
@@ -138,12 +158,18 @@ class HttpTransport final : public McpTransport {
 
   // The SSE stream answering one request, read event by event as it arrives.
   struct StreamReading {
+    explicit StreamReading(size_t max_bytes) : events(max_bytes) {}
     json id;             // the request's
     std::string method;  // the request's, for messages
     SessionHeaders session;
     std::chrono::steady_clock::time_point deadline;  // the request's
     net::EventStreamParser events;
     std::optional<json> response;  // the response with `id`, once it came
+    bool stream_started = false;   // a 2xx event stream answered (this POST or the last resume GET)
+    int resumes = 0;               // GETs with Last-Event-ID made
+    std::string resume_from;       // the last event id of the streams before this one
+    std::optional<int64_t> retry_ms;
+    std::string not_resumed;  // why the last stream was not resumed, for the error
     int requests_answered = 0;
     bool too_many_requests = false;
   };
@@ -161,18 +187,21 @@ class HttpTransport final : public McpTransport {
   // OnStreamData) rather than gathered into `body`.
   // Parameters by value: a coroutine starts when awaited, after a caller's temporaries (Current())
   // are gone.
-  asio::awaitable<Posted> Post(json message, milliseconds timeout, SessionHeaders session, StreamReading* reading) {
+  // With `last_event_id`, a GET resuming the stream after that event instead (no `message`).
+  asio::awaitable<Posted> Post(json message, milliseconds timeout, SessionHeaders session, StreamReading* reading,
+                               std::string last_event_id = "") {
     const auto start = clock_.now_monotonic();
     auto left = [&] {
       return std::max(milliseconds(1),
                       timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     };
-    const std::string body = message.dump(-1, ' ', false, json::error_handler_t::replace);
-    auto send_op = SendOnce(body, left(), session, reading);
+    const std::string body =
+        last_event_id.empty() ? message.dump(-1, ' ', false, json::error_handler_t::replace) : std::string();
+    auto send_op = SendOnce(body, left(), session, reading, last_event_id);
     Sent sent = co_await std::move(send_op);
     if (sent.result.ok && sent.result.status == 401 && credentials_.RefreshesOn401()) {
       credentials_.InvalidateToken(sent.authorization);
-      auto resend_op = SendOnce(body, left(), session, reading);
+      auto resend_op = SendOnce(body, left(), session, reading, last_event_id);
       sent = co_await std::move(resend_op);
     }
     Posted posted;
@@ -209,8 +238,8 @@ class HttpTransport final : public McpTransport {
     std::optional<std::string> credentials_error;
   };
 
-  asio::awaitable<Sent> SendOnce(std::string body, milliseconds timeout, SessionHeaders session,
-                                 StreamReading* reading) {
+  asio::awaitable<Sent> SendOnce(std::string body, milliseconds timeout, SessionHeaders session, StreamReading* reading,
+                                 std::string last_event_id) {
     const auto start = clock_.now_monotonic();
     Sent sent;
     auto headers_op = credentials_.Headers(timeout);
@@ -224,9 +253,14 @@ class HttpTransport final : public McpTransport {
     net::ClientRequest call;
     call.address = config_.address;
     if (config_.tls) call.tls = tls_;
-    call.method = "POST";
     call.target = config_.path_prefix;
-    call.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json, text/event-stream"}};
+    if (last_event_id.empty()) {
+      call.method = "POST";
+      call.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json, text/event-stream"}};
+    } else {
+      call.method = "GET";
+      call.headers = {{"Accept", "text/event-stream"}, {"Last-Event-ID", last_event_id}};
+    }
     sent.with_session = !session.session_id.empty();
     if (sent.with_session) call.headers.emplace_back("Mcp-Session-Id", session.session_id);
     if (!session.protocol_version.empty()) call.headers.emplace_back("MCP-Protocol-Version", session.protocol_version);
@@ -248,6 +282,7 @@ class HttpTransport final : public McpTransport {
           // initialize gets its session with this answer.
           if (name == "mcp-session-id" && reading->session.session_id.empty()) reading->session.session_id = value;
         }
+        if (event_stream) reading->stream_started = true;
         return event_stream;
       };
       call.on_body_data = [this, reading](std::string_view data) { return OnStreamData(reading, std::string(data)); };
@@ -257,10 +292,78 @@ class HttpTransport final : public McpTransport {
     co_return sent;
   }
 
+  // The request's stream ended or broke before its response (MCP Streamable HTTP, "Resumability and
+  // Redelivery"): when the server gave event ids, GET the endpoint with Last-Event-ID (the id as of
+  // the last complete event) after the server's `retry` wait, and read that stream the same way; at
+  // most kMaxStreamResumes times, and only while the request's deadline leaves time. `out` is the
+  // outcome of the stream that ended; the answer is the last stream's (the original when no GET was
+  // made or the server would not resume: not 2xx or not an event stream).
+  asio::awaitable<RpcOutcome> Resume(StreamReading& reading, RpcOutcome out) {
+    while (!reading.response && reading.stream_started && !reading.too_many_requests && !reading.events.failed()) {
+      const bool ended = out.kind == Kind::kResponse && out.http_status >= 200 && out.http_status < 300;
+      if (!ended && out.kind != Kind::kConnectionLost) break;
+      // Taken before Finish: an event the break cut short must come again.
+      std::string from = reading.events.dispatched_event_id();
+      if (from.empty()) from = reading.resume_from;
+      if (reading.events.retry_ms()) reading.retry_ms = reading.events.retry_ms();
+      if (ended) {
+        // A clean end: an event cut short of its blank line still counts.
+        reading.events.Finish();
+        while (auto event = reading.events.Next()) {
+          json m = json::parse(event->data, nullptr, false);
+          if (!m.is_discarded() && (reading.response = PickResponse(m, reading.id))) break;
+        }
+        if (reading.response) break;
+      }
+      if (from.empty()) {
+        reading.not_resumed = "no event ids to resume from";
+        break;
+      }
+      if (reading.resumes >= kMaxStreamResumes) {
+        reading.not_resumed = absl::StrCat("at most ", kMaxStreamResumes, " resumes");
+        break;
+      }
+      const milliseconds wait(std::clamp<int64_t>(reading.retry_ms.value_or(0), 0, 60'000));
+      const auto left = std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic());
+      if (left <= wait + milliseconds(10)) {
+        reading.not_resumed = absl::StrCat("the server's retry wait (", wait.count(), " ms) does not fit the ",
+                                           std::max<int64_t>(0, left.count()), " ms left");
+        break;
+      }
+      if (wait.count() > 0) {
+        asio::steady_timer timer(co_await asio::this_coro::executor, wait);
+        boost::system::error_code ec;
+        auto wait_op = timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        co_await std::move(wait_op);
+      }
+      ++reading.resumes;
+      spdlog::debug("connector {}: the event stream of {} ended before its response: resuming after event {}",
+                    config_.id, reading.method.substr(0, 64), from.substr(0, 64));
+      reading.resume_from = from;
+      reading.events = net::EventStreamParser(static_cast<size_t>(config_.max_response_bytes));
+      reading.stream_started = false;
+      const milliseconds get_left = std::max(
+          milliseconds(1), std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic()));
+      auto get_op = Post(json(), get_left, reading.session, &reading, from);
+      Posted resumed = co_await std::move(get_op);
+      if (!reading.stream_started) {
+        // Not resumable here (405, or not a stream): the original ending stands.
+        reading.not_resumed =
+            resumed.outcome.http_status != 0
+                ? absl::StrCat("the server answered the resuming GET with HTTP ", resumed.outcome.http_status)
+                : absl::StrCat("the resuming GET failed: ", resumed.outcome.error.substr(0, 128));
+        break;
+      }
+      out = std::move(resumed.outcome);
+    }
+    co_return out;
+  }
+
   // More of the request's event stream arrived: handles every event it completed. False (stop
   // reading) once the response came, or when the server sent too many requests of its own.
   asio::awaitable<bool> OnStreamData(StreamReading* reading, std::string data) {
     reading->events.Feed(data);
+    if (reading->events.failed()) co_return false;
     while (std::optional<net::EventStreamParser::Event> event = reading->events.Next()) {
       auto handle_op = HandleEvent(*reading, std::move(event->data));
       if (!co_await std::move(handle_op)) co_return false;

@@ -68,6 +68,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   milliseconds backoff = kFirstBackoff;
   std::map<std::string, std::shared_ptr<Pending>> pending;  // by the request id's JSON text
   std::deque<std::string> writes;
+  size_t queued_bytes = 0;  // in `writes`
   bool writing = false;
   bool stopped = false;
 
@@ -175,6 +176,13 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     const bool has_id = m.contains("id") && !m["id"].is_null();
     if (m.contains("method")) {
       // The server asks something of toolgate (sampling, roots, ...): not offered.
+      if (has_id && queued_bytes > max_line) {
+        // Its requests come faster than it reads the answers: they would pile up without end.
+        ChildGone(Kind::kResponseInvalid,
+                  absl::StrCat("the MCP server sends requests without reading the answers (more than ", max_line,
+                               " bytes wait to be written to its stdin)"));
+        return;
+      }
       if (has_id) {
         Send(json{{"jsonrpc", "2.0"},
                   {"id", m["id"]},
@@ -196,6 +204,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
 
   void Send(std::string line) {
     line += '\n';
+    queued_bytes += line.size();
     writes.push_back(std::move(line));
     if (!writing) {
       writing = true;
@@ -215,6 +224,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
         self->ChildGone(Kind::kConnectionLost, absl::StrCat("writing to the MCP server: ", ec.message()));
         co_return;
       }
+      self->queued_bytes -= self->writes.front().size();
       self->writes.pop_front();
     }
     if (self->generation == generation) self->writing = false;
@@ -230,6 +240,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     in.reset();
     out.reset();
     writes.clear();
+    queued_bytes = 0;
     writing = false;
     int status = 0;
     if (waitpid(gone, &status, WNOHANG) == 0) {

@@ -102,7 +102,10 @@ std::unique_ptr<McpTransport> MakeHttpTransport(const ConnectorConfig& config, n
 // of requests may be in flight. When the child exits (or closes stdout), every request in flight
 // ends kConnectionLost, the child is reaped, and the next Connect starts a new one after a backoff
 // (200 ms doubling to 30 s; back to 200 ms once a child lived 60 s). Requests the server sends are
-// answered -32601. A line longer than max_response_bytes ends the child (kResponseInvalid).
+// answered -32601. A line longer than max_response_bytes (an answer too big, or bytes without end
+// and no newline: never more than that is held), or a request of the server's while more than
+// max_response_bytes wait to be written to its stdin (it asks without reading the answers), ends
+// the child: every request in flight ends kResponseInvalid (FAILED downstream_error).
 std::unique_ptr<McpTransport> MakeStdioTransport(const ConnectorConfig& config, const Clock& clock,
                                                  boost::asio::any_io_executor executor);
 
