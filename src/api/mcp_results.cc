@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "api/invocation.h"
 #include "api/mcp_protocol.h"
 #include "toolgate/domain/outcome.h"
 
@@ -12,6 +13,8 @@ namespace toolgate::api::mcp {
 namespace {
 
 using json = nlohmann::json;
+
+const json kNoDetails = json::object();
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -65,13 +68,14 @@ json ErrorResult(std::string text, json structured, const std::string& execution
 
 }  // namespace
 
-CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response, bool from_mcp_server) {
+CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, bool from_mcp_server) {
   CallAnswer a;
-  json body = json::parse(response.body_json, nullptr, false);
-  if (!body.is_object()) body = json::object();
-  const std::string id = Str(body, "execution_id");
-  const std::optional<Outcome> outcome = ParseOutcome(Str(body, "outcome"));  // nullopt: an error answer
-  const std::string reason = Str(body, "reason");
+  // What the answer says beyond its outcome and reason (the downstream's result, a kill switch's scope, ...).
+  const json& body = response.details.is_object() ? response.details : kNoDetails;
+  const std::string id = response.refused() ? "" : response.execution_id;
+  const std::optional<Outcome> outcome =
+      response.refused() ? std::nullopt : std::optional<Outcome>(response.outcome);  // nullopt: a refusal
+  const std::string reason(ToString(response.reason));
 
   // An MCP server's own answer, as it gave it, with the execution id added (design §14).
   auto with_execution_id = [&id](json result) {
@@ -121,8 +125,8 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
                     {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
-  const std::string error = Str(body, "error");
-  if (outcome == Outcome::kDeferred || response.http_status == 503) {
+  const std::string error = response.error ? std::string(ToString(*response.error)) : "";
+  if (outcome == Outcome::kDeferred || InvocationHttpStatus(response) == 503) {
     int64_t retry_ms = 1000;
     if (body.contains("retry_after_ms") && body["retry_after_ms"].is_number()) {
       retry_ms = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(body["retry_after_ms"].get<double>())));
@@ -137,15 +141,15 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
                            std::move(structured), id);
     return a;
   }
-  if (response.http_status == 404 && error == "unknown_tool") {
+  if (response.error == InvokeError::kUnknownTool) {
     a.is_rpc_error = true;
     a.error_code = kInvalidParams;
     a.error_message = "unknown tool: " + tool;
     return a;
   }
   // toolgate refused the call before running it: invalid_input, idempotency_key_reused, ...
-  const std::string message = Str(body, "message");
-  std::string advice = error == "idempotency_key_reused"
+  const std::string& message = response.message;
+  std::string advice = response.error == InvokeError::kIdempotencyKeyReused
                            ? "This idempotency key was already used with other arguments; use a new key for a new call."
                            : "Fix the arguments and call again.";
   a.result =

@@ -212,7 +212,7 @@ struct QueueDispatcher::Impl {
     }
     ++g.in_flight;  // before the ticket exists: a drain waits for it
     auto admitted = g.engine.invoker().AdmitClaimed(**claim, std::move(lease), g.engine.instance_id());
-    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) {
+    if (auto* answer = std::get_if<InvokeResult>(&admitted)) {
       --g.in_flight;
       (void)answer;
       return {StepKind::kWorked, nullptr, 0, round};
@@ -250,7 +250,7 @@ struct QueueDispatcher::Impl {
             ~Done() { --n; }
           } done{g.in_flight};
           auto run = RunAdmitted(g, std::move(step.ticket));
-          InvokeResponse answer = co_await std::move(run);
+          InvokeResult answer = co_await std::move(run);
           (void)answer;  // recorded in the ledger; GET /v1/executions/{id} shows it
           continue;
         }
