@@ -1,7 +1,10 @@
 #include "api/mcp_results.h"
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <optional>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "api/invocation.h"
@@ -23,34 +26,52 @@ std::string Str(const json& body, const char* key) {
   return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-// Why a DEFERRED call did not run, in words a model can use.
-std::string DeferredWhy(const std::string& reason) {
-  if (reason == "breaker_open") return "the service is failing and toolgate's circuit breaker for it is open";
-  if (reason == "probe_in_flight") return "the service is being probed after an outage";
-  if (reason == "concurrency_limit") return "the service already has as many calls in flight as it allows";
-  if (reason == "intent_in_progress") return "a call with the same idempotency key is running right now";
-  if (reason == "downstream_throttled") return "the service asked for fewer calls (rate limited)";
-  if (reason == "store_unavailable") return "toolgate cannot reach its store";
-  if (reason == "gateway_overloaded") return "toolgate is overloaded";
-  if (reason == "shutting_down") return "this toolgate instance is shutting down";
-  return "it was deferred (" + reason + ")";
+// Why a DEFERRED call (or one refused with 503) did not run, in words a model can use.
+std::string DeferredWhy(const InvokeResult& answer) {
+  if (answer.error == InvokeError::kStoreUnavailable) return "toolgate cannot reach its store";
+  if (answer.error == InvokeError::kShuttingDown) return "this toolgate instance is shutting down";
+  if (const DeferReason* why = std::get_if<DeferReason>(&answer.reason); why != nullptr && !answer.error) {
+    switch (*why) {
+      case DeferReason::kBreakerOpen:
+        return "the service is failing and toolgate's circuit breaker for it is open";
+      case DeferReason::kProbeInFlight:
+        return "the service is being probed after an outage";
+      case DeferReason::kConcurrencyLimit:
+        return "the service already has as many calls in flight as it allows";
+      case DeferReason::kIntentInProgress:
+        return "a call with the same idempotency key is running right now";
+      case DeferReason::kDownstreamThrottled:
+        return "the service asked for fewer calls (rate limited)";
+      case DeferReason::kStoreUnavailable:
+        return "toolgate cannot reach its store";
+      case DeferReason::kGatewayOverloaded:
+        return "toolgate is overloaded";
+    }
+  }
+  const std::string_view why = answer.error ? ToString(*answer.error) : ToString(answer.reason);
+  return absl::StrCat("it was deferred (", std::string(why), ")");
 }
 
-std::string FailedText(const std::string& tool, const std::string& reason, const json& body) {
+std::string FailedText(const std::string& tool, const OutcomeReason& why, const json& body) {
   const std::string status = body.contains("downstream_status") && body["downstream_status"].is_number_integer()
                                  ? absl::StrCat(" with HTTP ", body["downstream_status"].get<int64_t>())
                                  : "";
-  if (reason == "timeout" || reason == "connection_lost") {
-    return absl::StrCat("The call to ", tool, reason == "timeout" ? " timed out" : " lost its connection",
+  const std::string reason(ToString(why));
+  auto is = [&why](std::initializer_list<FailureReason> any) {
+    const FailureReason* r = std::get_if<FailureReason>(&why);
+    return r != nullptr && std::find(any.begin(), any.end(), *r) != any.end();
+  };
+  if (is({FailureReason::kTimeout, FailureReason::kConnectionLost})) {
+    return absl::StrCat("The call to ", tool, is({FailureReason::kTimeout}) ? " timed out" : " lost its connection",
                         " after the request was sent: it may or may not have taken effect. Calling again with the same "
                         "io.toolgate/idempotency_key lets the service deduplicate it.");
   }
-  if (reason == "downstream_rejected" || reason == "tool_rejected") {
+  if (is({FailureReason::kDownstreamRejected, FailureReason::kToolRejected})) {
     return absl::StrCat(
         tool, " rejected the request", status,
         ": it did not succeed. Check the arguments before calling again; retrying unchanged will fail the same way.");
   }
-  if (reason == "connection_failed" || reason == "tls_error" || reason == "credentials_unavailable") {
+  if (is({FailureReason::kConnectionFailed, FailureReason::kTlsError, FailureReason::kCredentialsUnavailable})) {
     return absl::StrCat("toolgate could not reach ", tool, " (", reason,
                         "): the tool did not run. Try again later; repeated failures open the circuit breaker.");
   }
@@ -113,7 +134,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, b
     return a;
   }
   if (outcome == Outcome::kFailed) {
-    a.result = ErrorResult(FailedText(tool, reason, body),
+    a.result = ErrorResult(FailedText(tool, response.reason, body),
                            {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
@@ -136,7 +157,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, b
     const std::string why = outcome == Outcome::kDeferred ? reason : error;
     json structured = {{"outcome", Outcome::kDeferred}, {"reason", why}, {"retry_after_ms", retry_ms}};
     if (!id.empty()) structured["execution_id"] = id;
-    a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(why), ". Try again in ",
+    a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(response), ". Try again in ",
                                         (retry_ms + 999) / 1000, " s (retry_after_ms ", retry_ms, ")."),
                            std::move(structured), id);
     return a;

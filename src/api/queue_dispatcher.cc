@@ -152,7 +152,8 @@ struct QueueDispatcher::Impl {
     if (!next->has_value()) return {StepKind::kNothing, nullptr, 0, round};
     const QueueItem& item = **next;
     if (item.deadline_ms <= now_ms) {
-      absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", "deadline");
+      absl::StatusOr<bool> ended =
+          g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", ToString(ExpiryReason::kDeadline));
       if (!ended.ok())
         spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
       return {StepKind::kWorked, nullptr, 0, round};
