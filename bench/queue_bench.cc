@@ -136,9 +136,10 @@ int Units() {
         auto cb = engine->callbacks().Claim((*due)[0], "bench", 30'000);
         (void)engine->queued_calls().EndCallback(**cb, "CALLBACK_DELIVERED", {{"attempts", 1}});
       }
-      std::printf("%-44s %7d %7d   (enqueue %d writes, %d units; answer %d)\n",
+      std::printf("%-44s %7d %7d   (enqueue %d writes, %d units; answer %s)\n",
                   (std::to_string(input_bytes) + " B input" + (callback ? ", callback delivered" : "")).c_str(),
-                  counting.writes, counting.units, enqueue_writes, enqueue_units, done.http_status);
+                  counting.writes, counting.units, enqueue_writes, enqueue_units,
+                  std::string(ToString(done.outcome)).c_str());
       (void)queued;
     }
   }

@@ -4,6 +4,7 @@
 
 #include "api/mcp_protocol.h"
 
+#include "api/invocation.h"
 #include "api/mcp_results.h"
 #include "api/mcp_session.h"
 #include "gmock/gmock.h"
@@ -60,8 +61,28 @@ TEST(McpSessionTest, IdsAreStatelessTenantBoundExpiringAndTamperEvident) {
   EXPECT_NE(McpSessionIds::DeriveKey(""), McpSessionIds::DeriveKey("")) << "no secret: a random key";
 }
 
-InvokeResponse Engine(int status, const json& body, std::optional<int64_t> retry_after_s = std::nullopt) {
-  return InvokeResponse{status, body.dump(), retry_after_s};
+// The engine's typed answer that the HTTP API writes as `status` and `body` (checked through the one
+// table, so these cases are the answers the gateway really gives).
+InvokeResult Engine(int status, const json& body, std::optional<int64_t> retry_after_s = std::nullopt) {
+  InvokeResult r;
+  if (body.contains("error")) {
+    std::optional<InvokeError> error = ParseInvokeError(body["error"].get<std::string>());
+    EXPECT_TRUE(error.has_value()) << body;
+    r = InvokeResult::Refused(error.value_or(InvokeError::kStoreUnavailable), body.value("message", ""), retry_after_s);
+  } else {
+    const std::optional<Outcome> outcome = ParseOutcome(body.value("outcome", ""));
+    EXPECT_TRUE(outcome.has_value()) << body;
+    const std::optional<OutcomeReason> reason =
+        ParseOutcomeReason(outcome.value_or(Outcome::kFailed), body.value("reason", ""));
+    EXPECT_TRUE(reason.has_value()) << body;
+    json details = body;
+    for (const char* key : {"execution_id", "outcome", "reason"}) details.erase(key);
+    r = InvokeResult::Answered(outcome.value_or(Outcome::kFailed), reason.value_or(OutcomeReason{}),
+                               body.value("execution_id", ""), std::move(details), retry_after_s);
+  }
+  EXPECT_EQ(InvocationHttpStatus(r), status) << body;
+  EXPECT_EQ(InvocationBody(r), body) << "the HTTP body of this answer";
+  return r;
 }
 
 TEST(McpResultsTest, EveryOutcomeMapsToOneResultShape) {
@@ -104,7 +125,7 @@ namespace {
 
 // Design §14: an MCP connector's own answers pass through, with the execution id added.
 TEST(McpResultsTest, AnMcpServersAnswersPassThroughWithTheExecutionId) {
-  auto engine = [](int status, const nlohmann::json& body) { return InvokeResponse{status, body.dump(), {}}; };
+  auto engine = [](int status, const nlohmann::json& body) { return Engine(status, body); };
   const nlohmann::json server_result = {{"content", {{{"type", "text"}, {"text", "Echo: hi"}}}},
                                         {"structuredContent", {{"n", 1}}},
                                         {"_meta", {{"server/key", "v"}}}};

@@ -5,6 +5,7 @@
 #include "toolgate/domain/outcome.h"
 
 #include <fstream>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -62,6 +63,7 @@ TEST(OutcomeTest, DeferReasonsKeepTheirStrings) {
       {DeferReason::kStoreUnavailable, "store_unavailable"},
       {DeferReason::kGatewayOverloaded, "gateway_overloaded"},
   };
+  ASSERT_EQ(cases.size(), std::size(kAllDeferReasons)) << "a new defer reason needs its row here";
   for (const auto& [reason, text] : cases) {
     EXPECT_EQ(ToString(reason), text);
     EXPECT_EQ(ParseDeferReason(text), reason) << text;
@@ -88,7 +90,9 @@ TEST(OutcomeTest, FailureReasonsKeepTheirStringsAndTheirSliVerdict) {
       {FailureReason::kToolError, "tool_error", false},
       {FailureReason::kToolRejected, "tool_rejected", false},
       {FailureReason::kStoreUnavailable, "store_unavailable", true},
+      {FailureReason::kInvalidInput, "invalid_input", false},
   };
+  ASSERT_EQ(cases.size(), std::size(kAllFailureReasons)) << "a new failure reason needs its row here";
   for (const Case& c : cases) {
     EXPECT_EQ(ToString(c.reason), c.text);
     EXPECT_EQ(ParseFailureReason(c.text), c.reason) << c.text;
@@ -100,8 +104,8 @@ TEST(OutcomeTest, FailureReasonsKeepTheirStringsAndTheirSliVerdict) {
 }
 
 // The API reference lists exactly the reasons an answer can carry: every DeferReason and
-// FailureReason (walked through the enums, so a new one fails here until docs/openapi.json has it),
-// and nothing else.
+// FailureReason and the BLOCKED reason (walked through the enums' lists, so a new one fails here
+// until docs/openapi.json has it), and nothing else.
 TEST(OutcomeTest, TheOpenApiDocumentListsEveryOutcomeReason) {
   std::ifstream in(TOOLGATE_SOURCE_DIR "/docs/openapi.json");
   ASSERT_TRUE(in) << "docs/openapi.json";
@@ -111,16 +115,9 @@ TEST(OutcomeTest, TheOpenApiDocumentListsEveryOutcomeReason) {
   std::set<std::string> documented;
   for (const auto& r : schemas["OutcomeReason"]["enum"]) documented.insert(r.get<std::string>());
   std::set<std::string> reasons;
-  for (int i = 0;; ++i) {  // declaration order, no explicit values: 0, 1, ... until the fallback
-    const std::string text(ToString(static_cast<DeferReason>(i)));
-    if (text == "unknown") break;
-    reasons.insert(text);
-  }
-  for (int i = 0;; ++i) {
-    const std::string text(ToString(static_cast<FailureReason>(i)));
-    if (text == "unknown") break;
-    reasons.insert(text);
-  }
+  for (DeferReason r : kAllDeferReasons) reasons.insert(std::string(ToString(r)));
+  for (FailureReason r : kAllFailureReasons) reasons.insert(std::string(ToString(r)));
+  reasons.insert(std::string(ToString(BlockReason::kKillSwitch)));
   EXPECT_GE(reasons.size(), 15u);
   EXPECT_EQ(documented, reasons);
   EXPECT_EQ(schemas["InvokeResponse"]["properties"]["reason"]["$ref"], "#/components/schemas/OutcomeReason");
@@ -160,19 +157,159 @@ TEST(OutcomeTest, InvocationHttpStatusTable) {
   }
 }
 
-TEST(OutcomeTest, AnEngineAnswerBecomesHttpInOnePlace) {
-  InvokeResponse deferred{503, R"({"outcome":"DEFERRED"})", 3};
-  api::HttpResponse h = api::ToHttp(deferred);
-  EXPECT_EQ(h.status, 503);
-  EXPECT_EQ(h.body, R"({"outcome":"DEFERRED"})");
-  EXPECT_EQ(h.content_type, "application/json");
-  ASSERT_EQ(h.headers.size(), 1u);
-  EXPECT_EQ(h.headers[0], (std::pair<std::string, std::string>{"Retry-After", "3"}));
+// Every kind of engine answer (design §5, §15, S12) through the api layer's one table: its status,
+// its Retry-After and its body — an execution's {execution_id, outcome, reason?, details...}, a
+// refusal's {error, message} — byte for byte.
+TEST(OutcomeTest, EveryEngineResultBecomesHttpThroughOneTable) {
+  struct Case {
+    std::string name;
+    InvokeResult result;
+    int status;
+    std::optional<std::string> retry_after;  // the Retry-After header, when there is one
+    std::string body;
+  };
+  const json crm = {{"connector_id", "crm"}};
+  auto answered = [&](Outcome o, OutcomeReason r, std::optional<int64_t> retry = std::nullopt, json more = {}) {
+    json details = crm;
+    if (more.is_object()) details.update(more);
+    return InvokeResult::Answered(o, r, "e1", details, retry);
+  };
+  const std::vector<Case> cases = {
+      {"succeeded", answered(Outcome::kSucceeded, {}, std::nullopt, {{"result", {{"ok", true}}}}), 200, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"SUCCEEDED","result":{"ok":true}})"},
+      {"failed downstream_error", answered(Outcome::kFailed, FailureReason::kDownstreamError), 502, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"FAILED","reason":"downstream_error"})"},
+      {"failed timeout", answered(Outcome::kFailed, FailureReason::kTimeout), 504, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"FAILED","reason":"timeout"})"},
+      {"failed invalid_input (a claimed call)", answered(Outcome::kFailed, FailureReason::kInvalidInput), 502,
+       std::nullopt, R"({"connector_id":"crm","execution_id":"e1","outcome":"FAILED","reason":"invalid_input"})"},
+      {"failed store_unavailable (not recorded)", answered(Outcome::kFailed, FailureReason::kStoreUnavailable, 1), 503,
+       "1", R"({"connector_id":"crm","execution_id":"e1","outcome":"FAILED","reason":"store_unavailable"})"},
+      {"deferred breaker_open", answered(Outcome::kDeferred, DeferReason::kBreakerOpen, 7, {{"retry_after_ms", 6500}}),
+       503, "7",
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"DEFERRED","reason":"breaker_open","retry_after_ms":6500})"},
+      {"deferred store_unavailable", answered(Outcome::kDeferred, DeferReason::kStoreUnavailable, 1), 503, "1",
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"DEFERRED","reason":"store_unavailable"})"},
+      {"blocked kill_switch", answered(Outcome::kBlocked, BlockReason::kKillSwitch, std::nullopt, {{"scope", "tool"}}),
+       403, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"BLOCKED","reason":"kill_switch","scope":"tool"})"},
+      {"queued", answered(Outcome::kQueued, {}), 202, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"QUEUED"})"},
+      {"running (the intent's other execution)", answered(Outcome::kRunning, {}), 202, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"RUNNING"})"},
+      {"expired deadline", answered(Outcome::kExpired, ExpiryReason::kDeadline), 410, std::nullopt,
+       R"({"connector_id":"crm","execution_id":"e1","outcome":"EXPIRED","reason":"deadline"})"},
+      {"unknown_tool", InvokeResult::Refused(InvokeError::kUnknownTool, "m"), 404, std::nullopt,
+       R"({"error":"unknown_tool","message":"m"})"},
+      {"invalid_input", InvokeResult::Refused(InvokeError::kInvalidInput, "/a: required"), 400, std::nullopt,
+       R"({"error":"invalid_input","message":"/a: required"})"},
+      {"idempotency_key_reused", InvokeResult::Refused(InvokeError::kIdempotencyKeyReused, "m"), 422, std::nullopt,
+       R"({"error":"idempotency_key_reused","message":"m"})"},
+      {"queue_full", InvokeResult::Refused(InvokeError::kQueueFull, "m", 1), 429, "1",
+       R"({"error":"queue_full","message":"m"})"},
+      {"not_implemented", InvokeResult::Refused(InvokeError::kNotImplemented, "m"), 501, std::nullopt,
+       R"({"error":"not_implemented","message":"m"})"},
+      {"gone", InvokeResult::Refused(InvokeError::kGone, "m"), 410, std::nullopt, R"({"error":"gone","message":"m"})"},
+      {"store_unavailable with retry", InvokeResult::Refused(InvokeError::kStoreUnavailable, "m", 1), 503, "1",
+       R"({"error":"store_unavailable","message":"m"})"},
+      {"store_unavailable (replay)", InvokeResult::Refused(InvokeError::kStoreUnavailable, "m"), 503, std::nullopt,
+       R"({"error":"store_unavailable","message":"m"})"},
+      {"shutting_down", InvokeResult::Refused(InvokeError::kShuttingDown, "m"), 503, std::nullopt,
+       R"({"error":"shutting_down","message":"m"})"},
+      {"forbidden", InvokeResult::Refused(InvokeError::kForbidden, "m"), 403, std::nullopt,
+       R"({"error":"forbidden","message":"m"})"},
+      {"not_found", InvokeResult::Refused(InvokeError::kNotFound, "m"), 404, std::nullopt,
+       R"({"error":"not_found","message":"m"})"},
+      {"not_replayable", InvokeResult::Refused(InvokeError::kNotReplayable, "m"), 409, std::nullopt,
+       R"({"error":"not_replayable","message":"m"})"},
+      {"execution_in_progress", InvokeResult::Refused(InvokeError::kExecutionInProgress, "m"), 409, std::nullopt,
+       R"({"error":"execution_in_progress","message":"m"})"},
+      {"replay_limit_reached", InvokeResult::Refused(InvokeError::kReplayLimitReached, "m"), 409, std::nullopt,
+       R"({"error":"replay_limit_reached","message":"m"})"},
+  };
+  std::set<InvokeError> covered;
+  for (const Case& c : cases) {
+    const api::HttpResponse h = api::ToHttp(c.result);
+    EXPECT_EQ(h.status, c.status) << c.name;
+    EXPECT_EQ(api::InvocationHttpStatus(c.result), c.status) << c.name;
+    EXPECT_EQ(h.content_type, "application/json") << c.name;
+    EXPECT_EQ(h.body, c.body) << c.name;
+    std::optional<std::string> retry_after;
+    for (const auto& [name, value] : h.headers) {
+      EXPECT_EQ(name, "Retry-After") << c.name << ": no other header";
+      retry_after = value;
+    }
+    EXPECT_EQ(retry_after, c.retry_after) << c.name;
+    if (c.result.error) covered.insert(*c.result.error);
+  }
+  EXPECT_EQ(covered.size(), std::size(kAllInvokeErrors)) << "a new refusal needs its row here";
+}
 
-  InvokeResponse ok{200, R"({"outcome":"SUCCEEDED"})", std::nullopt};
-  h = api::ToHttp(ok);
-  EXPECT_EQ(h.status, 200);
-  EXPECT_TRUE(h.headers.empty()) << "no Retry-After without one";
+TEST(OutcomeTest, EveryRefusalHasItsErrorCodeAndAClientOrServerStatus) {
+  std::set<std::string> codes;
+  for (InvokeError e : kAllInvokeErrors) {
+    const std::string code(ToString(e));
+    EXPECT_TRUE(codes.insert(code).second) << code << " twice";
+    EXPECT_EQ(ParseInvokeError(code), e) << code;
+    EXPECT_EQ(json(e), json(code));
+    const int status = api::InvokeErrorHttpStatus(e);
+    EXPECT_GE(status, 400) << code;
+    EXPECT_LT(status, 600) << code;
+    EXPECT_NE(status, 500) << code << ": every refusal has its own row";
+  }
+  EXPECT_FALSE(ParseInvokeError("Unknown_Tool").has_value());
+  EXPECT_FALSE(ParseInvokeError("timeout").has_value()) << "an outcome reason is not a refusal";
+}
+
+TEST(OutcomeTest, BlockExpiryAndRequeueReasonsKeepTheirStrings) {
+  EXPECT_EQ(ToString(BlockReason::kKillSwitch), "kill_switch");
+  EXPECT_EQ(ParseBlockReason("kill_switch"), BlockReason::kKillSwitch);
+  EXPECT_FALSE(ParseBlockReason("Kill_Switch").has_value());
+  const std::vector<std::pair<ExpiryReason, std::string>> expiry = {{ExpiryReason::kDeadline, "deadline"},
+                                                                    {ExpiryReason::kCancelled, "cancelled"},
+                                                                    {ExpiryReason::kPurged, "purged"}};
+  ASSERT_EQ(expiry.size(), std::size(kAllExpiryReasons));
+  for (const auto& [reason, text] : expiry) {
+    EXPECT_EQ(ToString(reason), text);
+    EXPECT_EQ(ParseExpiryReason(text), reason) << text;
+    EXPECT_EQ(json(reason), json(text));
+  }
+  EXPECT_FALSE(ParseExpiryReason("canceled").has_value());
+  for (const auto& [reason, text] : std::vector<std::pair<RequeueReason, std::string>>{
+           {RequeueReason::kThrottled, "throttled"}, {RequeueReason::kClaimExpired, "claim_expired"}}) {
+    EXPECT_EQ(ToString(reason), text);
+    EXPECT_EQ(ParseRequeueReason(text), reason) << text;
+    EXPECT_EQ(json(reason), json(text));
+  }
+  EXPECT_FALSE(ParseRequeueReason("breaker_open").has_value());
+}
+
+// A reason is read as the kind its outcome takes, and only that kind.
+TEST(OutcomeTest, OutcomeReasonParsesByItsOutcomeStrictly) {
+  struct Case {
+    Outcome outcome;
+    std::string text;
+    std::optional<OutcomeReason> want;
+  };
+  const std::vector<Case> cases = {
+      {Outcome::kSucceeded, "", OutcomeReason{}},
+      {Outcome::kQueued, "", OutcomeReason{}},
+      {Outcome::kFailed, "timeout", OutcomeReason{FailureReason::kTimeout}},
+      {Outcome::kFailed, "store_unavailable", OutcomeReason{FailureReason::kStoreUnavailable}},
+      {Outcome::kDeferred, "store_unavailable", OutcomeReason{DeferReason::kStoreUnavailable}},
+      {Outcome::kBlocked, "kill_switch", OutcomeReason{BlockReason::kKillSwitch}},
+      {Outcome::kExpired, "purged", OutcomeReason{ExpiryReason::kPurged}},
+      {Outcome::kFailed, "breaker_open", std::nullopt},
+      {Outcome::kDeferred, "timeout", std::nullopt},
+      {Outcome::kBlocked, "deadline", std::nullopt},
+      {Outcome::kSucceeded, "timeout", std::nullopt},
+      {Outcome::kRunning, "claim_expired", std::nullopt},
+      {Outcome::kFailed, "TIMEOUT", std::nullopt},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(ParseOutcomeReason(c.outcome, c.text), c.want) << ToString(c.outcome) << " '" << c.text << "'";
+    if (c.want) EXPECT_EQ(ToString(*c.want), c.text);
+  }
 }
 
 TEST(OutcomeTest, BoundedJsonParseRefusesDeepNesting) {

@@ -49,9 +49,10 @@ class QueuedCallsRaceTest : public ::testing::TestWithParam<Backend> {
     r.tool_name = "crm.update";
     r.input_json = R"({"k":"v"})";
     r.idempotency_key = idempotency_key;
-    const InvokeResponse answer = stack_->invoker.Enqueue(r, QueueOrder{});
-    EXPECT_EQ(answer.http_status, 202) << answer.body_json;
-    return json::parse(answer.body_json).value("execution_id", "");
+    const InvokeResult answer = stack_->invoker.Enqueue(r, QueueOrder{});
+    EXPECT_FALSE(answer.refused()) << answer.message;
+    EXPECT_EQ(answer.outcome, Outcome::kQueued);
+    return answer.execution_id;
   }
 
   // What a dispatcher does when the breaker opened after it last looked: claim the oldest ready item
@@ -63,10 +64,11 @@ class QueuedCallsRaceTest : public ::testing::TestWithParam<Backend> {
     auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
     ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
     auto admitted = stack_->invoker.AdmitClaimed(**claim, std::nullopt, "instance-1");
-    auto* answer = std::get_if<InvokeResponse>(&admitted);
+    auto* answer = std::get_if<InvokeResult>(&admitted);
     ASSERT_NE(answer, nullptr) << "the breaker is open: the call must not be admitted";
-    EXPECT_EQ(answer->http_status, 202) << answer->body_json;
-    EXPECT_EQ(json::parse(answer->body_json).value("outcome", ""), "QUEUED") << answer->body_json;
+    EXPECT_FALSE(answer->refused()) << answer->message;
+    EXPECT_EQ(answer->outcome, Outcome::kQueued) << ToString(answer->reason);
+    EXPECT_EQ(answer->details.value("status_url", ""), "/v1/executions/" + answer->execution_id);
   }
 
   void OpenBreaker() {

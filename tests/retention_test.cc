@@ -3,6 +3,7 @@
 // real services and a memory store on a manual clock (the downstream's answer is handed in, as the
 // gateway does after its HTTP call).
 
+#include "api/invocation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "invoker_support.h"
@@ -104,9 +105,9 @@ class RetentionInvokerTest : public ::testing::Test {
   }
   json Call(const std::string& idempotency_key = "") {
     auto admitted = invoker_->Admit(Request(idempotency_key));
-    if (auto* r = std::get_if<InvokeResponse>(&admitted)) return json::parse(r->body_json);
+    if (auto* r = std::get_if<InvokeResult>(&admitted)) return api::InvocationBody(*r);
     auto ticket = std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted));
-    return json::parse(invoker_->Complete(std::move(ticket), Ok()).body_json);
+    return api::InvocationBody(invoker_->Complete(std::move(ticket), Ok()));
   }
   // Every item in the store, expired or not (Scan hides expired ones, so sweep first when counting
   // what is kept).
@@ -163,7 +164,7 @@ TEST_F(RetentionInvokerTest, AnExecutionDeferredBeforeTheConnectorIsKeptForTheDe
   ASSERT_EQ(deferred["outcome"], "DEFERRED") << deferred;
   ASSERT_EQ(deferred["reason"], "concurrency_limit");
   auto ticket = std::move(std::get<std::unique_ptr<InvocationTicket>>(held));
-  const json done = json::parse(invoker_->Complete(std::move(ticket), Ok()).body_json);
+  const json done = api::InvocationBody(invoker_->Complete(std::move(ticket), Ok()));
   ASSERT_EQ(done["outcome"], "SUCCEEDED");
 
   auto d = executions_->Get("tenant-a", deferred["execution_id"].get<std::string>());
@@ -241,7 +242,7 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
   QueueOrder order;
   order.deadline_s = 600;
   order.callback_url = "http://127.0.0.1:1/hook";
-  const json queued = json::parse(invoker_->Enqueue(Request(), order).body_json);
+  const json queued = api::InvocationBody(invoker_->Enqueue(Request(), order));
   ASSERT_EQ(queued["outcome"], "QUEUED") << queued;
   const std::string id = queued["execution_id"];
   EXPECT_EQ(LiveItems("QUEUE#"), 1);
@@ -256,7 +257,7 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
   auto admitted = invoker_->AdmitClaimed(**claim, **lease, "instance-1");
   ASSERT_TRUE(std::holds_alternative<std::unique_ptr<InvocationTicket>>(admitted));
   const json done =
-      json::parse(invoker_->Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), Ok()).body_json);
+      api::InvocationBody(invoker_->Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), Ok()));
   ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
   EXPECT_EQ(LiveItems("QUEUE#"), 0) << "the queue item ends with the call";
 
@@ -294,7 +295,7 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
 TEST_F(RetentionInvokerTest, AQueueItemNobodyRunsLeavesADayAfterItsDeadline) {
   QueueOrder order;
   order.deadline_s = 600;
-  const json queued = json::parse(invoker_->Enqueue(Request(), order).body_json);
+  const json queued = api::InvocationBody(invoker_->Enqueue(Request(), order));
   ASSERT_EQ(queued["outcome"], "QUEUED") << queued;
   EXPECT_EQ(LiveItems("QUEUE#"), 1);
   clock_.set_epoch_ms(1'800'000'000'000 + (600 + 86'400) * int64_t{1000} - 1000);

@@ -57,9 +57,9 @@ class StoreFaultTest : public ::testing::Test {
     return d;
   }
   // Admit and, when admitted, complete with `status`. The response, and whether the downstream was called.
-  std::pair<InvokeResponse, bool> Invoke(int status) {
+  std::pair<InvokeResult, bool> Invoke(int status) {
     auto admitted = invoker_->Admit(Request());
-    if (auto* r = std::get_if<InvokeResponse>(&admitted)) return {*r, false};
+    if (auto* r = std::get_if<InvokeResult>(&admitted)) return {*r, false};
     auto ticket = std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted));
     return {invoker_->Complete(std::move(ticket), Answer(status)), true};
   }
@@ -86,16 +86,16 @@ TEST_F(StoreFaultTest, DeferAnswersStoreUnavailableAndCallsNothingThenRecovers) 
   faulty_.FailWhere(IsConnectorItem);  // breaker and semaphore unreachable, the rest works
   const auto [r, called] = Invoke(200);
   EXPECT_FALSE(called) << "with on_store_error = defer nothing may reach the downstream unguarded";
-  EXPECT_EQ(r.http_status, 503);
-  const json body = json::parse(r.body_json);
-  EXPECT_EQ(body["outcome"], "DEFERRED");
-  EXPECT_EQ(body["reason"], "store_unavailable");
+  ASSERT_FALSE(r.refused()) << r.message;
+  EXPECT_EQ(r.outcome, Outcome::kDeferred);
+  EXPECT_EQ(r.reason, OutcomeReason{DeferReason::kStoreUnavailable});
+  EXPECT_EQ(r.retry_after_s, 1);
   EXPECT_GT(faulty_.injected(), 0);
 
   faulty_.SetDown(false);
   const auto [ok, called_now] = Invoke(200);
   EXPECT_TRUE(called_now);
-  EXPECT_EQ(ok.http_status, 200) << ok.body_json;
+  EXPECT_EQ(ok.outcome, Outcome::kSucceeded) << ToString(ok.reason);
   EXPECT_EQ(InFlight(), 0);
 }
 
@@ -104,10 +104,9 @@ TEST_F(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
   faulty_.FailWhere(IsConnectorItem);
   const auto [r, called] = Invoke(200);
   EXPECT_TRUE(called);
-  ASSERT_EQ(r.http_status, 200) << r.body_json;
-  const json body = json::parse(r.body_json);
-  EXPECT_EQ(body["outcome"], "SUCCEEDED");
-  auto rec = executions_->Get("tenant-a", body["execution_id"].get<std::string>());
+  ASSERT_FALSE(r.refused()) << r.message;
+  ASSERT_EQ(r.outcome, Outcome::kSucceeded) << ToString(r.reason);
+  auto rec = executions_->Get("tenant-a", r.execution_id);
   ASSERT_TRUE(rec.ok()) << rec.status();
   EXPECT_TRUE(rec->unguarded) << "a call that ran without breaker and slot must say so";
   auto events = ledger_->Read(Ledger::ExecutionChain(rec->execution_id));
@@ -123,7 +122,7 @@ TEST_F(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
   EXPECT_EQ(InFlight(), 0) << "an unguarded call took no slot";
   const auto [again, called_again] = Invoke(200);
   EXPECT_TRUE(called_again);
-  auto rec2 = executions_->Get("tenant-a", json::parse(again.body_json)["execution_id"].get<std::string>());
+  auto rec2 = executions_->Get("tenant-a", again.execution_id);
   ASSERT_TRUE(rec2.ok());
   EXPECT_FALSE(rec2->unguarded) << "guarded again once the store is back";
 }
@@ -135,13 +134,13 @@ TEST_F(StoreFaultTest, ABugIsNotStoreTroubleAllowDoesNotRunTheCallUnguarded) {
   faulty_.FailWhere(IsConnectorItem, absl::InvalidArgumentError("injected: malformed update"));
   auto [r, called] = Invoke(200);
   EXPECT_FALSE(called) << "a call ran unguarded because of a bug";
-  EXPECT_EQ(r.http_status, 503) << r.body_json;
-  EXPECT_EQ(json::parse(r.body_json)["reason"], "store_unavailable");
+  EXPECT_EQ(r.outcome, Outcome::kDeferred) << ToString(r.reason);
+  EXPECT_EQ(r.reason, OutcomeReason{DeferReason::kStoreUnavailable});
   // The same fault as an outage (kUnavailable) is what `allow` is for.
   faulty_.FailWhere(IsConnectorItem);
   auto [allowed, ran] = Invoke(200);
   EXPECT_TRUE(ran);
-  EXPECT_EQ(allowed.http_status, 200) << allowed.body_json;
+  EXPECT_EQ(allowed.outcome, Outcome::kSucceeded) << ToString(allowed.reason);
 }
 
 TEST_F(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
@@ -149,8 +148,8 @@ TEST_F(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
   faulty_.SetDown(true);
   const auto [r, called] = Invoke(200);
   EXPECT_FALSE(called) << "no call runs without its record (S9), whatever on_store_error says";
-  EXPECT_EQ(r.http_status, 503);
-  EXPECT_EQ(json::parse(r.body_json)["outcome"], "DEFERRED");
+  ASSERT_FALSE(r.refused()) << r.message;
+  EXPECT_EQ(r.outcome, Outcome::kDeferred);
 }
 
 TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedgerGap) {
@@ -171,12 +170,11 @@ TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
       std::minstd_rand rng(static_cast<unsigned>(w));
       for (int i = 0; i < 5000 && !stop.load(); ++i) {
         const auto [r, called] = Invoke(rng() % 5 == 0 ? 500 : 200);
-        const json body = json::parse(r.body_json);
-        const std::string outcome = body.value("outcome", "");
+        const std::string outcome = r.refused() ? "" : std::string(ToString(r.outcome));
         // A store_unavailable answer says plainly that nothing (or the outcome) could be recorded.
-        if (body.value("reason", "") != "store_unavailable" && (outcome == "SUCCEEDED" || outcome == "FAILED")) {
+        if (ToString(r.reason) != "store_unavailable" && (outcome == "SUCCEEDED" || outcome == "FAILED")) {
           std::lock_guard lock(mu);
-          answered.emplace_back(body["execution_id"].get<std::string>(), outcome);
+          answered.emplace_back(r.execution_id, outcome);
         }
       }
     });
@@ -230,8 +228,8 @@ TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
   ASSERT_TRUE(state.ok()) << state.status();
   clock_.advance(std::chrono::seconds(60));
   const auto [after, called] = Invoke(200);
-  EXPECT_TRUE(called) << after.body_json;
-  EXPECT_EQ(after.http_status, 200) << after.body_json;
+  EXPECT_TRUE(called) << ToString(after.reason);
+  EXPECT_EQ(after.outcome, Outcome::kSucceeded) << ToString(after.reason);
   EXPECT_EQ(InFlight(), 0);
 }
 

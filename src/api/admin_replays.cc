@@ -173,10 +173,9 @@ struct ReplayDone {
   std::string original_id;
 };
 
-std::string KindOf(const json& body) {
-  const std::string outcome = body.value("outcome", "");
-  if (ParseOutcome(outcome) == Outcome::kSucceeded) return body.value("deduplicated", false) ? "deduped" : "replayed";
-  return "failed";
+std::string KindOf(const InvokeResult& answer) {
+  if (answer.refused() || answer.outcome != Outcome::kSucceeded) return "failed";
+  return answer.details.value("deduplicated", false) ? "deduped" : "replayed";
 }
 
 }  // namespace
@@ -300,16 +299,15 @@ struct AdminReplays::Impl : GatewayContext {
   // --- one replay: the path the single route and every job share ---
 
   asio::awaitable<ReplayDone> Replay(ReplayAsk ask) {
-    auto prepare = [&]() -> std::variant<InvokeResponse, InvokeRequest> {
-      if (!LooksLikeUuid(ask.execution_id))
-        return InvokeResponse{404, ErrorJson("not_found", "execution not found"), {}};
+    auto prepare = [&]() -> std::variant<InvokeResult, InvokeRequest> {
+      if (!LooksLikeUuid(ask.execution_id)) return InvokeResult::Refused(InvokeError::kNotFound, "execution not found");
       absl::StatusOr<ExecutionRecord> original = ask.tenant_id.empty()
                                                      ? engine.executions().Locate(ask.execution_id)
                                                      : engine.executions().Get(ask.tenant_id, ask.execution_id);
       if (!original.ok()) {
         return absl::IsNotFound(original.status())
-                   ? InvokeResponse{404, ErrorJson("not_found", "execution not found"), {}}
-                   : InvokeResponse{503, ErrorJson("store_unavailable", "the store cannot be read right now"), {}};
+                   ? InvokeResult::Refused(InvokeError::kNotFound, "execution not found")
+                   : InvokeResult::Refused(InvokeError::kStoreUnavailable, "the store cannot be read right now");
       }
       // The tenant is the original's (S11): the operator acts inside it, as its admin.
       Principal who{OperatorActor(ask.requested_by), original->tenant_id, original->account_id, {"admin"}};
@@ -317,15 +315,15 @@ struct AdminReplays::Impl : GatewayContext {
       return engine.replayer().Prepare(order);
     };
     auto prepared = co_await RunBlocking(pool, prepare);
-    if (auto* refusal = std::get_if<InvokeResponse>(&prepared)) {
-      co_return ReplayDone{ToHttp(std::move(*refusal)), "refused", ask.execution_id};
+    if (auto* refusal = std::get_if<InvokeResult>(&prepared)) {
+      co_return ReplayDone{ToHttp(*refusal), "refused", ask.execution_id};
     }
     InvokeRequest ir = std::move(std::get<InvokeRequest>(prepared));
     auto run = RunInvocation(*this, ir);
-    InvokeResponse answer = co_await std::move(run);
+    InvokeResult answer = co_await std::move(run);
     const std::string original_id = ir.replay->original_id;
-    const json body = json::parse(answer.body_json, nullptr, false);
-    const std::string kind = body.is_object() ? KindOf(body) : "failed";
+    const std::string kind = KindOf(answer);
+    const std::string outcome = answer.refused() ? "" : std::string(ToString(answer.outcome));
     const bool reached_tool = answer.reached_tool;
     auto finish = [&] {
       if (!reached_tool) engine.replayer().Finish(ir, reached_tool);
@@ -333,7 +331,7 @@ struct AdminReplays::Impl : GatewayContext {
                    {"replay_execution_id", ir.execution_id},
                    {"tenant_id", ir.principal.tenant_id},
                    {"tool_name", ir.tool_name},
-                   {"outcome", body.is_object() ? body.value("outcome", "") : ""},
+                   {"outcome", outcome},
                    {"result", kind},
                    {"force", ask.force},
                    {"reason", ask.reason},
@@ -342,7 +340,7 @@ struct AdminReplays::Impl : GatewayContext {
       return engine.ledger().Audit("EXECUTION_REPLAYED", OperatorActor(ask.requested_by), Dump(data)).status();
     };
     absl::Status audited = co_await RunBlocking(pool, finish);
-    HttpResponse http = ToHttp(std::move(answer));
+    HttpResponse http = ToHttp(answer);
     if (!audited.ok()) {
       spdlog::error("audit EXECUTION_REPLAYED of {} not written: {}", ir.execution_id, audited.ToString());
       http = Error(503, "store_unavailable",

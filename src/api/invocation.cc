@@ -10,11 +10,16 @@
 
 namespace toolgate::api {
 
-asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& g, InvokeRequest ir) {
-  if (g.draining) {
-    co_return InvokeResponse{
-        503, ErrorJson("shutting_down", "toolgate is shutting down; retry on another instance"), {}};
-  }
+namespace {
+
+InvokeResult ShuttingDown() {
+  return InvokeResult::Refused(InvokeError::kShuttingDown, "toolgate is shutting down; retry on another instance");
+}
+
+}  // namespace
+
+asio::awaitable<InvokeResult> RunInvocation(GatewayContext& g, InvokeRequest ir) {
+  if (g.draining) co_return ShuttingDown();
   ++g.in_flight;
   struct Done {
     std::atomic<int>& n;
@@ -22,12 +27,12 @@ asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& g, InvokeRequest i
   } done{g.in_flight};
   auto admit = [&g, &ir] { return g.engine.invoker().Admit(ir); };
   auto admitted = co_await RunBlocking(g.pool, admit);
-  if (auto* answer = std::get_if<InvokeResponse>(&admitted)) co_return std::move(*answer);
+  if (auto* answer = std::get_if<InvokeResult>(&admitted)) co_return std::move(*answer);
   auto run = RunAdmitted(g, std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted)));
   co_return co_await std::move(run);
 }
 
-asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& g, std::unique_ptr<ToolInvoker::Ticket> ticket) {
+asio::awaitable<InvokeResult> RunAdmitted(GatewayContext& g, std::unique_ptr<ToolInvoker::Ticket> ticket) {
   const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
   const std::string connector_id = ds.connector->id;
   auto call_op = g.connectors.at(connector_id)->Call(ds);
@@ -37,22 +42,61 @@ asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& g, std::unique_ptr<T
   }
   // Named, with only reference captures: g++ 12 mishandles non-trivial temporaries inside co_await.
   auto complete = [&g, &ticket, &result] { return g.engine.invoker().Complete(std::move(ticket), result); };
-  InvokeResponse answer = co_await RunBlocking(g.pool, complete);
+  InvokeResult answer = co_await RunBlocking(g.pool, complete);
   answer.reached_tool = true;  // TOOL_INVOKED was durable before the call
   co_return answer;
 }
 
-HttpResponse ToHttp(InvokeResponse answer) {
-  HttpResponse h{answer.http_status, std::move(answer.body_json), "application/json", {}, {}};
+int InvokeErrorHttpStatus(InvokeError error) {
+  switch (error) {
+    case InvokeError::kInvalidInput:
+      return 400;
+    case InvokeError::kForbidden:
+      return 403;
+    case InvokeError::kUnknownTool:
+    case InvokeError::kNotFound:
+      return 404;
+    case InvokeError::kNotReplayable:
+    case InvokeError::kExecutionInProgress:
+    case InvokeError::kReplayLimitReached:
+      return 409;
+    case InvokeError::kGone:
+      return 410;
+    case InvokeError::kIdempotencyKeyReused:
+      return 422;
+    case InvokeError::kQueueFull:
+      return 429;
+    case InvokeError::kNotImplemented:
+      return 501;
+    case InvokeError::kStoreUnavailable:
+    case InvokeError::kShuttingDown:
+      return 503;
+  }
+  return 500;
+}
+
+int InvocationHttpStatus(const InvokeResult& answer) {
+  return answer.error ? InvokeErrorHttpStatus(*answer.error)
+                      : ::toolgate::InvocationHttpStatus(answer.outcome, answer.reason);
+}
+
+nlohmann::json InvocationBody(const InvokeResult& answer) {
+  if (answer.error) return {{"error", *answer.error}, {"message", answer.message}};
+  nlohmann::json body = answer.details.is_object() ? answer.details : nlohmann::json::object();
+  body["execution_id"] = answer.execution_id;
+  body["outcome"] = answer.outcome;
+  if (const std::string_view reason = ToString(answer.reason); !reason.empty()) body["reason"] = std::string(reason);
+  return body;
+}
+
+HttpResponse ToHttp(const InvokeResult& answer) {
+  HttpResponse h = Json(InvocationHttpStatus(answer), InvocationBody(answer));
   if (answer.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after_s));
   return h;
 }
 
-asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
-  if (g.draining) {
-    co_return InvokeResponse{
-        503, ErrorJson("shutting_down", "toolgate is shutting down; retry on another instance"), {}};
-  }
+asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
+  if (g.draining) co_return ShuttingDown();
   auto enqueue = [&g, &ir, &order] { return g.engine.invoker().Enqueue(ir, order); };
   co_return co_await RunBlocking(g.pool, enqueue);
 }

@@ -14,24 +14,31 @@
 
 namespace toolgate::api {
 
-// Admit → connector Call → Complete for `request`. The answer is the engine's: its HTTP status and
-// JSON body (§5 table), Retry-After, and `reached_tool` (the ledger has TOOL_INVOKED or
-// REPLAY_DEDUPED). While the gateway drains, 503 shutting_down without running anything.
+// Admit → connector Call → Complete for `request`. The answer is the engine's typed result (outcome
+// and reason, or a refusal) with `reached_tool` (the ledger has TOOL_INVOKED or REPLAY_DEDUPED).
+// While the gateway drains, refused shutting_down without running anything.
 // REQUIRES: `request` passed the caller's validation (tool name, input JSON, idempotency key).
-asio::awaitable<InvokeResponse> RunInvocation(GatewayContext& context, InvokeRequest request);
+asio::awaitable<InvokeResult> RunInvocation(GatewayContext& context, InvokeRequest request);
 
 // The part after admission: the connector call on the event loop, then Complete on the pool. Shared
 // by RunInvocation and the queue's dispatchers (a claimed item's ticket). The caller counts itself
 // in `context.in_flight`.
-asio::awaitable<InvokeResponse> RunAdmitted(GatewayContext& context, std::unique_ptr<ToolInvoker::Ticket> ticket);
+asio::awaitable<InvokeResult> RunAdmitted(GatewayContext& context, std::unique_ptr<ToolInvoker::Ticket> ticket);
 
-// The one place an engine answer becomes an HTTP response (public invoke and replay routes, the admin
-// replay): the status the engine chose from the outcome table (InvocationHttpStatus, design §5),
-// the JSON body as it is, and `Retry-After` in whole seconds when the answer carries one.
-HttpResponse ToHttp(InvokeResponse answer);
+// The one table from an engine answer to HTTP (design §5, §15, S12), used by the public invoke and
+// replay routes, the admin replay and MCP tools/call:
+//   - an execution's answer: InvocationHttpStatus(outcome, reason) — SUCCEEDED 200; FAILED 502, 504
+//     timeout, 503 store_unavailable; DEFERRED 503; BLOCKED 403; IN_PROGRESS, QUEUED, RUNNING 202;
+//     EXPIRED 410 — with the body {execution_id, outcome, reason (when there is one), details...};
+//   - a refusal: InvokeErrorHttpStatus(error) with the body {error, message};
+//   - either way `Retry-After` in whole seconds when the result carries retry_after_s.
+int InvokeErrorHttpStatus(InvokeError error);
+int InvocationHttpStatus(const InvokeResult& answer);
+nlohmann::json InvocationBody(const InvokeResult& answer);
+HttpResponse ToHttp(const InvokeResult& answer);
 
-// A queued call (§15): ToolInvoker::Enqueue on the pool. 503 shutting_down while draining.
-asio::awaitable<InvokeResponse> RunEnqueue(GatewayContext& context, InvokeRequest request, QueueOrder order);
+// A queued call (§15): ToolInvoker::Enqueue on the pool. Refused shutting_down while draining.
+asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& context, InvokeRequest request, QueueOrder order);
 
 // What a request body (and `Prefer: respond-async`) asks of the queue (§15).
 struct QueueRequest {

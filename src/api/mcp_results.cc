@@ -1,9 +1,13 @@
 #include "api/mcp_results.h"
 
+#include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <optional>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "api/invocation.h"
 #include "api/mcp_protocol.h"
 #include "toolgate/domain/outcome.h"
 
@@ -13,6 +17,8 @@ namespace {
 
 using json = nlohmann::json;
 
+const json kNoDetails = json::object();
+
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::string Str(const json& body, const char* key) {
@@ -20,34 +26,52 @@ std::string Str(const json& body, const char* key) {
   return it != body.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-// Why a DEFERRED call did not run, in words a model can use.
-std::string DeferredWhy(const std::string& reason) {
-  if (reason == "breaker_open") return "the service is failing and toolgate's circuit breaker for it is open";
-  if (reason == "probe_in_flight") return "the service is being probed after an outage";
-  if (reason == "concurrency_limit") return "the service already has as many calls in flight as it allows";
-  if (reason == "intent_in_progress") return "a call with the same idempotency key is running right now";
-  if (reason == "downstream_throttled") return "the service asked for fewer calls (rate limited)";
-  if (reason == "store_unavailable") return "toolgate cannot reach its store";
-  if (reason == "gateway_overloaded") return "toolgate is overloaded";
-  if (reason == "shutting_down") return "this toolgate instance is shutting down";
-  return "it was deferred (" + reason + ")";
+// Why a DEFERRED call (or one refused with 503) did not run, in words a model can use.
+std::string DeferredWhy(const InvokeResult& answer) {
+  if (answer.error == InvokeError::kStoreUnavailable) return "toolgate cannot reach its store";
+  if (answer.error == InvokeError::kShuttingDown) return "this toolgate instance is shutting down";
+  if (const DeferReason* why = std::get_if<DeferReason>(&answer.reason); why != nullptr && !answer.error) {
+    switch (*why) {
+      case DeferReason::kBreakerOpen:
+        return "the service is failing and toolgate's circuit breaker for it is open";
+      case DeferReason::kProbeInFlight:
+        return "the service is being probed after an outage";
+      case DeferReason::kConcurrencyLimit:
+        return "the service already has as many calls in flight as it allows";
+      case DeferReason::kIntentInProgress:
+        return "a call with the same idempotency key is running right now";
+      case DeferReason::kDownstreamThrottled:
+        return "the service asked for fewer calls (rate limited)";
+      case DeferReason::kStoreUnavailable:
+        return "toolgate cannot reach its store";
+      case DeferReason::kGatewayOverloaded:
+        return "toolgate is overloaded";
+    }
+  }
+  const std::string_view why = answer.error ? ToString(*answer.error) : ToString(answer.reason);
+  return absl::StrCat("it was deferred (", std::string(why), ")");
 }
 
-std::string FailedText(const std::string& tool, const std::string& reason, const json& body) {
+std::string FailedText(const std::string& tool, const OutcomeReason& why, const json& body) {
   const std::string status = body.contains("downstream_status") && body["downstream_status"].is_number_integer()
                                  ? absl::StrCat(" with HTTP ", body["downstream_status"].get<int64_t>())
                                  : "";
-  if (reason == "timeout" || reason == "connection_lost") {
-    return absl::StrCat("The call to ", tool, reason == "timeout" ? " timed out" : " lost its connection",
+  const std::string reason(ToString(why));
+  auto is = [&why](std::initializer_list<FailureReason> any) {
+    const FailureReason* r = std::get_if<FailureReason>(&why);
+    return r != nullptr && std::find(any.begin(), any.end(), *r) != any.end();
+  };
+  if (is({FailureReason::kTimeout, FailureReason::kConnectionLost})) {
+    return absl::StrCat("The call to ", tool, is({FailureReason::kTimeout}) ? " timed out" : " lost its connection",
                         " after the request was sent: it may or may not have taken effect. Calling again with the same "
                         "io.toolgate/idempotency_key lets the service deduplicate it.");
   }
-  if (reason == "downstream_rejected" || reason == "tool_rejected") {
+  if (is({FailureReason::kDownstreamRejected, FailureReason::kToolRejected})) {
     return absl::StrCat(
         tool, " rejected the request", status,
         ": it did not succeed. Check the arguments before calling again; retrying unchanged will fail the same way.");
   }
-  if (reason == "connection_failed" || reason == "tls_error" || reason == "credentials_unavailable") {
+  if (is({FailureReason::kConnectionFailed, FailureReason::kTlsError, FailureReason::kCredentialsUnavailable})) {
     return absl::StrCat("toolgate could not reach ", tool, " (", reason,
                         "): the tool did not run. Try again later; repeated failures open the circuit breaker.");
   }
@@ -65,13 +89,14 @@ json ErrorResult(std::string text, json structured, const std::string& execution
 
 }  // namespace
 
-CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response, bool from_mcp_server) {
+CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, bool from_mcp_server) {
   CallAnswer a;
-  json body = json::parse(response.body_json, nullptr, false);
-  if (!body.is_object()) body = json::object();
-  const std::string id = Str(body, "execution_id");
-  const std::optional<Outcome> outcome = ParseOutcome(Str(body, "outcome"));  // nullopt: an error answer
-  const std::string reason = Str(body, "reason");
+  // What the answer says beyond its outcome and reason (the downstream's result, a kill switch's scope, ...).
+  const json& body = response.details.is_object() ? response.details : kNoDetails;
+  const std::string id = response.refused() ? "" : response.execution_id;
+  const std::optional<Outcome> outcome =
+      response.refused() ? std::nullopt : std::optional<Outcome>(response.outcome);  // nullopt: a refusal
+  const std::string reason(ToString(response.reason));
 
   // An MCP server's own answer, as it gave it, with the execution id added (design §14).
   auto with_execution_id = [&id](json result) {
@@ -109,7 +134,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
     return a;
   }
   if (outcome == Outcome::kFailed) {
-    a.result = ErrorResult(FailedText(tool, reason, body),
+    a.result = ErrorResult(FailedText(tool, response.reason, body),
                            {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
@@ -121,8 +146,8 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
                     {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
-  const std::string error = Str(body, "error");
-  if (outcome == Outcome::kDeferred || response.http_status == 503) {
+  const std::string error = response.error ? std::string(ToString(*response.error)) : "";
+  if (outcome == Outcome::kDeferred || InvocationHttpStatus(response) == 503) {
     int64_t retry_ms = 1000;
     if (body.contains("retry_after_ms") && body["retry_after_ms"].is_number()) {
       retry_ms = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(body["retry_after_ms"].get<double>())));
@@ -132,20 +157,20 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResponse& response,
     const std::string why = outcome == Outcome::kDeferred ? reason : error;
     json structured = {{"outcome", Outcome::kDeferred}, {"reason", why}, {"retry_after_ms", retry_ms}};
     if (!id.empty()) structured["execution_id"] = id;
-    a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(why), ". Try again in ",
+    a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(response), ". Try again in ",
                                         (retry_ms + 999) / 1000, " s (retry_after_ms ", retry_ms, ")."),
                            std::move(structured), id);
     return a;
   }
-  if (response.http_status == 404 && error == "unknown_tool") {
+  if (response.error == InvokeError::kUnknownTool) {
     a.is_rpc_error = true;
     a.error_code = kInvalidParams;
     a.error_message = "unknown tool: " + tool;
     return a;
   }
   // toolgate refused the call before running it: invalid_input, idempotency_key_reused, ...
-  const std::string message = Str(body, "message");
-  std::string advice = error == "idempotency_key_reused"
+  const std::string& message = response.message;
+  std::string advice = response.error == InvokeError::kIdempotencyKeyReused
                            ? "This idempotency key was already used with other arguments; use a new key for a new call."
                            : "Fix the arguments and call again.";
   a.result =

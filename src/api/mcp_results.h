@@ -26,6 +26,6 @@ struct CallAnswer {
 // `from_mcp_server`: the tool is an MCP connector's, whose own answers pass through (design §14): a
 // SUCCEEDED result unchanged, a FAILED tool_error's isError result unchanged, a JSON-RPC error with
 // its code and message and `data.execution_id` — each with the execution id added.
-CallAnswer ToCallAnswer(const std::string& tool_name, const InvokeResponse& response, bool from_mcp_server = false);
+CallAnswer ToCallAnswer(const std::string& tool_name, const InvokeResult& response, bool from_mcp_server = false);
 
 }  // namespace toolgate::api::mcp

@@ -374,7 +374,7 @@ struct McpRoutes::Impl : GatewayContext {
       }
     }
     auto run = RunInvocation(*this, std::move(ir));
-    InvokeResponse answer = co_await std::move(run);
+    InvokeResult answer = co_await std::move(run);
     mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer, from_mcp_server);
     if (a.is_rpc_error) {
       const json* data = a.error_data.is_null() ? nullptr : &a.error_data;
@@ -388,17 +388,15 @@ struct McpRoutes::Impl : GatewayContext {
   asio::awaitable<HttpResponse> ToolsCallQueued(const Call& c, const std::string& tool, InvokeRequest ir) {
     QueueOrder order{config.queue.default_deadline_s, config.queue.max_per_tenant};
     auto enqueue = RunEnqueue(*this, std::move(ir), order);
-    InvokeResponse answer = co_await std::move(enqueue);
-    if (answer.http_status != 202) {
+    InvokeResult answer = co_await std::move(enqueue);
+    if (answer.refused() || !IsWaiting(answer.outcome)) {
       mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer);
       if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
       co_return Result(c, std::move(a.result));
     }
-    const json body = json::parse(answer.body_json, nullptr, false);
-    const std::string id = body.is_object() ? body.value("execution_id", "") : "";
-    json structured = {{"execution_id", id},
-                       {"outcome", body.value("outcome", std::string(ToString(Outcome::kQueued)))},
-                       {"status_url", body.value("status_url", "")}};
+    const std::string& id = answer.execution_id;
+    json structured = {
+        {"execution_id", id}, {"outcome", answer.outcome}, {"status_url", answer.details.value("status_url", "")}};
     json result = {{"content", json::array({{{"type", "text"},
                                              {"text", "The call is queued as execution " + id +
                                                           "; it has not run yet. Its outcome will be at " +

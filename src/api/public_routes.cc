@@ -133,7 +133,7 @@ struct PublicRoutes::Impl : GatewayContext {
     if (auto bad = CheckReplayBody(b)) co_return *bad;
     ReplayOrder order{principal, id, b["replay_reason"], b["requested_by"], b.value("force", false)};
     auto prepared = co_await RunBlocking(pool, [&] { return engine.replayer().Prepare(order); });
-    if (auto* refusal = std::get_if<InvokeResponse>(&prepared)) co_return ToHttp(std::move(*refusal));
+    if (auto* refusal = std::get_if<InvokeResult>(&prepared)) co_return ToHttp(*refusal);
     InvokeRequest ir = std::move(std::get<InvokeRequest>(prepared));
     bool reached_tool = false;
     auto execute_op = Execute(ir, &reached_tool);
@@ -151,9 +151,9 @@ struct PublicRoutes::Impl : GatewayContext {
   // `reached_tool` (optional) tells whether its ledger has TOOL_INVOKED or REPLAY_DEDUPED.
   asio::awaitable<HttpResponse> Execute(InvokeRequest ir, bool* reached_tool = nullptr) {
     auto run = RunInvocation(*this, std::move(ir));
-    InvokeResponse answer = co_await std::move(run);
+    InvokeResult answer = co_await std::move(run);
     if (reached_tool != nullptr) *reached_tool = answer.reached_tool;
-    co_return ToHttp(std::move(answer));
+    co_return ToHttp(answer);
   }
 
   asio::awaitable<HttpResponse> GetExecution(const std::string& id, const auth::Principal& principal) {

@@ -152,7 +152,8 @@ struct QueueDispatcher::Impl {
     if (!next->has_value()) return {StepKind::kNothing, nullptr, 0, round};
     const QueueItem& item = **next;
     if (item.deadline_ms <= now_ms) {
-      absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", "deadline");
+      absl::StatusOr<bool> ended =
+          g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", ToString(ExpiryReason::kDeadline));
       if (!ended.ok())
         spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
       return {StepKind::kWorked, nullptr, 0, round};
@@ -212,7 +213,7 @@ struct QueueDispatcher::Impl {
     }
     ++g.in_flight;  // before the ticket exists: a drain waits for it
     auto admitted = g.engine.invoker().AdmitClaimed(**claim, std::move(lease), g.engine.instance_id());
-    if (auto* answer = std::get_if<InvokeResponse>(&admitted)) {
+    if (auto* answer = std::get_if<InvokeResult>(&admitted)) {
       --g.in_flight;
       (void)answer;
       return {StepKind::kWorked, nullptr, 0, round};
@@ -250,7 +251,7 @@ struct QueueDispatcher::Impl {
             ~Done() { --n; }
           } done{g.in_flight};
           auto run = RunAdmitted(g, std::move(step.ticket));
-          InvokeResponse answer = co_await std::move(run);
+          InvokeResult answer = co_await std::move(run);
           (void)answer;  // recorded in the ledger; GET /v1/executions/{id} shows it
           continue;
         }

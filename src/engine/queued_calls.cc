@@ -155,7 +155,7 @@ absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, 
   ASSIGN_OR_RETURN(std::optional<QueueItem> item,
                    queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));
   if (!item) return absl::FailedPreconditionError("the execution is no longer queued");
-  ASSIGN_OR_RETURN(bool ended, End(*item, "EXECUTION_CANCELLED", actor, "cancelled"));
+  ASSIGN_OR_RETURN(bool ended, End(*item, "EXECUTION_CANCELLED", actor, ToString(ExpiryReason::kCancelled)));
   if (!ended) return absl::FailedPreconditionError("the execution is being dispatched");
   return executions_.Get(tenant_id, execution_id);
 }
@@ -169,7 +169,7 @@ absl::StatusOr<int> QueuedCalls::Purge(std::string_view connector_id, std::strin
       ASSIGN_OR_RETURN(std::vector<QueueItem> items, queue_.Items(connector_id, tenant, 200));
       int ended_here = 0;
       for (const QueueItem& item : items) {
-        ASSIGN_OR_RETURN(bool done, End(item, "EXECUTION_EXPIRED", actor, "purged"));
+        ASSIGN_OR_RETURN(bool done, End(item, "EXECUTION_EXPIRED", actor, ToString(ExpiryReason::kPurged)));
         if (done) ++ended_here;
       }
       ended += ended_here;

@@ -11,8 +11,8 @@ using json = nlohmann::json;
 
 namespace {
 
-InvokeResponse Refusal(int status, std::string_view code, std::string_view message) {
-  return InvokeResponse{status, ErrorJson(code, message), {}};
+InvokeResult Refusal(InvokeError error, std::string message) {
+  return InvokeResult::Refused(error, std::move(message));
 }
 
 // The replay's context: what it knows of the original and of any replay of it that succeeded.
@@ -39,13 +39,13 @@ ReplayContext ContextOf(const ExecutionRecord& original, const ReplayOrder& orde
 Replayer::Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays)
     : executions_(executions), ledger_(ledger), metrics_(metrics), clock_(clock), max_replays_(max_replays) {}
 
-std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder& order) {
+std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& order) {
   const Principal& who = order.principal;
   if (!who.HasRole("operator") && !who.HasRole("admin")) {
-    return Refusal(403, "forbidden", "replay needs the operator or admin role");
+    return Refusal(InvokeError::kForbidden, "replay needs the operator or admin role");
   }
-  if (order.force && !who.HasRole("admin")) return Refusal(403, "forbidden", "force needs the admin role");
-  if (!LooksLikeUuid(order.original_id)) return Refusal(404, "not_found", "execution not found");
+  if (order.force && !who.HasRole("admin")) return Refusal(InvokeError::kForbidden, "force needs the admin role");
+  if (!LooksLikeUuid(order.original_id)) return Refusal(InvokeError::kNotFound, "execution not found");
 
   absl::StatusOr<ExecutionRecord> original = executions_.Get(who.tenant_id, order.original_id);
   if (original.ok() && !original->replay_of.empty()) {
@@ -53,21 +53,22 @@ std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder&
   }
   if (!original.ok()) {
     return absl::IsNotFound(original.status())
-               ? Refusal(404, "not_found", "execution not found")
-               : Refusal(503, "store_unavailable", "the store cannot be read right now");
+               ? Refusal(InvokeError::kNotFound, "execution not found")
+               : Refusal(InvokeError::kStoreUnavailable, "the store cannot be read right now");
   }
   if (original->input_json.empty()) {
-    return Refusal(409, "not_replayable", "this execution's input was not kept, so it cannot be replayed");
+    return Refusal(InvokeError::kNotReplayable, "this execution's input was not kept, so it cannot be replayed");
   }
   if (original->outcome == Outcome::kInProgress) {
-    return Refusal(409, "execution_in_progress",
+    return Refusal(InvokeError::kExecutionInProgress,
                    "this execution has not finished yet; replay it once it has an outcome");
   }
   absl::StatusOr<bool> reserved = executions_.ReserveReplay(who.tenant_id, original->execution_id, max_replays_);
-  if (!reserved.ok()) return Refusal(503, "store_unavailable", "the store cannot be written right now");
+  if (!reserved.ok()) return Refusal(InvokeError::kStoreUnavailable, "the store cannot be written right now");
   if (!*reserved) {
     metrics_.Replay("refused");
-    return Refusal(409, "replay_limit_reached", absl::StrCat("this execution already has ", max_replays_, " replays"));
+    return Refusal(InvokeError::kReplayLimitReached,
+                   absl::StrCat("this execution already has ", max_replays_, " replays"));
   }
 
   InvokeRequest ir;
@@ -91,7 +92,7 @@ std::variant<InvokeResponse, InvokeRequest> Replayer::Prepare(const ReplayOrder&
                               Ledger::ExecutionAnchor(who.tenant_id, original->execution_id));
       !e.ok()) {
     Finish(ir, /*reached_tool=*/false);
-    return Refusal(503, "store_unavailable", "the store cannot be written right now");
+    return Refusal(InvokeError::kStoreUnavailable, "the store cannot be written right now");
   }
   return ir;
 }

@@ -26,8 +26,23 @@ absl::Status RequireApplied(const std::vector<absl::StatusOr<store::WriteResult>
 
 }  // namespace
 
-std::string ErrorJson(std::string_view code, std::string_view message) {
-  return Dump(json{{"error", std::string(code)}, {"message", std::string(message)}});
+InvokeResult InvokeResult::Refused(InvokeError error, std::string message, std::optional<int64_t> retry_after_s) {
+  InvokeResult r;
+  r.error = error;
+  r.message = std::move(message);
+  r.retry_after_s = retry_after_s;
+  return r;
+}
+
+InvokeResult InvokeResult::Answered(Outcome outcome, OutcomeReason reason, std::string execution_id, json details,
+                                    std::optional<int64_t> retry_after_s) {
+  InvokeResult r;
+  r.outcome = outcome;
+  r.reason = reason;
+  r.execution_id = std::move(execution_id);
+  r.details = std::move(details);
+  r.retry_after_s = retry_after_s;
+  return r;
 }
 
 ToolInvoker::ToolInvoker(Services services) : s_(services) {}
@@ -59,26 +74,30 @@ namespace {
 // drains the queue at once instead of after the open breaker's whole retry-after.
 constexpr int64_t kBreakerPutBackMs = 1000;
 
+// The answer of a stage that stopped on store trouble (StoreUnavailable): nothing was written for it.
+bool IsStoreTrouble(const InvokeResult& answer) {
+  return !answer.refused() && answer.outcome == Outcome::kDeferred &&
+         answer.reason == OutcomeReason{DeferReason::kStoreUnavailable};
+}
+
 bool Queueable(DeferReason why) {
   return why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight ||
          why == DeferReason::kConcurrencyLimit || why == DeferReason::kDownstreamThrottled;
 }
 
-// 202 for a queued call (§15).
-InvokeResponse QueuedAnswer(const std::string& execution_id, const std::string& connector_id,
-                            Outcome outcome = Outcome::kQueued) {
-  json body = {{"execution_id", execution_id},
-               {"outcome", outcome},
-               {"connector_id", connector_id},
-               {"status_url", "/v1/executions/" + execution_id}};
-  return InvokeResponse{InvocationHttpStatus(outcome, ""), Dump(body), {}};
+// A queued call's answer (§15): where to find its outcome.
+InvokeResult QueuedAnswer(const std::string& execution_id, const std::string& connector_id,
+                          Outcome outcome = Outcome::kQueued) {
+  return InvokeResult::Answered(outcome, {}, execution_id,
+                                {{"connector_id", connector_id}, {"status_url", "/v1/executions/" + execution_id}});
 }
 
-json ResponseBody(const ExecutionRecord& r) {
-  json body = {{"execution_id", r.execution_id}, {"outcome", r.outcome}, {"connector_id", r.connector_id}};
-  if (!r.reason.empty()) body["reason"] = r.reason;
-  if (!r.replay_of.empty()) body["replay_of"] = r.replay_of;
-  return body;
+// The answer of an execution that ended (or stopped) with `r`'s outcome and `reason` (r.reason's).
+InvokeResult RecordAnswer(const ExecutionRecord& r, OutcomeReason reason,
+                          std::optional<int64_t> retry_after_s = std::nullopt) {
+  json details = {{"connector_id", r.connector_id}};
+  if (!r.replay_of.empty()) details["replay_of"] = r.replay_of;
+  return InvokeResult::Answered(r.outcome, reason, r.execution_id, std::move(details), retry_after_s);
 }
 
 // A claimed queued call goes back to its queue (§15, §17.3): the item unclaimed and ready after
@@ -124,7 +143,7 @@ absl::Status WriteRequeue(ToolInvoker::Services& s, InvocationTicket& t, const s
 // uses to end the execution early. A stage returns the answer when the call stops there.
 class ToolInvoker::Admission {
  public:
-  using Stop = std::optional<InvokeResponse>;
+  using Stop = std::optional<InvokeResult>;
 
   Admission(ToolInvoker::Services& s, const InvokeRequest& req, const ConnectorConfig& connector)
       : s_(s), req_(req), ticket_(std::make_unique<Ticket>()) {
@@ -177,7 +196,7 @@ class ToolInvoker::Admission {
     if (!kill->has_value()) return std::nullopt;
     const KillSwitch& k = **kill;
     if (ticket_->queued) ReleaseIntent();  // a switch in force at dispatch ends the call (§17.5)
-    rec().reason = "kill_switch";
+    rec().reason = std::string(ToString(BlockReason::kKillSwitch));
     s_.metrics.Blocked(cid(), k.scope);
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kBlocked, 0, false);
     if (absl::Status st = FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED",
@@ -186,9 +205,9 @@ class ToolInvoker::Admission {
       return StoreUnavailable(st);
     }
     CountOutcome(Outcome::kBlocked, "");
-    json body = ResponseBody(rec());
-    body["scope"] = k.scope;
-    return InvokeResponse{InvocationHttpStatus(Outcome::kBlocked, rec().reason), Dump(body), {}};
+    InvokeResult answer = RecordAnswer(rec(), BlockReason::kKillSwitch);
+    answer.details["scope"] = k.scope;
+    return answer;
   }
 
   // 2. Intent (tool-layer idempotency, S12), for a client-supplied key and every replay that is not
@@ -206,10 +225,8 @@ class ToolInvoker::Admission {
     if (!claim.ok()) return StoreUnavailable(claim.status());
     switch (claim->kind) {
       case IntentStore::Claim::Kind::kMismatch:
-        return InvokeResponse{
-            422,
-            ErrorJson("idempotency_key_reused", "this idempotency_key was used with a different tool or input"),
-            {}};
+        return InvokeResult::Refused(InvokeError::kIdempotencyKeyReused,
+                                     "this idempotency_key was used with a different tool or input");
       case IntentStore::Claim::Kind::kSucceeded:
         return req.replay ? Deduplicated(claim->execution_id, claim->result_json) : IntentHit(*claim);
       case IntentStore::Claim::Kind::kInProgress:
@@ -308,8 +325,8 @@ class ToolInvoker::Admission {
     if (t.queued) {
       rec().outcome = Outcome::kRunning;
       if (t.queued->took_over && was_running_) {
-        opening.push_back(
-            {"TOOL_ATTEMPT_FAILED", {{"attempt", t.queued->item.attempt - 1}, {"reason", "claim_expired"}}});
+        opening.push_back({"TOOL_ATTEMPT_FAILED",
+                           {{"attempt", t.queued->item.attempt - 1}, {"reason", RequeueReason::kClaimExpired}}});
       }
       opening.push_back({"EXECUTION_DISPATCHED", {{"instance", t.instance_id}, {"attempt", t.queued->item.attempt}}});
     }
@@ -319,9 +336,9 @@ class ToolInvoker::Admission {
 
   // 5'. For Enqueue and `on_defer: queue`: the record (QUEUED), its opening events and the queue item
   // in one batch, ready at `ready_at_ms` (§15).
-  InvokeResponse WriteQueued(const QueueOrder& order, int64_t ready_at_ms, std::string_view via) {
+  InvokeResult WriteQueued(const QueueOrder& order, int64_t ready_at_ms, std::string_view via) {
     if (s_.queue == nullptr)
-      return InvokeResponse{501, ErrorJson("not_implemented", "queued calls are not available"), {}};
+      return InvokeResult::Refused(InvokeError::kNotImplemented, "queued calls are not available");
     rec().outcome = Outcome::kQueued;
     rec().reason.clear();
     QueueItem item;
@@ -343,10 +360,10 @@ class ToolInvoker::Admission {
                      /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
     if (absl::IsResourceExhausted(written)) {
       ReleaseIntent();
-      return InvokeResponse{429,
-                            ErrorJson("queue_full", absl::StrCat("this tenant has ", order.max_per_tenant,
-                                                                 " queued calls (the [queue] max_per_tenant bound)")),
-                            1};
+      return InvokeResult::Refused(
+          InvokeError::kQueueFull,
+          absl::StrCat("this tenant has ", order.max_per_tenant, " queued calls (the [queue] max_per_tenant bound)"),
+          1);
     }
     if (!written.ok()) {
       ReleaseIntent();
@@ -356,13 +373,13 @@ class ToolInvoker::Admission {
   }
 
   // Ends a claimed call before the downstream (the tool is gone, the input no longer fits).
-  InvokeResponse EndClaimed(const std::string& reason) {
-    rec().reason = reason;
+  InvokeResult EndClaimed(FailureReason reason) {
+    rec().reason = std::string(ToString(reason));
     ReleaseIntent();
     if (absl::Status st = FinishEarly(Outcome::kFailed, "EXECUTION_FAILED", {{"reason", reason}}); !st.ok()) {
       return StoreUnavailable(st);
     }
-    return InvokeResponse{InvocationHttpStatus(Outcome::kFailed, reason), Dump(ResponseBody(rec())), {}};
+    return RecordAnswer(rec(), reason);
   }
 
   std::unique_ptr<Ticket> TakeTicket() { return std::move(ticket_); }
@@ -399,17 +416,13 @@ class ToolInvoker::Admission {
     return StoreUnavailable(why);
   }
 
-  InvokeResponse StoreUnavailable(const absl::Status& why) {
+  InvokeResult StoreUnavailable(const absl::Status& why) {
     spdlog::warn("connector {}: store error, deferring: {}", cid(), why.ToString());
     const std::string reason(ToString(DeferReason::kStoreUnavailable));
     s_.metrics.Deferred(cid(), reason);
     CountOutcome(Outcome::kDeferred, reason);
-    json body = {{"execution_id", rec().execution_id},
-                 {"outcome", Outcome::kDeferred},
-                 {"connector_id", cid()},
-                 {"reason", reason},
-                 {"retry_after_ms", 1000}};
-    return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, reason), Dump(body), 1};
+    return InvokeResult::Answered(Outcome::kDeferred, DeferReason::kStoreUnavailable, rec().execution_id,
+                                  {{"connector_id", cid()}, {"retry_after_ms", 1000}}, 1);
   }
 
   // The record and its opening events in one batch (one transaction on SQLite): for a replay
@@ -508,7 +521,7 @@ class ToolInvoker::Admission {
     }
   }
 
-  InvokeResponse Deferred(DeferReason why, int64_t retry_ms) {
+  InvokeResult Deferred(DeferReason why, int64_t retry_ms) {
     if (ticket_->queued) {
       const bool breaker = why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight;
       return Requeue(why, breaker ? std::min(retry_ms, kBreakerPutBackMs) : retry_ms);
@@ -527,16 +540,15 @@ class ToolInvoker::Admission {
       return StoreUnavailable(st);
     }
     CountOutcome(Outcome::kDeferred, rec().reason);
-    json body = ResponseBody(rec());
-    body["retry_after_ms"] = retry_ms;
-    return InvokeResponse{InvocationHttpStatus(Outcome::kDeferred, rec().reason), Dump(body),
-                          RetryAfterSeconds(retry_ms)};
+    InvokeResult answer = RecordAnswer(rec(), why, RetryAfterSeconds(retry_ms));
+    answer.details["retry_after_ms"] = retry_ms;
+    return answer;
   }
 
   // A claimed queued call that cannot run now goes back to its queue (§15, §17.3): TOOL_ATTEMPT_FAILED
   // with the reason, the record QUEUED again, the item unclaimed and ready after `retry_ms`, the slot
   // given back — in one batch. The intent stays claimed.
-  InvokeResponse Requeue(DeferReason why, int64_t retry_ms) {
+  InvokeResult Requeue(DeferReason why, int64_t retry_ms) {
     Ticket& t = *ticket_;
     if (t.permit.probe) {
       if (absl::Status st = s_.breakers.ReturnProbe(cid(), t.permit); !st.ok()) {
@@ -550,7 +562,7 @@ class ToolInvoker::Admission {
   }
 
   // The intent is QUEUED or RUNNING in another execution: that one answers (§17.5).
-  InvokeResponse Existing(const std::string& execution_id) {
+  InvokeResult Existing(const std::string& execution_id) {
     auto other = s_.executions.Get(rec().tenant_id, execution_id);
     const Outcome outcome = other.ok() && IsWaiting(other->outcome) ? other->outcome : Outcome::kRunning;
     return QueuedAnswer(execution_id, cid(), outcome);
@@ -558,7 +570,7 @@ class ToolInvoker::Admission {
 
   // A replay whose intent already succeeded: a new execution that records the earlier result and
   // calls nothing (REPLAY_DEDUPED).
-  InvokeResponse Deduplicated(const std::string& succeeded_in, const std::string& result_json) {
+  InvokeResult Deduplicated(const std::string& succeeded_in, const std::string& result_json) {
     const json result = json::parse(result_json.empty() ? "null" : result_json, nullptr, false);
     rec().outcome = Outcome::kSucceeded;
     rec().result_json = result_json;
@@ -573,11 +585,10 @@ class ToolInvoker::Admission {
       return StoreUnavailable(st);
     }
     CountOutcome(Outcome::kSucceeded, "");
-    json body = ResponseBody(rec());
-    body["result"] = result;
-    body["deduplicated"] = true;
-    body["succeeded_in"] = succeeded_in;
-    InvokeResponse answer{InvocationHttpStatus(Outcome::kSucceeded, ""), Dump(body), {}};
+    InvokeResult answer = RecordAnswer(rec(), {});
+    answer.details["result"] = result;
+    answer.details["deduplicated"] = true;
+    answer.details["succeeded_in"] = succeeded_in;
     answer.reached_tool = true;
     return answer;
   }
@@ -585,7 +596,7 @@ class ToolInvoker::Admission {
   // The same intent already succeeded: answer with that execution, call nothing. The hit goes on the
   // original's ledger (and anchor) while the original is kept; after its retention the intent record
   // alone answers.
-  InvokeResponse IntentHit(const IntentStore::Claim& claim) {
+  InvokeResult IntentHit(const IntentStore::Claim& claim) {
     auto original = s_.executions.Get(rec().tenant_id, claim.execution_id);
     if (!original.ok() && !absl::IsNotFound(original.status())) return StoreUnavailable(original.status());
     if (original.ok()) {
@@ -603,13 +614,10 @@ class ToolInvoker::Admission {
     }
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
     CountOutcome(Outcome::kSucceeded, "");
-    json body = {{"execution_id", claim.execution_id},
-                 {"outcome", Outcome::kSucceeded},
-                 {"connector_id", cid()},
-                 {"result", json::parse(claim.result_json, nullptr, false)},
-                 {"intent_hit", true}};
-    if (original.ok() && original->latency_ms >= 0) body["latency_ms"] = original->latency_ms;
-    return InvokeResponse{InvocationHttpStatus(Outcome::kSucceeded, ""), Dump(body), {}};
+    json details = {
+        {"connector_id", cid()}, {"result", json::parse(claim.result_json, nullptr, false)}, {"intent_hit", true}};
+    if (original.ok() && original->latency_ms >= 0) details["latency_ms"] = original->latency_ms;
+    return InvokeResult::Answered(Outcome::kSucceeded, {}, claim.execution_id, std::move(details));
   }
 
   ToolInvoker::Services& s_;
@@ -622,14 +630,14 @@ class ToolInvoker::Admission {
   std::optional<absl::Status> opening_written_;  // set when OpenWithSlot wrote the opening with the slot
 };
 
-std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
+std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
-    return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
+    return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
   }
   // Before any admission step: a bad input creates no execution (design §13).
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
-  if (!shaped.ok()) return InvokeResponse{400, ErrorJson("invalid_input", std::string(shaped.status().message())), {}};
+  if (!shaped.ok()) return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
   Admission a(s_, req, *connector);
   if (req.queue_on_defer) {  // it may wait in the queue: hold its intent as long as a queued call's
     a.HoldIntentFor(req.queue_on_defer->deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
@@ -641,32 +649,32 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   downstream.body = std::move(shaped->body);
   for (auto stage :
        {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker, &Admission::TakeSlot}) {
-    if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
+    if (std::optional<InvokeResult> stop = (a.*stage)()) return std::move(*stop);
   }
-  if (std::optional<InvokeResponse> stop = a.WriteInvoked()) {
+  if (std::optional<InvokeResult> stop = a.WriteInvoked()) {
     Abandon(a.TakeTicket());
     return std::move(*stop);
   }
   return a.TakeTicket();
 }
 
-InvokeResponse ToolInvoker::Enqueue(const InvokeRequest& req, const QueueOrder& order) {
+InvokeResult ToolInvoker::Enqueue(const InvokeRequest& req, const QueueOrder& order) {
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
-    return InvokeResponse{404, ErrorJson("unknown_tool", "no connector serves tool '" + req.tool_name + "'"), {}};
+    return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
   }
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
-  if (!shaped.ok()) return InvokeResponse{400, ErrorJson("invalid_input", std::string(shaped.status().message())), {}};
+  if (!shaped.ok()) return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
   Admission a(s_, req, *connector);
   a.HoldIntentFor(order.deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
   a.AnswerExistingWhenInProgress();
   for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent}) {
-    if (std::optional<InvokeResponse> stop = (a.*stage)()) return std::move(*stop);
+    if (std::optional<InvokeResult> stop = (a.*stage)()) return std::move(*stop);
   }
   return a.WriteQueued(order, s_.clock.now_epoch_ms(), "queued");
 }
 
-std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::AdmitClaimed(
+std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::AdmitClaimed(
     const QueueClaim& claim, std::optional<SlotLease> lease, std::string_view instance_id) {
   const QueueItem& item = claim.item;
   // Gives back what this run holds when it stops without a batch that did (store trouble).
@@ -696,18 +704,18 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
         break;
       }
     }
-    return InvokeResponse{410, ErrorJson("gone", "the queued execution has ended"), {}};
+    return InvokeResult::Refused(InvokeError::kGone, "the queued execution has ended");
   }
   if (!record.ok()) {
     give_back(lease, true);
-    return InvokeResponse{503, ErrorJson("store_unavailable", std::string(record.status().message())), 1};
+    return InvokeResult::Refused(InvokeError::kStoreUnavailable, std::string(record.status().message()), 1);
   }
   const ConnectorConfig* connector = ResolveConnector(record->tool_name);
   if (connector == nullptr || connector->id != item.connector_id) {
     spdlog::warn("queued execution {}: tool {} is no longer served by connector {}", item.execution_id,
                  record->tool_name, item.connector_id);
     give_back(lease, true);
-    return InvokeResponse{404, ErrorJson("unknown_tool", "the tool is no longer served by this connector"), {}};
+    return InvokeResult::Refused(InvokeError::kUnknownTool, "the tool is no longer served by this connector");
   }
   InvokeRequest req;
   req.principal.tenant_id = record->tenant_id;
@@ -720,19 +728,19 @@ std::variant<InvokeResponse, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::
   req.execution_id = record->execution_id;
   Admission a(s_, req, *connector, *record, claim, std::move(lease), instance_id);
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
-  if (!shaped.ok()) return a.EndClaimed("invalid_input");
+  if (!shaped.ok()) return a.EndClaimed(FailureReason::kInvalidInput);
   DownstreamRequest& downstream = a.ticket().downstream;
   downstream.method = std::move(shaped->method);
   downstream.target = absl::StrCat(connector->path_prefix, shaped->target);
   downstream.body = std::move(shaped->body);
   for (auto stage : {&Admission::CheckKillSwitches, &Admission::AskBreaker, &Admission::TakeSlot}) {
-    if (std::optional<InvokeResponse> stop = (a.*stage)()) {
+    if (std::optional<InvokeResult> stop = (a.*stage)()) {
       // Every stop above ends or puts back the item in its own batch, except store trouble.
-      if (stop->http_status == 503) give_back(a.ticket().lease, true);
+      if (IsStoreTrouble(*stop)) give_back(a.ticket().lease, true);
       return std::move(*stop);
     }
   }
-  if (std::optional<InvokeResponse> stop = a.WriteInvoked()) {
+  if (std::optional<InvokeResult> stop = a.WriteInvoked()) {
     give_back(a.ticket().lease, true);
     Abandon(a.TakeTicket());
     return std::move(*stop);
@@ -777,7 +785,7 @@ IntentStore::State IntentState(IntentEffect effect) {
 
 }  // namespace
 
-InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result) {
+InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result) {
   Ticket& t = *ticket;
   ExecutionRecord& rec = t.record;
   const ConnectorConfig& c = *t.connector;
@@ -807,11 +815,13 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
     s_.metrics.Deferred(c.id, rec.reason);
     json data = {{"latency_ms", result.latency_ms}};
     if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
-    const std::string why = rec.reason == ToString(DeferReason::kDownstreamThrottled) ? "throttled" : rec.reason;
-    InvokeResponse answer;
+    const std::string why = rec.reason == ToString(DeferReason::kDownstreamThrottled)
+                                ? std::string(ToString(RequeueReason::kThrottled))
+                                : rec.reason;
+    InvokeResult answer;
     if (absl::Status st = WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data)); !st.ok()) {
       spdlog::error("queued execution {}: not put back: {}", rec.execution_id, st.ToString());
-      answer = InvokeResponse{503, ErrorJson("store_unavailable", "the call could not be put back in its queue"), 1};
+      answer = InvokeResult::Refused(InvokeError::kStoreUnavailable, "the call could not be put back in its queue", 1);
     } else {
       answer = QueuedAnswer(rec.execution_id, c.id);
     }
@@ -837,17 +847,20 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
   if (!written.ok()) {
     spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, ToString(rec.outcome),
                   written.ToString());
-    const std::string reason(ToString(FailureReason::kStoreUnavailable));
-    json body = ResponseBody(rec);
-    body["outcome"] = Outcome::kFailed;
-    body["reason"] = reason;
-    body["message"] = "the call reached the downstream but its outcome could not be recorded";
-    InvokeResponse failed{InvocationHttpStatus(Outcome::kFailed, reason), Dump(body), 1};
+    InvokeResult failed = RecordAnswer(rec, FailureReason::kStoreUnavailable, 1);
+    failed.outcome = Outcome::kFailed;
+    failed.details["message"] = "the call reached the downstream but its outcome could not be recorded";
     failed.reached_tool = true;
     return failed;
   }
   if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
-  json body = ResponseBody(rec);
+  std::optional<OutcomeReason> reason = ParseOutcomeReason(k.outcome, k.reason);
+  if (!reason) {  // a classification outside the vocabulary is a bug: answered without the reason, logged
+    spdlog::error("execution {}: {} reason '{}' is not in the outcome vocabulary", rec.execution_id,
+                  ToString(k.outcome), k.reason);
+  }
+  InvokeResult answer = RecordAnswer(rec, reason.value_or(OutcomeReason{}), k.retry_after_s);
+  json& body = answer.details;
   body["latency_ms"] = result.latency_ms;
   if (rec.outcome == Outcome::kSucceeded) body["result"] = result_json;
   if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
@@ -859,7 +872,6 @@ InvokeResponse ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downs
     if (server.is_object())
       body[result.kind == DownstreamResult::Kind::kToolError ? "tool_result" : "rpc_error"] = std::move(server);
   }
-  InvokeResponse answer{k.http_status, Dump(body), k.retry_after_s};
   answer.reached_tool = true;
   return answer;
 }

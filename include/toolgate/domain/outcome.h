@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 namespace toolgate {
 
@@ -46,6 +47,11 @@ enum class DeferReason {
   kGatewayOverloaded,  // this host ran out of descriptors, buffers or memory (never the connector's fault)
 };
 
+inline constexpr DeferReason kAllDeferReasons[] = {DeferReason::kBreakerOpen,         DeferReason::kProbeInFlight,
+                                                   DeferReason::kConcurrencyLimit,    DeferReason::kIntentInProgress,
+                                                   DeferReason::kDownstreamThrottled, DeferReason::kStoreUnavailable,
+                                                   DeferReason::kGatewayOverloaded};
+
 std::string_view ToString(DeferReason reason);
 std::optional<DeferReason> ParseDeferReason(std::string_view text);
 
@@ -62,20 +68,99 @@ enum class FailureReason {
   kToolError,               // "tool_error": an MCP result marked isError
   kToolRejected,            // "tool_rejected": a JSON-RPC error naming the caller's mistake
   kStoreUnavailable,        // "store_unavailable": the call ran but its outcome could not be recorded
+  kInvalidInput,            // "invalid_input": a claimed queued call whose input no longer fits its tool
 };
+
+inline constexpr FailureReason kAllFailureReasons[] = {
+    FailureReason::kDownstreamError,        FailureReason::kDownstreamRejected, FailureReason::kTimeout,
+    FailureReason::kConnectionFailed,       FailureReason::kConnectionLost,     FailureReason::kTlsError,
+    FailureReason::kCredentialsUnavailable, FailureReason::kToolError,          FailureReason::kToolRejected,
+    FailureReason::kStoreUnavailable,       FailureReason::kInvalidInput};
 
 std::string_view ToString(FailureReason reason);
 std::optional<FailureReason> ParseFailureReason(std::string_view text);
 
 // The tool_error SLI (design §8): whether a failure counts against the connector. A 4xx, a tool-level
-// error and a rejected JSON-RPC call are the caller's business, not the connector's.
+// error, a rejected JSON-RPC call and an input that no longer fits are the caller's business, not the
+// connector's.
 bool CountsAgainstConnector(FailureReason reason);
+
+// Why a call was BLOCKED (design S8). Stable strings.
+enum class BlockReason {
+  kKillSwitch,  // "kill_switch": an operator's kill switch matched the call
+};
+
+std::string_view ToString(BlockReason reason);
+std::optional<BlockReason> ParseBlockReason(std::string_view text);
+
+// Why a queued call ended EXPIRED without running (design §15, §17.5). Stable strings.
+enum class ExpiryReason {
+  kDeadline,   // "deadline": its deadline passed in the queue
+  kCancelled,  // "cancelled": its tenant cancelled it (DELETE /v1/executions/{id})
+  kPurged,     // "purged": an operator purged its connector's queue
+};
+
+inline constexpr ExpiryReason kAllExpiryReasons[] = {ExpiryReason::kDeadline, ExpiryReason::kCancelled,
+                                                     ExpiryReason::kPurged};
+
+std::string_view ToString(ExpiryReason reason);
+std::optional<ExpiryReason> ParseExpiryReason(std::string_view text);
+
+// Why a queued call's attempt ended and the call went back to its queue (TOOL_ATTEMPT_FAILED, design
+// §15, §17.3), beyond the defer reasons (breaker_open, concurrency_limit, ...) that can do it too.
+// Stable strings: the ledger holds them.
+enum class RequeueReason {
+  kThrottled,     // "throttled": the downstream said "not now" (429, 503 with Retry-After)
+  kClaimExpired,  // "claim_expired": the dispatcher running it lost its claim; another took it over
+};
+
+std::string_view ToString(RequeueReason reason);
+std::optional<RequeueReason> ParseRequeueReason(std::string_view text);
+
+// The reason an execution's outcome carries: none (SUCCEEDED, QUEUED, ...), or the kind its outcome
+// takes — FAILED a FailureReason, DEFERRED a DeferReason, BLOCKED a BlockReason, EXPIRED an
+// ExpiryReason. The store holds its string (ToString; "" for none).
+using OutcomeReason = std::variant<std::monostate, FailureReason, DeferReason, BlockReason, ExpiryReason>;
+
+std::string_view ToString(const OutcomeReason& reason);
+// Strict: "" is no reason; otherwise `text` must be one of the strings of the kind `outcome` takes
+// (a FAILED "breaker_open" is nullopt, as is any reason on SUCCEEDED, QUEUED, RUNNING, IN_PROGRESS).
+std::optional<OutcomeReason> ParseOutcomeReason(Outcome outcome, std::string_view text);
+
+// Why an invocation (or a replay) was refused without an outcome of its own (design §5, §15, S12): the
+// `error` of its answer. Stable strings: clients match them.
+enum class InvokeError {
+  kUnknownTool,           // "unknown_tool": no connector serves the tool
+  kInvalidInput,          // "invalid_input": the input does not fit the tool (nothing was recorded)
+  kIdempotencyKeyReused,  // "idempotency_key_reused": the key was used with another tool or input
+  kQueueFull,             // "queue_full": the tenant's queued calls reached [queue] max_per_tenant
+  kNotImplemented,        // "not_implemented": queued calls are not available
+  kGone,                  // "gone": a claimed queue item whose execution has ended
+  kStoreUnavailable,      // "store_unavailable": the store could not be read or written; nothing ran
+  kShuttingDown,          // "shutting_down": this instance is draining
+  kForbidden,             // "forbidden": the principal lacks the role (replay, force)
+  kNotFound,              // "not_found": no such execution (replay)
+  kNotReplayable,         // "not_replayable": the execution kept no input
+  kExecutionInProgress,   // "execution_in_progress": the execution has no outcome yet
+  kReplayLimitReached,    // "replay_limit_reached": max_replays_per_execution used up
+};
+
+inline constexpr InvokeError kAllInvokeErrors[] = {
+    InvokeError::kUnknownTool,       InvokeError::kInvalidInput,   InvokeError::kIdempotencyKeyReused,
+    InvokeError::kQueueFull,         InvokeError::kNotImplemented, InvokeError::kGone,
+    InvokeError::kStoreUnavailable,  InvokeError::kShuttingDown,   InvokeError::kForbidden,
+    InvokeError::kNotFound,          InvokeError::kNotReplayable,  InvokeError::kExecutionInProgress,
+    InvokeError::kReplayLimitReached};
+
+std::string_view ToString(InvokeError error);
+std::optional<InvokeError> ParseInvokeError(std::string_view text);
 
 // The one table of invocation answers (design §5, §15): the HTTP status an answer with `outcome` and
 // `reason` gets. SUCCEEDED 200; FAILED 502 (504 for `timeout`, 503 for `store_unavailable`: the outcome
 // was not recorded); DEFERRED 503 (with Retry-After); BLOCKED 403; IN_PROGRESS, QUEUED, RUNNING 202
 // (the call has not ended: poll its status_url); EXPIRED 410.
 int InvocationHttpStatus(Outcome outcome, std::string_view reason);
+int InvocationHttpStatus(Outcome outcome, const OutcomeReason& reason);
 
 // nlohmann::json writes these as their strings (found by ADL; without them an enum would be written
 // as its number). Reading goes through the strict Parse functions.
@@ -90,6 +175,22 @@ void to_json(BasicJsonType& j, const DeferReason& reason) {
 template <typename BasicJsonType>
 void to_json(BasicJsonType& j, const FailureReason& reason) {
   j = std::string(ToString(reason));
+}
+template <typename BasicJsonType>
+void to_json(BasicJsonType& j, const BlockReason& reason) {
+  j = std::string(ToString(reason));
+}
+template <typename BasicJsonType>
+void to_json(BasicJsonType& j, const ExpiryReason& reason) {
+  j = std::string(ToString(reason));
+}
+template <typename BasicJsonType>
+void to_json(BasicJsonType& j, const RequeueReason& reason) {
+  j = std::string(ToString(reason));
+}
+template <typename BasicJsonType>
+void to_json(BasicJsonType& j, const InvokeError& error) {
+  j = std::string(ToString(error));
 }
 
 }  // namespace toolgate

@@ -35,7 +35,7 @@ class Replayer {
  public:
   Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays);
 
-  std::variant<InvokeResponse, InvokeRequest> Prepare(const ReplayOrder& order);
+  std::variant<InvokeResult, InvokeRequest> Prepare(const ReplayOrder& order);
   void Finish(const InvokeRequest& replay, bool reached_tool);
 
  private:

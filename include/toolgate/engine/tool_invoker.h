@@ -5,10 +5,12 @@
 #include <string>
 #include <variant>
 
+#include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/domain/principal.h"
 #include "toolgate/domain/downstream_outcome.h"
+#include "toolgate/domain/outcome.h"
 #include "toolgate/domain/request_shape.h"
 #include "toolgate/engine/connector.h"
 #include "toolgate/engine/mcp_tool_registry.h"
@@ -57,14 +59,36 @@ struct InvokeRequest {
   std::optional<QueueOrder> queue_on_defer;
 };
 
-// What the gateway answers: an HTTP status and a JSON body (design §5 table).
-struct InvokeResponse {
-  int http_status = 200;
-  std::string body_json;
-  std::optional<int64_t> retry_after_s;  // Retry-After on 503
+// What the engine answers for one invocation (design §5), in the domain's words: an execution's
+// outcome and reason, or a refusal before any execution. No HTTP here: the api layer alone turns it
+// into a response through one table (api::ToHttp; MCP tools/call: api::mcp::ToCallAnswer).
+struct InvokeResult {
+  // Set: the call was refused without an outcome of its own (unknown tool, bad input, queue full,
+  // store trouble before any record, ...): `error` and `message` are the whole answer.
+  std::optional<InvokeError> error;
+  std::string message;
+  // Unset `error`: the execution's answer. `execution_id` is the execution that answers (for an
+  // intent hit, the earlier one that succeeded).
+  Outcome outcome = Outcome::kSucceeded;
+  OutcomeReason reason;
+  std::string execution_id;
+  // Try again after this many whole seconds (>= 1): DEFERRED, and a refusal for queue_full or store
+  // trouble. Unset: no advice.
+  std::optional<int64_t> retry_after_s;
+  // What else the answer says about the execution, as JSON fields beside execution_id, outcome and
+  // reason: connector_id, replay_of, latency_ms, the downstream's `result`, downstream_status,
+  // retry_after_ms, an MCP server's own `tool_result` / `rpc_error`, a kill switch's `scope`, a
+  // queued call's `status_url`, `intent_hit`, `deduplicated` and `succeeded_in`, `message`.
+  nlohmann::json details = nlohmann::json::object();
   // The execution's ledger has TOOL_INVOKED or REPLAY_DEDUPED: for a replay, it counts toward
   // max_replays_per_execution (S12); one DEFERRED or BLOCKED before the downstream does not.
   bool reached_tool = false;
+
+  static InvokeResult Refused(InvokeError error, std::string message,
+                              std::optional<int64_t> retry_after_s = std::nullopt);
+  static InvokeResult Answered(Outcome outcome, OutcomeReason reason, std::string execution_id, nlohmann::json details,
+                               std::optional<int64_t> retry_after_s = std::nullopt);
+  bool refused() const { return error.has_value(); }
 };
 
 // An admitted call between Admit and Complete (owned by the caller; opaque to it).
@@ -107,7 +131,7 @@ class ToolInvoker : public BackgroundTraffic {
     IntentStore& intents;
     Metrics& metrics;
     SloCounters* slo = nullptr;                  // counts calls for the SLOs when set
-    QueueService* queue = nullptr;               // queued calls (§15); without it Enqueue answers 501
+    QueueService* queue = nullptr;               // queued calls (§15); without it Enqueue refuses not_implemented
     const McpToolRegistry* mcp_tools = nullptr;  // the tools MCP connectors expose, when there are any
   };
 
@@ -118,26 +142,26 @@ class ToolInvoker : public BackgroundTraffic {
 
   // Either the final answer (BLOCKED, DEFERRED, an error, an intent hit) or a ticket to call the
   // downstream with.
-  std::variant<InvokeResponse, std::unique_ptr<Ticket>> Admit(const InvokeRequest& request);
+  std::variant<InvokeResult, std::unique_ptr<Ticket>> Admit(const InvokeRequest& request);
   static const DownstreamRequest& Downstream(const Ticket& ticket);
-  InvokeResponse Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result);
+  InvokeResult Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result);
   // For a ticket whose call never started (shutdown): gives everything back, records nothing sent.
   void Abandon(std::unique_ptr<Ticket> ticket);
 
   // Queued calls (design §15, §17.5). Enqueue runs the input check, kill switches (S8) and the intent
   // check at once, then writes the record (outcome QUEUED), EXECUTION_RECEIVED, EXECUTION_QUEUED and
-  // the queue item in one batch: 202 {execution_id, outcome: QUEUED, connector_id, status_url}; 429
-  // queue_full past the tenant's bound; an intent already QUEUED/RUNNING answers 202 with that
-  // execution, one that SUCCEEDED 200 with its result.
-  InvokeResponse Enqueue(const InvokeRequest& request, const QueueOrder& order);
+  // the queue item in one batch: QUEUED {connector_id, status_url}; refused queue_full past the
+  // tenant's bound; an intent already QUEUED/RUNNING answers with that execution (QUEUED or
+  // RUNNING), one that SUCCEEDED with its result.
+  InvokeResult Enqueue(const InvokeRequest& request, const QueueOrder& order);
   // A queue item this instance claimed: §5 from the kill switches and the breaker on, with the
   // execution's own id, intent and Idempotency-Key. `lease`: the slot the dispatcher took for it
-  // (owned from here: released on every path). The answer is final (BLOCKED; or 202 QUEUED when the
+  // (owned from here: released on every path). The answer is final (BLOCKED; or QUEUED when the
   // call went back to the queue — breaker, throttling — with TOOL_ATTEMPT_FAILED), or a ticket for
   // the downstream call; Complete then ends the item, or puts it back after a downstream 429.
-  std::variant<InvokeResponse, std::unique_ptr<Ticket>> AdmitClaimed(const QueueClaim& claim,
-                                                                     std::optional<SlotLease> lease,
-                                                                     std::string_view instance_id);
+  std::variant<InvokeResult, std::unique_ptr<Ticket>> AdmitClaimed(const QueueClaim& claim,
+                                                                   std::optional<SlotLease> lease,
+                                                                   std::string_view instance_id);
 
   // The tool's input checked against its input_schema and shaped into method, target (below the
   // base URL) and body (design §13). For an MCP connector's tool the input must be a JSON object and
@@ -164,8 +188,5 @@ class ToolInvoker : public BackgroundTraffic {
 
   Services s_;
 };
-
-// A JSON error body {"error": code, "message": message}.
-std::string ErrorJson(std::string_view code, std::string_view message);
 
 }  // namespace toolgate
