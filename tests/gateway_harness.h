@@ -94,7 +94,12 @@ class GatewayProcess {
 
   // SIGTERM and wait: a graceful stop.
   int Terminate() {
-    proc_->Kill(SIGTERM);
+    SendTerminate();
+    return AwaitExit();
+  }
+  // The two halves of Terminate, to stop several instances at once.
+  void SendTerminate() { proc_->Kill(SIGTERM); }
+  int AwaitExit() {
     const int status = proc_->Wait();
     proc_.reset();
     return status;

@@ -296,18 +296,26 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
 TEST_F(QueueGatewayTest, RestartingEveryInstanceWithCallsQueuedLosesNothing) {
   FakeDownstream crm;
   crm.set_connections(FakeDownstream::Connections::kKeepAlive);
-  crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 100}; });
+  crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 250}; });
   const std::string config = QueueConfig(dir_.file("store.db"), 100) + Connector("crm", crm, 4);
   std::array<GatewayProcess*, 3> old{&Start(config, "a1"), &Start(config, "b1"), &Start(config, "c1")};
+  // The breaker holds the queue while all 60 calls go in (enqueueing is slow under the sanitizers:
+  // without the hold every call could run before the restart); dispatchers re-read it every 250 ms.
+  ASSERT_EQ(old[0]->Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // hold the queue
   std::vector<std::string> ids;
   for (int i = 0; i < 60; ++i)
     ids.push_back(Enqueue(*old[static_cast<size_t>(i) % 3], "crm.update", {{"i", i}}, alice_));
+  ASSERT_EQ(old[0]->Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
   const auto until = Clock::now() + std::chrono::seconds(10);
   while (crm.total() < 8 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_GE(crm.total(), 8) << "the gateways never ran calls";
+  // All three stopped at once, so that the last one stopping does not run the rest meanwhile.
+  old[1]->SendTerminate();
+  old[2]->SendTerminate();
   old[0]->Kill();
-  EXPECT_EQ(old[1]->Terminate(), 0);
-  EXPECT_EQ(old[2]->Terminate(), 0);
+  EXPECT_EQ(old[1]->AwaitExit(), 0);
+  EXPECT_EQ(old[2]->AwaitExit(), 0);
   const int seen_at_stop = static_cast<int>(Seen(crm).by_execution.size());
   ASSERT_LT(seen_at_stop, 60) << "everything ran before the restart: nothing was queued";
   std::array<GatewayProcess*, 3> fresh{&Start(config, "a2"), &Start(config, "b2"), &Start(config, "c2")};
