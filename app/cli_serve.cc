@@ -71,7 +71,11 @@ void RegisterServeCommands(CLI::App& app, Cli& cli) {
     if (const Config* c = cli.config()) cli.exit_code = Serve(*c);
   });
   app.add_subcommand("version", "print the version")->callback([&cli] {
-    std::printf("toolgate 0.1.0\n");
+#ifdef TOOLGATE_ALLOCATOR
+    std::printf("toolgate 0.1.0 (malloc: %s)\n", TOOLGATE_ALLOCATOR);
+#else
+    std::printf("toolgate 0.1.0 (malloc: libc)\n");
+#endif
     cli.exit_code = kExitOk;
   });
   auto o = std::make_shared<DevTokenOptions>();

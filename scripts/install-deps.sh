@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libboost-dev nlohmann-json3-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev libabsl-dev libsqlite3-dev libssl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libjemalloc-dev
   sqlite3 curl openssl ca-certificates python3
   prometheus chromium
   clang libclang-rt-14-dev clang-format
