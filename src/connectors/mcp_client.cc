@@ -100,6 +100,13 @@ class HttpTransport final : public McpTransport {
                        config_.max_response_bytes, " bytes held at once (max_response_bytes)");
       co_return out;
     }
+    if (out.kind != Kind::kResponse && (reading.resumes > 0 || !reading.not_resumed.empty())) {
+      // The stream broke, or a resuming GET failed or timed out: say how far resuming got.
+      out.error =
+          absl::StrCat(out.error, " (no response on the event stream",
+                       reading.resumes > 0 ? absl::StrCat(", resumed ", reading.resumes, " time(s)") : std::string(),
+                       reading.not_resumed.empty() ? std::string() : "; " + reading.not_resumed, ")");
+    }
     if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300)
       co_return out;
     const json& id = request["id"];
