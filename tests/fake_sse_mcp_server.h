@@ -40,7 +40,7 @@ class FakeSseMcpServer {
     kEndlessNotifications,  // progress notifications until the connection breaks (at most 4 MiB), never a result
     // Resumability: events `c<n>-0` (priming, `retry: 50` or set_retry_ms) and `c<n>-1` (a progress notification),
     // then no result on this stream; a GET with `Last-Event-ID: c<n>-1` gets the result as event
-    // `c<n>-2` (any other Last-Event-ID: 405).
+    // `c<n>-2` (any other Last-Event-ID: 405; see set_resumes_without_result, set_refuse_resumes).
     kEndsBeforeResult,    // ... and the stream ends cleanly
     kBreaksBeforeResult,  // ... then half of event c<n>-2 (its id line included), and the connection is closed
     kEndsWithoutIds,      // a progress notification without an id, then the stream ends: nothing to resume
@@ -96,6 +96,13 @@ class FakeSseMcpServer {
   void set_call_mode(CallMode mode) { mode_ = mode; }
   // The `retry` of the resumable modes' priming event.
   void set_retry_ms(int ms) { retry_ms_ = ms; }
+  // kEndsBeforeResult / kBreaksBeforeResult: the first `n` GETs resuming a call's stream (counted per
+  // call: the k-th comes with `Last-Event-ID: c<n>-k`) send one more event, `c<n>-<k+1>` (a progress
+  // notification), and then end or break as the call's stream did, still without the result; the
+  // next GET gets it. 0 (the default): the first GET gets it.
+  void set_resumes_without_result(int n) { resumes_without_result_ = n; }
+  // Every GET is answered 405 (a server that does not offer resuming), whatever its Last-Event-ID.
+  void set_refuse_resumes(bool refuse) { refuse_resumes_ = refuse; }
 
   std::vector<Answer> answers() const {
     std::lock_guard lock(mu_);
@@ -263,6 +270,11 @@ class FakeSseMcpServer {
                  std::string("Mcp-Session-Id: ") + kSessionId + "\r\n");
         continue;
       }
+      if (method == "tools/list") {  // one tool, `work`, for a gateway in front of this server
+        const json tools = {{"tools", {{{"name", "work"}, {"inputSchema", {{"type", "object"}}}}}}};
+        SendJson(fd, 200, json{{"jsonrpc", "2.0"}, {"id", id}, {"result", tools}}.dump());
+        continue;
+      }
       if (method != "tools/call") {
         SendJson(fd, 200,
                  json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32601}, {"message", "no"}}}}.dump());
@@ -273,7 +285,8 @@ class FakeSseMcpServer {
     }
   }
 
-  // A GET on the endpoint: the rest of call n's stream after `Last-Event-ID: c<n>-1`, else 405.
+  // A GET on the endpoint: the rest of call n's stream after `Last-Event-ID: c<n>-k` (the result, or
+  // once more without it: set_resumes_without_result), else 405 (also under set_refuse_resumes).
   bool ResumeStream(int fd, Request& req) {
     const std::string last = req.headers.count("last-event-id") ? req.headers["last-event-id"] : "";
     std::optional<json> result;
@@ -282,14 +295,33 @@ class FakeSseMcpServer {
       resumes_.push_back({last, req.headers.count("mcp-session-id") ? req.headers["mcp-session-id"] : ""});
       if (auto it = held_results_.find(last); it != held_results_.end()) result = it->second;
     }
-    if (!result) {
+    if (!result || refuse_resumes_) {
       return SendAll(fd, "HTTP/1.1 405 Method Not Allowed\r\nAllow: POST\r\nContent-Length: 0\r\n\r\n");
     }
-    const std::string next = last.substr(0, last.size() - 1) + "2";
-    return SendAll(fd,
-                   "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                   "Transfer-Encoding: chunked\r\n\r\n") &&
-           SendChunk(fd, "id: " + next + "\n" + Event(*result)) && SendAll(fd, "0\r\n\r\n");
+    const size_t dash = last.rfind('-');
+    const std::string prefix = last.substr(0, dash + 1);
+    const int k = std::stoi(last.substr(dash + 1));  // this is the k-th resume of the call
+    const std::string next = prefix + std::to_string(k + 1);
+    if (!SendAll(fd,
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n")) {
+      return false;
+    }
+    if (k > resumes_without_result_.load())
+      return SendChunk(fd, "id: " + next + "\n" + Event(*result)) && SendAll(fd, "0\r\n\r\n");
+    // Once more without the result: resumable after `next`.
+    {
+      std::lock_guard lock(mu_);
+      held_results_[next] = *result;
+    }
+    const json progress = {{"jsonrpc", "2.0"},
+                           {"method", "notifications/progress"},
+                           {"params", {{"progressToken", "t"}, {"progress", k + 1}}}};
+    if (!SendChunk(fd, "id: " + next + "\n" + Event(progress))) return false;
+    if (mode_.load() == CallMode::kEndsBeforeResult) return SendAll(fd, "0\r\n\r\n");
+    const std::string cut = "id: " + prefix + std::to_string(k + 2) + "\n" + Event(*result);
+    SendChunk(fd, cut.substr(0, cut.size() / 2));
+    return false;  // the connection is closed mid-event
   }
 
   // Answers a tools/call with an event stream; false when the connection cannot carry more.
@@ -405,6 +437,8 @@ class FakeSseMcpServer {
   std::atomic<bool> stopping_{false};
   std::atomic<CallMode> mode_{CallMode::kResult};
   std::atomic<int> retry_ms_{50};
+  std::atomic<int> resumes_without_result_{0};
+  std::atomic<bool> refuse_resumes_{false};
   std::atomic<int> calls_{0}, accepted_{0}, requests_sent_{0};
   std::atomic<bool> held_stream_closed_{false};
   std::atomic<int64_t> stream_bytes_{0};

@@ -8,6 +8,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "fake_sse_mcp_server.h"
 #include "gtest/gtest.h"
+#include "in_process_gateway.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/connectors/mcp_connector.h"
@@ -360,6 +362,182 @@ TEST_F(McpSseTest, NoResumeWhenTheServersRetryWaitDoesNotFitTheDeadline) {
   EXPECT_NE(t.result.error.find("retry wait"), std::string::npos) << t.result.error;
   EXPECT_TRUE(server_.resumes().empty());
   EXPECT_LT(t.took, kWellBefore) << "the call ends at once rather than wait past its deadline";
+}
+
+TEST_F(McpSseTest, AResumeThatEndsWithoutTheResultIsResumedAgainAndTheResultCounts) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  server_.set_resumes_without_result(1);
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  const auto resumes = server_.resumes();
+  ASSERT_EQ(resumes.size(), 2u);
+  EXPECT_EQ(resumes[0].last_event_id, "c1-1");
+  EXPECT_EQ(resumes[1].last_event_id, "c1-2") << "after the event the first resumed stream added";
+  EXPECT_EQ(server_.calls(), 1);
+}
+
+TEST_F(McpSseTest, TheThirdResumeMayStillBringTheResult) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kBreaksBeforeResult);
+  server_.set_resumes_without_result(2);  // the first call's stream and two resumed ones break
+  const Timed t = Call();
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  const auto resumes = server_.resumes();
+  ASSERT_EQ(resumes.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(resumes[k].last_event_id, "c1-" + std::to_string(k + 1));
+    EXPECT_EQ(resumes[k].session_id, FakeSseMcpServer::kSessionId);
+  }
+  EXPECT_EQ(server_.calls(), 1);
+}
+
+// A server whose every stream breaks (or ends) before the response: three GETs, then the call ends
+// as the last stream did, the error saying why it was not resumed again.
+TEST_F(McpSseTest, AStreamThatNeverBringsTheResultIsResumedAtMostThreeTimes) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_resumes_without_result(1000);
+  struct Case {
+    FakeSseMcpServer::CallMode mode;
+    Kind kind;
+  };
+  int call = 0;
+  for (const Case& c : {Case{FakeSseMcpServer::CallMode::kBreaksBeforeResult, Kind::kConnectionLost},
+                        Case{FakeSseMcpServer::CallMode::kEndsBeforeResult, Kind::kResponseInvalid}}) {
+    ++call;
+    server_.set_call_mode(c.mode);
+    const size_t before = server_.resumes().size();
+    const Timed t = Call();
+    EXPECT_EQ(t.result.kind, c.kind) << t.result.error;
+    EXPECT_NE(t.result.error.find("resumed 3 time(s); at most 3 resumes"), std::string::npos) << t.result.error;
+    EXPECT_LT(t.took, kWellBefore);
+    const auto resumes = server_.resumes();
+    ASSERT_EQ(resumes.size(), before + 3) << "call " << call;
+    for (int k = 0; k < 3; ++k) {
+      EXPECT_EQ(resumes[before + k].last_event_id, "c" + std::to_string(call) + "-" + std::to_string(k + 1));
+    }
+    EXPECT_EQ(server_.calls(), call) << "resumed, never sent again";
+  }
+  // The connector still works afterwards.
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kResult);
+  const Timed next = Call();
+  ASSERT_EQ(next.result.kind, Kind::kResponse) << next.result.error;
+  EXPECT_EQ(json::parse(next.result.body)["content"][0]["text"], "done 3");
+}
+
+// A server need not offer GET (MCP Streamable HTTP): its 405 ends the call at once, not retried.
+TEST_F(McpSseTest, AServerThatAnswersTheResumingGetWith405IsNotAskedAgain) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_refuse_resumes(true);
+  struct Case {
+    FakeSseMcpServer::CallMode mode;
+    Kind kind;
+  };
+  int call = 0;
+  for (const Case& c : {Case{FakeSseMcpServer::CallMode::kBreaksBeforeResult, Kind::kConnectionLost},
+                        Case{FakeSseMcpServer::CallMode::kEndsBeforeResult, Kind::kResponseInvalid}}) {
+    ++call;
+    server_.set_call_mode(c.mode);
+    const size_t before = server_.resumes().size();
+    const Timed t = Call();
+    EXPECT_EQ(t.result.kind, c.kind) << t.result.error;
+    EXPECT_NE(t.result.error.find("the server answered the resuming GET with HTTP 405"), std::string::npos)
+        << t.result.error;
+    EXPECT_EQ(t.result.error.find("resumed"), std::string::npos) << "no resume was made: " << t.result.error;
+    EXPECT_LT(t.took, kWellBefore);
+    const auto resumes = server_.resumes();
+    ASSERT_EQ(resumes.size(), before + 1) << "call " << call;
+    EXPECT_EQ(resumes[before].last_event_id, "c" + std::to_string(call) + "-1");
+    EXPECT_EQ(server_.calls(), call);
+  }
+}
+
+// ---- the same through the gateway: the outcome, the slot and the ledger ----
+
+class McpSseGatewayTest : public ::testing::Test {
+ protected:
+  void Start() {
+    const std::string config = testing::BaseConfig(dir_.file("store.db")) +
+                               "[connectors.sse]\nkind = \"mcp\"\nurl = \"" + server_.url() +
+                               "\"\ntimeout_ms = 20000\nmax_in_flight = 4\n"
+                               "[connectors.sse.breaker]\nfailure_threshold = 10\ncooldown_s = 60\n";
+    gw_ = std::make_unique<testing::InProcessGateway>(config, clock_);
+    ASSERT_TRUE(gw_->Start());
+    // Bounded wait for the server's tool list.
+    for (int i = 0; i < 400 && Connector()["mcp"].value("tool_count", 0) < 1; ++i) {
+      std::this_thread::sleep_for(milliseconds(25));
+    }
+    ASSERT_EQ(Connector()["mcp"].value("tool_count", 0), 1) << Connector();
+  }
+  json Connector() {
+    const json all = testing::Body(gw_->Admin("GET", "/admin/connectors"));
+    for (const auto& c : all.value("connectors", json::array())) {
+      if (c["id"] == "sse") return c;
+    }
+    return json::object();
+  }
+  // Invokes sse.work and checks the answer, the slot and the ledger record of the execution.
+  void ExpectFailed(const std::string& reason) {
+    const api::ClientResult r = gw_->Invoke("sse.work", {{"input", json::object()}}, alice_);
+    EXPECT_EQ(r.status, 502) << r.body;
+    const json body = testing::Body(r);
+    EXPECT_EQ(body["outcome"], "FAILED") << body;
+    EXPECT_EQ(body["reason"], reason) << body;
+    EXPECT_EQ(Connector()["in_flight"], 0) << "the slot is released";
+    ASSERT_TRUE(body["execution_id"].is_string()) << body;
+    const json record =
+        testing::Body(gw_->Public("GET", "/v1/executions/" + body["execution_id"].get<std::string>(), "", alice_));
+    EXPECT_EQ(record["outcome"], "FAILED") << record;
+    EXPECT_EQ(record["reason"], reason) << record;
+    ASSERT_TRUE(record["events"].is_array() && !record["events"].empty()) << record;
+    std::vector<std::string> types;
+    for (const auto& e : record["events"]) types.push_back(e["type"]);
+    EXPECT_NE(std::find(types.begin(), types.end(), "TOOL_INVOKED"), types.end()) << record;
+    EXPECT_EQ(types.back(), "TOOL_FAILED") << record;
+  }
+
+  FakeSseMcpServer server_;
+  SystemClock clock_;
+  testing::TempDir dir_;
+  std::unique_ptr<testing::InProcessGateway> gw_;
+  const std::string alice_ = testing::Token("tenant-a");
+};
+
+TEST_F(McpSseGatewayTest, ACallWhoseStreamNeverBringsTheResultFailsAfterThreeResumesAndLeavesNothingBehind) {
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kBreaksBeforeResult);
+  server_.set_resumes_without_result(1000);
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(ExpectFailed("connection_lost"));
+  EXPECT_EQ(server_.resumes().size(), 3u);
+  EXPECT_EQ(server_.calls(), 1);
+
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  ASSERT_NO_FATAL_FAILURE(ExpectFailed("downstream_error"));
+  EXPECT_EQ(server_.resumes().size(), 6u);
+  EXPECT_EQ(server_.calls(), 2);
+}
+
+TEST_F(McpSseGatewayTest, A405ToTheResumingGetFailsTheCallAtOnceAndLeavesNothingBehind) {
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kBreaksBeforeResult);
+  server_.set_refuse_resumes(true);
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(ExpectFailed("connection_lost"));
+  EXPECT_EQ(server_.resumes().size(), 1u);
+
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndsBeforeResult);
+  ASSERT_NO_FATAL_FAILURE(ExpectFailed("downstream_error"));
+  EXPECT_EQ(server_.resumes().size(), 2u);
+  EXPECT_EQ(server_.calls(), 2);
+
+  // Resuming works again once the server offers it: the call succeeds.
+  server_.set_refuse_resumes(false);
+  server_.set_resumes_without_result(0);
+  const api::ClientResult ok = gw_->Invoke("sse.work", {{"input", json::object()}}, alice_);
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(server_.resumes().size(), 3u);
+  EXPECT_EQ(Connector()["in_flight"], 0);
 }
 
 }  // namespace

@@ -100,6 +100,13 @@ class HttpTransport final : public McpTransport {
                        config_.max_response_bytes, " bytes held at once (max_response_bytes)");
       co_return out;
     }
+    if (out.kind != Kind::kResponse && (reading.resumed > 0 || !reading.not_resumed.empty())) {
+      // The stream broke, or a resuming GET failed or timed out: say how far resuming got.
+      out.error =
+          absl::StrCat(out.error, " (no response on the event stream",
+                       reading.resumed > 0 ? absl::StrCat(", resumed ", reading.resumed, " time(s)") : std::string(),
+                       reading.not_resumed.empty() ? std::string() : "; " + reading.not_resumed, ")");
+    }
     if (out.kind != Kind::kResponse || out.stale_session || out.http_status < 200 || out.http_status >= 300)
       co_return out;
     const json& id = request["id"];
@@ -124,7 +131,7 @@ class HttpTransport final : public McpTransport {
           "HTTP ", out.http_status, " (", posted.content_type.substr(0, 64), ") held no JSON-RPC response with id ",
           id.dump(),
           posted.streamed ? absl::StrCat(" (the event stream ended first",
-                                         reading.resumes > 0 ? absl::StrCat(", resumed ", reading.resumes, " time(s)")
+                                         reading.resumed > 0 ? absl::StrCat(", resumed ", reading.resumed, " time(s)")
                                                              : std::string(),
                                          reading.not_resumed.empty() ? std::string() : "; " + reading.not_resumed, ")")
                           : std::string());
@@ -166,7 +173,8 @@ class HttpTransport final : public McpTransport {
     net::EventStreamParser events;
     std::optional<json> response;  // the response with `id`, once it came
     bool stream_started = false;   // a 2xx event stream answered (this POST or the last resume GET)
-    int resumes = 0;               // GETs with Last-Event-ID made
+    int resumes = 0;               // GETs with Last-Event-ID made (at most kMaxStreamResumes)
+    int resumed = 0;               // of those, the ones answered with an event stream
     std::string resume_from;       // the last event id of the streams before this one
     std::optional<int64_t> retry_ms;
     std::string not_resumed;  // why the last stream was not resumed, for the error
@@ -354,6 +362,7 @@ class HttpTransport final : public McpTransport {
                 : absl::StrCat("the resuming GET failed: ", resumed.outcome.error.substr(0, 128));
         break;
       }
+      ++reading.resumed;
       out = std::move(resumed.outcome);
     }
     co_return out;
