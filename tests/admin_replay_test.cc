@@ -7,6 +7,10 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <set>
@@ -33,24 +37,34 @@ class AdminReplayTest : public ::testing::Test {
  protected:
   void SetUp() override {
     setenv("TOOLGATE_TEST_ADMIN_TOKEN", kAdminToken, 1);
-    std::string config = testing::BaseConfig(dir_.file("store.db"));
-    const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-    config.replace(config.find(admin), admin.size(), admin + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
-    config += "[replay]\nmax_replays_per_execution = 2\n";
-    for (const char* c : {"crm", "billing"}) {
-      config += std::string("[connectors.") + c + "]\nbase_url = \"" + downstream_.base_url() +
-                "\"\ntimeout_ms = 1000\n[connectors." + c + ".breaker]\nfailure_threshold = 1000\n";
-    }
-    gw_ = std::make_unique<GatewayProcess>(config, dir_);
+    gw_ = std::make_unique<GatewayProcess>(Config(), dir_);
     ASSERT_TRUE(gw_->Start());
     downstream_.set_behavior([this](const auto&) {
       return healthy_ ? Reply{200, R"({"ok":true})"} : Reply{500, "{}"};
     });
   }
 
+  // Every instance's config: one SQLite store; `admin_extra` goes into [admin].
+  std::string Config(const std::string& admin_extra = "") {
+    std::string config = testing::BaseConfig(dir_.file("store.db"));
+    const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    config.replace(config.find(admin), admin.size(),
+                   admin + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n" + admin_extra);
+    config += "[replay]\nmax_replays_per_execution = 2\n";
+    for (const char* c : {"crm", "billing"}) {
+      config += std::string("[connectors.") + c + "]\nbase_url = \"" + downstream_.base_url() +
+                "\"\ntimeout_ms = 1000\n[connectors." + c + ".breaker]\nfailure_threshold = 1000\n";
+    }
+    return config;
+  }
+
   api::ClientResult Admin(const std::string& method, const std::string& target, const json& body = nullptr,
                           const std::string& token = kAdminToken) {
-    return gw_->Call(gw_->admin_port(), method, target, body.is_null() ? "" : body.dump(), token);
+    return AdminOf(*gw_, method, target, body, token);
+  }
+  static api::ClientResult AdminOf(GatewayProcess& gw, const std::string& method, const std::string& target,
+                                   const json& body = nullptr, const std::string& token = kAdminToken) {
+    return gw.Call(gw.admin_port(), method, target, body.is_null() ? "" : body.dump(), token);
   }
   // A failed call of `tenant` to `tool`: its execution id.
   std::string Fail(const std::string& tenant, const std::string& tool) {
@@ -58,9 +72,9 @@ class AdminReplayTest : public ::testing::Test {
     EXPECT_EQ(r.status, 502) << r.body;
     return Body(r)["execution_id"];
   }
-  json AuditOf(const std::string& type) {
+  json AuditOf(const std::string& type, const std::string& query = "limit=1000") {
     json out = json::array();
-    auto r = Admin("GET", "/admin/audit?limit=1000");
+    auto r = Admin("GET", "/admin/audit?" + query);
     EXPECT_EQ(r.status, 200) << r.body;
     const json doc = Body(r);  // bound: a loop over a temporary's member would outlive it
     for (const auto& e : doc["events"]) {
@@ -69,11 +83,12 @@ class AdminReplayTest : public ::testing::Test {
     return out;
   }
   // Every page of GET /admin/executions with `query`.
-  std::vector<json> ListAll(const std::string& query) {
+  std::vector<json> ListAll(const std::string& query) { return ListAllOf(*gw_, query); }
+  static std::vector<json> ListAllOf(GatewayProcess& gw, const std::string& query) {
     std::vector<json> all;
     std::string cursor;
     for (int page = 0; page < 50; ++page) {
-      auto r = Admin("GET", "/admin/executions?" + query + (cursor.empty() ? "" : "&cursor=" + cursor));
+      auto r = AdminOf(gw, "GET", "/admin/executions?" + query + (cursor.empty() ? "" : "&cursor=" + cursor));
       EXPECT_EQ(r.status, 200) << r.body;
       const json b = Body(r);
       for (const auto& e : b["executions"]) all.push_back(e);
@@ -418,6 +433,198 @@ TEST_F(AdminReplayTest, CliReplayReadsTheListFromStdin) {
   EXPECT_EQ(again_code, 0) << again;
   EXPECT_EQ(downstream_.total(), 4) << again;
   EXPECT_NE(again.find("2 execution(s) already done"), std::string::npos) << again;
+}
+
+// §17.9 on GET /admin/audit: `since` (inclusive) and `until` (exclusive) take epoch milliseconds or
+// RFC 3339, as the execution listings do; a bad one is 400 invalid_request, never an empty list.
+TEST_F(AdminReplayTest, TheAuditTakesSinceAndUntilAsEpochMillisecondsOrRfc3339) {
+  auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  };
+  // Past `after` on the wall clock (the gateway's clock is the same host's): bounded, no fixed sleep.
+  auto wait_past = [&](int64_t after) {
+    for (int i = 0; i < 1000 && now_ms() <= after; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return now_ms();
+  };
+  auto rfc3339 = [](int64_t ms, bool minutes_only) {
+    const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[80];  // room for any int the compiler can imagine in tm
+    if (minutes_only) {
+      std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                    tm.tm_hour, tm.tm_min);
+    } else {
+      std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+    }
+    return std::string(buf);
+  };
+  auto set_switch = [&](const std::string& key) {
+    auto r = Admin("PUT", "/admin/kill-switches",
+                   {{"scope", "tenant"}, {"key", key}, {"reason", "audit window"}, {"requested_by", "oncall@ops"}});
+    EXPECT_EQ(r.status, 200) << r.body;
+    return now_ms();
+  };
+  // The keys of the KILL_SWITCH_SET events the audit answers to `query`.
+  auto keys = [&](const std::string& query) {
+    std::set<std::string> out;
+    for (const auto& e : AuditOf("KILL_SWITCH_SET", query)) out.insert(e["data"]["key"].get<std::string>());
+    return out;
+  };
+  const int64_t first_done = set_switch("before");
+  const int64_t middle = wait_past(first_done);  // after the first event was written
+  wait_past(middle);                             // and the second written after it
+  set_switch("after");
+  const std::set<std::string> both = {"before", "after"};
+  ASSERT_EQ(keys("limit=1000"), both);
+
+  const std::string mid = std::to_string(middle);
+  EXPECT_EQ(keys("since=" + mid), std::set<std::string>{"after"});
+  EXPECT_EQ(keys("until=" + mid), std::set<std::string>{"before"});
+  EXPECT_EQ(keys("since=" + rfc3339(middle, false)), std::set<std::string>{"after"});
+  EXPECT_EQ(keys("until=" + rfc3339(middle, false)), std::set<std::string>{"before"});
+  EXPECT_EQ(keys("since=1000&until=" + mid), std::set<std::string>{"before"});
+  // The minute forms (2026-11-30T10:00Z): the minute before the first event, the minute after the last.
+  const std::string minute_before = rfc3339(first_done - 60'000, true);
+  const std::string minute_after = rfc3339(now_ms() + 60'000, true);
+  EXPECT_EQ(keys("since=" + minute_before + "&until=" + minute_after), both);
+  EXPECT_EQ(keys("until=" + minute_before), std::set<std::string>{});
+  EXPECT_EQ(keys("since=" + minute_after), std::set<std::string>{});
+  EXPECT_EQ(keys("since=" + minute_before + "&limit=1"), std::set<std::string>{"after"});  // newest first
+
+  for (const std::string& bad :
+       std::vector<std::string>{"since=yesterday", "until=2026-13-45T99:00Z", "since=-5",
+                                "until=", "since=12345678901234567890", "since=" + mid + "&until=" + mid}) {
+    auto r = Admin("GET", "/admin/audit?" + bad);
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+    EXPECT_EQ(Body(r)["error"], "invalid_request") << bad;
+    const std::string message = Body(r).value("message", "");
+    EXPECT_TRUE(message.find("RFC 3339") != std::string::npos || message.find("before until") != std::string::npos)
+        << bad << ": " << r.body;
+  }
+}
+
+// A bulk replay job outlives the instance running it: instance A is killed (SIGKILL, no claims given
+// back) after some of the job's replays; instance B, on the same store, takes the job over once A's
+// claim lapses and finishes it. Every original replayed exactly once (at the downstream and in the
+// store), the job DONE, each replay audited.
+TEST_F(AdminReplayTest, AnotherInstanceFinishesABulkJobWhoseInstanceWasKilled) {
+  // The replays below come from A and B only (lease 2 s: A's claim lapses 2 s after its last step).
+  gw_->Terminate();
+  gw_.reset();
+  const std::string config = Config("replay_job_lease_s = 2\n");
+  GatewayProcess a(config, dir_, "instance-a");
+  ASSERT_TRUE(a.Start());
+  auto fail = [&](const std::string& tenant) {
+    auto r = a.Invoke("crm.update", {{"input", {{"n", ++calls_}}}}, Token(tenant));
+    EXPECT_EQ(r.status, 502) << r.body;
+    return Body(r)["execution_id"].get<std::string>();
+  };
+  std::map<std::string, std::string> tenant_of;  // original → tenant
+  std::map<std::string, int> n_of;               // original → its input's n (how the downstream tells them apart)
+  for (const char* tenant : {"acme", "globex", "acme", "globex", "initech", "acme", "globex", "initech"}) {
+    const std::string id = fail(tenant);
+    tenant_of[id] = tenant;
+    n_of[id] = calls_;
+  }
+  const int originals = static_cast<int>(tenant_of.size());
+  ASSERT_EQ(downstream_.total(), originals);
+  healthy_ = true;
+
+  // At 1/s: the job takes about 8 s, so it is surely mid-way when A dies.
+  auto created = AdminOf(a, "POST", "/admin/replays",
+                         {{"connector", "crm"},
+                          {"outcome", "FAILED"},
+                          {"replay_reason", "crm recovered"},
+                          {"requested_by", "oncall@ops"},
+                          {"rate_per_s", 1}});
+  ASSERT_EQ(created.status, 202) << created.body;
+  ASSERT_EQ(Body(created)["matched"], originals);
+  const std::string job_id = Body(created)["job_id"];
+  auto job_of = [&](GatewayProcess& gw) { return Body(AdminOf(gw, "GET", "/admin/replays/" + job_id)); };
+  // Bounded: until `done(job)` or 60 s.
+  auto wait_for = [&](GatewayProcess& gw, const std::function<bool(const json&)>& done) {
+    json job;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < give_up) {
+      job = job_of(gw);
+      if (done(job)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return job;
+  };
+  // A has begun (its first replay recorded); B joins only now, so that A surely holds the job.
+  json job = wait_for(a, [](const json& j) { return j["counts"]["done"].get<int>() >= 1; });
+  ASSERT_GE(job["counts"]["done"].get<int>(), 1) << job.dump();
+  ASSERT_TRUE(job.contains("running_on")) << job.dump();
+  const std::string a_owner = job["running_on"];
+  GatewayProcess b(config, dir_, "instance-b");
+  ASSERT_TRUE(b.Start());
+  // Killed right after a replay was recorded (the next one is about a second away at 1/s).
+  job = wait_for(b, [](const json& j) { return j["counts"]["done"].get<int>() >= 2; });
+  a.Kill();
+  const int done_by_a = downstream_.total() - originals;
+  ASSERT_GE(done_by_a, 2) << job.dump();
+  ASSERT_LT(done_by_a, originals) << "A finished the job before it was killed: " << job.dump();
+  const json at_kill = job_of(b);
+  EXPECT_EQ(at_kill["state"], "RUNNING") << at_kill.dump();
+  EXPECT_EQ(at_kill["counts"]["done"], done_by_a) << at_kill.dump();
+  EXPECT_EQ(at_kill["running_on"], a_owner) << "nobody took the job over while A held it: " << at_kill.dump();
+
+  // B takes it over once A's claim lapses, and finishes it.
+  const json finished = wait_for(b, [](const json& j) { return j["state"] != "RUNNING"; });
+  ASSERT_EQ(finished["state"], "DONE") << finished.dump() << "\n" << b.Log();
+  EXPECT_EQ(finished["counts"]["planned"], originals);
+  EXPECT_EQ(finished["counts"]["done"], originals);
+  EXPECT_EQ(finished["counts"]["replayed"], originals) << finished.dump();
+  EXPECT_EQ(finished["counts"]["interrupted"], 0) << finished.dump();
+  EXPECT_EQ(finished["counts"]["deduped"], 0) << finished.dump();
+  EXPECT_EQ(finished["counts"]["failed"], 0) << finished.dump();
+  if (finished.contains("running_on")) {
+    EXPECT_NE(finished["running_on"], a_owner) << finished.dump();
+  }
+  EXPECT_NE(b.Log().find("replay job " + job_id + ": running from " + std::to_string(done_by_a)), std::string::npos)
+      << "B goes on from A's cursor: " << b.Log();
+
+  // Exactly once at the downstream: each original's input twice (the failure and its one replay).
+  std::map<int, int> sent;  // n → requests
+  for (const auto& r : downstream_.requests()) {
+    const json body = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(body.is_object() && body.contains("n")) << r.body;
+    ++sent[body["n"].get<int>()];
+  }
+  ASSERT_EQ(static_cast<int>(sent.size()), originals);
+  for (const auto& [n, count] : sent) EXPECT_EQ(count, 2) << "input n=" << n;
+  // And in the store: one replay each, in its original's tenant.
+  std::set<std::string> replays;
+  for (const auto& [original, owner] : tenant_of) {
+    const json o = Body(AdminOf(b, "GET", "/admin/executions/" + original));
+    ASSERT_EQ(o["replays"].size(), 1u) << original << " " << o.dump();
+    const std::string replay = o["replays"][0];
+    replays.insert(replay);
+    const json r = Body(AdminOf(b, "GET", "/admin/executions/" + replay));
+    EXPECT_EQ(r["tenant_id"], owner) << "a replay crossed tenants: " << r.dump();
+    EXPECT_EQ(r["replay_of"], original);
+    EXPECT_EQ(r["outcome"], "SUCCEEDED") << r.dump();
+  }
+  EXPECT_EQ(static_cast<int>(replays.size()), originals);
+  EXPECT_EQ(ListAllOf(b, "outcome=SUCCEEDED&connector=crm").size(), static_cast<size_t>(originals));
+
+  // Each replay audited once, with the job's id; the job's end once.
+  const json audit = Body(AdminOf(b, "GET", "/admin/audit?limit=1000"));
+  std::multiset<std::string> audited;
+  int finished_events = 0;
+  for (const auto& e : audit["events"]) {
+    if (e["type"] == "REPLAY_JOB_FINISHED") ++finished_events;
+    if (e["type"] != "EXECUTION_REPLAYED") continue;
+    EXPECT_EQ(e["data"]["job_id"], job_id) << e.dump();
+    EXPECT_EQ(e["data"]["tenant_id"], tenant_of.at(e["data"]["execution_id"].get<std::string>())) << e.dump();
+    audited.insert(e["data"]["replay_execution_id"].get<std::string>());
+  }
+  EXPECT_EQ(audited, std::multiset<std::string>(replays.begin(), replays.end()));
+  EXPECT_EQ(finished_events, 1);
 }
 
 }  // namespace

@@ -202,10 +202,12 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   EXPECT_EQ(defaults->server.max_response_buffer_bytes, int64_t{64} << 20);
   EXPECT_EQ(defaults->admin.max_connections, 64);
   EXPECT_TRUE(defaults->admin.allowed_hosts.empty());
+  EXPECT_EQ(defaults->admin.replay_job_lease_s, 30);
 
   auto set = ParseConfig(
       "[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\n"
-      "[admin]\nmax_connections = 8\nallowed_hosts = [\"Admin.Example.internal\", \"10.0.0.7\", \"[::1]\", "
+      "[admin]\nmax_connections = 8\nreplay_job_lease_s = 5\nallowed_hosts = [\"Admin.Example.internal\", "
+      "\"10.0.0.7\", \"[::1]\", "
       "\"fd00::2\"]\n" +
           crm,
       "t.toml");
@@ -214,6 +216,7 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   EXPECT_EQ(set->server.write_timeout_ms, 2000);
   EXPECT_EQ(set->server.max_response_buffer_bytes, 8 << 20);
   EXPECT_EQ(set->admin.max_connections, 8);
+  EXPECT_EQ(set->admin.replay_job_lease_s, 5);
   EXPECT_EQ(set->admin.allowed_hosts,
             (std::vector<std::string>{"admin.example.internal", "10.0.0.7", "::1", "fd00::2"}));
 
@@ -224,6 +227,7 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
            {"[server]\nmax_response_buffer_bytes = 2097152\n",
             "server.max_response_buffer_bytes (2097152) must be at least connectors.crm.max_response_bytes (4194304)"},
            {"[admin]\nmax_connections = 0\n", "admin.max_connections must be in 1..4096"},
+           {"[admin]\nreplay_job_lease_s = 1\n", "admin.replay_job_lease_s must be in 2..3600"},
            {"[admin]\nallowed_hosts = \"example.com\"\n", "admin.allowed_hosts must be an array of strings"},
            {"[admin]\nallowed_hosts = [\"ok\", 7]\n", "admin.allowed_hosts must be an array of strings"},
            {"[admin]\nallowed_hosts = [\"ok\", \"evil.com/x\"]\n",

@@ -170,6 +170,33 @@ TEST_F(OperatorViewTest, StatusCountsWhatAgentsWereAnsweredAcrossThreeInstances)
   EXPECT_THAT(table, HasSubstr("forced open by oncall@acme"));
   EXPECT_THAT(table, HasSubstr("tenant tenant-b by oncall@acme"));
 
+  // The dashboard reads the same numbers from GET /admin/status and shows them per connector (the
+  // page renders them in the browser: a browser reads them as an operator would).
+  const json live = Body(gateways_[0]->Admin("GET", "/admin/status"));
+  std::map<std::string, json> live_by_id;
+  for (const auto& c : live["connectors"]) live_by_id[c["id"]] = c;
+  EXPECT_EQ(live_by_id["crm"]["last_5m"], tally.ToJson()) << live;
+  EXPECT_EQ(live_by_id["billing"]["last_5m"], Tally().ToJson()) << live;
+  auto shown = [](const Tally& t) {
+    std::string reasons;
+    for (const auto& [reason, n] : t.deferred_by_reason) {
+      reasons += (reasons.empty() ? "" : ", ") + reason + " " + std::to_string(n);
+    }
+    // The cell's three lines, as the page's text (no separator between them).
+    return std::to_string(t.calls) + " calls" + std::to_string(t.succeeded) + " ok · " + std::to_string(t.failed) +
+           " failed · " + std::to_string(t.blocked) + " blocked" + std::to_string(t.deferred) + " deferred" +
+           (reasons.empty() ? "" : " (" + reasons + ")");
+  };
+  const json expected_page = {{"breakers", {{"crm", "FORCED_OPEN"}}},
+                              {"kill_switches", {"tenant-b is looping"}},
+                              {"exact_texts", {{"last5m-crm", shown(tally)}, {"last5m-billing", shown(Tally())}}},
+                              {"sparklines", false}};
+  auto [page_code, page] = testing::RunProgram({"/usr/bin/node", std::string(TOOLGATE_NODE_DIR) + "/dashboard_check.js",
+                                                "http://127.0.0.1:" + std::to_string(gateways_[0]->admin_port()) + "/",
+                                                expected_page.dump(), dir_.file("dashboard-counts.png")},
+                                               dir_);
+  EXPECT_EQ(page_code, 0) << "expected " << expected_page << "\nfound " << page;
+
   // Item 3: every instance stopped. The same numbers from the store; TOOLGATE_CONFIG names the config.
   gateways_[0]->Terminate();
   setenv("TOOLGATE_CONFIG", cli_config.c_str(), 1);

@@ -42,6 +42,10 @@ struct AdminConfig {
   // Host names the admin listener answers besides its own address and localhost (design §6):
   // names lowercased, IPv6 literals without brackets.
   std::vector<std::string> allowed_hosts;
+  // A bulk replay job's claim lapses this long after its holder's last step (a killed instance's
+  // job is taken over by another after it); instances look for lapsed jobs at least this often.
+  // Keep it above the longest single replay (a connector's timeout with its retries) and 1 / rate.
+  int replay_job_lease_s = 30;
 };
 
 struct StoreConfig {

@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <set>
@@ -29,8 +30,7 @@ namespace {
 
 constexpr std::string_view kExecutions = "/admin/executions";
 constexpr std::string_view kReplays = "/admin/replays";
-constexpr int64_t kJobLeaseMs = 30000;  // a job's claim lapses this long after its holder's last step
-constexpr int kJobPollSeconds = 5;      // how often an instance looks for jobs nobody holds
+constexpr int64_t kMaxJobPollMs = 5000;  // how often (at least) an instance looks for jobs nobody holds
 constexpr int kMaxRatePerSecond = 100;
 constexpr size_t kMaxDryRunListed = 10000;
 
@@ -228,9 +228,15 @@ HttpResponse GetReplayJobFromStore(ReplayJobStore& jobs, const std::string& job_
 }
 
 struct AdminReplays::Impl : GatewayContext {
-  explicit Impl(GatewayContext& g) : GatewayContext(g), jobs(g.engine.store(), g.clock) {}
+  explicit Impl(GatewayContext& g)
+      : GatewayContext(g),
+        jobs(g.engine.store(), g.clock),
+        lease_ms(int64_t{g.config.admin.replay_job_lease_s} * 1000),
+        poll_ms(std::min(kMaxJobPollMs, lease_ms / 2)) {}
 
   ReplayJobStore jobs;
+  const int64_t lease_ms;  // [admin] replay_job_lease_s: a job's claim lapses this long after its last step
+  const int64_t poll_ms;   // how often RunJobsForever looks for jobs nobody holds (a lapsed claim too)
   absl::Mutex mu;
   std::set<std::string> running ABSL_GUARDED_BY(mu);  // jobs this instance is running
   std::optional<asio::any_io_executor> executor ABSL_GUARDED_BY(mu);
@@ -563,7 +569,7 @@ struct AdminReplays::Impl : GatewayContext {
       } else {
         spdlog::warn("replay jobs: cannot list: {}", list.status().ToString());
       }
-      timer.expires_after(std::chrono::seconds(kJobPollSeconds));
+      timer.expires_after(std::chrono::milliseconds(poll_ms));
       co_await timer.async_wait(asio::use_awaitable);
     }
   }
@@ -583,7 +589,7 @@ struct AdminReplays::Impl : GatewayContext {
       }
     } leave{*this, job_id};
     const std::string owner = engine.instance_id();
-    auto claimed = co_await RunBlocking(pool, [&] { return jobs.Claim(job_id, owner, kJobLeaseMs); });
+    auto claimed = co_await RunBlocking(pool, [&] { return jobs.Claim(job_id, owner, lease_ms); });
     if (!claimed.ok() || !claimed->has_value()) co_return;
     ReplayJob job = **claimed;
     spdlog::info("replay job {}: running from {} of {} at {}/s", job_id, job.next_index, job.planned, job.rate_per_s);
@@ -627,7 +633,7 @@ struct AdminReplays::Impl : GatewayContext {
           co_await pace.async_wait(asio::use_awaitable);
         }
         next_at = std::max(next_at + interval, std::chrono::steady_clock::now());
-        auto began = co_await RunBlocking(pool, [&] { return jobs.Begin(job_id, owner, index, kJobLeaseMs); });
+        auto began = co_await RunBlocking(pool, [&] { return jobs.Begin(job_id, owner, index, lease_ms); });
         if (!began.ok() || !*began) break;  // cancelled, taken over, or the store is away
         if (tenant.empty()) {
           result = "refused";  // not found when the job was made

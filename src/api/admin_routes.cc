@@ -304,14 +304,21 @@ struct AdminRoutes::Impl : GatewayContext {
       }
       limit = std::stoi(it->second);
     }
-    if (auto it = req.query.find("since"); it != req.query.end()) {
-      if (it->second.empty() || it->second.size() > 15 ||
-          it->second.find_first_not_of("0123456789") != std::string::npos) {
-        return Error(400, "invalid_request", "since is epoch milliseconds");
+    // §17.9: since (inclusive) and until (exclusive) as on the execution listings.
+    std::optional<int64_t> until;
+    for (auto [name, target] : {std::pair{"since", &since}, std::pair{"until", &until}}) {
+      if (auto it = req.query.find(name); it != req.query.end()) {
+        *target = ParseTimeMs(it->second);
+        if (!*target) {
+          return Error(400, "invalid_request",
+                       absl::StrCat(name, " must be epoch milliseconds or RFC 3339 (e.g. 2026-11-30T10:00Z)"));
+        }
       }
-      since = std::stoll(it->second);
     }
-    auto events = engine.ledger().ReadAudit(limit, since);
+    if (since && until && *since >= *until) {
+      return Error(400, "invalid_request", "since must be before until");
+    }
+    auto events = engine.ledger().ReadAudit(limit, since, until);
     if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
     json list = json::array();
     for (const auto& e : *events) list.push_back(EventJson(e));

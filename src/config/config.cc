@@ -263,6 +263,7 @@ void ReadAdmin(TableReader& admin, AdminConfig& c) {
   ReadListen(admin, c.listen);
   admin.String("admin_token_env", c.admin_token_env);
   admin.Int("max_connections", 1, 4096, c.max_connections);
+  admin.Int("replay_job_lease_s", 2, 3600, c.replay_job_lease_s);
   std::vector<std::string> hosts;
   admin.StringArray("allowed_hosts", hosts);
   for (size_t i = 0; i < hosts.size(); ++i) {

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -213,12 +214,16 @@ absl::StatusOr<std::vector<std::string>> Ledger::AuditChains() {
   return std::vector<std::string>(chains.begin(), chains.end());
 }
 
-absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optional<int64_t> since_ms, int max_days) {
+absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optional<int64_t> since_ms,
+                                                           std::optional<int64_t> until_ms, int max_days) {
   std::vector<LedgerEvent> out;
   const int64_t now = clock_.now_epoch_ms();
+  // Event times are fixed-width RFC 3339 in UTC (millisecond precision): they compare as strings.
   const std::string since = since_ms ? Rfc3339(*since_ms) : "";
+  const std::string until = until_ms ? Rfc3339(*until_ms) : "";
+  const int64_t newest_ms = until_ms ? std::min(now, std::max<int64_t>(0, *until_ms)) : now;
   for (int day = 0; day < max_days && static_cast<int>(out.size()) < limit; ++day) {
-    const int64_t day_ms = now - int64_t{day} * 86'400'000;
+    const int64_t day_ms = newest_ms - int64_t{day} * 86'400'000;
     if (since_ms && day_ms < *since_ms - 86'400'000) break;
     store::QueryRequest q{AuditChain(day_ms), "EVENT#", std::min(limit, 1000), std::nullopt, true};
     for (int page = 0; page < 100 && static_cast<int>(out.size()) < limit; ++page) {
@@ -226,6 +231,7 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optio
       for (auto& [sk, item] : p.items) {
         LedgerEvent e = FromItem(item);
         if (!since.empty() && e.at < since) continue;
+        if (!until.empty() && e.at >= until) continue;
         if (static_cast<int>(out.size()) < limit) out.push_back(std::move(e));
       }
       if (!p.last_sk) break;

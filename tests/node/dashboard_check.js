@@ -1,9 +1,9 @@
 // Loads the operator dashboard in headless Chromium and checks what an operator must see.
 // usage: node dashboard_check.js URL EXPECTATIONS_JSON SCREENSHOT_PATH
 //   EXPECTATIONS_JSON: {"breakers": {"crm": "OPEN"}, "alarms": ["PAGE 1h/5m"], "kill_switches": ["reason"],
-//                       "texts": {"limit-crm": "set by oncall"},
+//                       "texts": {"limit-crm": "set by oncall"}, "exact_texts": {"last5m-crm": "12 calls..."},
 //                       "mcp": {"everything": ["mcp-servers/everything", "13 tools"]}, "sparklines": true}
-//   (texts: data-testid → a substring; mcp: texts an MCP connector's server line must contain;
+//   (texts: data-testid → a substring; exact_texts: data-testid → the element's whole text, trimmed; mcp: texts an MCP connector's server line must contain;
 //    sparklines: default true)
 // Prints one JSON line with what it found; exit 0 when every expectation holds, 1 otherwise.
 'use strict';
@@ -18,7 +18,8 @@ async function main() {
            '--disable-component-update', '--disable-sync', '--no-first-run'],
     timeout: 60000,
   });
-  const found = { breakers: {}, alarms: [], kill_switches: [], texts: {}, mcp: {}, errors: [], external_requests: [] };
+  const found = { breakers: {}, alarms: [], kill_switches: [], texts: {}, exact_texts: {}, mcp: {}, errors: [],
+                  external_requests: [] };
   let ok = true;
   try {
     const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
@@ -42,6 +43,10 @@ async function main() {
     for (const [id, text] of Object.entries(expected.texts || {})) {
       found.texts[id] = (await page.textContent(`[data-testid="${id}"]`, { timeout: 5000 })).trim();
       ok = ok && found.texts[id].includes(text);
+    }
+    for (const [id, text] of Object.entries(expected.exact_texts || {})) {
+      found.exact_texts[id] = (await page.textContent(`[data-testid="${id}"]`, { timeout: 5000 })).trim();
+      ok = ok && found.exact_texts[id] === text;
     }
     for (const [id, texts] of Object.entries(expected.mcp || {})) {
       found.mcp[id] = (await page.textContent(`[data-testid="mcp-${id}"]`, { timeout: 5000 })).trim();

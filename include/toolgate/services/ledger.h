@@ -104,9 +104,11 @@ class Ledger {
   absl::StatusOr<std::vector<LedgerEvent>> Read(const std::string& chain);
   // The names of every audit chain kept (`AUDIT#<yyyy-mm-dd>`), oldest first; scans the store.
   absl::StatusOr<std::vector<std::string>> AuditChains();
-  // The latest audit events, newest first, at most `limit`, none older than `since_ms` (if set);
-  // looks back at most `max_days` days.
-  absl::StatusOr<std::vector<LedgerEvent>> ReadAudit(int limit, std::optional<int64_t> since_ms, int max_days = 31);
+  // The latest audit events, newest first, at most `limit`: none older than `since_ms` (inclusive,
+  // if set), none at or after `until_ms` (exclusive, if set; as the execution listings). Looks back
+  // at most `max_days` days from `until_ms` or now, whichever is earlier.
+  absl::StatusOr<std::vector<LedgerEvent>> ReadAudit(int limit, std::optional<int64_t> since_ms,
+                                                     std::optional<int64_t> until_ms = std::nullopt, int max_days = 31);
 
   static std::string Hash(std::string_view prev_hash, const LedgerEvent& e);
   // kDataLoss naming the first event whose seq, link or hash is wrong.
