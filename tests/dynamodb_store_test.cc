@@ -312,6 +312,37 @@ TEST_F(DynamoDbRetryTest, AnItemOverFourHundredKilobytesIsRefusedBeforeSending) 
   EXPECT_EQ(fake_.total(), 0);
 }
 
+// An engine that reports no ConsumedCapacity: the units are counted from the item sizes (1 per started
+// KB, at least 1), and a write refused by its condition still counts (DynamoDB charges it).
+TEST_F(DynamoDbRetryTest, WriteUnitsAreCountedFromItemSizesWhenTheEngineReportsNone) {
+  std::atomic<int> step{0};
+  fake_.set_behavior([&](const auto&) {
+    return step.load() == 0 ? Reply{200, "{}"} : Error(400, "ConditionalCheckFailedException");
+  });
+  std::vector<std::string> seen;
+  DynamoDbItemStore::Options o;
+  o.endpoint = fake_.base_url();
+  o.credentials = toolgate::testing::TestCredentials();
+  o.on_write_units = [&](const DynamoDbItemStore::WriteUnits& w) {
+    seen.push_back(std::string(w.op) + " " + w.key.pk + "/" + w.key.sk + " " + std::to_string(w.units) +
+                   (w.reported ? " reported" : " computed") + (w.applied ? "" : " refused"));
+  };
+  auto store = DynamoDbItemStore::Open(o, clock_);
+  ASSERT_TRUE(store.ok()) << store.status();
+  // 2,500 bytes of value plus names and keys: 3 started KB.
+  ASSERT_TRUE((*store)->Put({"A", "B"}, {{"blob", std::string(2500, 'x')}}, Condition::Always())->applied);
+  EXPECT_DOUBLE_EQ((*store)->consumed_write_units(), 3);
+  ASSERT_TRUE((*store)->Put({"A", "C"}, {{"v", 1}}, Condition::Always())->applied);
+  step = 1;
+  EXPECT_FALSE((*store)->Erase({"A", "C"}, Condition::ItemExists())->applied);
+  EXPECT_DOUBLE_EQ((*store)->consumed_write_units(), 5);
+  EXPECT_THAT(seen, ::testing::ElementsAre("PutItem A/B 3.000000 computed", "PutItem A/C 1.000000 computed",
+                                           "DeleteItem A/C 1.000000 computed refused"));
+  for (const auto& r : fake_.requests()) {
+    EXPECT_EQ(nlohmann::json::parse(r.body).value("ReturnConsumedCapacity", ""), "TOTAL") << r.body;
+  }
+}
+
 TEST(DynamoDbServerTest, AnUnreachableEndpointIsUnavailableAfterRetries) {
   ManualClock clock;
   DynamoDbItemStore::Options o;
@@ -343,6 +374,25 @@ TEST(DynamoDbServerTest, InitTableIsIdempotentAndSaysWhenTtlIsUnsupported) {
   EXPECT_FALSE(store->Get({"A", "B"})->has_value());
   ASSERT_TRUE(store->DeleteTable().ok());
   EXPECT_EQ(store->Get({"A", "B"}).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// dynalite reports ConsumedCapacity (DynamoDB's rule: the larger of the item before and after, per
+// started KB); the adapter adds it up.
+TEST(DynamoDbServerTest, WriteUnitsAreTheConsumedCapacityTheEngineReports) {
+  ManualClock clock;
+  toolgate::testing::TempDir dir;
+  auto store = toolgate::testing::OpenDynamo(toolgate::testing::TableFor(dir), clock);
+  ASSERT_NE(store, nullptr);
+  const double start = store->consumed_write_units();
+  ASSERT_TRUE(store->Put({"A", "B"}, {{"v", 1}}, Condition::Always())->applied);
+  EXPECT_DOUBLE_EQ(store->consumed_write_units() - start, 1);
+  ASSERT_TRUE(store->Put({"A", "B"}, {{"blob", std::string(2500, 'x')}}, Condition::Always())->applied);
+  EXPECT_DOUBLE_EQ(store->consumed_write_units() - start, 4);
+  // Shrinking it still costs the larger size; deleting it costs its size.
+  ASSERT_TRUE(store->Update({"A", "B"}, {UpdateOp::Remove(AttributePath::Top("blob"))}, Condition::Always()).ok());
+  EXPECT_DOUBLE_EQ(store->consumed_write_units() - start, 7);
+  ASSERT_TRUE(store->Erase({"A", "B"}, Condition::Always())->applied);
+  EXPECT_DOUBLE_EQ(store->consumed_write_units() - start, 8);
 }
 
 // HTTPS: dynalite behind a TLS front whose certificate (for IP 127.0.0.1) is made here. The server is

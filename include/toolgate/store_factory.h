@@ -15,6 +15,9 @@ struct StoreOpenOptions {
   bool read_only = false;  // SQLite: open for reading (the CLI's direct ledger reads); others ignore it
   // DynamoDB: called for each retried request (op, reason), for the retry metrics.
   std::function<void(std::string_view op, std::string_view reason)> on_retry;
+  // DynamoDB: called after each write with the item written and the write units it consumed
+  // (DynamoDbItemStore::Options::on_write_units), for the cost metrics.
+  std::function<void(const store::ItemKey& key, double units)> on_write_units;
 };
 
 // Opens the backend `config` names: sqlite (creating the file's directory), memory, or dynamodb

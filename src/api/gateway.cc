@@ -59,6 +59,9 @@ struct Gateway::Impl {
     options.store.on_retry = [this](std::string_view op, std::string_view reason) {
       if (engine) engine->metrics().StoreRetry(config.store.backend, std::string(op), std::string(reason));
     };
+    options.store.on_write_units = [this](const store::ItemKey& key, double units) {
+      if (engine) engine->metrics().StoreWriteUnits(config.store.backend, key, units);
+    };
     auto opened = Engine::Open(config, clock, std::move(options));
     if (!opened.ok()) return opened.status();
     engine = std::move(*opened);

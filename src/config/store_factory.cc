@@ -38,6 +38,11 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const Stor
     o.request_timeout_ms = config.request_timeout_ms;
     o.retry_budget_ms = config.retry_budget_ms;
     o.on_retry = options.on_retry;
+    if (options.on_write_units) {
+      o.on_write_units = [f = options.on_write_units](const store::DynamoDbItemStore::WriteUnits& w) {
+        f(w.key, w.units);
+      };
+    }
     auto s = store::DynamoDbItemStore::Open(std::move(o), clock);
     if (!s.ok()) return s.status();
     return std::unique_ptr<store::ItemStore>(std::move(*s));

@@ -1,5 +1,6 @@
 #include "toolgate/engine/metrics.h"
 
+#include "absl/strings/match.h"
 #include "prometheus/text_serializer.h"
 
 namespace toolgate {
@@ -10,6 +11,26 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {0.005, 0.01, 0.
 const prometheus::Histogram::BucketBoundaries kStoreBuckets = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                                0.005,   0.01,   0.025,   0.05,   0.1,   1};
 }  // namespace
+
+std::string_view StoreItemKind(const store::ItemKey& key) {
+  const absl::string_view pk(key.pk), sk(key.sk);
+  if (absl::StartsWith(pk, "TENANT#")) {
+    if (absl::StartsWith(sk, "EXEC#")) return "execution";
+    if (absl::StartsWith(sk, "INTENT#")) return "intent";
+    return "other";
+  }
+  if (absl::StartsWith(pk, "EXEC#")) return absl::StartsWith(sk, "EVENT#") ? "event" : "other";
+  if (absl::StartsWith(pk, "AUDIT#")) return "audit_event";
+  if (absl::StartsWith(pk, "CONNECTOR#")) {
+    if (absl::StartsWith(sk, "CONCURRENCY")) return "concurrency";
+    if (sk == "BREAKER") return "breaker";
+    return "other";
+  }
+  if (absl::StartsWith(pk, "SLO#")) return "slo";
+  if (absl::StartsWith(pk, "QUEUE")) return "queue";
+  if (pk == "CALLBACKS") return "callback";
+  return "other";
+}
 
 Metrics::Metrics()
     : registry_(std::make_shared<prometheus::Registry>()),
@@ -81,6 +102,14 @@ Metrics::Metrics()
                            .Name("toolgate_store_throttles_total")
                            .Help("Store requests the backend throttled")
                            .Register(*registry_)),
+      store_write_units_(prometheus::BuildCounter()
+                             .Name("toolgate_store_write_units_total")
+                             .Help("Write capacity units the store's writes consumed (DynamoDB), by kind of item")
+                             .Register(*registry_)),
+      store_writes_(prometheus::BuildCounter()
+                        .Name("toolgate_store_writes_total")
+                        .Help("Store writes whose consumed capacity was counted (DynamoDB), by kind of item")
+                        .Register(*registry_)),
       slo_events_(prometheus::BuildCounter()
                       .Name("toolgate_slo_events_total")
                       .Help("Calls counted by an SLI (calls that reached the connector), this instance")
@@ -197,6 +226,12 @@ void Metrics::SloBudgetRemaining(const std::string& connector, const std::string
 void Metrics::StoreRetry(const std::string& backend, const std::string& op, const std::string& reason) {
   store_retries_.Add({{"backend", backend}, {"op", op}, {"reason", reason}}).Increment();
   if (reason == "throttled") store_throttles_.Add({{"backend", backend}, {"op", op}}).Increment();
+}
+
+void Metrics::StoreWriteUnits(const std::string& backend, const store::ItemKey& key, double units) {
+  const std::string item(StoreItemKind(key));
+  store_write_units_.Add({{"backend", backend}, {"item", item}}).Increment(units);
+  store_writes_.Add({{"backend", backend}, {"item", item}}).Increment();
 }
 
 void Metrics::BreakerState(const std::string& connector, breaker::State state) {

@@ -1,7 +1,9 @@
 #include "toolgate/store/dynamodb_item_store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -127,6 +129,54 @@ bool IsThrottle(std::string_view type) {
          type == "RequestLimitExceeded" || type == "LimitExceededException";
 }
 
+// DynamoDB's size of a value in wire form ("Item sizes and formats"): strings and binaries by their
+// bytes, a number about 1 byte per 2 significant digits plus 1, a boolean or null 1, a map or list
+// 3 bytes plus 1 per element plus the elements (and, in a map, their names).
+size_t WireValueSize(const json& v) {
+  if (!v.is_object() || v.size() != 1) return 0;
+  const auto it = v.begin();
+  const std::string& type = it.key();
+  const json& val = it.value();
+  if (type == "S" && val.is_string()) return val.get_ref<const std::string&>().size();
+  if (type == "B" && val.is_string()) return val.get_ref<const std::string&>().size() * 3 / 4;
+  if (type == "N" && val.is_string()) {
+    std::string digits;
+    for (const char c : val.get_ref<const std::string&>()) {
+      if (c == 'e' || c == 'E') break;
+      if (c >= '0' && c <= '9') digits.push_back(c);
+    }
+    const size_t first = digits.find_first_not_of('0');
+    const size_t last = digits.find_last_not_of('0');
+    const size_t significant = first == std::string::npos ? 1 : last - first + 1;
+    return (significant + 1) / 2 + 1;
+  }
+  if (type == "BOOL" || type == "NULL") return 1;
+  if ((type == "SS" || type == "NS" || type == "BS") && val.is_array()) {
+    size_t n = 0;
+    for (const json& e : val) n += WireValueSize(json{{type.substr(0, 1), e}});
+    return n;
+  }
+  if (type == "L" && val.is_array()) {
+    size_t n = 3;
+    for (const json& e : val) n += 1 + WireValueSize(e);
+    return n;
+  }
+  if (type == "M" && val.is_object()) {
+    size_t n = 3;
+    for (auto e = val.begin(); e != val.end(); ++e) n += e.key().size() + 1 + WireValueSize(e.value());
+    return n;
+  }
+  return 0;
+}
+
+// An item's size by the same rule: its attribute names and values, keys included.
+size_t WireItemSize(const json& item) {
+  size_t n = 0;
+  if (!item.is_object()) return 0;
+  for (auto e = item.begin(); e != item.end(); ++e) n += e.key().size() + WireValueSize(e.value());
+  return n;
+}
+
 }  // namespace
 
 struct DynamoDbItemStore::Impl {
@@ -139,6 +189,7 @@ struct DynamoDbItemStore::Impl {
   // its idle connection belongs to its own io_context.
   absl::Mutex mu;
   std::vector<std::unique_ptr<net::BlockingHttpClient>> idle ABSL_GUARDED_BY(mu);
+  std::atomic<double> write_units{0};
 
   Impl(Options o, const Clock& c, Endpoint e) : options(std::move(o)), clock(c), endpoint(std::move(e)) {}
 
@@ -283,6 +334,22 @@ struct DynamoDbItemStore::Impl {
   }
 
   int64_t now_sec() const { return clock.now_epoch_sec(); }
+
+  // Counts one answered write: the units in `res` (ConsumedCapacity, asked for with TOTAL), else
+  // 1 per started KB of `known_size` (the item as the adapter saw it; 0: not seen), at least 1.
+  void RecordWrite(std::string_view op, const ItemKey& key, const json& res, bool applied, size_t known_size) {
+    double units = 0;
+    bool reported = false;
+    if (const auto c = res.find("ConsumedCapacity"); c != res.end() && c->is_object()) {
+      if (const auto u = c->find("CapacityUnits"); u != c->end() && u->is_number()) {
+        units = u->get<double>();
+        reported = true;
+      }
+    }
+    if (!reported) units = std::max(1.0, std::ceil(static_cast<double>(known_size) / 1024.0));
+    write_units.fetch_add(units, std::memory_order_relaxed);
+    if (options.on_write_units) options.on_write_units(WriteUnits{op, key, units, reported, applied});
+  }
 };
 
 DynamoDbItemStore::DynamoDbItemStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -336,12 +403,14 @@ absl::StatusOr<WriteResult> DynamoDbItemStore::Put(const ItemKey& key, const Ite
     return absl::InvalidArgumentError(
         absl::StrCat("item ", key.pk, "/", key.sk, " is ", size, " bytes; DynamoDB holds at most 400 KB"));
   }
-  json req{{"TableName", impl_->options.table}, {"Item", std::move(wire)}};
+  const size_t item_size = WireItemSize(wire);
+  json req{{"TableName", impl_->options.table}, {"Item", std::move(wire)}, {"ReturnConsumedCapacity", "TOTAL"}};
   dynamodb::ExpressionBuilder b;
   RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
   b.AddTo(req);
   bool failed = false;
   ASSIGN_OR_RETURN(json res, impl_->Call("PutItem", req, true, &failed));
+  impl_->RecordWrite("PutItem", key, res, !failed, item_size);
   if (failed) return WriteResult::ConditionFailed();
   return WriteResult{true, item};
 }
@@ -351,7 +420,8 @@ absl::StatusOr<WriteResult> DynamoDbItemStore::Update(const ItemKey& key, const 
   RETURN_IF_ERROR(internal::ValidateKey(key));
   json req{{"TableName", impl_->options.table},
            {"Key", impl_->Key(key)},
-           {"ReturnValues", returns == ReturnValues::kAllNew ? "ALL_NEW" : "NONE"}};
+           {"ReturnValues", returns == ReturnValues::kAllNew ? "ALL_NEW" : "NONE"},
+           {"ReturnConsumedCapacity", "TOTAL"}};
   dynamodb::ExpressionBuilder b;
   ASSIGN_OR_RETURN(std::string update, dynamodb::RenderUpdate(ops, b));
   if (!update.empty()) req["UpdateExpression"] = update;
@@ -363,6 +433,8 @@ absl::StatusOr<WriteResult> DynamoDbItemStore::Update(const ItemKey& key, const 
   }
   bool failed = false;
   ASSIGN_OR_RETURN(json res, impl_->Call("UpdateItem", req, true, &failed));
+  const auto attributes = res.find("Attributes");
+  impl_->RecordWrite("UpdateItem", key, res, !failed, attributes == res.end() ? 0 : WireItemSize(*attributes));
   if (failed) return WriteResult::ConditionFailed();
   WriteResult out{true, {}};
   if (returns == ReturnValues::kAllNew) {
@@ -376,12 +448,13 @@ absl::StatusOr<WriteResult> DynamoDbItemStore::Update(const ItemKey& key, const 
 
 absl::StatusOr<WriteResult> DynamoDbItemStore::Erase(const ItemKey& key, const Condition& condition) {
   RETURN_IF_ERROR(internal::ValidateKey(key));
-  json req{{"TableName", impl_->options.table}, {"Key", impl_->Key(key)}};
+  json req{{"TableName", impl_->options.table}, {"Key", impl_->Key(key)}, {"ReturnConsumedCapacity", "TOTAL"}};
   dynamodb::ExpressionBuilder b;
   RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
   b.AddTo(req);
   bool failed = false;
   ASSIGN_OR_RETURN(json res, impl_->Call("DeleteItem", req, true, &failed));
+  impl_->RecordWrite("DeleteItem", key, res, !failed, 0);
   if (failed) return WriteResult::ConditionFailed();
   return WriteResult{true, {}};
 }
@@ -516,6 +589,8 @@ absl::StatusOr<std::string> DynamoDbItemStore::InitTable(int wait_timeout_ms) {
   }
   return report;
 }
+
+double DynamoDbItemStore::consumed_write_units() const { return impl_->write_units.load(std::memory_order_relaxed); }
 
 absl::Status DynamoDbItemStore::DeleteTable() {
   return impl_->Call("DeleteTable", json{{"TableName", impl_->options.table}}, false).status();

@@ -15,8 +15,14 @@
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/domain/outcome.h"
 #include "toolgate/services/circuit_breaker_service.h"
+#include "toolgate/store/item.h"
 
 namespace toolgate {
+
+// The kind of item a store key names, from the services' key layout: "execution" (TENANT#/EXEC#),
+// "event" (EXEC#/EVENT#), "audit_event" (AUDIT#), "concurrency" (CONNECTOR#/CONCURRENCY…),
+// "breaker", "intent", "slo", "queue", "callback", else "other". A small fixed set (a metric label).
+std::string_view StoreItemKind(const store::ItemKey& key);
 
 // toolgate's Prometheus metrics (design §8). Thread-safe. Tool names are caller-chosen, so each
 // connector reports at most kMaxToolsPerConnector distinct `tool` labels; the rest are "other".
@@ -35,6 +41,9 @@ class Metrics final : public BreakerTransitionListener {
   void StoreOperation(const std::string& backend, const std::string& op, double seconds);
   // A store request retried by the backend (reason: "throttled", "server_error", "connection").
   void StoreRetry(const std::string& backend, const std::string& op, const std::string& reason);
+  // One store write and the write units it consumed (DynamoDB), by the kind of item written
+  // (StoreItemKind): toolgate_store_writes_total and toolgate_store_write_units_total.
+  void StoreWriteUnits(const std::string& backend, const store::ItemKey& key, double units);
   void BreakerState(const std::string& connector, breaker::State state);
   void InFlight(const std::string& connector, double in_flight, double limit);
   // The downstream connection pool's lifetime counts (set at scrape time): connections opened, TLS
@@ -84,6 +93,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Histogram>& store_ops_;
   prometheus::Family<prometheus::Counter>& store_retries_;
   prometheus::Family<prometheus::Counter>& store_throttles_;
+  prometheus::Family<prometheus::Counter>& store_write_units_;
+  prometheus::Family<prometheus::Counter>& store_writes_;
   prometheus::Family<prometheus::Counter>& slo_events_;
   prometheus::Family<prometheus::Counter>& slo_bad_events_;
   prometheus::Family<prometheus::Gauge>& slo_burn_rate_;

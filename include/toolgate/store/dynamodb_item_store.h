@@ -39,8 +39,25 @@ namespace toolgate::store {
 // kInvalidArgument before anything is sent.
 //
 // Scan pages come in DynamoDB's order (by partition hash), not in key order.
+//
+// Write units: every PutItem / UpdateItem / DeleteItem asks for ReturnConsumedCapacity TOTAL and the
+// units DynamoDB reports are added up (consumed_write_units) and handed to `on_write_units` with the
+// item's key. An engine that reports none (or a write refused by its condition, which DynamoDB
+// charges but does not report) is counted from item sizes by DynamoDB's rule — 1 unit per started
+// KB of the item (attribute names + values), the larger of before and after; what the adapter does
+// not see (the item before an UpdateItem or DeleteItem) counts as nothing, so that estimate is a
+// lower bound.
 class DynamoDbItemStore final : public ItemStore {
  public:
+  // One write's consumed capacity (see the class comment).
+  struct WriteUnits {
+    std::string_view op;   // "PutItem", "UpdateItem", "DeleteItem"
+    const ItemKey& key;    // the item written
+    double units = 0;      // write capacity units
+    bool reported = true;  // false: computed from item sizes (the engine reported none)
+    bool applied = true;   // false: the condition did not hold (DynamoDB charges those writes too)
+  };
+
   struct Options {
     std::string table = "toolgate";
     std::string region = "us-east-1";
@@ -53,6 +70,9 @@ class DynamoDbItemStore final : public ItemStore {
     int max_idle_connections = 64;
     // Called for each retry (op: "GetItem"…, reason: "throttled", "server_error", "connection").
     std::function<void(std::string_view op, std::string_view reason)> on_retry;
+    // Called after each write DynamoDB answered (applied, or refused by its condition) with the
+    // write units it consumed. Called on the writing thread; must be thread-safe.
+    std::function<void(const WriteUnits&)> on_write_units;
   };
 
   // Checks the options (not the table). `clock` decides TTL expiry and must outlive the store.
@@ -76,6 +96,9 @@ class DynamoDbItemStore final : public ItemStore {
   // waits until it is ACTIVE, and enables TTL on `ttl`. Returns what it did, line by line; an engine
   // without UpdateTimeToLive is reported, not an error (readers already hide expired items).
   absl::StatusOr<std::string> InitTable(int wait_timeout_ms = 60'000);
+
+  // The write units of every write so far (see the class comment). Thread-safe.
+  double consumed_write_units() const;
 
   // Drops the table (tests).
   absl::Status DeleteTable();
