@@ -7,9 +7,6 @@
 // It records what toolgate sent back — the answers to its requests, with their headers — as the
 // independent observer of how toolgate handles a server's messages.
 
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "loopback_http_server.h"
 #include "nlohmann/json.hpp"
 
 namespace toolgate::testing {
@@ -60,21 +58,7 @@ class FakeSseMcpServer {
 
   static constexpr char kSessionId[] = "session-7f3a";
 
-  FakeSseMcpServer() {
-    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = 0;
-    bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    listen(listen_fd_, 64);
-    socklen_t len = sizeof addr;
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    acceptor_ = std::thread([this] { AcceptLoop(); });
-  }
+  FakeSseMcpServer() = default;
 
   ~FakeSseMcpServer() {
     {
@@ -82,17 +66,10 @@ class FakeSseMcpServer {
       stopping_ = true;
     }
     cv_.notify_all();
-    acceptor_.join();
-    close(listen_fd_);
-    std::vector<std::thread> threads;
-    {
-      std::lock_guard lock(mu_);
-      threads.swap(threads_);
-    }
-    for (std::thread& t : threads) t.join();
+    listener_.Stop();
   }
 
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/mcp"; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(listener_.port()) + "/mcp"; }
   void set_call_mode(CallMode mode) { mode_ = mode; }
   // The `retry` of the resumable modes' priming event.
   void set_retry_ms(int ms) { retry_ms_ = ms; }
@@ -117,7 +94,7 @@ class FakeSseMcpServer {
     std::lock_guard lock(mu_);
     return resumes_;
   }
-  int connections_accepted() const { return accepted_.load(); }
+  int connections_accepted() const { return listener_.accepted(); }
   // Requests the server sent on call streams (kAskFirst, kEndlessRequests).
   int requests_sent() const { return requests_sent_.load(); }
   // kResultHeldOpen: toolgate closed the connection of the stream the server held open.
@@ -126,86 +103,18 @@ class FakeSseMcpServer {
   int64_t stream_bytes_written() const { return stream_bytes_.load(); }
 
  private:
-  struct Request {
-    std::string method;
-    std::map<std::string, std::string> headers;
-    std::string body;
-  };
-
-  void AcceptLoop() {
-    while (!stopping_) {
-      pollfd p{listen_fd_, POLLIN, 0};
-      if (poll(&p, 1, 50) <= 0) continue;
-      const int fd = accept(listen_fd_, nullptr, nullptr);
-      if (fd < 0) continue;
-      ++accepted_;
-      std::lock_guard lock(mu_);
-      threads_.emplace_back([this, fd] {
-        Serve(fd);
-        close(fd);
-      });
-    }
-  }
+  using Request = LoopbackRequest;
 
   // Waits (bounded, stoppable) until `fd` is readable; false on timeout or stop.
   bool WaitReadable(int fd, std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!stopping_ && std::chrono::steady_clock::now() < until) {
-      pollfd p{fd, POLLIN, 0};
-      if (poll(&p, 1, 50) > 0) return true;
-    }
-    return false;
+    return ::toolgate::testing::WaitReadable(fd, limit, stopping_);
   }
 
   // One request from `fd` (keep-alive: `pending` carries bytes read past the previous one).
   bool ReadRequest(int fd, std::string& pending, Request& req) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < until && !stopping_) {
-      const size_t header_end = pending.find("\r\n\r\n");
-      if (header_end != std::string::npos) {
-        req = Request{};
-        const std::string head = pending.substr(0, header_end);
-        size_t pos = head.find("\r\n");
-        req.method = head.substr(0, head.find(' '));
-        while (pos != std::string::npos && pos < head.size()) {
-          pos += 2;
-          size_t e = head.find("\r\n", pos);
-          if (e == std::string::npos) e = head.size();
-          const std::string line = head.substr(pos, e - pos);
-          if (const size_t colon = line.find(':'); colon != std::string::npos) {
-            std::string name = line.substr(0, colon);
-            for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-            std::string value = line.substr(colon + 1);
-            while (!value.empty() && value.front() == ' ') value.erase(0, 1);
-            req.headers[name] = value;
-          }
-          pos = e;
-        }
-        const size_t length = req.headers.count("content-length") ? std::stoul(req.headers["content-length"]) : 0;
-        if (pending.size() >= header_end + 4 + length) {
-          req.body = pending.substr(header_end + 4, length);
-          pending.erase(0, header_end + 4 + length);
-          return true;
-        }
-      }
-      if (!WaitReadable(fd, std::chrono::milliseconds(100))) continue;
-      char buf[8192];
-      const ssize_t n = read(fd, buf, sizeof buf);
-      if (n <= 0) return false;
-      pending.append(buf, static_cast<size_t>(n));
-    }
-    return false;
+    return ReadLoopbackRequest(fd, pending, req, std::chrono::seconds(30), stopping_);
   }
 
-  static bool SendAll(int fd, const std::string& bytes) {
-    size_t off = 0;
-    while (off < bytes.size()) {
-      const ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    return true;
-  }
   static bool SendJson(int fd, int status, const std::string& body, const std::string& extra_headers = "") {
     return SendAll(fd, "HTTP/1.1 " + std::to_string(status) + " X\r\nContent-Type: application/json\r\n" +
                            extra_headers + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
@@ -432,14 +341,12 @@ class FakeSseMcpServer {
     return false;
   }
 
-  int listen_fd_ = -1;
-  int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<CallMode> mode_{CallMode::kResult};
   std::atomic<int> retry_ms_{50};
   std::atomic<int> resumes_without_result_{0};
   std::atomic<bool> refuse_resumes_{false};
-  std::atomic<int> calls_{0}, accepted_{0}, requests_sent_{0};
+  std::atomic<int> calls_{0}, requests_sent_{0};
   std::atomic<bool> held_stream_closed_{false};
   std::atomic<int64_t> stream_bytes_{0};
   mutable std::mutex mu_;
@@ -448,8 +355,7 @@ class FakeSseMcpServer {
   std::vector<Resume> resumes_;
   std::map<std::string, json> held_results_;  // by the Last-Event-ID that resumes to them
   std::optional<json> initialize_params_;
-  std::vector<std::thread> threads_;
-  std::thread acceptor_;  // last: started once everything it uses exists
+  LoopbackListener listener_{64, [this](int fd) { Serve(fd); }};  // last: started once everything it uses exists
 };
 
 }  // namespace toolgate::testing

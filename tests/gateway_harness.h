@@ -5,6 +5,7 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,46 @@ inline std::string BaseConfigDynamo(const std::string& endpoint, const std::stri
          "[kill_switches]\nrefresh_ms = 200\n";
 }
 
+// One HTTP call to a gateway on 127.0.0.1:`port` (a JSON body, an optional bearer token): what
+// GatewayProcess and InProcessGateway both send.
+inline api::ClientResult LoopbackCall(int port, const std::string& method, const std::string& target,
+                                      const std::string& body = "", const std::string& token = "",
+                                      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  api::ClientRequest r;
+  r.address = {"127.0.0.1", port};
+  r.method = method;
+  r.target = target;
+  r.body = body;
+  r.timeout = timeout;
+  if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
+  if (!token.empty()) r.headers.emplace_back("Authorization", "Bearer " + token);
+  return api::HttpCall(std::move(r));
+}
+
+// The HTTP helpers of a gateway under test over LoopbackCall, for a `Gateway` that knows its
+// public_port() and admin_port() (GatewayProcess, InProcessGateway).
+template <typename Gateway>
+class LoopbackGatewayClient {
+ public:
+  api::ClientResult Call(int port, const std::string& method, const std::string& target, const std::string& body = "",
+                         const std::string& token = "", std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    return LoopbackCall(port, method, target, body, token, timeout);
+  }
+  api::ClientResult Public(const std::string& method, const std::string& target, const std::string& body = "",
+                           const std::string& token = "") {
+    return Call(self().public_port(), method, target, body, token);
+  }
+  api::ClientResult Admin(const std::string& method, const std::string& target, const std::string& body = "") {
+    return Call(self().admin_port(), method, target, body);
+  }
+  api::ClientResult Invoke(const std::string& tool, const nlohmann::json& body, const std::string& token) {
+    return Public("POST", "/v1/tools/" + tool + "/invoke", body.dump(), token);
+  }
+
+ private:
+  const Gateway& self() const { return static_cast<const Gateway&>(*this); }
+};
+
 inline std::string Token(const std::string& tenant, const std::vector<std::string>& roles = {},
                          int64_t exp_offset_s = 3600, const std::string& sub = "user-1") {
   nlohmann::json claims = {{"sub", sub}, {"custom:tenant_id", tenant}, {"exp", time(nullptr) + exp_offset_s}};
@@ -42,7 +83,7 @@ inline std::string Token(const std::string& tenant, const std::vector<std::strin
   return auth::SignHs256(claims.dump(), kJwtSecret);
 }
 
-class GatewayProcess {
+class GatewayProcess : public LoopbackGatewayClient<GatewayProcess> {
  public:
   GatewayProcess(const std::string& config_text, const TempDir& dir, const std::string& name = "gw")
       : config_text_(config_text),
@@ -120,29 +161,6 @@ class GatewayProcess {
     while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
     fclose(f);
     return out;
-  }
-
-  api::ClientResult Call(int port, const std::string& method, const std::string& target, const std::string& body = "",
-                         const std::string& token = "", std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", port};
-    r.method = method;
-    r.target = target;
-    r.body = body;
-    r.timeout = timeout;
-    if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
-    if (!token.empty()) r.headers.emplace_back("Authorization", "Bearer " + token);
-    return api::HttpCall(std::move(r));
-  }
-  api::ClientResult Public(const std::string& method, const std::string& target, const std::string& body = "",
-                           const std::string& token = "") {
-    return Call(public_port_, method, target, body, token);
-  }
-  api::ClientResult Admin(const std::string& method, const std::string& target, const std::string& body = "") {
-    return Call(admin_port_, method, target, body);
-  }
-  api::ClientResult Invoke(const std::string& tool, const nlohmann::json& body, const std::string& token) {
-    return Public("POST", "/v1/tools/" + tool + "/invoke", body.dump(), token);
   }
 
   int public_port() const { return public_port_; }

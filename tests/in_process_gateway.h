@@ -22,7 +22,7 @@
 
 namespace toolgate::testing {
 
-class InProcessGateway {
+class InProcessGateway : public LoopbackGatewayClient<InProcessGateway> {
  public:
   // `clock` must outlive the gateway; start it at the real time so tokens' `exp` mean what they say.
   InProcessGateway(std::string config_text, const Clock& clock) : config_text_(std::move(config_text)), clock_(clock) {}
@@ -56,28 +56,8 @@ class InProcessGateway {
     return true;
   }
 
-  api::ClientResult Call(int port, const std::string& method, const std::string& target, const std::string& body = "",
-                         const std::string& token = "") {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", port};
-    r.method = method;
-    r.target = target;
-    r.body = body;
-    r.timeout = std::chrono::seconds(30);
-    if (!body.empty()) r.headers.emplace_back("Content-Type", "application/json");
-    if (!token.empty()) r.headers.emplace_back("Authorization", "Bearer " + token);
-    return api::HttpCall(std::move(r));
-  }
-  api::ClientResult Public(const std::string& method, const std::string& target, const std::string& body = "",
-                           const std::string& token = "") {
-    return Call(gateway_->public_port(), method, target, body, token);
-  }
-  api::ClientResult Admin(const std::string& method, const std::string& target, const std::string& body = "") {
-    return Call(gateway_->admin_port(), method, target, body);
-  }
-  api::ClientResult Invoke(const std::string& tool, const nlohmann::json& body, const std::string& token) {
-    return Public("POST", "/v1/tools/" + tool + "/invoke", body.dump(), token);
-  }
+  int public_port() const { return gateway_->public_port(); }
+  int admin_port() const { return gateway_->admin_port(); }
 
  private:
   std::string config_text_;

@@ -141,7 +141,7 @@ class McpStdioTest : public ::testing::Test {
     EXPECT_LT(t.took, kWellBefore) << "the limit ends the call, not its timeout";
     const Classification c = ClassifyDownstream(t.result, false, config_.breaker, 1000);
     EXPECT_EQ(c.outcome, Outcome::kFailed);
-    EXPECT_EQ(c.reason, "downstream_error");
+    EXPECT_EQ(c.reason, OutcomeReason{FailureReason::kDownstreamError});
     EXPECT_EQ(c.breaker, BreakerEffect::kFailure) << "a server writing garbage is a broken server";
     // Killed and reaped: no such process any more.
     EXPECT_EQ(kill(before, 0), -1);

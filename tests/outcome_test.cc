@@ -127,34 +127,62 @@ TEST(OutcomeTest, TheOpenApiDocumentListsEveryOutcomeReason) {
   EXPECT_EQ(outcomes.size(), std::size(kAllOutcomes));
 }
 
-// Design §5's table (and §15's 202 for a call that has not ended).
+// Design §5's table (and §15's 202 for a call that has not ended), typed: every reason of every kind.
 TEST(OutcomeTest, InvocationHttpStatusTable) {
   struct Case {
     Outcome outcome;
-    std::string reason;
+    OutcomeReason reason;
     int status;
   };
   const std::vector<Case> cases = {
-      {Outcome::kSucceeded, "", 200},
-      {Outcome::kFailed, "downstream_error", 502},
-      {Outcome::kFailed, "downstream_rejected", 502},  // a downstream 4xx is still 502
-      {Outcome::kFailed, "connection_failed", 502},
-      {Outcome::kFailed, "tool_error", 502},
-      {Outcome::kFailed, "invalid_input", 502},  // a claimed call whose input no longer fits
-      {Outcome::kFailed, "timeout", 504},
-      {Outcome::kFailed, "store_unavailable", 503},  // ran, but the outcome could not be recorded
-      {Outcome::kDeferred, "breaker_open", 503},
-      {Outcome::kDeferred, "downstream_throttled", 503},
-      {Outcome::kDeferred, "store_unavailable", 503},
-      {Outcome::kBlocked, "kill_switch", 403},
-      {Outcome::kQueued, "", 202},
-      {Outcome::kRunning, "", 202},
-      {Outcome::kInProgress, "", 202},
-      {Outcome::kExpired, "deadline", 410},
+      {Outcome::kSucceeded, {}, 200},
+      {Outcome::kFailed, FailureReason::kDownstreamError, 502},
+      {Outcome::kFailed, FailureReason::kDownstreamRejected, 502},  // a downstream 4xx is still 502
+      {Outcome::kFailed, FailureReason::kConnectionFailed, 502},
+      {Outcome::kFailed, FailureReason::kConnectionLost, 502},
+      {Outcome::kFailed, FailureReason::kTlsError, 502},
+      {Outcome::kFailed, FailureReason::kCredentialsUnavailable, 502},
+      {Outcome::kFailed, FailureReason::kToolError, 502},
+      {Outcome::kFailed, FailureReason::kToolRejected, 502},
+      {Outcome::kFailed, FailureReason::kInvalidInput, 502},  // a claimed call whose input no longer fits
+      {Outcome::kFailed, FailureReason::kTimeout, 504},
+      {Outcome::kFailed, FailureReason::kStoreUnavailable, 503},  // ran, but the outcome could not be recorded
+      {Outcome::kDeferred, DeferReason::kBreakerOpen, 503},
+      {Outcome::kDeferred, DeferReason::kProbeInFlight, 503},
+      {Outcome::kDeferred, DeferReason::kConcurrencyLimit, 503},
+      {Outcome::kDeferred, DeferReason::kIntentInProgress, 503},
+      {Outcome::kDeferred, DeferReason::kDownstreamThrottled, 503},
+      {Outcome::kDeferred, DeferReason::kStoreUnavailable, 503},
+      {Outcome::kDeferred, DeferReason::kGatewayOverloaded, 503},
+      {Outcome::kBlocked, BlockReason::kKillSwitch, 403},
+      {Outcome::kQueued, {}, 202},
+      {Outcome::kRunning, {}, 202},
+      {Outcome::kInProgress, {}, 202},
+      {Outcome::kExpired, ExpiryReason::kDeadline, 410},
+      {Outcome::kExpired, ExpiryReason::kCancelled, 410},
+      {Outcome::kExpired, ExpiryReason::kPurged, 410},
   };
+  std::set<Outcome> outcomes;
+  std::set<std::string> reasons;
   for (const Case& c : cases) {
-    EXPECT_EQ(InvocationHttpStatus(c.outcome, c.reason), c.status) << ToString(c.outcome) << " " << c.reason;
+    EXPECT_EQ(InvocationHttpStatus(c.outcome, c.reason), c.status) << ToString(c.outcome) << " " << ToString(c.reason);
+    // The table's reasons are the ones their outcome takes (what the store reads back).
+    EXPECT_EQ(ParseOutcomeReason(c.outcome, ToString(c.reason)), c.reason) << ToString(c.reason);
+    outcomes.insert(c.outcome);
+    reasons.insert(std::string(ToString(c.outcome)) + " " + std::string(ToString(c.reason)));
   }
+  // Every outcome and every reason of its kind has its row.
+  EXPECT_EQ(outcomes.size(), std::size(kAllOutcomes));
+  EXPECT_EQ(reasons.size(), cases.size());
+  EXPECT_EQ(cases.size(),
+            4 + std::size(kAllFailureReasons) + std::size(kAllDeferReasons) + 1 + std::size(kAllExpiryReasons));
+}
+
+// A requeue's cause keeps its stored string, whichever kind it is.
+TEST(OutcomeTest, RequeueCauseKeepsItsString) {
+  EXPECT_EQ(ToString(RequeueCause{RequeueReason::kThrottled}), "throttled");
+  EXPECT_EQ(ToString(RequeueCause{RequeueReason::kClaimExpired}), "claim_expired");
+  for (DeferReason r : kAllDeferReasons) EXPECT_EQ(ToString(RequeueCause{r}), ToString(r));
 }
 
 // Every kind of engine answer (design §5, §15, S12) through the api layer's one table: its status,

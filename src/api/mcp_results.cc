@@ -87,33 +87,24 @@ json ErrorResult(std::string text, json structured, const std::string& execution
   return r;
 }
 
-}  // namespace
-
-CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, bool from_mcp_server) {
+// An MCP server's own answer, as it gave it, with the execution id added (design §14): its result
+// (SUCCEEDED), its isError result or its JSON-RPC error (FAILED). nullopt when there is none.
+std::optional<CallAnswer> ServerAnswer(const json& body, std::optional<Outcome> outcome, const std::string& id) {
   CallAnswer a;
-  // What the answer says beyond its outcome and reason (the downstream's result, a kill switch's scope, ...).
-  const json& body = response.details.is_object() ? response.details : kNoDetails;
-  const std::string id = response.refused() ? "" : response.execution_id;
-  const std::optional<Outcome> outcome =
-      response.refused() ? std::nullopt : std::optional<Outcome>(response.outcome);  // nullopt: a refusal
-  const std::string reason(ToString(response.reason));
-
-  // An MCP server's own answer, as it gave it, with the execution id added (design §14).
   auto with_execution_id = [&id](json result) {
     if (!result.contains("_meta") || !result["_meta"].is_object()) result["_meta"] = json::object();
     result["_meta"]["io.toolgate/execution_id"] = id;
     return result;
   };
-  if (from_mcp_server && outcome == Outcome::kSucceeded && body.contains("result") && body["result"].is_object()) {
+  if (outcome == Outcome::kSucceeded && body.contains("result") && body["result"].is_object()) {
     a.result = with_execution_id(body["result"]);
     return a;
   }
-  if (from_mcp_server && outcome == Outcome::kFailed && body.contains("tool_result") &&
-      body["tool_result"].is_object()) {
+  if (outcome == Outcome::kFailed && body.contains("tool_result") && body["tool_result"].is_object()) {
     a.result = with_execution_id(body["tool_result"]);
     return a;
   }
-  if (from_mcp_server && outcome == Outcome::kFailed && body.contains("rpc_error") && body["rpc_error"].is_object()) {
+  if (outcome == Outcome::kFailed && body.contains("rpc_error") && body["rpc_error"].is_object()) {
     const json& e = body["rpc_error"];
     a.is_rpc_error = true;
     a.error_code = e.contains("code") && e["code"].is_number_integer() ? e["code"].get<int>() : kInternalError;
@@ -123,7 +114,67 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, b
     a.error_data["execution_id"] = id;
     return a;
   }
+  return std::nullopt;
+}
 
+// A call that did not run now (DEFERRED, or refused with 503): when to try again, and why.
+CallAnswer DeferredAnswer(const std::string& tool, const InvokeResult& response, const json& body,
+                          const std::string& id) {
+  int64_t retry_ms = 1000;
+  if (body.contains("retry_after_ms") && body["retry_after_ms"].is_number()) {
+    retry_ms = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(body["retry_after_ms"].get<double>())));
+  } else if (response.retry_after_s) {
+    retry_ms = *response.retry_after_s * 1000;
+  }
+  const bool deferred = !response.refused() && response.outcome == Outcome::kDeferred;
+  const std::string why(deferred         ? ToString(response.reason)
+                        : response.error ? ToString(*response.error)
+                                         : std::string_view());
+  json structured = {{"outcome", Outcome::kDeferred}, {"reason", why}, {"retry_after_ms", retry_ms}};
+  if (!id.empty()) structured["execution_id"] = id;
+  CallAnswer a;
+  a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(response), ". Try again in ",
+                                      (retry_ms + 999) / 1000, " s (retry_after_ms ", retry_ms, ")."),
+                         std::move(structured), id);
+  return a;
+}
+
+// toolgate refused the call before running it: unknown_tool (a JSON-RPC error), invalid_input,
+// idempotency_key_reused, ...
+CallAnswer RefusedAnswer(const std::string& tool, const InvokeResult& response, const std::string& id) {
+  CallAnswer a;
+  if (response.error == InvokeError::kUnknownTool) {
+    a.is_rpc_error = true;
+    a.error_code = kInvalidParams;
+    a.error_message = "unknown tool: " + tool;
+    return a;
+  }
+  const std::string error = response.error ? std::string(ToString(*response.error)) : "";
+  const std::string& message = response.message;
+  std::string advice = response.error == InvokeError::kIdempotencyKeyReused
+                           ? "This idempotency key was already used with other arguments; use a new key for a new call."
+                           : "Fix the arguments and call again.";
+  a.result =
+      ErrorResult(absl::StrCat("toolgate refused the call before running ", tool, " (", error.empty() ? "error" : error,
+                               "): ", message, ". The tool did not run. ", advice),
+                  {{"error", error}, {"message", message}}, id);
+  return a;
+}
+
+}  // namespace
+
+CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, bool from_mcp_server) {
+  // What the answer says beyond its outcome and reason (the downstream's result, a kill switch's scope, ...).
+  const json& body = response.details.is_object() ? response.details : kNoDetails;
+  const std::string id = response.refused() ? "" : response.execution_id;
+  const std::optional<Outcome> outcome =
+      response.refused() ? std::nullopt : std::optional<Outcome>(response.outcome);  // nullopt: a refusal
+  const std::string reason(ToString(response.reason));
+
+  if (from_mcp_server) {
+    if (std::optional<CallAnswer> server = ServerAnswer(body, outcome, id)) return *std::move(server);
+  }
+  CallAnswer a;
   if (outcome == Outcome::kSucceeded) {
     json value = body.contains("result") ? body["result"] : json(nullptr);
     json structured = value.is_object() ? value : json{{"result", value}};
@@ -146,38 +197,9 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, b
                     {{"execution_id", id}, {"outcome", *outcome}, {"reason", reason}}, id);
     return a;
   }
-  const std::string error = response.error ? std::string(ToString(*response.error)) : "";
-  if (outcome == Outcome::kDeferred || InvocationHttpStatus(response) == 503) {
-    int64_t retry_ms = 1000;
-    if (body.contains("retry_after_ms") && body["retry_after_ms"].is_number()) {
-      retry_ms = std::max<int64_t>(0, static_cast<int64_t>(std::ceil(body["retry_after_ms"].get<double>())));
-    } else if (response.retry_after_s) {
-      retry_ms = *response.retry_after_s * 1000;
-    }
-    const std::string why = outcome == Outcome::kDeferred ? reason : error;
-    json structured = {{"outcome", Outcome::kDeferred}, {"reason", why}, {"retry_after_ms", retry_ms}};
-    if (!id.empty()) structured["execution_id"] = id;
-    a.result = ErrorResult(absl::StrCat(tool, " did not run: ", DeferredWhy(response), ". Try again in ",
-                                        (retry_ms + 999) / 1000, " s (retry_after_ms ", retry_ms, ")."),
-                           std::move(structured), id);
-    return a;
-  }
-  if (response.error == InvokeError::kUnknownTool) {
-    a.is_rpc_error = true;
-    a.error_code = kInvalidParams;
-    a.error_message = "unknown tool: " + tool;
-    return a;
-  }
-  // toolgate refused the call before running it: invalid_input, idempotency_key_reused, ...
-  const std::string& message = response.message;
-  std::string advice = response.error == InvokeError::kIdempotencyKeyReused
-                           ? "This idempotency key was already used with other arguments; use a new key for a new call."
-                           : "Fix the arguments and call again.";
-  a.result =
-      ErrorResult(absl::StrCat("toolgate refused the call before running ", tool, " (", error.empty() ? "error" : error,
-                               "): ", message, ". The tool did not run. ", advice),
-                  {{"error", error}, {"message", message}}, id);
-  return a;
+  if (outcome == Outcome::kDeferred || InvocationHttpStatus(response) == 503)
+    return DeferredAnswer(tool, response, body, id);
+  return RefusedAnswer(tool, response, id);
 }
 
 }  // namespace toolgate::api::mcp

@@ -95,10 +95,10 @@ struct QueueDispatcher::Impl {
     return until_ms - now_ms;
   }
 
-  // One look at the lane's queue (blocking: on the pool).
+  // One look at the lane's queue (blocking: on the pool): the next tenant's next ready call, ended
+  // when its deadline passed, else claimed and admitted.
   Step PickOne(Lane& lane) {
     const ConnectorConfig& c = lane.connector;
-    const int skew_s = c.concurrency.max_clock_skew_s;
     if (g.draining) return {StepKind::kIdle};
     // Parked (breaker OPEN, connector throttled): only one worker of the lane reads the queue — to end
     // calls whose deadline passed — and the others wait without touching the store (with every
@@ -120,23 +120,7 @@ struct QueueDispatcher::Impl {
     } scout_done{lane, scout};
     std::string tenant;
     size_t round = 0;
-    {
-      std::unique_lock<std::mutex> l(lane.mu);
-      if (lane.cursor >= lane.tenants.size()) {
-        l.unlock();
-        absl::StatusOr<std::vector<std::string>> tenants = g.engine.queue().Tenants(c.id);
-        if (!tenants.ok()) {
-          spdlog::warn("queue of {}: tenants not read: {}", c.id, tenants.status().ToString());
-          return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms};
-        }
-        l.lock();
-        lane.tenants = std::move(*tenants);
-        lane.cursor = 0;
-      }
-      if (lane.tenants.empty()) return {StepKind::kIdle};
-      round = lane.tenants.size();
-      tenant = lane.tenants[lane.cursor++];
-    }
+    if (std::optional<Step> stop = NextTenant(lane, tenant, round)) return std::move(*stop);
     const int64_t now_ms = g.clock.now_epoch_ms();
     std::vector<std::string> skip;
     {
@@ -144,7 +128,7 @@ struct QueueDispatcher::Impl {
       skip = lane.claiming;
     }
     absl::StatusOr<std::optional<QueueItem>> next =
-        g.engine.queue().NextReady(c.id, tenant, skew_s, /*scan_limit=*/200, skip);
+        g.engine.queue().NextReady(c.id, tenant, c.concurrency.max_clock_skew_s, /*scan_limit=*/200, skip);
     if (!next.ok()) {
       spdlog::warn("queue of {}: not read: {}", c.id, next.status().ToString());
       return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
@@ -152,8 +136,7 @@ struct QueueDispatcher::Impl {
     if (!next->has_value()) return {StepKind::kNothing, nullptr, 0, round};
     const QueueItem& item = **next;
     if (item.deadline_ms <= now_ms) {
-      absl::StatusOr<bool> ended =
-          g.engine.queued_calls().End(item, "EXECUTION_EXPIRED", "system", ToString(ExpiryReason::kDeadline));
+      absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "system", ExpiryReason::kDeadline);
       if (!ended.ok())
         spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
       return {StepKind::kWorked, nullptr, 0, round};
@@ -164,6 +147,34 @@ struct QueueDispatcher::Impl {
       if (scout) return {StepKind::kNothing, nullptr, 0, round};
       return {StepKind::kWait, nullptr, *parked, round};
     }
+    return TakeUp(lane, item, now_ms, round);
+  }
+
+  // The tenant whose turn it is (the list read again when a round is over) and the round's size; a
+  // step to return instead when there is none or the queue could not be read.
+  std::optional<Step> NextTenant(Lane& lane, std::string& tenant, size_t& round) {
+    std::unique_lock<std::mutex> l(lane.mu);
+    if (lane.cursor >= lane.tenants.size()) {
+      l.unlock();
+      absl::StatusOr<std::vector<std::string>> tenants = g.engine.queue().Tenants(lane.connector.id);
+      if (!tenants.ok()) {
+        spdlog::warn("queue of {}: tenants not read: {}", lane.connector.id, tenants.status().ToString());
+        return Step{StepKind::kWait, nullptr, g.config.queue.poll_interval_ms};
+      }
+      l.lock();
+      lane.tenants = std::move(*tenants);
+      lane.cursor = 0;
+    }
+    if (lane.tenants.empty()) return Step{StepKind::kIdle};
+    round = lane.tenants.size();
+    tenant = lane.tenants[lane.cursor++];
+    return std::nullopt;
+  }
+
+  // A ready `item` taken up by this worker (its siblings pass over it meanwhile): the kill switches,
+  // then a slot (§17.4: none for a call a switch blocks; AdmitClaimed ends it BLOCKED), then the claim.
+  Step TakeUp(Lane& lane, const QueueItem& item, int64_t now_ms, size_t round) {
+    const ConnectorConfig& c = lane.connector;
     {
       std::lock_guard<std::mutex> l(lane.mu);
       if (std::find(lane.claiming.begin(), lane.claiming.end(), item.execution_id) != lane.claiming.end()) {
@@ -179,8 +190,6 @@ struct QueueDispatcher::Impl {
         lane.claiming.erase(std::find(lane.claiming.begin(), lane.claiming.end(), id));
       }
     } claiming{lane, item.execution_id};
-    // §17.4: kill switches before the slot. A matching switch ends the call BLOCKED at dispatch
-    // (AdmitClaimed) without taking a slot.
     absl::StatusOr<std::optional<KillSwitch>> kill =
         g.engine.kill_switches().Match(item.tenant_id, c.id, item.action_type, item.tool_name);
     if (!kill.ok()) return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
@@ -191,6 +200,14 @@ struct QueueDispatcher::Impl {
       if (!acquired->has_value()) return {StepKind::kWait, nullptr, kAtLimitWaitMs, round};
       lease = **acquired;
     }
+    return ClaimAndAdmit(c, item, std::move(lease), now_ms, round);
+  }
+
+  // The claim on `item` (given up at once while draining, §17.5), then its admission: a ticket to
+  // run, or kWorked when the race was lost or admission ended the call. `lease` is given back
+  // unless admission takes it.
+  Step ClaimAndAdmit(const ConnectorConfig& c, const QueueItem& item, std::optional<SlotLease> lease, int64_t now_ms,
+                     size_t round) {
     auto give_back_slot = [&] {
       if (!lease) return;
       if (auto r = g.engine.slots().Release(*lease); !r.ok()) {
@@ -198,7 +215,7 @@ struct QueueDispatcher::Impl {
       }
     };
     absl::StatusOr<std::optional<QueueClaim>> claim =
-        g.engine.queue().Claim(item, g.engine.instance_id(), LeaseMs(c), skew_s);
+        g.engine.queue().Claim(item, g.engine.instance_id(), LeaseMs(c), c.concurrency.max_clock_skew_s);
     if (!claim.ok() || !claim->has_value()) {
       give_back_slot();  // lost the race (§17.4): another dispatcher has it
       return {StepKind::kWorked, nullptr, 0, round};

@@ -155,7 +155,7 @@ boost::asio::awaitable<DownstreamResult> HttpConnector::Call(const DownstreamReq
          ClassifyDownstream(result, /*body_is_json=*/true, config_.breaker, config_.slo.latency_threshold_ms).reason,
          result.kind == DownstreamResult::Kind::kResponse ? result.status : 0, result.latency_ms});
     spdlog::info("connector {}: {} {} attempt {} failed ({}), retrying in {} ms", config_.id, request.method,
-                 request.tool_name, attempt, failed.back().reason, wait.count());
+                 request.tool_name, attempt, ToString(failed.back().reason), wait.count());
     boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, wait);
     auto wait_op = timer.async_wait(boost::asio::use_awaitable);
     co_await std::move(wait_op);

@@ -282,7 +282,7 @@ asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& re
       result.failed_attempts = std::move(failed);
       co_return result;
     }
-    failed.push_back({attempt, "connection_failed", 0, result.latency_ms});
+    failed.push_back({attempt, FailureReason::kConnectionFailed, 0, result.latency_ms});
     asio::steady_timer timer(co_await asio::this_coro::executor, wait);
     auto wait_op = timer.async_wait(asio::use_awaitable);
     co_await std::move(wait_op);

@@ -9,8 +9,7 @@ namespace {
 Classification Failed(FailureReason reason, IntentEffect intent, BreakerEffect effect = BreakerEffect::kFailure) {
   Classification c;
   c.outcome = Outcome::kFailed;
-  c.reason = std::string(ToString(reason));
-  c.http_status = InvocationHttpStatus(c.outcome, c.reason);
+  c.reason = reason;
   c.intent = intent;
   c.breaker = effect;
   // The tool_error SLI (design §8): a 4xx (429 included) and a tool-level error are good.
@@ -21,8 +20,7 @@ Classification Failed(FailureReason reason, IntentEffect intent, BreakerEffect e
 Classification Deferred(DeferReason reason, int64_t retry_after_s, BreakerEffect effect) {
   Classification c;
   c.outcome = Outcome::kDeferred;
-  c.reason = std::string(ToString(reason));
-  c.http_status = InvocationHttpStatus(c.outcome, c.reason);
+  c.reason = reason;
   c.intent = IntentEffect::kRelease;
   c.breaker = effect;
   c.retry_after_s = std::clamp<int64_t>(retry_after_s, 1, breaker::kMaxThrottleS);
@@ -34,7 +32,6 @@ Classification FromResponse(const DownstreamResult& r, bool body_is_json, const 
     if (!body_is_json) return Failed(FailureReason::kDownstreamError, IntentEffect::kUnknown);
     Classification c;
     c.outcome = Outcome::kSucceeded;
-    c.http_status = InvocationHttpStatus(c.outcome, "");
     c.intent = IntentEffect::kSucceeded;
     c.breaker = breaker::IsSlowCall(config, r.latency_ms) ? BreakerEffect::kFailure : BreakerEffect::kSuccess;
     return c;

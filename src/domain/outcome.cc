@@ -158,6 +158,10 @@ std::optional<RequeueReason> ParseRequeueReason(std::string_view text) {
   return std::nullopt;
 }
 
+std::string_view ToString(const RequeueCause& cause) {
+  return std::visit([](auto reason) { return ToString(reason); }, cause);
+}
+
 std::string_view ToString(const OutcomeReason& reason) {
   return std::visit(
       [](const auto& r) -> std::string_view {
@@ -234,16 +238,12 @@ std::optional<InvokeError> ParseInvokeError(std::string_view text) {
 }
 
 int InvocationHttpStatus(Outcome outcome, const OutcomeReason& reason) {
-  return InvocationHttpStatus(outcome, ToString(reason));
-}
-
-int InvocationHttpStatus(Outcome outcome, std::string_view reason) {
   switch (outcome) {
     case Outcome::kSucceeded:
       return 200;
     case Outcome::kFailed:
-      if (reason == ToString(FailureReason::kTimeout)) return 504;
-      if (reason == ToString(FailureReason::kStoreUnavailable)) return 503;
+      if (reason == OutcomeReason{FailureReason::kTimeout}) return 504;
+      if (reason == OutcomeReason{FailureReason::kStoreUnavailable}) return 503;
       return 502;
     case Outcome::kDeferred:
       return 503;

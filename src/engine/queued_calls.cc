@@ -26,16 +26,17 @@ int QueuedCalls::SkewS(std::string_view connector_id) const {
                                         : it->second.concurrency.max_clock_skew_s;
 }
 
-// The record's end: `event` on the execution's chain and the record EXPIRED with `reason`, both
-// conditional on the chain head `rec` was read at.
-std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord& rec, std::string_view event,
-                                                                std::string_view actor, std::string_view reason,
-                                                                int64_t now_ms) {
+// The record's end: the reason's event on the execution's chain and the record EXPIRED with `reason`,
+// both conditional on the chain head `rec` was read at.
+std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord& rec, std::string_view actor,
+                                                                ExpiryReason reason, int64_t now_ms) {
+  const std::string why(ToString(reason));
+  const char* event = reason == ExpiryReason::kCancelled ? "EXECUTION_CANCELLED" : "EXECUTION_EXPIRED";
   auto [w_event, e] = ledger_.PrepareAppend(
       Ledger::ExecutionChain(rec.execution_id), {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
-      actor.empty() ? "system" : actor, json{{"reason", std::string(reason)}, {"outcome", Outcome::kExpired}}.dump());
+      actor.empty() ? "system" : actor, json{{"reason", why}, {"outcome", Outcome::kExpired}}.dump());
   rec.outcome = Outcome::kExpired;
-  rec.reason = std::string(reason);
+  rec.reason = why;
   rec.finished_at_ms = now_ms;
   rec.last_seq = e.seq;
   rec.last_hash = e.hash;
@@ -45,8 +46,7 @@ std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord&
   return writes;
 }
 
-absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view event, std::string_view actor,
-                                      std::string_view reason) {
+absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view actor, ExpiryReason reason) {
   const int64_t now_ms = clock_.now_epoch_ms();
   std::vector<store::WriteRequest> removal =
       QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
@@ -62,7 +62,7 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
   // can claim it, so the record's end cannot lose to a run.
   std::vector<store::WriteRequest> writes;
   writes.push_back(std::move(removal[0]));
-  for (store::WriteRequest& w : EndRecordRequests(rec, event, actor, reason, now_ms)) {
+  for (store::WriteRequest& w : EndRecordRequests(rec, actor, reason, now_ms)) {
     writes.push_back(std::move(w).AfterPrevious());
   }
   for (size_t i = 1; i < removal.size(); ++i) {
@@ -92,7 +92,7 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ev
       const auto counted = store_.WriteBatch(tail);
       return false;
     }
-    std::vector<store::WriteRequest> retry = EndRecordRequests(rec, event, actor, reason, now_ms);
+    std::vector<store::WriteRequest> retry = EndRecordRequests(rec, actor, reason, now_ms);
     for (store::WriteRequest& w : tail) retry.push_back(std::move(w));
     const auto retried = store_.WriteBatch(retry);
     record_ended = true;
@@ -155,7 +155,7 @@ absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, 
   ASSIGN_OR_RETURN(std::optional<QueueItem> item,
                    queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));
   if (!item) return absl::FailedPreconditionError("the execution is no longer queued");
-  ASSIGN_OR_RETURN(bool ended, End(*item, "EXECUTION_CANCELLED", actor, ToString(ExpiryReason::kCancelled)));
+  ASSIGN_OR_RETURN(bool ended, End(*item, actor, ExpiryReason::kCancelled));
   if (!ended) return absl::FailedPreconditionError("the execution is being dispatched");
   return executions_.Get(tenant_id, execution_id);
 }
@@ -169,7 +169,7 @@ absl::StatusOr<int> QueuedCalls::Purge(std::string_view connector_id, std::strin
       ASSIGN_OR_RETURN(std::vector<QueueItem> items, queue_.Items(connector_id, tenant, 200));
       int ended_here = 0;
       for (const QueueItem& item : items) {
-        ASSIGN_OR_RETURN(bool done, End(item, "EXECUTION_EXPIRED", actor, ToString(ExpiryReason::kPurged)));
+        ASSIGN_OR_RETURN(bool done, End(item, actor, ExpiryReason::kPurged));
         if (done) ++ended_here;
       }
       ended += ended_here;

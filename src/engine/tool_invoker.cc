@@ -103,13 +103,13 @@ InvokeResult RecordAnswer(const ExecutionRecord& r, OutcomeReason reason,
 // A claimed queued call goes back to its queue (§15, §17.3): the item unclaimed and ready after
 // `retry_ms`, then (only if that applied) TOOL_ATTEMPT_FAILED and the record QUEUED again; the slot
 // given back in the same batch. kAborted when the claim was lost meanwhile.
-absl::Status WriteRequeue(ToolInvoker::Services& s, InvocationTicket& t, const std::string& reason, int64_t retry_ms,
+absl::Status WriteRequeue(ToolInvoker::Services& s, InvocationTicket& t, const RequeueCause& reason, int64_t retry_ms,
                           json data) {
   ExecutionRecord& rec = t.record;
   const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
   const int64_t ready_at_ms = s.clock.now_epoch_ms() + std::max<int64_t>(retry_ms, 0);
   data["attempt"] = t.queued->item.attempt;
-  data["reason"] = reason;
+  data["reason"] = std::string(ToString(reason));
   data["requeued"] = true;
   data["ready_at_ms"] = ready_at_ms;
   std::vector<store::WriteRequest> writes;
@@ -555,7 +555,7 @@ class ToolInvoker::Admission {
         spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid(), st.ToString());
       }
     }
-    if (absl::Status st = WriteRequeue(s_, t, std::string(ToString(why)), retry_ms, json::object()); !st.ok()) {
+    if (absl::Status st = WriteRequeue(s_, t, why, retry_ms, json::object()); !st.ok()) {
       return StoreUnavailable(st);
     }
     return QueuedAnswer(rec().execution_id, cid());
@@ -797,37 +797,14 @@ InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downstr
   const Classification k =
       ClassifyDownstream(result, is_2xx && !result_json.is_discarded(), c.breaker, c.slo.latency_threshold_ms);
   rec.outcome = k.outcome;
-  rec.reason = k.reason;
+  rec.reason = std::string(ToString(k.reason));
   rec.latency_ms = result.latency_ms;
   if (result.kind == DownstreamResult::Kind::kResponse) rec.downstream_status = result.status;
   if (rec.outcome == Outcome::kSucceeded) rec.result_json = Dump(result_json);
 
-  if (k.counts_for_slo) {
-    s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolError)), k.error_bad);
-    s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolLatency)), k.latency_bad);
-    if (s_.slo != nullptr) s_.slo->Record(c.id, k.error_bad, result.latency_ms, k.latency_bad);
-  }
+  RecordInSlo(c, k, result);
   if (t.guarded) RecordInBreaker(t, k);
-  if (t.queued && rec.outcome == Outcome::kDeferred) {
-    // A queued call the downstream said "not now" to (429, 503 with Retry-After) goes back to its
-    // queue for the Retry-After (§15); the intent stays claimed.
-    s_.metrics.ToolCall(c.id, rec.tool_name, Outcome::kDeferred, static_cast<double>(result.latency_ms) / 1000.0, true);
-    s_.metrics.Deferred(c.id, rec.reason);
-    json data = {{"latency_ms", result.latency_ms}};
-    if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
-    const std::string why = rec.reason == ToString(DeferReason::kDownstreamThrottled)
-                                ? std::string(ToString(RequeueReason::kThrottled))
-                                : rec.reason;
-    InvokeResult answer;
-    if (absl::Status st = WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data)); !st.ok()) {
-      spdlog::error("queued execution {}: not put back: {}", rec.execution_id, st.ToString());
-      answer = InvokeResult::Refused(InvokeError::kStoreUnavailable, "the call could not be put back in its queue", 1);
-    } else {
-      answer = QueuedAnswer(rec.execution_id, c.id);
-    }
-    answer.reached_tool = true;
-    return answer;
-  }
+  if (t.queued && rec.outcome == Outcome::kDeferred) return PutBackDeferred(t, k, result);
   if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
     if (auto st = s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
@@ -835,15 +812,7 @@ InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downstr
   }
 
   absl::Status written = RecordOutcome(t, k, result);
-
-  s_.metrics.ToolCall(c.id, rec.tool_name, rec.outcome, static_cast<double>(result.latency_ms) / 1000.0, true);
-  if (rec.outcome == Outcome::kFailed) s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
-  if (rec.outcome == Outcome::kDeferred) s_.metrics.Deferred(c.id, rec.reason);
-
-  if (s_.slo != nullptr) {
-    // The agent is told FAILED store_unavailable when the outcome could not be recorded.
-    s_.slo->RecordOutcome(c.id, written.ok() ? rec.outcome : Outcome::kFailed, rec.reason);
-  }
+  CountCompleted(t, result, written.ok());
   if (!written.ok()) {
     spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, ToString(rec.outcome),
                   written.ToString());
@@ -854,12 +823,60 @@ InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downstr
     return failed;
   }
   if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
-  std::optional<OutcomeReason> reason = ParseOutcomeReason(k.outcome, k.reason);
-  if (!reason) {  // a classification outside the vocabulary is a bug: answered without the reason, logged
-    spdlog::error("execution {}: {} reason '{}' is not in the outcome vocabulary", rec.execution_id,
-                  ToString(k.outcome), k.reason);
+  return AnswerRecorded(t, k, result, result_json);
+}
+
+// The SLIs (design §8) hear of every call that reached, or tried to reach, the downstream.
+void ToolInvoker::RecordInSlo(const ConnectorConfig& c, const Classification& k, const DownstreamResult& result) {
+  if (!k.counts_for_slo) return;
+  s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolError)), k.error_bad);
+  s_.metrics.SloEvent(c.id, std::string(slo::ToString(slo::Sli::kToolLatency)), k.latency_bad);
+  if (s_.slo != nullptr) s_.slo->Record(c.id, k.error_bad, result.latency_ms, k.latency_bad);
+}
+
+// A queued call the downstream said "not now" to (429, 503 with Retry-After) goes back to its queue
+// for the Retry-After (§15); the intent stays claimed.
+InvokeResult ToolInvoker::PutBackDeferred(Ticket& t, const Classification& k, const DownstreamResult& result) {
+  ExecutionRecord& rec = t.record;
+  const ConnectorConfig& c = *t.connector;
+  s_.metrics.ToolCall(c.id, rec.tool_name, Outcome::kDeferred, static_cast<double>(result.latency_ms) / 1000.0, true);
+  s_.metrics.Deferred(c.id, rec.reason);
+  json data = {{"latency_ms", result.latency_ms}};
+  if (rec.downstream_status) data["downstream_status"] = rec.downstream_status;
+  // The downstream's "not now" is the ledger's `throttled`; any other defer reason stands as it is.
+  RequeueCause why = RequeueReason::kThrottled;
+  if (const DeferReason* deferred = std::get_if<DeferReason>(&k.reason);
+      deferred != nullptr && *deferred != DeferReason::kDownstreamThrottled) {
+    why = *deferred;
   }
-  InvokeResult answer = RecordAnswer(rec, reason.value_or(OutcomeReason{}), k.retry_after_s);
+  InvokeResult answer;
+  if (absl::Status st = WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data)); !st.ok()) {
+    spdlog::error("queued execution {}: not put back: {}", rec.execution_id, st.ToString());
+    answer = InvokeResult::Refused(InvokeError::kStoreUnavailable, "the call could not be put back in its queue", 1);
+  } else {
+    answer = QueuedAnswer(rec.execution_id, c.id);
+  }
+  answer.reached_tool = true;
+  return answer;
+}
+
+// The call's metrics and its SLO outcome (FAILED store_unavailable when it could not be recorded:
+// that is what the agent is told).
+void ToolInvoker::CountCompleted(const Ticket& t, const DownstreamResult& result, bool written) {
+  const ExecutionRecord& rec = t.record;
+  const ConnectorConfig& c = *t.connector;
+  s_.metrics.ToolCall(c.id, rec.tool_name, rec.outcome, static_cast<double>(result.latency_ms) / 1000.0, true);
+  if (rec.outcome == Outcome::kFailed) s_.metrics.ToolError(c.id, rec.tool_name, rec.reason);
+  if (rec.outcome == Outcome::kDeferred) s_.metrics.Deferred(c.id, rec.reason);
+  if (s_.slo != nullptr) s_.slo->RecordOutcome(c.id, written ? rec.outcome : Outcome::kFailed, rec.reason);
+}
+
+// The answer of a recorded outcome: the record's, with the latency, the result (SUCCEEDED), the
+// downstream's status, the wait (DEFERRED) and an MCP server's own answer to a failed call.
+InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& k, const DownstreamResult& result,
+                                         const json& result_json) {
+  const ExecutionRecord& rec = t.record;
+  InvokeResult answer = RecordAnswer(rec, k.reason, k.retry_after_s);
   json& body = answer.details;
   body["latency_ms"] = result.latency_ms;
   if (rec.outcome == Outcome::kSucceeded) body["result"] = result_json;
@@ -933,8 +950,8 @@ void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreake
   }
   if (!st.ok()) spdlog::warn("connector {}: breaker not updated: {}", c.id, st.ToString());
   if (k.breaker == BreakerEffect::kFailure) {
-    spdlog::info("connector {}: background exchange failed ({}), counted toward the breaker: {}", c.id, k.reason,
-                 result.error.substr(0, 200));
+    spdlog::info("connector {}: background exchange failed ({}), counted toward the breaker: {}", c.id,
+                 ToString(k.reason), result.error.substr(0, 200));
   }
 }
 
@@ -956,7 +973,7 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
   Ledger::Tail tail = t.tail;
   // Each attempt that was followed by another, in order, before the call's one final event (§17.3).
   for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
-    json attempt = {{"attempt", a.attempt}, {"reason", a.reason}, {"latency_ms", a.latency_ms}};
+    json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
     if (a.status != 0) attempt["downstream_status"] = a.status;
     auto [w_attempt, appended] = s_.ledger.PrepareAppend(t.chain, tail, "TOOL_ATTEMPT_FAILED", actor, Dump(attempt));
     writes.push_back(std::move(w_attempt));

@@ -33,9 +33,9 @@ struct DownstreamResult {
   };
   // An attempt that was followed by another (design §13 retries): recorded as TOOL_ATTEMPT_FAILED.
   struct FailedAttempt {
-    int attempt = 0;     // 1-based
-    std::string reason;  // as an outcome reason: timeout, connection_failed, downstream_error, ...
-    int status = 0;      // the HTTP status, 0 when none came
+    int attempt = 0;       // 1-based
+    OutcomeReason reason;  // what the attempt would have ended with: timeout, connection_failed, ...
+    int status = 0;        // the HTTP status, 0 when none came
     int64_t latency_ms = 0;
   };
   Kind kind = Kind::kResponse;
@@ -66,8 +66,9 @@ enum class IntentEffect {
 
 struct Classification {
   Outcome outcome = Outcome::kFailed;  // kSucceeded | kFailed | kDeferred
-  std::string reason;                  // empty for SUCCEEDED; ToString of a FailureReason or a DeferReason
-  int http_status = 502;               // InvocationHttpStatus(outcome, reason)
+  // None for SUCCEEDED, a FailureReason for FAILED, a DeferReason for DEFERRED. (The answer's HTTP
+  // status is the api layer's business: InvocationHttpStatus(outcome, reason).)
+  OutcomeReason reason;
   BreakerEffect breaker = BreakerEffect::kFailure;
   IntentEffect intent = IntentEffect::kFailed;
   std::optional<int64_t> retry_after_s;  // for DEFERRED: whole seconds, >= 1, capped at kMaxThrottleS

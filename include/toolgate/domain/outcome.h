@@ -117,6 +117,13 @@ enum class RequeueReason {
 std::string_view ToString(RequeueReason reason);
 std::optional<RequeueReason> ParseRequeueReason(std::string_view text);
 
+// The reason a TOOL_ATTEMPT_FAILED event of a call put back in its queue carries: a RequeueReason, or
+// the DeferReason that stopped the attempt (breaker_open, concurrency_limit, gateway_overloaded, ...).
+// The ledger holds its string (ToString).
+using RequeueCause = std::variant<RequeueReason, DeferReason>;
+
+std::string_view ToString(const RequeueCause& cause);
+
 // The reason an execution's outcome carries: none (SUCCEEDED, QUEUED, ...), or the kind its outcome
 // takes — FAILED a FailureReason, DEFERRED a DeferReason, BLOCKED a BlockReason, EXPIRED an
 // ExpiryReason. The store holds its string (ToString; "" for none).
@@ -158,8 +165,8 @@ std::optional<InvokeError> ParseInvokeError(std::string_view text);
 // The one table of invocation answers (design §5, §15): the HTTP status an answer with `outcome` and
 // `reason` gets. SUCCEEDED 200; FAILED 502 (504 for `timeout`, 503 for `store_unavailable`: the outcome
 // was not recorded); DEFERRED 503 (with Retry-After); BLOCKED 403; IN_PROGRESS, QUEUED, RUNNING 202
-// (the call has not ended: poll its status_url); EXPIRED 410.
-int InvocationHttpStatus(Outcome outcome, std::string_view reason);
+// (the call has not ended: poll its status_url); EXPIRED 410. Typed: a stored reason is read back
+// with ParseOutcomeReason first.
 int InvocationHttpStatus(Outcome outcome, const OutcomeReason& reason);
 
 // nlohmann::json writes these as their strings (found by ADL; without them an enum would be written

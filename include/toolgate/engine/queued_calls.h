@@ -9,6 +9,7 @@
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
+#include "toolgate/domain/outcome.h"
 #include "toolgate/engine/metrics.h"
 #include "toolgate/services/callback_outbox.h"
 #include "toolgate/services/execution_store.h"
@@ -30,11 +31,11 @@ class QueuedCalls {
   QueuedCalls(store::ItemStore& store, const Clock& clock, const Config& config, QueueService& queue,
               ExecutionStore& executions, Ledger& ledger, IntentStore& intents, Metrics& metrics);
 
-  // Ends `item` EXPIRED with `event` and `reason`: removes it unless claimed, then ends its record
-  // (read again while a put-back that raced the removal moves its chain). False when it is claimed
-  // (running), gone, or its record was ended by someone else.
-  absl::StatusOr<bool> End(const QueueItem& item, std::string_view event, std::string_view actor,
-                           std::string_view reason);
+  // Ends `item` EXPIRED with `reason` (the event EXECUTION_CANCELLED for kCancelled, else
+  // EXECUTION_EXPIRED): removes it unless claimed, then ends its record (read again while a put-back
+  // that raced the removal moves its chain). False when it is claimed (running), gone, or its record
+  // was ended by someone else.
+  absl::StatusOr<bool> End(const QueueItem& item, std::string_view actor, ExpiryReason reason);
 
   // DELETE /v1/executions/{id} (§17.5): the tenant's own QUEUED call. kNotFound: no such execution
   // for this tenant; kFailedPrecondition: it is not waiting (running or ended). The record as ended.
@@ -56,10 +57,10 @@ class QueuedCalls {
   int SkewS(std::string_view connector_id) const;
 
  private:
-  // `event` on the execution's chain and the record EXPIRED with `reason`, conditional on the chain
-  // head `rec` was read at; `rec` becomes the ended record.
-  std::vector<store::WriteRequest> EndRecordRequests(ExecutionRecord& rec, std::string_view event,
-                                                     std::string_view actor, std::string_view reason, int64_t now_ms);
+  // The reason's event on the execution's chain and the record EXPIRED with `reason`, conditional on
+  // the chain head `rec` was read at; `rec` becomes the ended record.
+  std::vector<store::WriteRequest> EndRecordRequests(ExecutionRecord& rec, std::string_view actor, ExpiryReason reason,
+                                                     int64_t now_ms);
 
   store::ItemStore& store_;
   const Clock& clock_;

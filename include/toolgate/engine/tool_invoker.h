@@ -183,8 +183,16 @@ class ToolInvoker : public BackgroundTraffic {
 
  private:
   class Admission;  // the stages of Admit, one method each
+  // The stages of Complete: classify (inline), the SLIs, the breaker, a queued call put back, the
+  // record, the metrics, the answer.
+  void RecordInSlo(const ConnectorConfig& connector, const Classification& classification,
+                   const DownstreamResult& result);
   void RecordInBreaker(const Ticket& ticket, const Classification& classification);
+  InvokeResult PutBackDeferred(Ticket& ticket, const Classification& classification, const DownstreamResult& result);
   absl::Status RecordOutcome(Ticket& ticket, const Classification& classification, const DownstreamResult& result);
+  void CountCompleted(const Ticket& ticket, const DownstreamResult& result, bool written);
+  InvokeResult AnswerRecorded(const Ticket& ticket, const Classification& classification,
+                              const DownstreamResult& result, const nlohmann::json& result_json);
 
   Services s_;
 };
