@@ -380,131 +380,155 @@ struct AdminReplays::Impl : GatewayContext {
 
   // --- jobs ---
 
-  // POST /admin/replays: the originals are fixed now (the filter, or the ids), then replayed by a job.
-  asio::awaitable<HttpResponse> CreateJob(const HttpRequest& req) {
+  // What a POST /admin/replays asks for, checked: the job to store and how to find its originals.
+  struct JobRequest {
+    ReplayJob job;
+    std::optional<std::vector<std::string>> ids;  // execution_ids given, or
+    ExecutionStore::AdminListFilter filter;       // the filter (originals only, until the job's creation)
+    json filter_json;
+    bool dry_run = false;
+  };
+
+  // The body of POST /admin/replays checked into a JobRequest, or the 400 that names what is wrong.
+  std::variant<HttpResponse, JobRequest> ParseJobRequest(const HttpRequest& req) {
     ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/false);
-    if (parsed.error) co_return *parsed.error;
+    if (parsed.error) return *parsed.error;
     const json& b = parsed.value;
     if (HasTenantFields(req, &b)) {
-      co_return Error(400, "tenant_from_execution_only",
-                      "each replay runs in its original's tenant; select tenants with \"tenant\", not tenant_id");
+      return Error(400, "tenant_from_execution_only",
+                   "each replay runs in its original's tenant; select tenants with \"tenant\", not tenant_id");
     }
-    if (auto bad = CheckReplayBody(b)) co_return *bad;
-    int rate = 5;
+    if (auto bad = CheckReplayBody(b)) return *bad;
+    JobRequest ask;
+    ask.job.rate_per_s = 5;
     if (b.contains("rate_per_s")) {
       if (!b["rate_per_s"].is_number_integer() || b["rate_per_s"].get<int64_t>() < 1 ||
           b["rate_per_s"].get<int64_t>() > kMaxRatePerSecond) {
-        co_return Error(400, "invalid_request",
-                        absl::StrCat("rate_per_s must be an integer in 1..", kMaxRatePerSecond));
+        return Error(400, "invalid_request", absl::StrCat("rate_per_s must be an integer in 1..", kMaxRatePerSecond));
       }
-      rate = static_cast<int>(b["rate_per_s"].get<int64_t>());
+      ask.job.rate_per_s = static_cast<int>(b["rate_per_s"].get<int64_t>());
     }
     if (b.contains("dry_run") && !b["dry_run"].is_boolean())
-      co_return Error(400, "invalid_request", "dry_run must be a boolean");
-    const bool dry_run = b.value("dry_run", false);
-    std::optional<std::vector<std::string>> ids;
+      return Error(400, "invalid_request", "dry_run must be a boolean");
+    ask.dry_run = b.value("dry_run", false);
     if (b.contains("execution_ids")) {
       if (!b["execution_ids"].is_array() || b["execution_ids"].empty()) {
-        co_return Error(400, "invalid_request", "execution_ids must be a non-empty list of execution ids");
+        return Error(400, "invalid_request", "execution_ids must be a non-empty list of execution ids");
       }
-      ids.emplace();
+      ask.ids.emplace();
       for (const json& e : b["execution_ids"]) {
         if (!e.is_string() || !LooksLikeUuid(e.get<std::string>())) {
-          co_return Error(400, "invalid_request", "execution_ids must hold execution ids (UUIDs)");
+          return Error(400, "invalid_request", "execution_ids must hold execution ids (UUIDs)");
         }
-        ids->push_back(e.get<std::string>());
+        ask.ids->push_back(e.get<std::string>());
       }
     }
     auto filter_or = ParseFilter(BodyFields(b), /*paged=*/false);
-    if (auto* bad = std::get_if<HttpResponse>(&filter_or)) co_return *bad;
-    ExecutionStore::AdminListFilter filter = std::get<ExecutionStore::AdminListFilter>(filter_or);
-    if (ids && !FilterIsEmpty(filter))
-      co_return Error(400, "invalid_request", "give execution_ids or a filter, not both");
-    if (!ids && FilterIsEmpty(filter)) {
-      co_return Error(
-          400, "invalid_request",
-          "say what to replay: execution_ids, or a filter (connector, tenant, tool, outcome, since, until)");
+    if (auto* bad = std::get_if<HttpResponse>(&filter_or)) return *bad;
+    ask.filter = std::get<ExecutionStore::AdminListFilter>(filter_or);
+    if (ask.ids && !FilterIsEmpty(ask.filter))
+      return Error(400, "invalid_request", "give execution_ids or a filter, not both");
+    if (!ask.ids && FilterIsEmpty(ask.filter)) {
+      return Error(400, "invalid_request",
+                   "say what to replay: execution_ids, or a filter (connector, tenant, tool, outcome, since, until)");
     }
-    ReplayJob job;
-    job.job_id = NewUuidV7(clock);
-    job.reason = b["replay_reason"];
-    job.requested_by = b["requested_by"];
-    job.force = b.value("force", false);
-    job.rate_per_s = rate;
-    job.created_at_ms = clock.now_epoch_ms();
+    ask.job.job_id = NewUuidV7(clock);
+    ask.job.reason = b["replay_reason"];
+    ask.job.requested_by = b["requested_by"];
+    ask.job.force = b.value("force", false);
+    ask.job.created_at_ms = clock.now_epoch_ms();
     // A job replays originals that exist now: never its own replays, never later calls.
-    filter.originals_only = true;
-    if (!filter.until_ms) filter.until_ms = job.created_at_ms;
-    json filter_json = ids ? json{{"execution_ids", ids->size()}} : FilterJson(filter);
-    job.filter_json = Dump(filter_json);
+    ask.filter.originals_only = true;
+    if (!ask.filter.until_ms) ask.filter.until_ms = ask.job.created_at_ms;
+    ask.filter_json = ask.ids ? json{{"execution_ids", ask.ids->size()}} : FilterJson(ask.filter);
+    ask.job.filter_json = Dump(ask.filter_json);
+    return ask;
+  }
 
-    auto plan = [&]() -> std::variant<HttpResponse, std::vector<ExecutionRecord>> {
-      std::vector<ExecutionRecord> found;
-      if (ids) {
-        for (const std::string& id : *ids) {
-          auto r = engine.executions().Locate(id);
-          if (r.ok()) {
-            found.push_back(std::move(*r));
-          } else if (absl::IsNotFound(r.status())) {
-            ExecutionRecord missing;  // kept, to be counted as refused (not found): no tenant
-            missing.execution_id = id;
-            found.push_back(std::move(missing));
-          } else {
-            return Error(503, "store_unavailable", "the store cannot be read right now");
-          }
+  // The originals a job will replay (blocking: run on the pool). An id that names no execution is kept
+  // without a tenant, to be counted as refused (not found).
+  std::variant<HttpResponse, std::vector<ExecutionRecord>> FindOriginals(const JobRequest& ask) {
+    std::vector<ExecutionRecord> found;
+    if (ask.ids) {
+      for (const std::string& id : *ask.ids) {
+        auto r = engine.executions().Locate(id);
+        if (r.ok()) {
+          found.push_back(std::move(*r));
+        } else if (absl::IsNotFound(r.status())) {
+          ExecutionRecord missing;
+          missing.execution_id = id;
+          found.push_back(std::move(missing));
+        } else {
+          return Error(503, "store_unavailable", "the store cannot be read right now");
         }
-        return found;
       }
-      ExecutionStore::AdminListFilter f = filter;
-      f.limit = 1000;
-      for (;;) {
-        auto page = engine.executions().ListAll(f);
-        if (!page.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
-        for (auto& r : page->executions) found.push_back(std::move(r));
-        if (static_cast<int64_t>(found.size()) > ReplayJobStore::kMaxEntries) {
-          return Error(409, "too_many_matches",
-                       absl::StrCat("more than ", ReplayJobStore::kMaxEntries,
-                                    " executions match; narrow the filter (since/until, connector, tenant)"));
-        }
-        if (!page->next) return found;
-        f.cursor = *page->next;
-      }
-    };
-    auto planned = co_await RunBlocking(pool, plan);
-    if (auto* bad = std::get_if<HttpResponse>(&planned)) co_return *bad;
-    std::vector<ExecutionRecord>& originals = std::get<std::vector<ExecutionRecord>>(planned);
-
-    if (dry_run) {
-      json list = json::array();
-      for (const auto& r : originals) {
-        if (list.size() == kMaxDryRunListed) break;
-        list.push_back(r.tenant_id.empty() ? json{{"execution_id", r.execution_id}, {"error", "not_found"}}
-                                           : AdminExecutionJson(r));
-      }
-      co_return Json(200, {{"dry_run", true},
-                           {"matched", originals.size()},
-                           {"filter", filter_json},
-                           {"executions", list},
-                           {"truncated", originals.size() > kMaxDryRunListed}});
+      return found;
     }
+    ExecutionStore::AdminListFilter f = ask.filter;
+    f.limit = 1000;
+    for (;;) {
+      auto page = engine.executions().ListAll(f);
+      if (!page.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+      for (auto& r : page->executions) found.push_back(std::move(r));
+      if (static_cast<int64_t>(found.size()) > ReplayJobStore::kMaxEntries) {
+        return Error(409, "too_many_matches",
+                     absl::StrCat("more than ", ReplayJobStore::kMaxEntries,
+                                  " executions match; narrow the filter (since/until, connector, tenant)"));
+      }
+      if (!page->next) return found;
+      f.cursor = *page->next;
+    }
+  }
+
+  // A dry run's answer: what would be replayed (the first kMaxDryRunListed).
+  static HttpResponse DryRunAnswer(const JobRequest& ask, const std::vector<ExecutionRecord>& originals) {
+    json list = json::array();
+    for (const auto& r : originals) {
+      if (list.size() == kMaxDryRunListed) break;
+      list.push_back(r.tenant_id.empty() ? json{{"execution_id", r.execution_id}, {"error", "not_found"}}
+                                         : AdminExecutionJson(r));
+    }
+    return Json(200, {{"dry_run", true},
+                      {"matched", originals.size()},
+                      {"filter", ask.filter_json},
+                      {"executions", list},
+                      {"truncated", originals.size() > kMaxDryRunListed}});
+  }
+
+  // Stores the job and its entries and audits REPLAY_JOB_CREATED (blocking: run on the pool).
+  HttpResponse StoreJob(const JobRequest& ask, const std::vector<ReplayJobEntry>& entries) {
+    const ReplayJob& job = ask.job;
+    if (absl::Status s = jobs.Create(job, entries); !s.ok()) {
+      return Error(503, "store_unavailable", "the store cannot be written right now");
+    }
+    json data = {{"job_id", job.job_id},
+                 {"matched", entries.size()},
+                 {"filter", ask.filter_json},
+                 {"rate_per_s", job.rate_per_s},
+                 {"force", job.force},
+                 {"reason", job.reason},
+                 {"requested_by", job.requested_by}};
+    if (auto e = engine.ledger().Audit("REPLAY_JOB_CREATED", OperatorActor(job.requested_by), Dump(data)); !e.ok()) {
+      spdlog::error("audit REPLAY_JOB_CREATED not written: {}", e.status().ToString());
+    }
+    return Json(202,
+                {{"job_id", job.job_id}, {"matched", entries.size()}, {"state", entries.empty() ? "DONE" : "RUNNING"}});
+  }
+
+  // POST /admin/replays: the originals are fixed now (the filter, or the ids), then replayed by a job.
+  asio::awaitable<HttpResponse> CreateJob(const HttpRequest& req) {
+    auto parsed = ParseJobRequest(req);
+    if (auto* bad = std::get_if<HttpResponse>(&parsed)) co_return *bad;
+    const JobRequest& ask = std::get<JobRequest>(parsed);
+    auto planned = co_await RunBlocking(pool, [&] { return FindOriginals(ask); });
+    if (auto* bad = std::get_if<HttpResponse>(&planned)) co_return *bad;
+    const std::vector<ExecutionRecord>& originals = std::get<std::vector<ExecutionRecord>>(planned);
+    if (ask.dry_run) co_return DryRunAnswer(ask, originals);
     std::vector<ReplayJobEntry> entries;
     entries.reserve(originals.size());
     for (const auto& r : originals) entries.emplace_back(r.tenant_id, r.execution_id);  // no tenant: not found
-    auto create = [&]() -> HttpResponse {
-      if (absl::Status s = jobs.Create(job, entries); !s.ok()) {
-        return Error(503, "store_unavailable", "the store cannot be written right now");
-      }
-      json data = {
-          {"job_id", job.job_id}, {"matched", entries.size()}, {"filter", filter_json},           {"rate_per_s", rate},
-          {"force", job.force},   {"reason", job.reason},      {"requested_by", job.requested_by}};
-      if (auto e = engine.ledger().Audit("REPLAY_JOB_CREATED", OperatorActor(job.requested_by), Dump(data)); !e.ok()) {
-        spdlog::error("audit REPLAY_JOB_CREATED not written: {}", e.status().ToString());
-      }
-      return Json(
-          202, {{"job_id", job.job_id}, {"matched", entries.size()}, {"state", entries.empty() ? "DONE" : "RUNNING"}});
-    };
-    HttpResponse answer = co_await RunBlocking(pool, create);
-    if (answer.status == 202 && !entries.empty()) Launch(job.job_id);
+    HttpResponse answer = co_await RunBlocking(pool, [&] { return StoreJob(ask, entries); });
+    if (answer.status == 202 && !entries.empty()) Launch(ask.job.job_id);
     co_return answer;
   }
 
@@ -574,6 +598,29 @@ struct AdminReplays::Impl : GatewayContext {
     }
   }
 
+  // Whether `id`'s chain names a replay by `job_id` (blocking): an entry begun before a restart.
+  absl::StatusOr<bool> WasReplayedByJob(const std::string& id, const std::string& job_id) {
+    auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
+    if (!events.ok()) return events.status();
+    for (const auto& e : *events) {
+      const json d = json::parse(e.data, nullptr, false);
+      if (e.type == "REPLAY_REQUESTED" && d.is_object() && d.value("job_id", "") == job_id) return true;
+    }
+    return false;
+  }
+
+  // Audits REPLAY_JOB_FINISHED with the job's final counts (blocking). Returns 0 (RunBlocking wants a value).
+  int AuditJobFinished(const std::string& job_id) {
+    auto final_state = jobs.Get(job_id);
+    if (!final_state.ok()) return 0;
+    json data = JobJson(*final_state)["counts"];
+    data["job_id"] = job_id;
+    if (auto e = engine.ledger().Audit("REPLAY_JOB_FINISHED", "system", Dump(data)); !e.ok()) {
+      spdlog::error("audit REPLAY_JOB_FINISHED not written: {}", e.status().ToString());
+    }
+    return 0;
+  }
+
   // Replays a job's originals from its cursor at its rate while this instance holds its claim.
   asio::awaitable<void> RunJob(std::string job_id) {
     {
@@ -615,15 +662,7 @@ struct AdminReplays::Impl : GatewayContext {
       std::string result;
       if (job.in_flight_index == index) {
         // Begun before a restart: replayed already if its original's chain names this job.
-        auto seen = co_await RunBlocking(pool, [&]() -> absl::StatusOr<bool> {
-          auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
-          if (!events.ok()) return events.status();
-          for (const auto& e : *events) {
-            const json d = json::parse(e.data, nullptr, false);
-            if (e.type == "REPLAY_REQUESTED" && d.is_object() && d.value("job_id", "") == job_id) return true;
-          }
-          return false;
-        });
+        auto seen = co_await RunBlocking(pool, [&] { return WasReplayedByJob(id, job_id); });
         if (!seen.ok()) break;
         if (*seen) result = "interrupted";
       }
@@ -649,17 +688,7 @@ struct AdminReplays::Impl : GatewayContext {
       job.in_flight_index = -1;
     }
     if (job.next_index >= job.planned) {
-      co_await RunBlocking(pool, [&] {
-        auto final_state = jobs.Get(job_id);
-        if (final_state.ok()) {
-          json data = JobJson(*final_state)["counts"];
-          data["job_id"] = job_id;
-          if (auto e = engine.ledger().Audit("REPLAY_JOB_FINISHED", "system", Dump(data)); !e.ok()) {
-            spdlog::error("audit REPLAY_JOB_FINISHED not written: {}", e.status().ToString());
-          }
-        }
-        return 0;
-      });
+      co_await RunBlocking(pool, [&] { return AuditJobFinished(job_id); });
       spdlog::info("replay job {}: done", job_id);
     }
   }
