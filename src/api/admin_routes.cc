@@ -74,30 +74,8 @@ struct AdminRoutes::Impl : GatewayContext {
   // Every admin route after the listener's checks and authentication.
   asio::awaitable<HttpResponse> Route(HttpRequest req) {
     if (req.path == "/metrics" && req.method == "GET") {
-      co_await RunBlocking(pool, [this] {
-        const int64_t now_s = clock.now_epoch_ms() / 1000;
-        for (const auto& [id, c] : config.connectors) {
-          if (auto b = engine.breakers().Read(id); b.ok()) {
-            engine.metrics().BreakerState(id, b->state);
-            const bool cooling = b->state == breaker::State::kOpen && b->open_until_epoch_sec > now_s;
-            engine.metrics().BreakerCooldownRemaining(
-                id, cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
-          }
-          if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
-            engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
-          }
-        }
-        if (auto kills = engine.kill_switches().List(); kills.ok()) {
-          std::map<std::string, int> per_scope;
-          for (const auto& k : *kills) ++per_scope[k.scope];
-          engine.metrics().KillSwitchesActive(per_scope);
-        }
-        return 0;
-      });
-      const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
-      engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
-      co_return HttpResponse{
-          200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, ""};
+      auto metrics_op = Metrics();
+      co_return co_await std::move(metrics_op);
     }
     if (AdminReplays::Serves(req.path)) {
       auto replays_op = replays.Handle(std::move(req));
@@ -126,27 +104,61 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     constexpr std::string_view kConn = "/admin/connectors/";
     if (req.path.rfind(kConn, 0) == 0) {
-      const std::string rest = req.path.substr(kConn.size());
-      const auto slash = rest.find('/');
-      const std::string id = rest.substr(0, slash);
-      const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
-      auto it = config.connectors.find(id);
-      if (it == config.connectors.end()) co_return Error(404, "unknown_connector", "no such connector");
-      const ConnectorConfig& c = it->second;
-      ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/true);
-      if (parsed.error) co_return *parsed.error;
-      const json& body = parsed.value;
-      if (action == "breaker/close" && req.method == "POST") co_return co_await CloseBreaker(c, body);
-      if (action == "breaker/open" && req.method == "POST")
-        co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
-      if (action == "queue" && req.method == "DELETE")
-        co_return co_await RunBlocking(pool, [&] { return PurgeQueue(c, body); });
-      if (action == "limits" && req.method == "PUT")
-        co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
-      if (action == "limits" && req.method == "DELETE") {
-        co_return co_await RunBlocking(pool, [&] { return ResetLimits(c, body); });
+      auto connector_op = ConnectorRoute(req, req.path.substr(kConn.size()));
+      co_return co_await std::move(connector_op);
+    }
+    co_return Error(404, "not_found", "no such route");
+  }
+
+  // GET /metrics: the gauges read from the store (breakers, slots, kill switches) brought up to date,
+  // then every metric in Prometheus' text format.
+  asio::awaitable<HttpResponse> Metrics() {
+    co_await RunBlocking(pool, [this] {
+      const int64_t now_s = clock.now_epoch_ms() / 1000;
+      for (const auto& [id, c] : config.connectors) {
+        if (auto b = engine.breakers().Read(id); b.ok()) {
+          engine.metrics().BreakerState(id, b->state);
+          const bool cooling = b->state == breaker::State::kOpen && b->open_until_epoch_sec > now_s;
+          engine.metrics().BreakerCooldownRemaining(
+              id, cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
+        }
+        if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
+          engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
+        }
       }
-      co_return Error(404, "not_found", "no such route");
+      if (auto kills = engine.kill_switches().List(); kills.ok()) {
+        std::map<std::string, int> per_scope;
+        for (const auto& k : *kills) ++per_scope[k.scope];
+        engine.metrics().KillSwitchesActive(per_scope);
+      }
+      return 0;
+    });
+    const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
+    engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
+    co_return HttpResponse{
+        200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, ""};
+  }
+
+  // /admin/connectors/{id}/{action}: breaker close/open, queue purge, limits set/reset.
+  asio::awaitable<HttpResponse> ConnectorRoute(const HttpRequest& req, std::string rest) {
+    const auto slash = rest.find('/');
+    const std::string id = rest.substr(0, slash);
+    const std::string action = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    auto it = config.connectors.find(id);
+    if (it == config.connectors.end()) co_return Error(404, "unknown_connector", "no such connector");
+    const ConnectorConfig& c = it->second;
+    ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/true);
+    if (parsed.error) co_return *parsed.error;
+    const json& body = parsed.value;
+    if (action == "breaker/close" && req.method == "POST") co_return co_await CloseBreaker(c, body);
+    if (action == "breaker/open" && req.method == "POST")
+      co_return co_await RunBlocking(pool, [&] { return OpenBreaker(c, body); });
+    if (action == "queue" && req.method == "DELETE")
+      co_return co_await RunBlocking(pool, [&] { return PurgeQueue(c, body); });
+    if (action == "limits" && req.method == "PUT")
+      co_return co_await RunBlocking(pool, [&] { return SetLimits(c, body); });
+    if (action == "limits" && req.method == "DELETE") {
+      co_return co_await RunBlocking(pool, [&] { return ResetLimits(c, body); });
     }
     co_return Error(404, "not_found", "no such route");
   }

@@ -157,6 +157,53 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       spdlog::warn("callback of {}: not rescheduled (its claim expires): {}", d.execution_id, r.status().ToString());
   }
 
+  struct Attempt {
+    bool delivered = false;
+    int status = 0;  // the receiver's HTTP status, 0 when it did not answer
+    std::string error;
+  };
+
+  // One signed POST of the callback to its URL; what the receiver answered, or why nothing was sent.
+  asio::awaitable<Attempt> Post(const Job& job) {
+    Attempt out;
+    std::string& error = out.error;
+    HostPort address;
+    std::string path, why;
+    bool https = false;
+    if (secret.empty()) {
+      error = "no [queue] callback secret configured";
+    } else if (!ParseHttpUrl(job.delivery.url, address, path, https, why)) {
+      error = "callback_url " + why;
+    } else if (https && !tls) {
+      error = "no TLS context for https";
+    } else {
+      const std::string timestamp = std::to_string(g.clock.now_epoch_ms() / 1000);
+      const std::string delivery_id = job.delivery.delivery_id();
+      ClientRequest req;
+      req.address = address;
+      req.method = "POST";
+      req.target = path.empty() ? "/" : path;
+      req.headers = {{"Content-Type", "application/json"},
+                     {"User-Agent", "toolgate-callbacks"},
+                     {"X-Toolgate-Delivery-Id", delivery_id},
+                     {"X-Toolgate-Timestamp", timestamp},
+                     {"X-Toolgate-Signature", CallbackSignature(secret, delivery_id, timestamp, job.body)},
+                     {"X-Toolgate-Execution-Id", job.delivery.execution_id}};
+      req.body = job.body;
+      req.timeout = std::chrono::milliseconds(qc().callback_timeout_ms);
+      req.max_response_bytes = 64 * 1024;
+      if (https) req.tls = tls;
+      auto call = AsyncHttpCall(std::move(req), nullptr);
+      ClientResult r = co_await std::move(call);
+      out.status = r.status;
+      out.delivered = r.ok && r.status >= 200 && r.status < 300;
+      if (!out.delivered) {
+        error = r.ok ? "HTTP " + std::to_string(r.status) : r.timed_out ? "timeout" : ("no answer: " + r.error);
+      }
+    }
+    co_return out;
+  }
+
   // `self` keeps the counters alive while the frame lives (it may outlive the gateway's use of it).
   asio::awaitable<void> Deliver(std::shared_ptr<Impl> self, Job job) {
     struct Done {
@@ -188,45 +235,10 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       co_await RunBlocking(g.pool, later);
       co_return;
     }
-    bool delivered = false;
-    int status = 0;
-    std::string error;
-    HostPort address;
-    std::string path, why;
-    bool https = false;
-    if (secret.empty()) {
-      error = "no [queue] callback secret configured";
-    } else if (!ParseHttpUrl(job.delivery.url, address, path, https, why)) {
-      error = "callback_url " + why;
-    } else if (https && !tls) {
-      error = "no TLS context for https";
-    } else {
-      const std::string timestamp = std::to_string(g.clock.now_epoch_ms() / 1000);
-      const std::string delivery_id = job.delivery.delivery_id();
-      ClientRequest req;
-      req.address = address;
-      req.method = "POST";
-      req.target = path.empty() ? "/" : path;
-      req.headers = {{"Content-Type", "application/json"},
-                     {"User-Agent", "toolgate-callbacks"},
-                     {"X-Toolgate-Delivery-Id", delivery_id},
-                     {"X-Toolgate-Timestamp", timestamp},
-                     {"X-Toolgate-Signature", CallbackSignature(secret, delivery_id, timestamp, job.body)},
-                     {"X-Toolgate-Execution-Id", job.delivery.execution_id}};
-      req.body = job.body;
-      req.timeout = std::chrono::milliseconds(qc().callback_timeout_ms);
-      req.max_response_bytes = 64 * 1024;
-      if (https) req.tls = tls;
-      auto call = AsyncHttpCall(std::move(req), nullptr);
-      ClientResult r = co_await std::move(call);
-      status = r.status;
-      delivered = r.ok && r.status >= 200 && r.status < 300;
-      if (!delivered) {
-        error = r.ok ? "HTTP " + std::to_string(r.status) : r.timed_out ? "timeout" : ("no answer: " + r.error);
-      }
-    }
-    auto settle = [this, &job, delivered, status, &error] {
-      Settle(job, delivered, status, error);
+    auto post = Post(job);
+    const Attempt attempt = co_await std::move(post);
+    auto settle = [this, &job, &attempt] {
+      Settle(job, attempt.delivered, attempt.status, attempt.error);
       return 0;
     };
     co_await RunBlocking(g.pool, settle);

@@ -193,40 +193,10 @@ struct McpRoutes::Impl : GatewayContext {
     }
     Call c{req, principal, msg};
     if (!meta_version.empty() || header_version == kModernVersion) {
-      // 2026-07-28: every request names its revision in _meta, mirrored in headers that must match.
-      if (meta_version.empty()) {
-        co_return HeaderMismatch(
-            c, absl::StrCat("MCP-Protocol-Version is ", header_version, " but params._meta has no ", kMetaVersion));
-      }
-      if (meta_version != kModernVersion) co_return UnsupportedVersion(req, msg.id_json, meta_version);
-      if (header_version != meta_version) {
-        co_return HeaderMismatch(c, absl::StrCat("MCP-Protocol-Version header '", header_version, "' does not match ",
-                                                 kMetaVersion, " '", meta_version, "'"));
-      }
-      if (const std::string m = req.Header("mcp-method"); m != msg.method) {
-        co_return HeaderMismatch(c,
-                                 absl::StrCat("Mcp-Method header '", m, "' does not match method '", msg.method, "'"));
-      }
-      if (msg.method == "tools/call" || msg.method == "resources/read" || msg.method == "prompts/get") {
-        const char* field = msg.method == "resources/read" ? "uri" : "name";
-        const auto value = msg.params.find(field);
-        const std::string body_name = value != msg.params.end() && value->is_string() ? value->get<std::string>() : "";
-        const std::optional<std::string> header_name = DecodeHeaderValue(req.Header("mcp-name"));
-        if (!header_name || header_name->empty() || *header_name != body_name) {
-          co_return HeaderMismatch(c, absl::StrCat("Mcp-Name header does not match params.", field));
-        }
-      }
+      if (auto refused = CheckModernRevision(c, header_version, meta_version)) co_return *refused;
       c.modern = true;
     } else if (msg.method != "initialize") {
-      if (!known_header) co_return UnsupportedVersion(req, msg.id_json, header_version);
-      // The session is optional; one the client sends must be one toolgate issued (else 404: the
-      // client initializes again).
-      if (const std::string sid = req.Header("mcp-session-id"); !sid.empty()) {
-        if (!sessions.Verify(sid, principal.tenant_id, clock.now_epoch_ms())) {
-          co_return Reply(req, 404,
-                          mcp::ErrorResponse(msg.id_json, mcp::kInvalidRequest, "session not found: initialize again"));
-        }
-      }
+      if (auto refused = CheckSessionRevision(c, header_version, known_header)) co_return *refused;
     }
 
     if (msg.method == "initialize" && !c.modern) co_return Initialize(c);
@@ -243,6 +213,48 @@ struct McpRoutes::Impl : GatewayContext {
     co_return Reply(
         req, c.modern ? 404 : 200,
         mcp::ErrorResponse(msg.id_json, mcp::kMethodNotFound, "method not found: " + msg.method.substr(0, 200)));
+  }
+
+  // 2026-07-28: every request names its revision in _meta, mirrored in headers that must match.
+  std::optional<HttpResponse> CheckModernRevision(const Call& c, const std::string& header_version,
+                                                  const std::string& meta_version) {
+    if (meta_version.empty()) {
+      return HeaderMismatch(
+          c, absl::StrCat("MCP-Protocol-Version is ", header_version, " but params._meta has no ", kMetaVersion));
+    }
+    if (meta_version != kModernVersion) return UnsupportedVersion(c.req, c.msg.id_json, meta_version);
+    if (header_version != meta_version) {
+      return HeaderMismatch(c, absl::StrCat("MCP-Protocol-Version header '", header_version, "' does not match ",
+                                            kMetaVersion, " '", meta_version, "'"));
+    }
+    if (const std::string m = c.req.Header("mcp-method"); m != c.msg.method) {
+      return HeaderMismatch(c, absl::StrCat("Mcp-Method header '", m, "' does not match method '", c.msg.method, "'"));
+    }
+    if (c.msg.method == "tools/call" || c.msg.method == "resources/read" || c.msg.method == "prompts/get") {
+      const char* field = c.msg.method == "resources/read" ? "uri" : "name";
+      const auto value = c.msg.params.find(field);
+      const std::string body_name = value != c.msg.params.end() && value->is_string() ? value->get<std::string>() : "";
+      const std::optional<std::string> header_name = DecodeHeaderValue(c.req.Header("mcp-name"));
+      if (!header_name || header_name->empty() || *header_name != body_name) {
+        return HeaderMismatch(c, absl::StrCat("Mcp-Name header does not match params.", field));
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Earlier revisions: a known MCP-Protocol-Version (or none), and a session only if toolgate issued it.
+  std::optional<HttpResponse> CheckSessionRevision(const Call& c, const std::string& header_version,
+                                                   bool known_header) {
+    if (!known_header) return UnsupportedVersion(c.req, c.msg.id_json, header_version);
+    // The session is optional; one the client sends must be one toolgate issued (else 404: the
+    // client initializes again).
+    if (const std::string sid = c.req.Header("mcp-session-id"); !sid.empty()) {
+      if (!sessions.Verify(sid, c.principal.tenant_id, clock.now_epoch_ms())) {
+        return Reply(c.req, 404,
+                     mcp::ErrorResponse(c.msg.id_json, mcp::kInvalidRequest, "session not found: initialize again"));
+      }
+    }
+    return std::nullopt;
   }
 
   HttpResponse Initialize(const Call& c) {

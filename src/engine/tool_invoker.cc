@@ -674,6 +674,35 @@ InvokeResult ToolInvoker::Enqueue(const InvokeRequest& req, const QueueOrder& or
   return a.WriteQueued(order, s_.clock.now_epoch_ms(), "queued");
 }
 
+namespace {
+
+// A queue item whose execution has ended or is gone: removed, claim and all.
+void RemoveStaleItem(store::ItemStore& store, const QueueClaim& claim) {
+  for (const auto& r : store.WriteBatch(QueueService::CompleteRequests(claim))) {
+    if (!r.ok()) {
+      spdlog::warn("queue item of {} not removed (its claim expires): {}", claim.item.execution_id,
+                   r.status().ToString());
+      return;
+    }
+  }
+}
+
+// The request a queued execution was accepted with, from its record.
+InvokeRequest RequestOfRecord(const ExecutionRecord& record) {
+  InvokeRequest req;
+  req.principal.tenant_id = record.tenant_id;
+  req.principal.account_id = record.account_id;
+  req.principal.subject = record.actor;
+  req.tool_name = record.tool_name;
+  req.input_json = record.input_json;
+  req.idempotency_key = record.idempotency_key;
+  req.action_type = record.action_type;
+  req.execution_id = record.execution_id;
+  return req;
+}
+
+}  // namespace
+
 std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::AdmitClaimed(
     const QueueClaim& claim, std::optional<SlotLease> lease, std::string_view instance_id) {
   const QueueItem& item = claim.item;
@@ -697,13 +726,7 @@ std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Ad
     // Its record is gone (retention) or ended (a crash after the record's last write, before the
     // item's): the item is stale.
     give_back(lease, false);
-    const auto done = s_.store.WriteBatch(QueueService::CompleteRequests(claim));
-    for (const auto& r : done) {
-      if (!r.ok()) {
-        spdlog::warn("queue item of {} not removed (its claim expires): {}", item.execution_id, r.status().ToString());
-        break;
-      }
-    }
+    RemoveStaleItem(s_.store, claim);
     return InvokeResult::Refused(InvokeError::kGone, "the queued execution has ended");
   }
   if (!record.ok()) {
@@ -717,15 +740,7 @@ std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Ad
     give_back(lease, true);
     return InvokeResult::Refused(InvokeError::kUnknownTool, "the tool is no longer served by this connector");
   }
-  InvokeRequest req;
-  req.principal.tenant_id = record->tenant_id;
-  req.principal.account_id = record->account_id;
-  req.principal.subject = record->actor;
-  req.tool_name = record->tool_name;
-  req.input_json = record->input_json;
-  req.idempotency_key = record->idempotency_key;
-  req.action_type = record->action_type;
-  req.execution_id = record->execution_id;
+  const InvokeRequest req = RequestOfRecord(*record);
   Admission a(s_, req, *connector, *record, claim, std::move(lease), instance_id);
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
   if (!shaped.ok()) return a.EndClaimed(FailureReason::kInvalidInput);

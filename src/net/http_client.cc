@@ -357,6 +357,74 @@ std::string PoolKey(const ClientRequest& request, const std::string& server_name
          std::to_string(reinterpret_cast<std::uintptr_t>(request.tls.get()));
 }
 
+// One attempt on a plain connection: the pooled one in `idle`, else a new one, given back to the pool
+// after a complete exchange the downstream keeps alive.
+asio::awaitable<Step> PlainAttempt(asio::any_io_executor executor, const ClientRequest& request,
+                                   http::request<http::string_body>& req, ConnectionPool::Impl* p,
+                                   const std::string& key, std::optional<ConnectionPool::Impl::Idle> idle,
+                                   std::chrono::steady_clock::time_point deadline, ClientResult& out) {
+  const bool reused = idle.has_value();
+  bool keep_alive = false;
+  beast::tcp_stream stream = reused ? beast::tcp_stream(std::move(*idle->plain)) : beast::tcp_stream(executor);
+  stream.expires_at(deadline);
+  if (!reused) {
+    auto connect_op = Connect(stream, request.address, out, deadline);
+    if (!co_await std::move(connect_op)) co_return Step::kDone;
+    if (p != nullptr) p->connections_opened.fetch_add(1, std::memory_order_relaxed);
+  }
+  out.connected = true;
+  auto exchange_op = Exchange(stream, req, request, reused, false, deadline, out, keep_alive);
+  const Step step = co_await std::move(exchange_op);
+  if (step == Step::kDone && out.ok && p != nullptr && keep_alive) {
+    stream.expires_never();
+    ConnectionPool::Impl::Idle c;
+    c.plain.emplace(stream.release_socket());
+    p->Give(key, std::move(c));
+  } else if (step == Step::kDone) {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+  co_return step;
+}
+
+// The same on a TLS connection (a new one does its handshake, verified against `server_name`).
+asio::awaitable<Step> TlsAttempt(asio::any_io_executor executor, const ClientRequest& request,
+                                 http::request<http::string_body>& req, ConnectionPool::Impl* p, const std::string& key,
+                                 const std::string& server_name, std::optional<ConnectionPool::Impl::Idle> idle,
+                                 std::chrono::steady_clock::time_point deadline, ClientResult& out) {
+  const bool reused = idle.has_value();
+  bool keep_alive = false;
+  std::unique_ptr<TlsStream> stream =
+      reused ? std::move(idle->tls) : std::make_unique<TlsStream>(executor, request.tls->native());
+  beast::get_lowest_layer(*stream).expires_at(deadline);
+  if (!reused) {
+    auto connect_op = Connect(beast::get_lowest_layer(*stream), request.address, out, deadline);
+    if (!co_await std::move(connect_op)) co_return Step::kDone;
+    out.connected = true;
+    if (p != nullptr) {
+      p->connections_opened.fetch_add(1, std::memory_order_relaxed);
+      p->tls_handshakes.fetch_add(1, std::memory_order_relaxed);
+    }
+    auto handshake_op = Handshake(*stream, server_name, out, deadline);
+    if (!co_await std::move(handshake_op)) co_return Step::kDone;
+  }
+  out.connected = true;
+  auto exchange_op = Exchange(*stream, req, request, reused, !reused, deadline, out, keep_alive);
+  const Step step = co_await std::move(exchange_op);
+  if (step == Step::kDone && out.ok && p != nullptr && keep_alive) {
+    beast::get_lowest_layer(*stream).expires_never();
+    ConnectionPool::Impl::Idle c;
+    c.tls = std::move(stream);
+    c.context = request.tls;
+    p->Give(key, std::move(c));
+  } else if (step == Step::kDone) {
+    // No close_notify: nothing more is wanted from this peer, and waiting for its answer could block.
+    beast::error_code ignored;
+    beast::get_lowest_layer(*stream).socket().shutdown(tcp::socket::shutdown_both, ignored);
+  }
+  co_return step;
+}
+
 }  // namespace
 
 asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPool* pool) {
@@ -382,58 +450,14 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
     if (p != nullptr && attempt == 0) idle = p->Take(key);
     const bool reused = idle.has_value();
     if (reused) p->reused.fetch_add(1, std::memory_order_relaxed);
-    bool keep_alive = false;
     Step step = Step::kDone;
 
     if (!request.tls) {
-      beast::tcp_stream stream = reused ? beast::tcp_stream(std::move(*idle->plain)) : beast::tcp_stream(executor);
-      stream.expires_at(deadline);
-      if (!reused) {
-        auto connect_op = Connect(stream, request.address, out, deadline);
-        if (!co_await std::move(connect_op)) co_return out;
-        if (p != nullptr) p->connections_opened.fetch_add(1, std::memory_order_relaxed);
-      }
-      out.connected = true;
-      auto exchange_op = Exchange(stream, req, request, reused, false, deadline, out, keep_alive);
-      step = co_await std::move(exchange_op);
-      if (step == Step::kDone && out.ok && p != nullptr && keep_alive) {
-        stream.expires_never();
-        ConnectionPool::Impl::Idle c;
-        c.plain.emplace(stream.release_socket());
-        p->Give(key, std::move(c));
-      } else if (step == Step::kDone) {
-        beast::error_code ignored;
-        stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-      }
+      auto attempt_op = PlainAttempt(executor, request, req, p, key, std::move(idle), deadline, out);
+      step = co_await std::move(attempt_op);
     } else {
-      std::unique_ptr<TlsStream> stream =
-          reused ? std::move(idle->tls) : std::make_unique<TlsStream>(executor, request.tls->native());
-      beast::get_lowest_layer(*stream).expires_at(deadline);
-      if (!reused) {
-        auto connect_op = Connect(beast::get_lowest_layer(*stream), request.address, out, deadline);
-        if (!co_await std::move(connect_op)) co_return out;
-        out.connected = true;
-        if (p != nullptr) {
-          p->connections_opened.fetch_add(1, std::memory_order_relaxed);
-          p->tls_handshakes.fetch_add(1, std::memory_order_relaxed);
-        }
-        auto handshake_op = Handshake(*stream, server_name, out, deadline);
-        if (!co_await std::move(handshake_op)) co_return out;
-      }
-      out.connected = true;
-      auto exchange_op = Exchange(*stream, req, request, reused, !reused, deadline, out, keep_alive);
-      step = co_await std::move(exchange_op);
-      if (step == Step::kDone && out.ok && p != nullptr && keep_alive) {
-        beast::get_lowest_layer(*stream).expires_never();
-        ConnectionPool::Impl::Idle c;
-        c.tls = std::move(stream);
-        c.context = request.tls;
-        p->Give(key, std::move(c));
-      } else if (step == Step::kDone) {
-        // No close_notify: nothing more is wanted from this peer, and waiting for its answer could block.
-        beast::error_code ignored;
-        beast::get_lowest_layer(*stream).socket().shutdown(tcp::socket::shutdown_both, ignored);
-      }
+      auto attempt_op = TlsAttempt(executor, request, req, p, key, server_name, std::move(idle), deadline, out);
+      step = co_await std::move(attempt_op);
     }
     if (step == Step::kRetryOnNewConnection) continue;
     co_return out;
