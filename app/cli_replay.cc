@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/status/statusor.h"
 #include "api/admin_replays.h"
 #include "api/http.h"
 #include "app/cli.h"
@@ -272,20 +273,40 @@ class ProgressFile {
   FILE* f_ = nullptr;
 };
 
-int ReplayFromList(const Config& config, const ReplayOptions& o) {
-  const std::optional<double> rate = ParseRate(o.rate);
-  if (!rate) return Fail("--rate must be calls per second, more than 0 and at most 100 (e.g. 5 or 5/s)");
+// The execution ids of --from-list (a file, or - for stdin), each checked to be one.
+absl::StatusOr<std::vector<std::string>> ReadIdList(const std::string& from_list) {
   std::vector<std::string> ids;
-  if (o.from_list == "-") {
+  if (from_list == "-") {
     ids = ReadIds(std::cin);
   } else {
-    std::ifstream in(o.from_list);
-    if (!in) return Fail("cannot read --from-list " + o.from_list);
+    std::ifstream in(from_list);
+    if (!in) return absl::InvalidArgumentError("cannot read --from-list " + from_list);
     ids = ReadIds(in);
   }
   for (const auto& id : ids) {
-    if (!LooksLikeUuid(id)) return Fail("--from-list: '" + id + "' is not an execution id");
+    if (!LooksLikeUuid(id)) return absl::InvalidArgumentError("--from-list: '" + id + "' is not an execution id");
   }
+  return ids;
+}
+
+// After an interruption mid-request: whether the original's ledger shows a replay by this run.
+absl::StatusOr<bool> ReplayedByRun(const Config& config, const std::string& id, const std::string& run_id) {
+  AdminAnswer look = AdminRaw(config, "GET", "/admin/executions/" + api::PercentEncode(id), nullptr);
+  if (!look.error.empty()) return absl::UnavailableError(look.error);
+  for (const auto& e : look.body.value("events", json::array())) {
+    if (e.value("type", "") == "REPLAY_REQUESTED" && e.contains("data") && e["data"].value("job_id", "") == run_id) {
+      return true;
+    }
+  }
+  return false;
+}
+
+int ReplayFromList(const Config& config, const ReplayOptions& o) {
+  const std::optional<double> rate = ParseRate(o.rate);
+  if (!rate) return Fail("--rate must be calls per second, more than 0 and at most 100 (e.g. 5 or 5/s)");
+  absl::StatusOr<std::vector<std::string>> listed = ReadIdList(o.from_list);
+  if (!listed.ok()) return Fail(std::string(listed.status().message()));
+  const std::vector<std::string>& ids = *listed;
   if (o.dry_run) {
     for (const auto& id : ids) std::printf("%s  would be replayed\n", id.c_str());
     std::printf("dry run: %zu execution(s); nothing replayed\n", ids.size());
@@ -318,17 +339,9 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
       continue;
     }
     if (progress.begun_.count(id)) {
-      // Interrupted mid-request: replayed already if the original's ledger names this run.
-      AdminAnswer look = AdminRaw(config, "GET", "/admin/executions/" + api::PercentEncode(id), nullptr);
-      if (!look.error.empty()) return Fail(look.error);
-      bool seen = false;
-      for (const auto& e : look.body.value("events", json::array())) {
-        if (e.value("type", "") == "REPLAY_REQUESTED" && e.contains("data") &&
-            e["data"].value("job_id", "") == progress.run_id_) {
-          seen = true;
-        }
-      }
-      if (seen) {
+      absl::StatusOr<bool> seen = ReplayedByRun(config, id, progress.run_id_);
+      if (!seen.ok()) return Fail(std::string(seen.status().message()));
+      if (*seen) {
         progress.Write("done " + id + " interrupted -");
         std::printf("%s  replayed before the interruption (see its ledger)\n", id.c_str());
         continue;
