@@ -1,6 +1,7 @@
 // The pure rules: ids, clocks and the breaker state machine's decisions.
 
 #include <algorithm>
+#include <cctype>
 #include <set>
 #include <thread>
 #include <vector>
@@ -64,6 +65,34 @@ TEST(IdsTest, UuidV7IsMonotonicWithinAMillisecondAndAcrossThreads) {
   const std::string restarted = NewUuidV7(earlier);
   EXPECT_LT(restarted, previous);
   EXPECT_EQ(restarted.substr(0, 8), NewUuidV7(earlier).substr(0, 8)) << "stamped with the clock's time";
+}
+
+TEST(IdsTest, LeaseIdsAreElevenBase64UrlCharactersAndDistinct) {
+  std::set<std::string> many;
+  std::set<char> seen_chars;
+  for (int i = 0; i < 100000; ++i) {
+    const std::string id = NewLeaseId();
+    ASSERT_EQ(id.size(), 11u) << id;
+    for (char c : id) {
+      ASSERT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') << id;
+      seen_chars.insert(c);
+    }
+    many.insert(id);
+  }
+  EXPECT_EQ(many.size(), 100000u) << "64 random bits: no repeat in 100,000";
+  EXPECT_EQ(seen_chars.size(), 64u) << "every base64url character in use: the bits are spread";
+  std::vector<std::string> from_threads[2];
+  std::thread t0([&] {
+    for (int i = 0; i < 1000; ++i) from_threads[0].push_back(NewLeaseId());
+  });
+  std::thread t1([&] {
+    for (int i = 0; i < 1000; ++i) from_threads[1].push_back(NewLeaseId());
+  });
+  t0.join();
+  t1.join();
+  std::set<std::string> both(from_threads[0].begin(), from_threads[0].end());
+  both.insert(from_threads[1].begin(), from_threads[1].end());
+  EXPECT_EQ(both.size(), 2000u) << "each thread's generator is seeded on its own";
 }
 
 TEST(ClockTest, ManualClockMovesOnlyWhenTold) {

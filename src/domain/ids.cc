@@ -61,6 +61,17 @@ std::string NewUuidV7(const Clock& clock) {
   return out;
 }
 
+std::string NewLeaseId() {
+  static constexpr char kBase64Url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  uint64_t r = Rng()();
+  std::string out(11, 'A');
+  for (char& c : out) {  // 11 × 6 bits: the last character carries the remaining 4
+    c = kBase64Url[r & 0x3f];
+    r >>= 6;
+  }
+  return out;
+}
+
 bool LooksLikeUuid(const std::string& s) {
   if (s.size() != 36) return false;
   for (size_t i = 0; i < s.size(); ++i) {

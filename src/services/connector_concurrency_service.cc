@@ -178,7 +178,7 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
   // or reclaimed an expired lease.
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int64_t now_ms = clock_.now_epoch_ms();
-    SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000, shard};
+    SlotLease lease{std::string(connector_id), NewLeaseId(), now_ms + int64_t{config.lease_ttl_s} * 1000, shard};
     const store::WriteRequest w = AcquireRequest(lease);
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
     if (r.applied) return std::optional<SlotLease>(std::move(lease));
@@ -200,7 +200,7 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
 std::pair<store::WriteRequest, SlotLease> ConnectorConcurrencyService::PrepareAcquire(
     std::string_view connector_id, const ConcurrencyConfig& config) const {
   const int64_t now_ms = clock_.now_epoch_ms();
-  SlotLease lease{std::string(connector_id), NewUuidV7(clock_), now_ms + int64_t{config.lease_ttl_s} * 1000,
+  SlotLease lease{std::string(connector_id), NewLeaseId(), now_ms + int64_t{config.lease_ttl_s} * 1000,
                   RandomShard(config.shards)};
   store::WriteRequest w = AcquireRequest(lease);
   return {std::move(w), std::move(lease)};

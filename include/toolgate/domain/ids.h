@@ -12,6 +12,13 @@ namespace toolgate {
 // in rand_a, RFC 9562 §6.2 method 1), unless its clock steps back by more than a second. Thread-safe.
 std::string NewUuidV7(const Clock& clock);
 
+// A slot lease's id: 64 random bits as 11 base64url characters ([A-Za-z0-9_-]). It only has to be
+// unique among the leases one connector's semaphore holds at once (a collision is refused by the
+// acquire's condition, never counted twice), and it is written into that item on every acquire and
+// release, so it is a third of a UUID's size (DESIGN §16: WAL bytes and DynamoDB write units).
+// Thread-safe.
+std::string NewLeaseId();
+
 // True when `s` has the textual form of a UUID (8-4-4-4-12 lowercase or uppercase hex digits).
 bool LooksLikeUuid(const std::string& s);
 
