@@ -1,5 +1,9 @@
 #include "toolgate/engine/metrics.h"
 
+#include <atomic>
+#include <cstdio>
+#include <unordered_map>
+
 #include "absl/strings/match.h"
 #include "prometheus/text_serializer.h"
 
@@ -10,6 +14,39 @@ const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {0.005, 0.01, 0.
                                                                  1,     2.5,  5,     10,   30,  60};
 const prometheus::Histogram::BucketBoundaries kStoreBuckets = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                                                0.005,   0.01,   0.025,   0.05,   0.1,   1};
+
+std::atomic<uint64_t> g_next_instance{1};
+
+// Cached metrics per thread before it forgets them all (label sets are bounded: connectors, tools
+// capped per connector, routes, outcomes; this only guards against a bug there).
+constexpr size_t kMaxMemoPerThread = 4096;
+
+// The metric of `family` for the label values `values` (in the family's label order; `add` makes it
+// on first use with Family::Add), from this thread's memory after that: an update takes no lock and
+// builds no label map (Family::Add takes the family's mutex and builds a std::map of strings every
+// time). A family's metrics live as long as its registry and none is ever removed, so a remembered
+// pointer stays valid while its Metrics lives; the key holds the Metrics' instance id, never reused.
+template <class M, class Add>
+M& Memo(uint64_t instance, const prometheus::Family<M>& family, std::initializer_list<std::string_view> values,
+        Add add) {
+  thread_local std::unordered_map<std::string, M*> memory;
+  std::string key;
+  key.reserve(64);
+  key.append(reinterpret_cast<const char*>(&instance), sizeof instance);
+  const void* f = &family;
+  key.append(reinterpret_cast<const char*>(&f), sizeof f);
+  for (std::string_view v : values) {  // each value after its length: no two lists make one key
+    const uint32_t n = static_cast<uint32_t>(v.size());
+    key.append(reinterpret_cast<const char*>(&n), sizeof n);
+    key.append(v.data(), v.size());
+  }
+  if (auto it = memory.find(key); it != memory.end()) return *it->second;
+  M& metric = add();
+  if (memory.size() >= kMaxMemoPerThread) memory.clear();
+  memory.emplace(std::move(key), &metric);
+  return metric;
+}
+
 }  // namespace
 
 std::string_view StoreItemKind(const store::ItemKey& key) {
@@ -33,7 +70,8 @@ std::string_view StoreItemKind(const store::ItemKey& key) {
 }
 
 Metrics::Metrics()
-    : registry_(std::make_shared<prometheus::Registry>()),
+    : instance_(g_next_instance.fetch_add(1, std::memory_order_relaxed)),
+      registry_(std::make_shared<prometheus::Registry>()),
       latency_(prometheus::BuildHistogram()
                    .Name("toolgate_tool_latency_seconds")
                    .Help("Latency of tool calls that reached the downstream")
@@ -158,21 +196,32 @@ std::string Metrics::ToolLabel(const std::string& connector, const std::string& 
 
 void Metrics::ToolCall(const std::string& connector, const std::string& tool, Outcome o, double latency_seconds,
                        bool reached_downstream) {
-  const std::string t = ToolLabel(connector, tool);
-  const std::string outcome(ToString(o));
-  calls_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}).Increment();
+  const std::string_view outcome = ToString(o);
+  // Keyed by the tool's own name: ToolLabel (a lock) runs once per thread and tool, and maps a tool
+  // past the cap to "other" for good.
+  Memo(instance_, calls_, {connector, tool, outcome}, [&]() -> prometheus::Counter& {
+    return calls_.Add(
+        {{"connector", connector}, {"tool", ToolLabel(connector, tool)}, {"outcome", std::string(outcome)}});
+  }).Increment();
   if (reached_downstream) {
-    latency_.Add({{"connector", connector}, {"tool", t}, {"outcome", outcome}}, kLatencyBuckets)
-        .Observe(latency_seconds);
+    Memo(instance_, latency_, {connector, tool, outcome}, [&]() -> prometheus::Histogram& {
+      return latency_.Add(
+          {{"connector", connector}, {"tool", ToolLabel(connector, tool)}, {"outcome", std::string(outcome)}},
+          kLatencyBuckets);
+    }).Observe(latency_seconds);
   }
 }
 
 void Metrics::ToolError(const std::string& connector, const std::string& tool, const std::string& reason) {
-  errors_.Add({{"connector", connector}, {"tool", ToolLabel(connector, tool)}, {"reason", reason}}).Increment();
+  Memo(instance_, errors_, {connector, tool, reason}, [&]() -> prometheus::Counter& {
+    return errors_.Add({{"connector", connector}, {"tool", ToolLabel(connector, tool)}, {"reason", reason}});
+  }).Increment();
 }
 
 void Metrics::Deferred(const std::string& connector, const std::string& reason) {
-  deferred_.Add({{"connector", connector}, {"reason", reason}}).Increment();
+  Memo(instance_, deferred_, {connector, reason}, [&]() -> prometheus::Counter& {
+    return deferred_.Add({{"connector", connector}, {"reason", reason}});
+  }).Increment();
 }
 
 void Metrics::Blocked(const std::string& connector, const std::string& scope) {
@@ -191,7 +240,12 @@ void Metrics::KillSwitchesActive(const std::map<std::string, int>& per_scope) {
 }
 
 void Metrics::HttpResponse(const std::string& listener, const std::string& route, int code) {
-  http_responses_.Add({{"listener", listener}, {"route", route}, {"code", std::to_string(code)}}).Increment();
+  char code_text[16];
+  const int n = std::snprintf(code_text, sizeof code_text, "%d", code);
+  const std::string_view code_view(code_text, n > 0 ? static_cast<size_t>(n) : 0);
+  Memo(instance_, http_responses_, {listener, route, code_view}, [&]() -> prometheus::Counter& {
+    return http_responses_.Add({{"listener", listener}, {"route", route}, {"code", std::string(code_view)}});
+  }).Increment();
 }
 
 void Metrics::BuildInfo(const std::string& version, const std::string& revision) {
@@ -201,12 +255,18 @@ void Metrics::BuildInfo(const std::string& version, const std::string& revision)
 void Metrics::Replay(const std::string& result) { replays_.Add({{"result", result}}).Increment(); }
 
 void Metrics::StoreOperation(const std::string& backend, const std::string& op, double seconds) {
-  store_ops_.Add({{"backend", backend}, {"op", op}}, kStoreBuckets).Observe(seconds);
+  Memo(instance_, store_ops_, {backend, op}, [&]() -> prometheus::Histogram& {
+    return store_ops_.Add({{"backend", backend}, {"op", op}}, kStoreBuckets);
+  }).Observe(seconds);
 }
 
 void Metrics::SloEvent(const std::string& connector, const std::string& slo, bool bad) {
-  slo_events_.Add({{"connector", connector}, {"slo", slo}}).Increment();
-  auto& bad_counter = slo_bad_events_.Add({{"connector", connector}, {"slo", slo}});  // exported at 0 too
+  Memo(instance_, slo_events_, {connector, slo}, [&]() -> prometheus::Counter& {
+    return slo_events_.Add({{"connector", connector}, {"slo", slo}});
+  }).Increment();
+  auto& bad_counter = Memo(instance_, slo_bad_events_, {connector, slo}, [&]() -> prometheus::Counter& {
+    return slo_bad_events_.Add({{"connector", connector}, {"slo", slo}});  // exported at 0 too
+  });
   if (bad) bad_counter.Increment();
 }
 
@@ -229,9 +289,13 @@ void Metrics::StoreRetry(const std::string& backend, const std::string& op, cons
 }
 
 void Metrics::StoreWriteUnits(const std::string& backend, const store::ItemKey& key, double units) {
-  const std::string item(StoreItemKind(key));
-  store_write_units_.Add({{"backend", backend}, {"item", item}}).Increment(units);
-  store_writes_.Add({{"backend", backend}, {"item", item}}).Increment();
+  const std::string_view item = StoreItemKind(key);
+  Memo(instance_, store_write_units_, {backend, item}, [&]() -> prometheus::Counter& {
+    return store_write_units_.Add({{"backend", backend}, {"item", std::string(item)}});
+  }).Increment(units);
+  Memo(instance_, store_writes_, {backend, item}, [&]() -> prometheus::Counter& {
+    return store_writes_.Add({{"backend", backend}, {"item", std::string(item)}});
+  }).Increment();
 }
 
 void Metrics::BreakerState(const std::string& connector, breaker::State state) {

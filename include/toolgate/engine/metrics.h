@@ -75,6 +75,10 @@ class Metrics final : public BreakerTransitionListener {
  private:
   std::string ToolLabel(const std::string& connector, const std::string& tool);
 
+  // Which Metrics this is, for the per-thread memory of metrics already added (metrics.cc): never
+  // reused, so a Metrics made later at the same address never finds an earlier one's metrics.
+  const uint64_t instance_;
+
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Counter>& errors_;

@@ -1,0 +1,86 @@
+// Metrics updates on the hot path come from a per-thread memory of the metrics already added (no
+// lock, no label map per update): the counts must still add up across threads, a Metrics made later
+// at the same address must not reach an earlier one's metrics, and the tool label cap must hold.
+
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "toolgate/engine/metrics.h"
+
+namespace toolgate {
+namespace {
+
+// The value of the series whose line starts with `series` ("name{labels}") in the text format; -1
+// when absent.
+double Value(const std::string& text, const std::string& series) {
+  size_t at = 0;
+  while ((at = text.find(series, at)) != std::string::npos) {
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + series.size() + 1));
+    at += series.size();
+  }
+  return -1;
+}
+
+TEST(MetricsTest, UpdatesFromManyThreadsAddUpInOneSeries) {
+  Metrics m;
+  constexpr int kThreads = 4, kEach = 5000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&m, t] {
+      for (int i = 0; i < kEach; ++i) {
+        m.ToolCall("crm", "crm.update", Outcome::kSucceeded, 0.002, true);
+        m.HttpResponse("public", "/v1/tools/{tool}/invoke", i % 2 == 0 ? 200 : 502);
+        m.StoreOperation("sqlite", t % 2 == 0 ? "get" : "write_batch", 0.0001);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  const std::string text = m.Serialize();
+  EXPECT_EQ(Value(text, R"(toolgate_tool_calls_total{connector="crm",outcome="SUCCEEDED",tool="crm.update"})"),
+            kThreads * kEach)
+      << text;
+  EXPECT_EQ(
+      Value(text, R"(toolgate_tool_latency_seconds_count{connector="crm",outcome="SUCCEEDED",tool="crm.update"})"),
+      kThreads * kEach);
+  EXPECT_EQ(
+      Value(text, R"(toolgate_http_responses_total{code="200",listener="public",route="/v1/tools/{tool}/invoke"})"),
+      kThreads * kEach / 2);
+  EXPECT_EQ(
+      Value(text, R"(toolgate_http_responses_total{code="502",listener="public",route="/v1/tools/{tool}/invoke"})"),
+      kThreads * kEach / 2);
+  EXPECT_EQ(Value(text, R"(toolgate_store_operation_seconds_count{backend="sqlite",op="get"})"), 2 * kEach);
+  EXPECT_EQ(Value(text, R"(toolgate_store_operation_seconds_count{backend="sqlite",op="write_batch"})"), 2 * kEach);
+}
+
+TEST(MetricsTest, AMetricsMadeLaterAtTheSameAddressStartsFromZero) {
+  std::optional<Metrics> m;
+  m.emplace();
+  const Metrics* first = &*m;
+  for (int i = 0; i < 3; ++i) m->Deferred("crm", "breaker_open");  // remembered by this thread
+  EXPECT_EQ(Value(m->Serialize(), R"(toolgate_deferred_total{connector="crm",reason="breaker_open"})"), 3);
+  m.reset();
+  m.emplace();
+  ASSERT_EQ(&*m, first) << "the second lives where the first did";
+  m->Deferred("crm", "breaker_open");
+  EXPECT_EQ(Value(m->Serialize(), R"(toolgate_deferred_total{connector="crm",reason="breaker_open"})"), 1)
+      << "its own counter, not the first one's";
+}
+
+TEST(MetricsTest, ToolsPastTheCapAreCountedAsOther) {
+  Metrics m;
+  for (size_t i = 0; i < Metrics::kMaxToolsPerConnector + 3; ++i) {
+    m.ToolCall("crm", "crm.t" + std::to_string(i), Outcome::kFailed, 0.01, true);
+  }
+  const std::string last = "crm.t" + std::to_string(Metrics::kMaxToolsPerConnector + 2);
+  m.ToolCall("crm", last, Outcome::kFailed, 0.01, true);  // again: from the memory this time
+  const std::string text = m.Serialize();
+  EXPECT_EQ(Value(text, R"(toolgate_tool_calls_total{connector="crm",outcome="FAILED",tool="other"})"), 4) << text;
+  EXPECT_EQ(Value(text, R"(toolgate_tool_calls_total{connector="crm",outcome="FAILED",tool="crm.t0"})"), 1);
+  EXPECT_EQ(text.find("tool=\"" + last + "\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace toolgate
