@@ -462,7 +462,11 @@ TEST_F(GatewayTest, BreakerCloseChecksHealthFirstAndEveryAdminChangeIsAudited) {
 
 TEST_F(GatewayTest, RestartKeepsBreakerStateAndLedger) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
-  const std::string config = Config();
+  // A cooldown far longer than a restart (an instrumented build on a slow machine takes seconds to
+  // start), so the breaker must still be OPEN from the store, not half-open by the clock.
+  std::string config = Config();
+  const std::string short_cooldown = "cooldown_s = 1\n";
+  config.replace(config.find(short_cooldown), short_cooldown.size(), "cooldown_s = 300\n");
   std::string id;
   {
     GatewayProcess& gw = Start(config);
@@ -471,8 +475,10 @@ TEST_F(GatewayTest, RestartKeepsBreakerStateAndLedger) {
     const int status = gw.Terminate();
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << gw.Log();
   }
+  const int sent = crm_.total();
   GatewayProcess& again = Start(config);
   EXPECT_EQ(Body(again.Invoke("crm.x", {{"input", json::object()}}, alice_))["reason"], "breaker_open");
+  EXPECT_EQ(crm_.total(), sent);  // the restarted instance sent nothing: the breaker came from the store
   auto old = again.Public("GET", "/v1/executions/" + id, "", alice_);
   ASSERT_EQ(old.status, 200);
   EXPECT_EQ(Body(old)["outcome"], "FAILED");
