@@ -119,7 +119,13 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   }
   ASSERT_EQ(status, 200) << "the breaker is stuck";
 
-  // The slots of the killed processes came back by lease: the whole limit is usable at once.
+  // The slots of the killed processes came back by lease: the whole limit is usable at once. Each
+  // call is held until all kLimit are in (at most 700 ms, inside timeout_ms), so the overlap does not
+  // depend on how fast three instrumented processes start them.
+  crm.set_behavior([&crm](const FakeDownstream::Request&) {
+    for (int i = 0; i < 70 && crm.concurrent() < kLimit; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return Reply{200, R"({"ok":true})"};
+  });
   crm.reset_counts();
   std::vector<api::ClientResult> results(kLimit);
   std::vector<std::thread> burst;

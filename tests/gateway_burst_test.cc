@@ -70,8 +70,9 @@ class GatewayBurstTest : public ::testing::Test {
 
   void ExpectOneProbe(const std::vector<GatewayProcess*>& gws) {
     TripAndWaitCooldown(*gws[0]);
-    // The probe is slow, so every other request of the burst arrives while it is in flight.
-    crm_.set_behavior([](const auto&) { return Reply{200, R"({"probe":"ok"})", {}, 3000}; });
+    // The probe is slow, so every other request of the burst arrives while it is in flight (10 s:
+    // three instrumented processes on one store, or on dynalite, answer 119 calls well within it).
+    crm_.set_behavior([](const auto&) { return Reply{200, R"({"probe":"ok"})", {}, 10000}; });
     crm_.reset_counts();
     const auto results = Burst(120, "crm.x", gws);
     EXPECT_EQ(crm_.total(), 1) << "the downstream saw more than the single probe";
@@ -92,7 +93,7 @@ class GatewayBurstTest : public ::testing::Test {
   std::vector<std::unique_ptr<GatewayProcess>> gateways_;
   const std::string token_ = Token("tenant-a");
   static constexpr char kProbeSettings[] =
-      "timeout_ms = 5000\nmax_in_flight = 200\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";
+      "timeout_ms = 20000\nmax_in_flight = 200\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";
 };
 
 // The same gateway on a DynamoDB-API table (dynalite): three processes behave as one gateway.
@@ -152,7 +153,7 @@ TEST_F(GatewayOnDynamoDbTest, AKillSwitchSetOnOneGatewayIsInForceOnAllWithinTwoS
   const auto start = std::chrono::steady_clock::now();
   for (GatewayProcess* gw : {&b, &c}) {
     api::ClientResult r;
-    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(2)) {
+    while (std::chrono::steady_clock::now() - start < testing::kKillSwitchPropagation) {
       r = gw->Invoke("crm.x", {{"input", json::object()}}, token_);
       if (r.status == 403) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -239,8 +240,12 @@ TEST_F(GatewayBurstTest, TheConnectorLimitHoldsUnderABurstAcrossTwoGatewaysAndOt
 }
 
 TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) {
-  const std::string config = Config("timeout_ms = 1000\nmax_in_flight = 2\nlease_ttl_s = 2\nmax_clock_skew_s = 0\n");
-  crm_.set_behavior([](const auto& req) { return req.path == "/crm.hang" ? Reply{200, "{}", {}, 4000} : Reply{}; });
+  // The lease outlasts a survivor's start under an instrumented build; the survivor starts first so
+  // that only two calls stand between the doomed gateway's acquires and the checks that the slots are
+  // still held.
+  const std::string config = Config("timeout_ms = 3000\nmax_in_flight = 2\nlease_ttl_s = 5\nmax_clock_skew_s = 0\n");
+  crm_.set_behavior([](const auto& req) { return req.path == "/crm.hang" ? Reply{200, "{}", {}, 6000} : Reply{}; });
+  GatewayProcess& survivor = Start(config);
   std::vector<std::thread> callers;
   {
     GatewayProcess& doomed = Start(config);
@@ -252,12 +257,11 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
     doomed.Kill();
   }
   for (auto& t : callers) t.join();
-  GatewayProcess& survivor = Start(config);
   EXPECT_EQ(InFlight(survivor, "crm"), 2) << "the dead gateway's slots should still be held until their lease ends";
   EXPECT_EQ(Body(survivor.Invoke("crm.fast", {{"input", json::object()}}, token_))["reason"], "concurrency_limit");
   // Within lease_ttl_s (+ skew 0) the slots come back by themselves.
   int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   while (std::chrono::steady_clock::now() < deadline) {
     status = survivor.Invoke("crm.fast", {{"input", json::object()}}, token_).status;
     if (status == 200) break;

@@ -44,11 +44,8 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;  // the sanitizers' own memory and CPU make the process figures meaningless
-#else
-constexpr bool kSanitized = false;
-#endif
+// The sanitizers' own memory and CPU make the process figures meaningless.
+constexpr bool kSanitized = testing::kSanitizedBuild;
 // UBSan checks a vptr by probing the vtable's memory through a pipe it opens: in a process out of
 // descriptors that fails, and it reports a false "invalid vptr" (and aborts the server).
 constexpr char kNoDescriptorsUnderSanitizers[] =
@@ -782,7 +779,8 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
   for (int i = 0; i < 600; ++i) rows.push_back(std::string(1000, 'r'));
   const std::string big = json{{"rows", rows}}.dump();  // about 600 KB: one fits the 1 MiB budget, two do not
   crm_.set_behavior([big](const auto&) { return Reply{200, big}; });
-  GatewayProcess& gw = Start(Config("write_timeout_ms = 2000\nmax_response_buffer_bytes = 1048576\n", "", "",
+  // A write timeout the slow instrumented builds cannot outrun before the second answer is loaded.
+  GatewayProcess& gw = Start(Config("write_timeout_ms = 8000\nmax_response_buffer_bytes = 1048576\n", "", "",
                                     "max_response_bytes = 1048576\n"));
   auto invoked = gw.Invoke("crm.export", {{"input", json::object()}}, alice_);
   ASSERT_EQ(invoked.status, 200) << invoked.body;
@@ -801,7 +799,7 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
   EXPECT_EQ(Body(overloaded)["error"], "gateway_overloaded");
   EXPECT_EQ(HeaderOf(overloaded, "retry-after"), "1");
   // The write timeout resets the slow client's connection: the kernel drops what it held.
-  for (int i = 0; i < 1000 && UnacknowledgedBytes(gw.public_port()) > 0; ++i)
+  for (int i = 0; i < 3000 && UnacknowledgedBytes(gw.public_port()) > 0; ++i)
     std::this_thread::sleep_for(milliseconds(10));
   EXPECT_EQ(UnacknowledgedBytes(gw.public_port()), 0);
   slow.ReadUntilClose(seconds(5));

@@ -46,7 +46,7 @@ class McpReliabilityTest : public ::testing::Test {
   std::string Config(const std::string& url, int max_in_flight = 50) {
     return testing::BaseConfig(dir_.file("store.db")) + "[connectors.fx]\nkind = \"mcp\"\nurl = \"" + url +
            "\"\ntimeout_ms = 10000\nmax_in_flight = " + std::to_string(max_in_flight) +
-           "\n[connectors.fx.breaker]\nfailure_threshold = 3\ncooldown_s = 1\nprobe_timeout_s = 30\n";
+           "\n[connectors.fx.breaker]\nfailure_threshold = 3\ncooldown_s = 5\nprobe_timeout_s = 30\n";
   }
   GatewayProcess& Start(const std::string& config) {
     gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
@@ -201,12 +201,13 @@ TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThro
   }
   EXPECT_EQ(server.calls(), reached) << "a DEFERRED call never reached the server";
 
-  // The cooldown (1 s, rounded up to a whole second) has passed once the view says so.
+  // The cooldown (5 s: long enough for the five calls above under an instrumented build, rounded up
+  // to a whole second) has passed once the view says so.
   const json cooled = ViewUntil(gw, [](const json& v) { return v["breaker"]["cooldown_remaining_s"] == 0; });
   ASSERT_EQ(cooled["breaker"]["cooldown_remaining_s"], 0) << cooled;
   // The probe is slow, so every other call of the burst arrives while it is in flight.
   server.set_call_mode(CallMode::kText);
-  server.set_call_delay_ms(5000);
+  server.set_call_delay_ms(8000);
   server.reset_counts();
   const std::vector<json> results = Burst(40, "fx.work", {&gw});
   EXPECT_EQ(server.calls(), 1) << "the server saw more than the single probe";

@@ -36,20 +36,19 @@ const std::string kAudit = R"({"reason":"test","requested_by":"queue test"})";
 
 // The issue's sizes run in the plain build; under the sanitizers (5–20× slower binaries, and CI runs
 // them too) the same tests run smaller.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+constexpr bool kSanitized = testing::kSanitizedBuild;
 
 std::string QueueConfig(const std::string& db, int poll_ms = 200) {
   return testing::BaseConfig(db) + "[queue]\npoll_interval_ms = " + std::to_string(poll_ms) + "\n";
 }
 
-std::string Connector(const std::string& id, const FakeDownstream& d, int limit, const std::string& extra = "") {
+// lease_s 2 by default: the takeover tests wait it out. Where no instance is killed, a longer lease
+// keeps a slow (instrumented, or dynalite-bound) claim from lapsing before its call reaches the downstream.
+std::string Connector(const std::string& id, const FakeDownstream& d, int limit, const std::string& extra = "",
+                      int lease_s = 2) {
   return "[connectors." + id + "]\nbase_url = \"" + d.base_url() +
          "\"\ntimeout_ms = 1000\nmax_in_flight = " + std::to_string(limit) +
-         "\nlease_ttl_s = 2\nmax_clock_skew_s = 1\n" + extra;
+         "\nlease_ttl_s = " + std::to_string(lease_s) + "\nmax_clock_skew_s = 1\n" + extra;
 }
 
 // Counts the downstream's requests by execution id (and remembers their Idempotency-Keys).
@@ -163,8 +162,8 @@ void QueueGatewayTest::ThreeGatewaysRun(const std::string& base, int n_slow, int
     ++fast_calls;
     return Reply{200, R"({"ok":"fast"})", {}, 5};
   });
-  const std::string config = base + "[queue]\npoll_interval_ms = 200\n" + Connector("slow", slow, slow_limit) +
-                             Connector("fast", fast, fast_limit);
+  const std::string config = base + "[queue]\npoll_interval_ms = 200\n" + Connector("slow", slow, slow_limit, "", 30) +
+                             Connector("fast", fast, fast_limit, "", 30);
   std::array<GatewayProcess*, 3> gw{&Start(config), &Start(config), &Start(config)};
 
   // Enqueue from several clients at once, spread over the gateways.
@@ -357,7 +356,7 @@ TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {
   GatewayProcess& gw =
       Start(QueueConfig(dir_.file("store.db"), 100) +
             Connector("crm", crm, 2,
-                      "[connectors.crm.breaker]\nfailure_threshold = 3\nwindow_s = 30\ncooldown_s = 2\n"
+                      "[connectors.crm.breaker]\nfailure_threshold = 3\nwindow_s = 30\ncooldown_s = 10\n"
                       "probe_timeout_s = 2\n"));
   std::vector<std::string> ids;
   const int calls = kSanitized ? 50 : 200;  // the issue's 200; fewer under the sanitizers
@@ -385,7 +384,9 @@ TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {
   const int calls_at_open = crm.total();
   const int64_t open_until_ms = state["breaker"]["open_until_epoch_sec"].get<int64_t>() * 1000;
   EXPECT_LE(calls_at_open, 6) << "the queue kept calling a failing downstream";
-  std::this_thread::sleep_until(seen_open + std::chrono::milliseconds(1200));  // into the 2 s cooldown
+  // Into the cooldown (10 s: enqueueing under the sanitizers is slow, and each lapse of a shorter one
+  // would let a failing probe through while the calls above are still being counted).
+  std::this_thread::sleep_until(seen_open + std::chrono::milliseconds(1200));
   {
     // Nothing reached the downstream while the breaker was open before its cooldown ended (the
     // half-open probe, which may be a queued call, comes after it: on a slow machine the test can
@@ -775,7 +776,7 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
   });
   GatewayProcess& gw =
       Start(QueueConfig(dir_.file("store.db"), 50) +
-            CallbackConfig(receiver, "callback_retry_s = 1\ncallback_backoff_ms = 100\n") + Connector("crm", crm, 2));
+            CallbackConfig(receiver, "callback_retry_s = 3\ncallback_backoff_ms = 100\n") + Connector("crm", crm, 2));
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
   // Dispatchers re-read the breaker every 250 ms: until they have seen the open, a call enqueued now
   // may be claimed and put back (one TOOL_ATTEMPT_FAILED more in its chain). Wait it out, so the test

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <barrier>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -24,6 +25,18 @@
 #include "toolgate/store/sqlite_item_store.h"
 
 namespace toolgate::testing {
+
+// Instrumented builds (AddressSanitizer, ThreadSanitizer) run the binaries 5–20× slower; CI runs the
+// whole suite under both.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizedBuild = true;
+#else
+inline constexpr bool kSanitizedBuild = false;
+#endif
+
+// How long a test waits for another instance to see a kill switch: the design's bound (S8, 2 s) in
+// the plain build, more where every process runs instrumented.
+inline constexpr std::chrono::seconds kKillSwitchPropagation{kSanitizedBuild ? 10 : 2};
 
 // A directory removed when the object dies.
 class TempDir {
