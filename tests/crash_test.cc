@@ -123,7 +123,8 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   // call is held until all kLimit are in (at most 700 ms, inside timeout_ms), so the overlap does not
   // depend on how fast three instrumented processes start them.
   crm.set_behavior([&crm](const FakeDownstream::Request&) {
-    for (int i = 0; i < 70 && crm.concurrent() < kLimit; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 70 && crm.concurrent() < kLimit; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     return Reply{200, R"({"ok":true})"};
   });
   crm.reset_counts();
