@@ -120,11 +120,13 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   ASSERT_EQ(status, 200) << "the breaker is stuck";
 
   // The slots of the killed processes came back by lease: the whole limit is usable at once. Each
-  // call is held until all kLimit are in (at most 700 ms, inside timeout_ms), so the overlap does not
-  // depend on how fast three instrumented processes start them.
+  // call is held until all kLimit are in, at most 600 ms by the clock (a count of short sleeps would
+  // overrun timeout_ms on a loaded machine), so the overlap depends less on how fast three
+  // processes on one store admit them.
   crm.set_behavior([&crm](const FakeDownstream::Request&) {
-    for (int i = 0; i < 70 && crm.concurrent() < kLimit; ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+    while (crm.concurrent() < kLimit && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     return Reply{200, R"({"ok":true})"};
   });
   crm.reset_counts();
