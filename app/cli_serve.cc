@@ -1,7 +1,12 @@
 // `toolgate serve`, `version`, and `dev-token` (an HS256 token for development).
 
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "api/descriptor_limit.h"
 #include "api/gateway.h"
@@ -27,7 +32,45 @@ void RaiseDescriptorLimit() {
   }
 }
 
+// SIGINT and SIGTERM stop the gateway. They are blocked in every thread of the process — this runs
+// before the gateway starts any, and a thread inherits the mask of the one that starts it — and one
+// thread waits for them with sigwait. So a stop never depends on which thread the kernel picks or
+// on what that thread is doing (a thread parked in a futex inside a library may not run a handler
+// for a long time under a sanitizer's deferred signals), and no other thread sees EINTR.
+class StopOnSignal {
+ public:
+  StopOnSignal() {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+  }
+  // Starts the waiting thread; `gateway` must outlive this object.
+  void Watch(api::Gateway& gateway) {
+    waiter_ = std::thread([this, &gateway] {
+      int signal = 0;
+      if (sigwait(&signals_, &signal) != 0 || done_.load()) return;
+      spdlog::info("{}: stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
+      gateway.Stop();
+    });
+  }
+  // After Run returned, before the gateway goes: wakes the waiter if no signal did, and joins it.
+  void Unwatch() {
+    if (!waiter_.joinable()) return;
+    done_ = true;
+    pthread_kill(waiter_.native_handle(), SIGTERM);  // blocked, so it only ends the sigwait
+    waiter_.join();
+  }
+  ~StopOnSignal() { Unwatch(); }
+
+ private:
+  sigset_t signals_;
+  std::atomic<bool> done_{false};
+  std::thread waiter_;
+};
+
 int Serve(const Config& config) {
+  StopOnSignal stop_on_signal;  // first: before any thread is started
   SystemClock clock;
   // [log] format: every line from here on is one JSON object, or text.
   spdlog::default_logger()->set_formatter(MakeLogFormatter(config.log.json));
@@ -40,7 +83,9 @@ int Serve(const Config& config) {
   std::printf("toolgate: admin       http://%s:%d/ (dashboard; metrics at /metrics)\n",
               config.admin.listen.host.c_str(), (*gateway)->admin_port());
   std::fflush(stdout);
+  stop_on_signal.Watch(**gateway);
   (*gateway)->Run();
+  stop_on_signal.Unwatch();
   return kExitOk;
 }
 

@@ -123,7 +123,7 @@ TEST_F(AdminCsrfTest, AForeignHostIsRefusedDnsRebindingReadsNothing) {
   EXPECT_EQ(page, 403);
   auto [no_port, no_port_body] = Raw(port_, Request("GET", "/admin/connectors", "attacker.test", {}));
   EXPECT_EQ(no_port, 403);
-  for (const std::string host : {self_, "localhost:" + std::to_string(port_), std::string("127.0.0.1")}) {
+  for (const std::string& host : {self_, "localhost:" + std::to_string(port_), std::string("127.0.0.1")}) {
     auto [ok, ok_body] = Raw(port_, Request("GET", "/admin/connectors", host, {}));
     EXPECT_EQ(ok, 200) << host << ": " << ok_body;
   }

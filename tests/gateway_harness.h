@@ -140,10 +140,17 @@ class GatewayProcess : public LoopbackGatewayClient<GatewayProcess> {
   }
   // The two halves of Terminate, to stop several instances at once.
   void SendTerminate() { proc_->Kill(SIGTERM); }
+  // Bounded: a gateway still running two minutes after SIGTERM is a failure (with its log), not a
+  // hang of the suite; it is killed.
   int AwaitExit() {
-    const int status = proc_->Wait();
+    std::optional<int> status = proc_->WaitFor(std::chrono::seconds(120));
+    if (!status) {
+      ADD_FAILURE() << "toolgate did not stop within 120 s of SIGTERM; its log:\n" << Log();
+      proc_->Kill(SIGKILL);
+      status = proc_->Wait();
+    }
     proc_.reset();
-    return status;
+    return *status;
   }
   void Kill() {
     proc_->Kill(SIGKILL);

@@ -2,12 +2,15 @@
 // call: outcomes and statuses (design §5), auth and tenancy (§7, S11), bad input, kill switches (S8),
 // the ledger (S9, §8), the admin API (§6) and restarts.
 
+#include <signal.h>
 #include <sqlite3.h>
 
 #include <barrier>
 #include <map>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "toolgate/services/ledger.h"
 
@@ -481,6 +484,31 @@ TEST_F(GatewayTest, RestartKeepsBreakerStateAndLedger) {
   ASSERT_EQ(old.status, 200);
   EXPECT_EQ(Body(old)["outcome"], "FAILED");
   EXPECT_EQ(Body(old)["events"].size(), 3u);
+}
+
+// SIGINT (an operator's Ctrl-C) stops the gateway as SIGTERM does: calls in flight are answered,
+// the process exits 0, and its log names the signal. Both are taken by one waiting thread, so a stop
+// does not depend on which of the process's threads the kernel hands the signal to.
+TEST_F(GatewayTest, SigintStopsTheGatewayAsGracefullyAsSigterm) {
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})", {}, 300}; });
+  GatewayProcess& gw = Start(Config());
+  std::vector<api::ClientResult> answers(4);
+  std::vector<std::thread> callers;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    callers.emplace_back([&, i] { answers[i] = gw.Invoke("crm.x", {{"input", {{"i", i}}}}, alice_); });
+  }
+  for (int i = 0; i < 500 && crm_.concurrent() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(crm_.concurrent(), 4) << "the calls did not all reach the downstream";
+  ASSERT_EQ(kill(gw.pid(), SIGINT), 0);
+  const int status = gw.AwaitExit();
+  for (auto& t : callers) t.join();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "exit status " << status << "\n" << gw.Log();
+  for (const auto& a : answers) {
+    EXPECT_EQ(a.status, 200) << "a call in flight at SIGINT was dropped: " << a.error << " " << a.body;
+  }
+  const std::string log = gw.Log();
+  EXPECT_NE(log.find("SIGINT: stopping"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopped"), std::string::npos) << log;
 }
 
 TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {

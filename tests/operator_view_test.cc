@@ -306,7 +306,9 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
   EXPECT_EQ(Body(again)["breaker"]["generation"], Body(closed)["breaker"]["generation"]);
   const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
   for (const auto& c : connectors["connectors"]) {
-    if (c["id"] == "crm") EXPECT_EQ(c["breaker"]["generation"], Body(closed)["breaker"]["generation"]);
+    if (c["id"] == "crm") {
+      EXPECT_EQ(c["breaker"]["generation"], Body(closed)["breaker"]["generation"]);
+    }
   }
   gw.Terminate();
   GatewayProcess& restarted = Start(log_config);
@@ -436,7 +438,7 @@ TEST_F(OperatorViewTest, TheOpenApiDocumentAndTheRouteTableAgree) {
       if (auto at = target.find(param); at != std::string::npos) target.replace(at, param.size(), value);
     }
     const int port = r.listener == "public" ? gw.public_port() : gw.admin_port();
-    const std::string body = r.method == "GET" || r.method == "DELETE" && r.listener == "public" ? "" : "{}";
+    const std::string body = r.method == "GET" || (r.method == "DELETE" && r.listener == "public") ? "" : "{}";
     auto res = gw.Call(port, std::string(r.method), target, body, r.listener == "public" ? token : "");
     EXPECT_EQ(api::MatchRoute(r.listener, r.method, target), r.pattern);
     EXPECT_THAT(res.body, Not(HasSubstr("no such route"))) << r.method << " " << target;
@@ -729,7 +731,9 @@ TEST_F(OperatorViewTest, EveryReadCommandAnswersJsonAndTablesAndReadsTheStoreWhe
     for (bool as_json : {true, false}) {
       const std::string out = run(r, as_json, "server stopped: ");
       // Commands that ask the listener first say they read the store instead; ledger reads it always.
-      if (r.args[0] != "ledger") EXPECT_THAT(out, HasSubstr("admin listener not answering")) << r.args[0];
+      if (r.args[0] != "ledger") {
+        EXPECT_THAT(out, HasSubstr("admin listener not answering")) << r.args[0];
+      }
     }
   }
   auto [listed_code, listed] = Cli({"executions", "list", "--json", "--outcome", "FAILED", "--config", config});
@@ -740,7 +744,9 @@ TEST_F(OperatorViewTest, EveryReadCommandAnswersJsonAndTablesAndReadsTheStoreWhe
   for (const auto& e : failures["executions"]) {
     ids.insert(e["execution_id"].get<std::string>());
     EXPECT_EQ(e["tenant_id"], "tenant-a");
-    if (e.contains("replay_of")) EXPECT_EQ(e["replay_of"], failed_id);
+    if (e.contains("replay_of")) {
+      EXPECT_EQ(e["replay_of"], failed_id);
+    }
   }
   EXPECT_TRUE(ids.count(failed_id)) << listed;
   auto [job_code, job_out] = Cli({"replays", "show", job_id, "--json", "--config", config});

@@ -93,6 +93,20 @@ class ChildProcess {
 
   void Kill(int sig = SIGKILL) { kill(pid_, sig); }
 
+  // Waits up to `timeout` for the child to end: its wait status, or nullopt while it still runs.
+  std::optional<int> WaitFor(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) != 0) {  // ended (or not ours to wait for)
+        waited_ = true;
+        return status;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      usleep(10 * 1000);
+    }
+  }
+
   // Waits for the child to end; its wait status.
   int Wait() {
     int status = 0;

@@ -70,17 +70,8 @@ json JobJson(const ReplayJob& j) {
   return out;
 }
 
-// A filter field as text, from the query string or from a JSON body (numbers as digits, a list of
-// outcomes joined with commas).
+// A filter field as text, from a JSON body (numbers as digits, a list of outcomes joined with commas).
 using FieldReader = std::function<std::optional<std::string>(const char*)>;
-
-FieldReader QueryFields(const HttpRequest& req) {
-  return [&req](const char* name) -> std::optional<std::string> {
-    auto it = req.query.find(name);
-    if (it == req.query.end()) return std::nullopt;
-    return it->second;
-  };
-}
 
 FieldReader BodyFields(const json& body) {
   return [&body](const char* name) -> std::optional<std::string> {

@@ -4,7 +4,6 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -332,10 +331,6 @@ void Gateway::Stop() {
 
 void Gateway::Run() {
   Impl& i = *impl_;
-  asio::signal_set signals(i.io, SIGINT, SIGTERM);
-  signals.async_wait([this](const boost::system::error_code& ec, int) {
-    if (!ec) Stop();
-  });
   std::vector<std::thread> threads;
   for (int t = 1; t < i.config.server.io_threads; ++t) threads.emplace_back([&i] { i.io.run(); });
   i.io.run();

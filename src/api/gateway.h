@@ -10,7 +10,8 @@
 namespace toolgate::api {
 
 // The `toolgate serve` process: the store, the services, the invoker, the public and admin
-// listeners (design §6). Create, Start, then Run until a signal or Stop.
+// listeners (design §6). Create, Start, then Run until Stop (`toolgate serve` calls Stop on
+// SIGINT/SIGTERM).
 class Gateway {
  public:
   // kInvalidArgument for a config it cannot serve (e.g. a non-loopback admin listener without a token).
@@ -22,9 +23,11 @@ class Gateway {
   int public_port() const;
   int admin_port() const;
 
-  // Serves until SIGINT/SIGTERM or Stop(); then stops accepting, lets in-flight invocations finish
-  // (their slots are released and their outcomes recorded), and returns.
+  // Serves until Stop(); then stops accepting, lets in-flight invocations finish (their slots are
+  // released and their outcomes recorded), and returns. Process signals are the caller's business:
+  // the library installs no handler.
   void Run();
+  // Thread-safe; a second call does nothing.
   void Stop();
 
   struct Impl;
