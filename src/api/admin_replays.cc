@@ -70,8 +70,17 @@ json JobJson(const ReplayJob& j) {
   return out;
 }
 
-// A filter field as text, from a JSON body (numbers as digits, a list of outcomes joined with commas).
+// A filter field as text, from the query string or from a JSON body (numbers as digits, a list of
+// outcomes joined with commas).
 using FieldReader = std::function<std::optional<std::string>(const char*)>;
+
+FieldReader QueryFields(const std::multimap<std::string, std::string>& query) {
+  return [&query](const char* name) -> std::optional<std::string> {
+    auto it = query.find(name);
+    if (it == query.end()) return std::nullopt;
+    return it->second;
+  };
+}
 
 FieldReader BodyFields(const json& body) {
   return [&body](const char* name) -> std::optional<std::string> {
@@ -172,13 +181,7 @@ std::string KindOf(const InvokeResult& answer) {
 }  // namespace
 
 HttpResponse ListExecutionsFromStore(Engine& engine, const std::multimap<std::string, std::string>& query) {
-  auto parsed = ParseFilter(
-      [&query](const char* name) -> std::optional<std::string> {
-        auto it = query.find(name);
-        if (it == query.end()) return std::nullopt;
-        return it->second;
-      },
-      /*paged=*/true);
+  auto parsed = ParseFilter(QueryFields(query), /*paged=*/true);
   if (auto* bad = std::get_if<HttpResponse>(&parsed)) return *bad;
   auto page = engine.executions().ListAll(std::get<ExecutionStore::AdminListFilter>(parsed));
   if (!page.ok()) {
