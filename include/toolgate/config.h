@@ -21,7 +21,7 @@ struct ServerConfig {
   int64_t max_body_bytes = 1 << 20;
   int max_header_bytes = 16 * 1024;
   int request_timeout_ms = 30'000;  // reading a request; the downstream call has its own timeout
-  int io_threads = 1;               // threads running the network event loop (1: see config.cc)
+  int io_threads = 0;               // event-loop threads serving connections; 0: one per core
   int store_threads = 16;           // bounded pool for blocking store work
   int breaker_cache_ms = 250;       // how long a CLOSED (or cooling-down) breaker is answered from memory
   // Open connections on the public listener. 0 (the key left out): derived at start from the

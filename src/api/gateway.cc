@@ -4,9 +4,11 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <thread>
@@ -44,10 +46,26 @@ namespace toolgate::api {
 
 using json = nlohmann::json;
 
+namespace {
+
+// [server] io_threads, with 0 read as one per core (at most 16: past that the store, not the loops,
+// is the limit).
+int EventLoopThreads(const Config& config) {
+  if (config.server.io_threads > 0) return config.server.io_threads;
+  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 16u));
+}
+
+}  // namespace
+
 // The process: the engine over the store, the two listeners and their routes, the background loops.
 struct Gateway::Impl {
   Impl(Config c, const Clock& clk)
-      : config(std::move(c)), clock(clk), pool(static_cast<size_t>(config.server.store_threads)) {}
+      : config(std::move(c)), clock(clk), pool(static_cast<size_t>(config.server.store_threads)) {
+    for (int k = 1; k < EventLoopThreads(config); ++k) {
+      loops.push_back(std::make_unique<asio::io_context>(1));
+      loops_work.push_back(asio::make_work_guard(*loops.back()));
+    }
+  }
 
   absl::Status OpenEngine() {
     if (!config.slo.webhook_url.empty()) {
@@ -187,8 +205,15 @@ struct Gateway::Impl {
   std::string admin_token;
   RecentCalls recent;
 
-  asio::io_context io;
-  ConnectionPool downstream_pool;  // after io: its idle sockets must close before io is destroyed
+  // The main event loop: both listeners' accepts, the admin listener's connections, connectors'
+  // background work (an MCP connector's calls too), the queue, callbacks, SLO evaluation and stop. Run
+  // by one thread, so all of that is single-threaded, as before there were several loops.
+  asio::io_context io{1};
+  // The other io_threads - 1 event loops, one thread each: the public listener's connections are
+  // dealt out over `io` and these (HttpServer), each served wholly on its loop.
+  std::vector<std::unique_ptr<asio::io_context>> loops;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loops_work;
+  ConnectionPool downstream_pool;  // after the loops: its idle sockets must close before they are destroyed
   Connectors connectors;
   asio::thread_pool pool;
   std::unique_ptr<GatewayContext> context;
@@ -264,8 +289,12 @@ absl::Status Gateway::Start() {
       std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
   i.engine->metrics().BuildInfo(TOOLGATE_VERSION, TOOLGATE_REVISION);
   i.LogRestoredState();
-  i.public_server =
-      std::make_unique<HttpServer>(i.io, limits, [&i](HttpRequest r) { return i.Serve("public", std::move(r)); });
+  spdlog::info("event loops: {} (server.io_threads = {}), store threads: {}", i.loops.size() + 1,
+               i.config.server.io_threads, i.config.server.store_threads);
+  std::vector<asio::io_context*> public_loops{&i.io};
+  for (auto& loop : i.loops) public_loops.push_back(loop.get());
+  i.public_server = std::make_unique<HttpServer>(
+      i.io, limits, [&i](HttpRequest r) { return i.Serve("public", std::move(r)); }, std::move(public_loops));
   ServerLimits admin_limits = limits;
   admin_limits.max_body_bytes = 64 * 1024;
   admin_limits.max_connections = i.config.admin.max_connections;
@@ -323,6 +352,7 @@ void Gateway::Stop() {
             return 0;
           });
           for (auto& [id, connector] : i.connectors) connector->Stop();  // MCP server processes end here
+          for (auto& loop : i.loops) loop->stop();
           i.io.stop();
         },
         asio::detached);
@@ -332,7 +362,7 @@ void Gateway::Stop() {
 void Gateway::Run() {
   Impl& i = *impl_;
   std::vector<std::thread> threads;
-  for (int t = 1; t < i.config.server.io_threads; ++t) threads.emplace_back([&i] { i.io.run(); });
+  for (auto& loop : i.loops) threads.emplace_back([&loop] { loop->run(); });
   i.io.run();
   for (auto& t : threads) t.join();
   i.pool.join();

@@ -80,7 +80,13 @@ struct ServerLimits {
 
 // Accepts connections on one address and serves each with a coroutine: keep-alive, limits
 // (413 for a large body, 431 for large headers, 400 for a malformed request — all JSON), a read
-// timeout and a write timeout. Handlers run on the io_context's threads and must not block.
+// timeout and a write timeout. Handlers must not block.
+//
+// Event loops: the listener accepts on `io`. Each connection is served on one of `connection_loops`
+// (taken in turn; empty: `io`) from its first byte to its close, so a connection's stream, timers and
+// coroutine never run on two threads — no strand is needed as long as each loop's io_context is run
+// by one thread. The handler therefore runs concurrently on every loop's thread and must be
+// thread-safe when there is more than one.
 //
 // What it refuses before a handler runs (RFC 9112), each as JSON with `Connection: close`:
 //   400 invalid_framing      a Transfer-Encoding whose last coding is not chunked, Transfer-Encoding
@@ -103,7 +109,8 @@ struct ServerLimits {
 // holds. When the budget has no room, the client gets 503 gateway_overloaded (`Retry-After: 1`).
 class HttpServer {
  public:
-  HttpServer(asio::io_context& io, ServerLimits limits, Handler handler);
+  HttpServer(asio::io_context& io, ServerLimits limits, Handler handler,
+             std::vector<asio::io_context*> connection_loops = {});
   ~HttpServer();
   // Binds and starts accepting; the bound port (useful with port 0). Throws boost::system_error
   // when it cannot bind.

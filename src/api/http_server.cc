@@ -17,6 +17,8 @@
 #include <atomic>
 #include <optional>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "api/http.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -276,13 +278,14 @@ ReadOutcome FromReadError(const beast::error_code& ec) {
 }
 
 // At most one line a second for a condition that may repeat thousands of times a second (accept
-// errors, a full listener, a full budget), saying how many were held back. Not thread-safe: used on
-// the listener's event-loop thread only (server.io_threads is 1).
+// errors, a full listener, a full budget), saying how many were held back. Thread-safe: a full
+// budget is met on every connection loop.
 class LogThrottle {
  public:
   // True when a line may be written now; `held_back` is then how many were suppressed before it.
   bool Allow(int64_t& held_back) {
     const auto now = Clock::now();
+    absl::MutexLock lock(&mu_);
     if (now - last_ < std::chrono::seconds(1)) {
       ++held_back_;
       return false;
@@ -293,8 +296,9 @@ class LogThrottle {
   }
 
  private:
-  Clock::time_point last_{};
-  int64_t held_back_ = 0;
+  absl::Mutex mu_;
+  Clock::time_point last_ ABSL_GUARDED_BY(mu_){};
+  int64_t held_back_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // One place in a count of open connections, given back when the connection's coroutine ends (also
@@ -332,8 +336,17 @@ class BudgetHold {
 }  // namespace
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
-  Impl(asio::io_context& io, ServerLimits l, Handler h)
-      : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)) {}
+  Impl(asio::io_context& io, ServerLimits l, Handler h, std::vector<asio::io_context*> loops)
+      : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)), connection_loops(std::move(loops)) {
+    if (connection_loops.empty()) connection_loops.push_back(&io);
+  }
+
+  // The loop the next connection is served on: each in turn. Only the accepting coroutine calls it.
+  asio::any_io_executor NextLoop() {
+    asio::io_context* loop = connection_loops[next_loop];
+    next_loop = (next_loop + 1) % connection_loops.size();
+    return loop->get_executor();
+  }
 
   // ---- accepting ---------------------------------------------------------------------------------
 
@@ -343,7 +356,8 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     std::chrono::milliseconds backoff{0};
     for (;;) {
       beast::error_code ec;
-      tcp::socket socket = co_await acceptor.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      // Accepted straight onto the loop that will serve it (see HttpServer).
+      tcp::socket socket = co_await acceptor.async_accept(NextLoop(), asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         // Out of descriptors (or buffers, or memory) the failed connection stays in the backlog and
@@ -363,13 +377,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
   }
 
-  // Serves the new connection, or answers it 503 when the listener is at its cap. The client is
-  // answered rather than left in the backlog so that it gets a reason and a time to come back
-  // instead of a hang; past kMaxRefusalsInFlight refusals it is closed at once.
+  // Serves the new connection on its loop, or answers it 503 when the listener is at its cap. The
+  // client is answered rather than left in the backlog so that it gets a reason and a time to come
+  // back instead of a hang; past kMaxRefusalsInFlight refusals it is closed at once.
   void Dispatch(tcp::socket socket) {
+    const asio::any_io_executor loop = socket.get_executor();
     if (open_connections.load() < limits.max_connections) {
       CountedSlot slot(open_connections);
-      asio::co_spawn(io, Serve(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
+      asio::co_spawn(loop, Serve(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
       return;
     }
     if (int64_t held_back = 0; full_log.Allow(held_back)) {
@@ -378,7 +393,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     }
     if (refusals_in_flight.load() >= kMaxRefusalsInFlight) return;  // closing the socket is the answer
     CountedSlot slot(refusals_in_flight);
-    asio::co_spawn(io, RefuseOverCap(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
+    asio::co_spawn(loop, RefuseOverCap(std::move(slot), beast::tcp_stream(std::move(socket))), asio::detached);
   }
 
   asio::awaitable<void> RefuseOverCap([[maybe_unused]] CountedSlot slot, beast::tcp_stream stream) {
@@ -479,7 +494,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   // that never reads, and holds it for as long as the connection lives. Polled: 5 ms, doubling to
   // 100 ms.
   asio::awaitable<bool> AwaitDelivery(beast::tcp_stream& stream, Clock::time_point deadline) {
-    asio::steady_timer timer(io);
+    asio::steady_timer timer(stream.get_executor());
     std::chrono::milliseconds pause{5};
     for (;;) {
       int unacknowledged = 0;
@@ -548,13 +563,16 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   ServerLimits limits;
   Handler handler;
   std::string name = "listener";  // "listener 127.0.0.1:8080" once bound, for logs
+  std::vector<asio::io_context*> connection_loops;  // never empty
+  size_t next_loop = 0;
   std::atomic<int> open_connections{0};
   std::atomic<int> refusals_in_flight{0};
   LogThrottle accept_errors_log, full_log, overload_log;
 };
 
-HttpServer::HttpServer(asio::io_context& io, ServerLimits limits, Handler handler)
-    : impl_(std::make_shared<Impl>(io, std::move(limits), std::move(handler))) {}
+HttpServer::HttpServer(asio::io_context& io, ServerLimits limits, Handler handler,
+                       std::vector<asio::io_context*> connection_loops)
+    : impl_(std::make_shared<Impl>(io, std::move(limits), std::move(handler), std::move(connection_loops))) {}
 
 HttpServer::~HttpServer() { StopAccepting(); }
 

@@ -579,9 +579,9 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   server.Int("max_body_bytes", 1024, 64 << 20, c.server.max_body_bytes);
   server.Int("max_header_bytes", 1024, 1 << 20, c.server.max_header_bytes);
   server.Int("request_timeout_ms", 100, 600'000, c.server.request_timeout_ms);
-  // One event-loop thread: connections have no strands yet, and Beast's tcp_stream must not see its
-  // timer and its I/O completions on two threads at once.
-  server.Int("io_threads", 1, 1, c.server.io_threads);
+  // Event loops, each an io_context run by one thread: a connection lives on one of them (so Beast's
+  // tcp_stream never sees its timer and its I/O on two threads at once). 0: one per core.
+  server.Int("io_threads", 0, 64, c.server.io_threads);
   server.Int("store_threads", 1, 1024, c.server.store_threads);
   server.Int("breaker_cache_ms", 0, 5000, c.server.breaker_cache_ms);
   server.Int("max_connections", 1, 1'000'000, c.server.max_connections);

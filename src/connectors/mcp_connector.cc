@@ -256,6 +256,25 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
 }
 
 asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& request) {
+  // `request` lives in the caller's frame, which waits here until the call is over.
+  if (!deps_.event_loop) {
+    auto here = CallOnLoop(request);
+    co_return co_await std::move(here);
+  }
+  auto on_loop = asio::co_spawn(deps_.event_loop, CallOnLoop(request), asio::use_awaitable);
+  co_return co_await std::move(on_loop);
+}
+
+asio::awaitable<HealthReport> McpConnector::CheckHealth() {
+  if (!deps_.event_loop) {
+    auto here = CheckHealthOnLoop();
+    co_return co_await std::move(here);
+  }
+  auto on_loop = asio::co_spawn(deps_.event_loop, CheckHealthOnLoop(), asio::use_awaitable);
+  co_return co_await std::move(on_loop);
+}
+
+asio::awaitable<DownstreamResult> McpConnector::CallOnLoop(const DownstreamRequest& request) {
   const auto start = clock_.now_monotonic();
   const auto deadline = start + milliseconds(config_.timeout_ms);
   auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - clock_.now_monotonic()); };
@@ -289,7 +308,7 @@ asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& re
   }
 }
 
-asio::awaitable<HealthReport> McpConnector::CheckHealth() {
+asio::awaitable<HealthReport> McpConnector::CheckHealthOnLoop() {
   HealthReport report;
   report.target = config_.kind == ConnectorKind::kMcp
                       ? absl::StrCat(config_.url, " (JSON-RPC ping)")

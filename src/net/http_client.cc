@@ -350,11 +350,14 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
 }
 
 // Plain and TLS connections to one address never share a key, nor do two TLS contexts or two
-// server names: a pooled connection serves only requests that would have made the same one.
-std::string PoolKey(const ClientRequest& request, const std::string& server_name) {
-  if (!request.tls) return "http " + request.address.ToString();
+// server names: a pooled connection serves only requests that would have made the same one. Nor do
+// two event loops: a connection is reused only on the io_context that opened it, so its I/O
+// completes on the thread of the call that uses it (one pool, in effect, per event loop).
+std::string PoolKey(const ClientRequest& request, const std::string& server_name, const asio::any_io_executor& ex) {
+  const auto loop = reinterpret_cast<std::uintptr_t>(&asio::query(ex, asio::execution::context));
+  if (!request.tls) return "http " + request.address.ToString() + " " + std::to_string(loop);
   return "https " + request.address.ToString() + " " + server_name + " " +
-         std::to_string(reinterpret_cast<std::uintptr_t>(request.tls.get()));
+         std::to_string(reinterpret_cast<std::uintptr_t>(request.tls.get())) + " " + std::to_string(loop);
 }
 
 // One attempt on a plain connection: the pooled one in `idle`, else a new one, given back to the pool
@@ -431,7 +434,7 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
   auto executor = co_await asio::this_coro::executor;
   const auto deadline = std::chrono::steady_clock::now() + request.timeout;
   const std::string server_name = request.server_name.empty() ? request.address.host : request.server_name;
-  const std::string key = PoolKey(request, server_name);
+  const std::string key = PoolKey(request, server_name, executor);
   ConnectionPool::Impl* const p = pool != nullptr ? &pool->impl() : nullptr;
 
   http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};

@@ -42,8 +42,9 @@ struct McpConnectorDeps {
 // served while the server is down. A refresh (with the session set-up it needs) takes no slot; it
 // runs only while the breaker is CLOSED and its outcome counts toward the breaker like a call's
 // (design §17.7, BackgroundTraffic): a dead server's refreshes open it, and while it is open the
-// server is left alone until a call's probe closes it. Calls run on one single-threaded event loop
-// (the gateway's).
+// server is left alone until a call's probe closes it. The connector's work runs on one
+// single-threaded event loop (`deps.event_loop`, the gateway's main loop): a call or health check
+// made on another loop is carried over to it and resumes its caller on the caller's own loop.
 class McpConnector final : public Connector {
  public:
   // Loads the saved tool list (blocking: call at start). InvalidArgument when the TLS files cannot
@@ -67,6 +68,9 @@ class McpConnector final : public Connector {
   std::optional<mcp::McpClient::ServerInfo> server_info() const { return client_.server_info(); }
 
  private:
+  // Call and CheckHealth, on deps_.event_loop.
+  boost::asio::awaitable<DownstreamResult> CallOnLoop(const DownstreamRequest& request);
+  boost::asio::awaitable<HealthReport> CheckHealthOnLoop();
   // Publishes a list (Tool objects as the server gave them); false when it is not a list.
   bool Publish(const nlohmann::json& tools);
   // The breaker's permit for background traffic (off the event loop), or nullopt: not now. Without

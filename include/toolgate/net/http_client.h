@@ -99,7 +99,9 @@ struct ClientRequest {
 // context. An idle TLS connection keeps its session: reusing it costs no handshake. A connection
 // idle longer than `max_idle` is closed, not reused; closing an idle TLS connection closes the
 // socket without waiting for the peer's close_notify. Thread-safe. Idle connections belong to the
-// io_context that opened them: destroy the pool before that io_context.
+// io_context that opened them, and serve only calls running on it (one pool serves several event
+// loops as if each had its own; `max_idle_per_address` holds per loop): destroy the pool before
+// those io_contexts.
 class ConnectionPool {
  public:
   explicit ConnectionPool(size_t max_idle_per_address = 64, std::chrono::seconds max_idle = std::chrono::seconds(10));
