@@ -198,6 +198,7 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   auto defaults = ParseConfig(crm, "t.toml");
   ASSERT_TRUE(defaults.ok()) << defaults.status();
   EXPECT_EQ(defaults->server.max_connections, 0);  // derived at start
+  EXPECT_EQ(defaults->server.io_threads, 0);       // one event loop per core
   EXPECT_EQ(defaults->server.write_timeout_ms, 10'000);
   EXPECT_EQ(defaults->server.max_response_buffer_bytes, int64_t{64} << 20);
   EXPECT_EQ(defaults->admin.max_connections, 64);
@@ -205,7 +206,7 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   EXPECT_EQ(defaults->admin.replay_job_lease_s, 30);
 
   auto set = ParseConfig(
-      "[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\n"
+      "[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\nio_threads = 3\n"
       "[admin]\nmax_connections = 8\nreplay_job_lease_s = 5\nallowed_hosts = [\"Admin.Example.internal\", "
       "\"10.0.0.7\", \"[::1]\", "
       "\"fd00::2\"]\n" +
@@ -213,6 +214,7 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
       "t.toml");
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->server.max_connections, 500);
+  EXPECT_EQ(set->server.io_threads, 3);
   EXPECT_EQ(set->server.write_timeout_ms, 2000);
   EXPECT_EQ(set->server.max_response_buffer_bytes, 8 << 20);
   EXPECT_EQ(set->admin.max_connections, 8);
@@ -222,6 +224,8 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
 
   for (const auto& [text, want] : std::vector<std::pair<std::string, std::string>>{
            {"[server]\nmax_connections = 0\n", "server.max_connections must be in 1..1000000"},
+           {"[server]\nio_threads = 65\n", "server.io_threads must be in 0..64"},
+           {"[server]\nio_threads = -1\n", "server.io_threads must be in 0..64"},
            {"[server]\nwrite_timeout_ms = 10\n", "server.write_timeout_ms must be in 100..600000"},
            {"[server]\nmax_response_buffer_bytes = 1000\n", "server.max_response_buffer_bytes must be in 1048576.."},
            {"[server]\nmax_response_buffer_bytes = 2097152\n",

@@ -239,6 +239,49 @@ TEST_F(GatewayBurstTest, TheConnectorLimitHoldsUnderABurstAcrossTwoGatewaysAndOt
   EXPECT_EQ(InFlight(a, "crm"), 0);
 }
 
+// Four event loops (more than this machine has cores): a burst's connections are dealt over them,
+// each call answered on its own connection with its own result (the downstream echoes the input),
+// the connector's limit held across loops, every success ledgered, no slot left held.
+TEST_F(GatewayBurstTest, FourEventLoopsServeABurstWithinTheLimitEachCallGettingItsOwnAnswer) {
+  std::string config = Config("timeout_ms = 5000\nmax_in_flight = 6\n");
+  const std::string server = "[server]\nlisten = \"127.0.0.1:0\"\n";
+  config.replace(config.find(server), server.size(), server + "io_threads = 4\n");
+  GatewayProcess& gw = Start(config);
+  EXPECT_THAT(gw.Log(), ::testing::HasSubstr("event loops: 4")) << gw.Log();
+  crm_.set_behavior([](const FakeDownstream::Request& req) {
+    return Reply{200, R"({"echo":)" + req.body + "}", {}, 50};
+  });
+  int ok = 0, limited = 0;
+  std::vector<std::string> succeeded;
+  for (int round = 0; round < 2; ++round) {
+    const auto results = Burst(96, "crm.x", {&gw});
+    for (size_t i = 0; i < results.size(); ++i) {
+      const auto& r = results[i];
+      if (r.status == 200) {
+        ++ok;
+        const json body = Body(r);
+        EXPECT_EQ(body["result"]["echo"]["i"], static_cast<int>(i)) << "an answer reached the wrong caller: " << r.body;
+        succeeded.push_back(body["execution_id"]);
+      } else {
+        EXPECT_EQ(r.status, 503) << r.body;
+        EXPECT_EQ(Body(r)["reason"], "concurrency_limit") << r.body;
+        ++limited;
+      }
+    }
+  }
+  EXPECT_EQ(ok + limited, 192);
+  EXPECT_GE(ok, 6);
+  EXPECT_EQ(ok, crm_.total()) << "every success reached the downstream once, and nothing else did";
+  EXPECT_LE(crm_.peak_concurrent(), 6) << "the loops together let more calls through than max_in_flight";
+  EXPECT_GE(crm_.peak_concurrent(), 2) << "the burst never overlapped: the test proves nothing";
+  EXPECT_EQ(InFlight(gw, "crm"), 0);
+  for (const std::string& id : succeeded) {
+    const auto e = gw.Public("GET", "/v1/executions/" + id, "", token_);
+    ASSERT_EQ(e.status, 200) << e.body;
+    EXPECT_EQ(Body(e)["outcome"], "SUCCEEDED") << e.body;
+  }
+}
+
 TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) {
   // The lease outlasts a survivor's start under an instrumented build; the survivor starts first so
   // that only two calls stand between the doomed gateway's acquires and the checks that the slots are
