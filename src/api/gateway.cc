@@ -48,6 +48,12 @@ using json = nlohmann::json;
 
 namespace {
 
+// An io_context whose unfinished work can be destroyed before it is (~Gateway).
+struct EventLoop : asio::io_context {
+  using asio::execution_context::shutdown;
+  using asio::io_context::io_context;
+};
+
 // [server] io_threads, with 0 read as one per core (at most 16: past that the store, not the loops,
 // is the limit).
 int EventLoopThreads(const Config& config) {
@@ -59,10 +65,15 @@ int EventLoopThreads(const Config& config) {
 
 // The process: the engine over the store, the two listeners and their routes, the background loops.
 struct Gateway::Impl {
+  // The downstream pool keeps idle connections per address and loop: 64 with one loop, 32 each with
+  // two, at least 16 each (the first loop's MCP, queue and callback traffic needs some).
   Impl(Config c, const Clock& clk)
-      : config(std::move(c)), clock(clk), pool(static_cast<size_t>(config.server.store_threads)) {
+      : config(std::move(c)),
+        clock(clk),
+        downstream_pool(std::max<size_t>(16, 64 / static_cast<size_t>(EventLoopThreads(config)))),
+        pool(static_cast<size_t>(config.server.store_threads)) {
     for (int k = 1; k < EventLoopThreads(config); ++k) {
-      loops.push_back(std::make_unique<asio::io_context>(1));
+      loops.push_back(std::make_unique<EventLoop>(1));
       loops_work.push_back(asio::make_work_guard(*loops.back()));
     }
   }
@@ -208,10 +219,10 @@ struct Gateway::Impl {
   // The main event loop: both listeners' accepts, the admin listener's connections, connectors'
   // background work (an MCP connector's calls too), the queue, callbacks, SLO evaluation and stop. Run
   // by one thread, so all of that is single-threaded, as before there were several loops.
-  asio::io_context io{1};
+  EventLoop io{1};
   // The other io_threads - 1 event loops, one thread each: the public listener's connections are
   // dealt out over `io` and these (HttpServer), each served wholly on its loop.
-  std::vector<std::unique_ptr<asio::io_context>> loops;
+  std::vector<std::unique_ptr<EventLoop>> loops;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> loops_work;
   ConnectionPool downstream_pool;  // after the loops: its idle sockets must close before they are destroyed
   Connectors connectors;
@@ -231,7 +242,13 @@ struct Gateway::Impl {
 
 Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gateway::~Gateway() {
-  if (impl_) impl_->pool.join();
+  if (!impl_) return;
+  impl_->pool.join();
+  // Every loop's unfinished work is destroyed before any loop is: a coroutine of one loop may wait
+  // on another (an MCP call carried over to the main loop, a token fetch shared across loops), and
+  // destroying it touches both.
+  for (auto& loop : impl_->loops) loop->shutdown();
+  impl_->io.shutdown();
 }
 
 absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Clock& clock) {
@@ -361,10 +378,19 @@ void Gateway::Stop() {
 
 void Gateway::Run() {
   Impl& i = *impl_;
-  std::vector<std::thread> threads;
-  for (auto& loop : i.loops) threads.emplace_back([&loop] { loop->run(); });
+  // The other loops' threads end with the main loop, also when it ends by an exception.
+  struct LoopThreads {
+    Impl& i;
+    std::vector<std::thread> threads;
+    ~LoopThreads() {
+      for (auto& loop : i.loops) loop->stop();
+      for (auto& t : threads) t.join();
+    }
+  } loop_threads{i, {}};
+  for (auto& loop : i.loops) loop_threads.threads.emplace_back([&loop] { loop->run(); });
   i.io.run();
-  for (auto& t : threads) t.join();
+  for (auto& t : loop_threads.threads) t.join();
+  loop_threads.threads.clear();
   i.pool.join();
   spdlog::info("stopped");
 }

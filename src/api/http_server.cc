@@ -562,7 +562,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   tcp::acceptor acceptor;
   ServerLimits limits;
   Handler handler;
-  std::string name = "listener";  // "listener 127.0.0.1:8080" once bound, for logs
+  std::string name = "listener";                    // "listener 127.0.0.1:8080" once bound, for logs
   std::vector<asio::io_context*> connection_loops;  // never empty
   size_t next_loop = 0;
   std::atomic<int> open_connections{0};

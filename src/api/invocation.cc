@@ -19,12 +19,14 @@ InvokeResult ShuttingDown() {
 }  // namespace
 
 asio::awaitable<InvokeResult> RunInvocation(GatewayContext& g, InvokeRequest ir) {
-  if (g.draining) co_return ShuttingDown();
+  // Counted before draining is read (both sequentially consistent): a drain on another event loop
+  // either sees this call in flight and waits for it, or this call sees the drain and is refused.
   ++g.in_flight;
   struct Done {
     std::atomic<int>& n;
     ~Done() { --n; }
   } done{g.in_flight};
+  if (g.draining) co_return ShuttingDown();
   auto admit = [&g, &ir] { return g.engine.invoker().Admit(ir); };
   auto admitted = co_await RunBlocking(g.pool, admit);
   if (auto* answer = std::get_if<InvokeResult>(&admitted)) co_return std::move(*answer);

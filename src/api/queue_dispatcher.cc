@@ -220,15 +220,16 @@ struct QueueDispatcher::Impl {
       give_back_slot();  // lost the race (§17.4): another dispatcher has it
       return {StepKind::kWorked, nullptr, 0, round};
     }
-    if (g.draining) {  // SIGTERM: claims go back at once (§17.5)
+    ++g.in_flight;     // before draining is read and before the ticket exists: a drain waits for it
+    if (g.draining) {  // SIGTERM: claims go back at once (§17.5), before the drain lets the process end
       give_back_slot();
       if (auto r = g.engine.queue().Requeue(**claim, now_ms); !r.ok()) {
         spdlog::warn("queue item of {} not given back on drain (its claim expires): {}", (*claim)->item.execution_id,
                      r.status().ToString());
       }
+      --g.in_flight;
       return {StepKind::kIdle};
     }
-    ++g.in_flight;  // before the ticket exists: a drain waits for it
     auto admitted = g.engine.invoker().AdmitClaimed(**claim, std::move(lease), g.engine.instance_id());
     if (auto* answer = std::get_if<InvokeResult>(&admitted)) {
       --g.in_flight;

@@ -354,7 +354,8 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
 // two event loops: a connection is reused only on the io_context that opened it, so its I/O
 // completes on the thread of the call that uses it (one pool, in effect, per event loop).
 std::string PoolKey(const ClientRequest& request, const std::string& server_name, const asio::any_io_executor& ex) {
-  const auto loop = reinterpret_cast<std::uintptr_t>(&asio::query(ex, asio::execution::context_as<asio::execution_context&>));
+  const auto loop =
+      reinterpret_cast<std::uintptr_t>(&asio::query(ex, asio::execution::context_as<asio::execution_context&>));
   if (!request.tls) return "http " + request.address.ToString() + " " + std::to_string(loop);
   return "https " + request.address.ToString() + " " + server_name + " " +
          std::to_string(reinterpret_cast<std::uintptr_t>(request.tls.get())) + " " + std::to_string(loop);
