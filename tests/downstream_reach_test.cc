@@ -98,9 +98,13 @@ class DownstreamReachTest : public ::testing::Test {
   }
   static std::string Pki(const std::string& name) { return pki_->file(name); }
 
+  // One event loop: these tests count downstream connections and handshakes, and each loop keeps
+  // its own kept-alive connections (two loops pay two handshakes for calls that land on both).
   GatewayProcess& Start(const std::string& connectors) {
-    gateways_.push_back(std::make_unique<GatewayProcess>(testing::BaseConfig(dir_.file("store.db")) + connectors, dir_,
-                                                         "gw" + std::to_string(gateways_.size())));
+    std::string config = testing::BaseConfig(dir_.file("store.db")) + connectors;
+    const std::string server = "[server]\nlisten = \"127.0.0.1:0\"\n";
+    config.replace(config.find(server), server.size(), server + "io_threads = 1\n");
+    gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
     EXPECT_TRUE(gateways_.back()->Start());
     return *gateways_.back();
   }
