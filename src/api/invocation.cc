@@ -16,16 +16,24 @@ InvokeResult ShuttingDown() {
   return InvokeResult::Refused(InvokeError::kShuttingDown, "toolgate is shutting down; retry on another instance");
 }
 
+// One call or enqueue counted in flight for as long as it lives. Counted before `draining` is read
+// (both sequentially consistent): a drain on another event loop either sees it in flight and waits
+// for it, or it sees the drain and is refused.
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int>& n) : n_(n) { ++n_; }
+  ~InFlight() { --n_; }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<int>& n_;
+};
+
 }  // namespace
 
 asio::awaitable<InvokeResult> RunInvocation(GatewayContext& g, InvokeRequest ir) {
-  // Counted before draining is read (both sequentially consistent): a drain on another event loop
-  // either sees this call in flight and waits for it, or this call sees the drain and is refused.
-  ++g.in_flight;
-  struct Done {
-    std::atomic<int>& n;
-    ~Done() { --n; }
-  } done{g.in_flight};
+  const InFlight counted(g.in_flight);
   if (g.draining) co_return ShuttingDown();
   auto admit = [&g, &ir] { return g.engine.invoker().Admit(ir); };
   auto admitted = co_await RunBlocking(g.pool, admit);
@@ -98,6 +106,7 @@ HttpResponse ToHttp(const InvokeResult& answer) {
 }
 
 asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
+  const InFlight counted(g.in_flight);  // a drain waits for an enqueue it did not refuse, as for a call
   if (g.draining) co_return ShuttingDown();
   auto enqueue = [&g, &ir, &order] { return g.engine.invoker().Enqueue(ir, order); };
   co_return co_await RunBlocking(g.pool, enqueue);
