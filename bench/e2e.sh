@@ -6,6 +6,7 @@
 #   4. the same through an HTTPS downstream (nginx terminating TLS in front of it) with keep-alive, and the
 #      TLS handshakes per 1,000 calls that cost (from toolgate_downstream_connections_total).
 # Usage: bench/e2e.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS=64]. Installs wrk and nginx-light when missing (as root).
+# IO_THREADS=N sets toolgate's [server] io_threads (unset: the default, one event loop per core).
 set -euo pipefail
 build_dir=$(realpath "${1:-build}")
 duration=${2:-10}
@@ -91,6 +92,7 @@ ca_file = \"$work/ca.pem\""; sqlite_sync=normal
 [server]
 listen = "127.0.0.1:$api_port"
 store_threads = 16
+${IO_THREADS:+io_threads = $IO_THREADS}
 [admin]
 listen = "127.0.0.1:$admin_port"
 [store]

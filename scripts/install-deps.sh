@@ -10,7 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev prometheus-cpp-dev libjemalloc-dev
   sqlite3 curl openssl ca-certificates python3
   prometheus chromium
-  clang libclang-rt-14-dev clang-format
+  clang libclang-rt-14-dev clang-format lld
 )
 
 # Node.js runs the servers the tests start (dynalite, a DynamoDB-API server); any recent node will do.

@@ -336,7 +336,9 @@ TEST(OutcomeTest, OutcomeReasonParsesByItsOutcomeStrictly) {
   };
   for (const Case& c : cases) {
     EXPECT_EQ(ParseOutcomeReason(c.outcome, c.text), c.want) << ToString(c.outcome) << " '" << c.text << "'";
-    if (c.want) EXPECT_EQ(ToString(*c.want), c.text);
+    if (c.want) {
+      EXPECT_EQ(ToString(*c.want), c.text);
+    }
   }
 }
 

@@ -398,7 +398,9 @@ struct McpRoutes::Impl : GatewayContext {
   // A queued tools/call (§17.7): 202 from the engine becomes a result holding the execution id and
   // status_url; anything else (invalid input, BLOCKED, queue full) is answered as a call's would be.
   asio::awaitable<HttpResponse> ToolsCallQueued(const Call& c, const std::string& tool, InvokeRequest ir) {
-    QueueOrder order{config.queue.default_deadline_s, config.queue.max_per_tenant};
+    QueueOrder order;  // no callback: an MCP client polls the status_url
+    order.deadline_s = config.queue.default_deadline_s;
+    order.max_per_tenant = config.queue.max_per_tenant;
     auto enqueue = RunEnqueue(*this, std::move(ir), order);
     InvokeResult answer = co_await std::move(enqueue);
     if (answer.refused() || !IsWaiting(answer.outcome)) {

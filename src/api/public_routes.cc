@@ -131,7 +131,7 @@ struct PublicRoutes::Impl : GatewayContext {
     }
     const json& b = body.value;
     if (auto bad = CheckReplayBody(b)) co_return *bad;
-    ReplayOrder order{principal, id, b["replay_reason"], b["requested_by"], b.value("force", false)};
+    ReplayOrder order{principal, id, b["replay_reason"], b["requested_by"], b.value("force", false), /*job_id=*/{}};
     auto prepared = co_await RunBlocking(pool, [&] { return engine.replayer().Prepare(order); });
     if (auto* refusal = std::get_if<InvokeResult>(&prepared)) co_return ToHttp(*refusal);
     InvokeRequest ir = std::move(std::get<InvokeRequest>(prepared));

@@ -60,6 +60,8 @@ struct QueueDispatcher::Impl {
     std::unique_ptr<ToolInvoker::Ticket> ticket;
     int64_t wait_ms = 0;
     size_t tenants = 0;
+
+    static Step Idle() { return {}; }
   };
 
   Impl(GatewayContext& context, asio::io_context& io_context) : g(context), io(io_context) {
@@ -99,7 +101,7 @@ struct QueueDispatcher::Impl {
   // when its deadline passed, else claimed and admitted.
   Step PickOne(Lane& lane) {
     const ConnectorConfig& c = lane.connector;
-    if (g.draining) return {StepKind::kIdle};
+    if (g.draining) return Step::Idle();
     // Parked (breaker OPEN, connector throttled): only one worker of the lane reads the queue — to end
     // calls whose deadline passed — and the others wait without touching the store (with every
     // worker reading, a parked fleet's polling alone saturated a small store).
@@ -165,7 +167,7 @@ struct QueueDispatcher::Impl {
       lane.tenants = std::move(*tenants);
       lane.cursor = 0;
     }
-    if (lane.tenants.empty()) return Step{StepKind::kIdle};
+    if (lane.tenants.empty()) return Step::Idle();
     round = lane.tenants.size();
     tenant = lane.tenants[lane.cursor++];
     return std::nullopt;
@@ -228,7 +230,7 @@ struct QueueDispatcher::Impl {
                      r.status().ToString());
       }
       --g.in_flight;
-      return {StepKind::kIdle};
+      return Step::Idle();
     }
     auto admitted = g.engine.invoker().AdmitClaimed(**claim, std::move(lease), g.engine.instance_id());
     if (auto* answer = std::get_if<InvokeResult>(&admitted)) {
