@@ -133,8 +133,7 @@ TEST(AdminAllowedHostsTest, ANameInAllowedHostsIsServed) {
   TempDir dir;
   FakeDownstream crm;
   std::string config = testing::BaseConfig(dir.file("store.db"));
-  const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-  config.replace(config.find(admin), admin.size(), admin + "allowed_hosts = [\"Gateway.Internal\"]\n");
+  config = testing::WithKeys(config, "[admin]", "allowed_hosts = [\"Gateway.Internal\"]\n");
   GatewayProcess gw(config + "[connectors.crm]\nbase_url = \"" + crm.base_url() + "\"\n", dir);
   ASSERT_TRUE(gw.Start());
   auto [ok, body] = Raw(gw.admin_port(), Request("GET", "/admin/connectors", "gateway.internal:443", {}));

@@ -47,9 +47,7 @@ class AdminReplayTest : public ::testing::Test {
   // Every instance's config: one SQLite store; `admin_extra` goes into [admin].
   std::string Config(const std::string& admin_extra = "") {
     std::string config = testing::BaseConfig(dir_.file("store.db"));
-    const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-    config.replace(config.find(admin), admin.size(),
-                   admin + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n" + admin_extra);
+    config = testing::WithKeys(config, "[admin]", "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n" + admin_extra);
     config += "[replay]\nmax_replays_per_execution = 2\n";
     for (const char* c : {"crm", "billing"}) {
       config += std::string("[connectors.") + c + "]\nbase_url = \"" + downstream_.base_url() +

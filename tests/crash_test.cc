@@ -127,7 +127,7 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   for (const auto& [from, to] : {std::pair<std::string, std::string>{"timeout_ms = 1000\n", "timeout_ms = 20000\n"},
                                  {"lease_ttl_s = 2\n", "lease_ttl_s = 60\n"},
                                  {"probe_timeout_s = 2\n", "probe_timeout_s = 30\n"}}) {
-    patient_config.replace(patient_config.find(from), from.size(), to);
+    patient_config = testing::Replaced(patient_config, from, to);
   }
   GatewayProcess patient(patient_config, dir, "patient");
   ASSERT_TRUE(patient.Start());

@@ -102,8 +102,7 @@ class DownstreamReachTest : public ::testing::Test {
   // its own kept-alive connections (two loops pay two handshakes for calls that land on both).
   GatewayProcess& Start(const std::string& connectors) {
     std::string config = testing::BaseConfig(dir_.file("store.db")) + connectors;
-    const std::string server = "[server]\nlisten = \"127.0.0.1:0\"\n";
-    config.replace(config.find(server), server.size(), server + "io_threads = 1\n");
+    config = testing::WithKeys(config, "[server]", "io_threads = 1\n");
     gateways_.push_back(std::make_unique<GatewayProcess>(config, dir_, "gw" + std::to_string(gateways_.size())));
     EXPECT_TRUE(gateways_.back()->Start());
     return *gateways_.back();

@@ -244,8 +244,7 @@ TEST_F(GatewayBurstTest, TheConnectorLimitHoldsUnderABurstAcrossTwoGatewaysAndOt
 // the connector's limit held across loops, every success ledgered, no slot left held.
 TEST_F(GatewayBurstTest, FourEventLoopsServeABurstWithinTheLimitEachCallGettingItsOwnAnswer) {
   std::string config = Config("timeout_ms = 5000\nmax_in_flight = 6\n");
-  const std::string server = "[server]\nlisten = \"127.0.0.1:0\"\n";
-  config.replace(config.find(server), server.size(), server + "io_threads = 4\n");
+  config = testing::WithKeys(config, "[server]", "io_threads = 4\n");
   GatewayProcess& gw = Start(config);
   EXPECT_THAT(gw.Log(), ::testing::HasSubstr("event loops: 4")) << gw.Log();
   crm_.set_behavior([](const FakeDownstream::Request& req) {

@@ -36,6 +36,39 @@ inline std::string BaseConfigDynamo(const std::string& endpoint, const std::stri
          "[kill_switches]\nrefresh_ms = 200\n";
 }
 
+// `config` with `keys` (whole lines, each ending in a newline) added at the end of its table `header`,
+// say "[admin]", which must begin a line of it: a test naming a table its config lacks fails here,
+// saying so, instead of an exception from std::string or keys landing where they mean something else.
+// (At the end: GatewayProcess::CliConfigPath finds the admin listener on the line after "[admin]".)
+inline std::string WithKeys(std::string config, const std::string& header, const std::string& keys) {
+  const std::string line = header + "\n";
+  size_t at = config.starts_with(line) ? 0 : config.find("\n" + line);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "the test's config has no " << header << " table:\n" << config;
+    return config;
+  }
+  if (at != 0) ++at;  // past the newline that ends the line before
+  const size_t next_table = config.find("\n[", at + line.size() - 1);
+  if (next_table == std::string::npos) {
+    if (!config.ends_with('\n')) config += '\n';
+    config += keys;
+  } else {
+    config.insert(next_table + 1, keys);
+  }
+  return config;
+}
+
+// `config` with its one occurrence of `from` replaced by `to`; a test failure when there is none.
+inline std::string Replaced(std::string config, const std::string& from, const std::string& to) {
+  const size_t at = config.find(from);
+  if (at == std::string::npos) {
+    ADD_FAILURE() << "the test's config has no '" << from << "' to replace:\n" << config;
+    return config;
+  }
+  config.replace(at, from.size(), to);
+  return config;
+}
+
 // One HTTP call to a gateway on 127.0.0.1:`port` (a JSON body, an optional bearer token): what
 // GatewayProcess and InProcessGateway both send.
 inline api::ClientResult LoopbackCall(int port, const std::string& method, const std::string& target,

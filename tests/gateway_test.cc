@@ -707,10 +707,7 @@ TEST_F(GatewayTest, AnExposedAdminListenerNeedsATokenAndTheTokenIsChecked) {
   // With a token configured (here on loopback), every admin route wants it, compared in full.
   setenv("TOOLGATE_TEST_ADMIN_TOKEN", "admin-token-0123456789", 1);
   std::string config = Config();
-  const std::string admin_table = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-  ASSERT_NE(config.find(admin_table), std::string::npos);
-  config.replace(config.find(admin_table), admin_table.size(),
-                 admin_table + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
+  config = testing::WithKeys(config, "[admin]", "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
   GatewayProcess& gw = Start(config);
   const int port = gw.admin_port();
   EXPECT_EQ(gw.Call(port, "GET", "/admin/connectors").status, 401);

@@ -44,8 +44,6 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
-// The sanitizers' own memory and CPU make the process figures meaningless.
-constexpr bool kSanitized = testing::kSanitizedBuild;
 // UBSan checks a vptr by probing the vtable's memory through a pipe it opens: in a process out of
 // descriptors that fails, and it reports a false "invalid vptr" (and aborts the server).
 constexpr char kNoDescriptorsUnderSanitizers[] =
@@ -549,7 +547,7 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
   std::this_thread::sleep_until(window_start + seconds(2));
   const double cpu_used = CpuSeconds(gw.pid()) - cpu_before;
   std::printf("CPU seconds used by toolgate in 2 s at the connection cap: %.3f\n", cpu_used);
-  if (!kSanitized) {
+  if (!testing::kSanitizedBuild) {  // the sanitizers' own CPU makes the figure meaningless
     EXPECT_LT(cpu_used, 0.5);
   }
   EXPECT_LE(OpenSockets(gw.pid()), base_fds + 4) << "refused connections are closed, not kept";
@@ -565,7 +563,7 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
 }
 
 TEST_F(HttpHardeningTest, DescriptorExhaustionIsBackedOffInsteadOfSpinningAndServingResumes) {
-  if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
+  if (testing::kSanitizedBuild) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   GatewayProcess& gw = Start(Config());
   const rlim_t original = DescriptorLimitOf(gw.pid()).rlim_cur;
   // Leave toolgate four spare descriptors, then open more idle connections than that.
@@ -621,7 +619,7 @@ TEST_F(HttpHardeningTest, AnExplicitCapTheDescriptorLimitCannotHoldIsRefusedAtSt
 // gateway_overloaded and never count toward the breaker (HttpConnector maps the client's
 // local_resource_error to kLocalResource).
 TEST_F(HttpHardeningTest, ALocalDescriptorShortageNeverOpensTheBreaker) {
-  if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
+  if (testing::kSanitizedBuild) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   GatewayProcess& gw = Start(Config("", "", "[store]\nbackend = \"memory\"\n"));
   RawClient keep(gw.public_port());
   ASSERT_TRUE(keep.Send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
@@ -670,7 +668,7 @@ int64_t UnacknowledgedBytes(int port) {
 TEST_F(HttpHardeningTest, SlowReadersOfALargeExecutionHoldAtMostTheResponseBudget) {
   // Under the sanitizers toolgate needs minutes for the 300 answers, so none is slow next to the
   // write timeout, and its memory is the sanitizers'.
-  if (kSanitized) GTEST_SKIP() << "timing and memory figures mean nothing under the sanitizers";
+  if (testing::kSanitizedBuild) GTEST_SKIP() << "timing and memory figures mean nothing under the sanitizers";
   // A result of about 1 MB: a thousand strings of a thousand bytes.
   json rows = json::array();
   for (int i = 0; i < 1000; ++i) rows.push_back(std::string(1000, static_cast<char>('a' + i % 26)));
@@ -832,7 +830,7 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
 // ---- the client's local resource errors ------------------------------------------------------------
 
 TEST(HttpClientTest, AConnectThatFailsForWantOfDescriptorsIsALocalResourceErrorAndSendsNothing) {
-  if (kSanitized) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
+  if (testing::kSanitizedBuild) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
   namespace asio = boost::asio;
   asio::io_context io;
   {

@@ -33,7 +33,7 @@ class ManualClockGatewayTest : public ::testing::Test {
 
   InProcessGateway& Start() {
     std::string config = testing::BaseConfig(dir_.file("store.db"));
-    config.replace(config.find("[server]\n"), 9, "[server]\nbreaker_cache_ms = 0\n");
+    config = testing::WithKeys(config, "[server]", "breaker_cache_ms = 0\n");
     config += "[connectors.crm]\nbase_url = \"" + crm_.base_url() +
               "\"\ntimeout_ms = 1000\nmax_in_flight = 8\n"
               "[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";

@@ -499,8 +499,7 @@ TEST_F(OperatorViewTest, EveryAdminWriteRouteAuditsARefusalAfterAuthenticationBu
   constexpr char kAdminToken[] = "operator-view-admin-token";
   setenv("TOOLGATE_TEST_ADMIN_TOKEN", kAdminToken, 1);
   std::string config = Config();
-  const std::string admin = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-  config.replace(config.find(admin), admin.size(), admin + "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
+  config = testing::WithKeys(config, "[admin]", "admin_token_env = \"TOOLGATE_TEST_ADMIN_TOKEN\"\n");
   GatewayProcess gw(config, dir_, "audited");
   ASSERT_TRUE(gw.Start());
   auto call = [&](const std::string& method, const std::string& target, const json& body, const std::string& token) {

@@ -35,8 +35,7 @@ const std::set<std::string> kFinal = {"SUCCEEDED", "FAILED", "BLOCKED", "EXPIRED
 const std::string kAudit = R"({"reason":"test","requested_by":"queue test"})";
 
 // The issue's sizes run in the plain build; under the sanitizers (5–20× slower binaries, and CI runs
-// them too) the same tests run smaller.
-constexpr bool kSanitized = testing::kSanitizedBuild;
+// them too) the same tests run smaller (testing::kSanitizedBuild).
 
 std::string QueueConfig(const std::string& db, int poll_ms = 200) {
   return testing::BaseConfig(db) + "[queue]\npoll_interval_ms = " + std::to_string(poll_ms) + "\n";
@@ -232,7 +231,7 @@ void QueueGatewayTest::ThreeGatewaysRun(const std::string& base, int n_slow, int
 // 1,000 queued calls for two connectors (limits 4 and 16) across three gateways on one SQLite file
 // (300 with limits 2 and 8 under the sanitizers).
 TEST_F(QueueGatewayTest, ThreeGatewaysRunEveryQueuedCallExactlyOnceWithinEachConnectorsLimit) {
-  if (kSanitized) {
+  if (testing::kSanitizedBuild) {
     ThreeGatewaysRun(testing::BaseConfig(dir_.file("store.db")), 60, 240, 60, 4 * 8, std::chrono::seconds(25), 2, 8);
   } else {
     ThreeGatewaysRun(testing::BaseConfig(dir_.file("store.db")), 200, 800, 60, 4 * 16, std::chrono::seconds(90), 4, 16);
@@ -359,7 +358,7 @@ TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {
                       "[connectors.crm.breaker]\nfailure_threshold = 3\nwindow_s = 30\ncooldown_s = 10\n"
                       "probe_timeout_s = 2\n"));
   std::vector<std::string> ids;
-  const int calls = kSanitized ? 50 : 200;  // the issue's 200; fewer under the sanitizers
+  const int calls = testing::kSanitizedBuild ? 50 : 200;  // the issue's 200; fewer under the sanitizers
   for (int i = 0; i < calls; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
   // The breaker opens after a few failures; then nothing reaches the downstream for the cooldown.
   auto until = Clock::now() + std::chrono::seconds(5);
@@ -419,7 +418,7 @@ TEST_F(QueueGatewayTest, TenantsTakeTurnsWithinAConnector) {
   // sees only what it sets up.
   std::this_thread::sleep_for(std::chrono::milliseconds(400));  // hold the queue
   std::vector<std::string> a_ids;
-  const int a_calls = kSanitized ? 300 : 2000;
+  const int a_calls = testing::kSanitizedBuild ? 300 : 2000;
   for (int i = 0; i < a_calls; ++i) a_ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
   const std::string b_id = Enqueue(gw, "crm.update", {{"b", 1}}, bob_);
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
