@@ -6,9 +6,12 @@
 
 #include "toolgate/engine/queued_calls.h"
 
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "invoker_support.h"
@@ -140,7 +143,8 @@ TEST_P(QueuedCallsRaceTest, APurgeRacingAPutBackEndsEveryCall) {
   auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops");
   ASSERT_EQ(racing_->fired(), 1) << "the race did not happen";
   ASSERT_TRUE(purged.ok()) << purged.status();
-  EXPECT_EQ(*purged, 2);
+  EXPECT_EQ(purged->purged, 2);
+  EXPECT_EQ(purged->running, 0);
   for (const std::string& id : {first, second}) {
     auto record = stack_->executions.Get(kTenant, id);
     ASSERT_TRUE(record.ok()) << record.status();
@@ -151,6 +155,71 @@ TEST_P(QueuedCallsRaceTest, APurgeRacingAPutBackEndsEveryCall) {
   auto stats = stack_->engine->queue().Stats(kConn);
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->depth, 0);
+}
+
+// A dispatcher holds its claim when the purge reaches the call, and puts the call back (its breaker
+// opened) a moment later: the purge waits for that put-back and ends the call too.
+TEST_P(QueuedCallsRaceTest, APurgeThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
+  const std::string first = Enqueue("k-1");
+  const std::string second = Enqueue("k-2");
+  OpenBreaker();
+  QueueService& queue = stack_->engine->queue();
+  auto next = queue.NextReady(kConn, kTenant, 5);
+  ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
+  auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
+  ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
+  std::atomic<bool> put_back{false};
+  std::thread dispatcher([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto admitted = stack_->invoker.AdmitClaimed(**claim, std::nullopt, "instance-1");
+    auto* answer = std::get_if<InvokeResult>(&admitted);
+    put_back = answer != nullptr && answer->outcome == Outcome::kQueued;
+  });
+  auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops", std::chrono::seconds(30));
+  dispatcher.join();
+  ASSERT_TRUE(put_back) << "the dispatcher put the call back";
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(purged->purged, 2);
+  EXPECT_EQ(purged->running, 0);
+  for (const std::string& id : {first, second}) {
+    auto record = stack_->executions.Get(kTenant, id);
+    ASSERT_TRUE(record.ok()) << record.status();
+    EXPECT_EQ(ToString(record->outcome), "EXPIRED") << id;
+    EXPECT_EQ(record->reason, "purged") << id;
+  }
+  EXPECT_EQ(EventTypes((*claim)->item.execution_id).back(), "EXECUTION_EXPIRED");
+  auto stats = queue.Stats(kConn);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->depth, 0);
+}
+
+// A claim still held when the purge stops waiting is a call being run: it is counted `running` and
+// left alone (item, record and chain), while the others end.
+TEST_P(QueuedCallsRaceTest, APurgeLeavesACallStillClaimedToRunAndCountsIt) {
+  const std::string first = Enqueue("k-1");
+  const std::string second = Enqueue("k-2");
+  QueueService& queue = stack_->engine->queue();
+  auto next = queue.NextReady(kConn, kTenant, 5);
+  ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
+  auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
+  ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
+  const std::string held = (*claim)->item.execution_id;
+  const std::string other = held == first ? second : first;
+
+  auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops", std::chrono::milliseconds(100));
+  ASSERT_TRUE(purged.ok()) << purged.status();
+  EXPECT_EQ(purged->purged, 1);
+  EXPECT_EQ(purged->running, 1);
+  auto ended = stack_->executions.Get(kTenant, other);
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(ToString(ended->outcome), "EXPIRED");
+  auto running = stack_->executions.Get(kTenant, held);
+  ASSERT_TRUE(running.ok()) << running.status();
+  EXPECT_EQ(ToString(running->outcome), "QUEUED") << "untouched: its dispatcher decides";
+  auto item = queue.Get(kConn, kTenant, running->created_at_ms, held);
+  ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+  EXPECT_EQ((*item)->claim_owner, "dispatcher-1");
+  EXPECT_EQ(EventTypes(held).back(), "EXECUTION_QUEUED");
 }
 
 // A call put back because its breaker is open is ready again within a second, whatever the open

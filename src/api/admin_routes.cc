@@ -454,13 +454,15 @@ struct AdminRoutes::Impl : GatewayContext {
   }
 
   // DELETE /admin/connectors/{id}/queue (§15): every queued call not yet running ends EXPIRED
-  // (EXECUTION_EXPIRED reason purged); audited QUEUE_PURGED.
+  // (EXECUTION_EXPIRED reason purged); `running` counts the calls still claimed after the purge's
+  // settle time, left to finish. Audited QUEUE_PURGED.
   HttpResponse PurgeQueue(const ConnectorConfig& c, const json& body) {
     if (auto bad = CheckAudit(body)) return *bad;
     auto purged = engine.queued_calls().Purge(c.id, Actor(body));
     if (!purged.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
-    return Audited("QUEUE_PURGED", body, {{"connector_id", c.id}, {"purged", *purged}},
-                   Json(200, {{"id", c.id}, {"purged", *purged}}));
+    return Audited("QUEUE_PURGED", body,
+                   {{"connector_id", c.id}, {"purged", purged->purged}, {"running", purged->running}},
+                   Json(200, {{"id", c.id}, {"purged", purged->purged}, {"running", purged->running}}));
   }
 
   HttpResponse SetLimits(const ConnectorConfig& c, const json& body) {

@@ -1,5 +1,8 @@
 #include "toolgate/engine/queued_calls.h"
 
+#include <algorithm>
+#include <thread>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -160,23 +163,56 @@ absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, 
   return executions_.Get(tenant_id, execution_id);
 }
 
-absl::StatusOr<int> QueuedCalls::Purge(std::string_view connector_id, std::string_view actor) {
-  int ended = 0;
+absl::StatusOr<QueuedCalls::PurgeResult> QueuedCalls::Purge(std::string_view connector_id, std::string_view actor,
+                                                            std::chrono::milliseconds settle) {
+  PurgeResult result;
+  std::vector<QueueItem> held;  // claimed when reached: looked at again below
+  // Ends `item` unless a claim holds it; a held item goes to `held`, a vanished one is dropped.
+  auto end_or_hold = [&](const QueueItem& item) -> absl::Status {
+    ASSIGN_OR_RETURN(bool done, End(item, actor, ExpiryReason::kPurged));
+    if (done) {
+      ++result.purged;
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(std::optional<QueueItem> now,
+                     queue_.Get(item.connector_id, item.tenant_id, item.enqueued_at_ms, item.execution_id));
+    if (now && !now->Claimable(clock_.now_epoch_ms(), SkewS(connector_id))) held.push_back(std::move(*now));
+    return absl::OkStatus();
+  };
   ASSIGN_OR_RETURN(std::vector<std::string> tenants, queue_.Tenants(connector_id));
   for (const std::string& tenant : tenants) {
-    std::optional<std::string> last;  // progress guard: stop when a page ends nothing new
     for (int page = 0; page < 100'000; ++page) {
       ASSIGN_OR_RETURN(std::vector<QueueItem> items, queue_.Items(connector_id, tenant, 200));
-      int ended_here = 0;
+      const int before = result.purged;
+      const size_t held_before = held.size();
       for (const QueueItem& item : items) {
-        ASSIGN_OR_RETURN(bool done, End(item, actor, ExpiryReason::kPurged));
-        if (done) ++ended_here;
+        const bool seen = std::any_of(held.begin(), held.begin() + static_cast<std::ptrdiff_t>(held_before),
+                                      [&](const QueueItem& h) { return h.execution_id == item.execution_id; });
+        if (seen) continue;
+        RETURN_IF_ERROR(end_or_hold(item));
       }
-      ended += ended_here;
-      if (ended_here == 0) break;  // empty, or only claimed (running) items left
+      if (result.purged == before) break;  // empty, or only claimed (running) items left
     }
   }
-  return ended;
+  // The claims met: a put-back is ended now; a run ends by itself (the item goes with it).
+  const auto deadline = std::chrono::steady_clock::now() + settle;
+  while (!held.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::vector<QueueItem> again;
+    again.swap(held);
+    for (const QueueItem& item : again) {
+      ASSIGN_OR_RETURN(std::optional<QueueItem> now,
+                       queue_.Get(item.connector_id, item.tenant_id, item.enqueued_at_ms, item.execution_id));
+      if (!now) continue;
+      if (!now->Claimable(clock_.now_epoch_ms(), SkewS(connector_id))) {
+        held.push_back(std::move(*now));
+        continue;
+      }
+      RETURN_IF_ERROR(end_or_hold(*now));
+    }
+  }
+  result.running = static_cast<int>(held.size());
+  return result;
 }
 
 }  // namespace toolgate

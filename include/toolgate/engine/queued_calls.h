@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -42,9 +43,24 @@ class QueuedCalls {
   absl::StatusOr<ExecutionRecord> Cancel(std::string_view tenant_id, std::string_view execution_id,
                                          std::string_view actor);
 
-  // DELETE /admin/connectors/{id}/queue: ends every unclaimed queued call of the connector; the
-  // number ended.
-  absl::StatusOr<int> Purge(std::string_view connector_id, std::string_view actor);
+  // What a purge did: `purged` calls ended EXPIRED; `running` calls a dispatcher still held a claim on
+  // when the purge gave up waiting for them (they run to their end).
+  struct PurgeResult {
+    int purged = 0;
+    int running = 0;
+  };
+
+  // How long a purge waits for the claims it met to be settled. A dispatcher that claimed a call just
+  // as its breaker opened puts it back within milliseconds; one that is running it holds the claim
+  // until the downstream answers.
+  static constexpr std::chrono::milliseconds kPurgeSettle{2000};
+
+  // DELETE /admin/connectors/{id}/queue: ends every queued call of the connector that no dispatcher
+  // holds. A call that was claimed when the purge reached it is looked at again until `settle` has
+  // passed: if it was put back (its breaker had opened) it is ended too, so a purge racing a
+  // put-back never leaves a call QUEUED; if it is still claimed then, it counts as `running`.
+  absl::StatusOr<PurgeResult> Purge(std::string_view connector_id, std::string_view actor,
+                                    std::chrono::milliseconds settle = kPurgeSettle);
 
   // Ends a claimed callback delivery (§15): appends `event` (CALLBACK_DELIVERED or CALLBACK_FAILED)
   // with `data` to the execution's chain, moves the record's anchor and removes the delivery, in one
