@@ -8,6 +8,8 @@
 # object files, nothing linked or run): CMake configures $BUILD_DIR (default build-tsa) with clang
 # to write compile_commands.json, and each compile command from it runs with -fsyntax-only
 # -Werror=thread-safety, JOBS (default: the number of cores) at a time. Exit 1 when any file fails.
+# The libraries are unity builds (CMakeLists.txt, TOOLGATE_UNITY_BUILD), so most entries are
+# batches of up to eight files; clang's errors still name the file and line of the misuse.
 #
 # Every file of the libraries, the binary, the benchmarks' and examples' is checked; of the tests,
 # those that take an absl::Mutex themselves or through a test header (sync_point_store.h): the
@@ -68,10 +70,10 @@ with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             failed.append(file)
             sys.stdout.write(err)
 if failed:
-    print("thread-safety: %d of %d files fail:" % (len(failed), len(entries)))
+    print("thread-safety: %d of %d translation units fail:" % (len(failed), len(entries)))
     for f in failed:
         print("  " + f.replace(root, ""))
     sys.exit(1)
-print("thread-safety: %d files checked, no lock misuse (%d test files that take no lock skipped)"
+print("thread-safety: %d translation units checked, no lock misuse (%d test files that take no lock skipped)"
       % (len(entries), total - len(entries)))
 EOF

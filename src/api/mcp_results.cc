@@ -19,7 +19,7 @@ using json = nlohmann::json;
 
 const json kNoDetails = json::object();
 
-std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string CompactJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::string Str(const json& body, const char* key) {
   auto it = body.find(key);
@@ -178,7 +178,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, b
   if (outcome == Outcome::kSucceeded) {
     json value = body.contains("result") ? body["result"] : json(nullptr);
     json structured = value.is_object() ? value : json{{"result", value}};
-    a.result = {{"content", json::array({{{"type", "text"}, {"text", Dump(value)}}})},
+    a.result = {{"content", json::array({{{"type", "text"}, {"text", CompactJson(value)}}})},
                 {"structuredContent", std::move(structured)},
                 {"isError", false},
                 {"_meta", {{"io.toolgate/execution_id", id}}}};

@@ -7,6 +7,7 @@
 
 namespace toolgate {
 
+using store::Attr;
 using store::AttributePath;
 using store::Condition;
 using store::Item;
@@ -15,15 +16,13 @@ using store::WriteRequest;
 
 namespace {
 
-constexpr char kPk[] = "CALLBACKS";
+constexpr char kCallbacksPk[] = "CALLBACKS";
 constexpr char kSkPrefix[] = "CB#";
-constexpr char kOwner[] = "claim_owner";
-constexpr char kExpires[] = "claim_expires_ms";
+constexpr char kDeliveryOwner[] = "claim_owner";
+constexpr char kDeliveryExpires[] = "claim_expires_ms";
 constexpr char kAttempts[] = "attempts";
 constexpr char kDue[] = "due_ms";
 constexpr char kFirst[] = "first_attempt_ms";
-
-AttributePath Attr(const char* name) { return AttributePath::Top(name); }
 
 bool Claimable(const CallbackDelivery& d, int64_t now_ms) {
   return d.claim_owner.empty() || d.claim_expires_ms <= now_ms;
@@ -34,7 +33,7 @@ bool Claimable(const CallbackDelivery& d, int64_t now_ms) {
 CallbackOutbox::CallbackOutbox(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
 
 store::ItemKey CallbackOutbox::Key(std::string_view execution_id) {
-  return {kPk, absl::StrCat(kSkPrefix, std::string(execution_id))};
+  return {kCallbacksPk, absl::StrCat(kSkPrefix, std::string(execution_id))};
 }
 
 WriteRequest CallbackOutbox::AddRequest(std::string_view execution_id, std::string_view tenant_id,
@@ -63,15 +62,15 @@ absl::StatusOr<CallbackDelivery> CallbackOutbox::FromItem(const Item& item) {
   d.first_attempt_ms = store::GetInt(item, kFirst).value_or(0);
   d.attempts = store::GetInt(item, kAttempts).value_or(0);
   d.last_error = s("last_error");
-  d.claim_owner = s(kOwner);
-  d.claim_expires_ms = store::GetInt(item, kExpires).value_or(0);
+  d.claim_owner = s(kDeliveryOwner);
+  d.claim_expires_ms = store::GetInt(item, kDeliveryExpires).value_or(0);
   return d;
 }
 
 absl::StatusOr<std::vector<CallbackDelivery>> CallbackOutbox::Due(int limit, int scan_limit) {
   const int64_t now_ms = clock_.now_epoch_ms();
   std::vector<CallbackDelivery> out;
-  store::QueryRequest q{kPk, kSkPrefix, std::clamp(scan_limit, 1, 200), std::nullopt, false};
+  store::QueryRequest q{kCallbacksPk, kSkPrefix, std::clamp(scan_limit, 1, 200), std::nullopt, false};
   int seen = 0;
   while (seen < scan_limit && static_cast<int>(out.size()) < limit) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
@@ -90,15 +89,15 @@ absl::StatusOr<std::vector<CallbackDelivery>> CallbackOutbox::Due(int limit, int
 absl::StatusOr<std::optional<CallbackDelivery>> CallbackOutbox::Claim(const CallbackDelivery& seen,
                                                                       std::string_view owner, int64_t lease_ms) {
   const int64_t now_ms = clock_.now_epoch_ms();
-  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kOwner), std::string(owner)),
-                               UpdateOp::Set(Attr(kExpires), now_ms + lease_ms),
+  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr(kDeliveryOwner), std::string(owner)),
+                               UpdateOp::Set(Attr(kDeliveryExpires), now_ms + lease_ms),
                                UpdateOp::Set(Attr(kAttempts), seen.attempts + 1)};
   if (seen.first_attempt_ms == 0) ops.push_back(UpdateOp::Set(Attr(kFirst), now_ms));
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Update(Key(seen.execution_id), std::move(ops),
                                  Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempts), seen.attempts),
-                                                 Condition::Or({Condition::NotExists(Attr(kOwner)),
-                                                                Condition::Le(Attr(kExpires), now_ms)})})));
+                                                 Condition::Or({Condition::NotExists(Attr(kDeliveryOwner)),
+                                                                Condition::Le(Attr(kDeliveryExpires), now_ms)})})));
   if (!r.applied) return std::optional<CallbackDelivery>();
   ASSIGN_OR_RETURN(CallbackDelivery claimed, FromItem(r.item));
   return std::optional<CallbackDelivery>(std::move(claimed));
@@ -106,17 +105,17 @@ absl::StatusOr<std::optional<CallbackDelivery>> CallbackOutbox::Claim(const Call
 
 WriteRequest CallbackOutbox::DoneRequest(const CallbackDelivery& claimed) {
   return WriteRequest::Erase(Key(claimed.execution_id),
-                             Condition::And({Condition::Eq(Attr(kOwner), claimed.claim_owner),
+                             Condition::And({Condition::Eq(Attr(kDeliveryOwner), claimed.claim_owner),
                                              Condition::Eq(Attr(kAttempts), claimed.attempts)}));
 }
 
 absl::StatusOr<bool> CallbackOutbox::Retry(const CallbackDelivery& claimed, int64_t due_ms, std::string_view error) {
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Update(Key(claimed.execution_id),
-                                 {UpdateOp::Remove(Attr(kOwner)), UpdateOp::Remove(Attr(kExpires)),
+                                 {UpdateOp::Remove(Attr(kDeliveryOwner)), UpdateOp::Remove(Attr(kDeliveryExpires)),
                                   UpdateOp::Set(Attr(kDue), due_ms),
                                   UpdateOp::Set(Attr("last_error"), std::string(error.substr(0, 200)))},
-                                 Condition::And({Condition::Eq(Attr(kOwner), claimed.claim_owner),
+                                 Condition::And({Condition::Eq(Attr(kDeliveryOwner), claimed.claim_owner),
                                                  Condition::Eq(Attr(kAttempts), claimed.attempts)}),
                                  store::ReturnValues::kNone));
   return r.applied;
@@ -124,7 +123,7 @@ absl::StatusOr<bool> CallbackOutbox::Retry(const CallbackDelivery& claimed, int6
 
 absl::StatusOr<int64_t> CallbackOutbox::Pending(int limit) {
   int64_t n = 0;
-  store::QueryRequest q{kPk, kSkPrefix, 500, std::nullopt, false};
+  store::QueryRequest q{kCallbacksPk, kSkPrefix, 500, std::nullopt, false};
   while (n < limit) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
     n += static_cast<int64_t>(p.items.size());

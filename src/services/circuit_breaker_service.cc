@@ -7,6 +7,7 @@
 namespace toolgate {
 
 using breaker::State;
+using store::Attr;
 using store::AttributeMap;
 using store::AttributePath;
 using store::Condition;
@@ -32,11 +33,9 @@ constexpr char kForcedBy[] = "forced_by";
 constexpr char kForcedReason[] = "forced_reason";
 
 // A read-modify-write that keeps losing its race is retried this many times before kAborted.
-constexpr int kMaxAttempts = 32;
+constexpr int kMaxTransitionAttempts = 32;
 
-AttributePath Attr(const char* name) { return AttributePath::Top(name); }
-
-absl::StatusOr<breaker::Snapshot> Decode(const std::optional<Item>& item, std::string_view connector_id) {
+absl::StatusOr<breaker::Snapshot> DecodeBreaker(const std::optional<Item>& item, std::string_view connector_id) {
   breaker::Snapshot s;
   if (!item) return s;
   s.exists = true;
@@ -161,7 +160,7 @@ store::ItemKey CircuitBreakerService::Key(std::string_view connector_id) {
 
 absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Read(std::string_view connector_id) {
   ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id)));
-  return Decode(item, connector_id);
+  return DecodeBreaker(item, connector_id);
 }
 
 absl::StatusOr<breaker::Snapshot> CircuitBreakerService::CachedOrRead(std::string_view connector_id, int64_t now_ms) {
@@ -278,7 +277,7 @@ absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id,
                                                   const Permit& permit, std::string_view tenant_id) {
   if (permit.probe) return ProbeResult(connector_id, config, permit, State::kOpen);
   const std::string tenant(tenant_id.empty() ? "-" : tenant_id);
-  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+  for (int attempt = 0; attempt < kMaxTransitionAttempts; ++attempt) {
     ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
     // A result from a call that started under another generation no longer counts (S3).
     if (s.state != State::kClosed || s.generation != permit.generation) return absl::OkStatus();
@@ -310,7 +309,7 @@ absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id,
       ASSIGN_OR_RETURN(r, store_.Update(Key(connector_id), ops, SameWindow(s.generation, s.window_start_epoch_sec)));
     }
     if (!r.applied) continue;  // the window or the state moved under us: look again
-    ASSIGN_OR_RETURN(breaker::Snapshot counted, Decode(r.item, connector_id));
+    ASSIGN_OR_RETURN(breaker::Snapshot counted, DecodeBreaker(r.item, connector_id));
     if (!breaker::ShouldOpen(counted.window_failures, counted.window_calls, counted.distinct_failure_tenants, config)) {
       return absl::OkStatus();
     }
@@ -320,7 +319,7 @@ absl::Status CircuitBreakerService::RecordFailure(std::string_view connector_id,
         .status();
   }
   return absl::AbortedError(absl::StrCat("breaker of connector '", std::string(connector_id),
-                                         "': failure not recorded after ", kMaxAttempts, " races"));
+                                         "': failure not recorded after ", kMaxTransitionAttempts, " races"));
 }
 
 absl::Status CircuitBreakerService::ProbeResult(std::string_view connector_id, const breaker::Config& config,
@@ -410,7 +409,7 @@ absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Overri
                                                                                    State to,
                                                                                    BreakerTransition::Cause cause,
                                                                                    const OperatorNote& note) {
-  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+  for (int attempt = 0; attempt < kMaxTransitionAttempts; ++attempt) {
     ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
     const int64_t now_ms = clock_.now_epoch_ms();
     if (to == State::kClosed && s.state == State::kClosed && s.throttled_until_epoch_sec <= now_ms / 1000) {
@@ -423,12 +422,12 @@ absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Overri
     }
     ASSIGN_OR_RETURN(bool won, Transition(connector_id, s, next, cause, to, now_ms));
     if (won) {
-      ASSIGN_OR_RETURN(breaker::Snapshot after, Decode(next, connector_id));
+      ASSIGN_OR_RETURN(breaker::Snapshot after, DecodeBreaker(next, connector_id));
       return CloseResult{s, after, true};
     }
   }
-  return absl::AbortedError(
-      absl::StrCat("breaker of connector '", std::string(connector_id), "': override lost ", kMaxAttempts, " races"));
+  return absl::AbortedError(absl::StrCat("breaker of connector '", std::string(connector_id), "': override lost ",
+                                         kMaxTransitionAttempts, " races"));
 }
 
 absl::StatusOr<bool> CircuitBreakerService::Transition(std::string_view connector_id, const breaker::Snapshot& seen,

@@ -8,6 +8,7 @@
 
 namespace toolgate {
 
+using store::Attr;
 using store::AttributeMap;
 using store::AttributePath;
 using store::Condition;
@@ -27,8 +28,6 @@ constexpr char kLimitReason[] = "limit_reason";
 constexpr char kLimitSetAt[] = "limit_set_at_ms";
 constexpr int kMaxLimit = kMaxInFlightLimit;
 constexpr int kMaxShards = kMaxConcurrencyShards;
-
-AttributePath Attr(const char* name) { return AttributePath::Top(name); }
 
 // True when a lease that expires at `expires_at_ms` may be reclaimed at `now_ms` (S7).
 bool Reclaimable(int64_t expires_at_ms, int64_t now_ms, const ConcurrencyConfig& config) {
@@ -54,8 +53,8 @@ store::WriteRequest AcquireRequest(const SlotLease& lease) {
                                      AcquireCondition(lease.lease_id), store::ReturnValues::kNone);
 }
 
-absl::StatusOr<ConcurrencySnapshot> Decode(const Item& item, std::string_view connector_id, int64_t now_ms,
-                                           const ConcurrencyConfig& config) {
+absl::StatusOr<ConcurrencySnapshot> DecodeSlots(const Item& item, std::string_view connector_id, int64_t now_ms,
+                                                const ConcurrencyConfig& config) {
   const auto in_flight = store::GetInt(item, kInFlight);
   const auto max = store::GetInt(item, kMax);
   const AttributeMap* holders = store::GetMap(item, kHolders);
@@ -292,7 +291,7 @@ absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::WriteLimit(std:
           absl::StrCat("connector '", std::string(connector_id), "' has no semaphore yet (it is created at start)"));
     }
     ASSIGN_OR_RETURN(ConcurrencySnapshot part,
-                     Decode(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{}));
+                     DecodeSlots(r.item, connector_id, clock_.now_epoch_ms(), ConcurrencyConfig{}));
     Add(total, part);
   }
   return total;
@@ -308,7 +307,7 @@ absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::Read(std::strin
       total.max_in_flight += ShareOf(config.max_in_flight, config.shards, k);
       continue;
     }
-    ASSIGN_OR_RETURN(ConcurrencySnapshot part, Decode(*item, connector_id, clock_.now_epoch_ms(), config));
+    ASSIGN_OR_RETURN(ConcurrencySnapshot part, DecodeSlots(*item, connector_id, clock_.now_epoch_ms(), config));
     Add(total, part);
   }
   return total;

@@ -9,13 +9,12 @@
 
 namespace toolgate {
 
+using store::Attr;
 using store::Condition;
 using store::Item;
 using store::UpdateOp;
 
 namespace {
-
-store::AttributePath Attr(const char* name) { return store::AttributePath::Top(name); }
 
 Item OutcomeFields(const ExecutionRecord& r) {
   return Item{{"outcome", std::string(ToString(r.outcome))},

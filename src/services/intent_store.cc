@@ -5,14 +5,13 @@
 
 namespace toolgate {
 
+using store::Attr;
 using store::AttributePath;
 using store::Condition;
 using store::Item;
 using store::UpdateOp;
 
 namespace {
-
-AttributePath Attr(const char* n) { return AttributePath::Top(n); }
 
 std::optional<IntentStore::State> Parse(std::string_view s) {
   if (s == "IN_PROGRESS") return IntentStore::State::kInProgress;

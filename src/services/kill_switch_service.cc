@@ -13,7 +13,7 @@ using store::Item;
 
 namespace {
 
-constexpr char kPk[] = "KILLSWITCH";
+constexpr char kKillSwitchPk[] = "KILLSWITCH";
 
 int64_t MonotonicMs(const Clock& clock) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
@@ -28,7 +28,7 @@ bool ValidKeyChars(std::string_view key) {
   return true;
 }
 
-KillSwitch FromItem(const Item& item) {
+KillSwitch KillSwitchFromItem(const Item& item) {
   KillSwitch k;
   k.scope = store::GetString(item, "scope").value_or("");
   k.key = store::GetString(item, "key").value_or("");
@@ -95,7 +95,7 @@ absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
   const Item item{{"scope", ks.scope}, {"key", ks.key}, {"reason", ks.reason}, {"requested_by", ks.requested_by},
                   {"actor", ks.actor}, {"at", ks.at}};
   ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Put({kPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always()));
+                   store_.Put({kKillSwitchPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always()));
   (void)r;
   absl::MutexLock lock(&mu_);
   snapshot_at_ms_ = -1;  // this instance sees its own change at once
@@ -108,8 +108,9 @@ absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::strin
   if (key.empty() || key.size() > 256 || !ValidKeyChars(key)) {
     return absl::InvalidArgumentError("key must be 1..256 characters of [A-Za-z0-9_.:@/*-]");
   }
-  ASSIGN_OR_RETURN(store::WriteResult r, store_.Erase({kPk, absl::StrCat(std::string(scope), "#", std::string(key))},
-                                                      Condition::ItemExists()));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Erase({kKillSwitchPk, absl::StrCat(std::string(scope), "#", std::string(key))}, Condition::ItemExists()));
   absl::MutexLock lock(&mu_);
   snapshot_at_ms_ = -1;
   return r.applied;
@@ -117,10 +118,10 @@ absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::strin
 
 absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {
   std::vector<KillSwitch> out;
-  store::QueryRequest q{kPk, "", 1000, std::nullopt, false};
+  store::QueryRequest q{kKillSwitchPk, "", 1000, std::nullopt, false};
   for (int page = 0; page < 100; ++page) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
-    for (auto& [sk, item] : p.items) out.push_back(FromItem(item));
+    for (auto& [sk, item] : p.items) out.push_back(KillSwitchFromItem(item));
     if (!p.last_sk) break;
     q.after = p.last_sk;
   }

@@ -19,7 +19,7 @@ using store::Item;
 
 namespace {
 
-constexpr int kMaxAttempts = 32;
+constexpr int kMaxAppendAttempts = 32;
 
 std::string EventSk(int64_t seq) {
   char buf[32];
@@ -27,7 +27,7 @@ std::string EventSk(int64_t seq) {
   return buf;
 }
 
-LedgerEvent FromItem(const Item& item) {
+LedgerEvent EventFromItem(const Item& item) {
   LedgerEvent e;
   e.seq = store::GetInt(item, "seq").value_or(0);
   e.type = store::GetString(item, "type").value_or("");
@@ -88,7 +88,7 @@ absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
   ASSIGN_OR_RETURN(store::QueryPage page, store_.Query({chain, "EVENT#", 1, std::nullopt, true}));
   Tail tail;
   if (!page.items.empty()) {
-    const LedgerEvent last = FromItem(page.items.front().second);
+    const LedgerEvent last = EventFromItem(page.items.front().second);
     tail.seq = last.seq;
     tail.hash = last.hash;
     tail.expires_at_s = last.expires_at_s;
@@ -154,7 +154,7 @@ absl::StatusOr<Ledger::Tail> Ledger::ReadAnchor(const ChainAnchor& anchor) {
 absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail, std::string_view type,
                                            std::string_view actor, std::string_view data_json,
                                            const ChainAnchor& anchor) {
-  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+  for (int attempt = 0; attempt < kMaxAppendAttempts; ++attempt) {
     auto [write, e] = PrepareAppend(chain, tail, type, actor, data_json);
     std::vector<store::WriteRequest> writes;
     writes.push_back(std::move(write));
@@ -177,7 +177,7 @@ absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail,
     ASSIGN_OR_RETURN(tail, ReadTail(chain));  // another writer appended first
     if (tail.seq == 0) tail.expires_at_s = expires_at_s;
   }
-  return absl::AbortedError(absl::StrCat("ledger ", chain, ": append lost ", kMaxAttempts, " races"));
+  return absl::AbortedError(absl::StrCat("ledger ", chain, ": append lost ", kMaxAppendAttempts, " races"));
 }
 
 absl::StatusOr<LedgerEvent> Ledger::Audit(std::string_view type, std::string_view actor, std::string_view data_json) {
@@ -194,7 +194,7 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::Read(const std::string& chain) 
   store::QueryRequest q{chain, "EVENT#", 1000, std::nullopt, false};
   for (int page = 0; page < 1000; ++page) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
-    for (auto& [sk, item] : p.items) out.push_back(FromItem(item));
+    for (auto& [sk, item] : p.items) out.push_back(EventFromItem(item));
     if (!p.last_sk) break;
     q.after = p.last_sk;
   }
@@ -229,7 +229,7 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optio
     for (int page = 0; page < 100 && static_cast<int>(out.size()) < limit; ++page) {
       ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
       for (auto& [sk, item] : p.items) {
-        LedgerEvent e = FromItem(item);
+        LedgerEvent e = EventFromItem(item);
         if (!since.empty() && e.at < since) continue;
         if (!until.empty() && e.at >= until) continue;
         if (static_cast<int>(out.size()) < limit) out.push_back(std::move(e));

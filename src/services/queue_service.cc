@@ -9,6 +9,7 @@
 
 namespace toolgate {
 
+using store::Attr;
 using store::AttributePath;
 using store::Condition;
 using store::Item;
@@ -17,15 +18,13 @@ using store::WriteRequest;
 
 namespace {
 
-constexpr char kOwner[] = "claim_owner";
-constexpr char kExpires[] = "claim_expires_ms";
+constexpr char kClaimOwner[] = "claim_owner";
+constexpr char kClaimExpires[] = "claim_expires_ms";
 constexpr char kAttempt[] = "attempt";
 constexpr char kReadyAt[] = "ready_at_ms";
 constexpr char kCount[] = "count";
 constexpr char kItemPrefix[] = "ITEM#";
 constexpr char kTenantPrefix[] = "TENANT#";
-
-AttributePath Attr(const char* name) { return AttributePath::Top(name); }
 
 std::string QueuePk(std::string_view connector_id, std::string_view tenant_id) {
   return absl::StrCat("QUEUE#", std::string(connector_id), "#", std::string(tenant_id));
@@ -34,14 +33,14 @@ std::string TenantsPk(std::string_view connector_id) { return absl::StrCat("QUEU
 
 // No live claim at `now_ms`: never claimed, or its lease (plus the skew) has run out.
 Condition NoLiveClaim(int64_t now_ms, int max_clock_skew_s) {
-  return Condition::Or(
-      {Condition::NotExists(Attr(kOwner)), Condition::Le(Attr(kExpires), now_ms - int64_t{max_clock_skew_s} * 1000)});
+  return Condition::Or({Condition::NotExists(Attr(kClaimOwner)),
+                        Condition::Le(Attr(kClaimExpires), now_ms - int64_t{max_clock_skew_s} * 1000)});
 }
 
 // This claim still holds the item.
 Condition StillMine(const QueueClaim& claim) {
   return Condition::And(
-      {Condition::Eq(Attr(kOwner), claim.item.claim_owner), Condition::Eq(Attr(kAttempt), claim.item.attempt)});
+      {Condition::Eq(Attr(kClaimOwner), claim.item.claim_owner), Condition::Eq(Attr(kAttempt), claim.item.attempt)});
 }
 
 WriteRequest CountDown(const QueueItem& item) {
@@ -93,8 +92,8 @@ absl::StatusOr<QueueItem> QueueService::FromItem(const Item& item) {
   q.ready_at_ms = store::GetInt(item, kReadyAt).value_or(0);
   q.deadline_ms = store::GetInt(item, "deadline_ms").value_or(0);
   q.attempt = store::GetInt(item, kAttempt).value_or(0);
-  q.claim_owner = s(kOwner);
-  q.claim_expires_ms = store::GetInt(item, kExpires).value_or(0);
+  q.claim_owner = s(kClaimOwner);
+  q.claim_expires_ms = store::GetInt(item, kClaimExpires).value_or(0);
   q.callback_url = s("callback_url");
   return q;
 }
@@ -179,13 +178,13 @@ absl::StatusOr<std::optional<QueueItem>> QueueService::NextReady(std::string_vie
 absl::StatusOr<std::optional<QueueClaim>> QueueService::Claim(const QueueItem& seen, std::string_view owner,
                                                               int64_t lease_ms, int max_clock_skew_s) {
   const int64_t now_ms = clock_.now_epoch_ms();
-  ASSIGN_OR_RETURN(
-      store::WriteResult r,
-      store_.Update(ItemKey(seen),
-                    {UpdateOp::Set(Attr(kOwner), std::string(owner)), UpdateOp::Set(Attr(kExpires), now_ms + lease_ms),
-                     UpdateOp::Set(Attr(kAttempt), seen.attempt + 1)},
-                    Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempt), seen.attempt),
-                                    NoLiveClaim(now_ms, max_clock_skew_s)})));
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(ItemKey(seen),
+                                 {UpdateOp::Set(Attr(kClaimOwner), std::string(owner)),
+                                  UpdateOp::Set(Attr(kClaimExpires), now_ms + lease_ms),
+                                  UpdateOp::Set(Attr(kAttempt), seen.attempt + 1)},
+                                 Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempt), seen.attempt),
+                                                 NoLiveClaim(now_ms, max_clock_skew_s)})));
   if (!r.applied) return std::optional<QueueClaim>();
   ASSIGN_OR_RETURN(QueueItem claimed, FromItem(r.item));
   return std::optional<QueueClaim>(QueueClaim{std::move(claimed), !seen.claim_owner.empty()});
@@ -200,10 +199,10 @@ std::vector<WriteRequest> QueueService::CompleteRequests(const QueueClaim& claim
 }
 
 WriteRequest QueueService::RequeueRequest(const QueueClaim& claim, int64_t ready_at_ms) {
-  return WriteRequest::Update(
-      ItemKey(claim.item),
-      {UpdateOp::Remove(Attr(kOwner)), UpdateOp::Remove(Attr(kExpires)), UpdateOp::Set(Attr(kReadyAt), ready_at_ms)},
-      StillMine(claim), store::ReturnValues::kNone);
+  return WriteRequest::Update(ItemKey(claim.item),
+                              {UpdateOp::Remove(Attr(kClaimOwner)), UpdateOp::Remove(Attr(kClaimExpires)),
+                               UpdateOp::Set(Attr(kReadyAt), ready_at_ms)},
+                              StillMine(claim), store::ReturnValues::kNone);
 }
 
 absl::StatusOr<bool> QueueService::Requeue(const QueueClaim& claim, int64_t ready_at_ms) {

@@ -8,6 +8,7 @@
 
 namespace toolgate {
 
+using store::Attr;
 using store::Condition;
 using store::Item;
 using store::UpdateOp;
@@ -15,8 +16,6 @@ using store::UpdateOp;
 namespace {
 
 constexpr char kJobsPk[] = "REPLAYJOBS";
-
-store::AttributePath Attr(const char* name) { return store::AttributePath::Top(name); }
 
 store::ItemKey HeaderKey(std::string_view job_id) { return {kJobsPk, absl::StrCat("JOB#", std::string(job_id))}; }
 
@@ -26,7 +25,7 @@ store::ItemKey PartKey(std::string_view job_id, int64_t part) {
   return {absl::StrCat("REPLAYJOB#", std::string(job_id)), sk};
 }
 
-ReplayJob FromItem(const Item& item) {
+ReplayJob JobFromItem(const Item& item) {
   ReplayJob j;
   auto s = [&](const char* n) { return store::GetString(item, n).value_or(""); };
   auto i = [&](const char* n, int64_t d = 0) { return store::GetInt(item, n).value_or(d); };
@@ -107,14 +106,14 @@ absl::Status ReplayJobStore::Create(const ReplayJob& job, const std::vector<Repl
 absl::StatusOr<ReplayJob> ReplayJobStore::Get(std::string_view job_id) {
   ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(HeaderKey(job_id)));
   if (!item) return absl::NotFoundError("no such replay job");
-  return FromItem(*item);
+  return JobFromItem(*item);
 }
 
 absl::StatusOr<std::vector<ReplayJob>> ReplayJobStore::List(int limit) {
   store::QueryRequest q{kJobsPk, "JOB#", std::min(std::max(limit, 1), 1000), std::nullopt, /*descending=*/true};
   ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
   std::vector<ReplayJob> jobs;
-  for (const auto& [sk, item] : p.items) jobs.push_back(FromItem(item));
+  for (const auto& [sk, item] : p.items) jobs.push_back(JobFromItem(item));
   return jobs;
 }
 
@@ -167,7 +166,7 @@ absl::StatusOr<std::optional<ReplayJob>> ReplayJobStore::Claim(std::string_view 
                                                  Condition::Or({Condition::NotExists(Attr("owner")), OwnedBy(owner),
                                                                 Condition::Lt(Attr("lease_until_ms"), now)})})));
   if (!r.applied) return std::nullopt;
-  return FromItem(r.item);
+  return JobFromItem(r.item);
 }
 
 absl::Status ReplayJobStore::Release(std::string_view job_id, std::string_view owner) {

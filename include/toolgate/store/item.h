@@ -74,6 +74,9 @@ struct AttributePath {
   std::string ToString() const { return key ? name + "." + *key : name; }
 };
 
+// Shorthand for AttributePath::Top(name), the services' most common path.
+inline AttributePath Attr(std::string name) { return AttributePath::Top(std::move(name)); }
+
 // The value at `path` in `item`, or nullptr when absent.
 const AttributeValue* Find(const Item& item, const AttributePath& path);
 
