@@ -158,7 +158,10 @@ TEST_P(QueuedCallsRaceTest, APurgeRacingAPutBackEndsEveryCall) {
 }
 
 // A dispatcher holds its claim when the purge reaches the call, and puts the call back (its breaker
-// opened) a moment later: the purge waits for that put-back and ends the call too.
+// opened) a moment later: the purge waits for that put-back and ends the call too. Where a batch is
+// not one transaction (memory, DynamoDB) the purge may see the item unclaimed before the put-back's
+// event is written; then the two race for the chain's head, and either order ends the call EXPIRED
+// on a chain that verifies.
 TEST_P(QueuedCallsRaceTest, APurgeThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
   const std::string first = Enqueue("k-1");
   const std::string second = Enqueue("k-2");
@@ -168,16 +171,15 @@ TEST_P(QueuedCallsRaceTest, APurgeThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
   ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
   auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
   ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
-  std::atomic<bool> put_back{false};
+  std::atomic<bool> not_run{false};
   std::thread dispatcher([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     auto admitted = stack_->invoker.AdmitClaimed(**claim, std::nullopt, "instance-1");
-    auto* answer = std::get_if<InvokeResult>(&admitted);
-    put_back = answer != nullptr && answer->outcome == Outcome::kQueued;
+    not_run = std::holds_alternative<InvokeResult>(admitted);
   });
   auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops", std::chrono::seconds(30));
   dispatcher.join();
-  ASSERT_TRUE(put_back) << "the dispatcher put the call back";
+  ASSERT_TRUE(not_run) << "the breaker is open: the dispatcher must not run the call";
   ASSERT_TRUE(purged.ok()) << purged.status();
   EXPECT_EQ(purged->purged, 2);
   EXPECT_EQ(purged->running, 0);
