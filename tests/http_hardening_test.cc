@@ -564,7 +564,9 @@ TEST_F(HttpHardeningTest, AtTheConnectionCapNewClientsGetA503AtOnceAndTheAdminLi
 
 TEST_F(HttpHardeningTest, DescriptorExhaustionIsBackedOffInsteadOfSpinningAndServingResumes) {
   if (testing::kSanitizedBuild) GTEST_SKIP() << kNoDescriptorsUnderSanitizers;
-  GatewayProcess& gw = Start(Config());
+  // Four event loops: connections are accepted onto each in turn, so while descriptors are short
+  // the accept is retried onto loops that have not served a connection yet.
+  GatewayProcess& gw = Start(Config("io_threads = 4\n"));
   const rlim_t original = DescriptorLimitOf(gw.pid()).rlim_cur;
   // Leave toolgate four spare descriptors, then open more idle connections than that.
   SetSoftDescriptorLimit(gw.pid(), static_cast<rlim_t>(OpenDescriptors(gw.pid()) + 4));

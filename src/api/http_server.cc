@@ -339,6 +339,11 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   Impl(asio::io_context& io, ServerLimits l, Handler h, std::vector<asio::io_context*> loops)
       : io(io), acceptor(io), limits(std::move(l)), handler(std::move(h)), connection_loops(std::move(loops)) {
     if (connection_loops.empty()) connection_loops.push_back(&io);
+    // Each loop's reactor (an epoll, an eventfd and a timerfd) is made now, while there are
+    // descriptors. Asio makes it at the first socket a loop gets, which is inside the initiation of
+    // an accept onto that loop: out of descriptors there, it throws where nothing can catch, and
+    // the process ends in std::terminate instead of backing off.
+    for (asio::io_context* loop : connection_loops) tcp::socket reactor_made_here(*loop);
   }
 
   // The loop the next connection is served on: each in turn. Only the accepting coroutine calls it.
