@@ -79,6 +79,19 @@ class QueuedCallsRaceTest : public ::testing::TestWithParam<Backend> {
     ASSERT_TRUE(opened.ok()) << opened.status();
   }
 
+  // Each of `ids` ended EXPIRED by the purge, and the queue is empty.
+  void ExpectAllPurged(std::initializer_list<std::string> ids) {
+    for (const std::string& id : ids) {
+      auto record = stack_->executions.Get(kTenant, id);
+      ASSERT_TRUE(record.ok()) << record.status();
+      EXPECT_EQ(ToString(record->outcome), "EXPIRED") << id;
+      EXPECT_EQ(record->reason, "purged") << id;
+    }
+    auto stats = stack_->engine->queue().Stats(kConn);
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    EXPECT_EQ(stats->depth, 0);
+  }
+
   std::vector<std::string> EventTypes(const std::string& execution_id) {
     auto events = stack_->ledger.Read(Ledger::ExecutionChain(execution_id));
     EXPECT_TRUE(events.ok()) << events.status();
@@ -145,16 +158,8 @@ TEST_P(QueuedCallsRaceTest, APurgeRacingAPutBackEndsEveryCall) {
   ASSERT_TRUE(purged.ok()) << purged.status();
   EXPECT_EQ(purged->purged, 2);
   EXPECT_EQ(purged->running, 0);
-  for (const std::string& id : {first, second}) {
-    auto record = stack_->executions.Get(kTenant, id);
-    ASSERT_TRUE(record.ok()) << record.status();
-    EXPECT_EQ(ToString(record->outcome), "EXPIRED") << id;
-    EXPECT_EQ(record->reason, "purged") << id;
-    EXPECT_EQ(EventTypes(id).back(), "EXECUTION_EXPIRED") << id;
-  }
-  auto stats = stack_->engine->queue().Stats(kConn);
-  ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_EQ(stats->depth, 0);
+  ExpectAllPurged({first, second});
+  for (const std::string& id : {first, second}) EXPECT_EQ(EventTypes(id).back(), "EXECUTION_EXPIRED") << id;
 }
 
 // A dispatcher holds its claim when the purge reaches the call, and puts the call back (its breaker
@@ -183,16 +188,8 @@ TEST_P(QueuedCallsRaceTest, APurgeThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
   ASSERT_TRUE(purged.ok()) << purged.status();
   EXPECT_EQ(purged->purged, 2);
   EXPECT_EQ(purged->running, 0);
-  for (const std::string& id : {first, second}) {
-    auto record = stack_->executions.Get(kTenant, id);
-    ASSERT_TRUE(record.ok()) << record.status();
-    EXPECT_EQ(ToString(record->outcome), "EXPIRED") << id;
-    EXPECT_EQ(record->reason, "purged") << id;
-  }
+  ExpectAllPurged({first, second});
   EXPECT_EQ(EventTypes((*claim)->item.execution_id).back(), "EXECUTION_EXPIRED");
-  auto stats = queue.Stats(kConn);
-  ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_EQ(stats->depth, 0);
 }
 
 // A claim still held when the purge stops waiting is a call being run: it is counted `running` and

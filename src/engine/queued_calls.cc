@@ -1,6 +1,7 @@
 #include "toolgate/engine/queued_calls.h"
 
 #include <algorithm>
+#include <chrono>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -82,8 +83,12 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ac
   // The chain moved between the read and the removal: a dispatcher that had claimed the item put it
   // back (TOOL_ATTEMPT_FAILED) just before it was removed. Nothing can claim it now, so the chain
   // settles: read the record again and end it on its new head, with the tenant's count (and the
-  // callback) that were to follow the record's end.
+  // callback) that were to follow the record's end. Where a batch is not one transaction (memory,
+  // DynamoDB) the put-back's record write may still be on its way when its event has landed, and the
+  // record read again is the old head: the retries after the first wait 2, 4, ... 64 ms (126 in all)
+  // for it to land.
   for (int attempt = 0; !record_ended && attempt < 8; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1 << attempt));
     std::vector<store::WriteRequest> tail =
         QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
     tail.erase(tail.begin());  // the item is gone already
