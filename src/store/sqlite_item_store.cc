@@ -288,6 +288,12 @@ SqliteItemStore::~SqliteItemStore() {
     stopping_ = true;  // wakes the sweeper: it awaits this condition
   }
   if (sweeper_.joinable()) sweeper_.join();
+  {
+    absl::MutexLock lock(&queue_mu_);
+    writer_stopping_ = true;  // the writer thread commits what is queued, then returns
+    writer_cv_.Signal();
+  }
+  if (writer_thread_.joinable()) writer_thread_.join();
 }
 
 absl::StatusOr<std::unique_ptr<SqliteItemStore::Connection>> SqliteItemStore::Acquire() {
@@ -323,6 +329,11 @@ struct SqliteItemStore::Writer {
   std::vector<absl::StatusOr<WriteResult>> results;
   bool done = false;
   absl::CondVar cv;  // signalled when this writer is done or leads the queue
+  // An asynchronous batch: it owns its requests, the writer thread leads it, and `completion` gets
+  // the results. Empty for a synchronous Submit.
+  std::vector<WriteRequest> owned;
+  AsyncItemStore::WriteCompletion completion;
+  bool async() const { return static_cast<bool>(completion); }
 };
 
 namespace {
@@ -349,24 +360,102 @@ std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::Submit(const std::vect
     writers_.push_back(&self);
     while (!self.done && &self != writers_.front()) self.cv.Wait(&queue_mu_);
     if (self.done) return std::move(self.results);
-    // This writer leads: take a group from the front of the queue.
-    size_t n = 0;
-    for (Writer* w : writers_) {
-      if (!group.empty() && n + w->requests->size() > kMaxGroupWrites) break;
-      group.push_back(w);
-      n += w->requests->size();
-    }
+    group = TakeGroup();  // this writer leads
   }
   CommitGroup(group);
-  absl::MutexLock lock(&queue_mu_);
+  std::vector<Writer*> finished_async;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    finished_async = FinishGroup(group, &self);
+  }
+  for (Writer* w : finished_async) Complete(w);
+  return std::move(self.results);
+}
+
+std::vector<SqliteItemStore::Writer*> SqliteItemStore::TakeGroup() {
+  std::vector<Writer*> group;
+  size_t n = 0;
+  for (Writer* w : writers_) {
+    if (!group.empty() && n + w->requests->size() > kMaxGroupWrites) break;
+    group.push_back(w);
+    n += w->requests->size();
+  }
+  return group;
+}
+
+std::vector<SqliteItemStore::Writer*> SqliteItemStore::FinishGroup(const std::vector<Writer*>& group,
+                                                                   const Writer* self) {
+  std::vector<Writer*> finished_async;
   for (Writer* w : group) {
     writers_.pop_front();
     w->done = true;
-    if (w != &self) w->cv.Signal();
+    if (w->async()) {
+      finished_async.push_back(w);
+    } else if (w != self) {
+      w->cv.Signal();
+    }
   }
-  if (!writers_.empty()) writers_.front()->cv.Signal();
-  return std::move(self.results);
+  // The next leader: a synchronous writer's thread, or the writer thread for an asynchronous batch.
+  if (!writers_.empty()) {
+    if (writers_.front()->async()) {
+      writer_cv_.Signal();
+    } else {
+      writers_.front()->cv.Signal();
+    }
+  }
+  return finished_async;
 }
+
+void SqliteItemStore::Complete(Writer* async_writer) {
+  std::unique_ptr<Writer> w(async_writer);
+  std::move(w->completion)(std::move(w->results));
+}
+
+bool SqliteItemStore::AsyncLeads() const { return !writers_.empty() ? writers_.front()->async() : writer_stopping_; }
+
+void SqliteItemStore::WriterLoop() {
+  for (;;) {
+    std::vector<Writer*> group;
+    {
+      // A CondVar, not an absl::Condition: no code of ours runs inside Abseil (see
+      // sanitizers/tsan_absl_mutex.cc).
+      absl::MutexLock lock(&queue_mu_);
+      while (!AsyncLeads()) writer_cv_.Wait(&queue_mu_);
+      if (writers_.empty()) return;  // stopping, and nothing is queued
+      group = TakeGroup();
+    }
+    CommitGroup(group);
+    std::vector<Writer*> finished_async;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      finished_async = FinishGroup(group, nullptr);
+    }
+    for (Writer* w : finished_async) Complete(w);
+  }
+}
+
+void SqliteItemStore::AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) {
+  if (options_.read_only) {
+    std::move(done)(WriteResults(requests.size(), absl::FailedPreconditionError("sqlite store opened read-only")));
+    return;
+  }
+  if (requests.empty()) {
+    std::move(done)(WriteResults());
+    return;
+  }
+  auto w = std::make_unique<Writer>();
+  w->owned = std::move(requests);
+  w->requests = &w->owned;
+  w->completion = std::move(done);
+  absl::MutexLock lock(&queue_mu_);
+  if (!writer_thread_.joinable()) writer_thread_ = std::thread([this] { WriterLoop(); });
+  writers_.push_back(w.release());                // owned by the queue until Complete
+  if (writers_.size() == 1) writer_cv_.Signal();  // at the front: the writer thread leads it
+}
+
+void SqliteItemStore::AsyncGet(ItemKey key, GetCompletion done) { std::move(done)(Get(key)); }
+
+void SqliteItemStore::AsyncQuery(QueryRequest request, QueryCompletion done) { std::move(done)(Query(request)); }
 
 // REQUIRES: called by the group leader only (so one group at a time uses writer_).
 void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
@@ -394,6 +483,7 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group) {
     }
   }
   if (fatal.ok()) fatal = c.Run(c.commit_, "commit");
+  if (fatal.ok()) groups_committed_.fetch_add(1, std::memory_order_relaxed);
   if (!fatal.ok()) {
     (void)c.Run(c.rollback_, "rollback");  // nothing of the group was written
     c.Forget();

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
+#include "toolgate/store/async_item_store.h"
 #include "toolgate/store/item_store.h"
 
 struct sqlite3;
@@ -24,9 +26,15 @@ namespace toolgate::store {
 // Thread-safe. Connections are pooled: each concurrent caller gets its own. Expired items are hidden
 // from reads at once and deleted by a background sweeper (when `sweep_interval_ms` > 0).
 //
+// Also the asynchronous port (AsyncItemStore): a read runs at once on the caller's thread, on a
+// pooled reader connection (WAL readers never wait for the writer); a write batch joins the same
+// group-commit queue as the synchronous writes, and a writer thread of the store's own (started
+// at the first one) commits the groups that an asynchronous batch leads and calls their
+// completions. The destructor commits what is queued and calls every completion before it returns.
+//
 // Status codes beyond ItemStore's: Open returns kDataLoss for a file that is not a SQLite database,
 // kUnavailable for one that cannot be opened; writes to a read-only store return kFailedPrecondition.
-class SqliteItemStore final : public ItemStore {
+class SqliteItemStore final : public ItemStore, public AsyncItemStore {
  public:
   struct Options {
     std::string path;                // the database file; its directory must exist
@@ -54,6 +62,13 @@ class SqliteItemStore final : public ItemStore {
   std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests) override;
   std::string_view backend_name() const override { return "sqlite"; }
 
+  void AsyncGet(ItemKey key, GetCompletion done) override;
+  void AsyncQuery(QueryRequest request, QueryCompletion done) override;
+  void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) override;
+
+  // Write transactions committed so far (each a group of one or more batches).
+  int64_t groups_committed() const { return groups_committed_.load(std::memory_order_relaxed); }
+
   // Deletes expired items now; returns how many.
   absl::StatusOr<int> SweepExpired();
 
@@ -72,9 +87,21 @@ class SqliteItemStore final : public ItemStore {
   // requests of everyone queued behind it in one transaction, each request decided by its own
   // condition in queue order, and wakes them. Threads of one process never contend for SQLite's lock
   // (whose busy handler sleeps), and one commit (one fsync) serves many writes.
+  //
+  // A group's leader is always the owner of the entry at the front of the queue: the thread of a
+  // synchronous Submit, or the writer thread for an asynchronous batch. One group is committed at a
+  // time, since the front leaves the queue only once its group is committed.
   struct Writer;
   std::vector<absl::StatusOr<WriteResult>> Submit(const std::vector<WriteRequest>& requests);
+  std::vector<Writer*> TakeGroup() ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  // Removes the committed `group` from the queue, wakes its synchronous writers and the next leader;
+  // returns its asynchronous writers, whose completions the caller runs once the lock is released.
+  std::vector<Writer*> FinishGroup(const std::vector<Writer*>& group, const Writer* self)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  static void Complete(Writer* async_writer);
   void CommitGroup(const std::vector<Writer*>& group);
+  bool AsyncLeads() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  void WriterLoop();
 
   void SweepLoop();
 
@@ -87,6 +114,10 @@ class SqliteItemStore final : public ItemStore {
   std::unique_ptr<Connection> writer_;  // used by the group leader only; its page cache stays warm
   absl::Mutex queue_mu_;
   std::deque<Writer*> writers_ ABSL_GUARDED_BY(queue_mu_);
+  bool writer_stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  absl::CondVar writer_cv_;    // signalled when an asynchronous batch reaches the front, and at stop
+  std::thread writer_thread_;  // started under queue_mu_ by the first AsyncWriteBatch; joined by the destructor
+  std::atomic<int64_t> groups_committed_{0};
 
   absl::Mutex sweep_mu_;
   bool stopping_ ABSL_GUARDED_BY(sweep_mu_) = false;  // the sweeper waits on it (Mutex::Await)

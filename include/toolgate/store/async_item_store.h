@@ -1,0 +1,61 @@
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "toolgate/store/item_store.h"
+
+namespace toolgate::store {
+
+// The asynchronous store port (DESIGN §16 item 1): an operation is submitted with a completion, and
+// no thread of the caller's waits for it. The store calls the completion exactly once, from the
+// thread that finished the operation — for SQLite a write from its writer thread, a read at once on
+// the caller's own thread (a WAL reader never waits for the writer). The completion moves the
+// result to wherever the caller goes on: store/awaitable_item_store.h resumes a coroutine on its
+// own executor.
+//
+// Same semantics as ItemStore (each write decided by its own condition, `requires_previous`, TTL,
+// the status codes); WriteBatch's results come back as one vector, in request order.
+//
+// Thread-safe. A store must outlive the completions it has not called yet; destroying one finishes
+// (or fails) every submitted operation and calls its completion first.
+class AsyncItemStore {
+ public:
+  using WriteResults = std::vector<absl::StatusOr<WriteResult>>;
+  using GetCompletion = absl::AnyInvocable<void(absl::StatusOr<std::optional<Item>>) &&>;
+  using QueryCompletion = absl::AnyInvocable<void(absl::StatusOr<QueryPage>) &&>;
+  using WriteCompletion = absl::AnyInvocable<void(WriteResults) &&>;
+
+  virtual ~AsyncItemStore() = default;
+
+  virtual void AsyncGet(ItemKey key, GetCompletion done) = 0;
+  virtual void AsyncQuery(QueryRequest request, QueryCompletion done) = 0;
+  virtual void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) = 0;
+};
+
+// Any ItemStore on the port: each operation runs on one of `threads` threads of the adapter's own,
+// as the gateway's store threads run them today. For the backends without an asynchronous path of
+// their own (memory; DynamoDB until its requests go out on the event loop). `store` must outlive
+// the adapter; the destructor waits for the operations under way and runs the queued ones.
+class PooledAsyncItemStore final : public AsyncItemStore {
+ public:
+  PooledAsyncItemStore(ItemStore& store, int threads);
+  ~PooledAsyncItemStore() override;
+
+  PooledAsyncItemStore(const PooledAsyncItemStore&) = delete;
+  PooledAsyncItemStore& operator=(const PooledAsyncItemStore&) = delete;
+
+  void AsyncGet(ItemKey key, GetCompletion done) override;
+  void AsyncQuery(QueryRequest request, QueryCompletion done) override;
+  void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) override;
+
+ private:
+  struct Pool;
+  ItemStore& store_;
+  std::unique_ptr<Pool> pool_;
+};
+
+}  // namespace toolgate::store

@@ -1,0 +1,317 @@
+// The asynchronous store port (DESIGN §16 item 1) on every backend: SQLite's own (reads on the
+// caller's thread, writes through the group-commit queue and the store's writer thread), and the
+// pooled adapter for memory and DynamoDB. Coroutines on real io_contexts, checked for the same
+// semantics as the synchronous port and for resuming on their own executor.
+
+#include <atomic>
+#include <thread>
+#include <utility>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "gtest/gtest.h"
+#include "test_support.h"
+#include "toolgate/store/async_item_store.h"
+#include "toolgate/store/awaitable_item_store.h"
+#include "toolgate/store/sqlite_item_store.h"
+
+namespace toolgate::store {
+namespace {
+
+namespace asio = boost::asio;
+using toolgate::testing::Backend;
+using toolgate::testing::TempDir;
+
+const ItemKey kCounter{"ASYNC#test", "counter"};
+const ItemKey kWinner{"ASYNC#test", "winner"};
+
+// An io_context run by a thread of its own until Join.
+class Loop {
+ public:
+  Loop() : work_(asio::make_work_guard(io_)), thread_([this] { io_.run(); }) {}
+  ~Loop() { Join(); }
+  void Join() {
+    work_.reset();
+    if (thread_.joinable()) thread_.join();
+  }
+  asio::io_context& io() { return io_; }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::thread thread_;
+};
+
+class AsyncItemStoreTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    store_ = GetParam().open(clock_, dir_);
+    ASSERT_NE(store_, nullptr);
+    // SQLite has the port natively; the others go through the pooled adapter.
+    port_ = dynamic_cast<AsyncItemStore*>(store_.get());
+    if (port_ == nullptr) {
+      pooled_ = std::make_unique<PooledAsyncItemStore>(*store_, 4);
+      port_ = pooled_.get();
+    }
+  }
+  void TearDown() override {
+    pooled_.reset();
+    store_.reset();
+  }
+
+  int64_t Counter() {
+    auto item = store_->Get(kCounter);
+    EXPECT_TRUE(item.ok() && item->has_value()) << item.status();
+    return item.ok() && item->has_value() ? GetInt(**item, "n").value_or(-1) : -1;
+  }
+
+  ManualClock clock_{1'800'000'000'000};
+  TempDir dir_;
+  std::unique_ptr<ItemStore> store_;
+  std::unique_ptr<PooledAsyncItemStore> pooled_;
+  AsyncItemStore* port_ = nullptr;
+};
+
+TEST_P(AsyncItemStoreTest, EachOperationResumesTheCoroutineOnItsOwnLoopWithTheStoresAnswer) {
+  Loop loop;
+  std::atomic<int> checks_passed{0};
+  std::atomic<bool> finished{false};
+  asio::co_spawn(
+      loop.io(),
+      [&]() -> asio::awaitable<void> {
+        auto on_loop = [&] { return std::this_thread::get_id() == loop.id(); };
+        const ItemKey key{"ASYNC#test", "a"};
+        std::vector<WriteRequest> first;
+        first.push_back(WriteRequest::Put(key, Item{{"v", std::string("one")}}, Condition::ItemAbsent()));
+        // Every awaitable named: g++ 12 destroys non-trivial temporaries inside co_await twice.
+        auto put_op = AsyncWriteBatch(*port_, std::move(first), asio::use_awaitable);
+        auto put = co_await std::move(put_op);
+        EXPECT_TRUE(on_loop());
+        EXPECT_EQ(put.size(), 1u);
+        EXPECT_TRUE(put[0].ok() && put[0]->applied) << put[0].status();
+
+        std::vector<WriteRequest> again;
+        again.push_back(WriteRequest::Put(key, Item{{"v", std::string("two")}}, Condition::ItemAbsent()));
+        auto refused_op = AsyncWriteBatch(*port_, std::move(again), asio::use_awaitable);
+        auto refused = co_await std::move(refused_op);
+        EXPECT_TRUE(on_loop());
+        EXPECT_TRUE(refused[0].ok() && !refused[0]->applied) << "the item exists: the condition refuses it";
+
+        auto got_op = AsyncGet(*port_, key, asio::use_awaitable);
+        auto got = co_await std::move(got_op);
+        EXPECT_TRUE(on_loop());
+        EXPECT_TRUE(got.ok() && got->has_value()) << got.status();
+        if (got.ok() && got->has_value()) {
+          EXPECT_EQ(GetString(**got, "v").value_or(""), "one");
+        }
+
+        const ItemKey absent{"ASYNC#test", "absent"};
+        auto missing_op = AsyncGet(*port_, absent, asio::use_awaitable);
+        auto missing = co_await std::move(missing_op);
+        EXPECT_TRUE(missing.ok() && !missing->has_value());
+
+        QueryRequest q;
+        q.pk = "ASYNC#test";
+        auto page_op = AsyncQuery(*port_, q, asio::use_awaitable);
+        auto page = co_await std::move(page_op);
+        EXPECT_TRUE(on_loop());
+        EXPECT_TRUE(page.ok()) << page.status();
+        if (page.ok()) {
+          EXPECT_EQ(page->items.size(), 1u);
+          checks_passed = 1;
+        }
+        finished = true;
+      },
+      asio::detached);
+  loop.Join();  // returns once the coroutine has ended: nothing else keeps the loop running
+  EXPECT_TRUE(finished);
+  EXPECT_EQ(checks_passed, 1);
+}
+
+TEST_P(AsyncItemStoreTest, ABatchDecidesEachWriteInOrderAndSkipsTheOneAfterARefusal) {
+  ASSERT_TRUE(store_->Put(kWinner, Item{{"v", int64_t{1}}}, Condition::Always()).ok());
+  Loop loop;
+  AsyncItemStore::WriteResults results;
+  asio::co_spawn(
+      loop.io(),
+      [&]() -> asio::awaitable<void> {
+        std::vector<WriteRequest> batch;
+        batch.push_back(WriteRequest::Put(kWinner, Item{{"v", int64_t{2}}}, Condition::ItemAbsent()));
+        batch.push_back(WriteRequest::Put(ItemKey{"ASYNC#test", "follows"}, Item{}, Condition::Always()).AfterPrevious());
+        batch.push_back(WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 5)}, Condition::Always()));
+        auto op = AsyncWriteBatch(*port_, std::move(batch), asio::use_awaitable);
+        results = co_await std::move(op);
+      },
+      asio::detached);
+  loop.Join();
+  ASSERT_EQ(results.size(), 3u);
+  for (const auto& r : results) ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(results[0]->applied);
+  EXPECT_FALSE(results[1]->applied) << "requires_previous: skipped after a refusal";
+  EXPECT_TRUE(results[2]->applied);
+  EXPECT_EQ(Counter(), 5);
+  auto follows = store_->Get(ItemKey{"ASYNC#test", "follows"});
+  ASSERT_TRUE(follows.ok());
+  EXPECT_FALSE(follows->has_value());
+}
+
+// Coroutines on two loops at once: every increment lands once, and of the conditional puts of one
+// key exactly one is applied — the port keeps the store's per-item atomicity.
+TEST_P(AsyncItemStoreTest, ConcurrentCoroutinesOnTwoLoopsLoseNoUpdateAndOneConditionalPutWins) {
+  constexpr int kPerLoop = 60;
+  std::atomic<int> done{0};
+  std::atomic<int> won{0};
+  std::atomic<int> failed{0};
+  {
+    Loop a;
+    Loop b;
+    for (Loop* loop : {&a, &b}) {
+      for (int i = 0; i < kPerLoop; ++i) {
+        asio::co_spawn(
+            loop->io(),
+            [&, i]() -> asio::awaitable<void> {
+              std::vector<WriteRequest> batch;
+              batch.push_back(
+                  WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always()));
+              batch.push_back(
+                  WriteRequest::Put(kWinner, Item{{"by", int64_t{i}}}, Condition::ItemAbsent()));
+              auto op = AsyncWriteBatch(*port_, std::move(batch), asio::use_awaitable);
+              auto r = co_await std::move(op);
+              if (r.size() != 2 || !r[0].ok() || !r[0]->applied || !r[1].ok()) ++failed;
+              if (r.size() == 2 && r[1].ok() && r[1]->applied) ++won;
+              ++done;
+            },
+            asio::detached);
+      }
+    }
+  }  // both loops joined: every coroutine has ended
+  EXPECT_EQ(done, 2 * kPerLoop);
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(won, 1);
+  EXPECT_EQ(Counter(), 2 * kPerLoop);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, AsyncItemStoreTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),
+                         toolgate::testing::BackendName);
+
+// ---- SQLite's own asynchronous path -------------------------------------------------------------
+
+class SqliteAsyncTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<SqliteItemStore> Open(bool read_only = false) {
+    return toolgate::testing::OpenSqlite(dir_.file("store.db"), clock_, read_only);
+  }
+  static std::vector<WriteRequest> Increment() {
+    std::vector<WriteRequest> batch;
+    batch.push_back(WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always()));
+    return batch;
+  }
+
+  ManualClock clock_{1'800'000'000'000};
+  TempDir dir_;
+};
+
+// Synchronous writers (the engine today) and asynchronous batches share one queue: whoever is at
+// its front commits the group, so the two never contend for SQLite's lock, and nothing is lost.
+TEST_F(SqliteAsyncTest, SynchronousAndAsynchronousWritersShareOneQueueAndLoseNothing) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 3;
+  constexpr int kSyncEach = 40;
+  constexpr int kAsync = 120;
+  std::atomic<int> async_applied{0};
+  std::atomic<int> sync_applied{0};
+  {
+    Loop loop;
+    for (int i = 0; i < kAsync; ++i) {
+      asio::co_spawn(
+          loop.io(),
+          [&]() -> asio::awaitable<void> {
+            auto op = AsyncWriteBatch(*store, Increment(), asio::use_awaitable);
+            auto r = co_await std::move(op);
+            if (r.size() == 1 && r[0].ok() && r[0]->applied) ++async_applied;
+          },
+          asio::detached);
+    }
+    toolgate::testing::RunTogether(kThreads, [&](int) {
+      for (int i = 0; i < kSyncEach; ++i) {
+        auto r = store->WriteBatch(Increment());
+        if (r.size() == 1 && r[0].ok() && r[0]->applied) ++sync_applied;
+      }
+    });
+  }
+  EXPECT_EQ(async_applied, kAsync);
+  EXPECT_EQ(sync_applied, kThreads * kSyncEach);
+  auto item = store->Get(kCounter);
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ(GetInt(**item, "n").value_or(-1), kAsync + kThreads * kSyncEach);
+}
+
+// Batches submitted faster than one commit takes are committed together: one transaction (one
+// fsync with `full`) for many of them, and no thread of the submitter's waited.
+TEST_F(SqliteAsyncTest, BatchesSubmittedTogetherAreCommittedInFewerTransactions) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kBatches = 100;
+  std::atomic<int> applied{0};
+  std::atomic<int> completed{0};
+  const int64_t groups_before = store->groups_committed();
+  for (int i = 0; i < kBatches; ++i) {
+    store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+      if (r.size() == 1 && r[0].ok() && r[0]->applied) ++applied;
+      ++completed;
+    });
+  }
+  for (int i = 0; i < 1000 && completed < kBatches; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(completed, kBatches);
+  EXPECT_EQ(applied, kBatches);
+  const int64_t groups = store->groups_committed() - groups_before;
+  EXPECT_GE(groups, 1);
+  EXPECT_LT(groups, kBatches) << "queued batches are committed as groups";
+  std::printf("%d batches committed in %lld transactions\n", kBatches, static_cast<long long>(groups));
+}
+
+TEST_F(SqliteAsyncTest, DestroyingTheStoreCommitsWhatIsQueuedAndCallsEveryCompletion) {
+  constexpr int kBatches = 50;
+  std::atomic<int> applied{0};
+  std::atomic<int> completed{0};
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    for (int i = 0; i < kBatches; ++i) {
+      std::vector<WriteRequest> batch;
+      batch.push_back(WriteRequest::Put(ItemKey{"ASYNC#test", "item-" + std::to_string(i)}, Item{{"i", int64_t{i}}},
+                                        Condition::ItemAbsent()));
+      store->AsyncWriteBatch(std::move(batch), [&](AsyncItemStore::WriteResults r) {
+        if (r.size() == 1 && r[0].ok() && r[0]->applied) ++applied;
+        ++completed;
+      });
+    }
+  }  // destroyed with batches still queued
+  EXPECT_EQ(completed, kBatches);
+  EXPECT_EQ(applied, kBatches);
+  auto reopened = Open();
+  ASSERT_NE(reopened, nullptr);
+  QueryRequest q;
+  q.pk = "ASYNC#test";
+  auto page = reopened->Query(q);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->items.size(), static_cast<size_t>(kBatches)) << "every queued batch was committed";
+}
+
+TEST_F(SqliteAsyncTest, AReadOnlyStoreRefusesAnAsynchronousBatchAtOnce) {
+  { ASSERT_NE(Open(), nullptr); }  // creates the file
+  auto store = Open(/*read_only=*/true);
+  ASSERT_NE(store, nullptr);
+  AsyncItemStore::WriteResults results;
+  store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) { results = std::move(r); });
+  ASSERT_EQ(results.size(), 1u) << "completed before AsyncWriteBatch returned";
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace toolgate::store
