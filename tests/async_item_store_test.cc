@@ -141,8 +141,10 @@ TEST_P(AsyncItemStoreTest, ABatchDecidesEachWriteInOrderAndSkipsTheOneAfterARefu
       [&]() -> asio::awaitable<void> {
         std::vector<WriteRequest> batch;
         batch.push_back(WriteRequest::Put(kWinner, Item{{"v", int64_t{2}}}, Condition::ItemAbsent()));
-        batch.push_back(WriteRequest::Put(ItemKey{"ASYNC#test", "follows"}, Item{}, Condition::Always()).AfterPrevious());
-        batch.push_back(WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 5)}, Condition::Always()));
+        batch.push_back(
+            WriteRequest::Put(ItemKey{"ASYNC#test", "follows"}, Item{}, Condition::Always()).AfterPrevious());
+        batch.push_back(
+            WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 5)}, Condition::Always()));
         auto op = AsyncWriteBatch(*port_, std::move(batch), asio::use_awaitable);
         results = co_await std::move(op);
       },
@@ -177,8 +179,7 @@ TEST_P(AsyncItemStoreTest, ConcurrentCoroutinesOnTwoLoopsLoseNoUpdateAndOneCondi
               std::vector<WriteRequest> batch;
               batch.push_back(
                   WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always()));
-              batch.push_back(
-                  WriteRequest::Put(kWinner, Item{{"by", int64_t{i}}}, Condition::ItemAbsent()));
+              batch.push_back(WriteRequest::Put(kWinner, Item{{"by", int64_t{i}}}, Condition::ItemAbsent()));
               auto op = AsyncWriteBatch(*port_, std::move(batch), asio::use_awaitable);
               auto r = co_await std::move(op);
               if (r.size() != 2 || !r[0].ok() || !r[0]->applied || !r[1].ok()) ++failed;
