@@ -1,15 +1,70 @@
 #include "toolgate/engine/tool_invoker.h"
 
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <exception>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/store/awaitable_item_store.h"
 
 namespace toolgate {
 
 using json = nlohmann::json;
+namespace asio = boost::asio;
 
 namespace {
+
+using WriteResults = std::vector<absl::StatusOr<store::WriteResult>>;
+
+// A batch through the drive's asynchronous port (timed as the metered store times its own), or
+// through the synchronous store on the calling thread.
+asio::awaitable<WriteResults> Commit(ToolInvoker::Services& s, StoreDrive drive,
+                                     std::vector<store::WriteRequest> writes) {
+  if (drive.port == nullptr) co_return s.store.WriteBatch(writes);
+  const auto start = s.clock.now_monotonic();
+  auto op = store::AsyncWriteBatch(*drive.port, std::move(writes), asio::use_awaitable);
+  WriteResults results = co_await std::move(op);
+  s.metrics.StoreOperation(std::string(s.store.backend_name()), "batch",
+                           std::chrono::duration<double>(s.clock.now_monotonic() - start).count());
+  co_return results;
+}
+
+// The body of Blocking: `f` is a parameter, so it lives in the coroutine frame on the pool.
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> CallOnPool(F f) {
+  co_return f();
+}
+
+// Blocking store work a service does on its own (its writes): on the drive's pool, or here.
+template <typename F>
+asio::awaitable<std::invoke_result_t<F>> Blocking(StoreDrive drive, F f) {
+  if (drive.blocking == nullptr) co_return f();
+  co_return co_await asio::co_spawn(*drive.blocking, CallOnPool(std::move(f)), asio::use_awaitable);
+}
+
+// The blocking form of an entry point: its coroutine run to its end on the calling thread.
+template <typename T>
+T RunToEnd(asio::awaitable<T> op) {
+  asio::io_context here;
+  std::optional<T> out;
+  std::exception_ptr failed;
+  asio::co_spawn(here, std::move(op), [&out, &failed](std::exception_ptr e, T value) {
+    if (e) {
+      failed = e;
+    } else {
+      out.emplace(std::move(value));
+    }
+  });
+  here.run();
+  if (failed) std::rethrow_exception(failed);
+  return std::move(*out);
+}
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -145,8 +200,8 @@ class ToolInvoker::Admission {
  public:
   using Stop = std::optional<InvokeResult>;
 
-  Admission(ToolInvoker::Services& s, const InvokeRequest& req, const ConnectorConfig& connector)
-      : s_(s), req_(req), ticket_(std::make_unique<Ticket>()) {
+  Admission(ToolInvoker::Services& s, StoreDrive drive, const InvokeRequest& req, const ConnectorConfig& connector)
+      : s_(s), drive_(drive), req_(req), ticket_(std::make_unique<Ticket>()) {
     Ticket& t = *ticket_;
     t.connector = &connector;
     t.request = req;
@@ -170,10 +225,10 @@ class ToolInvoker::Admission {
   }
 
   // A claimed queue item's run (§15): the execution exists; its chain continues from the record.
-  Admission(ToolInvoker::Services& s, const InvokeRequest& req, const ConnectorConfig& connector,
+  Admission(ToolInvoker::Services& s, StoreDrive drive, const InvokeRequest& req, const ConnectorConfig& connector,
             const ExecutionRecord& existing, const QueueClaim& claim, std::optional<SlotLease> lease,
             std::string_view instance_id)
-      : Admission(s, req, connector) {
+      : Admission(s, drive, req, connector) {
     Ticket& t = *ticket_;
     was_running_ = existing.outcome == Outcome::kRunning;
     t.record = existing;
@@ -189,86 +244,108 @@ class ToolInvoker::Admission {
   void AnswerExistingWhenInProgress() { enqueueing_ = true; }
 
   // 1. Kill switches (S8), before anything is taken.
-  Stop CheckKillSwitches() {
+  asio::awaitable<Stop> CheckKillSwitches() {
     absl::StatusOr<std::optional<KillSwitch>> kill =
         s_.kill_switches.Match(rec().tenant_id, cid(), rec().action_type, rec().tool_name);
-    if (!kill.ok()) return StoreTrouble(kill.status());
-    if (!kill->has_value()) return std::nullopt;
-    const KillSwitch& k = **kill;
-    if (ticket_->queued) ReleaseIntent();  // a switch in force at dispatch ends the call (§17.5)
+    if (!kill.ok()) {
+      auto trouble = StoreTrouble(kill.status());
+      co_return co_await std::move(trouble);
+    }
+    if (!kill->has_value()) co_return std::nullopt;
+    const KillSwitch k = **kill;
+    if (ticket_->queued) co_await ReleaseIntent();  // a switch in force at dispatch ends the call (§17.5)
     rec().reason = std::string(ToString(BlockReason::kKillSwitch));
     s_.metrics.Blocked(cid(), k.scope);
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kBlocked, 0, false);
-    if (absl::Status st = FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED",
-                                      {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
-        !st.ok()) {
-      return StoreUnavailable(st);
-    }
+    auto finish =
+        FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
+    if (absl::Status st = co_await std::move(finish); !st.ok()) co_return StoreUnavailable(st);
     CountOutcome(Outcome::kBlocked, "");
     InvokeResult answer = RecordAnswer(rec(), BlockReason::kKillSwitch);
     answer.details["scope"] = k.scope;
-    return answer;
+    co_return answer;
   }
 
   // 2. Intent (tool-layer idempotency, S12), for a client-supplied key and every replay that is not
   // forced. A replay of an intent that already succeeded is answered from the record.
-  Stop CheckIntent() {
+  asio::awaitable<Stop> CheckIntent() {
     const InvokeRequest& req = req_;
-    if (ticket_->queued) return std::nullopt;  // checked, and claimed, at enqueue (§17.5)
+    if (ticket_->queued) co_return std::nullopt;  // checked, and claimed, at enqueue (§17.5)
     if (req.replay && !req.replay->force && req.replay->original_outcome == Outcome::kSucceeded) {
-      return Deduplicated(req.replay->succeeded_in, req.replay->original_result_json);
+      auto deduplicated = Deduplicated(req.replay->succeeded_in, req.replay->original_result_json);
+      co_return co_await std::move(deduplicated);
     }
-    if (req.idempotency_key.empty() && !(req.replay && !req.replay->force)) return std::nullopt;
+    if (req.idempotency_key.empty() && !(req.replay && !req.replay->force)) co_return std::nullopt;
     const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000);
-    absl::StatusOr<IntentStore::Claim> claim =
-        s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms);
-    if (!claim.ok()) return StoreUnavailable(claim.status());
+    auto try_claim = Blocking(drive_, [this, hold_ms] {
+      return s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms);
+    });
+    absl::StatusOr<IntentStore::Claim> claim = co_await std::move(try_claim);
+    if (!claim.ok()) co_return StoreUnavailable(claim.status());
     switch (claim->kind) {
       case IntentStore::Claim::Kind::kMismatch:
-        return InvokeResult::Refused(InvokeError::kIdempotencyKeyReused,
-                                     "this idempotency_key was used with a different tool or input");
+        co_return InvokeResult::Refused(InvokeError::kIdempotencyKeyReused,
+                                        "this idempotency_key was used with a different tool or input");
       case IntentStore::Claim::Kind::kSucceeded:
-        return req.replay ? Deduplicated(claim->execution_id, claim->result_json) : IntentHit(*claim);
+        co_return co_await Succeeded(*claim);
       case IntentStore::Claim::Kind::kInProgress:
-        if (enqueueing_) return Existing(claim->execution_id);
-        return Deferred(DeferReason::kIntentInProgress, 1000);
+        if (enqueueing_) co_return Existing(claim->execution_id);
+        co_return co_await Deferred(DeferReason::kIntentInProgress, 1000);
       case IntentStore::Claim::Kind::kClaimed:
         ticket_->intent_claimed = true;
         ticket_->intent_previous = claim->previous;
         break;
     }
-    return std::nullopt;
+    co_return std::nullopt;
   }
 
   // 3. Breaker permission (S1–S3).
-  Stop AskBreaker() {
+  asio::awaitable<Stop> AskBreaker() {
     Ticket& t = *ticket_;
-    if (!t.guarded) return std::nullopt;
-    absl::StatusOr<CircuitBreakerService::Permit> permit = s_.breakers.RequestPermission(cid(), connector().breaker);
-    if (!permit.ok()) return StoreTrouble(permit.status());
-    if (!permit->allowed) return Deferred(permit->reason, permit->retry_after_ms);
+    if (!t.guarded) co_return std::nullopt;
+    // The usual answer (CLOSED: allowed) is a read, made here; anything else may claim the probe,
+    // a conditional write, and asks again the blocking way.
+    absl::StatusOr<CircuitBreakerService::Permit> permit =
+        s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker);
+    if (!permit.ok() || !permit->allowed) {
+      auto ask = Blocking(drive_, [this] { return s_.breakers.RequestPermission(cid(), connector().breaker); });
+      permit = co_await std::move(ask);
+    }
+    if (!permit.ok()) {
+      auto trouble = StoreTrouble(permit.status());
+      co_return co_await std::move(trouble);
+    }
+    if (!permit->allowed) co_return co_await Deferred(permit->reason, permit->retry_after_ms);
     t.permit = *permit;
-    return std::nullopt;
+    co_return std::nullopt;
   }
 
   // 4. Concurrency slot (S6). A probe winner without a slot gives the probe back (§5).
-  Stop TakeSlot() {
+  asio::awaitable<Stop> TakeSlot() {
     Ticket& t = *ticket_;
-    if (!t.guarded || t.lease) return std::nullopt;  // a dispatcher took the slot before its claim
-    if (!t.queued && OpenWithSlot()) return std::nullopt;
-    absl::StatusOr<std::optional<SlotLease>> lease = s_.slots.TryAcquire(cid(), connector().concurrency);
+    if (!t.guarded || t.lease) co_return std::nullopt;  // a dispatcher took the slot before its claim
+    if (!t.queued && co_await OpenWithSlot()) co_return std::nullopt;
+    auto acquire = Blocking(drive_, [this] { return s_.slots.TryAcquire(cid(), connector().concurrency); });
+    absl::StatusOr<std::optional<SlotLease>> lease = co_await std::move(acquire);
     if (lease.ok() && lease->has_value()) {
       t.lease = **lease;
-      return std::nullopt;
+      co_return std::nullopt;
     }
-    if (t.permit.probe) {
-      if (absl::Status st = s_.breakers.ReturnProbe(cid(), t.permit); !st.ok()) {
-        spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid(), st.ToString());
-      }
-    }
-    if (lease.ok()) return Deferred(DeferReason::kConcurrencyLimit, 1000);
+    co_await ReturnProbe();
+    if (lease.ok()) co_return co_await Deferred(DeferReason::kConcurrencyLimit, 1000);
     t.permit = {};
-    return StoreTrouble(lease.status());
+    auto trouble = StoreTrouble(lease.status());
+    co_return co_await std::move(trouble);
+  }
+
+  // A probe claim this call will not use, given back (S2).
+  asio::awaitable<void> ReturnProbe() {
+    Ticket& t = *ticket_;
+    if (!t.permit.probe) co_return;
+    auto give_back = Blocking(drive_, [this, &t] { return s_.breakers.ReturnProbe(cid(), t.permit); });
+    if (absl::Status st = co_await std::move(give_back); !st.ok()) {
+      spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid(), st.ToString());
+    }
   }
 
   // 4+5 in one batch, the usual path (design §16): the slot's conditional acquire first, then the
@@ -277,25 +354,29 @@ class ToolInvoker::Admission {
   // its failure kept for WriteInvoked, whose caller then gives the slot back). False when it was not
   // (the shard full, its item missing, store trouble): nothing was written, and TakeSlot goes the
   // long way (every shard, reclaiming expired leases, S10), as before.
-  bool OpenWithSlot() {
+  asio::awaitable<bool> OpenWithSlot() {
     Ticket& t = *ticket_;
     auto [acquire, lease] = s_.slots.PrepareAcquire(cid(), connector().concurrency);
     std::vector<store::WriteRequest> prefix;
     prefix.push_back(std::move(acquire));
     bool acquired = false;
-    absl::Status written = WriteOpening(OpeningEvents(), /*ends_here=*/false, std::move(prefix), &acquired);
-    if (!acquired) return false;
+    auto open = WriteOpening(OpeningEvents(), /*ends_here=*/false, std::move(prefix), &acquired);
+    absl::Status written = co_await std::move(open);
+    if (!acquired) co_return false;
     t.lease = std::move(lease);
     opening_written_ = written;
-    return true;
+    co_return true;
   }
 
   // 5. The record and TOOL_INVOKED are durable before the downstream is called (S9).
-  Stop WriteInvoked() {
+  asio::awaitable<Stop> WriteInvoked() {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
-    absl::Status written = opening_written_ ? *opening_written_ : WriteOpening(OpeningEvents(), /*ends_here=*/false);
-    if (!written.ok()) return StoreUnavailable(written);  // the caller abandons the ticket
+    if (!opening_written_) {
+      auto open = WriteOpening(OpeningEvents(), /*ends_here=*/false);
+      opening_written_ = co_await std::move(open);
+    }
+    if (!opening_written_->ok()) co_return StoreUnavailable(*opening_written_);  // the caller abandons the ticket
     t.downstream.connector = &connector();
     t.downstream.tool_name = req.tool_name;
     if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
@@ -304,7 +385,7 @@ class ToolInvoker::Admission {
     t.downstream.idempotency_key = rec().intent_key;
     t.downstream.execution_id = rec().execution_id;
     t.downstream.tenant_id = rec().tenant_id;
-    return std::nullopt;
+    co_return std::nullopt;
   }
 
   // The events that open a call that goes to the downstream, TOOL_INVOKED last.
@@ -336,9 +417,9 @@ class ToolInvoker::Admission {
 
   // 5'. For Enqueue and `on_defer: queue`: the record (QUEUED), its opening events and the queue item
   // in one batch, ready at `ready_at_ms` (§15).
-  InvokeResult WriteQueued(const QueueOrder& order, int64_t ready_at_ms, std::string_view via) {
+  asio::awaitable<InvokeResult> WriteQueued(QueueOrder order, int64_t ready_at_ms, std::string via) {
     if (s_.queue == nullptr)
-      return InvokeResult::Refused(InvokeError::kNotImplemented, "queued calls are not available");
+      co_return InvokeResult::Refused(InvokeError::kNotImplemented, "queued calls are not available");
     rec().outcome = Outcome::kQueued;
     rec().reason.clear();
     QueueItem item;
@@ -353,33 +434,32 @@ class ToolInvoker::Admission {
     item.callback_url = order.callback_url;
     // A forgotten item (every dispatcher gone for good) leaves a day after its deadline.
     const int64_t ttl_s = item.deadline_ms / 1000 + 86'400;
-    json queued = {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms}, {"via", std::string(via)}};
+    json queued = {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms}, {"via", via}};
     if (!item.callback_url.empty()) queued["callback_url"] = item.callback_url;
-    absl::Status written =
-        WriteOpening({{"EXECUTION_QUEUED", std::move(queued)}},
-                     /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
+    auto open = WriteOpening({{"EXECUTION_QUEUED", std::move(queued)}},
+                             /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
+    absl::Status written = co_await std::move(open);
     if (absl::IsResourceExhausted(written)) {
-      ReleaseIntent();
-      return InvokeResult::Refused(
+      co_await ReleaseIntent();
+      co_return InvokeResult::Refused(
           InvokeError::kQueueFull,
           absl::StrCat("this tenant has ", order.max_per_tenant, " queued calls (the [queue] max_per_tenant bound)"),
           1);
     }
     if (!written.ok()) {
-      ReleaseIntent();
-      return StoreUnavailable(written);
+      co_await ReleaseIntent();
+      co_return StoreUnavailable(written);
     }
-    return QueuedAnswer(rec().execution_id, cid());
+    co_return QueuedAnswer(rec().execution_id, cid());
   }
 
   // Ends a claimed call before the downstream (the tool is gone, the input no longer fits).
-  InvokeResult EndClaimed(FailureReason reason) {
+  asio::awaitable<InvokeResult> EndClaimed(FailureReason reason) {
     rec().reason = std::string(ToString(reason));
-    ReleaseIntent();
-    if (absl::Status st = FinishEarly(Outcome::kFailed, "EXECUTION_FAILED", {{"reason", reason}}); !st.ok()) {
-      return StoreUnavailable(st);
-    }
-    return RecordAnswer(rec(), reason);
+    co_await ReleaseIntent();
+    auto finish = FinishEarly(Outcome::kFailed, "EXECUTION_FAILED", {{"reason", reason}});
+    if (absl::Status st = co_await std::move(finish); !st.ok()) co_return StoreUnavailable(st);
+    co_return RecordAnswer(rec(), reason);
   }
 
   std::unique_ptr<Ticket> TakeTicket() { return std::move(ticket_); }
@@ -407,13 +487,13 @@ class ToolInvoker::Admission {
   // S10: store trouble makes the call DEFERRED store_unavailable, or — with on_store_error = allow —
   // run without breaker and slot (recorded as unguarded). A caller's mistake (kInvalidArgument: a bug)
   // never runs a call unguarded.
-  Stop StoreTrouble(const absl::Status& why) {
+  asio::awaitable<Stop> StoreTrouble(absl::Status why) {
     if (connector().on_store_error == OnStoreError::kAllow && store::IsStoreError(why)) {
       ticket_->guarded = false;
-      return std::nullopt;
+      co_return std::nullopt;
     }
-    if (!ticket_->queued) ReleaseIntent();  // a queued call keeps its intent while it waits
-    return StoreUnavailable(why);
+    if (!ticket_->queued) co_await ReleaseIntent();  // a queued call keeps its intent while it waits
+    co_return StoreUnavailable(why);
   }
 
   InvokeResult StoreUnavailable(const absl::Status& why) {
@@ -433,11 +513,15 @@ class ToolInvoker::Admission {
   // when the call ends here its queue item and slot go in the same batch. `prefix` (enqueue) comes
   // first and everything after depends on it: a refused [0] is kResourceExhausted (queue full, no
   // slot); `prefix_applied`, when given, tells whether [0] was applied.
-  absl::Status WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here,
-                            std::vector<store::WriteRequest> prefix = {}, bool* prefix_applied = nullptr) {
+  asio::awaitable<absl::Status> WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here,
+                                             std::vector<store::WriteRequest> prefix = {},
+                                             bool* prefix_applied = nullptr) {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
-    if (t.queued) return WriteQueuedRun(std::move(events), ends_here);
+    if (t.queued) {
+      auto run = WriteQueuedRun(std::move(events), ends_here);
+      co_return co_await std::move(run);
+    }
     std::vector<std::pair<std::string, json>> all;
     if (req.replay) {
       all.push_back({"REPLAY_STARTED",
@@ -474,15 +558,17 @@ class ToolInvoker::Admission {
       for (store::WriteRequest& w : writes) w.requires_previous = true;
       writes.insert(writes.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
     }
-    const auto results = s_.store.WriteBatch(writes);
+    const size_t count = writes.size();
+    auto commit = Commit(s_, drive_, std::move(writes));
+    const WriteResults results = co_await std::move(commit);
     if (prefix_applied != nullptr) *prefix_applied = first > 0 && results[0].ok() && results[0]->applied;
-    if (first > 0 && results[0].ok() && !results[0]->applied) return absl::ResourceExhaustedError("prefix refused");
-    if (absl::Status st = RequireApplied(results, writes.size()); !st.ok()) return st;
+    if (first > 0 && results[0].ok() && !results[0]->applied) co_return absl::ResourceExhaustedError("prefix refused");
+    if (absl::Status st = RequireApplied(results, count); !st.ok()) co_return st;
     t.tail = tail;
-    return absl::OkStatus();
+    co_return absl::OkStatus();
   }
 
-  absl::Status WriteQueuedRun(std::vector<std::pair<std::string, json>> events, bool ends_here) {
+  asio::awaitable<absl::Status> WriteQueuedRun(std::vector<std::pair<std::string, json>> events, bool ends_here) {
     Ticket& t = *ticket_;
     std::vector<store::WriteRequest> writes;
     Ledger::Tail tail = t.tail;
@@ -499,66 +585,65 @@ class ToolInvoker::Admission {
       for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
       if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
     }
-    if (absl::Status st = RequireApplied(s_.store.WriteBatch(writes), required); !st.ok()) return st;
+    auto commit = Commit(s_, drive_, std::move(writes));
+    if (absl::Status st = RequireApplied(co_await std::move(commit), required); !st.ok()) co_return st;
     if (ends_here) t.lease.reset();
     t.tail = tail;
-    return absl::OkStatus();
+    co_return absl::OkStatus();
   }
 
   // An execution that ends here, before any downstream call.
-  absl::Status FinishEarly(Outcome outcome, const std::string& event, json data) {
+  asio::awaitable<absl::Status> FinishEarly(Outcome outcome, std::string event, json data) {
     rec().outcome = outcome;
     rec().finished_at_ms = s_.clock.now_epoch_ms();
-    return WriteOpening({{event, std::move(data)}}, /*ends_here=*/true);
+    auto open = WriteOpening({{std::move(event), std::move(data)}}, /*ends_here=*/true);
+    co_return co_await std::move(open);
   }
 
-  void ReleaseIntent() {
+  asio::awaitable<void> ReleaseIntent() {
     Ticket& t = *ticket_;
-    if (!t.intent_claimed) return;
-    if (auto st = s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous);
-        !st.ok()) {
+    if (!t.intent_claimed) co_return;
+    auto release = Blocking(drive_, [this, &t] {
+      return s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous);
+    });
+    if (absl::Status st = co_await std::move(release); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec().intent_key, st.ToString());
     }
   }
 
-  InvokeResult Deferred(DeferReason why, int64_t retry_ms) {
+  asio::awaitable<InvokeResult> Deferred(DeferReason why, int64_t retry_ms) {
     if (ticket_->queued) {
       const bool breaker = why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight;
-      return Requeue(why, breaker ? std::min(retry_ms, kBreakerPutBackMs) : retry_ms);
+      co_return co_await Requeue(why, breaker ? std::min(retry_ms, kBreakerPutBackMs) : retry_ms);
     }
     if (req_.queue_on_defer && Queueable(why)) {
-      return WriteQueued(*req_.queue_on_defer, s_.clock.now_epoch_ms() + retry_ms,
-                         absl::StrCat("on_defer:", std::string(ToString(why))));
+      auto queue = WriteQueued(*req_.queue_on_defer, s_.clock.now_epoch_ms() + retry_ms,
+                               absl::StrCat("on_defer:", std::string(ToString(why))));
+      co_return co_await std::move(queue);
     }
-    ReleaseIntent();
+    co_await ReleaseIntent();
     rec().reason = std::string(ToString(why));
     s_.metrics.Deferred(cid(), rec().reason);
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kDeferred, 0, false);
-    if (absl::Status st = FinishEarly(Outcome::kDeferred, "EXECUTION_DEFERRED",
-                                      {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
-        !st.ok()) {
-      return StoreUnavailable(st);
-    }
+    auto finish =
+        FinishEarly(Outcome::kDeferred, "EXECUTION_DEFERRED", {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
+    if (absl::Status st = co_await std::move(finish); !st.ok()) co_return StoreUnavailable(st);
     CountOutcome(Outcome::kDeferred, rec().reason);
     InvokeResult answer = RecordAnswer(rec(), why, RetryAfterSeconds(retry_ms));
     answer.details["retry_after_ms"] = retry_ms;
-    return answer;
+    co_return answer;
   }
 
   // A claimed queued call that cannot run now goes back to its queue (§15, §17.3): TOOL_ATTEMPT_FAILED
   // with the reason, the record QUEUED again, the item unclaimed and ready after `retry_ms`, the slot
   // given back — in one batch. The intent stays claimed.
-  InvokeResult Requeue(DeferReason why, int64_t retry_ms) {
+  asio::awaitable<InvokeResult> Requeue(DeferReason why, int64_t retry_ms) {
     Ticket& t = *ticket_;
-    if (t.permit.probe) {
-      if (absl::Status st = s_.breakers.ReturnProbe(cid(), t.permit); !st.ok()) {
-        spdlog::warn("connector {}: probe claim not given back (it expires): {}", cid(), st.ToString());
-      }
-    }
-    if (absl::Status st = WriteRequeue(s_, t, why, retry_ms, json::object()); !st.ok()) {
-      return StoreUnavailable(st);
-    }
-    return QueuedAnswer(rec().execution_id, cid());
+    co_await ReturnProbe();
+    auto requeue =
+        Blocking(drive_, [this, &t, why, retry_ms] { return WriteRequeue(s_, t, why, retry_ms, json::object()); });
+    if (absl::Status st = co_await std::move(requeue); !st.ok()) co_return StoreUnavailable(st);
+    co_return QueuedAnswer(rec().execution_id, cid());
   }
 
   // The intent is QUEUED or RUNNING in another execution: that one answers (§17.5).
@@ -568,29 +653,38 @@ class ToolInvoker::Admission {
     return QueuedAnswer(execution_id, cid(), outcome);
   }
 
+  // The intent succeeded before: a replay records the earlier result, any other call is an intent hit
+  // (which reads the original's ledger and appends to it: blocking store work).
+  asio::awaitable<InvokeResult> Succeeded(const IntentStore::Claim& claim) {
+    if (req_.replay) {
+      auto deduplicated = Deduplicated(claim.execution_id, claim.result_json);
+      co_return co_await std::move(deduplicated);
+    }
+    auto hit = Blocking(drive_, [this, &claim] { return IntentHit(claim); });
+    co_return co_await std::move(hit);
+  }
+
   // A replay whose intent already succeeded: a new execution that records the earlier result and
   // calls nothing (REPLAY_DEDUPED).
-  InvokeResult Deduplicated(const std::string& succeeded_in, const std::string& result_json) {
+  asio::awaitable<InvokeResult> Deduplicated(std::string succeeded_in, std::string result_json) {
     const json result = json::parse(result_json.empty() ? "null" : result_json, nullptr, false);
     rec().outcome = Outcome::kSucceeded;
     rec().result_json = result_json;
     rec().finished_at_ms = s_.clock.now_epoch_ms();
     s_.metrics.Replay("deduped");
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
-    if (absl::Status st = WriteOpening(
-            {{"REPLAY_DEDUPED",
-              {{"succeeded_in", succeeded_in}, {"result", result}, {"result_sha256", Sha256Hex(rec().result_json)}}}},
-            /*ends_here=*/true);
-        !st.ok()) {
-      return StoreUnavailable(st);
-    }
+    auto open = WriteOpening(
+        {{"REPLAY_DEDUPED",
+          {{"succeeded_in", succeeded_in}, {"result", result}, {"result_sha256", Sha256Hex(rec().result_json)}}}},
+        /*ends_here=*/true);
+    if (absl::Status st = co_await std::move(open); !st.ok()) co_return StoreUnavailable(st);
     CountOutcome(Outcome::kSucceeded, "");
     InvokeResult answer = RecordAnswer(rec(), {});
     answer.details["result"] = result;
     answer.details["deduplicated"] = true;
     answer.details["succeeded_in"] = succeeded_in;
     answer.reached_tool = true;
-    return answer;
+    co_return answer;
   }
 
   // The same intent already succeeded: answer with that execution, call nothing. The hit goes on the
@@ -621,6 +715,7 @@ class ToolInvoker::Admission {
   }
 
   ToolInvoker::Services& s_;
+  StoreDrive drive_;
   const InvokeRequest& req_;
   std::unique_ptr<Ticket> ticket_;
   std::string actor_;
@@ -630,15 +725,17 @@ class ToolInvoker::Admission {
   std::optional<absl::Status> opening_written_;  // set when OpenWithSlot wrote the opening with the slot
 };
 
-std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Admit(const InvokeRequest& req) {
+ToolInvoker::Admitted ToolInvoker::Admit(const InvokeRequest& req) { return RunToEnd(AdmitAsync(req, {})); }
+
+asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitAsync(InvokeRequest req, StoreDrive drive) {
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
-    return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
+    co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
   }
   // Before any admission step: a bad input creates no execution (design §13).
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
-  if (!shaped.ok()) return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
-  Admission a(s_, req, *connector);
+  if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
+  Admission a(s_, drive, req, *connector);
   if (req.queue_on_defer) {  // it may wait in the queue: hold its intent as long as a queued call's
     a.HoldIntentFor(req.queue_on_defer->deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
   }
@@ -647,31 +744,43 @@ std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Ad
   downstream.target =
       connector->is_mcp() ? connector->path_prefix : absl::StrCat(connector->path_prefix, shaped->target);
   downstream.body = std::move(shaped->body);
-  for (auto stage :
-       {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker, &Admission::TakeSlot}) {
-    if (std::optional<InvokeResult> stop = (a.*stage)()) return std::move(*stop);
+  for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker,
+                     &Admission::TakeSlot, &Admission::WriteInvoked}) {
+    auto run = (a.*stage)();
+    std::optional<InvokeResult> stop = co_await std::move(run);
+    if (!stop) continue;
+    if (stage == &Admission::WriteInvoked) {  // what the call took is given back
+      auto abandon = Blocking(drive, [this, &a] {
+        Abandon(a.TakeTicket());
+        return true;
+      });
+      co_await std::move(abandon);
+    }
+    co_return std::move(*stop);
   }
-  if (std::optional<InvokeResult> stop = a.WriteInvoked()) {
-    Abandon(a.TakeTicket());
-    return std::move(*stop);
-  }
-  return a.TakeTicket();
+  co_return a.TakeTicket();
 }
 
 InvokeResult ToolInvoker::Enqueue(const InvokeRequest& req, const QueueOrder& order) {
+  return RunToEnd(EnqueueAsync(req, order, {}));
+}
+
+asio::awaitable<InvokeResult> ToolInvoker::EnqueueAsync(InvokeRequest req, QueueOrder order, StoreDrive drive) {
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
-    return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
+    co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
   }
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
-  if (!shaped.ok()) return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
-  Admission a(s_, req, *connector);
+  if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
+  Admission a(s_, drive, req, *connector);
   a.HoldIntentFor(order.deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);
   a.AnswerExistingWhenInProgress();
   for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent}) {
-    if (std::optional<InvokeResult> stop = (a.*stage)()) return std::move(*stop);
+    auto run = (a.*stage)();
+    if (std::optional<InvokeResult> stop = co_await std::move(run)) co_return std::move(*stop);
   }
-  return a.WriteQueued(order, s_.clock.now_epoch_ms(), "queued");
+  auto queue = a.WriteQueued(order, s_.clock.now_epoch_ms(), "queued");
+  co_return co_await std::move(queue);
 }
 
 namespace {
@@ -703,8 +812,13 @@ InvokeRequest RequestOfRecord(const ExecutionRecord& record) {
 
 }  // namespace
 
-std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::AdmitClaimed(
-    const QueueClaim& claim, std::optional<SlotLease> lease, std::string_view instance_id) {
+ToolInvoker::Admitted ToolInvoker::AdmitClaimed(const QueueClaim& claim, std::optional<SlotLease> lease,
+                                                std::string_view instance_id) {
+  return RunToEnd(AdmitClaimedAsync(claim, std::move(lease), std::string(instance_id), {}));
+}
+
+asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitClaimedAsync(QueueClaim claim, std::optional<SlotLease> lease,
+                                                                      std::string instance_id, StoreDrive drive) {
   const QueueItem& item = claim.item;
   // Gives back what this run holds when it stops without a batch that did (store trouble).
   auto give_back = [&](std::optional<SlotLease>& held, bool requeue) {
@@ -719,48 +833,63 @@ std::variant<InvokeResult, std::unique_ptr<ToolInvoker::Ticket>> ToolInvoker::Ad
                      r.status().ToString());
       }
     }
+    return true;
   };
   absl::StatusOr<ExecutionRecord> record = s_.executions.Get(item.tenant_id, item.execution_id);
   const bool final_already = record.ok() && !IsWaiting(record->outcome);
   if (absl::IsNotFound(record.status()) || final_already) {
     // Its record is gone (retention) or ended (a crash after the record's last write, before the
     // item's): the item is stale.
-    give_back(lease, false);
-    RemoveStaleItem(s_.store, claim);
-    return InvokeResult::Refused(InvokeError::kGone, "the queued execution has ended");
+    auto remove = Blocking(drive, [&] {
+      give_back(lease, false);
+      RemoveStaleItem(s_.store, claim);
+      return true;
+    });
+    co_await std::move(remove);
+    co_return InvokeResult::Refused(InvokeError::kGone, "the queued execution has ended");
   }
   if (!record.ok()) {
-    give_back(lease, true);
-    return InvokeResult::Refused(InvokeError::kStoreUnavailable, std::string(record.status().message()), 1);
+    auto put_back = Blocking(drive, [&] { return give_back(lease, true); });
+    co_await std::move(put_back);
+    co_return InvokeResult::Refused(InvokeError::kStoreUnavailable, std::string(record.status().message()), 1);
   }
   const ConnectorConfig* connector = ResolveConnector(record->tool_name);
   if (connector == nullptr || connector->id != item.connector_id) {
     spdlog::warn("queued execution {}: tool {} is no longer served by connector {}", item.execution_id,
                  record->tool_name, item.connector_id);
-    give_back(lease, true);
-    return InvokeResult::Refused(InvokeError::kUnknownTool, "the tool is no longer served by this connector");
+    auto put_back = Blocking(drive, [&] { return give_back(lease, true); });
+    co_await std::move(put_back);
+    co_return InvokeResult::Refused(InvokeError::kUnknownTool, "the tool is no longer served by this connector");
   }
   const InvokeRequest req = RequestOfRecord(*record);
-  Admission a(s_, req, *connector, *record, claim, std::move(lease), instance_id);
+  Admission a(s_, drive, req, *connector, *record, claim, std::move(lease), instance_id);
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
-  if (!shaped.ok()) return a.EndClaimed(FailureReason::kInvalidInput);
+  if (!shaped.ok()) {
+    auto end_claimed = a.EndClaimed(FailureReason::kInvalidInput);
+    co_return co_await std::move(end_claimed);
+  }
   DownstreamRequest& downstream = a.ticket().downstream;
   downstream.method = std::move(shaped->method);
   downstream.target = absl::StrCat(connector->path_prefix, shaped->target);
   downstream.body = std::move(shaped->body);
-  for (auto stage : {&Admission::CheckKillSwitches, &Admission::AskBreaker, &Admission::TakeSlot}) {
-    if (std::optional<InvokeResult> stop = (a.*stage)()) {
-      // Every stop above ends or puts back the item in its own batch, except store trouble.
-      if (IsStoreTrouble(*stop)) give_back(a.ticket().lease, true);
-      return std::move(*stop);
+  for (auto stage :
+       {&Admission::CheckKillSwitches, &Admission::AskBreaker, &Admission::TakeSlot, &Admission::WriteInvoked}) {
+    auto run = (a.*stage)();
+    std::optional<InvokeResult> stop = co_await std::move(run);
+    if (!stop) continue;
+    // Every stop before WriteInvoked ends or puts back the item in its own batch, except store trouble.
+    const bool invoked = stage == &Admission::WriteInvoked;
+    if (invoked || IsStoreTrouble(*stop)) {
+      auto put_back = Blocking(drive, [&] {
+        give_back(a.ticket().lease, true);
+        if (invoked) Abandon(a.TakeTicket());
+        return true;
+      });
+      co_await std::move(put_back);
     }
+    co_return std::move(*stop);
   }
-  if (std::optional<InvokeResult> stop = a.WriteInvoked()) {
-    give_back(a.ticket().lease, true);
-    Abandon(a.TakeTicket());
-    return std::move(*stop);
-  }
-  return a.TakeTicket();
+  co_return a.TakeTicket();
 }
 
 absl::StatusOr<ShapedRequest> ToolInvoker::CheckInput(const InvokeRequest& req) const {
@@ -801,6 +930,11 @@ IntentStore::State IntentState(IntentEffect effect) {
 }  // namespace
 
 InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result) {
+  return RunToEnd(CompleteAsync(std::move(ticket), result, {}));
+}
+
+asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket> ticket, DownstreamResult result,
+                                                         StoreDrive drive) {
   Ticket& t = *ticket;
   ExecutionRecord& rec = t.record;
   const ConnectorConfig& c = *t.connector;
@@ -818,15 +952,18 @@ InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downstr
   if (rec.outcome == Outcome::kSucceeded) rec.result_json = Dump(result_json);
 
   RecordInSlo(c, k, result);
-  if (t.guarded) RecordInBreaker(t, k);
-  if (t.queued && rec.outcome == Outcome::kDeferred) return PutBackDeferred(t, k, result);
+  if (t.guarded) co_await RecordInBreaker(t, k, drive);
+  if (t.queued && rec.outcome == Outcome::kDeferred) co_return co_await PutBackDeferred(t, k, result, drive);
   if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
-    if (auto st = s_.intents.Release(rec.tenant_id, rec.intent_key, rec.execution_id, t.intent_previous); !st.ok()) {
+    auto release = Blocking(drive, [this, &t] {
+      return s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous);
+    });
+    if (absl::Status st = co_await std::move(release); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
     }
   }
 
-  absl::Status written = RecordOutcome(t, k, result);
+  absl::Status written = co_await RecordOutcome(t, k, result, drive);
   CountCompleted(t, result, written.ok());
   if (!written.ok()) {
     spdlog::error("execution {}: outcome {} not recorded: {}", rec.execution_id, ToString(rec.outcome),
@@ -835,10 +972,10 @@ InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downstr
     failed.outcome = Outcome::kFailed;
     failed.details["message"] = "the call reached the downstream but its outcome could not be recorded";
     failed.reached_tool = true;
-    return failed;
+    co_return failed;
   }
   if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
-  return AnswerRecorded(t, k, result, result_json);
+  co_return AnswerRecorded(t, k, result, result_json);
 }
 
 // The SLIs (design §8) hear of every call that reached, or tried to reach, the downstream.
@@ -851,7 +988,8 @@ void ToolInvoker::RecordInSlo(const ConnectorConfig& c, const Classification& k,
 
 // A queued call the downstream said "not now" to (429, 503 with Retry-After) goes back to its queue
 // for the Retry-After (§15); the intent stays claimed.
-InvokeResult ToolInvoker::PutBackDeferred(Ticket& t, const Classification& k, const DownstreamResult& result) {
+asio::awaitable<InvokeResult> ToolInvoker::PutBackDeferred(Ticket& t, const Classification& k,
+                                                           const DownstreamResult& result, StoreDrive drive) {
   ExecutionRecord& rec = t.record;
   const ConnectorConfig& c = *t.connector;
   s_.metrics.ToolCall(c.id, rec.tool_name, Outcome::kDeferred, static_cast<double>(result.latency_ms) / 1000.0, true);
@@ -865,14 +1003,17 @@ InvokeResult ToolInvoker::PutBackDeferred(Ticket& t, const Classification& k, co
     why = *deferred;
   }
   InvokeResult answer;
-  if (absl::Status st = WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data)); !st.ok()) {
+  auto requeue = Blocking(drive, [this, &t, &why, &k, &data] {
+    return WriteRequeue(s_, t, why, k.retry_after_s.value_or(1) * 1000, std::move(data));
+  });
+  if (absl::Status st = co_await std::move(requeue); !st.ok()) {
     spdlog::error("queued execution {}: not put back: {}", rec.execution_id, st.ToString());
     answer = InvokeResult::Refused(InvokeError::kStoreUnavailable, "the call could not be put back in its queue", 1);
   } else {
     answer = QueuedAnswer(rec.execution_id, c.id);
   }
   answer.reached_tool = true;
-  return answer;
+  co_return answer;
 }
 
 // The call's metrics and its SLO outcome (FAILED store_unavailable when it could not be recorded:
@@ -910,6 +1051,22 @@ InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& 
 
 // The breaker learns what the call said about the downstream (errors are logged: the outcome is
 // still recorded and answered).
+asio::awaitable<void> ToolInvoker::RecordInBreaker(const Ticket& t, const Classification& k, StoreDrive drive) {
+  const ConnectorConfig& c = *t.connector;
+  // A success in CLOSED outside a counting window writes nothing (S5): the usual call stays here.
+  const bool writes = k.breaker != BreakerEffect::kSuccess || t.permit.probe ||
+                      (c.breaker.failure_rate_threshold && t.permit.window_counting);
+  if (writes && drive.blocking != nullptr) {
+    auto record = Blocking(StoreDrive{nullptr, drive.blocking}, [this, &t, &k] {
+      RecordInBreaker(t, k);
+      return true;
+    });
+    co_await std::move(record);
+  } else {
+    RecordInBreaker(t, k);
+  }
+}
+
 void ToolInvoker::RecordInBreaker(const Ticket& t, const Classification& k) {
   const ConnectorConfig& c = *t.connector;
   absl::Status st;
@@ -973,7 +1130,8 @@ void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreake
 // The ledger, the record, the intent and the slot's release in one batch (one transaction on
 // SQLite), before answering (S9). TOOL_FAILED also for a DEFERRED that reached the downstream (429)
 // or failed locally before sending (gateway_overloaded): the call was admitted and ended there.
-absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, const DownstreamResult& result) {
+asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classification& k,
+                                                         const DownstreamResult& result, StoreDrive drive) {
   ExecutionRecord& rec = t.record;
   const std::string actor = rec.actor.empty() ? "tenant:" + rec.tenant_id : rec.actor;
   rec.finished_at_ms = s_.clock.now_epoch_ms();
@@ -1020,17 +1178,18 @@ absl::Status ToolInvoker::RecordOutcome(Ticket& t, const Classification& k, cons
     for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
   }
   if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
-  const auto results = s_.store.WriteBatch(writes);
+  auto commit = Commit(s_, drive, std::move(writes));
+  const WriteResults results = co_await std::move(commit);
   absl::Status written = RequireApplied(results, required);
   if (written.ok()) t.tail = {event.seq, event.hash, event.expires_at_s};
   if (t.lease && !results.back().ok()) {
     // The batch failed as a whole: try the release alone before leaving it to the lease.
-    if (auto released = s_.slots.Release(*t.lease); !released.ok()) {
-      spdlog::warn("connector {}: slot not released (its lease will expire): {}", t.connector->id,
-                   released.status().ToString());
+    auto release = Blocking(drive, [this, &t] { return s_.slots.Release(*t.lease).status(); });
+    if (absl::Status released = co_await std::move(release); !released.ok()) {
+      spdlog::warn("connector {}: slot not released (its lease will expire): {}", t.connector->id, released.ToString());
     }
   }
-  return written;
+  co_return written;
 }
 
 void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {

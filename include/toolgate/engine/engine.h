@@ -65,6 +65,8 @@ class Engine {
   store::ItemStore& store() { return *metered_; }
   // The adapter under the metering (e.g. to find the memory store's sweeper).
   store::ItemStore& base_store() { return *base_; }
+  // The adapter's own asynchronous port (design §16: SQLite), or nullptr when it has none.
+  store::AsyncItemStore* async_port() { return dynamic_cast<store::AsyncItemStore*>(base_); }
   CircuitBreakerService& breakers() { return *breakers_; }
   ConnectorConcurrencyService& slots() { return *slots_; }
   KillSwitchService& kill_switches() { return *kill_switches_; }

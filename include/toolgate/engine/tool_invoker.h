@@ -1,5 +1,9 @@
 #pragma once
 
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +27,7 @@
 #include "toolgate/services/ledger.h"
 #include "toolgate/services/queue_service.h"
 #include "toolgate/services/slo_counters.h"
+#include "toolgate/store/async_item_store.h"
 
 namespace toolgate {
 
@@ -110,11 +115,22 @@ class InvocationTicket {
   std::string instance_id;  // who dispatched it (EXECUTION_DISPATCHED)
 };
 
-// The invocation path (design §5) over the services. Blocking (store work): run it on a pool, not an
-// event loop. Admit runs kill switches → intent check → breaker → concurrency slot and makes the
-// execution's first events durable; the caller then calls the downstream (asynchronously) and hands
+// How an invocation's coroutine reaches the store (design §16). The default runs everything on the
+// calling thread, blocking (the synchronous entry points, a pool thread, tests). On an event loop:
+// the call's write batches go through the store's asynchronous port, its reads run on the loop (a
+// backend whose reads are cheap and never wait on a write: SQLite's pooled readers), and the few
+// writes a service makes on its own (an intent claim, a breaker transition, a probe given back)
+// run on `blocking`, so that no loop waits for a commit.
+struct StoreDrive {
+  store::AsyncItemStore* port = nullptr;         // null: batches through the synchronous store, on the calling thread
+  boost::asio::thread_pool* blocking = nullptr;  // null: a service's own writes on the calling thread
+};
+
+// The invocation path (design §5) over the services. Admit runs kill switches → intent check → breaker → concurrency
+// slot and makes the execution's first events durable; the caller then calls the downstream (asynchronously) and hands
 // the result to Complete, which records it in the breaker, intent, ledger and metrics and releases
-// the slot. Every Ticket must reach Complete or Abandon exactly once.
+// the slot. Every Ticket must reach Complete or Abandon exactly once. Each entry point is a coroutine
+// (`...Async`, over a StoreDrive) with a blocking form that runs it to its end on the calling thread.
 //
 // Thread-safe; holds no per-call state between calls except in Tickets.
 class ToolInvoker : public BackgroundTraffic {
@@ -142,9 +158,13 @@ class ToolInvoker : public BackgroundTraffic {
 
   // Either the final answer (BLOCKED, DEFERRED, an error, an intent hit) or a ticket to call the
   // downstream with.
-  std::variant<InvokeResult, std::unique_ptr<Ticket>> Admit(const InvokeRequest& request);
+  using Admitted = std::variant<InvokeResult, std::unique_ptr<Ticket>>;
+  Admitted Admit(const InvokeRequest& request);
+  boost::asio::awaitable<Admitted> AdmitAsync(InvokeRequest request, StoreDrive drive);
   static const DownstreamRequest& Downstream(const Ticket& ticket);
   InvokeResult Complete(std::unique_ptr<Ticket> ticket, const DownstreamResult& result);
+  boost::asio::awaitable<InvokeResult> CompleteAsync(std::unique_ptr<Ticket> ticket, DownstreamResult result,
+                                                     StoreDrive drive);
   // For a ticket whose call never started (shutdown): gives everything back, records nothing sent.
   void Abandon(std::unique_ptr<Ticket> ticket);
 
@@ -154,14 +174,15 @@ class ToolInvoker : public BackgroundTraffic {
   // tenant's bound; an intent already QUEUED/RUNNING answers with that execution (QUEUED or
   // RUNNING), one that SUCCEEDED with its result.
   InvokeResult Enqueue(const InvokeRequest& request, const QueueOrder& order);
+  boost::asio::awaitable<InvokeResult> EnqueueAsync(InvokeRequest request, QueueOrder order, StoreDrive drive);
   // A queue item this instance claimed: §5 from the kill switches and the breaker on, with the
   // execution's own id, intent and Idempotency-Key. `lease`: the slot the dispatcher took for it
   // (owned from here: released on every path). The answer is final (BLOCKED; or QUEUED when the
   // call went back to the queue — breaker, throttling — with TOOL_ATTEMPT_FAILED), or a ticket for
   // the downstream call; Complete then ends the item, or puts it back after a downstream 429.
-  std::variant<InvokeResult, std::unique_ptr<Ticket>> AdmitClaimed(const QueueClaim& claim,
-                                                                   std::optional<SlotLease> lease,
-                                                                   std::string_view instance_id);
+  Admitted AdmitClaimed(const QueueClaim& claim, std::optional<SlotLease> lease, std::string_view instance_id);
+  boost::asio::awaitable<Admitted> AdmitClaimedAsync(QueueClaim claim, std::optional<SlotLease> lease,
+                                                     std::string instance_id, StoreDrive drive);
 
   // The tool's input checked against its input_schema and shaped into method, target (below the
   // base URL) and body (design §13). For an MCP connector's tool the input must be a JSON object and
@@ -187,9 +208,13 @@ class ToolInvoker : public BackgroundTraffic {
   // record, the metrics, the answer.
   void RecordInSlo(const ConnectorConfig& connector, const Classification& classification,
                    const DownstreamResult& result);
+  boost::asio::awaitable<void> RecordInBreaker(const Ticket& ticket, const Classification& classification,
+                                               StoreDrive drive);
   void RecordInBreaker(const Ticket& ticket, const Classification& classification);
-  InvokeResult PutBackDeferred(Ticket& ticket, const Classification& classification, const DownstreamResult& result);
-  absl::Status RecordOutcome(Ticket& ticket, const Classification& classification, const DownstreamResult& result);
+  boost::asio::awaitable<InvokeResult> PutBackDeferred(Ticket& ticket, const Classification& classification,
+                                                       const DownstreamResult& result, StoreDrive drive);
+  boost::asio::awaitable<absl::Status> RecordOutcome(Ticket& ticket, const Classification& classification,
+                                                     const DownstreamResult& result, StoreDrive drive);
   void CountCompleted(const Ticket& ticket, const DownstreamResult& result, bool written);
   InvokeResult AnswerRecorded(const Ticket& ticket, const Classification& classification,
                               const DownstreamResult& result, const nlohmann::json& result_json);
