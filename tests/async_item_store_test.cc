@@ -4,6 +4,7 @@
 // semantics as the synchronous port and for resuming on their own executor.
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <utility>
 
@@ -194,6 +195,30 @@ TEST_P(AsyncItemStoreTest, ConcurrentCoroutinesOnTwoLoopsLoseNoUpdateAndOneCondi
   EXPECT_EQ(failed, 0);
   EXPECT_EQ(won, 1);
   EXPECT_EQ(Counter(), 2 * kPerLoop);
+}
+
+// What a gateway relies on before it destroys its event loops: once WaitIdle returns, every batch
+// submitted before it has been decided and its completion has returned (each completion here takes
+// a while, so a WaitIdle that only waited for the commits would return too early).
+TEST_P(AsyncItemStoreTest, WaitIdleReturnsOnlyOnceEveryCompletionHasReturned) {
+  constexpr int kBatches = 40;
+  std::atomic<int> applied{0};
+  std::atomic<int> returned{0};
+  for (int i = 0; i < kBatches; ++i) {
+    std::vector<WriteRequest> batch;
+    batch.push_back(WriteRequest::Put(ItemKey{"IDLE#test", "item-" + std::to_string(i)}, Item{{"i", int64_t{i}}},
+                                      Condition::ItemAbsent()));
+    port_->AsyncWriteBatch(std::move(batch), [&](AsyncItemStore::WriteResults r) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (r.size() == 1 && r[0].ok() && r[0]->applied) ++applied;
+      ++returned;
+    });
+  }
+  port_->WaitIdle();
+  EXPECT_EQ(returned.load(), kBatches);
+  EXPECT_EQ(applied.load(), kBatches);
+  port_->WaitIdle();  // idle already: returns at once
+  EXPECT_EQ(returned.load(), kBatches);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, AsyncItemStoreTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),

@@ -5,7 +5,18 @@
 //   - on_store_error = "allow": the call runs without breaker and slot and is recorded as unguarded;
 //   - a store that dies mid-burst and comes back: no slot leaked beyond its lease, no breaker stuck,
 //     and every call answered SUCCEEDED/FAILED has its full, verifiable ledger.
+// Each test runs twice: through the blocking entry points (Admit, Complete), and through the
+// coroutines over the asynchronous store port (AdmitAsync, CompleteAsync with a StoreDrive), the way
+// the gateway runs a call on its event loop — batches through the port, a service's own writes on a
+// pool — with the faults injected under the port.
 
+#include <utility>  // before Asio (g++ 12 + Boost 1.74)
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <random>
 #include <thread>
 
@@ -15,6 +26,7 @@
 #include "spdlog/spdlog.h"
 #include "nlohmann/json.hpp"
 #include "test_support.h"
+#include "toolgate/store/async_item_store.h"
 
 namespace toolgate {
 namespace {
@@ -24,8 +36,10 @@ using toolgate::testing::FaultInjectingStore;
 
 bool IsConnectorItem(const store::ItemKey& k) { return k.pk.rfind("CONNECTOR#", 0) == 0; }
 
-class StoreFaultTest : public ::testing::Test {
+class StoreFaultTest : public ::testing::TestWithParam<bool> {
  protected:
+  bool ThroughPort() const { return GetParam(); }
+
   void Build(const std::string& on_store_error) {
     auto c =
         ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\non_store_error = \"" +
@@ -58,10 +72,32 @@ class StoreFaultTest : public ::testing::Test {
   }
   // Admit and, when admitted, complete with `status`. The response, and whether the downstream was called.
   std::pair<InvokeResult, bool> Invoke(int status) {
+    if (ThroughPort()) return InvokeThroughPort(status);
     auto admitted = invoker_->Admit(Request());
     if (auto* r = std::get_if<InvokeResult>(&admitted)) return {*r, false};
     auto ticket = std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted));
     return {invoker_->Complete(std::move(ticket), Answer(status)), true};
+  }
+  std::pair<InvokeResult, bool> InvokeThroughPort(int status) {
+    boost::asio::io_context loop;  // this call's own event loop
+    const StoreDrive drive{&port_, &blocking_};
+    std::pair<InvokeResult, bool> out;
+    boost::asio::co_spawn(
+        loop,
+        [&]() -> boost::asio::awaitable<void> {
+          auto admit = invoker_->AdmitAsync(Request(), drive);
+          ToolInvoker::Admitted admitted = co_await std::move(admit);
+          if (auto* r = std::get_if<InvokeResult>(&admitted)) {
+            out = {*r, false};
+            co_return;
+          }
+          auto complete = invoker_->CompleteAsync(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)),
+                                                  Answer(status), drive);
+          out = {co_await std::move(complete), true};
+        },
+        boost::asio::detached);
+    loop.run();
+    return out;
   }
   int64_t InFlight() {
     auto s = slots_->Read("crm", config_->connectors.at("crm").concurrency);
@@ -72,6 +108,8 @@ class StoreFaultTest : public ::testing::Test {
   ManualClock clock_{1'800'000'000'000};
   store::MemoryItemStore memory_{clock_};
   FaultInjectingStore faulty_{memory_};
+  store::PooledAsyncItemStore port_{faulty_, 4};  // the port over the faulty store
+  boost::asio::thread_pool blocking_{2};          // the gateway's store threads
   std::unique_ptr<toolgate::testing::InvokerStack> stack_;
   const Config* config_ = nullptr;
   ConnectorConcurrencyService* slots_ = nullptr;
@@ -81,7 +119,7 @@ class StoreFaultTest : public ::testing::Test {
   ToolInvoker* invoker_ = nullptr;
 };
 
-TEST_F(StoreFaultTest, DeferAnswersStoreUnavailableAndCallsNothingThenRecovers) {
+TEST_P(StoreFaultTest, DeferAnswersStoreUnavailableAndCallsNothingThenRecovers) {
   Build("defer");
   faulty_.FailWhere(IsConnectorItem);  // breaker and semaphore unreachable, the rest works
   const auto [r, called] = Invoke(200);
@@ -99,7 +137,7 @@ TEST_F(StoreFaultTest, DeferAnswersStoreUnavailableAndCallsNothingThenRecovers) 
   EXPECT_EQ(InFlight(), 0);
 }
 
-TEST_F(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
+TEST_P(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
   Build("allow");
   faulty_.FailWhere(IsConnectorItem);
   const auto [r, called] = Invoke(200);
@@ -129,7 +167,7 @@ TEST_F(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
 
 // S10 applies to store trouble only: a malformed request (kInvalidArgument — a bug, not an outage)
 // never makes a call run without its breaker and slot, even with on_store_error = allow.
-TEST_F(StoreFaultTest, ABugIsNotStoreTroubleAllowDoesNotRunTheCallUnguarded) {
+TEST_P(StoreFaultTest, ABugIsNotStoreTroubleAllowDoesNotRunTheCallUnguarded) {
   Build("allow");
   faulty_.FailWhere(IsConnectorItem, absl::InvalidArgumentError("injected: malformed update"));
   auto [r, called] = Invoke(200);
@@ -143,7 +181,7 @@ TEST_F(StoreFaultTest, ABugIsNotStoreTroubleAllowDoesNotRunTheCallUnguarded) {
   EXPECT_EQ(allowed.outcome, Outcome::kSucceeded) << ToString(allowed.reason);
 }
 
-TEST_F(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
+TEST_P(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
   Build("allow");
   faulty_.SetDown(true);
   const auto [r, called] = Invoke(200);
@@ -152,7 +190,7 @@ TEST_F(StoreFaultTest, AllowStillNeedsTheLedgerAWholeStoreOutageDefers) {
   EXPECT_EQ(r.outcome, Outcome::kDeferred);
 }
 
-TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedgerGap) {
+TEST_P(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedgerGap) {
   Build("defer");
   // The logger is created on first use inside the uninstrumented spdlog library: create it here,
   // before the threads, so ThreadSanitizer does not see its lazy construction race.
@@ -232,6 +270,9 @@ TEST_F(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
   EXPECT_EQ(after.outcome, Outcome::kSucceeded) << ToString(after.reason);
   EXPECT_EQ(InFlight(), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, StoreFaultTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "Port" : "Blocking"; });
 
 }  // namespace
 }  // namespace toolgate

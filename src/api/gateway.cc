@@ -244,6 +244,11 @@ Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gateway::~Gateway() {
   if (!impl_) return;
   impl_->pool.join();
+  // A call's batch still in the store's queue (a commit slower than the drain) posts its answer to
+  // the call's loop when it is committed: let it do so while the loops exist.
+  if (impl_->engine) {
+    if (store::AsyncItemStore* port = impl_->engine->async_port()) port->WaitIdle();
+  }
   // Every loop's unfinished work is destroyed before any loop is: a coroutine of one loop may wait
   // on another (an MCP call carried over to the main loop, a token fetch shared across loops), and
   // destroying it touches both.

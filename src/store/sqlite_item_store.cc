@@ -75,6 +75,8 @@ void BindText(sqlite3_stmt* s, int i, std::string_view v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
 }
 
+absl::Status SqliteReadOnly() { return absl::FailedPreconditionError("sqlite store opened read-only"); }
+
 }  // namespace
 
 class SqliteItemStore::Connection {
@@ -176,7 +178,7 @@ class SqliteItemStore::Connection {
   }
 
   absl::Status Write(const ItemKey& key, const Item& item) {
-    if (put_ == nullptr) return absl::FailedPreconditionError("sqlite store opened read-only");
+    if (put_ == nullptr) return SqliteReadOnly();
     StatementScope scope(put_);
     BindText(put_, 1, key.pk);
     BindText(put_, 2, key.sk);
@@ -348,10 +350,7 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
 }  // namespace
 
 std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::Submit(const std::vector<WriteRequest>& requests) {
-  if (options_.read_only) {
-    return std::vector<absl::StatusOr<WriteResult>>(requests.size(),
-                                                    absl::FailedPreconditionError("sqlite store opened read-only"));
-  }
+  if (options_.read_only) return std::vector<absl::StatusOr<WriteResult>>(requests.size(), SqliteReadOnly());
   Writer self;
   self.requests = &requests;
   std::vector<Writer*> group;
@@ -362,14 +361,30 @@ std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::Submit(const std::vect
     if (self.done) return std::move(self.results);
     group = TakeGroup();  // this writer leads
   }
+  CommitAndFinish(group, &self);
+  return std::move(self.results);
+}
+
+void SqliteItemStore::CommitAndFinish(const std::vector<Writer*>& group, const Writer* self) {
   CommitGroup(group);
   std::vector<Writer*> finished_async;
   {
     absl::MutexLock lock(&queue_mu_);
-    finished_async = FinishGroup(group, &self);
+    finished_async = FinishGroup(group, self);
   }
-  for (Writer* w : finished_async) Complete(w);
-  return std::move(self.results);
+  if (finished_async.empty()) return;
+  for (Writer* async_writer : finished_async) {
+    std::unique_ptr<Writer> w(async_writer);
+    std::move(w->completion)(std::move(w->results));
+  }
+  absl::MutexLock lock(&queue_mu_);
+  async_outstanding_ -= static_cast<int64_t>(finished_async.size());
+  if (async_outstanding_ == 0) idle_cv_.SignalAll();
+}
+
+void SqliteItemStore::WaitIdle() {
+  absl::MutexLock lock(&queue_mu_);
+  while (async_outstanding_ > 0) idle_cv_.Wait(&queue_mu_);
 }
 
 std::vector<SqliteItemStore::Writer*> SqliteItemStore::TakeGroup() {
@@ -406,11 +421,6 @@ std::vector<SqliteItemStore::Writer*> SqliteItemStore::FinishGroup(const std::ve
   return finished_async;
 }
 
-void SqliteItemStore::Complete(Writer* async_writer) {
-  std::unique_ptr<Writer> w(async_writer);
-  std::move(w->completion)(std::move(w->results));
-}
-
 bool SqliteItemStore::AsyncLeads() const { return !writers_.empty() ? writers_.front()->async() : writer_stopping_; }
 
 void SqliteItemStore::WriterLoop() {
@@ -424,19 +434,13 @@ void SqliteItemStore::WriterLoop() {
       if (writers_.empty()) return;  // stopping, and nothing is queued
       group = TakeGroup();
     }
-    CommitGroup(group);
-    std::vector<Writer*> finished_async;
-    {
-      absl::MutexLock lock(&queue_mu_);
-      finished_async = FinishGroup(group, nullptr);
-    }
-    for (Writer* w : finished_async) Complete(w);
+    CommitAndFinish(group, nullptr);
   }
 }
 
 void SqliteItemStore::AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) {
   if (options_.read_only) {
-    std::move(done)(WriteResults(requests.size(), absl::FailedPreconditionError("sqlite store opened read-only")));
+    std::move(done)(WriteResults(requests.size(), SqliteReadOnly()));
     return;
   }
   if (requests.empty()) {
@@ -449,7 +453,8 @@ void SqliteItemStore::AsyncWriteBatch(std::vector<WriteRequest> requests, WriteC
   w->completion = std::move(done);
   absl::MutexLock lock(&queue_mu_);
   if (!writer_thread_.joinable()) writer_thread_ = std::thread([this] { WriterLoop(); });
-  writers_.push_back(w.release());                // owned by the queue until Complete
+  ++async_outstanding_;
+  writers_.push_back(w.release());                // owned by the queue until CommitAndFinish
   if (writers_.size() == 1) writer_cv_.Signal();  // at the front: the writer thread leads it
 }
 

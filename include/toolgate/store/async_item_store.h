@@ -34,6 +34,10 @@ class AsyncItemStore {
   virtual void AsyncGet(ItemKey key, GetCompletion done) = 0;
   virtual void AsyncQuery(QueryRequest request, QueryCompletion done) = 0;
   virtual void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) = 0;
+  // Returns once every operation submitted before the call has finished and its completion has
+  // returned. For an owner about to destroy what the completions post to (a gateway's event loops,
+  // after they stopped): nothing the store still holds can reach them afterwards.
+  virtual void WaitIdle() = 0;
 };
 
 // Any ItemStore on the port: each operation runs on one of `threads` threads of the adapter's own,
@@ -51,9 +55,13 @@ class PooledAsyncItemStore final : public AsyncItemStore {
   void AsyncGet(ItemKey key, GetCompletion done) override;
   void AsyncQuery(QueryRequest request, QueryCompletion done) override;
   void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) override;
+  void WaitIdle() override;
 
  private:
   struct Pool;
+  // Runs `operation` (the store call and its completion) on the pool, counted until it returns.
+  template <typename F>
+  void Run(F operation);
   ItemStore& store_;
   std::unique_ptr<Pool> pool_;
 };

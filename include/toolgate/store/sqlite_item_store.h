@@ -65,6 +65,7 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   void AsyncGet(ItemKey key, GetCompletion done) override;
   void AsyncQuery(QueryRequest request, QueryCompletion done) override;
   void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) override;
+  void WaitIdle() override;
 
   // Write transactions committed so far (each a group of one or more batches).
   int64_t groups_committed() const { return groups_committed_.load(std::memory_order_relaxed); }
@@ -98,7 +99,9 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // returns its asynchronous writers, whose completions the caller runs once the lock is released.
   std::vector<Writer*> FinishGroup(const std::vector<Writer*>& group, const Writer* self)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
-  static void Complete(Writer* async_writer);
+  // Commits `group` (led by `self`, or by the writer thread when null), takes it off the queue and
+  // runs its asynchronous writers' completions.
+  void CommitAndFinish(const std::vector<Writer*>& group, const Writer* self) ABSL_LOCKS_EXCLUDED(queue_mu_);
   void CommitGroup(const std::vector<Writer*>& group);
   bool AsyncLeads() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void WriterLoop();
@@ -117,6 +120,8 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   bool writer_stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   absl::CondVar writer_cv_;    // signalled when an asynchronous batch reaches the front, and at stop
   std::thread writer_thread_;  // started under queue_mu_ by the first AsyncWriteBatch; joined by the destructor
+  int64_t async_outstanding_ ABSL_GUARDED_BY(queue_mu_) = 0;  // batches whose completion has not returned
+  absl::CondVar idle_cv_;                                     // signalled when async_outstanding_ drops to 0
   std::atomic<int64_t> groups_committed_{0};
 
   absl::Mutex sweep_mu_;
