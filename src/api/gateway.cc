@@ -2,6 +2,8 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <pthread.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -392,7 +394,13 @@ void Gateway::Run() {
       for (auto& t : threads) t.join();
     }
   } loop_threads{i, {}};
-  for (auto& loop : i.loops) loop_threads.threads.emplace_back([&loop] { loop->run(); });
+  for (auto& loop : i.loops) {
+    const std::string name = "loop-" + std::to_string(loop_threads.threads.size() + 1);
+    loop_threads.threads.emplace_back([&loop, name] {
+      pthread_setname_np(pthread_self(), name.c_str());  // for top -H, perf and gdb
+      loop->run();
+    });
+  }
   i.io.run();
   for (auto& t : loop_threads.threads) t.join();
   loop_threads.threads.clear();

@@ -1,5 +1,6 @@
 #include "toolgate/store/sqlite_item_store.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include <unordered_map>
@@ -452,7 +453,12 @@ void SqliteItemStore::AsyncWriteBatch(std::vector<WriteRequest> requests, WriteC
   w->requests = &w->owned;
   w->completion = std::move(done);
   absl::MutexLock lock(&queue_mu_);
-  if (!writer_thread_.joinable()) writer_thread_ = std::thread([this] { WriterLoop(); });
+  if (!writer_thread_.joinable()) {
+    writer_thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "sqlite-writer");  // for top -H, perf and gdb
+      WriterLoop();
+    });
+  }
   ++async_outstanding_;
   writers_.push_back(w.release());                // owned by the queue until CommitAndFinish
   if (writers_.size() == 1) writer_cv_.Signal();  // at the front: the writer thread leads it
