@@ -6,15 +6,12 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <type_traits>
 
 #include "api/http.h"
+#include "toolgate/store/awaitable_item_store.h"
 #include "nlohmann/json.hpp"
 
 namespace toolgate::api {
@@ -40,18 +37,8 @@ ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object);
 // validation (ParseJsonObject uses it).
 json ParseBoundedJson(std::string_view text);
 
-// The body of RunBlocking. `f` is a coroutine parameter so that it lives in the coroutine frame (a
-// lambda coroutine's captures would die with the lambda object before the pool runs it).
-template <typename F>
-asio::awaitable<std::invoke_result_t<F>> CallOnPool(F f) {
-  co_return f();
-}
-
 // Runs blocking work (store calls) on the pool and resumes the caller with its result.
-template <typename F>
-asio::awaitable<std::invoke_result_t<F>> RunBlocking(asio::thread_pool& pool, F f) {
-  co_return co_await asio::co_spawn(pool, CallOnPool(std::move(f)), asio::use_awaitable);
-}
+using store::RunBlocking;
 
 bool IsLoopback(const std::string& host);
 // The token of `Authorization: Bearer <token>`, or nullopt.

@@ -32,8 +32,8 @@ class InFlight {
 
 // How a call reaches the store from the event loop (DESIGN §16): through the store's asynchronous
 // port when it has one (SQLite: batches join its group commit, reads run here), the rest of the
-// blocking store work on the pool. Without a port (memory, DynamoDB) `port` is null and the whole
-// admission and completion run on the pool, as blocking calls.
+// blocking store work on the pool. Without a port (memory, DynamoDB) the engine runs the whole
+// admission and completion on the pool, as blocking calls (StoreDrive).
 StoreDrive LoopDrive(GatewayContext& g) { return {g.engine.async_port(), &g.pool}; }
 
 }  // namespace
@@ -41,14 +41,8 @@ StoreDrive LoopDrive(GatewayContext& g) { return {g.engine.async_port(), &g.pool
 asio::awaitable<InvokeResult> RunInvocation(GatewayContext& g, InvokeRequest ir) {
   const InFlight counted(g.in_flight);
   if (g.draining) co_return ShuttingDown();
-  ToolInvoker::Admitted admitted;
-  if (const StoreDrive drive = LoopDrive(g); drive.port != nullptr) {
-    auto admit = g.engine.invoker().AdmitAsync(std::move(ir), drive);
-    admitted = co_await std::move(admit);
-  } else {
-    auto admit = [&g, &ir] { return g.engine.invoker().Admit(ir); };
-    admitted = co_await RunBlocking(g.pool, admit);
-  }
+  auto admit = g.engine.invoker().AdmitAsync(std::move(ir), LoopDrive(g));
+  ToolInvoker::Admitted admitted = co_await std::move(admit);
   if (auto* answer = std::get_if<InvokeResult>(&admitted)) co_return std::move(*answer);
   auto run = RunAdmitted(g, std::move(std::get<std::unique_ptr<ToolInvoker::Ticket>>(admitted)));
   co_return co_await std::move(run);
@@ -62,15 +56,8 @@ asio::awaitable<InvokeResult> RunAdmitted(GatewayContext& g, std::unique_ptr<Too
   if (result.kind != DownstreamResult::Kind::kLocalResource) {  // this host's trouble says nothing of the connector
     g.recent.Add(connector_id, g.clock.now_epoch_ms(), result.latency_ms, IsDownstreamFailure(result));
   }
-  InvokeResult answer;
-  if (const StoreDrive drive = LoopDrive(g); drive.port != nullptr) {
-    auto complete = g.engine.invoker().CompleteAsync(std::move(ticket), std::move(result), drive);
-    answer = co_await std::move(complete);
-  } else {
-    // Named, with only reference captures: g++ 12 mishandles non-trivial temporaries inside co_await.
-    auto complete = [&g, &ticket, &result] { return g.engine.invoker().Complete(std::move(ticket), result); };
-    answer = co_await RunBlocking(g.pool, complete);
-  }
+  auto complete = g.engine.invoker().CompleteAsync(std::move(ticket), std::move(result), LoopDrive(g));
+  InvokeResult answer = co_await std::move(complete);
   answer.reached_tool = true;  // TOOL_INVOKED was durable before the call
   co_return answer;
 }
@@ -126,12 +113,8 @@ HttpResponse ToHttp(const InvokeResult& answer) {
 asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
   const InFlight counted(g.in_flight);  // a drain waits for an enqueue it did not refuse, as for a call
   if (g.draining) co_return ShuttingDown();
-  if (const StoreDrive drive = LoopDrive(g); drive.port != nullptr) {
-    auto enqueue = g.engine.invoker().EnqueueAsync(std::move(ir), std::move(order), drive);
-    co_return co_await std::move(enqueue);
-  }
-  auto enqueue = [&g, &ir, &order] { return g.engine.invoker().Enqueue(ir, order); };
-  co_return co_await RunBlocking(g.pool, enqueue);
+  auto enqueue = g.engine.invoker().EnqueueAsync(std::move(ir), std::move(order), LoopDrive(g));
+  co_return co_await std::move(enqueue);
 }
 
 absl::StatusOr<QueueRequest> ReadQueueRequest(const nlohmann::json& body, bool prefer_async,

@@ -35,18 +35,17 @@ asio::awaitable<WriteResults> Commit(ToolInvoker::Services& s, StoreDrive drive,
   co_return results;
 }
 
-// The body of Blocking: `f` is a parameter, so it lives in the coroutine frame on the pool.
-template <typename F>
-asio::awaitable<std::invoke_result_t<F>> CallOnPool(F f) {
-  co_return f();
-}
-
 // Blocking store work a service does on its own (its writes): on the drive's pool, or here.
 template <typename F>
 asio::awaitable<std::invoke_result_t<F>> Blocking(StoreDrive drive, F f) {
   if (drive.blocking == nullptr) co_return f();
-  co_return co_await asio::co_spawn(*drive.blocking, CallOnPool(std::move(f)), asio::use_awaitable);
+  auto run = store::RunBlocking(*drive.blocking, std::move(f));
+  co_return co_await std::move(run);
 }
+
+// A store without a port reaches the loop's entry points only through the pool: the whole entry
+// point runs there, as its blocking form, so a blocking store call never holds an event loop.
+bool OnPoolWhole(StoreDrive drive) { return drive.port == nullptr && drive.blocking != nullptr; }
 
 // The blocking form of an entry point: its coroutine run to its end on the calling thread.
 template <typename T>
@@ -728,6 +727,10 @@ class ToolInvoker::Admission {
 ToolInvoker::Admitted ToolInvoker::Admit(const InvokeRequest& req) { return RunToEnd(AdmitAsync(req, {})); }
 
 asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitAsync(InvokeRequest req, StoreDrive drive) {
+  if (OnPoolWhole(drive)) {
+    auto whole = Blocking(drive, [this, &req] { return Admit(req); });
+    co_return co_await std::move(whole);
+  }
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
     co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
@@ -766,6 +769,10 @@ InvokeResult ToolInvoker::Enqueue(const InvokeRequest& req, const QueueOrder& or
 }
 
 asio::awaitable<InvokeResult> ToolInvoker::EnqueueAsync(InvokeRequest req, QueueOrder order, StoreDrive drive) {
+  if (OnPoolWhole(drive)) {
+    auto whole = Blocking(drive, [this, &req, &order] { return Enqueue(req, order); });
+    co_return co_await std::move(whole);
+  }
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
     co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
@@ -819,6 +826,11 @@ ToolInvoker::Admitted ToolInvoker::AdmitClaimed(const QueueClaim& claim, std::op
 
 asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitClaimedAsync(QueueClaim claim, std::optional<SlotLease> lease,
                                                                       std::string instance_id, StoreDrive drive) {
+  if (OnPoolWhole(drive)) {
+    auto whole = Blocking(
+        drive, [this, &claim, &lease, &instance_id] { return AdmitClaimed(claim, std::move(lease), instance_id); });
+    co_return co_await std::move(whole);
+  }
   const QueueItem& item = claim.item;
   // Gives back what this run holds when it stops without a batch that did (store trouble).
   auto give_back = [&](std::optional<SlotLease>& held, bool requeue) {
@@ -935,6 +947,10 @@ InvokeResult ToolInvoker::Complete(std::unique_ptr<Ticket> ticket, const Downstr
 
 asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket> ticket, DownstreamResult result,
                                                          StoreDrive drive) {
+  if (OnPoolWhole(drive)) {
+    auto whole = Blocking(drive, [this, &ticket, &result] { return Complete(std::move(ticket), result); });
+    co_return co_await std::move(whole);
+  }
   Ticket& t = *ticket;
   ExecutionRecord& rec = t.record;
   const ConnectorConfig& c = *t.connector;
@@ -1052,10 +1068,9 @@ InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& 
 // The breaker learns what the call said about the downstream (errors are logged: the outcome is
 // still recorded and answered).
 asio::awaitable<void> ToolInvoker::RecordInBreaker(const Ticket& t, const Classification& k, StoreDrive drive) {
-  const ConnectorConfig& c = *t.connector;
-  // A success in CLOSED outside a counting window writes nothing (S5): the usual call stays here.
-  const bool writes = k.breaker != BreakerEffect::kSuccess || t.permit.probe ||
-                      (c.breaker.failure_rate_threshold && t.permit.window_counting);
+  // The usual success writes nothing (S5) and stays here; whatever may write goes to the pool.
+  const bool writes =
+      k.breaker != BreakerEffect::kSuccess || CircuitBreakerService::SuccessWrites(t.connector->breaker, t.permit);
   if (writes && drive.blocking != nullptr) {
     auto record = Blocking(StoreDrive{nullptr, drive.blocking}, [this, &t, &k] {
       RecordInBreaker(t, k);

@@ -259,12 +259,16 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
   return p;
 }
 
+// S5: a success in CLOSED writes only while a failure-rate window is counting calls.
+bool CircuitBreakerService::SuccessWrites(const breaker::Config& config, const Permit& permit) {
+  return permit.probe || (config.failure_rate_threshold && permit.window_counting);
+}
+
 absl::Status CircuitBreakerService::RecordSuccess(std::string_view connector_id, const breaker::Config& config,
                                                   const Permit& permit) {
   if (permit.probe) return ProbeResult(connector_id, config, permit, State::kClosed);
+  if (!SuccessWrites(config, permit)) return absl::OkStatus();
   const int64_t now_ms = clock_.now_epoch_ms();
-  // S5: a success in CLOSED writes only while a failure-rate window is counting calls.
-  if (!config.failure_rate_threshold || !permit.window_counting) return absl::OkStatus();
   const int64_t now_sec = now_ms / 1000;
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Update(Key(connector_id), {UpdateOp::Add(Attr(kWindowCalls), 1), SetTtl(now_sec, config)},

@@ -120,7 +120,9 @@ class InvocationTicket {
 // the call's write batches go through the store's asynchronous port, its reads run on the loop (a
 // backend whose reads are cheap and never wait on a write: SQLite's pooled readers), and the few
 // writes a service makes on its own (an intent claim, a breaker transition, a probe given back)
-// run on `blocking`, so that no loop waits for a commit.
+// run on `blocking`, so that no loop waits for a commit. A store without a port (memory, DynamoDB)
+// with a pool: each entry point runs whole on `blocking`, as its blocking form, so the event loop
+// can hand every store the same drive.
 struct StoreDrive {
   store::AsyncItemStore* port = nullptr;         // null: batches through the synchronous store, on the calling thread
   boost::asio::thread_pool* blocking = nullptr;  // null: a service's own writes on the calling thread

@@ -90,6 +90,10 @@ class CircuitBreakerService {
   // Record the outcome of a call that ran under `permit` (REQUIRES: permit.allowed). A result from
   // an older generation is ignored (S3). `tenant_id` feeds `min_distinct_tenants`.
   absl::Status RecordSuccess(std::string_view connector_id, const breaker::Config& config, const Permit& permit);
+  // True when RecordSuccess under `permit` writes to the store: a probe's result, or a success counted
+  // by a failure-rate window (S5). Every other success in CLOSED writes nothing, so a caller on an
+  // event loop can record it there; the other outcomes may always write.
+  static bool SuccessWrites(const breaker::Config& config, const Permit& permit);
   absl::Status RecordFailure(std::string_view connector_id, const breaker::Config& config, const Permit& permit,
                              std::string_view tenant_id);
 

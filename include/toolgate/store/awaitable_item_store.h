@@ -14,8 +14,13 @@
 
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <type_traits>
 
 #include "toolgate/store/async_item_store.h"
 
@@ -36,7 +41,22 @@ auto ResumeOnOwnExecutor(Handler handler) {
   };
 }
 
+// The body of RunBlocking. `f` is a coroutine parameter so that it lives in the coroutine frame (a
+// lambda coroutine's captures would die with the lambda object before the pool runs it).
+template <typename F>
+boost::asio::awaitable<std::invoke_result_t<F>> CallOnPool(F f) {
+  co_return f();
+}
+
 }  // namespace internal
+
+// Runs blocking store work (a synchronous ItemStore call, or a service's that makes them) on `pool`
+// and resumes the awaiting coroutine on its own executor with the result. The one way the event
+// loops (api) and the engine's coroutines (StoreDrive::blocking) keep a blocking call off a loop.
+template <typename F>
+boost::asio::awaitable<std::invoke_result_t<F>> RunBlocking(boost::asio::thread_pool& pool, F f) {
+  co_return co_await boost::asio::co_spawn(pool, internal::CallOnPool(std::move(f)), boost::asio::use_awaitable);
+}
 
 template <typename CompletionToken>
 auto AsyncGet(AsyncItemStore& store, ItemKey key, CompletionToken&& token) {
