@@ -22,7 +22,7 @@ jobs=${JOBS:-$(nproc)}
 # The top-level CMakeLists.txt adds -Wthread-safety and the coroutine defines clang 14 needs
 # (BOOST_ASIO_HAS_CO_AWAIT, BOOST_ASIO_HAS_STD_COROUTINE) whenever the compiler is clang.
 CC=clang CXX=clang++ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=None \
-  -DTOOLGATE_BUILD_BENCHMARKS=OFF -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >/dev/null
+  -DTOOLGATE_BUILD_BENCHMARKS=ON -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >/dev/null
 
 python3 - "$build_dir/compile_commands.json" "$jobs" <<'EOF'
 import concurrent.futures, json, os, re, shlex, subprocess, sys

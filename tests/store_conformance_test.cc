@@ -339,6 +339,34 @@ TEST_P(StoreConformanceTest, BatchWriteThatRequiresThePreviousIsSkippedWhenItWas
   EXPECT_EQ(GetInt(MustGet({"C", "HEAD"}), "last"), 2);
 }
 
+// A put-if-absent sees every write before it in its batch, whatever way the store decides it
+// (SQLite inserts without reading first unless it holds the item decoded from an earlier write).
+TEST_P(StoreConformanceTest, PutIfAbsentInABatchSeesTheWritesBeforeIt) {
+  const std::vector<WriteRequest> batch = {
+      WriteRequest::Put(kKey, Item{{"v", 1}}, Condition::ItemAbsent()),
+      WriteRequest::Put(kKey, Item{{"v", 2}}, Condition::ItemAbsent()),
+      WriteRequest::Update(kKey, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::ItemExists()),
+      WriteRequest::Put(kKey, Item{{"v", 3}}, Condition::ItemAbsent()),
+      WriteRequest::Erase(kKey, Condition::ItemExists()),
+      WriteRequest::Put(kKey, Item{{"v", 4}}, Condition::ItemAbsent())};
+  auto results = store_->WriteBatch(batch);
+  ASSERT_EQ(results.size(), batch.size());
+  std::vector<bool> applied;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    applied.push_back(r->applied);
+  }
+  EXPECT_EQ(applied, (std::vector<bool>{true, false, true, false, true, true}));
+  const Item last = MustGet(kKey);
+  EXPECT_EQ(GetInt(last, "v"), 4);
+  EXPECT_FALSE(GetInt(last, "n").has_value()) << "the erase before the last put did not take the update with it";
+  // A refused put-if-absent of an item written by an earlier batch leaves it as it was.
+  results = store_->WriteBatch({WriteRequest::Put(kKey, Item{{"v", 5}}, Condition::ItemAbsent())});
+  ASSERT_TRUE(results[0].ok());
+  EXPECT_FALSE(results[0]->applied);
+  EXPECT_EQ(GetInt(MustGet(kKey), "v"), 4);
+}
+
 TEST_P(StoreConformanceTest, ScanWalksEveryPartitionWithPaging) {
   for (const char* pk : {"TENANT#b", "TENANT#a", "OTHER#x", "TENANT#c"}) {
     for (const char* sk : {"EXEC#2", "EXEC#1", "INTENT#1"})

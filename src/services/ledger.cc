@@ -114,7 +114,9 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppend(const std::str
     item.emplace(std::string(store::kTtlAttribute), tail.expires_at_s);
   }
   // Append-only: an event is never overwritten.
-  return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent()), std::move(e)};
+  store::WriteRequest put = store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent());
+  put.returns = store::ReturnValues::kNone;  // nobody reads an event back from its write
+  return {std::move(put), std::move(e)};
 }
 
 ChainAnchor Ledger::ExecutionAnchor(std::string_view tenant_id, std::string_view execution_id) {

@@ -84,7 +84,7 @@ class SqliteItemStore::Connection {
  public:
   ~Connection() {
     for (sqlite3_stmt* s :
-         {get_, put_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_, data_version_}) {
+         {get_, put_, insert_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_, data_version_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close_v2(db_);
@@ -110,6 +110,9 @@ class SqliteItemStore::Connection {
     if (!o.read_only) {
       RETURN_IF_ERROR(
           conn->Prepare("INSERT OR REPLACE INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4)", &conn->put_));
+      RETURN_IF_ERROR(conn->Prepare(
+          "INSERT INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (pk, sk) DO NOTHING",
+          &conn->insert_));
       RETURN_IF_ERROR(conn->Prepare("DELETE FROM items WHERE pk = ?1 AND sk = ?2", &conn->del_));
       RETURN_IF_ERROR(conn->Prepare("BEGIN IMMEDIATE", &conn->begin_));
       RETURN_IF_ERROR(conn->Prepare("COMMIT", &conn->commit_));
@@ -180,18 +183,16 @@ class SqliteItemStore::Connection {
 
   absl::Status Write(const ItemKey& key, const Item& item) {
     if (put_ == nullptr) return SqliteReadOnly();
-    StatementScope scope(put_);
-    BindText(put_, 1, key.pk);
-    BindText(put_, 2, key.sk);
-    BindText(put_, 3, ItemToJsonText(item));
-    if (auto ttl = GetInt(item, kTtlAttribute)) {
-      sqlite3_bind_int64(put_, 4, *ttl);
-    } else {
-      sqlite3_bind_null(put_, 4);
-    }
-    int rc = sqlite3_step(put_);
-    if (rc != SQLITE_DONE) return SqliteError(rc, "write", db_);
-    return absl::OkStatus();
+    return Store(put_, key, item);
+  }
+
+  // Writes `item` only where no item has `key`: one statement where a read and a write would be two
+  // (a Put whose condition is ItemAbsent: every ledger event, every new execution). False when an
+  // item was there (nothing written).
+  absl::StatusOr<bool> Insert(const ItemKey& key, const Item& item) {
+    if (insert_ == nullptr) return SqliteReadOnly();
+    RETURN_IF_ERROR(Store(insert_, key, item));
+    return sqlite3_changes(db_) == 1;
   }
 
   // The writer's cache of decoded items (design §16): an item the writer updated is kept decoded, so
@@ -247,6 +248,7 @@ class SqliteItemStore::Connection {
   sqlite3* db_ = nullptr;
   sqlite3_stmt* get_ = nullptr;
   sqlite3_stmt* put_ = nullptr;
+  sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* del_ = nullptr;
   sqlite3_stmt* query_asc_ = nullptr;
   sqlite3_stmt* query_desc_ = nullptr;
@@ -258,6 +260,22 @@ class SqliteItemStore::Connection {
 
  private:
   Connection() = default;
+
+  // Binds (pk, sk, attrs, ttl) and runs `statement` (put_ or insert_).
+  absl::Status Store(sqlite3_stmt* statement, const ItemKey& key, const Item& item) {
+    StatementScope scope(statement);
+    BindText(statement, 1, key.pk);
+    BindText(statement, 2, key.sk);
+    BindText(statement, 3, ItemToJsonText(item));
+    if (auto ttl = GetInt(item, kTtlAttribute)) {
+      sqlite3_bind_int64(statement, 4, *ttl);
+    } else {
+      sqlite3_bind_null(statement, 4);
+    }
+    int rc = sqlite3_step(statement);
+    if (rc != SQLITE_DONE) return SqliteError(rc, "write", db_);
+    return absl::OkStatus();
+  }
 
   std::unordered_map<std::string, Item> cache_;
   int64_t cache_version_ = -1;
@@ -508,6 +526,15 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
                                        absl::Status& fatal) {
   if (absl::Status s = internal::ValidateKey(req.key); !s.ok()) return s;
   const Item* cur = conn.Cached(req.key);
+  if (cur == nullptr && req.kind == WriteRequest::Kind::kPut && req.condition.kind() == Condition::Kind::kItemAbsent) {
+    absl::StatusOr<bool> inserted = conn.Insert(req.key, req.item);
+    if (!inserted.ok()) {
+      fatal = inserted.status();
+      return inserted.status();
+    }
+    if (!*inserted) return WriteResult::ConditionFailed();
+    return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
+  }
   absl::StatusOr<std::optional<Item>> current = std::optional<Item>();
   if (cur == nullptr) {
     current = conn.Read(req.key);
@@ -525,7 +552,7 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
         return s;
       }
       conn.Refresh(req.key, &req.item);
-      return WriteResult{true, req.item};
+      return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
     case WriteRequest::Kind::kUpdate: {
       absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
       if (!next.ok()) return next.status();
