@@ -3,6 +3,7 @@
 // checked against its head item the same way.
 
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/services/ledger.h"
 #include "toolgate/services/ledger_verifier.h"
@@ -77,6 +78,49 @@ TEST_F(LedgerVerifierTest, AnAuditDayIsCheckedAgainstItsHead) {
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->ok()) << report->problem;
   EXPECT_EQ(report->audit_days, 1);
+}
+
+// The engine appends events from JSON values and hashes their canonical text without parsing it back
+// (Ledger::PrepareAppendJson). Whatever the value, the event must be the one the text overload writes
+// and its hash the one `ledger verify` recomputes from the stored text, or every chain would fail.
+TEST_F(LedgerVerifierTest, AnEventAppendedFromAJsonValueHashesAsVerifyRecomputesIt) {
+  using nlohmann::json;
+  const std::vector<json> values = {
+      json::object(),
+      json::array(),
+      json{{"outcome", "SUCCEEDED"}, {"latency_ms", 12}},
+      json{{"z", 1}, {"a", {{"y", json::array({1, 2.5, -0.0, 1e300, nullptr, true})}}}, {"m", "x"}},
+      json{{"text", "quote \" backslash \\ newline \n tab \t nul " + std::string(1, '\0') + " é ✓ 𝄞"}},
+      json{{"bad_utf8", std::string("\xff\xfe ok \xc3")}},  // replaced, as the text overload's parse would
+      json{{"big", 18446744073709551615ULL}, {"neg", -9223372036854775807LL - 1}, {"third", 1.0 / 3}},
+      json(std::numeric_limits<double>::quiet_NaN()),
+      json("a bare string"),
+      json(42),
+  };
+  const std::string chain = Ledger::ExecutionChain("e2");
+  Ledger::Tail tail{7, "abc", 0};
+  for (const json& v : values) {
+    for (const std::string actor : {"u", "agent \"π\"\n", ""}) {
+      const auto [w_value, from_value] = ledger_.PrepareAppendJson(chain, tail, "TOOL_SUCCEEDED", actor, v);
+      const auto [w_text, from_text] = ledger_.PrepareAppend(chain, tail, "TOOL_SUCCEEDED", actor, from_value.data);
+      EXPECT_EQ(from_value.data, v.dump(-1, ' ', false, json::error_handler_t::replace));
+      EXPECT_EQ(from_value.hash, from_text.hash) << from_value.data;
+      EXPECT_EQ(from_value.hash, Ledger::Hash(tail.hash, from_value)) << from_value.data;
+      EXPECT_EQ(from_value.seq, 8);
+      EXPECT_EQ(w_value.item, w_text.item);
+    }
+  }
+  // Appended for real, a chain of them verifies; an edit of one event's data does not.
+  Ledger::Tail t;
+  std::vector<LedgerEvent> events;
+  for (const json& v : values) {
+    auto [w, e] = ledger_.PrepareAppendJson(chain, t, "TOOL_ATTEMPT_FAILED", "u", v);
+    t = {e.seq, e.hash, e.expires_at_s};
+    events.push_back(std::move(e));
+  }
+  EXPECT_TRUE(Ledger::VerifyChain(events).ok());
+  events[2].data = R"({"outcome":"FAILED","latency_ms":12})";
+  EXPECT_EQ(Ledger::VerifyChain(events).code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

@@ -36,9 +36,9 @@ std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord&
                                                                 ExpiryReason reason, int64_t now_ms) {
   const std::string why(ToString(reason));
   const char* event = reason == ExpiryReason::kCancelled ? "EXECUTION_CANCELLED" : "EXECUTION_EXPIRED";
-  auto [w_event, e] = ledger_.PrepareAppend(
+  auto [w_event, e] = ledger_.PrepareAppendJson(
       Ledger::ExecutionChain(rec.execution_id), {rec.last_seq, rec.last_hash, rec.expires_at_s}, event,
-      actor.empty() ? "system" : actor, json{{"reason", why}, {"outcome", Outcome::kExpired}}.dump());
+      actor.empty() ? "system" : actor, json{{"reason", why}, {"outcome", Outcome::kExpired}});
   rec.outcome = Outcome::kExpired;
   rec.reason = why;
   rec.finished_at_ms = now_ms;
@@ -132,9 +132,8 @@ absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, s
   }
   if (!record.ok()) return record.status();
   ExecutionRecord& rec = *record;
-  auto [w_event, e] =
-      ledger_.PrepareAppend(Ledger::ExecutionChain(rec.execution_id), {rec.last_seq, rec.last_hash, rec.expires_at_s},
-                            event, "system", data.dump());
+  auto [w_event, e] = ledger_.PrepareAppendJson(Ledger::ExecutionChain(rec.execution_id),
+                                                {rec.last_seq, rec.last_hash, rec.expires_at_s}, event, "system", data);
   rec.last_seq = e.seq;
   rec.last_hash = e.hash;
   std::vector<store::WriteRequest> writes;

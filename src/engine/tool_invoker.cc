@@ -168,7 +168,7 @@ absl::Status WriteRequeue(ToolInvoker::Services& s, InvocationTicket& t, const R
   data["ready_at_ms"] = ready_at_ms;
   std::vector<store::WriteRequest> writes;
   writes.push_back(QueueService::RequeueRequest(*t.queued, ready_at_ms));
-  auto [w_event, event] = s.ledger.PrepareAppend(t.chain, t.tail, "TOOL_ATTEMPT_FAILED", actor, Dump(data));
+  auto [w_event, event] = s.ledger.PrepareAppendJson(t.chain, t.tail, "TOOL_ATTEMPT_FAILED", actor, data);
   writes.push_back(std::move(w_event).AfterPrevious());
   rec.outcome = Outcome::kQueued;
   rec.reason.clear();
@@ -545,7 +545,7 @@ class ToolInvoker::Admission {
     std::vector<store::WriteRequest> writes(1);  // the record, once its last event is known
     Ledger::Tail tail = t.tail;
     for (const auto& [type, data] : all) {
-      auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor_, Dump(data));
+      auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor_, data);
       writes.push_back(std::move(w));
       tail = {e.seq, e.hash, e.expires_at_s};
     }
@@ -572,7 +572,7 @@ class ToolInvoker::Admission {
     std::vector<store::WriteRequest> writes;
     Ledger::Tail tail = t.tail;
     for (const auto& [type, data] : events) {
-      auto [w, e] = s_.ledger.PrepareAppend(t.chain, tail, type, actor_, Dump(data));
+      auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor_, data);
       writes.push_back(std::move(w));
       tail = {e.seq, e.hash, e.expires_at_s};
     }
@@ -1163,17 +1163,17 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
     json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
     if (a.status != 0) attempt["downstream_status"] = a.status;
-    auto [w_attempt, appended] = s_.ledger.PrepareAppend(t.chain, tail, "TOOL_ATTEMPT_FAILED", actor, Dump(attempt));
+    auto [w_attempt, appended] = s_.ledger.PrepareAppendJson(t.chain, tail, "TOOL_ATTEMPT_FAILED", actor, attempt);
     writes.push_back(std::move(w_attempt));
     tail = {appended.seq, appended.hash, appended.expires_at_s};
   }
-  auto [w_event, event] = s_.ledger.PrepareAppend(
-      t.chain, tail, rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, Dump(data));
+  auto [w_event, event] = s_.ledger.PrepareAppendJson(
+      t.chain, tail, rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, data);
   writes.push_back(std::move(w_event));
   size_t required = writes.size() + 1;
   if (t.request.replay) {
-    auto [w_done, done] = s_.ledger.PrepareAppend(t.chain, {event.seq, event.hash, event.expires_at_s},
-                                                  "REPLAY_COMPLETED", actor, Dump(json{{"outcome", rec.outcome}}));
+    auto [w_done, done] = s_.ledger.PrepareAppendJson(t.chain, {event.seq, event.hash, event.expires_at_s},
+                                                      "REPLAY_COMPLETED", actor, json{{"outcome", rec.outcome}});
     writes.push_back(std::move(w_done));
     event = done;
     ++required;

@@ -90,10 +90,9 @@ store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
                {"input_json", r.input_json},
                {"created_at_ms", r.created_at_ms}});
   if (r.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), r.expires_at_s);
-  store::WriteRequest put =
-      store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent());
-  put.returns = store::ReturnValues::kNone;  // the caller has the record it wrote
-  return put;
+  // The caller has the record it wrote: the write returns no copy.
+  return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent(),
+                                  store::ReturnValues::kNone);
 }
 
 store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r) {

@@ -40,6 +40,30 @@ LedgerEvent EventFromItem(const Item& item) {
   return e;
 }
 
+std::string CanonicalText(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// What Ledger::Hash hashes after `prev_hash`, for an event whose data is canonical text already: the
+// canonical object {"actor","at","data","seq","type"} (nlohmann keeps an object's keys sorted) spelled
+// out around it, so the data is neither parsed nor copied into a JSON value.
+std::string HashOfCanonical(std::string_view prev_hash, const LedgerEvent& e) {
+  std::string text(prev_hash);
+  text.reserve(text.size() + e.data.size() + e.actor.size() + e.type.size() + 96);
+  text += R"({"actor":)";
+  text += CanonicalText(e.actor);
+  text += R"(,"at":)";
+  text += CanonicalText(e.at);
+  text += R"(,"data":)";
+  text += e.data;
+  text += R"(,"seq":)";
+  text += std::to_string(e.seq);
+  text += R"(,"type":)";
+  text += CanonicalText(e.type);
+  text += '}';
+  return Sha256Hex(text);
+}
+
 }  // namespace
 
 std::string Sha256Hex(std::string_view data) {
@@ -80,8 +104,7 @@ std::string Ledger::Hash(std::string_view prev_hash, const LedgerEvent& e) {
   nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
   if (data.is_discarded()) data = e.data;  // hash what is there; the chain check will still detect edits
   const nlohmann::json canonical = {{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}, {"data", data}};
-  return Sha256Hex(
-      absl::StrCat(std::string(prev_hash), canonical.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
+  return Sha256Hex(absl::StrCat(std::string(prev_hash), CanonicalText(canonical)));
 }
 
 absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
@@ -99,24 +122,36 @@ absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
 std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppend(const std::string& chain, const Tail& tail,
                                                                   std::string_view type, std::string_view actor,
                                                                   std::string_view data_json) const {
+  return Prepare(chain, tail, type, actor, std::string(data_json), /*canonical=*/false);
+}
+
+std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppendJson(const std::string& chain, const Tail& tail,
+                                                                      std::string_view type, std::string_view actor,
+                                                                      const nlohmann::json& data) const {
+  return Prepare(chain, tail, type, actor, CanonicalText(data), /*canonical=*/true);
+}
+
+std::pair<store::WriteRequest, LedgerEvent> Ledger::Prepare(const std::string& chain, const Tail& tail,
+                                                            std::string_view type, std::string_view actor,
+                                                            std::string data, bool canonical) const {
   LedgerEvent e;
   e.seq = tail.seq + 1;
   e.type = std::string(type);
   e.at = Rfc3339(clock_.now_epoch_ms());
   e.actor = std::string(actor);
-  e.data = std::string(data_json);
+  e.data = std::move(data);
   e.prev_hash = tail.hash;
-  e.hash = Hash(e.prev_hash, e);
+  e.hash = canonical ? HashOfCanonical(e.prev_hash, e) : Hash(e.prev_hash, e);
   Item item{{"seq", e.seq},   {"type", e.type},          {"at", e.at}, {"actor", e.actor}, {"data", e.data},
             {"hash", e.hash}, {"prev_hash", e.prev_hash}};
   if (tail.expires_at_s > 0) {
     e.expires_at_s = tail.expires_at_s;
     item.emplace(std::string(store::kTtlAttribute), tail.expires_at_s);
   }
-  // Append-only: an event is never overwritten.
-  store::WriteRequest put = store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent());
-  put.returns = store::ReturnValues::kNone;  // nobody reads an event back from its write
-  return {std::move(put), std::move(e)};
+  // Append-only: an event is never overwritten. Nobody reads an event back from its write.
+  return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent(),
+                                   store::ReturnValues::kNone),
+          std::move(e)};
 }
 
 ChainAnchor Ledger::ExecutionAnchor(std::string_view tenant_id, std::string_view execution_id) {

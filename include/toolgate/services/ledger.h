@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "nlohmann/json_fwd.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
@@ -97,6 +98,12 @@ class Ledger {
   std::pair<store::WriteRequest, LedgerEvent> PrepareAppend(const std::string& chain, const Tail& tail,
                                                             std::string_view type, std::string_view actor,
                                                             std::string_view data_json) const;
+  // The same for data the caller holds as a JSON value (the engine's path): the event's data is its
+  // canonical text, and the hash is taken over that text without parsing it back. Equal, byte for
+  // byte, to what the overload above writes for that text.
+  std::pair<store::WriteRequest, LedgerEvent> PrepareAppendJson(const std::string& chain, const Tail& tail,
+                                                                std::string_view type, std::string_view actor,
+                                                                const nlohmann::json& data) const;
 
   // Appends a system audit event to today's audit chain (kept for the retention after the day ends).
   absl::StatusOr<LedgerEvent> Audit(std::string_view type, std::string_view actor, std::string_view data_json);
@@ -116,6 +123,10 @@ class Ledger {
 
  private:
   absl::StatusOr<Tail> ReadTail(const std::string& chain);
+  // Fills in seq, time, actor and links; `canonical` says `data` is already canonical JSON text, so
+  // the hash needs no parse of it.
+  std::pair<store::WriteRequest, LedgerEvent> Prepare(const std::string& chain, const Tail& tail, std::string_view type,
+                                                      std::string_view actor, std::string data, bool canonical) const;
 
   store::ItemStore& store_;
   const Clock& clock_;

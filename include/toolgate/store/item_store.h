@@ -48,8 +48,8 @@ struct WriteRequest {
   // event) on every backend, transactional or not.
   bool requires_previous = false;
 
-  static WriteRequest Put(ItemKey key, Item item, Condition condition) {
-    return {Kind::kPut, std::move(key), std::move(item), {}, std::move(condition), ReturnValues::kAllNew};
+  static WriteRequest Put(ItemKey key, Item item, Condition condition, ReturnValues returns = ReturnValues::kAllNew) {
+    return {Kind::kPut, std::move(key), std::move(item), {}, std::move(condition), returns};
   }
   static WriteRequest Update(ItemKey key, std::vector<UpdateOp> ops, Condition condition,
                              ReturnValues returns = ReturnValues::kAllNew) {
