@@ -11,4 +11,5 @@ bash bench/queue.sh "$build_dir"              # queued calls: rates, latency, wr
 bash bench/write_units.sh "$build_dir"        # DynamoDB write units per successful call, by item
 bash bench/e2e.sh "$build_dir"                 # includes an HTTPS downstream
 bash bench/mcp.sh "$build_dir"                 # MCP tools/call through toolgate vs the SDK client directly
+bash bench/mcp_saturation.sh "$build_dir"      # the same at saturation, the server on a core of its own
 bash bench/rss.sh "$build_dir" 120             # resident memory under 64 connections (600 s for the §16 figure)

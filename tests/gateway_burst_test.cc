@@ -3,6 +3,7 @@
 // that disconnects mid-call. The fake downstream is the independent observer.
 
 #include <arpa/inet.h>
+#include <sched.h>
 
 #include <barrier>
 #include <fstream>
@@ -237,6 +238,24 @@ TEST_F(GatewayBurstTest, TheConnectorLimitHoldsUnderABurstAcrossTwoGatewaysAndOt
   EXPECT_EQ(ok, crm_.total());
   for (const auto& r : other_results) EXPECT_EQ(r.status, 200) << "a saturated connector held another back";
   EXPECT_EQ(InFlight(a, "crm"), 0);
+}
+
+// io_threads = 0 (the default) is one event loop per core the process may run on — its CPU
+// affinity, as a container's cpuset or taskset gives it — not one per core of the machine. The
+// gateway inherits the affinity of the thread that starts it.
+TEST_F(GatewayBurstTest, ByDefaultThereIsOneEventLoopPerCoreTheProcessMayRunOn) {
+  cpu_set_t mine;
+  ASSERT_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  int first = 0;
+  while (!CPU_ISSET(first, &mine)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  GatewayProcess& gw = Start(Config("timeout_ms = 5000\n"));
+  ASSERT_EQ(sched_setaffinity(0, sizeof mine, &mine), 0);
+  EXPECT_THAT(gw.Log(), ::testing::HasSubstr("event loops: 1 (server.io_threads = 0)")) << gw.Log();
+  EXPECT_EQ(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, token_).status, 200);
 }
 
 // Four event loops (more than this machine has cores): a burst's connections are dealt over them,

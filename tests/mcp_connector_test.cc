@@ -300,17 +300,35 @@ TEST_F(McpConnectorTest, ADeadServerOpensTheBreakerWhileItsLastToolListIsStillSe
 TEST_F(McpConnectorTest, AServerThatForgotTheSessionIsInitializedAgainOnce) {
   EverythingHttpServer server(dir_);
   ASSERT_TRUE(server.Start());
-  Start(HttpConfig(server.url()));
+  // Two event loops, each with a session of its own once a call came through it: connections are
+  // dealt to the loops in turn, and each call below comes on a connection of its own.
+  std::string config = HttpConfig(server.url());
+  config.replace(config.find("[server]\n"), 9, "[server]\nio_threads = 2\n");
+  Start(config);
   WaitForTool("everything.echo");
   WaitForSecondListFetch("everything");
-  ASSERT_EQ(CallTool("everything.echo", {{"message", "first"}})["result"]["content"][0]["text"], "Echo: first");
-  // A new server process on the same port knows nothing of toolgate's Mcp-Session-Id: it answers the
-  // next call 400 (the TypeScript SDK's answer to a stale session), and toolgate initializes again.
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_EQ(CallTool("everything.echo", {{"message", "first"}})["result"]["content"][0]["text"], "Echo: first");
+  }
+  // A new server process on the same port knows nothing of toolgate's Mcp-Session-Ids: it answers
+  // the next call of each session 400 (the TypeScript SDK's answer to a stale session), and toolgate
+  // initializes that session again, once: every call is answered.
   server.Kill();
   ASSERT_TRUE(server.Start());
-  const json again = CallTool("everything.echo", {{"message", "second"}})["result"];
-  EXPECT_EQ(again["content"][0]["text"], "Echo: second") << again << gw_->Log();
-  EXPECT_THAT(gw_->Log(), ::testing::HasSubstr("session went stale"));
+  for (int i = 0; i < 4; ++i) {
+    const json again = CallTool("everything.echo", {{"message", "second"}})["result"];
+    EXPECT_EQ(again["content"][0]["text"], "Echo: second") << again << gw_->Log();
+  }
+  const std::string log = gw_->Log();
+  size_t stale = 0;
+  for (size_t at = log.find("session went stale"); at != std::string::npos;
+       at = log.find("session went stale", at + 1)) {
+    ++stale;
+  }
+  // One re-initialization per loop's session (and perhaps a third, should the tool list's refresh
+  // come by on the main loop's session meanwhile); never one per call.
+  EXPECT_GE(stale, 2u) << log;
+  EXPECT_LE(stale, 3u) << log;
   EXPECT_EQ(ConnectorView("everything")["breaker"]["window_failures"], 0) << "a re-initialized session is no failure";
 }
 

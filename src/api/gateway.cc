@@ -3,6 +3,7 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -56,11 +57,20 @@ struct EventLoop : asio::io_context {
   using asio::io_context::io_context;
 };
 
-// [server] io_threads, with 0 read as one per core (at most 16: past that the store, not the loops,
-// is the limit).
+// The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not every
+// core of the machine.
+unsigned UsableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return static_cast<unsigned>(CPU_COUNT(&set));
+  return std::thread::hardware_concurrency();
+}
+
+// [server] io_threads, with 0 read as one per core the process may run on (at most 16: past that
+// the store, not the loops, is the limit).
 int EventLoopThreads(const Config& config) {
   if (config.server.io_threads > 0) return config.server.io_threads;
-  return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 16u));
+  return static_cast<int>(std::clamp(UsableCores(), 1u, 16u));
 }
 
 }  // namespace

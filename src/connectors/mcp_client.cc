@@ -62,12 +62,19 @@ bool IsToolsChanged(const json& m) {
 class HttpTransport final : public McpTransport {
  public:
   HttpTransport(const ConnectorConfig& config, net::ConnectionPool& pool, const Clock& clock,
-                std::shared_ptr<const net::TlsClientContext> tls)
+                std::shared_ptr<const net::TlsClientContext> tls,
+                std::shared_ptr<ConnectorCredentials> credentials = nullptr)
       : config_(config),
         pool_(pool),
         clock_(clock),
         tls_(std::move(tls)),
-        credentials_(config.id, config.auth, clock, &pool, config.auth.token_tls ? tls_ : nullptr) {}
+        credentials_(credentials ? std::move(credentials)
+                                 : std::make_shared<ConnectorCredentials>(config.id, config.auth, clock, &pool,
+                                                                          config.auth.token_tls ? tls_ : nullptr)) {}
+
+  std::unique_ptr<McpTransport> ForAnotherLoop() const override {
+    return std::make_unique<HttpTransport>(config_, pool_, clock_, tls_, credentials_);
+  }
 
   asio::awaitable<RpcOutcome> Connect(milliseconds) override { co_return RpcOutcome{}; }
 
@@ -207,8 +214,8 @@ class HttpTransport final : public McpTransport {
         last_event_id.empty() ? message.dump(-1, ' ', false, json::error_handler_t::replace) : std::string();
     auto send_op = SendOnce(body, left(), session, reading, last_event_id);
     Sent sent = co_await std::move(send_op);
-    if (sent.result.ok && sent.result.status == 401 && credentials_.RefreshesOn401()) {
-      credentials_.InvalidateToken(sent.authorization);
+    if (sent.result.ok && sent.result.status == 401 && credentials_->RefreshesOn401()) {
+      credentials_->InvalidateToken(sent.authorization);
       auto resend_op = SendOnce(body, left(), session, reading, last_event_id);
       sent = co_await std::move(resend_op);
     }
@@ -250,7 +257,7 @@ class HttpTransport final : public McpTransport {
                                  std::string last_event_id) {
     const auto start = clock_.now_monotonic();
     Sent sent;
-    auto headers_op = credentials_.Headers(timeout);
+    auto headers_op = credentials_->Headers(timeout);
     absl::StatusOr<ConnectorCredentials::HeaderList> credentials = co_await std::move(headers_op);
     if (!credentials.ok()) {
       spdlog::warn("connector {}: credentials unavailable: {}", config_.id,
@@ -448,7 +455,7 @@ class HttpTransport final : public McpTransport {
   net::ConnectionPool& pool_;
   const Clock& clock_;
   const std::shared_ptr<const net::TlsClientContext> tls_;
-  ConnectorCredentials credentials_;
+  const std::shared_ptr<ConnectorCredentials> credentials_;  // thread-safe; shared with ForAnotherLoop's
   std::string session_id_;
   std::string protocol_version_;
   uint64_t generation_ = 1;

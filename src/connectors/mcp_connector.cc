@@ -1,16 +1,24 @@
 #include "toolgate/connectors/mcp_connector.h"
 
+#include <map>
+
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/query.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
 
@@ -115,6 +123,13 @@ struct McpConnector::Shared {
   std::unique_ptr<asio::steady_timer> timer;
 };
 
+// One client per event loop other than the main one, keyed by the loop (its io_context). The map is
+// shared by every loop; each client is used only on its own.
+struct McpConnector::LoopClients {
+  absl::Mutex mu;
+  std::map<const asio::execution_context*, std::unique_ptr<mcp::McpClient>> clients ABSL_GUARDED_BY(mu);
+};
+
 absl::StatusOr<std::unique_ptr<McpConnector>> McpConnector::Create(const ConnectorConfig& config,
                                                                    net::ConnectionPool& pool, const Clock& clock,
                                                                    McpConnectorDeps deps) {
@@ -155,7 +170,8 @@ McpConnector::McpConnector(const ConnectorConfig& config, const Clock& clock, Mc
       clock_(clock),
       deps_(std::move(deps)),
       client_(config.id, std::move(transport), clock),
-      shared_(std::make_shared<Shared>()) {}
+      shared_(std::make_shared<Shared>()),
+      loop_clients_(std::make_unique<LoopClients>()) {}
 
 McpConnector::~McpConnector() { Stop(); }
 
@@ -258,11 +274,45 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
 asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& request) {
   // `request` lives in the caller's frame, which waits here until the call is over.
   if (!deps_.event_loop) {
-    auto here = CallOnLoop(request);
+    auto here = CallWith(client_, request);
     co_return co_await std::move(here);
   }
-  auto on_loop = asio::co_spawn(deps_.event_loop, CallOnLoop(request), asio::use_awaitable);
+  const asio::any_io_executor caller = co_await asio::this_coro::executor;
+  const asio::execution_context& loop = asio::query(caller, asio::execution::context);
+  if (&loop == &asio::query(deps_.event_loop, asio::execution::context)) {
+    auto here = CallWith(client_, request);
+    co_return co_await std::move(here);
+  }
+  // Only another of the gateway's event loops (an io_context, each run by one thread) gets a client
+  // of its own; a call from any other executor (a thread pool's, say) is carried over.
+  using LoopExecutor = asio::io_context::executor_type;
+  const bool on_a_loop =
+      caller.target<LoopExecutor>() != nullptr || caller.target<asio::strand<LoopExecutor>>() != nullptr;
+  mcp::McpClient* mine = on_a_loop ? LoopClient(loop) : nullptr;
+  if (mine != nullptr) {
+    auto here = CallWith(*mine, request);
+    co_return co_await std::move(here);
+  }
+  auto on_loop = asio::co_spawn(deps_.event_loop, CallWith(client_, request), asio::use_awaitable);
   co_return co_await std::move(on_loop);
+}
+
+mcp::McpClient* McpConnector::LoopClient(const asio::execution_context& loop) {
+  absl::MutexLock lock(&loop_clients_->mu);
+  auto [it, made] = loop_clients_->clients.try_emplace(&loop);
+  if (made) {
+    if (std::unique_ptr<mcp::McpTransport> transport = client_.transport().ForAnotherLoop()) {
+      it->second = std::make_unique<mcp::McpClient>(config_.id, std::move(transport), clock_);
+      // The server says its tools changed, on this loop's session: the main loop refreshes the list.
+      it->second->transport().OnToolsChanged([main = deps_.event_loop, shared = shared_] {
+        asio::post(main, [shared] {
+          shared->refresh_now = true;
+          if (shared->timer) shared->timer->cancel();
+        });
+      });
+    }
+  }
+  return it->second.get();
 }
 
 asio::awaitable<HealthReport> McpConnector::CheckHealth() {
@@ -274,7 +324,7 @@ asio::awaitable<HealthReport> McpConnector::CheckHealth() {
   co_return co_await std::move(on_loop);
 }
 
-asio::awaitable<DownstreamResult> McpConnector::CallOnLoop(const DownstreamRequest& request) {
+asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client, const DownstreamRequest& request) {
   const auto start = clock_.now_monotonic();
   const auto deadline = start + milliseconds(config_.timeout_ms);
   auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - clock_.now_monotonic()); };
@@ -288,7 +338,7 @@ asio::awaitable<DownstreamResult> McpConnector::CallOnLoop(const DownstreamReque
       {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
   std::vector<DownstreamResult::FailedAttempt> failed;
   for (int attempt = 1;; ++attempt) {
-    auto call_op = client_.Call("tools/call", params, std::max(left(), milliseconds(1)));
+    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)));
     mcp::RpcOutcome out = co_await std::move(call_op);
     DownstreamResult result = ToDownstream(std::move(out));
     result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();
@@ -382,6 +432,7 @@ void McpConnector::Stop() {
   if (shared_->stopped) return;
   shared_->stopped = true;
   if (shared_->timer) shared_->timer->cancel();
+  // The other loops' clients are HTTP ones, whose Stop does nothing: they end with the connector.
   client_.Stop();
 }
 

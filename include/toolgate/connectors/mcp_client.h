@@ -68,6 +68,11 @@ class McpTransport {
   virtual void DropSession() = 0;
   // Ends the transport's background work (stdio: stops the child). Idempotent.
   virtual void Stop() {}
+  // A transport to the same server for another single-threaded event loop, with a session of its own
+  // and nothing shared with this one but what is thread-safe (HTTP: the connection pool, the TLS
+  // context and the credentials, so one OAuth2 token serves them all); null when the server can only
+  // be reached through this one (stdio: the child's pipes belong to this transport's loop).
+  virtual std::unique_ptr<McpTransport> ForAnotherLoop() const { return nullptr; }
   // Called (on the event loop) when the server sends notifications/tools/list_changed.
   void OnToolsChanged(std::function<void()> handler) { tools_changed_ = std::move(handler); }
 
@@ -109,8 +114,8 @@ std::unique_ptr<McpTransport> MakeHttpTransport(const ConnectorConfig& config, n
 std::unique_ptr<McpTransport> MakeStdioTransport(const ConnectorConfig& config, const Clock& clock,
                                                  boost::asio::any_io_executor executor);
 
-// The MCP lifecycle over a transport. Request ids are unique per client (one per connector per
-// instance). Not thread-safe: one single-threaded executor, as the transport.
+// The MCP lifecycle over a transport. Request ids are unique per client (one per session). Not
+// thread-safe: one single-threaded executor, as the transport.
 class McpClient {
  public:
   struct ServerInfo {

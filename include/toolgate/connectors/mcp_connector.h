@@ -42,9 +42,12 @@ struct McpConnectorDeps {
 // served while the server is down. A refresh (with the session set-up it needs) takes no slot; it
 // runs only while the breaker is CLOSED and its outcome counts toward the breaker like a call's
 // (design §17.7, BackgroundTraffic): a dead server's refreshes open it, and while it is open the
-// server is left alone until a call's probe closes it. The connector's work runs on one
-// single-threaded event loop (`deps.event_loop`, the gateway's main loop): a call or health check
-// made on another loop is carried over to it and resumes its caller on the caller's own loop.
+// server is left alone until a call's probe closes it. The connector's own work (the tool list, the
+// health check) runs on one single-threaded event loop (`deps.event_loop`, the gateway's main loop).
+// A call is served on the loop it was made on: `kind = "mcp"` keeps a client (a session with the
+// server) for each loop a call came from, made on that loop's first call, so a call never hops
+// between threads; `kind = "mcp_stdio"` carries a call made on another loop over to the main loop
+// (the child's pipes belong to it) and resumes its caller on the caller's own loop.
 class McpConnector final : public Connector {
  public:
   // Loads the saved tool list (blocking: call at start). InvalidArgument when the TLS files cannot
@@ -68,9 +71,13 @@ class McpConnector final : public Connector {
   std::optional<mcp::McpClient::ServerInfo> server_info() const { return client_.server_info(); }
 
  private:
-  // Call and CheckHealth, on deps_.event_loop.
-  boost::asio::awaitable<DownstreamResult> CallOnLoop(const DownstreamRequest& request);
+  // A call through `client`, on the client's loop.
+  boost::asio::awaitable<DownstreamResult> CallWith(mcp::McpClient& client, const DownstreamRequest& request);
+  // CheckHealth, on deps_.event_loop.
   boost::asio::awaitable<HealthReport> CheckHealthOnLoop();
+  // The client of the event loop `loop` (not the main one), made on first use; null when the
+  // transport cannot have another (stdio).
+  mcp::McpClient* LoopClient(const boost::asio::execution_context& loop);
   // Publishes a list (Tool objects as the server gave them); false when it is not a list.
   bool Publish(const nlohmann::json& tools);
   // The breaker's permit for background traffic (off the event loop), or nullopt: not now. Without
@@ -85,8 +92,10 @@ class McpConnector final : public Connector {
   const ConnectorConfig& config_;
   const Clock& clock_;
   McpConnectorDeps deps_;
-  mcp::McpClient client_;
+  mcp::McpClient client_;  // the main loop's
   std::shared_ptr<Shared> shared_;
+  struct LoopClients;  // the other loops' clients
+  std::unique_ptr<LoopClients> loop_clients_;
 };
 
 }  // namespace toolgate
