@@ -177,6 +177,27 @@ TEST_F(McpReliabilityTest, IsErrorResultsNeverOpenTheBreaker) {
   EXPECT_EQ(CallTool(gw, "fx.work")["content"][0]["text"], "done 7");
 }
 
+// A call is served on the event loop it arrived on, never handed to another thread: each loop that
+// took a call keeps a session of its own with the server, initialized once (the first loop's also
+// serves the tool list), and later calls, one at a time or a burst over every loop, initialize nothing.
+TEST_F(McpReliabilityTest, EachEventLoopServesItsCallsOnASessionOfItsOwnInitializedOnce) {
+  FakeMcpServer server;
+  GatewayProcess& gw = Start(testing::WithKeys(Config(server.url()), "[server]", "io_threads = 4\n"));
+  WaitForTool(gw, "fx.work");
+  EXPECT_EQ(server.initializes(), 1) << "the first loop's session, for the tool list";
+  // Connections are dealt to the loops in turn, and each call comes on one of its own: eight reach
+  // all four loops.
+  for (int i = 0; i < 8; ++i) {
+    const json r = CallTool(gw, "fx.work");
+    EXPECT_NE(r.value("isError", false), true) << r;
+  }
+  EXPECT_EQ(server.initializes(), 4) << "one session per loop";
+  for (const json& r : Burst(32, "fx.work", {&gw})) EXPECT_NE(r.value("isError", false), true) << r;
+  EXPECT_EQ(server.initializes(), 4) << "a session is initialized once";
+  EXPECT_EQ(server.calls(), 40);
+  EXPECT_EQ(ConnectorView(gw)["in_flight"], 0);
+}
+
 TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThroughABurst) {
   FakeMcpServer server;
   GatewayProcess& gw = Start(Config(server.url()));
