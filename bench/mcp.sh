@@ -31,14 +31,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# Waits (up to 30 s) for a line matching $2 in file $1 and prints it.
-wait_line() {
-  for _ in $(seq 300); do
-    if grep -q "$2" "$1" 2>/dev/null; then grep -m1 "$2" "$1"; return 0; fi
-    sleep 0.1
-  done
-  echo "bench/mcp.sh: no '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+source bench/mcp_common.sh  # wait_line, wait_for_tool
 
 PORT=0 JSON_RESPONSE=$([ "${RESPONSE:-json}" = sse ] && echo 0 || echo 1) node "$node_dir/mcp_fixture_server.mjs" >"$work/fixture.out" 2>"$work/fixture.log" & pids+=($!)
 server_pid=$!
@@ -100,13 +93,7 @@ TOML
   api_port=$(wait_line "$work/toolgate-$sync.out" "public API" | sed 's#.*:\([0-9]*\)/v1#\1#')
   token=$("$build_dir/toolgate" dev-token --config "$work/toolgate-$sync.toml" --tenant bench)
   gateway_url="http://127.0.0.1:$api_port/mcp"
-  # The connector lists the server's tools once it has initialized.
-  for _ in $(seq 100); do
-    curl -s -X POST "$gateway_url" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-      -H 'Accept: application/json, text/event-stream' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
-      | grep -q test_simple_text && break
-    sleep 0.1
-  done
+  wait_for_tool "$gateway_url" "$token" test_simple_text
 
   echo "== MCP tools/call, toolgate with sqlite_synchronous=$sync, ${seconds} s per run"
   for clients_now in 1 "$clients"; do

@@ -34,13 +34,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-wait_line() {  # file pattern: waits (up to 30 s) for a matching line and prints it
-  for _ in $(seq 300); do
-    if grep -q "$2" "$1" 2>/dev/null; then grep -m1 "$2" "$1"; return 0; fi
-    sleep 0.1
-  done
-  echo "bench/mcp_saturation.sh: no '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+source bench/mcp_common.sh  # wait_line, wait_for_tool
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }  # user+system CPU time, in clock ticks
 hz=$(getconf CLK_TCK)
 
@@ -70,12 +64,7 @@ taskset -c "$gateway_cores" "$build_dir/toolgate" serve --config "$work/toolgate
 gateway=$!
 api_port=$(wait_line "$work/toolgate.out" "public API" | sed 's#.*:\([0-9]*\)/v1#\1#')
 token=$("$build_dir/toolgate" dev-token --config "$work/toolgate.toml" --tenant bench)
-for _ in $(seq 100); do
-  curl -s -X POST "http://127.0.0.1:$api_port/mcp" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -H 'Accept: application/json, text/event-stream' -d '{"jsonrpc":"2.0","id":1,"method":"tools/list"}' \
-    | grep -q test_simple_text && break
-  sleep 0.1
-done
+wait_for_tool "http://127.0.0.1:$api_port/mcp" "$token" test_simple_text
 session=$(curl -s -D - -o /dev/null -X POST "http://127.0.0.1:$server_port/mcp" -H 'Content-Type: application/json' \
   -H 'Accept: application/json, text/event-stream' \
   -d '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}' \
