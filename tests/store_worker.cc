@@ -5,7 +5,8 @@
 //   toolgate_store_worker --db FILE --mode probe     [--now-ms T]
 //       ready / go / prints "probe" or "deferred <reason>"
 //   toolgate_store_worker --db FILE --mode semaphore --limit N --duration-ms D --threads K --observer FILE
-//       acquire -> hold -> release in a loop; the observer file (shared memory) counts holders
+//       acquire -> hold (until the limit is reached, at most 10 ms) -> release in a loop; the observer file
+//       (shared memory) counts holders
 //   toolgate_store_worker --db FILE --mode hold --limit N --slots S [--now-ms T]
 //       takes S slots and the probe, prints "held", then waits to be killed
 
@@ -14,11 +15,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 #include <map>
-#include <memory>
 #include <memory>
 #include <string>
 #include <thread>
@@ -146,8 +147,8 @@ int main(int argc, char** argv) {
             errors.fetch_add(1);
             continue;
           }
-          if (!lease->has_value()) {
-            std::this_thread::yield();
+          if (!lease->has_value()) {  // full: try again soon, without flooding the store the holders need
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
             continue;
           }
           const int64_t now_inside = inside.fetch_add(1) + 1;
@@ -155,7 +156,13 @@ int main(int argc, char** argv) {
           while (now_inside > seen && !peak.compare_exchange_weak(seen, now_inside)) {
           }
           acquired.fetch_add(1);
+          // Hold the slot until the limit is reached or 10 ms pass. A store round trip under a sanitizer
+          // can take far longer than a fixed short hold, and holders that never meet prove nothing; holding
+          // for company makes the other workers contend for a full semaphore, which is what is under test.
+          const auto hold_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(10);
           std::this_thread::sleep_for(std::chrono::microseconds(300));
+          while (inside.load() < slots_config.max_in_flight && std::chrono::steady_clock::now() < hold_until)
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
           inside.fetch_sub(1);
           auto released = slots.Release(**lease);
           if (!released.ok())
