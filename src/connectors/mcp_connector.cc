@@ -273,28 +273,25 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
 
 asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& request) {
   // `request` lives in the caller's frame, which waits here until the call is over.
-  if (!deps_.event_loop) {
-    auto here = CallWith(client_, request);
-    co_return co_await std::move(here);
-  }
   const asio::any_io_executor caller = co_await asio::this_coro::executor;
-  const asio::execution_context& loop = asio::query(caller, asio::execution::context);
-  if (&loop == &asio::query(deps_.event_loop, asio::execution::context)) {
-    auto here = CallWith(client_, request);
+  if (mcp::McpClient* client = ClientFor(caller)) {
+    auto here = CallWith(*client, request);
     co_return co_await std::move(here);
   }
+  auto on_loop = asio::co_spawn(deps_.event_loop, CallWith(client_, request), asio::use_awaitable);
+  co_return co_await std::move(on_loop);
+}
+
+mcp::McpClient* McpConnector::ClientFor(const asio::any_io_executor& caller) {
+  if (!deps_.event_loop) return &client_;
+  const asio::execution_context& loop = asio::query(caller, asio::execution::context);
+  if (&loop == &asio::query(deps_.event_loop, asio::execution::context)) return &client_;
   // Only another of the gateway's event loops (an io_context, each run by one thread) gets a client
   // of its own; a call from any other executor (a thread pool's, say) is carried over.
   using LoopExecutor = asio::io_context::executor_type;
   const bool on_a_loop =
       caller.target<LoopExecutor>() != nullptr || caller.target<asio::strand<LoopExecutor>>() != nullptr;
-  mcp::McpClient* mine = on_a_loop ? LoopClient(loop) : nullptr;
-  if (mine != nullptr) {
-    auto here = CallWith(*mine, request);
-    co_return co_await std::move(here);
-  }
-  auto on_loop = asio::co_spawn(deps_.event_loop, CallWith(client_, request), asio::use_awaitable);
-  co_return co_await std::move(on_loop);
+  return on_a_loop ? LoopClient(loop) : nullptr;
 }
 
 mcp::McpClient* McpConnector::LoopClient(const asio::execution_context& loop) {

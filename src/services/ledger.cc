@@ -44,18 +44,19 @@ std::string CanonicalText(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// What Ledger::Hash hashes after `prev_hash`, for an event whose data is canonical text already: the
-// canonical object {"actor","at","data","seq","type"} (nlohmann keeps an object's keys sorted) spelled
-// out around it, so the data is neither parsed nor copied into a JSON value.
-std::string HashOfCanonical(std::string_view prev_hash, const LedgerEvent& e) {
+// The one spelling of what an event's hash covers: `prev_hash`, then the canonical object
+// {"actor","at","data","seq","type"} (as nlohmann dumps an object: keys sorted, no spaces) spelled out
+// around `data_text`, the event's data as canonical JSON text. Ledger::Hash makes stored data canonical
+// first; PrepareAppendJson's data is canonical already, so it is neither parsed nor copied.
+std::string HashOfCanonical(std::string_view prev_hash, const LedgerEvent& e, std::string_view data_text) {
   std::string text(prev_hash);
-  text.reserve(text.size() + e.data.size() + e.actor.size() + e.type.size() + 96);
+  text.reserve(text.size() + data_text.size() + e.actor.size() + e.type.size() + 96);
   text += R"({"actor":)";
   text += CanonicalText(e.actor);
   text += R"(,"at":)";
   text += CanonicalText(e.at);
   text += R"(,"data":)";
-  text += e.data;
+  text += data_text;
   text += R"(,"seq":)";
   text += std::to_string(e.seq);
   text += R"(,"type":)";
@@ -101,10 +102,11 @@ std::string Ledger::ExecutionChain(std::string_view execution_id) {
 std::string Ledger::AuditChain(int64_t epoch_ms) { return absl::StrCat("AUDIT#", Rfc3339(epoch_ms).substr(0, 10)); }
 
 std::string Ledger::Hash(std::string_view prev_hash, const LedgerEvent& e) {
+  // The data as stored is made canonical first (parsed and dumped), so any spelling of the same value
+  // hashes alike; data that is not JSON is hashed as a JSON string, and the chain check still sees edits.
   nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
-  if (data.is_discarded()) data = e.data;  // hash what is there; the chain check will still detect edits
-  const nlohmann::json canonical = {{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}, {"data", data}};
-  return Sha256Hex(absl::StrCat(std::string(prev_hash), CanonicalText(canonical)));
+  if (data.is_discarded()) data = e.data;
+  return HashOfCanonical(prev_hash, e, CanonicalText(data));
 }
 
 absl::StatusOr<Ledger::Tail> Ledger::ReadTail(const std::string& chain) {
@@ -141,7 +143,7 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::Prepare(const std::string& c
   e.actor = std::string(actor);
   e.data = std::move(data);
   e.prev_hash = tail.hash;
-  e.hash = canonical ? HashOfCanonical(e.prev_hash, e) : Hash(e.prev_hash, e);
+  e.hash = canonical ? HashOfCanonical(e.prev_hash, e, e.data) : Hash(e.prev_hash, e);
   Item item{{"seq", e.seq},   {"type", e.type},          {"at", e.at}, {"actor", e.actor}, {"data", e.data},
             {"hash", e.hash}, {"prev_hash", e.prev_hash}};
   if (tail.expires_at_s > 0) {

@@ -75,6 +75,10 @@ class McpConnector final : public Connector {
   boost::asio::awaitable<DownstreamResult> CallWith(mcp::McpClient& client, const DownstreamRequest& request);
   // CheckHealth, on deps_.event_loop.
   boost::asio::awaitable<HealthReport> CheckHealthOnLoop();
+  // The client that serves a call made on `caller`: the main one on the main loop (or when there is no
+  // loop), this loop's on another of the gateway's loops, null when the call must be carried over to
+  // the main loop (another kind of executor, or a transport that cannot have a twin).
+  mcp::McpClient* ClientFor(const boost::asio::any_io_executor& caller);
   // The client of the event loop `loop` (not the main one), made on first use; null when the
   // transport cannot have another (stdio).
   mcp::McpClient* LoopClient(const boost::asio::execution_context& loop);
