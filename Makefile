@@ -28,18 +28,25 @@ test: build
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR)
 
-# The unit tests under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer.
+# The unit tests under AddressSanitizer + UndefinedBehaviorSanitizer (clang, the libraries at -O1 with
+# assertions on, as libFuzzer builds: the same tree builds the fuzz targets, and `make fuzz
+# FUZZ_DIR=build-asan` then reuses it), and under ThreadSanitizer (g++). A build-asan configured
+# otherwise before (by g++) is set up again from scratch.
 asan:
-	@$(MAKE) --no-print-directory test BUILD_DIR=build-asan BUILD_TYPE=Debug \
-	  CMAKE_FLAGS="-DTOOLGATE_SANITIZE=address,undefined -DTOOLGATE_BUILD_BENCHMARKS=OFF"
+	@if [ -f build-asan/CMakeCache.txt ] && ! grep -qs "^TOOLGATE_BUILD_FUZZERS:BOOL=ON" build-asan/CMakeCache.txt; then \
+	  rm -rf build-asan; fi
+	@CC=clang CXX=clang++ $(MAKE) --no-print-directory test BUILD_DIR=build-asan BUILD_TYPE=Debug \
+	  CMAKE_FLAGS="-DCMAKE_CXX_FLAGS_DEBUG=-O1 -DTOOLGATE_SANITIZE=address,undefined -DTOOLGATE_BUILD_FUZZERS=ON -DTOOLGATE_BUILD_BENCHMARKS=OFF"
 
 tsan:
 	@$(MAKE) --no-print-directory test BUILD_DIR=build-tsan BUILD_TYPE=RelWithDebInfo \
 	  CMAKE_FLAGS="-DTOOLGATE_SANITIZE=thread -DTOOLGATE_BUILD_BENCHMARKS=OFF"
 
-# The libFuzzer targets (clang, ASan + UBSan), each for FUZZ_SECONDS (default 30) from its seed corpus.
+# The libFuzzer targets (clang, ASan + UBSan), each for FUZZ_SECONDS (default 30) from its seed corpus,
+# built in FUZZ_DIR (default build-fuzz, at -O1; build-asan after `make asan`).
+FUZZ_DIR ?= build-fuzz
 fuzz: deps
-	@bash scripts/fuzz.sh
+	@BUILD_DIR=$(FUZZ_DIR) bash scripts/fuzz.sh
 
 # Fails when a file includes a header of a higher layer (or the domain an I/O header): the table
 # of layers is at the top of scripts/check-layers.sh.

@@ -28,7 +28,13 @@ namespace toolgate::testing {
 
 // Instrumented builds (AddressSanitizer, ThreadSanitizer) run the binaries 5–20× slower; CI runs the
 // whole suite under both.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// g++ defines __SANITIZE_*__; clang 14 says so through __has_feature.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define TOOLGATE_TEST_SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(TOOLGATE_TEST_SANITIZED)
 inline constexpr bool kSanitizedBuild = true;
 #else
 inline constexpr bool kSanitizedBuild = false;
