@@ -101,12 +101,18 @@ int LedgerExport(const Config& config, const std::string& since, const std::stri
       const int64_t created = store::GetInt(item, "created_at_ms").value_or(0);
       if (created < *from || created >= *to) continue;
       const std::string id = store::GetString(item, "execution_id").value_or("");
-      auto chain = ledger.Read(Ledger::ExecutionChain(id));
-      if (!chain.ok()) return Fail("ledger export: " + std::string(chain.status().message()));
+      // The chain as one list, the events its record holds expanded (same seq, at, hash as items).
+      absl::StatusOr<ExecutionRecord> record = ExecutionStore::FromItem(item);
       absl::Status checked = absl::DataLossError("its record cannot be read");
-      if (absl::StatusOr<ExecutionRecord> record = ExecutionStore::FromItem(item); record.ok()) {
+      absl::StatusOr<std::vector<LedgerEvent>> chain =
+          record.ok() ? ledger.ReadExecution(*record) : ledger.Read(Ledger::ExecutionChain(id));
+      if (absl::IsDataLoss(chain.status())) {
+        checked = chain.status();
+        chain = ledger.Read(Ledger::ExecutionChain(id));
+      } else if (record.ok() && chain.ok()) {
         checked = LedgerVerifier::CheckExecution(*record, key.pk.substr(7), *chain, nullptr);
       }
+      if (!chain.ok()) return Fail("ledger export: " + std::string(chain.status().message()));
       emit({{"kind", "execution"}, {"record", store::ItemToJson(item)}}, *chain, "execution " + id, checked);
       ++executions;
     }
@@ -139,7 +145,11 @@ int LedgerShow(const Config& config, const std::string& id, bool as_json) {
   auto st = OpenStoreReadOnly(config, clock);
   if (!st.ok()) return Fail(std::string(st.status().message()));
   Ledger ledger(**st, clock);
-  auto chain = ledger.Read(Ledger::ExecutionChain(id));
+  // The record holds the call's own events (DESIGN §16): find it by the id alone.
+  ExecutionStore executions(**st, clock);
+  absl::StatusOr<ExecutionRecord> record = executions.Locate(id);
+  if (!record.ok() && !absl::IsNotFound(record.status())) return Fail(std::string(record.status().message()));
+  auto chain = record.ok() ? ledger.ReadExecution(*record) : ledger.Read(Ledger::ExecutionChain(id));
   if (!chain.ok()) return Fail(std::string(chain.status().message()));
   if (chain->empty()) return Fail("no ledger events for execution " + id);
   // The links and hashes; `ledger verify` also checks the chain against its record.

@@ -2,7 +2,8 @@
 # DynamoDB write units per successful call (design §16): one `toolgate serve` on a DynamoDB-API table
 # (dynalite, started here on a free loopback port and stopped at the end), 256 B and 1 KB inputs,
 # one call at a time, 16 and 64 at once, with the units by kind of item written.
-#   bash bench/write_units.sh [build_dir]     WRITE_UNITS_CALLS (default 300); WRITE_UNITS_KEEP=1 keeps the work directory
+#   bash bench/write_units.sh [build_dir]     WRITE_UNITS_CALLS (default 300); WRITE_UNITS_SHARDS (the
+#   connector's concurrency_shards, default 1); WRITE_UNITS_KEEP=1 keeps the work directory
 set -euo pipefail
 build_dir=${1:-build}
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,4 +20,5 @@ for _ in $(seq 1 50); do
   sleep 0.1
 done
 "$build_dir/bench/toolgate_write_units_bench" --toolgate "$build_dir/toolgate" --dir "$work" \
-  --dynamodb "http://127.0.0.1:$port" --calls "${WRITE_UNITS_CALLS:-300}" --concurrency 16,64
+  --dynamodb "http://127.0.0.1:$port" --calls "${WRITE_UNITS_CALLS:-300}" --concurrency 16,64 \
+  --shards "${WRITE_UNITS_SHARDS:-1}"

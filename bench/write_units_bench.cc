@@ -6,7 +6,7 @@
 // before and after, and their difference divided by the calls answered 200.
 //
 //   toolgate_write_units_bench --toolgate build/toolgate --dir /tmp/x --dynamodb http://127.0.0.1:8000
-//                              [--calls 300] [--concurrency 16,64]
+//                              [--calls 300] [--concurrency 16,64] [--shards 1]
 
 #include <algorithm>
 #include <atomic>
@@ -83,6 +83,7 @@ json InputOf(size_t bytes, int i) {
 int main(int argc, char** argv) {
   std::string binary, dir, dynamodb, table = "write_units_bench";
   int calls = 300;
+  int shards = 1;  // the connector's concurrency_shards: each shard's item holds its share of the leases
   std::vector<int> concurrencies = {1};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -98,12 +99,15 @@ int main(int argc, char** argv) {
       table = next();
     else if (a == "--calls")
       calls = std::stoi(next());
+    else if (a == "--shards")
+      shards = std::stoi(next());
     else if (a == "--concurrency")
       for (std::stringstream list(next()); std::getline(list, item, ',');) concurrencies.push_back(std::stoi(item));
   }
   if (binary.empty() || dir.empty() || dynamodb.empty()) {
     std::fprintf(stderr,
-                 "usage: %s --toolgate BINARY --dir DIR --dynamodb URL [--table T] [--calls N] [--concurrency N,N]\n",
+                 "usage: %s --toolgate BINARY --dir DIR --dynamodb URL [--table T] [--calls N] [--concurrency N,N] "
+                 "[--shards K]\n",
                  argv[0]);
     return 2;
   }
@@ -120,7 +124,7 @@ int main(int argc, char** argv) {
       << "[store]\nbackend = \"dynamodb\"\ntable = \"" << table << "\"\nendpoint = \"" << dynamodb << "\"\n"
       << "[connectors.crm]\nbase_url = \"" << crm.base_url()
       << "\"\ntimeout_ms = 10000\nmax_in_flight = " << *std::max_element(concurrencies.begin(), concurrencies.end()) * 4
-      << "\n";
+      << "\nconcurrency_shards = " << shards << "\n";
   }
   {
     ChildProcess init({binary, "store", "init", "--config", config_path}, dir + "/init.err");

@@ -522,17 +522,26 @@ TEST_F(GatewayTest, LedgerVerifyPassesThenNamesTheFirstAlteredOrRemovedEvent) {
 
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  // The call's own events are in its record (DESIGN §16, docs/store.md): `events`, one
+  // [type, ms, data, actor?] each. Forge TOOL_SUCCEEDED's data, then remove it.
+  const std::string record = "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + id + "'";
   const std::string edit =
-      "UPDATE items SET attrs = json_set(attrs, '$.data', '{\"latency_ms\":1,\"forged\":true}') "
-      "WHERE pk = 'EXEC#" +
-      id + "' AND sk = 'EVENT#000000000003'";
+      "UPDATE items SET attrs = json_set(attrs, '$.events', json_set(json_extract(attrs, '$.events'), "
+      "'$[2][2].forged', json('true')) || '') WHERE " +
+      record;
   ASSERT_EQ(sqlite3_exec(db, edit.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_changes(db), 1);
   auto [bad_code, bad_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(bad_code, 1) << bad_out;
-  EXPECT_NE(bad_out.find("execution " + id + ": event 3 (TOOL_SUCCEEDED) was altered"), std::string::npos) << bad_out;
+  EXPECT_NE(bad_out.find("execution " + id + ": event 3 does not match the hash its record holds"), std::string::npos)
+      << bad_out;
 
-  const std::string remove = "DELETE FROM items WHERE pk = 'EXEC#" + id + "' AND sk = 'EVENT#000000000003'";
+  const std::string remove =
+      "UPDATE items SET attrs = json_set(attrs, '$.events', json_remove(json_extract(attrs, '$.events'), '$[2]') || "
+      "'') WHERE " +
+      record;
   ASSERT_EQ(sqlite3_exec(db, remove.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_changes(db), 1);
   sqlite3_close(db);
   auto [gone_code, gone_out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(gone_code, 1) << gone_out;
@@ -556,7 +565,11 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
     return static_cast<int64_t>(timegm(&expires) - timegm(&created));
   };
   const std::string ok_id = Body(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, alice_))["execution_id"];
-  const std::string second_id = Body(gw.Invoke("crm.x", {{"input", {{"n", 2}}}}, alice_))["execution_id"];
+  // The second runs its intent once; the repeat is an INTENT_HIT, an event item after the events its
+  // record holds (DESIGN §16).
+  const json second_call = {{"input", {{"n", 2}}}, {"idempotency_key", "retention-2"}};
+  const std::string second_id = Body(gw.Invoke("crm.x", second_call, alice_))["execution_id"];
+  ASSERT_EQ(Body(gw.Invoke("crm.x", second_call, alice_))["intent_hit"], true);
   std::string deferred_id;
   for (int i = 0; i < 6 && deferred_id.empty(); ++i) {
     const json r = Body(gw.Invoke("crm.fail", {{"input", json::object()}}, alice_));
@@ -623,11 +636,11 @@ TEST_F(GatewayTest, RetentionIsRecordedExportedWithVerifiableHashesAndRespectedB
   exec_sql(
       "UPDATE items SET ttl = ttl + 5, attrs = json_set(attrs, '$.ttl', json_extract(attrs, '$.ttl') + 5) "
       "WHERE pk = 'EXEC#" +
-      second_id + "' AND sk = 'EVENT#000000000002'");
+      second_id + "' AND sk = 'EVENT#000000000004'");
   sqlite3_close(db);
   auto [tamper_code, tamper] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
   EXPECT_EQ(tamper_code, 1) << tamper;
-  EXPECT_THAT(tamper, ::testing::HasSubstr("execution " + second_id + ": event 2 (TOOL_INVOKED) expires at"));
+  EXPECT_THAT(tamper, ::testing::HasSubstr("execution " + second_id + ": event 4 (INTENT_HIT) expires at"));
 }
 
 TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInput) {

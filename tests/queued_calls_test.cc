@@ -93,7 +93,10 @@ class QueuedCallsRaceTest : public ::testing::TestWithParam<Backend> {
   }
 
   std::vector<std::string> EventTypes(const std::string& execution_id) {
-    auto events = stack_->ledger.Read(Ledger::ExecutionChain(execution_id));
+    auto record = stack_->executions.Get(kTenant, execution_id);
+    EXPECT_TRUE(record.ok()) << record.status();
+    if (!record.ok()) return {};
+    auto events = stack_->ledger.ReadExecution(*record);
     EXPECT_TRUE(events.ok()) << events.status();
     std::vector<std::string> types;
     if (!events.ok()) return types;
@@ -236,7 +239,7 @@ TEST_P(QueuedCallsRaceTest, ACallPutBackByAnOpenBreakerIsReadyAgainWithinASecond
   ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
   EXPECT_TRUE((*item)->claim_owner.empty()) << "unclaimed";
   EXPECT_LE((*item)->ready_at_ms, put_back_at_ms + 1000);
-  auto events = stack_->ledger.Read(Ledger::ExecutionChain(id));
+  auto events = stack_->ledger.ReadExecution(*record);
   ASSERT_TRUE(events.ok());
   const json failed = json::parse(events->back().data);
   EXPECT_EQ(events->back().type, "TOOL_ATTEMPT_FAILED");

@@ -141,7 +141,7 @@ TEST_F(RetentionInvokerTest, AnExecutionAndItsWholeChainExpireTogetherAtItsReten
   auto rec = executions_->Get("tenant-a", id);
   ASSERT_TRUE(rec.ok()) << rec.status();
   EXPECT_EQ(rec->expires_at_s, 1'800'000'000 + kRetention);
-  auto events = ledger_->Read(Ledger::ExecutionChain(id));
+  auto events = ledger_->ReadExecution(*rec);  // held in the record (DESIGN §16)
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->size(), 3u);
   for (const auto& e : *events) EXPECT_EQ(e.expires_at_s, rec->expires_at_s) << e.type;
@@ -154,7 +154,7 @@ TEST_F(RetentionInvokerTest, AnExecutionAndItsWholeChainExpireTogetherAtItsReten
   auto gone = ledger_->Read(Ledger::ExecutionChain(id));
   ASSERT_TRUE(gone.ok());
   EXPECT_TRUE(gone->empty());
-  EXPECT_EQ(memory_.SweepExpired(), 4) << "the record and its three events are deleted";
+  EXPECT_EQ(memory_.SweepExpired(), 1) << "the record, which holds its three events, is deleted";
 }
 
 TEST_F(RetentionInvokerTest, AnExecutionDeferredBeforeTheConnectorIsKeptForTheDeferredRetention) {
@@ -170,7 +170,7 @@ TEST_F(RetentionInvokerTest, AnExecutionDeferredBeforeTheConnectorIsKeptForTheDe
   auto d = executions_->Get("tenant-a", deferred["execution_id"].get<std::string>());
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->expires_at_s, 1'800'000'000 + kDeferredRetention);
-  auto chain = ledger_->Read(Ledger::ExecutionChain(d->execution_id));
+  auto chain = ledger_->ReadExecution(*d);
   ASSERT_TRUE(chain.ok());
   ASSERT_FALSE(chain->empty());
   EXPECT_EQ(chain->back().type, "EXECUTION_DEFERRED");
@@ -189,9 +189,12 @@ TEST_F(RetentionInvokerTest, AnIntentHitOnAnExpiredOriginalIsAnsweredFromTheInte
 
   const json hit = Call("order-1");  // while the original is kept: INTENT_HIT on its chain, same expiry
   EXPECT_EQ(hit["intent_hit"], true) << hit;
-  auto chain = ledger_->Read(Ledger::ExecutionChain(id));
+  auto original = executions_->Get("tenant-a", id);
+  ASSERT_TRUE(original.ok());
+  auto chain = ledger_->ReadExecution(*original);
   ASSERT_TRUE(chain.ok());
   EXPECT_EQ(chain->back().type, "INTENT_HIT");
+  EXPECT_EQ(chain->back().seq, original->last_seq) << "an item after the events the record holds, anchored";
   EXPECT_TRUE(Ledger::VerifyChain(*chain).ok()) << "the late event expires with its chain";
 
   // The intent record (24 h) outlives the execution (1 h): a retry still gets the earlier answer.
@@ -274,7 +277,7 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
   auto rec = executions_->Get("tenant-a", id);
   ASSERT_TRUE(rec.ok()) << rec.status();
   EXPECT_EQ(rec->expires_at_s, 1'800'000'000 + kRetention) << "counted from the enqueue";
-  auto events = ledger_->Read(Ledger::ExecutionChain(id));
+  auto events = ledger_->ReadExecution(*rec);
   ASSERT_TRUE(events.ok());
   std::vector<std::string> types;
   for (const auto& e : *events) {
@@ -287,7 +290,12 @@ TEST_F(RetentionInvokerTest, AQueuedExecutionAndItsWholeChainFollowTheLedgerRete
 
   clock_.set_epoch_ms(rec->expires_at_s * 1000);
   EXPECT_EQ(executions_->Get("tenant-a", id).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(memory_.SweepExpired(), static_cast<int>(events->size()) + 1) << "the record and its whole chain";
+  // The record holds the events of the enqueue (RECEIVED, QUEUED); the rest are items of their own.
+  auto held = Ledger::DecodeOwnPath(*rec);
+  ASSERT_TRUE(held.ok());
+  ASSERT_EQ(held->size(), 2u);
+  EXPECT_EQ(memory_.SweepExpired(), static_cast<int>(events->size() - held->size()) + 1)
+      << "the record and its whole chain";
 }
 
 // A queued call nobody ever runs (every dispatcher gone) does not stay forever: its queue item and a

@@ -90,6 +90,14 @@ std::string DeleteEvents(const std::string& chain, int64_t from_seq) {
   return "DELETE FROM items WHERE pk = '" + chain + "' AND sk >= '" + sk + "' AND sk LIKE 'EVENT#%'";
 }
 
+// Keeps the first `keep` of the events a record holds (DESIGN §16: the call's own path is in its
+// execution record, `events`, a JSON text); `where` selects the record.
+std::string KeepOwnEvents(const std::string& where, int keep) {
+  return "UPDATE items SET attrs = json_set(attrs, '$.events', (SELECT json_group_array(json(value)) || '' FROM "
+         "json_each(json_extract(attrs, '$.events')) WHERE key < " +
+         std::to_string(keep) + ")) WHERE " + where;
+}
+
 // Issue item 1 (and 19.6): every way of cutting a chain's tail, on a plain execution, a replayed one
 // (REPLAY_* events after its TOOL_* event) and a day's audit chain, fails `ledger verify`; so does a
 // record whose outcome, result or tenant was edited.
@@ -127,14 +135,27 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
   struct Case {
     std::string name, sql, expected;
   };
-  const std::string exec_plain = "EXEC#" + plain, exec_replayed = "EXEC#" + replayed;
+  const std::string exec_replayed = "EXEC#" + replayed;
   const std::string record = "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + replayed + "'";
+  const std::string plain_record = "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + plain + "'";
+  // The events of a call's own path are in its record; later ones (REPLAY_REQUESTED) are items.
   const std::vector<Case> cases = {
-      {"plain_last_one", DeleteEvents(exec_plain, 3), "execution " + plain + ": event 3, the last its record names"},
-      {"plain_last_two", DeleteEvents(exec_plain, 2), "execution " + plain + ": events 2..3 are missing"},
+      {"plain_last_one", KeepOwnEvents(plain_record, 2), "execution " + plain + ": event 3, the last its record names"},
+      {"plain_last_two", KeepOwnEvents(plain_record, 1), "execution " + plain + ": events 2..3 are missing"},
+      {"plain_edited",
+       "UPDATE items SET attrs = json_set(attrs, '$.events', replace(json_extract(attrs, '$.events'), "
+       "'\"probe\":false', '\"probe\":true')) WHERE " +
+           plain_record,
+       "execution " + plain + ": event 3 does not match the hash its record holds"},
       {"replayed_last_one", DeleteEvents(exec_replayed, 5), "execution " + replayed + ": event 5, the last"},
       {"replayed_last_two", DeleteEvents(exec_replayed, 4), "execution " + replayed + ": events 4..5 are missing"},
-      {"replayed_all_but_one", DeleteEvents(exec_replayed, 2), "execution " + replayed + ": events 2..5 are missing"},
+      {"replayed_all_but_one", DeleteEvents(exec_replayed, 2) + "; " + KeepOwnEvents(record, 1),
+       "execution " + replayed + ": events 2..5 are missing"},
+      {"replayed_edited_own",
+       "UPDATE items SET attrs = json_set(attrs, '$.events', replace(json_extract(attrs, '$.events'), "
+       "'\"probe\":false', '\"probe\":true')) WHERE " +
+           record,
+       "execution " + replayed + ": event 4 (REPLAY_REQUESTED) does not link to event 3"},
       {"audit_last_one", DeleteEvents(day, 2), day + ": event 2, the last its head item names, is missing"},
       {"audit_every_event", DeleteEvents(day, 1), day + ": every event is missing"},
       {"audit_head", "DELETE FROM items WHERE pk = '" + day + "' AND sk = 'HEAD'", day + ": its head item"},
@@ -144,7 +165,9 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
        "its record's result does not match the result_sha256"},
       {"record_moved",
        "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " + record,
-       "its record's tenant_id 'tenant-b' differs from EXECUTION_RECEIVED's \"tenant-a\""},
+       // EXECUTION_RECEIVED is rebuilt from the record it is held in: the moved record's chain no
+       // longer reaches the REPLAY_REQUESTED items after it.
+       "execution " + replayed + ": event 4 (REPLAY_REQUESTED) does not link to event 3"},
   };
   for (const Case& c : cases) {
     auto [code, out] = Verify(TamperedCopy(c.name, c.sql));

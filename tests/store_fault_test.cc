@@ -147,7 +147,7 @@ TEST_P(StoreFaultTest, AllowRunsTheCallUnguardedAndRecordsItSo) {
   auto rec = executions_->Get("tenant-a", r.execution_id);
   ASSERT_TRUE(rec.ok()) << rec.status();
   EXPECT_TRUE(rec->unguarded) << "a call that ran without breaker and slot must say so";
-  auto events = ledger_->Read(Ledger::ExecutionChain(rec->execution_id));
+  auto events = ledger_->ReadExecution(*rec);
   ASSERT_TRUE(events.ok());
   bool invoked_unguarded = false;
   for (const auto& e : *events) {
@@ -240,7 +240,7 @@ TEST_P(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
     auto rec = executions_->Get("tenant-a", id);
     ASSERT_TRUE(rec.ok()) << id << ": " << rec.status();
     EXPECT_EQ(ToString(rec->outcome), outcome) << id;
-    auto events = ledger_->Read(Ledger::ExecutionChain(id));
+    auto events = ledger_->ReadExecution(*rec);
     ASSERT_TRUE(events.ok()) << id;
     ASSERT_FALSE(events->empty()) << id;
     EXPECT_TRUE(Ledger::VerifyChain(*events).ok()) << id;

@@ -284,7 +284,10 @@ struct AdminReplays::Impl : GatewayContext {
       if (absl::IsNotFound(rec.status())) return Error(404, "not_found", "execution not found");
       return Error(503, "store_unavailable", "the store cannot be read right now");
     }
-    auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
+    auto events = engine.ledger().ReadExecution(*rec);
+    if (absl::IsDataLoss(events.status())) {
+      return Error(500, "internal", "this execution's ledger cannot be read: run `toolgate ledger verify`");
+    }
     if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
     json j = AdminExecutionJson(*rec);
     j["events"] = json::array();

@@ -106,8 +106,7 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       } else if (!rec.ok() || IsWaiting(rec->outcome)) {
         job.not_final = true;
       } else {
-        absl::StatusOr<std::vector<LedgerEvent>> events =
-            g.engine.ledger().Read(Ledger::ExecutionChain(job.delivery.execution_id));
+        absl::StatusOr<std::vector<LedgerEvent>> events = g.engine.ledger().ReadExecution(*rec);
         if (!events.ok())
           job.not_final = true;
         else

@@ -164,7 +164,10 @@ struct PublicRoutes::Impl : GatewayContext {
         if (rec.status().code() == absl::StatusCode::kNotFound) return Error(404, "not_found", "execution not found");
         return Error(503, "store_unavailable", "the store cannot be read right now");
       }
-      auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
+      auto events = engine.ledger().ReadExecution(*rec);
+      if (absl::IsDataLoss(events.status())) {
+        return Error(500, "internal", "this execution's ledger cannot be read");
+      }
       if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
       return Json(200, ExecutionViewJson(*rec, *events));
     });

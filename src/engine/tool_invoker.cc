@@ -529,12 +529,7 @@ class ToolInvoker::Admission {
                       {"requested_by", req.replay->requested_by},
                       {"force", req.replay->force}}});
     }
-    all.push_back({"EXECUTION_RECEIVED",
-                   {{"tool_name", rec().tool_name},
-                    {"connector_id", cid()},
-                    {"action_type", rec().action_type},
-                    {"tenant_id", rec().tenant_id},
-                    {"intent_key", rec().intent_key}}});
+    all.push_back({"EXECUTION_RECEIVED", ExecutionStore::ReceivedData(rec())});
     for (auto& e : events) all.push_back(std::move(e));
     if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec().outcome}}});
     // The record and every event of its chain expire together; an execution deferred before it
@@ -542,28 +537,37 @@ class ToolInvoker::Admission {
     rec().expires_at_s =
         s_.ledger.retention().ExecutionExpiry(rec().created_at_ms, ends_here && rec().outcome == Outcome::kDeferred);
     t.tail.expires_at_s = rec().expires_at_s;
-    std::vector<store::WriteRequest> writes(1);  // the record, once its last event is known
+    // The events go in the record (DESIGN §16): one write, whatever their number.
+    std::vector<LedgerEvent> own_path;
     Ledger::Tail tail = t.tail;
     for (const auto& [type, data] : all) {
-      auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor_, data);
-      writes.push_back(std::move(w));
-      tail = {e.seq, e.hash, e.expires_at_s};
+      own_path.push_back(s_.ledger.MakeEventJson(tail, type, actor_, data));
+      tail = {own_path.back().seq, own_path.back().hash, own_path.back().expires_at_s};
     }
     rec().last_seq = tail.seq;
     rec().last_hash = tail.hash;
-    writes[0] = ExecutionStore::CreateRequest(rec());
+    rec().own_events = Ledger::EncodeOwnPath(own_path, rec());
+    std::vector<store::WriteRequest> writes;
+    writes.push_back(ExecutionStore::CreateRequest(rec()));
     const size_t first = prefix.size();
     if (first > 0) {
       for (store::WriteRequest& w : writes) w.requires_previous = true;
       writes.insert(writes.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
     }
     const size_t count = writes.size();
+    // The tenant's entry in the tenant list, which Locate needs, once per process (unconditional).
+    std::optional<store::WriteRequest> tenant_entry = s_.executions.TenantEntryIfNew(rec().tenant_id);
+    if (tenant_entry) writes.push_back(*std::move(tenant_entry));
     auto commit = Commit(s_, drive_, std::move(writes));
     const WriteResults results = co_await std::move(commit);
     if (prefix_applied != nullptr) *prefix_applied = first > 0 && results[0].ok() && results[0]->applied;
     if (first > 0 && results[0].ok() && !results[0]->applied) co_return absl::ResourceExhaustedError("prefix refused");
     if (absl::Status st = RequireApplied(results, count); !st.ok()) co_return st;
+    if (results.size() > count && results[count].ok() && results[count]->applied) {
+      s_.executions.NoteTenant(rec().tenant_id);
+    }
     t.tail = tail;
+    t.own_path = std::move(own_path);
     co_return absl::OkStatus();
   }
 
@@ -695,7 +699,7 @@ class ToolInvoker::Admission {
     if (original.ok()) {
       const std::string original_chain = Ledger::ExecutionChain(claim.execution_id);
       Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
-      auto events = s_.ledger.Read(original_chain);
+      auto events = s_.ledger.ReadExecution(*original);
       if (!events.ok()) return StoreUnavailable(events.status());
       if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
       if (auto e =
@@ -1157,30 +1161,38 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   if (!result.error.empty()) data["detail"] = result.error.substr(0, 300);  // for the operator; never a secret
   if (k.intent == IntentEffect::kUnknown) data["outcome_unknown"] = true;
   if (rec.outcome == Outcome::kSucceeded) data["result_sha256"] = Sha256Hex(rec.result_json);
-  std::vector<store::WriteRequest> writes;
-  Ledger::Tail tail = t.tail;
+  std::vector<std::pair<std::string, json>> closing;
   // Each attempt that was followed by another, in order, before the call's one final event (§17.3).
   for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
     json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
     if (a.status != 0) attempt["downstream_status"] = a.status;
-    auto [w_attempt, appended] = s_.ledger.PrepareAppendJson(t.chain, tail, "TOOL_ATTEMPT_FAILED", actor, attempt);
-    writes.push_back(std::move(w_attempt));
-    tail = {appended.seq, appended.hash, appended.expires_at_s};
+    closing.push_back({"TOOL_ATTEMPT_FAILED", std::move(attempt)});
   }
-  auto [w_event, event] = s_.ledger.PrepareAppendJson(
-      t.chain, tail, rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", actor, data);
-  writes.push_back(std::move(w_event));
-  size_t required = writes.size() + 1;
-  if (t.request.replay) {
-    auto [w_done, done] = s_.ledger.PrepareAppendJson(t.chain, {event.seq, event.hash, event.expires_at_s},
-                                                      "REPLAY_COMPLETED", actor, json{{"outcome", rec.outcome}});
-    writes.push_back(std::move(w_done));
-    event = done;
-    ++required;
+  closing.push_back({rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", std::move(data)});
+  if (t.request.replay) closing.push_back({"REPLAY_COMPLETED", json{{"outcome", rec.outcome}}});
+  std::vector<store::WriteRequest> writes;
+  Ledger::Tail tail = t.tail;
+  // A chain held in the record so far continues there (DESIGN §16), in the record's update, which
+  // applies only while its anchor is still where the opening left it; else each event is an item.
+  const bool in_record = !t.queued && !t.own_path.empty() && t.own_path.back().seq == t.tail.seq;
+  std::vector<LedgerEvent> own_path = in_record ? t.own_path : std::vector<LedgerEvent>{};
+  LedgerEvent event;
+  for (const auto& [type, event_data] : closing) {
+    if (in_record) {
+      event = s_.ledger.MakeEventJson(tail, type, actor, event_data);
+      own_path.push_back(event);
+    } else {
+      auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor, event_data);
+      writes.push_back(std::move(w));
+      event = std::move(e);
+    }
+    tail = {event.seq, event.hash, event.expires_at_s};
   }
+  const size_t required = writes.size() + 1;
   rec.last_seq = event.seq;
   rec.last_hash = event.hash;
-  writes.push_back(ExecutionStore::FinishRequest(rec));
+  if (in_record) rec.own_events = Ledger::EncodeOwnPath(own_path, rec);
+  writes.push_back(ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt));
   if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
                                               k.intent == IntentEffect::kSucceeded ? rec.result_json : ""));
@@ -1196,7 +1208,10 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   auto commit = Commit(s_, drive, std::move(writes));
   const WriteResults results = co_await std::move(commit);
   absl::Status written = RequireApplied(results, required);
-  if (written.ok()) t.tail = {event.seq, event.hash, event.expires_at_s};
+  if (written.ok()) {
+    t.tail = tail;
+    if (in_record) t.own_path = std::move(own_path);
+  }
   if (t.lease && !results.back().ok()) {
     // The batch failed as a whole: try the release alone before leaving it to the lease.
     auto release = Blocking(drive, [this, &t] { return s_.slots.Release(*t.lease).status(); });

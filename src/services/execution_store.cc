@@ -5,6 +5,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "toolgate/services/ledger.h"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -16,16 +17,26 @@ using store::UpdateOp;
 
 namespace {
 
-Item OutcomeFields(const ExecutionRecord& r) {
-  return Item{{"outcome", std::string(ToString(r.outcome))},
-              {"reason", r.reason},
-              {"result_json", r.result_json},
-              {"finished_at_ms", r.finished_at_ms},
-              {"latency_ms", r.latency_ms},
-              {"downstream_status", int64_t{r.downstream_status}},
-              {"unguarded", r.unguarded},
-              {"last_seq", r.last_seq},
-              {"last_hash", r.last_hash}};
+// The fields Finish rewrites. An empty string or a false flag is not stored (FromItem reads an absent
+// one so): Create leaves it out, Finish removes it. A record written with its call's events stays small enough
+// for one DynamoDB write unit with a small input (DESIGN §16).
+std::vector<std::pair<std::string, store::AttributeValue>> OutcomeFields(const ExecutionRecord& r) {
+  std::vector<std::pair<std::string, store::AttributeValue>> f = {{"outcome", std::string(ToString(r.outcome))},
+                                                                  {"reason", r.reason},
+                                                                  {"result_json", r.result_json},
+                                                                  {"finished_at_ms", r.finished_at_ms},
+                                                                  {"latency_ms", r.latency_ms},
+                                                                  {"downstream_status", int64_t{r.downstream_status}},
+                                                                  {"unguarded", r.unguarded},
+                                                                  {"last_seq", r.last_seq},
+                                                                  {"last_hash", r.last_hash}};
+  if (!r.own_events.empty()) f.emplace_back("events", r.own_events);
+  return f;
+}
+
+// What is not stored: an empty string, a false flag (FromItem reads either when absent).
+bool IsEmpty(const store::AttributeValue& v) {
+  return (v.is_string() && v.as_string().empty()) || (v.is_bool() && !v.as_bool());
 }
 
 }  // namespace
@@ -40,6 +51,7 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   r.tool_name = s("tool_name");
   r.connector_id = s("connector_id");
   r.action_type = s("action_type");
+  if (r.action_type.empty()) r.action_type = r.tool_name;  // not stored when it is the tool name
   r.actor = s("actor");
   const std::string outcome = s("outcome");
   std::optional<Outcome> parsed = ParseOutcome(outcome);
@@ -50,11 +62,13 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   r.outcome = *parsed;
   r.reason = s("reason");
   r.intent_key = s("intent_key");
+  if (r.intent_key.empty()) r.intent_key = r.execution_id;  // not stored when it is the execution's id
   r.idempotency_key = s("idempotency_key");
   r.input_hash = s("input_hash");
   r.replay_of = s("replay_of");
   r.result_json = s("result_json");
   r.input_json = s("input_json");
+  if (r.input_hash.empty()) r.input_hash = Sha256Hex(absl::StrCat(r.tool_name, "\n", r.input_json));  // not stored
   r.replay_succeeded_in = s("replay_succeeded_in");
   r.replay_result_json = s("replay_result_json");
   r.created_at_ms = store::GetInt(item, "created_at_ms").value_or(0);
@@ -64,6 +78,7 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   r.unguarded = store::GetBool(item, "unguarded").value_or(false);
   r.last_seq = store::GetInt(item, "last_seq").value_or(0);
   r.last_hash = s("last_hash");
+  r.own_events = s("events");
   r.expires_at_s = store::GetInt(item, store::kTtlAttribute).value_or(0);
   return r;
 }
@@ -75,31 +90,75 @@ store::ItemKey ExecutionStore::Key(std::string_view tenant_id, std::string_view 
 }
 
 store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
-  Item item = OutcomeFields(r);
-  item.insert({{"execution_id", r.execution_id},
-               {"tenant_id", r.tenant_id},
-               {"account_id", r.account_id},
-               {"tool_name", r.tool_name},
-               {"connector_id", r.connector_id},
-               {"action_type", r.action_type},
-               {"actor", r.actor},
-               {"intent_key", r.intent_key},
-               {"idempotency_key", r.idempotency_key},
-               {"input_hash", r.input_hash},
-               {"replay_of", r.replay_of},
-               {"input_json", r.input_json},
-               {"created_at_ms", r.created_at_ms}});
+  Item item;
+  for (auto& [name, value] : OutcomeFields(r)) {
+    if (!IsEmpty(value)) item.emplace(name, std::move(value));
+  }
+  // The input's hash is not stored (FromItem recomputes it), nor an intent key that is the id, nor an
+  // action type that is the tool's name.
+  for (auto [name, value] : {std::pair<const char*, const std::string*>{"execution_id", &r.execution_id},
+                             {"tenant_id", &r.tenant_id},
+                             {"account_id", &r.account_id},
+                             {"tool_name", &r.tool_name},
+                             {"connector_id", &r.connector_id},
+                             {"actor", &r.actor},
+                             {"idempotency_key", &r.idempotency_key},
+                             {"replay_of", &r.replay_of},
+                             {"input_json", &r.input_json}}) {
+    if (!value->empty()) item.emplace(name, *value);
+  }
+  if (r.intent_key != r.execution_id) item.emplace("intent_key", r.intent_key);
+  if (r.action_type != r.tool_name) item.emplace("action_type", r.action_type);
+  item.emplace("created_at_ms", r.created_at_ms);
   if (r.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), r.expires_at_s);
   // The caller has the record it wrote: the write returns no copy.
   return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent(),
                                   store::ReturnValues::kNone);
 }
 
-store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r) {
+store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r, std::optional<int64_t> expect_last_seq) {
   std::vector<UpdateOp> ops;
-  for (auto& [name, value] : OutcomeFields(r)) ops.push_back(UpdateOp::Set(store::AttributePath::Top(name), value));
-  return store::WriteRequest::Update(Key(r.tenant_id, r.execution_id), std::move(ops),
-                                     Condition::Exists(Attr("execution_id")), store::ReturnValues::kNone);
+  for (auto& [name, value] : OutcomeFields(r)) {
+    ops.push_back(IsEmpty(value) ? UpdateOp::Remove(Attr(name)) : UpdateOp::Set(Attr(name), std::move(value)));
+  }
+  Condition exists = Condition::Exists(Attr("execution_id"));
+  if (expect_last_seq) exists = Condition::And({std::move(exists), Condition::Eq(Attr("last_seq"), *expect_last_seq)});
+  return store::WriteRequest::Update(Key(r.tenant_id, r.execution_id), std::move(ops), std::move(exists),
+                                     store::ReturnValues::kNone);
+}
+
+nlohmann::json ExecutionStore::ReceivedData(const ExecutionRecord& r) {
+  return {{"tool_name", r.tool_name},
+          {"connector_id", r.connector_id},
+          {"action_type", r.action_type},
+          {"tenant_id", r.tenant_id},
+          {"intent_key", r.intent_key}};
+}
+
+std::string ExecutionStore::ChainActor(const ExecutionRecord& r) {
+  return r.actor.empty() ? "tenant:" + r.tenant_id : r.actor;
+}
+
+namespace {
+
+constexpr char kTenantsPk[] = "TENANTS";
+
+}  // namespace
+
+std::optional<store::WriteRequest> ExecutionStore::TenantEntryIfNew(std::string_view tenant_id) const {
+  {
+    absl::MutexLock lock(&tenants_mu_);
+    if (tenants_written_.find(tenant_id) != tenants_written_.end()) return std::nullopt;
+  }
+  // Unconditional and always the same: writers racing on a new tenant all succeed.
+  return store::WriteRequest::Put({kTenantsPk, absl::StrCat("T#", std::string(tenant_id))},
+                                  Item{{"tenant_id", std::string(tenant_id)}}, Condition::Always(),
+                                  store::ReturnValues::kNone);
+}
+
+void ExecutionStore::NoteTenant(std::string_view tenant_id) {
+  absl::MutexLock lock(&tenants_mu_);
+  if (tenants_written_.size() < 100'000) tenants_written_.emplace(tenant_id);
 }
 
 store::WriteRequest ExecutionStore::ReplaySucceededRequest(std::string_view tenant_id, std::string_view original_id,
@@ -278,7 +337,7 @@ absl::StatusOr<ExecutionStore::ListPage> ExecutionStore::ListAll(const AdminList
 }
 
 absl::StatusOr<ExecutionRecord> ExecutionStore::Locate(std::string_view execution_id) {
-  // The chain of an execution is (EXEC#<id>, EVENT#<seq>); a replay's opens with REPLAY_STARTED.
+  // A chain of items opens with (EXEC#<id>, EVENT#1...); a replay's with REPLAY_STARTED.
   store::QueryRequest q{absl::StrCat("EXEC#", std::string(execution_id)), "EVENT#", 3, std::nullopt, false};
   ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
   for (const auto& [sk, item] : p.items) {
@@ -289,6 +348,21 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::Locate(std::string_view executio
     ASSIGN_OR_RETURN(ExecutionRecord r, Get(tenant, execution_id));
     if (r.tenant_id != tenant) return absl::DataLossError("execution record and its chain disagree on the tenant");
     return r;
+  }
+  // A chain held in its record: look under each tenant the store knows.
+  store::QueryRequest tenants{kTenantsPk, "T#", 1000, std::nullopt, false};
+  for (int page = 0; page < 1000; ++page) {
+    ASSIGN_OR_RETURN(store::QueryPage t, store_.Query(tenants));
+    for (const auto& [sk, item] : t.items) {
+      const std::string tenant = sk.substr(2);
+      absl::StatusOr<ExecutionRecord> r = Get(tenant, execution_id);
+      if (absl::IsNotFound(r.status())) continue;
+      if (!r.ok()) return r.status();
+      if (r->tenant_id != tenant) return absl::DataLossError("execution record names another tenant than its key");
+      return r;
+    }
+    if (!t.last_sk) break;
+    tenants.after = t.last_sk;
   }
   return absl::NotFoundError("execution not found");
 }

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "toolgate/services/execution_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/status_macros.h"
 
@@ -133,27 +134,106 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::PrepareAppendJson(const std:
   return Prepare(chain, tail, type, actor, CanonicalText(data), /*canonical=*/true);
 }
 
-std::pair<store::WriteRequest, LedgerEvent> Ledger::Prepare(const std::string& chain, const Tail& tail,
-                                                            std::string_view type, std::string_view actor,
-                                                            std::string data, bool canonical) const {
+LedgerEvent Ledger::Make(const Tail& tail, std::string_view type, std::string_view actor, std::string data,
+                         bool canonical) const {
   LedgerEvent e;
   e.seq = tail.seq + 1;
   e.type = std::string(type);
-  e.at = Rfc3339(clock_.now_epoch_ms());
+  e.at_ms = clock_.now_epoch_ms();
+  e.at = Rfc3339(e.at_ms);
   e.actor = std::string(actor);
   e.data = std::move(data);
   e.prev_hash = tail.hash;
   e.hash = canonical ? HashOfCanonical(e.prev_hash, e, e.data) : Hash(e.prev_hash, e);
+  e.expires_at_s = tail.expires_at_s > 0 ? tail.expires_at_s : 0;
+  return e;
+}
+
+LedgerEvent Ledger::MakeEventJson(const Tail& tail, std::string_view type, std::string_view actor,
+                                  const nlohmann::json& data) const {
+  return Make(tail, type, actor, CanonicalText(data), /*canonical=*/true);
+}
+
+std::pair<store::WriteRequest, LedgerEvent> Ledger::Prepare(const std::string& chain, const Tail& tail,
+                                                            std::string_view type, std::string_view actor,
+                                                            std::string data, bool canonical) const {
+  LedgerEvent e = Make(tail, type, actor, std::move(data), canonical);
   Item item{{"seq", e.seq},   {"type", e.type},          {"at", e.at}, {"actor", e.actor}, {"data", e.data},
             {"hash", e.hash}, {"prev_hash", e.prev_hash}};
-  if (tail.expires_at_s > 0) {
-    e.expires_at_s = tail.expires_at_s;
-    item.emplace(std::string(store::kTtlAttribute), tail.expires_at_s);
-  }
+  if (e.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), e.expires_at_s);
   // Append-only: an event is never overwritten. Nobody reads an event back from its write.
   return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent(),
                                    store::ReturnValues::kNone),
           std::move(e)};
+}
+
+namespace {
+
+constexpr char kReceived[] = "EXECUTION_RECEIVED";
+
+}  // namespace
+
+std::string Ledger::EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record) {
+  const std::string actor = ExecutionStore::ChainActor(record);
+  const std::string received = CanonicalText(ExecutionStore::ReceivedData(record));
+  nlohmann::json list = nlohmann::json::array();
+  for (const LedgerEvent& e : events) {
+    nlohmann::json one = {e.type, e.at_ms - record.created_at_ms};
+    // null: EXECUTION_RECEIVED's data, rebuilt from the record.
+    if (e.type == kReceived && e.data == received) {
+      one.push_back(nullptr);
+    } else {
+      nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
+      one.push_back(data.is_discarded() ? nlohmann::json(e.data) : std::move(data));
+    }
+    if (e.actor != actor) one.push_back(e.actor);
+    list.push_back(std::move(one));
+  }
+  return CanonicalText(list);
+}
+
+absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRecord& record) {
+  std::vector<LedgerEvent> out;
+  if (record.own_events.empty()) return out;
+  auto bad = [&](std::string_view what) {
+    return absl::DataLossError(absl::StrCat("the events its record holds cannot be read: ", std::string(what)));
+  };
+  const nlohmann::json list = nlohmann::json::parse(record.own_events, nullptr, false);
+  if (!list.is_array()) return bad("not a JSON array");
+  const std::string actor = ExecutionStore::ChainActor(record);
+  std::string prev;
+  for (const nlohmann::json& one : list) {
+    if (!one.is_array() || one.size() < 3 || one.size() > 4 || !one[0].is_string() || !one[1].is_number_integer() ||
+        (one.size() == 4 && !one[3].is_string())) {
+      return bad(absl::StrCat("event ", out.size() + 1, " is not [type, ms, data, actor?]"));
+    }
+    LedgerEvent e;
+    e.seq = static_cast<int64_t>(out.size()) + 1;
+    e.type = one[0].get<std::string>();
+    e.at_ms = record.created_at_ms + one[1].get<int64_t>();
+    e.at = Rfc3339(e.at_ms);
+    e.actor = one.size() == 4 ? one[3].get<std::string>() : actor;
+    if (one[2].is_null()) {
+      if (e.type != kReceived) return bad(absl::StrCat("event ", e.seq, " (", e.type, ") has no data"));
+      e.data = CanonicalText(ExecutionStore::ReceivedData(record));
+    } else {
+      e.data = CanonicalText(one[2]);
+    }
+    e.prev_hash = prev;
+    e.hash = HashOfCanonical(prev, e, e.data);
+    e.expires_at_s = record.expires_at_s;
+    prev = e.hash;
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadExecution(const ExecutionRecord& record) {
+  ASSIGN_OR_RETURN(std::vector<LedgerEvent> events, DecodeOwnPath(record));
+  ASSIGN_OR_RETURN(std::vector<LedgerEvent> items, Read(ExecutionChain(record.execution_id)));
+  if (events.empty()) return items;
+  events.insert(events.end(), std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
+  return events;
 }
 
 ChainAnchor Ledger::ExecutionAnchor(std::string_view tenant_id, std::string_view execution_id) {

@@ -141,10 +141,13 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
   // A chain whose retention passed while it was being read is gone as a whole, not damaged.
   auto expired = [&](int64_t expires_at_s) { return expires_at_s > 0 && expires_at_s <= now_s; };
   absl::Status walk = executions_.ForEach([&](const ExecutionRecord& r, const store::ItemKey& key) -> absl::Status {
-    ASSIGN_OR_RETURN(std::vector<LedgerEvent> chain, ledger_.Read(Ledger::ExecutionChain(r.execution_id)));
+    absl::StatusOr<std::vector<LedgerEvent>> read = ledger_.ReadExecution(r);
+    if (!read.ok() && !absl::IsDataLoss(read.status())) return read.status();
+    std::vector<LedgerEvent> chain = read.ok() ? *std::move(read) : std::vector<LedgerEvent>{};
     const std::string tenant = key.pk.substr(std::string_view("TENANT#").size());
     bool pending = false;
-    if (absl::Status s = CheckExecution(r, tenant, chain, &pending); !s.ok()) {
+    // The events its record holds that cannot be read are a damaged chain like any other.
+    if (absl::Status s = read.ok() ? CheckExecution(r, tenant, chain, &pending) : read.status(); !s.ok()) {
       if (expired(r.expires_at_s)) {
         ++report.expired;
         return absl::OkStatus();

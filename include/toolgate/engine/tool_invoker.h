@@ -104,6 +104,8 @@ class InvocationTicket {
   ExecutionRecord record;
   Ledger::Tail tail;
   std::string chain;
+  // The chain's events held in its record so far (DESIGN §16); empty when its events are items.
+  std::vector<LedgerEvent> own_path;
   CircuitBreakerService::Permit permit;
   bool guarded = true;  // false: on_store_error = allow let it run without breaker and slot
   std::optional<SlotLease> lease;

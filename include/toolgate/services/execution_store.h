@@ -1,11 +1,15 @@
 #pragma once
 
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "nlohmann/json_fwd.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/domain/outcome.h"
 #include "toolgate/store/item_store.h"
@@ -41,6 +45,9 @@ struct ExecutionRecord {
   bool unguarded = false;  // ran without breaker and concurrency guarantees (on_store_error = allow)
   int64_t last_seq = 0;    // the ledger's last event when the record was last written
   std::string last_hash;
+  // The events of the call's own path, held in the record (DESIGN §16): Ledger::EncodeOwnPath's text,
+  // seq 1..n of the chain; its later events are items of their own. Empty: every event is an item.
+  std::string own_events;
   int64_t expires_at_s = 0;  // the record's `ttl`, shared with its ledger chain; 0: kept forever
 };
 
@@ -55,13 +62,28 @@ class ExecutionStore {
   // not one of ParseOutcome's).
   static absl::StatusOr<ExecutionRecord> FromItem(const store::Item& item);
 
+  // The data of the chain's EXECUTION_RECEIVED: what the record says of the call, so that an edited
+  // record breaks its chain (and an embedded RECEIVED is rebuilt from the record, not stored twice).
+  static nlohmann::json ReceivedData(const ExecutionRecord& record);
+  // Who the chain's events of the call's own path are by: the token's sub, or `tenant:<tenant>`.
+  static std::string ChainActor(const ExecutionRecord& record);
+
+  // The tenant list (TENANTS, T#<tenant>) lets an execution be found by its id alone (Locate) when its
+  // chain has no item naming its tenant. The entry for `tenant_id`, for the batch that creates the
+  // tenant's record, unless this process has already seen it written; NoteTenant after it was.
+  std::optional<store::WriteRequest> TenantEntryIfNew(std::string_view tenant_id) const;
+  void NoteTenant(std::string_view tenant_id);
+
   // Writes a new record (never overwrites one).
   absl::Status Create(const ExecutionRecord& record);
   // Writes the outcome fields of a record created earlier.
   absl::Status Finish(const ExecutionRecord& record);
   // The same writes, for a WriteBatch: applied, or refused as Create/Finish would refuse.
   static store::WriteRequest CreateRequest(const ExecutionRecord& record);
-  static store::WriteRequest FinishRequest(const ExecutionRecord& record);
+  // With `expect_last_seq`, the update applies only while the record's anchor is still at that event
+  // (the closing write of a chain held in the record: no other writer appended meanwhile).
+  static store::WriteRequest FinishRequest(const ExecutionRecord& record,
+                                           std::optional<int64_t> expect_last_seq = std::nullopt);
   // Marks `original_id` as having succeeded through the replay `replay_id`.
   static store::WriteRequest ReplaySucceededRequest(std::string_view tenant_id, std::string_view original_id,
                                                     std::string_view replay_id, std::string_view result_json);
@@ -102,9 +124,11 @@ class ExecutionStore {
   // hold fewer than `limit` executions while `next` is set. kInvalidArgument for a bad cursor.
   absl::StatusOr<ListPage> ListAll(const AdminListFilter& filter);
 
-  // Finds an execution by id alone (the admin listener knows no tenant): its chain's opening event
-  // EXECUTION_RECEIVED names the tenant (one small Query of the chain's partition), then the
-  // tenant's record is read and must agree. kNotFound when there is no such execution.
+  // Finds an execution by id alone (the admin listener knows no tenant): an EXECUTION_RECEIVED item of
+  // its chain names the tenant (one small Query of the chain's partition); a chain held in its record
+  // has none, and the record is then looked for under each tenant of the tenant list (one Get per
+  // tenant: an operator's lookup, not a hot path). The record found must agree. kNotFound when there
+  // is no such execution.
   absl::StatusOr<ExecutionRecord> Locate(std::string_view execution_id);
 
   // Reserves one replay of the original `execution_id` (one conditional ADD): false when it already
@@ -121,6 +145,8 @@ class ExecutionStore {
  private:
   store::ItemStore& store_;
   const Clock& clock_;
+  mutable absl::Mutex tenants_mu_;
+  std::set<std::string, std::less<>> tenants_written_ ABSL_GUARDED_BY(tenants_mu_);
 };
 
 }  // namespace toolgate

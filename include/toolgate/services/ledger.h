@@ -22,7 +22,10 @@ struct LedgerEvent {
   std::string hash;          // hex SHA-256 over prev_hash and this event's canonical JSON
   std::string prev_hash;     // "" for the first event of a chain
   int64_t expires_at_s = 0;  // the chain's `ttl` (epoch seconds); 0: kept forever. Not hashed.
+  int64_t at_ms = 0;         // `at` in epoch ms, where the event was made or read from its record
 };
+
+struct ExecutionRecord;
 
 // How long chains are kept ([ledger] in the config). A chain expires as a whole: every event of an
 // execution carries the same `ttl` as its record, every event of one day's audit chain the same `ttl`,
@@ -105,6 +108,25 @@ class Ledger {
                                                                 std::string_view type, std::string_view actor,
                                                                 const nlohmann::json& data) const;
 
+  // The event after `tail`, made but not written: the call's own path held in its execution record.
+  LedgerEvent MakeEventJson(const Tail& tail, std::string_view type, std::string_view actor,
+                            const nlohmann::json& data) const;
+
+  // The events of a call's own path, seq 1..n of its chain, held in its execution record's `events`
+  // attribute (DESIGN §16): one write per commit instead of one per event. Each event is stored as
+  // [type, ms after the record's created_at_ms, data, actor]: its hash and links are not stored but
+  // recomputed (a change to any of them changes the chain's end, which the record's last_hash, or the
+  // prev_hash of the first event item after them, still names), EXECUTION_RECEIVED's data is rebuilt
+  // from the record (ExecutionStore::ReceivedData; stored only where it differs), and the actor is
+  // left out where it is the chain's (ExecutionStore::ChainActor). Expanded, they are the events the
+  // same call wrote as items before: same seq, at, data and hash, so `ledger verify` and
+  // `ledger export` see one chain either way.
+  static std::string EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record);
+  // kDataLoss when the record's `events` is not what EncodeOwnPath writes.
+  static absl::StatusOr<std::vector<LedgerEvent>> DecodeOwnPath(const ExecutionRecord& record);
+  // An execution's whole chain: the events its record holds, then its event items.
+  absl::StatusOr<std::vector<LedgerEvent>> ReadExecution(const ExecutionRecord& record);
+
   // Appends a system audit event to today's audit chain (kept for the retention after the day ends).
   absl::StatusOr<LedgerEvent> Audit(std::string_view type, std::string_view actor, std::string_view data_json);
 
@@ -127,6 +149,8 @@ class Ledger {
   // the hash needs no parse of it.
   std::pair<store::WriteRequest, LedgerEvent> Prepare(const std::string& chain, const Tail& tail, std::string_view type,
                                                       std::string_view actor, std::string data, bool canonical) const;
+  LedgerEvent Make(const Tail& tail, std::string_view type, std::string_view actor, std::string data,
+                   bool canonical) const;
 
   store::ItemStore& store_;
   const Clock& clock_;

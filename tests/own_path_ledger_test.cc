@@ -1,0 +1,248 @@
+// The events of a call's own path held in its execution record (DESIGN §16): one write per commit,
+// the same chain as the items they replace (seq, at, data, hash), and `ledger verify` catches every
+// change to them that it caught in items — an edited event, a removed one, a record that no longer
+// says what its EXECUTION_RECEIVED said. Later events stay items after them. ToolInvoker over the real
+// services and a memory store; the verifier as `ledger verify` runs it.
+
+#include "api/invocation.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "invoker_support.h"
+#include "nlohmann/json.hpp"
+#include "toolgate/services/ledger_verifier.h"
+#include "toolgate/store/memory_item_store.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+
+class OwnPathLedgerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\n", "own.toml");
+    ASSERT_TRUE(c.ok()) << c.status();
+    stack_ = std::make_unique<toolgate::testing::InvokerStack>(memory_, clock_, std::move(*c));
+    ASSERT_TRUE(stack_->slots.EnsureConnector("crm", stack_->config.connectors.at("crm").concurrency).ok());
+  }
+
+  json Call(const std::string& idempotency_key = "", const std::string& tenant = "tenant-a",
+            const std::string& input = R"({"k":"v"})") {
+    InvokeRequest r;
+    r.principal = {"user-1", tenant, "", {}};
+    r.tool_name = "crm.update";
+    r.input_json = input;
+    r.idempotency_key = idempotency_key;
+    auto admitted = stack_->invoker.Admit(r);
+    if (auto* refused = std::get_if<InvokeResult>(&admitted)) return api::InvocationBody(*refused);
+    clock_.advance(std::chrono::milliseconds(3));
+    DownstreamResult d;
+    d.status = 200;
+    d.body = R"({"ok":true})";
+    d.latency_ms = 3;
+    return api::InvocationBody(
+        stack_->invoker.Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), d));
+  }
+
+  store::Item RecordItem(const std::string& id) {
+    auto item = memory_.Get(ExecutionStore::Key("tenant-a", id));
+    EXPECT_TRUE(item.ok() && item->has_value());
+    return item.ok() && item->has_value() ? **item : store::Item{};
+  }
+  void PutRecordItem(const std::string& id, const store::Item& item) {
+    ASSERT_TRUE(memory_.Put(ExecutionStore::Key("tenant-a", id), item, store::Condition::Always()).ok());
+  }
+  int EventItems(const std::string& id) {
+    auto page = memory_.Query({Ledger::ExecutionChain(id), "EVENT#", 100, std::nullopt, false});
+    EXPECT_TRUE(page.ok());
+    return page.ok() ? static_cast<int>(page->items.size()) : -1;
+  }
+  // What `ledger verify` says: empty when every chain passes.
+  std::string Verify() {
+    LedgerVerifier verifier(memory_, clock_);
+    auto report = verifier.VerifyAll();
+    EXPECT_TRUE(report.ok()) << report.status();
+    return report.ok() ? report->problem : "unreadable";
+  }
+
+  ManualClock clock_{1'800'000'000'000};
+  store::MemoryItemStore memory_{clock_};
+  std::unique_ptr<toolgate::testing::InvokerStack> stack_;
+};
+
+TEST_F(OwnPathLedgerTest, ACallsEventsLiveInItsRecordAndHashAsItemsWould) {
+  const json done = Call();
+  ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
+  const std::string id = done["execution_id"];
+  EXPECT_EQ(EventItems(id), 0) << "no event item: the record holds them";
+  auto rec = stack_->executions.Get("tenant-a", id);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  auto events = stack_->ledger.ReadExecution(*rec);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  const std::vector<std::string> types = {"EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED"};
+  std::string prev;
+  for (size_t i = 0; i < events->size(); ++i) {
+    const LedgerEvent& e = (*events)[i];
+    EXPECT_EQ(e.seq, static_cast<int64_t>(i) + 1);
+    EXPECT_EQ(e.type, types[i]);
+    EXPECT_EQ(e.actor, "user-1");
+    EXPECT_EQ(e.prev_hash, prev);
+    // The hash an event item of the same content would carry, computed the way items are verified.
+    EXPECT_EQ(Ledger::Hash(prev, e), e.hash) << e.type;
+    prev = e.hash;
+  }
+  EXPECT_EQ(rec->last_seq, 3);
+  EXPECT_EQ(rec->last_hash, events->back().hash);
+  EXPECT_EQ(json::parse((*events)[0].data), ExecutionStore::ReceivedData(*rec));
+  EXPECT_EQ((*events)[2].at_ms - (*events)[0].at_ms, 3) << "each event keeps its own time";
+  EXPECT_EQ(Verify(), "");
+
+  // What the record leaves out, it can rebuild: the input's hash, an intent key that is the id.
+  const store::Item item = RecordItem(id);
+  EXPECT_EQ(item.count("input_hash"), 0u);
+  EXPECT_EQ(item.count("intent_key"), 0u);
+  EXPECT_EQ(item.count("reason"), 0u) << "an empty string is not stored";
+  EXPECT_EQ(rec->intent_key, id);
+  EXPECT_EQ(rec->input_hash, Sha256Hex("crm.update\n{\"k\":\"v\"}"));
+}
+
+// An item's size by DynamoDB's rule (what a write is billed by: 1 unit per started KB): names and
+// values, a number (13) as its digits, (n + 1) / 2 + 1 bytes; the key attributes included.
+size_t BilledSize(const store::ItemKey& key, const store::Item& item) {
+  size_t n = 2 + key.pk.size() + 2 + key.sk.size();
+  for (const auto& [name, value] : item) {
+    n += name.size();
+    if (value.is_string()) {
+      n += value.as_string().size();
+    } else if (value.is_int()) {
+      n += (std::to_string(std::abs(value.as_int())).size() + 1) / 2 + 1;
+    } else {
+      n += 1;  // a bool (no record attribute is a double or a map)
+    }
+  }
+  return n;
+}
+
+// DESIGN §16: a successful call with a 256 B input and no idempotency key costs 4 write units on
+// DynamoDB (bench/write_units.sh): the record, written twice, must stay within one KB with its events.
+TEST_F(OwnPathLedgerTest, ARecordWithItsEventsStaysWithinOneWriteUnitForA256ByteInput) {
+  const std::string input = R"({"text":")" + std::string(256 - 11, 'x') + R"("})";
+  ASSERT_EQ(input.size(), 256u);
+  const json done = Call("", "tenant-a", input);
+  ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
+  const std::string id = done["execution_id"];
+  const size_t size = BilledSize(ExecutionStore::Key("tenant-a", id), RecordItem(id));
+  EXPECT_LE(size, 1024u) << "two write units per record write";
+  std::printf("a 256 B input's record with its three events: %zu B billed\n", size);
+}
+
+TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
+  struct Case {
+    std::string name;
+    std::function<void(store::Item&)> tamper;
+    std::string expected;
+  };
+  auto events_of = [](store::Item& item) { return json::parse(item.at("events").as_string()); };
+  auto set_events = [](store::Item& item, const json& list) { item["events"] = list.dump(); };
+  const std::vector<Case> cases = {
+      {"edited data",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[1][2]["probe"] = true;
+         set_events(item, list);
+       },
+       "event 3 does not match the hash its record holds"},
+      {"edited time",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[2][1] = list[2][1].get<int64_t>() + 1000;
+         set_events(item, list);
+       },
+       "event 3 does not match the hash its record holds"},
+      {"edited actor",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[1].push_back("someone-else");
+         set_events(item, list);
+       },
+       "event 3 does not match the hash its record holds"},
+      {"last removed",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list.erase(2);
+         set_events(item, list);
+       },
+       "event 3, the last its record names, is missing"},
+      {"middle removed",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list.erase(1);
+         set_events(item, list);
+       },
+       "event 3, the last its record names, is missing"},
+      {"all removed", [&](store::Item& item) { item.erase("events"); }, "its chain is missing"},
+      {"not a list", [&](store::Item& item) { item["events"] = "[[\"EXECUTION_RECEIVED\""; },
+       "the events its record holds cannot be read"},
+      {"record's tool edited", [&](store::Item& item) { item["tool_name"] = "crm.delete"; },
+       "event 3 does not match the hash its record holds"},
+      {"record's outcome edited", [&](store::Item& item) { item["outcome"] = "FAILED"; },
+       "its record says FAILED but event 3 (TOOL_SUCCEEDED)"},
+  };
+  for (const Case& c : cases) {
+    const json done = Call();
+    ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
+    const std::string id = done["execution_id"];
+    const store::Item original = RecordItem(id);
+    ASSERT_EQ(Verify(), "") << c.name;
+    store::Item tampered = original;
+    c.tamper(tampered);
+    PutRecordItem(id, tampered);
+    EXPECT_THAT(Verify(), HasSubstr(c.expected)) << c.name;
+    PutRecordItem(id, original);
+    EXPECT_EQ(Verify(), "") << c.name << ": restored";
+  }
+}
+
+TEST_F(OwnPathLedgerTest, LaterEventsAreItemsAfterTheRecordsOwnAndAnchoredByIt) {
+  const json first = Call("order-1");
+  ASSERT_EQ(first["outcome"], "SUCCEEDED") << first;
+  const std::string id = first["execution_id"];
+  const json hit = Call("order-1");  // INTENT_HIT on the original's chain, after its own events
+  ASSERT_EQ(hit["intent_hit"], true) << hit;
+  EXPECT_EQ(EventItems(id), 1);
+  auto rec = stack_->executions.Get("tenant-a", id);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->last_seq, 4);
+  auto events = stack_->ledger.ReadExecution(*rec);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 4u);
+  EXPECT_EQ(events->back().type, "INTENT_HIT");
+  EXPECT_EQ(events->back().prev_hash, (*events)[2].hash) << "the item links to the last event the record holds";
+  EXPECT_EQ(Verify(), "");
+
+  // The item removed: the record's anchor names it.
+  ASSERT_TRUE(memory_.Erase({Ledger::ExecutionChain(id), "EVENT#000000000004"}, store::Condition::Always()).ok());
+  EXPECT_THAT(Verify(), HasSubstr("event 4, the last its record names, is missing"));
+}
+
+TEST_F(OwnPathLedgerTest, AnExecutionIsFoundByItsIdAloneThroughTheTenantList) {
+  const json a = Call("", "tenant-a");
+  const json b = Call("", "tenant-b");
+  ASSERT_EQ(a["outcome"], "SUCCEEDED");
+  ASSERT_EQ(b["outcome"], "SUCCEEDED");
+  // Another process (a fresh ExecutionStore) finds both: the tenant list is in the store.
+  ExecutionStore other(memory_, clock_);
+  for (const json& done : {a, b}) {
+    const std::string id = done["execution_id"];
+    EXPECT_EQ(EventItems(id), 0);
+    auto found = other.Locate(id);
+    ASSERT_TRUE(found.ok()) << found.status();
+    EXPECT_EQ(found->execution_id, id);
+  }
+  EXPECT_EQ(other.Locate("0190a0b0-0000-7000-8000-000000000000").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace toolgate
