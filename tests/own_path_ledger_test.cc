@@ -99,12 +99,14 @@ TEST_F(OwnPathLedgerTest, ACallsEventsLiveInItsRecordAndHashAsItemsWould) {
   EXPECT_EQ((*events)[2].at_ms - (*events)[0].at_ms, 3) << "each event keeps its own time";
   EXPECT_EQ(Verify(), "");
 
-  // What the record leaves out, it can rebuild: the input's hash, an intent key that is the id.
+  // What the record leaves out, it can rebuild: the input's hash, empty fields.
   const store::Item item = RecordItem(id);
   EXPECT_EQ(item.count("input_hash"), 0u);
-  EXPECT_EQ(item.count("intent_key"), 0u);
   EXPECT_EQ(item.count("reason"), 0u) << "an empty string is not stored";
-  EXPECT_EQ(rec->intent_key, id);
+  EXPECT_EQ(item.count("unguarded"), 0u) << "nor a false flag";
+  EXPECT_EQ(json::parse((*events)[2].data)["result_sha256"], Sha256Hex(rec->result_json));
+  EXPECT_EQ(json::parse(item.at("events").as_string())[2][2]["result_sha256"], true)
+      << "the result's hash is rebuilt from the record, not stored twice";
   EXPECT_EQ(rec->input_hash, Sha256Hex("crm.update\n{\"k\":\"v\"}"));
 }
 
@@ -187,8 +189,26 @@ TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
        "the events its record holds cannot be read"},
       {"record's tool edited", [&](store::Item& item) { item["tool_name"] = "crm.delete"; },
        "event 3 does not match the hash its record holds"},
+      {"record's result edited", [&](store::Item& item) { item["result_json"] = R"({"ok":false})"; },
+       "event 3 does not match the hash its record holds"},
       {"record's outcome edited", [&](store::Item& item) { item["outcome"] = "FAILED"; },
        "its record says FAILED but event 3 (TOOL_SUCCEEDED)"},
+      // One event past the anchor is a crash's trailing item, never one the record holds (written with
+      // its anchor in one write): an event added to the list fails.
+      {"event added",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list.push_back({"TOOL_SUCCEEDED", 9, {{"outcome", "SUCCEEDED"}}});
+         set_events(item, list);
+       },
+       "event 4 is held in its record, but its record's anchor names event 3 as the last"},
+      {"time beyond a year",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[1][1] = int64_t{9'000'000'000'000'000'000};
+         set_events(item, list);
+       },
+       "the events its record holds cannot be read"},
   };
   for (const Case& c : cases) {
     const json done = Call();
@@ -225,6 +245,60 @@ TEST_F(OwnPathLedgerTest, LaterEventsAreItemsAfterTheRecordsOwnAndAnchoredByIt) 
   // The item removed: the record's anchor names it.
   ASSERT_TRUE(memory_.Erase({Ledger::ExecutionChain(id), "EVENT#000000000004"}, store::Condition::Always()).ok());
   EXPECT_THAT(Verify(), HasSubstr("event 4, the last its record names, is missing"));
+}
+
+// A damaged original does not hold its intent hostage: a repeat is still answered from the intent's
+// claim (and verify names the damage).
+TEST_F(OwnPathLedgerTest, AnIntentHitOnADamagedOriginalIsAnsweredFromTheClaim) {
+  const json first = Call("order-9");
+  ASSERT_EQ(first["outcome"], "SUCCEEDED") << first;
+  const std::string id = first["execution_id"];
+  store::Item item = RecordItem(id);
+  item["events"] = "not a list";
+  PutRecordItem(id, item);
+  const json hit = Call("order-9");
+  EXPECT_EQ(hit["outcome"], "SUCCEEDED") << hit;
+  EXPECT_EQ(hit["intent_hit"], true) << hit;
+  EXPECT_EQ(hit["execution_id"], id);
+  EXPECT_EQ(EventItems(id), 0) << "nothing appended to a chain whose end cannot be known";
+  EXPECT_THAT(Verify(), HasSubstr("the events its record holds cannot be read"));
+}
+
+// A deduplicated replay's REPLAY_DEDUPED carries the whole earlier result, which the record holds
+// already: past Ledger::kMaxOwnPathBytes its events go as items, so the record stays bounded.
+TEST_F(OwnPathLedgerTest, EventsTooBigToHoldAreItemsAndTheChainStillVerifies) {
+  const json original = Call();
+  ASSERT_EQ(original["outcome"], "SUCCEEDED") << original;
+  const std::string big = json({{"blob", std::string(20'000, 'r')}}).dump();
+  for (const std::string& result : {std::string(R"({"ok":true})"), big}) {
+    InvokeRequest r;
+    r.principal = {"user-1", "tenant-a", "", {}};
+    r.tool_name = "crm.update";
+    r.input_json = R"({"k":"v"})";
+    r.replay = ReplayContext{original["execution_id"],
+                             original["execution_id"],
+                             Outcome::kSucceeded,
+                             result,
+                             original["execution_id"],
+                             "check",
+                             "ops",
+                             false};
+    auto admitted = stack_->invoker.Admit(r);
+    auto* answer = std::get_if<InvokeResult>(&admitted);
+    ASSERT_NE(answer, nullptr) << "a deduplicated replay is answered at admission";
+    ASSERT_EQ(answer->outcome, Outcome::kSucceeded);
+    auto rec = stack_->executions.Get("tenant-a", answer->execution_id);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    const bool small = result.size() < 100;
+    EXPECT_EQ(rec->own_events.empty(), !small) << result.size();
+    EXPECT_EQ(EventItems(answer->execution_id), small ? 0 : 4);  // REPLAY_STARTED, RECEIVED, DEDUPED, COMPLETED
+    EXPECT_LT(rec->own_events.size(), Ledger::kMaxOwnPathBytes);
+    auto events = stack_->ledger.ReadExecution(*rec);
+    ASSERT_TRUE(events.ok());
+    ASSERT_EQ(events->size(), 4u);
+    EXPECT_EQ((*events)[2].type, "REPLAY_DEDUPED");
+  }
+  EXPECT_EQ(Verify(), "");
 }
 
 TEST_F(OwnPathLedgerTest, AnExecutionIsFoundByItsIdAloneThroughTheTenantList) {

@@ -107,10 +107,17 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
         job.not_final = true;
       } else {
         absl::StatusOr<std::vector<LedgerEvent>> events = g.engine.ledger().ReadExecution(*rec);
-        if (!events.ok())
+        if (absl::IsDataLoss(events.status())) {
+          // A damaged chain never heals: deliver the record's outcome without its events (and
+          // `ledger verify` names the damage), rather than retry forever.
+          spdlog::error("execution {}: its ledger cannot be read, its callback goes without events: {}",
+                        rec->execution_id, events.status().ToString());
+          job.body = ExecutionViewJson(*rec, {}).dump();
+        } else if (!events.ok()) {
           job.not_final = true;
-        else
+        } else {
           job.body = ExecutionViewJson(*rec, *events).dump();
+        }
       }
       jobs.push_back(std::move(job));
     }

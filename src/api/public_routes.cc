@@ -166,7 +166,12 @@ struct PublicRoutes::Impl : GatewayContext {
       }
       auto events = engine.ledger().ReadExecution(*rec);
       if (absl::IsDataLoss(events.status())) {
-        return Error(500, "internal", "this execution's ledger cannot be read");
+        // The record still says how the call ended (a queued call's status_url is polled here); its
+        // events, damaged, are left out and said to be.
+        spdlog::error("execution {}: its ledger cannot be read: {}", id, events.status().ToString());
+        json view = ExecutionViewJson(*rec, {});
+        view["events_error"] = "this execution's ledger cannot be read";
+        return Json(200, view);
       }
       if (!events.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
       return Json(200, ExecutionViewJson(*rec, *events));

@@ -548,24 +548,32 @@ class ToolInvoker::Admission {
     rec().last_hash = tail.hash;
     rec().own_events = Ledger::EncodeOwnPath(own_path, rec());
     std::vector<store::WriteRequest> writes;
+    const bool as_items = rec().own_events.size() > Ledger::kMaxOwnPathBytes;
+    if (as_items) rec().own_events.clear();  // too big to hold: a chain of items the record anchors
     writes.push_back(ExecutionStore::CreateRequest(rec()));
+    if (as_items) {
+      for (const LedgerEvent& e : own_path) writes.push_back(Ledger::EventItemRequest(t.chain, e));
+      own_path.clear();
+    }
     const size_t first = prefix.size();
     if (first > 0) {
       for (store::WriteRequest& w : writes) w.requires_previous = true;
       writes.insert(writes.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
     }
-    const size_t count = writes.size();
-    // The tenant's entry in the tenant list, which Locate needs, once per process (unconditional).
+    // The tenant's entry in the tenant list, which Locate needs, once per process (unconditional),
+    // before the record: on a store without transactions a crash between the two leaves an entry,
+    // never a record Locate cannot find.
     std::optional<store::WriteRequest> tenant_entry = s_.executions.TenantEntryIfNew(rec().tenant_id);
-    if (tenant_entry) writes.push_back(*std::move(tenant_entry));
+    const size_t skip = tenant_entry ? 1 : 0;
+    if (tenant_entry) writes.insert(writes.begin(), *std::move(tenant_entry));
+    const size_t count = writes.size();
     auto commit = Commit(s_, drive_, std::move(writes));
-    const WriteResults results = co_await std::move(commit);
+    WriteResults results = co_await std::move(commit);
+    if (skip > 0 && results[0].ok() && results[0]->applied) s_.executions.NoteTenant(rec().tenant_id);
+    results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(skip));
     if (prefix_applied != nullptr) *prefix_applied = first > 0 && results[0].ok() && results[0]->applied;
     if (first > 0 && results[0].ok() && !results[0]->applied) co_return absl::ResourceExhaustedError("prefix refused");
-    if (absl::Status st = RequireApplied(results, count); !st.ok()) co_return st;
-    if (results.size() > count && results[count].ok() && results[count]->applied) {
-      s_.executions.NoteTenant(rec().tenant_id);
-    }
+    if (absl::Status st = RequireApplied(results, count - skip); !st.ok()) co_return st;
     t.tail = tail;
     t.own_path = std::move(own_path);
     co_return absl::OkStatus();
@@ -700,13 +708,20 @@ class ToolInvoker::Admission {
       const std::string original_chain = Ledger::ExecutionChain(claim.execution_id);
       Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};
       auto events = s_.ledger.ReadExecution(*original);
-      if (!events.ok()) return StoreUnavailable(events.status());
-      if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
-      if (auto e =
-              s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor_, Dump(json{{"intent_key", rec().intent_key}}),
-                               Ledger::ExecutionAnchor(rec().tenant_id, claim.execution_id));
-          !e.ok()) {
-        return StoreUnavailable(e.status());
+      if (absl::IsDataLoss(events.status())) {
+        // A damaged chain (`ledger verify` names it) does not hold the intent hostage: the claim
+        // answers, and nothing is appended to a chain whose end cannot be known.
+        spdlog::error("execution {}: its ledger cannot be read, INTENT_HIT not recorded: {}", claim.execution_id,
+                      events.status().ToString());
+      } else {
+        if (!events.ok()) return StoreUnavailable(events.status());
+        if (!events->empty()) tail = {events->back().seq, events->back().hash, events->back().expires_at_s};
+        if (auto e = s_.ledger.Append(original_chain, tail, "INTENT_HIT", actor_,
+                                      Dump(json{{"intent_key", rec().intent_key}}),
+                                      Ledger::ExecutionAnchor(rec().tenant_id, claim.execution_id));
+            !e.ok()) {
+          return StoreUnavailable(e.status());
+        }
       }
     }
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
@@ -1172,26 +1187,31 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   if (t.request.replay) closing.push_back({"REPLAY_COMPLETED", json{{"outcome", rec.outcome}}});
   std::vector<store::WriteRequest> writes;
   Ledger::Tail tail = t.tail;
-  // A chain held in the record so far continues there (DESIGN §16), in the record's update, which
-  // applies only while its anchor is still where the opening left it; else each event is an item.
-  const bool in_record = !t.queued && !t.own_path.empty() && t.own_path.back().seq == t.tail.seq;
-  std::vector<LedgerEvent> own_path = in_record ? t.own_path : std::vector<LedgerEvent>{};
-  LedgerEvent event;
+  std::vector<LedgerEvent> made;
   for (const auto& [type, event_data] : closing) {
-    if (in_record) {
-      event = s_.ledger.MakeEventJson(tail, type, actor, event_data);
-      own_path.push_back(event);
-    } else {
-      auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor, event_data);
-      writes.push_back(std::move(w));
-      event = std::move(e);
-    }
-    tail = {event.seq, event.hash, event.expires_at_s};
+    made.push_back(s_.ledger.MakeEventJson(tail, type, actor, event_data));
+    tail = {made.back().seq, made.back().hash, made.back().expires_at_s};
   }
-  const size_t required = writes.size() + 1;
+  const LedgerEvent& event = made.back();
   rec.last_seq = event.seq;
   rec.last_hash = event.hash;
-  if (in_record) rec.own_events = Ledger::EncodeOwnPath(own_path, rec);
+  // A chain held in the record so far continues there (DESIGN §16), in the record's update, which
+  // applies only while its anchor is still where the opening left it; else each event is an item.
+  bool in_record = false;
+  std::vector<LedgerEvent> own_path;
+  if (!t.queued && !t.own_path.empty() && t.own_path.back().seq == t.tail.seq) {
+    own_path = t.own_path;
+    own_path.insert(own_path.end(), made.begin(), made.end());
+    std::string text = Ledger::EncodeOwnPath(own_path, rec);
+    if (text.size() <= Ledger::kMaxOwnPathBytes) {
+      rec.own_events = std::move(text);
+      in_record = true;
+    }
+  }
+  if (!in_record) {
+    for (const LedgerEvent& e : made) writes.push_back(Ledger::EventItemRequest(t.chain, e));
+  }
+  const size_t required = writes.size() + 1;
   writes.push_back(ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt));
   if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),

@@ -94,21 +94,23 @@ store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
   for (auto& [name, value] : OutcomeFields(r)) {
     if (!IsEmpty(value)) item.emplace(name, std::move(value));
   }
-  // The input's hash is not stored (FromItem recomputes it), nor an intent key that is the id, nor an
-  // action type that is the tool's name.
+  // The input's hash is not stored (FromItem recomputes it). The intent key and the action type are,
+  // even where they could be rebuilt: an instance of an earlier version, during a rolling upgrade,
+  // dispatches queued calls with them (the downstream's Idempotency-Key, S8's kill-switch match).
   for (auto [name, value] : {std::pair<const char*, const std::string*>{"execution_id", &r.execution_id},
                              {"tenant_id", &r.tenant_id},
                              {"account_id", &r.account_id},
                              {"tool_name", &r.tool_name},
                              {"connector_id", &r.connector_id},
+                             {"action_type", &r.action_type},
+                             {"intent_key", &r.intent_key},
                              {"actor", &r.actor},
                              {"idempotency_key", &r.idempotency_key},
                              {"replay_of", &r.replay_of},
                              {"input_json", &r.input_json}}) {
     if (!value->empty()) item.emplace(name, *value);
   }
-  if (r.intent_key != r.execution_id) item.emplace("intent_key", r.intent_key);
-  if (r.action_type != r.tool_name) item.emplace("action_type", r.action_type);
+
   item.emplace("created_at_ms", r.created_at_ms);
   if (r.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), r.expires_at_s);
   // The caller has the record it wrote: the write returns no copy.

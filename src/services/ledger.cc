@@ -158,18 +158,23 @@ std::pair<store::WriteRequest, LedgerEvent> Ledger::Prepare(const std::string& c
                                                             std::string_view type, std::string_view actor,
                                                             std::string data, bool canonical) const {
   LedgerEvent e = Make(tail, type, actor, std::move(data), canonical);
+  store::WriteRequest write = EventItemRequest(chain, e);
+  return {std::move(write), std::move(e)};
+}
+
+store::WriteRequest Ledger::EventItemRequest(const std::string& chain, const LedgerEvent& e) {
   Item item{{"seq", e.seq},   {"type", e.type},          {"at", e.at}, {"actor", e.actor}, {"data", e.data},
             {"hash", e.hash}, {"prev_hash", e.prev_hash}};
   if (e.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), e.expires_at_s);
   // Append-only: an event is never overwritten. Nobody reads an event back from its write.
-  return {store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent(),
-                                   store::ReturnValues::kNone),
-          std::move(e)};
+  return store::WriteRequest::Put({chain, EventSk(e.seq)}, std::move(item), Condition::ItemAbsent(),
+                                  store::ReturnValues::kNone);
 }
 
 namespace {
 
 constexpr char kReceived[] = "EXECUTION_RECEIVED";
+constexpr char kResultSha256[] = "result_sha256";
 
 }  // namespace
 
@@ -184,6 +189,11 @@ std::string Ledger::EncodeOwnPath(const std::vector<LedgerEvent>& events, const 
       one.push_back(nullptr);
     } else {
       nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
+      // true: the SHA-256 of the record's result_json, rebuilt from it.
+      if (data.is_object()) {
+        auto sha = data.find(kResultSha256);
+        if (sha != data.end() && sha->is_string() && *sha == Sha256Hex(record.result_json)) *sha = true;
+      }
       one.push_back(data.is_discarded() ? nlohmann::json(e.data) : std::move(data));
     }
     if (e.actor != actor) one.push_back(e.actor);
@@ -203,8 +213,11 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
   const std::string actor = ExecutionStore::ChainActor(record);
   std::string prev;
   for (const nlohmann::json& one : list) {
+    // An event's time is within a year of its record's (a call ends long before).
+    constexpr int64_t kMaxOffsetMs = int64_t{366} * 86'400'000;
     if (!one.is_array() || one.size() < 3 || one.size() > 4 || !one[0].is_string() || !one[1].is_number_integer() ||
-        (one.size() == 4 && !one[3].is_string())) {
+        (one.size() == 4 && !one[3].is_string()) || one[1].get<int64_t>() > kMaxOffsetMs ||
+        one[1].get<int64_t>() < -kMaxOffsetMs) {
       return bad(absl::StrCat("event ", out.size() + 1, " is not [type, ms, data, actor?]"));
     }
     LedgerEvent e;
@@ -217,7 +230,12 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
       if (e.type != kReceived) return bad(absl::StrCat("event ", e.seq, " (", e.type, ") has no data"));
       e.data = CanonicalText(ExecutionStore::ReceivedData(record));
     } else {
-      e.data = CanonicalText(one[2]);
+      nlohmann::json data = one[2];
+      if (data.is_object()) {
+        auto sha = data.find(kResultSha256);
+        if (sha != data.end() && sha->is_boolean() && sha->get<bool>()) *sha = Sha256Hex(record.result_json);
+      }
+      e.data = CanonicalText(data);
     }
     e.prev_hash = prev;
     e.hash = HashOfCanonical(prev, e, e.data);
@@ -294,6 +312,12 @@ absl::StatusOr<LedgerEvent> Ledger::Append(const std::string& chain, Tail& tail,
     }
     const int64_t expires_at_s = tail.expires_at_s;
     ASSIGN_OR_RETURN(tail, ReadTail(chain));  // another writer appended first
+    // An execution record may hold events the chain's items continue from (DESIGN §16): never go
+    // back behind its anchor.
+    if (anchor.must_exist) {
+      ASSIGN_OR_RETURN(Tail anchored, ReadAnchor(anchor));
+      if (anchored.seq > tail.seq) tail = anchored;
+    }
     if (tail.seq == 0) tail.expires_at_s = expires_at_s;
   }
   return absl::AbortedError(absl::StrCat("ledger ", chain, ": append lost ", kMaxAppendAttempts, " races"));

@@ -114,6 +114,15 @@ absl::Status LedgerVerifier::CheckExecution(const ExecutionRecord& r, std::strin
   }
   bool tail_pending = false;
   RETURN_IF_ERROR(CheckAnchor(events, r.last_seq, r.last_hash, "record", &tail_pending));
+  // The events a record holds are written with its anchor, in one write: one its anchor does not name
+  // is not a crash's trailing event (DESIGN §17.1) but one added afterwards.
+  if (tail_pending && !r.own_events.empty()) {
+    ASSIGN_OR_RETURN(std::vector<LedgerEvent> held, Ledger::DecodeOwnPath(r));
+    if (static_cast<int64_t>(held.size()) > r.last_seq) {
+      return Bad(absl::StrCat("event ", r.last_seq + 1, " is held in its record, but its record's anchor names event ",
+                              r.last_seq, " as the last"));
+    }
+  }
   if (pending != nullptr) *pending = tail_pending;
   const std::vector<LedgerEvent> anchored(events.begin(), events.begin() + r.last_seq);
   return CheckRecord(r, stored_under_tenant, anchored);

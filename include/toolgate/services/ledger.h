@@ -117,11 +117,17 @@ class Ledger {
   // [type, ms after the record's created_at_ms, data, actor]: its hash and links are not stored but
   // recomputed (a change to any of them changes the chain's end, which the record's last_hash, or the
   // prev_hash of the first event item after them, still names), EXECUTION_RECEIVED's data is rebuilt
-  // from the record (ExecutionStore::ReceivedData; stored only where it differs), and the actor is
+  // from the record (ExecutionStore::ReceivedData; stored only where it differs), a `result_sha256`
+  // that is the record's result_json's is stored as `true` and rebuilt, and the actor is
   // left out where it is the chain's (ExecutionStore::ChainActor). Expanded, they are the events the
   // same call wrote as items before: same seq, at, data and hash, so `ledger verify` and
   // `ledger export` see one chain either way.
   static std::string EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record);
+  // Beyond this, the events go as items (a deduplicated replay's REPLAY_DEDUPED carries the whole
+  // result, which the record already holds once): the record stays within DynamoDB's item limit.
+  static constexpr size_t kMaxOwnPathBytes = 8 * 1024;
+  // The item of an event made by MakeEventJson, for a chain whose events are not held in its record.
+  static store::WriteRequest EventItemRequest(const std::string& chain, const LedgerEvent& event);
   // kDataLoss when the record's `events` is not what EncodeOwnPath writes.
   static absl::StatusOr<std::vector<LedgerEvent>> DecodeOwnPath(const ExecutionRecord& record);
   // An execution's whole chain: the events its record holds, then its event items.
