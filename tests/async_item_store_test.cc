@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 #include <utility>
 
@@ -231,6 +232,16 @@ class SqliteAsyncTest : public ::testing::Test {
   std::unique_ptr<SqliteItemStore> Open(bool read_only = false) {
     return toolgate::testing::OpenSqlite(dir_.file("store.db"), clock_, read_only);
   }
+  // `synchronous = FULL`, as a gateway runs by default (the helper above opens NORMAL).
+  std::unique_ptr<SqliteItemStore> OpenFull() {
+    SqliteItemStore::Options o;
+    o.path = dir_.file("store.db");
+    o.synchronous_full = true;
+    o.sweep_interval_ms = 0;
+    auto s = SqliteItemStore::Open(o, clock_);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
   static std::vector<WriteRequest> Increment() {
     std::vector<WriteRequest> batch;
     batch.push_back(WriteRequest::Update(kCounter, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always()));
@@ -280,7 +291,7 @@ TEST_F(SqliteAsyncTest, SynchronousAndAsynchronousWritersShareOneQueueAndLoseNot
 // Batches submitted faster than one commit takes are committed together: one transaction (one
 // fsync with `full`) for many of them, and no thread of the submitter's waited.
 TEST_F(SqliteAsyncTest, BatchesSubmittedTogetherAreCommittedInFewerTransactions) {
-  auto store = Open();
+  auto store = OpenFull();
   ASSERT_NE(store, nullptr);
   constexpr int kBatches = 100;
   std::atomic<int> applied{0};
@@ -337,6 +348,71 @@ TEST_F(SqliteAsyncTest, AReadOnlyStoreRefusesAnAsynchronousBatchAtOnce) {
   store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) { results = std::move(r); });
   ASSERT_EQ(results.size(), 1u) << "completed before AsyncWriteBatch returned";
   EXPECT_EQ(results[0].status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// With `synchronous = NORMAL` a commit does not wait for the disk, so a batch submitted to an idle
+// store is committed by the submitting thread (an event loop) and completed before AsyncWriteBatch
+// returns: no hand-off to the writer thread and back. With FULL the writer thread commits it, so
+// that no event loop ever waits for an fsync.
+TEST_F(SqliteAsyncTest, AnIdleStoreCommitsOnTheSubmittingThreadOnlyWithoutFsync) {
+  for (bool full : {false, true}) {
+    SCOPED_TRACE(full ? "synchronous = FULL" : "synchronous = NORMAL");
+    auto store = full ? OpenFull() : Open();
+    ASSERT_NE(store, nullptr);
+    const int64_t groups_before = store->groups_committed();
+    std::atomic<bool> completed{false};
+    std::thread::id completed_on;
+    store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+      EXPECT_TRUE(r.size() == 1 && r[0].ok() && r[0]->applied);
+      completed_on = std::this_thread::get_id();
+      completed = true;
+    });
+    if (full) {
+      for (int i = 0; i < 500 && !completed; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      ASSERT_TRUE(completed);
+      EXPECT_NE(completed_on, std::this_thread::get_id()) << "FULL: the writer thread commits it";
+    } else {
+      ASSERT_TRUE(completed) << "NORMAL: committed before AsyncWriteBatch returned";
+      EXPECT_EQ(completed_on, std::this_thread::get_id());
+    }
+    EXPECT_EQ(store->groups_committed(), groups_before + 1);
+    store.reset();
+  }
+}
+
+// SQLite runs a WAL checkpoint inside the commit that takes the WAL past 1,000 frames, and a
+// checkpoint syncs the files. When an event loop led that commit, the store leaves the checkpoint to
+// the writer thread: the next batch goes there, and the WAL stays bounded as with SQLite's own.
+TEST_F(SqliteAsyncTest, CheckpointsRunOnTheWriterThreadWhenAnEventLoopLedTheCommit) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kBatches = 1500;  // ~3 frames each: past the threshold several times
+  const std::string big(6000, 'x');
+  int on_submitter = 0;
+  int elsewhere = 0;
+  for (int i = 0; i < kBatches; ++i) {
+    std::vector<WriteRequest> batch;
+    batch.push_back(WriteRequest::Put(ItemKey{"WAL#test", "item-" + std::to_string(i % 50)}, Item{{"v", big}},
+                                      Condition::Always()));
+    std::atomic<bool> done{false};
+    std::thread::id done_on;
+    store->AsyncWriteBatch(std::move(batch), [&](AsyncItemStore::WriteResults r) {
+      EXPECT_TRUE(r.size() == 1 && r[0].ok() && r[0]->applied);
+      done_on = std::this_thread::get_id();
+      done = true;
+    });
+    for (int k = 0; k < 500 && !done; ++k) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    ASSERT_TRUE(done);
+    (done_on == std::this_thread::get_id() ? on_submitter : elsewhere)++;
+  }
+  EXPECT_GE(store->checkpoints_run(), 2);
+  EXPECT_EQ(elsewhere, store->checkpoints_run()) << "each checkpoint took one batch to the writer thread";
+  EXPECT_GT(on_submitter, kBatches * 9 / 10);
+  // Bounded: without checkpoints the WAL would hold every frame written (~4,500 frames, ~18 MB).
+  std::error_code ec;
+  const auto wal_bytes = std::filesystem::file_size(dir_.file("store.db") + "-wal", ec);
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_LT(wal_bytes, 1300u * 4120u) << "the WAL was reused after a checkpoint";
 }
 
 }  // namespace

@@ -30,7 +30,11 @@ namespace toolgate::store {
 // pooled reader connection (WAL readers never wait for the writer); a write batch joins the same
 // group-commit queue as the synchronous writes, and a writer thread of the store's own (started
 // at the first one) commits the groups that an asynchronous batch leads and calls their
-// completions. The destructor commits what is queued and calls every completion before it returns.
+// completions. Exception: with `synchronous_full = false`, a batch submitted while nothing is
+// committing or queued, to a store where batches have not lately been meeting each other, is
+// committed by the submitting thread itself, and its completion runs there
+// before AsyncWriteBatch returns (no fsync is waited for; WAL checkpoints stay on the writer thread). The destructor
+// commits what is queued and calls every completion before it returns.
 //
 // Status codes beyond ItemStore's: Open returns kDataLoss for a file that is not a SQLite database,
 // kUnavailable for one that cannot be opened; writes to a read-only store return kFailedPrecondition.
@@ -69,6 +73,8 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
 
   // Write transactions committed so far (each a group of one or more batches).
   int64_t groups_committed() const { return groups_committed_.load(std::memory_order_relaxed); }
+  // WAL checkpoints the store's writer has run (it replaces SQLite's automatic one; see CommitGroup).
+  int64_t checkpoints_run() const { return checkpoints_run_.load(std::memory_order_relaxed); }
 
   // Deletes expired items now; returns how many.
   absl::StatusOr<int> SweepExpired();
@@ -90,7 +96,8 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // (whose busy handler sleeps), and one commit (one fsync) serves many writes.
   //
   // A group's leader is always the owner of the entry at the front of the queue: the thread of a
-  // synchronous Submit, or the writer thread for an asynchronous batch. One group is committed at a
+  // synchronous Submit, the writer thread for an asynchronous batch, or the thread that submitted an
+  // asynchronous batch to an empty queue (`on_submitter`, NORMAL only). One group is committed at a
   // time, since the front leaves the queue only once its group is committed.
   struct Writer;
   std::vector<absl::StatusOr<WriteResult>> Submit(const std::vector<WriteRequest>& requests);
@@ -102,7 +109,9 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // Commits `group` (led by `self`, or by the writer thread when null), takes it off the queue and
   // runs its asynchronous writers' completions.
   void CommitAndFinish(const std::vector<Writer*>& group, const Writer* self) ABSL_LOCKS_EXCLUDED(queue_mu_);
-  void CommitGroup(const std::vector<Writer*>& group);
+  // `on_submitter`: led by the thread that submitted its asynchronous batch (an event loop), which
+  // must not run a checkpoint; it leaves the checkpoint due for the next leader.
+  void CommitGroup(const std::vector<Writer*>& group, bool on_submitter);
   bool AsyncLeads() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void WriterLoop();
 
@@ -120,9 +129,12 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   bool writer_stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
   absl::CondVar writer_cv_;    // signalled when an asynchronous batch reaches the front, and at stop
   std::thread writer_thread_;  // started under queue_mu_ by the first AsyncWriteBatch; joined by the destructor
+  int contention_ ABSL_GUARDED_BY(queue_mu_) = 0;             // see AsyncWriteBatch
   int64_t async_outstanding_ ABSL_GUARDED_BY(queue_mu_) = 0;  // batches whose completion has not returned
   absl::CondVar idle_cv_;                                     // signalled when async_outstanding_ drops to 0
   std::atomic<int64_t> groups_committed_{0};
+  std::atomic<int64_t> checkpoints_run_{0};
+  std::atomic<bool> checkpoint_due_{false};  // the WAL is past kCheckpointFrames and a loop led its last commit
 
   absl::Mutex sweep_mu_;
   bool stopping_ ABSL_GUARDED_BY(sweep_mu_) = false;  // the sweeper waits on it (Mutex::Await)
