@@ -14,6 +14,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <sqlite3.h>
+
 #include "gtest/gtest.h"
 #include "test_support.h"
 #include "toolgate/store/async_item_store.h"
@@ -413,6 +415,38 @@ TEST_F(SqliteAsyncTest, CheckpointsRunOnTheWriterThreadWhenAnEventLoopLedTheComm
   const auto wal_bytes = std::filesystem::file_size(dir_.file("store.db") + "-wal", ec);
   ASSERT_FALSE(ec) << ec.message();
   EXPECT_LT(wal_bytes, 1300u * 4120u) << "the WAL was reused after a checkpoint";
+}
+
+// An event loop never sleeps in SQLite's busy handler: while another process holds the database's
+// write lock, an idle store's batch goes to the writer thread (which waits for the lock) instead of
+// being committed on the submitting thread, and it is committed once the lock is free.
+TEST_F(SqliteAsyncTest, AnotherProcesssWriteLockSendsTheBatchToTheWriterThread) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->WriteBatch(Increment())[0].ok());
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::atomic<bool> done{false};
+  std::thread::id done_on;
+  bool applied = false;
+  const auto submitted = std::chrono::steady_clock::now();
+  store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+    applied = r.size() == 1 && r[0].ok() && r[0]->applied;
+    done_on = std::this_thread::get_id();
+    done = true;
+  });
+  EXPECT_LT(std::chrono::steady_clock::now() - submitted, std::chrono::seconds(1)) << "the submitter did not wait";
+  EXPECT_FALSE(done) << "not committed while another connection holds the write lock";
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(done);
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  for (int i = 0; i < 500 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(done);
+  EXPECT_TRUE(applied);
+  EXPECT_NE(done_on, std::this_thread::get_id()) << "the writer thread committed it";
+  EXPECT_EQ(GetInt(**store->Get(kCounter), "n").value_or(-1), 2);
 }
 
 }  // namespace

@@ -415,7 +415,15 @@ std::vector<absl::StatusOr<WriteResult>> SqliteItemStore::Submit(const std::vect
 }
 
 void SqliteItemStore::CommitAndFinish(const std::vector<Writer*>& group, const Writer* self) {
-  CommitGroup(group, /*on_submitter=*/!group.empty() && group.front()->on_submitter);
+  const bool on_submitter = !group.empty() && group.front()->on_submitter;
+  if (!CommitGroup(group, on_submitter)) {
+    // Another process holds the file's write lock: the writer thread waits for it, not the loop.
+    absl::MutexLock lock(&queue_mu_);
+    group.front()->on_submitter = false;
+    contention_ = 1024;
+    writer_cv_.Signal();
+    return;
+  }
   std::vector<Writer*> finished_async;
   {
     absl::MutexLock lock(&queue_mu_);
@@ -541,9 +549,10 @@ void SqliteItemStore::AsyncGet(ItemKey key, GetCompletion done) { std::move(done
 void SqliteItemStore::AsyncQuery(QueryRequest request, QueryCompletion done) { std::move(done)(Query(request)); }
 
 // REQUIRES: called by the group leader only (so one group at a time uses writer_).
-void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_submitter) {
+bool SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_submitter) {
   auto fail_all = [&](const absl::Status& s) {
     for (Writer* w : group) w->results.assign(w->requests->size(), s);
+    return true;
   };
   if (!writer_) {
     absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Open(options_);
@@ -552,7 +561,21 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_sub
     writer_->CountWalFrames();
   }
   Connection& c = *writer_;
-  absl::Status fatal = c.Run(c.begin_, "begin");
+  absl::Status fatal;
+  if (on_submitter) {
+    // An event loop never sleeps in SQLite's busy handler: if another process is writing, give up.
+    sqlite3_busy_timeout(c.db_, 0);
+    int rc;
+    {
+      StatementScope scope(c.begin_);
+      rc = sqlite3_step(c.begin_);
+    }
+    sqlite3_busy_timeout(c.db_, options_.busy_timeout_ms);
+    if ((rc & 0xff) == SQLITE_BUSY) return false;
+    if (rc != SQLITE_DONE) fatal = SqliteError(rc, "begin", c.db_);
+  } else {
+    fatal = c.Run(c.begin_, "begin");
+  }
   if (fatal.ok()) fatal = c.RevalidateCache();
   if (fatal.ok()) {
     for (Writer* w : group) {
@@ -576,15 +599,16 @@ void SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_sub
   // The checkpoint SQLite would run here itself, unless an event loop leads: a checkpoint syncs the
   // WAL and the database file, so it waits for the next group the writer thread (or a synchronous
   // writer) leads. A failed one (another process checkpointing) is tried again after a later commit.
-  if (c.wal_frames() < kCheckpointFrames) return;
+  if (c.wal_frames() < kCheckpointFrames) return true;
   if (on_submitter) {
     checkpoint_due_.store(true, std::memory_order_relaxed);
-    return;
+    return true;
   }
   if (absl::Status s = c.Checkpoint(); s.ok()) {
     checkpoint_due_.store(false, std::memory_order_relaxed);
     checkpoints_run_.fetch_add(1, std::memory_order_relaxed);
   }
+  return true;
 }
 
 namespace {

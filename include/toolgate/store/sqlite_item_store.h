@@ -110,8 +110,9 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // runs its asynchronous writers' completions.
   void CommitAndFinish(const std::vector<Writer*>& group, const Writer* self) ABSL_LOCKS_EXCLUDED(queue_mu_);
   // `on_submitter`: led by the thread that submitted its asynchronous batch (an event loop), which
-  // must not run a checkpoint; it leaves the checkpoint due for the next leader.
-  void CommitGroup(const std::vector<Writer*>& group, bool on_submitter);
+  // must not wait: it leaves a due checkpoint to the next leader, and returns false (nothing done)
+  // when another process holds the database's write lock. True: every writer of `group` has results.
+  bool CommitGroup(const std::vector<Writer*>& group, bool on_submitter);
   bool AsyncLeads() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
   void WriterLoop();
 
