@@ -32,8 +32,8 @@ namespace toolgate::store {
 // at the first one) commits the groups that an asynchronous batch leads and calls their
 // completions. Exception: with `synchronous_full = false`, a batch submitted while nothing is
 // committing or queued, to a store where batches have not lately been meeting each other, is
-// committed by the submitting thread itself, and its completion runs there
-// before AsyncWriteBatch returns (no fsync is waited for; WAL checkpoints stay on the writer thread). The destructor
+// committed by the submitting thread itself, and its completion runs there before AsyncWriteBatch
+// returns (no fsync is waited for; WAL checkpoints stay on the writer thread). The destructor
 // commits what is queued and calls every completion before it returns.
 //
 // Status codes beyond ItemStore's: Open returns kDataLoss for a file that is not a SQLite database,
