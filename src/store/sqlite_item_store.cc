@@ -158,6 +158,21 @@ class SqliteItemStore::Connection {
     return absl::OkStatus();
   }
 
+  // BEGIN IMMEDIATE without SQLite's busy handler: false (nothing begun) when another connection
+  // holds the write lock, for a leader that must not wait (an event loop).
+  absl::StatusOr<bool> BeginWithoutWaiting(int busy_timeout_ms) {
+    sqlite3_busy_timeout(db_, 0);
+    int rc;
+    {
+      StatementScope scope(begin_);
+      rc = sqlite3_step(begin_);
+    }
+    sqlite3_busy_timeout(db_, busy_timeout_ms);
+    if ((rc & 0xff) == SQLITE_BUSY) return false;
+    if (rc != SQLITE_DONE) return SqliteError(rc, "begin", db_);
+    return true;
+  }
+
   absl::Status Exec(const char* sql, std::string_view what) {
     int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return SqliteError(rc, what, db_);
@@ -389,7 +404,8 @@ constexpr size_t kMaxGroupWrites = 256;
 constexpr int kCheckpointFrames = 1000;
 // The share of recent asynchronous batches that met others queued (in 1/1024ths) from which a
 // submitting thread no longer commits its own batch (AsyncWriteBatch).
-constexpr int kInlineContentionLimit = 128;
+constexpr int kContentionScale = 1024;
+constexpr int kInlineContentionLimit = kContentionScale / 8;
 
 // Executes one request inside an open transaction. Returns its own result (a failed condition, a
 // malformed update, an undecodable row: nothing written); sets `fatal` when SQLite itself failed,
@@ -420,7 +436,7 @@ void SqliteItemStore::CommitAndFinish(const std::vector<Writer*>& group, const W
     // Another process holds the file's write lock: the writer thread waits for it, not the loop.
     absl::MutexLock lock(&queue_mu_);
     group.front()->on_submitter = false;
-    contention_ = 1024;
+    contention_ = kContentionScale;
     writer_cv_.Signal();
     return;
   }
@@ -524,7 +540,7 @@ void SqliteItemStore::AsyncWriteBatch(std::vector<WriteRequest> requests, WriteC
     writers_.push_back(w.release());  // owned by the queue until CommitAndFinish
     // How often a batch lately found others committing or queued (a moving average, in 1/1024ths).
     const bool queued = writers_.size() != 1;
-    contention_ += ((queued ? 1024 : 0) - contention_) / 8;
+    contention_ += ((queued ? kContentionScale : 0) - contention_) / 8;
     if (queued) return;  // behind a group being committed: a leader takes it later
     // Nothing is committing or queued. With `synchronous = NORMAL` a commit writes the WAL and does
     // not wait for the disk, so on a quiet store the submitting thread commits the batch itself:
@@ -564,15 +580,9 @@ bool SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_sub
   absl::Status fatal;
   if (on_submitter) {
     // An event loop never sleeps in SQLite's busy handler: if another process is writing, give up.
-    sqlite3_busy_timeout(c.db_, 0);
-    int rc;
-    {
-      StatementScope scope(c.begin_);
-      rc = sqlite3_step(c.begin_);
-    }
-    sqlite3_busy_timeout(c.db_, options_.busy_timeout_ms);
-    if ((rc & 0xff) == SQLITE_BUSY) return false;
-    if (rc != SQLITE_DONE) fatal = SqliteError(rc, "begin", c.db_);
+    absl::StatusOr<bool> begun = c.BeginWithoutWaiting(options_.busy_timeout_ms);
+    if (begun.ok() && !*begun) return false;
+    fatal = begun.status();
   } else {
     fatal = c.Run(c.begin_, "begin");
   }
