@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build-fuzz}
 seconds=${FUZZ_SECONDS:-30}
-targets=(fuzz_http_request fuzz_json_body fuzz_jwt fuzz_config fuzz_dynamodb_expressions fuzz_stored_item fuzz_mcp_jsonrpc fuzz_event_stream)
+targets=(fuzz_http_request fuzz_json_body fuzz_jwt fuzz_config fuzz_dynamodb_expressions fuzz_stored_item fuzz_mcp_jsonrpc fuzz_event_stream fuzz_own_events)
 
 # A tree configured with the fuzz targets already (`make asan` configures build-asan so: clang, ASan +
 # UBSan, every library instrumented for coverage) is used as it is; CI fuzzes in that tree rather than

@@ -73,7 +73,7 @@ absl::StatusOr<ConcurrencySnapshot> DecodeSlots(const Item& item, std::string_vi
     s.limit_set_at_ms = store::GetInt(item, kLimitSetAt).value_or(0);
   }
   for (const auto& [id, expiry] : *holders) {
-    if (expiry.is_number() && Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) {
+    if (expiry.is_number() && Reclaimable(store::SaturatedInt(expiry), now_ms, config)) {
       ++s.expired_holders;
     }
   }
@@ -163,7 +163,7 @@ bool MayHaveRoom(const Item& item, int64_t now_ms, const ConcurrencyConfig& conf
   if (in_flight && max && *in_flight < *max) return true;
   if (const AttributeMap* holders = store::GetMap(item, kHolders)) {
     for (const auto& [id, expiry] : *holders) {
-      if (expiry.is_number() && Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) return true;
+      if (expiry.is_number() && Reclaimable(store::SaturatedInt(expiry), now_ms, config)) return true;
     }
   }
   return false;
@@ -238,7 +238,7 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
   const int64_t now_ms = clock_.now_epoch_ms();
   int reclaimed = 0;
   for (const auto& [id, expiry] : *holders) {
-    if (!expiry.is_number() || !Reclaimable(static_cast<int64_t>(expiry.as_number()), now_ms, config)) continue;
+    if (!expiry.is_number() || !Reclaimable(store::SaturatedInt(expiry), now_ms, config)) continue;
     const AttributePath holder = AttributePath::In(kHolders, id);
     // Conditional on the expiry we saw: a lease renewed meanwhile is left alone, and of several
     // reclaimers exactly one gives the slot back.

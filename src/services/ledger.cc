@@ -208,6 +208,10 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
   auto bad = [&](std::string_view what) {
     return absl::DataLossError(absl::StrCat("the events its record holds cannot be read: ", std::string(what)));
   };
+  // The events' times are offsets from the record's: a record's time must be one (up to the end of
+  // year 9999, as RFC 3339 writes it), or adding an offset could overflow.
+  constexpr int64_t kLastEpochMs = 253'402'300'799'999;
+  if (record.created_at_ms < 0 || record.created_at_ms > kLastEpochMs) return bad("created_at_ms is not a time");
   const nlohmann::json list = nlohmann::json::parse(record.own_events, nullptr, false);
   if (!list.is_array()) return bad("not a JSON array");
   const std::string actor = ExecutionStore::ChainActor(record);

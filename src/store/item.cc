@@ -1,5 +1,8 @@
 #include "toolgate/store/item.h"
 
+#include <cmath>
+#include <limits>
+
 namespace toolgate::store {
 
 bool operator==(const AttributeValue& a, const AttributeValue& b) {
@@ -29,8 +32,18 @@ std::optional<std::string> GetString(const Item& item, std::string_view name) {
 std::optional<int64_t> GetInt(const Item& item, std::string_view name) {
   auto it = item.find(name);
   if (it == item.end() || !it->second.is_number()) return std::nullopt;
-  if (it->second.is_int()) return it->second.as_int();
-  return static_cast<int64_t>(it->second.as_number());
+  if (std::isnan(it->second.as_number())) return std::nullopt;
+  return SaturatedInt(it->second);
+}
+
+int64_t SaturatedInt(const AttributeValue& number) {
+  if (number.is_int()) return number.as_int();
+  const double d = number.as_number();
+  constexpr double kTwoTo63 = 9223372036854775808.0;
+  if (std::isnan(d)) return 0;
+  if (d >= kTwoTo63) return std::numeric_limits<int64_t>::max();
+  if (d < -kTwoTo63) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(d);
 }
 
 std::optional<bool> GetBool(const Item& item, std::string_view name) {

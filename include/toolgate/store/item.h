@@ -81,10 +81,14 @@ inline AttributePath Attr(std::string name) { return AttributePath::Top(std::mov
 const AttributeValue* Find(const Item& item, const AttributePath& path);
 
 // Typed accessors for services reading items they wrote. Absent or of another type -> nullopt.
+// GetInt truncates a fractional number and saturates one beyond int64's range (SaturatedInt).
 std::optional<std::string> GetString(const Item& item, std::string_view name);
 std::optional<int64_t> GetInt(const Item& item, std::string_view name);
 std::optional<bool> GetBool(const Item& item, std::string_view name);
 const AttributeMap* GetMap(const Item& item, std::string_view name);
+// A number (is_number()) as an int64: truncated, beyond int64's range the nearest end, NaN 0. For
+// numbers read from the store, where a plain conversion of a damaged value would be undefined.
+int64_t SaturatedInt(const AttributeValue& number);
 
 // The reserved attribute holding an item's expiry in epoch seconds (section 3 of the design).
 inline constexpr std::string_view kTtlAttribute = "ttl";
