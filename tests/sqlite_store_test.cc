@@ -197,6 +197,98 @@ TEST(SqliteStoreTest, TheBackgroundSweeperRunsByItself) {
   EXPECT_EQ(count, "0");
 }
 
+// A store that coalesces its WAL writes (the default) hands each commit's frames to the file in one
+// write, where SQLite asks for two per page; one that does not goes through SQLite's own VFS.
+TEST(SqliteStoreTest, EachCommitsWalFramesReachTheFileInOneWrite) {
+  TempDir dir;
+  ManualClock clock;
+  for (const bool coalesce : {true, false}) {
+    SCOPED_TRACE(coalesce ? "coalescing" : "SQLite's own VFS");
+    SqliteItemStore::Options o;
+    o.path = dir.file(coalesce ? "on.db" : "off.db");
+    o.synchronous_full = false;
+    o.sweep_interval_ms = 0;
+    o.coalesce_wal_writes = coalesce;
+    auto store = SqliteItemStore::Open(o, clock);
+    ASSERT_TRUE(store.ok()) << store.status();
+    const auto before = SqliteItemStore::wal_writes();
+    const int64_t groups_before = (*store)->groups_committed();
+    for (int i = 0; i < 50; ++i) {  // items of ~6 KB: a commit writes two pages or more
+      ASSERT_TRUE(
+          (*store)->Put({"P", "k" + std::to_string(i)}, {{"v", std::string(6000, 'x')}}, Condition::Always())->applied);
+    }
+    const auto after = SqliteItemStore::wal_writes();
+    const int64_t commits = (*store)->groups_committed() - groups_before;
+    ASSERT_EQ(commits, 50);
+    if (coalesce) {
+      EXPECT_EQ(after.issued - before.issued, commits) << "one write per commit";
+      EXPECT_GE(after.requested - before.requested, 4 * commits) << "SQLite asked for a header and a page per frame";
+    } else {
+      EXPECT_EQ(after.requested, before.requested);
+      EXPECT_EQ(after.issued, before.issued);
+    }
+    EXPECT_EQ(RawSql(o.path, "SELECT count(*), sum(length(attrs)) FROM items WHERE pk='P'"),
+              absl::StrCat(50, 50 * std::string(R"({"v":""})").size() + 50 * 6000));
+  }
+}
+
+// Another connection, through SQLite's own VFS, reads each commit as soon as the store reports it:
+// the frames are in the file before the commit is published in the WAL index.
+TEST(SqliteStoreTest, ACommitIsInTheFileBeforeAnotherConnectionCanSeeIt) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  auto store = OpenSqlite(path, clock);
+  ASSERT_NE(store, nullptr);
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(path.c_str(), &reader, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* get = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(reader, "SELECT attrs FROM items WHERE pk='P' AND sk=?1", -1, &get, nullptr), SQLITE_OK);
+  for (int i = 0; i < 200; ++i) {
+    const std::string sk = "k" + std::to_string(i);
+    const std::string value(100 + 37 * i, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(store->Put({"P", sk}, {{"v", value}}, Condition::Always())->applied);
+    sqlite3_bind_text(get, 1, sk.c_str(), -1, SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(get), SQLITE_ROW) << sk << ": " << sqlite3_errmsg(reader);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(get, 0))),
+              nlohmann::json({{"v", value}}).dump());
+    sqlite3_reset(get);
+  }
+  sqlite3_finalize(get);
+  sqlite3_close(reader);
+  EXPECT_TRUE(store->CheckIntegrity().ok());
+}
+
+// A commit larger than one write of SQLite's unix VFS carries (128 KB), and one larger than the page
+// cache (the pager then writes frames before the commit and reads them back) or the buffer (4 MB).
+TEST(SqliteStoreTest, LargeCommitsReachTheFileWholeAndReadBack) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  auto store = OpenSqlite(path, clock);
+  ASSERT_NE(store, nullptr);
+  int64_t expected_bytes = 0;
+  for (const int items : {8, 60}) {  // 8 x 100 KB: 800 KB; 60 x 100 KB: 6 MB, past the cache and buffer
+    std::vector<WriteRequest> batch;
+    for (int i = 0; i < items; ++i) {
+      batch.push_back(WriteRequest::Put({"L" + std::to_string(items), "k" + std::to_string(i)},
+                                        {{"v", std::string(100'000, static_cast<char>('a' + i % 26))}},
+                                        Condition::Always()));
+    }
+    const auto before = SqliteItemStore::wal_writes();
+    for (const auto& r : store->WriteBatch(batch)) ASSERT_TRUE(r.ok() && r->applied) << r.status();
+    EXPECT_GT(SqliteItemStore::wal_writes().issued - before.issued, items * 100'000 / (128 * 1024))
+        << "no write longer than the unix VFS carries";
+    expected_bytes += int64_t{items} * (100'000 + 8);
+  }
+  EXPECT_EQ(RawSql(path, "SELECT count(*), sum(length(attrs)) FROM items WHERE pk LIKE 'L%'"),
+            absl::StrCat(68, expected_bytes));
+  EXPECT_EQ(RawSql(path, "PRAGMA integrity_check"), "ok");
+  auto one = store->Get({"L60", "k59"});
+  ASSERT_TRUE(one.ok() && one->has_value());
+  EXPECT_EQ(GetString(**one, "v"), std::string(100'000, static_cast<char>('a' + 59 % 26)));
+}
+
 // ItemToJsonText writes the text itself (no JSON tree per write); it must be exactly what nlohmann
 // writes for the same item, escapes, UTF-8 and invalid bytes included.
 TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {

@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "spdlog/spdlog.h"
 #include "store/item_ops.h"
+#include "store/sqlite_wal_vfs.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/item_json.h"
 
@@ -94,7 +95,8 @@ class SqliteItemStore::Connection {
     auto conn = std::unique_ptr<Connection>(new Connection());
     const int flags =
         (o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) | SQLITE_OPEN_NOMUTEX;
-    int rc = sqlite3_open_v2(o.path.c_str(), &conn->db_, flags, nullptr);
+    const char* vfs = o.coalesce_wal_writes ? internal::CoalescingWalVfsName() : nullptr;
+    int rc = sqlite3_open_v2(o.path.c_str(), &conn->db_, flags, vfs);
     if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("open '", o.path, "'"), conn->db_);
     sqlite3_extended_result_codes(conn->db_, 1);
     sqlite3_busy_timeout(conn->db_, o.busy_timeout_ms);
@@ -778,6 +780,11 @@ absl::StatusOr<ScanPage> SqliteItemStore::Scan(const ScanRequest& request) {
   absl::StatusOr<ScanPage> page = run();
   Return(std::move(conn));
   return page;
+}
+
+SqliteItemStore::WalWrites SqliteItemStore::wal_writes() {
+  const internal::WalWriteCounts counts = internal::CoalescingWalWriteCounts();
+  return {counts.requested, counts.issued};
 }
 
 absl::StatusOr<int> SqliteItemStore::SweepExpired() {

@@ -46,6 +46,9 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
     bool synchronous_full = true;    // fsync at every commit (power-loss durable); false: WAL NORMAL
     int busy_timeout_ms = 5000;      // how long a writer waits for another's lock before kUnavailable
     int sweep_interval_ms = 60'000;  // background TTL sweep period; 0 disables the sweeper thread
+    // Write a commit's WAL frames with one write instead of two per page (src/store/sqlite_wal_vfs.h);
+    // what reaches the disk, and when it is synced, is the same either way.
+    bool coalesce_wal_writes = true;
   };
 
   // `clock` must outlive the store.
@@ -75,6 +78,14 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   int64_t groups_committed() const { return groups_committed_.load(std::memory_order_relaxed); }
   // WAL checkpoints the store's writer has run (it replaces SQLite's automatic one; see CommitGroup).
   int64_t checkpoints_run() const { return checkpoints_run_.load(std::memory_order_relaxed); }
+
+  // The WAL writes SQLite asked for, and the writes that carried them, since the process started,
+  // over every store of the process opened with `coalesce_wal_writes` (src/store/sqlite_wal_vfs.h).
+  struct WalWrites {
+    int64_t requested = 0;
+    int64_t issued = 0;
+  };
+  static WalWrites wal_writes();
 
   // Deletes expired items now; returns how many.
   absl::StatusOr<int> SweepExpired();

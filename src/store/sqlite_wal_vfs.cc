@@ -1,0 +1,257 @@
+#include "store/sqlite_wal_vfs.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace toolgate::store::internal {
+namespace {
+
+constexpr char kVfsName[] = "toolgate-wal";
+constexpr int kFrameHeaderBytes = 24;                   // a WAL frame's header (SQLite's file format)
+constexpr sqlite3_int64 kMaxBuffered = 4 * 1024 * 1024;  // a spilling transaction is written in parts
+// The most one write of the unix VFS carries: it masks a write's length to 17 bits (0x1ffff), so a
+// longer one is cut short and reported as SQLITE_FULL. 30 frames of 4 KB pages.
+constexpr sqlite3_int64 kMaxWrite = 120 * 1024;
+
+std::atomic<int64_t> g_requested{0};
+std::atomic<int64_t> g_issued{0};
+
+sqlite3_vfs* g_real = nullptr;  // the wrapped VFS; set once, before g_vfs is registered
+sqlite3_vfs g_vfs;
+
+// A WAL file: this header, then the real VFS's file object (szOsFile bytes). SQLite allocates it
+// and never constructs it, so it holds only plain data; SQLite aligns it to 8 bytes only, so nothing
+// in it may ask for more (a 16-byte alignment lets the compiler use aligned vector stores that fault).
+struct WalFile {
+  sqlite3_file base;  // base.pMethods = &kWalMethods once open
+  char* buffer;       // sqlite3_malloc64'd; the bytes of [start, start + length)
+  sqlite3_int64 capacity;
+  sqlite3_int64 start;
+  sqlite3_int64 length;
+  int commit_header;  // the last frame header written was a commit frame's
+  alignas(8) unsigned char real_storage[8];
+
+  sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(real_storage); }
+};
+
+static_assert(alignof(WalFile) == 8, "SQLite aligns a file object to 8 bytes only");
+
+WalFile* Wal(sqlite3_file* f) { return reinterpret_cast<WalFile*>(f); }
+
+int Flush(WalFile* f) {
+  int rc = SQLITE_OK;
+  for (sqlite3_int64 done = 0; done < f->length && rc == SQLITE_OK;) {
+    const int part = static_cast<int>(std::min(f->length - done, kMaxWrite));
+    rc = f->real()->pMethods->xWrite(f->real(), f->buffer + done, part, f->start + done);
+    g_issued.fetch_add(1, std::memory_order_relaxed);
+    done += part;
+  }
+  f->length = 0;  // written or not: a failed write is reported once, as SQLite's own would be
+  return rc;
+}
+
+int Reserve(WalFile* f, sqlite3_int64 bytes) {
+  if (bytes <= f->capacity) return SQLITE_OK;
+  sqlite3_int64 capacity = f->capacity == 0 ? 64 * 1024 : f->capacity;
+  while (capacity < bytes) capacity *= 2;
+  void* grown = sqlite3_realloc64(f->buffer, static_cast<sqlite3_uint64>(capacity));
+  if (grown == nullptr) return SQLITE_NOMEM;
+  f->buffer = static_cast<char*>(grown);
+  f->capacity = capacity;
+  return SQLITE_OK;
+}
+
+int WalWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
+  WalFile* f = Wal(file);
+  g_requested.fetch_add(1, std::memory_order_relaxed);
+  if (f->length > 0 && (offset != f->start + f->length || f->length + amount > kMaxBuffered)) {
+    if (int rc = Flush(f); rc != SQLITE_OK) return rc;
+  }
+  if (amount > kMaxWrite) {  // never buffered (SQLite's pages are at most 64 KB)
+    g_issued.fetch_add(1, std::memory_order_relaxed);
+    return f->real()->pMethods->xWrite(f->real(), data, amount, offset);
+  }
+  if (int rc = Reserve(f, f->length + amount); rc != SQLITE_OK) return rc;
+  if (f->length == 0) f->start = offset;
+  std::memcpy(f->buffer + f->length, data, static_cast<size_t>(amount));
+  f->length += amount;
+  if (amount == kFrameHeaderBytes) {
+    // Bytes 4..7 of a frame header: the database size in pages after a commit, 0 for other frames.
+    const auto* header = static_cast<const unsigned char*>(data);
+    f->commit_header = (header[4] | header[5] | header[6] | header[7]) != 0;
+    return SQLITE_OK;
+  }
+  // A commit frame's page: SQLite publishes the commit in the WAL index next; the frames must be in
+  // the file before any reader can look for them.
+  if (f->commit_header) return Flush(f);
+  return SQLITE_OK;
+}
+
+int WalClose(sqlite3_file* file) {
+  WalFile* f = Wal(file);
+  const int flushed = Flush(f);
+  const int rc = f->real()->pMethods != nullptr ? f->real()->pMethods->xClose(f->real()) : SQLITE_OK;
+  sqlite3_free(f->buffer);
+  f->buffer = nullptr;
+  f->capacity = 0;
+  return flushed != SQLITE_OK ? flushed : rc;
+}
+
+// Every other call sees the file with what was written to it.
+template <typename Call>
+int FlushThen(sqlite3_file* file, Call call) {
+  WalFile* f = Wal(file);
+  if (int rc = Flush(f); rc != SQLITE_OK) return rc;
+  return call(f->real());
+}
+
+int WalRead(sqlite3_file* file, void* data, int amount, sqlite3_int64 offset) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xRead(r, data, amount, offset); });
+}
+int WalTruncate(sqlite3_file* file, sqlite3_int64 size) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xTruncate(r, size); });
+}
+int WalSync(sqlite3_file* file, int flags) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xSync(r, flags); });
+}
+int WalFileSize(sqlite3_file* file, sqlite3_int64* size) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xFileSize(r, size); });
+}
+int WalLock(sqlite3_file* file, int level) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xLock(r, level); });
+}
+int WalUnlock(sqlite3_file* file, int level) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xUnlock(r, level); });
+}
+int WalFileControl(sqlite3_file* file, int op, void* arg) {
+  return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xFileControl(r, op, arg); });
+}
+int WalFetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
+  return FlushThen(file, [&](sqlite3_file* r) {
+    if (r->pMethods->iVersion < 3) {
+      *out = nullptr;  // "no mapping": SQLite reads instead
+      return SQLITE_OK;
+    }
+    return r->pMethods->xFetch(r, offset, amount, out);
+  });
+}
+
+int WalCheckReservedLock(sqlite3_file* file, int* out) {
+  return Wal(file)->real()->pMethods->xCheckReservedLock(Wal(file)->real(), out);
+}
+int WalSectorSize(sqlite3_file* file) { return Wal(file)->real()->pMethods->xSectorSize(Wal(file)->real()); }
+int WalDeviceCharacteristics(sqlite3_file* file) {
+  return Wal(file)->real()->pMethods->xDeviceCharacteristics(Wal(file)->real());
+}
+// SQLite keeps its shared memory on the database file, never on a WAL file; these only forward.
+int WalShmMap(sqlite3_file* file, int page, int size, int extend, void volatile** out) {
+  sqlite3_file* r = Wal(file)->real();
+  return r->pMethods->iVersion >= 2 ? r->pMethods->xShmMap(r, page, size, extend, out) : SQLITE_IOERR_SHMMAP;
+}
+int WalShmLock(sqlite3_file* file, int offset, int n, int flags) {
+  sqlite3_file* r = Wal(file)->real();
+  return r->pMethods->iVersion >= 2 ? r->pMethods->xShmLock(r, offset, n, flags) : SQLITE_IOERR_SHMLOCK;
+}
+void WalShmBarrier(sqlite3_file* file) {
+  sqlite3_file* r = Wal(file)->real();
+  if (r->pMethods->iVersion >= 2) r->pMethods->xShmBarrier(r);
+}
+int WalShmUnmap(sqlite3_file* file, int delete_flag) {
+  sqlite3_file* r = Wal(file)->real();
+  return r->pMethods->iVersion >= 2 ? r->pMethods->xShmUnmap(r, delete_flag) : SQLITE_OK;
+}
+int WalUnfetch(sqlite3_file* file, sqlite3_int64 offset, void* page) {
+  sqlite3_file* r = Wal(file)->real();
+  return r->pMethods->iVersion >= 3 ? r->pMethods->xUnfetch(r, offset, page) : SQLITE_OK;
+}
+
+// The methods of a WAL file of this VFS: every version-3 method, each forwarding only what the real
+// file has.
+const sqlite3_io_methods kWalMethods = {
+    3,           WalClose,         WalRead,       WalWrite,   WalTruncate,   WalSync,
+    WalFileSize, WalLock,          WalUnlock,     WalCheckReservedLock, WalFileControl, WalSectorSize,
+    WalDeviceCharacteristics, WalShmMap, WalShmLock, WalShmBarrier, WalShmUnmap, WalFetch,
+    WalUnfetch};
+
+int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
+  if ((flags & SQLITE_OPEN_WAL) == 0) {
+    // Any other file is the real VFS's object in place: its calls go straight to the real methods.
+    return g_real->xOpen(g_real, name, file, flags, out_flags);
+  }
+  WalFile* f = Wal(file);
+  f->base.pMethods = nullptr;
+  f->buffer = nullptr;
+  f->capacity = 0;
+  f->start = 0;
+  f->length = 0;
+  f->commit_header = 0;
+  const int rc = g_real->xOpen(g_real, name, f->real(), flags, out_flags);
+  // On failure SQLite calls no method of ours, but closes the real file if it set its methods.
+  if (rc != SQLITE_OK) {
+    if (f->real()->pMethods != nullptr) f->real()->pMethods->xClose(f->real());
+    return rc;
+  }
+  f->base.pMethods = &kWalMethods;
+  return SQLITE_OK;
+}
+
+// The rest of the VFS is the real one's, called with the real VFS object.
+int Delete(sqlite3_vfs*, const char* name, int sync_dir) { return g_real->xDelete(g_real, name, sync_dir); }
+int Access(sqlite3_vfs*, const char* name, int flags, int* out) { return g_real->xAccess(g_real, name, flags, out); }
+int FullPathname(sqlite3_vfs*, const char* name, int size, char* out) {
+  return g_real->xFullPathname(g_real, name, size, out);
+}
+void* DlOpen(sqlite3_vfs*, const char* name) { return g_real->xDlOpen(g_real, name); }
+void DlError(sqlite3_vfs*, int size, char* out) { g_real->xDlError(g_real, size, out); }
+void (*DlSym(sqlite3_vfs*, void* handle, const char* symbol))(void) { return g_real->xDlSym(g_real, handle, symbol); }
+void DlClose(sqlite3_vfs*, void* handle) { g_real->xDlClose(g_real, handle); }
+int Randomness(sqlite3_vfs*, int size, char* out) { return g_real->xRandomness(g_real, size, out); }
+int Sleep(sqlite3_vfs*, int microseconds) { return g_real->xSleep(g_real, microseconds); }
+int CurrentTime(sqlite3_vfs*, double* out) { return g_real->xCurrentTime(g_real, out); }
+int GetLastError(sqlite3_vfs*, int size, char* out) {
+  return g_real->xGetLastError != nullptr ? g_real->xGetLastError(g_real, size, out) : 0;
+}
+int CurrentTimeInt64(sqlite3_vfs*, sqlite3_int64* out) { return g_real->xCurrentTimeInt64(g_real, out); }
+
+const char* Register() {
+  g_real = sqlite3_vfs_find(nullptr);
+  if (g_real == nullptr || g_real->iVersion < 2 || g_real->xCurrentTimeInt64 == nullptr) return nullptr;
+  g_vfs = sqlite3_vfs{};
+  g_vfs.iVersion = 2;  // no system-call overrides: those are the real VFS's business
+  g_vfs.szOsFile = static_cast<int>(offsetof(WalFile, real_storage)) + g_real->szOsFile;
+  g_vfs.mxPathname = g_real->mxPathname;
+  g_vfs.zName = kVfsName;
+  g_vfs.xOpen = Open;
+  g_vfs.xDelete = Delete;
+  g_vfs.xAccess = Access;
+  g_vfs.xFullPathname = FullPathname;
+  g_vfs.xDlOpen = DlOpen;
+  g_vfs.xDlError = DlError;
+  g_vfs.xDlSym = DlSym;
+  g_vfs.xDlClose = DlClose;
+  g_vfs.xRandomness = Randomness;
+  g_vfs.xSleep = Sleep;
+  g_vfs.xCurrentTime = CurrentTime;
+  g_vfs.xGetLastError = GetLastError;
+  g_vfs.xCurrentTimeInt64 = CurrentTimeInt64;
+  if (sqlite3_vfs_register(&g_vfs, /*makeDflt=*/0) != SQLITE_OK) return nullptr;
+  return kVfsName;
+}
+
+}  // namespace
+
+const char* CoalescingWalVfsName() {
+  static const char* const name = Register();  // thread-safe, once
+  return name;
+}
+
+WalWriteCounts CoalescingWalWriteCounts() {
+  return {g_requested.load(std::memory_order_relaxed), g_issued.load(std::memory_order_relaxed)};
+}
+
+}  // namespace toolgate::store::internal
