@@ -3,6 +3,7 @@
 // pooled adapter for memory and DynamoDB. Coroutines on real io_contexts, checked for the same
 // semantics as the synchronous port and for resuming on their own executor.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -447,6 +448,50 @@ TEST_F(SqliteAsyncTest, AnotherProcesssWriteLockSendsTheBatchToTheWriterThread) 
   EXPECT_TRUE(applied);
   EXPECT_NE(done_on, std::this_thread::get_id()) << "the writer thread committed it";
   EXPECT_EQ(GetInt(**store->Get(kCounter), "n").value_or(-1), 2);
+}
+
+// Batches that met others queued send the next ones to the writer thread (a loop committing is a
+// loop not serving its connections, and the writer groups their commits), until fewer than one in
+// eight of the recent batches did: then an idle store's batches are committed by their submitter
+// again.
+TEST_F(SqliteAsyncTest, AfterBatchesMeetOthersQueuedTheWriterThreadCommitsUntilTheyStop) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->WriteBatch(Increment())[0].ok());
+  // Twenty batches queue behind another connection's write lock.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::atomic<int> applied{0};
+  for (int i = 0; i < 20; ++i) {
+    store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+      if (r.size() == 1 && r[0].ok() && r[0]->applied) ++applied;
+    });
+  }
+  EXPECT_EQ(applied.load(), 0) << "nothing committed under the other connection's lock";
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  store->WaitIdle();
+  ASSERT_EQ(applied.load(), 20);
+  // Then one batch at a time, each finished before the next: who commits each?
+  const std::thread::id submitter = std::this_thread::get_id();
+  std::vector<bool> on_submitter;
+  for (int i = 0; i < 40; ++i) {
+    std::atomic<bool> here{false};
+    store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+      if (r.size() == 1 && r[0].ok() && r[0]->applied) ++applied;
+      here = std::this_thread::get_id() == submitter;
+    });
+    store->WaitIdle();
+    on_submitter.push_back(here);
+  }
+  EXPECT_EQ(applied.load(), 60);
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(on_submitter[i]) << "batch " << i << " of the quiet ones";
+  const auto first = std::find(on_submitter.begin(), on_submitter.end(), true);
+  ASSERT_NE(first, on_submitter.end()) << "the submitter never committed again";
+  EXPECT_TRUE(std::all_of(first, on_submitter.end(), [](bool b) { return b; }))
+      << "once quiet, every batch from " << (first - on_submitter.begin()) << " on is committed by its submitter";
+  EXPECT_EQ(GetInt(**store->Get(kCounter), "n").value_or(-1), 61);
 }
 
 }  // namespace

@@ -12,7 +12,7 @@ namespace toolgate::store::internal {
 namespace {
 
 constexpr char kVfsName[] = "toolgate-wal";
-constexpr int kFrameHeaderBytes = 24;                   // a WAL frame's header (SQLite's file format)
+constexpr int kFrameHeaderBytes = 24;                    // a WAL frame's header (SQLite's file format)
 constexpr sqlite3_int64 kMaxBuffered = 4 * 1024 * 1024;  // a spilling transaction is written in parts
 // The most one write of the unix VFS carries: it masks a write's length to 17 bits (0x1ffff), so a
 // longer one is cut short and reported as SQLITE_FULL. 30 frames of 4 KB pages.
@@ -173,10 +173,26 @@ int WalUnfetch(sqlite3_file* file, sqlite3_int64 offset, void* page) {
 // The methods of a WAL file of this VFS: every version-3 method, each forwarding only what the real
 // file has.
 const sqlite3_io_methods kWalMethods = {
-    3,           WalClose,         WalRead,       WalWrite,   WalTruncate,   WalSync,
-    WalFileSize, WalLock,          WalUnlock,     WalCheckReservedLock, WalFileControl, WalSectorSize,
-    WalDeviceCharacteristics, WalShmMap, WalShmLock, WalShmBarrier, WalShmUnmap, WalFetch,
-    WalUnfetch};
+    .iVersion = 3,
+    .xClose = WalClose,
+    .xRead = WalRead,
+    .xWrite = WalWrite,
+    .xTruncate = WalTruncate,
+    .xSync = WalSync,
+    .xFileSize = WalFileSize,
+    .xLock = WalLock,
+    .xUnlock = WalUnlock,
+    .xCheckReservedLock = WalCheckReservedLock,
+    .xFileControl = WalFileControl,
+    .xSectorSize = WalSectorSize,
+    .xDeviceCharacteristics = WalDeviceCharacteristics,
+    .xShmMap = WalShmMap,
+    .xShmLock = WalShmLock,
+    .xShmBarrier = WalShmBarrier,
+    .xShmUnmap = WalShmUnmap,
+    .xFetch = WalFetch,
+    .xUnfetch = WalUnfetch,
+};
 
 int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
   if ((flags & SQLITE_OPEN_WAL) == 0) {
