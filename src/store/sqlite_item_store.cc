@@ -787,6 +787,8 @@ SqliteItemStore::WalWrites SqliteItemStore::wal_writes() {
   return {counts.requested, counts.issued};
 }
 
+const char* SqliteItemStore::coalescing_vfs_name() { return internal::CoalescingWalVfsName(); }
+
 absl::StatusOr<int> SqliteItemStore::SweepExpired() {
   if (options_.read_only) return 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());

@@ -14,8 +14,9 @@ namespace {
 constexpr char kVfsName[] = "toolgate-wal";
 constexpr int kFrameHeaderBytes = 24;                    // a WAL frame's header (SQLite's file format)
 constexpr sqlite3_int64 kMaxBuffered = 4 * 1024 * 1024;  // a spilling transaction is written in parts
-// The most one write of the unix VFS carries: it masks a write's length to 17 bits (0x1ffff), so a
-// longer one is cut short and reported as SQLITE_FULL. 30 frames of 4 KB pages.
+// The most one write to the unix VFS is given: it masks a write's length to 17 bits (0x1ffff) and
+// writes what is left in further masked parts, so a length whose rest masks to nothing (a multiple
+// of 128 KB) stops short and is reported as SQLITE_FULL. 30 frames of 4 KB pages.
 constexpr sqlite3_int64 kMaxWrite = 120 * 1024;
 
 std::atomic<int64_t> g_requested{0};
@@ -24,24 +25,45 @@ std::atomic<int64_t> g_issued{0};
 sqlite3_vfs* g_real = nullptr;  // the wrapped VFS; set once, before g_vfs is registered
 sqlite3_vfs g_vfs;
 
-// A WAL file: this header, then the real VFS's file object (szOsFile bytes). SQLite allocates it
-// and never constructs it, so it holds only plain data; SQLite aligns it to 8 bytes only, so nothing
-// in it may ask for more (a 16-byte alignment lets the compiler use aligned vector stores that fault).
+struct DbFile;
+
+// SQLite allocates a file object (szOsFile bytes) and never constructs it, so these hold only plain
+// data, each followed by the real VFS's object. SQLite aligns them to 8 bytes only, so nothing in
+// them may ask for more (a 16-byte alignment lets the compiler use aligned vector stores that fault).
+
+// A WAL file.
 struct WalFile {
   sqlite3_file base;  // base.pMethods = &kWalMethods once open
+  DbFile* db;         // its database file, while both are open (they are one connection's)
   char* buffer;       // sqlite3_malloc64'd; the bytes of [start, start + length)
   sqlite3_int64 capacity;
   sqlite3_int64 start;
   sqlite3_int64 length;
+  // The end of the furthest byte this connection's current write transaction wrote or holds: a
+  // write below it rewrites a frame of the transaction (SQLite's checksum rewrite, or a page written
+  // again) and is never held back.
+  sqlite3_int64 high_water;
   int commit_header;  // the last frame header written was a commit frame's
+  int pass_through;   // hold nothing (see Open)
   alignas(8) unsigned char real_storage[8];
 
   sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(real_storage); }
 };
 
-static_assert(alignof(WalFile) == 8, "SQLite aligns a file object to 8 bytes only");
+// A main database file: its calls are the real file's, but its shared-memory lock and barrier tell
+// the WAL file when a write transaction ends.
+struct DbFile {
+  sqlite3_file base;  // base.pMethods = &kDbMethods once open
+  WalFile* wal;       // its WAL file, while open
+  alignas(8) unsigned char real_storage[8];
+
+  sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(real_storage); }
+};
+
+static_assert(alignof(WalFile) == 8 && alignof(DbFile) == 8, "SQLite aligns a file object to 8 bytes only");
 
 WalFile* Wal(sqlite3_file* f) { return reinterpret_cast<WalFile*>(f); }
+DbFile* Db(sqlite3_file* f) { return reinterpret_cast<DbFile*>(f); }
 
 int Flush(WalFile* f) {
   int rc = SQLITE_OK;
@@ -66,20 +88,32 @@ int Reserve(WalFile* f, sqlite3_int64 bytes) {
   return SQLITE_OK;
 }
 
+int WriteThrough(WalFile* f, const void* data, int amount, sqlite3_int64 offset) {
+  g_issued.fetch_add(1, std::memory_order_relaxed);
+  return f->real()->pMethods->xWrite(f->real(), data, amount, offset);
+}
+
 int WalWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
   WalFile* f = Wal(file);
   g_requested.fetch_add(1, std::memory_order_relaxed);
+  if (f->pass_through) return WriteThrough(f, data, amount, offset);
+  const sqlite3_int64 end = offset + amount;
+  // A rewrite within the transaction (below what it already wrote), or more than one write carries:
+  // written at once, after what is held. After the commit frame SQLite writes only rewrites (its
+  // checksum rewrite), so nothing of a commit is ever left held when SQLite publishes it.
+  if (offset < f->high_water || amount > kMaxWrite) {
+    if (int rc = Flush(f); rc != SQLITE_OK) return rc;
+    f->high_water = std::max(f->high_water, end);
+    return WriteThrough(f, data, amount, offset);
+  }
   if (f->length > 0 && (offset != f->start + f->length || f->length + amount > kMaxBuffered)) {
     if (int rc = Flush(f); rc != SQLITE_OK) return rc;
-  }
-  if (amount > kMaxWrite) {  // never buffered (SQLite's pages are at most 64 KB)
-    g_issued.fetch_add(1, std::memory_order_relaxed);
-    return f->real()->pMethods->xWrite(f->real(), data, amount, offset);
   }
   if (int rc = Reserve(f, f->length + amount); rc != SQLITE_OK) return rc;
   if (f->length == 0) f->start = offset;
   std::memcpy(f->buffer + f->length, data, static_cast<size_t>(amount));
   f->length += amount;
+  f->high_water = end;
   if (amount == kFrameHeaderBytes) {
     // Bytes 4..7 of a frame header: the database size in pages after a commit, 0 for other frames.
     const auto* header = static_cast<const unsigned char*>(data);
@@ -92,6 +126,16 @@ int WalWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 off
   return SQLITE_OK;
 }
 
+// The connection's write transaction ended (its WAL write lock is released). A commit left nothing
+// held; what is held now are frames of a transaction that was rolled back after it spilled pages:
+// never part of the database, and the next writer, of any connection, may write its own frames at
+// those offsets. They are dropped, never written over them.
+void EndOfWriteTransaction(WalFile* f) {
+  f->length = 0;
+  f->high_water = 0;
+  f->commit_header = 0;
+}
+
 int WalClose(sqlite3_file* file) {
   WalFile* f = Wal(file);
   const int flushed = Flush(f);
@@ -99,6 +143,8 @@ int WalClose(sqlite3_file* file) {
   sqlite3_free(f->buffer);
   f->buffer = nullptr;
   f->capacity = 0;
+  if (f->db != nullptr) f->db->wal = nullptr;
+  f->db = nullptr;
   return flushed != SQLITE_OK ? flushed : rc;
 }
 
@@ -114,6 +160,7 @@ int WalRead(sqlite3_file* file, void* data, int amount, sqlite3_int64 offset) {
   return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xRead(r, data, amount, offset); });
 }
 int WalTruncate(sqlite3_file* file, sqlite3_int64 size) {
+  Wal(file)->high_water = std::min(Wal(file)->high_water, size);
   return FlushThen(file, [&](sqlite3_file* r) { return r->pMethods->xTruncate(r, size); });
 }
 int WalSync(sqlite3_file* file, int flags) {
@@ -141,37 +188,41 @@ int WalFetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
   });
 }
 
-int WalCheckReservedLock(sqlite3_file* file, int* out) {
-  return Wal(file)->real()->pMethods->xCheckReservedLock(Wal(file)->real(), out);
-}
-int WalSectorSize(sqlite3_file* file) { return Wal(file)->real()->pMethods->xSectorSize(Wal(file)->real()); }
-int WalDeviceCharacteristics(sqlite3_file* file) {
-  return Wal(file)->real()->pMethods->xDeviceCharacteristics(Wal(file)->real());
-}
-// SQLite keeps its shared memory on the database file, never on a WAL file; these only forward.
-int WalShmMap(sqlite3_file* file, int page, int size, int extend, void volatile** out) {
-  sqlite3_file* r = Wal(file)->real();
-  return r->pMethods->iVersion >= 2 ? r->pMethods->xShmMap(r, page, size, extend, out) : SQLITE_IOERR_SHMMAP;
-}
-int WalShmLock(sqlite3_file* file, int offset, int n, int flags) {
-  sqlite3_file* r = Wal(file)->real();
-  return r->pMethods->iVersion >= 2 ? r->pMethods->xShmLock(r, offset, n, flags) : SQLITE_IOERR_SHMLOCK;
-}
-void WalShmBarrier(sqlite3_file* file) {
-  sqlite3_file* r = Wal(file)->real();
-  if (r->pMethods->iVersion >= 2) r->pMethods->xShmBarrier(r);
-}
-int WalShmUnmap(sqlite3_file* file, int delete_flag) {
-  sqlite3_file* r = Wal(file)->real();
-  return r->pMethods->iVersion >= 2 ? r->pMethods->xShmUnmap(r, delete_flag) : SQLITE_OK;
-}
-int WalUnfetch(sqlite3_file* file, sqlite3_int64 offset, void* page) {
-  sqlite3_file* r = Wal(file)->real();
-  return r->pMethods->iVersion >= 3 ? r->pMethods->xUnfetch(r, offset, page) : SQLITE_OK;
-}
+// The methods both kinds of file forward as they are. `Self` is WalFile or DbFile.
+template <typename Self>
+struct Forward {
+  static sqlite3_file* Real(sqlite3_file* file) { return reinterpret_cast<Self*>(file)->real(); }
+  static int CheckReservedLock(sqlite3_file* file, int* out) {
+    return Real(file)->pMethods->xCheckReservedLock(Real(file), out);
+  }
+  static int SectorSize(sqlite3_file* file) { return Real(file)->pMethods->xSectorSize(Real(file)); }
+  static int DeviceCharacteristics(sqlite3_file* file) {
+    return Real(file)->pMethods->xDeviceCharacteristics(Real(file));
+  }
+  static int ShmMap(sqlite3_file* file, int page, int size, int extend, void volatile** out) {
+    sqlite3_file* r = Real(file);
+    return r->pMethods->iVersion >= 2 ? r->pMethods->xShmMap(r, page, size, extend, out) : SQLITE_IOERR_SHMMAP;
+  }
+  static int ShmLock(sqlite3_file* file, int offset, int n, int flags) {
+    sqlite3_file* r = Real(file);
+    return r->pMethods->iVersion >= 2 ? r->pMethods->xShmLock(r, offset, n, flags) : SQLITE_IOERR_SHMLOCK;
+  }
+  static void ShmBarrier(sqlite3_file* file) {
+    sqlite3_file* r = Real(file);
+    if (r->pMethods->iVersion >= 2) r->pMethods->xShmBarrier(r);
+  }
+  static int ShmUnmap(sqlite3_file* file, int delete_flag) {
+    sqlite3_file* r = Real(file);
+    return r->pMethods->iVersion >= 2 ? r->pMethods->xShmUnmap(r, delete_flag) : SQLITE_OK;
+  }
+  static int Unfetch(sqlite3_file* file, sqlite3_int64 offset, void* page) {
+    sqlite3_file* r = Real(file);
+    return r->pMethods->iVersion >= 3 ? r->pMethods->xUnfetch(r, offset, page) : SQLITE_OK;
+  }
+};
 
 // The methods of a WAL file of this VFS: every version-3 method, each forwarding only what the real
-// file has.
+// file has. SQLite keeps its shared memory on the database file, never on a WAL file.
 const sqlite3_io_methods kWalMethods = {
     .iVersion = 3,
     .xClose = WalClose,
@@ -182,38 +233,141 @@ const sqlite3_io_methods kWalMethods = {
     .xFileSize = WalFileSize,
     .xLock = WalLock,
     .xUnlock = WalUnlock,
-    .xCheckReservedLock = WalCheckReservedLock,
+    .xCheckReservedLock = Forward<WalFile>::CheckReservedLock,
     .xFileControl = WalFileControl,
-    .xSectorSize = WalSectorSize,
-    .xDeviceCharacteristics = WalDeviceCharacteristics,
-    .xShmMap = WalShmMap,
-    .xShmLock = WalShmLock,
-    .xShmBarrier = WalShmBarrier,
-    .xShmUnmap = WalShmUnmap,
+    .xSectorSize = Forward<WalFile>::SectorSize,
+    .xDeviceCharacteristics = Forward<WalFile>::DeviceCharacteristics,
+    .xShmMap = Forward<WalFile>::ShmMap,
+    .xShmLock = Forward<WalFile>::ShmLock,
+    .xShmBarrier = Forward<WalFile>::ShmBarrier,
+    .xShmUnmap = Forward<WalFile>::ShmUnmap,
     .xFetch = WalFetch,
-    .xUnfetch = WalUnfetch,
+    .xUnfetch = Forward<WalFile>::Unfetch,
 };
 
-int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
-  if ((flags & SQLITE_OPEN_WAL) == 0) {
-    // Any other file is the real VFS's object in place: its calls go straight to the real methods.
-    return g_real->xOpen(g_real, name, file, flags, out_flags);
+// SQLite's WAL write lock is shared-memory lock 0 (wal.c: WAL_WRITE_LOCK).
+constexpr int kWalWriteLock = 0;
+
+int DbClose(sqlite3_file* file) {
+  DbFile* f = Db(file);
+  if (f->wal != nullptr) f->wal->db = nullptr;
+  f->wal = nullptr;
+  return f->real()->pMethods != nullptr ? f->real()->pMethods->xClose(f->real()) : SQLITE_OK;
+}
+int DbRead(sqlite3_file* file, void* data, int amount, sqlite3_int64 offset) {
+  return Db(file)->real()->pMethods->xRead(Db(file)->real(), data, amount, offset);
+}
+int DbWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
+  return Db(file)->real()->pMethods->xWrite(Db(file)->real(), data, amount, offset);
+}
+int DbTruncate(sqlite3_file* file, sqlite3_int64 size) {
+  return Db(file)->real()->pMethods->xTruncate(Db(file)->real(), size);
+}
+int DbSync(sqlite3_file* file, int flags) { return Db(file)->real()->pMethods->xSync(Db(file)->real(), flags); }
+int DbFileSize(sqlite3_file* file, sqlite3_int64* size) {
+  return Db(file)->real()->pMethods->xFileSize(Db(file)->real(), size);
+}
+int DbLock(sqlite3_file* file, int level) { return Db(file)->real()->pMethods->xLock(Db(file)->real(), level); }
+int DbUnlock(sqlite3_file* file, int level) { return Db(file)->real()->pMethods->xUnlock(Db(file)->real(), level); }
+int DbFileControl(sqlite3_file* file, int op, void* arg) {
+  return Db(file)->real()->pMethods->xFileControl(Db(file)->real(), op, arg);
+}
+int DbShmLock(sqlite3_file* file, int offset, int n, int flags) {
+  DbFile* f = Db(file);
+  const int rc = Forward<DbFile>::ShmLock(file, offset, n, flags);
+  if (f->wal != nullptr && (flags & SQLITE_SHM_UNLOCK) != 0 && (flags & SQLITE_SHM_EXCLUSIVE) != 0 &&
+      offset <= kWalWriteLock && kWalWriteLock < offset + n) {
+    EndOfWriteTransaction(f->wal);
   }
+  return rc;
+}
+// SQLite publishes a commit in the WAL index around a barrier. Nothing of a commit is held by then
+// (see WalWrite); should anything be, it goes to the file before the commit can be seen.
+void DbShmBarrier(sqlite3_file* file) {
+  DbFile* f = Db(file);
+  if (f->wal != nullptr && f->wal->length > 0) (void)Flush(f->wal);
+  Forward<DbFile>::ShmBarrier(file);
+}
+int DbFetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
+  sqlite3_file* r = Db(file)->real();
+  if (r->pMethods->iVersion < 3) {
+    *out = nullptr;
+    return SQLITE_OK;
+  }
+  return r->pMethods->xFetch(r, offset, amount, out);
+}
+
+const sqlite3_io_methods kDbMethods = {
+    .iVersion = 3,
+    .xClose = DbClose,
+    .xRead = DbRead,
+    .xWrite = DbWrite,
+    .xTruncate = DbTruncate,
+    .xSync = DbSync,
+    .xFileSize = DbFileSize,
+    .xLock = DbLock,
+    .xUnlock = DbUnlock,
+    .xCheckReservedLock = Forward<DbFile>::CheckReservedLock,
+    .xFileControl = DbFileControl,
+    .xSectorSize = Forward<DbFile>::SectorSize,
+    .xDeviceCharacteristics = Forward<DbFile>::DeviceCharacteristics,
+    .xShmMap = Forward<DbFile>::ShmMap,
+    .xShmLock = DbShmLock,
+    .xShmBarrier = DbShmBarrier,
+    .xShmUnmap = Forward<DbFile>::ShmUnmap,
+    .xFetch = DbFetch,
+    .xUnfetch = Forward<DbFile>::Unfetch,
+};
+
+int OpenDb(sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
+  DbFile* f = Db(file);
+  f->base.pMethods = nullptr;
+  f->wal = nullptr;
+  const int rc = g_real->xOpen(g_real, name, f->real(), flags, out_flags);
+  // On failure SQLite calls no method of ours, but the real file must be closed if it was opened.
+  if (rc != SQLITE_OK) {
+    if (f->real()->pMethods != nullptr) f->real()->pMethods->xClose(f->real());
+    return rc;
+  }
+  f->base.pMethods = &kDbMethods;
+  return SQLITE_OK;
+}
+
+int OpenWal(sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
   WalFile* f = Wal(file);
   f->base.pMethods = nullptr;
+  f->db = nullptr;
   f->buffer = nullptr;
   f->capacity = 0;
   f->start = 0;
   f->length = 0;
+  f->high_water = 0;
   f->commit_header = 0;
+  f->pass_through = 1;
   const int rc = g_real->xOpen(g_real, name, f->real(), flags, out_flags);
-  // On failure SQLite calls no method of ours, but closes the real file if it set its methods.
   if (rc != SQLITE_OK) {
     if (f->real()->pMethods != nullptr) f->real()->pMethods->xClose(f->real());
     return rc;
   }
   f->base.pMethods = &kWalMethods;
+  // Writes are held only where it is safe to: the database file is this VFS's (so the end of a
+  // write transaction is seen), and it promises power-safe overwrite, without which SQLite pads a
+  // commit to a sector with extra frames and splits writes at the sync point.
+  sqlite3_file* db = sqlite3_database_file_object(name);
+  if (db != nullptr && db->pMethods == &kDbMethods) {
+    f->db = Db(db);
+    f->db->wal = f;
+    const int characteristics = db->pMethods->xDeviceCharacteristics(db);
+    f->pass_through = (characteristics & SQLITE_IOCAP_POWERSAFE_OVERWRITE) == 0 ? 1 : 0;
+  }
   return SQLITE_OK;
+}
+
+int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
+  if ((flags & SQLITE_OPEN_WAL) != 0) return OpenWal(name, file, flags, out_flags);
+  if ((flags & SQLITE_OPEN_MAIN_DB) != 0) return OpenDb(name, file, flags, out_flags);
+  // Any other file is the real VFS's object in place: its calls go straight to the real methods.
+  return g_real->xOpen(g_real, name, file, flags, out_flags);
 }
 
 // The rest of the VFS is the real one's, called with the real VFS object.
@@ -239,7 +393,8 @@ const char* Register() {
   if (g_real == nullptr || g_real->iVersion < 2 || g_real->xCurrentTimeInt64 == nullptr) return nullptr;
   g_vfs = sqlite3_vfs{};
   g_vfs.iVersion = 2;  // no system-call overrides: those are the real VFS's business
-  g_vfs.szOsFile = static_cast<int>(offsetof(WalFile, real_storage)) + g_real->szOsFile;
+  g_vfs.szOsFile =
+      static_cast<int>(std::max(offsetof(WalFile, real_storage), offsetof(DbFile, real_storage))) + g_real->szOsFile;
   g_vfs.mxPathname = g_real->mxPathname;
   g_vfs.zName = kVfsName;
   g_vfs.xOpen = Open;

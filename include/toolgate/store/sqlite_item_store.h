@@ -86,6 +86,9 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
     int64_t issued = 0;
   };
   static WalWrites wal_writes();
+  // The name of that VFS for sqlite3_open_v2 (tests open raw connections through it), or nullptr
+  // when SQLite has no default VFS to wrap.
+  static const char* coalescing_vfs_name();
 
   // Deletes expired items now; returns how many.
   absl::StatusOr<int> SweepExpired();
