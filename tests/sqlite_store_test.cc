@@ -360,6 +360,32 @@ TEST(SqliteStoreTest, ARolledBackTransactionsHeldFramesNeverOverwriteAnotherWrit
   sqlite3_close(c);
 }
 
+// The same after the connection used locking_mode = EXCLUSIVE, where SQLite takes and releases no
+// WAL write lock (so the VFS cannot see a write transaction end) and keeps the WAL mode's state when
+// switched back to NORMAL: nothing is held while it holds the database file exclusively.
+TEST(SqliteStoreTest, AfterExclusiveLockingModeHeldFramesStillNeverOverwriteAnotherWritersCommit) {
+  TempDir dir;
+  const std::string path = dir.file("raw.db");
+  const char* vfs = SqliteItemStore::coalescing_vfs_name();
+  ASSERT_NE(vfs, nullptr);
+  sqlite3* a = OpenRaw(path, vfs);
+  ASSERT_EQ(Exec(a, "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT)"), "");
+  ASSERT_EQ(Exec(a, "PRAGMA wal_checkpoint(TRUNCATE)"), "0|0|0");
+  ASSERT_EQ(Exec(a, "PRAGMA locking_mode=EXCLUSIVE; INSERT INTO t VALUES (1000, 'x'); PRAGMA locking_mode=NORMAL;"),
+            "exclusivenormal");
+  ASSERT_EQ(Exec(a, "BEGIN IMMEDIATE; " + HundredRows(1) + " ROLLBACK;"), "");
+  sqlite3* b = OpenRaw(path, nullptr);
+  ASSERT_EQ(Exec(b, "BEGIN IMMEDIATE; DELETE FROM t; " + HundredRows(2) + " COMMIT;"), "");
+  EXPECT_EQ(Exec(a, "SELECT count(*), sum(length(v)) FROM t"), "100|300000");
+  EXPECT_EQ(Exec(a, WrongRows(2)), "0");
+  sqlite3_close(a);
+  sqlite3_close(b);
+  sqlite3* c = OpenRaw(path, nullptr);
+  EXPECT_EQ(Exec(c, "PRAGMA integrity_check"), "ok");
+  EXPECT_EQ(Exec(c, WrongRows(2)), "0");
+  sqlite3_close(c);
+}
+
 // A transaction that writes a page again after spilling it makes SQLite rewrite the frame headers of
 // the transaction after its commit frame (new checksums). With `synchronous = NORMAL` nothing syncs
 // after that, so the rewritten headers must be in the file when COMMIT returns: a copy of the files

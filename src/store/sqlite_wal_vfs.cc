@@ -44,7 +44,8 @@ struct WalFile {
   // again) and is never held back.
   sqlite3_int64 high_water;
   int commit_header;  // the last frame header written was a commit frame's
-  int pass_through;   // hold nothing (see Open)
+  int pass_through;   // hold nothing (see OpenWal)
+  int failed;         // a write that could not be reported when it failed (DbShmBarrier): every later call fails
   alignas(8) unsigned char real_storage[8];
 
   sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(real_storage); }
@@ -55,6 +56,7 @@ struct WalFile {
 struct DbFile {
   sqlite3_file base;  // base.pMethods = &kDbMethods once open
   WalFile* wal;       // its WAL file, while open
+  int lock;           // the lock level this connection holds on it (SQLITE_LOCK_*)
   alignas(8) unsigned char real_storage[8];
 
   sqlite3_file* real() { return reinterpret_cast<sqlite3_file*>(real_storage); }
@@ -96,7 +98,14 @@ int WriteThrough(WalFile* f, const void* data, int amount, sqlite3_int64 offset)
 int WalWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 offset) {
   WalFile* f = Wal(file);
   g_requested.fetch_add(1, std::memory_order_relaxed);
-  if (f->pass_through) return WriteThrough(f, data, amount, offset);
+  if (f->failed != SQLITE_OK) return f->failed;
+  // Nothing is held while the connection holds the database file exclusively (locking_mode =
+  // EXCLUSIVE): SQLite then takes and releases no WAL write lock, so the end of a rolled-back
+  // transaction would go unseen. (In normal WAL mode a connection holds SHARED on the file.)
+  if (f->pass_through || (f->db != nullptr && f->db->lock >= SQLITE_LOCK_EXCLUSIVE)) {
+    if (int rc = Flush(f); rc != SQLITE_OK) return rc;
+    return WriteThrough(f, data, amount, offset);
+  }
   const sqlite3_int64 end = offset + amount;
   // A rewrite within the transaction (below what it already wrote), or more than one write carries:
   // written at once, after what is held. After the commit frame SQLite writes only rewrites (its
@@ -138,20 +147,22 @@ void EndOfWriteTransaction(WalFile* f) {
 
 int WalClose(sqlite3_file* file) {
   WalFile* f = Wal(file);
-  const int flushed = Flush(f);
+  // A commit left nothing held; what is held at close belongs to a transaction that never committed.
+  f->length = 0;
   const int rc = f->real()->pMethods != nullptr ? f->real()->pMethods->xClose(f->real()) : SQLITE_OK;
   sqlite3_free(f->buffer);
   f->buffer = nullptr;
   f->capacity = 0;
   if (f->db != nullptr) f->db->wal = nullptr;
   f->db = nullptr;
-  return flushed != SQLITE_OK ? flushed : rc;
+  return rc;
 }
 
 // Every other call sees the file with what was written to it.
 template <typename Call>
 int FlushThen(sqlite3_file* file, Call call) {
   WalFile* f = Wal(file);
+  if (f->failed != SQLITE_OK) return f->failed;
   if (int rc = Flush(f); rc != SQLITE_OK) return rc;
   return call(f->real());
 }
@@ -267,8 +278,16 @@ int DbSync(sqlite3_file* file, int flags) { return Db(file)->real()->pMethods->x
 int DbFileSize(sqlite3_file* file, sqlite3_int64* size) {
   return Db(file)->real()->pMethods->xFileSize(Db(file)->real(), size);
 }
-int DbLock(sqlite3_file* file, int level) { return Db(file)->real()->pMethods->xLock(Db(file)->real(), level); }
-int DbUnlock(sqlite3_file* file, int level) { return Db(file)->real()->pMethods->xUnlock(Db(file)->real(), level); }
+int DbLock(sqlite3_file* file, int level) {
+  const int rc = Db(file)->real()->pMethods->xLock(Db(file)->real(), level);
+  if (rc == SQLITE_OK) Db(file)->lock = std::max(Db(file)->lock, level);
+  return rc;
+}
+int DbUnlock(sqlite3_file* file, int level) {
+  const int rc = Db(file)->real()->pMethods->xUnlock(Db(file)->real(), level);
+  if (rc == SQLITE_OK) Db(file)->lock = std::min(Db(file)->lock, level);
+  return rc;
+}
 int DbFileControl(sqlite3_file* file, int op, void* arg) {
   return Db(file)->real()->pMethods->xFileControl(Db(file)->real(), op, arg);
 }
@@ -282,10 +301,13 @@ int DbShmLock(sqlite3_file* file, int offset, int n, int flags) {
   return rc;
 }
 // SQLite publishes a commit in the WAL index around a barrier. Nothing of a commit is held by then
-// (see WalWrite); should anything be, it goes to the file before the commit can be seen.
+// (see WalWrite); should anything be, it goes to the file before the commit can be seen, and if that
+// write fails, which SQLite cannot be told here, every later call on the WAL file fails instead.
 void DbShmBarrier(sqlite3_file* file) {
   DbFile* f = Db(file);
-  if (f->wal != nullptr && f->wal->length > 0) (void)Flush(f->wal);
+  if (f->wal != nullptr && f->wal->length > 0) {
+    if (int rc = Flush(f->wal); rc != SQLITE_OK) f->wal->failed = rc;
+  }
   Forward<DbFile>::ShmBarrier(file);
 }
 int DbFetch(sqlite3_file* file, sqlite3_int64 offset, int amount, void** out) {
@@ -323,11 +345,19 @@ int OpenDb(sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags)
   DbFile* f = Db(file);
   f->base.pMethods = nullptr;
   f->wal = nullptr;
+  f->lock = SQLITE_LOCK_NONE;
   const int rc = g_real->xOpen(g_real, name, f->real(), flags, out_flags);
   // On failure SQLite calls no method of ours, but the real file must be closed if it was opened.
   if (rc != SQLITE_OK) {
     if (f->real()->pMethods != nullptr) f->real()->pMethods->xClose(f->real());
     return rc;
+  }
+  const sqlite3_io_methods* real = f->real()->pMethods;
+  if (real->iVersion < 3 || real->xShmMap == nullptr || real->xShmLock == nullptr || real->xShmBarrier == nullptr) {
+    // A file without shared memory or memory mapping: SQLite must see it as it is (it decides whether
+    // WAL mode is possible from the methods), so it is not wrapped, and its WAL holds nothing.
+    real->xClose(f->real());
+    return g_real->xOpen(g_real, name, file, flags, out_flags);
   }
   f->base.pMethods = &kDbMethods;
   return SQLITE_OK;
@@ -344,6 +374,7 @@ int OpenWal(sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags
   f->high_water = 0;
   f->commit_header = 0;
   f->pass_through = 1;
+  f->failed = SQLITE_OK;
   const int rc = g_real->xOpen(g_real, name, f->real(), flags, out_flags);
   if (rc != SQLITE_OK) {
     if (f->real()->pMethods != nullptr) f->real()->pMethods->xClose(f->real());
@@ -354,7 +385,7 @@ int OpenWal(sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags
   // write transaction is seen), and it promises power-safe overwrite, without which SQLite pads a
   // commit to a sector with extra frames and splits writes at the sync point.
   sqlite3_file* db = sqlite3_database_file_object(name);
-  if (db != nullptr && db->pMethods == &kDbMethods) {
+  if (db != nullptr && db->pMethods == &kDbMethods && Db(db)->wal == nullptr) {
     f->db = Db(db);
     f->db->wal = f;
     const int characteristics = db->pMethods->xDeviceCharacteristics(db);

@@ -20,8 +20,10 @@
 // with new checksums after the commit frame, or a page written again) is never held. When the
 // transaction ends (its database file releases the WAL write lock), whatever is still held belongs
 // to a transaction that was rolled back after spilling pages and is dropped: another writer may
-// already have written its frames at those offsets. Where SQLite pads commits to sectors (no
-// power-safe overwrite) or the database file is not this VFS's, nothing is held.
+// already have written its frames at those offsets; so is whatever is held at close. Nothing is held
+// while the connection holds the database file exclusively (locking_mode = EXCLUSIVE takes no WAL
+// write lock), where SQLite pads commits to sectors (no power-safe overwrite), or where the database
+// file is not this VFS's.
 //
 // The database file is wrapped only to see that lock (its calls are forwarded as they are); every
 // other file (the -shm, temporary files) is the default VFS's own object, unwrapped. What reaches
