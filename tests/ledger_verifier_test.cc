@@ -2,10 +2,14 @@
 // write and the anchor's, DESIGN §17.1) is reported, not failed; two past it fail; an audit day is
 // checked against its head item the same way.
 
+#include <random>
+
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/services/ledger.h"
+#include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger_verifier.h"
 #include "toolgate/store/memory_item_store.h"
 
@@ -121,6 +125,30 @@ TEST_F(LedgerVerifierTest, AnEventAppendedFromAJsonValueHashesAsVerifyRecomputes
   EXPECT_TRUE(Ledger::VerifyChain(events).ok());
   events[2].data = R"({"outcome":"FAILED","latency_ms":12})";
   EXPECT_EQ(Ledger::VerifyChain(events).code(), absl::StatusCode::kDataLoss);
+}
+
+// Every event's `at` (hashed, so its spelling is part of the chain): the calendar computed without
+// gmtime, checked against Abseil's formatting of the same instants.
+TEST(Rfc3339Test, SpellsEachInstantAsAbseilDoes) {
+  std::vector<int64_t> instants = {0,
+                                   1,
+                                   999,
+                                   1000,
+                                   86'399'999,
+                                   86'400'000,
+                                   951'782'400'000,    // 2000-02-29
+                                   1'709'164'800'123,  // 2024-02-29
+                                   4'107'542'399'999,  // 2100-02-28, the last ms
+                                   4'107'542'400'000,  // 2100-03-01 (not a leap year)
+                                   1'800'000'000'000,
+                                   253'402'300'799'999};  // 9999-12-31T23:59:59.999
+  std::mt19937_64 random(7);
+  for (int i = 0; i < 20'000; ++i) instants.push_back(static_cast<int64_t>(random() % 253'402'300'800'000));
+  for (const int64_t ms : instants) {
+    const std::string expected =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", absl::FromUnixMillis(ms), absl::UTCTimeZone());
+    ASSERT_EQ(Rfc3339(ms), expected) << ms;
+  }
 }
 
 }  // namespace

@@ -108,6 +108,33 @@ TEST_F(OwnPathLedgerTest, ACallsEventsLiveInItsRecordAndHashAsItemsWould) {
   EXPECT_EQ(json::parse(item.at("events").as_string())[2][2]["result_sha256"], true)
       << "the result's hash is rebuilt from the record, not stored twice";
   EXPECT_EQ(rec->input_hash, Sha256Hex("crm.update\n{\"k\":\"v\"}"));
+  // The close appended its event to the opening's text: the same text encoding all three writes.
+  EXPECT_EQ(rec->own_events, Ledger::EncodeOwnPath(*events, *rec));
+}
+
+TEST_F(OwnPathLedgerTest, ExtendingAnEncodedPrefixWritesWhatEncodingEveryEventWould) {
+  const json done = Call();
+  ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
+  auto rec = stack_->executions.Get("tenant-a", done["execution_id"].get<std::string>());
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  auto events = stack_->ledger.ReadExecution(*rec);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  const std::string whole = Ledger::EncodeOwnPath(*events, *rec);
+  for (size_t n = 0; n <= events->size(); ++n) {
+    const std::vector<LedgerEvent> first(events->begin(), events->begin() + static_cast<std::ptrdiff_t>(n));
+    EXPECT_EQ(Ledger::ExtendOwnPath(Ledger::EncodeOwnPath(first, *rec), n, *events, *rec), whole) << n;
+  }
+  // Data the ledger made canonical is copied as it is: the same text as parsing and spelling it again
+  // (the events read back are not marked so; the result's hash is replaced either way).
+  std::vector<LedgerEvent> marked = *events;
+  for (LedgerEvent& e : marked) e.data_canonical = true;
+  EXPECT_EQ(Ledger::EncodeOwnPath(marked, *rec), whole);
+  // Text that cannot be a prefix is not trusted: everything is encoded.
+  EXPECT_EQ(Ledger::ExtendOwnPath("", 2, *events, *rec), whole);
+  EXPECT_EQ(Ledger::ExtendOwnPath("[]", 5, *events, *rec), whole);
+  // The result's hash is still rebuilt when the outcome's event is among those appended.
+  EXPECT_EQ(json::parse(whole)[2][2]["result_sha256"], true);
 }
 
 // An item's size by DynamoDB's rule (what a write is billed by: 1 unit per started KB): names and

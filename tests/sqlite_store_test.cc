@@ -140,6 +140,21 @@ TEST(SqliteStoreTest, AConditionalWriteSeesWhatOthersWroteSinceItsLastUpdate) {
   ASSERT_TRUE(a->Erase(kKey, Condition::Always())->applied);
   EXPECT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent())->applied);
   EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 1);
+  // An item inserted with the updated_soon hint (an execution record) is kept decoded from its insert,
+  // and followed the same way.
+  const ItemKey record{"EXEC#e1", "RECORD"};
+  WriteRequest insert = WriteRequest::Put(record, {{"v", 1}}, Condition::ItemAbsent(), ReturnValues::kNone);
+  insert.updated_soon = true;
+  auto inserted = a->WriteBatch({insert});
+  ASSERT_TRUE(inserted[0].ok() && inserted[0]->applied);
+  auto updated = a->Update(record, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}));
+  ASSERT_TRUE(updated.ok() && updated->applied);
+  EXPECT_EQ(GetInt(updated->item, "v"), 2);
+  RawSql(path, "UPDATE items SET attrs='{\"v\":50}' WHERE sk='RECORD'");
+  EXPECT_FALSE(a->Update(record, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{2}))->applied);
+  EXPECT_EQ(GetInt(a->Update(record, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{50}))->item, "v"), 51);
+  // A second insert of it is refused, cached or not.
+  EXPECT_FALSE(a->WriteBatch({insert})[0]->applied);
 }
 
 TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
@@ -413,6 +428,13 @@ TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
        "bad\xff\xfe"
        "bytes"},
       {"del", "x\x7fy"},
+      {"ascii",
+       [] {
+         std::string all;
+         for (int c = 0; c < 0x80; ++c) all += static_cast<char>(c);
+         return all;
+       }()},
+      {"escapes at the ends", "\"middle\\"},
       {"empty", ""},
       {"n", int64_t{-9223372036854775807 - 1}},
       {"big", int64_t{1'800'000'000'123}},
@@ -428,6 +450,46 @@ TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
   auto back = ItemFromJsonText(ItemToJsonText(item));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ((*back).at("holders"), item.at("holders"));
+}
+
+// ItemFromJsonText builds the item from the parser's events; it must read what the JSON tree read.
+TEST(ItemJsonTest, ReadsWhatTheJsonTreeReads) {
+  std::string nested_32 = "1";  // 32 objects, the deepest an item may nest
+  for (int i = 0; i < 32; ++i) nested_32 = R"({"a":)" + nested_32 + "}";
+  const std::string nested_33 = R"({"a":)" + nested_32 + "}";
+  const std::vector<std::string> texts = {R"({"a":{"b":true},"n":-3,"d":0.5,"s":"x\"y\u00e9"})",
+                                          R"({"dup":1,"dup":"last"})",
+                                          R"({"dup":{"x":1},"dup":{"y":2}})",
+                                          R"({"big":9223372036854775807,"small":-9223372036854775808,"e":1e300})",
+                                          R"({"too big":9223372036854775808})",
+                                          R"({"a":null})",
+                                          R"({"a":[1]})",
+                                          R"({"a":{"b":[]}})",
+                                          R"([{"a":1}])",
+                                          R"("text")",
+                                          R"(1)",
+                                          R"({} {})",
+                                          R"({"a":1)",
+                                          "",
+                                          nested_32,
+                                          nested_33};
+  for (const std::string& text : texts) {
+    const absl::StatusOr<Item> events = ItemFromJsonText(text);
+    const nlohmann::json tree = nlohmann::json::parse(text, nullptr, false);
+    const absl::StatusOr<Item> from_tree =
+        tree.is_discarded() ? absl::StatusOr<Item>(absl::DataLossError("not JSON")) : ItemFromJson(tree);
+    EXPECT_EQ(events.ok(), from_tree.ok()) << text << ": " << events.status() << " / " << from_tree.status();
+    if (events.ok() && from_tree.ok()) {
+      EXPECT_EQ(*events, *from_tree) << text;
+    }
+    if (!events.ok()) {
+      EXPECT_EQ(events.status().code(), absl::StatusCode::kDataLoss) << text;
+    }
+  }
+  EXPECT_TRUE(ItemFromJsonText(nested_32).ok());
+  EXPECT_NE(ItemFromJsonText(nested_33).status().message().find("deeper than 32"), std::string_view::npos);
+  EXPECT_NE(ItemFromJsonText(R"({"a":{"b":[]}})").status().message().find("'b'"), std::string_view::npos);
+  EXPECT_EQ(GetString(*ItemFromJsonText(R"({"dup":1,"dup":"last"})"), "dup"), "last");
 }
 
 TEST(ItemJsonTest, RejectsWhatIsNotAnItem) {

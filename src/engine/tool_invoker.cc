@@ -576,6 +576,7 @@ class ToolInvoker::Admission {
     if (absl::Status st = RequireApplied(results, count - skip); !st.ok()) co_return st;
     t.tail = tail;
     t.own_path = std::move(own_path);
+    t.own_text = t.own_path.empty() ? std::string() : rec().own_events;
     co_return absl::OkStatus();
   }
 
@@ -1202,7 +1203,9 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   if (!t.queued && !t.own_path.empty() && t.own_path.back().seq == t.tail.seq) {
     own_path = t.own_path;
     own_path.insert(own_path.end(), made.begin(), made.end());
-    std::string text = Ledger::EncodeOwnPath(own_path, rec);
+    // The opening's text and this close's events (the opening's carry no outcome): the same text as
+    // encoding them all again, for less than half the work.
+    std::string text = Ledger::ExtendOwnPath(t.own_text, t.own_path.size(), own_path, rec);
     if (text.size() <= Ledger::kMaxOwnPathBytes) {
       rec.own_events = std::move(text);
       in_record = true;
@@ -1230,7 +1233,10 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   absl::Status written = RequireApplied(results, required);
   if (written.ok()) {
     t.tail = tail;
-    if (in_record) t.own_path = std::move(own_path);
+    if (in_record) {
+      t.own_path = std::move(own_path);
+      t.own_text = rec.own_events;
+    }
   }
   if (t.lease && !results.back().ok()) {
     // The batch failed as a whole: try the release alone before leaving it to the lease.

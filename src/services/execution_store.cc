@@ -113,9 +113,11 @@ store::WriteRequest ExecutionStore::CreateRequest(const ExecutionRecord& r) {
 
   item.emplace("created_at_ms", r.created_at_ms);
   if (r.expires_at_s > 0) item.emplace(std::string(store::kTtlAttribute), r.expires_at_s);
-  // The caller has the record it wrote: the write returns no copy.
-  return store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item), Condition::ItemAbsent(),
-                                  store::ReturnValues::kNone);
+  // The caller has the record it wrote: the write returns no copy. Its call's close updates it.
+  store::WriteRequest put = store::WriteRequest::Put(Key(r.tenant_id, r.execution_id), std::move(item),
+                                                     Condition::ItemAbsent(), store::ReturnValues::kNone);
+  put.updated_soon = true;
+  return put;
 }
 
 store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r, std::optional<int64_t> expect_last_seq) {

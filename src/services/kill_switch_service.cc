@@ -1,5 +1,7 @@
 #include "toolgate/services/kill_switch_service.h"
 
+#include <chrono>
+
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
@@ -42,6 +44,27 @@ KillSwitch KillSwitchFromItem(const Item& item) {
 }  // namespace
 
 std::string Rfc3339(int64_t epoch_ms) {
+  // Years 1970..9999 (every time toolgate makes): the calendar in arithmetic, digits written in place
+  // (three per call, one per event: gmtime_r takes glibc's time-zone lock, snprintf parses a format).
+  if (epoch_ms >= 0 && epoch_ms <= 253'402'300'799'999) {
+    using namespace std::chrono;
+    const sys_days day = floor<days>(sys_time<milliseconds>(milliseconds(epoch_ms)));
+    const year_month_day ymd(day);
+    const int64_t in_day = epoch_ms - duration_cast<milliseconds>(day.time_since_epoch()).count();
+    std::string out = "0000-00-00T00:00:00.000Z";
+    auto put = [&out](size_t at, int64_t value, int width) {
+      for (int i = width - 1; i >= 0; --i, value /= 10)
+        out[at + static_cast<size_t>(i)] = static_cast<char>('0' + value % 10);
+    };
+    put(0, static_cast<int>(ymd.year()), 4);
+    put(5, static_cast<unsigned>(ymd.month()), 2);
+    put(8, static_cast<unsigned>(ymd.day()), 2);
+    put(11, in_day / 3'600'000, 2);
+    put(14, in_day / 60'000 % 60, 2);
+    put(17, in_day / 1000 % 60, 2);
+    put(20, in_day % 1000, 3);
+    return out;
+  }
   const std::time_t secs = static_cast<std::time_t>(epoch_ms / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);

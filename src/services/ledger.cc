@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -69,9 +70,20 @@ std::string HashOfCanonical(std::string_view prev_hash, const LedgerEvent& e, st
 }  // namespace
 
 std::string Sha256Hex(std::string_view data) {
+  // Fetched once, and one context per thread: EVP_Digest with EVP_sha256() looks the algorithm up in
+  // the provider registry and allocates a context on every call (OpenSSL 3), a measurable share of a
+  // call's CPU with two hashes per event.
+  static EVP_MD* const sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  struct CtxFree {
+    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+  };
+  thread_local const std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  if (sha256 == nullptr || ctx == nullptr || EVP_DigestInit_ex(ctx.get(), sha256, nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 || EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) {
+    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);  // the long way, as before
+  }
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
   out.reserve(len * 2);
@@ -143,6 +155,7 @@ LedgerEvent Ledger::Make(const Tail& tail, std::string_view type, std::string_vi
   e.at = Rfc3339(e.at_ms);
   e.actor = std::string(actor);
   e.data = std::move(data);
+  e.data_canonical = canonical;
   e.prev_hash = tail.hash;
   e.hash = canonical ? HashOfCanonical(e.prev_hash, e, e.data) : Hash(e.prev_hash, e);
   e.expires_at_s = tail.expires_at_s > 0 ? tail.expires_at_s : 0;
@@ -178,28 +191,76 @@ constexpr char kResultSha256[] = "result_sha256";
 
 }  // namespace
 
-std::string Ledger::EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record) {
-  const std::string actor = ExecutionStore::ChainActor(record);
-  const std::string received = CanonicalText(ExecutionStore::ReceivedData(record));
-  nlohmann::json list = nlohmann::json::array();
-  for (const LedgerEvent& e : events) {
-    nlohmann::json one = {e.type, e.at_ms - record.created_at_ms};
-    // null: EXECUTION_RECEIVED's data, rebuilt from the record.
-    if (e.type == kReceived && e.data == received) {
-      one.push_back(nullptr);
-    } else {
-      nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
-      // true: the SHA-256 of the record's result_json, rebuilt from it.
-      if (data.is_object()) {
-        auto sha = data.find(kResultSha256);
-        if (sha != data.end() && sha->is_string() && *sha == Sha256Hex(record.result_json)) *sha = true;
+namespace {
+
+// What EncodeOwnEvent needs of the record, each built once and only if an event needs it.
+struct OwnPathContext {
+  const ExecutionRecord& record;
+  std::string actor;                         // ExecutionStore::ChainActor
+  std::optional<std::string> received;       // EXECUTION_RECEIVED's data, canonical
+  std::optional<std::string> result_sha256;  // the SHA-256 of the record's result_json
+};
+
+// One event as EncodeOwnPath stores it: [type, ms after created_at_ms, data, actor?], spelled as
+// CanonicalText spells that array (no spaces, elements joined by commas).
+std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
+  std::string text = "[";
+  text += CanonicalText(e.type);
+  text += ',';
+  text += std::to_string(e.at_ms - c.record.created_at_ms);
+  text += ',';
+  if (e.type == kReceived && !c.received) c.received = CanonicalText(ExecutionStore::ReceivedData(c.record));
+  if (e.type == kReceived && e.data == *c.received) {
+    text += "null";  // EXECUTION_RECEIVED's data, rebuilt from the record
+  } else if (e.data_canonical && e.data.find(kResultSha256) == std::string::npos) {
+    text += e.data;  // canonical already, and nothing in it to replace
+  } else {
+    nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
+    // true: the SHA-256 of the record's result_json, rebuilt from it.
+    if (data.is_object()) {
+      auto sha = data.find(kResultSha256);
+      if (sha != data.end() && sha->is_string()) {
+        if (!c.result_sha256) c.result_sha256 = Sha256Hex(c.record.result_json);
+        if (*sha == *c.result_sha256) *sha = true;
       }
-      one.push_back(data.is_discarded() ? nlohmann::json(e.data) : std::move(data));
     }
-    if (e.actor != actor) one.push_back(e.actor);
-    list.push_back(std::move(one));
+    text += CanonicalText(data.is_discarded() ? nlohmann::json(e.data) : data);
   }
-  return CanonicalText(list);
+  if (e.actor != c.actor) {
+    text += ',';
+    text += CanonicalText(e.actor);
+  }
+  text += ']';
+  return text;
+}
+
+// `list` (a canonical JSON array, "[]" at least) with the events appended, as CanonicalText of the
+// whole array would spell it: elements joined by commas, no spaces.
+std::string AppendOwnEvents(std::string list, const std::vector<LedgerEvent>& events, size_t from,
+                            const ExecutionRecord& record) {
+  if (from >= events.size()) return list;
+  OwnPathContext context{record, ExecutionStore::ChainActor(record), std::nullopt, std::nullopt};
+  list.pop_back();  // the closing ']'
+  for (size_t i = from; i < events.size(); ++i) {
+    if (list.size() > 1) list += ',';
+    list += EncodeOwnEvent(events[i], context);
+  }
+  list += ']';
+  return list;
+}
+
+}  // namespace
+
+std::string Ledger::EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record) {
+  return AppendOwnEvents("[]", events, 0, record);
+}
+
+std::string Ledger::ExtendOwnPath(std::string_view encoded, size_t encoded_count,
+                                  const std::vector<LedgerEvent>& events, const ExecutionRecord& record) {
+  if (encoded.size() < 2 || encoded.front() != '[' || encoded.back() != ']' || encoded_count > events.size()) {
+    return EncodeOwnPath(events, record);
+  }
+  return AppendOwnEvents(std::string(encoded), events, encoded_count, record);
 }
 
 absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRecord& record) {

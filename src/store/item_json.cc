@@ -1,5 +1,9 @@
 #include "toolgate/store/item_json.h"
 
+#include <array>
+#include <cstdint>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
@@ -64,18 +68,66 @@ std::string Dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// A string as nlohmann writes it: printable ASCII as it is, anything else through nlohmann itself
-// (escapes, UTF-8, invalid bytes replaced).
+// What AppendString does with a byte: copy it, escape it, or hand the string to nlohmann.
+enum class ByteKind : unsigned char { kPlain, kEscape, kNonAscii };
+constexpr std::array<ByteKind, 256> kByteKinds = [] {
+  std::array<ByteKind, 256> kinds{};
+  for (int b = 0; b < 256; ++b) {
+    kinds[b] = b >= 0x80                             ? ByteKind::kNonAscii
+               : (b < 0x20 || b == '"' || b == '\\') ? ByteKind::kEscape
+                                                     : ByteKind::kPlain;
+  }
+  return kinds;
+}();
+
+// A string as nlohmann writes it (ensure_ascii off): ASCII written here, in one pass, with nlohmann's
+// escapes (\" \\ \b \f \n \r \t, other control characters as \u00xx); a string with any byte
+// above 0x7f goes through nlohmann itself (UTF-8 checked, invalid bytes replaced).
 void AppendString(std::string& out, const std::string& s) {
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u >= 0x7f || c == '"' || c == '\\') {
+  const size_t start = out.size();
+  out += '"';
+  size_t run = 0;  // the start of the characters not yet written
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto u = static_cast<unsigned char>(s[i]);
+    const ByteKind kind = kByteKinds[u];
+    if (kind == ByteKind::kPlain) continue;
+    if (kind == ByteKind::kNonAscii) {
+      out.resize(start);
       out += Dump(nlohmann::json(s));
       return;
     }
+    out.append(s, run, i - run);
+    run = i + 1;
+    switch (u) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default: {
+        static constexpr char kHex[] = "0123456789abcdef";
+        const char escaped[] = {'\\', 'u', '0', '0', kHex[u >> 4], kHex[u & 0xf]};
+        out.append(escaped, sizeof escaped);
+      }
+    }
   }
-  out += '"';
-  out += s;
+  out.append(s, run, std::string::npos);
   out += '"';
 }
 
@@ -120,10 +172,90 @@ absl::StatusOr<Item> ItemFromJson(const nlohmann::json& json) {
   return std::move(v->as_map());
 }
 
+namespace {
+
+// Builds an item straight from the parser's events (no JSON tree, then a copy of it): the store
+// reads an item for every conditional write it does not find cached.
+class ItemBuilder final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  bool null() override { return Unsupported("null"); }
+  bool boolean(bool v) override { return Value(AttributeValue(v)); }
+  bool number_integer(number_integer_t v) override { return Value(AttributeValue(static_cast<int64_t>(v))); }
+  bool number_unsigned(number_unsigned_t v) override {
+    if (v > static_cast<uint64_t>(INT64_MAX)) {
+      return Fail(absl::StrCat("attribute '", key_, "' holds an integer beyond int64"));
+    }
+    return Value(AttributeValue(static_cast<int64_t>(v)));
+  }
+  bool number_float(number_float_t v, const string_t& /*text*/) override { return Value(AttributeValue(v)); }
+  bool string(string_t& v) override { return Value(AttributeValue(std::move(v))); }
+  bool binary(binary_t& /*v*/) override { return Unsupported("binary"); }
+  bool start_object(std::size_t /*size*/) override {
+    if (stack_.empty()) {
+      if (started_) return Fail("stored item is not a JSON object");
+      started_ = true;
+      stack_.push_back(&item_);
+      return true;
+    }
+    if (stack_.size() >= kMaxDepth) return Fail("item nests deeper than 32 levels");
+    auto [it, fresh] = stack_.back()->insert_or_assign(std::move(key_), AttributeValue(AttributeMap{}));
+    stack_.push_back(&it->second.as_map());
+    return true;
+  }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() override {
+    stack_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t /*size*/) override {
+    if (stack_.empty()) return Fail("stored item is not a JSON object");
+    return Unsupported("array");
+  }
+  bool end_array() override { return false; }
+  bool parse_error(std::size_t /*position*/, const std::string& /*last_token*/,
+                   const nlohmann::detail::exception& /*ex*/) override {
+    return Fail("stored item is not valid JSON");
+  }
+
+  absl::StatusOr<Item> Result() && {
+    if (!error_.ok()) return error_;
+    if (!started_ || !stack_.empty()) return absl::DataLossError("stored item is not a JSON object");
+    return std::move(item_);
+  }
+
+ private:
+  bool Value(AttributeValue v) {
+    if (stack_.empty()) return Fail("stored item is not a JSON object");
+    stack_.back()->insert_or_assign(std::move(key_), std::move(v));  // a repeated name: the last wins
+    return true;
+  }
+  bool Unsupported(std::string_view type) {
+    if (stack_.empty()) return Fail("stored item is not a JSON object");
+    return Fail(absl::StrCat("attribute '", key_, "' has unsupported JSON type ", std::string(type)));
+  }
+  bool Fail(std::string message) {
+    if (error_.ok()) error_ = absl::DataLossError(std::move(message));
+    return false;
+  }
+
+  Item item_;
+  std::vector<AttributeMap*> stack_;  // the maps being filled, innermost last
+  std::string key_;
+  bool started_ = false;
+  absl::Status error_;
+};
+
+}  // namespace
+
 absl::StatusOr<Item> ItemFromJsonText(std::string_view text) {
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::DataLossError("stored item is not valid JSON");
-  return ItemFromJson(j);
+  ItemBuilder builder;
+  const bool parsed = nlohmann::json::sax_parse(text, &builder, nlohmann::json::input_format_t::json, /*strict=*/true);
+  absl::StatusOr<Item> item = std::move(builder).Result();
+  if (!parsed && item.ok()) return absl::DataLossError("stored item is not valid JSON");
+  return item;
 }
 
 }  // namespace toolgate::store

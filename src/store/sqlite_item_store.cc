@@ -234,9 +234,10 @@ class SqliteItemStore::Connection {
     return sqlite3_changes(db_) == 1;
   }
 
-  // The writer's cache of decoded items (design §16): an item the writer updated is kept decoded, so
-  // the next conditional write of it (a connector's CONCURRENCY item: every acquire and release)
-  // skips reading and parsing its JSON. Valid only while no other connection has committed: call
+  // The writer's cache of decoded items (design §16): an item the writer updated, or inserted with
+  // WriteRequest::updated_soon, is kept decoded, so the next conditional write of it (a connector's
+  // CONCURRENCY item: every acquire and release; an execution record at its call's close) skips
+  // reading and parsing its JSON. Valid only while no other connection has committed: call
   // RevalidateCache inside each transaction before using it; Forget everything after a rollback.
   // Bounded: emptied when it reaches kMaxCachedItems.
   static constexpr size_t kMaxCachedItems = 512;
@@ -636,6 +637,7 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
       return inserted.status();
     }
     if (!*inserted) return WriteResult::ConditionFailed();
+    if (req.updated_soon) conn.Remember(req.key, req.item);  // its update will not read it back
     return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
   }
   absl::StatusOr<std::optional<Item>> current = std::optional<Item>();

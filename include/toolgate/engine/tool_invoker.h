@@ -106,6 +106,7 @@ class InvocationTicket {
   std::string chain;
   // The chain's events held in its record so far (DESIGN §16); empty when its events are items.
   std::vector<LedgerEvent> own_path;
+  std::string own_text;  // Ledger::EncodeOwnPath(own_path, record): the close only encodes its own
   CircuitBreakerService::Permit permit;
   bool guarded = true;  // false: on_store_error = allow let it run without breaker and slot
   std::optional<SlotLease> lease;

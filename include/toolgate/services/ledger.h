@@ -23,6 +23,8 @@ struct LedgerEvent {
   std::string prev_hash;     // "" for the first event of a chain
   int64_t expires_at_s = 0;  // the chain's `ttl` (epoch seconds); 0: kept forever. Not hashed.
   int64_t at_ms = 0;         // `at` in epoch ms, where the event was made or read from its record
+  // `data` is canonical JSON text (made so by the ledger): an encoder may copy it as it is. Not stored.
+  bool data_canonical = false;
 };
 
 struct ExecutionRecord;
@@ -123,6 +125,12 @@ class Ledger {
   // same call wrote as items before: same seq, at, data and hash, so `ledger verify` and
   // `ledger export` see one chain either way.
   static std::string EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record);
+  // EncodeOwnPath(events, record), given `encoded`, the text EncodeOwnPath wrote for the first
+  // `encoded_count` of them: only the rest are encoded. The same text as long as the record's
+  // received data and chain actor are what they were then, and none of those first events carries
+  // a `result_sha256` (true of every event before a call's outcome). Not a valid prefix: all of them.
+  static std::string ExtendOwnPath(std::string_view encoded, size_t encoded_count,
+                                   const std::vector<LedgerEvent>& events, const ExecutionRecord& record);
   // Beyond this, the events go as items (a deduplicated replay's REPLAY_DEDUPED carries the whole
   // result, which the record already holds once): the record stays within DynamoDB's item limit.
   static constexpr size_t kMaxOwnPathBytes = 8 * 1024;

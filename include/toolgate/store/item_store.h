@@ -47,6 +47,9 @@ struct WriteRequest {
   // applied without being tried. Chains a write to the one it depends on (a ledger anchor to its
   // event) on every backend, transactional or not.
   bool requires_previous = false;
+  // A hint, no change to what is written: the item is updated again soon (an execution record, which
+  // its call's close updates). A store that decodes an item to update it may keep this one decoded.
+  bool updated_soon = false;
 
   static WriteRequest Put(ItemKey key, Item item, Condition condition, ReturnValues returns = ReturnValues::kAllNew) {
     return {Kind::kPut, std::move(key), std::move(item), {}, std::move(condition), returns};
