@@ -157,6 +157,27 @@ TEST(SqliteStoreTest, AConditionalWriteSeesWhatOthersWroteSinceItsLastUpdate) {
   EXPECT_FALSE(a->WriteBatch({insert})[0]->applied);
 }
 
+// The writer updates an item it keeps decoded where it keeps it; an update refused half-way (its
+// second op is invalid) must leave neither the file nor the kept copy with its first op.
+TEST(SqliteStoreTest, AnUpdateRefusedHalfWayLeavesTheKeptItemAsStored) {
+  TempDir dir;
+  ManualClock clock;
+  auto a = OpenSqlite(dir.file("store.db"), clock);
+  ASSERT_TRUE(a);
+  const AttributePath v = AttributePath::Top("v");
+  const AttributePath s = AttributePath::Top("s");
+  const AttributePath half = AttributePath::Top("half");
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Set(s, "text"), UpdateOp::Add(v, 1)}, Condition::Always())->applied);
+  auto refused = a->Update(kKey, {UpdateOp::Set(half, 1), UpdateOp::Add(s, 1)}, Condition::Always());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  auto next = a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}));
+  ASSERT_TRUE(next.ok() && next->applied) << next.status();
+  EXPECT_EQ(next->item.count("half"), 0u) << "the refused update's first op stayed in the kept copy";
+  EXPECT_EQ(GetInt(next->item, "v"), 2);
+  EXPECT_EQ((**a->Get(kKey)).count("half"), 0u);
+  EXPECT_EQ(GetInt(**a->Get(kKey), "v"), 2);
+}
+
 TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
   TempDir dir;
   ManualClock clock;
@@ -450,6 +471,17 @@ TEST(ItemJsonTest, TheTextIsNlohmannsDumpByteForByte) {
   auto back = ItemFromJsonText(ItemToJsonText(item));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ((*back).at("holders"), item.at("holders"));
+}
+
+TEST(ItemJsonTest, AJsonStringIsWrittenAsNlohmannDumpsIt) {
+  std::string every_byte;
+  for (int c = 0; c < 256; ++c) every_byte += static_cast<char>(c);
+  for (const std::string& s : {std::string(), std::string("tenant:a"), std::string("a\"b\\c\n\x01\x1f\x7f"),
+                               std::string("caf\xc3\xa9"), std::string("bad\xff"), every_byte}) {
+    std::string out = "prefix";
+    AppendJsonString(out, s);
+    EXPECT_EQ(out, "prefix" + nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)) << s;
+  }
 }
 
 // ItemFromJsonText builds the item from the parser's events; it must read what the JSON tree read.

@@ -13,6 +13,7 @@
 #include "toolgate/services/execution_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/status_macros.h"
+#include "toolgate/store/item_json.h"
 
 namespace toolgate {
 
@@ -54,15 +55,15 @@ std::string HashOfCanonical(std::string_view prev_hash, const LedgerEvent& e, st
   std::string text(prev_hash);
   text.reserve(text.size() + data_text.size() + e.actor.size() + e.type.size() + 96);
   text += R"({"actor":)";
-  text += CanonicalText(e.actor);
+  store::AppendJsonString(text, e.actor);
   text += R"(,"at":)";
-  text += CanonicalText(e.at);
+  store::AppendJsonString(text, e.at);
   text += R"(,"data":)";
   text += data_text;
   text += R"(,"seq":)";
   text += std::to_string(e.seq);
   text += R"(,"type":)";
-  text += CanonicalText(e.type);
+  store::AppendJsonString(text, e.type);
   text += '}';
   return Sha256Hex(text);
 }
@@ -205,7 +206,7 @@ struct OwnPathContext {
 // CanonicalText spells that array (no spaces, elements joined by commas).
 std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
   std::string text = "[";
-  text += CanonicalText(e.type);
+  store::AppendJsonString(text, e.type);
   text += ',';
   text += std::to_string(e.at_ms - c.record.created_at_ms);
   text += ',';
@@ -228,7 +229,7 @@ std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
   }
   if (e.actor != c.actor) {
     text += ',';
-    text += CanonicalText(e.actor);
+    store::AppendJsonString(text, e.actor);
   }
   text += ']';
   return text;

@@ -83,7 +83,7 @@ constexpr std::array<ByteKind, 256> kByteKinds = [] {
 // A string as nlohmann writes it (ensure_ascii off): ASCII written here, in one pass, with nlohmann's
 // escapes (\" \\ \b \f \n \r \t, other control characters as \u00xx); a string with any byte
 // above 0x7f goes through nlohmann itself (UTF-8 checked, invalid bytes replaced).
-void AppendString(std::string& out, const std::string& s) {
+void AppendString(std::string& out, std::string_view s) {
   const size_t start = out.size();
   out += '"';
   size_t run = 0;  // the start of the characters not yet written
@@ -93,10 +93,10 @@ void AppendString(std::string& out, const std::string& s) {
     if (kind == ByteKind::kPlain) continue;
     if (kind == ByteKind::kNonAscii) {
       out.resize(start);
-      out += Dump(nlohmann::json(s));
+      out += Dump(nlohmann::json(std::string(s)));
       return;
     }
-    out.append(s, run, i - run);
+    out.append(s.substr(run, i - run));
     run = i + 1;
     switch (u) {
       case '"':
@@ -127,7 +127,7 @@ void AppendString(std::string& out, const std::string& s) {
       }
     }
   }
-  out.append(s, run, std::string::npos);
+  out.append(s.substr(run));
   out += '"';
 }
 
@@ -155,6 +155,8 @@ void AppendMap(std::string& out, const AttributeMap& map) {
 }
 
 }  // namespace
+
+void AppendJsonString(std::string& out, std::string_view s) { AppendString(out, s); }
 
 // The same text as ItemToJson(item).dump(), written straight into one string: no JSON tree built
 // for every write of an item (design §16: no avoidable allocation per request).

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "toolgate/status_macros.h"
 
 namespace toolgate::store::internal {
 namespace {
@@ -102,6 +103,11 @@ bool Evaluate(const Condition& condition, const Item* current) {
 
 absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp>& ops) {
   Item item = current ? *current : Item{};
+  RETURN_IF_ERROR(ApplyUpdateInPlace(item, ops));
+  return item;
+}
+
+absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
   for (const UpdateOp& op : ops) {
     if (absl::Status s = CheckName(op.path); !s.ok()) return s;
     absl::StatusOr<AttributeMap*> container = Container(item, op.path);
@@ -141,7 +147,7 @@ absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp
       }
     }
   }
-  return item;
+  return absl::OkStatus();
 }
 
 absl::Status ValidateKey(const ItemKey& key) {

@@ -260,7 +260,7 @@ class SqliteItemStore::Connection {
     }
     return absl::OkStatus();
   }
-  const Item* Cached(const ItemKey& key) const {
+  Item* Cached(const ItemKey& key) {
     auto it = cache_.find(CacheKey(key));
     return it == cache_.end() ? nullptr : &it->second;
   }
@@ -629,7 +629,8 @@ namespace {
 absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req,
                                        absl::Status& fatal) {
   if (absl::Status s = internal::ValidateKey(req.key); !s.ok()) return s;
-  const Item* cur = conn.Cached(req.key);
+  Item* const cached = conn.Cached(req.key);
+  const Item* cur = cached;
   if (cur == nullptr && req.kind == WriteRequest::Kind::kPut && req.condition.kind() == Condition::Kind::kItemAbsent) {
     absl::StatusOr<bool> inserted = conn.Insert(req.key, req.item);
     if (!inserted.ok()) {
@@ -659,6 +660,19 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
       conn.Refresh(req.key, &req.item);
       return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
     case WriteRequest::Kind::kUpdate: {
+      if (cached != nullptr) {
+        // Updated where it is kept: no copy of it. What a failed op left is dropped; a failed write
+        // rolls the group back, which empties the cache.
+        if (absl::Status s = internal::ApplyUpdateInPlace(*cached, req.ops); !s.ok()) {
+          conn.Refresh(req.key, nullptr);
+          return s;
+        }
+        if (absl::Status s = conn.Write(req.key, *cached); !s.ok()) {
+          fatal = s;
+          return s;
+        }
+        return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : *cached};
+      }
       absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
       if (!next.ok()) return next.status();
       if (absl::Status s = conn.Write(req.key, *next); !s.ok()) {

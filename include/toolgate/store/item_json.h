@@ -14,6 +14,9 @@ namespace toolgate::store {
 // shown to operators.
 nlohmann::json ItemToJson(const Item& item);
 std::string ItemToJsonText(const Item& item);
+// Appends `s` as a JSON string, byte for byte as nlohmann's dump writes it (no ensure_ascii; invalid
+// UTF-8 replaced): what ItemToJsonText writes for a string, for other canonical text (ledger hashes).
+void AppendJsonString(std::string& out, std::string_view s);
 
 // kDataLoss when `json` is not an object of supported values (arrays and null are not attributes).
 absl::StatusOr<Item> ItemFromJson(const nlohmann::json& json);
