@@ -137,6 +137,84 @@ TEST_F(OwnPathLedgerTest, ExtendingAnEncodedPrefixWritesWhatEncodingEveryEventWo
   EXPECT_EQ(json::parse(whole)[2][2]["result_sha256"], true);
 }
 
+// The received data written straight as text is the canonical text of ReceivedData, whatever the
+// record's strings hold: quotes, control characters, UTF-8, and bytes that are not UTF-8.
+TEST_F(OwnPathLedgerTest, TheReceivedDataWrittenAsTextIsItsCanonicalText) {
+  const std::vector<std::string> strings = {"",
+                                            "crm.update",
+                                            "a \"quoted\" \\ back\\slash",
+                                            std::string("nul\0and\x01\x1f\n\t", 12),
+                                            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+                                            "bad \xff\xfe utf-8 \xc3",
+                                            "</script>{}[],:"};
+  for (size_t i = 0; i < strings.size(); ++i) {
+    ExecutionRecord r;
+    r.tool_name = strings[i];
+    r.connector_id = strings[(i + 1) % strings.size()];
+    r.action_type = strings[(i + 2) % strings.size()];
+    r.tenant_id = strings[(i + 3) % strings.size()];
+    r.intent_key = strings[(i + 4) % strings.size()];
+    EXPECT_EQ(ExecutionStore::ReceivedText(r),
+              ExecutionStore::ReceivedData(r).dump(-1, ' ', false, json::error_handler_t::replace))
+        << i;
+  }
+}
+
+// A result's hash in data the ledger made canonical is replaced in the text; the list is the one
+// parsing that data, replacing the hash and spelling it again gives (the path of data not marked
+// canonical), and it decodes to the same chain. Only a top-level `result_sha256` equal to the
+// record's result's hash is replaced: not a nested one, not another value, not one in a string.
+TEST_F(OwnPathLedgerTest, AResultsHashIsReplacedInCanonicalTextAsInTheParsedData) {
+  ExecutionRecord rec;
+  rec.execution_id = "exec-1";
+  rec.tenant_id = "tenant-a";
+  rec.tool_name = "crm.update";
+  rec.created_at_ms = clock_.now_epoch_ms();
+  rec.result_json = R"({"ok":true})";
+  const std::string sha = Sha256Hex(rec.result_json);
+  const std::vector<json> datas = {
+      {{"latency_ms", 3}, {"outcome", "SUCCEEDED"}, {"result_sha256", sha}},
+      {{"downstream_status", 200}, {"result_sha256", sha}, {"z", {{"result_sha256", sha}}}},
+      {{"a", {{"result_sha256", sha}, {"b", json::array({"]", "}", "\"", sha})}}}, {"result_sha256", sha}},
+      {{"result", {{"result_sha256", sha}}}},
+      {{"note", "\"result_sha256\":\"" + sha + "\""}},
+      {{"result_sha256", "0" + sha.substr(1)}},
+      {{"result_sha256", sha + "0"}},
+      {{"result_sha256", true}},
+      {{"result_sha256", 7}},
+      {{"result_sha256", nullptr}},
+      {{"a\"result_sha256", sha}, {"result_sha256", sha}},
+      {{"result_sha256", json::array({sha})}},
+      {{"x", 1.5e300}, {"y", -0.0}, {"result_sha256", sha}, {"\u00e9", "\u00e9"}},
+      json::array({{{"result_sha256", sha}}}),
+      json(sha),
+  };
+  for (size_t i = 0; i < datas.size(); ++i) {
+    LedgerEvent made = stack_->ledger.MakeEventJson({}, "TOOL_SUCCEEDED", "user-1", datas[i]);
+    ASSERT_TRUE(made.data_canonical);
+    LedgerEvent parsed = made;
+    parsed.data_canonical = false;
+    const std::string text = Ledger::EncodeOwnPath({made}, rec);
+    EXPECT_EQ(text, Ledger::EncodeOwnPath({parsed}, rec)) << i << ": " << datas[i];
+    // A `result_sha256` that is `true` already reads back as the result's hash: the encoding's one
+    // ambiguity, which no event the engine makes has (its result_sha256 is always the hex digest).
+    if (datas[i].is_object() && datas[i].contains("result_sha256") && datas[i]["result_sha256"] == true) continue;
+    rec.own_events = text;
+    auto decoded = Ledger::DecodeOwnPath(rec);
+    ASSERT_TRUE(decoded.ok()) << i << ": " << decoded.status();
+    ASSERT_EQ(decoded->size(), 1u);
+    EXPECT_EQ((*decoded)[0].data, made.data) << i;
+    EXPECT_EQ((*decoded)[0].hash, made.hash) << i;
+  }
+  // Replaced where it should be: the first data's hash became true, the fourth's nested one did not.
+  EXPECT_EQ(json::parse(Ledger::EncodeOwnPath({stack_->ledger.MakeEventJson({}, "T", "user-1", datas[0])},
+                                              rec))[0][2]["result_sha256"],
+            true);
+  EXPECT_EQ(json::parse(Ledger::EncodeOwnPath({stack_->ledger.MakeEventJson({}, "T", "user-1", datas[3])},
+                                              rec))[0][2]["result"]["result_sha256"],
+            sha);
+}
+
 // An item's size by DynamoDB's rule (what a write is billed by: 1 unit per started KB): names and
 // values, a number (13) as its digits, (n + 1) / 2 + 1 bytes; the key attributes included.
 size_t BilledSize(const store::ItemKey& key, const store::Item& item) {

@@ -521,17 +521,6 @@ class ToolInvoker::Admission {
       auto run = WriteQueuedRun(std::move(events), ends_here);
       co_return co_await std::move(run);
     }
-    std::vector<std::pair<std::string, json>> all;
-    if (req.replay) {
-      all.push_back({"REPLAY_STARTED",
-                     {{"replay_of", req.replay->original_id},
-                      {"replay_reason", req.replay->reason},
-                      {"requested_by", req.replay->requested_by},
-                      {"force", req.replay->force}}});
-    }
-    all.push_back({"EXECUTION_RECEIVED", ExecutionStore::ReceivedData(rec())});
-    for (auto& e : events) all.push_back(std::move(e));
-    if (req.replay && ends_here) all.push_back({"REPLAY_COMPLETED", {{"outcome", rec().outcome}}});
     // The record and every event of its chain expire together; an execution deferred before it
     // reached the connector is kept for the (shorter) deferred retention.
     rec().expires_at_s =
@@ -540,10 +529,21 @@ class ToolInvoker::Admission {
     // The events go in the record (DESIGN §16): one write, whatever their number.
     std::vector<LedgerEvent> own_path;
     Ledger::Tail tail = t.tail;
-    for (const auto& [type, data] : all) {
-      own_path.push_back(s_.ledger.MakeEventJson(tail, type, actor_, data));
-      tail = {own_path.back().seq, own_path.back().hash, own_path.back().expires_at_s};
+    auto add = [&own_path, &tail](LedgerEvent e) {
+      tail = {e.seq, e.hash, e.expires_at_s};
+      own_path.push_back(std::move(e));
+    };
+    if (req.replay) {
+      add(s_.ledger.MakeEventJson(tail, "REPLAY_STARTED", actor_,
+                                  {{"replay_of", req.replay->original_id},
+                                   {"replay_reason", req.replay->reason},
+                                   {"requested_by", req.replay->requested_by},
+                                   {"force", req.replay->force}}));
     }
+    add(s_.ledger.MakeEventText(tail, "EXECUTION_RECEIVED", actor_, ExecutionStore::ReceivedText(rec())));
+    for (const auto& [type, data] : events) add(s_.ledger.MakeEventJson(tail, type, actor_, data));
+    if (req.replay && ends_here)
+      add(s_.ledger.MakeEventJson(tail, "REPLAY_COMPLETED", actor_, {{"outcome", rec().outcome}}));
     rec().last_seq = tail.seq;
     rec().last_hash = tail.hash;
     rec().own_events = Ledger::EncodeOwnPath(own_path, rec());

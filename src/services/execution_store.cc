@@ -7,6 +7,7 @@
 #include "nlohmann/json.hpp"
 #include "toolgate/services/ledger.h"
 #include "toolgate/status_macros.h"
+#include "toolgate/store/item_json.h"
 
 namespace toolgate {
 
@@ -137,6 +138,25 @@ nlohmann::json ExecutionStore::ReceivedData(const ExecutionRecord& r) {
           {"action_type", r.action_type},
           {"tenant_id", r.tenant_id},
           {"intent_key", r.intent_key}};
+}
+
+std::string ExecutionStore::ReceivedText(const ExecutionRecord& r) {
+  // The keys in the order a canonical object has them (sorted); strings as the canonical text writes them.
+  std::string text;
+  text.reserve(96 + r.action_type.size() + r.connector_id.size() + r.intent_key.size() + r.tenant_id.size() +
+               r.tool_name.size());
+  text += R"({"action_type":)";
+  store::AppendJsonString(text, r.action_type);
+  text += R"(,"connector_id":)";
+  store::AppendJsonString(text, r.connector_id);
+  text += R"(,"intent_key":)";
+  store::AppendJsonString(text, r.intent_key);
+  text += R"(,"tenant_id":)";
+  store::AppendJsonString(text, r.tenant_id);
+  text += R"(,"tool_name":)";
+  store::AppendJsonString(text, r.tool_name);
+  text += '}';
+  return text;
 }
 
 std::string ExecutionStore::ChainActor(const ExecutionRecord& r) {

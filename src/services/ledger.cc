@@ -5,7 +5,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <set>
+#include <string_view>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -168,6 +171,11 @@ LedgerEvent Ledger::MakeEventJson(const Tail& tail, std::string_view type, std::
   return Make(tail, type, actor, CanonicalText(data), /*canonical=*/true);
 }
 
+LedgerEvent Ledger::MakeEventText(const Tail& tail, std::string_view type, std::string_view actor,
+                                  std::string canonical_data) const {
+  return Make(tail, type, actor, std::move(canonical_data), /*canonical=*/true);
+}
+
 std::pair<store::WriteRequest, LedgerEvent> Ledger::Prepare(const std::string& chain, const Tail& tail,
                                                             std::string_view type, std::string_view actor,
                                                             std::string data, bool canonical) const {
@@ -202,6 +210,59 @@ struct OwnPathContext {
   std::optional<std::string> result_sha256;  // the SHA-256 of the record's result_json
 };
 
+// The span of the value of the top-level member whose key, as canonical JSON text spells it, is
+// `quoted_key`, in `text`: canonical JSON text (as CanonicalText writes it: no spaces, no duplicate
+// keys). Nothing when `text` is not an object or has no such member.
+std::optional<std::pair<size_t, size_t>> TopLevelMember(std::string_view text, std::string_view quoted_key) {
+  // The end of the string that starts at `i` (its closing quote's index + 1), or npos.
+  auto string_end = [&text](size_t i) {
+    for (++i; i < text.size(); ++i) {
+      if (text[i] == '\\') {
+        ++i;
+      } else if (text[i] == '"') {
+        return i + 1;
+      }
+    }
+    return std::string_view::npos;
+  };
+  // The end of the value that starts at `i`: a string, an object or array (nested), or a scalar.
+  auto value_end = [&](size_t i) {
+    int depth = 0;
+    while (i < text.size()) {
+      const char c = text[i];
+      if (c == '"') {
+        i = string_end(i);
+        if (i == std::string_view::npos) return i;
+        if (depth == 0) return i;
+        continue;
+      }
+      if (c == '{' || c == '[') {
+        ++depth;
+      } else if (c == '}' || c == ']') {
+        if (depth == 0) return i;  // the end of the enclosing object: a scalar ended here
+        if (--depth == 0) return i + 1;
+      } else if (c == ',' && depth == 0) {
+        return i;
+      }
+      ++i;
+    }
+    return depth == 0 ? i : std::string_view::npos;
+  };
+  if (text.size() < 2 || text.front() != '{') return std::nullopt;
+  size_t i = 1;
+  while (i < text.size() && text[i] == '"') {
+    const size_t key_end = string_end(i);
+    if (key_end == std::string_view::npos || key_end >= text.size() || text[key_end] != ':') return std::nullopt;
+    const size_t start = key_end + 1;
+    const size_t end = value_end(start);
+    if (end == std::string_view::npos || end == start || end >= text.size()) return std::nullopt;
+    if (text.substr(i, key_end - i) == quoted_key) return std::make_pair(start, end - start);
+    if (text[end] != ',') return std::nullopt;
+    i = end + 1;
+  }
+  return std::nullopt;
+}
+
 // One event as EncodeOwnPath stores it: [type, ms after created_at_ms, data, actor?], spelled as
 // CanonicalText spells that array (no spaces, elements joined by commas).
 std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
@@ -210,11 +271,28 @@ std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
   text += ',';
   text += std::to_string(e.at_ms - c.record.created_at_ms);
   text += ',';
-  if (e.type == kReceived && !c.received) c.received = CanonicalText(ExecutionStore::ReceivedData(c.record));
+  if (e.type == kReceived && !c.received) c.received = ExecutionStore::ReceivedText(c.record);
   if (e.type == kReceived && e.data == *c.received) {
     text += "null";  // EXECUTION_RECEIVED's data, rebuilt from the record
   } else if (e.data_canonical && e.data.find(kResultSha256) == std::string::npos) {
     text += e.data;  // canonical already, and nothing in it to replace
+  } else if (e.data_canonical) {
+    // Canonical already: the result's hash replaced in the text, as parsing, replacing and spelling
+    // it again would (the canonical text of canonical text's value is that text).
+    const auto sha = TopLevelMember(e.data, R"("result_sha256")");
+    if (sha && e.data[sha->first] == '"') {
+      if (!c.result_sha256) c.result_sha256 = Sha256Hex(c.record.result_json);
+      const std::string_view value = std::string_view(e.data).substr(sha->first, sha->second);
+      if (value.size() == c.result_sha256->size() + 2 && value.substr(1, value.size() - 2) == *c.result_sha256) {
+        text.append(e.data, 0, sha->first);
+        text += "true";
+        text.append(e.data, sha->first + sha->second);
+      } else {
+        text += e.data;
+      }
+    } else {
+      text += e.data;
+    }
   } else {
     nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
     // true: the SHA-256 of the record's result_json, rebuilt from it.
@@ -294,7 +372,7 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
     e.actor = one.size() == 4 ? one[3].get<std::string>() : actor;
     if (one[2].is_null()) {
       if (e.type != kReceived) return bad(absl::StrCat("event ", e.seq, " (", e.type, ") has no data"));
-      e.data = CanonicalText(ExecutionStore::ReceivedData(record));
+      e.data = ExecutionStore::ReceivedText(record);
     } else {
       nlohmann::json data = one[2];
       if (data.is_object()) {

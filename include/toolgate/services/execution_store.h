@@ -65,6 +65,8 @@ class ExecutionStore {
   // The data of the chain's EXECUTION_RECEIVED: what the record says of the call, so that an edited
   // record breaks its chain (and an embedded RECEIVED is rebuilt from the record, not stored twice).
   static nlohmann::json ReceivedData(const ExecutionRecord& record);
+  // ReceivedData(record) as canonical JSON text (as the ledger's hashes spell it), written directly.
+  static std::string ReceivedText(const ExecutionRecord& record);
   // Who the chain's events of the call's own path are by: the token's sub, or `tenant:<tenant>`.
   static std::string ChainActor(const ExecutionRecord& record);
 

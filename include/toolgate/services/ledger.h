@@ -113,6 +113,11 @@ class Ledger {
   // The event after `tail`, made but not written: the call's own path held in its execution record.
   LedgerEvent MakeEventJson(const Tail& tail, std::string_view type, std::string_view actor,
                             const nlohmann::json& data) const;
+  // The same for data the caller already spelled as canonical JSON text, as the ledger spells it
+  // (keys sorted, no spaces: ExecutionStore::ReceivedText), taken as it is. Text that is not canonical
+  // makes an event whose hash `ledger verify` rejects.
+  LedgerEvent MakeEventText(const Tail& tail, std::string_view type, std::string_view actor,
+                            std::string canonical_data) const;
 
   // The events of a call's own path, seq 1..n of its chain, held in its execution record's `events`
   // attribute (DESIGN §16): one write per commit instead of one per event. Each event is stored as
@@ -120,7 +125,8 @@ class Ledger {
   // recomputed (a change to any of them changes the chain's end, which the record's last_hash, or the
   // prev_hash of the first event item after them, still names), EXECUTION_RECEIVED's data is rebuilt
   // from the record (ExecutionStore::ReceivedData; stored only where it differs), a `result_sha256`
-  // that is the record's result_json's is stored as `true` and rebuilt, and the actor is
+  // that is the record's result_json's is stored as `true` and rebuilt (so data whose top-level
+  // `result_sha256` is `true` itself does not read back: the engine's is always a hex digest), and the actor is
   // left out where it is the chain's (ExecutionStore::ChainActor). Expanded, they are the events the
   // same call wrote as items before: same seq, at, data and hash, so `ledger verify` and
   // `ledger export` see one chain either way.
