@@ -68,67 +68,61 @@ std::string Dump(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// What AppendString does with a byte: copy it, escape it, or hand the string to nlohmann.
-enum class ByteKind : unsigned char { kPlain, kEscape, kNonAscii };
-constexpr std::array<ByteKind, 256> kByteKinds = [] {
-  std::array<ByteKind, 256> kinds{};
+// How many bytes AppendString writes for a byte: 1 copied, 2 for nlohmann's short escapes (\" \\ \b
+// \f \n \r \t), 6 for another control character (\u00xx); 0 for a byte above 0x7f, whose string
+// goes to nlohmann.
+constexpr std::array<uint8_t, 256> kWidths = [] {
+  std::array<uint8_t, 256> widths{};
   for (int b = 0; b < 256; ++b) {
-    kinds[b] = b >= 0x80                             ? ByteKind::kNonAscii
-               : (b < 0x20 || b == '"' || b == '\\') ? ByteKind::kEscape
-                                                     : ByteKind::kPlain;
+    const bool short_escape = b == '"' || b == '\\' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t';
+    widths[b] = b >= 0x80 ? 0 : short_escape ? 2 : b < 0x20 ? 6 : 1;
   }
-  return kinds;
+  return widths;
 }();
 
-// A string as nlohmann writes it (ensure_ascii off): ASCII written here, in one pass, with nlohmann's
-// escapes (\" \\ \b \f \n \r \t, other control characters as \u00xx); a string with any byte
-// above 0x7f goes through nlohmann itself (UTF-8 checked, invalid bytes replaced).
+// A string as nlohmann writes it (ensure_ascii off): ASCII written here, with nlohmann's escapes;
+// a string with any byte above 0x7f goes through nlohmann itself (UTF-8 checked, invalid bytes
+// replaced). Two passes: the written length first, then the bytes straight into the space made.
 void AppendString(std::string& out, std::string_view s) {
-  const size_t start = out.size();
-  out += '"';
-  size_t run = 0;  // the start of the characters not yet written
-  for (size_t i = 0; i < s.size(); ++i) {
-    const auto u = static_cast<unsigned char>(s[i]);
-    const ByteKind kind = kByteKinds[u];
-    if (kind == ByteKind::kPlain) continue;
-    if (kind == ByteKind::kNonAscii) {
-      out.resize(start);
+  size_t width = 2;  // the quotes
+  for (const char c : s) {
+    const uint8_t w = kWidths[static_cast<unsigned char>(c)];
+    if (w == 0) {
       out += Dump(nlohmann::json(std::string(s)));
       return;
     }
-    out.append(s.substr(run, i - run));
-    run = i + 1;
-    switch (u) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default: {
-        static constexpr char kHex[] = "0123456789abcdef";
-        const char escaped[] = {'\\', 'u', '0', '0', kHex[u >> 4], kHex[u & 0xf]};
-        out.append(escaped, sizeof escaped);
+    width += w;
+  }
+  const size_t start = out.size();
+  out.resize(start + width);
+  char* p = out.data() + start;
+  *p++ = '"';
+  if (width == s.size() + 2) {
+    s.copy(p, s.size());
+    p += s.size();
+  } else {
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (const char c : s) {
+      const auto u = static_cast<unsigned char>(c);
+      switch (kWidths[u]) {
+        case 1:
+          *p++ = c;
+          break;
+        case 2:
+          *p++ = '\\';
+          *p++ = u == '"' ? '"' : u == '\\' ? '\\' : u == '\b' ? 'b' : u == '\f' ? 'f' : u == '\n' ? 'n' : u == '\r' ? 'r' : 't';
+          break;
+        default:
+          *p++ = '\\';
+          *p++ = 'u';
+          *p++ = '0';
+          *p++ = '0';
+          *p++ = kHex[u >> 4];
+          *p++ = kHex[u & 0xf];
       }
     }
   }
-  out.append(s.substr(run));
-  out += '"';
+  *p = '"';
 }
 
 void AppendMap(std::string& out, const AttributeMap& map) {
