@@ -95,19 +95,36 @@ int InvocationHttpStatus(const InvokeResult& answer) {
                       : ::toolgate::InvocationHttpStatus(answer.outcome, answer.reason);
 }
 
-nlohmann::json InvocationBody(const InvokeResult& answer) {
+namespace {
+
+// The body around `details` (the answer's, copied or moved by the caller).
+nlohmann::json BodyAround(nlohmann::json details, const InvokeResult& answer) {
   if (answer.error) return {{"error", *answer.error}, {"message", answer.message}};
-  nlohmann::json body = answer.details.is_object() ? answer.details : nlohmann::json::object();
+  nlohmann::json body = details.is_object() ? std::move(details) : nlohmann::json::object();
   body["execution_id"] = answer.execution_id;
   body["outcome"] = answer.outcome;
   if (const std::string_view reason = ToString(answer.reason); !reason.empty()) body["reason"] = std::string(reason);
   return body;
 }
 
-HttpResponse ToHttp(const InvokeResult& answer) {
-  HttpResponse h = Json(InvocationHttpStatus(answer), InvocationBody(answer));
+HttpResponse WithRetryAfter(HttpResponse h, const InvokeResult& answer) {
   if (answer.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after_s));
   return h;
+}
+
+}  // namespace
+
+nlohmann::json InvocationBody(const InvokeResult& answer) {
+  return BodyAround(answer.error ? nlohmann::json() : answer.details, answer);
+}
+
+HttpResponse ToHttp(const InvokeResult& answer) {
+  return WithRetryAfter(Json(InvocationHttpStatus(answer), InvocationBody(answer)), answer);
+}
+
+HttpResponse ToHttp(InvokeResult&& answer) {
+  nlohmann::json details = answer.error ? nlohmann::json() : std::move(answer.details);
+  return WithRetryAfter(Json(InvocationHttpStatus(answer), BodyAround(std::move(details), answer)), answer);
 }
 
 asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {

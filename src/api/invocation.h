@@ -36,6 +36,9 @@ int InvokeErrorHttpStatus(InvokeError error);
 int InvocationHttpStatus(const InvokeResult& answer);
 nlohmann::json InvocationBody(const InvokeResult& answer);
 HttpResponse ToHttp(const InvokeResult& answer);
+// The same for an answer no longer needed: its details (a call's result among them) are moved into
+// the body, not copied.
+HttpResponse ToHttp(InvokeResult&& answer);
 
 // A queued call (§15): ToolInvoker::Enqueue on the pool. Refused shutting_down while draining.
 asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& context, InvokeRequest request, QueueOrder order);

@@ -153,7 +153,7 @@ struct PublicRoutes::Impl : GatewayContext {
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResult answer = co_await std::move(run);
     if (reached_tool != nullptr) *reached_tool = answer.reached_tool;
-    co_return ToHttp(answer);
+    co_return ToHttp(std::move(answer));
   }
 
   asio::awaitable<HttpResponse> GetExecution(const std::string& id, const auth::Principal& principal) {

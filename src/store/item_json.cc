@@ -110,7 +110,13 @@ void AppendString(std::string& out, std::string_view s) {
           break;
         case 2:
           *p++ = '\\';
-          *p++ = u == '"' ? '"' : u == '\\' ? '\\' : u == '\b' ? 'b' : u == '\f' ? 'f' : u == '\n' ? 'n' : u == '\r' ? 'r' : 't';
+          *p++ = u == '"'    ? '"'
+                 : u == '\\' ? '\\'
+                 : u == '\b' ? 'b'
+                 : u == '\f' ? 'f'
+                 : u == '\n' ? 'n'
+                 : u == '\r' ? 'r'
+                             : 't';
           break;
         default:
           *p++ = '\\';
