@@ -8,6 +8,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "test_support.h"
 #include "toolgate/store/item_json.h"
@@ -176,6 +177,119 @@ TEST(SqliteStoreTest, AnUpdateRefusedHalfWayLeavesTheKeptItemAsStored) {
   EXPECT_EQ(GetInt(next->item, "v"), 2);
   EXPECT_EQ((**a->Get(kKey)).count("half"), 0u);
   EXPECT_EQ(GetInt(**a->Get(kKey), "v"), 2);
+}
+
+// Two stores on one file: `a` writes, `b` (another connection) reads what reached the file.
+class SqliteKeptItemTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(a && b); }
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  std::unique_ptr<SqliteItemStore> a = OpenSqlite(path, clock);
+  std::unique_ptr<SqliteItemStore> b = OpenSqlite(path, clock);
+  const AttributePath v = AttributePath::Top("v");
+};
+
+// An item the writer keeps decoded and several batches of one commit update (a connector's
+// CONCURRENCY item under load) has its row written once, before the commit, with the last value;
+// a Put or an Erase of it in between is followed.
+TEST_F(SqliteKeptItemTest, UpdatesOfAKeptItemInOneCommitWriteItsRowOnceWithTheLastValue) {
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->applied);  // v = 1, kept by a
+  const ItemKey other{"CONNECTOR#crm", "OTHER"};
+
+  // One batch is one commit: five conditional updates, each deciding on the one before it.
+  std::vector<WriteRequest> batch;
+  for (int64_t i = 1; i <= 5; ++i)
+    batch.push_back(WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, i)));
+  batch.push_back(WriteRequest::Put(other, {{"x", 1}}, Condition::ItemAbsent()));
+  const int64_t rows_before = a->rows_written();
+  auto results = a->WriteBatch(batch);
+  for (size_t i = 0; i < 5; ++i) {
+    ASSERT_TRUE(results[i].ok() && results[i]->applied) << i;
+    EXPECT_EQ(GetInt(results[i]->item, "v"), static_cast<int64_t>(i) + 2);
+  }
+  EXPECT_EQ(a->rows_written() - rows_before, 2) << "the kept item's row once, the other item's once";
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 6) << "another connection sees the last value";
+  EXPECT_EQ(RawSql(path, "SELECT json_extract(attrs, '$.v') FROM items WHERE sk = 'BREAKER'"), "6");
+
+  // Updated, then erased, in one commit: no row; erased, then updated again: the new row.
+  auto erased = a->WriteBatch({WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always()),
+                               WriteRequest::Erase(kKey, Condition::Always())});
+  ASSERT_TRUE(erased[0].ok() && erased[1].ok() && erased[1]->applied);
+  EXPECT_FALSE(b->Get(kKey)->has_value()) << "the erased item's change was written after its erase";
+  auto again = a->WriteBatch({WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::ItemAbsent()),
+                              WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1})),
+                              WriteRequest::Erase(kKey, Condition::Eq(v, int64_t{2})),
+                              WriteRequest::Update(kKey, {UpdateOp::Add(v, 5)}, Condition::ItemAbsent())});
+  for (const auto& r : again) ASSERT_TRUE(r.ok() && r->applied);
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 5);
+
+  // Updated, then put whole, then updated: the put's value plus the last update.
+  auto put = a->WriteBatch({WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{5})),
+                            WriteRequest::Put(kKey, {{"v", 100}}, Condition::Always()),
+                            WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{100}))});
+  for (const auto& r : put) ASSERT_TRUE(r.ok() && r->applied);
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 101);
+  EXPECT_EQ(GetInt(**a->Get(kKey), "v"), 101);
+}
+
+// The kept item is changed where it is kept and written at the commit, so an update of it that fails
+// after another update of it in the same commit cannot drop just its own ops: the commit is rolled
+// back whole, every batch in it is told, and nothing of it is in the file.
+TEST_F(SqliteKeptItemTest, AFailedUpdateOfAnItemChangedEarlierInTheCommitRollsTheCommitBack) {
+  const AttributePath s = AttributePath::Top("s");
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Set(s, "text"), UpdateOp::Add(v, 1)}, Condition::Always())->applied);
+  const ItemKey other{"CONNECTOR#crm", "OTHER"};
+  auto results = a->WriteBatch({WriteRequest::Put(other, {{"x", 1}}, Condition::ItemAbsent()),
+                                WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always()),
+                                WriteRequest::Update(kKey, {UpdateOp::Add(s, 1)}, Condition::Always())});
+  for (const auto& r : results) {
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal) << r.status();
+  }
+  EXPECT_FALSE(b->Get(other)->has_value()) << "part of a rolled-back commit is in the file";
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 1);
+  // The writer goes on from the file: the kept copy was dropped with the commit.
+  auto next = a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}));
+  ASSERT_TRUE(next.ok() && next->applied) << next.status();
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 2);
+  // An update that fails on a kept item no earlier update of the commit changed is refused alone.
+  auto alone = a->WriteBatch({WriteRequest::Put(other, {{"x", 1}}, Condition::ItemAbsent()),
+                              WriteRequest::Update(kKey, {UpdateOp::Add(s, 1)}, Condition::Always())});
+  EXPECT_TRUE(alone[0].ok() && alone[0]->applied);
+  EXPECT_EQ(alone[1].status().code(), absl::StatusCode::kInvalidArgument) << alone[1].status();
+  EXPECT_TRUE(b->Get(other)->has_value());
+}
+
+// More items changed in one commit than the writer keeps decoded: what it drops to stay bounded is
+// never an item whose change is not written yet.
+TEST_F(SqliteKeptItemTest, MoreChangedItemsInOneCommitThanTheWriterKeepsAreAllWritten) {
+  ASSERT_TRUE(a->Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Always())->applied);  // v = 1, kept by a
+  constexpr int kItems = 1500;                                                        // past the writer's bound (512)
+  auto key = [](int i) { return ItemKey{"EXEC#many", absl::StrCat("ITEM#", 10000 + i)}; };
+  std::vector<WriteRequest> inserts;
+  for (int i = 0; i < kItems; ++i) inserts.push_back(WriteRequest::Put(key(i), {{"v", 1}}, Condition::ItemAbsent()));
+  for (const auto& r : a->WriteBatch(inserts)) ASSERT_TRUE(r.ok() && r->applied);
+  // One commit: the kept item changed first, then more items than the writer keeps (each kept
+  // after its update, pushing others out), then the first one again, deciding on its change.
+  std::vector<WriteRequest> updates;
+  updates.push_back(WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1})));
+  for (int i = 0; i < kItems; ++i) {
+    updates.push_back(
+        WriteRequest::Update(key(i), {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{1}), ReturnValues::kNone));
+  }
+  updates.push_back(WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{2})));
+  for (const auto& r : a->WriteBatch(updates)) ASSERT_TRUE(r.ok() && r->applied);
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 3);
+  EXPECT_EQ(RawSql(path, "SELECT count(*) FROM items WHERE pk = 'EXEC#many' AND json_extract(attrs, '$.v') = 2"),
+            std::to_string(kItems));
+  // And the same with no second update: the change is written though nothing reads it again.
+  updates.pop_back();
+  updates.front() = WriteRequest::Update(kKey, {UpdateOp::Add(v, 1)}, Condition::Eq(v, int64_t{3}));
+  for (int i = 0; i < kItems; ++i) updates[i + 1].condition = Condition::Eq(v, int64_t{2});
+  for (const auto& r : a->WriteBatch(updates)) ASSERT_TRUE(r.ok() && r->applied);
+  EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 4);
 }
 
 TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {

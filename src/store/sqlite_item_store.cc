@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <unordered_map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -239,8 +240,18 @@ class SqliteItemStore::Connection {
   // CONCURRENCY item: every acquire and release; an execution record at its call's close) skips
   // reading and parsing its JSON. Valid only while no other connection has committed: call
   // RevalidateCache inside each transaction before using it; Forget everything after a rollback.
-  // Bounded: emptied when it reaches kMaxCachedItems.
+  // Bounded: at kMaxCachedItems the entries no unwritten change holds are dropped.
+  //
+  // An update of a kept item changes it where it is kept and marks it `dirty`; its row is written
+  // once, by WriteDirty before the commit, however many batches of the group updated it (a
+  // connector's CONCURRENCY item: one row write per group instead of one per acquire and release).
+  // Nothing outside the transaction sees the difference: the group commits whole or not at all.
   static constexpr size_t kMaxCachedItems = 512;
+
+  struct CacheEntry {
+    Item item;
+    bool dirty = false;  // changed since its row was last written, in this transaction
+  };
 
   static std::string CacheKey(const ItemKey& key) { return absl::StrCat(key.pk.size(), ":", key.pk, key.sk); }
 
@@ -260,30 +271,58 @@ class SqliteItemStore::Connection {
     }
     return absl::OkStatus();
   }
-  Item* Cached(const ItemKey& key) {
+  CacheEntry* Cached(const ItemKey& key) {
     auto it = cache_.find(CacheKey(key));
     return it == cache_.end() ? nullptr : &it->second;
   }
-  // After a Put or Erase of `key`: an entry that exists follows it (nullptr: erased).
+  // `entry` (of `key`) was changed where it is kept: its row is written by WriteDirty.
+  void MarkDirty(const ItemKey& key, CacheEntry& entry) {
+    if (entry.dirty) return;
+    entry.dirty = true;
+    dirty_.push_back(key);
+  }
+  // Writes the row of every kept item changed in this transaction. REQUIRES: inside it, before its
+  // commit. An error leaves the transaction to be rolled back (and the cache forgotten).
+  absl::Status WriteDirty() {
+    for (const ItemKey& key : dirty_) {
+      CacheEntry* entry = Cached(key);
+      if (entry == nullptr || !entry->dirty) continue;  // erased or rewritten whole since
+      RETURN_IF_ERROR(Write(key, entry->item));
+      entry->dirty = false;
+    }
+    dirty_.clear();
+    return absl::OkStatus();
+  }
+  // After a Put or Erase of `key` (its row written or deleted): an entry that exists follows it
+  // (nullptr: erased).
   void Refresh(const ItemKey& key, const Item* value) {
     auto it = cache_.find(CacheKey(key));
     if (it == cache_.end()) return;
     if (value == nullptr) {
       cache_.erase(it);
     } else {
-      it->second = *value;
+      it->second = CacheEntry{*value, false};
     }
   }
-  // After an Update of `key`: its new value (items that are updated tend to be updated again).
+  // After an Update of `key` that wrote its row: its new value (items that are updated tend to be
+  // updated again).
   void Remember(const ItemKey& key, Item value) {
     std::string k = CacheKey(key);
-    if (cache_.size() >= kMaxCachedItems && cache_.find(k) == cache_.end()) cache_.clear();
-    cache_.insert_or_assign(std::move(k), std::move(value));
+    if (cache_.size() >= kMaxCachedItems && cache_.find(k) == cache_.end()) {
+      // Full: drop what no unwritten change holds. (Still full means more items than that changed in
+      // one transaction: this one is not kept, its row is written already.)
+      std::erase_if(cache_, [](const auto& entry) { return !entry.second.dirty; });
+      if (cache_.size() >= kMaxCachedItems) return;
+    }
+    cache_.insert_or_assign(std::move(k), CacheEntry{std::move(value), false});
   }
   void Forget() {
     cache_.clear();
+    dirty_.clear();
     cache_version_ = -1;
   }
+  // Item rows written (put, inserted or updated) since the last call.
+  int64_t TakeRowsWritten() { return std::exchange(rows_written_, 0); }
 
   sqlite3* db_ = nullptr;
   sqlite3_stmt* get_ = nullptr;
@@ -316,11 +355,14 @@ class SqliteItemStore::Connection {
     }
     int rc = sqlite3_step(statement);
     if (rc != SQLITE_DONE) return SqliteError(rc, "write", db_);
+    rows_written_ += sqlite3_changes(db_);
     return absl::OkStatus();
   }
 
-  std::unordered_map<std::string, Item> cache_;
+  std::unordered_map<std::string, CacheEntry> cache_;
+  std::vector<ItemKey> dirty_;  // keys MarkDirty named in this transaction (WriteDirty writes them)
   int64_t cache_version_ = -1;
+  int64_t rows_written_ = 0;  // TakeRowsWritten
 };
 
 SqliteItemStore::SqliteItemStore(Options options, const Clock& clock) : options_(std::move(options)), clock_(clock) {}
@@ -602,10 +644,17 @@ bool SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_sub
       if (!fatal.ok()) break;
     }
   }
+  // The rows of kept items the group updated, once each (a CONCURRENCY item every batch of the
+  // group acquired or released a slot of: one write, not one per batch).
+  if (fatal.ok()) fatal = c.WriteDirty();
   if (fatal.ok()) fatal = c.Run(c.commit_, "commit");
-  if (fatal.ok()) groups_committed_.fetch_add(1, std::memory_order_relaxed);
+  if (fatal.ok()) {
+    groups_committed_.fetch_add(1, std::memory_order_relaxed);
+    rows_written_.fetch_add(c.TakeRowsWritten(), std::memory_order_relaxed);
+  }
   if (!fatal.ok()) {
     (void)c.Run(c.rollback_, "rollback");  // nothing of the group was written
+    (void)c.TakeRowsWritten();
     c.Forget();
     fail_all(fatal);
   }
@@ -629,7 +678,8 @@ namespace {
 absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const WriteRequest& req,
                                        absl::Status& fatal) {
   if (absl::Status s = internal::ValidateKey(req.key); !s.ok()) return s;
-  Item* const cached = conn.Cached(req.key);
+  SqliteItemStore::Connection::CacheEntry* const entry = conn.Cached(req.key);
+  Item* const cached = entry != nullptr ? &entry->item : nullptr;
   const Item* cur = cached;
   if (cur == nullptr && req.kind == WriteRequest::Kind::kPut && req.condition.kind() == Condition::Kind::kItemAbsent) {
     absl::StatusOr<bool> inserted = conn.Insert(req.key, req.item);
@@ -660,18 +710,23 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
       conn.Refresh(req.key, &req.item);
       return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
     case WriteRequest::Kind::kUpdate: {
-      if (cached != nullptr) {
-        // Updated where it is kept: no copy of it. What a failed op left is dropped; a failed write
-        // rolls the group back, which empties the cache.
-        if (absl::Status s = internal::ApplyUpdateInPlace(*cached, req.ops); !s.ok()) {
+      if (entry != nullptr) {
+        // Updated where it is kept: no copy of it, and its row is written once before the commit
+        // (WriteDirty), not once per update. What a failed op left is dropped — unless the item
+        // holds changes of this transaction not yet written, which would be lost with it: then the
+        // whole group is rolled back (the ops the engine sends cannot fail on an item they applied
+        // to before in the same transaction; this is for a store whose contents were altered).
+        if (absl::Status s = internal::ApplyUpdateInPlace(entry->item, req.ops); !s.ok()) {
+          if (entry->dirty) {
+            fatal = absl::InternalError(absl::StrCat("update of an item already changed in this commit failed (",
+                                                     s.message(), "): the commit is rolled back"));
+            return fatal;
+          }
           conn.Refresh(req.key, nullptr);
           return s;
         }
-        if (absl::Status s = conn.Write(req.key, *cached); !s.ok()) {
-          fatal = s;
-          return s;
-        }
-        return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : *cached};
+        conn.MarkDirty(req.key, *entry);
+        return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : entry->item};
       }
       absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
       if (!next.ok()) return next.status();

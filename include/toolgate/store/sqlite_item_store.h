@@ -76,6 +76,9 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
 
   // Write transactions committed so far (each a group of one or more batches).
   int64_t groups_committed() const { return groups_committed_.load(std::memory_order_relaxed); }
+  // Item rows its committed write transactions wrote (put, inserted or updated; not deleted). An
+  // item updated by several batches of one group is one row write (see CommitGroup).
+  int64_t rows_written() const { return rows_written_.load(std::memory_order_relaxed); }
   // WAL checkpoints the store's writer has run (it replaces SQLite's automatic one; see CommitGroup).
   int64_t checkpoints_run() const { return checkpoints_run_.load(std::memory_order_relaxed); }
 
@@ -148,6 +151,7 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   int64_t async_outstanding_ ABSL_GUARDED_BY(queue_mu_) = 0;  // batches whose completion has not returned
   absl::CondVar idle_cv_;                                     // signalled when async_outstanding_ drops to 0
   std::atomic<int64_t> groups_committed_{0};
+  std::atomic<int64_t> rows_written_{0};
   std::atomic<int64_t> checkpoints_run_{0};
   std::atomic<bool> checkpoint_due_{false};  // the WAL is past kCheckpointFrames and a loop led its last commit
 
