@@ -49,6 +49,13 @@ TEST_P(ShapeCase, Shapes) {
   EXPECT_EQ(request->method, c.want_method);
   EXPECT_EQ(request->target, c.want_target);
   EXPECT_EQ(request->body, c.want_body);
+  // The same with the input's dump handed over (the public routes have it): the same request.
+  const json input = json::parse(c.input);
+  auto from_text = ShapeRequest(*shape, "crm.get_deal", input, input.dump());
+  ASSERT_TRUE(from_text.ok()) << from_text.status();
+  EXPECT_EQ(from_text->method, request->method);
+  EXPECT_EQ(from_text->target, request->target);
+  EXPECT_EQ(from_text->body, request->body);
 }
 
 const Case kCases[] = {
@@ -129,6 +136,22 @@ TEST(RequestShapeTest, DefaultConstructedIsPostToolName) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->target, "/a%20b%2Fc");  // the tool name is one encoded segment
   EXPECT_EQ(r->body, R"({"x":1})");
+}
+
+// The input's text, when handed over, is the body as it is where the whole input is the body (no
+// second dump); where fields leave the input for the path, the body is built from the tree.
+TEST(RequestShapeTest, AHandedOverInputTextIsTheBodyOnlyWhereTheWholeInputIs) {
+  const json input = {{"deal_id", "d1"}, {"n", 2}};
+  const std::string text = R"({"deal_id":"d1", "n":2})";  // not dump()'s spelling: shows which was sent
+  auto whole = ShapeRequest(RequestShape(), "crm.update", input, text);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(whole->body, text);
+  auto shape = ParseRequestShape("POST", "/deals/{deal_id}");
+  ASSERT_TRUE(shape.ok()) << shape.status();
+  auto part = ShapeRequest(*shape, "crm.update", input, text);
+  ASSERT_TRUE(part.ok()) << part.status();
+  EXPECT_EQ(part->target, "/deals/d1");
+  EXPECT_EQ(part->body, R"({"n":2})");
 }
 
 TEST(RequestShapeTest, PlaceholdersListedOnceInOrder) {

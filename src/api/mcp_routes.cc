@@ -358,15 +358,17 @@ struct McpRoutes::Impl : GatewayContext {
     const ConnectorConfig* connector = IsValidToolName(tool) ? engine.invoker().ResolveConnector(tool) : nullptr;
     if (connector == nullptr) co_return InvalidParams(c, "unknown tool: " + tool.substr(0, 200));
     const bool from_mcp_server = connector->is_mcp();
-    json arguments = json::object();
+    static const json kNoArguments = json::object();
+    const json* arguments = &kNoArguments;  // in the request, which outlives the call: not copied
     if (auto a = params.find("arguments"); a != params.end()) {
       if (!a->is_object()) co_return InvalidParams(c, "params.arguments must be an object");
-      arguments = *a;
+      arguments = &*a;
     }
     InvokeRequest ir;
     ir.principal = c.principal;
     ir.tool_name = tool;
-    ir.input_json = Dump(arguments);
+    ir.input_json = Dump(*arguments);
+    ir.input = arguments;  // parsed once: the admission reads it
     if (auto meta = params.find("_meta"); meta != params.end() && meta->is_object()) {
       if (auto key = meta->find(kMetaIdempotencyKey); key != meta->end()) {
         if (!key->is_string() || !IsValidIdempotencyKey(key->get<std::string>())) {

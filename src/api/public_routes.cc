@@ -91,6 +91,7 @@ struct PublicRoutes::Impl : GatewayContext {
     ir.principal = principal;
     ir.tool_name = tool;
     ir.input_json = Dump(body["input"]);
+    ir.input = &body["input"];  // parsed once: the admission reads it (`body` outlives the call)
     if (body.contains("idempotency_key")) {
       const json& k = body["idempotency_key"];
       if (!k.is_string() || k.get<std::string>().empty() || k.get<std::string>().size() > 255) {

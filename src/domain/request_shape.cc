@@ -172,7 +172,7 @@ absl::StatusOr<RequestShape> ParseRequestShape(std::string_view method, std::str
 }
 
 absl::StatusOr<ShapedRequest> ShapeRequest(const RequestShape& shape, std::string_view tool_name,
-                                           const nlohmann::json& input) {
+                                           const nlohmann::json& input, std::string_view input_text) {
   ShapedRequest out;
   out.method = shape.method();
   const bool needs_fields = !shape.placeholders().empty() || shape.sends_query();
@@ -215,7 +215,7 @@ absl::StatusOr<ShapedRequest> ShapeRequest(const RequestShape& shape, std::strin
         out.target += query;
       }
     } else if (!input.is_object() || shape.placeholders().empty()) {
-      out.body = input.dump();
+      out.body = input_text.empty() ? input.dump() : std::string(input_text);
     } else {
       json body = json::object();
       for (const auto& [name, value] : input.items()) {

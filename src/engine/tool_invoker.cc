@@ -204,6 +204,7 @@ class ToolInvoker::Admission {
     Ticket& t = *ticket_;
     t.connector = &connector;
     t.request = req;
+    t.request.input = nullptr;  // the caller's, read only before this (CheckInput); a ticket may outlive it
     ExecutionRecord& rec = t.record;
     rec.execution_id = req.execution_id.empty() ? NewUuidV7(s_.clock) : req.execution_id;
     rec.tenant_id = req.principal.tenant_id;
@@ -925,11 +926,17 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitClaimedAsync(QueueClaim
 }
 
 absl::StatusOr<ShapedRequest> ToolInvoker::CheckInput(const InvokeRequest& req) const {
-  const json input = json::parse(req.input_json, nullptr, /*allow_exceptions=*/false);
-  if (input.is_discarded()) return absl::InvalidArgumentError("the input is not JSON");
+  json parsed;
+  if (req.input == nullptr) {
+    parsed = json::parse(req.input_json, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_discarded()) return absl::InvalidArgumentError("the input is not JSON");
+  }
+  const json& input = req.input != nullptr ? *req.input : parsed;
+  // Its dump, when the caller made it from the tree it hands over (InvokeRequest::input).
+  const std::string_view input_text = req.input != nullptr ? std::string_view(req.input_json) : std::string_view();
   if (const ConnectorConfig* c = ResolveConnector(req.tool_name); c != nullptr && c->is_mcp()) {
     if (!input.is_object()) return absl::InvalidArgumentError("the arguments of an MCP tool must be a JSON object");
-    return ShapedRequest{"POST", "", Dump(input)};
+    return ShapedRequest{"POST", "", input_text.empty() ? Dump(input) : std::string(input_text)};
   }
   static const RequestShape kDefaultShape;  // POST /{tool_name}
   const RequestShape* shape = &kDefaultShape;
@@ -941,7 +948,7 @@ absl::StatusOr<ShapedRequest> ToolInvoker::CheckInput(const InvokeRequest& req) 
     }
     shape = &tool->second.shape;
   }
-  return ShapeRequest(*shape, req.tool_name, input);
+  return ShapeRequest(*shape, req.tool_name, input, input_text);
 }
 
 namespace {

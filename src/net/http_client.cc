@@ -97,6 +97,11 @@ bool IsLocalResourceError(const boost::system::error_code& ec) {
 
 namespace {
 
+// The room a response's read buffer starts with (see Exchange), and what is allowed beyond the
+// body limit for the status line and headers when the limit is smaller.
+constexpr int64_t kReadBufferBytes = 16 * 1024;
+constexpr int64_t kResponseHeadRoom = 1024;
+
 // At the deadline the stream may report the cancelled operation as another error than
 // error::timeout; any failure at or after the deadline is a timeout.
 bool TimedOut(const beast::error_code& ec, std::chrono::steady_clock::time_point deadline) {
@@ -298,7 +303,12 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
   }
   out.sent = true;
 
+  // Beast reads as much as the buffer has room for, and at least 512 bytes: from an empty buffer, a
+  // response comes in 512 bytes per system call (a 10 KB answer: ~20 of them, each a few µs on a
+  // virtual machine). Room for a typical answer is made at once, so it takes one or two.
   beast::flat_buffer buffer;
+  buffer.reserve(
+      static_cast<size_t>(std::min<int64_t>(request.max_response_bytes + kResponseHeadRoom, kReadBufferBytes)));
   http::response_parser<http::string_body> parser;
   parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
   parser.header_limit(64 * 1024);

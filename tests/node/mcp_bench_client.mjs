@@ -15,6 +15,16 @@ const seconds = Number(secondsArg ?? 5);
 const token = process.env.TOOLGATE_TOKEN;
 const WARMUP_MS = 1000;
 
+// The SDK client adds an abort listener per call to a signal it keeps, and Node warns at every one
+// past its limit: thousands of lines per run. Said once (it is the client's, not the server's).
+let listenersWarned = false;
+process.removeAllListeners("warning");
+process.on("warning", (w) => {
+  if (w.name !== "MaxListenersExceededWarning") return console.error(w);
+  if (!listenersWarned) console.error(`note (SDK client, said once): ${w.message}`);
+  listenersWarned = true;
+});
+
 async function connect() {
   const transport = new StreamableHTTPClientTransport(new URL(url), token ? {
     requestInit: { headers: { Authorization: `Bearer ${token}` } },

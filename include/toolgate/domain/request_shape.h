@@ -81,8 +81,10 @@ struct ShapedRequest {
 // GET/DELETE field is an object or array; or when the input is not an object and the shape needs
 // its fields. The message names the field as a JSON Pointer ("/deal_id: ...") and never holds a
 // value from the input.
+// `input_text`, when not empty, is `input.dump()` made already: sent as it is where the whole input
+// is the body.
 absl::StatusOr<ShapedRequest> ShapeRequest(const RequestShape& shape, std::string_view tool_name,
-                                           const nlohmann::json& input);
+                                           const nlohmann::json& input, std::string_view input_text = {});
 
 // RFC 3986 percent-encoding for a path segment or a query key/value: every byte except the
 // unreserved ALPHA DIGIT "-" "." "_" "~" becomes %XX (upper-case hex), so "/" is "%2F", a space

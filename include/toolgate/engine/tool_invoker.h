@@ -54,7 +54,12 @@ struct QueueOrder {
 struct InvokeRequest {
   Principal principal;
   std::string tool_name;
-  std::string input_json;       // canonical JSON of the request's `input`
+  std::string input_json;  // canonical JSON of the request's `input`
+  // The request's `input` as parsed, when the caller has it (the public routes: they parsed the body):
+  // `input_json` is then its dump, and the admission neither parses it again nor dumps it again for
+  // the downstream. Not owned: it must live until AdmitAsync has returned (the route's own frame).
+  // Read by nothing after the admission's first step. Unset: `input_json` is parsed.
+  const nlohmann::json* input = nullptr;
   std::string idempotency_key;  // empty: the execution's own id is the intent key
   std::string action_type;      // the request's; counts only for tools the config does not classify
   std::string execution_id;     // empty: a new UUIDv7
