@@ -463,6 +463,39 @@ TEST_F(HttpHardeningTest, AnEncodedSlashOrNulInThePathIsRefusedBeforeRouting) {
   EXPECT_EQ(query[0].Json()["error"], "invalid_request");
 }
 
+// A keep-alive connection gets room for a body before reading it (up to 16 KB) and gives back what is
+// beyond 4 KB once a request is answered and nothing else waits in its buffer. Bodies larger and
+// smaller than both, one after another and pipelined (the next requests already buffered when an
+// answer goes out), each reach the downstream whole and in order.
+TEST_F(HttpHardeningTest, BodiesOfEverySizeOnOneKeepAliveConnectionArriveWholeAndInOrder) {
+  GatewayProcess& gw = Start(Config());
+  RawClient c(gw.public_port());
+  ASSERT_TRUE(c.connected());
+  auto invoke = [this](size_t pad) {
+    return Request("POST", "/v1/tools/crm.echo/invoke", "Host: x\r\nContent-Type: application/json\r\n",
+                   R"({"input":{"pad":")" + std::string(pad, 'p') + R"("}})");
+  };
+  const std::vector<size_t> pads = {40000, 6000, 100, 20000, 30000, 5000, 10};
+  for (size_t i = 0; i < 4; ++i) {
+    ASSERT_TRUE(c.Send(invoke(pads[i])));
+    const auto answers = c.ReadResponses(1);
+    ASSERT_EQ(answers.size(), 1u) << i;
+    EXPECT_EQ(answers[0].status, 200) << answers[0].body;
+  }
+  ASSERT_TRUE(c.Send(invoke(pads[4]) + invoke(pads[5]) + invoke(pads[6])));
+  const auto pipelined = c.ReadResponses(3);
+  ASSERT_EQ(pipelined.size(), 3u);
+  for (const auto& a : pipelined) EXPECT_EQ(a.status, 200) << a.body;
+  EXPECT_FALSE(c.closed());
+  const auto seen = crm_.requests();
+  ASSERT_EQ(seen.size(), pads.size());
+  for (size_t i = 0; i < pads.size(); ++i) {
+    const json body = json::parse(seen[i].body, nullptr, false);
+    ASSERT_TRUE(body.is_object() && body.contains("pad")) << i << ": " << seen[i].body.substr(0, 100);
+    EXPECT_EQ(body["pad"].get<std::string>(), std::string(pads[i], 'p')) << i;
+  }
+}
+
 TEST_F(HttpHardeningTest, ExpectContinueGetsA100BeforeTheBodyUnlessTheRequestIsRefusedFirst) {
   crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})"}; });
   GatewayProcess& gw = Start(Config("max_body_bytes = 4096\n"));

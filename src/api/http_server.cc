@@ -93,6 +93,10 @@ constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 // The most room a connection's read buffer is given for a request body (ReadRequest): larger bodies
 // are read in parts of this size.
 constexpr std::uint64_t kBodyReadRoom = 16 * 1024;
+// The most read-buffer room a keep-alive connection keeps between requests: more (a large body's)
+// is given back once the request is answered and nothing else waits in the buffer, so an idle
+// client holds no more than this.
+constexpr std::size_t kIdleReadRoom = 4 * 1024;
 
 std::string ErrorBody(std::string_view code, std::string_view message) {
   return nlohmann::json{{"error", std::string(code)}, {"message", std::string(message)}}.dump();
@@ -569,6 +573,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         CloseWithReset(stream, false);
       }
       if (!keep_alive) break;
+      if (buffer.size() == 0 && buffer.capacity() > kIdleReadRoom) buffer.shrink_to_fit();
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);

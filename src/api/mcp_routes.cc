@@ -358,8 +358,8 @@ struct McpRoutes::Impl : GatewayContext {
     const ConnectorConfig* connector = IsValidToolName(tool) ? engine.invoker().ResolveConnector(tool) : nullptr;
     if (connector == nullptr) co_return InvalidParams(c, "unknown tool: " + tool.substr(0, 200));
     const bool from_mcp_server = connector->is_mcp();
-    static const json kNoArguments = json::object();
-    const json* arguments = &kNoArguments;  // in the request, which outlives the call: not copied
+    static const json kNoArguments = json::object();  // only ever read: safe to share between loops
+    const json* arguments = &kNoArguments;            // in the request, which outlives the call: not copied
     if (auto a = params.find("arguments"); a != params.end()) {
       if (!a->is_object()) co_return InvalidParams(c, "params.arguments must be an object");
       arguments = &*a;

@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "toolgate/status_macros.h"
 
@@ -107,44 +108,97 @@ absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp
   return item;
 }
 
-absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
-  for (const UpdateOp& op : ops) {
-    if (absl::Status s = CheckName(op.path); !s.ok()) return s;
-    absl::StatusOr<AttributeMap*> container = Container(item, op.path);
-    if (!container.ok()) return container.status();
-    const std::string& leaf = op.path.key ? *op.path.key : op.path.name;
-    AttributeMap& m = **container;
-    switch (op.kind) {
-      case UpdateOp::Kind::kSet:
-        m.insert_or_assign(leaf, op.value);
-        break;
-      case UpdateOp::Kind::kRemove:
-        if (auto it = m.find(leaf); it != m.end()) m.erase(it);
-        break;
-      case UpdateOp::Kind::kAdd: {
-        if (!op.value.is_number()) {
-          return absl::InvalidArgumentError(absl::StrCat("ADD to '", op.path.ToString(), "' needs a number"));
-        }
-        auto it = m.find(leaf);
-        if (it == m.end()) {
-          m.emplace(leaf, op.value);
-          break;
-        }
-        if (!it->second.is_number()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("ADD to '", op.path.ToString(), "', which holds a non-number"));
-        }
-        if (it->second.is_int() && op.value.is_int()) {
-          int64_t sum = 0;
-          if (__builtin_add_overflow(it->second.as_int(), op.value.as_int(), &sum)) {
-            return absl::InvalidArgumentError(absl::StrCat("ADD to '", op.path.ToString(), "' overflows"));
-          }
-          it->second = AttributeValue(sum);
-        } else {
-          it->second = AttributeValue(it->second.as_number() + op.value.as_number());
-        }
-        break;
+namespace {
+
+// What one applied op replaced at its path: the value before it (nullopt: there was none).
+struct Replaced {
+  const AttributePath* path;
+  std::optional<AttributeValue> before;
+};
+
+// Puts back, newest first, what the applied ops replaced: the item as it was before the first.
+using ReplacedList = absl::InlinedVector<Replaced, 4>;
+
+void Undo(Item& item, ReplacedList& replaced) {
+  for (auto r = replaced.rbegin(); r != replaced.rend(); ++r) {
+    // The state right after this op was applied, so its container is there.
+    absl::StatusOr<AttributeMap*> container = Container(item, *r->path);
+    if (!container.ok()) continue;  // unreachable: the op found it
+    const std::string& leaf = r->path->key ? *r->path->key : r->path->name;
+    if (r->before) {
+      (*container)->insert_or_assign(leaf, std::move(*r->before));
+    } else {
+      (*container)->erase(leaf);
+    }
+  }
+}
+
+// One op on `m`'s `leaf`; what it replaced goes to `replaced` (when given). An error changes nothing.
+absl::Status ApplyOne(AttributeMap& m, const std::string& leaf, const UpdateOp& op,
+                      std::optional<AttributeValue>* replaced) {
+  auto it = m.lower_bound(leaf);
+  const bool found = it != m.end() && it->first == leaf;
+  switch (op.kind) {
+    case UpdateOp::Kind::kSet:
+      if (!found) {
+        m.emplace_hint(it, leaf, op.value);
+      } else {
+        if (replaced != nullptr) *replaced = std::move(it->second);
+        it->second = op.value;
       }
+      return absl::OkStatus();
+    case UpdateOp::Kind::kRemove:
+      if (found) {
+        if (replaced != nullptr) *replaced = std::move(it->second);
+        m.erase(it);
+      }
+      return absl::OkStatus();
+    case UpdateOp::Kind::kAdd:
+      if (!op.value.is_number()) {
+        return absl::InvalidArgumentError(absl::StrCat("ADD to '", op.path.ToString(), "' needs a number"));
+      }
+      if (!found) {
+        m.emplace_hint(it, leaf, op.value);
+        return absl::OkStatus();
+      }
+      if (!it->second.is_number()) {
+        return absl::InvalidArgumentError(absl::StrCat("ADD to '", op.path.ToString(), "', which holds a non-number"));
+      }
+      if (it->second.is_int() && op.value.is_int()) {
+        int64_t sum = 0;
+        if (__builtin_add_overflow(it->second.as_int(), op.value.as_int(), &sum)) {
+          return absl::InvalidArgumentError(absl::StrCat("ADD to '", op.path.ToString(), "' overflows"));
+        }
+        if (replaced != nullptr) *replaced = it->second;
+        it->second = AttributeValue(sum);
+      } else {
+        if (replaced != nullptr) *replaced = it->second;
+        it->second = AttributeValue(it->second.as_number() + op.value.as_number());
+      }
+      return absl::OkStatus();
+  }
+  return absl::InternalError("unknown update op");
+}
+
+}  // namespace
+
+absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
+  // A single op fails before it changes anything; with more, what each replaced is kept to undo them.
+  ReplacedList replaced;
+  for (const UpdateOp& op : ops) {
+    absl::Status s = CheckName(op.path);
+    absl::StatusOr<AttributeMap*> container = s.ok() ? Container(item, op.path) : s;
+    if (container.ok()) {
+      const std::string& leaf = op.path.key ? *op.path.key : op.path.name;
+      std::optional<AttributeValue> before;
+      s = ApplyOne(**container, leaf, op, ops.size() > 1 ? &before : nullptr);
+      if (s.ok() && ops.size() > 1) replaced.push_back(Replaced{&op.path, std::move(before)});
+    } else {
+      s = container.status();
+    }
+    if (!s.ok()) {
+      Undo(item, replaced);
+      return s;
     }
   }
   return absl::OkStatus();

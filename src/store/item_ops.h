@@ -20,7 +20,8 @@ bool Evaluate(const Condition& condition, const Item* current);
 // kInvalidArgument: ADD to a non-number, SET/REMOVE into an attribute that is not a map, a path into
 // a map that does not exist (as DynamoDB), or an op on a reserved name.
 absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp>& ops);
-// The same on `item` itself (no copy). On an error `item` may hold some of the ops: discard it.
+// The same on `item` itself (no copy), whole or not at all: on an error `item` is as it was (the
+// ops applied before the failing one are undone, from what they replaced, without copying it).
 absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops);
 
 // kInvalidArgument when a key or query is malformed (empty pk, limit out of range).

@@ -304,8 +304,7 @@ class SqliteItemStore::Connection {
       it->second = CacheEntry{*value, false};
     }
   }
-  // After an Update of `key` that wrote its row: its new value (items that are updated tend to be
-  // updated again).
+  // After an insert of `key` that wrote its row and that an update soon follows: its value.
   void Remember(const ItemKey& key, Item value) {
     std::string k = CacheKey(key);
     if (cache_.size() >= kMaxCachedItems && cache_.find(k) == cache_.end()) {
@@ -315,6 +314,18 @@ class SqliteItemStore::Connection {
       if (cache_.size() >= kMaxCachedItems) return;
     }
     cache_.insert_or_assign(std::move(k), CacheEntry{std::move(value), false});
+  }
+  // An entry for `key`, not kept before, whose row WriteDirty writes: the caller sets its item.
+  // nullptr when every kept entry holds an unwritten change (the caller writes the row itself).
+  CacheEntry* KeepChanged(const ItemKey& key) {
+    std::string k = CacheKey(key);
+    if (cache_.size() >= kMaxCachedItems) {
+      std::erase_if(cache_, [](const auto& entry) { return !entry.second.dirty; });
+      if (cache_.size() >= kMaxCachedItems) return nullptr;
+    }
+    CacheEntry& entry = cache_[std::move(k)];
+    MarkDirty(key, entry);
+    return &entry;
   }
   void Forget() {
     cache_.clear();
@@ -712,35 +723,26 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
     case WriteRequest::Kind::kUpdate: {
       if (entry != nullptr) {
         // Updated where it is kept: no copy of it, and its row is written once before the commit
-        // (WriteDirty), not once per update. What a failed op left is dropped — unless the item
-        // holds changes of this transaction not yet written, which would be lost with it: then the
-        // whole group is rolled back (the ops the engine sends cannot fail on an item they applied
-        // to before in the same transaction; this is for a store whose contents were altered).
-        if (absl::Status s = internal::ApplyUpdateInPlace(entry->item, req.ops); !s.ok()) {
-          if (entry->dirty) {
-            fatal = absl::InternalError(absl::StrCat("update of an item already changed in this commit failed (",
-                                                     s.message(), "): the commit is rolled back"));
-            return fatal;
-          }
-          conn.Refresh(req.key, nullptr);
-          return s;
-        }
+        // (WriteDirty), not once per update. An update that fails leaves it as it was (applied whole
+        // or not at all), so it is refused alone and the rest of the group stands.
+        if (absl::Status s = internal::ApplyUpdateInPlace(entry->item, req.ops); !s.ok()) return s;
         conn.MarkDirty(req.key, *entry);
         return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : entry->item};
       }
       absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
       if (!next.ok()) return next.status();
+      // `cur` may point into the cache: not used from here on. Kept as changed, its row written by
+      // WriteDirty with whatever later writes of the group do to it; written now only when the
+      // writer keeps as many changed items as it can.
+      if (SqliteItemStore::Connection::CacheEntry* kept = conn.KeepChanged(req.key); kept != nullptr) {
+        kept->item = std::move(*next);
+        return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : kept->item};
+      }
       if (absl::Status s = conn.Write(req.key, *next); !s.ok()) {
         fatal = s;
         return s;
       }
-      // `cur` may point into the cache: not used from here on.
-      if (req.returns == ReturnValues::kNone) {
-        conn.Remember(req.key, std::move(*next));
-        return WriteResult{true, {}};
-      }
-      conn.Remember(req.key, *next);
-      return WriteResult{true, std::move(*next)};
+      return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : std::move(*next)};
     }
     case WriteRequest::Kind::kErase:
       if (absl::Status s = conn.Delete(req.key); !s.ok()) {
