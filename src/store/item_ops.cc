@@ -102,12 +102,6 @@ bool Evaluate(const Condition& condition, const Item* current) {
   return false;
 }
 
-absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp>& ops) {
-  Item item = current ? *current : Item{};
-  RETURN_IF_ERROR(ApplyUpdateInPlace(item, ops));
-  return item;
-}
-
 namespace {
 
 // What one applied op replaced at its path: the value before it (nullopt: there was none).
@@ -116,9 +110,9 @@ struct Replaced {
   std::optional<AttributeValue> before;
 };
 
-// Puts back, newest first, what the applied ops replaced: the item as it was before the first.
 using ReplacedList = absl::InlinedVector<Replaced, 4>;
 
+// Puts back, newest first, what the applied ops replaced: the item as it was before the first.
 void Undo(Item& item, ReplacedList& replaced) {
   for (auto r = replaced.rbegin(); r != replaced.rend(); ++r) {
     // The state right after this op was applied, so its container is there.
@@ -180,10 +174,11 @@ absl::Status ApplyOne(AttributeMap& m, const std::string& leaf, const UpdateOp& 
   return absl::InternalError("unknown update op");
 }
 
-}  // namespace
-
-absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
-  // A single op fails before it changes anything; with more, what each replaced is kept to undo them.
+// `ops` applied to `item` in order. `undo`: an error leaves `item` as it was (a single op fails
+// before it changes anything; with more, what each replaced is kept to undo them); otherwise the
+// caller discards `item` on an error.
+absl::Status ApplyOps(Item& item, const std::vector<UpdateOp>& ops, bool undo) {
+  const bool keep = undo && ops.size() > 1;
   ReplacedList replaced;
   for (const UpdateOp& op : ops) {
     absl::Status s = CheckName(op.path);
@@ -191,8 +186,8 @@ absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
     if (container.ok()) {
       const std::string& leaf = op.path.key ? *op.path.key : op.path.name;
       std::optional<AttributeValue> before;
-      s = ApplyOne(**container, leaf, op, ops.size() > 1 ? &before : nullptr);
-      if (s.ok() && ops.size() > 1) replaced.push_back(Replaced{&op.path, std::move(before)});
+      s = ApplyOne(**container, leaf, op, keep ? &before : nullptr);
+      if (s.ok() && keep) replaced.push_back(Replaced{&op.path, std::move(before)});
     } else {
       s = container.status();
     }
@@ -202,6 +197,18 @@ absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
     }
   }
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Item> ApplyUpdate(const Item* current, const std::vector<UpdateOp>& ops) {
+  Item item = current ? *current : Item{};
+  RETURN_IF_ERROR(ApplyOps(item, ops, /*undo=*/false));  // a copy: dropped on an error
+  return item;
+}
+
+absl::Status ApplyUpdateInPlace(Item& item, const std::vector<UpdateOp>& ops) {
+  return ApplyOps(item, ops, /*undo=*/true);
 }
 
 absl::Status ValidateKey(const ItemKey& key) {

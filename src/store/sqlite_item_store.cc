@@ -307,25 +307,24 @@ class SqliteItemStore::Connection {
   // After an insert of `key` that wrote its row and that an update soon follows: its value.
   void Remember(const ItemKey& key, Item value) {
     std::string k = CacheKey(key);
-    if (cache_.size() >= kMaxCachedItems && cache_.find(k) == cache_.end()) {
-      // Full: drop what no unwritten change holds. (Still full means more items than that changed in
-      // one transaction: this one is not kept, its row is written already.)
-      std::erase_if(cache_, [](const auto& entry) { return !entry.second.dirty; });
-      if (cache_.size() >= kMaxCachedItems) return;
-    }
+    if (!HasRoomFor(k)) return;  // its row is written already
     cache_.insert_or_assign(std::move(k), CacheEntry{std::move(value), false});
   }
   // An entry for `key`, not kept before, whose row WriteDirty writes: the caller sets its item.
   // nullptr when every kept entry holds an unwritten change (the caller writes the row itself).
   CacheEntry* KeepChanged(const ItemKey& key) {
     std::string k = CacheKey(key);
-    if (cache_.size() >= kMaxCachedItems) {
-      std::erase_if(cache_, [](const auto& entry) { return !entry.second.dirty; });
-      if (cache_.size() >= kMaxCachedItems) return nullptr;
-    }
+    if (!HasRoomFor(k)) return nullptr;
     CacheEntry& entry = cache_[std::move(k)];
     MarkDirty(key, entry);
     return &entry;
+  }
+  // Whether the cache can take (or holds) the entry `k`: when full, what no unwritten change holds
+  // is dropped first. (Still full means more items than that changed in one transaction.)
+  bool HasRoomFor(const std::string& k) {
+    if (cache_.size() < kMaxCachedItems || cache_.contains(k)) return true;
+    std::erase_if(cache_, [](const auto& entry) { return !entry.second.dirty; });
+    return cache_.size() < kMaxCachedItems;
   }
   void Forget() {
     cache_.clear();
@@ -731,9 +730,8 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
       }
       absl::StatusOr<Item> next = internal::ApplyUpdate(cur, req.ops);
       if (!next.ok()) return next.status();
-      // `cur` may point into the cache: not used from here on. Kept as changed, its row written by
-      // WriteDirty with whatever later writes of the group do to it; written now only when the
-      // writer keeps as many changed items as it can.
+      // Kept as changed, its row written by WriteDirty with whatever later writes of the group do to
+      // it; written now only when the writer keeps as many changed items as it can.
       if (SqliteItemStore::Connection::CacheEntry* kept = conn.KeepChanged(req.key); kept != nullptr) {
         kept->item = std::move(*next);
         return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : kept->item};
