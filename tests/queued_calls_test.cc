@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "invoker_support.h"
 #include "nlohmann/json.hpp"
@@ -58,20 +59,44 @@ class QueuedCallsRaceTest : public ::testing::TestWithParam<Backend> {
     return answer.execution_id;
   }
 
-  // What a dispatcher does when the breaker opened after it last looked: claim the oldest ready item
-  // and admit it, which finds the breaker open and puts the call back (TOOL_ATTEMPT_FAILED).
-  void ClaimAndPutBack() {
+  // Claims the oldest ready call as "dispatcher-1" (a 30 s lease) into `claim`.
+  void ClaimOldest(std::optional<QueueClaim>& claim) {
     QueueService& queue = stack_->engine->queue();
     auto next = queue.NextReady(kConn, kTenant, 5);
     ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
-    auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
-    ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
-    auto admitted = stack_->invoker.AdmitClaimed(**claim, std::nullopt, "instance-1");
+    auto claimed = queue.Claim(**next, "dispatcher-1", 30'000, 5);
+    ASSERT_TRUE(claimed.ok() && claimed->has_value()) << claimed.status();
+    claim = std::move(**claimed);
+  }
+
+  // What a dispatcher does when the breaker opened after it last looked: claim the oldest ready item
+  // and admit it, which finds the breaker open and puts the call back (TOOL_ATTEMPT_FAILED).
+  void ClaimAndPutBack() {
+    std::optional<QueueClaim> claim;
+    ASSERT_NO_FATAL_FAILURE(ClaimOldest(claim));
+    auto admitted = stack_->invoker.AdmitClaimed(*claim, std::nullopt, "instance-1");
     auto* answer = std::get_if<InvokeResult>(&admitted);
     ASSERT_NE(answer, nullptr) << "the breaker is open: the call must not be admitted";
     EXPECT_FALSE(answer->refused()) << answer->message;
     EXPECT_EQ(answer->outcome, Outcome::kQueued) << ToString(answer->reason);
     EXPECT_EQ(answer->details.value("status_url", ""), "/v1/executions/" + answer->execution_id);
+  }
+
+  // A dispatcher that claimed the oldest ready call just as its breaker opened and admits it 100 ms
+  // later, on a thread of its own: the breaker is open, so it puts the call back. Join `thread`
+  // before reading `not_run` (true when the call was not run).
+  struct LateDispatcher {
+    std::optional<QueueClaim> claim;
+    std::atomic<bool> not_run{false};
+    std::thread thread;
+  };
+  void ClaimAndAdmitLater(LateDispatcher& d) {
+    ASSERT_NO_FATAL_FAILURE(ClaimOldest(d.claim));
+    d.thread = std::thread([this, &d] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      auto admitted = stack_->invoker.AdmitClaimed(*d.claim, std::nullopt, "instance-1");
+      d.not_run = std::holds_alternative<InvokeResult>(admitted);
+    });
   }
 
   void OpenBreaker() {
@@ -174,25 +199,58 @@ TEST_P(QueuedCallsRaceTest, APurgeThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
   const std::string first = Enqueue("k-1");
   const std::string second = Enqueue("k-2");
   OpenBreaker();
-  QueueService& queue = stack_->engine->queue();
-  auto next = queue.NextReady(kConn, kTenant, 5);
-  ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
-  auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
-  ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
-  std::atomic<bool> not_run{false};
-  std::thread dispatcher([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    auto admitted = stack_->invoker.AdmitClaimed(**claim, std::nullopt, "instance-1");
-    not_run = std::holds_alternative<InvokeResult>(admitted);
-  });
+  LateDispatcher dispatcher;
+  ASSERT_NO_FATAL_FAILURE(ClaimAndAdmitLater(dispatcher));
   auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops", std::chrono::seconds(30));
-  dispatcher.join();
-  ASSERT_TRUE(not_run) << "the breaker is open: the dispatcher must not run the call";
+  dispatcher.thread.join();
+  ASSERT_TRUE(dispatcher.not_run) << "the breaker is open: the dispatcher must not run the call";
   ASSERT_TRUE(purged.ok()) << purged.status();
   EXPECT_EQ(purged->purged, 2);
   EXPECT_EQ(purged->running, 0);
   ExpectAllPurged({first, second});
-  EXPECT_EQ(EventTypes((*claim)->item.execution_id).back(), "EXECUTION_EXPIRED");
+  EXPECT_EQ(EventTypes(dispatcher.claim->item.execution_id).back(), "EXECUTION_EXPIRED");
+}
+
+// A dispatcher holds its claim when the cancel reaches the call, and puts the call back (its breaker
+// opened) a moment later: the cancel waits for that put-back and ends the call, rather than telling
+// the tenant its still-queued call is "being dispatched".
+TEST_P(QueuedCallsRaceTest, ACancelThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
+  const std::string id = Enqueue("k-1");
+  OpenBreaker();
+  QueueService& queue = stack_->engine->queue();
+  LateDispatcher dispatcher;
+  ASSERT_NO_FATAL_FAILURE(ClaimAndAdmitLater(dispatcher));
+  auto cancelled = stack_->engine->queued_calls().Cancel(kTenant, id, "tenant:tenant-a", std::chrono::seconds(30));
+  dispatcher.thread.join();
+  ASSERT_TRUE(dispatcher.not_run) << "the breaker is open: the dispatcher must not run the call";
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(ToString(cancelled->outcome), "EXPIRED");
+  EXPECT_EQ(cancelled->reason, "cancelled");
+  auto after = queue.Get(kConn, kTenant, cancelled->created_at_ms, id);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_FALSE(after->has_value()) << "the item is gone";
+  const std::vector<std::string> types = EventTypes(id);
+  EXPECT_THAT(types, ::testing::Contains("TOOL_ATTEMPT_FAILED")) << "the put-back is on record";
+  EXPECT_EQ(types.back(), "EXECUTION_CANCELLED");
+}
+
+// A claim still held when the cancel stops waiting is a call about to run: the cancel is refused and
+// the call is left to its dispatcher (item, record and chain untouched).
+TEST_P(QueuedCallsRaceTest, ACancelOfACallStillClaimedWhenItStopsWaitingIsRefusedAndChangesNothing) {
+  const std::string id = Enqueue("k-1");
+  QueueService& queue = stack_->engine->queue();
+  std::optional<QueueClaim> claim;
+  ASSERT_NO_FATAL_FAILURE(ClaimOldest(claim));
+  auto cancelled =
+      stack_->engine->queued_calls().Cancel(kTenant, id, "tenant:tenant-a", std::chrono::milliseconds(100));
+  ASSERT_TRUE(absl::IsFailedPrecondition(cancelled.status())) << cancelled.status();
+  auto record = stack_->executions.Get(kTenant, id);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(ToString(record->outcome), "QUEUED");
+  auto item = queue.Get(kConn, kTenant, record->created_at_ms, id);
+  ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+  EXPECT_EQ((*item)->claim_owner, "dispatcher-1");
+  EXPECT_EQ(EventTypes(id).back(), "EXECUTION_QUEUED");
 }
 
 // A claim still held when the purge stops waiting is a call being run: it is counted `running` and
@@ -201,11 +259,9 @@ TEST_P(QueuedCallsRaceTest, APurgeLeavesACallStillClaimedToRunAndCountsIt) {
   const std::string first = Enqueue("k-1");
   const std::string second = Enqueue("k-2");
   QueueService& queue = stack_->engine->queue();
-  auto next = queue.NextReady(kConn, kTenant, 5);
-  ASSERT_TRUE(next.ok() && next->has_value()) << next.status();
-  auto claim = queue.Claim(**next, "dispatcher-1", 30'000, 5);
-  ASSERT_TRUE(claim.ok() && claim->has_value()) << claim.status();
-  const std::string held = (*claim)->item.execution_id;
+  std::optional<QueueClaim> claim;
+  ASSERT_NO_FATAL_FAILURE(ClaimOldest(claim));
+  const std::string held = claim->item.execution_id;
   const std::string other = held == first ? second : first;
 
   auto purged = stack_->engine->queued_calls().Purge(kConn, "admin:ops", std::chrono::milliseconds(100));

@@ -153,18 +153,32 @@ absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, s
 }
 
 absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, std::string_view execution_id,
-                                                    std::string_view actor) {
+                                                    std::string_view actor, std::chrono::milliseconds settle) {
   ASSIGN_OR_RETURN(ExecutionRecord rec, executions_.Get(tenant_id, execution_id));
   if (rec.outcome != Outcome::kQueued) {
     return absl::FailedPreconditionError(absl::StrCat("the execution is ", std::string(ToString(rec.outcome)), ", not ",
                                                       std::string(ToString(Outcome::kQueued))));
   }
-  ASSIGN_OR_RETURN(std::optional<QueueItem> item,
-                   queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));
-  if (!item) return absl::FailedPreconditionError("the execution is no longer queued");
-  ASSIGN_OR_RETURN(bool ended, End(*item, actor, ExpiryReason::kCancelled));
-  if (!ended) return absl::FailedPreconditionError("the execution is being dispatched");
-  return executions_.Get(tenant_id, execution_id);
+  // A dispatcher may hold a claim on the call: it either runs it (the record moves to RUNNING) or,
+  // finding its breaker open or its switch set, puts it back within milliseconds. Like a purge, the
+  // cancel waits for that to settle, so a cancel racing a put-back still ends the call.
+  const auto deadline = std::chrono::steady_clock::now() + settle;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::optional<QueueItem> item,
+                     queue_.Get(rec.connector_id, rec.tenant_id, rec.created_at_ms, rec.execution_id));
+    if (!item) return absl::FailedPreconditionError("the execution is no longer queued");
+    ASSIGN_OR_RETURN(bool ended, End(*item, actor, ExpiryReason::kCancelled));
+    if (ended) return executions_.Get(tenant_id, execution_id);
+    ASSIGN_OR_RETURN(rec, executions_.Get(tenant_id, execution_id));
+    if (rec.outcome != Outcome::kQueued) {
+      return absl::FailedPreconditionError(absl::StrCat("the execution is ", std::string(ToString(rec.outcome)),
+                                                        ", not ", std::string(ToString(Outcome::kQueued))));
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return absl::FailedPreconditionError("the execution is being dispatched");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 absl::StatusOr<QueuedCalls::PurgeResult> QueuedCalls::Purge(std::string_view connector_id, std::string_view actor,

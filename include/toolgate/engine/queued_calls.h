@@ -38,10 +38,17 @@ class QueuedCalls {
   // was ended by someone else.
   absl::StatusOr<bool> End(const QueueItem& item, std::string_view actor, ExpiryReason reason);
 
+  // How long a cancel or a purge waits for the claims it met to be settled. A dispatcher that claimed
+  // a call just as its breaker opened puts it back within milliseconds; one that is running it holds
+  // the claim until the downstream answers.
+  static constexpr std::chrono::milliseconds kClaimSettle{2000};
+
   // DELETE /v1/executions/{id} (§17.5): the tenant's own QUEUED call. kNotFound: no such execution
-  // for this tenant; kFailedPrecondition: it is not waiting (running or ended). The record as ended.
+  // for this tenant; kFailedPrecondition: it is not waiting (running or ended), or a dispatcher still
+  // held its claim after `settle`. A claim that ends in a put-back (its breaker had opened) is waited
+  // for and the call ended all the same. The record as ended.
   absl::StatusOr<ExecutionRecord> Cancel(std::string_view tenant_id, std::string_view execution_id,
-                                         std::string_view actor);
+                                         std::string_view actor, std::chrono::milliseconds settle = kClaimSettle);
 
   // What a purge did: `purged` calls ended EXPIRED; `running` calls a dispatcher still held a claim on
   // when the purge gave up waiting for them (they run to their end).
@@ -50,17 +57,12 @@ class QueuedCalls {
     int running = 0;
   };
 
-  // How long a purge waits for the claims it met to be settled. A dispatcher that claimed a call just
-  // as its breaker opened puts it back within milliseconds; one that is running it holds the claim
-  // until the downstream answers.
-  static constexpr std::chrono::milliseconds kPurgeSettle{2000};
-
   // DELETE /admin/connectors/{id}/queue: ends every queued call of the connector that no dispatcher
   // holds. A call that was claimed when the purge reached it is looked at again until `settle` has
   // passed: if it was put back (its breaker had opened) it is ended too, so a purge racing a
   // put-back never leaves a call QUEUED; if it is still claimed then, it counts as `running`.
   absl::StatusOr<PurgeResult> Purge(std::string_view connector_id, std::string_view actor,
-                                    std::chrono::milliseconds settle = kPurgeSettle);
+                                    std::chrono::milliseconds settle = kClaimSettle);
 
   // Ends a claimed callback delivery (§15): appends `event` (CALLBACK_DELIVERED or CALLBACK_FAILED)
   // with `data` to the execution's chain, moves the record's anchor and removes the delivery, in one
