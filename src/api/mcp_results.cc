@@ -17,8 +17,6 @@ namespace {
 
 using json = nlohmann::json;
 
-const json kNoDetails = json::object();
-
 std::string CompactJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::string Str(const json& body, const char* key) {
@@ -89,7 +87,7 @@ json ErrorResult(std::string text, json structured, const std::string& execution
 
 // An MCP server's own answer, as it gave it, with the execution id added (design §14): its result
 // (SUCCEEDED), its isError result or its JSON-RPC error (FAILED). nullopt when there is none.
-std::optional<CallAnswer> ServerAnswer(const json& body, std::optional<Outcome> outcome, const std::string& id) {
+std::optional<CallAnswer> ServerAnswer(json& body, std::optional<Outcome> outcome, const std::string& id) {
   CallAnswer a;
   auto with_execution_id = [&id](json result) {
     if (!result.contains("_meta") || !result["_meta"].is_object()) result["_meta"] = json::object();
@@ -97,11 +95,11 @@ std::optional<CallAnswer> ServerAnswer(const json& body, std::optional<Outcome> 
     return result;
   };
   if (outcome == Outcome::kSucceeded && body.contains("result") && body["result"].is_object()) {
-    a.result = with_execution_id(body["result"]);
+    a.result = with_execution_id(std::move(body["result"]));
     return a;
   }
   if (outcome == Outcome::kFailed && body.contains("tool_result") && body["tool_result"].is_object()) {
-    a.result = with_execution_id(body["tool_result"]);
+    a.result = with_execution_id(std::move(body["tool_result"]));
     return a;
   }
   if (outcome == Outcome::kFailed && body.contains("rpc_error") && body["rpc_error"].is_object()) {
@@ -163,9 +161,10 @@ CallAnswer RefusedAnswer(const std::string& tool, const InvokeResult& response, 
 
 }  // namespace
 
-CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, bool from_mcp_server) {
+CallAnswer ToCallAnswer(const std::string& tool, InvokeResult response, bool from_mcp_server) {
   // What the answer says beyond its outcome and reason (the downstream's result, a kill switch's scope, ...).
-  const json& body = response.details.is_object() ? response.details : kNoDetails;
+  if (!response.details.is_object()) response.details = json::object();
+  json& body = response.details;
   const std::string id = response.refused() ? "" : response.execution_id;
   const std::optional<Outcome> outcome =
       response.refused() ? std::nullopt : std::optional<Outcome>(response.outcome);  // nullopt: a refusal
@@ -176,7 +175,7 @@ CallAnswer ToCallAnswer(const std::string& tool, const InvokeResult& response, b
   }
   CallAnswer a;
   if (outcome == Outcome::kSucceeded) {
-    json value = body.contains("result") ? body["result"] : json(nullptr);
+    json value = body.contains("result") ? std::move(body["result"]) : json(nullptr);
     json structured = value.is_object() ? value : json{{"result", value}};
     a.result = {{"content", json::array({{{"type", "text"}, {"text", CompactJson(value)}}})},
                 {"structuredContent", std::move(structured)},

@@ -25,7 +25,8 @@ struct CallAnswer {
 // tool → JSON-RPC -32602. Every result of an execution carries _meta["io.toolgate/execution_id"].
 // `from_mcp_server`: the tool is an MCP connector's, whose own answers pass through (design §14): a
 // SUCCEEDED result unchanged, a FAILED tool_error's isError result unchanged, a JSON-RPC error with
-// its code and message and `data.execution_id` — each with the execution id added.
-CallAnswer ToCallAnswer(const std::string& tool_name, const InvokeResult& response, bool from_mcp_server = false);
+// its code and message and `data.execution_id` — each with the execution id added. The result is
+// moved out of `response.details` (a caller done with the answer passes it with std::move).
+CallAnswer ToCallAnswer(const std::string& tool_name, InvokeResult response, bool from_mcp_server = false);
 
 }  // namespace toolgate::api::mcp

@@ -389,7 +389,7 @@ struct McpRoutes::Impl : GatewayContext {
     }
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResult answer = co_await std::move(run);
-    mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer, from_mcp_server);
+    mcp::CallAnswer a = mcp::ToCallAnswer(tool, std::move(answer), from_mcp_server);
     if (a.is_rpc_error) {
       const json* data = a.error_data.is_null() ? nullptr : &a.error_data;
       co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message, data));
@@ -406,7 +406,7 @@ struct McpRoutes::Impl : GatewayContext {
     auto enqueue = RunEnqueue(*this, std::move(ir), order);
     InvokeResult answer = co_await std::move(enqueue);
     if (answer.refused() || !IsWaiting(answer.outcome)) {
-      mcp::CallAnswer a = mcp::ToCallAnswer(tool, answer);
+      mcp::CallAnswer a = mcp::ToCallAnswer(tool, std::move(answer));
       if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
       co_return Result(c, std::move(a.result));
     }

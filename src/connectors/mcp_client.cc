@@ -85,7 +85,7 @@ class HttpTransport final : public McpTransport {
     reading.method = request.value("method", "");
     reading.session = headers;
     reading.deadline = clock_.now_monotonic() + timeout;
-    auto post_op = Post(request, timeout, headers, &reading);
+    auto post_op = Post(MessageText(request), timeout, headers, &reading);
     Posted posted = co_await std::move(post_op);
     RpcOutcome out = std::move(posted.outcome);
     if (!reading.response && reading.stream_started) {
@@ -149,7 +149,7 @@ class HttpTransport final : public McpTransport {
   }
 
   asio::awaitable<RpcOutcome> Notify(const json& notification, milliseconds timeout) override {
-    auto post_op = Post(notification, timeout, Current(), nullptr);
+    auto post_op = Post(MessageText(notification), timeout, Current(), nullptr);
     Posted posted = co_await std::move(post_op);
     co_return std::move(posted.outcome);
   }
@@ -163,6 +163,11 @@ class HttpTransport final : public McpTransport {
   }
 
  private:
+  // A message as the body of its POST.
+  static std::string MessageText(const json& message) {
+    return message.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+
   // The session a request goes out under.
   struct SessionHeaders {
     std::string session_id;        // Mcp-Session-Id; empty: none
@@ -197,21 +202,19 @@ class HttpTransport final : public McpTransport {
     bool streamed = false;  // the body was an event stream, read into the StreamReading
   };
 
-  // One POST of `message` under `session`, with one re-send after a 401 to a fetched token (design
+  // One POST of `body` (a message's text) under `session`, with one re-send after a 401 to a fetched token (design
   // §13). With `reading`, a 2xx `text/event-stream` answer is read into it as it arrives (see
   // OnStreamData) rather than gathered into `body`.
   // Parameters by value: a coroutine starts when awaited, after a caller's temporaries (Current())
   // are gone.
-  // With `last_event_id`, a GET resuming the stream after that event instead (no `message`).
-  asio::awaitable<Posted> Post(json message, milliseconds timeout, SessionHeaders session, StreamReading* reading,
+  // With `last_event_id`, a GET resuming the stream after that event instead (`body` empty).
+  asio::awaitable<Posted> Post(std::string body, milliseconds timeout, SessionHeaders session, StreamReading* reading,
                                std::string last_event_id = "") {
     const auto start = clock_.now_monotonic();
     auto left = [&] {
       return std::max(milliseconds(1),
                       timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     };
-    const std::string body =
-        last_event_id.empty() ? message.dump(-1, ' ', false, json::error_handler_t::replace) : std::string();
     auto send_op = SendOnce(body, left(), session, reading, last_event_id);
     Sent sent = co_await std::move(send_op);
     if (sent.result.ok && sent.result.status == 401 && credentials_->RefreshesOn401()) {
@@ -283,7 +286,7 @@ class HttpTransport final : public McpTransport {
       if (name == "Authorization") sent.authorization = value;
       call.headers.emplace_back(std::move(name), std::move(value));
     }
-    call.body = body;
+    call.body = std::move(body);
     call.timeout =
         std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     call.max_response_bytes = config_.max_response_bytes;
@@ -359,7 +362,7 @@ class HttpTransport final : public McpTransport {
       reading.stream_started = false;
       const milliseconds get_left = std::max(
           milliseconds(1), std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic()));
-      auto get_op = Post(json(), get_left, reading.session, &reading, from);
+      auto get_op = Post(std::string(), get_left, reading.session, &reading, from);
       Posted resumed = co_await std::move(get_op);
       if (!reading.stream_started) {
         // Not resumable here (405, or not a stream): the original ending stands.
@@ -442,7 +445,7 @@ class HttpTransport final : public McpTransport {
                   reading.method.substr(0, 64), method == "ping" ? "with an empty result" : "-32601");
     const milliseconds left =
         std::max(milliseconds(1), std::chrono::duration_cast<milliseconds>(reading.deadline - clock_.now_monotonic()));
-    auto post_op = Post(answer, left, reading.session, nullptr);
+    auto post_op = Post(MessageText(answer), left, reading.session, nullptr);
     Posted posted = co_await std::move(post_op);
     const RpcOutcome& out = posted.outcome;
     if (out.kind != Kind::kResponse || out.http_status < 200 || out.http_status >= 300) {

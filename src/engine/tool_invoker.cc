@@ -1018,7 +1018,7 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
     co_return failed;
   }
   if (t.request.replay) s_.metrics.Replay(t.request.replay->force ? "forced" : "executed");
-  co_return AnswerRecorded(t, k, result, result_json);
+  co_return AnswerRecorded(t, k, result, std::move(result_json));
 }
 
 // The SLIs (design §8) hear of every call that reached, or tried to reach, the downstream.
@@ -1073,12 +1073,12 @@ void ToolInvoker::CountCompleted(const Ticket& t, const DownstreamResult& result
 // The answer of a recorded outcome: the record's, with the latency, the result (SUCCEEDED), the
 // downstream's status, the wait (DEFERRED) and an MCP server's own answer to a failed call.
 InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& k, const DownstreamResult& result,
-                                         const json& result_json) {
+                                         json result_json) {
   const ExecutionRecord& rec = t.record;
   InvokeResult answer = RecordAnswer(rec, k.reason, k.retry_after_s);
   json& body = answer.details;
   body["latency_ms"] = result.latency_ms;
-  if (rec.outcome == Outcome::kSucceeded) body["result"] = result_json;
+  if (rec.outcome == Outcome::kSucceeded) body["result"] = std::move(result_json);
   if (rec.downstream_status) body["downstream_status"] = rec.downstream_status;
   if (k.retry_after_s) body["retry_after_ms"] = *k.retry_after_s * 1000;
   // An MCP server's own answer to a failed call, for the caller to see as the server said it (§14):

@@ -227,7 +227,7 @@ class ToolInvoker : public BackgroundTraffic {
                                                      const DownstreamResult& result, StoreDrive drive);
   void CountCompleted(const Ticket& ticket, const DownstreamResult& result, bool written);
   InvokeResult AnswerRecorded(const Ticket& ticket, const Classification& classification,
-                              const DownstreamResult& result, const nlohmann::json& result_json);
+                              const DownstreamResult& result, nlohmann::json result_json);
 
   Services s_;
 };
