@@ -213,7 +213,10 @@ TEST_P(QueuedCallsRaceTest, APurgeThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
 
 // A dispatcher holds its claim when the cancel reaches the call, and puts the call back (its breaker
 // opened) a moment later: the cancel waits for that put-back and ends the call, rather than telling
-// the tenant its still-queued call is "being dispatched".
+// the tenant its still-queued call is "being dispatched". Where a batch is not one transaction
+// (memory, DynamoDB) the cancel may see the item unclaimed before the put-back's event is written;
+// then the two race for the chain's head, and either order ends the call cancelled on a chain that
+// verifies (with the put-back's TOOL_ATTEMPT_FAILED or without it).
 TEST_P(QueuedCallsRaceTest, ACancelThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
   const std::string id = Enqueue("k-1");
   OpenBreaker();
@@ -230,7 +233,9 @@ TEST_P(QueuedCallsRaceTest, ACancelThatMeetsAClaimEndsTheCallWhenItIsPutBack) {
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_FALSE(after->has_value()) << "the item is gone";
   const std::vector<std::string> types = EventTypes(id);
-  EXPECT_THAT(types, ::testing::Contains("TOOL_ATTEMPT_FAILED")) << "the put-back is on record";
+  if (GetParam().name == "sqlite") {
+    EXPECT_THAT(types, ::testing::Contains("TOOL_ATTEMPT_FAILED")) << "the put-back is on record";
+  }
   EXPECT_EQ(types.back(), "EXECUTION_CANCELLED");
 }
 
