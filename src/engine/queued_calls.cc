@@ -154,11 +154,12 @@ absl::StatusOr<bool> QueuedCalls::EndCallback(const CallbackDelivery& claimed, s
 
 absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, std::string_view execution_id,
                                                     std::string_view actor, std::chrono::milliseconds settle) {
-  ASSIGN_OR_RETURN(ExecutionRecord rec, executions_.Get(tenant_id, execution_id));
-  if (rec.outcome != Outcome::kQueued) {
-    return absl::FailedPreconditionError(absl::StrCat("the execution is ", std::string(ToString(rec.outcome)), ", not ",
+  auto not_queued = [](const ExecutionRecord& r) {
+    return absl::FailedPreconditionError(absl::StrCat("the execution is ", std::string(ToString(r.outcome)), ", not ",
                                                       std::string(ToString(Outcome::kQueued))));
-  }
+  };
+  ASSIGN_OR_RETURN(ExecutionRecord rec, executions_.Get(tenant_id, execution_id));
+  if (rec.outcome != Outcome::kQueued) return not_queued(rec);
   // A dispatcher may hold a claim on the call: it either runs it (the record moves to RUNNING) or,
   // finding its breaker open or its switch set, puts it back within milliseconds. Like a purge, the
   // cancel waits for that to settle, so a cancel racing a put-back still ends the call.
@@ -170,10 +171,7 @@ absl::StatusOr<ExecutionRecord> QueuedCalls::Cancel(std::string_view tenant_id, 
     ASSIGN_OR_RETURN(bool ended, End(*item, actor, ExpiryReason::kCancelled));
     if (ended) return executions_.Get(tenant_id, execution_id);
     ASSIGN_OR_RETURN(rec, executions_.Get(tenant_id, execution_id));
-    if (rec.outcome != Outcome::kQueued) {
-      return absl::FailedPreconditionError(absl::StrCat("the execution is ", std::string(ToString(rec.outcome)),
-                                                        ", not ", std::string(ToString(Outcome::kQueued))));
-    }
+    if (rec.outcome != Outcome::kQueued) return not_queued(rec);
     if (std::chrono::steady_clock::now() >= deadline) {
       return absl::FailedPreconditionError("the execution is being dispatched");
     }
