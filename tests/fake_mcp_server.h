@@ -25,6 +25,7 @@ class FakeMcpServer {
     kIsError,        // a result marked isError (a tool-level error)
     kHttp500,        // HTTP 500 without a JSON-RPC answer (the server is failing)
     kInternalError,  // JSON-RPC error -32603
+    kAnswer,         // the members set by set_call_answer, in a JSON-RPC envelope with the call's id
   };
 
   FakeMcpServer() {
@@ -35,6 +36,13 @@ class FakeMcpServer {
 
   void set_call_mode(CallMode mode) { call_mode_ = mode; }
   void set_call_delay_ms(int ms) { call_delay_ms_ = ms; }
+  // tools/call answered {"jsonrpc":"2.0","id":<the call's>, ...members} (kAnswer): any result or
+  // error, well formed or not.
+  void set_call_answer(nlohmann::json members) {
+    std::lock_guard<std::mutex> lock(answer_mu_);
+    call_answer_ = std::move(members);
+    call_mode_ = CallMode::kAnswer;
+  }
   // tools/list answered HTTP 500 (a failing server; initialize and ping still work).
   void set_list_fails(bool fails) { list_fails_ = fails; }
 
@@ -103,6 +111,12 @@ class FakeMcpServer {
         case CallMode::kInternalError:
           return {200,
                   json{{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", -32603}, {"message", "internal"}}}}.dump()};
+        case CallMode::kAnswer: {
+          json answer{{"jsonrpc", "2.0"}, {"id", id}};
+          std::lock_guard<std::mutex> lock(answer_mu_);
+          answer.update(call_answer_);
+          return {200, answer.dump()};
+        }
       }
     }
     return {200,
@@ -110,6 +124,8 @@ class FakeMcpServer {
   }
 
   std::atomic<CallMode> call_mode_{CallMode::kText};
+  std::mutex answer_mu_;
+  json call_answer_ = json::object();  // guarded by answer_mu_
   std::atomic<int> call_delay_ms_{0};
   std::atomic<bool> list_fails_{false};
   std::atomic<int> calls_{0}, lists_{0}, initializes_{0}, in_calls_{0}, peak_calls_{0};

@@ -177,6 +177,62 @@ TEST_F(McpReliabilityTest, IsErrorResultsNeverOpenTheBreaker) {
   EXPECT_EQ(CallTool(gw, "fx.work")["content"][0]["text"], "done 7");
 }
 
+// A server's answer of any shape ends the call: recorded with an outcome (never left RUNNING), its
+// slot given back, the ledger verifiable, the gateway still serving. An error whose `message` or
+// `code` has the wrong type, an error that is not an object, a result that is not one, an `isError`
+// that is not a boolean: each forwarded or failed as design §14 says.
+TEST_F(McpReliabilityTest, ServerAnswersOfAnyShapeEndTheCallRecordedWithTheSlotGivenBack) {
+  FakeMcpServer server;
+  std::string config = Config(server.url());
+  config.replace(config.find("failure_threshold = 3"), 21, "failure_threshold = 50");  // every case reaches it
+  GatewayProcess& gw = Start(config);
+  WaitForTool(gw, "fx.work");
+  struct Case {
+    json answer;
+    std::string outcome, reason;  // the execution's
+    int rpc_code;                 // the JSON-RPC error forwarded to the agent; 0: a result
+  };
+  const std::vector<Case> cases = {
+      {{{"error", {{"code", -32000}, {"message", 42}}}}, "FAILED", "downstream_error", -32000},
+      {{{"error", {{"code", -32602}, {"message", {{"why", "nested"}}}}}}, "FAILED", "tool_rejected", -32602},
+      {{{"error", {{"code", "-32602"}, {"message", "code as text"}}}}, "FAILED", "downstream_error", -32603},
+      {{{"error", "a bare string"}}, "FAILED", "downstream_error", -32603},
+      {{{"error", nullptr}}, "FAILED", "downstream_error", -32603},
+      {{{"result", 5}}, "FAILED", "downstream_error", 0},
+      {{{"result", {{"content", json::array()}, {"isError", "yes"}}}}, "SUCCEEDED", "", 0},
+  };
+  for (const Case& c : cases) {
+    server.set_call_answer(c.answer);
+    const json answer = Rpc(gw, "tools/call", {{"name", "fx.work"}, {"arguments", json::object()}});
+    std::string id;
+    if (c.rpc_code != 0) {
+      ASSERT_TRUE(answer.contains("error")) << c.answer << " gave " << answer << gw.Log();
+      EXPECT_EQ(answer["error"]["code"], c.rpc_code) << c.answer << " gave " << answer;
+      EXPECT_TRUE(answer["error"]["message"].is_string()) << answer;
+      id = answer["error"]["data"].value("execution_id", "");
+    } else {
+      ASSERT_TRUE(answer.contains("result")) << c.answer << " gave " << answer << gw.Log();
+      const json& result = answer["result"];
+      id = result["_meta"].value("io.toolgate/execution_id", "");
+      if (c.outcome == "SUCCEEDED") {
+        EXPECT_EQ(result["isError"], "yes") << "the server's result unchanged: " << result;
+      } else {
+        EXPECT_EQ(result["isError"], true) << c.answer << " gave " << result;
+        EXPECT_EQ(Outcome(result), c.outcome) << result;
+        EXPECT_EQ(Reason(result), c.reason) << result;
+      }
+    }
+    ASSERT_FALSE(id.empty()) << c.answer << " gave " << answer;
+    const json record = Body(gw.Public("GET", "/v1/executions/" + id, "", token_));
+    EXPECT_EQ(record["outcome"], c.outcome) << c.answer << record;
+    if (!c.reason.empty()) EXPECT_EQ(record["reason"], c.reason) << c.answer << record;
+    EXPECT_EQ(ConnectorView(gw)["in_flight"], 0) << c.answer << " left its slot taken";
+  }
+  EXPECT_EQ(server.calls(), static_cast<int>(cases.size()));
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+}
+
 // A call is served on the event loop it arrived on, never handed to another thread: each loop that
 // took a call keeps a session of its own with the server, initialized once (the first loop's also
 // serves the tool list), and later calls, one at a time or a burst over every loop, initialize nothing.

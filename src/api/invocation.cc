@@ -3,10 +3,12 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "api/api_support.h"
+#include "spdlog/spdlog.h"
 
 namespace toolgate::api {
 
@@ -52,7 +54,22 @@ asio::awaitable<InvokeResult> RunAdmitted(GatewayContext& g, std::unique_ptr<Too
   const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
   const std::string connector_id = ds.connector->id;
   auto call_op = g.connectors.at(connector_id)->Call(ds);
-  DownstreamResult result = co_await std::move(call_op);
+  DownstreamResult result;
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    result = co_await std::move(call_op);
+  } catch (const std::exception& e) {
+    // A connector that throws (a defect: an answer of a shape its code did not expect) must not
+    // leave the call RUNNING with its slot taken: the call went out and its answer could not be
+    // read, which is what the outcome then says (FAILED downstream_error, intent unknown).
+    spdlog::error("execution {}: connector {} failed reading the answer: {}", ticket->record.execution_id, connector_id,
+                  e.what());
+    result = DownstreamResult{};
+    result.kind = DownstreamResult::Kind::kResponseInvalid;
+    result.error = "toolgate could not read the downstream's answer";
+    result.latency_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+  }
   if (result.kind != DownstreamResult::Kind::kLocalResource) {  // this host's trouble says nothing of the connector
     g.recent.Add(connector_id, g.clock.now_epoch_ms(), result.latency_ms, IsDownstreamFailure(result));
   }

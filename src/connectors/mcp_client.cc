@@ -55,9 +55,7 @@ std::optional<json> PickResponse(const json& message, const json& id) {
   return std::nullopt;
 }
 
-bool IsToolsChanged(const json& m) {
-  return m.is_object() && m.value("method", "") == "notifications/tools/list_changed";
-}
+bool IsToolsChanged(const json& m) { return StringMember(m, "method") == "notifications/tools/list_changed"; }
 
 class HttpTransport final : public McpTransport {
  public:
@@ -202,12 +200,11 @@ class HttpTransport final : public McpTransport {
     bool streamed = false;  // the body was an event stream, read into the StreamReading
   };
 
-  // One POST of `body` (a message's text) under `session`, with one re-send after a 401 to a fetched token (design
-  // §13). With `reading`, a 2xx `text/event-stream` answer is read into it as it arrives (see
-  // OnStreamData) rather than gathered into `body`.
-  // Parameters by value: a coroutine starts when awaited, after a caller's temporaries (Current())
-  // are gone.
-  // With `last_event_id`, a GET resuming the stream after that event instead (`body` empty).
+  // One POST of `body` (a message's text) under `session`, with one re-send after a 401 to a fetched
+  // token (design §13). With `reading`, a 2xx `text/event-stream` answer is read into it as it
+  // arrives (see OnStreamData) rather than gathered into `body`. With `last_event_id`, a GET resuming
+  // the stream after that event instead (`body` empty). Parameters by value: a coroutine starts when
+  // awaited, after a caller's temporaries (Current()) are gone.
   asio::awaitable<Posted> Post(std::string body, milliseconds timeout, SessionHeaders session, StreamReading* reading,
                                std::string last_event_id = "") {
     const auto start = clock_.now_monotonic();
@@ -466,6 +463,12 @@ class HttpTransport final : public McpTransport {
 
 }  // namespace
 
+std::string StringMember(const json& message, const char* key) {
+  if (!message.is_object()) return "";
+  const auto it = message.find(key);
+  return it != message.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 std::unique_ptr<McpTransport> MakeHttpTransport(const ConnectorConfig& config, net::ConnectionPool& pool,
                                                 const Clock& clock, std::shared_ptr<const net::TlsClientContext> tls) {
   return std::make_unique<HttpTransport>(config, pool, clock, std::move(tls));
@@ -571,7 +574,7 @@ asio::awaitable<RpcOutcome> McpClient::Initialize(std::chrono::steady_clock::tim
     co_return out;
   }
   const json& result = (*out.message)["result"];
-  const std::string version = result.is_object() ? result.value("protocolVersion", "") : "";
+  const std::string version = StringMember(result, "protocolVersion");
   if (version != kClientProtocolVersion && version != kFallbackProtocolVersion && version != "2025-03-26") {
     RpcOutcome unsupported;
     unsupported.kind = Kind::kResponseInvalid;

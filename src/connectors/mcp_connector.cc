@@ -79,9 +79,10 @@ DownstreamResult ToDownstream(mcp::RpcOutcome out) {
     r.kind = Kind::kRpcError;
     r.rpc_code =
         e->is_object() && e->contains("code") && (*e)["code"].is_number_integer() ? (*e)["code"].get<int>() : -32603;
-    json error = e->is_object() ? *e : json{{"code", r.rpc_code}, {"message", "malformed error"}};
+    json error = e->is_object() ? std::move(*e) : json{{"code", r.rpc_code}, {"message", "malformed error"}};
     r.body = Dump(error);
-    r.error = absl::StrCat("JSON-RPC error ", r.rpc_code, ": ", error.value("message", "").substr(0, 200));
+    r.error = absl::StrCat("JSON-RPC error ", r.rpc_code, ": ", mcp::StringMember(error, "message").substr(0, 200));
+    r.parsed_body = std::move(error);
     return r;
   }
   json& result = m["result"];
@@ -94,6 +95,7 @@ DownstreamResult ToDownstream(mcp::RpcOutcome out) {
   r.kind = is_error ? Kind::kToolError : Kind::kResponse;
   r.status = 200;
   r.body = Dump(result);
+  r.parsed_body = std::move(result);
   return r;
 }
 

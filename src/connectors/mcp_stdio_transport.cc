@@ -189,7 +189,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
                   {"error", {{"code", -32601}, {"message", "not supported by toolgate"}}}}
                  .dump());
       }
-      if (m.value("method", "") == "notifications/tools/list_changed" && tools_changed) tools_changed();
+      if (StringMember(m, "method") == "notifications/tools/list_changed" && tools_changed) tools_changed();
       return;  // other notifications are skipped
     }
     if (!has_id || !(m.contains("result") || m.contains("error"))) return;

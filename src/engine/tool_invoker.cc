@@ -983,16 +983,25 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
   const ConnectorConfig& c = *t.connector;
 
   // Classify (design §5, S5, S12, §17.3): one pure function decides every consequence.
+  // The result parsed once: by the connector when it took it out of a message (MCP), or here.
   json result_json;
   const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
-  if (is_2xx) result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
+  const bool parsed_by_connector = is_2xx && result.parsed_body.has_value();
+  if (parsed_by_connector) {
+    result_json = *std::exchange(result.parsed_body, std::nullopt);
+  } else if (is_2xx) {
+    result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
+  }
   const Classification k =
       ClassifyDownstream(result, is_2xx && !result_json.is_discarded(), c.breaker, c.slo.latency_threshold_ms);
   rec.outcome = k.outcome;
   rec.reason = std::string(ToString(k.reason));
   rec.latency_ms = result.latency_ms;
   if (result.kind == DownstreamResult::Kind::kResponse) rec.downstream_status = result.status;
-  if (rec.outcome == Outcome::kSucceeded) rec.result_json = Dump(result_json);
+  if (rec.outcome == Outcome::kSucceeded) {
+    // The connector's text of its tree is the dump this would write (nothing reads `body` later).
+    rec.result_json = parsed_by_connector ? std::move(result.body) : Dump(result_json);
+  }
 
   RecordInSlo(c, k, result);
   if (t.guarded) co_await RecordInBreaker(t, k, drive);
@@ -1072,7 +1081,7 @@ void ToolInvoker::CountCompleted(const Ticket& t, const DownstreamResult& result
 
 // The answer of a recorded outcome: the record's, with the latency, the result (SUCCEEDED), the
 // downstream's status, the wait (DEFERRED) and an MCP server's own answer to a failed call.
-InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& k, const DownstreamResult& result,
+InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& k, DownstreamResult& result,
                                          json result_json) {
   const ExecutionRecord& rec = t.record;
   InvokeResult answer = RecordAnswer(rec, k.reason, k.retry_after_s);
@@ -1084,7 +1093,8 @@ InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& 
   // An MCP server's own answer to a failed call, for the caller to see as the server said it (§14):
   // the isError result (`tool_result`) or the JSON-RPC error object (`rpc_error`).
   if (result.kind == DownstreamResult::Kind::kToolError || result.kind == DownstreamResult::Kind::kRpcError) {
-    json server = json::parse(result.body, nullptr, false);
+    json server = result.parsed_body ? *std::exchange(result.parsed_body, std::nullopt)
+                                     : json::parse(result.body, nullptr, false);
     if (server.is_object())
       body[result.kind == DownstreamResult::Kind::kToolError ? "tool_result" : "rpc_error"] = std::move(server);
   }
@@ -1146,7 +1156,8 @@ void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreake
                                    const DownstreamResult& result) {
   const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
   const bool body_is_json =
-      is_2xx && !json::parse(result.body.empty() ? "null" : result.body, nullptr, false).is_discarded();
+      is_2xx && (result.parsed_body.has_value() ||
+                 !json::parse(result.body.empty() ? "null" : result.body, nullptr, false).is_discarded());
   const Classification k = ClassifyDownstream(result, body_is_json, c.breaker, c.slo.latency_threshold_ms);
   absl::Status st;
   switch (k.breaker) {

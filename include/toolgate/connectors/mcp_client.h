@@ -114,6 +114,10 @@ std::unique_ptr<McpTransport> MakeHttpTransport(const ConnectorConfig& config, n
 std::unique_ptr<McpTransport> MakeStdioTransport(const ConnectorConfig& config, const Clock& clock,
                                                  boost::asio::any_io_executor executor);
 
+// `message[key]` when `message` is an object holding a string there, else "": a server's message read
+// without trusting its types (nlohmann's value() throws when the member is of another type).
+std::string StringMember(const nlohmann::json& message, const char* key);
+
 // The MCP lifecycle over a transport. Request ids are unique per client (one per session). Not
 // thread-safe: one single-threaded executor, as the transport.
 class McpClient {

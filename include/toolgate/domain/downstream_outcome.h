@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "nlohmann/json.hpp"
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/domain/outcome.h"
 
@@ -46,6 +47,11 @@ struct DownstreamResult {
   std::string error;                           // what went wrong without a response, for the operator (never a secret)
   std::vector<FailedAttempt> failed_attempts;  // the attempts before the last, in order
   int rpc_code = 0;                            // kRpcError: the JSON-RPC error code
+  // `body` as the tree the connector parsed it from (MCP: the result or error object it took out of
+  // the server's message), `body` being that tree's text as nlohmann dumps it: the engine then
+  // neither parses `body` again nor dumps the tree again (design §16: JSON parsed once). Empty when
+  // the connector passes the downstream's text on unparsed (HTTP).
+  std::optional<nlohmann::json> parsed_body;
 };
 
 // What the call does to the connector's breaker.

@@ -226,8 +226,8 @@ class ToolInvoker : public BackgroundTraffic {
   boost::asio::awaitable<absl::Status> RecordOutcome(Ticket& ticket, const Classification& classification,
                                                      const DownstreamResult& result, StoreDrive drive);
   void CountCompleted(const Ticket& ticket, const DownstreamResult& result, bool written);
-  InvokeResult AnswerRecorded(const Ticket& ticket, const Classification& classification,
-                              const DownstreamResult& result, nlohmann::json result_json);
+  InvokeResult AnswerRecorded(const Ticket& ticket, const Classification& classification, DownstreamResult& result,
+                              nlohmann::json result_json);
 
   Services s_;
 };
