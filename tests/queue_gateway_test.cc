@@ -126,6 +126,12 @@ class QueueGatewayTest : public ::testing::Test {
     return testing::BaseConfigDynamo(testing::Dynalite::Shared().endpoint(), table);
   }
 
+  // `toolgate ledger verify` on `gw`'s store: every chain verifies.
+  void ExpectLedgerVerifies(GatewayProcess& gw) {
+    auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
+    EXPECT_EQ(code, 0) << out;
+  }
+
   static std::vector<std::string> EventTypes(const json& execution) {
     std::vector<std::string> types;
     for (const auto& e : execution["events"]) types.push_back(e["type"]);
@@ -451,6 +457,17 @@ TEST_F(QueueGatewayTest, DeadlinesCancelsAndKillSwitchesEndQueuedCallsUnrun) {
   const std::string cancelled = Enqueue(gw, "crm.update", {{"k", "cancel"}}, alice_);
   const std::string blocked = Enqueue(gw, "crm.update", {{"k", "blocked"}}, bob_);
   EXPECT_EQ(Execution(gw, cancelled, alice_)["outcome"], "QUEUED");
+  // A call still waiting has not ended: its chain verifies, and a replay of it (which would send it
+  // beside the dispatcher's run, S12) is refused, on either route, with or without force.
+  ExpectLedgerVerifies(gw);
+  const std::string replay_body = json{{"replay_reason", "r"}, {"requested_by", "oncall"}}.dump();
+  const auto public_replay =
+      gw.Public("POST", "/v1/executions/" + cancelled + "/replay", replay_body, Token("tenant-a", {"operator"}));
+  EXPECT_EQ(public_replay.status, 409) << public_replay.body;
+  EXPECT_EQ(Body(public_replay)["error"], "execution_in_progress") << public_replay.body;
+  const auto forced = gw.Admin("POST", "/admin/executions/" + cancelled + "/replay",
+                               json{{"replay_reason", "r"}, {"requested_by", "oncall"}, {"force", true}}.dump());
+  EXPECT_EQ(forced.status, 409) << forced.body;
 
   // Cancel: only the owner, only while queued.
   EXPECT_EQ(gw.Public("DELETE", "/v1/executions/" + cancelled, "", bob_).status, 404);
@@ -477,6 +494,7 @@ TEST_F(QueueGatewayTest, DeadlinesCancelsAndKillSwitchesEndQueuedCallsUnrun) {
   EXPECT_EQ(b_done.at(blocked)["outcome"], "BLOCKED") << b_done.at(blocked).dump();
   EXPECT_THAT(EventTypes(b_done.at(blocked)), ::testing::Contains("EXECUTION_BLOCKED"));
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u) << "an ended queued call reached the downstream";
+  ExpectLedgerVerifies(gw);  // expired, cancelled and blocked chains end as their records say
 }
 
 // Bad queue fields are 400 and queue nothing; a full tenant queue is 429; on_defer turns a would-be
@@ -605,6 +623,7 @@ TEST_F(QueueGatewayTest, PurgeEndsEveryWaitingCallExpiredAndIsAudited) {
   ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
+  ExpectLedgerVerifies(gw);
 }
 
 // MCP tools/call with _meta["io.toolgate/mode"] = "queued" answers at once with the execution id.

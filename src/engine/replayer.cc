@@ -59,7 +59,9 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
   if (original->input_json.empty()) {
     return Refusal(InvokeError::kNotReplayable, "this execution's input was not kept, so it cannot be replayed");
   }
-  if (original->outcome == Outcome::kInProgress) {
+  // QUEUED and RUNNING have not ended either: a replay now would send the call beside the
+  // dispatcher's run of it (S12).
+  if (original->outcome == Outcome::kInProgress || IsWaiting(original->outcome)) {
     return Refusal(InvokeError::kExecutionInProgress,
                    "this execution has not finished yet; replay it once it has an outcome");
   }

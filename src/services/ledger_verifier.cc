@@ -48,6 +48,10 @@ std::vector<std::string> OutcomesOf(const LedgerEvent& e) {
   auto name = [](Outcome o) { return std::string(ToString(o)); };
   if (e.type == "TOOL_SUCCEEDED" || e.type == "REPLAY_DEDUPED") return {name(Outcome::kSucceeded)};
   if (e.type == "EXECUTION_BLOCKED") return {name(Outcome::kBlocked)};
+  // A queued call that ended without running (deadline, purge; a cancel), or whose run could not
+  // start (design §15).
+  if (e.type == "EXECUTION_EXPIRED" || e.type == "EXECUTION_CANCELLED") return {name(Outcome::kExpired)};
+  if (e.type == "EXECUTION_FAILED") return {name(Outcome::kFailed)};
   if (e.type == "EXECUTION_DEFERRED") return {name(Outcome::kDeferred)};
   if (e.type == "TOOL_FAILED") {
     const json d = Data(e);
@@ -80,7 +84,7 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
     }
   }
   if (final_event == nullptr) {
-    if (r.outcome != Outcome::kInProgress) {
+    if (r.outcome != Outcome::kInProgress && !IsWaiting(r.outcome)) {  // not ended yet: running, or queued
       return Bad(absl::StrCat("its record says ", std::string(ToString(r.outcome)),
                               " but its chain has no event that ends the execution"));
     }
