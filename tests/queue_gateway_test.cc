@@ -294,6 +294,41 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
   gws_.clear();  // before the downstream: it waits for kept-alive connections to close
 }
 
+// A call whose run had started when its gateway was SIGKILLed is no longer "still queued" at its
+// deadline: it is taken over and run again with the same Idempotency-Key, ending as that run ends —
+// never EXPIRED ("never run") after it may have reached the downstream. A call that never ran still
+// expires, unrun.
+TEST_F(QueueGatewayTest, ARunCutShortByACrashIsTakenOverNotExpiredAtItsDeadline) {
+  FakeDownstream crm;
+  crm.set_connections(FakeDownstream::Connections::kKeepAlive);
+  crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 800}; });
+  const std::string config = QueueConfig(dir_.file("store.db"), 100) + Connector("crm", crm, 1);
+  GatewayProcess& victim = Start(config, "victim");
+  const std::string ran = Enqueue(victim, "crm.update", {{"k", "ran"}}, alice_, {{"deadline_s", 2}});
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  while (crm.concurrent() < 1 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(crm.concurrent(), 1) << "the victim never ran the call";
+  // Behind it (the connector's one slot is taken): never runs before its deadline.
+  const std::string waiting = Enqueue(victim, "crm.update", {{"k", "waiting"}}, alice_, {{"deadline_s", 2}});
+  victim.Kill();
+  GatewayProcess& rescuer = Start(config, "rescuer");
+  auto done = AwaitFinal(rescuer, {ran, waiting}, alice_, std::chrono::seconds(20));
+  ASSERT_EQ(done.size(), 2u);
+  const auto ran_types = EventTypes(done[ran]);
+  EXPECT_EQ(done[ran]["outcome"], "SUCCEEDED") << done[ran].dump();
+  EXPECT_EQ(std::count(ran_types.begin(), ran_types.end(), "TOOL_SUCCEEDED"), 1) << done[ran].dump();
+  EXPECT_THAT(ran_types, ::testing::Contains("TOOL_ATTEMPT_FAILED")) << "the taken-over run, recorded";
+  EXPECT_THAT(ran_types, ::testing::Not(::testing::Contains("EXECUTION_EXPIRED"))) << done[ran].dump();
+  EXPECT_EQ(done[waiting]["outcome"], "EXPIRED") << done[waiting].dump();
+  EXPECT_THAT(EventTypes(done[waiting]), ::testing::Not(::testing::Contains("TOOL_INVOKED")));
+  Seen seen(crm);
+  EXPECT_EQ(seen.by_execution[ran], 2) << "run, then taken over and run again";
+  EXPECT_EQ(seen.keys[ran].size(), 1u) << "a re-run must carry the same Idempotency-Key";
+  EXPECT_EQ(seen.by_execution.count(waiting), 0u) << "an expired call reached the downstream";
+  ExpectLedgerVerifies(rescuer);
+  gws_.clear();  // before the downstream: it waits for kept-alive connections to close
+}
+
 // Every instance restarted while calls are queued (one SIGKILLed mid-run, two stopped with SIGTERM,
 // which gives claims back at once): the new instances run every call, each ends SUCCEEDED with one
 // TOOL_SUCCEEDED, and only calls the killed one was running are run twice (same Idempotency-Key).

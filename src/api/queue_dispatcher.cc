@@ -138,10 +138,13 @@ struct QueueDispatcher::Impl {
     if (!next->has_value()) return {StepKind::kNothing, nullptr, 0, round};
     const QueueItem& item = **next;
     if (item.deadline_ms <= now_ms) {
-      absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "system", ExpiryReason::kDeadline);
+      bool started = false;
+      absl::StatusOr<bool> ended = g.engine.queued_calls().End(item, "system", ExpiryReason::kDeadline, &started);
       if (!ended.ok())
         spdlog::warn("queued execution {}: not expired: {}", item.execution_id, ended.status().ToString());
-      return {StepKind::kWorked, nullptr, 0, round};
+      // A run that started is no longer "still queued" (§15): its dead dispatcher's claim is taken
+      // over below, as before its deadline, and the call ends as its re-run ends.
+      if (!started) return {StepKind::kWorked, nullptr, 0, round};
     }
     // Parked (breaker OPEN, connector throttled): no claims — but deadlines still end calls above. The
     // scout goes on to the next tenant (its round ends in the idle backoff).

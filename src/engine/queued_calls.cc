@@ -50,11 +50,17 @@ std::vector<store::WriteRequest> QueuedCalls::EndRecordRequests(ExecutionRecord&
   return writes;
 }
 
-absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view actor, ExpiryReason reason) {
+absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view actor, ExpiryReason reason,
+                                      bool* started) {
+  if (started != nullptr) *started = false;
   const int64_t now_ms = clock_.now_epoch_ms();
   std::vector<store::WriteRequest> removal =
       QueueService::RemoveUnclaimedRequests(item, now_ms, SkewS(item.connector_id));
   absl::StatusOr<ExecutionRecord> record = executions_.Get(item.tenant_id, item.execution_id);
+  if (record.ok() && record->outcome == Outcome::kRunning) {
+    if (started != nullptr) *started = true;
+    return false;
+  }
   if (absl::IsNotFound(record.status()) || (record.ok() && !IsWaiting(record->outcome))) {
     // A stale item (its record gone with retention, or already ended): just remove it.
     const auto results = store_.WriteBatch(removal);
@@ -185,9 +191,14 @@ absl::StatusOr<QueuedCalls::PurgeResult> QueuedCalls::Purge(std::string_view con
   std::vector<QueueItem> held;  // claimed when reached: looked at again below
   // Ends `item` unless a claim holds it; a held item goes to `held`, a vanished one is dropped.
   auto end_or_hold = [&](const QueueItem& item) -> absl::Status {
-    ASSIGN_OR_RETURN(bool done, End(item, actor, ExpiryReason::kPurged));
+    bool started = false;
+    ASSIGN_OR_RETURN(bool done, End(item, actor, ExpiryReason::kPurged, &started));
     if (done) {
       ++result.purged;
+      return absl::OkStatus();
+    }
+    if (started) {  // its dispatcher died running it: another takes it over and it ends by itself
+      ++result.running;
       return absl::OkStatus();
     }
     ASSIGN_OR_RETURN(std::optional<QueueItem> now,
@@ -227,7 +238,7 @@ absl::StatusOr<QueuedCalls::PurgeResult> QueuedCalls::Purge(std::string_view con
       RETURN_IF_ERROR(end_or_hold(*now));
     }
   }
-  result.running = static_cast<int>(held.size());
+  result.running += static_cast<int>(held.size());
   return result;
 }
 

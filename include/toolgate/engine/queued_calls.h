@@ -35,8 +35,11 @@ class QueuedCalls {
   // Ends `item` EXPIRED with `reason` (the event EXECUTION_CANCELLED for kCancelled, else
   // EXECUTION_EXPIRED): removes it unless claimed, then ends its record (read again while a put-back
   // that raced the removal moves its chain). False when it is claimed (running), gone, or its record
-  // was ended by someone else.
-  absl::StatusOr<bool> End(const QueueItem& item, std::string_view actor, ExpiryReason reason);
+  // was ended by someone else. Never a call whose run started (its record RUNNING, though no live
+  // claim holds it any more: its dispatcher died): EXPIRED says "never run", and it may have reached
+  // the downstream; it is left, untouched, for a dispatcher to take over (§15: the re-run carries the
+  // same Idempotency-Key), and `*started` (when given) is set.
+  absl::StatusOr<bool> End(const QueueItem& item, std::string_view actor, ExpiryReason reason, bool* started = nullptr);
 
   // How long a cancel or a purge waits for the claims it met to be settled. A dispatcher that claimed
   // a call just as its breaker opened puts it back within milliseconds; one that is running it holds
