@@ -26,6 +26,7 @@ class FakeMcpServer {
     kHttp500,        // HTTP 500 without a JSON-RPC answer (the server is failing)
     kInternalError,  // JSON-RPC error -32603
     kAnswer,         // the members set by set_call_answer, in a JSON-RPC envelope with the call's id
+    kRawResult,      // the text set by set_call_raw_result as the result, spliced in unparsed
   };
 
   FakeMcpServer() {
@@ -38,6 +39,12 @@ class FakeMcpServer {
   void set_call_delay_ms(int ms) { call_delay_ms_ = ms; }
   // tools/call answered {"jsonrpc":"2.0","id":<the call's>, ...members} (kAnswer): any result or
   // error, well formed or not.
+  // tools/call answered with `text` as its result, as is (however deep it nests: never parsed here).
+  void set_call_raw_result(std::string text) {
+    std::lock_guard<std::mutex> lock(answer_mu_);
+    raw_result_ = std::move(text);
+    call_mode_ = CallMode::kRawResult;
+  }
   void set_call_answer(nlohmann::json members) {
     std::lock_guard<std::mutex> lock(answer_mu_);
     call_answer_ = std::move(members);
@@ -117,6 +124,10 @@ class FakeMcpServer {
           answer.update(call_answer_);
           return {200, answer.dump()};
         }
+        case CallMode::kRawResult: {
+          std::lock_guard<std::mutex> lock(answer_mu_);
+          return {200, R"({"jsonrpc":"2.0","id":)" + id.dump() + R"(,"result":)" + raw_result_ + "}"};
+        }
       }
     }
     return {200,
@@ -126,6 +137,7 @@ class FakeMcpServer {
   std::atomic<CallMode> call_mode_{CallMode::kText};
   std::mutex answer_mu_;
   json call_answer_ = json::object();  // guarded by answer_mu_
+  std::string raw_result_;             // guarded by answer_mu_
   std::atomic<int> call_delay_ms_{0};
   std::atomic<bool> list_fails_{false};
   std::atomic<int> calls_{0}, lists_{0}, initializes_{0}, in_calls_{0}, peak_calls_{0};

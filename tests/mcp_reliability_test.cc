@@ -233,6 +233,41 @@ TEST_F(McpReliabilityTest, ServerAnswersOfAnyShapeEndTheCallRecordedWithTheSlotG
   EXPECT_EQ(code, 0) << out;
 }
 
+// An answer nested beyond reason (100,000 deep, 200 KB) from an MCP server or an HTTP downstream is
+// an unreadable answer, FAILED downstream_error — it used to overflow the stack of the copy and dump
+// that followed the parse and kill the gateway with every call in flight. A result nested 200 deep
+// still passes unchanged.
+TEST_F(McpReliabilityTest, AnAnswerNestedBeyondReasonFailsTheCallAndTheGatewayServesOn) {
+  FakeMcpServer server;
+  const std::string abyss = std::string(100'000, '[') + std::string(100'000, ']');
+  testing::FakeDownstream web;
+  web.set_behavior([&](const testing::FakeDownstream::Request&) { return testing::FakeDownstream::Reply{200, abyss}; });
+  GatewayProcess& gw =
+      Start(Config(server.url()) + "[connectors.web]\nbase_url = \"" + web.base_url() + "\"\ntimeout_ms = 5000\n");
+  WaitForTool(gw, "fx.work");
+
+  server.set_call_raw_result(R"({"content":[{"type":"text","text":"deep"}],"structuredContent":{"d":)" +
+                             std::string(200, '[') + std::string(200, ']') + "}}");
+  const json fine = CallTool(gw, "fx.work");
+  EXPECT_NE(fine.value("isError", false), true) << fine;
+  EXPECT_EQ(fine["structuredContent"]["d"].dump(), std::string(200, '[') + std::string(200, ']')) << "unchanged";
+
+  server.set_call_raw_result(abyss);
+  const json deep = CallTool(gw, "fx.work");
+  EXPECT_EQ(deep["isError"], true) << deep;
+  EXPECT_EQ(Outcome(deep), "FAILED") << deep;
+  EXPECT_EQ(Reason(deep), "downstream_error") << deep;
+
+  const auto via_http = gw.Invoke("web.anything", json{{"input", json::object()}}, token_);
+  EXPECT_EQ(Body(via_http)["outcome"], "FAILED") << via_http.body;
+  EXPECT_EQ(Body(via_http)["reason"], "downstream_error") << via_http.body;
+
+  EXPECT_EQ(ConnectorView(gw)["in_flight"], 0);
+  EXPECT_EQ(ConnectorView(gw, "web")["in_flight"], 0);
+  server.set_call_mode(CallMode::kText);
+  EXPECT_EQ(CallTool(gw, "fx.work")["content"][0]["text"], "done 3") << "and it serves on";
+}
+
 // A call is served on the event loop it arrived on, never handed to another thread: each loop that
 // took a call keeps a session of its own with the server, initialized once (the first loop's also
 // serves the tool list), and later calls, one at a time or a burst over every loop, initialize nothing.

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -56,30 +57,6 @@ absl::StatusOr<std::string> CheckedSecret(std::string raw, const std::string& wh
     return absl::FailedPreconditionError(absl::StrCat(what, " holds a control character a header cannot carry"));
   }
   return s;
-}
-
-// Object and array nesting at most `max_depth` (brackets inside strings do not count), checked before
-// parsing so a hostile answer cannot make the parser or the value's destructor recurse without bound.
-bool JsonDepthWithin(const std::string& text, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max_depth) return false;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return true;
 }
 
 // A short word from the token endpoint (an OAuth2 `error` code, a token_type) fit to quote in a

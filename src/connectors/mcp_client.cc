@@ -11,6 +11,7 @@
 #include "toolgate/connectors/credentials.h"
 #include "toolgate/connectors/http_connector.h"
 #include "toolgate/net/event_stream.h"
+#include "toolgate/domain/json_depth.h"
 
 #ifndef TOOLGATE_VERSION
 #define TOOLGATE_VERSION "0.1.0"
@@ -121,13 +122,13 @@ class HttpTransport final : public McpTransport {
         // answered now: the server closed the stream).
         reading.events.Finish();
         while (auto event = reading.events.Next()) {
-          json m = json::parse(event->data, nullptr, false);
+          json m = ParseJsonWithin(event->data);
           if (!m.is_discarded() && (reading.response = PickResponse(m, id))) break;
         }
       }
       out.message = std::move(reading.response);
     } else {
-      json m = json::parse(posted.body, nullptr, false);
+      json m = ParseJsonWithin(posted.body);
       if (!m.is_discarded()) out.message = PickResponse(m, id);
     }
     if (!out.message) {
@@ -325,7 +326,7 @@ class HttpTransport final : public McpTransport {
         // A clean end: an event cut short of its blank line still counts.
         reading.events.Finish();
         while (auto event = reading.events.Next()) {
-          json m = json::parse(event->data, nullptr, false);
+          json m = ParseJsonWithin(event->data);
           if (!m.is_discarded() && (reading.response = PickResponse(m, reading.id))) break;
         }
         if (reading.response) break;
@@ -390,7 +391,7 @@ class HttpTransport final : public McpTransport {
   // One event of the stream: the response (stop), a request of the server's (answered), a
   // notification (tools/list_changed acted on, the others dropped) or anything else (skipped).
   asio::awaitable<bool> HandleEvent(StreamReading& reading, std::string data) {
-    json parsed = json::parse(data, nullptr, false);
+    json parsed = ParseJsonWithin(data);
     if (parsed.is_discarded()) {
       if (!data.empty()) spdlog::debug("connector {}: an SSE event that is not JSON was skipped", config_.id);
       co_return true;

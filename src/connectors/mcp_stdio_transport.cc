@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/connectors/mcp_client.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate::mcp {
 
@@ -171,7 +172,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   }
 
   void Dispatch(const std::string& line) {
-    json m = json::parse(line, nullptr, false);
+    json m = ParseJsonWithin(line);
     if (!m.is_object()) return;  // a stray line (some servers log to stdout): skipped
     const bool has_id = m.contains("id") && !m["id"].is_null();
     if (m.contains("method")) {

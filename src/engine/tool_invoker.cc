@@ -12,6 +12,7 @@
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/store/awaitable_item_store.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -990,7 +991,7 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
   if (parsed_by_connector) {
     result_json = *std::exchange(result.parsed_body, std::nullopt);
   } else if (is_2xx) {
-    result_json = json::parse(result.body.empty() ? "null" : result.body, nullptr, false);
+    result_json = ParseJsonWithin(result.body.empty() ? "null" : result.body);
   }
   const Classification k =
       ClassifyDownstream(result, is_2xx && !result_json.is_discarded(), c.breaker, c.slo.latency_threshold_ms);
@@ -1093,8 +1094,7 @@ InvokeResult ToolInvoker::AnswerRecorded(const Ticket& t, const Classification& 
   // An MCP server's own answer to a failed call, for the caller to see as the server said it (§14):
   // the isError result (`tool_result`) or the JSON-RPC error object (`rpc_error`).
   if (result.kind == DownstreamResult::Kind::kToolError || result.kind == DownstreamResult::Kind::kRpcError) {
-    json server = result.parsed_body ? *std::exchange(result.parsed_body, std::nullopt)
-                                     : json::parse(result.body, nullptr, false);
+    json server = result.parsed_body ? *std::exchange(result.parsed_body, std::nullopt) : ParseJsonWithin(result.body);
     if (server.is_object())
       body[result.kind == DownstreamResult::Kind::kToolError ? "tool_result" : "rpc_error"] = std::move(server);
   }
@@ -1155,9 +1155,8 @@ std::optional<CircuitBreakerService::Permit> ToolInvoker::PermitBackground(const
 void ToolInvoker::RecordBackground(const ConnectorConfig& c, const CircuitBreakerService::Permit& permit,
                                    const DownstreamResult& result) {
   const bool is_2xx = result.kind == DownstreamResult::Kind::kResponse && result.status >= 200 && result.status < 300;
-  const bool body_is_json =
-      is_2xx && (result.parsed_body.has_value() ||
-                 !json::parse(result.body.empty() ? "null" : result.body, nullptr, false).is_discarded());
+  const bool body_is_json = is_2xx && (result.parsed_body.has_value() ||
+                                       !ParseJsonWithin(result.body.empty() ? "null" : result.body).is_discarded());
   const Classification k = ClassifyDownstream(result, body_is_json, c.breaker, c.slo.latency_threshold_ms);
   absl::Status st;
   switch (k.breaker) {

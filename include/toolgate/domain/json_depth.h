@@ -1,0 +1,46 @@
+#pragma once
+
+// Nesting bounds for JSON from outside: checked on the text before parsing, so a hostile body cannot
+// make the parser, or the parsed value's copy, dump or destructor, recurse without bound (nlohmann's
+// are recursive: a downstream's answer nested 100,000 deep overflowed the stack).
+
+#include <string_view>
+
+#include "nlohmann/json.hpp"
+
+namespace toolgate {
+
+// How deep an answer from a downstream (an HTTP body, an MCP server's message) may nest. Far beyond
+// any real tool result, far below what recursion over it can bear.
+inline constexpr int kMaxDownstreamJsonDepth = 256;
+
+// True when `text` nests objects and arrays at most `max_depth` deep. Brackets inside strings do not
+// count.
+inline bool JsonDepthWithin(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth) return false;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return true;
+}
+
+// `text` parsed when it nests at most `max_depth` deep and is JSON; a discarded value otherwise.
+inline nlohmann::json ParseJsonWithin(std::string_view text, int max_depth = kMaxDownstreamJsonDepth) {
+  if (!JsonDepthWithin(text, max_depth)) return nlohmann::json(nlohmann::json::value_t::discarded);
+  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+}  // namespace toolgate
