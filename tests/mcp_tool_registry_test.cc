@@ -47,6 +47,23 @@ TEST(McpToolRegistryTest, TheLaterConnectorExposingANameIsLeftOut) {
   EXPECT_EQ(registry.Tools()[0].connector_id, "b");
 }
 
+// Design §1: the connector is the part of a name before its first dot. A server behind connector
+// `m` listed without a prefix cannot expose `crm.update` (crm's calls would reach it, and a kill
+// switch on crm would not stop them) nor `other.x` of another MCP connector; its own namespace and
+// names that are no connector's are its to use.
+TEST(McpToolRegistryTest, AToolInAnotherConnectorsNamespaceIsLeftOut) {
+  McpToolRegistry registry({}, {"crm", "m", "other"});
+  EXPECT_THAT(registry.Publish("m", {Tool("crm.update"), Tool("other.x"), Tool("m.ok"), Tool("free.y"), Tool("z")}),
+              ::testing::ElementsAre("crm.update", "other.x"));
+  EXPECT_EQ(registry.ConnectorOf("crm.update"), std::nullopt);
+  EXPECT_EQ(registry.ConnectorOf("other.x"), std::nullopt);
+  EXPECT_EQ(registry.ConnectorOf("m.ok"), "m");
+  EXPECT_EQ(registry.ConnectorOf("free.y"), "m");
+  EXPECT_EQ(registry.ConnectorOf("z"), "m");
+  EXPECT_TRUE(registry.Publish("other", {Tool("other.x")}).empty()) << "its own namespace";
+  EXPECT_EQ(registry.ConnectorOf("other.x"), "other");
+}
+
 TEST(McpToolRegistryTest, TheLastListIsKeptInTheStore) {
   ManualClock clock;
   store::MemoryItemStore store(clock);

@@ -51,7 +51,9 @@ void Engine::Build(store::ItemStore& base) {
     const std::string id = tool.connector_id.empty() ? name.substr(0, name.find('.')) : tool.connector_id;
     if (auto it = c.connectors.find(id); it != c.connectors.end() && !it->second.is_mcp()) reserved.insert(name);
   }
-  mcp_tools_ = std::make_unique<McpToolRegistry>(std::move(reserved));
+  std::set<std::string, std::less<>> connector_ids;
+  for (const auto& [id, connector] : c.connectors) connector_ids.insert(id);
+  mcp_tools_ = std::make_unique<McpToolRegistry>(std::move(reserved), std::move(connector_ids));
   invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
                                                                  *ledger_, *executions_, *intents_, metrics_,
                                                                  slo_counters_.get(), queue_.get(), mcp_tools_.get()});

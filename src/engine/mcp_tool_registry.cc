@@ -18,7 +18,9 @@ store::ItemKey KeyOf(const std::string& connector_id) {
 
 }  // namespace
 
-McpToolRegistry::McpToolRegistry(std::set<std::string, std::less<>> reserved) : reserved_(std::move(reserved)) {}
+McpToolRegistry::McpToolRegistry(std::set<std::string, std::less<>> reserved,
+                                 std::set<std::string, std::less<>> connector_ids)
+    : reserved_(std::move(reserved)), connector_ids_(std::move(connector_ids)) {}
 
 std::vector<std::string> McpToolRegistry::Publish(const std::string& connector_id, std::vector<McpTool> tools) {
   std::vector<std::string> left_out;
@@ -26,7 +28,15 @@ std::vector<std::string> McpToolRegistry::Publish(const std::string& connector_i
   for (const std::string& name : names_of_[connector_id]) by_name_.erase(name);
   std::vector<std::string>& names = names_of_[connector_id];
   names.clear();
+  std::vector<std::string> foreign;  // in another connector's namespace
   for (McpTool& tool : tools) {
+    const size_t dot = tool.name.find('.');
+    const std::string_view space = std::string_view(tool.name).substr(0, dot);
+    if (dot != std::string::npos && space != connector_id && connector_ids_.count(space) > 0) {
+      foreign.push_back(tool.name);
+      left_out.push_back(tool.name);
+      continue;
+    }
     const bool taken = reserved_.count(tool.name) > 0 || by_name_.count(tool.name) > 0;
     if (taken) {
       left_out.push_back(tool.name);
@@ -38,8 +48,13 @@ std::vector<std::string> McpToolRegistry::Publish(const std::string& connector_i
     by_name_.emplace(std::move(name), std::move(tool));
   }
   for (const std::string& name : left_out) {
-    spdlog::warn("connector {}: tool {} left out: another connector already exposes that name (set tool_prefix)",
-                 connector_id, name);
+    if (std::find(foreign.begin(), foreign.end(), name) != foreign.end()) {
+      spdlog::warn("connector {}: tool {} left out: the name is in connector {}'s namespace (set tool_prefix)",
+                   connector_id, name, name.substr(0, name.find('.')));
+    } else {
+      spdlog::warn("connector {}: tool {} left out: another connector already exposes that name (set tool_prefix)",
+                   connector_id, name);
+    }
   }
   return left_out;
 }

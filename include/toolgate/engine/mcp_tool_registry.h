@@ -41,8 +41,12 @@ struct McpServerRecord {
 class McpToolRegistry {
  public:
   // `reserved`: names other connectors already serve ([tools] of http connectors); an MCP tool of
-  // such a name is left out.
-  explicit McpToolRegistry(std::set<std::string, std::less<>> reserved = {});
+  // such a name is left out. `connector_ids`: every configured connector; an MCP tool named in
+  // another's namespace (`<its id>.rest`, design §1: the connector is the part before the first dot)
+  // is left out too, so that a server listed with `tool_prefix = ""` can neither receive calls meant
+  // for that connector nor escape that connector's kill switch.
+  explicit McpToolRegistry(std::set<std::string, std::less<>> reserved = {},
+                           std::set<std::string, std::less<>> connector_ids = {});
 
   // Replaces `connector_id`'s tools with `tools` (their connector_id must be it). A name another
   // connector already exposes (or a reserved one) is left out, logged, and returned: the connector
@@ -68,6 +72,7 @@ class McpToolRegistry {
 
  private:
   const std::set<std::string, std::less<>> reserved_;
+  const std::set<std::string, std::less<>> connector_ids_;
   mutable absl::Mutex mu_;
   std::map<std::string, McpTool, std::less<>> by_name_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<std::string>, std::less<>> names_of_ ABSL_GUARDED_BY(mu_);  // connector → names
