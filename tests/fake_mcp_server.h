@@ -52,6 +52,15 @@ class FakeMcpServer {
   }
   // tools/list answered HTTP 500 (a failing server; initialize and ping still work).
   void set_list_fails(bool fails) { list_fails_ = fails; }
+  // Sessions: each initialize answers a new Mcp-Session-Id; a request naming another gets HTTP 404
+  // (the server forgot it). forget_sessions() makes every session issued so far stale.
+  void set_sessions(bool on) { sessions_ = on; }
+  void forget_sessions() { live_session_ = -1; }
+  // initialize answered with this JSON-RPC error object (null: answered normally).
+  void set_initialize_error(nlohmann::json error) {
+    std::lock_guard<std::mutex> lock(answer_mu_);
+    initialize_error_ = std::move(error);
+  }
 
   int calls() const { return calls_.load(); }
   int lists() const { return lists_.load(); }
@@ -83,12 +92,29 @@ class FakeMcpServer {
     if (!msg.contains("id")) return {202, ""};  // a notification
     const json id = msg["id"];
     const json params = msg.value("params", json::object());
+    if (sessions_ && method != "initialize") {
+      auto sent = r.headers.find("mcp-session-id");
+      if (sent == r.headers.end() || sent->second != "s" + std::to_string(live_session_.load())) {
+        return {404, R"({"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"session not found"}})"};
+      }
+    }
     if (method == "initialize") {
       ++initializes_;
+      {
+        std::lock_guard<std::mutex> lock(answer_mu_);
+        if (!initialize_error_.is_null()) {
+          return {200, json{{"jsonrpc", "2.0"}, {"id", id}, {"error", initialize_error_}}.dump()};
+        }
+      }
       const std::string version = params.is_object() ? params.value("protocolVersion", "2025-06-18") : "2025-06-18";
-      return Answer(id, {{"protocolVersion", version},
-                         {"capabilities", {{"tools", json::object()}}},
-                         {"serverInfo", {{"name", kServerName}, {"version", kServerVersion}}}});
+      FakeDownstream::Reply reply = Answer(id, {{"protocolVersion", version},
+                                                {"capabilities", {{"tools", json::object()}}},
+                                                {"serverInfo", {{"name", kServerName}, {"version", kServerVersion}}}});
+      if (sessions_) {
+        live_session_ = initializes_.load();
+        reply.headers.emplace_back("Mcp-Session-Id", "s" + std::to_string(live_session_.load()));
+      }
+      return reply;
     }
     if (method == "ping") return Answer(id, json::object());
     if (method == "tools/list") {
@@ -138,6 +164,9 @@ class FakeMcpServer {
   std::mutex answer_mu_;
   json call_answer_ = json::object();  // guarded by answer_mu_
   std::string raw_result_;             // guarded by answer_mu_
+  json initialize_error_;              // guarded by answer_mu_
+  std::atomic<bool> sessions_{false};
+  std::atomic<int> live_session_{-1};
   std::atomic<int> call_delay_ms_{0};
   std::atomic<bool> list_fails_{false};
   std::atomic<int> calls_{0}, lists_{0}, initializes_{0}, in_calls_{0}, peak_calls_{0};

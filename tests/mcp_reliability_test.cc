@@ -268,6 +268,31 @@ TEST_F(McpReliabilityTest, AnAnswerNestedBeyondReasonFailsTheCallAndTheGatewaySe
   EXPECT_EQ(CallTool(gw, "fx.work")["content"][0]["text"], "done 3") << "and it serves on";
 }
 
+// A server that forgets the session and then refuses toolgate's new initialize (here with -32602)
+// fails every call as the connector's failure — FAILED downstream_error, counted until the breaker
+// opens — never as the agent's mistake (tool_rejected, -32602 forwarded to the agent as if its
+// arguments were wrong, the breaker never opening on a server no call can reach).
+TEST_F(McpReliabilityTest, ARefusedReinitializeIsTheConnectorsFailureNotTheAgents) {
+  FakeMcpServer server;
+  server.set_sessions(true);
+  GatewayProcess& gw = Start(testing::WithKeys(Config(server.url()), "[server]", "io_threads = 1\n"));
+  WaitForTool(gw, "fx.work");
+  EXPECT_EQ(CallTool(gw, "fx.work")["content"][0]["text"], "done 1");
+  server.forget_sessions();
+  server.set_initialize_error({{"code", -32602}, {"message", "Unsupported protocol version"}});
+  for (int i = 0; i < 3; ++i) {  // the failure threshold
+    const json answer = Rpc(gw, "tools/call", {{"name", "fx.work"}, {"arguments", json::object()}});
+    ASSERT_TRUE(answer.contains("result")) << "not a JSON-RPC error naming the agent's call: " << answer;
+    EXPECT_EQ(answer["result"]["isError"], true) << answer;
+    EXPECT_EQ(Outcome(answer["result"]), "FAILED") << answer;
+    EXPECT_EQ(Reason(answer["result"]), "downstream_error") << answer;
+  }
+  const json view = ViewUntil(gw, [](const json& v) { return v["breaker"]["state"] == "OPEN"; });
+  EXPECT_EQ(view["breaker"]["state"], "OPEN") << view;
+  EXPECT_EQ(server.calls(), 1) << "no call reached the tool after the session went";
+  EXPECT_EQ(view["in_flight"], 0);
+}
+
 // A call is served on the event loop it arrived on, never handed to another thread: each loop that
 // took a call keeps a session of its own with the server, initialized once (the first loop's also
 // serves the tool list), and later calls, one at a time or a burst over every loop, initialize nothing.

@@ -464,6 +464,30 @@ class HttpTransport final : public McpTransport {
 
 }  // namespace
 
+namespace {
+
+// What a call that could not set up its session ends with. A refusal of toolgate's `initialize` (a
+// JSON-RPC error, even -32602, or an HTTP 4xx) names toolgate's request, not the agent's call: it is
+// the connector's failure (an unreadable answer, counted toward the breaker), never `tool_rejected`.
+// A 429 stays a throttle.
+RpcOutcome InitializeFailed(RpcOutcome init) {
+  if (init.kind != Kind::kResponse || init.http_status == 429) return init;
+  RpcOutcome failed;
+  failed.kind = Kind::kResponseInvalid;
+  failed.http_status = init.http_status;
+  const json* error = init.message && init.message->is_object() && init.message->contains("error")
+                          ? &(*init.message)["error"]
+                          : nullptr;
+  failed.error = error != nullptr ? absl::StrCat("the MCP server refused initialize: JSON-RPC error ",
+                                                 error->is_object() && error->contains("code") ? (*error)["code"].dump()
+                                                                                               : std::string("?"),
+                                                 " ", StringMember(*error, "message").substr(0, 200))
+                                  : absl::StrCat("the MCP server refused initialize: HTTP ", init.http_status);
+  return failed;
+}
+
+}  // namespace
+
 std::string StringMember(const json& message, const char* key) {
   if (!message.is_object()) return "";
   const auto it = message.find(key);
@@ -506,7 +530,7 @@ asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, mil
   for (int round = 0;; ++round) {
     auto init_op = EnsureInitialized(deadline);
     RpcOutcome init = co_await std::move(init_op);
-    if (!Succeeded(init)) co_return init;
+    if (!Succeeded(init)) co_return InitializeFailed(std::move(init));
     const uint64_t generation = transport_->generation();
     json request = NewRequest(method, params);
     auto request_op = transport_->Request(request, Left(deadline));
