@@ -376,6 +376,35 @@ TEST_F(QueueGatewayTest, RestartingEveryInstanceWithCallsQueuedLosesNothing) {
   gws_.clear();
 }
 
+// An operator's close of a breaker its failures opened drains the queue at once, not after the
+// cooldown the open breaker would have waited out.
+TEST_F(QueueGatewayTest, AnOperatorsCloseOfAnOpenBreakerDrainsTheQueueAtOnce) {
+  FakeDownstream crm;
+  std::atomic<bool> healthy{false};
+  crm.set_behavior([&](const FakeDownstream::Request&) {
+    return healthy ? Reply{200, R"({"ok":true})"} : Reply{500, R"({"error":"down"})"};
+  });
+  GatewayProcess& gw = Start(
+      QueueConfig(dir_.file("store.db"), 100) +
+      Connector("crm", crm, 2, "[connectors.crm.breaker]\nfailure_threshold = 3\nwindow_s = 30\ncooldown_s = 60\n"));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(gw.Invoke("crm.update", {{"input", {{"i", i}}}}, alice_).status, 502);
+  ASSERT_EQ(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0]["breaker"]["state"], "OPEN");
+  const std::string id = Enqueue(gw, "crm.update", {{"k", "waits"}}, alice_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(Execution(gw, id, alice_)["outcome"], "QUEUED") << "parked while the breaker is open";
+  healthy = true;
+  const auto closed = gw.Admin("POST", "/admin/connectors/crm/breaker/close",
+                               R"({"reason":"fixed","requested_by":"oncall","force":true})");
+  ASSERT_EQ(closed.status, 200) << closed.body;
+  const auto t_close = Clock::now();
+  const auto done = AwaitFinal(gw, {id}, alice_, std::chrono::seconds(10));
+  ASSERT_EQ(done.size(), 1u) << "still queued 10 s after the close (the cooldown is 60 s)";
+  EXPECT_EQ(done.at(id)["outcome"], "SUCCEEDED") << done.at(id).dump();
+  std::printf(
+      "queued call ended %lld ms after the close\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t_close).count()));
+}
+
 // An OPEN breaker parks the queue: the failing downstream is not called while it is open; after
 // recovery the queue drains.
 TEST_F(QueueGatewayTest, AnOpenBreakerParksTheQueueUntilTheDownstreamRecovers) {

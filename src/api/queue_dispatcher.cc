@@ -87,7 +87,10 @@ struct QueueDispatcher::Impl {
     absl::StatusOr<breaker::Snapshot> b = g.engine.breakers().Read(lane.connector.id);
     if (!b.ok()) return g.config.queue.poll_interval_ms;  // the store is in trouble: do not claim now
     int64_t until_ms = 0;
-    if (b->state == breaker::State::kOpen) until_ms = b->open_until_epoch_sec * 1000;
+    // OPEN: parked until its cooldown ends, but looked at again meanwhile, so that an operator's close
+    // drains the queue at once rather than after the cooldown.
+    if (b->state == breaker::State::kOpen)
+      until_ms = std::min(b->open_until_epoch_sec * 1000, now_ms + kBreakerRecheckMs);
     if (b->state == breaker::State::kForcedOpen) until_ms = now_ms + kBreakerRecheckMs;
     if (b->state == breaker::State::kHalfOpen && b->half_open_probe_in_flight) until_ms = now_ms + kBreakerRecheckMs;
     until_ms = std::max(until_ms, b->throttled_until_epoch_sec * 1000);
