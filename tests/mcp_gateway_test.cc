@@ -344,6 +344,12 @@ TEST_F(McpGatewayTest, AuthIsTheV1TokenAnd401PointsAtTheProtectedResourceDocumen
     EXPECT_EQ(HeaderOf(r, "www-authenticate"),
               "Bearer resource_metadata=\"" + base + "/.well-known/oauth-protected-resource/mcp\"");
   }
+  // The scheme's name is case-insensitive (RFC 9110 §11.1): "bearer" and "BEARER" are Bearer.
+  for (const char* scheme : {"bearer ", "BEARER "}) {
+    auto r = Post(ping, "", {{"Authorization", scheme + alice_}, {"MCP-Protocol-Version", "2025-06-18"}});
+    EXPECT_EQ(r.status, 200) << scheme << r.body;
+  }
+  EXPECT_EQ(Post(ping, "", {{"Authorization", "Basic " + alice_}}).status, 401);
   for (const char* path : {"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"}) {
     auto doc = Request("GET", path, "");
     ASSERT_EQ(doc.status, 200) << path;

@@ -777,7 +777,11 @@ TEST_F(QueueGatewayTest, CallbacksAreSignedRetriedWhileTheReceiverIsDownAndSurvi
   const std::string hook = receiver.base_url() + "/hooks/agent-1";
   for (const json& bad :
        {json(receiver.base_url() + "/other"), json(receiver.base_url() + "/hooksevil"), json("ftp://127.0.0.1/hooks"),
-        json("http://user:pw@127.0.0.1/hooks"), json(42), json(hook + "?token=x")}) {
+        json("http://user:pw@127.0.0.1/hooks"), json(42), json(hook + "?token=x"),
+        // Out of the allowed path by a receiver that normalizes it.
+        json(receiver.base_url() + "/hooks/../admin"), json(receiver.base_url() + "/hooks/%2e%2E/admin"),
+        json(receiver.base_url() + "/hooks/./x"), json(receiver.base_url() + "/hooks/a%2F..%2fadmin"),
+        json(receiver.base_url() + "/hooks/\\evil"), json(receiver.base_url() + "/hooks/%5c..")}) {
     const auto r =
         first.Invoke("crm.update", {{"input", json::object()}, {"mode", "queued"}, {"callback_url", bad}}, alice_);
     EXPECT_EQ(r.status, 400) << bad.dump() << " -> " << r.body;

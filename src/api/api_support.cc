@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "absl/strings/match.h"
 #include "api/json_limits.h"
 
 namespace toolgate::api {
@@ -43,9 +44,9 @@ bool IsLoopback(const std::string& host) { return host == "localhost" || host ==
 
 std::optional<std::string> BearerToken(const HttpRequest& req) {
   const std::string h = req.Header("authorization");
-  constexpr std::string_view kPrefix = "Bearer ";
-  if (h.size() <= kPrefix.size() || h.compare(0, kPrefix.size(), kPrefix) != 0) return std::nullopt;
-  return h.substr(kPrefix.size());
+  constexpr size_t kPrefix = 7;  // "Bearer ", the scheme case-insensitive (RFC 9110 §11.1)
+  if (h.size() <= kPrefix || !absl::StartsWithIgnoreCase(h, "Bearer ")) return std::nullopt;
+  return h.substr(kPrefix);
 }
 
 bool HasTenantFields(const HttpRequest& req, const json* body) {

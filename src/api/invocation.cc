@@ -7,6 +7,9 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/ascii.h"
 #include "api/api_support.h"
 #include "spdlog/spdlog.h"
 
@@ -198,6 +201,20 @@ absl::Status CheckCallbackUrl(const std::string& url, const QueueConfig& config)
   std::string path, why;
   bool tls = false;
   if (!ParseHttpUrl(url, address, path, tls, why)) return absl::InvalidArgumentError("callback_url " + why);
+  // The allowlist is a prefix of the URL's text: a path a receiver would normalize out from under
+  // it (a `.` or `..` segment, spelled out or percent-encoded; a backslash or an encoded separator)
+  // is refused rather than trusted to stay under the prefix.
+  std::string lowered = absl::AsciiStrToLower(path);
+  if (lowered.find('\\') != std::string::npos || lowered.find("%2f") != std::string::npos ||
+      lowered.find("%5c") != std::string::npos) {
+    return absl::InvalidArgumentError("callback_url's path holds a backslash or an encoded separator");
+  }
+  lowered = absl::StrReplaceAll(lowered, {{"%2e", "."}});
+  for (absl::string_view segment : absl::StrSplit(lowered.substr(0, lowered.find_first_of("?#")), '/')) {
+    if (segment == "." || segment == "..") {
+      return absl::InvalidArgumentError("callback_url's path holds a '.' or '..' segment");
+    }
+  }
   for (const std::string& prefix : config.callback_allowlist) {
     if (url.rfind(prefix, 0) != 0) continue;
     // The prefix must end at a boundary: "https://hooks.example.com" does not allow
