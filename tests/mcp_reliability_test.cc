@@ -293,6 +293,24 @@ TEST_F(McpReliabilityTest, ARefusedReinitializeIsTheConnectorsFailureNotTheAgent
   EXPECT_EQ(view["in_flight"], 0);
 }
 
+// The repeat of an idempotency key in queued mode answers as a sync repeat does: the MCP server's
+// recorded result unchanged (design §14), not wrapped as an HTTP tool's JSON (images and audio would
+// be lost as text).
+TEST_F(McpReliabilityTest, AQueuedRepeatOfAKeyAnswersTheServersRecordedResultUnchanged) {
+  FakeMcpServer server;
+  GatewayProcess& gw = Start(Config(server.url()));
+  WaitForTool(gw, "fx.work");
+  json params = {
+      {"name", "fx.work"}, {"arguments", json::object()}, {"_meta", {{"io.toolgate/idempotency_key", "k-1"}}}};
+  const json first = Rpc(gw, "tools/call", params)["result"];
+  ASSERT_EQ(first["content"][0]["text"], "done 1") << first;
+  params["_meta"]["io.toolgate/mode"] = "queued";
+  const json again = Rpc(gw, "tools/call", params)["result"];
+  EXPECT_EQ(again["content"], first["content"]) << again;
+  EXPECT_FALSE(again.contains("structuredContent")) << "the server gave none: " << again;
+  EXPECT_EQ(server.calls(), 1) << "answered from the intent record";
+}
+
 // A call is served on the event loop it arrived on, never handed to another thread: each loop that
 // took a call keeps a session of its own with the server, initialized once (the first loop's also
 // serves the tool list), and later calls, one at a time or a burst over every loop, initialize nothing.

@@ -382,33 +382,37 @@ struct McpRoutes::Impl : GatewayContext {
           co_return InvalidParams(c, absl::StrCat("_meta[\"", kMetaMode, "\"] must be \"sync\" or \"queued\""));
         }
         if (*mode == "queued") {
-          auto queued = ToolsCallQueued(c, tool, std::move(ir));
+          auto queued = ToolsCallQueued(c, tool, std::move(ir), from_mcp_server);
           co_return co_await std::move(queued);
         }
       }
     }
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResult answer = co_await std::move(run);
-    mcp::CallAnswer a = mcp::ToCallAnswer(tool, std::move(answer), from_mcp_server);
+    co_return Answered(c, mcp::ToCallAnswer(tool, std::move(answer), from_mcp_server));
+  }
+
+  // A call's answer as the JSON-RPC response: a result, or the error (with its data) it maps to.
+  HttpResponse Answered(const Call& c, mcp::CallAnswer a) {
     if (a.is_rpc_error) {
       const json* data = a.error_data.is_null() ? nullptr : &a.error_data;
-      co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message, data));
+      return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message, data));
     }
-    co_return Result(c, std::move(a.result));
+    return Result(c, std::move(a.result));
   }
 
   // A queued tools/call (§17.7): 202 from the engine becomes a result holding the execution id and
   // status_url; anything else (invalid input, BLOCKED, queue full) is answered as a call's would be.
-  asio::awaitable<HttpResponse> ToolsCallQueued(const Call& c, const std::string& tool, InvokeRequest ir) {
+  asio::awaitable<HttpResponse> ToolsCallQueued(const Call& c, const std::string& tool, InvokeRequest ir,
+                                                bool from_mcp_server) {
     QueueOrder order;  // no callback: an MCP client polls the status_url
     order.deadline_s = config.queue.default_deadline_s;
     order.max_per_tenant = config.queue.max_per_tenant;
     auto enqueue = RunEnqueue(*this, std::move(ir), order);
     InvokeResult answer = co_await std::move(enqueue);
     if (answer.refused() || !IsWaiting(answer.outcome)) {
-      mcp::CallAnswer a = mcp::ToCallAnswer(tool, std::move(answer));
-      if (a.is_rpc_error) co_return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message));
-      co_return Result(c, std::move(a.result));
+      // As a call's answer would be: an MCP server's recorded result (an idempotency hit) unchanged.
+      co_return Answered(c, mcp::ToCallAnswer(tool, std::move(answer), from_mcp_server));
     }
     const std::string& id = answer.execution_id;
     json structured = {
