@@ -175,6 +175,37 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
     EXPECT_EQ(code, 1) << c.name << ": " << out;
     EXPECT_THAT(out, HasSubstr(c.expected)) << c.name;
   }
+
+  // JSON text nested 100,000 deep inside a row (a record's own events, an event item's data, an
+  // audit event's data) is an unreadable row: verify fails it, and the server answers for it (and
+  // serves on) — it used to overflow the stack of the copy after the parse and kill either.
+  const std::string abyss = "replace(hex(zeroblob(100000)), '00', '[')";
+  const std::vector<Case> deep = {
+      {"deep_own_events",
+       "UPDATE items SET attrs = json_set(attrs, '$.events', replace(json_extract(attrs, '$.events'), 'null]', " +
+           abyss + " || ']')) WHERE " + plain_record,
+       "execution " + plain},
+      {"deep_event_item",
+       "UPDATE items SET attrs = json_set(attrs, '$.data', " + abyss + ") WHERE pk = '" + exec_replayed +
+           "' AND sk = 'EVENT#000000000004'",
+       "execution " + replayed},
+      {"deep_audit_event",
+       "UPDATE items SET attrs = json_set(attrs, '$.data', " + abyss + ") WHERE pk = '" + day +
+           "' AND sk = 'EVENT#000000000001'",
+       day},
+  };
+  for (const Case& c : deep) {
+    const std::string config = TamperedCopy(c.name, c.sql);
+    auto [code, out] = Verify(config);
+    EXPECT_EQ(code, 1) << c.name << ": " << out;
+    EXPECT_THAT(out, HasSubstr(c.expected)) << c.name;
+  }
+  GatewayProcess served(Config(dir_.file("deep_own_events.db")), dir_, "deep");
+  ASSERT_TRUE(served.Start());
+  const auto unreadable = served.Public("GET", "/v1/executions/" + plain, "", alice_);
+  ASSERT_EQ(unreadable.status, 200) << unreadable.body.substr(0, 600);
+  EXPECT_EQ(Body(unreadable)["events_error"], "this execution's ledger cannot be read") << "the record, its ledger not";
+  EXPECT_EQ(served.Public("GET", "/v1/executions/" + replayed, "", alice_).status, 200) << "and it serves on";
 }
 
 // Issue item 2: the archive verifies with the documented recipe alone (a short Python script, no

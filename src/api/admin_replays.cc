@@ -23,6 +23,7 @@
 #include "toolgate/domain/outcome.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/replay_job_store.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate::api {
 
@@ -45,7 +46,7 @@ json AdminExecutionJson(const ExecutionRecord& r) {
 }
 
 json JobJson(const ReplayJob& j) {
-  json filter = json::parse(j.filter_json, nullptr, false);
+  json filter = ParseJsonWithin(j.filter_json);
   json out = {{"job_id", j.job_id},
               {"state", j.state},
               {"replay_reason", j.reason},
@@ -600,7 +601,7 @@ struct AdminReplays::Impl : GatewayContext {
     auto events = engine.ledger().Read(Ledger::ExecutionChain(id));
     if (!events.ok()) return events.status();
     for (const auto& e : *events) {
-      const json d = json::parse(e.data, nullptr, false);
+      const json d = ParseJsonWithin(e.data);
       if (e.type == "REPLAY_REQUESTED" && d.is_object() && d.value("job_id", "") == job_id) return true;
     }
     return false;

@@ -17,6 +17,7 @@
 #include "api/routes.h"
 #include "toolgate/engine/event_log.h"
 #include "toolgate/engine/operator_status.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate::api {
 
@@ -169,7 +170,7 @@ struct AdminRoutes::Impl : GatewayContext {
   void AuditRefusal(const std::string& method, const std::string& path, const std::string& body,
                     const HttpResponse& answer) {
     const json request = ParseBoundedJson(body);  // the caller's: nesting bounded
-    const json reply = json::parse(answer.body, nullptr, false);
+    const json reply = ParseJsonWithin(answer.body);
     auto text = [](const json& j, const char* field, size_t max) -> std::string {
       if (!j.is_object() || !j.contains(field) || !j[field].is_string()) return "";
       return j[field].get<std::string>().substr(0, max);

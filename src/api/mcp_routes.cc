@@ -17,6 +17,7 @@
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/domain/outcome.h"
+#include "toolgate/domain/json_depth.h"
 
 #ifndef TOOLGATE_VERSION
 #define TOOLGATE_VERSION "0.0.0"
@@ -300,7 +301,7 @@ struct McpRoutes::Impl : GatewayContext {
           {name, tc.description, std::move(schema), connector->id, tc.action_type.empty() ? name : tc.action_type, {}});
     }
     for (const ::toolgate::McpTool& t : engine.mcp_tools().Tools()) {
-      json definition = json::parse(t.definition_json, nullptr, false);
+      json definition = ParseJsonWithin(t.definition_json);
       if (!definition.is_object()) continue;
       std::string action_type = t.name;
       if (auto tc = config.tools.find(t.name); tc != config.tools.end() && !tc->second.action_type.empty()) {

@@ -1,6 +1,7 @@
 #include "api/views.h"
 
 #include "toolgate/services/kill_switch_service.h"  // Rfc3339
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate::api {
 
@@ -13,7 +14,7 @@ json Optional(const std::optional<double>& v) { return v ? json(*v) : json(nullp
 }  // namespace
 
 json EventJson(const LedgerEvent& e) {
-  json data = json::parse(e.data, nullptr, false);
+  json data = ParseJsonWithin(e.data);
   if (data.is_discarded()) data = e.data;
   return {{"seq", e.seq}, {"type", e.type}, {"at", e.at}, {"actor", e.actor}, {"data", data}, {"hash", e.hash}};
 }
@@ -129,7 +130,7 @@ json ExecutionViewJson(const ExecutionRecord& r, const std::vector<LedgerEvent>&
     j["events"].push_back(EventJson(e));
     if (e.type == "REPLAY_REQUESTED") j["replays"].push_back(j["events"].back()["data"]["execution_id"]);
   }
-  if (r.outcome == Outcome::kSucceeded) j["result"] = json::parse(r.result_json, nullptr, false);
+  if (r.outcome == Outcome::kSucceeded) j["result"] = ParseJsonWithin(r.result_json);
   return j;
 }
 

@@ -20,9 +20,13 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate::auth {
 namespace {
+
+// How deep a token's header or claims may nest (identity providers nest a level or two).
+constexpr int kMaxTokenJsonDepth = 16;
 
 using json = nlohmann::json;
 
@@ -370,7 +374,7 @@ absl::StatusOr<JwtVerifier::Verified> JwtVerifier::VerifyUncached(std::string_vi
       !Base64UrlDecode({parts[2].data(), parts[2].size()}, signature)) {
     return Unauthenticated("malformed token");
   }
-  const json header = json::parse(header_raw, nullptr, false);
+  const json header = ParseJsonWithin(header_raw, kMaxTokenJsonDepth);
   if (header.is_discarded() || !header.is_object() || !header.contains("alg") || !header["alg"].is_string()) {
     return Unauthenticated("malformed token header");
   }
@@ -405,7 +409,7 @@ absl::StatusOr<JwtVerifier::Verified> JwtVerifier::VerifyUncached(std::string_vi
   }
   if (!verified) return Unauthenticated("bad signature");
 
-  const json claims = json::parse(claims_raw, nullptr, false);
+  const json claims = ParseJsonWithin(claims_raw, kMaxTokenJsonDepth);
   if (claims.is_discarded() || !claims.is_object()) return Unauthenticated("malformed claims");
   if (absl::Status s = CheckTimes(claims, now, options_.leeway_s); !s.ok()) return s;
   out.exp = **NumericDate(claims, "exp");  // CheckTimes made sure of it

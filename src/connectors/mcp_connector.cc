@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -157,7 +158,7 @@ absl::StatusOr<std::unique_ptr<McpConnector>> McpConnector::Create(const Connect
   if (!saved.ok()) {
     spdlog::warn("connector {}: saved MCP tool list unreadable: {}", config.id, saved.status().ToString());
   } else if (saved->has_value()) {
-    const json tools = json::parse((*saved)->tools_json, nullptr, false);
+    const json tools = ParseJsonWithin((*saved)->tools_json);
     if (connector->Publish(tools)) {
       spdlog::info("connector {}: {} MCP tool(s) from the saved list", config.id,
                    connector->deps_.tools.ToolCount(config.id));

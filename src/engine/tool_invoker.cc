@@ -681,7 +681,7 @@ class ToolInvoker::Admission {
   // A replay whose intent already succeeded: a new execution that records the earlier result and
   // calls nothing (REPLAY_DEDUPED).
   asio::awaitable<InvokeResult> Deduplicated(std::string succeeded_in, std::string result_json) {
-    const json result = json::parse(result_json.empty() ? "null" : result_json, nullptr, false);
+    const json result = ParseJsonWithin(result_json.empty() ? "null" : result_json);
     rec().outcome = Outcome::kSucceeded;
     rec().result_json = result_json;
     rec().finished_at_ms = s_.clock.now_epoch_ms();
@@ -729,8 +729,7 @@ class ToolInvoker::Admission {
     }
     s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kSucceeded, 0, false);
     CountOutcome(Outcome::kSucceeded, "");
-    json details = {
-        {"connector_id", cid()}, {"result", json::parse(claim.result_json, nullptr, false)}, {"intent_hit", true}};
+    json details = {{"connector_id", cid()}, {"result", ParseJsonWithin(claim.result_json)}, {"intent_hit", true}};
     if (original.ok() && original->latency_ms >= 0) details["latency_ms"] = original->latency_ms;
     return InvokeResult::Answered(Outcome::kSucceeded, {}, claim.execution_id, std::move(details));
   }

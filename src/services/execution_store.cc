@@ -8,6 +8,7 @@
 #include "toolgate/services/ledger.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/item_json.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -280,7 +281,7 @@ std::string EncodeCursor(bool query, const store::ItemKey& key) {
 std::optional<store::ItemKey> DecodeCursor(const std::string& cursor, bool query) {
   std::string text;
   if (cursor.size() > 2048 || !absl::WebSafeBase64Unescape(cursor, &text)) return std::nullopt;
-  const nlohmann::json c = nlohmann::json::parse(text, nullptr, false);
+  const nlohmann::json c = ParseJsonWithin(text);
   if (!c.is_object() || c.value("m", "") != (query ? "q" : "s") || !c.contains("pk") || !c["pk"].is_string() ||
       !c.contains("sk") || !c["sk"].is_string()) {
     return std::nullopt;
@@ -366,7 +367,7 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::Locate(std::string_view executio
   ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
   for (const auto& [sk, item] : p.items) {
     if (store::GetString(item, "type").value_or("") != "EXECUTION_RECEIVED") continue;
-    const nlohmann::json data = nlohmann::json::parse(store::GetString(item, "data").value_or("{}"), nullptr, false);
+    const nlohmann::json data = ParseJsonWithin(store::GetString(item, "data").value_or("{}"));
     if (!data.is_object() || !data.contains("tenant_id") || !data["tenant_id"].is_string()) break;
     const std::string tenant = data["tenant_id"].get<std::string>();
     ASSIGN_OR_RETURN(ExecutionRecord r, Get(tenant, execution_id));

@@ -18,6 +18,7 @@
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/item_json.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -134,7 +135,7 @@ std::string Ledger::AuditChain(int64_t epoch_ms) { return absl::StrCat("AUDIT#",
 std::string Ledger::Hash(std::string_view prev_hash, const LedgerEvent& e) {
   // The data as stored is made canonical first (parsed and dumped), so any spelling of the same value
   // hashes alike; data that is not JSON is hashed as a JSON string, and the chain check still sees edits.
-  nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
+  nlohmann::json data = ParseJsonWithin(e.data);
   if (data.is_discarded()) data = e.data;
   return HashOfCanonical(prev_hash, e, CanonicalText(data));
 }
@@ -307,7 +308,7 @@ std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
       text += e.data;
     }
   } else {
-    nlohmann::json data = nlohmann::json::parse(e.data, nullptr, false);
+    nlohmann::json data = ParseJsonWithin(e.data);
     // true: the SHA-256 of the record's result_json, rebuilt from it.
     if (data.is_object()) {
       auto sha = data.find(kResultSha256);
@@ -365,7 +366,7 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
   // year 9999, as RFC 3339 writes it), or adding an offset could overflow.
   constexpr int64_t kLastEpochMs = 253'402'300'799'999;
   if (record.created_at_ms < 0 || record.created_at_ms > kLastEpochMs) return bad("created_at_ms is not a time");
-  const nlohmann::json list = nlohmann::json::parse(record.own_events, nullptr, false);
+  const nlohmann::json list = ParseJsonWithin(record.own_events);
   if (!list.is_array()) return bad("not a JSON array");
   const std::string actor = ExecutionStore::ChainActor(record);
   std::string prev;

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/status_macros.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -39,7 +40,7 @@ absl::Status CheckAnchor(const std::vector<LedgerEvent>& events, int64_t last_se
 }
 
 json Data(const LedgerEvent& e) {
-  json d = json::parse(e.data, nullptr, false);
+  json d = ParseJsonWithin(e.data);
   return d.is_object() ? d : json::object();
 }
 

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/status_macros.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 
@@ -123,8 +124,7 @@ absl::StatusOr<std::vector<ReplayJobEntry>> ReplayJobStore::Entries(std::string_
   for (int64_t part = from / kPartSize; count > 0 && static_cast<int64_t>(out.size()) < count; ++part) {
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(PartKey(job_id, part)));
     if (!item) break;
-    const nlohmann::json list =
-        nlohmann::json::parse(store::GetString(*item, "entries").value_or("[]"), nullptr, false);
+    const nlohmann::json list = ParseJsonWithin(store::GetString(*item, "entries").value_or("[]"));
     if (!list.is_array()) return absl::DataLossError("replay job part is not a list");
     for (size_t k = 0; k < list.size(); ++k) {
       const int64_t index = part * kPartSize + static_cast<int64_t>(k);

@@ -17,6 +17,7 @@
 #include "toolgate/net/tls_client_context.h"
 #include "toolgate/status_macros.h"
 #include "toolgate/store/dynamodb_expressions.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate::store {
 
@@ -108,7 +109,7 @@ Exchange FromClientResult(net::ClientResult r) {
 
 // DynamoDB's error type without its namespace: "com.amazonaws.dynamodb.v20120810#X" -> "X".
 std::string ErrorType(const std::string& body) {
-  json j = json::parse(body, nullptr, false);
+  json j = ParseJsonWithin(body);
   std::string type;
   if (j.is_object() && j.contains("__type") && j["__type"].is_string()) type = j["__type"].get<std::string>();
   const size_t hash = type.rfind('#');
@@ -117,7 +118,7 @@ std::string ErrorType(const std::string& body) {
 }
 
 std::string ErrorMessage(const std::string& body) {
-  json j = json::parse(body, nullptr, false);
+  json j = ParseJsonWithin(body);
   for (const char* field : {"message", "Message"}) {
     if (j.is_object() && j.contains(field) && j[field].is_string()) return j[field].get<std::string>().substr(0, 300);
   }
@@ -272,7 +273,7 @@ struct DynamoDbItemStore::Impl {
                             is_write ? " (the write's outcome is unknown)" : "");
         if (!is_write) reason = "connection";
       } else if (ex.status == 200) {
-        json j = json::parse(ex.body, nullptr, false);
+        json j = ParseJsonWithin(ex.body);
         if (j.is_discarded() || !j.is_object()) {
           return absl::DataLossError(absl::StrCat("DynamoDB ", std::string(op), ": response is not a JSON object"));
         }

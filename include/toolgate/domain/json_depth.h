@@ -10,8 +10,9 @@
 
 namespace toolgate {
 
-// How deep an answer from a downstream (an HTTP body, an MCP server's message) may nest. Far beyond
-// any real tool result, far below what recursion over it can bear.
+// How deep JSON text from outside may nest: an answer from a downstream (an HTTP body, an MCP
+// server's message), or text read back from the store (a hand may have edited a row). Far beyond any
+// real tool result, far below what recursion over it can bear.
 inline constexpr int kMaxDownstreamJsonDepth = 256;
 
 // True when `text` nests objects and arrays at most `max_depth` deep. Brackets inside strings do not
