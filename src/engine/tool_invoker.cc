@@ -586,14 +586,18 @@ class ToolInvoker::Admission {
     Ticket& t = *ticket_;
     std::vector<store::WriteRequest> writes;
     Ledger::Tail tail = t.tail;
+    // Each write after the first only after the one before it: an event refused (another writer
+    // took its sequence number) leaves the rest of the chain and the record's anchor as they were,
+    // rather than a record naming an event that was never written.
     for (const auto& [type, data] : events) {
       auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor_, data);
-      writes.push_back(std::move(w));
+      writes.push_back(writes.empty() ? std::move(w) : std::move(w).AfterPrevious());
       tail = {e.seq, e.hash, e.expires_at_s};
     }
     rec().last_seq = tail.seq;
     rec().last_hash = tail.hash;
-    writes.push_back(ExecutionStore::FinishRequest(rec()));
+    writes.push_back(writes.empty() ? ExecutionStore::FinishRequest(rec())
+                                    : ExecutionStore::FinishRequest(rec()).AfterPrevious());
     size_t required = writes.size();
     if (ends_here) {
       for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
@@ -1228,10 +1232,16 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
     }
   }
   if (!in_record) {
-    for (const LedgerEvent& e : made) writes.push_back(Ledger::EventItemRequest(t.chain, e));
+    // In order, each after the one before, the record's update after the last (see WriteQueuedRun).
+    for (const LedgerEvent& e : made) {
+      store::WriteRequest w = Ledger::EventItemRequest(t.chain, e);
+      writes.push_back(writes.empty() ? std::move(w) : std::move(w).AfterPrevious());
+    }
   }
   const size_t required = writes.size() + 1;
-  writes.push_back(ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt));
+  store::WriteRequest finish =
+      ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt);
+  writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
   if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
                                               k.intent == IntentEffect::kSucceeded ? rec.result_json : ""));
