@@ -20,7 +20,8 @@ namespace {
 
 // Verifies every execution's chain against its record and every day's audit chain against its head
 // (LedgerVerifier). Prints a summary; the first problem fails the check.
-// --json: {"ok", "problem"?, "executions", "audit_days", "events", "expired", "pending_tails", "notes"}
+// --json: {"ok", "problem"?, "executions", "audit_days", "events", "expired", "pending_tails", "intents",
+// "notes"}
 // on stdout, whatever the result (the exit code says it too).
 int LedgerVerify(const Config& config, bool as_json) {
   SystemClock clock;
@@ -30,10 +31,14 @@ int LedgerVerify(const Config& config, bool as_json) {
   absl::StatusOr<LedgerVerifier::Report> report = verifier.VerifyAll();
   if (!report.ok()) return Fail("ledger verify: " + std::string(report.status().message()));
   if (as_json) {
-    json doc = {
-        {"ok", report->ok()},       {"executions", report->executions}, {"audit_days", report->audit_days},
-        {"events", report->events}, {"expired", report->expired},       {"pending_tails", report->pending_tails},
-        {"notes", report->notes}};
+    json doc = {{"ok", report->ok()},
+                {"executions", report->executions},
+                {"audit_days", report->audit_days},
+                {"events", report->events},
+                {"expired", report->expired},
+                {"pending_tails", report->pending_tails},
+                {"intents", report->intents},
+                {"notes", report->notes}};
     if (!report->ok()) doc["problem"] = report->problem;
     std::printf("%s\n", doc.dump(2).c_str());
     return report->ok() ? kExitOk : kExitRefused;

@@ -7,6 +7,8 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
+
 #include <fstream>
 #include <thread>
 
@@ -102,11 +104,20 @@ std::string KeepOwnEvents(const std::string& where, int keep) {
 // (REPLAY_* events after its TOOL_* event) and a day's audit chain, fails `ledger verify`; so does a
 // record whose outcome, result or tenant was edited.
 TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
-  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})"}; });
+  std::atomic<int> flaky_calls{0};
+  crm_.set_behavior([&](const FakeDownstream::Request& r) {
+    if (r.body.find("flaky") != std::string::npos && flaky_calls++ == 0) return Reply{500, R"({"down":true})"};
+    return Reply{200, R"({"ok":true})"};
+  });
   GatewayProcess& gw = Start();
   const std::string plain = Body(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, alice_))["execution_id"];
   const std::string replayed = Body(gw.Invoke("crm.y", {{"input", {{"n", 2}}}}, alice_))["execution_id"];
   for (int i = 0; i < 2; ++i) ASSERT_EQ(Replay(gw, replayed).status, 200);
+  // A keyed call (its SUCCEEDED intent keeps the result for repeats) and a failed call a replay made
+  // succeed (its record keeps the replay's result for later replays).
+  ASSERT_EQ(gw.Invoke("crm.z", {{"input", {{"n", 3}}}, {"idempotency_key", "pay-42"}}, alice_).status, 200);
+  const std::string failed = Body(gw.Invoke("crm.f", {{"input", {{"flaky", 1}}}}, alice_))["execution_id"];
+  ASSERT_EQ(Replay(gw, failed).status, 200);
   for (const char* key : {"tenant-x", "tenant-y"}) {
     json set = Audit();
     set["scope"] = "tenant";
@@ -164,6 +175,16 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
       {"record_result", "UPDATE items SET attrs = json_set(attrs, '$.result_json', '{\"ok\":false}') WHERE " + record,
        // TOOL_SUCCEEDED's result_sha256 is rebuilt from the record that holds it.
        "execution " + replayed + ": event 4 (REPLAY_REQUESTED) does not link to event 3"},
+      // The copies of a result that answer later calls without the downstream (S12).
+      {"intent_result",
+       "UPDATE items SET attrs = json_set(attrs, '$.result_json', '{\"refund_to\":\"attacker\"}') WHERE pk = "
+       "'TENANT#tenant-a' AND sk LIKE 'INTENT#%' AND json_extract(attrs, '$.state') = 'SUCCEEDED'",
+       "its result is not the result of execution"},
+      {"replay_result",
+       "UPDATE items SET attrs = json_set(attrs, '$.replay_result_json', '{\"refund_to\":\"attacker\"}') WHERE "
+       "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" +
+           failed + "'",
+       "execution " + failed + ": the result its record keeps for replays is not the result of its replay"},
       {"record_moved",
        "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " + record,
        // EXECUTION_RECEIVED is rebuilt from the record it is held in: the moved record's chain no

@@ -149,6 +149,32 @@ absl::Status LedgerVerifier::CheckAuditDay(const std::vector<LedgerEvent>& event
   return CheckAnchor(events, head.seq, head.hash, "head item", pending);
 }
 
+// A SUCCEEDED intent's result answers every later call with its key without the downstream (S12): it
+// must be the result of the execution it names, which that execution's chain vouches for. (An intent
+// whose execution is gone with retention is not checked.)
+absl::Status LedgerVerifier::CheckIntents(Report& report) {
+  store::ScanRequest req{"TENANT#", "INTENT#", 500, std::nullopt};
+  for (;;) {
+    ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
+    for (const auto& [key, item] : page.items) {
+      if (store::GetString(item, "state").value_or("") != "SUCCEEDED") continue;
+      const std::string tenant = key.pk.substr(std::string_view("TENANT#").size());
+      const std::string execution_id = store::GetString(item, "execution_id").value_or("");
+      absl::StatusOr<ExecutionRecord> r = executions_.Get(tenant, execution_id);
+      if (absl::IsNotFound(r.status())) continue;
+      if (!r.ok()) return r.status();
+      if (r->result_json != store::GetString(item, "result_json").value_or("")) {
+        report.problem = absl::StrCat("intent ", key.sk.substr(std::string_view("INTENT#").size()), " of tenant ",
+                                      tenant, ": its result is not the result of execution ", execution_id);
+        return absl::OkStatus();
+      }
+      ++report.intents;
+    }
+    if (!page.last_key) return absl::OkStatus();
+    req.after = page.last_key;
+  }
+}
+
 absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
   Report report;
   const int64_t now_s = clock_.now_epoch_sec();
@@ -169,6 +195,17 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
       report.problem = absl::StrCat("execution ", r.execution_id, ": ", s.message());
       return absl::CancelledError("stop at the first problem");
     }
+    // A replayed original's copy of its successful replay's result answers later replays without the
+    // downstream (S12): it must be the result that replay's chain vouches for.
+    if (!r.replay_result_json.empty()) {
+      absl::StatusOr<ExecutionRecord> replay = executions_.Get(tenant, r.replay_succeeded_in);
+      if (!replay.ok() && !absl::IsNotFound(replay.status())) return replay.status();
+      if (replay.ok() && replay->result_json != r.replay_result_json) {
+        report.problem = absl::StrCat("execution ", r.execution_id, ": the result its record keeps for replays is not ",
+                                      "the result of its replay ", r.replay_succeeded_in);
+        return absl::CancelledError("stop at the first problem");
+      }
+    }
     ++report.executions;
     report.events += static_cast<int64_t>(chain.size());
     if (pending) {
@@ -183,6 +220,8 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     return report;
   }
   if (!walk.ok() && !absl::IsCancelled(walk)) return walk;
+  if (!report.ok()) return report;
+  RETURN_IF_ERROR(CheckIntents(report));
   if (!report.ok()) return report;
 
   ASSIGN_OR_RETURN(std::vector<std::string> days, ledger_.AuditChains());

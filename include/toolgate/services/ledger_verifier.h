@@ -34,6 +34,7 @@ class LedgerVerifier {
     int64_t events = 0;              // events checked in all of them
     int64_t expired = 0;             // chains that reached their retention while being read (gone whole)
     int64_t pending_tails = 0;       // chains with one trailing event their anchor does not cover yet
+    int64_t intents = 0;             // SUCCEEDED intents whose result was checked against their execution's
     std::vector<std::string> notes;  // one line per pending tail
     std::string problem;             // the first failure, naming the chain and event; empty: all passed
     bool ok() const { return problem.empty(); }
@@ -41,7 +42,8 @@ class LedgerVerifier {
 
   LedgerVerifier(store::ItemStore& store, const Clock& clock);
 
-  // Walks every execution and every audit day; stops at the first failing chain.
+  // Walks every execution and every audit day, and every SUCCEEDED intent (its result against its
+  // execution's); stops at the first problem.
   absl::StatusOr<Report> VerifyAll();
 
   // One execution. `stored_under_tenant` is the tenant of the partition the record was read from.
@@ -52,6 +54,8 @@ class LedgerVerifier {
   static absl::Status CheckAuditDay(const std::vector<LedgerEvent>& events, const Ledger::Tail& head, bool* pending);
 
  private:
+  absl::Status CheckIntents(Report& report);
+
   store::ItemStore& store_;
   const Clock& clock_;
   Ledger ledger_;
