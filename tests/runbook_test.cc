@@ -185,6 +185,12 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
        "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" +
            failed + "'",
        "execution " + failed + ": the result its record keeps for replays is not the result of its replay"},
+      // The record holds a chain's first events and its anchor: its events kept without it are a cut
+      // chain, whether the row is deleted or only its ttl column says it has expired.
+      {"record_deleted", "DELETE FROM items WHERE " + record,
+       "execution " + replayed + ": its events are kept (EVENT#000000000004) but its record"},
+      {"record_ttl_column", "UPDATE items SET ttl = 1 WHERE " + record,
+       "execution " + replayed + ": its events are kept (EVENT#000000000004) but its record"},
       {"record_moved",
        "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " + record,
        // EXECUTION_RECEIVED is rebuilt from the record it is held in: the moved record's chain no

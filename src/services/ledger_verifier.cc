@@ -149,6 +149,42 @@ absl::Status LedgerVerifier::CheckAuditDay(const std::vector<LedgerEvent>& event
   return CheckAnchor(events, head.seq, head.hash, "head item", pending);
 }
 
+// Events of an execution whose record is gone while they are kept: a chain cut, not removed whole
+// (the record holds its first events and its anchor). Only a whole chain may go, with retention.
+absl::Status LedgerVerifier::CheckOrphanEvents(const std::unordered_set<std::string>& recorded, Report& report) {
+  const int64_t now_s = clock_.now_epoch_sec();
+  // Looked up once more before it counts: a live gateway may have made the execution after the walk
+  // of the records passed its place.
+  auto has_record = [&](const std::string& id) -> absl::StatusOr<bool> {
+    store::ScanRequest find{"TENANT#", "EXEC#" + id, 1000, std::nullopt};
+    for (;;) {
+      ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(find));
+      for (const auto& [key, item] : page.items) {
+        if (key.sk == "EXEC#" + id) return true;
+      }
+      if (!page.last_key) return false;
+      find.after = page.last_key;
+    }
+  };
+  store::ScanRequest req{"EXEC#", "EVENT#", 500, std::nullopt};
+  for (;;) {
+    ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
+    for (const auto& [key, item] : page.items) {
+      const std::string id = key.pk.substr(std::string_view("EXEC#").size());
+      if (recorded.count(id) > 0) continue;
+      const int64_t ttl = store::GetInt(item, store::kTtlAttribute).value_or(0);
+      if (ttl > 0 && ttl <= now_s) continue;  // its retention passed: going, with the rest of its chain
+      ASSIGN_OR_RETURN(bool found, has_record(id));
+      if (found) continue;
+      report.problem = absl::StrCat("execution ", id, ": its events are kept (", key.sk,
+                                    ") but its record, which holds its first events and its anchor, is gone");
+      return absl::OkStatus();
+    }
+    if (!page.last_key) return absl::OkStatus();
+    req.after = page.last_key;
+  }
+}
+
 // A SUCCEEDED intent's result answers every later call with its key without the downstream (S12): it
 // must be the result of the execution it names, which that execution's chain vouches for. (An intent
 // whose execution is gone with retention is not checked.)
@@ -180,7 +216,9 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
   const int64_t now_s = clock_.now_epoch_sec();
   // A chain whose retention passed while it was being read is gone as a whole, not damaged.
   auto expired = [&](int64_t expires_at_s) { return expires_at_s > 0 && expires_at_s <= now_s; };
+  std::unordered_set<std::string> recorded;  // every execution a record was found for
   absl::Status walk = executions_.ForEach([&](const ExecutionRecord& r, const store::ItemKey& key) -> absl::Status {
+    recorded.insert(r.execution_id);
     absl::StatusOr<std::vector<LedgerEvent>> read = ledger_.ReadExecution(r);
     if (!read.ok() && !absl::IsDataLoss(read.status())) return read.status();
     std::vector<LedgerEvent> chain = read.ok() ? *std::move(read) : std::vector<LedgerEvent>{};
@@ -220,6 +258,8 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     return report;
   }
   if (!walk.ok() && !absl::IsCancelled(walk)) return walk;
+  if (!report.ok()) return report;
+  RETURN_IF_ERROR(CheckOrphanEvents(recorded, report));
   if (!report.ok()) return report;
   RETURN_IF_ERROR(CheckIntents(report));
   if (!report.ok()) return report;

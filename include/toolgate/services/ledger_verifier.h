@@ -4,6 +4,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -54,6 +55,7 @@ class LedgerVerifier {
   static absl::Status CheckAuditDay(const std::vector<LedgerEvent>& events, const Ledger::Tail& head, bool* pending);
 
  private:
+  absl::Status CheckOrphanEvents(const std::unordered_set<std::string>& recorded, Report& report);
   absl::Status CheckIntents(Report& report);
 
   store::ItemStore& store_;
