@@ -126,6 +126,18 @@ class QueueGatewayTest : public ::testing::Test {
     return testing::BaseConfigDynamo(testing::Dynalite::Shared().endpoint(), table);
   }
 
+  // `d` answers 200 after `delay_ms` on kept-alive connections: calls a test can catch in flight.
+  static void AnswerOkAfter(FakeDownstream& d, int delay_ms) {
+    d.set_connections(FakeDownstream::Connections::kKeepAlive);
+    d.set_behavior([delay_ms](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, delay_ms}; });
+  }
+  // Polls (up to 5 s) until `d` has at least `n` calls in flight; whether it came to that.
+  static bool AwaitConcurrent(const FakeDownstream& d, int n) {
+    const auto until = Clock::now() + std::chrono::seconds(5);
+    while (d.concurrent() < n && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return d.concurrent() >= n;
+  }
+
   // `toolgate ledger verify` on `gw`'s store: every chain verifies.
   void ExpectLedgerVerifies(GatewayProcess& gw) {
     auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw.config_path()}, dir_);
@@ -256,16 +268,13 @@ TEST_F(QueueGatewayTest, ThreeGatewaysOnDynamoDbRunEveryQueuedCallExactlyOnceWit
 // (one TOOL_SUCCEEDED), and a re-run carries the same Idempotency-Key.
 TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
   FakeDownstream crm;
-  crm.set_connections(FakeDownstream::Connections::kKeepAlive);
-  crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 400}; });
+  AnswerOkAfter(crm, 400);
   const std::string victim_config = QueueConfig(dir_.file("store.db"), 100) + Connector("crm", crm, 4);
   GatewayProcess& victim = Start(victim_config, "victim");
   std::vector<std::string> ids;
   for (int i = 0; i < 16; ++i) ids.push_back(Enqueue(victim, "crm.update", {{"i", i}}, alice_));
   // Kill it while calls are in flight at the downstream.
-  const auto until = Clock::now() + std::chrono::seconds(5);
-  while (crm.concurrent() < 2 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_GE(crm.concurrent(), 2) << "the victim never ran calls";
+  ASSERT_TRUE(AwaitConcurrent(crm, 2)) << "the victim never ran calls";
   victim.Kill();
   const int seen_at_kill = crm.total();
   GatewayProcess& rescuer = Start(victim_config, "rescuer");
@@ -300,14 +309,12 @@ TEST_F(QueueGatewayTest, ClaimsOfAKilledGatewayAreTakenOverAfterTheLease) {
 // expires, unrun.
 TEST_F(QueueGatewayTest, ARunCutShortByACrashIsTakenOverNotExpiredAtItsDeadline) {
   FakeDownstream crm;
-  crm.set_connections(FakeDownstream::Connections::kKeepAlive);
-  crm.set_behavior([](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, 800}; });
+  AnswerOkAfter(crm, 800);
   const std::string config = QueueConfig(dir_.file("store.db"), 100) + Connector("crm", crm, 1);
   GatewayProcess& victim = Start(config, "victim");
   const std::string ran = Enqueue(victim, "crm.update", {{"k", "ran"}}, alice_, {{"deadline_s", 2}});
-  const auto until = Clock::now() + std::chrono::seconds(5);
-  while (crm.concurrent() < 1 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  ASSERT_EQ(crm.concurrent(), 1) << "the victim never ran the call";
+  ASSERT_TRUE(AwaitConcurrent(crm, 1)) << "the victim never ran the call";
+  ASSERT_EQ(crm.concurrent(), 1);
   // Behind it (the connector's one slot is taken): never runs before its deadline.
   const std::string waiting = Enqueue(victim, "crm.update", {{"k", "waiting"}}, alice_, {{"deadline_s", 2}});
   victim.Kill();

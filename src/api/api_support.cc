@@ -35,10 +35,7 @@ ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
   return out;
 }
 
-json ParseBoundedJson(std::string_view text) {
-  if (!JsonDepthWithin(text, kMaxJsonDepth)) return json(json::value_t::discarded);
-  return json::parse(text, nullptr, /*allow_exceptions=*/false);
-}
+json ParseBoundedJson(std::string_view text) { return ParseJsonWithin(text, kMaxJsonDepth); }
 
 bool IsLoopback(const std::string& host) { return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0; }
 
