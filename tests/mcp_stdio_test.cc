@@ -16,6 +16,7 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -34,7 +35,7 @@ using std::chrono::milliseconds;
 
 // An MCP server on stdin/stdout. Tools: `pid` (answers its process id), `big` (a valid answer of
 // 64 KB on one line), `endless` (64 KB chunks without a newline, forever), `asks` (stops reading
-// stdin and sends requests of its own without end).
+// stdin and sends requests of its own without end), `freeze` (blocks its only thread: alive, silent).
 constexpr const char* kServer = R"JS(
 const rl = require('readline').createInterface({input: process.stdin});
 const send = (o) => process.stdout.write(JSON.stringify(o) + '\n');
@@ -66,6 +67,7 @@ rl.on('line', (l) => {
     };
     return more();
   }
+  if (tool === 'freeze') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   answer({content: [{type: 'text', text: String(process.pid)}]});
 });
 )JS";
@@ -75,12 +77,15 @@ constexpr milliseconds kWellBefore{kTimeoutMs / 2};
 
 class McpStdioTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  void SetUp() override { Make(kTimeoutMs); }
+
+  void Make(int timeout_ms) {
+    if (connector_) connector_->Stop();
     config_.id = "local";
     config_.kind = ConnectorKind::kMcpStdio;
     config_.command = {"/usr/bin/node", "-e", kServer};
     config_.tool_prefix = "local.";
-    config_.timeout_ms = kTimeoutMs;
+    config_.timeout_ms = timeout_ms;
     config_.max_response_bytes = 16 * 1024;
     McpConnectorDeps deps{registry_, store_, nullptr, io_.get_executor(), nullptr};
     auto made = McpConnector::Create(config_, pool_, clock_, std::move(deps));
@@ -171,6 +176,31 @@ TEST_F(McpStdioTest, OutputWithoutEndOrNewlineIsCutAtTheLimit) {
 
 TEST_F(McpStdioTest, RequestsFasterThanTheServerReadsTheAnswersEndIt) {
   ExpectTooMuch("asks", "sends requests without reading the answers");
+}
+
+// A server that is alive but answers nothing (frozen) is killed after three requests in a row time
+// out with nothing heard from it, and the next call gets a new one: not a connector stuck forever.
+TEST_F(McpStdioTest, AServerThatAnswersNothingIsReplacedAfterThreeTimeoutsInARow) {
+  Make(1000);
+  const pid_t frozen = ServerPid();
+  ASSERT_GT(frozen, 0);
+  EXPECT_EQ(Call("freeze").result.kind, Kind::kTimeout);
+  EXPECT_EQ(Call("pid").result.kind, Kind::kTimeout);
+  EXPECT_EQ(kill(frozen, 0), 0) << "two silent timeouts are not yet a frozen server";
+  EXPECT_EQ(Call("pid").result.kind, Kind::kTimeout);
+  EXPECT_EQ(kill(frozen, 0), -1) << "the third silent timeout kills it";
+  EXPECT_EQ(errno, ESRCH);
+  // The restart comes after its backoff: calls meanwhile fail fast; one after it runs.
+  pid_t after = -1;
+  for (int i = 0; i < 20 && after <= 0; ++i) {
+    const Timed t = Call("pid");
+    if (t.result.kind == Kind::kResponse)
+      after = std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
+    else
+      std::this_thread::sleep_for(milliseconds(100));
+  }
+  EXPECT_GT(after, 0) << "no new server";
+  EXPECT_NE(after, frozen);
 }
 
 TEST_F(McpStdioTest, AnAnswerWithinTheLimitIsTheResult) {

@@ -131,6 +131,18 @@ class QueueGatewayTest : public ::testing::Test {
     d.set_connections(FakeDownstream::Connections::kKeepAlive);
     d.set_behavior([delay_ms](const FakeDownstream::Request&) { return Reply{200, R"({"ok":true})", {}, delay_ms}; });
   }
+  // `d` answers each execution's first call 429 with Retry-After: 1, and 200 after that.
+  static void ThrottleEachExecutionOnce(FakeDownstream& d) {
+    auto seen = std::make_shared<std::pair<std::mutex, std::set<std::string>>>();
+    d.set_behavior([seen](const FakeDownstream::Request& r) {
+      auto id = r.headers.find("x-toolgate-execution-id");
+      std::lock_guard l(seen->first);
+      if (id != r.headers.end() && seen->second.insert(id->second).second) {
+        return Reply{429, R"({"error":"slow down"})", {{"Retry-After", "1"}}};
+      }
+      return Reply{200, R"({"ok":true})"};
+    });
+  }
   // Polls (up to 5 s) until `d` has at least `n` calls in flight; whether it came to that.
   static bool AwaitConcurrent(const FakeDownstream& d, int n) {
     const auto until = Clock::now() + std::chrono::seconds(5);
@@ -638,16 +650,7 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
 // still QUEUED); it then runs once more and succeeds.
 TEST_F(QueueGatewayTest, ADownstream429PutsTheCallBackForItsRetryAfter) {
   FakeDownstream crm;
-  std::mutex mu;
-  std::set<std::string> throttled_once;
-  crm.set_behavior([&](const FakeDownstream::Request& r) {
-    auto id = r.headers.find("x-toolgate-execution-id");
-    std::lock_guard l(mu);
-    if (id != r.headers.end() && throttled_once.insert(id->second).second) {
-      return Reply{429, R"({"error":"slow down"})", {{"Retry-After", "1"}}};
-    }
-    return Reply{200, R"({"ok":true})"};
-  });
+  ThrottleEachExecutionOnce(crm);
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 1));
   std::vector<std::string> ids;
   for (int i = 0; i < 2; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
@@ -667,6 +670,47 @@ TEST_F(QueueGatewayTest, ADownstream429PutsTheCallBackForItsRetryAfter) {
     EXPECT_TRUE(throttled) << e.dump();
     EXPECT_EQ(seen.keys.at(id).size(), 1u) << "the second run carries the same Idempotency-Key";
   }
+}
+
+// `"on_defer": "queue"` on a synchronous call the downstream answers 429 (§15): the call is queued
+// (202, the same execution id), runs again after the Retry-After with the same Idempotency-Key and
+// succeeds; its chain tells the whole story and verifies. Without on_defer the same 429 is DEFERRED.
+TEST_F(QueueGatewayTest, OnDeferQueueQueuesACallTheDownstreamThrottles) {
+  FakeDownstream crm;
+  ThrottleEachExecutionOnce(crm);
+  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 1));
+  const auto r = gw.Invoke("crm.update", {{"input", {{"i", 1}}}, {"on_defer", "queue"}}, alice_);
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string id = Body(r).value("execution_id", "");
+  EXPECT_EQ(Body(r).value("outcome", ""), "QUEUED") << r.body;
+  EXPECT_EQ(Seen(crm).by_execution.count(id), 1u) << "the 202 came after the downstream's 429";
+  // Without on_defer, a call meanwhile is DEFERRED (the connector waits out the Retry-After).
+  const auto plain = gw.Invoke("crm.update", {{"input", {{"i", 0}}}}, alice_);
+  EXPECT_EQ(plain.status, 503) << plain.body;
+  EXPECT_EQ(Body(plain).value("reason", ""), "downstream_throttled") << plain.body;
+  const auto done = AwaitFinal(gw, {id}, alice_, std::chrono::seconds(15));
+  ASSERT_EQ(done.size(), 1u);
+  const json& e = done.at(id);
+  EXPECT_EQ(e["outcome"], "SUCCEEDED") << e.dump();
+  const Seen seen(crm);
+  EXPECT_EQ(seen.by_execution.at(id), 2) << "throttled once, then run once more";
+  EXPECT_EQ(seen.keys.at(id).size(), 1u) << "the queued run carries the same Idempotency-Key";
+  const auto types = EventTypes(e);
+  const std::vector<std::string> expected = {"EXECUTION_RECEIVED", "TOOL_INVOKED",         "TOOL_ATTEMPT_FAILED",
+                                             "EXECUTION_QUEUED",   "EXECUTION_DISPATCHED", "TOOL_INVOKED",
+                                             "TOOL_SUCCEEDED"};
+  EXPECT_EQ(types, expected) << e.dump();
+  for (const auto& ev : e["events"]) {
+    if (ev["type"] == "TOOL_ATTEMPT_FAILED") {
+      EXPECT_EQ(ev["data"]["reason"], "throttled") << ev.dump();
+      EXPECT_EQ(ev["data"]["downstream_status"], 429) << ev.dump();
+    }
+    if (ev["type"] == "EXECUTION_QUEUED") {
+      EXPECT_EQ(ev["data"]["via"], "on_defer:downstream_throttled") << ev.dump();
+    }
+  }
+  // The slot went back with the 429 (limit 1: the queued run could take it), and the chain verifies.
+  ExpectLedgerVerifies(gw);
 }
 
 // DELETE /admin/connectors/{id}/queue ends every waiting call EXPIRED, audited QUEUE_PURGED.

@@ -40,6 +40,9 @@ namespace {
 constexpr milliseconds kFirstBackoff{200};
 constexpr milliseconds kMaxBackoff{30'000};
 constexpr std::chrono::seconds kHealthyLifetime{60};
+// A server that answers nothing — no message at all — while this many requests in a row time out is
+// taken as frozen (alive, but stuck): it is killed and restarted like one that exited.
+constexpr int kSilentTimeoutsBeforeRestart = 3;
 
 // Everything the coroutines of one transport share; they hold it by shared_ptr, so it outlives the
 // transport while one of them is still suspended.
@@ -67,6 +70,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   std::chrono::steady_clock::time_point started_at{};
   std::chrono::steady_clock::time_point restart_at{};
   milliseconds backoff = kFirstBackoff;
+  std::chrono::steady_clock::time_point last_heard{};       // the child's last JSON-RPC message
+  int silent_timeouts = 0;                                  // requests timed out in a row with nothing heard
   std::map<std::string, std::shared_ptr<Pending>> pending;  // by the request id's JSON text
   std::deque<std::string> writes;
   size_t queued_bytes = 0;  // in `writes`
@@ -133,6 +138,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     out = std::make_unique<asio::posix::stream_descriptor>(executor, from_child[0]);
     ++generation;
     started_at = clock.now_monotonic();
+    silent_timeouts = 0;
     spdlog::info("connector {}: MCP server started (pid {}): {}", id, pid, command.front());
     asio::co_spawn(executor, ReadLoop(shared_from_this(), generation), asio::detached);
     return result;
@@ -174,6 +180,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   void Dispatch(const std::string& line) {
     json m = ParseJsonWithin(line);
     if (!m.is_object()) return;  // a stray line (some servers log to stdout): skipped
+    last_heard = clock.now_monotonic();
+    silent_timeouts = 0;
     const bool has_id = m.contains("id") && !m["id"].is_null();
     if (m.contains("method")) {
       // The server asks something of toolgate (sampling, roots, ...): not offered.
@@ -316,12 +324,19 @@ class StdioTransport final : public McpTransport {
     pending->timer->expires_after(timeout);
     const std::string key = request["id"].dump();
     s.pending[key] = pending;
+    const auto sent_at = s.clock.now_monotonic();
+    const uint64_t generation = s.generation;
     s.Send(request.dump(-1, ' ', false, json::error_handler_t::replace));
     boost::system::error_code ec;
     auto wait_op = pending->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
     co_await std::move(wait_op);
     if (pending->outcome) co_return std::move(*pending->outcome);
     if (auto it = keep->pending.find(key); it != keep->pending.end() && it->second == pending) keep->pending.erase(it);
+    if (keep->generation == generation && keep->last_heard < sent_at &&
+        ++keep->silent_timeouts >= kSilentTimeoutsBeforeRestart) {
+      keep->ChildGone(Kind::kConnectionLost, absl::StrCat("it answered nothing while ", keep->silent_timeouts,
+                                                          " requests in a row timed out (frozen: killed)"));
+    }
     RpcOutcome timed_out;
     timed_out.kind = Kind::kTimeout;
     timed_out.error = "no answer from the MCP server in time";

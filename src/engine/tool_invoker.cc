@@ -155,6 +155,35 @@ InvokeResult RecordAnswer(const ExecutionRecord& r, OutcomeReason reason,
   return InvokeResult::Answered(r.outcome, reason, r.execution_id, std::move(details), retry_after_s);
 }
 
+// The queue item of an execution queued by `order`, ready at `ready_at_ms` (§15).
+QueueItem ItemOf(const ExecutionRecord& rec, const QueueOrder& order, int64_t ready_at_ms) {
+  QueueItem item;
+  item.connector_id = rec.connector_id;
+  item.tenant_id = rec.tenant_id;
+  item.execution_id = rec.execution_id;
+  item.tool_name = rec.tool_name;
+  item.action_type = rec.action_type;
+  item.enqueued_at_ms = rec.created_at_ms;
+  item.ready_at_ms = ready_at_ms;
+  item.deadline_ms = rec.created_at_ms + order.deadline_s * 1000;
+  item.callback_url = order.callback_url;
+  return item;
+}
+
+// The tenant's count and the item, the item only if the count had room.
+std::vector<store::WriteRequest> EnqueueRequests(const QueueItem& item, const QueueOrder& order) {
+  // A forgotten item (every dispatcher gone for good) leaves a day after its deadline.
+  const int64_t ttl_s = item.deadline_ms / 1000 + 86'400;
+  return QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s);
+}
+
+// EXECUTION_QUEUED's data: `via` says what queued it ("queued", "on_defer:<reason>").
+json QueuedEventData(const QueueItem& item, std::string via) {
+  json queued = {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", item.ready_at_ms}, {"via", std::move(via)}};
+  if (!item.callback_url.empty()) queued["callback_url"] = item.callback_url;
+  return queued;
+}
+
 // A claimed queued call goes back to its queue (§15, §17.3): the item unclaimed and ready after
 // `retry_ms`, then (only if that applied) TOOL_ATTEMPT_FAILED and the record QUEUED again; the slot
 // given back in the same batch. kAborted when the claim was lost meanwhile.
@@ -423,22 +452,9 @@ class ToolInvoker::Admission {
       co_return InvokeResult::Refused(InvokeError::kNotImplemented, "queued calls are not available");
     rec().outcome = Outcome::kQueued;
     rec().reason.clear();
-    QueueItem item;
-    item.connector_id = cid();
-    item.tenant_id = rec().tenant_id;
-    item.execution_id = rec().execution_id;
-    item.tool_name = rec().tool_name;
-    item.action_type = rec().action_type;
-    item.enqueued_at_ms = rec().created_at_ms;
-    item.ready_at_ms = ready_at_ms;
-    item.deadline_ms = rec().created_at_ms + order.deadline_s * 1000;
-    item.callback_url = order.callback_url;
-    // A forgotten item (every dispatcher gone for good) leaves a day after its deadline.
-    const int64_t ttl_s = item.deadline_ms / 1000 + 86'400;
-    json queued = {{"deadline_at_ms", item.deadline_ms}, {"ready_at_ms", ready_at_ms}, {"via", via}};
-    if (!item.callback_url.empty()) queued["callback_url"] = item.callback_url;
-    auto open = WriteOpening({{"EXECUTION_QUEUED", std::move(queued)}},
-                             /*ends_here=*/false, QueueService::EnqueueRequests(item, order.max_per_tenant, ttl_s));
+    const QueueItem item = ItemOf(rec(), order, ready_at_ms);
+    auto open = WriteOpening({{"EXECUTION_QUEUED", QueuedEventData(item, std::move(via))}},
+                             /*ends_here=*/false, EnqueueRequests(item, order));
     absl::Status written = co_await std::move(open);
     if (absl::IsResourceExhausted(written)) {
       co_await ReleaseIntent();
@@ -1010,6 +1026,10 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
   RecordInSlo(c, k, result);
   if (t.guarded) co_await RecordInBreaker(t, k, drive);
   if (t.queued && rec.outcome == Outcome::kDeferred) co_return co_await PutBackDeferred(t, k, result, drive);
+  if (!t.queued && t.request.queue_on_defer && k.reason == OutcomeReason{DeferReason::kDownstreamThrottled}) {
+    auto queue = QueueThrottled(t, k, result, drive);
+    if (std::optional<InvokeResult> queued = co_await std::move(queue)) co_return std::move(*queued);
+  }
   if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
     auto release = Blocking(drive, [this, &t] {
       return s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous);
@@ -1068,6 +1088,69 @@ asio::awaitable<InvokeResult> ToolInvoker::PutBackDeferred(Ticket& t, const Clas
   } else {
     answer = QueuedAnswer(rec.execution_id, c.id);
   }
+  answer.reached_tool = true;
+  co_return answer;
+}
+
+// `"on_defer": "queue"` (§15): a synchronous call the downstream said "not now" to (429, 503 with
+// Retry-After) is queued instead, ready when the Retry-After ends, with the same execution id and
+// Idempotency-Key. In one batch: the tenant's count and the queue item, then (only if the count had
+// room) each failed try and EXECUTION_QUEUED, the record QUEUED, and the slot's release. The intent
+// stays claimed (Admit held it for the queue's deadline). nullopt when the call is not queued (the
+// tenant's queue is full, its deadline comes before the Retry-After ends, the store failed): it then
+// ends DEFERRED as it would have without `on_defer`.
+asio::awaitable<std::optional<InvokeResult>> ToolInvoker::QueueThrottled(Ticket& t, const Classification& k,
+                                                                         const DownstreamResult& result,
+                                                                         StoreDrive drive) {
+  ExecutionRecord& rec = t.record;
+  const ConnectorConfig& c = *t.connector;
+  const QueueOrder& order = *t.request.queue_on_defer;
+  const QueueItem item = ItemOf(rec, order, s_.clock.now_epoch_ms() + k.retry_after_s.value_or(1) * 1000);
+  if (item.ready_at_ms >= item.deadline_ms || s_.queue == nullptr) co_return std::nullopt;
+  const std::string actor = ExecutionStore::ChainActor(rec);
+  std::vector<store::WriteRequest> writes = EnqueueRequests(item, order);
+  std::vector<std::pair<std::string, json>> events;
+  for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
+    json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
+    if (a.status != 0) attempt["downstream_status"] = a.status;
+    events.push_back({"TOOL_ATTEMPT_FAILED", std::move(attempt)});
+  }
+  json throttled = {{"attempt", static_cast<int64_t>(result.failed_attempts.size()) + 1},
+                    {"reason", std::string(ToString(RequeueCause{RequeueReason::kThrottled}))},
+                    {"latency_ms", result.latency_ms},
+                    {"requeued", true},
+                    {"ready_at_ms", item.ready_at_ms}};
+  if (rec.downstream_status) throttled["downstream_status"] = rec.downstream_status;
+  events.push_back({"TOOL_ATTEMPT_FAILED", std::move(throttled)});
+  events.push_back({"EXECUTION_QUEUED", QueuedEventData(item, absl::StrCat("on_defer:", rec.reason))});
+  Ledger::Tail tail = t.tail;
+  for (const auto& [type, data] : events) {
+    auto [w, e] = s_.ledger.PrepareAppendJson(t.chain, tail, type, actor, data);
+    writes.push_back(std::move(w).AfterPrevious());
+    tail = {e.seq, e.hash, e.expires_at_s};
+  }
+  ExecutionRecord queued = rec;
+  queued.outcome = Outcome::kQueued;
+  queued.reason.clear();
+  queued.last_seq = tail.seq;
+  queued.last_hash = tail.hash;
+  writes.push_back(ExecutionStore::FinishRequest(queued).AfterPrevious());
+  const size_t required = writes.size();
+  if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
+  auto commit = Commit(s_, drive, std::move(writes));
+  const WriteResults results = co_await std::move(commit);
+  if (results[0].ok() && !results[0]->applied) co_return std::nullopt;  // the tenant's queue is full
+  if (absl::Status st = RequireApplied(results, required); !st.ok()) {
+    // Nothing of it holds (one transaction on SQLite); the record is written DEFERRED instead.
+    spdlog::warn("execution {}: not queued after the downstream's Retry-After: {}", rec.execution_id, st.ToString());
+    co_return std::nullopt;
+  }
+  rec = std::move(queued);
+  t.tail = tail;
+  t.lease.reset();
+  s_.metrics.ToolCall(c.id, rec.tool_name, Outcome::kDeferred, static_cast<double>(result.latency_ms) / 1000.0, true);
+  s_.metrics.Deferred(c.id, std::string(ToString(DeferReason::kDownstreamThrottled)));
+  InvokeResult answer = QueuedAnswer(rec.execution_id, c.id);
   answer.reached_tool = true;
   co_return answer;
 }

@@ -223,6 +223,9 @@ class ToolInvoker : public BackgroundTraffic {
   void RecordInBreaker(const Ticket& ticket, const Classification& classification);
   boost::asio::awaitable<InvokeResult> PutBackDeferred(Ticket& ticket, const Classification& classification,
                                                        const DownstreamResult& result, StoreDrive drive);
+  boost::asio::awaitable<std::optional<InvokeResult>> QueueThrottled(Ticket& ticket,
+                                                                     const Classification& classification,
+                                                                     const DownstreamResult& result, StoreDrive drive);
   boost::asio::awaitable<absl::Status> RecordOutcome(Ticket& ticket, const Classification& classification,
                                                      const DownstreamResult& result, StoreDrive drive);
   void CountCompleted(const Ticket& ticket, const DownstreamResult& result, bool written);
