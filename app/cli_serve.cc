@@ -109,6 +109,9 @@ int DevToken(const Config& config, const DevTokenOptions& o) {
                  {"custom:tenant_id", o.tenant},
                  {"exp", clock.now_epoch_sec() + o.ttl_s},
                  {"iat", clock.now_epoch_sec()}};
+  // The gateway checks these when the config names them: a token it would refuse is no use.
+  if (!config.auth.issuer.empty()) claims["iss"] = config.auth.issuer;
+  if (!config.auth.audience.empty()) claims["aud"] = config.auth.audience;
   if (!o.account.empty()) claims["custom:account_id"] = o.account;
   if (!o.roles.empty()) claims["custom:roles"] = o.roles;
   std::printf("%s\n", auth::SignHs256(claims.dump(), secret).c_str());

@@ -5,6 +5,7 @@
 
 #include "nlohmann/json.hpp"
 #include "toolgate/engine/event_log.h"
+#include "toolgate/domain/control_bytes.h"
 
 namespace toolgate::cli {
 
@@ -30,16 +31,22 @@ json EventFields(std::string_view payload) {
   return j.is_object() ? j : json(nullptr);
 }
 
+// A text line's value: one line, and no byte that a terminal reading the log (`tail -f`) would act
+// on — newlines as \n and \r, every other control byte (ESC included) and DEL as \xNN. Request paths
+// and audit fields come from clients.
 std::string OneLine(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (char c : s) {
-    if (c == '\n')
+    if (c == '\n') {
       out += "\\n";
-    else if (c == '\r')
+    } else if (c == '\r') {
       out += "\\r";
-    else
+    } else if (IsControlByte(c)) {
+      AppendHexEscape(out, c);
+    } else {
       out += c;
+    }
   }
   return out;
 }

@@ -92,6 +92,7 @@ min_events = 50
 evaluate_interval_ms = 60000
 [alerts]
 webhook_url = "https://alerts.example.com/x"
+runbook_url = "https://wiki.example/run\u001b[2Jbook"
 [connectors.crm]
 base_url = "http://127.0.0.1:1"
 [connectors.crm.slo]
@@ -101,8 +102,8 @@ min_events = 0
                          "bad.toml");
   ASSERT_FALSE(bad.ok());
   const std::string msg(bad.status().message());
-  for (const char* key : {"slo.evaluate_interval_ms", "alerts.webhook_url", "connectors.crm.slo.error_target",
-                          "connectors.crm.slo.min_events"}) {
+  for (const char* key : {"slo.evaluate_interval_ms", "alerts.webhook_url", "alerts.runbook_url",
+                          "connectors.crm.slo.error_target", "connectors.crm.slo.min_events"}) {
     EXPECT_NE(msg.find(key), std::string::npos) << key << " not named in: " << msg;
   }
 }

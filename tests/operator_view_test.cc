@@ -400,6 +400,46 @@ TEST_F(OperatorViewTest, MetricsHaveBuildProcessHttpKillSwitchAndCooldownFamilie
   }
   EXPECT_THAT(metrics, ::testing::ContainsRegex(
                            "toolgate_build_info\\{revision=\"[0-9a-f]+|unknown\",version=\"[0-9.]+\"\\} 1"));
+  // What a listener answers itself, before any route, is counted too (route "unrouted").
+  const auto too_big = gw.Public("POST", "/v1/tools/crm.lookup/invoke", std::string(2 << 20, 'x'), alice_);
+  ASSERT_EQ(too_big.status, 413) << too_big.body;
+  EXPECT_THAT(gw.Admin("GET", "/metrics").body,
+              HasSubstr("toolgate_http_responses_total{code=\"413\",listener=\"public\",route=\"unrouted\"} 1"));
+}
+
+// `dev-token` signs what the gateway checks: with [auth] issuer and audience set, its token carries
+// them and is accepted; a config that is a directory is named as such.
+TEST_F(OperatorViewTest, DevTokensCarryTheConfiguredIssuerAndAudience) {
+  GatewayProcess& gw = Start("[auth]\nissuer = \"https://idp.example\"\naudience = \"toolgate-api\"\n");
+  EXPECT_EQ(gw.Public("GET", "/v1/executions", "", alice_).status, 401) << "a token without iss/aud";
+  auto [code, out] = Cli({"dev-token", "--tenant", "tenant-a", "--config", gw.config_path()});
+  ASSERT_EQ(code, 0) << out;
+  const std::string token = out.substr(0, out.find('\n'));
+  EXPECT_EQ(gw.Public("GET", "/v1/executions", "", token).status, 200) << token;
+  auto [dir_code, dir_out] = Cli({"status", "--config", dir_.file(".")});
+  EXPECT_NE(dir_code, 0);
+  EXPECT_THAT(dir_out, HasSubstr("is a directory")) << dir_out;
+}
+
+// Text log lines hold no control byte a terminal would act on (`tail -f`): a client's path and an
+// operator's audit fields arrive escaped, ESC as \x1b, on one line each.
+TEST_F(OperatorViewTest, TextLogLinesCarryNoControlBytesFromClients) {
+  GatewayProcess& gw = Start("[log]\naccess = true\n");
+  EXPECT_EQ(gw.Public("GET", "/x%1b%5b2J%1b%5b31mFAKE%07").status, 404);
+  json kill = Audit("stop\r\nFAKE LINE");
+  kill["requested_by"] = "eve\x1b[2J";
+  kill["scope"] = "tenant";
+  kill["key"] = "tenant-x";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+  gw.Terminate();
+  const std::string log = gw.Log();
+  for (char c : log) {
+    const auto u = static_cast<unsigned char>(c);
+    ASSERT_FALSE((u < 0x20 && c != '\n') || u == 0x7f) << "control byte " << int{u} << " in the log:\n" << log;
+  }
+  EXPECT_THAT(log, HasSubstr("/x\\x1b[2J\\x1b[31mFAKE\\x07")) << log;
+  EXPECT_THAT(log, HasSubstr("eve\\x1b[2J")) << log;
+  EXPECT_THAT(log, Not(HasSubstr("\nFAKE LINE"))) << log;
 }
 
 // Item 6: the OpenAPI document lists exactly the routes of the routing table, and the server answers

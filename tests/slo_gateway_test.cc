@@ -210,25 +210,44 @@ TEST_F(SloGatewayTest, AnImpossibleTargetIsRefusedAtStart) {
 namespace toolgate {
 namespace {
 
+constexpr char kPromtool[] = "/usr/bin/promtool";
+
+// `toolgate slo rules` for a config of `toml`, written to rules.yml in `dir`: the rules' text.
+std::string RulesFor(const testing::TempDir& dir, const std::string& toml) {
+  EXPECT_EQ(access(kPromtool, X_OK), 0) << "promtool is missing: scripts/install-deps.sh installs Debian's prometheus";
+  const std::string config = dir.file("t.toml");
+  FILE* f = fopen(config.c_str(), "w");
+  fputs(toml.c_str(), f);
+  fclose(f);
+  auto [code, rules] = testing::RunCli({"slo", "rules", "--config", config}, dir);
+  EXPECT_EQ(code, 0) << rules;
+  f = fopen(dir.file("rules.yml").c_str(), "w");
+  fputs(rules.c_str(), f);
+  fclose(f);
+  return rules;
+}
+
+// An operator's runbook_url with quotes and backslashes stays one YAML string: promtool still
+// accepts the rules, and the annotation holds the URL as written.
+TEST(SloRulesTest, ARunbookUrlWithQuotesStaysOneString) {
+  testing::TempDir dir;
+  const std::string rules = RulesFor(dir,
+                                     "[alerts]\nrunbook_url = 'https://wiki.example/runbooks#\"toolgate\"\\x'\n"
+                                     "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n");
+  EXPECT_THAT(rules, ::testing::HasSubstr(R"(runbook_url: "https://wiki.example/runbooks#\"toolgate\"\\x")"));
+  auto [check_code, check_out] = testing::RunProgram({kPromtool, "check", "rules", dir.file("rules.yml")}, dir);
+  EXPECT_EQ(check_code, 0) << check_out;
+}
+
 // `toolgate slo rules` prints rules promtool accepts, and promtool's own rule tests show they alert
 // as the built-in tiers do: nothing on healthy traffic; at 60 % errors for ten minutes (target
 // 99.5 %), the 6h/30m page after five minutes and both pages after ten.
 TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
   testing::TempDir dir;
-  const std::string promtool = "/usr/bin/promtool";
-  ASSERT_EQ(access(promtool.c_str(), X_OK), 0)
-      << "promtool is missing: scripts/install-deps.sh installs Debian's prometheus";
-  const std::string config = dir.file("t.toml");
-  FILE* f = fopen(config.c_str(), "w");
-  fputs(
-      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.billing]\nbase_url = \"http://127.0.0.1:2\"\n",
-      f);
-  fclose(f);
-  auto [code, rules] = testing::RunCli({"slo", "rules", "--config", config}, dir);
-  ASSERT_EQ(code, 0) << rules;
-  f = fopen(dir.file("rules.yml").c_str(), "w");
-  fputs(rules.c_str(), f);
-  fclose(f);
+  const std::string promtool = kPromtool;
+  RulesFor(dir,
+           "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.billing]\nbase_url = "
+           "\"http://127.0.0.1:2\"\n");
   auto [check_code, check_out] = testing::RunProgram({promtool, "check", "rules", dir.file("rules.yml")}, dir);
   EXPECT_EQ(check_code, 0) << check_out;
   EXPECT_THAT(check_out,
@@ -266,7 +285,7 @@ TEST(SloRulesTest, PromtoolAcceptsTheRulesAndTheyFireAsTheBuiltInTiers) {
       alert("6h/30m", 6, "6h", "4.615%", "0.03") +
       "      - eval_time: 70m\n        alertname: ToolgateSloBurnRatePage\n        exp_alerts:\n" +
       alert("1h/5m", 14.4, "1h", "10%", "0.072") + alert("6h/30m", 6, "6h", "8.571%", "0.03");
-  f = fopen(dir.file("rules_test.yml").c_str(), "w");
+  FILE* f = fopen(dir.file("rules_test.yml").c_str(), "w");
   fputs(test.c_str(), f);
   fclose(f);
   auto [test_code, test_out] = testing::RunProgram({promtool, "test", "rules", dir.file("rules_test.yml")}, dir);

@@ -321,6 +321,9 @@ absl::Status Gateway::Start() {
   limits.max_connections = i.config.server.max_connections;
   limits.response_budget =
       std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
+  // What a listener answers on its own (a malformed or oversized request, over its connection cap)
+  // has no route: counted as route "unrouted".
+  limits.own_answer = [&i](int status) { i.engine->metrics().HttpResponse("public", "unrouted", status); };
   i.engine->metrics().BuildInfo(TOOLGATE_VERSION, TOOLGATE_REVISION);
   i.LogRestoredState();
   spdlog::info("event loops: {} (server.io_threads = {}), store threads: {}", i.loops.size() + 1,
@@ -332,6 +335,7 @@ absl::Status Gateway::Start() {
   ServerLimits admin_limits = limits;
   admin_limits.max_body_bytes = 64 * 1024;
   admin_limits.max_connections = i.config.admin.max_connections;
+  admin_limits.own_answer = [&i](int status) { i.engine->metrics().HttpResponse("admin", "unrouted", status); };
   i.admin_server =
       std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.Serve("admin", std::move(r)); });
   try {

@@ -76,6 +76,9 @@ struct ServerLimits {
   int max_connections = 1024;
   // Shared by every listener of the process; null: responses are not budgeted.
   std::shared_ptr<ResponseBudget> response_budget;
+  // Told the status of each answer the server gives without the handler's (the refusals below,
+  // 503 too_many_connections, 500 when the handler threw), for the metrics; on a connection's loop.
+  std::function<void(int status)> own_answer;
 };
 
 // Accepts connections on one address and serves each with a coroutine: keep-alive, limits

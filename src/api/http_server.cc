@@ -411,6 +411,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   asio::awaitable<void> RefuseOverCap([[maybe_unused]] CountedSlot slot, beast::tcp_stream stream) {
     auto self = shared_from_this();
     HttpResponse refusal = Overloaded(503, "too_many_connections", "too many open connections; retry shortly");
+    CountOwn(refusal.status);
     stream.expires_after(kRefusalTime);
     const beast::error_code ec = co_await Respond(stream, 11, false, refusal);
     if (!ec) co_await LingeringClose(stream, kRefusalTime);
@@ -476,6 +477,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     co_return ReadOutcome{};
   }
 
+  void CountOwn(int status) const {
+    if (limits.own_answer) limits.own_answer(status);
+  }
+
   asio::awaitable<HttpResponse> Handle(const http::request<http::string_body>& req) {
     HttpResponse response;
     HttpRequest translated = Translate(req);
@@ -485,6 +490,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       spdlog::error("handler failed on {} {}: {}", std::string(req.method_string()), std::string(req.target()),
                     e.what());
       response = Refusal(500, "internal", "internal error");
+      CountOwn(response.status);
     }
     co_return response;
   }
@@ -549,6 +555,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       ReadOutcome read = co_await ReadRequest(stream, buffer, parser);
       if (read.kind == ReadOutcome::Kind::kGone) break;
       if (read.kind == ReadOutcome::Kind::kRefused) {
+        CountOwn(read.refusal.status);
         stream.expires_after(limits.write_timeout);
         const beast::error_code ec = co_await Respond(stream, 11, false, read.refusal);
         if (!ec) co_await LingeringClose(stream, std::chrono::seconds(2));

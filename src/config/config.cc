@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cctype>
 #include <fstream>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "toml++/toml.h"
 #include "toolgate/domain/slo.h"
+#include "toolgate/domain/control_bytes.h"
 
 namespace toolgate {
 namespace {
@@ -667,6 +669,10 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   TableReader alerts(top.Table("alerts"), "alerts", errors);
   alerts.String("webhook_url", c.slo.webhook_url);
   alerts.String("runbook_url", c.slo.runbook_url);
+  if (c.slo.runbook_url.size() > 2048 ||
+      std::any_of(c.slo.runbook_url.begin(), c.slo.runbook_url.end(), IsControlByte)) {
+    alerts.Error("runbook_url", "must be at most 2048 characters, without control characters");
+  }
   if (!c.slo.webhook_url.empty()) {
     std::string path, why;
     bool tls = false;
@@ -799,6 +805,10 @@ absl::StatusOr<ConnectionCapPlan> ResolveConnectionCaps(uint64_t nofile, Config&
 }
 
 absl::StatusOr<Config> LoadConfig(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {  // it opens, then reads as nothing (EISDIR)
+    return absl::InvalidArgumentError(absl::StrCat("cannot read config file '", path, "': it is a directory"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file '", path, "'"));
   std::stringstream buf;

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "toolgate/domain/slo.h"
+#include "toolgate/domain/control_bytes.h"
 
 namespace toolgate {
 
@@ -18,6 +19,24 @@ std::string Num(double v) {
 
 std::string RatioRecord(std::string_view window) { return "toolgate:slo_error_ratio:rate" + std::string(window); }
 std::string EventsRecord(std::string_view window) { return "toolgate:slo_events:increase" + std::string(window); }
+
+// `text` as a YAML double-quoted scalar: `"` and `\` escaped, control bytes as \xNN, so an
+// operator's value can neither end the string nor start a key of its own.
+std::string YamlQuoted(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (IsControlByte(c)) {
+      AppendHexEscape(out, c);
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
 
 }  // namespace
 
@@ -73,7 +92,7 @@ std::string PrometheusSloRules(const Config& config) {
           << " is {{ $value | humanizePercentage }} (threshold " << threshold
           << "). Check the connector's health and breaker (toolgate status), the downstream's status; scale or back "
              "off.\"\n"
-          << "          runbook_url: \"" << config.slo.runbook_url << "\"\n";
+          << "          runbook_url: " << YamlQuoted(config.slo.runbook_url) << "\n";
       }
     }
   }
