@@ -372,12 +372,15 @@ TEST_F(GatewayBurstTest, KeepAliveDownstreamConnectionsAreReusedAndAStaleOneIsRe
   EXPECT_EQ(crm_.total(), 10);
   EXPECT_LE(crm_.connections_accepted(), 2) << "sequential calls should share a kept-alive connection";
   // The downstream now drops every connection after answering, though it said keep-alive: each next
-  // call finds its pooled connection dead and is sent once more on a new one — exactly once.
+  // call (once the close has arrived) finds its pooled connection closed before writing to it and
+  // goes on a new one — exactly once. (A call racing the close would meet it after writing: a POST
+  // is then not sent again, and ends connection_lost; the pause keeps this test out of that race.)
   crm_.set_connections(FakeDownstream::Connections::kAnnounceButDrop);
   crm_.reset_counts();
   for (int i = 0; i < 10; ++i) {
     auto r = gw.Invoke("crm.y", {{"input", {{"i", i}}}}, token_);
     ASSERT_EQ(r.status, 200) << r.body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(crm_.total(), 10) << "a call reached the downstream twice";
 

@@ -5,6 +5,8 @@
 #include <sqlite3.h>
 
 #include <barrier>
+#include <set>
+#include <thread>
 
 #include "fake_downstream.h"
 #include "gateway_harness.h"
@@ -208,6 +210,54 @@ TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheInte
   EXPECT_EQ(Body(deduped)["deduplicated"], true);
   EXPECT_EQ(Body(deduped)["succeeded_in"], Body(ok)["execution_id"]);
   EXPECT_EQ(crm_.total(), 2);
+}
+
+// A gateway SIGKILLed while its call was at the downstream leaves the execution IN_PROGRESS for good.
+// While a gateway could still be running it, a replay is refused (409); once it is older than the
+// call's timeout and the intent's hold, it was abandoned and may be replayed: the downstream gets the
+// same Idempotency-Key, and the replay records the outcome the original never could.
+TEST_F(ReplayTest, AnExecutionAbandonedInProgressCanBeReplayedOnceNoGatewayCanStillRunIt) {
+  std::atomic<bool> slow{true};
+  crm_.set_behavior([&](const auto&) { return slow ? Reply{200, "{}", {}, 3000} : Reply{200, R"({"ok":1})"}; });
+  std::thread caller([&] { gw_->Invoke("crm.update", {{"input", {{"id", 9}}}, {"idempotency_key", "k-9"}}, user_); });
+  for (int i = 0; i < 300 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(crm_.concurrent(), 1);
+  gw_->Kill();
+  caller.join();
+  slow = false;
+  ASSERT_TRUE(gw_->Start());
+  const json listed = Body(gw_->Public("GET", "/v1/executions", "", user_));
+  ASSERT_EQ(listed["executions"].size(), 1u) << listed;
+  const std::string id = listed["executions"][0]["execution_id"];
+  ASSERT_EQ(listed["executions"][0]["outcome"], "IN_PROGRESS") << listed;
+  auto refused = Replay(id, operator_);
+  EXPECT_EQ(refused.status, 409) << refused.body;
+  EXPECT_EQ(Body(refused)["error"], "execution_in_progress");
+
+  // An hour later (timeout 1 s + the intent's 30 s hold + the skew allowed are long past).
+  gw_->Terminate();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  const std::string age =
+      "UPDATE items SET attrs = json_set(attrs, '$.created_at_ms', "
+      "json_extract(attrs, '$.created_at_ms') - 3600000) WHERE sk = 'EXEC#" +
+      id + "'";
+  ASSERT_EQ(sqlite3_exec(db, age.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  EXPECT_EQ(sqlite3_changes(db), 1);
+  const char* hold_over =
+      "UPDATE items SET attrs = json_set(attrs, '$.held_until_ms', "
+      "json_extract(attrs, '$.held_until_ms') - 3600000) WHERE sk = 'INTENT#k-9'";
+  ASSERT_EQ(sqlite3_exec(db, hold_over, nullptr, nullptr, nullptr), SQLITE_OK);
+  EXPECT_EQ(sqlite3_changes(db), 1);
+  sqlite3_close(db);
+  ASSERT_TRUE(gw_->Start());
+  auto replayed = Replay(id, operator_);
+  ASSERT_EQ(replayed.status, 200) << replayed.body;
+  EXPECT_EQ(Body(replayed)["outcome"], "SUCCEEDED");
+  EXPECT_EQ(crm_.total(), 2);
+  std::set<std::string> keys;
+  for (const auto& r : crm_.requests()) keys.insert(r.headers.at("idempotency-key"));
+  EXPECT_EQ(keys, std::set<std::string>{"k-9"}) << "the replay carries the original's key";
 }
 
 TEST_F(ReplayTest, TheCliReplays) {

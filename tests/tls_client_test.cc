@@ -287,20 +287,25 @@ TEST_F(TlsClientTest, PlainHttpThroughTheSamePoolStillWorksAndKeepsItsOwnConnect
   EXPECT_EQ(pool.stats().reused, 4u);
 }
 
-TEST_F(TlsClientTest, AReusedTlsConnectionTheServerClosedIsRetriedOnceWithANewHandshake) {
+// A pooled TLS connection the server closed is seen to be closed before a request is written to it
+// (ConnectionPool peeks at it): each call gets a new handshake, and no request meets a dead one.
+TEST_F(TlsClientTest, AnIdleTlsConnectionTheServerClosedIsNotReusedAndEachCallGetsANewHandshake) {
   auto options = Serving("server");
   options.close_after_response = true;  // closes without Connection: close and without close_notify
   TestHttpServer server(options);
   auto tls = TrustingTestCa();
   ConnectionPool pool;
   for (int i = 0; i < 3; ++i) {
+    // Once the close has arrived (a call racing it meets it after writing: a GET may be sent again
+    // then, which this test leaves out of play).
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
     ClientResult r = Call(Get(server.port(), tls), &pool);
     ASSERT_TRUE(r.ok) << "call " << i << ": " << r.error;
   }
   EXPECT_EQ(server.requests(), 3);  // each request reached it once: the stale connections saw none
   EXPECT_EQ(server.handshakes(), 3);
   EXPECT_EQ(pool.handshakes(), 3u);
-  EXPECT_EQ(pool.stats().reused, 2u);
+  EXPECT_EQ(pool.stats().reused, 0u) << "a closed connection was taken from the pool";
 }
 
 // BlockingHttpClient (the DynamoDB store's): its kept-alive connection serves the calls that follow,

@@ -372,6 +372,7 @@ struct ConnectorCredentials::Impl : std::enable_shared_from_this<Impl> {
       }
       request.tls = token_tls;
     }
+    request.idempotent = true;  // asking for a token again is harmless
     auto call = net::AsyncHttpCall(std::move(request), pool);
     net::ClientResult result = co_await std::move(call);
     co_return result;

@@ -1,15 +1,39 @@
 #include "toolgate/connectors/http_connector.h"
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
 
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace toolgate {
+
+std::optional<int64_t> RetryAfterSeconds(std::string_view value, int64_t now_epoch_s) {
+  const std::string v(absl::StripAsciiWhitespace(absl::string_view(value.data(), value.size())));
+  if (v.empty()) return std::nullopt;
+  if (v.find_first_not_of("0123456789") == std::string::npos) {
+    constexpr int64_t kSaturated = int64_t{1} << 40;  // far beyond any cap; never overflows
+    int64_t seconds = 0;
+    for (char c : v) seconds = std::min(kSaturated, seconds * 10 + (c - '0'));
+    return seconds;
+  }
+  // IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT"), RFC 850 ("Sunday, 06-Nov-94 08:49:37 GMT") and
+  // asctime ("Sun Nov  6 08:49:37 1994"), always in GMT.
+  for (const char* format : {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"}) {
+    std::tm tm{};
+    const char* end = strptime(v.c_str(), format, &tm);
+    if (end == nullptr || *end != '\0') continue;
+    const int64_t at = timegm(&tm);
+    return std::max<int64_t>(0, at - now_epoch_s);
+  }
+  return std::nullopt;
+}
 
 DownstreamResult FromClientResult(net::ClientResult r) {
   using Kind = DownstreamResult::Kind;
@@ -19,9 +43,9 @@ DownstreamResult FromClientResult(net::ClientResult r) {
     result.status = r.status;
     result.body = std::move(r.body);
     for (const auto& [k, v] : r.headers) {
-      // Retry-After in seconds (the HTTP-date form is not honoured: it falls back to one second).
-      if (k == "retry-after" && !v.empty() && v.size() < 8 && v.find_first_not_of("0123456789") == std::string::npos) {
-        result.retry_after_s = std::stoll(v);
+      if (k == "retry-after") {
+        const auto now = std::chrono::system_clock::now().time_since_epoch();
+        result.retry_after_s = RetryAfterSeconds(v, std::chrono::duration_cast<std::chrono::seconds>(now).count());
       }
     }
   } else if (r.local_resource_error) {
@@ -116,6 +140,7 @@ boost::asio::awaitable<HttpConnector::Sent> HttpConnector::Send(const Downstream
     call.headers.emplace_back(std::move(name), std::move(value));
   }
   call.body = request.body;
+  call.idempotent = request.idempotent;
   call.timeout = std::max(timeout, std::chrono::milliseconds(1));
   call.max_response_bytes = config_.max_response_bytes;
   // Named: g++ 12 mishandles non-trivial temporaries inside co_await.

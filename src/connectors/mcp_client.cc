@@ -285,6 +285,9 @@ class HttpTransport final : public McpTransport {
       call.headers.emplace_back(std::move(name), std::move(value));
     }
     call.body = std::move(body);
+    // A tool call may have acted before a kept-alive connection dropped without an answer: it is not
+    // sent again on a new one. Listing, pings, session set-up and resuming GETs are.
+    call.idempotent = reading == nullptr || reading->method != "tools/call";
     call.timeout =
         std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     call.max_response_bytes = config_.max_response_bytes;

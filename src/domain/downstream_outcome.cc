@@ -43,6 +43,12 @@ Classification FromResponse(const DownstreamResult& r, bool body_is_json, const 
     c.throttles_connector = r.retry_after_s.has_value();
     return c;
   }
+  // A redirect, or a 1xx as the last word (101): the downstream answered, and with nothing S5 counts
+  // against it (5xx, timeouts, connection errors, slow calls). toolgate follows no redirect (the
+  // connector's credentials go nowhere else), so the call failed; after a 303 the downstream may have
+  // acted on it. It counts as an error for the tool_error SLI, where a misconfigured base_url shows.
+  if (r.status < 200 || (r.status >= 300 && r.status < 400))
+    return Failed(FailureReason::kDownstreamError, IntentEffect::kUnknown, BreakerEffect::kSuccess);
   // S5: a 4xx is the caller's or the tenant's fault and never counts against the connector.
   if (r.status >= 400 && r.status < 500)
     return Failed(FailureReason::kDownstreamRejected, IntentEffect::kFailed, BreakerEffect::kSuccess);

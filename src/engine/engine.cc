@@ -59,7 +59,15 @@ void Engine::Build(store::ItemStore& base) {
                                                                  slo_counters_.get(), queue_.get(), mcp_tools_.get()});
   callbacks_ = std::make_unique<CallbackOutbox>(st, clock_);
   queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
-  replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution);
+  // An execution still IN_PROGRESS this long after it began was abandoned (Replayer): its call's
+  // timeout and the intent's hold after it (30 s) have passed, with the clock skew allowed.
+  std::map<std::string, int64_t> abandoned_after_ms;
+  for (const auto& [id, connector] : c.connectors) {
+    abandoned_after_ms[id] =
+        int64_t{connector.timeout_ms} + 30'000 + int64_t{connector.concurrency.max_clock_skew_s} * 1000;
+  }
+  replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution,
+                                         std::move(abandoned_after_ms));
 }
 
 absl::Status Engine::PrepareConnectors() {

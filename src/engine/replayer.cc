@@ -36,8 +36,14 @@ ReplayContext ContextOf(const ExecutionRecord& original, const ReplayOrder& orde
 
 }  // namespace
 
-Replayer::Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays)
-    : executions_(executions), ledger_(ledger), metrics_(metrics), clock_(clock), max_replays_(max_replays) {}
+Replayer::Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays,
+                   std::map<std::string, int64_t> abandoned_after_ms)
+    : executions_(executions),
+      ledger_(ledger),
+      metrics_(metrics),
+      clock_(clock),
+      max_replays_(max_replays),
+      abandoned_after_ms_(std::move(abandoned_after_ms)) {}
 
 std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& order) {
   const Principal& who = order.principal;
@@ -61,7 +67,7 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
   }
   // QUEUED and RUNNING have not ended either: a replay now would send the call beside the
   // dispatcher's run of it (S12).
-  if (original->outcome == Outcome::kInProgress || IsWaiting(original->outcome)) {
+  if (IsWaiting(original->outcome) || (original->outcome == Outcome::kInProgress && !Abandoned(*original))) {
     return Refusal(InvokeError::kExecutionInProgress,
                    "this execution has not finished yet; replay it once it has an outcome");
   }
@@ -97,6 +103,13 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
     return Refusal(InvokeError::kStoreUnavailable, "the store cannot be written right now");
   }
   return ir;
+}
+
+bool Replayer::Abandoned(const ExecutionRecord& r) const {
+  constexpr int64_t kUnknownConnectorMs = 10 * 60'000;  // a connector no longer configured
+  auto it = abandoned_after_ms_.find(r.connector_id);
+  const int64_t after = it == abandoned_after_ms_.end() ? kUnknownConnectorMs : it->second;
+  return clock_.now_epoch_ms() - r.created_at_ms > after;
 }
 
 void Replayer::Finish(const InvokeRequest& replay, bool reached_tool) {

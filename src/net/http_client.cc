@@ -3,6 +3,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
@@ -15,6 +16,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <array>
+#include <cerrno>
 #include <cstdint>
 #include <exception>
 #include <future>
@@ -45,7 +47,18 @@ struct ConnectionPool::Impl {
     std::chrono::steady_clock::time_point since;
 
     bool is_open() const { return plain ? plain->is_open() : tls && beast::get_lowest_layer(*tls).socket().is_open(); }
+    // Nothing arrived while it sat idle: no end of stream (the downstream closed it), no stray
+    // bytes (a TLS close_notify, a late answer). One non-blocking peek.
+    bool StillQuiet() {
+      const int fd = plain ? plain->native_handle() : beast::get_lowest_layer(*tls).socket().native_handle();
+      char byte = 0;
+      const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
   };
+  // Every idle connection is peeked at before it is reused (StillQuiet): a downstream's idle timeout,
+  // or one that drops connections it announced as kept alive, would otherwise fail the request
+  // written to them — which, unless it is safe to repeat, is not sent again (ClientRequest::idempotent).
   size_t max_per_address;
   std::chrono::seconds max_idle;
   absl::Mutex mu;
@@ -61,7 +74,7 @@ struct ConnectionPool::Impl {
     while (!v.empty()) {
       Idle c = std::move(v.back());
       v.pop_back();
-      if (std::chrono::steady_clock::now() - c.since < max_idle && c.is_open()) return c;
+      if (std::chrono::steady_clock::now() - c.since < max_idle && c.is_open() && c.StillQuiet()) return c;
     }
     return std::nullopt;
   }
@@ -215,6 +228,9 @@ bool ClosedByPeer(const beast::error_code& ec) {
 
 enum class Step { kDone, kRetryOnNewConnection };
 
+// Interim (1xx) answers skipped before a final one; a server that sends more ends the exchange.
+constexpr int kMaxInterimAnswers = 16;
+
 template <class Fields>
 std::vector<std::pair<std::string, std::string>> LowercasedHeaders(const Fields& fields) {
   std::vector<std::pair<std::string, std::string>> headers;
@@ -295,7 +311,17 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
   beast::error_code ec;
   co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
+    // The request did not go out whole: the downstream cannot have acted on it.
     if (reused && !TimedOut(ec, deadline)) co_return Step::kRetryOnNewConnection;  // a stale idle connection
+    if (fresh_tls && !TimedOut(ec, deadline)) {
+      // Under TLS 1.3 a server checks the client certificate after the client has finished its
+      // handshake; its refusal (an alert, then a reset) can meet the request's write instead of the
+      // read of the answer.
+      out.tls_error = true;
+      out.error = "TLS: the downstream closed the connection right after the handshake (" + ec.message() +
+                  "); a server that wants a client certificate refuses one this way";
+      co_return Step::kDone;
+    }
     out.timed_out = TimedOut(ec, deadline);
     out.sent = true;  // part of it may have gone out
     out.error = "send: " + ec.message();
@@ -309,13 +335,24 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
   beast::flat_buffer buffer;
   buffer.reserve(
       static_cast<size_t>(std::min<int64_t>(request.max_response_bytes + kResponseHeadRoom, kReadBufferBytes)));
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
-  parser.header_limit(64 * 1024);
   // The header first, then the body: Boost 1.74's one-shot async_read was seen to let a body larger
   // than body_limit through when header and body arrive together (reproduced outside toolgate);
   // reading the header alone reports the limit reliably, and the length is checked here as well.
-  co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+  // Interim answers (1xx: 100 Continue, 103 Early Hints) come before the final one and are skipped
+  // (RFC 9110 §15.2): taken as the answer, they would leave the real one to be read as the next
+  // request's. 101 is never asked for (no Upgrade is sent): it ends the exchange as a final answer.
+  std::optional<http::response_parser<http::string_body>> reading;
+  bool interim_seen = false;
+  for (int interim = 0;; ++interim) {
+    reading.emplace();
+    reading->body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
+    reading->header_limit(64 * 1024);
+    co_await http::async_read_header(stream, buffer, *reading, asio::redirect_error(asio::use_awaitable, ec));
+    const unsigned status = ec ? 0 : reading->get().result_int();
+    if (ec || status < 100 || status >= 200 || status == 101 || interim >= kMaxInterimAnswers) break;
+    interim_seen = true;
+  }
+  http::response_parser<http::string_body>& parser = *reading;
   if (!ec && parser.content_length() &&
       *parser.content_length() > static_cast<std::uint64_t>(request.max_response_bytes)) {
     ec = http::error::body_limit;
@@ -334,9 +371,10 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
     ec = http::error::body_limit;
   }
   if (ec) {
-    const bool nothing_came_back = buffer.size() == 0 && !parser.got_some();
-    if (reused && nothing_came_back && !TimedOut(ec, deadline) && ClosedByPeer(ec)) {
-      // The downstream had closed the idle connection; it never saw this request.
+    const bool nothing_came_back = buffer.size() == 0 && !parser.got_some() && !interim_seen;
+    if (reused && nothing_came_back && !TimedOut(ec, deadline) && ClosedByPeer(ec) && request.idempotent) {
+      // Most likely the downstream had closed the idle connection and never saw this request; it may
+      // also have taken it and died. Only a request that is safe to repeat is sent again.
       co_return Step::kRetryOnNewConnection;
     }
     if (fresh_tls && nothing_came_back && IsHandshakeAlert(ec)) {
@@ -355,7 +393,7 @@ asio::awaitable<Step> Exchange(Stream& stream, http::request<http::string_body>&
   auto res = parser.release();
   out.ok = true;
   out.body = std::move(res.body());
-  keep_alive = res.keep_alive();
+  keep_alive = res.keep_alive() && out.status >= 200;  // after a final 1xx the stream is not HTTP's any more
   co_return Step::kDone;
 }
 

@@ -244,6 +244,9 @@ struct DynamoDbItemStore::Impl {
     req.timeout = std::chrono::milliseconds(options.request_timeout_ms);
     req.max_response_bytes = kMaxResponseBytes;
     req.tls = tls;
+    // Every write is conditional: sent again after it applied, it is refused by its own condition, not
+    // applied twice. The adapter's own retries (retry_budget_ms) rest on the same.
+    req.idempotent = true;
 
     std::unique_ptr<net::BlockingHttpClient> client = Take();
     net::ClientResult result = client->Call(std::move(req));

@@ -54,8 +54,14 @@ class HttpConnector final : public Connector {
   absl::BitGen jitter_ ABSL_GUARDED_BY(jitter_mu_);
 };
 
-// What the HTTP client's result says happened, in the engine's vocabulary (a Retry-After in
-// seconds read from the headers).
+// What the HTTP client's result says happened, in the engine's vocabulary (the Retry-After read from
+// the headers, RetryAfterSeconds at the wall clock's now).
 DownstreamResult FromClientResult(net::ClientResult r);
+
+// A Retry-After header's wait in whole seconds (RFC 9110 §10.2.3): delay-seconds (any number of
+// digits; a huge one saturates, and the classification caps it), or an HTTP-date in any of the three
+// forms a recipient must accept — its distance from `now_epoch_s`, rounded up, 0 when it has passed.
+// nullopt for anything else (then the header is as good as absent).
+std::optional<int64_t> RetryAfterSeconds(std::string_view value, int64_t now_epoch_s);
 
 }  // namespace toolgate

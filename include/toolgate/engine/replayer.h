@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <string>
 #include <variant>
 
@@ -30,20 +31,30 @@ struct ReplayOrder {
 // reached the tool (DEFERRED or BLOCKED before TOOL_INVOKED / REPLAY_DEDUPED), so replays tried
 // during an outage do not use the limit up.
 //
+// An original still IN_PROGRESS is refused while a gateway may still be running it; once it is older
+// than its connector's `abandoned_after_ms` (the call's timeout, the intent's hold and the clock skew
+// allowed: no instance runs a call that long) it was abandoned — its gateway died, or lost its store,
+// between the downstream call and the record of its outcome — and may be replayed like a call whose
+// outcome is unknown (the same intent key: the downstream's idempotency guards it).
+//
 // Blocking (store work). Thread-safe. The services, clock and metrics must outlive it.
 class Replayer {
  public:
-  Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays);
+  Replayer(ExecutionStore& executions, Ledger& ledger, Metrics& metrics, const Clock& clock, int max_replays,
+           std::map<std::string, int64_t> abandoned_after_ms = {});
 
   std::variant<InvokeResult, InvokeRequest> Prepare(const ReplayOrder& order);
   void Finish(const InvokeRequest& replay, bool reached_tool);
 
  private:
+  bool Abandoned(const ExecutionRecord& record) const;
+
   ExecutionStore& executions_;
   Ledger& ledger_;
   Metrics& metrics_;
   const Clock& clock_;
   const int max_replays_;
+  const std::map<std::string, int64_t> abandoned_after_ms_;  // by connector id
 };
 
 }  // namespace toolgate

@@ -89,6 +89,11 @@ struct ClientRequest {
   // A connection whose body was not read to its end is closed, never pooled. Both run on the call's
   // executor, for one response only: a request re-sent on a new connection (see AsyncHttpCall) is
   // re-sent before any of its response arrived.
+  // Whether the request may be sent again on a new connection when a kept-alive connection it was
+  // written to closes without a byte of answer. The downstream may have closed it while idle — or
+  // may have taken the request and died: only a request that is safe to repeat is sent again. (One
+  // whose write failed did not go out whole, and is sent again either way.)
+  bool idempotent = false;
   std::function<bool(int status, const std::vector<std::pair<std::string, std::string>>& headers)> stream_body;
   std::function<asio::awaitable<bool>(std::string_view data)> on_body_data;
 };
