@@ -263,6 +263,29 @@ TEST_F(CircuitBreakerTest, ForcedOpenHoldsPastAnyCooldownUntilClosedByHand) {
   EXPECT_EQ(listener_.count(Cause::kManualClose), 1);
 }
 
+// A breaker item nobody can read (edited by hand, corrupted) stops every call; the runbook's override
+// replaces it, reported as a transition, with a generation above any the old item can have had.
+TEST_F(CircuitBreakerTest, AnOperatorsOverrideReplacesAnItemThatCannotBeRead) {
+  ASSERT_TRUE(base_
+                  .Put(CircuitBreakerService::Key(kConn), {{"state", "HALF_BROKEN"}, {"generation", "x"}},
+                       store::Condition::Always())
+                  .ok());
+  EXPECT_EQ(breakers_.Read(kConn).status().code(), absl::StatusCode::kDataLoss);
+  auto forced = breakers_.ForceOpen(kConn, config_, {"alice", "the breaker item is corrupt"});
+  ASSERT_TRUE(forced.ok()) << forced.status();
+  EXPECT_EQ(forced->state, State::kForcedOpen);
+  EXPECT_EQ(Stored().state, State::kForcedOpen);
+  EXPECT_EQ(Stored().forced_by, "alice");
+  EXPECT_GE(Stored().generation, clock_.now_epoch_ms());
+  EXPECT_EQ(listener_.count(Cause::kForcedOpen), 1);
+  ASSERT_TRUE(base_.Put(CircuitBreakerService::Key(kConn), {{"state", 42}}, store::Condition::Always()).ok());
+  auto closed = breakers_.ManualClose(kConn, config_);
+  ASSERT_TRUE(closed.ok()) << closed.status();
+  EXPECT_TRUE(closed->changed);
+  EXPECT_EQ(Stored().state, State::kClosed);
+  EXPECT_TRUE(Ask().allowed) << "calls flow again";
+}
+
 TEST_F(CircuitBreakerTest, ForceOpenKeepsWhoAndWhyAndAClosedBreakerClosesWithoutAWrite) {
   auto forced = breakers_.ForceOpen(kConn, config_, {"alice", "crm is double-charging"});
   ASSERT_TRUE(forced.ok()) << forced.status();

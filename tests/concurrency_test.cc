@@ -151,6 +151,33 @@ TEST_F(ConcurrencyTest, AMalformedItemIsDataLoss) {
   EXPECT_EQ(slots_.Read(kConn, config_).status().code(), absl::StatusCode::kDataLoss);
 }
 
+// A count edited below its holders (here -5 with none held) would let the fleet past its limit by
+// that much: it admits nothing until repaired, and the first caller that finds no room repairs it
+// to the holders; from then on the limit holds exactly. A limit edited beyond any configurable one
+// admits nothing either (it is no limit); an operator's `limits reset` ends it.
+TEST_F(ConcurrencyTest, AnEditedCountOrLimitNeverLetsTheFleetPastItsLimit) {
+  ASSERT_TRUE(Acquire(slots_).has_value());  // creates the item, one slot held
+  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn);
+  ASSERT_TRUE(
+      store_
+          .Update(key, {store::UpdateOp::Set(store::Attr("in_flight_count"), int64_t{-5})}, store::Condition::Always())
+          .ok());
+  int granted = 0;
+  for (int i = 0; i < 10; ++i) granted += Acquire(slots_).has_value() ? 1 : 0;
+  EXPECT_EQ(granted, 2) << "one held before the edit, so two more of three";
+  EXPECT_EQ(Snapshot().in_flight, 3);
+  EXPECT_EQ(Snapshot().holders, 3);
+
+  ASSERT_TRUE(store_
+                  .Update(key, {store::UpdateOp::Set(store::Attr("max_in_flight"), int64_t{1} << 40)},
+                          store::Condition::Always())
+                  .ok());
+  EXPECT_FALSE(Acquire(slots_).has_value()) << "a limit beyond any configurable one is no limit";
+  ASSERT_TRUE(slots_.ResetLimit(kConn, config_).ok());
+  EXPECT_EQ(Snapshot().max_in_flight, 3);
+  EXPECT_FALSE(Acquire(slots_).has_value()) << "three held of three";
+}
+
 TEST(ConcurrencyConfigTest, ValidateRefusesNonsense) {
   ConcurrencyConfig c;
   EXPECT_TRUE(Validate(c).ok());

@@ -89,8 +89,8 @@ TEST_F(DownstreamExchangeTest, AKeptAliveConnectionClosedAfterTheRequestResendsO
   LoopbackListener server(16, [&](int fd) {
     std::string pending;
     LoopbackRequest req;
-    for (int on_this_connection = 1;
-         ReadLoopbackRequest(fd, pending, req, std::chrono::seconds(5), server.stopping()); ++on_this_connection) {
+    for (int on_this_connection = 1; ReadLoopbackRequest(fd, pending, req, std::chrono::seconds(5), server.stopping());
+         ++on_this_connection) {
       ++requests_;
       if (on_this_connection == 2) return;  // read, then closed unanswered
       SendAll(fd, Ok("{}"));

@@ -383,7 +383,7 @@ struct AdminRoutes::Impl : GatewayContext {
       return Error(404, "unknown_connector", absl::StrCat("no connector '", k.key, "' is configured"));
     }
     auto set = engine.kill_switches().Set(k);
-    if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!set.ok()) return StoreWriteError(set.status());
     const json state = {{"scope", set->scope},
                         {"key", set->key},
                         {"reason", set->reason},
@@ -404,7 +404,7 @@ struct AdminRoutes::Impl : GatewayContext {
       return Error(400, "invalid_request", std::string(s.message()));
     }
     auto cleared = engine.kill_switches().Clear(scope, key);
-    if (!cleared.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!cleared.ok()) return StoreWriteError(cleared.status());
     if (!*cleared) return Error(404, "not_found", "no such kill switch");
     return Audited("KILL_SWITCH_CLEARED", body, {{"scope", scope}, {"key", key}},
                    Json(200, {{"scope", scope}, {"key", key}, {"cleared", true}}));
@@ -430,7 +430,7 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     co_return co_await RunBlocking(pool, [&]() -> HttpResponse {
       auto closed = engine.breakers().ManualClose(c.id, c.breaker);
-      if (!closed.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+      if (!closed.ok()) return StoreWriteError(closed.status());
       engine.metrics().BreakerState(c.id, closed->after.state);
       json answer = {{"id", c.id}, {"breaker", BreakerJson(closed->after)}, {"changed", closed->changed}};
       if (!closed->changed) return Json(200, answer);  // already CLOSED: nothing written, nothing audited
@@ -448,7 +448,7 @@ struct AdminRoutes::Impl : GatewayContext {
   HttpResponse OpenBreaker(const ConnectorConfig& c, const json& body) {
     if (auto bad = CheckAudit(body)) return *bad;
     auto opened = engine.breakers().ForceOpen(c.id, c.breaker, {body["requested_by"], body["reason"]});
-    if (!opened.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!opened.ok()) return StoreWriteError(opened.status());
     engine.metrics().BreakerState(c.id, opened->state);
     return Audited("CIRCUIT_FORCED_OPEN", body, {{"connector_id", c.id}},
                    Json(200, {{"id", c.id}, {"breaker", BreakerJson(*opened)}}));
@@ -460,7 +460,7 @@ struct AdminRoutes::Impl : GatewayContext {
   HttpResponse PurgeQueue(const ConnectorConfig& c, const json& body) {
     if (auto bad = CheckAudit(body)) return *bad;
     auto purged = engine.queued_calls().Purge(c.id, Actor(body));
-    if (!purged.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!purged.ok()) return StoreWriteError(purged.status());
     return Audited("QUEUE_PURGED", body,
                    {{"connector_id", c.id}, {"purged", purged->purged}, {"running", purged->running}},
                    Json(200, {{"id", c.id}, {"purged", purged->purged}, {"running", purged->running}}));
@@ -480,7 +480,7 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()),
                                        c.concurrency.shards, {body["requested_by"], body["reason"]});
-    if (!set.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!set.ok()) return StoreWriteError(set.status());
     return Audited("LIMIT_CHANGED", body,
                    {{"connector_id", c.id},
                     {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
@@ -497,7 +497,7 @@ struct AdminRoutes::Impl : GatewayContext {
     if (auto bad = CheckAudit(body)) return *bad;
     auto before = engine.slots().Read(c.id, c.concurrency);
     auto reset = engine.slots().ResetLimit(c.id, c.concurrency);
-    if (!reset.ok()) return Error(503, "store_unavailable", "the store cannot be written right now");
+    if (!reset.ok()) return StoreWriteError(reset.status());
     return Audited("LIMIT_CHANGED", body,
                    {{"connector_id", c.id},
                     {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},

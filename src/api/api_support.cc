@@ -4,6 +4,7 @@
 #include "absl/time/time.h"
 #include "absl/strings/match.h"
 #include "api/json_limits.h"
+#include "spdlog/spdlog.h"
 
 namespace toolgate::api {
 
@@ -14,6 +15,15 @@ HttpResponse Json(int status, const json& body) { return {status, Dump(body), "a
 HttpResponse Error(int status, std::string_view code, std::string_view message) {
   return {
       status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}, {}};
+}
+
+HttpResponse StoreWriteError(const absl::Status& why) {
+  spdlog::warn("admin change not made: {}", why.ToString());
+  if (absl::IsDataLoss(why)) {
+    return Error(503, "store_unavailable",
+                 absl::StrCat("the store holds an item that cannot be read: ", why.message()));
+  }
+  return Error(503, "store_unavailable", "the store cannot be written right now");
 }
 
 ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {

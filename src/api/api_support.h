@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/status/status.h"
 #include "api/http.h"
 #include "toolgate/store/awaitable_item_store.h"
 #include "nlohmann/json.hpp"
@@ -23,6 +24,10 @@ std::string Dump(const json& j);
 HttpResponse Json(int status, const json& body);
 // A JSON error body {"error": code, "message": message}.
 HttpResponse Error(int status, std::string_view code, std::string_view message);
+// 503 store_unavailable for an admin write the store refused, logged with its status. An item that
+// cannot be read (kDataLoss: edited by hand, corrupted) is named in the message, so the operator
+// knows which item to look at rather than waiting for an outage that is not there.
+HttpResponse StoreWriteError(const absl::Status& why);
 
 // A request body as a JSON object: the one parser every route uses. Nesting is checked before
 // parsing (JsonDepthWithin); an empty body is `{}` when `empty_is_object`. Otherwise the error to

@@ -64,7 +64,9 @@ PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t n
       return {Step::kDefer, DeferReason::kBreakerOpen, int64_t{config.cooldown_s} * 1000};
     case State::kOpen:
       if (s.open_until_epoch_sec > now_sec) {
-        return {Step::kDefer, DeferReason::kBreakerOpen, std::max<int64_t>(1, s.open_until_epoch_sec * 1000 - now_ms)};
+        // A day at most: no cooldown is longer, and an edited far future must not overflow the ms.
+        const int64_t until_sec = std::min(s.open_until_epoch_sec, now_sec + 86'400);
+        return {Step::kDefer, DeferReason::kBreakerOpen, std::max<int64_t>(1, until_sec * 1000 - now_ms)};
       }
       if (s.half_open_probe_in_flight) return {Step::kDefer, DeferReason::kProbeInFlight, kProbeInFlightRetryMs};
       return {Step::kClaimProbe};

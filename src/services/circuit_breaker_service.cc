@@ -1,6 +1,7 @@
 #include "toolgate/services/circuit_breaker_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/status_macros.h"
 
@@ -414,7 +415,12 @@ absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Overri
                                                                                    BreakerTransition::Cause cause,
                                                                                    const OperatorNote& note) {
   for (int attempt = 0; attempt < kMaxTransitionAttempts; ++attempt) {
-    ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
+    absl::StatusOr<breaker::Snapshot> read = Read(connector_id);
+    if (absl::IsDataLoss(read.status())) {
+      auto replaced = Replace(connector_id, config, to, cause, note, read.status());
+      return replaced;
+    }
+    ASSIGN_OR_RETURN(breaker::Snapshot s, std::move(read));
     const int64_t now_ms = clock_.now_epoch_ms();
     if (to == State::kClosed && s.state == State::kClosed && s.throttled_until_epoch_sec <= now_ms / 1000) {
       return CloseResult{s, s, false};  // nothing to close: no write, no transition, no audit
@@ -432,6 +438,31 @@ absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Overri
   }
   return absl::AbortedError(absl::StrCat("breaker of connector '", std::string(connector_id), "': override lost ",
                                          kMaxTransitionAttempts, " races"));
+}
+
+// The operator's state written over an item that cannot be read (edited by hand, corrupted): nothing
+// else can move the breaker then, and an override wins over any state. Its generation, unknowable
+// from the item, becomes the time in ms — above any count a breaker reaches by transitions — so no
+// probe claim of before can pass for one of after.
+absl::StatusOr<CircuitBreakerService::CloseResult> CircuitBreakerService::Replace(
+    std::string_view connector_id, const breaker::Config& config, State to, BreakerTransition::Cause cause,
+    const OperatorNote& note, const absl::Status& unreadable) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  Item next = FreshItem(to, now_ms, now_ms, config);
+  if (to == State::kForcedOpen) {
+    if (!note.requested_by.empty()) next[kForcedBy] = note.requested_by;
+    if (!note.reason.empty()) next[kForcedReason] = note.reason;
+  }
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(Key(connector_id), next, Condition::Always()));
+  (void)r;
+  spdlog::warn("breaker of connector {}: its item could not be read ({}); replaced by the operator's {}",
+               std::string(connector_id), std::string(unreadable.message()), breaker::ToString(to));
+  breaker::Snapshot before;
+  before.exists = true;
+  before.state = State::kOpen;  // unknown; reported as the state that stopped calls
+  Report(connector_id, before.state, to, cause, now_ms, now_ms);
+  ASSIGN_OR_RETURN(breaker::Snapshot after, DecodeBreaker(next, connector_id));
+  return CloseResult{before, after, true};
 }
 
 absl::StatusOr<bool> CircuitBreakerService::Transition(std::string_view connector_id, const breaker::Snapshot& seen,

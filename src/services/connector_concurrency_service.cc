@@ -3,6 +3,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/status_macros.h"
 
@@ -37,11 +38,14 @@ bool Reclaimable(int64_t expires_at_ms, int64_t now_ms, const ConcurrencyConfig&
 // S6: one conditional increment, `in_flight_count < max_in_flight` (the limit stored in the item),
 // and only if this lease is not recorded yet: should a store apply the same acquire twice (a request
 // resent after a lost answer), the second finds its lease and changes nothing, so the count can never
-// exceed the holders it recorded.
+// exceed the holders it recorded. A count below zero or a limit beyond any configurable one (an
+// edited or corrupted item) admits nothing: the first would let the fleet past its limit unseen,
+// the second is no limit at all. ReclaimShard repairs the count; `limits reset` the limit.
 Condition AcquireCondition(const std::string& lease_id) {
   static const Condition kRoom = Condition::And(
       {Condition::Exists(Attr(kHolders)),
-       Condition::Compare(Condition::Attr(Attr(kInFlight)), Condition::Op::kLt, Condition::Attr(Attr(kMax)))});
+       Condition::Compare(Condition::Attr(Attr(kInFlight)), Condition::Op::kLt, Condition::Attr(Attr(kMax))),
+       Condition::Ge(Attr(kInFlight), int64_t{0}), Condition::Le(Attr(kMax), int64_t{kMaxLimit})});
   return Condition::And({kRoom, Condition::NotExists(AttributePath::In(kHolders, lease_id))});
 }
 
@@ -235,6 +239,8 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
   if (!item) return 0;
   const AttributeMap* holders = store::GetMap(*item, kHolders);
   if (holders == nullptr) return 0;
+  const auto in_flight = store::GetInt(*item, kInFlight);
+  const bool miscounted = in_flight && *in_flight != static_cast<int64_t>(holders->size());
   const int64_t now_ms = clock_.now_epoch_ms();
   int reclaimed = 0;
   for (const auto& [id, expiry] : *holders) {
@@ -247,7 +253,30 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
                                    Condition::Eq(holder, expiry)));
     if (r.applied) ++reclaimed;
   }
+  if (miscounted) RETURN_IF_ERROR(RepairCount(key));
   return reclaimed;
+}
+
+// Every acquire and release changes `in_flight_count` and `holders` together, by one each: their
+// difference never moves. One that is not zero was made by hand or by corruption (S6 would count
+// wrong from then on); the count is set to the holders, conditional on the count read — unchanged,
+// so are the holders' number.
+absl::Status ConnectorConcurrencyService::RepairCount(const store::ItemKey& key) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(key));
+  if (!item) return absl::OkStatus();
+  const auto in_flight = store::GetInt(*item, kInFlight);
+  const AttributeMap* holders = store::GetMap(*item, kHolders);
+  if (!in_flight || holders == nullptr || *in_flight == static_cast<int64_t>(holders->size())) {
+    return absl::OkStatus();
+  }
+  const auto held = static_cast<int64_t>(holders->size());
+  ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(key, {UpdateOp::Set(Attr(kInFlight), held)},
+                                                       Condition::Eq(Attr(kInFlight), *in_flight)));
+  if (r.applied) {
+    spdlog::warn("{} {}: in_flight_count was {} with {} holders (an edited or corrupted item): set to {}", key.pk,
+                 key.sk, *in_flight, held, held);
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ConcurrencySnapshot> ConnectorConcurrencyService::SetLimit(std::string_view connector_id,

@@ -30,10 +30,18 @@ bool ValidKeyChars(std::string_view key) {
   return true;
 }
 
-KillSwitch KillSwitchFromItem(const Item& item) {
+// The switch stored under `sk` ("<scope>#<key>", as Set writes it): the scope and key are the sort
+// key's, which is what Clear removes, whatever the item's attributes say — an item stripped of them
+// (edited by hand) still stops what its key names rather than nothing.
+KillSwitch KillSwitchFromItem(const std::string& sk, const Item& item) {
   KillSwitch k;
-  k.scope = store::GetString(item, "scope").value_or("");
-  k.key = store::GetString(item, "key").value_or("");
+  if (const size_t hash = sk.find('#'); hash != std::string::npos && hash > 0) {
+    k.scope = sk.substr(0, hash);
+    k.key = sk.substr(hash + 1);
+  } else {
+    k.scope = store::GetString(item, "scope").value_or("");
+    k.key = store::GetString(item, "key").value_or("");
+  }
   k.reason = store::GetString(item, "reason").value_or("");
   k.requested_by = store::GetString(item, "requested_by").value_or("");
   k.actor = store::GetString(item, "actor").value_or("");
@@ -144,7 +152,7 @@ absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {
   store::QueryRequest q{kKillSwitchPk, "", 1000, std::nullopt, false};
   for (int page = 0; page < 100; ++page) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
-    for (auto& [sk, item] : p.items) out.push_back(KillSwitchFromItem(item));
+    for (auto& [sk, item] : p.items) out.push_back(KillSwitchFromItem(sk, item));
     if (!p.last_sk) break;
     q.after = p.last_sk;
   }

@@ -144,6 +144,9 @@ class CircuitBreakerService {
                                   BreakerTransition::Cause cause, breaker::State to, int64_t now_ms);
   absl::StatusOr<CloseResult> Override(std::string_view connector_id, const breaker::Config& config, breaker::State to,
                                        BreakerTransition::Cause cause, const OperatorNote& note);
+  absl::StatusOr<CloseResult> Replace(std::string_view connector_id, const breaker::Config& config, breaker::State to,
+                                      BreakerTransition::Cause cause, const OperatorNote& note,
+                                      const absl::Status& unreadable);
   void Report(std::string_view connector_id, breaker::State from, breaker::State to, BreakerTransition::Cause cause,
               int64_t generation, int64_t now_ms);
 

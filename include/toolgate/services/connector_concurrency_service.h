@@ -115,6 +115,7 @@ class ConnectorConcurrencyService {
   absl::StatusOr<std::optional<SlotLease>> TryShard(std::string_view connector_id, int shard,
                                                     const ConcurrencyConfig& config);
   absl::StatusOr<int> ReclaimShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
+  absl::Status RepairCount(const store::ItemKey& key);
 
   store::ItemStore& store_;
   const Clock& clock_;
