@@ -331,6 +331,14 @@ TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
   EXPECT_EQ(GetInt(**store->Get({"CONNECTOR#crm", "CONCURRENCY"}), "v"), 2);
   RawSql(path, "UPDATE items SET attrs='[1,2]' WHERE sk='BREAKER'");
   EXPECT_EQ(store->Get(kKey).status().code(), absl::StatusCode::kDataLoss);
+  // An unconditional put replaces it whole (the operator's override of a corrupt breaker item).
+  auto replaced = store->Put(kKey, {{"v", 9}}, Condition::Always());
+  ASSERT_TRUE(replaced.ok()) << replaced.status();
+  EXPECT_TRUE(replaced->applied);
+  EXPECT_EQ(GetInt(**store->Get(kKey), "v"), 9);
+  // A conditional one still needs to read it.
+  RawSql(path, "UPDATE items SET attrs='{not json' WHERE sk='BREAKER'");
+  EXPECT_EQ(store->Put(kKey, {{"v", 10}}, Condition::ItemExists()).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(SqliteStoreTest, SweepDeletesOnlyExpiredRows) {

@@ -701,6 +701,16 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
     if (req.updated_soon) conn.Remember(req.key, req.item);  // its update will not read it back
     return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
   }
+  if (cur == nullptr && req.kind == WriteRequest::Kind::kPut && req.condition.kind() == Condition::Kind::kAlways) {
+    // Nothing to evaluate: the row is replaced whatever it holds — one that cannot be read included
+    // (an operator's override of an item edited by hand or corrupted).
+    if (absl::Status s = conn.Write(req.key, req.item); !s.ok()) {
+      fatal = s;
+      return s;
+    }
+    conn.Refresh(req.key, &req.item);
+    return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : req.item};
+  }
   absl::StatusOr<std::optional<Item>> current = std::optional<Item>();
   if (cur == nullptr) {
     current = conn.Read(req.key);
