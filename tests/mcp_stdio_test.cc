@@ -181,7 +181,7 @@ TEST_F(McpStdioTest, RequestsFasterThanTheServerReadsTheAnswersEndIt) {
 // A server that is alive but answers nothing (frozen) is killed after three requests in a row time
 // out with nothing heard from it, and the next call gets a new one: not a connector stuck forever.
 TEST_F(McpStdioTest, AServerThatAnswersNothingIsReplacedAfterThreeTimeoutsInARow) {
-  Make(1000);
+  Make(3000);  // room for the first start under the sanitizers
   const pid_t frozen = ServerPid();
   ASSERT_GT(frozen, 0);
   EXPECT_EQ(Call("freeze").result.kind, Kind::kTimeout);
