@@ -298,6 +298,16 @@ TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
        "event 3 does not match the hash its record holds"},
       {"record's outcome edited", [&](store::Item& item) { item["outcome"] = "FAILED"; },
        "its record says FAILED but event 3 (TOOL_SUCCEEDED)"},
+      // EXECUTION_RECEIVED's data written out (as the record had it; its hash unchanged) and the
+      // record's intent key edited: a replay would send the downstream another Idempotency-Key.
+      {"record's intent key edited beside a written-out EXECUTION_RECEIVED",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[0][2] = json::parse(ExecutionStore::ReceivedText(*ExecutionStore::FromItem(item)));
+         set_events(item, list);
+         item["intent_key"] = "forged-key";
+       },
+       "its record's intent_key 'forged-key' differs from EXECUTION_RECEIVED's"},
       // One event past the anchor is a crash's trailing item, never one the record holds (written with
       // its anchor in one write): an event added to the list fails.
       {"event added",

@@ -78,7 +78,8 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
   if (received == nullptr) return Bad("its chain has no EXECUTION_RECEIVED event");
   const json d = Data(*received);
   for (auto [field, value] : {std::pair{"tenant_id", &r.tenant_id}, std::pair{"tool_name", &r.tool_name},
-                              std::pair{"connector_id", &r.connector_id}, std::pair{"action_type", &r.action_type}}) {
+                              std::pair{"connector_id", &r.connector_id}, std::pair{"action_type", &r.action_type},
+                              std::pair{"intent_key", &r.intent_key}}) {
     if (d.contains(field) && d[field] != *value) {
       return Bad(
           absl::StrCat("its record's ", field, " '", *value, "' differs from EXECUTION_RECEIVED's ", d[field].dump()));
