@@ -191,6 +191,15 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
        "execution " + replayed + ": its events are kept (EVENT#000000000004) but its record"},
       {"record_ttl_column", "UPDATE items SET ttl = 1 WHERE " + record,
        "execution " + replayed + ": its events are kept (EVENT#000000000004) but its record"},
+      // The row's ttl column is the item's expiry (what sweeps and queries go by): a ttl edited into
+      // the attrs alone does not make a damaged chain look expired, and an event row's column set
+      // apart from its chain fails at once.
+      {"record_outcome_and_attrs_ttl",
+       "UPDATE items SET attrs = json_set(attrs, '$.outcome', 'FAILED', '$.ttl', 1) WHERE " + plain_record,
+       "execution " + plain + ": its record says FAILED but event"},
+      {"event_ttl_column",
+       "UPDATE items SET ttl = ttl + 3600 WHERE pk = '" + exec_replayed + "' AND sk = 'EVENT#000000000004'",
+       "execution " + replayed},
       {"record_moved",
        "UPDATE items SET pk = 'TENANT#tenant-b', attrs = json_set(attrs, '$.tenant_id', 'tenant-b') WHERE " + record,
        // EXECUTION_RECEIVED is rebuilt from the record it is held in: the moved record's chain no

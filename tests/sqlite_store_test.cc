@@ -314,6 +314,49 @@ TEST_F(SqliteKeptItemTest, MoreChangedItemsInOneCommitThanTheWriterKeepsAreAllWr
   EXPECT_EQ(GetInt(**b->Get(kKey), "v"), 4);
 }
 
+// A kept item's row is rewritten in place (UPDATE, not a delete and an insert); its ttl column, by
+// which the sweep deletes, follows the item's ttl whether an update keeps it, changes it or removes
+// it, the ttl index stays consistent with the rows, and an item an update creates gets its row.
+TEST_F(SqliteKeptItemTest, AKeptItemsRowRewrittenInPlaceKeepsItsTtlColumnTrue) {
+  const AttributePath ttl = AttributePath::Top("ttl");
+  const ItemKey rec{"TENANT#t", "EXEC#1"};
+  WriteRequest insert = WriteRequest::Put(rec, {{"v", 1}, {"ttl", 1000}}, Condition::ItemAbsent());
+  insert.updated_soon = true;  // kept from its insert, as an execution record is
+  ASSERT_TRUE(a->WriteBatch({insert})[0]->applied);
+  auto row = [&](const std::string& sk) {
+    return RawSql(path, "SELECT quote(ttl) || ',' || json_extract(attrs, '$.v') FROM items WHERE sk = '" + sk + "'");
+  };
+  auto update = [&](std::vector<UpdateOp> ops) {
+    ops.push_back(UpdateOp::Add(v, 1));
+    auto r = a->WriteBatch({WriteRequest::Update(rec, std::move(ops), Condition::ItemExists())});
+    return r[0].ok() && r[0]->applied;
+  };
+  ASSERT_TRUE(update({}));
+  EXPECT_EQ(row("EXEC#1"), "1000,2") << "ttl kept";
+  ASSERT_TRUE(update({UpdateOp::Set(ttl, 2000)}));
+  EXPECT_EQ(row("EXEC#1"), "2000,3") << "ttl changed";
+  ASSERT_TRUE(update({UpdateOp::Remove(ttl)}));
+  EXPECT_EQ(row("EXEC#1"), "NULL,4") << "ttl removed";
+  ASSERT_TRUE(update({UpdateOp::Set(ttl, clock.now_epoch_sec() + 5)}));
+  EXPECT_EQ(row("EXEC#1"), absl::StrCat(clock.now_epoch_sec() + 5, ",5")) << "ttl set again";
+  EXPECT_EQ(RawSql(path, "SELECT count(*) FROM items WHERE pk = 'TENANT#t'"), "1");
+
+  // An update that creates its item writes a row for it, ttl included.
+  auto created = a->WriteBatch({WriteRequest::Update(
+      {"TENANT#t", "EXEC#2"}, {UpdateOp::Set(ttl, clock.now_epoch_sec() + 5), UpdateOp::Add(v, 1)},
+      Condition::Always())});
+  ASSERT_TRUE(created[0].ok() && created[0]->applied);
+  EXPECT_EQ(row("EXEC#2"), absl::StrCat(clock.now_epoch_sec() + 5, ",1"));
+  auto read = b->Get({"TENANT#t", "EXEC#2"});
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  EXPECT_EQ(GetInt(**read, "v"), 1);
+
+  EXPECT_TRUE(a->CheckIntegrity().ok()) << "the ttl index no longer matches the rows";
+  clock.advance(std::chrono::seconds(5));
+  EXPECT_EQ(*a->SweepExpired(), 2) << "the sweep deletes by the ttl column the in-place writes kept";
+  EXPECT_EQ(RawSql(path, "SELECT count(*) FROM items WHERE pk = 'TENANT#t'"), "0");
+}
+
 TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
   TempDir dir;
   ManualClock clock;
@@ -339,6 +382,35 @@ TEST(SqliteStoreTest, ACorruptRowIsDataLossNamingItsKeyAndOtherRowsStillRead) {
   // A conditional one still needs to read it.
   RawSql(path, "UPDATE items SET attrs='{not json' WHERE sk='BREAKER'");
   EXPECT_EQ(store->Put(kKey, {{"v", 10}}, Condition::ItemExists()).status().code(), absl::StatusCode::kDataLoss);
+}
+
+// An item's expiry is its row's ttl column, as the sweep and queries have it: every read takes the
+// item's ttl from there, whatever its attrs text says.
+TEST(SqliteStoreTest, ReadsTakeAnItemsTtlFromItsRowsColumn) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  auto store = OpenSqlite(path, clock);
+  const int64_t now = clock.now_epoch_sec();
+  const ItemKey key{"P", "S"};
+  ASSERT_TRUE(store->Put(key, {{"v", 1}, {"ttl", now + 100}}, Condition::Always()).ok());
+  RawSql(path, "UPDATE items SET attrs = json_set(attrs, '$.ttl', 1) WHERE pk = 'P'");  // attrs alone
+  auto read = store->Get(key);
+  ASSERT_TRUE(read.ok() && read->has_value()) << "an attrs ttl in the past hid a row whose column keeps it";
+  EXPECT_EQ(GetInt(**read, "ttl"), now + 100);
+  auto page = store->Query({"P", "", 10, std::nullopt, false});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(GetInt(page->items[0].second, "ttl"), now + 100);
+
+  RawSql(path, "UPDATE items SET ttl = NULL WHERE pk = 'P'");
+  read = store->Get(key);
+  ASSERT_TRUE(read.ok() && read->has_value());
+  EXPECT_FALSE(GetInt(**read, "ttl").has_value()) << "no ttl in the column: the item does not expire";
+  RawSql(path, "UPDATE items SET ttl = " + std::to_string(now) + " WHERE pk = 'P'");
+  read = store->Get(key);
+  ASSERT_TRUE(read.ok());
+  EXPECT_FALSE(read->has_value()) << "the column says expired";
 }
 
 TEST(SqliteStoreTest, SweepDeletesOnlyExpiredRows) {

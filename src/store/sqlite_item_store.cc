@@ -80,13 +80,25 @@ void BindText(sqlite3_stmt* s, int i, std::string_view v) {
 
 absl::Status SqliteReadOnly() { return absl::FailedPreconditionError("sqlite store opened read-only"); }
 
+// An item's expiry is its row's ttl column, by which the sweep deletes rows and queries leave them
+// out: a read takes it from there, so every reader (a Get, a query, `ledger verify`) sees the expiry
+// the row really has, whatever the attrs text says: an event row set to expire apart from its chain
+// fails verify at once, and a ttl edited into the attrs alone excuses no damage as "expired".
+void TakeTtlFromColumn(Item& item, sqlite3_stmt* s, int column) {
+  if (sqlite3_column_type(s, column) == SQLITE_NULL) {
+    item.erase(std::string(kTtlAttribute));
+  } else {
+    item[std::string(kTtlAttribute)] = AttributeValue(static_cast<int64_t>(sqlite3_column_int64(s, column)));
+  }
+}
+
 }  // namespace
 
 class SqliteItemStore::Connection {
  public:
   ~Connection() {
-    for (sqlite3_stmt* s :
-         {get_, put_, insert_, del_, query_asc_, query_desc_, scan_, begin_, commit_, rollback_, data_version_}) {
+    for (sqlite3_stmt* s : {get_, put_, insert_, update_attrs_, update_row_, del_, query_asc_, query_desc_, scan_,
+                            begin_, commit_, rollback_, data_version_}) {
       sqlite3_finalize(s);
     }
     sqlite3_close_v2(db_);
@@ -109,13 +121,19 @@ class SqliteItemStore::Connection {
           conn->Exec(o.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", "set synchronous"));
       RETURN_IF_ERROR(conn->Exec(kSchema, "create schema"));
     }
-    RETURN_IF_ERROR(conn->Prepare("SELECT attrs FROM items WHERE pk = ?1 AND sk = ?2", &conn->get_));
+    RETURN_IF_ERROR(conn->Prepare("SELECT attrs, ttl FROM items WHERE pk = ?1 AND sk = ?2", &conn->get_));
     if (!o.read_only) {
       RETURN_IF_ERROR(
           conn->Prepare("INSERT OR REPLACE INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4)", &conn->put_));
       RETURN_IF_ERROR(conn->Prepare(
           "INSERT INTO items (pk, sk, attrs, ttl) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (pk, sk) DO NOTHING",
           &conn->insert_));
+      // A kept item's row rewritten in place: its attrs alone when its ttl is as the row has it (the
+      // ttl index left alone), else both. Where INSERT OR REPLACE deletes the row and its index entry
+      // and inserts both again.
+      RETURN_IF_ERROR(conn->Prepare("UPDATE items SET attrs = ?3 WHERE pk = ?1 AND sk = ?2", &conn->update_attrs_));
+      RETURN_IF_ERROR(
+          conn->Prepare("UPDATE items SET attrs = ?3, ttl = ?4 WHERE pk = ?1 AND sk = ?2", &conn->update_row_));
       RETURN_IF_ERROR(conn->Prepare("DELETE FROM items WHERE pk = ?1 AND sk = ?2", &conn->del_));
       RETURN_IF_ERROR(conn->Prepare("BEGIN IMMEDIATE", &conn->begin_));
       RETURN_IF_ERROR(conn->Prepare("COMMIT", &conn->commit_));
@@ -124,11 +142,11 @@ class SqliteItemStore::Connection {
     }
     // ?3: lower bound (inclusive), ?4: upper bound (exclusive, may be NULL), ?5: after, ?6: now, ?7: limit.
     RETURN_IF_ERROR(
-        conn->Prepare("SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
+        conn->Prepare("SELECT sk, attrs, ttl FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
                       " AND (?5 IS NULL OR sk > ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk ASC LIMIT ?7",
                       &conn->query_asc_));
     RETURN_IF_ERROR(
-        conn->Prepare("SELECT sk, attrs FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
+        conn->Prepare("SELECT sk, attrs, ttl FROM items WHERE pk = ?1 AND sk >= ?3 AND (?4 IS NULL OR sk < ?4)"
                       " AND (?5 IS NULL OR sk < ?5) AND (ttl IS NULL OR ttl > ?6) ORDER BY sk DESC LIMIT ?7",
                       &conn->query_desc_));
     // ?1 pk prefix lower bound, ?2 its upper bound (may be NULL), ?3/?4 after (pk, sk) (may be NULL), ?5 limit.
@@ -209,6 +227,7 @@ class SqliteItemStore::Connection {
     if (!item.ok()) {
       return absl::DataLossError(absl::StrCat("item (", key.pk, ", ", key.sk, "): ", item.status().message()));
     }
+    TakeTtlFromColumn(*item, get_, 1);
     return std::optional<Item>(std::move(*item));
   }
 
@@ -251,6 +270,11 @@ class SqliteItemStore::Connection {
   struct CacheEntry {
     Item item;
     bool dirty = false;  // changed since its row was last written, in this transaction
+    // What the database holds for the item: no row (an update created it, its row not yet written),
+    // a row whose ttl column is unknown here (read, and written by someone else), or a row this
+    // connection wrote with `row_ttl` in its ttl column. WriteDirty rewrites a row in place.
+    enum class Row : uint8_t { kNone, kTtlUnknown, kTtlKnown } row = Row::kNone;
+    std::optional<int64_t> row_ttl;
   };
 
   static std::string CacheKey(const ItemKey& key) { return absl::StrCat(key.pk.size(), ":", key.pk, key.sk); }
@@ -287,7 +311,7 @@ class SqliteItemStore::Connection {
     for (const ItemKey& key : dirty_) {
       CacheEntry* entry = Cached(key);
       if (entry == nullptr || !entry->dirty) continue;  // erased or rewritten whole since
-      RETURN_IF_ERROR(Write(key, entry->item));
+      RETURN_IF_ERROR(WriteKept(key, *entry));
       entry->dirty = false;
     }
     dirty_.clear();
@@ -301,21 +325,23 @@ class SqliteItemStore::Connection {
     if (value == nullptr) {
       cache_.erase(it);
     } else {
-      it->second = CacheEntry{*value, false};
+      it->second = Written(*value);
     }
   }
   // After an insert of `key` that wrote its row and that an update soon follows: its value.
   void Remember(const ItemKey& key, Item value) {
     std::string k = CacheKey(key);
     if (!HasRoomFor(k)) return;  // its row is written already
-    cache_.insert_or_assign(std::move(k), CacheEntry{std::move(value), false});
+    cache_.insert_or_assign(std::move(k), Written(std::move(value)));
   }
   // An entry for `key`, not kept before, whose row WriteDirty writes: the caller sets its item.
-  // nullptr when every kept entry holds an unwritten change (the caller writes the row itself).
-  CacheEntry* KeepChanged(const ItemKey& key) {
+  // `has_row`: the database holds a row for it (read in this transaction). nullptr when every kept
+  // entry holds an unwritten change (the caller writes the row itself).
+  CacheEntry* KeepChanged(const ItemKey& key, bool has_row) {
     std::string k = CacheKey(key);
     if (!HasRoomFor(k)) return nullptr;
     CacheEntry& entry = cache_[std::move(k)];
+    entry.row = has_row ? CacheEntry::Row::kTtlUnknown : CacheEntry::Row::kNone;
     MarkDirty(key, entry);
     return &entry;
   }
@@ -338,6 +364,8 @@ class SqliteItemStore::Connection {
   sqlite3_stmt* get_ = nullptr;
   sqlite3_stmt* put_ = nullptr;
   sqlite3_stmt* insert_ = nullptr;
+  sqlite3_stmt* update_attrs_ = nullptr;
+  sqlite3_stmt* update_row_ = nullptr;
   sqlite3_stmt* del_ = nullptr;
   sqlite3_stmt* query_asc_ = nullptr;
   sqlite3_stmt* query_desc_ = nullptr;
@@ -352,16 +380,53 @@ class SqliteItemStore::Connection {
 
   int wal_frames_ = 0;  // the WAL's frames after the last commit (CountWalFrames)
 
+  // An entry for an item whose row this connection has just written.
+  static CacheEntry Written(Item item) {
+    CacheEntry entry;
+    entry.row_ttl = GetInt(item, kTtlAttribute);
+    entry.item = std::move(item);
+    entry.row = CacheEntry::Row::kTtlKnown;
+    return entry;
+  }
+
+  // Writes a kept item's row: in place where the database holds one (its ttl index entry touched
+  // only when its ttl changed), inserted where it does not. Afterwards the row is as `entry` knows it.
+  absl::Status WriteKept(const ItemKey& key, CacheEntry& entry) {
+    const std::optional<int64_t> ttl = GetInt(entry.item, kTtlAttribute);
+    if (entry.row != CacheEntry::Row::kNone) {
+      sqlite3_stmt* const s =
+          entry.row == CacheEntry::Row::kTtlKnown && entry.row_ttl == ttl ? update_attrs_ : update_row_;
+      RETURN_IF_ERROR(Store(s, key, entry.item, ttl));
+      // No row changed: it is gone after all (nothing should remove it while the cache is valid);
+      // written whole below.
+      if (sqlite3_changes(db_) == 1) {
+        entry.row = CacheEntry::Row::kTtlKnown;
+        entry.row_ttl = ttl;
+        return absl::OkStatus();
+      }
+    }
+    RETURN_IF_ERROR(Write(key, entry.item));
+    entry.row = CacheEntry::Row::kTtlKnown;
+    entry.row_ttl = ttl;
+    return absl::OkStatus();
+  }
+
   // Binds (pk, sk, attrs, ttl) and runs `statement` (put_ or insert_).
   absl::Status Store(sqlite3_stmt* statement, const ItemKey& key, const Item& item) {
+    return Store(statement, key, item, GetInt(item, kTtlAttribute));
+  }
+  // Binds (pk, sk, attrs) and, where `statement` has a fourth parameter, `ttl`, and runs it.
+  absl::Status Store(sqlite3_stmt* statement, const ItemKey& key, const Item& item, std::optional<int64_t> ttl) {
     StatementScope scope(statement);
     BindText(statement, 1, key.pk);
     BindText(statement, 2, key.sk);
     BindText(statement, 3, ItemToJsonText(item));
-    if (auto ttl = GetInt(item, kTtlAttribute)) {
-      sqlite3_bind_int64(statement, 4, *ttl);
-    } else {
-      sqlite3_bind_null(statement, 4);
+    if (sqlite3_bind_parameter_count(statement) >= 4) {
+      if (ttl) {
+        sqlite3_bind_int64(statement, 4, *ttl);
+      } else {
+        sqlite3_bind_null(statement, 4);
+      }
     }
     int rc = sqlite3_step(statement);
     if (rc != SQLITE_DONE) return SqliteError(rc, "write", db_);
@@ -742,7 +807,7 @@ absl::StatusOr<WriteResult> ExecuteOne(SqliteItemStore::Connection& conn, const 
       if (!next.ok()) return next.status();
       // Kept as changed, its row written by WriteDirty with whatever later writes of the group do to
       // it; written now only when the writer keeps as many changed items as it can.
-      if (SqliteItemStore::Connection::CacheEntry* kept = conn.KeepChanged(req.key); kept != nullptr) {
+      if (SqliteItemStore::Connection::CacheEntry* kept = conn.KeepChanged(req.key, cur != nullptr); kept != nullptr) {
         kept->item = std::move(*next);
         return WriteResult{true, req.returns == ReturnValues::kNone ? Item{} : kept->item};
       }
@@ -809,6 +874,7 @@ absl::StatusOr<QueryPage> SqliteItemStore::Query(const QueryRequest& request) {
       if (!item.ok()) {
         return absl::DataLossError(absl::StrCat("item (", request.pk, ", ", sk, "): ", item.status().message()));
       }
+      TakeTtlFromColumn(*item, s, 2);
       page.items.emplace_back(std::move(sk), std::move(*item));
     }
     return page;
@@ -854,6 +920,7 @@ absl::StatusOr<ScanPage> SqliteItemStore::Scan(const ScanRequest& request) {
       if (!item.ok()) {
         return absl::DataLossError(absl::StrCat("item (", key.pk, ", ", key.sk, "): ", item.status().message()));
       }
+      TakeTtlFromColumn(*item, s, 3);
       page.items.push_back({std::move(key), std::move(*item)});
     }
     return page;
