@@ -8,6 +8,7 @@
 #include "gtest/gtest.h"
 #include "invoker_support.h"
 #include "nlohmann/json.hpp"
+#include "toolgate/services/ledger_verifier.h"
 #include "toolgate/store/memory_item_store.h"
 
 namespace toolgate {
@@ -208,6 +209,11 @@ TEST_F(RetentionInvokerTest, AnIntentHitOnAnExpiredOriginalIsAnsweredFromTheInte
   auto after = ledger_->Read(Ledger::ExecutionChain(id));
   ASSERT_TRUE(after.ok());
   EXPECT_TRUE(after->empty()) << "nothing is appended to a chain that is gone";
+  // The intent keeps its execution's retention: verify accepts the execution gone with it, as it
+  // would name one missing before it.
+  auto report = LedgerVerifier(memory_, clock_).VerifyAll();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->ok()) << report->problem;
 }
 
 TEST_F(RetentionInvokerTest, UnderSteadyTrafficTheStoreHoldsOnlyTheRetentionsWorth) {

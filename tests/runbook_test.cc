@@ -185,6 +185,28 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
        "pk = 'TENANT#tenant-a' AND sk = 'EXEC#" +
            failed + "'",
        "execution " + failed + ": the result its record keeps for replays is not the result of its replay"},
+      // ... and must be vouched for by the execution they name: one of that key (of that original),
+      // kept as long as its retention (which the intent and the original keep) says it is.
+      {"intent_names_a_missing_execution",
+       "UPDATE items SET attrs = json_set(attrs, '$.execution_id', '01900000-0000-7000-8000-000000000000', "
+       "'$.result_json', '{\"refund_to\":\"attacker\"}') WHERE pk = 'TENANT#tenant-a' AND sk = 'INTENT#pay-42'",
+       "intent pay-42 of tenant tenant-a: it names execution 01900000-0000-7000-8000-000000000000, which is missing "
+       "though its retention runs until"},
+      {"intent_names_another_keys_execution",
+       "UPDATE items SET attrs = json_set(attrs, '$.execution_id', '" + plain +
+           "', '$.result_json', '{\"ok\":true}') WHERE pk = 'TENANT#tenant-a' AND sk = 'INTENT#pay-42'",
+       "intent pay-42 of tenant tenant-a: it names execution " + plain + ", which ran for another key"},
+      {"replay_result_names_a_missing_replay",
+       "UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '01900000-0000-7000-8000-000000000000', "
+       "'$.replay_result_json', '{\"refund_to\":\"attacker\"}') WHERE pk = 'TENANT#tenant-a' AND sk = 'EXEC#" +
+           failed + "'",
+       "execution " + failed + ": the replay whose result its record keeps for replays, " +
+           "01900000-0000-7000-8000-000000000000, is missing though its retention runs until"},
+      {"replay_result_names_another_execution",
+       "UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '" + plain +
+           "', '$.replay_result_json', '{\"ok\":true}') WHERE pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + failed + "'",
+       "execution " + failed + ": the result its record keeps for replays names " + plain +
+           ", which is not one of its replays"},
       // The record holds a chain's first events and its anchor: its events kept without it are a cut
       // chain, whether the row is deleted or only its ttl column says it has expired.
       {"record_deleted", "DELETE FROM items WHERE " + record,

@@ -1327,11 +1327,12 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
   if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
-                                              k.intent == IntentEffect::kSucceeded ? rec.result_json : ""));
+                                              k.intent == IntentEffect::kSucceeded ? rec.result_json : "",
+                                              rec.expires_at_s));
   }
   if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
     writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
-                                                            rec.execution_id, rec.result_json));
+                                                            rec.execution_id, rec.result_json, rec.expires_at_s));
   }
   if (t.queued) {
     for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));

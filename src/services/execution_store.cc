@@ -73,6 +73,7 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   if (r.input_hash.empty()) r.input_hash = Sha256Hex(absl::StrCat(r.tool_name, "\n", r.input_json));  // not stored
   r.replay_succeeded_in = s("replay_succeeded_in");
   r.replay_result_json = s("replay_result_json");
+  r.replay_expires_at_s = store::GetInt(item, "replay_expires_at_s").value_or(0);
   r.created_at_ms = store::GetInt(item, "created_at_ms").value_or(0);
   r.finished_at_ms = store::GetInt(item, "finished_at_ms").value_or(0);
   r.latency_ms = store::GetInt(item, "latency_ms").value_or(-1);
@@ -187,10 +188,12 @@ void ExecutionStore::NoteTenant(std::string_view tenant_id) {
 }
 
 store::WriteRequest ExecutionStore::ReplaySucceededRequest(std::string_view tenant_id, std::string_view original_id,
-                                                           std::string_view replay_id, std::string_view result_json) {
-  return store::WriteRequest::Update(Key(tenant_id, original_id),
-                                     {UpdateOp::Set(Attr("replay_succeeded_in"), std::string(replay_id)),
-                                      UpdateOp::Set(Attr("replay_result_json"), std::string(result_json))},
+                                                           std::string_view replay_id, std::string_view result_json,
+                                                           int64_t replay_expires_at_s) {
+  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr("replay_succeeded_in"), std::string(replay_id)),
+                               UpdateOp::Set(Attr("replay_result_json"), std::string(result_json))};
+  if (replay_expires_at_s > 0) ops.push_back(UpdateOp::Set(Attr("replay_expires_at_s"), replay_expires_at_s));
+  return store::WriteRequest::Update(Key(tenant_id, original_id), std::move(ops),
                                      Condition::Exists(Attr("execution_id")), store::ReturnValues::kNone);
 }
 

@@ -90,14 +90,15 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
 }
 
 store::WriteRequest IntentStore::FinishRequest(std::string_view tenant_id, std::string_view intent_key,
-                                               std::string_view execution_id, State state,
-                                               std::string_view result_json) const {
+                                               std::string_view execution_id, State state, std::string_view result_json,
+                                               int64_t execution_expires_at_s) const {
   const int64_t now_ms = clock_.now_epoch_ms();
+  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr("state"), std::string(ToString(state))),
+                               UpdateOp::Set(Attr("result_json"), std::string(result_json)),
+                               UpdateOp::Set(Attr("ttl"), now_ms / 1000 + int64_t{retention_h_} * 3600)};
+  if (execution_expires_at_s > 0) ops.push_back(UpdateOp::Set(Attr("execution_expires_at_s"), execution_expires_at_s));
   // Conditional on still holding it: an intent taken over after our hold expired is not ours.
-  return store::WriteRequest::Update(Key(tenant_id, intent_key),
-                                     {UpdateOp::Set(Attr("state"), std::string(ToString(state))),
-                                      UpdateOp::Set(Attr("result_json"), std::string(result_json)),
-                                      UpdateOp::Set(Attr("ttl"), now_ms / 1000 + int64_t{retention_h_} * 3600)},
+  return store::WriteRequest::Update(Key(tenant_id, intent_key), std::move(ops),
                                      Condition::Eq(Attr("execution_id"), std::string(execution_id)),
                                      store::ReturnValues::kNone);
 }

@@ -187,22 +187,38 @@ absl::Status LedgerVerifier::CheckOrphanEvents(const std::unordered_set<std::str
 }
 
 // A SUCCEEDED intent's result answers every later call with its key without the downstream (S12): it
-// must be the result of the execution it names, which that execution's chain vouches for. (An intent
-// whose execution is gone with retention is not checked.)
+// must be the result of the execution it names, an execution of that key, which that execution's
+// chain vouches for. An intent may outlive its execution (their retentions differ): one whose
+// execution is gone is accepted once the execution's retention, which the intent keeps, has passed
+// (intents written before it kept it are accepted as before).
 absl::Status LedgerVerifier::CheckIntents(Report& report) {
+  const int64_t now_s = clock_.now_epoch_sec();
   store::ScanRequest req{"TENANT#", "INTENT#", 500, std::nullopt};
   for (;;) {
     ASSIGN_OR_RETURN(store::ScanPage page, store_.Scan(req));
     for (const auto& [key, item] : page.items) {
       if (store::GetString(item, "state").value_or("") != "SUCCEEDED") continue;
       const std::string tenant = key.pk.substr(std::string_view("TENANT#").size());
+      const std::string intent_key = key.sk.substr(std::string_view("INTENT#").size());
       const std::string execution_id = store::GetString(item, "execution_id").value_or("");
+      auto problem = [&](const std::string& what) {
+        report.problem = absl::StrCat("intent ", intent_key, " of tenant ", tenant, ": ", what);
+      };
       absl::StatusOr<ExecutionRecord> r = executions_.Get(tenant, execution_id);
-      if (absl::IsNotFound(r.status())) continue;
+      if (absl::IsNotFound(r.status())) {
+        const int64_t kept_until = store::GetInt(item, "execution_expires_at_s").value_or(0);
+        if (kept_until <= now_s) continue;
+        problem(absl::StrCat("it names execution ", execution_id, ", which is missing though its retention runs until ",
+                             kept_until));
+        return absl::OkStatus();
+      }
       if (!r.ok()) return r.status();
+      if (r->intent_key != intent_key) {
+        problem(absl::StrCat("it names execution ", execution_id, ", which ran for another key"));
+        return absl::OkStatus();
+      }
       if (r->result_json != store::GetString(item, "result_json").value_or("")) {
-        report.problem = absl::StrCat("intent ", key.sk.substr(std::string_view("INTENT#").size()), " of tenant ",
-                                      tenant, ": its result is not the result of execution ", execution_id);
+        problem(absl::StrCat("its result is not the result of execution ", execution_id));
         return absl::OkStatus();
       }
       ++report.intents;
@@ -236,12 +252,24 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     }
     // A replayed original's copy of its successful replay's result answers later replays without the
     // downstream (S12): it must be the result that replay's chain vouches for.
+    // (A replay gone with its retention, which the original keeps, is accepted; so is one whose
+    // retention an original written before it kept it does not say.)
     if (!r.replay_result_json.empty()) {
       absl::StatusOr<ExecutionRecord> replay = executions_.Get(tenant, r.replay_succeeded_in);
       if (!replay.ok() && !absl::IsNotFound(replay.status())) return replay.status();
-      if (replay.ok() && replay->result_json != r.replay_result_json) {
-        report.problem = absl::StrCat("execution ", r.execution_id, ": the result its record keeps for replays is not ",
-                                      "the result of its replay ", r.replay_succeeded_in);
+      std::string wrong;
+      if (!replay.ok() && r.replay_expires_at_s > now_s) {
+        wrong = absl::StrCat("the replay whose result its record keeps for replays, ", r.replay_succeeded_in,
+                             ", is missing though its retention runs until ", r.replay_expires_at_s);
+      } else if (replay.ok() && replay->replay_of != r.execution_id) {
+        wrong = absl::StrCat("the result its record keeps for replays names ", r.replay_succeeded_in,
+                             ", which is not one of its replays");
+      } else if (replay.ok() && replay->result_json != r.replay_result_json) {
+        wrong = absl::StrCat("the result its record keeps for replays is not the result of its replay ",
+                             r.replay_succeeded_in);
+      }
+      if (!wrong.empty()) {
+        report.problem = absl::StrCat("execution ", r.execution_id, ": ", wrong);
         return absl::CancelledError("stop at the first problem");
       }
     }

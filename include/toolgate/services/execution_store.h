@@ -38,6 +38,7 @@ struct ExecutionRecord {
   // deduplicated for as long as the original is kept (the intent record expires sooner).
   std::string replay_succeeded_in;
   std::string replay_result_json;
+  int64_t replay_expires_at_s = 0;  // when the replay named by replay_succeeded_in expires (0: not known)
   int64_t created_at_ms = 0;
   int64_t finished_at_ms = 0;
   int64_t latency_ms = -1;
@@ -86,9 +87,11 @@ class ExecutionStore {
   // (the closing write of a chain held in the record: no other writer appended meanwhile).
   static store::WriteRequest FinishRequest(const ExecutionRecord& record,
                                            std::optional<int64_t> expect_last_seq = std::nullopt);
-  // Marks `original_id` as having succeeded through the replay `replay_id`.
+  // Marks `original_id` as having succeeded through the replay `replay_id`, whose record expires at
+  // `replay_expires_at_s` (0: not known).
   static store::WriteRequest ReplaySucceededRequest(std::string_view tenant_id, std::string_view original_id,
-                                                    std::string_view replay_id, std::string_view result_json);
+                                                    std::string_view replay_id, std::string_view result_json,
+                                                    int64_t replay_expires_at_s = 0);
   absl::StatusOr<ExecutionRecord> Get(std::string_view tenant_id, std::string_view execution_id);
 
   struct ListFilter {

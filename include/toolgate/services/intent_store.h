@@ -43,9 +43,12 @@ class IntentStore {
   // Records how the holder's attempt ended. A holder that lost the intent changes nothing.
   absl::Status Finish(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
                       State state, std::string_view result_json);
-  // The same write, for a WriteBatch.
+  // The same write, for a WriteBatch. `execution_expires_at_s`: when the holder's execution record
+  // expires (kept in the intent, so `ledger verify` can tell an execution gone with its retention
+  // from one that is missing; 0: not known).
   store::WriteRequest FinishRequest(std::string_view tenant_id, std::string_view intent_key,
-                                    std::string_view execution_id, State state, std::string_view result_json) const;
+                                    std::string_view execution_id, State state, std::string_view result_json,
+                                    int64_t execution_expires_at_s = 0) const;
   // Gives a claim back unused (the call was deferred before it reached the downstream), restoring
   // the previous state.
   absl::Status Release(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
