@@ -176,6 +176,53 @@ TEST_F(ReplayTest, ConcurrentReplaysOfOneOriginalReachTheDownstreamOnce) {
   EXPECT_GE(ok, 1);
 }
 
+// A forced replay takes the intent over (S12: force overrides only the deduplication): forced
+// replays of one original arriving together reach the downstream one at a time, the others are told
+// intent_in_progress; a forced replay that fails gives the intent back naming the success it took
+// over, so the client's repeat of its key is still answered from it, and the ledger verifies.
+TEST_F(ReplayTest, ConcurrentForcedReplaysRunOneAtATimeAndAFailedOneGivesTheSuccessBack) {
+  std::atomic<bool> healthy{true};
+  crm_.set_behavior([&](const auto&) { return healthy ? Reply{200, R"({"sent":true})", {}, 300} : Reply{500, "{}"}; });
+  const json keyed = {{"input", {{"to", "x"}}}, {"idempotency_key", "send-1"}};
+  const std::string id = Body(gw_->Invoke("crm.send", keyed, user_))["execution_id"];
+  ASSERT_EQ(crm_.total(), 1);
+  std::vector<api::ClientResult> results(3);
+  std::barrier start(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      results[static_cast<size_t>(i)] = Replay(id, admin_, /*force=*/true);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(crm_.total(), 2) << "the original and exactly one forced replay";
+  std::string forced_id;
+  int in_progress = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) forced_id = Body(r)["execution_id"];
+    if (r.status == 503 && Body(r)["reason"] == "intent_in_progress") ++in_progress;
+  }
+  ASSERT_FALSE(forced_id.empty());
+  EXPECT_EQ(in_progress, 2);
+
+  healthy = false;
+  auto failed = Replay(id, admin_, /*force=*/true);
+  EXPECT_EQ(failed.status, 502) << failed.body;
+  EXPECT_EQ(crm_.total(), 3);
+  auto repeat = gw_->Invoke("crm.send", keyed, user_);  // the client repeats its key
+  ASSERT_EQ(repeat.status, 200) << repeat.body;
+  EXPECT_EQ(Body(repeat)["intent_hit"], true) << "the failed forced replay left the intent FAILED: it ran again";
+  EXPECT_EQ(Body(repeat)["execution_id"], forced_id) << "the last success";
+  EXPECT_EQ(Body(repeat)["result"], json({{"sent", true}}));
+  auto deduped = Replay(id, operator_);
+  ASSERT_EQ(deduped.status, 200) << deduped.body;
+  EXPECT_EQ(Body(deduped)["deduplicated"], true);
+  EXPECT_EQ(crm_.total(), 3);
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+}
+
 TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheIntentRecord) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
   const std::string id =

@@ -296,8 +296,9 @@ class ToolInvoker::Admission {
     co_return answer;
   }
 
-  // 2. Intent (tool-layer idempotency, S12), for a client-supplied key and every replay that is not
-  // forced. A replay of an intent that already succeeded is answered from the record.
+  // 2. Intent (tool-layer idempotency, S12), for a client-supplied key and every replay. A replay of
+  // an intent that already succeeded is answered from the record; a forced one takes the intent over
+  // (so forced replays, too, run one at a time) and gives it back as it was unless it succeeds.
   asio::awaitable<Stop> CheckIntent() {
     const InvokeRequest& req = req_;
     if (ticket_->queued) co_return std::nullopt;  // checked, and claimed, at enqueue (§17.5)
@@ -305,10 +306,12 @@ class ToolInvoker::Admission {
       auto deduplicated = Deduplicated(req.replay->succeeded_in, req.replay->original_result_json);
       co_return co_await std::move(deduplicated);
     }
-    if (req.idempotency_key.empty() && !(req.replay && !req.replay->force)) co_return std::nullopt;
+    if (req.idempotency_key.empty() && !req.replay) co_return std::nullopt;
     const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000);
-    auto try_claim = Blocking(drive_, [this, hold_ms] {
-      return s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms);
+    const bool forced = req.replay && req.replay->force;
+    auto try_claim = Blocking(drive_, [this, hold_ms, forced] {
+      return s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms,
+                                 forced);
     });
     absl::StatusOr<IntentStore::Claim> claim = co_await std::move(try_claim);
     if (!claim.ok()) co_return StoreUnavailable(claim.status());
@@ -324,6 +327,8 @@ class ToolInvoker::Admission {
       case IntentStore::Claim::Kind::kClaimed:
         ticket_->intent_claimed = true;
         ticket_->intent_previous = claim->previous;
+        ticket_->intent_previous_execution_id = std::move(claim->previous_execution_id);
+        ticket_->intent_previous_result_json = std::move(claim->previous_result_json);
         break;
     }
     co_return std::nullopt;
@@ -638,7 +643,8 @@ class ToolInvoker::Admission {
     Ticket& t = *ticket_;
     if (!t.intent_claimed) co_return;
     auto release = Blocking(drive_, [this, &t] {
-      return s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous);
+      return s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous,
+                                t.intent_previous_execution_id, t.intent_previous_result_json);
     });
     if (absl::Status st = co_await std::move(release); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec().intent_key, st.ToString());
@@ -1032,7 +1038,8 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
   }
   if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
     auto release = Blocking(drive, [this, &t] {
-      return s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous);
+      return s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous,
+                                t.intent_previous_execution_id, t.intent_previous_result_json);
     });
     if (absl::Status st = co_await std::move(release); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
@@ -1325,7 +1332,12 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   store::WriteRequest finish =
       ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt);
   writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
-  if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
+  if (t.intent_claimed && k.intent != IntentEffect::kRelease && k.intent != IntentEffect::kSucceeded &&
+      !t.intent_previous_execution_id.empty()) {
+    // A forced replay that did not succeed: the intent names the success it took over again.
+    writes.push_back(s_.intents.RestoreSucceededRequest(rec.tenant_id, rec.intent_key, rec.execution_id,
+                                                        t.intent_previous_execution_id, t.intent_previous_result_json));
+  } else if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
     writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
                                               k.intent == IntentEffect::kSucceeded ? rec.result_json : "",
                                               rec.expires_at_s));
@@ -1370,8 +1382,8 @@ void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {
     log("queue claim", s_.queue->Requeue(*t.queued, s_.clock.now_epoch_ms()).status());
   if (t.permit.probe) log("probe claim", s_.breakers.ReturnProbe(t.connector->id, t.permit));
   if (t.intent_claimed) {
-    log("intent",
-        s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous));
+    log("intent", s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous,
+                                     t.intent_previous_execution_id, t.intent_previous_result_json));
   }
 }
 

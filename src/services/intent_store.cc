@@ -46,7 +46,7 @@ store::ItemKey IntentStore::Key(std::string_view tenant_id, std::string_view int
 
 absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant_id, std::string_view intent_key,
                                                          std::string_view input_hash, std::string_view execution_id,
-                                                         int64_t hold_ms) {
+                                                         int64_t hold_ms, bool take_over_succeeded) {
   const store::ItemKey key = Key(tenant_id, intent_key);
   for (int attempt = 0; attempt < 8; ++attempt) {
     const int64_t now_ms = clock_.now_epoch_ms();
@@ -63,7 +63,7 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
       if (store::GetString(*current, "input_hash").value_or("") != input_hash) {
         return Claim{Claim::Kind::kMismatch, store::GetString(*current, "execution_id").value_or(""), "", std::nullopt};
       }
-      if (*state == State::kSucceeded) {
+      if (*state == State::kSucceeded && !take_over_succeeded) {
         return Claim{Claim::Kind::kSucceeded, store::GetString(*current, "execution_id").value_or(""),
                      store::GetString(*current, "result_json").value_or("null"), std::nullopt};
       }
@@ -84,7 +84,14 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
                     {"previous_state", previous ? std::string(ToString(*previous)) : std::string()},
                     {"ttl", now_ms / 1000 + int64_t{retention_h_} * 3600}};
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(key, item, condition));
-    if (r.applied) return Claim{Claim::Kind::kClaimed, std::string(execution_id), "", previous};
+    if (r.applied) {
+      Claim claimed{Claim::Kind::kClaimed, std::string(execution_id), "", previous};
+      if (previous == State::kSucceeded) {
+        claimed.previous_execution_id = store::GetString(*current, "execution_id").value_or("");
+        claimed.previous_result_json = store::GetString(*current, "result_json").value_or("");
+      }
+      return claimed;
+    }
   }
   return absl::AbortedError(absl::StrCat("intent ", std::string(intent_key), ": claim lost too many races"));
 }
@@ -111,8 +118,29 @@ absl::Status IntentStore::Finish(std::string_view tenant_id, std::string_view in
   return absl::OkStatus();
 }
 
+store::WriteRequest IntentStore::RestoreSucceededRequest(std::string_view tenant_id, std::string_view intent_key,
+                                                         std::string_view execution_id,
+                                                         std::string_view previous_execution_id,
+                                                         std::string_view previous_result_json) const {
+  return store::WriteRequest::Update(Key(tenant_id, intent_key),
+                                     {UpdateOp::Set(Attr("state"), std::string(ToString(State::kSucceeded))),
+                                      UpdateOp::Set(Attr("execution_id"), std::string(previous_execution_id)),
+                                      UpdateOp::Set(Attr("result_json"), std::string(previous_result_json)),
+                                      UpdateOp::Set(Attr("held_until_ms"), int64_t{0})},
+                                     Condition::Eq(Attr("execution_id"), std::string(execution_id)),
+                                     store::ReturnValues::kNone);
+}
+
 absl::Status IntentStore::Release(std::string_view tenant_id, std::string_view intent_key,
-                                  std::string_view execution_id, const std::optional<State>& previous) {
+                                  std::string_view execution_id, const std::optional<State>& previous,
+                                  std::string_view previous_execution_id, std::string_view previous_result_json) {
+  if (previous == State::kSucceeded && !previous_execution_id.empty()) {
+    const store::WriteRequest w =
+        RestoreSucceededRequest(tenant_id, intent_key, execution_id, previous_execution_id, previous_result_json);
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
+    (void)r;  // not applied: taken over since; nothing to give back
+    return absl::OkStatus();
+  }
   const Condition mine = Condition::And({Condition::Eq(Attr("execution_id"), std::string(execution_id)),
                                          Condition::Eq(Attr("state"), std::string(ToString(State::kInProgress)))});
   if (!previous) {

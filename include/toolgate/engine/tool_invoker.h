@@ -117,6 +117,9 @@ class InvocationTicket {
   std::optional<SlotLease> lease;
   bool intent_claimed = false;
   std::optional<IntentStore::State> intent_previous;
+  // A SUCCEEDED intent a forced replay took over: what it named, given back unless the replay succeeds.
+  std::string intent_previous_execution_id;
+  std::string intent_previous_result_json;
   DownstreamRequest downstream;
   // A queued call's run (§15): the claim on its queue item, ended (or put back) with its outcome.
   std::optional<QueueClaim> queued;

@@ -31,14 +31,20 @@ class IntentStore {
     // When claimed: the state the intent had before (kUnknown means an earlier attempt's outcome is
     // not known, and the downstream must deduplicate by the Idempotency-Key).
     std::optional<State> previous;
+    // When a SUCCEEDED intent was taken over (a forced replay): the execution that succeeded and its
+    // result, which the intent gets back unless the new attempt succeeds.
+    std::string previous_execution_id;
+    std::string previous_result_json;
   };
 
   IntentStore(store::ItemStore& store, const Clock& clock, int retention_h);
 
   // One conditional write: claims an intent that is absent, expired, FAILED or UNKNOWN, or
-  // IN_PROGRESS past `hold_ms` (its holder died). Reads only when the claim is refused.
+  // IN_PROGRESS past `hold_ms` (its holder died); with `take_over_succeeded` (a forced replay, S12)
+  // a SUCCEEDED one too, so forced replays still run one at a time. Reads only when the claim is
+  // refused.
   absl::StatusOr<Claim> TryClaim(std::string_view tenant_id, std::string_view intent_key, std::string_view input_hash,
-                                 std::string_view execution_id, int64_t hold_ms);
+                                 std::string_view execution_id, int64_t hold_ms, bool take_over_succeeded = false);
 
   // Records how the holder's attempt ended. A holder that lost the intent changes nothing.
   absl::Status Finish(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
@@ -50,9 +56,15 @@ class IntentStore {
                                     std::string_view execution_id, State state, std::string_view result_json,
                                     int64_t execution_expires_at_s = 0) const;
   // Gives a claim back unused (the call was deferred before it reached the downstream), restoring
-  // the previous state.
+  // the previous state — and, for a SUCCEEDED intent taken over, the execution and result it named.
   absl::Status Release(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
-                       const std::optional<State>& previous);
+                       const std::optional<State>& previous, std::string_view previous_execution_id = {},
+                       std::string_view previous_result_json = {});
+  // Gives a SUCCEEDED intent taken over by `execution_id` back as it was (SUCCEEDED, naming
+  // `previous_execution_id` with `previous_result_json`): the attempt that took it did not succeed.
+  store::WriteRequest RestoreSucceededRequest(std::string_view tenant_id, std::string_view intent_key,
+                                              std::string_view execution_id, std::string_view previous_execution_id,
+                                              std::string_view previous_result_json) const;
 
   static store::ItemKey Key(std::string_view tenant_id, std::string_view intent_key);
   static std::string_view ToString(State s);
