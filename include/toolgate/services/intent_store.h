@@ -33,8 +33,8 @@ class IntentStore {
     std::optional<State> previous;
     // When a SUCCEEDED intent was taken over (a forced replay): the execution that succeeded and its
     // result, which the intent gets back unless the new attempt succeeds.
-    std::string previous_execution_id;
-    std::string previous_result_json;
+    std::string previous_execution_id = {};
+    std::string previous_result_json = {};
   };
 
   IntentStore(store::ItemStore& store, const Clock& clock, int retention_h);
