@@ -5,6 +5,8 @@
 //   - `toolgate ledger verify` passes;
 //   - the breaker is in a legal state and not stuck, and the slots the killed processes held came
 //     back by lease: the whole limit can be used again.
+#include <sqlite3.h>
+
 #include <array>
 #include <atomic>
 #include <mutex>
@@ -158,6 +160,42 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   for (auto& gw : gws) EXPECT_EQ(gw->Terminate(), 0);
   auto [code, out] = testing::RunCli({"ledger", "verify", "--config", dir.file("gw0-0.toml")}, dir);
   EXPECT_EQ(code, 0) << out;
+}
+
+// S7 while another process holds SQLite's write lock: a call's opening write waits for it, and its
+// slot's lease, reckoned before the wait, may then have less life left than the call may take. Such
+// a call is not sent (DEFERRED gateway_overloaded, its slot given back): sent, another instance
+// could reclaim the slot mid-call and exceed the limit.
+TEST(CrashTest, ACallWhoseLeaseAWaitForTheStoreShortenedIsNotSent) {
+  TempDir dir;
+  FakeDownstream crm;
+  const std::string db_path = dir.file("store.db");
+  GatewayProcess gw(testing::BaseConfig(db_path) + "[connectors.crm]\nbase_url = \"" + crm.base_url() +
+                        "\"\ntimeout_ms = 1500\nlease_ttl_s = 2\nmax_clock_skew_s = 0\nmax_in_flight = 4\n",
+                    dir);
+  ASSERT_TRUE(gw.Start());
+  const std::string token = Token("acme");
+  ASSERT_EQ(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, token).status, 200);
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);  // an operator's session
+  api::ClientResult waited;
+  std::thread call([&] { waited = gw.Invoke("crm.x", {{"input", {{"n", 2}}}}, token); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  ASSERT_EQ(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  call.join();
+  EXPECT_EQ(waited.status, 503) << waited.body;
+  EXPECT_EQ(Body(waited)["outcome"], "DEFERRED") << waited.body;
+  EXPECT_EQ(Body(waited)["reason"], "gateway_overloaded") << waited.body;
+  EXPECT_EQ(crm.total(), 1) << "sent with a lease that could end mid-call";
+
+  const std::string connectors = gw.Admin("GET", "/admin/connectors").body;
+  EXPECT_NE(connectors.find("\"in_flight\":0"), std::string::npos) << "the slot was not given back: " << connectors;
+  EXPECT_EQ(gw.Invoke("crm.x", {{"input", {{"n", 3}}}}, token).status, 200) << "and the next call runs";
+  EXPECT_EQ(crm.total(), 2);
 }
 
 }  // namespace

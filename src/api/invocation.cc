@@ -56,11 +56,23 @@ asio::awaitable<InvokeResult> RunInvocation(GatewayContext& g, InvokeRequest ir)
 asio::awaitable<InvokeResult> RunAdmitted(GatewayContext& g, std::unique_ptr<ToolInvoker::Ticket> ticket) {
   const DownstreamRequest& ds = ToolInvoker::Downstream(*ticket);
   const std::string connector_id = ds.connector->id;
-  auto call_op = g.connectors.at(connector_id)->Call(ds);
   DownstreamResult result;
   const auto started = std::chrono::steady_clock::now();
   try {
-    result = co_await std::move(call_op);
+    // S7: the slot's lease must outlive the call. It is reckoned when the acquire is prepared; a
+    // write that then waited long for the store (another process holding SQLite's lock) commits it
+    // with less life left than the call may take, and another instance could reclaim the slot
+    // mid-call and exceed the limit. Then nothing is sent: deferred, as for a shortage of this host.
+    if (ticket->lease && g.clock.now_epoch_ms() + ds.connector->timeout_ms >= ticket->lease->expires_at_ms) {
+      spdlog::warn("execution {}: not sent to connector {}: its slot's lease has {} ms left, the call may take {} ms",
+                   ticket->record.execution_id, connector_id, ticket->lease->expires_at_ms - g.clock.now_epoch_ms(),
+                   ds.connector->timeout_ms);
+      result.kind = DownstreamResult::Kind::kLocalResource;
+      result.error = "the store took so long to record the call that its slot's lease would end before it could";
+    } else {
+      auto call_op = g.connectors.at(connector_id)->Call(ds);
+      result = co_await std::move(call_op);
+    }
   } catch (const std::exception& e) {
     // A connector that throws (a defect: an answer of a shape its code did not expect) must not
     // leave the call RUNNING with its slot taken: the call went out and its answer could not be
