@@ -675,6 +675,24 @@ TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInp
   ASSERT_EQ(again.status, 200) << again.body;
   EXPECT_EQ(Body(again)["intent_hit"], true);
   EXPECT_EQ(crm_.count("/crm.charge"), 1);
+  // The key sent as the Idempotency-Key header (bare, or quoted as its draft standard writes it) is
+  // the same intent; a header and a body key that differ are refused, nothing runs.
+  auto with_header = [&](const std::string& key, const json& body) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", gw.public_port()};
+    r.method = "POST";
+    r.target = "/v1/tools/crm.charge/invoke";
+    r.body = body.dump();
+    r.headers = {{"Content-Type", "application/json"}, {"Authorization", "Bearer " + alice_}, {"Idempotency-Key", key}};
+    return api::HttpCall(std::move(r));
+  };
+  const json unkeyed = {{"input", {{"amount", 10}}}};
+  EXPECT_EQ(Body(with_header("order-77", unkeyed))["intent_hit"], true);
+  EXPECT_EQ(Body(with_header("\"order-77\"", unkeyed))["intent_hit"], true);
+  auto differ = with_header("order-78", call);
+  EXPECT_EQ(differ.status, 400) << differ.body;
+  EXPECT_EQ(Body(differ)["error"], "invalid_request");
+  EXPECT_EQ(crm_.count("/crm.charge"), 1);
   // The same key with other input is a client bug.
   auto reused = gw.Invoke("crm.charge", {{"input", {{"amount", 99}}}, {"idempotency_key", "order-77"}}, alice_);
   EXPECT_EQ(reused.status, 422);

@@ -92,15 +92,28 @@ struct PublicRoutes::Impl : GatewayContext {
     ir.tool_name = tool;
     ir.input_json = Dump(body["input"]);
     ir.input = &body["input"];  // parsed once: the admission reads it (`body` outlives the call)
+    // The key is the body's `idempotency_key`, or the `Idempotency-Key` header many HTTP clients send
+    // (bare, or quoted as its draft standard writes a structured-field string); both present must
+    // agree — a client that set one and thought it set the other would otherwise run twice.
+    std::string header_key = req.Header("idempotency-key");
+    if (header_key.size() >= 2 && header_key.front() == '"' && header_key.back() == '"') {
+      header_key = header_key.substr(1, header_key.size() - 2);
+    }
     if (body.contains("idempotency_key")) {
       const json& k = body["idempotency_key"];
       if (!k.is_string() || k.get<std::string>().empty() || k.get<std::string>().size() > 255) {
         co_return Error(400, "invalid_request", "idempotency_key must be a string of 1..255 characters");
       }
       ir.idempotency_key = k.get<std::string>();
-      for (char c : ir.idempotency_key) {
-        if (c < 0x21 || c > 0x7e) co_return Error(400, "invalid_request", "idempotency_key must be printable ASCII");
+      if (!header_key.empty() && header_key != ir.idempotency_key) {
+        co_return Error(400, "invalid_request", "the Idempotency-Key header and the body's idempotency_key differ");
       }
+    } else if (!header_key.empty()) {
+      if (header_key.size() > 255) co_return Error(400, "invalid_request", "Idempotency-Key must be 1..255 characters");
+      ir.idempotency_key = std::move(header_key);
+    }
+    for (char c : ir.idempotency_key) {
+      if (c < 0x21 || c > 0x7e) co_return Error(400, "invalid_request", "idempotency_key must be printable ASCII");
     }
     if (body.contains("action_type")) {
       const json& a = body["action_type"];
