@@ -362,6 +362,45 @@ TEST_F(OwnPathLedgerTest, LaterEventsAreItemsAfterTheRecordsOwnAndAnchoredByIt) 
   EXPECT_THAT(Verify(), HasSubstr("event 4, the last its record names, is missing"));
 }
 
+// An intent's result is answered only as the execution it names vouches for it: an intent edited in
+// the store to carry another result, to name an execution missing before its retention ends, or
+// copied into another tenant's partition answers nothing (DEFERRED store_unavailable) and runs
+// nothing; put back, it answers again.
+TEST_F(OwnPathLedgerTest, AnIntentItsExecutionDoesNotVouchForAnswersNothing) {
+  const json first = Call("order-5");
+  ASSERT_EQ(first["outcome"], "SUCCEEDED") << first;
+  const std::string id = first["execution_id"];
+  const store::ItemKey intent = IntentStore::Key("tenant-a", "order-5");
+  const store::Item kept = **memory_.Get(intent);
+  auto put = [&](const store::ItemKey& key, const store::Item& item) {
+    ASSERT_TRUE(memory_.Put(key, item, store::Condition::Always()).ok());
+  };
+
+  store::Item forged = kept;
+  forged["result_json"] = R"({"refund_to":"attacker"})";
+  put(intent, forged);
+  json hit = Call("order-5");
+  EXPECT_EQ(hit["outcome"], "DEFERRED") << hit;
+  EXPECT_EQ(hit["reason"], "store_unavailable") << hit;
+  EXPECT_EQ(hit.value("result", json()), json()) << "the forged result was answered";
+
+  forged = kept;
+  forged["execution_id"] = "01900000-0000-7000-8000-000000000000";
+  put(intent, forged);
+  EXPECT_EQ(Call("order-5")["outcome"], "DEFERRED") << "an execution missing before its retention ends";
+
+  // tenant-a's intent planted under tenant-b: tenant-b's call must not get tenant-a's result.
+  put(IntentStore::Key("tenant-b", "order-5"), kept);
+  hit = Call("order-5", "tenant-b");
+  EXPECT_EQ(hit["outcome"], "DEFERRED") << hit;
+  EXPECT_NE(hit.value("execution_id", ""), id);
+
+  put(intent, kept);
+  hit = Call("order-5");
+  EXPECT_EQ(hit["intent_hit"], true) << hit;
+  EXPECT_EQ(hit["result"], json({{"ok", true}}));
+}
+
 // A damaged original does not hold its intent hostage: a repeat is still answered from the intent's
 // claim (and verify names the damage).
 TEST_F(OwnPathLedgerTest, AnIntentHitOnADamagedOriginalIsAnsweredFromTheClaim) {

@@ -730,9 +730,23 @@ class ToolInvoker::Admission {
   // The same intent already succeeded: answer with that execution, call nothing. The hit goes on the
   // original's ledger (and anchor) while the original is kept; after its retention the intent record
   // alone answers.
+  //
+  // The intent's result is answered only as the execution it names vouches for it: that execution of
+  // this key with that result, or gone with its retention. An intent that disagrees (edited in the
+  // store; `ledger verify` names it) answers nothing and runs nothing: DEFERRED store_unavailable.
   InvokeResult IntentHit(const IntentStore::Claim& claim) {
     auto original = s_.executions.Get(rec().tenant_id, claim.execution_id);
     if (!original.ok() && !absl::IsNotFound(original.status())) return StoreUnavailable(original.status());
+    const bool gone_too_soon = !original.ok() && claim.execution_expires_at_s > s_.clock.now_epoch_sec();
+    const bool disagrees =
+        original.ok() && (original->intent_key != rec().intent_key || original->outcome != Outcome::kSucceeded ||
+                          original->result_json != claim.result_json);
+    if (gone_too_soon || disagrees) {
+      spdlog::error("tenant {}: intent {} names execution {}, which {}: not answered from it (ledger verify)",
+                    rec().tenant_id, rec().intent_key, claim.execution_id,
+                    gone_too_soon ? "is missing" : "does not vouch for its result");
+      return StoreUnavailable(absl::DataLossError("an intent its execution does not vouch for"));
+    }
     if (original.ok()) {
       const std::string original_chain = Ledger::ExecutionChain(claim.execution_id);
       Ledger::Tail tail{original->last_seq, original->last_hash, original->expires_at_s};

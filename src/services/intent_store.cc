@@ -64,8 +64,10 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
         return Claim{Claim::Kind::kMismatch, store::GetString(*current, "execution_id").value_or(""), "", std::nullopt};
       }
       if (*state == State::kSucceeded && !take_over_succeeded) {
-        return Claim{Claim::Kind::kSucceeded, store::GetString(*current, "execution_id").value_or(""),
-                     store::GetString(*current, "result_json").value_or("null"), std::nullopt};
+        Claim succeeded{Claim::Kind::kSucceeded, store::GetString(*current, "execution_id").value_or(""),
+                        store::GetString(*current, "result_json").value_or("null"), std::nullopt};
+        succeeded.execution_expires_at_s = store::GetInt(*current, "execution_expires_at_s").value_or(0);
+        return succeeded;
       }
       const int64_t held_until = store::GetInt(*current, "held_until_ms").value_or(0);
       if (*state == State::kInProgress && held_until > now_ms) {

@@ -35,6 +35,8 @@ class IntentStore {
     // result, which the intent gets back unless the new attempt succeeds.
     std::string previous_execution_id = {};
     std::string previous_result_json = {};
+    // kSucceeded: until when the execution it names is kept (0: not known; see FinishRequest).
+    int64_t execution_expires_at_s = 0;
   };
 
   IntentStore(store::ItemStore& store, const Clock& clock, int retention_h);
