@@ -128,6 +128,42 @@ TEST_F(ReplayTest, ASucceededOriginalIsDeduplicatedAndOnlyAnAdminMayForceIt) {
   EXPECT_NE(metrics.find("toolgate_replays_total{result=\"forced\"} 1"), std::string::npos);
 }
 
+// The result an original keeps from its replay that succeeded answers later replays only as that
+// replay vouches for it: edited in the store (a forged result naming a made-up replay), it answers
+// nothing and nothing is sent; put back, later replays are deduplicated again.
+TEST_F(ReplayTest, AKeptReplayResultItsReplayDoesNotVouchForAnswersNothing) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&](const auto&) { return healthy ? Reply{200, R"({"refund":"none"})"} : Reply{503, "{}"}; });
+  const std::string id = Body(gw_->Invoke("crm.x", {{"input", {{"n", 1}}}}, user_))["execution_id"];
+  healthy = true;
+  ASSERT_EQ(Replay(id, operator_).status, 200);
+  ASSERT_EQ(crm_.total(), 2);
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  auto run = [&](const std::string& sql) {
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  };
+  const std::string where = " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + id + "'";
+  run("CREATE TEMP TABLE kept AS SELECT attrs FROM items" + where);
+  run("UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '01900000-0000-7000-8000-000000000000', "
+      "'$.replay_result_json', '{\"refund\":\"issued\"}')" +
+      where);
+  auto forged = Replay(id, operator_);
+  EXPECT_EQ(forged.status, 503) << forged.body;
+  EXPECT_EQ(forged.body.find("issued"), std::string::npos) << "the forged result was answered";
+  EXPECT_EQ(crm_.total(), 2);
+
+  run("UPDATE items SET attrs = (SELECT attrs FROM kept)" + where);
+  sqlite3_close(db);
+  auto deduped = Replay(id, operator_);
+  ASSERT_EQ(deduped.status, 200) << deduped.body;
+  EXPECT_EQ(Body(deduped)["deduplicated"], true);
+  EXPECT_EQ(Body(deduped)["result"], json({{"refund", "none"}}));
+  EXPECT_EQ(crm_.total(), 2);
+}
+
 TEST_F(ReplayTest, EveryRefusal) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
   const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];

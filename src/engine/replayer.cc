@@ -71,6 +71,25 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
     return Refusal(InvokeError::kExecutionInProgress,
                    "this execution has not finished yet; replay it once it has an outcome");
   }
+  // The result it keeps from a replay that succeeded answers this replay without the downstream: only
+  // as that replay vouches for it (a replay of this original, with that result, or gone with its
+  // retention). One that disagrees (edited in the store; `ledger verify` names it) answers nothing.
+  if (original->outcome != Outcome::kSucceeded && !original->replay_succeeded_in.empty()) {
+    absl::StatusOr<ExecutionRecord> replay = executions_.Get(who.tenant_id, original->replay_succeeded_in);
+    if (!replay.ok() && !absl::IsNotFound(replay.status())) {
+      return Refusal(InvokeError::kStoreUnavailable, "the store cannot be read right now");
+    }
+    const bool vouched = replay.ok()
+                             ? replay->replay_of == original->execution_id && replay->outcome == Outcome::kSucceeded &&
+                                   replay->result_json == original->replay_result_json
+                             : original->replay_expires_at_s <= clock_.now_epoch_sec();
+    if (!vouched) {
+      spdlog::error("execution {}: the replay result it keeps names {}, which does not vouch for it (ledger verify)",
+                    original->execution_id, original->replay_succeeded_in);
+      return Refusal(InvokeError::kStoreUnavailable,
+                     "this execution's record does not agree with its ledger; run `toolgate ledger verify`");
+    }
+  }
   absl::StatusOr<bool> reserved = executions_.ReserveReplay(who.tenant_id, original->execution_id, max_replays_);
   if (!reserved.ok()) return Refusal(InvokeError::kStoreUnavailable, "the store cannot be written right now");
   if (!*reserved) {
