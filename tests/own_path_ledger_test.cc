@@ -105,7 +105,8 @@ TEST_F(OwnPathLedgerTest, ACallsEventsLiveInItsRecordAndHashAsItemsWould) {
   EXPECT_EQ(item.count("reason"), 0u) << "an empty string is not stored";
   EXPECT_EQ(item.count("unguarded"), 0u) << "nor a false flag";
   EXPECT_EQ(json::parse((*events)[2].data)["result_sha256"], Sha256Hex(rec->result_json));
-  EXPECT_EQ(json::parse(item.at("events").as_string())[2][2]["result_sha256"], true)
+  EXPECT_EQ(json::parse(item.at("events").as_string())[0], json({{"v", 2}})) << "the list's header comes first";
+  EXPECT_EQ(json::parse(item.at("events").as_string())[3][2]["result_sha256"], true)
       << "the result's hash is rebuilt from the record, not stored twice";
   EXPECT_EQ(rec->input_hash, Sha256Hex("crm.update\n{\"k\":\"v\"}"));
   // The close appended its event to the opening's text: the same text encoding all three writes.
@@ -134,7 +135,7 @@ TEST_F(OwnPathLedgerTest, ExtendingAnEncodedPrefixWritesWhatEncodingEveryEventWo
   EXPECT_EQ(Ledger::ExtendOwnPath("", 2, *events, *rec), whole);
   EXPECT_EQ(Ledger::ExtendOwnPath("[]", 5, *events, *rec), whole);
   // The result's hash is still rebuilt when the outcome's event is among those appended.
-  EXPECT_EQ(json::parse(whole)[2][2]["result_sha256"], true);
+  EXPECT_EQ(json::parse(whole)[3][2]["result_sha256"], true);
 }
 
 // The received data written straight as text is the canonical text of ReceivedData, whatever the
@@ -208,10 +209,10 @@ TEST_F(OwnPathLedgerTest, AResultsHashIsReplacedInCanonicalTextAsInTheParsedData
   }
   // Replaced where it should be: the first data's hash became true, the fourth's nested one did not.
   EXPECT_EQ(json::parse(Ledger::EncodeOwnPath({stack_->ledger.MakeEventJson({}, "T", "user-1", datas[0])},
-                                              rec))[0][2]["result_sha256"],
+                                              rec))[1][2]["result_sha256"],
             true);
   EXPECT_EQ(json::parse(Ledger::EncodeOwnPath({stack_->ledger.MakeEventJson({}, "T", "user-1", datas[3])},
-                                              rec))[0][2]["result"]["result_sha256"],
+                                              rec))[1][2]["result"]["result_sha256"],
             sha);
 }
 
@@ -257,35 +258,35 @@ TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
       {"edited data",
        [&](store::Item& item) {
          json list = events_of(item);
-         list[1][2]["probe"] = true;
+         list[2][2]["probe"] = true;
          set_events(item, list);
        },
        "event 3 does not match the hash its record holds"},
       {"edited time",
        [&](store::Item& item) {
          json list = events_of(item);
-         list[2][1] = list[2][1].get<int64_t>() + 1000;
+         list[3][1] = list[3][1].get<int64_t>() + 1000;
          set_events(item, list);
        },
        "event 3 does not match the hash its record holds"},
       {"edited actor",
        [&](store::Item& item) {
          json list = events_of(item);
-         list[1].push_back("someone-else");
+         list[2].push_back("someone-else");
          set_events(item, list);
        },
        "event 3 does not match the hash its record holds"},
       {"last removed",
        [&](store::Item& item) {
          json list = events_of(item);
-         list.erase(2);
+         list.erase(3);
          set_events(item, list);
        },
        "event 3, the last its record names, is missing"},
       {"middle removed",
        [&](store::Item& item) {
          json list = events_of(item);
-         list.erase(1);
+         list.erase(2);
          set_events(item, list);
        },
        "event 3, the last its record names, is missing"},
@@ -303,11 +304,40 @@ TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
       {"record's intent key edited beside a written-out EXECUTION_RECEIVED",
        [&](store::Item& item) {
          json list = events_of(item);
-         list[0][2] = json::parse(ExecutionStore::ReceivedText(*ExecutionStore::FromItem(item)));
+         list[1][2] = json::parse(ExecutionStore::ReceivedText(*ExecutionStore::FromItem(item)));
          set_events(item, list);
          item["intent_key"] = "forged-key";
        },
        "its record's intent_key 'forged-key' differs from EXECUTION_RECEIVED's"},
+      // The input a replay sends is covered by EXECUTION_RECEIVED's input_hash, rebuilt from the record.
+      {"record's input edited", [&](store::Item& item) { item["input_json"] = R"({"k":"forged"})"; },
+       "event 3 does not match the hash its record holds"},
+      {"record's input removed", [&](store::Item& item) { item.erase("input_json"); },
+       "event 3 does not match the hash its record holds"},
+      {"record's input edited beside a written-out EXECUTION_RECEIVED",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[1][2] = json::parse(ExecutionStore::ReceivedText(*ExecutionStore::FromItem(item)));
+         set_events(item, list);
+         item["input_json"] = R"({"k":"forged"})";
+       },
+       "its record's input_hash"},
+      // Without its header the list reads as one written before EXECUTION_RECEIVED carried the
+      // input's hash: another EXECUTION_RECEIVED, so other hashes.
+      {"header removed",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list.erase(0);
+         set_events(item, list);
+       },
+       "event 3 does not match the hash its record holds"},
+      {"header changed",
+       [&](store::Item& item) {
+         json list = events_of(item);
+         list[0]["v"] = 3;
+         set_events(item, list);
+       },
+       "the events its record holds cannot be read"},
       // One event past the anchor is a crash's trailing item, never one the record holds (written with
       // its anchor in one write): an event added to the list fails.
       {"event added",
@@ -320,7 +350,7 @@ TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
       {"time beyond a year",
        [&](store::Item& item) {
          json list = events_of(item);
-         list[1][1] = int64_t{9'000'000'000'000'000'000};
+         list[2][1] = int64_t{9'000'000'000'000'000'000};
          set_events(item, list);
        },
        "the events its record holds cannot be read"},
@@ -338,6 +368,31 @@ TEST_F(OwnPathLedgerTest, VerifyCatchesEveryChangeToTheEventsARecordHolds) {
     PutRecordItem(id, original);
     EXPECT_EQ(Verify(), "") << c.name << ": restored";
   }
+}
+
+// A list written before EXECUTION_RECEIVED carried the input's hash (no header; its RECEIVED rebuilt
+// without it) reads and verifies as it did, and a close appends to it in its own form.
+TEST_F(OwnPathLedgerTest, AListWrittenBeforeTheInputWasCoveredReadsAsItDid) {
+  const json done = Call();
+  ASSERT_EQ(done["outcome"], "SUCCEEDED") << done;
+  const std::string id = done["execution_id"];
+  store::Item item = RecordItem(id);
+  json list = json::parse(item.at("events").as_string());
+  list.erase(0);  // as an earlier version wrote it
+  item["events"] = list.dump();
+  auto earlier = ExecutionStore::FromItem(item);
+  ASSERT_TRUE(earlier.ok()) << earlier.status();
+  auto events = Ledger::DecodeOwnPath(*earlier);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ(json::parse((*events)[0].data), ExecutionStore::ReceivedData(*earlier, /*with_input=*/false));
+  EXPECT_FALSE(json::parse((*events)[0].data).contains("input_hash"));
+  item["last_hash"] = events->back().hash;  // its anchor, as that version wrote it
+  PutRecordItem(id, item);
+  EXPECT_EQ(Verify(), "");
+  // A close extending a list of that form (the opening's two events) keeps its form.
+  const std::string prefix = json(json::array({list[0], list[1]})).dump();
+  EXPECT_EQ(Ledger::ExtendOwnPath(prefix, 2, *events, *earlier), item.at("events").as_string());
 }
 
 TEST_F(OwnPathLedgerTest, LaterEventsAreItemsAfterTheRecordsOwnAndAnchoredByIt) {

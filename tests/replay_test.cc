@@ -11,6 +11,10 @@
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
+#include "toolgate/clock.h"
+#include "toolgate/services/execution_store.h"
+#include "toolgate/services/ledger.h"
+#include "toolgate/store/sqlite_item_store.h"
 
 namespace toolgate {
 namespace {
@@ -37,6 +41,21 @@ class ReplayTest : public ::testing::Test {
                            json body = {{"replay_reason", "downstream recovered"}, {"requested_by", "oncall@acme"}}) {
     if (force) body["force"] = true;
     return gw_->Public("POST", "/v1/executions/" + id + "/replay", body.dump(), token);
+  }
+  // `n` replays of `id` sent at once (threads released together), their answers in thread order.
+  std::vector<api::ClientResult> ReplaysAtOnce(int n, const std::string& id, const std::string& token,
+                                               bool force = false) {
+    std::vector<api::ClientResult> results(static_cast<size_t>(n));
+    std::barrier start(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        results[static_cast<size_t>(i)] = Replay(id, token, force);
+      });
+    }
+    for (auto& t : threads) t.join();
+    return results;
   }
   std::vector<std::string> Types(const std::string& id, const std::string& token) {
     std::vector<std::string> types;
@@ -164,6 +183,42 @@ TEST_F(ReplayTest, AKeptReplayResultItsReplayDoesNotVouchForAnswersNothing) {
   EXPECT_EQ(crm_.total(), 2);
 }
 
+// What a replay sends is the record's input only as its chain vouches for it (EXECUTION_RECEIVED
+// carries the input's hash): an input edited in the store is not sent; restored, it is.
+TEST_F(ReplayTest, AnInputItsChainDoesNotVouchForIsNotSent) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&](const auto&) { return healthy ? Reply{200, R"({"ok":1})"} : Reply{503, "{}"}; });
+  const std::string id = Body(gw_->Invoke("crm.x", {{"input", {{"amount", 10}}}}, user_))["execution_id"];
+  ASSERT_EQ(crm_.total(), 1);
+  healthy = true;
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  auto run = [&](const std::string& sql) {
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+    EXPECT_EQ(sqlite3_changes(db), 1) << sql;
+  };
+  const std::string where = " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + id + "'";
+  run("UPDATE items SET attrs = json_set(attrs, '$.input_json', replace(json_extract(attrs, '$.input_json'), "
+      "'10', '10000'))" +
+      where);
+  auto forged = Replay(id, operator_);
+  EXPECT_EQ(forged.status, 503) << forged.body;
+  EXPECT_EQ(Body(forged)["error"], "store_unavailable") << forged.body;
+  EXPECT_EQ(crm_.total(), 1) << "the edited input was sent";
+
+  run("UPDATE items SET attrs = json_set(attrs, '$.input_json', replace(json_extract(attrs, '$.input_json'), "
+      "'10000', '10'))" +
+      where);
+  sqlite3_close(db);
+  auto replayed = Replay(id, operator_);
+  ASSERT_EQ(replayed.status, 200) << replayed.body;
+  EXPECT_EQ(Body(replayed)["outcome"], "SUCCEEDED");
+  ASSERT_EQ(crm_.total(), 2);
+  EXPECT_EQ(json::parse(crm_.requests().back().body), json({{"amount", 10}}));
+}
+
 TEST_F(ReplayTest, EveryRefusal) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
   const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];
@@ -192,16 +247,7 @@ TEST_F(ReplayTest, ConcurrentReplaysOfOneOriginalReachTheDownstreamOnce) {
   crm_.set_behavior([&](const auto&) { return healthy ? Reply{200, "{}", {}, 300} : Reply{503, "{}"}; });
   const std::string id = Body(gw_->Invoke("crm.x", {{"input", json::object()}}, user_))["execution_id"];
   healthy = true;
-  std::vector<api::ClientResult> results(3);
-  std::barrier start(3);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 3; ++i) {
-    threads.emplace_back([&, i] {
-      start.arrive_and_wait();
-      results[static_cast<size_t>(i)] = Replay(id, operator_);
-    });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<api::ClientResult> results = ReplaysAtOnce(3, id, operator_);
   EXPECT_EQ(crm_.total(), 2) << "the original and exactly one replay";
   int ok = 0, in_progress = 0;
   for (const auto& r : results) {
@@ -222,16 +268,7 @@ TEST_F(ReplayTest, ConcurrentForcedReplaysRunOneAtATimeAndAFailedOneGivesTheSucc
   const json keyed = {{"input", {{"to", "x"}}}, {"idempotency_key", "send-1"}};
   const std::string id = Body(gw_->Invoke("crm.send", keyed, user_))["execution_id"];
   ASSERT_EQ(crm_.total(), 1);
-  std::vector<api::ClientResult> results(3);
-  std::barrier start(3);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 3; ++i) {
-    threads.emplace_back([&, i] {
-      start.arrive_and_wait();
-      results[static_cast<size_t>(i)] = Replay(id, admin_, /*force=*/true);
-    });
-  }
-  for (auto& t : threads) t.join();
+  const std::vector<api::ClientResult> results = ReplaysAtOnce(3, id, admin_, /*force=*/true);
   EXPECT_EQ(crm_.total(), 2) << "the original and exactly one forced replay";
   std::string forced_id;
   int in_progress = 0;
@@ -317,16 +354,33 @@ TEST_F(ReplayTest, AnExecutionAbandonedInProgressCanBeReplayedOnceNoGatewayCanSt
   EXPECT_EQ(refused.status, 409) << refused.body;
   EXPECT_EQ(Body(refused)["error"], "execution_in_progress");
 
-  // An hour later (timeout 1 s + the intent's 30 s hold + the skew allowed are long past).
+  // An hour later (timeout 1 s + the intent's 30 s hold + the skew allowed are long past): the record
+  // and its chain as an hour-old call's would be (its events' times move with it, and so do their
+  // hashes and the record's anchor), the intent's hold likewise.
   gw_->Terminate();
+  {
+    SystemClock clock;
+    store::SqliteItemStore::Options o;
+    o.path = dir_.file("store.db");
+    o.sweep_interval_ms = 0;
+    auto opened = store::SqliteItemStore::Open(o, clock);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    store::ItemStore& items = **opened;
+    const store::ItemKey key = ExecutionStore::Key("acme", id);
+    auto item = items.Get(key);
+    ASSERT_TRUE(item.ok() && item->has_value()) << item.status();
+    store::Item aged = **item;
+    aged["created_at_ms"] = store::GetInt(aged, "created_at_ms").value() - 3'600'000;
+    auto rec = ExecutionStore::FromItem(aged);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    auto events = Ledger::DecodeOwnPath(*rec);
+    ASSERT_TRUE(events.ok() && !events->empty()) << events.status();
+    ASSERT_EQ(static_cast<int64_t>(events->size()), rec->last_seq);
+    aged["last_hash"] = events->back().hash;
+    ASSERT_TRUE(items.Put(key, aged, store::Condition::Always()).ok());
+  }
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  const std::string age =
-      "UPDATE items SET attrs = json_set(attrs, '$.created_at_ms', "
-      "json_extract(attrs, '$.created_at_ms') - 3600000) WHERE sk = 'EXEC#" +
-      id + "'";
-  ASSERT_EQ(sqlite3_exec(db, age.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
-  EXPECT_EQ(sqlite3_changes(db), 1);
   const char* hold_over =
       "UPDATE items SET attrs = json_set(attrs, '$.held_until_ms', "
       "json_extract(attrs, '$.held_until_ms') - 3600000) WHERE sk = 'INTENT#k-9'";

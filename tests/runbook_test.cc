@@ -93,10 +93,10 @@ std::string DeleteEvents(const std::string& chain, int64_t from_seq) {
 }
 
 // Keeps the first `keep` of the events a record holds (DESIGN §16: the call's own path is in its
-// execution record, `events`, a JSON text); `where` selects the record.
+// execution record, `events`, a JSON text, after its header `{"v":2}`); `where` selects the record.
 std::string KeepOwnEvents(const std::string& where, int keep) {
   return "UPDATE items SET attrs = json_set(attrs, '$.events', (SELECT json_group_array(json(value)) || '' FROM "
-         "json_each(json_extract(attrs, '$.events')) WHERE key < " +
+         "json_each(json_extract(attrs, '$.events')) WHERE key <= " +
          std::to_string(keep) + ")) WHERE " + where;
 }
 

@@ -4,6 +4,7 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/services/ledger_verifier.h"
 
 namespace toolgate {
 
@@ -71,6 +72,20 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
     return Refusal(InvokeError::kExecutionInProgress,
                    "this execution has not finished yet; replay it once it has an outcome");
   }
+  // What a replay sends (the input, the intent key, the tool) is the record's: only as its chain
+  // vouches for it (EXECUTION_RECEIVED carries the input's hash). A record that disagrees with its
+  // chain (edited in the store; `ledger verify` names it) is not replayed.
+  absl::StatusOr<std::vector<LedgerEvent>> chain = ledger_.ReadExecution(*original);
+  absl::Status agrees =
+      chain.ok() ? LedgerVerifier::CheckExecution(*original, who.tenant_id, *chain, nullptr) : chain.status();
+  if (!agrees.ok() && !absl::IsDataLoss(agrees)) {
+    return Refusal(InvokeError::kStoreUnavailable, "the store cannot be read right now");
+  }
+  if (!agrees.ok()) {
+    spdlog::error("execution {}: {}: not replayed (ledger verify)", original->execution_id, agrees.ToString());
+    return Refusal(InvokeError::kStoreUnavailable,
+                   "this execution's record does not agree with its ledger; run `toolgate ledger verify`");
+  }
   // The result it keeps from a replay that succeeded answers this replay without the downstream: only
   // as that replay vouches for it (a replay of this original, with that result, or gone with its
   // retention). One that disagrees (edited in the store; `ledger verify` names it) answers nothing.
@@ -79,13 +94,10 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
     if (!replay.ok() && !absl::IsNotFound(replay.status())) {
       return Refusal(InvokeError::kStoreUnavailable, "the store cannot be read right now");
     }
-    const bool vouched = replay.ok()
-                             ? replay->replay_of == original->execution_id && replay->outcome == Outcome::kSucceeded &&
-                                   replay->result_json == original->replay_result_json
-                             : original->replay_expires_at_s <= clock_.now_epoch_sec();
-    if (!vouched) {
-      spdlog::error("execution {}: the replay result it keeps names {}, which does not vouch for it (ledger verify)",
-                    original->execution_id, original->replay_succeeded_in);
+    if (const std::string wrong =
+            ReplayResultVouchProblem(*original, replay.ok() ? &*replay : nullptr, clock_.now_epoch_sec());
+        !wrong.empty()) {
+      spdlog::error("execution {}: {}: not answered from it (ledger verify)", original->execution_id, wrong);
       return Refusal(InvokeError::kStoreUnavailable,
                      "this execution's record does not agree with its ledger; run `toolgate ledger verify`");
     }

@@ -246,7 +246,7 @@ class ToolInvoker::Admission {
     rec.idempotency_key = req.idempotency_key;
     rec.intent_key = req.replay ? req.replay->original_intent_key
                                 : (req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key);
-    rec.input_hash = Sha256Hex(absl::StrCat(req.tool_name, "\n", req.input_json));
+    rec.input_hash = ExecutionStore::InputHash(req.tool_name, req.input_json);
     rec.input_json = req.input_json;
     if (req.replay) rec.replay_of = req.replay->original_id;
     rec.created_at_ms = s_.clock.now_epoch_ms();
@@ -737,14 +737,12 @@ class ToolInvoker::Admission {
   InvokeResult IntentHit(const IntentStore::Claim& claim) {
     auto original = s_.executions.Get(rec().tenant_id, claim.execution_id);
     if (!original.ok() && !absl::IsNotFound(original.status())) return StoreUnavailable(original.status());
-    const bool gone_too_soon = !original.ok() && claim.execution_expires_at_s > s_.clock.now_epoch_sec();
-    const bool disagrees =
-        original.ok() && (original->intent_key != rec().intent_key || original->outcome != Outcome::kSucceeded ||
-                          original->result_json != claim.result_json);
-    if (gone_too_soon || disagrees) {
-      spdlog::error("tenant {}: intent {} names execution {}, which {}: not answered from it (ledger verify)",
-                    rec().tenant_id, rec().intent_key, claim.execution_id,
-                    gone_too_soon ? "is missing" : "does not vouch for its result");
+    if (const std::string wrong =
+            IntentVouchProblem(original.ok() ? &*original : nullptr, claim.execution_id, rec().intent_key,
+                               claim.result_json, claim.execution_expires_at_s, s_.clock.now_epoch_sec());
+        !wrong.empty()) {
+      spdlog::error("tenant {}: intent {}: {}: not answered from it (ledger verify)", rec().tenant_id, rec().intent_key,
+                    wrong);
       return StoreUnavailable(absl::DataLossError("an intent its execution does not vouch for"));
     }
     if (original.ok()) {

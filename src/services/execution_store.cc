@@ -66,11 +66,12 @@ absl::StatusOr<ExecutionRecord> ExecutionStore::FromItem(const Item& item) {
   r.intent_key = s("intent_key");
   if (r.intent_key.empty()) r.intent_key = r.execution_id;  // not stored when it is the execution's id
   r.idempotency_key = s("idempotency_key");
-  r.input_hash = s("input_hash");
   r.replay_of = s("replay_of");
   r.result_json = s("result_json");
   r.input_json = s("input_json");
-  if (r.input_hash.empty()) r.input_hash = Sha256Hex(absl::StrCat(r.tool_name, "\n", r.input_json));  // not stored
+  // Always the hash of the input the record holds (never stored): the chain vouches for the input
+  // through it.
+  r.input_hash = InputHash(r.tool_name, r.input_json);
   r.replay_succeeded_in = s("replay_succeeded_in");
   r.replay_result_json = s("replay_result_json");
   r.replay_expires_at_s = store::GetInt(item, "replay_expires_at_s").value_or(0);
@@ -134,23 +135,36 @@ store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r, std:
                                      store::ReturnValues::kNone);
 }
 
-nlohmann::json ExecutionStore::ReceivedData(const ExecutionRecord& r) {
-  return {{"tool_name", r.tool_name},
-          {"connector_id", r.connector_id},
-          {"action_type", r.action_type},
-          {"tenant_id", r.tenant_id},
-          {"intent_key", r.intent_key}};
+std::string ExecutionStore::InputHash(std::string_view tool_name, std::string_view input_json) {
+  std::string text;
+  text.reserve(tool_name.size() + 1 + input_json.size());
+  text.append(tool_name).append(1, '\n').append(input_json);
+  return Sha256Hex(text);
 }
 
-std::string ExecutionStore::ReceivedText(const ExecutionRecord& r) {
+nlohmann::json ExecutionStore::ReceivedData(const ExecutionRecord& r, bool with_input) {
+  nlohmann::json data = {{"tool_name", r.tool_name},
+                         {"connector_id", r.connector_id},
+                         {"action_type", r.action_type},
+                         {"tenant_id", r.tenant_id},
+                         {"intent_key", r.intent_key}};
+  if (with_input) data["input_hash"] = r.input_hash;
+  return data;
+}
+
+std::string ExecutionStore::ReceivedText(const ExecutionRecord& r, bool with_input) {
   // The keys in the order a canonical object has them (sorted); strings as the canonical text writes them.
   std::string text;
   text.reserve(96 + r.action_type.size() + r.connector_id.size() + r.intent_key.size() + r.tenant_id.size() +
-               r.tool_name.size());
+               r.tool_name.size() + (with_input ? 16 + r.input_hash.size() : 0));
   text += R"({"action_type":)";
   store::AppendJsonString(text, r.action_type);
   text += R"(,"connector_id":)";
   store::AppendJsonString(text, r.connector_id);
+  if (with_input) {
+    text += R"(,"input_hash":)";
+    store::AppendJsonString(text, r.input_hash);
+  }
   text += R"(,"intent_key":)";
   store::AppendJsonString(text, r.intent_key);
   text += R"(,"tenant_id":)";
@@ -408,6 +422,44 @@ absl::Status ExecutionStore::ForEach(
     if (!page.last_key) return absl::OkStatus();
     req.after = page.last_key;
   }
+}
+
+std::string IntentVouchProblem(const ExecutionRecord* found, const std::string& execution_id,
+                               std::string_view intent_key, std::string_view result_json, int64_t kept_until_s,
+                               int64_t now_s) {
+  if (found == nullptr) {
+    if (kept_until_s <= now_s) return {};
+    return absl::StrCat("it names execution ", execution_id, ", which is missing though its retention runs until ",
+                        kept_until_s);
+  }
+  if (found->intent_key != intent_key) {
+    return absl::StrCat("it names execution ", execution_id, ", which ran for another key");
+  }
+  if (found->outcome != Outcome::kSucceeded) {
+    return absl::StrCat("it names execution ", execution_id, ", which did not succeed");
+  }
+  if (found->result_json != result_json)
+    return absl::StrCat("its result is not the result of execution ", execution_id);
+  return {};
+}
+
+std::string ReplayResultVouchProblem(const ExecutionRecord& original, const ExecutionRecord* replay, int64_t now_s) {
+  const std::string& named = original.replay_succeeded_in;
+  if (replay == nullptr) {
+    if (original.replay_expires_at_s <= now_s) return {};
+    return absl::StrCat("the replay whose result its record keeps for replays, ", named,
+                        ", is missing though its retention runs until ", original.replay_expires_at_s);
+  }
+  if (replay->replay_of != original.execution_id) {
+    return absl::StrCat("the result its record keeps for replays names ", named, ", which is not one of its replays");
+  }
+  if (replay->outcome != Outcome::kSucceeded) {
+    return absl::StrCat("the result its record keeps for replays names ", named, ", which did not succeed");
+  }
+  if (replay->result_json != original.replay_result_json) {
+    return absl::StrCat("the result its record keeps for replays is not the result of its replay ", named);
+  }
+  return {};
 }
 
 }  // namespace toolgate

@@ -210,6 +210,11 @@ store::WriteRequest Ledger::EventItemRequest(const std::string& chain, const Led
 namespace {
 
 constexpr char kReceived[] = "EXECUTION_RECEIVED";
+// The first element of a list of a call's own events whose EXECUTION_RECEIVED carries the input's
+// hash (ExecutionStore::ReceivedText's `with_input`): every list written since. A list without it is
+// read as before; an earlier version, which cannot rebuild that EXECUTION_RECEIVED, finds a list it
+// cannot read (kDataLoss) rather than one it would hash wrongly and append after.
+constexpr char kOwnPathHeader[] = R"([{"v":2})";
 constexpr char kResultSha256[] = "result_sha256";
 
 }  // namespace
@@ -220,6 +225,7 @@ namespace {
 struct OwnPathContext {
   const ExecutionRecord& record;
   std::string actor;                         // ExecutionStore::ChainActor
+  bool with_input;                           // the list's EXECUTION_RECEIVED carries the input's hash
   std::optional<std::string> received;       // EXECUTION_RECEIVED's data, canonical
   std::optional<std::string> result_sha256;  // the SHA-256 of the record's result_json
 };
@@ -285,7 +291,7 @@ std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
   text += ',';
   text += std::to_string(e.at_ms - c.record.created_at_ms);
   text += ',';
-  if (e.type == kReceived && !c.received) c.received = ExecutionStore::ReceivedText(c.record);
+  if (e.type == kReceived && !c.received) c.received = ExecutionStore::ReceivedText(c.record, c.with_input);
   if (e.type == kReceived && e.data == *c.received) {
     text += "null";  // EXECUTION_RECEIVED's data, rebuilt from the record
   } else if (e.data_canonical && e.data.find(kResultSha256) == std::string::npos) {
@@ -332,7 +338,8 @@ std::string EncodeOwnEvent(const LedgerEvent& e, OwnPathContext& c) {
 std::string AppendOwnEvents(std::string list, const std::vector<LedgerEvent>& events, size_t from,
                             const ExecutionRecord& record) {
   if (from >= events.size()) return list;
-  OwnPathContext context{record, ExecutionStore::ChainActor(record), std::nullopt, std::nullopt};
+  OwnPathContext context{record, ExecutionStore::ChainActor(record), list.starts_with(kOwnPathHeader), std::nullopt,
+                         std::nullopt};
   list.pop_back();  // the closing ']'
   for (size_t i = from; i < events.size(); ++i) {
     if (list.size() > 1) list += ',';
@@ -345,7 +352,7 @@ std::string AppendOwnEvents(std::string list, const std::vector<LedgerEvent>& ev
 }  // namespace
 
 std::string Ledger::EncodeOwnPath(const std::vector<LedgerEvent>& events, const ExecutionRecord& record) {
-  return AppendOwnEvents("[]", events, 0, record);
+  return AppendOwnEvents(absl::StrCat(kOwnPathHeader, "]"), events, 0, record);
 }
 
 std::string Ledger::ExtendOwnPath(std::string_view encoded, size_t encoded_count,
@@ -370,7 +377,10 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
   if (!list.is_array()) return bad("not a JSON array");
   const std::string actor = ExecutionStore::ChainActor(record);
   std::string prev;
+  const bool with_input = !list.empty() && list.front().is_object();
+  if (with_input && list.front() != nlohmann::json{{"v", 2}}) return bad("its first element is not {\"v\":2}");
   for (const nlohmann::json& one : list) {
+    if (&one == &list.front() && with_input) continue;
     // An event's time is within a year of its record's (a call ends long before).
     constexpr int64_t kMaxOffsetMs = int64_t{366} * 86'400'000;
     if (!one.is_array() || one.size() < 3 || one.size() > 4 || !one[0].is_string() || !one[1].is_number_integer() ||
@@ -386,7 +396,7 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::DecodeOwnPath(const ExecutionRe
     e.actor = one.size() == 4 ? one[3].get<std::string>() : actor;
     if (one[2].is_null()) {
       if (e.type != kReceived) return bad(absl::StrCat("event ", e.seq, " (", e.type, ") has no data"));
-      e.data = ExecutionStore::ReceivedText(record);
+      e.data = ExecutionStore::ReceivedText(record, with_input);
     } else {
       nlohmann::json data = one[2];
       if (data.is_object()) {

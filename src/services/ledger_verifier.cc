@@ -79,7 +79,7 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
   const json d = Data(*received);
   for (auto [field, value] : {std::pair{"tenant_id", &r.tenant_id}, std::pair{"tool_name", &r.tool_name},
                               std::pair{"connector_id", &r.connector_id}, std::pair{"action_type", &r.action_type},
-                              std::pair{"intent_key", &r.intent_key}}) {
+                              std::pair{"intent_key", &r.intent_key}, std::pair{"input_hash", &r.input_hash}}) {
     if (d.contains(field) && d[field] != *value) {
       return Bad(
           absl::StrCat("its record's ", field, " '", *value, "' differs from EXECUTION_RECEIVED's ", d[field].dump()));
@@ -205,20 +205,12 @@ absl::Status LedgerVerifier::CheckIntents(Report& report) {
         report.problem = absl::StrCat("intent ", intent_key, " of tenant ", tenant, ": ", what);
       };
       absl::StatusOr<ExecutionRecord> r = executions_.Get(tenant, execution_id);
-      if (absl::IsNotFound(r.status())) {
-        const int64_t kept_until = store::GetInt(item, "execution_expires_at_s").value_or(0);
-        if (kept_until <= now_s) continue;
-        problem(absl::StrCat("it names execution ", execution_id, ", which is missing though its retention runs until ",
-                             kept_until));
-        return absl::OkStatus();
-      }
-      if (!r.ok()) return r.status();
-      if (r->intent_key != intent_key) {
-        problem(absl::StrCat("it names execution ", execution_id, ", which ran for another key"));
-        return absl::OkStatus();
-      }
-      if (r->result_json != store::GetString(item, "result_json").value_or("")) {
-        problem(absl::StrCat("its result is not the result of execution ", execution_id));
+      if (!r.ok() && !absl::IsNotFound(r.status())) return r.status();
+      if (std::string wrong = IntentVouchProblem(r.ok() ? &*r : nullptr, execution_id, intent_key,
+                                                 store::GetString(item, "result_json").value_or(""),
+                                                 store::GetInt(item, "execution_expires_at_s").value_or(0), now_s);
+          !wrong.empty()) {
+        report.problem = absl::StrCat("intent ", intent_key, " of tenant ", tenant, ": ", wrong);
         return absl::OkStatus();
       }
       ++report.intents;
@@ -257,17 +249,7 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     if (!r.replay_result_json.empty()) {
       absl::StatusOr<ExecutionRecord> replay = executions_.Get(tenant, r.replay_succeeded_in);
       if (!replay.ok() && !absl::IsNotFound(replay.status())) return replay.status();
-      std::string wrong;
-      if (!replay.ok() && r.replay_expires_at_s > now_s) {
-        wrong = absl::StrCat("the replay whose result its record keeps for replays, ", r.replay_succeeded_in,
-                             ", is missing though its retention runs until ", r.replay_expires_at_s);
-      } else if (replay.ok() && replay->replay_of != r.execution_id) {
-        wrong = absl::StrCat("the result its record keeps for replays names ", r.replay_succeeded_in,
-                             ", which is not one of its replays");
-      } else if (replay.ok() && replay->result_json != r.replay_result_json) {
-        wrong = absl::StrCat("the result its record keeps for replays is not the result of its replay ",
-                             r.replay_succeeded_in);
-      }
+      const std::string wrong = ReplayResultVouchProblem(r, replay.ok() ? &*replay : nullptr, now_s);
       if (!wrong.empty()) {
         report.problem = absl::StrCat("execution ", r.execution_id, ": ", wrong);
         return absl::CancelledError("stop at the first problem");

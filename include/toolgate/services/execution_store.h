@@ -30,7 +30,7 @@ struct ExecutionRecord {
   std::string reason;
   std::string intent_key;
   std::string idempotency_key;
-  std::string input_hash;
+  std::string input_hash;  // InputHash(tool_name, input_json), never stored
   std::string replay_of;
   std::string result_json;  // the downstream JSON of a success
   std::string input_json;   // the canonical input, kept so the execution can be replayed
@@ -65,9 +65,13 @@ class ExecutionStore {
 
   // The data of the chain's EXECUTION_RECEIVED: what the record says of the call, so that an edited
   // record breaks its chain (and an embedded RECEIVED is rebuilt from the record, not stored twice).
-  static nlohmann::json ReceivedData(const ExecutionRecord& record);
-  // ReceivedData(record) as canonical JSON text (as the ledger's hashes spell it), written directly.
-  static std::string ReceivedText(const ExecutionRecord& record);
+  // With `with_input` (every chain begun since chains carried it), also the record's `input_hash`
+  // (SHA-256 of the tool name, "\n" and the input): the input a replay sends is the chain's too.
+  static nlohmann::json ReceivedData(const ExecutionRecord& record, bool with_input = true);
+  // ReceivedData(record, with_input) as canonical JSON text (as the ledger's hashes spell it), written directly.
+  static std::string ReceivedText(const ExecutionRecord& record, bool with_input = true);
+  // The input's hash as the record's input is: SHA-256 of the tool name, "\n" and `input_json`.
+  static std::string InputHash(std::string_view tool_name, std::string_view input_json);
   // Who the chain's events of the call's own path are by: the token's sub, or `tenant:<tenant>`.
   static std::string ChainActor(const ExecutionRecord& record);
 
@@ -153,5 +157,20 @@ class ExecutionStore {
   mutable absl::Mutex tenants_mu_;
   std::set<std::string, std::less<>> tenants_written_ ABSL_GUARDED_BY(tenants_mu_);
 };
+
+// Whether an execution vouches for what another record keeps of it (S12), decided once for `ledger
+// verify` and for the calls the kept result would answer. Each returns what is wrong, in words that
+// name the execution; empty: it vouches. `found` is the execution named (nullptr: not found); a
+// missing one vouches only once past the expiry the keeping record holds (0: not known, as records
+// written before they kept it), for an intent and an original outlive the executions they name.
+//
+// The result a SUCCEEDED intent answers repeats of its key with: that of an execution of this key
+// that succeeded with it.
+std::string IntentVouchProblem(const ExecutionRecord* found, const std::string& execution_id,
+                               std::string_view intent_key, std::string_view result_json, int64_t kept_until_s,
+                               int64_t now_s);
+// The result an original keeps from a replay that succeeded (`replay_succeeded_in`), answering its
+// later replays: that of a replay of this original that succeeded with it.
+std::string ReplayResultVouchProblem(const ExecutionRecord& original, const ExecutionRecord* replay, int64_t now_s);
 
 }  // namespace toolgate

@@ -120,7 +120,9 @@ class Ledger {
                             std::string canonical_data) const;
 
   // The events of a call's own path, seq 1..n of its chain, held in its execution record's `events`
-  // attribute (DESIGN §16): one write per commit instead of one per event. Each event is stored as
+  // attribute (DESIGN §16): one write per commit instead of one per event. The list opens with the
+  // header {"v":2} (its EXECUTION_RECEIVED carries the input's hash; a list without it, written
+  // before, is read and extended as it was). Each event is stored as
   // [type, ms after the record's created_at_ms, data, actor]: its hash and links are not stored but
   // recomputed (a change to any of them changes the chain's end, which the record's last_hash, or the
   // prev_hash of the first event item after them, still names), EXECUTION_RECEIVED's data is rebuilt

@@ -22,7 +22,8 @@ namespace toolgate {
 // its anchor names, with that event's hash — so a removed tail is caught — allowing at most one
 // trailing event the anchor does not cover yet (a crash between the event's write and the anchor's
 // on a store without multi-item transactions, DESIGN §17.1: reported, not failed), and (c) for an
-// execution, its record agrees with what the chain says: the tenant and tool of EXECUTION_RECEIVED,
+// execution, its record agrees with what the chain says: EXECUTION_RECEIVED's tenant, tool, connector,
+// action type, intent key and input hash,
 // the outcome of the final event, the SHA-256 of the result (`result_sha256`), and the partition the
 // record is stored under. So an edited outcome or result, or a record moved to another tenant, fails.
 //
