@@ -201,7 +201,9 @@ TEST_F(CircuitBreakerTest, AStuckProbeIsTakenOverAfterItsTimeoutAndItsLateResult
   ASSERT_TRUE(stuck.probe);
   clock_.advance(std::chrono::seconds(29));
   EXPECT_EQ(Ask().reason, DeferReason::kProbeInFlight);
-  clock_.advance(std::chrono::seconds(1));  // probe_timeout_s has passed
+  clock_.advance(std::chrono::seconds(1));  // probe_timeout_s has passed...
+  EXPECT_EQ(Ask().reason, DeferReason::kProbeInFlight);
+  clock_.advance(std::chrono::seconds(config_.max_clock_skew_s));  // ...and the clock skew allowed
   Permit second = Ask();
   ASSERT_TRUE(second.probe);
   EXPECT_GT(second.generation, stuck.generation);
@@ -371,6 +373,44 @@ TEST_F(CircuitBreakerTest, ACachedClosedBreakerSeesAnotherInstancesOpeningWithin
   EXPECT_TRUE(cached.RequestPermission(kConn, config_)->allowed);  // still within the cache time
   clock_.advance(std::chrono::milliseconds(1));
   EXPECT_FALSE(cached.RequestPermission(kConn, config_)->allowed);
+}
+
+// S1/S7: a live probe is never taken over, by a host whose clock runs up to max_clock_skew_s ahead
+// either, whatever the fraction of a second it was claimed at (its expiry is kept in whole seconds,
+// rounded up). A probe claimed at .760 of a second was taken over 3.24 s into a 4 s probe_timeout_s.
+TEST_F(CircuitBreakerTest, AProbeClaimOutlivesItsTimeoutOnEveryHostWithinTheSkew) {
+  Trip();
+  clock_.advance(std::chrono::milliseconds(20'760));  // past the cooldown, at .760 of a second
+  const int64_t claimed_ms = clock_.now_epoch_ms();
+  Permit probe = Ask();
+  ASSERT_TRUE(probe.probe);
+  // Another host, its clock max_clock_skew_s ahead, just before the claim's probe_timeout_s has run
+  // on the prober's clock: the claim holds.
+  ManualClock ahead(claimed_ms + (config_.probe_timeout_s + config_.max_clock_skew_s) * 1000 - 1);
+  CircuitBreakerService other(store_, ahead, "host-ahead");
+  auto denied = other.RequestPermission(kConn, config_);
+  ASSERT_TRUE(denied.ok()) << denied.status();
+  EXPECT_FALSE(denied->allowed) << "a live probe was taken over";
+  EXPECT_EQ(denied->reason, DeferReason::kProbeInFlight);
+  // Its timeout and the skew passed on that host's clock (kept in whole seconds, so within one
+  // more): taken over.
+  ahead.advance(std::chrono::milliseconds(1001));
+  auto taken = other.RequestPermission(kConn, config_);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_TRUE(taken->probe);
+  EXPECT_EQ(listener_.count(Cause::kProbeTakenOver), 0) << "the other instance has no listener";
+  EXPECT_GT(taken->generation, probe.generation);
+}
+
+// A cached snapshot ages by the monotonic clock: a wall clock stepped an hour back must not keep a
+// cached CLOSED fresh while another instance has opened the breaker.
+TEST_F(CircuitBreakerTest, ACachedSnapshotAgesByTheMonotonicClockNotTheWallClock) {
+  CircuitBreakerService cached(store_, clock_, "cached-instance", nullptr, /*cache_ms=*/250);
+  ASSERT_TRUE(cached.RequestPermission(kConn, config_)->allowed);
+  ASSERT_TRUE(breakers_.ForceOpen(kConn, config_).ok());   // another instance
+  clock_.set_epoch_ms(clock_.now_epoch_ms() - 3'600'000);  // a step back; monotonic time goes on
+  clock_.advance(std::chrono::milliseconds(250));
+  EXPECT_FALSE(cached.RequestPermission(kConn, config_)->allowed) << "an hour-old wall time kept the cache fresh";
 }
 
 TEST_F(CircuitBreakerTest, ACachedBreakerReadsAfreshWhenTheCooldownEndsSoOnlyOneProbeRuns) {

@@ -136,10 +136,15 @@ TEST(BreakerRulesTest, PlanFollowsTheStateMachine) {
   s.state = State::kHalfOpen;
   s.half_open_probe_in_flight = true;
   s.half_open_probe_expires_at = 130;
-  p = breaker::PlanPermission(s, c, 129'999);
+  // Taken over once the claim's expiry and the clock skew allowed (S7) have passed.
+  const int64_t take_over_ms = (130 + c.max_clock_skew_s) * 1000;
+  p = breaker::PlanPermission(s, c, take_over_ms - 1);
   EXPECT_EQ(p.step, PermissionPlan::Step::kDefer);
   EXPECT_EQ(p.reason, DeferReason::kProbeInFlight);
+  EXPECT_EQ(breaker::PlanPermission(s, c, take_over_ms).step, PermissionPlan::Step::kTakeOverProbe);
+  c.max_clock_skew_s = 0;
   EXPECT_EQ(breaker::PlanPermission(s, c, 130'000).step, PermissionPlan::Step::kTakeOverProbe);
+  c.max_clock_skew_s = 5;
   s.half_open_probe_in_flight = false;  // given back
   EXPECT_EQ(breaker::PlanPermission(s, c, 100'000).step, PermissionPlan::Step::kTakeOverProbe);
 

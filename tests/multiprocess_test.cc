@@ -165,13 +165,15 @@ TEST_P(MultiProcessTest, ASigkilledHoldersSlotsAndProbeComeBackWithoutAnOperator
   ASSERT_TRUE(*slots.Release(mine.back()));  // a live holder gives its slot back normally
   mine.clear();
 
-  // After probe_timeout_s the probe can be claimed again (S3).
+  // After probe_timeout_s and the clock skew allowed, as for slots, the probe can be claimed again (S3).
   clock.advance(std::chrono::seconds(30));
+  EXPECT_EQ(breakers.RequestPermission("crm", BreakerConfig())->reason, DeferReason::kProbeInFlight);
+  clock.advance(std::chrono::seconds(BreakerConfig().max_clock_skew_s));
   auto probe = breakers.RequestPermission("crm", BreakerConfig());
   ASSERT_TRUE(probe.ok());
   EXPECT_TRUE(probe->probe);
 
-  // Take the one free slot again; its lease runs until T0 + 30 s + 35 s.
+  // Take the one free slot again; its lease runs until T0 + 35 s + 35 s.
   lease = slots.TryAcquire("crm", config);
   ASSERT_TRUE(lease.ok() && lease->has_value());
   mine.push_back(**lease);

@@ -395,6 +395,28 @@ TEST_F(OwnPathLedgerTest, AListWrittenBeforeTheInputWasCoveredReadsAsItDid) {
   EXPECT_EQ(Ledger::ExtendOwnPath(prefix, 2, *events, *earlier), item.at("events").as_string());
 }
 
+// An intent is held for the call's timeout, its 30 s hold and the clock skew allowed (S7): a host
+// whose clock runs max_clock_skew_s ahead must not take a live intent over and send its key again.
+TEST_F(OwnPathLedgerTest, AnIntentInProgressIsHeldPastTheCallByTheClockSkew) {
+  const ConnectorConfig& crm = stack_->config.connectors.at("crm");
+  InvokeRequest r;
+  r.principal = {"user-1", "tenant-a", "", {}};
+  r.tool_name = "crm.update";
+  r.input_json = R"({"k":"v"})";
+  r.idempotency_key = "pay-7";
+  auto first = stack_->invoker.Admit(r);
+  ASSERT_TRUE(std::holds_alternative<std::unique_ptr<InvocationTicket>>(first)) << "the first call runs";
+  clock_.advance(std::chrono::milliseconds(crm.timeout_ms + 30'000 + crm.concurrency.max_clock_skew_s * 1000 - 1));
+  auto held = stack_->invoker.Admit(r);
+  ASSERT_TRUE(std::holds_alternative<InvokeResult>(held)) << "a live intent was taken over";
+  const json answer = api::InvocationBody(std::get<InvokeResult>(held));
+  EXPECT_EQ(answer["outcome"], "DEFERRED") << answer;
+  EXPECT_EQ(answer["reason"], "intent_in_progress") << answer;
+  clock_.advance(std::chrono::milliseconds(1));
+  auto taken = stack_->invoker.Admit(r);
+  EXPECT_TRUE(std::holds_alternative<std::unique_ptr<InvocationTicket>>(taken)) << "an abandoned intent stayed held";
+}
+
 TEST_F(OwnPathLedgerTest, LaterEventsAreItemsAfterTheRecordsOwnAndAnchoredByIt) {
   const json first = Call("order-1");
   ASSERT_EQ(first["outcome"], "SUCCEEDED") << first;

@@ -413,6 +413,38 @@ TEST(SqliteStoreTest, ReadsTakeAnItemsTtlFromItsRowsColumn) {
   EXPECT_FALSE(read->has_value()) << "the column says expired";
 }
 
+// The sweep deletes for every instance on the file by this host's wall clock: while that clock
+// stands stepped away from where monotonic time says it should be (a day ahead for a few seconds),
+// nothing is deleted; stepped back, or kept for kKeepClockStepAfterMs, sweeping resumes.
+TEST(SqliteStoreTest, TheSweepDeletesNothingWhileTheWallClockStandsStepped) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  auto store = OpenSqlite(path, clock);
+  const int64_t now = clock.now_epoch_sec();
+  ASSERT_TRUE(store->Put({"P", "intent"}, {{"ttl", now + 3600}}, Condition::Always()).ok());
+  ASSERT_TRUE(store->Put({"P", "old"}, {{"ttl", now + 5}}, Condition::Always()).ok());
+
+  clock.step_wall(std::chrono::hours(25));
+  EXPECT_EQ(*store->SweepExpired(), 0) << "a clock a day ahead swept live items";
+  clock.advance(std::chrono::seconds(1));
+  EXPECT_EQ(*store->SweepExpired(), 0) << "the second sweep of the step took it as the time";
+  clock.step_wall(-std::chrono::hours(25));
+  EXPECT_EQ(RawSql(path, "SELECT count(*) FROM items"), "2");
+  clock.advance(std::chrono::seconds(4));  // "old" has expired by the clock as it is again
+  EXPECT_EQ(*store->SweepExpired(), 1);
+  EXPECT_EQ(RawSql(path, "SELECT sk FROM items"), "intent");
+
+  // A step that stays is the clock's time once it has lasted long enough.
+  clock.step_wall(std::chrono::hours(2));
+  EXPECT_EQ(*store->SweepExpired(), 0);
+  clock.advance(std::chrono::milliseconds(SqliteItemStore::kKeepClockStepAfterMs - 1));
+  EXPECT_EQ(*store->SweepExpired(), 0);
+  clock.advance(std::chrono::milliseconds(1));
+  EXPECT_EQ(*store->SweepExpired(), 1);
+  EXPECT_EQ(RawSql(path, "SELECT count(*) FROM items"), "0");
+}
+
 TEST(SqliteStoreTest, SweepDeletesOnlyExpiredRows) {
   TempDir dir;
   ManualClock clock;

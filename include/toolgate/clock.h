@@ -39,6 +39,8 @@ class ManualClock final : public Clock {
 
   void advance(std::chrono::milliseconds d);
   void set_epoch_ms(int64_t epoch_ms);
+  // The wall clock stepped (an operator, NTP) by `d`, either way; monotonic time does not move.
+  void step_wall(std::chrono::milliseconds d);
 
  private:
   std::atomic<int64_t> epoch_ms_;

@@ -525,6 +525,7 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   }
   TableReader br(r.Table("breaker"), r.Key("breaker"), errors);
   ReadBreaker(br, c.breaker);
+  c.breaker.max_clock_skew_s = c.concurrency.max_clock_skew_s;  // one skew for slots and probe claims
   if (int64_t{c.breaker.probe_timeout_s} * 1000 <= c.timeout_ms) {
     br.Error("probe_timeout_s", absl::StrCat("must be longer than timeout_ms (", c.timeout_ms, " ms)"));
   }

@@ -44,6 +44,7 @@ absl::Status Validate(const Config& c) {
   if (c.cooldown_s < 1 || c.cooldown_s > 3600) return bad("cooldown_s", "must be in 1..3600");
   if (c.state_ttl_days < 1 || c.state_ttl_days > 3650) return bad("state_ttl_days", "must be in 1..3650");
   if (c.probe_timeout_s < 1) return bad("probe_timeout_s", "must be at least 1");
+  if (c.max_clock_skew_s < 0 || c.max_clock_skew_s > 300) return bad("max_clock_skew_s", "must be in 0..300");
   if (c.min_distinct_tenants < 1 || c.min_distinct_tenants > 100) {
     return bad("min_distinct_tenants", "must be in 1..100");
   }
@@ -71,10 +72,23 @@ PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t n
       if (s.half_open_probe_in_flight) return {Step::kDefer, DeferReason::kProbeInFlight, kProbeInFlightRetryMs};
       return {Step::kClaimProbe};
     case State::kHalfOpen:
-      if (!s.half_open_probe_in_flight || s.half_open_probe_expires_at <= now_sec) return {Step::kTakeOverProbe};
+      if (!s.half_open_probe_in_flight || ProbeClaimOver(s, config, now_ms)) return {Step::kTakeOverProbe};
       return {Step::kDefer, DeferReason::kProbeInFlight, kProbeInFlightRetryMs};
   }
   return {Step::kAllow};
+}
+
+int64_t ProbeExpiresAt(int64_t now_ms, const Config& config) {
+  const int64_t now_sec_ceil = now_ms >= 0 ? (now_ms + 999) / 1000 : now_ms / 1000;
+  return now_sec_ceil + config.probe_timeout_s;
+}
+
+int64_t ProbeTakeOverAt(int64_t probe_expires_at, const Config& config) {
+  return probe_expires_at + config.max_clock_skew_s;
+}
+
+bool ProbeClaimOver(const Snapshot& s, const Config& config, int64_t now_ms) {
+  return ProbeTakeOverAt(s.half_open_probe_expires_at, config) <= now_ms / 1000;
 }
 
 int64_t ThrottledUntil(int64_t now_ms, int64_t retry_after_s) {

@@ -31,6 +31,8 @@ void ManualClock::advance(milliseconds d) {
   monotonic_ms_.fetch_add(d.count());
 }
 
+void ManualClock::step_wall(milliseconds d) { epoch_ms_.fetch_add(d.count()); }
+
 void ManualClock::set_epoch_ms(int64_t epoch_ms) {
   const int64_t before = epoch_ms_.exchange(epoch_ms);
   // Monotonic time never goes back, even when wall time is set backwards.

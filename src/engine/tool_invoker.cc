@@ -70,6 +70,15 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 
 int64_t RetryAfterSeconds(int64_t ms) { return std::max<int64_t>(1, (ms + 999) / 1000); }
 
+// A TOOL_ATTEMPT_FAILED for each try that was followed by another, in order (§17.3).
+void AppendFailedAttempts(const DownstreamResult& result, std::vector<std::pair<std::string, json>>& events) {
+  for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
+    json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
+    if (a.status != 0) attempt["downstream_status"] = a.status;
+    events.push_back({"TOOL_ATTEMPT_FAILED", std::move(attempt)});
+  }
+}
+
 // OK when the first `required` writes of a batch were applied (the rest may be refused harmlessly).
 absl::Status RequireApplied(const std::vector<absl::StatusOr<store::WriteResult>>& results, size_t required) {
   for (size_t i = 0; i < results.size() && i < required; ++i) {
@@ -307,7 +316,10 @@ class ToolInvoker::Admission {
       co_return co_await std::move(deduplicated);
     }
     if (req.idempotency_key.empty() && !req.replay) co_return std::nullopt;
-    const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000);
+    // Held past the call's end by the clock skew allowed, as slots are (S7): a host whose clock runs
+    // that far ahead must not take a live intent over and send its key a second time.
+    const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000) +
+                            int64_t{connector().concurrency.max_clock_skew_s} * 1000;
     const bool forced = req.replay && req.replay->force;
     auto try_claim = Blocking(drive_, [this, hold_ms, forced] {
       return s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms,
@@ -1129,11 +1141,7 @@ asio::awaitable<std::optional<InvokeResult>> ToolInvoker::QueueThrottled(Ticket&
   const std::string actor = ExecutionStore::ChainActor(rec);
   std::vector<store::WriteRequest> writes = EnqueueRequests(item, order);
   std::vector<std::pair<std::string, json>> events;
-  for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
-    json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
-    if (a.status != 0) attempt["downstream_status"] = a.status;
-    events.push_back({"TOOL_ATTEMPT_FAILED", std::move(attempt)});
-  }
+  AppendFailedAttempts(result, events);
   json throttled = {{"attempt", static_cast<int64_t>(result.failed_attempts.size()) + 1},
                     {"reason", std::string(ToString(RequeueCause{RequeueReason::kThrottled}))},
                     {"latency_ms", result.latency_ms},
@@ -1300,12 +1308,7 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   if (k.intent == IntentEffect::kUnknown) data["outcome_unknown"] = true;
   if (rec.outcome == Outcome::kSucceeded) data["result_sha256"] = Sha256Hex(rec.result_json);
   std::vector<std::pair<std::string, json>> closing;
-  // Each attempt that was followed by another, in order, before the call's one final event (§17.3).
-  for (const DownstreamResult::FailedAttempt& a : result.failed_attempts) {
-    json attempt = {{"attempt", a.attempt}, {"reason", std::string(ToString(a.reason))}, {"latency_ms", a.latency_ms}};
-    if (a.status != 0) attempt["downstream_status"] = a.status;
-    closing.push_back({"TOOL_ATTEMPT_FAILED", std::move(attempt)});
-  }
+  AppendFailedAttempts(result, closing);  // before the call's one final event (§17.3)
   closing.push_back({rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", std::move(data)});
   if (t.request.replay) closing.push_back({"REPLAY_COMPLETED", json{{"outcome", rec.outcome}}});
   std::vector<store::WriteRequest> writes;

@@ -133,9 +133,12 @@ CircuitBreakerService::CircuitBreakerService(store::ItemStore& store, const Cloc
 
 std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view connector_id, int64_t now_ms) {
   if (cache_ms_ <= 0) return std::nullopt;
+  const int64_t mono_ms = MonotonicMs();
   absl::MutexLock lock(&cache_mu_);
   auto it = cache_.find(connector_id);
-  if (it == cache_.end() || now_ms - it->second.second >= cache_ms_) return std::nullopt;
+  // Its age by the monotonic clock: a wall clock stepped backwards must not keep a snapshot fresh
+  // (another instance's opening unseen for as long as the step).
+  if (it == cache_.end() || mono_ms - it->second.second >= cache_ms_) return std::nullopt;
   const breaker::Snapshot& s = it->second.first;
   // Only states whose answer needs no decision: CLOSED, and OPEN before its cooldown ends.
   if (s.state == State::kClosed) return s;
@@ -143,10 +146,15 @@ std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view 
   return std::nullopt;
 }
 
-void CircuitBreakerService::Remember(std::string_view connector_id, const breaker::Snapshot& s, int64_t now_ms) {
+void CircuitBreakerService::Remember(std::string_view connector_id, const breaker::Snapshot& s) {
   if (cache_ms_ <= 0) return;
+  const int64_t mono_ms = MonotonicMs();
   absl::MutexLock lock(&cache_mu_);
-  cache_.insert_or_assign(std::string(connector_id), std::make_pair(s, now_ms));
+  cache_.insert_or_assign(std::string(connector_id), std::make_pair(s, mono_ms));
+}
+
+int64_t CircuitBreakerService::MonotonicMs() const {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic().time_since_epoch()).count();
 }
 
 void CircuitBreakerService::Forget(std::string_view connector_id) {
@@ -167,7 +175,7 @@ absl::StatusOr<breaker::Snapshot> CircuitBreakerService::Read(std::string_view c
 absl::StatusOr<breaker::Snapshot> CircuitBreakerService::CachedOrRead(std::string_view connector_id, int64_t now_ms) {
   if (std::optional<breaker::Snapshot> cached = Cached(connector_id, now_ms)) return *cached;
   ASSIGN_OR_RETURN(breaker::Snapshot s, Read(connector_id));
-  Remember(connector_id, s, now_ms);
+  Remember(connector_id, s);
   return s;
 }
 
@@ -223,23 +231,24 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
   const int64_t now_sec = now_ms / 1000;
   const bool take_over = seen.state == State::kHalfOpen;
   Condition condition =
-      take_over ? Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
-                                  Condition::Eq(Attr(kGeneration), seen.generation),
-                                  Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
-                                                 Condition::Le(Attr(kProbeExpiresAt), now_sec)})})
-                // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
-                : Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
-                                  Condition::Or({Condition::NotExists(Attr(kProbeInFlight)),
-                                                 Condition::Eq(Attr(kProbeInFlight), false)}),
-                                  Condition::Le(Attr(kOpenUntil), now_sec),
-                                  Condition::Eq(Attr(kGeneration), seen.generation)});
+      take_over
+          ? Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+                            Condition::Eq(Attr(kGeneration), seen.generation),
+                            Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
+                                           Condition::Le(Attr(kProbeExpiresAt), now_sec - config.max_clock_skew_s)})})
+          // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
+          : Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
+                            Condition::Or({Condition::NotExists(Attr(kProbeInFlight)),
+                                           Condition::Eq(Attr(kProbeInFlight), false)}),
+                            Condition::Le(Attr(kOpenUntil), now_sec),
+                            Condition::Eq(Attr(kGeneration), seen.generation)});
   Permit p;
   p.probe_owner = absl::StrCat(instance_id_, "/", NewUuidV7(clock_));
   const std::vector<UpdateOp> ops = {
       UpdateOp::Set(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
       UpdateOp::Set(Attr(kProbeInFlight), true),
       UpdateOp::Set(Attr(kProbeOwner), p.probe_owner),
-      UpdateOp::Set(Attr(kProbeExpiresAt), now_sec + config.probe_timeout_s),
+      UpdateOp::Set(Attr(kProbeExpiresAt), breaker::ProbeExpiresAt(now_ms, config)),
       UpdateOp::Set(Attr(kGeneration), seen.generation + 1),
       UpdateOp::Set(Attr(kUpdatedAt), now_ms),
       SetTtl(now_sec, config),

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 
+#include <cstdlib>
 #include <unordered_map>
 #include <utility>
 
@@ -440,7 +441,21 @@ class SqliteItemStore::Connection {
   int64_t rows_written_ = 0;  // TakeRowsWritten
 };
 
-SqliteItemStore::SqliteItemStore(Options options, const Clock& clock) : options_(std::move(options)), clock_(clock) {}
+namespace {
+
+int64_t WallMinusMonotonicMs(const Clock& clock) {
+  return clock.now_epoch_ms() -
+         std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
+}
+
+int64_t MonotonicMs(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
+}
+
+}  // namespace
+
+SqliteItemStore::SqliteItemStore(Options options, const Clock& clock)
+    : options_(std::move(options)), clock_(clock), trusted_offset_ms_(WallMinusMonotonicMs(clock)) {}
 
 absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Options& options, const Clock& clock) {
   if (options.path.empty()) return absl::InvalidArgumentError("sqlite store needs a path");
@@ -937,8 +952,39 @@ SqliteItemStore::WalWrites SqliteItemStore::wal_writes() {
 
 const char* SqliteItemStore::coalescing_vfs_name() { return internal::CoalescingWalVfsName(); }
 
+bool SqliteItemStore::SweepClockAgrees() {
+  const int64_t offset = WallMinusMonotonicMs(clock_);
+  const int64_t mono = MonotonicMs(clock_);
+  absl::MutexLock lock(&clock_mu_);
+  if (std::abs(offset - trusted_offset_ms_) <= kClockStepMs) {
+    trusted_offset_ms_ = offset;  // follows a clock slewed a little at a time
+    if (step_offset_ms_) {
+      spdlog::info("sqlite store: the wall clock is back where it was; expired items are swept again");
+      step_offset_ms_.reset();
+    }
+    return true;
+  }
+  if (!step_offset_ms_ || std::abs(offset - *step_offset_ms_) > kClockStepMs) {
+    spdlog::warn(
+        "sqlite store: the wall clock stepped {} ms since the store was opened (or last swept), while the monotonic "
+        "clock did not; expired items are not deleted until it steps back, or stays for {} s",
+        offset - trusted_offset_ms_, kKeepClockStepAfterMs / 1000);
+    step_offset_ms_ = offset;
+    step_seen_at_mono_ms_ = mono;
+    return false;
+  }
+  if (mono - step_seen_at_mono_ms_ < kKeepClockStepAfterMs) return false;
+  spdlog::warn(
+      "sqlite store: the wall clock's step of {} ms has lasted {} s: taken as its time, expired items are swept",
+      offset - trusted_offset_ms_, kKeepClockStepAfterMs / 1000);
+  trusted_offset_ms_ = offset;
+  step_offset_ms_.reset();
+  return true;
+}
+
 absl::StatusOr<int> SqliteItemStore::SweepExpired() {
   if (options_.read_only) return 0;
+  if (!SweepClockAgrees()) return 0;
   ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Acquire());
   // Bounded batches keep each write transaction (and the lock it holds) short.
   const std::string sql =

@@ -27,7 +27,8 @@ struct Config {
   std::optional<int> slow_call_ms;               // a call slower than this is a failure
   int cooldown_s = 20;                           // time OPEN before a probe may run (1..3600)
   int state_ttl_days = 14;                       // TTL of the breaker item, refreshed on every write
-  int probe_timeout_s = 30;                      // a probe claim older than this may be taken over
+  int probe_timeout_s = 30;                      // a probe claim older than this may be taken over...
+  int max_clock_skew_s = 5;                      // ...once this much longer has passed too (S7's skew)
   int min_distinct_tenants = 1;                  // failures must come from at least this many tenants
 };
 
@@ -59,6 +60,16 @@ struct Snapshot {
 // The longest a downstream's Retry-After may stop a connector: a larger value is cut to this, so a
 // misbehaving downstream cannot switch a connector off for days.
 inline constexpr int64_t kMaxThrottleS = 3600;
+
+// A probe claimed at `now_epoch_ms` holds its claim until this time (epoch seconds, rounded up: the
+// claim lasts at least `probe_timeout_s`), longer than the call may take (the config refuses a
+// probe_timeout_s not longer than the connector's timeout). Another instance may take it over only
+// from ProbeTakeOverAt on, `max_clock_skew_s` later, as it may reclaim a slot (S7): a host whose
+// clock runs that far ahead never takes over a live probe.
+int64_t ProbeExpiresAt(int64_t now_epoch_ms, const Config& config);
+int64_t ProbeTakeOverAt(int64_t probe_expires_at, const Config& config);
+// Whether the snapshot's probe claim may be taken over at `now_epoch_ms`.
+bool ProbeClaimOver(const Snapshot& s, const Config& config, int64_t now_epoch_ms);
 
 // `throttled_until_epoch_sec` for a Retry-After of `retry_after_s` received at `now_epoch_ms`.
 int64_t ThrottledUntil(int64_t now_epoch_ms, int64_t retry_after_s);

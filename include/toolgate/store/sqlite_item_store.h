@@ -3,6 +3,7 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,8 +94,15 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // when SQLite has no default VFS to wrap.
   static const char* coalescing_vfs_name();
 
-  // Deletes expired items now; returns how many.
+  // Deletes expired items now; returns how many. Expiry is this host's wall clock, and deletion is
+  // for every instance sharing the file: so nothing is deleted while that clock stands stepped away
+  // (by more than kClockStepMs) from where the monotonic clock says it should be since the store was
+  // opened — a clock jumped a day ahead for a few seconds must not delete the fleet's live intents.
+  // A step that lasts kKeepClockStepAfterMs is taken as the clock's new time, and sweeping resumes.
+  // Either is logged.
   absl::StatusOr<int> SweepExpired();
+  static constexpr int64_t kClockStepMs = 2'000;
+  static constexpr int64_t kKeepClockStepAfterMs = 10 * 60'000;
 
   // Runs SQLite's integrity check; kDataLoss naming the first problem when it fails.
   absl::Status CheckIntegrity();
@@ -155,8 +163,17 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   std::atomic<int64_t> checkpoints_run_{0};
   std::atomic<bool> checkpoint_due_{false};  // the WAL is past kCheckpointFrames and a loop led its last commit
 
+  // Whether the wall clock may be trusted to delete by (SweepExpired).
+  bool SweepClockAgrees();
+
   absl::Mutex sweep_mu_;
   bool stopping_ ABSL_GUARDED_BY(sweep_mu_) = false;  // the sweeper waits on it (Mutex::Await)
+  // Wall time minus monotonic time (ms): the one the sweep trusts, and a different one seen since
+  // `step_seen_at_mono_ms_` (none: 0 and nullopt).
+  absl::Mutex clock_mu_;
+  int64_t trusted_offset_ms_ ABSL_GUARDED_BY(clock_mu_) = 0;
+  std::optional<int64_t> step_offset_ms_ ABSL_GUARDED_BY(clock_mu_);
+  int64_t step_seen_at_mono_ms_ ABSL_GUARDED_BY(clock_mu_) = 0;
   std::thread sweeper_;
 };
 
