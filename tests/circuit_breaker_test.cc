@@ -402,6 +402,34 @@ TEST_F(CircuitBreakerTest, AProbeClaimOutlivesItsTimeoutOnEveryHostWithinTheSkew
   EXPECT_GT(taken->generation, probe.generation);
 }
 
+// An OPEN written by a host whose clock ran ten minutes ahead ends, on every other host, when
+// their cooldown could have: a cooldown ending later than cooldown_s + max_clock_skew_s from now
+// is taken as over (one probe, S1), not held for as long as that host was ahead.
+TEST_F(CircuitBreakerTest, ACooldownEndingLaterThanAnyHostCouldSetIsOver) {
+  ManualClock ahead(clock_.now_epoch_ms() + 600'000);
+  CircuitBreakerService far(store_, ahead, "host-ahead");
+  for (int i = 0; i < config_.failure_threshold; ++i) {
+    auto p = far.RequestPermission(kConn, config_);
+    ASSERT_TRUE(p.ok() && p->allowed);
+    ASSERT_TRUE(far.RecordFailure(kConn, config_, *p, "t1").ok());
+  }
+  ASSERT_EQ(Stored().state, State::kOpen);
+  ASSERT_GT(Stored().open_until_epoch_sec, clock_.now_epoch_sec() + 600);
+  Permit probe = Ask();
+  EXPECT_TRUE(probe.probe) << "an OPEN from a clock 10 min ahead held the breaker for 10 min";
+  EXPECT_EQ(Ask().reason, DeferReason::kProbeInFlight) << "one probe";
+  Succeed(probe);
+  EXPECT_EQ(Stored().state, State::kClosed);
+
+  // Within what this host's config and the skew allow, a cooldown holds as written.
+  Trip();
+  const int64_t until = Stored().open_until_epoch_sec;
+  clock_.advance(std::chrono::seconds(config_.cooldown_s - 1));
+  EXPECT_EQ(Ask().reason, DeferReason::kBreakerOpen);
+  clock_.set_epoch_ms(until * 1000);
+  EXPECT_TRUE(Ask().probe);
+}
+
 // A cached snapshot ages by the monotonic clock: a wall clock stepped an hour back must not keep a
 // cached CLOSED fresh while another instance has opened the breaker.
 TEST_F(CircuitBreakerTest, ACachedSnapshotAgesByTheMonotonicClockNotTheWallClock) {

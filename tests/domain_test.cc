@@ -129,8 +129,13 @@ TEST(BreakerRulesTest, PlanFollowsTheStateMachine) {
   EXPECT_EQ(p.reason, DeferReason::kBreakerOpen);
   EXPECT_EQ(p.retry_after_ms, 750);
   EXPECT_EQ(breaker::PlanPermission(s, c, 100'000).step, PermissionPlan::Step::kClaimProbe);
-  s.open_until_epoch_sec = int64_t{1} << 62;  // an edited far future: a day's wait, not an overflow
-  EXPECT_EQ(breaker::PlanPermission(s, c, 99'250).retry_after_ms, 86'400'000 - 250);
+  // A cooldown ending later than any instance could have set it (a host far ahead, an edit) is over.
+  s.open_until_epoch_sec = int64_t{1} << 62;
+  EXPECT_EQ(breaker::PlanPermission(s, c, 99'250).step, PermissionPlan::Step::kClaimProbe);
+  s.open_until_epoch_sec = breaker::LatestPlausibleOpenUntil(99'250, c);
+  EXPECT_EQ(breaker::PlanPermission(s, c, 99'250).step, PermissionPlan::Step::kDefer);
+  s.open_until_epoch_sec += 1;
+  EXPECT_EQ(breaker::PlanPermission(s, c, 99'250).step, PermissionPlan::Step::kClaimProbe);
   s.open_until_epoch_sec = 100;
 
   s.state = State::kHalfOpen;

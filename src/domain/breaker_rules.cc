@@ -54,7 +54,7 @@ absl::Status Validate(const Config& c) {
 PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t now_ms) {
   using Step = PermissionPlan::Step;
   const int64_t now_sec = now_ms / 1000;
-  const bool in_cooldown = s.state == State::kOpen && s.open_until_epoch_sec > now_sec;
+  const bool in_cooldown = s.state == State::kOpen && !CooldownOver(s, config, now_ms);
   if (s.throttled_until_epoch_sec > now_sec && s.state != State::kForcedOpen && !in_cooldown) {
     return {Step::kDefer, DeferReason::kDownstreamThrottled, s.throttled_until_epoch_sec * 1000 - now_ms};
   }
@@ -64,10 +64,8 @@ PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t n
     case State::kForcedOpen:
       return {Step::kDefer, DeferReason::kBreakerOpen, int64_t{config.cooldown_s} * 1000};
     case State::kOpen:
-      if (s.open_until_epoch_sec > now_sec) {
-        // A day at most: no cooldown is longer, and an edited far future must not overflow the ms.
-        const int64_t until_sec = std::min(s.open_until_epoch_sec, now_sec + 86'400);
-        return {Step::kDefer, DeferReason::kBreakerOpen, std::max<int64_t>(1, until_sec * 1000 - now_ms)};
+      if (!CooldownOver(s, config, now_ms)) {
+        return {Step::kDefer, DeferReason::kBreakerOpen, std::max<int64_t>(1, s.open_until_epoch_sec * 1000 - now_ms)};
       }
       if (s.half_open_probe_in_flight) return {Step::kDefer, DeferReason::kProbeInFlight, kProbeInFlightRetryMs};
       return {Step::kClaimProbe};
@@ -94,6 +92,14 @@ bool ProbeClaimOver(const Snapshot& s, const Config& config, int64_t now_ms) {
 int64_t ThrottledUntil(int64_t now_ms, int64_t retry_after_s) {
   const int64_t now_sec_ceil = now_ms >= 0 ? (now_ms + 999) / 1000 : now_ms / 1000;
   return now_sec_ceil + std::clamp<int64_t>(retry_after_s, 1, kMaxThrottleS);
+}
+
+int64_t LatestPlausibleOpenUntil(int64_t now_ms, const Config& config) {
+  return now_ms / 1000 + 1 + config.cooldown_s + config.max_clock_skew_s;
+}
+
+bool CooldownOver(const Snapshot& s, const Config& config, int64_t now_ms) {
+  return s.open_until_epoch_sec <= now_ms / 1000 || s.open_until_epoch_sec > LatestPlausibleOpenUntil(now_ms, config);
 }
 
 int64_t OpenUntil(int64_t now_ms, const Config& config) {

@@ -237,11 +237,13 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
                             Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
                                            Condition::Le(Attr(kProbeExpiresAt), now_sec - config.max_clock_skew_s)})})
           // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
-          : Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
-                            Condition::Or({Condition::NotExists(Attr(kProbeInFlight)),
-                                           Condition::Eq(Attr(kProbeInFlight), false)}),
-                            Condition::Le(Attr(kOpenUntil), now_sec),
-                            Condition::Eq(Attr(kGeneration), seen.generation)});
+          : Condition::And(
+                {Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),
+                 Condition::Or(
+                     {Condition::NotExists(Attr(kProbeInFlight)), Condition::Eq(Attr(kProbeInFlight), false)}),
+                 Condition::Or({Condition::Le(Attr(kOpenUntil), now_sec),
+                                Condition::Gt(Attr(kOpenUntil), breaker::LatestPlausibleOpenUntil(now_ms, config))}),
+                 Condition::Eq(Attr(kGeneration), seen.generation)});
   Permit p;
   p.probe_owner = absl::StrCat(instance_id_, "/", NewUuidV7(clock_));
   const std::vector<UpdateOp> ops = {
@@ -259,6 +261,12 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
     lost.reason = DeferReason::kProbeInFlight;
     lost.retry_after_ms = breaker::kProbeInFlightRetryMs;
     return lost;
+  }
+  if (!take_over && seen.open_until_epoch_sec > now_sec) {
+    spdlog::warn(
+        "breaker of connector {}: its cooldown ran until {}, later than cooldown_s ({} s) and max_clock_skew_s ({} s) "
+        "allow from now ({}): written by a host whose clock ran ahead, or edited; probing now",
+        connector_id, seen.open_until_epoch_sec, config.cooldown_s, config.max_clock_skew_s, now_sec);
   }
   p.allowed = true;
   p.probe = true;

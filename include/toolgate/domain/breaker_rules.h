@@ -71,6 +71,13 @@ int64_t ProbeTakeOverAt(int64_t probe_expires_at, const Config& config);
 // Whether the snapshot's probe claim may be taken over at `now_epoch_ms`.
 bool ProbeClaimOver(const Snapshot& s, const Config& config, int64_t now_epoch_ms);
 
+// Whether an OPEN breaker's cooldown is over at `now_epoch_ms`: it has ended, or it ends later than
+// any instance could have set it (LatestPlausibleOpenUntil: now + cooldown_s, rounded up, + the clock
+// skew allowed) — written by a host whose clock ran far ahead, or edited, it would otherwise hold
+// the connector OPEN fleet-wide for as long as that host was ahead.
+bool CooldownOver(const Snapshot& s, const Config& config, int64_t now_epoch_ms);
+int64_t LatestPlausibleOpenUntil(int64_t now_epoch_ms, const Config& config);
+
 // `throttled_until_epoch_sec` for a Retry-After of `retry_after_s` received at `now_epoch_ms`.
 int64_t ThrottledUntil(int64_t now_epoch_ms, int64_t retry_after_s);
 
