@@ -1,5 +1,7 @@
 #include "toolgate/engine/replayer.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -76,6 +78,11 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
   // vouches for it (EXECUTION_RECEIVED carries the input's hash). A record that disagrees with its
   // chain (edited in the store; `ledger verify` names it) is not replayed.
   absl::StatusOr<std::vector<LedgerEvent>> chain = ledger_.ReadExecution(*original);
+  // Only the events the record's anchor names: others may have been appended since the record was
+  // read (a concurrent replay's REPLAY_REQUESTED, intent hits), and what they say is not the record's.
+  if (chain.ok() && static_cast<int64_t>(chain->size()) > original->last_seq) {
+    chain->resize(static_cast<size_t>(std::max<int64_t>(original->last_seq, 0)));
+  }
   absl::Status agrees =
       chain.ok() ? LedgerVerifier::CheckExecution(*original, who.tenant_id, *chain, nullptr) : chain.status();
   if (!agrees.ok() && !absl::IsDataLoss(agrees)) {
