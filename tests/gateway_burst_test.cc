@@ -308,6 +308,7 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
   crm_.set_behavior([](const auto& req) { return req.path == "/crm.hang" ? Reply{200, "{}", {}, 6000} : Reply{}; });
   GatewayProcess& survivor = Start(config);
   std::vector<std::thread> callers;
+  std::chrono::steady_clock::time_point killed_at;
   {
     GatewayProcess& doomed = Start(config);
     for (int i = 0; i < 2; ++i) {
@@ -315,6 +316,7 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
     }
     for (int i = 0; i < 200 && crm_.concurrent() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_EQ(crm_.concurrent(), 2);
+    killed_at = std::chrono::steady_clock::now();
     doomed.Kill();
   }
   for (auto& t : callers) t.join();
@@ -329,9 +331,11 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(status, 200);
-  // The two dead leases may expire a few ms apart, so that call may have reclaimed only one: the
-  // other is reclaimed by whoever next needs it. The whole limit is usable at once again, and then
-  // nothing is held.
+  // The two dead leases may expire apart (their acquires were apart, by more on a loaded machine),
+  // so that call may have reclaimed only one: the other is reclaimed by whoever next needs it once it
+  // has expired too — by lease_ttl_s after the kill at the latest, as both were taken before it. The
+  // whole limit is usable at once again, and then nothing is held.
+  std::this_thread::sleep_until(killed_at + std::chrono::milliseconds(5'200));
   crm_.set_behavior([](const auto&) { return Reply{200, "{}", {}, 300}; });
   std::vector<int> statuses(2);
   std::vector<std::thread> pair;

@@ -10,6 +10,8 @@
 #include "invoker_support.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/services/ledger_verifier.h"
+#include "sync_point_store.h"
+#include "toolgate/engine/replayer.h"
 #include "toolgate/store/memory_item_store.h"
 
 namespace toolgate {
@@ -547,6 +549,59 @@ TEST_F(OwnPathLedgerTest, AnExecutionIsFoundByItsIdAloneThroughTheTenantList) {
     EXPECT_EQ(found->execution_id, id);
   }
   EXPECT_EQ(other.Locate("0190a0b0-0000-7000-8000-000000000000").status().code(), absl::StatusCode::kNotFound);
+}
+
+// A replay checks its original against the chain before it sends anything, and the chain it reads
+// may have grown since it read the record: other parties' events (here two intent hits', as
+// IntentHit appends them) land in between. Those events are past the record's anchor and say nothing
+// about the record, so the replay goes ahead, and its REPLAY_REQUESTED goes after them.
+TEST_F(OwnPathLedgerTest, AReplayChecksTheEventsItsRecordNamedNotOnesAppendedSince) {
+  testing::SyncPointStore racing(memory_);
+  auto c = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 4\n", "race.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  testing::InvokerStack stack(racing, clock_, std::move(*c));
+
+  InvokeRequest r;
+  r.principal = {"user-1", "tenant-a", "", {}};
+  r.tool_name = "crm.update";
+  r.input_json = R"({"k":"v"})";
+  auto admitted = stack.invoker.Admit(r);
+  ASSERT_TRUE(std::holds_alternative<std::unique_ptr<InvocationTicket>>(admitted));
+  DownstreamResult unavailable;
+  unavailable.status = 503;
+  unavailable.body = "{}";
+  const json failed = api::InvocationBody(
+      stack.invoker.Complete(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)), unavailable));
+  ASSERT_EQ(failed["outcome"], "FAILED") << failed;
+  const std::string id = failed["execution_id"];
+
+  racing.AfterRead(1, testing::SyncPointStore::KeyIs(ExecutionStore::Key("tenant-a", id)), [&] {
+    auto rec = stack.executions.Get("tenant-a", id);
+    ASSERT_TRUE(rec.ok()) << rec.status();
+    Ledger::Tail tail{rec->last_seq, rec->last_hash, rec->expires_at_s};
+    for (int i = 0; i < 2; ++i) {  // two: verify tolerates one unanchored trailing event, so one would prove nothing
+      ASSERT_TRUE(stack.ledger
+                      .Append(Ledger::ExecutionChain(id), tail, "INTENT_HIT", "user-2", R"({"intent_key":"k"})",
+                              Ledger::ExecutionAnchor("tenant-a", id))
+                      .ok());
+    }
+  });
+  const auto prepared = stack.engine->replayer().Prepare(
+      {{"op-1", "tenant-a", "", {"operator"}}, id, "downstream recovered", "oncall@acme", false, ""});
+  ASSERT_EQ(racing.fired(), 1) << "the race did not happen";
+  const auto* refused = std::get_if<InvokeResult>(&prepared);
+  ASSERT_EQ(refused, nullptr) << api::InvocationBody(*refused);
+  EXPECT_EQ(std::get<InvokeRequest>(prepared).input_json, R"({"k":"v"})");
+
+  auto rec = stack.executions.Get("tenant-a", id);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  auto events = stack.ledger.ReadExecution(*rec);
+  ASSERT_TRUE(events.ok()) << events.status();
+  std::vector<std::string> types;
+  for (const LedgerEvent& e : *events) types.push_back(e.type);
+  EXPECT_THAT(types, ::testing::ElementsAre("EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_FAILED", "INTENT_HIT",
+                                            "INTENT_HIT", "REPLAY_REQUESTED"));
+  EXPECT_EQ(Verify(), "");
 }
 
 }  // namespace

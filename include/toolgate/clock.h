@@ -19,6 +19,8 @@ class Clock {
   int64_t now_epoch_ms() const;
   // Wall time in whole epoch seconds, rounded down.
   int64_t now_epoch_sec() const;
+  // Convenience view of now_monotonic(): ms since an arbitrary start, never stepping back.
+  int64_t now_monotonic_ms() const;
 };
 
 // The real clock. Stateless; construct one in main and pass it down.

@@ -8,6 +8,13 @@ namespace toolgate {
 
 namespace breaker {
 
+namespace {
+
+// Epoch seconds, rounded up: a time written for other hosts never ends before the interval it holds.
+int64_t CeilSec(int64_t epoch_ms) { return epoch_ms >= 0 ? (epoch_ms + 999) / 1000 : epoch_ms / 1000; }
+
+}  // namespace
+
 std::string_view ToString(State s) {
   switch (s) {
     case State::kClosed:
@@ -76,22 +83,16 @@ PermissionPlan PlanPermission(const Snapshot& s, const Config& config, int64_t n
   return {Step::kAllow};
 }
 
-int64_t ProbeExpiresAt(int64_t now_ms, const Config& config) {
-  const int64_t now_sec_ceil = now_ms >= 0 ? (now_ms + 999) / 1000 : now_ms / 1000;
-  return now_sec_ceil + config.probe_timeout_s;
-}
+int64_t ProbeExpiresAt(int64_t now_ms, const Config& config) { return CeilSec(now_ms) + config.probe_timeout_s; }
 
-int64_t ProbeTakeOverAt(int64_t probe_expires_at, const Config& config) {
-  return probe_expires_at + config.max_clock_skew_s;
-}
+int64_t LatestExpiryTakenOver(int64_t now_ms, const Config& config) { return now_ms / 1000 - config.max_clock_skew_s; }
 
 bool ProbeClaimOver(const Snapshot& s, const Config& config, int64_t now_ms) {
-  return ProbeTakeOverAt(s.half_open_probe_expires_at, config) <= now_ms / 1000;
+  return s.half_open_probe_expires_at <= LatestExpiryTakenOver(now_ms, config);
 }
 
 int64_t ThrottledUntil(int64_t now_ms, int64_t retry_after_s) {
-  const int64_t now_sec_ceil = now_ms >= 0 ? (now_ms + 999) / 1000 : now_ms / 1000;
-  return now_sec_ceil + std::clamp<int64_t>(retry_after_s, 1, kMaxThrottleS);
+  return CeilSec(now_ms) + std::clamp<int64_t>(retry_after_s, 1, kMaxThrottleS);
 }
 
 int64_t LatestPlausibleOpenUntil(int64_t now_ms, const Config& config) {
@@ -102,10 +103,7 @@ bool CooldownOver(const Snapshot& s, const Config& config, int64_t now_ms) {
   return s.open_until_epoch_sec <= now_ms / 1000 || s.open_until_epoch_sec > LatestPlausibleOpenUntil(now_ms, config);
 }
 
-int64_t OpenUntil(int64_t now_ms, const Config& config) {
-  const int64_t now_sec_ceil = now_ms >= 0 ? (now_ms + 999) / 1000 : now_ms / 1000;
-  return now_sec_ceil + config.cooldown_s;
-}
+int64_t OpenUntil(int64_t now_ms, const Config& config) { return CeilSec(now_ms) + config.cooldown_s; }
 
 int64_t StateTtl(int64_t now_sec, const Config& config) { return now_sec + int64_t{config.state_ttl_days} * 86400; }
 

@@ -12,6 +12,10 @@ int64_t Clock::now_epoch_sec() const {
   return ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
 }
 
+int64_t Clock::now_monotonic_ms() const {
+  return duration_cast<milliseconds>(now_monotonic().time_since_epoch()).count();
+}
+
 std::chrono::system_clock::time_point SystemClock::now_system() const { return std::chrono::system_clock::now(); }
 
 std::chrono::steady_clock::time_point SystemClock::now_monotonic() const { return std::chrono::steady_clock::now(); }

@@ -133,7 +133,7 @@ CircuitBreakerService::CircuitBreakerService(store::ItemStore& store, const Cloc
 
 std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view connector_id, int64_t now_ms) {
   if (cache_ms_ <= 0) return std::nullopt;
-  const int64_t mono_ms = MonotonicMs();
+  const int64_t mono_ms = clock_.now_monotonic_ms();
   absl::MutexLock lock(&cache_mu_);
   auto it = cache_.find(connector_id);
   // Its age by the monotonic clock: a wall clock stepped backwards must not keep a snapshot fresh
@@ -148,13 +148,9 @@ std::optional<breaker::Snapshot> CircuitBreakerService::Cached(std::string_view 
 
 void CircuitBreakerService::Remember(std::string_view connector_id, const breaker::Snapshot& s) {
   if (cache_ms_ <= 0) return;
-  const int64_t mono_ms = MonotonicMs();
+  const int64_t mono_ms = clock_.now_monotonic_ms();
   absl::MutexLock lock(&cache_mu_);
   cache_.insert_or_assign(std::string(connector_id), std::make_pair(s, mono_ms));
-}
-
-int64_t CircuitBreakerService::MonotonicMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_.now_monotonic().time_since_epoch()).count();
 }
 
 void CircuitBreakerService::Forget(std::string_view connector_id) {
@@ -232,10 +228,11 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::ClaimProbe(
   const bool take_over = seen.state == State::kHalfOpen;
   Condition condition =
       take_over
-          ? Condition::And({Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
-                            Condition::Eq(Attr(kGeneration), seen.generation),
-                            Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
-                                           Condition::Le(Attr(kProbeExpiresAt), now_sec - config.max_clock_skew_s)})})
+          ? Condition::And(
+                {Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kHalfOpen))),
+                 Condition::Eq(Attr(kGeneration), seen.generation),
+                 Condition::Or({Condition::Eq(Attr(kProbeInFlight), false),
+                                Condition::Le(Attr(kProbeExpiresAt), breaker::LatestExpiryTakenOver(now_ms, config))})})
           // S1, plus the generation: still exactly one winner, and no claim on a breaker that moved.
           : Condition::And(
                 {Condition::Eq(Attr(kState), std::string(breaker::ToString(State::kOpen))),

@@ -17,10 +17,6 @@ namespace {
 
 constexpr char kKillSwitchPk[] = "KILLSWITCH";
 
-int64_t MonotonicMs(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
-}
-
 bool ValidKeyChars(std::string_view key) {
   for (char c : key) {
     const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == ':' ||
@@ -166,7 +162,7 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
   std::vector<KillSwitch> snapshot;
   {
     absl::MutexLock lock(&mu_);
-    const int64_t now = MonotonicMs(clock_);
+    const int64_t now = clock_.now_monotonic_ms();
     if (snapshot_at_ms_ < 0 || now - snapshot_at_ms_ >= refresh_ms_) {
       ASSIGN_OR_RETURN(snapshot_, List());
       snapshot_at_ms_ = now;

@@ -443,14 +443,7 @@ class SqliteItemStore::Connection {
 
 namespace {
 
-int64_t WallMinusMonotonicMs(const Clock& clock) {
-  return clock.now_epoch_ms() -
-         std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
-}
-
-int64_t MonotonicMs(const Clock& clock) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.now_monotonic().time_since_epoch()).count();
-}
+int64_t WallMinusMonotonicMs(const Clock& clock) { return clock.now_epoch_ms() - clock.now_monotonic_ms(); }
 
 }  // namespace
 
@@ -953,8 +946,8 @@ SqliteItemStore::WalWrites SqliteItemStore::wal_writes() {
 const char* SqliteItemStore::coalescing_vfs_name() { return internal::CoalescingWalVfsName(); }
 
 bool SqliteItemStore::SweepClockAgrees() {
-  const int64_t offset = WallMinusMonotonicMs(clock_);
-  const int64_t mono = MonotonicMs(clock_);
+  const int64_t mono = clock_.now_monotonic_ms();
+  const int64_t offset = clock_.now_epoch_ms() - mono;
   absl::MutexLock lock(&clock_mu_);
   if (std::abs(offset - trusted_offset_ms_) <= kClockStepMs) {
     trusted_offset_ms_ = offset;  // follows a clock slewed a little at a time

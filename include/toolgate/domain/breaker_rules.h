@@ -64,10 +64,11 @@ inline constexpr int64_t kMaxThrottleS = 3600;
 // A probe claimed at `now_epoch_ms` holds its claim until this time (epoch seconds, rounded up: the
 // claim lasts at least `probe_timeout_s`), longer than the call may take (the config refuses a
 // probe_timeout_s not longer than the connector's timeout). Another instance may take it over only
-// from ProbeTakeOverAt on, `max_clock_skew_s` later, as it may reclaim a slot (S7): a host whose
-// clock runs that far ahead never takes over a live probe.
+// `max_clock_skew_s` after it expired, as it may reclaim a slot (S7): a host whose clock runs that
+// far ahead never takes over a live probe. LatestExpiryTakenOver is the latest expiry a claim may
+// have to be taken over at `now_epoch_ms`: ProbeClaimOver and the store's condition both use it.
 int64_t ProbeExpiresAt(int64_t now_epoch_ms, const Config& config);
-int64_t ProbeTakeOverAt(int64_t probe_expires_at, const Config& config);
+int64_t LatestExpiryTakenOver(int64_t now_epoch_ms, const Config& config);
 // Whether the snapshot's probe claim may be taken over at `now_epoch_ms`.
 bool ProbeClaimOver(const Snapshot& s, const Config& config, int64_t now_epoch_ms);
 

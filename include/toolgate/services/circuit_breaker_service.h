@@ -153,7 +153,6 @@ class CircuitBreakerService {
   // The cached snapshot of a connector's breaker, or nullopt when it must be read.
   std::optional<breaker::Snapshot> Cached(std::string_view connector_id, int64_t now_ms);
   void Remember(std::string_view connector_id, const breaker::Snapshot& s);
-  int64_t MonotonicMs() const;  // the clock's monotonic time, in ms
   // The cached snapshot while fresh, else one read from the store (then cached).
   absl::StatusOr<breaker::Snapshot> CachedOrRead(std::string_view connector_id, int64_t now_ms);
   void Forget(std::string_view connector_id);
@@ -164,7 +163,7 @@ class CircuitBreakerService {
   BreakerTransitionListener* const listener_;
   const int cache_ms_;
   absl::Mutex cache_mu_;
-  // Each snapshot with the monotonic time (MonotonicMs) it was read at.
+  // Each snapshot with the monotonic time (Clock::now_monotonic_ms) it was read at.
   std::map<std::string, std::pair<breaker::Snapshot, int64_t>, std::less<>> cache_ ABSL_GUARDED_BY(cache_mu_);
 };
 
