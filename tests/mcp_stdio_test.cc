@@ -13,12 +13,15 @@
 #include <boost/asio/use_future.hpp>
 #include <cerrno>
 #include <chrono>
+#include <fstream>
 #include <future>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "test_support.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/connectors/mcp_connector.h"
@@ -79,11 +82,11 @@ class McpStdioTest : public ::testing::Test {
  protected:
   void SetUp() override { Make(kTimeoutMs); }
 
-  void Make(int timeout_ms) {
+  void Make(int timeout_ms, std::vector<std::string> command = {"/usr/bin/node", "-e", kServer}) {
     if (connector_) connector_->Stop();
     config_.id = "local";
     config_.kind = ConnectorKind::kMcpStdio;
-    config_.command = {"/usr/bin/node", "-e", kServer};
+    config_.command = std::move(command);
     config_.tool_prefix = "local.";
     config_.timeout_ms = timeout_ms;
     config_.max_response_bytes = 16 * 1024;
@@ -207,6 +210,44 @@ TEST_F(McpStdioTest, AnAnswerWithinTheLimitIsTheResult) {
   const pid_t pid = ServerPid();
   EXPECT_GT(pid, 0);
   EXPECT_EQ(ServerPid(), pid) << "one server serves call after call";
+}
+
+// Whether `pid` has ended: gone, or a zombie not yet reaped by whoever adopted it.
+bool Ended(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  const size_t paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
+
+// Servers are often started through a wrapper (`npx`, `uvx`, `sh -c`): the server is then the
+// wrapper's child, or the wrapper started more. Killing the child alone left those running, adopted
+// by init, one more at every restart of a frozen server and after toolgate had stopped. The child's
+// whole process group goes with it.
+TEST_F(McpStdioTest, WhatTheServerStartedEndsWithIt) {
+  testing::TempDir dir;
+  const std::string pid_file = dir.file("started.pid");
+  // The wrapper starts a process that never reads stdin (so no end of input ends it), then becomes
+  // the server.
+  Make(kTimeoutMs, {"/bin/sh", "-c", "sleep 300 & echo $! > '" + pid_file + "'; exec /usr/bin/node -e \"$0\"",
+                    kServer});
+  const pid_t server = ServerPid();
+  ASSERT_GT(server, 0);
+  pid_t started = -1;
+  std::ifstream(pid_file) >> started;
+  ASSERT_GT(started, 0);
+  ASSERT_FALSE(Ended(started));
+
+  connector_->Stop();
+  bool ended = false;
+  for (int i = 0; i < 100 && !ended; ++i) {
+    ended = Ended(started);
+    if (!ended) std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_TRUE(ended) << "pid " << started << " outlived the connector";
+  EXPECT_TRUE(Ended(server));
+  if (!ended) kill(started, SIGKILL);
 }
 
 }  // namespace

@@ -120,6 +120,9 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
       // The server must not outlive toolgate (a crash or SIGKILL included).
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(127);
+      // A group of its own, killed whole: a server started through a wrapper (`npx`, `uvx`, `sh -c`)
+      // is the wrapper's child, which neither PDEATHSIG nor a kill of the wrapper reaches.
+      setpgid(0, 0);
       dup2(to_child[0], STDIN_FILENO);
       dup2(from_child[1], STDOUT_FILENO);
       close_range(3, ~0U, 0);  // toolgate's sockets and files are not the server's
@@ -129,6 +132,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
       execvpe(argv[0], argv.data(), envp.data());
       _exit(127);
     }
+    setpgid(child, child);  // as the child does: whichever runs first, the group exists before a kill
     close(to_child[0]);
     close(from_child[1]);
     fcntl(to_child[1], F_SETFL, fcntl(to_child[1], F_GETFL) | O_NONBLOCK);
@@ -251,11 +255,11 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     writes.clear();
     queued_bytes = 0;
     writing = false;
+    // Its whole process group, before the leader is reaped (until then the group's id cannot be
+    // another's): what the server started goes with it, even if the server itself has exited.
+    kill(-gone, SIGKILL);
     int status = 0;
-    if (waitpid(gone, &status, WNOHANG) == 0) {
-      kill(gone, SIGKILL);
-      waitpid(gone, &status, 0);
-    }
+    waitpid(gone, &status, 0);
     const auto lived = clock.now_monotonic() - started_at;
     backoff = lived >= kHealthyLifetime ? kFirstBackoff : std::min(kMaxBackoff, backoff * 2);
     restart_at = clock.now_monotonic() + backoff;
