@@ -63,6 +63,11 @@ std::string StoreLocation(const StoreConfig& store);
 // Prints the JSON (indented) or the error; the exit code.
 int PrintOr(absl::StatusOr<json> r);
 
+// `doc` with every string in it (keys too) made Printable, for the text views: what a terminal shows
+// of a server's name, a tool's, an operator's reason is what they are, never a command to the
+// terminal (a colour, a cleared screen, a title, a line put back to its start and written over).
+json ForTerminal(json doc);
+
 // The configured store, opened for reading (SQLite read-only; DynamoDB as configured).
 absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config& config, const Clock& clock);
 

@@ -8,6 +8,7 @@
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "app/cli.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/services/execution_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/services/ledger.h"
@@ -44,7 +45,7 @@ int LedgerVerify(const Config& config, bool as_json) {
     return report->ok() ? kExitOk : kExitRefused;
   }
   if (!report->ok()) return Fail("ledger verify FAILED: " + report->problem);
-  for (const std::string& note : report->notes) std::printf("note: %s\n", note.c_str());
+  for (const std::string& note : report->notes) std::printf("note: %s\n", Printable(note).c_str());
   std::printf("ledger verify: ok (%lld executions, %lld audit days, %lld events",
               static_cast<long long>(report->executions), static_cast<long long>(report->audit_days),
               static_cast<long long>(report->events));
@@ -167,10 +168,10 @@ int LedgerShow(const Config& config, const std::string& id, bool as_json) {
     return ok.ok() ? kExitOk : kExitRefused;
   }
   for (const auto& e : *chain) {
-    std::printf("%4lld  %-24s %-20s %-28s %s\n", static_cast<long long>(e.seq), e.at.c_str(), e.type.c_str(),
-                e.actor.c_str(), e.data.c_str());
+    std::printf("%4lld  %-24s %-20s %-28s %s\n", static_cast<long long>(e.seq), Printable(e.at).c_str(),
+                Printable(e.type).c_str(), Printable(e.actor).c_str(), Printable(e.data).c_str());
   }
-  std::printf("chain: %s\n", ok.ok() ? "ok" : std::string(ok.message()).c_str());
+  std::printf("chain: %s\n", ok.ok() ? "ok" : Printable(std::string(ok.message())).c_str());
   return ok.ok() ? kExitOk : kExitRefused;
 }
 

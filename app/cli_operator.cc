@@ -6,6 +6,7 @@
 
 #include "api/http.h"
 #include "app/cli.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/engine/operator_status.h"
 #include "toolgate/engine/slo_rules.h"
 
@@ -14,7 +15,8 @@ namespace toolgate::cli {
 namespace {
 
 // `toolgate slo status`: one line per connector and SLO.
-int PrintSloStatus(const json& doc) {
+int PrintSloStatus(const json& raw) {
+  const json doc = ForTerminal(raw);
   std::printf(
       "evaluated at %s%s\n",
       doc.value("evaluated_at", json("never")).is_string() ? doc["evaluated_at"].get<std::string>().c_str() : "never",
@@ -64,6 +66,7 @@ int LimitsList(const Config& config, bool as_json) {
     std::printf("%s\n", json{{"limits", out}}.dump(2).c_str());
     return kExitOk;
   }
+  out = ForTerminal(std::move(out));
   std::printf("%-20s %8s %8s %-9s %9s  %-16s %-24s %s\n", "CONNECTOR", "LIMIT", "CONFIG", "SET BY", "IN FLIGHT", "BY",
               "SINCE", "REASON");
   for (const auto& l : out) {
@@ -90,6 +93,7 @@ int KillSwitchList(const Config& config, bool as_json) {
   });
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (as_json) return PrintOr(std::move(r));
+  *r = ForTerminal(std::move(*r));
   if ((*r)["kill_switches"].empty()) {
     std::printf("no kill switches are set\n");
     return kExitOk;
@@ -109,6 +113,7 @@ int Status(const Config& config, bool as_json) {
   auto r = StatusDoc(config);
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (as_json) return PrintOr(std::move(r));
+  *r = ForTerminal(std::move(*r));
   std::printf("last %d minutes, all instances\n", r->value("window_minutes", 5));
   std::printf("%-16s %-12s %9s %9s %11s %7s %7s %7s %8s %7s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED",
               "IN FLIGHT", "CALLS", "OK", "FAILED", "DEFERRED", "BLOCKED");
@@ -130,6 +135,12 @@ int Status(const Config& config, bool as_json) {
       reasons += (reasons.empty() ? "" : ", ") + reason + " " + n.dump();
     }
     if (!reasons.empty()) std::printf("  deferred: %s\n", reasons.c_str());
+    if (const int64_t expired = c.value("expired_leases", int64_t{0}); expired > 0) {
+      std::printf(
+          "  %lld of those in flight hold expired leases (an instance stopped without releasing them): a "
+          "running instance reclaims them within 5 s, or the next call that finds the limit full\n",
+          static_cast<long long>(expired));
+    }
     if (c.contains("mcp") && c["mcp"].is_object()) {
       // An MCP connector's server as the fleet last saw it (design §17.7).
       const json& m = c["mcp"];
@@ -198,6 +209,7 @@ int QueueStatus(const Config& config, bool as_json) {
     std::printf("%s\n", json{{"queues", out}}.dump(2).c_str());
     return kExitOk;
   }
+  out = ForTerminal(std::move(out));
   std::printf("%-20s %9s %12s %8s\n", "CONNECTOR", "DEPTH", "OLDEST AGE", "TENANTS");
   for (const auto& q : out) {
     std::printf("%-20s %9lld %11llds %8lld\n", q["connector"].get<std::string>().c_str(),

@@ -24,6 +24,7 @@
 #include "api/admin_replays.h"
 #include "api/http.h"
 #include "app/cli.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/services/replay_job_store.h"
 #include "toolgate/domain/ids.h"
 
@@ -77,8 +78,10 @@ absl::StatusOr<json> Answered(const api::HttpResponse& r) {
   return absl::FailedPreconditionError(msg);
 }
 
+// A field for the text views, Printable (ForTerminal).
 std::string Text(const json& j, const char* key) {
-  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : (j.contains(key) ? j[key].dump() : "-");
+  return Printable(j.contains(key) && j[key].is_string() ? j[key].get<std::string>()
+                                                         : (j.contains(key) ? j[key].dump() : "-"));
 }
 
 int ExecutionsList(const Config& config, const ReplayOptions& o) {
@@ -218,7 +221,7 @@ int ReplayWithToken(const Config& config, const ReplayOptions& o) {
   r.timeout = std::chrono::seconds(660);
   api::ClientResult res = api::HttpCall(r);
   if (!res.ok) return Fail("cannot reach the public listener at " + r.address.ToString() + " (" + res.error + ")");
-  std::printf("%s\n", res.body.c_str());
+  std::printf("%s\n", Printable(res.body).c_str());  // JSON stays JSON: only controls are written as escapes
   return res.status == 200 ? kExitOk : kExitRefused;
 }
 
@@ -387,7 +390,7 @@ int ReplaysShow(const Config& config, const ReplayOptions& o) {
               j.contains("running_on") ? (" on " + Text(j, "running_on")).c_str() : "");
   std::printf("requested  by %s at %s: %s\n", Text(j, "requested_by").c_str(), Text(j, "created_at").c_str(),
               Text(j, "replay_reason").c_str());
-  std::printf("filter     %s\n", j.value("filter", json::object()).dump().c_str());
+  std::printf("filter     %s\n", Printable(j.value("filter", json::object()).dump()).c_str());
   std::printf("rate       %s/s%s\n", j.value("rate_per_s", json(nullptr)).dump().c_str(),
               j.value("force", false) ? ", force" : "");
   std::printf("progress   %s of %s done: %s replayed, %s deduped, %s refused, %s failed, %s interrupted\n",

@@ -5,13 +5,26 @@
 
 #include "absl/strings/str_cat.h"
 #include "api/http.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/store_factory.h"
 
 namespace toolgate::cli {
 
 int Fail(const std::string& msg) {
-  std::fprintf(stderr, "toolgate: %s\n", msg.c_str());
+  std::fprintf(stderr, "toolgate: %s\n", Printable(msg).c_str());
   return kExitRefused;
+}
+
+json ForTerminal(json doc) {
+  if (doc.is_string()) return Printable(doc.get_ref<const std::string&>());
+  if (doc.is_array()) {
+    for (json& v : doc) v = ForTerminal(std::move(v));
+  } else if (doc.is_object()) {
+    json out = json::object();
+    for (auto& [k, v] : doc.items()) out[Printable(k)] = ForTerminal(std::move(v));
+    return out;
+  }
+  return doc;
 }
 
 const Config* Cli::config() {

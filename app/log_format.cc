@@ -31,24 +31,18 @@ json EventFields(std::string_view payload) {
   return j.is_object() ? j : json(nullptr);
 }
 
-// A text line's value: one line, and no byte that a terminal reading the log (`tail -f`) would act
-// on — newlines as \n and \r, every other control byte (ESC included) and DEL as \xNN. Request paths
-// and audit fields come from clients.
-std::string OneLine(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (IsControlByte(c)) {
-      AppendHexEscape(out, c);
-    } else {
-      out += c;
-    }
+// A text line's field value (logfmt): one line with no byte a terminal reading the log (`tail -f`)
+// would act on (Printable), quoted when empty or holding a space, `=` or `"` — request paths and
+// audit fields come from clients, and `path=/x status=200` inside a value must not read as fields.
+std::string FieldValue(std::string_view s) {
+  std::string v = Printable(s);
+  if (!v.empty() && v.find_first_of(" =\"") == std::string::npos) return v;
+  std::string quoted = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
   }
-  return out;
+  return quoted + '"';
 }
 
 class LogFormatter final : public spdlog::formatter {
@@ -73,14 +67,14 @@ class LogFormatter final : public spdlog::formatter {
     } else {
       line = Rfc3339Utc(msg.time) + " [" + level + "] ";
       if (fields.is_null()) {
-        line += OneLine(payload);
+        line += Printable(payload);
       } else {
-        line += OneLine(fields.value("msg", ""));
+        line += Printable(fields.value("msg", ""));
         for (auto& [k, v] : fields.items()) {
           if (k == "msg") continue;
-          line +=
-              " " + k + "=" +
-              (v.is_string() ? OneLine(v.get<std::string>()) : v.dump(-1, ' ', false, json::error_handler_t::replace));
+          line += " " + k + "=" +
+                  (v.is_string() ? FieldValue(v.get<std::string>())
+                                 : v.dump(-1, ' ', false, json::error_handler_t::replace));
         }
       }
     }

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "toolgate/clock.h"
 #include "toolgate/domain/breaker_rules.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/domain/ids.h"
 
@@ -106,6 +107,32 @@ TEST(ClockTest, ManualClockMovesOnlyWhenTold) {
   clock.set_epoch_ms(1'000);  // wall time may go back; monotonic time does not
   EXPECT_EQ(clock.now_epoch_ms(), 1'000);
   EXPECT_EQ(clock.now_monotonic() - mono, std::chrono::milliseconds(600));
+}
+
+// What reaches a log line or an operator's terminal from outside shows as written and drives nothing.
+TEST(PrintableTest, ControlsAndDirectionMarksAreEscapedAndTextIsKept) {
+  EXPECT_EQ(Printable("plain text, ünïcödé, 日本, 🙂"), "plain text, ünïcödé, 日本, 🙂");
+  EXPECT_EQ(Printable("a\nb\rc\td"), "a\\nb\\rc\\x09d");
+  EXPECT_EQ(Printable("\x1b]0;title\x07\x7f"), "\\x1b]0;title\\x07\\x7f");
+  EXPECT_EQ(Printable(std::string_view("nul\0!", 5)), "nul\\x00!");
+  EXPECT_EQ(Printable("csi\xc2\x9b"
+                      "31m"),
+            "csi\\u009b31m");                            // C1, UTF-8 encoded
+  EXPECT_EQ(Printable("\xc2\xa0nbsp"), "\xc2\xa0nbsp");  // U+00A0 is text
+  EXPECT_EQ(Printable("rlo\xe2\x80\xae"
+                      "x\xe2\x81\xa6"
+                      "y\xe2\x80\x8f"),
+            "rlo\\u202ex\\u2066y\\u200f");
+  EXPECT_EQ(Printable("raw\x9b"
+                      "31m"),
+            "raw\\x9b31m");  // not UTF-8: each byte
+  EXPECT_EQ(Printable("\xc0\xaf overlong"), "\\xc0\\xaf overlong");
+  EXPECT_EQ(Printable("\xed\xa0\x80 surrogate"), "\\xed\\xa0\\x80 surrogate");
+  EXPECT_EQ(Printable("cut \xe2\x80"), "cut \\xe2\\x80");
+  EXPECT_EQ(Printable("back\\slash \"quoted\""), "back\\slash \"quoted\"");
+  for (const char* text : {"a\x1b", "\xc2\x9b", "\xe2\x80\xae", "\xff"}) {
+    EXPECT_NE(Printable(text), text) << "what the API refuses: Printable(x) != x";
+  }
 }
 
 TEST(BreakerRulesTest, OpenUntilRoundsUpToWholeSeconds) {

@@ -61,6 +61,11 @@ class FakeMcpServer {
     std::lock_guard<std::mutex> lock(answer_mu_);
     initialize_error_ = std::move(error);
   }
+  // The serverInfo.name initialize answers (kServerName until set).
+  void set_server_name(std::string name) {
+    std::lock_guard<std::mutex> lock(answer_mu_);
+    server_name_ = std::move(name);
+  }
 
   int calls() const { return calls_.load(); }
   int lists() const { return lists_.load(); }
@@ -107,9 +112,14 @@ class FakeMcpServer {
         }
       }
       const std::string version = params.is_object() ? params.value("protocolVersion", "2025-06-18") : "2025-06-18";
+      std::string name;
+      {
+        std::lock_guard<std::mutex> lock(answer_mu_);
+        name = server_name_;
+      }
       FakeDownstream::Reply reply = Answer(id, {{"protocolVersion", version},
                                                 {"capabilities", {{"tools", json::object()}}},
-                                                {"serverInfo", {{"name", kServerName}, {"version", kServerVersion}}}});
+                                                {"serverInfo", {{"name", name}, {"version", kServerVersion}}}});
       if (sessions_) {
         live_session_ = initializes_.load();
         reply.headers.emplace_back("Mcp-Session-Id", "s" + std::to_string(live_session_.load()));
@@ -162,9 +172,10 @@ class FakeMcpServer {
 
   std::atomic<CallMode> call_mode_{CallMode::kText};
   std::mutex answer_mu_;
-  json call_answer_ = json::object();  // guarded by answer_mu_
-  std::string raw_result_;             // guarded by answer_mu_
-  json initialize_error_;              // guarded by answer_mu_
+  json call_answer_ = json::object();      // guarded by answer_mu_
+  std::string raw_result_;                 // guarded by answer_mu_
+  json initialize_error_;                  // guarded by answer_mu_
+  std::string server_name_ = kServerName;  // guarded by answer_mu_
   std::atomic<bool> sessions_{false};
   std::atomic<int> live_session_{-1};
   std::atomic<int> call_delay_ms_{0};

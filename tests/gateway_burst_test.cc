@@ -322,7 +322,14 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
   for (auto& t : callers) t.join();
   EXPECT_EQ(InFlight(survivor, "crm"), 2) << "the dead gateway's slots should still be held until their lease ends";
   EXPECT_EQ(Body(survivor.Invoke("crm.fast", {{"input", json::object()}}, token_))["reason"], "concurrency_limit");
-  // Within lease_ttl_s (+ skew 0) the slots come back by themselves.
+  // Within lease_ttl_s (+ skew 0) the slots come back by themselves: the survivor reclaims expired
+  // leases every 5 s, so `status` and the gauges stop counting them with no call needing a slot.
+  const auto reclaimed_by = killed_at + std::chrono::seconds(5 + 5 + 3);
+  while (InFlight(survivor, "crm") > 0 && std::chrono::steady_clock::now() < reclaimed_by) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(InFlight(survivor, "crm"), 0) << "expired leases still counted with nobody asking for a slot";
+  EXPECT_THAT(survivor.Log(), ::testing::HasSubstr("slot(s) of expired leases reclaimed"));
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   while (std::chrono::steady_clock::now() < deadline) {

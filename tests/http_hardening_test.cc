@@ -862,6 +862,41 @@ TEST_F(HttpHardeningTest, ALargeAnswerHoldsTheBudgetUntilDeliveredOrResetAndTheN
   EXPECT_EQ(again.status, 200) << again.body.substr(0, 200);
 }
 
+// A stop lets calls in flight finish and records them; it must also deliver their answers. It ended
+// the event loops once the last call was recorded, so a large answer a client had not read yet was
+// cut off with a reset — a call recorded SUCCEEDED that its client, told nothing, would send again.
+// A stop now waits for every answer being delivered, up to write_timeout_ms.
+TEST_F(HttpHardeningTest, AStopDeliversTheAnswersItsLastCallsGaveBeforeItEnds) {
+  json rows = json::array();
+  for (int i = 0; i < 600; ++i) rows.push_back(std::string(1000, 'r'));
+  const std::string big = json{{"rows", rows}}.dump();  // ~600 KB: far more than the sockets' buffers hold
+  crm_.set_behavior([big](const auto&) { return Reply{200, big, {}, 300}; });
+  GatewayProcess& gw = Start(Config("write_timeout_ms = 20000\n", "", "", "max_response_bytes = 1048576\n"));
+  RawClient slow(gw.public_port(), 4096);
+  const std::string body = R"({"input":{}})";
+  ASSERT_TRUE(slow.Send("POST /v1/tools/crm.export/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + alice_ +
+                        "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                        "\r\n\r\n" + body));
+  for (int i = 0; i < 500 && crm_.total() == 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  ASSERT_EQ(crm_.total(), 1);
+  gw.SendTerminate();  // while the call is at the downstream
+  // The answer waits in the sockets, unread, well past the moment the call was recorded: the stop
+  // ended the loops then, before.
+  const auto give_up = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < give_up && UnacknowledgedBytes(gw.public_port()) < 100'000) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_GE(UnacknowledgedBytes(gw.public_port()), 100'000) << "the answer never waited for the reader";
+  std::this_thread::sleep_for(milliseconds(1500));
+  slow.ReadWhile([](const std::string& got) { return !ParseResponses(got).empty(); }, seconds(20));
+  const auto answers = ParseResponses(slow.received());
+  ASSERT_EQ(answers.size(), 1u) << slow.received().size() << " bytes: " << slow.received().substr(0, 200);
+  EXPECT_EQ(answers[0].status, 200);
+  EXPECT_EQ(answers[0].Json()["outcome"], "SUCCEEDED");
+  EXPECT_EQ(answers[0].Json()["result"], json::parse(big));
+  EXPECT_EQ(gw.AwaitExit(), 0);
+}
+
 // ---- the client's local resource errors ------------------------------------------------------------
 
 TEST(HttpClientTest, AConnectThatFailsForWantOfDescriptorsIsALocalResourceErrorAndSendsNothing) {

@@ -370,8 +370,13 @@ TEST_F(JwtVerifierTest, ASubWithControlCharactersOrOver256BytesIsRefused) {
   auto v = Verifier({.jwks_file = jwks_});
   std::string long_utf8(85, 'a');
   for (int i = 0; i < 100; ++i) long_utf8 += "\xc3\xa9";  // 285 bytes of valid UTF-8
+  // C1 controls (U+009B is CSI to some terminals) and direction marks (U+202E reverses what an
+  // operator's terminal shows) too: `ledger show` prints the actor.
   for (const std::string& bad : {std::string("agent\n{\"forged\":1}"), std::string("a\tb"), std::string("x\x7f"),
-                                 std::string(257, 'a'), long_utf8}) {
+                                 std::string(257, 'a'), long_utf8,
+                                 std::string("a\xc2\x9b"
+                                             "31m"),
+                                 std::string("admin\xe2\x80\xae")}) {
     json claims = Claims();
     claims["sub"] = bad;
     const auto p = v->Verify(rsa->Sign(claims));

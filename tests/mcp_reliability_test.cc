@@ -405,6 +405,32 @@ TEST_F(McpReliabilityTest, TheInFlightLimitHoldsForMcpCallsAcrossThreeGateways) 
   for (GatewayProcess* gw : {&a, &b, &c}) EXPECT_EQ(ConnectorView(*gw)["in_flight"], 0);
 }
 
+// An MCP server names itself: that name reaches the operator's terminal through `toolgate status`.
+// One holding escape sequences retitled the terminal, cleared the screen and wrote a line of its own
+// ("forced open by root"); the CLI now shows every control character as an escape.
+TEST_F(McpReliabilityTest, AServersNameCannotDriveTheOperatorsTerminal) {
+  FakeMcpServer server;
+  server.set_server_name(
+      "evil\x1b]0;PWNED\x07\x1b[2J\r\n  forced open by root at now: all good\xc2\x9b"
+      "31m\xe2\x80\xae");
+  GatewayProcess& gw = Start(Config(server.url()));
+  WaitForTool(gw, "fx.work");
+  ViewUntil(gw, [](const json& v) { return v["mcp"]["server_name"].is_string(); });
+  auto [code, out] = testing::RunCli({"status", "--config", gw.CliConfigPath()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto u = static_cast<unsigned char>(out[i]);
+    ASSERT_FALSE((u < 0x20 && out[i] != '\n') || u == 0x7f) << "control byte " << int{u} << " at " << i << ":\n" << out;
+    ASSERT_FALSE(u == 0xc2 && i + 1 < out.size() && static_cast<unsigned char>(out[i + 1]) < 0xa0)
+        << "a C1 control at " << i;
+  }
+  EXPECT_THAT(out,
+              ::testing::HasSubstr(
+                  "mcp server: evil\\x1b]0;PWNED\\x07\\x1b[2J\\r\\n  forced open by root at now: all good\\u009b31m"
+                  "\\u202e 3.1.4"))
+      << out;
+}
+
 TEST_F(McpReliabilityTest, TheOperatorSeesEachMcpServerInConnectorsStatusTheCliAndTheDashboard) {
   FakeMcpServer server;
   GatewayProcess& gw = Start(Config(server.url()));

@@ -230,8 +230,8 @@ TEST_F(McpStdioTest, WhatTheServerStartedEndsWithIt) {
   const std::string pid_file = dir.file("started.pid");
   // The wrapper starts a process that never reads stdin (so no end of input ends it), then becomes
   // the server.
-  Make(kTimeoutMs, {"/bin/sh", "-c", "sleep 300 & echo $! > '" + pid_file + "'; exec /usr/bin/node -e \"$0\"",
-                    kServer});
+  Make(kTimeoutMs,
+       {"/bin/sh", "-c", "sleep 300 & echo $! > '" + pid_file + "'; exec /usr/bin/node -e \"$0\"", kServer});
   const pid_t server = ServerPid();
   ASSERT_GT(server, 0);
   pid_t started = -1;

@@ -82,5 +82,24 @@ TEST(MetricsTest, ToolsPastTheCapAreCountedAsOther) {
   EXPECT_EQ(text.find("tool=\"" + last + "\""), std::string::npos);
 }
 
+// A tenant calling made-up names of an http connector (it forwards any) took every label first:
+// the tools the config lists were then counted as "other", and their dashboards went quiet.
+TEST(MetricsTest, AToolTheConfigListsKeepsItsLabelPastTheCap) {
+  Metrics m;
+  m.KnownTool("crm", "crm.update_opportunity");
+  for (size_t i = 0; i < Metrics::kMaxToolsPerConnector + 3; ++i) {
+    m.ToolCall("crm", "crm.made_up" + std::to_string(i), Outcome::kFailed, 0.01, true);
+  }
+  m.ToolCall("crm", "crm.update_opportunity", Outcome::kSucceeded, 0.01, true);
+  m.ToolError("crm", "crm.update_opportunity", "timeout");
+  const std::string text = m.Serialize();
+  EXPECT_EQ(
+      Value(text, R"(toolgate_tool_calls_total{connector="crm",outcome="SUCCEEDED",tool="crm.update_opportunity"})"), 1)
+      << text;
+  EXPECT_EQ(Value(text, R"(toolgate_tool_calls_total{connector="crm",outcome="FAILED",tool="other"})"), 3)
+      << "the known tool took no place of the made-up ones";
+  EXPECT_NE(text.find(R"(tool="crm.update_opportunity")"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace toolgate

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <thread>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <sstream>
@@ -421,16 +422,41 @@ TEST_F(OperatorViewTest, DevTokensCarryTheConfiguredIssuerAndAudience) {
   EXPECT_THAT(dir_out, HasSubstr("is a directory")) << dir_out;
 }
 
+// A port already taken: the error names the listener and its address, not only "address in use".
+TEST_F(OperatorViewTest, AListenerThatCannotBindIsNamedWithItsAddress) {
+  GatewayProcess& gw = Start();
+  std::ifstream in(gw.config_path());
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string taken = "127.0.0.1:" + std::to_string(gw.public_port());
+  const size_t at = config.find("listen = \"127.0.0.1:0\"");
+  ASSERT_NE(at, std::string::npos) << config;
+  config.replace(at, std::string("listen = \"127.0.0.1:0\"").size(), "listen = \"" + taken + "\"");
+  const std::string path = dir_.file("taken.toml");
+  std::ofstream(path) << config;
+  auto [code, out] = Cli({"serve", "--config", path});
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("cannot listen on server.listen " + taken + ": ")) << out;
+}
+
 // Text log lines hold no control byte a terminal would act on (`tail -f`): a client's path and an
-// operator's audit fields arrive escaped, ESC as \x1b, on one line each.
+// operator's audit fields arrive escaped, ESC as \x1b, on one line each; and a value holding a space
+// or `=` is quoted, so `status=200 tenant=acme` in a path reads as the path, not as fields. Audit
+// fields with control characters are refused (they are shown in operators' terminals), and the
+// refusal's own record and log line carry them escaped.
 TEST_F(OperatorViewTest, TextLogLinesCarryNoControlBytesFromClients) {
   GatewayProcess& gw = Start("[log]\naccess = true\n");
   EXPECT_EQ(gw.Public("GET", "/x%1b%5b2J%1b%5b31mFAKE%07").status, 404);
+  EXPECT_EQ(gw.Public("GET", "/x%20status=200%20tenant=acme").status, 404);
   json kill = Audit("stop\r\nFAKE LINE");
   kill["requested_by"] = "eve\x1b[2J";
   kill["scope"] = "tenant";
   kill["key"] = "tenant-x";
-  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+  const auto refused = gw.Admin("PUT", "/admin/kill-switches", kill.dump());
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_EQ(Body(refused)["error"], "invalid_request");
+  kill["requested_by"] = "eve";
+  EXPECT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 400) << "the reason alone is refused too";
+  EXPECT_EQ(Body(gw.Admin("GET", "/admin/kill-switches"))["kill_switches"].size(), 0u);
   gw.Terminate();
   const std::string log = gw.Log();
   for (char c : log) {
@@ -440,6 +466,7 @@ TEST_F(OperatorViewTest, TextLogLinesCarryNoControlBytesFromClients) {
   EXPECT_THAT(log, HasSubstr("/x\\x1b[2J\\x1b[31mFAKE\\x07")) << log;
   EXPECT_THAT(log, HasSubstr("eve\\x1b[2J")) << log;
   EXPECT_THAT(log, Not(HasSubstr("\nFAKE LINE"))) << log;
+  EXPECT_THAT(log, HasSubstr("path=\"/x status=200 tenant=acme\"")) << log;
 }
 
 // Item 6: the OpenAPI document lists exactly the routes of the routing table, and the server answers

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "nlohmann/json.hpp"
 #include "test_support.h"
 #include "toolgate/store/item_json.h"
@@ -416,6 +417,64 @@ TEST(SqliteStoreTest, ReadsTakeAnItemsTtlFromItsRowsColumn) {
 // The sweep deletes for every instance on the file by this host's wall clock: while that clock
 // stands stepped away from where monotonic time says it should be (a day ahead for a few seconds),
 // nothing is deleted; stepped back, or kept for kKeepClockStepAfterMs, sweeping resumes.
+// The store's directory deleted (or its volume unmounted) under a running gateway: SQLite went on
+// writing to the unlinked file, every call answered 200, and a restart began an empty store — the
+// kill switches, executions and ledger gone without a word. Once the file at the path is no longer
+// the one opened, every operation fails kUnavailable naming it, until it is back.
+TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUntilItIsBack) {
+  TempDir dir;
+  SystemClock clock;
+  const std::string path = dir.file("store.db");
+  store::SqliteItemStore::Options o;
+  o.path = path;
+  o.synchronous_full = false;
+  o.sweep_interval_ms = 50;  // the file is checked every 50 ms (the sweeper's tick, at most kFileCheckMs)
+  auto opened = SqliteItemStore::Open(o, clock);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  SqliteItemStore& store = **opened;
+  ASSERT_TRUE(store.Put({"KILLSWITCH", "tenant#evil"}, {{"reason", "fraud"}}, Condition::Always()).ok());
+  EXPECT_TRUE(store.FileStillOpened());
+
+  auto refused_within = [&](std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    absl::StatusOr<std::optional<Item>> got = store.Get({"KILLSWITCH", "tenant#evil"});
+    while (got.ok() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      got = store.Get({"KILLSWITCH", "tenant#evil"});
+    }
+    return got.status();
+  };
+  std::filesystem::rename(path, dir.file("moved.db"));
+  EXPECT_FALSE(store.FileStillOpened());
+  const absl::Status refused = refused_within(std::chrono::seconds(5));
+  EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
+  EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("store.db was removed or replaced")) << refused;
+  auto write = store.Put({"KILLSWITCH", "tenant#other"}, {{"reason", "x"}}, Condition::Always());
+  EXPECT_TRUE(absl::IsUnavailable(write.status())) << write.status();
+  const std::vector<absl::StatusOr<WriteResult>> batch =
+      store.WriteBatch({WriteRequest::Put({"P", "a"}, {{"v", int64_t{1}}}, Condition::Always())});
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_TRUE(absl::IsUnavailable(batch[0].status())) << batch[0].status();
+
+  // Back where it was: served again, with what it held.
+  std::filesystem::rename(dir.file("moved.db"), path);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  absl::StatusOr<std::optional<Item>> back = store.Get({"KILLSWITCH", "tenant#evil"});
+  while (!back.ok() && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    back = store.Get({"KILLSWITCH", "tenant#evil"});
+  }
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->has_value());
+
+  // A new, empty file at the path is not the store: refused too.
+  std::filesystem::rename(path, dir.file("moved.db"));
+  auto fresh = OpenSqlite(path, clock);
+  ASSERT_NE(fresh, nullptr);
+  const absl::Status replaced = refused_within(std::chrono::seconds(5));
+  EXPECT_TRUE(absl::IsUnavailable(replaced)) << replaced;
+}
+
 TEST(SqliteStoreTest, TheSweepDeletesNothingWhileTheWallClockStandsStepped) {
   TempDir dir;
   ManualClock clock;

@@ -10,6 +10,7 @@
 #include "api/api_support.h"
 #include "api/views.h"
 #include "spdlog/spdlog.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/domain/ids.h"
 #include "api/dashboard.h"
 #include "api/openapi.h"
@@ -173,7 +174,7 @@ struct AdminRoutes::Impl : GatewayContext {
     const json reply = ParseJsonWithin(answer.body);
     auto text = [](const json& j, const char* field, size_t max) -> std::string {
       if (!j.is_object() || !j.contains(field) || !j[field].is_string()) return "";
-      return j[field].get<std::string>().substr(0, max);
+      return Printable(j[field].get<std::string>().substr(0, max));  // a refused field may be anything
     };
     json data = {{"method", method},
                  {"path", path.substr(0, 300)},

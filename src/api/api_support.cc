@@ -4,6 +4,7 @@
 #include "absl/time/time.h"
 #include "absl/strings/match.h"
 #include "api/json_limits.h"
+#include "toolgate/domain/control_bytes.h"
 #include "spdlog/spdlog.h"
 
 namespace toolgate::api {
@@ -64,23 +65,37 @@ bool HasTenantFields(const HttpRequest& req, const json* body) {
   return false;
 }
 
-std::optional<HttpResponse> CheckAudit(const json& body) {
-  for (auto [field, max] : {std::pair{"reason", 1000}, std::pair{"requested_by", 200}}) {
+namespace {
+
+// Each field a string of 1..max bytes of text (Printable): it is the audit's and the ledger's record
+// of who and why, shown in operators' terminals and logs, so no control character, no
+// text-reordering mark, nothing that is not UTF-8 — but a reason may have lines and tabs, which
+// every view shows escaped.
+std::optional<HttpResponse> CheckTextFields(const json& body, std::pair<const char*, int> reason,
+                                            std::pair<const char*, int> who) {
+  for (auto [field, max] : {reason, who}) {
     if (!body.contains(field) || !body[field].is_string() || body[field].get<std::string>().empty() ||
         body[field].get<std::string>().size() > static_cast<size_t>(max)) {
       return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
+    }
+    std::string v = body[field].get<std::string>();
+    if (field == reason.first) std::erase_if(v, [](char c) { return c == '\n' || c == '\t'; });
+    if (Printable(v) != v) {
+      return Error(400, "invalid_request",
+                   absl::StrCat(field, " must be UTF-8 text without control characters or direction marks"));
     }
   }
   return std::nullopt;
 }
 
+}  // namespace
+
+std::optional<HttpResponse> CheckAudit(const json& body) {
+  return CheckTextFields(body, {"reason", 1000}, {"requested_by", 200});
+}
+
 std::optional<HttpResponse> CheckReplayBody(const json& b) {
-  for (auto [field, max] : {std::pair{"replay_reason", 1000}, std::pair{"requested_by", 200}}) {
-    if (!b.contains(field) || !b[field].is_string() || b[field].get<std::string>().empty() ||
-        b[field].get<std::string>().size() > static_cast<size_t>(max)) {
-      return Error(400, "invalid_request", absl::StrCat(field, " is required: a string of 1..", max, " characters"));
-    }
-  }
+  if (auto bad = CheckTextFields(b, {"replay_reason", 1000}, {"requested_by", 200})) return bad;
   if (b.contains("force") && !b["force"].is_boolean()) return Error(400, "invalid_request", "force must be a boolean");
   return std::nullopt;
 }

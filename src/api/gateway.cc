@@ -208,6 +208,35 @@ struct Gateway::Impl {
              {{"breakers_not_closed", breakers}, {"kill_switches", kills}, {"operator_limits", limits}});
   }
 
+  // Slots whose lease ended with no release (their instance was killed, or lost the store) are
+  // reclaimed by the next acquire that finds the connector full; until then `status`, the admin
+  // views and the in-flight gauge counted them as calls in flight, for as long as no connector
+  // filled up. Every kReclaimEvery each connector's expired leases are reclaimed here too: one read
+  // per connector, a conditional write per expired lease (S7: exactly one reclaimer wins each).
+  asio::awaitable<void> ReclaimExpiredLeasesForever() {
+    static constexpr std::chrono::seconds kReclaimEvery{5};
+    asio::steady_timer timer(io);
+    while (!draining) {
+      timer.expires_after(kReclaimEvery);
+      co_await timer.async_wait(asio::use_awaitable);
+      if (draining) break;
+      co_await RunBlocking(pool, [this] {
+        for (const auto& [id, c] : config.connectors) {
+          absl::StatusOr<int> n = engine->slots().ReclaimExpired(id, c.concurrency);
+          if (!n.ok()) {
+            spdlog::warn("connector {}: expired slot leases not reclaimed: {}", id, n.status().ToString());
+          } else if (*n > 0) {
+            spdlog::info(
+                "connector {}: {} slot(s) of expired leases reclaimed (an instance that stopped without "
+                "releasing them)",
+                id, *n);
+          }
+        }
+        return 0;
+      });
+    }
+  }
+
   // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
   // expired items — chains past their retention, old SLO minutes — are deleted here.
   asio::awaitable<void> SweepMemoryStoreForever(store::MemoryItemStore* memory) {
@@ -338,15 +367,22 @@ absl::Status Gateway::Start() {
   admin_limits.own_answer = [&i](int status) { i.engine->metrics().HttpResponse("admin", "unrouted", status); };
   i.admin_server =
       std::make_unique<HttpServer>(i.io, admin_limits, [&i](HttpRequest r) { return i.Serve("admin", std::move(r)); });
+  // Which listener could not bind, and where: "address in use" alone leaves an operator guessing.
+  const char* listener = "server.listen";
+  const HostPort* address = &i.config.server.listen;
   try {
     i.public_port = i.public_server->Start(i.config.server.listen);
     i.mcp_routes->SetListenPort(i.public_port);
+    listener = "admin.listen";
+    address = &i.config.admin.listen;
     i.admin_port = i.admin_server->Start(i.config.admin.listen);
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot listen: ", e.what()));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", listener, " ", address->ToString(), ": ", e.what()));
   }
   for (auto& [id, connector] : i.connectors) connector->Start(i.io.get_executor());
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
+  asio::co_spawn(i.io, i.ReclaimExpiredLeasesForever(), asio::detached);
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
   i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);                // queued calls (§15)
   i.dispatcher->Start();
@@ -378,6 +414,15 @@ void Gateway::Stop() {
           const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_timeout_ms + 5000);
           asio::steady_timer timer(i.io);
           while (i.in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+            timer.expires_after(std::chrono::milliseconds(20));
+            co_await timer.async_wait(asio::use_awaitable);
+          }
+          // Their answers delivered: a call recorded SUCCEEDED whose answer a stop cut off would be
+          // sent again by a client that retries. Each write has write_timeout_ms.
+          const auto delivered_by =
+              std::chrono::steady_clock::now() + std::chrono::milliseconds(i.config.server.write_timeout_ms);
+          while (i.public_server->RequestsInProgress() + i.admin_server->RequestsInProgress() > 0 &&
+                 std::chrono::steady_clock::now() < delivered_by) {
             timer.expires_after(std::chrono::milliseconds(20));
             co_await timer.async_wait(asio::use_awaitable);
           }

@@ -120,6 +120,9 @@ class HttpServer {
   int Start(const HostPort& address);
   // Stops accepting new connections; open connections finish their current request.
   void StopAccepting();
+  // Requests read whole whose answer is not yet delivered (written, and for a budgeted answer
+  // acknowledged) or given up: what a stop waits for before it ends the event loops.
+  int RequestsInProgress() const;
 
   struct Impl;
 

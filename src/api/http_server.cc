@@ -562,6 +562,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         break;
       }
       http::request<http::string_body> req = parser.release();
+      // From here until the answer is delivered (or given up): a stop waits for it (RequestsInProgress).
+      struct InProgress {
+        std::atomic<int>& n;
+        explicit InProgress(std::atomic<int>& count) : n(count) { ++n; }
+        ~InProgress() { --n; }
+        InProgress(const InProgress&) = delete;
+        InProgress& operator=(const InProgress&) = delete;
+      } in_progress(requests_in_progress);
       const bool keep_alive = req.keep_alive();
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
@@ -595,6 +603,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   size_t next_loop = 0;
   std::atomic<int> open_connections{0};
   std::atomic<int> refusals_in_flight{0};
+  std::atomic<int> requests_in_progress{0};  // read whole, not yet answered and delivered
   LogThrottle accept_errors_log, full_log, overload_log;
 };
 
@@ -615,6 +624,8 @@ int HttpServer::Start(const HostPort& address) {
   asio::co_spawn(impl_->io, impl_->Accept(), asio::detached);
   return port;
 }
+
+int HttpServer::RequestsInProgress() const { return impl_->requests_in_progress.load(); }
 
 void HttpServer::StopAccepting() {
   asio::post(impl_->io, [impl = impl_] {

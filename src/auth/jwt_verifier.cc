@@ -20,6 +20,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "toolgate/domain/control_bytes.h"
 #include "toolgate/domain/json_depth.h"
 
 namespace toolgate::auth {
@@ -437,12 +438,11 @@ absl::StatusOr<JwtVerifier::Verified> JwtVerifier::VerifyUncached(std::string_vi
     p.account_id = account.get<std::string>();
   }
   // `sub` becomes the ledger's actor and shows in logs: at most 256 bytes (cutting it could split a
-  // UTF-8 character) and no control characters (a newline would forge a log line).
+  // UTF-8 character) and text that shows as written (Printable): no control character (a newline
+  // would forge a log line, an escape would drive an operator's terminal), no direction mark.
   if (const json sub = claims.value("sub", json()); sub.is_string()) {
     const std::string& subject = sub.get_ref<const std::string&>();
-    const bool has_control = std::any_of(subject.begin(), subject.end(),
-                                         [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
-    if (subject.size() > 256 || has_control) return Unauthenticated("token has an invalid sub");
+    if (subject.size() > 256 || Printable(subject) != subject) return Unauthenticated("token has an invalid sub");
     p.subject = subject;
   }
   if (absl::Status s = ReadRoles(claims, p.roles); !s.ok()) return s;

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "spdlog/spdlog.h"
 #include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/store/memory_item_store.h"
 #include "toolgate/store/sqlite_item_store.h"
@@ -16,6 +17,13 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const Stor
       std::error_code ec;
       const auto dir = std::filesystem::path(config.path).parent_path();
       if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    }
+    // A store that is not there is created: say so, loudly — on a first start that is expected; after
+    // a volume failed to mount or a directory was deleted it is every execution, ledger event and
+    // kill switch gone, and this line is where an operator finds out.
+    std::error_code exists_ec;
+    if (!options.read_only && !std::filesystem::exists(config.path, exists_ec)) {
+      spdlog::warn("sqlite: no store at {}: creating a new, empty one (expected only on a first start)", config.path);
     }
     store::SqliteItemStore::Options o;
     o.path = config.path;

@@ -50,6 +50,7 @@ void Engine::Build(store::ItemStore& base) {
   for (const auto& [name, tool] : c.tools) {
     const std::string id = tool.connector_id.empty() ? name.substr(0, name.find('.')) : tool.connector_id;
     if (auto it = c.connectors.find(id); it != c.connectors.end() && !it->second.is_mcp()) reserved.insert(name);
+    metrics_.KnownTool(id, name);
   }
   std::set<std::string, std::less<>> connector_ids;
   for (const auto& [id, connector] : c.connectors) connector_ids.insert(id);

@@ -185,8 +185,14 @@ Metrics::Metrics()
                       .Help("1, labelled with the build's version and git revision")
                       .Register(*registry_)) {}
 
+void Metrics::KnownTool(const std::string& connector, const std::string& tool) {
+  absl::MutexLock lock(&tools_mu_);
+  known_tools_[connector].insert(tool);
+}
+
 std::string Metrics::ToolLabel(const std::string& connector, const std::string& tool) {
   absl::MutexLock lock(&tools_mu_);
+  if (auto known = known_tools_.find(connector); known != known_tools_.end() && known->second.count(tool)) return tool;
   auto& seen = tools_[connector];
   if (seen.count(tool)) return tool;
   if (seen.size() >= kMaxToolsPerConnector) return "other";

@@ -69,6 +69,7 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
                           {"throttled_until_epoch_sec", b.throttled_until_epoch_sec},
                           {"throttled_remaining_s", std::max<int64_t>(0, b.throttled_until_epoch_sec - now_s)},
                           {"in_flight", s.in_flight},
+                          {"expired_leases", s.expired_holders},
                           {"max_in_flight", s.max_in_flight},
                           {"config_max_in_flight", c.concurrency.max_in_flight},
                           {"limit_set_by_operator", s.limit_set_by_operator},

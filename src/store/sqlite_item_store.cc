@@ -2,7 +2,9 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <unordered_map>
 #include <utility>
@@ -464,6 +466,10 @@ absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Opt
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteError(rc, "read", first->db_);
   }
   store->Return(std::move(first));
+  if (struct stat st{}; stat(options.path.c_str(), &st) == 0) {
+    store->file_dev_ = st.st_dev;
+    store->file_ino_ = st.st_ino;
+  }
   if (options.sweep_interval_ms > 0 && !options.read_only) {
     store->sweeper_ = std::thread([s = store.get()] { s->SweepLoop(); });
   }
@@ -484,7 +490,19 @@ SqliteItemStore::~SqliteItemStore() {
   if (writer_thread_.joinable()) writer_thread_.join();
 }
 
+bool SqliteItemStore::FileStillOpened() const {
+  struct stat st {};
+  return stat(options_.path.c_str(), &st) == 0 && st.st_dev == file_dev_ && st.st_ino == file_ino_;
+}
+
+absl::Status SqliteItemStore::FileGone() const {
+  return absl::UnavailableError(absl::StrCat("the store file ", options_.path,
+                                             " was removed or replaced while open: nothing is written to it until "
+                                             "it is back (restore it, or restart on the right file)"));
+}
+
 absl::StatusOr<std::unique_ptr<SqliteItemStore::Connection>> SqliteItemStore::Acquire() {
+  if (file_gone_.load(std::memory_order_relaxed)) return FileGone();
   {
     absl::MutexLock lock(&pool_mu_);
     if (!pool_.empty()) {
@@ -698,6 +716,7 @@ bool SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_sub
     for (Writer* w : group) w->results.assign(w->requests->size(), s);
     return true;
   };
+  if (file_gone_.load(std::memory_order_relaxed)) return fail_all(FileGone());
   if (!writer_) {
     absl::StatusOr<std::unique_ptr<Connection>> conn = Connection::Open(options_);
     if (!conn.ok()) return fail_all(conn.status());
@@ -1016,12 +1035,24 @@ absl::Status SqliteItemStore::CheckIntegrity() {
 }
 
 void SqliteItemStore::SweepLoop() {
-  const absl::Duration period = absl::Milliseconds(options_.sweep_interval_ms);
+  const int64_t tick_ms = std::min<int64_t>(kFileCheckMs, options_.sweep_interval_ms);
+  int64_t since_sweep_ms = 0;
   while (true) {
     {
       absl::MutexLock lock(&sweep_mu_);
-      if (sweep_mu_.AwaitWithTimeout(absl::Condition(&stopping_), period)) return;  // stopping
+      if (sweep_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(tick_ms))) return;  // stopping
     }
+    const bool there = FileStillOpened();
+    if (file_gone_.exchange(!there) != !there) {
+      if (there) {
+        spdlog::warn("sqlite: the store file {} is back: serving again", options_.path);
+      } else {
+        spdlog::error("sqlite: {}", std::string(FileGone().message()));
+      }
+    }
+    since_sweep_ms += tick_ms;
+    if (!there || since_sweep_ms < options_.sweep_interval_ms) continue;
+    since_sweep_ms = 0;
     // A failed sweep is retried next period; reads already hide expired items.
     if (absl::StatusOr<int> swept = SweepExpired(); !swept.ok()) {
       spdlog::warn("sqlite: expired items not swept: {}", swept.status().ToString());

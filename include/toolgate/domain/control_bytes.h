@@ -4,6 +4,7 @@
 // what a client or an operator sent can neither start a new line nor drive a terminal.
 
 #include <string>
+#include <string_view>
 
 namespace toolgate {
 
@@ -21,5 +22,11 @@ inline void AppendHexEscape(std::string& out, char c) {
   out += kHex[u >> 4];
   out += kHex[u & 0xf];
 }
+
+// `s` as one line a terminal shows as written: newlines as \n and \r, other C0 control bytes and DEL
+// as \xNN, C1 controls and the bidirectional controls (which reorder what is shown) as \uNNNN, and a
+// byte that is not part of well-formed UTF-8 as \xNN. For text from outside (clients, downstreams, MCP
+// servers, operators' reasons) on its way to a log line or an operator's terminal.
+std::string Printable(std::string_view s);
 
 }  // namespace toolgate

@@ -25,12 +25,18 @@ namespace toolgate {
 std::string_view StoreItemKind(const store::ItemKey& key);
 
 // toolgate's Prometheus metrics (design §8). Thread-safe. Tool names are caller-chosen, so each
-// connector reports at most kMaxToolsPerConnector distinct `tool` labels; the rest are "other".
+// connector reports at most kMaxToolsPerConnector distinct `tool` labels of names the config does not
+// list, first come first served; the rest are "other". A tool the config lists ([tools],
+// KnownTool) always has its own label: no tenant calling made-up names crowds it out.
 class Metrics final : public BreakerTransitionListener {
  public:
   static constexpr size_t kMaxToolsPerConnector = 200;
 
   Metrics();
+
+  // `tool` of `connector` is listed by the config: it keeps its own label past the cap, and does
+  // not count toward it. Call before serving.
+  void KnownTool(const std::string& connector, const std::string& tool);
 
   void ToolCall(const std::string& connector, const std::string& tool, Outcome outcome, double latency_seconds,
                 bool reached_downstream);
@@ -109,7 +115,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Counter>& http_responses_;
   prometheus::Family<prometheus::Gauge>& build_info_;
   absl::Mutex tools_mu_;
-  std::map<std::string, std::set<std::string>> tools_ ABSL_GUARDED_BY(tools_mu_);
+  std::map<std::string, std::set<std::string>> tools_ ABSL_GUARDED_BY(tools_mu_);        // by ToolLabel, capped
+  std::map<std::string, std::set<std::string>> known_tools_ ABSL_GUARDED_BY(tools_mu_);  // KnownTool
 };
 
 }  // namespace toolgate

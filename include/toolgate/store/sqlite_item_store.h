@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -107,6 +108,13 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // Runs SQLite's integrity check; kDataLoss naming the first problem when it fails.
   absl::Status CheckIntegrity();
 
+  // Whether the file at `path` is still the one opened. Removed (its directory deleted, a volume
+  // unmounted) or replaced, writes would go to a file no other process — nor this one after a
+  // restart — ever reads: from the moment the sweeper sees it (every kFileCheckMs) every operation
+  // fails kUnavailable naming the file, and /readyz says store_unavailable, until it is back.
+  bool FileStillOpened() const;
+  static constexpr int64_t kFileCheckMs = 2'000;
+
   class Connection;  // one sqlite3 handle with its prepared statements (internal)
 
  private:
@@ -175,6 +183,11 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   std::optional<int64_t> step_offset_ms_ ABSL_GUARDED_BY(clock_mu_);
   int64_t step_seen_at_mono_ms_ ABSL_GUARDED_BY(clock_mu_) = 0;
   std::thread sweeper_;
+  // The opened file's identity (FileStillOpened) and whether the sweeper last found it elsewhere.
+  uint64_t file_dev_ = 0;
+  uint64_t file_ino_ = 0;
+  std::atomic<bool> file_gone_{false};
+  absl::Status FileGone() const;
 };
 
 }  // namespace toolgate::store
