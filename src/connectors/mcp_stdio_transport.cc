@@ -258,6 +258,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
     // Its whole process group, before the leader is reaped (until then the group's id cannot be
     // another's): what the server started goes with it, even if the server itself has exited.
     kill(-gone, SIGKILL);
+    kill(gone, SIGKILL);  // and the child itself, should its group not be its own: the wait below must end
     int status = 0;
     waitpid(gone, &status, 0);
     const auto lived = clock.now_monotonic() - started_at;
