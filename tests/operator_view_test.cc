@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <thread>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -436,6 +437,31 @@ TEST_F(OperatorViewTest, AListenerThatCannotBindIsNamedWithItsAddress) {
   auto [code, out] = Cli({"serve", "--config", path});
   EXPECT_EQ(code, 1) << out;
   EXPECT_THAT(out, HasSubstr("cannot listen on server.listen " + taken + ": ")) << out;
+}
+
+// A store that is not there is created, said as a warning: on a first start that is expected; after
+// a volume did not mount it is every execution, ledger event and kill switch gone. With
+// `store.create_if_missing = false` such a start is refused and nothing is created; a store that is
+// there is served as ever.
+TEST_F(OperatorViewTest, WithCreateIfMissingFalseAMissingStoreIsRefusedNotCreated) {
+  const std::string missing = dir_.file("unmounted/toolgate.db");
+  const std::string path = dir_.file("strict.toml");
+  std::ofstream(path) << testing::WithKeys(
+      testing::BaseConfig(missing) + "[connectors.crm]\nbase_url = \"" + crm_.base_url() + "\"\n", "[store]",
+      "create_if_missing = false\n");
+  setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);  // as GatewayProcess::Start does: serve needs it first
+  auto [code, out] = Cli({"serve", "--config", path});
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("no store at " + missing + " and store.create_if_missing = false")) << out;
+  EXPECT_FALSE(std::filesystem::exists(missing));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("unmounted"))) << "not even its directory";
+
+  GatewayProcess& created = Start();  // the default: created, with a warning
+  EXPECT_THAT(created.Log(), HasSubstr("no store at " + dir_.file("store.db") + ": creating a new, empty one"));
+  created.Terminate();
+  GatewayProcess again(testing::WithKeys(Config(), "[store]", "create_if_missing = false\n"), dir_, "again");
+  ASSERT_TRUE(again.Start()) << "a store that is there is served";
+  EXPECT_THAT(again.Log(), Not(HasSubstr("creating a new, empty one")));
 }
 
 // Text log lines hold no control byte a terminal would act on (`tail -f`): a client's path and an

@@ -59,6 +59,9 @@ struct StoreConfig {
   int request_timeout_ms = 2000;  // one DynamoDB HTTP exchange
   int retry_budget_ms = 1500;     // all retries of one store operation
   int sweep_interval_s = 60;      // SQLite and memory: how often expired items are deleted
+  // SQLite: create the store (and its directory) when there is none at `path`. false refuses to
+  // start instead — production, where "no store" means a volume that did not mount.
+  bool create_if_missing = true;
 };
 
 // [ledger]: how long executions, their ledger chains and the daily audit chains are kept.

@@ -612,6 +612,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   store.Int("request_timeout_ms", 10, 60'000, c.store.request_timeout_ms);
   store.Int("retry_budget_ms", 0, 60'000, c.store.retry_budget_ms);
   store.Int("sweep_interval_s", 1, 3600, c.store.sweep_interval_s);
+  store.Bool("create_if_missing", c.store.create_if_missing);
   if (c.store.backend == "dynamodb") {
     if (c.store.table.empty()) store.Error("table", "must name the DynamoDB table");
     if (c.store.region.empty()) store.Error("region", "must name the AWS region");

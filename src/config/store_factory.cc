@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/store/memory_item_store.h"
@@ -13,6 +14,13 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const Stor
                                                                       const StoreOpenOptions& options) {
   if (config.backend == "memory") return std::unique_ptr<store::ItemStore>(new store::MemoryItemStore(clock));
   if (config.backend == "sqlite") {
+    std::error_code exists_ec;
+    const bool missing = !std::filesystem::exists(config.path, exists_ec);
+    if (!options.read_only && missing && !config.create_if_missing) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "no store at ", config.path,
+          " and store.create_if_missing = false: is its volume mounted? (set it true to start a new, empty store)"));
+    }
     if (!options.read_only) {
       std::error_code ec;
       const auto dir = std::filesystem::path(config.path).parent_path();
@@ -21,8 +29,7 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const Stor
     // A store that is not there is created: say so, loudly — on a first start that is expected; after
     // a volume failed to mount or a directory was deleted it is every execution, ledger event and
     // kill switch gone, and this line is where an operator finds out.
-    std::error_code exists_ec;
-    if (!options.read_only && !std::filesystem::exists(config.path, exists_ec)) {
+    if (!options.read_only && missing) {
       spdlog::warn("sqlite: no store at {}: creating a new, empty one (expected only on a first start)", config.path);
     }
     store::SqliteItemStore::Options o;
