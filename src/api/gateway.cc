@@ -399,6 +399,18 @@ absl::Status Gateway::Start() {
 int Gateway::public_port() const { return impl_->public_port; }
 int Gateway::admin_port() const { return impl_->admin_port; }
 
+namespace {
+// Checks `done` every 20 ms until it holds or `deadline` passes (a stop's drains).
+template <typename Done>
+asio::awaitable<void> PollUntil(asio::io_context& io, std::chrono::steady_clock::time_point deadline, Done done) {
+  asio::steady_timer timer(io);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+}  // namespace
+
 void Gateway::Stop() {
   asio::post(impl_->io, [this] {
     Impl& i = *impl_;
@@ -412,20 +424,14 @@ void Gateway::Stop() {
           int max_timeout_ms = 0;
           for (const auto& [id, c] : i.config.connectors) max_timeout_ms = std::max(max_timeout_ms, c.timeout_ms);
           const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_timeout_ms + 5000);
-          asio::steady_timer timer(i.io);
-          while (i.in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-            timer.expires_after(std::chrono::milliseconds(20));
-            co_await timer.async_wait(asio::use_awaitable);
-          }
+          co_await PollUntil(i.io, deadline, [&i] { return i.in_flight.load() == 0; });
           // Their answers delivered: a call recorded SUCCEEDED whose answer a stop cut off would be
           // sent again by a client that retries. Each write has write_timeout_ms.
           const auto delivered_by =
               std::chrono::steady_clock::now() + std::chrono::milliseconds(i.config.server.write_timeout_ms);
-          while (i.public_server->RequestsInProgress() + i.admin_server->RequestsInProgress() > 0 &&
-                 std::chrono::steady_clock::now() < delivered_by) {
-            timer.expires_after(std::chrono::milliseconds(20));
-            co_await timer.async_wait(asio::use_awaitable);
-          }
+          co_await PollUntil(i.io, delivered_by, [&i] {
+            return i.public_server->RequestsInProgress() + i.admin_server->RequestsInProgress() == 0;
+          });
           // The last calls' SLO counts, so a restart or a rolling deploy loses none; bulk replay
           // jobs given back, so a restart (or another instance) goes on with them at once.
           co_await RunBlocking(i.pool, [&i] {
