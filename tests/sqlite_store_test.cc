@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -455,6 +456,23 @@ TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUnt
       store.WriteBatch({WriteRequest::Put({"P", "a"}, {{"v", int64_t{1}}}, Condition::Always())});
   ASSERT_EQ(batch.size(), 1u);
   EXPECT_TRUE(absl::IsUnavailable(batch[0].status())) << batch[0].status();
+  // The asynchronous port, which the gateway's calls use, refuses too: reads and writes.
+  std::promise<absl::Status> async_read;
+  store.AsyncGet({"KILLSWITCH", "tenant#evil"},
+                 [&](absl::StatusOr<std::optional<Item>> r) { async_read.set_value(r.status()); });
+  const absl::Status read_refused = async_read.get_future().get();
+  EXPECT_TRUE(absl::IsUnavailable(read_refused)) << read_refused;
+  std::promise<absl::Status> async_query;
+  store.AsyncQuery({.pk = "KILLSWITCH"}, [&](absl::StatusOr<QueryPage> r) { async_query.set_value(r.status()); });
+  const absl::Status query_refused = async_query.get_future().get();
+  EXPECT_TRUE(absl::IsUnavailable(query_refused)) << query_refused;
+  std::promise<absl::Status> async_write;
+  store.AsyncWriteBatch({WriteRequest::Put({"P", "b"}, {{"v", int64_t{1}}}, Condition::Always())},
+                        [&](AsyncItemStore::WriteResults r) {
+                          async_write.set_value(r.size() == 1 ? r[0].status() : absl::InternalError("results"));
+                        });
+  const absl::Status write_refused = async_write.get_future().get();
+  EXPECT_TRUE(absl::IsUnavailable(write_refused)) << write_refused;
 
   // Back where it was: served again, with what it held.
   std::filesystem::rename(dir.file("moved.db"), path);
