@@ -4,7 +4,10 @@
 # sampling the gateway's resident set (VmRSS) every SAMPLE_S. Prints the samples, the peak, and the
 # change between the second and the last minute's average — the first minute is warm-up, while SQLite's
 # page caches and the allocator's arenas fill (DESIGN §16: <= 64 MB, flat within 5 %).
-# Usage: bench/rss.sh [BUILD_DIR] [DURATION_S=600] [CONNECTIONS=64] [SAMPLE_S=10]
+# With VARY=1 the calls are a fleet's rather than one client's: TENANTS (default 500) tenants, each
+# with its own token, every call with an idempotency key and an input of its own, so per-tenant,
+# per-token and per-key state (the token memory, metrics, intents) is exercised as well.
+# Usage: [VARY=1 [TENANTS=500]] bench/rss.sh [BUILD_DIR] [DURATION_S=600] [CONNECTIONS=64] [SAMPLE_S=10]
 set -euo pipefail
 build_dir=$(realpath "${1:-build}")
 duration=${2:-600}
@@ -29,6 +32,25 @@ wrk.body = '{"input":{"id":42,"stage":"won"}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 LUA
+vary=${VARY:-0}
+tenants=${TENANTS:-500}
+if [ "$vary" = 1 ]; then
+  # Tokens are made below, once the config exists; each wrk thread numbers its own calls.
+  cat > "$work/post.lua" <<'LUA'
+local tokens = {}
+for line in io.lines(os.getenv("TOKENS")) do tokens[#tokens + 1] = line end
+local n = 0
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("thread_id", threads) end
+function request()
+  n = n + 1
+  local key = thread_id .. "-" .. n
+  local body = '{"input":{"id":' .. n .. ',"stage":"won"},"idempotency_key":"k-' .. key .. '"}'
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. tokens[(n * 7 + thread_id) % #tokens + 1]}, body)
+end
+LUA
+fi
 cat > "$work/toolgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$api_port"
@@ -48,6 +70,13 @@ sleep 0.7
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 echo "idle RSS: $(( $(rss_kb $tg) / 1024 )) MB"
 
+if [ "$vary" = 1 ]; then
+  for t in $(seq 1 "$tenants"); do
+    "$build_dir/toolgate" dev-token --config "$work/toolgate.toml" --tenant "tenant-$t" --ttl 86400
+  done > "$work/tokens"
+  export TOKENS="$work/tokens"
+  echo "$tenants tenants, a token each; an idempotency key and an input of its own per call"
+fi
 TOKEN=$("$build_dir/toolgate" dev-token --config "$work/toolgate.toml" --tenant bench) \
   wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/post.lua" \
   "http://127.0.0.1:$api_port/v1/tools/bench.echo/invoke" > "$work/wrk.txt" &
@@ -59,19 +88,21 @@ while kill -0 "$wrk_pid" 2>/dev/null && [ "$elapsed" -lt $(( duration + 5 )) ]; 
   sleep "$sample"
   elapsed=$(( elapsed + sample ))
   kill -0 "$wrk_pid" 2>/dev/null || break
-  echo "$elapsed $(rss_kb $tg)" | tee -a "$work/rss"
+  # VmRSS, then its anonymous (heap) and file-backed (binary, memory-mapped store) parts, in kB.
+  echo "$elapsed $(rss_kb $tg) $(awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print a, f}' "/proc/$tg/status")" |
+    tee -a "$work/rss"
 done
 wait "$wrk_pid" || true
 grep -E "Requests/sec|Latency|50%|99%|Non-2xx|Socket errors|requests in" "$work/wrk.txt"
 echo "store: $(sqlite3 "$work/toolgate.db" "select count(*) from items where sk like 'EXEC#%'") executions recorded"
 awk -v s="$sample" '
-  { t[NR] = $1; r[NR] = $2; if ($2 > peak) peak = $2 }
+  { t[NR] = $1; r[NR] = $2; a[NR] = $3; f[NR] = $4; if ($2 > peak) peak = $2 }
   END {
     n = int(60 / s); if (n < 1) n = 1
     if (NR < 3 * n) { printf "RSS peak %.1f MB (run too short to compare minutes)\n", peak / 1024; exit }
     for (i = n + 1; i <= 2 * n; i++) second += r[i]
     for (i = NR - n + 1; i <= NR; i++) last += r[i]
     second /= n; last /= n
-    printf "RSS peak %.1f MB; second minute %.1f MB, last minute %.1f MB (%+.1f %%)\n",
-      peak / 1024, second / 1024, last / 1024, 100 * (last - second) / second
+    printf "RSS peak %.1f MB; second minute %.1f MB, last minute %.1f MB (%+.1f %%); last sample: %.1f MB anonymous, %.1f MB file-backed\n",
+      peak / 1024, second / 1024, last / 1024, 100 * (last - second) / second, a[NR] / 1024, f[NR] / 1024
   }' "$work/rss"

@@ -156,6 +156,24 @@ TEST(ConfigTest, LedgerRetentionDefaultsAndLimits) {
   }
 }
 
+// The SQLite memory map is off unless asked for: the pages it maps count in the resident set, up to
+// its size, so under varied keys the RSS grew to the map's size (256 MB when it was always on).
+TEST(ConfigTest, TheSqliteMemoryMapIsOffByDefaultAndBounded) {
+  const std::string crm = "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n";
+  auto defaults = ParseConfig(crm, "d.toml");
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->store.sqlite_mmap_mb, 0);
+  auto mapped = ParseConfig("[store]\nsqlite_mmap_mb = 256\n" + crm, "m.toml");
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_EQ(mapped->store.sqlite_mmap_mb, 256);
+  for (const char* bad :
+       {"[store]\nsqlite_mmap_mb = -1\n", "[store]\nsqlite_mmap_mb = 65537\n", "[store]\nsqlite_mmap_mb = \"64\"\n"}) {
+    auto c = ParseConfig(bad + crm, "bad.toml");
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_NE(std::string(c.status().message()).find("store.sqlite_mmap_mb"), std::string::npos) << c.status();
+  }
+}
+
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {
   Config c = DefaultConfig();
   EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");

@@ -52,6 +52,7 @@ struct StoreConfig {
   std::string backend = "sqlite";  // sqlite | memory | dynamodb
   std::string path = "./toolgate-data/toolgate.db";
   bool sqlite_synchronous_full = true;
+  int sqlite_mmap_mb = 0;  // SQLite: how much of the file each connection reads through a memory map
   std::string table = "toolgate";
   std::string region = "us-east-1";
   std::string endpoint;           // empty: https://dynamodb.<region>.amazonaws.com

@@ -605,6 +605,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   store.String("sqlite_synchronous", sync);
   if (sync != "full" && sync != "normal") store.Error("sqlite_synchronous", "must be \"full\" or \"normal\"");
   c.store.sqlite_synchronous_full = sync == "full";
+  store.Int("sqlite_mmap_mb", 0, 65'536, c.store.sqlite_mmap_mb);
   store.String("table", c.store.table);
   store.String("region", c.store.region);
   store.String("endpoint", c.store.endpoint);

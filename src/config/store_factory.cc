@@ -36,6 +36,7 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const Stor
     o.path = config.path;
     o.read_only = options.read_only;
     o.synchronous_full = config.sqlite_synchronous_full;
+    o.mmap_bytes = int64_t{config.sqlite_mmap_mb} << 20;
     o.sweep_interval_ms = options.read_only ? 0 : config.sweep_interval_s * 1000;
     auto s = store::SqliteItemStore::Open(o, clock);
     if (!s.ok()) return s.status();

@@ -321,6 +321,20 @@ class ToolInvoker::Admission {
     const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000) +
                             int64_t{connector().concurrency.max_clock_skew_s} * 1000;
     const bool forced = req.replay && req.replay->force;
+    // A new intent, the usual case, is claimed by one write through the port, on this loop; an
+    // intent that is there already (a retry, a hit, a replay) the blocking way, which reads it.
+    if (drive_.port != nullptr) {
+      std::vector<store::WriteRequest> claim_new;
+      claim_new.push_back(
+          s_.intents.NewClaimRequest(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms));
+      auto commit = Commit(s_, drive_, std::move(claim_new));
+      WriteResults written = co_await std::move(commit);
+      if (!written[0].ok()) co_return StoreUnavailable(written[0].status());
+      if (written[0]->applied) {
+        ticket_->intent_claimed = true;
+        co_return std::nullopt;
+      }
+    }
     auto try_claim = Blocking(drive_, [this, hold_ms, forced] {
       return s_.intents.TryClaim(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms,
                                  forced);

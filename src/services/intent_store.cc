@@ -44,6 +44,27 @@ store::ItemKey IntentStore::Key(std::string_view tenant_id, std::string_view int
   return {absl::StrCat("TENANT#", std::string(tenant_id)), absl::StrCat("INTENT#", std::string(intent_key))};
 }
 
+Item IntentStore::ClaimItem(std::string_view input_hash, std::string_view execution_id, int64_t now_ms, int64_t hold_ms,
+                            std::optional<State> previous) const {
+  return Item{{"state", std::string(ToString(State::kInProgress))},
+              {"input_hash", std::string(input_hash)},
+              {"execution_id", std::string(execution_id)},
+              {"held_until_ms", now_ms + hold_ms},
+              {"previous_state", previous ? std::string(ToString(*previous)) : std::string()},
+              {"ttl", now_ms / 1000 + int64_t{retention_h_} * 3600}};
+}
+
+store::WriteRequest IntentStore::NewClaimRequest(std::string_view tenant_id, std::string_view intent_key,
+                                                 std::string_view input_hash, std::string_view execution_id,
+                                                 int64_t hold_ms) const {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  store::WriteRequest claim = store::WriteRequest::Put(
+      Key(tenant_id, intent_key), ClaimItem(input_hash, execution_id, now_ms, hold_ms, std::nullopt),
+      Condition::ItemAbsentOrExpired(now_ms / 1000));
+  claim.updated_soon = true;  // the call's close finishes it
+  return claim;
+}
+
 absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant_id, std::string_view intent_key,
                                                          std::string_view input_hash, std::string_view execution_id,
                                                          int64_t hold_ms, bool take_over_succeeded) {
@@ -79,12 +100,7 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
       condition = Condition::And({Condition::Eq(Attr("execution_id"), *store::GetString(*current, "execution_id")),
                                   Condition::Eq(Attr("state"), std::string(ToString(*state)))});
     }
-    const Item item{{"state", std::string(ToString(State::kInProgress))},
-                    {"input_hash", std::string(input_hash)},
-                    {"execution_id", std::string(execution_id)},
-                    {"held_until_ms", now_ms + hold_ms},
-                    {"previous_state", previous ? std::string(ToString(*previous)) : std::string()},
-                    {"ttl", now_ms / 1000 + int64_t{retention_h_} * 3600}};
+    const Item item = ClaimItem(input_hash, execution_id, now_ms, hold_ms, previous);
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Put(key, item, condition));
     if (r.applied) {
       Claim claimed{Claim::Kind::kClaimed, std::string(execution_id), "", previous};

@@ -116,8 +116,8 @@ class SqliteItemStore::Connection {
     if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("open '", o.path, "'"), conn->db_);
     sqlite3_extended_result_codes(conn->db_, 1);
     sqlite3_busy_timeout(conn->db_, o.busy_timeout_ms);
-    // Read pages through a memory map instead of a pread per page miss.
-    RETURN_IF_ERROR(conn->Exec("PRAGMA mmap_size=268435456", "set mmap_size"));
+    // Pages read through a memory map instead of a pread per page miss, when asked for.
+    RETURN_IF_ERROR(conn->Exec(absl::StrCat("PRAGMA mmap_size=", o.mmap_bytes).c_str(), "set mmap_size"));
     if (!o.read_only) {
       RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL", "set WAL mode"));
       RETURN_IF_ERROR(

@@ -47,6 +47,11 @@ class IntentStore {
   // refused.
   absl::StatusOr<Claim> TryClaim(std::string_view tenant_id, std::string_view intent_key, std::string_view input_hash,
                                  std::string_view execution_id, int64_t hold_ms, bool take_over_succeeded = false);
+  // TryClaim's first write, for the asynchronous port: the claim of an intent that is absent or
+  // expired. Applied, the intent is claimed with no previous state; refused, TryClaim finds out why.
+  store::WriteRequest NewClaimRequest(std::string_view tenant_id, std::string_view intent_key,
+                                      std::string_view input_hash, std::string_view execution_id,
+                                      int64_t hold_ms) const;
 
   // Records how the holder's attempt ended. A holder that lost the intent changes nothing.
   absl::Status Finish(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
@@ -72,6 +77,9 @@ class IntentStore {
   static std::string_view ToString(State s);
 
  private:
+  store::Item ClaimItem(std::string_view input_hash, std::string_view execution_id, int64_t now_ms, int64_t hold_ms,
+                        std::optional<State> previous) const;
+
   store::ItemStore& store_;
   const Clock& clock_;
   const int retention_h_;

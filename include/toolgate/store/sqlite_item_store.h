@@ -43,10 +43,13 @@ namespace toolgate::store {
 class SqliteItemStore final : public ItemStore, public AsyncItemStore {
  public:
   struct Options {
-    std::string path;                // the database file; its directory must exist
-    bool read_only = false;          // open for reading only (e.g. `ledger verify` on a stopped server)
-    bool synchronous_full = true;    // fsync at every commit (power-loss durable); false: WAL NORMAL
-    int busy_timeout_ms = 5000;      // how long a writer waits for another's lock before kUnavailable
+    std::string path;              // the database file; its directory must exist
+    bool read_only = false;        // open for reading only (e.g. `ledger verify` on a stopped server)
+    bool synchronous_full = true;  // fsync at every commit (power-loss durable); false: WAL NORMAL
+    int busy_timeout_ms = 5000;    // how long a writer waits for another's lock before kUnavailable
+    // Pages within the file's first mmap_bytes are read through a memory map (no read call per page
+    // miss); those touched count in the process's resident set, as file-backed pages. 0: none.
+    int64_t mmap_bytes = 0;
     int sweep_interval_ms = 60'000;  // background TTL sweep period; 0 disables the sweeper thread
     // Write a commit's WAL frames with one write instead of two per page (src/store/sqlite_wal_vfs.h);
     // what reaches the disk, and when it is synced, is the same either way.
