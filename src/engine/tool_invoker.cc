@@ -316,17 +316,45 @@ class ToolInvoker::Admission {
       co_return co_await std::move(deduplicated);
     }
     if (req.idempotency_key.empty() && !req.replay) co_return std::nullopt;
-    // Held past the call's end by the clock skew allowed, as slots are (S7): a host whose clock runs
-    // that far ahead must not take a live intent over and send its key a second time.
-    const int64_t hold_ms = std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000) +
-                            int64_t{connector().concurrency.max_clock_skew_s} * 1000;
+    // The usual call with a key (through the port, neither a replay nor one that may be queued)
+    // claims a new intent in its opening batch, with the slot and the record (design §16: two
+    // commits per call, a key or not). Whatever leaves that path first claims it here, the way
+    // below, before anything else is written: ClaimPendingIntent.
+    if (drive_.port != nullptr && !req.replay && !enqueueing_ && !req.queue_on_defer) {
+      intent_pending_ = true;
+      co_return std::nullopt;
+    }
+    co_return co_await ClaimIntent();
+  }
+
+  // Held past the call's end by the clock skew allowed, as slots are (S7): a host whose clock runs
+  // that far ahead must not take a live intent over and send its key a second time.
+  int64_t IntentHoldMs() {
+    return std::max(intent_hold_ms_, int64_t{connector().timeout_ms} + 30'000) +
+           int64_t{connector().concurrency.max_clock_skew_s} * 1000;
+  }
+
+  store::WriteRequest NewIntentClaim() {
+    return s_.intents.NewClaimRequest(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id,
+                                      IntentHoldMs());
+  }
+
+  // An intent CheckIntent left for the opening batch, claimed now: the call left that path.
+  asio::awaitable<Stop> ClaimPendingIntent() {
+    if (!intent_pending_) co_return std::nullopt;
+    intent_pending_ = false;
+    co_return co_await ClaimIntent();
+  }
+
+  asio::awaitable<Stop> ClaimIntent() {
+    const InvokeRequest& req = req_;
+    const int64_t hold_ms = IntentHoldMs();
     const bool forced = req.replay && req.replay->force;
     // A new intent, the usual case, is claimed by one write through the port, on this loop; an
     // intent that is there already (a retry, a hit, a replay) the blocking way, which reads it.
-    if (drive_.port != nullptr) {
+    if (drive_.port != nullptr && !intent_there_) {
       std::vector<store::WriteRequest> claim_new;
-      claim_new.push_back(
-          s_.intents.NewClaimRequest(rec().tenant_id, rec().intent_key, rec().input_hash, rec().execution_id, hold_ms));
+      claim_new.push_back(NewIntentClaim());
       auto commit = Commit(s_, drive_, std::move(claim_new));
       WriteResults written = co_await std::move(commit);
       if (!written[0].ok()) co_return StoreUnavailable(written[0].status());
@@ -369,6 +397,10 @@ class ToolInvoker::Admission {
     absl::StatusOr<CircuitBreakerService::Permit> permit =
         s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker);
     if (!permit.ok() || !permit->allowed) {
+      // The intent first, as when it was claimed before the breaker was asked: an intent that
+      // succeeded is answered from its record while the breaker is open, and no probe is claimed
+      // for a call its intent then stops.
+      if (Stop stop = co_await ClaimPendingIntent()) co_return stop;
       auto ask = Blocking(drive_, [this] { return s_.breakers.RequestPermission(cid(), connector().breaker); });
       permit = co_await std::move(ask);
     }
@@ -384,8 +416,14 @@ class ToolInvoker::Admission {
   // 4. Concurrency slot (S6). A probe winner without a slot gives the probe back (§5).
   asio::awaitable<Stop> TakeSlot() {
     Ticket& t = *ticket_;
-    if (!t.guarded || t.lease) co_return std::nullopt;  // a dispatcher took the slot before its claim
+    if (!t.guarded || t.lease) co_return co_await ClaimPendingIntent();  // a dispatcher took the slot before its claim
     if (!t.queued && co_await OpenWithSlot()) co_return std::nullopt;
+    // The batch's intent claim refused (the intent is there) or the batch not written: claimed
+    // the way CheckIntent would have, which may answer the call (an intent hit, one in progress).
+    if (Stop stop = co_await ClaimPendingIntent()) {
+      co_await ReturnProbe();
+      co_return stop;
+    }
     auto acquire = Blocking(drive_, [this] { return s_.slots.TryAcquire(cid(), connector().concurrency); });
     absl::StatusOr<std::optional<SlotLease>> lease = co_await std::move(acquire);
     if (lease.ok() && lease->has_value()) {
@@ -415,14 +453,29 @@ class ToolInvoker::Admission {
   // its failure kept for WriteInvoked, whose caller then gives the slot back). False when it was not
   // (the shard full, its item missing, store trouble): nothing was written, and TakeSlot goes the
   // long way (every shard, reclaiming expired leases, S10), as before.
+  // A pending intent claim goes first in the same batch, the acquire only if it was applied: refused,
+  // nothing was written, and it stays pending for TakeSlot. Applied, the intent is held whether the
+  // acquire was or not (as when it was claimed on its own before the slot).
   asio::awaitable<bool> OpenWithSlot() {
     Ticket& t = *ticket_;
     auto [acquire, lease] = s_.slots.PrepareAcquire(cid(), connector().concurrency);
     std::vector<store::WriteRequest> prefix;
+    const bool with_intent = intent_pending_;
+    if (with_intent) {
+      prefix.push_back(NewIntentClaim());
+      acquire.requires_previous = true;
+    }
     prefix.push_back(std::move(acquire));
-    bool acquired = false;
-    auto open = WriteOpening(OpeningEvents(), /*ends_here=*/false, std::move(prefix), &acquired);
+    size_t prefix_applied = 0;
+    auto open = WriteOpening(OpeningEvents(), /*ends_here=*/false, std::move(prefix), &prefix_applied);
     absl::Status written = co_await std::move(open);
+    if (with_intent && prefix_applied >= 1) {
+      intent_pending_ = false;
+      t.intent_claimed = true;
+    } else if (with_intent && absl::IsResourceExhausted(written)) {
+      intent_there_ = true;  // refused: the claim reads what is there, without trying the write again
+    }
+    const bool acquired = prefix_applied == (with_intent ? 2u : 1u);
     if (!acquired) co_return false;
     t.lease = std::move(lease);
     opening_written_ = written;
@@ -563,7 +616,7 @@ class ToolInvoker::Admission {
   // slot); `prefix_applied`, when given, tells whether [0] was applied.
   asio::awaitable<absl::Status> WriteOpening(std::vector<std::pair<std::string, json>> events, bool ends_here,
                                              std::vector<store::WriteRequest> prefix = {},
-                                             bool* prefix_applied = nullptr) {
+                                             size_t* prefix_applied = nullptr) {
     Ticket& t = *ticket_;
     const InvokeRequest& req = req_;
     if (t.queued) {
@@ -620,8 +673,11 @@ class ToolInvoker::Admission {
     WriteResults results = co_await std::move(commit);
     if (skip > 0 && results[0].ok() && results[0]->applied) s_.executions.NoteTenant(rec().tenant_id);
     results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(skip));
-    if (prefix_applied != nullptr) *prefix_applied = first > 0 && results[0].ok() && results[0]->applied;
-    if (first > 0 && results[0].ok() && !results[0]->applied) co_return absl::ResourceExhaustedError("prefix refused");
+    // The prefix's writes are chained: those applied are its first ones.
+    size_t applied = 0;
+    while (applied < first && results[applied].ok() && results[applied]->applied) ++applied;
+    if (prefix_applied != nullptr) *prefix_applied = applied;
+    if (applied < first && results[applied].ok()) co_return absl::ResourceExhaustedError("prefix refused");
     if (absl::Status st = RequireApplied(results, count - skip); !st.ok()) co_return st;
     t.tail = tail;
     t.own_path = std::move(own_path);
@@ -805,6 +861,8 @@ class ToolInvoker::Admission {
   std::string actor_;
   int64_t intent_hold_ms_ = 0;
   bool enqueueing_ = false;
+  bool intent_pending_ = false;                  // CheckIntent left a new intent's claim to the opening batch
+  bool intent_there_ = false;                    // the opening batch's claim was refused: the intent exists
   bool was_running_ = false;                     // a queued run whose earlier claim lapsed mid-run
   std::optional<absl::Status> opening_written_;  // set when OpenWithSlot wrote the opening with the slot
 };
