@@ -11,7 +11,8 @@ namespace toolgate::cli {
 
 namespace {
 
-// SQLite: the integrity check, read-only. DynamoDB: the table answers.
+// SQLite: the integrity check (read-only), and whether this user could write it (nothing written).
+// DynamoDB: the table answers.
 int Check(const Config& config) {
   SystemClock clock;
   if (config.store.backend == "dynamodb") {
@@ -26,10 +27,17 @@ int Check(const Config& config) {
   o.path = config.store.path;
   o.read_only = true;
   o.sweep_interval_ms = 0;
-  auto s = store::SqliteItemStore::Open(o, clock);
-  if (!s.ok()) return Fail(std::string(s.status().message()));
-  if (absl::Status ok = (*s)->CheckIntegrity(); !ok.ok()) return Fail(std::string(ok.message()));
-  std::printf("store %s: ok\n", config.store.path.c_str());
+  {
+    auto s = store::SqliteItemStore::Open(o, clock);
+    if (!s.ok()) return Fail(std::string(s.status().message()));
+    if (absl::Status ok = (*s)->CheckIntegrity(); !ok.ok()) return Fail(std::string(ok.message()));
+  }  // closed first: the connection that can write is then the last, and tidies the -wal and -shm files
+  // A store `serve` would refuse (the file, its directory or the volume read-only for this user) is
+  // not ok, though it reads well.
+  if (absl::Status ok = store::SqliteItemStore::CheckWritable(config.store.path, o.busy_timeout_ms); !ok.ok()) {
+    return Fail(absl::StrCat(std::string(ok.message()), ": serve would refuse it"));
+  }
+  std::printf("store %s: ok (intact, and writable by this user)\n", config.store.path.c_str());
   return kExitOk;
 }
 

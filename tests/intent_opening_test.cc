@@ -73,13 +73,6 @@ class IntentOpeningTest : public ::testing::Test {
     r.idempotency_key = std::move(key);
     return r;
   }
-  static DownstreamResult Answer(int status) {
-    DownstreamResult d;
-    d.status = status;
-    d.body = status == 200 ? R"({"ok":true})" : R"({"error":"down"})";
-    d.latency_ms = 3;
-    return d;
-  }
 
   // Admits on a loop of its own, through the port; the ticket when admitted.
   ToolInvoker::Admitted Admit(const InvokeRequest& req) {
@@ -101,7 +94,7 @@ class IntentOpeningTest : public ::testing::Test {
     boost::asio::co_spawn(
         loop,
         [&]() -> boost::asio::awaitable<void> {
-          auto complete = stack_->invoker.CompleteAsync(std::move(ticket), Answer(status), Drive());
+          auto complete = stack_->invoker.CompleteAsync(std::move(ticket), testing::DownstreamAnswer(status), Drive());
           out = co_await std::move(complete);
         },
         boost::asio::detached);

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "toolgate/config.h"
+#include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/engine/engine.h"
 
 namespace toolgate::testing {
@@ -45,5 +46,14 @@ struct InvokerStack {
   IntentStore& intents;
   ToolInvoker& invoker;
 };
+
+// The downstream's answer a test hands in: `{"ok":true}` for 200, an error body otherwise, 3 ms.
+inline DownstreamResult DownstreamAnswer(int status) {
+  DownstreamResult d;
+  d.status = status;
+  d.body = status == 200 ? R"({"ok":true})" : R"({"error":"down"})";
+  d.latency_ms = 3;
+  return d;
+}
 
 }  // namespace toolgate::testing

@@ -1,7 +1,10 @@
 // What only the SQLite backend promises: durability across reopen, attrs readable as JSON,
 // clear errors (not crashes) for read-only and corrupt files, and the TTL sweeper.
 
+#include <grp.h>
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -85,6 +88,59 @@ TEST(SqliteStoreTest, AReadOnlyStoreRefusesWritesWithAClearError) {
   EXPECT_TRUE(IsStoreError(w.status()));
   EXPECT_NE(w.status().message().find("read-only"), absl::string_view::npos);
   EXPECT_EQ(GetInt(**ro->Get(kKey), "v"), 1);
+}
+
+// `toolgate store check` asks this: a store that reads well but that this user cannot write is one
+// `serve` refuses at start.
+TEST(SqliteStoreTest, CheckWritableTellsAStoreThisUserCannotWriteOrWhoseLockIsHeld) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("store.db");
+  ASSERT_TRUE(OpenSqlite(path, clock)->Put(kKey, {{"v", 1}}, Condition::Always()).ok());
+  EXPECT_TRUE(SqliteItemStore::CheckWritable(path, 100).ok());
+
+  // Another process in a write transaction: the lock is not had within the busy timeout.
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  const absl::Status busy = SqliteItemStore::CheckWritable(path, 50);
+  EXPECT_EQ(busy.code(), absl::StatusCode::kUnavailable) << busy;
+  sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(holder);
+  EXPECT_TRUE(SqliteItemStore::CheckWritable(path, 100).ok());
+
+  // The file read-only for this user. root may write any file: the check then runs in a child
+  // process as nobody, on the file root owns (mode 0644, in a directory nobody may write).
+  std::filesystem::permissions(path, std::filesystem::perms::owner_read | std::filesystem::perms::group_read |
+                                         std::filesystem::perms::others_read);
+  if (geteuid() != 0) {
+    const absl::Status ro = SqliteItemStore::CheckWritable(path, 100);
+    EXPECT_EQ(ro.code(), absl::StatusCode::kFailedPrecondition) << ro;
+    EXPECT_THAT(std::string(ro.message()), ::testing::HasSubstr("read-only"));
+  } else {
+    std::filesystem::permissions(std::filesystem::path(path).parent_path(), std::filesystem::perms::all);
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      if (setgroups(0, nullptr) != 0 || setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0) {
+        _exit(100);
+      }
+      if (access(path.c_str(), R_OK) != 0) _exit(101);  // a parent directory nobody may not enter
+      const absl::Status ro = SqliteItemStore::CheckWritable(path, 100);
+      const bool says_read_only = std::string(ro.message()).find("read-only") != std::string::npos;
+      _exit(ro.code() == absl::StatusCode::kFailedPrecondition && says_read_only ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 100 || WEXITSTATUS(status) == 101) {
+      GTEST_SKIP() << "cannot run a child as nobody with the store's directory reachable (" << WEXITSTATUS(status)
+                   << ")";
+    }
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "as nobody, CheckWritable did not say the store is read-only";
+  }
+  // Nothing was written: the store reads as it did.
+  EXPECT_EQ(GetInt(**OpenSqlite(path, clock, /*read_only=*/true)->Get(kKey), "v"), 1);
 }
 
 TEST(SqliteStoreTest, AFileThatIsNotADatabaseIsDataLossAtOpen) {

@@ -63,20 +63,13 @@ class StoreFaultTest : public ::testing::TestWithParam<bool> {
     r.input_json = R"({"k":"v"})";
     return r;
   }
-  static DownstreamResult Answer(int status) {
-    DownstreamResult d;
-    d.status = status;
-    d.body = status == 200 ? R"({"ok":true})" : R"({"error":"down"})";
-    d.latency_ms = 3;
-    return d;
-  }
   // Admit and, when admitted, complete with `status`. The response, and whether the downstream was called.
   std::pair<InvokeResult, bool> Invoke(int status) {
     if (ThroughPort()) return InvokeThroughPort(status);
     auto admitted = invoker_->Admit(Request());
     if (auto* r = std::get_if<InvokeResult>(&admitted)) return {*r, false};
     auto ticket = std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted));
-    return {invoker_->Complete(std::move(ticket), Answer(status)), true};
+    return {invoker_->Complete(std::move(ticket), testing::DownstreamAnswer(status)), true};
   }
   std::pair<InvokeResult, bool> InvokeThroughPort(int status) {
     boost::asio::io_context loop;  // this call's own event loop
@@ -92,7 +85,7 @@ class StoreFaultTest : public ::testing::TestWithParam<bool> {
             co_return;
           }
           auto complete = invoker_->CompleteAsync(std::move(std::get<std::unique_ptr<InvocationTicket>>(admitted)),
-                                                  Answer(status), drive);
+                                                  testing::DownstreamAnswer(status), drive);
           out = {co_await std::move(complete), true};
         },
         boost::asio::detached);

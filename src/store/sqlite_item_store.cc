@@ -1034,6 +1034,27 @@ absl::Status SqliteItemStore::CheckIntegrity() {
   return absl::OkStatus();
 }
 
+absl::Status SqliteItemStore::CheckWritable(const std::string& path, int busy_timeout_ms) {
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
+  if (rc != SQLITE_OK) return SqliteError(rc, absl::StrCat("open '", path, "' for writing"), db.get());
+  sqlite3_extended_result_codes(db.get(), 1);
+  sqlite3_busy_timeout(db.get(), busy_timeout_ms);
+  // SQLite opens a file this user may not write read-only, without an error.
+  if (sqlite3_db_readonly(db.get(), "main") == 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sqlite store '", path, "' is read-only for this user (store is read-only)"));
+  }
+  if (int begin = sqlite3_exec(db.get(), "BEGIN IMMEDIATE", nullptr, nullptr, nullptr); begin != SQLITE_OK) {
+    return SqliteError(begin, "take the write lock", db.get());
+  }
+  if (int end = sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr); end != SQLITE_OK) {
+    return SqliteError(end, "give the write lock back", db.get());
+  }
+  return absl::OkStatus();
+}
+
 void SqliteItemStore::SweepLoop() {
   const int64_t tick_ms = std::min<int64_t>(kFileCheckMs, options_.sweep_interval_ms);
   int64_t since_sweep_ms = 0;

@@ -111,6 +111,12 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // Runs SQLite's integrity check; kDataLoss naming the first problem when it fails.
   absl::Status CheckIntegrity();
 
+  // Whether this process could write the store at `path` (an existing file; nothing is created or
+  // written): opened for writing, the write lock taken and given back at once. kFailedPrecondition
+  // when the file, its directory (the -wal and -shm files) or the volume is read-only for this user;
+  // kUnavailable when another process holds the lock longer than `busy_timeout_ms`.
+  static absl::Status CheckWritable(const std::string& path, int busy_timeout_ms);
+
   // Whether the file at `path` is still the one opened. Removed (its directory deleted, a volume
   // unmounted) or replaced, writes would go to a file no other process — nor this one after a
   // restart — ever reads: from the moment the sweeper sees it (every kFileCheckMs) every operation
