@@ -12,6 +12,7 @@
 #include <future>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "nlohmann/json.hpp"
@@ -478,6 +479,21 @@ TEST(SqliteStoreTest, ReadsTakeAnItemsTtlFromItsRowsColumn) {
 // writing to the unlinked file, every call answered 200, and a restart began an empty store — the
 // kill switches, executions and ledger gone without a word. Once the file at the path is no longer
 // the one opened, every operation fails kUnavailable naming it, until it is back.
+// Reads `key` every 10 ms until `done` says the answer is the one awaited, for up to 5 s; the last answer.
+template <typename Done>
+absl::StatusOr<std::optional<Item>> GetUntil(SqliteItemStore& store, const ItemKey& key, Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  absl::StatusOr<std::optional<Item>> got = store.Get(key);
+  while (!done(got) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    got = store.Get(key);
+  }
+  return got;
+}
+
+bool Served(const absl::StatusOr<std::optional<Item>>& r) { return r.ok(); }
+bool Refused(const absl::StatusOr<std::optional<Item>>& r) { return !r.ok(); }
+
 TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUntilItIsBack) {
   TempDir dir;
   SystemClock clock;
@@ -492,18 +508,10 @@ TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUnt
   ASSERT_TRUE(store.Put({"KILLSWITCH", "tenant#evil"}, {{"reason", "fraud"}}, Condition::Always()).ok());
   EXPECT_TRUE(store.FileStillOpened());
 
-  auto refused_within = [&](std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    absl::StatusOr<std::optional<Item>> got = store.Get({"KILLSWITCH", "tenant#evil"});
-    while (got.ok() && std::chrono::steady_clock::now() < until) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      got = store.Get({"KILLSWITCH", "tenant#evil"});
-    }
-    return got.status();
-  };
+  auto refused_within = [&] { return GetUntil(store, {"KILLSWITCH", "tenant#evil"}, Refused).status(); };
   std::filesystem::rename(path, dir.file("moved.db"));
   EXPECT_FALSE(store.FileStillOpened());
-  const absl::Status refused = refused_within(std::chrono::seconds(5));
+  const absl::Status refused = refused_within();
   EXPECT_TRUE(absl::IsUnavailable(refused)) << refused;
   EXPECT_THAT(std::string(refused.message()), ::testing::HasSubstr("store.db was removed or replaced")) << refused;
   auto write = store.Put({"KILLSWITCH", "tenant#other"}, {{"reason", "x"}}, Condition::Always());
@@ -532,12 +540,7 @@ TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUnt
 
   // Back where it was: served again, with what it held.
   std::filesystem::rename(dir.file("moved.db"), path);
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  absl::StatusOr<std::optional<Item>> back = store.Get({"KILLSWITCH", "tenant#evil"});
-  while (!back.ok() && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    back = store.Get({"KILLSWITCH", "tenant#evil"});
-  }
+  const absl::StatusOr<std::optional<Item>> back = GetUntil(store, {"KILLSWITCH", "tenant#evil"}, Served);
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_TRUE(back->has_value());
 
@@ -545,8 +548,59 @@ TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUnt
   std::filesystem::rename(path, dir.file("moved.db"));
   auto fresh = OpenSqlite(path, clock);
   ASSERT_NE(fresh, nullptr);
-  const absl::Status replaced = refused_within(std::chrono::seconds(5));
+  const absl::Status replaced = refused_within();
   EXPECT_TRUE(absl::IsUnavailable(replaced)) << replaced;
+}
+
+// The -wal or -shm of a store in use removed (a clean-up script taking them for temporary files) is
+// SQLite's split brain: a process opening the store afterwards works on a log of its own. The store
+// refuses work from then on, naming the file, until it is back; connections that others open and
+// close meanwhile (the CLI's) remove nothing.
+TEST(SqliteStoreTest, AStoreWhoseWalOrShmIsRemovedRefusesEveryOperationUntilItIsBack) {
+  for (const std::string suffix : {"-wal", "-shm"}) {
+    SCOPED_TRACE(suffix);
+    TempDir dir;
+    SystemClock clock;
+    const std::string path = dir.file("store.db");
+    store::SqliteItemStore::Options o;
+    o.path = path;
+    o.synchronous_full = false;
+    o.sweep_interval_ms = 50;  // the files are checked every 50 ms
+    auto opened = SqliteItemStore::Open(o, clock);
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    SqliteItemStore& store = **opened;
+    ASSERT_TRUE(store.Put({"KILLSWITCH", "tenant#evil"}, {{"reason", "fraud"}}, Condition::Always()).ok());
+    {
+      auto other = OpenSqlite(path, clock);  // another process's store, opened and closed
+      ASSERT_NE(other, nullptr);
+      ASSERT_TRUE(other->Get({"KILLSWITCH", "tenant#evil"}).ok());
+    }
+    EXPECT_EQ(RawSql(path, "SELECT count(*) FROM items"), "1");  // and an operator's shell
+    ASSERT_TRUE(SqliteItemStore::CheckWritable(path, 100).ok());
+    ASSERT_TRUE(std::filesystem::exists(path + suffix));
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    ASSERT_TRUE(store.FileStillOpened());
+    ASSERT_TRUE(store.Get({"KILLSWITCH", "tenant#evil"}).ok());
+
+    std::filesystem::rename(path + suffix, path + suffix + ".moved");
+    EXPECT_FALSE(store.FileStillOpened());
+    // Until the check sees it, an operation may go through, or meet SQLite's own error over the
+    // missing file; from then on every one is refused, naming it.
+    auto refused_naming_it = [&](const absl::StatusOr<std::optional<Item>>& r) {
+      return absl::IsUnavailable(r.status()) && absl::StrContains(r.status().message(), "split brain");
+    };
+    const absl::StatusOr<std::optional<Item>> got = GetUntil(store, {"KILLSWITCH", "tenant#evil"}, refused_naming_it);
+    EXPECT_TRUE(absl::IsUnavailable(got.status())) << got.status();
+    EXPECT_THAT(std::string(got.status().message()), ::testing::HasSubstr("store.db" + suffix + " was removed"));
+    EXPECT_THAT(std::string(got.status().message()), ::testing::HasSubstr("split brain"));
+    auto write = store.Put({"KILLSWITCH", "tenant#other"}, {{"reason", "x"}}, Condition::Always());
+    EXPECT_TRUE(absl::IsUnavailable(write.status())) << write.status();
+
+    std::filesystem::rename(path + suffix + ".moved", path + suffix);
+    const absl::StatusOr<std::optional<Item>> back = GetUntil(store, {"KILLSWITCH", "tenant#evil"}, Served);
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(back->has_value());
+  }
 }
 
 TEST(SqliteStoreTest, TheSweepDeletesNothingWhileTheWallClockStandsStepped) {

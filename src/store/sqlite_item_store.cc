@@ -456,19 +456,29 @@ absl::StatusOr<std::unique_ptr<SqliteItemStore>> SqliteItemStore::Open(const Opt
   if (options.path.empty()) return absl::InvalidArgumentError("sqlite store needs a path");
   auto store = std::unique_ptr<SqliteItemStore>(new SqliteItemStore(options, clock));
   // Open one connection now so a bad file is reported at start, not at the first request.
-  ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, Connection::Open(options));
-  {
-    StatementScope scope(first->get_);
+  auto open_and_touch = [&options]() -> absl::StatusOr<std::unique_ptr<Connection>> {
+    ASSIGN_OR_RETURN(std::unique_ptr<Connection> conn, Connection::Open(options));
+    StatementScope scope(conn->get_);
     // Touch the table: a file that is not a database fails here if the pragmas did not catch it.
-    BindText(first->get_, 1, "");
-    BindText(first->get_, 2, "");
-    int rc = sqlite3_step(first->get_);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteError(rc, "read", first->db_);
-  }
+    BindText(conn->get_, 1, "");
+    BindText(conn->get_, 2, "");
+    int rc = sqlite3_step(conn->get_);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return SqliteError(rc, "read", conn->db_);
+    return conn;
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, open_and_touch());
   store->Return(std::move(first));
-  if (struct stat st{}; stat(options.path.c_str(), &st) == 0) {
-    store->file_dev_ = st.st_dev;
-    store->file_ino_ = st.st_ino;
+  // A store that writes keeps one more connection open for its life, used for nothing: SQLite removes
+  // the -wal and -shm files when a process's last connection to them closes, and the file check below
+  // takes them as opened.
+  if (!options.read_only) {
+    ASSIGN_OR_RETURN(store->keeper_, open_and_touch());
+  }
+  const std::array<std::string, 3> paths = {options.path, options.path + "-wal", options.path + "-shm"};
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (struct stat st{}; stat(paths[i].c_str(), &st) == 0 && (i == 0 || !options.read_only)) {
+      store->files_[i] = {paths[i], static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+    }
   }
   if (options.sweep_interval_ms > 0 && !options.read_only) {
     store->sweeper_ = std::thread([s = store.get()] { s->SweepLoop(); });
@@ -490,15 +500,30 @@ SqliteItemStore::~SqliteItemStore() {
   if (writer_thread_.joinable()) writer_thread_.join();
 }
 
-bool SqliteItemStore::FileStillOpened() const {
-  struct stat st {};
-  return stat(options_.path.c_str(), &st) == 0 && st.st_dev == file_dev_ && st.st_ino == file_ino_;
+int SqliteItemStore::FileElsewhere() const {
+  for (size_t i = 0; i < files_.size(); ++i) {
+    const FileIdentity& f = files_[i];
+    if (f.path.empty()) continue;
+    struct stat st {};
+    if (stat(f.path.c_str(), &st) != 0 || st.st_dev != f.dev || st.st_ino != f.ino) return static_cast<int>(i);
+  }
+  return -1;
 }
 
+bool SqliteItemStore::FileStillOpened() const { return FileElsewhere() < 0; }
+
 absl::Status SqliteItemStore::FileGone() const {
-  return absl::UnavailableError(absl::StrCat("the store file ", options_.path,
-                                             " was removed or replaced while open: nothing is written to it until "
-                                             "it is back (restore it, or restart on the right file)"));
+  const int which = gone_file_.load(std::memory_order_relaxed);
+  if (which == 0) {
+    return absl::UnavailableError(absl::StrCat("the store file ", options_.path,
+                                               " was removed or replaced while open: nothing is written to it until "
+                                               "it is back (restore it, or restart on the right file)"));
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "the store's ", files_[static_cast<size_t>(which)].path,
+      " was removed or replaced while open: a process that opens the store now works on a log of its own, "
+      "unseen by those running (SQLite's split brain); nothing is written until it is back (stop every gateway "
+      "on this store, then run `toolgate store check` and `toolgate ledger verify`)"));
 }
 
 absl::StatusOr<std::unique_ptr<SqliteItemStore::Connection>> SqliteItemStore::Acquire() {
@@ -1063,10 +1088,13 @@ void SqliteItemStore::SweepLoop() {
       absl::MutexLock lock(&sweep_mu_);
       if (sweep_mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(tick_ms))) return;  // stopping
     }
-    const bool there = FileStillOpened();
+    const int elsewhere = FileElsewhere();
+    const bool there = elsewhere < 0;
+    if (!there) gone_file_.store(elsewhere, std::memory_order_relaxed);
     if (file_gone_.exchange(!there) != !there) {
       if (there) {
-        spdlog::warn("sqlite: the store file {} is back: serving again", options_.path);
+        spdlog::warn("sqlite: the store file {} and its -wal and -shm are as opened again: serving again",
+                     options_.path);
       } else {
         spdlog::error("sqlite: {}", std::string(FileGone().message()));
       }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -117,10 +118,14 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   // kUnavailable when another process holds the lock longer than `busy_timeout_ms`.
   static absl::Status CheckWritable(const std::string& path, int busy_timeout_ms);
 
-  // Whether the file at `path` is still the one opened. Removed (its directory deleted, a volume
+  // Whether the file at `path` is still the one opened, and its `-wal` and `-shm` files too (each as
+  // it was once the store was opened; one connection is kept open for the store's life, so SQLite
+  // itself never removes them meanwhile). The file removed (its directory deleted, a volume
   // unmounted) or replaced, writes would go to a file no other process — nor this one after a
-  // restart — ever reads: from the moment the sweeper sees it (every kFileCheckMs) every operation
-  // fails kUnavailable naming the file, and /readyz says store_unavailable, until it is back.
+  // restart — ever reads; the -wal or -shm removed, every process that opens the store afterwards
+  // works on a log of its own, unseen by those already running (SQLite's split brain). From the
+  // moment the sweeper sees it (every kFileCheckMs) every operation fails kUnavailable naming the
+  // file, and /readyz says store_unavailable, until it is back.
   bool FileStillOpened() const;
   static constexpr int64_t kFileCheckMs = 2'000;
 
@@ -192,10 +197,18 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   std::optional<int64_t> step_offset_ms_ ABSL_GUARDED_BY(clock_mu_);
   int64_t step_seen_at_mono_ms_ ABSL_GUARDED_BY(clock_mu_) = 0;
   std::thread sweeper_;
-  // The opened file's identity (FileStillOpened) and whether the sweeper last found it elsewhere.
-  uint64_t file_dev_ = 0;
-  uint64_t file_ino_ = 0;
+  // The opened files' identities (FileStillOpened): the store, its -wal and its -shm (one not there
+  // once opened: no path, not checked), and whether the sweeper last found one elsewhere, which.
+  struct FileIdentity {
+    std::string path;
+    uint64_t dev = 0;
+    uint64_t ino = 0;
+  };
+  std::array<FileIdentity, 3> files_;
   std::atomic<bool> file_gone_{false};
+  std::atomic<int> gone_file_{0};       // an index into files_
+  std::unique_ptr<Connection> keeper_;  // read-write stores: holds the -wal and -shm open for the store's life
+  int FileElsewhere() const;            // the index of the first file not as opened, or -1
   absl::Status FileGone() const;
 };
 
