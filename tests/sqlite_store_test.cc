@@ -494,15 +494,20 @@ absl::StatusOr<std::optional<Item>> GetUntil(SqliteItemStore& store, const ItemK
 bool Served(const absl::StatusOr<std::optional<Item>>& r) { return r.ok(); }
 bool Refused(const absl::StatusOr<std::optional<Item>>& r) { return !r.ok(); }
 
+// A store whose files are checked every 50 ms (the sweeper's tick, at most kFileCheckMs).
+absl::StatusOr<std::unique_ptr<SqliteItemStore>> OpenWatched(const std::string& path, const Clock& clock) {
+  store::SqliteItemStore::Options o;
+  o.path = path;
+  o.synchronous_full = false;
+  o.sweep_interval_ms = 50;
+  return SqliteItemStore::Open(o, clock);
+}
+
 TEST(SqliteStoreTest, AStoreWhoseFileIsRemovedOrReplacedRefusesEveryOperationUntilItIsBack) {
   TempDir dir;
   SystemClock clock;
   const std::string path = dir.file("store.db");
-  store::SqliteItemStore::Options o;
-  o.path = path;
-  o.synchronous_full = false;
-  o.sweep_interval_ms = 50;  // the file is checked every 50 ms (the sweeper's tick, at most kFileCheckMs)
-  auto opened = SqliteItemStore::Open(o, clock);
+  auto opened = OpenWatched(path, clock);
   ASSERT_TRUE(opened.ok()) << opened.status();
   SqliteItemStore& store = **opened;
   ASSERT_TRUE(store.Put({"KILLSWITCH", "tenant#evil"}, {{"reason", "fraud"}}, Condition::Always()).ok());
@@ -562,11 +567,7 @@ TEST(SqliteStoreTest, AStoreWhoseWalOrShmIsRemovedRefusesEveryOperationUntilItIs
     TempDir dir;
     SystemClock clock;
     const std::string path = dir.file("store.db");
-    store::SqliteItemStore::Options o;
-    o.path = path;
-    o.synchronous_full = false;
-    o.sweep_interval_ms = 50;  // the files are checked every 50 ms
-    auto opened = SqliteItemStore::Open(o, clock);
+    auto opened = OpenWatched(path, clock);
     ASSERT_TRUE(opened.ok()) << opened.status();
     SqliteItemStore& store = **opened;
     ASSERT_TRUE(store.Put({"KILLSWITCH", "tenant#evil"}, {{"reason", "fraud"}}, Condition::Always()).ok());
