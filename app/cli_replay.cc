@@ -373,7 +373,7 @@ int ReplayFromList(const Config& config, const ReplayOptions& o) {
 absl::StatusOr<json> ReplayJobDoc(const Config& config, const std::string& job_id) {
   return ReadLiveOrStore(config, "/admin/replays/" + api::PercentEncode(job_id),
                          [&job_id](Engine& engine, const Clock& clock) {
-                           ReplayJobStore jobs(engine.store(), clock);
+                           ReplayJobStore jobs(engine.store(), clock, engine.config().LargestClockSkewS());
                            return Answered(api::GetReplayJobFromStore(jobs, job_id));
                          });
 }
@@ -405,7 +405,7 @@ int ReplaysShow(const Config& config, const ReplayOptions& o) {
 
 int ReplaysList(const Config& config, const ReplayOptions& o) {
   auto r = ReadLiveOrStore(config, "/admin/replays", [](Engine& engine, const Clock& clock) {
-    ReplayJobStore jobs(engine.store(), clock);
+    ReplayJobStore jobs(engine.store(), clock, engine.config().LargestClockSkewS());
     return Answered(api::ListReplayJobsFromStore(jobs, {}));
   });
   if (!r.ok()) return Fail(std::string(r.status().message()));

@@ -174,6 +174,18 @@ TEST(ConfigTest, TheSqliteMemoryMapIsOffByDefaultAndBounded) {
   }
 }
 
+// Claims no one connector owns (bulk replay jobs, callback deliveries) wait for the fleet's largest skew.
+TEST(ConfigTest, TheLargestClockSkewIsTheLargestOfAnyConnector) {
+  EXPECT_EQ(Config{}.LargestClockSkewS(), 5) << "the default, with no connector";
+  auto two = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_clock_skew_s = 3\n"
+      "[connectors.mail]\nbase_url = \"http://127.0.0.1:2\"\nmax_clock_skew_s = 40\n"
+      "[connectors.erp]\nbase_url = \"http://127.0.0.1:3\"\nmax_clock_skew_s = 0\n",
+      "two.toml");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_EQ(two->LargestClockSkewS(), 40);
+}
+
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {
   Config c = DefaultConfig();
   EXPECT_EQ(c.server.listen.ToString(), "127.0.0.1:8080");

@@ -4,6 +4,7 @@
 #include "toolgate/services/queue_service.h"
 
 #include "toolgate/services/callback_outbox.h"
+#include "toolgate/services/replay_job_store.h"
 
 #include <atomic>
 #include <set>
@@ -226,7 +227,7 @@ TEST_P(QueueServiceTest, OfManyRacingClaimantsExactlyOneWinsEachItem) {
 // same batch; a lost claim owes none. Deliveries are claimed as leases: one winner per read, taken
 // over after the lease, rescheduled by their claimant only.
 TEST_P(QueueServiceTest, AnEndedItemWithACallbackOwesOneDeliveryClaimedAsALease) {
-  CallbackOutbox outbox(*store_, clock_);
+  CallbackOutbox outbox(*store_, clock_, kSkewS);
   QueueItem q = Item("t1", "e-cb");
   q.callback_url = "http://127.0.0.1:1/hook";
   Enqueue(q);
@@ -262,8 +263,13 @@ TEST_P(QueueServiceTest, AnEndedItemWithACallbackOwesOneDeliveryClaimedAsALease)
   EXPECT_FALSE(second->has_value()) << "the same read cannot be claimed twice";
   EXPECT_TRUE(outbox.Due(10)->empty()) << "claimed: not due";
   clock_.advance(std::chrono::milliseconds(5'001));
+  EXPECT_TRUE(outbox.Due(10)->empty()) << "a host ahead by the skew must not take a live claim";
+  auto early = outbox.Claim(**first, "i2", 5'000);  // what it read when it was claimed
+  ASSERT_TRUE(early.ok());
+  EXPECT_FALSE(early->has_value()) << "nor take it over with a read of the claim";
+  clock_.advance(std::chrono::seconds(kSkewS));
   auto expired = outbox.Due(10);
-  ASSERT_EQ(expired->size(), 1u) << "its lease ran out: claimable again";
+  ASSERT_EQ(expired->size(), 1u) << "its lease and the skew ran out: claimable again";
   auto takeover = outbox.Claim((*expired)[0], "i2", 5'000);
   ASSERT_TRUE(takeover.ok() && takeover->has_value());
   EXPECT_EQ((*takeover)->first_attempt_ms, (*first)->first_attempt_ms) << "the retry window counts from the first";
@@ -280,6 +286,32 @@ TEST_P(QueueServiceTest, AnEndedItemWithACallbackOwesOneDeliveryClaimedAsALease)
   auto erased = store_->Erase(done.key, done.condition);
   ASSERT_TRUE(erased.ok() && erased->applied);
   EXPECT_EQ(*outbox.Pending(), 0);
+}
+
+// A bulk replay job's claim, like every claim no one connector owns, is taken over only once its
+// lease and the fleet's clock skew have passed on the taker's clock: a host running that far ahead
+// never takes a live holder's job.
+TEST_P(QueueServiceTest, ABulkReplayJobsClaimIsTakenOverOnlyOnceItsLeaseAndTheSkewHavePassed) {
+  ReplayJobStore jobs(*store_, clock_, kSkewS);
+  ReplayJob job;
+  job.job_id = "job-1";
+  job.planned = 1;
+  ASSERT_TRUE(jobs.Create(job, {ReplayJobEntry{"t1", "e-1"}}).ok());
+  auto a = jobs.Claim("job-1", "instance-a", 2'000);
+  ASSERT_TRUE(a.ok() && a->has_value()) << a.status();
+  auto early = jobs.Claim("job-1", "instance-b", 2'000);
+  ASSERT_TRUE(early.ok());
+  EXPECT_FALSE(early->has_value()) << "held";
+  clock_.advance(std::chrono::milliseconds(2'001));
+  auto within_skew = jobs.Claim("job-1", "instance-b", 2'000);
+  ASSERT_TRUE(within_skew.ok());
+  EXPECT_FALSE(within_skew->has_value()) << "lapsed by this clock, but live by a holder's up to the skew behind";
+  auto renewed = jobs.Claim("job-1", "instance-a", 2'000);
+  ASSERT_TRUE(renewed.ok() && renewed->has_value()) << "its holder renews it";
+  clock_.advance(std::chrono::milliseconds(2'001) + std::chrono::seconds(kSkewS));
+  auto taken = jobs.Claim("job-1", "instance-b", 2'000);
+  ASSERT_TRUE(taken.ok() && taken->has_value());
+  EXPECT_EQ((*taken)->owner, "instance-b");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, QueueServiceTest, ::testing::ValuesIn(toolgate::testing::AllBackends()),

@@ -228,6 +228,10 @@ struct Config {
   std::map<std::string, ConnectorConfig> connectors;
   std::map<std::string, ToolConfig> tools;
   std::string source;  // the file it came from, or "built-in default"
+
+  // The largest `max_clock_skew_s` of any connector (5, the default, with none): the skew claims that
+  // belong to no one connector (bulk replay jobs, callback deliveries) allow before a take-over.
+  int LargestClockSkewS() const;
 };
 
 // Descriptors kept aside from connections: the store's files, logs, listeners, name lookups and

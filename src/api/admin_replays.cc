@@ -225,12 +225,14 @@ HttpResponse GetReplayJobFromStore(ReplayJobStore& jobs, const std::string& job_
 struct AdminReplays::Impl : GatewayContext {
   explicit Impl(GatewayContext& g)
       : GatewayContext(g),
-        jobs(g.engine.store(), g.clock),
+        jobs(g.engine.store(), g.clock, g.config.LargestClockSkewS()),
         lease_ms(int64_t{g.config.admin.replay_job_lease_s} * 1000),
+        skew_ms(int64_t{g.config.LargestClockSkewS()} * 1000),
         poll_ms(std::min(kMaxJobPollMs, lease_ms / 2)) {}
 
   ReplayJobStore jobs;
   const int64_t lease_ms;  // [admin] replay_job_lease_s: a job's claim lapses this long after its last step
+  const int64_t skew_ms;   // ...and is taken over this much later still (the fleet's largest clock skew)
   const int64_t poll_ms;   // how often RunJobsForever looks for jobs nobody holds (a lapsed claim too)
   absl::Mutex mu;
   std::set<std::string> running ABSL_GUARDED_BY(mu);  // jobs this instance is running
@@ -584,7 +586,8 @@ struct AdminReplays::Impl : GatewayContext {
       if (list.ok()) {
         const int64_t now = clock.now_epoch_ms();
         for (const ReplayJob& j : *list) {
-          if (j.state == "RUNNING" && (j.owner.empty() || j.owner == engine.instance_id() || j.lease_until_ms < now)) {
+          if (j.state == "RUNNING" &&
+              (j.owner.empty() || j.owner == engine.instance_id() || j.lease_until_ms < now - skew_ms)) {
             Launch(j.job_id);
           }
         }

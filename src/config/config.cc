@@ -825,4 +825,11 @@ Config DefaultConfig() {
   return *c;  // the built-in text is valid; the config test checks it
 }
 
+int Config::LargestClockSkewS() const {
+  if (connectors.empty()) return ConcurrencyConfig{}.max_clock_skew_s;
+  int largest = 0;
+  for (const auto& [id, c] : connectors) largest = std::max(largest, c.concurrency.max_clock_skew_s);
+  return largest;
+}
+
 }  // namespace toolgate

@@ -58,7 +58,7 @@ void Engine::Build(store::ItemStore& base) {
   invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
                                                                  *ledger_, *executions_, *intents_, metrics_,
                                                                  slo_counters_.get(), queue_.get(), mcp_tools_.get()});
-  callbacks_ = std::make_unique<CallbackOutbox>(st, clock_);
+  callbacks_ = std::make_unique<CallbackOutbox>(st, clock_, c.LargestClockSkewS());
   queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
   // An execution still IN_PROGRESS this long after it began was abandoned (Replayer): its call's
   // timeout and the intent's hold after it (30 s) have passed, with the clock skew allowed.

@@ -24,13 +24,14 @@ constexpr char kAttempts[] = "attempts";
 constexpr char kDue[] = "due_ms";
 constexpr char kFirst[] = "first_attempt_ms";
 
-bool Claimable(const CallbackDelivery& d, int64_t now_ms) {
-  return d.claim_owner.empty() || d.claim_expires_ms <= now_ms;
+bool Claimable(const CallbackDelivery& d, int64_t now_ms, int64_t skew_ms) {
+  return d.claim_owner.empty() || d.claim_expires_ms <= now_ms - skew_ms;
 }
 
 }  // namespace
 
-CallbackOutbox::CallbackOutbox(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+CallbackOutbox::CallbackOutbox(store::ItemStore& store, const Clock& clock, int max_clock_skew_s)
+    : store_(store), clock_(clock), skew_ms_(int64_t{max_clock_skew_s} * 1000) {}
 
 store::ItemKey CallbackOutbox::Key(std::string_view execution_id) {
   return {kCallbacksPk, absl::StrCat(kSkPrefix, std::string(execution_id))};
@@ -77,7 +78,7 @@ absl::StatusOr<std::vector<CallbackDelivery>> CallbackOutbox::Due(int limit, int
     for (const auto& [sk, item] : p.items) {
       ++seen;
       ASSIGN_OR_RETURN(CallbackDelivery d, FromItem(item));
-      if (d.due_ms <= now_ms && Claimable(d, now_ms)) out.push_back(std::move(d));
+      if (d.due_ms <= now_ms && Claimable(d, now_ms, skew_ms_)) out.push_back(std::move(d));
       if (static_cast<int>(out.size()) >= limit) break;
     }
     if (!p.last_sk) break;
@@ -93,11 +94,12 @@ absl::StatusOr<std::optional<CallbackDelivery>> CallbackOutbox::Claim(const Call
                                UpdateOp::Set(Attr(kDeliveryExpires), now_ms + lease_ms),
                                UpdateOp::Set(Attr(kAttempts), seen.attempts + 1)};
   if (seen.first_attempt_ms == 0) ops.push_back(UpdateOp::Set(Attr(kFirst), now_ms));
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(Key(seen.execution_id), std::move(ops),
-                                 Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempts), seen.attempts),
-                                                 Condition::Or({Condition::NotExists(Attr(kDeliveryOwner)),
-                                                                Condition::Le(Attr(kDeliveryExpires), now_ms)})})));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(Key(seen.execution_id), std::move(ops),
+                    Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kAttempts), seen.attempts),
+                                    Condition::Or({Condition::NotExists(Attr(kDeliveryOwner)),
+                                                   Condition::Le(Attr(kDeliveryExpires), now_ms - skew_ms_)})})));
   if (!r.applied) return std::optional<CallbackDelivery>();
   ASSIGN_OR_RETURN(CallbackDelivery claimed, FromItem(r.item));
   return std::optional<CallbackDelivery>(std::move(claimed));

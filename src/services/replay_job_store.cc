@@ -60,7 +60,8 @@ Condition OwnedBy(std::string_view owner) { return Condition::Eq(Attr("owner"), 
 
 }  // namespace
 
-ReplayJobStore::ReplayJobStore(store::ItemStore& store, const Clock& clock) : store_(store), clock_(clock) {}
+ReplayJobStore::ReplayJobStore(store::ItemStore& store, const Clock& clock, int max_clock_skew_s)
+    : store_(store), clock_(clock), skew_ms_(int64_t{max_clock_skew_s} * 1000) {}
 
 absl::Status ReplayJobStore::Create(const ReplayJob& job, const std::vector<ReplayJobEntry>& entries) {
   if (static_cast<int64_t>(entries.size()) > kMaxEntries) {
@@ -158,13 +159,14 @@ absl::StatusOr<bool> ReplayJobStore::Cancel(std::string_view job_id, std::string
 absl::StatusOr<std::optional<ReplayJob>> ReplayJobStore::Claim(std::string_view job_id, std::string_view owner,
                                                                int64_t lease_ms) {
   const int64_t now = clock_.now_epoch_ms();
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update(HeaderKey(job_id),
-                                 {UpdateOp::Set(Attr("owner"), std::string(owner)),
-                                  UpdateOp::Set(Attr("lease_until_ms"), now + lease_ms)},
-                                 Condition::And({Condition::Exists(Attr("job_id")), Running(),
-                                                 Condition::Or({Condition::NotExists(Attr("owner")), OwnedBy(owner),
-                                                                Condition::Lt(Attr("lease_until_ms"), now)})})));
+  ASSIGN_OR_RETURN(
+      store::WriteResult r,
+      store_.Update(
+          HeaderKey(job_id),
+          {UpdateOp::Set(Attr("owner"), std::string(owner)), UpdateOp::Set(Attr("lease_until_ms"), now + lease_ms)},
+          Condition::And({Condition::Exists(Attr("job_id")), Running(),
+                          Condition::Or({Condition::NotExists(Attr("owner")), OwnedBy(owner),
+                                         Condition::Lt(Attr("lease_until_ms"), now - skew_ms_)})})));
   if (!r.applied) return std::nullopt;
   return JobFromItem(r.item);
 }

@@ -43,7 +43,8 @@ struct CallbackDelivery {
 // Thread-safe. Status codes: store errors; kDataLoss for an item it did not write.
 class CallbackOutbox {
  public:
-  CallbackOutbox(store::ItemStore& store, const Clock& clock);
+  // A claim expired `max_clock_skew_s` ago by this host's clock may be taken over (as a slot's, S7).
+  CallbackOutbox(store::ItemStore& store, const Clock& clock, int max_clock_skew_s);
 
   static store::ItemKey Key(std::string_view execution_id);
 
@@ -77,6 +78,7 @@ class CallbackOutbox {
  private:
   store::ItemStore& store_;
   const Clock& clock_;
+  const int64_t skew_ms_;
 };
 
 }  // namespace toolgate

@@ -57,7 +57,9 @@ class ReplayJobStore {
   static constexpr int kPartSize = 500;
   static constexpr int64_t kRetentionS = 30 * 86400;  // jobs are kept 30 days
 
-  ReplayJobStore(store::ItemStore& store, const Clock& clock);
+  // A claim lapsed `max_clock_skew_s` ago by this host's clock may be taken over: a host whose clock
+  // runs that far ahead never takes a live holder's.
+  ReplayJobStore(store::ItemStore& store, const Clock& clock, int max_clock_skew_s);
 
   // Writes the parts, then the header (state RUNNING, unclaimed).
   absl::Status Create(const ReplayJob& job, const std::vector<ReplayJobEntry>& entries);
@@ -86,6 +88,7 @@ class ReplayJobStore {
  private:
   store::ItemStore& store_;
   const Clock& clock_;
+  const int64_t skew_ms_;
 };
 
 }  // namespace toolgate
