@@ -162,6 +162,32 @@ TEST(CrashTest, GatewaysKilledMidBurstLoseNoAnsweredCallAndLeakNoSlot) {
   EXPECT_EQ(code, 0) << out;
 }
 
+// One gateway on the SQLite store at `db_path`, its connector `crm` (a limit of 4) in front of `crm`.
+std::string CrmOnSqlite(const std::string& db_path, const FakeDownstream& crm, const std::string& keys) {
+  return testing::BaseConfig(db_path) + "[connectors.crm]\nbase_url = \"" + crm.base_url() + "\"\n" + keys +
+         "max_in_flight = 4\n";
+}
+
+// An operator's `sqlite3` session holding the store's write lock until Commit (or its end).
+class OperatorSession {
+ public:
+  explicit OperatorSession(const std::string& db_path) {
+    EXPECT_EQ(sqlite3_open(db_path.c_str(), &db_), SQLITE_OK);
+    sqlite3_busy_timeout(db_, 5000);
+    EXPECT_EQ(sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  ~OperatorSession() { Commit(); }
+  void Commit() {
+    if (db_ == nullptr) return;
+    EXPECT_EQ(sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
 // S7 while another process holds SQLite's write lock: a call's opening write waits for it, and its
 // slot's lease, reckoned before the wait, may then have less life left than the call may take. Such
 // a call is not sent (DEFERRED gateway_overloaded, its slot given back): sent, another instance
@@ -170,22 +196,16 @@ TEST(CrashTest, ACallWhoseLeaseAWaitForTheStoreShortenedIsNotSent) {
   TempDir dir;
   FakeDownstream crm;
   const std::string db_path = dir.file("store.db");
-  GatewayProcess gw(testing::BaseConfig(db_path) + "[connectors.crm]\nbase_url = \"" + crm.base_url() +
-                        "\"\ntimeout_ms = 1500\nlease_ttl_s = 2\nmax_clock_skew_s = 0\nmax_in_flight = 4\n",
-                    dir);
+  GatewayProcess gw(CrmOnSqlite(db_path, crm, "timeout_ms = 1500\nlease_ttl_s = 2\nmax_clock_skew_s = 0\n"), dir);
   ASSERT_TRUE(gw.Start());
   const std::string token = Token("acme");
   ASSERT_EQ(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, token).status, 200);
 
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  ASSERT_EQ(sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);  // an operator's session
+  OperatorSession session(db_path);
   api::ClientResult waited;
   std::thread call([&] { waited = gw.Invoke("crm.x", {{"input", {{"n", 2}}}}, token); });
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  ASSERT_EQ(sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(db);
+  session.Commit();
   call.join();
   EXPECT_EQ(waited.status, 503) << waited.body;
   EXPECT_EQ(Body(waited)["outcome"], "DEFERRED") << waited.body;
@@ -196,6 +216,61 @@ TEST(CrashTest, ACallWhoseLeaseAWaitForTheStoreShortenedIsNotSent) {
   EXPECT_NE(connectors.find("\"in_flight\":0"), std::string::npos) << "the slot was not given back: " << connectors;
   EXPECT_EQ(gw.Invoke("crm.x", {{"input", {{"n", 3}}}}, token).status, 200) << "and the next call runs";
   EXPECT_EQ(crm.total(), 2);
+}
+
+// S9 and the key's safety when another process held SQLite's lock past its busy timeout while a
+// call was at the downstream: the call is answered FAILED store_unavailable, its outcome is held and
+// written once the lock is given back — the record SUCCEEDED with its ledger whole, the slot given
+// back — and a retry with the call's idempotency key is answered from it, not sent again.
+TEST(CrashTest, AnOutcomeALockedStoreKeptOutIsRecordedOnceTheLockIsGivenBack) {
+  TempDir dir;
+  FakeDownstream crm;
+  crm.set_behavior([](const FakeDownstream::Request&) {
+    Reply r;
+    r.delay_ms = 600;
+    return r;
+  });
+  const std::string db_path = dir.file("store.db");
+  GatewayProcess gw(CrmOnSqlite(db_path, crm, "timeout_ms = 3000\n"), dir);
+  ASSERT_TRUE(gw.Start());
+  const std::string token = Token("acme");
+  const json call = {{"input", {{"n", 1}}}, {"idempotency_key", "order-1"}};
+  api::ClientResult lost;
+  std::thread caller([&] { lost = gw.Invoke("crm.x", call, token); });
+  for (int i = 0; i < 500 && crm.concurrent() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(crm.concurrent(), 1) << "the call never reached the downstream";
+  OperatorSession session(db_path);
+  // The close waits SQLite's busy timeout (5 s) and fails; then the lock is given back.
+  for (int i = 0; i < 200 && gw.Log().find("held, to be written again") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  session.Commit();
+  caller.join();
+  ASSERT_EQ(lost.status, 503) << lost.body;
+  EXPECT_EQ(Body(lost)["outcome"], "FAILED") << lost.body;
+  EXPECT_EQ(Body(lost)["reason"], "store_unavailable") << lost.body;
+  const std::string id = Body(lost)["execution_id"];
+
+  json record;
+  for (int i = 0; i < 200; ++i) {  // the retry loop runs every second; its backoff starts at 1 s
+    record = Body(gw.Public("GET", "/v1/executions/" + id, "", token));
+    if (record.value("outcome", "") == "SUCCEEDED") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(record.value("outcome", ""), "SUCCEEDED") << record.dump();
+  EXPECT_NE(gw.Log().find("execution " + id + ": outcome SUCCEEDED recorded after"), std::string::npos) << gw.Log();
+  EXPECT_NE(gw.Admin("GET", "/admin/connectors").body.find("\"in_flight\":0"), std::string::npos);
+  EXPECT_NE(gw.Admin("GET", "/metrics").body.find("toolgate_unrecorded_outcomes_ended_total{result=\"recorded\"} 1"),
+            std::string::npos);
+
+  const api::ClientResult retry = gw.Invoke("crm.x", call, token);
+  EXPECT_EQ(retry.status, 200) << retry.body;
+  EXPECT_EQ(Body(retry)["execution_id"], id) << retry.body;
+  EXPECT_EQ(crm.total(), 1) << "the key's retry was sent again";
+
+  EXPECT_EQ(gw.Terminate(), 0);
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw.CliConfigPath()}, dir);
+  EXPECT_EQ(code, 0) << out;
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ class IntentOpeningTest : public ::testing::Test {
 
 TEST_F(IntentOpeningTest, ACallWithAKeyCommitsTwiceAsACallWithoutOne) {
   ASSERT_EQ(Invoke(Request("")).first.outcome, Outcome::kSucceeded);  // the tenant's entry, once per process
-  for (const std::string key : {std::string(""), std::string("order-1")}) {
+  for (const std::string& key : {std::string(""), std::string("order-1")}) {
     SCOPED_TRACE("key '" + key + "'");
     const int before = counting_.writes.load();
     auto [answer, called] = Invoke(Request(key, R"({"k":")" + key + "\"}"));

@@ -61,8 +61,49 @@ class StoreFaultTest : public ::testing::TestWithParam<bool> {
     r.principal = {"user-1", "tenant-a", "", {}};
     r.tool_name = "crm.update";
     r.input_json = R"({"k":"v"})";
+    r.idempotency_key = key_;
     return r;
   }
+  // The call's two halves apart (a store that goes down between them), through either path.
+  std::unique_ptr<InvocationTicket> AdmitOnly() {
+    ToolInvoker::Admitted admitted;
+    if (!ThroughPort()) {
+      admitted = invoker_->Admit(Request());
+    } else {
+      RunOnLoop([&](StoreDrive drive) -> boost::asio::awaitable<void> {
+        auto admit = invoker_->AdmitAsync(Request(), drive);
+        admitted = co_await std::move(admit);
+      });
+    }
+    auto* ticket = std::get_if<std::unique_ptr<InvocationTicket>>(&admitted);
+    EXPECT_NE(ticket, nullptr) << "not admitted: " << ToString(std::get<InvokeResult>(admitted).reason);
+    return ticket == nullptr ? nullptr : std::move(*ticket);
+  }
+  InvokeResult CompleteOnly(std::unique_ptr<InvocationTicket> ticket, int status) {
+    if (!ThroughPort()) return invoker_->Complete(std::move(ticket), testing::DownstreamAnswer(status));
+    InvokeResult out;
+    RunOnLoop([&](StoreDrive drive) -> boost::asio::awaitable<void> {
+      auto complete = invoker_->CompleteAsync(std::move(ticket), testing::DownstreamAnswer(status), drive);
+      out = co_await std::move(complete);
+    });
+    return out;
+  }
+  template <typename F>
+  void RunOnLoop(F f) {
+    boost::asio::io_context loop;
+    boost::asio::co_spawn(loop, f(StoreDrive{&port_, &blocking_}), boost::asio::detached);
+    loop.run();
+  }
+  // A call with `key` admitted while the store works; the store goes down before its close.
+  InvokeResult LoseTheOutcome(const std::string& key) {
+    Build("defer");
+    key_ = key;
+    std::unique_ptr<InvocationTicket> ticket = AdmitOnly();
+    if (ticket == nullptr) return InvokeResult::Refused(InvokeError::kStoreUnavailable, "not admitted");
+    faulty_.SetDown(true);
+    return CompleteOnly(std::move(ticket), 200);
+  }
+  UnrecordedOutcomes& Unrecorded() { return stack_->engine->unrecorded_outcomes(); }
   // Admit and, when admitted, complete with `status`. The response, and whether the downstream was called.
   std::pair<InvokeResult, bool> Invoke(int status) {
     if (ThroughPort()) return InvokeThroughPort(status);
@@ -110,6 +151,7 @@ class StoreFaultTest : public ::testing::TestWithParam<bool> {
   Ledger* ledger_ = nullptr;
   ExecutionStore* executions_ = nullptr;
   ToolInvoker* invoker_ = nullptr;
+  std::string key_;  // the calls' idempotency key (none: each call its own)
 };
 
 TEST_P(StoreFaultTest, DeferAnswersStoreUnavailableAndCallsNothingThenRecovers) {
@@ -262,6 +304,156 @@ TEST_P(StoreFaultTest, AStoreThatDiesMidBurstLeavesNoLeakNoStuckBreakerAndNoLedg
   EXPECT_TRUE(called) << ToString(after.reason);
   EXPECT_EQ(after.outcome, Outcome::kSucceeded) << ToString(after.reason);
   EXPECT_EQ(InFlight(), 0);
+}
+
+// S9 and idempotency after a store outage: a call that reached its downstream while the store went
+// down is answered FAILED store_unavailable, and its close (outcome, last event, intent, slot) is
+// held and written once the store is back — so the key's retry is answered from the recorded
+// success instead of being sent again, and the slot is given back without waiting for its lease.
+TEST_P(StoreFaultTest, AnOutcomeTheStoreDidNotTakeIsWrittenOnceItIsBackAndTheKeyAnsweredFromIt) {
+  const InvokeResult lost = LoseTheOutcome("order-1");
+  EXPECT_EQ(lost.outcome, Outcome::kFailed);
+  EXPECT_EQ(lost.reason, OutcomeReason{FailureReason::kStoreUnavailable});
+  ASSERT_EQ(Unrecorded().held(), 1u) << "the outcome the store did not take is not held";
+
+  // Still down: tried (due or not), not recorded, still held.
+  EXPECT_EQ(Unrecorded().RetryDue(/*all=*/true), 0);
+  EXPECT_EQ(Unrecorded().held(), 1u);
+  faulty_.SetDown(false);
+  EXPECT_EQ(Unrecorded().RetryDue(), 0) << "retried before its backoff was due";
+  clock_.advance(std::chrono::seconds(UnrecordedOutcomes::kLongestRetryMs / 1000));
+  EXPECT_EQ(Unrecorded().RetryDue(), 1);
+  EXPECT_EQ(Unrecorded().held(), 0u);
+
+  auto rec = executions_->Get("tenant-a", lost.execution_id);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->outcome, Outcome::kSucceeded);
+  auto events = ledger_->ReadExecution(*rec);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_FALSE(events->empty());
+  EXPECT_TRUE(Ledger::VerifyChain(*events).ok());
+  EXPECT_EQ(events->back().type, "TOOL_SUCCEEDED");
+  EXPECT_EQ(rec->last_seq, events->back().seq);
+  EXPECT_EQ(InFlight(), 0) << "the held close gives the slot back";
+
+  // The key's retry is answered from the recorded success; nothing is sent again.
+  const auto [retry, called] = Invoke(200);
+  EXPECT_FALSE(called) << "the call was sent twice";
+  EXPECT_EQ(retry.outcome, Outcome::kSucceeded) << ToString(retry.reason);
+  EXPECT_EQ(retry.execution_id, lost.execution_id);
+}
+
+// A held close is not forced over what happened meanwhile: once the intent's hold has run out and
+// another call took the key over, the old execution's record still gets its true outcome, but the
+// intent stays the new call's.
+TEST_P(StoreFaultTest, AHeldOutcomeDoesNotTakeBackAnIntentAnotherCallTookOver) {
+  const InvokeResult lost = LoseTheOutcome("order-2");
+  ASSERT_EQ(lost.reason, OutcomeReason{FailureReason::kStoreUnavailable});
+  faulty_.SetDown(false);
+  const ConnectorConfig& c = config_->connectors.at("crm");
+  clock_.advance(std::chrono::milliseconds(c.timeout_ms + 30'000 + c.concurrency.lease_ttl_s * 1000 +
+                                           c.concurrency.max_clock_skew_s * 1000 + 1000));
+  const auto [other, called] = Invoke(200);
+  ASSERT_TRUE(called) << ToString(other.reason);
+  ASSERT_EQ(other.outcome, Outcome::kSucceeded);
+  ASSERT_NE(other.execution_id, lost.execution_id);
+
+  EXPECT_EQ(Unrecorded().RetryDue(), 0) << "recorded whole over another call's intent";
+  EXPECT_EQ(Unrecorded().held(), 0u) << "a refused part is not tried forever";
+  auto rec = executions_->Get("tenant-a", lost.execution_id);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->outcome, Outcome::kSucceeded) << "the record still says what happened";
+  auto intent = memory_.Get(IntentStore::Key("tenant-a", "order-2"));
+  ASSERT_TRUE(intent.ok() && intent->has_value());
+  EXPECT_EQ((*intent)->at("execution_id").as_string(), other.execution_id);
+  EXPECT_EQ(InFlight(), 0);
+}
+
+// What is left to write after an attempt, write by write.
+TEST(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsChains) {
+  using store::WriteRequest;
+  using Results = UnrecordedOutcomes::WriteResults;
+  const auto w = [](std::string sk, bool chained) {
+    WriteRequest r = WriteRequest::Put({"pk", std::move(sk)}, {}, store::Condition());
+    r.requires_previous = chained;
+    return r;
+  };
+  store::WriteResult applied;
+  applied.applied = true;
+  const store::WriteResult refused = store::WriteResult::ConditionFailed();
+  const absl::Status down = absl::UnavailableError("down");
+  const std::vector<WriteRequest> writes = {w("event", false), w("record", true), w("intent", false), w("slot", false)};
+  const auto names = [](const std::vector<WriteRequest>& left) {
+    std::vector<std::string> out;
+    for (const auto& r : left) out.push_back(r.key.sk + (r.requires_previous ? "+" : ""));
+    return out;
+  };
+  bool was_refused = false;
+  // Everything failed: everything is left, the chain kept.
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{down, refused, down, down}, was_refused)),
+            (std::vector<std::string>{"event", "record+", "intent", "slot"}));
+  EXPECT_FALSE(was_refused) << "a write skipped after its chain's failed head is not a refusal";
+  // The event went in, the record did not: the record is left, no longer chained.
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{applied, down, applied, applied}, was_refused)),
+            (std::vector<std::string>{"record"}));
+  EXPECT_FALSE(was_refused);
+  // The event refused: it and the record chained to it are dropped; the rest still goes in.
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{refused, refused, down, applied}, was_refused)),
+            (std::vector<std::string>{"intent"}));
+  EXPECT_TRUE(was_refused);
+  // A malformed write is not store trouble: not tried again.
+  was_refused = false;
+  EXPECT_TRUE(
+      UnrecordedOutcomes::Remaining({w("x", false)}, Results{absl::InvalidArgumentError("bad")}, was_refused).empty());
+  EXPECT_TRUE(was_refused);
+}
+
+// Held closes are bounded: beyond the limit one is not held (the execution stays IN_PROGRESS, as
+// before), and the ones held are kept.
+TEST(UnrecordedOutcomesTest, BeyondItsLimitACloseIsNotHeld) {
+  ManualClock clock{1'800'000'000'000};
+  store::MemoryItemStore memory{clock};
+  Metrics metrics;
+  UnrecordedOutcomes held(memory, clock, metrics, /*max_held=*/2);
+  const std::vector<store::WriteRequest> writes = {
+      store::WriteRequest::Put({"pk", "sk"}, {}, store::Condition::ItemAbsent())};
+  const UnrecordedOutcomes::WriteResults down = {absl::UnavailableError("down")};
+  EXPECT_TRUE(held.Hold("e1", "SUCCEEDED", writes, down));
+  EXPECT_TRUE(held.Hold("e2", "SUCCEEDED", writes, down));
+  EXPECT_FALSE(held.Hold("e3", "SUCCEEDED", writes, down));
+  EXPECT_EQ(held.held(), 2u);
+  // Both are written once due; the second finds the item the first wrote and is refused, not retried.
+  clock.advance(std::chrono::seconds(2));
+  EXPECT_EQ(held.RetryDue(), 1);
+  EXPECT_EQ(held.held(), 0u);
+  EXPECT_TRUE(memory.Get({"pk", "sk"})->has_value());
+}
+
+// While the store is still in trouble, one held close is tried per turn, not each (each would wait
+// out the store's own timeout); an hour on, still refused, they are given up.
+TEST(UnrecordedOutcomesTest, AStoreStillInTroubleIsTriedOncePerTurnAndHeldClosesExpire) {
+  ManualClock clock{1'800'000'000'000};
+  store::MemoryItemStore memory{clock};
+  FaultInjectingStore faulty{memory};
+  Metrics metrics;
+  UnrecordedOutcomes held(faulty, clock, metrics);
+  const UnrecordedOutcomes::WriteResults down = {absl::UnavailableError("down")};
+  for (const std::string sk : {"a", "b", "c"}) {
+    ASSERT_TRUE(
+        held.Hold("e-" + sk, "SUCCEEDED", {store::WriteRequest::Put({"pk", sk}, {}, store::Condition())}, down));
+  }
+  faulty.SetDown(true);
+  EXPECT_EQ(held.RetryDue(/*all=*/true), 0);
+  EXPECT_EQ(faulty.injected(), 1) << "every held close waited out the store";
+  EXPECT_EQ(held.held(), 3u);
+  // An hour on, still down: given up (one store that comes back in time takes them, however late).
+  clock.advance(std::chrono::milliseconds(UnrecordedOutcomes::kMaxAgeMs));
+  EXPECT_EQ(held.RetryDue(), 0);
+  EXPECT_EQ(held.held(), 0u) << "held past their age";
+  EXPECT_EQ(faulty.injected(), 2);
+  faulty.SetDown(false);
+  EXPECT_EQ(held.RetryDue(/*all=*/true), 0);
+  EXPECT_FALSE(memory.Get({"pk", "a"})->has_value());
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, StoreFaultTest, ::testing::Bool(),

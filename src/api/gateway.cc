@@ -237,6 +237,19 @@ struct Gateway::Impl {
     }
   }
 
+  // Outcomes of calls the store did not take (it was unreachable, or another process held SQLite's
+  // lock past its busy timeout), written again as they fall due (UnrecordedOutcomes' backoff).
+  asio::awaitable<void> RetryUnrecordedOutcomesForever() {
+    asio::steady_timer timer(io);
+    UnrecordedOutcomes& unrecorded = engine->unrecorded_outcomes();
+    while (!draining) {
+      timer.expires_after(std::chrono::seconds(1));
+      co_await timer.async_wait(asio::use_awaitable);
+      if (draining) break;
+      if (unrecorded.held() > 0) co_await RunBlocking(pool, [&unrecorded] { return unrecorded.RetryDue(); });
+    }
+  }
+
   // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
   // expired items — chains past their retention, old SLO minutes — are deleted here.
   asio::awaitable<void> SweepMemoryStoreForever(store::MemoryItemStore* memory) {
@@ -383,6 +396,7 @@ absl::Status Gateway::Start() {
   for (auto& [id, connector] : i.connectors) connector->Start(i.io.get_executor());
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
   asio::co_spawn(i.io, i.ReclaimExpiredLeasesForever(), asio::detached);
+  asio::co_spawn(i.io, i.RetryUnrecordedOutcomesForever(), asio::detached);
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
   i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);                // queued calls (§15)
   i.dispatcher->Start();
@@ -435,6 +449,12 @@ void Gateway::Stop() {
           // The last calls' SLO counts, so a restart or a rolling deploy loses none; bulk replay
           // jobs given back, so a restart (or another instance) goes on with them at once.
           co_await RunBlocking(i.pool, [&i] {
+            // Outcomes still held get one more try, due or not; what the store still refuses is
+            // left IN_PROGRESS (replayable once abandoned), each named in the log.
+            if (UnrecordedOutcomes& held = i.engine->unrecorded_outcomes(); held.held() > 0) {
+              held.RetryDue(/*all=*/true);
+              held.LogLeft();
+            }
             i.admin_routes->replays().ReleaseClaims();
             if (absl::Status s = i.engine->slo_counters().Flush(); !s.ok())
               spdlog::warn("SLO counts lost at shutdown: {}", s.ToString());

@@ -55,9 +55,10 @@ void Engine::Build(store::ItemStore& base) {
   std::set<std::string, std::less<>> connector_ids;
   for (const auto& [id, connector] : c.connectors) connector_ids.insert(id);
   mcp_tools_ = std::make_unique<McpToolRegistry>(std::move(reserved), std::move(connector_ids));
-  invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_,
-                                                                 *ledger_, *executions_, *intents_, metrics_,
-                                                                 slo_counters_.get(), queue_.get(), mcp_tools_.get()});
+  unrecorded_ = std::make_unique<UnrecordedOutcomes>(st, clock_, metrics_);
+  invoker_ = std::make_unique<ToolInvoker>(
+      ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_, *ledger_, *executions_, *intents_,
+                            metrics_, slo_counters_.get(), queue_.get(), mcp_tools_.get(), unrecorded_.get()});
   callbacks_ = std::make_unique<CallbackOutbox>(st, clock_, c.LargestClockSkewS());
   queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
   // An execution still IN_PROGRESS this long after it began was abandoned (Replayer): its call's

@@ -118,6 +118,17 @@ Metrics::Metrics()
                              .Help("Callback deliveries this instance attempted, by result: delivered, retried (to be "
                                    "tried again), failed (given up after callback_retry_s)")
                              .Register(*registry_)),
+      unrecorded_held_(prometheus::BuildGauge()
+                           .Name("toolgate_unrecorded_outcomes")
+                           .Help("Outcomes of calls that reached their downstream which the store did not take, held "
+                                 "by this instance to be written again")
+                           .Register(*registry_)
+                           .Add({})),
+      unrecorded_ended_(prometheus::BuildCounter()
+                            .Name("toolgate_unrecorded_outcomes_ended_total")
+                            .Help("Held outcomes by how they ended: recorded (the store took them), refused (a replay "
+                                  "or another call came first), expired (an hour of tries), full (not held)")
+                            .Register(*registry_)),
       deferred_(prometheus::BuildCounter()
                     .Name("toolgate_deferred_total")
                     .Help("DEFERRED answers by reason")
@@ -315,6 +326,12 @@ void Metrics::BreakerState(const std::string& connector, breaker::State state) {
 void Metrics::Queue(const std::string& connector, double depth, double oldest_age_s) {
   queue_depth_.Add({{"connector", connector}}).Set(depth);
   queue_oldest_age_.Add({{"connector", connector}}).Set(oldest_age_s);
+}
+
+void Metrics::UnrecordedOutcomesHeld(double held) { unrecorded_held_.Set(held); }
+
+void Metrics::UnrecordedOutcomeEnded(const std::string& result) {
+  unrecorded_ended_.Add({{"result", result}}).Increment();
 }
 
 void Metrics::CallbackAttempt(const std::string& connector, const std::string& result) {

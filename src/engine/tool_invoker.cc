@@ -1415,30 +1415,36 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
       writes.push_back(writes.empty() ? std::move(w) : std::move(w).AfterPrevious());
     }
   }
+  // Built again, the same, should the store not take them: held then to be written again.
+  auto closing_writes = [&](std::vector<store::WriteRequest> writes) {
+    store::WriteRequest finish =
+        ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt);
+    writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
+    if (t.intent_claimed && k.intent != IntentEffect::kRelease && k.intent != IntentEffect::kSucceeded &&
+        !t.intent_previous_execution_id.empty()) {
+      // A forced replay that did not succeed: the intent names the success it took over again.
+      writes.push_back(s_.intents.RestoreSucceededRequest(rec.tenant_id, rec.intent_key, rec.execution_id,
+                                                          t.intent_previous_execution_id,
+                                                          t.intent_previous_result_json));
+    } else if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
+      writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
+                                                k.intent == IntentEffect::kSucceeded ? rec.result_json : "",
+                                                rec.expires_at_s));
+    }
+    if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
+      writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
+                                                              rec.execution_id, rec.result_json, rec.expires_at_s));
+    }
+    if (t.queued) {
+      for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
+    }
+    if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
+    return writes;
+  };
   const size_t required = writes.size() + 1;
-  store::WriteRequest finish =
-      ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt);
-  writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
-  if (t.intent_claimed && k.intent != IntentEffect::kRelease && k.intent != IntentEffect::kSucceeded &&
-      !t.intent_previous_execution_id.empty()) {
-    // A forced replay that did not succeed: the intent names the success it took over again.
-    writes.push_back(s_.intents.RestoreSucceededRequest(rec.tenant_id, rec.intent_key, rec.execution_id,
-                                                        t.intent_previous_execution_id, t.intent_previous_result_json));
-  } else if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
-    writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
-                                              k.intent == IntentEffect::kSucceeded ? rec.result_json : "",
-                                              rec.expires_at_s));
-  }
-  if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
-    writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
-                                                            rec.execution_id, rec.result_json, rec.expires_at_s));
-  }
-  if (t.queued) {
-    for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
-  }
-  if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
-  auto commit = Commit(s_, drive, std::move(writes));
-  const WriteResults results = co_await std::move(commit);
+  std::vector<store::WriteRequest> events = s_.unrecorded != nullptr ? writes : std::vector<store::WriteRequest>();
+  auto commit = Commit(s_, drive, closing_writes(std::move(writes)));
+  WriteResults results = co_await std::move(commit);
   absl::Status written = RequireApplied(results, required);
   if (written.ok()) {
     t.tail = tail;
@@ -1447,8 +1453,16 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
       t.own_text = rec.own_events;
     }
   }
-  if (t.lease && !results.back().ok()) {
-    // The batch failed as a whole: try the release alone before leaving it to the lease.
+  // Whatever store trouble left unwritten (the outcome, or only the intent's or the slot's part of
+  // it) is held and written again as the store comes back, the slot's release with it.
+  const bool whole = std::all_of(results.begin(), results.end(), [](const auto& r) { return r.ok() && r->applied; });
+  if (!whole && s_.unrecorded != nullptr &&
+      s_.unrecorded->Hold(rec.execution_id, std::string(ToString(rec.outcome)), closing_writes(std::move(events)),
+                          results)) {
+    spdlog::warn("execution {}: outcome {}: what the store did not take is held, to be written again as it comes back",
+                 rec.execution_id, ToString(rec.outcome));
+  } else if (t.lease && !results.back().ok()) {
+    // The release failed and nothing holds it: try it alone before leaving it to the lease.
     auto release = Blocking(drive, [this, &t] { return s_.slots.Release(*t.lease).status(); });
     if (absl::Status released = co_await std::move(release); !released.ok()) {
       spdlog::warn("connector {}: slot not released (its lease will expire): {}", t.connector->id, released.ToString());

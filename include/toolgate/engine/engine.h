@@ -14,6 +14,7 @@
 #include "toolgate/engine/slo_evaluator.h"
 #include "toolgate/engine/tool_invoker.h"
 #include "toolgate/engine/transition_auditor.h"
+#include "toolgate/engine/unrecorded_outcomes.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
 #include "toolgate/services/execution_store.h"
@@ -82,6 +83,8 @@ class Engine {
   // The tools MCP connectors expose (they publish their lists here).
   McpToolRegistry& mcp_tools() { return *mcp_tools_; }
   Replayer& replayer() { return *replayer_; }
+  // Outcomes the store did not take, held to be written again (the gateway retries them every second).
+  UnrecordedOutcomes& unrecorded_outcomes() { return *unrecorded_; }
 
  private:
   Engine(const Config& config, const Clock& clock, Options options);
@@ -108,6 +111,7 @@ class Engine {
   std::unique_ptr<SloCounters> slo_counters_;
   std::unique_ptr<SloEvaluator> slo_evaluator_;
   std::unique_ptr<McpToolRegistry> mcp_tools_;
+  std::unique_ptr<UnrecordedOutcomes> unrecorded_;
   std::unique_ptr<ToolInvoker> invoker_;
   std::unique_ptr<Replayer> replayer_;
 };

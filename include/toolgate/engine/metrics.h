@@ -68,6 +68,9 @@ class Metrics final : public BreakerTransitionListener {
   void Queue(const std::string& connector, double depth, double oldest_age_s);
   // A callback POST's result (§15): "delivered", "retried" or "failed" (given up).
   void CallbackAttempt(const std::string& connector, const std::string& result);
+  // Outcomes the store did not take, held to be written again (UnrecordedOutcomes), and how each ended.
+  void UnrecordedOutcomesHeld(double held);
+  void UnrecordedOutcomeEnded(const std::string& result);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -97,6 +100,8 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& queue_oldest_age_;
   prometheus::Family<prometheus::Counter>& callback_attempts_;
+  prometheus::Gauge& unrecorded_held_;
+  prometheus::Family<prometheus::Counter>& unrecorded_ended_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;

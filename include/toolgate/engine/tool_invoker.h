@@ -19,6 +19,7 @@
 #include "toolgate/engine/connector.h"
 #include "toolgate/engine/mcp_tool_registry.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/engine/unrecorded_outcomes.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
 #include "toolgate/services/execution_store.h"
@@ -162,6 +163,7 @@ class ToolInvoker : public BackgroundTraffic {
     SloCounters* slo = nullptr;                  // counts calls for the SLOs when set
     QueueService* queue = nullptr;               // queued calls (§15); without it Enqueue refuses not_implemented
     const McpToolRegistry* mcp_tools = nullptr;  // the tools MCP connectors expose, when there are any
+    UnrecordedOutcomes* unrecorded = nullptr;    // holds outcomes the store did not take, to write again
   };
 
   using Ticket = InvocationTicket;
