@@ -174,9 +174,11 @@ TEST(ConfigTest, TheSqliteMemoryMapIsOffByDefaultAndBounded) {
   }
 }
 
-// Claims no one connector owns (bulk replay jobs, callback deliveries) wait for the fleet's largest skew.
-TEST(ConfigTest, TheLargestClockSkewIsTheLargestOfAnyConnector) {
+// Claims no one connector owns (bulk replay jobs, callback deliveries) wait for the fleet's largest
+// skew; the clock check against the store holds the hosts to the smallest.
+TEST(ConfigTest, TheLargestAndSmallestClockSkewsAreThoseOfAnyConnector) {
   EXPECT_EQ(Config{}.LargestClockSkewS(), 5) << "the default, with no connector";
+  EXPECT_EQ(Config{}.SmallestClockSkewS(), 5);
   auto two = ParseConfig(
       "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_clock_skew_s = 3\n"
       "[connectors.mail]\nbase_url = \"http://127.0.0.1:2\"\nmax_clock_skew_s = 40\n"
@@ -184,6 +186,10 @@ TEST(ConfigTest, TheLargestClockSkewIsTheLargestOfAnyConnector) {
       "two.toml");
   ASSERT_TRUE(two.ok()) << two.status();
   EXPECT_EQ(two->LargestClockSkewS(), 40);
+  EXPECT_EQ(two->SmallestClockSkewS(), 0);
+  auto wide = ParseConfig("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_clock_skew_s = 30\n", "wide.toml");
+  ASSERT_TRUE(wide.ok()) << wide.status();
+  EXPECT_EQ(wide->SmallestClockSkewS(), 30) << "not the default's 5";
 }
 
 TEST(ConfigTest, TheBuiltInDefaultIsValid) {

@@ -3,6 +3,7 @@
 // or fails, and table initialisation on dynalite. The shared semantics are in store_conformance_test.
 
 #include <atomic>
+#include <ctime>
 #include <fstream>
 
 #include "fake_downstream.h"
@@ -343,6 +344,61 @@ TEST_F(DynamoDbRetryTest, WriteUnitsAreCountedFromItemSizesWhenTheEngineReportsN
   }
 }
 
+// The host's clock against DynamoDB's, from each answer's Date (whole seconds): the lead (or lag)
+// beyond what the header's resolution leaves open, 0 within it.
+TEST_F(DynamoDbRetryTest, EachAnswersDateTellsHowFarThisHostsClockIsFromDynamoDbs) {
+  std::string date;
+  fake_.set_behavior([&](const FakeDownstream::Request&) {
+    Reply r{200, R"({})"};
+    r.headers.push_back({"Date", date});
+    return r;
+  });
+  const auto http_date = [](int64_t epoch_s) {
+    const std::time_t t = static_cast<std::time_t>(epoch_s);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char text[64];
+    std::strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    return std::string(text);
+  };
+  auto store = Open();
+  EXPECT_FALSE(store->clock_reading().has_value()) << "a reading before any answer";
+  const int64_t now_s = clock_.now_epoch_ms() / 1000;
+  struct Case {
+    int64_t server_s;
+    int64_t least_ms, most_ms;  // the reading's bounds (the manual clock stands still during the call)
+  } cases[] = {
+      {now_s, 0, 0},                   // the same second: agrees
+      {now_s - 20, 19'001, 20'000},    // DynamoDB 20 s behind: this host ahead
+      {now_s + 30, -30'000, -29'001},  // DynamoDB 30 s ahead: this host behind
+  };
+  for (const Case& c : cases) {
+    date = http_date(c.server_s);
+    ASSERT_TRUE(store->Get({"A", "B"}).ok());
+    auto reading = store->clock_reading();
+    ASSERT_TRUE(reading.has_value()) << date;
+    EXPECT_GE(reading->ahead_ms, c.least_ms) << date;
+    EXPECT_LE(reading->ahead_ms, c.most_ms) << date;
+    EXPECT_EQ(reading->measured_at_ms, clock_.now_epoch_ms());
+  }
+  // An answer whose Date does not parse leaves the last reading as it was.
+  date = "yesterday";
+  ASSERT_TRUE(store->Get({"A", "B"}).ok());
+  EXPECT_LE(store->clock_reading()->ahead_ms, -29'001);
+}
+
+TEST(DynamoDbClockTest, HttpDatesParseAndTheReadingIsTheBoundNearerZero) {
+  EXPECT_EQ(DynamoDbItemStore::ParseHttpDate("Sun, 06 Nov 1994 08:49:37 GMT"), 784111777);  // RFC 9110's example
+  EXPECT_EQ(DynamoDbItemStore::ParseHttpDate("Sun, 06 Nov 1994 08:49:37"), std::nullopt);
+  EXPECT_EQ(DynamoDbItemStore::ParseHttpDate("Sunday, 06-Nov-94 08:49:37 GMT"), std::nullopt);
+  EXPECT_EQ(DynamoDbItemStore::ParseHttpDate(""), std::nullopt);
+  // DynamoDB read [1000 s, 1001 s) somewhere in a round trip from 1'002'000 to 1'002'400 ms here.
+  EXPECT_EQ(DynamoDbItemStore::ClockAheadMs(1000, 1'002'000, 1'002'400), 1'001);
+  // A round trip that spans the second the header names: nothing can be said.
+  EXPECT_EQ(DynamoDbItemStore::ClockAheadMs(1000, 999'800, 1'000'300), 0);
+  EXPECT_EQ(DynamoDbItemStore::ClockAheadMs(1000, 997'000, 997'100), -2'900);
+}
+
 TEST(DynamoDbServerTest, AnUnreachableEndpointIsUnavailableAfterRetries) {
   ManualClock clock;
   DynamoDbItemStore::Options o;
@@ -393,6 +449,18 @@ TEST(DynamoDbServerTest, WriteUnitsAreTheConsumedCapacityTheEngineReports) {
   EXPECT_DOUBLE_EQ(store->consumed_write_units() - start, 7);
   ASSERT_TRUE(store->Erase({"A", "B"}, Condition::Always())->applied);
   EXPECT_DOUBLE_EQ(store->consumed_write_units() - start, 8);
+}
+
+// dynalite runs on this host: its Date agrees with this host's clock.
+TEST(DynamoDbServerTest, AServerOnThisHostAgreesWithItsClock) {
+  toolgate::testing::TempDir dir;
+  SystemClock clock;
+  auto store = toolgate::testing::OpenDynamo(toolgate::testing::TableFor(dir), clock);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->Get({"A", "B"}).ok());
+  auto reading = store->clock_reading();
+  ASSERT_TRUE(reading.has_value()) << "dynalite's answers carry no Date";
+  EXPECT_EQ(reading->ahead_ms, 0);
 }
 
 // HTTPS: dynalite behind a TLS front whose certificate (for IP 127.0.0.1) is made here. The server is

@@ -194,6 +194,14 @@ TEST_F(GatewayOnDynamoDbTest, StoreInitCreatesTheTableOnceAndTheCliReadsTheLedge
   ASSERT_TRUE(gw.Start());
   const auto r = gw.Invoke("crm.x", {{"input", {{"k", "v"}}}}, token_);
   ASSERT_EQ(r.status, 200) << r.body;
+  // The host's clock against DynamoDB's (dynalite, on this host: they agree), checked every 5 s.
+  std::string metrics;
+  for (int i = 0; i < 100 && metrics.find("toolgate_store_clock_ahead_seconds 0\n") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    metrics = gw.Admin("GET", "/metrics").body;
+  }
+  EXPECT_THAT(metrics, ::testing::HasSubstr("toolgate_store_clock_ahead_seconds 0\n"));
+  EXPECT_THAT(gw.Log(), ::testing::Not(::testing::HasSubstr("clock_skew")));
   gw.Terminate();
   auto [verify_status, verify] = testing::RunCli({"ledger", "verify", "--config", path}, dir_);
   EXPECT_EQ(verify_status, 0) << verify;

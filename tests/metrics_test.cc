@@ -9,6 +9,7 @@
 
 #include "gmock/gmock.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/engine/store_clock_watch.h"
 
 namespace toolgate {
 namespace {
@@ -99,6 +100,33 @@ TEST(MetricsTest, AToolTheConfigListsKeepsItsLabelPastTheCap) {
   EXPECT_EQ(Value(text, R"(toolgate_tool_calls_total{connector="crm",outcome="FAILED",tool="other"})"), 3)
       << "the known tool took no place of the made-up ones";
   EXPECT_NE(text.find(R"(tool="crm.update_opportunity")"), std::string::npos);
+}
+
+// A host off the store's clock by more than half the smallest max_clock_skew_s is warned about once,
+// again every five minutes while it lasts, and its end noted; within, nothing is said.
+TEST(StoreClockWatchTest, WarnsBeyondHalfTheSmallestSkewRepeatsAndNotesTheEnd) {
+  StoreClockWatch watch(/*smallest_skew_s=*/5);
+  int64_t now = 1'000'000;
+  EXPECT_FALSE(watch.Observe(2'500, now).has_value()) << "2.5 s is within half of 5 s";
+  EXPECT_FALSE(watch.Observe(-2'500, now).has_value());
+  auto warned = watch.Observe(3'200, now);
+  ASSERT_TRUE(warned.has_value());
+  EXPECT_TRUE(warned->warning);
+  EXPECT_THAT(warned->text, ::testing::HasSubstr("3.2 s ahead of the store's"));
+  EXPECT_FALSE(watch.Observe(3'300, now + 60'000).has_value()) << "repeated within five minutes";
+  auto again = watch.Observe(-4'000, now + StoreClockWatch::kRepeatMs);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_THAT(again->text, ::testing::HasSubstr("4.0 s behind the store's"));
+  auto back = watch.Observe(0, now + StoreClockWatch::kRepeatMs + 10'000);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_FALSE(back->warning);
+  EXPECT_FALSE(watch.Observe(0, now + StoreClockWatch::kRepeatMs + 20'000).has_value());
+  // A fleet that allows no skew at all hears of any lead the header can show.
+  StoreClockWatch strict(0);
+  EXPECT_TRUE(strict.Observe(1, now).has_value());
+  auto ended = strict.Observe(0, now + 1);
+  ASSERT_TRUE(ended.has_value());
+  EXPECT_FALSE(ended->warning);
 }
 
 }  // namespace

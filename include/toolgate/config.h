@@ -232,6 +232,8 @@ struct Config {
   // The largest `max_clock_skew_s` of any connector (5, the default, with none): the skew claims that
   // belong to no one connector (bulk replay jobs, callback deliveries) allow before a take-over.
   int LargestClockSkewS() const;
+  // The smallest (5 with none): what the fleet's clocks must agree within for every connector.
+  int SmallestClockSkewS() const;
 };
 
 // Descriptors kept aside from connections: the store's files, logs, listeners, name lookups and

@@ -32,6 +32,8 @@
 #include "api/routes.h"
 #include "api/webhook_notifier.h"
 #include "spdlog/spdlog.h"
+#include "toolgate/engine/store_clock_watch.h"
+#include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/auth/jwt_verifier.h"
 #include "toolgate/connectors/connectors.h"
 #include "toolgate/engine/engine.h"
@@ -234,6 +236,25 @@ struct Gateway::Impl {
         }
         return 0;
       });
+      CheckClockAgainstStore();
+    }
+  }
+
+  // This host's clock against DynamoDB's (the latest answer's Date): the gauge, and a warning when
+  // it is too far off for the leases' clock skew (StoreClockWatch). SQLite and memory stores are one
+  // host's: nothing to compare.
+  void CheckClockAgainstStore() {
+    auto* dynamo = dynamic_cast<store::DynamoDbItemStore*>(&engine->base_store());
+    if (dynamo == nullptr) return;
+    const std::optional<store::DynamoDbItemStore::ClockReading> reading = dynamo->clock_reading();
+    if (!reading) return;
+    engine->metrics().StoreClockAhead(static_cast<double>(reading->ahead_ms) / 1000);
+    if (auto say = clock_watch.Observe(reading->ahead_ms, clock.now_epoch_ms())) {
+      if (say->warning) {
+        LogEvent(spdlog::level::warn, "clock_skew", say->text, {{"ahead_ms", reading->ahead_ms}});
+      } else {
+        LogEvent(spdlog::level::info, "clock_skew_ended", say->text, {{"ahead_ms", reading->ahead_ms}});
+      }
     }
   }
 
@@ -269,6 +290,7 @@ struct Gateway::Impl {
   std::unique_ptr<auth::JwtVerifier> verifier;
   std::string admin_token;
   RecentCalls recent;
+  StoreClockWatch clock_watch{config.SmallestClockSkewS()};
 
   // The main event loop: both listeners' accepts, the admin listener's connections, connectors'
   // background work (an MCP connector's calls too), the queue, callbacks, SLO evaluation and stop. Run

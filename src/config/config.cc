@@ -832,4 +832,11 @@ int Config::LargestClockSkewS() const {
   return largest;
 }
 
+int Config::SmallestClockSkewS() const {
+  if (connectors.empty()) return ConcurrencyConfig{}.max_clock_skew_s;
+  int smallest = connectors.begin()->second.concurrency.max_clock_skew_s;
+  for (const auto& [id, c] : connectors) smallest = std::min(smallest, c.concurrency.max_clock_skew_s);
+  return smallest;
+}
+
 }  // namespace toolgate

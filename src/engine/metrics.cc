@@ -129,6 +129,11 @@ Metrics::Metrics()
                             .Help("Held outcomes by how they ended: recorded (the store took them), refused (a replay "
                                   "or another call came first), expired (an hour of tries), full (not held)")
                             .Register(*registry_)),
+      store_clock_ahead_(prometheus::BuildGauge()
+                             .Name("toolgate_store_clock_ahead_seconds")
+                             .Help("How far this host's clock is ahead of the store's (DynamoDB's Date header; "
+                                   "negative: behind), 0 within the header's one-second resolution")
+                             .Register(*registry_)),
       deferred_(prometheus::BuildCounter()
                     .Name("toolgate_deferred_total")
                     .Help("DEFERRED answers by reason")
@@ -333,6 +338,8 @@ void Metrics::UnrecordedOutcomesHeld(double held) { unrecorded_held_.Set(held); 
 void Metrics::UnrecordedOutcomeEnded(const std::string& result) {
   unrecorded_ended_.Add({{"result", result}}).Increment();
 }
+
+void Metrics::StoreClockAhead(double seconds) { store_clock_ahead_.Add({}).Set(seconds); }
 
 void Metrics::CallbackAttempt(const std::string& connector, const std::string& result) {
   callback_attempts_.Add({{"connector", connector}, {"result", result}}).Increment();

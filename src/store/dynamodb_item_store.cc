@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <random>
 #include <thread>
 
@@ -88,6 +89,7 @@ struct Exchange {
   std::string error;  // transport error text
   int status = 0;
   std::string body;
+  std::optional<int64_t> date_s;  // the answer's `Date`, when it had one that parses
 };
 
 // The net client's account of a call, in those terms. A pooled connection DynamoDB had closed
@@ -99,6 +101,9 @@ Exchange FromClientResult(net::ClientResult r) {
   if (r.ok) {
     ex.status = r.status;
     ex.body = std::move(r.body);
+    for (const auto& [name, value] : r.headers) {
+      if (name == "date") ex.date_s = DynamoDbItemStore::ParseHttpDate(value);
+    }
     return ex;
   }
   // Not connected, refused by TLS, or out of time before the handshake ended: `sent` is false.
@@ -191,6 +196,9 @@ struct DynamoDbItemStore::Impl {
   absl::Mutex mu;
   std::vector<std::unique_ptr<net::BlockingHttpClient>> idle ABSL_GUARDED_BY(mu);
   std::atomic<double> write_units{0};
+  // The latest clock reading (clock_reading); measured_at 0: none yet.
+  std::atomic<int64_t> clock_ahead_ms{0};
+  std::atomic<int64_t> clock_measured_at_ms{0};
 
   Impl(Options o, const Clock& c, Endpoint e) : options(std::move(o)), clock(c), endpoint(std::move(e)) {}
 
@@ -249,9 +257,16 @@ struct DynamoDbItemStore::Impl {
     req.idempotent = true;
 
     std::unique_ptr<net::BlockingHttpClient> client = Take();
+    const int64_t sent_ms = clock.now_epoch_ms();
     net::ClientResult result = client->Call(std::move(req));
     GiveBack(std::move(client));
-    return FromClientResult(std::move(result));
+    Exchange ex = FromClientResult(std::move(result));
+    if (ex.date_s) {
+      const int64_t answered_ms = clock.now_epoch_ms();
+      clock_ahead_ms.store(ClockAheadMs(*ex.date_s, sent_ms, answered_ms), std::memory_order_relaxed);
+      clock_measured_at_ms.store(answered_ms, std::memory_order_relaxed);
+    }
+    return ex;
   }
 
   // One DynamoDB API call with the retry policy of the class comment. Returns the response body of a
@@ -592,6 +607,30 @@ absl::StatusOr<std::string> DynamoDbItemStore::InitTable(int wait_timeout_ms) {
     return t.status();
   }
   return report;
+}
+
+std::optional<DynamoDbItemStore::ClockReading> DynamoDbItemStore::clock_reading() const {
+  const int64_t at = impl_->clock_measured_at_ms.load(std::memory_order_relaxed);
+  if (at == 0) return std::nullopt;
+  return ClockReading{impl_->clock_ahead_ms.load(std::memory_order_relaxed), at};
+}
+
+std::optional<int64_t> DynamoDbItemStore::ParseHttpDate(std::string_view text) {
+  const std::string s(text);
+  std::tm tm{};
+  const char* end = strptime(s.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+int64_t DynamoDbItemStore::ClockAheadMs(int64_t date_s, int64_t sent_ms, int64_t answered_ms) {
+  // DynamoDB's clock read [date, date + 1 s) at some moment between sending and the answer, so this
+  // host's lead lies in [sent - (date + 999), answered - date]: the bound nearer 0, or 0 inside it.
+  const int64_t least = sent_ms - (date_s * 1000 + 999);
+  const int64_t most = answered_ms - date_s * 1000;
+  if (least > 0) return least;
+  if (most < 0) return most;
+  return 0;
 }
 
 double DynamoDbItemStore::consumed_write_units() const { return impl_->write_units.load(std::memory_order_relaxed); }

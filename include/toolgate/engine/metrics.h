@@ -71,6 +71,8 @@ class Metrics final : public BreakerTransitionListener {
   // Outcomes the store did not take, held to be written again (UnrecordedOutcomes), and how each ended.
   void UnrecordedOutcomesHeld(double held);
   void UnrecordedOutcomeEnded(const std::string& result);
+  // This host's clock ahead of the store's (DynamoDB's Date; negative: behind).
+  void StoreClockAhead(double seconds);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -102,6 +104,7 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Counter>& callback_attempts_;
   prometheus::Gauge& unrecorded_held_;
   prometheus::Family<prometheus::Counter>& unrecorded_ended_;
+  prometheus::Family<prometheus::Gauge>& store_clock_ahead_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;

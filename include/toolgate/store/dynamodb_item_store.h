@@ -100,6 +100,23 @@ class DynamoDbItemStore final : public ItemStore {
   // The write units of every write so far (see the class comment). Thread-safe.
   double consumed_write_units() const;
 
+  // This host's clock against DynamoDB's, read from the `Date` of its latest answer (RFC 9110, whole
+  // seconds): how far this host's clock (the store's Clock) is ahead of DynamoDB's — negative:
+  // behind — beyond what the header's one-second resolution and the round trip leave open; 0 when
+  // the two agree within them. Every host of a fleet measures itself against the same clock, so two
+  // hosts are at most the sum of their offsets apart (the leases' `max_clock_skew_s` assumes a bound
+  // on that). Unset before any answer carried a Date. Thread-safe.
+  struct ClockReading {
+    int64_t ahead_ms = 0;
+    int64_t measured_at_ms = 0;  // this host's clock, when the answer came
+  };
+  std::optional<ClockReading> clock_reading() const;
+  // "Sat, 05 Dec 2026 11:58:48 GMT" (an HTTP date, IMF-fixdate) in seconds since the epoch.
+  static std::optional<int64_t> ParseHttpDate(std::string_view text);
+  // The reading one answer gives: its `Date` (seconds) and this host's clock before sending and
+  // after the answer (ms).
+  static int64_t ClockAheadMs(int64_t date_s, int64_t sent_ms, int64_t answered_ms);
+
   // Drops the table (tests).
   absl::Status DeleteTable();
 
