@@ -117,14 +117,22 @@ TEST(StoreClockWatchTest, WarnsBeyondHalfTheSmallestSkewRepeatsAndNotesTheEnd) {
   auto again = watch.Observe(-4'000, now + StoreClockWatch::kRepeatMs);
   ASSERT_TRUE(again.has_value());
   EXPECT_THAT(again->text, ::testing::HasSubstr("4.0 s behind the store's"));
-  auto back = watch.Observe(0, now + StoreClockWatch::kRepeatMs + 10'000);
+  // Back within: noted once the readings have stayed within for kCalmMs; a reading beyond the bound
+  // meanwhile (a clock near it) starts the wait again and is not warned about anew.
+  const int64_t t = now + StoreClockWatch::kRepeatMs + 10'000;
+  EXPECT_FALSE(watch.Observe(0, t).has_value()) << "noted before the readings stayed within";
+  EXPECT_FALSE(watch.Observe(-2'600, t + 20'000).has_value()) << "warned anew within five minutes";
+  EXPECT_FALSE(watch.Observe(2'000, t + 30'000).has_value());
+  EXPECT_FALSE(watch.Observe(0, t + 30'000 + StoreClockWatch::kCalmMs - 1).has_value());
+  auto back = watch.Observe(0, t + 30'000 + StoreClockWatch::kCalmMs);
   ASSERT_TRUE(back.has_value());
   EXPECT_FALSE(back->warning);
-  EXPECT_FALSE(watch.Observe(0, now + StoreClockWatch::kRepeatMs + 20'000).has_value());
+  EXPECT_FALSE(watch.Observe(0, t + 40'000 + StoreClockWatch::kCalmMs).has_value());
   // A fleet that allows no skew at all hears of any lead the header can show.
   StoreClockWatch strict(0);
   EXPECT_TRUE(strict.Observe(1, now).has_value());
-  auto ended = strict.Observe(0, now + 1);
+  EXPECT_FALSE(strict.Observe(0, now + 1).has_value());
+  auto ended = strict.Observe(0, now + 1 + StoreClockWatch::kCalmMs);
   ASSERT_TRUE(ended.has_value());
   EXPECT_FALSE(ended->warning);
 }

@@ -351,17 +351,23 @@ TEST(OutcomeTest, BoundedJsonParseRefusesDeepNesting) {
   EXPECT_EQ(api::ParseBoundedJson(R"({"reason":"x"})").value("reason", ""), "x");
 }
 
+// A record of tenant t1's call to crm.x.
+ExecutionRecord ARecord(std::string execution_id, Outcome outcome) {
+  ExecutionRecord r;
+  r.execution_id = std::move(execution_id);
+  r.tenant_id = "t1";
+  r.tool_name = "crm.x";
+  r.connector_id = "crm";
+  r.outcome = outcome;
+  return r;
+}
+
 // The store format: the record holds the outcome's string; an outcome nobody wrote is kDataLoss.
 TEST(OutcomeTest, StoredOutcomeIsItsStringAndAnUnknownOneIsDataLoss) {
   ManualClock clock;
   store::MemoryItemStore store(clock);
   ExecutionStore executions(store, clock);
-  ExecutionRecord r;
-  r.execution_id = "0190f0f0-0000-7000-8000-000000000001";
-  r.tenant_id = "t1";
-  r.tool_name = "crm.x";
-  r.connector_id = "crm";
-  r.outcome = Outcome::kQueued;
+  ExecutionRecord r = ARecord("0190f0f0-0000-7000-8000-000000000001", Outcome::kQueued);
   ASSERT_TRUE(executions.Create(r).ok());
 
   const store::ItemKey key = ExecutionStore::Key("t1", r.execution_id);
@@ -386,6 +392,31 @@ TEST(OutcomeTest, StoredOutcomeIsItsStringAndAnUnknownOneIsDataLoss) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_FALSE(report->ok());
   EXPECT_NE(report->problem.find("HACKED"), std::string::npos) << report->problem;
+}
+
+// A finish whose events are items of their own (no anchor to expect) never moves the record's anchor
+// backwards: written again after the store came back, it is refused once another writer appended
+// to the chain (a replay's REPLAY_REQUESTED), and taken again when it is the same finish.
+TEST(OutcomeTest, AFinishWithoutAnAnchorNeverMovesTheRecordsAnchorBack) {
+  ManualClock clock;
+  store::MemoryItemStore store(clock);
+  ExecutionStore executions(store, clock);
+  ExecutionRecord r = ARecord("0190f0f0-0000-7000-8000-000000000002", Outcome::kInProgress);
+  r.last_seq = 3;
+  r.last_hash = "h3";
+  ASSERT_TRUE(executions.Create(r).ok());
+  r.outcome = Outcome::kSucceeded;
+  r.last_seq = 5;
+  r.last_hash = "h5";
+  const store::WriteRequest finish = ExecutionStore::FinishRequest(r);
+  const auto write = [&] { return store.Update(finish.key, finish.ops, finish.condition).value().applied; };
+  EXPECT_TRUE(write());
+  EXPECT_TRUE(write()) << "the same finish again (its first try's outcome unknown) refused";
+  ASSERT_TRUE(
+      store.Update(finish.key, {store::UpdateOp::Set(store::Attr("last_seq"), int64_t{6})}, store::Condition::Always())
+          .ok());
+  EXPECT_FALSE(write()) << "the finish hid an event appended after it";
+  EXPECT_EQ(store::GetInt(**store.Get(finish.key), "last_seq"), 6);
 }
 
 }  // namespace

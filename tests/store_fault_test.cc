@@ -26,6 +26,7 @@
 #include "spdlog/spdlog.h"
 #include "nlohmann/json.hpp"
 #include "test_support.h"
+#include "toolgate/services/ledger_verifier.h"
 #include "toolgate/store/async_item_store.h"
 
 namespace toolgate {
@@ -369,8 +370,53 @@ TEST_P(StoreFaultTest, AHeldOutcomeDoesNotTakeBackAnIntentAnotherCallTookOver) {
   EXPECT_EQ(InFlight(), 0);
 }
 
+// A replay of the abandoned execution came first (REPLAY_REQUESTED moved the original's anchor):
+// the held finish is refused, and what would name the execution as ended goes with it — its intent
+// is not written SUCCEEDED over a record that stays IN_PROGRESS (which `ledger verify` would fail,
+// and the key would be answered store_unavailable).
+TEST_P(StoreFaultTest, AHeldOutcomeAReplayCameBeforeLeavesTheIntentAsItWas) {
+  const InvokeResult lost = LoseTheOutcome("order-4");
+  ASSERT_EQ(lost.reason, OutcomeReason{FailureReason::kStoreUnavailable});
+  ASSERT_EQ(Unrecorded().held(), 1u);
+  faulty_.SetDown(false);
+  clock_.advance(std::chrono::hours(1));  // abandoned: a replay may run it
+  ReplayOrder order;
+  order.principal = {"op-1", "tenant-a", "", {"operator"}};
+  order.original_id = lost.execution_id;
+  order.reason = "abandoned";
+  order.requested_by = "on-call";
+  auto prepared = stack_->engine->replayer().Prepare(order);
+  ASSERT_TRUE(std::holds_alternative<InvokeRequest>(prepared)) << ToString(std::get<InvokeResult>(prepared).reason);
+  auto intent_before = memory_.Get(IntentStore::Key("tenant-a", "order-4"));
+  ASSERT_TRUE(intent_before.ok() && intent_before->has_value());
+
+  EXPECT_EQ(Unrecorded().RetryDue(/*all=*/true), 0) << "recorded over the replay's event";
+  EXPECT_EQ(Unrecorded().held(), 0u) << "a refused finish is not tried forever";
+  auto rec = executions_->Get("tenant-a", lost.execution_id);
+  ASSERT_TRUE(rec.ok()) << rec.status();
+  EXPECT_EQ(rec->outcome, Outcome::kInProgress) << "the replay's event hidden by the held finish";
+  auto events = ledger_->ReadExecution(*rec);
+  ASSERT_TRUE(events.ok()) << events.status();
+  EXPECT_TRUE(LedgerVerifier::CheckExecution(*rec, "tenant-a", *events, nullptr).ok());
+  EXPECT_EQ(events->back().type, "REPLAY_REQUESTED");
+  auto intent = memory_.Get(IntentStore::Key("tenant-a", "order-4"));
+  ASSERT_TRUE(intent.ok() && intent->has_value());
+  EXPECT_EQ(**intent, **intent_before) << "the intent was finished for a record still IN_PROGRESS";
+  EXPECT_EQ(InFlight(), 0) << "the slot is given back all the same";
+}
+
+// The held closes alone, over a memory store behind a fault-injecting wrapper.
+class UnrecordedOutcomesTest : public ::testing::Test {
+ protected:
+  ManualClock clock_{1'800'000'000'000};
+  store::MemoryItemStore memory_{clock_};
+  FaultInjectingStore faulty_{memory_};
+  Metrics metrics_;
+  const UnrecordedOutcomes::WriteResults down_ = {absl::UnavailableError("down")};
+};
+
 // What is left to write after an attempt, write by write.
-TEST(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsChains) {
+TEST_F(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsChains) {
   using store::WriteRequest;
   using Results = UnrecordedOutcomes::WriteResults;
   const auto w = [](std::string sk, bool chained) {
@@ -381,7 +427,7 @@ TEST(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsCh
   store::WriteResult applied;
   applied.applied = true;
   const store::WriteResult refused = store::WriteResult::ConditionFailed();
-  const absl::Status down = absl::UnavailableError("down");
+  const absl::Status unavailable = absl::UnavailableError("down");
   const std::vector<WriteRequest> writes = {w("event", false), w("record", true), w("intent", false), w("slot", false)};
   const auto names = [](const std::vector<WriteRequest>& left) {
     std::vector<std::string> out;
@@ -390,15 +436,16 @@ TEST(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsCh
   };
   bool was_refused = false;
   // Everything failed: everything is left, the chain kept.
-  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{down, refused, down, down}, was_refused)),
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{unavailable, refused, unavailable, unavailable},
+                                                was_refused)),
             (std::vector<std::string>{"event", "record+", "intent", "slot"}));
   EXPECT_FALSE(was_refused) << "a write skipped after its chain's failed head is not a refusal";
   // The event went in, the record did not: the record is left, no longer chained.
-  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{applied, down, applied, applied}, was_refused)),
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{applied, unavailable, applied, applied}, was_refused)),
             (std::vector<std::string>{"record"}));
   EXPECT_FALSE(was_refused);
   // The event refused: it and the record chained to it are dropped; the rest still goes in.
-  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{refused, refused, down, applied}, was_refused)),
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{refused, refused, unavailable, applied}, was_refused)),
             (std::vector<std::string>{"intent"}));
   EXPECT_TRUE(was_refused);
   // A malformed write is not store trouble: not tried again.
@@ -408,52 +455,134 @@ TEST(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsCh
   EXPECT_TRUE(was_refused);
 }
 
-// Held closes are bounded: beyond the limit one is not held (the execution stays IN_PROGRESS, as
-// before), and the ones held are kept.
-TEST(UnrecordedOutcomesTest, BeyondItsLimitACloseIsNotHeld) {
-  ManualClock clock{1'800'000'000'000};
-  store::MemoryItemStore memory{clock};
-  Metrics metrics;
-  UnrecordedOutcomes held(memory, clock, metrics, /*max_held=*/2);
-  const std::vector<store::WriteRequest> writes = {
-      store::WriteRequest::Put({"pk", "sk"}, {}, store::Condition::ItemAbsent())};
-  const UnrecordedOutcomes::WriteResults down = {absl::UnavailableError("down")};
-  EXPECT_TRUE(held.Hold("e1", "SUCCEEDED", writes, down));
-  EXPECT_TRUE(held.Hold("e2", "SUCCEEDED", writes, down));
-  EXPECT_FALSE(held.Hold("e3", "SUCCEEDED", writes, down));
+// Held closes are bounded, by count and by bytes: beyond either limit one is not held (the
+// execution stays IN_PROGRESS, as before), and the ones held are kept.
+TEST_F(UnrecordedOutcomesTest, BeyondItsLimitsACloseIsNotHeld) {
+  const auto put = [](const std::string& by, size_t size = 1) {
+    return std::vector<store::WriteRequest>{store::WriteRequest::Put(
+        {"pk", "sk"}, {{"by", by}, {"pad", std::string(size, 'x')}}, store::Condition::ItemAbsent())};
+  };
+  UnrecordedOutcomes held(memory_, clock_, metrics_, /*max_held=*/2);
+  EXPECT_TRUE(held.Hold("e1", "SUCCEEDED", put("e1"), down_));
+  EXPECT_TRUE(held.Hold("e2", "SUCCEEDED", put("e2"), down_));
+  EXPECT_FALSE(held.Hold("e3", "SUCCEEDED", put("e3"), down_));
   EXPECT_EQ(held.held(), 2u);
-  // Both are written once due; the second finds the item the first wrote and is refused, not retried.
-  clock.advance(std::chrono::seconds(2));
+  // Both are written once due; the second finds the item the first wrote (not its own) and is
+  // refused, not retried.
+  clock_.advance(std::chrono::seconds(2));
   EXPECT_EQ(held.RetryDue(), 1);
   EXPECT_EQ(held.held(), 0u);
-  EXPECT_TRUE(memory.Get({"pk", "sk"})->has_value());
+  EXPECT_EQ(held.held_bytes(), 0u);
+  EXPECT_EQ(store::GetString(**memory_.Get({"pk", "sk"}), "by"), "e1");
+
+  UnrecordedOutcomes small(memory_, clock_, metrics_, /*max_held=*/100, /*max_held_bytes=*/64 * 1024);
+  EXPECT_TRUE(small.Hold("big-1", "SUCCEEDED", put("big-1", 40 * 1024), down_));
+  EXPECT_GT(small.held_bytes(), 40u * 1024);
+  EXPECT_FALSE(small.Hold("big-2", "SUCCEEDED", put("big-2", 40 * 1024), down_)) << "held beyond the byte budget";
+  EXPECT_TRUE(small.Hold("small", "SUCCEEDED", put("small"), down_));
+  EXPECT_EQ(small.held(), 2u);
+}
+
+// A write whose first try's outcome was unknown (a DynamoDB timeout that had in fact applied it) is
+// refused by its own condition when tried again: read back, the item holds what it writes, so it
+// counts as applied and the write chained to it still goes in. An item holding something else is a
+// refusal, and the chained write is dropped.
+TEST_F(UnrecordedOutcomesTest, AWriteFoundAppliedOnReadingBackCountsAsApplied) {
+  UnrecordedOutcomes held(memory_, clock_, metrics_);
+  const auto close = [](const std::string& id) {
+    store::WriteRequest event =
+        store::WriteRequest::Put({"EXEC#" + id, "EV#1"}, {{"hash", "h-" + id}}, store::Condition::ItemAbsent());
+    store::WriteRequest finish = store::WriteRequest::Update(
+        {"EXEC#" + id, "REC"}, {store::UpdateOp::Set(store::Attr("outcome"), "SUCCEEDED")}, store::Condition::Always());
+    return std::vector<store::WriteRequest>{event, std::move(finish).AfterPrevious()};
+  };
+  const UnrecordedOutcomes::WriteResults both_down = {absl::UnavailableError("timed out"), absl::UnavailableError("")};
+  ASSERT_TRUE(held.Hold("ours", "SUCCEEDED", close("ours"), both_down));
+  ASSERT_TRUE(held.Hold("theirs", "SUCCEEDED", close("theirs"), both_down));
+  // The first try of "ours" had applied its event after all; "theirs" finds another writer's.
+  ASSERT_TRUE(memory_.Put({"EXEC#ours", "EV#1"}, {{"hash", "h-ours"}}, store::Condition::Always()).ok());
+  ASSERT_TRUE(memory_.Put({"EXEC#theirs", "EV#1"}, {{"hash", "h-other"}}, store::Condition::Always()).ok());
+
+  clock_.advance(std::chrono::seconds(2));
+  EXPECT_EQ(held.RetryDue(), 0);
+  EXPECT_EQ(held.held(), 1u) << "the finish after the event found applied is to be tried again";
+  EXPECT_FALSE(memory_.Get({"EXEC#theirs", "REC"})->has_value()) << "written after another writer's event";
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  EXPECT_EQ(held.RetryDue(), 1);
+  EXPECT_EQ(held.held(), 0u);
+  auto rec = memory_.Get({"EXEC#ours", "REC"});
+  ASSERT_TRUE(rec.ok() && rec->has_value());
+  EXPECT_EQ(store::GetString(**rec, "outcome"), "SUCCEEDED");
+
+  // What a read-back can vouch for: a Put's whole item, an Update's Sets and Removes; not a count.
+  const store::Item item{{"a", "1"}, {"n", int64_t{3}}};
+  using store::UpdateOp;
+  const auto update = [](std::vector<UpdateOp> ops) {
+    return store::WriteRequest::Update({"pk", "sk"}, std::move(ops), store::Condition::Always());
+  };
+  EXPECT_TRUE(UnrecordedOutcomes::AlreadyWritten(
+      update({UpdateOp::Set(store::Attr("a"), "1"), UpdateOp::Remove(store::Attr("b"))}), item));
+  EXPECT_FALSE(UnrecordedOutcomes::AlreadyWritten(update({UpdateOp::Set(store::Attr("a"), "2")}), item));
+  EXPECT_FALSE(UnrecordedOutcomes::AlreadyWritten(update({UpdateOp::Remove(store::Attr("n"))}), item));
+  EXPECT_FALSE(UnrecordedOutcomes::AlreadyWritten(update({UpdateOp::Add(store::Attr("n"), -1)}), item));
+  EXPECT_FALSE(UnrecordedOutcomes::AlreadyWritten(update({UpdateOp::Set(store::Attr("a"), "1")}), std::nullopt));
+  EXPECT_FALSE(
+      UnrecordedOutcomes::AlreadyWritten(store::WriteRequest::Erase({"pk", "sk"}, store::Condition()), std::nullopt));
+  EXPECT_TRUE(
+      UnrecordedOutcomes::AlreadyWritten(store::WriteRequest::Put({"pk", "sk"}, item, store::Condition()), item));
+}
+
+// Only a store unreachable or timing out holds the other closes back: a close failing with an error
+// of its own (a damaged item) does not stall the rest. Once one is recorded after trouble, every
+// other held close is tried at the next turn, whatever its backoff.
+TEST_F(UnrecordedOutcomesTest, OnlyStoreTroubleStallsTheOthersAndARecordedCloseMakesTheRestDue) {
+  UnrecordedOutcomes held(faulty_, clock_, metrics_);
+  const auto put = [](const std::string& sk) {
+    return std::vector<store::WriteRequest>{store::WriteRequest::Put({"pk", sk}, {{"v", sk}}, store::Condition())};
+  };
+  for (const std::string sk : {"a", "b", "c"}) ASSERT_TRUE(held.Hold("e-" + sk, "SUCCEEDED", put(sk), down_));
+  faulty_.FailWhere([](const store::ItemKey& k) { return k.sk == "a"; }, absl::DataLossError("damaged"));
+  EXPECT_EQ(held.RetryDue(/*all=*/true), 2) << "one close's own error stalled the others";
+  EXPECT_EQ(held.held(), 1u);
+
+  // The store goes down_; "a"'s backoff grows while only the first due is tried per turn.
+  faulty_.SetDown(true);
+  for (int i = 0; i < 4; ++i) {
+    clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kLongestRetryMs));
+    EXPECT_EQ(held.RetryDue(), 0);
+  }
+  ASSERT_TRUE(held.Hold("e-d", "SUCCEEDED", put("d"), down_));
+  faulty_.SetDown(false);
+  // "d" is due first and goes in; "a", not due for up to kLongestRetryMs, is due at the next turn.
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  held.RetryDue();
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  held.RetryDue();
+  EXPECT_EQ(held.held(), 0u) << "a close held back by its backoff after the store came back";
+  EXPECT_TRUE(memory_.Get({"pk", "a"})->has_value());
+  EXPECT_TRUE(memory_.Get({"pk", "d"})->has_value());
 }
 
 // While the store is still in trouble, one held close is tried per turn, not each (each would wait
 // out the store's own timeout); an hour on, still refused, they are given up.
-TEST(UnrecordedOutcomesTest, AStoreStillInTroubleIsTriedOncePerTurnAndHeldClosesExpire) {
-  ManualClock clock{1'800'000'000'000};
-  store::MemoryItemStore memory{clock};
-  FaultInjectingStore faulty{memory};
-  Metrics metrics;
-  UnrecordedOutcomes held(faulty, clock, metrics);
-  const UnrecordedOutcomes::WriteResults down = {absl::UnavailableError("down")};
+TEST_F(UnrecordedOutcomesTest, AStoreStillInTroubleIsTriedOncePerTurnAndHeldClosesExpire) {
+  UnrecordedOutcomes held(faulty_, clock_, metrics_);
   for (const std::string sk : {"a", "b", "c"}) {
     ASSERT_TRUE(
-        held.Hold("e-" + sk, "SUCCEEDED", {store::WriteRequest::Put({"pk", sk}, {}, store::Condition())}, down));
+        held.Hold("e-" + sk, "SUCCEEDED", {store::WriteRequest::Put({"pk", sk}, {}, store::Condition())}, down_));
   }
-  faulty.SetDown(true);
+  faulty_.SetDown(true);
   EXPECT_EQ(held.RetryDue(/*all=*/true), 0);
-  EXPECT_EQ(faulty.injected(), 1) << "every held close waited out the store";
+  EXPECT_EQ(faulty_.injected(), 1) << "every held close waited out the store";
   EXPECT_EQ(held.held(), 3u);
-  // An hour on, still down: given up (one store that comes back in time takes them, however late).
-  clock.advance(std::chrono::milliseconds(UnrecordedOutcomes::kMaxAgeMs));
+  // An hour on, still down_: given up (one store that comes back in time takes them, however late).
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kMaxAgeMs));
   EXPECT_EQ(held.RetryDue(), 0);
   EXPECT_EQ(held.held(), 0u) << "held past their age";
-  EXPECT_EQ(faulty.injected(), 2);
-  faulty.SetDown(false);
+  EXPECT_EQ(faulty_.injected(), 2);
+  faulty_.SetDown(false);
   EXPECT_EQ(held.RetryDue(/*all=*/true), 0);
-  EXPECT_FALSE(memory.Get({"pk", "a"})->has_value());
+  EXPECT_FALSE(memory_.Get({"pk", "a"})->has_value());
 }
 
 INSTANTIATE_TEST_SUITE_P(Paths, StoreFaultTest, ::testing::Bool(),

@@ -11,10 +11,14 @@ std::optional<StoreClockWatch::Say> StoreClockWatch::Observe(int64_t ahead_ms, i
   const bool off = std::llabs(ahead_ms) > allowed_ms_;
   if (!off) {
     if (!off_) return std::nullopt;
+    if (!within_since_ms_) within_since_ms_ = now_ms;
+    if (now_ms - *within_since_ms_ < kCalmMs) return std::nullopt;
     off_ = false;
+    within_since_ms_.reset();
     return Say{false, absl::StrFormat("this host's clock agrees with the store's again (within %.1f s)",
                                       static_cast<double>(allowed_ms_) / 1000)};
   }
+  within_since_ms_.reset();
   if (off_ && now_ms - last_warned_ms_ < kRepeatMs) return std::nullopt;
   off_ = true;
   last_warned_ms_ = now_ms;

@@ -1383,7 +1383,6 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   AppendFailedAttempts(result, closing);  // before the call's one final event (§17.3)
   closing.push_back({rec.outcome == Outcome::kSucceeded ? "TOOL_SUCCEEDED" : "TOOL_FAILED", std::move(data)});
   if (t.request.replay) closing.push_back({"REPLAY_COMPLETED", json{{"outcome", rec.outcome}}});
-  std::vector<store::WriteRequest> writes;
   Ledger::Tail tail = t.tail;
   std::vector<LedgerEvent> made;
   for (const auto& [type, event_data] : closing) {
@@ -1408,32 +1407,39 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
       in_record = true;
     }
   }
-  if (!in_record) {
-    // In order, each after the one before, the record's update after the last (see WriteQueuedRun).
-    for (const LedgerEvent& e : made) {
-      store::WriteRequest w = Ledger::EventItemRequest(t.chain, e);
-      writes.push_back(writes.empty() ? std::move(w) : std::move(w).AfterPrevious());
-    }
-  }
   // Built again, the same, should the store not take them: held then to be written again.
-  auto closing_writes = [&](std::vector<store::WriteRequest> writes) {
+  auto closing_writes = [&] {
+    std::vector<store::WriteRequest> writes;
+    if (!in_record) {
+      // In order, each after the one before, the record's update after the last (see WriteQueuedRun).
+      for (const LedgerEvent& e : made) {
+        store::WriteRequest w = Ledger::EventItemRequest(t.chain, e);
+        writes.push_back(writes.empty() ? std::move(w) : std::move(w).AfterPrevious());
+      }
+    }
     store::WriteRequest finish =
         ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt);
     writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
+    // What names this execution as ended goes in only after its record says so: a record whose
+    // finish was refused (a replay of the abandoned execution, or a queued re-run, came first) must
+    // not be vouched for by its intent or its original as SUCCEEDED while it stays IN_PROGRESS.
+    if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
+      writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
+                                                              rec.execution_id, rec.result_json, rec.expires_at_s)
+                           .AfterPrevious());
+    }
     if (t.intent_claimed && k.intent != IntentEffect::kRelease && k.intent != IntentEffect::kSucceeded &&
         !t.intent_previous_execution_id.empty()) {
-      // A forced replay that did not succeed: the intent names the success it took over again.
+      // A forced replay that did not succeed: the intent names the success it took over again (that
+      // execution's record vouches for it, not this one's: not chained).
       writes.push_back(s_.intents.RestoreSucceededRequest(rec.tenant_id, rec.intent_key, rec.execution_id,
                                                           t.intent_previous_execution_id,
                                                           t.intent_previous_result_json));
     } else if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
-      writes.push_back(s_.intents.FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
-                                                k.intent == IntentEffect::kSucceeded ? rec.result_json : "",
-                                                rec.expires_at_s));
-    }
-    if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
-      writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
-                                                              rec.execution_id, rec.result_json, rec.expires_at_s));
+      writes.push_back(s_.intents
+                           .FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
+                                          k.intent == IntentEffect::kSucceeded ? rec.result_json : "", rec.expires_at_s)
+                           .AfterPrevious());
     }
     if (t.queued) {
       for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));
@@ -1441,9 +1447,8 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
     if (t.lease) writes.push_back(ConnectorConcurrencyService::ReleaseRequest(*t.lease));
     return writes;
   };
-  const size_t required = writes.size() + 1;
-  std::vector<store::WriteRequest> events = s_.unrecorded != nullptr ? writes : std::vector<store::WriteRequest>();
-  auto commit = Commit(s_, drive, closing_writes(std::move(writes)));
+  const size_t required = (in_record ? 0 : made.size()) + 1;
+  auto commit = Commit(s_, drive, closing_writes());
   WriteResults results = co_await std::move(commit);
   absl::Status written = RequireApplied(results, required);
   if (written.ok()) {
@@ -1457,8 +1462,7 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   // it) is held and written again as the store comes back, the slot's release with it.
   const bool whole = std::all_of(results.begin(), results.end(), [](const auto& r) { return r.ok() && r->applied; });
   if (!whole && s_.unrecorded != nullptr &&
-      s_.unrecorded->Hold(rec.execution_id, std::string(ToString(rec.outcome)), closing_writes(std::move(events)),
-                          results)) {
+      s_.unrecorded->Hold(rec.execution_id, std::string(ToString(rec.outcome)), closing_writes(), results)) {
     spdlog::warn("execution {}: outcome {}: what the store did not take is held, to be written again as it comes back",
                  rec.execution_id, ToString(rec.outcome));
   } else if (t.lease && !results.back().ok()) {

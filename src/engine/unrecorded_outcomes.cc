@@ -15,10 +15,34 @@ std::string FirstError(const UnrecordedOutcomes::WriteResults& results) {
   return "no error";
 }
 
+// The store as a whole unreachable or too slow: the next close would fare no better this turn. Any
+// other error (a damaged item, a read-only file) is this close's own.
+bool StoreInTrouble(const UnrecordedOutcomes::WriteResults& results) {
+  for (const auto& r : results) {
+    if (!r.ok()) {
+      return r.status().code() == absl::StatusCode::kUnavailable ||
+             r.status().code() == absl::StatusCode::kDeadlineExceeded;
+    }
+  }
+  return false;
+}
+
+bool Applied(const absl::StatusOr<store::WriteResult>& r) { return r.ok() && r->applied; }
+
+size_t Bytes(const store::AttributeValue& v) {
+  size_t n = sizeof(store::AttributeValue);
+  if (v.is_string()) n += v.as_string().size();
+  if (v.is_map()) {
+    for (const auto& [name, value] : v.as_map()) n += name.size() + Bytes(value);
+  }
+  return n;
+}
+
 }  // namespace
 
-UnrecordedOutcomes::UnrecordedOutcomes(store::ItemStore& store, const Clock& clock, Metrics& metrics, size_t max_held)
-    : store_(store), clock_(clock), metrics_(metrics), max_held_(max_held) {}
+UnrecordedOutcomes::UnrecordedOutcomes(store::ItemStore& store, const Clock& clock, Metrics& metrics, size_t max_held,
+                                       size_t max_held_bytes)
+    : store_(store), clock_(clock), metrics_(metrics), max_held_(max_held), max_held_bytes_(max_held_bytes) {}
 
 std::vector<store::WriteRequest> UnrecordedOutcomes::Remaining(const std::vector<store::WriteRequest>& writes,
                                                                const WriteResults& results, bool& refused) {
@@ -51,25 +75,86 @@ std::vector<store::WriteRequest> UnrecordedOutcomes::Remaining(const std::vector
   return left;
 }
 
+bool UnrecordedOutcomes::AlreadyWritten(const store::WriteRequest& w, const std::optional<store::Item>& item) {
+  if (!item) return false;
+  switch (w.kind) {
+    case store::WriteRequest::Kind::kPut:
+      return *item == w.item;
+    case store::WriteRequest::Kind::kUpdate:
+      for (const store::UpdateOp& op : w.ops) {
+        const store::AttributeValue* now = store::Find(*item, op.path);
+        switch (op.kind) {
+          case store::UpdateOp::Kind::kSet:
+            if (now == nullptr || *now != op.value) return false;
+            break;
+          case store::UpdateOp::Kind::kRemove:
+            if (now != nullptr) return false;
+            break;
+          case store::UpdateOp::Kind::kAdd:
+            return false;  // a count says nothing of who moved it
+        }
+      }
+      return !w.ops.empty();
+    case store::WriteRequest::Kind::kErase:
+      return false;  // gone: by this write, or by whoever else may erase it
+  }
+  return false;
+}
+
+size_t UnrecordedOutcomes::Bytes(const std::vector<store::WriteRequest>& writes) {
+  size_t n = 0;
+  for (const store::WriteRequest& w : writes) {
+    n += sizeof(store::WriteRequest) + w.key.pk.size() + w.key.sk.size();
+    for (const auto& [name, value] : w.item) n += name.size() + toolgate::Bytes(value);
+    for (const store::UpdateOp& op : w.ops) n += sizeof(op) + op.path.ToString().size() + toolgate::Bytes(op.value);
+  }
+  return n;
+}
+
+void UnrecordedOutcomes::ReadBackRefused(const std::vector<store::WriteRequest>& writes, WriteResults& results) {
+  const WriteResults tried = results;
+  for (size_t i = 0; i < writes.size() && i < results.size(); ++i) {
+    const bool skipped = i > 0 && writes[i].requires_previous && !Applied(tried[i - 1]);
+    if (skipped) {
+      // Not tried because the write it follows was not applied; that one found applied after all:
+      // this one is tried at the next turn.
+      if (Applied(results[i - 1])) {
+        results[i] = absl::UnavailableError("not tried: the write it follows was found applied on reading it back");
+      }
+      continue;
+    }
+    if (!results[i].ok() || results[i]->applied) continue;
+    absl::StatusOr<std::optional<store::Item>> item = store_.Get(writes[i].key);
+    if (!item.ok()) {
+      results[i] = item.status();  // not known whether it was ours: tried again
+    } else if (AlreadyWritten(writes[i], *item)) {
+      store::WriteResult applied;
+      applied.applied = true;
+      results[i] = std::move(applied);
+    }
+  }
+}
+
 bool UnrecordedOutcomes::Hold(const std::string& execution_id, const std::string& outcome,
                               const std::vector<store::WriteRequest>& writes, const WriteResults& results) {
   bool refused = false;
   std::vector<store::WriteRequest> left = Remaining(writes, results, refused);
   if (left.empty()) return false;  // applied, or refused (the caller says so)
   const int64_t now = clock_.now_epoch_ms();
-  {
-    absl::MutexLock lock(&mu_);
-    if (held_.size() >= max_held_) {
-      spdlog::error(
-          "execution {}: outcome {} not held for another try: {} outcomes wait for the store already (it stays "
-          "IN_PROGRESS; replay it once abandoned)",
-          execution_id, outcome, held_.size());
-      metrics_.UnrecordedOutcomeEnded("full");
-      return false;
-    }
-    held_.push_back(Close{execution_id, outcome, std::move(left), now, now + kFirstRetryMs});
+  const size_t bytes = Bytes(left);
+  absl::MutexLock lock(&mu_);
+  if (count_ >= max_held_ || bytes_ + bytes > max_held_bytes_) {
+    spdlog::error(
+        "execution {}: outcome {} not held for another try: {} outcomes ({} bytes) wait for the store already (it "
+        "stays IN_PROGRESS; replay it once abandoned)",
+        execution_id, outcome, count_, bytes_);
+    metrics_.UnrecordedOutcomeEnded("full");
+    return false;
   }
-  Update();
+  held_.push_back(Close{execution_id, outcome, std::move(left), bytes, now, now + kFirstRetryMs});
+  ++count_;
+  bytes_ += bytes;
+  UpdateGaugeLocked();
   return true;
 }
 
@@ -87,9 +172,12 @@ int UnrecordedOutcomes::RetryDue(bool all) {
   }
   if (due.empty()) return 0;
   int recorded = 0;
+  size_t ended = 0;
+  size_t ended_bytes = 0;
   std::list<Close> again;
-  // A close the store took none of says it is still in trouble: the rest wait for their next turn
-  // instead of each waiting out the store's own timeout (SQLite's busy timeout is 5 s).
+  // A close the store took none of, unreachable or timing out, says it is still in trouble: the rest
+  // wait for their next turn instead of each waiting out the store's own timeout (SQLite's busy
+  // timeout is 5 s).
   bool still_in_trouble = false;
   const auto expired = [now](const Close& c, const std::string& error) {
     if (now - c.held_at_ms < kMaxAgeMs) return false;
@@ -99,10 +187,15 @@ int UnrecordedOutcomes::RetryDue(bool all) {
         c.execution_id, c.outcome, c.attempts, (now - c.held_at_ms) / 1000, error);
     return true;
   };
+  const auto end = [&](const Close& c, const std::string& result) {
+    metrics_.UnrecordedOutcomeEnded(result);
+    ++ended;
+    ended_bytes += c.bytes;
+  };
   for (Close& c : due) {
     if (still_in_trouble) {
       if (expired(c, "the store still in trouble")) {
-        metrics_.UnrecordedOutcomeEnded("expired");
+        end(c, "expired");
         continue;
       }
       c.backoff_ms = std::min(kLongestRetryMs, c.backoff_ms * 2);
@@ -112,19 +205,21 @@ int UnrecordedOutcomes::RetryDue(bool all) {
     }
     ++c.attempts;
     WriteResults results = store_.WriteBatch(c.writes);
+    ReadBackRefused(c.writes, results);
     bool refused = false;
     std::vector<store::WriteRequest> left = Remaining(c.writes, results, refused);
-    still_in_trouble = left.size() == c.writes.size() && !refused;
+    const bool progress = left.size() < c.writes.size() || refused;
+    still_in_trouble = !progress && StoreInTrouble(results);
     if (left.empty() && !refused) {
       ++recorded;
-      metrics_.UnrecordedOutcomeEnded("recorded");
+      end(c, "recorded");
       spdlog::info(
           "execution {}: outcome {} recorded after {} more tr{} ({} ms after its call ended: the store is back)",
           c.execution_id, c.outcome, c.attempts, c.attempts == 1 ? "y" : "ies", now - c.held_at_ms);
       continue;
     }
     if (left.empty()) {
-      metrics_.UnrecordedOutcomeEnded("refused");
+      end(c, "refused");
       spdlog::warn(
           "execution {}: outcome {} given up after {} more tr{}: the store refused part of its record (a replay, "
           "another call taking its intent over, or its slot's lease reclaimed, came first)",
@@ -132,25 +227,45 @@ int UnrecordedOutcomes::RetryDue(bool all) {
       continue;
     }
     if (expired(c, FirstError(results))) {
-      metrics_.UnrecordedOutcomeEnded("expired");
+      end(c, "expired");
       continue;
     }
     c.writes = std::move(left);
-    c.backoff_ms = std::min(kLongestRetryMs, c.backoff_ms * 2);
+    // Part of it went in: the rest is tried at the next turn.
+    c.backoff_ms = progress ? kFirstRetryMs : std::min(kLongestRetryMs, c.backoff_ms * 2);
     c.next_at_ms = now + c.backoff_ms;
     again.push_back(std::move(c));
   }
-  {
-    absl::MutexLock lock(&mu_);
-    held_.splice(held_.end(), again);
+  absl::MutexLock lock(&mu_);
+  if (recorded > 0) {
+    // The store takes writes again: every close waiting is due at the next turn.
+    for (Close& c : held_) {
+      c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
+      c.backoff_ms = kFirstRetryMs;
+    }
+    for (Close& c : again) c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
   }
-  Update();
+  for (Close& c : again) {
+    // What is left of a close shrinks as parts of it go in (bytes_ counts c.bytes still).
+    const size_t bytes = Bytes(c.writes);
+    bytes_ = bytes_ - c.bytes + bytes;
+    c.bytes = bytes;
+  }
+  held_.splice(held_.end(), again);
+  count_ -= ended;
+  bytes_ -= ended_bytes;
+  UpdateGaugeLocked();
   return recorded;
 }
 
 size_t UnrecordedOutcomes::held() const {
   absl::MutexLock lock(&mu_);
-  return held_.size();
+  return count_;
+}
+
+size_t UnrecordedOutcomes::held_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return bytes_;
 }
 
 void UnrecordedOutcomes::LogLeft() const {
@@ -163,6 +278,6 @@ void UnrecordedOutcomes::LogLeft() const {
   }
 }
 
-void UnrecordedOutcomes::Update() { metrics_.UnrecordedOutcomesHeld(static_cast<double>(held())); }
+void UnrecordedOutcomes::UpdateGaugeLocked() { metrics_.UnrecordedOutcomesHeld(static_cast<double>(count_)); }
 
 }  // namespace toolgate

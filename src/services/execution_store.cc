@@ -129,9 +129,16 @@ store::WriteRequest ExecutionStore::FinishRequest(const ExecutionRecord& r, std:
   for (auto& [name, value] : OutcomeFields(r)) {
     ops.push_back(IsEmpty(value) ? UpdateOp::Remove(Attr(name)) : UpdateOp::Set(Attr(name), std::move(value)));
   }
-  Condition exists = Condition::Exists(Attr("execution_id"));
-  if (expect_last_seq) exists = Condition::And({std::move(exists), Condition::Eq(Attr("last_seq"), *expect_last_seq)});
-  return store::WriteRequest::Update(Key(r.tenant_id, r.execution_id), std::move(ops), std::move(exists),
+  // Anchored where the opening left its chain, or (its events written as items) never backwards: a
+  // finish written again after the store came back must not hide events another writer added to its
+  // chain meanwhile (a replay of the abandoned execution). The same finish again is taken (its first
+  // try's outcome unknown).
+  const store::AttributePath last_seq = Attr("last_seq");
+  Condition anchored = expect_last_seq
+                           ? Condition::Eq(last_seq, *expect_last_seq)
+                           : Condition::Or({Condition::NotExists(last_seq), Condition::Le(last_seq, r.last_seq)});
+  return store::WriteRequest::Update(Key(r.tenant_id, r.execution_id), std::move(ops),
+                                     Condition::And({Condition::Exists(Attr("execution_id")), std::move(anchored)}),
                                      store::ReturnValues::kNone);
 }
 

@@ -11,10 +11,13 @@ namespace toolgate {
 // they are `max_clock_skew_s` past their end, which assumes no two hosts' clocks are further apart;
 // each host measures itself against the same clock, so a host off by more than half the smallest
 // allowance could be beyond it from a host off the other way. Such a reading is warned about, again
-// every kRepeatMs while it lasts, and its end noted. Not thread-safe (one loop reads).
+// every kRepeatMs while it lasts, and its end noted once the readings have stayed within for kCalmMs
+// (a clock near the bound, its readings each side of it by the header's 1 s steps, is one warning,
+// not a warning and a note every few seconds). Not thread-safe (one loop reads).
 class StoreClockWatch {
  public:
   static constexpr int64_t kRepeatMs = 300'000;
+  static constexpr int64_t kCalmMs = 60'000;
 
   // `smallest_skew_s`: the smallest `max_clock_skew_s` of the configured connectors.
   explicit StoreClockWatch(int smallest_skew_s) : allowed_ms_(int64_t{smallest_skew_s} * 1000 / 2) {}
@@ -31,6 +34,7 @@ class StoreClockWatch {
   const int64_t allowed_ms_;
   bool off_ = false;
   int64_t last_warned_ms_ = 0;
+  std::optional<int64_t> within_since_ms_;  // while off_: since when the readings are within
 };
 
 }  // namespace toolgate

@@ -88,7 +88,8 @@ class ExecutionStore {
   // The same writes, for a WriteBatch: applied, or refused as Create/Finish would refuse.
   static store::WriteRequest CreateRequest(const ExecutionRecord& record);
   // With `expect_last_seq`, the update applies only while the record's anchor is still at that event
-  // (the closing write of a chain held in the record: no other writer appended meanwhile).
+  // (the closing write of a chain held in the record: no other writer appended meanwhile); without,
+  // only while the anchor is not past the record's own `last_seq` (never backwards).
   static store::WriteRequest FinishRequest(const ExecutionRecord& record,
                                            std::optional<int64_t> expect_last_seq = std::nullopt);
   // Marks `original_id` as having succeeded through the replay `replay_id`, whose record expires at
