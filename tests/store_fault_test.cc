@@ -316,6 +316,7 @@ TEST_P(StoreFaultTest, AnOutcomeTheStoreDidNotTakeIsWrittenOnceItIsBackAndTheKey
   EXPECT_EQ(lost.outcome, Outcome::kFailed);
   EXPECT_EQ(lost.reason, OutcomeReason{FailureReason::kStoreUnavailable});
   ASSERT_EQ(Unrecorded().held(), 1u) << "the outcome the store did not take is not held";
+  EXPECT_EQ(lost.details.value("outcome_held", false), true) << lost.details;
 
   // Still down: tried (due or not), not recorded, still held.
   EXPECT_EQ(Unrecorded().RetryDue(/*all=*/true), 0);

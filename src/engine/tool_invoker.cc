@@ -1149,7 +1149,12 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
                   written.ToString());
     InvokeResult failed = RecordAnswer(rec, FailureReason::kStoreUnavailable, 1);
     failed.outcome = Outcome::kFailed;
-    failed.details["message"] = "the call reached the downstream but its outcome could not be recorded";
+    failed.details["message"] =
+        t.outcome_held ? "the call reached the downstream but the store did not take its outcome yet: it is held "
+                         "and written as the store comes back; a retry with the same idempotency_key is answered "
+                         "from it then"
+                       : "the call reached the downstream but its outcome could not be recorded";
+    failed.details["outcome_held"] = t.outcome_held;
     failed.reached_tool = true;
     co_return failed;
   }
@@ -1463,6 +1468,7 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   const bool whole = std::all_of(results.begin(), results.end(), [](const auto& r) { return r.ok() && r->applied; });
   if (!whole && s_.unrecorded != nullptr &&
       s_.unrecorded->Hold(rec.execution_id, std::string(ToString(rec.outcome)), closing_writes(), results)) {
+    t.outcome_held = true;
     spdlog::warn("execution {}: outcome {}: what the store did not take is held, to be written again as it comes back",
                  rec.execution_id, ToString(rec.outcome));
   } else if (t.lease && !results.back().ok()) {

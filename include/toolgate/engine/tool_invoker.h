@@ -124,7 +124,8 @@ class InvocationTicket {
   DownstreamRequest downstream;
   // A queued call's run (§15): the claim on its queue item, ended (or put back) with its outcome.
   std::optional<QueueClaim> queued;
-  std::string instance_id;  // who dispatched it (EXECUTION_DISPATCHED)
+  std::string instance_id;    // who dispatched it (EXECUTION_DISPATCHED)
+  bool outcome_held = false;  // its close, not taken by the store, is held to be written again
 };
 
 // How an invocation's coroutine reaches the store (design §16). The default runs everything on the
