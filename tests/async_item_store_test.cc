@@ -158,7 +158,7 @@ TEST_P(AsyncItemStoreTest, ABatchDecidesEachWriteInOrderAndSkipsTheOneAfterARefu
   ASSERT_EQ(results.size(), 3u);
   for (const auto& r : results) ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_FALSE(results[0]->applied);
-  EXPECT_FALSE(results[1]->applied) << "requires_previous: skipped after a refusal";
+  EXPECT_FALSE(results[1]->applied) << "chained: skipped after a refusal";
   EXPECT_TRUE(results[2]->applied);
   EXPECT_EQ(Counter(), 5);
   auto follows = store_->Get(ItemKey{"ASYNC#test", "follows"});

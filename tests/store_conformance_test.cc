@@ -339,6 +339,35 @@ TEST_P(StoreConformanceTest, BatchWriteThatRequiresThePreviousIsSkippedWhenItWas
   EXPECT_EQ(GetInt(MustGet({"C", "HEAD"}), "last"), 2);
 }
 
+// Two writes chained to the same one further back: each follows that one, not the write just
+// before it (a replay's kept result and its intent, both after the record's finish).
+TEST_P(StoreConformanceTest, BatchWriteChainedFurtherBackFollowsThatWriteNotTheOneBefore) {
+  ASSERT_TRUE(PutIf({"C", "KEPT"}, Item{{"v", 1}}, Condition::ItemAbsent()));
+  const std::vector<WriteRequest> batch = {
+      WriteRequest::Put({"C", "RECORD"}, Item{{"v", 1}}, Condition::ItemAbsent()),
+      WriteRequest::Put({"C", "KEPT"}, Item{{"v", 2}}, Condition::ItemAbsent()).AfterPrevious(),
+      WriteRequest::Put({"C", "INTENT"}, Item{{"v", 1}}, Condition::Always()).AfterEarlier(2)};
+  auto results = store_->WriteBatch(batch);
+  ASSERT_EQ(results.size(), 3u);
+  ASSERT_TRUE(results[0].ok() && results[1].ok() && results[2].ok());
+  EXPECT_TRUE(results[0]->applied);
+  EXPECT_FALSE(results[1]->applied) << "KEPT exists: refused";
+  EXPECT_TRUE(results[2]->applied) << "chained to the record, skipped because of the refusal just before it";
+  EXPECT_EQ(GetInt(MustGet({"C", "INTENT"}), "v"), 1);
+
+  // The record refused: both chained to it are skipped, whatever the one before says.
+  const std::vector<WriteRequest> refused = {
+      WriteRequest::Put({"C", "RECORD"}, Item{{"v", 2}}, Condition::ItemAbsent()),
+      WriteRequest::Put({"C", "OTHER"}, Item{{"v", 1}}, Condition::Always()),
+      WriteRequest::Put({"C", "INTENT"}, Item{{"v", 2}}, Condition::Always()).AfterEarlier(2)};
+  results = store_->WriteBatch(refused);
+  ASSERT_TRUE(results[0].ok() && results[1].ok() && results[2].ok());
+  EXPECT_FALSE(results[0]->applied);
+  EXPECT_TRUE(results[1]->applied);
+  EXPECT_FALSE(results[2]->applied) << "ran although the write it is chained to was refused";
+  EXPECT_EQ(GetInt(MustGet({"C", "INTENT"}), "v"), 1);
+}
+
 // A put-if-absent sees every write before it in its batch, whatever way the store decides it
 // (SQLite inserts without reading first unless it holds the item decoded from an earlier write).
 TEST_P(StoreConformanceTest, PutIfAbsentInABatchSeesTheWritesBeforeIt) {

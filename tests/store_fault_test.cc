@@ -66,13 +66,14 @@ class StoreFaultTest : public ::testing::TestWithParam<bool> {
     return r;
   }
   // The call's two halves apart (a store that goes down between them), through either path.
-  std::unique_ptr<InvocationTicket> AdmitOnly() {
+  std::unique_ptr<InvocationTicket> AdmitOnly() { return AdmitOnly(Request()); }
+  std::unique_ptr<InvocationTicket> AdmitOnly(const InvokeRequest& request) {
     ToolInvoker::Admitted admitted;
     if (!ThroughPort()) {
-      admitted = invoker_->Admit(Request());
+      admitted = invoker_->Admit(request);
     } else {
       RunOnLoop([&](StoreDrive drive) -> boost::asio::awaitable<void> {
-        auto admit = invoker_->AdmitAsync(Request(), drive);
+        auto admit = invoker_->AdmitAsync(request, drive);
         admitted = co_await std::move(admit);
       });
     }
@@ -105,6 +106,15 @@ class StoreFaultTest : public ::testing::TestWithParam<bool> {
     return CompleteOnly(std::move(ticket), 200);
   }
   UnrecordedOutcomes& Unrecorded() { return stack_->engine->unrecorded_outcomes(); }
+  // An operator's replay of `original_id`, prepared (not run).
+  auto PrepareReplay(const std::string& original_id, const std::string& reason) {
+    ReplayOrder order;
+    order.principal = {"op-1", "tenant-a", "", {"operator"}};
+    order.original_id = original_id;
+    order.reason = reason;
+    order.requested_by = "on-call";
+    return stack_->engine->replayer().Prepare(order);
+  }
   // Admit and, when admitted, complete with `status`. The response, and whether the downstream was called.
   std::pair<InvokeResult, bool> Invoke(int status) {
     if (ThroughPort()) return InvokeThroughPort(status);
@@ -381,12 +391,7 @@ TEST_P(StoreFaultTest, AHeldOutcomeAReplayCameBeforeLeavesTheIntentAsItWas) {
   ASSERT_EQ(Unrecorded().held(), 1u);
   faulty_.SetDown(false);
   clock_.advance(std::chrono::hours(1));  // abandoned: a replay may run it
-  ReplayOrder order;
-  order.principal = {"op-1", "tenant-a", "", {"operator"}};
-  order.original_id = lost.execution_id;
-  order.reason = "abandoned";
-  order.requested_by = "on-call";
-  auto prepared = stack_->engine->replayer().Prepare(order);
+  auto prepared = PrepareReplay(lost.execution_id, "abandoned");
   ASSERT_TRUE(std::holds_alternative<InvokeRequest>(prepared)) << ToString(std::get<InvokeResult>(prepared).reason);
   auto intent_before = memory_.Get(IntentStore::Key("tenant-a", "order-4"));
   ASSERT_TRUE(intent_before.ok() && intent_before->has_value());
@@ -406,6 +411,40 @@ TEST_P(StoreFaultTest, AHeldOutcomeAReplayCameBeforeLeavesTheIntentAsItWas) {
   EXPECT_EQ(InFlight(), 0) << "the slot is given back all the same";
 }
 
+// A replay's close names the replay's success in two places, its original's record and the key's
+// intent, each only after the replay's own record says so. The original swept by its retention while
+// the replay ran (its kept result then refused) must not leave the intent IN_PROGRESS: once its hold
+// ran out, the key would send the call again.
+TEST_P(StoreFaultTest, AReplaysIntentIsFinishedEvenWhenItsOriginalWasSweptMeanwhile) {
+  Build("defer");
+  key_ = "order-6";
+  const auto [failed, called] = Invoke(500);
+  ASSERT_TRUE(called);
+  ASSERT_EQ(failed.outcome, Outcome::kFailed) << ToString(failed.reason);
+  auto prepared = PrepareReplay(failed.execution_id, "downstream fixed");
+  ASSERT_TRUE(std::holds_alternative<InvokeRequest>(prepared)) << ToString(std::get<InvokeResult>(prepared).reason);
+  std::unique_ptr<InvocationTicket> replay = AdmitOnly(std::get<InvokeRequest>(prepared));
+  ASSERT_NE(replay, nullptr);
+  // Retention sweeps the original while the replay is at its downstream.
+  auto erased = memory_.Erase(ExecutionStore::Key("tenant-a", failed.execution_id), store::Condition::Always());
+  ASSERT_TRUE(erased.ok() && erased->applied);
+
+  const InvokeResult replayed = CompleteOnly(std::move(replay), 200);
+  ASSERT_EQ(replayed.outcome, Outcome::kSucceeded) << ToString(replayed.reason);
+  auto intent = memory_.Get(IntentStore::Key("tenant-a", "order-6"));
+  ASSERT_TRUE(intent.ok() && intent->has_value());
+  EXPECT_EQ((*intent)->at("execution_id").as_string(), replayed.execution_id);
+  EXPECT_EQ((*intent)->at("state").as_string(), "SUCCEEDED") << "the key's intent left held by a finished replay";
+  EXPECT_EQ(Unrecorded().held(), 0u) << "a refusal is not store trouble";
+  EXPECT_EQ(InFlight(), 0);
+
+  // Long after any hold: the key is answered from the replay's success, not sent again.
+  clock_.advance(std::chrono::hours(2));
+  const auto [again, sent] = Invoke(200);
+  EXPECT_FALSE(sent) << "the key ran the call again";
+  EXPECT_EQ(again.execution_id, replayed.execution_id);
+}
+
 // The held closes alone, over a memory store behind a fault-injecting wrapper.
 class UnrecordedOutcomesTest : public ::testing::Test {
  protected:
@@ -420,26 +459,27 @@ class UnrecordedOutcomesTest : public ::testing::Test {
 TEST_F(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollowsChains) {
   using store::WriteRequest;
   using Results = UnrecordedOutcomes::WriteResults;
-  const auto w = [](std::string sk, bool chained) {
+  const auto w = [](std::string sk, size_t back) {
     WriteRequest r = WriteRequest::Put({"pk", std::move(sk)}, {}, store::Condition());
-    r.requires_previous = chained;
+    r.requires_back = back;
     return r;
   };
   store::WriteResult applied;
   applied.applied = true;
   const store::WriteResult refused = store::WriteResult::ConditionFailed();
   const absl::Status unavailable = absl::UnavailableError("down");
-  const std::vector<WriteRequest> writes = {w("event", false), w("record", true), w("intent", false), w("slot", false)};
+  const std::vector<WriteRequest> writes = {w("event", 0), w("record", 1), w("intent", 0), w("slot", 0)};
   const auto names = [](const std::vector<WriteRequest>& left) {
     std::vector<std::string> out;
-    for (const auto& r : left) out.push_back(r.key.sk + (r.requires_previous ? "+" : ""));
+    for (const auto& r : left)
+      out.push_back(r.key.sk + (r.requires_back > 0 ? "+" + std::to_string(r.requires_back) : ""));
     return out;
   };
   bool was_refused = false;
   // Everything failed: everything is left, the chain kept.
   EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{unavailable, refused, unavailable, unavailable},
                                                 was_refused)),
-            (std::vector<std::string>{"event", "record+", "intent", "slot"}));
+            (std::vector<std::string>{"event", "record+1", "intent", "slot"}));
   EXPECT_FALSE(was_refused) << "a write skipped after its chain's failed head is not a refusal";
   // The event went in, the record did not: the record is left, no longer chained.
   EXPECT_EQ(names(UnrecordedOutcomes::Remaining(writes, Results{applied, unavailable, applied, applied}, was_refused)),
@@ -452,8 +492,24 @@ TEST_F(UnrecordedOutcomesTest, RemainingKeepsStoreTroubleDropsRefusalsAndFollows
   // A malformed write is not store trouble: not tried again.
   was_refused = false;
   EXPECT_TRUE(
-      UnrecordedOutcomes::Remaining({w("x", false)}, Results{absl::InvalidArgumentError("bad")}, was_refused).empty());
+      UnrecordedOutcomes::Remaining({w("x", 0)}, Results{absl::InvalidArgumentError("bad")}, was_refused).empty());
   EXPECT_TRUE(was_refused);
+  // Two writes chained to the same one (a replay's kept result and its intent, both to the record).
+  const std::vector<WriteRequest> fan = {w("event", 0), w("record", 1), w("replayed", 1), w("intent", 2)};
+  was_refused = false;
+  // The record left: both go with it, each chained to it where it now stands.
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(fan, Results{applied, unavailable, refused, refused}, was_refused)),
+            (std::vector<std::string>{"record", "replayed+1", "intent+2"}));
+  EXPECT_FALSE(was_refused);
+  // The record applied, the kept result refused: the intent is not dropped with it.
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(fan, Results{applied, applied, refused, unavailable}, was_refused)),
+            (std::vector<std::string>{"intent"}));
+  EXPECT_TRUE(was_refused);
+  // The event left, the record skipped behind it: the chain of three kept, re-aimed.
+  was_refused = false;
+  EXPECT_EQ(names(UnrecordedOutcomes::Remaining(fan, Results{unavailable, refused, refused, refused}, was_refused)),
+            (std::vector<std::string>{"event", "record+1", "replayed+1", "intent+2"}));
+  EXPECT_FALSE(was_refused);
 }
 
 // Held closes are bounded, by count and by bytes: beyond either limit one is not held (the
@@ -486,8 +542,8 @@ TEST_F(UnrecordedOutcomesTest, BeyondItsLimitsACloseIsNotHeld) {
 
 // A write whose first try's outcome was unknown (a DynamoDB timeout that had in fact applied it) is
 // refused by its own condition when tried again: read back, the item holds what it writes, so it
-// counts as applied and the write chained to it still goes in. An item holding something else is a
-// refusal, and the chained write is dropped.
+// counts as applied and the write chained to it still goes in, in the same turn. An item holding
+// something else is a refusal, and the chained write is dropped.
 TEST_F(UnrecordedOutcomesTest, AWriteFoundAppliedOnReadingBackCountsAsApplied) {
   UnrecordedOutcomes held(memory_, clock_, metrics_);
   const auto close = [](const std::string& id) {
@@ -504,13 +560,10 @@ TEST_F(UnrecordedOutcomesTest, AWriteFoundAppliedOnReadingBackCountsAsApplied) {
   ASSERT_TRUE(memory_.Put({"EXEC#ours", "EV#1"}, {{"hash", "h-ours"}}, store::Condition::Always()).ok());
   ASSERT_TRUE(memory_.Put({"EXEC#theirs", "EV#1"}, {{"hash", "h-other"}}, store::Condition::Always()).ok());
 
-  clock_.advance(std::chrono::seconds(2));
-  EXPECT_EQ(held.RetryDue(), 0);
-  EXPECT_EQ(held.held(), 1u) << "the finish after the event found applied is to be tried again";
+  // A stop's last try: the finish behind the event found applied goes in within the same turn.
+  EXPECT_EQ(held.RetryDue(/*all=*/true), 1);
+  EXPECT_EQ(held.held(), 0u) << "the finish after the event found applied left for a turn a stop does not have";
   EXPECT_FALSE(memory_.Get({"EXEC#theirs", "REC"})->has_value()) << "written after another writer's event";
-  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
-  EXPECT_EQ(held.RetryDue(), 1);
-  EXPECT_EQ(held.held(), 0u);
   auto rec = memory_.Get({"EXEC#ours", "REC"});
   ASSERT_TRUE(rec.ok() && rec->has_value());
   EXPECT_EQ(store::GetString(**rec, "outcome"), "SUCCEEDED");
@@ -562,6 +615,34 @@ TEST_F(UnrecordedOutcomesTest, OnlyStoreTroubleStallsTheOthersAndARecordedCloseM
   EXPECT_EQ(held.held(), 0u) << "a close held back by its backoff after the store came back";
   EXPECT_TRUE(memory_.Get({"pk", "a"})->has_value());
   EXPECT_TRUE(memory_.Get({"pk", "d"})->has_value());
+}
+
+// A close whose writes went in but for one refused (its slot's lease reclaimed meanwhile) says the
+// store takes writes again as well as one recorded whole: the others are due at the next turn.
+TEST_F(UnrecordedOutcomesTest, AClosePartlyRefusedAlsoMakesTheRestDue) {
+  UnrecordedOutcomes held(faulty_, clock_, metrics_);
+  ASSERT_TRUE(held.Hold("e-b", "SUCCEEDED", {store::WriteRequest::Put({"pk", "b"}, {}, store::Condition())}, down_));
+  faulty_.SetDown(true);
+  for (int i = 0; i < 4; ++i) {
+    clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kLongestRetryMs));
+    EXPECT_EQ(held.RetryDue(), 0);
+  }
+  const store::AttributePath holder = store::AttributePath::In("holders", "lease-1");
+  ASSERT_TRUE(held.Hold(
+      "e-r", "SUCCEEDED",
+      {store::WriteRequest::Put({"pk", "r"}, {}, store::Condition()),
+       store::WriteRequest::Update(
+           {"pk", "slot"}, {store::UpdateOp::Remove(holder), store::UpdateOp::Add(store::Attr("in_flight"), -1)},
+           store::Condition::Exists(holder))},
+      down_));
+  faulty_.SetDown(false);
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  EXPECT_EQ(held.RetryDue(), 0) << "the release was refused: not recorded whole";
+  EXPECT_TRUE(memory_.Get({"pk", "r"})->has_value());
+  EXPECT_EQ(held.held(), 1u) << "\"b\" was not due yet";
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  EXPECT_EQ(held.RetryDue(), 1);
+  EXPECT_EQ(held.held(), 0u) << "a close held back by its backoff after the store took writes again";
 }
 
 // While the store is still in trouble, one held close is tried per turn, not each (each would wait

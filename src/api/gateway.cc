@@ -249,7 +249,7 @@ struct Gateway::Impl {
     const std::optional<store::DynamoDbItemStore::ClockReading> reading = dynamo->clock_reading();
     if (!reading) return;
     engine->metrics().StoreClockAhead(static_cast<double>(reading->ahead_ms) / 1000);
-    if (auto say = clock_watch.Observe(reading->ahead_ms, clock.now_epoch_ms())) {
+    if (auto say = clock_watch.Observe(reading->ahead_ms, clock.now_monotonic_ms())) {
       if (say->warning) {
         LogEvent(spdlog::level::warn, "clock_skew", say->text, {{"ahead_ms", reading->ahead_ms}});
       } else {

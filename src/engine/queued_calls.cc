@@ -101,7 +101,7 @@ absl::StatusOr<bool> QueuedCalls::End(const QueueItem& item, std::string_view ac
     ASSIGN_OR_RETURN(rec, executions_.Get(item.tenant_id, item.execution_id));
     if (!IsWaiting(rec.outcome)) {
       // Ended by someone else (a claim that outlived its lease): the removed item still leaves the count.
-      tail.front().requires_previous = false;
+      tail.front().requires_back = 0;
       tail.resize(1);
       const auto counted = store_.WriteBatch(tail);
       return false;

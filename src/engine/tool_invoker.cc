@@ -463,7 +463,7 @@ class ToolInvoker::Admission {
     const bool with_intent = intent_pending_;
     if (with_intent) {
       prefix.push_back(NewIntentClaim());
-      acquire.requires_previous = true;
+      acquire.requires_back = 1;
     }
     prefix.push_back(std::move(acquire));
     size_t prefix_applied = 0;
@@ -659,7 +659,7 @@ class ToolInvoker::Admission {
     }
     const size_t first = prefix.size();
     if (first > 0) {
-      for (store::WriteRequest& w : writes) w.requires_previous = true;
+      for (store::WriteRequest& w : writes) w.requires_back = 1;
       writes.insert(writes.begin(), std::make_move_iterator(prefix.begin()), std::make_move_iterator(prefix.end()));
     }
     // The tenant's entry in the tenant list, which Locate needs, once per process (unconditional),
@@ -1425,9 +1425,12 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
     store::WriteRequest finish =
         ExecutionStore::FinishRequest(rec, in_record ? std::optional<int64_t>(t.tail.seq) : std::nullopt);
     writes.push_back(writes.empty() ? std::move(finish) : std::move(finish).AfterPrevious());
-    // What names this execution as ended goes in only after its record says so: a record whose
-    // finish was refused (a replay of the abandoned execution, or a queued re-run, came first) must
-    // not be vouched for by its intent or its original as SUCCEEDED while it stays IN_PROGRESS.
+    const size_t finish_at = writes.size() - 1;
+    // What names this execution as ended goes in only after its record says so, each chained to the
+    // record's finish itself (not to one another: the original's kept result refused, its record
+    // swept by retention meanwhile, must not keep the intent IN_PROGRESS): a record whose finish was
+    // refused (a replay of the abandoned execution, or a queued re-run, came first) must not be
+    // vouched for by its intent or its original as SUCCEEDED while it stays IN_PROGRESS.
     if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
       writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
                                                               rec.execution_id, rec.result_json, rec.expires_at_s)
@@ -1444,7 +1447,7 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
       writes.push_back(s_.intents
                            .FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
                                           k.intent == IntentEffect::kSucceeded ? rec.result_json : "", rec.expires_at_s)
-                           .AfterPrevious());
+                           .AfterEarlier(writes.size() - finish_at));
     }
     if (t.queued) {
       for (store::WriteRequest& w : QueueService::CompleteRequests(*t.queued)) writes.push_back(std::move(w));

@@ -16,7 +16,7 @@ std::string FirstError(const UnrecordedOutcomes::WriteResults& results) {
 }
 
 // The store as a whole unreachable or too slow: the next close would fare no better this turn. Any
-// other error (a damaged item, a read-only file) is this close's own.
+// other error (a damaged item, say) is this close's own.
 bool StoreInTrouble(const UnrecordedOutcomes::WriteResults& results) {
   for (const auto& r : results) {
     if (!r.ok()) {
@@ -26,8 +26,6 @@ bool StoreInTrouble(const UnrecordedOutcomes::WriteResults& results) {
   }
   return false;
 }
-
-bool Applied(const absl::StatusOr<store::WriteResult>& r) { return r.ok() && r->applied; }
 
 size_t Bytes(const store::AttributeValue& v) {
   size_t n = sizeof(store::AttributeValue);
@@ -48,16 +46,19 @@ std::vector<store::WriteRequest> UnrecordedOutcomes::Remaining(const std::vector
                                                                const WriteResults& results, bool& refused) {
   enum class State { kApplied, kLeft, kDropped };
   std::vector<store::WriteRequest> left;
-  State previous = State::kApplied;
+  std::vector<State> states;
+  std::vector<size_t> left_at(writes.size());  // where each write that is left stands in `left`
+  states.reserve(writes.size());
   for (size_t i = 0; i < writes.size(); ++i) {
     const store::WriteRequest& w = writes[i];
     const absl::StatusOr<store::WriteResult>* r = i < results.size() ? &results[i] : nullptr;
+    const size_t back = w.requires_back <= i ? w.requires_back : 0;
     State state;
     bool chained = false;
-    if (r != nullptr && r->ok() && (*r)->applied) {
+    if (r != nullptr && store::Applied(*r)) {
       state = State::kApplied;
-    } else if (i > 0 && w.requires_previous && previous != State::kApplied) {
-      state = previous;  // skipped, not tried: it goes where the write it is chained to goes
+    } else if (back > 0 && states[i - back] != State::kApplied) {
+      state = states[i - back];  // skipped, not tried: it goes where the write it is chained to goes
       chained = state == State::kLeft;
     } else if (r == nullptr || (!r->ok() && store::IsStoreError(r->status()))) {
       state = State::kLeft;
@@ -67,10 +68,11 @@ std::vector<store::WriteRequest> UnrecordedOutcomes::Remaining(const std::vector
     }
     if (state == State::kLeft) {
       store::WriteRequest again = w;
-      again.requires_previous = chained;
+      again.requires_back = chained ? left.size() - left_at[i - back] : 0;
+      left_at[i] = left.size();
       left.push_back(std::move(again));
     }
-    previous = state;
+    states.push_back(state);
   }
   return left;
 }
@@ -111,15 +113,21 @@ size_t UnrecordedOutcomes::Bytes(const std::vector<store::WriteRequest>& writes)
   return n;
 }
 
-void UnrecordedOutcomes::ReadBackRefused(const std::vector<store::WriteRequest>& writes, WriteResults& results) {
-  const WriteResults tried = results;
-  for (size_t i = 0; i < writes.size() && i < results.size(); ++i) {
-    const bool skipped = i > 0 && writes[i].requires_previous && !Applied(tried[i - 1]);
-    if (skipped) {
-      // Not tried because the write it follows was not applied; that one found applied after all:
-      // this one is tried at the next turn.
-      if (Applied(results[i - 1])) {
-        results[i] = absl::UnavailableError("not tried: the write it follows was found applied on reading it back");
+bool UnrecordedOutcomes::ReadBackRefused(const std::vector<store::WriteRequest>& writes, WriteResults& results) {
+  const size_t n = std::min(writes.size(), results.size());
+  // Which were not tried, as the store answered (a read-back below may find their head applied).
+  std::vector<bool> skipped(n);
+  for (size_t i = 0; i < n; ++i) skipped[i] = store::ChainBroken(writes[i], results, i);
+  bool unblocked = false;
+  for (size_t i = 0; i < n; ++i) {
+    if (skipped[i]) {
+      // Not tried because the write it is chained to was not applied; that one found applied after
+      // all: this one is written again.
+      const size_t back = writes[i].requires_back;
+      if (back <= i && store::Applied(results[i - back])) {
+        results[i] =
+            absl::UnavailableError("not tried: the write it is chained to was found applied on reading it back");
+        unblocked = true;
       }
       continue;
     }
@@ -133,6 +141,7 @@ void UnrecordedOutcomes::ReadBackRefused(const std::vector<store::WriteRequest>&
       results[i] = std::move(applied);
     }
   }
+  return unblocked;
 }
 
 bool UnrecordedOutcomes::Hold(const std::string& execution_id, const std::string& outcome,
@@ -172,6 +181,7 @@ int UnrecordedOutcomes::RetryDue(bool all) {
   }
   if (due.empty()) return 0;
   int recorded = 0;
+  bool store_back = false;  // some write of this turn went in
   size_t ended = 0;
   size_t ended_bytes = 0;
   std::list<Close> again;
@@ -204,11 +214,23 @@ int UnrecordedOutcomes::RetryDue(bool all) {
       continue;
     }
     ++c.attempts;
-    WriteResults results = store_.WriteBatch(c.writes);
-    ReadBackRefused(c.writes, results);
+    const size_t before = c.writes.size();
     bool refused = false;
-    std::vector<store::WriteRequest> left = Remaining(c.writes, results, refused);
-    const bool progress = left.size() < c.writes.size() || refused;
+    WriteResults results;
+    std::vector<store::WriteRequest> left;
+    // Writes that a read-back let go (the write they are chained to had gone in after all) are
+    // written in this same turn, not left for the next (which a stop's last try does not have).
+    for (size_t round = 0;; ++round) {
+      results = store_.WriteBatch(c.writes);
+      // A write taken says the store takes writes again, even when the rest of its close is refused
+      // (a slot's release whose lease was reclaimed meanwhile).
+      store_back = store_back || std::any_of(results.begin(), results.end(), store::Applied);
+      const bool unblocked = ReadBackRefused(c.writes, results);
+      left = Remaining(c.writes, results, refused);
+      if (!unblocked || left.empty() || round + 1 >= before) break;
+      c.writes = std::move(left);
+    }
+    const bool progress = left.size() < before || refused;
     still_in_trouble = !progress && StoreInTrouble(results);
     if (left.empty() && !refused) {
       ++recorded;
@@ -237,13 +259,16 @@ int UnrecordedOutcomes::RetryDue(bool all) {
     again.push_back(std::move(c));
   }
   absl::MutexLock lock(&mu_);
-  if (recorded > 0) {
+  if (store_back) {
     // The store takes writes again: every close waiting is due at the next turn.
     for (Close& c : held_) {
       c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
       c.backoff_ms = kFirstRetryMs;
     }
-    for (Close& c : again) c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
+    for (Close& c : again) {
+      c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
+      c.backoff_ms = kFirstRetryMs;
+    }
   }
   for (Close& c : again) {
     // What is left of a close shrinks as parts of it go in (bytes_ counts c.bytes still).

@@ -115,7 +115,7 @@ std::vector<absl::StatusOr<WriteResult>> ItemStore::WriteBatch(const std::vector
   std::vector<absl::StatusOr<WriteResult>> results;
   results.reserve(requests.size());
   for (const WriteRequest& r : requests) {
-    if (r.requires_previous && (results.empty() || !results.back().ok() || !results.back()->applied)) {
+    if (ChainBroken(r, results, results.size())) {
       results.push_back(WriteResult::ConditionFailed());
       continue;
     }

@@ -763,8 +763,7 @@ bool SqliteItemStore::CommitGroup(const std::vector<Writer*>& group, bool on_sub
     for (Writer* w : group) {
       w->results.clear();
       for (const WriteRequest& r : *w->requests) {
-        const bool skip =
-            r.requires_previous && (w->results.empty() || !w->results.back().ok() || !w->results.back()->applied);
+        const bool skip = ChainBroken(r, w->results, w->results.size());
         w->results.push_back(skip ? WriteResult::ConditionFailed() : ExecuteOne(c, r, fatal));
         if (!fatal.ok()) break;
       }

@@ -27,7 +27,8 @@ class StoreClockWatch {
     std::string text;
   };
   // The log line the reading `ahead_ms` (this host ahead of the store's clock; negative: behind) calls
-  // for at `now_ms`, if any.
+  // for at `now_ms`, if any. `now_ms` is monotonic time (Clock::now_monotonic_ms): a wall clock that
+  // steps, the very thing watched, would stretch or cut the repeat and the calm.
   std::optional<Say> Observe(int64_t ahead_ms, int64_t now_ms);
 
  private:

@@ -47,7 +47,7 @@ class UnrecordedOutcomes {
 
   // Holds what of `writes` a failed attempt left unapplied (`results`, one per write: an error that
   // means store trouble is tried again; a write its condition refused is dropped, with every write
-  // chained to it by `requires_previous`). False when nothing is left to write, or the store refused
+  // chained to it by `requires_back`). False when nothing is left to write, or the store refused
   // everything left, or kMaxHeld closes (kMaxHeldBytes) are held already (logged; the execution stays
   // IN_PROGRESS).
   bool Hold(const std::string& execution_id, const std::string& outcome, const std::vector<store::WriteRequest>& writes,
@@ -88,8 +88,8 @@ class UnrecordedOutcomes {
     int attempts = 0;
   };
   // The refused writes of a retry read back (AlreadyWritten: applied), and the writes skipped after
-  // one found applied made to be tried again.
-  void ReadBackRefused(const std::vector<store::WriteRequest>& writes, WriteResults& results);
+  // one found applied made to be tried again (true: some were).
+  bool ReadBackRefused(const std::vector<store::WriteRequest>& writes, WriteResults& results);
   void UpdateGaugeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   store::ItemStore& store_;

@@ -17,7 +17,7 @@ namespace toolgate::store {
 // result to wherever the caller goes on: store/awaitable_item_store.h resumes a coroutine on its
 // own executor.
 //
-// Same semantics as ItemStore (each write decided by its own condition, `requires_previous`, TTL,
+// Same semantics as ItemStore (each write decided by its own condition, `requires_back`, TTL,
 // the status codes); WriteBatch's results come back as one vector, in request order.
 //
 // Thread-safe. A store must outlive the completions it has not called yet; destroying one finishes

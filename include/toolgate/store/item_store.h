@@ -18,6 +18,9 @@ struct WriteResult {
   static WriteResult ConditionFailed() { return {}; }
 };
 
+// A write's result that says it went in: answered, and applied.
+inline bool Applied(const absl::StatusOr<WriteResult>& r) { return r.ok() && r->applied; }
+
 // What a write returns (DynamoDB's ReturnValues): the item as written, or nothing (cheaper).
 enum class ReturnValues { kAllNew, kNone };
 
@@ -43,10 +46,11 @@ struct WriteRequest {
   std::vector<UpdateOp> ops;  // kUpdate
   Condition condition;
   ReturnValues returns = ReturnValues::kAllNew;
-  // Tried only when the request just before it in the batch was applied; otherwise reported as not
-  // applied without being tried. Chains a write to the one it depends on (a ledger anchor to its
-  // event) on every backend, transactional or not.
-  bool requires_previous = false;
+  // Tried only when the request this many places before it in the batch was applied (1: the one just
+  // before; 0: not chained); otherwise reported as not applied without being tried. Chains a write to
+  // the one it depends on (a ledger anchor to its event, an intent's finish to its record's) on every
+  // backend, transactional or not.
+  size_t requires_back = 0;
   // A hint, no change to what is written: the item is updated again soon (an execution record, which
   // its call's close updates). A store that decodes an item to update it may keep this one decoded.
   bool updated_soon = false;
@@ -61,11 +65,19 @@ struct WriteRequest {
   static WriteRequest Erase(ItemKey key, Condition condition) {
     return {Kind::kErase, std::move(key), {}, {}, std::move(condition), ReturnValues::kNone};
   }
-  WriteRequest&& AfterPrevious() && {
-    requires_previous = true;
+  WriteRequest&& AfterPrevious() && { return std::move(*this).AfterEarlier(1); }
+  WriteRequest&& AfterEarlier(size_t places_back) && {
+    requires_back = places_back;
     return std::move(*this);
   }
 };
+
+// Whether `r`, coming after the writes `earlier` answered, is skipped: chained to one of them that
+// was not applied.
+inline bool ChainBroken(const WriteRequest& r, const std::vector<absl::StatusOr<WriteResult>>& earlier,
+                        size_t position) {
+  return r.requires_back > 0 && (r.requires_back > position || !Applied(earlier[position - r.requires_back]));
+}
 
 // A full-table walk for maintenance (`ledger verify`), never on a request path. Paging visits every
 // matching item once; the order is (pk, sk) on memory and SQLite but DynamoDB's own across pages.
@@ -121,7 +133,7 @@ class ItemStore {
   // Several writes, each decided by its own condition, in order (a later write sees the earlier
   // ones). Not atomic as a whole: one result per request. A backend may commit them together (SQLite
   // does: one transaction, one fsync, and no other batch interleaves); the default runs them one by
-  // one. A request with `requires_previous` is skipped (not applied) when the one before it was not
+  // one. A request with `requires_back` is skipped (not applied) when the one it is chained to was not
   // applied or failed.
   virtual std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests);
 
