@@ -671,11 +671,11 @@ class ToolInvoker::Admission {
     const size_t count = writes.size();
     auto commit = Commit(s_, drive_, std::move(writes));
     WriteResults results = co_await std::move(commit);
-    if (skip > 0 && results[0].ok() && results[0]->applied) s_.executions.NoteTenant(rec().tenant_id);
+    if (skip > 0 && store::Applied(results[0])) s_.executions.NoteTenant(rec().tenant_id);
     results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(skip));
     // The prefix's writes are chained: those applied are its first ones.
     size_t applied = 0;
-    while (applied < first && results[applied].ok() && results[applied]->applied) ++applied;
+    while (applied < first && store::Applied(results[applied])) ++applied;
     if (prefix_applied != nullptr) *prefix_applied = applied;
     if (applied < first && results[applied].ok()) co_return absl::ResourceExhaustedError("prefix refused");
     if (absl::Status st = RequireApplied(results, count - skip); !st.ok()) co_return st;
@@ -1468,7 +1468,7 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
   }
   // Whatever store trouble left unwritten (the outcome, or only the intent's or the slot's part of
   // it) is held and written again as the store comes back, the slot's release with it.
-  const bool whole = std::all_of(results.begin(), results.end(), [](const auto& r) { return r.ok() && r->applied; });
+  const bool whole = std::all_of(results.begin(), results.end(), store::Applied);
   if (!whole && s_.unrecorded != nullptr &&
       s_.unrecorded->Hold(rec.execution_id, std::string(ToString(rec.outcome)), closing_writes(), results)) {
     t.outcome_held = true;
