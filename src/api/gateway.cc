@@ -273,6 +273,20 @@ struct Gateway::Impl {
 
   // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
   // expired items — chains past their retention, old SLO minutes — are deleted here.
+  // Asio reprograms a loop's timerfd (one system call) whenever a timer is set to expire before
+  // every other timer of the loop: on a loop with few connections that is each operation's deadline
+  // (a request's read, its answer's write, the downstream call's), four per call. A timer that
+  // always expires sooner than any deadline set (every kTick; no deadline toolgate sets is shorter)
+  // keeps those from being the first: the timerfd is then reprogrammed once per tick instead.
+  static asio::awaitable<void> KeepATimerFirstForever() {
+    static constexpr std::chrono::milliseconds kTick{100};
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    for (;;) {
+      timer.expires_after(kTick);
+      co_await timer.async_wait(asio::use_awaitable);
+    }
+  }
+
   asio::awaitable<void> SweepMemoryStoreForever(store::MemoryItemStore* memory) {
     asio::steady_timer timer(io);
     while (!draining) {
@@ -418,6 +432,8 @@ absl::Status Gateway::Start() {
   for (auto& [id, connector] : i.connectors) connector->Start(i.io.get_executor());
   asio::co_spawn(i.io, i.EvaluateSlosForever(), asio::detached);
   asio::co_spawn(i.io, i.ReclaimExpiredLeasesForever(), asio::detached);
+  asio::co_spawn(i.io, Impl::KeepATimerFirstForever(), asio::detached);
+  for (auto& loop : i.loops) asio::co_spawn(*loop, Impl::KeepATimerFirstForever(), asio::detached);
   asio::co_spawn(i.io, i.RetryUnrecordedOutcomesForever(), asio::detached);
   asio::co_spawn(i.io, i.admin_routes->replays().RunJobsForever(), asio::detached);  // resumes bulk replays
   i.dispatcher = std::make_unique<QueueDispatcher>(*i.context, i.io);                // queued calls (§15)
