@@ -645,6 +645,51 @@ TEST_F(UnrecordedOutcomesTest, AClosePartlyRefusedAlsoMakesTheRestDue) {
   EXPECT_EQ(held.held(), 0u) << "a close held back by its backoff after the store took writes again";
 }
 
+// Once the store takes a write, a close that failed in the same turn for the store's trouble is due
+// at the next turn too; one failing with an error of its own (a damaged item) keeps its backoff.
+TEST_F(UnrecordedOutcomesTest, ClosesThatWaitedForTheStoreAreDueOnceItTakesAWriteTheirOwnErrorsKeepTheirBackoff) {
+  UnrecordedOutcomes held(faulty_, clock_, metrics_);
+  const auto put = [](const std::string& sk) {
+    return std::vector<store::WriteRequest>{store::WriteRequest::Put({"pk", sk}, {}, store::Condition())};
+  };
+  const auto only = [](const std::string& sk) { return [sk](const store::ItemKey& k) { return k.sk == sk; }; };
+  // Two closes, the second failing with `error` as the store takes the first; how many are recorded
+  // a second later.
+  const auto second_later = [&](const std::string& ok, const std::string& failing, absl::Status error) {
+    EXPECT_TRUE(held.Hold("e-" + ok, "SUCCEEDED", put(ok), down_));
+    EXPECT_TRUE(held.Hold("e-" + failing, "SUCCEEDED", put(failing), down_));
+    faulty_.FailWhere(only(failing), std::move(error));
+    EXPECT_EQ(held.RetryDue(/*all=*/true), 1);
+    faulty_.FailWhere({});
+    clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+    return held.RetryDue();
+  };
+  EXPECT_EQ(second_later("b", "a", absl::UnavailableError("timed out")), 1)
+      << "a close that failed beside one the store took kept its backoff";
+  EXPECT_EQ(second_later("c", "d", absl::DataLossError("damaged")), 0)
+      << "a close failing on its own was made due as the store came back";
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  EXPECT_EQ(held.RetryDue(), 1);
+  EXPECT_EQ(held.held(), 0u);
+}
+
+// Backoff and age are timed on monotonic time: the wall clock stepped an hour ahead gives no held
+// close up, stepped back it stalls none.
+TEST_F(UnrecordedOutcomesTest, AWallClockStepNeitherGivesUpNorStallsHeldCloses) {
+  UnrecordedOutcomes held(faulty_, clock_, metrics_);
+  ASSERT_TRUE(held.Hold("e-m", "SUCCEEDED", {store::WriteRequest::Put({"pk", "m"}, {}, store::Condition())}, down_));
+  faulty_.SetDown(true);
+  clock_.step_wall(std::chrono::hours(2));
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kFirstRetryMs));
+  EXPECT_EQ(held.RetryDue(), 0);
+  EXPECT_EQ(held.held(), 1u) << "given up for a step of the wall clock";
+  faulty_.SetDown(false);
+  clock_.step_wall(-std::chrono::hours(3));
+  clock_.advance(std::chrono::milliseconds(UnrecordedOutcomes::kLongestRetryMs));
+  EXPECT_EQ(held.RetryDue(), 1) << "stalled by a step back of the wall clock";
+  EXPECT_TRUE(memory_.Get({"pk", "m"})->has_value());
+}
+
 // While the store is still in trouble, one held close is tried per turn, not each (each would wait
 // out the store's own timeout); an hour on, still refused, they are given up.
 TEST_F(UnrecordedOutcomesTest, AStoreStillInTroubleIsTriedOncePerTurnAndHeldClosesExpire) {

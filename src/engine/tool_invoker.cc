@@ -1434,7 +1434,7 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
     if (t.request.replay && rec.outcome == Outcome::kSucceeded) {
       writes.push_back(ExecutionStore::ReplaySucceededRequest(rec.tenant_id, t.request.replay->original_id,
                                                               rec.execution_id, rec.result_json, rec.expires_at_s)
-                           .AfterPrevious());
+                           .AfterEarlier(writes.size() - finish_at));
     }
     if (t.intent_claimed && k.intent != IntentEffect::kRelease && k.intent != IntentEffect::kSucceeded &&
         !t.intent_previous_execution_id.empty()) {

@@ -148,8 +148,8 @@ bool UnrecordedOutcomes::Hold(const std::string& execution_id, const std::string
                               const std::vector<store::WriteRequest>& writes, const WriteResults& results) {
   bool refused = false;
   std::vector<store::WriteRequest> left = Remaining(writes, results, refused);
-  if (left.empty()) return false;  // applied, or refused (the caller says so)
-  const int64_t now = clock_.now_epoch_ms();
+  if (left.empty()) return false;                 // applied, or refused (the caller says so)
+  const int64_t now = clock_.now_monotonic_ms();  // a wall clock stepped neither gives up nor stalls them
   const size_t bytes = Bytes(left);
   absl::MutexLock lock(&mu_);
   if (count_ >= max_held_ || bytes_ + bytes > max_held_bytes_) {
@@ -169,7 +169,7 @@ bool UnrecordedOutcomes::Hold(const std::string& execution_id, const std::string
 
 int UnrecordedOutcomes::RetryDue(bool all) {
   absl::MutexLock one_at_a_time(&retry_mu_);
-  const int64_t now = clock_.now_epoch_ms();
+  const int64_t now = clock_.now_monotonic_ms();  // a wall clock stepped neither gives up nor stalls them
   std::list<Close> due;
   {
     absl::MutexLock lock(&mu_);
@@ -210,6 +210,7 @@ int UnrecordedOutcomes::RetryDue(bool all) {
       }
       c.backoff_ms = std::min(kLongestRetryMs, c.backoff_ms * 2);
       c.next_at_ms = now + c.backoff_ms;
+      c.store_trouble = true;
       again.push_back(std::move(c));
       continue;
     }
@@ -222,9 +223,6 @@ int UnrecordedOutcomes::RetryDue(bool all) {
     // written in this same turn, not left for the next (which a stop's last try does not have).
     for (size_t round = 0;; ++round) {
       results = store_.WriteBatch(c.writes);
-      // A write taken says the store takes writes again, even when the rest of its close is refused
-      // (a slot's release whose lease was reclaimed meanwhile).
-      store_back = store_back || std::any_of(results.begin(), results.end(), store::Applied);
       const bool unblocked = ReadBackRefused(c.writes, results);
       left = Remaining(c.writes, results, refused);
       if (!unblocked || left.empty() || round + 1 >= before) break;
@@ -232,6 +230,10 @@ int UnrecordedOutcomes::RetryDue(bool all) {
     }
     const bool progress = left.size() < before || refused;
     still_in_trouble = !progress && StoreInTrouble(results);
+    c.store_trouble = StoreInTrouble(results);
+    // A store that takes a write, or answers one with its condition, takes writes again, even when
+    // the rest of this close is refused (a slot's release whose lease was reclaimed meanwhile).
+    store_back = store_back || progress;
     if (left.empty() && !refused) {
       ++recorded;
       end(c, "recorded");
@@ -243,8 +245,9 @@ int UnrecordedOutcomes::RetryDue(bool all) {
     if (left.empty()) {
       end(c, "refused");
       spdlog::warn(
-          "execution {}: outcome {} given up after {} more tr{}: the store refused part of its record (a replay, "
-          "another call taking its intent over, or its slot's lease reclaimed, came first)",
+          "execution {}: outcome {} ended after {} more tr{}: written but for what the store refused, given up (a "
+          "replay of it, another call taking its intent over, its slot's lease reclaimed, or a replay's original "
+          "swept by retention, came first)",
           c.execution_id, c.outcome, c.attempts, c.attempts == 1 ? "y" : "ies");
       continue;
     }
@@ -260,15 +263,15 @@ int UnrecordedOutcomes::RetryDue(bool all) {
   }
   absl::MutexLock lock(&mu_);
   if (store_back) {
-    // The store takes writes again: every close waiting is due at the next turn.
-    for (Close& c : held_) {
+    // The store takes writes again: every close that waited for it is due at the next turn (one
+    // failing with an error of its own, a damaged item, keeps its backoff).
+    const auto due_soon = [now](Close& c) {
+      if (!c.store_trouble) return;
       c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
       c.backoff_ms = kFirstRetryMs;
-    }
-    for (Close& c : again) {
-      c.next_at_ms = std::min(c.next_at_ms, now + kFirstRetryMs);
-      c.backoff_ms = kFirstRetryMs;
-    }
+    };
+    std::for_each(held_.begin(), held_.end(), due_soon);
+    std::for_each(again.begin(), again.end(), due_soon);
   }
   for (Close& c : again) {
     // What is left of a close shrinks as parts of it go in (bytes_ counts c.bytes still).

@@ -55,9 +55,11 @@ class UnrecordedOutcomes {
 
   // Writes every held close whose retry is due, once each (`all`: every held close, due or not — a
   // stop's last try). While the store is in trouble (unavailable, or timing out) only the first is
-  // tried, the rest wait for their next turn; once one is recorded every other held close is due at
-  // the next turn, whatever its backoff (the store is back: the sooner, the fewer intents run out of
-  // their hold first). Returns how many were recorded whole by this call.
+  // tried, the rest wait for their next turn; once the store takes a write of one (or answers it with
+  // its condition) every other close that waited for the store is due at the next turn, whatever its
+  // backoff (the store is back: the sooner, the fewer intents run out of their hold first). Writes a
+  // read-back let go are written in the same turn. Backoff and age are timed on monotonic time.
+  // Returns how many were recorded whole by this call.
   int RetryDue(bool all = false);
 
   size_t held() const;  // closes held, those being written by RetryDue with them
@@ -82,10 +84,11 @@ class UnrecordedOutcomes {
     std::string outcome;
     std::vector<store::WriteRequest> writes;  // still to write, in order
     size_t bytes = 0;
-    int64_t held_at_ms = 0;
+    int64_t held_at_ms = 0;  // monotonic time, as next_at_ms
     int64_t next_at_ms = 0;
     int64_t backoff_ms = kFirstRetryMs;
     int attempts = 0;
+    bool store_trouble = true;  // its last try failed for the store's trouble, not its own error
   };
   // The refused writes of a retry read back (AlreadyWritten: applied), and the writes skipped after
   // one found applied made to be tried again (true: some were).

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cassert>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -76,6 +77,7 @@ struct WriteRequest {
 // was not applied.
 inline bool ChainBroken(const WriteRequest& r, const std::vector<absl::StatusOr<WriteResult>>& earlier,
                         size_t position) {
+  assert(r.requires_back <= position && "a write chained to one before the batch's first");
   return r.requires_back > 0 && (r.requires_back > position || !Applied(earlier[position - r.requires_back]));
 }
 
