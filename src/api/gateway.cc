@@ -276,8 +276,9 @@ struct Gateway::Impl {
   // Asio reprograms a loop's timerfd (one system call) whenever a timer is set to expire before
   // every other timer of the loop: on a loop with few connections that is each operation's deadline
   // (a request's read, its answer's write, the downstream call's), four per call. A timer that
-  // always expires sooner than any deadline set (every kTick; no deadline toolgate sets is shorter)
-  // keeps those from being the first: the timerfd is then reprogrammed once per tick instead.
+  // always expires sooner (every kTick) keeps an ordinary deadline from being the first: the timerfd
+  // is then reprogrammed about twice per tick instead. A shorter wait (a retry's jittered backoff, a
+  // connector's timeout_ms under kTick, a poll) is first now and then, and reprograms as before.
   static asio::awaitable<void> KeepATimerFirstForever() {
     static constexpr std::chrono::milliseconds kTick{100};
     asio::steady_timer timer(co_await asio::this_coro::executor);
