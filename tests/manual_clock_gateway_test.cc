@@ -127,5 +127,26 @@ TEST_F(ManualClockGatewayTest, AThrottledProbeKeepsTheBreakerOpenForItsRetryAfte
   EXPECT_EQ(Crm()["breaker"]["window_failures"].get<int64_t>(), 0) << "a throttle is not a failure: " << Crm();
 }
 
+// A bulk replay takes the originals that exist when it is asked for: one failed in the job's own
+// millisecond too (`until` is exclusive; a call takes about a millisecond, so on the real clock the
+// last of a burst and the job often share one).
+TEST_F(ManualClockGatewayTest, ABulkReplayTakesAnOriginalOfItsOwnMillisecond) {
+  crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
+  InProcessGateway& gw = Start();
+  if (HasFatalFailure()) return;
+  const auto failed = Call();
+  ASSERT_EQ(failed.status, 502) << failed.body;
+  const json ask = {{"connector", "crm"},
+                    {"outcome", "FAILED"},
+                    {"replay_reason", "crm recovered"},
+                    {"requested_by", "oncall"},
+                    {"dry_run", true}};
+  const auto job = gw.Admin("POST", "/admin/replays", ask.dump());
+  ASSERT_EQ(job.status, 200) << job.body;
+  EXPECT_EQ(Body(job)["matched"], 1) << "the original of the job's own millisecond left out: " << job.body;
+  clock_.advance(milliseconds(1));
+  EXPECT_EQ(Body(gw.Admin("POST", "/admin/replays", ask.dump()))["matched"], 1);
+}
+
 }  // namespace
 }  // namespace toolgate

@@ -437,9 +437,11 @@ struct AdminReplays::Impl : GatewayContext {
     ask.job.requested_by = b["requested_by"];
     ask.job.force = b.value("force", false);
     ask.job.created_at_ms = clock.now_epoch_ms();
-    // A job replays originals that exist now: never its own replays, never later calls.
+    // A job replays originals that exist now: never its own replays, never later calls. `until` is
+    // exclusive and a call takes about a millisecond: a call answered in the job's own millisecond
+    // existed before it, and is in.
     ask.filter.originals_only = true;
-    if (!ask.filter.until_ms) ask.filter.until_ms = ask.job.created_at_ms;
+    if (!ask.filter.until_ms) ask.filter.until_ms = ask.job.created_at_ms + 1;
     ask.filter_json = ask.ids ? json{{"execution_ids", ask.ids->size()}} : FilterJson(ask.filter);
     ask.job.filter_json = Dump(ask.filter_json);
     return ask;
