@@ -271,8 +271,6 @@ struct Gateway::Impl {
     }
   }
 
-  // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
-  // expired items — chains past their retention, old SLO minutes — are deleted here.
   // Asio reprograms a loop's timerfd (one system call) whenever a timer is set to expire before
   // every other timer of the loop: on a loop with few connections that is each operation's deadline
   // (a request's read, its answer's write, the downstream call's), four per call. A timer that
@@ -288,6 +286,8 @@ struct Gateway::Impl {
     }
   }
 
+  // The memory store has no sweeper of its own (SQLite's runs in the store; DynamoDB deletes by TTL):
+  // expired items — chains past their retention, old SLO minutes — are deleted here.
   asio::awaitable<void> SweepMemoryStoreForever(store::MemoryItemStore* memory) {
     asio::steady_timer timer(io);
     while (!draining) {

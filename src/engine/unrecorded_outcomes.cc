@@ -181,7 +181,7 @@ int UnrecordedOutcomes::RetryDue(bool all) {
   }
   if (due.empty()) return 0;
   int recorded = 0;
-  bool store_back = false;  // some write of this turn went in
+  bool store_back = false;  // the store took a write of this turn, or answered one with its condition
   size_t ended = 0;
   size_t ended_bytes = 0;
   std::list<Close> again;
@@ -229,8 +229,8 @@ int UnrecordedOutcomes::RetryDue(bool all) {
       c.writes = std::move(left);
     }
     const bool progress = left.size() < before || refused;
-    still_in_trouble = !progress && StoreInTrouble(results);
     c.store_trouble = StoreInTrouble(results);
+    still_in_trouble = !progress && c.store_trouble;
     // A store that takes a write, or answers one with its condition, takes writes again, even when
     // the rest of this close is refused (a slot's release whose lease was reclaimed meanwhile).
     store_back = store_back || progress;
