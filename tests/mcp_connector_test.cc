@@ -178,6 +178,79 @@ class McpConnectorTest : public ::testing::Test {
     }
     FAIL() << "the tool list of " << id << " was not fetched a second time";
   }
+  // tools/call with `_meta` (a 2025-06-18 client accepting JSON and SSE); the raw answer.
+  api::ClientResult RawCall(const std::string& name, const json& arguments, const json& meta) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", gw_->public_port()};
+    r.method = "POST";
+    r.target = "/mcp";
+    r.body = json{{"jsonrpc", "2.0"},
+                  {"id", 7},
+                  {"method", "tools/call"},
+                  {"params", {{"name", name}, {"arguments", arguments}, {"_meta", meta}}}}
+                 .dump();
+    r.timeout = std::chrono::seconds(30);
+    r.headers = {{"Content-Type", "application/json"},
+                 {"Accept", "application/json, text/event-stream"},
+                 {"MCP-Protocol-Version", "2025-06-18"},
+                 {"Authorization", "Bearer " + alice_}};
+    return api::HttpCall(std::move(r));
+  }
+  static std::string HeaderOf(const api::ClientResult& r, const std::string& name) {
+    for (const auto& [k, v] : r.headers) {
+      if (k == name) return v;
+    }
+    return "";
+  }
+  // The messages of an SSE body, in order (each event's data).
+  static std::vector<json> Events(const std::string& body) {
+    std::vector<json> out;
+    size_t at = 0;
+    while (at < body.size()) {
+      const size_t end = body.find("\n\n", at);
+      const std::string event = body.substr(at, end == std::string::npos ? std::string::npos : end - at);
+      const size_t data = event.find("data: ");
+      if (data != std::string::npos) out.push_back(json::parse(event.substr(data + 6), nullptr, false));
+      if (end == std::string::npos) break;
+      at = end + 2;
+    }
+    return out;
+  }
+  // A call to `tool` (server-everything's trigger-long-running-operation) with a progress token:
+  // the server's three steps reach the client with the client's own token, in order, on the
+  // call's event stream, then the call's answer; the same call without a token is answered JSON.
+  void ExpectProgressThenAnswer(const std::string& tool, const std::string& connector) {
+    const json token = "agent-token-7";
+    auto streamed = RawCall(tool, {{"duration", 0.6}, {"steps", 3}}, {{"progressToken", token}});
+    ASSERT_EQ(streamed.status, 200) << streamed.body;
+    EXPECT_EQ(HeaderOf(streamed, "content-type"), "text/event-stream");
+    const std::vector<json> events = Events(streamed.body);
+    ASSERT_EQ(events.size(), 4u) << streamed.body;
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(events[i]["method"], "notifications/progress") << events[i];
+      EXPECT_EQ(events[i]["params"]["progressToken"], token) << "the client's own token, not toolgate's";
+      EXPECT_EQ(events[i]["params"]["progress"], i + 1);
+      EXPECT_EQ(events[i]["params"]["total"], 3);
+    }
+    const json& answer = events[3];
+    EXPECT_EQ(answer["id"], 7);
+    EXPECT_THAT(answer["result"]["content"][0]["text"].get<std::string>(),
+                ::testing::HasSubstr("Long running operation completed"));
+    const std::string id = answer["result"]["_meta"]["io.toolgate/execution_id"];
+    const json record = Body(gw_->Public("GET", "/v1/executions/" + id, "", alice_));
+    EXPECT_EQ(record["outcome"], "SUCCEEDED") << record;
+    EXPECT_EQ(record["connector_id"], connector);
+    EXPECT_EQ(ConnectorView(connector)["in_flight"], 0);
+
+    auto plain = RawCall(tool, {{"duration", 0.2}, {"steps", 2}}, json::object());
+    ASSERT_EQ(plain.status, 200) << plain.body;
+    EXPECT_EQ(HeaderOf(plain, "content-type"), "application/json") << "no token: answered as before";
+    EXPECT_FALSE(Body(plain)["result"].value("isError", false)) << plain.body;
+    // A token of another type is the client's mistake.
+    auto wrong = RawCall(tool, {{"duration", 0.2}, {"steps", 2}}, {{"progressToken", 1.5}});
+    EXPECT_EQ(Body(wrong)["error"]["code"], -32602) << wrong.body;
+  }
+
   // The result without toolgate's _meta key: what the server answered.
   static json WithoutToolgateMeta(json result) {
     if (result.contains("_meta")) {
@@ -435,6 +508,93 @@ TEST_F(McpConnectorTest, AStdioServerKilledMidCallGivesConnectionLostReleasesThe
   const std::vector<pid_t> now = ChildrenOf(gw_->pid());
   ASSERT_EQ(now.size(), 1u);
   EXPECT_NE(now[0], children[0]);
+}
+
+// A client that listens for progress (`_meta.progressToken`) gets the server's progress while the
+// call runs, on the call's event stream, then the answer (design §14).
+TEST_F(McpConnectorTest, ProgressOfAStreamableHttpServerReachesTheClientBeforeTheAnswer) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.trigger-long-running-operation");
+  ExpectProgressThenAnswer("everything.trigger-long-running-operation", "everything");
+}
+
+TEST_F(McpConnectorTest, ProgressOfAStdioServerReachesTheClientBeforeTheAnswer) {
+  Start(StdioConfig());
+  WaitForTool("local.trigger-long-running-operation");
+  ExpectProgressThenAnswer("local.trigger-long-running-operation", "local");
+}
+
+// The client goes away after the first progress: the call still runs to its end, is recorded once
+// and gives its slot back; the same key then answers from that record.
+TEST_F(McpConnectorTest, ACallWhoseClientLeftItsProgressStreamEndsRecordedAndReleasesItsSlot) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.trigger-long-running-operation");
+  const json meta = {{"progressToken", 1}, {"io.toolgate/idempotency_key", "left-the-stream-1"}};
+  const std::string body = json{
+      {"jsonrpc", "2.0"},
+      {"id", 3},
+      {"method", "tools/call"},
+      {"params",
+       {{"name", "everything.trigger-long-running-operation"},
+        {"arguments", {{"duration", 1.5}, {"steps", 3}}},
+        {"_meta", meta}}}}.dump();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(gw_->public_port()));
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  const std::string request =
+      "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+      "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+      "Authorization: Bearer " +
+      alice_ + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[4096];
+  while (got.find("notifications/progress") == std::string::npos) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);  // gone after the first progress, long before the answer
+  ASSERT_THAT(got, ::testing::HasSubstr("text/event-stream"));
+  ASSERT_THAT(got, ::testing::HasSubstr("notifications/progress"));
+  EXPECT_THAT(got, ::testing::Not(::testing::HasSubstr("Long running operation completed")));
+
+  // Bounded wait for the call's end: its slot comes back.
+  const auto start = std::chrono::steady_clock::now();
+  while (ConnectorView("everything")["in_flight"] != 0 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(ConnectorView("everything")["in_flight"], 0) << "the slot is released";
+  // The same key: answered from the call's record (the recorded result, the same execution).
+  json again;
+  for (int i = 0; i < 100; ++i) {
+    again = Body(RawCall("everything.trigger-long-running-operation", {{"duration", 1.5}, {"steps", 3}},
+                         {{"io.toolgate/idempotency_key", "left-the-stream-1"}}))["result"];
+    if (!again.value("isError", false)) break;  // DEFERRED intent_in_progress until the first has ended
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_THAT(again["content"][0]["text"].get<std::string>(), ::testing::HasSubstr("Long running operation completed"))
+      << again;
+  const std::string id = again["_meta"]["io.toolgate/execution_id"];
+  const json record = Body(gw_->Public("GET", "/v1/executions/" + id, "", alice_));
+  EXPECT_EQ(record["outcome"], "SUCCEEDED") << record;
+  std::vector<std::string> types;
+  for (const auto& e : record["events"]) types.push_back(e["type"]);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "TOOL_INVOKED"), 1) << "it ran once: " << record;
+  EXPECT_THAT(types, ::testing::ElementsAre("EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED", "INTENT_HIT"))
+      << record;
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
 }
 
 }  // namespace

@@ -40,11 +40,12 @@ struct AdminRoutes::Impl : GatewayContext {
                               {"Content-Security-Policy",
                                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                                "connect-src 'self'; img-src data:"}},
-                             ""};
+                             "",
+                             {}};
     }
     // The API description holds no data either.
     if (req.path == "/openapi.json" && req.method == "GET") {
-      co_return HttpResponse{200, OpenApiFor("admin", ""), "application/json", {{"Cache-Control", "no-cache"}}, ""};
+      co_return HttpResponse{200, OpenApiFor("admin", ""), "application/json", {{"Cache-Control", "no-cache"}}, "", {}};
     }
     if (!admin_token.empty()) {
       auto token = BearerToken(req);
@@ -138,7 +139,7 @@ struct AdminRoutes::Impl : GatewayContext {
     const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
     engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
     co_return HttpResponse{
-        200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, ""};
+        200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, "", {}};
   }
 
   // /admin/connectors/{id}/{action}: breaker close/open, queue purge, limits set/reset.

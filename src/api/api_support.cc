@@ -11,11 +11,12 @@ namespace toolgate::api {
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-HttpResponse Json(int status, const json& body) { return {status, Dump(body), "application/json", {}, {}}; }
+HttpResponse Json(int status, const json& body) { return {status, Dump(body), "application/json", {}, {}, {}}; }
 
 HttpResponse Error(int status, std::string_view code, std::string_view message) {
   return {
-      status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}, {}};
+      status, Dump(json{{"error", std::string(code)}, {"message", std::string(message)}}), "application/json", {}, {},
+      {}};
 }
 
 HttpResponse StoreWriteError(const absl::Status& why) {

@@ -34,12 +34,26 @@ struct HttpRequest {
   std::string Header(std::string_view name) const;  // "" when absent
 };
 
+// A response body written as it is produced, in chunks (an MCP call's event stream while the call
+// runs). Used on the connection's event loop only.
+class ResponseStream {
+ public:
+  virtual ~ResponseStream() = default;
+  // The next piece of the body, or nullopt once the body is complete. The server asks again only
+  // after the piece before was written; a client gone, it stops asking (whatever produces the
+  // pieces must not depend on being asked).
+  virtual asio::awaitable<std::optional<std::string>> Next() = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::string tenant_id;  // for the access log only (never sent): the caller's tenant when known
+  // Set: `body` is ignored, and the body is what `stream` produces, sent chunked (each piece within
+  // the write timeout; no timeout between pieces: the producer bounds its own time).
+  std::shared_ptr<ResponseStream> stream;
 };
 
 using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;

@@ -103,7 +103,7 @@ std::string ErrorBody(std::string_view code, std::string_view message) {
 }
 
 HttpResponse Refusal(int status, std::string_view code, std::string_view message) {
-  return {status, ErrorBody(code, message), "application/json", {}, {}};
+  return {status, ErrorBody(code, message), "application/json", {}, {}, {}};
 }
 
 HttpResponse Overloaded(int status, std::string_view code, std::string_view message) {
@@ -434,6 +434,38 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     co_return ec;
   }
 
+  // A streamed response: the header, then each piece `r.stream` produces as one chunk (each within
+  // the write timeout; none between pieces), then the last chunk. An error ends it: the connection
+  // is closed by the caller, and the stream is not asked again.
+  asio::awaitable<beast::error_code> RespondStreamed(beast::tcp_stream& stream, unsigned version, bool keep_alive,
+                                                     const HttpResponse& r) {
+    http::response<http::empty_body> res{static_cast<http::status>(r.status), version};
+    res.set(http::field::server, "toolgate");
+    res.set(http::field::content_type, r.content_type);
+    for (const auto& [k, v] : r.headers) res.set(k, v);
+    res.keep_alive(keep_alive);
+    res.chunked(true);
+    http::response_serializer<http::empty_body> serializer{res};
+    beast::error_code ec;
+    stream.expires_after(limits.write_timeout);
+    co_await http::async_write_header(stream, serializer, asio::redirect_error(asio::use_awaitable, ec));
+    while (!ec) {
+      stream.expires_never();        // the producer bounds the wait for its next piece
+      auto next = r.stream->Next();  // named: see Serve
+      const std::optional<std::string> piece = co_await std::move(next);
+      stream.expires_after(limits.write_timeout);
+      if (!piece) {
+        const auto last = http::make_chunk_last();
+        co_await asio::async_write(stream, last, asio::redirect_error(asio::use_awaitable, ec));
+        break;
+      }
+      if (piece->empty()) continue;  // an empty chunk would end the body
+      const auto chunk = http::make_chunk(asio::buffer(*piece));
+      co_await asio::async_write(stream, chunk, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    co_return ec;
+  }
+
   // After refusing a request whose body is still arriving: stop sending, then read and discard what
   // the client still sends (bounded in time and bytes) so that closing does not reset the connection
   // and destroy the refusal before the client has read it (nginx's lingering close).
@@ -574,6 +606,11 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
       HttpResponse response = co_await Handle(req);
+      if (response.stream) {
+        const beast::error_code ec = co_await RespondStreamed(stream, version, keep_alive, response);
+        if (ec || !keep_alive) break;
+        continue;
+      }
       // A client that does not read keeps its response in memory (toolgate's or the kernel's): a
       // large one holds the budget until delivered, and the write timeout ends either kind.
       BudgetHold hold = HoldForWriting(response);

@@ -2,8 +2,15 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <algorithm>
 #include <cctype>
+#include <deque>
 #include <set>
 #include <vector>
 
@@ -92,6 +99,84 @@ struct McpTool {
   json definition;          // an MCP server's Tool object (exposed name): listed as it is; null for http tools
 };
 
+bool AcceptsEventStream(const HttpRequest& req) {
+  return Lower(req.Header("accept")).find("text/event-stream") != std::string::npos;
+}
+
+std::string SseEvent(const std::string& data) { return absl::StrCat("event: message\ndata: ", data, "\n\n"); }
+
+// A tools/call whose client listens for progress (design §14): the progress notifications the
+// server sends while the call runs, then the call's answer, as the events of one SSE stream. Fed
+// and read on the call's event loop (Progress may be called from any thread: it posts there).
+class ProgressStream final : public ResponseStream, public std::enable_shared_from_this<ProgressStream> {
+ public:
+  // Progress not yet written, at most: a client reading slower than the server reports keeps the
+  // latest (each notification says where the call is; an older one is superseded).
+  static constexpr size_t kMaxPending = 64;
+
+  explicit ProgressStream(const asio::any_io_executor& loop) : loop_(loop), wake_(loop) {}
+
+  void Progress(std::string params_json) {
+    asio::post(loop_, [self = shared_from_this(), params = std::move(params_json)]() mutable {
+      if (self->answer_taken_) return;  // the stream has ended
+      if (self->pending_.size() >= kMaxPending) self->pending_.pop_front();
+      self->pending_.push_back(
+          SseEvent(absl::StrCat(R"({"jsonrpc":"2.0","method":"notifications/progress","params":)", params, "}")));
+      self->wake_.cancel();
+    });
+  }
+  // The call's JSON-RPC response; posted too, so progress sent before it is written before it.
+  void Finish(std::string response_json) {
+    asio::post(loop_, [self = shared_from_this(), response = std::move(response_json)]() mutable {
+      self->answer_ = std::move(response);
+      self->wake_.cancel();
+    });
+  }
+
+  // Until progress or the answer came.
+  asio::awaitable<void> WaitFirst() {
+    while (pending_.empty() && !answer_) {
+      auto wait_op = Wait();
+      co_await std::move(wait_op);
+    }
+  }
+  // The answer, when it came before any progress (then no stream is needed), else nullopt.
+  std::optional<std::string> AnswerAlone() {
+    if (!pending_.empty() || !answer_) return std::nullopt;
+    answer_taken_ = true;
+    return std::move(*answer_);
+  }
+
+  asio::awaitable<std::optional<std::string>> Next() override {
+    while (pending_.empty() && !answer_) {
+      auto wait_op = Wait();
+      co_await std::move(wait_op);
+    }
+    if (!pending_.empty()) {
+      std::string event = std::move(pending_.front());
+      pending_.pop_front();
+      co_return event;
+    }
+    if (answer_taken_) co_return std::nullopt;
+    answer_taken_ = true;
+    co_return SseEvent(*answer_);
+  }
+
+ private:
+  asio::awaitable<void> Wait() {
+    wake_.expires_at(asio::steady_timer::time_point::max());
+    boost::system::error_code ec;
+    auto wait_op = wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    co_await std::move(wait_op);
+  }
+
+  asio::any_io_executor loop_;
+  asio::steady_timer wake_;  // cancelled when an event comes
+  std::deque<std::string> pending_;
+  std::optional<std::string> answer_;
+  bool answer_taken_ = false;
+};
+
 }  // namespace
 
 struct McpRoutes::Impl : GatewayContext {
@@ -170,7 +255,7 @@ struct McpRoutes::Impl : GatewayContext {
     if (!sessions.Verify(id, principal.tenant_id, clock.now_epoch_ms())) {
       return Plain(404, mcp::ErrorResponse("null", mcp::kInvalidRequest, "no such session"));
     }
-    return HttpResponse{204, "", "application/json", {}, {}};
+    return HttpResponse{204, "", "application/json", {}, {}, {}};
   }
 
   asio::awaitable<HttpResponse> Post(const HttpRequest& req, const auth::Principal& principal) {
@@ -183,7 +268,7 @@ struct McpRoutes::Impl : GatewayContext {
         header_version.empty() || header_version == kModernVersion || IsInitializeVersion(header_version);
     if (msg.kind != mcp::JsonRpcMessage::Kind::kRequest) {
       if (!known_header) co_return UnsupportedVersion(req, "null", header_version);
-      co_return HttpResponse{202, "", "application/json", {}, {}};  // notifications and client responses
+      co_return HttpResponse{202, "", "application/json", {}, {}, {}};  // notifications and client responses
     }
 
     std::string meta_version;
@@ -370,7 +455,14 @@ struct McpRoutes::Impl : GatewayContext {
     ir.tool_name = tool;
     ir.input_json = Dump(*arguments);
     ir.input = arguments;  // parsed once: the admission reads it
+    json progress_token;   // null: the client does not listen for progress
     if (auto meta = params.find("_meta"); meta != params.end() && meta->is_object()) {
+      if (auto token = meta->find("progressToken"); token != meta->end()) {
+        if (!token->is_string() && !token->is_number_integer()) {
+          co_return InvalidParams(c, "_meta.progressToken must be a string or an integer");
+        }
+        progress_token = *token;
+      }
       if (auto key = meta->find(kMetaIdempotencyKey); key != meta->end()) {
         if (!key->is_string() || !IsValidIdempotencyKey(key->get<std::string>())) {
           co_return InvalidParams(
@@ -388,18 +480,63 @@ struct McpRoutes::Impl : GatewayContext {
         }
       }
     }
+    // Only an MCP server reports progress, and only on an event stream can it reach the client.
+    if (!progress_token.is_null() && from_mcp_server && AcceptsEventStream(c.req)) {
+      auto streamed = ToolsCallWithProgress(c, tool, std::move(ir), progress_token);
+      co_return co_await std::move(streamed);
+    }
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResult answer = co_await std::move(run);
     co_return Answered(c, mcp::ToCallAnswer(tool, std::move(answer), from_mcp_server));
   }
 
+  // A tools/call whose client listens for progress (design §14): the call runs beside this handler,
+  // which answers when the first of the server's progress or the call's answer comes — the answer
+  // first, as any call's; progress first, an SSE stream of the progress and then the answer. The
+  // call goes on to its end (and its record) if the client leaves the stream.
+  asio::awaitable<HttpResponse> ToolsCallWithProgress(const Call& c, const std::string& tool, InvokeRequest ir,
+                                                      const json& token) {
+    const asio::any_io_executor loop = co_await asio::this_coro::executor;
+    auto stream = std::make_shared<ProgressStream>(loop);
+    auto relay = std::make_shared<ProgressRelay>();
+    relay->token_json = token.dump();
+    relay->relay = [stream](std::string params_json) { stream->Progress(std::move(params_json)); };
+    ir.progress = std::move(relay);
+    ir.input = nullptr;  // in this handler's request, which the call may outlive: parsed again
+    asio::co_spawn(loop, RunWithProgress(*this, std::move(ir), stream, tool, c.msg.id_json, c.modern), asio::detached);
+    auto first_op = stream->WaitFirst();
+    co_await std::move(first_op);
+    if (std::optional<std::string> answer = stream->AnswerAlone()) co_return Reply(c.req, 200, std::move(*answer));
+    HttpResponse r{200, "", "text/event-stream", {{"Cache-Control", "no-cache"}}, c.principal.tenant_id, stream};
+    co_return r;
+  }
+
+  // Arguments by value: the coroutine outlives the handler that starts it.
+  static asio::awaitable<void> RunWithProgress(Impl& self, InvokeRequest ir, std::shared_ptr<ProgressStream> stream,
+                                               std::string tool, std::string id_json, bool modern) {
+    std::string response;
+    try {
+      auto run = RunInvocation(self, std::move(ir));
+      InvokeResult answer = co_await std::move(run);
+      response = AnswerText(id_json, modern, mcp::ToCallAnswer(tool, std::move(answer), true));
+    } catch (const std::exception& e) {
+      spdlog::error("mcp tools/call {}: {}", tool.substr(0, 200), e.what());
+      response = mcp::ErrorResponse(id_json, mcp::kInternalError, "internal error");
+    }
+    stream->Finish(std::move(response));
+  }
+
   // A call's answer as the JSON-RPC response: a result, or the error (with its data) it maps to.
   HttpResponse Answered(const Call& c, mcp::CallAnswer a) {
+    return Reply(c.req, 200, AnswerText(c.msg.id_json, c.modern, std::move(a)));
+  }
+  static std::string AnswerText(const std::string& id_json, bool modern, mcp::CallAnswer a) {
     if (a.is_rpc_error) {
       const json* data = a.error_data.is_null() ? nullptr : &a.error_data;
-      return Reply(c.req, 200, mcp::ErrorResponse(c.msg.id_json, a.error_code, a.error_message, data));
+      return mcp::ErrorResponse(id_json, a.error_code, a.error_message, data);
     }
-    return Result(c, std::move(a.result));
+    if (modern) a.result["resultType"] = "complete";
+    return mcp::ResultResponse(id_json, a.result);
   }
 
   // A queued tools/call (§17.7): 202 from the engine becomes a result holding the execution id and
@@ -454,12 +591,13 @@ struct McpRoutes::Impl : GatewayContext {
     const std::string accept = Lower(req.Header("accept"));
     if (accept.find("text/event-stream") != std::string::npos && accept.find("application/json") == std::string::npos) {
       return HttpResponse{
-          status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}, ""};
+          status, "event: message\ndata: " + body + "\n\n", "text/event-stream", {{"Cache-Control", "no-cache"}}, "",
+          {}};
     }
-    return HttpResponse{status, std::move(body), "application/json", {}, {}};
+    return HttpResponse{status, std::move(body), "application/json", {}, {}, {}};
   }
   static HttpResponse Plain(int status, std::string body) {
-    return HttpResponse{status, std::move(body), "application/json", {}, {}};
+    return HttpResponse{status, std::move(body), "application/json", {}, {}, {}};
   }
   static HttpResponse WithAllow(HttpResponse r, const char* allow) {
     r.headers.emplace_back("Allow", allow);

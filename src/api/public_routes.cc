@@ -28,7 +28,8 @@ struct PublicRoutes::Impl : GatewayContext {
       co_return ready ? Json(200, {{"status", "ready"}}) : Json(503, {{"status", "store_unavailable"}});
     }
     if (req.path == "/openapi.json" && req.method == "GET") {
-      co_return HttpResponse{200, OpenApiFor("public", ""), "application/json", {{"Cache-Control", "no-cache"}}, ""};
+      co_return HttpResponse{200, OpenApiFor("public", ""), "application/json", {{"Cache-Control", "no-cache"}}, "",
+                             {}};
     }
     if (req.path.rfind("/v1/", 0) != 0) co_return Error(404, "not_found", "no such route");
 

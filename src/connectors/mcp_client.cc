@@ -77,11 +77,15 @@ class HttpTransport final : public McpTransport {
 
   asio::awaitable<RpcOutcome> Connect(milliseconds) override { co_return RpcOutcome{}; }
 
-  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout) override {
+  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, ProgressSink progress) override {
     const SessionHeaders headers = Current();
     StreamReading reading(static_cast<size_t>(config_.max_response_bytes));
     reading.id = request["id"];
     reading.method = request.value("method", "");
+    if (progress) {
+      reading.progress_token = ProgressTokenOf(request);
+      if (!reading.progress_token.is_null()) reading.progress = std::move(progress);
+    }
     reading.session = headers;
     reading.deadline = clock_.now_monotonic() + timeout;
     auto post_op = Post(MessageText(request), timeout, headers, &reading);
@@ -191,6 +195,8 @@ class HttpTransport final : public McpTransport {
     std::string not_resumed;  // why the last stream was not resumed, for the error
     int requests_answered = 0;
     bool too_many_requests = false;
+    json progress_token;    // the request's `_meta.progressToken`, when `progress` listens
+    ProgressSink progress;  // gets the notifications/progress naming it
   };
 
   struct Posted {
@@ -410,6 +416,8 @@ class HttpTransport final : public McpTransport {
       if (!m.contains("id")) {
         if (IsToolsChanged(m)) {
           ToolsChanged();
+        } else if (reading.progress && IsProgressFor(m, reading.progress_token)) {
+          reading.progress(std::move(m["params"]));
         } else {
           spdlog::debug("connector {}: MCP notification {} during {} dropped", config_.id, method.substr(0, 64),
                         reading.method.substr(0, 64));
@@ -491,6 +499,24 @@ RpcOutcome InitializeFailed(RpcOutcome init) {
 
 }  // namespace
 
+json ProgressTokenOf(const json& request) {
+  const auto params = request.find("params");
+  if (params == request.end() || !params->is_object()) return nullptr;
+  const auto meta = params->find("_meta");
+  if (meta == params->end() || !meta->is_object()) return nullptr;
+  const auto token = meta->find("progressToken");
+  if (token == meta->end() || !(token->is_string() || token->is_number_integer())) return nullptr;
+  return *token;
+}
+
+bool IsProgressFor(const json& m, const json& token) {
+  if (StringMember(m, "method") != "notifications/progress") return false;
+  const auto params = m.find("params");
+  if (params == m.end() || !params->is_object()) return false;
+  const auto named = params->find("progressToken");
+  return named != params->end() && *named == token;
+}
+
 std::string StringMember(const json& message, const char* key) {
   if (!message.is_object()) return "";
   const auto it = message.find(key);
@@ -525,7 +551,8 @@ json McpClient::NewRequest(const std::string& method, const json& params) {
   return request;
 }
 
-asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, milliseconds timeout) {
+asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, milliseconds timeout,
+                                            ProgressSink progress) {
   const auto deadline = clock_.now_monotonic() + timeout;
   auto connect_op = transport_->Connect(timeout);
   RpcOutcome connected = co_await std::move(connect_op);
@@ -536,7 +563,7 @@ asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, mil
     if (!Succeeded(init)) co_return InitializeFailed(std::move(init));
     const uint64_t generation = transport_->generation();
     json request = NewRequest(method, params);
-    auto request_op = transport_->Request(request, Left(deadline));
+    auto request_op = transport_->Request(request, Left(deadline), progress);
     RpcOutcome out = co_await std::move(request_op);
     if (!out.stale_session || round > 0) co_return out;
     // The server forgot the session: initialize once more (once for every caller that saw it go).
@@ -593,7 +620,7 @@ asio::awaitable<RpcOutcome> McpClient::Initialize(std::chrono::steady_clock::tim
                        {"capabilities", json::object()},
                        {"clientInfo", {{"name", "toolgate"}, {"version", TOOLGATE_VERSION}}}};
   json request = NewRequest("initialize", params);
-  auto request_op = transport_->Request(request, Left(deadline));
+  auto request_op = transport_->Request(request, Left(deadline), {});
   RpcOutcome out = co_await std::move(request_op);
   if (!Succeeded(out)) {
     if (out.kind == Kind::kResponse && out.message) {

@@ -332,13 +332,22 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
   if (name.rfind(config_.tool_prefix, 0) == 0) name = name.substr(config_.tool_prefix.size());
   json arguments = json::parse(request.body.empty() ? "{}" : request.body, nullptr, false);
   if (!arguments.is_object()) arguments = json::object();
-  const json params = {
-      {"name", name},
-      {"arguments", std::move(arguments)},
-      {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
+  json params = {{"name", name},
+                 {"arguments", std::move(arguments)},
+                 {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
+  mcp::ProgressSink progress;
+  if (request.progress) {
+    // The server hears a token of toolgate's, unique to the call (a stdio server's notifications
+    // share one stream), and the caller gets its own back.
+    params["_meta"]["progressToken"] = request.execution_id;
+    progress = [relay = request.progress](json p) {
+      p["progressToken"] = json::parse(relay->token_json, nullptr, false);
+      relay->relay(p.dump(-1, ' ', false, json::error_handler_t::replace));
+    };
+  }
   std::vector<DownstreamResult::FailedAttempt> failed;
   for (int attempt = 1;; ++attempt) {
-    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)));
+    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)), progress);
     mcp::RpcOutcome out = co_await std::move(call_op);
     DownstreamResult result = ToDownstream(std::move(out));
     result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();

@@ -53,6 +53,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   struct Pending {
     std::shared_ptr<asio::steady_timer> timer;  // cancelled when the answer (or the end) comes
     std::optional<RpcOutcome> outcome;
+    json progress_token;    // the request's `_meta.progressToken`, when `progress` listens
+    ProgressSink progress;  // gets the notifications/progress naming it
   };
 
   std::function<void()> tools_changed;  // the transport's handler
@@ -203,6 +205,15 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
                  .dump());
       }
       if (StringMember(m, "method") == "notifications/tools/list_changed" && tools_changed) tools_changed();
+      if (!has_id && StringMember(m, "method") == "notifications/progress") {
+        // One stream for every request: the token names the request (toolgate sends unique ones).
+        for (auto& [key, p] : pending) {
+          if (p->progress && IsProgressFor(m, p->progress_token)) {
+            p->progress(std::move(m["params"]));
+            break;
+          }
+        }
+      }
       return;  // other notifications are skipped
     }
     if (!has_id || !(m.contains("result") || m.contains("error"))) return;
@@ -320,11 +331,15 @@ class StdioTransport final : public McpTransport {
     co_return started;
   }
 
-  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout) override {
+  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, ProgressSink progress) override {
     StdioState& s = *state_;
     std::shared_ptr<StdioState> keep = state_;
     if (!s.running()) co_return StdioState::Failed("the MCP server is not running");
     auto pending = std::make_shared<StdioState::Pending>();
+    if (progress) {
+      pending->progress_token = ProgressTokenOf(request);
+      if (!pending->progress_token.is_null()) pending->progress = std::move(progress);
+    }
     pending->timer = std::make_shared<asio::steady_timer>(s.executor);
     pending->timer->expires_after(timeout);
     const std::string key = request["id"].dump();

@@ -44,6 +44,10 @@ struct RpcOutcome {
   bool stale_session = false;
 };
 
+// Gets the `params` of each `notifications/progress` the server sends about one request (the one
+// whose `params._meta.progressToken` it names), on the transport's event loop. Empty: dropped.
+using ProgressSink = std::function<void(nlohmann::json params)>;
+
 // One way of exchanging JSON-RPC messages with a server. Not thread-safe: every call runs on one
 // single-threaded executor (the gateway's event loop).
 class McpTransport {
@@ -53,10 +57,11 @@ class McpTransport {
   // restart backoff has not passed: kConnectFailed). HTTP: nothing.
   virtual boost::asio::awaitable<RpcOutcome> Connect(std::chrono::milliseconds timeout) = 0;
   // Sends a request (it has an `id`) and waits at most `timeout` for the response with that id;
-  // notifications and other responses the server sends meanwhile are skipped, and requests of the
-  // server's own are answered (never relayed; see MakeHttpTransport, MakeStdioTransport).
-  virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request,
-                                                     std::chrono::milliseconds timeout) = 0;
+  // other responses the server sends meanwhile are skipped, notifications dropped but for the
+  // request's progress (to `progress`, when the request names a progressToken), and requests of the
+  // server's own answered (never relayed; see MakeHttpTransport, MakeStdioTransport).
+  virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request, std::chrono::milliseconds timeout,
+                                                     ProgressSink progress) = 0;
   // Sends a notification (no id); no answer is awaited beyond the HTTP status.
   virtual boost::asio::awaitable<RpcOutcome> Notify(const nlohmann::json& notification,
                                                     std::chrono::milliseconds timeout) = 0;
@@ -117,6 +122,10 @@ std::unique_ptr<McpTransport> MakeStdioTransport(const ConnectorConfig& config, 
 // `message[key]` when `message` is an object holding a string there, else "": a server's message read
 // without trusting its types (nlohmann's value() throws when the member is of another type).
 std::string StringMember(const nlohmann::json& message, const char* key);
+// A request's `params._meta.progressToken` (a string or an integer), or null.
+nlohmann::json ProgressTokenOf(const nlohmann::json& request);
+// `message` is a `notifications/progress` whose `params` (an object) name `token`.
+bool IsProgressFor(const nlohmann::json& message, const nlohmann::json& token);
 
 // The MCP lifecycle over a transport. Request ids are unique per client (one per session). Not
 // thread-safe: one single-threaded executor, as the transport.
@@ -137,7 +146,9 @@ class McpClient {
   // A failed `initialize` is the call's outcome (a transport failure, an HTTP status, or a JSON-RPC
   // error as kResponse with `message`).
   // (By value: a coroutine outlives its caller's temporaries.)
-  boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params, std::chrono::milliseconds timeout);
+  // `progress` gets the request's progress notifications (see ProgressSink).
+  boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params, std::chrono::milliseconds timeout,
+                                          ProgressSink progress = {});
   // The transport generation the session was last initialized under (see McpTransport::generation).
   std::optional<uint64_t> session() const { return initialized_generation_; }
   McpTransport& transport() { return *transport_; }

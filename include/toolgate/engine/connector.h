@@ -8,6 +8,7 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -20,6 +21,16 @@ namespace toolgate {
 
 struct ConnectorConfig;
 
+// A caller that asked to hear how its call progresses (an MCP client's `_meta.progressToken`,
+// design §14): the downstream's `notifications/progress` about the call go to `relay` as the JSON
+// text of their `params`, with the caller's own token (`token_json`, JSON: a string or an integer)
+// in place of the one toolgate sent. `relay` may be called on any event loop, and after the call
+// ended (it must be thread-safe, and outlive nothing it captures by reference).
+struct ProgressRelay {
+  std::string token_json;
+  std::function<void(std::string params_json)> relay;
+};
+
 // The downstream call of an admitted invocation.
 struct DownstreamRequest {
   const ConnectorConfig* connector = nullptr;
@@ -31,6 +42,7 @@ struct DownstreamRequest {
   std::string idempotency_key;  // the intent key, the same on every attempt and replay
   std::string execution_id;
   std::string tenant_id;
+  std::shared_ptr<const ProgressRelay> progress;  // null: nobody listens (only MCP connectors report it)
 };
 
 // The health check an operator's breaker close runs first ("never close blind").
