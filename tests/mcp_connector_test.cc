@@ -69,6 +69,42 @@ std::vector<pid_t> ChildrenOf(pid_t pid) {
   return out;
 }
 
+// A connection to 127.0.0.1:`port` (receives time out after 10 s), or -1.
+int ConnectTo(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// Reads from `fd` until `got` holds `needle` (true), or the peer closes or a read times out (false).
+bool ReadUntil(int fd, const std::string& needle, std::string& got) {
+  char buf[4096];
+  while (got.find(needle) == std::string::npos) {
+    const ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    got.append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// A POST /mcp of `body` as HTTP/`version` ("1.1" or "1.0") with `token`.
+std::string McpPost(const std::string& version, const std::string& token, const std::string& body) {
+  return "POST /mcp HTTP/" + version +
+         "\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+         "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+         "Authorization: Bearer " +
+         token + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 // server-everything over Streamable HTTP on a port of its own (PORT), endpoint /mcp.
 class EverythingHttpServer {
  public:
@@ -542,27 +578,12 @@ TEST_F(McpConnectorTest, ACallWhoseClientLeftItsProgressStreamEndsRecordedAndRel
        {{"name", "everything.trigger-long-running-operation"},
         {"arguments", {{"duration", 1.5}, {"steps", 3}}},
         {"_meta", meta}}}}.dump();
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(gw_->public_port()));
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  const std::string request =
-      "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-      "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
-      "Authorization: Bearer " +
-      alice_ + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  const int fd = ConnectTo(gw_->public_port());
+  ASSERT_GE(fd, 0);
+  const std::string request = McpPost("1.1", alice_, body);
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string got;
-  char buf[4096];
-  while (got.find("notifications/progress") == std::string::npos) {
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    got.append(buf, static_cast<size_t>(n));
-  }
+  ReadUntil(fd, "notifications/progress", got);
   close(fd);  // gone after the first progress, long before the answer
   ASSERT_THAT(got, ::testing::HasSubstr("text/event-stream"));
   ASSERT_THAT(got, ::testing::HasSubstr("notifications/progress"));
@@ -595,6 +616,51 @@ TEST_F(McpConnectorTest, ACallWhoseClientLeftItsProgressStreamEndsRecordedAndRel
       << record;
   auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
   EXPECT_EQ(code, 0) << out;
+}
+
+// A streamed answer is framed in chunks and ends: the connection serves the next request. An
+// HTTP/1.0 client, which knows no chunks, gets the answer as JSON (no stream) and then the close.
+TEST_F(McpConnectorTest, AStreamedAnswerKeepsItsConnectionAndAnHttp10ClientGetsJson) {
+  EverythingHttpServer server(dir_);
+  ASSERT_TRUE(server.Start());
+  Start(HttpConfig(server.url()));
+  WaitForTool("everything.trigger-long-running-operation");
+  const std::string call = json{{"jsonrpc", "2.0"},
+                                {"id", 5},
+                                {"method", "tools/call"},
+                                {"params",
+                                 {{"name", "everything.trigger-long-running-operation"},
+                                  {"arguments", {{"duration", 0.3}, {"steps", 2}}},
+                                  {"_meta", {{"progressToken", "t"}}}}}}
+                               .dump();
+  const int fd = ConnectTo(gw_->public_port());
+  ASSERT_GE(fd, 0);
+  std::string request = McpPost("1.1", alice_, call);
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string got;
+  EXPECT_TRUE(ReadUntil(fd, "\r\n0\r\n\r\n", got)) << "the last chunk: " << got;
+  EXPECT_THAT(got, ::testing::HasSubstr("Transfer-Encoding: chunked"));
+  EXPECT_THAT(got, ::testing::HasSubstr("notifications/progress"));
+  EXPECT_THAT(got, ::testing::HasSubstr("Long running operation completed"));
+  request = McpPost("1.1", alice_, R"({"jsonrpc":"2.0","id":9,"method":"ping"})");
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string next;
+  EXPECT_TRUE(ReadUntil(fd, R"({"jsonrpc":"2.0","id":9,"result":{}})", next)) << next;
+  EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;
+  close(fd);
+
+  const int old = ConnectTo(gw_->public_port());
+  ASSERT_GE(old, 0);
+  request = McpPost("1.0", alice_, call);
+  ASSERT_EQ(send(old, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string whole;
+  ReadUntil(old, "never sent: read to the close", whole);
+  close(old);
+  EXPECT_EQ(whole.rfind("HTTP/1.0 200", 0), 0u) << whole;
+  EXPECT_THAT(whole, ::testing::HasSubstr("Content-Type: application/json"));
+  EXPECT_THAT(whole, ::testing::Not(::testing::HasSubstr("chunked")));
+  EXPECT_THAT(whole, ::testing::Not(::testing::HasSubstr("notifications/progress")));
+  EXPECT_THAT(whole, ::testing::HasSubstr("Long running operation completed"));
 }
 
 }  // namespace

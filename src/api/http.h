@@ -31,6 +31,7 @@ struct HttpRequest {
   std::multimap<std::string, std::string> query;             // percent-decoded
   std::vector<std::pair<std::string, std::string>> headers;  // names lowercased
   std::string body;
+  unsigned version = 11;  // HTTP/1.1; 10: HTTP/1.0, which knows no chunked body (no streamed answer)
   std::string Header(std::string_view name) const;  // "" when absent
 };
 
@@ -52,7 +53,8 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string tenant_id;  // for the access log only (never sent): the caller's tenant when known
   // Set: `body` is ignored, and the body is what `stream` produces, sent chunked (each piece within
-  // the write timeout; no timeout between pieces: the producer bounds its own time).
+  // the write timeout; no timeout between pieces: the producer bounds its own time). An HTTP/1.0
+  // client gets the pieces as one body once the stream ends: a handler should not stream to one.
   std::shared_ptr<ResponseStream> stream;
 };
 

@@ -116,6 +116,7 @@ HttpRequest Translate(const http::request<http::string_body>& r) {
   HttpRequest out;
   out.method = std::string(r.method_string());
   out.target = std::string(r.target());
+  out.version = r.version();
   const std::string_view target(r.target().data(), r.target().size());
   const auto q = target.find('?');
   out.path = PercentDecode(target.substr(0, q), /*plus_is_space=*/false);  // '+' is a space only in a query
@@ -439,6 +440,19 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   // is closed by the caller, and the stream is not asked again.
   asio::awaitable<beast::error_code> RespondStreamed(beast::tcp_stream& stream, unsigned version, bool keep_alive,
                                                      const HttpResponse& r) {
+    if (version < 11) {  // no chunks in HTTP/1.0: the whole body at the end
+      HttpResponse whole{r.status, "", r.content_type, r.headers, r.tenant_id, nullptr};
+      stream.expires_never();
+      for (;;) {
+        auto next = r.stream->Next();  // named: see Serve
+        const std::optional<std::string> piece = co_await std::move(next);
+        if (!piece) break;
+        whole.body += *piece;
+      }
+      stream.expires_after(limits.write_timeout);
+      auto respond = Respond(stream, version, keep_alive, whole);
+      co_return co_await std::move(respond);
+    }
     http::response<http::empty_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "toolgate");
     res.set(http::field::content_type, r.content_type);

@@ -480,8 +480,9 @@ struct McpRoutes::Impl : GatewayContext {
         }
       }
     }
-    // Only an MCP server reports progress, and only on an event stream can it reach the client.
-    if (!progress_token.is_null() && from_mcp_server && AcceptsEventStream(c.req)) {
+    // Only an MCP server reports progress, and only on an event stream (chunked: HTTP/1.1) can it
+    // reach the client.
+    if (!progress_token.is_null() && from_mcp_server && AcceptsEventStream(c.req) && c.req.version >= 11) {
       auto streamed = ToolsCallWithProgress(c, tool, std::move(ir), progress_token);
       co_return co_await std::move(streamed);
     }
