@@ -34,18 +34,18 @@ int main(int argc, char** argv) {
   std::mt19937 rng(std::random_device{}());
   toolgate::api::HttpServer server(io, {}, [&](HttpRequest req) -> asio::awaitable<HttpResponse> {
     if (req.method == "GET" && req.path == "/health")
-      co_return HttpResponse{200, R"({"status":"ok"})", "application/json", {}, {}};
+      co_return HttpResponse{200, R"({"status":"ok"})", "application/json", {}, {}, {}};
     asio::steady_timer timer(io, std::chrono::milliseconds(latency_ms));
     co_await timer.async_wait(asio::use_awaitable);
     if (static_cast<int>(rng() % 100) < fail_percent) {
-      co_return HttpResponse{503, R"({"error":"demo failure"})", "application/json", {}, {}};
+      co_return HttpResponse{503, R"({"error":"demo failure"})", "application/json", {}, {}, {}};
     }
     nlohmann::json input = nlohmann::json::parse(req.body, nullptr, false);
     nlohmann::json out = {{"connector", name},
                           {"tool", req.path.substr(1)},
                           {"idempotency_key", req.Header("idempotency-key")},
                           {"received", input.is_discarded() ? nlohmann::json(nullptr) : input}};
-    co_return HttpResponse{200, out.dump(), "application/json", {}, {}};
+    co_return HttpResponse{200, out.dump(), "application/json", {}, {}, {}};
   });
   server.Start({"127.0.0.1", port});
   std::printf("demo downstream '%s' on http://127.0.0.1:%d\n", name.c_str(), port);
