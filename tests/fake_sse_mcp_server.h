@@ -42,6 +42,10 @@ class FakeSseMcpServer {
     kEndsBeforeResult,    // ... and the stream ends cleanly
     kBreaksBeforeResult,  // ... then half of event c<n>-2 (its id line included), and the connection is closed
     kEndsWithoutIds,      // a progress notification without an id, then the stream ends: nothing to resume
+    // Progress naming the call's `_meta.progressToken` (1, then 2 with a 20 KB message), progress
+    // naming another token (3), a notifications/message, progress naming the call's token (4), the
+    // result, and progress after it (5); the stream ends.
+    kProgressOfEverySize,
   };
 
   // A GET toolgate made to resume a stream.
@@ -90,6 +94,11 @@ class FakeSseMcpServer {
     return initialize_params_;
   }
   int calls() const { return calls_.load(); }
+  // The `_meta.progressToken` of each tools/call (null: none), in order.
+  std::vector<json> progress_tokens() const {
+    std::lock_guard lock(mu_);
+    return progress_tokens_;
+  }
   std::vector<Resume> resumes() const {
     std::lock_guard lock(mu_);
     return resumes_;
@@ -190,7 +199,16 @@ class FakeSseMcpServer {
         continue;
       }
       const int n = ++calls_;
-      if (!StreamCall(fd, id, n)) return;
+      json token;
+      if (msg.contains("params") && msg["params"].is_object() && msg["params"].contains("_meta") &&
+          msg["params"]["_meta"].is_object()) {
+        token = msg["params"]["_meta"].value("progressToken", json());
+      }
+      {
+        std::lock_guard lock(mu_);
+        progress_tokens_.push_back(token);
+      }
+      if (!StreamCall(fd, id, n, token)) return;
     }
   }
 
@@ -234,7 +252,7 @@ class FakeSseMcpServer {
   }
 
   // Answers a tools/call with an event stream; false when the connection cannot carry more.
-  bool StreamCall(int fd, const json& id, int n) {
+  bool StreamCall(int fd, const json& id, int n, const json& token) {
     if (!SendAll(fd,
                  "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n")) {
@@ -325,6 +343,21 @@ class FakeSseMcpServer {
                                {"params", {{"progressToken", "t"}, {"progress", 1}}}};
         return SendChunk(fd, Event(progress)) && SendAll(fd, "0\r\n\r\n");
       }
+      case CallMode::kProgressOfEverySize: {
+        auto progress = [](const json& named, int k, const std::string& message) {
+          return Event({{"jsonrpc", "2.0"},
+                        {"method", "notifications/progress"},
+                        {"params", {{"progressToken", named}, {"progress", k}, {"total", 5}, {"message", message}}}});
+        };
+        const json log = {{"jsonrpc", "2.0"},
+                          {"method", "notifications/message"},
+                          {"params", {{"level", "info"}, {"data", "working"}}}};
+        return SendChunk(fd, progress(token, 1, "small")) &&
+               SendChunk(fd, progress(token, 2, std::string(20 * 1024, 'x'))) &&
+               SendChunk(fd, progress("someone-else", 3, "not yours")) && SendChunk(fd, Event(log)) &&
+               SendChunk(fd, progress(token, 4, "small")) && SendChunk(fd, Event(result)) &&
+               SendChunk(fd, progress(token, 5, "late")) && SendAll(fd, "0\r\n\r\n");
+      }
       case CallMode::kEndlessNotifications: {
         const json progress = {
             {"jsonrpc", "2.0"},
@@ -353,6 +386,7 @@ class FakeSseMcpServer {
   std::condition_variable cv_;
   std::vector<Answer> answers_;
   std::vector<Resume> resumes_;
+  std::vector<json> progress_tokens_;
   std::map<std::string, json> held_results_;  // by the Last-Event-ID that resumes to them
   std::optional<json> initialize_params_;
   LoopbackListener listener_{64, [this](int fd) { Serve(fd); }};  // last: started once everything it uses exists

@@ -180,8 +180,9 @@ class McpSseTest : public ::testing::Test {
     DownstreamResult result;
     milliseconds took;
   };
-  Timed Call(const std::string& tool = "sse.work") {
+  Timed Call(const std::string& tool = "sse.work", std::shared_ptr<const ProgressRelay> progress = nullptr) {
     DownstreamRequest request;
+    request.progress = std::move(progress);
     request.tool_name = tool;
     request.body = R"({"n":1})";
     request.idempotency_key = "key-" + std::to_string(++call_number_);
@@ -225,6 +226,34 @@ TEST_F(McpSseTest, AStreamedResultAfterAPrimingEventIsTheCallsResult) {
   ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
   EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 2");
   EXPECT_GT(pool_.stats().reused, reused);
+}
+
+// A caller listening for progress (design §14): the server hears the execution id as the token; the
+// caller gets only the progress naming it, before the result, with its own token back — not
+// another call's, not a 20 KB one, not a log message, not what came after the result.
+TEST_F(McpSseTest, OnlyTheCallsOwnProgressOfAReasonableSizeIsRelayedWithTheCallersToken) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);
+  std::vector<json> relayed;
+  auto relay = std::make_shared<ProgressRelay>();
+  relay->token_json = "42";
+  relay->relay = [&relayed](std::string params) { relayed.push_back(json::parse(params)); };
+  const Timed t = Call("sse.work", relay);
+  ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+  EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
+  ASSERT_EQ(server_.progress_tokens().size(), 1u);
+  EXPECT_EQ(server_.progress_tokens()[0], "exec-1") << "the server hears the execution id";
+  ASSERT_EQ(relayed.size(), 2u) << json(relayed);
+  EXPECT_EQ(relayed[0], json({{"progressToken", 42}, {"progress", 1}, {"total", 5}, {"message", "small"}}));
+  EXPECT_EQ(relayed[1]["progress"], 4);
+  EXPECT_EQ(relayed[1]["progressToken"], 42);
+
+  // Nobody listening: the server hears no token, and the same stream is read as before.
+  const Timed plain = Call();
+  ASSERT_EQ(plain.result.kind, Kind::kResponse) << plain.result.error;
+  ASSERT_EQ(server_.progress_tokens().size(), 2u);
+  EXPECT_TRUE(server_.progress_tokens()[1].is_null());
+  EXPECT_EQ(relayed.size(), 2u);
 }
 
 TEST_F(McpSseTest, TheServersRequestsAreAnsweredOnTheCallsSessionAndTheCallSucceeds) {

@@ -38,6 +38,9 @@ constexpr int kMaxListPages = 100;
 constexpr milliseconds kFirstListRetry{1000};
 constexpr milliseconds kMaxListRetry{30'000};
 constexpr milliseconds kSecondListFetch{2'000};
+// A progress notification larger than this is not relayed: what one says (token, progress, total,
+// a message) is small, and the client's stream holds up to 64 of them (design §14).
+constexpr size_t kMaxProgressBytes = 16 * 1024;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -340,9 +343,14 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
     // The server hears a token of toolgate's, unique to the call (a stdio server's notifications
     // share one stream), and the caller gets its own back.
     params["_meta"]["progressToken"] = request.execution_id;
-    progress = [relay = request.progress](json p) {
+    progress = [relay = request.progress, id = config_.id](json p) {
       p["progressToken"] = json::parse(relay->token_json, nullptr, false);
-      relay->relay(p.dump(-1, ' ', false, json::error_handler_t::replace));
+      std::string text = p.dump(-1, ' ', false, json::error_handler_t::replace);
+      if (text.size() > kMaxProgressBytes) {
+        spdlog::debug("connector {}: a progress notification of {} bytes was not relayed", id, text.size());
+        return;
+      }
+      relay->relay(std::move(text));
     };
   }
   std::vector<DownstreamResult::FailedAttempt> failed;
