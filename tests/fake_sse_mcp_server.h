@@ -46,6 +46,9 @@ class FakeSseMcpServer {
     // naming another token (3), a notifications/message, progress naming the call's token (4), the
     // result, and progress after it (5); the stream ends.
     kProgressOfEverySize,
+    // set_progress_events(n) progress notifications of ~1 KB naming the call's token, then a result
+    // whose text is set_result_bytes(n) long; the stream ends.
+    kManyProgressThenResult,
   };
 
   // A GET toolgate made to resume a stream.
@@ -84,6 +87,8 @@ class FakeSseMcpServer {
   void set_resumes_without_result(int n) { resumes_without_result_ = n; }
   // Every GET is answered 405 (a server that does not offer resuming), whatever its Last-Event-ID.
   void set_refuse_resumes(bool refuse) { refuse_resumes_ = refuse; }
+  void set_progress_events(int n) { progress_events_ = n; }
+  void set_result_bytes(int n) { result_bytes_ = n; }
 
   std::vector<Answer> answers() const {
     std::lock_guard lock(mu_);
@@ -358,6 +363,20 @@ class FakeSseMcpServer {
                SendChunk(fd, progress(token, 4, "small")) && SendChunk(fd, Event(result)) &&
                SendChunk(fd, progress(token, 5, "late")) && SendAll(fd, "0\r\n\r\n");
       }
+      case CallMode::kManyProgressThenResult: {
+        for (int k = 1; k <= progress_events_.load(); ++k) {
+          const json progress = {
+              {"jsonrpc", "2.0"},
+              {"method", "notifications/progress"},
+              {"params", {{"progressToken", token}, {"progress", k}, {"message", std::string(1000, 'p')}}}};
+          if (!SendChunk(fd, Event(progress))) return false;
+        }
+        const json big = {
+            {"jsonrpc", "2.0"},
+            {"id", id},
+            {"result", {{"content", {{{"type", "text"}, {"text", std::string(result_bytes_.load(), 'r')}}}}}}};
+        return SendChunk(fd, Event(big)) && SendAll(fd, "0\r\n\r\n");
+      }
       case CallMode::kEndlessNotifications: {
         const json progress = {
             {"jsonrpc", "2.0"},
@@ -375,6 +394,8 @@ class FakeSseMcpServer {
   }
 
   std::atomic<bool> stopping_{false};
+  std::atomic<int> progress_events_{10};
+  std::atomic<int> result_bytes_{10};
   std::atomic<CallMode> mode_{CallMode::kResult};
   std::atomic<int> retry_ms_{50};
   std::atomic<int> resumes_without_result_{0};

@@ -282,9 +282,15 @@ class McpConnectorTest : public ::testing::Test {
     ASSERT_EQ(plain.status, 200) << plain.body;
     EXPECT_EQ(HeaderOf(plain, "content-type"), "application/json") << "no token: answered as before";
     EXPECT_FALSE(Body(plain)["result"].value("isError", false)) << plain.body;
-    // A token of another type is the client's mistake.
-    auto wrong = RawCall(tool, {{"duration", 0.2}, {"steps", 2}}, {{"progressToken", 1.5}});
-    EXPECT_EQ(Body(wrong)["error"]["code"], -32602) << wrong.body;
+    // A value that is not a token (neither a string nor a number): no progress, as without one.
+    auto not_token = RawCall(tool, {{"duration", 0.2}, {"steps", 2}}, {{"progressToken", true}});
+    EXPECT_EQ(HeaderOf(not_token, "content-type"), "application/json") << not_token.body;
+    EXPECT_FALSE(Body(not_token)["result"].value("isError", false)) << not_token.body;
+    // A tool that reports no progress: its answer comes first, and is answered as any call's.
+    auto quiet = RawCall(connector + ".echo", {{"message", "no progress"}}, {{"progressToken", token}});
+    ASSERT_EQ(quiet.status, 200) << quiet.body;
+    EXPECT_EQ(HeaderOf(quiet, "content-type"), "application/json") << quiet.body;
+    EXPECT_EQ(Body(quiet)["result"]["content"][0]["text"], "Echo: no progress") << quiet.body;
   }
 
   // The result without toolgate's _meta key: what the server answered.
@@ -560,6 +566,33 @@ TEST_F(McpConnectorTest, ProgressOfAStdioServerReachesTheClientBeforeTheAnswer) 
   Start(StdioConfig());
   WaitForTool("local.trigger-long-running-operation");
   ExpectProgressThenAnswer("local.trigger-long-running-operation", "local");
+}
+
+// Two clients with the same token (SDK clients number theirs from 0) at once on one stdio server,
+// whose notifications share a pipe: each gets its own call's progress (toolgate's tokens differ).
+TEST_F(McpConnectorTest, TwoCallsWithTheSameTokenOnOneStdioServerEachGetTheirOwnProgress) {
+  Start(StdioConfig());
+  WaitForTool("local.trigger-long-running-operation");
+  auto run = [this](int steps) {
+    return RawCall("local.trigger-long-running-operation", {{"duration", 0.8}, {"steps", steps}},
+                   {{"progressToken", 0}});
+  };
+  auto three = std::async(std::launch::async, run, 3);
+  auto five = std::async(std::launch::async, run, 5);
+  const api::ClientResult a = three.get();
+  const api::ClientResult b = five.get();
+  const std::vector<json> ea = Events(a.body);
+  const std::vector<json> eb = Events(b.body);
+  ASSERT_EQ(ea.size(), 4u) << a.body;
+  ASSERT_EQ(eb.size(), 6u) << b.body;
+  for (size_t i = 0; i + 1 < ea.size(); ++i) {
+    EXPECT_EQ(ea[i]["params"]["total"], 3) << a.body;
+    EXPECT_EQ(ea[i]["params"]["progressToken"], 0);
+  }
+  for (size_t i = 0; i + 1 < eb.size(); ++i) {
+    EXPECT_EQ(eb[i]["params"]["total"], 5) << b.body;
+    EXPECT_EQ(eb[i]["params"]["progressToken"], 0);
+  }
 }
 
 // The client goes away after the first progress: the call still runs to its end, is recorded once

@@ -5,6 +5,10 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -256,6 +260,33 @@ TEST_F(McpSseTest, OnlyTheCallsOwnProgressOfAReasonableSizeIsRelayedWithTheCalle
   EXPECT_EQ(relayed.size(), 2u);
 }
 
+// A long call that reports often must not fail for it: the progress relayed does not count toward
+// max_response_bytes; without a listener the same stream does, and so do a listener's other events.
+TEST_F(McpSseTest, RelayedProgressDoesNotCountTowardTheResponseLimitEverythingElseDoes) {
+  constexpr int64_t kLimit = 64 * 1024;
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs, kLimit));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kManyProgressThenResult);
+  server_.set_progress_events(200);  // ~200 KB of progress
+  int relayed = 0;
+  auto relay = std::make_shared<ProgressRelay>();
+  relay->token_json = R"("mine")";
+  relay->relay = [&relayed](std::string) { ++relayed; };
+  const Timed listened = Call("sse.work", relay);
+  ASSERT_EQ(listened.result.kind, Kind::kResponse) << listened.result.error;
+  EXPECT_EQ(relayed, 200);
+
+  const Timed unheard = Call();
+  EXPECT_EQ(unheard.result.kind, Kind::kResponseInvalid) << "no listener: the stream counts whole";
+  EXPECT_NE(unheard.result.error.find("body limit"), std::string::npos) << unheard.result.error;
+
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kEndlessNotifications);  // progress naming another token
+  const Timed endless = Call("sse.work", relay);
+  EXPECT_EQ(endless.result.kind, Kind::kResponseInvalid) << endless.result.error;
+  EXPECT_NE(endless.result.error.find("body limit"), std::string::npos) << endless.result.error;
+  EXPECT_LT(endless.took, kWellBefore);
+  EXPECT_EQ(relayed, 200) << "another token's progress is not relayed";
+}
+
 TEST_F(McpSseTest, TheServersRequestsAreAnsweredOnTheCallsSessionAndTheCallSucceeds) {
   ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
   server_.set_call_mode(FakeSseMcpServer::CallMode::kAskFirst);
@@ -487,10 +518,11 @@ TEST_F(McpSseTest, AServerThatAnswersTheResumingGetWith405IsNotAskedAgain) {
 
 class McpSseGatewayTest : public ::testing::Test {
  protected:
-  void Start() {
-    const std::string config = testing::BaseConfig(dir_.file("store.db")) +
+  // `server_keys` join [server]; `connector_keys` the connector's table.
+  void Start(const std::string& server_keys = "", const std::string& connector_keys = "") {
+    const std::string config = testing::WithKeys(testing::BaseConfig(dir_.file("store.db")), "[server]", server_keys) +
                                "[connectors.sse]\nkind = \"mcp\"\nurl = \"" + server_.url() +
-                               "\"\ntimeout_ms = 20000\nmax_in_flight = 4\n"
+                               "\"\ntimeout_ms = 20000\nmax_in_flight = 4\n" + connector_keys +
                                "[connectors.sse.breaker]\nfailure_threshold = 10\ncooldown_s = 60\n";
     gw_ = std::make_unique<testing::InProcessGateway>(config, clock_);
     ASSERT_TRUE(gw_->Start());
@@ -566,6 +598,109 @@ TEST_F(McpSseGatewayTest, A405ToTheResumingGetFailsTheCallAtOnceAndLeavesNothing
   const api::ClientResult ok = gw_->Invoke("sse.work", {{"input", json::object()}}, alice_);
   EXPECT_EQ(ok.status, 200) << ok.body;
   EXPECT_EQ(server_.resumes().size(), 3u);
+  EXPECT_EQ(Connector()["in_flight"], 0);
+}
+
+// A connection to the gateway's public listener that reads little (a small receive buffer).
+int SlowReader(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int small = 4096;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+std::string StreamedCall(const std::string& token, const std::string& key) {
+  const std::string body = json{{"jsonrpc", "2.0"},
+                                {"id", 1},
+                                {"method", "tools/call"},
+                                {"params",
+                                 {{"name", "sse.work"},
+                                  {"arguments", json::object()},
+                                  {"_meta", {{"progressToken", "p"}, {"io.toolgate/idempotency_key", key}}}}}}
+                               .dump();
+  return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+         "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+         "Authorization: Bearer " +
+         token + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// A streamed answer takes its share of the response budget as a whole answer does: with a client
+// that does not read holding the budget, the next large streamed answer is not sent — its
+// connection is reset after the progress — and the call, run and recorded once, answers its key.
+TEST_F(McpSseGatewayTest, AStreamedAnswerTheBudgetCannotHoldResetsItsConnectionAndTheCallAnswersItsKeyLater) {
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kManyProgressThenResult);
+  server_.set_progress_events(1);
+  server_.set_result_bytes(800 * 1024);
+  ASSERT_NO_FATAL_FAILURE(
+      Start("max_response_buffer_bytes = 1572864\nwrite_timeout_ms = 4000\n", "max_response_bytes = 1048576\n"));
+  const int holder = SlowReader(gw_->public_port());
+  ASSERT_GE(holder, 0);
+  std::string request = StreamedCall(alice_, "holder-1");
+  ASSERT_EQ(send(holder, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  // Bounded wait until the holder's call is done (its answer is then being written to it).
+  for (int i = 0; i < 200 && (server_.calls() < 1 || Connector()["in_flight"] != 0); ++i) {
+    std::this_thread::sleep_for(milliseconds(25));
+  }
+  ASSERT_EQ(server_.calls(), 1);
+  std::this_thread::sleep_for(milliseconds(300));  // the answer's write has reserved its bytes
+
+  const int next = SlowReader(gw_->public_port());
+  ASSERT_GE(next, 0);
+  request = StreamedCall(alice_, "next-1");
+  ASSERT_EQ(send(next, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(next, buf, sizeof buf, 0);
+    if (n <= 0) break;  // reset (or closed)
+    got.append(buf, static_cast<size_t>(n));
+  }
+  close(next);
+  EXPECT_NE(got.find("text/event-stream"), std::string::npos) << got.substr(0, 300);
+  EXPECT_NE(got.find("notifications/progress"), std::string::npos) << got.substr(0, 300);
+  EXPECT_EQ(got.find("rrrrrrrr"), std::string::npos) << "the answer was not sent";
+  EXPECT_EQ(got.find("\r\n0\r\n\r\n"), std::string::npos) << "the stream did not end as if complete";
+  EXPECT_EQ(server_.calls(), 2);
+  close(holder);
+
+  // The call ran once and was recorded: its key answers from the record, the server not asked again.
+  api::ClientRequest r;
+  r.address = {"127.0.0.1", gw_->public_port()};
+  r.method = "POST";
+  r.target = "/mcp";
+  r.body = json{{"jsonrpc", "2.0"},
+                {"id", 2},
+                {"method", "tools/call"},
+                {"params",
+                 {{"name", "sse.work"},
+                  {"arguments", json::object()},
+                  {"_meta", {{"io.toolgate/idempotency_key", "next-1"}}}}}}
+               .dump();
+  r.headers = {{"Content-Type", "application/json"},
+               {"Accept", "application/json, text/event-stream"},
+               {"MCP-Protocol-Version", "2025-06-18"},
+               {"Authorization", "Bearer " + alice_}};
+  r.timeout = std::chrono::seconds(20);
+  api::ClientResult again;
+  for (int i = 0; i < 100; ++i) {  // until the holder's write timeout frees the budget (4 s)
+    again = api::HttpCall(r);
+    if (again.status == 200) break;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  ASSERT_EQ(again.status, 200) << again.body.substr(0, 300);
+  const json result = testing::Body(again)["result"];
+  EXPECT_EQ(result["content"][0]["text"].get<std::string>().size(), 800u * 1024);
+  EXPECT_EQ(server_.calls(), 2) << "answered from the record";
   EXPECT_EQ(Connector()["in_flight"], 0);
 }
 

@@ -437,7 +437,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
 
   // A streamed response: the header, then each piece `r.stream` produces as one chunk (each within
   // the write timeout; none between pieces), then the last chunk. An error ends it: the connection
-  // is closed by the caller, and the stream is not asked again.
+  // is closed by the caller, and the stream is not asked again. A piece larger than
+  // kBudgetedResponseBytes holds its size of the response budget until the client has acknowledged
+  // it, as a whole response would; when the budget has no room for it (or the client does not take
+  // it in time) the connection is reset instead — the status was sent with the header.
   asio::awaitable<beast::error_code> RespondStreamed(beast::tcp_stream& stream, unsigned version, bool keep_alive,
                                                      const HttpResponse& r) {
     if (version < 11) {  // no chunks in HTTP/1.0: the whole body at the end
@@ -474,10 +477,40 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         break;
       }
       if (piece->empty()) continue;  // an empty chunk would end the body
+      BudgetHold hold = HoldPiece(piece->size());
+      if (LargePiece(piece->size()) && !hold.held()) {
+        CloseWithReset(stream, true);
+        co_return beast::error_code(asio::error::no_buffer_space);
+      }
+      const auto write_deadline = Clock::now() + limits.write_timeout;
+      if (hold.held()) CloseWithReset(stream, true);
       const auto chunk = http::make_chunk(asio::buffer(*piece));
       co_await asio::async_write(stream, chunk, asio::redirect_error(asio::use_awaitable, ec));
+      if (!ec && hold.held()) {
+        const bool delivered = co_await AwaitDelivery(stream, write_deadline);
+        if (!delivered) co_return beast::error_code(asio::error::timed_out);  // closed with a reset
+        CloseWithReset(stream, false);
+      }
     }
     co_return ec;
+  }
+
+  bool LargePiece(size_t size) const {
+    return limits.response_budget != nullptr && static_cast<int64_t>(size) > kBudgetedResponseBytes;
+  }
+  // A streamed piece's share of the budget (nothing for a small one); not held when there is no room.
+  BudgetHold HoldPiece(size_t size) {
+    if (!LargePiece(size)) return {};
+    ResponseBudget* budget = limits.response_budget.get();
+    const auto bytes = static_cast<int64_t>(size);
+    if (budget->TryReserve(bytes)) return BudgetHold(budget, bytes);
+    if (int64_t held_back = 0; overload_log.Allow(held_back)) {
+      spdlog::warn(
+          "{}: response buffer budget full ({} of {} bytes waiting to be written): a streamed answer's {}-byte "
+          "piece was not sent, its connection reset ({} more since the last report)",
+          name, budget->in_use(), budget->capacity(), bytes, held_back);
+    }
+    return {};
   }
 
   // After refusing a request whose body is still arriving: stop sending, then read and discard what

@@ -159,7 +159,7 @@ class ProgressStream final : public ResponseStream, public std::enable_shared_fr
     }
     if (answer_taken_) co_return std::nullopt;
     answer_taken_ = true;
-    co_return SseEvent(*answer_);
+    co_return SseEvent(std::exchange(*answer_, std::string()));
   }
 
  private:
@@ -457,10 +457,9 @@ struct McpRoutes::Impl : GatewayContext {
     ir.input = arguments;  // parsed once: the admission reads it
     json progress_token;   // null: the client does not listen for progress
     if (auto meta = params.find("_meta"); meta != params.end() && meta->is_object()) {
-      if (auto token = meta->find("progressToken"); token != meta->end()) {
-        if (!token->is_string() && !token->is_number_integer()) {
-          co_return InvalidParams(c, "_meta.progressToken must be a string or an integer");
-        }
+      // A string or a number (the schema's ProgressToken); anything else is not a token: no progress.
+      if (auto token = meta->find("progressToken");
+          token != meta->end() && (token->is_string() || token->is_number())) {
         progress_token = *token;
       }
       if (auto key = meta->find(kMetaIdempotencyKey); key != meta->end()) {
@@ -522,6 +521,9 @@ struct McpRoutes::Impl : GatewayContext {
       response = AnswerText(id_json, modern, mcp::ToCallAnswer(tool, std::move(answer), true));
     } catch (const std::exception& e) {
       spdlog::error("mcp tools/call {}: {}", tool.substr(0, 200), e.what());
+      response = mcp::ErrorResponse(id_json, mcp::kInternalError, "internal error");
+    } catch (...) {  // the stream must end whatever happened, or its connection would wait forever
+      spdlog::error("mcp tools/call {}: unknown exception", tool.substr(0, 200));
       response = mcp::ErrorResponse(id_json, mcp::kInternalError, "internal error");
     }
     stream->Finish(std::move(response));

@@ -1,6 +1,7 @@
 #include "toolgate/connectors/mcp_client.h"
 
 #include <algorithm>
+#include <limits>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -103,6 +104,13 @@ class HttpTransport final : public McpTransport {
                                " (each answered -32601) without answering it");
       co_return out;
     }
+    if (reading.over_limit) {
+      out.kind = Kind::kResponseInvalid;
+      out.error = absl::StrCat("the MCP server's event stream for one ", reading.method.substr(0, 64), " went past ",
+                               config_.max_response_bytes,
+                               " bytes besides the progress relayed (max_response_bytes: the body limit)");
+      co_return out;
+    }
     if (reading.events.failed()) {
       out.kind = Kind::kResponseInvalid;
       out.error =
@@ -197,7 +205,15 @@ class HttpTransport final : public McpTransport {
     bool too_many_requests = false;
     json progress_token;    // the request's `_meta.progressToken`, when `progress` listens
     ProgressSink progress;  // gets the notifications/progress naming it
+    // With `progress`: the stream's bytes, and those of the progress relayed. Relayed progress does
+    // not count toward max_response_bytes (a long call that reports often must not fail for it).
+    int64_t stream_bytes = 0;
+    int64_t relayed_bytes = 0;
+    bool over_limit = false;  // the rest went past max_response_bytes
   };
+  // What an event's framing adds to its data (`event:`, `id:` and `data:` lines, the blank line),
+  // credited with each relayed event; generous, as an event may have an id of its own.
+  static constexpr int64_t kEventFramingBytes = 128;
 
   struct Posted {
     RpcOutcome outcome;
@@ -297,6 +313,8 @@ class HttpTransport final : public McpTransport {
     call.timeout =
         std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     call.max_response_bytes = config_.max_response_bytes;
+    // A stream whose progress is relayed is held to the limit by OnStreamData, without that progress.
+    if (reading != nullptr && reading->progress) call.max_streamed_bytes = std::numeric_limits<int64_t>::max();
     if (reading != nullptr) {
       call.stream_body = [reading](int status, const std::vector<std::pair<std::string, std::string>>& headers) {
         if (status < 200 || status >= 300) return false;
@@ -388,11 +406,16 @@ class HttpTransport final : public McpTransport {
   // More of the request's event stream arrived: handles every event it completed. False (stop
   // reading) once the response came, or when the server sent too many requests of its own.
   asio::awaitable<bool> OnStreamData(StreamReading* reading, std::string data) {
+    reading->stream_bytes += static_cast<int64_t>(data.size());
     reading->events.Feed(data);
     if (reading->events.failed()) co_return false;
     while (std::optional<net::EventStreamParser::Event> event = reading->events.Next()) {
       auto handle_op = HandleEvent(*reading, std::move(event->data));
       if (!co_await std::move(handle_op)) co_return false;
+    }
+    if (reading->progress && reading->stream_bytes - reading->relayed_bytes > config_.max_response_bytes) {
+      reading->over_limit = true;
+      co_return false;
     }
     co_return true;
   }
@@ -417,6 +440,7 @@ class HttpTransport final : public McpTransport {
         if (IsToolsChanged(m)) {
           ToolsChanged();
         } else if (reading.progress && IsProgressFor(m, reading.progress_token)) {
+          reading.relayed_bytes += static_cast<int64_t>(data.size()) + kEventFramingBytes;
           reading.progress(std::move(m["params"]));
         } else {
           spdlog::debug("connector {}: MCP notification {} during {} dropped", config_.id, method.substr(0, 64),

@@ -260,7 +260,8 @@ asio::awaitable<void> StreamBody(Stream& stream, beast::flat_buffer& buffer,
     out.headers.clear();
     co_return;
   }
-  parser->body_limit(static_cast<std::uint64_t>(request.max_response_bytes));
+  parser->body_limit(static_cast<std::uint64_t>(request.max_streamed_bytes > 0 ? request.max_streamed_bytes
+                                                                               : request.max_response_bytes));
   std::array<char, 16 * 1024> piece;
   beast::error_code ec;
   while (!parser->is_done()) {

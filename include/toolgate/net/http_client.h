@@ -83,9 +83,9 @@ struct ClientRequest {
   // answers true for the response's status and headers (names lowercased), the body is not gathered
   // into ClientResult::body: each piece goes to `on_body_data` (required then) as it arrives, with
   // any chunked coding removed, and the call ends when the body ends (`ok`) or when `on_body_data`
-  // answers false (`ok` and `stopped_early`). `max_response_bytes` and `timeout` hold over the whole
-  // body, the time spent inside `on_body_data` included; a failure part-way is reported as without
-  // streaming (`timed_out`, `too_large`, ...), after the pieces that came before it were handed on.
+  // answers false (`ok` and `stopped_early`). `max_response_bytes` (`max_streamed_bytes` when set)
+  // and `timeout` hold over the whole body, the time spent inside `on_body_data` included; a failure part-way is
+  // reported as without streaming (`timed_out`, `too_large`, ...), after the pieces that came before it were handed on.
   // A connection whose body was not read to its end is closed, never pooled. Both run on the call's
   // executor, for one response only: a request re-sent on a new connection (see AsyncHttpCall) is
   // re-sent before any of its response arrived.
@@ -96,6 +96,9 @@ struct ClientRequest {
   bool idempotent = false;
   std::function<bool(int status, const std::vector<std::pair<std::string, std::string>>& headers)> stream_body;
   std::function<asio::awaitable<bool>(std::string_view data)> on_body_data;
+  // A body handed to `on_body_data` may be this long (0: max_response_bytes), for a caller that
+  // holds what it keeps of a long stream to a limit of its own.
+  int64_t max_streamed_bytes = 0;
 };
 
 // Idle keep-alive connections to downstreams, per destination: the address, and for TLS the
