@@ -3,7 +3,11 @@
 // Runs the real `toolgate serve` binary for integration tests: a config in a temp dir, ports chosen
 // by the kernel (port 0) and read from its first lines of output, HS256 tokens, HTTP helpers.
 
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <memory>
@@ -40,6 +44,24 @@ inline std::string BaseConfigDynamo(const std::string& endpoint, const std::stri
 // say "[admin]", which must begin a line of it: a test naming a table its config lacks fails here,
 // saying so, instead of an exception from std::string or keys landing where they mean something else.
 // (At the end: GatewayProcess::CliConfigPath finds the admin listener on the line after "[admin]".)
+// A connection to 127.0.0.1:`port` whose receives time out after 10 s, or -1. `receive_buffer` > 0:
+// that small a receive buffer (a client that reads little).
+inline int ConnectLoopback(int port, int receive_buffer = 0) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (receive_buffer > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
 inline std::string WithKeys(std::string config, const std::string& header, const std::string& keys) {
   const std::string line = header + "\n";
   size_t at = config.starts_with(line) ? 0 : config.find("\n" + line);

@@ -69,22 +69,6 @@ std::vector<pid_t> ChildrenOf(pid_t pid) {
   return out;
 }
 
-// A connection to 127.0.0.1:`port` (receives time out after 10 s), or -1.
-int ConnectTo(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
 // Reads from `fd` until `got` holds `needle` (true), or the peer closes or a read times out (false).
 bool ReadUntil(int fd, const std::string& needle, std::string& got) {
   char buf[4096];
@@ -611,7 +595,7 @@ TEST_F(McpConnectorTest, ACallWhoseClientLeftItsProgressStreamEndsRecordedAndRel
        {{"name", "everything.trigger-long-running-operation"},
         {"arguments", {{"duration", 1.5}, {"steps", 3}}},
         {"_meta", meta}}}}.dump();
-  const int fd = ConnectTo(gw_->public_port());
+  const int fd = testing::ConnectLoopback(gw_->public_port());
   ASSERT_GE(fd, 0);
   const std::string request = McpPost("1.1", alice_, body);
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
@@ -666,7 +650,7 @@ TEST_F(McpConnectorTest, AStreamedAnswerKeepsItsConnectionAndAnHttp10ClientGetsJ
                                   {"arguments", {{"duration", 0.3}, {"steps", 2}}},
                                   {"_meta", {{"progressToken", "t"}}}}}}
                                .dump();
-  const int fd = ConnectTo(gw_->public_port());
+  const int fd = testing::ConnectLoopback(gw_->public_port());
   ASSERT_GE(fd, 0);
   std::string request = McpPost("1.1", alice_, call);
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
@@ -682,7 +666,7 @@ TEST_F(McpConnectorTest, AStreamedAnswerKeepsItsConnectionAndAnHttp10ClientGetsJ
   EXPECT_EQ(next.rfind("HTTP/1.1 200", 0), 0u) << next;
   close(fd);
 
-  const int old = ConnectTo(gw_->public_port());
+  const int old = testing::ConnectLoopback(gw_->public_port());
   ASSERT_GE(old, 0);
   request = McpPost("1.0", alice_, call);
   ASSERT_EQ(send(old, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));

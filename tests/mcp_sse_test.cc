@@ -601,24 +601,6 @@ TEST_F(McpSseGatewayTest, A405ToTheResumingGetFailsTheCallAtOnceAndLeavesNothing
   EXPECT_EQ(Connector()["in_flight"], 0);
 }
 
-// A connection to the gateway's public listener that reads little (a small receive buffer).
-int SlowReader(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  int small = 4096;
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    close(fd);
-    return -1;
-  }
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
 std::string StreamedCall(const std::string& token, const std::string& key) {
   const std::string body = json{{"jsonrpc", "2.0"},
                                 {"id", 1},
@@ -643,7 +625,7 @@ TEST_F(McpSseGatewayTest, AStreamedAnswerTheBudgetCannotHoldResetsItsConnectionA
   server_.set_result_bytes(800 * 1024);
   ASSERT_NO_FATAL_FAILURE(
       Start("max_response_buffer_bytes = 1572864\nwrite_timeout_ms = 4000\n", "max_response_bytes = 1048576\n"));
-  const int holder = SlowReader(gw_->public_port());
+  const int holder = testing::ConnectLoopback(gw_->public_port(), 4096);
   ASSERT_GE(holder, 0);
   std::string request = StreamedCall(alice_, "holder-1");
   ASSERT_EQ(send(holder, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
@@ -654,7 +636,7 @@ TEST_F(McpSseGatewayTest, AStreamedAnswerTheBudgetCannotHoldResetsItsConnectionA
   ASSERT_EQ(server_.calls(), 1);
   std::this_thread::sleep_for(milliseconds(300));  // the answer's write has reserved its bytes
 
-  const int next = SlowReader(gw_->public_port());
+  const int next = testing::ConnectLoopback(gw_->public_port(), 4096);
   ASSERT_GE(next, 0);
   request = StreamedCall(alice_, "next-1");
   ASSERT_EQ(send(next, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));

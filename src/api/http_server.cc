@@ -477,8 +477,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         break;
       }
       if (piece->empty()) continue;  // an empty chunk would end the body
-      BudgetHold hold = HoldPiece(piece->size());
-      if (LargePiece(piece->size()) && !hold.held()) {
+      BudgetHold hold = Budgeted(piece->size())
+                            ? TryHold(piece->size(), "streamed piece was not sent, its connection reset")
+                            : BudgetHold();
+      if (Budgeted(piece->size()) && !hold.held()) {
         CloseWithReset(stream, true);
         co_return beast::error_code(asio::error::no_buffer_space);
       }
@@ -493,24 +495,6 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       }
     }
     co_return ec;
-  }
-
-  bool LargePiece(size_t size) const {
-    return limits.response_budget != nullptr && static_cast<int64_t>(size) > kBudgetedResponseBytes;
-  }
-  // A streamed piece's share of the budget (nothing for a small one); not held when there is no room.
-  BudgetHold HoldPiece(size_t size) {
-    if (!LargePiece(size)) return {};
-    ResponseBudget* budget = limits.response_budget.get();
-    const auto bytes = static_cast<int64_t>(size);
-    if (budget->TryReserve(bytes)) return BudgetHold(budget, bytes);
-    if (int64_t held_back = 0; overload_log.Allow(held_back)) {
-      spdlog::warn(
-          "{}: response buffer budget full ({} of {} bytes waiting to be written): a streamed answer's {}-byte "
-          "piece was not sent, its connection reset ({} more since the last report)",
-          name, budget->in_use(), budget->capacity(), bytes, held_back);
-    }
-    return {};
   }
 
   // After refusing a request whose body is still arriving: stop sending, then read and discard what
@@ -578,18 +562,31 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   // (Serve keeps it until the client has acknowledged the response); a response the budget cannot
   // hold is replaced by 503 gateway_overloaded (the client may come back in a second).
   BudgetHold HoldForWriting(HttpResponse& response) {
-    const auto size = static_cast<int64_t>(response.body.size());
+    const size_t size = response.body.size();
+    if (!Budgeted(size)) return {};
+    BudgetHold hold = TryHold(size, "response answered 503");
+    if (!hold.held()) {
+      response =
+          Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
+    }
+    return hold;
+  }
+
+  // Whether `size` bytes of an answer take their share of the budget.
+  bool Budgeted(size_t size) const {
+    return limits.response_budget != nullptr && static_cast<int64_t>(size) > kBudgetedResponseBytes;
+  }
+  // `size` bytes of the budget, or nothing held (logged, saying what became of the bytes: `fate`).
+  BudgetHold TryHold(size_t size, std::string_view fate) {
     ResponseBudget* budget = limits.response_budget.get();
-    if (budget == nullptr || size <= kBudgetedResponseBytes) return {};
-    if (budget->TryReserve(size)) return BudgetHold(budget, size);
+    const auto bytes = static_cast<int64_t>(size);
+    if (budget->TryReserve(bytes)) return BudgetHold(budget, bytes);
     if (int64_t held_back = 0; overload_log.Allow(held_back)) {
       spdlog::warn(
-          "{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte response answered "
-          "503 ({} more since the last report)",
-          name, budget->in_use(), budget->capacity(), size, held_back);
+          "{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte {} ({} more "
+          "since the last report)",
+          name, budget->in_use(), budget->capacity(), bytes, fate, held_back);
     }
-    response =
-        Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
     return {};
   }
 
