@@ -49,6 +49,9 @@ class FakeSseMcpServer {
     // set_progress_events(n) progress notifications of ~1 KB naming the call's token, then a result
     // whose text is set_result_bytes(n) long; the stream ends.
     kManyProgressThenResult,
+    // One event holding a batch of 50 progress notifications of ~1 KB naming the call's token, then
+    // set_oversize_progress(n) events of one 20 KB progress notification naming it, then the result.
+    kBatchedProgressThenResult,
   };
 
   // A GET toolgate made to resume a stream.
@@ -89,6 +92,7 @@ class FakeSseMcpServer {
   void set_refuse_resumes(bool refuse) { refuse_resumes_ = refuse; }
   void set_progress_events(int n) { progress_events_ = n; }
   void set_result_bytes(int n) { result_bytes_ = n; }
+  void set_oversize_progress(int n) { oversize_progress_ = n; }
 
   std::vector<Answer> answers() const {
     std::lock_guard lock(mu_);
@@ -377,6 +381,21 @@ class FakeSseMcpServer {
             {"result", {{"content", {{{"type", "text"}, {"text", std::string(result_bytes_.load(), 'r')}}}}}}};
         return SendChunk(fd, Event(big)) && SendAll(fd, "0\r\n\r\n");
       }
+      case CallMode::kBatchedProgressThenResult: {
+        auto progress = [&token](int k, size_t message_bytes) {
+          return json{
+              {"jsonrpc", "2.0"},
+              {"method", "notifications/progress"},
+              {"params", {{"progressToken", token}, {"progress", k}, {"message", std::string(message_bytes, 'b')}}}};
+        };
+        json batch = json::array();
+        for (int k = 1; k <= 50; ++k) batch.push_back(progress(k, 1000));
+        if (!SendChunk(fd, Event(batch))) return false;
+        for (int k = 0; k < oversize_progress_.load(); ++k) {
+          if (!SendChunk(fd, Event(progress(100 + k, 20 * 1024)))) return false;
+        }
+        return SendChunk(fd, Event(result)) && SendAll(fd, "0\r\n\r\n");
+      }
       case CallMode::kEndlessNotifications: {
         const json progress = {
             {"jsonrpc", "2.0"},
@@ -396,6 +415,7 @@ class FakeSseMcpServer {
   std::atomic<bool> stopping_{false};
   std::atomic<int> progress_events_{10};
   std::atomic<int> result_bytes_{10};
+  std::atomic<int> oversize_progress_{0};
   std::atomic<CallMode> mode_{CallMode::kResult};
   std::atomic<int> retry_ms_{50};
   std::atomic<int> resumes_without_result_{0};

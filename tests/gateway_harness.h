@@ -40,10 +40,6 @@ inline std::string BaseConfigDynamo(const std::string& endpoint, const std::stri
          "[kill_switches]\nrefresh_ms = 200\n";
 }
 
-// `config` with `keys` (whole lines, each ending in a newline) added at the end of its table `header`,
-// say "[admin]", which must begin a line of it: a test naming a table its config lacks fails here,
-// saying so, instead of an exception from std::string or keys landing where they mean something else.
-// (At the end: GatewayProcess::CliConfigPath finds the admin listener on the line after "[admin]".)
 // A connection to 127.0.0.1:`port` whose receives time out after 10 s, or -1. `receive_buffer` > 0:
 // that small a receive buffer (a client that reads little).
 inline int ConnectLoopback(int port, int receive_buffer = 0) {
@@ -62,6 +58,10 @@ inline int ConnectLoopback(int port, int receive_buffer = 0) {
   return fd;
 }
 
+// `config` with `keys` (whole lines, each ending in a newline) added at the end of its table `header`,
+// say "[admin]", which must begin a line of it: a test naming a table its config lacks fails here,
+// saying so, instead of an exception from std::string or keys landing where they mean something else.
+// (At the end: GatewayProcess::CliConfigPath finds the admin listener on the line after "[admin]".)
 inline std::string WithKeys(std::string config, const std::string& header, const std::string& keys) {
   const std::string line = header + "\n";
   size_t at = config.starts_with(line) ? 0 : config.find("\n" + line);

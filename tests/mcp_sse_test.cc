@@ -287,6 +287,28 @@ TEST_F(McpSseTest, RelayedProgressDoesNotCountTowardTheResponseLimitEverythingEl
   EXPECT_EQ(relayed, 200) << "another token's progress is not relayed";
 }
 
+// The credit is what was relayed, no more: a batch of progress is credited its messages' own bytes
+// (not the batch's once per message), and progress the connector would not relay (over 16 KB)
+// counts like anything else.
+TEST_F(McpSseTest, ABatchOfProgressIsCreditedItsOwnBytesAndProgressNotRelayedCounts) {
+  constexpr int64_t kLimit = 64 * 1024;
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs, kLimit));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kBatchedProgressThenResult);
+  int relayed = 0;
+  auto relay = std::make_shared<ProgressRelay>();
+  relay->token_json = "7";
+  relay->relay = [&relayed](std::string) { ++relayed; };
+  const Timed batch = Call("sse.work", relay);  // ~50 KB of progress in one event, then the result
+  ASSERT_EQ(batch.result.kind, Kind::kResponse) << batch.result.error;
+  EXPECT_EQ(relayed, 50);
+
+  server_.set_oversize_progress(5);  // then ~100 KB of progress too large to relay
+  const Timed oversize = Call("sse.work", relay);
+  EXPECT_EQ(oversize.result.kind, Kind::kResponseInvalid) << oversize.result.error;
+  EXPECT_NE(oversize.result.error.find("body limit"), std::string::npos) << oversize.result.error;
+  EXPECT_EQ(relayed, 100) << "the batch relayed again, the oversized ones not";
+}
+
 TEST_F(McpSseTest, TheServersRequestsAreAnsweredOnTheCallsSessionAndTheCallSucceeds) {
   ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
   server_.set_call_mode(FakeSseMcpServer::CallMode::kAskFirst);

@@ -53,8 +53,8 @@ struct HttpResponse {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string tenant_id;  // for the access log only (never sent): the caller's tenant when known
   // Set: `body` is ignored, and the body is what `stream` produces, sent chunked (each piece within
-  // the write timeout; no timeout between pieces: the producer bounds its own time). An HTTP/1.0
-  // client gets the pieces as one body once the stream ends: a handler should not stream to one.
+  // the write timeout; no timeout between pieces: the producer bounds its own time). Never to an
+  // HTTP/1.0 request (no chunked coding there): the server answers 500 instead.
   std::shared_ptr<ResponseStream> stream;
 };
 

@@ -443,19 +443,6 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   // it in time) the connection is reset instead — the status was sent with the header.
   asio::awaitable<beast::error_code> RespondStreamed(beast::tcp_stream& stream, unsigned version, bool keep_alive,
                                                      const HttpResponse& r) {
-    if (version < 11) {  // no chunks in HTTP/1.0: the whole body at the end
-      HttpResponse whole{r.status, "", r.content_type, r.headers, r.tenant_id, nullptr};
-      stream.expires_never();
-      for (;;) {
-        auto next = r.stream->Next();  // named: see Serve
-        const std::optional<std::string> piece = co_await std::move(next);
-        if (!piece) break;
-        whole.body += *piece;
-      }
-      stream.expires_after(limits.write_timeout);
-      auto respond = Respond(stream, version, keep_alive, whole);
-      co_return co_await std::move(respond);
-    }
     http::response<http::empty_body> res{static_cast<http::status>(r.status), version};
     res.set(http::field::server, "toolgate");
     res.set(http::field::content_type, r.content_type);
@@ -477,10 +464,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         break;
       }
       if (piece->empty()) continue;  // an empty chunk would end the body
-      BudgetHold hold = Budgeted(piece->size())
-                            ? TryHold(piece->size(), "streamed piece was not sent, its connection reset")
-                            : BudgetHold();
-      if (Budgeted(piece->size()) && !hold.held()) {
+      const bool budgeted = Budgeted(piece->size());
+      BudgetHold hold =
+          budgeted ? TryHold(piece->size(), "streamed piece was not sent, its connection reset") : BudgetHold();
+      if (budgeted && !hold.held()) {
         CloseWithReset(stream, true);
         co_return beast::error_code(asio::error::no_buffer_space);
       }
@@ -650,6 +637,12 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
       HttpResponse response = co_await Handle(req);
+      if (response.stream && version < 11) {  // HTTP/1.0 knows no chunks: a handler's mistake
+        spdlog::error("{}: a streamed answer to an HTTP/1.0 request to {} was not sent", name,
+                      std::string(req.target()).substr(0, 200));
+        response = Refusal(500, "internal", "internal error");
+        CountOwn(response.status);
+      }
       if (response.stream) {
         const beast::error_code ec = co_await RespondStreamed(stream, version, keep_alive, response);
         if (ec || !keep_alive) break;

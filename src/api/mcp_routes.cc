@@ -111,8 +111,9 @@ std::string SseEvent(const std::string& data) { return absl::StrCat("event: mess
 class ProgressStream final : public ResponseStream, public std::enable_shared_from_this<ProgressStream> {
  public:
   // Progress not yet written, at most: a client reading slower than the server reports keeps the
-  // latest (each notification says where the call is; an older one is superseded).
-  static constexpr size_t kMaxPending = 64;
+  // latest (each notification says where the call is; an older one is superseded). With the
+  // connector's 16 KB cap on each, a slow or departed client holds at most 256 KB of it.
+  static constexpr size_t kMaxPending = 16;
 
   explicit ProgressStream(const asio::any_io_executor& loop) : loop_(loop), wake_(loop) {}
 
@@ -125,9 +126,12 @@ class ProgressStream final : public ResponseStream, public std::enable_shared_fr
       self->wake_.cancel();
     });
   }
-  // The call's JSON-RPC response; posted too, so progress sent before it is written before it.
+  // The call's JSON-RPC response; posted too, so progress sent before it is written before it. Of
+  // the progress not yet written only the latest stays: the answer supersedes the rest, and waits
+  // behind one piece at most.
   void Finish(std::string response_json) {
     asio::post(loop_, [self = shared_from_this(), response = std::move(response_json)]() mutable {
+      while (self->pending_.size() > 1) self->pending_.pop_front();
       self->answer_ = std::move(response);
       self->wake_.cancel();
     });

@@ -205,15 +205,14 @@ class HttpTransport final : public McpTransport {
     bool too_many_requests = false;
     json progress_token;    // the request's `_meta.progressToken`, when `progress` listens
     ProgressSink progress;  // gets the notifications/progress naming it
-    // With `progress`: the stream's bytes, and those of the progress relayed. Relayed progress does
-    // not count toward max_response_bytes (a long call that reports often must not fail for it).
+    // With `progress`: the stream's bytes, and the data bytes of the progress relayed (their events'
+    // framing, a few bytes each, still counts). Relayed progress does not count toward
+    // max_response_bytes (a long call that reports often must not fail for it); what is not relayed
+    // (another token's, one the sink refused, anything else) does.
     int64_t stream_bytes = 0;
     int64_t relayed_bytes = 0;
     bool over_limit = false;  // the rest went past max_response_bytes
   };
-  // What an event's framing adds to its data (`event:`, `id:` and `data:` lines, the blank line),
-  // credited with each relayed event; generous, as an event may have an id of its own.
-  static constexpr int64_t kEventFramingBytes = 128;
 
   struct Posted {
     RpcOutcome outcome;
@@ -342,7 +341,8 @@ class HttpTransport final : public McpTransport {
   // outcome of the stream that ended; the answer is the last stream's (the original when no GET was
   // made or the server would not resume: not 2xx or not an event stream).
   asio::awaitable<RpcOutcome> Resume(StreamReading& reading, RpcOutcome out) {
-    while (!reading.response && reading.stream_started && !reading.too_many_requests && !reading.events.failed()) {
+    while (!reading.response && reading.stream_started && !reading.too_many_requests && !reading.events.failed() &&
+           !reading.over_limit) {
       const bool ended = out.kind == Kind::kResponse && out.http_status >= 200 && out.http_status < 300;
       if (!ended && out.kind != Kind::kConnectionLost) break;
       // Taken before Finish: an event the break cut short must come again.
@@ -428,7 +428,9 @@ class HttpTransport final : public McpTransport {
       if (!data.empty()) spdlog::debug("connector {}: an SSE event that is not JSON was skipped", config_.id);
       co_return true;
     }
-    json messages = parsed.is_array() ? std::move(parsed) : json::array({std::move(parsed)});
+    const bool batch = parsed.is_array();
+    json messages = batch ? std::move(parsed) : json::array({std::move(parsed)});
+    int64_t credited = 0;  // of this event's bytes, those of the progress relayed (at most all of them)
     for (json& m : messages) {
       if (PickResponse(m, reading.id)) {
         reading.response = std::move(m);
@@ -440,8 +442,13 @@ class HttpTransport final : public McpTransport {
         if (IsToolsChanged(m)) {
           ToolsChanged();
         } else if (reading.progress && IsProgressFor(m, reading.progress_token)) {
-          reading.relayed_bytes += static_cast<int64_t>(data.size()) + kEventFramingBytes;
-          reading.progress(std::move(m["params"]));
+          // Its own bytes: the event's data, or in a batch what the message takes of it.
+          const auto size = static_cast<int64_t>(batch ? m.dump().size() : data.size());
+          if (reading.progress(std::move(m["params"]))) {
+            const int64_t credit = std::min(size, static_cast<int64_t>(data.size()) - credited);
+            credited += credit;
+            reading.relayed_bytes += credit;
+          }
         } else {
           spdlog::debug("connector {}: MCP notification {} during {} dropped", config_.id, method.substr(0, 64),
                         reading.method.substr(0, 64));

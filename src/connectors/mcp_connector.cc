@@ -348,9 +348,10 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
       std::string text = p.dump(-1, ' ', false, json::error_handler_t::replace);
       if (text.size() > kMaxProgressBytes) {
         spdlog::debug("connector {}: a progress notification of {} bytes was not relayed", id, text.size());
-        return;
+        return false;
       }
       relay->relay(std::move(text));
+      return true;
     };
   }
   std::vector<DownstreamResult::FailedAttempt> failed;

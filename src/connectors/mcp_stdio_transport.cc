@@ -209,7 +209,7 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
         // One stream for every request: the token names the request (toolgate sends unique ones).
         for (auto& [key, p] : pending) {
           if (p->progress && IsProgressFor(m, p->progress_token)) {
-            p->progress(std::move(m["params"]));
+            (void)p->progress(std::move(m["params"]));  // a line is bounded by max_response_bytes alone
             break;
           }
         }

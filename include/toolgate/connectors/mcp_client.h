@@ -45,8 +45,9 @@ struct RpcOutcome {
 };
 
 // Gets the `params` of each `notifications/progress` the server sends about one request (the one
-// whose `params._meta.progressToken` it names), on the transport's event loop. Empty: dropped.
-using ProgressSink = std::function<void(nlohmann::json params)>;
+// whose `params._meta.progressToken` it names), on the transport's event loop; true when it took
+// them on (relayed: they then do not count toward max_response_bytes). Empty: dropped.
+using ProgressSink = std::function<bool(nlohmann::json params)>;
 
 // One way of exchanging JSON-RPC messages with a server. Not thread-safe: every call runs on one
 // single-threaded executor (the gateway's event loop).
