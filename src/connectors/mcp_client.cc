@@ -404,7 +404,8 @@ class HttpTransport final : public McpTransport {
   }
 
   // More of the request's event stream arrived: handles every event it completed. False (stop
-  // reading) once the response came, or when the server sent too many requests of its own.
+  // reading) once the response came, when the server sent too many requests of its own, or when the
+  // stream went past max_response_bytes besides the progress relayed (StreamReading::over_limit).
   asio::awaitable<bool> OnStreamData(StreamReading* reading, std::string data) {
     reading->stream_bytes += static_cast<int64_t>(data.size());
     reading->events.Feed(data);

@@ -39,7 +39,7 @@ constexpr milliseconds kFirstListRetry{1000};
 constexpr milliseconds kMaxListRetry{30'000};
 constexpr milliseconds kSecondListFetch{2'000};
 // A progress notification larger than this is not relayed: what one says (token, progress, total,
-// a message) is small, and the client's stream holds up to 64 of them (design §14).
+// a message) is small, and the client's stream holds up to 16 of them (docs/mcp.md "Progress").
 constexpr size_t kMaxProgressBytes = 16 * 1024;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }

@@ -23,8 +23,8 @@ struct ConnectorConfig;
 
 // A caller that asked to hear how its call progresses (an MCP client's `_meta.progressToken`,
 // design §14): the downstream's `notifications/progress` about the call go to `relay` as the JSON
-// text of their `params`, with the caller's own token (`token_json`, JSON: a string or an integer)
-// in place of the one toolgate sent. `relay` may be called on any event loop, and after the call
+// text of their `params`, with the caller's own token (`token_json`, JSON: a string or a number) in
+// place of the one toolgate sent. `relay` may be called on any event loop, and after the call
 // ended (it must be thread-safe, and outlive nothing it captures by reference).
 struct ProgressRelay {
   std::string token_json;

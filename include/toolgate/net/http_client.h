@@ -84,8 +84,9 @@ struct ClientRequest {
   // into ClientResult::body: each piece goes to `on_body_data` (required then) as it arrives, with
   // any chunked coding removed, and the call ends when the body ends (`ok`) or when `on_body_data`
   // answers false (`ok` and `stopped_early`). `max_response_bytes` (`max_streamed_bytes` when set)
-  // and `timeout` hold over the whole body, the time spent inside `on_body_data` included; a failure part-way is
-  // reported as without streaming (`timed_out`, `too_large`, ...), after the pieces that came before it were handed on.
+  // and `timeout` hold over the whole body, the time spent inside `on_body_data` included; a failure
+  // part-way is reported as without streaming (`timed_out`, `too_large`, ...), after the pieces that
+  // came before it were handed on.
   // A connection whose body was not read to its end is closed, never pooled. Both run on the call's
   // executor, for one response only: a request re-sent on a new connection (see AsyncHttpCall) is
   // re-sent before any of its response arrived.
