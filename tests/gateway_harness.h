@@ -107,6 +107,42 @@ inline api::ClientResult LoopbackCall(int port, const std::string& method, const
   return api::HttpCall(std::move(r));
 }
 
+// MCP as a 2025-06-18 client sends it to a gateway's /mcp: JSON and SSE accepted, a bearer token, no
+// session (sessions are optional). The body of a JSON-RPC request:
+inline std::string McpRpcBody(const std::string& method, const nlohmann::json& params, int id = 1) {
+  return nlohmann::json{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}}.dump();
+}
+// tools/call's: `name`, `arguments` and, when given, `_meta`.
+inline std::string McpToolsCallBody(const std::string& name, const nlohmann::json& arguments,
+                                    const nlohmann::json& meta = nullptr, int id = 1) {
+  nlohmann::json params = {{"name", name}, {"arguments", arguments}};
+  if (!meta.is_null()) params["_meta"] = meta;
+  return McpRpcBody("tools/call", params, id);
+}
+// POSTs `body` to /mcp on 127.0.0.1:`port`; the raw answer.
+inline api::ClientResult McpPost(int port, const std::string& token, std::string body,
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+  api::ClientRequest r;
+  r.address = {"127.0.0.1", port};
+  r.method = "POST";
+  r.target = "/mcp";
+  r.body = std::move(body);
+  r.timeout = timeout;
+  r.headers = {{"Content-Type", "application/json"},
+               {"Accept", "application/json, text/event-stream"},
+               {"MCP-Protocol-Version", "2025-06-18"},
+               {"Authorization", "Bearer " + token}};
+  return api::HttpCall(std::move(r));
+}
+// The same request as the bytes of HTTP/`version` ("1.1" or "1.0"), for a raw socket.
+inline std::string McpPostBytes(const std::string& version, const std::string& token, const std::string& body) {
+  return "POST /mcp HTTP/" + version +
+         "\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+         "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
+         "Authorization: Bearer " +
+         token + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 // The HTTP helpers of a gateway under test over LoopbackCall, for a `Gateway` that knows its
 // public_port() and admin_port() (GatewayProcess, InProcessGateway).
 template <typename Gateway>

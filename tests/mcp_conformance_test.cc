@@ -177,15 +177,8 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
 
   // The connector lists the server's tools once it has initialized (bounded wait).
   auto tools_listed = [&] {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", gw.public_port()};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = R"({"jsonrpc":"2.0","id":1,"method":"tools/list"})";
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"Authorization", "Bearer " + token}};
-    const json tools = Body(api::HttpCall(std::move(r)))["result"]["tools"];
+    const json tools = Body(testing::McpPost(gw.public_port(), token,
+                                             testing::McpRpcBody("tools/list", json::object())))["result"]["tools"];
     for (const json& t : tools) {
       if (t.value("name", "") == "test_simple_text") return true;
     }
@@ -256,19 +249,8 @@ TEST_F(McpConformanceTest, TheOfficialSuitePassesItsToolScenariosThroughToolgate
   // failure) instead of waiting for the connector's timeout.
   for (const auto& [tool, arguments] : {std::pair<std::string, json>{"test_sampling", {{"prompt", "hi"}}},
                                         {"test_elicitation", {{"message", "name?"}}}}) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", gw.public_port()};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = json{{"jsonrpc", "2.0"},
-                  {"id", 7},
-                  {"method", "tools/call"},
-                  {"params", {{"name", tool}, {"arguments", arguments}}}}
-                 .dump();
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"Authorization", "Bearer " + token}};
-    const json answer = Body(api::HttpCall(std::move(r)));
+    const json answer =
+        Body(testing::McpPost(gw.public_port(), token, testing::McpToolsCallBody(tool, arguments, nullptr, 7)));
     const json& result = answer["result"];
     ASSERT_TRUE(result.is_object()) << answer;
     EXPECT_EQ(result.value("isError", false), true) << answer;

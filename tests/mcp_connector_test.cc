@@ -11,6 +11,7 @@
 #include <chrono>
 #include <fstream>
 #include <future>
+#include <sstream>
 #include <thread>
 
 #include "gateway_harness.h"
@@ -23,6 +24,7 @@ using json = nlohmann::json;
 using testing::Body;
 using testing::ChildProcess;
 using testing::GatewayProcess;
+using testing::HeaderOf;
 using testing::TempDir;
 using testing::Token;
 
@@ -80,15 +82,6 @@ bool ReadUntil(int fd, const std::string& needle, std::string& got) {
   return true;
 }
 
-// A POST /mcp of `body` as HTTP/`version` ("1.1" or "1.0") with `token`.
-std::string McpPost(const std::string& version, const std::string& token, const std::string& body) {
-  return "POST /mcp HTTP/" + version +
-         "\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-         "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
-         "Authorization: Bearer " +
-         token + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
 // server-everything over Streamable HTTP on a port of its own (PORT), endpoint /mcp.
 class EverythingHttpServer {
  public:
@@ -143,17 +136,7 @@ class McpConnectorTest : public ::testing::Test {
 
   // A 2025-06-18 JSON-RPC request through /mcp; the whole answer.
   json Rpc(const std::string& method, const json& params) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", gw_->public_port()};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump();
-    r.timeout = std::chrono::seconds(30);
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"MCP-Protocol-Version", "2025-06-18"},
-                 {"Authorization", "Bearer " + alice_}};
-    auto answer = api::HttpCall(std::move(r));
+    auto answer = testing::McpPost(gw_->public_port(), alice_, testing::McpRpcBody(method, params));
     EXPECT_EQ(answer.status, 200) << answer.body;
     return Body(answer);
   }
@@ -200,27 +183,7 @@ class McpConnectorTest : public ::testing::Test {
   }
   // tools/call with `_meta` (a 2025-06-18 client accepting JSON and SSE); the raw answer.
   api::ClientResult RawCall(const std::string& name, const json& arguments, const json& meta) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", gw_->public_port()};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = json{{"jsonrpc", "2.0"},
-                  {"id", 7},
-                  {"method", "tools/call"},
-                  {"params", {{"name", name}, {"arguments", arguments}, {"_meta", meta}}}}
-                 .dump();
-    r.timeout = std::chrono::seconds(30);
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"MCP-Protocol-Version", "2025-06-18"},
-                 {"Authorization", "Bearer " + alice_}};
-    return api::HttpCall(std::move(r));
-  }
-  static std::string HeaderOf(const api::ClientResult& r, const std::string& name) {
-    for (const auto& [k, v] : r.headers) {
-      if (k == name) return v;
-    }
-    return "";
+    return testing::McpPost(gw_->public_port(), alice_, testing::McpToolsCallBody(name, arguments, meta, 7));
   }
   // The messages of an SSE body, in order (each event's data).
   static std::vector<json> Events(const std::string& body) {
@@ -587,17 +550,11 @@ TEST_F(McpConnectorTest, ACallWhoseClientLeftItsProgressStreamEndsRecordedAndRel
   Start(HttpConfig(server.url()));
   WaitForTool("everything.trigger-long-running-operation");
   const json meta = {{"progressToken", 1}, {"io.toolgate/idempotency_key", "left-the-stream-1"}};
-  const std::string body = json{
-      {"jsonrpc", "2.0"},
-      {"id", 3},
-      {"method", "tools/call"},
-      {"params",
-       {{"name", "everything.trigger-long-running-operation"},
-        {"arguments", {{"duration", 1.5}, {"steps", 3}}},
-        {"_meta", meta}}}}.dump();
+  const std::string body = testing::McpToolsCallBody("everything.trigger-long-running-operation",
+                                                     {{"duration", 1.5}, {"steps", 3}}, meta, 3);
   const int fd = testing::ConnectLoopback(gw_->public_port());
   ASSERT_GE(fd, 0);
-  const std::string request = McpPost("1.1", alice_, body);
+  const std::string request = testing::McpPostBytes("1.1", alice_, body);
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
   std::string got;
   ReadUntil(fd, "notifications/progress", got);
@@ -635,6 +592,57 @@ TEST_F(McpConnectorTest, ACallWhoseClientLeftItsProgressStreamEndsRecordedAndRel
   EXPECT_EQ(code, 0) << out;
 }
 
+// The access log's line for a streamed answer is written when the stream ends, with the call's whole
+// length (not the time to its first progress), and says whether the client stayed to the end.
+TEST_F(McpConnectorTest, TheAccessLogTimesAStreamedCallToItsEndAndSaysWhenItsClientLeft) {
+  Start(StdioConfig() + "[log]\nformat = \"json\"\naccess = true\n");
+  WaitForTool("local.trigger-long-running-operation");
+  const auto started = std::chrono::steady_clock::now();
+  const api::ClientResult whole =
+      RawCall("local.trigger-long-running-operation", {{"duration", 1.2}, {"steps", 3}}, {{"progressToken", "w"}});
+  const double took_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  ASSERT_EQ(HeaderOf(whole, "content-type"), "text/event-stream") << whole.body;
+  ASSERT_EQ(Events(whole.body).size(), 4u) << whole.body;
+
+  // A client that leaves after the first progress.
+  const int fd = testing::ConnectLoopback(gw_->public_port());
+  ASSERT_GE(fd, 0);
+  const std::string request =
+      testing::McpPostBytes("1.1", alice_,
+                            testing::McpToolsCallBody("local.trigger-long-running-operation",
+                                                      {{"duration", 1.2}, {"steps", 3}}, {{"progressToken", "left"}}));
+  ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  std::string got;
+  ASSERT_TRUE(ReadUntil(fd, "notifications/progress", got)) << got;
+  close(fd);
+
+  // Both lines, bounded: the second is written once the connection notices its client left.
+  std::vector<json> streamed;
+  const auto start = std::chrono::steady_clock::now();
+  while (streamed.size() < 2 && std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    streamed.clear();
+    std::istringstream in(gw_->Log());
+    for (std::string line; std::getline(in, line);) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("event", "") == "http_request" && j.value("path", "") == "/mcp" &&
+          j.contains("streamed")) {
+        streamed.push_back(j);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(streamed.size(), 2u) << gw_->Log();
+  EXPECT_EQ(streamed[0]["complete"], true) << streamed[0];
+  EXPECT_EQ(streamed[0]["status"], 200) << streamed[0];
+  // The whole call (its three steps take 1.2 s), within what the client itself measured; the first
+  // progress came after 0.4 s.
+  EXPECT_GE(streamed[0]["latency_ms"].get<double>(), 1100) << streamed[0];
+  EXPECT_LE(streamed[0]["latency_ms"].get<double>(), took_ms) << streamed[0];
+  EXPECT_EQ(streamed[0]["tenant"], "tenant-a") << streamed[0];
+  EXPECT_EQ(streamed[1]["complete"], false) << streamed[1];
+  for (const json& line : streamed) EXPECT_EQ(line.dump().find(alice_), std::string::npos) << "no token";
+}
+
 // A streamed answer is framed in chunks and ends: the connection serves the next request. An
 // HTTP/1.0 client, which knows no chunks, gets the answer as JSON (no stream) and then the close.
 TEST_F(McpConnectorTest, AStreamedAnswerKeepsItsConnectionAndAnHttp10ClientGetsJson) {
@@ -642,24 +650,18 @@ TEST_F(McpConnectorTest, AStreamedAnswerKeepsItsConnectionAndAnHttp10ClientGetsJ
   ASSERT_TRUE(server.Start());
   Start(HttpConfig(server.url()));
   WaitForTool("everything.trigger-long-running-operation");
-  const std::string call = json{{"jsonrpc", "2.0"},
-                                {"id", 5},
-                                {"method", "tools/call"},
-                                {"params",
-                                 {{"name", "everything.trigger-long-running-operation"},
-                                  {"arguments", {{"duration", 0.3}, {"steps", 2}}},
-                                  {"_meta", {{"progressToken", "t"}}}}}}
-                               .dump();
+  const std::string call = testing::McpToolsCallBody("everything.trigger-long-running-operation",
+                                                     {{"duration", 0.3}, {"steps", 2}}, {{"progressToken", "t"}}, 5);
   const int fd = testing::ConnectLoopback(gw_->public_port());
   ASSERT_GE(fd, 0);
-  std::string request = McpPost("1.1", alice_, call);
+  std::string request = testing::McpPostBytes("1.1", alice_, call);
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
   std::string got;
   EXPECT_TRUE(ReadUntil(fd, "\r\n0\r\n\r\n", got)) << "the last chunk: " << got;
   EXPECT_THAT(got, ::testing::HasSubstr("Transfer-Encoding: chunked"));
   EXPECT_THAT(got, ::testing::HasSubstr("notifications/progress"));
   EXPECT_THAT(got, ::testing::HasSubstr("Long running operation completed"));
-  request = McpPost("1.1", alice_, R"({"jsonrpc":"2.0","id":9,"method":"ping"})");
+  request = testing::McpPostBytes("1.1", alice_, R"({"jsonrpc":"2.0","id":9,"method":"ping"})");
   ASSERT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
   std::string next;
   EXPECT_TRUE(ReadUntil(fd, R"({"jsonrpc":"2.0","id":9,"result":{}})", next)) << next;
@@ -668,7 +670,7 @@ TEST_F(McpConnectorTest, AStreamedAnswerKeepsItsConnectionAndAnHttp10ClientGetsJ
 
   const int old = testing::ConnectLoopback(gw_->public_port());
   ASSERT_GE(old, 0);
-  request = McpPost("1.0", alice_, call);
+  request = testing::McpPostBytes("1.0", alice_, call);
   ASSERT_EQ(send(old, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
   std::string whole;
   ReadUntil(old, "never sent: read to the close", whole);

@@ -56,17 +56,7 @@ class McpReliabilityTest : public ::testing::Test {
 
   // A 2025-06-18 JSON-RPC request through `gw`'s /mcp; the whole answer.
   json Rpc(GatewayProcess& gw, const std::string& method, const json& params) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", gw.public_port()};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", method}, {"params", params}}.dump();
-    r.timeout = std::chrono::seconds(30);
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"MCP-Protocol-Version", "2025-06-18"},
-                 {"Authorization", "Bearer " + token_}};
-    auto answer = api::HttpCall(std::move(r));
+    auto answer = testing::McpPost(gw.public_port(), token_, testing::McpRpcBody(method, params));
     EXPECT_EQ(answer.status, 200) << answer.body;
     return Body(answer);
   }

@@ -624,18 +624,10 @@ TEST_F(McpSseGatewayTest, A405ToTheResumingGetFailsTheCallAtOnceAndLeavesNothing
 }
 
 std::string StreamedCall(const std::string& token, const std::string& key) {
-  const std::string body = json{{"jsonrpc", "2.0"},
-                                {"id", 1},
-                                {"method", "tools/call"},
-                                {"params",
-                                 {{"name", "sse.work"},
-                                  {"arguments", json::object()},
-                                  {"_meta", {{"progressToken", "p"}, {"io.toolgate/idempotency_key", key}}}}}}
-                               .dump();
-  return "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-         "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n"
-         "Authorization: Bearer " +
-         token + "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  return testing::McpPostBytes(
+      "1.1", token,
+      testing::McpToolsCallBody("sse.work", json::object(),
+                                {{"progressToken", "p"}, {"io.toolgate/idempotency_key", key}}));
 }
 
 // A streamed answer takes its share of the response budget as a whole answer does: with a client
@@ -678,26 +670,11 @@ TEST_F(McpSseGatewayTest, AStreamedAnswerTheBudgetCannotHoldResetsItsConnectionA
   close(holder);
 
   // The call ran once and was recorded: its key answers from the record, the server not asked again.
-  api::ClientRequest r;
-  r.address = {"127.0.0.1", gw_->public_port()};
-  r.method = "POST";
-  r.target = "/mcp";
-  r.body = json{{"jsonrpc", "2.0"},
-                {"id", 2},
-                {"method", "tools/call"},
-                {"params",
-                 {{"name", "sse.work"},
-                  {"arguments", json::object()},
-                  {"_meta", {{"io.toolgate/idempotency_key", "next-1"}}}}}}
-               .dump();
-  r.headers = {{"Content-Type", "application/json"},
-               {"Accept", "application/json, text/event-stream"},
-               {"MCP-Protocol-Version", "2025-06-18"},
-               {"Authorization", "Bearer " + alice_}};
-  r.timeout = std::chrono::seconds(20);
+  const std::string keyed =
+      testing::McpToolsCallBody("sse.work", json::object(), {{"io.toolgate/idempotency_key", "next-1"}}, 2);
   api::ClientResult again;
   for (int i = 0; i < 100; ++i) {  // until the holder's write timeout frees the budget (4 s)
-    again = api::HttpCall(r);
+    again = testing::McpPost(gw_->public_port(), alice_, keyed, std::chrono::seconds(20));
     if (again.status == 200) break;
     std::this_thread::sleep_for(milliseconds(100));
   }

@@ -746,16 +746,7 @@ TEST_F(QueueGatewayTest, McpToolsCallCanBeQueued) {
   FakeDownstream crm;
   GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2));
   auto rpc = [&](const json& params) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", gw.public_port()};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "tools/call"}, {"params", params}}.dump();
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"Authorization", "Bearer " + alice_},
-                 {"MCP-Protocol-Version", "2025-06-18"}};
-    const auto res = api::HttpCall(std::move(r));
+    const auto res = testing::McpPost(gw.public_port(), alice_, testing::McpRpcBody("tools/call", params));
     EXPECT_EQ(res.status, 200) << res.body;
     return Body(res);
   };

@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -57,6 +59,35 @@ namespace {
 struct EventLoop : asio::io_context {
   using asio::execution_context::shutdown;
   using asio::io_context::io_context;
+};
+
+// A streamed answer (an MCP call's event stream) as the access log sees it: its line is written
+// when the stream has ended, or when its client left before the end (the connection drops the
+// stream), with the time to then — not the time to the first event, when the handler returned.
+class AccessLoggedStream final : public ResponseStream {
+ public:
+  using Log = std::function<void(bool complete)>;
+  AccessLoggedStream(std::shared_ptr<ResponseStream> inner, Log log) : inner_(std::move(inner)), log_(std::move(log)) {}
+  ~AccessLoggedStream() override {
+    try {
+      log_(complete_);
+    } catch (...) {  // a log line is never worth a destructor's exception
+    }
+  }
+  AccessLoggedStream(const AccessLoggedStream&) = delete;
+  AccessLoggedStream& operator=(const AccessLoggedStream&) = delete;
+
+  asio::awaitable<std::optional<std::string>> Next() override {
+    auto next_op = inner_->Next();
+    std::optional<std::string> piece = co_await std::move(next_op);
+    if (!piece) complete_ = true;
+    co_return piece;
+  }
+
+ private:
+  std::shared_ptr<ResponseStream> inner_;
+  Log log_;
+  bool complete_ = false;
 };
 
 // The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not every
@@ -161,7 +192,6 @@ struct Gateway::Impl {
     const std::string route(MatchRoute(listener, method, path));
     engine->metrics().HttpResponse(listener, route, answer.status);
     if (config.log.access) {
-      const double latency_ms = std::chrono::duration<double, std::milli>(clock.now_monotonic() - started).count();
       std::string execution_id;
       if (answer.content_type == "application/json" && answer.body.size() <= 64 * 1024 && !answer.body.empty() &&
           answer.body.front() == '{') {
@@ -169,12 +199,27 @@ struct Gateway::Impl {
         if (j.is_object() && j.contains("execution_id") && j["execution_id"].is_string())
           execution_id = j["execution_id"];
       }
-      json fields = {{"listener", listener},    {"method", method},
-                     {"route", route},          {"path", path},
-                     {"status", answer.status}, {"latency_ms", std::round(latency_ms * 1000) / 1000}};
+      json fields = {
+          {"listener", listener}, {"method", method}, {"route", route}, {"path", path}, {"status", answer.status}};
       if (!execution_id.empty()) fields["execution_id"] = execution_id;
       if (!answer.tenant_id.empty()) fields["tenant"] = answer.tenant_id;
-      LogEvent(spdlog::level::info, "http_request", method + " " + path + " " + std::to_string(answer.status), fields);
+      std::string message = method + " " + path + " " + std::to_string(answer.status);
+      auto log = [&clock = clock, started, fields = std::move(fields),
+                  message = std::move(message)](std::optional<bool> stream_complete) mutable {
+        const double ms = std::chrono::duration<double, std::milli>(clock.now_monotonic() - started).count();
+        fields["latency_ms"] = std::round(ms * 1000) / 1000;
+        if (stream_complete) {
+          fields["streamed"] = true;
+          fields["complete"] = *stream_complete;  // false: the client left before the stream's end
+        }
+        LogEvent(spdlog::level::info, "http_request", message, std::move(fields));
+      };
+      if (answer.stream) {
+        answer.stream = std::make_shared<AccessLoggedStream>(
+            std::move(answer.stream), [log = std::move(log)](bool complete) mutable { log(complete); });
+      } else {
+        log(std::nullopt);
+      }
     }
     co_return answer;
   }
