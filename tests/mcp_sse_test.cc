@@ -184,9 +184,9 @@ class McpSseTest : public ::testing::Test {
     DownstreamResult result;
     milliseconds took;
   };
-  Timed Call(const std::string& tool = "sse.work", std::shared_ptr<const ProgressRelay> progress = nullptr) {
+  Timed Call(const std::string& tool = "sse.work", std::shared_ptr<const NotificationRelay> notifications = nullptr) {
     DownstreamRequest request;
-    request.progress = std::move(progress);
+    request.notifications = std::move(notifications);
     request.tool_name = tool;
     request.body = R"({"n":1})";
     request.idempotency_key = "key-" + std::to_string(++call_number_);
@@ -239,9 +239,14 @@ TEST_F(McpSseTest, OnlyTheCallsOwnProgressOfAReasonableSizeIsRelayedWithTheCalle
   ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
   server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);
   std::vector<json> relayed;
-  auto relay = std::make_shared<ProgressRelay>();
+  auto relay = std::make_shared<NotificationRelay>();
   relay->token_json = "42";
-  relay->relay = [&relayed](std::string params) { relayed.push_back(json::parse(params)); };
+  relay->relay = [&relayed](std::string notification) {
+    const json n = json::parse(notification);
+    EXPECT_EQ(n["method"], "notifications/progress") << n;
+    EXPECT_EQ(n["jsonrpc"], "2.0") << n;
+    relayed.push_back(n["params"]);
+  };
   const Timed t = Call("sse.work", relay);
   ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
   EXPECT_EQ(json::parse(t.result.body)["content"][0]["text"], "done 1");
@@ -260,6 +265,41 @@ TEST_F(McpSseTest, OnlyTheCallsOwnProgressOfAReasonableSizeIsRelayedWithTheCalle
   EXPECT_EQ(relayed.size(), 2u);
 }
 
+// A caller that set a logging level (design §14, logging/setLevel) hears the log messages on its
+// call's stream at that level or above, and only those: the same stream's info message reaches a
+// caller at "debug" or "info", not one at "warning", and a caller listening for log messages alone
+// sends the server no progress token and hears no progress.
+TEST_F(McpSseTest, LogMessagesOnTheCallsStreamAreRelayedFromTheCallersLevelUp) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);  // one "info" message among progress
+  auto heard = [&](int min_severity, const std::string& token_json) {
+    std::vector<json> relayed;
+    auto relay = std::make_shared<NotificationRelay>();
+    relay->token_json = token_json;
+    relay->min_log_severity = min_severity;
+    relay->relay = [&relayed](std::string notification) { relayed.push_back(json::parse(notification)); };
+    const Timed t = Call("sse.work", relay);
+    EXPECT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+    return relayed;
+  };
+  const std::vector<json> at_debug = heard(LogSeverity("debug"), "");
+  ASSERT_EQ(at_debug.size(), 1u) << json(at_debug);
+  EXPECT_EQ(at_debug[0], json({{"jsonrpc", "2.0"},
+                               {"method", "notifications/message"},
+                               {"params", {{"level", "info"}, {"data", "working"}}}}));
+  EXPECT_TRUE(server_.progress_tokens().back().is_null()) << "no progress asked for: no token sent";
+  EXPECT_EQ(heard(LogSeverity("info"), "").size(), 1u);
+  EXPECT_EQ(heard(LogSeverity("warning"), "").size(), 0u);
+  // With a token too: the call's own progress (2 of reasonable size) and the message, in order.
+  const std::vector<json> both = heard(LogSeverity("info"), "5");
+  ASSERT_EQ(both.size(), 3u) << json(both);
+  EXPECT_EQ(both[0]["method"], "notifications/progress");
+  EXPECT_EQ(both[1]["method"], "notifications/message");
+  EXPECT_EQ(both[2]["method"], "notifications/progress");
+  EXPECT_EQ(LogSeverity("emergency"), 7);
+  EXPECT_EQ(LogSeverity("Info"), -1) << "the names are the specification's, lower case";
+}
+
 // A long call that reports often must not fail for it: the progress relayed does not count toward
 // max_response_bytes; without a listener the same stream does, and so do a listener's other events.
 TEST_F(McpSseTest, RelayedProgressDoesNotCountTowardTheResponseLimitEverythingElseDoes) {
@@ -268,7 +308,7 @@ TEST_F(McpSseTest, RelayedProgressDoesNotCountTowardTheResponseLimitEverythingEl
   server_.set_call_mode(FakeSseMcpServer::CallMode::kManyProgressThenResult);
   server_.set_progress_events(200);  // ~200 KB of progress
   int relayed = 0;
-  auto relay = std::make_shared<ProgressRelay>();
+  auto relay = std::make_shared<NotificationRelay>();
   relay->token_json = R"("mine")";
   relay->relay = [&relayed](std::string) { ++relayed; };
   const Timed listened = Call("sse.work", relay);
@@ -295,7 +335,7 @@ TEST_F(McpSseTest, ABatchOfProgressIsCreditedItsOwnBytesAndProgressNotRelayedCou
   ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs, kLimit));
   server_.set_call_mode(FakeSseMcpServer::CallMode::kBatchedProgressThenResult);
   int relayed = 0;
-  auto relay = std::make_shared<ProgressRelay>();
+  auto relay = std::make_shared<NotificationRelay>();
   relay->token_json = "7";
   relay->relay = [&relayed](std::string) { ++relayed; };
   const Timed batch = Call("sse.work", relay);  // ~50 KB of progress in one event, then the result
@@ -683,6 +723,119 @@ TEST_F(McpSseGatewayTest, AStreamedAnswerTheBudgetCannotHoldResetsItsConnectionA
   EXPECT_EQ(result["content"][0]["text"].get<std::string>().size(), 800u * 1024);
   EXPECT_EQ(server_.calls(), 2) << "answered from the record";
   EXPECT_EQ(Connector()["in_flight"], 0);
+}
+
+// logging/setLevel (design §14) through the real binary, two instances on one store: the level a
+// session sets on one instance is kept in the store, so its calls on either instance relay the
+// server's log messages from that level up on the call's event stream; a session that set none,
+// or another tenant's, gets plain JSON as before. Without a session, with a name that is not a
+// level, or in the revision without sessions, setLevel is refused.
+TEST_F(McpSseGatewayTest, ASessionsLoggingLevelHoldsOnEveryInstanceAndFiltersTheServersLogMessages) {
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);  // one "info" message per call
+  const std::string config = testing::BaseConfig(dir_.file("fleet.db")) + "[connectors.sse]\nkind = \"mcp\"\nurl = \"" +
+                             server_.url() + "\"\ntimeout_ms = 20000\nmax_in_flight = 8\n";
+  testing::GatewayProcess a(config, dir_, "a");
+  testing::GatewayProcess b(config, dir_, "b");
+  ASSERT_TRUE(a.Start());
+  ASSERT_TRUE(b.Start());
+  const std::string bob = testing::Token("tenant-b");
+  auto initialize = [](int port, const std::string& token) {
+    const api::ClientResult r =
+        testing::McpPost(port, token,
+                         testing::McpRpcBody("initialize", {{"protocolVersion", "2025-06-18"},
+                                                            {"capabilities", json::object()},
+                                                            {"clientInfo", {{"name", "t"}, {"version", "1"}}}}));
+    EXPECT_EQ(testing::Body(r)["result"]["capabilities"]["logging"], json::object()) << r.body;
+    return testing::HeaderOf(r, "mcp-session-id");
+  };
+  auto post = [](int port, const std::string& token, const std::string& session, const std::string& body) {
+    api::ClientRequest r;
+    r.address = {"127.0.0.1", port};
+    r.method = "POST";
+    r.target = "/mcp";
+    r.body = body;
+    r.timeout = std::chrono::seconds(20);
+    r.headers = {{"Content-Type", "application/json"},
+                 {"Accept", "application/json, text/event-stream"},
+                 {"MCP-Protocol-Version", "2025-06-18"},
+                 {"Authorization", "Bearer " + token}};
+    if (!session.empty()) r.headers.emplace_back("Mcp-Session-Id", session);
+    return api::HttpCall(std::move(r));
+  };
+  // The log messages a call relayed (its answer as JSON: none), after checking the answer itself.
+  auto call = [&](int port, const std::string& token, const std::string& session) {
+    const api::ClientResult r = post(port, token, session, testing::McpToolsCallBody("sse.work", json::object()));
+    EXPECT_EQ(r.status, 200) << r.body;
+    std::vector<json> messages;
+    if (testing::HeaderOf(r, "content-type") != "text/event-stream") {
+      EXPECT_EQ(testing::Body(r)["result"]["content"][0]["text"].get<std::string>().substr(0, 5), "done ") << r.body;
+      return messages;
+    }
+    std::vector<json> events;
+    for (size_t at = 0; (at = r.body.find("data: ", at)) != std::string::npos; at += 6) {
+      events.push_back(json::parse(r.body.substr(at + 6, r.body.find('\n', at) - at - 6), nullptr, false));
+    }
+    EXPECT_FALSE(events.empty()) << r.body;
+    if (events.empty()) return messages;
+    EXPECT_EQ(events.back()["result"]["content"][0]["text"].get<std::string>().substr(0, 5), "done ")
+        << "the answer comes last: " << r.body;
+    for (size_t i = 0; i + 1 < events.size(); ++i) {
+      EXPECT_EQ(events[i]["method"], "notifications/message") << "no progress was asked for: " << r.body;
+      messages.push_back(events[i]["params"]);
+    }
+    return messages;
+  };
+  auto set_level = [&](int port, const std::string& token, const std::string& session, const json& level) {
+    return post(port, token, session, testing::McpRpcBody("logging/setLevel", {{"level", level}}));
+  };
+
+  const std::string session = initialize(a.public_port(), alice_);
+  ASSERT_FALSE(session.empty());
+  EXPECT_TRUE(call(b.public_port(), alice_, session).empty()) << "no level set: JSON as before";
+
+  const api::ClientResult warning = set_level(a.public_port(), alice_, session, "warning");
+  EXPECT_EQ(testing::Body(warning), json({{"jsonrpc", "2.0"}, {"id", 1}, {"result", json::object()}})) << warning.body;
+  EXPECT_TRUE(call(a.public_port(), alice_, session).empty()) << "an info message is below warning";
+
+  ASSERT_EQ(testing::Body(set_level(a.public_port(), alice_, session, "info"))["result"], json::object());
+  const std::vector<json> on_a = call(a.public_port(), alice_, session);
+  ASSERT_EQ(on_a.size(), 1u);
+  EXPECT_EQ(on_a[0], json({{"level", "info"}, {"data", "working"}}));
+  // The other instance read "none" for this session moments ago and keeps that for up to 5 s.
+  std::vector<json> on_b;
+  for (int i = 0; i < 20 && on_b.empty(); ++i) {
+    on_b = call(b.public_port(), alice_, session);
+    if (on_b.empty()) std::this_thread::sleep_for(milliseconds(500));
+  }
+  ASSERT_EQ(on_b.size(), 1u) << "the level set on one instance holds on the other";
+  EXPECT_EQ(on_b[0]["data"], "working");
+
+  // Another tenant's session, and a call without a session, are untouched.
+  const std::string bobs = initialize(b.public_port(), bob);
+  EXPECT_TRUE(call(b.public_port(), bob, bobs).empty());
+  EXPECT_TRUE(call(a.public_port(), alice_, "").empty());
+  // Alice's session presented by Bob is not his: 404, as any foreign session.
+  EXPECT_EQ(set_level(a.public_port(), bob, session, "debug").status, 404);
+
+  const api::ClientResult no_session = set_level(a.public_port(), alice_, "", "info");
+  EXPECT_EQ(no_session.status, 400) << no_session.body;
+  EXPECT_EQ(testing::Body(no_session)["error"]["code"], -32600) << no_session.body;
+  for (const json& bad : {json("INFO"), json("verbose"), json(3), json()}) {
+    EXPECT_EQ(testing::Body(set_level(a.public_port(), alice_, session, bad))["error"]["code"], -32602) << bad;
+  }
+  api::ClientRequest modern;
+  modern.address = {"127.0.0.1", a.public_port()};
+  modern.method = "POST";
+  modern.target = "/mcp";
+  modern.body = testing::McpRpcBody(
+      "logging/setLevel", {{"level", "info"}, {"_meta", {{"io.modelcontextprotocol/protocolVersion", "2026-07-28"}}}});
+  modern.headers = {{"Content-Type", "application/json"},
+                    {"Accept", "application/json, text/event-stream"},
+                    {"MCP-Protocol-Version", "2026-07-28"},
+                    {"Mcp-Method", "logging/setLevel"},
+                    {"Authorization", "Bearer " + alice_}};
+  EXPECT_EQ(testing::Body(api::HttpCall(std::move(modern)))["error"]["code"], -32601)
+      << "the revision without sessions has no setLevel";
 }
 
 }  // namespace

@@ -62,15 +62,17 @@ struct EventLoop : asio::io_context {
 };
 
 // A streamed answer (an MCP call's event stream) as the access log sees it: its line is written
-// when the stream has ended, or when its client left before the end (the connection drops the
-// stream), with the time to then — not the time to the first event, when the handler returned.
+// when the stream has produced its last piece, or when its client left before that (the connection
+// drops the stream), with the time to then — not the time to the first event, when the handler
+// returned.
 class AccessLoggedStream final : public ResponseStream {
  public:
   using Log = std::function<void(bool complete)>;
   AccessLoggedStream(std::shared_ptr<ResponseStream> inner, Log log) : inner_(std::move(inner)), log_(std::move(log)) {}
   ~AccessLoggedStream() override {
+    if (!log_) return;
     try {
-      log_(complete_);
+      log_(false);
     } catch (...) {  // a log line is never worth a destructor's exception
     }
   }
@@ -80,14 +82,13 @@ class AccessLoggedStream final : public ResponseStream {
   asio::awaitable<std::optional<std::string>> Next() override {
     auto next_op = inner_->Next();
     std::optional<std::string> piece = co_await std::move(next_op);
-    if (!piece) complete_ = true;
+    if (!piece && log_) std::exchange(log_, nullptr)(true);
     co_return piece;
   }
 
  private:
   std::shared_ptr<ResponseStream> inner_;
-  Log log_;
-  bool complete_ = false;
+  Log log_;  // empty once written
 };
 
 // The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not every

@@ -20,6 +20,7 @@
 #include "api/invocation.h"
 #include "api/mcp_protocol.h"
 #include "api/mcp_results.h"
+#include "api/mcp_log_levels.h"
 #include "api/mcp_session.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/domain/ids.h"
@@ -105,24 +106,23 @@ bool AcceptsEventStream(const HttpRequest& req) {
 
 std::string SseEvent(const std::string& data) { return absl::StrCat("event: message\ndata: ", data, "\n\n"); }
 
-// A tools/call whose client listens for progress (design §14): the progress notifications the
-// server sends while the call runs, then the call's answer, as the events of one SSE stream. Fed
-// and read on the call's event loop (Progress may be called from any thread: it posts there).
+// A tools/call whose client listens for progress or log messages (design §14): the notifications
+// the server sends while the call runs, then the call's answer, as the events of one SSE stream.
+// Fed and read on the call's event loop (Notify may be called from any thread: it posts there).
 class ProgressStream final : public ResponseStream, public std::enable_shared_from_this<ProgressStream> {
  public:
-  // Progress not yet written, at most: a client reading slower than the server reports keeps the
-  // latest (each notification says where the call is; an older one is superseded). With the
-  // connector's 16 KB cap on each, a slow or departed client holds at most 256 KB of it.
+  // Notifications not yet written, at most: a client reading slower than the server reports keeps
+  // the latest (each progress notification says where the call is; an older one is superseded).
+  // With the connector's 16 KB cap on each, a slow or departed client holds at most 256 KB of them.
   static constexpr size_t kMaxPending = 16;
 
   explicit ProgressStream(const asio::any_io_executor& loop) : loop_(loop), wake_(loop) {}
 
-  void Progress(std::string params_json) {
-    asio::post(loop_, [self = shared_from_this(), params = std::move(params_json)]() mutable {
+  void Notify(std::string notification_json) {
+    asio::post(loop_, [self = shared_from_this(), notification = std::move(notification_json)]() mutable {
       if (self->answer_taken_) return;  // the stream has ended
       if (self->pending_.size() >= kMaxPending) self->pending_.pop_front();
-      self->pending_.push_back(
-          SseEvent(absl::StrCat(R"({"jsonrpc":"2.0","method":"notifications/progress","params":)", params, "}")));
+      self->pending_.push_back(SseEvent(notification));
       self->wake_.cancel();
     });
   }
@@ -188,6 +188,7 @@ struct McpRoutes::Impl : GatewayContext {
       : GatewayContext(g), sessions(std::move(session_key), kSessionTtlMs) {}
 
   McpSessionIds sessions;
+  McpLogLevels log_levels{engine.store(), clock};
   std::string public_url;
   std::set<std::string> allowed_origins;
 
@@ -300,6 +301,10 @@ struct McpRoutes::Impl : GatewayContext {
       auto call = ToolsCall(c);
       co_return co_await std::move(call);
     }
+    if (msg.method == "logging/setLevel" && !c.modern) {
+      auto set = SetLogLevel(c);
+      co_return co_await std::move(set);
+    }
     co_return Reply(
         req, c.modern ? 404 : 200,
         mcp::ErrorResponse(msg.id_json, mcp::kMethodNotFound, "method not found: " + msg.method.substr(0, 200)));
@@ -355,10 +360,56 @@ struct McpRoutes::Impl : GatewayContext {
         version = v->get<std::string>();
       }
     }
+    json capabilities = Capabilities();
+    capabilities["logging"] = json::object();  // logging/setLevel: session revisions only
     HttpResponse r =
-        Result(c, {{"protocolVersion", version}, {"capabilities", Capabilities()}, {"serverInfo", ServerInfo()}});
+        Result(c, {{"protocolVersion", version}, {"capabilities", capabilities}, {"serverInfo", ServerInfo()}});
     r.headers.emplace_back("Mcp-Session-Id", sessions.Issue(c.principal.tenant_id, version, clock.now_epoch_ms()));
     return r;
+  }
+
+  // logging/setLevel (design §14): the session's level, kept in the store for every instance
+  // (McpLogLevels). From then on its calls to MCP servers relay the servers' log messages at that
+  // level or above on the call's event stream. It needs a session: without one, later calls could
+  // not be told apart from another client's.
+  asio::awaitable<HttpResponse> SetLogLevel(const Call& c) {
+    const json& params = c.msg.params;
+    const auto level = params.is_object() ? params.find("level") : params.end();
+    const int severity = level != params.end() && level->is_string() ? LogSeverity(level->get<std::string>()) : -1;
+    if (severity < 0) {
+      co_return InvalidParams(
+          c, "params.level must be one of debug, info, notice, warning, error, critical, alert, emergency");
+    }
+    const std::string sid = c.req.Header("mcp-session-id");
+    const std::optional<McpSessionIds::Session> session =
+        sid.empty() ? std::nullopt : sessions.Verify(sid, c.principal.tenant_id, clock.now_epoch_ms());
+    if (!session) {
+      co_return Reply(c.req, 400,
+                      mcp::ErrorResponse(c.msg.id_json, mcp::kInvalidRequest,
+                                         "logging/setLevel needs a session: initialize, then send its Mcp-Session-Id"));
+    }
+    const int64_t expires_at_s = (session->issued_at_ms + kSessionTtlMs) / 1000 + 1;
+    auto save_op =
+        RunBlocking(pool, [&] { return log_levels.Set(c.principal.tenant_id, sid, severity, expires_at_s); });
+    const absl::Status saved = co_await std::move(save_op);
+    if (!saved.ok()) {
+      spdlog::warn("mcp logging/setLevel: the level could not be saved: {}", saved.ToString());
+      co_return Reply(c.req, 200,
+                      mcp::ErrorResponse(c.msg.id_json, mcp::kInternalError,
+                                         "the level could not be saved (the store is unavailable): try again"));
+    }
+    co_return Result(c, json::object());
+  }
+
+  // The level the request's session set (-1: none, or no session): from this instance's cache, or
+  // one store read on the pool.
+  asio::awaitable<int> SessionLogSeverity(const Call& c) {
+    if (c.modern) co_return -1;
+    const std::string sid = c.req.Header("mcp-session-id");
+    if (sid.empty()) co_return -1;  // verified already (CheckSessionRevision)
+    if (std::optional<int> known = log_levels.Cached(c.principal.tenant_id, sid)) co_return *known;
+    auto read_op = RunBlocking(pool, [&] { return log_levels.Get(c.principal.tenant_id, sid); });
+    co_return co_await std::move(read_op);
   }
 
   HttpResponse Discover(const Call& c) {
@@ -483,29 +534,35 @@ struct McpRoutes::Impl : GatewayContext {
         }
       }
     }
-    // Only an MCP server reports progress, and only on an event stream (chunked: HTTP/1.1) can it
-    // reach the client.
-    if (!progress_token.is_null() && from_mcp_server && AcceptsEventStream(c.req) && c.req.version >= 11) {
-      auto streamed = ToolsCallWithProgress(c, tool, std::move(ir), progress_token);
-      co_return co_await std::move(streamed);
+    // Only an MCP server reports progress or logs, and only on an event stream (chunked: HTTP/1.1)
+    // can they reach the client.
+    if (from_mcp_server && AcceptsEventStream(c.req) && c.req.version >= 11) {
+      auto level_op = SessionLogSeverity(c);
+      const int log_severity = co_await std::move(level_op);
+      if (!progress_token.is_null() || log_severity >= 0) {
+        auto streamed = ToolsCallWithProgress(c, tool, std::move(ir), progress_token, log_severity);
+        co_return co_await std::move(streamed);
+      }
     }
     auto run = RunInvocation(*this, std::move(ir));
     InvokeResult answer = co_await std::move(run);
     co_return Answered(c, mcp::ToCallAnswer(tool, std::move(answer), from_mcp_server));
   }
 
-  // A tools/call whose client listens for progress (design §14): the call runs beside this handler,
-  // which answers when the first of the server's progress or the call's answer comes — the answer
-  // first, as any call's; progress first, an SSE stream of the progress and then the answer. The
-  // call goes on to its end (and its record) if the client leaves the stream.
+  // A tools/call whose client listens for progress or log messages (design §14): the call runs
+  // beside this handler, which answers when the first of the server's notifications or the call's
+  // answer comes — the answer first, as any call's; a notification first, an SSE stream of the
+  // notifications and then the answer. The call goes on to its end (and its record) if the client
+  // leaves the stream. `token`: null for no progress; `log_severity`: -1 for no log messages.
   asio::awaitable<HttpResponse> ToolsCallWithProgress(const Call& c, const std::string& tool, InvokeRequest ir,
-                                                      const json& token) {
+                                                      const json& token, int log_severity) {
     const asio::any_io_executor loop = co_await asio::this_coro::executor;
     auto stream = std::make_shared<ProgressStream>(loop);
-    auto relay = std::make_shared<ProgressRelay>();
-    relay->token_json = token.dump();
-    relay->relay = [stream](std::string params_json) { stream->Progress(std::move(params_json)); };
-    ir.progress = std::move(relay);
+    auto relay = std::make_shared<NotificationRelay>();
+    if (!token.is_null()) relay->token_json = token.dump();
+    relay->min_log_severity = log_severity;
+    relay->relay = [stream](std::string notification_json) { stream->Notify(std::move(notification_json)); };
+    ir.notifications = std::move(relay);
     ir.input = nullptr;  // in this handler's request, which the call may outlive: parsed again
     asio::co_spawn(loop, RunWithProgress(*this, std::move(ir), stream, tool, c.msg.id_json, c.modern), asio::detached);
     auto first_op = stream->WaitFirst();

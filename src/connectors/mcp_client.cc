@@ -78,14 +78,14 @@ class HttpTransport final : public McpTransport {
 
   asio::awaitable<RpcOutcome> Connect(milliseconds) override { co_return RpcOutcome{}; }
 
-  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, ProgressSink progress) override {
+  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, NotificationSink notify) override {
     const SessionHeaders headers = Current();
     StreamReading reading(static_cast<size_t>(config_.max_response_bytes));
     reading.id = request["id"];
     reading.method = request.value("method", "");
-    if (progress) {
+    if (notify) {
       reading.progress_token = ProgressTokenOf(request);
-      if (!reading.progress_token.is_null()) reading.progress = std::move(progress);
+      reading.notify = std::move(notify);
     }
     reading.session = headers;
     reading.deadline = clock_.now_monotonic() + timeout;
@@ -108,7 +108,7 @@ class HttpTransport final : public McpTransport {
       out.kind = Kind::kResponseInvalid;
       out.error = absl::StrCat("the MCP server's event stream for one ", reading.method.substr(0, 64), " went past ",
                                config_.max_response_bytes,
-                               " bytes besides the progress relayed (max_response_bytes: the body limit)");
+                               " bytes besides the notifications relayed (max_response_bytes: the body limit)");
       co_return out;
     }
     if (reading.events.failed()) {
@@ -203,12 +203,12 @@ class HttpTransport final : public McpTransport {
     std::string not_resumed;  // why the last stream was not resumed, for the error
     int requests_answered = 0;
     bool too_many_requests = false;
-    json progress_token;    // the request's `_meta.progressToken`, when `progress` listens
-    ProgressSink progress;  // gets the notifications/progress naming it
-    // With `progress`: the stream's bytes, and the data bytes of the progress relayed (their events'
-    // framing, a few bytes each, still counts). Relayed progress does not count toward
-    // max_response_bytes (a long call that reports often must not fail for it); what is not relayed
-    // (another token's, one the sink refused, anything else) does.
+    json progress_token;      // the request's `_meta.progressToken` (null: none), when `notify` listens
+    NotificationSink notify;  // gets the progress naming it and the log messages on its stream
+    // With `notify`: the stream's bytes, and the data bytes of the notifications relayed (their
+    // events' framing, a few bytes each, still counts). What is relayed does not count toward
+    // max_response_bytes (a long call that reports often must not fail for it); what is not
+    // (another token's progress, one the sink refused, anything else) does.
     int64_t stream_bytes = 0;
     int64_t relayed_bytes = 0;
     bool over_limit = false;  // the rest went past max_response_bytes
@@ -312,8 +312,8 @@ class HttpTransport final : public McpTransport {
     call.timeout =
         std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     call.max_response_bytes = config_.max_response_bytes;
-    // A stream whose progress is relayed is held to the limit by OnStreamData, without that progress.
-    if (reading != nullptr && reading->progress) call.max_streamed_bytes = std::numeric_limits<int64_t>::max();
+    // A stream whose notifications are relayed is held to the limit by OnStreamData, without them.
+    if (reading != nullptr && reading->notify) call.max_streamed_bytes = std::numeric_limits<int64_t>::max();
     if (reading != nullptr) {
       call.stream_body = [reading](int status, const std::vector<std::pair<std::string, std::string>>& headers) {
         if (status < 200 || status >= 300) return false;
@@ -405,7 +405,7 @@ class HttpTransport final : public McpTransport {
 
   // More of the request's event stream arrived: handles every event it completed. False (stop
   // reading) once the response came, when the server sent too many requests of its own, or when the
-  // stream went past max_response_bytes besides the progress relayed (StreamReading::over_limit).
+  // stream went past max_response_bytes besides the notifications relayed (StreamReading::over_limit).
   asio::awaitable<bool> OnStreamData(StreamReading* reading, std::string data) {
     reading->stream_bytes += static_cast<int64_t>(data.size());
     reading->events.Feed(data);
@@ -414,7 +414,7 @@ class HttpTransport final : public McpTransport {
       auto handle_op = HandleEvent(*reading, std::move(event->data));
       if (!co_await std::move(handle_op)) co_return false;
     }
-    if (reading->progress && reading->stream_bytes - reading->relayed_bytes > config_.max_response_bytes) {
+    if (reading->notify && reading->stream_bytes - reading->relayed_bytes > config_.max_response_bytes) {
       reading->over_limit = true;
       co_return false;
     }
@@ -431,7 +431,7 @@ class HttpTransport final : public McpTransport {
     }
     const bool batch = parsed.is_array();
     json messages = batch ? std::move(parsed) : json::array({std::move(parsed)});
-    int64_t credited = 0;  // of this event's bytes, those of the progress relayed (at most all of them)
+    int64_t credited = 0;  // of this event's bytes, those of the notifications relayed (at most all of them)
     for (json& m : messages) {
       if (PickResponse(m, reading.id)) {
         reading.response = std::move(m);
@@ -442,10 +442,11 @@ class HttpTransport final : public McpTransport {
       if (!m.contains("id")) {
         if (IsToolsChanged(m)) {
           ToolsChanged();
-        } else if (reading.progress && IsProgressFor(m, reading.progress_token)) {
+        } else if (reading.notify && ((!reading.progress_token.is_null() && IsProgressFor(m, reading.progress_token)) ||
+                                      method == "notifications/message")) {
           // Its own bytes: the event's data, or in a batch what the message takes of it.
           const auto size = static_cast<int64_t>(batch ? m.dump().size() : data.size());
-          if (reading.progress(std::move(m["params"]))) {
+          if (reading.notify(std::move(m))) {
             const int64_t credit = std::min(size, static_cast<int64_t>(data.size()) - credited);
             credited += credit;
             reading.relayed_bytes += credit;
@@ -584,7 +585,7 @@ json McpClient::NewRequest(const std::string& method, const json& params) {
 }
 
 asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, milliseconds timeout,
-                                            ProgressSink progress) {
+                                            NotificationSink notify) {
   const auto deadline = clock_.now_monotonic() + timeout;
   auto connect_op = transport_->Connect(timeout);
   RpcOutcome connected = co_await std::move(connect_op);
@@ -595,7 +596,7 @@ asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, mil
     if (!Succeeded(init)) co_return InitializeFailed(std::move(init));
     const uint64_t generation = transport_->generation();
     json request = NewRequest(method, params);
-    auto request_op = transport_->Request(request, Left(deadline), progress);
+    auto request_op = transport_->Request(request, Left(deadline), notify);
     RpcOutcome out = co_await std::move(request_op);
     if (!out.stale_session || round > 0) co_return out;
     // The server forgot the session: initialize once more (once for every caller that saw it go).

@@ -38,9 +38,10 @@ constexpr int kMaxListPages = 100;
 constexpr milliseconds kFirstListRetry{1000};
 constexpr milliseconds kMaxListRetry{30'000};
 constexpr milliseconds kSecondListFetch{2'000};
-// A progress notification larger than this is not relayed: what one says (token, progress, total,
-// a message) is small, and the client's stream holds up to 16 of them (docs/mcp.md "Progress").
-constexpr size_t kMaxProgressBytes = 16 * 1024;
+// A notification larger than this (its JSON text, as relayed) is not relayed: what progress says
+// (token, progress, total, a message) is small, a log message should be, and the client's stream
+// holds up to 16 of them (docs/mcp.md "Progress and log messages").
+constexpr size_t kMaxNotificationBytes = 16 * 1024;
 
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -338,16 +339,28 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
   json params = {{"name", name},
                  {"arguments", std::move(arguments)},
                  {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
-  mcp::ProgressSink progress;
-  if (request.progress) {
+  mcp::NotificationSink notify;
+  if (const std::shared_ptr<const NotificationRelay>& relay = request.notifications) {
     // The server hears a token of toolgate's, unique to the call (a stdio server's notifications
     // share one stream), and the caller gets its own back.
-    params["_meta"]["progressToken"] = request.execution_id;
-    progress = [relay = request.progress, id = config_.id](json p) {
-      p["progressToken"] = json::parse(relay->token_json, nullptr, false);
-      std::string text = p.dump(-1, ' ', false, json::error_handler_t::replace);
-      if (text.size() > kMaxProgressBytes) {
-        spdlog::debug("connector {}: a progress notification of {} bytes was not relayed", id, text.size());
+    if (!relay->token_json.empty()) params["_meta"]["progressToken"] = request.execution_id;
+    notify = [relay, id = config_.id](json m) {
+      const std::string method = m.value("method", "");
+      json p = m.contains("params") && m["params"].is_object() ? std::move(m["params"]) : json::object();
+      if (method == "notifications/progress") {
+        if (relay->token_json.empty()) return false;
+        p["progressToken"] = json::parse(relay->token_json, nullptr, false);
+      } else if (method == "notifications/message") {
+        const json* level = p.contains("level") ? &p["level"] : nullptr;
+        const int severity = level != nullptr && level->is_string() ? LogSeverity(level->get<std::string>()) : -1;
+        if (relay->min_log_severity < 0 || severity < relay->min_log_severity) return false;
+      } else {
+        return false;
+      }
+      std::string text = json{{"jsonrpc", "2.0"}, {"method", method}, {"params", std::move(p)}}.dump(
+          -1, ' ', false, json::error_handler_t::replace);
+      if (text.size() > kMaxNotificationBytes) {
+        spdlog::debug("connector {}: a {} of {} bytes was not relayed", id, method, text.size());
         return false;
       }
       relay->relay(std::move(text));
@@ -356,7 +369,7 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
   }
   std::vector<DownstreamResult::FailedAttempt> failed;
   for (int attempt = 1;; ++attempt) {
-    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)), progress);
+    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)), notify);
     mcp::RpcOutcome out = co_await std::move(call_op);
     DownstreamResult result = ToDownstream(std::move(out));
     result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();

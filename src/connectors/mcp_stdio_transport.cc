@@ -53,8 +53,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
   struct Pending {
     std::shared_ptr<asio::steady_timer> timer;  // cancelled when the answer (or the end) comes
     std::optional<RpcOutcome> outcome;
-    json progress_token;    // the request's `_meta.progressToken`, when `progress` listens
-    ProgressSink progress;  // gets the notifications/progress naming it
+    json progress_token;      // the request's `_meta.progressToken`, when `notify` listens
+    NotificationSink notify;  // gets the notifications/progress naming it (log messages name no request)
   };
 
   std::function<void()> tools_changed;  // the transport's handler
@@ -208,8 +208,8 @@ struct StdioState : std::enable_shared_from_this<StdioState> {
       if (!has_id && StringMember(m, "method") == "notifications/progress") {
         // One stream for every request: the token names the request (toolgate sends unique ones).
         for (auto& [key, p] : pending) {
-          if (p->progress && IsProgressFor(m, p->progress_token)) {
-            (void)p->progress(std::move(m["params"]));  // a line is bounded by max_response_bytes alone
+          if (p->notify && IsProgressFor(m, p->progress_token)) {
+            (void)p->notify(std::move(m));  // a line is bounded by max_response_bytes alone
             break;
           }
         }
@@ -331,14 +331,14 @@ class StdioTransport final : public McpTransport {
     co_return started;
   }
 
-  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, ProgressSink progress) override {
+  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, NotificationSink notify) override {
     StdioState& s = *state_;
     std::shared_ptr<StdioState> keep = state_;
     if (!s.running()) co_return StdioState::Failed("the MCP server is not running");
     auto pending = std::make_shared<StdioState::Pending>();
-    if (progress) {
+    if (notify) {
       pending->progress_token = ProgressTokenOf(request);
-      if (!pending->progress_token.is_null()) pending->progress = std::move(progress);
+      if (!pending->progress_token.is_null()) pending->notify = std::move(notify);
     }
     pending->timer = std::make_shared<asio::steady_timer>(s.executor);
     pending->timer->expires_after(timeout);

@@ -890,7 +890,7 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitAsync(InvokeRequest req
   downstream.target =
       connector->is_mcp() ? connector->path_prefix : absl::StrCat(connector->path_prefix, shaped->target);
   downstream.body = std::move(shaped->body);
-  downstream.progress = req.progress;
+  downstream.notifications = req.notifications;
   for (auto stage : {&Admission::CheckKillSwitches, &Admission::CheckIntent, &Admission::AskBreaker,
                      &Admission::TakeSlot, &Admission::WriteInvoked}) {
     auto run = (a.*stage)();

@@ -44,10 +44,12 @@ struct RpcOutcome {
   bool stale_session = false;
 };
 
-// Gets the `params` of each `notifications/progress` the server sends about one request (the one
-// whose `params._meta.progressToken` it names), on the transport's event loop; true when it took
-// them on (relayed: they then do not count toward max_response_bytes). Empty: dropped.
-using ProgressSink = std::function<bool(nlohmann::json params)>;
+// Gets the notifications the server sends about one request, whole, on the transport's event loop:
+// each `notifications/progress` naming the request's `params._meta.progressToken` and, over
+// Streamable HTTP, each `notifications/message` (a log message) on the request's own stream (a stdio
+// server's log messages name no request: they are dropped). True when it took one on (relayed: it
+// then does not count toward max_response_bytes). Empty: dropped.
+using NotificationSink = std::function<bool(nlohmann::json message)>;
 
 // One way of exchanging JSON-RPC messages with a server. Not thread-safe: every call runs on one
 // single-threaded executor (the gateway's event loop).
@@ -59,10 +61,10 @@ class McpTransport {
   virtual boost::asio::awaitable<RpcOutcome> Connect(std::chrono::milliseconds timeout) = 0;
   // Sends a request (it has an `id`) and waits at most `timeout` for the response with that id;
   // other responses the server sends meanwhile are skipped, notifications dropped but for the
-  // request's progress (to `progress`, when the request names a progressToken), and requests of the
+  // request's own (to `notify`, see NotificationSink), and requests of the
   // server's own answered (never relayed; see MakeHttpTransport, MakeStdioTransport).
   virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request, std::chrono::milliseconds timeout,
-                                                     ProgressSink progress) = 0;
+                                                     NotificationSink notify) = 0;
   // Sends a notification (no id); no answer is awaited beyond the HTTP status.
   virtual boost::asio::awaitable<RpcOutcome> Notify(const nlohmann::json& notification,
                                                     std::chrono::milliseconds timeout) = 0;
@@ -147,9 +149,9 @@ class McpClient {
   // A failed `initialize` is the call's outcome (a transport failure, an HTTP status, or a JSON-RPC
   // error as kResponse with `message`).
   // (By value: a coroutine outlives its caller's temporaries.)
-  // `progress` gets the request's progress notifications (see ProgressSink).
+  // `notify` gets the request's own notifications (see NotificationSink).
   boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params, std::chrono::milliseconds timeout,
-                                          ProgressSink progress = {});
+                                          NotificationSink notify = {});
   // The transport generation the session was last initialized under (see McpTransport::generation).
   std::optional<uint64_t> session() const { return initialized_generation_; }
   McpTransport& transport() { return *transport_; }

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/services/circuit_breaker_service.h"
@@ -21,15 +22,32 @@ namespace toolgate {
 
 struct ConnectorConfig;
 
-// A caller that asked to hear how its call progresses (an MCP client's `_meta.progressToken`,
-// design §14): the downstream's `notifications/progress` about the call go to `relay` as the JSON
-// text of their `params`, with the caller's own token (`token_json`, JSON: a string or a number) in
-// place of the one toolgate sent. `relay` may be called on any event loop, and after the call
-// ended (it must be thread-safe, and outlive nothing it captures by reference).
-struct ProgressRelay {
-  std::string token_json;
-  std::function<void(std::string params_json)> relay;
+// A caller that asked to hear from the downstream while its call runs (an MCP client, design §14):
+// - with `token_json` (an MCP client's `_meta.progressToken`, JSON: a string or a number), the
+//   downstream's `notifications/progress` about the call, with that token in place of the one
+//   toolgate sent;
+// - with `min_log_severity` ≥ 0 (the client's `logging/setLevel`: 0 debug … 7 emergency, see
+//   LogSeverity), the `notifications/message` the downstream sends about the call at that level or
+//   above.
+// Each goes to `relay` as the JSON text of a whole JSON-RPC notification. `relay` may be called on
+// any event loop, and after the call ended (it must be thread-safe, and outlive nothing it captures
+// by reference).
+struct NotificationRelay {
+  std::string token_json;     // empty: no progress
+  int min_log_severity = -1;  // -1: no log messages
+  std::function<void(std::string notification_json)> relay;
 };
+
+// An MCP logging level's severity (RFC 5424's order: "debug" 0 … "emergency" 7), or -1 for a name
+// that is not one.
+inline int LogSeverity(std::string_view level) {
+  static constexpr std::string_view kLevels[] = {"debug", "info",     "notice", "warning",
+                                                 "error", "critical", "alert",  "emergency"};
+  for (int i = 0; i < 8; ++i) {
+    if (kLevels[i] == level) return i;
+  }
+  return -1;
+}
 
 // The downstream call of an admitted invocation.
 struct DownstreamRequest {
@@ -42,7 +60,7 @@ struct DownstreamRequest {
   std::string idempotency_key;  // the intent key, the same on every attempt and replay
   std::string execution_id;
   std::string tenant_id;
-  std::shared_ptr<const ProgressRelay> progress;  // null: nobody listens (only MCP connectors report it)
+  std::shared_ptr<const NotificationRelay> notifications;  // null: nobody listens (only MCP connectors report)
 };
 
 // The health check an operator's breaker close runs first ("never close blind").

@@ -68,9 +68,9 @@ struct InvokeRequest {
   // `"on_defer": "queue"` (§15): where the call would be DEFERRED breaker_open, probe_in_flight,
   // concurrency_limit or downstream_throttled before reaching the downstream, it is queued instead.
   std::optional<QueueOrder> queue_on_defer;
-  // The caller listens for the downstream's progress (DownstreamRequest::progress). A call that is
-  // queued instead of sent has no one listening when it runs: it goes without.
-  std::shared_ptr<const ProgressRelay> progress;
+  // The caller listens for the downstream's progress or log messages (DownstreamRequest::notifications).
+  // A call that is queued instead of sent has no one listening when it runs: it goes without.
+  std::shared_ptr<const NotificationRelay> notifications;
 };
 
 // What the engine answers for one invocation (design §5), in the domain's words: an execution's
