@@ -52,6 +52,10 @@ class FakeSseMcpServer {
     // One event holding a batch of 50 progress notifications of ~1 KB naming the call's token, then
     // set_oversize_progress(n) events of one 20 KB progress notification naming it, then the result.
     kBatchedProgressThenResult,
+    // set_progress_events(n) times: a notifications/message at level "error" ("log <k>") and a
+    // progress notification naming the call's token (k); then the result, all in one chunk; the
+    // stream ends.
+    kLogsThenResult,
   };
 
   // A GET toolgate made to resume a stream.
@@ -380,6 +384,19 @@ class FakeSseMcpServer {
             {"id", id},
             {"result", {{"content", {{{"type", "text"}, {"text", std::string(result_bytes_.load(), 'r')}}}}}}};
         return SendChunk(fd, Event(big)) && SendAll(fd, "0\r\n\r\n");
+      }
+      case CallMode::kLogsThenResult: {
+        std::string events;  // one chunk: toolgate reads them all, the answer too, at once
+        for (int k = 1; k <= progress_events_.load(); ++k) {
+          const json log = {{"jsonrpc", "2.0"},
+                            {"method", "notifications/message"},
+                            {"params", {{"level", "error"}, {"data", "log " + std::to_string(k)}}}};
+          const json progress = {{"jsonrpc", "2.0"},
+                                 {"method", "notifications/progress"},
+                                 {"params", {{"progressToken", token}, {"progress", k}}}};
+          events += Event(log) + Event(progress);
+        }
+        return SendChunk(fd, events + Event(result)) && SendAll(fd, "0\r\n\r\n");
       }
       case CallMode::kBatchedProgressThenResult: {
         auto progress = [&token](int k, size_t message_bytes) {

@@ -241,7 +241,7 @@ TEST_F(McpSseTest, OnlyTheCallsOwnProgressOfAReasonableSizeIsRelayedWithTheCalle
   std::vector<json> relayed;
   auto relay = std::make_shared<NotificationRelay>();
   relay->token_json = "42";
-  relay->relay = [&relayed](std::string notification) {
+  relay->relay = [&relayed](std::string notification, bool) {
     const json n = json::parse(notification);
     EXPECT_EQ(n["method"], "notifications/progress") << n;
     EXPECT_EQ(n["jsonrpc"], "2.0") << n;
@@ -277,7 +277,10 @@ TEST_F(McpSseTest, LogMessagesOnTheCallsStreamAreRelayedFromTheCallersLevelUp) {
     auto relay = std::make_shared<NotificationRelay>();
     relay->token_json = token_json;
     relay->min_log_severity = min_severity;
-    relay->relay = [&relayed](std::string notification) { relayed.push_back(json::parse(notification)); };
+    relay->relay = [&relayed](std::string notification, bool progress) {
+      relayed.push_back(json::parse(notification));
+      EXPECT_EQ(progress, relayed.back()["method"] == "notifications/progress") << notification;
+    };
     const Timed t = Call("sse.work", relay);
     EXPECT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
     return relayed;
@@ -310,7 +313,7 @@ TEST_F(McpSseTest, RelayedProgressDoesNotCountTowardTheResponseLimitEverythingEl
   int relayed = 0;
   auto relay = std::make_shared<NotificationRelay>();
   relay->token_json = R"("mine")";
-  relay->relay = [&relayed](std::string) { ++relayed; };
+  relay->relay = [&relayed](std::string, bool) { ++relayed; };
   const Timed listened = Call("sse.work", relay);
   ASSERT_EQ(listened.result.kind, Kind::kResponse) << listened.result.error;
   EXPECT_EQ(relayed, 200);
@@ -337,7 +340,7 @@ TEST_F(McpSseTest, ABatchOfProgressIsCreditedItsOwnBytesAndProgressNotRelayedCou
   int relayed = 0;
   auto relay = std::make_shared<NotificationRelay>();
   relay->token_json = "7";
-  relay->relay = [&relayed](std::string) { ++relayed; };
+  relay->relay = [&relayed](std::string, bool) { ++relayed; };
   const Timed batch = Call("sse.work", relay);  // ~50 KB of progress in one event, then the result
   ASSERT_EQ(batch.result.kind, Kind::kResponse) << batch.result.error;
   EXPECT_EQ(relayed, 50);
@@ -809,6 +812,33 @@ TEST_F(McpSseGatewayTest, ASessionsLoggingLevelHoldsOnEveryInstanceAndFiltersThe
   }
   ASSERT_EQ(on_b.size(), 1u) << "the level set on one instance holds on the other";
   EXPECT_EQ(on_b[0]["data"], "working");
+
+  // Log messages the server sends just before its answer all reach the client, in order: unlike
+  // progress, none supersedes another. Then with a progress token too: every message, and of the
+  // progress not yet written when the answer came, at least the latest.
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kLogsThenResult);
+  server_.set_progress_events(6);
+  const std::vector<json> burst = call(a.public_port(), alice_, session);
+  ASSERT_EQ(burst.size(), 6u) << json(burst);
+  for (int k = 1; k <= 6; ++k) EXPECT_EQ(burst[k - 1]["data"], "log " + std::to_string(k)) << json(burst);
+  const api::ClientResult mixed = post(a.public_port(), alice_, session,
+                                       testing::McpToolsCallBody("sse.work", json::object(), {{"progressToken", 9}}));
+  int logs = 0, progress = 0;
+  json last_progress;
+  for (size_t at = 0; (at = mixed.body.find("data: ", at)) != std::string::npos; at += 6) {
+    const json e = json::parse(mixed.body.substr(at + 6, mixed.body.find('\n', at) - at - 6), nullptr, false);
+    if (e.value("method", "") == "notifications/message") {
+      EXPECT_EQ(e["params"]["data"], "log " + std::to_string(++logs)) << mixed.body;
+    } else if (e.value("method", "") == "notifications/progress") {
+      ++progress;
+      last_progress = e["params"];
+    }
+  }
+  EXPECT_EQ(logs, 6) << mixed.body;
+  EXPECT_GE(progress, 1) << mixed.body;
+  EXPECT_EQ(last_progress["progress"], 6) << mixed.body;
+  EXPECT_EQ(last_progress["progressToken"], 9) << mixed.body;
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);
 
   // Another tenant's session, and a call without a session, are untouched.
   const std::string bobs = initialize(b.public_port(), bob);

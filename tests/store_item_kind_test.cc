@@ -26,6 +26,7 @@ TEST(StoreItemKindTest, EveryKindOfItemIsNamedFromItsKey) {
   EXPECT_EQ(StoreItemKind(QueueService::TenantKey("crm", "t1")), "queue");
   EXPECT_EQ(StoreItemKind(CallbackOutbox::Key("e1")), "callback");
   EXPECT_EQ(StoreItemKind({"SLO#crm", "MIN#1"}), "slo");
+  EXPECT_EQ(StoreItemKind({"MCP_SESSION#0123abcd", "LOG_LEVEL"}), "mcp_session");
   EXPECT_EQ(StoreItemKind({"KILLSWITCH", "tool#crm.x"}), "other");
 }
 

@@ -25,9 +25,15 @@ std::string McpLogLevels::Digest(std::string_view tenant_id, std::string_view se
 }
 
 void McpLogLevels::Remember(const std::string& digest, int severity) {
+  const int64_t now = clock_.now_monotonic_ms();
   absl::MutexLock lock(&mu_);
-  if (cache_.size() >= kMaxCached && cache_.find(digest) == cache_.end()) cache_.clear();
-  cache_[digest] = {severity, clock_.now_monotonic_ms()};
+  if (cache_.size() >= kMaxCached && cache_.find(digest) == cache_.end()) {
+    // What is no longer fresh goes first; only a cache full of fresh entries starts again empty.
+    for (auto it = cache_.begin(); it != cache_.end();)
+      it = now - it->second.at_ms >= kCacheMs ? cache_.erase(it) : ++it;
+    if (cache_.size() >= kMaxCached) cache_.clear();
+  }
+  cache_[digest] = {severity, now};
 }
 
 absl::Status McpLogLevels::Set(std::string_view tenant_id, std::string_view session_id, int severity,

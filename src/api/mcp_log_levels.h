@@ -6,8 +6,8 @@
 //
 // Item (MCP_SESSION#<digest>, LOG_LEVEL), `level` and `ttl` (the session's expiry), the digest
 // SHA-256 of the tenant and the session id. Each instance keeps what it read or wrote for 5 s, so a
-// level set on one instance reaches calls on another within that, and a call costs a store read
-// at most once per session every 5 s. Thread-safe.
+// level set on one instance reaches calls on another within that, and a session's calls cost a
+// store read when no fresh copy is kept (concurrent misses each read). Thread-safe.
 
 #include <cstdint>
 #include <optional>

@@ -112,26 +112,39 @@ std::string SseEvent(const std::string& data) { return absl::StrCat("event: mess
 class ProgressStream final : public ResponseStream, public std::enable_shared_from_this<ProgressStream> {
  public:
   // Notifications not yet written, at most: a client reading slower than the server reports keeps
-  // the latest (each progress notification says where the call is; an older one is superseded).
-  // With the connector's 16 KB cap on each, a slow or departed client holds at most 256 KB of them.
+  // the latest progress (each says where the call is; an older one is superseded) and, when only
+  // log messages are left to drop, loses the oldest of them. With the connector's 16 KB cap on
+  // each, a slow or departed client holds at most 256 KB of them.
   static constexpr size_t kMaxPending = 16;
 
   explicit ProgressStream(const asio::any_io_executor& loop) : loop_(loop), wake_(loop) {}
 
-  void Notify(std::string notification_json) {
-    asio::post(loop_, [self = shared_from_this(), notification = std::move(notification_json)]() mutable {
+  // `progress`: superseded by later progress (a log message is not: each says something of its own).
+  void Notify(std::string notification_json, bool progress) {
+    asio::post(loop_, [self = shared_from_this(), notification = std::move(notification_json), progress]() mutable {
       if (self->answer_taken_) return;  // the stream has ended
-      if (self->pending_.size() >= kMaxPending) self->pending_.pop_front();
-      self->pending_.push_back(SseEvent(notification));
+      if (self->pending_.size() >= kMaxPending) {
+        auto oldest_progress =
+            std::find_if(self->pending_.begin(), self->pending_.end(), [](const Pending& p) { return p.progress; });
+        self->pending_.erase(oldest_progress != self->pending_.end() ? oldest_progress : self->pending_.begin());
+      }
+      self->pending_.push_back({SseEvent(notification), progress});
       self->wake_.cancel();
     });
   }
-  // The call's JSON-RPC response; posted too, so progress sent before it is written before it. Of
-  // the progress not yet written only the latest stays: the answer supersedes the rest, and waits
-  // behind one piece at most.
+  // The call's JSON-RPC response; posted too, so what the server sent before it is written before
+  // it. Of the progress not yet written only the latest stays (the answer supersedes the rest);
+  // log messages all stay, in order.
   void Finish(std::string response_json) {
     asio::post(loop_, [self = shared_from_this(), response = std::move(response_json)]() mutable {
-      while (self->pending_.size() > 1) self->pending_.pop_front();
+      auto& pending = self->pending_;
+      auto last_progress = std::find_if(pending.rbegin(), pending.rend(), [](const Pending& p) { return p.progress; });
+      if (last_progress != pending.rend()) {
+        const Pending* keep = &*last_progress;
+        pending.erase(std::remove_if(pending.begin(), pending.end(),
+                                     [keep](const Pending& p) { return p.progress && &p != keep; }),
+                      pending.end());
+      }
       self->answer_ = std::move(response);
       self->wake_.cancel();
     });
@@ -157,7 +170,7 @@ class ProgressStream final : public ResponseStream, public std::enable_shared_fr
       co_await std::move(wait_op);
     }
     if (!pending_.empty()) {
-      std::string event = std::move(pending_.front());
+      std::string event = std::move(pending_.front().event);
       pending_.pop_front();
       co_return event;
     }
@@ -176,7 +189,11 @@ class ProgressStream final : public ResponseStream, public std::enable_shared_fr
 
   asio::any_io_executor loop_;
   asio::steady_timer wake_;  // cancelled when an event comes
-  std::deque<std::string> pending_;
+  struct Pending {
+    std::string event;
+    bool progress = false;
+  };
+  std::deque<Pending> pending_;
   std::optional<std::string> answer_;
   bool answer_taken_ = false;
 };
@@ -561,7 +578,9 @@ struct McpRoutes::Impl : GatewayContext {
     auto relay = std::make_shared<NotificationRelay>();
     if (!token.is_null()) relay->token_json = token.dump();
     relay->min_log_severity = log_severity;
-    relay->relay = [stream](std::string notification_json) { stream->Notify(std::move(notification_json)); };
+    relay->relay = [stream](std::string notification_json, bool progress) {
+      stream->Notify(std::move(notification_json), progress);
+    };
     ir.notifications = std::move(relay);
     ir.input = nullptr;  // in this handler's request, which the call may outlive: parsed again
     asio::co_spawn(loop, RunWithProgress(*this, std::move(ir), stream, tool, c.msg.id_json, c.modern), asio::detached);

@@ -363,7 +363,7 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
         spdlog::debug("connector {}: a {} of {} bytes was not relayed", id, method, text.size());
         return false;
       }
-      relay->relay(std::move(text));
+      relay->relay(std::move(text), method == "notifications/progress");
       return true;
     };
   }

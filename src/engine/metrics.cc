@@ -66,6 +66,7 @@ std::string_view StoreItemKind(const store::ItemKey& key) {
   if (absl::StartsWith(pk, "SLO#")) return "slo";
   if (absl::StartsWith(pk, "QUEUE")) return "queue";
   if (pk == "CALLBACKS") return "callback";
+  if (absl::StartsWith(pk, "MCP_SESSION#")) return "mcp_session";
   return "other";
 }
 

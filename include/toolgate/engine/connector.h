@@ -29,13 +29,14 @@ struct ConnectorConfig;
 // - with `min_log_severity` ≥ 0 (the client's `logging/setLevel`: 0 debug … 7 emergency, see
 //   LogSeverity), the `notifications/message` the downstream sends about the call at that level or
 //   above.
-// Each goes to `relay` as the JSON text of a whole JSON-RPC notification. `relay` may be called on
-// any event loop, and after the call ended (it must be thread-safe, and outlive nothing it captures
-// by reference).
+// Each goes to `relay` as the JSON text of a whole JSON-RPC notification, with whether it is
+// progress (a later one supersedes it; a log message is never superseded). `relay` may be called
+// on any event loop, and after the call ended (it must be thread-safe, and outlive nothing it
+// captures by reference).
 struct NotificationRelay {
   std::string token_json;     // empty: no progress
   int min_log_severity = -1;  // -1: no log messages
-  std::function<void(std::string notification_json)> relay;
+  std::function<void(std::string notification_json, bool progress)> relay;
 };
 
 // An MCP logging level's severity (RFC 5424's order: "debug" 0 … "emergency" 7), or -1 for a name
