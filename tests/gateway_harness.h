@@ -119,9 +119,10 @@ inline std::string McpToolsCallBody(const std::string& name, const nlohmann::jso
   if (!meta.is_null()) params["_meta"] = meta;
   return McpRpcBody("tools/call", params, id);
 }
-// POSTs `body` to /mcp on 127.0.0.1:`port`; the raw answer.
+// POSTs `body` to /mcp on 127.0.0.1:`port`, in `session` when one is given; the raw answer.
 inline api::ClientResult McpPost(int port, const std::string& token, std::string body,
-                                 std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                                 const std::string& session = {}) {
   api::ClientRequest r;
   r.address = {"127.0.0.1", port};
   r.method = "POST";
@@ -132,6 +133,7 @@ inline api::ClientResult McpPost(int port, const std::string& token, std::string
                {"Accept", "application/json, text/event-stream"},
                {"MCP-Protocol-Version", "2025-06-18"},
                {"Authorization", "Bearer " + token}};
+  if (!session.empty()) r.headers.emplace_back("Mcp-Session-Id", session);
   return api::HttpCall(std::move(r));
 }
 // The same request as the bytes of HTTP/`version` ("1.1" or "1.0"), for a raw socket.

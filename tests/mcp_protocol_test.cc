@@ -1,14 +1,20 @@
 // The pure pieces of the MCP front door: the JSON-RPC reader (ids echoed exactly), stateless session
 // ids (any instance with the same key accepts them; bound to a tenant; expiring; tamper-evident) and
-// the one table from the engine's answer to a tools/call result (design §14, §17.7).
+// the one table from the engine's answer to a tools/call result (design §14, §17.7); and the cache of
+// sessions' logging levels.
 
 #include "api/mcp_protocol.h"
 
+#include <functional>
+
 #include "api/invocation.h"
+#include "api/mcp_log_levels.h"
 #include "api/mcp_results.h"
 #include "api/mcp_session.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "toolgate/store/forwarding_item_store.h"
+#include "toolgate/store/memory_item_store.h"
 
 namespace toolgate::api {
 namespace {
@@ -167,6 +173,46 @@ TEST(McpResultsTest, AnMcpServersAnswersPassThroughWithTheExecutionId) {
   auto lost = mcp::ToCallAnswer(
       "ev.sum", engine(502, {{"execution_id", "e4"}, {"outcome", "FAILED"}, {"reason", "connection_lost"}}), true);
   EXPECT_EQ(lost.result["structuredContent"]["reason"], "connection_lost");
+}
+
+// A store whose Get runs `during` once after reading: another request of the same instance doing its
+// work while this one's read is on its way back.
+class WorkDuringRead : public store::ForwardingItemStore {
+ public:
+  using ForwardingItemStore::ForwardingItemStore;
+  std::function<void()> during;
+  int reads = 0;
+  absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
+    ++reads;
+    absl::StatusOr<std::optional<store::Item>> read = ForwardingItemStore::Get(key);
+    if (during) std::exchange(during, nullptr)();
+    return read;
+  }
+};
+
+TEST(McpLogLevelsTest, ALevelSetWhileAReadWasOnItsWayIsWhatTheInstanceKeeps) {
+  ManualClock clock;
+  store::MemoryItemStore memory(clock);
+  WorkDuringRead store(memory);
+  McpLogLevels levels(store, clock);
+  const int64_t expiry = clock.now_epoch_sec() + 3600;
+  EXPECT_EQ(levels.Get("acme", "s1"), -1) << "no level set";
+  EXPECT_EQ(levels.Cached("acme", "s1"), -1) << "kept for 5 s";
+  ASSERT_TRUE(levels.Set("acme", "s1", 4, expiry).ok());  // error
+  EXPECT_EQ(levels.Cached("acme", "s1"), 4);
+  EXPECT_EQ(levels.Cached("other-tenant", "s1"), std::nullopt);
+
+  clock.advance(std::chrono::seconds(6));  // the copy is stale: the next call reads the store
+  EXPECT_EQ(levels.Cached("acme", "s1"), std::nullopt);
+  store.during = [&] { ASSERT_TRUE(levels.Set("acme", "s1", 0, expiry).ok()); };  // debug, meanwhile
+  const int reads = store.reads;
+  EXPECT_EQ(levels.Get("acme", "s1"), 0) << "the read found error; the level set meanwhile is debug";
+  EXPECT_EQ(store.reads, reads + 1);
+  EXPECT_EQ(levels.Cached("acme", "s1"), 0) << "and the stale read did not replace it for the next 5 s";
+
+  clock.advance(std::chrono::seconds(6));
+  EXPECT_EQ(levels.Get("acme", "s1"), 0) << "read again: the store holds debug";
+  EXPECT_EQ(store.reads, reads + 2);
 }
 
 }  // namespace

@@ -752,18 +752,7 @@ TEST_F(McpSseGatewayTest, ASessionsLoggingLevelHoldsOnEveryInstanceAndFiltersThe
     return testing::HeaderOf(r, "mcp-session-id");
   };
   auto post = [](int port, const std::string& token, const std::string& session, const std::string& body) {
-    api::ClientRequest r;
-    r.address = {"127.0.0.1", port};
-    r.method = "POST";
-    r.target = "/mcp";
-    r.body = body;
-    r.timeout = std::chrono::seconds(20);
-    r.headers = {{"Content-Type", "application/json"},
-                 {"Accept", "application/json, text/event-stream"},
-                 {"MCP-Protocol-Version", "2025-06-18"},
-                 {"Authorization", "Bearer " + token}};
-    if (!session.empty()) r.headers.emplace_back("Mcp-Session-Id", session);
-    return api::HttpCall(std::move(r));
+    return testing::McpPost(port, token, body, std::chrono::seconds(20), session);
   };
   // The log messages a call relayed (its answer as JSON: none), after checking the answer itself.
   auto call = [&](int port, const std::string& token, const std::string& session) {

@@ -920,6 +920,39 @@ TEST(ItemJsonTest, AJsonStringIsWrittenAsNlohmannDumpsIt) {
   }
 }
 
+// Strings are scanned sixteen bytes at a time where the CPU allows: a byte to escape (or one above
+// 0x7f) at every place in and across those blocks, alone, next to another and at a string's end.
+TEST(ItemJsonTest, EveryByteToEscapeIsFoundWhereverItStands) {
+  const auto dump = [](const std::string& s) {
+    return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  int checked = 0;
+  for (const std::string& special :
+       std::vector<std::string>{"\"", "\\", "\n", std::string(1, '\0'), "\x1f", "\x7f", "\xc3\xa9", "\xff"}) {
+    for (size_t length = 0; length <= 40; ++length) {
+      for (size_t at = 0; at <= length; ++at) {
+        std::string s(length, 'a');
+        s.insert(at, special);
+        std::string twice = s;
+        twice.insert(std::min(at + special.size() + at % 3, twice.size()), special);
+        for (const std::string& text : {s, twice}) {
+          std::string out = "[";
+          AppendJsonString(out, text);
+          ASSERT_EQ(out, "[" + dump(text)) << "length " << length << ", at " << at;
+          ++checked;
+        }
+      }
+    }
+    std::string plain(40, 'b');  // and none at all, at every length
+    for (size_t length = 0; length <= plain.size(); ++length) {
+      std::string out;
+      AppendJsonString(out, plain.substr(0, length));
+      ASSERT_EQ(out, dump(plain.substr(0, length)));
+    }
+  }
+  EXPECT_EQ(checked, 8 * 2 * (41 * 42 / 2));
+}
+
 // ItemFromJsonText builds the item from the parser's events; it must read what the JSON tree read.
 TEST(ItemJsonTest, ReadsWhatTheJsonTreeReads) {
   std::string nested_32 = "1";  // 32 objects, the deepest an item may nest

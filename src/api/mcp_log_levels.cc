@@ -24,9 +24,14 @@ std::string McpLogLevels::Digest(std::string_view tenant_id, std::string_view se
   return Sha256Hex(text);
 }
 
-void McpLogLevels::Remember(const std::string& digest, int severity) {
+void McpLogLevels::Remember(const std::string& digest, int severity, std::optional<int64_t> read_since_ms) {
   const int64_t now = clock_.now_monotonic_ms();
   absl::MutexLock lock(&mu_);
+  if (read_since_ms) {
+    // A read kept only when nothing newer came meanwhile: a Set on this instance while the read was
+    // on its way (the read may have seen the store before it) is this instance's latest word.
+    if (auto it = cache_.find(digest); it != cache_.end() && it->second.at_ms >= *read_since_ms) return;
+  }
   if (cache_.size() >= kMaxCached && cache_.find(digest) == cache_.end()) {
     // What is no longer fresh goes first; only a cache full of fresh entries starts again empty.
     for (auto it = cache_.begin(); it != cache_.end();)
@@ -43,7 +48,7 @@ absl::Status McpLogLevels::Set(std::string_view tenant_id, std::string_view sess
   const store::Item item{{"level", std::string(kLevelNames[severity])}, {"ttl", expires_at_s}};
   absl::StatusOr<store::WriteResult> put = store_.Put(KeyOf(digest), item, store::Condition::Always());
   if (!put.ok()) return put.status();
-  Remember(digest, severity);
+  Remember(digest, severity, std::nullopt);
   return absl::OkStatus();
 }
 
@@ -58,6 +63,7 @@ std::optional<int> McpLogLevels::Cached(std::string_view tenant_id, std::string_
 int McpLogLevels::Get(std::string_view tenant_id, std::string_view session_id) {
   if (std::optional<int> known = Cached(tenant_id, session_id)) return *known;
   const std::string digest = Digest(tenant_id, session_id);
+  const int64_t read_since_ms = clock_.now_monotonic_ms();
   int severity = -1;
   absl::StatusOr<std::optional<store::Item>> got = store_.Get(KeyOf(digest));
   if (!got.ok()) {
@@ -67,8 +73,8 @@ int McpLogLevels::Get(std::string_view tenant_id, std::string_view session_id) {
     // What the store holds is checked like any input: an unknown level is none.
     severity = LogSeverity(store::GetString(**got, "level").value_or(""));
   }
-  Remember(digest, severity);
-  return severity;
+  Remember(digest, severity, read_since_ms);
+  return Cached(tenant_id, session_id).value_or(severity);
 }
 
 }  // namespace toolgate::api

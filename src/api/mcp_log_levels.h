@@ -7,7 +7,8 @@
 // Item (MCP_SESSION#<digest>, LOG_LEVEL), `level` and `ttl` (the session's expiry), the digest
 // SHA-256 of the tenant and the session id. Each instance keeps what it read or wrote for 5 s, so a
 // level set on one instance reaches calls on another within that, and a session's calls cost a
-// store read when no fresh copy is kept (concurrent misses each read). Thread-safe.
+// store read when no fresh copy is kept (concurrent misses each read; a level set on this instance
+// while a read was on its way wins over what the read found). Thread-safe.
 
 #include <cstdint>
 #include <optional>
@@ -43,7 +44,9 @@ class McpLogLevels {
     int64_t at_ms = 0;  // monotonic
   };
   static std::string Digest(std::string_view tenant_id, std::string_view session_id);
-  void Remember(const std::string& digest, int severity);
+  // Keeps `severity` for the session; a value read from the store (`read_since_ms`: when the read
+  // began) only when nothing was kept since.
+  void Remember(const std::string& digest, int severity, std::optional<int64_t> read_since_ms);
 
   store::ItemStore& store_;
   const Clock& clock_;
