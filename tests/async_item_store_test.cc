@@ -1,7 +1,7 @@
 // The asynchronous store port (DESIGN §16 item 1) on every backend: SQLite's own (reads on the
-// caller's thread, writes through the group-commit queue and the store's writer thread), and the
-// pooled adapter for memory and DynamoDB. Coroutines on real io_contexts, checked for the same
-// semantics as the synchronous port and for resuming on their own executor.
+// caller's thread, writes through the group-commit queue and the store's writer thread), DynamoDB's
+// own (every request on the store's network loop), and the pooled adapter for memory. Coroutines on real io_contexts,
+// checked for the same semantics as the synchronous port and for resuming on their own executor.
 
 #include <algorithm>
 #include <atomic>
@@ -56,7 +56,7 @@ class AsyncItemStoreTest : public ::testing::TestWithParam<Backend> {
   void SetUp() override {
     store_ = GetParam().open(clock_, dir_);
     ASSERT_NE(store_, nullptr);
-    // SQLite has the port natively; the others go through the pooled adapter.
+    // SQLite and DynamoDB have the port natively; memory goes through the pooled adapter.
     port_ = dynamic_cast<AsyncItemStore*>(store_.get());
     if (port_ == nullptr) {
       pooled_ = std::make_unique<PooledAsyncItemStore>(*store_, 4);

@@ -3,8 +3,10 @@
 // or fails, and table initialisation on dynalite. The shared semantics are in store_conformance_test.
 
 #include <atomic>
+#include <condition_variable>
 #include <ctime>
 #include <fstream>
+#include <set>
 
 #include "fake_downstream.h"
 #include "gmock/gmock.h"
@@ -213,6 +215,46 @@ TEST_F(DynamoDbRetryTest, ThrottlingIsRetriedUntilItPassesAndEveryRequestIsSigne
     EXPECT_THAT(r.headers.at("authorization"), HasSubstr("AWS4-HMAC-SHA256 Credential=AKIDTOOLGATETEST/"));
     EXPECT_THAT(r.headers.at("authorization"), HasSubstr("/us-east-1/dynamodb/aws4_request"));
   }
+}
+
+// The asynchronous port (DESIGN §16): operations submitted together are in flight together, on the
+// store's one network thread, each over a connection of its own; no thread of the caller's waits.
+// A blocking call made on that thread (from a completion) is refused at once, not waited for.
+TEST_F(DynamoDbRetryTest, TheAsynchronousPortKeepsManyRequestsInFlightAtOnceOnItsOwnThread) {
+  fake_.set_behavior([](const FakeDownstream::Request&) {
+    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})", {}, 300};
+  });
+  auto store = Open();
+  AsyncItemStore& port = *store;
+  constexpr int kOps = 16;
+  std::mutex mu;
+  std::condition_variable all_done;
+  int done = 0, found = 0;
+  std::set<std::thread::id> completing;
+  absl::Status from_completion;
+  for (int i = 0; i < kOps; ++i) {
+    port.AsyncGet({"A", "B"}, [&, i](absl::StatusOr<std::optional<Item>> got) {
+      absl::Status blocking;
+      if (i == 0) blocking = store->Get({"A", "B"}).status();  // on the network thread: refused
+      std::lock_guard lock(mu);
+      if (i == 0) from_completion = blocking;
+      if (got.ok() && got->has_value() && GetInt(**got, "v") == 7) ++found;
+      completing.insert(std::this_thread::get_id());
+      if (++done == kOps) all_done.notify_one();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(all_done.wait_for(lock, std::chrono::seconds(20), [&] { return done == kOps; }));
+  }
+  EXPECT_EQ(found, kOps);
+  EXPECT_GE(fake_.peak_concurrent(), 12) << "the requests did not go out together";
+  EXPECT_EQ(completing.size(), 1u) << "every completion comes from the store's one network thread";
+  EXPECT_EQ(completing.count(std::this_thread::get_id()), 0u);
+  EXPECT_EQ(from_completion.code(), absl::StatusCode::kInternal) << from_completion;
+  EXPECT_THAT(std::string(from_completion.message()), HasSubstr("network thread"));
+  EXPECT_EQ(fake_.total(), kOps) << "the refused blocking call sent nothing";
+  store->WaitIdle();
 }
 
 TEST_F(DynamoDbRetryTest, PersistentThrottlingEndsAsUnavailableWithinTheBudgetNamingOpAndType) {

@@ -140,6 +140,23 @@ TEST_F(GatewayOnDynamoDbTest, TheConnectorLimitHoldsAcrossThreeGateways) {
   for (GatewayProcess* gw : {&a, &b, &c}) EXPECT_EQ(InFlight(*gw, "crm"), 0);
 }
 
+// A call's write batches go out through the DynamoDB store's own port (its network loop; the store
+// test shows requests in flight together there): with a single store thread left for the services'
+// own writes, sixteen calls at once all succeed, overlap at the downstream and release their slots.
+TEST_F(GatewayOnDynamoDbTest, SixteenCallsAtOnceAllSucceedWithOneStoreThread) {
+  std::string config = Config("timeout_ms = 5000\nmax_in_flight = 100\n");
+  const size_t admin = config.find("[admin]");
+  ASSERT_NE(admin, std::string::npos);
+  config.insert(admin, "store_threads = 1\n");
+  GatewayProcess& gw = Start(config);
+  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})", {}, 500}; });
+  const auto results = Burst(16, "crm.x", {&gw});
+  for (const auto& r : results) EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(crm_.total(), 16);
+  EXPECT_GE(crm_.peak_concurrent(), 12) << "the calls did not overlap at the downstream";
+  EXPECT_EQ(InFlight(gw, "crm"), 0);
+}
+
 TEST_F(GatewayOnDynamoDbTest, AKillSwitchSetOnOneGatewayIsInForceOnAllWithinTwoSeconds) {
   const std::string config = Config("timeout_ms = 5000\n");
   GatewayProcess& a = Start(config);

@@ -376,7 +376,10 @@ class ToolInvoker::Admission {
       case IntentStore::Claim::Kind::kSucceeded:
         co_return co_await Succeeded(*claim);
       case IntentStore::Claim::Kind::kInProgress:
-        if (enqueueing_) co_return Existing(claim->execution_id);
+        if (enqueueing_) {
+          auto existing = Blocking(drive_, [this, &claim] { return Existing(claim->execution_id); });
+          co_return co_await std::move(existing);
+        }
         co_return co_await Deferred(DeferReason::kIntentInProgress, 1000);
       case IntentStore::Claim::Kind::kClaimed:
         ticket_->intent_claimed = true;
@@ -392,10 +395,17 @@ class ToolInvoker::Admission {
   asio::awaitable<Stop> AskBreaker() {
     Ticket& t = *ticket_;
     if (!t.guarded) co_return std::nullopt;
-    // The usual answer (CLOSED: allowed) is a read, made here; anything else may claim the probe,
-    // a conditional write, and asks again the blocking way.
-    absl::StatusOr<CircuitBreakerService::Permit> permit =
-        s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker);
+    // The usual answer (CLOSED: allowed) is a read, made here (from the instance's copy, or from a
+    // store whose reads are local; a round trip goes to the pool); anything else may claim the
+    // probe, a conditional write, and asks again the blocking way.
+    absl::StatusOr<CircuitBreakerService::Permit> permit;
+    if (drive_.port != nullptr && !drive_.port->ReadsAreLocal() && !s_.breakers.HasFreshCopy(cid())) {
+      auto read =
+          Blocking(drive_, [this] { return s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker); });
+      permit = co_await std::move(read);
+    } else {
+      permit = s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker);
+    }
     if (!permit.ok() || !permit->allowed) {
       // The intent first, as when it was claimed before the breaker was asked: an intent that
       // succeeded is answered from its record while the breaker is open, and no probe is claimed

@@ -202,6 +202,10 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPerm
   return absl::InternalError("unreachable permission step");
 }
 
+bool CircuitBreakerService::HasFreshCopy(std::string_view connector_id) {
+  return Cached(connector_id, clock_.now_epoch_ms()).has_value();
+}
+
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermissionWithoutProbe(
     std::string_view connector_id, const breaker::Config& config) {
   const int64_t now_ms = clock_.now_epoch_ms();

@@ -5,8 +5,16 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <future>
 #include <random>
 #include <thread>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/match.h"
@@ -23,6 +31,7 @@
 namespace toolgate::store {
 
 using nlohmann::json;
+namespace asio = boost::asio;
 
 namespace {
 
@@ -30,6 +39,30 @@ constexpr size_t kMaxItemBytes = 400 * 1024;            // DynamoDB's item size 
 constexpr size_t kMaxResponseBytes = 16 * 1024 * 1024;  // a 1 MB Query page plus JSON overhead
 // How long a kept-alive connection may sit idle before it is closed instead of reused.
 constexpr std::chrono::seconds kMaxIdle(30);
+
+// What one API call came to: the response body of a 200, or a status naming the operation and the
+// AWS error type; `condition_failed` instead of an error for ConditionalCheckFailedException when
+// the caller asked for that.
+struct CallAnswer {
+  absl::StatusOr<json> body;
+  bool condition_failed = false;
+};
+
+// The result of an operation that could not run at all (`n`: the writes of a batch, each failed).
+template <typename T>
+struct Failed {
+  static T With(const absl::Status& st, size_t) { return T(st); }
+};
+template <>
+struct Failed<CallAnswer> {
+  static CallAnswer With(const absl::Status& st, size_t) { return CallAnswer{st}; }
+};
+template <>
+struct Failed<std::vector<absl::StatusOr<WriteResult>>> {
+  static std::vector<absl::StatusOr<WriteResult>> With(const absl::Status& st, size_t n) {
+    return std::vector<absl::StatusOr<WriteResult>>(n, absl::StatusOr<WriteResult>(st));
+  }
+};
 
 struct Endpoint {
   bool tls = false;
@@ -190,40 +223,77 @@ struct DynamoDbItemStore::Impl {
   const Clock& clock;
   Endpoint endpoint;
   std::shared_ptr<const net::TlsClientContext> tls;  // https endpoints only
-  // Clients not in use. A thread takes one for a request (or makes one when none is free) and gives
-  // it back, with the connection it kept alive, afterwards: a client runs one call at a time, and
-  // its idle connection belongs to its own io_context.
-  absl::Mutex mu;
-  std::vector<std::unique_ptr<net::BlockingHttpClient>> idle ABSL_GUARDED_BY(mu);
+  // The network loop (DESIGN §16): every request goes out on it, as many at once as are submitted,
+  // over the kept-alive connections of `pool` (its idle connections belong to `net`: declared after
+  // it, destroyed before it). The thread runs until the store is destroyed.
+  asio::io_context net;
+  asio::executor_work_guard<asio::io_context::executor_type> net_work{net.get_executor()};
+  net::ConnectionPool pool;
+  std::thread net_thread;
+  // Operations under way (WaitIdle, the destructor).
+  absl::Mutex ops_mu;
+  absl::CondVar ops_idle;  // signalled when ops_in_flight falls to 0
+  int ops_in_flight ABSL_GUARDED_BY(ops_mu) = 0;
   std::atomic<double> write_units{0};
   // The latest clock reading (clock_reading); measured_at 0: none yet.
   std::atomic<int64_t> clock_ahead_ms{0};
   std::atomic<int64_t> clock_measured_at_ms{0};
 
-  Impl(Options o, const Clock& c, Endpoint e) : options(std::move(o)), clock(c), endpoint(std::move(e)) {}
+  Impl(Options o, const Clock& c, Endpoint e)
+      : options(std::move(o)),
+        clock(c),
+        endpoint(std::move(e)),
+        pool(static_cast<size_t>(std::max(1, options.max_idle_connections)), kMaxIdle),
+        net_thread([this] { net.run(); }) {}
 
-  std::unique_ptr<net::BlockingHttpClient> Take() {
+  ~Impl() {
+    WaitIdle();
+    net_work.reset();
+    net.stop();  // idle pooled connections hold no operation, but nothing is left to wait for either
+    net_thread.join();
+  }
+
+  void WaitIdle() {
+    absl::MutexLock lock(&ops_mu);
+    while (ops_in_flight > 0) ops_idle.Wait(&ops_mu);
+  }
+
+  // Runs `op` on the network loop and hands its result to `done` there (the asynchronous port).
+  template <typename T, typename Done>
+  void Spawn(asio::awaitable<T> op, Done done, size_t writes = 1) {
     {
-      absl::MutexLock lock(&mu);
-      if (!idle.empty()) {
-        auto c = std::move(idle.back());
-        idle.pop_back();
-        return c;
-      }
+      absl::MutexLock lock(&ops_mu);
+      ++ops_in_flight;
     }
-    return std::make_unique<net::BlockingHttpClient>(1, kMaxIdle);
-  }
-  // Beyond max_idle_connections, the client (and its connection) is dropped.
-  void GiveBack(std::unique_ptr<net::BlockingHttpClient> c) {
-    absl::MutexLock lock(&mu);
-    if (static_cast<int>(idle.size()) < options.max_idle_connections) idle.push_back(std::move(c));
+    asio::co_spawn(net, std::move(op), [this, writes, done = std::move(done)](std::exception_ptr e, T result) mutable {
+      if (e)
+        result = Failed<T>::With(absl::InternalError("DynamoDB store: an operation ended by an exception"), writes);
+      std::move(done)(std::move(result));
+      absl::MutexLock lock(&ops_mu);
+      if (--ops_in_flight == 0) ops_idle.SignalAll();
+    });
   }
 
-  // One signed HTTP exchange on a kept-alive connection (or a new one).
-  Exchange Post(std::string_view target, const std::string& body) {
+  // Runs `op` on the network loop and waits for it (the synchronous port). Refused on the network
+  // thread itself, which would wait for itself.
+  template <typename T>
+  T RunOnNet(asio::awaitable<T> op, size_t writes = 1) {
+    if (std::this_thread::get_id() == net_thread.get_id()) {
+      return Failed<T>::With(absl::InternalError("DynamoDB store: a blocking call on the store's own network thread"),
+                             writes);
+    }
+    std::promise<T> promise;
+    std::future<T> answer = promise.get_future();
+    Spawn(
+        std::move(op), [&promise](T result) { promise.set_value(std::move(result)); }, writes);
+    return answer.get();
+  }
+
+  // One signed HTTP exchange on a kept-alive connection (or a new one), on the network loop.
+  asio::awaitable<Exchange> Post(std::string target, std::string body) {
     const std::string amz_date = aws::AmzDate(
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-    const std::string full_target = absl::StrCat("DynamoDB_20120810.", std::string(target));
+    const std::string full_target = absl::StrCat("DynamoDB_20120810.", target);
     aws::SignableRequest sr{"POST",
                             "/",
                             "",
@@ -240,7 +310,7 @@ struct DynamoDbItemStore::Impl {
       Exchange failed;
       failed.failure = Exchange::Failure::kConnect;
       failed.error = std::string(sig.status().message());
-      return failed;
+      co_return failed;
     }
     net::ClientRequest req;
     req.address = endpoint.address;
@@ -248,7 +318,7 @@ struct DynamoDbItemStore::Impl {
     req.target = "/";
     req.headers = std::move(sr.headers);  // the signed Host among them
     req.headers.emplace_back("authorization", sig->authorization);
-    req.body = body;
+    req.body = std::move(body);
     req.timeout = std::chrono::milliseconds(options.request_timeout_ms);
     req.max_response_bytes = kMaxResponseBytes;
     req.tls = tls;
@@ -256,23 +326,21 @@ struct DynamoDbItemStore::Impl {
     // applied twice. The adapter's own retries (retry_budget_ms) rest on the same.
     req.idempotent = true;
 
-    std::unique_ptr<net::BlockingHttpClient> client = Take();
     const int64_t sent_ms = clock.now_epoch_ms();
-    net::ClientResult result = client->Call(std::move(req));
-    GiveBack(std::move(client));
+    auto call = net::AsyncHttpCall(std::move(req), &pool);
+    net::ClientResult result = co_await std::move(call);
     Exchange ex = FromClientResult(std::move(result));
     if (ex.date_s) {
       const int64_t answered_ms = clock.now_epoch_ms();
       clock_ahead_ms.store(ClockAheadMs(*ex.date_s, sent_ms, answered_ms), std::memory_order_relaxed);
       clock_measured_at_ms.store(answered_ms, std::memory_order_relaxed);
     }
-    return ex;
+    co_return ex;
   }
 
-  // One DynamoDB API call with the retry policy of the class comment. Returns the response body of a
-  // 200, or a status naming the operation and the AWS error type. `condition_failed` (when given) is
-  // set instead of an error for ConditionalCheckFailedException.
-  absl::StatusOr<json> Call(std::string_view op, const json& request, bool is_write, bool* condition_failed = nullptr) {
+  // One DynamoDB API call with the retry policy of the class comment, on the network loop (the
+  // backoff a timer of the loop's: no thread sleeps).
+  asio::awaitable<CallAnswer> CallAsync(std::string op, json request, bool is_write, bool want_condition_failed) {
     const std::string body = request.dump();
     const auto start = std::chrono::steady_clock::now();
     const auto budget = std::chrono::milliseconds(options.retry_budget_ms);
@@ -280,30 +348,29 @@ struct DynamoDbItemStore::Impl {
     std::chrono::milliseconds backoff(25);
     std::string last;
     for (int attempt = 1;; ++attempt) {
-      Exchange ex = Post(op, body);
+      auto post = Post(op, body);
+      Exchange ex = co_await std::move(post);
       std::string reason;  // why a retry is allowed; empty: answer now
       absl::StatusCode code = absl::StatusCode::kUnavailable;
       if (ex.failure == Exchange::Failure::kConnect) {
-        last = absl::StrCat("DynamoDB ", std::string(op), ": connection failed: ", ex.error);
+        last = absl::StrCat("DynamoDB ", op, ": connection failed: ", ex.error);
         reason = "connection";
       } else if (ex.failure == Exchange::Failure::kAfterSend) {
-        last = absl::StrCat("DynamoDB ", std::string(op), ": ", ex.error,
-                            is_write ? " (the write's outcome is unknown)" : "");
+        last = absl::StrCat("DynamoDB ", op, ": ", ex.error, is_write ? " (the write's outcome is unknown)" : "");
         if (!is_write) reason = "connection";
       } else if (ex.status == 200) {
         json j = ParseJsonWithin(ex.body);
         if (j.is_discarded() || !j.is_object()) {
-          return absl::DataLossError(absl::StrCat("DynamoDB ", std::string(op), ": response is not a JSON object"));
+          co_return CallAnswer{absl::DataLossError(absl::StrCat("DynamoDB ", op, ": response is not a JSON object"))};
         }
-        return j;
+        co_return CallAnswer{std::move(j)};
       } else {
         const std::string type = ErrorType(ex.body);
         const std::string message = ErrorMessage(ex.body);
-        last = absl::StrCat("DynamoDB ", std::string(op), ": ", type, " (HTTP ", ex.status, ")",
-                            message.empty() ? "" : ": ", message);
-        if (type == "ConditionalCheckFailedException" && condition_failed != nullptr) {
-          *condition_failed = true;
-          return json::object();
+        last =
+            absl::StrCat("DynamoDB ", op, ": ", type, " (HTTP ", ex.status, ")", message.empty() ? "" : ": ", message);
+        if (type == "ConditionalCheckFailedException" && want_condition_failed) {
+          co_return CallAnswer{json::object(), true};
         }
         if (IsThrottle(type)) {
           reason = "throttled";
@@ -324,19 +391,27 @@ struct DynamoDbItemStore::Impl {
           code = absl::StatusCode::kInternal;
         }
       }
-      if (reason.empty()) return absl::Status(code, last);
+      if (reason.empty()) co_return CallAnswer{absl::Status(code, last)};
       const auto elapsed = std::chrono::steady_clock::now() - start;
       std::uniform_int_distribution<int64_t> jitter(0, backoff.count());
       const auto sleep = std::chrono::milliseconds(jitter(rng));
       if (attempt >= options.max_attempts || elapsed + sleep >= budget) {
-        return absl::UnavailableError(
+        co_return CallAnswer{absl::UnavailableError(
             absl::StrCat(last, " (gave up after ", attempt, " attempts in ",
-                         std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(), " ms)"));
+                         std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count(), " ms)"))};
       }
       if (options.on_retry) options.on_retry(op, reason);
-      std::this_thread::sleep_for(sleep);
+      asio::steady_timer timer(co_await asio::this_coro::executor, sleep);
+      boost::system::error_code ignored;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     }
+  }
+
+  // The same call, waited for (the synchronous port: Scan, the table's administration).
+  absl::StatusOr<json> Call(std::string_view op, const json& request, bool is_write) {
+    CallAnswer a = RunOnNet(CallAsync(std::string(op), request, is_write, false));
+    return std::move(a.body);
   }
 
   json Key(const ItemKey& key) const {
@@ -401,85 +476,99 @@ absl::StatusOr<std::unique_ptr<DynamoDbItemStore>> DynamoDbItemStore::Open(Optio
   return std::unique_ptr<DynamoDbItemStore>(new DynamoDbItemStore(std::move(impl)));
 }
 
-absl::StatusOr<std::optional<Item>> DynamoDbItemStore::Get(const ItemKey& key) {
-  RETURN_IF_ERROR(internal::ValidateKey(key));
+// Each operation is a coroutine on the network loop; the synchronous port waits for it there
+// (RunOnNet), the asynchronous one hands its result on from there (Spawn). Arguments by value: the
+// coroutine outlives the call that started it.
+
+asio::awaitable<absl::StatusOr<std::optional<Item>>> DynamoDbItemStore::DoGet(ItemKey key) {
+  if (absl::Status valid = internal::ValidateKey(key); !valid.ok()) co_return valid;
   json req{{"TableName", impl_->options.table}, {"Key", impl_->Key(key)}, {"ConsistentRead", true}};
-  ASSIGN_OR_RETURN(json res, impl_->Call("GetItem", req, false));
-  if (!res.contains("Item")) return std::optional<Item>();
+  auto call = impl_->CallAsync("GetItem", std::move(req), false, false);
+  CallAnswer a = co_await std::move(call);
+  if (!a.body.ok()) co_return a.body.status();
+  json& res = *a.body;
+  if (!res.contains("Item")) co_return std::optional<Item>();
   absl::StatusOr<Item> item = dynamodb::ItemFromWire(res["Item"]);
-  if (!item.ok()) return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", item.status().message()));
-  if (IsExpired(*item, impl_->now_sec())) return std::optional<Item>();
-  return std::optional<Item>(std::move(*item));
+  if (!item.ok()) co_return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", item.status().message()));
+  if (IsExpired(*item, impl_->now_sec())) co_return std::optional<Item>();
+  co_return std::optional<Item>(std::move(*item));
 }
 
-absl::StatusOr<WriteResult> DynamoDbItemStore::Put(const ItemKey& key, const Item& item, const Condition& condition) {
-  RETURN_IF_ERROR(internal::ValidateKey(key));
-  ASSIGN_OR_RETURN(json wire, dynamodb::ItemToWire(item));
-  wire[Impl::kPartitionKeyName()] = {{"S", key.pk}};
-  wire[Impl::kSortKeyName()] = {{"S", key.sk}};
-  const size_t size = wire.dump().size();
+asio::awaitable<absl::StatusOr<WriteResult>> DynamoDbItemStore::DoPut(ItemKey key, Item item, Condition condition) {
+  if (absl::Status valid = internal::ValidateKey(key); !valid.ok()) co_return valid;
+  absl::StatusOr<json> wire = dynamodb::ItemToWire(item);
+  if (!wire.ok()) co_return wire.status();
+  (*wire)[Impl::kPartitionKeyName()] = {{"S", key.pk}};
+  (*wire)[Impl::kSortKeyName()] = {{"S", key.sk}};
+  const size_t size = wire->dump().size();
   if (size > kMaxItemBytes) {
-    return absl::InvalidArgumentError(
+    co_return absl::InvalidArgumentError(
         absl::StrCat("item ", key.pk, "/", key.sk, " is ", size, " bytes; DynamoDB holds at most 400 KB"));
   }
-  const size_t item_size = WireItemSize(wire);
-  json req{{"TableName", impl_->options.table}, {"Item", std::move(wire)}, {"ReturnConsumedCapacity", "TOTAL"}};
+  const size_t item_size = WireItemSize(*wire);
+  json req{{"TableName", impl_->options.table}, {"Item", *std::move(wire)}, {"ReturnConsumedCapacity", "TOTAL"}};
   dynamodb::ExpressionBuilder b;
-  RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
+  if (absl::Status st = Impl::AddCondition(req, condition, b); !st.ok()) co_return st;
   b.AddTo(req);
-  bool failed = false;
-  ASSIGN_OR_RETURN(json res, impl_->Call("PutItem", req, true, &failed));
-  impl_->RecordWrite("PutItem", key, res, !failed, item_size);
-  if (failed) return WriteResult::ConditionFailed();
-  return WriteResult{true, item};
+  auto call = impl_->CallAsync("PutItem", std::move(req), true, true);
+  CallAnswer a = co_await std::move(call);
+  if (!a.body.ok()) co_return a.body.status();
+  impl_->RecordWrite("PutItem", key, *a.body, !a.condition_failed, item_size);
+  if (a.condition_failed) co_return WriteResult::ConditionFailed();
+  co_return WriteResult{true, std::move(item)};
 }
 
-absl::StatusOr<WriteResult> DynamoDbItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
-                                                      const Condition& condition, ReturnValues returns) {
-  RETURN_IF_ERROR(internal::ValidateKey(key));
+asio::awaitable<absl::StatusOr<WriteResult>> DynamoDbItemStore::DoUpdate(ItemKey key, std::vector<UpdateOp> ops,
+                                                                         Condition condition, ReturnValues returns) {
+  if (absl::Status valid = internal::ValidateKey(key); !valid.ok()) co_return valid;
   json req{{"TableName", impl_->options.table},
            {"Key", impl_->Key(key)},
            {"ReturnValues", returns == ReturnValues::kAllNew ? "ALL_NEW" : "NONE"},
            {"ReturnConsumedCapacity", "TOTAL"}};
   dynamodb::ExpressionBuilder b;
-  ASSIGN_OR_RETURN(std::string update, dynamodb::RenderUpdate(ops, b));
-  if (!update.empty()) req["UpdateExpression"] = update;
-  RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
+  absl::StatusOr<std::string> update = dynamodb::RenderUpdate(ops, b);
+  if (!update.ok()) co_return update.status();
+  if (!update->empty()) req["UpdateExpression"] = *update;
+  if (absl::Status st = Impl::AddCondition(req, condition, b); !st.ok()) co_return st;
   b.AddTo(req);
   if (const size_t size = req.dump().size(); size > kMaxItemBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("update of ", key.pk, "/", key.sk, " is ", size,
-                                                   " bytes; DynamoDB holds at most 400 KB per item"));
+    co_return absl::InvalidArgumentError(absl::StrCat("update of ", key.pk, "/", key.sk, " is ", size,
+                                                      " bytes; DynamoDB holds at most 400 KB per item"));
   }
-  bool failed = false;
-  ASSIGN_OR_RETURN(json res, impl_->Call("UpdateItem", req, true, &failed));
+  auto call = impl_->CallAsync("UpdateItem", std::move(req), true, true);
+  CallAnswer a = co_await std::move(call);
+  if (!a.body.ok()) co_return a.body.status();
+  json& res = *a.body;
   const auto attributes = res.find("Attributes");
-  impl_->RecordWrite("UpdateItem", key, res, !failed, attributes == res.end() ? 0 : WireItemSize(*attributes));
-  if (failed) return WriteResult::ConditionFailed();
+  impl_->RecordWrite("UpdateItem", key, res, !a.condition_failed,
+                     attributes == res.end() ? 0 : WireItemSize(*attributes));
+  if (a.condition_failed) co_return WriteResult::ConditionFailed();
   WriteResult out{true, {}};
   if (returns == ReturnValues::kAllNew) {
-    if (!res.contains("Attributes")) return out;  // an update without ops on an absent item
+    if (!res.contains("Attributes")) co_return out;  // an update without ops on an absent item
     absl::StatusOr<Item> item = dynamodb::ItemFromWire(res["Attributes"]);
-    if (!item.ok()) return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", item.status().message()));
+    if (!item.ok()) co_return absl::DataLossError(absl::StrCat(key.pk, "/", key.sk, ": ", item.status().message()));
     out.item = std::move(*item);
   }
-  return out;
+  co_return out;
 }
 
-absl::StatusOr<WriteResult> DynamoDbItemStore::Erase(const ItemKey& key, const Condition& condition) {
-  RETURN_IF_ERROR(internal::ValidateKey(key));
+asio::awaitable<absl::StatusOr<WriteResult>> DynamoDbItemStore::DoErase(ItemKey key, Condition condition) {
+  if (absl::Status valid = internal::ValidateKey(key); !valid.ok()) co_return valid;
   json req{{"TableName", impl_->options.table}, {"Key", impl_->Key(key)}, {"ReturnConsumedCapacity", "TOTAL"}};
   dynamodb::ExpressionBuilder b;
-  RETURN_IF_ERROR(Impl::AddCondition(req, condition, b));
+  if (absl::Status st = Impl::AddCondition(req, condition, b); !st.ok()) co_return st;
   b.AddTo(req);
-  bool failed = false;
-  ASSIGN_OR_RETURN(json res, impl_->Call("DeleteItem", req, true, &failed));
-  impl_->RecordWrite("DeleteItem", key, res, !failed, 0);
-  if (failed) return WriteResult::ConditionFailed();
-  return WriteResult{true, {}};
+  auto call = impl_->CallAsync("DeleteItem", std::move(req), true, true);
+  CallAnswer a = co_await std::move(call);
+  if (!a.body.ok()) co_return a.body.status();
+  impl_->RecordWrite("DeleteItem", key, *a.body, !a.condition_failed, 0);
+  if (a.condition_failed) co_return WriteResult::ConditionFailed();
+  co_return WriteResult{true, {}};
 }
 
-absl::StatusOr<QueryPage> DynamoDbItemStore::Query(const QueryRequest& request) {
-  RETURN_IF_ERROR(internal::ValidateQuery(request));
+asio::awaitable<absl::StatusOr<QueryPage>> DynamoDbItemStore::DoQuery(QueryRequest request) {
+  if (absl::Status valid = internal::ValidateQuery(request); !valid.ok()) co_return valid;
   dynamodb::ExpressionBuilder b;
   std::string key_condition = absl::StrCat(b.Name(dynamodb::kPartitionKey), " = ", *b.Value(request.pk));
   if (!request.sk_prefix.empty()) {
@@ -493,17 +582,20 @@ absl::StatusOr<QueryPage> DynamoDbItemStore::Query(const QueryRequest& request) 
            {"Limit", request.limit}};
   if (request.after) req["ExclusiveStartKey"] = impl_->Key({request.pk, *request.after});
   b.AddTo(req);
-  ASSIGN_OR_RETURN(json res, impl_->Call("Query", req, false));
+  auto call = impl_->CallAsync("Query", std::move(req), false, false);
+  CallAnswer a = co_await std::move(call);
+  if (!a.body.ok()) co_return a.body.status();
+  json& res = *a.body;
   QueryPage page;
   const int64_t now = impl_->now_sec();
   if (res.contains("Items") && res["Items"].is_array()) {
     for (const json& wire : res["Items"]) {
       if (!wire.contains("sk") || !wire["sk"].contains("S") || !wire["sk"]["S"].is_string()) {
-        return absl::DataLossError(absl::StrCat("DynamoDB Query of ", request.pk, ": an item has no string sk"));
+        co_return absl::DataLossError(absl::StrCat("DynamoDB Query of ", request.pk, ": an item has no string sk"));
       }
       std::string sk = wire["sk"]["S"].get<std::string>();
       absl::StatusOr<Item> item = dynamodb::ItemFromWire(wire);
-      if (!item.ok()) return absl::DataLossError(absl::StrCat(request.pk, "/", sk, ": ", item.status().message()));
+      if (!item.ok()) co_return absl::DataLossError(absl::StrCat(request.pk, "/", sk, ": ", item.status().message()));
       if (IsExpired(*item, now)) continue;
       page.items.emplace_back(std::move(sk), std::move(*item));
     }
@@ -514,8 +606,77 @@ absl::StatusOr<QueryPage> DynamoDbItemStore::Query(const QueryRequest& request) 
       page.last_sk = last["sk"]["S"].get<std::string>();
     }
   }
-  return page;
+  co_return page;
 }
+
+// ItemStore::WriteBatch's rule (each write after the one before, a chained write refused when what
+// it follows was not applied), each write awaited on the loop.
+asio::awaitable<AsyncItemStore::WriteResults> DynamoDbItemStore::DoWriteBatch(std::vector<WriteRequest> requests) {
+  WriteResults results;
+  results.reserve(requests.size());
+  for (WriteRequest& r : requests) {
+    if (ChainBroken(r, results, results.size())) {
+      results.push_back(WriteResult::ConditionFailed());
+      continue;
+    }
+    switch (r.kind) {
+      case WriteRequest::Kind::kPut: {
+        auto put = DoPut(std::move(r.key), std::move(r.item), std::move(r.condition));
+        results.push_back(co_await std::move(put));
+        break;
+      }
+      case WriteRequest::Kind::kUpdate: {
+        auto update = DoUpdate(std::move(r.key), std::move(r.ops), std::move(r.condition), r.returns);
+        results.push_back(co_await std::move(update));
+        break;
+      }
+      case WriteRequest::Kind::kErase: {
+        auto erase = DoErase(std::move(r.key), std::move(r.condition));
+        results.push_back(co_await std::move(erase));
+        break;
+      }
+    }
+  }
+  co_return results;
+}
+
+absl::StatusOr<std::optional<Item>> DynamoDbItemStore::Get(const ItemKey& key) { return impl_->RunOnNet(DoGet(key)); }
+
+absl::StatusOr<WriteResult> DynamoDbItemStore::Put(const ItemKey& key, const Item& item, const Condition& condition) {
+  return impl_->RunOnNet(DoPut(key, item, condition));
+}
+
+absl::StatusOr<WriteResult> DynamoDbItemStore::Update(const ItemKey& key, const std::vector<UpdateOp>& ops,
+                                                      const Condition& condition, ReturnValues returns) {
+  return impl_->RunOnNet(DoUpdate(key, ops, condition, returns));
+}
+
+absl::StatusOr<WriteResult> DynamoDbItemStore::Erase(const ItemKey& key, const Condition& condition) {
+  return impl_->RunOnNet(DoErase(key, condition));
+}
+
+absl::StatusOr<QueryPage> DynamoDbItemStore::Query(const QueryRequest& request) {
+  return impl_->RunOnNet(DoQuery(request));
+}
+
+std::vector<absl::StatusOr<WriteResult>> DynamoDbItemStore::WriteBatch(const std::vector<WriteRequest>& requests) {
+  return impl_->RunOnNet(DoWriteBatch(requests), requests.size());
+}
+
+void DynamoDbItemStore::AsyncGet(ItemKey key, GetCompletion done) {
+  impl_->Spawn(DoGet(std::move(key)), std::move(done));
+}
+
+void DynamoDbItemStore::AsyncQuery(QueryRequest request, QueryCompletion done) {
+  impl_->Spawn(DoQuery(std::move(request)), std::move(done));
+}
+
+void DynamoDbItemStore::AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) {
+  const size_t writes = requests.size();
+  impl_->Spawn(DoWriteBatch(std::move(requests)), std::move(done), writes);
+}
+
+void DynamoDbItemStore::WaitIdle() { impl_->WaitIdle(); }
 
 absl::StatusOr<ScanPage> DynamoDbItemStore::Scan(const ScanRequest& request) {
   RETURN_IF_ERROR(internal::ValidateScan(request));

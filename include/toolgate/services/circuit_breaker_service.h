@@ -86,6 +86,9 @@ class CircuitBreakerService {
   // call without claiming the probe (CLOSED, not throttled). Never writes. The outcome of what ran
   // under it is recorded like a call's (RecordSuccess, RecordFailure).
   absl::StatusOr<Permit> RequestPermissionWithoutProbe(std::string_view connector_id, const breaker::Config& config);
+  // Whether this instance holds a fresh copy of the breaker (RequestPermissionWithoutProbe then
+  // reads nothing from the store).
+  bool HasFreshCopy(std::string_view connector_id);
 
   // Record the outcome of a call that ran under `permit` (REQUIRES: permit.allowed). A result from
   // an older generation is ignored (S3). `tenant_id` feeds `min_distinct_tenants`.

@@ -38,11 +38,15 @@ class AsyncItemStore {
   // returned. For an owner about to destroy what the completions post to (a gateway's event loops,
   // after they stopped): nothing the store still holds can reach them afterwards.
   virtual void WaitIdle() = 0;
+  // Whether a read costs no more than a local lookup (SQLite: a WAL reader on the caller's own
+  // thread), so that a caller on an event loop may make it through the synchronous port there.
+  // False (DynamoDB): each read is a round trip, which an event loop must not wait for.
+  virtual bool ReadsAreLocal() const { return false; }
 };
 
 // Any ItemStore on the port: each operation runs on one of `threads` threads of the adapter's own,
-// as the gateway's store threads run them today. For the backends without an asynchronous path of
-// their own (memory; DynamoDB until its requests go out on the event loop). `store` must outlive
+// as the gateway's store threads run them. For a backend without an asynchronous path of its own
+// (memory; SQLite and DynamoDB have theirs), and for tests over a wrapped store. `store` must outlive
 // the adapter; the destructor waits for the operations under way and runs the queued ones.
 class PooledAsyncItemStore final : public AsyncItemStore {
  public:

@@ -5,8 +5,11 @@
 #include <string>
 #include <string_view>
 
+#include <boost/asio/awaitable.hpp>
+
 #include "absl/status/statusor.h"
 #include "toolgate/clock.h"
+#include "toolgate/store/async_item_store.h"
 #include "toolgate/store/aws_sigv4.h"
 #include "toolgate/store/item_store.h"
 
@@ -19,9 +22,11 @@ namespace toolgate::store {
 // placeholders. Reads are strongly consistent.
 //
 // The requests go through the net layer's HTTP client, as downstream calls do (one client, one set
-// of TLS rules): a free list of net::BlockingHttpClient, each holding its kept-alive connection, so
-// a thread takes one for a request and connections are reused across threads. HTTPS is verified
-// like a connector's (TLS >= 1.2, host name checked, `ca_file` or else the system CAs).
+// of TLS rules), on a network loop of the store's own (one thread): every request in flight at once
+// over kept-alive connections, and no thread waits for one — the asynchronous port (AsyncItemStore,
+// DESIGN §16) hands each result to its completion from that loop; the synchronous one (ItemStore,
+// for the CLI, the services' own writes and the tests) waits for the loop. HTTPS is verified like a
+// connector's (TLS >= 1.2, host name checked, `ca_file` or else the system CAs).
 //
 // Retries (capped exponential backoff with full jitter, inside `retry_budget_ms`): throttling
 // (ProvisionedThroughputExceeded, Throttling, RequestLimitExceeded), 503, and requests that never
@@ -47,7 +52,7 @@ namespace toolgate::store {
 // KB of the item (attribute names + values), the larger of before and after; what the adapter does
 // not see (the item before an UpdateItem or DeleteItem) counts as nothing, so that estimate is a
 // lower bound.
-class DynamoDbItemStore final : public ItemStore {
+class DynamoDbItemStore final : public ItemStore, public AsyncItemStore {
  public:
   // One write's consumed capacity (see the class comment).
   struct WriteUnits {
@@ -90,7 +95,14 @@ class DynamoDbItemStore final : public ItemStore {
   absl::StatusOr<WriteResult> Erase(const ItemKey& key, const Condition& condition) override;
   absl::StatusOr<QueryPage> Query(const QueryRequest& request) override;
   absl::StatusOr<ScanPage> Scan(const ScanRequest& request) override;
+  std::vector<absl::StatusOr<WriteResult>> WriteBatch(const std::vector<WriteRequest>& requests) override;
   std::string_view backend_name() const override { return "dynamodb"; }
+
+  // The asynchronous port: each operation goes out on the network loop, and `done` is called there.
+  void AsyncGet(ItemKey key, GetCompletion done) override;
+  void AsyncQuery(QueryRequest request, QueryCompletion done) override;
+  void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) override;
+  void WaitIdle() override;
 
   // `toolgate store init`: creates the table (pk/sk strings, on-demand billing) unless it exists,
   // waits until it is ACTIVE, and enables TTL on `ttl`. Returns what it did, line by line; an engine
@@ -123,6 +135,14 @@ class DynamoDbItemStore final : public ItemStore {
  private:
   struct Impl;
   explicit DynamoDbItemStore(std::unique_ptr<Impl> impl);
+  // The operations, on the network loop.
+  boost::asio::awaitable<absl::StatusOr<std::optional<Item>>> DoGet(ItemKey key);
+  boost::asio::awaitable<absl::StatusOr<WriteResult>> DoPut(ItemKey key, Item item, Condition condition);
+  boost::asio::awaitable<absl::StatusOr<WriteResult>> DoUpdate(ItemKey key, std::vector<UpdateOp> ops,
+                                                               Condition condition, ReturnValues returns);
+  boost::asio::awaitable<absl::StatusOr<WriteResult>> DoErase(ItemKey key, Condition condition);
+  boost::asio::awaitable<absl::StatusOr<QueryPage>> DoQuery(QueryRequest request);
+  boost::asio::awaitable<WriteResults> DoWriteBatch(std::vector<WriteRequest> requests);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -78,6 +78,7 @@ class SqliteItemStore final : public ItemStore, public AsyncItemStore {
   void AsyncGet(ItemKey key, GetCompletion done) override;
   void AsyncQuery(QueryRequest request, QueryCompletion done) override;
   void AsyncWriteBatch(std::vector<WriteRequest> requests, WriteCompletion done) override;
+  bool ReadsAreLocal() const override { return true; }
   void WaitIdle() override;
 
   // Write transactions committed so far (each a group of one or more batches).
