@@ -4,6 +4,7 @@
 // (an intent that is there, a breaker not CLOSED, a full connector, the store failing) is answered as
 // when the intent was claimed on its own before the breaker was asked.
 
+#include <thread>
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include <boost/asio/co_spawn.hpp>
@@ -50,7 +51,22 @@ class CountingStore final : public store::ForwardingItemStore {
     ++writes;
     return ForwardingItemStore::WriteBatch(r);
   }
+  absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
+    CountRead();
+    return ForwardingItemStore::Get(key);
+  }
+  absl::StatusOr<store::QueryPage> Query(const store::QueryRequest& request) override {
+    CountRead();
+    return ForwardingItemStore::Query(request);
+  }
+  void CountRead() {
+    ++reads;
+    if (std::this_thread::get_id() == loop_thread) ++reads_on_loop;
+  }
   std::atomic<int> writes{0};
+  std::atomic<int> reads{0};
+  std::atomic<int> reads_on_loop{0};  // made on `loop_thread`: the thread that runs the calls' loop
+  std::thread::id loop_thread = std::this_thread::get_id();
 };
 
 class IntentOpeningTest : public ::testing::Test {
@@ -140,6 +156,18 @@ TEST_F(IntentOpeningTest, ACallWithAKeyCommitsTwiceAsACallWithoutOne) {
   }
   EXPECT_EQ(IntentState("order-1"), "SUCCEEDED");
   EXPECT_EQ(InFlight(), 0);
+}
+
+// Over a port whose reads are round trips (DynamoDB's; here the pooled adapter, which says the
+// same), a call's loop makes no store read: the kill switches' refresh and the breaker's read go to
+// the pool. (The test's thread runs the loop.)
+TEST_F(IntentOpeningTest, OverAPortWhoseReadsAreRoundTripsTheLoopReadsNothing) {
+  ASSERT_FALSE(port_.ReadsAreLocal());
+  auto [answer, called] = Invoke(Request(""));
+  ASSERT_EQ(answer.outcome, Outcome::kSucceeded);
+  EXPECT_TRUE(called);
+  EXPECT_GT(counting_.reads.load(), 0) << "cold caches: the kill switches and the breaker were read";
+  EXPECT_EQ(counting_.reads_on_loop.load(), 0) << "a store read held the call's loop";
 }
 
 TEST_F(IntentOpeningTest, AnIntentThatIsThereIsAnsweredAsBeforeAndTakesNoSlot) {

@@ -36,9 +36,10 @@ class InFlight {
 };
 
 // How a call reaches the store from the event loop (DESIGN §16): through the store's asynchronous
-// port when it has one (SQLite: batches join its group commit, reads run here), the rest of the
-// blocking store work on the pool. Without a port (memory, DynamoDB) the engine runs the whole
-// admission and completion on the pool, as blocking calls (StoreDrive).
+// port when it has one (SQLite: batches join its group commit, reads run here; DynamoDB: batches on
+// its network loop, reads that are round trips on the pool), the rest of the blocking store work on
+// the pool. Without a port (memory) the engine runs the whole admission and completion on the pool,
+// as blocking calls (StoreDrive).
 StoreDrive LoopDrive(GatewayContext& g) { return {g.engine.async_port(), &g.pool}; }
 
 }  // namespace

@@ -284,8 +284,17 @@ class ToolInvoker::Admission {
 
   // 1. Kill switches (S8), before anything is taken.
   asio::awaitable<Stop> CheckKillSwitches() {
-    absl::StatusOr<std::optional<KillSwitch>> kill =
-        s_.kill_switches.Match(rec().tenant_id, cid(), rec().action_type, rec().tool_name);
+    // From the instance's snapshot; its refresh (a Query of every switch, once per refresh_ms) is a
+    // round trip on DynamoDB, made on the pool (with the store down, each call's try waits there,
+    // never an event loop).
+    auto match = [this] { return s_.kill_switches.Match(rec().tenant_id, cid(), rec().action_type, rec().tool_name); };
+    absl::StatusOr<std::optional<KillSwitch>> kill;
+    if (drive_.port != nullptr && !drive_.port->ReadsAreLocal() && !s_.kill_switches.HasFreshCopy()) {
+      auto read = Blocking(drive_, match);
+      kill = co_await std::move(read);
+    } else {
+      kill = match();
+    }
     if (!kill.ok()) {
       auto trouble = StoreTrouble(kill.status());
       co_return co_await std::move(trouble);

@@ -155,6 +155,11 @@ absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {
   return out;
 }
 
+bool KillSwitchService::HasFreshCopy() {
+  absl::MutexLock lock(&mu_);
+  return snapshot_at_ms_ >= 0 && clock_.now_monotonic_ms() - snapshot_at_ms_ < refresh_ms_;
+}
+
 absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_view tenant_id,
                                                                    std::string_view connector_id,
                                                                    std::string_view action_type,

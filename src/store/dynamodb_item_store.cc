@@ -447,7 +447,8 @@ struct DynamoDbItemStore::Impl {
 };
 
 DynamoDbItemStore::DynamoDbItemStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-DynamoDbItemStore::~DynamoDbItemStore() = default;
+// Operations under way finish before anything of the store goes (they use it to their end).
+DynamoDbItemStore::~DynamoDbItemStore() { impl_->WaitIdle(); }
 
 absl::StatusOr<std::unique_ptr<DynamoDbItemStore>> DynamoDbItemStore::Open(Options options, const Clock& clock) {
   if (options.table.empty() || options.table.size() > 255) {

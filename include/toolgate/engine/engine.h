@@ -66,7 +66,7 @@ class Engine {
   store::ItemStore& store() { return *metered_; }
   // The adapter under the metering (e.g. to find the memory store's sweeper).
   store::ItemStore& base_store() { return *base_; }
-  // The adapter's own asynchronous port (design §16: SQLite), or nullptr when it has none.
+  // The adapter's own asynchronous port (design §16: SQLite, DynamoDB), or nullptr when it has none.
   store::AsyncItemStore* async_port() { return dynamic_cast<store::AsyncItemStore*>(base_); }
   CircuitBreakerService& breakers() { return *breakers_; }
   ConnectorConcurrencyService& slots() { return *slots_; }
