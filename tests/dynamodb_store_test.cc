@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include "fake_downstream.h"
@@ -174,12 +175,14 @@ TEST(DynamoDbExpressionsTest, WireValuesRoundTripAndForeignTypesAreDataLoss) {
 // A DynamoDB endpoint that answers from a script, to drive the retry policy.
 class DynamoDbRetryTest : public ::testing::Test {
  protected:
-  std::unique_ptr<DynamoDbItemStore> Open(int budget_ms = 2000) {
+  std::unique_ptr<DynamoDbItemStore> Open(int budget_ms = 2000,
+                                          const std::function<void(DynamoDbItemStore::Options&)>& tweak = {}) {
     DynamoDbItemStore::Options o;
     o.endpoint = fake_.base_url();
     o.credentials = toolgate::testing::TestCredentials();
     o.retry_budget_ms = budget_ms;
     o.request_timeout_ms = 1000;
+    if (tweak) tweak(o);
     o.on_retry = [this](std::string_view op, std::string_view reason) {
       std::lock_guard lock(mu_);
       retries_.push_back(std::string(op) + ":" + std::string(reason));
@@ -254,6 +257,76 @@ TEST_F(DynamoDbRetryTest, TheAsynchronousPortKeepsManyRequestsInFlightAtOnceOnIt
   EXPECT_EQ(from_completion.code(), absl::StatusCode::kInternal) << from_completion;
   EXPECT_THAT(std::string(from_completion.message()), HasSubstr("network thread"));
   EXPECT_EQ(fake_.total(), kOps) << "the refused blocking call sent nothing";
+  store->WaitIdle();
+}
+
+// Submitted operations beyond store.max_requests_in_flight wait for a place on the network loop:
+// the fake DynamoDB (the independent observer) never sees more at once, and every one is answered.
+TEST_F(DynamoDbRetryTest, RequestsBeyondTheInFlightCapWaitForAPlaceAndAllAreAnswered) {
+  fake_.set_behavior([](const FakeDownstream::Request&) {
+    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})", {}, 200};
+  });
+  auto store = Open(2000, [](DynamoDbItemStore::Options& o) {
+    o.max_requests_in_flight = 4;
+    o.request_timeout_ms = 5000;  // the last in line waits ~600 ms
+  });
+  AsyncItemStore& port = *store;
+  constexpr int kOps = 16;
+  std::mutex mu;
+  std::condition_variable all_done;
+  int done = 0, found = 0;
+  for (int i = 0; i < kOps; ++i) {
+    port.AsyncGet({"A", "B"}, [&](absl::StatusOr<std::optional<Item>> got) {
+      std::lock_guard lock(mu);
+      if (got.ok() && got->has_value() && GetInt(**got, "v") == 7) ++found;
+      if (++done == kOps) all_done.notify_one();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(all_done.wait_for(lock, std::chrono::seconds(20), [&] { return done == kOps; }));
+  }
+  EXPECT_EQ(found, kOps);
+  EXPECT_EQ(fake_.peak_concurrent(), 4) << "the cap was passed, or the places were not all used";
+  EXPECT_EQ(fake_.total(), kOps);
+  EXPECT_TRUE(retries_.empty()) << "a wait for a place within request_timeout_ms is no failure";
+  store->WaitIdle();
+}
+
+// A wait for a place is bounded by request_timeout_ms: then that attempt fails unsent, named, and is
+// retried inside the budget like a connection that failed (here the budget allows no retry).
+TEST_F(DynamoDbRetryTest, AWaitForAPlaceThatRunsOutFailsUnsentAndNamesTheCap) {
+  fake_.set_behavior([](const FakeDownstream::Request&) {
+    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})", {}, 1000};
+  });
+  auto store = Open(/*budget_ms=*/0, [](DynamoDbItemStore::Options& o) {
+    o.max_requests_in_flight = 1;
+    o.request_timeout_ms = 2500;  // in line: the 2nd waits ~1 s, the 3rd ~2 s, the 4th would wait 3 s
+  });
+  AsyncItemStore& port = *store;
+  constexpr int kOps = 4;
+  std::mutex mu;
+  std::condition_variable all_done;
+  int done = 0;
+  std::vector<absl::Status> failed;
+  for (int i = 0; i < kOps; ++i) {
+    port.AsyncGet({"A", "B"}, [&](absl::StatusOr<std::optional<Item>> got) {
+      std::lock_guard lock(mu);
+      if (!got.ok()) failed.push_back(got.status());
+      if (++done == kOps) all_done.notify_one();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(all_done.wait_for(lock, std::chrono::seconds(20), [&] { return done == kOps; }));
+  }
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(IsStoreError(failed[0]));
+  EXPECT_THAT(std::string(failed[0].message()), HasSubstr("GetItem"));
+  EXPECT_THAT(std::string(failed[0].message()), HasSubstr("max_requests_in_flight"));
+  EXPECT_EQ(fake_.peak_concurrent(), 1);
+  EXPECT_EQ(fake_.total(), 3) << "the request that found no place was sent";
   store->WaitIdle();
 }
 

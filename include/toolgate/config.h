@@ -55,11 +55,12 @@ struct StoreConfig {
   int sqlite_mmap_mb = 0;  // SQLite: how much of the file each connection reads through a memory map
   std::string table = "toolgate";
   std::string region = "us-east-1";
-  std::string endpoint;           // empty: https://dynamodb.<region>.amazonaws.com
-  std::string ca_file;            // CAs for an https endpoint, instead of the system trust store
-  int request_timeout_ms = 2000;  // one DynamoDB HTTP exchange
-  int retry_budget_ms = 1500;     // all retries of one store operation
-  int sweep_interval_s = 60;      // SQLite and memory: how often expired items are deleted
+  std::string endpoint;             // empty: https://dynamodb.<region>.amazonaws.com
+  std::string ca_file;              // CAs for an https endpoint, instead of the system trust store
+  int request_timeout_ms = 2000;    // one DynamoDB HTTP exchange
+  int retry_budget_ms = 1500;       // all retries of one store operation
+  int max_requests_in_flight = 64;  // DynamoDB: requests out at once; more wait for a place
+  int sweep_interval_s = 60;        // SQLite and memory: how often expired items are deleted
   // SQLite: create the store (and its directory) when there is none at `path`. false refuses to
   // start instead — production, where "no store" means a volume that did not mount.
   bool create_if_missing = true;

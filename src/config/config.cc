@@ -612,6 +612,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   store.String("ca_file", c.store.ca_file);
   store.Int("request_timeout_ms", 10, 60'000, c.store.request_timeout_ms);
   store.Int("retry_budget_ms", 0, 60'000, c.store.retry_budget_ms);
+  store.Int("max_requests_in_flight", 1, 4096, c.store.max_requests_in_flight);
   store.Int("sweep_interval_s", 1, 3600, c.store.sweep_interval_s);
   store.Bool("create_if_missing", c.store.create_if_missing);
   if (c.store.backend == "dynamodb") {

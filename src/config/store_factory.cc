@@ -53,6 +53,7 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenConfiguredStore(const Stor
     o.credentials = std::move(*credentials);
     o.request_timeout_ms = config.request_timeout_ms;
     o.retry_budget_ms = config.retry_budget_ms;
+    o.max_requests_in_flight = config.max_requests_in_flight;
     o.on_retry = options.on_retry;
     if (options.on_write_units) {
       o.on_write_units = [f = options.on_write_units](const store::DynamoDbItemStore::WriteUnits& w) {

@@ -5,9 +5,12 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <deque>
 #include <future>
+#include <memory>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
@@ -116,8 +119,9 @@ absl::StatusOr<Endpoint> ParseEndpoint(std::string_view url) {
 struct Exchange {
   // kConnect: DynamoDB cannot have seen the request (no connection, or TLS refused before it was
   // sent): safe to retry any request. kAfterSend: the request may have reached DynamoDB and no
-  // complete answer came back (dropped, timed out, too large): it may have been applied.
-  enum class Failure { kNone, kConnect, kAfterSend };
+  // complete answer came back (dropped, timed out, too large): it may have been applied. kNoPlace:
+  // not sent, every place for a request in flight stayed taken for request_timeout_ms (safe to retry).
+  enum class Failure { kNone, kConnect, kAfterSend, kNoPlace };
   Failure failure = Failure::kNone;
   std::string error;  // transport error text
   int status = 0;
@@ -216,6 +220,53 @@ size_t WireItemSize(const json& item) {
   return n;
 }
 
+// The places for requests in flight (store.max_requests_in_flight), taken in the order asked for.
+// Used on the network loop's one thread only, so it needs no lock.
+class RequestPlaces {
+ public:
+  explicit RequestPlaces(int capacity) : capacity_(capacity), free_(capacity) {}
+
+  int capacity() const { return capacity_; }
+
+  // A place, when one is free or given back within `wait`; false when none was.
+  asio::awaitable<bool> Take(std::chrono::milliseconds wait) {
+    if (free_ > 0 && waiting_.empty()) {
+      --free_;
+      co_return true;
+    }
+    auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor, wait);
+    waiting_.push_back(waiter);
+    boost::system::error_code ignored;
+    co_await waiter->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    // Handed a place (the timer cancelled), or the wait ran out: then it is still in line, unless a
+    // place was handed to it after the timer fired and before this resumed.
+    if (!waiter->given) waiting_.erase(std::find(waiting_.begin(), waiting_.end(), waiter));
+    co_return waiter->given;
+  }
+
+  // A place taken is given back: to the first in line, else to the free ones.
+  void Give() {
+    if (waiting_.empty()) {
+      ++free_;
+      return;
+    }
+    std::shared_ptr<Waiter> first = std::move(waiting_.front());
+    waiting_.pop_front();
+    first->given = true;
+    first->timer.cancel();
+  }
+
+ private:
+  struct Waiter {
+    Waiter(const asio::any_io_executor& executor, std::chrono::milliseconds wait) : timer(executor, wait) {}
+    asio::steady_timer timer;
+    bool given = false;
+  };
+  const int capacity_;
+  int free_;
+  std::deque<std::shared_ptr<Waiter>> waiting_;
+};
+
 }  // namespace
 
 struct DynamoDbItemStore::Impl {
@@ -229,6 +280,7 @@ struct DynamoDbItemStore::Impl {
   asio::io_context net;
   asio::executor_work_guard<asio::io_context::executor_type> net_work{net.get_executor()};
   net::ConnectionPool pool;
+  RequestPlaces places;  // what is in flight at once (and so how many connections are open)
   std::thread net_thread;
   // Operations under way (WaitIdle, the destructor).
   absl::Mutex ops_mu;
@@ -244,6 +296,7 @@ struct DynamoDbItemStore::Impl {
         clock(c),
         endpoint(std::move(e)),
         pool(static_cast<size_t>(std::max(1, options.max_idle_connections)), kMaxIdle),
+        places(std::max(1, options.max_requests_in_flight)),
         net_thread([this] { net.run(); }) {}
 
   ~Impl() {
@@ -261,17 +314,32 @@ struct DynamoDbItemStore::Impl {
   // Runs `op` on the network loop and hands its result to `done` there (the asynchronous port).
   template <typename T, typename Done>
   void Spawn(asio::awaitable<T> op, Done done, size_t writes = 1) {
-    {
-      absl::MutexLock lock(&ops_mu);
-      ++ops_in_flight;
-    }
-    asio::co_spawn(net, std::move(op), [this, writes, done = std::move(done)](std::exception_ptr e, T result) mutable {
-      if (e)
-        result = Failed<T>::With(absl::InternalError("DynamoDB store: an operation ended by an exception"), writes);
-      std::move(done)(std::move(result));
-      absl::MutexLock lock(&ops_mu);
-      if (--ops_in_flight == 0) ops_idle.SignalAll();
-    });
+    // Counted from before the spawn until its completion has run (or the spawn failed).
+    struct InFlight {
+      explicit InFlight(Impl* i) : impl(i) {
+        absl::MutexLock lock(&impl->ops_mu);
+        ++impl->ops_in_flight;
+      }
+      InFlight(InFlight&& o) noexcept : impl(std::exchange(o.impl, nullptr)) {}
+      InFlight(const InFlight&) = delete;
+      InFlight& operator=(const InFlight&) = delete;
+      InFlight& operator=(InFlight&&) = delete;
+      ~InFlight() {
+        if (impl == nullptr) return;
+        absl::MutexLock lock(&impl->ops_mu);
+        if (--impl->ops_in_flight == 0) impl->ops_idle.SignalAll();
+      }
+      Impl* impl;
+    };
+    asio::co_spawn(
+        net, std::move(op),
+        [writes, done = std::move(done), in_flight = InFlight(this)](std::exception_ptr e, T result) mutable {
+          const InFlight ends = std::move(in_flight);  // after `done`
+          if (e) {
+            result = Failed<T>::With(absl::InternalError("DynamoDB store: an operation ended by an exception"), writes);
+          }
+          std::move(done)(std::move(result));
+        });
   }
 
   // Runs `op` on the network loop and waits for it (the synchronous port). Refused on the network
@@ -289,8 +357,22 @@ struct DynamoDbItemStore::Impl {
     return answer.get();
   }
 
-  // One signed HTTP exchange on a kept-alive connection (or a new one), on the network loop.
+  // One signed HTTP exchange on a kept-alive connection (or a new one), on the network loop, once
+  // one of the places for requests in flight is free.
   asio::awaitable<Exchange> Post(std::string target, std::string body) {
+    const std::chrono::milliseconds timeout(options.request_timeout_ms);
+    if (!co_await places.Take(timeout)) {
+      Exchange none;
+      none.failure = Exchange::Failure::kNoPlace;
+      none.error = absl::StrCat("not sent: all ", places.capacity(),
+                                " places for requests in flight (store.max_requests_in_flight) stayed taken for ",
+                                timeout.count(), " ms");
+      co_return none;
+    }
+    struct PlaceBack {
+      RequestPlaces& places;
+      ~PlaceBack() { places.Give(); }
+    } back{places};
     const std::string amz_date = aws::AmzDate(
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     const std::string full_target = absl::StrCat("DynamoDB_20120810.", target);
@@ -355,6 +437,9 @@ struct DynamoDbItemStore::Impl {
       if (ex.failure == Exchange::Failure::kConnect) {
         last = absl::StrCat("DynamoDB ", op, ": connection failed: ", ex.error);
         reason = "connection";
+      } else if (ex.failure == Exchange::Failure::kNoPlace) {
+        last = absl::StrCat("DynamoDB ", op, ": ", ex.error);
+        reason = "in_flight_cap";
       } else if (ex.failure == Exchange::Failure::kAfterSend) {
         last = absl::StrCat("DynamoDB ", op, ": ", ex.error, is_write ? " (the write's outcome is unknown)" : "");
         if (!is_write) reason = "connection";

@@ -73,6 +73,9 @@ class DynamoDbItemStore final : public ItemStore, public AsyncItemStore {
     int retry_budget_ms = 1500;     // all retries of one operation
     int max_attempts = 6;
     int max_idle_connections = 64;
+    // Requests out at once (and so connections open); more wait on the network loop for a place, in
+    // order, up to request_timeout_ms each (then that attempt fails unsent and may be retried).
+    int max_requests_in_flight = 64;
     // Called for each retry (op: "GetItem"…, reason: "throttled", "server_error", "connection").
     std::function<void(std::string_view op, std::string_view reason)> on_retry;
     // Called after each write DynamoDB answered (applied, or refused by its condition) with the
