@@ -44,14 +44,16 @@ asio::awaitable<std::invoke_result_t<F>> Blocking(StoreDrive drive, F f) {
   co_return co_await std::move(run);
 }
 
-// A read the engine makes on the loop — cheap from the instance's fresh copy or a store whose reads
-// are local (SQLite) — but on the pool when it would be a round trip (DynamoDB's port): a store that
-// is slow or down then holds a pool thread, never an event loop.
-template <typename F>
-asio::awaitable<std::invoke_result_t<F>> LoopRead(StoreDrive drive, bool fresh_copy, F f) {
-  if (drive.port == nullptr || drive.port->ReadsAreLocal() || fresh_copy) co_return f();
-  auto read = Blocking(drive, std::move(f));
-  co_return co_await std::move(read);
+// A read the engine makes for a call: from the instance's fresh copy when `copy` has one (one
+// lookup, never the store); else from the store — here when its reads are local (SQLite), on the
+// pool when each is a round trip (DynamoDB's port), so a store that is slow or down holds a pool
+// thread, never an event loop. The copy is asked once: no window between "fresh?" and the read.
+template <typename Copy, typename Read>
+asio::awaitable<std::invoke_result_t<Read>> LoopRead(StoreDrive drive, Copy copy, Read read) {
+  if (auto held = copy()) co_return std::move(*held);
+  if (drive.port == nullptr || drive.port->ReadsAreLocal()) co_return read();
+  auto off = Blocking(drive, std::move(read));
+  co_return co_await std::move(off);
 }
 
 // A store without a port reaches the loop's entry points only through the pool: the whole entry
@@ -297,9 +299,12 @@ class ToolInvoker::Admission {
     // From the instance's snapshot; its refresh (a Query of every switch, once per refresh_ms) is a
     // round trip on DynamoDB, made on the pool (with the store down, each call's try waits there,
     // never an event loop).
-    auto match = LoopRead(drive_, s_.kill_switches.HasFreshCopy(), [this] {
-      return s_.kill_switches.Match(rec().tenant_id, cid(), rec().action_type, rec().tool_name);
-    });
+    auto match = LoopRead(
+        drive_,
+        [this] {
+          return s_.kill_switches.MatchFromFreshCopy(rec().tenant_id, cid(), rec().action_type, rec().tool_name);
+        },
+        [this] { return s_.kill_switches.Match(rec().tenant_id, cid(), rec().action_type, rec().tool_name); });
     absl::StatusOr<std::optional<KillSwitch>> kill = co_await std::move(match);
     if (!kill.ok()) {
       auto trouble = StoreTrouble(kill.status());
@@ -413,8 +418,9 @@ class ToolInvoker::Admission {
     // The usual answer (CLOSED: allowed) is a read, made here (from the instance's copy, or from a
     // store whose reads are local; a round trip goes to the pool); anything else may claim the
     // probe, a conditional write, and asks again the blocking way.
-    auto read = LoopRead(drive_, s_.breakers.HasFreshCopy(cid()),
-                         [this] { return s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker); });
+    auto read = LoopRead(
+        drive_, [this] { return s_.breakers.PermitFromFreshCopy(cid(), connector().breaker); },
+        [this] { return s_.breakers.RequestPermissionWithoutProbe(cid(), connector().breaker); });
     absl::StatusOr<CircuitBreakerService::Permit> permit = co_await std::move(read);
     if (!permit.ok() || !permit->allowed) {
       // The intent first, as when it was claimed before the breaker was asked: an intent that

@@ -202,14 +202,23 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPerm
   return absl::InternalError("unreachable permission step");
 }
 
-bool CircuitBreakerService::HasFreshCopy(std::string_view connector_id) {
-  return Cached(connector_id, clock_.now_epoch_ms()).has_value();
+std::optional<CircuitBreakerService::Permit> CircuitBreakerService::PermitFromFreshCopy(std::string_view connector_id,
+                                                                                        const breaker::Config& config) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  std::optional<breaker::Snapshot> s = Cached(connector_id, now_ms);
+  if (!s) return std::nullopt;
+  return PermitWithoutProbe(*s, config, now_ms);
 }
 
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermissionWithoutProbe(
     std::string_view connector_id, const breaker::Config& config) {
   const int64_t now_ms = clock_.now_epoch_ms();
   ASSIGN_OR_RETURN(const breaker::Snapshot s, CachedOrRead(connector_id, now_ms));
+  return PermitWithoutProbe(s, config, now_ms);
+}
+
+CircuitBreakerService::Permit CircuitBreakerService::PermitWithoutProbe(const breaker::Snapshot& s,
+                                                                        const breaker::Config& config, int64_t now_ms) {
   const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
   Permit p;
   if (plan.step != breaker::PermissionPlan::Step::kAllow) {

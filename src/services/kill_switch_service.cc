@@ -155,25 +155,12 @@ absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {
   return out;
 }
 
-bool KillSwitchService::HasFreshCopy() {
-  absl::MutexLock lock(&mu_);
-  return snapshot_at_ms_ >= 0 && clock_.now_monotonic_ms() - snapshot_at_ms_ < refresh_ms_;
-}
+namespace {
 
-absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_view tenant_id,
-                                                                   std::string_view connector_id,
-                                                                   std::string_view action_type,
-                                                                   std::string_view tool_name) {
-  std::vector<KillSwitch> snapshot;
-  {
-    absl::MutexLock lock(&mu_);
-    const int64_t now = clock_.now_monotonic_ms();
-    if (snapshot_at_ms_ < 0 || now - snapshot_at_ms_ >= refresh_ms_) {
-      ASSIGN_OR_RETURN(snapshot_, List());
-      snapshot_at_ms_ = now;
-    }
-    snapshot = snapshot_;
-  }
+// The first switch of `snapshot` that matches the call (KillSwitchService::Match).
+std::optional<KillSwitch> FirstMatch(const std::vector<KillSwitch>& snapshot, std::string_view tenant_id,
+                                     std::string_view connector_id, std::string_view action_type,
+                                     std::string_view tool_name) {
   // An action-type switch names what an operator switches off: the call's effective action type or
   // its tool name, whichever the operator knows it by (DESIGN §1).
   auto names_action = [&](std::string_view key) {
@@ -189,11 +176,35 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
           (s == "action_type" && names_action(key)) ||
           (s == "tenant_action" && key.substr(0, tenant_prefix.size()) == tenant_prefix &&
            names_action(key.substr(tenant_prefix.size())))) {
-        return std::optional<KillSwitch>(k);
+        return k;
       }
     }
   }
-  return std::optional<KillSwitch>();
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::optional<KillSwitch>> KillSwitchService::MatchFromFreshCopy(std::string_view tenant_id,
+                                                                               std::string_view connector_id,
+                                                                               std::string_view action_type,
+                                                                               std::string_view tool_name) {
+  absl::MutexLock lock(&mu_);
+  if (snapshot_at_ms_ < 0 || clock_.now_monotonic_ms() - snapshot_at_ms_ >= refresh_ms_) return std::nullopt;
+  return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
+}
+
+absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_view tenant_id,
+                                                                   std::string_view connector_id,
+                                                                   std::string_view action_type,
+                                                                   std::string_view tool_name) {
+  absl::MutexLock lock(&mu_);
+  const int64_t now = clock_.now_monotonic_ms();
+  if (snapshot_at_ms_ < 0 || now - snapshot_at_ms_ >= refresh_ms_) {
+    ASSIGN_OR_RETURN(snapshot_, List());
+    snapshot_at_ms_ = now;
+  }
+  return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
 
 }  // namespace toolgate

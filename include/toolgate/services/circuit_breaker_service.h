@@ -86,9 +86,9 @@ class CircuitBreakerService {
   // call without claiming the probe (CLOSED, not throttled). Never writes. The outcome of what ran
   // under it is recorded like a call's (RecordSuccess, RecordFailure).
   absl::StatusOr<Permit> RequestPermissionWithoutProbe(std::string_view connector_id, const breaker::Config& config);
-  // Whether this instance holds a fresh copy of the breaker (RequestPermissionWithoutProbe then
-  // reads nothing from the store).
-  bool HasFreshCopy(std::string_view connector_id);
+  // RequestPermissionWithoutProbe's answer from this instance's fresh copy of the breaker only, one
+  // lookup that never reads the store; nullopt when it holds none (that would be a store read).
+  std::optional<Permit> PermitFromFreshCopy(std::string_view connector_id, const breaker::Config& config);
 
   // Record the outcome of a call that ran under `permit` (REQUIRES: permit.allowed). A result from
   // an older generation is ignored (S3). `tenant_id` feeds `min_distinct_tenants`.
@@ -155,6 +155,8 @@ class CircuitBreakerService {
 
   // The cached snapshot of a connector's breaker, or nullopt when it must be read.
   std::optional<breaker::Snapshot> Cached(std::string_view connector_id, int64_t now_ms);
+  // What RequestPermissionWithoutProbe answers for the breaker as `s` holds it.
+  static Permit PermitWithoutProbe(const breaker::Snapshot& s, const breaker::Config& config, int64_t now_ms);
   void Remember(std::string_view connector_id, const breaker::Snapshot& s);
   // The cached snapshot while fresh, else one read from the store (then cached).
   absl::StatusOr<breaker::Snapshot> CachedOrRead(std::string_view connector_id, int64_t now_ms);

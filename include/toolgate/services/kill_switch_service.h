@@ -45,10 +45,12 @@ class KillSwitchService {
   // The first switch (global, tenant, connector, action type, tenant + action type) that matches
   // the call, from the snapshot (refreshed when stale). An `action_type` or `tenant_action` switch
   // matches the call's effective action type or its tool name.
-  // Whether the snapshot is fresh (Match then reads nothing from the store).
-  bool HasFreshCopy();
   absl::StatusOr<std::optional<KillSwitch>> Match(std::string_view tenant_id, std::string_view connector_id,
                                                   std::string_view action_type, std::string_view tool_name);
+  // Match's answer from a fresh snapshot only, one lookup that never reads the store; nullopt when
+  // the snapshot is stale (Match would refresh it, a store read).
+  std::optional<std::optional<KillSwitch>> MatchFromFreshCopy(std::string_view tenant_id, std::string_view connector_id,
+                                                              std::string_view action_type, std::string_view tool_name);
 
  private:
   store::ItemStore& store_;
