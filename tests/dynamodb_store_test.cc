@@ -297,11 +297,11 @@ TEST_F(DynamoDbRetryTest, RequestsBeyondTheInFlightCapWaitForAPlaceAndAllAreAnsw
 // retried inside the budget like a connection that failed (here the budget allows no retry).
 TEST_F(DynamoDbRetryTest, AWaitForAPlaceThatRunsOutFailsUnsentAndNamesTheCap) {
   fake_.set_behavior([](const FakeDownstream::Request&) {
-    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})", {}, 1000};
+    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})", {}, 1500};
   });
   auto store = Open(/*budget_ms=*/0, [](DynamoDbItemStore::Options& o) {
     o.max_requests_in_flight = 1;
-    o.request_timeout_ms = 2500;  // in line: the 2nd waits ~1 s, the 3rd ~2 s, the 4th would wait 3 s
+    o.request_timeout_ms = 3750;  // in line: the 2nd waits ~1.5 s, the 3rd ~3 s, the 4th would wait 4.5 s
   });
   AsyncItemStore& port = *store;
   constexpr int kOps = 4;

@@ -180,26 +180,11 @@ absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPerm
   const int64_t now_ms = clock_.now_epoch_ms();
   ASSIGN_OR_RETURN(const breaker::Snapshot s, CachedOrRead(connector_id, now_ms));
   const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
-  switch (plan.step) {
-    case breaker::PermissionPlan::Step::kAllow: {
-      Permit p;
-      p.allowed = true;
-      p.generation = s.generation;
-      p.window_start_epoch_sec = s.window_start_epoch_sec;
-      p.window_counting = s.exists && s.window_failures > 0 && !breaker::WindowExpired(s, config, now_ms / 1000);
-      return p;
-    }
-    case breaker::PermissionPlan::Step::kDefer: {
-      Permit p;
-      p.reason = plan.reason;
-      p.retry_after_ms = plan.retry_after_ms;
-      return p;
-    }
-    case breaker::PermissionPlan::Step::kClaimProbe:
-    case breaker::PermissionPlan::Step::kTakeOverProbe:
-      return ClaimProbe(connector_id, config, s, now_ms);
+  if (plan.step == breaker::PermissionPlan::Step::kClaimProbe ||
+      plan.step == breaker::PermissionPlan::Step::kTakeOverProbe) {
+    return ClaimProbe(connector_id, config, s, now_ms);
   }
-  return absl::InternalError("unreachable permission step");
+  return PermitFromPlan(s, plan, config, now_ms);
 }
 
 std::optional<CircuitBreakerService::Permit> CircuitBreakerService::PermitFromFreshCopy(std::string_view connector_id,
@@ -207,21 +192,22 @@ std::optional<CircuitBreakerService::Permit> CircuitBreakerService::PermitFromFr
   const int64_t now_ms = clock_.now_epoch_ms();
   std::optional<breaker::Snapshot> s = Cached(connector_id, now_ms);
   if (!s) return std::nullopt;
-  return PermitWithoutProbe(*s, config, now_ms);
+  return PermitFromPlan(*s, breaker::PlanPermission(*s, config, now_ms), config, now_ms);
 }
 
 absl::StatusOr<CircuitBreakerService::Permit> CircuitBreakerService::RequestPermissionWithoutProbe(
     std::string_view connector_id, const breaker::Config& config) {
   const int64_t now_ms = clock_.now_epoch_ms();
   ASSIGN_OR_RETURN(const breaker::Snapshot s, CachedOrRead(connector_id, now_ms));
-  return PermitWithoutProbe(s, config, now_ms);
+  return PermitFromPlan(s, breaker::PlanPermission(s, config, now_ms), config, now_ms);
 }
 
-CircuitBreakerService::Permit CircuitBreakerService::PermitWithoutProbe(const breaker::Snapshot& s,
-                                                                        const breaker::Config& config, int64_t now_ms) {
-  const breaker::PermissionPlan plan = breaker::PlanPermission(s, config, now_ms);
+CircuitBreakerService::Permit CircuitBreakerService::PermitFromPlan(const breaker::Snapshot& s,
+                                                                    const breaker::PermissionPlan& plan,
+                                                                    const breaker::Config& config, int64_t now_ms) {
   Permit p;
   if (plan.step != breaker::PermissionPlan::Step::kAllow) {
+    // A probe to claim is refused here: the caller may not be the probe (breaker_open).
     p.reason = plan.step == breaker::PermissionPlan::Step::kDefer ? plan.reason : DeferReason::kBreakerOpen;
     p.retry_after_ms = plan.retry_after_ms;
     return p;

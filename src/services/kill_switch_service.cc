@@ -126,6 +126,7 @@ absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
   (void)r;
   absl::MutexLock lock(&mu_);
   snapshot_at_ms_ = -1;  // this instance sees its own change at once
+  ++changes_;
   return ks;
 }
 
@@ -140,6 +141,7 @@ absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::strin
       store_.Erase({kKillSwitchPk, absl::StrCat(std::string(scope), "#", std::string(key))}, Condition::ItemExists()));
   absl::MutexLock lock(&mu_);
   snapshot_at_ms_ = -1;
+  ++changes_;
   return r.applied;
 }
 
@@ -190,7 +192,7 @@ std::optional<std::optional<KillSwitch>> KillSwitchService::MatchFromFreshCopy(s
                                                                                std::string_view action_type,
                                                                                std::string_view tool_name) {
   absl::MutexLock lock(&mu_);
-  if (snapshot_at_ms_ < 0 || clock_.now_monotonic_ms() - snapshot_at_ms_ >= refresh_ms_) return std::nullopt;
+  if (!Fresh(clock_.now_monotonic_ms())) return std::nullopt;
   return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
 
@@ -198,12 +200,23 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
                                                                    std::string_view connector_id,
                                                                    std::string_view action_type,
                                                                    std::string_view tool_name) {
-  absl::MutexLock lock(&mu_);
-  const int64_t now = clock_.now_monotonic_ms();
-  if (snapshot_at_ms_ < 0 || now - snapshot_at_ms_ >= refresh_ms_) {
-    ASSIGN_OR_RETURN(snapshot_, List());
-    snapshot_at_ms_ = now;
+  if (auto held = MatchFromFreshCopy(tenant_id, connector_id, action_type, tool_name)) return *held;
+  absl::MutexLock refreshing(&refresh_mu_);
+  uint64_t changes = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (Fresh(clock_.now_monotonic_ms())) {  // refreshed by another caller while this one waited
+      return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
+    }
+    changes = changes_;
   }
+  const int64_t read_at = clock_.now_monotonic_ms();
+  ASSIGN_OR_RETURN(std::vector<KillSwitch> read, List());
+  absl::MutexLock lock(&mu_);
+  snapshot_ = std::move(read);
+  // A switch this instance set or cleared while the list was read may be missing from it: then the
+  // next call reads it again rather than trusting it for refresh_ms.
+  snapshot_at_ms_ = changes_ == changes ? read_at : -1;
   return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
 

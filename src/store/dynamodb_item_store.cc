@@ -234,14 +234,19 @@ class RequestPlaces {
       --free_;
       co_return true;
     }
-    auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor, wait);
-    waiting_.push_back(waiter);
+    // In line until handed a place or the wait runs out; whichever comes first takes it out of line
+    // (Give, or the erase below), always before this frame ends.
+    Waiter waiter(co_await asio::this_coro::executor, wait);
+    waiting_.push_back(&waiter);
     boost::system::error_code ignored;
-    co_await waiter->timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+    co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
     // Handed a place (the timer cancelled), or the wait ran out: then it is still in line, unless a
     // place was handed to it after the timer fired and before this resumed.
-    if (!waiter->given) waiting_.erase(std::find(waiting_.begin(), waiting_.end(), waiter));
-    co_return waiter->given;
+    if (!waiter.given) {
+      const auto in_line = std::find(waiting_.begin(), waiting_.end(), &waiter);
+      if (in_line != waiting_.end()) waiting_.erase(in_line);
+    }
+    co_return waiter.given;
   }
 
   // A place taken is given back: to the first in line, else to the free ones.
@@ -250,7 +255,7 @@ class RequestPlaces {
       ++free_;
       return;
     }
-    std::shared_ptr<Waiter> first = std::move(waiting_.front());
+    Waiter* first = waiting_.front();
     waiting_.pop_front();
     first->given = true;
     first->timer.cancel();
@@ -264,7 +269,7 @@ class RequestPlaces {
   };
   const int capacity_;
   int free_;
-  std::deque<std::shared_ptr<Waiter>> waiting_;
+  std::deque<Waiter*> waiting_;
 };
 
 }  // namespace
@@ -295,7 +300,8 @@ struct DynamoDbItemStore::Impl {
       : options(std::move(o)),
         clock(c),
         endpoint(std::move(e)),
-        pool(static_cast<size_t>(std::max(1, options.max_idle_connections)), kMaxIdle),
+        pool(static_cast<size_t>(std::max({1, options.max_idle_connections, options.max_requests_in_flight})),
+             kMaxIdle),
         places(std::max(1, options.max_requests_in_flight)),
         net_thread([this] { net.run(); }) {}
 
@@ -361,7 +367,8 @@ struct DynamoDbItemStore::Impl {
   // one of the places for requests in flight is free.
   asio::awaitable<Exchange> Post(std::string target, std::string body) {
     const std::chrono::milliseconds timeout(options.request_timeout_ms);
-    if (!co_await places.Take(timeout)) {
+    auto take = places.Take(timeout);
+    if (!co_await std::move(take)) {
       Exchange none;
       none.failure = Exchange::Failure::kNoPlace;
       none.error = absl::StrCat("not sent: all ", places.capacity(),

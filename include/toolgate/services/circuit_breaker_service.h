@@ -155,8 +155,10 @@ class CircuitBreakerService {
 
   // The cached snapshot of a connector's breaker, or nullopt when it must be read.
   std::optional<breaker::Snapshot> Cached(std::string_view connector_id, int64_t now_ms);
-  // What RequestPermissionWithoutProbe answers for the breaker as `s` holds it.
-  static Permit PermitWithoutProbe(const breaker::Snapshot& s, const breaker::Config& config, int64_t now_ms);
+  // The permit `plan` (for the breaker as `s` holds it) gives without claiming the probe: allowed,
+  // deferred, or — where the probe could be claimed — breaker_open.
+  static Permit PermitFromPlan(const breaker::Snapshot& s, const breaker::PermissionPlan& plan,
+                               const breaker::Config& config, int64_t now_ms);
   void Remember(std::string_view connector_id, const breaker::Snapshot& s);
   // The cached snapshot while fresh, else one read from the store (then cached).
   absl::StatusOr<breaker::Snapshot> CachedOrRead(std::string_view connector_id, int64_t now_ms);

@@ -56,9 +56,16 @@ class KillSwitchService {
   store::ItemStore& store_;
   const Clock& clock_;
   const int refresh_ms_;
+  bool Fresh(int64_t now_ms) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return snapshot_at_ms_ >= 0 && now_ms - snapshot_at_ms_ < refresh_ms_;
+  }
+  // One refresh at a time; its store read is made holding this lock only, never mu_, so a lookup
+  // (MatchFromFreshCopy, on an event loop) never waits for a round trip.
+  absl::Mutex refresh_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::Mutex mu_;
   std::vector<KillSwitch> snapshot_ ABSL_GUARDED_BY(mu_);
   int64_t snapshot_at_ms_ ABSL_GUARDED_BY(mu_) = -1;  // monotonic ms
+  uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;         // Set and Clear by this instance
 };
 
 // RFC 3339 UTC with milliseconds, e.g. 2026-11-27T23:15:39.123Z.

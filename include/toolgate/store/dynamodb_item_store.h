@@ -22,8 +22,9 @@ namespace toolgate::store {
 // placeholders. Reads are strongly consistent.
 //
 // The requests go through the net layer's HTTP client, as downstream calls do (one client, one set
-// of TLS rules), on a network loop of the store's own (one thread): every request in flight at once
-// over kept-alive connections, and no thread waits for one — the asynchronous port (AsyncItemStore,
+// of TLS rules), on a network loop of the store's own (one thread): up to `max_requests_in_flight`
+// requests out at once over kept-alive connections (more wait on the loop for a place, in order, up
+// to request_timeout_ms), and no thread waits for one — the asynchronous port (AsyncItemStore,
 // DESIGN §16) hands each result to its completion from that loop; the synchronous one (ItemStore,
 // for the CLI, the services' own writes and the tests) waits for the loop. HTTPS is verified like a
 // connector's (TLS >= 1.2, host name checked, `ca_file` or else the system CAs).
@@ -76,7 +77,8 @@ class DynamoDbItemStore final : public ItemStore, public AsyncItemStore {
     // Requests out at once (and so connections open); more wait on the network loop for a place, in
     // order, up to request_timeout_ms each (then that attempt fails unsent and may be retried).
     int max_requests_in_flight = 64;
-    // Called for each retry (op: "GetItem"…, reason: "throttled", "server_error", "connection").
+    // Called for each retry (op: "GetItem"…, reason: "throttled", "server_error", "connection",
+    // "in_flight_cap").
     std::function<void(std::string_view op, std::string_view reason)> on_retry;
     // Called after each write DynamoDB answered (applied, or refused by its condition) with the
     // write units it consumed. Called on the writing thread; must be thread-safe.
