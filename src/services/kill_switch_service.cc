@@ -116,17 +116,21 @@ absl::Status KillSwitchService::ValidateSwitch(std::string_view scope, std::stri
   return absl::OkStatus();
 }
 
+void KillSwitchService::ChangeMade() {
+  absl::MutexLock lock(&mu_);
+  snapshot_at_ms_ = -1;  // this instance sees its own change at once
+  ++changes_;            // and a list being read meanwhile is not trusted
+}
+
 absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
   RETURN_IF_ERROR(ValidateSwitch(ks.scope, ks.key));
   ks.at = Rfc3339(clock_.now_epoch_ms());
   const Item item{{"scope", ks.scope}, {"key", ks.key}, {"reason", ks.reason}, {"requested_by", ks.requested_by},
                   {"actor", ks.actor}, {"at", ks.at}};
-  ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Put({kKillSwitchPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always()));
-  (void)r;
-  absl::MutexLock lock(&mu_);
-  snapshot_at_ms_ = -1;  // this instance sees its own change at once
-  ++changes_;
+  absl::StatusOr<store::WriteResult> r =
+      store_.Put({kKillSwitchPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always());
+  ChangeMade();  // even when the store's answer was an error: the write may have applied
+  if (!r.ok()) return r.status();
   return ks;
 }
 
@@ -136,13 +140,11 @@ absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::strin
   if (key.empty() || key.size() > 256 || !ValidKeyChars(key)) {
     return absl::InvalidArgumentError("key must be 1..256 characters of [A-Za-z0-9_.:@/*-]");
   }
-  ASSIGN_OR_RETURN(
-      store::WriteResult r,
-      store_.Erase({kKillSwitchPk, absl::StrCat(std::string(scope), "#", std::string(key))}, Condition::ItemExists()));
-  absl::MutexLock lock(&mu_);
-  snapshot_at_ms_ = -1;
-  ++changes_;
-  return r.applied;
+  absl::StatusOr<store::WriteResult> r =
+      store_.Erase({kKillSwitchPk, absl::StrCat(std::string(scope), "#", std::string(key))}, Condition::ItemExists());
+  ChangeMade();
+  if (!r.ok()) return r.status();
+  return r->applied;
 }
 
 absl::StatusOr<std::vector<KillSwitch>> KillSwitchService::List() {

@@ -56,6 +56,8 @@ class KillSwitchService {
   store::ItemStore& store_;
   const Clock& clock_;
   const int refresh_ms_;
+  // After a write of Set or Clear, whatever the store answered.
+  void ChangeMade();
   bool Fresh(int64_t now_ms) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return snapshot_at_ms_ >= 0 && now_ms - snapshot_at_ms_ < refresh_ms_;
   }

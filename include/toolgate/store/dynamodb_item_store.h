@@ -73,7 +73,7 @@ class DynamoDbItemStore final : public ItemStore, public AsyncItemStore {
     int request_timeout_ms = 2000;  // one HTTP exchange
     int retry_budget_ms = 1500;     // all retries of one operation
     int max_attempts = 6;
-    int max_idle_connections = 64;
+    int max_idle_connections = 64;  // raised to max_requests_in_flight when that is larger
     // Requests out at once (and so connections open); more wait on the network loop for a place, in
     // order, up to request_timeout_ms each (then that attempt fails unsent and may be retried).
     int max_requests_in_flight = 64;
