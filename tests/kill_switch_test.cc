@@ -1,13 +1,17 @@
 // KillSwitchService reading switches back from the store: a switch is what its item's key names.
 
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "sync_point_store.h"
 #include "toolgate/clock.h"
+#include "toolgate/store/forwarding_item_store.h"
 #include "toolgate/services/kill_switch_service.h"
 #include "toolgate/store/memory_item_store.h"
 
@@ -86,6 +90,126 @@ TEST(KillSwitchTest, ASwitchSetWhileTheListWasReadStopsTheNextCall) {
   ASSERT_TRUE(next.ok()) << next.status();
   ASSERT_TRUE(next->has_value()) << "the next call was not stopped";
   EXPECT_EQ((*next)->key, "crm");
+}
+
+// A clock that counts the monotonic readings made of it: a caller of Match reads it once, holding
+// the snapshot's lock, before it waits for another caller's refresh.
+class CountingClock final : public Clock {
+ public:
+  std::chrono::system_clock::time_point now_system() const override { return manual.now_system(); }
+  std::chrono::steady_clock::time_point now_monotonic() const override {
+    readings.fetch_add(1);
+    return manual.now_monotonic();
+  }
+  ManualClock manual;
+  mutable std::atomic<int> readings{0};
+};
+
+// Counts the reads of the kill switches' list; the first one runs `during_first_read` before it
+// answers, and every one answers `answer` when that is an error.
+class ListCountingStore final : public store::ForwardingItemStore {
+ public:
+  using ForwardingItemStore::ForwardingItemStore;
+  absl::StatusOr<store::QueryPage> Query(const store::QueryRequest& request) override {
+    if (request.pk != "KILLSWITCH") return ForwardingItemStore::Query(request);
+    auto r = ForwardingItemStore::Query(request);
+    if (lists.fetch_add(1) == 0 && during_first_read) during_first_read();
+    if (!answer.ok()) return answer;
+    return r;
+  }
+  std::function<void()> during_first_read;
+  absl::Status answer;
+  std::atomic<int> lists{0};
+};
+
+// Starts `n` callers of Match on threads of their own and returns once each is waiting for the
+// refresh under way (each has read the clock under the snapshot's lock); bounded at 10 s.
+std::vector<std::future<absl::StatusOr<std::optional<KillSwitch>>>> CallersWaiting(KillSwitchService& switches,
+                                                                                   const CountingClock& clock, int n) {
+  const int before = clock.readings.load();
+  std::vector<std::future<absl::StatusOr<std::optional<KillSwitch>>>> callers;
+  for (int i = 0; i < n; ++i) {
+    callers.push_back(std::async(std::launch::async,
+                                 [&switches] { return switches.Match("t1", "crm", "crm.update", "crm.update"); }));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (clock.readings.load() < before + n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GE(clock.readings.load(), before + n) << "the callers never reached the refresh";
+  return callers;
+}
+
+// An instance's kill switches over a store that counts their list's reads, and the callers started
+// to wait for a refresh.
+class KillSwitchRefreshTest : public ::testing::Test {
+ protected:
+  CountingClock clock;
+  store::MemoryItemStore base{clock.manual};
+  ListCountingStore store{base};
+  KillSwitchService switches{store, clock, /*refresh_ms=*/1000};
+  std::vector<std::future<absl::StatusOr<std::optional<KillSwitch>>>> waiting;
+};
+
+// The store down: callers that waited for a refresh whose read failed get its error at once. Each
+// reading the list again in turn would hold the last of them for all their retry budgets together.
+TEST_F(KillSwitchRefreshTest, CallersThatWaitedForAFailedRefreshShareItsError) {
+  store.answer = absl::UnavailableError("the store is down");
+  store.during_first_read = [&] { waiting = CallersWaiting(switches, clock, 2); };
+  auto first = switches.Match("t1", "crm", "crm.update", "crm.update");
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
+  ASSERT_EQ(waiting.size(), 2u);
+  for (auto& w : waiting) {
+    auto r = w.get();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  }
+  EXPECT_EQ(store.lists.load(), 1) << "each caller that waited read the list again";
+  // A caller that comes after the failed refresh reads again: the error is shared, never kept.
+  store.answer = absl::OkStatus();
+  auto later = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(store.lists.load(), 2);
+}
+
+// A list read slower than refresh_ms answers for the callers that waited for it: it is as recent as
+// anything they could read, and reading it again each would multiply the wait.
+TEST_F(KillSwitchRefreshTest, CallersThatWaitedForASlowRefreshShareItsList) {
+  KillSwitchService setter(base, clock.manual, /*refresh_ms=*/1000);  // another instance
+  ASSERT_TRUE(setter.Set(KillSwitch{"connector", "crm", "incident", "oncall", "oncall", ""}).ok());
+  store.during_first_read = [&] {
+    waiting = CallersWaiting(switches, clock, 2);
+    clock.manual.advance(std::chrono::milliseconds(1500));  // the read took longer than refresh_ms
+  };
+  auto first = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->has_value());
+  ASSERT_EQ(waiting.size(), 2u);
+  for (auto& w : waiting) {
+    auto r = w.get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_TRUE(r->has_value()) << "a caller that waited was not stopped";
+    EXPECT_EQ((*r)->key, "crm");
+  }
+  EXPECT_EQ(store.lists.load(), 1) << "each caller that waited read the list again";
+}
+
+// A switch this instance sets after the list was read is never answered around: a caller that
+// waited for that refresh reads the list again and is stopped.
+TEST_F(KillSwitchRefreshTest, ACallerThatWaitedNeverSharesAListOlderThanItsInstancesOwnSwitch) {
+  absl::Status set;
+  store.during_first_read = [&] {
+    waiting = CallersWaiting(switches, clock, 1);
+    set = switches.Set(KillSwitch{"connector", "crm", "incident", "oncall", "oncall", ""}).status();
+  };
+  auto first = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(set.ok()) << set;
+  ASSERT_EQ(waiting.size(), 1u);
+  auto r = waiting[0].get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->has_value()) << "the caller that waited answered from a list without its instance's switch";
+  EXPECT_EQ((*r)->key, "crm");
+  EXPECT_EQ(store.lists.load(), 2);
 }
 
 }  // namespace

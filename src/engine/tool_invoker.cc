@@ -297,8 +297,8 @@ class ToolInvoker::Admission {
   // 1. Kill switches (S8), before anything is taken.
   asio::awaitable<Stop> CheckKillSwitches() {
     // From the instance's snapshot; its refresh (a Query of every switch, once per refresh_ms) is a
-    // round trip on DynamoDB, made on the pool (with the store down, each call's try waits there,
-    // never an event loop).
+    // round trip on DynamoDB, made on the pool, never an event loop. One refresh at a time: the calls
+    // that waited for it take its answer, so with the store down they share one try's error.
     auto match = LoopRead(
         drive_,
         [this] {

@@ -202,7 +202,12 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
                                                                    std::string_view connector_id,
                                                                    std::string_view action_type,
                                                                    std::string_view tool_name) {
-  if (auto held = MatchFromFreshCopy(tenant_id, connector_id, action_type, tool_name)) return *held;
+  uint64_t seen = 0;  // refreshes finished before this caller waited for its turn
+  {
+    absl::MutexLock lock(&mu_);
+    if (Fresh(clock_.now_monotonic_ms())) return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
+    seen = refreshes_;
+  }
   absl::MutexLock refreshing(&refresh_mu_);
   uint64_t changes = 0;
   {
@@ -210,15 +215,28 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
     if (Fresh(clock_.now_monotonic_ms())) {  // refreshed by another caller while this one waited
       return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
     }
+    // A refresh that finished while this caller waited answers for it too: its error (the store
+    // down: every waiter retrying the read in turn would hold the last one for all their budgets)
+    // or its list (a read slower than refresh_ms), unless this instance changed a switch since.
+    if (refreshes_ != seen) {
+      if (!last_refresh_.ok()) return last_refresh_;
+      if (last_refresh_changes_ == changes_) {
+        return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
+      }
+    }
     changes = changes_;
   }
   const int64_t read_at = clock_.now_monotonic_ms();
-  ASSIGN_OR_RETURN(std::vector<KillSwitch> read, List());
+  absl::StatusOr<std::vector<KillSwitch>> read = List();
   absl::MutexLock lock(&mu_);
-  snapshot_ = std::move(read);
+  ++refreshes_;
+  last_refresh_ = read.status();
+  if (!read.ok()) return read.status();
+  snapshot_ = *std::move(read);
   // A switch this instance set or cleared while the list was read may be missing from it: then the
   // next call reads it again rather than trusting it for refresh_ms.
   snapshot_at_ms_ = changes_ == changes ? read_at : -1;
+  last_refresh_changes_ = changes;
   return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
 

@@ -201,9 +201,6 @@ absl::Status LedgerVerifier::CheckIntents(Report& report) {
       const std::string tenant = key.pk.substr(std::string_view("TENANT#").size());
       const std::string intent_key = key.sk.substr(std::string_view("INTENT#").size());
       const std::string execution_id = store::GetString(item, "execution_id").value_or("");
-      auto problem = [&](const std::string& what) {
-        report.problem = absl::StrCat("intent ", intent_key, " of tenant ", tenant, ": ", what);
-      };
       absl::StatusOr<ExecutionRecord> r = executions_.Get(tenant, execution_id);
       if (!r.ok() && !absl::IsNotFound(r.status())) return r.status();
       if (std::string wrong = IntentVouchProblem(r.ok() ? &*r : nullptr, execution_id, intent_key,

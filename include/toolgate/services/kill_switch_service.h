@@ -44,7 +44,8 @@ class KillSwitchService {
 
   // The first switch (global, tenant, connector, action type, tenant + action type) that matches
   // the call, from the snapshot (refreshed when stale). An `action_type` or `tenant_action` switch
-  // matches the call's effective action type or its tool name.
+  // matches the call's effective action type or its tool name. One refresh at a time: callers that
+  // waited for another's refresh take its answer, its error included, rather than each reading again.
   absl::StatusOr<std::optional<KillSwitch>> Match(std::string_view tenant_id, std::string_view connector_id,
                                                   std::string_view action_type, std::string_view tool_name);
   // Match's answer from a fresh snapshot only, one lookup that never reads the store; nullopt when
@@ -68,6 +69,11 @@ class KillSwitchService {
   std::vector<KillSwitch> snapshot_ ABSL_GUARDED_BY(mu_);
   int64_t snapshot_at_ms_ ABSL_GUARDED_BY(mu_) = -1;  // monotonic ms
   uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;         // Set and Clear by this instance
+  // The last refresh, for the callers that waited for it (Match): how many have finished, what the
+  // last one's read answered, and changes_ when it read.
+  uint64_t refreshes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status last_refresh_ ABSL_GUARDED_BY(mu_);
+  uint64_t last_refresh_changes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // RFC 3339 UTC with milliseconds, e.g. 2026-11-27T23:15:39.123Z.
