@@ -293,6 +293,49 @@ TEST_F(DynamoDbRetryTest, RequestsBeyondTheInFlightCapWaitForAPlaceAndAllAreAnsw
   store->WaitIdle();
 }
 
+// What the cap holds is readable while it holds it (the /metrics gauges): the requests sent, the
+// ones in line, the cap; all given back once answered.
+TEST_F(DynamoDbRetryTest, TheRequestsHoldingAndWaitingForAPlaceAreCounted) {
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool open = false;
+  fake_.set_behavior([&](const FakeDownstream::Request&) {
+    std::unique_lock lock(gate_mu);
+    gate_cv.wait_for(lock, std::chrono::seconds(20), [&] { return open; });
+    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})"};
+  });
+  auto store = Open(2000, [](DynamoDbItemStore::Options& o) {
+    o.max_requests_in_flight = 3;
+    o.request_timeout_ms = 30000;  // nobody's wait runs out while the gate is shut
+  });
+  EXPECT_EQ(store->request_load().in_flight, 0);
+  EXPECT_EQ(store->request_load().limit, 3);
+  AsyncItemStore& port = *store;
+  constexpr int kOps = 8;
+  std::atomic<int> done{0};
+  for (int i = 0; i < kOps; ++i) port.AsyncGet({"A", "B"}, [&](const auto&) { done.fetch_add(1); });
+  DynamoDbItemStore::RequestLoad held;
+  for (int i = 0; i < 1000; ++i) {  // bounded: 10 s
+    held = store->request_load();
+    if (held.in_flight == 3 && held.waiting == kOps - 3 && fake_.current() == 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(held.in_flight, 3);
+  EXPECT_EQ(held.waiting, kOps - 3);
+  EXPECT_EQ(held.limit, 3);
+  {
+    std::lock_guard lock(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  for (int i = 0; i < 2000 && done.load() < kOps; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(done.load(), kOps);
+  store->WaitIdle();
+  const DynamoDbItemStore::RequestLoad after = store->request_load();
+  EXPECT_EQ(after.in_flight, 0) << "a place was not given back";
+  EXPECT_EQ(after.waiting, 0);
+}
+
 // A wait for a place is bounded by request_timeout_ms: then that attempt fails unsent, named, and is
 // retried inside the budget like a connection that failed (here the budget allows no retry).
 TEST_F(DynamoDbRetryTest, AWaitForAPlaceThatRunsOutFailsUnsentAndNamesTheCap) {

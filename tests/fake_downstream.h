@@ -69,6 +69,8 @@ class FakeDownstream {
     return static_cast<int>(requests_.size());
   }
   int peak_concurrent() const { return peak_.load(); }
+  // Requests being answered right now.
+  int current() const { return current_.load(); }
   int concurrent() const { return current_.load(); }
   void reset_counts() {
     std::lock_guard lock(mu_);

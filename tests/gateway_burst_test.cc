@@ -219,6 +219,11 @@ TEST_F(GatewayOnDynamoDbTest, StoreInitCreatesTheTableOnceAndTheCliReadsTheLedge
   }
   EXPECT_THAT(metrics, ::testing::HasSubstr("toolgate_store_clock_ahead_seconds 0\n"));
   EXPECT_THAT(gw.Log(), ::testing::Not(::testing::HasSubstr("clock_skew")));
+  // The store's requests under its cap (the default 64): a moment's reading, so the background's
+  // own reads may hold a place; none waits.
+  EXPECT_THAT(metrics, ::testing::HasSubstr("toolgate_store_max_requests_in_flight{backend=\"dynamodb\"} 64\n"));
+  EXPECT_THAT(metrics, ::testing::HasSubstr("toolgate_store_requests_waiting{backend=\"dynamodb\"} 0\n"));
+  EXPECT_THAT(metrics, ::testing::ContainsRegex("toolgate_store_requests_in_flight\\{backend=\"dynamodb\"\\} [0-9]\n"));
   gw.Terminate();
   auto [verify_status, verify] = testing::RunCli({"ledger", "verify", "--config", path}, dir_);
   EXPECT_EQ(verify_status, 0) << verify;

@@ -18,6 +18,7 @@
 #include "api/routes.h"
 #include "toolgate/engine/event_log.h"
 #include "toolgate/engine/operator_status.h"
+#include "toolgate/store/dynamodb_item_store.h"
 #include "toolgate/domain/json_depth.h"
 
 namespace toolgate::api {
@@ -113,8 +114,8 @@ struct AdminRoutes::Impl : GatewayContext {
     co_return Error(404, "not_found", "no such route");
   }
 
-  // GET /metrics: the gauges read from the store (breakers, slots, kill switches) brought up to date,
-  // then every metric in Prometheus' text format.
+  // GET /metrics: the gauges read from the store (breakers, slots, kill switches) and the store's own
+  // (DynamoDB's requests in flight) brought up to date, then every metric in Prometheus' text format.
   asio::awaitable<HttpResponse> Metrics() {
     co_await RunBlocking(pool, [this] {
       const int64_t now_s = clock.now_epoch_ms() / 1000;
@@ -138,6 +139,10 @@ struct AdminRoutes::Impl : GatewayContext {
     });
     const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
     engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
+    if (auto* dynamo = dynamic_cast<store::DynamoDbItemStore*>(&engine.base_store())) {
+      const store::DynamoDbItemStore::RequestLoad load = dynamo->request_load();
+      engine.metrics().StoreRequests("dynamodb", load.in_flight, load.waiting, load.limit);
+    }
     co_return HttpResponse{
         200, engine.metrics().Serialize() + ProcessMetricsText(), "text/plain; version=0.0.4", {}, "", {}};
   }

@@ -135,6 +135,20 @@ Metrics::Metrics()
                              .Help("How far this host's clock is ahead of the store's (DynamoDB's Date header; "
                                    "negative: behind), 0 within the header's one-second resolution")
                              .Register(*registry_)),
+      store_requests_in_flight_(prometheus::BuildGauge()
+                                    .Name("toolgate_store_requests_in_flight")
+                                    .Help("Store requests of this instance holding a place under the cap "
+                                          "(DynamoDB: sent or being sent)")
+                                    .Register(*registry_)),
+      store_requests_waiting_(prometheus::BuildGauge()
+                                  .Name("toolgate_store_requests_waiting")
+                                  .Help("Store requests of this instance waiting for a place under the cap")
+                                  .Register(*registry_)),
+      store_max_requests_in_flight_(prometheus::BuildGauge()
+                                        .Name("toolgate_store_max_requests_in_flight")
+                                        .Help("The cap on this instance's store requests in flight "
+                                              "(store.max_requests_in_flight)")
+                                        .Register(*registry_)),
       deferred_(prometheus::BuildCounter()
                     .Name("toolgate_deferred_total")
                     .Help("DEFERRED answers by reason")
@@ -341,6 +355,12 @@ void Metrics::UnrecordedOutcomeEnded(const std::string& result) {
 }
 
 void Metrics::StoreClockAhead(double seconds) { store_clock_ahead_.Add({}).Set(seconds); }
+
+void Metrics::StoreRequests(const std::string& backend, double in_flight, double waiting, double limit) {
+  store_requests_in_flight_.Add({{"backend", backend}}).Set(in_flight);
+  store_requests_waiting_.Add({{"backend", backend}}).Set(waiting);
+  store_max_requests_in_flight_.Add({{"backend", backend}}).Set(limit);
+}
 
 void Metrics::CallbackAttempt(const std::string& connector, const std::string& result) {
   callback_attempts_.Add({{"connector", connector}, {"result", result}}).Increment();

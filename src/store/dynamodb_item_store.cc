@@ -227,17 +227,22 @@ class RequestPlaces {
   explicit RequestPlaces(int capacity) : capacity_(capacity), free_(capacity) {}
 
   int capacity() const { return capacity_; }
+  // Places taken and requests in line, as last published by the loop (readable from any thread).
+  int in_use() const { return capacity_ - published_free_.load(std::memory_order_relaxed); }
+  int in_line() const { return published_in_line_.load(std::memory_order_relaxed); }
 
   // A place, when one is free or given back within `wait`; false when none was.
   asio::awaitable<bool> Take(std::chrono::milliseconds wait) {
     if (free_ > 0 && waiting_.empty()) {
       --free_;
+      Publish();
       co_return true;
     }
     // In line until handed a place or the wait runs out; whichever comes first takes it out of line
     // (Give, or the erase below), always before this frame ends.
     Waiter waiter(co_await asio::this_coro::executor, wait);
     waiting_.push_back(&waiter);
+    Publish();
     boost::system::error_code ignored;
     co_await waiter.timer.async_wait(asio::redirect_error(asio::use_awaitable, ignored));
     // Handed a place (the timer cancelled), or the wait ran out: then it is still in line, unless a
@@ -245,6 +250,7 @@ class RequestPlaces {
     if (!waiter.given) {
       const auto in_line = std::find(waiting_.begin(), waiting_.end(), &waiter);
       if (in_line != waiting_.end()) waiting_.erase(in_line);
+      Publish();
     }
     co_return waiter.given;
   }
@@ -253,10 +259,12 @@ class RequestPlaces {
   void Give() {
     if (waiting_.empty()) {
       ++free_;
+      Publish();
       return;
     }
     Waiter* first = waiting_.front();
     waiting_.pop_front();
+    Publish();
     first->given = true;
     first->timer.cancel();
   }
@@ -267,9 +275,16 @@ class RequestPlaces {
     asio::steady_timer timer;
     bool given = false;
   };
+  void Publish() {
+    published_free_.store(free_, std::memory_order_relaxed);
+    published_in_line_.store(static_cast<int>(waiting_.size()), std::memory_order_relaxed);
+  }
+
   const int capacity_;
   int free_;
   std::deque<Waiter*> waiting_;
+  std::atomic<int> published_free_{capacity_};
+  std::atomic<int> published_in_line_{0};
 };
 
 }  // namespace
@@ -861,6 +876,10 @@ absl::StatusOr<std::string> DynamoDbItemStore::InitTable(int wait_timeout_ms) {
     return t.status();
   }
   return report;
+}
+
+DynamoDbItemStore::RequestLoad DynamoDbItemStore::request_load() const {
+  return RequestLoad{impl_->places.in_use(), impl_->places.in_line(), impl_->places.capacity()};
 }
 
 std::optional<DynamoDbItemStore::ClockReading> DynamoDbItemStore::clock_reading() const {

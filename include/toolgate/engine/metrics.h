@@ -73,6 +73,8 @@ class Metrics final : public BreakerTransitionListener {
   void UnrecordedOutcomeEnded(const std::string& result);
   // This host's clock ahead of the store's (DynamoDB's Date; negative: behind).
   void StoreClockAhead(double seconds);
+  // The store's requests under way against its cap (DynamoDB: store.max_requests_in_flight).
+  void StoreRequests(const std::string& backend, double in_flight, double waiting, double limit);
   void OnTransition(const BreakerTransition& t) override;
   // One call counted by an SLI (design §8): the counters `toolgate slo rules` builds its rules on.
   void SloEvent(const std::string& connector, const std::string& slo, bool bad);
@@ -105,6 +107,9 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Gauge& unrecorded_held_;
   prometheus::Family<prometheus::Counter>& unrecorded_ended_;
   prometheus::Family<prometheus::Gauge>& store_clock_ahead_;
+  prometheus::Family<prometheus::Gauge>& store_requests_in_flight_;
+  prometheus::Family<prometheus::Gauge>& store_requests_waiting_;
+  prometheus::Family<prometheus::Gauge>& store_max_requests_in_flight_;
   prometheus::Family<prometheus::Counter>& deferred_;
   prometheus::Family<prometheus::Counter>& blocked_;
   prometheus::Family<prometheus::Counter>& replays_;

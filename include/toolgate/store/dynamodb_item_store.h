@@ -117,6 +117,15 @@ class DynamoDbItemStore final : public ItemStore, public AsyncItemStore {
   // The write units of every write so far (see the class comment). Thread-safe.
   double consumed_write_units() const;
 
+  // The requests under way against store.max_requests_in_flight: how many hold a place (sent, or
+  // being sent), how many wait in line for one, and the cap. Thread-safe; a moment's reading.
+  struct RequestLoad {
+    int in_flight = 0;
+    int waiting = 0;
+    int limit = 0;
+  };
+  RequestLoad request_load() const;
+
   // This host's clock against DynamoDB's, read from the `Date` of its latest answer (RFC 9110, whole
   // seconds): how far this host's clock (the store's Clock) is ahead of DynamoDB's — negative:
   // behind — beyond what the header's one-second resolution and the round trip leave open; 0 when
