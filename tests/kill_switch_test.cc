@@ -106,19 +106,20 @@ class CountingClock final : public Clock {
 };
 
 // Counts the reads of the kill switches' list; the first one runs `during_first_read` before it
-// answers, and every one answers `answer` when that is an error.
+// answers, and the first `failing_reads` fail (the store down).
 class ListCountingStore final : public store::ForwardingItemStore {
  public:
   using ForwardingItemStore::ForwardingItemStore;
   absl::StatusOr<store::QueryPage> Query(const store::QueryRequest& request) override {
     if (request.pk != "KILLSWITCH") return ForwardingItemStore::Query(request);
     auto r = ForwardingItemStore::Query(request);
-    if (lists.fetch_add(1) == 0 && during_first_read) during_first_read();
-    if (!answer.ok()) return answer;
+    const int n = lists.fetch_add(1);
+    if (n == 0 && during_first_read) during_first_read();
+    if (n < failing_reads) return absl::UnavailableError("the store is down");
     return r;
   }
   std::function<void()> during_first_read;
-  absl::Status answer;
+  int failing_reads = 0;
   std::atomic<int> lists{0};
 };
 
@@ -154,7 +155,7 @@ class KillSwitchRefreshTest : public ::testing::Test {
 // The store down: callers that waited for a refresh whose read failed get its error at once. Each
 // reading the list again in turn would hold the last of them for all their retry budgets together.
 TEST_F(KillSwitchRefreshTest, CallersThatWaitedForAFailedRefreshShareItsError) {
-  store.answer = absl::UnavailableError("the store is down");
+  store.failing_reads = 1;
   store.during_first_read = [&] { waiting = CallersWaiting(switches, clock, 2); };
   auto first = switches.Match("t1", "crm", "crm.update", "crm.update");
   EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
@@ -165,7 +166,6 @@ TEST_F(KillSwitchRefreshTest, CallersThatWaitedForAFailedRefreshShareItsError) {
   }
   EXPECT_EQ(store.lists.load(), 1) << "each caller that waited read the list again";
   // A caller that comes after the failed refresh reads again: the error is shared, never kept.
-  store.answer = absl::OkStatus();
   auto later = switches.Match("t1", "crm", "crm.update", "crm.update");
   ASSERT_TRUE(later.ok()) << later.status();
   EXPECT_EQ(store.lists.load(), 2);
@@ -191,6 +191,37 @@ TEST_F(KillSwitchRefreshTest, CallersThatWaitedForASlowRefreshShareItsList) {
     EXPECT_EQ((*r)->key, "crm");
   }
   EXPECT_EQ(store.lists.load(), 1) << "each caller that waited read the list again";
+  // A caller that comes after that refresh does not take its list: it reads again, and sees a switch
+  // set elsewhere meanwhile.
+  ASSERT_TRUE(setter.Set(KillSwitch{"tenant", "t1", "abuse", "oncall", "oncall", ""}).ok());
+  auto later = switches.Match("t2", "other", "other.x", "other.x");
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(store.lists.load(), 2);
+  auto t1 = switches.Match("t1", "other", "other.x", "other.x");
+  ASSERT_TRUE(t1.ok()) << t1.status();
+  ASSERT_TRUE(t1->has_value()) << "the switch set after the shared list was read is not in force";
+  EXPECT_EQ((*t1)->scope, "tenant");
+}
+
+// The store down during a refresh, and a switch set on this instance meanwhile (the store took it):
+// a caller that waited for that refresh does not take its error — it reads again and is stopped.
+TEST_F(KillSwitchRefreshTest, ACallerThatWaitedNeverSharesAnErrorOlderThanItsInstancesOwnSwitch) {
+  absl::Status set;
+  store.failing_reads = 1;
+  store.during_first_read = [&] {
+    waiting = CallersWaiting(switches, clock, 1);
+    set = switches.Set(KillSwitch{"connector", "crm", "incident", "oncall", "oncall", ""}).status();
+  };
+  auto first = switches.Match("t1", "crm", "crm.update", "crm.update");
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
+  ASSERT_TRUE(set.ok()) << set;
+  ASSERT_EQ(waiting.size(), 1u);
+  auto r = waiting[0].get();
+  ASSERT_TRUE(r.ok()) << "the caller that waited took the error of a read older than its instance's switch: "
+                      << r.status();
+  ASSERT_TRUE(r->has_value()) << "the caller that waited was not stopped";
+  EXPECT_EQ((*r)->key, "crm");
+  EXPECT_EQ(store.lists.load(), 2);
 }
 
 // A switch this instance sets after the list was read is never answered around: a caller that

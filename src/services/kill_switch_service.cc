@@ -217,12 +217,11 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
     }
     // A refresh that finished while this caller waited answers for it too: its error (the store
     // down: every waiter retrying the read in turn would hold the last one for all their budgets)
-    // or its list (a read slower than refresh_ms), unless this instance changed a switch since.
-    if (refreshes_ != seen) {
+    // or its list (a read slower than refresh_ms) — unless this instance set or cleared a switch
+    // since that read began: then neither may stand for the switch this caller must see.
+    if (refreshes_ != seen && last_refresh_changes_ == changes_) {
       if (!last_refresh_.ok()) return last_refresh_;
-      if (last_refresh_changes_ == changes_) {
-        return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
-      }
+      return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
     }
     changes = changes_;
   }
@@ -231,12 +230,12 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
   absl::MutexLock lock(&mu_);
   ++refreshes_;
   last_refresh_ = read.status();
+  last_refresh_changes_ = changes;
   if (!read.ok()) return read.status();
   snapshot_ = *std::move(read);
   // A switch this instance set or cleared while the list was read may be missing from it: then the
   // next call reads it again rather than trusting it for refresh_ms.
   snapshot_at_ms_ = changes_ == changes ? read_at : -1;
-  last_refresh_changes_ = changes;
   return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
 

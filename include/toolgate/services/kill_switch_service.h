@@ -70,7 +70,7 @@ class KillSwitchService {
   int64_t snapshot_at_ms_ ABSL_GUARDED_BY(mu_) = -1;  // monotonic ms
   uint64_t changes_ ABSL_GUARDED_BY(mu_) = 0;         // Set and Clear by this instance
   // The last refresh, for the callers that waited for it (Match): how many have finished, what the
-  // last one's read answered, and changes_ when it read.
+  // last one's read answered, and changes_ when its read began.
   uint64_t refreshes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status last_refresh_ ABSL_GUARDED_BY(mu_);
   uint64_t last_refresh_changes_ ABSL_GUARDED_BY(mu_) = 0;
