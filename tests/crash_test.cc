@@ -258,10 +258,19 @@ TEST(CrashTest, AnOutcomeALockedStoreKeptOutIsRecordedOnceTheLockIsGivenBack) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(record.value("outcome", ""), "SUCCEEDED") << record.dump();
-  EXPECT_NE(gw.Log().find("execution " + id + ": outcome SUCCEEDED recorded after"), std::string::npos) << gw.Log();
+  // The retry counts and logs once its writes are in: the line and the metric may trail the record.
+  const std::string recorded_line = "execution " + id + ": outcome SUCCEEDED recorded after";
+  const std::string recorded_metric = "toolgate_unrecorded_outcomes_ended_total{result=\"recorded\"} 1";
+  for (int i = 0; i < 100; ++i) {
+    if (gw.Log().find(recorded_line) != std::string::npos &&
+        gw.Admin("GET", "/metrics").body.find(recorded_metric) != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(gw.Log().find(recorded_line), std::string::npos) << gw.Log();
   EXPECT_NE(gw.Admin("GET", "/admin/connectors").body.find("\"in_flight\":0"), std::string::npos);
-  EXPECT_NE(gw.Admin("GET", "/metrics").body.find("toolgate_unrecorded_outcomes_ended_total{result=\"recorded\"} 1"),
-            std::string::npos);
+  EXPECT_NE(gw.Admin("GET", "/metrics").body.find(recorded_metric), std::string::npos);
 
   const api::ClientResult retry = gw.Invoke("crm.x", call, token);
   EXPECT_EQ(retry.status, 200) << retry.body;

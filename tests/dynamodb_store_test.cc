@@ -224,10 +224,17 @@ TEST_F(DynamoDbRetryTest, ThrottlingIsRetriedUntilItPassesAndEveryRequestIsSigne
 // store's one network thread, each over a connection of its own; no thread of the caller's waits.
 // A blocking call made on that thread (from a completion) is refused at once, not waited for.
 TEST_F(DynamoDbRetryTest, TheAsynchronousPortKeepsManyRequestsInFlightAtOnceOnItsOwnThread) {
-  fake_.set_behavior([](const FakeDownstream::Request&) {
-    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})", {}, 300};
+  // Each answer is held until twelve requests are at the fake at once (bounded at 10 s, within the
+  // request timeout): requests that go out together meet there however slow the machine; requests
+  // sent one after another never do.
+  fake_.set_behavior([this](const FakeDownstream::Request&) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (fake_.peak_concurrent() < 12 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return Reply{200, R"({"Item":{"pk":{"S":"A"},"sk":{"S":"B"},"v":{"N":"7"}}})"};
   });
-  auto store = Open();
+  auto store = Open(2000, [](DynamoDbItemStore::Options& o) { o.request_timeout_ms = 20000; });
   AsyncItemStore& port = *store;
   constexpr int kOps = 16;
   std::mutex mu;
@@ -317,7 +324,7 @@ TEST_F(DynamoDbRetryTest, TheRequestsHoldingAndWaitingForAPlaceAreCounted) {
   DynamoDbItemStore::RequestLoad held;
   for (int i = 0; i < 1000; ++i) {  // bounded: 10 s
     held = store->request_load();
-    if (held.in_flight == 3 && held.waiting == kOps - 3 && fake_.current() == 3) break;
+    if (held.in_flight == 3 && held.waiting == kOps - 3 && fake_.concurrent() == 3) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(held.in_flight, 3);

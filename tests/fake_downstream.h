@@ -42,6 +42,8 @@ class FakeDownstream {
   // Off: requests are served and counted (peak, concurrent) but not kept (long soak runs).
   void set_record(bool record) { record_ = record; }
   int connections_accepted() const { return listener_.accepted(); }
+  // Connections this fake has closed (on loopback, their FIN sent).
+  int connections_closed() const { return listener_.closed(); }
 
   FakeDownstream() = default;
   ~FakeDownstream() { listener_.Stop(); }
@@ -69,8 +71,6 @@ class FakeDownstream {
     return static_cast<int>(requests_.size());
   }
   int peak_concurrent() const { return peak_.load(); }
-  // Requests being answered right now.
-  int current() const { return current_.load(); }
   int concurrent() const { return current_.load(); }
   void reset_counts() {
     std::lock_guard lock(mu_);

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -37,6 +38,11 @@ class FakeMcpServer {
 
   void set_call_mode(CallMode mode) { call_mode_ = mode; }
   void set_call_delay_ms(int ms) { call_delay_ms_ = ms; }
+  // Run by each tools/call before it is answered (after the delay); empty: none.
+  void set_call_hold(std::function<void()> hold) {
+    std::lock_guard lock(answer_mu_);
+    call_hold_ = std::move(hold);
+  }
   // tools/call answered {"jsonrpc":"2.0","id":<the call's>, ...members} (kAnswer): any result or
   // error, well formed or not.
   // tools/call answered with `text` as its result, as is (however deep it nests: never parsed here).
@@ -142,6 +148,12 @@ class FakeMcpServer {
       while (now > seen && !peak_calls_.compare_exchange_weak(seen, now)) {
       }
       if (call_delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(call_delay_ms_.load()));
+      std::function<void()> hold;
+      {
+        std::lock_guard lock(answer_mu_);
+        hold = call_hold_;
+      }
+      if (hold) hold();
       --in_calls_;
       switch (call_mode_.load()) {
         case CallMode::kText:
@@ -176,6 +188,7 @@ class FakeMcpServer {
   std::string raw_result_;                 // guarded by answer_mu_
   json initialize_error_;                  // guarded by answer_mu_
   std::string server_name_ = kServerName;  // guarded by answer_mu_
+  std::function<void()> call_hold_;        // guarded by answer_mu_
   std::atomic<bool> sessions_{false};
   std::atomic<int> live_session_{-1};
   std::atomic<int> call_delay_ms_{0};

@@ -5,8 +5,11 @@
 #include <arpa/inet.h>
 #include <sched.h>
 
+#include <atomic>
 #include <barrier>
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "fake_downstream.h"
 #include "gateway_harness.h"
@@ -36,16 +39,19 @@ class GatewayBurstTest : public ::testing::Test {
     EXPECT_TRUE(gateways_.back()->Start());
     return *gateways_.back();
   }
-  // Runs `n` invocations of `tool` at once (released by a barrier), spread over `gws`.
+  // Runs `n` invocations of `tool` at once (released by a barrier), spread over `gws`; answered_
+  // counts the ones answered so far.
   std::vector<api::ClientResult> Burst(int n, const std::string& tool, const std::vector<GatewayProcess*>& gws) {
     std::vector<api::ClientResult> results(static_cast<size_t>(n));
     std::barrier start(n);
     std::vector<std::thread> threads;
+    answered_ = 0;
     for (int i = 0; i < n; ++i) {
       threads.emplace_back([&, i] {
         GatewayProcess& gw = *gws[static_cast<size_t>(i) % gws.size()];
         start.arrive_and_wait();
         results[static_cast<size_t>(i)] = gw.Invoke(tool, {{"input", {{"i", i}}}}, token_);
+        answered_.fetch_add(1);
       });
     }
     for (auto& t : threads) t.join();
@@ -71,11 +77,19 @@ class GatewayBurstTest : public ::testing::Test {
 
   void ExpectOneProbe(const std::vector<GatewayProcess*>& gws) {
     TripAndWaitCooldown(*gws[0]);
-    // The probe is slow, so every other request of the burst arrives while it is in flight (10 s:
-    // three instrumented processes on one store, or on dynalite, answer 119 calls well within it).
-    crm_.set_behavior([](const auto&) { return Reply{200, R"({"probe":"ok"})", {}, 10000}; });
+    // The probe is answered only once every other call of the burst has been (bounded at 25 s, within
+    // timeout_ms): they all arrive while it is in flight, however slow the machine. A second call let
+    // through waits here too, and is counted.
+    constexpr int kCalls = 120;
+    crm_.set_behavior([this](const auto&) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(25);
+      while (answered_.load() < kCalls - 1 && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+      return Reply{200, R"({"probe":"ok"})"};
+    });
     crm_.reset_counts();
-    const auto results = Burst(120, "crm.x", gws);
+    const auto results = Burst(kCalls, "crm.x", gws);
     EXPECT_EQ(crm_.total(), 1) << "the downstream saw more than the single probe";
     int ok = 0, probe_in_flight = 0;
     for (const auto& r : results) {
@@ -93,8 +107,9 @@ class GatewayBurstTest : public ::testing::Test {
   FakeDownstream crm_, other_;
   std::vector<std::unique_ptr<GatewayProcess>> gateways_;
   const std::string token_ = Token("tenant-a");
+  std::atomic<int> answered_{0};
   static constexpr char kProbeSettings[] =
-      "timeout_ms = 20000\nmax_in_flight = 200\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";
+      "timeout_ms = 28000\nmax_in_flight = 200\n[connectors.crm.breaker]\nfailure_threshold = 3\ncooldown_s = 1\n";
 };
 
 // The same gateway on a DynamoDB-API table (dynalite): three processes behave as one gateway.
@@ -144,12 +159,21 @@ TEST_F(GatewayOnDynamoDbTest, TheConnectorLimitHoldsAcrossThreeGateways) {
 // test shows requests in flight together there): with a single store thread left for the services'
 // own writes, sixteen calls at once all succeed, overlap at the downstream and release their slots.
 TEST_F(GatewayOnDynamoDbTest, SixteenCallsAtOnceAllSucceedWithOneStoreThread) {
-  std::string config = Config("timeout_ms = 5000\nmax_in_flight = 100\n");
+  std::string config = Config("timeout_ms = 15000\nmax_in_flight = 100\n");
   const size_t admin = config.find("[admin]");
   ASSERT_NE(admin, std::string::npos);
   config.insert(admin, "store_threads = 1\n");
   GatewayProcess& gw = Start(config);
-  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})", {}, 500}; });
+  // Each call is held until twelve are at the downstream at once (bounded at 10 s, within timeout_ms):
+  // however slow the machine, calls that can overlap do; a store thread held across a call keeps
+  // them apart and the peak low.
+  crm_.set_behavior([this](const auto&) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (crm_.peak_concurrent() < 12 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return Reply{200, R"({"ok":true})"};
+  });
   const auto results = Burst(16, "crm.x", {&gw});
   for (const auto& r : results) EXPECT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(crm_.total(), 16);
@@ -344,7 +368,7 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
     for (int i = 0; i < 2; ++i) {
       callers.emplace_back([&doomed, this] { doomed.Invoke("crm.hang", {{"input", json::object()}}, token_); });
     }
-    for (int i = 0; i < 200 && crm_.concurrent() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 2000 && crm_.concurrent() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ASSERT_EQ(crm_.concurrent(), 2);
     killed_at = std::chrono::steady_clock::now();
     doomed.Kill();
@@ -359,6 +383,10 @@ TEST_F(GatewayBurstTest, AGatewayKilledMidCallLeaksNoSlotForLongerThanItsLease) 
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(InFlight(survivor, "crm"), 0) << "expired leases still counted with nobody asking for a slot";
+  // The reclaimer logs after its writes are in: the line may trail the count by a moment.
+  for (int i = 0; i < 100 && survivor.Log().find("slot(s) of expired leases reclaimed") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   EXPECT_THAT(survivor.Log(), ::testing::HasSubstr("slot(s) of expired leases reclaimed"));
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
@@ -393,7 +421,7 @@ TEST_F(GatewayBurstTest, GracefulShutdownFinishesTheCallInFlightAndReleasesItsSl
   GatewayProcess& gw = Start(config);
   api::ClientResult answer;
   std::thread caller([&] { answer = gw.Invoke("crm.x", {{"input", json::object()}}, token_); });
-  for (int i = 0; i < 200 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 2000 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(crm_.concurrent(), 1);
   const int status = gw.Terminate();
   caller.join();
@@ -415,13 +443,17 @@ TEST_F(GatewayBurstTest, KeepAliveDownstreamConnectionsAreReusedAndAStaleOneIsRe
   // The downstream now drops every connection after answering, though it said keep-alive: each next
   // call (once the close has arrived) finds its pooled connection closed before writing to it and
   // goes on a new one — exactly once. (A call racing the close would meet it after writing: a POST
-  // is then not sent again, and ends connection_lost; the pause keeps this test out of that race.)
+  // is then not sent again, and ends connection_lost; waiting for the fake's close, bounded, keeps
+  // this test out of that race.)
   crm_.set_connections(FakeDownstream::Connections::kAnnounceButDrop);
   crm_.reset_counts();
   for (int i = 0; i < 10; ++i) {
+    const int closed = crm_.connections_closed();
     auto r = gw.Invoke("crm.y", {{"input", {{"i", i}}}}, token_);
     ASSERT_EQ(r.status, 200) << r.body;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int j = 0; j < 1000 && crm_.connections_closed() == closed; ++j) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
   EXPECT_EQ(crm_.total(), 10) << "a call reached the downstream twice";
 
@@ -465,7 +497,7 @@ TEST_F(GatewayBurstTest, AClientThatDisconnectsMidCallStillGetsItsCallRecordedAn
                           "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                           "\r\n\r\n" + body;
   ASSERT_EQ(write(fd, req.data(), req.size()), static_cast<ssize_t>(req.size()));
-  for (int i = 0; i < 200 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 2000 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(crm_.concurrent(), 1);
   close(fd);  // the client goes away while the downstream works
   json executions;

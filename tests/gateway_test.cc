@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <barrier>
+#include <chrono>
 #include <map>
 #include <set>
 #include <sstream>
@@ -130,6 +132,8 @@ TEST_F(GatewayTest, ThrottlingTimeoutsAndDeadDownstreamsAnswerAsTheTableSays) {
     return Reply{};
   });
   GatewayProcess& gw = Start(Config() + "[connectors.dead]\nbase_url = \"http://127.0.0.1:1\"\ntimeout_ms = 500\n");
+  const int64_t sent_at_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto throttled = gw.Invoke("other.throttled", {{"input", json::object()}}, alice_);
   ASSERT_EQ(throttled.status, 503) << throttled.body;
   EXPECT_EQ(Body(throttled)["reason"], "downstream_throttled");
@@ -145,11 +149,20 @@ TEST_F(GatewayTest, ThrottlingTimeoutsAndDeadDownstreamsAnswerAsTheTableSays) {
   }
   EXPECT_EQ(other_.total(), 1) << "a call reached a downstream inside its Retry-After";
   const json connectors = Body(gw.Admin("GET", "/admin/connectors"));
+  const int64_t read_at_s =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  bool seen = false;
   for (const auto& c : connectors["connectors"]) {
     if (c["id"] != "other") continue;
+    seen = true;
     EXPECT_EQ(c["breaker"]["state"], "CLOSED");
-    EXPECT_GE(c["throttled_remaining_s"].get<int64_t>(), 5);
+    // Retry-After 7 from the answer, rounded up to a whole second: however long the calls above took.
+    const int64_t until = c["throttled_until_epoch_sec"].get<int64_t>();
+    EXPECT_GE(until, sent_at_s + 7);
+    EXPECT_LE(until, read_at_s + 8);
+    EXPECT_GT(c["throttled_remaining_s"].get<int64_t>(), 0);
   }
+  EXPECT_TRUE(seen);
   // Another connector is not throttled.
   EXPECT_EQ(Body(gw.Invoke("crm.ok", {{"input", json::object()}}, alice_))["outcome"], "SUCCEEDED");
 
@@ -490,16 +503,27 @@ TEST_F(GatewayTest, RestartKeepsBreakerStateAndLedger) {
 // the process exits 0, and its log names the signal. Both are taken by one waiting thread, so a stop
 // does not depend on which of the process's threads the kernel hands the signal to.
 TEST_F(GatewayTest, SigintStopsTheGatewayAsGracefullyAsSigterm) {
-  crm_.set_behavior([](const auto&) { return Reply{200, R"({"ok":true})", {}, 300}; });
-  GatewayProcess& gw = Start(Config());
+  // The downstream holds every call until the gateway has taken the signal (bounded at 10 s, within
+  // timeout_ms): all four are in flight at SIGINT however slowly they arrive.
+  std::atomic<bool> release{false};
+  crm_.set_behavior([&release](const auto&) {
+    for (int i = 0; i < 2000 && !release.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw = Start(
+      testing::Replaced(Config(), "timeout_ms = 1000\nmax_in_flight = 8", "timeout_ms = 15000\nmax_in_flight = 8"));
   std::vector<api::ClientResult> answers(4);
   std::vector<std::thread> callers;
   for (size_t i = 0; i < answers.size(); ++i) {
     callers.emplace_back([&, i] { answers[i] = gw.Invoke("crm.x", {{"input", {{"i", i}}}}, alice_); });
   }
-  for (int i = 0; i < 500 && crm_.concurrent() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 2000 && crm_.concurrent() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   ASSERT_EQ(crm_.concurrent(), 4) << "the calls did not all reach the downstream";
   ASSERT_EQ(kill(gw.pid(), SIGINT), 0);
+  for (int i = 0; i < 200 && gw.Log().find("SIGINT: stopping") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  release = true;
   const int status = gw.AwaitExit();
   for (auto& t : callers) t.join();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "exit status " << status << "\n" << gw.Log();

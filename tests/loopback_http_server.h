@@ -144,6 +144,8 @@ class LoopbackListener {
 
   int port() const { return port_; }
   int accepted() const { return accepted_.load(); }
+  // Connections this side has closed.
+  int closed() const { return closed_.load(); }
   const std::atomic<bool>& stopping() const { return stopping_; }
 
  private:
@@ -161,6 +163,7 @@ class LoopbackListener {
       std::thread([this, fd] {
         serve_(fd);
         close(fd);
+        closed_.fetch_add(1);
         std::lock_guard lock(mu_);
         --open_connections_;
         cv_.notify_all();
@@ -173,6 +176,7 @@ class LoopbackListener {
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int> accepted_{0};
+  std::atomic<int> closed_{0};
   std::mutex mu_;
   std::condition_variable cv_;
   int open_connections_ = 0;

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <barrier>
 #include <chrono>
 #include <thread>
@@ -93,8 +94,10 @@ class McpReliabilityTest : public ::testing::Test {
     }
     return view;
   }
-  // Runs `n` MCP tools/call of `tool` at once (released by a barrier), spread over `gws`.
+  // Runs `n` MCP tools/call of `tool` at once (released by a barrier), spread over `gws`; answered_
+  // counts the ones answered so far.
   std::vector<json> Burst(int n, const std::string& tool, const std::vector<GatewayProcess*>& gws) {
+    answered_ = 0;
     std::vector<json> results(static_cast<size_t>(n));
     std::barrier start(n);
     std::vector<std::thread> threads;
@@ -103,6 +106,7 @@ class McpReliabilityTest : public ::testing::Test {
         GatewayProcess& gw = *gws[static_cast<size_t>(i) % gws.size()];
         start.arrive_and_wait();
         results[static_cast<size_t>(i)] = CallTool(gw, tool, {{"i", i}});
+        answered_.fetch_add(1);
       });
     }
     for (auto& t : threads) t.join();
@@ -121,6 +125,7 @@ class McpReliabilityTest : public ::testing::Test {
   TempDir dir_;
   std::vector<std::unique_ptr<GatewayProcess>> gateways_;
   const std::string token_ = Token("tenant-a");
+  std::atomic<int> answered_{0};
 };
 
 TEST_F(McpReliabilityTest, ADeadServersToolListRefreshesOpenTheBreakerWithoutAnyCall) {
@@ -326,7 +331,7 @@ TEST_F(McpReliabilityTest, EachEventLoopServesItsCallsOnASessionOfItsOwnInitiali
 
 TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThroughABurst) {
   FakeMcpServer server;
-  GatewayProcess& gw = Start(Config(server.url()));
+  GatewayProcess& gw = Start(testing::Replaced(Config(server.url()), "timeout_ms = 10000", "timeout_ms = 25000"));
   WaitForTool(gw, "fx.work");
   server.set_call_mode(CallMode::kHttp500);
   for (int i = 0; i < 3; ++i) {  // failure_threshold
@@ -352,11 +357,20 @@ TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThro
   // to a whole second) has passed once the view says so.
   const json cooled = ViewUntil(gw, [](const json& v) { return v["breaker"]["cooldown_remaining_s"] == 0; });
   ASSERT_EQ(cooled["breaker"]["cooldown_remaining_s"], 0) << cooled;
-  // The probe is slow, so every other call of the burst arrives while it is in flight.
+  // The probe is answered only once every other call of the burst has been (bounded at 24 s, within
+  // timeout_ms): they all arrive while it is in flight, however slow the machine. A second call let
+  // through waits here too, and is counted.
   server.set_call_mode(CallMode::kText);
-  server.set_call_delay_ms(8000);
+  constexpr int kCalls = 40;
+  server.set_call_hold([this] {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(24);
+    while (answered_.load() < kCalls - 1 && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  });
   server.reset_counts();
-  const std::vector<json> results = Burst(40, "fx.work", {&gw});
+  const std::vector<json> results = Burst(kCalls, "fx.work", {&gw});
+  server.set_call_hold(nullptr);
   EXPECT_EQ(server.calls(), 1) << "the server saw more than the single probe";
   int ok = 0, probe_in_flight = 0;
   for (const json& r : results) {
@@ -366,7 +380,6 @@ TEST_F(McpReliabilityTest, AnOpenBreakerKeepsCallsAwayAndLetsExactlyOneProbeThro
   EXPECT_EQ(ok, 1);
   EXPECT_EQ(probe_in_flight, 39);
   // The probe succeeded: the breaker is closed and calls reach the server again.
-  server.set_call_delay_ms(0);
   EXPECT_EQ(ConnectorView(gw)["breaker"]["state"], "CLOSED");
   EXPECT_FALSE(CallTool(gw, "fx.work").value("isError", false));
   EXPECT_EQ(server.calls(), 2);

@@ -6,6 +6,7 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -691,7 +692,19 @@ TEST_F(McpSseGatewayTest, AStreamedAnswerTheBudgetCannotHoldResetsItsConnectionA
     std::this_thread::sleep_for(milliseconds(25));
   }
   ASSERT_EQ(server_.calls(), 1);
-  std::this_thread::sleep_for(milliseconds(300));  // the answer's write has reserved its bytes
+  // The answer's first result bytes reach the holder: its write has reserved the answer's bytes (the
+  // reservation comes before the first byte), and the holder's 4 KB receive buffer leaves the rest
+  // of its 800 KB unsent. Bounded at 10 s.
+  std::string head;
+  for (int i = 0; i < 400 && head.find("rrrr") == std::string::npos; ++i) {
+    pollfd p{holder, POLLIN, 0};
+    if (poll(&p, 1, 25) <= 0) continue;
+    char chunk[4096];
+    const ssize_t n = recv(holder, chunk, sizeof chunk, 0);
+    if (n <= 0) break;
+    head.append(chunk, static_cast<size_t>(n));
+  }
+  ASSERT_NE(head.find("rrrr"), std::string::npos) << "the holder's answer never began: " << head.substr(0, 300);
 
   const int next = testing::ConnectLoopback(gw_->public_port(), 4096);
   ASSERT_GE(next, 0);
