@@ -277,6 +277,38 @@ TEST_F(AdminReplayTest, CancelStopsAJob) {
   EXPECT_EQ(AuditOf("REPLAY_JOB_CANCELLED").size(), 1u);
 }
 
+// While an original's replay has begun and is not recorded, the job's cursor names it; once
+// recorded, it does not.
+TEST_F(AdminReplayTest, AJobsCursorNamesTheReplayItHasBegunUntilItIsRecorded) {
+  const std::string id = Fail("acme", "crm.update");
+  std::atomic<bool> release{false};
+  downstream_.set_behavior([&release](const auto&) {
+    for (int i = 0; i < 2000 && !release.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return Reply{200, R"({"ok":true})"};
+  });
+  auto created = Admin("POST", "/admin/replays",
+                       {{"execution_ids", {id}}, {"replay_reason", "r"}, {"requested_by", "oncall@ops"}});
+  ASSERT_EQ(created.status, 202) << created.body;
+  const std::string job_id = Body(created)["job_id"];
+  json job;
+  for (int i = 0; i < 400; ++i) {  // bounded: 20 s
+    job = Body(Admin("GET", "/admin/replays/" + job_id));
+    if (downstream_.concurrent() == 1 && job["cursor"].contains("in_flight_index")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  release = true;
+  ASSERT_TRUE(job["cursor"].contains("in_flight_index")) << job.dump();
+  EXPECT_EQ(job["cursor"]["in_flight_index"], 0) << job.dump();
+  EXPECT_EQ(job["counts"]["done"], 0) << job.dump();
+  for (int i = 0; i < 400 && job["state"] == "RUNNING"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    job = Body(Admin("GET", "/admin/replays/" + job_id));
+  }
+  EXPECT_EQ(job["state"], "DONE") << job.dump();
+  EXPECT_EQ(job["counts"]["replayed"], 1) << job.dump();
+  EXPECT_FALSE(job["cursor"].contains("in_flight_index")) << job.dump();
+}
+
 TEST_F(AdminReplayTest, CliListsAndReplaysFromAListAtARateAndResumesWithoutReplayingTwice) {
   std::set<std::string> failed;
   for (const char* tenant : {"acme", "globex", "initech", "acme", "globex"}) failed.insert(Fail(tenant, "crm.update"));
@@ -561,11 +593,25 @@ TEST_F(AdminReplayTest, AnotherInstanceFinishesABulkJobWhoseInstanceWasKilled) {
   const std::string a_owner = job["running_on"];
   GatewayProcess b(config, dir_, "instance-b");
   ASSERT_TRUE(b.Start());
-  // Killed right after a replay was recorded (the next one is about a second away at 1/s): B's start
-  // may take seconds under an instrumented build, so "recorded" is a step seen after it, not a count.
+  // Killed between two replays: B's start may take seconds under an instrumented build, so "recorded"
+  // is a step seen after it, not a count. A slowed down may begin its next replay at once, so A is
+  // stopped (SIGSTOP) and killed only where the store shows no replay begun and every one sent is
+  // recorded; otherwise it goes on (SIGCONT) and the test looks again (bounded).
   const int seen = job_of(b)["counts"]["done"].get<int>();
   ASSERT_LT(seen + 1, originals) << "A was nearly done before B started";
   job = wait_for(b, [seen](const json& j) { return j["counts"]["done"].get<int>() > seen; });
+  bool between_replays = false;
+  for (int i = 0; i < 200 && !between_replays; ++i) {
+    ASSERT_EQ(kill(a.pid(), SIGSTOP), 0);
+    const json now = job_of(b);
+    between_replays = !now["cursor"].contains("in_flight_index") &&
+                      downstream_.total() - originals == now["counts"]["done"].get<int>();
+    if (!between_replays) {
+      ASSERT_EQ(kill(a.pid(), SIGCONT), 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  ASSERT_TRUE(between_replays) << "A was never seen between two replays";
   a.Kill();
   const int done_by_a = downstream_.total() - originals;
   ASSERT_GE(done_by_a, 2) << job.dump();

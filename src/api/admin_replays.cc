@@ -65,6 +65,8 @@ json JobJson(const ReplayJob& j) {
                 {"interrupted", j.interrupted},
                 {"done", j.next_index}}},
               {"cursor", {{"next_index", j.next_index}, {"last_execution_id", j.last_execution_id}}}};
+  // The original whose replay has begun and is not recorded yet (a killed instance leaves it set).
+  if (j.in_flight_index >= 0) out["cursor"]["in_flight_index"] = j.in_flight_index;
   if (j.finished_at_ms > 0) out["finished_at"] = Rfc3339(j.finished_at_ms);
   if (!j.owner.empty()) out["running_on"] = j.owner;
   if (!j.cancelled_by.empty()) out["cancelled_by"] = j.cancelled_by;
