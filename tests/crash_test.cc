@@ -237,7 +237,7 @@ TEST(CrashTest, AnOutcomeALockedStoreKeptOutIsRecordedOnceTheLockIsGivenBack) {
   const json call = {{"input", {{"n", 1}}}, {"idempotency_key", "order-1"}};
   api::ClientResult lost;
   std::thread caller([&] { lost = gw.Invoke("crm.x", call, token); });
-  for (int i = 0; i < 500 && crm.concurrent() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 4000 && crm.concurrent() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   ASSERT_EQ(crm.concurrent(), 1) << "the call never reached the downstream";
   OperatorSession session(db_path);
   // The close waits SQLite's busy timeout (5 s) and fails; then the lock is given back.
