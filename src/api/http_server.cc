@@ -1,6 +1,7 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include <linux/sockios.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -578,16 +579,22 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   }
 
   // Waits until the client has acknowledged every byte written (the socket's send queue is empty)
-  // or `deadline` passes: false then. A completed write proves little: the kernel's send buffer
-  // (autotuned up to tcp_wmem's maximum, 4 MiB by default) takes a whole 1 MB response from a client
-  // that never reads, and holds it for as long as the connection lives. Polled: 5 ms, doubling to
-  // 100 ms.
+  // or `deadline` passes, or the connection failed (reset by the client): false then. A completed
+  // write proves little: the kernel's send buffer (autotuned up to tcp_wmem's maximum, 4 MiB by
+  // default) takes a whole 1 MB response from a client that never reads, and holds it for as long as
+  // the connection lives. After a reset SIOCOUTQ still counts what was never acknowledged (it is
+  // write_seq - snd_una, not the queue the reset emptied): the socket's own state says the client is
+  // gone (POLLERR, POLLHUP; a client that only half-closed still reads and is waited for). Polled:
+  // 5 ms, doubling to 100 ms.
   asio::awaitable<bool> AwaitDelivery(beast::tcp_stream& stream, Clock::time_point deadline) {
     asio::steady_timer timer(stream.get_executor());
+    const int fd = stream.socket().native_handle();
     std::chrono::milliseconds pause{5};
     for (;;) {
       int unacknowledged = 0;
-      if (ioctl(stream.socket().native_handle(), SIOCOUTQ, &unacknowledged) != 0 || unacknowledged == 0) co_return true;
+      if (ioctl(fd, SIOCOUTQ, &unacknowledged) != 0 || unacknowledged == 0) co_return true;
+      pollfd state{fd, 0, 0};  // POLLERR and POLLHUP are reported whatever is asked
+      if (::poll(&state, 1, 0) > 0 && (state.revents & (POLLERR | POLLHUP | POLLNVAL)) != 0) co_return false;
       const auto now = Clock::now();
       if (now >= deadline) co_return false;
       timer.expires_after(std::min<Clock::duration>(pause, deadline - now));
