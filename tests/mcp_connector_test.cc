@@ -44,6 +44,31 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
+// The whole of a file ("" when it cannot be read).
+std::string FileText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Whether an IPv4 socket listens on `port` (/proc/net/tcp; node's own listener is IPv6, on ::).
+bool Ipv4Listener(int port) {
+  std::istringstream table(FileText("/proc/net/tcp"));
+  std::string line;
+  std::getline(table, line);  // the header
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state;
+    fields >> slot >> local >> remote >> state;
+    const size_t colon = local.find(':');
+    if (colon != std::string::npos && std::stoi(local.substr(colon + 1), nullptr, 16) == port && state == "0A") {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool Listening(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -82,19 +107,23 @@ bool ReadUntil(int fd, const std::string& needle, std::string& got) {
   return true;
 }
 
-// server-everything over Streamable HTTP on a port of its own (PORT), endpoint /mcp.
+// server-everything over Streamable HTTP on a port of its own (PORT), endpoint /mcp. A port picked free
+// may be taken by another test's process before node binds it: node then exits (EADDRINUSE), or —
+// node listening on :: — binds beside an IPv4 listener that then gets every connection to
+// 127.0.0.1. So the server counts as started only once its own log says it listens on that port and
+// no IPv4 socket listens there, and a first start that fails tries another port (a restart keeps its
+// port: the gateway's connector names it).
 class EverythingHttpServer {
  public:
   EverythingHttpServer(const TempDir& dir) : port_(FreePort()), log_(dir.file("everything.log")) {}
   bool Start() {
-    setenv("PORT", std::to_string(port_).c_str(), 1);
-    proc_ =
-        std::make_unique<ChildProcess>(std::vector<std::string>{"/usr/bin/node", kEverything, "streamableHttp"}, log_);
-    unsetenv("PORT");
-    const auto start = std::chrono::steady_clock::now();
-    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(20)) {
-      if (Listening(port_)) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      if (attempt > 0 && !started_once_) port_ = FreePort();
+      if (StartOnce()) {
+        started_once_ = true;
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     return false;
   }
@@ -102,7 +131,31 @@ class EverythingHttpServer {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/mcp"; }
 
  private:
+  // One try on port_: true once this child's log (past what earlier children wrote) says it listens.
+  bool StartOnce() {
+    const std::string says = "listening on port " + std::to_string(port_);
+    if (Ipv4Listener(port_)) return false;
+    const size_t log_before = FileText(log_).size();
+    setenv("PORT", std::to_string(port_).c_str(), 1);
+    proc_ =
+        std::make_unique<ChildProcess>(std::vector<std::string>{"/usr/bin/node", kEverything, "streamableHttp"}, log_);
+    unsetenv("PORT");
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < std::chrono::seconds(20)) {
+      const std::string log = FileText(log_);
+      if (log.size() > log_before && log.find(says, log_before) != std::string::npos) {
+        if (!Ipv4Listener(port_) && Listening(port_)) return true;
+        break;  // another process's listener gets 127.0.0.1's connections
+      }
+      if (proc_->WaitFor(std::chrono::milliseconds(0))) break;  // exited: the port was taken
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    proc_.reset();
+    return false;
+  }
+
   int port_;
+  bool started_once_ = false;
   std::string log_;
   std::unique_ptr<ChildProcess> proc_;
 };
