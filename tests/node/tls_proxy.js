@@ -1,6 +1,7 @@
 // A TLS front for a plain-HTTP server, for the HTTPS tests of the DynamoDB store:
 //   node tls_proxy.js CERT KEY LISTEN_PORT TARGET_PORT
-// Prints "listening" once it accepts connections; forwards each request to 127.0.0.1:TARGET_PORT.
+// Prints "listening <port>" once it accepts connections (LISTEN_PORT 0: a port the kernel picks, so
+// no other process can take it first); forwards each request to 127.0.0.1:TARGET_PORT.
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -17,4 +18,4 @@ const server = https.createServer({ cert: fs.readFileSync(cert), key: fs.readFil
   upstream.on('error', () => { res.writeHead(502); res.end(); });
   req.pipe(upstream);
 });
-server.listen(Number(listenPort), '127.0.0.1', () => console.log('listening'));
+server.listen(Number(listenPort), '127.0.0.1', () => console.log(`listening ${server.address().port}`));
