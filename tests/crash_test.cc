@@ -196,7 +196,7 @@ TEST(CrashTest, ACallWhoseLeaseAWaitForTheStoreShortenedIsNotSent) {
   TempDir dir;
   FakeDownstream crm;
   const std::string db_path = dir.file("store.db");
-  GatewayProcess gw(CrmOnSqlite(db_path, crm, "timeout_ms = 1500\nlease_ttl_s = 2\nmax_clock_skew_s = 0\n"), dir);
+  GatewayProcess gw(CrmOnSqlite(db_path, crm, "timeout_ms = 3500\nlease_ttl_s = 4\nmax_clock_skew_s = 0\n"), dir);
   ASSERT_TRUE(gw.Start());
   const std::string token = Token("acme");
   ASSERT_EQ(gw.Invoke("crm.x", {{"input", {{"n", 1}}}}, token).status, 200);
@@ -204,7 +204,9 @@ TEST(CrashTest, ACallWhoseLeaseAWaitForTheStoreShortenedIsNotSent) {
   OperatorSession session(db_path);
   api::ClientResult waited;
   std::thread call([&] { waited = gw.Invoke("crm.x", {{"input", {{"n", 2}}}}, token); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  // A wait of more than 0.5 s leaves the 4 s lease less than the 3.5 s the call may take; held 3.5 s,
+  // the lock gives the call up to 3 s to reach its wait (and less than the busy timeout, 5 s).
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
   session.Commit();
   call.join();
   EXPECT_EQ(waited.status, 503) << waited.body;
