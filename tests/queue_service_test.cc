@@ -202,6 +202,104 @@ TEST_P(QueueServiceTest, RemovingAnUnclaimedItemWorksOnceAndNeverUnderALiveClaim
   EXPECT_EQ(Stats().depth, 1);
 }
 
+// A tenant's count drifts from its items only by a write applied twice or not at all (no write
+// spans two items): a count-down sent again after an unknown first outcome, or an item gone by its
+// TTL. The tests write the drift themselves, as one more count-down or a bare erase.
+void CountDownOnceMore(store::ItemStore& store, const std::string& tenant) {
+  auto r = store.Update(QueueService::TenantKey(kConn, tenant), {store::UpdateOp::Add(store::Attr("count"), -1)},
+                        store::Condition::Always(), store::ReturnValues::kNone);
+  ASSERT_TRUE(r.ok() && r->applied) << r.status();
+}
+
+int64_t CountOf(store::ItemStore& store, const std::string& tenant) {
+  auto item = store.Get(QueueService::TenantKey(kConn, tenant));
+  EXPECT_TRUE(item.ok()) << item.status();
+  if (!item.ok() || !item->has_value()) return -1000;
+  return store::GetInt(**item, "count").value_or(-1000);
+}
+
+// Counted down twice (or more), a tenant's count reaches zero with calls still queued. Dropped from
+// the tenant list then, they would never be dispatched: they stay listed, and the count is set to
+// them. An entry whose queue is truly empty is still dropped.
+TEST_P(QueueServiceTest, ACountCountedDownTwiceLeavesNoCallStranded) {
+  QueueItem a = Item("t1", "exec-a"), b = Item("t1", "exec-b"), c = Item("t2", "exec-c");
+  Enqueue(a);
+  Enqueue(b);
+  Enqueue(c);
+  const int64_t now = clock_.now_epoch_ms();
+  ASSERT_TRUE(ApplyAll(QueueService::RemoveUnclaimedRequests(a, now, kSkewS)));
+  CountDownOnceMore(*store_, "t1");
+  CountDownOnceMore(*store_, "t1");
+  ASSERT_EQ(CountOf(*store_, "t1"), -1) << "the drift this test is about";
+
+  auto tenants = queue_->Tenants(kConn);
+  ASSERT_TRUE(tenants.ok()) << tenants.status();
+  EXPECT_EQ(*tenants, (std::vector<std::string>{"t1", "t2"})) << "t1 still has exec-b queued";
+  EXPECT_EQ(CountOf(*store_, "t1"), 1) << "set to the calls queued";
+  EXPECT_EQ(CountOf(*store_, "t2"), 1) << "a count that did not drift is left alone";
+  auto next = Next("t1");
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->execution_id, "exec-b");
+
+  ASSERT_TRUE(ApplyAll(QueueService::RemoveUnclaimedRequests(b, now, kSkewS)));
+  CountDownOnceMore(*store_, "t1");
+  tenants = queue_->Tenants(kConn);
+  ASSERT_TRUE(tenants.ok()) << tenants.status();
+  EXPECT_EQ(*tenants, (std::vector<std::string>{"t2"})) << "t1's queue is empty now";
+  auto entry = store_->Get(QueueService::TenantKey(kConn, "t1"));
+  ASSERT_TRUE(entry.ok());
+  EXPECT_FALSE(entry->has_value()) << "and its entry dropped";
+}
+
+// An item gone without its count-down (its TTL) leaves the count standing over an empty queue. The
+// dispatchers' periodic Stats sets it to zero — only once it has stood, unchanged, for
+// kCountRepairAfterMs (an enqueue's count can come a moment before its item); a count that moved in
+// between starts the wait again, and a read without repair_counts (the admin view) changes nothing.
+TEST_P(QueueServiceTest, ACountStandingOverAnEmptyQueueIsSetRightOnceItHasStood) {
+  QueueItem a = Item("t1", "exec-a"), b = Item("t2", "exec-b");
+  Enqueue(a);
+  Enqueue(b);
+  ASSERT_TRUE(store_->Erase(QueueService::ItemKey(a), store::Condition::Always()).ok());
+  auto stats = [&](bool repair) {
+    auto s = queue_->Stats(kConn, repair);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->depth : -1;
+  };
+  constexpr auto kHalf = std::chrono::milliseconds(QueueService::kCountRepairAfterMs / 2 + 1);
+
+  EXPECT_EQ(stats(true), 2) << "the depth counts what the counts say";
+  EXPECT_EQ(CountOf(*store_, "t1"), 1) << "first seen over an empty queue: left";
+  clock_.advance(kHalf);
+  EXPECT_EQ(stats(true), 2);
+  EXPECT_EQ(CountOf(*store_, "t1"), 1) << "stood only half the wait";
+  clock_.advance(kHalf);
+  EXPECT_EQ(stats(false), 2) << "the admin view repairs nothing";
+  EXPECT_EQ(CountOf(*store_, "t1"), 1);
+  EXPECT_EQ(stats(true), 2) << "stood unchanged for kCountRepairAfterMs: repaired by this read";
+  EXPECT_EQ(CountOf(*store_, "t1"), 0);
+  EXPECT_EQ(CountOf(*store_, "t2"), 1) << "a tenant with its call queued keeps its count";
+  EXPECT_EQ(stats(true), 1);
+  auto tenants = queue_->Tenants(kConn);
+  ASSERT_TRUE(tenants.ok());
+  EXPECT_EQ(*tenants, (std::vector<std::string>{"t2"}));
+
+  // A count that moves while its queue stays empty waits again from its new value.
+  Enqueue(a);
+  ASSERT_TRUE(store_->Erase(QueueService::ItemKey(a), store::Condition::Always()).ok());
+  EXPECT_EQ(stats(true), 2);
+  clock_.advance(kHalf);
+  auto r = store_->Update(QueueService::TenantKey(kConn, "t1"), {store::UpdateOp::Add(store::Attr("count"), 1)},
+                          store::Condition::Always(), store::ReturnValues::kNone);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(stats(true), 3) << "a new count: seen afresh";
+  clock_.advance(kHalf);
+  EXPECT_EQ(stats(true), 3) << "it has stood only half the wait";
+  EXPECT_EQ(CountOf(*store_, "t1"), 2);
+  clock_.advance(kHalf);
+  stats(true);
+  EXPECT_EQ(CountOf(*store_, "t1"), 0);
+}
+
 TEST_P(QueueServiceTest, OfManyRacingClaimantsExactlyOneWinsEachItem) {
   for (int i = 0; i < 5; ++i) Enqueue(Item("t1", "exec-" + std::to_string(i)));
   std::atomic<int> wins{0};

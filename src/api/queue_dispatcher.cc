@@ -311,7 +311,7 @@ struct QueueDispatcher::Impl {
     while (!g.draining) {
       co_await RunBlocking(g.pool, [this] {
         for (const auto& lane : lanes) {
-          absl::StatusOr<QueueStats> s = g.engine.queue().Stats(lane->connector.id);
+          absl::StatusOr<QueueStats> s = g.engine.queue().Stats(lane->connector.id, /*repair_counts=*/true);
           if (!s.ok()) continue;
           const double age_s = s->oldest_enqueued_ms == 0
                                    ? 0.0

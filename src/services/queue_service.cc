@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
 #include "toolgate/services/callback_outbox.h"
 #include "toolgate/status_macros.h"
 
@@ -138,11 +139,20 @@ absl::StatusOr<std::vector<std::string>> QueueService::Tenants(std::string_view 
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
     for (const auto& [sk, item] : p.items) {
       const std::string tenant = sk.substr(sizeof(kTenantPrefix) - 1);
-      if (store::GetInt(item, kCount).value_or(0) > 0) {
+      const int64_t count = store::GetInt(item, kCount).value_or(0);
+      if (count > 0) {
         tenants.push_back(tenant);
         continue;
       }
-      // Emptied: drop the entry unless a call was queued meanwhile (ADD re-creates it then).
+      // Emptied — or counted down twice with calls still queued (see the class comment): those are
+      // dispatched, and the count set to them.
+      ASSIGN_OR_RETURN(const int64_t queued, CountItems(connector_id, tenant));
+      if (queued > 0) {
+        RETURN_IF_ERROR(RepairCount(connector_id, tenant, count, queued, "calls still queued"));
+        tenants.push_back(tenant);
+        continue;
+      }
+      // Drop the entry unless a call was queued meanwhile (its ADD raised the count first).
       ASSIGN_OR_RETURN(
           store::WriteResult r,
           store_.Erase({q.pk, sk}, Condition::And({Condition::ItemExists(), Condition::Le(Attr(kCount), 0)})));
@@ -152,6 +162,57 @@ absl::StatusOr<std::vector<std::string>> QueueService::Tenants(std::string_view 
     q.after = p.last_sk;
   }
   return tenants;
+}
+
+absl::StatusOr<int64_t> QueueService::CountItems(std::string_view connector_id, std::string_view tenant_id) {
+  int64_t n = 0;
+  store::QueryRequest q{QueuePk(connector_id, tenant_id), kItemPrefix, 1000, std::nullopt, false};
+  while (n < kMaxCountedItems) {
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    n += static_cast<int64_t>(p.items.size());
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return n;
+}
+
+absl::Status QueueService::RepairCount(std::string_view connector_id, std::string_view tenant_id, int64_t seen,
+                                       int64_t to, std::string_view why) {
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update(TenantKey(connector_id, tenant_id), {UpdateOp::Set(Attr(kCount), to)},
+                                 Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kCount), seen)}),
+                                 store::ReturnValues::kNone));
+  if (r.applied) {
+    spdlog::warn(
+        "queue of {}: tenant {}'s count was {} with {} queued call(s) ({}): set to {} connector={} "
+        "event=queue_count_repaired tenant={} from={} to={}",
+        connector_id, tenant_id, seen, to, why, to, connector_id, tenant_id, seen, to);
+  }
+  return absl::OkStatus();
+}
+
+bool QueueService::StandsOverEmpty(std::string_view connector_id, std::string_view tenant_id, int64_t count) {
+  const auto now = clock_.now_monotonic();
+  const std::string key = absl::StrCat(std::string(connector_id), "\n", std::string(tenant_id));
+  absl::MutexLock l(&mu_);
+  auto [it, fresh] = over_empty_.try_emplace(key, OverEmpty{count, now});
+  if (fresh || it->second.count != count) {
+    it->second = OverEmpty{count, now};
+    return false;
+  }
+  if (now - it->second.since < std::chrono::milliseconds(kCountRepairAfterMs)) return false;
+  over_empty_.erase(it);
+  return true;
+}
+
+void QueueService::ForgetOverEmptyBut(std::string_view connector_id, const std::vector<std::string>& still) {
+  const std::string prefix = absl::StrCat(std::string(connector_id), "\n");
+  absl::MutexLock l(&mu_);
+  std::erase_if(over_empty_, [&](const auto& entry) {
+    const std::string& key = entry.first;
+    if (key.compare(0, prefix.size(), prefix) != 0) return false;
+    return std::find(still.begin(), still.end(), key.substr(prefix.size())) == still.end();
+  });
 }
 
 absl::StatusOr<std::optional<QueueItem>> QueueService::NextReady(std::string_view connector_id,
@@ -242,29 +303,41 @@ absl::StatusOr<std::vector<QueueItem>> QueueService::Items(std::string_view conn
   return out;
 }
 
-absl::StatusOr<QueueStats> QueueService::Stats(std::string_view connector_id) {
+absl::StatusOr<QueueStats> QueueService::Stats(std::string_view connector_id, bool repair_counts) {
   QueueStats stats;
   store::QueryRequest q{TenantsPk(connector_id), kTenantPrefix, 500, std::nullopt, false};
-  std::vector<std::string> tenants;
+  std::vector<std::pair<std::string, int64_t>> tenants;  // with their counts
   for (int page = 0; page < 1000; ++page) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
     for (const auto& [sk, item] : p.items) {
       const int64_t count = store::GetInt(item, kCount).value_or(0);
       if (count <= 0) continue;
       stats.depth += count;
-      tenants.push_back(sk.substr(sizeof(kTenantPrefix) - 1));
+      tenants.emplace_back(sk.substr(sizeof(kTenantPrefix) - 1), count);
     }
     if (!p.last_sk) break;
     q.after = p.last_sk;
   }
   stats.tenants = static_cast<int>(tenants.size());
-  for (const std::string& tenant : tenants) {
+  std::vector<std::string> over_empty;
+  for (const auto& [tenant, count] : tenants) {
+    // Read after the count, so an enqueue between the two shows as a count over an empty queue, not
+    // the reverse.
     ASSIGN_OR_RETURN(std::vector<QueueItem> head, Items(connector_id, tenant, 1));
-    if (head.empty()) continue;
+    if (head.empty()) {
+      if (!repair_counts) continue;
+      if (StandsOverEmpty(connector_id, tenant, count)) {
+        RETURN_IF_ERROR(RepairCount(connector_id, tenant, count, 0, "its queue stayed empty"));
+      } else {
+        over_empty.push_back(tenant);
+      }
+      continue;
+    }
     if (stats.oldest_enqueued_ms == 0 || head[0].enqueued_at_ms < stats.oldest_enqueued_ms) {
       stats.oldest_enqueued_ms = head[0].enqueued_at_ms;
     }
   }
+  if (repair_counts) ForgetOverEmptyBut(connector_id, over_empty);
   return stats;
 }
 

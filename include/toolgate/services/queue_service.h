@@ -1,11 +1,15 @@
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
@@ -73,6 +77,18 @@ struct QueueStats {
 // Completing, putting back and removing are conditional on the claim (or on there being no live
 // claim), so an instance that lost its claim changes nothing.
 //
+// A tenant's `count` is kept by conditional ADDs beside the items (no write spans two items), so it
+// can drift from them: a count-down sent again after an unknown first outcome may apply twice (too
+// low), and an item removed by its TTL, or one whose count-down was given up, leaves it too high.
+// Neither is left to stand. Too low matters most: at zero the tenant would drop out of the list with
+// calls still queued, never dispatched — so Tenants() looks at the queue of an entry at zero or below
+// before dropping it, and an entry with calls queued is kept and its count set to them. Too high is
+// set right by Stats(repair_counts = true), the dispatchers' periodic read, once the tenant's queue
+// has been seen empty under the same count at two reads at least kCountRepairAfterMs apart (one read
+// could fall between an enqueue's count and its item, which DynamoDB writes one after the other).
+// Each repair is one write conditioned on the count it read, so a count that moved meanwhile is
+// left for the next look.
+//
 // Thread-safe. Status codes: store errors from ItemStore; kDataLoss for an item it did not write.
 class QueueService {
  public:
@@ -93,7 +109,8 @@ class QueueService {
   absl::StatusOr<bool> Enqueue(const QueueItem& item, int max_per_tenant, int64_t ttl_s = 0);
 
   // The tenants with queued calls on `connector_id`, in key order; entries whose count fell to zero
-  // are removed as they are seen.
+  // are removed as they are seen, once their queue is found empty (one with calls still queued is
+  // listed and its count repaired: see the class comment).
   absl::StatusOr<std::vector<std::string>> Tenants(std::string_view connector_id);
 
   // The tenant's oldest item that is ready at `now` (unclaimed or with an expired claim), reading
@@ -131,8 +148,12 @@ class QueueService {
   absl::StatusOr<std::vector<QueueItem>> Items(std::string_view connector_id, std::string_view tenant_id, int limit);
 
   // Depth (the tenants' counts summed: fleet-wide, one Query) and the oldest item's enqueue time
-  // (one more Query per tenant).
-  absl::StatusOr<QueueStats> Stats(std::string_view connector_id);
+  // (one more Query per tenant). With `repair_counts`, a count found standing over an empty queue is
+  // set to zero (the class comment says when).
+  absl::StatusOr<QueueStats> Stats(std::string_view connector_id, bool repair_counts = false);
+
+  // How long a count must stand unchanged over an empty queue before Stats repairs it.
+  static constexpr int64_t kCountRepairAfterMs = 10'000;
 
   static absl::StatusOr<QueueItem> FromItem(const store::Item& item);
 
@@ -141,8 +162,32 @@ class QueueService {
   static constexpr int64_t kCallbackKeepS = 8 * 86'400;
 
  private:
+  // The items in a tenant's queue, counted in pages (at most kMaxCountedItems: enough to say "some").
+  absl::StatusOr<int64_t> CountItems(std::string_view connector_id, std::string_view tenant_id);
+  // Sets the tenant's count from `seen` to `to` (if it is still `seen`); logs what it did.
+  absl::Status RepairCount(std::string_view connector_id, std::string_view tenant_id, int64_t seen, int64_t to,
+                           std::string_view why);
+  // A count over an empty queue, seen by Stats (`repair_counts`): true when it was seen unchanged
+  // kCountRepairAfterMs ago or more (and so is to be repaired).
+  bool StandsOverEmpty(std::string_view connector_id, std::string_view tenant_id, int64_t count)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Forgets the counts over an empty queue of `connector_id`'s tenants other than `still` (this
+  // read's): a queue that filled again, or an entry gone, starts afresh.
+  void ForgetOverEmptyBut(std::string_view connector_id, const std::vector<std::string>& still)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  static constexpr int64_t kMaxCountedItems = 100'000;
+
+  struct OverEmpty {
+    int64_t count = 0;
+    std::chrono::steady_clock::time_point since;
+  };
+
   store::ItemStore& store_;
   const Clock& clock_;
+  absl::Mutex mu_;
+  // By connector and tenant ("<connector>\n<tenant>"): counts seen over an empty queue, and since when.
+  std::map<std::string, OverEmpty> over_empty_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace toolgate
