@@ -16,6 +16,8 @@
 #include <openssl/hmac.h>
 
 #include "fake_downstream.h"
+#include "test_support.h"
+#include "toolgate/services/queue_service.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
 
@@ -527,6 +529,53 @@ TEST_F(QueueGatewayTest, TenantsTakeTurnsWithinAConnector) {
   EXPECT_LE(b_position, 2) << "tenant B waited behind tenant A's backlog";
   EXPECT_GT(Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", 0), 0)
       << "A's backlog drained before B's call was looked at: the test proved nothing";
+}
+
+// A tenant's count drifted from its queue, through the real binary: counted down twice to zero with
+// two calls still queued (a count-down resent after an unknown outcome on DynamoDB), the calls are
+// still dispatched — before, the dispatchers dropped the tenant and they stayed QUEUED for ever; and a
+// count standing over a queue whose item went by its TTL is set to zero by the dispatchers' periodic
+// read, so the depth no longer shows a call that is gone. The drift is written into the store from
+// here, through the same store the gateway runs on.
+TEST_F(QueueGatewayTest, ATenantCountThatDriftedFromItsQueueIsSetRight) {
+  FakeDownstream crm;
+  const std::string db = dir_.file("store.db");
+  GatewayProcess& gw = Start(QueueConfig(db, 50) + Connector("crm", crm, 2));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the dispatchers see the open
+  const std::vector<std::string> a_ids = {Enqueue(gw, "crm.update", {{"i", 1}}, alice_),
+                                          Enqueue(gw, "crm.update", {{"i", 2}}, alice_)};
+  const std::string b_id = Enqueue(gw, "crm.update", {{"b", 1}}, bob_);
+
+  SystemClock clock;
+  auto store = testing::OpenSqlite(db, clock);
+  ASSERT_NE(store, nullptr);
+  auto drift =
+      store->Update(QueueService::TenantKey("crm", "tenant-a"), {store::UpdateOp::Set(store::Attr("count"), 0)},
+                    store::Condition::ItemExists(), store::ReturnValues::kNone);
+  ASSERT_TRUE(drift.ok() && drift->applied) << drift.status();
+  QueueService queue(*store, clock);
+  auto b_items = queue.Items("crm", "tenant-b", 10);
+  ASSERT_TRUE(b_items.ok() && b_items->size() == 1u);
+  ASSERT_TRUE(store->Erase(QueueService::ItemKey(b_items->front()), store::Condition::Always()).ok());
+
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
+  const auto done = AwaitFinal(gw, a_ids, alice_, std::chrono::seconds(20));
+  ASSERT_EQ(done.size(), 2u) << "a tenant counted down to zero had its calls stranded";
+  for (const auto& [id, e] : done) EXPECT_EQ(e["outcome"], "SUCCEEDED") << e.dump();
+  EXPECT_EQ(Seen(crm).by_execution.size(), 2u);
+
+  // Bob's count stands at 1 over an empty queue: set to zero within the 10 s wait and a read or two.
+  int64_t depth = -1;
+  for (int i = 0; i < 300 && depth != 0; ++i) {
+    depth = Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", -1);
+    if (depth != 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(depth, 0) << "a count over an empty queue was left standing";
+  EXPECT_EQ(Execution(gw, b_id, bob_)["outcome"], "QUEUED") << "its item is gone: nothing ran it";
+  const std::string log = gw.Log();
+  EXPECT_THAT(log, ::testing::HasSubstr("event=queue_count_repaired tenant=tenant-a from=0 to=2"));
+  EXPECT_THAT(log, ::testing::HasSubstr("event=queue_count_repaired tenant=tenant-b from=1 to=0"));
 }
 
 // Deadline, cancel and a kill switch set while queued: none of them reaches the downstream.
