@@ -241,14 +241,20 @@ TEST_P(QueueServiceTest, ACountCountedDownTwiceLeavesNoCallStranded) {
   ASSERT_TRUE(next);
   EXPECT_EQ(next->execution_id, "exec-b");
 
+  // Below zero over an empty queue: set to zero, and the entry dropped only at the next look (an
+  // enqueue's ADD bringing -1 back to 0 must not lose its entry to this look's erase).
   ASSERT_TRUE(ApplyAll(QueueService::RemoveUnclaimedRequests(b, now, kSkewS)));
   CountDownOnceMore(*store_, "t1");
   tenants = queue_->Tenants(kConn);
   ASSERT_TRUE(tenants.ok()) << tenants.status();
   EXPECT_EQ(*tenants, (std::vector<std::string>{"t2"})) << "t1's queue is empty now";
+  EXPECT_EQ(CountOf(*store_, "t1"), 0) << "kept, at zero";
+  tenants = queue_->Tenants(kConn);
+  ASSERT_TRUE(tenants.ok()) << tenants.status();
+  EXPECT_EQ(*tenants, (std::vector<std::string>{"t2"}));
   auto entry = store_->Get(QueueService::TenantKey(kConn, "t1"));
   ASSERT_TRUE(entry.ok());
-  EXPECT_FALSE(entry->has_value()) << "and its entry dropped";
+  EXPECT_FALSE(entry->has_value()) << "at zero over an empty queue: dropped";
 }
 
 // An item gone without its count-down (its TTL) leaves the count standing over an empty queue. The
@@ -298,6 +304,48 @@ TEST_P(QueueServiceTest, ACountStandingOverAnEmptyQueueIsSetRightOnceItHasStood)
   clock_.advance(kHalf);
   stats(true);
   EXPECT_EQ(CountOf(*store_, "t1"), 0);
+
+  // A queue that fills again under the same count starts the wait afresh once it is empty again.
+  QueueItem c = Item("t3", "exec-c");
+  Enqueue(c);
+  ASSERT_TRUE(store_->Erase(QueueService::ItemKey(c), store::Condition::Always()).ok());
+  stats(true);  // t3: 1 over an empty queue, first seen
+  clock_.advance(kHalf);
+  ASSERT_TRUE(store_
+                  ->Put(QueueService::ItemKey(c),
+                        {{"connector_id", kConn},
+                         {"tenant_id", "t3"},
+                         {"execution_id", "exec-c"},
+                         {"enqueued_at_ms", c.enqueued_at_ms}},
+                        store::Condition::Always())
+                  .ok());
+  stats(true);  // not empty: forgotten
+  ASSERT_TRUE(store_->Erase(QueueService::ItemKey(c), store::Condition::Always()).ok());
+  clock_.advance(kHalf);
+  stats(true);  // empty again: first seen again
+  EXPECT_EQ(CountOf(*store_, "t3"), 1) << "the wait counted across a refill";
+  clock_.advance(kHalf);
+  stats(true);
+  EXPECT_EQ(CountOf(*store_, "t3"), 1) << "stood only half the wait since the refill";
+  clock_.advance(kHalf);
+  stats(true);
+  EXPECT_EQ(CountOf(*store_, "t3"), 0);
+}
+
+// An expired item a store still holds (DynamoDB keeps one until its sweep, and drops it from a page
+// only after the page's Limit) is not an empty queue: the live call behind it keeps the count.
+TEST_P(QueueServiceTest, AnExpiredItemStillStoredAheadOfALiveOneIsNotAnEmptyQueue) {
+  QueueItem gone = Item("t1", "exec-gone");
+  ASSERT_TRUE(*queue_->Enqueue(gone, 100, clock_.now_epoch_ms() / 1000 - 1));
+  clock_.advance(std::chrono::milliseconds(5));
+  Enqueue(Item("t1", "exec-live"));
+  for (int i = 0; i < 4; ++i) {
+    auto s = queue_->Stats(kConn, /*repair_counts=*/true);
+    ASSERT_TRUE(s.ok()) << s.status();
+    clock_.advance(std::chrono::milliseconds(QueueService::kCountRepairAfterMs));
+  }
+  EXPECT_EQ(CountOf(*store_, "t1"), 2) << "a count over a live call was taken for one over an empty queue";
+  EXPECT_EQ(Next("t1")->execution_id, "exec-live");
 }
 
 TEST_P(QueueServiceTest, OfManyRacingClaimantsExactlyOneWinsEachItem) {

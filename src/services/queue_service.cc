@@ -145,17 +145,32 @@ absl::StatusOr<std::vector<std::string>> QueueService::Tenants(std::string_view 
         continue;
       }
       // Emptied — or counted down twice with calls still queued (see the class comment): those are
-      // dispatched, and the count set to them.
-      ASSIGN_OR_RETURN(const int64_t queued, CountItems(connector_id, tenant));
-      if (queued > 0) {
-        RETURN_IF_ERROR(RepairCount(connector_id, tenant, count, queued, "calls still queued"));
+      // dispatched, and the count set to them. What cannot be read or counted is listed as it is (a
+      // tenant listed with nothing to dispatch costs a read; one dropped with calls queued strands them).
+      absl::StatusOr<std::optional<int64_t>> queued = CountItems(connector_id, tenant, kMaxCountedItems);
+      if (!queued.ok() || !queued->has_value()) {
+        if (!queued.ok()) {
+          spdlog::warn("queue of {}: tenant {}'s count is {} and its queue could not be read: {}", connector_id, tenant,
+                       count, queued.status().ToString());
+        }
         tenants.push_back(tenant);
+        continue;
+      }
+      if (**queued > 0 || count < 0) {
+        // A count below zero is set to zero first and the entry dropped at a later look: dropped at
+        // once, an enqueue whose ADD only brought the count back to zero would lose its entry.
+        if (absl::Status repaired = RepairCount(connector_id, tenant, count, **queued,
+                                                **queued > 0 ? "calls still queued" : "its queue is empty");
+            !repaired.ok()) {
+          spdlog::warn("queue of {}: tenant {}'s count not repaired: {}", connector_id, tenant, repaired.ToString());
+        }
+        if (**queued > 0) tenants.push_back(tenant);
         continue;
       }
       // Drop the entry unless a call was queued meanwhile (its ADD raised the count first).
       ASSIGN_OR_RETURN(
           store::WriteResult r,
-          store_.Erase({q.pk, sk}, Condition::And({Condition::ItemExists(), Condition::Le(Attr(kCount), 0)})));
+          store_.Erase({q.pk, sk}, Condition::And({Condition::ItemExists(), Condition::Eq(Attr(kCount), 0)})));
       (void)r;
     }
     if (!p.last_sk) break;
@@ -164,16 +179,18 @@ absl::StatusOr<std::vector<std::string>> QueueService::Tenants(std::string_view 
   return tenants;
 }
 
-absl::StatusOr<int64_t> QueueService::CountItems(std::string_view connector_id, std::string_view tenant_id) {
+absl::StatusOr<std::optional<int64_t>> QueueService::CountItems(std::string_view connector_id,
+                                                                std::string_view tenant_id, int64_t at_most) {
   int64_t n = 0;
-  store::QueryRequest q{QueuePk(connector_id, tenant_id), kItemPrefix, 1000, std::nullopt, false};
-  while (n < kMaxCountedItems) {
+  store::QueryRequest q{QueuePk(connector_id, tenant_id), kItemPrefix,
+                        static_cast<int>(std::clamp<int64_t>(at_most, 1, 1000)), std::nullopt, false};
+  for (int page = 0; page < kMaxCountPages; ++page) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
     n += static_cast<int64_t>(p.items.size());
-    if (!p.last_sk) break;
+    if (!p.last_sk || n >= at_most) return std::optional<int64_t>(n);
     q.after = p.last_sk;
   }
-  return n;
+  return std::optional<int64_t>();
 }
 
 absl::Status QueueService::RepairCount(std::string_view connector_id, std::string_view tenant_id, int64_t seen,
@@ -323,18 +340,27 @@ absl::StatusOr<QueueStats> QueueService::Stats(std::string_view connector_id, bo
   for (const auto& [tenant, count] : tenants) {
     // Read after the count, so an enqueue between the two shows as a count over an empty queue, not
     // the reverse.
-    ASSIGN_OR_RETURN(std::vector<QueueItem> head, Items(connector_id, tenant, 1));
-    if (head.empty()) {
-      if (!repair_counts) continue;
-      if (StandsOverEmpty(connector_id, tenant, count)) {
-        RETURN_IF_ERROR(RepairCount(connector_id, tenant, count, 0, "its queue stayed empty"));
-      } else {
-        over_empty.push_back(tenant);
+    absl::StatusOr<std::vector<QueueItem>> head = Items(connector_id, tenant, 1);
+    if (!head.ok()) {
+      if (repair_counts) ForgetOverEmptyBut(connector_id, {});  // seen again from the start
+      return head.status();
+    }
+    if (!head->empty()) {
+      if (stats.oldest_enqueued_ms == 0 || head->front().enqueued_at_ms < stats.oldest_enqueued_ms) {
+        stats.oldest_enqueued_ms = head->front().enqueued_at_ms;
       }
       continue;
     }
-    if (stats.oldest_enqueued_ms == 0 || head[0].enqueued_at_ms < stats.oldest_enqueued_ms) {
-      stats.oldest_enqueued_ms = head[0].enqueued_at_ms;
+    if (!repair_counts) continue;
+    // An empty first page is not an empty queue where expired items are still stored (DynamoDB drops
+    // them from a page after its Limit): looked through.
+    absl::StatusOr<std::optional<int64_t>> queued = CountItems(connector_id, tenant, 1);
+    if (!queued.ok() || *queued != std::optional<int64_t>(0)) continue;
+    if (!StandsOverEmpty(connector_id, tenant, count)) {
+      over_empty.push_back(tenant);
+    } else if (absl::Status repaired = RepairCount(connector_id, tenant, count, 0, "its queue stayed empty");
+               !repaired.ok()) {
+      spdlog::warn("queue of {}: tenant {}'s count not repaired: {}", connector_id, tenant, repaired.ToString());
     }
   }
   if (repair_counts) ForgetOverEmptyBut(connector_id, over_empty);

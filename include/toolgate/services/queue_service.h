@@ -81,13 +81,18 @@ struct QueueStats {
 // can drift from them: a count-down sent again after an unknown first outcome may apply twice (too
 // low), and an item removed by its TTL, or one whose count-down was given up, leaves it too high.
 // Neither is left to stand. Too low matters most: at zero the tenant would drop out of the list with
-// calls still queued, never dispatched — so Tenants() looks at the queue of an entry at zero or below
-// before dropping it, and an entry with calls queued is kept and its count set to them. Too high is
-// set right by Stats(repair_counts = true), the dispatchers' periodic read, once the tenant's queue
-// has been seen empty under the same count at two reads at least kCountRepairAfterMs apart (one read
-// could fall between an enqueue's count and its item, which DynamoDB writes one after the other).
-// Each repair is one write conditioned on the count it read, so a count that moved meanwhile is
-// left for the next look.
+// calls still queued, never dispatched — so Tenants() counts the queue of an entry at zero or below
+// before dropping it: an entry with calls queued is kept and its count set to them, one below zero
+// over an empty queue is set to zero (and dropped at a later look: dropped at once, an enqueue whose
+// ADD had only brought it back to zero would lose its entry), and only one at zero over an empty
+// queue is dropped. Too high is set right by Stats(repair_counts = true), the dispatchers' periodic
+// read, once every such read for kCountRepairAfterMs has seen the tenant's queue empty under the
+// same count (one read could fall between an enqueue's count and its item, which DynamoDB writes one
+// after the other). Each repair is one write conditioned on the count it read, so a count that moved
+// meanwhile is left for the next look. Left: a call enqueued and ended between a repair's count and
+// its write leaves the count one too high (set right as above); an enqueue stalled longer than
+// kCountRepairAfterMs between its two writes has its count taken back, and its call waits for the
+// tenant's next enqueue to be listed again.
 //
 // Thread-safe. Status codes: store errors from ItemStore; kDataLoss for an item it did not write.
 class QueueService {
@@ -153,7 +158,7 @@ class QueueService {
   absl::StatusOr<QueueStats> Stats(std::string_view connector_id, bool repair_counts = false);
 
   // How long a count must stand unchanged over an empty queue before Stats repairs it.
-  static constexpr int64_t kCountRepairAfterMs = 10'000;
+  static constexpr int64_t kCountRepairAfterMs = 30'000;
 
   static absl::StatusOr<QueueItem> FromItem(const store::Item& item);
 
@@ -162,8 +167,11 @@ class QueueService {
   static constexpr int64_t kCallbackKeepS = 8 * 86'400;
 
  private:
-  // The items in a tenant's queue, counted in pages (at most kMaxCountedItems: enough to say "some").
-  absl::StatusOr<int64_t> CountItems(std::string_view connector_id, std::string_view tenant_id);
+  // The live items in a tenant's queue, counted in pages until `at_most` (so a queue beyond
+  // kMaxCountedItems is counted as that many); nullopt when kMaxCountPages pages did not reach the
+  // end or `at_most` (expired items a store still holds fill pages without counting).
+  absl::StatusOr<std::optional<int64_t>> CountItems(std::string_view connector_id, std::string_view tenant_id,
+                                                    int64_t at_most);
   // Sets the tenant's count from `seen` to `to` (if it is still `seen`); logs what it did.
   absl::Status RepairCount(std::string_view connector_id, std::string_view tenant_id, int64_t seen, int64_t to,
                            std::string_view why);
@@ -177,6 +185,7 @@ class QueueService {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   static constexpr int64_t kMaxCountedItems = 100'000;
+  static constexpr int kMaxCountPages = 200;
 
   struct OverEmpty {
     int64_t count = 0;
