@@ -204,9 +204,9 @@ TEST_P(QueueServiceTest, RemovingAnUnclaimedItemWorksOnceAndNeverUnderALiveClaim
 
 // A tenant's count drifts from its items only by a write applied twice or not at all (no write
 // spans two items): a count-down sent again after an unknown first outcome, or an item gone by its
-// TTL. The tests write the drift themselves, as one more count-down or a bare erase.
-void CountDownOnceMore(store::ItemStore& store, const std::string& tenant) {
-  auto r = store.Update(QueueService::TenantKey(kConn, tenant), {store::UpdateOp::Add(store::Attr("count"), -1)},
+// TTL. The tests write the drift themselves, as a count moved by hand or a bare erase.
+void AddToCount(store::ItemStore& store, const std::string& tenant, int64_t delta) {
+  auto r = store.Update(QueueService::TenantKey(kConn, tenant), {store::UpdateOp::Add(store::Attr("count"), delta)},
                         store::Condition::Always(), store::ReturnValues::kNone);
   ASSERT_TRUE(r.ok() && r->applied) << r.status();
 }
@@ -228,8 +228,8 @@ TEST_P(QueueServiceTest, ACountCountedDownTwiceLeavesNoCallStranded) {
   Enqueue(c);
   const int64_t now = clock_.now_epoch_ms();
   ASSERT_TRUE(ApplyAll(QueueService::RemoveUnclaimedRequests(a, now, kSkewS)));
-  CountDownOnceMore(*store_, "t1");
-  CountDownOnceMore(*store_, "t1");
+  AddToCount(*store_, "t1", -1);
+  AddToCount(*store_, "t1", -1);
   ASSERT_EQ(CountOf(*store_, "t1"), -1) << "the drift this test is about";
 
   auto tenants = queue_->Tenants(kConn);
@@ -244,7 +244,7 @@ TEST_P(QueueServiceTest, ACountCountedDownTwiceLeavesNoCallStranded) {
   // Below zero over an empty queue: set to zero, and the entry dropped only at the next look (an
   // enqueue's ADD bringing -1 back to 0 must not lose its entry to this look's erase).
   ASSERT_TRUE(ApplyAll(QueueService::RemoveUnclaimedRequests(b, now, kSkewS)));
-  CountDownOnceMore(*store_, "t1");
+  AddToCount(*store_, "t1", -1);
   tenants = queue_->Tenants(kConn);
   ASSERT_TRUE(tenants.ok()) << tenants.status();
   EXPECT_EQ(*tenants, (std::vector<std::string>{"t2"})) << "t1's queue is empty now";
@@ -294,9 +294,7 @@ TEST_P(QueueServiceTest, ACountStandingOverAnEmptyQueueIsSetRightOnceItHasStood)
   ASSERT_TRUE(store_->Erase(QueueService::ItemKey(a), store::Condition::Always()).ok());
   EXPECT_EQ(stats(true), 2);
   clock_.advance(kHalf);
-  auto r = store_->Update(QueueService::TenantKey(kConn, "t1"), {store::UpdateOp::Add(store::Attr("count"), 1)},
-                          store::Condition::Always(), store::ReturnValues::kNone);
-  ASSERT_TRUE(r.ok());
+  AddToCount(*store_, "t1", 1);
   EXPECT_EQ(stats(true), 3) << "a new count: seen afresh";
   clock_.advance(kHalf);
   EXPECT_EQ(stats(true), 3) << "it has stood only half the wait";
