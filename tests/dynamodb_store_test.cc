@@ -426,6 +426,29 @@ TEST_F(DynamoDbRetryTest, AWriteWhoseConnectionDropsAfterSendingIsNotRetriedButA
   EXPECT_THAT(retries_, Not(::testing::Contains("UpdateItem:connection")));
 }
 
+// The same on a kept-alive connection: a write that goes out on it whole and finds it ended before
+// any byte of the answer may have been applied (DynamoDB, or a proxy before it, dropped the
+// connection after the write) — it is not sent again on a new connection. A read is.
+TEST_F(DynamoDbRetryTest, AWriteWhoseReusedConnectionDropsAfterSendingIsNotSentAgain) {
+  fake_.set_connections(FakeDownstream::Connections::kKeepAlive);
+  fake_.set_behavior([](const FakeDownstream::Request& r) {
+    if (r.headers.at("x-amz-target") == "DynamoDB_20120810.GetItem") return Reply{200, "{}"};
+    return Reply{.close_without_reply = true};
+  });
+  auto store = Open();
+  ASSERT_TRUE(store->Get({"A", "B"}).ok()) << "a connection to reuse";
+  ASSERT_EQ(fake_.connections_accepted(), 1);
+  fake_.reset_counts();
+  auto w = store->Update({"A", "B"}, {UpdateOp::Add(AttributePath::Top("n"), 1)}, Condition::Always());
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(w.status().message()), HasSubstr("outcome is unknown"));
+  EXPECT_EQ(fake_.total(), 1) << "sent once, on the reused connection; a second copy could apply twice";
+  EXPECT_EQ(fake_.connections_accepted(), 1);
+  std::lock_guard lock(mu_);
+  EXPECT_THAT(retries_, ::testing::IsEmpty());
+}
+
 // A kept-alive connection DynamoDB closed while idle: the request never reached it there, and goes
 // out once on a new connection — a write too, and without a retry of the policy.
 TEST_F(DynamoDbRetryTest, AKeptAliveConnectionClosedWhileIdleIsReplacedForWritesToo) {

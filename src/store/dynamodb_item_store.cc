@@ -380,7 +380,7 @@ struct DynamoDbItemStore::Impl {
 
   // One signed HTTP exchange on a kept-alive connection (or a new one), on the network loop, once
   // one of the places for requests in flight is free.
-  asio::awaitable<Exchange> Post(std::string target, std::string body) {
+  asio::awaitable<Exchange> Post(std::string target, std::string body, bool is_write) {
     const std::chrono::milliseconds timeout(options.request_timeout_ms);
     auto take = places.Take(timeout);
     if (!co_await std::move(take)) {
@@ -426,9 +426,13 @@ struct DynamoDbItemStore::Impl {
     req.timeout = std::chrono::milliseconds(options.request_timeout_ms);
     req.max_response_bytes = kMaxResponseBytes;
     req.tls = tls;
-    // Every write is conditional: sent again after it applied, it is refused by its own condition, not
-    // applied twice. The adapter's own retries (retry_budget_ms) rest on the same.
-    req.idempotent = true;
+    // A reused connection that ends before any byte of the answer: a read goes out again on a new
+    // one; a write does not — DynamoDB (or a proxy before it) may have applied it and then dropped the
+    // connection, and not every write's condition refuses it a second time (an ADD under a condition
+    // still true after it, a slot's holder written then refused as "held": a write that applied
+    // reported as one that did not). A connection closed while idle is found by the pool's peek
+    // before anything is sent, and replaced for a write too.
+    req.idempotent = !is_write;
 
     const int64_t sent_ms = clock.now_epoch_ms();
     auto call = net::AsyncHttpCall(std::move(req), &pool);
@@ -452,7 +456,7 @@ struct DynamoDbItemStore::Impl {
     std::chrono::milliseconds backoff(25);
     std::string last;
     for (int attempt = 1;; ++attempt) {
-      auto post = Post(op, body);
+      auto post = Post(op, body, is_write);
       Exchange ex = co_await std::move(post);
       std::string reason;  // why a retry is allowed; empty: answer now
       absl::StatusCode code = absl::StatusCode::kUnavailable;
