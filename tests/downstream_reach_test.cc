@@ -21,6 +21,7 @@
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
 #include "absl/strings/escaping.h"
+#include "downstream_key.h"
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
@@ -488,7 +489,7 @@ TEST_F(DownstreamReachTest, RetriesOnlyWhenSafeAndTheLedgerShowsEveryAttempt) {
   for (const Request& r : down.requests()) {
     if (r.path != "/deals/d1") continue;
     EXPECT_EQ(r.method, "GET");
-    EXPECT_EQ(Header(r, "idempotency-key"), "read-d1-once");
+    EXPECT_EQ(Header(r, "idempotency-key"), testing::DownstreamKey("tenant-a", "read-d1-once"));
     EXPECT_EQ(Header(r, "x-toolgate-execution-id"), get_id);
   }
   const json get_exec = Execution(gw, get_id);

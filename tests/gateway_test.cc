@@ -16,6 +16,7 @@
 
 #include "toolgate/services/ledger.h"
 
+#include "downstream_key.h"
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
@@ -72,7 +73,7 @@ TEST_F(GatewayTest, ASuccessfulCallReachesTheDownstreamWithItsHeadersAndIsLedger
   EXPECT_EQ(seen.path, "/crm.update_opportunity");
   EXPECT_EQ(seen.headers.at("x-toolgate-execution-id"), id);
   EXPECT_EQ(seen.headers.at("x-toolgate-tenant-id"), "tenant-a");
-  EXPECT_EQ(seen.headers.at("idempotency-key"), id);  // no client key: the execution's own id
+  EXPECT_EQ(seen.headers.at("idempotency-key"), testing::DownstreamKey("tenant-a", id));  // no client key: its own id
 
   auto got = gw.Public("GET", "/v1/executions/" + id, "", alice_);
   ASSERT_EQ(got.status, 200) << got.body;
@@ -692,7 +693,7 @@ TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInp
   }
   EXPECT_EQ(ok + in_progress, 20);
   EXPECT_GE(ok, 1);
-  EXPECT_EQ(crm_.requests()[0].headers.at("idempotency-key"), "order-77");
+  EXPECT_EQ(crm_.requests()[0].headers.at("idempotency-key"), testing::DownstreamKey("tenant-a", "order-77"));
 
   // Once it succeeded, a retry gets the recorded result without a call.
   auto again = gw.Invoke("crm.charge", call, alice_);
@@ -721,9 +722,14 @@ TEST_F(GatewayTest, AnIdempotencyKeyRunsTheIntentOnceAndRefusesReuseWithOtherInp
   auto reused = gw.Invoke("crm.charge", {{"input", {{"amount", 99}}}, {"idempotency_key", "order-77"}}, alice_);
   EXPECT_EQ(reused.status, 422);
   EXPECT_EQ(Body(reused)["error"], "idempotency_key_reused");
-  // Intent keys are per tenant: bob's "order-77" is his own.
+  // Intent keys are per tenant: bob's "order-77" is his own — here and at the downstream, which
+  // every tenant reaches with the same credentials: a downstream keeping keys per credential must
+  // not answer bob's call with alice's stored result, nor drop it as her call's repeat.
   EXPECT_EQ(Body(gw.Invoke("crm.charge", call, bob_))["intent_hit"], nullptr);
   EXPECT_EQ(crm_.count("/crm.charge"), 2);
+  const std::string bobs = crm_.requests()[1].headers.at("idempotency-key");
+  EXPECT_NE(bobs, crm_.requests()[0].headers.at("idempotency-key"));
+  EXPECT_EQ(bobs, testing::DownstreamKey("tenant-b", "order-77"));
 }
 
 TEST_F(GatewayTest, AnUnknownOutcomeIsResentWithTheSameKeyAndSaysSo) {
@@ -740,7 +746,8 @@ TEST_F(GatewayTest, AnUnknownOutcomeIsResentWithTheSameKeyAndSaysSo) {
   auto second = gw.Invoke("crm.pay", call, alice_);
   ASSERT_EQ(second.status, 200) << second.body;
   EXPECT_EQ(crm_.count("/crm.pay"), 2);
-  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), "pay-1");
+  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), crm_.requests()[0].headers.at("idempotency-key"));
+  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), testing::DownstreamKey("tenant-a", "pay-1"));
   const json exec =
       Body(gw.Public("GET", "/v1/executions/" + Body(second)["execution_id"].get<std::string>(), "", alice_));
   EXPECT_EQ(exec["events"][1]["type"], "TOOL_INVOKED");

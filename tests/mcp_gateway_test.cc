@@ -4,8 +4,10 @@
 // SDK as a client. A fake downstream counts the calls that reached it.
 
 #include <chrono>
+#include <sstream>
 #include <thread>
 
+#include "downstream_key.h"
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
@@ -235,6 +237,40 @@ TEST_F(McpGatewayTest, ToolsCallRunsTheInvocationPathAndMapsSuccess) {
   EXPECT_EQ(crm_.total(), before);
 }
 
+// S11 on the MCP front door: a request naming tenant_id or account_id in its params is refused
+// (JSON-RPC -32602, tenant_from_token_only) and reaches nothing, while a tool's own arguments may name
+// anything; the access log ties every answer to the token's tenant, and a call's to its execution.
+TEST_F(McpGatewayTest, TheTenantIsTheTokensNeverTheParamsAndTheAccessLogNamesIt) {
+  Start(Config("[log]\nformat = \"json\"\naccess = true\n"));
+  for (const char* field : {"tenant_id", "account_id"}) {
+    json refused = Rpc("tools/call", {{"name", "crm.get_deal"}, {field, "tenant-b"}});
+    EXPECT_EQ(refused["error"]["code"], -32602) << refused;
+    EXPECT_THAT(refused["error"]["message"].get<std::string>(), ::testing::HasSubstr("tenant_from_token_only"));
+    EXPECT_EQ(Rpc("tools/list", {{field, "tenant-b"}})["error"]["code"], -32602);
+  }
+  EXPECT_EQ(crm_.total(), 0);
+  json res = Rpc("tools/call", {{"name", "crm.get_deal"}, {"arguments", {{"tenant_id", "the tool's own"}}}})["result"];
+  ASSERT_EQ(res["isError"], false) << res;
+  ASSERT_EQ(crm_.total(), 1);
+  EXPECT_EQ(json::parse(crm_.requests()[0].body)["tenant_id"], "the tool's own");
+  EXPECT_EQ(crm_.requests()[0].headers.at("x-toolgate-tenant-id"), "tenant-a");
+  const std::string id = res["_meta"]["io.toolgate/execution_id"];
+  gw_->Terminate();
+  const std::string log = gw_->Log();
+  std::istringstream lines(log);
+  std::string line;
+  int mcp_answers = 0, naming_the_call = 0;
+  while (std::getline(lines, line)) {
+    const json j = json::parse(line, nullptr, false);
+    if (!j.is_object() || j.value("event", "") != "http_request" || j.value("path", "") != "/mcp") continue;
+    ++mcp_answers;
+    EXPECT_EQ(j.value("tenant", ""), "tenant-a") << line;
+    naming_the_call += j.value("execution_id", "") == id;
+  }
+  EXPECT_EQ(mcp_answers, 5) << log;
+  EXPECT_EQ(naming_the_call, 1) << "the call's line names its execution\n" << log;
+}
+
 TEST_F(McpGatewayTest, AnIdempotencyKeyInMetaAnswersTheSecondCallWithoutASecondDownstreamCall) {
   crm_.set_behavior([](const auto&) { return Reply{200, R"({"sent":true})"}; });
   Start(Config());
@@ -247,7 +283,7 @@ TEST_F(McpGatewayTest, AnIdempotencyKeyInMetaAnswersTheSecondCallWithoutASecondD
   ASSERT_EQ(second["isError"], false) << second;
   EXPECT_EQ(second["structuredContent"], first["structuredContent"]);
   EXPECT_EQ(crm_.total(), 1) << "the second call was answered from the intent record";
-  EXPECT_EQ(crm_.requests()[0].headers.at("idempotency-key"), "email-42");
+  EXPECT_EQ(crm_.requests()[0].headers.at("idempotency-key"), testing::DownstreamKey("tenant-a", "email-42"));
 
   json other = params;
   other["arguments"]["to"] = "b@example.com";

@@ -8,6 +8,7 @@
 #include <set>
 #include <thread>
 
+#include "downstream_key.h"
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
@@ -90,7 +91,8 @@ TEST_F(ReplayTest, AFailedCallReplayedAfterRecoverySucceedsOnceAndIsThenDeduplic
   EXPECT_NE(r1["execution_id"], original_id);
   EXPECT_EQ(r1["result"]["updated"]["id"], 7);  // the original's input, sent again
   ASSERT_EQ(crm_.total(), 2);
-  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"), original_id);  // the original's intent key
+  EXPECT_EQ(crm_.requests()[1].headers.at("idempotency-key"),
+            testing::DownstreamKey("acme", original_id));  // the original's intent key
 
   // The intent has succeeded now: a second replay is answered from the record, with no call.
   auto again = Replay(original_id, operator_);
@@ -317,7 +319,7 @@ TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheInte
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past kill_switches.refresh_ms
   auto ok = Replay(id, operator_);
   ASSERT_EQ(ok.status, 200) << ok.body;
-  EXPECT_EQ(crm_.requests().back().headers.at("idempotency-key"), "k-1");
+  EXPECT_EQ(crm_.requests().back().headers.at("idempotency-key"), testing::DownstreamKey("acme", "k-1"));
   // Even once the intent record is gone (it expires after retention_h), the original remembers.
   gw_->Terminate();
   sqlite3* db = nullptr;
@@ -394,7 +396,8 @@ TEST_F(ReplayTest, AnExecutionAbandonedInProgressCanBeReplayedOnceNoGatewayCanSt
   EXPECT_EQ(crm_.total(), 2);
   std::set<std::string> keys;
   for (const auto& r : crm_.requests()) keys.insert(r.headers.at("idempotency-key"));
-  EXPECT_EQ(keys, std::set<std::string>{"k-9"}) << "the replay carries the original's key";
+  EXPECT_EQ(keys, std::set<std::string>{testing::DownstreamKey("acme", "k-9")})
+      << "the replay carries the original's key";
 }
 
 TEST_F(ReplayTest, TheCliReplays) {

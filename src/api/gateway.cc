@@ -197,8 +197,16 @@ struct Gateway::Impl {
       if (answer.content_type == "application/json" && answer.body.size() <= 64 * 1024 && !answer.body.empty() &&
           answer.body.front() == '{') {
         const json j = json::parse(answer.body, nullptr, /*allow_exceptions=*/false);
-        if (j.is_object() && j.contains("execution_id") && j["execution_id"].is_string())
+        if (j.is_object() && j.contains("execution_id") && j["execution_id"].is_string()) {
           execution_id = j["execution_id"];
+        } else if (j.is_object() && j.contains("result") && j["result"].is_object()) {
+          // An MCP tools/call answer names its execution in the result's _meta (§14).
+          const json& r = j["result"];
+          if (auto meta = r.find("_meta"); meta != r.end() && meta->is_object()) {
+            if (auto id = meta->find("io.toolgate/execution_id"); id != meta->end() && id->is_string())
+              execution_id = *id;
+          }
+        }
       }
       json fields = {
           {"listener", listener}, {"method", method}, {"route", route}, {"path", path}, {"status", answer.status}};

@@ -265,9 +265,16 @@ struct McpRoutes::Impl : GatewayContext {
       co_return Plain(400, mcp::ErrorResponse("null", mcp::kInvalidRequest,
                                               "tenant_id and account_id come from the token, never the request"));
     }
-    if (req.method == "DELETE") co_return EndSession(req, *principal);
-    auto post = Post(req, *principal);
-    co_return co_await std::move(post);
+    // The access log names the tenant of every authenticated answer, as on /v1 (§17.12).
+    HttpResponse answer;
+    if (req.method == "DELETE") {
+      answer = EndSession(req, *principal);
+    } else {
+      auto post = Post(req, *principal);
+      answer = co_await std::move(post);
+    }
+    if (answer.tenant_id.empty()) answer.tenant_id = principal->tenant_id;
+    co_return answer;
   }
 
   // DELETE /mcp: sessions keep no state, so ending one only acknowledges it (mcp_session.h).
@@ -307,6 +314,13 @@ struct McpRoutes::Impl : GatewayContext {
       if (auto refused = CheckSessionRevision(c, header_version, known_header)) co_return *refused;
     }
 
+    // S11: tenant and account come only from the token; a request naming either in its params is
+    // refused, as a /v1 body naming them is (a tool's own arguments may name anything).
+    if (msg.params.is_object() && (msg.params.contains("tenant_id") || msg.params.contains("account_id"))) {
+      co_return InvalidParams(c,
+                              "tenant_from_token_only: tenant_id and account_id come from the token, never the "
+                              "request");
+    }
     if (msg.method == "initialize" && !c.modern) co_return Initialize(c);
     if (msg.method == "ping") co_return Result(c, json::object());
     if (msg.method == "server/discover") co_return Discover(c);

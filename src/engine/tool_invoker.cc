@@ -522,7 +522,7 @@ class ToolInvoker::Admission {
     if (auto tool = s_.config.tools.find(req.tool_name); tool != s_.config.tools.end()) {
       t.downstream.idempotent = tool->second.idempotent;
     }
-    t.downstream.idempotency_key = rec().intent_key;
+    t.downstream.idempotency_key = IntentStore::DownstreamKey(rec().tenant_id, rec().intent_key);
     t.downstream.execution_id = rec().execution_id;
     t.downstream.tenant_id = rec().tenant_id;
     co_return std::nullopt;

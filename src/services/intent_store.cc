@@ -1,6 +1,7 @@
 #include "toolgate/services/intent_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "toolgate/services/ledger.h"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -42,6 +43,12 @@ IntentStore::IntentStore(store::ItemStore& store, const Clock& clock, int retent
 
 store::ItemKey IntentStore::Key(std::string_view tenant_id, std::string_view intent_key) {
   return {absl::StrCat("TENANT#", std::string(tenant_id)), absl::StrCat("INTENT#", std::string(intent_key))};
+}
+
+std::string IntentStore::DownstreamKey(std::string_view tenant_id, std::string_view intent_key) {
+  std::string digest = Sha256Hex(absl::StrCat(std::string(tenant_id), "\n", std::string(intent_key)));
+  digest.resize(32);
+  return absl::StrCat("tg1-", digest);
 }
 
 Item IntentStore::ClaimItem(std::string_view input_hash, std::string_view execution_id, int64_t now_ms, int64_t hold_ms,

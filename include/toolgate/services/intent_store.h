@@ -76,6 +76,16 @@ class IntentStore {
   static store::ItemKey Key(std::string_view tenant_id, std::string_view intent_key);
   static std::string_view ToString(State s);
 
+  // The key a downstream deduplicates the intent by (`Idempotency-Key`, an MCP server's
+  // `_meta["io.toolgate/idempotency_key"]`): "tg1-" and the first 32 hex digits of
+  // SHA-256(tenant "\n" intent key). An intent is a tenant's own, and so is its key downstream:
+  // every tenant reaches a connector with the same credentials, and a downstream that keeps keys
+  // per credential would otherwise answer one tenant's call with another's stored result, or drop
+  // it as a repeat, when two tenants choose one key. Deterministic (every attempt, held retry,
+  // queued run and replay of the intent carries the same one); 36 characters, the length of the
+  // execution ids that downstreams already take; the newline is in no tenant id.
+  static std::string DownstreamKey(std::string_view tenant_id, std::string_view intent_key);
+
  private:
   store::Item ClaimItem(std::string_view input_hash, std::string_view execution_id, int64_t now_ms, int64_t hold_ms,
                         std::optional<State> previous) const;
