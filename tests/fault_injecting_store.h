@@ -2,7 +2,7 @@
 
 // A store wrapper that injects faults (hardening tests): errors on chosen keys or on everything (a
 // store that dies and comes back), and a count of what it refused. Reads and writes are refused before
-// they reach the store, so a refused write never happened.
+// they reach the store, so a refused write never happened — but for ApplyThenFailOnce's.
 
 #include <atomic>
 #include <functional>
@@ -31,6 +31,14 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     FailWhere(down ? KeyPredicate([](const store::ItemKey&) { return true; }) : KeyPredicate());
   }
   int injected() const { return injected_.load(); }
+  // The next write to a key `pred` accepts is applied, then answered with `error`: a write whose
+  // outcome its caller cannot know (a DynamoDB timeout or 500 after the request went out). Once.
+  void ApplyThenFailOnce(KeyPredicate pred, absl::Status error = absl::UnavailableError("injected: no answer")) {
+    std::lock_guard lock(mu_);
+    after_pred_ = std::move(pred);
+    after_code_ = error.code();
+    after_message_ = std::string(error.message());
+  }
 
   absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override {
     if (auto e = Fault(key)) return *e;
@@ -39,17 +47,23 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   absl::StatusOr<store::WriteResult> Put(const store::ItemKey& key, const store::Item& item,
                                          const store::Condition& condition) override {
     if (auto e = Fault(key)) return *e;
-    return ForwardingItemStore::Put(key, item, condition);
+    auto r = ForwardingItemStore::Put(key, item, condition);
+    if (auto e = FaultAfter(key)) return *e;
+    return r;
   }
   using ItemStore::Update;
   absl::StatusOr<store::WriteResult> Update(const store::ItemKey& key, const std::vector<store::UpdateOp>& ops,
                                             const store::Condition& condition, store::ReturnValues returns) override {
     if (auto e = Fault(key)) return *e;
-    return ForwardingItemStore::Update(key, ops, condition, returns);
+    auto r = ForwardingItemStore::Update(key, ops, condition, returns);
+    if (auto e = FaultAfter(key)) return *e;
+    return r;
   }
   absl::StatusOr<store::WriteResult> Erase(const store::ItemKey& key, const store::Condition& condition) override {
     if (auto e = Fault(key)) return *e;
-    return ForwardingItemStore::Erase(key, condition);
+    auto r = ForwardingItemStore::Erase(key, condition);
+    if (auto e = FaultAfter(key)) return *e;
+    return r;
   }
   absl::StatusOr<store::QueryPage> Query(const store::QueryRequest& request) override {
     if (auto e = Fault({request.pk, ""})) return *e;
@@ -70,8 +84,18 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     // it last, through atomics ThreadSanitizer cannot see inside the uninstrumented Abseil library.
     return absl::Status(code_, message_);
   }
+  std::optional<absl::Status> FaultAfter(const store::ItemKey& key) {
+    std::lock_guard lock(mu_);
+    if (!after_pred_ || !after_pred_(key)) return std::nullopt;
+    after_pred_ = {};
+    injected_.fetch_add(1);
+    return absl::Status(after_code_, after_message_);
+  }
   std::mutex mu_;
   KeyPredicate pred_;
+  KeyPredicate after_pred_;
+  absl::StatusCode after_code_ = absl::StatusCode::kOk;
+  std::string after_message_;
   absl::StatusCode code_ = absl::StatusCode::kOk;
   std::string message_;
   std::atomic<int> injected_{0};

@@ -238,5 +238,22 @@ TEST_F(IntentOpeningTest, AnOpeningTheStoreRefusesHoldsNeitherIntentNorSlot) {
   EXPECT_EQ(back.outcome, Outcome::kSucceeded);
 }
 
+// An opening whose slot acquire was applied but answered with an error (DynamoDB: a timeout or a
+// 500 after the request went out) gives that slot back before the call takes another the long way:
+// left, it would count as a call in flight until its lease ran out — a connector's whole limit, in a
+// brownout, taken by calls that are not running.
+TEST_F(IntentOpeningTest, AnAcquireWhoseOutcomeIsUnknownHoldsNoSlotOnceTheCallIsOver) {
+  const store::ItemKey shard = ConnectorConcurrencyService::Key("crm");
+  faulty_.ApplyThenFailOnce([shard](const store::ItemKey& k) { return k == shard; });
+  auto [result, called] = Invoke(Request(""));
+  EXPECT_EQ(faulty_.injected(), 1) << "the opening's acquire met the fault";
+  EXPECT_TRUE(called) << "max_in_flight = 1: the slot taken the long way is the only one";
+  EXPECT_EQ(result.outcome, Outcome::kSucceeded);
+  EXPECT_EQ(InFlight(), 0);
+  auto [next, next_called] = Invoke(Request(""));
+  EXPECT_TRUE(next_called);
+  EXPECT_EQ(next.outcome, Outcome::kSucceeded);
+}
+
 }  // namespace
 }  // namespace toolgate

@@ -502,6 +502,19 @@ class ToolInvoker::Admission {
       intent_there_ = true;  // refused: the claim reads what is there, without trying the write again
     }
     const bool acquired = prefix_applied == (with_intent ? 2u : 1u);
+    if (!acquired && prefix_applied == (with_intent ? 1u : 0u) && store::IsStoreError(written)) {
+      // The acquire's outcome is unknown (a DynamoDB timeout or 500 after the request went out): it
+      // may hold a slot under this lease, which nothing would give back before the lease runs out —
+      // while TakeSlot takes another. Given back now; the release is conditional on the holder, so a
+      // slot that was never taken is left alone.
+      auto release = Blocking(drive_, [this, &lease] { return s_.slots.Release(lease).status(); });
+      if (absl::Status released = co_await std::move(release); !released.ok()) {
+        spdlog::warn(
+            "connector {}: a slot whose acquire's outcome is unknown was not given back (its lease will "
+            "expire): {}",
+            cid(), released.ToString());
+      }
+    }
     if (!acquired) co_return false;
     t.lease = std::move(lease);
     opening_written_ = written;
