@@ -213,7 +213,8 @@ TEST_F(KillSwitchRefreshTest, ACallerThatWaitedNeverSharesAnErrorOlderThanItsIns
     set = switches.Set(KillSwitch{"connector", "crm", "incident", "oncall", "oncall", ""}).status();
   };
   auto first = switches.Match("t1", "crm", "crm.update", "crm.update");
-  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
+  ASSERT_TRUE(first.ok()) << "its read failed, but the switch set here meanwhile stops it: " << first.status();
+  ASSERT_TRUE(first->has_value());
   ASSERT_TRUE(set.ok()) << set;
   ASSERT_EQ(waiting.size(), 1u);
   auto r = waiting[0].get();
@@ -241,6 +242,39 @@ TEST_F(KillSwitchRefreshTest, ACallerThatWaitedNeverSharesAListOlderThanItsInsta
   ASSERT_TRUE(r->has_value()) << "the caller that waited answered from a list without its instance's switch";
   EXPECT_EQ((*r)->key, "crm");
   EXPECT_EQ(store.lists.load(), 2);
+}
+
+// The list unreadable (a throttled or failing Query of the one KILLSWITCH partition every instance
+// reads): a switch the last list held still stops its calls — on a connector with on_store_error =
+// "allow" the store's error would otherwise run them unguarded through a switch set minutes before.
+// A switch this instance sets or clears meanwhile counts too; a call no known switch stops gets the
+// store's error, as before.
+TEST_F(KillSwitchRefreshTest, ASwitchTheLastListHeldStillStopsItsCallsWhileTheListCannotBeRead) {
+  KillSwitchService setter(base, clock.manual, /*refresh_ms=*/1000);  // another instance
+  ASSERT_TRUE(setter.Set(KillSwitch{"connector", "crm", "incident", "oncall", "oncall", ""}).ok());
+  auto read = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(read.ok() && read->has_value()) << read.status();
+  clock.manual.advance(std::chrono::milliseconds(1500));  // stale: the next lookup reads the list
+  store.failing_reads = 1000;
+  auto stopped = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(stopped.ok()) << "the store's error instead of the switch the last list held: " << stopped.status();
+  ASSERT_TRUE(stopped->has_value());
+  EXPECT_EQ((*stopped)->key, "crm");
+  EXPECT_EQ(switches.Match("t2", "other", "other.x", "other.x").status().code(), absl::StatusCode::kUnavailable)
+      << "a call no known switch stops";
+  EXPECT_GE(store.lists.load(), 3) << "each lookup tried the list again";
+
+  ASSERT_TRUE(switches.Set(KillSwitch{"tenant", "t9", "abuse", "oncall", "oncall", ""}).ok());
+  auto own = switches.Match("t9", "other", "other.x", "other.x");
+  ASSERT_TRUE(own.ok() && own->has_value()) << "a switch this instance set is in force here: " << own.status();
+  ASSERT_TRUE(switches.Clear("connector", "crm").ok());
+  EXPECT_EQ(switches.Match("t1", "crm", "crm.update", "crm.update").status().code(), absl::StatusCode::kUnavailable)
+      << "a switch this instance cleared stops nothing here";
+
+  store.failing_reads = 0;
+  auto back = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_FALSE(back->has_value()) << "the list read again once the store is back";
 }
 
 }  // namespace

@@ -131,6 +131,9 @@ absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
       store_.Put({kKillSwitchPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always());
   ChangeMade();  // even when the store's answer was an error: the write may have applied
   if (!r.ok()) return r.status();
+  absl::MutexLock lock(&mu_);  // in force here even if the next list cannot be read
+  std::erase_if(snapshot_, [&ks](const KillSwitch& k) { return k.scope == ks.scope && k.key == ks.key; });
+  snapshot_.push_back(ks);
   return ks;
 }
 
@@ -144,6 +147,8 @@ absl::StatusOr<bool> KillSwitchService::Clear(std::string_view scope, std::strin
       store_.Erase({kKillSwitchPk, absl::StrCat(std::string(scope), "#", std::string(key))}, Condition::ItemExists());
   ChangeMade();
   if (!r.ok()) return r.status();
+  absl::MutexLock lock(&mu_);  // gone here even if the next list cannot be read
+  std::erase_if(snapshot_, [&](const KillSwitch& k) { return k.scope == scope && k.key == key; });
   return r->applied;
 }
 
@@ -198,6 +203,17 @@ std::optional<std::optional<KillSwitch>> KillSwitchService::MatchFromFreshCopy(s
   return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
 
+absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::KnownMatchOr(absl::Status error,
+                                                                          std::string_view tenant_id,
+                                                                          std::string_view connector_id,
+                                                                          std::string_view action_type,
+                                                                          std::string_view tool_name) {
+  if (std::optional<KillSwitch> known = FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name)) {
+    return known;
+  }
+  return error;
+}
+
 absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_view tenant_id,
                                                                    std::string_view connector_id,
                                                                    std::string_view action_type,
@@ -220,7 +236,7 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
     // or its list (a read slower than refresh_ms) — unless this instance set or cleared a switch
     // since that read began: then neither may stand for the switch this caller must see.
     if (refreshes_ != seen && last_refresh_changes_ == changes_) {
-      if (!last_refresh_.ok()) return last_refresh_;
+      if (!last_refresh_.ok()) return KnownMatchOr(last_refresh_, tenant_id, connector_id, action_type, tool_name);
       return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
     }
     changes = changes_;
@@ -231,7 +247,7 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
   ++refreshes_;
   last_refresh_ = read.status();
   last_refresh_changes_ = changes;
-  if (!read.ok()) return read.status();
+  if (!read.ok()) return KnownMatchOr(read.status(), tenant_id, connector_id, action_type, tool_name);
   snapshot_ = *std::move(read);
   // A switch this instance set or cleared while the list was read may be missing from it: then the
   // next call reads it again rather than trusting it for refresh_ms.

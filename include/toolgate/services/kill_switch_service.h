@@ -46,6 +46,8 @@ class KillSwitchService {
   // the call, from the snapshot (refreshed when stale). An `action_type` or `tenant_action` switch
   // matches the call's effective action type or its tool name. One refresh at a time: callers that
   // waited for another's refresh take its answer, its error included, rather than each reading again.
+  // With the list unreadable, a switch the last list held (or this instance set since) still stops
+  // the call; only a call no known switch stops gets the store's error.
   absl::StatusOr<std::optional<KillSwitch>> Match(std::string_view tenant_id, std::string_view connector_id,
                                                   std::string_view action_type, std::string_view tool_name);
   // Match's answer from a fresh snapshot only, one lookup that never reads the store; nullopt when
@@ -59,6 +61,11 @@ class KillSwitchService {
   const int refresh_ms_;
   // After a write of Set or Clear, whatever the store answered.
   void ChangeMade();
+  // The store could not be read (`error`): a switch the last list held, or this instance set since,
+  // still stops the call — S8 holds while the store is away —; any other call gets the error (S10).
+  absl::StatusOr<std::optional<KillSwitch>> KnownMatchOr(absl::Status error, std::string_view tenant_id,
+                                                         std::string_view connector_id, std::string_view action_type,
+                                                         std::string_view tool_name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Fresh(int64_t now_ms) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return snapshot_at_ms_ >= 0 && now_ms - snapshot_at_ms_ < refresh_ms_;
   }
