@@ -507,7 +507,8 @@ class ToolInvoker::Admission {
       // may hold a slot under this lease, which nothing would give back before the lease runs out —
       // while TakeSlot takes another. Given back now; the release is conditional on the holder, so a
       // slot that was never taken is left alone.
-      auto release = Blocking(drive_, [this, &lease] { return s_.slots.Release(lease).status(); });
+      const SlotLease& prepared = lease;  // a structured binding: not capturable in C++20 by clang 14
+      auto release = Blocking(drive_, [this, &prepared] { return s_.slots.Release(prepared).status(); });
       if (absl::Status released = co_await std::move(release); !released.ok()) {
         spdlog::warn(
             "connector {}: a slot whose acquire's outcome is unknown was not given back (its lease will "
