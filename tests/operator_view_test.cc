@@ -3,6 +3,7 @@
 // the server stopped, JSON log lines, the new metrics, and the OpenAPI document against the route
 // table.
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <filesystem>
@@ -349,7 +350,7 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
   EXPECT_EQ(manual_transitions, 1) << "a no-op close is no transition";
   EXPECT_EQ(manual["previous_generation"].get<int64_t>() + 1, manual["generation"].get<int64_t>());
   EXPECT_EQ(manual["previous_state"], "FORCED_OPEN");
-  EXPECT_EQ(manual["actor"], "operator:oncall@acme");
+  EXPECT_EQ(manual["actor"], "admin:oncall@acme");
   EXPECT_EQ(manual["reason"], "done");
   const json switched = find("kill_switch_set", [](const json&) { return true; });
   ASSERT_FALSE(switched.is_null());
@@ -361,7 +362,7 @@ TEST_F(OperatorViewTest, JsonLogLinesSayWhatChanged) {
   EXPECT_EQ(limit_changed["connector_id"], "crm");
   EXPECT_EQ(limit_changed["from"], 8);  // the config's max_in_flight
   EXPECT_EQ(limit_changed["to"], 3);
-  EXPECT_EQ(limit_changed["actor"], "operator:oncall@acme");
+  EXPECT_EQ(limit_changed["actor"], "admin:oncall@acme");
   EXPECT_EQ(limit_changed["reason"], "crm asked for fewer connections");
   EXPECT_THAT(limit_changed.value("msg", ""), HasSubstr("LIMIT_CHANGED"));
   const json access = find("http_request", [](const json& j) { return j["listener"] == "public"; });
@@ -655,6 +656,52 @@ TEST_F(OperatorViewTest, EveryAdminWriteRouteAuditsARefusalAfterAuthenticationBu
   EXPECT_EQ(close_refusal["data"]["error"], "connector_unhealthy");
   EXPECT_THAT(close_refusal["data"]["message"].get<std::string>(), HasSubstr(crm_.base_url() + "/health"));
   unsetenv("TOOLGATE_TEST_ADMIN_TOKEN");
+}
+
+// Runbook walkthrough: one operator's actions — a forced breaker, a refused close, a limit, a kill
+// switch set and cleared, a replay — are audited under one actor, admin:<requested_by> (successful
+// changes were operator:<requested_by>, the rest admin:<requested_by>).
+TEST_F(OperatorViewTest, OneOperatorsActionsAreAuditedUnderOneActor) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&healthy](const FakeDownstream::Request& r) {
+    if (r.path == "/health") return healthy ? Reply{200, "{}"} : Reply{503, "{}"};
+    return Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw = Start();
+  const std::string id = Body(gw.Invoke("crm.x", {{"input", json::object()}}, alice_))["execution_id"];
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", Audit().dump()).status, 200);
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", Audit().dump()).status, 409);
+  healthy = true;
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", Audit().dump()).status, 200);
+  json limit = Audit();
+  limit["max_in_flight"] = 3;
+  ASSERT_EQ(gw.Admin("PUT", "/admin/connectors/crm/limits", limit.dump()).status, 200);
+  json kill = Audit();
+  kill["scope"] = "tenant";
+  kill["key"] = "tenant-x";
+  ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches", kill.dump()).status, 200);
+  ASSERT_EQ(gw.Admin("DELETE", "/admin/kill-switches/tenant/tenant-x", Audit().dump()).status, 200);
+  const json replay = {{"replay_reason", "incident 7"}, {"requested_by", "oncall@acme"}};
+  auto replayed = gw.Admin("POST", "/admin/executions/" + id + "/replay", replay.dump());
+  ASSERT_EQ(replayed.status, 200) << replayed.body;
+
+  const json audit = Body(gw.Admin("GET", "/admin/audit?limit=100"));
+  std::set<std::string> actors, types;
+  for (const auto& e : audit["events"]) {
+    if (e["actor"] == "system") continue;
+    actors.insert(e["actor"].get<std::string>());
+    types.insert(e["type"].get<std::string>());
+  }
+  EXPECT_EQ(actors, std::set<std::string>{"admin:oncall@acme"}) << audit;
+  EXPECT_EQ(types,
+            (std::set<std::string>{"ADMIN_REQUEST_REFUSED", "CIRCUIT_FORCED_OPEN", "CIRCUIT_MANUALLY_CLOSED",
+                                   "EXECUTION_REPLAYED", "KILL_SWITCH_CLEARED", "KILL_SWITCH_SET", "LIMIT_CHANGED"}))
+      << audit;
+  // The replay's own ledger names the same actor.
+  const json replay_record =
+      Body(gw.Public("GET", "/v1/executions/" + Body(replayed)["execution_id"].get<std::string>(), "", alice_));
+  ASSERT_FALSE(replay_record["events"].empty()) << replay_record;
+  EXPECT_EQ(replay_record["events"][0]["actor"], "admin:oncall@acme") << replay_record;
 }
 
 // Item 2: who set an operator's limit and why, in `status` (JSON and table, live and from the

@@ -345,7 +345,9 @@ struct AdminRoutes::Impl : GatewayContext {
     return Json(200, {{"events", list}});
   }
 
-  static std::string Actor(const json& body) { return "operator:" + body["requested_by"].get<std::string>(); }
+  // The same spelling as a refused write's, a replay's and a replay job's actor (admin:<requested_by>),
+  // so that one operator's actions read as one actor in the audit.
+  static std::string Actor(const json& body) { return "admin:" + body["requested_by"].get<std::string>(); }
 
   HttpResponse Audited(std::string_view type, const json& body, json data, HttpResponse answer) {
     data["reason"] = body["reason"];
