@@ -68,8 +68,15 @@ int PrintOr(absl::StatusOr<json> r);
 // terminal (a colour, a cleared screen, a title, a line put back to its start and written over).
 json ForTerminal(json doc);
 
-// The configured store, opened for reading (SQLite read-only; DynamoDB as configured).
+// The configured store, opened for reading (SQLite read-only; DynamoDB as configured). A failure is
+// explained as ExplainStoreOpenFailure does.
 absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config& config, const Clock& clock);
+
+// `failure` to open the configured store, or, when it is a SQLite file this user may not write (the
+// file, its directory, or a read-only volume), a FailedPrecondition that says so and that serve would
+// refuse it: SQLite's own word for that, when it cannot read the store either, is "unable to open
+// database file".
+absl::Status ExplainStoreOpenFailure(const StoreConfig& store, absl::Status failure);
 
 // Command groups. Each adds its subcommands to `app`; the chosen one sets cli.exit_code when it runs.
 void RegisterServeCommands(CLI::App& app, Cli& cli);     // serve, version, dev-token

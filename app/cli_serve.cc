@@ -15,6 +15,7 @@
 #include "app/log_format.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/auth/jwt_verifier.h"
+#include "toolgate/engine/event_log.h"
 
 namespace toolgate::cli {
 
@@ -33,7 +34,10 @@ void RaiseDescriptorLimit() {
   }
 }
 
-// SIGINT and SIGTERM stop the gateway. They are blocked in every thread of the process — this runs
+// SIGINT and SIGTERM stop the gateway; SIGHUP is ignored, with a log line saying so (toolgate has
+// no config reload, and a SIGHUP left to its default — a closed terminal, a `kill -HUP` meant to
+// reload — would end the process with no drain, cutting the calls in flight and leaving their slots
+// held until their leases ran out). They are blocked in every thread of the process — this runs
 // before the gateway starts any, and a thread inherits the mask of the one that starts it — and one
 // thread waits for them with sigwait. So a stop never depends on which thread the kernel picks or
 // on what that thread is doing (a thread parked in a futex inside a library may not run a handler
@@ -44,13 +48,20 @@ class StopOnSignal {
     sigemptyset(&signals_);
     sigaddset(&signals_, SIGINT);
     sigaddset(&signals_, SIGTERM);
+    sigaddset(&signals_, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
   }
   // Starts the waiting thread; `gateway` must outlive this object.
   void Watch(api::Gateway& gateway) {
     waiter_ = std::thread([this, &gateway] {
       int signal = 0;
-      if (sigwait(&signals_, &signal) != 0 || done_.load()) return;
+      for (;;) {
+        if (sigwait(&signals_, &signal) != 0 || done_.load()) return;
+        if (signal != SIGHUP) break;
+        LogEvent(spdlog::level::warn, "signal_ignored",
+                 "SIGHUP ignored: toolgate has no config reload (restart it to apply a changed config)",
+                 {{"signal", "SIGHUP"}});
+      }
       spdlog::info("{}: stopping", signal == SIGINT ? "SIGINT" : "SIGTERM");
       gateway.Stop();
     });

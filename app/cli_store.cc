@@ -29,7 +29,7 @@ int Check(const Config& config) {
   o.sweep_interval_ms = 0;
   {
     auto s = store::SqliteItemStore::Open(o, clock);
-    if (!s.ok()) return Fail(std::string(s.status().message()));
+    if (!s.ok()) return Fail(std::string(ExplainStoreOpenFailure(config.store, s.status()).message()));
     if (absl::Status ok = (*s)->CheckIntegrity(); !ok.ok()) return Fail(std::string(ok.message()));
   }  // closed first: the connection that can write is then the last, and tidies the -wal and -shm files
   // A store `serve` would refuse (the file, its directory or the volume read-only for this user) is
@@ -41,10 +41,14 @@ int Check(const Config& config) {
   return kExitOk;
 }
 
-// DynamoDB: create the table and enable TTL. SQLite: create the file.
+// DynamoDB: create the table and enable TTL. SQLite: create the file — whatever
+// store.create_if_missing says: that guards serve against a volume that did not mount, and this is
+// the command an operator runs to make a store on purpose.
 int Init(const Config& config) {
   SystemClock clock;
-  auto st = OpenConfiguredStore(config.store, clock);
+  StoreConfig store = config.store;
+  store.create_if_missing = true;
+  auto st = OpenConfiguredStore(store, clock);
   if (!st.ok()) return Fail(std::string(st.status().message()));
   if (auto* dynamo = dynamic_cast<store::DynamoDbItemStore*>(st->get()); dynamo != nullptr) {
     auto report = dynamo->InitTable();

@@ -1,9 +1,15 @@
 #include "app/cli.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "api/http.h"
 #include "toolgate/domain/control_bytes.h"
 #include "toolgate/store_factory.h"
@@ -34,11 +40,28 @@ const Config* Cli::config() {
     loaded_ = path.empty() ? absl::StatusOr<Config>(DefaultConfig()) : LoadConfig(path);
   }
   if (!loaded_->ok()) {
-    exit_code = Fail(std::string(loaded_->status().message()));
+    // A config error lists its problems one a line (LoadConfig makes each line Printable): printed
+    // as lines, each still escaped, where Fail would show one line with a literal \n between them.
+    const std::vector<std::string> lines = absl::StrSplit(loaded_->status().message(), '\n');
+    exit_code = Fail(lines.front());
+    for (size_t i = 1; i < lines.size(); ++i) std::fprintf(stderr, "%s\n", Printable(lines[i]).c_str());
     return nullptr;
   }
   return &**loaded_;
 }
+
+namespace {
+
+// After a 401: where this CLI took the admin token from, so that the operator knows what to set.
+std::string TokenHint(const std::string& env) {
+  if (env.empty()) return "this config names no admin.admin_token_env, so no token was sent";
+  const char* value = std::getenv(env.c_str());
+  if (value == nullptr)
+    return "the CLI reads the admin token from $" + env + " (admin.admin_token_env), which is not set";
+  return "the CLI sent the admin token from $" + env + " (admin.admin_token_env): is it the server's?";
+}
+
+}  // namespace
 
 std::string AdminClient::address() const {
   HostPort a = config.admin.listen;
@@ -72,6 +95,7 @@ absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::str
     std::string msg = "admin listener answered " + std::to_string(res.status);
     if (!j.is_discarded() && j.is_object())
       msg += ": " + j.value("error", std::string()) + ": " + j.value("message", std::string());
+    if (res.status == 401) msg += "; " + TokenHint(config.admin.admin_token_env);
     if (error_body != nullptr && !j.is_discarded()) *error_body = j;
     return absl::FailedPreconditionError(msg);
   }
@@ -91,7 +115,31 @@ absl::StatusOr<std::unique_ptr<store::ItemStore>> OpenStoreReadOnly(const Config
   }
   StoreOpenOptions o;
   o.read_only = true;
-  return OpenConfiguredStore(config.store, clock, o);
+  auto st = OpenConfiguredStore(config.store, clock, o);
+  if (!st.ok()) return ExplainStoreOpenFailure(config.store, st.status());
+  return st;
+}
+
+absl::Status ExplainStoreOpenFailure(const StoreConfig& store, absl::Status failure) {
+  // A damaged file says so itself (SqliteItemStore), and a store that is not there is another matter.
+  std::error_code ec;
+  if (store.backend != "sqlite" || absl::IsDataLoss(failure) || !std::filesystem::exists(store.path, ec)) {
+    return failure;
+  }
+  // SQLite cannot read a WAL store whose -shm it may not create, and says only "unable to open
+  // database file": name what this user may not write, which is what serve would refuse too.
+  auto not_writable = [](const std::string& path, const char* what) -> std::string {
+    if (access(path.c_str(), W_OK) == 0) return "";
+    return errno == EROFS ? "its volume is mounted read-only" : what;
+  };
+  std::string dir = std::filesystem::path(store.path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  std::string why = not_writable(store.path, "the file");
+  if (why.empty()) why = not_writable(dir, "its directory");
+  if (why.empty()) return failure;
+  return absl::FailedPreconditionError(
+      absl::StrCat("sqlite store '", store.path, "' is read-only for this user (", why,
+                   "): serve would refuse it; reading it failed too: ", failure.message()));
 }
 
 std::string StoreLocation(const StoreConfig& store) {

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -441,13 +442,23 @@ input_schema = "not json"
            "connectors.crm.auth.client_secret_env names the environment variable TOOLGATE_CONFIG_TEST_UNSET, which is "
            "not set",
            "connectors.crm.retry.max_attempts must be in 1..10",
-           "connectors.plain.tls. applies to https:// connectors only",
+           "connectors.plain.tls applies to https:// connectors only",
            "connectors.plain.auth.type must be",
            "tools.\"crm.x\".method must be GET, POST, PUT, PATCH or DELETE",
            "tools.\"crm.x\".path must start with /",
            "tools.\"crm.x\".input_schema must be a JSON object",
        }) {
     EXPECT_NE(msg.find(want), std::string::npos) << "missing: " << want << "\nin: " << msg;
+  }
+  // One problem a line, each starting with its key, and no key ends in a stray dot.
+  std::istringstream lines(msg);
+  std::string header;
+  std::getline(lines, header);
+  EXPECT_EQ(header, "bad.toml: invalid configuration:");
+  for (std::string line; std::getline(lines, line);) {
+    ASSERT_TRUE(line.starts_with("  ")) << line;
+    const std::string key = line.substr(2, line.find(' ', 2) - 2);
+    EXPECT_FALSE(key.ends_with('.')) << line;
   }
   // A loopback token endpoint may be plain http (a test or a sidecar).
   setenv("TOOLGATE_CONFIG_TEST_TOKEN", "x", 1);

@@ -456,6 +456,13 @@ TEST_F(OperatorViewTest, WithCreateIfMissingFalseAMissingStoreIsRefusedNotCreate
   EXPECT_THAT(out, HasSubstr("no store at " + missing + " and store.create_if_missing = false")) << out;
   EXPECT_FALSE(std::filesystem::exists(missing));
   EXPECT_FALSE(std::filesystem::exists(dir_.file("unmounted"))) << "not even its directory";
+  // `store init` is the command that creates a store on purpose: it does, whatever the key says, and
+  // serve then starts on it.
+  auto [init_code, init_out] = Cli({"store", "init", "--config", path});
+  EXPECT_EQ(init_code, 0) << init_out;
+  EXPECT_TRUE(std::filesystem::exists(missing)) << init_out;
+  auto [check_code, check_out] = Cli({"store", "check", "--config", path});
+  EXPECT_EQ(check_code, 0) << check_out;
 
   GatewayProcess& created = Start();  // the default: created, with a warning
   EXPECT_THAT(created.Log(), HasSubstr("no store at " + dir_.file("store.db") + ": creating a new, empty one"));

@@ -7,8 +7,11 @@
 
 #include <sqlite3.h>
 
-#include <atomic>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 
@@ -442,6 +445,109 @@ TEST_F(RunbookTest, AnOperatorLimitIsListedAndHandedBackToTheConfig) {
                                                        dir_, "again"));
   ASSERT_TRUE(gateways_.back()->Start());
   EXPECT_EQ(Body(gateways_.back()->Admin("GET", "/admin/connectors"))["connectors"][0]["max_in_flight"], 5);
+}
+
+// Runbook walkthrough: a SIGHUP (a closed terminal, a `kill -HUP` meant as a reload) ended the process
+// with no drain — exit 129, the call in flight cut, its slot held until its lease ran out. toolgate has
+// no config reload: the signal is ignored with a log line, the call completes and the gateway serves on.
+TEST_F(RunbookTest, SighupIsIgnoredWithALogLineAndTheCallInFlightCompletes) {
+  std::atomic<bool> release{false};
+  crm_.set_behavior([&release](const auto&) {
+    for (int i = 0; i < 2000 && !release.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return Reply{200, R"({"ok":true})"};
+  });
+  gateways_.push_back(std::make_unique<GatewayProcess>(
+      testing::Replaced(Config(dir_.file("store.db")), "timeout_ms = 1000", "timeout_ms = 15000"), dir_, "hup"));
+  GatewayProcess& gw = *gateways_.back();
+  ASSERT_TRUE(gw.Start());
+  api::ClientResult held;
+  std::thread caller([&] { held = gw.Invoke("crm.x", {{"input", json::object()}}, alice_); });
+  for (int i = 0; i < 2000 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(crm_.concurrent(), 1) << "the call did not reach the downstream";
+  ASSERT_EQ(kill(gw.pid(), SIGHUP), 0);
+  for (int i = 0; i < 200 && gw.Log().find("event=signal_ignored") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  release = true;
+  caller.join();
+  EXPECT_EQ(held.status, 200) << "the call in flight at SIGHUP was cut: " << held.error << " " << held.body;
+  EXPECT_THAT(gw.Log(), HasSubstr("event=signal_ignored signal=SIGHUP"));
+  // Still serving after the signal, and still stopping gracefully on SIGTERM.
+  EXPECT_EQ(gw.Invoke("crm.x", {{"input", {{"after", "hup"}}}}, alice_).status, 200) << gw.Log();
+  const int status = gw.Terminate();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "exit status " << status << "\n" << gw.Log();
+}
+
+// Runbook walkthrough: a damaged store file made serve, `store check` and `ledger verify` print only
+// "sqlite read: database disk image is malformed". Each names the file and what to do now.
+TEST_F(RunbookTest, ADamagedStoreIsNamedWithItsPathAndTheNextStep) {
+  GatewayProcess& gw = Start();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(gw.Invoke("crm.x", {{"input", {{"i", i}}}}, alice_).status, 200);
+  gw.Terminate();
+  // A copy with every page after the first (the header and schema) overwritten.
+  const std::string damaged = dir_.file("damaged.db");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, ("VACUUM INTO '" + damaged + "'").c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  const auto size = std::filesystem::file_size(damaged);
+  ASSERT_GT(size, 2 * 4096u);
+  {
+    std::fstream f(damaged, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(4096);
+    const std::string garbage(size - 4096, '\xa5');
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+  }
+  const std::string config = dir_.file("damaged.toml");
+  std::ofstream(config) << Config(damaged);
+  setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);  // serve needs it before it opens the store
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{"store", "check"}, {"ledger", "verify"}, {"serve"}}) {
+    std::vector<std::string> args = command;
+    args.insert(args.end(), {"--config", config});
+    auto [code, out] = testing::RunCli(args, dir_);
+    EXPECT_EQ(code, 1) << command[0] << ": " << out;
+    EXPECT_THAT(out, HasSubstr("the store file " + damaged + " is damaged")) << command[0];
+    EXPECT_THAT(out, HasSubstr("restore the latest backup")) << command[0];
+  }
+}
+
+// Runbook walkthrough: `store check` and `ledger verify` on a store this user may not write (here its
+// directory; a read-only mount is the same to SQLite) said "sqlite prepare: unable to open database
+// file", not the runbook's "is read-only for this user … serve would refuse it".
+TEST_F(RunbookTest, AStoreInADirectoryThisUserCannotWriteIsSaidToBeReadOnly) {
+  if (geteuid() == 0) GTEST_SKIP() << "root writes a directory whatever its mode says";
+  const std::string store = dir_.file("ro/store.db");
+  gateways_.push_back(std::make_unique<GatewayProcess>(Config(store), dir_, "ro"));
+  ASSERT_TRUE(gateways_.back()->Start());
+  ASSERT_EQ(gateways_.back()->Invoke("crm.x", {{"input", json::object()}}, alice_).status, 200);
+  gateways_.back()->Terminate();  // the last connection closed: no -wal, no -shm
+  ASSERT_EQ(chmod(dir_.file("ro").c_str(), 0555), 0);
+  for (const std::vector<std::string>& command : {std::vector<std::string>{"store", "check"}, {"ledger", "verify"}}) {
+    std::vector<std::string> args = command;
+    args.insert(args.end(), {"--config", gateways_.back()->config_path()});
+    auto [code, out] = testing::RunCli(args, dir_);
+    EXPECT_EQ(code, 1) << command[0] << ": " << out;
+    EXPECT_THAT(out, HasSubstr("sqlite store '" + store +
+                               "' is read-only for this user (its directory): serve "
+                               "would refuse it"))
+        << command[0];
+  }
+  chmod(dir_.file("ro").c_str(), 0755);
+}
+
+// Runbook walkthrough: a config error listed its problems on one line, joined by a literal \n.
+TEST_F(RunbookTest, AConfigErrorIsPrintedOneProblemALine) {
+  const std::string config = dir_.file("bad.toml");
+  std::ofstream(config) << Config(dir_.file("store.db"),
+                                  "[connectors.crm.tls]\nca_file = \"/nonexistent.pem\"\n[connectors.crm.retry]\n"
+                                  "max_attempts = 0\n");
+  auto [code, out] = testing::RunCli({"store", "check", "--config", config}, dir_);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, ::testing::Not(HasSubstr("\\n"))) << out;
+  EXPECT_THAT(out, HasSubstr("toolgate: " + config + ": invalid configuration:\n  ")) << out;
+  EXPECT_THAT(out, HasSubstr("\n  connectors.crm.tls applies to https:// connectors only\n")) << out;
+  EXPECT_THAT(out, HasSubstr("\n  connectors.crm.retry.max_attempts must be in 1..10")) << out;
 }
 
 }  // namespace

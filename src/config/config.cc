@@ -32,6 +32,7 @@ class TableReader {
       : table_(table), prefix_(std::move(prefix)), errors_(errors) {}
 
   std::string Key(std::string_view key) const {
+    if (key.empty()) return prefix_;  // the table itself: "connectors.crm.tls applies to ..."
     return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
   }
 
@@ -777,8 +778,10 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   top.RefuseUnknown();
 
   if (!errors.empty()) {
+    // One problem a line; each line Printable, so that a key or value with a line break of its own
+    // cannot pass for another problem when the CLI prints the lines as lines.
     std::string msg = source_name + ": invalid configuration:";
-    for (const auto& e : errors) msg += "\n  " + e;
+    for (const auto& e : errors) msg += "\n  " + Printable(e);
     return absl::InvalidArgumentError(msg);
   }
   return c;

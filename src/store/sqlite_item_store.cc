@@ -40,8 +40,16 @@ absl::Status SqliteError(int rc, std::string_view what, sqlite3* db) {
     case SQLITE_READONLY:
       return absl::FailedPreconditionError(absl::StrCat(msg, " (store is read-only)"));
     case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return absl::DataLossError(msg);
+    case SQLITE_NOTADB: {
+      // Where every reader of this error (serve's start, `store check`, `ledger verify`, a call's log
+      // line) learns which file and what to do: the runbook's row for a damaged store.
+      const char* file = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
+      if (file == nullptr || *file == '\0') return absl::DataLossError(msg);
+      return absl::DataLossError(absl::StrCat(msg, ": the store file ", file,
+                                              " is damaged; stop every gateway on it, set it aside with its -wal and "
+                                              "-shm, and restore the latest backup (docs/operations.md, runbook: "
+                                              "\"the store file is damaged\")"));
+    }
     case SQLITE_CANTOPEN:
     case SQLITE_IOERR:
     case SQLITE_FULL:
