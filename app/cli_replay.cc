@@ -428,7 +428,10 @@ void RegisterReplayCommands(CLI::App& app, Cli& cli) {
 
   auto* executions = app.add_subcommand("executions", "executions of every tenant (admin listener)");
   executions->require_subcommand(1);
-  auto* list = executions->add_subcommand("list", "list executions: filters, newest first per tenant, paginated");
+  auto* list = executions->add_subcommand(
+      "list",
+      "list executions: filters, paginated; with --tenant newest first, without it tenant by tenant, not in time "
+      "order (oldest first within a tenant on SQLite)");
   list->add_option("--connector", o->connector, "only this connector");
   list->add_option("--tenant", o->tenant, "only this tenant (one partition: cheap on every store)");
   list->add_option("--tool", o->tool, "only this tool");
