@@ -127,6 +127,68 @@ TEST_F(LedgerVerifierTest, AnEventAppendedFromAJsonValueHashesAsVerifyRecomputes
   EXPECT_EQ(Ledger::VerifyChain(events).code(), absl::StatusCode::kDataLoss);
 }
 
+// A missing execution vouches for the intent or the original naming it only once the expiry they keep
+// has passed; a forgery leaves the expiry out (0), and vouches for nothing, however late.
+TEST_F(LedgerVerifierTest, AMissingExecutionVouchesOnlyPastAKeptExpiry) {
+  const int64_t now = 1'800'000'000;
+  EXPECT_EQ(IntentVouchProblem(nullptr, "x1", "k", "{}", now - 1, now), "");
+  EXPECT_EQ(IntentVouchProblem(nullptr, "x1", "k", "{}", now + 1, now),
+            "it names execution x1, which is missing though its retention runs until 1800000001");
+  EXPECT_EQ(IntentVouchProblem(nullptr, "x1", "k", "{}", 0, now),
+            "it names execution x1, which is missing, and no expiry is kept for it: it cannot have gone with its "
+            "retention");
+  ExecutionRecord original;
+  original.execution_id = "f1";
+  original.replay_succeeded_in = "x1";
+  original.replay_result_json = "{}";
+  original.replay_expires_at_s = now - 1;
+  EXPECT_EQ(ReplayResultVouchProblem(original, {}, nullptr, now), "");
+  original.replay_expires_at_s = 0;
+  EXPECT_EQ(ReplayResultVouchProblem(original, {}, nullptr, now),
+            "the replay whose result its record keeps for replays, x1, is missing, and no expiry is kept for it: it "
+            "cannot have gone with its retention");
+}
+
+// A replay vouches for the result its original keeps only as one of that original's replays: its
+// record's replay_of, the original's tool and intent key, and a REPLAY_REQUESTED of the original's
+// chain naming it.
+TEST_F(LedgerVerifierTest, AReplayVouchesOnlyForItsOwnOriginal) {
+  ExecutionRecord original;
+  original.execution_id = "f1";
+  original.tool_name = "crm.x";
+  original.intent_key = "f1";
+  original.outcome = Outcome::kFailed;
+  original.replay_succeeded_in = "x1";
+  original.replay_result_json = R"({"ok":true})";
+  ExecutionRecord replay = original;
+  replay.execution_id = "x1";
+  replay.replay_of = "f1";
+  replay.outcome = Outcome::kSucceeded;
+  replay.result_json = original.replay_result_json;
+  replay.replay_succeeded_in.clear();
+  replay.replay_result_json.clear();
+  const std::string chain = Ledger::ExecutionChain("f1");
+  Ledger::Tail tail;
+  std::vector<LedgerEvent> events;
+  for (const char* requested : {"x0", "x1"}) {
+    auto [w, e] = ledger_.PrepareAppendJson(chain, tail, "REPLAY_REQUESTED", "u", {{"execution_id", requested}});
+    tail = {e.seq, e.hash, e.expires_at_s};
+    events.push_back(std::move(e));
+  }
+  const int64_t now = clock_.now_epoch_sec();
+  EXPECT_EQ(ReplayResultVouchProblem(original, events, &replay, now), "");
+  EXPECT_EQ(ReplayResultVouchProblem(original, {events.front()}, &replay, now),
+            "the result its record keeps for replays names x1, which no REPLAY_REQUESTED of its chain names");
+  ExecutionRecord other_tool = replay;
+  other_tool.tool_name = "crm.refund";
+  EXPECT_EQ(ReplayResultVouchProblem(original, events, &other_tool, now),
+            "the result its record keeps for replays names x1, which ran another tool or intent key than it");
+  ExecutionRecord other_key = replay;
+  other_key.intent_key = "pay-42";
+  EXPECT_EQ(ReplayResultVouchProblem(original, events, &other_key, now),
+            "the result its record keeps for replays names x1, which ran another tool or intent key than it");
+}
+
 // Every event's `at` (hashed, so its spelling is part of the chain): the calendar computed without
 // gmtime, checked against Abseil's formatting of the same instants.
 TEST(Rfc3339Test, SpellsEachInstantAsAbseilDoes) {

@@ -442,9 +442,9 @@ TEST_F(OwnPathLedgerTest, LaterEventsAreItemsAfterTheRecordsOwnAndAnchoredByIt) 
 }
 
 // An intent's result is answered only as the execution it names vouches for it: an intent edited in
-// the store to carry another result, to name an execution missing before its retention ends, or
-// copied into another tenant's partition answers nothing (DEFERRED store_unavailable) and runs
-// nothing; put back, it answers again.
+// the store to carry another result, to name an execution missing before its retention ends (or with
+// no expiry kept for it at all), or copied into another tenant's partition answers nothing (DEFERRED
+// store_unavailable) and runs nothing; put back, it answers again.
 TEST_F(OwnPathLedgerTest, AnIntentItsExecutionDoesNotVouchForAnswersNothing) {
   const json first = Call("order-5");
   ASSERT_EQ(first["outcome"], "SUCCEEDED") << first;
@@ -467,6 +467,15 @@ TEST_F(OwnPathLedgerTest, AnIntentItsExecutionDoesNotVouchForAnswersNothing) {
   forged["execution_id"] = "01900000-0000-7000-8000-000000000000";
   put(intent, forged);
   EXPECT_EQ(Call("order-5")["outcome"], "DEFERRED") << "an execution missing before its retention ends";
+  // The expiry left out, as a forger would (read as 0): not an execution gone with its retention.
+  ASSERT_GT(store::GetInt(kept, "execution_expires_at_s").value_or(0), 0) << "the intent keeps its execution's expiry";
+  forged.erase("execution_expires_at_s");
+  put(intent, forged);
+  hit = Call("order-5");
+  EXPECT_EQ(hit["outcome"], "DEFERRED") << hit;
+  EXPECT_EQ(hit.value("result", json()), json()) << "a forged result naming a made-up execution was answered";
+  EXPECT_THAT(Verify(), HasSubstr("intent order-5 of tenant tenant-a: it names execution "
+                                  "01900000-0000-7000-8000-000000000000, which is missing, and no expiry is kept"));
 
   // tenant-a's intent planted under tenant-b: tenant-b's call must not get tenant-a's result.
   put(IntentStore::Key("tenant-b", "order-5"), kept);

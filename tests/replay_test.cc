@@ -175,6 +175,12 @@ TEST_F(ReplayTest, AKeptReplayResultItsReplayDoesNotVouchForAnswersNothing) {
   EXPECT_EQ(forged.status, 503) << forged.body;
   EXPECT_EQ(forged.body.find("issued"), std::string::npos) << "the forged result was answered";
   EXPECT_EQ(crm_.total(), 2);
+  // Without the replay's expiry (read as 0), the made-up replay is not one gone with its retention.
+  run("UPDATE items SET attrs = json_remove(attrs, '$.replay_expires_at_s')" + where);
+  forged = Replay(id, operator_);
+  EXPECT_EQ(forged.status, 503) << forged.body;
+  EXPECT_EQ(forged.body.find("issued"), std::string::npos) << "the forged result was answered";
+  EXPECT_EQ(crm_.total(), 2);
 
   run("UPDATE items SET attrs = (SELECT attrs FROM kept)" + where);
   sqlite3_close(db);
@@ -183,6 +189,43 @@ TEST_F(ReplayTest, AKeptReplayResultItsReplayDoesNotVouchForAnswersNothing) {
   EXPECT_EQ(Body(deduped)["deduplicated"], true);
   EXPECT_EQ(Body(deduped)["result"], json({{"refund", "none"}}));
   EXPECT_EQ(crm_.total(), 2);
+}
+
+// Another tool's success is not a replay of a failed call: made to look like one (its record's
+// replay_of and the failed call's kept result edited in the store), a replay of the failed call
+// answers nothing and sends nothing, and `ledger verify` names the edit.
+TEST_F(ReplayTest, AnotherToolsSuccessIsNotAReplaysResult) {
+  std::atomic<bool> healthy{false};
+  crm_.set_behavior([&](const auto& req) {
+    return healthy ? Reply{200, R"({"done":)" + req.body + "}"} : Reply{503, "{}"};
+  });
+  const std::string failed = Body(gw_->Invoke("crm.update", {{"input", {{"n", 1}}}}, user_))["execution_id"];
+  healthy = true;
+  const std::string other = Body(gw_->Invoke("crm.refund", {{"input", {{"to", "attacker"}}}}, user_))["execution_id"];
+  ASSERT_EQ(crm_.total(), 2);
+
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  auto run = [&](const std::string& sql) {
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  };
+  auto record = [](const std::string& id) { return " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + id + "'"; };
+  run("UPDATE items SET attrs = json_set(attrs, '$.replay_of', '" + failed + "')" + record(other));
+  run("UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '" + other +
+      "', '$.replay_result_json', (SELECT json_extract(attrs, '$.result_json') FROM items" + record(other) +
+      "), '$.replay_expires_at_s', (SELECT ttl FROM items" + record(other) + "))" + record(failed));
+  sqlite3_close(db);
+  auto forged = Replay(failed, operator_);
+  EXPECT_EQ(forged.status, 503) << forged.body;
+  EXPECT_EQ(forged.body.find("attacker"), std::string::npos) << "another tool's result was answered";
+  EXPECT_EQ(crm_.total(), 2);
+
+  gw_->Terminate();
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("execution " + failed + ": the result its record keeps for replays names " +
+                                        other + ", which ran another tool or intent key than it"));
 }
 
 // What a replay sends is the record's input only as its chain vouches for it (EXECUTION_RECEIVED
@@ -285,6 +328,27 @@ TEST_F(ReplayTest, ConcurrentForcedReplaysRunOneAtATimeAndAFailedOneGivesTheSucc
   auto failed = Replay(id, admin_, /*force=*/true);
   EXPECT_EQ(failed.status, 502) << failed.body;
   EXPECT_EQ(crm_.total(), 3);
+  {
+    // The intent given back names the success it took over with that execution's expiry, as its
+    // finish wrote it: without it the intent would vouch for nothing once that execution is gone.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt* st = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db,
+                                 "SELECT json_extract(i.attrs, '$.execution_id'), "
+                                 "json_extract(i.attrs, '$.execution_expires_at_s'), e.ttl FROM items i JOIN items e "
+                                 "ON e.pk = i.pk AND e.sk = 'EXEC#' || json_extract(i.attrs, '$.execution_id') "
+                                 "WHERE i.pk = 'TENANT#acme' AND i.sk = 'INTENT#send-1'",
+                                 -1, &st, nullptr),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(st, 0))), forced_id);
+    EXPECT_GT(sqlite3_column_int64(st, 2), 0);
+    EXPECT_EQ(sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
   auto repeat = gw_->Invoke("crm.send", keyed, user_);  // the client repeats its key
   ASSERT_EQ(repeat.status, 200) << repeat.body;
   EXPECT_EQ(Body(repeat)["intent_hit"], true) << "the failed forced replay left the intent FAILED: it ran again";

@@ -210,6 +210,53 @@ TEST_F(RunbookTest, RemovedLedgerTailsAndEditedRecordsFailVerify) {
            "', '$.replay_result_json', '{\"ok\":true}') WHERE pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + failed + "'",
        "execution " + failed + ": the result its record keeps for replays names " + plain +
            ", which is not one of its replays"},
+      // A missing execution is gone with its retention only as a kept expiry says: a forgery that
+      // leaves the expiry out (read as 0) vouches for nothing.
+      {"intent_names_a_missing_execution_without_its_expiry",
+       "UPDATE items SET attrs = json_remove(json_set(attrs, '$.execution_id', "
+       "'01900000-0000-7000-8000-000000000000', '$.result_json', '{\"forged\":true}'), "
+       "'$.execution_expires_at_s') WHERE pk = 'TENANT#tenant-a' AND sk = 'INTENT#pay-42'",
+       "intent pay-42 of tenant tenant-a: it names execution 01900000-0000-7000-8000-000000000000, which is missing, "
+       "and no expiry is kept for it"},
+      {"replay_result_names_a_missing_replay_without_its_expiry",
+       "UPDATE items SET attrs = json_remove(json_set(attrs, '$.replay_succeeded_in', "
+       "'01900000-0000-7000-8000-000000000000', '$.replay_result_json', '{\"forged\":true}'), "
+       "'$.replay_expires_at_s') WHERE pk = 'TENANT#tenant-a' AND sk = 'EXEC#" +
+           failed + "'",
+       "execution " + failed + ": the replay whose result its record keeps for replays, " +
+           "01900000-0000-7000-8000-000000000000, is missing, and no expiry is kept for it"},
+      // Another tool's success made to look like a replay of the failed call (its record's replay_of
+      // and the failed call's kept result edited): its chain has no REPLAY_STARTED.
+      {"replay_of_edited",
+       "UPDATE items SET attrs = json_set(attrs, '$.replay_of', '" + failed + "') WHERE " + plain_record +
+           "; UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '" + plain +
+           "', '$.replay_result_json', '{\"ok\":true}') WHERE pk = 'TENANT#tenant-a' AND sk = 'EXEC#" + failed + "'",
+       "execution " + plain + ": its record's replay_of '" + failed + "' but its chain has no REPLAY_STARTED"},
+      {"replay_of_removed",
+       "UPDATE items SET attrs = json_remove(attrs, '$.replay_of') WHERE pk = 'TENANT#tenant-a' AND "
+       "json_extract(attrs, '$.replay_of') = '" +
+           replayed + "'",
+       "its record's replay_of '' differs from REPLAY_STARTED's \"" + replayed + "\""},
+      // A record is its execution's only under its own id.
+      {"record_copied_under_another_id",
+       "INSERT INTO items SELECT pk, 'EXEC#01900000-0000-7000-8000-000000000000', attrs, ttl FROM items WHERE " +
+           plain_record,
+       "execution " + plain +
+           ": its record is stored under EXEC#01900000-0000-7000-8000-000000000000, not under its "
+           "own id"},
+      // How a call ended, as its final event says it.
+      {"record_reason",
+       "UPDATE items SET attrs = json_set(attrs, '$.reason', 'timeout') WHERE pk = 'TENANT#tenant-a' "
+       "AND sk = 'EXEC#" +
+           failed + "'",
+       "execution " + failed + ": its record's reason 'timeout' differs from event 3 (TOOL_FAILED)'s"},
+      {"record_reason_added", "UPDATE items SET attrs = json_set(attrs, '$.reason', 'timeout') WHERE " + plain_record,
+       "execution " + plain + ": its record's reason 'timeout' differs from event 3 (TOOL_SUCCEEDED)'s \"\""},
+      {"record_downstream_status",
+       "UPDATE items SET attrs = json_set(attrs, '$.downstream_status', 503) WHERE pk = 'TENANT#tenant-a' AND sk = "
+       "'EXEC#" +
+           failed + "'",
+       "execution " + failed + ": its record's downstream_status '503' differs from event 3 (TOOL_FAILED)'s 500"},
       // The record holds a chain's first events and its anchor: its events kept without it are a cut
       // chain, whether the row is deleted or only its ttl column says it has expired.
       {"record_deleted", "DELETE FROM items WHERE " + record,

@@ -102,7 +102,7 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
       return Refusal(InvokeError::kStoreUnavailable, "the store cannot be read right now");
     }
     if (const std::string wrong =
-            ReplayResultVouchProblem(*original, replay.ok() ? &*replay : nullptr, clock_.now_epoch_sec());
+            ReplayResultVouchProblem(*original, *chain, replay.ok() ? &*replay : nullptr, clock_.now_epoch_sec());
         !wrong.empty()) {
       spdlog::error("execution {}: {}: not answered from it (ledger verify)", original->execution_id, wrong);
       return Refusal(InvokeError::kStoreUnavailable,

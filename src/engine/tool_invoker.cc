@@ -406,6 +406,7 @@ class ToolInvoker::Admission {
         ticket_->intent_previous = claim->previous;
         ticket_->intent_previous_execution_id = std::move(claim->previous_execution_id);
         ticket_->intent_previous_result_json = std::move(claim->previous_result_json);
+        ticket_->intent_previous_execution_expires_at_s = claim->previous_execution_expires_at_s;
         break;
     }
     co_return std::nullopt;
@@ -766,7 +767,8 @@ class ToolInvoker::Admission {
     if (!t.intent_claimed) co_return;
     auto release = Blocking(drive_, [this, &t] {
       return s_.intents.Release(rec().tenant_id, rec().intent_key, rec().execution_id, t.intent_previous,
-                                t.intent_previous_execution_id, t.intent_previous_result_json);
+                                t.intent_previous_execution_id, t.intent_previous_result_json,
+                                t.intent_previous_execution_expires_at_s);
     });
     if (absl::Status st = co_await std::move(release); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec().intent_key, st.ToString());
@@ -1176,7 +1178,8 @@ asio::awaitable<InvokeResult> ToolInvoker::CompleteAsync(std::unique_ptr<Ticket>
   if (t.intent_claimed && k.intent == IntentEffect::kRelease) {
     auto release = Blocking(drive, [this, &t] {
       return s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous,
-                                t.intent_previous_execution_id, t.intent_previous_result_json);
+                                t.intent_previous_execution_id, t.intent_previous_result_json,
+                                t.intent_previous_execution_expires_at_s);
     });
     if (absl::Status st = co_await std::move(release); !st.ok()) {
       spdlog::warn("intent {} not released: {}", rec.intent_key, st.ToString());
@@ -1482,8 +1485,8 @@ asio::awaitable<absl::Status> ToolInvoker::RecordOutcome(Ticket& t, const Classi
       // A forced replay that did not succeed: the intent names the success it took over again (that
       // execution's record vouches for it, not this one's: not chained).
       writes.push_back(s_.intents.RestoreSucceededRequest(rec.tenant_id, rec.intent_key, rec.execution_id,
-                                                          t.intent_previous_execution_id,
-                                                          t.intent_previous_result_json));
+                                                          t.intent_previous_execution_id, t.intent_previous_result_json,
+                                                          t.intent_previous_execution_expires_at_s));
     } else if (t.intent_claimed && k.intent != IntentEffect::kRelease) {
       writes.push_back(s_.intents
                            .FinishRequest(rec.tenant_id, rec.intent_key, rec.execution_id, IntentState(k.intent),
@@ -1538,7 +1541,8 @@ void ToolInvoker::Abandon(std::unique_ptr<Ticket> ticket) {
   if (t.permit.probe) log("probe claim", s_.breakers.ReturnProbe(t.connector->id, t.permit));
   if (t.intent_claimed) {
     log("intent", s_.intents.Release(t.record.tenant_id, t.record.intent_key, t.record.execution_id, t.intent_previous,
-                                     t.intent_previous_execution_id, t.intent_previous_result_json));
+                                     t.intent_previous_execution_id, t.intent_previous_result_json,
+                                     t.intent_previous_execution_expires_at_s));
   }
 }
 

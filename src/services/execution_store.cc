@@ -431,13 +431,34 @@ absl::Status ExecutionStore::ForEach(
   }
 }
 
+namespace {
+
+// A named execution that is missing vouches only when the record naming it keeps its expiry and that
+// expiry has passed: gone with its retention. An absent or zero expiry vouches for nothing (a forged
+// intent or kept replay result simply leaves it out). Every writer keeps it — IntentStore's
+// FinishRequest and RestoreSucceededRequest, ExecutionStore::ReplaySucceededRequest, each given the
+// named record's `ttl` — and it is 0 only where that record is kept forever (retention_s = 0: never
+// missing), or in an intent or original written before the expiry was kept (45c7811). Such an intent
+// went with its own retention (idempotency retention_h, 24 h by default) long since; one kept longer,
+// or an original whose replay is missing (a replay is created after its original with the same
+// retention, so it outlives it unless retention_s was shortened), now answers 503 store_unavailable and
+// fails `ledger verify` rather than answering a result nothing vouches for.
+//
+// What is wrong ("is missing ..."); empty when it is gone with its retention.
+std::string MissingProblem(int64_t kept_until_s, int64_t now_s) {
+  if (kept_until_s > 0 && kept_until_s <= now_s) return {};
+  if (kept_until_s <= 0) return "is missing, and no expiry is kept for it: it cannot have gone with its retention";
+  return absl::StrCat("is missing though its retention runs until ", kept_until_s);
+}
+
+}  // namespace
+
 std::string IntentVouchProblem(const ExecutionRecord* found, const std::string& execution_id,
                                std::string_view intent_key, std::string_view result_json, int64_t kept_until_s,
                                int64_t now_s) {
   if (found == nullptr) {
-    if (kept_until_s <= now_s) return {};
-    return absl::StrCat("it names execution ", execution_id, ", which is missing though its retention runs until ",
-                        kept_until_s);
+    const std::string missing = MissingProblem(kept_until_s, now_s);
+    return missing.empty() ? missing : absl::StrCat("it names execution ", execution_id, ", which ", missing);
   }
   if (found->intent_key != intent_key) {
     return absl::StrCat("it names execution ", execution_id, ", which ran for another key");
@@ -450,15 +471,30 @@ std::string IntentVouchProblem(const ExecutionRecord* found, const std::string& 
   return {};
 }
 
-std::string ReplayResultVouchProblem(const ExecutionRecord& original, const ExecutionRecord* replay, int64_t now_s) {
+std::string ReplayResultVouchProblem(const ExecutionRecord& original, const std::vector<LedgerEvent>& original_chain,
+                                     const ExecutionRecord* replay, int64_t now_s) {
   const std::string& named = original.replay_succeeded_in;
   if (replay == nullptr) {
-    if (original.replay_expires_at_s <= now_s) return {};
-    return absl::StrCat("the replay whose result its record keeps for replays, ", named,
-                        ", is missing though its retention runs until ", original.replay_expires_at_s);
+    const std::string missing = MissingProblem(original.replay_expires_at_s, now_s);
+    return missing.empty()
+               ? missing
+               : absl::StrCat("the replay whose result its record keeps for replays, ", named, ", ", missing);
   }
   if (replay->replay_of != original.execution_id) {
     return absl::StrCat("the result its record keeps for replays names ", named, ", which is not one of its replays");
+  }
+  if (replay->tool_name != original.tool_name || replay->intent_key != original.intent_key) {
+    return absl::StrCat("the result its record keeps for replays names ", named,
+                        ", which ran another tool or intent key than it");
+  }
+  const bool requested = std::any_of(original_chain.begin(), original_chain.end(), [&](const LedgerEvent& e) {
+    if (e.type != "REPLAY_REQUESTED") return false;
+    const nlohmann::json d = ParseJsonWithin(e.data);
+    return d.is_object() && d.contains("execution_id") && d["execution_id"] == named;
+  });
+  if (!requested) {
+    return absl::StrCat("the result its record keeps for replays names ", named,
+                        ", which no REPLAY_REQUESTED of its chain names");
   }
   if (replay->outcome != Outcome::kSucceeded) {
     return absl::StrCat("the result its record keeps for replays names ", named, ", which did not succeed");

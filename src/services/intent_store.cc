@@ -114,6 +114,7 @@ absl::StatusOr<IntentStore::Claim> IntentStore::TryClaim(std::string_view tenant
       if (previous == State::kSucceeded) {
         claimed.previous_execution_id = store::GetString(*current, "execution_id").value_or("");
         claimed.previous_result_json = store::GetString(*current, "result_json").value_or("");
+        claimed.previous_execution_expires_at_s = store::GetInt(*current, "execution_expires_at_s").value_or(0);
       }
       return claimed;
     }
@@ -146,22 +147,28 @@ absl::Status IntentStore::Finish(std::string_view tenant_id, std::string_view in
 store::WriteRequest IntentStore::RestoreSucceededRequest(std::string_view tenant_id, std::string_view intent_key,
                                                          std::string_view execution_id,
                                                          std::string_view previous_execution_id,
-                                                         std::string_view previous_result_json) const {
-  return store::WriteRequest::Update(Key(tenant_id, intent_key),
-                                     {UpdateOp::Set(Attr("state"), std::string(ToString(State::kSucceeded))),
-                                      UpdateOp::Set(Attr("execution_id"), std::string(previous_execution_id)),
-                                      UpdateOp::Set(Attr("result_json"), std::string(previous_result_json)),
-                                      UpdateOp::Set(Attr("held_until_ms"), int64_t{0})},
+                                                         std::string_view previous_result_json,
+                                                         int64_t previous_execution_expires_at_s) const {
+  std::vector<UpdateOp> ops = {UpdateOp::Set(Attr("state"), std::string(ToString(State::kSucceeded))),
+                               UpdateOp::Set(Attr("execution_id"), std::string(previous_execution_id)),
+                               UpdateOp::Set(Attr("result_json"), std::string(previous_result_json)),
+                               UpdateOp::Set(Attr("held_until_ms"), int64_t{0})};
+  // The claim that took it over replaced the item: the expiry goes back with the execution it names.
+  if (previous_execution_expires_at_s > 0) {
+    ops.push_back(UpdateOp::Set(Attr("execution_expires_at_s"), previous_execution_expires_at_s));
+  }
+  return store::WriteRequest::Update(Key(tenant_id, intent_key), std::move(ops),
                                      Condition::Eq(Attr("execution_id"), std::string(execution_id)),
                                      store::ReturnValues::kNone);
 }
 
 absl::Status IntentStore::Release(std::string_view tenant_id, std::string_view intent_key,
                                   std::string_view execution_id, const std::optional<State>& previous,
-                                  std::string_view previous_execution_id, std::string_view previous_result_json) {
+                                  std::string_view previous_execution_id, std::string_view previous_result_json,
+                                  int64_t previous_execution_expires_at_s) {
   if (previous == State::kSucceeded && !previous_execution_id.empty()) {
-    const store::WriteRequest w =
-        RestoreSucceededRequest(tenant_id, intent_key, execution_id, previous_execution_id, previous_result_json);
+    const store::WriteRequest w = RestoreSucceededRequest(tenant_id, intent_key, execution_id, previous_execution_id,
+                                                          previous_result_json, previous_execution_expires_at_s);
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
     (void)r;  // not applied: taken over since; nothing to give back
     return absl::OkStatus();

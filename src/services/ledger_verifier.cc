@@ -70,9 +70,11 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
                             std::string(stored_under_tenant), "'"));
   }
   const LedgerEvent* received = nullptr;
+  const LedgerEvent* started = nullptr;
   const LedgerEvent* final_event = nullptr;
   for (const LedgerEvent& e : anchored) {
     if (e.type == "EXECUTION_RECEIVED" && received == nullptr) received = &e;
+    if (e.type == "REPLAY_STARTED" && started == nullptr) started = &e;
     if (!OutcomesOf(e).empty()) final_event = &e;
   }
   if (received == nullptr) return Bad("its chain has no EXECUTION_RECEIVED event");
@@ -83,6 +85,18 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
     if (d.contains(field) && d[field] != *value) {
       return Bad(
           absl::StrCat("its record's ", field, " '", *value, "' differs from EXECUTION_RECEIVED's ", d[field].dump()));
+    }
+  }
+  // A replay's chain opens with REPLAY_STARTED naming its original, and no other chain has one: the
+  // record's `replay_of` says which original's kept result it may vouch for (S12).
+  if (started == nullptr && !r.replay_of.empty()) {
+    return Bad(absl::StrCat("its record's replay_of '", r.replay_of, "' but its chain has no REPLAY_STARTED event"));
+  }
+  if (started != nullptr) {
+    const json sd = Data(*started);
+    if (!sd.contains("replay_of") || sd["replay_of"] != r.replay_of) {
+      return Bad(absl::StrCat("its record's replay_of '", r.replay_of, "' differs from REPLAY_STARTED's ",
+                              sd.value("replay_of", json()).dump()));
     }
   }
   if (final_event == nullptr) {
@@ -101,6 +115,23 @@ absl::Status CheckRecord(const ExecutionRecord& r, std::string_view stored_under
   if (fd.contains("result_sha256") && fd["result_sha256"] != Sha256Hex(r.result_json)) {
     return Bad(absl::StrCat("its record's result does not match the result_sha256 of event ", final_event->seq, " (",
                             final_event->type, ")"));
+  }
+  // How it ended, where the final event says it too. A TOOL_* event that names its outcome carries the
+  // record's reason and downstream status, each left out only when the record has none; the ends before
+  // the downstream carry their reason (EXECUTION_BLOCKED's is the kill switch's, not the record's).
+  const bool says_all =
+      (final_event->type == "TOOL_SUCCEEDED" || final_event->type == "TOOL_FAILED") && fd.contains("outcome");
+  auto differs = [&](const char* field, const std::string& value, const json& said) {
+    return Bad(absl::StrCat("its record's ", field, " '", value, "' differs from event ", final_event->seq, " (",
+                            final_event->type, ")'s ", said.dump()));
+  };
+  if (const json said = fd.value("reason", json(""));
+      final_event->type != "EXECUTION_BLOCKED" && (says_all || fd.contains("reason")) && said != r.reason) {
+    return differs("reason", r.reason, said);
+  }
+  if (const json said = fd.value("downstream_status", json(0));
+      (says_all || fd.contains("downstream_status")) && said != r.downstream_status) {
+    return differs("downstream_status", std::to_string(r.downstream_status), said);
   }
   return absl::OkStatus();
 }
@@ -230,8 +261,15 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     std::vector<LedgerEvent> chain = read.ok() ? *std::move(read) : std::vector<LedgerEvent>{};
     const std::string tenant = key.pk.substr(std::string_view("TENANT#").size());
     bool pending = false;
-    // The events its record holds that cannot be read are a damaged chain like any other.
-    if (absl::Status s = read.ok() ? CheckExecution(r, tenant, chain, &pending) : read.status(); !s.ok()) {
+    // The events its record holds that cannot be read are a damaged chain like any other. A record is
+    // found by its key: one stored under another execution's id is not that execution's.
+    absl::Status s = read.status();
+    if (key.sk != ExecutionStore::Key(tenant, r.execution_id).sk) {
+      s = Bad(absl::StrCat("its record is stored under ", key.sk, ", not under its own id"));
+    } else if (read.ok()) {
+      s = CheckExecution(r, tenant, chain, &pending);
+    }
+    if (!s.ok()) {
       if (expired(r.expires_at_s)) {
         ++report.expired;
         return absl::OkStatus();
@@ -246,7 +284,7 @@ absl::StatusOr<LedgerVerifier::Report> LedgerVerifier::VerifyAll() {
     if (!r.replay_result_json.empty()) {
       absl::StatusOr<ExecutionRecord> replay = executions_.Get(tenant, r.replay_succeeded_in);
       if (!replay.ok() && !absl::IsNotFound(replay.status())) return replay.status();
-      const std::string wrong = ReplayResultVouchProblem(r, replay.ok() ? &*replay : nullptr, now_s);
+      const std::string wrong = ReplayResultVouchProblem(r, chain, replay.ok() ? &*replay : nullptr, now_s);
       if (!wrong.empty()) {
         report.problem = absl::StrCat("execution ", r.execution_id, ": ", wrong);
         return absl::CancelledError("stop at the first problem");

@@ -124,6 +124,7 @@ class InvocationTicket {
   // A SUCCEEDED intent a forced replay took over: what it named, given back unless the replay succeeds.
   std::string intent_previous_execution_id;
   std::string intent_previous_result_json;
+  int64_t intent_previous_execution_expires_at_s = 0;
   DownstreamRequest downstream;
   // A queued call's run (§15): the claim on its queue item, ended (or put back) with its outcome.
   std::optional<QueueClaim> queued;

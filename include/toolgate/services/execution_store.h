@@ -16,6 +16,8 @@
 
 namespace toolgate {
 
+struct LedgerEvent;
+
 // One execution (design §1), stored tenant-scoped as (TENANT#<tenant>, EXEC#<execution_id>), so a
 // lookup by another tenant finds nothing (S11).
 struct ExecutionRecord {
@@ -171,7 +173,12 @@ std::string IntentVouchProblem(const ExecutionRecord* found, const std::string& 
                                std::string_view intent_key, std::string_view result_json, int64_t kept_until_s,
                                int64_t now_s);
 // The result an original keeps from a replay that succeeded (`replay_succeeded_in`), answering its
-// later replays: that of a replay of this original that succeeded with it.
-std::string ReplayResultVouchProblem(const ExecutionRecord& original, const ExecutionRecord* replay, int64_t now_s);
+// later replays: that of a replay of this original — its record says so, it ran the original's tool
+// under the original's intent key, and `original_chain` (the original's events, as far as its record
+// anchors them) holds the REPLAY_REQUESTED that named it — that succeeded with it. (A replay's own
+// `replay_of` is held to its chain's REPLAY_STARTED by `ledger verify`; the rest make an edited one
+// vouch for nothing at run time too.)
+std::string ReplayResultVouchProblem(const ExecutionRecord& original, const std::vector<LedgerEvent>& original_chain,
+                                     const ExecutionRecord* replay, int64_t now_s);
 
 }  // namespace toolgate

@@ -35,6 +35,7 @@ class IntentStore {
     // result, which the intent gets back unless the new attempt succeeds.
     std::string previous_execution_id = {};
     std::string previous_result_json = {};
+    int64_t previous_execution_expires_at_s = 0;  // and that execution's expiry (0: not known)
     // kSucceeded: until when the execution it names is kept (0: not known; see FinishRequest).
     int64_t execution_expires_at_s = 0;
   };
@@ -63,15 +64,18 @@ class IntentStore {
                                     std::string_view execution_id, State state, std::string_view result_json,
                                     int64_t execution_expires_at_s = 0) const;
   // Gives a claim back unused (the call was deferred before it reached the downstream), restoring
-  // the previous state — and, for a SUCCEEDED intent taken over, the execution and result it named.
+  // the previous state — and, for a SUCCEEDED intent taken over, the execution, result and expiry it
+  // named.
   absl::Status Release(std::string_view tenant_id, std::string_view intent_key, std::string_view execution_id,
                        const std::optional<State>& previous, std::string_view previous_execution_id = {},
-                       std::string_view previous_result_json = {});
+                       std::string_view previous_result_json = {}, int64_t previous_execution_expires_at_s = 0);
   // Gives a SUCCEEDED intent taken over by `execution_id` back as it was (SUCCEEDED, naming
-  // `previous_execution_id` with `previous_result_json`): the attempt that took it did not succeed.
+  // `previous_execution_id` with `previous_result_json`, and that execution's expiry: without it the
+  // intent no longer vouches once the execution is gone): the attempt that took it did not succeed.
   store::WriteRequest RestoreSucceededRequest(std::string_view tenant_id, std::string_view intent_key,
                                               std::string_view execution_id, std::string_view previous_execution_id,
-                                              std::string_view previous_result_json) const;
+                                              std::string_view previous_result_json,
+                                              int64_t previous_execution_expires_at_s) const;
 
   static store::ItemKey Key(std::string_view tenant_id, std::string_view intent_key);
   static std::string_view ToString(State s);
