@@ -70,7 +70,7 @@ PY
 # Warm the server up first (V8 optimizes it as it runs), so the first measured run is not the slowest.
 node "$node_dir/mcp_bench_client.mjs" "$direct_url" test_simple_text "$clients" 5 >/dev/null
 
-export TOOLGATE_JWT_SECRET=bench-secret
+export TOOLGATE_JWT_SECRET=bench-secret-for-toolgate-benchmarks-0123
 tg=$server_pid  # toolgate's pid once it runs
 for sync in $syncs; do
   cat > "$work/toolgate-$sync.toml" <<TOML

@@ -43,7 +43,7 @@ PORT=0 JSON_RESPONSE=1 taskset -c "$server_core" node "$node_dir/mcp_fixture_ser
 server=$!
 server_port=$(wait_line "$work/fixture.out" "listening on" | sed 's/.*://')
 
-export TOOLGATE_JWT_SECRET=bench-secret
+export TOOLGATE_JWT_SECRET=bench-secret-for-toolgate-benchmarks-0123
 cat > "$work/toolgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"

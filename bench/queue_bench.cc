@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
   std::string store = "[store]\npath = \"" + dir + "/store.db\"\n";
   if (!dynamodb.empty()) {
     setenv("AWS_ACCESS_KEY_ID", "AKIDTOOLGATEBENCH", 1);
-    setenv("AWS_SECRET_ACCESS_KEY", "toolgate-bench-secret", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "toolgate-bench-secret-for-toolgate-benchmarks-0123", 1);
     store = "[store]\nbackend = \"dynamodb\"\ntable = \"" + table + "\"\nendpoint = \"" + dynamodb + "\"\n";
   }
   const std::string config_path = dir + "/queue_bench.toml";
@@ -223,10 +223,10 @@ int main(int argc, char** argv) {
     }
     init.Wait();
   }
-  setenv("TOOLGATE_JWT_SECRET", "queue-bench-secret-0123456789ab", 1);
+  setenv("TOOLGATE_JWT_SECRET", "queue-bench-secret-for-toolgate-benchmarks-0123-0123456789ab", 1);
   const std::string token = toolgate::auth::SignHs256(
       json{{"sub", "bench"}, {"custom:tenant_id", "tenant-bench"}, {"exp", std::time(nullptr) + 86400}}.dump(),
-      "queue-bench-secret-0123456789ab");
+      "queue-bench-secret-for-toolgate-benchmarks-0123-0123456789ab");
   std::vector<Gateway> gws(static_cast<size_t>(gateways));
   for (int g = 0; g < gateways; ++g) {
     Gateway& gw = gws[static_cast<size_t>(g)];

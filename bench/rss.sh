@@ -62,7 +62,7 @@ path = "$work/toolgate.db"
 base_url = "http://127.0.0.1:$down_port"
 max_in_flight = 1000
 TOML
-export TOOLGATE_JWT_SECRET=bench-secret
+export TOOLGATE_JWT_SECRET=bench-secret-for-toolgate-benchmarks-0123
 "$build_dir/toolgate" serve --config "$work/toolgate.toml" >/dev/null 2>"$work/toolgate.log" &
 tg=$!
 pids+=($tg)

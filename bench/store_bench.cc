@@ -142,7 +142,7 @@ void BM_AcquireReleaseDynamoDb(benchmark::State& state) {
       store::DynamoDbItemStore::Options o;
       o.endpoint = endpoint;
       o.table = "toolgate_bench";
-      o.credentials = {"AKIDBENCH", "bench-secret", ""};
+      o.credentials = {"AKIDBENCH", "bench-secret-for-toolgate-benchmarks-0123", ""};
       o.request_timeout_ms = 10000;
       auto opened = store::DynamoDbItemStore::Open(o, env_holder->clock);
       if (!opened.ok() || !(*opened)->InitTable().ok()) {

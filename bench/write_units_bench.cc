@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   crm.set_connections(FakeDownstream::Connections::kKeepAlive);
   crm.set_behavior([](const FakeDownstream::Request&) { return FakeDownstream::Reply{200, R"({"ok":true})"}; });
   setenv("AWS_ACCESS_KEY_ID", "AKIDTOOLGATEBENCH", 1);
-  setenv("AWS_SECRET_ACCESS_KEY", "toolgate-bench-secret", 1);
+  setenv("AWS_SECRET_ACCESS_KEY", "toolgate-bench-secret-for-toolgate-benchmarks-0123", 1);
   const std::string config_path = dir + "/write_units_bench.toml";
   {
     std::ofstream f(config_path);
@@ -132,10 +132,10 @@ int main(int argc, char** argv) {
     }
     init.Wait();
   }
-  setenv("TOOLGATE_JWT_SECRET", "write-units-bench-secret-0123456", 1);
+  setenv("TOOLGATE_JWT_SECRET", "write-units-bench-secret-for-toolgate-benchmarks-0123-0123456", 1);
   const std::string token = toolgate::auth::SignHs256(
       json{{"sub", "bench"}, {"custom:tenant_id", "tenant-bench"}, {"exp", std::time(nullptr) + 86400}}.dump(),
-      "write-units-bench-secret-0123456");
+      "write-units-bench-secret-for-toolgate-benchmarks-0123-0123456");
   ChildProcess gw({binary, "serve", "--config", config_path}, dir + "/gw.err");
   int public_port = 0, admin_port = 0;
   for (int i = 0; i < 2; ++i) {

@@ -6,7 +6,7 @@ build_dir=${1:-build}
 cd "$(dirname "$0")/.."
 
 if [ -z "${TOOLGATE_JWT_SECRET:-}" ]; then
-  export TOOLGATE_JWT_SECRET="dev-secret-change-me"
+  export TOOLGATE_JWT_SECRET="dev-secret-change-me-0123456789abcdef"
   echo "toolgate: TOOLGATE_JWT_SECRET was not set; using a development secret for this run"
 fi
 

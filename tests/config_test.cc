@@ -592,7 +592,7 @@ TEST(ConfigTest, McpSectionDefaultsAndIsCheckedKeyByKey) {
                           "mcp.session_secret_env", "mcp.sesion_ttl is not a known key"}) {
     EXPECT_THAT(msg, ::testing::HasSubstr(key)) << msg;
   }
-  setenv("TOOLGATE_TEST_MCP_KEY", "0123456789abcdef0123", 1);
+  setenv("TOOLGATE_TEST_MCP_KEY", "0123456789abcdef0123456789abcdef", 1);
   auto keyed = ParseConfig("[mcp]\nsession_secret_env = \"TOOLGATE_TEST_MCP_KEY\"\n" + connector, "k.toml");
   ASSERT_TRUE(keyed.ok()) << keyed.status();
   EXPECT_EQ(keyed->mcp.session_secret_env, "TOOLGATE_TEST_MCP_KEY");

@@ -440,6 +440,38 @@ TEST_F(OperatorViewTest, AListenerThatCannotBindIsNamedWithItsAddress) {
   EXPECT_THAT(out, HasSubstr("cannot listen on server.listen " + taken + ": ")) << out;
 }
 
+// An HS256 secret (and an MCP session secret) shorter than RFC 7518's 256 bits is refused at start,
+// naming the variable and the length: one token it signed is enough to search for it offline, and
+// with it to sign any tenant's token. 32 bytes start.
+TEST_F(OperatorViewTest, AnHs256SecretShorterThan32BytesIsRefusedAtStart) {
+  const std::string path = dir_.file("weak.toml");
+  std::ofstream(path) << testing::BaseConfig(dir_.file("weak.db")) + "[connectors.crm]\nbase_url = \"" +
+                             crm_.base_url() + "\"\n";
+  setenv("TOOLGATE_JWT_SECRET", "a", 1);
+  auto [code, out] = Cli({"serve", "--config", path});
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("$TOOLGATE_JWT_SECRET must hold a secret of at least 32 bytes")) << out;
+  EXPECT_THAT(out, HasSubstr("it holds 1")) << out;
+  EXPECT_THAT(out, Not(HasSubstr("\"a\""))) << "the secret itself is never printed";
+  setenv("TOOLGATE_JWT_SECRET", std::string(31, 'k').c_str(), 1);
+  EXPECT_EQ(Cli({"serve", "--config", path}).first, 1);
+
+  const std::string mcp_path = dir_.file("weak_mcp.toml");
+  std::ofstream(mcp_path) << testing::BaseConfig(dir_.file("weak.db")) + "[connectors.crm]\nbase_url = \"" +
+                                 crm_.base_url() + "\"\n[mcp]\nsession_secret_env = \"TOOLGATE_TEST_MCP_KEY\"\n";
+  setenv("TOOLGATE_JWT_SECRET", testing::kJwtSecret, 1);
+  setenv("TOOLGATE_TEST_MCP_KEY", "short", 1);
+  auto [mcp_code, mcp_out] = Cli({"serve", "--config", mcp_path});
+  EXPECT_EQ(mcp_code, 1) << mcp_out;
+  EXPECT_THAT(mcp_out, HasSubstr("TOOLGATE_TEST_MCP_KEY, which must hold a secret of at least 32 bytes")) << mcp_out;
+  setenv("TOOLGATE_TEST_MCP_KEY", std::string(31, 'm').c_str(), 1);
+  EXPECT_EQ(Cli({"serve", "--config", mcp_path}).first, 1);
+  unsetenv("TOOLGATE_TEST_MCP_KEY");
+  ASSERT_GE(std::string(testing::kJwtSecret).size(), 32u);
+  GatewayProcess& ok = Start();  // the suite's secret: starts
+  EXPECT_EQ(ok.Public("GET", "/readyz").status, 200);
+}
+
 // A store that is not there is created, said as a warning: on a first start that is expected; after
 // a volume did not mount it is every execution, ledger event and kill switch gone. With
 // `store.create_if_missing = false` such a start is refused and nothing is created; a store that is

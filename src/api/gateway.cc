@@ -423,6 +423,14 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Cl
   vo.issuer = config.auth.issuer;
   vo.audience = config.auth.audience;
   vo.leeway_s = config.auth.leeway_s;
+  // RFC 7518 §3.2: an HS256 key of at least 256 bits. A shorter one falls to an offline search from
+  // any one token it signed, and with it every tenant's identity (and the MCP session key below).
+  constexpr size_t kMinSecretBytes = 32;
+  if (!vo.hs256_secret.empty() && vo.hs256_secret.size() < kMinSecretBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("auth.hs256_secret_env: $", config.auth.hs256_secret_env,
+                                                   " must hold a secret of at least ", kMinSecretBytes,
+                                                   " bytes (RFC 7518 section 3.2); it holds ", vo.hs256_secret.size()));
+  }
   if (vo.hs256_secret.empty() && vo.jwks_file.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("auth: no way to verify tokens: set $", config.auth.hs256_secret_env,
                                                    " (HS256, development) or auth.jwks_file"));

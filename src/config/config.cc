@@ -332,9 +332,9 @@ void ReadMcp(TableReader& r, const ServerConfig& server, McpConfig& m) {
   r.String("session_secret_env", m.session_secret_env);
   if (!m.session_secret_env.empty()) {
     const char* v = std::getenv(m.session_secret_env.c_str());
-    if (v == nullptr || std::string(v).size() < 16) {
+    if (v == nullptr || std::string(v).size() < 32) {  // 256 bits, as the HS256 secret (RFC 7518 §3.2)
       r.Error("session_secret_env", absl::StrCat("names the environment variable ", m.session_secret_env,
-                                                 ", which must hold at least 16 characters"));
+                                                 ", which must hold a secret of at least 32 bytes"));
     }
   }
   r.RefuseUnknown();
