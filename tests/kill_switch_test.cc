@@ -277,5 +277,22 @@ TEST_F(KillSwitchRefreshTest, ASwitchTheLastListHeldStillStopsItsCallsWhileTheLi
   EXPECT_FALSE(back->has_value()) << "the list read again once the store is back";
 }
 
+// A switch set here while an older list was being read is not dropped by that list: should the next
+// read fail, it still stops its calls.
+TEST_F(KillSwitchRefreshTest, ASwitchSetHereWhileAnOlderListWasReadOutlivesThatList) {
+  absl::Status set;
+  store.during_first_read = [&] {
+    set = switches.Set(KillSwitch{"connector", "crm", "incident", "oncall", "oncall", ""}).status();
+  };
+  auto first = switches.Match("t2", "other", "other.x", "other.x");  // reads the list, the set made during it
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(set.ok()) << set;
+  store.failing_reads = 1000;  // the read that follows fails
+  auto stopped = switches.Match("t1", "crm", "crm.update", "crm.update");
+  ASSERT_TRUE(stopped.ok()) << "the switch set here was dropped by the older list: " << stopped.status();
+  ASSERT_TRUE(stopped->has_value());
+  EXPECT_EQ((*stopped)->key, "crm");
+}
+
 }  // namespace
 }  // namespace toolgate

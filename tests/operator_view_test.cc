@@ -452,9 +452,13 @@ TEST_F(OperatorViewTest, AnHs256SecretShorterThan32BytesIsRefusedAtStart) {
   EXPECT_EQ(code, 1) << out;
   EXPECT_THAT(out, HasSubstr("$TOOLGATE_JWT_SECRET must hold a secret of at least 32 bytes")) << out;
   EXPECT_THAT(out, HasSubstr("it holds 1")) << out;
-  EXPECT_THAT(out, Not(HasSubstr("\"a\""))) << "the secret itself is never printed";
-  setenv("TOOLGATE_JWT_SECRET", std::string(31, 'k').c_str(), 1);
-  EXPECT_EQ(Cli({"serve", "--config", path}).first, 1);
+  const std::string weak = "weak-secret-of-31-bytes-0123456";
+  ASSERT_EQ(weak.size(), 31u);
+  setenv("TOOLGATE_JWT_SECRET", weak.c_str(), 1);
+  auto [weak_code, weak_out] = Cli({"serve", "--config", path});
+  EXPECT_EQ(weak_code, 1) << weak_out;
+  EXPECT_THAT(weak_out, HasSubstr("at least 32 bytes (RFC 7518 section 3.2); it holds 31")) << weak_out;
+  EXPECT_THAT(weak_out, Not(HasSubstr(weak))) << "the secret itself is never printed";
 
   const std::string mcp_path = dir_.file("weak_mcp.toml");
   std::ofstream(mcp_path) << testing::BaseConfig(dir_.file("weak.db")) + "[connectors.crm]\nbase_url = \"" +
@@ -464,8 +468,11 @@ TEST_F(OperatorViewTest, AnHs256SecretShorterThan32BytesIsRefusedAtStart) {
   auto [mcp_code, mcp_out] = Cli({"serve", "--config", mcp_path});
   EXPECT_EQ(mcp_code, 1) << mcp_out;
   EXPECT_THAT(mcp_out, HasSubstr("TOOLGATE_TEST_MCP_KEY, which must hold a secret of at least 32 bytes")) << mcp_out;
-  setenv("TOOLGATE_TEST_MCP_KEY", std::string(31, 'm').c_str(), 1);
-  EXPECT_EQ(Cli({"serve", "--config", mcp_path}).first, 1);
+  setenv("TOOLGATE_TEST_MCP_KEY", weak.c_str(), 1);
+  auto [weak_mcp_code, weak_mcp_out] = Cli({"serve", "--config", mcp_path});
+  EXPECT_EQ(weak_mcp_code, 1) << weak_mcp_out;
+  EXPECT_THAT(weak_mcp_out, HasSubstr("TOOLGATE_TEST_MCP_KEY, which must hold a secret of at least 32 bytes"));
+  EXPECT_THAT(weak_mcp_out, Not(HasSubstr(weak)));
   unsetenv("TOOLGATE_TEST_MCP_KEY");
   ASSERT_GE(std::string(testing::kJwtSecret).size(), 32u);
   GatewayProcess& ok = Start();  // the suite's secret: starts

@@ -503,7 +503,8 @@ class ToolInvoker::Admission {
       intent_there_ = true;  // refused: the claim reads what is there, without trying the write again
     }
     const bool acquired = prefix_applied == (with_intent ? 2u : 1u);
-    if (!acquired && prefix_applied == (with_intent ? 1u : 0u) && store::IsStoreError(written)) {
+    if (!acquired && prefix_applied == (with_intent ? 1u : 0u) && store::IsStoreError(written) &&
+        !absl::IsResourceExhausted(written)) {  // refused (the shard full): nothing was taken
       // The acquire's outcome is unknown (a DynamoDB timeout or 500 after the request went out): it
       // may hold a slot under this lease, which nothing would give back before the lease runs out —
       // while TakeSlot takes another. Given back now; the release is conditional on the holder, so a

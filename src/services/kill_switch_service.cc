@@ -1,5 +1,6 @@
 #include "toolgate/services/kill_switch_service.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <ctime>
@@ -130,10 +131,14 @@ absl::StatusOr<KillSwitch> KillSwitchService::Set(KillSwitch ks) {
   absl::StatusOr<store::WriteResult> r =
       store_.Put({kKillSwitchPk, absl::StrCat(ks.scope, "#", ks.key)}, item, Condition::Always());
   ChangeMade();  // even when the store's answer was an error: the write may have applied
+  {
+    // In force here even if the next list cannot be read — after an error too (it may have applied:
+    // failing safe, it stops this instance's calls until a list is read).
+    absl::MutexLock lock(&mu_);
+    std::erase_if(snapshot_, [&ks](const KillSwitch& k) { return k.scope == ks.scope && k.key == ks.key; });
+    snapshot_.push_back(ks);
+  }
   if (!r.ok()) return r.status();
-  absl::MutexLock lock(&mu_);  // in force here even if the next list cannot be read
-  std::erase_if(snapshot_, [&ks](const KillSwitch& k) { return k.scope == ks.scope && k.key == ks.key; });
-  snapshot_.push_back(ks);
   return ks;
 }
 
@@ -248,9 +253,19 @@ absl::StatusOr<std::optional<KillSwitch>> KillSwitchService::Match(std::string_v
   last_refresh_ = read.status();
   last_refresh_changes_ = changes;
   if (!read.ok()) return KnownMatchOr(read.status(), tenant_id, connector_id, action_type, tool_name);
+  // A switch this instance set or cleared while the list was read may be missing from it (or still
+  // in it): then the next call reads it again rather than trusting it for refresh_ms, and meanwhile
+  // the switches this instance knew stay known beside the list's — a switch set here is not dropped
+  // by an older list, should the next read fail (one cleared here may stop a call until then: safe).
+  if (changes_ != changes) {
+    for (KillSwitch& known : snapshot_) {
+      const bool listed = std::any_of(read->begin(), read->end(), [&known](const KillSwitch& k) {
+        return k.scope == known.scope && k.key == known.key;
+      });
+      if (!listed) read->push_back(std::move(known));
+    }
+  }
   snapshot_ = *std::move(read);
-  // A switch this instance set or cleared while the list was read may be missing from it: then the
-  // next call reads it again rather than trusting it for refresh_ms.
   snapshot_at_ms_ = changes_ == changes ? read_at : -1;
   return FirstMatch(snapshot_, tenant_id, connector_id, action_type, tool_name);
 }
