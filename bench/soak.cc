@@ -200,10 +200,10 @@ int main(int argc, char** argv) {
       << "\n[connectors.email.breaker]\nfailure_threshold = 50\n"
       << "[tools.\"email.send\"]\naction_type = \"email.send\"\nconnector = \"email\"\n";
   }
-  setenv("TOOLGATE_JWT_SECRET", "soak-secret-0123456789abcdef", 1);
+  setenv("TOOLGATE_JWT_SECRET", "soak-secret-0123456789abcdef-0123456789abcdef", 1);
   const std::string token = toolgate::auth::SignHs256(
       json{{"sub", "soak"}, {"custom:tenant_id", "tenant-soak"}, {"exp", std::time(nullptr) + 86400}}.dump(),
-      "soak-secret-0123456789abcdef");
+      "soak-secret-0123456789abcdef-0123456789abcdef");
 
   std::vector<Gateway> gws(static_cast<size_t>(gateways));
   for (int g = 0; g < gateways; ++g) {

@@ -235,7 +235,7 @@ void CheckRefusedAlone(const std::string& answer) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   spdlog::set_level(spdlog::level::off);
-  setenv("TOOLGATE_JWT_SECRET", "fuzz-secret-0123456789abcdef", 1);
+  setenv("TOOLGATE_JWT_SECRET", "fuzz-secret-0123456789abcdef-0123456789abcdef", 1);
   auto config = toolgate::ParseConfig(R"(
 [server]
 listen = "127.0.0.1:0"
