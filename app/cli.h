@@ -85,4 +85,8 @@ void RegisterReplayCommands(CLI::App& app, Cli& cli);    // executions list, rep
 void RegisterLedgerCommands(CLI::App& app, Cli& cli);    // ledger show | verify | export
 void RegisterStoreCommands(CLI::App& app, Cli& cli);     // store check | init
 
+// Every subcommand's --help names the global --config (taken before or after the subcommand): CLI11
+// lists only a command's own options, so `toolgate status --help` would not say how to pick the file.
+void ShowGlobalOptionsInHelp(CLI::App& app);
+
 }  // namespace toolgate::cli

@@ -383,6 +383,15 @@ void RegisterOperatorCommands(CLI::App& app, Cli& cli) {
   queue_status->callback([&cli, o] {
     if (const Config* c = cli.config()) cli.exit_code = QueueStatus(*c, o->as_json);
   });
+  auto* queue_purge = queue->add_subcommand(
+      "purge", "end every queued call of a connector not yet running (EXPIRED, reason purged); audited");
+  queue_purge->add_option("connector", o->connector, "connector id")->required();
+  AuditOptions(queue_purge, *o);
+  queue_purge->callback([&cli, o] {
+    WithAdmin(cli, [&](AdminClient& admin) {
+      return PrintOr(admin.Call("DELETE", ConnectorPath(o->connector, "queue"), o->Audit()));
+    });
+  });
   RegisterBreaker(app, cli, o);
   RegisterKillSwitch(app, cli, o);
   RegisterLimits(app, cli, o);

@@ -103,6 +103,15 @@ absl::StatusOr<json> AdminClient::Call(const std::string& method, const std::str
   return j;
 }
 
+void ShowGlobalOptionsInHelp(CLI::App& app) {
+  for (CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    sub->footer(
+        "Global options (before or after the command):\n"
+        "  --config TEXT               configuration file (TOML); default: the built-in configuration");
+    ShowGlobalOptionsInHelp(*sub);
+  }
+}
+
 int PrintOr(absl::StatusOr<json> r) {
   if (!r.ok()) return Fail(std::string(r.status().message()));
   std::printf("%s\n", r->dump(2).c_str());

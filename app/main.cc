@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   RegisterReplayCommands(app, cli);
   RegisterLedgerCommands(app, cli);
   RegisterStoreCommands(app, cli);
+  ShowGlobalOptionsInHelp(app);
   try {
     app.parse(argc, argv);  // runs the chosen command's callback
   } catch (const CLI::ParseError& e) {

@@ -1049,5 +1049,38 @@ TEST_F(QueueGatewayTest, QueueStatusShowsDepthOldestAgeAndTenantsLiveAndFromTheS
   EXPECT_EQ(Seen(crm).by_execution.size(), 0u);
 }
 
+// `toolgate queue purge`: the runbook's way to drop a backlog, with a reason and a requester on record.
+TEST_F(QueueGatewayTest, TheCliPurgesAQueueWithItsReasonOnRecord) {
+  FakeDownstream crm, billing;
+  GatewayProcess& gw =
+      Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2) + Connector("billing", billing, 2));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/billing/breaker/open", kAudit).status, 200);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
+  const std::string kept = Enqueue(gw, "billing.update", {{"i", 9}}, alice_);
+  const std::string cli_config = gw.CliConfigPath();
+
+  auto [usage_code, usage] = testing::RunCli({"queue", "purge", "crm", "--config", cli_config}, dir_);
+  EXPECT_EQ(usage_code, 2) << "--reason and --requested-by are required: " << usage;
+  auto [unknown_code, unknown] = testing::RunCli(
+      {"queue", "purge", "nope", "--reason", "x", "--requested-by", "ops", "--config", cli_config}, dir_);
+  EXPECT_EQ(unknown_code, 1) << unknown;
+  EXPECT_THAT(unknown, ::testing::HasSubstr("unknown_connector"));
+
+  auto [code, out] = testing::RunCli({"queue", "purge", "crm", "--reason", "crm down for the night", "--requested-by",
+                                      "oncall-ana", "--config", cli_config},
+                                     dir_);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(JsonIn(out).value("purged", -1), 3) << out;
+  for (const std::string& id : ids) EXPECT_EQ(Execution(gw, id, alice_)["outcome"], "EXPIRED") << id;
+  EXPECT_EQ(Execution(gw, kept, alice_)["outcome"], "QUEUED") << "another connector's queue is left alone";
+  const std::string audit = gw.Admin("GET", "/admin/audit").body;
+  EXPECT_THAT(audit, ::testing::HasSubstr("QUEUE_PURGED"));
+  EXPECT_THAT(audit, ::testing::HasSubstr("crm down for the night"));
+  EXPECT_THAT(audit, ::testing::HasSubstr("admin:oncall-ana"));
+  ExpectLedgerVerifies(gw);
+}
+
 }  // namespace
 }  // namespace toolgate

@@ -597,5 +597,22 @@ TEST_F(RunbookTest, AConfigErrorIsPrintedOneProblemALine) {
   EXPECT_THAT(out, HasSubstr("\n  connectors.crm.retry.max_attempts must be in 1..10")) << out;
 }
 
+// Runbook walkthrough: `toolgate status --help` did not say how to choose the config file, since
+// --config is the top command's option (it is taken before or after the subcommand alike).
+TEST_F(RunbookTest, EverySubcommandsHelpNamesTheConfigOption) {
+  for (const std::vector<std::string>& command : std::vector<std::vector<std::string>>{
+           {"status"}, {"ledger", "verify"}, {"queue", "purge"}, {"store", "init"}, {"kill-switch", "set"}}) {
+    std::vector<std::string> args = command;
+    args.push_back("--help");
+    auto [code, out] = testing::RunCli(args, dir_);
+    EXPECT_EQ(code, 0) << command[0] << ": " << out;
+    EXPECT_THAT(out, HasSubstr("--config TEXT")) << command[0] << ": " << out;
+  }
+  // And it is honoured after the subcommand: a file that is not there is named.
+  auto [code, out] = testing::RunCli({"store", "check", "--config", dir_.file("absent.toml")}, dir_);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, HasSubstr("absent.toml")) << out;
+}
+
 }  // namespace
 }  // namespace toolgate
