@@ -28,6 +28,34 @@ using testing::TempDir;
 using testing::Token;
 using Reply = FakeDownstream::Reply;
 
+// The gateway's SQLite file opened beside it, to change what the store holds as someone with write
+// access to it would; closed when it leaves scope (or at Close()).
+class StoreEdit {
+ public:
+  explicit StoreEdit(const std::string& path) {
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db_), SQLITE_OK) << path;
+    sqlite3_busy_timeout(db_, 5000);
+  }
+  StoreEdit(const StoreEdit&) = delete;
+  StoreEdit& operator=(const StoreEdit&) = delete;
+  ~StoreEdit() { Close(); }
+  // Runs `sql`; the rows its last statement changed (a failure is the test's failure, and -1).
+  int Run(const std::string& sql) {
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << sqlite3_errmsg(db_) << " in: " << sql;
+      return -1;
+    }
+    return sqlite3_changes(db_);
+  }
+  void Close() {
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
 class ReplayTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -160,14 +188,10 @@ TEST_F(ReplayTest, AKeptReplayResultItsReplayDoesNotVouchForAnswersNothing) {
   ASSERT_EQ(Replay(id, operator_).status, 200);
   ASSERT_EQ(crm_.total(), 2);
 
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  auto run = [&](const std::string& sql) {
-    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
-  };
+  StoreEdit edit(dir_.file("store.db"));
+  auto run = [&](const std::string& sql) { EXPECT_EQ(edit.Run(sql), 1) << sql; };
   const std::string where = " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + id + "'";
-  run("CREATE TEMP TABLE kept AS SELECT attrs FROM items" + where);
+  edit.Run("CREATE TEMP TABLE kept AS SELECT attrs FROM items" + where);
   run("UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '01900000-0000-7000-8000-000000000000', "
       "'$.replay_result_json', '{\"refund\":\"issued\"}')" +
       where);
@@ -183,7 +207,7 @@ TEST_F(ReplayTest, AKeptReplayResultItsReplayDoesNotVouchForAnswersNothing) {
   EXPECT_EQ(crm_.total(), 2);
 
   run("UPDATE items SET attrs = (SELECT attrs FROM kept)" + where);
-  sqlite3_close(db);
+  edit.Close();
   auto deduped = Replay(id, operator_);
   ASSERT_EQ(deduped.status, 200) << deduped.body;
   EXPECT_EQ(Body(deduped)["deduplicated"], true);
@@ -204,18 +228,14 @@ TEST_F(ReplayTest, AnotherToolsSuccessIsNotAReplaysResult) {
   const std::string other = Body(gw_->Invoke("crm.refund", {{"input", {{"to", "attacker"}}}}, user_))["execution_id"];
   ASSERT_EQ(crm_.total(), 2);
 
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  auto run = [&](const std::string& sql) {
-    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
-  };
+  StoreEdit edit(dir_.file("store.db"));
+  auto run = [&](const std::string& sql) { EXPECT_EQ(edit.Run(sql), 1) << sql; };
   auto record = [](const std::string& id) { return " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + id + "'"; };
   run("UPDATE items SET attrs = json_set(attrs, '$.replay_of', '" + failed + "')" + record(other));
   run("UPDATE items SET attrs = json_set(attrs, '$.replay_succeeded_in', '" + other +
       "', '$.replay_result_json', (SELECT json_extract(attrs, '$.result_json') FROM items" + record(other) +
       "), '$.replay_expires_at_s', (SELECT ttl FROM items" + record(other) + "))" + record(failed));
-  sqlite3_close(db);
+  edit.Close();
   auto forged = Replay(failed, operator_);
   EXPECT_EQ(forged.status, 503) << forged.body;
   EXPECT_EQ(forged.body.find("attacker"), std::string::npos) << "another tool's result was answered";
@@ -237,13 +257,8 @@ TEST_F(ReplayTest, AnInputItsChainDoesNotVouchForIsNotSent) {
   ASSERT_EQ(crm_.total(), 1);
   healthy = true;
 
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  auto run = [&](const std::string& sql) {
-    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
-    EXPECT_EQ(sqlite3_changes(db), 1) << sql;
-  };
+  StoreEdit edit(dir_.file("store.db"));
+  auto run = [&](const std::string& sql) { EXPECT_EQ(edit.Run(sql), 1) << sql; };
   const std::string where = " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + id + "'";
   run("UPDATE items SET attrs = json_set(attrs, '$.input_json', replace(json_extract(attrs, '$.input_json'), "
       "'10', '10000'))" +
@@ -256,7 +271,7 @@ TEST_F(ReplayTest, AnInputItsChainDoesNotVouchForIsNotSent) {
   run("UPDATE items SET attrs = json_set(attrs, '$.input_json', replace(json_extract(attrs, '$.input_json'), "
       "'10000', '10'))" +
       where);
-  sqlite3_close(db);
+  edit.Close();
   auto replayed = Replay(id, operator_);
   ASSERT_EQ(replayed.status, 200) << replayed.body;
   EXPECT_EQ(Body(replayed)["outcome"], "SUCCEEDED");
@@ -386,10 +401,7 @@ TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheInte
   EXPECT_EQ(crm_.requests().back().headers.at("idempotency-key"), testing::DownstreamKey("acme", "k-1"));
   // Even once the intent record is gone (it expires after retention_h), the original remembers.
   gw_->Terminate();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DELETE FROM items WHERE sk = 'INTENT#k-1'", nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(db);
+  EXPECT_EQ(StoreEdit(dir_.file("store.db")).Run("DELETE FROM items WHERE sk = 'INTENT#k-1'"), 1);
   ASSERT_TRUE(gw_->Start());
   auto deduped = Replay(id, operator_);
   ASSERT_EQ(deduped.status, 200) << deduped.body;
@@ -445,14 +457,10 @@ TEST_F(ReplayTest, AnExecutionAbandonedInProgressCanBeReplayedOnceNoGatewayCanSt
     aged["last_hash"] = events->back().hash;
     ASSERT_TRUE(items.Put(key, aged, store::Condition::Always()).ok());
   }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &db), SQLITE_OK);
-  const char* hold_over =
-      "UPDATE items SET attrs = json_set(attrs, '$.held_until_ms', "
-      "json_extract(attrs, '$.held_until_ms') - 3600000) WHERE sk = 'INTENT#k-9'";
-  ASSERT_EQ(sqlite3_exec(db, hold_over, nullptr, nullptr, nullptr), SQLITE_OK);
-  EXPECT_EQ(sqlite3_changes(db), 1);
-  sqlite3_close(db);
+  EXPECT_EQ(StoreEdit(dir_.file("store.db"))
+                .Run("UPDATE items SET attrs = json_set(attrs, '$.held_until_ms', "
+                     "json_extract(attrs, '$.held_until_ms') - 3600000) WHERE sk = 'INTENT#k-9'"),
+            1);
   ASSERT_TRUE(gw_->Start());
   auto replayed = Replay(id, operator_);
   ASSERT_EQ(replayed.status, 200) << replayed.body;
