@@ -19,6 +19,7 @@
 #include "downstream_key.h"
 #include "fake_downstream.h"
 #include "gateway_harness.h"
+#include "wait_until.h"
 #include "gmock/gmock.h"
 
 namespace toolgate {
@@ -508,7 +509,7 @@ TEST_F(GatewayTest, SigintStopsTheGatewayAsGracefullyAsSigterm) {
   // timeout_ms): all four are in flight at SIGINT however slowly they arrive.
   std::atomic<bool> release{false};
   crm_.set_behavior([&release](const auto&) {
-    for (int i = 0; i < 2000 && !release.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    testing::WaitUntil([&release] { return release.load(); }, std::chrono::seconds(10), std::chrono::milliseconds(5));
     return Reply{200, R"({"ok":true})"};
   });
   GatewayProcess& gw = Start(
@@ -518,12 +519,11 @@ TEST_F(GatewayTest, SigintStopsTheGatewayAsGracefullyAsSigterm) {
   for (size_t i = 0; i < answers.size(); ++i) {
     callers.emplace_back([&, i] { answers[i] = gw.Invoke("crm.x", {{"input", {{"i", i}}}}, alice_); });
   }
-  for (int i = 0; i < 2000 && crm_.concurrent() < 4; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  testing::WaitUntil([&] { return crm_.concurrent() >= 4; }, std::chrono::seconds(20));
   ASSERT_EQ(crm_.concurrent(), 4) << "the calls did not all reach the downstream";
   ASSERT_EQ(kill(gw.pid(), SIGINT), 0);
-  for (int i = 0; i < 200 && gw.Log().find("SIGINT: stopping") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  testing::WaitUntil([&] { return gw.Log().find("SIGINT: stopping") != std::string::npos; }, std::chrono::seconds(10),
+                     std::chrono::milliseconds(50));
   release = true;
   const int status = gw.AwaitExit();
   for (auto& t : callers) t.join();

@@ -17,6 +17,7 @@
 
 #include "fake_downstream.h"
 #include "gateway_harness.h"
+#include "wait_until.h"
 #include "gmock/gmock.h"
 
 #ifndef TOOLGATE_SOURCE_DIR
@@ -500,7 +501,7 @@ TEST_F(RunbookTest, AnOperatorLimitIsListedAndHandedBackToTheConfig) {
 TEST_F(RunbookTest, SighupIsIgnoredWithALogLineAndTheCallInFlightCompletes) {
   std::atomic<bool> release{false};
   crm_.set_behavior([&release](const auto&) {
-    for (int i = 0; i < 2000 && !release.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    testing::WaitUntil([&release] { return release.load(); }, std::chrono::seconds(10), std::chrono::milliseconds(5));
     return Reply{200, R"({"ok":true})"};
   });
   gateways_.push_back(std::make_unique<GatewayProcess>(
@@ -509,12 +510,11 @@ TEST_F(RunbookTest, SighupIsIgnoredWithALogLineAndTheCallInFlightCompletes) {
   ASSERT_TRUE(gw.Start());
   api::ClientResult held;
   std::thread caller([&] { held = gw.Invoke("crm.x", {{"input", json::object()}}, alice_); });
-  for (int i = 0; i < 2000 && crm_.concurrent() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  testing::WaitUntil([&] { return crm_.concurrent() >= 1; }, std::chrono::seconds(20));
   ASSERT_EQ(crm_.concurrent(), 1) << "the call did not reach the downstream";
   ASSERT_EQ(kill(gw.pid(), SIGHUP), 0);
-  for (int i = 0; i < 200 && gw.Log().find("event=signal_ignored") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  testing::WaitUntil([&] { return gw.Log().find("event=signal_ignored") != std::string::npos; },
+                     std::chrono::seconds(10), std::chrono::milliseconds(50));
   release = true;
   caller.join();
   EXPECT_EQ(held.status, 200) << "the call in flight at SIGHUP was cut: " << held.error << " " << held.body;
