@@ -17,8 +17,10 @@
 
 #include "fake_downstream.h"
 #include "test_support.h"
+#include "wait_until.h"
 #include "toolgate/services/queue_service.h"
 #include "gateway_harness.h"
+#include "wait_until.h"
 #include "gmock/gmock.h"
 
 namespace toolgate {
@@ -1008,6 +1010,54 @@ TEST_F(QueueGatewayTest, CallbacksOfCallsEndedUnrunAndGivenUpAfterTheRetryWindow
 json JsonIn(const std::string& out) {
   const auto end = out.rfind("\n}");
   return json::parse(end == std::string::npos ? out : out.substr(0, end + 2), nullptr, false);
+}
+
+// A tenant whose receiver hangs holds at most 8 of an instance's 32 deliveries in flight, and its
+// pending deliveries, older than another tenant's, do not keep that one waiting: bob's callback is
+// delivered while 40 of alice's hang at her receiver (counted there, at most 8 at once).
+TEST_F(QueueGatewayTest, AHangingReceiverHoldsOnlyItsTenantsShareOfCallbackDeliveries) {
+  FakeDownstream crm, receiver;
+  std::atomic<bool> release{false};
+  receiver.set_behavior([&release](const FakeDownstream::Request& r) {
+    if (r.path == "/hooks/slow") {
+      testing::WaitUntil([&release] { return release.load(); }, std::chrono::seconds(20), std::chrono::milliseconds(5));
+    }
+    return Reply{204, ""};
+  });
+  GatewayProcess& gw = Start(QueueConfig(dir_.file("store.db"), 50) +
+                             CallbackConfig(receiver, "callback_timeout_ms = 30000\n") + Connector("crm", crm, 2));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the dispatchers see the open
+  // Ended unrun (cancelled), each owes its callback at once.
+  for (int i = 0; i < 40; ++i) {
+    const std::string id =
+        Enqueue(gw, "crm.update", {{"i", i}}, alice_, {{"callback_url", receiver.base_url() + "/hooks/slow"}});
+    ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + id, "", alice_).status, 200);
+  }
+  ASSERT_TRUE(testing::WaitUntil([&] { return receiver.concurrent() >= 8; }, std::chrono::seconds(10)))
+      << "alice's deliveries did not reach her receiver";
+  const std::string bobs =
+      Enqueue(gw, "crm.update", {{"b", 1}}, bob_, {{"callback_url", receiver.base_url() + "/hooks/bob"}});
+  ASSERT_EQ(gw.Public("DELETE", "/v1/executions/" + bobs, "", bob_).status, 200);
+  const bool delivered = testing::WaitUntil(
+      [&] {
+        const auto types = EventTypes(Execution(gw, bobs, bob_));
+        return std::find(types.begin(), types.end(), "CALLBACK_DELIVERED") != types.end();
+      },
+      std::chrono::seconds(10), std::chrono::milliseconds(50));
+  const int hanging = receiver.concurrent();
+  release = true;
+  EXPECT_TRUE(delivered) << "bob's callback waited behind alice's hanging ones";
+  EXPECT_EQ(hanging, 8) << "alice's deliveries in flight while bob's was delivered";
+  EXPECT_LE(receiver.peak_concurrent(), 9) << "alice's share (8) and bob's one";
+  // Once her receiver answers, every one of alice's is delivered.
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        int n = 0;
+        for (const auto& r : receiver.requests()) n += r.path == "/hooks/slow" ? 1 : 0;
+        return n >= 40;
+      },
+      std::chrono::seconds(20), std::chrono::milliseconds(50)));
 }
 
 // `toolgate queue status`: depth, oldest age and tenants per connector, from the admin listener and,

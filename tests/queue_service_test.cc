@@ -432,6 +432,59 @@ TEST_P(QueueServiceTest, AnEndedItemWithACallbackOwesOneDeliveryClaimedAsALease)
   EXPECT_EQ(*outbox.Pending(), 0);
 }
 
+// A tenant whose receiver fails keeps many deliveries waiting out their backoff at the head of the
+// partition (the oldest). The scan goes on where the last one stopped, so a later tenant's delivery
+// is found within ceil(pending / scan_limit) scans, not hidden until the older ones give up; and a
+// tenant the caller does not want now (its share in flight) is passed over without being returned.
+TEST_P(QueueServiceTest, DeliveriesBehindAnotherTenantsBackoffAreFoundWithinAFewScans) {
+  CallbackOutbox outbox(*store_, clock_, kSkewS);
+  const int64_t later_ms = clock_.now_epoch_ms() + 3'600'000;
+  std::vector<store::WriteRequest> writes;
+  for (int i = 0; i < 25; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "a-%04d", i);
+    store::WriteRequest w = CallbackOutbox::AddRequest(id, "alice", kConn, "http://127.0.0.1:1/x", 0);
+    w.item["due_ms"] = later_ms;  // in its backoff
+    writes.push_back(std::move(w));
+  }
+  writes.push_back(CallbackOutbox::AddRequest("b-0000", "bob", kConn, "http://127.0.0.1:2/y", 0));
+  ASSERT_TRUE(ApplyAll(writes));
+
+  constexpr int kScan = 10;
+  auto all = [](const CallbackDelivery&) { return true; };
+  std::vector<std::string> found;
+  int scans = 0;
+  for (; scans < 3 && found.empty(); ++scans) {
+    auto due = outbox.Due(32, all, kScan);
+    ASSERT_TRUE(due.ok()) << due.status();
+    for (const auto& d : *due) found.push_back(d.execution_id);
+  }
+  EXPECT_EQ(found, std::vector<std::string>{"b-0000"}) << "after " << scans << " scans of " << kScan;
+  // The scan wraps: the same delivery is found again within a cycle.
+  found.clear();
+  for (int i = 0; i < 3 && found.empty(); ++i) {
+    const auto due = outbox.Due(32, all, kScan);
+    ASSERT_TRUE(due.ok()) << due.status();
+    for (const auto& d : *due) found.push_back(d.execution_id);
+  }
+  EXPECT_EQ(found, std::vector<std::string>{"b-0000"}) << "not found again after wrapping";
+  // Passed over when not wanted, found when wanted again.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_TRUE(outbox
+                    .Due(
+                        32, [](const CallbackDelivery& d) { return d.tenant_id != "bob"; }, kScan)
+                    ->empty());
+  }
+  clock_.advance(std::chrono::hours(1));  // alice's come due
+  std::set<std::string> tenants;
+  for (int i = 0; i < 3; ++i) {
+    const auto due = outbox.Due(32, all, kScan);
+    ASSERT_TRUE(due.ok()) << due.status();
+    for (const auto& d : *due) tenants.insert(d.tenant_id);
+  }
+  EXPECT_EQ(tenants, (std::set<std::string>{"alice", "bob"}));
+}
+
 // A bulk replay job's claim, like every claim no one connector owns, is taken over only once its
 // lease and the fleet's clock skew have passed on the taker's clock: a host running that far ahead
 // never takes a live holder's job.

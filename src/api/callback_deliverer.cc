@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 #include <vector>
@@ -17,6 +18,7 @@
 #include "api/api_support.h"
 #include "api/http.h"
 #include "api/views.h"
+#include "absl/synchronization/mutex.h"
 #include "spdlog/spdlog.h"
 #include "toolgate/net/tls_client_context.h"
 
@@ -25,6 +27,9 @@ namespace toolgate::api {
 namespace {
 
 constexpr int kMaxInFlight = 32;
+// One tenant's deliveries in flight on this instance: a tenant whose receiver hangs holds at most this
+// many of the kMaxInFlight, the rest stay for the others'.
+constexpr int kMaxInFlightPerTenant = 8;
 constexpr int64_t kNotFinalRetryMs = 500;  // the record is written just after the delivery (DynamoDB)
 constexpr int64_t kFirstIdleMs = 50;
 
@@ -88,7 +93,14 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
   // Claims up to `room` due deliveries and prepares them (blocking: on the pool).
   std::vector<Job> Claim(int room) {
     std::vector<Job> jobs;
-    absl::StatusOr<std::vector<CallbackDelivery>> due = g.engine.callbacks().Due(room);
+    std::map<std::string, int> taken;  // this claim's picks per tenant, beside those in flight
+    auto wanted = [this, &taken](const CallbackDelivery& d) {
+      int& n = taken[d.tenant_id];
+      if (n + InFlightOf(d.tenant_id) >= kMaxInFlightPerTenant) return false;
+      ++n;
+      return true;
+    };
+    absl::StatusOr<std::vector<CallbackDelivery>> due = g.engine.callbacks().Due(room, wanted);
     if (!due.ok()) {
       spdlog::warn("callbacks: pending deliveries not read: {}", due.status().ToString());
       return jobs;
@@ -99,6 +111,7 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
       if (!claimed.ok() || !claimed->has_value()) continue;
       Job job;
       job.delivery = std::move(**claimed);
+      AddInFlight(job.delivery.tenant_id, 1);
       absl::StatusOr<ExecutionRecord> rec =
           g.engine.executions().Get(job.delivery.tenant_id, job.delivery.execution_id);
       if (absl::IsNotFound(rec.status())) {
@@ -213,9 +226,13 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
   // `self` keeps the counters alive while the frame lives (it may outlive the gateway's use of it).
   asio::awaitable<void> Deliver(std::shared_ptr<Impl> self, Job job) {
     struct Done {
-      std::atomic<int>& n;
-      ~Done() { --n; }
-    } done{self->in_flight};
+      Impl& impl;
+      std::string tenant;
+      ~Done() {
+        impl.AddInFlight(tenant, -1);
+        --impl.in_flight;
+      }
+    } done{*self, job.delivery.tenant_id};
     if (job.gone) {
       auto drop = [this, &job] {
         absl::StatusOr<bool> ended = g.engine.queued_calls().EndCallback(job.delivery, "CALLBACK_FAILED", {});
@@ -273,11 +290,25 @@ struct CallbackDeliverer::Impl : std::enable_shared_from_this<Impl> {
     }
   }
 
+  int InFlightOf(const std::string& tenant) {
+    absl::MutexLock lock(&tenants_mu);
+    auto it = tenant_in_flight.find(tenant);
+    return it == tenant_in_flight.end() ? 0 : it->second;
+  }
+  void AddInFlight(const std::string& tenant, int n) {
+    absl::MutexLock lock(&tenants_mu);
+    int& count = tenant_in_flight[tenant];
+    count += n;
+    if (count <= 0) tenant_in_flight.erase(tenant);
+  }
+
   GatewayContext& g;
   asio::io_context& io;
   const std::string secret;
   std::shared_ptr<const net::TlsClientContext> tls;
   std::atomic<int> in_flight{0};
+  absl::Mutex tenants_mu;
+  std::map<std::string, int> tenant_in_flight ABSL_GUARDED_BY(tenants_mu);  // claimed here, not yet settled
 };
 
 CallbackDeliverer::CallbackDeliverer(GatewayContext& context, asio::io_context& io, std::string secret)

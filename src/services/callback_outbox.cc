@@ -68,21 +68,40 @@ absl::StatusOr<CallbackDelivery> CallbackOutbox::FromItem(const Item& item) {
   return d;
 }
 
-absl::StatusOr<std::vector<CallbackDelivery>> CallbackOutbox::Due(int limit, int scan_limit) {
+absl::StatusOr<std::vector<CallbackDelivery>> CallbackOutbox::Due(
+    int limit, absl::FunctionRef<bool(const CallbackDelivery&)> wanted, int scan_limit) {
   const int64_t now_ms = clock_.now_epoch_ms();
+  absl::MutexLock lock(&cursor_mu_);  // one scan at a time moves the cursor
+  const std::optional<std::string> start = cursor_;
   std::vector<CallbackDelivery> out;
-  store::QueryRequest q{kCallbacksPk, kSkPrefix, std::clamp(scan_limit, 1, 200), std::nullopt, false};
   int seen = 0;
-  while (seen < scan_limit && static_cast<int>(out.size()) < limit) {
-    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
-    for (const auto& [sk, item] : p.items) {
-      ++seen;
-      ASSIGN_OR_RETURN(CallbackDelivery d, FromItem(item));
-      if (d.due_ms <= now_ms && Claimable(d, now_ms, skew_ms_)) out.push_back(std::move(d));
-      if (static_cast<int>(out.size()) >= limit) break;
+  // From the cursor to the partition's end, then (when the scan began past the start) from the
+  // start up to where it began.
+  for (int pass = 0; pass < (start ? 2 : 1) && seen < scan_limit && static_cast<int>(out.size()) < limit; ++pass) {
+    store::QueryRequest q{kCallbacksPk, kSkPrefix, std::clamp(scan_limit - seen, 1, 200),
+                          pass == 0 ? start : std::nullopt, false};
+    bool wrapped = false;  // pass 1 reached what pass 0 began after
+    while (!wrapped && seen < scan_limit && static_cast<int>(out.size()) < limit) {
+      ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+      for (const auto& [sk, item] : p.items) {
+        if (pass == 1 && sk > *start) {
+          wrapped = true;
+          break;
+        }
+        ++seen;
+        cursor_ = sk;
+        ASSIGN_OR_RETURN(CallbackDelivery d, FromItem(item));
+        if (d.due_ms <= now_ms && Claimable(d, now_ms, skew_ms_) && wanted(d)) out.push_back(std::move(d));
+        if (static_cast<int>(out.size()) >= limit || seen >= scan_limit) break;
+      }
+      if (wrapped || static_cast<int>(out.size()) >= limit || seen >= scan_limit) break;
+      if (!p.last_sk) {
+        if (pass == 0) cursor_.reset();  // the end: the next pass (or scan) begins at the start
+        break;
+      }
+      q.after = p.last_sk;
+      q.limit = std::clamp(scan_limit - seen, 1, 200);
     }
-    if (!p.last_sk) break;
-    q.after = p.last_sk;
   }
   return out;
 }

@@ -5,7 +5,10 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "toolgate/clock.h"
 #include "toolgate/store/item_store.h"
 
@@ -54,9 +57,14 @@ class CallbackOutbox {
   static store::WriteRequest AddRequest(std::string_view execution_id, std::string_view tenant_id,
                                         std::string_view connector_id, std::string_view url, int64_t ttl_s);
 
-  // Up to `limit` deliveries due at `now` and claimable (unclaimed, or the lease has run out),
-  // oldest first, examining at most `scan_limit` pending items.
-  absl::StatusOr<std::vector<CallbackDelivery>> Due(int limit, int scan_limit = 1000);
+  // Up to `limit` deliveries due at `now`, claimable (unclaimed, or the lease has run out) and
+  // `wanted`, examining at most `scan_limit` pending items. The scan goes on where the last one
+  // stopped and wraps at the partition's end, so every pending item is looked at within
+  // ceil(pending / scan_limit) calls, however many older ones wait out a backoff: a tenant whose
+  // receiver fails cannot hide the deliveries behind its own (oldest first within one pass).
+  absl::StatusOr<std::vector<CallbackDelivery>> Due(
+      int limit, absl::FunctionRef<bool(const CallbackDelivery&)> wanted = [](const CallbackDelivery&) { return true; },
+      int scan_limit = 1000);
 
   // One conditional write: claims `seen` for `lease_ms` if nobody has since (same `attempts`), and
   // sets first_attempt_ms when it is the first. nullopt: lost.
@@ -79,6 +87,8 @@ class CallbackOutbox {
   store::ItemStore& store_;
   const Clock& clock_;
   const int64_t skew_ms_;
+  absl::Mutex cursor_mu_;
+  std::optional<std::string> cursor_ ABSL_GUARDED_BY(cursor_mu_);  // the last item examined; nullopt: the start
 };
 
 }  // namespace toolgate
