@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "api/http.h"
 #include "app/cli.h"
 #include "toolgate/domain/control_bytes.h"
@@ -40,8 +41,14 @@ int PrintSloStatus(const json& raw) {
 
 // The fleet-wide status document (engine/operator_status.h), live or from the store.
 absl::StatusOr<json> StatusDoc(const Config& config) {
-  return ReadLiveOrStore(config, "/admin/status",
-                         [](Engine& engine, const Clock& clock) { return OperatorStatusJson(engine, clock); });
+  return ReadLiveOrStore(
+      config, "/admin/status", [&config](Engine& engine, const Clock& clock) -> absl::StatusOr<json> {
+        absl::StatusOr<json> doc = OperatorStatusJson(engine, clock);
+        if (doc.ok()) return doc;
+        // Which store, and its own words (a bare "disk I/O error" names neither).
+        return absl::Status(doc.status().code(), absl::StrCat("the store at ", StoreLocation(config.store),
+                                                              " cannot be read: ", doc.status().ToString()));
+      });
 }
 
 int LimitsList(const Config& config, bool as_json) {
@@ -106,6 +113,29 @@ int KillSwitchList(const Config& config, bool as_json) {
   return kExitOk;
 }
 
+// The status document's "store" line (engine/operator_status.h StoreHealthJson): the backend and
+// whether the gateway that answered sees its writes fail, with the store's own message.
+void PrintStoreHealth(const json& store) {
+  if (!store.is_object()) return;
+  const std::string backend = store.value("backend", "?");
+  const json& failing = store["writes_failing"];
+  const json& failure = store["last_write_failure"];
+  if (failing.is_null()) {
+    std::printf("store: %s; writes: not seen (no gateway answered: read from the store)\n", backend.c_str());
+  } else if (failing.get<bool>()) {
+    std::printf("store: %s; WRITES FAILING (/readyz answers 503 store_unwritable); last failed at %s: %s\n",
+                backend.c_str(), failure.value("at", "?").c_str(), failure.value("message", "").c_str());
+  } else {
+    const json& ok_at = store["last_write_success_at"];
+    std::printf("store: %s; writes ok (last at %s)\n", backend.c_str(),
+                ok_at.is_string() ? ok_at.get<std::string>().c_str() : "?");
+    if (failure.is_object()) {
+      std::printf("  last write failure at %s: %s\n", failure.value("at", "?").c_str(),
+                  failure.value("message", "").c_str());
+    }
+  }
+}
+
 // `toolgate status`: per connector what agents were answered over the last 5 minutes (every
 // instance, from the store's counters), the breaker with who forced it, throttling, limits; then
 // the kill switches in force.
@@ -114,9 +144,10 @@ int Status(const Config& config, bool as_json) {
   if (!r.ok()) return Fail(std::string(r.status().message()));
   if (as_json) return PrintOr(std::move(r));
   *r = ForTerminal(std::move(*r));
+  PrintStoreHealth(r->value("store", json(nullptr)));
   std::printf("last %d minutes, all instances\n", r->value("window_minutes", 5));
-  std::printf("%-16s %-12s %9s %9s %11s %7s %7s %7s %8s %7s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED",
-              "IN FLIGHT", "CALLS", "OK", "FAILED", "DEFERRED", "BLOCKED");
+  std::printf("%-16s %-12s %9s %9s %11s %7s %7s %7s %8s %7s %7s %8s\n", "CONNECTOR", "BREAKER", "COOLDOWN", "THROTTLED",
+              "IN FLIGHT", "CALLS", "OK", "FAILED", "DEFERRED", "BLOCKED", "QUEUED", "OLDEST");
   for (const auto& c : (*r)["connectors"]) {
     const json& b = c["breaker"];
     const json& o = c["last_5m"];
@@ -124,12 +155,14 @@ int Status(const Config& config, bool as_json) {
                               std::to_string(c["max_in_flight"].get<int64_t>()) +
                               (c.value("limit_set_by_operator", false) ? "*" : "");
     std::printf(
-        "%-16s %-12s %8llds %8llds %11s %7lld %7lld %7lld %8lld %7lld\n", c["id"].get<std::string>().c_str(),
-        b["state"].get<std::string>().c_str(), static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
+        "%-16s %-12s %8llds %8llds %11s %7lld %7lld %7lld %8lld %7lld %7lld %7llds\n",
+        c["id"].get<std::string>().c_str(), b["state"].get<std::string>().c_str(),
+        static_cast<long long>(b["cooldown_remaining_s"].get<int64_t>()),
         static_cast<long long>(c.value("throttled_remaining_s", int64_t{0})), limit.c_str(),
         static_cast<long long>(o["calls"].get<int64_t>()), static_cast<long long>(o["succeeded"].get<int64_t>()),
         static_cast<long long>(o["failed"].get<int64_t>()), static_cast<long long>(o["deferred"].get<int64_t>()),
-        static_cast<long long>(o["blocked"].get<int64_t>()));
+        static_cast<long long>(o["blocked"].get<int64_t>()), static_cast<long long>(c.value("queue_depth", int64_t{0})),
+        static_cast<long long>(c.value("queue_oldest_age_s", int64_t{0})));
     std::string reasons;
     for (const auto& [reason, n] : o["deferred_by_reason"].items()) {
       reasons += (reasons.empty() ? "" : ", ") + reason + " " + n.dump();

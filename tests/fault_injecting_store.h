@@ -1,12 +1,13 @@
 #pragma once
 
 // A store wrapper that injects faults (hardening tests): errors on chosen keys or on everything (a
-// store that dies and comes back), and a count of what it refused. Reads and writes are refused before
-// they reach the store, so a refused write never happened — but for ApplyThenFailOnce's.
+// store that dies and comes back), errors or refusals of writes only, and a count of what it refused. Reads and writes
+// are refused before they reach the store, so a refused write never happened — but for ApplyThenFailOnce's.
 
 #include <atomic>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -30,6 +31,24 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   void SetDown(bool down) {
     FailWhere(down ? KeyPredicate([](const store::ItemKey&) { return true; }) : KeyPredicate());
   }
+  // Every write (Put, Update, Erase; a batch's one by one) to a key `pred` accepts fails with `error`
+  // while reads go through: a store that can be read but not written (a full disk, a volume gone
+  // read-only). `pred` is asked once for every write that reaches this store, so it can count them.
+  void FailWritesWhere(KeyPredicate pred,
+                       absl::Status error = absl::UnavailableError("injected: database or disk is full")) {
+    std::lock_guard lock(mu_);
+    write_pred_ = std::move(pred);
+    write_refuses_ = false;
+    write_code_ = error.code();
+    write_message_ = std::string(error.message());
+  }
+  // Every write to a key `pred` accepts is answered "the condition did not hold" without reaching
+  // the store: a normal refusal (a full slot, a breaker probe another call took), not a fault.
+  void RefuseWritesWhere(KeyPredicate pred) {
+    std::lock_guard lock(mu_);
+    write_pred_ = std::move(pred);
+    write_refuses_ = true;
+  }
   int injected() const { return injected_.load(); }
   // The next write to a key `pred` accepts is applied, then answered with `error`: a write whose
   // outcome its caller cannot know (a DynamoDB timeout or 500 after the request went out). Once.
@@ -47,6 +66,7 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   absl::StatusOr<store::WriteResult> Put(const store::ItemKey& key, const store::Item& item,
                                          const store::Condition& condition) override {
     if (auto e = Fault(key)) return *e;
+    if (auto w = WriteFault(key)) return *w;
     auto r = ForwardingItemStore::Put(key, item, condition);
     if (auto e = FaultAfter(key)) return *e;
     return r;
@@ -55,12 +75,14 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   absl::StatusOr<store::WriteResult> Update(const store::ItemKey& key, const std::vector<store::UpdateOp>& ops,
                                             const store::Condition& condition, store::ReturnValues returns) override {
     if (auto e = Fault(key)) return *e;
+    if (auto w = WriteFault(key)) return *w;
     auto r = ForwardingItemStore::Update(key, ops, condition, returns);
     if (auto e = FaultAfter(key)) return *e;
     return r;
   }
   absl::StatusOr<store::WriteResult> Erase(const store::ItemKey& key, const store::Condition& condition) override {
     if (auto e = Fault(key)) return *e;
+    if (auto w = WriteFault(key)) return *w;
     auto r = ForwardingItemStore::Erase(key, condition);
     if (auto e = FaultAfter(key)) return *e;
     return r;
@@ -84,6 +106,13 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     // it last, through atomics ThreadSanitizer cannot see inside the uninstrumented Abseil library.
     return absl::Status(code_, message_);
   }
+  std::optional<absl::StatusOr<store::WriteResult>> WriteFault(const store::ItemKey& key) {
+    std::lock_guard lock(mu_);
+    if (!write_pred_ || !write_pred_(key)) return std::nullopt;
+    injected_.fetch_add(1);
+    if (write_refuses_) return store::WriteResult::ConditionFailed();
+    return absl::Status(write_code_, write_message_);
+  }
   std::optional<absl::Status> FaultAfter(const store::ItemKey& key) {
     std::lock_guard lock(mu_);
     if (!after_pred_ || !after_pred_(key)) return std::nullopt;
@@ -94,6 +123,10 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   std::mutex mu_;
   KeyPredicate pred_;
   KeyPredicate after_pred_;
+  KeyPredicate write_pred_;
+  bool write_refuses_ = false;
+  absl::StatusCode write_code_ = absl::StatusCode::kOk;
+  std::string write_message_;
   absl::StatusCode after_code_ = absl::StatusCode::kOk;
   std::string after_message_;
   absl::StatusCode code_ = absl::StatusCode::kOk;

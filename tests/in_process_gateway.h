@@ -25,7 +25,9 @@ namespace toolgate::testing {
 class InProcessGateway : public LoopbackGatewayClient<InProcessGateway> {
  public:
   // `clock` must outlive the gateway; start it at the real time so tokens' `exp` mean what they say.
-  InProcessGateway(std::string config_text, const Clock& clock) : config_text_(std::move(config_text)), clock_(clock) {}
+  // `options`: e.g. a fault-injecting store between the store and the engine (GatewayOptions::wrap_store).
+  InProcessGateway(std::string config_text, const Clock& clock, api::GatewayOptions options = {})
+      : config_text_(std::move(config_text)), clock_(clock), options_(std::move(options)) {}
   InProcessGateway(const InProcessGateway&) = delete;
   InProcessGateway& operator=(const InProcessGateway&) = delete;
   ~InProcessGateway() {
@@ -42,7 +44,7 @@ class InProcessGateway : public LoopbackGatewayClient<InProcessGateway> {
       ADD_FAILURE() << config.status();
       return false;
     }
-    absl::StatusOr<std::unique_ptr<api::Gateway>> made = api::Gateway::Create(std::move(*config), clock_);
+    absl::StatusOr<std::unique_ptr<api::Gateway>> made = api::Gateway::Create(std::move(*config), clock_, options_);
     if (!made.ok()) {
       ADD_FAILURE() << made.status();
       return false;
@@ -62,6 +64,7 @@ class InProcessGateway : public LoopbackGatewayClient<InProcessGateway> {
  private:
   std::string config_text_;
   const Clock& clock_;
+  api::GatewayOptions options_;
   std::unique_ptr<api::Gateway> gateway_;
   std::thread runner_;
 };

@@ -137,6 +137,7 @@ struct AdminRoutes::Impl : GatewayContext {
       }
       return 0;
     });
+    engine.metrics().StoreWritesFailing(engine.write_health().failing());
     const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
     engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
     if (auto* dynamo = dynamic_cast<store::DynamoDbItemStore*>(&engine.base_store())) {
@@ -309,7 +310,19 @@ struct AdminRoutes::Impl : GatewayContext {
     if (absl::Status f = engine.slo_counters().Flush(); !f.ok())
       spdlog::warn("SLO counts not flushed: {}", f.ToString());
     auto doc = OperatorStatusJson(engine, clock);
-    if (!doc.ok()) return Error(503, "store_unavailable", "the store cannot be read right now");
+    if (!doc.ok()) {
+      // The cause, for the operator this listener answers: the store's own words, and what this
+      // instance last saw of its writes (a full disk fails writes before it fails reads).
+      const json store = StoreHealthJson(engine);
+      std::string message = absl::StrCat("the store (", std::string(engine.store().backend_name()),
+                                         ") cannot be read: ", doc.status().ToString());
+      if (store["writes_failing"] == true) {
+        absl::StrAppend(&message, "; its writes fail too, the last at ",
+                        store["last_write_failure"]["at"].get<std::string>(), ": ",
+                        store["last_write_failure"]["message"].get<std::string>());
+      }
+      return Json(503, {{"error", "store_unavailable"}, {"message", message}, {"store", store}});
+    }
     return Json(200, *doc);
   }
 

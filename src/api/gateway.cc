@@ -136,6 +136,7 @@ struct Gateway::Impl {
     options.store.on_write_units = [this](const store::ItemKey& key, double units) {
       if (engine) engine->metrics().StoreWriteUnits(config.store.backend, key, units);
     };
+    options.wrap_store = wrap_store;
     auto opened = Engine::Open(config, clock, std::move(options));
     if (!opened.ok()) return opened.status();
     engine = std::move(*opened);
@@ -354,6 +355,7 @@ struct Gateway::Impl {
 
   Config config;
   const Clock& clock;
+  std::function<std::unique_ptr<store::ItemStore>(store::ItemStore&)> wrap_store;  // GatewayOptions
   std::unique_ptr<AlarmNotifier> notifier;
   std::unique_ptr<Engine> engine;
   std::unique_ptr<auth::JwtVerifier> verifier;
@@ -401,7 +403,7 @@ Gateway::~Gateway() {
   impl_->io.shutdown();
 }
 
-absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Clock& clock) {
+absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Clock& clock, GatewayOptions options) {
   std::string admin_token;
   if (!config.admin.admin_token_env.empty()) {
     const char* v = std::getenv(config.admin.admin_token_env.c_str());
@@ -439,6 +441,7 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Cl
   if (!verifier.ok()) return verifier.status();
   if (absl::Status s = ApplyConnectionCaps(config); !s.ok()) return s;
   auto impl = std::make_unique<Impl>(std::move(config), clock);
+  impl->wrap_store = std::move(options.wrap_store);
   impl->verifier = std::move(*verifier);
   impl->admin_token = std::move(admin_token);
   // Mcp-Session-Id values are signed with a key every instance of a fleet derives from the same

@@ -4,6 +4,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "api/api_support.h"
@@ -23,9 +24,12 @@ struct PublicRoutes::Impl : GatewayContext {
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (req.path == "/healthz" && req.method == "GET") co_return Json(200, {{"status", "ok"}});
     if (req.path == "/readyz" && req.method == "GET") {
-      const bool ready = co_await RunBlocking(pool, [this] { return engine.store().Get({"HEALTH", "READYZ"}).ok(); });
+      const bool readable = co_await RunBlocking(pool, [this] {
+        return engine.store().Get({"HEALTH", "READYZ"}).ok();
+      });
       if (draining) co_return Json(503, {{"status", "draining"}});
-      co_return ready ? Json(200, {{"status", "ready"}}) : Json(503, {{"status", "store_unavailable"}});
+      if (!readable) co_return Json(503, {{"status", "store_unavailable"}});
+      co_return co_await WritesReady();
     }
     if (req.path == "/openapi.json" && req.method == "GET") {
       co_return HttpResponse{200, OpenApiFor("public", ""), "application/json", {{"Cache-Control", "no-cache"}}, "",
@@ -41,6 +45,39 @@ struct PublicRoutes::Impl : GatewayContext {
     HttpResponse answer = co_await std::move(route_op);
     answer.tenant_id = principal->tenant_id;
     co_return answer;
+  }
+
+  // The rest of /readyz, the store read: whether its writes go in (StoreWriteHealth). Healthy, it
+  // writes nothing. While writes fail, one call a second (per process) writes a probe item, since a
+  // balancer sends no traffic to an instance that is not ready and no call's write would ever tell
+  // it that writes work again; the calls in between answer from what the last probe left.
+  asio::awaitable<HttpResponse> WritesReady() {
+    StoreWriteHealth& health = engine.write_health();
+    if (!health.failing()) co_return Json(200, {{"status", "ready"}});
+    if (health.ClaimProbe()) {
+      absl::Status probe = co_await RunBlocking(pool, [this] { return engine.ProbeStoreWrite(); });
+      if (!probe.ok()) spdlog::warn("readyz: the store still refuses writes: {}", probe.ToString());
+    }
+    if (!health.failing()) co_return Json(200, {{"status", "ready"}});
+    co_return Json(503, {{"status", "store_unwritable"}, {"error", UnwritableReason(health.snapshot())}});
+  }
+
+  // What /readyz says to anyone about failing writes: the kind of trouble, never the store's own
+  // message (it may name the file, the table, the endpoint), which `toolgate status` shows.
+  static std::string UnwritableReason(const StoreWriteHealth::Snapshot& s) {
+    const std::string& m = s.last_failure_message;
+    std::string kind = "the store refuses writes";
+    if (absl::StrContains(m, "disk is full") || absl::StrContains(m, "disk full")) {
+      kind = "the store's disk is full";
+    } else if (absl::StrContains(m, "read-only")) {
+      kind = "the store is read-only";
+    } else if (absl::StrContains(m, "busy") || absl::StrContains(m, "locked")) {
+      kind = "the store's write lock is held by another process";
+    } else if (absl::StrContains(m, "throttl")) {
+      kind = "the store is throttling writes";
+    }
+    return absl::StrCat(kind, " (last failed write at ", Rfc3339(s.last_failure_ms),
+                        "); `toolgate status` shows the store's own message");
   }
 
   // The /v1 routes, for an authenticated caller.

@@ -18,7 +18,12 @@ Engine::~Engine() = default;
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Open(const Config& config, const Clock& clock, Options options) {
   std::unique_ptr<Engine> engine(new Engine(config, clock, std::move(options)));
   ASSIGN_OR_RETURN(engine->owned_store_, OpenConfiguredStore(config.store, clock, engine->options_.store));
-  engine->Build(*engine->owned_store_);
+  if (engine->options_.wrap_store) {
+    engine->wrapped_store_ = engine->options_.wrap_store(*engine->owned_store_);
+    engine->Build(*engine->wrapped_store_);
+  } else {
+    engine->Build(*engine->owned_store_);
+  }
   return engine;
 }
 
@@ -32,7 +37,7 @@ std::unique_ptr<Engine> Engine::Over(store::ItemStore& store, const Config& conf
 void Engine::Build(store::ItemStore& base) {
   const Config& c = config_;
   base_ = &base;
-  metered_ = std::make_unique<MeteredItemStore>(base, clock_, metrics_);
+  metered_ = std::make_unique<MeteredItemStore>(base, clock_, metrics_, write_health_);
   store::ItemStore& st = *metered_;
   breakers_ = std::make_unique<CircuitBreakerService>(st, clock_, instance_id_, &auditor_, c.server.breaker_cache_ms);
   slots_ = std::make_unique<ConnectorConcurrencyService>(st, clock_);
@@ -56,9 +61,9 @@ void Engine::Build(store::ItemStore& base) {
   for (const auto& [id, connector] : c.connectors) connector_ids.insert(id);
   mcp_tools_ = std::make_unique<McpToolRegistry>(std::move(reserved), std::move(connector_ids));
   unrecorded_ = std::make_unique<UnrecordedOutcomes>(st, clock_, metrics_);
-  invoker_ = std::make_unique<ToolInvoker>(
-      ToolInvoker::Services{st, clock_, c, *breakers_, *slots_, *kill_switches_, *ledger_, *executions_, *intents_,
-                            metrics_, slo_counters_.get(), queue_.get(), mcp_tools_.get(), unrecorded_.get()});
+  invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{
+      st, clock_, c, *breakers_, *slots_, *kill_switches_, *ledger_, *executions_, *intents_, metrics_,
+      slo_counters_.get(), queue_.get(), mcp_tools_.get(), unrecorded_.get(), &write_health_});
   callbacks_ = std::make_unique<CallbackOutbox>(st, clock_, c.LargestClockSkewS());
   queued_calls_ = std::make_unique<QueuedCalls>(st, clock_, c, *queue_, *executions_, *ledger_, *intents_, metrics_);
   // An execution still IN_PROGRESS this long after it began was abandoned (Replayer): its call's
@@ -70,6 +75,16 @@ void Engine::Build(store::ItemStore& base) {
   }
   replayer_ = std::make_unique<Replayer>(*executions_, *ledger_, metrics_, clock_, c.max_replays_per_execution,
                                          std::move(abandoned_after_ms));
+}
+
+absl::Status Engine::ProbeStoreWrite() {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  store::Item item;
+  item["at_ms"] = store::AttributeValue(now_ms);
+  item[std::string(store::kTtlAttribute)] = store::AttributeValue(now_ms / 1000 + kWriteProbeTtlS);
+  absl::StatusOr<store::WriteResult> r =
+      metered_->Put({"HEALTH", absl::StrCat("WRITE#", instance_id_)}, item, store::Condition::Always());
+  return r.status();
 }
 
 absl::Status Engine::PrepareConnectors() {

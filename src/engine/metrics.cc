@@ -135,6 +135,13 @@ Metrics::Metrics()
                              .Help("How far this host's clock is ahead of the store's (DynamoDB's Date header; "
                                    "negative: behind), 0 within the header's one-second resolution")
                              .Register(*registry_)),
+      store_writes_failing_(prometheus::BuildGauge()
+                                .Name("toolgate_store_writes_failing")
+                                .Help("1 while this instance's last store write that reached a verdict failed with "
+                                      "store trouble (a full disk, a read-only or unreachable store): /readyz then "
+                                      "answers 503 store_unwritable")
+                                .Register(*registry_)
+                                .Add({})),
       store_requests_in_flight_(prometheus::BuildGauge()
                                     .Name("toolgate_store_requests_in_flight")
                                     .Help("Store requests of this instance holding a place under the cap "
@@ -355,6 +362,7 @@ void Metrics::UnrecordedOutcomeEnded(const std::string& result) {
 }
 
 void Metrics::StoreClockAhead(double seconds) { store_clock_ahead_.Add({}).Set(seconds); }
+void Metrics::StoreWritesFailing(bool failing) { store_writes_failing_.Set(failing ? 1 : 0); }
 
 void Metrics::StoreRequests(const std::string& backend, double in_flight, double waiting, double limit) {
   store_requests_in_flight_.Add({{"backend", backend}}).Set(in_flight);

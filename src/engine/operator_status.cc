@@ -44,6 +44,18 @@ absl::StatusOr<json> McpServerJson(Engine& engine, const ConnectorConfig& connec
   return out;
 }
 
+json StoreHealthJson(Engine& engine) {
+  const StoreWriteHealth::Snapshot w = engine.write_health().snapshot();
+  const bool seen = w.last_failure_ms > 0 || w.last_success_ms > 0;
+  json failure = nullptr;
+  if (w.last_failure_ms > 0) failure = {{"at", Rfc3339(w.last_failure_ms)}, {"message", w.last_failure_message}};
+  return {{"backend", std::string(engine.store().backend_name())},
+          {"writes_failing", seen ? json(w.failing) : json(nullptr)},
+          {"last_write_failure", failure},
+          {"last_write_success_at", w.last_success_ms > 0 ? json(Rfc3339(w.last_success_ms)) : json(nullptr)},
+          {"instance_id", engine.instance_id()}};
+}
+
 absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
   const int64_t now_ms = clock.now_epoch_ms();
   const int64_t now_s = now_ms / 1000;
@@ -52,6 +64,7 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
     ASSIGN_OR_RETURN(breaker::Snapshot b, engine.breakers().Read(id));
     ASSIGN_OR_RETURN(ConcurrencySnapshot s, engine.slots().Read(id, c.concurrency));
     ASSIGN_OR_RETURN(OutcomeCounts o, engine.slo_counters().ReadOutcomes(id, kStatusWindowMinutes));
+    ASSIGN_OR_RETURN(QueueStats q, engine.queue().Stats(id));
     json breaker = {{"state", std::string(breaker::ToString(b.state))},
                     {"open_until_epoch_sec", b.open_until_epoch_sec},
                     {"cooldown_remaining_s", std::max<int64_t>(0, b.open_until_epoch_sec - now_s)},
@@ -64,6 +77,8 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
     }
     json deferred = json::object();
     for (const auto& [reason, n] : o.deferred_by_reason) deferred[reason] = n;
+    const int64_t queue_age_s =
+        q.oldest_enqueued_ms == 0 ? 0 : std::max<int64_t>(0, (now_ms - q.oldest_enqueued_ms) / 1000);
     connectors.push_back({{"id", id},
                           {"breaker", breaker},
                           {"throttled_until_epoch_sec", b.throttled_until_epoch_sec},
@@ -81,6 +96,8 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
                             {"deferred", o.deferred},
                             {"blocked", o.blocked},
                             {"deferred_by_reason", deferred}}},
+                          {"queue_depth", q.depth},
+                          {"queue_oldest_age_s", queue_age_s},
                           {"kind", std::string(ConnectorKindName(c))}});
     if (c.is_mcp()) {
       ASSIGN_OR_RETURN(json mcp, McpServerJson(engine, c));
@@ -95,6 +112,7 @@ absl::StatusOr<json> OperatorStatusJson(Engine& engine, const Clock& clock) {
   }
   return json{{"generated_at", Rfc3339(now_ms)},
               {"window_minutes", kStatusWindowMinutes},
+              {"store", StoreHealthJson(engine)},
               {"connectors", connectors},
               {"kill_switches", kills}};
 }

@@ -23,8 +23,8 @@ namespace {
 
 using WriteResults = std::vector<absl::StatusOr<store::WriteResult>>;
 
-// A batch through the drive's asynchronous port (timed as the metered store times its own), or
-// through the synchronous store on the calling thread.
+// A batch through the drive's asynchronous port (timed and its outcome recorded as the metered store
+// does for its own), or through the synchronous store on the calling thread.
 asio::awaitable<WriteResults> Commit(ToolInvoker::Services& s, StoreDrive drive,
                                      std::vector<store::WriteRequest> writes) {
   if (drive.port == nullptr) co_return s.store.WriteBatch(writes);
@@ -33,6 +33,7 @@ asio::awaitable<WriteResults> Commit(ToolInvoker::Services& s, StoreDrive drive,
   WriteResults results = co_await std::move(op);
   s.metrics.StoreOperation(std::string(s.store.backend_name()), "batch",
                            std::chrono::duration<double>(s.clock.now_monotonic() - start).count());
+  if (s.write_health != nullptr) s.write_health->Record(results);
   co_return results;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "toolgate/engine/queued_calls.h"
 #include "toolgate/engine/replayer.h"
 #include "toolgate/engine/slo_evaluator.h"
+#include "toolgate/engine/store_write_health.h"
 #include "toolgate/engine/tool_invoker.h"
 #include "toolgate/engine/transition_auditor.h"
 #include "toolgate/engine/unrecorded_outcomes.h"
@@ -43,6 +45,10 @@ struct EngineOptions {
   std::string instance_id;                  // names this process in probe claims; empty: a new UUIDv7
   AlarmNotifier* alarm_notifier = nullptr;  // SLO alarm changes (the webhook), or none
   StoreOpenOptions store;                   // Open only
+  // Open only, for tests: the store to build over instead of the one opened, made from it (a
+  // fault-injecting wrapper). The opened store outlives what this returns. The engine then has no
+  // asynchronous port (async_port() is null): every write goes through the wrapper.
+  std::function<std::unique_ptr<store::ItemStore>(store::ItemStore& opened)> wrap_store;
 };
 
 class Engine {
@@ -56,6 +62,13 @@ class Engine {
                                       Options options = {});
   ~Engine();
 
+  // Writes a small item of this instance's (HEALTH / WRITE#<instance id>, expiring after
+  // kWriteProbeTtlS) to learn whether the store takes writes again; the outcome is recorded in
+  // write_health() like any write's. Blocking (one store write). The caller rate-limits it
+  // (StoreWriteHealth::ClaimProbe).
+  absl::Status ProbeStoreWrite();
+  static constexpr int64_t kWriteProbeTtlS = 300;
+
   // Creates each configured connector's semaphore, or brings a config-owned limit in line with the
   // config (an operator's limit stands). kUnavailable naming the connector when the store fails.
   absl::Status PrepareConnectors();
@@ -63,6 +76,8 @@ class Engine {
   const Config& config() const { return config_; }
   const std::string& instance_id() const { return instance_id_; }
   Metrics& metrics() { return metrics_; }
+  // What this process last learned about the store's writes (every write is recorded there).
+  StoreWriteHealth& write_health() { return write_health_; }
   store::ItemStore& store() { return *metered_; }
   // The adapter under the metering (e.g. to find the memory store's sweeper).
   store::ItemStore& base_store() { return *base_; }
@@ -96,7 +111,9 @@ class Engine {
   std::string instance_id_;
   Metrics metrics_;
   TransitionAuditor auditor_{metrics_};
-  std::unique_ptr<store::ItemStore> owned_store_;  // set by Open
+  StoreWriteHealth write_health_{clock_};
+  std::unique_ptr<store::ItemStore> owned_store_;    // set by Open
+  std::unique_ptr<store::ItemStore> wrapped_store_;  // Options::wrap_store's, over owned_store_
   store::ItemStore* base_ = nullptr;
   std::unique_ptr<MeteredItemStore> metered_;
   std::unique_ptr<CircuitBreakerService> breakers_;

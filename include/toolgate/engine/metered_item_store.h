@@ -2,15 +2,17 @@
 
 #include "toolgate/clock.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/engine/store_write_health.h"
 #include "toolgate/store/forwarding_item_store.h"
 
 namespace toolgate {
 
-// Times every store operation for `toolgate_store_operation_seconds{backend, op}`. Thread-safe as
-// its target is; the target, clock and metrics must outlive it.
+// Times every store operation for `toolgate_store_operation_seconds{backend, op}`, and records every
+// write's outcome in `write_health` (/readyz, `toolgate status`). Thread-safe as its target is; the
+// target, clock, metrics and write health must outlive it.
 class MeteredItemStore final : public store::ForwardingItemStore {
  public:
-  MeteredItemStore(store::ItemStore& target, const Clock& clock, Metrics& metrics);
+  MeteredItemStore(store::ItemStore& target, const Clock& clock, Metrics& metrics, StoreWriteHealth& write_health);
 
   absl::StatusOr<std::optional<store::Item>> Get(const store::ItemKey& key) override;
   absl::StatusOr<store::WriteResult> Put(const store::ItemKey& key, const store::Item& item,
@@ -28,6 +30,7 @@ class MeteredItemStore final : public store::ForwardingItemStore {
 
   const Clock& clock_;
   Metrics& metrics_;
+  StoreWriteHealth& write_health_;
 };
 
 }  // namespace toolgate

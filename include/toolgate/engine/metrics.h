@@ -73,6 +73,8 @@ class Metrics final : public BreakerTransitionListener {
   void UnrecordedOutcomeEnded(const std::string& result);
   // This host's clock ahead of the store's (DynamoDB's Date; negative: behind).
   void StoreClockAhead(double seconds);
+  // Whether this instance's last store write that reached a verdict failed (StoreWriteHealth).
+  void StoreWritesFailing(bool failing);
   // The store's requests under way against its cap (DynamoDB: store.max_requests_in_flight).
   void StoreRequests(const std::string& backend, double in_flight, double waiting, double limit);
   void OnTransition(const BreakerTransition& t) override;
@@ -107,6 +109,7 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Gauge& unrecorded_held_;
   prometheus::Family<prometheus::Counter>& unrecorded_ended_;
   prometheus::Family<prometheus::Gauge>& store_clock_ahead_;
+  prometheus::Gauge& store_writes_failing_;
   prometheus::Family<prometheus::Gauge>& store_requests_in_flight_;
   prometheus::Family<prometheus::Gauge>& store_requests_waiting_;
   prometheus::Family<prometheus::Gauge>& store_max_requests_in_flight_;

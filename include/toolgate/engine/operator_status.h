@@ -15,6 +15,7 @@ inline constexpr int kStatusWindowMinutes = 5;
 // from the store alone so that it is fleet-wide, survives restarts, and works with the server down:
 //
 //   {"generated_at": RFC 3339, "window_minutes": 5,
+//    "store": StoreHealthJson,
 //    "connectors": [{"id", "breaker": {"state", "open_until_epoch_sec", "cooldown_remaining_s",
 //                     "generation", "half_open_probe_in_flight", "forced_by"?, "forced_reason"?,
 //                     "forced_at"?},
@@ -23,6 +24,7 @@ inline constexpr int kStatusWindowMinutes = 5;
 //                    "limit": {"set_by", "reason", "set_at"} | null (an operator's limit: who, why, when),
 //                    "last_5m": {"calls", "succeeded", "failed", "deferred", "blocked",
 //                                "deferred_by_reason": {reason: n}},
+//                    "queue_depth", "queue_oldest_age_s" (queued calls, fleet-wide: QueueService::Stats),
 //                    "kind": "http" | "mcp" | "mcp_stdio", "mcp"?: McpServerJson}],
 //    "kill_switches": [{"scope", "key", "reason", "requested_by", "at"}]}
 //
@@ -31,6 +33,14 @@ inline constexpr int kStatusWindowMinutes = 5;
 // last seconds may be missing until its next flush. Reads only; thread-safe as the services are.
 // Status codes: store errors (kUnavailable, ...), kDataLoss for damaged items.
 absl::StatusOr<nlohmann::json> OperatorStatusJson(Engine& engine, const Clock& clock);
+
+// The store as this process sees it (no store access; never fails):
+//   {"backend", "writes_failing": bool | null (null: this process has made no write yet — the CLI
+//    reading a stopped gateway's store), "last_write_failure": {"at": RFC 3339, "message"} | null,
+//    "last_write_success_at": RFC 3339 | null, "instance_id"}
+// The message is the store's own (it may name the file or the table): for the admin listener and
+// the CLI, never the public one.
+nlohmann::json StoreHealthJson(Engine& engine);
 
 // Who set an operator's limit, why and when: {"set_by", "reason", "set_at" (RFC 3339 or null)};
 // null when the limit is the config's.

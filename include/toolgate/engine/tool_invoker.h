@@ -19,6 +19,7 @@
 #include "toolgate/engine/connector.h"
 #include "toolgate/engine/mcp_tool_registry.h"
 #include "toolgate/engine/metrics.h"
+#include "toolgate/engine/store_write_health.h"
 #include "toolgate/engine/unrecorded_outcomes.h"
 #include "toolgate/services/circuit_breaker_service.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -169,6 +170,9 @@ class ToolInvoker : public BackgroundTraffic {
     QueueService* queue = nullptr;               // queued calls (§15); without it Enqueue refuses not_implemented
     const McpToolRegistry* mcp_tools = nullptr;  // the tools MCP connectors expose, when there are any
     UnrecordedOutcomes* unrecorded = nullptr;    // holds outcomes the store did not take, to write again
+    // Told the outcome of each batch written through a StoreDrive's port (the synchronous store
+    // records its own: MeteredItemStore), when set.
+    StoreWriteHealth* write_health = nullptr;
   };
 
   using Ticket = InvocationTicket;

@@ -1,0 +1,312 @@
+// A store that can be read but not written (a full disk, a volume gone read-only): /readyz says
+// store_unwritable instead of staying 200 on its read, one probe write a second at most finds the
+// store writable again with no traffic but /readyz, a refused conditional write is no store trouble,
+// and GET /admin/status and `toolgate status` show the failure and each connector's queue.
+//
+// The gateway in process on a manual clock (the probe's one-second limit is checked at its exact
+// millisecond), real SQLite, real HTTP on loopback; a fault-injecting store between the SQLite store
+// and the engine fails or refuses writes while reads go through, and counts the probe writes it sees.
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "fault_injecting_store.h"
+#include "in_process_gateway.h"
+#include "toolgate/engine/store_write_health.h"
+#include "toolgate/services/kill_switch_service.h"
+#include "toolgate/services/queue_service.h"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using std::chrono::milliseconds;
+using testing::Body;
+using testing::FaultInjectingStore;
+using ::testing::HasSubstr;
+using testing::InProcessGateway;
+using testing::TempDir;
+
+constexpr char kDiskFull[] = "sqlite commit: database or disk is full";
+
+int64_t RealNowMs() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+class StoreHealthTest : public ::testing::Test {
+ protected:
+  StoreHealthTest() : clock_(RealNowMs() / 1000 * 1000) {}
+
+  InProcessGateway& Start() {
+    std::string config = testing::BaseConfig(dir_.file("store.db"));
+    config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\ntimeout_ms = 1000\nmax_in_flight = 4\n";
+    api::GatewayOptions options;
+    options.wrap_store = [this](store::ItemStore& opened) {
+      auto made = std::make_unique<FaultInjectingStore>(opened);
+      fault_ = made.get();
+      return made;
+    };
+    gw_ = std::make_unique<InProcessGateway>(config, clock_, std::move(options));
+    EXPECT_TRUE(gw_->Start());
+    EXPECT_NE(fault_, nullptr);
+    return *gw_;
+  }
+
+  // Every write fails with `error` (reads go through), but the probe's when `probe_passes`; every
+  // probe write is counted, failed or not.
+  void FailWrites(absl::Status error = absl::UnavailableError(kDiskFull), bool probe_passes = false) {
+    fault_->FailWritesWhere(
+        [this, probe_passes](const store::ItemKey& key) {
+          const bool probe = key.pk == "HEALTH";
+          if (probe) probe_writes_.fetch_add(1);
+          return !(probe && probe_passes);
+        },
+        std::move(error));
+  }
+  void WritesWork() {
+    fault_->FailWritesWhere([this](const store::ItemKey& key) {
+      if (key.pk == "HEALTH") probe_writes_.fetch_add(1);
+      return false;
+    });
+  }
+
+  // An admin change: one store write, with no call's outcome left to flush or write again.
+  api::ClientResult SetKillSwitch() {
+    return gw_->Admin(
+        "PUT", "/admin/kill-switches",
+        json{{"scope", "connector"}, {"key", "crm"}, {"reason", "drill"}, {"requested_by", "oncall"}}.dump());
+  }
+  api::ClientResult Readyz() { return gw_->Public("GET", "/readyz"); }
+  json Crm(const json& status) {
+    for (const auto& c : status["connectors"]) {
+      if (c["id"] == "crm") return c;
+    }
+    return json();
+  }
+
+  ManualClock clock_;
+  TempDir dir_;
+  FaultInjectingStore* fault_ = nullptr;
+  std::atomic<int> probe_writes_{0};
+  std::unique_ptr<InProcessGateway> gw_;
+};
+
+TEST_F(StoreHealthTest, ReadyzSaysStoreUnwritableWhileReadsStillWork) {
+  Start();
+  ASSERT_EQ(Readyz().status, 200);
+  FailWrites();
+  EXPECT_NE(SetKillSwitch().status, 200);
+
+  const api::ClientResult ready = Readyz();
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  EXPECT_EQ(Body(ready)["status"], "store_unwritable");
+  EXPECT_THAT(Body(ready)["error"].get<std::string>(), HasSubstr("disk is full"));
+  // The store's own message stays off the public listener.
+  EXPECT_THAT(ready.body, ::testing::Not(HasSubstr(kDiskFull)));
+  // Reads still work: the check that only read stayed 200 here.
+  EXPECT_EQ(gw_->Admin("GET", "/admin/kill-switches").status, 200);
+  EXPECT_EQ(gw_->Admin("GET", "/admin/connectors").status, 200);
+
+  const std::string metrics = gw_->Admin("GET", "/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("\ntoolgate_store_writes_failing 1\n"));
+}
+
+TEST_F(StoreHealthTest, AProbeWriteClearsItWithNoTrafficButReadyz) {
+  Start();
+  FailWrites();
+  EXPECT_NE(SetKillSwitch().status, 200);
+  EXPECT_EQ(Readyz().status, 503);
+  EXPECT_EQ(probe_writes_.load(), 1) << "the first /readyz that finds writes failing probes at once";
+
+  // The store takes writes again — only the probe's, so nothing else can be what clears it.
+  FailWrites(absl::UnavailableError(kDiskFull), /*probe_passes=*/true);
+  EXPECT_EQ(Readyz().status, 503) << "within the second after a probe: no new probe, the last one's answer";
+  EXPECT_EQ(probe_writes_.load(), 1);
+  clock_.advance(milliseconds(1000));
+  const api::ClientResult ready = Readyz();
+  EXPECT_EQ(ready.status, 200) << ready.body;
+  EXPECT_EQ(probe_writes_.load(), 2);
+
+  // Healthy again, /readyz writes nothing, however often it is asked.
+  WritesWork();
+  for (int i = 0; i < 5; ++i) {
+    clock_.advance(milliseconds(1500));
+    EXPECT_EQ(Readyz().status, 200);
+  }
+  EXPECT_EQ(probe_writes_.load(), 2);
+  EXPECT_THAT(gw_->Admin("GET", "/metrics").body, HasSubstr("\ntoolgate_store_writes_failing 0\n"));
+}
+
+TEST_F(StoreHealthTest, ManyReadyzCallsMakeAtMostOneProbeWriteASecond) {
+  Start();
+  FailWrites();
+  EXPECT_NE(SetKillSwitch().status, 200);
+  auto burst = [this](int threads, int each) {
+    std::atomic<int> not_503{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < threads; ++t) {
+      callers.emplace_back([this, each, &not_503] {
+        for (int i = 0; i < each; ++i) {
+          if (Readyz().status != 503) not_503.fetch_add(1);
+        }
+      });
+    }
+    for (auto& c : callers) c.join();
+    return not_503.load();
+  };
+  EXPECT_EQ(burst(8, 5), 0);
+  EXPECT_EQ(probe_writes_.load(), 1);
+  clock_.advance(milliseconds(999));
+  EXPECT_EQ(burst(8, 5), 0);
+  EXPECT_EQ(probe_writes_.load(), 1) << "999 ms after the last probe";
+  clock_.advance(milliseconds(1));
+  EXPECT_EQ(burst(8, 5), 0);
+  EXPECT_EQ(probe_writes_.load(), 2) << "one second after the last probe: exactly one more";
+  clock_.advance(milliseconds(5000));
+  EXPECT_EQ(burst(8, 5), 0);
+  EXPECT_EQ(probe_writes_.load(), 3) << "a probe a second at most, not one per second that passed";
+}
+
+TEST_F(StoreHealthTest, RefusedConditionalWritesAreNoStoreTrouble) {
+  Start();
+  // Every write's condition fails (the store answered: the slot was full, the probe was taken).
+  fault_->RefuseWritesWhere([](const store::ItemKey&) { return true; });
+  SetKillSwitch();
+  gw_->Invoke("crm.x", {{"input", json::object()}}, testing::Token("tenant-a"));
+  EXPECT_EQ(Readyz().status, 200);
+  // The services' own words for a refusal: AlreadyExists, a FailedPrecondition that is no read-only store.
+  FailWrites(absl::AlreadyExistsError("execution e1 exists"));
+  EXPECT_NE(SetKillSwitch().status, 200);
+  EXPECT_EQ(Readyz().status, 200);
+  FailWrites(absl::FailedPreconditionError("the execution is no longer queued"));
+  EXPECT_NE(SetKillSwitch().status, 200);
+  EXPECT_EQ(Readyz().status, 200);
+  EXPECT_EQ(probe_writes_.load(), 0);
+  // A read-only store is store trouble.
+  FailWrites(absl::FailedPreconditionError("sqlite step: attempt to write a readonly database (store is read-only)"));
+  EXPECT_NE(SetKillSwitch().status, 200);
+  const api::ClientResult ready = Readyz();
+  EXPECT_EQ(ready.status, 503);
+  EXPECT_THAT(Body(ready)["error"].get<std::string>(), HasSubstr("read-only"));
+}
+
+TEST_F(StoreHealthTest, StatusShowsTheWriteFailureAndEachConnectorsQueue) {
+  Start();
+  {
+    json before = Body(gw_->Admin("GET", "/admin/status"));
+    EXPECT_EQ(before["store"]["backend"], "sqlite");
+    EXPECT_EQ(before["store"]["writes_failing"], false) << before.dump();
+    EXPECT_TRUE(before["store"]["last_write_failure"].is_null());
+    EXPECT_TRUE(before["store"]["last_write_success_at"].is_string()) << "the start's writes";
+    EXPECT_EQ(Crm(before)["queue_depth"], 0);
+  }
+  // One call queued (not ready for a day, so no dispatcher takes it), seven seconds ago.
+  QueueService queue(*fault_, clock_);
+  QueueItem item;
+  item.connector_id = "crm";
+  item.tenant_id = "tenant-a";
+  item.execution_id = "0190b7e0-0000-7000-8000-000000000001";
+  item.tool_name = "crm.x";
+  item.action_type = "crm.x";
+  item.enqueued_at_ms = clock_.now_epoch_ms();
+  item.ready_at_ms = item.enqueued_at_ms + 86'400'000;
+  item.deadline_ms = item.enqueued_at_ms + 2 * 86'400'000;
+  ASSERT_EQ(queue.Enqueue(item, 100).value_or(false), true);
+  clock_.advance(milliseconds(7000));
+
+  FailWrites();
+  EXPECT_NE(SetKillSwitch().status, 200);
+  const json status = Body(gw_->Admin("GET", "/admin/status"));
+  const json& store = status["store"];
+  EXPECT_EQ(store["writes_failing"], true) << status.dump();
+  EXPECT_THAT(store["last_write_failure"]["message"].get<std::string>(), HasSubstr(kDiskFull));
+  EXPECT_EQ(store["last_write_failure"]["at"], Rfc3339(clock_.now_epoch_ms()));
+  EXPECT_EQ(Crm(status)["queue_depth"], 1);
+  EXPECT_EQ(Crm(status)["queue_oldest_age_s"], 7);
+
+  // The operator's view: `toolgate status` against this gateway's admin listener.
+  const std::string cli_config = dir_.file("cli.toml");
+  FILE* f = fopen(cli_config.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  fprintf(f,
+          "[admin]\nlisten = \"127.0.0.1:%d\"\n[store]\npath = \"%s\"\n[connectors.crm]\nbase_url = "
+          "\"http://127.0.0.1:9\"\n",
+          gw_->admin_port(), dir_.file("store.db").c_str());
+  fclose(f);
+  auto [code, out] = testing::RunCli({"status", "--config", cli_config}, dir_);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_THAT(out, HasSubstr("WRITES FAILING"));
+  EXPECT_THAT(out, HasSubstr(kDiskFull));
+  EXPECT_THAT(out, HasSubstr("QUEUED"));
+}
+
+TEST_F(StoreHealthTest, StatusNamesTheCauseWhenTheStoreCannotBeRead) {
+  Start();
+  FailWrites();
+  EXPECT_NE(SetKillSwitch().status, 200);
+  fault_->SetDown(true);  // reads fail too
+  const api::ClientResult r = gw_->Admin("GET", "/admin/status");
+  EXPECT_EQ(r.status, 503);
+  const std::string message = Body(r)["message"].get<std::string>();
+  EXPECT_THAT(message, HasSubstr("cannot be read"));
+  EXPECT_THAT(message, HasSubstr("injected: store unreachable"));
+  EXPECT_THAT(message, HasSubstr(kDiskFull)) << "what the writes said before the reads failed";
+  EXPECT_EQ(Readyz().status, 503);
+  EXPECT_EQ(Body(Readyz())["status"], "store_unavailable");
+}
+
+// The recording itself: which outcomes say the store is in trouble, and which say nothing.
+TEST(StoreWriteHealthTest, OnlyStoreTroubleMarksWritesFailingAndOnlyAnAppliedWriteClearsIt) {
+  ManualClock clock(1'700'000'000'000);
+  StoreWriteHealth health(clock);
+  EXPECT_FALSE(health.failing());
+  health.Record(absl::StatusOr<store::WriteResult>(store::WriteResult::ConditionFailed()));
+  health.Record(absl::StatusOr<store::WriteResult>(absl::AlreadyExistsError("exists")));
+  health.Record(absl::StatusOr<store::WriteResult>(absl::InvalidArgumentError("ADD to a string")));
+  health.Record(absl::StatusOr<store::WriteResult>(absl::FailedPreconditionError("the execution is RUNNING")));
+  EXPECT_FALSE(health.failing());
+  EXPECT_EQ(health.snapshot().last_failure_ms, 0);
+
+  for (absl::Status trouble :
+       {absl::UnavailableError(kDiskFull), absl::DataLossError("damaged"), absl::InternalError("sqlite 1"),
+        absl::FailedPreconditionError("(store is read-only)")}) {
+    health.Record(absl::StatusOr<store::WriteResult>(trouble));
+    EXPECT_TRUE(health.failing()) << trouble;
+    EXPECT_EQ(health.snapshot().last_failure_message, trouble.message());
+    // A refusal after it proves nothing about the store either way.
+    health.Record(absl::StatusOr<store::WriteResult>(store::WriteResult::ConditionFailed()));
+    EXPECT_TRUE(health.failing());
+    store::WriteResult applied;
+    applied.applied = true;
+    health.Record(absl::StatusOr<store::WriteResult>(applied));
+    EXPECT_FALSE(health.failing());
+  }
+
+  // A batch: its first store trouble wins over the writes applied before it.
+  store::WriteResult applied;
+  applied.applied = true;
+  clock.advance(milliseconds(5));
+  health.Record(std::vector<absl::StatusOr<store::WriteResult>>{applied, absl::UnavailableError(kDiskFull)});
+  EXPECT_TRUE(health.failing());
+  EXPECT_EQ(health.snapshot().last_failure_ms, clock.now_epoch_ms());
+  health.Record(std::vector<absl::StatusOr<store::WriteResult>>{store::WriteResult::ConditionFailed()});
+  EXPECT_TRUE(health.failing());
+  health.Record(std::vector<absl::StatusOr<store::WriteResult>>{store::WriteResult::ConditionFailed(), applied});
+  EXPECT_FALSE(health.failing());
+  EXPECT_EQ(health.snapshot().last_success_ms, clock.now_epoch_ms());
+
+  // The probe's limit: once, then not again until a full second has passed.
+  EXPECT_TRUE(health.ClaimProbe());
+  EXPECT_FALSE(health.ClaimProbe());
+  clock.advance(milliseconds(999));
+  EXPECT_FALSE(health.ClaimProbe());
+  clock.advance(milliseconds(1));
+  EXPECT_TRUE(health.ClaimProbe());
+  EXPECT_FALSE(health.ClaimProbe());
+}
+
+}  // namespace
+}  // namespace toolgate
