@@ -478,6 +478,42 @@ TEST_F(GatewayTest, BreakerCloseChecksHealthFirstAndEveryAdminChangeIsAudited) {
   EXPECT_NE(metrics.find("toolgate_store_operation_seconds_count{backend=\"sqlite\""), std::string::npos);
 }
 
+// Before any call, /metrics lists every family once (a family without samples as its HELP and TYPE
+// lines) and each configured connector's counters of fixed label values at 0, none per tool.
+TEST_F(GatewayTest, MetricsListEveryFamilyOnceAndTheConnectorsCountersAtZeroBeforeAnyCall) {
+  GatewayProcess& gw = Start(Config());
+  const auto scraped = gw.Admin("GET", "/metrics");
+  ASSERT_EQ(scraped.status, 200) << scraped.body;
+  const std::string& metrics = scraped.body;
+  std::map<std::string, int> typed;  // family name -> its `# TYPE` lines
+  std::istringstream lines(metrics);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) == 0) ++typed[line.substr(7, line.find(' ', 7) - 7)];
+  }
+  for (const auto& [name, count] : typed) EXPECT_EQ(count, 1) << name << " listed twice";
+  for (const char* name : {"toolgate_tool_calls_total", "toolgate_tool_errors_total", "toolgate_tool_latency_seconds",
+                           "toolgate_breaker_transitions_total", "toolgate_deferred_total", "toolgate_blocked_total",
+                           "toolgate_replays_total", "toolgate_callback_attempts_total", "toolgate_slo_events_total",
+                           "toolgate_slo_bad_events_total", "toolgate_slo_alarm", "toolgate_store_retries_total",
+                           "toolgate_unrecorded_outcomes_ended_total", "process_open_fds"}) {
+    EXPECT_EQ(typed.count(name), 1u) << name << "\n" << metrics;
+  }
+  for (const char* series :
+       {R"(toolgate_deferred_total{connector="crm",reason="breaker_open"} 0)",
+        R"(toolgate_deferred_total{connector="other",reason="concurrency_limit"} 0)",
+        R"(toolgate_blocked_total{connector="crm",scope="global"} 0)",
+        R"(toolgate_breaker_transitions_total{connector="crm",from="CLOSED",to="OPEN"} 0)",
+        R"(toolgate_slo_events_total{connector="other",slo="tool_latency_ms"} 0)",
+        R"(toolgate_slo_bad_events_total{connector="crm",slo="tool_error"} 0)",
+        R"(toolgate_replays_total{result="executed"} 0)", R"(toolgate_in_flight{connector="crm"} 0)",
+        R"(toolgate_in_flight_limit{connector="crm"} 8)",
+        R"(toolgate_breaker_state{connector="crm",state="CLOSED"} 1)"}) {
+    EXPECT_NE(metrics.find(std::string("\n") + series + "\n"), std::string::npos) << series << "\n" << metrics;
+  }
+  EXPECT_EQ(metrics.find("toolgate_callback_attempts_total{"), std::string::npos) << "no callbacks configured";
+  EXPECT_EQ(metrics.find("tool=\""), std::string::npos) << "no series per tool before a call";
+}
+
 TEST_F(GatewayTest, RestartKeepsBreakerStateAndLedger) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
   // The fixture's cooldown (300 s) far outlasts a restart (an instrumented build on a slow machine

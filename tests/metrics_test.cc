@@ -1,8 +1,11 @@
 // Metrics updates on the hot path come from a per-thread memory of the metrics already added (no
 // lock, no label map per update): the counts must still add up across threads, a Metrics made later
 // at the same address must not reach an earlier one's metrics, and the tool label cap must hold.
+// Every family is listed from the start, once each, and the series known in advance start at 0.
 
+#include <map>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +26,179 @@ double Value(const std::string& text, const std::string& series) {
     at += series.size();
   }
   return -1;
+}
+
+// The names of the `# TYPE <name> <type>` lines, in order.
+std::vector<std::string> TypedFamilies(const std::string& text) {
+  std::vector<std::string> names;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) == 0) names.push_back(line.substr(7, line.find(' ', 7) - 7));
+  }
+  return names;
+}
+
+// How many lines of `text` start with `prefix`.
+int LinesStartingWith(const std::string& text, const std::string& prefix) {
+  int n = 0;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) n += line.rfind(prefix, 0) == 0 ? 1 : 0;
+  return n;
+}
+
+// Every family of design §8 and docs/operations.md, as a fresh Metrics must list it.
+const std::map<std::string, std::string> kFamilies = {
+    {"toolgate_tool_latency_seconds", "histogram"},
+    {"toolgate_tool_errors_total", "counter"},
+    {"toolgate_tool_calls_total", "counter"},
+    {"toolgate_breaker_state", "gauge"},
+    {"toolgate_breaker_transitions_total", "counter"},
+    {"toolgate_in_flight", "gauge"},
+    {"toolgate_in_flight_limit", "gauge"},
+    {"toolgate_downstream_connections_total", "counter"},
+    {"toolgate_queue_depth", "gauge"},
+    {"toolgate_queue_oldest_age_seconds", "gauge"},
+    {"toolgate_callback_attempts_total", "counter"},
+    {"toolgate_unrecorded_outcomes", "gauge"},
+    {"toolgate_unrecorded_outcomes_ended_total", "counter"},
+    {"toolgate_store_clock_ahead_seconds", "gauge"},
+    {"toolgate_store_requests_in_flight", "gauge"},
+    {"toolgate_store_requests_waiting", "gauge"},
+    {"toolgate_store_max_requests_in_flight", "gauge"},
+    {"toolgate_deferred_total", "counter"},
+    {"toolgate_blocked_total", "counter"},
+    {"toolgate_replays_total", "counter"},
+    {"toolgate_store_operation_seconds", "histogram"},
+    {"toolgate_store_retries_total", "counter"},
+    {"toolgate_store_throttles_total", "counter"},
+    {"toolgate_store_write_units_total", "counter"},
+    {"toolgate_store_writes_total", "counter"},
+    {"toolgate_slo_events_total", "counter"},
+    {"toolgate_slo_bad_events_total", "counter"},
+    {"toolgate_slo_burn_rate", "gauge"},
+    {"toolgate_slo_alarm", "gauge"},
+    {"toolgate_slo_error_budget_remaining", "gauge"},
+    {"toolgate_breaker_cooldown_remaining_seconds", "gauge"},
+    {"toolgate_kill_switches_active", "gauge"},
+    {"toolgate_http_responses_total", "counter"},
+    {"toolgate_build_info", "gauge"},
+};
+
+// Before: a family was left out of /metrics until its first sample, so a dashboard read "no data"
+// and an absent() alert fired on a quiet gateway. Each is listed once, samples or not, in one order.
+TEST(MetricsTest, EveryFamilyIsListedOnceFromTheStartInAStableOrder) {
+  Metrics m;
+  const std::string fresh = m.Serialize();
+  for (const auto& [name, type] : kFamilies) {
+    EXPECT_EQ(LinesStartingWith(fresh, "# TYPE " + name + " " + type), 1) << name << "\n" << fresh;
+    EXPECT_EQ(LinesStartingWith(fresh, "# HELP " + name + " "), 1) << name;
+  }
+  const std::vector<std::string> order = TypedFamilies(fresh);
+  EXPECT_EQ(order.size(), kFamilies.size()) << fresh;
+
+  // A sample in every family (a histogram of each kind too) moves no family and lists none twice.
+  m.KnownConnector("crm", /*callbacks=*/true);
+  m.ToolCall("crm", "crm.x", Outcome::kSucceeded, 0.01, true);
+  m.ToolError("crm", "crm.x", "timeout");
+  m.BreakerState("crm", breaker::State::kClosed);
+  m.InFlight("crm", 1, 8);
+  m.DownstreamPool(1, 0, 0);
+  m.Queue("crm", 0, 0);
+  m.UnrecordedOutcomesHeld(0);
+  m.StoreClockAhead(0);
+  m.StoreRequests("dynamodb", 0, 0, 64);
+  m.StoreOperation("sqlite", "get", 0.001);
+  m.StoreRetry("dynamodb", "update", "throttled");
+  m.StoreWriteUnits("dynamodb", store::ItemKey{"AUDIT#1", "x"}, 1);
+  m.SloBurnRate("crm", "tool_error", "5m", 0);
+  m.SloAlarm("crm", "tool_error", "page", false);
+  m.SloBudgetRemaining("crm", "tool_error", 1);
+  m.BreakerCooldownRemaining("crm", 0);
+  m.KillSwitchesActive({});
+  m.HttpResponse("admin", "/metrics", 200);
+  m.BuildInfo("1", "abc");
+  const std::string full = m.Serialize();
+  EXPECT_EQ(TypedFamilies(full), order) << full;
+  for (const auto& [name, type] : kFamilies) {
+    EXPECT_GT(LinesStartingWith(full, name), 0) << name << " has a sample now";
+  }
+}
+
+// The counters of fixed label values start at 0: per connector from KnownConnector, this instance's
+// from the start. Never per tool (callers choose tool names). An update finds the zero series as its
+// own: one series, counting from 0.
+TEST(MetricsTest, SeriesKnownInAdvanceStartAtZeroAndCountInThatSeries) {
+  Metrics m;
+  m.KnownConnector("crm", /*callbacks=*/true);
+  m.KnownConnector("billing", /*callbacks=*/false);
+  std::string text = m.Serialize();
+  for (const std::string connector : {"crm", "billing"}) {
+    const std::string c = "connector=\"" + connector + "\"";
+    for (const char* reason : {"breaker_open", "probe_in_flight", "concurrency_limit", "intent_in_progress",
+                               "downstream_throttled", "store_unavailable", "gateway_overloaded"}) {
+      EXPECT_EQ(Value(text, "toolgate_deferred_total{" + c + ",reason=\"" + reason + "\"}"), 0) << reason << text;
+    }
+    for (const char* scope : {"global", "connector", "tenant", "action_type", "tenant_action"}) {
+      EXPECT_EQ(Value(text, "toolgate_blocked_total{" + c + ",scope=\"" + scope + "\"}"), 0) << scope;
+    }
+    EXPECT_EQ(LinesStartingWith(text, "toolgate_breaker_transitions_total{" + c), 12);
+    for (const char* pair :
+         {R"(from="CLOSED",to="OPEN")", R"(from="OPEN",to="HALF_OPEN")", R"(from="HALF_OPEN",to="CLOSED")",
+          R"(from="HALF_OPEN",to="OPEN")", R"(from="FORCED_OPEN",to="CLOSED")", R"(from="CLOSED",to="FORCED_OPEN")"}) {
+      EXPECT_EQ(Value(text, "toolgate_breaker_transitions_total{" + c + "," + pair + "}"), 0) << pair;
+    }
+    EXPECT_EQ(Value(text, "toolgate_breaker_transitions_total{" + c + R"(,from="CLOSED",to="HALF_OPEN"})"), -1)
+        << "a transition no breaker makes";
+    for (const char* slo : {"tool_error", "tool_latency_ms"}) {
+      EXPECT_EQ(Value(text, "toolgate_slo_events_total{" + c + ",slo=\"" + slo + "\"}"), 0) << slo;
+      EXPECT_EQ(Value(text, "toolgate_slo_bad_events_total{" + c + ",slo=\"" + slo + "\"}"), 0) << slo;
+    }
+  }
+  for (const char* result : {"delivered", "retried", "failed"}) {
+    EXPECT_EQ(Value(text, R"(toolgate_callback_attempts_total{connector="crm",result=")" + std::string(result) + "\"}"),
+              0)
+        << result;
+  }
+  EXPECT_EQ(LinesStartingWith(text, R"(toolgate_callback_attempts_total{connector="billing")"), 0)
+      << "a gateway without callbacks lists none";
+  for (const char* result : {"executed", "forced", "deduped", "refused"}) {
+    EXPECT_EQ(Value(text, R"(toolgate_replays_total{result=")" + std::string(result) + "\"}"), 0) << result;
+  }
+  for (const char* result : {"recorded", "refused", "expired", "full"}) {
+    EXPECT_EQ(Value(text, R"(toolgate_unrecorded_outcomes_ended_total{result=")" + std::string(result) + "\"}"), 0)
+        << result;
+  }
+  for (const char* event : {"opened", "tls_handshake", "reused"}) {
+    EXPECT_EQ(Value(text, R"(toolgate_downstream_connections_total{event=")" + std::string(event) + "\"}"), 0);
+  }
+  EXPECT_EQ(text.find("tool=\""), std::string::npos) << "no series per tool before a call";
+  EXPECT_EQ(LinesStartingWith(text, "toolgate_tool_calls_total"), 0);
+
+  // One event each: the zero series reads 1, and it is still the only series of its labels.
+  m.Deferred("crm", "breaker_open");
+  m.Blocked("crm", "tenant");
+  m.OnTransition(BreakerTransition{"crm", breaker::State::kClosed, breaker::State::kOpen,
+                                   BreakerTransition::Cause::kFailureThreshold, 1, 0});
+  m.SloEvent("crm", "tool_error", /*bad=*/true);
+  m.CallbackAttempt("crm", "failed");
+  m.Replay("refused");
+  m.UnrecordedOutcomeEnded("full");
+  m.DownstreamPool(1, 0, 0);
+  text = m.Serialize();
+  for (const std::string series :
+       {R"(toolgate_deferred_total{connector="crm",reason="breaker_open"})",
+        R"(toolgate_blocked_total{connector="crm",scope="tenant"})",
+        R"(toolgate_breaker_transitions_total{connector="crm",from="CLOSED",to="OPEN"})",
+        R"(toolgate_slo_events_total{connector="crm",slo="tool_error"})",
+        R"(toolgate_slo_bad_events_total{connector="crm",slo="tool_error"})",
+        R"(toolgate_callback_attempts_total{connector="crm",result="failed"})",
+        R"(toolgate_replays_total{result="refused"})", R"(toolgate_unrecorded_outcomes_ended_total{result="full"})",
+        R"(toolgate_downstream_connections_total{event="opened"})"}) {
+    EXPECT_EQ(Value(text, series), 1) << series << "\n" << text;
+    EXPECT_EQ(LinesStartingWith(text, series + " "), 1) << series;
+  }
+  EXPECT_EQ(Value(text, R"(toolgate_slo_events_total{connector="crm",slo="tool_latency_ms"})"), 0);
+  EXPECT_EQ(Value(text, R"(toolgate_deferred_total{connector="billing",reason="breaker_open"})"), 0);
 }
 
 TEST(MetricsTest, UpdatesFromManyThreadsAddUpInOneSeries) {

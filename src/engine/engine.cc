@@ -58,7 +58,10 @@ void Engine::Build(store::ItemStore& base) {
     metrics_.KnownTool(id, name);
   }
   std::set<std::string, std::less<>> connector_ids;
-  for (const auto& [id, connector] : c.connectors) connector_ids.insert(id);
+  for (const auto& [id, connector] : c.connectors) {
+    connector_ids.insert(id);
+    metrics_.KnownConnector(id, /*callbacks=*/!c.queue.callback_allowlist.empty());
+  }
   mcp_tools_ = std::make_unique<McpToolRegistry>(std::move(reserved), std::move(connector_ids));
   unrecorded_ = std::make_unique<UnrecordedOutcomes>(st, clock_, metrics_);
   invoker_ = std::make_unique<ToolInvoker>(ToolInvoker::Services{

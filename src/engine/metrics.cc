@@ -1,11 +1,14 @@
 #include "toolgate/engine/metrics.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <unordered_map>
 
 #include "absl/strings/match.h"
 #include "prometheus/text_serializer.h"
+#include "toolgate/domain/slo.h"
+#include "toolgate/services/kill_switch_service.h"
 
 namespace toolgate {
 
@@ -47,7 +50,20 @@ M& Memo(uint64_t instance, const prometheus::Family<M>& family, std::initializer
   return metric;
 }
 
+// The values of the fixed `result` and `event` labels of this instance's counters (what Replayer,
+// ToolInvoker, UnrecordedOutcomes, the callback deliverer and DownstreamPool pass), each started at 0.
+constexpr std::string_view kReplayResults[] = {"executed", "forced", "deduped", "refused"};
+constexpr std::string_view kUnrecordedEnds[] = {"recorded", "refused", "expired", "full"};
+constexpr std::string_view kCallbackResults[] = {"delivered", "retried", "failed"};
+constexpr std::string_view kDownstreamConnectionEvents[] = {"opened", "tls_handshake", "reused"};
+
 }  // namespace
+
+template <class M>
+prometheus::Family<M>& Metrics::NewFamily(const std::string& name, const std::string& help) {
+  families_.push_back(prometheus::MetricFamily{name, help, M::metric_type, {}});
+  return prometheus::detail::Builder<M>().Name(name).Help(help).Register(*registry_);
+}
 
 std::string_view StoreItemKind(const store::ItemKey& key) {
   const absl::string_view pk(key.pk), sk(key.sk);
@@ -73,155 +89,118 @@ std::string_view StoreItemKind(const store::ItemKey& key) {
 Metrics::Metrics()
     : instance_(g_next_instance.fetch_add(1, std::memory_order_relaxed)),
       registry_(std::make_shared<prometheus::Registry>()),
-      latency_(prometheus::BuildHistogram()
-                   .Name("toolgate_tool_latency_seconds")
-                   .Help("Latency of tool calls that reached the downstream")
-                   .Register(*registry_)),
-      errors_(prometheus::BuildCounter()
-                  .Name("toolgate_tool_errors_total")
-                  .Help("Failed tool calls by reason")
-                  .Register(*registry_)),
-      calls_(prometheus::BuildCounter()
-                 .Name("toolgate_tool_calls_total")
-                 .Help("Tool calls by outcome")
-                 .Register(*registry_)),
-      breaker_state_(prometheus::BuildGauge()
-                         .Name("toolgate_breaker_state")
-                         .Help("1 for the breaker's current state")
-                         .Register(*registry_)),
-      transitions_(prometheus::BuildCounter()
-                       .Name("toolgate_breaker_transitions_total")
-                       .Help("Breaker transitions won by this instance")
-                       .Register(*registry_)),
-      in_flight_(prometheus::BuildGauge()
-                     .Name("toolgate_in_flight")
-                     .Help("Calls in flight to the connector, fleet-wide")
-                     .Register(*registry_)),
-      in_flight_limit_(prometheus::BuildGauge()
-                           .Name("toolgate_in_flight_limit")
-                           .Help("The connector's in-flight limit")
-                           .Register(*registry_)),
-      downstream_connections_(
-          prometheus::BuildCounter()
-              .Name("toolgate_downstream_connections_total")
-              .Help("Downstream connections: opened, TLS handshakes, calls served on a kept-alive one")
-              .Register(*registry_)),
-      queue_depth_(prometheus::BuildGauge()
-                       .Name("toolgate_queue_depth")
-                       .Help("Queued calls of the connector, fleet-wide (aggregate with max())")
-                       .Register(*registry_)),
-      queue_oldest_age_(prometheus::BuildGauge()
-                            .Name("toolgate_queue_oldest_age_seconds")
-                            .Help("Age of the connector's oldest queued call")
-                            .Register(*registry_)),
-      callback_attempts_(prometheus::BuildCounter()
-                             .Name("toolgate_callback_attempts_total")
-                             .Help("Callback deliveries this instance attempted, by result: delivered, retried (to be "
-                                   "tried again), failed (given up after callback_retry_s)")
-                             .Register(*registry_)),
-      unrecorded_held_(prometheus::BuildGauge()
-                           .Name("toolgate_unrecorded_outcomes")
-                           .Help("Outcomes of calls that reached their downstream which the store did not take, held "
-                                 "by this instance to be written again")
-                           .Register(*registry_)
+      latency_(NewFamily<prometheus::Histogram>("toolgate_tool_latency_seconds",
+                                                "Latency of tool calls that reached the downstream")),
+      errors_(NewFamily<prometheus::Counter>("toolgate_tool_errors_total", "Failed tool calls by reason")),
+      calls_(NewFamily<prometheus::Counter>("toolgate_tool_calls_total", "Tool calls by outcome")),
+      breaker_state_(NewFamily<prometheus::Gauge>("toolgate_breaker_state", "1 for the breaker's current state")),
+      transitions_(NewFamily<prometheus::Counter>("toolgate_breaker_transitions_total",
+                                                  "Breaker transitions won by this instance")),
+      in_flight_(NewFamily<prometheus::Gauge>("toolgate_in_flight", "Calls in flight to the connector, fleet-wide")),
+      in_flight_limit_(NewFamily<prometheus::Gauge>("toolgate_in_flight_limit", "The connector's in-flight limit")),
+      downstream_connections_(NewFamily<prometheus::Counter>(
+          "toolgate_downstream_connections_total",
+          "Downstream connections: opened, TLS handshakes, calls served on a kept-alive one")),
+      queue_depth_(NewFamily<prometheus::Gauge>("toolgate_queue_depth",
+                                                "Queued calls of the connector, fleet-wide (aggregate with max())")),
+      queue_oldest_age_(NewFamily<prometheus::Gauge>("toolgate_queue_oldest_age_seconds",
+                                                     "Age of the connector's oldest queued call")),
+      callback_attempts_(NewFamily<prometheus::Counter>(
+          "toolgate_callback_attempts_total",
+          "Callback deliveries this instance attempted, by result: delivered, retried (to be "
+          "tried again), failed (given up after callback_retry_s)")),
+      unrecorded_held_(NewFamily<prometheus::Gauge>(
+                           "toolgate_unrecorded_outcomes",
+                           "Outcomes of calls that reached their downstream which the store did not take, held "
+                           "by this instance to be written again")
                            .Add({})),
-      unrecorded_ended_(prometheus::BuildCounter()
-                            .Name("toolgate_unrecorded_outcomes_ended_total")
-                            .Help("Held outcomes by how they ended: recorded (the store took them), refused (a replay "
-                                  "or another call came first), expired (an hour of tries), full (not held)")
-                            .Register(*registry_)),
-      store_clock_ahead_(prometheus::BuildGauge()
-                             .Name("toolgate_store_clock_ahead_seconds")
-                             .Help("How far this host's clock is ahead of the store's (DynamoDB's Date header; "
-                                   "negative: behind), 0 within the header's one-second resolution")
-                             .Register(*registry_)),
-      store_writes_failing_(prometheus::BuildGauge()
-                                .Name("toolgate_store_writes_failing")
-                                .Help("1 while this instance's last store write that reached a verdict failed with "
-                                      "store trouble (a full disk, a read-only or unreachable store): /readyz then "
-                                      "answers 503 store_unwritable")
-                                .Register(*registry_)
-                                .Add({})),
-      store_requests_in_flight_(prometheus::BuildGauge()
-                                    .Name("toolgate_store_requests_in_flight")
-                                    .Help("Store requests of this instance holding a place under the cap "
-                                          "(DynamoDB: sent or being sent)")
-                                    .Register(*registry_)),
-      store_requests_waiting_(prometheus::BuildGauge()
-                                  .Name("toolgate_store_requests_waiting")
-                                  .Help("Store requests of this instance waiting for a place under the cap")
-                                  .Register(*registry_)),
-      store_max_requests_in_flight_(prometheus::BuildGauge()
-                                        .Name("toolgate_store_max_requests_in_flight")
-                                        .Help("The cap on this instance's store requests in flight "
-                                              "(store.max_requests_in_flight)")
-                                        .Register(*registry_)),
-      deferred_(prometheus::BuildCounter()
-                    .Name("toolgate_deferred_total")
-                    .Help("DEFERRED answers by reason")
-                    .Register(*registry_)),
-      blocked_(prometheus::BuildCounter()
-                   .Name("toolgate_blocked_total")
-                   .Help("BLOCKED answers by kill switch scope")
-                   .Register(*registry_)),
-      replays_(
-          prometheus::BuildCounter().Name("toolgate_replays_total").Help("Replays by result").Register(*registry_)),
-      store_ops_(prometheus::BuildHistogram()
-                     .Name("toolgate_store_operation_seconds")
-                     .Help("Store operation latency")
-                     .Register(*registry_)),
-      store_retries_(prometheus::BuildCounter()
-                         .Name("toolgate_store_retries_total")
-                         .Help("Store requests retried, by reason (throttled, server_error, connection)")
-                         .Register(*registry_)),
-      store_throttles_(prometheus::BuildCounter()
-                           .Name("toolgate_store_throttles_total")
-                           .Help("Store requests the backend throttled")
-                           .Register(*registry_)),
-      store_write_units_(prometheus::BuildCounter()
-                             .Name("toolgate_store_write_units_total")
-                             .Help("Write capacity units the store's writes consumed (DynamoDB), by kind of item")
-                             .Register(*registry_)),
-      store_writes_(prometheus::BuildCounter()
-                        .Name("toolgate_store_writes_total")
-                        .Help("Store writes whose consumed capacity was counted (DynamoDB), by kind of item")
-                        .Register(*registry_)),
-      slo_events_(prometheus::BuildCounter()
-                      .Name("toolgate_slo_events_total")
-                      .Help("Calls counted by an SLI (calls that reached the connector), this instance")
-                      .Register(*registry_)),
-      slo_bad_events_(prometheus::BuildCounter()
-                          .Name("toolgate_slo_bad_events_total")
-                          .Help("Calls that were bad for an SLI (error, or over the latency threshold), this instance")
-                          .Register(*registry_)),
-      slo_burn_rate_(prometheus::BuildGauge()
-                         .Name("toolgate_slo_burn_rate")
-                         .Help("Error budget burn rate per window, fleet-wide (1 = spending the budget exactly)")
-                         .Register(*registry_)),
-      slo_alarm_(prometheus::BuildGauge()
-                     .Name("toolgate_slo_alarm")
-                     .Help("1 while a tier of this severity fires, fleet-wide")
-                     .Register(*registry_)),
-      slo_budget_(prometheus::BuildGauge()
-                      .Name("toolgate_slo_error_budget_remaining")
-                      .Help("Fraction of the 30-day error budget left, fleet-wide (negative: overspent)")
-                      .Register(*registry_)),
-      cooldown_(prometheus::BuildGauge()
-                    .Name("toolgate_breaker_cooldown_remaining_seconds")
-                    .Help("Seconds until an OPEN breaker lets a probe through (0 when not cooling down), fleet-wide")
-                    .Register(*registry_)),
-      kill_switches_(prometheus::BuildGauge()
-                         .Name("toolgate_kill_switches_active")
-                         .Help("Kill switches in force by scope, fleet-wide")
-                         .Register(*registry_)),
-      http_responses_(prometheus::BuildCounter()
-                          .Name("toolgate_http_responses_total")
-                          .Help("HTTP answers by listener, route pattern and status code, this instance")
-                          .Register(*registry_)),
-      build_info_(prometheus::BuildGauge()
-                      .Name("toolgate_build_info")
-                      .Help("1, labelled with the build's version and git revision")
-                      .Register(*registry_)) {}
+      unrecorded_ended_(NewFamily<prometheus::Counter>(
+          "toolgate_unrecorded_outcomes_ended_total",
+          "Held outcomes by how they ended: recorded (the store took them), refused (a replay "
+          "or another call came first), expired (an hour of tries), full (not held)")),
+      store_clock_ahead_(
+          NewFamily<prometheus::Gauge>("toolgate_store_clock_ahead_seconds",
+                                       "How far this host's clock is ahead of the store's (DynamoDB's Date header; "
+                                       "negative: behind), 0 within the header's one-second resolution")),
+      store_writes_failing_(
+          NewFamily<prometheus::Gauge>("toolgate_store_writes_failing",
+                                       "1 while this instance's last store write that reached a verdict failed with "
+                                       "store trouble (a full disk, a read-only or unreachable store): /readyz then "
+                                       "answers 503 store_unwritable")
+              .Add({})),
+      store_requests_in_flight_(
+          NewFamily<prometheus::Gauge>("toolgate_store_requests_in_flight",
+                                       "Store requests of this instance holding a place under the cap "
+                                       "(DynamoDB: sent or being sent)")),
+      store_requests_waiting_(NewFamily<prometheus::Gauge>(
+          "toolgate_store_requests_waiting", "Store requests of this instance waiting for a place under the cap")),
+      store_max_requests_in_flight_(NewFamily<prometheus::Gauge>("toolgate_store_max_requests_in_flight",
+                                                                 "The cap on this instance's store requests in flight "
+                                                                 "(store.max_requests_in_flight)")),
+      deferred_(NewFamily<prometheus::Counter>("toolgate_deferred_total", "DEFERRED answers by reason")),
+      blocked_(NewFamily<prometheus::Counter>("toolgate_blocked_total", "BLOCKED answers by kill switch scope")),
+      replays_(NewFamily<prometheus::Counter>("toolgate_replays_total", "Replays by result")),
+      store_ops_(NewFamily<prometheus::Histogram>("toolgate_store_operation_seconds", "Store operation latency")),
+      store_retries_(NewFamily<prometheus::Counter>(
+          "toolgate_store_retries_total", "Store requests retried, by reason (throttled, server_error, connection)")),
+      store_throttles_(
+          NewFamily<prometheus::Counter>("toolgate_store_throttles_total", "Store requests the backend throttled")),
+      store_write_units_(NewFamily<prometheus::Counter>(
+          "toolgate_store_write_units_total",
+          "Write capacity units the store's writes consumed (DynamoDB), by kind of item")),
+      store_writes_(NewFamily<prometheus::Counter>(
+          "toolgate_store_writes_total",
+          "Store writes whose consumed capacity was counted (DynamoDB), by kind of item")),
+      slo_events_(NewFamily<prometheus::Counter>(
+          "toolgate_slo_events_total", "Calls counted by an SLI (calls that reached the connector), this instance")),
+      slo_bad_events_(NewFamily<prometheus::Counter>(
+          "toolgate_slo_bad_events_total",
+          "Calls that were bad for an SLI (error, or over the latency threshold), this instance")),
+      slo_burn_rate_(NewFamily<prometheus::Gauge>(
+          "toolgate_slo_burn_rate", "Error budget burn rate per window, fleet-wide (1 = spending the budget exactly)")),
+      slo_alarm_(
+          NewFamily<prometheus::Gauge>("toolgate_slo_alarm", "1 while a tier of this severity fires, fleet-wide")),
+      slo_budget_(
+          NewFamily<prometheus::Gauge>("toolgate_slo_error_budget_remaining",
+                                       "Fraction of the 30-day error budget left, fleet-wide (negative: overspent)")),
+      cooldown_(NewFamily<prometheus::Gauge>(
+          "toolgate_breaker_cooldown_remaining_seconds",
+          "Seconds until an OPEN breaker lets a probe through (0 when not cooling down), fleet-wide")),
+      kill_switches_(
+          NewFamily<prometheus::Gauge>("toolgate_kill_switches_active", "Kill switches in force by scope, fleet-wide")),
+      http_responses_(NewFamily<prometheus::Counter>(
+          "toolgate_http_responses_total", "HTTP answers by listener, route pattern and status code, this instance")),
+      build_info_(NewFamily<prometheus::Gauge>("toolgate_build_info",
+                                               "1, labelled with the build's version and git revision")) {
+  for (std::string_view result : kReplayResults) replays_.Add({{"result", std::string(result)}});
+  for (std::string_view result : kUnrecordedEnds) unrecorded_ended_.Add({{"result", std::string(result)}});
+  for (std::string_view event : kDownstreamConnectionEvents) {
+    downstream_connections_.Add({{"event", std::string(event)}});
+  }
+}
+
+void Metrics::KnownConnector(const std::string& connector, bool callbacks) {
+  for (DeferReason reason : kAllDeferReasons) {
+    deferred_.Add({{"connector", connector}, {"reason", std::string(ToString(reason))}});
+  }
+  for (std::string_view scope : kKillSwitchScopes) {
+    blocked_.Add({{"connector", connector}, {"scope", std::string(scope)}});
+  }
+  for (const breaker::Transition& t : breaker::kTransitions) {
+    transitions_.Add({{"connector", connector},
+                      {"from", std::string(breaker::ToString(t.from))},
+                      {"to", std::string(breaker::ToString(t.to))}});
+  }
+  for (slo::Sli sli : slo::kSlis) {
+    slo_events_.Add({{"connector", connector}, {"slo", std::string(slo::ToString(sli))}});
+    slo_bad_events_.Add({{"connector", connector}, {"slo", std::string(slo::ToString(sli))}});
+  }
+  if (callbacks) {
+    for (std::string_view result : kCallbackResults) {
+      callback_attempts_.Add({{"connector", connector}, {"result", std::string(result)}});
+    }
+  }
+}
 
 void Metrics::KnownTool(const std::string& connector, const std::string& tool) {
   absl::MutexLock lock(&tools_mu_);
@@ -277,9 +256,9 @@ void Metrics::BreakerCooldownRemaining(const std::string& connector, double seco
 }
 
 void Metrics::KillSwitchesActive(const std::map<std::string, int>& per_scope) {
-  for (const char* scope : {"global", "connector", "tenant", "action_type", "tenant_action"}) {
-    auto it = per_scope.find(scope);
-    kill_switches_.Add({{"scope", scope}}).Set(it == per_scope.end() ? 0 : it->second);
+  for (std::string_view scope : kKillSwitchScopes) {
+    auto it = per_scope.find(std::string(scope));
+    kill_switches_.Add({{"scope", std::string(scope)}}).Set(it == per_scope.end() ? 0 : it->second);
   }
 }
 
@@ -396,6 +375,20 @@ void Metrics::OnTransition(const BreakerTransition& t) {
   BreakerState(t.connector_id, t.to);
 }
 
-std::string Metrics::Serialize() const { return prometheus::TextSerializer().Serialize(registry_->Collect()); }
+std::string Metrics::Serialize() const {
+  // Each family in the order made: its metrics where Collect() has any, else its header alone (the
+  // text format allows a family with no sample; prometheus-cpp would leave it out).
+  std::vector<prometheus::MetricFamily> all = families_;
+  for (prometheus::MetricFamily& collected : registry_->Collect()) {
+    auto it = std::find_if(all.begin(), all.end(),
+                           [&](const prometheus::MetricFamily& f) { return f.name == collected.name; });
+    if (it != all.end()) {
+      *it = std::move(collected);
+    } else {
+      all.push_back(std::move(collected));  // a family not made by NewFamily: listed after the rest
+    }
+  }
+  return prometheus::TextSerializer().Serialize(all);
+}
 
 }  // namespace toolgate

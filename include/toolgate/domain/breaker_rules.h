@@ -3,6 +3,7 @@
 // The circuit breaker's state machine as pure functions (no I/O, time as a parameter). The
 // CircuitBreakerService executes these rules over the store with conditional writes.
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,6 +18,31 @@ enum class State { kClosed, kOpen, kHalfOpen, kForcedOpen };
 
 std::string_view ToString(State s);  // "CLOSED", "OPEN", "HALF_OPEN", "FORCED_OPEN"
 std::optional<State> ParseState(std::string_view s);
+
+// A move of the breaker from one state to another.
+struct Transition {
+  State from;
+  State to;
+};
+
+// Every transition CircuitBreakerService makes (toolgate_breaker_transitions_total starts each at 0
+// for every connector): failures open a CLOSED breaker; a probe is claimed from OPEN, or taken over
+// or given back in HALF_OPEN; its result closes or reopens the breaker; an operator forces any
+// state open (FORCED_OPEN again included) or closes any (CLOSED included, to end a throttle).
+inline constexpr std::array<Transition, 12> kTransitions = {{
+    {State::kClosed, State::kOpen},
+    {State::kOpen, State::kHalfOpen},
+    {State::kHalfOpen, State::kHalfOpen},
+    {State::kHalfOpen, State::kClosed},
+    {State::kHalfOpen, State::kOpen},
+    {State::kClosed, State::kForcedOpen},
+    {State::kOpen, State::kForcedOpen},
+    {State::kHalfOpen, State::kForcedOpen},
+    {State::kForcedOpen, State::kForcedOpen},
+    {State::kClosed, State::kClosed},
+    {State::kOpen, State::kClosed},
+    {State::kForcedOpen, State::kClosed},
+}};
 
 // One connector's breaker settings (`[connectors.X.breaker]`).
 struct Config {

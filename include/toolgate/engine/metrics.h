@@ -4,6 +4,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -11,6 +12,7 @@
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 #include "toolgate/domain/breaker_rules.h"
 #include "toolgate/domain/outcome.h"
@@ -28,6 +30,13 @@ std::string_view StoreItemKind(const store::ItemKey& key);
 // connector reports at most kMaxToolsPerConnector distinct `tool` labels of names the config does not
 // list, first come first served; the rest are "other". A tool the config lists ([tools],
 // KnownTool) always has its own label: no tenant calling made-up names crowds it out.
+//
+// Every family is in Serialize()'s text from the start, with its HELP and TYPE, sample or not. The
+// counters whose label values are all known in advance start at 0, so that a query reads 0 rather
+// than nothing and rate() sees the first increment: from construction those of this instance
+// (replays, held outcomes ended, downstream connections, by their fixed results), and from
+// KnownConnector a connector's (deferred by reason, blocked by scope, breaker transitions, SLO
+// events, callbacks). Never per tool: tool names are the callers'.
 class Metrics final : public BreakerTransitionListener {
  public:
   static constexpr size_t kMaxToolsPerConnector = 200;
@@ -37,6 +46,12 @@ class Metrics final : public BreakerTransitionListener {
   // `tool` of `connector` is listed by the config: it keeps its own label past the cap, and does
   // not count toward it. Call before serving.
   void KnownTool(const std::string& connector, const std::string& tool);
+  // `connector` is configured: its counters of fixed label values start at 0 (toolgate_deferred_total
+  // per DeferReason, toolgate_blocked_total per kill switch scope, toolgate_breaker_transitions_total
+  // per breaker::kTransitions, toolgate_slo_events_total and toolgate_slo_bad_events_total per SLI,
+  // and toolgate_callback_attempts_total per result when `callbacks` — the config allows callbacks).
+  // Call before serving; the updates later find these series as they would their own.
+  void KnownConnector(const std::string& connector, bool callbacks);
 
   void ToolCall(const std::string& connector, const std::string& tool, Outcome outcome, double latency_seconds,
                 bool reached_downstream);
@@ -84,17 +99,24 @@ class Metrics final : public BreakerTransitionListener {
   void SloAlarm(const std::string& connector, const std::string& slo, const std::string& severity, bool firing);
   void SloBudgetRemaining(const std::string& connector, const std::string& slo, double fraction);
 
-  // The text exposition format.
+  // The text exposition format: every family once, in the order the constructor makes them, those
+  // without a sample as their HELP and TYPE lines alone.
   std::string Serialize() const;
 
  private:
   std::string ToolLabel(const std::string& connector, const std::string& tool);
+  // A family registered in registry_, its header remembered in families_. Constructor only.
+  template <class M>
+  prometheus::Family<M>& NewFamily(const std::string& name, const std::string& help);
 
   // Which Metrics this is, for the per-thread memory of metrics already added (metrics.cc): never
   // reused, so a Metrics made later at the same address never finds an earlier one's metrics.
   const uint64_t instance_;
 
   std::shared_ptr<prometheus::Registry> registry_;
+  // Each family's name, help and type (no metrics), in the order made; written by the constructor
+  // only. prometheus-cpp's Collect() leaves out a family with no metric: Serialize lists it from here.
+  std::vector<prometheus::MetricFamily> families_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Family<prometheus::Counter>& errors_;
   prometheus::Family<prometheus::Counter>& calls_;

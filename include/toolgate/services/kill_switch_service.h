@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,6 +13,10 @@
 #include "toolgate/store/item_store.h"
 
 namespace toolgate {
+
+// Every scope a kill switch may have.
+inline constexpr std::array<std::string_view, 5> kKillSwitchScopes = {"global", "connector", "tenant", "action_type",
+                                                                      "tenant_action"};
 
 // One kill switch (design S8, §6). Stored as (KILLSWITCH, <scope>#<key>).
 struct KillSwitch {
