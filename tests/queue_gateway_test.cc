@@ -7,6 +7,7 @@
 
 #include <array>
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -686,6 +687,18 @@ TEST_F(QueueGatewayTest, RequestChecksBoundsAndOnDefer) {
   const auto full = gw.Invoke("crm.update", {{"input", json::object()}, {"mode", "queued"}}, alice_);
   EXPECT_EQ(full.status, 429) << full.body;
   EXPECT_EQ(Body(full).value("error", ""), "queue_full");
+  // Through /mcp the model is told to wait and try again, not to change its arguments.
+  const auto mcp_full = testing::McpPost(
+      gw.public_port(), alice_,
+      testing::McpRpcBody(
+          "tools/call",
+          {{"name", "crm.update"}, {"arguments", json::object()}, {"_meta", {{"io.toolgate/mode", "queued"}}}}));
+  const json mcp_result = Body(mcp_full)["result"];
+  EXPECT_TRUE(mcp_result.value("isError", false)) << mcp_full.body;
+  EXPECT_EQ(mcp_result["structuredContent"].value("error", ""), "queue_full") << mcp_full.body;
+  EXPECT_EQ(mcp_result["structuredContent"].value("retry_after_ms", 0), 1000) << mcp_full.body;
+  EXPECT_THAT(mcp_full.body, ::testing::HasSubstr("try again in 1 s"));
+  EXPECT_THAT(mcp_full.body, ::testing::Not(::testing::HasSubstr("Fix the arguments")));
   EXPECT_EQ(gw.Invoke("crm.update", {{"input", json::object()}, {"mode", "queued"}}, bob_).status, 202);
   // Same idempotency key while queued: the same execution answers.
   const json keyed = {{"input", {{"x", 1}}}, {"mode", "queued"}, {"idempotency_key", "order-7"}};
@@ -836,7 +849,7 @@ bool SignatureHolds(const FakeDownstream::Request& r, const std::string& secret)
   return !h("x-toolgate-delivery-id").empty() && hex == h("x-toolgate-signature");
 }
 
-const char kCallbackSecret[] = "callback-secret-for-tests";
+const char kCallbackSecret[] = "callback-secret-for-tests-0123456789abcdef";
 
 std::string CallbackConfig(const FakeDownstream& receiver, const std::string& extra) {
   setenv("TOOLGATE_TEST_CALLBACK_SECRET", kCallbackSecret, 1);  // the gateways inherit it
@@ -1058,6 +1071,54 @@ TEST_F(QueueGatewayTest, AHangingReceiverHoldsOnlyItsTenantsShareOfCallbackDeliv
         return n >= 40;
       },
       std::chrono::seconds(20), std::chrono::milliseconds(50)));
+}
+
+// The callbacks' HMAC key is held to the same 32 bytes as an HS256 key: a shorter one is refused at
+// start, named by its source, and never printed.
+TEST_F(QueueGatewayTest, ACallbackSecretShorterThan32BytesIsRefusedAtStart) {
+  FakeDownstream crm, receiver;
+  const std::string weak = "weak-callback-secret-31-bytes-x";
+  ASSERT_EQ(weak.size(), 31u);
+  const std::string path = dir_.file("weak.toml");
+  std::ofstream(path) << QueueConfig(dir_.file("store.db")) + CallbackConfig(receiver, "") + Connector("crm", crm, 2);
+  setenv("TOOLGATE_TEST_CALLBACK_SECRET", weak.c_str(), 1);
+  auto [code, out] = testing::RunCli({"serve", "--config", path}, dir_);
+  setenv("TOOLGATE_TEST_CALLBACK_SECRET", kCallbackSecret, 1);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_THAT(out, ::testing::HasSubstr("queue.callback_secret_env: $TOOLGATE_TEST_CALLBACK_SECRET must hold a secret "
+                                        "of at least 32 bytes; it holds 31"));
+  EXPECT_THAT(out, ::testing::Not(::testing::HasSubstr(weak))) << "the secret itself is never printed";
+}
+
+// A queued call whose tool another connector now serves (a config change since it was queued) is
+// put back, not run on the wrong connector nor ended: with a growing delay (1 s, 2 s, 4 s ... to a
+// minute) and a log line at the 1st, 2nd, 4th ... claim, not a claim and a line every second.
+TEST_F(QueueGatewayTest, ACallWhoseToolMovedToAnotherConnectorIsPutBackWithAGrowingDelay) {
+  FakeDownstream crm, billing;
+  const std::string base =
+      QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 2) + Connector("billing", billing, 2);
+  GatewayProcess& first = Start(base, "first");
+  ASSERT_EQ(first.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // the dispatchers see the open
+  const std::string id = Enqueue(first, "crm.update", {{"i", 1}}, alice_);
+  ASSERT_EQ(first.Terminate(), 0);
+
+  GatewayProcess& moved = Start(base + "[tools.\"crm.update\"]\nconnector = \"billing\"\n", "moved");
+  ASSERT_EQ(
+      moved.Admin("POST", "/admin/connectors/crm/breaker/close", R"({"reason":"t","requested_by":"t","force":true})")
+          .status,
+      200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(6500));
+  const std::string log = moved.Log();
+  int lines = 0;
+  for (size_t at = log.find("is no longer served"); at != std::string::npos;
+       at = log.find("is no longer served", at + 1)) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 2) << log;
+  EXPECT_LE(lines, 3) << "claimed (and logged) about every second: " << log;
+  EXPECT_EQ(Execution(moved, id, alice_)["outcome"], "QUEUED");
+  EXPECT_EQ(crm.total() + billing.total(), 0) << "run on a connector";
 }
 
 // `toolgate queue status`: depth, oldest age and tenants per connector, from the admin listener and,

@@ -433,6 +433,18 @@ absl::StatusOr<std::unique_ptr<Gateway>> Gateway::Create(Config config, const Cl
                                                    " must hold a secret of at least ", kMinSecretBytes,
                                                    " bytes (RFC 7518 section 3.2); it holds ", vo.hs256_secret.size()));
   }
+  // The callbacks' HMAC key likewise: a short one, guessed from one signed delivery, lets anyone sign
+  // deliveries every receiver accepts.
+  if (!config.queue.callback_allowlist.empty()) {
+    const size_t held = ReadCallbackSecret(config.queue).size();
+    if (held < kMinSecretBytes) {
+      const std::string source = config.queue.callback_secret_env.empty()
+                                     ? "queue.callback_secret_file: " + config.queue.callback_secret_file
+                                     : "queue.callback_secret_env: $" + config.queue.callback_secret_env;
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, " must hold a secret of at least ", kMinSecretBytes, " bytes; it holds ", held));
+    }
+  }
   if (vo.hs256_secret.empty() && vo.jwks_file.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("auth: no way to verify tokens: set $", config.auth.hs256_secret_env,
                                                    " (HS256, development) or auth.jwks_file"));

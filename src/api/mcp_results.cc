@@ -149,13 +149,21 @@ CallAnswer RefusedAnswer(const std::string& tool, const InvokeResult& response, 
   }
   const std::string error = response.error ? std::string(ToString(*response.error)) : "";
   const std::string& message = response.message;
-  std::string advice = response.error == InvokeError::kIdempotencyKeyReused
-                           ? "This idempotency key was already used with other arguments; use a new key for a new call."
-                           : "Fix the arguments and call again.";
+  json structured = {{"error", error}, {"message", message}};
+  std::string advice = "Fix the arguments and call again.";
+  if (response.error == InvokeError::kIdempotencyKeyReused) {
+    advice = "This idempotency key was already used with other arguments; use a new key for a new call.";
+  } else if (response.error == InvokeError::kQueueFull) {
+    // Nothing is wrong with the arguments: the tenant's queue on this connector is full for now.
+    advice = "Your queued calls to this tool's connector are at their limit; try again in 1 s (retry_after_ms 1000).";
+    structured["retry_after_ms"] = 1000;
+  } else if (response.error == InvokeError::kNotImplemented) {
+    advice = "Queued calls are not available on this gateway; call the tool without the queued mode.";
+  }
   a.result =
       ErrorResult(absl::StrCat("toolgate refused the call before running ", tool, " (", error.empty() ? "error" : error,
                                "): ", message, ". The tool did not run. ", advice),
-                  {{"error", error}, {"message", message}}, id);
+                  std::move(structured), id);
   return a;
 }
 

@@ -1021,14 +1021,14 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitClaimedAsync(QueueClaim
   }
   const QueueItem& item = claim.item;
   // Gives back what this run holds when it stops without a batch that did (store trouble).
-  auto give_back = [&](std::optional<SlotLease>& held, bool requeue) {
+  auto give_back = [&](std::optional<SlotLease>& held, bool requeue, int64_t delay_ms = 1000) {
     if (held) {
       if (auto r = s_.slots.Release(*held); !r.ok())
         spdlog::warn("connector {}: slot not released: {}", item.connector_id, r.status().ToString());
       held.reset();
     }
     if (requeue && s_.queue != nullptr) {
-      if (auto r = s_.queue->Requeue(claim, s_.clock.now_epoch_ms() + 1000); !r.ok()) {
+      if (auto r = s_.queue->Requeue(claim, s_.clock.now_epoch_ms() + delay_ms); !r.ok()) {
         spdlog::warn("queue item of {} not given back (its claim expires): {}", item.execution_id,
                      r.status().ToString());
       }
@@ -1055,9 +1055,17 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitClaimedAsync(QueueClaim
   }
   const ConnectorConfig* connector = ResolveConnector(record->tool_name);
   if (connector == nullptr || connector->id != item.connector_id) {
-    spdlog::warn("queued execution {}: tool {} is no longer served by connector {}", item.execution_id,
-                 record->tool_name, item.connector_id);
-    auto put_back = Blocking(drive, [&] { return give_back(lease, true); });
+    // Put back, not ended: during a rolling config change (or while an MCP server's list is short a
+    // tool for a moment) another instance, or this one soon, may serve it. Backing off (1 s, doubling
+    // to a minute) and logging at the 1st, 2nd, 4th, 8th ... claim keeps a queue of such calls from
+    // claiming, re-reading and logging each one every second until its deadline.
+    const int64_t claims = std::max<int64_t>(1, claim.item.attempt);
+    if ((claims & (claims - 1)) == 0) {
+      spdlog::warn("queued execution {}: tool {} is no longer served by connector {} (claim {}; put back)",
+                   item.execution_id, record->tool_name, item.connector_id, claims);
+    }
+    const int64_t delay_ms = std::min<int64_t>(60'000, int64_t{1000} << std::min<int64_t>(claims - 1, 6));
+    auto put_back = Blocking(drive, [&] { return give_back(lease, true, delay_ms); });
     co_await std::move(put_back);
     co_return InvokeResult::Refused(InvokeError::kUnknownTool, "the tool is no longer served by this connector");
   }
