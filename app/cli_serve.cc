@@ -2,10 +2,13 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/prctl.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -31,6 +34,18 @@ void RaiseDescriptorLimit() {
                  limit->soft_before, limit->soft, limit->hard);
   } else {
     spdlog::info("descriptor limit (RLIMIT_NOFILE): soft {}, hard {}", limit->soft, limit->hard);
+  }
+}
+
+// The gateway holds secrets (the JWT signing secret, the callback secret, connectors' credentials)
+// in its environment and memory, and it starts `mcp_stdio` servers as children of the same user. A
+// dumpable process of that user is open to them: /proc/<pid>/environ and /proc/<pid>/mem, ptrace.
+// Not dumpable, those are the kernel's and root's alone (and there is no core dump); the process
+// still reads its own /proc/self. Before any child or thread is started.
+void MakeNotDumpable() {
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    spdlog::warn("prctl(PR_SET_DUMPABLE, 0) failed: {}; a process of the same user can read toolgate's environment",
+                 std::strerror(errno));
   }
 }
 
@@ -83,6 +98,7 @@ class StopOnSignal {
 
 int Serve(const Config& config) {
   StopOnSignal stop_on_signal;  // first: before any thread is started
+  MakeNotDumpable();
   // Abseil checks every Mutex lock against a process-wide graph of lock orders when it is built
   // without NDEBUG, as Debian builds it: a global lock and a graph lookup per lock, ~1.5 % of a busy
   // gateway's CPU. Abseil's own release default is off, and so is the server's; the unit tests, which

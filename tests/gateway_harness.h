@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "api/http.h"
 #include "nlohmann/json.hpp"
@@ -207,11 +208,17 @@ class GatewayProcess : public LoopbackGatewayClient<GatewayProcess> {
 
   const std::string& config_path() const { return config_path_; }
 
+  // Start() runs the binary through `launcher`, a command that ends by running its arguments (say
+  // `setpriv --reuid=65534 ...`, to run toolgate as another user).
+  void SetLauncher(std::vector<std::string> launcher) { launcher_ = std::move(launcher); }
+
   // Starts the binary and waits for its two listeners. False (with the log) when it does not start.
   bool Start() {
     setenv("TOOLGATE_JWT_SECRET", kJwtSecret, 1);
-    proc_ = std::make_unique<ChildProcess>(std::vector<std::string>{TOOLGATE_BINARY, "serve", "--config", config_path_},
-                                           log_path_);
+    std::vector<std::string> argv = launcher_;
+    for (const char* a : {TOOLGATE_BINARY, "serve", "--config"}) argv.emplace_back(a);
+    argv.push_back(config_path_);
+    proc_ = std::make_unique<ChildProcess>(argv, log_path_);
     for (int i = 0; i < 2; ++i) {
       auto line = proc_->ReadLine(std::chrono::seconds(20));
       if (!line) {
@@ -271,6 +278,7 @@ class GatewayProcess : public LoopbackGatewayClient<GatewayProcess> {
   std::string config_path_;
   std::string cli_config_path_;
   std::string log_path_;
+  std::vector<std::string> launcher_;
   std::unique_ptr<ChildProcess> proc_;
   int public_port_ = 0;
   int admin_port_ = 0;

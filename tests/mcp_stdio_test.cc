@@ -6,6 +6,7 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <malloc.h>
 #include <signal.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -22,6 +23,7 @@
 
 #include "gtest/gtest.h"
 #include "test_support.h"
+#include "wait_until.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/connectors/mcp_connector.h"
@@ -38,7 +40,9 @@ using std::chrono::milliseconds;
 
 // An MCP server on stdin/stdout. Tools: `pid` (answers its process id), `big` (a valid answer of
 // 64 KB on one line), `endless` (64 KB chunks without a newline, forever), `asks` (stops reading
-// stdin and sends requests of its own without end), `freeze` (blocks its only thread: alive, silent).
+// stdin and sends requests of its own without end), `freeze` (blocks its only thread: alive, silent),
+// `deaf` (answers, then stops reading stdin and sends a notification every 5 ms: alive, talkative,
+// deaf).
 constexpr const char* kServer = R"JS(
 const rl = require('readline').createInterface({input: process.stdin});
 const send = (o) => process.stdout.write(JSON.stringify(o) + '\n');
@@ -70,6 +74,11 @@ rl.on('line', (l) => {
     };
     return more();
   }
+  if (tool === 'deaf') {
+    rl.close();
+    process.stdin.pause();
+    setInterval(() => send({jsonrpc: '2.0', method: 'notifications/message', params: {level: 'info', data: 'here'}}), 5);
+  }
   if (tool === 'freeze') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   answer({content: [{type: 'text', text: String(process.pid)}]});
 });
@@ -89,7 +98,7 @@ class McpStdioTest : public ::testing::Test {
     config_.command = std::move(command);
     config_.tool_prefix = "local.";
     config_.timeout_ms = timeout_ms;
-    config_.max_response_bytes = 16 * 1024;
+    config_.max_response_bytes = max_response_bytes_;
     McpConnectorDeps deps{registry_, store_, nullptr, io_.get_executor(), nullptr};
     auto made = McpConnector::Create(config_, pool_, clock_, std::move(deps));
     ASSERT_TRUE(made.ok()) << made.status();
@@ -104,26 +113,46 @@ class McpStdioTest : public ::testing::Test {
     DownstreamResult result;
     milliseconds took;
   };
-  Timed Call(const std::string& tool) {
-    DownstreamRequest request;
-    request.tool_name = "local." + tool;
-    request.body = "{}";
-    request.idempotency_key = "key-" + std::to_string(++call_number_);
-    request.execution_id = "exec-" + std::to_string(call_number_);
-    const auto start = std::chrono::steady_clock::now();
-    auto done = asio::co_spawn(io_, connector_->Call(request), asio::use_future);
-    // The child's stdout is always being read: run the loop until the call is done, not until idle.
+  Timed Call(const std::string& tool, const std::string& body = "{}") { return CallAtOnce(1, tool, body).front(); }
+
+  // `n` calls of `tool` started together (each its own coroutine on the loop), each timed.
+  std::vector<Timed> CallAtOnce(int n, const std::string& tool, const std::string& body = "{}") {
+    std::vector<std::future<Timed>> calls;
+    for (int i = 0; i < n; ++i) {
+      DownstreamRequest request;
+      request.tool_name = "local." + tool;
+      request.body = body;
+      request.idempotency_key = "key-" + std::to_string(++call_number_);
+      request.execution_id = "exec-" + std::to_string(call_number_);
+      calls.push_back(asio::co_spawn(io_, TimedCall(*connector_, std::move(request)), asio::use_future));
+    }
+    // The child's stdout is always being read: run the loop until the calls are done, not until idle.
     io_.restart();
-    const auto give_up = start + 2 * milliseconds(kTimeoutMs);
-    while (done.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
-           std::chrono::steady_clock::now() < give_up) {
-      io_.run_for(milliseconds(20));
+    const auto give_up = std::chrono::steady_clock::now() + 2 * milliseconds(kTimeoutMs);
+    const auto all_done = [&] {
+      for (auto& c : calls) {
+        if (c.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return false;
+      }
+      return true;
+    };
+    while (!all_done() && std::chrono::steady_clock::now() < give_up) io_.run_for(milliseconds(20));
+    std::vector<Timed> out;
+    for (auto& c : calls) {
+      if (c.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+        ADD_FAILURE() << "a call never ended";
+        out.push_back(Timed{});
+      } else {
+        out.push_back(c.get());
+      }
     }
-    if (done.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
-      ADD_FAILURE() << "the call never ended";
-      return Timed{};
-    }
-    return Timed{done.get(), std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start)};
+    return out;
+  }
+
+  static asio::awaitable<Timed> TimedCall(McpConnector& connector, DownstreamRequest request) {
+    const auto start = std::chrono::steady_clock::now();
+    DownstreamResult result = co_await connector.Call(request);
+    co_return Timed{std::move(result),
+                    std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start)};
   }
 
   // The server's process id, from its `pid` tool.
@@ -165,6 +194,7 @@ class McpStdioTest : public ::testing::Test {
   store::MemoryItemStore store_{clock_};
   McpToolRegistry registry_;
   ConnectorConfig config_;
+  size_t max_response_bytes_ = 16 * 1024;
   std::unique_ptr<McpConnector> connector_;
   int call_number_ = 0;
 };
@@ -206,12 +236,6 @@ TEST_F(McpStdioTest, AServerThatAnswersNothingIsReplacedAfterThreeTimeoutsInARow
   EXPECT_NE(after, frozen);
 }
 
-TEST_F(McpStdioTest, AnAnswerWithinTheLimitIsTheResult) {
-  const pid_t pid = ServerPid();
-  EXPECT_GT(pid, 0);
-  EXPECT_EQ(ServerPid(), pid) << "one server serves call after call";
-}
-
 // Whether `pid` has ended: gone, or a zombie not yet reaped by whoever adopted it.
 bool Ended(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
@@ -219,6 +243,98 @@ bool Ended(pid_t pid) {
   if (!std::getline(stat, line)) return true;
   const size_t paren = line.rfind(')');
   return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+}
+
+// This process's resident memory, in kB (VmRSS).
+int64_t ResidentKb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6);
+  }
+  return -1;
+}
+
+// A server that stops reading its stdin but keeps sending notifications: what toolgate would write
+// to it is not held without bound (the review saw 100 calls of 900 KB grow toolgate by 200 MB), the
+// calls that find more than max_response_bytes waiting fail at once, as a connector failure, and the
+// server is replaced (its notifications do not make it look alive).
+TEST_F(McpStdioTest, AServerThatStopsReadingIsNotQueuedWithoutBoundAndIsReplaced) {
+  // Every block of 64 KB or more mapped on its own and unmapped when freed (no dynamic threshold):
+  // the resident size then counts the large buffers held, not those the allocator keeps for later.
+  mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+  // Room for the burst's own work (each call parses and writes its half megabyte on this one loop).
+  Make(4000);
+  const pid_t deaf = ServerPid();
+  ASSERT_GT(deaf, 0);
+  ASSERT_EQ(Call("deaf").result.kind, Kind::kResponse);
+  const std::string half_megabyte = json{{"pad", std::string(512 * 1024, 'x')}}.dump();
+  const int64_t rss_before = ResidentKb();
+  const std::vector<Timed> burst = CallAtOnce(16, "pid", half_megabyte);
+  const int64_t rss_after = ResidentKb();
+  int refused = 0;
+  for (const Timed& t : burst) {
+    if (t.result.kind != Kind::kConnectFailed) continue;
+    ++refused;
+    EXPECT_LT(t.took, milliseconds(1000)) << "a call that cannot be sent fails at once";
+    EXPECT_NE(t.result.error.find("bytes wait to be written"), std::string::npos) << t.result.error;
+    const Classification c = ClassifyDownstream(t.result, false, config_.breaker, 1000);
+    EXPECT_EQ(c.reason, OutcomeReason{FailureReason::kConnectionFailed});
+    EXPECT_EQ(c.breaker, BreakerEffect::kFailure) << "a server that does not read is a broken server";
+  }
+  EXPECT_GE(refused, 14) << "at most one line beyond the bound is queued";
+  EXPECT_LT(rss_after - rss_before, 4 * 1024) << "8 MB were queued for a server that reads nothing";
+  // Once it has read nothing for the whole timeout, the next call ends it, and one after its
+  // backoff runs on a new server.
+  pid_t after = -1;
+  for (int i = 0; i < 40 && after <= 0; ++i) {
+    const Timed t = Call("pid", half_megabyte);
+    EXPECT_LT(t.took, milliseconds(3000)) << "no call waits for its timeout any more";
+    if (t.result.kind == Kind::kResponse) {
+      after = std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
+    } else {
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+  }
+  EXPECT_GT(after, 0) << "no new server";
+  EXPECT_NE(after, deaf);
+  EXPECT_TRUE(Ended(deaf)) << "the deaf server was not ended";
+}
+
+// Requests that time out before the server has read them say it is frozen, whatever it sends
+// meanwhile: the third in a row replaces it. Within the bound (4 MiB here), each waits its timeout.
+TEST_F(McpStdioTest, RequestsTimingOutUnreadReplaceAServerThatOnlySendsNotifications) {
+  max_response_bytes_ = 4 << 20;
+  Make(1500);
+  const pid_t deaf = ServerPid();
+  ASSERT_GT(deaf, 0);
+  ASSERT_EQ(Call("deaf").result.kind, Kind::kResponse);
+  // Larger than what the pipe and the server's own input buffer take together.
+  const std::string request = json{{"pad", std::string(300 * 1024, 'x')}}.dump();
+  EXPECT_EQ(Call("pid", request).result.kind, Kind::kTimeout);
+  EXPECT_EQ(Call("pid", request).result.kind, Kind::kTimeout);
+  EXPECT_FALSE(Ended(deaf)) << "two unread requests are not yet a frozen server";
+  EXPECT_EQ(Call("pid", request).result.kind, Kind::kTimeout);
+  EXPECT_TRUE(testing::WaitUntil([&] { return Ended(deaf); }, milliseconds(2000)))
+      << "the third unread request in a row ends it, notifications or not";
+  // The next call, after the restart's backoff, runs on a new server.
+  pid_t after = -1;
+  for (int i = 0; i < 10 && after <= 0; ++i) {
+    const Timed t = Call("pid");
+    if (t.result.kind == Kind::kResponse) {
+      after = std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
+    } else {
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+  }
+  EXPECT_GT(after, 0) << "no new server";
+  EXPECT_NE(after, deaf);
+}
+
+TEST_F(McpStdioTest, AnAnswerWithinTheLimitIsTheResult) {
+  const pid_t pid = ServerPid();
+  EXPECT_GT(pid, 0);
+  EXPECT_EQ(ServerPid(), pid) << "one server serves call after call";
 }
 
 // Servers are often started through a wrapper (`npx`, `uvx`, `sh -c`): the server is then the
