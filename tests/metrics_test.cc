@@ -62,6 +62,7 @@ const std::map<std::string, std::string> kFamilies = {
     {"toolgate_unrecorded_outcomes", "gauge"},
     {"toolgate_unrecorded_outcomes_ended_total", "counter"},
     {"toolgate_store_clock_ahead_seconds", "gauge"},
+    {"toolgate_store_writes_failing", "gauge"},
     {"toolgate_store_requests_in_flight", "gauge"},
     {"toolgate_store_requests_waiting", "gauge"},
     {"toolgate_store_max_requests_in_flight", "gauge"},
