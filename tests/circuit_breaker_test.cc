@@ -1,5 +1,7 @@
 // CircuitBreakerService over the memory store with a manual clock: every transition and S1–S5.
 
+#include <algorithm>
+
 #include "breaker_test_support.h"
 #include "gtest/gtest.h"
 #include "sync_point_store.h"
@@ -50,6 +52,16 @@ class CircuitBreakerTest : public ::testing::Test {
   void Trip() {
     for (int i = 0; i < config_.failure_threshold; ++i) Fail(Ask());
     ASSERT_EQ(Stored().state, State::kOpen);
+  }
+  // Every move a test made is one breaker::kTransitions lists: /metrics starts each listed move's
+  // counter at 0 (Metrics::KnownConnector), so a move missing from the list would be born uncounted.
+  void TearDown() override {
+    for (const BreakerTransition& t : listener_.transitions()) {
+      const bool listed = std::any_of(breaker::kTransitions.begin(), breaker::kTransitions.end(),
+                                      [&t](const breaker::Transition& k) { return k.from == t.from && k.to == t.to; });
+      EXPECT_TRUE(listed) << breaker::ToString(t.from) << " -> " << breaker::ToString(t.to) << " (" << ToString(t.cause)
+                          << ") is not in breaker::kTransitions";
+    }
   }
 
   ManualClock clock_;
