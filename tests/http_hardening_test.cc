@@ -212,10 +212,15 @@ double CpuSeconds(pid_t pid) {
 
 // toolgate makes itself not dumpable (app/cli_serve.cc), so its /proc/<pid>/fd is root's alone: a
 // test run by another user cannot count its descriptors from outside.
-bool DescriptorsReadable(pid_t pid) { return access(("/proc/" + std::to_string(pid) + "/fd").c_str(), R_OK) == 0; }
+// Listing the directory is not enough: reading where an entry points (what OpenSockets does) needs
+// CAP_SYS_PTRACE, which root in a container may lack.
+bool DescriptorsReadable(pid_t pid) {
+  char target[256];
+  return readlink(("/proc/" + std::to_string(pid) + "/fd/0").c_str(), target, sizeof target) > 0;
+}
 constexpr char kDescriptorsUnreadable[] =
-    "counts toolgate's descriptors in /proc/<pid>/fd, which only root may read (toolgate is not dumpable): "
-    "run as root, as CI does";
+    "counts toolgate's descriptors in /proc/<pid>/fd, which only root with CAP_SYS_PTRACE may read (toolgate "
+    "is not dumpable): run as root, as CI does";
 
 int OpenDescriptors(pid_t pid) {
   DIR* d = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());

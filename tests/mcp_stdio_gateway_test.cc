@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -83,9 +84,19 @@ class McpStdioGatewayTest : public ::testing::Test {
     gw_ = std::make_unique<GatewayProcess>(config, dir_);
     // Root reads every process's environment, dumpable or not: the gateway (and so its server) runs
     // as an unprivileged user, the one case the protection is for.
+    // The build directory may be out of that user's reach (a checkout under a 0700 directory), so it
+    // runs a copy of the binary from the test's own directory, which it owns.
     if (geteuid() == 0) {
       ASSERT_EQ(chown(dir_.file("").c_str(), kUnprivileged, kUnprivileged), 0);
-      gw_->SetLauncher({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"});
+      const std::string copy = dir_.file("toolgate");
+      std::filesystem::copy_file(TOOLGATE_BINARY, copy);
+      std::filesystem::permissions(copy, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                             std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                             std::filesystem::perms::others_exec);
+      // setpriv runs sh as that user; sh runs the copy with the harness's arguments ($0 is the
+      // harness's binary path, unused).
+      gw_->SetLauncher({"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",
+                        "exec '" + copy + "' \"$@\""});
     }
     ASSERT_TRUE(gw_->Start());
     ASSERT_TRUE(testing::WaitUntil([&] { return access(probe_.c_str(), F_OK) == 0; }, std::chrono::seconds(30)))

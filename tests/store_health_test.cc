@@ -272,7 +272,8 @@ TEST(StoreWriteHealthTest, OnlyStoreTroubleMarksWritesFailingAndOnlyAnAppliedWri
 
   for (absl::Status trouble :
        {absl::UnavailableError(kDiskFull), absl::DataLossError("damaged"), absl::InternalError("sqlite 1"),
-        absl::FailedPreconditionError("(store is read-only)")}) {
+        absl::FailedPreconditionError("(store is read-only)"),
+        absl::PermissionDeniedError("dynamodb AccessDeniedException: not authorized to perform PutItem")}) {
     health.Record(absl::StatusOr<store::WriteResult>(trouble));
     EXPECT_TRUE(health.failing()) << trouble;
     EXPECT_EQ(health.snapshot().last_failure_message, trouble.message());

@@ -316,7 +316,7 @@ struct AdminRoutes::Impl : GatewayContext {
       const json store = StoreHealthJson(engine);
       std::string message = absl::StrCat("the store (", std::string(engine.store().backend_name()),
                                          ") cannot be read: ", doc.status().ToString());
-      if (store["writes_failing"] == true) {
+      if (store["writes_failing"] == true && store["last_write_failure"].is_object()) {
         absl::StrAppend(&message, "; its writes fail too, the last at ",
                         store["last_write_failure"]["at"].get<std::string>(), ": ",
                         store["last_write_failure"]["message"].get<std::string>());

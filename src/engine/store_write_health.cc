@@ -15,6 +15,7 @@ constexpr size_t kMaxMessageBytes = 512;
 bool StoreWriteHealth::IsStoreTrouble(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kPermissionDenied:  // DynamoDB: write access denied, credentials expired
     case absl::StatusCode::kDataLoss:
     case absl::StatusCode::kInternal:
       return true;
