@@ -263,8 +263,11 @@ TEST_F(McpStdioTest, AServerThatStopsReadingIsNotQueuedWithoutBoundAndIsReplaced
   // Every block of 64 KB or more mapped on its own and unmapped when freed (no dynamic threshold):
   // the resident size then counts the large buffers held, not those the allocator keeps for later.
   mallopt(M_MMAP_THRESHOLD, 64 * 1024);
-  // Room for the burst's own work (each call parses and writes its half megabyte on this one loop).
-  Make(4000);
+  // Room for the burst's own work (each call parses and writes its half megabyte on this one loop:
+  // ~0.1 s a call under AddressSanitizer, so the burst's last refusal comes seconds after its first).
+  const int timeout_ms = testing::kSanitizedBuild ? 15000 : 4000;
+  const milliseconds at_once(testing::kSanitizedBuild ? 12000 : 1000);
+  Make(timeout_ms);
   const pid_t deaf = ServerPid();
   ASSERT_GT(deaf, 0);
   ASSERT_EQ(Call("deaf").result.kind, Kind::kResponse);
@@ -276,7 +279,7 @@ TEST_F(McpStdioTest, AServerThatStopsReadingIsNotQueuedWithoutBoundAndIsReplaced
   for (const Timed& t : burst) {
     if (t.result.kind != Kind::kConnectFailed) continue;
     ++refused;
-    EXPECT_LT(t.took, milliseconds(1000)) << "a call that cannot be sent fails at once";
+    EXPECT_LT(t.took, at_once) << "a call that cannot be sent fails at once";
     EXPECT_NE(t.result.error.find("bytes wait to be written"), std::string::npos) << t.result.error;
     const Classification c = ClassifyDownstream(t.result, false, config_.breaker, 1000);
     EXPECT_EQ(c.reason, OutcomeReason{FailureReason::kConnectionFailed});
@@ -289,9 +292,10 @@ TEST_F(McpStdioTest, AServerThatStopsReadingIsNotQueuedWithoutBoundAndIsReplaced
   // Once it has read nothing for the whole timeout, the next call ends it, and one after its
   // backoff runs on a new server.
   pid_t after = -1;
-  for (int i = 0; i < 40 && after <= 0; ++i) {
+  const auto until = std::chrono::steady_clock::now() + milliseconds(3 * timeout_ms + 10000);
+  while (after <= 0 && std::chrono::steady_clock::now() < until) {
     const Timed t = Call("pid", half_megabyte);
-    EXPECT_LT(t.took, milliseconds(3000)) << "no call waits for its timeout any more";
+    EXPECT_LT(t.took, milliseconds(timeout_ms - 1000)) << "no call waits for its timeout any more";
     if (t.result.kind == Kind::kResponse) {
       after = std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
     } else {
