@@ -113,6 +113,15 @@ class McpStdioTest : public ::testing::Test {
     DownstreamResult result;
     milliseconds took;
   };
+  // The server pid a `pid` call's answer names; -1 (after a pause of 100 ms, for a server being
+  // started again) when the call was not answered.
+  static pid_t ServedBy(const Timed& t) {
+    if (t.result.kind == Kind::kResponse) {
+      return std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+    return -1;
+  }
   Timed Call(const std::string& tool, const std::string& body = "{}") { return CallAtOnce(1, tool, body).front(); }
 
   // `n` calls of `tool` started together (each its own coroutine on the loop), each timed.
@@ -296,11 +305,7 @@ TEST_F(McpStdioTest, AServerThatStopsReadingIsNotQueuedWithoutBoundAndIsReplaced
   while (after <= 0 && std::chrono::steady_clock::now() < until) {
     const Timed t = Call("pid", half_megabyte);
     EXPECT_LT(t.took, milliseconds(timeout_ms - 1000)) << "no call waits for its timeout any more";
-    if (t.result.kind == Kind::kResponse) {
-      after = std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
-    } else {
-      std::this_thread::sleep_for(milliseconds(100));
-    }
+    after = ServedBy(t);
   }
   EXPECT_GT(after, 0) << "no new server";
   EXPECT_NE(after, deaf);
@@ -327,11 +332,7 @@ TEST_F(McpStdioTest, RequestsTimingOutUnreadReplaceAServerThatOnlySendsNotificat
   pid_t after = -1;
   for (int i = 0; i < 10 && after <= 0; ++i) {
     const Timed t = Call("pid");
-    if (t.result.kind == Kind::kResponse) {
-      after = std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
-    } else {
-      std::this_thread::sleep_for(milliseconds(100));
-    }
+    after = ServedBy(t);
   }
   EXPECT_GT(after, 0) << "no new server";
   EXPECT_NE(after, deaf);
