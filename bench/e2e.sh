@@ -7,6 +7,9 @@
 #      TLS handshakes per 1,000 calls that cost (from toolgate_downstream_connections_total).
 # Usage: bench/e2e.sh [BUILD_DIR] [DURATION_S] [CONNECTIONS=64]. Installs wrk and nginx-light when missing (as root).
 # IO_THREADS=N sets toolgate's [server] io_threads (unset: the default, one event loop per core).
+# STORE_DIR=DIR puts the stores (and the fsync probe) in DIR instead of a temporary folder on the
+# disk: STORE_DIR=/dev/shm runs the same rows on memory, where a sync costs nothing, which shows what
+# share of toolgate's rate the store disk's syncs take (docs/performance.md).
 # ROUNDS=N (default 1) runs nginx's proxy and the three toolgate rows N times, alternated, each
 # toolgate row against the nginx run of its own round, and prints the median of each row's ratios:
 # on a shared VM nginx's own figure moves by a fifth between runs minutes apart.
@@ -25,8 +28,9 @@ if [ -n "${missing:-}" ]; then
 fi
 
 work=$(mktemp -d)
+stores=$(mktemp -d -p "${STORE_DIR:-$work}")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$stores" "$work"; }
 trap cleanup EXIT
 
 down_port=19101; nginx_port=19102; api_port=19103; admin_port=19104; tls_port=19105
@@ -87,8 +91,8 @@ sleep 0.5
 # WAL is (its file is reused), averaged over 500. DESIGN §16's aim for one connection is measured
 # against it: p50 <= 2 fsyncs + 0.25 ms with `full` (two durable commits per call), <= 0.25 ms with
 # `normal`.
-dd if=/dev/zero of="$work/fsync.probe" bs=4k count=512 2>/dev/null
-fsync_us=$(dd if=/dev/zero of="$work/fsync.probe" bs=4k count=500 conv=notrunc oflag=dsync 2>&1 |
+dd if=/dev/zero of="$stores/fsync.probe" bs=4k count=512 2>/dev/null
+fsync_us=$(dd if=/dev/zero of="$stores/fsync.probe" bs=4k count=500 conv=notrunc oflag=dsync 2>&1 |
   awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i - 1) * 1e6 / 500 }')
 awk -v f="$fsync_us" 'BEGIN { printf "== fsync on the store disk: %.0f us (4 KB, O_DSYNC, mean of 500); one-connection p50 aim: full <= %.2f ms, normal <= 0.25 ms\n", f, (2 * f + 250) / 1000 }'
 
@@ -98,7 +102,7 @@ for round in $(seq "$rounds"); do
 run_wrk "nginx reverse proxy (max_conns=64)" "http://127.0.0.1:$nginx_port/bench.echo"
 read -r nginx_rps nginx_p50 < "$work/last"
 for sync in normal full tls; do
-  rm -f "$work/toolgate-$sync.db" "$work/toolgate-$sync.db-wal" "$work/toolgate-$sync.db-shm"
+  rm -f "$stores/toolgate-$sync.db" "$stores/toolgate-$sync.db-wal" "$stores/toolgate-$sync.db-shm"
   base_url="http://127.0.0.1:$down_port"; tls_table=""; sqlite_sync=$sync
   if [ "$sync" = tls ]; then
     base_url="https://127.0.0.1:$tls_port"; tls_table="[connectors.bench.tls]
@@ -112,7 +116,7 @@ ${IO_THREADS:+io_threads = $IO_THREADS}
 [admin]
 listen = "127.0.0.1:$admin_port"
 [store]
-path = "$work/toolgate-$sync.db"
+path = "$stores/toolgate-$sync.db"
 sqlite_synchronous = "$sqlite_sync"
 [connectors.bench]
 base_url = "$base_url"
@@ -134,7 +138,7 @@ TOML
     awk -v p="$tg_p50" -v f="$fsync_us" -v s="$sqlite_sync" 'BEGIN { aim = s == "full" ? (2 * f + 250) / 1000 : 0.25;
       printf "   one-connection p50 %.2f ms against the aim of %.2f ms (%s): %s\n", p, aim, s == "full" ? "2 fsyncs + 0.25 ms" : "normal", p <= aim ? "met" : "not met" }'
   fi
-  echo "   store: $(sqlite3 "$work/toolgate-$sync.db" "select count(*) from items where sk like 'EXEC#%'") executions recorded"
+  echo "   store: $(sqlite3 "$stores/toolgate-$sync.db" "select count(*) from items where sk like 'EXEC#%'") executions recorded"
   curl -s "http://127.0.0.1:$admin_port/metrics" | awk '
     /^toolgate_downstream_connections_total\{event="opened"\}/ {o=$2}
     /^toolgate_downstream_connections_total\{event="tls_handshake"\}/ {h=$2}
