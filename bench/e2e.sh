@@ -94,7 +94,7 @@ sleep 0.5
 dd if=/dev/zero of="$stores/fsync.probe" bs=4k count=512 2>/dev/null
 fsync_us=$(dd if=/dev/zero of="$stores/fsync.probe" bs=4k count=500 conv=notrunc oflag=dsync 2>&1 |
   awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i - 1) * 1e6 / 500 }')
-awk -v f="$fsync_us" 'BEGIN { printf "== fsync on the store disk: %.0f us (4 KB, O_DSYNC, mean of 500); one-connection p50 aim: full <= %.2f ms, normal <= 0.25 ms\n", f, (2 * f + 250) / 1000 }'
+awk -v f="$fsync_us" 'BEGIN { printf "== fsync where the stores are: %.0f us (4 KB, O_DSYNC, mean of 500); one-connection p50 aim: full <= %.2f ms, normal <= 0.25 ms\n", f, (2 * f + 250) / 1000 }'
 
 export TOOLGATE_JWT_SECRET=bench-secret-for-toolgate-benchmarks-0123
 for round in $(seq "$rounds"); do
