@@ -373,5 +373,104 @@ TEST_F(McpStdioTest, WhatTheServerStartedEndsWithIt) {
   if (!ended) kill(started, SIGKILL);
 }
 
+// A server's tool list (design §14, §17.7). tools/list: one tool (`count`) until a call of `grow`,
+// then pages of one 100 KB tool each, each with a nextCursor, without end. With `storm` as its
+// argument it sends notifications/tools/list_changed 20 ms after every tools/list it answers. Every
+// tools/call answers how many tools/list requests reached it so far.
+constexpr const char* kListServer = R"JS(
+const rl = require('readline').createInterface({input: process.stdin});
+const send = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const storm = process.argv.includes('storm');
+let lists = 0, grown = false;
+rl.on('line', (l) => {
+  let m;
+  try { m = JSON.parse(l); } catch (e) { return; }
+  if (m.id === undefined || m.method === undefined) return;
+  const answer = (result) => send({jsonrpc: '2.0', id: m.id, result});
+  if (m.method === 'initialize') {
+    return answer({protocolVersion: m.params.protocolVersion, capabilities: {tools: {listChanged: true}},
+                   serverInfo: {name: 'fixture', version: '1'}});
+  }
+  if (m.method === 'tools/list') {
+    ++lists;
+    if (storm) setTimeout(() => send({jsonrpc: '2.0', method: 'notifications/tools/list_changed'}), 20);
+    if (!grown) return answer({tools: [{name: 'count', inputSchema: {type: 'object'}}]});
+    return answer({tools: [{name: 'big' + lists, description: 'd'.repeat(100 * 1024), inputSchema: {type: 'object'}}],
+                   nextCursor: 'after' + lists});
+  }
+  if (m.method !== 'tools/call') return send({jsonrpc: '2.0', id: m.id, error: {code: -32601, message: 'no'}});
+  if (m.params.name === 'grow') grown = true;
+  answer({content: [{type: 'text', text: String(lists)}]});
+});
+)JS";
+
+class McpToolListTest : public McpStdioTest {
+ protected:
+  // The tools/list requests that reached the server so far (its `count` tool).
+  int ListsSoFar() {
+    const Timed t = Call("count");
+    if (t.result.kind != Kind::kResponse) {
+      ADD_FAILURE() << t.result.error;
+      return -1;
+    }
+    return std::stoi(json::parse(t.result.body)["content"][0]["text"].get<std::string>());
+  }
+  absl::Status Refresh() {
+    std::future<absl::Status> done = asio::co_spawn(io_, connector_->RefreshTools(), asio::use_future);
+    io_.restart();
+    const auto give_up = std::chrono::steady_clock::now() + milliseconds(kTimeoutMs);
+    while (done.wait_for(std::chrono::seconds(0)) != std::future_status::ready &&
+           std::chrono::steady_clock::now() < give_up) {
+      io_.run_for(milliseconds(20));
+    }
+    if (done.wait_for(std::chrono::seconds(0)) != std::future_status::ready) return absl::DeadlineExceededError("hung");
+    return done.get();
+  }
+  void RunFor(milliseconds how_long) {
+    io_.restart();
+    const auto end = std::chrono::steady_clock::now() + how_long;
+    while (std::chrono::steady_clock::now() < end) io_.run_for(milliseconds(20));
+  }
+};
+
+// A server could page its list without end, each page up to max_response_bytes: 100 pages were
+// gathered into one list and served to every agent's tools/list (a review saw 7.4 GB of memory and a
+// 43 s answer from one such server). The list is bounded by what a store item holds (350 KB): past
+// it no further page is asked for and the list is refused whole, the last one staying in use.
+TEST_F(McpToolListTest, AToolListLargerThanAStoreItemIsRefusedWithoutAskingForEveryPage) {
+  max_response_bytes_ = 256 * 1024;  // each 100 KB page fits in an answer
+  Make(kTimeoutMs, {"/usr/bin/node", "-e", kListServer});
+  ASSERT_TRUE(Refresh().ok());
+  ASSERT_EQ(registry_.ToolCount("local"), 1u);
+  Call("grow");
+  const int before = ListsSoFar();
+  const absl::Status grown = Refresh();
+  EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted) << grown;
+  EXPECT_NE(grown.message().find("larger than 350 KB"), std::string::npos) << grown;
+  EXPECT_EQ(ListsSoFar() - before, 4) << "the fourth 100 KB page passes 350 KB: no fifth is asked for";
+  EXPECT_EQ(registry_.ToolCount("local"), 1u) << "the last list stays in use";
+  EXPECT_TRUE(registry_.ConnectorOf("local.count").has_value());
+}
+
+// notifications/tools/list_changed after every list made the refresh loop fetch (and save) the list
+// again at once, ~35 times a second without any call. A fetch it asks for now comes at least 1 s
+// after the one before, the interval doubling while the notifications keep coming.
+TEST_F(McpToolListTest, AServerThatSaysItsToolsChangedAfterEveryListIsNotFetchedAgainAtOnce) {
+  Make(kTimeoutMs, {"/usr/bin/node", "-e", kListServer, "storm"});
+  connector_->Start(io_.get_executor());
+  ASSERT_TRUE(testing::WaitUntil(
+      [&] {
+        RunFor(milliseconds(100));
+        return registry_.HasList("local");
+      },
+      std::chrono::seconds(30)));
+  RunFor(milliseconds(3500));
+  const int lists = ListsSoFar();
+  // Fetched at 0 s, then at least 1 s and 2 s apart: 3 in 3.5 s (a fourth only if the first came late).
+  EXPECT_GE(lists, 2) << "a notification still brings a fetch";
+  EXPECT_LE(lists, 4) << "one fetch per notification would be ~100";
+  connector_->Stop();
+}
+
 }  // namespace
 }  // namespace toolgate

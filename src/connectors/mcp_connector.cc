@@ -38,6 +38,12 @@ constexpr int kMaxListPages = 100;
 constexpr milliseconds kFirstListRetry{1000};
 constexpr milliseconds kMaxListRetry{30'000};
 constexpr milliseconds kSecondListFetch{2'000};
+// The least time between two fetches of the tool list that notifications/tools/list_changed ask
+// for: 1 s, doubled by each notification that comes within it, up to 30 s, and back to 1 s once a
+// wait runs its course without one. A server sending them without end (each fetch of a list up to
+// 350 KB, and its store write) gets a fetch every 30 s, not one per notification.
+constexpr milliseconds kMinListInterval{1'000};
+constexpr milliseconds kMaxListInterval{30'000};
 // A notification larger than this (its JSON text, as relayed) is not relayed: what progress says
 // (token, progress, total, a message) is small, a log message should be, and the client's stream
 // holds up to 16 of them (docs/mcp.md "Progress and log messages").
@@ -127,7 +133,15 @@ asio::awaitable<T> OffLoop(const std::function<void(std::function<void()>)>& run
 struct McpConnector::Shared {
   bool stopped = false;
   bool refresh_now = false;  // tools/list_changed arrived
+  bool cooling = false;      // the refresh loop waits out the least interval: notifications do not end it
   std::unique_ptr<asio::steady_timer> timer;
+
+  // notifications/tools/list_changed, on the main loop: the refresh loop's wait ends now, unless it
+  // is the wait that keeps fetches the least interval apart.
+  void ToolsChanged() {
+    refresh_now = true;
+    if (timer && !cooling) timer->cancel();
+  }
 };
 
 // One client per event loop other than the main one, keyed by the loop (its io_context). The map is
@@ -232,6 +246,7 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
   if (!permit) co_return absl::FailedPreconditionError("tools/list: the connector's breaker is not closed");
   const milliseconds timeout(config_.timeout_ms);
   json tools = json::array();
+  size_t list_bytes = 2;  // "[]": the list's JSON text, as it is saved, grows by each page's tools
   std::optional<std::string> cursor;
   DownstreamResult last;  // the last exchange, for the breaker
   for (int page = 0; page < kMaxListPages; ++page) {
@@ -252,6 +267,17 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
       RecordBackground(*permit, std::move(last));  // the server answered: not its failure
       co_return absl::UnavailableError("tools/list: the answer holds no tools array");
     }
+    // A list larger than a store item holds is refused whole, and no further page is asked for:
+    // pages of up to max_response_bytes each, 100 of them, would otherwise be gathered, copied and
+    // served to every agent's tools/list (gigabytes from one server).
+    for (const json& t : result["tools"]) list_bytes += Dump(t).size() + 1;
+    if (list_bytes > McpToolRegistry::kMaxListBytes) {
+      RecordBackground(*permit, std::move(last));  // the server answered: not its failure
+      co_return absl::ResourceExhaustedError(
+          absl::StrCat("tools/list: the server's tool list is larger than ", McpToolRegistry::kMaxListBytes / 1024,
+                       " KB (more than ", list_bytes, " bytes after ", page + 1,
+                       " page(s)), what toolgate holds for one connector: it is refused"));
+    }
     for (const json& t : result["tools"]) tools.push_back(t);
     auto next = result.find("nextCursor");
     if (next == result.end() || !next->is_string() || next->get<std::string>().empty()) break;
@@ -261,6 +287,13 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
   Publish(tools);
   McpServerRecord record;
   record.tools_json = Dump(tools);
+  if (record.tools_json != last_tools_json_) {
+    if (!last_tools_json_.empty()) {
+      spdlog::info("connector {}: the MCP server's tools changed ({} tool(s) listed)", config_.id,
+                   deps_.tools.ToolCount(config_.id));
+    }
+    last_tools_json_ = record.tools_json;
+  }
   if (std::optional<mcp::McpClient::ServerInfo> info = client_.server_info()) {
     record.server_name = info->name;
     record.server_version = info->version;
@@ -308,12 +341,8 @@ mcp::McpClient* McpConnector::LoopClient(const asio::execution_context& loop) {
     if (std::unique_ptr<mcp::McpTransport> transport = client_.transport().ForAnotherLoop()) {
       it->second = std::make_unique<mcp::McpClient>(config_.id, std::move(transport), clock_);
       // The server says its tools changed, on this loop's session: the main loop refreshes the list.
-      it->second->transport().OnToolsChanged([main = deps_.event_loop, shared = shared_] {
-        asio::post(main, [shared] {
-          shared->refresh_now = true;
-          if (shared->timer) shared->timer->cancel();
-        });
-      });
+      it->second->transport().OnToolsChanged(
+          [main = deps_.event_loop, shared = shared_] { asio::post(main, [shared] { shared->ToolsChanged(); }); });
     }
   }
   return it->second.get();
@@ -415,18 +444,17 @@ asio::awaitable<HealthReport> McpConnector::CheckHealthOnLoop() {
 void McpConnector::Start(asio::any_io_executor event_loop) {
   shared_->timer = std::make_unique<asio::steady_timer>(event_loop);
   // The server says its tools changed: refresh now (the loop's wait ends early).
-  client_.transport().OnToolsChanged([shared = shared_] {
-    shared->refresh_now = true;
-    if (shared->timer) shared->timer->cancel();
-  });
+  client_.transport().OnToolsChanged([shared = shared_] { shared->ToolsChanged(); });
   asio::co_spawn(event_loop, RefreshForever(this, shared_), asio::detached);
 }
 
 asio::awaitable<void> McpConnector::RefreshForever(McpConnector* self, std::shared_ptr<Shared> shared) {
   milliseconds retry = kFirstListRetry;
+  milliseconds least_interval = kMinListInterval;
   std::optional<uint64_t> confirmed_session;
   while (!shared->stopped) {
     shared->refresh_now = false;
+    const auto started = self->clock_.now_monotonic();
     auto refresh_op = self->RefreshTools();
     absl::Status refreshed = co_await std::move(refresh_op);
     if (shared->stopped) co_return;
@@ -451,11 +479,27 @@ asio::awaitable<void> McpConnector::RefreshForever(McpConnector* self, std::shar
       wait = std::min(wait, retry);
       retry = std::min(kMaxListRetry, retry * 2);
     }
-    shared->timer->expires_after(wait);
     boost::system::error_code ec;
-    auto wait_op = shared->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    co_await std::move(wait_op);
-    if (shared->refresh_now) spdlog::info("connector {}: the MCP server's tools changed", self->config_.id);
+    if (!shared->refresh_now) {  // a notification that came during the fetch is not put off to the next
+      shared->timer->expires_after(wait);
+      auto wait_op = shared->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await std::move(wait_op);
+    }
+    if (!shared->refresh_now || shared->stopped) {
+      least_interval = kMinListInterval;  // the wait ran its course: the server was quiet
+      continue;
+    }
+    // Ended early by tools/list_changed: the next fetch still waits until `least_interval` after
+    // this one began, whatever more notifications say meanwhile (only Stop ends that wait).
+    const auto since = std::chrono::duration_cast<milliseconds>(self->clock_.now_monotonic() - started);
+    if (since < least_interval) {
+      shared->cooling = true;
+      shared->timer->expires_after(least_interval - since);
+      auto cool_op = shared->timer->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      co_await std::move(cool_op);
+      shared->cooling = false;
+    }
+    least_interval = std::min(kMaxListInterval, least_interval * 2);
   }
 }
 

@@ -9,9 +9,6 @@ namespace toolgate {
 
 namespace {
 
-// A DynamoDB item holds at most 400 KB; the key and attribute names need a little of it.
-constexpr size_t kMaxSavedBytes = 350 * 1024;
-
 store::ItemKey KeyOf(const std::string& connector_id) {
   return {absl::StrCat("CONNECTOR#", connector_id), "MCP_TOOLS"};
 }
@@ -87,7 +84,7 @@ size_t McpToolRegistry::ToolCount(std::string_view connector_id) const {
 
 absl::Status McpToolRegistry::Save(store::ItemStore& store, const std::string& connector_id,
                                    const McpServerRecord& record) {
-  if (record.tools_json.size() > kMaxSavedBytes) {
+  if (record.tools_json.size() > kMaxListBytes) {
     return absl::InvalidArgumentError(absl::StrCat("the tool list of connector ", connector_id, " has ",
                                                    record.tools_json.size(), " bytes, more than a store item holds"));
   }

@@ -98,7 +98,8 @@ class McpConnector final : public Connector {
   McpConnectorDeps deps_;
   mcp::McpClient client_;  // the main loop's
   std::shared_ptr<Shared> shared_;
-  struct LoopClients;  // the other loops' clients
+  std::string last_tools_json_;  // the last list fetched (RefreshTools, on the main loop alone)
+  struct LoopClients;            // the other loops' clients
   std::unique_ptr<LoopClients> loop_clients_;
 };
 

@@ -40,6 +40,11 @@ struct McpServerRecord {
 // Thread-safe: Publish and the readers may run concurrently from any thread.
 class McpToolRegistry {
  public:
+  // The largest tool list (its JSON text) a connector may have: what a store item holds (a DynamoDB
+  // item at most 400 KB; the key and attribute names need a little of it), so that every list in use
+  // can be saved for the fleet. A server's list beyond it is refused whole (McpConnector::RefreshTools).
+  static constexpr size_t kMaxListBytes = 350 * 1024;
+
   // `reserved`: names other connectors already serve ([tools] of http connectors); an MCP tool of
   // such a name is left out. `connector_ids`: every configured connector; an MCP tool named in
   // another's namespace (`<its id>.rest`, design §1: the connector is the part before the first dot)
