@@ -38,23 +38,31 @@ using json = nlohmann::json;
 using Kind = DownstreamResult::Kind;
 using std::chrono::milliseconds;
 
-// An MCP server on stdin/stdout. Tools: `pid` (answers its process id), `big` (a valid answer of
-// 64 KB on one line), `endless` (64 KB chunks without a newline, forever), `asks` (stops reading
-// stdin and sends requests of its own without end), `freeze` (blocks its only thread: alive, silent),
-// `deaf` (answers, then stops reading stdin and sends a notification every 5 ms: alive, talkative,
-// deaf).
-constexpr const char* kServer = R"JS(
+// What the test servers below share: stdin read a line at a time, each request (a line with an id
+// and a method) given to `handle` with its `answer`, `initialize` answered here with `capabilities`.
+constexpr const char* kServerLines = R"JS(
 const rl = require('readline').createInterface({input: process.stdin});
 const send = (o) => process.stdout.write(JSON.stringify(o) + '\n');
-rl.on('line', (l) => {
+const serve = (capabilities, handle) => rl.on('line', (l) => {
   let m;
   try { m = JSON.parse(l); } catch (e) { return; }
   if (m.id === undefined || m.method === undefined) return;
   const answer = (result) => send({jsonrpc: '2.0', id: m.id, result});
   if (m.method === 'initialize') {
-    return answer({protocolVersion: m.params.protocolVersion, capabilities: {tools: {}},
+    return answer({protocolVersion: m.params.protocolVersion, capabilities,
                    serverInfo: {name: 'fixture', version: '1'}});
   }
+  handle(m, answer);
+});
+)JS";
+
+// An MCP server on stdin/stdout. Tools: `pid` (answers its process id), `big` (a valid answer of
+// 64 KB on one line), `endless` (64 KB chunks without a newline, forever), `asks` (stops reading
+// stdin and sends requests of its own without end), `freeze` (blocks its only thread: alive, silent),
+// `deaf` (answers, then stops reading stdin and sends a notification every 5 ms: alive, talkative,
+// deaf).
+const std::string kServer = std::string(kServerLines) + R"JS(
+serve({tools: {}}, (m, answer) => {
   if (m.method === 'tools/list') return answer({tools: []});
   if (m.method !== 'tools/call') return send({jsonrpc: '2.0', id: m.id, error: {code: -32601, message: 'no'}});
   const tool = m.params.name;
@@ -377,20 +385,10 @@ TEST_F(McpStdioTest, WhatTheServerStartedEndsWithIt) {
 // then pages of one 100 KB tool each, each with a nextCursor, without end. With `storm` as its
 // argument it sends notifications/tools/list_changed 20 ms after every tools/list it answers. Every
 // tools/call answers how many tools/list requests reached it so far.
-constexpr const char* kListServer = R"JS(
-const rl = require('readline').createInterface({input: process.stdin});
-const send = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+const std::string kListServer = std::string(kServerLines) + R"JS(
 const storm = process.argv.includes('storm');
 let lists = 0, grown = false;
-rl.on('line', (l) => {
-  let m;
-  try { m = JSON.parse(l); } catch (e) { return; }
-  if (m.id === undefined || m.method === undefined) return;
-  const answer = (result) => send({jsonrpc: '2.0', id: m.id, result});
-  if (m.method === 'initialize') {
-    return answer({protocolVersion: m.params.protocolVersion, capabilities: {tools: {listChanged: true}},
-                   serverInfo: {name: 'fixture', version: '1'}});
-  }
+serve({tools: {listChanged: true}}, (m, answer) => {
   if (m.method === 'tools/list') {
     ++lists;
     if (storm) setTimeout(() => send({jsonrpc: '2.0', method: 'notifications/tools/list_changed'}), 20);
