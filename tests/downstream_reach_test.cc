@@ -216,6 +216,54 @@ path = "/v2/deals/{deal_id}/archive"
   EXPECT_EQ(list["executions"].size(), 3u) << "a refused input created an execution: " << list;
 }
 
+// A name that differs from a configured tool only in case or trailing '.', '-' or '_' is refused
+// before anything runs: an http connector forwards any name as its path, and a router that matches
+// paths loosely would run the configured tool's endpoint without its kill switch (action_type) or
+// input_schema. Found by a review posing as a tenant (docs/security.md §16).
+TEST(DownstreamReachShapes, ANameThatLooksLikeAConfiguredToolIsRefusedNotForwarded) {
+  TempDir dir;
+  FakeDownstream crm;
+  const std::string config = testing::BaseConfig(dir.file("store.db")) + "[connectors.crm]\nbase_url = \"" +
+                             crm.base_url() + "\"\ntimeout_ms = 2000\n" + R"(
+[tools."crm.send_email"]
+action_type = "email"
+input_schema = '{"type":"object","required":["to"],"properties":{"to":{"type":"string"}},"additionalProperties":false}'
+)";
+  GatewayProcess gw(config, dir);
+  ASSERT_TRUE(gw.Start());
+  const std::string mallory = Token("mallory");
+  ASSERT_EQ(
+      gw.Admin(
+            "PUT", "/admin/kill-switches",
+            json{{"scope", "tenant_action"}, {"key", "mallory/email"}, {"reason", "spam"}, {"requested_by", "oncall"}}
+                .dump())
+          .status,
+      200);
+  const json input = {{"input", {{"to", "victim@example.org"}, {"bcc", "x"}}}};
+  EXPECT_EQ(gw.Invoke("crm.send_email", {{"input", {{"to", "victim@example.org"}}}}, mallory).status, 403)
+      << "the kill switch stops the tool itself";
+  EXPECT_EQ(gw.Invoke("crm.send_email", input, mallory).status, 400) << "and its schema refuses the input";
+  for (const char* variant : {"crm.SEND_EMAIL", "crm.Send_Email", "crm.send_email.", "crm.send_email-",
+                              "crm.send_email__", "crm.SEND_email..."}) {
+    auto r = gw.Invoke(variant, input, mallory);
+    EXPECT_EQ(r.status, 404) << variant << ": " << r.body;
+    EXPECT_EQ(Body(r)["error"], "unknown_tool") << r.body;
+    EXPECT_THAT(Body(r).value("message", ""), HasSubstr("'crm.send_email'")) << r.body;
+    // Queued calls are admitted by the same check.
+    json queued = input;
+    queued["mode"] = "queued";
+    EXPECT_EQ(gw.Invoke(variant, queued, mallory).status, 404) << variant << " queued";
+  }
+  EXPECT_EQ(crm.total(), 0) << "a look-alike name reached the downstream";
+  EXPECT_EQ(Body(gw.Public("GET", "/v1/executions", "", mallory))["executions"].size(), 1u)
+      << "a look-alike name created an execution (only the tool's own blocked call is recorded)";
+  // A name no [tools] entry resembles is still forwarded as its path.
+  auto other = gw.Invoke("crm.send_sms", {{"input", {{"to", "x"}}}}, mallory);
+  EXPECT_EQ(other.status, 200) << other.body;
+  ASSERT_EQ(crm.total(), 1);
+  EXPECT_EQ(crm.requests()[0].path, "/crm.send_sms");
+}
+
 // HTTPS: a server the connector's ca_file vouches for is reached over one kept-alive connection; a
 // certificate from another CA is tls_error (502, a breaker failure, the breaker opens at its
 // threshold); mutual TLS works with the client certificate and is tls_error without it.

@@ -432,6 +432,18 @@ TEST_F(HttpHardeningTest, Http11NeedsExactlyOneHostAndDuplicateCredentialsOrLeng
       {"two equal Content-Lengths",
        Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12\r\nContent-Length: 12\r\n", body),
        "duplicate_header"},
+      // Headers toolgate decides by: the Origin checks and MCP's revision, session, method and tool.
+      {"two Origins", "GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: http://x\r\norigin: http://evil\r\n\r\n",
+       "duplicate_header"},
+      {"two Mcp-Names",
+       Request("POST", "/mcp", "Host: x\r\nMcp-Name: crm.get_deal\r\nMCP-NAME: crm.send_email\r\n", body),
+       "duplicate_header"},
+      {"two Mcp-Session-Ids", Request("POST", "/mcp", "Host: x\r\nMcp-Session-Id: a\r\nMcp-Session-Id: b\r\n", body),
+       "duplicate_header"},
+      {"two MCP-Protocol-Versions",
+       Request("POST", "/mcp", "Host: x\r\nMCP-Protocol-Version: 2025-06-18\r\nMCP-Protocol-Version: 2026-07-28\r\n",
+               body),
+       "duplicate_header"},
       {"a Content-Length list",
        Request("POST", "/v1/tools/crm.x/invoke", "Host: x\r\nContent-Length: 12, 12\r\n", body), "invalid_framing"},
   };

@@ -46,6 +46,9 @@ TEST(McpProtocolTest, ReadsRequestsNotificationsAndResponsesAndEchoesIdsExactly)
   EXPECT_EQ(err(R"({"jsonrpc":"2.0","id":null,"method":"x"})").code, mcp::kInvalidRequest);
   EXPECT_EQ(err(R"({"jsonrpc":"2.0","id":2,"method":"x","params":3})").id_json, "2");
   EXPECT_EQ(err(R"({"id":"k","method":"x"})").id_json, "\"k\"");
+  // A request and a response at once (a hostile client's "ping" that carries a result) is neither.
+  EXPECT_EQ(err(R"({"jsonrpc":"2.0","id":5,"method":"tools/call","result":{}})").code, mcp::kInvalidRequest);
+  EXPECT_EQ(err(R"({"jsonrpc":"2.0","id":6,"method":"ping","error":{"code":1}})").id_json, "6");
 }
 
 TEST(McpSessionTest, IdsAreStatelessTenantBoundExpiringAndTamperEvident) {

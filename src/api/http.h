@@ -113,7 +113,8 @@ struct ServerLimits {
 //                            Content-Length that is not one number
 //   501 unsupported_transfer_coding  codings other than chunked before the final chunked
 //   400 missing_host         an HTTP/1.1 request without Host
-//   400 duplicate_header     more than one Host, Authorization or Content-Length
+//   400 duplicate_header     more than one Host, Authorization, Content-Length, Origin,
+//                            MCP-Protocol-Version, Mcp-Session-Id, Mcp-Method or Mcp-Name
 //   400 invalid_path         %2F, %2f or %00 in the path (an encoded slash must not route)
 // `Expect: 100-continue` is answered `100 Continue` once the header has passed these checks and
 // the body limit (413 otherwise, without the 100).

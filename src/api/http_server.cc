@@ -16,9 +16,12 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <iterator>
 #include <optional>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "api/http.h"
 #include "nlohmann/json.hpp"
@@ -219,9 +222,23 @@ bool HasEncodedSlashNulOrDotSegment(std::string_view target) {
   return false;
 }
 
+// Headers that toolgate decides by besides those of the switch below (Origin: the CSRF and DNS
+// rebinding checks; MCP's: the revision, the session, the method and tool the 2026-07-28 revision
+// checks against the body), lower case. Two of one are refused as two Hosts are.
+constexpr const char* kSingleHeaders[] = {"origin", "mcp-protocol-version", "mcp-session-id", "mcp-method", "mcp-name"};
+
 std::optional<HttpResponse> CheckHeader(const http::request_header<>& h) {
   int hosts = 0, authorizations = 0, content_lengths = 0, transfer_encodings = 0;
+  int singles[std::size(kSingleHeaders)] = {};
   for (const auto& f : h) {
+    if (f.name() == http::field::origin || f.name() == http::field::unknown) {
+      const std::string name(f.name_string().data(), f.name_string().size());
+      for (size_t i = 0; i < std::size(kSingleHeaders); ++i) {
+        if (absl::EqualsIgnoreCase(name, kSingleHeaders[i]) && ++singles[i] == 2) {
+          return Refusal(400, "duplicate_header", absl::StrCat("more than one ", name, " header"));
+        }
+      }
+    }
     switch (f.name()) {
       case http::field::host:
         ++hosts;

@@ -130,6 +130,10 @@ std::variant<JsonRpcMessage, JsonRpcError> ParseJsonRpc(std::string_view body) {
     return Invalid("a JSON-RPC request needs \"method\"", id_json);
   }
   if (!method->is_string()) return Invalid("\"method\" must be a string", id_json);
+  if (j.contains("result") || j.contains("error")) {
+    return Invalid("a JSON-RPC message is a request or a response, not both (\"method\" with \"result\" or \"error\")",
+                   id_json);
+  }
 
   JsonRpcMessage m;
   m.kind = has_id ? JsonRpcMessage::Kind::kRequest : JsonRpcMessage::Kind::kNotification;

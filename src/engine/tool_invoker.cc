@@ -7,6 +7,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <exception>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -122,7 +123,28 @@ InvokeResult InvokeResult::Answered(Outcome outcome, OutcomeReason reason, std::
   return r;
 }
 
-ToolInvoker::ToolInvoker(Services services) : s_(services) {}
+namespace {
+
+// A tool name as LookAlikeOf compares names: ASCII lower case, without trailing '.', '-' or '_'.
+std::string FoldToolName(std::string_view name) {
+  while (!name.empty() && (name.back() == '.' || name.back() == '-' || name.back() == '_')) name.remove_suffix(1);
+  std::string folded(name);
+  for (char& c : folded) c = absl::ascii_tolower(static_cast<unsigned char>(c));
+  return folded;
+}
+
+}  // namespace
+
+ToolInvoker::ToolInvoker(Services services) : s_(services) {
+  for (const auto& [name, tool] : s_.config.tools) tools_by_folded_name_.emplace(FoldToolName(name), name);
+}
+
+std::optional<std::string> ToolInvoker::LookAlikeOf(const std::string& tool_name) const {
+  if (s_.config.tools.count(tool_name) != 0) return std::nullopt;
+  auto it = tools_by_folded_name_.find(FoldToolName(tool_name));
+  if (it == tools_by_folded_name_.end()) return std::nullopt;
+  return it->second;
+}
 ToolInvoker::~ToolInvoker() = default;
 
 const DownstreamRequest& ToolInvoker::Downstream(const Ticket& ticket) { return ticket.downstream; }
@@ -922,6 +944,14 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitAsync(InvokeRequest req
   if (connector == nullptr) {
     co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
   }
+  if (!connector->is_mcp()) {
+    if (std::optional<std::string> listed = LookAlikeOf(req.tool_name)) {
+      co_return InvokeResult::Refused(InvokeError::kUnknownTool,
+                                      "tool '" + req.tool_name + "' is not '" + *listed +
+                                          "': a name that differs from a configured tool only in case or trailing "
+                                          "'.', '-' or '_' is refused");
+    }
+  }
   // Before any admission step: a bad input creates no execution (design §13).
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
   if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
@@ -964,6 +994,14 @@ asio::awaitable<InvokeResult> ToolInvoker::EnqueueAsync(InvokeRequest req, Queue
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
   if (connector == nullptr) {
     co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
+  }
+  if (!connector->is_mcp()) {
+    if (std::optional<std::string> listed = LookAlikeOf(req.tool_name)) {
+      co_return InvokeResult::Refused(InvokeError::kUnknownTool,
+                                      "tool '" + req.tool_name + "' is not '" + *listed +
+                                          "': a name that differs from a configured tool only in case or trailing "
+                                          "'.', '-' or '_' is refused");
+    }
   }
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
   if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));

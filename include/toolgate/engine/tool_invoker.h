@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <variant>
 
 #include "nlohmann/json.hpp"
@@ -220,6 +221,13 @@ class ToolInvoker : public BackgroundTraffic {
   // the names its list holds.
   const ConnectorConfig* ResolveConnector(const std::string& tool_name) const;
 
+  // The [tools] entry that `tool_name` differs from only in ASCII case or in trailing '.', '-' or '_'
+  // (nullopt: none, or `tool_name` is that entry). An http connector forwards any name below its
+  // prefix as the path, and many routers match paths loosely, so such a name would reach the
+  // configured tool's endpoint without its kill switches (action_type), input_schema or shape:
+  // Admit and Enqueue refuse it (unknown_tool).
+  std::optional<std::string> LookAlikeOf(const std::string& tool_name) const;
+
   // BackgroundTraffic (design §17.7): the breaker's say over an MCP connector's own tools/list,
   // ping and session set-up. No slot, no ledger, no SLO count; only the breaker hears of them.
   std::optional<CircuitBreakerService::Permit> PermitBackground(const ConnectorConfig& connector) override;
@@ -247,6 +255,8 @@ class ToolInvoker : public BackgroundTraffic {
                               nlohmann::json result_json);
 
   Services s_;
+  // Each [tools] entry by its name folded as LookAlikeOf compares names.
+  std::unordered_map<std::string, std::string> tools_by_folded_name_;
 };
 
 }  // namespace toolgate
