@@ -145,6 +145,18 @@ std::optional<std::string> ToolInvoker::LookAlikeOf(const std::string& tool_name
   if (it == tools_by_folded_name_.end()) return std::nullopt;
   return it->second;
 }
+
+std::optional<std::string> ToolInvoker::NotServed(const ConnectorConfig* connector,
+                                                  const std::string& tool_name) const {
+  if (connector == nullptr) return "no connector serves tool '" + tool_name + "'";
+  if (connector->is_mcp()) return std::nullopt;  // an MCP connector serves the exact names its server lists
+  if (std::optional<std::string> listed = LookAlikeOf(tool_name)) {
+    return "tool '" + tool_name + "' is not '" + *listed +
+           "': a name that differs from a configured tool only in case or trailing '.', '-' or '_' is refused";
+  }
+  return std::nullopt;
+}
+
 ToolInvoker::~ToolInvoker() = default;
 
 const DownstreamRequest& ToolInvoker::Downstream(const Ticket& ticket) { return ticket.downstream; }
@@ -941,16 +953,8 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitAsync(InvokeRequest req
     co_return co_await std::move(whole);
   }
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
-  if (connector == nullptr) {
-    co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
-  }
-  if (!connector->is_mcp()) {
-    if (std::optional<std::string> listed = LookAlikeOf(req.tool_name)) {
-      co_return InvokeResult::Refused(InvokeError::kUnknownTool,
-                                      "tool '" + req.tool_name + "' is not '" + *listed +
-                                          "': a name that differs from a configured tool only in case or trailing "
-                                          "'.', '-' or '_' is refused");
-    }
+  if (std::optional<std::string> why = NotServed(connector, req.tool_name)) {
+    co_return InvokeResult::Refused(InvokeError::kUnknownTool, *why);
   }
   // Before any admission step: a bad input creates no execution (design §13).
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
@@ -992,16 +996,8 @@ asio::awaitable<InvokeResult> ToolInvoker::EnqueueAsync(InvokeRequest req, Queue
     co_return co_await std::move(whole);
   }
   const ConnectorConfig* connector = ResolveConnector(req.tool_name);
-  if (connector == nullptr) {
-    co_return InvokeResult::Refused(InvokeError::kUnknownTool, "no connector serves tool '" + req.tool_name + "'");
-  }
-  if (!connector->is_mcp()) {
-    if (std::optional<std::string> listed = LookAlikeOf(req.tool_name)) {
-      co_return InvokeResult::Refused(InvokeError::kUnknownTool,
-                                      "tool '" + req.tool_name + "' is not '" + *listed +
-                                          "': a name that differs from a configured tool only in case or trailing "
-                                          "'.', '-' or '_' is refused");
-    }
+  if (std::optional<std::string> why = NotServed(connector, req.tool_name)) {
+    co_return InvokeResult::Refused(InvokeError::kUnknownTool, *why);
   }
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
   if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));

@@ -254,6 +254,10 @@ class ToolInvoker : public BackgroundTraffic {
   InvokeResult AnswerRecorded(const Ticket& ticket, const Classification& classification, DownstreamResult& result,
                               nlohmann::json result_json);
 
+  // Why Admit and Enqueue refuse `tool_name` (unknown_tool), resolved to `connector`: no connector,
+  // or a look-alike of a [tools] entry on an http connector (LookAlikeOf). nullopt: served.
+  std::optional<std::string> NotServed(const ConnectorConfig* connector, const std::string& tool_name) const;
+
   Services s_;
   // Each [tools] entry by its name folded as LookAlikeOf compares names.
   std::unordered_map<std::string, std::string> tools_by_folded_name_;
