@@ -239,12 +239,14 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   EXPECT_EQ(defaults->server.io_threads, 0);       // one event loop per core
   EXPECT_EQ(defaults->server.write_timeout_ms, 10'000);
   EXPECT_EQ(defaults->server.max_response_buffer_bytes, int64_t{64} << 20);
+  EXPECT_EQ(defaults->server.max_request_buffer_bytes, int64_t{64} << 20);
   EXPECT_EQ(defaults->admin.max_connections, 64);
   EXPECT_TRUE(defaults->admin.allowed_hosts.empty());
   EXPECT_EQ(defaults->admin.replay_job_lease_s, 30);
 
   auto set = ParseConfig(
       "[server]\nmax_connections = 500\nwrite_timeout_ms = 2000\nmax_response_buffer_bytes = 8388608\nio_threads = 3\n"
+      "max_request_buffer_bytes = 4194304\n"
       "[admin]\nmax_connections = 8\nreplay_job_lease_s = 5\nallowed_hosts = [\"Admin.Example.internal\", "
       "\"10.0.0.7\", \"[::1]\", "
       "\"fd00::2\"]\n" +
@@ -255,6 +257,7 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
   EXPECT_EQ(set->server.io_threads, 3);
   EXPECT_EQ(set->server.write_timeout_ms, 2000);
   EXPECT_EQ(set->server.max_response_buffer_bytes, 8 << 20);
+  EXPECT_EQ(set->server.max_request_buffer_bytes, 4 << 20);
   EXPECT_EQ(set->admin.max_connections, 8);
   EXPECT_EQ(set->admin.replay_job_lease_s, 5);
   EXPECT_EQ(set->admin.allowed_hosts,
@@ -268,6 +271,9 @@ TEST(ConfigTest, ConnectionAndResponseLimitsHaveDefaultsAndRanges) {
            {"[server]\nmax_response_buffer_bytes = 1000\n", "server.max_response_buffer_bytes must be in 1048576.."},
            {"[server]\nmax_response_buffer_bytes = 2097152\n",
             "server.max_response_buffer_bytes (2097152) must be at least connectors.crm.max_response_bytes (4194304)"},
+           {"[server]\nmax_request_buffer_bytes = 1000\n", "server.max_request_buffer_bytes must be in 1048576.."},
+           {"[server]\nmax_body_bytes = 2097152\nmax_request_buffer_bytes = 1048576\n",
+            "server.max_request_buffer_bytes (1048576) must be at least server.max_body_bytes (2097152)"},
            {"[admin]\nmax_connections = 0\n", "admin.max_connections must be in 1..4096"},
            {"[admin]\nreplay_job_lease_s = 1\n", "admin.replay_job_lease_s must be in 2..3600"},
            {"[admin]\nallowed_hosts = \"example.com\"\n", "admin.allowed_hosts must be an array of strings"},

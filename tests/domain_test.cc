@@ -12,6 +12,7 @@
 #include "toolgate/domain/control_bytes.h"
 #include "toolgate/domain/downstream_outcome.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/domain/json_depth.h"
 
 namespace toolgate {
 namespace {
@@ -602,4 +603,33 @@ TEST(DecideRetryTest, OnlySafeAttemptsAreRetried) {
 }
 
 }  // namespace
+}  // namespace toolgate
+
+namespace toolgate {
+
+// The scan before a body is parsed: values are counted as a parse makes them (the text itself, and
+// one for each array element and object member), so the count bounds the tree, whatever the bytes.
+TEST(JsonTextTest, ValuesAreCountedAsAParseMakesThemAndStringsDoNotCount) {
+  struct Case {
+    const char* text;
+    int64_t values;
+  };
+  for (const Case& c :
+       {Case{"0", 1}, Case{"{}", 1}, Case{"[ ]", 1}, Case{"[0]", 2}, Case{"[0,0,0]", 4}, Case{R"({"a":1,"b":[]})", 3},
+        Case{R"({"a":{"b":{"c":[1,2]}}})", 6}, Case{R"(["a,b,c","[{,}]"])", 3}, Case{R"(["\",["])", 2},
+        Case{"[[],[],{}]", 4}, Case{" [\n\t1 , 2 ]", 3}}) {
+    EXPECT_EQ(CheckJsonText(c.text, 64, c.values), JsonTextFault::kNone) << c.text;
+    if (c.values > 1) EXPECT_EQ(CheckJsonText(c.text, 64, c.values - 1), JsonTextFault::kTooManyValues) << c.text;
+  }
+  std::string many = "[0";
+  for (int i = 1; i < 100'000; ++i) many += ",0";
+  many += "]";  // 100,001 values in ~200 KB: a tree of ~1.6 MB
+  EXPECT_EQ(CheckJsonText(many, 64, 100'001), JsonTextFault::kNone);
+  EXPECT_EQ(CheckJsonText(many, 64, 100'000), JsonTextFault::kTooManyValues);
+  // Depth is checked as before, in the same pass.
+  EXPECT_EQ(CheckJsonText("[[[0]]]", 3, 100), JsonTextFault::kNone);
+  EXPECT_EQ(CheckJsonText("[[[0]]]", 2, 100), JsonTextFault::kTooDeep);
+  EXPECT_EQ(CheckJsonText(R"(["[[[[","{{{{"])", 1, 100), JsonTextFault::kNone);
+}
+
 }  // namespace toolgate

@@ -31,6 +31,10 @@ struct ServerConfig {
   // Bytes of large responses (> 64 KiB each) waiting to be written, for the whole process; a
   // response that does not fit is answered 503 gateway_overloaded.
   int64_t max_response_buffer_bytes = int64_t{64} << 20;
+  // Bytes of large request bodies (> 64 KiB each) of the requests being served, for the whole
+  // process: a call in flight holds its input for as long as it runs. A request that does not fit is
+  // answered 503 gateway_overloaded before anything is parsed.
+  int64_t max_request_buffer_bytes = int64_t{64} << 20;
 };
 
 struct AdminConfig {

@@ -34,11 +34,19 @@ ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
     out.value = json::object();
     return out;
   }
-  if (!JsonDepthWithin(body, kMaxJsonDepth)) {
-    out.error = Error(400, "invalid_json", absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
-    return out;
+  switch (CheckJsonText(body, kMaxJsonDepth, kMaxJsonValues)) {
+    case JsonTextFault::kTooDeep:
+      out.error = Error(400, "invalid_json", absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
+      return out;
+    case JsonTextFault::kTooManyValues:
+      out.error = Error(400, "invalid_json",
+                        absl::StrCat("the body holds more than ", kMaxJsonValues,
+                                     " JSON values (array elements and object members)"));
+      return out;
+    case JsonTextFault::kNone:
+      break;
   }
-  out.value = ParseBoundedJson(body);
+  out.value = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (out.value.is_discarded()) {
     out.error = Error(400, "invalid_json", "the body is not valid JSON");
   } else if (!out.value.is_object()) {

@@ -475,8 +475,8 @@ absl::Status Gateway::Start() {
   limits.request_timeout = std::chrono::milliseconds(i.config.server.request_timeout_ms);
   limits.write_timeout = std::chrono::milliseconds(i.config.server.write_timeout_ms);
   limits.max_connections = i.config.server.max_connections;
-  limits.response_budget =
-      std::make_shared<ResponseBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
+  limits.response_budget = std::make_shared<ByteBudget>(i.config.server.max_response_buffer_bytes);  // both listeners
+  limits.request_budget = std::make_shared<ByteBudget>(i.config.server.max_request_buffer_bytes);
   // What a listener answers on its own (a malformed or oversized request, over its connection cap)
   // has no route: counted as route "unrouted".
   limits.own_answer = [&i](int status) { i.engine->metrics().HttpResponse("public", "unrouted", status); };

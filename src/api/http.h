@@ -60,13 +60,14 @@ struct HttpResponse {
 
 using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;
 
-// Bytes of large responses that clients have not taken yet, bounded for the whole process: a
-// client that does not read keeps its response in memory (toolgate's, or its socket's send queue
-// in the kernel) until the write timeout, so many slow readers of large responses would otherwise
-// hold their sum. Thread-safe (one atomic counter).
-class ResponseBudget {
+// Bytes held for large messages, bounded for the whole process. Two budgets: responses that
+// clients have not taken yet (a client that does not read keeps its response in memory, toolgate's
+// or its socket's send queue in the kernel, until the write timeout, so many slow readers of large
+// responses would otherwise hold their sum), and the bodies of requests being served (a call in
+// flight holds its input until the downstream answers). Thread-safe (one atomic counter).
+class ByteBudget {
  public:
-  explicit ResponseBudget(int64_t capacity_bytes) : capacity_(capacity_bytes) {}
+  explicit ByteBudget(int64_t capacity_bytes) : capacity_(capacity_bytes) {}
   // Takes `bytes` from the budget: true, or false (taking nothing) when fewer than `bytes` are left.
   bool TryReserve(int64_t bytes);
   // Gives back bytes a successful TryReserve took.
@@ -82,6 +83,8 @@ class ResponseBudget {
 // Responses up to this size are written without asking the budget: they are what most routes
 // answer, and the connection cap bounds their sum.
 inline constexpr int64_t kBudgetedResponseBytes = 64 * 1024;
+// The same for request bodies: smaller ones are bounded by the connection cap times 64 KiB.
+inline constexpr int64_t kBudgetedRequestBytes = 64 * 1024;
 
 struct ServerLimits {
   int64_t max_body_bytes = 1 << 20;
@@ -91,7 +94,11 @@ struct ServerLimits {
   // Open connections at most; a client over it is answered 503 too_many_connections and closed.
   int max_connections = 1024;
   // Shared by every listener of the process; null: responses are not budgeted.
-  std::shared_ptr<ResponseBudget> response_budget;
+  std::shared_ptr<ByteBudget> response_budget;
+  // Bodies over kBudgetedRequestBytes take their size from it while their request is served (until
+  // the handler has answered; a streamed answer, until it ends): one it cannot hold is answered 503
+  // gateway_overloaded before the handler sees it. Shared by every listener; null: not budgeted.
+  std::shared_ptr<ByteBudget> request_budget;
   // Told the status of each answer the server gives without the handler's (the refusals below,
   // 503 too_many_connections, 500 when the handler threw), for the metrics; on a connection's loop.
   std::function<void(int status)> own_answer;

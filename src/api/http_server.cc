@@ -72,7 +72,7 @@ std::string PercentEncode(std::string_view s) {
   return out;
 }
 
-bool ResponseBudget::TryReserve(int64_t bytes) {
+bool ByteBudget::TryReserve(int64_t bytes) {
   int64_t used = in_use_.load(std::memory_order_relaxed);
   do {
     if (used + bytes > capacity_) return false;
@@ -80,7 +80,7 @@ bool ResponseBudget::TryReserve(int64_t bytes) {
   return true;
 }
 
-void ResponseBudget::Release(int64_t bytes) { in_use_.fetch_sub(bytes, std::memory_order_relaxed); }
+void ByteBudget::Release(int64_t bytes) { in_use_.fetch_sub(bytes, std::memory_order_relaxed); }
 
 namespace {
 
@@ -116,7 +116,9 @@ HttpResponse Overloaded(int status, std::string_view code, std::string_view mess
   return r;
 }
 
-HttpRequest Translate(const http::request<http::string_body>& r) {
+// The body is moved out of `r`, not copied: a large one would otherwise be held twice for as long as
+// the handler runs.
+HttpRequest Translate(http::request<http::string_body>& r) {
   HttpRequest out;
   out.method = std::string(r.method_string());
   out.target = std::string(r.target());
@@ -144,7 +146,7 @@ HttpRequest Translate(const http::request<http::string_body>& r) {
     for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     out.headers.emplace_back(std::move(name), std::string(f.value()));
   }
-  out.body = r.body();
+  out.body = std::move(r.body());
   return out;
 }
 
@@ -342,20 +344,22 @@ class CountedSlot {
   std::atomic<int>* count_;
 };
 
-// Budget bytes held by one response until it has been written or its connection closed.
+// Budget bytes held by one response until it has been written or its connection closed, or by one
+// request's body while it is served.
 class BudgetHold {
  public:
   BudgetHold() = default;
-  BudgetHold(ResponseBudget* budget, int64_t bytes) : budget_(budget), bytes_(bytes) {}
+  BudgetHold(ByteBudget* budget, int64_t bytes) : budget_(budget), bytes_(bytes) {}
   BudgetHold(BudgetHold&& o) noexcept : budget_(std::exchange(o.budget_, nullptr)), bytes_(o.bytes_) {}
   BudgetHold& operator=(BudgetHold&&) = delete;
-  ~BudgetHold() {
-    if (budget_ != nullptr) budget_->Release(bytes_);
+  ~BudgetHold() { Release(); }
+  void Release() {
+    if (budget_ != nullptr) std::exchange(budget_, nullptr)->Release(bytes_);
   }
   bool held() const { return budget_ != nullptr; }
 
  private:
-  ResponseBudget* budget_ = nullptr;
+  ByteBudget* budget_ = nullptr;
   int64_t bytes_ = 0;
 };
 
@@ -483,8 +487,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       }
       if (piece->empty()) continue;  // an empty chunk would end the body
       const bool budgeted = Budgeted(piece->size());
-      BudgetHold hold =
-          budgeted ? TryHold(piece->size(), "streamed piece was not sent, its connection reset") : BudgetHold();
+      BudgetHold hold = budgeted ? TryHold(*limits.response_budget, piece->size(), "response",
+                                           "streamed piece was not sent, its connection reset")
+                                 : BudgetHold();
       if (budgeted && !hold.held()) {
         CloseWithReset(stream, true);
         co_return beast::error_code(asio::error::no_buffer_space);
@@ -549,7 +554,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     if (limits.own_answer) limits.own_answer(status);
   }
 
-  asio::awaitable<HttpResponse> Handle(const http::request<http::string_body>& req) {
+  asio::awaitable<HttpResponse> Handle(http::request<http::string_body>& req) {
     HttpResponse response;
     HttpRequest translated = Translate(req);
     try {
@@ -569,7 +574,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   BudgetHold HoldForWriting(HttpResponse& response) {
     const size_t size = response.body.size();
     if (!Budgeted(size)) return {};
-    BudgetHold hold = TryHold(size, "response answered 503");
+    BudgetHold hold = TryHold(*limits.response_budget, size, "response", "response answered 503");
     if (!hold.held()) {
       response =
           Overloaded(503, "gateway_overloaded", "too many large responses are waiting to be written; retry shortly");
@@ -581,16 +586,14 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   bool Budgeted(size_t size) const {
     return limits.response_budget != nullptr && static_cast<int64_t>(size) > kBudgetedResponseBytes;
   }
-  // `size` bytes of the budget, or nothing held (logged, saying what became of the bytes: `fate`).
-  BudgetHold TryHold(size_t size, std::string_view fate) {
-    ResponseBudget* budget = limits.response_budget.get();
+  // `size` bytes of `budget` (of the budget for `what`: "response", "request body"), or nothing held
+  // (logged, saying what became of the bytes: `fate`).
+  BudgetHold TryHold(ByteBudget& budget, size_t size, std::string_view what, std::string_view fate) {
     const auto bytes = static_cast<int64_t>(size);
-    if (budget->TryReserve(bytes)) return BudgetHold(budget, bytes);
+    if (budget.TryReserve(bytes)) return BudgetHold(&budget, bytes);
     if (int64_t held_back = 0; overload_log.Allow(held_back)) {
-      spdlog::warn(
-          "{}: response buffer budget full ({} of {} bytes waiting to be written): a {}-byte {} ({} more "
-          "since the last report)",
-          name, budget->in_use(), budget->capacity(), bytes, fate, held_back);
+      spdlog::warn("{}: {} buffer budget full ({} of {} bytes held): a {}-byte {} ({} more since the last report)",
+                   name, what, budget.in_use(), budget.capacity(), bytes, fate, held_back);
     }
     return {};
   }
@@ -660,7 +663,20 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const bool keep_alive = req.keep_alive();
       const unsigned version = req.version();
       stream.expires_never();  // the handler has its own timeouts
-      HttpResponse response = co_await Handle(req);
+      // A large body holds its size of the request budget while it is served: a call in flight keeps
+      // its input until the downstream answers. One the budget has no room for is not served.
+      const bool body_budgeted =
+          limits.request_budget != nullptr && static_cast<int64_t>(req.body().size()) > kBudgetedRequestBytes;
+      BudgetHold body_hold = body_budgeted ? TryHold(*limits.request_budget, req.body().size(), "request body",
+                                                     "request answered 503 unread")
+                                           : BudgetHold();
+      HttpResponse response;
+      if (body_budgeted && !body_hold.held()) {
+        response = Overloaded(503, "gateway_overloaded", "too many large requests are being served; retry shortly");
+        CountOwn(response.status);
+      } else {
+        response = co_await Handle(req);
+      }
       if (response.stream && version < 11) {  // HTTP/1.0 knows no chunks: a handler's mistake
         spdlog::error("{}: a streamed answer to an HTTP/1.0 request to {} was not sent", name,
                       std::string(req.target()).substr(0, 200));
@@ -672,6 +688,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
         if (ec || !keep_alive) break;
         continue;
       }
+      body_hold.Release();  // answered: the response budget covers what is left to write
       // A client that does not read keeps its response in memory (toolgate's or the kernel's): a
       // large one holds the budget until delivered, and the write timeout ends either kind.
       BudgetHold hold = HoldForWriting(response);

@@ -100,8 +100,14 @@ std::optional<std::string> RawTopLevelMember(std::string_view t, std::string_vie
 }
 
 std::variant<JsonRpcMessage, JsonRpcError> ParseJsonRpc(std::string_view body) {
-  if (!JsonDepthWithin(body, kMaxMessageDepth)) {
-    return JsonRpcError{kParseError, "the message nests deeper than " + std::to_string(kMaxMessageDepth) + " levels"};
+  switch (CheckJsonText(body, kMaxMessageDepth, kMaxJsonValues)) {
+    case JsonTextFault::kTooDeep:
+      return JsonRpcError{kParseError, "the message nests deeper than " + std::to_string(kMaxMessageDepth) + " levels"};
+    case JsonTextFault::kTooManyValues:
+      return JsonRpcError{kParseError, "the message holds more than " + std::to_string(kMaxJsonValues) +
+                                           " JSON values (array elements and object members)"};
+    case JsonTextFault::kNone:
+      break;
   }
   const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return JsonRpcError{kParseError, "the body is not valid JSON"};

@@ -213,8 +213,8 @@ struct McpRoutes::Impl : GatewayContext {
   struct Call {
     const HttpRequest& req;
     const auth::Principal& principal;
-    const mcp::JsonRpcMessage& msg;
-    bool modern = false;  // 2026-07-28
+    mcp::JsonRpcMessage& msg;  // tools/call takes the arguments out of it
+    bool modern = false;       // 2026-07-28
   };
 
   void SetListenPort(int port) {
@@ -287,11 +287,12 @@ struct McpRoutes::Impl : GatewayContext {
     return HttpResponse{204, "", "application/json", {}, {}, {}};
   }
 
-  asio::awaitable<HttpResponse> Post(const HttpRequest& req, const auth::Principal& principal) {
+  asio::awaitable<HttpResponse> Post(HttpRequest& req, const auth::Principal& principal) {
     auto parsed = mcp::ParseJsonRpc(req.body);
     if (auto* e = std::get_if<mcp::JsonRpcError>(&parsed))
       co_return Reply(req, 400, mcp::ErrorResponse(e->id_json, e->code, e->message));
-    const mcp::JsonRpcMessage& msg = std::get<mcp::JsonRpcMessage>(parsed);
+    std::string().swap(req.body);  // parsed: its text is not held for as long as a call runs
+    mcp::JsonRpcMessage& msg = std::get<mcp::JsonRpcMessage>(parsed);
     const std::string header_version = req.Header("mcp-protocol-version");
     const bool known_header =
         header_version.empty() || header_version == kModernVersion || IsInitializeVersion(header_version);
@@ -530,18 +531,18 @@ struct McpRoutes::Impl : GatewayContext {
     const ConnectorConfig* connector = IsValidToolName(tool) ? engine.invoker().ResolveConnector(tool) : nullptr;
     if (connector == nullptr) co_return InvalidParams(c, "unknown tool: " + tool.substr(0, 200));
     const bool from_mcp_server = connector->is_mcp();
-    static const json kNoArguments = json::object();  // only ever read: safe to share between loops
-    const json* arguments = &kNoArguments;            // in the request, which outlives the call: not copied
-    if (auto a = params.find("arguments"); a != params.end()) {
+    auto arguments = std::make_shared<json>(json::object());
+    if (auto a = c.msg.params.find("arguments"); a != c.msg.params.end()) {
       if (!a->is_object()) co_return InvalidParams(c, "params.arguments must be an object");
-      arguments = &*a;
+      *arguments = std::move(*a);  // taken out of the message, not copied
     }
     InvokeRequest ir;
     ir.principal = c.principal;
     ir.tool_name = tool;
     ir.input_json = Dump(*arguments);
-    ir.input = arguments;  // parsed once: the admission reads it
-    json progress_token;   // null: the client does not listen for progress
+    // Parsed once: the admission reads the tree, and lets go of it once it has checked the input.
+    ir.input = std::move(arguments);
+    json progress_token;  // null: the client does not listen for progress
     if (auto meta = params.find("_meta"); meta != params.end() && meta->is_object()) {
       // A string or a number (the schema's ProgressToken); anything else is not a token: no progress.
       if (auto token = meta->find("progressToken");
@@ -596,7 +597,6 @@ struct McpRoutes::Impl : GatewayContext {
       stream->Notify(std::move(notification_json), progress);
     };
     ir.notifications = std::move(relay);
-    ir.input = nullptr;  // in this handler's request, which the call may outlive: parsed again
     asio::co_spawn(loop, RunWithProgress(*this, std::move(ir), stream, tool, c.msg.id_json, c.modern), asio::detached);
     auto first_op = stream->WaitFirst();
     co_await std::move(first_op);

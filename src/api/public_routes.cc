@@ -118,7 +118,8 @@ struct PublicRoutes::Impl : GatewayContext {
     if (!IsValidToolName(tool)) co_return Error(400, "invalid_tool_name", "tool names are [A-Za-z0-9_.-]{1,200}");
     ParsedBody parsed = ParseJsonObject(req.body, /*empty_is_object=*/false);
     if (parsed.error) co_return *parsed.error;
-    const json& body = parsed.value;
+    std::string().swap(req.body);  // parsed: its text is not held for as long as the call runs
+    json& body = parsed.value;
     if (HasTenantFields(req, &body)) {
       co_return Error(400, "tenant_from_token_only", "tenant_id and account_id come from the token, never the request");
     }
@@ -129,7 +130,8 @@ struct PublicRoutes::Impl : GatewayContext {
     ir.principal = principal;
     ir.tool_name = tool;
     ir.input_json = Dump(body["input"]);
-    ir.input = &body["input"];  // parsed once: the admission reads it (`body` outlives the call)
+    // Parsed once: the admission reads the tree, and lets go of it once it has checked the input.
+    ir.input = std::make_shared<const json>(std::move(body["input"]));
     // The key is the body's `idempotency_key`, or the `Idempotency-Key` header many HTTP clients send
     // (bare, or quoted as its draft standard writes a structured-field string); both present must
     // agree — a client that set one and thought it set the other would otherwise run twice.

@@ -591,6 +591,13 @@ absl::StatusOr<Config> ParseConfig(const std::string& text, const std::string& s
   server.Int("max_connections", 1, 1'000'000, c.server.max_connections);
   server.Int("write_timeout_ms", 100, 600'000, c.server.write_timeout_ms);
   server.Int("max_response_buffer_bytes", int64_t{1} << 20, int64_t{64} << 30, c.server.max_response_buffer_bytes);
+  server.Int("max_request_buffer_bytes", int64_t{1} << 20, int64_t{64} << 30, c.server.max_request_buffer_bytes);
+  // A body as large as the budget could never be served: every such request would be a 503.
+  if (c.server.max_request_buffer_bytes < c.server.max_body_bytes) {
+    server.Error("max_request_buffer_bytes",
+                 absl::StrCat("(", c.server.max_request_buffer_bytes, ") must be at least server.max_body_bytes (",
+                              c.server.max_body_bytes, ")"));
+  }
   server.RefuseUnknown();
 
   TableReader admin(top.Table("admin"), "admin", errors);

@@ -78,7 +78,8 @@ class HttpTransport final : public McpTransport {
 
   asio::awaitable<RpcOutcome> Connect(milliseconds) override { co_return RpcOutcome{}; }
 
-  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, NotificationSink notify) override {
+  asio::awaitable<RpcOutcome> Request(const json& request, std::string text, milliseconds timeout,
+                                      NotificationSink notify) override {
     const SessionHeaders headers = Current();
     StreamReading reading(static_cast<size_t>(config_.max_response_bytes));
     reading.id = request["id"];
@@ -89,7 +90,7 @@ class HttpTransport final : public McpTransport {
     }
     reading.session = headers;
     reading.deadline = clock_.now_monotonic() + timeout;
-    auto post_op = Post(MessageText(request), timeout, headers, &reading);
+    auto post_op = Post(std::move(text), timeout, headers, &reading);
     Posted posted = co_await std::move(post_op);
     RpcOutcome out = std::move(posted.outcome);
     if (!reading.response && reading.stream_started) {
@@ -234,9 +235,11 @@ class HttpTransport final : public McpTransport {
       return std::max(milliseconds(1),
                       timeout - std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start));
     };
-    auto send_op = SendOnce(body, left(), session, reading, last_event_id);
+    // Kept for a re-send only where one can happen: a tool call's arguments may be a megabyte.
+    const bool may_resend = credentials_->RefreshesOn401();
+    auto send_op = SendOnce(may_resend ? std::string(body) : std::move(body), left(), session, reading, last_event_id);
     Sent sent = co_await std::move(send_op);
-    if (sent.result.ok && sent.result.status == 401 && credentials_->RefreshesOn401()) {
+    if (may_resend && sent.result.ok && sent.result.status == 401) {
       credentials_->InvalidateToken(sent.authorization);
       auto resend_op = SendOnce(body, left(), session, reading, last_event_id);
       sent = co_await std::move(resend_op);
@@ -584,8 +587,29 @@ json McpClient::NewRequest(const std::string& method, const json& params) {
   return request;
 }
 
+namespace {
+
+// `request` as sent, with `arguments` (JSON object text, or empty: none) as its params' `arguments`.
+std::string RequestText(const json& request, std::string_view arguments) {
+  if (arguments.empty()) return request.dump(-1, ' ', false, json::error_handler_t::replace);
+  json envelope = request;  // small: its params have no arguments
+  json params = envelope.contains("params") ? std::move(envelope["params"]) : json::object();
+  envelope.erase("params");
+  std::string text = envelope.dump(-1, ' ', false, json::error_handler_t::replace);
+  std::string params_text = params.dump(-1, ' ', false, json::error_handler_t::replace);
+  text.pop_back();         // the envelope's '}'
+  params_text.pop_back();  // the params' '}'
+  text.reserve(text.size() + params_text.size() + arguments.size() + 32);
+  absl::StrAppend(&text, ",\"params\":", params_text, params_text.size() > 1 ? "," : "", "\"arguments\":");
+  text.append(arguments);
+  text.append("}}");
+  return text;
+}
+
+}  // namespace
+
 asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, milliseconds timeout,
-                                            NotificationSink notify) {
+                                            NotificationSink notify, std::string_view arguments) {
   const auto deadline = clock_.now_monotonic() + timeout;
   auto connect_op = transport_->Connect(timeout);
   RpcOutcome connected = co_await std::move(connect_op);
@@ -596,7 +620,7 @@ asio::awaitable<RpcOutcome> McpClient::Call(std::string method, json params, mil
     if (!Succeeded(init)) co_return InitializeFailed(std::move(init));
     const uint64_t generation = transport_->generation();
     json request = NewRequest(method, params);
-    auto request_op = transport_->Request(request, Left(deadline), notify);
+    auto request_op = transport_->Request(request, RequestText(request, arguments), Left(deadline), notify);
     RpcOutcome out = co_await std::move(request_op);
     if (!out.stale_session || round > 0) co_return out;
     // The server forgot the session: initialize once more (once for every caller that saw it go).
@@ -653,7 +677,7 @@ asio::awaitable<RpcOutcome> McpClient::Initialize(std::chrono::steady_clock::tim
                        {"capabilities", json::object()},
                        {"clientInfo", {{"name", "toolgate"}, {"version", TOOLGATE_VERSION}}}};
   json request = NewRequest("initialize", params);
-  auto request_op = transport_->Request(request, Left(deadline), {});
+  auto request_op = transport_->Request(request, RequestText(request, {}), Left(deadline), {});
   RpcOutcome out = co_await std::move(request_op);
   if (!Succeeded(out)) {
     if (out.kind == Kind::kResponse && out.message) {

@@ -363,10 +363,10 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
   auto left = [&] { return std::chrono::duration_cast<milliseconds>(deadline - clock_.now_monotonic()); };
   std::string name = request.tool_name;
   if (name.rfind(config_.tool_prefix, 0) == 0) name = name.substr(config_.tool_prefix.size());
-  json arguments = json::parse(request.body.empty() ? "{}" : request.body, nullptr, false);
-  if (!arguments.is_object()) arguments = json::object();
+  // The arguments go as the admission left them: the dump of a JSON object (ToolInvoker::CheckInput),
+  // on one line, never parsed again (a tree of a large input costs many times its text).
+  const std::string_view arguments = request.body.empty() ? std::string_view("{}") : std::string_view(request.body);
   json params = {{"name", name},
-                 {"arguments", std::move(arguments)},
                  {"_meta", {{kMetaIdempotencyKey, request.idempotency_key}, {kMetaExecutionId, request.execution_id}}}};
   mcp::NotificationSink notify;
   if (const std::shared_ptr<const NotificationRelay>& relay = request.notifications) {
@@ -398,7 +398,7 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
   }
   std::vector<DownstreamResult::FailedAttempt> failed;
   for (int attempt = 1;; ++attempt) {
-    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)), notify);
+    auto call_op = client.Call("tools/call", params, std::max(left(), milliseconds(1)), notify, arguments);
     mcp::RpcOutcome out = co_await std::move(call_op);
     DownstreamResult result = ToDownstream(std::move(out));
     result.latency_ms = std::chrono::duration_cast<milliseconds>(clock_.now_monotonic() - start).count();

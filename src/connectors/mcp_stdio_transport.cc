@@ -472,7 +472,8 @@ class StdioTransport final : public McpTransport {
     co_return started;
   }
 
-  asio::awaitable<RpcOutcome> Request(const json& request, milliseconds timeout, NotificationSink notify) override {
+  asio::awaitable<RpcOutcome> Request(const json& request, std::string text, milliseconds timeout,
+                                      NotificationSink notify) override {
     StdioState& s = *state_;
     std::shared_ptr<StdioState> keep = state_;
     if (!s.running()) co_return StdioState::Failed("the MCP server is not running");
@@ -487,7 +488,7 @@ class StdioTransport final : public McpTransport {
     s.pending[key] = pending;
     const auto sent_at = s.clock.now_monotonic();
     const uint64_t generation = s.generation;
-    if (!s.Send(request.dump(-1, ' ', false, json::error_handler_t::replace), pending)) {
+    if (!s.Send(std::move(text), pending)) {
       // The child does not read what it was sent: like a server that cannot be reached, nothing of
       // this request reached it. One that has read nothing for the whole timeout is frozen.
       s.pending.erase(key);

@@ -290,7 +290,7 @@ class ToolInvoker::Admission {
     Ticket& t = *ticket_;
     t.connector = &connector;
     t.request = req;
-    t.request.input = nullptr;  // the caller's, read only before this (CheckInput); a ticket may outlive it
+    t.request.input.reset();  // read only before this (CheckInput)
     ExecutionRecord& rec = t.record;
     rec.execution_id = req.execution_id.empty() ? NewUuidV7(s_.clock) : req.execution_id;
     rec.tenant_id = req.principal.tenant_id;
@@ -303,7 +303,7 @@ class ToolInvoker::Admission {
     rec.intent_key = req.replay ? req.replay->original_intent_key
                                 : (req.idempotency_key.empty() ? rec.execution_id : req.idempotency_key);
     rec.input_hash = ExecutionStore::InputHash(req.tool_name, req.input_json);
-    rec.input_json = req.input_json;
+    rec.input_json = std::move(t.request.input_json);  // the record's is the one read from here on
     if (req.replay) rec.replay_of = req.replay->original_id;
     rec.created_at_ms = s_.clock.now_epoch_ms();
     t.chain = Ledger::ExecutionChain(rec.execution_id);
@@ -958,6 +958,7 @@ asio::awaitable<ToolInvoker::Admitted> ToolInvoker::AdmitAsync(InvokeRequest req
   }
   // Before any admission step: a bad input creates no execution (design §13).
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
+  req.input.reset();  // its tree is not needed again: the call holds its input as text from here
   if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
   Admission a(s_, drive, req, *connector);
   if (req.queue_on_defer) {  // it may wait in the queue: hold its intent as long as a queued call's
@@ -1000,6 +1001,7 @@ asio::awaitable<InvokeResult> ToolInvoker::EnqueueAsync(InvokeRequest req, Queue
     co_return InvokeResult::Refused(InvokeError::kUnknownTool, *why);
   }
   absl::StatusOr<ShapedRequest> shaped = CheckInput(req);
+  req.input.reset();
   if (!shaped.ok()) co_return InvokeResult::Refused(InvokeError::kInvalidInput, std::string(shaped.status().message()));
   Admission a(s_, drive, req, *connector);
   a.HoldIntentFor(order.deadline_s * 1000 + int64_t{connector->timeout_ms} + 30'000);

@@ -493,7 +493,7 @@ asio::awaitable<ClientResult> AsyncHttpCall(ClientRequest request, ConnectionPoo
   for (const auto& [k, v] : request.headers) req.set(k, v);
   req.keep_alive(pool != nullptr);
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT") {
-    req.body() = request.body;
+    req.body() = std::move(request.body);  // not read again: a large body is not held twice
     req.prepare_payload();
   }
 

@@ -62,9 +62,12 @@ class McpTransport {
   // Sends a request (it has an `id`) and waits at most `timeout` for the response with that id;
   // other responses the server sends meanwhile are skipped, notifications dropped but for the
   // request's own (to `notify`, see NotificationSink), and requests of the
-  // server's own answered (never relayed; see MakeHttpTransport, MakeStdioTransport).
-  virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request, std::chrono::milliseconds timeout,
-                                                     NotificationSink notify) = 0;
+  // server's own answered (never relayed; see MakeHttpTransport, MakeStdioTransport). `text` is the
+  // message as sent, on one line; `request` what the transport reads of it (id, method,
+  // params._meta.progressToken), which may leave out members `text` has (a call's arguments, sent
+  // as the caller's text without being parsed again: see McpClient::Call).
+  virtual boost::asio::awaitable<RpcOutcome> Request(const nlohmann::json& request, std::string text,
+                                                     std::chrono::milliseconds timeout, NotificationSink notify) = 0;
   // Sends a notification (no id); no answer is awaited beyond the HTTP status.
   virtual boost::asio::awaitable<RpcOutcome> Notify(const nlohmann::json& notification,
                                                     std::chrono::milliseconds timeout) = 0;
@@ -149,9 +152,12 @@ class McpClient {
   // A failed `initialize` is the call's outcome (a transport failure, an HTTP status, or a JSON-RPC
   // error as kResponse with `message`).
   // (By value: a coroutine outlives its caller's temporaries.)
-  // `notify` gets the request's own notifications (see NotificationSink).
+  // `notify` gets the request's own notifications (see NotificationSink). `arguments`, when not empty:
+  // the text of a JSON object on one line, sent as `params.arguments` as it is (a tool's input may be
+  // a megabyte: parsed into a tree it would be held many times its size while the call runs); it
+  // must outlive the call.
   boost::asio::awaitable<RpcOutcome> Call(std::string method, nlohmann::json params, std::chrono::milliseconds timeout,
-                                          NotificationSink notify = {});
+                                          NotificationSink notify = {}, std::string_view arguments = {});
   // The transport generation the session was last initialized under (see McpTransport::generation).
   std::optional<uint64_t> session() const { return initialized_generation_; }
   McpTransport& transport() { return *transport_; }

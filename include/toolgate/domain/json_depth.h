@@ -4,6 +4,7 @@
 // make the parser, or the parsed value's copy, dump or destructor, recurse without bound (nlohmann's
 // are recursive: a downstream's answer nested 100,000 deep overflowed the stack).
 
+#include <cstdint>
 #include <string_view>
 
 #include "nlohmann/json.hpp"
@@ -14,6 +15,46 @@ namespace toolgate {
 // server's message), or text read back from the store (a hand may have edited a row). Far beyond any
 // real tool result, far below what recursion over it can bear.
 inline constexpr int kMaxDownstreamJsonDepth = 256;
+
+// What a scan of JSON text before parsing may find wrong with it.
+enum class JsonTextFault { kNone, kTooDeep, kTooManyValues };
+
+// Scans `text` (brackets and commas inside strings do not count) for nesting deeper than `max_depth`
+// and for more than `max_values` values, counted as a parse would make them: the text's own value,
+// and one for each array element and object member. A parsed value costs far more than its text (a
+// number written in two bytes is 16 in the tree, an empty array written in three is ~60), so the
+// count, not the size, bounds what parsing a body takes. Stops at the first fault.
+inline JsonTextFault CheckJsonText(std::string_view text, int max_depth, int64_t max_values) {
+  int depth = 0;
+  int64_t values = 1;
+  bool in_string = false;
+  bool opened = false;  // a '{' or '[' seen, and nothing after it but whitespace yet
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
+      continue;
+    }
+    if (opened && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      opened = false;
+      if (c != '}' && c != ']' && ++values > max_values) return JsonTextFault::kTooManyValues;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == ',') {
+      if (++values > max_values) return JsonTextFault::kTooManyValues;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth) return JsonTextFault::kTooDeep;
+      opened = true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    }
+  }
+  return JsonTextFault::kNone;
+}
 
 // True when `text` nests objects and arrays at most `max_depth` deep. Brackets inside strings do not
 // count.

@@ -60,9 +60,9 @@ struct InvokeRequest {
   std::string input_json;  // canonical JSON of the request's `input`
   // The request's `input` as parsed, when the caller has it (the public routes: they parsed the body):
   // `input_json` is then its dump, and the admission neither parses it again nor dumps it again for
-  // the downstream. Not owned: it must live until AdmitAsync has returned (the route's own frame).
-  // Read by nothing after the admission's first step. Unset: `input_json` is parsed.
-  const nlohmann::json* input = nullptr;
+  // the downstream. The admission lets go of it after its first step (the input check): a call in
+  // flight holds its input as text only, a tree costing many times that. Unset: `input_json` is parsed.
+  std::shared_ptr<const nlohmann::json> input;
   std::string idempotency_key;  // empty: the execution's own id is the intent key
   std::string action_type;      // the request's; counts only for tools the config does not classify
   std::string execution_id;     // empty: a new UUIDv7
