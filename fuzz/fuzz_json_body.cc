@@ -1,5 +1,7 @@
-// Request bodies as the gateway reads them: the depth check runs before the parser, and whatever
-// passes it parses without exceptions and re-serialises to JSON that parses to the same value.
+// Request bodies as the gateway reads them: the depth and value checks run before the parser, and
+// whatever passes them parses without exceptions and re-serialises to JSON that parses to the same
+// value. The values the scan counts are never fewer than the parsed tree holds (the bound on values
+// is a bound on the tree).
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -7,11 +9,33 @@
 #include "api/json_limits.h"
 #include "nlohmann/json.hpp"
 
+namespace {
+
+// The values of a parsed tree: itself, and each element and member, recursively.
+int64_t TreeValues(const nlohmann::json& j) {
+  int64_t n = 1;
+  if (j.is_structured()) {
+    for (const auto& child : j) n += TreeValues(child);
+  }
+  return n;
+}
+
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using toolgate::api::CheckJsonText;
+  using toolgate::api::JsonTextFault;
   const std::string_view text(reinterpret_cast<const char*>(data), size);
-  if (!toolgate::api::JsonDepthWithin(text, toolgate::api::kMaxJsonDepth)) return 0;
+  if (CheckJsonText(text, toolgate::api::kMaxJsonDepth, toolgate::api::kMaxJsonValues) != JsonTextFault::kNone) {
+    return 0;
+  }
   const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return 0;
+  const int64_t tree_values = TreeValues(j);
+  if (tree_values > toolgate::api::kMaxJsonValues) std::abort();
+  if (tree_values > 1 && CheckJsonText(text, toolgate::api::kMaxJsonDepth, tree_values - 1) == JsonTextFault::kNone) {
+    std::abort();  // the scan counted fewer values than the tree holds
+  }
   // The gateway dumps with replacement of invalid UTF-8 (never throws) and stores that text.
   const std::string dumped = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   const nlohmann::json again = nlohmann::json::parse(dumped, nullptr, false);

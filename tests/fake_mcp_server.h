@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "fake_downstream.h"
 #include "nlohmann/json.hpp"
@@ -58,10 +60,20 @@ class FakeMcpServer {
   }
   // tools/list answered HTTP 500 (a failing server; initialize and ping still work).
   void set_list_fails(bool fails) { list_fails_ = fails; }
-  // Sessions: each initialize answers a new Mcp-Session-Id; a request naming another gets HTTP 404
-  // (the server forgot it). forget_sessions() makes every session issued so far stale.
+  // Sessions: each initialize answers a new Mcp-Session-Id, and every one issued stays live; a
+  // request naming none of them gets HTTP 404 (the server forgot it). forget_sessions() makes every
+  // session issued so far stale.
   void set_sessions(bool on) { sessions_ = on; }
-  void forget_sessions() { live_session_ = -1; }
+  void forget_sessions() { forgotten_through_ = initializes_.load(); }
+  // Each tools/call as it came: the Mcp-Session-Id it named ("" without one) and its arguments.
+  struct SeenCall {
+    std::string session;
+    nlohmann::json arguments;
+  };
+  std::vector<SeenCall> seen_calls() {
+    std::lock_guard<std::mutex> lock(answer_mu_);
+    return seen_calls_;
+  }
   // initialize answered with this JSON-RPC error object (null: answered normally).
   void set_initialize_error(nlohmann::json error) {
     std::lock_guard<std::mutex> lock(answer_mu_);
@@ -103,14 +115,16 @@ class FakeMcpServer {
     if (!msg.contains("id")) return {202, ""};  // a notification
     const json id = msg["id"];
     const json params = msg.value("params", json::object());
+    const auto sent = r.headers.find("mcp-session-id");
+    const std::string session = sent == r.headers.end() ? "" : sent->second;
     if (sessions_ && method != "initialize") {
-      auto sent = r.headers.find("mcp-session-id");
-      if (sent == r.headers.end() || sent->second != "s" + std::to_string(live_session_.load())) {
+      const int n = session.size() > 1 && session[0] == 's' ? std::atoi(session.c_str() + 1) : 0;
+      if (n <= forgotten_through_.load() || n > initializes_.load()) {
         return {404, R"({"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"session not found"}})"};
       }
     }
     if (method == "initialize") {
-      ++initializes_;
+      const int session_number = ++initializes_;
       {
         std::lock_guard<std::mutex> lock(answer_mu_);
         if (!initialize_error_.is_null()) {
@@ -126,10 +140,7 @@ class FakeMcpServer {
       FakeDownstream::Reply reply = Answer(id, {{"protocolVersion", version},
                                                 {"capabilities", {{"tools", json::object()}}},
                                                 {"serverInfo", {{"name", name}, {"version", kServerVersion}}}});
-      if (sessions_) {
-        live_session_ = initializes_.load();
-        reply.headers.emplace_back("Mcp-Session-Id", "s" + std::to_string(live_session_.load()));
-      }
+      if (sessions_) reply.headers.emplace_back("Mcp-Session-Id", "s" + std::to_string(session_number));
       return reply;
     }
     if (method == "ping") return Answer(id, json::object());
@@ -142,6 +153,10 @@ class FakeMcpServer {
                            {{"name", "other"}, {"description", "does other work"}, {"inputSchema", schema}}}}});
     }
     if (method == "tools/call") {
+      {
+        std::lock_guard<std::mutex> lock(answer_mu_);
+        seen_calls_.push_back({session, params.is_object() ? params.value("arguments", json()) : json()});
+      }
       const int n = ++calls_;
       const int now = ++in_calls_;
       int seen = peak_calls_.load();
@@ -190,7 +205,8 @@ class FakeMcpServer {
   std::string server_name_ = kServerName;  // guarded by answer_mu_
   std::function<void()> call_hold_;        // guarded by answer_mu_
   std::atomic<bool> sessions_{false};
-  std::atomic<int> live_session_{-1};
+  std::vector<SeenCall> seen_calls_;       // guarded by answer_mu_
+  std::atomic<int> forgotten_through_{0};  // sessions s1..sN are stale
   std::atomic<int> call_delay_ms_{0};
   std::atomic<bool> list_fails_{false};
   std::atomic<int> calls_{0}, lists_{0}, initializes_{0}, in_calls_{0}, peak_calls_{0};

@@ -12,6 +12,8 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "fake_mcp_server.h"
@@ -290,6 +292,34 @@ TEST_F(McpReliabilityTest, ARefusedReinitializeIsTheConnectorsFailureNotTheAgent
   EXPECT_EQ(view["in_flight"], 0);
 }
 
+// What an MCP server keeps per session never crosses tenants: each tenant's calls go under a session
+// of its own (a hostile-tenant review read another tenant's remembered values through the one
+// session a loop shared). Seen at the server: the session each call named.
+TEST_F(McpReliabilityTest, EachTenantsCallsGoUnderASessionOfItsOwn) {
+  FakeMcpServer server;
+  server.set_sessions(true);
+  GatewayProcess& gw = Start(testing::WithKeys(Config(server.url()), "[server]", "io_threads = 1\n"));
+  WaitForTool(gw, "fx.work");
+  const std::string bob = Token("tenant-b");
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& [who, token] : {std::pair<std::string, std::string>{"alice", token_}, {"bob", bob}}) {
+      auto answer =
+          testing::McpPost(gw.public_port(), token,
+                           testing::McpRpcBody("tools/call", {{"name", "fx.work"}, {"arguments", {{"who", who}}}}));
+      ASSERT_EQ(answer.status, 200) << answer.body;
+      EXPECT_NE(Body(answer)["result"].value("isError", false), true) << answer.body;
+    }
+  }
+  std::map<std::string, std::set<std::string>> sessions;  // tenant -> the sessions its calls named
+  for (const auto& call : server.seen_calls()) sessions[call.arguments.value("who", "")].insert(call.session);
+  ASSERT_EQ(sessions.size(), 2u);
+  ASSERT_EQ(sessions["alice"].size(), 1u) << "one session for alice's calls";
+  ASSERT_EQ(sessions["bob"].size(), 1u) << "one session for bob's calls";
+  EXPECT_FALSE(sessions["alice"].begin()->empty());
+  EXPECT_NE(*sessions["alice"].begin(), *sessions["bob"].begin()) << "two tenants shared a session";
+  EXPECT_EQ(server.calls(), 6);
+}
+
 // The repeat of an idempotency key in queued mode answers as a sync repeat does: the MCP server's
 // recorded result unchanged (design §14), not wrapped as an HTTP tool's JSON (images and audio would
 // be lost as text).
@@ -309,8 +339,9 @@ TEST_F(McpReliabilityTest, AQueuedRepeatOfAKeyAnswersTheServersRecordedResultUnc
 }
 
 // A call is served on the event loop it arrived on, never handed to another thread: each loop that
-// took a call keeps a session of its own with the server, initialized once (the first loop's also
-// serves the tool list), and later calls, one at a time or a burst over every loop, initialize nothing.
+// took a tenant's call keeps a session of its own for that tenant, initialized once (the tool list
+// has one more, on the first loop), and later calls, one at a time or a burst over every loop,
+// initialize nothing.
 TEST_F(McpReliabilityTest, EachEventLoopServesItsCallsOnASessionOfItsOwnInitializedOnce) {
   FakeMcpServer server;
   GatewayProcess& gw = Start(testing::WithKeys(Config(server.url()), "[server]", "io_threads = 4\n"));
@@ -322,9 +353,9 @@ TEST_F(McpReliabilityTest, EachEventLoopServesItsCallsOnASessionOfItsOwnInitiali
     const json r = CallTool(gw, "fx.work");
     EXPECT_NE(r.value("isError", false), true) << r;
   }
-  EXPECT_EQ(server.initializes(), 4) << "one session per loop";
+  EXPECT_EQ(server.initializes(), 5) << "one session per loop for the tenant, and the tool list's";
   for (const json& r : Burst(32, "fx.work", {&gw})) EXPECT_NE(r.value("isError", false), true) << r;
-  EXPECT_EQ(server.initializes(), 4) << "a session is initialized once";
+  EXPECT_EQ(server.initializes(), 5) << "a session is initialized once";
   EXPECT_EQ(server.calls(), 40);
   EXPECT_EQ(ConnectorView(gw)["in_flight"], 0);
 }

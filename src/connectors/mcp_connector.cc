@@ -144,11 +144,20 @@ struct McpConnector::Shared {
   }
 };
 
-// One client per event loop other than the main one, keyed by the loop (its io_context). The map is
-// shared by every loop; each client is used only on its own.
+// Over HTTP, one client per event loop and tenant, each with a session of its own, keyed by the loop
+// (its io_context) and the tenant: a server that keeps state per session (what a tool remembered, a
+// subscription, a log level) never shows one tenant's to another. The map is shared by every loop;
+// each client is used only on its own loop. Bounded: past kMaxClients, the least recently used
+// client with no call under way is let go (its session left to the server to expire).
 struct McpConnector::LoopClients {
+  static constexpr size_t kMaxClients = 4096;
+  struct Entry {
+    std::shared_ptr<mcp::McpClient> client;
+    uint64_t last_used = 0;
+  };
   absl::Mutex mu;
-  std::map<const asio::execution_context*, std::unique_ptr<mcp::McpClient>> clients ABSL_GUARDED_BY(mu);
+  std::map<std::pair<const asio::execution_context*, std::string>, Entry> clients ABSL_GUARDED_BY(mu);
+  uint64_t uses ABSL_GUARDED_BY(mu) = 0;
 };
 
 absl::StatusOr<std::unique_ptr<McpConnector>> McpConnector::Create(const ConnectorConfig& config,
@@ -314,38 +323,59 @@ asio::awaitable<absl::Status> McpConnector::RefreshTools() {
 asio::awaitable<DownstreamResult> McpConnector::Call(const DownstreamRequest& request) {
   // `request` lives in the caller's frame, which waits here until the call is over.
   const asio::any_io_executor caller = co_await asio::this_coro::executor;
-  if (mcp::McpClient* client = ClientFor(caller)) {
+  if (std::shared_ptr<mcp::McpClient> client = ClientFor(caller, request.tenant_id)) {
     auto here = CallWith(*client, request);
     co_return co_await std::move(here);
   }
-  auto on_loop = asio::co_spawn(deps_.event_loop, CallWith(client_, request), asio::use_awaitable);
+  auto on_loop = asio::co_spawn(deps_.event_loop, Call(request), asio::use_awaitable);
   co_return co_await std::move(on_loop);
 }
 
-mcp::McpClient* McpConnector::ClientFor(const asio::any_io_executor& caller) {
-  if (!deps_.event_loop) return &client_;
+std::shared_ptr<mcp::McpClient> McpConnector::ClientFor(const asio::any_io_executor& caller,
+                                                        const std::string& tenant) {
+  const std::shared_ptr<mcp::McpClient> main(std::shared_ptr<void>(), &client_);  // not owned
+  if (!deps_.event_loop) return main;
   const asio::execution_context& loop = asio::query(caller, asio::execution::context);
-  if (&loop == &asio::query(deps_.event_loop, asio::execution::context)) return &client_;
-  // Only another of the gateway's event loops (an io_context, each run by one thread) gets a client
-  // of its own; a call from any other executor (a thread pool's, say) is carried over.
-  using LoopExecutor = asio::io_context::executor_type;
-  const bool on_a_loop =
-      caller.target<LoopExecutor>() != nullptr || caller.target<asio::strand<LoopExecutor>>() != nullptr;
-  return on_a_loop ? LoopClient(loop) : nullptr;
+  const bool on_main = &loop == &asio::query(deps_.event_loop, asio::execution::context);
+  if (!on_main) {
+    // Only another of the gateway's event loops (an io_context, each run by one thread) gets clients
+    // of its own; a call from any other executor (a thread pool's, say) is carried over.
+    using LoopExecutor = asio::io_context::executor_type;
+    const bool on_a_loop =
+        caller.target<LoopExecutor>() != nullptr || caller.target<asio::strand<LoopExecutor>>() != nullptr;
+    if (!on_a_loop) return nullptr;
+  }
+  // A stdio server is one child on the main loop's pipes, one stream: no sessions to keep apart.
+  if (config_.kind == ConnectorKind::kMcpStdio) return on_main ? main : nullptr;
+  return TenantClient(loop, tenant);
 }
 
-mcp::McpClient* McpConnector::LoopClient(const asio::execution_context& loop) {
-  absl::MutexLock lock(&loop_clients_->mu);
-  auto [it, made] = loop_clients_->clients.try_emplace(&loop);
-  if (made) {
-    if (std::unique_ptr<mcp::McpTransport> transport = client_.transport().ForAnotherLoop()) {
-      it->second = std::make_unique<mcp::McpClient>(config_.id, std::move(transport), clock_);
-      // The server says its tools changed, on this loop's session: the main loop refreshes the list.
-      it->second->transport().OnToolsChanged(
-          [main = deps_.event_loop, shared = shared_] { asio::post(main, [shared] { shared->ToolsChanged(); }); });
-    }
+std::shared_ptr<mcp::McpClient> McpConnector::TenantClient(const asio::execution_context& loop,
+                                                           const std::string& tenant) {
+  LoopClients& all = *loop_clients_;
+  absl::MutexLock lock(&all.mu);
+  auto [it, made] = all.clients.try_emplace({&loop, tenant});
+  it->second.last_used = ++all.uses;
+  if (!made) return it->second.client;
+  std::unique_ptr<mcp::McpTransport> transport = client_.transport().ForAnotherLoop();
+  if (!transport) {  // an HTTP transport always has a twin: never here
+    all.clients.erase(it);
+    return std::shared_ptr<mcp::McpClient>(std::shared_ptr<void>(), &client_);
   }
-  return it->second.get();
+  auto client = std::make_shared<mcp::McpClient>(config_.id, std::move(transport), clock_);
+  // The server says its tools changed, on this session: the main loop refreshes the list.
+  client->transport().OnToolsChanged(
+      [main = deps_.event_loop, shared = shared_] { asio::post(main, [shared] { shared->ToolsChanged(); }); });
+  it->second.client = client;
+  if (all.clients.size() > LoopClients::kMaxClients) {
+    auto oldest = all.clients.end();
+    for (auto c = all.clients.begin(); c != all.clients.end(); ++c) {
+      if (c->second.client.use_count() > 1 || c == it) continue;  // a call under way holds it
+      if (oldest == all.clients.end() || c->second.last_used < oldest->second.last_used) oldest = c;
+    }
+    if (oldest != all.clients.end()) all.clients.erase(oldest);
+  }
+  return client;
 }
 
 asio::awaitable<HealthReport> McpConnector::CheckHealth() {

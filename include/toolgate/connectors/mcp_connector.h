@@ -75,13 +75,14 @@ class McpConnector final : public Connector {
   boost::asio::awaitable<DownstreamResult> CallWith(mcp::McpClient& client, const DownstreamRequest& request);
   // CheckHealth, on deps_.event_loop.
   boost::asio::awaitable<HealthReport> CheckHealthOnLoop();
-  // The client that serves a call made on `caller`: the main one on the main loop (or when there is no
-  // loop), this loop's on another of the gateway's loops, null when the call must be carried over to
-  // the main loop (another kind of executor, or a transport that cannot have a twin).
-  mcp::McpClient* ClientFor(const boost::asio::any_io_executor& caller);
-  // The client of the event loop `loop` (not the main one), made on first use; null when the
-  // transport cannot have another (stdio).
-  mcp::McpClient* LoopClient(const boost::asio::execution_context& loop);
+  // The client that serves `tenant`'s call made on `caller`: over HTTP, the tenant's own on that loop
+  // (a session of its own: what a server keeps per session never crosses tenants); over stdio, the
+  // main one on the main loop; the main one when there is no loop. Null when the call must be
+  // carried over to the main loop (another kind of executor, or stdio on another loop). Kept alive
+  // by the caller for as long as the call runs.
+  std::shared_ptr<mcp::McpClient> ClientFor(const boost::asio::any_io_executor& caller, const std::string& tenant);
+  // The client of `tenant` on the event loop `loop`, made on first use (HTTP only).
+  std::shared_ptr<mcp::McpClient> TenantClient(const boost::asio::execution_context& loop, const std::string& tenant);
   // Publishes a list (Tool objects as the server gave them); false when it is not a list.
   bool Publish(const nlohmann::json& tools);
   // The breaker's permit for background traffic (off the event loop), or nullopt: not now. Without
@@ -99,7 +100,7 @@ class McpConnector final : public Connector {
   mcp::McpClient client_;  // the main loop's
   std::shared_ptr<Shared> shared_;
   std::string last_tools_json_;  // the last list fetched (RefreshTools, on the main loop alone)
-  struct LoopClients;            // the other loops' clients
+  struct LoopClients;            // the tenants' clients on every loop (HTTP)
   std::unique_ptr<LoopClients> loop_clients_;
 };
 
