@@ -23,6 +23,7 @@
 #include "fake_sse_mcp_server.h"
 #include "gtest/gtest.h"
 #include "in_process_gateway.h"
+#include "wait_until.h"
 #include "nlohmann/json.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/connectors/mcp_connector.h"
@@ -801,6 +802,20 @@ TEST_F(McpSseGatewayTest, ASessionsLoggingLevelHoldsOnEveryInstanceAndFiltersThe
 
   const std::string session = initialize(a.public_port(), alice_);
   ASSERT_FALSE(session.empty());
+  // Each instance fetches the server's tool list at start, on its own: a call before is an unknown tool.
+  for (testing::GatewayProcess* gw : {&a, &b}) {
+    const bool listed = testing::WaitUntil(
+        [&] {
+          const json list = testing::Body(
+              post(gw->public_port(), alice_, session, testing::McpRpcBody("tools/list", json::object())));
+          for (const json& t : list["result"]["tools"]) {
+            if (t["name"] == "sse.work") return true;
+          }
+          return false;
+        },
+        std::chrono::seconds(30), milliseconds(100));
+    ASSERT_TRUE(listed) << "sse.work never listed";
+  }
   EXPECT_TRUE(call(b.public_port(), alice_, session).empty()) << "no level set: JSON as before";
 
   const api::ClientResult warning = set_level(a.public_port(), alice_, session, "warning");

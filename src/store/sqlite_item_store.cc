@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <unordered_map>
 #include <utility>
@@ -20,14 +21,31 @@
 namespace toolgate::store {
 namespace {
 
+// Items in a rowid table, found by a unique (pk, sk) index that holds the keys alone. They were in a
+// WITHOUT ROWID table keyed by (pk, sk), whose b-tree keeps whole rows in its interior cells too: a
+// seek that compared its key with a large row's (a call's input of a megabyte) read that whole row,
+// overflow pages and all, into a buffer of its size, on every comparison. A few such rows made every
+// write and read that passed them slow for as long as they were kept: 80 inputs of 1 MB took a
+// loaded instance from ~6,200 calls/s to ~370 (docs/store.md).
 constexpr const char* kSchema =
     "CREATE TABLE IF NOT EXISTS items ("
     "  pk TEXT NOT NULL,"
     "  sk TEXT NOT NULL,"
     "  attrs TEXT NOT NULL,"
-    "  ttl INTEGER,"
-    "  PRIMARY KEY (pk, sk)) WITHOUT ROWID;"
+    "  ttl INTEGER);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items(pk, sk);"
     "CREATE INDEX IF NOT EXISTS items_ttl ON items(ttl) WHERE ttl IS NOT NULL;";
+
+// A store made before: its WITHOUT ROWID table copied into the rowid one, in one transaction.
+constexpr const char* kMigrateFromWithoutRowid =
+    "CREATE TABLE items_rowid ("
+    "  pk TEXT NOT NULL,"
+    "  sk TEXT NOT NULL,"
+    "  attrs TEXT NOT NULL,"
+    "  ttl INTEGER);"
+    "INSERT INTO items_rowid (pk, sk, attrs, ttl) SELECT pk, sk, attrs, ttl FROM items ORDER BY pk, sk;"
+    "DROP TABLE items;"
+    "ALTER TABLE items_rowid RENAME TO items;";
 
 // Maps a SQLite result code to the store's Status vocabulary (see ItemStore).
 absl::Status SqliteError(int rc, std::string_view what, sqlite3* db) {
@@ -130,6 +148,7 @@ class SqliteItemStore::Connection {
       RETURN_IF_ERROR(conn->Exec("PRAGMA journal_mode=WAL", "set WAL mode"));
       RETURN_IF_ERROR(
           conn->Exec(o.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", "set synchronous"));
+      RETURN_IF_ERROR(conn->MigrateFromWithoutRowid(o.path));
       RETURN_IF_ERROR(conn->Exec(kSchema, "create schema"));
     }
     RETURN_IF_ERROR(conn->Prepare("SELECT attrs, ttl FROM items WHERE pk = ?1 AND sk = ?2", &conn->get_));
@@ -203,6 +222,46 @@ class SqliteItemStore::Connection {
     if ((rc & 0xff) == SQLITE_BUSY) return false;
     if (rc != SQLITE_DONE) return SqliteError(rc, "begin", db_);
     return true;
+  }
+
+  // Whether the items table is the WITHOUT ROWID one stores were made with before (kSchema).
+  absl::StatusOr<bool> ItemsWithoutRowid() {
+    sqlite3_stmt* s = nullptr;
+    int rc = sqlite3_prepare_v2(db_, "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'", -1, &s,
+                                nullptr);
+    if (rc != SQLITE_OK) return SqliteError(rc, "read the schema", db_);
+    bool old = false;
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+      std::string sql = text != nullptr ? text : "";
+      for (char& c : sql) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      old = sql.find("WITHOUT ROWID") != std::string::npos;
+      rc = SQLITE_DONE;
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) return SqliteError(rc, "read the schema", db_);
+    return old;
+  }
+
+  // Moves a store made before into the rowid table (kSchema), once: under the write lock, checked
+  // again there, since another process may be doing the same at the same moment.
+  absl::Status MigrateFromWithoutRowid(const std::string& path) {
+    ASSIGN_OR_RETURN(bool old, ItemsWithoutRowid());
+    if (!old) return absl::OkStatus();
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE", "begin the migration"));
+    absl::StatusOr<bool> still = ItemsWithoutRowid();
+    absl::Status done = still.status();
+    if (done.ok() && *still) {
+      spdlog::info("sqlite store {}: moving the items to a rowid table (once; large items slowed every seek)", path);
+      done = Exec(kMigrateFromWithoutRowid, "migrate the items table");
+    }
+    if (done.ok()) done = Exec("COMMIT", "commit the migration");
+    if (!done.ok()) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return done;
+    }
+    return absl::OkStatus();
   }
 
   absl::Status Exec(const char* sql, std::string_view what) {
