@@ -668,7 +668,7 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       const bool body_budgeted =
           limits.request_budget != nullptr && static_cast<int64_t>(req.body().size()) > kBudgetedRequestBytes;
       BudgetHold body_hold = body_budgeted ? TryHold(*limits.request_budget, req.body().size(), "request body",
-                                                     "request answered 503 unread")
+                                                     "request answered 503, not served")
                                            : BudgetHold();
       HttpResponse response;
       if (body_budgeted && !body_hold.held()) {

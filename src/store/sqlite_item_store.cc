@@ -36,7 +36,8 @@ constexpr const char* kSchema =
     "CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items(pk, sk);"
     "CREATE INDEX IF NOT EXISTS items_ttl ON items(ttl) WHERE ttl IS NOT NULL;";
 
-// A store made before: its WITHOUT ROWID table copied into the rowid one, in one transaction.
+// A store made before: its WITHOUT ROWID table copied into the rowid one and the indexes made, in
+// one transaction (an older process writing meanwhile never finds the table without its key).
 constexpr const char* kMigrateFromWithoutRowid =
     "CREATE TABLE items_rowid ("
     "  pk TEXT NOT NULL,"
@@ -45,7 +46,9 @@ constexpr const char* kMigrateFromWithoutRowid =
     "  ttl INTEGER);"
     "INSERT INTO items_rowid (pk, sk, attrs, ttl) SELECT pk, sk, attrs, ttl FROM items ORDER BY pk, sk;"
     "DROP TABLE items;"
-    "ALTER TABLE items_rowid RENAME TO items;";
+    "ALTER TABLE items_rowid RENAME TO items;"
+    "CREATE UNIQUE INDEX items_key ON items(pk, sk);"
+    "CREATE INDEX items_ttl ON items(ttl) WHERE ttl IS NOT NULL;";
 
 // Maps a SQLite result code to the store's Status vocabulary (see ItemStore).
 absl::Status SqliteError(int rc, std::string_view what, sqlite3* db) {
