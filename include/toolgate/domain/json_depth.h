@@ -59,24 +59,7 @@ inline JsonTextFault CheckJsonText(std::string_view text, int max_depth, int64_t
 // True when `text` nests objects and arrays at most `max_depth` deep. Brackets inside strings do not
 // count.
 inline bool JsonDepthWithin(std::string_view text, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        ++i;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max_depth) return false;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return true;
+  return CheckJsonText(text, max_depth, INT64_MAX) != JsonTextFault::kTooDeep;
 }
 
 // `text` parsed when it nests at most `max_depth` deep and is JSON; a discarded value otherwise.
