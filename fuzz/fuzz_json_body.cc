@@ -1,7 +1,8 @@
 // Request bodies as the gateway reads them: the depth and value checks run before the parser, and
 // whatever passes them parses without exceptions and re-serialises to JSON that parses to the same
 // value. The values the scan counts are never fewer than the parsed tree holds (the bound on values
-// is a bound on the tree).
+// is a bound on the tree), and exactly as many for text with no repeated key, such as the tree's own
+// dump (a difference is how a repeated key is found).
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -41,5 +42,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const nlohmann::json again = nlohmann::json::parse(dumped, nullptr, false);
   if (again.is_discarded()) std::abort();
   if (!toolgate::api::JsonDepthWithin(dumped, toolgate::api::kMaxJsonDepth + 1)) std::abort();
+  if (toolgate::JsonValueCount(j) != tree_values) std::abort();
+  int64_t counted = -1;
+  if (CheckJsonText(dumped, toolgate::api::kMaxJsonDepth + 1, toolgate::api::kMaxJsonValues, &counted) !=
+          JsonTextFault::kNone ||
+      counted != TreeValues(again)) {
+    std::abort();  // text with no repeated key counted otherwise than its tree
+  }
   return 0;
 }

@@ -189,6 +189,13 @@ TEST(ConcurrencyConfigTest, ValidateRefusesNonsense) {
   c = {};
   c.max_clock_skew_s = -1;
   EXPECT_FALSE(Validate(c).ok());
+  c = {};
+  c.max_in_flight_per_tenant = c.max_in_flight;
+  EXPECT_TRUE(Validate(c).ok());
+  c.max_in_flight_per_tenant = c.max_in_flight + 1;
+  EXPECT_FALSE(Validate(c).ok());
+  c.max_in_flight_per_tenant = -1;
+  EXPECT_FALSE(Validate(c).ok());
 }
 
 }  // namespace

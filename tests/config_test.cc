@@ -549,6 +549,21 @@ TEST(ConfigTest, DynamoDbBackendCapsTheBodyAndChecksItsKeys) {
       "s.toml");
   ASSERT_TRUE(ok_shards.ok()) << ok_shards.status();
   EXPECT_EQ(ok_shards->connectors.at("crm").concurrency.shards, 8);
+  EXPECT_EQ(ok_shards->connectors.at("crm").concurrency.max_in_flight_per_tenant, 0) << "no share unless set";
+  auto share = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\nmax_in_flight_per_tenant = 8\n",
+      "t.toml");
+  ASSERT_TRUE(share.ok()) << share.status();
+  EXPECT_EQ(share->connectors.at("crm").concurrency.max_in_flight_per_tenant, 8);
+  for (const char* bad_share : {"65", "-1", "\"8\""}) {
+    auto refused = ParseConfig(std::string("[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\nmax_in_flight = 64\n"
+                                           "max_in_flight_per_tenant = ") +
+                                   bad_share + "\n",
+                               "t.toml");
+    ASSERT_FALSE(refused.ok()) << bad_share;
+    EXPECT_NE(std::string(refused.status().message()).find("max_in_flight_per_tenant"), std::string::npos)
+        << refused.status();
+  }
 }
 
 }  // namespace

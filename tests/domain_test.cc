@@ -632,4 +632,21 @@ TEST(JsonTextTest, ValuesAreCountedAsAParseMakesThemAndStringsDoNotCount) {
   EXPECT_EQ(CheckJsonText(R"(["[[[[","{{{{"])", 1, 100), JsonTextFault::kNone);
 }
 
+// The scan's count is exactly the parsed value's, so a difference can only be a key the parser kept
+// once of several: how a body that repeats a key is found without a parse of its own.
+TEST(JsonTextTest, TheScansCountIsTheParsedValuesUnlessAKeyIsRepeated) {
+  for (const char* text :
+       {"0", "{}", "[ ]", "[0,0,0]", R"({"a":1,"b":[]})", R"({"a":{"b":{"c":[1,2]}}})", R"(["a,b,c","[{,}]"])",
+        R"(["\",["])", "[[],[],{}]", " [\n\t1 , 2 ]", R"({"a":{"a":1},"b":{"a":2}})", R"([{"k":1},{"k":1}])"}) {
+    int64_t counted = -1;
+    ASSERT_EQ(CheckJsonText(text, 64, 1000, &counted), JsonTextFault::kNone) << text;
+    EXPECT_EQ(counted, JsonValueCount(nlohmann::json::parse(text))) << text;
+  }
+  for (const char* repeated : {R"({"a":1,"a":2})", R"({"x":{"name":"a","name":"b"}})", R"([{"k":[],"k":{}}])"}) {
+    int64_t counted = -1;
+    ASSERT_EQ(CheckJsonText(repeated, 64, 1000, &counted), JsonTextFault::kNone) << repeated;
+    EXPECT_EQ(counted, JsonValueCount(nlohmann::json::parse(repeated)) + 1) << repeated;
+  }
+}
+
 }  // namespace toolgate

@@ -9,6 +9,8 @@
 #include <barrier>
 #include <chrono>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "fake_downstream.h"
@@ -292,6 +294,57 @@ TEST_F(GatewayBurstTest, TheConnectorLimitHoldsUnderABurstAcrossTwoGatewaysAndOt
   EXPECT_EQ(ok, crm_.total());
   for (const auto& r : other_results) EXPECT_EQ(r.status, 200) << "a saturated connector held another back";
   EXPECT_EQ(InFlight(a, "crm"), 0);
+}
+
+// `max_in_flight_per_tenant`: one tenant's burst holds at most its share of the connector's slots at
+// the downstream (counted there, per tenant, from the header toolgate sends), the rest of its calls
+// are DEFERRED `tenant_concurrency_limit`, and another tenant's calls meanwhile find the rest free.
+TEST_F(GatewayBurstTest, ATenantsShareHoldsAcrossTwoGatewaysAndAnotherTenantFindsTheRestFree) {
+  const std::string config = Config("timeout_ms = 5000\nmax_in_flight = 4\nmax_in_flight_per_tenant = 2\n");
+  GatewayProcess& a = Start(config);
+  GatewayProcess& b = Start(config);
+  std::mutex mu;
+  std::map<std::string, int> now, peak;
+  crm_.set_behavior([&](const FakeDownstream::Request& req) {
+    const auto tenant = req.headers.find("x-toolgate-tenant-id");
+    const std::string who = tenant == req.headers.end() ? "" : tenant->second;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      peak[who] = std::max(peak[who], ++now[who]);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::lock_guard<std::mutex> l(mu);
+    --now[who];
+    return Reply{200, "{}"};
+  });
+  std::vector<api::ClientResult> other_results(4);
+  std::thread other_tenant([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // while tenant-a's calls hold their share
+    const std::string token_b = Token("tenant-b");
+    for (size_t i = 0; i < other_results.size(); ++i) {
+      other_results[i] = (i % 2 == 0 ? a : b).Invoke("crm.x", {{"input", {{"b", i}}}}, token_b);
+    }
+  });
+  const auto results = Burst(32, "crm.x", {&a, &b});
+  other_tenant.join();
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_LE(peak["tenant-a"], 2) << "tenant-a held more slots at once than its share";
+  EXPECT_EQ(peak["tenant-a"], 2) << "the burst never overlapped: the test proves nothing";
+  int ok = 0, share = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) ++ok;
+    if (r.status == 503 && Body(r)["reason"] == "tenant_concurrency_limit") ++share;
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_EQ(ok + share, 32) << "every call of the burst was run or deferred for its tenant's share";
+  for (const auto& r : other_results) {
+    EXPECT_EQ(r.status, 200) << "tenant-b was held back by tenant-a's calls: " << r.body;
+  }
+  EXPECT_EQ(peak["tenant-b"], 1);
+  EXPECT_EQ(InFlight(a, "crm"), 0);
+  const json connectors = Body(a.Admin("GET", "/admin/connectors"));
+  ASSERT_TRUE(connectors["connectors"].is_array());
+  EXPECT_EQ(connectors["connectors"][0]["max_in_flight_per_tenant"], 2) << connectors.dump();
 }
 
 // io_threads = 0 (the default) is one event loop per core the process may run on — its CPU

@@ -1061,6 +1061,37 @@ TEST_F(HttpHardeningTest, ABodyOfMoreJsonValuesThanTheLimitIsRefusedBeforeItIsPa
   EXPECT_EQ(crm_.total(), 1);
 }
 
+// A body that repeats a key means the last to toolgate's parser and may mean the first to a proxy or
+// filter in front (a WAF that checks `input.to`): refused on `/v1` and `/mcp`, never run.
+TEST_F(HttpHardeningTest, ABodyThatRepeatsAKeyIsRefusedAndNeverRun) {
+  GatewayProcess& gw = Start(Config());
+  const std::string headers = "Host: x\r\nConnection: close\r\nContent-Type: application/json\r\n";
+  for (const std::string body :
+       {R"({"input":{"to":"a@example.com","to":"b@example.com"}})", R"({"input":{},"input":{"to":"b@example.com"}})"}) {
+    auto refused = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.export/invoke", headers, body));
+    ASSERT_EQ(refused.size(), 1u);
+    EXPECT_EQ(refused[0].status, 400) << body;
+    const json error = json::parse(refused[0].body, nullptr, false);
+    EXPECT_EQ(error.value("error", ""), "invalid_json") << refused[0].body;
+    EXPECT_NE(error.value("message", "").find("repeats a key"), std::string::npos) << refused[0].body;
+  }
+  const std::string mcp = R"({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"crm.export",)"
+                          R"("name":"crm.other","arguments":{}}})";
+  auto mcp_refused = Exchange(
+      gw.public_port(),
+      Request("POST", "/mcp",
+              headers + "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2025-06-18\r\n", mcp));
+  ASSERT_EQ(mcp_refused.size(), 1u);
+  EXPECT_EQ(mcp_refused[0].status, 400) << mcp_refused[0].body;
+  const json rpc = json::parse(mcp_refused[0].body, nullptr, false);
+  EXPECT_EQ(rpc["error"].value("code", 0), -32600) << mcp_refused[0].body;
+  EXPECT_EQ(crm_.total(), 0) << "a body that means two things never reached the downstream";
+  auto fine = Exchange(gw.public_port(), Request("POST", "/v1/tools/crm.export/invoke", headers,
+                                                 R"({"input":{"a":{"to":1},"b":{"to":2}}})"));
+  ASSERT_EQ(fine.size(), 1u);
+  EXPECT_EQ(fine[0].status, 200) << "the same key in two objects is no repeat";
+}
+
 // A call in flight holds its input as text, a few times over (the record, the downstream request,
 // the bytes on the wire), and no parsed tree of it: 20 calls of 200 KB of small numbers each grew
 // the resident set by ~40x their bodies while they ran (a tree costs ~8x the text, and there were

@@ -357,6 +357,26 @@ TEST_F(McpGatewayTest, Revision20260728NeedsNoInitializeAndChecksTheMirroredHead
   EXPECT_EQ(version_mismatch.status, 400);
   EXPECT_EQ(Body(version_mismatch)["error"]["code"], -32020);
   EXPECT_EQ(crm_.total(), 2) << "a mismatched tools/call never ran";
+  // Earlier revisions do not require the mirrored headers, but one that is sent must match the body:
+  // a proxy in front may route or filter on it.
+  const std::string older_call =
+      json{{"jsonrpc", "2.0"}, {"id", 8}, {"method", "tools/call"}, {"params", {{"name", "crm.get_deal"}}}}.dump();
+  for (const Headers& mismatched : {Headers{{"Mcp-Name", "crm.send_email"}}, Headers{{"Mcp-Method", "tools/list"}},
+                                    Headers{{"Mcp-Name", "=?base64?!!?="}}}) {
+    Headers h = mismatched;
+    h.emplace_back("MCP-Protocol-Version", "2025-11-25");
+    auto older = Post(older_call, alice_, h);
+    EXPECT_EQ(older.status, 400) << mismatched[0].first << ": " << older.body;
+    EXPECT_EQ(Body(older)["error"]["code"], -32020) << older.body;
+  }
+  EXPECT_EQ(crm_.total(), 2) << "a mismatched tools/call of an earlier revision never ran";
+  auto older_matching =
+      Post(older_call, alice_,
+           {{"MCP-Protocol-Version", "2025-11-25"}, {"Mcp-Method", "tools/call"}, {"Mcp-Name", "crm.get_deal"}});
+  EXPECT_EQ(older_matching.status, 200) << older_matching.body;
+  auto older_without = Post(older_call, alice_, {{"MCP-Protocol-Version", "2025-06-18"}});
+  EXPECT_EQ(older_without.status, 200) << older_without.body;
+  EXPECT_EQ(crm_.total(), 4);
 
   json future = {{"_meta", {{"io.modelcontextprotocol/protocolVersion", "2031-01-01"}}}};
   auto unsupported = Post(json{{"jsonrpc", "2.0"}, {"id", 1}, {"method", "tools/list"}, {"params", future}}.dump(),

@@ -39,7 +39,37 @@ TEST(McpProtocolTest, ReadsRequestsNotificationsAndResponsesAndEchoesIdsExactly)
   EXPECT_EQ(mcp::RawTopLevelMember(R"({"a":{"id":1},"\u0069d":[1,"]"],"id":"last"})", "id"), "\"last\"");
   EXPECT_EQ(mcp::RawTopLevelMember(R"({"a":{"id":1}})", "id"), std::nullopt);
 
+  // A progress token keeps its text as an id does (the call's own `_meta`'s, not one in its
+  // arguments); a string is re-encoded; anything else is no token.
+  auto token = [](std::string_view body) { return std::get<mcp::JsonRpcMessage>(mcp::ParseJsonRpc(body)); };
+  EXPECT_EQ(
+      token(
+          R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"progressToken": 12345678901234567890123 }}})")
+          .progress_token_json,
+      "12345678901234567890123");
+  EXPECT_EQ(
+      token(
+          R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"arguments":{"_meta":{"progressToken":1}},"_meta":{"progressToken":2.50e3}}})")
+          .progress_token_json,
+      "2.50e3");
+  EXPECT_EQ(json::parse(token(R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"progressToken":"p\u00e9"}}})")
+                            .progress_token_json),
+            "pé");
+  EXPECT_EQ(
+      token(R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{"progressToken":true}}})").progress_token_json,
+      "");
+  EXPECT_EQ(token(R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":[1]}})").progress_token_json, "");
+  EXPECT_EQ(token(R"({"jsonrpc":"2.0","id":1,"method":"x"})").progress_token_json, "");
+
   auto err = [](std::string_view body) { return std::get<mcp::JsonRpcError>(mcp::ParseJsonRpc(body)); };
+  // A repeated key means one thing to toolgate's parser (the last) and may mean another to a proxy
+  // in front (the first): refused, with no id, since the id may be the one repeated.
+  for (const char* twice : {R"({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","name":"b"}})",
+                            R"({"jsonrpc":"2.0","id":1,"id":2,"method":"ping"})",
+                            R"({"jsonrpc":"2.0","id":1,"method":"x","params":{"arguments":{"to":"a","to":"b"}}})"}) {
+    EXPECT_EQ(err(twice).code, mcp::kInvalidRequest) << twice;
+    EXPECT_EQ(err(twice).id_json, "null") << twice;
+  }
   EXPECT_EQ(err("nope").code, mcp::kParseError);
   EXPECT_EQ(err(std::string(100, '[') + std::string(100, ']')).code, mcp::kParseError);
   EXPECT_EQ(err("[]").code, mcp::kInvalidRequest);

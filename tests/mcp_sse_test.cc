@@ -267,6 +267,30 @@ TEST_F(McpSseTest, OnlyTheCallsOwnProgressOfAReasonableSizeIsRelayedWithTheCalle
   EXPECT_EQ(relayed.size(), 2u);
 }
 
+// A token is echoed as the caller wrote it, as ids are: a number beyond 64 bits, or one written with
+// an exponent, parsed and written again would come back as a double's digits.
+TEST_F(McpSseTest, TheCallersProgressTokenComesBackAsItsOwnText) {
+  ASSERT_NO_FATAL_FAILURE(MakeConnector(kLongTimeoutMs));
+  server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);
+  for (const std::string token : {"12345678901234567890123", "1e3", "-0.50", R"("t\u00e9")"}) {
+    std::vector<std::string> relayed;
+    auto relay = std::make_shared<NotificationRelay>();
+    relay->token_json = token;
+    relay->relay = [&relayed](std::string notification, bool) { relayed.push_back(std::move(notification)); };
+    const Timed t = Call("sse.work", relay);
+    ASSERT_EQ(t.result.kind, Kind::kResponse) << t.result.error;
+    ASSERT_EQ(relayed.size(), 2u) << token;
+    for (const std::string& n : relayed) {
+      EXPECT_NE(n.find(R"("params":{"progressToken":)" + token + ","), std::string::npos) << n;
+      const json parsed = json::parse(n, nullptr, false);
+      ASSERT_FALSE(parsed.is_discarded()) << n;
+      EXPECT_EQ(parsed["method"], "notifications/progress") << n;
+      EXPECT_TRUE(parsed["params"].contains("progress")) << n;
+      EXPECT_EQ(parsed["params"].count("progressToken"), 1u) << "toolgate's own token replaced, not kept beside";
+    }
+  }
+}
+
 // A caller that set a logging level (design §14, logging/setLevel) hears the log messages on its
 // call's stream at that level or above, and only those: the same stream's info message reaches a
 // caller at "debug" or "info", not one at "warning", and a caller listening for log messages alone
@@ -860,6 +884,12 @@ TEST_F(McpSseGatewayTest, ASessionsLoggingLevelHoldsOnEveryInstanceAndFiltersThe
   EXPECT_GE(progress, 1) << mixed.body;
   EXPECT_EQ(last_progress["progress"], 6) << mixed.body;
   EXPECT_EQ(last_progress["progressToken"], 9) << mixed.body;
+  // A token beyond 64 bits comes back as the client wrote it, through the whole route.
+  std::string big_body = testing::McpToolsCallBody("sse.work", json::object(), {{"progressToken", "BIG"}});
+  big_body.replace(big_body.find("\"BIG\""), 5, "12345678901234567890123");
+  const api::ClientResult big = post(a.public_port(), alice_, session, big_body);
+  EXPECT_NE(big.body.find(R"("progressToken":12345678901234567890123,)"), std::string::npos) << big.body;
+  EXPECT_EQ(big.body.find("e+22"), std::string::npos) << big.body;
   server_.set_call_mode(FakeSseMcpServer::CallMode::kProgressOfEverySize);
 
   // Another tenant's session, and a call without a session, are untouched.

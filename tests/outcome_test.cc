@@ -62,6 +62,7 @@ TEST(OutcomeTest, DeferReasonsKeepTheirStrings) {
       {DeferReason::kDownstreamThrottled, "downstream_throttled"},
       {DeferReason::kStoreUnavailable, "store_unavailable"},
       {DeferReason::kGatewayOverloaded, "gateway_overloaded"},
+      {DeferReason::kTenantConcurrencyLimit, "tenant_concurrency_limit"},
   };
   ASSERT_EQ(cases.size(), std::size(kAllDeferReasons)) << "a new defer reason needs its row here";
   for (const auto& [reason, text] : cases) {
@@ -154,6 +155,7 @@ TEST(OutcomeTest, InvocationHttpStatusTable) {
       {Outcome::kDeferred, DeferReason::kDownstreamThrottled, 503},
       {Outcome::kDeferred, DeferReason::kStoreUnavailable, 503},
       {Outcome::kDeferred, DeferReason::kGatewayOverloaded, 503},
+      {Outcome::kDeferred, DeferReason::kTenantConcurrencyLimit, 503},
       {Outcome::kBlocked, BlockReason::kKillSwitch, 403},
       {Outcome::kQueued, {}, 202},
       {Outcome::kRunning, {}, 202},

@@ -34,7 +34,8 @@ ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
     out.value = json::object();
     return out;
   }
-  switch (CheckJsonText(body, kMaxJsonDepth, kMaxJsonValues)) {
+  int64_t values = 0;
+  switch (CheckJsonText(body, kMaxJsonDepth, kMaxJsonValues, &values)) {
     case JsonTextFault::kTooDeep:
       out.error = Error(400, "invalid_json", absl::StrCat("the body nests deeper than ", kMaxJsonDepth, " levels"));
       return out;
@@ -49,6 +50,10 @@ ParsedBody ParseJsonObject(std::string_view body, bool empty_is_object) {
   out.value = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (out.value.is_discarded()) {
     out.error = Error(400, "invalid_json", "the body is not valid JSON");
+  } else if (JsonValueCount(out.value) != values) {
+    // The parser keeps the last of a repeated key, where a proxy or filter in front may read the
+    // first: a body that means two things is refused.
+    out.error = Error(400, "invalid_json", "the body repeats a key within an object");
   } else if (!out.value.is_object()) {
     out.error = Error(400, "invalid_request", "the body must be a JSON object");
   }

@@ -71,12 +71,15 @@ JsonRpcError Invalid(std::string message, std::string id_json = "null") {
 
 }  // namespace
 
-std::optional<std::string> RawTopLevelMember(std::string_view t, std::string_view key) {
+namespace {
+
+// RawTopLevelMember's text, as a view into `t`.
+std::optional<std::string_view> RawMemberView(std::string_view t, std::string_view key) {
   size_t i = 0;
   SkipSpace(t, i);
   if (i >= t.size() || t[i] != '{') return std::nullopt;
   ++i;
-  std::optional<std::string> found;
+  std::optional<std::string_view> found;
   while (i < t.size()) {
     SkipSpace(t, i);
     if (i >= t.size() || t[i] == '}') break;
@@ -94,13 +97,38 @@ std::optional<std::string> RawTopLevelMember(std::string_view t, std::string_vie
     SkipSpace(t, i);
     const size_t value_start = i;
     SkipValue(t, i);
-    if (name.is_string() && name.get<std::string>() == key) found = std::string(t.substr(value_start, i - value_start));
+    if (name.is_string() && name.get<std::string>() == key) found = t.substr(value_start, i - value_start);
   }
   return found;
 }
 
+// The progress token in `params._meta` as JSON text: a number as the client wrote it (one beyond
+// 64 bits, or written with an exponent, would come back otherwise as a double's digits), a string
+// re-encoded; empty when there is none, or it is neither.
+std::string ProgressTokenJson(std::string_view body, const json& params) {
+  const auto meta = params.find("_meta");
+  if (meta == params.end() || !meta->is_object()) return "";
+  const auto token = meta->find("progressToken");
+  if (token == meta->end() || !(token->is_string() || token->is_number())) return "";
+  if (token->is_number()) {
+    std::optional<std::string_view> raw = RawMemberView(body, "params");
+    if (raw) raw = RawMemberView(*raw, "_meta");
+    if (raw) raw = RawMemberView(*raw, "progressToken");
+    if (raw) return std::string(*raw);
+  }
+  return Dump(*token);
+}
+
+}  // namespace
+
+std::optional<std::string> RawTopLevelMember(std::string_view t, std::string_view key) {
+  std::optional<std::string_view> found = RawMemberView(t, key);
+  return found ? std::optional<std::string>(std::string(*found)) : std::nullopt;
+}
+
 std::variant<JsonRpcMessage, JsonRpcError> ParseJsonRpc(std::string_view body) {
-  switch (CheckJsonText(body, kMaxMessageDepth, kMaxJsonValues)) {
+  int64_t values = 0;
+  switch (CheckJsonText(body, kMaxMessageDepth, kMaxJsonValues, &values)) {
     case JsonTextFault::kTooDeep:
       return JsonRpcError{kParseError, "the message nests deeper than " + std::to_string(kMaxMessageDepth) + " levels"};
     case JsonTextFault::kTooManyValues:
@@ -109,8 +137,11 @@ std::variant<JsonRpcMessage, JsonRpcError> ParseJsonRpc(std::string_view body) {
     case JsonTextFault::kNone:
       break;
   }
-  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return JsonRpcError{kParseError, "the body is not valid JSON"};
+  // The parser keeps the last of a repeated key, where a proxy in front may read the first (of
+  // "name", "id", "method"): a message that means two things is refused, with no id (which one?).
+  if (JsonValueCount(j) != values) return Invalid("a JSON-RPC message must not repeat a key within an object");
   if (j.is_array()) return Invalid("JSON-RPC batches are not supported (removed from MCP in 2025-06-18)");
   if (!j.is_object()) return Invalid("a JSON-RPC message must be an object");
 
@@ -147,7 +178,8 @@ std::variant<JsonRpcMessage, JsonRpcError> ParseJsonRpc(std::string_view body) {
   m.method = method->get<std::string>();
   if (const auto params = j.find("params"); params != j.end()) {
     if (!params->is_object() && !params->is_array()) return Invalid("\"params\" must be an object", id_json);
-    m.params = *params;
+    if (params->is_object()) m.progress_token_json = ProgressTokenJson(body, *params);
+    m.params = std::move(*params);  // moved, not copied: it holds a call's arguments
   }
   return m;
 }

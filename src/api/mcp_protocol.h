@@ -34,6 +34,9 @@ struct JsonRpcMessage {
   std::string id_json = "null";
   std::string method;
   nlohmann::json params = nlohmann::json::object();  // absent: {}; an object or an array
+  // `params._meta.progressToken` as JSON text, a number exactly as the client wrote it (as `id_json`);
+  // empty when there is none or it is neither a string nor a number.
+  std::string progress_token_json;
 };
 
 struct JsonRpcError {

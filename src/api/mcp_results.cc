@@ -44,6 +44,8 @@ std::string DeferredWhy(const InvokeResult& answer) {
         return "toolgate cannot reach its store";
       case DeferReason::kGatewayOverloaded:
         return "toolgate is overloaded";
+      case DeferReason::kTenantConcurrencyLimit:
+        return "your calls to the service already hold as many of its slots as one tenant may";
     }
   }
   const std::string_view why = answer.error ? ToString(*answer.error) : ToString(answer.reason);

@@ -354,14 +354,23 @@ struct McpRoutes::Impl : GatewayContext {
       return HeaderMismatch(c, absl::StrCat("MCP-Protocol-Version header '", header_version, "' does not match ",
                                             kMetaVersion, " '", meta_version, "'"));
     }
-    if (const std::string m = c.req.Header("mcp-method"); m != c.msg.method) {
+    return CheckMirroredHeaders(c, /*required=*/true);
+  }
+
+  // Mcp-Method and Mcp-Name, which mirror the body for proxies that route on headers: required and
+  // checked in 2026-07-28, which defines them; in earlier revisions checked when sent, so that no
+  // proxy in front routes or filters on a name the body does not call.
+  std::optional<HttpResponse> CheckMirroredHeaders(const Call& c, bool required) {
+    if (const std::string m = c.req.Header("mcp-method"); (required || !m.empty()) && m != c.msg.method) {
       return HeaderMismatch(c, absl::StrCat("Mcp-Method header '", m, "' does not match method '", c.msg.method, "'"));
     }
     if (c.msg.method == "tools/call" || c.msg.method == "resources/read" || c.msg.method == "prompts/get") {
+      const std::string raw = c.req.Header("mcp-name");
+      if (!required && raw.empty()) return std::nullopt;
       const char* field = c.msg.method == "resources/read" ? "uri" : "name";
       const auto value = c.msg.params.find(field);
       const std::string body_name = value != c.msg.params.end() && value->is_string() ? value->get<std::string>() : "";
-      const std::optional<std::string> header_name = DecodeHeaderValue(c.req.Header("mcp-name"));
+      const std::optional<std::string> header_name = DecodeHeaderValue(raw);
       if (!header_name || header_name->empty() || *header_name != body_name) {
         return HeaderMismatch(c, absl::StrCat("Mcp-Name header does not match params.", field));
       }
@@ -373,6 +382,7 @@ struct McpRoutes::Impl : GatewayContext {
   std::optional<HttpResponse> CheckSessionRevision(const Call& c, const std::string& header_version,
                                                    bool known_header) {
     if (!known_header) return UnsupportedVersion(c.req, c.msg.id_json, header_version);
+    if (std::optional<HttpResponse> mismatch = CheckMirroredHeaders(c, /*required=*/false)) return mismatch;
     // The session is optional; one the client sends must be one toolgate issued (else 404: the
     // client initializes again).
     if (const std::string sid = c.req.Header("mcp-session-id"); !sid.empty()) {
@@ -591,7 +601,9 @@ struct McpRoutes::Impl : GatewayContext {
     const asio::any_io_executor loop = co_await asio::this_coro::executor;
     auto stream = std::make_shared<ProgressStream>(loop);
     auto relay = std::make_shared<NotificationRelay>();
-    if (!token.is_null()) relay->token_json = token.dump();
+    // The token as the client wrote it (a number beyond 64 bits keeps its digits), as ids are.
+    if (!token.is_null())
+      relay->token_json = c.msg.progress_token_json.empty() ? Dump(token) : c.msg.progress_token_json;
     relay->min_log_severity = log_severity;
     relay->relay = [stream](std::string notification_json, bool progress) {
       stream->Notify(std::move(notification_json), progress);

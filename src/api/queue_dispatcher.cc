@@ -203,8 +203,14 @@ struct QueueDispatcher::Impl {
     if (!kill.ok()) return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
     std::optional<SlotLease> lease;
     if (!kill->has_value()) {
-      absl::StatusOr<std::optional<SlotLease>> acquired = g.engine.slots().TryAcquire(c.id, c.concurrency);
+      SlotRefusal refusal = SlotRefusal::kConnectorFull;
+      absl::StatusOr<std::optional<SlotLease>> acquired =
+          g.engine.slots().TryAcquire(c.id, c.concurrency, item.tenant_id, &refusal);
       if (!acquired.ok()) return {StepKind::kWait, nullptr, g.config.queue.poll_interval_ms, round};
+      // The tenant at its share: its turn passes to the next tenant (a round where every tenant is
+      // at its share ends in the idle backoff); the connector full: the lane waits for a slot.
+      if (!acquired->has_value() && refusal == SlotRefusal::kTenantShare)
+        return {StepKind::kNothing, nullptr, 0, round};
       if (!acquired->has_value()) return {StepKind::kWait, nullptr, kAtLimitWaitMs, round};
       lease = **acquired;
     }

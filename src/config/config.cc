@@ -519,6 +519,10 @@ void ReadConnector(const std::string& id, const toml::table* t, ConnectorConfig&
   if (c.concurrency.shards > c.concurrency.max_in_flight) {
     r.Error("concurrency_shards", "must not exceed max_in_flight (each shard holds at least one slot)");
   }
+  r.Int("max_in_flight_per_tenant", 0, 100'000, c.concurrency.max_in_flight_per_tenant);
+  if (c.concurrency.max_in_flight_per_tenant > c.concurrency.max_in_flight) {
+    r.Error("max_in_flight_per_tenant", "must not exceed max_in_flight (0: no per-tenant share)");
+  }
   r.Int("max_response_bytes", 1024, 64 << 20, c.max_response_bytes);
   // S7: a live call must never lose its lease or its probe claim.
   if (int64_t{c.concurrency.lease_ttl_s} * 1000 <= c.timeout_ms) {

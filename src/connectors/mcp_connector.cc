@@ -406,9 +406,10 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
     notify = [relay, id = config_.id](json m) {
       const std::string method = m.value("method", "");
       json p = m.contains("params") && m["params"].is_object() ? std::move(m["params"]) : json::object();
-      if (method == "notifications/progress") {
+      const bool progress = method == "notifications/progress";
+      if (progress) {
         if (relay->token_json.empty()) return false;
-        p["progressToken"] = json::parse(relay->token_json, nullptr, false);
+        p.erase("progressToken");  // toolgate's own: the caller's goes in its place, as its text
       } else if (method == "notifications/message") {
         const json* level = p.contains("level") ? &p["level"] : nullptr;
         const int severity = level != nullptr && level->is_string() ? LogSeverity(level->get<std::string>()) : -1;
@@ -416,8 +417,12 @@ asio::awaitable<DownstreamResult> McpConnector::CallWith(mcp::McpClient& client,
       } else {
         return false;
       }
-      std::string text = json{{"jsonrpc", "2.0"}, {"method", method}, {"params", std::move(p)}}.dump(
-          -1, ' ', false, json::error_handler_t::replace);
+      std::string params_text = p.dump(-1, ' ', false, json::error_handler_t::replace);
+      if (progress) {  // the caller's token spliced in as it sent it (a number parsed would lose digits)
+        params_text =
+            "{\"progressToken\":" + relay->token_json + (params_text.size() > 2 ? "," : "") + params_text.substr(1);
+      }
+      std::string text = R"({"jsonrpc":"2.0","method":)" + json(method).dump() + R"(,"params":)" + params_text + "}";
       if (text.size() > kMaxNotificationBytes) {
         spdlog::debug("connector {}: a {} of {} bytes was not relayed", id, method, text.size());
         return false;

@@ -18,6 +18,9 @@ absl::Status Validate(const ConcurrencyConfig& c) {
   if (c.shards > c.max_in_flight) {
     return absl::InvalidArgumentError("concurrency_shards must not exceed max_in_flight (each shard holds a slot)");
   }
+  if (c.max_in_flight_per_tenant < 0 || c.max_in_flight_per_tenant > c.max_in_flight) {
+    return absl::InvalidArgumentError("max_in_flight_per_tenant must be in 0..max_in_flight (0: no share)");
+  }
   return absl::OkStatus();
 }
 

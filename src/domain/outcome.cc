@@ -51,6 +51,8 @@ std::string_view ToString(DeferReason reason) {
       return "store_unavailable";
     case DeferReason::kGatewayOverloaded:
       return "gateway_overloaded";
+    case DeferReason::kTenantConcurrencyLimit:
+      return "tenant_concurrency_limit";
   }
   return "unknown";
 }

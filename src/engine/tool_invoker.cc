@@ -193,7 +193,8 @@ bool IsStoreTrouble(const InvokeResult& answer) {
 
 bool Queueable(DeferReason why) {
   return why == DeferReason::kBreakerOpen || why == DeferReason::kProbeInFlight ||
-         why == DeferReason::kConcurrencyLimit || why == DeferReason::kDownstreamThrottled;
+         why == DeferReason::kConcurrencyLimit || why == DeferReason::kTenantConcurrencyLimit ||
+         why == DeferReason::kDownstreamThrottled;
 }
 
 // A queued call's answer (§15): where to find its outcome.
@@ -486,14 +487,21 @@ class ToolInvoker::Admission {
       co_await ReturnProbe();
       co_return stop;
     }
-    auto acquire = Blocking(drive_, [this] { return s_.slots.TryAcquire(cid(), connector().concurrency); });
+    SlotRefusal refusal = SlotRefusal::kConnectorFull;
+    auto acquire = Blocking(drive_, [this, &refusal] {
+      return s_.slots.TryAcquire(cid(), connector().concurrency, rec().tenant_id, &refusal);
+    });
     absl::StatusOr<std::optional<SlotLease>> lease = co_await std::move(acquire);
     if (lease.ok() && lease->has_value()) {
       t.lease = **lease;
       co_return std::nullopt;
     }
     co_await ReturnProbe();
-    if (lease.ok()) co_return co_await Deferred(DeferReason::kConcurrencyLimit, 1000);
+    if (lease.ok()) {
+      co_return co_await Deferred(
+          refusal == SlotRefusal::kTenantShare ? DeferReason::kTenantConcurrencyLimit : DeferReason::kConcurrencyLimit,
+          1000);
+    }
     t.permit = {};
     auto trouble = StoreTrouble(lease.status());
     co_return co_await std::move(trouble);
@@ -520,7 +528,7 @@ class ToolInvoker::Admission {
   // acquire was or not (as when it was claimed on its own before the slot).
   asio::awaitable<bool> OpenWithSlot() {
     Ticket& t = *ticket_;
-    auto [acquire, lease] = s_.slots.PrepareAcquire(cid(), connector().concurrency);
+    auto [acquire, lease] = s_.slots.PrepareAcquire(cid(), connector().concurrency, rec().tenant_id);
     std::vector<store::WriteRequest> prefix;
     const bool with_intent = intent_pending_;
     if (with_intent) {

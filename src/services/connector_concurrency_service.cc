@@ -1,10 +1,14 @@
 #include "toolgate/services/connector_concurrency_service.h"
 
+#include <algorithm>
+#include <map>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "absl/strings/match.h"
 #include "toolgate/domain/ids.h"
+#include "toolgate/services/ledger.h"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -27,7 +31,11 @@ constexpr char kFromOperator[] = "operator";
 constexpr char kLimitSetBy[] = "limit_set_by";  // an operator's limit: who, why, when (epoch ms)
 constexpr char kLimitReason[] = "limit_reason";
 constexpr char kLimitSetAt[] = "limit_set_at_ms";
+constexpr char kTenantCounterPrefix[] = "tenant_in_flight#";  // + TenantTag: one tenant's slots
+constexpr char kTagSeparator = '~';                           // a lease id's suffix naming its tenant's counter
 constexpr int kMaxLimit = kMaxInFlightLimit;
+// At most this many counters are tidied per shard per ReclaimExpired (one write each).
+constexpr int kMaxTidiedCounters = 256;
 constexpr int kMaxShards = kMaxConcurrencyShards;
 
 // True when a lease that expires at `expires_at_ms` may be reclaimed at `now_ms` (S7).
@@ -49,12 +57,47 @@ Condition AcquireCondition(const std::string& lease_id) {
   return Condition::And({kRoom, Condition::NotExists(AttributePath::In(kHolders, lease_id))});
 }
 
-// The acquire of `lease` on its shard: ADD in_flight_count 1, SET holders.<id> = expiry, if there is room.
-store::WriteRequest AcquireRequest(const SlotLease& lease) {
-  return store::WriteRequest::Update(ConnectorConcurrencyService::Key(lease.connector_id, lease.shard),
-                                     {UpdateOp::Add(Attr(kInFlight), 1),
-                                      UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)},
-                                     AcquireCondition(lease.lease_id), store::ReturnValues::kNone);
+std::string TenantCounter(std::string_view tag) { return kTenantCounterPrefix + std::string(tag); }
+
+// The tenant counter a holder's lease id names (after its last '~'), empty when it names none.
+std::string_view TagOfLease(std::string_view lease_id) {
+  const size_t at = lease_id.rfind(kTagSeparator);
+  return at == std::string_view::npos ? std::string_view() : lease_id.substr(at + 1);
+}
+
+// The tenant's part of the acquire's condition: its counter below its share on this shard (absent
+// counts as zero; a negative one, from an edited item, admits nothing).
+Condition TenantRoom(const std::string& counter, int64_t share) {
+  return Condition::Or(
+      {Condition::NotExists(Attr(counter)),
+       Condition::And({Condition::Lt(Attr(counter), share), Condition::Ge(Attr(counter), int64_t{0})})});
+}
+
+// The acquire of `lease` on its shard: ADD in_flight_count 1, SET holders.<id> = expiry, if there is
+// room — and, under a per-tenant share, ADD tenant_in_flight#<tag> 1 if the tenant's share has room.
+store::WriteRequest AcquireRequest(const SlotLease& lease, const ConcurrencyConfig& config) {
+  std::vector<UpdateOp> ops = {UpdateOp::Add(Attr(kInFlight), 1),
+                               UpdateOp::Set(AttributePath::In(kHolders, lease.lease_id), lease.expires_at_ms)};
+  Condition condition = AcquireCondition(lease.lease_id);
+  if (!lease.tenant_tag.empty()) {
+    const std::string counter = TenantCounter(lease.tenant_tag);
+    const int64_t share =
+        ConnectorConcurrencyService::ShareOf(config.max_in_flight_per_tenant, config.shards, lease.shard);
+    condition = Condition::And({std::move(condition), TenantRoom(counter, share)});
+    ops.push_back(UpdateOp::Add(Attr(counter), 1));
+  }
+  return store::WriteRequest::Update(ConnectorConcurrencyService::Key(lease.connector_id, lease.shard), std::move(ops),
+                                     std::move(condition), store::ReturnValues::kNone);
+}
+
+// A holder's removal (a release or a reclaim): the holder, one off the count, and one off its
+// tenant's counter when its lease id names one.
+std::vector<UpdateOp> RemoveHolderOps(std::string_view lease_id) {
+  std::vector<UpdateOp> ops = {UpdateOp::Remove(AttributePath::In(kHolders, std::string(lease_id))),
+                               UpdateOp::Add(Attr(kInFlight), -1)};
+  if (std::string_view tag = TagOfLease(lease_id); !tag.empty())
+    ops.push_back(UpdateOp::Add(Attr(TenantCounter(tag)), -1));
+  return ops;
 }
 
 absl::StatusOr<ConcurrencySnapshot> DecodeSlots(const Item& item, std::string_view connector_id, int64_t now_ms,
@@ -81,6 +124,12 @@ absl::StatusOr<ConcurrencySnapshot> DecodeSlots(const Item& item, std::string_vi
       ++s.expired_holders;
     }
   }
+  for (const auto& [name, value] : item) {
+    if (!absl::StartsWith(name, kTenantCounterPrefix) || !value.is_number()) continue;
+    if (const int64_t held = store::SaturatedInt(value); held > 0) {
+      s.tenant_slots[name.substr(sizeof(kTenantCounterPrefix) - 1)] += held;
+    }
+  }
   return s;
 }
 
@@ -90,6 +139,7 @@ void Add(ConcurrencySnapshot& total, const ConcurrencySnapshot& part) {
   total.max_in_flight += part.max_in_flight;
   total.holders += part.holders;
   total.expired_holders += part.expired_holders;
+  for (const auto& [tag, held] : part.tenant_slots) total.tenant_slots[tag] += held;
   total.limit_set_by_operator = total.limit_set_by_operator || part.limit_set_by_operator;
   if (total.limit_set_by.empty() && !part.limit_set_by.empty()) {  // every shard holds the same note
     total.limit_set_by = part.limit_set_by;
@@ -110,6 +160,18 @@ store::ItemKey ConnectorConcurrencyService::Key(std::string_view connector_id, i
 
 int ConnectorConcurrencyService::ShareOf(int max_in_flight, int shards, int shard) {
   return max_in_flight / shards + (shard < max_in_flight % shards ? 1 : 0);
+}
+
+std::string ConnectorConcurrencyService::TenantTag(std::string_view tenant_id) {
+  return Sha256Hex(tenant_id).substr(0, 12);
+}
+
+SlotLease ConnectorConcurrencyService::NewLease(std::string_view connector_id, int shard,
+                                                const ConcurrencyConfig& config, const std::string& tenant_tag) const {
+  SlotLease lease{std::string(connector_id), NewLeaseId(), clock_.now_epoch_ms() + int64_t{config.lease_ttl_s} * 1000,
+                  shard, tenant_tag};
+  if (!tenant_tag.empty()) absl::StrAppend(&lease.lease_id, std::string(1, kTagSeparator), tenant_tag);
+  return lease;
 }
 
 absl::Status ConnectorConcurrencyService::EnsureConnector(std::string_view connector_id,
@@ -146,25 +208,34 @@ int RandomShard(int shards) {
 }  // namespace
 
 absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire(std::string_view connector_id,
-                                                                                 const ConcurrencyConfig& config) {
-  if (config.shards <= 1) return TryShard(connector_id, 0, config);
+                                                                                 const ConcurrencyConfig& config,
+                                                                                 std::string_view tenant_id,
+                                                                                 SlotRefusal* refusal) {
+  const std::string tag = config.max_in_flight_per_tenant > 0 ? TenantTag(tenant_id) : std::string();
+  SlotRefusal why = SlotRefusal::kConnectorFull;
+  std::optional<SlotLease> lease;
   // From a random shard onwards; the first with room wins.
   const int first = RandomShard(config.shards);
-  for (int i = 0; i < config.shards; ++i) {
-    const int shard = (first + i) % config.shards;
-    ASSIGN_OR_RETURN(std::optional<SlotLease> lease, TryShard(connector_id, shard, config));
-    if (lease) return lease;
+  for (int i = 0; i < config.shards && !lease; ++i) {
+    ASSIGN_OR_RETURN(lease, TryShard(connector_id, (first + i) % config.shards, config, tag, &why));
   }
-  return std::optional<SlotLease>();
+  if (!lease && refusal != nullptr) *refusal = why;
+  return lease;
 }
 
 namespace {
 
-// The item has a free slot, or a lease that may be reclaimed.
-bool MayHaveRoom(const Item& item, int64_t now_ms, const ConcurrencyConfig& config) {
+// The item has a free slot for the tenant of `tag` (empty: any), or a lease that may be reclaimed.
+// `*tenant_full` is set when the connector had room but the tenant's counter was at its share.
+bool MayHaveRoom(const Item& item, int64_t now_ms, const ConcurrencyConfig& config, const std::string& tag,
+                 int64_t tenant_share, bool* tenant_full) {
   const auto in_flight = store::GetInt(item, kInFlight);
   const auto max = store::GetInt(item, kMax);
-  if (in_flight && max && *in_flight < *max) return true;
+  if (in_flight && max && *in_flight < *max) {
+    const auto held = tag.empty() ? std::nullopt : store::GetInt(item, TenantCounter(tag));
+    if (!held || *held < tenant_share) return true;
+    *tenant_full = true;
+  }
   if (const AttributeMap* holders = store::GetMap(item, kHolders)) {
     for (const auto& [id, expiry] : *holders) {
       if (expiry.is_number() && Reclaimable(store::SaturatedInt(expiry), now_ms, config)) return true;
@@ -176,16 +247,19 @@ bool MayHaveRoom(const Item& item, int64_t now_ms, const ConcurrencyConfig& conf
 }  // namespace
 
 absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(std::string_view connector_id, int shard,
-                                                                               const ConcurrencyConfig& config) {
+                                                                               const ConcurrencyConfig& config,
+                                                                               const std::string& tenant_tag,
+                                                                               SlotRefusal* refusal) {
+  const int64_t tenant_share = ShareOf(config.max_in_flight_per_tenant, config.shards, shard);
   // Attempt 0 is the fast path; a second attempt follows only if the first found the item missing
   // or reclaimed an expired lease.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const int64_t now_ms = clock_.now_epoch_ms();
-    SlotLease lease{std::string(connector_id), NewLeaseId(), now_ms + int64_t{config.lease_ttl_s} * 1000, shard};
-    const store::WriteRequest w = AcquireRequest(lease);
+    SlotLease lease = NewLease(connector_id, shard, config, tenant_tag);
+    const store::WriteRequest w = AcquireRequest(lease, config);
     ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
     if (r.applied) return std::optional<SlotLease>(std::move(lease));
     if (attempt > 0) break;
+    const int64_t now_ms = clock_.now_epoch_ms();
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id, shard)));
     if (!item || store::GetMap(*item, kHolders) == nullptr) {
       RETURN_IF_ERROR(EnsureShard(connector_id, shard, config));
@@ -195,25 +269,26 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
     // Try once more if there is room now: we reclaimed leases, or the item we read had room or
     // expired leases (another caller may have reclaimed those between our read and our reclaim —
     // without this, of two callers racing for two expired slots one was deferred with a slot free).
-    if (reclaimed == 0 && !MayHaveRoom(*item, now_ms, config)) break;
+    bool tenant_full = false;
+    const bool room = MayHaveRoom(*item, now_ms, config, tenant_tag, tenant_share, &tenant_full);
+    if (tenant_full) *refusal = SlotRefusal::kTenantShare;
+    if (reclaimed == 0 && !room) break;
   }
   return std::optional<SlotLease>();
 }
 
 std::pair<store::WriteRequest, SlotLease> ConnectorConcurrencyService::PrepareAcquire(
-    std::string_view connector_id, const ConcurrencyConfig& config) const {
-  const int64_t now_ms = clock_.now_epoch_ms();
-  SlotLease lease{std::string(connector_id), NewLeaseId(), now_ms + int64_t{config.lease_ttl_s} * 1000,
-                  RandomShard(config.shards)};
-  store::WriteRequest w = AcquireRequest(lease);
+    std::string_view connector_id, const ConcurrencyConfig& config, std::string_view tenant_id) const {
+  const std::string tag = config.max_in_flight_per_tenant > 0 ? TenantTag(tenant_id) : std::string();
+  SlotLease lease = NewLease(connector_id, RandomShard(config.shards), config, tag);
+  store::WriteRequest w = AcquireRequest(lease, config);
   return {std::move(w), std::move(lease)};
 }
 
 store::WriteRequest ConnectorConcurrencyService::ReleaseRequest(const SlotLease& lease) {
-  const AttributePath holder = AttributePath::In(kHolders, lease.lease_id);
-  return store::WriteRequest::Update(Key(lease.connector_id, lease.shard),
-                                     {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
-                                     Condition::Exists(holder), store::ReturnValues::kNone);
+  return store::WriteRequest::Update(Key(lease.connector_id, lease.shard), RemoveHolderOps(lease.lease_id),
+                                     Condition::Exists(AttributePath::In(kHolders, lease.lease_id)),
+                                     store::ReturnValues::kNone);
 }
 
 absl::StatusOr<bool> ConnectorConcurrencyService::Release(const SlotLease& lease) {
@@ -245,16 +320,54 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
   int reclaimed = 0;
   for (const auto& [id, expiry] : *holders) {
     if (!expiry.is_number() || !Reclaimable(store::SaturatedInt(expiry), now_ms, config)) continue;
-    const AttributePath holder = AttributePath::In(kHolders, id);
     // Conditional on the expiry we saw: a lease renewed meanwhile is left alone, and of several
     // reclaimers exactly one gives the slot back.
     ASSIGN_OR_RETURN(store::WriteResult r,
-                     store_.Update(key, {UpdateOp::Remove(holder), UpdateOp::Add(Attr(kInFlight), -1)},
-                                   Condition::Eq(holder, expiry)));
+                     store_.Update(key, RemoveHolderOps(id), Condition::Eq(AttributePath::In(kHolders, id), expiry)));
     if (r.applied) ++reclaimed;
   }
   if (miscounted) RETURN_IF_ERROR(RepairCount(key));
+  const bool counts_tenants = std::any_of(item->begin(), item->end(), [](const auto& attribute) {
+    return absl::StartsWith(attribute.first, kTenantCounterPrefix);
+  });
+  if (counts_tenants) RETURN_IF_ERROR(TidyTenantCounters(key));
   return reclaimed;
+}
+
+// Each tenant counter against the holders whose lease ids name it. A release or reclaim by this
+// version changes both together; a reclaim by an instance of an earlier version removes the holder
+// alone, leaving the counter too high (the tenant refused below its share) — it is set to the
+// holders' number here, conditional on the value read: the only change to those holders that leaves
+// the counter alone is such a reclaim, which lowers them, so the value written is never below the
+// truth and never lets a tenant past its share. A counter at zero is removed, so the item holds
+// only tenants with calls in flight (an acquire finds an absent counter as zero).
+absl::Status ConnectorConcurrencyService::TidyTenantCounters(const store::ItemKey& key) {
+  ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(key));
+  if (!item) return absl::OkStatus();
+  const AttributeMap* holders = store::GetMap(*item, kHolders);
+  if (holders == nullptr) return absl::OkStatus();
+  std::map<std::string, int64_t, std::less<>> held;
+  for (const auto& [id, expiry] : *holders) {
+    if (std::string_view tag = TagOfLease(id); !tag.empty()) ++held[std::string(tag)];
+  }
+  int writes = 0;
+  for (const auto& [name, value] : *item) {
+    if (!absl::StartsWith(name, kTenantCounterPrefix) || writes >= kMaxTidiedCounters) continue;
+    const auto it = held.find(std::string_view(name).substr(sizeof(kTenantCounterPrefix) - 1));
+    const int64_t holding = it == held.end() ? 0 : it->second;
+    if (value.is_number() && store::SaturatedInt(value) == holding && holding > 0) continue;
+    ++writes;
+    const UpdateOp op = holding == 0 ? UpdateOp::Remove(Attr(name)) : UpdateOp::Set(Attr(name), holding);
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(key, {op}, Condition::Eq(Attr(name), value)));
+    if (r.applied && !(value.is_number() && store::SaturatedInt(value) == 0)) {
+      spdlog::warn(
+          "{} {}: {} was {} with {} holders naming it (a lease reclaimed by an earlier version, or an "
+          "edited item): set to {}",
+          key.pk, key.sk, name, value.is_number() ? std::to_string(store::SaturatedInt(value)) : "not a number",
+          holding, holding);
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Every acquire and release changes `in_flight_count` and `holders` together, by one each: their

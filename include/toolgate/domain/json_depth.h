@@ -23,8 +23,11 @@ enum class JsonTextFault { kNone, kTooDeep, kTooManyValues };
 // and for more than `max_values` values, counted as a parse would make them: the text's own value,
 // and one for each array element and object member. A parsed value costs far more than its text (a
 // number written in two bytes is 16 in the tree, an empty array written in three is ~60), so the
-// count, not the size, bounds what parsing a body takes. Stops at the first fault.
-inline JsonTextFault CheckJsonText(std::string_view text, int max_depth, int64_t max_values) {
+// count, not the size, bounds what parsing a body takes. Stops at the first fault. With no fault,
+// `*counted` (when given) is the count: for valid JSON, exactly what JsonValueCount finds in the
+// parsed value unless an object repeats a key (the parser keeps one of them).
+inline JsonTextFault CheckJsonText(std::string_view text, int max_depth, int64_t max_values,
+                                   int64_t* counted = nullptr) {
   int depth = 0;
   int64_t values = 1;
   bool in_string = false;
@@ -53,7 +56,19 @@ inline JsonTextFault CheckJsonText(std::string_view text, int max_depth, int64_t
       --depth;
     }
   }
+  if (counted != nullptr) *counted = values;
   return JsonTextFault::kNone;
+}
+
+// The values of a parsed value, counted as CheckJsonText counts them in its text: itself, and each
+// array element and object member, at every depth. REQUIRES: `value` nests no deeper than the
+// caller's stack can recurse (parsed from text CheckJsonText bounded).
+inline int64_t JsonValueCount(const nlohmann::json& value) {
+  int64_t n = 1;
+  if (value.is_structured()) {
+    for (const auto& child : value) n += JsonValueCount(child);
+  }
+  return n;
 }
 
 // True when `text` nests objects and arrays at most `max_depth` deep. Brackets inside strings do not

@@ -44,13 +44,14 @@ enum class DeferReason {
   kIntentInProgress,
   kDownstreamThrottled,
   kStoreUnavailable,
-  kGatewayOverloaded,  // this host ran out of descriptors, buffers or memory (never the connector's fault)
+  kGatewayOverloaded,       // this host ran out of descriptors, buffers or memory (never the connector's fault)
+  kTenantConcurrencyLimit,  // the connector had room, but the tenant holds its max_in_flight_per_tenant
 };
 
-inline constexpr DeferReason kAllDeferReasons[] = {DeferReason::kBreakerOpen,         DeferReason::kProbeInFlight,
-                                                   DeferReason::kConcurrencyLimit,    DeferReason::kIntentInProgress,
-                                                   DeferReason::kDownstreamThrottled, DeferReason::kStoreUnavailable,
-                                                   DeferReason::kGatewayOverloaded};
+inline constexpr DeferReason kAllDeferReasons[] = {
+    DeferReason::kBreakerOpen,       DeferReason::kProbeInFlight,         DeferReason::kConcurrencyLimit,
+    DeferReason::kIntentInProgress,  DeferReason::kDownstreamThrottled,   DeferReason::kStoreUnavailable,
+    DeferReason::kGatewayOverloaded, DeferReason::kTenantConcurrencyLimit};
 
 std::string_view ToString(DeferReason reason);
 std::optional<DeferReason> ParseDeferReason(std::string_view text);

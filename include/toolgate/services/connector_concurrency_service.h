@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -18,6 +19,15 @@ struct SlotLease {
   std::string lease_id;
   int64_t expires_at_ms = 0;
   int shard = 0;  // the shard item that holds it
+  // The tenant's counter this slot is also counted in (TenantTag), empty when the connector has no
+  // per-tenant share. Also the lease id's suffix after '~', so that a reclaimer finds it.
+  std::string tenant_tag;
+};
+
+// Why TryAcquire found no slot.
+enum class SlotRefusal {
+  kConnectorFull,  // the connector's max_in_flight are all held
+  kTenantShare,    // there was room, but the tenant holds its max_in_flight_per_tenant
 };
 
 // The semaphore as stored.
@@ -27,6 +37,16 @@ struct ConcurrencySnapshot {
   int64_t holders = 0;          // leases recorded (equals in_flight: both change in one write)
   int shards = 1;               // items summed
   int64_t expired_holders = 0;  // leases past expiry + skew, reclaimable
+  // Under a per-tenant share: the slots each tenant holds (by TenantTag, summed over shards), for
+  // the tenants holding any.
+  std::map<std::string, int64_t> tenant_slots;
+
+  // The most slots one tenant holds (0 when no tenant is counted).
+  int64_t busiest_tenant() const {
+    int64_t most = 0;
+    for (const auto& [tag, held] : tenant_slots) most = held > most ? held : most;
+    return most;
+  }
   bool limit_set_by_operator = false;
   // Who set an operator's limit, why and when (epoch ms); empty/0 for a limit from the config and
   // for one set before these were kept.
@@ -63,6 +83,17 @@ struct LimitNote {
 // connector is full), and a limit change is K writes that are not atomic together — while it is
 // applied, the sum lies between the old and the new limit.
 //
+// A per-tenant share (`max_in_flight_per_tenant` = P > 0): the item also holds a counter per tenant,
+// `tenant_in_flight#<tag>` (tag: TenantTag, a hash of the tenant id, so the item's size does not
+// depend on how long tenant ids are), and the acquire's one conditional write also requires the
+// tenant's counter to be below its share (ShareOf(P, K, k) on shard k) and adds one to it; a release
+// takes one off. The holder's lease id ends in `~<tag>`, so a reclaimer of an expired lease knows
+// which counter to take it off. ReclaimExpired (every few seconds) also sets a counter that disagrees
+// with its holders to their number (an instance of an earlier version reclaimed a lease without
+// knowing its counter) and removes counters at zero, so the item holds only the tenants with calls
+// in flight. The share is the config's, never stored: an instance without it (a rolling change)
+// acquires without counting the tenant.
+//
 // Thread-safe. Status codes: store errors from ItemStore; kDataLoss when the item is malformed.
 class ConnectorConcurrencyService {
  public:
@@ -71,16 +102,19 @@ class ConnectorConcurrencyService {
   // Creates the connector's semaphore, or brings a config-set limit in line with `config`.
   absl::Status EnsureConnector(std::string_view connector_id, const ConcurrencyConfig& config);
 
-  // One conditional write when a slot is free; nullopt when the connector is at its limit (DEFER,
-  // no queueing). Reclaims expired leases before saying no.
-  absl::StatusOr<std::optional<SlotLease>> TryAcquire(std::string_view connector_id, const ConcurrencyConfig& config);
+  // One conditional write when a slot is free; nullopt when the connector is at its limit or the
+  // tenant at its share (DEFER, no queueing; `*refusal` says which when given). Reclaims expired
+  // leases before saying no. `tenant_id` counts only when `config` has a per-tenant share.
+  absl::StatusOr<std::optional<SlotLease>> TryAcquire(std::string_view connector_id, const ConcurrencyConfig& config,
+                                                      std::string_view tenant_id = {}, SlotRefusal* refusal = nullptr);
 
   // The acquire of TryAcquire's first try as a write for a WriteBatch (design §16: one commit with the
   // execution record and its opening events), on one shard (a random one when sharded), and the lease
   // it takes when applied. Not applied: the shard was full or its item missing — TryAcquire then
   // tries every shard and reclaims expired leases before saying no.
   std::pair<store::WriteRequest, SlotLease> PrepareAcquire(std::string_view connector_id,
-                                                           const ConcurrencyConfig& config) const;
+                                                           const ConcurrencyConfig& config,
+                                                           std::string_view tenant_id = {}) const;
 
   // Gives the slot back. True when this call released it; false when it was already released or
   // reclaimed (then nothing changes).
@@ -88,7 +122,8 @@ class ConnectorConcurrencyService {
   // The release as a write for a WriteBatch (applied: released; refused: already released).
   static store::WriteRequest ReleaseRequest(const SlotLease& lease);
 
-  // Reclaims every lease of the connector past expiry + skew; returns how many.
+  // Reclaims every lease of the connector past expiry + skew; returns how many. Also brings the
+  // per-tenant counters in line with their holders and removes those at zero.
   absl::StatusOr<int> ReclaimExpired(std::string_view connector_id, const ConcurrencyConfig& config);
 
   // An operator's new limit (PUT /admin/connectors/{id}/limits), spread over `shards` items, with
@@ -107,13 +142,20 @@ class ConnectorConcurrencyService {
   // Shard `shard`'s part of `max_in_flight` when split over `shards` items.
   static int ShareOf(int max_in_flight, int shards, int shard);
 
+  // The short, stable name of `tenant_id`'s counter in a semaphore item: 12 hex digits of its SHA-256.
+  static std::string TenantTag(std::string_view tenant_id);
+
  private:
   // Writes `max_in_flight` over `shards` items, owned by `source` ("config" or "operator").
   absl::StatusOr<ConcurrencySnapshot> WriteLimit(std::string_view connector_id, int max_in_flight, int shards,
                                                  std::string_view source, const LimitNote& note);
   absl::Status EnsureShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
   absl::StatusOr<std::optional<SlotLease>> TryShard(std::string_view connector_id, int shard,
-                                                    const ConcurrencyConfig& config);
+                                                    const ConcurrencyConfig& config, const std::string& tenant_tag,
+                                                    SlotRefusal* refusal);
+  SlotLease NewLease(std::string_view connector_id, int shard, const ConcurrencyConfig& config,
+                     const std::string& tenant_tag) const;
+  absl::Status TidyTenantCounters(const store::ItemKey& key);
   absl::StatusOr<int> ReclaimShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
   absl::Status RepairCount(const store::ItemKey& key);
 
