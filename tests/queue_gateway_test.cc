@@ -534,6 +534,51 @@ TEST_F(QueueGatewayTest, TenantsTakeTurnsWithinAConnector) {
       << "A's backlog drained before B's call was looked at: the test proved nothing";
 }
 
+// `max_in_flight_per_tenant` holds for queued calls too: a tenant at its share has its turn passed to
+// the next tenant, so another tenant's calls run beside its backlog instead of waiting for a slot
+// (counted at the downstream, per tenant), and every call of both still runs once.
+TEST_F(QueueGatewayTest, ATenantAtItsShareHasItsTurnPassedOnAndItsCallsStillRun) {
+  FakeDownstream crm;
+  std::mutex mu;
+  std::map<std::string, int> now, peak;
+  int most = 0, total_now = 0;
+  crm.set_behavior([&](const FakeDownstream::Request& r) {
+    const auto tenant = r.headers.find("x-toolgate-tenant-id");
+    const std::string who = tenant == r.headers.end() ? "" : tenant->second;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      peak[who] = std::max(peak[who], ++now[who]);
+      most = std::max(most, ++total_now);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::lock_guard<std::mutex> l(mu);
+    --now[who];
+    --total_now;
+    return Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw =
+      Start(QueueConfig(dir_.file("store.db"), 50) + Connector("crm", crm, 3, "max_in_flight_per_tenant = 1\n", 5));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/open", kAudit).status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // hold the queue (as above)
+  std::vector<std::string> a_ids, b_ids;
+  for (int i = 0; i < 8; ++i) a_ids.push_back(Enqueue(gw, "crm.update", {{"i", i}}, alice_));
+  for (int i = 0; i < 2; ++i) b_ids.push_back(Enqueue(gw, "crm.update", {{"b", i}}, bob_));
+  ASSERT_EQ(gw.Admin("POST", "/admin/connectors/crm/breaker/close", kAudit).status, 200);
+  const auto done_b = AwaitFinal(gw, b_ids, bob_, std::chrono::seconds(20));
+  const int a_left = Body(gw.Admin("GET", "/admin/connectors"))["connectors"][0].value("queue_depth", 0);
+  const auto done_a = AwaitFinal(gw, a_ids, alice_, std::chrono::seconds(30));
+  ASSERT_EQ(done_a.size(), a_ids.size());
+  ASSERT_EQ(done_b.size(), b_ids.size());
+  for (const auto& [id, e] : done_a) EXPECT_EQ(e["outcome"], "SUCCEEDED") << e;
+  for (const auto& [id, e] : done_b) EXPECT_EQ(e["outcome"], "SUCCEEDED") << e;
+  EXPECT_GT(a_left, 0) << "tenant B's calls ran only once tenant A's backlog was gone";
+  std::lock_guard<std::mutex> l(mu);
+  EXPECT_EQ(peak["tenant-a"], 1) << "tenant-a held more than its share of one";
+  EXPECT_EQ(peak["tenant-b"], 1);
+  EXPECT_EQ(most, 2) << "the tenants' calls never ran side by side: the test proves nothing";
+  EXPECT_EQ(Seen(crm).by_execution.size(), a_ids.size() + b_ids.size());
+}
+
 // A tenant's count drifted from its queue, through the real binary: counted down twice to zero with
 // two calls still queued (a count-down resent after an unknown outcome on DynamoDB), the calls are
 // still dispatched — before, the dispatchers dropped the tenant and they stayed QUEUED for ever; and a
