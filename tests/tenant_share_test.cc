@@ -167,6 +167,26 @@ TEST_P(TenantShareTest, OverShardsATenantAloneGetsItsWholeShareAndNoTenantMore) 
   EXPECT_EQ(s.tenant_slots.size(), 2u);
 }
 
+// A share smaller than the shards: the shards past it have no part of it, and admit none of the
+// tenant's calls, even on an item where the tenant has no counter yet.
+TEST_P(TenantShareTest, AShareSmallerThanTheShardsIsHeldExactly) {
+  config_.max_in_flight = 8;
+  config_.shards = 4;
+  config_.max_in_flight_per_tenant = 2;
+  ASSERT_TRUE(slots_->EnsureConnector(kConn, config_).ok());
+  int a = 0;
+  for (int i = 0; i < 12; ++i) a += Acquire("tenant-a") ? 1 : 0;
+  EXPECT_EQ(a, 2);
+  for (int i = 0; i < 20; ++i) {  // the prepared acquire of the usual path, on the shard it picks
+    auto [write, lease] = slots_->PrepareAcquire(kConn, config_, "tenant-b");
+    auto r = store_->Update(write.key, write.ops, write.condition, write.returns);
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->applied) EXPECT_LT(lease.shard, 2) << "a shard with no part of the share admitted the tenant";
+  }
+  EXPECT_EQ(Snapshot().busiest_tenant(), 2);
+  EXPECT_EQ(Snapshot().in_flight, 4) << "two of each tenant, and no more";
+}
+
 // Racing callers of one tenant, on one store: the acquires that win are exactly the share, although
 // the connector has room for all of them.
 TEST_P(TenantShareTest, ABurstOfOneTenantGetsExactlyItsShare) {

@@ -66,8 +66,11 @@ std::string_view TagOfLease(std::string_view lease_id) {
 }
 
 // The tenant's part of the acquire's condition: its counter below its share on this shard (absent
-// counts as zero; a negative one, from an edited item, admits nothing).
+// counts as zero; a negative one, from an edited item, admits nothing). A shard whose part of the
+// share is zero (a share smaller than the shards) admits nothing, absent counter or not.
 Condition TenantRoom(const std::string& counter, int64_t share) {
+  if (share <= 0)
+    return Condition::And({Condition::Lt(Attr(counter), int64_t{0}), Condition::Ge(Attr(counter), int64_t{0})});
   return Condition::Or(
       {Condition::NotExists(Attr(counter)),
        Condition::And({Condition::Lt(Attr(counter), share), Condition::Ge(Attr(counter), int64_t{0})})});
@@ -214,10 +217,13 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire
   const std::string tag = config.max_in_flight_per_tenant > 0 ? TenantTag(tenant_id) : std::string();
   SlotRefusal why = SlotRefusal::kConnectorFull;
   std::optional<SlotLease> lease;
-  // From a random shard onwards; the first with room wins.
+  // From a random shard onwards; the first with room wins. A shard whose part of the tenant's share
+  // is zero is never tried for it.
   const int first = RandomShard(config.shards);
   for (int i = 0; i < config.shards && !lease; ++i) {
-    ASSIGN_OR_RETURN(lease, TryShard(connector_id, (first + i) % config.shards, config, tag, &why));
+    const int shard = (first + i) % config.shards;
+    if (!tag.empty() && ShareOf(config.max_in_flight_per_tenant, config.shards, shard) == 0) continue;
+    ASSIGN_OR_RETURN(lease, TryShard(connector_id, shard, config, tag, &why));
   }
   if (!lease && refusal != nullptr) *refusal = why;
   return lease;
@@ -280,7 +286,9 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
 std::pair<store::WriteRequest, SlotLease> ConnectorConcurrencyService::PrepareAcquire(
     std::string_view connector_id, const ConcurrencyConfig& config, std::string_view tenant_id) const {
   const std::string tag = config.max_in_flight_per_tenant > 0 ? TenantTag(tenant_id) : std::string();
-  SlotLease lease = NewLease(connector_id, RandomShard(config.shards), config, tag);
+  // Under a share smaller than the shards, only the first `share` shards have a part of it.
+  const int shards = tag.empty() ? config.shards : std::min(config.shards, config.max_in_flight_per_tenant);
+  SlotLease lease = NewLease(connector_id, RandomShard(shards), config, tag);
   store::WriteRequest w = AcquireRequest(lease, config);
   return {std::move(w), std::move(lease)};
 }
