@@ -36,6 +36,12 @@ class TenantShareTest : public ::testing::TestWithParam<Backend> {
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : std::nullopt;
   }
+  // How many of `tries` acquires for `tenant` were granted (the slots are kept).
+  int Granted(const std::string& tenant, int tries) {
+    int granted = 0;
+    for (int i = 0; i < tries; ++i) granted += Acquire(tenant) ? 1 : 0;
+    return granted;
+  }
   ConcurrencySnapshot Snapshot() {
     auto r = slots_->Read(kConn, config_);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -153,12 +159,10 @@ TEST_P(TenantShareTest, OverShardsATenantAloneGetsItsWholeShareAndNoTenantMore) 
   config_.shards = 3;
   config_.max_in_flight_per_tenant = 4;
   ASSERT_TRUE(slots_->EnsureConnector(kConn, config_).ok());
-  int a = 0;
-  for (int i = 0; i < 12; ++i) a += Acquire("tenant-a") ? 1 : 0;
+  const int a = Granted("tenant-a", 12);
   EXPECT_EQ(a, 4);
   EXPECT_EQ(refusal_, SlotRefusal::kTenantShare);
-  int b = 0;
-  for (int i = 0; i < 12; ++i) b += Acquire("tenant-b") ? 1 : 0;
+  const int b = Granted("tenant-b", 12);
   EXPECT_GE(b, 3);
   EXPECT_LE(b, 4);
   const ConcurrencySnapshot s = Snapshot();
@@ -174,9 +178,7 @@ TEST_P(TenantShareTest, AShareSmallerThanTheShardsIsHeldExactly) {
   config_.shards = 4;
   config_.max_in_flight_per_tenant = 2;
   ASSERT_TRUE(slots_->EnsureConnector(kConn, config_).ok());
-  int a = 0;
-  for (int i = 0; i < 12; ++i) a += Acquire("tenant-a") ? 1 : 0;
-  EXPECT_EQ(a, 2);
+  EXPECT_EQ(Granted("tenant-a", 12), 2);
   for (int i = 0; i < 20; ++i) {  // the prepared acquire of the usual path, on the shard it picks
     auto [write, lease] = slots_->PrepareAcquire(kConn, config_, "tenant-b");
     auto r = store_->Update(write.key, write.ops, write.condition, write.returns);

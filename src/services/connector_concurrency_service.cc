@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
-#include "absl/strings/match.h"
 #include "toolgate/domain/ids.h"
 #include "toolgate/services/ledger.h"
 #include "toolgate/status_macros.h"
@@ -58,6 +57,12 @@ Condition AcquireCondition(const std::string& lease_id) {
 }
 
 std::string TenantCounter(std::string_view tag) { return kTenantCounterPrefix + std::string(tag); }
+
+// The tag of a tenant counter's attribute name; nullopt for any other attribute.
+std::optional<std::string_view> CounterTag(std::string_view name) {
+  if (name.rfind(kTenantCounterPrefix, 0) != 0) return std::nullopt;
+  return name.substr(sizeof(kTenantCounterPrefix) - 1);
+}
 
 // The tenant counter a holder's lease id names (after its last '~'), empty when it names none.
 std::string_view TagOfLease(std::string_view lease_id) {
@@ -128,10 +133,9 @@ absl::StatusOr<ConcurrencySnapshot> DecodeSlots(const Item& item, std::string_vi
     }
   }
   for (const auto& [name, value] : item) {
-    if (!absl::StartsWith(name, kTenantCounterPrefix) || !value.is_number()) continue;
-    if (const int64_t held = store::SaturatedInt(value); held > 0) {
-      s.tenant_slots[name.substr(sizeof(kTenantCounterPrefix) - 1)] += held;
-    }
+    const std::optional<std::string_view> tag = CounterTag(name);
+    if (!tag || !value.is_number()) continue;
+    if (const int64_t held = store::SaturatedInt(value); held > 0) s.tenant_slots[std::string(*tag)] += held;
   }
   return s;
 }
@@ -335,9 +339,8 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
     if (r.applied) ++reclaimed;
   }
   if (miscounted) RETURN_IF_ERROR(RepairCount(key));
-  const bool counts_tenants = std::any_of(item->begin(), item->end(), [](const auto& attribute) {
-    return absl::StartsWith(attribute.first, kTenantCounterPrefix);
-  });
+  const bool counts_tenants = std::any_of(
+      item->begin(), item->end(), [](const auto& attribute) { return CounterTag(attribute.first).has_value(); });
   if (counts_tenants) RETURN_IF_ERROR(TidyTenantCounters(key));
   return reclaimed;
 }
@@ -360,8 +363,9 @@ absl::Status ConnectorConcurrencyService::TidyTenantCounters(const store::ItemKe
   }
   int writes = 0;
   for (const auto& [name, value] : *item) {
-    if (!absl::StartsWith(name, kTenantCounterPrefix) || writes >= kMaxTidiedCounters) continue;
-    const auto it = held.find(std::string_view(name).substr(sizeof(kTenantCounterPrefix) - 1));
+    const std::optional<std::string_view> tag = CounterTag(name);
+    if (!tag || writes >= kMaxTidiedCounters) continue;
+    const auto it = held.find(*tag);
     const int64_t holding = it == held.end() ? 0 : it->second;
     if (value.is_number() && store::SaturatedInt(value) == holding && holding > 0) continue;
     ++writes;
