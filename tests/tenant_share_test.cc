@@ -5,7 +5,9 @@
 
 #include <atomic>
 
+#include "fault_injecting_store.h"
 #include "gtest/gtest.h"
+#include "sync_point_store.h"
 #include "test_support.h"
 #include "toolgate/clock.h"
 #include "toolgate/services/connector_concurrency_service.h"
@@ -151,9 +153,9 @@ TEST_P(TenantShareTest, ACounterLeftHighByAnEarlierVersionsReclaimIsSetToItsHold
 
 // Split over shards, a tenant's share is split as the limit is (the shards' parts add up to it), and
 // each shard keeps its part: a tenant alone gets its whole share, and no tenant ever more. The price
-// of the two splits: a second tenant can be refused below its share while a shard where its own part
-// is used up still has room (here 3 of 4: shard 0 is full, shard 1 has room but its part of one is
-// held) — never past it.
+// of the two splits: a second tenant can be refused below its share where a shard with room left
+// for its part is full — never past it. What it gets is, shard by shard, the smaller of its part and
+// the room the first left.
 TEST_P(TenantShareTest, OverShardsATenantAloneGetsItsWholeShareAndNoTenantMore) {
   config_.max_in_flight = 8;
   config_.shards = 3;
@@ -163,7 +165,16 @@ TEST_P(TenantShareTest, OverShardsATenantAloneGetsItsWholeShareAndNoTenantMore) 
   EXPECT_EQ(a, 4);
   EXPECT_EQ(refusal_, SlotRefusal::kTenantShare);
   const int b = Granted("tenant-b", 12);
-  EXPECT_GE(b, 3);
+  const std::string tag_a = ConnectorConcurrencyService::TenantTag("tenant-a");
+  const std::string tag_b = ConnectorConcurrencyService::TenantTag("tenant-b");
+  int b_expected = 0;
+  for (int k = 0; k < config_.shards; ++k) {
+    const int room =
+        ConnectorConcurrencyService::ShareOf(8, 3, k) - ConnectorConcurrencyService::TenantShareOf(4, 3, k, tag_a);
+    b_expected += std::min(room, ConnectorConcurrencyService::TenantShareOf(4, 3, k, tag_b));
+  }
+  EXPECT_EQ(b, b_expected);
+  EXPECT_GE(b, 2);
   EXPECT_LE(b, 4);
   const ConcurrencySnapshot s = Snapshot();
   EXPECT_EQ(s.in_flight, a + b);
@@ -171,22 +182,57 @@ TEST_P(TenantShareTest, OverShardsATenantAloneGetsItsWholeShareAndNoTenantMore) 
   EXPECT_EQ(s.tenant_slots.size(), 2u);
 }
 
-// A share smaller than the shards: the shards past it have no part of it, and admit none of the
-// tenant's calls, even on an item where the tenant has no counter yet.
+// A share smaller than the shards: the shards outside the tenant's own have no part of it, and
+// admit none of the tenant's calls, even on an item where the tenant has no counter yet.
 TEST_P(TenantShareTest, AShareSmallerThanTheShardsIsHeldExactly) {
   config_.max_in_flight = 8;
   config_.shards = 4;
   config_.max_in_flight_per_tenant = 2;
   ASSERT_TRUE(slots_->EnsureConnector(kConn, config_).ok());
   EXPECT_EQ(Granted("tenant-a", 12), 2);
+  const std::string tag_b = ConnectorConcurrencyService::TenantTag("tenant-b");
+  int tried_elsewhere = 0;
   for (int i = 0; i < 20; ++i) {  // the prepared acquire of the usual path, on the shard it picks
     auto [write, lease] = slots_->PrepareAcquire(kConn, config_, "tenant-b");
+    tried_elsewhere += ConnectorConcurrencyService::TenantShareOf(2, 4, lease.shard, tag_b) == 0 ? 1 : 0;
     auto r = store_->Update(write.key, write.ops, write.condition, write.returns);
     ASSERT_TRUE(r.ok()) << r.status();
-    if (r->applied) EXPECT_LT(lease.shard, 2) << "a shard with no part of the share admitted the tenant";
+    if (r->applied) {
+      EXPECT_GT(ConnectorConcurrencyService::TenantShareOf(2, 4, lease.shard, tag_b), 0)
+          << "a shard with no part of the share admitted the tenant";
+    }
   }
+  EXPECT_EQ(tried_elsewhere, 0) << "the usual path picks one of the tenant's own shards";
   EXPECT_EQ(Snapshot().busiest_tenant(), 2);
   EXPECT_EQ(Snapshot().in_flight, 4) << "two of each tenant, and no more";
+}
+
+// A share smaller than the shards leaves no shard unusable: each tenant's part starts on a shard of
+// its own (from its tag), so tenants whose parts start on every shard fill the whole connector. (A
+// split that gave every tenant the same first shards left the others idle: with 8 slots over 4 shards
+// and a share of 2, a third tenant was refused with half the connector free.)
+TEST_P(TenantShareTest, AShareSmallerThanTheShardsLeavesNoShardIdle) {
+  config_.max_in_flight = 8;
+  config_.shards = 4;
+  config_.max_in_flight_per_tenant = 2;
+  ASSERT_TRUE(slots_->EnsureConnector(kConn, config_).ok());
+  std::vector<std::string> tenants(4);  // tenants[k]: one whose part starts on shard k
+  int found = 0;
+  for (int n = 0; n < 1000 && found < 4; ++n) {
+    const std::string tenant = "tenant-" + std::to_string(n);
+    const int first = ConnectorConcurrencyService::TenantFirstShard(ConnectorConcurrencyService::TenantTag(tenant), 4);
+    if (tenants[static_cast<size_t>(first)].empty()) {
+      tenants[static_cast<size_t>(first)] = tenant;
+      ++found;
+    }
+  }
+  ASSERT_EQ(found, 4);
+  for (const std::string& tenant : tenants) EXPECT_EQ(Granted(tenant, 5), 2) << tenant;
+  const ConcurrencySnapshot s = Snapshot();
+  EXPECT_EQ(s.in_flight, 8) << "every slot of the connector was reachable";
+  EXPECT_EQ(s.busiest_tenant(), 2);
+  EXPECT_FALSE(Acquire("tenant-late"));
+  EXPECT_EQ(refusal_, SlotRefusal::kConnectorFull);
 }
 
 // Racing callers of one tenant, on one store: the acquires that win are exactly the share, although
@@ -217,6 +263,67 @@ TEST_P(TenantShareTest, WithoutAShareNoTenantIsCounted) {
   EXPECT_FALSE(Acquire("tenant-b"));
   EXPECT_EQ(refusal_, SlotRefusal::kConnectorFull);
   EXPECT_EQ(Counters(), 0);
+}
+
+// A refused acquire leaves the tenants' counters alone: it reclaims expired leases and no more. The
+// counters at zero are the periodic reclaim's (every instance, every few seconds), so a tenant at its
+// share that retries at once puts no tidy's reads and writes on the connector's busiest item.
+TEST_P(TenantShareTest, ARefusedAcquireLeavesTheCountersToThePeriodicReclaim) {
+  auto b = Acquire("tenant-b");
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(*slots_->Release(*b));  // tenant-b's counter at zero
+  ASSERT_TRUE(Acquire("tenant-a"));
+  ASSERT_TRUE(Acquire("tenant-a"));
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_FALSE(Acquire("tenant-a"));
+    EXPECT_EQ(refusal_, SlotRefusal::kTenantShare);
+  }
+  EXPECT_EQ(Counters(), 2) << "the refusals removed tenant-b's counter at zero";
+  ASSERT_TRUE(slots_->ReclaimExpired(kConn, config_).ok());
+  EXPECT_EQ(Counters(), 1) << "the periodic reclaim removes it";
+}
+
+// Two tidies that read the item before either wrote (every instance tidies every few seconds): the
+// second's write is refused. Otherwise it would set a counter that an acquire raised in between
+// back below its holders, and the tenant would get past its share.
+TEST_P(TenantShareTest, TwoTidiesThatReadTogetherNeverSetACounterBelowItsHolders) {
+  config_.max_in_flight_per_tenant = 3;
+  auto first = Acquire("tenant-a");
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(Acquire("tenant-a"));
+  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, first->shard);
+  // An earlier version's reclaim: the holder goes, the counter stays at two for one holder.
+  auto old_reclaim = store_->Update(key,
+                                    {store::UpdateOp::Remove(store::AttributePath::In("holders", first->lease_id)),
+                                     store::UpdateOp::Add(store::Attr("in_flight_count"), -1)},
+                                    store::Condition::Always());
+  ASSERT_TRUE(old_reclaim.ok() && old_reclaim->applied);
+  testing::SyncPointStore racing(*store_);
+  ConnectorConcurrencyService tidier(racing, clock_);
+  racing.BeforeWrite(1, testing::SyncPointStore::KeyIs(key), [&] {
+    ASSERT_TRUE(slots_->ReclaimExpired(kConn, config_).ok());  // the other tidy: two -> one
+    ASSERT_TRUE(Acquire("tenant-a"));                          // one -> two, two holders
+  });
+  ASSERT_TRUE(tidier.ReclaimExpired(kConn, config_).ok());  // read two for one holder; writes last
+  ASSERT_EQ(racing.fired(), 1);
+  EXPECT_EQ(Snapshot().busiest_tenant(), 2) << "the stale tidy set the counter below its two holders";
+  EXPECT_TRUE(Acquire("tenant-a"));
+  EXPECT_FALSE(Acquire("tenant-a")) << "three, the share, and no more";
+  EXPECT_EQ(refusal_, SlotRefusal::kTenantShare);
+}
+
+// An acquire whose outcome is unknown (applied, its answer lost: a DynamoDB timeout) gives its slot
+// back at once: the lease would otherwise hold one of the tenant's share until it expired.
+TEST_P(TenantShareTest, AnAcquireWhoseOutcomeIsUnknownGivesItsSlotBack) {
+  config_.max_in_flight_per_tenant = 1;
+  testing::FaultInjectingStore faulty(*store_);
+  ConnectorConcurrencyService slots(faulty, clock_);
+  faulty.ApplyThenFailOnce([](const store::ItemKey&) { return true; });
+  auto lost = slots.TryAcquire(kConn, config_, "tenant-a");
+  EXPECT_FALSE(lost.ok());
+  EXPECT_EQ(Snapshot().in_flight, 0) << "the slot the lost acquire took was given back";
+  EXPECT_TRUE(Snapshot().tenant_slots.empty());
+  EXPECT_TRUE(Acquire("tenant-a")) << "the tenant's share is free";
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TenantShareTest, ::testing::ValuesIn(testing::AllBackends()), testing::BackendName);

@@ -32,6 +32,9 @@ constexpr char kLimitReason[] = "limit_reason";
 constexpr char kLimitSetAt[] = "limit_set_at_ms";
 constexpr char kTenantCounterPrefix[] = "tenant_in_flight#";  // + TenantTag: one tenant's slots
 constexpr char kTagSeparator = '~';                           // a lease id's suffix naming its tenant's counter
+// Counts the tidy's writes (TidyTenantCounters): each is conditional on the count it read, so of two
+// tidies that read the item before either wrote, the second's write is refused.
+constexpr char kTidyCount[] = "tenant_tidy_count";
 constexpr int kMaxLimit = kMaxInFlightLimit;
 // At most this many counters are tidied per shard per ReclaimExpired (one write each).
 constexpr int kMaxTidiedCounters = 256;
@@ -89,8 +92,8 @@ store::WriteRequest AcquireRequest(const SlotLease& lease, const ConcurrencyConf
   Condition condition = AcquireCondition(lease.lease_id);
   if (!lease.tenant_tag.empty()) {
     const std::string counter = TenantCounter(lease.tenant_tag);
-    const int64_t share =
-        ConnectorConcurrencyService::ShareOf(config.max_in_flight_per_tenant, config.shards, lease.shard);
+    const int64_t share = ConnectorConcurrencyService::TenantShareOf(config.max_in_flight_per_tenant, config.shards,
+                                                                     lease.shard, lease.tenant_tag);
     condition = Condition::And({std::move(condition), TenantRoom(counter, share)});
     ops.push_back(UpdateOp::Add(Attr(counter), 1));
   }
@@ -173,6 +176,22 @@ std::string ConnectorConcurrencyService::TenantTag(std::string_view tenant_id) {
   return Sha256Hex(tenant_id).substr(0, 12);
 }
 
+int ConnectorConcurrencyService::TenantFirstShard(std::string_view tenant_tag, int shards) {
+  if (shards <= 1) return 0;
+  uint64_t value = 0;  // the tag's first 8 hex digits (a tag is never anything else; other bytes count 0)
+  for (char c : tenant_tag.substr(0, 8)) {
+    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0;
+    value = value * 16 + static_cast<uint64_t>(digit);
+  }
+  return static_cast<int>(value % static_cast<uint64_t>(shards));
+}
+
+int ConnectorConcurrencyService::TenantShareOf(int share, int shards, int shard, std::string_view tenant_tag) {
+  if (shards <= 1) return share;
+  const int first = TenantFirstShard(tenant_tag, shards);
+  return ShareOf(share, shards, (shard - first + shards) % shards);
+}
+
 SlotLease ConnectorConcurrencyService::NewLease(std::string_view connector_id, int shard,
                                                 const ConcurrencyConfig& config, const std::string& tenant_tag) const {
   SlotLease lease{std::string(connector_id), NewLeaseId(), clock_.now_epoch_ms() + int64_t{config.lease_ttl_s} * 1000,
@@ -212,6 +231,15 @@ int RandomShard(int shards) {
   return static_cast<int>(rng() % static_cast<unsigned>(shards));
 }
 
+// The shard an acquire tries first: a random one — under a share smaller than the shards, a random
+// one of the tenant's own (those with a part of its share: TenantShareOf), so the tenant's calls
+// spread evenly over them.
+int FirstShardToTry(const ConcurrencyConfig& config, const std::string& tag) {
+  const int share = config.max_in_flight_per_tenant;
+  if (tag.empty() || share >= config.shards) return RandomShard(config.shards);
+  return (ConnectorConcurrencyService::TenantFirstShard(tag, config.shards) + RandomShard(share)) % config.shards;
+}
+
 }  // namespace
 
 absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire(std::string_view connector_id,
@@ -223,10 +251,10 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryAcquire
   std::optional<SlotLease> lease;
   // From a random shard onwards; the first with room wins. A shard whose part of the tenant's share
   // is zero is never tried for it.
-  const int first = RandomShard(config.shards);
+  const int first = FirstShardToTry(config, tag);
   for (int i = 0; i < config.shards && !lease; ++i) {
     const int shard = (first + i) % config.shards;
-    if (!tag.empty() && ShareOf(config.max_in_flight_per_tenant, config.shards, shard) == 0) continue;
+    if (!tag.empty() && TenantShareOf(config.max_in_flight_per_tenant, config.shards, shard, tag) == 0) continue;
     ASSIGN_OR_RETURN(lease, TryShard(connector_id, shard, config, tag, &why));
   }
   if (!lease && refusal != nullptr) *refusal = why;
@@ -260,14 +288,29 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
                                                                                const ConcurrencyConfig& config,
                                                                                const std::string& tenant_tag,
                                                                                SlotRefusal* refusal) {
-  const int64_t tenant_share = ShareOf(config.max_in_flight_per_tenant, config.shards, shard);
+  const int64_t tenant_share = TenantShareOf(config.max_in_flight_per_tenant, config.shards, shard, tenant_tag);
   // Attempt 0 is the fast path; a second attempt follows only if the first found the item missing
   // or reclaimed an expired lease.
   for (int attempt = 0; attempt < 2; ++attempt) {
     SlotLease lease = NewLease(connector_id, shard, config, tenant_tag);
     const store::WriteRequest w = AcquireRequest(lease, config);
-    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(w.key, w.ops, w.condition, w.returns));
-    if (r.applied) return std::optional<SlotLease>(std::move(lease));
+    absl::StatusOr<store::WriteResult> r = store_.Update(w.key, w.ops, w.condition, w.returns);
+    if (!r.ok()) {
+      // The acquire's outcome is unknown (a DynamoDB timeout or 500 after the request went out): it
+      // may hold a slot, and one of the tenant's share, that nothing would give back before the lease
+      // runs out. Given back now; the release is conditional on the holder, so a slot that was never
+      // taken is left alone.
+      if (store::IsStoreError(r.status())) {
+        if (absl::StatusOr<bool> released = Release(lease); !released.ok()) {
+          spdlog::warn(
+              "connector {}: a slot whose acquire's outcome is unknown was not given back (its lease will "
+              "expire): {}",
+              std::string(connector_id), released.status().ToString());
+        }
+      }
+      return r.status();
+    }
+    if (r->applied) return std::optional<SlotLease>(std::move(lease));
     if (attempt > 0) break;
     const int64_t now_ms = clock_.now_epoch_ms();
     ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(Key(connector_id, shard)));
@@ -275,7 +318,10 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
       RETURN_IF_ERROR(EnsureShard(connector_id, shard, config));
       continue;
     }
-    ASSIGN_OR_RETURN(int reclaimed, ReclaimShard(connector_id, shard, config));
+    // Expired leases reclaimed; the tenants' counters are left to the periodic reclaim (a tidy here
+    // would put its reads and writes on the hottest item at every refusal, and a tenant at its share
+    // is refused while the connector has room).
+    ASSIGN_OR_RETURN(int reclaimed, ReclaimShard(connector_id, shard, config, /*tidy=*/false));
     // Try once more if there is room now: we reclaimed leases, or the item we read had room or
     // expired leases (another caller may have reclaimed those between our read and our reclaim —
     // without this, of two callers racing for two expired slots one was deferred with a slot free).
@@ -290,9 +336,7 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
 std::pair<store::WriteRequest, SlotLease> ConnectorConcurrencyService::PrepareAcquire(
     std::string_view connector_id, const ConcurrencyConfig& config, std::string_view tenant_id) const {
   const std::string tag = config.max_in_flight_per_tenant > 0 ? TenantTag(tenant_id) : std::string();
-  // Under a share smaller than the shards, only the first `share` shards have a part of it.
-  const int shards = tag.empty() ? config.shards : std::min(config.shards, config.max_in_flight_per_tenant);
-  SlotLease lease = NewLease(connector_id, RandomShard(shards), config, tag);
+  SlotLease lease = NewLease(connector_id, FirstShardToTry(config, tag), config, tag);
   store::WriteRequest w = AcquireRequest(lease, config);
   return {std::move(w), std::move(lease)};
 }
@@ -313,14 +357,14 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimExpired(std::string_view
                                                                 const ConcurrencyConfig& config) {
   int reclaimed = 0;
   for (int k = 0; k < config.shards; ++k) {
-    ASSIGN_OR_RETURN(int n, ReclaimShard(connector_id, k, config));
+    ASSIGN_OR_RETURN(int n, ReclaimShard(connector_id, k, config, /*tidy=*/true));
     reclaimed += n;
   }
   return reclaimed;
 }
 
 absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view connector_id, int shard,
-                                                              const ConcurrencyConfig& config) {
+                                                              const ConcurrencyConfig& config, bool tidy) {
   const store::ItemKey key = Key(connector_id, shard);
   ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(key));
   if (!item) return 0;
@@ -341,17 +385,23 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimShard(std::string_view c
   if (miscounted) RETURN_IF_ERROR(RepairCount(key));
   const bool counts_tenants = std::any_of(
       item->begin(), item->end(), [](const auto& attribute) { return CounterTag(attribute.first).has_value(); });
-  if (counts_tenants) RETURN_IF_ERROR(TidyTenantCounters(key));
+  if (tidy && counts_tenants) RETURN_IF_ERROR(TidyTenantCounters(key));
   return reclaimed;
 }
 
 // Each tenant counter against the holders whose lease ids name it. A release or reclaim by this
 // version changes both together; a reclaim by an instance of an earlier version removes the holder
 // alone, leaving the counter too high (the tenant refused below its share) — it is set to the
-// holders' number here, conditional on the value read: the only change to those holders that leaves
-// the counter alone is such a reclaim, which lowers them, so the value written is never below the
-// truth and never lets a tenant past its share. A counter at zero is removed, so the item holds
-// only tenants with calls in flight (an acquire finds an absent counter as zero).
+// holders' number here. A counter at zero is removed, so the item holds only tenants with calls in
+// flight (an acquire finds an absent counter as zero).
+//
+// Each write is conditional on the counter's value read and on the tidy count read (kTidyCount,
+// which it adds one to). Every other write of this version moves a counter and its holders together,
+// so while the counter is as read, its holders are as many as read — unless another tidy wrote in
+// between, and the tidy count refuses that case (two tidies that read before either wrote: without
+// it the second would set a counter an acquire had raised meanwhile back below the truth, letting
+// the tenant past its share). The only other change to the holders, an earlier version's reclaim,
+// lowers them, so the value written is never below the truth.
 absl::Status ConnectorConcurrencyService::TidyTenantCounters(const store::ItemKey& key) {
   ASSIGN_OR_RETURN(std::optional<Item> item, store_.Get(key));
   if (!item) return absl::OkStatus();
@@ -361,6 +411,9 @@ absl::Status ConnectorConcurrencyService::TidyTenantCounters(const store::ItemKe
   for (const auto& [id, expiry] : *holders) {
     if (std::string_view tag = TagOfLease(id); !tag.empty()) ++held[std::string(tag)];
   }
+  // The tidy count as read (nullopt: absent), then as this tidy's own writes leave it.
+  std::optional<store::AttributeValue> tidy_count;
+  if (auto it = item->find(kTidyCount); it != item->end()) tidy_count = it->second;
   int writes = 0;
   for (const auto& [name, value] : *item) {
     const std::optional<std::string_view> tag = CounterTag(name);
@@ -369,9 +422,17 @@ absl::Status ConnectorConcurrencyService::TidyTenantCounters(const store::ItemKe
     const int64_t holding = it == held.end() ? 0 : it->second;
     if (value.is_number() && store::SaturatedInt(value) == holding && holding > 0) continue;
     ++writes;
-    const UpdateOp op = holding == 0 ? UpdateOp::Remove(Attr(name)) : UpdateOp::Set(Attr(name), holding);
-    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(key, {op}, Condition::Eq(Attr(name), value)));
-    if (r.applied && !(value.is_number() && store::SaturatedInt(value) == 0)) {
+    const bool counted = tidy_count && tidy_count->is_number();
+    const int64_t next_count = counted ? store::SaturatedInt(*tidy_count) + 1 : 1;
+    std::vector<UpdateOp> ops = {holding == 0 ? UpdateOp::Remove(Attr(name)) : UpdateOp::Set(Attr(name), holding),
+                                 UpdateOp::Set(Attr(kTidyCount), next_count)};
+    Condition unchanged =
+        Condition::And({Condition::Eq(Attr(name), value), tidy_count ? Condition::Eq(Attr(kTidyCount), *tidy_count)
+                                                                     : Condition::NotExists(Attr(kTidyCount))});
+    ASSIGN_OR_RETURN(store::WriteResult r, store_.Update(key, ops, unchanged));
+    if (!r.applied) break;  // another tidy (or a call) changed the item since it was read: the next period's
+    tidy_count = store::AttributeValue(next_count);
+    if (!(value.is_number() && store::SaturatedInt(value) == 0)) {
       spdlog::warn(
           "{} {}: {} was {} with {} holders naming it (a lease reclaimed by an earlier version, or an "
           "edited item): set to {}",

@@ -86,10 +86,12 @@ struct LimitNote {
 // A per-tenant share (`max_in_flight_per_tenant` = P > 0): the item also holds a counter per tenant,
 // `tenant_in_flight#<tag>` (tag: TenantTag, a hash of the tenant id, so the item's size does not
 // depend on how long tenant ids are), and the acquire's one conditional write also requires the
-// tenant's counter to be below its share (ShareOf(P, K, k) on shard k) and adds one to it; a release
-// takes one off. The holder's lease id ends in `~<tag>`, so a reclaimer of an expired lease knows
-// which counter to take it off. ReclaimExpired (every few seconds) also sets a counter that disagrees
-// with its holders to their number (an instance of an earlier version reclaimed a lease without
+// tenant's counter to be below its share (TenantShareOf(P, K, k, tag) on shard k) and adds one to
+// it; a release takes one off. The share is split over the shards as the limit is, rotated by the
+// tenant's tag: under a share smaller than the shards each tenant has a part on `P` of them, and
+// different tenants on different ones, so together they reach every shard. The holder's lease id ends in `~<tag>`, so a
+// reclaimer of an expired lease knows which counter to take it off. ReclaimExpired (every few seconds) also sets a
+// counter that disagrees with its holders to their number (an instance of an earlier version reclaimed a lease without
 // knowing its counter) and removes counters at zero, so the item holds only the tenants with calls
 // in flight. The share is the config's, never stored: an instance without it (a rolling change)
 // acquires without counting the tenant.
@@ -144,6 +146,12 @@ class ConnectorConcurrencyService {
 
   // The short, stable name of `tenant_id`'s counter in a semaphore item: 12 hex digits of its SHA-256.
   static std::string TenantTag(std::string_view tenant_id);
+  // The shard where the tenant of `tenant_tag` has the first (largest) part of its share: the split
+  // of a share starts there, so the tenants' parts spread over the shards.
+  static int TenantFirstShard(std::string_view tenant_tag, int shards);
+  // Shard `shard`'s part of the tenant's `share` split over `shards` items (parts that add up to it;
+  // zero on the shards past the share when it is smaller than the shards).
+  static int TenantShareOf(int share, int shards, int shard, std::string_view tenant_tag);
 
  private:
   // Writes `max_in_flight` over `shards` items, owned by `source` ("config" or "operator").
@@ -156,7 +164,9 @@ class ConnectorConcurrencyService {
   SlotLease NewLease(std::string_view connector_id, int shard, const ConcurrencyConfig& config,
                      const std::string& tenant_tag) const;
   absl::Status TidyTenantCounters(const store::ItemKey& key);
-  absl::StatusOr<int> ReclaimShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config);
+  // Reclaims the shard's expired leases; with `tidy`, also brings its tenant counters in line.
+  absl::StatusOr<int> ReclaimShard(std::string_view connector_id, int shard, const ConcurrencyConfig& config,
+                                   bool tidy);
   absl::Status RepairCount(const store::ItemKey& key);
 
   store::ItemStore& store_;
