@@ -450,6 +450,48 @@ TEST_F(SqliteAsyncTest, AnotherProcesssWriteLockSendsTheBatchToTheWriterThread) 
   EXPECT_EQ(GetInt(**store->Get(kCounter), "n").value_or(-1), 2);
 }
 
+// Another process holds the write lock past the busy timeout: the group waiting for it fails with
+// "nothing written", and so do the batches queued behind it meanwhile, at once — they waited for the
+// same lock, and would otherwise each wait the whole timeout again (a `sqlite3` shell left in a
+// transaction kept calls several timeouts). Here the lock is given back the moment the first group
+// fails: a batch queued behind it that then waited its own turn would be applied.
+TEST_F(SqliteAsyncTest, BatchesQueuedBehindAGroupThatFoundTheStoreLockedFailWithIt) {
+  SqliteItemStore::Options o;
+  o.path = dir_.file("store.db");
+  o.synchronous_full = true;  // every batch goes to the writer thread
+  o.sweep_interval_ms = 0;
+  o.busy_timeout_ms = 1000;
+  auto opened = SqliteItemStore::Open(o, clock_);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  std::unique_ptr<SqliteItemStore> store = std::move(*opened);
+  ASSERT_TRUE(store->WriteBatch(Increment())[0].ok());
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(dir_.file("store.db").c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  absl::Status first, second;
+  bool second_applied = false;
+  store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+    first = r.at(0).status();
+    EXPECT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);  // the lock is free now
+  });
+  // The writer thread is waiting for the lock by now (or, on a slow machine, takes both batches
+  // into one group, which fails whole: the assertions below hold either way).
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  store->AsyncWriteBatch(Increment(), [&](AsyncItemStore::WriteResults r) {
+    second = r.at(0).status();
+    second_applied = r.at(0).ok() && r.at(0)->applied;
+  });
+  store->WaitIdle();
+  sqlite3_close(other);
+  EXPECT_TRUE(absl::IsUnavailable(first)) << first;
+  EXPECT_TRUE(NothingWritten(first)) << "a lock that was never taken wrote nothing";
+  EXPECT_FALSE(second_applied) << "the batch queued behind waited for the lock a second time";
+  EXPECT_TRUE(NothingWritten(second)) << second;
+  EXPECT_EQ(GetInt(**store->Get(kCounter), "n").value_or(-1), 1);
+  ASSERT_TRUE(store->WriteBatch(Increment())[0].ok()) << "the next batch, after the lock, is applied";
+  EXPECT_EQ(GetInt(**store->Get(kCounter), "n").value_or(-1), 2);
+}
+
 // Batches that met others queued send the next ones to the writer thread (a loop committing is a
 // loop not serving its connections, and the writer groups their commits), until fewer than one in
 // eight of the recent batches did: then an idle store's batches are committed by their submitter

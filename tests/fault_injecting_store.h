@@ -41,6 +41,7 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     write_refuses_ = false;
     write_code_ = error.code();
     write_message_ = std::string(error.message());
+    write_nothing_written_ = store::NothingWritten(error);
   }
   // Every write to a key `pred` accepts is answered "the condition did not hold" without reaching
   // the store: a normal refusal (a full slot, a breaker probe another call took), not a fault.
@@ -111,7 +112,8 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
     if (!write_pred_ || !write_pred_(key)) return std::nullopt;
     injected_.fetch_add(1);
     if (write_refuses_) return store::WriteResult::ConditionFailed();
-    return absl::Status(write_code_, write_message_);
+    absl::Status error(write_code_, write_message_);
+    return write_nothing_written_ ? store::MarkNothingWritten(std::move(error)) : error;
   }
   std::optional<absl::Status> FaultAfter(const store::ItemKey& key) {
     std::lock_guard lock(mu_);
@@ -127,6 +129,7 @@ class FaultInjectingStore final : public store::ForwardingItemStore {
   bool write_refuses_ = false;
   absl::StatusCode write_code_ = absl::StatusCode::kOk;
   std::string write_message_;
+  bool write_nothing_written_ = false;  // the error carries the store's "nothing written" mark
   absl::StatusCode after_code_ = absl::StatusCode::kOk;
   std::string after_message_;
   absl::StatusCode code_ = absl::StatusCode::kOk;

@@ -424,6 +424,23 @@ TEST_F(GatewayTest, EveryKillSwitchScopeMatches) {
   EXPECT_EQ(gw.Admin("PUT", "/admin/kill-switches", json{{"scope", "global"}, {"key", "*"}}.dump()).status, 400);
 }
 
+// An operator's limit at or below the per-tenant share leaves the share nothing to divide: one
+// tenant may hold every slot again. The limit is set (an operator cutting a downstream's load must be
+// able to), and the answer says what it does to the share; above the share it says nothing.
+TEST_F(GatewayTest, ALimitAtOrBelowThePerTenantShareIsSetAndSaysSo) {
+  GatewayProcess& gw = Start(Config("max_in_flight_per_tenant = 2\n"));
+  auto low = gw.Admin("PUT", "/admin/connectors/crm/limits",
+                      json{{"max_in_flight", 2}, {"reason", "vendor asked"}, {"requested_by", "bob@ops"}}.dump());
+  ASSERT_EQ(low.status, 200) << low.body;
+  EXPECT_EQ(Body(low)["max_in_flight"], 2);
+  EXPECT_THAT(Body(low).value("warning", ""),
+              ::testing::HasSubstr("max_in_flight_per_tenant (2) is not below the new limit (2)"));
+  auto higher = gw.Admin("PUT", "/admin/connectors/crm/limits",
+                         json{{"max_in_flight", 3}, {"reason", "vendor ok"}, {"requested_by", "bob@ops"}}.dump());
+  ASSERT_EQ(higher.status, 200) << higher.body;
+  EXPECT_FALSE(Body(higher).contains("warning")) << higher.body;
+}
+
 TEST_F(GatewayTest, BreakerCloseChecksHealthFirstAndEveryAdminChangeIsAudited) {
   crm_.set_behavior([](const auto& req) { return req.path == "/health" ? Reply{503, "{}"} : Reply{}; });
   GatewayProcess& gw = Start(Config());

@@ -8,12 +8,15 @@
 // and the engine fails or refuses writes while reads go through, and counts the probe writes it sees.
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
 #include "fault_injecting_store.h"
+#include "sync_point_store.h"
 #include "in_process_gateway.h"
 #include "toolgate/engine/store_write_health.h"
 #include "toolgate/services/kill_switch_service.h"
@@ -168,6 +171,96 @@ TEST_F(StoreHealthTest, ManyReadyzCallsMakeAtMostOneProbeWriteASecond) {
   clock_.advance(milliseconds(5000));
   EXPECT_EQ(burst(8, 5), 0);
   EXPECT_EQ(probe_writes_.load(), 3) << "a probe a second at most, not one per second that passed";
+}
+
+// A call whose opening batch the store failed is answered DEFERRED store_unavailable at once. It
+// does not go the long way (every shard, a reclaim, another acquire), whose writes would each wait
+// for the store as long again: a `sqlite3` shell holding the lock for 14 s kept a call 14 s, then ran
+// it. A store that says it wrote nothing (SQLite's lock, held past the busy timeout) gets no release
+// either; one whose outcome is unknown (a DynamoDB timeout) gets one, for the slot it may have taken.
+TEST_F(StoreHealthTest, ACallWhoseOpeningTheStoreFailedIsAnsweredWithoutMoreWrites) {
+  Start();
+  std::atomic<int> slot_writes{0};
+  auto fail_writes = [this, &slot_writes](absl::Status error) {
+    fault_->FailWritesWhere(
+        [&slot_writes](const store::ItemKey& key) {
+          if (key.pk == "CONNECTOR#crm" && key.sk.rfind("CONCURRENCY", 0) == 0) slot_writes.fetch_add(1);
+          return true;
+        },
+        std::move(error));
+  };
+  fail_writes(store::MarkNothingWritten(absl::UnavailableError("sqlite begin: database is locked (store busy)")));
+  api::ClientResult r = gw_->Invoke("crm.x", {{"input", json::object()}}, testing::Token("tenant-a"));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(Body(r)["outcome"], "DEFERRED");
+  EXPECT_EQ(Body(r)["reason"], "store_unavailable");
+  EXPECT_EQ(slot_writes.load(), 1) << "the opening batch's acquire, and nothing after it";
+
+  slot_writes = 0;
+  fail_writes(absl::UnavailableError("dynamodb: no answer within the request timeout"));
+  r = gw_->Invoke("crm.x", {{"input", json::object()}}, testing::Token("tenant-a"));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(Body(r)["reason"], "store_unavailable");
+  EXPECT_EQ(slot_writes.load(), 2) << "the acquire, and the release of the slot it may have taken";
+}
+
+// A kill switch's block that the store cannot record is answered DEFERRED store_unavailable, and
+// counted so: once, as what the caller was told — not as a block too.
+TEST_F(StoreHealthTest, ABlockTheStoreCouldNotRecordIsCountedOnceAsWhatTheCallerWasTold) {
+  Start();
+  ASSERT_EQ(SetKillSwitch().status, 200);
+  FailWrites();
+  api::ClientResult r = gw_->Invoke("crm.x", {{"input", json::object()}}, testing::Token("tenant-a"));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(Body(r)["reason"], "store_unavailable");
+  const std::string metrics = gw_->Admin("GET", "/metrics").body;
+  EXPECT_THAT(metrics, ::testing::Not(HasSubstr("outcome=\"BLOCKED\"} 1")));
+  EXPECT_THAT(metrics, ::testing::Not(::testing::ContainsRegex("toolgate_blocked_total\\{[^}]*\\} 1")));
+  EXPECT_THAT(metrics, ::testing::ContainsRegex("toolgate_deferred_total\\{[^}]*reason=\"store_unavailable\"[^}]*\\} 1"));
+}
+
+// A scrape waits for the store's gauges a bounded time, not for every read: with the store
+// unreachable each read waits out its own timeout, and a scrape that waited for all of them took
+// 30 s — past Prometheus' scrape timeout, so the whole scrape was lost, `toolgate_store_writes_failing`
+// with it. Here the breaker's read is held until the scrape has been answered (10 s at most).
+TEST(MetricsScrapeTest, AScrapeIsAnsweredWhileTheStoresGaugesAreStillBeingRead) {
+  TempDir dir;
+  ManualClock clock(RealNowMs() / 1000 * 1000);
+  std::string config = testing::BaseConfig(dir.file("store.db"));
+  config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
+  testing::SyncPointStore* racing = nullptr;
+  api::GatewayOptions options;
+  options.wrap_store = [&racing](store::ItemStore& opened) {
+    auto made = std::make_unique<testing::SyncPointStore>(opened);
+    racing = made.get();
+    return made;
+  };
+  InProcessGateway gw(config, clock, std::move(options));
+  ASSERT_TRUE(gw.Start());
+  ASSERT_NE(racing, nullptr);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool scraped = false, read_held_to_the_end = false;
+  racing->AfterRead(1, testing::SyncPointStore::KeyIs({"CONNECTOR#crm", "BREAKER"}), [&] {
+    std::unique_lock lock(mu);
+    read_held_to_the_end = !cv.wait_for(lock, std::chrono::seconds(10), [&] { return scraped; });
+  });
+  const api::ClientResult first = gw.Admin("GET", "/metrics");
+  {
+    std::lock_guard lock(mu);
+    scraped = true;
+  }
+  cv.notify_all();
+  EXPECT_EQ(first.status, 200);
+  EXPECT_THAT(first.body, HasSubstr("\ntoolgate_store_writes_failing 0\n"));
+  // The scrape did not wait for the held read (it would have waited its 10 s out).
+  for (int i = 0; i < 500 && racing->fired() == 0; ++i) std::this_thread::sleep_for(milliseconds(10));
+  ASSERT_EQ(racing->fired(), 1);
+  EXPECT_FALSE(read_held_to_the_end) << "the scrape waited for the store's reads to the end";
+  // The pass finished in the background; the next scrape reads again and carries the gauges.
+  const api::ClientResult second = gw.Admin("GET", "/metrics");
+  EXPECT_EQ(second.status, 200);
+  EXPECT_THAT(second.body, HasSubstr("toolgate_breaker_state{connector=\"crm\""));
 }
 
 TEST_F(StoreHealthTest, RefusedConditionalWritesAreNoStoreTrouble) {

@@ -1,7 +1,12 @@
 #include "api/admin_routes.h"
 
+#include <atomic>
+#include <memory>
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/strings/ascii.h"
@@ -28,6 +33,57 @@ struct AdminRoutes::Impl : GatewayContext {
   explicit Impl(GatewayContext& g) : GatewayContext(g), replays(g) {}
 
   AdminReplays replays;  // /admin/executions, /admin/replays (operator replays, bulk jobs)
+
+  // How long a scrape waits for the store's gauges to be read.
+  static constexpr int kStoreGaugeWaitMs = 2000;
+  // A pass of the store's gauges is reading (RefreshStoreGauges); shared with the pass itself.
+  std::shared_ptr<std::atomic<bool>> gauges_refreshing = std::make_shared<std::atomic<bool>>(false);
+
+  // Reads the breakers, slots and kill switches into their gauges. On the pool: blocking reads.
+  static void ReadStoreGauges(const Config& config, const Clock& clock, Engine& engine) {
+    const int64_t now_s = clock.now_epoch_ms() / 1000;
+    for (const auto& [id, c] : config.connectors) {
+      if (auto b = engine.breakers().Read(id); b.ok()) {
+        engine.metrics().BreakerState(id, b->state);
+        const bool cooling = b->state == breaker::State::kOpen && b->open_until_epoch_sec > now_s;
+        engine.metrics().BreakerCooldownRemaining(id,
+                                                  cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
+      }
+      if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
+        engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
+      }
+    }
+    if (auto kills = engine.kill_switches().List(); kills.ok()) {
+      std::map<std::string, int> per_scope;
+      for (const auto& k : *kills) ++per_scope[k.scope];
+      engine.metrics().KillSwitchesActive(per_scope);
+    }
+  }
+
+  // The store's gauges brought up to date by one pass of reads at a time, which a scrape waits for
+  // kStoreGaugeWaitMs at most. With the store unreachable each read waits out its own timeout: a
+  // scrape that waited for all of them (a breaker and the slots per connector, then the kill
+  // switches) took 30 s, past Prometheus' scrape timeout, and the whole scrape was lost, the gauge
+  // that says the store is failing included. A pass still reading when the wait ends goes on in the
+  // background, and no other starts meanwhile; its values are the next scrape's.
+  asio::awaitable<void> RefreshStoreGauges() {
+    if (gauges_refreshing->exchange(true)) co_return;
+    auto read = std::make_shared<asio::steady_timer>(co_await asio::this_coro::executor);
+    read->expires_after(std::chrono::milliseconds(kStoreGaugeWaitMs));
+    auto finished = std::make_shared<std::atomic<bool>>(false);
+    // The pass holds what it needs, none of it this object's: the gateway joins the pool before it
+    // lets the engine and the config go, but may let these routes go first.
+    asio::post(pool, [&config = config, &clock = clock, &engine = engine, refreshing = gauges_refreshing, read,
+                      finished] {
+      ReadStoreGauges(config, clock, engine);
+      finished->store(true);
+      refreshing->store(false);
+      asio::post(read->get_executor(), [read] { read->cancel(); });
+    });
+    if (finished->load()) co_return;
+    boost::system::error_code ignored;  // cancelled (read) or expired (the pass goes on)
+    co_await read->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
+  }
 
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (std::optional<HttpResponse> refused = RefuseCrossSite(req)) co_return *refused;
@@ -117,26 +173,7 @@ struct AdminRoutes::Impl : GatewayContext {
   // GET /metrics: the gauges read from the store (breakers, slots, kill switches) and the store's own
   // (DynamoDB's requests in flight) brought up to date, then every metric in Prometheus' text format.
   asio::awaitable<HttpResponse> Metrics() {
-    co_await RunBlocking(pool, [this] {
-      const int64_t now_s = clock.now_epoch_ms() / 1000;
-      for (const auto& [id, c] : config.connectors) {
-        if (auto b = engine.breakers().Read(id); b.ok()) {
-          engine.metrics().BreakerState(id, b->state);
-          const bool cooling = b->state == breaker::State::kOpen && b->open_until_epoch_sec > now_s;
-          engine.metrics().BreakerCooldownRemaining(
-              id, cooling ? static_cast<double>(b->open_until_epoch_sec - now_s) : 0.0);
-        }
-        if (auto s = engine.slots().Read(id, c.concurrency); s.ok()) {
-          engine.metrics().InFlight(id, static_cast<double>(s->in_flight), static_cast<double>(s->max_in_flight));
-        }
-      }
-      if (auto kills = engine.kill_switches().List(); kills.ok()) {
-        std::map<std::string, int> per_scope;
-        for (const auto& k : *kills) ++per_scope[k.scope];
-        engine.metrics().KillSwitchesActive(per_scope);
-      }
-      return 0;
-    });
+    co_await RefreshStoreGauges();
     engine.metrics().StoreWritesFailing(engine.write_health().failing());
     const net::ConnectionPool::Stats pool_stats = downstream_pool.stats();
     engine.metrics().DownstreamPool(pool_stats.connections_opened, pool_stats.tls_handshakes, pool_stats.reused);
@@ -506,15 +543,25 @@ struct AdminRoutes::Impl : GatewayContext {
     auto set = engine.slots().SetLimit(c.id, static_cast<int>(body["max_in_flight"].get<int64_t>()),
                                        c.concurrency.shards, {body["requested_by"], body["reason"]});
     if (!set.ok()) return StoreWriteError(set.status());
+    json answer = {{"id", c.id},
+                   {"in_flight", set->in_flight},
+                   {"max_in_flight", set->max_in_flight},
+                   {"limit_set_by_operator", true},
+                   {"limit", LimitNoteJson(*set)}};
+    // A limit at or below the per-tenant share leaves the share nothing to divide: one tenant may
+    // hold every slot again. Allowed (an operator cutting a downstream's load must be able to), and
+    // said, since the config's checks never see an operator's limit.
+    if (const int share = c.concurrency.max_in_flight_per_tenant; share > 0 && set->max_in_flight <= share) {
+      answer["warning"] = absl::StrCat("max_in_flight_per_tenant (", share, ") is not below the new limit (",
+                                       set->max_in_flight,
+                                       "): one tenant can hold every slot until the limit is raised above it or reset");
+      spdlog::warn("connector {}: {}", c.id, answer["warning"].get<std::string>());
+    }
     return Audited("LIMIT_CHANGED", body,
                    {{"connector_id", c.id},
                     {"from", before.ok() ? json(before->max_in_flight) : json(nullptr)},
                     {"to", set->max_in_flight}},
-                   Json(200, {{"id", c.id},
-                              {"in_flight", set->in_flight},
-                              {"max_in_flight", set->max_in_flight},
-                              {"limit_set_by_operator", true},
-                              {"limit", LimitNoteJson(*set)}}));
+                   Json(200, std::move(answer)));
   }
 
   // DELETE /admin/connectors/{id}/limits: the config's limit again, audited as a LIMIT_CHANGED.

@@ -350,11 +350,13 @@ class ToolInvoker::Admission {
     const KillSwitch k = **kill;
     if (ticket_->queued) co_await ReleaseIntent();  // a switch in force at dispatch ends the call (§17.5)
     rec().reason = std::string(ToString(BlockReason::kKillSwitch));
-    s_.metrics.Blocked(cid(), k.scope);
-    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kBlocked, 0, false);
     auto finish =
         FinishEarly(Outcome::kBlocked, "EXECUTION_BLOCKED", {{"scope", k.scope}, {"key", k.key}, {"reason", k.reason}});
+    // Counted as what the caller is told: a block the store could not record is answered (and
+    // counted) DEFERRED store_unavailable, not both.
     if (absl::Status st = co_await std::move(finish); !st.ok()) co_return StoreUnavailable(st);
+    s_.metrics.Blocked(cid(), k.scope);
+    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kBlocked, 0, false);
     CountOutcome(Outcome::kBlocked, "");
     InvokeResult answer = RecordAnswer(rec(), BlockReason::kKillSwitch);
     answer.details["scope"] = k.scope;
@@ -481,6 +483,15 @@ class ToolInvoker::Admission {
     Ticket& t = *ticket_;
     if (!t.guarded || t.lease) co_return co_await ClaimPendingIntent();  // a dispatcher took the slot before its claim
     if (!t.queued && co_await OpenWithSlot()) co_return std::nullopt;
+    if (!open_trouble_.ok() && connector().on_store_error != OnStoreError::kAllow) {
+      // The store failed the batch (its write lock held by another process past the busy timeout,
+      // DynamoDB unreachable after its retries): the long way's writes would each wait as long
+      // again (a lock held for 14 s was a call kept 14 s, then run). The call is answered now.
+      co_await ReturnProbe();
+      t.permit = {};
+      auto trouble = StoreTrouble(open_trouble_);
+      co_return co_await std::move(trouble);
+    }
     // The batch's intent claim refused (the intent is there) or the batch not written: claimed
     // the way CheckIntent would have, which may answer the call (an intent hit, one in progress).
     if (Stop stop = co_await ClaimPendingIntent()) {
@@ -546,12 +557,15 @@ class ToolInvoker::Admission {
       intent_there_ = true;  // refused: the claim reads what is there, without trying the write again
     }
     const bool acquired = prefix_applied == (with_intent ? 2u : 1u);
-    if (!acquired && prefix_applied == (with_intent ? 1u : 0u) && store::IsStoreError(written) &&
-        !absl::IsResourceExhausted(written)) {  // refused (the shard full): nothing was taken
+    const bool trouble = !acquired && prefix_applied == (with_intent ? 1u : 0u) && store::IsStoreError(written) &&
+                         !absl::IsResourceExhausted(written);  // not so: refused (the shard full), nothing taken
+    if (trouble) open_trouble_ = written;
+    if (trouble && !store::NothingWritten(written)) {
       // The acquire's outcome is unknown (a DynamoDB timeout or 500 after the request went out): it
       // may hold a slot under this lease, which nothing would give back before the lease runs out —
       // while TakeSlot takes another. Given back now; the release is conditional on the holder, so a
-      // slot that was never taken is left alone.
+      // slot that was never taken is left alone. (Not where the store says it wrote nothing: a
+      // release would only wait for the same lock.)
       const SlotLease& prepared = lease;  // a structured binding: not capturable in C++20 by clang 14
       auto release = Blocking(drive_, [this, &prepared] { return s_.slots.Release(prepared).status(); });
       if (absl::Status released = co_await std::move(release); !released.ok()) {
@@ -831,11 +845,11 @@ class ToolInvoker::Admission {
     }
     co_await ReleaseIntent();
     rec().reason = std::string(ToString(why));
-    s_.metrics.Deferred(cid(), rec().reason);
-    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kDeferred, 0, false);
     auto finish =
         FinishEarly(Outcome::kDeferred, "EXECUTION_DEFERRED", {{"reason", rec().reason}, {"retry_after_ms", retry_ms}});
-    if (absl::Status st = co_await std::move(finish); !st.ok()) co_return StoreUnavailable(st);
+    if (absl::Status st = co_await std::move(finish); !st.ok()) co_return StoreUnavailable(st);  // counted there
+    s_.metrics.Deferred(cid(), rec().reason);
+    s_.metrics.ToolCall(cid(), rec().tool_name, Outcome::kDeferred, 0, false);
     CountOutcome(Outcome::kDeferred, rec().reason);
     InvokeResult answer = RecordAnswer(rec(), why, RetryAfterSeconds(retry_ms));
     answer.details["retry_after_ms"] = retry_ms;
@@ -951,6 +965,7 @@ class ToolInvoker::Admission {
   bool intent_there_ = false;                    // the opening batch's claim was refused: the intent exists
   bool was_running_ = false;                     // a queued run whose earlier claim lapsed mid-run
   std::optional<absl::Status> opening_written_;  // set when OpenWithSlot wrote the opening with the slot
+  absl::Status open_trouble_;                    // the store error that failed OpenWithSlot's batch, if one did
 };
 
 ToolInvoker::Admitted ToolInvoker::Admit(const InvokeRequest& req) { return RunToEnd(AdmitAsync(req, {})); }

@@ -299,8 +299,9 @@ absl::StatusOr<std::optional<SlotLease>> ConnectorConcurrencyService::TryShard(s
       // The acquire's outcome is unknown (a DynamoDB timeout or 500 after the request went out): it
       // may hold a slot, and one of the tenant's share, that nothing would give back before the lease
       // runs out. Given back now; the release is conditional on the holder, so a slot that was never
-      // taken is left alone.
-      if (store::IsStoreError(r.status())) {
+      // taken is left alone. (Not where the store says it wrote nothing: a release would only wait
+      // for the same lock.)
+      if (store::IsStoreError(r.status()) && !store::NothingWritten(r.status())) {
         if (absl::StatusOr<bool> released = Release(lease); !released.ok()) {
           spdlog::warn(
               "connector {}: a slot whose acquire's outcome is unknown was not given back (its lease will "

@@ -1,6 +1,7 @@
 #include "toolgate/store/condition.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "toolgate/store/item_store.h"
@@ -136,6 +137,19 @@ std::vector<absl::StatusOr<WriteResult>> ItemStore::WriteBatch(const std::vector
 
 bool IsStoreError(const absl::Status& status) {
   return !status.ok() && status.code() != absl::StatusCode::kInvalidArgument;
+}
+
+namespace {
+constexpr char kNothingWrittenUrl[] = "type.toolgate/store.nothing_written";
+}  // namespace
+
+absl::Status MarkNothingWritten(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kNothingWrittenUrl, absl::Cord("1"));
+  return status;
+}
+
+bool NothingWritten(const absl::Status& status) {
+  return !status.ok() && status.GetPayload(kNothingWrittenUrl).has_value();
 }
 
 }  // namespace toolgate::store

@@ -57,7 +57,9 @@ absl::Status SqliteError(int rc, std::string_view what, sqlite3* db) {
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
-      return absl::UnavailableError(absl::StrCat(msg, " (store busy)"));
+      // Another connection holds the lock this statement needed: it did nothing, and a write group
+      // it was part of is rolled back whole.
+      return MarkNothingWritten(absl::UnavailableError(absl::StrCat(msg, " (store busy)")));
     case SQLITE_READONLY:
       return absl::FailedPreconditionError(absl::StrCat(msg, " (store is read-only)"));
     case SQLITE_CORRUPT:
@@ -685,6 +687,25 @@ void SqliteItemStore::CommitAndFinish(const std::vector<Writer*>& group, const W
   {
     absl::MutexLock lock(&queue_mu_);
     finished_async = FinishGroup(group, self);
+    // The group waited the busy timeout for another process's write lock and wrote nothing. The
+    // writes queued behind it meanwhile waited for the same lock: each is answered with the same
+    // error now instead of waiting the whole timeout again, so a write waits for another process's
+    // lock about the busy timeout at most (a `sqlite3` shell left in a transaction).
+    const Writer* first = group.empty() ? nullptr : group.front();
+    if (first != nullptr && !first->results.empty() && NothingWritten(first->results.front().status())) {
+      const absl::Status locked_out = first->results.front().status();
+      while (!writers_.empty()) {
+        Writer* w = writers_.front();
+        writers_.pop_front();
+        w->results.assign(w->requests->size(), locked_out);
+        w->done = true;
+        if (w->async()) {
+          finished_async.push_back(w);
+        } else {
+          w->cv.Signal();
+        }
+      }
+    }
   }
   if (finished_async.empty()) return;
   for (Writer* async_writer : finished_async) {

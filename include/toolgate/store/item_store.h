@@ -146,4 +146,11 @@ class ItemStore {
 // True for the codes that mean "the store is in trouble" (S10), as opposed to a caller's mistake.
 bool IsStoreError(const absl::Status& status);
 
+// A store error after which the adapter knows that nothing of the request was written (SQLite's
+// write lock held by another process past the busy timeout: the transaction never began). Without
+// the mark a store error's outcome is unknown (a DynamoDB timeout after the request went out), and
+// a caller that may have taken something gives it back.
+absl::Status MarkNothingWritten(absl::Status status);
+bool NothingWritten(const absl::Status& status);
+
 }  // namespace toolgate::store
