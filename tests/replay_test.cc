@@ -377,6 +377,86 @@ TEST_F(ReplayTest, ConcurrentForcedReplaysRunOneAtATimeAndAFailedOneGivesTheSucc
   EXPECT_EQ(code, 0) << out;
 }
 
+// A forced replay that succeeds leaves the intent naming it and its result, and its original too:
+// a later replay is deduplicated from that success (`succeeded_in` names it, with its result), as a
+// client repeating the key is answered from it, not from the original's older result.
+TEST_F(ReplayTest, AReplayAfterAForcedReplaySucceededIsAnsweredFromTheForcedReplay) {
+  std::atomic<int> sent{0};  // each call answered with its number, so each success has its own result
+  crm_.set_behavior([&](const auto&) { return Reply{200, R"({"sent":)" + std::to_string(++sent) + "}"}; });
+  const json keyed = {{"input", {{"to", "x"}}}, {"idempotency_key", "k-1"}};
+  auto original = gw_->Invoke("crm.send", keyed, user_);
+  ASSERT_EQ(original.status, 200) << original.body;
+  const std::string id = Body(original)["execution_id"];
+  auto before = Replay(id, operator_);
+  ASSERT_EQ(before.status, 200) << before.body;
+  EXPECT_EQ(Body(before)["succeeded_in"], id);
+  EXPECT_EQ(Body(before)["result"], json({{"sent", 1}}));
+
+  auto forced = Replay(id, admin_, /*force=*/true);
+  ASSERT_EQ(forced.status, 200) << forced.body;
+  const std::string forced_id = Body(forced)["execution_id"];
+  EXPECT_EQ(Body(forced)["result"], json({{"sent", 2}}));
+  ASSERT_EQ(crm_.total(), 2);
+
+  auto after = Replay(id, operator_);
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(Body(after)["deduplicated"], true);
+  EXPECT_EQ(Body(after)["succeeded_in"], forced_id) << "answered from the original, not the last success";
+  EXPECT_EQ(Body(after)["result"], json({{"sent", 2}}));
+  const json deduped = Body(
+      gw_->Public("GET", "/v1/executions/" + Body(after)["execution_id"].get<std::string>(), "", user_))["events"][2];
+  ASSERT_EQ(deduped["type"], "REPLAY_DEDUPED");
+  EXPECT_EQ(deduped["data"]["succeeded_in"], forced_id);
+  // The client repeating its key hears the same success.
+  auto repeat = gw_->Invoke("crm.send", keyed, user_);
+  ASSERT_EQ(repeat.status, 200) << repeat.body;
+  EXPECT_EQ(Body(repeat)["intent_hit"], true);
+  EXPECT_EQ(Body(repeat)["execution_id"], forced_id);
+  EXPECT_EQ(Body(repeat)["result"], json({{"sent", 2}}));
+  EXPECT_EQ(crm_.total(), 2);
+
+  gw_->Terminate();
+  auto [code, out] = testing::RunCli({"ledger", "verify", "--config", gw_->config_path()}, dir_);
+  EXPECT_EQ(code, 0) << out;
+}
+
+// What a succeeded original keeps of its forced replay's success answers later replays only as that
+// replay vouches for it, as for a replay of a failed call: edited in the store, it answers nothing
+// and nothing is sent (the original's own older result is not answered instead); with the replay
+// gone with its retention, the copy still answers, naming it.
+TEST_F(ReplayTest, ASucceededOriginalsCopyOfItsForcedReplayAnswersOnlyAsThatReplayVouchesForIt) {
+  std::atomic<int> sent{0};
+  crm_.set_behavior([&](const auto&) { return Reply{200, R"({"sent":)" + std::to_string(++sent) + "}"}; });
+  auto original = gw_->Invoke("crm.send", {{"input", {{"to", "x"}}}}, user_);
+  ASSERT_EQ(original.status, 200) << original.body;
+  const std::string id = Body(original)["execution_id"];
+  auto forced = Replay(id, admin_, /*force=*/true);
+  ASSERT_EQ(forced.status, 200) << forced.body;
+  const std::string forced_id = Body(forced)["execution_id"];
+  ASSERT_EQ(crm_.total(), 2);
+
+  StoreEdit edit(dir_.file("store.db"));
+  auto run = [&](const std::string& sql) { EXPECT_EQ(edit.Run(sql), 1) << sql; };
+  auto record = [](const std::string& exec) { return " WHERE pk = 'TENANT#acme' AND sk = 'EXEC#" + exec + "'"; };
+  edit.Run("CREATE TEMP TABLE kept AS SELECT attrs FROM items" + record(id));
+  run("UPDATE items SET attrs = json_set(attrs, '$.replay_result_json', '{\"sent\":99}')" + record(id));
+  auto forged = Replay(id, operator_);
+  EXPECT_EQ(forged.status, 503) << forged.body;
+  EXPECT_EQ(Body(forged)["error"], "store_unavailable") << forged.body;
+  EXPECT_EQ(crm_.total(), 2);
+
+  // Put back, with its replay gone with its retention (its expiry, as the original keeps it, past).
+  run("UPDATE items SET attrs = json_set((SELECT attrs FROM kept), '$.replay_expires_at_s', 1)" + record(id));
+  run("DELETE FROM items" + record(forced_id));
+  edit.Close();
+  auto deduped = Replay(id, operator_);
+  ASSERT_EQ(deduped.status, 200) << deduped.body;
+  EXPECT_EQ(Body(deduped)["deduplicated"], true);
+  EXPECT_EQ(Body(deduped)["succeeded_in"], forced_id);
+  EXPECT_EQ(Body(deduped)["result"], json({{"sent", 2}}));
+  EXPECT_EQ(crm_.total(), 2);
+}
+
 TEST_F(ReplayTest, AReplayRunsTheWholePathKillSwitchesIncludedAndOutlivesTheIntentRecord) {
   crm_.set_behavior([](const auto&) { return Reply{500, "{}"}; });
   const std::string id =

@@ -26,7 +26,9 @@ ReplayContext ContextOf(const ExecutionRecord& original, const ReplayOrder& orde
   replay.original_outcome = original.outcome;
   replay.original_result_json = original.result_json;
   replay.succeeded_in = original.execution_id;
-  if (original.outcome != Outcome::kSucceeded && !original.replay_succeeded_in.empty()) {
+  // The latest success is the intent's, whether the original failed or succeeded (a forced replay
+  // that succeeds takes the intent over): later replays name it, as a repeat of the key does.
+  if (!original.replay_succeeded_in.empty()) {
     replay.original_outcome = Outcome::kSucceeded;  // an earlier replay succeeded
     replay.original_result_json = original.replay_result_json;
     replay.succeeded_in = original.replay_succeeded_in;
@@ -93,10 +95,11 @@ std::variant<InvokeResult, InvokeRequest> Replayer::Prepare(const ReplayOrder& o
     return Refusal(InvokeError::kStoreUnavailable,
                    "this execution's record does not agree with its ledger; run `toolgate ledger verify`");
   }
-  // The result it keeps from a replay that succeeded answers this replay without the downstream: only
-  // as that replay vouches for it (a replay of this original, with that result, or gone with its
-  // retention). One that disagrees (edited in the store; `ledger verify` names it) answers nothing.
-  if (original->outcome != Outcome::kSucceeded && !original->replay_succeeded_in.empty()) {
+  // The result it keeps from a replay that succeeded answers this replay without the downstream (in
+  // place of its own, when it succeeded too: that replay was forced): only as that replay vouches for
+  // it (a replay of this original, with that result, or gone with its retention). One that disagrees
+  // (edited in the store; `ledger verify` names it) answers nothing.
+  if (!original->replay_succeeded_in.empty()) {
     absl::StatusOr<ExecutionRecord> replay = executions_.Get(who.tenant_id, original->replay_succeeded_in);
     if (!replay.ok() && !absl::IsNotFound(replay.status())) {
       return Refusal(InvokeError::kStoreUnavailable, "the store cannot be read right now");
