@@ -419,6 +419,49 @@ TEST_F(AdminReplayTest, ForceOnTheAdminReplayReExecutesAndIsRecorded) {
   EXPECT_NE(metrics.find("toolgate_replays_total{result=\"forced\"} 1"), std::string::npos) << metrics;
 }
 
+// §17.9: a replay answered with its execution's own outcome (BLOCKED 403 by a kill switch) is not a
+// refused admin request: EXECUTION_REPLAYED records it, ADMIN_REQUEST_REFUSED does not. Refusals of
+// the replay request itself (a bad body, an unknown execution, the limit reached) still are, each
+// with its error code.
+TEST_F(AdminReplayTest, AReplayAnsweredWithItsOutcomeIsNotAuditedAsARefusal) {
+  const std::string blocked_id = Fail("acme", "crm.update");
+  const std::string limited_id = Fail("acme", "crm.update");
+  const json ask = {{"replay_reason", "blocked test"}, {"requested_by", "alice"}};
+  for (int i = 0; i < 2; ++i) {  // max_replays_per_execution = 2; a FAILED replay is 502
+    ASSERT_EQ(Admin("POST", "/admin/executions/" + limited_id + "/replay", ask).status, 502);
+  }
+  ASSERT_EQ(Admin("PUT", "/admin/kill-switches",
+                  {{"scope", "tenant"}, {"key", "acme"}, {"reason", "incident"}, {"requested_by", "alice"}})
+                .status,
+            200);
+  json forced = ask;
+  forced["force"] = true;
+  auto blocked = Admin("POST", "/admin/executions/" + blocked_id + "/replay", forced);
+  ASSERT_EQ(blocked.status, 403) << blocked.body;
+  EXPECT_EQ(Body(blocked)["outcome"], "BLOCKED");
+  EXPECT_EQ(downstream_.total(), 4) << "the original calls and the two replays of one";
+  const json replayed = AuditOf("EXECUTION_REPLAYED");
+  ASSERT_EQ(replayed.size(), 3u) << replayed.dump();
+  EXPECT_EQ(replayed[0]["data"]["outcome"], "BLOCKED");  // newest first
+  EXPECT_EQ(replayed[0]["data"]["execution_id"], blocked_id);
+
+  auto bad_body = Admin("POST", "/admin/executions/" + blocked_id + "/replay", {{"requested_by", "alice"}});
+  EXPECT_EQ(bad_body.status, 400);
+  auto unknown = Admin("POST", "/admin/executions/01900000-0000-7000-8000-000000000000/replay", ask);
+  EXPECT_EQ(unknown.status, 404);
+  auto limited = Admin("POST", "/admin/executions/" + limited_id + "/replay", ask);
+  EXPECT_EQ(limited.status, 409);
+  std::vector<std::pair<int, std::string>> refused;  // (status, error), oldest first
+  const json refusals = AuditOf("ADMIN_REQUEST_REFUSED");
+  for (auto e = refusals.rbegin(); e != refusals.rend(); ++e) {
+    refused.emplace_back((*e)["data"]["status"].get<int>(), (*e)["data"]["error"].get<std::string>());
+  }
+  EXPECT_THAT(refused,
+              ::testing::ElementsAre(::testing::Pair(400, "invalid_request"), ::testing::Pair(404, "not_found"),
+                                     ::testing::Pair(409, "replay_limit_reached")))
+      << refusals.dump();
+}
+
 // `replay --from-list -`: the ids come from stdin (one per line, a comment ignored); a progress file
 // is named with --progress, and a second run with --resume replays nothing again.
 TEST_F(AdminReplayTest, CliReplayReadsTheListFromStdin) {

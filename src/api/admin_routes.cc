@@ -113,7 +113,9 @@ struct AdminRoutes::Impl : GatewayContext {
     }
     // From here the caller is authenticated (the token, or a loopback listener without one): a
     // refused write is audited (§17.9). What the checks above refuse is not — a 401 names nobody,
-    // and a cross-site refusal is what any web page could make an operator's browser send.
+    // and a cross-site refusal is what any web page could make an operator's browser send. Nor is a
+    // replay answered with its execution's outcome (BLOCKED 403): the request was carried out, and
+    // EXECUTION_REPLAYED records what became of it.
     const bool write = req.method != "GET" && req.method != "HEAD";
     if (!write) {
       auto route_op = Route(std::move(req));
@@ -122,7 +124,7 @@ struct AdminRoutes::Impl : GatewayContext {
     const std::string method = req.method, path = req.path, body = req.body;
     auto route_op = Route(std::move(req));
     HttpResponse answer = co_await std::move(route_op);
-    if (answer.status >= 400 && answer.status < 500) {
+    if (answer.status >= 400 && answer.status < 500 && !answer.execution_outcome) {
       co_await RunBlocking(pool, [&] {
         AuditRefusal(method, path, body, answer);
         return 0;

@@ -56,6 +56,9 @@ struct HttpResponse {
   // the write timeout; no timeout between pieces: the producer bounds its own time). Never to an
   // HTTP/1.0 request (no chunked coding there): the server answers 500 instead.
   std::shared_ptr<ResponseStream> stream;
+  // Never sent: the body is an execution's outcome (ToHttp of an answer that is not a refusal), so
+  // its status, a 403 BLOCKED among them, is what became of the call, not a refusal of the request.
+  bool execution_outcome = false;
 };
 
 using Handler = std::function<asio::awaitable<HttpResponse>(HttpRequest)>;

@@ -140,8 +140,12 @@ nlohmann::json BodyAround(nlohmann::json details, const InvokeResult& answer) {
   return body;
 }
 
-HttpResponse WithRetryAfter(HttpResponse h, const InvokeResult& answer) {
+// The response to `answer` around its body: the Retry-After it carries, and whether it is an
+// execution's outcome rather than a refusal.
+HttpResponse ResponseOf(const nlohmann::json& body, const InvokeResult& answer) {
+  HttpResponse h = Json(InvocationHttpStatus(answer), body);
   if (answer.retry_after_s) h.headers.emplace_back("Retry-After", std::to_string(*answer.retry_after_s));
+  h.execution_outcome = !answer.refused();
   return h;
 }
 
@@ -151,13 +155,11 @@ nlohmann::json InvocationBody(const InvokeResult& answer) {
   return BodyAround(answer.error ? nlohmann::json() : answer.details, answer);
 }
 
-HttpResponse ToHttp(const InvokeResult& answer) {
-  return WithRetryAfter(Json(InvocationHttpStatus(answer), InvocationBody(answer)), answer);
-}
+HttpResponse ToHttp(const InvokeResult& answer) { return ResponseOf(InvocationBody(answer), answer); }
 
 HttpResponse ToHttp(InvokeResult&& answer) {
   nlohmann::json details = answer.error ? nlohmann::json() : std::move(answer.details);
-  return WithRetryAfter(Json(InvocationHttpStatus(answer), BodyAround(std::move(details), answer)), answer);
+  return ResponseOf(BodyAround(std::move(details), answer), answer);
 }
 
 asio::awaitable<InvokeResult> RunEnqueue(GatewayContext& g, InvokeRequest ir, QueueOrder order) {
