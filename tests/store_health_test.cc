@@ -216,7 +216,8 @@ TEST_F(StoreHealthTest, ABlockTheStoreCouldNotRecordIsCountedOnceAsWhatTheCaller
   const std::string metrics = gw_->Admin("GET", "/metrics").body;
   EXPECT_THAT(metrics, ::testing::Not(HasSubstr("outcome=\"BLOCKED\"} 1")));
   EXPECT_THAT(metrics, ::testing::Not(::testing::ContainsRegex("toolgate_blocked_total\\{[^}]*\\} 1")));
-  EXPECT_THAT(metrics, ::testing::ContainsRegex("toolgate_deferred_total\\{[^}]*reason=\"store_unavailable\"[^}]*\\} 1"));
+  EXPECT_THAT(metrics,
+              ::testing::ContainsRegex("toolgate_deferred_total\\{[^}]*reason=\"store_unavailable\"[^}]*\\} 1"));
 }
 
 // A scrape waits for the store's gauges a bounded time, not for every read: with the store

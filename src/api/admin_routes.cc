@@ -73,13 +73,13 @@ struct AdminRoutes::Impl : GatewayContext {
     auto finished = std::make_shared<std::atomic<bool>>(false);
     // The pass holds what it needs, none of it this object's: the gateway joins the pool before it
     // lets the engine and the config go, but may let these routes go first.
-    asio::post(pool, [&config = config, &clock = clock, &engine = engine, refreshing = gauges_refreshing, read,
-                      finished] {
-      ReadStoreGauges(config, clock, engine);
-      finished->store(true);
-      refreshing->store(false);
-      asio::post(read->get_executor(), [read] { read->cancel(); });
-    });
+    asio::post(pool,
+               [&config = config, &clock = clock, &engine = engine, refreshing = gauges_refreshing, read, finished] {
+                 ReadStoreGauges(config, clock, engine);
+                 finished->store(true);
+                 refreshing->store(false);
+                 asio::post(read->get_executor(), [read] { read->cancel(); });
+               });
     if (finished->load()) co_return;
     boost::system::error_code ignored;  // cancelled (read) or expired (the pass goes on)
     co_await read->async_wait(asio::redirect_error(asio::use_awaitable, ignored));
@@ -554,9 +554,9 @@ struct AdminRoutes::Impl : GatewayContext {
     // hold every slot again. Allowed (an operator cutting a downstream's load must be able to), and
     // said, since the config's checks never see an operator's limit.
     if (const int share = c.concurrency.max_in_flight_per_tenant; share > 0 && set->max_in_flight <= share) {
-      answer["warning"] = absl::StrCat("max_in_flight_per_tenant (", share, ") is not below the new limit (",
-                                       set->max_in_flight,
-                                       "): one tenant can hold every slot until the limit is raised above it or reset");
+      answer["warning"] =
+          absl::StrCat("max_in_flight_per_tenant (", share, ") is not below the new limit (", set->max_in_flight,
+                       "): one tenant can hold every slot until the limit is raised above it or reset");
       spdlog::warn("connector {}: {}", c.id, answer["warning"].get<std::string>());
     }
     return Audited("LIMIT_CHANGED", body,
