@@ -439,6 +439,38 @@ TEST_F(GatewayTest, ALimitAtOrBelowThePerTenantShareIsSetAndSaysSo) {
                          json{{"max_in_flight", 3}, {"reason", "vendor ok"}, {"requested_by", "bob@ops"}}.dump());
   ASSERT_EQ(higher.status, 200) << higher.body;
   EXPECT_FALSE(Body(higher).contains("warning")) << higher.body;
+
+// An http connector forwards any name below its prefix as the path, and many routers match paths
+// without regard to case or a trailing '.', '-' or '_': a switch on an action type that is no [tools]
+// entry stops each such spelling of it, immediate or queued, before the downstream sees it (`crm.Delete`
+// ran as `POST /crm.Delete`). Under a tenant_action switch, another tenant's calls still run.
+TEST_F(GatewayTest, AnActionTypeKillSwitchStopsEverySpellingOfTheToolItNames) {
+  GatewayProcess& gw = Start(Config());
+  for (const auto& [scope, key] :
+       {std::pair{"action_type", "crm.delete"}, std::pair{"tenant_action", "tenant-a/crm.purge"}}) {
+    ASSERT_EQ(gw.Admin("PUT", "/admin/kill-switches",
+                       json{{"scope", scope}, {"key", key}, {"reason", "incident"}, {"requested_by", "oncall"}}.dump())
+                  .status,
+              200);
+  }
+  const json immediate = {{"input", json::object()}};
+  const json queued = {{"input", json::object()}, {"mode", "queued"}};
+  for (const std::string tool : {"crm.delete", "crm.Delete", "crm.DELETE", "crm.delete.", "crm.Delete_"}) {
+    for (const json& call : {immediate, queued}) {
+      auto r = gw.Invoke(tool, call, alice_);
+      EXPECT_EQ(r.status, 403) << tool << " " << call.dump() << ": " << r.body;
+      EXPECT_EQ(Body(r).value("scope", ""), "action_type") << tool << ": " << r.body;
+    }
+  }
+  for (const std::string tool : {"crm.purge", "crm.Purge", "crm.purge-"}) {
+    auto r = gw.Invoke(tool, immediate, alice_);
+    EXPECT_EQ(r.status, 403) << tool << ": " << r.body;
+    EXPECT_EQ(Body(r).value("scope", ""), "tenant_action") << tool << ": " << r.body;
+  }
+  EXPECT_EQ(crm_.total(), 0) << "a spelling of a switched-off tool reached the downstream";
+  EXPECT_EQ(gw.Invoke("crm.Purge", immediate, bob_).status, 200) << "the tenant_action switch stopped another tenant";
+  EXPECT_EQ(gw.Invoke("crm.deleted", immediate, alice_).status, 200) << "another name was stopped";
+  EXPECT_EQ(crm_.total(), 2);
 }
 
 TEST_F(GatewayTest, BreakerCloseChecksHealthFirstAndEveryAdminChangeIsAudited) {

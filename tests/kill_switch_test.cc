@@ -5,6 +5,8 @@
 #include <functional>
 #include <future>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -40,6 +42,37 @@ TEST(KillSwitchTest, AnItemWithoutItsAttributesStillStopsWhatItsKeyNames) {
   auto cleared = switches.Clear("connector", "crm");
   ASSERT_TRUE(cleared.ok());
   EXPECT_TRUE(*cleared);
+}
+
+// An http connector forwards any name below its prefix as the path, and many routers take
+// `crm.Delete` or `crm.delete.` for `crm.delete`: an action-type switch stops every spelling that
+// differs only in ASCII case or trailing '.', '-' and '_', whether it is the call's tool name or its
+// action type, alone and under a tenant. Stopping a tool really spelled otherwise errs the safe way.
+TEST(KillSwitchTest, AnActionTypeSwitchStopsEverySpellingALooseRouterTakesForItsName) {
+  ManualClock clock;
+  store::MemoryItemStore store(clock);
+  KillSwitchService switches(store, clock, /*refresh_ms=*/0);
+  ASSERT_TRUE(switches.Set({"action_type", "crm.delete", "incident", "oncall", "", ""}).ok());
+  ASSERT_TRUE(switches.Set({"tenant_action", "t1/email.send", "incident", "oncall", "", ""}).ok());
+  // The scope of the switch that stops the call; "" when none does.
+  auto stopped_by = [&](std::string_view tenant, std::string_view action_type, std::string_view tool) {
+    auto match = switches.Match(tenant, "crm", action_type, tool);
+    EXPECT_TRUE(match.ok()) << match.status();
+    return match.ok() && match->has_value() ? (*match)->scope : std::string();
+  };
+  for (const char* name : {"crm.delete", "crm.Delete", "CRM.DELETE", "crm.delete.", "crm.delete_", "crm.Delete-._"}) {
+    EXPECT_EQ(stopped_by("t1", "crm.write", name), "action_type") << "tool " << name;
+    EXPECT_EQ(stopped_by("t1", name, "crm.x"), "action_type") << "action type " << name;
+  }
+  for (const char* name : {"email.send", "Email.Send", "EMAIL.SEND.", "email.send-"}) {
+    EXPECT_EQ(stopped_by("t1", name, "crm.x"), "tenant_action") << "action type " << name;
+    EXPECT_EQ(stopped_by("t1", "crm.write", name), "tenant_action") << "tool " << name;
+    EXPECT_EQ(stopped_by("t2", name, name), "") << "another tenant's " << name;
+  }
+  // Other names are other names: a character changed, added or moved, or a leading one.
+  for (const char* name : {"crm.deleted", "crm.delet", "crm_delete", "crm.de.lete", ".crm.delete", "crm.delete.x"}) {
+    EXPECT_EQ(stopped_by("t1", name, name), "") << name;
+  }
 }
 
 // The lookup a call makes on its event loop (MatchFromFreshCopy) never waits for a refresh's store

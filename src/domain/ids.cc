@@ -1,10 +1,13 @@
 #include "toolgate/domain/ids.h"
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdint>
 #include <cctype>
 #include <random>
+
+#include "absl/strings/ascii.h"
 
 namespace toolgate {
 namespace {
@@ -93,6 +96,29 @@ bool IsValidToolName(std::string_view name) {
     if (!ok) return false;
   }
   return true;
+}
+
+namespace {
+
+std::string_view WithoutTrailingSeparators(std::string_view name) {
+  while (!name.empty() && (name.back() == '.' || name.back() == '-' || name.back() == '_')) name.remove_suffix(1);
+  return name;
+}
+
+}  // namespace
+
+std::string FoldToolName(std::string_view name) {
+  std::string folded(WithoutTrailingSeparators(name));
+  for (char& c : folded) c = absl::ascii_tolower(static_cast<unsigned char>(c));
+  return folded;
+}
+
+bool ToolNamesLookAlike(std::string_view a, std::string_view b) {
+  a = WithoutTrailingSeparators(a);
+  b = WithoutTrailingSeparators(b);
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
+    return absl::ascii_tolower(static_cast<unsigned char>(x)) == absl::ascii_tolower(static_cast<unsigned char>(y));
+  });
 }
 
 bool IsValidTenantId(std::string_view id) {

@@ -7,7 +7,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <exception>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -122,18 +121,6 @@ InvokeResult InvokeResult::Answered(Outcome outcome, OutcomeReason reason, std::
   r.retry_after_s = retry_after_s;
   return r;
 }
-
-namespace {
-
-// A tool name as LookAlikeOf compares names: ASCII lower case, without trailing '.', '-' or '_'.
-std::string FoldToolName(std::string_view name) {
-  while (!name.empty() && (name.back() == '.' || name.back() == '-' || name.back() == '_')) name.remove_suffix(1);
-  std::string folded(name);
-  for (char& c : folded) c = absl::ascii_tolower(static_cast<unsigned char>(c));
-  return folded;
-}
-
-}  // namespace
 
 ToolInvoker::ToolInvoker(Services services) : s_(services) {
   for (const auto& [name, tool] : s_.config.tools) tools_by_folded_name_.emplace(FoldToolName(name), name);

@@ -176,9 +176,13 @@ std::optional<KillSwitch> FirstMatch(const std::vector<KillSwitch>& snapshot, st
                                      std::string_view connector_id, std::string_view action_type,
                                      std::string_view tool_name) {
   // An action-type switch names what an operator switches off: the call's effective action type or
-  // its tool name, whichever the operator knows it by (DESIGN §1).
+  // its tool name, whichever the operator knows it by (DESIGN §1), in any spelling a loose router
+  // takes for it (ToolNamesLookAlike). An http connector forwards any name below its prefix, so
+  // `crm.Delete` reaches what `crm.delete` does; a switch that also stops a tool really spelled
+  // otherwise errs the safe way.
   auto names_action = [&](std::string_view key) {
-    return (!action_type.empty() && key == action_type) || (!tool_name.empty() && key == tool_name);
+    return (!action_type.empty() && ToolNamesLookAlike(key, action_type)) ||
+           (!tool_name.empty() && ToolNamesLookAlike(key, tool_name));
   };
   const std::string tenant_prefix = absl::StrCat(std::string(tenant_id), "/");
   for (const char* scope : {"global", "tenant", "connector", "action_type", "tenant_action"}) {

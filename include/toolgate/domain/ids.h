@@ -27,6 +27,14 @@ bool LooksLikeUuid(const std::string& s);
 inline constexpr size_t kMaxNameLength = 200;
 bool IsValidToolName(std::string_view name);
 
+// Many routers match paths without regard to ASCII case or trailing '.', '-' and '_', so where a
+// tool name or action type decides what is allowed, a name that differs from another only in those
+// is taken for it: `crm.Delete` and `crm.delete.` are both `crm.delete`. FoldToolName gives the
+// name as compared (lower case, the trailing characters dropped), for keys of a lookup;
+// ToolNamesLookAlike compares two names so without copying either.
+std::string FoldToolName(std::string_view name);
+bool ToolNamesLookAlike(std::string_view a, std::string_view b);
+
 // Tenant and account ids as a token may carry them: [A-Za-z0-9_.:@-]{1,128}.
 bool IsValidTenantId(std::string_view id);
 

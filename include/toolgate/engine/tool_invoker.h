@@ -259,7 +259,7 @@ class ToolInvoker : public BackgroundTraffic {
   std::optional<std::string> NotServed(const ConnectorConfig* connector, const std::string& tool_name) const;
 
   Services s_;
-  // Each [tools] entry by its name folded as LookAlikeOf compares names.
+  // Each [tools] entry by its name folded (FoldToolName).
   std::unordered_map<std::string, std::string> tools_by_folded_name_;
 };
 

@@ -49,7 +49,9 @@ class KillSwitchService {
 
   // The first switch (global, tenant, connector, action type, tenant + action type) that matches
   // the call, from the snapshot (refreshed when stale). An `action_type` or `tenant_action` switch
-  // matches the call's effective action type or its tool name. One refresh at a time: callers that
+  // matches the call's effective action type or its tool name, either compared as
+  // ToolNamesLookAlike does (ASCII case and trailing '.', '-', '_' ignored: a name below an http
+  // connector's prefix is forwarded in any spelling). One refresh at a time: callers that
   // waited for another's refresh take its answer, its error included, rather than each reading again.
   // With the list unreadable, a switch the last list held (or this instance set since) still stops
   // the call; only a call no known switch stops gets the store's error.
