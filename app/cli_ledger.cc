@@ -158,8 +158,10 @@ int LedgerShow(const Config& config, const std::string& id, bool as_json) {
   auto chain = record.ok() ? ledger.ReadExecution(*record) : ledger.Read(Ledger::ExecutionChain(id));
   if (!chain.ok()) return Fail(std::string(chain.status().message()));
   if (chain->empty()) return Fail("no ledger events for execution " + id);
-  // The links and hashes; `ledger verify` also checks the chain against its record.
-  absl::Status ok = Ledger::VerifyChain(*chain);
+  // The links, hashes and expiry (the record's, where there is one); `ledger verify` also checks the
+  // chain against the rest of its record.
+  absl::Status ok =
+      record.ok() ? Ledger::VerifyChain(*chain, record->expires_at_s, "record") : Ledger::VerifyChain(*chain);
   if (as_json) {
     json doc = {{"execution_id", id}, {"events", json::array()}, {"chain", {{"ok", ok.ok()}}}};
     for (const auto& e : *chain) doc["events"].push_back(ExportedEvent(e));

@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -82,6 +83,44 @@ TEST_F(LedgerVerifierTest, AnAuditDayIsCheckedAgainstItsHead) {
   ASSERT_TRUE(report.ok());
   EXPECT_TRUE(report->ok()) << report->problem;
   EXPECT_EQ(report->audit_days, 1);
+}
+
+// An event whose expiry was changed is the one named, against the expiry its anchor holds (the
+// day's head item, the record): the first event's own expiry is no authority, and taking it for the
+// chain's blamed the untouched second event and called the changed value the chain's. An anchor
+// changed alone is named itself.
+TEST_F(LedgerVerifierTest, AChangedExpiryNamesTheEventOrTheAnchorItWasChangedOn) {
+  Ledger kept(store_, clock_, {/*retention_s=*/30 * 86'400, /*deferred_retention_s=*/0});
+  for (const char* type : {"KILL_SWITCH_SET", "ADMIN_REQUEST_REFUSED", "KILL_SWITCH_CLEARED"}) {
+    ASSERT_TRUE(kept.Audit(type, "operator:me", "{}").ok());
+  }
+  const std::string day = Ledger::AuditChain(clock_.now_epoch_ms());
+  const store::ItemKey first{day, "EVENT#000000000001"};
+  auto item = store_.Get(first);
+  ASSERT_TRUE(item.ok() && item->has_value());
+  const int64_t chain_expiry = store::GetInt(**item, store::kTtlAttribute).value_or(0);
+  ASSERT_GT(chain_expiry, 0);
+  const int64_t changed = clock_.now_epoch_sec() + 600;
+  (**item)[std::string(store::kTtlAttribute)] = changed;
+  ASSERT_TRUE(store_.Put(first, **item, store::Condition::Always()).ok());
+  LedgerVerifier verifier(store_, clock_);
+  auto report = verifier.VerifyAll();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->problem, absl::StrCat(day, ": event 1 (KILL_SWITCH_SET) expires at ", changed,
+                                          ", not with its chain (", chain_expiry, ", as its head item holds)"));
+
+  // An execution's chain against its record's expiry, the same way.
+  auto events = Chain({"EXECUTION_RECEIVED", "TOOL_INVOKED", "TOOL_SUCCEEDED"});
+  events[0].expires_at_s = changed;
+  const absl::Status s = LedgerVerifier::CheckExecution(Record(events, 3, Outcome::kSucceeded), "t1", events, nullptr);
+  EXPECT_EQ(std::string(s.message()), absl::StrCat("event 1 (EXECUTION_RECEIVED) expires at ", changed,
+                                                   ", not with its chain (0, as its record holds)"));
+  // Every event agrees and the record does not: the record is named.
+  events[0].expires_at_s = 0;
+  ExecutionRecord moved = Record(events, 3, Outcome::kSucceeded);
+  moved.expires_at_s = changed;
+  EXPECT_EQ(std::string(LedgerVerifier::CheckExecution(moved, "t1", events, nullptr).message()),
+            absl::StrCat("its events expire at 0, its record at ", changed));
 }
 
 // The engine appends events from JSON values and hashes their canonical text without parsing it back

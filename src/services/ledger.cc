@@ -553,6 +553,20 @@ absl::StatusOr<std::vector<LedgerEvent>> Ledger::ReadAudit(int limit, std::optio
 }
 
 absl::Status Ledger::VerifyChain(const std::vector<LedgerEvent>& events) {
+  if (events.empty()) return absl::OkStatus();
+  return VerifyChain(events, events.front().expires_at_s, "");
+}
+
+absl::Status Ledger::VerifyChain(const std::vector<LedgerEvent>& events, int64_t expires_at_s,
+                                 std::string_view anchor_name) {
+  if (events.empty()) return absl::OkStatus();
+  // A chain expires as a whole; an event set to expire on its own would leave a gap behind. The odd
+  // one out is named: an event that differs from its anchor, or the anchor when every event agrees
+  // with the others but not with it.
+  const int64_t first = events.front().expires_at_s;
+  const bool events_agree =
+      std::all_of(events.begin(), events.end(), [first](const LedgerEvent& e) { return e.expires_at_s == first; });
+  const int64_t chain_expiry = events_agree ? first : expires_at_s;
   std::string prev;
   for (size_t i = 0; i < events.size(); ++i) {
     const LedgerEvent& e = events[i];
@@ -565,12 +579,16 @@ absl::Status Ledger::VerifyChain(const std::vector<LedgerEvent>& events) {
     if (Hash(prev, e) != e.hash) {
       return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") was altered: its hash does not match"));
     }
-    // A chain expires as a whole; an event set to expire on its own would leave a gap behind.
-    if (e.expires_at_s != events.front().expires_at_s) {
-      return absl::DataLossError(absl::StrCat("event ", e.seq, " (", e.type, ") expires at ", e.expires_at_s,
-                                              ", not with its chain (", events.front().expires_at_s, ")"));
+    if (e.expires_at_s != chain_expiry) {
+      return absl::DataLossError(absl::StrCat(
+          "event ", e.seq, " (", e.type, ") expires at ", e.expires_at_s, ", not with its chain (", chain_expiry,
+          anchor_name.empty() ? "" : absl::StrCat(", as its ", std::string(anchor_name), " holds"), ")"));
     }
     prev = e.hash;
+  }
+  if (first != expires_at_s) {
+    return absl::DataLossError(
+        absl::StrCat("its events expire at ", first, ", its ", std::string(anchor_name), " at ", expires_at_s));
   }
   return absl::OkStatus();
 }

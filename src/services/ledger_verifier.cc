@@ -145,10 +145,7 @@ absl::Status LedgerVerifier::CheckExecution(const ExecutionRecord& r, std::strin
                                             const std::vector<LedgerEvent>& events, bool* pending) {
   if (pending != nullptr) *pending = false;
   if (events.empty()) return Bad(absl::StrCat("its chain is missing (its record names event ", r.last_seq, ")"));
-  RETURN_IF_ERROR(Ledger::VerifyChain(events));
-  if (events.front().expires_at_s != r.expires_at_s) {
-    return Bad(absl::StrCat("its events expire at ", events.front().expires_at_s, ", its record at ", r.expires_at_s));
-  }
+  RETURN_IF_ERROR(Ledger::VerifyChain(events, r.expires_at_s, "record"));
   bool tail_pending = false;
   RETURN_IF_ERROR(CheckAnchor(events, r.last_seq, r.last_hash, "record", &tail_pending));
   // The events a record holds are written with its anchor, in one write: one its anchor does not name
@@ -172,12 +169,11 @@ absl::Status LedgerVerifier::CheckAuditDay(const std::vector<LedgerEvent>& event
     if (head.seq > 0) return Bad(absl::StrCat("every event is missing: its head names event ", head.seq));
     return absl::OkStatus();
   }
-  RETURN_IF_ERROR(Ledger::VerifyChain(events));
-  if (head.seq == 0) return Bad("its head item (the anchor of its last event) is missing");
-  if (head.expires_at_s != events.front().expires_at_s) {
-    return Bad(
-        absl::StrCat("its head expires at ", head.expires_at_s, ", its events at ", events.front().expires_at_s));
+  if (head.seq == 0) {
+    RETURN_IF_ERROR(Ledger::VerifyChain(events));  // no anchor holds the day's expiry: the first event's
+    return Bad("its head item (the anchor of its last event) is missing");
   }
+  RETURN_IF_ERROR(Ledger::VerifyChain(events, head.expires_at_s, "head item"));
   return CheckAnchor(events, head.seq, head.hash, "head item", pending);
 }
 

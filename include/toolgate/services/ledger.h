@@ -162,7 +162,13 @@ class Ledger {
                                                      std::optional<int64_t> until_ms = std::nullopt, int max_days = 31);
 
   static std::string Hash(std::string_view prev_hash, const LedgerEvent& e);
-  // kDataLoss naming the first event whose seq, link or hash is wrong.
+  // kDataLoss naming the first event whose seq, link or hash is wrong, or that expires apart from its
+  // chain (it would leave a hole when it goes). The chain's expiry is the one its anchor holds
+  // (`anchor_name`: "record", "head item"), not any event's, so an event whose ttl was changed is the
+  // one named; when every event agrees with the others but not with the anchor, the anchor is. The
+  // overload without it takes the first event's, for a chain read without its anchor.
+  static absl::Status VerifyChain(const std::vector<LedgerEvent>& events, int64_t expires_at_s,
+                                  std::string_view anchor_name);
   static absl::Status VerifyChain(const std::vector<LedgerEvent>& events);
 
  private:

@@ -18,8 +18,9 @@ namespace toolgate {
 
 // What `toolgate ledger verify` checks, as a service (testable without the binary).
 //
-// A chain passes when (a) its events link and hash (Ledger::VerifyChain), (b) it reaches the event
-// its anchor names, with that event's hash — so a removed tail is caught — allowing at most one
+// A chain passes when (a) its events link and hash, and expire when its anchor (the record, the
+// day's head item) says the chain does (Ledger::VerifyChain), (b) it reaches the event its anchor
+// names, with that event's hash — so a removed tail is caught — allowing at most one
 // trailing event the anchor does not cover yet (a crash between the event's write and the anchor's
 // on a store without multi-item transactions, DESIGN §17.1: reported, not failed), and (c) for an
 // execution, its record agrees with what the chain says: EXECUTION_RECEIVED's tenant, tool, connector,
