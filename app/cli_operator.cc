@@ -137,8 +137,8 @@ void PrintStoreHealth(const json& store) {
 }
 
 // `toolgate status`: per connector what agents were answered over the last 5 minutes (every
-// instance, from the store's counters), the breaker with who forced it, throttling, limits; then
-// the kill switches in force.
+// instance, from the store's counters), the breaker with who forced it, throttling, limits and the
+// per-tenant share; then the kill switches in force.
 int Status(const Config& config, bool as_json) {
   auto r = StatusDoc(config);
   if (!r.ok()) return Fail(std::string(r.status().message()));
@@ -168,6 +168,13 @@ int Status(const Config& config, bool as_json) {
       reasons += (reasons.empty() ? "" : ", ") + reason + " " + n.dump();
     }
     if (!reasons.empty()) std::printf("  deferred: %s\n", reasons.c_str());
+    // Under a per-tenant share, who holds the IN FLIGHT slots: how many tenants, and the most one holds.
+    if (const int64_t share = c.value("max_in_flight_per_tenant", int64_t{0}); share > 0) {
+      const int64_t busiest = c.value("busiest_tenant_in_flight", int64_t{0});
+      std::printf("  per-tenant share %lld: %lld tenant(s) hold slots, the busiest %lld%s\n",
+                  static_cast<long long>(share), static_cast<long long>(c.value("tenants_in_flight", int64_t{0})),
+                  static_cast<long long>(busiest), busiest >= share ? " (at its share)" : "");
+    }
     if (const int64_t expired = c.value("expired_leases", int64_t{0}); expired > 0) {
       std::printf(
           "  %lld of those in flight hold expired leases (an instance stopped without releasing them): a "

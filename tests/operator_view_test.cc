@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "fake_downstream.h"
 #include "gateway_harness.h"
 #include "gmock/gmock.h"
+#include "wait_until.h"
 
 #ifndef TOOLGATE_SOURCE_DIR
 #error "TOOLGATE_SOURCE_DIR must name the source tree (for docs/openapi.json)"
@@ -256,6 +259,53 @@ TEST_F(OperatorViewTest, StatusShowsThrottledUntilAfterA429WithRetryAfter) {
   auto [table_code, table] = Cli({"status", "--config", gw.CliConfigPath()});
   ASSERT_EQ(table_code, 0) << table;
   EXPECT_THAT(table, HasSubstr("throttled by the downstream until epoch " + std::to_string(until)));
+}
+
+// Under a per-tenant share, whether one tenant holds a connector's slots is what the runbook's "one
+// tenant's calls take every slot" asks: the table says it under the connector with the share (the
+// share, the tenants holding slots, the most one holds), and under no other. Only `--json` did.
+TEST_F(OperatorViewTest, StatusShowsWhoHoldsTheSlotsOfAConnectorWithAPerTenantShare) {
+  std::mutex mu;
+  std::condition_variable released;
+  bool release = false;
+  int held = 0;
+  crm_.set_behavior([&](const FakeDownstream::Request& r) {
+    if (r.path == "/health") return Reply{200, R"({"ok":true})"};
+    std::unique_lock<std::mutex> lock(mu);
+    ++held;
+    released.wait_for(lock, std::chrono::seconds(20), [&] { return release; });
+    return Reply{200, R"({"ok":true})"};
+  });
+  GatewayProcess& gw = Start("[connectors.shared]\nbase_url = \"" + crm_.base_url() +
+                             "\"\ntimeout_ms = 25000\nmax_in_flight = 4\nmax_in_flight_per_tenant = 2\n");
+  // Two calls of tenant-a (its whole share) and one of tenant-b, held at the downstream together.
+  std::vector<int> statuses(3, 0);
+  std::vector<std::thread> calls;
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    calls.emplace_back([&, i] {
+      statuses[i] = gw.Invoke("shared.x", {{"input", {{"n", i}}}}, i < 2 ? alice_ : bob_).status;
+    });
+  }
+  const bool all_held = testing::WaitUntil(
+      [&] {
+        std::lock_guard<std::mutex> lock(mu);
+        return held == 3;
+      },
+      std::chrono::seconds(10));
+  auto [code, table] = all_held ? Cli({"status", "--config", gw.CliConfigPath()}) : std::pair{-1, std::string()};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  released.notify_all();
+  for (auto& t : calls) t.join();
+  ASSERT_TRUE(all_held) << "the three calls never held their slots together: the test proves nothing";
+  ASSERT_EQ(code, 0) << table;
+  EXPECT_THAT(table, HasSubstr("\n  per-tenant share 2: 2 tenant(s) hold slots, the busiest 2 (at its share)\n"))
+      << table;
+  const size_t first = table.find("per-tenant share");
+  EXPECT_EQ(table.find("per-tenant share", first + 1), std::string::npos) << "a connector without a share: " << table;
+  for (int status : statuses) EXPECT_EQ(status, 200);
 }
 
 // Item 3: a refused close says what was checked and what it answered, in the CLI's words.
