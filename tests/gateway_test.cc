@@ -439,6 +439,7 @@ TEST_F(GatewayTest, ALimitAtOrBelowThePerTenantShareIsSetAndSaysSo) {
                          json{{"max_in_flight", 3}, {"reason", "vendor ok"}, {"requested_by", "bob@ops"}}.dump());
   ASSERT_EQ(higher.status, 200) << higher.body;
   EXPECT_FALSE(Body(higher).contains("warning")) << higher.body;
+}
 
 // An http connector forwards any name below its prefix as the path, and many routers match paths
 // without regard to case or a trailing '.', '-' or '_': a switch on an action type that is no [tools]
