@@ -470,10 +470,11 @@ class ToolInvoker::Admission {
     Ticket& t = *ticket_;
     if (!t.guarded || t.lease) co_return co_await ClaimPendingIntent();  // a dispatcher took the slot before its claim
     if (!t.queued && co_await OpenWithSlot()) co_return std::nullopt;
-    if (!open_trouble_.ok() && connector().on_store_error != OnStoreError::kAllow) {
-      // The store failed the batch (its write lock held by another process past the busy timeout,
-      // DynamoDB unreachable after its retries): the long way's writes would each wait as long
-      // again (a lock held for 14 s was a call kept 14 s, then run). The call is answered now.
+    if (store::NothingWritten(open_trouble_) && connector().on_store_error != OnStoreError::kAllow) {
+      // The store wrote nothing of the batch (its write lock held by another process past the busy
+      // timeout): the long way's writes would each wait as long again (a lock held for 14 s was a
+      // call kept 14 s, then run). The call is answered now. (An outcome the store cannot know, a
+      // DynamoDB timeout, goes the long way once: a lost answer is no sign the store is down.)
       co_await ReturnProbe();
       t.permit = {};
       auto trouble = StoreTrouble(open_trouble_);
