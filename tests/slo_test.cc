@@ -74,9 +74,22 @@ TEST(SloMathTest, PercentilesInterpolateWithinTheHistogramBucket) {
 }
 
 // One instance's view of the fleet: its counters and evaluator over a shared store, ledger and clock.
+// Keeps what the evaluator gave the notifier.
+struct RecordingNotifier final : AlarmNotifier {
+  void Notify(std::string alarm_key, std::string json_payload) override {
+    sent.emplace_back(std::move(alarm_key), json::parse(json_payload));
+  }
+  std::vector<std::pair<std::string, json>> sent;
+};
+
 struct Instance {
-  Instance(store::ItemStore& store, ManualClock& clock, const Config& config, Ledger& ledger)
-      : counters(store, clock), evaluator(config, counters, ledger, metrics, clock, nullptr) {}
+  Instance(store::ItemStore& store, ManualClock& clock, const Config& config, Ledger& ledger,
+           AlarmNotifier* notifier = nullptr)
+      : counters(store, clock), evaluator(config, counters, ledger, metrics, clock, notifier, NextId()) {}
+  static std::string NextId() {
+    static int n = 0;
+    return "instance-" + std::to_string(++n);
+  }
   Metrics metrics;
   SloCounters counters;
   SloEvaluator evaluator;
@@ -271,6 +284,179 @@ TEST_F(SloEvaluationTest, ADamagedCounterIsReportedNotTrusted) {
   Instance a(store_, clock_, config_, ledger_);
   EXPECT_FALSE(a.evaluator.Tick().ok());
   EXPECT_FALSE(a.evaluator.Snapshot().error.empty());
+}
+
+// A damaged counter of one connector is that connector's problem: the connectors after it (config
+// order) are still evaluated, their alarms fire and their gauges follow.
+TEST_F(SloEvaluationTest, ADamagedCounterOfOneConnectorDoesNotBlindTheOthers) {
+  auto c = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
+      "slo.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const Config config = *c;
+  Instance a(store_, clock_, config, ledger_);
+  Traffic(a, 50, 0);
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  ASSERT_EQ(View(a.evaluator.Snapshot(), slo::Sli::kToolError).windows.at("5m").total, 50);
+  const int64_t minute = clock_.now_epoch_ms() / 60'000;
+  char sk[32];
+  std::snprintf(sk, sizeof sk, "MIN#%010lld", static_cast<long long>(minute));
+  ASSERT_TRUE(store_
+                  .Update({"SLO#crm", sk}, {store::UpdateOp::Set(store::AttributePath::Top("error_bad"), -1)},
+                          store::Condition::Always(), store::ReturnValues::kNone)
+                  .ok());
+  for (int i = 0; i < 30; ++i) a.counters.Record("flap", true, 20, false);  // flap: every call fails
+
+  const absl::Status s = a.evaluator.Tick();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  const SloSnapshot snap = a.evaluator.Snapshot();
+  EXPECT_NE(snap.error.find("connector crm"), std::string::npos) << snap.error;
+  bool flap_paged = false;
+  for (const auto& v : snap.slos) {
+    for (const auto& al : v.alarms) flap_paged |= v.connector == "flap" && v.sli == slo::Sli::kToolError && al.firing;
+  }
+  EXPECT_TRUE(flap_paged) << "flap is evaluated although crm's counters cannot be read";
+  const auto fired = AuditOf("SLO_ALARM_FIRING");
+  EXPECT_EQ(fired.size(), 4u);  // every tier of flap's tool_error: 100 % errors burn at 200
+  for (const auto& e : fired) EXPECT_EQ(json::parse(e.data)["connector_id"], "flap");
+  EXPECT_NE(a.metrics.Serialize().find(R"(toolgate_slo_alarm{connector="flap",severity="page",slo="tool_error"} 1)"),
+            std::string::npos);
+  // crm keeps its last good evaluation rather than vanishing from /admin/slo.
+  EXPECT_EQ(View(snap, slo::Sli::kToolError).windows.at("5m").total, 50);
+  EXPECT_EQ(snap.last_hour.count("crm"), 1u);
+}
+
+// The webhook's payload names the alarm's change count and time, so a receiver can order what
+// different instances (or retries) deliver in any order.
+TEST_F(SloEvaluationTest, AnAlarmsNotificationsCarryItsSequenceAndTimeOfChange) {
+  RecordingNotifier notifier;
+  Instance a(store_, clock_, config_, ledger_, &notifier);
+  Traffic(a, 30, 30);
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  const int64_t fired_at = clock_.now_epoch_ms();
+  for (int m = 0; m < 6; ++m) Minute();  // the 5-minute window empties: the fast page resolves
+  Traffic(a, 30, 0);
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  std::vector<json> page;
+  for (const auto& [key, payload] : notifier.sent) {
+    if (key == "crm#tool_error#1h/5m") page.push_back(payload);
+  }
+  ASSERT_EQ(page.size(), 2u);
+  EXPECT_EQ(page[0]["event"], "SLO_ALARM_FIRING");
+  EXPECT_EQ(page[0]["seq"], 1);
+  EXPECT_EQ(page[0]["changed_at_ms"], fired_at);
+  EXPECT_EQ(page[1]["event"], "SLO_ALARM_RESOLVED");
+  EXPECT_EQ(page[1]["seq"], 2);
+  EXPECT_EQ(page[1]["changed_at_ms"], clock_.now_epoch_ms());
+  EXPECT_EQ(a.counters.ReadAlarms("crm")->at("tool_error#1h/5m").seq, 2);
+}
+
+// Exactly one instance announces each change, also when the write that made it was applied but
+// its answer was lost (a DynamoDB timeout): the change is left unclaimed, and the next evaluation
+// (this instance's or another's) claims and announces it, once.
+TEST_F(SloEvaluationTest, AChangeWhoseWriteAnswerWasLostIsStillAnnouncedOnce) {
+  testing::FaultInjectingStore faulty(store_);
+  Instance a(faulty, clock_, config_, ledger_);
+  Instance b(store_, clock_, config_, ledger_);
+  auto page_events = [this] {
+    size_t n = 0;
+    for (const auto& e : AuditOf("SLO_ALARM_FIRING")) n += json::parse(e.data)["tier"] == "1h/5m" ? 1 : 0;
+    return n;
+  };
+  Traffic(a, 30, 30);
+  faulty.ApplyThenFailOnce([](const store::ItemKey& k) { return k.sk == "ALARM#tool_error#1h/5m"; });
+  EXPECT_FALSE(a.evaluator.Tick().ok());
+  ASSERT_EQ(faulty.injected(), 1);
+  ASSERT_TRUE(a.counters.ReadAlarms("crm")->at("tool_error#1h/5m").firing) << "the write went in";
+  EXPECT_EQ(page_events(), 0u);
+
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  EXPECT_EQ(page_events(), 1u) << "the change the lost answer hid is announced by the next evaluation";
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  EXPECT_EQ(page_events(), 1u) << "and only once across the fleet";
+  EXPECT_TRUE(a.counters.ReadAlarms("crm")->at("tool_error#1h/5m").announced);
+}
+
+// The same when the claim's answer is lost: the claimant finds its name on the change and announces.
+TEST_F(SloEvaluationTest, AClaimWhoseAnswerWasLostIsAnnouncedByItsClaimantOnce) {
+  testing::FaultInjectingStore faulty(store_);
+  Instance a(faulty, clock_, config_, ledger_);
+  Instance b(store_, clock_, config_, ledger_);
+  auto page_events = [this] {
+    size_t n = 0;
+    for (const auto& e : AuditOf("SLO_ALARM_FIRING")) n += json::parse(e.data)["tier"] == "1h/5m" ? 1 : 0;
+    return n;
+  };
+  Traffic(a, 30, 30);
+  int alarm_writes = 0;  // the second write to the alarm is the claim
+  faulty.ApplyThenFailOnce(
+      [&alarm_writes](const store::ItemKey& k) { return k.sk == "ALARM#tool_error#1h/5m" && ++alarm_writes == 2; });
+  EXPECT_FALSE(a.evaluator.Tick().ok());
+  ASSERT_EQ(faulty.injected(), 1);
+  EXPECT_EQ(page_events(), 0u);
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  EXPECT_EQ(page_events(), 0u) << "the claim went in: another instance does not announce it";
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  EXPECT_EQ(page_events(), 1u) << "the claimant does";
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  EXPECT_EQ(page_events(), 1u);
+}
+
+// A connector taken out of the config leaves no alarm firing for good: the first evaluation of an
+// instance started without it resolves its alarms and announces each once, reason connector_removed.
+TEST_F(SloEvaluationTest, TheAlarmsOfARemovedConnectorAreResolvedOnceAtStart) {
+  auto both = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
+      "slo.toml");
+  ASSERT_TRUE(both.ok()) << both.status();
+  const Config before = *both;
+  {
+    Instance old(store_, clock_, before, ledger_);
+    for (int i = 0; i < 30; ++i) old.counters.Record("flap", true, 20, false);
+    ASSERT_TRUE(old.evaluator.Tick().ok());
+    ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 4u);
+  }
+  RecordingNotifier notifier;
+  Instance a(store_, clock_, config_, ledger_, &notifier);  // crm only
+  Instance b(store_, clock_, config_, ledger_);
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  auto alarms = a.counters.ReadAlarms("flap");
+  ASSERT_TRUE(alarms.ok());
+  for (const auto& [key, state] : *alarms) EXPECT_FALSE(state.firing) << key;
+  const auto resolved = AuditOf("SLO_ALARM_RESOLVED");
+  EXPECT_EQ(resolved.size(), 4u) << "each of flap's alarms resolved once across the fleet";
+  for (const auto& e : resolved) {
+    const json data = json::parse(e.data);
+    EXPECT_EQ(data["connector_id"], "flap");
+    EXPECT_EQ(data["reason"], "connector_removed");
+  }
+  ASSERT_EQ(notifier.sent.size(), 4u);
+  EXPECT_EQ(notifier.sent[0].second["event"], "SLO_ALARM_RESOLVED");
+  EXPECT_EQ(notifier.sent[0].second["seq"], 2);
+}
+
+// Counts a host whose clock runs ahead (within max_clock_skew_s, 5 s by default) stamped with the
+// next minute are counted now, as this host's current minute, not held back until this clock
+// reaches that minute (and then page as if new). Further ahead than the skew they are not trusted.
+TEST_F(SloEvaluationTest, CountsStampedAheadWithinTheSkewCountAsTheCurrentMinute) {
+  Instance a(store_, clock_, config_, ledger_);
+  clock_.advance(std::chrono::seconds(58));                   // two seconds before a new minute
+  ManualClock ahead{clock_.now_epoch_ms() + 4'000};           // 4 s ahead: in the next minute
+  ManualClock far_ahead{clock_.now_epoch_ms() + 3 * 60'000};  // beyond any skew
+  SloCounters fast(store_, ahead), faster(store_, far_ahead);
+  for (int i = 0; i < 30; ++i) fast.Record("crm", true, 20, false);
+  for (int i = 0; i < 7; ++i) faster.Record("crm", true, 20, false);
+  ASSERT_TRUE(fast.Flush().ok());
+  ASSERT_TRUE(faster.Flush().ok());
+
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  const SloSnapshot s = a.evaluator.Snapshot();
+  EXPECT_EQ(View(s, slo::Sli::kToolError).windows.at("5m").total, 30) << "the 4 s lead counted, the 3 min one not";
+  EXPECT_EQ(s.last_hour.at("crm").back().counts.total, 30) << "shown in the current minute";
+  EXPECT_TRUE(Firing(s, "1h/5m")) << "100 % errors page now, not a minute later";
 }
 
 }  // namespace

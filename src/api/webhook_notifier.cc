@@ -10,43 +10,77 @@
 
 namespace toolgate::api {
 
-void WebhookNotifier::Notify(std::string payload) {
-  if (outstanding_.fetch_add(1) >= 100) {
-    --outstanding_;
-    spdlog::error("alert webhook: 100 deliveries outstanding, dropping: {}", payload);
+namespace {
+constexpr size_t kMaxAlarmsOutstanding = 100;
+constexpr int kAttempts = 5;
+}  // namespace
+
+void WebhookNotifier::Notify(std::string alarm_key, std::string payload) {
+  absl::MutexLock lock(&mu_);
+  auto it = queues_.find(alarm_key);
+  if (it != queues_.end()) {  // a delivery of this alarm runs: it takes this one next, dropping any older
+    it->second.next = std::move(payload);
+    ++it->second.generation;
     return;
   }
-  asio::co_spawn(io_, Deliver(std::move(payload)), asio::detached);
+  if (queues_.size() >= kMaxAlarmsOutstanding) {
+    spdlog::error("alert webhook: {} alarms' deliveries outstanding, dropping: {}", kMaxAlarmsOutstanding, payload);
+    return;
+  }
+  queues_[alarm_key] = AlarmQueue{std::move(payload), 1};
+  asio::co_spawn(io_, Deliver(std::move(alarm_key)), asio::detached);
 }
 
-asio::awaitable<void> WebhookNotifier::Deliver(std::string payload) {
+bool WebhookNotifier::Superseded(const std::string& alarm_key, uint64_t generation) const {
+  absl::MutexLock lock(&mu_);
+  return queues_.at(alarm_key).generation != generation;
+}
+
+asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
   asio::steady_timer timer(io_);
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    if (attempt > 0) {
-      timer.expires_after(std::chrono::seconds(1 << (attempt - 1)));
-      co_await timer.async_wait(asio::use_awaitable);
+  for (;;) {
+    std::string payload;
+    uint64_t generation = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      AlarmQueue& q = queues_.at(alarm_key);
+      if (!q.next) {
+        queues_.erase(alarm_key);
+        co_return;
+      }
+      payload = std::move(*q.next);
+      q.next.reset();
+      generation = q.generation;
     }
-    ClientRequest req;
-    req.address = address_;
-    req.method = "POST";
-    req.target = path_;
-    req.headers = {{"Content-Type", "application/json"}};
-    req.body = payload;
-    req.timeout = std::chrono::seconds(5);
-    req.max_response_bytes = 64 * 1024;
-    auto call = AsyncHttpCall(std::move(req), nullptr);
-    ClientResult r = co_await std::move(call);
-    if (r.ok && r.status >= 200 && r.status < 300) {
-      --outstanding_;
-      co_return;
+    for (int attempt = 0; attempt < kAttempts; ++attempt) {
+      if (attempt > 0) {
+        if (Superseded(alarm_key, generation)) break;
+        timer.expires_after(first_backoff_ * (1 << (attempt - 1)));
+        co_await timer.async_wait(asio::use_awaitable);
+      }
+      if (Superseded(alarm_key, generation)) break;
+      ClientRequest req;
+      req.address = address_;
+      req.method = "POST";
+      req.target = path_;
+      req.headers = {{"Content-Type", "application/json"}};
+      req.body = payload;
+      req.timeout = std::chrono::seconds(5);
+      req.max_response_bytes = 64 * 1024;
+      auto call = AsyncHttpCall(std::move(req), nullptr);
+      ClientResult r = co_await std::move(call);
+      if (r.ok && r.status >= 200 && r.status < 300) break;
+      spdlog::warn("alert webhook: attempt {} failed ({})", attempt + 1,
+                   r.ok          ? "HTTP " + std::to_string(r.status)
+                   : r.timed_out ? "timeout"
+                                 : "no connection");
+      if (Superseded(alarm_key, generation)) {
+        spdlog::info("alert webhook: {} superseded by a newer change of the alarm, not retried", alarm_key);
+      } else if (attempt + 1 == kAttempts) {
+        spdlog::error("alert webhook: gave up after {} attempts: {}", kAttempts, payload);
+      }
     }
-    spdlog::warn("alert webhook: attempt {} failed ({})", attempt + 1,
-                 r.ok          ? "HTTP " + std::to_string(r.status)
-                 : r.timed_out ? "timeout"
-                               : "no connection");
   }
-  spdlog::error("alert webhook: gave up after 5 attempts: {}", payload);
-  --outstanding_;
 }
 
 }  // namespace toolgate::api

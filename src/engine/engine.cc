@@ -48,8 +48,8 @@ void Engine::Build(store::ItemStore& base) {
   intents_ = std::make_unique<IntentStore>(st, clock_, c.idempotency_retention_h);
   slo_counters_ = std::make_unique<SloCounters>(st, clock_);
   queue_ = std::make_unique<QueueService>(st, clock_);
-  slo_evaluator_ =
-      std::make_unique<SloEvaluator>(c, *slo_counters_, *ledger_, metrics_, clock_, options_.alarm_notifier);
+  slo_evaluator_ = std::make_unique<SloEvaluator>(c, *slo_counters_, *ledger_, metrics_, clock_,
+                                                  options_.alarm_notifier, instance_id_);
   // Names [tools] gives to http connectors are theirs: an MCP server cannot take them over.
   std::set<std::string, std::less<>> reserved;
   for (const auto& [name, tool] : c.tools) {

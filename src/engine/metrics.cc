@@ -79,7 +79,7 @@ std::string_view StoreItemKind(const store::ItemKey& key) {
     if (sk == "BREAKER") return "breaker";
     return "other";
   }
-  if (absl::StartsWith(pk, "SLO#")) return "slo";
+  if (absl::StartsWith(pk, "SLO#") || pk == "SLO_ALARMED") return "slo";
   if (absl::StartsWith(pk, "QUEUE")) return "queue";
   if (pk == "CALLBACKS") return "callback";
   if (absl::StartsWith(pk, "MCP_SESSION#")) return "mcp_session";

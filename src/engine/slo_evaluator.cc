@@ -1,6 +1,7 @@
 #include "toolgate/engine/slo_evaluator.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "toolgate/engine/event_log.h"
@@ -20,8 +21,14 @@ std::string AlarmKey(slo::Sli sli, std::string_view tier) {
 }  // namespace
 
 SloEvaluator::SloEvaluator(const Config& config, SloCounters& counters, Ledger& ledger, Metrics& metrics,
-                           const Clock& clock, AlarmNotifier* notifier)
-    : config_(config), counters_(counters), ledger_(ledger), metrics_(metrics), clock_(clock), notifier_(notifier) {}
+                           const Clock& clock, AlarmNotifier* notifier, std::string instance_id)
+    : config_(config),
+      counters_(counters),
+      ledger_(ledger),
+      metrics_(metrics),
+      clock_(clock),
+      notifier_(notifier),
+      instance_id_(std::move(instance_id)) {}
 
 std::optional<double> SloEvaluator::Percentile(const std::array<int64_t, kLatencyBucketCount>& histogram, double p) {
   int64_t total = 0;
@@ -83,20 +90,47 @@ std::vector<SloView> SloEvaluator::Evaluate(const ConnectorConfig& connector, co
 
 absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored) {
   for (SloAlarmView& a : view.alarms) {
-    const auto it = stored.find(AlarmKey(view.sli, a.tier->name));
-    const bool was_firing = it != stored.end() && it->second.firing;
-    a.since_ms = it != stored.end() ? it->second.since_ms : 0;
-    if (a.verdict.firing == was_firing) continue;
-    ASSIGN_OR_RETURN(bool changed, counters_.SetAlarm(view.connector, view.sli, a.tier->name, a.verdict.firing));
-    // Whoever changed it, the fleet-wide state is now the verdict's; only the winner announces it.
-    a.since_ms = clock_.now_epoch_ms();
-    if (changed) Announce(view, a);
+    const std::string key = AlarmKey(view.sli, a.tier->name);
+    const std::string claim_key = absl::StrCat(view.connector, "#", key);
+    const auto it = stored.find(key);
+    const SloAlarmState state = it != stored.end() ? it->second : SloAlarmState{};
+    a.since_ms = state.since_ms;
+    a.seq = state.seq;
+    if (a.verdict.firing != state.firing) {
+      if (a.verdict.firing && !alarmed_.contains(view.connector)) {  // findable should it leave the config
+        RETURN_IF_ERROR(counters_.RememberAlarmed(view.connector));
+        alarmed_.insert(view.connector);
+      }
+      ASSIGN_OR_RETURN(std::optional<SloAlarmState> changed,
+                       counters_.SetAlarm(view.connector, view.sli, a.tier->name, a.verdict.firing));
+      // Whoever changed it, the fleet-wide state is now the verdict's. The change is announced by
+      // the one instance that claims it: usually this one, now; should this one fail or die before
+      // its claim, the next instance (or tick) that finds the change unclaimed.
+      a.since_ms = changed ? changed->since_ms : clock_.now_epoch_ms();
+      if (!changed) continue;
+      a.seq = changed->seq;
+    } else if (state.announced) {
+      // A claim of ours whose answer was lost: when it did go in, the announcement is ours to make.
+      const auto unsure = unsure_claims_.find(claim_key);
+      if (unsure == unsure_claims_.end()) continue;
+      const bool ours = unsure->second == state.seq && state.announced_by == instance_id_;
+      unsure_claims_.erase(unsure);
+      if (ours) Announce(view, a);
+      continue;
+    }
+    absl::StatusOr<bool> claimed =
+        counters_.ClaimAnnouncement(view.connector, view.sli, a.tier->name, a.seq, instance_id_);
+    if (!claimed.ok()) {
+      unsure_claims_[claim_key] = a.seq;
+      return claimed.status();
+    }
+    unsure_claims_.erase(claim_key);
+    if (*claimed) Announce(view, a);
   }
   return absl::OkStatus();
 }
 
 void SloEvaluator::Announce(const SloView& view, const SloAlarmView& a) {
-  const std::string type = a.firing ? "SLO_ALARM_FIRING" : "SLO_ALARM_RESOLVED";
   json data = {{"connector_id", view.connector},
                {"slo", std::string(slo::ToString(view.sli))},
                {"tier", std::string(a.tier->name)},
@@ -110,20 +144,59 @@ void SloEvaluator::Announce(const SloView& view, const SloAlarmView& a) {
                {"long_window_events", a.verdict.long_events},
                {"error_budget_remaining", view.budget_remaining}};
   if (view.sli == slo::Sli::kToolLatency) data["latency_threshold_ms"] = view.latency_threshold_ms;
+  Publish(a.firing, data, a.seq, a.since_ms);
+}
+
+void SloEvaluator::Publish(bool firing, const json& data, int64_t seq, int64_t changed_at_ms) {
+  const std::string type = firing ? "SLO_ALARM_FIRING" : "SLO_ALARM_RESOLVED";
+  const std::string connector = data["connector_id"].get<std::string>();
+  const std::string key =
+      absl::StrCat(connector, "#", data["slo"].get<std::string>(), "#", data["tier"].get<std::string>());
   const std::string text = data.dump();
-  LogEvent(a.firing ? spdlog::level::warn : spdlog::level::info, a.firing ? "slo_alarm_firing" : "slo_alarm_resolved",
-           std::string(a.firing ? "SLO alarm firing: " : "SLO alarm resolved: ") + view.connector + " " +
-               std::string(slo::ToString(view.sli)) + " tier " + std::string(a.tier->name),
-           data);
+  LogEvent(firing ? spdlog::level::warn : spdlog::level::info, firing ? "slo_alarm_firing" : "slo_alarm_resolved",
+           std::string(firing ? "SLO alarm firing: " : "SLO alarm resolved: ") + key, data);
   if (auto e = ledger_.Audit(type, "system", text); !e.ok()) {
-    spdlog::warn("audit of {} for {} not written: {}", type, view.connector, e.status().ToString());
+    spdlog::warn("audit of {} for {} not written: {}", type, connector, e.status().ToString());
   }
   if (notifier_ != nullptr) {
     json payload = data;
     payload["event"] = type;
     payload["at"] = Rfc3339(clock_.now_epoch_ms());
-    notifier_->Notify(payload.dump());
+    // What a receiver orders one alarm's notifications by: deliveries from different instances (or
+    // a retry) may arrive in any order, the alarm's sequence never goes back.
+    payload["seq"] = seq;
+    payload["changed_at_ms"] = changed_at_ms;
+    notifier_->Notify(key, payload.dump());
   }
+}
+
+absl::Status SloEvaluator::ResolveRemovedConnectors() {
+  ASSIGN_OR_RETURN(std::vector<std::string> alarmed, counters_.AlarmedConnectors());
+  for (const std::string& id : alarmed) {
+    if (config_.connectors.contains(id)) continue;
+    ASSIGN_OR_RETURN(auto stored, counters_.ReadAlarms(id));
+    for (slo::Sli sli : slo::kSlis) {
+      for (const slo::Tier& tier : slo::kTiers) {
+        const auto it = stored.find(AlarmKey(sli, tier.name));
+        if (it == stored.end() || !it->second.firing) continue;
+        ASSIGN_OR_RETURN(std::optional<SloAlarmState> changed, counters_.SetAlarm(id, sli, tier.name, false));
+        if (!changed) continue;  // another instance resolved it
+        ASSIGN_OR_RETURN(bool claimed, counters_.ClaimAnnouncement(id, sli, tier.name, changed->seq, instance_id_));
+        if (!claimed) continue;
+        Publish(false,
+                {{"connector_id", id},
+                 {"slo", std::string(slo::ToString(sli))},
+                 {"tier", std::string(tier.name)},
+                 {"severity", std::string(slo::ToString(tier.severity))},
+                 {"factor", tier.factor},
+                 {"long_window", std::string(tier.long_window)},
+                 {"short_window", std::string(tier.short_window)},
+                 {"reason", "connector_removed"}},
+                changed->seq, changed->since_ms);
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 void SloEvaluator::Export(const SloView& view) {
@@ -137,46 +210,65 @@ void SloEvaluator::Export(const SloView& view) {
   metrics_.SloBudgetRemaining(view.connector, sli, view.budget_remaining);
 }
 
+absl::Status SloEvaluator::EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next) {
+  ASSIGN_OR_RETURN(SloSeries series, counters_.Read(connector.id, connector.concurrency.max_clock_skew_s));
+  ASSIGN_OR_RETURN(auto stored, counters_.ReadAlarms(connector.id));
+  std::vector<SloView> views = Evaluate(connector, series, now_ms);
+  for (SloView& v : views) RETURN_IF_ERROR(Reconcile(v, stored));
+  for (SloView& v : views) {
+    Export(v);
+    next.slos.push_back(std::move(v));
+  }
+  std::vector<SloMinute>& minutes = next.last_hour[connector.id];
+  const int64_t now_minute = now_ms / 60'000;
+  for (int64_t m = now_minute - 59; m <= now_minute; ++m) {
+    SloMinute point;
+    point.epoch_minute = m;
+    if (auto it = series.minutes.find(m); it != series.minutes.end()) {
+      point.counts = it->second.counts;
+      point.p50_ms = Percentile(it->second.latency, 0.50);
+      point.p95_ms = Percentile(it->second.latency, 0.95);
+      point.p99_ms = Percentile(it->second.latency, 0.99);
+    }
+    minutes.push_back(point);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status SloEvaluator::Tick() {
   absl::Status flushed = counters_.Flush();
   if (!flushed.ok()) spdlog::warn("SLO counts not flushed (kept for the next try): {}", flushed.ToString());
   const int64_t now_ms = clock_.now_epoch_ms();
+  const SloSnapshot last = Snapshot();
   SloSnapshot next;
   next.evaluated_at_ms = now_ms;
   absl::Status result = flushed;
-  for (const auto& [id, connector] : config_.connectors) {
-    absl::StatusOr<SloSeries> series = counters_.Read(id);
-    absl::StatusOr<std::map<std::string, SloAlarmState>> stored =
-        series.ok() ? counters_.ReadAlarms(id) : absl::StatusOr<std::map<std::string, SloAlarmState>>(series.status());
-    if (!stored.ok()) {
-      absl::MutexLock lock(&mu_);
-      snapshot_.error = absl::StrCat("connector ", id, ": ", stored.status().message());
-      return stored.status();
-    }
-    for (SloView& v : Evaluate(connector, *series, now_ms)) {
-      if (absl::Status s = Reconcile(v, *stored); !s.ok()) {
-        absl::MutexLock lock(&mu_);
-        snapshot_.error = absl::StrCat("connector ", id, ": ", s.message());
-        return s;
-      }
-      Export(v);
-      next.slos.push_back(std::move(v));
-    }
-    std::vector<SloMinute>& minutes = next.last_hour[id];
-    const int64_t now_minute = now_ms / 60'000;
-    for (int64_t m = now_minute - 59; m <= now_minute; ++m) {
-      SloMinute point;
-      point.epoch_minute = m;
-      if (auto it = series->minutes.find(m); it != series->minutes.end()) {
-        point.counts = it->second.counts;
-        point.p50_ms = Percentile(it->second.latency, 0.50);
-        point.p95_ms = Percentile(it->second.latency, 0.95);
-        point.p99_ms = Percentile(it->second.latency, 0.99);
-      }
-      minutes.push_back(point);
+  std::vector<std::string> errors;
+  if (!flushed.ok()) errors.push_back(absl::StrCat("counts not flushed: ", flushed.message()));
+  if (!removed_resolved_) {  // once per process, until it succeeds
+    if (absl::Status s = ResolveRemovedConnectors(); s.ok()) {
+      removed_resolved_ = true;
+    } else {
+      spdlog::warn("SLO alarms of connectors no longer configured not resolved yet (next evaluation tries again): {}",
+                   s.ToString());
+      errors.push_back(absl::StrCat("alarms of removed connectors: ", s.message()));
+      if (result.ok()) result = s;
     }
   }
-  if (!flushed.ok()) next.error = absl::StrCat("counts not flushed: ", flushed.message());
+  // Every connector is evaluated: one whose counters or alarms cannot be read (or whose alarm write
+  // failed) keeps its last good views and is named in the error, and never blinds the others.
+  for (const auto& [id, connector] : config_.connectors) {
+    const absl::Status s = EvaluateConnector(connector, now_ms, next);
+    if (s.ok()) continue;
+    spdlog::warn("SLO evaluation of connector {} failed (its last good evaluation is kept): {}", id, s.ToString());
+    errors.push_back(absl::StrCat("connector ", id, ": ", s.message()));
+    if (result.ok()) result = s;
+    for (const SloView& v : last.slos) {
+      if (v.connector == id) next.slos.push_back(v);
+    }
+    if (auto it = last.last_hour.find(id); it != last.last_hour.end()) next.last_hour[id] = it->second;
+  }
+  next.error = absl::StrJoin(errors, "; ");
   absl::MutexLock lock(&mu_);
   snapshot_ = std::move(next);
   return result;

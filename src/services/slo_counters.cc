@@ -18,6 +18,9 @@ constexpr int64_t kMinuteTtlS = 8 * 3600;
 constexpr int64_t kHourTtlS = 31 * 24 * 3600;
 constexpr char kMinutePrefix[] = "MIN#";
 constexpr char kHourPrefix[] = "HOUR#";
+// One item per connector whose alarm ever fired, so alarms of a connector no longer configured can
+// be found without a scan: (SLO_ALARMED, <connector>).
+constexpr char kAlarmedPk[] = "SLO_ALARMED";
 
 std::string Pk(const std::string& connector) { return "SLO#" + connector; }
 
@@ -98,6 +101,27 @@ absl::StatusOr<SloBucket> DecodeBucket(const Item& item, const std::string& conn
 
 std::string AlarmSk(slo::Sli sli, std::string_view tier) {
   return "ALARM#" + std::string(slo::ToString(sli)) + "#" + std::string(tier);
+}
+
+// An alarm item written before alarms had a sequence reads as sequence 0, its change announced.
+SloAlarmState DecodeAlarm(const Item& item) {
+  SloAlarmState a;
+  a.firing = store::GetBool(item, "firing").value_or(false);
+  a.since_ms = store::GetInt(item, "since_ms").value_or(0);
+  a.seq = store::GetInt(item, "seq").value_or(0);
+  a.announced = store::GetBool(item, "announced").value_or(true);
+  a.announced_by = store::GetString(item, "announced_by").value_or("");
+  return a;
+}
+
+// Adds the buckets after `now` into `now`'s.
+void FoldAhead(std::map<int64_t, SloBucket>& buckets, int64_t now) {
+  for (auto it = buckets.upper_bound(now); it != buckets.end(); it = buckets.erase(it)) {
+    SloBucket& into = buckets[now];
+    into.counts += it->second.counts;
+    for (size_t i = 0; i < kLatencyBucketCount; ++i) into.latency[i] += it->second.latency[i];
+    into.outcomes += it->second.outcomes;
+  }
 }
 
 }  // namespace
@@ -234,7 +258,7 @@ absl::StatusOr<std::map<int64_t, SloBucket>> SloCounters::ReadRange(const std::s
   q.descending = true;
   q.limit = 1000;
   // Newest first; stop at the first bucket older than the range. Bounded: the range has at most
-  // last - first + 1 buckets, and later ones (clock skew between instances) are skipped.
+  // last - first + 1 buckets, and later ones (a clock further ahead than the skew allows) are skipped.
   for (int page = 0; page < 16; ++page) {
     ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
     for (const auto& [sk, item] : p.items) {
@@ -253,13 +277,21 @@ absl::StatusOr<std::map<int64_t, SloBucket>> SloCounters::ReadRange(const std::s
   return out;
 }
 
-absl::StatusOr<SloSeries> SloCounters::Read(const std::string& connector) {
-  const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
-  SloSeries s;
-  ASSIGN_OR_RETURN(s.minutes,
-                   ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1, now_minute));
+absl::StatusOr<SloSeries> SloCounters::Read(const std::string& connector, int max_clock_skew_s) {
+  const int64_t now_ms = clock_.now_epoch_ms();
+  const int64_t now_minute = now_ms / 60'000;
   const int64_t now_hour = now_minute / 60;
-  ASSIGN_OR_RETURN(s.hours, ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1, now_hour));
+  // Buckets a host whose clock runs ahead (by up to the skew) has written count as this host's
+  // current minute and hour, now: held back until this clock reached them, they would first count
+  // when they are no longer new.
+  const int64_t ahead_minute = (now_ms + int64_t{max_clock_skew_s} * 1000) / 60'000;
+  SloSeries s;
+  ASSIGN_OR_RETURN(
+      s.minutes, ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1, ahead_minute));
+  FoldAhead(s.minutes, now_minute);
+  ASSIGN_OR_RETURN(s.hours,
+                   ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1, ahead_minute / 60));
+  FoldAhead(s.hours, now_hour);
   return s;
 }
 
@@ -271,8 +303,8 @@ absl::StatusOr<OutcomeCounts> SloCounters::ReadOutcomes(const std::string& conne
   return out;
 }
 
-absl::StatusOr<bool> SloCounters::SetAlarm(const std::string& connector, slo::Sli sli, std::string_view tier,
-                                           bool firing) {
+absl::StatusOr<std::optional<SloAlarmState>> SloCounters::SetAlarm(const std::string& connector, slo::Sli sli,
+                                                                   std::string_view tier, bool firing) {
   // Only a change is written: to fire, the alarm must not be firing; to resolve, it must be.
   Condition cond = firing ? Condition::Or({Condition::NotExists(store::AttributePath::Top("firing")),
                                            Condition::Eq(store::AttributePath::Top("firing"), false)})
@@ -280,8 +312,41 @@ absl::StatusOr<bool> SloCounters::SetAlarm(const std::string& connector, slo::Sl
   ASSIGN_OR_RETURN(store::WriteResult r,
                    store_.Update({Pk(connector), AlarmSk(sli, tier)},
                                  {UpdateOp::Set(store::AttributePath::Top("firing"), firing),
-                                  UpdateOp::Set(store::AttributePath::Top("since_ms"), clock_.now_epoch_ms())},
-                                 cond, store::ReturnValues::kNone));
+                                  UpdateOp::Set(store::AttributePath::Top("since_ms"), clock_.now_epoch_ms()),
+                                  UpdateOp::Add(store::AttributePath::Top("seq"), 1),
+                                  UpdateOp::Set(store::AttributePath::Top("announced"), false)},
+                                 cond, store::ReturnValues::kAllNew));
+  if (!r.applied) return std::nullopt;
+  return DecodeAlarm(r.item);
+}
+
+absl::Status SloCounters::RememberAlarmed(const std::string& connector) {
+  return store_.Put({kAlarmedPk, connector}, {{"connector", connector}}, Condition::Always()).status();
+}
+
+absl::StatusOr<std::vector<std::string>> SloCounters::AlarmedConnectors() {
+  store::QueryRequest q;
+  q.pk = kAlarmedPk;
+  q.limit = 1000;
+  std::vector<std::string> out;
+  for (int page = 0; page < 100; ++page) {  // bounded: 100 000 connectors
+    ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
+    for (const auto& [sk, item] : p.items) out.push_back(sk);
+    if (!p.last_sk) break;
+    q.after = p.last_sk;
+  }
+  return out;
+}
+
+absl::StatusOr<bool> SloCounters::ClaimAnnouncement(const std::string& connector, slo::Sli sli, std::string_view tier,
+                                                    int64_t seq, const std::string& claimant) {
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update({Pk(connector), AlarmSk(sli, tier)},
+                                 {UpdateOp::Set(store::AttributePath::Top("announced"), true),
+                                  UpdateOp::Set(store::AttributePath::Top("announced_by"), claimant)},
+                                 Condition::And({Condition::Eq(store::AttributePath::Top("announced"), false),
+                                                 Condition::Eq(store::AttributePath::Top("seq"), seq)}),
+                                 store::ReturnValues::kNone));
   return r.applied;
 }
 
@@ -293,10 +358,7 @@ absl::StatusOr<std::map<std::string, SloAlarmState>> SloCounters::ReadAlarms(con
   ASSIGN_OR_RETURN(store::QueryPage p, store_.Query(q));
   std::map<std::string, SloAlarmState> out;
   for (const auto& [sk, item] : p.items) {
-    SloAlarmState a;
-    a.firing = store::GetBool(item, "firing").value_or(false);
-    a.since_ms = store::GetInt(item, "since_ms").value_or(0);
-    out[sk.substr(6)] = a;
+    out[sk.substr(6)] = DecodeAlarm(item);
   }
   return out;
 }

@@ -3,12 +3,14 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "nlohmann/json_fwd.hpp"
 #include "toolgate/clock.h"
 #include "toolgate/config.h"
 #include "toolgate/domain/slo.h"
@@ -20,10 +22,12 @@ namespace toolgate {
 
 // Receives a JSON document for every alarm that fires or resolves. Must not block: the evaluator
 // calls it on its own thread, and delivery (with retries) is the implementation's business.
+// `alarm_key` names the alarm ("<connector>#<slo>#<tier>"): a notification makes every earlier one
+// of the same alarm stale, and a stale one must not be delivered after it.
 class AlarmNotifier {
  public:
   virtual ~AlarmNotifier() = default;
-  virtual void Notify(std::string json_payload) = 0;
+  virtual void Notify(std::string alarm_key, std::string json_payload) = 0;
 };
 
 struct SloAlarmView {
@@ -31,6 +35,7 @@ struct SloAlarmView {
   slo::TierVerdict verdict;  // firing: what the counts say now
   bool firing = false;       // the fleet-wide state after this evaluation
   int64_t since_ms = 0;      // when the fleet-wide state last changed (0: never fired)
+  int64_t seq = 0;           // the fleet-wide state's change count (SloAlarmState::seq)
 };
 
 struct SloView {
@@ -62,16 +67,23 @@ struct SloSnapshot {
 
 // Evaluates every connector's SLOs from the fleet-wide counts (design §8): flushes this instance's
 // counts, reads the counters back, computes burn rates, budget and tier verdicts, and moves the
-// fleet-wide alarm state by conditional writes; the instance that wins a change writes the
-// SLO_ALARM_FIRING / SLO_ALARM_RESOLVED audit event and notifies. Gauges follow every evaluation.
+// fleet-wide alarm state by conditional writes. Each change is announced (the SLO_ALARM_FIRING /
+// SLO_ALARM_RESOLVED audit event and the notification) by the one instance that claims it with a
+// conditional write: the instance that made the change, right after it, or — when that one lost
+// the answer of its write or died before claiming — the next instance that finds the change
+// unclaimed. A change superseded before anyone claimed it is not announced. Gauges follow every
+// evaluation.
 //
 // Thread-safe: Tick from one thread at a time (a background loop), Snapshot from any.
 class SloEvaluator {
  public:
+  // `instance_id` names this process in announcement claims (unique across the fleet).
   SloEvaluator(const Config& config, SloCounters& counters, Ledger& ledger, Metrics& metrics, const Clock& clock,
-               AlarmNotifier* notifier);
+               AlarmNotifier* notifier, std::string instance_id);
 
-  // Store errors (the snapshot keeps the last good views and names the error).
+  // Evaluates every configured connector. Returns the first store error (kUnavailable, kDataLoss for
+  // a damaged counter, ...) after evaluating all of them: a connector that fails keeps its last good
+  // views in the snapshot, which names every failure in `error`; the others are evaluated as usual.
   absl::Status Tick();
   SloSnapshot Snapshot() const;
 
@@ -81,8 +93,15 @@ class SloEvaluator {
   static std::optional<double> Percentile(const std::array<int64_t, kLatencyBucketCount>& histogram, double p);
 
  private:
+  // Reads, evaluates and reconciles one connector, adding its views to `next` only when all succeed.
+  absl::Status EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next);
   absl::Status Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored);
   void Announce(const SloView& view, const SloAlarmView& alarm);
+  // Audits, logs and notifies one alarm change described by `data` (connector_id, slo, tier, ...).
+  void Publish(bool firing, const nlohmann::json& data, int64_t seq, int64_t changed_at_ms);
+  // Resolves (and announces, reason connector_removed) the firing alarms of connectors that are no
+  // longer configured: nothing evaluates them any more, and their items have no TTL.
+  absl::Status ResolveRemovedConnectors();
   void Export(const SloView& view);
 
   const Config& config_;
@@ -91,6 +110,11 @@ class SloEvaluator {
   Metrics& metrics_;
   const Clock& clock_;
   AlarmNotifier* notifier_;
+  const std::string instance_id_;
+  // Claims whose answer was lost ("<connector>#<slo>#<tier>" -> seq): Tick's thread only.
+  std::map<std::string, int64_t> unsure_claims_;
+  std::set<std::string> alarmed_;  // connectors this process has RememberAlarmed: Tick's thread only
+  bool removed_resolved_ = false;  // ResolveRemovedConnectors has succeeded: Tick's thread only
   mutable absl::Mutex mu_;
   SloSnapshot snapshot_ ABSL_GUARDED_BY(mu_);
 };

@@ -55,7 +55,10 @@ struct SloSeries {
 // The fleet-wide alarm state of one tier of one SLO of one connector.
 struct SloAlarmState {
   bool firing = false;
-  int64_t since_ms = 0;  // when it last changed; 0: never fired
+  int64_t since_ms = 0;      // when it last changed; 0: never fired
+  int64_t seq = 0;           // how many times it has changed: orders its changes across the fleet
+  bool announced = true;     // false: the last change has not been claimed for announcement yet
+  std::string announced_by;  // the instance that claimed the last change's announcement
 };
 
 // The store side of the SLOs (design §8): every instance counts the calls it makes in memory and
@@ -65,11 +68,11 @@ struct SloAlarmState {
 //
 // Items: (SLO#<connector>, MIN#<epoch minute, 10 digits>) with ttl 8 h, (SLO#<connector>, HOUR#<epoch
 // hour, 8 digits>) with ttl 31 days — attributes total, error_bad, latency_bad, l0..l12 — and
-// (SLO#<connector>, ALARM#<slo>#<tier>) with firing and since_ms. Minute items also carry the
-// outcome counts (RecordOutcome): o_calls, o_succeeded, o_failed, o_deferred, o_blocked and
-// od_<reason> per deferral reason. They ride in the same ADD write as the SLI counts, so counting
-// them costs no write per call: at most one more minute item per connector and minute (a minute
-// whose calls were all deferred or blocked).
+// (SLO#<connector>, ALARM#<slo>#<tier>) with firing, since_ms, seq (+1 at every change), announced (false from the
+// change until one instance claims its announcement) and announced_by (the claimant's instance id). Minute items also
+// carry the outcome counts (RecordOutcome): o_calls, o_succeeded, o_failed, o_deferred, o_blocked and od_<reason> per
+// deferral reason. They ride in the same ADD write as the SLI counts, so counting them costs no write per call: at most
+// one more minute item per connector and minute (a minute whose calls were all deferred or blocked).
 //
 // Thread-safe. Status codes: store errors from ItemStore.
 class SloCounters {
@@ -88,15 +91,29 @@ class SloCounters {
   // pending for the next flush; pending minutes older than the minute window are dropped.
   absl::Status Flush();
 
-  absl::StatusOr<SloSeries> Read(const std::string& connector);
+  // The connector's buckets up to the current minute and hour. Buckets up to `max_clock_skew_s` ahead
+  // of this host's clock (written by a host whose clock runs ahead) are counted in the current ones.
+  absl::StatusOr<SloSeries> Read(const std::string& connector, int max_clock_skew_s = 0);
 
   // The fleet's outcome counts of the connector over the last `minutes` minutes (the current minute
   // included), as flushed into the store by every instance. REQUIRES: 1 <= minutes <= 480.
   absl::StatusOr<OutcomeCounts> ReadOutcomes(const std::string& connector, int minutes);
 
-  // Moves the alarm to `firing`. True when this call made the change (exactly one caller across the
-  // fleet wins each change); false when it was already so.
-  absl::StatusOr<bool> SetAlarm(const std::string& connector, slo::Sli sli, std::string_view tier, bool firing);
+  // Moves the alarm to `firing`. The state written when this call made the change (exactly one
+  // caller across the fleet wins each change); nullopt when it was already so.
+  absl::StatusOr<std::optional<SloAlarmState>> SetAlarm(const std::string& connector, slo::Sli sli,
+                                                        std::string_view tier, bool firing);
+  // Notes that `connector` has (or may get) a firing alarm: its id is kept in (SLO_ALARMED,
+  // <connector>), no TTL, so AlarmedConnectors finds alarms left behind when the connector leaves the
+  // config. Unconditional; written before each fire.
+  absl::Status RememberAlarmed(const std::string& connector);
+  // Every connector RememberAlarmed was called for, in id order.
+  absl::StatusOr<std::vector<std::string>> AlarmedConnectors();
+  // Claims the announcement of the alarm's change number `seq` for `claimant` (an instance id):
+  // true for exactly one caller across the fleet, false when the change was claimed already or
+  // superseded by a newer one.
+  absl::StatusOr<bool> ClaimAnnouncement(const std::string& connector, slo::Sli sli, std::string_view tier, int64_t seq,
+                                         const std::string& claimant);
   // Every stored alarm state of the connector, keyed "<slo>#<tier>".
   absl::StatusOr<std::map<std::string, SloAlarmState>> ReadAlarms(const std::string& connector);
 

@@ -1,0 +1,100 @@
+// The alert webhook's delivery (docs/slo.md, "Notification"): one alarm's notifications reach the
+// receiver in the order they were given, and a newer one stops the retries of an older one, so a
+// receiver that was down never ends on a stale state. The receiver is a real HTTP server on loopback;
+// the backoff is shortened to 50 ms so the test runs the whole retry chain without waiting seconds.
+
+#include "api/webhook_notifier.h"
+
+#include <thread>
+
+#include <boost/asio/executor_work_guard.hpp>
+
+#include "fake_downstream.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace toolgate {
+namespace {
+
+using json = nlohmann::json;
+using testing::FakeDownstream;
+using Reply = FakeDownstream::Reply;
+
+class WebhookNotifierTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  void TearDown() override {
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  // Polls `done` (bounded: ~10 s), for what happens on another thread over real sockets.
+  static bool Eventually(const std::function<bool()>& done) {
+    for (int i = 0; i < 1000; ++i) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done();
+  }
+  static std::string Payload(const std::string& event, int seq) {
+    return json{{"event", event}, {"connector_id", "crm"}, {"tier", "1h/5m"}, {"seq", seq}}.dump();
+  }
+
+  boost::asio::io_context io_;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_ = boost::asio::make_work_guard(io_);
+  std::thread thread_;
+  FakeDownstream receiver_;
+};
+
+// The review's repro: the receiver is down while RESOLVED is sent, comes back, then FIRING is sent.
+// The stale RESOLVED must not be retried after FIRING, or the receiver ends "resolved" while the
+// alarm fires.
+TEST_F(WebhookNotifierTest, ANewerChangeOfTheAlarmStopsTheRetriesOfAnOlderOne) {
+  std::atomic<bool> up{false};
+  receiver_.set_behavior([&up](const FakeDownstream::Request&) { return up ? Reply{204, ""} : Reply{503, "{}"}; });
+  api::WebhookNotifier notifier(io_, HostPort{"127.0.0.1", receiver_.port()}, "/hooks", std::chrono::milliseconds(50));
+  const std::string alarm = "crm#tool_error#1h/5m";
+  notifier.Notify(alarm, Payload("SLO_ALARM_RESOLVED", 2));
+  ASSERT_TRUE(Eventually([&] { return receiver_.total() >= 1; })) << "the first attempt never came";
+  up = true;
+  notifier.Notify(alarm, Payload("SLO_ALARM_FIRING", 3));
+  notifier.Notify("billing#tool_error#1h/5m", Payload("SLO_ALARM_FIRING", 1));  // another alarm: its own
+  ASSERT_TRUE(Eventually([&] { return notifier.alarms_outstanding() == 0; })) << "deliveries never ended";
+
+  std::vector<std::string> crm_events;  // as the receiver got them, those it answered 204
+  int billing = 0;
+  for (const auto& r : receiver_.requests()) {
+    const json j = json::parse(r.body);
+    EXPECT_EQ(r.path, "/hooks");
+    if (j["seq"] == 1) {
+      ++billing;
+      continue;
+    }
+    crm_events.push_back(j["event"].get<std::string>() + " " + std::to_string(j["seq"].get<int>()));
+  }
+  EXPECT_EQ(billing, 1);
+  ASSERT_FALSE(crm_events.empty());
+  EXPECT_EQ(crm_events.back(), "SLO_ALARM_FIRING 3") << "the receiver's last word on the alarm is the newest";
+  EXPECT_EQ(std::count(crm_events.begin(), crm_events.end(), "SLO_ALARM_FIRING 3"), 1);
+  // Everything before it was the RESOLVED attempts made while the receiver was down.
+  for (size_t i = 0; i + 1 < crm_events.size(); ++i) EXPECT_EQ(crm_events[i], "SLO_ALARM_RESOLVED 2");
+}
+
+// A receiver that answers: each notification once, in order.
+TEST_F(WebhookNotifierTest, OneAlarmsNotificationsArriveInTheOrderGiven) {
+  receiver_.set_behavior([](const FakeDownstream::Request&) { return Reply{200, "{}"}; });
+  api::WebhookNotifier notifier(io_, HostPort{"127.0.0.1", receiver_.port()}, "/hooks", std::chrono::milliseconds(50));
+  notifier.Notify("crm#tool_error#1h/5m", Payload("SLO_ALARM_FIRING", 1));
+  ASSERT_TRUE(Eventually([&] { return notifier.alarms_outstanding() == 0; }));
+  notifier.Notify("crm#tool_error#1h/5m", Payload("SLO_ALARM_RESOLVED", 2));
+  ASSERT_TRUE(Eventually([&] { return notifier.alarms_outstanding() == 0; }));
+  const auto got = receiver_.requests();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(json::parse(got[0].body)["seq"], 1);
+  EXPECT_EQ(json::parse(got[1].body)["seq"], 2);
+}
+
+}  // namespace
+}  // namespace toolgate
