@@ -264,6 +264,68 @@ TEST(MetricsScrapeTest, AScrapeIsAnsweredWhileTheStoresGaugesAreStillBeingRead) 
   EXPECT_THAT(second.body, HasSubstr("toolgate_breaker_state{connector=\"crm\""));
 }
 
+// A write lock held by another process fills the store threads with calls' writes waiting out the
+// busy timeout (6–9 s in a walkthrough); /readyz reads on threads of its own and is not queued
+// behind them. Here both store threads are held by reads the test keeps until /readyz has answered.
+TEST(ReadyzTest, ReadinessIsAnsweredWhileEveryStoreThreadIsHeld) {
+  TempDir dir;
+  ManualClock clock(RealNowMs() / 1000 * 1000);
+  std::string config = testing::BaseConfig(dir.file("store.db"));
+  config.insert(config.find("[admin]"), "store_threads = 2\n");
+  config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
+  testing::SyncPointStore* racing = nullptr;
+  api::GatewayOptions options;
+  options.wrap_store = [&racing](store::ItemStore& opened) {
+    auto made = std::make_unique<testing::SyncPointStore>(opened);
+    racing = made.get();
+    return made;
+  };
+  InProcessGateway gw(config, clock, std::move(options));
+  ASSERT_TRUE(gw.Start());
+  ASSERT_NE(racing, nullptr);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  int holding = 0;
+  bool answered = false;
+  auto hold = [&] {
+    std::unique_lock lock(mu);
+    ++holding;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(15), [&] { return answered; });
+  };
+  auto held_tenant = [](const store::ItemKey& k) { return k.pk == "TENANT#tenant-held"; };
+  racing->AfterRead(1, held_tenant, hold);
+  racing->AfterRead(2, held_tenant, hold);
+  const std::string token = testing::Token("tenant-held");
+  std::atomic<int> lookups_answered{0};
+  std::vector<std::thread> lookups;
+  for (int i = 0; i < 2; ++i) {
+    lookups.emplace_back([&, i] {
+      gw.Public("GET", "/v1/executions/0190a5b4-0000-7000-8000-00000000000" + std::to_string(i), "", token);
+      lookups_answered.fetch_add(1);
+    });
+  }
+  bool both_held = false;
+  {
+    std::unique_lock lock(mu);
+    both_held = cv.wait_for(lock, std::chrono::seconds(10), [&] { return holding == 2; });
+  }
+  EXPECT_TRUE(both_held) << "both store threads should be held by a lookup";
+
+  const api::ClientResult ready = gw.Public("GET", "/readyz");
+  const int answered_before = lookups_answered.load();
+  {
+    std::lock_guard lock(mu);
+    answered = true;
+  }
+  cv.notify_all();
+  for (auto& t : lookups) t.join();
+  EXPECT_EQ(ready.status, 200) << ready.body;
+  EXPECT_EQ(answered_before, 0) << "/readyz waited for the store threads to come free";
+  EXPECT_EQ(lookups_answered.load(), 2);
+}
+
 TEST_F(StoreHealthTest, RefusedConditionalWritesAreNoStoreTrouble) {
   Start();
   // Every write's condition fails (the store answered: the slot was full, the probe was taken).

@@ -61,6 +61,18 @@ class TenantShareTest : public ::testing::TestWithParam<Backend> {
     return n;
   }
 
+  // An instance of an earlier version reclaims `lease` as expired: its holder goes, its tenant's
+  // counter stays. Returns the shard's key.
+  store::ItemKey ReclaimAsAnEarlierVersion(const SlotLease& lease) {
+    const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, lease.shard);
+    auto r = store_->Update(key,
+                            {store::UpdateOp::Remove(store::AttributePath::In("holders", lease.lease_id)),
+                             store::UpdateOp::Add(store::Attr("in_flight_count"), -1)},
+                            store::Condition::Always());
+    EXPECT_TRUE(r.ok() && r->applied);
+    return key;
+  }
+
   ManualClock clock_;
   TempDir dir_;
   std::unique_ptr<store::ItemStore> store_;
@@ -138,12 +150,7 @@ TEST_P(TenantShareTest, ACounterLeftHighByAnEarlierVersionsReclaimIsSetToItsHold
   auto first = Acquire("tenant-a");
   ASSERT_TRUE(first);
   ASSERT_TRUE(Acquire("tenant-a"));
-  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, first->shard);
-  auto old_reclaim = store_->Update(key,
-                                    {store::UpdateOp::Remove(store::AttributePath::In("holders", first->lease_id)),
-                                     store::UpdateOp::Add(store::Attr("in_flight_count"), -1)},
-                                    store::Condition::Always());
-  ASSERT_TRUE(old_reclaim.ok() && old_reclaim->applied);
+  ReclaimAsAnEarlierVersion(*first);
   EXPECT_FALSE(Acquire("tenant-a")) << "the counter still says two";
   ASSERT_TRUE(slots_->ReclaimExpired(kConn, config_).ok());
   EXPECT_EQ(Snapshot().busiest_tenant(), 1);
@@ -291,13 +298,8 @@ TEST_P(TenantShareTest, TwoTidiesThatReadTogetherNeverSetACounterBelowItsHolders
   auto first = Acquire("tenant-a");
   ASSERT_TRUE(first);
   ASSERT_TRUE(Acquire("tenant-a"));
-  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, first->shard);
-  // An earlier version's reclaim: the holder goes, the counter stays at two for one holder.
-  auto old_reclaim = store_->Update(key,
-                                    {store::UpdateOp::Remove(store::AttributePath::In("holders", first->lease_id)),
-                                     store::UpdateOp::Add(store::Attr("in_flight_count"), -1)},
-                                    store::Condition::Always());
-  ASSERT_TRUE(old_reclaim.ok() && old_reclaim->applied);
+  // The counter stays at two for one holder.
+  const store::ItemKey key = ReclaimAsAnEarlierVersion(*first);
   testing::SyncPointStore racing(*store_);
   ConnectorConcurrencyService tidier(racing, clock_);
   racing.BeforeWrite(1, testing::SyncPointStore::KeyIs(key), [&] {

@@ -147,8 +147,9 @@ struct Gateway::Impl {
     absl::StatusOr<Connectors> made = MakeConnectors(config, downstream_pool, clock, &mcp);
     if (!made.ok()) return made.status();
     connectors = *std::move(made);
-    context = std::make_unique<GatewayContext>(GatewayContext{config, clock, *engine, pool, downstream_pool, *verifier,
-                                                              admin_token, recent, in_flight, draining, connectors});
+    context = std::make_unique<GatewayContext>(GatewayContext{config, clock, *engine, pool, health_pool,
+                                                              downstream_pool, *verifier, admin_token, recent,
+                                                              in_flight, draining, connectors});
     public_routes = std::make_unique<PublicRoutes>(*context);
     if (mcp_session_secret.empty()) {
       spdlog::warn(
@@ -374,6 +375,8 @@ struct Gateway::Impl {
   ConnectionPool downstream_pool;  // after the loops: its idle sockets must close before they are destroyed
   Connectors connectors;
   asio::thread_pool pool;
+  // Two threads: the probe write (one at a time) may wait out a held lock on one while reads go on.
+  asio::thread_pool health_pool{2};
   std::unique_ptr<GatewayContext> context;
   std::unique_ptr<PublicRoutes> public_routes;
   std::unique_ptr<McpRoutes> mcp_routes;
@@ -391,6 +394,7 @@ Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Gateway::~Gateway() {
   if (!impl_) return;
   impl_->pool.join();
+  impl_->health_pool.join();
   // A call's batch still in the store's queue (a commit slower than the drain) posts its answer to
   // the call's loop when it is committed: let it do so while the loops exist.
   if (impl_->engine) {
@@ -606,6 +610,7 @@ void Gateway::Run() {
   for (auto& t : loop_threads.threads) t.join();
   loop_threads.threads.clear();
   i.pool.join();
+  i.health_pool.join();
   spdlog::info("stopped");
 }
 

@@ -23,7 +23,10 @@ struct GatewayContext {
   const Config& config;
   const Clock& clock;
   Engine& engine;
-  asio::thread_pool& pool;          // blocking store work, never on the event loop
+  asio::thread_pool& pool;  // blocking store work, never on the event loop
+  // /readyz's read and probe write, apart from `pool`: a held write lock fills `pool` with calls'
+  // writes waiting out the busy timeout, and readiness must not queue behind them.
+  asio::thread_pool& health_pool;
   ConnectionPool& downstream_pool;  // kept-alive connections to downstreams
   auth::JwtVerifier& verifier;
   const std::string& admin_token;  // empty: the admin listener needs no token (loopback only)

@@ -21,10 +21,12 @@ namespace toolgate::api {
 struct PublicRoutes::Impl : GatewayContext {
   explicit Impl(GatewayContext& g) : GatewayContext(g) {}
 
+  std::atomic<bool> probing{false};  // a /readyz probe write is under way (WritesReady)
+
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (req.path == "/healthz" && req.method == "GET") co_return Json(200, {{"status", "ok"}});
     if (req.path == "/readyz" && req.method == "GET") {
-      const bool readable = co_await RunBlocking(pool, [this] {
+      const bool readable = co_await RunBlocking(health_pool, [this] {
         return engine.store().Get({"HEALTH", "READYZ"}).ok();
       });
       if (draining) co_return Json(503, {{"status", "draining"}});
@@ -50,13 +52,18 @@ struct PublicRoutes::Impl : GatewayContext {
   // The rest of /readyz, the store read: whether its writes go in (StoreWriteHealth). Healthy, it
   // writes nothing. While writes fail, one call a second (per process) writes a probe item, since a
   // balancer sends no traffic to an instance that is not ready and no call's write would ever tell
-  // it that writes work again; the calls in between answer from what the last probe left.
+  // it that writes work again; the calls in between answer from what the last probe left. One probe
+  // at a time: under a held lock each waits out the busy timeout, and they must not pile up on
+  // health_pool's two threads, one of which stays free for the reads.
   asio::awaitable<HttpResponse> WritesReady() {
     StoreWriteHealth& health = engine.write_health();
     if (!health.failing()) co_return Json(200, {{"status", "ready"}});
-    if (health.ClaimProbe()) {
-      absl::Status probe = co_await RunBlocking(pool, [this] { return engine.ProbeStoreWrite(); });
-      if (!probe.ok()) spdlog::warn("readyz: the store still refuses writes: {}", probe.ToString());
+    if (!probing.exchange(true)) {
+      if (health.ClaimProbe()) {
+        absl::Status probe = co_await RunBlocking(health_pool, [this] { return engine.ProbeStoreWrite(); });
+        if (!probe.ok()) spdlog::warn("readyz: the store still refuses writes: {}", probe.ToString());
+      }
+      probing = false;
     }
     if (!health.failing()) co_return Json(200, {{"status", "ready"}});
     co_return Json(503, {{"status", "store_unwritable"}, {"error", UnwritableReason(health.snapshot())}});
