@@ -132,6 +132,12 @@ class SloEvaluationTest : public ::testing::Test {
     }
     return out;
   }
+  // The SLO_ALARM_FIRING audit events of the page tier 1h/5m.
+  size_t PageEvents() {
+    size_t n = 0;
+    for (const auto& e : AuditOf("SLO_ALARM_FIRING")) n += json::parse(e.data)["tier"] == "1h/5m" ? 1 : 0;
+    return n;
+  }
   void Minute() { clock_.advance(std::chrono::minutes(1)); }
 
   ManualClock clock_{1'800'000'000'000};
@@ -245,9 +251,7 @@ TEST_F(SloEvaluationTest, TwoInstancesCountsAddUpAndOneOfThemAnnounces) {
   ASSERT_TRUE(a.evaluator.Tick().ok());
   EXPECT_TRUE(Firing(a.evaluator.Snapshot(), "1h/5m"));
   EXPECT_TRUE(Firing(b.evaluator.Snapshot(), "1h/5m"));
-  size_t page_events = 0;
-  for (const auto& e : AuditOf("SLO_ALARM_FIRING")) page_events += json::parse(e.data)["tier"] == "1h/5m" ? 1 : 0;
-  EXPECT_EQ(page_events, 1u) << "each alarm change is announced once across the fleet";
+  EXPECT_EQ(PageEvents(), 1u) << "each alarm change is announced once across the fleet";
   auto alarms = a.counters.ReadAlarms("crm");
   ASSERT_TRUE(alarms.ok());
   EXPECT_TRUE(alarms->at("tool_error#1h/5m").firing);
@@ -358,23 +362,18 @@ TEST_F(SloEvaluationTest, AChangeWhoseWriteAnswerWasLostIsStillAnnouncedOnce) {
   testing::FaultInjectingStore faulty(store_);
   Instance a(faulty, clock_, config_, ledger_);
   Instance b(store_, clock_, config_, ledger_);
-  auto page_events = [this] {
-    size_t n = 0;
-    for (const auto& e : AuditOf("SLO_ALARM_FIRING")) n += json::parse(e.data)["tier"] == "1h/5m" ? 1 : 0;
-    return n;
-  };
   Traffic(a, 30, 30);
   faulty.ApplyThenFailOnce([](const store::ItemKey& k) { return k.sk == "ALARM#tool_error#1h/5m"; });
   EXPECT_FALSE(a.evaluator.Tick().ok());
   ASSERT_EQ(faulty.injected(), 1);
   ASSERT_TRUE(a.counters.ReadAlarms("crm")->at("tool_error#1h/5m").firing) << "the write went in";
-  EXPECT_EQ(page_events(), 0u);
+  EXPECT_EQ(PageEvents(), 0u);
 
   ASSERT_TRUE(a.evaluator.Tick().ok());
-  EXPECT_EQ(page_events(), 1u) << "the change the lost answer hid is announced by the next evaluation";
+  EXPECT_EQ(PageEvents(), 1u) << "the change the lost answer hid is announced by the next evaluation";
   ASSERT_TRUE(b.evaluator.Tick().ok());
   ASSERT_TRUE(a.evaluator.Tick().ok());
-  EXPECT_EQ(page_events(), 1u) << "and only once across the fleet";
+  EXPECT_EQ(PageEvents(), 1u) << "and only once across the fleet";
   EXPECT_TRUE(a.counters.ReadAlarms("crm")->at("tool_error#1h/5m").announced);
 }
 
@@ -383,24 +382,19 @@ TEST_F(SloEvaluationTest, AClaimWhoseAnswerWasLostIsAnnouncedByItsClaimantOnce) 
   testing::FaultInjectingStore faulty(store_);
   Instance a(faulty, clock_, config_, ledger_);
   Instance b(store_, clock_, config_, ledger_);
-  auto page_events = [this] {
-    size_t n = 0;
-    for (const auto& e : AuditOf("SLO_ALARM_FIRING")) n += json::parse(e.data)["tier"] == "1h/5m" ? 1 : 0;
-    return n;
-  };
   Traffic(a, 30, 30);
   int alarm_writes = 0;  // the second write to the alarm is the claim
   faulty.ApplyThenFailOnce(
       [&alarm_writes](const store::ItemKey& k) { return k.sk == "ALARM#tool_error#1h/5m" && ++alarm_writes == 2; });
   EXPECT_FALSE(a.evaluator.Tick().ok());
   ASSERT_EQ(faulty.injected(), 1);
-  EXPECT_EQ(page_events(), 0u);
+  EXPECT_EQ(PageEvents(), 0u);
   ASSERT_TRUE(b.evaluator.Tick().ok());
-  EXPECT_EQ(page_events(), 0u) << "the claim went in: another instance does not announce it";
+  EXPECT_EQ(PageEvents(), 0u) << "the claim went in: another instance does not announce it";
   ASSERT_TRUE(a.evaluator.Tick().ok());
-  EXPECT_EQ(page_events(), 1u) << "the claimant does";
+  EXPECT_EQ(PageEvents(), 1u) << "the claimant does";
   ASSERT_TRUE(a.evaluator.Tick().ok());
-  EXPECT_EQ(page_events(), 1u);
+  EXPECT_EQ(PageEvents(), 1u);
 }
 
 // A connector taken out of the config leaves no alarm firing for good: the first evaluation of an
@@ -435,6 +429,42 @@ TEST_F(SloEvaluationTest, TheAlarmsOfARemovedConnectorAreResolvedOnceAtStart) {
   }
   ASSERT_EQ(notifier.sent.size(), 4u);
   EXPECT_EQ(notifier.sent[0].second["event"], "SLO_ALARM_RESOLVED");
+  EXPECT_EQ(notifier.sent[0].second["seq"], 2);
+}
+
+// A removed connector's alarm that an instance resolved but died before claiming (or lost its
+// write's answer) is still announced, once, by the next instance's pass.
+TEST_F(SloEvaluationTest, ARemovedConnectorsAlarmResolvedButNeverClaimedIsAnnouncedOnce) {
+  auto both = ParseConfig(
+      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
+      "slo.toml");
+  ASSERT_TRUE(both.ok()) << both.status();
+  const Config before = *both;
+  {
+    Instance old(store_, clock_, before, ledger_);
+    for (int i = 0; i < 30; ++i) old.counters.Record("flap", true, 20, false);
+    ASSERT_TRUE(old.evaluator.Tick().ok());
+    ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 4u);
+    // An instance on the new config resolves every alarm, then dies before claiming any.
+    int resolved = 0;
+    for (slo::Sli sli : slo::kSlis) {
+      for (const slo::Tier& tier : slo::kTiers) {
+        auto changed = old.counters.SetAlarm("flap", sli, tier.name, false);
+        ASSERT_TRUE(changed.ok()) << changed.status();
+        resolved += changed->has_value() ? 1 : 0;
+      }
+    }
+    ASSERT_EQ(resolved, 4);
+  }
+  RecordingNotifier notifier;
+  Instance a(store_, clock_, config_, ledger_, &notifier);  // crm only
+  Instance b(store_, clock_, config_, ledger_);
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  const auto announced = AuditOf("SLO_ALARM_RESOLVED");
+  EXPECT_EQ(announced.size(), 4u) << "each resolve announced once across the fleet";
+  for (const auto& e : announced) EXPECT_EQ(json::parse(e.data)["reason"], "connector_removed");
+  ASSERT_EQ(notifier.sent.size(), 4u);
   EXPECT_EQ(notifier.sent[0].second["seq"], 2);
 }
 

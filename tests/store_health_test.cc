@@ -326,6 +326,76 @@ TEST(ReadyzTest, ReadinessIsAnsweredWhileEveryStoreThreadIsHeld) {
   EXPECT_EQ(lookups_answered.load(), 2);
 }
 
+// While writes fail, one probe write at a time: a probe waiting out a held lock (held here at the
+// store) leaves the other /readyz calls answering from what is known, with no second probe, even past
+// the one-second spacing; once it ends, probes go on.
+TEST(ReadyzTest, OneProbeAtATimeAndReadinessAnsweredWhileItWaits) {
+  TempDir dir;
+  ManualClock clock(RealNowMs() / 1000 * 1000);
+  std::string config = testing::BaseConfig(dir.file("store.db"));
+  config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
+  std::unique_ptr<FaultInjectingStore> fault;  // under the sync points: a held probe then fails
+  testing::SyncPointStore* racing = nullptr;
+  api::GatewayOptions options;
+  options.wrap_store = [&](store::ItemStore& opened) {
+    fault = std::make_unique<FaultInjectingStore>(opened);
+    auto made = std::make_unique<testing::SyncPointStore>(*fault);
+    racing = made.get();
+    return made;
+  };
+  InProcessGateway gw(config, clock, std::move(options));
+  ASSERT_TRUE(gw.Start());
+  ASSERT_NE(racing, nullptr);
+  fault->FailWritesWhere([](const store::ItemKey&) { return true; }, absl::UnavailableError(kDiskFull));
+  EXPECT_NE(
+      gw.Admin("PUT", "/admin/kill-switches",
+               json{{"scope", "connector"}, {"key", "crm"}, {"reason", "drill"}, {"requested_by", "oncall"}}.dump())
+          .status,
+      200);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool probe_held = false, released = false;
+  std::atomic<int> later_probes{0};
+  auto probe_key = [](const store::ItemKey& k) { return k.pk == "HEALTH" && k.sk.rfind("WRITE#", 0) == 0; };
+  racing->BeforeWrite(1, probe_key, [&] {
+    std::unique_lock lock(mu);
+    probe_held = true;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(15), [&] { return released; });
+  });
+  racing->BeforeWrite(2, probe_key, [&] { later_probes.fetch_add(1); });
+  api::ClientResult first;
+  std::thread prober([&] { first = gw.Public("GET", "/readyz"); });
+  bool held = false;
+  {
+    std::unique_lock lock(mu);
+    held = cv.wait_for(lock, std::chrono::seconds(10), [&] { return probe_held; });
+  }
+  EXPECT_TRUE(held) << "the first /readyz should have started a probe";
+
+  clock.advance(milliseconds(1500));  // past the spacing: only the probe under way holds the next back
+  const api::ClientResult during = gw.Public("GET", "/readyz");
+  const int probes_during = later_probes.load();
+  {
+    std::lock_guard lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  prober.join();
+  EXPECT_EQ(during.status, 503) << during.body;
+  EXPECT_EQ(Body(during)["status"], "store_unwritable");
+  EXPECT_EQ(probes_during, 0) << "a second probe started while one was under way";
+  EXPECT_EQ(first.status, 503) << first.body;
+
+  // The probe ended (failed): the next, a second later, probes again and finds the store writable.
+  fault->FailWritesWhere([](const store::ItemKey&) { return false; });
+  clock.advance(milliseconds(1500));
+  const api::ClientResult after = gw.Public("GET", "/readyz");
+  EXPECT_EQ(after.status, 200) << after.body;
+  EXPECT_EQ(later_probes.load(), 1);
+}
+
 TEST_F(StoreHealthTest, RefusedConditionalWritesAreNoStoreTrouble) {
   Start();
   // Every write's condition fails (the store answered: the slot was full, the probe was taken).

@@ -62,15 +62,13 @@ class TenantShareTest : public ::testing::TestWithParam<Backend> {
   }
 
   // An instance of an earlier version reclaims `lease` as expired: its holder goes, its tenant's
-  // counter stays. Returns the shard's key.
-  store::ItemKey ReclaimAsAnEarlierVersion(const SlotLease& lease) {
-    const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, lease.shard);
-    auto r = store_->Update(key,
+  // counter stays. Call it in ASSERT_NO_FATAL_FAILURE.
+  void ReclaimAsAnEarlierVersion(const SlotLease& lease) {
+    auto r = store_->Update(ConnectorConcurrencyService::Key(kConn, lease.shard),
                             {store::UpdateOp::Remove(store::AttributePath::In("holders", lease.lease_id)),
                              store::UpdateOp::Add(store::Attr("in_flight_count"), -1)},
                             store::Condition::Always());
-    EXPECT_TRUE(r.ok() && r->applied);
-    return key;
+    ASSERT_TRUE(r.ok() && r->applied);
   }
 
   ManualClock clock_;
@@ -150,7 +148,7 @@ TEST_P(TenantShareTest, ACounterLeftHighByAnEarlierVersionsReclaimIsSetToItsHold
   auto first = Acquire("tenant-a");
   ASSERT_TRUE(first);
   ASSERT_TRUE(Acquire("tenant-a"));
-  ReclaimAsAnEarlierVersion(*first);
+  ASSERT_NO_FATAL_FAILURE(ReclaimAsAnEarlierVersion(*first));
   EXPECT_FALSE(Acquire("tenant-a")) << "the counter still says two";
   ASSERT_TRUE(slots_->ReclaimExpired(kConn, config_).ok());
   EXPECT_EQ(Snapshot().busiest_tenant(), 1);
@@ -298,8 +296,8 @@ TEST_P(TenantShareTest, TwoTidiesThatReadTogetherNeverSetACounterBelowItsHolders
   auto first = Acquire("tenant-a");
   ASSERT_TRUE(first);
   ASSERT_TRUE(Acquire("tenant-a"));
-  // The counter stays at two for one holder.
-  const store::ItemKey key = ReclaimAsAnEarlierVersion(*first);
+  ASSERT_NO_FATAL_FAILURE(ReclaimAsAnEarlierVersion(*first));  // the counter stays at two for one holder
+  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, first->shard);
   testing::SyncPointStore racing(*store_);
   ConnectorConcurrencyService tidier(racing, clock_);
   racing.BeforeWrite(1, testing::SyncPointStore::KeyIs(key), [&] {

@@ -4,6 +4,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -59,11 +60,11 @@ struct PublicRoutes::Impl : GatewayContext {
     StoreWriteHealth& health = engine.write_health();
     if (!health.failing()) co_return Json(200, {{"status", "ready"}});
     if (!probing.exchange(true)) {
+      absl::Cleanup done = [this] { probing = false; };  // an exception must not end the probes for good
       if (health.ClaimProbe()) {
         absl::Status probe = co_await RunBlocking(health_pool, [this] { return engine.ProbeStoreWrite(); });
         if (!probe.ok()) spdlog::warn("readyz: the store still refuses writes: {}", probe.ToString());
       }
-      probing = false;
     }
     if (!health.failing()) co_return Json(200, {{"status", "ready"}});
     co_return Json(503, {{"status", "store_unwritable"}, {"error", UnwritableReason(health.snapshot())}});

@@ -5,6 +5,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "absl/cleanup/cleanup.h"
 #include "api/http.h"
 #include "spdlog/spdlog.h"
 
@@ -37,6 +38,14 @@ bool WebhookNotifier::Superseded(const std::string& alarm_key, uint64_t generati
 }
 
 asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
+  // However this delivery ends (an exception too), its alarm's queue goes with it: left behind, every
+  // later change of the alarm would wait for a delivery that no longer runs.
+  bool forgotten = false;  // the queue was erased under the lock that found it empty
+  absl::Cleanup forget = [this, &alarm_key, &forgotten] {
+    if (forgotten) return;
+    absl::MutexLock lock(&mu_);
+    queues_.erase(alarm_key);
+  };
   asio::steady_timer timer(io_);
   for (;;) {
     std::string payload;
@@ -46,6 +55,7 @@ asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
       AlarmQueue& q = queues_.at(alarm_key);
       if (!q.next) {
         queues_.erase(alarm_key);
+        forgotten = true;
         co_return;
       }
       payload = std::move(*q.next);

@@ -130,19 +130,35 @@ absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, 
   return absl::OkStatus();
 }
 
+namespace {
+
+// What names an alarm in its audit event and notification: the connector, the SLO and the tier's rule.
+json AlarmIdentity(const std::string& connector, slo::Sli sli, const slo::Tier& tier) {
+  return {{"connector_id", connector},
+          {"slo", std::string(slo::ToString(sli))},
+          {"tier", std::string(tier.name)},
+          {"severity", std::string(slo::ToString(tier.severity))},
+          {"factor", tier.factor},
+          {"long_window", std::string(tier.long_window)},
+          {"short_window", std::string(tier.short_window)}};
+}
+
+// The announcement of a removed connector's alarm: no burn rates, nothing evaluates it any more.
+json RemovedAlarmData(const std::string& connector, slo::Sli sli, const slo::Tier& tier) {
+  json data = AlarmIdentity(connector, sli, tier);
+  data["reason"] = "connector_removed";
+  return data;
+}
+
+}  // namespace
+
 void SloEvaluator::Announce(const SloView& view, const SloAlarmView& a) {
-  json data = {{"connector_id", view.connector},
-               {"slo", std::string(slo::ToString(view.sli))},
-               {"tier", std::string(a.tier->name)},
-               {"severity", std::string(slo::ToString(a.tier->severity))},
-               {"factor", a.tier->factor},
-               {"target", view.target},
-               {"long_window", std::string(a.tier->long_window)},
-               {"short_window", std::string(a.tier->short_window)},
-               {"long_burn_rate", a.verdict.long_burn},
-               {"short_burn_rate", a.verdict.short_burn},
-               {"long_window_events", a.verdict.long_events},
-               {"error_budget_remaining", view.budget_remaining}};
+  json data = AlarmIdentity(view.connector, view.sli, *a.tier);
+  data["target"] = view.target;
+  data["long_burn_rate"] = a.verdict.long_burn;
+  data["short_burn_rate"] = a.verdict.short_burn;
+  data["long_window_events"] = a.verdict.long_events;
+  data["error_budget_remaining"] = view.budget_remaining;
   if (view.sli == slo::Sli::kToolLatency) data["latency_threshold_ms"] = view.latency_threshold_ms;
   Publish(a.firing, data, a.seq, a.since_ms);
 }
@@ -172,30 +188,59 @@ void SloEvaluator::Publish(bool firing, const json& data, int64_t seq, int64_t c
 
 absl::Status SloEvaluator::ResolveRemovedConnectors() {
   ASSIGN_OR_RETURN(std::vector<std::string> alarmed, counters_.AlarmedConnectors());
+  absl::Status first_error;
+  bool settled = true;  // every alarm of every removed connector resolved and announced
+  auto note = [&](const absl::Status& s) {
+    if (first_error.ok()) first_error = s;
+  };
   for (const std::string& id : alarmed) {
     if (config_.connectors.contains(id)) continue;
-    ASSIGN_OR_RETURN(auto stored, counters_.ReadAlarms(id));
+    absl::StatusOr<std::map<std::string, SloAlarmState>> stored = counters_.ReadAlarms(id);
+    if (!stored.ok()) {  // the others are still resolved
+      note(stored.status());
+      continue;
+    }
     for (slo::Sli sli : slo::kSlis) {
       for (const slo::Tier& tier : slo::kTiers) {
-        const auto it = stored.find(AlarmKey(sli, tier.name));
-        if (it == stored.end() || !it->second.firing) continue;
-        ASSIGN_OR_RETURN(std::optional<SloAlarmState> changed, counters_.SetAlarm(id, sli, tier.name, false));
-        if (!changed) continue;  // another instance resolved it
-        ASSIGN_OR_RETURN(bool claimed, counters_.ClaimAnnouncement(id, sli, tier.name, changed->seq, instance_id_));
-        if (!claimed) continue;
-        Publish(false,
-                {{"connector_id", id},
-                 {"slo", std::string(slo::ToString(sli))},
-                 {"tier", std::string(tier.name)},
-                 {"severity", std::string(slo::ToString(tier.severity))},
-                 {"factor", tier.factor},
-                 {"long_window", std::string(tier.long_window)},
-                 {"short_window", std::string(tier.short_window)},
-                 {"reason", "connector_removed"}},
-                changed->seq, changed->since_ms);
+        const std::string claim_key = absl::StrCat(id, "#", AlarmKey(sli, tier.name));
+        const auto it = stored->find(AlarmKey(sli, tier.name));
+        if (it == stored->end()) continue;
+        SloAlarmState state = it->second;
+        if (!state.firing && state.announced) {
+          // Announced; or a claim of ours whose answer was lost, which is ours to announce if it went in.
+          const auto unsure = unsure_claims_.find(claim_key);
+          if (unsure == unsure_claims_.end()) continue;
+          const bool ours = unsure->second == state.seq && state.announced_by == instance_id_;
+          unsure_claims_.erase(unsure);
+          if (ours) Publish(false, RemovedAlarmData(id, sli, tier), state.seq, state.since_ms);
+          continue;
+        }
+        if (state.firing) {
+          absl::StatusOr<std::optional<SloAlarmState>> changed = counters_.SetAlarm(id, sli, tier.name, false);
+          if (!changed.ok()) {
+            note(changed.status());
+            continue;
+          }
+          if (!*changed) {  // another instance resolved it: the next pass reads its sequence and claims
+            settled = false;
+            continue;
+          }
+          state = **changed;
+        }
+        // Resolved, unclaimed: by this pass, or by an instance that lost its answer or died first.
+        absl::StatusOr<bool> claimed = counters_.ClaimAnnouncement(id, sli, tier.name, state.seq, instance_id_);
+        if (!claimed.ok()) {
+          unsure_claims_[claim_key] = state.seq;
+          note(claimed.status());
+          continue;
+        }
+        unsure_claims_.erase(claim_key);
+        if (*claimed) Publish(false, RemovedAlarmData(id, sli, tier), state.seq, state.since_ms);
       }
     }
   }
+  if (!first_error.ok()) return first_error;
+  if (!settled) return absl::UnavailableError("an alarm another instance resolved is not announced yet");
   return absl::OkStatus();
 }
 
