@@ -139,6 +139,18 @@ class SloEvaluationTest : public ::testing::Test {
     return n;
   }
   void Minute() { clock_.advance(std::chrono::minutes(1)); }
+  // An instance whose config still has connector `flap` (besides crm) fires all four of flap's
+  // alarms and goes: the fixture's config_ no longer has flap. Call it in ASSERT_NO_FATAL_FAILURE.
+  void FireFlapOnAnInstanceThatStillHasIt() {
+    auto both = ParseConfig(
+        "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
+        "slo.toml");
+    ASSERT_TRUE(both.ok()) << both.status();
+    Instance old(store_, clock_, *both, ledger_);
+    for (int i = 0; i < 30; ++i) old.counters.Record("flap", true, 20, false);
+    ASSERT_TRUE(old.evaluator.Tick().ok());
+    ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 4u);
+  }
 
   ManualClock clock_{1'800'000'000'000};
   store::MemoryItemStore store_{clock_};
@@ -400,17 +412,7 @@ TEST_F(SloEvaluationTest, AClaimWhoseAnswerWasLostIsAnnouncedByItsClaimantOnce) 
 // A connector taken out of the config leaves no alarm firing for good: the first evaluation of an
 // instance started without it resolves its alarms and announces each once, reason connector_removed.
 TEST_F(SloEvaluationTest, TheAlarmsOfARemovedConnectorAreResolvedOnceAtStart) {
-  auto both = ParseConfig(
-      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
-      "slo.toml");
-  ASSERT_TRUE(both.ok()) << both.status();
-  const Config before = *both;
-  {
-    Instance old(store_, clock_, before, ledger_);
-    for (int i = 0; i < 30; ++i) old.counters.Record("flap", true, 20, false);
-    ASSERT_TRUE(old.evaluator.Tick().ok());
-    ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 4u);
-  }
+  ASSERT_NO_FATAL_FAILURE(FireFlapOnAnInstanceThatStillHasIt());
   RecordingNotifier notifier;
   Instance a(store_, clock_, config_, ledger_, &notifier);  // crm only
   Instance b(store_, clock_, config_, ledger_);
@@ -435,27 +437,18 @@ TEST_F(SloEvaluationTest, TheAlarmsOfARemovedConnectorAreResolvedOnceAtStart) {
 // A removed connector's alarm that an instance resolved but died before claiming (or lost its
 // write's answer) is still announced, once, by the next instance's pass.
 TEST_F(SloEvaluationTest, ARemovedConnectorsAlarmResolvedButNeverClaimedIsAnnouncedOnce) {
-  auto both = ParseConfig(
-      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
-      "slo.toml");
-  ASSERT_TRUE(both.ok()) << both.status();
-  const Config before = *both;
-  {
-    Instance old(store_, clock_, before, ledger_);
-    for (int i = 0; i < 30; ++i) old.counters.Record("flap", true, 20, false);
-    ASSERT_TRUE(old.evaluator.Tick().ok());
-    ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 4u);
-    // An instance on the new config resolves every alarm, then dies before claiming any.
-    int resolved = 0;
-    for (slo::Sli sli : slo::kSlis) {
-      for (const slo::Tier& tier : slo::kTiers) {
-        auto changed = old.counters.SetAlarm("flap", sli, tier.name, false);
-        ASSERT_TRUE(changed.ok()) << changed.status();
-        resolved += changed->has_value() ? 1 : 0;
-      }
+  ASSERT_NO_FATAL_FAILURE(FireFlapOnAnInstanceThatStillHasIt());
+  // An instance on the new config resolves every alarm, then dies before claiming any.
+  SloCounters dying(store_, clock_);
+  int resolved = 0;
+  for (slo::Sli sli : slo::kSlis) {
+    for (const slo::Tier& tier : slo::kTiers) {
+      auto changed = dying.SetAlarm("flap", sli, tier.name, false);
+      ASSERT_TRUE(changed.ok()) << changed.status();
+      resolved += changed->has_value() ? 1 : 0;
     }
-    ASSERT_EQ(resolved, 4);
   }
+  ASSERT_EQ(resolved, 4);
   RecordingNotifier notifier;
   Instance a(store_, clock_, config_, ledger_, &notifier);  // crm only
   Instance b(store_, clock_, config_, ledger_);

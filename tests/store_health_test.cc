@@ -220,25 +220,45 @@ TEST_F(StoreHealthTest, ABlockTheStoreCouldNotRecordIsCountedOnceAsWhatTheCaller
               ::testing::ContainsRegex("toolgate_deferred_total\\{[^}]*reason=\"store_unavailable\"[^}]*\\} 1"));
 }
 
+// An in-process gateway on real SQLite with sync points between the store and the engine (and,
+// with `fault_under`, a fault-injecting store beneath them, so a write held at a sync point can then
+// fail). `server` adds lines to [server]. Members in this order: the gateway goes first.
+struct SyncPointGateway {
+  bool Start(const std::string& server = "", bool fault_under = false) {
+    std::string config = testing::BaseConfig(dir.file("store.db"));
+    config.insert(config.find("[admin]"), server);
+    config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
+    api::GatewayOptions options;
+    options.wrap_store = [this, fault_under](store::ItemStore& opened) {
+      store::ItemStore* below = &opened;
+      if (fault_under) {
+        fault = std::make_unique<FaultInjectingStore>(opened);
+        below = fault.get();
+      }
+      auto made = std::make_unique<testing::SyncPointStore>(*below);
+      racing = made.get();
+      return made;
+    };
+    gw = std::make_unique<InProcessGateway>(config, clock, std::move(options));
+    return gw->Start() && racing != nullptr;
+  }
+
+  TempDir dir;
+  ManualClock clock{RealNowMs() / 1000 * 1000};
+  std::unique_ptr<FaultInjectingStore> fault;
+  testing::SyncPointStore* racing = nullptr;
+  std::unique_ptr<InProcessGateway> gw;
+};
+
 // A scrape waits for the store's gauges a bounded time, not for every read: with the store
 // unreachable each read waits out its own timeout, and a scrape that waited for all of them took
 // 30 s — past Prometheus' scrape timeout, so the whole scrape was lost, `toolgate_store_writes_failing`
 // with it. Here the breaker's read is held until the scrape has been answered (10 s at most).
 TEST(MetricsScrapeTest, AScrapeIsAnsweredWhileTheStoresGaugesAreStillBeingRead) {
-  TempDir dir;
-  ManualClock clock(RealNowMs() / 1000 * 1000);
-  std::string config = testing::BaseConfig(dir.file("store.db"));
-  config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
-  testing::SyncPointStore* racing = nullptr;
-  api::GatewayOptions options;
-  options.wrap_store = [&racing](store::ItemStore& opened) {
-    auto made = std::make_unique<testing::SyncPointStore>(opened);
-    racing = made.get();
-    return made;
-  };
-  InProcessGateway gw(config, clock, std::move(options));
-  ASSERT_TRUE(gw.Start());
-  ASSERT_NE(racing, nullptr);
+  SyncPointGateway g;
+  ASSERT_TRUE(g.Start());
+  InProcessGateway& gw = *g.gw;
+  testing::SyncPointStore* racing = g.racing;
   std::mutex mu;
   std::condition_variable cv;
   bool scraped = false, read_held_to_the_end = false;
@@ -268,21 +288,10 @@ TEST(MetricsScrapeTest, AScrapeIsAnsweredWhileTheStoresGaugesAreStillBeingRead) 
 // busy timeout (6–9 s in a walkthrough); /readyz reads on threads of its own and is not queued
 // behind them. Here both store threads are held by reads the test keeps until /readyz has answered.
 TEST(ReadyzTest, ReadinessIsAnsweredWhileEveryStoreThreadIsHeld) {
-  TempDir dir;
-  ManualClock clock(RealNowMs() / 1000 * 1000);
-  std::string config = testing::BaseConfig(dir.file("store.db"));
-  config.insert(config.find("[admin]"), "store_threads = 2\n");
-  config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
-  testing::SyncPointStore* racing = nullptr;
-  api::GatewayOptions options;
-  options.wrap_store = [&racing](store::ItemStore& opened) {
-    auto made = std::make_unique<testing::SyncPointStore>(opened);
-    racing = made.get();
-    return made;
-  };
-  InProcessGateway gw(config, clock, std::move(options));
-  ASSERT_TRUE(gw.Start());
-  ASSERT_NE(racing, nullptr);
+  SyncPointGateway g;
+  ASSERT_TRUE(g.Start("store_threads = 2\n"));
+  InProcessGateway& gw = *g.gw;
+  testing::SyncPointStore* racing = g.racing;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -330,22 +339,11 @@ TEST(ReadyzTest, ReadinessIsAnsweredWhileEveryStoreThreadIsHeld) {
 // store) leaves the other /readyz calls answering from what is known, with no second probe, even past
 // the one-second spacing; once it ends, probes go on.
 TEST(ReadyzTest, OneProbeAtATimeAndReadinessAnsweredWhileItWaits) {
-  TempDir dir;
-  ManualClock clock(RealNowMs() / 1000 * 1000);
-  std::string config = testing::BaseConfig(dir.file("store.db"));
-  config += "[connectors.crm]\nbase_url = \"http://127.0.0.1:9\"\n";
-  std::unique_ptr<FaultInjectingStore> fault;  // under the sync points: a held probe then fails
-  testing::SyncPointStore* racing = nullptr;
-  api::GatewayOptions options;
-  options.wrap_store = [&](store::ItemStore& opened) {
-    fault = std::make_unique<FaultInjectingStore>(opened);
-    auto made = std::make_unique<testing::SyncPointStore>(*fault);
-    racing = made.get();
-    return made;
-  };
-  InProcessGateway gw(config, clock, std::move(options));
-  ASSERT_TRUE(gw.Start());
-  ASSERT_NE(racing, nullptr);
+  SyncPointGateway g;
+  ASSERT_TRUE(g.Start("", /*fault_under=*/true));  // a probe held at a sync point then fails
+  InProcessGateway& gw = *g.gw;
+  testing::SyncPointStore* racing = g.racing;
+  FaultInjectingStore* fault = g.fault.get();
   fault->FailWritesWhere([](const store::ItemKey&) { return true; }, absl::UnavailableError(kDiskFull));
   EXPECT_NE(
       gw.Admin("PUT", "/admin/kill-switches",
@@ -374,7 +372,7 @@ TEST(ReadyzTest, OneProbeAtATimeAndReadinessAnsweredWhileItWaits) {
   }
   EXPECT_TRUE(held) << "the first /readyz should have started a probe";
 
-  clock.advance(milliseconds(1500));  // past the spacing: only the probe under way holds the next back
+  g.clock.advance(milliseconds(1500));  // past the spacing: only the probe under way holds the next back
   const api::ClientResult during = gw.Public("GET", "/readyz");
   const int probes_during = later_probes.load();
   {
@@ -390,7 +388,7 @@ TEST(ReadyzTest, OneProbeAtATimeAndReadinessAnsweredWhileItWaits) {
 
   // The probe ended (failed): the next, a second later, probes again and finds the store writable.
   fault->FailWritesWhere([](const store::ItemKey&) { return false; });
-  clock.advance(milliseconds(1500));
+  g.clock.advance(milliseconds(1500));
   const api::ClientResult after = gw.Public("GET", "/readyz");
   EXPECT_EQ(after.status, 200) << after.body;
   EXPECT_EQ(later_probes.load(), 1);
