@@ -461,6 +461,61 @@ TEST_F(SloEvaluationTest, ARemovedConnectorsAlarmResolvedButNeverClaimedIsAnnoun
   EXPECT_EQ(notifier.sent[0].second["seq"], 2);
 }
 
+// A surge deployment: an instance on the new config resolves the removed connector's alarms, then an
+// instance still on the old one (its windows still holding the errors) fires them again and goes. An
+// instance on the new config resolves them again within a minute; it does not wait for a restart.
+TEST_F(SloEvaluationTest, ARemovedConnectorsAlarmFiredAgainByAnOlderInstanceIsResolvedAgain) {
+  ASSERT_NO_FATAL_FAILURE(FireFlapOnAnInstanceThatStillHasIt());
+  Instance fresh(store_, clock_, config_, ledger_);  // crm only
+  ASSERT_TRUE(fresh.evaluator.Tick().ok());
+  EXPECT_EQ(AuditOf("SLO_ALARM_RESOLVED").size(), 4u);
+  clock_.advance(std::chrono::seconds(10));
+  {
+    auto both = ParseConfig(
+        "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
+        "slo.toml");
+    ASSERT_TRUE(both.ok()) << both.status();
+    Instance still_old(store_, clock_, *both, ledger_);
+    ASSERT_TRUE(still_old.evaluator.Tick().ok());
+  }
+  ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 8u) << "the older instance fired flap's alarms again";
+  clock_.advance(std::chrono::seconds(61));
+  ASSERT_TRUE(fresh.evaluator.Tick().ok());
+  auto alarms = fresh.counters.ReadAlarms("flap");
+  ASSERT_TRUE(alarms.ok());
+  for (const auto& [key, state] : *alarms) EXPECT_FALSE(state.firing) << key;
+  EXPECT_EQ(AuditOf("SLO_ALARM_RESOLVED").size(), 8u) << "each firing resolved and announced once";
+}
+
+// Two instances whose clocks differ by 4 s (within max_clock_skew_s, 5 s by default) see a bad
+// minute leave the 5-minute window 4 s apart: the one ahead resolves the page, and the one behind,
+// its window still holding that minute, does not fire it again.
+TEST_F(SloEvaluationTest, AResolveByAClockAheadIsNotReversedByOneBehind) {
+  ManualClock ahead{clock_.now_epoch_ms() + 4'000};
+  Instance a(store_, ahead, config_, ledger_);
+  Instance b(store_, clock_, config_, ledger_);
+  clock_.advance(std::chrono::seconds(30));  // mid-minute on both clocks
+  ahead.advance(std::chrono::seconds(30));
+  Traffic(b, 30, 30);
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  ASSERT_EQ(PageEvents(), 1u);
+  // To two seconds before b's minute 5 begins; a is 2 s into it: the bad minute left a's 5 m window.
+  clock_.advance(std::chrono::seconds(4 * 60 + 28));
+  ahead.advance(std::chrono::seconds(4 * 60 + 28));
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  EXPECT_FALSE(Firing(a.evaluator.Snapshot(), "1h/5m")) << "a's 5 m window no longer holds the bad minute";
+  ASSERT_EQ(AuditOf("SLO_ALARM_RESOLVED").size(), 1u) << "a resolved the page";
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  EXPECT_FALSE(Firing(b.evaluator.Snapshot(), "1h/5m")) << "b shows the fleet's state";
+  EXPECT_EQ(PageEvents(), 1u) << "b, 4 s behind, did not page again";
+  clock_.advance(std::chrono::seconds(10));
+  ahead.advance(std::chrono::seconds(10));
+  ASSERT_TRUE(b.evaluator.Tick().ok());
+  ASSERT_TRUE(a.evaluator.Tick().ok());
+  EXPECT_EQ(PageEvents(), 1u);
+  EXPECT_EQ(AuditOf("SLO_ALARM_RESOLVED").size(), 1u);
+}
+
 // Counts a host whose clock runs ahead (within max_clock_skew_s, 5 s by default) stamped with the
 // next minute are counted now, as this host's current minute, not held back until this clock
 // reaches that minute (and then page as if new). Further ahead than the skew they are not trusted.

@@ -394,6 +394,86 @@ TEST(ReadyzTest, OneProbeAtATimeAndReadinessAnsweredWhileItWaits) {
   EXPECT_EQ(later_probes.load(), 1);
 }
 
+// /readyz is unauthenticated: a flood of it is one store read a second per process, not one read a
+// request (on DynamoDB, consistent reads of the one item the fleet shares, which throttled would make
+// every instance answer 503).
+TEST(ReadyzTest, AFloodOfReadinessChecksIsOneStoreReadASecond) {
+  SyncPointGateway g;
+  ASSERT_TRUE(g.Start());
+  ASSERT_EQ(g.gw->Public("GET", "/readyz").status, 200);
+  std::atomic<int> reads{0};
+  for (int n = 1; n <= 200; ++n) {
+    g.racing->AfterRead(n, testing::SyncPointStore::KeyIs({"HEALTH", "READYZ"}), [&] { reads.fetch_add(1); });
+  }
+  auto burst = [&g] {
+    std::atomic<int> ready{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 8; ++t) {
+      callers.emplace_back([&g, &ready] {
+        for (int i = 0; i < 5; ++i) {
+          if (g.gw->Public("GET", "/readyz").status == 200) ready.fetch_add(1);
+        }
+      });
+    }
+    for (auto& c : callers) c.join();
+    return ready.load();
+  };
+  g.clock.advance(milliseconds(1000));  // the read above is a second old
+  EXPECT_EQ(burst(), 40);
+  EXPECT_EQ(reads.load(), 1) << "40 readiness checks within a second";
+  g.clock.advance(milliseconds(999));
+  EXPECT_EQ(burst(), 40);
+  EXPECT_EQ(reads.load(), 1) << "999 ms after the read";
+  g.clock.advance(milliseconds(1));
+  EXPECT_EQ(burst(), 40);
+  EXPECT_EQ(reads.load(), 2) << "a second after the read: exactly one more";
+}
+
+// A store that does not answer a read is not ready, and the other checks do not wait for the read:
+// within a second of its start they answer from the last read, past it they answer 503.
+TEST(ReadyzTest, AReadThatDoesNotAnswerIsNotReadyAndNoCheckWaitsForIt) {
+  SyncPointGateway g;
+  ASSERT_TRUE(g.Start());
+  ASSERT_EQ(g.gw->Public("GET", "/readyz").status, 200);
+  g.clock.advance(milliseconds(1000));
+  std::mutex mu;
+  std::condition_variable cv;
+  bool read_held = false, released = false;
+  g.racing->AfterRead(1, testing::SyncPointStore::KeyIs({"HEALTH", "READYZ"}), [&] {
+    std::unique_lock lock(mu);
+    read_held = true;
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(15), [&] { return released; });
+  });
+  api::ClientResult first;
+  std::atomic<bool> first_answered{false};
+  std::thread reader([&] {
+    first = g.gw->Public("GET", "/readyz");
+    first_answered = true;
+  });
+  bool held = false;
+  {
+    std::unique_lock lock(mu);
+    held = cv.wait_for(lock, std::chrono::seconds(10), [&] { return read_held; });
+  }
+  EXPECT_TRUE(held) << "the /readyz a second after the last read should read again";
+  const api::ClientResult soon = g.gw->Public("GET", "/readyz");
+  g.clock.advance(milliseconds(1000));
+  const api::ClientResult late = g.gw->Public("GET", "/readyz");
+  const bool first_answered_while_held = first_answered.load();
+  {
+    std::lock_guard lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  reader.join();
+  EXPECT_EQ(soon.status, 200) << "within the read's first second: the last read's answer";
+  EXPECT_EQ(late.status, 503) << late.body;
+  EXPECT_EQ(Body(late)["status"], "store_unavailable");
+  EXPECT_FALSE(first_answered_while_held);
+  EXPECT_EQ(first.status, 200) << "the held read answered in the end";
+}
+
 TEST_F(StoreHealthTest, RefusedConditionalWritesAreNoStoreTrouble) {
   Start();
   // Every write's condition fails (the store answered: the slot was full, the probe was taken).

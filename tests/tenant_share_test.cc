@@ -4,6 +4,7 @@
 // write, which each adapter renders or evaluates itself.
 
 #include <atomic>
+#include <limits>
 
 #include "fault_injecting_store.h"
 #include "gtest/gtest.h"
@@ -324,6 +325,51 @@ TEST_P(TenantShareTest, AnAcquireWhoseOutcomeIsUnknownGivesItsSlotBack) {
   EXPECT_EQ(Snapshot().in_flight, 0) << "the slot the lost acquire took was given back";
   EXPECT_TRUE(Snapshot().tenant_slots.empty());
   EXPECT_TRUE(Acquire("tenant-a")) << "the tenant's share is free";
+}
+
+// A tenant counter that is not a number (an edited item) cannot take the reclaim's one off: the
+// expired holder is removed alone and the counts are set from the holders. Before, every periodic
+// reclaim failed on it, so the slot, the tenant's share and the tidy that would mend the counter
+// stayed taken for good.
+TEST_P(TenantShareTest, ACounterThatIsNotANumberDoesNotKeepAnExpiredSlotTaken) {
+  auto lease = Acquire("tenant-a");  // its holder then vanishes without releasing
+  ASSERT_TRUE(lease);
+  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, lease->shard);
+  const std::string counter = "tenant_in_flight#" + ConnectorConcurrencyService::TenantTag("tenant-a");
+  ASSERT_TRUE(store_
+                  ->Update(key, {store::UpdateOp::Set(store::Attr(counter), std::string("1"))},
+                           store::Condition::Always(), store::ReturnValues::kNone)
+                  .ok());
+  clock_.advance(std::chrono::seconds(config_.lease_ttl_s + config_.max_clock_skew_s));
+  auto reclaimed = slots_->ReclaimExpired(kConn, config_);
+  ASSERT_TRUE(reclaimed.ok()) << reclaimed.status();
+  EXPECT_EQ(*reclaimed, 1);
+  EXPECT_EQ(Snapshot().in_flight, 0) << "the expired slot is free";
+  EXPECT_EQ(Counters(), 0) << "the counter set from its holders (none): removed";
+  ASSERT_TRUE(Acquire("tenant-a"));
+  ASSERT_TRUE(Acquire("tenant-a"));
+  EXPECT_FALSE(Acquire("tenant-a")) << "the share is two again, no more";
+  EXPECT_EQ(refusal_, SlotRefusal::kTenantShare);
+}
+
+// A tidy count edited to the largest number does not overflow (undefined behaviour, caught by
+// UBSan): the next tidy writes 1, unlike the count it read, and mends the counter.
+TEST_P(TenantShareTest, ATidyCountAtItsLargestStartsAgain) {
+  auto first = Acquire("tenant-a");
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(Acquire("tenant-a"));
+  ASSERT_NO_FATAL_FAILURE(ReclaimAsAnEarlierVersion(*first));  // the counter stays at two for one holder
+  const store::ItemKey key = ConnectorConcurrencyService::Key(kConn, first->shard);
+  ASSERT_TRUE(
+      store_
+          ->Update(key, {store::UpdateOp::Set(store::Attr("tenant_tidy_count"), std::numeric_limits<int64_t>::max())},
+                   store::Condition::Always(), store::ReturnValues::kNone)
+          .ok());
+  ASSERT_TRUE(slots_->ReclaimExpired(kConn, config_).ok());
+  EXPECT_EQ(Snapshot().busiest_tenant(), 1) << "the counter set to its one holder";
+  auto item = store_->Get(key);
+  ASSERT_TRUE(item.ok() && item->has_value());
+  EXPECT_EQ(store::GetInt(**item, "tenant_tidy_count"), 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TenantShareTest, ::testing::ValuesIn(testing::AllBackends()), testing::BackendName);

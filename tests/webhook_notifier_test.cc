@@ -6,6 +6,7 @@
 #include "api/webhook_notifier.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -103,6 +104,23 @@ TEST_F(WebhookNotifierTest, ANewerChangeOfTheAlarmStopsTheRetriesOfAnOlderOne) {
   // Every RESOLVED attempt came before the first FIRING one: none was sent once FIRING was.
   const auto first_firing = std::find(crm_events.begin(), crm_events.end(), "SLO_ALARM_FIRING 3");
   EXPECT_EQ(std::count(first_firing, crm_events.end(), "SLO_ALARM_RESOLVED 2"), 0);
+}
+
+// A receiver down for longer than five attempts (here 50 ms backoff, doubling; five attempts are
+// 15 s in production) still gets the notification once it is back: the change was claimed
+// in the store and no instance would send it again.
+TEST_F(WebhookNotifierTest, ANotificationIsTriedUntilTheReceiverIsBack) {
+  std::atomic<bool> up{false};
+  receiver_.set_behavior([&](const FakeDownstream::Request&) { return up ? Reply{204, ""} : Reply{503, "{}"}; });
+  api::WebhookNotifier& notifier = Notifier();
+  notifier.Notify("crm#tool_error#1h/5m", Payload("SLO_ALARM_FIRING", 1));
+  ASSERT_TRUE(Eventually([&] { return receiver_.total() >= 6; })) << "the retries stopped while the receiver was down";
+  EXPECT_EQ(notifier.alarms_outstanding(), 1u);
+  up = true;
+  ASSERT_TRUE(Eventually([&] { return notifier.alarms_outstanding() == 0; })) << "never delivered";
+  const auto got = receiver_.requests();
+  ASSERT_GE(got.size(), 7u);
+  EXPECT_EQ(json::parse(got.back().body)["seq"], 1) << "the last request is the delivered notification";
 }
 
 // A receiver that answers: each notification once, in order.

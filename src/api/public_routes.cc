@@ -2,6 +2,8 @@
 
 #include <utility>  // before Asio (g++ 12 + Boost 1.74)
 
+#include <limits>
+
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/cleanup/cleanup.h"
@@ -24,14 +26,18 @@ struct PublicRoutes::Impl : GatewayContext {
 
   std::atomic<bool> probing{false};  // a /readyz probe write is under way (WritesReady)
 
+  // /readyz's store read, shared by the process (StoreReadable).
+  static constexpr int64_t kNoRead = std::numeric_limits<int64_t>::min();
+  static constexpr int64_t kReadReuseMs = 1000;
+  std::atomic<int64_t> read_started_ms{kNoRead};   // monotonic start of the read under way
+  std::atomic<int64_t> read_answered_ms{kNoRead};  // monotonic time the last read answered
+  std::atomic<bool> read_ok{false};                // what it answered
+
   asio::awaitable<HttpResponse> Handle(HttpRequest req) {
     if (req.path == "/healthz" && req.method == "GET") co_return Json(200, {{"status", "ok"}});
     if (req.path == "/readyz" && req.method == "GET") {
-      const bool readable = co_await RunBlocking(health_pool, [this] {
-        return engine.store().Get({"HEALTH", "READYZ"}).ok();
-      });
-      if (draining) co_return Json(503, {{"status", "draining"}});
-      if (!readable) co_return Json(503, {{"status", "store_unavailable"}});
+      if (draining) co_return Json(503, {{"status", "draining"}});  // whatever the store does
+      if (!co_await StoreReadable()) co_return Json(503, {{"status", "store_unavailable"}});
       co_return co_await WritesReady();
     }
     if (req.path == "/openapi.json" && req.method == "GET") {
@@ -50,7 +56,29 @@ struct PublicRoutes::Impl : GatewayContext {
     co_return answer;
   }
 
-  // The rest of /readyz, the store read: whether its writes go in (StoreWriteHealth). Healthy, it
+  // Whether the store answers a read. One read at a time for the whole process, its answer reused
+  // for a second: /readyz is unauthenticated, and a read per request let anyone turn a flood of
+  // them into store reads (on DynamoDB, consistent reads of the one item the whole fleet shares:
+  // throttled, they would make every instance answer 503 and a balancer drain the fleet). While a
+  // read is under way the others answer from the last one; a read that has not answered for a
+  // second is a store that does not answer (not ready), and so is one not yet answered at all.
+  asio::awaitable<bool> StoreReadable() {
+    const int64_t now = clock.now_monotonic_ms();
+    const int64_t answered = read_answered_ms.load();
+    if (answered != kNoRead && now - answered < kReadReuseMs) co_return read_ok.load();
+    int64_t under_way = kNoRead;
+    if (!read_started_ms.compare_exchange_strong(under_way, now)) {
+      if (answered == kNoRead || now - under_way >= kReadReuseMs) co_return false;
+      co_return read_ok.load();
+    }
+    absl::Cleanup done = [this] { read_started_ms = kNoRead; };  // however the read ends
+    const bool ok = co_await RunBlocking(health_pool, [this] { return engine.store().Get({"HEALTH", "READYZ"}).ok(); });
+    read_ok = ok;
+    read_answered_ms = clock.now_monotonic_ms();
+    co_return ok;
+  }
+
+  // The rest of /readyz, after the store read: whether its writes go in (StoreWriteHealth). Healthy, it
   // writes nothing. While writes fail, one call a second (per process) writes a probe item, since a
   // balancer sends no traffic to an instance that is not ready and no call's write would ever tell
   // it that writes work again; the calls in between answer from what the last probe left. One probe

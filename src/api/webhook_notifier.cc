@@ -1,5 +1,7 @@
 #include "api/webhook_notifier.h"
 
+#include <algorithm>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -13,7 +15,8 @@ namespace toolgate::api {
 
 namespace {
 constexpr size_t kMaxAlarmsOutstanding = 100;
-constexpr int kAttempts = 5;
+constexpr int kLoggedAttempts = 5;       // each failed attempt is logged up to here, then every 10th
+constexpr int kMaxBackoffDoublings = 6;  // the wait between attempts stops growing at 64 first backoffs
 }  // namespace
 
 void WebhookNotifier::Notify(std::string alarm_key, std::string payload) {
@@ -40,9 +43,12 @@ bool WebhookNotifier::Superseded(const std::string& alarm_key, uint64_t generati
 asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
   // However this delivery ends (an exception too), its alarm's queue goes with it: left behind, every
   // later change of the alarm would wait for a delivery that no longer runs.
-  bool forgotten = false;  // the queue was erased under the lock that found it empty
-  absl::Cleanup forget = [this, &alarm_key, &forgotten] {
+  bool forgotten = false;   // the queue was erased under the lock that found it empty
+  std::string undelivered;  // the notification being tried, while it is not delivered
+  absl::Cleanup forget = [this, &alarm_key, &forgotten, &undelivered] {
     if (forgotten) return;
+    // Only a delivery cut short ends here (the loop stopped: the process is shutting down).
+    if (!undelivered.empty()) spdlog::error("alert webhook: not delivered before shutdown: {}", undelivered);
     absl::MutexLock lock(&mu_);
     queues_.erase(alarm_key);
   };
@@ -62,10 +68,13 @@ asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
       q.next.reset();
       generation = q.generation;
     }
-    for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    // Until delivered or superseded: an alarm's last word is never dropped while the receiver is
+    // down (the claim in the store says it was announced; nothing would send it again).
+    undelivered = payload;
+    for (int attempt = 0;; ++attempt) {
       if (attempt > 0) {
         if (Superseded(alarm_key, generation)) break;
-        timer.expires_after(first_backoff_ * (1 << (attempt - 1)));
+        timer.expires_after(first_backoff_ * (1 << std::min(attempt - 1, kMaxBackoffDoublings)));
         co_await timer.async_wait(asio::use_awaitable);
       }
       if (Superseded(alarm_key, generation)) break;
@@ -79,17 +88,23 @@ asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
       req.max_response_bytes = 64 * 1024;
       auto call = AsyncHttpCall(std::move(req), nullptr);
       ClientResult r = co_await std::move(call);
-      if (r.ok && r.status >= 200 && r.status < 300) break;
-      spdlog::warn("alert webhook: attempt {} failed ({})", attempt + 1,
-                   r.ok          ? "HTTP " + std::to_string(r.status)
-                   : r.timed_out ? "timeout"
-                                 : "no connection");
+      if (r.ok && r.status >= 200 && r.status < 300) {
+        if (attempt >= kLoggedAttempts)
+          spdlog::info("alert webhook: {} delivered at attempt {}", alarm_key, attempt + 1);
+        break;
+      }
+      if (attempt < kLoggedAttempts || (attempt + 1) % 10 == 0) {
+        spdlog::warn("alert webhook: {} attempt {} failed ({}); trying again until delivered or superseded", alarm_key,
+                     attempt + 1,
+                     r.ok          ? "HTTP " + std::to_string(r.status)
+                     : r.timed_out ? "timeout"
+                                   : "no connection");
+      }
       if (Superseded(alarm_key, generation)) {
         spdlog::info("alert webhook: {} superseded by a newer change of the alarm, not retried", alarm_key);
-      } else if (attempt + 1 == kAttempts) {
-        spdlog::error("alert webhook: gave up after {} attempts: {}", kAttempts, payload);
       }
     }
+    undelivered.clear();
   }
 }
 

@@ -19,18 +19,19 @@ namespace toolgate::api {
 namespace asio = boost::asio;
 
 // Alarm changes POSTed as JSON to [alerts] webhook_url, on the event loop, never blocking a call:
-// up to 5 attempts with backoff (`first_backoff`, doubling: 1, 2, 4, 8 s). One alarm's notifications
-// are delivered one at a time, in the order they were given: a notification given while an older one
-// of the same alarm is still being tried supersedes it (the older one's retries stop; it is not
-// delivered after the newer one). At most 100 alarms with deliveries outstanding; beyond that an
-// announcement is dropped (and logged) rather than queued without bound. Thread-safe.
+// tried until delivered (a 2xx) or superseded, with backoff (`first_backoff`, doubling: 1, 2, 4, ...
+// 64 s, then every 64 s). One alarm's notifications are delivered one at a time, in the order they
+// were given: a notification given while an older one of the same alarm is still being tried
+// supersedes it (the older one's retries stop; it is not delivered after the newer one). At most 100
+// alarms with deliveries outstanding; beyond that an announcement is dropped (and logged) rather
+// than queued without bound. One cut short by shutdown is logged. Thread-safe.
 class WebhookNotifier final : public AlarmNotifier {
  public:
   WebhookNotifier(asio::io_context& io, HostPort address, std::string path,
                   std::chrono::milliseconds first_backoff = std::chrono::seconds(1))
       : io_(io), address_(std::move(address)), path_(std::move(path)), first_backoff_(first_backoff) {}
   void Notify(std::string alarm_key, std::string payload) override;
-  // Alarms whose delivery has not ended (delivered, superseded or given up) yet (tests).
+  // Alarms whose delivery has not ended (delivered or superseded) yet (tests).
   size_t alarms_outstanding() const {
     absl::MutexLock lock(&mu_);
     return queues_.size();

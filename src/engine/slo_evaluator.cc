@@ -1,5 +1,7 @@
 #include "toolgate/engine/slo_evaluator.h"
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -88,7 +90,8 @@ std::vector<SloView> SloEvaluator::Evaluate(const ConnectorConfig& connector, co
   return views;
 }
 
-absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored) {
+absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored, int64_t now_ms,
+                                     int64_t hold_ms) {
   for (SloAlarmView& a : view.alarms) {
     const std::string key = AlarmKey(view.sli, a.tier->name);
     const std::string claim_key = absl::StrCat(view.connector, "#", key);
@@ -96,7 +99,15 @@ absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, 
     const SloAlarmState state = it != stored.end() ? it->second : SloAlarmState{};
     a.since_ms = state.since_ms;
     a.seq = state.seq;
-    if (a.verdict.firing != state.firing) {
+    // A change made within the clock skew of this clock's now is not reversed: an instance whose
+    // clock runs ahead (within max_clock_skew_s) cuts its windows at the next minute first, and
+    // an instance behind it, whose windows still hold that minute, would otherwise change the
+    // alarm back (a page on a resolve, or a resolve on a page) until its own clock caught up. A
+    // change further off than the skew is not trusted to have come from a skewed clock.
+    const bool held =
+        a.verdict.firing != state.firing && state.since_ms != 0 && std::abs(now_ms - state.since_ms) < hold_ms;
+    if (held) a.firing = state.firing;  // the fleet's state stands, and is claimed below if unannounced
+    if (a.verdict.firing != state.firing && !held) {
       if (a.verdict.firing && !alarmed_.contains(view.connector)) {  // findable should it leave the config
         RETURN_IF_ERROR(counters_.RememberAlarmed(view.connector));
         alarmed_.insert(view.connector);
@@ -259,7 +270,8 @@ absl::Status SloEvaluator::EvaluateConnector(const ConnectorConfig& connector, i
   ASSIGN_OR_RETURN(SloSeries series, counters_.Read(connector.id, connector.concurrency.max_clock_skew_s));
   ASSIGN_OR_RETURN(auto stored, counters_.ReadAlarms(connector.id));
   std::vector<SloView> views = Evaluate(connector, series, now_ms);
-  for (SloView& v : views) RETURN_IF_ERROR(Reconcile(v, stored));
+  const int64_t hold_ms = int64_t{connector.concurrency.max_clock_skew_s} * 1000;
+  for (SloView& v : views) RETURN_IF_ERROR(Reconcile(v, stored, now_ms, hold_ms));
   for (SloView& v : views) {
     Export(v);
     next.slos.push_back(std::move(v));
@@ -290,10 +302,14 @@ absl::Status SloEvaluator::Tick() {
   absl::Status result = flushed;
   std::vector<std::string> errors;
   if (!flushed.ok()) errors.push_back(absl::StrCat("counts not flushed: ", flushed.message()));
-  if (!removed_resolved_) {  // once per process, until it succeeds
+  // At start, then every kRemovedPassIntervalMs once settled (every evaluation until then): an
+  // instance still on an older config (a rolling or surge deployment) may fire a removed connector's
+  // alarm again after this one resolved it, and then nothing configured would ever resolve it.
+  if (now_ms >= next_removed_pass_ms_) {
     if (absl::Status s = ResolveRemovedConnectors(); s.ok()) {
-      removed_resolved_ = true;
+      next_removed_pass_ms_ = now_ms + kRemovedPassIntervalMs;
     } else {
+      next_removed_pass_ms_ = 0;
       spdlog::warn("SLO alarms of connectors no longer configured not resolved yet (next evaluation tries again): {}",
                    s.ToString());
       errors.push_back(absl::StrCat("alarms of removed connectors: ", s.message()));

@@ -95,12 +95,16 @@ class SloEvaluator {
  private:
   // Reads, evaluates and reconciles one connector, adding its views to `next` only when all succeed.
   absl::Status EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next);
-  absl::Status Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored);
+  // Writes the verdicts that differ from the fleet's stored state (except a change made within
+  // `hold_ms`, the connector's clock skew, of `now_ms`) and claims and announces unannounced changes.
+  absl::Status Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored, int64_t now_ms,
+                         int64_t hold_ms);
   void Announce(const SloView& view, const SloAlarmView& alarm);
   // Audits, logs and notifies one alarm change described by `data` (connector_id, slo, tier, ...).
   void Publish(bool firing, const nlohmann::json& data, int64_t seq, int64_t changed_at_ms);
   // Resolves (and announces, reason connector_removed) the firing alarms of connectors that are no
-  // longer configured: nothing evaluates them any more, and their items have no TTL.
+  // longer configured: nothing evaluates them any more, and their items have no TTL. Run at start
+  // and every kRemovedPassIntervalMs (every Tick while it has not settled).
   absl::Status ResolveRemovedConnectors();
   void Export(const SloView& view);
 
@@ -114,7 +118,9 @@ class SloEvaluator {
   // Claims whose answer was lost ("<connector>#<slo>#<tier>" -> seq): Tick's thread only.
   std::map<std::string, int64_t> unsure_claims_;
   std::set<std::string> alarmed_;  // connectors this process has RememberAlarmed: Tick's thread only
-  bool removed_resolved_ = false;  // ResolveRemovedConnectors has succeeded: Tick's thread only
+  // How often ResolveRemovedConnectors runs again once it has settled everything.
+  static constexpr int64_t kRemovedPassIntervalMs = 60'000;
+  int64_t next_removed_pass_ms_ = 0;  // when ResolveRemovedConnectors runs next: Tick's thread only
   mutable absl::Mutex mu_;
   SloSnapshot snapshot_ ABSL_GUARDED_BY(mu_);
 };
