@@ -104,6 +104,11 @@ class SloEvaluationTest : public ::testing::Test {
         "slo.toml");
     ASSERT_TRUE(c.ok()) << c.status();
     config_ = *c;
+    auto both = ParseConfig(
+        "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
+        "slo.toml");
+    ASSERT_TRUE(both.ok()) << both.status();
+    with_flap_ = *both;
   }
   // `calls` calls this minute on `inst`, the first `bad` of them errors.
   void Traffic(Instance& inst, int calls, int bad) {
@@ -142,11 +147,7 @@ class SloEvaluationTest : public ::testing::Test {
   // An instance whose config still has connector `flap` (besides crm) fires all four of flap's
   // alarms and goes: the fixture's config_ no longer has flap. Call it in ASSERT_NO_FATAL_FAILURE.
   void FireFlapOnAnInstanceThatStillHasIt() {
-    auto both = ParseConfig(
-        "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
-        "slo.toml");
-    ASSERT_TRUE(both.ok()) << both.status();
-    Instance old(store_, clock_, *both, ledger_);
+    Instance old(store_, clock_, with_flap_, ledger_);
     for (int i = 0; i < 30; ++i) old.counters.Record("flap", true, 20, false);
     ASSERT_TRUE(old.evaluator.Tick().ok());
     ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 4u);
@@ -155,7 +156,8 @@ class SloEvaluationTest : public ::testing::Test {
   ManualClock clock_{1'800'000'000'000};
   store::MemoryItemStore store_{clock_};
   Ledger ledger_{store_, clock_};
-  Config config_;
+  Config config_;     // crm
+  Config with_flap_;  // crm and flap (no SLO settings of their own)
 };
 
 // The SRE Workbook (ch. 5, "Alerting on SLOs"): at a 99.9 % target, a 15 % error ratio makes the
@@ -305,12 +307,7 @@ TEST_F(SloEvaluationTest, ADamagedCounterIsReportedNotTrusted) {
 // A damaged counter of one connector is that connector's problem: the connectors after it (config
 // order) are still evaluated, their alarms fire and their gauges follow.
 TEST_F(SloEvaluationTest, ADamagedCounterOfOneConnectorDoesNotBlindTheOthers) {
-  auto c = ParseConfig(
-      "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
-      "slo.toml");
-  ASSERT_TRUE(c.ok()) << c.status();
-  const Config config = *c;
-  Instance a(store_, clock_, config, ledger_);
+  Instance a(store_, clock_, with_flap_, ledger_);
   Traffic(a, 50, 0);
   ASSERT_TRUE(a.evaluator.Tick().ok());
   ASSERT_EQ(View(a.evaluator.Snapshot(), slo::Sli::kToolError).windows.at("5m").total, 50);
@@ -471,11 +468,7 @@ TEST_F(SloEvaluationTest, ARemovedConnectorsAlarmFiredAgainByAnOlderInstanceIsRe
   EXPECT_EQ(AuditOf("SLO_ALARM_RESOLVED").size(), 4u);
   clock_.advance(std::chrono::seconds(10));
   {
-    auto both = ParseConfig(
-        "[connectors.crm]\nbase_url = \"http://127.0.0.1:1\"\n[connectors.flap]\nbase_url = \"http://127.0.0.1:2\"\n",
-        "slo.toml");
-    ASSERT_TRUE(both.ok()) << both.status();
-    Instance still_old(store_, clock_, *both, ledger_);
+    Instance still_old(store_, clock_, with_flap_, ledger_);
     ASSERT_TRUE(still_old.evaluator.Tick().ok());
   }
   ASSERT_EQ(AuditOf("SLO_ALARM_FIRING").size(), 8u) << "the older instance fired flap's alarms again";

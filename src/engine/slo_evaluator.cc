@@ -1,7 +1,5 @@
 #include "toolgate/engine/slo_evaluator.h"
 
-#include <cstdlib>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -105,8 +103,9 @@ absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, 
     // alarm back (a page on a resolve, or a resolve on a page) until its own clock caught up. A
     // change further off than the skew is not trusted to have come from a skewed clock.
     const bool held =
-        a.verdict.firing != state.firing && state.since_ms != 0 && std::abs(now_ms - state.since_ms) < hold_ms;
-    if (held) a.firing = state.firing;  // the fleet's state stands, and is claimed below if unannounced
+        a.verdict.firing != state.firing && state.since_ms != 0 && state.since_ms > now_ms - hold_ms &&
+        state.since_ms < now_ms + hold_ms;  // compared, not subtracted: an edited since_ms cannot overflow
+    if (held) a.firing = state.firing;      // the fleet's state stands, and is claimed below if unannounced
     if (a.verdict.firing != state.firing && !held) {
       if (a.verdict.firing && !alarmed_.contains(view.connector)) {  // findable should it leave the config
         RETURN_IF_ERROR(counters_.RememberAlarmed(view.connector));
