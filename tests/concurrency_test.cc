@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "fault_injecting_store.h"
 #include "gtest/gtest.h"
 #include "sync_point_store.h"
 #include "toolgate/clock.h"
@@ -235,6 +236,28 @@ TEST_F(ShardedConcurrencyTest, SharesAddUpToTheLimitAndTheFirstShardsTakeTheRema
     ASSERT_TRUE(item.ok() && item->has_value()) << "shard " << k;
     EXPECT_EQ(store::GetInt(**item, "max_in_flight"), ConnectorConcurrencyService::ShareOf(10, 4, k));
   }
+}
+
+// A shard the store fails on does not keep the others' expired slots taken, and what they gave back
+// is said in the error (the periodic reclaim logs only the error).
+TEST_F(ShardedConcurrencyTest, OneShardsFailingReclaimStillReclaimsAndCountsTheOthers) {
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Acquire(slots_)) << "slot " << i;
+  clock_.advance(std::chrono::seconds(41));
+  testing::FaultInjectingStore faulty(store_);
+  const store::ItemKey broken = ConnectorConcurrencyService::Key(kConn, 2);
+  faulty.FailWhere([broken](const store::ItemKey& k) { return k == broken; });
+  ConnectorConcurrencyService reclaimer(faulty, clock_);
+  const auto reclaimed = reclaimer.ReclaimExpired(kConn, config_);
+  ASSERT_FALSE(reclaimed.ok());
+  EXPECT_EQ(reclaimed.status().code(), absl::StatusCode::kUnavailable);
+  // Shards hold 3, 3, 2 and 2: shard 2's two stay taken, the other eight are back.
+  EXPECT_NE(reclaimed.status().message().find("8 slot(s) of expired leases reclaimed on the other shards"),
+            std::string_view::npos)
+      << reclaimed.status();
+  EXPECT_EQ(Snapshot().in_flight, 2);
+  const auto rest = slots_.ReclaimExpired(kConn, config_);  // the store is back for it
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(*rest, 2);
 }
 
 TEST_F(ShardedConcurrencyTest, ExactlyTheLimitIsHandedOutAcrossShardsThenEveryCallerDefers) {

@@ -79,6 +79,7 @@ const std::map<std::string, std::string> kFamilies = {
     {"toolgate_slo_burn_rate", "gauge"},
     {"toolgate_slo_alarm", "gauge"},
     {"toolgate_slo_error_budget_remaining", "gauge"},
+    {"toolgate_slo_evaluation_errors_total", "counter"},
     {"toolgate_breaker_cooldown_remaining_seconds", "gauge"},
     {"toolgate_kill_switches_active", "gauge"},
     {"toolgate_http_responses_total", "counter"},
@@ -114,6 +115,7 @@ TEST(MetricsTest, EveryFamilyIsListedOnceFromTheStartInAStableOrder) {
   m.SloBurnRate("crm", "tool_error", "5m", 0);
   m.SloAlarm("crm", "tool_error", "page", false);
   m.SloBudgetRemaining("crm", "tool_error", 1);
+  m.SloEvaluationError("store_error");
   m.BreakerCooldownRemaining("crm", 0);
   m.KillSwitchesActive({});
   m.HttpResponse("admin", "/metrics", 200);

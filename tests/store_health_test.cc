@@ -133,7 +133,7 @@ TEST_F(StoreHealthTest, AProbeWriteClearsItWithNoTrafficButReadyz) {
   EXPECT_EQ(ready.status, 200) << ready.body;
   EXPECT_EQ(probe_writes_.load(), 2);
 
-  // Healthy again, /readyz writes nothing, however often it is asked.
+  // Healthy again, /readyz writes nothing while a write went in within 10 s, however often it is asked.
   WritesWork();
   for (int i = 0; i < 5; ++i) {
     clock_.advance(milliseconds(1500));
@@ -171,6 +171,39 @@ TEST_F(StoreHealthTest, ManyReadyzCallsMakeAtMostOneProbeWriteASecond) {
   clock_.advance(milliseconds(5000));
   EXPECT_EQ(burst(8, 5), 0);
   EXPECT_EQ(probe_writes_.load(), 3) << "a probe a second at most, not one per second that passed";
+}
+
+// An instance that has seen no write go in for 10 s (fresh, or idle behind a balancer) does not take
+// "nothing failed" for "writes work": a store it may not write (a volume mounted read-only, a role
+// without write access) was ready until the first call failed on it.
+TEST_F(StoreHealthTest, AnInstanceWithNoWriteForTenSecondsProbesBeforeItAnswersReady) {
+  Start();
+  clock_.advance(milliseconds(StoreWriteHealth::kConfirmWithinMs));
+  FailWrites();  // no call, no admin change: only /readyz can find out
+  const api::ClientResult ready = Readyz();
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  EXPECT_EQ(Body(ready)["status"], "store_unwritable");
+  EXPECT_EQ(probe_writes_.load(), 1);
+}
+
+// While the probes go in, an idle instance probes once per 10 s, however often it is asked.
+TEST_F(StoreHealthTest, AnIdleInstanceWhoseWritesGoInProbesOnceInTenSeconds) {
+  Start();
+  WritesWork();
+  clock_.advance(milliseconds(StoreWriteHealth::kConfirmWithinMs));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Readyz().status, 200);
+  EXPECT_EQ(probe_writes_.load(), 1);
+  clock_.advance(milliseconds(StoreWriteHealth::kConfirmWithinMs - 1));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Readyz().status, 200);
+  EXPECT_EQ(probe_writes_.load(), 1) << "the probe's write went in less than 10 s ago";
+  clock_.advance(milliseconds(1));
+  EXPECT_EQ(Readyz().status, 200);
+  EXPECT_EQ(probe_writes_.load(), 2);
+  // A call's write confirms as well as a probe's: with traffic, /readyz writes nothing.
+  clock_.advance(milliseconds(StoreWriteHealth::kConfirmWithinMs));
+  EXPECT_EQ(SetKillSwitch().status, 200);
+  EXPECT_EQ(Readyz().status, 200);
+  EXPECT_EQ(probe_writes_.load(), 2);
 }
 
 // A call whose opening batch the store wrote nothing of (SQLite's lock, held past the busy timeout)

@@ -141,6 +141,13 @@ struct Gateway::Impl {
     if (!opened.ok()) return opened.status();
     engine = std::move(*opened);
     if (absl::Status s = engine->PrepareConnectors(); !s.ok()) return s;
+    // Whether this instance may write the store, known from the start (StoreWriteHealth): a gateway
+    // started on a store it may not write (a read-only mount, a role without write access) is not
+    // ready before its first call fails on it. Not fatal: the store may take writes again later.
+    if (absl::Status probe = engine->ProbeStoreWrite(); !probe.ok()) {
+      spdlog::error("store: a write at start failed (/readyz answers 503 store_unwritable until writes go in): {}",
+                    probe.ToString());
+    }
     McpConnectorDeps mcp{engine->mcp_tools(), engine->store(),
                          [this](std::function<void()> work) { asio::post(pool, std::move(work)); }, io.get_executor(),
                          &engine->invoker()};

@@ -83,15 +83,18 @@ struct PublicRoutes::Impl : GatewayContext {
     co_return ok;
   }
 
-  // The rest of /readyz, after the store read: whether its writes go in (StoreWriteHealth). Healthy, it
-  // writes nothing. While writes fail, one call a second (per process) writes a probe item, since a
-  // balancer sends no traffic to an instance that is not ready and no call's write would ever tell
-  // it that writes work again; the calls in between answer from what the last probe left. One probe
-  // at a time: under a held lock each waits out the busy timeout, and they must not pile up on
-  // health_pool's two threads, one of which stays free for the reads.
+  // The rest of /readyz, after the store read: whether its writes go in (StoreWriteHealth). While
+  // writes go in (one applied within the last 10 s), it writes nothing. While writes fail, one call a
+  // second (per process) writes a probe item, since a balancer sends no traffic to an instance that
+  // is not ready and no call's write would ever tell it that writes work again; the calls in between
+  // answer from what the last probe left. With no write seen for 10 s (a fresh or idle instance) it
+  // probes too, at most once per 10 s while the probes go in: otherwise an instance on a store it may
+  // not write would answer ready until its first call failed. One probe at a time: under a held lock
+  // each waits out the busy timeout, and they must not pile up on health_pool's two threads, one of
+  // which stays free for the reads.
   asio::awaitable<HttpResponse> WritesReady() {
     StoreWriteHealth& health = engine.write_health();
-    if (!health.failing()) co_return Json(200, {{"status", "ready"}});
+    if (!health.failing() && !health.WritesUnconfirmed()) co_return Json(200, {{"status", "ready"}});
     if (!probing.exchange(true)) {
       absl::Cleanup done = [this] { probing = false; };  // an exception must not end the probes for good
       if (health.ClaimProbe()) {

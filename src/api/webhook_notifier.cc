@@ -4,7 +4,8 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "absl/cleanup/cleanup.h"
@@ -25,13 +26,17 @@ void WebhookNotifier::Notify(std::string alarm_key, std::string payload) {
   if (it != queues_.end()) {  // a delivery of this alarm runs: it takes this one next, dropping any older
     it->second.next = std::move(payload);
     ++it->second.generation;
+    // Cut short a backoff it is waiting out; the timer is the loop's, so cancelled on the loop (a
+    // cancel that comes when no wait is pending does nothing: the delivery sees the newer
+    // generation after its attempt).
+    if (it->second.backoff) asio::post(io_, [timer = it->second.backoff] { timer->cancel(); });
     return;
   }
   if (queues_.size() >= kMaxAlarmsOutstanding) {
     spdlog::error("alert webhook: {} alarms' deliveries outstanding, dropping: {}", kMaxAlarmsOutstanding, payload);
     return;
   }
-  queues_[alarm_key] = AlarmQueue{std::move(payload), 1};
+  queues_[alarm_key] = AlarmQueue{std::move(payload), 1, nullptr};
   asio::co_spawn(io_, Deliver(std::move(alarm_key)), asio::detached);
 }
 
@@ -52,7 +57,11 @@ asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
     absl::MutexLock lock(&mu_);
     queues_.erase(alarm_key);
   };
-  asio::steady_timer timer(io_);
+  auto timer = std::make_shared<asio::steady_timer>(io_);
+  {
+    absl::MutexLock lock(&mu_);
+    queues_.at(alarm_key).backoff = timer;
+  }
   for (;;) {
     std::string payload;
     uint64_t generation = 0;
@@ -74,8 +83,9 @@ asio::awaitable<void> WebhookNotifier::Deliver(std::string alarm_key) {
     for (int attempt = 0;; ++attempt) {
       if (attempt > 0) {
         if (Superseded(alarm_key, generation)) break;
-        timer.expires_after(first_backoff_ * (1 << std::min(attempt - 1, kMaxBackoffDoublings)));
-        co_await timer.async_wait(asio::use_awaitable);
+        timer->expires_after(first_backoff_ * (1 << std::min(attempt - 1, kMaxBackoffDoublings)));
+        boost::system::error_code cancelled;  // by a newer notification: checked just below
+        co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, cancelled));
       }
       if (Superseded(alarm_key, generation)) break;
       ClientRequest req;

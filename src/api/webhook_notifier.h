@@ -4,8 +4,10 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -22,7 +24,8 @@ namespace asio = boost::asio;
 // tried until delivered (a 2xx) or superseded, with backoff (`first_backoff`, doubling: 1, 2, 4, ...
 // 64 s, then every 64 s). One alarm's notifications are delivered one at a time, in the order they
 // were given: a notification given while an older one of the same alarm is still being tried
-// supersedes it (the older one's retries stop; it is not delivered after the newer one). At most 100
+// supersedes it (the older one's retries stop, its backoff is cut short, and it is not delivered
+// after the newer one). The loop must be run by one thread (the gateway's main loop). At most 100
 // alarms with deliveries outstanding; beyond that an announcement is dropped (and logged) rather
 // than queued without bound. One cut short by shutdown is logged. Thread-safe.
 class WebhookNotifier final : public AlarmNotifier {
@@ -42,6 +45,9 @@ class WebhookNotifier final : public AlarmNotifier {
   struct AlarmQueue {
     std::optional<std::string> next;
     uint64_t generation = 0;
+    // The running delivery's backoff timer: a newer notification cancels its wait (on the loop), so
+    // it goes out at once instead of at the end of an older one's backoff (up to 64 s).
+    std::shared_ptr<asio::steady_timer> backoff;
   };
   asio::awaitable<void> Deliver(std::string alarm_key);
   bool Superseded(const std::string& alarm_key, uint64_t generation) const;

@@ -54,6 +54,7 @@ M& Memo(uint64_t instance, const prometheus::Family<M>& family, std::initializer
 // ToolInvoker, UnrecordedOutcomes, the callback deliverer and DownstreamPool pass), each started at 0.
 constexpr std::string_view kReplayResults[] = {"executed", "forced", "deduped", "refused"};
 constexpr std::string_view kUnrecordedEnds[] = {"recorded", "refused", "expired", "full"};
+constexpr std::string_view kSloEvaluationErrors[] = {"store_error", "damaged_item"};
 constexpr std::string_view kCallbackResults[] = {"delivered", "retried", "failed"};
 constexpr std::string_view kDownstreamConnectionEvents[] = {"opened", "tls_handshake", "reused"};
 
@@ -163,6 +164,10 @@ Metrics::Metrics()
       slo_budget_(
           NewFamily<prometheus::Gauge>("toolgate_slo_error_budget_remaining",
                                        "Fraction of the 30-day error budget left, fleet-wide (negative: overspent)")),
+      slo_evaluation_errors_(NewFamily<prometheus::Counter>(
+          "toolgate_slo_evaluation_errors_total",
+          "SLO evaluation problems, this instance: store_error (alarms not evaluated), damaged_item (SLO items "
+          "not as toolgate writes them, left out of the counts or rewritten)")),
       cooldown_(NewFamily<prometheus::Gauge>(
           "toolgate_breaker_cooldown_remaining_seconds",
           "Seconds until an OPEN breaker lets a probe through (0 when not cooling down), fleet-wide")),
@@ -174,6 +179,7 @@ Metrics::Metrics()
                                                "1, labelled with the build's version and git revision")) {
   for (std::string_view result : kReplayResults) replays_.Add({{"result", std::string(result)}});
   for (std::string_view result : kUnrecordedEnds) unrecorded_ended_.Add({{"result", std::string(result)}});
+  for (std::string_view kind : kSloEvaluationErrors) slo_evaluation_errors_.Add({{"kind", std::string(kind)}});
   for (std::string_view event : kDownstreamConnectionEvents) {
     downstream_connections_.Add({{"event", std::string(event)}});
   }
@@ -300,6 +306,10 @@ void Metrics::SloBurnRate(const std::string& connector, const std::string& slo, 
 
 void Metrics::SloAlarm(const std::string& connector, const std::string& slo, const std::string& severity, bool firing) {
   slo_alarm_.Add({{"connector", connector}, {"slo", slo}, {"severity", severity}}).Set(firing ? 1 : 0);
+}
+
+void Metrics::SloEvaluationError(std::string_view kind) {
+  slo_evaluation_errors_.Add({{"kind", std::string(kind)}}).Increment();
 }
 
 void Metrics::SloBudgetRemaining(const std::string& connector, const std::string& slo, double fraction) {

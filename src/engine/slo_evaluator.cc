@@ -106,7 +106,21 @@ absl::Status SloEvaluator::Reconcile(SloView& view, const std::map<std::string, 
         a.verdict.firing != state.firing && state.since_ms != 0 && state.since_ms > now_ms - hold_ms &&
         state.since_ms < now_ms + hold_ms;  // compared, not subtracted: an edited since_ms cannot overflow
     if (held) a.firing = state.firing;      // the fleet's state stands, and is claimed below if unannounced
-    if (a.verdict.firing != state.firing && !held) {
+    if (!state.damage.empty()) {
+      // Nothing could change a damaged item again (its conditions and its ADD fail): rewritten as
+      // the verdict, by one instance, and announced as any change when it is news.
+      if (a.verdict.firing && !alarmed_.contains(view.connector)) {  // findable should it leave the config
+        RETURN_IF_ERROR(counters_.RememberAlarmed(view.connector));
+        alarmed_.insert(view.connector);
+      }
+      ASSIGN_OR_RETURN(std::optional<SloAlarmState> repaired,
+                       counters_.RepairAlarm(view.connector, view.sli, a.tier->name, a.verdict.firing, state));
+      a.firing = a.verdict.firing;
+      a.since_ms = repaired ? repaired->since_ms : clock_.now_epoch_ms();
+      if (repaired) a.seq = repaired->seq;
+      // Repaired by another instance (which announces it, or the next tick claims it), or no news.
+      if (!repaired || repaired->announced) continue;
+    } else if (a.verdict.firing != state.firing && !held) {
       if (a.verdict.firing && !alarmed_.contains(view.connector)) {  // findable should it leave the config
         RETURN_IF_ERROR(counters_.RememberAlarmed(view.connector));
         alarmed_.insert(view.connector);
@@ -165,9 +179,16 @@ json RemovedAlarmData(const std::string& connector, slo::Sli sli, const slo::Tie
 void SloEvaluator::Announce(const SloView& view, const SloAlarmView& a) {
   json data = AlarmIdentity(view.connector, view.sli, *a.tier);
   data["target"] = view.target;
-  data["long_burn_rate"] = a.verdict.long_burn;
-  data["short_burn_rate"] = a.verdict.short_burn;
-  data["long_window_events"] = a.verdict.long_events;
+  if (a.firing == a.verdict.firing) {
+    data["long_burn_rate"] = a.verdict.long_burn;
+    data["short_burn_rate"] = a.verdict.short_burn;
+    data["long_window_events"] = a.verdict.long_events;
+  } else {
+    // A change another instance made, held (its clock ahead within the skew) and claimed here
+    // unannounced: this instance's windows do not agree yet, and its burn rates would say the
+    // opposite of the change they came with.
+    data["reason"] = "clock_skew";
+  }
   data["error_budget_remaining"] = view.budget_remaining;
   if (view.sli == slo::Sli::kToolLatency) data["latency_threshold_ms"] = view.latency_threshold_ms;
   Publish(a.firing, data, a.seq, a.since_ms);
@@ -196,10 +217,11 @@ void SloEvaluator::Publish(bool firing, const json& data, int64_t seq, int64_t c
   }
 }
 
-absl::Status SloEvaluator::ResolveRemovedConnectors() {
+absl::Status SloEvaluator::ResolveRemovedConnectors(std::vector<std::string>& damaged, bool& settled) {
+  settled = false;
   ASSIGN_OR_RETURN(std::vector<std::string> alarmed, counters_.AlarmedConnectors());
   absl::Status first_error;
-  bool settled = true;  // every alarm of every removed connector resolved and announced
+  settled = true;  // every alarm of every removed connector resolved and announced
   auto note = [&](const absl::Status& s) {
     if (first_error.ok()) first_error = s;
   };
@@ -216,7 +238,21 @@ absl::Status SloEvaluator::ResolveRemovedConnectors() {
         const auto it = stored->find(AlarmKey(sli, tier.name));
         if (it == stored->end()) continue;
         SloAlarmState state = it->second;
-        if (!state.firing && state.announced) {
+        if (!state.damage.empty()) {  // resolved by a rewrite, as a change of its own when it is news
+          damaged.push_back(absl::StrCat("SLO#", id, "/ALARM#", AlarmKey(sli, tier.name), ": ", state.damage));
+          absl::StatusOr<std::optional<SloAlarmState>> repaired =
+              counters_.RepairAlarm(id, sli, tier.name, false, state);
+          if (!repaired.ok()) {
+            note(repaired.status());
+            continue;
+          }
+          if (!*repaired) {  // another instance repaired it: the next pass reads its sequence and claims
+            settled = false;
+            continue;
+          }
+          if ((*repaired)->announced) continue;  // it was resolved already: nothing to announce
+          state = **repaired;
+        } else if (!state.firing && state.announced) {
           // Announced; or a claim of ours whose answer was lost, which is ours to announce if it went in.
           const auto unsure = unsure_claims_.find(claim_key);
           if (unsure == unsure_claims_.end()) continue;
@@ -249,9 +285,8 @@ absl::Status SloEvaluator::ResolveRemovedConnectors() {
       }
     }
   }
-  if (!first_error.ok()) return first_error;
-  if (!settled) return absl::UnavailableError("an alarm another instance resolved is not announced yet");
-  return absl::OkStatus();
+  if (!first_error.ok()) settled = false;
+  return first_error;
 }
 
 void SloEvaluator::Export(const SloView& view) {
@@ -265,9 +300,15 @@ void SloEvaluator::Export(const SloView& view) {
   metrics_.SloBudgetRemaining(view.connector, sli, view.budget_remaining);
 }
 
-absl::Status SloEvaluator::EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next) {
+absl::Status SloEvaluator::EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next,
+                                             std::vector<std::string>& damaged) {
   ASSIGN_OR_RETURN(SloSeries series, counters_.Read(connector.id, connector.concurrency.max_clock_skew_s));
+  damaged.insert(damaged.end(), series.damaged.begin(), series.damaged.end());
   ASSIGN_OR_RETURN(auto stored, counters_.ReadAlarms(connector.id));
+  for (const auto& [key, state] : stored) {
+    if (!state.damage.empty())
+      damaged.push_back(absl::StrCat("SLO#", connector.id, "/ALARM#", key, ": ", state.damage));
+  }
   std::vector<SloView> views = Evaluate(connector, series, now_ms);
   const int64_t hold_ms = int64_t{connector.concurrency.max_clock_skew_s} * 1000;
   for (SloView& v : views) RETURN_IF_ERROR(Reconcile(v, stored, now_ms, hold_ms));
@@ -300,33 +341,65 @@ absl::Status SloEvaluator::Tick() {
   next.evaluated_at_ms = now_ms;
   absl::Status result = flushed;
   std::vector<std::string> errors;
-  if (!flushed.ok()) errors.push_back(absl::StrCat("counts not flushed: ", flushed.message()));
+  if (!flushed.ok()) {
+    errors.push_back(absl::StrCat("counts not flushed: ", flushed.message()));
+    metrics_.SloEvaluationError("store_error");
+  }
   // At start, then every kRemovedPassIntervalMs once settled (every evaluation until then): an
   // instance still on an older config (a rolling or surge deployment) may fire a removed connector's
   // alarm again after this one resolved it, and then nothing configured would ever resolve it.
-  if (now_ms >= next_removed_pass_ms_) {
-    if (absl::Status s = ResolveRemovedConnectors(); s.ok()) {
-      next_removed_pass_ms_ = now_ms + kRemovedPassIntervalMs;
-    } else {
-      next_removed_pass_ms_ = 0;
+  // On the monotonic clock: a wall clock stepped back must not put the next pass off by the step.
+  std::vector<std::string> damaged;
+  const int64_t now_monotonic_ms = clock_.now_monotonic_ms();
+  if (now_monotonic_ms >= next_removed_pass_ms_) {
+    bool settled = false;
+    const size_t damaged_before = damaged.size();
+    const absl::Status s = ResolveRemovedConnectors(damaged, settled);
+    if (damaged.size() > damaged_before) metrics_.SloEvaluationError("damaged_item");
+    // Not settled (a resolve another instance made is not announced yet, or an error): again at the
+    // next evaluation.
+    next_removed_pass_ms_ = settled ? now_monotonic_ms + kRemovedPassIntervalMs : 0;
+    if (!s.ok()) {
       spdlog::warn("SLO alarms of connectors no longer configured not resolved yet (next evaluation tries again): {}",
                    s.ToString());
       errors.push_back(absl::StrCat("alarms of removed connectors: ", s.message()));
+      metrics_.SloEvaluationError(s.code() == absl::StatusCode::kDataLoss ? "damaged_item" : "store_error");
       if (result.ok()) result = s;
     }
   }
   // Every connector is evaluated: one whose counters or alarms cannot be read (or whose alarm write
   // failed) keeps its last good views and is named in the error, and never blinds the others.
   for (const auto& [id, connector] : config_.connectors) {
-    const absl::Status s = EvaluateConnector(connector, now_ms, next);
+    const size_t damaged_before = damaged.size();
+    const absl::Status s = EvaluateConnector(connector, now_ms, next, damaged);
+    if (damaged.size() > damaged_before) metrics_.SloEvaluationError("damaged_item");
     if (s.ok()) continue;
     spdlog::warn("SLO evaluation of connector {} failed (its last good evaluation is kept): {}", id, s.ToString());
     errors.push_back(absl::StrCat("connector ", id, ": ", s.message()));
+    // kDataLoss: an item the store could not decode at all (an attribute of a type toolgate never
+    // writes fails its whole read), damage as much as a count that is not a count.
+    metrics_.SloEvaluationError(s.code() == absl::StatusCode::kDataLoss ? "damaged_item" : "store_error");
     if (result.ok()) result = s;
     for (const SloView& v : last.slos) {
       if (v.connector == id) next.slos.push_back(v);
     }
     if (auto it = last.last_hour.find(id); it != last.last_hour.end()) next.last_hour[id] = it->second;
+  }
+  // A damaged item is left out of the counts (or rewritten) at every evaluation, and named in the
+  // snapshot's error each time; logged once per process. It is no failure of the evaluation (Tick's
+  // caller logs failures at every evaluation, and this one would be logged every 10 s for as long as
+  // the item is kept: 31 days for an hour item).
+  if (damage_logged_.size() > 10'000) damage_logged_.clear();  // bounded; at worst logged again
+  for (const std::string& d : damaged) {
+    if (damage_logged_.insert(d).second) {
+      spdlog::error("SLO item not as toolgate writes it, left out of the SLO counts or rewritten: {}", d);
+    }
+  }
+  if (!damaged.empty()) {
+    constexpr size_t kNamed = 3;
+    std::vector<std::string> named(damaged.begin(), damaged.begin() + std::min(damaged.size(), kNamed));
+    errors.push_back(absl::StrCat(damaged.size(), " damaged SLO item(s) left out of the counts or rewritten: ",
+                                  absl::StrJoin(named, "; "), damaged.size() > kNamed ? "; ..." : ""));
   }
   next.error = absl::StrJoin(errors, "; ");
   absl::MutexLock lock(&mu_);

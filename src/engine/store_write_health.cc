@@ -77,6 +77,12 @@ StoreWriteHealth::Snapshot StoreWriteHealth::snapshot() const {
   return s;
 }
 
+bool StoreWriteHealth::WritesUnconfirmed() const {
+  const int64_t last = last_success_ms_.load(std::memory_order_relaxed);
+  const int64_t now = clock_.now_epoch_ms();
+  return last == 0 || now - last >= kConfirmWithinMs || last - now >= kConfirmWithinMs;
+}
+
 bool StoreWriteHealth::ClaimProbe() {
   const int64_t now = clock_.now_monotonic_ms();
   int64_t last = last_probe_monotonic_ms_.load(std::memory_order_relaxed);

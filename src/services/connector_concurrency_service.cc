@@ -367,7 +367,10 @@ absl::StatusOr<int> ConnectorConcurrencyService::ReclaimExpired(std::string_view
       first_error = n.status();
     }
   }
-  if (!first_error.ok()) return first_error;
+  if (!first_error.ok()) {  // what the other shards gave back is not lost from the log with it
+    return absl::Status(first_error.code(), absl::StrCat(first_error.message(), " (", reclaimed,
+                                                         " slot(s) of expired leases reclaimed on the other shards)"));
+  }
   return reclaimed;
 }
 

@@ -1,8 +1,10 @@
 #include "toolgate/services/slo_counters.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "toolgate/status_macros.h"
 
 namespace toolgate {
@@ -111,6 +113,20 @@ SloAlarmState DecodeAlarm(const Item& item) {
   a.seq = store::GetInt(item, "seq").value_or(0);
   a.announced = store::GetBool(item, "announced").value_or(true);
   a.announced_by = store::GetString(item, "announced_by").value_or("");
+  std::vector<std::string> wrong;
+  for (const char* name : {"firing", "announced"}) {
+    if (const auto* v = store::Find(item, store::Attr(name)); v != nullptr && !v->is_bool()) {
+      wrong.push_back(absl::StrCat(name, " is not a boolean"));
+    }
+  }
+  // A seq that is not a whole number is damage too: a claim's condition compares it with the whole
+  // number read, so no change of the alarm would ever be announced again.
+  if (const auto* v = store::Find(item, store::Attr("seq"));
+      v != nullptr && (!v->is_number() || (v->is_double() && v->as_number() != std::floor(v->as_number())))) {
+    wrong.push_back("seq is not a whole number");
+  }
+  a.damage = absl::StrJoin(wrong, ", ");
+  if (!wrong.empty()) a.damaged_item = item;
   return a;
 }
 
@@ -250,7 +266,7 @@ absl::Status SloCounters::Flush() {
 
 absl::StatusOr<std::map<int64_t, SloBucket>> SloCounters::ReadRange(const std::string& connector,
                                                                     std::string_view prefix, int64_t first,
-                                                                    int64_t last) {
+                                                                    int64_t last, std::vector<std::string>& damaged) {
   std::map<int64_t, SloBucket> out;
   store::QueryRequest q;
   q.pk = Pk(connector);
@@ -264,12 +280,18 @@ absl::StatusOr<std::map<int64_t, SloBucket>> SloCounters::ReadRange(const std::s
     for (const auto& [sk, item] : p.items) {
       const std::string digits = sk.substr(prefix.size());
       if (digits.empty() || digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos) {
-        return absl::DataLossError(absl::StrCat("SLO counter SLO#", connector, "/", sk, ": not a bucket key"));
+        damaged.push_back(absl::StrCat("SLO#", connector, "/", sk, ": not a bucket key"));
+        continue;
       }
       const int64_t index = std::stoll(digits);
       if (index < first) return out;
       if (index > last) continue;
-      ASSIGN_OR_RETURN(out[index], DecodeBucket(item, connector, sk));
+      absl::StatusOr<SloBucket> bucket = DecodeBucket(item, connector, sk);
+      if (bucket.ok()) {
+        out[index] = *std::move(bucket);
+      } else {
+        damaged.push_back(std::string(bucket.status().message()));
+      }
     }
     if (!p.last_sk) break;
     q.after = p.last_sk;
@@ -286,18 +308,19 @@ absl::StatusOr<SloSeries> SloCounters::Read(const std::string& connector, int ma
   // when they are no longer new.
   const int64_t ahead_minute = (now_ms + int64_t{max_clock_skew_s} * 1000) / 60'000;
   SloSeries s;
-  ASSIGN_OR_RETURN(
-      s.minutes, ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1, ahead_minute));
+  ASSIGN_OR_RETURN(s.minutes, ReadRange(connector, kMinutePrefix, now_minute - slo::kMinuteResolutionUpToMinutes + 1,
+                                        ahead_minute, s.damaged));
   FoldAhead(s.minutes, now_minute);
-  ASSIGN_OR_RETURN(s.hours,
-                   ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1, ahead_minute / 60));
+  ASSIGN_OR_RETURN(s.hours, ReadRange(connector, kHourPrefix, now_hour - slo::kBudgetMinutes / 60 + 1,
+                                      ahead_minute / 60, s.damaged));
   FoldAhead(s.hours, now_hour);
   return s;
 }
 
 absl::StatusOr<OutcomeCounts> SloCounters::ReadOutcomes(const std::string& connector, int minutes) {
   const int64_t now_minute = clock_.now_epoch_ms() / 60'000;
-  ASSIGN_OR_RETURN(auto buckets, ReadRange(connector, kMinutePrefix, now_minute - minutes + 1, now_minute));
+  std::vector<std::string> damaged;  // reported by the SLO evaluation, which reads the same items
+  ASSIGN_OR_RETURN(auto buckets, ReadRange(connector, kMinutePrefix, now_minute - minutes + 1, now_minute, damaged));
   OutcomeCounts out;
   for (const auto& [minute, b] : buckets) out += b.outcomes;
   return out;
@@ -316,6 +339,32 @@ absl::StatusOr<std::optional<SloAlarmState>> SloCounters::SetAlarm(const std::st
                                   UpdateOp::Add(store::AttributePath::Top("seq"), 1),
                                   UpdateOp::Set(store::AttributePath::Top("announced"), false)},
                                  cond, store::ReturnValues::kAllNew));
+  if (!r.applied) return std::nullopt;
+  return DecodeAlarm(r.item);
+}
+
+absl::StatusOr<std::optional<SloAlarmState>> SloCounters::RepairAlarm(const std::string& connector, slo::Sli sli,
+                                                                      std::string_view tier, bool firing,
+                                                                      const SloAlarmState& read) {
+  // Conditional on the attributes being as read: of several instances repairing at once exactly one
+  // does, and a change made since (another instance's repair) is left alone.
+  std::vector<Condition> as_read;
+  for (const char* name : {"firing", "announced", "seq"}) {
+    const auto* v = store::Find(read.damaged_item, store::Attr(name));
+    as_read.push_back(v != nullptr ? Condition::Eq(store::Attr(name), *v) : Condition::NotExists(store::Attr(name)));
+  }
+  // Announced only when the alarm's state was unknown or changes: a repair that keeps a readable
+  // state (only `announced` or `seq` was damaged) is no news to a receiver.
+  const std::optional<bool> was = store::GetBool(read.damaged_item, "firing");
+  const bool no_news = was.has_value() && *was == firing;
+  const int64_t now_ms = clock_.now_epoch_ms();
+  ASSIGN_OR_RETURN(store::WriteResult r,
+                   store_.Update({Pk(connector), AlarmSk(sli, tier)},
+                                 {UpdateOp::Set(store::AttributePath::Top("firing"), firing),
+                                  UpdateOp::Set(store::AttributePath::Top("since_ms"), now_ms),
+                                  UpdateOp::Set(store::AttributePath::Top("seq"), now_ms),
+                                  UpdateOp::Set(store::AttributePath::Top("announced"), no_news)},
+                                 Condition::And(std::move(as_read)), store::ReturnValues::kAllNew));
   if (!r.applied) return std::nullopt;
   return DecodeAlarm(r.item);
 }

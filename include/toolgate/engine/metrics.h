@@ -98,6 +98,11 @@ class Metrics final : public BreakerTransitionListener {
   void SloBurnRate(const std::string& connector, const std::string& slo, const std::string& window, double rate);
   void SloAlarm(const std::string& connector, const std::string& slo, const std::string& severity, bool firing);
   void SloBudgetRemaining(const std::string& connector, const std::string& slo, double fraction);
+  // One SLO evaluation problem: `kind` "store_error" (a connector's evaluation, the flush or the pass
+  // over removed connectors failed on the store: those alarms are not being evaluated) or
+  // "damaged_item" (a connector's evaluation met SLO items not as toolgate writes them and left them
+  // out or rewrote them). Both start at 0.
+  void SloEvaluationError(std::string_view kind);
 
   // The text exposition format: every family once, in the order the constructor makes them, those
   // without a sample as their HELP and TYPE lines alone.
@@ -148,6 +153,7 @@ class Metrics final : public BreakerTransitionListener {
   prometheus::Family<prometheus::Gauge>& slo_burn_rate_;
   prometheus::Family<prometheus::Gauge>& slo_alarm_;
   prometheus::Family<prometheus::Gauge>& slo_budget_;
+  prometheus::Family<prometheus::Counter>& slo_evaluation_errors_;
   prometheus::Family<prometheus::Gauge>& cooldown_;
   prometheus::Family<prometheus::Gauge>& kill_switches_;
   prometheus::Family<prometheus::Counter>& http_responses_;

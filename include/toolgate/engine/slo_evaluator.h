@@ -81,9 +81,13 @@ class SloEvaluator {
   SloEvaluator(const Config& config, SloCounters& counters, Ledger& ledger, Metrics& metrics, const Clock& clock,
                AlarmNotifier* notifier, std::string instance_id);
 
-  // Evaluates every configured connector. Returns the first store error (kUnavailable, kDataLoss for
-  // a damaged counter, ...) after evaluating all of them: a connector that fails keeps its last good
-  // views in the snapshot, which names every failure in `error`; the others are evaluated as usual.
+  // Evaluates every configured connector. Returns the first store error (kUnavailable, ...) after
+  // evaluating all of them: a connector that fails keeps its last good views in the snapshot, which
+  // names every failure in `error`; the others are evaluated as usual. A damaged SLO item is no
+  // failure: a damaged counter is left out of the counts, a damaged alarm item is rewritten
+  // (SloCounters::RepairAlarm); each is named in `error` (the first three), logged once per process
+  // and counted in toolgate_slo_evaluation_errors_total{kind="damaged_item"}. (An item the store
+  // cannot decode at all fails its connector's read: kDataLoss, counted as damaged_item too.)
   absl::Status Tick();
   SloSnapshot Snapshot() const;
 
@@ -94,7 +98,9 @@ class SloEvaluator {
 
  private:
   // Reads, evaluates and reconciles one connector, adding its views to `next` only when all succeed.
-  absl::Status EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next);
+  // The damaged items it met (and left out, or repaired) are added to `damaged`.
+  absl::Status EvaluateConnector(const ConnectorConfig& connector, int64_t now_ms, SloSnapshot& next,
+                                 std::vector<std::string>& damaged);
   // Writes the verdicts that differ from the fleet's stored state (except a change made within
   // `hold_ms`, the connector's clock skew, of `now_ms`) and claims and announces unannounced changes.
   absl::Status Reconcile(SloView& view, const std::map<std::string, SloAlarmState>& stored, int64_t now_ms,
@@ -105,7 +111,8 @@ class SloEvaluator {
   // Resolves (and announces, reason connector_removed) the firing alarms of connectors that are no
   // longer configured: nothing evaluates them any more, and their items have no TTL. Run at start
   // and every kRemovedPassIntervalMs (every Tick while it has not settled).
-  absl::Status ResolveRemovedConnectors();
+  // `settled`: every such alarm resolved and announced; damaged alarm items met are added to `damaged`.
+  absl::Status ResolveRemovedConnectors(std::vector<std::string>& damaged, bool& settled);
   void Export(const SloView& view);
 
   const Config& config_;
@@ -117,10 +124,12 @@ class SloEvaluator {
   const std::string instance_id_;
   // Claims whose answer was lost ("<connector>#<slo>#<tier>" -> seq): Tick's thread only.
   std::map<std::string, int64_t> unsure_claims_;
-  std::set<std::string> alarmed_;  // connectors this process has RememberAlarmed: Tick's thread only
+  std::set<std::string> alarmed_;        // connectors this process has RememberAlarmed: Tick's thread only
+  std::set<std::string> damage_logged_;  // damaged items this process has logged: Tick's thread only
   // How often ResolveRemovedConnectors runs again once it has settled everything.
   static constexpr int64_t kRemovedPassIntervalMs = 60'000;
-  int64_t next_removed_pass_ms_ = 0;  // when ResolveRemovedConnectors runs next: Tick's thread only
+  // When ResolveRemovedConnectors runs next, on the monotonic clock (now_monotonic_ms): Tick's thread only.
+  int64_t next_removed_pass_ms_ = 0;
   mutable absl::Mutex mu_;
   SloSnapshot snapshot_ ABSL_GUARDED_BY(mu_);
 };

@@ -55,6 +55,14 @@ class StoreWriteHealth {
   };
   Snapshot snapshot() const;
 
+  // Whether no write has been seen applied within kConfirmWithinMs of wall time (or ever, or the
+  // last one is stamped that far ahead: the clock was stepped back). Not failing, such an instance
+  // knows nothing about its writes — a fresh one on a store it may not write (a volume mounted
+  // read-only, a role without write access), or an idle one whose store has since stopped taking
+  // writes — so /readyz probes before it answers ready.
+  bool WritesUnconfirmed() const;
+  static constexpr int64_t kConfirmWithinMs = 10'000;
+
   // At most one caller per kProbeIntervalMs (monotonic) is told true: the one that may write a probe
   // item to learn whether writes work again (Engine::ProbeStoreWrite). The rest answer from the state
   // the last probe left, so no number of readiness checks makes the store take more than one probe a

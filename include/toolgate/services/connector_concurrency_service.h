@@ -125,7 +125,9 @@ class ConnectorConcurrencyService {
   static store::WriteRequest ReleaseRequest(const SlotLease& lease);
 
   // Reclaims every lease of the connector past expiry + skew; returns how many. Also brings the
-  // per-tenant counters in line with their holders and removes those at zero.
+  // per-tenant counters in line with their holders and removes those at zero. A shard that fails
+  // does not stop the others; the first error is returned, its message saying how many the others
+  // reclaimed.
   absl::StatusOr<int> ReclaimExpired(std::string_view connector_id, const ConcurrencyConfig& config);
 
   // An operator's new limit (PUT /admin/connectors/{id}/limits), spread over `shards` items, with

@@ -48,6 +48,9 @@ struct SloBucket {
 struct SloSeries {
   std::map<int64_t, SloBucket> minutes;
   std::map<int64_t, SloBucket> hours;
+  // Counter items left out because they are not as toolgate writes them (a count that is not a
+  // count, a key that is not a bucket): one line each, naming the item and what is wrong with it.
+  std::vector<std::string> damaged;
   slo::Buckets MinuteCounts() const;
   slo::Buckets HourCounts() const;
 };
@@ -59,6 +62,11 @@ struct SloAlarmState {
   int64_t seq = 0;           // how many times it has changed: orders its changes across the fleet
   bool announced = true;     // false: the last change has not been claimed for announcement yet
   std::string announced_by;  // the instance that claimed the last change's announcement
+  // Not empty when the item is not as toolgate writes it (`firing` or `announced` not a boolean,
+  // `seq` not a whole number): what is wrong. Such an item would never change again, or never be
+  // announced again (its conditions and its ADD fail), so RepairAlarm rewrites it.
+  std::string damage;
+  store::Item damaged_item;  // the item as read, when damaged (RepairAlarm's condition)
 };
 
 // The store side of the SLOs (design §8): every instance counts the calls it makes in memory and
@@ -93,16 +101,27 @@ class SloCounters {
 
   // The connector's buckets up to the current minute and hour. Buckets up to `max_clock_skew_s` ahead
   // of this host's clock (written by a host whose clock runs ahead) are counted in the current ones.
+  // A damaged counter item is left out and named in `damaged`: one bad item must not blind a
+  // connector's alarms for as long as it is kept (8 h a minute item, 31 days an hour item).
   absl::StatusOr<SloSeries> Read(const std::string& connector, int max_clock_skew_s = 0);
 
   // The fleet's outcome counts of the connector over the last `minutes` minutes (the current minute
-  // included), as flushed into the store by every instance. REQUIRES: 1 <= minutes <= 480.
+  // included), as flushed into the store by every instance; damaged minute items are left out (the
+  // SLO evaluation reports them). REQUIRES: 1 <= minutes <= 480.
   absl::StatusOr<OutcomeCounts> ReadOutcomes(const std::string& connector, int minutes);
 
   // Moves the alarm to `firing`. The state written when this call made the change (exactly one
   // caller across the fleet wins each change); nullopt when it was already so.
   absl::StatusOr<std::optional<SloAlarmState>> SetAlarm(const std::string& connector, slo::Sli sli,
                                                         std::string_view tier, bool firing);
+  // Rewrites a damaged alarm item (`read`, with SloAlarmState::damage) as a change to `firing`, with
+  // `seq` the current epoch millisecond — above any change count, so receivers ordering by `seq`
+  // still order the changes after it — and its announcement unclaimed, unless `firing` is the state
+  // the item held readably (then there is nothing to announce). Conditional on the item being as
+  // read: exactly one caller across the fleet repairs it (the state it wrote), the others get nullopt.
+  absl::StatusOr<std::optional<SloAlarmState>> RepairAlarm(const std::string& connector, slo::Sli sli,
+                                                           std::string_view tier, bool firing,
+                                                           const SloAlarmState& read);
   // Notes that `connector` has (or may get) a firing alarm: its id is kept in (SLO_ALARMED,
   // <connector>), no TTL, so AlarmedConnectors finds alarms left behind when the connector leaves the
   // config. Unconditional; written before each fire.
@@ -130,8 +149,10 @@ class SloCounters {
     void Merge(const Pending& o);
   };
   using PendingMap = std::map<std::pair<std::string, int64_t>, Pending>;  // (connector, minute or hour)
+  // The buckets of [first, last]; a damaged item is left out and described in `damaged`.
   absl::StatusOr<std::map<int64_t, SloBucket>> ReadRange(const std::string& connector, std::string_view prefix,
-                                                         int64_t first, int64_t last);
+                                                         int64_t first, int64_t last,
+                                                         std::vector<std::string>& damaged);
 
   store::ItemStore& store_;
   const Clock& clock_;
