@@ -742,9 +742,11 @@ TEST_P(SloStoreTest, ADamagedAlarmIsRepairedByExactlyOneCaller) {
   EXPECT_FALSE(again->has_value()) << "b read it before a's repair: its repair must not apply";
   EXPECT_TRUE(Alarm(a, "tool_error#1h/5m").firing);
 
-  // Only the sequence damaged, the state readable: repaired with nothing to announce.
+  // Only the sequence damaged (beyond what an int64 holds), the state readable and announced:
+  // repaired with nothing to announce, its time of change kept.
   ASSERT_TRUE(store_
-                  ->Put({"SLO#crm", "ALARM#tool_error#6h/30m"}, {{"firing", false}, {"seq", "x"}, {"announced", true}},
+                  ->Put({"SLO#crm", "ALARM#tool_error#6h/30m"},
+                        {{"firing", false}, {"seq", 1e19}, {"since_ms", 5}, {"announced", true}},
                         store::Condition::Always())
                   .ok());
   const SloAlarmState seq_only = Alarm(a, "tool_error#6h/30m");
@@ -752,7 +754,34 @@ TEST_P(SloStoreTest, ADamagedAlarmIsRepairedByExactlyOneCaller) {
   auto quiet = a.RepairAlarm("crm", slo::Sli::kToolError, "6h/30m", false, seq_only);
   ASSERT_TRUE(quiet.ok() && quiet->has_value());
   EXPECT_TRUE((*quiet)->announced);
+  EXPECT_EQ((*quiet)->since_ms, 5);
   EXPECT_TRUE(Alarm(a, "tool_error#6h/30m").damage.empty());
+
+  // A change still waiting for its announcement keeps waiting for it.
+  ASSERT_TRUE(store_
+                  ->Put({"SLO#crm", "ALARM#tool_error#1d/2h"}, {{"firing", true}, {"seq", "x"}, {"announced", false}},
+                        store::Condition::Always())
+                  .ok());
+  auto pending = a.RepairAlarm("crm", slo::Sli::kToolError, "1d/2h", true, Alarm(a, "tool_error#1d/2h"));
+  ASSERT_TRUE(pending.ok() && pending->has_value());
+  EXPECT_FALSE((*pending)->announced);
+}
+
+// Counts for a current bucket whose item is damaged cannot be added to it: the store refuses the
+// ADD as malformed, and the counts are dropped rather than failing every flush while it is current.
+TEST_P(SloStoreTest, CountsForADamagedCurrentBucketAreDroppedNotRetriedForever) {
+  SloCounters counters(*store_, clock_);
+  char sk[32];
+  std::snprintf(sk, sizeof sk, "MIN#%010lld", static_cast<long long>(clock_.now_epoch_ms() / 60'000));
+  ASSERT_TRUE(store_->Put({"SLO#crm", sk}, {{"total", "lots"}}, store::Condition::Always()).ok());
+  counters.Record("crm", false, 10, false);
+  const absl::Status first = counters.Flush();
+  EXPECT_EQ(first.code(), absl::StatusCode::kInvalidArgument) << first;
+  EXPECT_EQ(counters.pending_calls(), 0) << "dropped with the item they cannot be added to";
+  EXPECT_TRUE(counters.Flush().ok()) << "nothing retried";
+  auto series = counters.Read("crm");
+  ASSERT_TRUE(series.ok()) << series.status();
+  EXPECT_EQ(series->hours.at(clock_.now_epoch_ms() / 3'600'000).counts.total, 1) << "the hour's item took its count";
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, SloStoreTest, ::testing::ValuesIn(testing::AllBackends()), testing::BackendName);

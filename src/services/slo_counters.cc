@@ -121,8 +121,10 @@ SloAlarmState DecodeAlarm(const Item& item) {
   }
   // A seq that is not a whole number is damage too: a claim's condition compares it with the whole
   // number read, so no change of the alarm would ever be announced again.
+  // So is one a claim or an ADD cannot take as an int64 (beyond 2^53 a double is not exact).
   if (const auto* v = store::Find(item, store::Attr("seq"));
-      v != nullptr && (!v->is_number() || (v->is_double() && v->as_number() != std::floor(v->as_number())))) {
+      v != nullptr && (!v->is_number() || (v->is_double() && v->as_number() != std::floor(v->as_number())) ||
+                       !(v->as_number() >= -9007199254740992.0 && v->as_number() <= 9007199254740992.0))) {
     wrong.push_back("seq is not a whole number");
   }
   a.damage = absl::StrJoin(wrong, ", ");
@@ -255,6 +257,10 @@ absl::Status SloCounters::Flush() {
   for (size_t i = 0; i < results.size(); ++i) {
     if (results[i].ok()) continue;
     if (first_error.ok()) first_error = results[i].status();
+    // Refused as malformed: an ADD into a count that is not a number (a damaged item, which reads
+    // leave out). Tried again it would fail every flush for as long as the bucket is current, so its
+    // counts are dropped with the item they cannot be added to.
+    if (results[i].status().code() == absl::StatusCode::kInvalidArgument) continue;
     const auto& [into, it] = sources[i];
     const bool is_minute = into == &pending_minutes_;
     const int64_t age_min = is_minute ? now_minute - it->first.second : now_minute - it->first.second * 60;
@@ -355,15 +361,18 @@ absl::StatusOr<std::optional<SloAlarmState>> SloCounters::RepairAlarm(const std:
   }
   // Announced only when the alarm's state was unknown or changes: a repair that keeps a readable
   // state (only `announced` or `seq` was damaged) is no news to a receiver.
+  // A change still waiting for its announcement (`announced` readably false) keeps waiting.
   const std::optional<bool> was = store::GetBool(read.damaged_item, "firing");
-  const bool no_news = was.has_value() && *was == firing;
+  const bool no_news =
+      was.has_value() && *was == firing && store::GetBool(read.damaged_item, "announced").value_or(false);
   const int64_t now_ms = clock_.now_epoch_ms();
+  std::vector<UpdateOp> ops = {UpdateOp::Set(store::AttributePath::Top("firing"), firing),
+                               UpdateOp::Set(store::AttributePath::Top("seq"), now_ms),
+                               UpdateOp::Set(store::AttributePath::Top("announced"), no_news)};
+  // No news keeps its time of change (and the clock-skew hold that follows from it).
+  if (!no_news || read.since_ms == 0) ops.push_back(UpdateOp::Set(store::AttributePath::Top("since_ms"), now_ms));
   ASSIGN_OR_RETURN(store::WriteResult r,
-                   store_.Update({Pk(connector), AlarmSk(sli, tier)},
-                                 {UpdateOp::Set(store::AttributePath::Top("firing"), firing),
-                                  UpdateOp::Set(store::AttributePath::Top("since_ms"), now_ms),
-                                  UpdateOp::Set(store::AttributePath::Top("seq"), now_ms),
-                                  UpdateOp::Set(store::AttributePath::Top("announced"), no_news)},
+                   store_.Update({Pk(connector), AlarmSk(sli, tier)}, std::move(ops),
                                  Condition::And(std::move(as_read)), store::ReturnValues::kAllNew));
   if (!r.applied) return std::nullopt;
   return DecodeAlarm(r.item);
