@@ -186,6 +186,19 @@ TEST_F(StoreHealthTest, AnInstanceWithNoWriteForTenSecondsProbesBeforeItAnswersR
   EXPECT_EQ(probe_writes_.load(), 1);
 }
 
+// A probe that fails with a code a call's write would not be judged by (a timeout, credentials the
+// store no longer accepts) still leaves the writes unconfirmed: not ready.
+TEST_F(StoreHealthTest, AProbeThatFailsWithAnyCodeIsNotReady) {
+  Start();
+  clock_.advance(milliseconds(StoreWriteHealth::kConfirmWithinMs));
+  FailWrites(absl::DeadlineExceededError("store: no answer within the request timeout"));
+  const api::ClientResult ready = Readyz();
+  EXPECT_EQ(ready.status, 503) << ready.body;
+  EXPECT_EQ(Body(ready)["status"], "store_unwritable");
+  EXPECT_EQ(probe_writes_.load(), 1);
+  EXPECT_EQ(Readyz().status, 503) << "the next check answers from what the probe found";
+}
+
 // While the probes go in, an idle instance probes once per 10 s, however often it is asked.
 TEST_F(StoreHealthTest, AnIdleInstanceWhoseWritesGoInProbesOnceInTenSeconds) {
   Start();

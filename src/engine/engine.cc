@@ -87,6 +87,10 @@ absl::Status Engine::ProbeStoreWrite() {
   item[std::string(store::kTtlAttribute)] = store::AttributeValue(now_ms / 1000 + kWriteProbeTtlS);
   absl::StatusOr<store::WriteResult> r =
       metered_->Put({"HEALTH", absl::StrCat("WRITE#", instance_id_)}, item, store::Condition::Always());
+  // An unconditional put of toolgate's own item can only fail because the store would not take it:
+  // whatever the code (a timeout, credentials the store no longer accepts, a table gone), the writes
+  // are not confirmed, as a call's write failing so would not say (its code may name the call).
+  if (!r.ok() && !StoreWriteHealth::IsStoreTrouble(r.status())) write_health_.ProbeFailed(r.status());
   return r.status();
 }
 

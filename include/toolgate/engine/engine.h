@@ -63,8 +63,9 @@ class Engine {
   ~Engine();
 
   // Writes a small item of this instance's (HEALTH / WRITE#<instance id>, expiring after
-  // kWriteProbeTtlS) to learn whether the store takes writes again; the outcome is recorded in
-  // write_health() like any write's. Blocking (one store write). The caller rate-limits it
+  // kWriteProbeTtlS) to learn whether the store takes writes (again); the outcome is recorded in
+  // write_health() like any write's, and a failure with any code marks the writes failing (the put
+  // is unconditional: only the store can refuse it). Blocking (one store write). The caller rate-limits it
   // (StoreWriteHealth::ClaimProbe).
   absl::Status ProbeStoreWrite();
   static constexpr int64_t kWriteProbeTtlS = 300;

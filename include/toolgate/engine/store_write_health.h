@@ -61,6 +61,8 @@ class StoreWriteHealth {
   // read-only, a role without write access), or an idle one whose store has since stopped taking
   // writes — so /readyz probes before it answers ready.
   bool WritesUnconfirmed() const;
+  // A probe write (Engine::ProbeStoreWrite) that failed with any code: the writes are failing.
+  void ProbeFailed(const absl::Status& status) { Failed(status); }
   static constexpr int64_t kConfirmWithinMs = 10'000;
 
   // At most one caller per kProbeIntervalMs (monotonic) is told true: the one that may write a probe
