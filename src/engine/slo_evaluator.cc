@@ -238,20 +238,9 @@ absl::Status SloEvaluator::ResolveRemovedConnectors(std::vector<std::string>& da
         const auto it = stored->find(AlarmKey(sli, tier.name));
         if (it == stored->end()) continue;
         SloAlarmState state = it->second;
-        if (!state.damage.empty()) {  // resolved by a rewrite, as a change of its own when it is news
+        const bool damaged_item = !state.damage.empty();
+        if (damaged_item) {
           damaged.push_back(absl::StrCat("SLO#", id, "/ALARM#", AlarmKey(sli, tier.name), ": ", state.damage));
-          absl::StatusOr<std::optional<SloAlarmState>> repaired =
-              counters_.RepairAlarm(id, sli, tier.name, false, state);
-          if (!repaired.ok()) {
-            note(repaired.status());
-            continue;
-          }
-          if (!*repaired) {  // another instance repaired it: the next pass reads its sequence and claims
-            settled = false;
-            continue;
-          }
-          if ((*repaired)->announced) continue;  // it was resolved already: nothing to announce
-          state = **repaired;
         } else if (!state.firing && state.announced) {
           // Announced; or a claim of ours whose answer was lost, which is ours to announce if it went in.
           const auto unsure = unsure_claims_.find(claim_key);
@@ -261,16 +250,19 @@ absl::Status SloEvaluator::ResolveRemovedConnectors(std::vector<std::string>& da
           if (ours) Publish(false, RemovedAlarmData(id, sli, tier), state.seq, state.since_ms);
           continue;
         }
-        if (state.firing) {
-          absl::StatusOr<std::optional<SloAlarmState>> changed = counters_.SetAlarm(id, sli, tier.name, false);
+        if (damaged_item || state.firing) {  // resolved; a damaged item by a rewrite, a change when it is news
+          absl::StatusOr<std::optional<SloAlarmState>> changed =
+              damaged_item ? counters_.RepairAlarm(id, sli, tier.name, false, state)
+                           : counters_.SetAlarm(id, sli, tier.name, false);
           if (!changed.ok()) {
             note(changed.status());
             continue;
           }
-          if (!*changed) {  // another instance resolved it: the next pass reads its sequence and claims
+          if (!*changed) {  // another instance changed it: the next pass reads its sequence and claims
             settled = false;
             continue;
           }
+          if ((*changed)->announced) continue;  // a repair of an alarm resolved already: nothing to announce
           state = **changed;
         }
         // Resolved, unclaimed: by this pass, or by an instance that lost its answer or died first.
